@@ -1,0 +1,823 @@
+"""The engine: durable tasks and steps over the event log.
+
+The engine never mutates state directly: it decides (which task to claim, whether a lease
+expired, whether a deadline passed), appends the decision as events, and reads its state back
+from the projections folded from the log. Reopening the same log and session resumes every
+unfinished task: its completed steps return their recorded results, and execution continues at
+the first step with no recorded outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import msgspec
+
+from engine.errors import (
+    DeadlineMissed,
+    NotFinished,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFound,
+)
+from engine.machines import validate
+from engine.registry import Registry, StepDef, TaskDef, parse_priority
+from engine.run import CURRENT_RUN, LeaseLost, TaskRun, derived_id, error_message
+from events import (
+    Context,
+    EventLog,
+    Priority,
+    SessionResumed,
+    SessionStarted,
+    TaskCancelled,
+    TaskClaimed,
+    TaskDeadlineMissed,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskProgressed,
+    TaskReprioritised,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskWaiting,
+    UnencodableValue,
+    UnknownEventType,
+    UsageError,
+    VersionConflict,
+    open_log,
+)
+from projections import CatchUp, Projections, TaskView, session_stream, task_stream
+
+__all__ = ["Engine", "RunSummary"]
+
+logger = logging.getLogger("onward.engine")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TERMINAL_OUTCOMES = ("succeeded", "failed", "cancelled", "missed")
+
+
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What one call of :meth:`Engine.run` did.
+
+    Attributes:
+        runs: task runs started (a resumed task counts once per run).
+        succeeded: tasks that succeeded.
+        failed: tasks that failed.
+        waiting: runs that ended waiting (for subtasks or a timer).
+        cancelled: runs stopped because the task was cancelled or its lease taken.
+        missed: tasks that missed their deadline.
+        recovered: tasks taken back from a dead worker.
+        steps_run: steps executed.
+        steps_replayed: steps whose recorded outcome was returned without running them.
+        elapsed: seconds spent (by the engine's clock).
+    """
+
+    runs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    waiting: int = 0
+    cancelled: int = 0
+    missed: int = 0
+    recovered: int = 0
+    steps_run: int = 0
+    steps_replayed: int = 0
+    elapsed: float = 0.0
+
+
+class _Suspend(BaseException):
+    """Unwinds a task that now waits durably (for subtasks); not an error."""
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}/{os.urandom(3).hex()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Engine:
+    """Durable tasks and steps for one session of work.
+
+    Open it with :meth:`Engine.open`; register functions with :meth:`task` and :meth:`step`;
+    :meth:`submit` work and :meth:`run` it. It is a context manager.
+
+    Args:
+        log: an open event log (the engine closes it).
+        session: the session's name; reopening the same name resumes it.
+        clock: the source of time (a fake one in tests).
+        sleep: how to wait for a timer (tests pass one that advances their fake clock).
+        lease: seconds a worker's claim on a task lasts without news from it.
+        checkpoint_every: save a projection checkpoint after this many events.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        session: str,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        lease: float = 300.0,
+        checkpoint_every: int = 50_000,
+    ) -> None:
+        if not session or not isinstance(session, str):
+            raise UsageError(f"session must be a non-empty string, got {session!r}")
+        if lease <= 0:
+            raise UsageError(f"lease must be positive, got {lease}")
+        self.log = log
+        self.session = session
+        self.clock = clock or log.clock
+        self._sleep = sleep
+        self.lease = lease
+        self.worker = _worker_id()
+        self.registry = Registry()
+        self._host = CatchUp(log, checkpoint_every=checkpoint_every)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._context = Context(session=session, actor=self.worker)
+        self._host.open()
+        self._open_session()
+
+    @classmethod
+    def open(
+        cls,
+        url: str = "sqlite:///onward.db",
+        *,
+        session: str = "default",
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        lease: float = 300.0,
+        checkpoint_every: int = 50_000,
+        **log_options: Any,
+    ) -> Engine:
+        """Open (or create) a log and start or resume a session on it.
+
+        Args:
+            url: the log: ``sqlite:///path``, ``memory://`` or ``postgresql://...``.
+            session: the session's name; reopening it resumes its unfinished tasks.
+            clock: the source of time in seconds since the epoch (``time.time`` by default).
+            sleep: how to wait for a timer.
+            lease: seconds a claim on a task lasts without news from its worker.
+            checkpoint_every: save a projection checkpoint after this many events.
+            **log_options: passed to :func:`events.open_log`.
+
+        Raises:
+            InvalidURL: an unsupported URL.
+            LogDamaged: the log's history is corrupt or foreign.
+        """
+        if clock is not None:
+            log_options["clock"] = clock
+        log = open_log(url, **log_options)
+        try:
+            return cls(
+                log,
+                session=session,
+                clock=clock,
+                sleep=sleep,
+                lease=lease,
+                checkpoint_every=checkpoint_every,
+            )
+        except BaseException:
+            log.close()
+            raise
+
+    # -- the session -----------------------------------------------------------------------
+
+    def _open_session(self) -> None:
+        projections = self._host.projections
+        view = projections.sessions.sessions.get(self.session)
+        stream = session_stream(self.session)
+        if view is None:
+            event: SessionStarted | SessionResumed = SessionStarted(
+                name=self.session,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=_version(),
+            )
+            expected = 0
+        else:
+            unfinished = [t for t in self._session_tasks() if not t.terminal]
+            for task in unfinished:
+                if task.unknown_events:
+                    raise UnknownEventType(
+                        f"task {task.task_id} has {task.unknown_events} events of types this "
+                        "version of onward does not know (written by a newer one?); refusing to "
+                        "resume it. `onward show` can still read it."
+                    )
+            event = SessionResumed(reason="reopened", recovered_tasks=len(unfinished))
+            expected = view.version
+        validate("session", self.session, view.state if view else "new", _tag(event))
+        self.log.append(stream, [event], expected_version=expected, context=self._context)
+        self._host.catch_up()
+
+    def _session_tasks(self) -> Iterable[TaskView]:
+        return (t for t in self._host.projections.tasks.tasks.values() if t.session == self.session)
+
+    @property
+    def projections(self) -> Projections:
+        """The read models as of the last catch-up (call :meth:`refresh` to catch up)."""
+        return self._host.projections
+
+    def refresh(self) -> Projections:
+        """Fold every event appended since the last look (by this or any other process)."""
+        with self._lock:
+            self._host.catch_up()
+        return self._host.projections
+
+    # -- registration ----------------------------------------------------------------------
+
+    def task(
+        self, *, name: str | None = None, priority: Priority | str = Priority.NORMAL
+    ) -> Callable[[F], F]:
+        """Register a function as a task: ``@engine.task()`` or ``@engine.task(priority="high")``.
+
+        The function stays callable as before; :meth:`submit` queues it durably.
+
+        Args:
+            name: the name its tasks are stored under (the function's qualified name by default).
+            priority: the default priority of its tasks.
+
+        Raises:
+            UsageError: an unknown priority.
+        """
+        level = parse_priority(priority)
+
+        def register(f: F) -> F:
+            self.registry.add_task(f, name, level)
+            return f
+
+        return register
+
+    def step(self, *, name: str | None = None, at_most_once: bool = False) -> Callable[[F], F]:
+        """Register a function as a durable step: ``@engine.step()``.
+
+        Called inside a task, its outcome is recorded once; a re-run of the task returns the
+        recorded result without calling it. Called outside a task, it is a plain call.
+
+        Args:
+            name: the name its outcomes are recorded under.
+            at_most_once: record the step's start first, and make recovery raise
+                :class:`~engine.errors.StepInterrupted` instead of running it again if it was in
+                flight when its worker died.
+        """
+
+        def register(f: F) -> F:
+            definition = self.registry.add_step(f, name, at_most_once)
+            return self._durable(definition)  # type: ignore[return-value]
+
+        return register
+
+    @staticmethod
+    def _durable(definition: StepDef) -> Callable[..., Any]:
+        fn = definition.fn
+
+        @functools.wraps(fn)
+        def durable_step(*args: Any, **kwargs: Any) -> Any:
+            run = CURRENT_RUN.get()
+            if run is None:
+                return fn(*args, **kwargs)
+            return run.call(definition, args, kwargs)
+
+        return durable_step
+
+    # -- submitting and steering -----------------------------------------------------------
+
+    def submit(
+        self,
+        task: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        priority: Priority | str | None = None,
+        deadline: float | None = None,
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue a task durably.
+
+        Inside a running task, the new task is its subtask (see :meth:`wait`), and submitting
+        again when the parent re-runs after a crash returns the same subtask.
+
+        Args:
+            task: a registered task function or its registered name.
+            *args: its positional arguments (msgspec-encodable values).
+            priority: critical, high, normal or low (the task's registered default if None).
+            deadline: when it must be done, in seconds since the epoch; if it is still
+                queued or waiting then, it is marked as having missed its deadline.
+            key: an idempotency key: submitting again with the same key in this session
+                returns the first task's id and queues nothing.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            The task's id.
+
+        Raises:
+            NotRegistered: the task is not registered.
+            UsageError: the arguments do not fit its signature, or are not encodable;
+                nothing was appended.
+        """
+        definition = self.registry.task(task)
+        self._check_open()
+        try:
+            definition.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise UsageError(f"task {definition.name}: {exc}") from None
+        level = definition.priority if priority is None else parse_priority(priority)
+        if deadline is not None and not isinstance(deadline, int | float):
+            raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
+        parent = CURRENT_RUN.get()
+        if parent is not None:
+            parent.children += 1
+            task_id = derived_id(parent.task_id, "child", str(parent.children))
+        elif key is not None:
+            task_id = derived_id(self.session, "key", key)
+        else:
+            task_id = os.urandom(8).hex()
+        event = TaskSubmitted(
+            name=definition.name,
+            args=list(args),
+            kwargs=kwargs,
+            priority=level,
+            deadline=None if deadline is None else float(deadline),
+            key=key,
+            parent=parent.task_id if parent is not None else None,
+        )
+        context = self._context
+        if parent is not None:
+            context = Context(
+                session=self.session,
+                actor=self.worker,
+                causation_id=parent.context.causation_id,
+                correlation_id=parent.context.correlation_id,
+            )
+        else:
+            context = Context(session=self.session, actor=self.worker, correlation_id=task_id)
+        try:
+            self.log.append(
+                task_stream(task_id),
+                [event],
+                expected_version=0,
+                event_ids=[derived_id(task_id, "submitted", size=16)],
+                context=context,
+            )
+        except VersionConflict:
+            if parent is None and key is None:
+                raise
+            # The same key (or the same subtask of a re-run parent) was submitted before.
+        except UnencodableValue as exc:
+            raise UsageError(f"task {definition.name}: arguments cannot be stored: {exc}") from exc
+        return task_id
+
+    def cancel(self, task_id: str, reason: str = "") -> None:
+        """Cancel a task that has not ended (a running one stops at its next step).
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task has already ended.
+        """
+        self._steer(task_id, TaskCancelled(reason=reason))
+
+    def reprioritise(self, task_id: str, priority: Priority | str) -> None:
+        """Change the priority of a queued or waiting task.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task is running or has ended.
+        """
+        level = parse_priority(priority)
+        view = self.task_view(task_id)
+        self._steer(task_id, TaskReprioritised(priority=level, previous=Priority(view.priority)))
+
+    def _steer(self, task_id: str, event: TaskCancelled | TaskReprioritised) -> None:
+        with self._lock:
+            for _ in range(10):
+                view = self.task_view(task_id)
+                validate("task", task_id, view.state, _tag(event))
+                try:
+                    self.log.append(
+                        task_stream(task_id),
+                        [event],
+                        expected_version=view.version,
+                        context=self._context,
+                    )
+                except VersionConflict:
+                    self._host.catch_up()
+                    continue
+                self._host.catch_up()
+                return
+            raise UsageError(f"task {task_id}: too many concurrent changes, try again")
+
+    def progress(self, fraction: float, note: str = "") -> None:
+        """Checkpoint the current task's progress (inside a task).
+
+        Args:
+            fraction: how much is done, in [0, 1].
+            note: a word on where it stands.
+
+        Raises:
+            UsageError: outside a task, or a fraction outside [0, 1].
+        """
+        run = self._current_run("progress()")
+        if not 0.0 <= fraction <= 1.0:
+            raise UsageError(f"progress fraction must be in [0, 1], got {fraction}")
+        run.record([TaskProgressed(fraction=float(fraction), note=note)])
+
+    def wait(self, task_ids: Iterable[str]) -> list[Any]:
+        """Wait durably for subtasks (inside a task) and return their results, in order.
+
+        If any has not ended, the task is parked (``TaskWaiting``) and re-runs once they all
+        have; its completed steps replay from the log, so the wait costs no work twice.
+
+        Raises:
+            UsageError: outside a task.
+            TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
+        """
+        run = self._current_run("wait()")
+        ids = list(task_ids)
+        with self._lock:
+            self._host.catch_up()
+            views = [self.task_view(t) for t in ids]
+        if all(v.terminal for v in views):
+            return [self.result(t) for t in ids]
+        run.record([TaskWaiting(reason="subtasks", on=ids)])
+        raise _Suspend()
+
+    def idempotency_key(self) -> str:
+        """The idempotency key of the step being executed: ``<task id>:<step index>``.
+
+        Pass it to external systems so that a step re-run after a crash does its effect once.
+
+        Raises:
+            UsageError: not inside a step.
+        """
+        run = self._current_run("idempotency_key()")
+        if run.current_step is None:
+            raise UsageError("idempotency_key() is only available while a step runs")
+        return run.idempotency_key(run.current_step)
+
+    @staticmethod
+    def _current_run(what: str) -> TaskRun:
+        run = CURRENT_RUN.get()
+        if run is None:
+            raise UsageError(f"{what} can only be called inside a running task")
+        return run
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def task_view(self, task_id: str) -> TaskView:
+        """What the log says about a task (as of the last catch-up).
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        view = self._host.projections.tasks.tasks.get(task_id)
+        if view is None:
+            with self._lock:
+                self._host.catch_up()
+            view = self._host.projections.tasks.tasks.get(task_id)
+        if view is None:
+            raise TaskNotFound(f"no task {task_id!r} in {self.log.url}")
+        return view
+
+    def tasks(self, state: str | None = None) -> list[TaskView]:
+        """This session's tasks in submission order, optionally only those in one state."""
+        self.refresh()
+        found = [t for t in self._session_tasks() if state is None or t.state == state]
+        return sorted(found, key=lambda t: t.order)
+
+    def result(self, task_id: str) -> Any:
+        """The recorded return value of a task that succeeded.
+
+        Raises:
+            TaskNotFound: no such task.
+            NotFinished: it has not ended.
+            TaskFailedError: it failed (with the recorded error type and message).
+            TaskCancelledError: it was cancelled.
+            DeadlineMissed: it missed its deadline.
+        """
+        self._check_open()
+        history = self.log.read_stream(task_stream(task_id))
+        if not history:
+            raise TaskNotFound(f"no task {task_id!r} in {self.log.url}")
+        last = history[-1].event
+        if isinstance(last, TaskSucceeded):
+            return last.result
+        if isinstance(last, TaskFailed):
+            raise TaskFailedError(task_id, last.error_type, last.message)
+        if isinstance(last, TaskCancelled):
+            raise TaskCancelledError(
+                f"task {task_id} was cancelled: {last.reason}".rstrip(": "), task_id=task_id
+            )
+        if isinstance(last, TaskDeadlineMissed):
+            raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
+        raise NotFinished(f"task {task_id} has not finished yet")
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, *, workers: int = 1, max_runs: int | None = None) -> RunSummary:
+        """Run this session's tasks until none is runnable.
+
+        Tasks waiting on a timer are waited for (with the engine's ``sleep``); tasks waiting
+        for other sessions' work or for a human end the run.
+
+        Args:
+            workers: how many tasks may run at once (threads of this process).
+            max_runs: stop after starting this many task runs.
+
+        Returns:
+            What the run did.
+        """
+        if workers < 1:
+            raise UsageError(f"workers must be at least 1, got {workers}")
+        self._check_open()
+        started = self.clock()
+        tally: dict[str, int] = dict.fromkeys(
+            (
+                "runs",
+                "succeeded",
+                "failed",
+                "waiting",
+                "cancelled",
+                "missed",
+                "recovered",
+                "steps_run",
+                "steps_replayed",
+            ),
+            0,
+        )
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="onward") if workers > 1 else None
+        in_flight: dict[Future[tuple[str, TaskRun | None]], str] = {}
+        try:
+            with self._lock:
+                self._host.catch_up()
+                tally["recovered"] += self._recover_leases()
+            while True:
+                with self._lock:
+                    self._host.catch_up()
+                    tally["missed"] += self._mark_missed()
+                    while len(in_flight) < workers and (
+                        max_runs is None or tally["runs"] < max_runs
+                    ):
+                        claimed = self._claim_next()
+                        if claimed is None:
+                            break
+                        tally["runs"] += 1
+                        if pool is None:
+                            self._tally(tally, self._execute(*claimed))
+                            self._host.catch_up()
+                        else:
+                            in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
+                if in_flight:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        del in_flight[future]
+                        self._tally(tally, future.result())
+                    continue
+                if max_runs is not None and tally["runs"] >= max_runs:
+                    break
+                due = self._next_timer()
+                if due is None:
+                    if self._claimable():
+                        continue
+                    break
+                self._sleep(max(0.0, due - self.clock()))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        return RunSummary(elapsed=self.clock() - started, **tally)
+
+    @staticmethod
+    def _tally(tally: dict[str, int], outcome: tuple[str, TaskRun | None]) -> None:
+        kind, run = outcome
+        tally[kind] += 1
+        if run is not None:
+            tally["steps_run"] += run.steps_run
+            tally["steps_replayed"] += run.steps_replayed
+
+    def _claimable(self) -> bool:
+        tasks = self._host.projections.tasks
+        return tasks.next_queued(self.session) is not None or self._ready_waiting() is not None
+
+    def _ready_waiting(self) -> TaskView | None:
+        tasks = self._host.projections.tasks
+        now = self.clock()
+        ready: list[TaskView] = []
+        for task_id in tasks.waiting:
+            view = tasks.tasks[task_id]
+            if view.session != self.session:
+                continue
+            if view.waiting_until is not None and view.waiting_until > now:
+                continue
+            if view.waiting_on:
+                if not all(
+                    (child := tasks.tasks.get(c)) is not None and child.terminal
+                    for c in view.waiting_on
+                ):
+                    continue
+            elif view.waiting_until is None:
+                continue  # waits for a human or another process
+            ready.append(view)
+        return min(ready, key=lambda v: v.queue_key()) if ready else None
+
+    def _next_timer(self) -> float | None:
+        tasks = self._host.projections.tasks
+        timers = [
+            v.waiting_until
+            for t in tasks.waiting
+            if (v := tasks.tasks[t]).session == self.session and v.waiting_until is not None
+        ]
+        return min(timers) if timers else None
+
+    def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
+        """Claim the most urgent runnable task: an append at its stream's expected version."""
+        tasks = self._host.projections.tasks
+        for _ in range(100):
+            view = self._ready_waiting() or tasks.next_queued(self.session)
+            if view is None:
+                return None
+            now = self.clock()
+            claim = TaskClaimed(
+                worker=self.worker, lease_until=now + self.lease, attempt=view.attempt + 1
+            )
+            validate("task", view.task_id, view.state, "TaskClaimed")
+            try:
+                result = self.log.append(
+                    task_stream(view.task_id),
+                    [claim],
+                    expected_version=view.version,
+                    context=Context(
+                        session=self.session, actor=self.worker, correlation_id=view.task_id
+                    ),
+                )
+            except VersionConflict:
+                self._host.catch_up()  # another worker got there first: look again
+                continue
+            self._host.catch_up()
+            return view, claim, result.event_ids[0]
+        return None
+
+    def _execute(
+        self, view: TaskView, claim: TaskClaimed, claim_id: str
+    ) -> tuple[str, TaskRun | None]:
+        """Run one claimed task to its end, a wait, or a lost lease."""
+        task_id = view.task_id
+        stream = task_stream(task_id)
+        history = self.log.read_stream(stream)
+        submitted = history[0].event
+        assert isinstance(submitted, TaskSubmitted)
+        context = Context(
+            session=self.session,
+            actor=self.worker,
+            causation_id=claim_id,
+            correlation_id=history[0].meta.correlation_id or task_id,
+        )
+        run = TaskRun(self.log, task_id, stream, history, context, self.clock)
+        try:
+            definition: TaskDef = self.registry.task(submitted.name)
+        except UsageError as exc:
+            run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
+            return "failed", run
+        token = CURRENT_RUN.set(run)
+        try:
+            try:
+                result = definition.fn(*submitted.args, **submitted.kwargs)
+            finally:
+                CURRENT_RUN.reset(token)
+        except _Suspend:
+            return "waiting", run
+        except LeaseLost as lost:
+            logger.info("%s", lost)
+            return "cancelled", run
+        except Exception as exc:
+            logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, exc)
+            return self._finish(
+                run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
+            )
+        try:
+            return self._finish(run, TaskSucceeded(result=result))
+        except UnencodableValue as exc:
+            return self._finish(
+                run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
+            )
+
+    @staticmethod
+    def _finish(run: TaskRun, event: TaskSucceeded | TaskFailed) -> tuple[str, TaskRun | None]:
+        try:
+            run.record([event])
+        except LeaseLost as lost:
+            logger.info("%s", lost)
+            return "cancelled", run
+        return ("succeeded" if isinstance(event, TaskSucceeded) else "failed"), run
+
+    def _recover_leases(self) -> int:
+        """Expire the leases of running tasks whose worker is gone.
+
+        A worker on this host whose process is dead (or an earlier engine of this process)
+        is known to be gone at once; others are gone when their lease ran out.
+        """
+        host = socket.gethostname()
+        now = self.clock()
+        recovered = 0
+        for view in list(self._session_tasks()):
+            if view.state != "running":
+                continue
+            worker_host, _, rest = view.worker.partition("/")
+            pid_text = rest.partition("/")[0]
+            gone = now > max(view.lease_until, view.updated_at + self.lease)
+            if worker_host == host and pid_text.isdigit() and view.worker != self.worker:
+                pid = int(pid_text)
+                gone = gone or pid == os.getpid() or not _pid_alive(pid)
+            if not gone:
+                continue
+            try:
+                self.log.append(
+                    task_stream(view.task_id),
+                    [TaskLeaseExpired(worker=view.worker, lease_until=view.lease_until)],
+                    expected_version=view.version,
+                    context=self._context,
+                )
+                recovered += 1
+            except VersionConflict:
+                continue
+        if recovered:
+            self._host.catch_up()
+        return recovered
+
+    def _mark_missed(self) -> int:
+        missed = 0
+        for view in self._host.projections.tasks.overdue(self.clock()):
+            if view.session != self.session or view.deadline is None:
+                continue
+            try:
+                self.log.append(
+                    task_stream(view.task_id),
+                    [TaskDeadlineMissed(deadline=view.deadline)],
+                    expected_version=view.version,
+                    context=self._context,
+                )
+                missed += 1
+            except VersionConflict:
+                continue
+        if missed:
+            self._host.catch_up()
+        return missed
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"the engine for session {self.session!r} is closed")
+
+    def checkpoint(self) -> None:
+        """Save a projection checkpoint now (reopening then reads only the tail)."""
+        with self._lock:
+            self._host.catch_up()
+            self._host.checkpoint()
+
+    def close(self) -> None:
+        """Close the engine and its log (the session stays open: reopening resumes it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _tag(event: msgspec.Struct) -> str:
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("onward")
+    except Exception:
+        return "unknown"

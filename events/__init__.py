@@ -1,0 +1,179 @@
+"""onward's event vocabulary and the event log.
+
+Everything onward does is an event appended to one log; everything it knows is rebuilt from
+that log. This package holds the vocabulary (frozen msgspec Structs, one module per domain
+noun), the envelope, the codec, and the log with its backends::
+
+    from events import open_log, TaskSubmitted
+
+    with open_log("sqlite:///work.db") as log:
+        log.append("task-1", [TaskSubmitted(name="crawl", args=["https://example.org"],
+                                            kwargs={})], expected_version=0)
+        for recorded in log.read():
+            print(recorded.position, recorded.stream, recorded.event)
+"""
+
+from events.base import Event, Meta, Recorded, UnknownEvent
+from events.breaker import (
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+)
+from events.codec import Codec, Upcaster, all_event_types
+from events.decision import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
+    DecisionMade,
+    ThresholdsAdjusted,
+)
+from events.degradation import (
+    ComponentFailed,
+    ComponentRestored,
+    WorkaroundApplied,
+)
+from events.error import (
+    ErrorClassified,
+    ErrorObserved,
+)
+from events.exceptions import (
+    BackendError,
+    ConflictError,
+    CorruptRecord,
+    InvalidURL,
+    LogDamaged,
+    OnwardError,
+    PayloadTooLarge,
+    UnencodableValue,
+    UnknownEventType,
+    UsageError,
+    VersionConflict,
+)
+from events.fix import (
+    FixAttempted,
+    FixFailed,
+    FixLearned,
+    FixSucceeded,
+)
+from events.flow import (
+    FlowStateChanged,
+    InterruptionDeferred,
+    InterruptionDelivered,
+)
+from events.integrity import Problem, ProblemKind, VerifyReport
+from events.kinds import (
+    BreakerState,
+    DegradationLevel,
+    ErrorKind,
+    FlowState,
+    Jitter,
+    Priority,
+    Strategy,
+)
+from events.log import Append, AppendResult, Checkpoint, Clock, Context, EventLog
+from events.redaction import Redactor, SecretPattern
+from events.retry import (
+    RetryScheduled,
+)
+from events.session import (
+    SessionEnded,
+    SessionPaused,
+    SessionResumed,
+    SessionStarted,
+)
+from events.step import (
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
+from events.task import (
+    TaskCancelled,
+    TaskClaimed,
+    TaskDeadlineMissed,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskProgressed,
+    TaskReprioritised,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskWaiting,
+)
+from events.url import open_log
+
+__all__ = [
+    "Append",
+    "AppendResult",
+    "ApprovalDenied",
+    "ApprovalGranted",
+    "ApprovalRequested",
+    "BackendError",
+    "BreakerClosed",
+    "BreakerHalfOpened",
+    "BreakerOpened",
+    "BreakerState",
+    "Checkpoint",
+    "Clock",
+    "Codec",
+    "ComponentFailed",
+    "ComponentRestored",
+    "ConflictError",
+    "Context",
+    "CorruptRecord",
+    "DecisionMade",
+    "DegradationLevel",
+    "ErrorClassified",
+    "ErrorKind",
+    "ErrorObserved",
+    "Event",
+    "EventLog",
+    "FixAttempted",
+    "FixFailed",
+    "FixLearned",
+    "FixSucceeded",
+    "FlowState",
+    "FlowStateChanged",
+    "InterruptionDeferred",
+    "InterruptionDelivered",
+    "InvalidURL",
+    "Jitter",
+    "LogDamaged",
+    "Meta",
+    "OnwardError",
+    "PayloadTooLarge",
+    "Priority",
+    "Problem",
+    "ProblemKind",
+    "Recorded",
+    "Redactor",
+    "RetryScheduled",
+    "SecretPattern",
+    "SessionEnded",
+    "SessionPaused",
+    "SessionResumed",
+    "SessionStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepStarted",
+    "Strategy",
+    "TaskCancelled",
+    "TaskClaimed",
+    "TaskDeadlineMissed",
+    "TaskFailed",
+    "TaskLeaseExpired",
+    "TaskProgressed",
+    "TaskReprioritised",
+    "TaskSubmitted",
+    "TaskSucceeded",
+    "TaskWaiting",
+    "ThresholdsAdjusted",
+    "UnencodableValue",
+    "UnknownEvent",
+    "UnknownEventType",
+    "Upcaster",
+    "UsageError",
+    "VerifyReport",
+    "VersionConflict",
+    "WorkaroundApplied",
+    "all_event_types",
+    "open_log",
+]

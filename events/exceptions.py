@@ -1,0 +1,115 @@
+"""The exceptions onward raises.
+
+Every exception derives from :class:`OnwardError`, and also from the builtin that fits, so
+``except ValueError`` keeps working for callers who do not know onward. Three families are kept
+apart: you misused the API, the log is damaged, the backend failed::
+
+    OnwardError
+    ├── UsageError (ValueError) ............. a bad argument, raised before anything is written
+    │   ├── InvalidURL
+    │   ├── PayloadTooLarge
+    │   └── UnencodableValue (TypeError too)
+    ├── ConflictError
+    │   └── VersionConflict ................. an append at a stale expected version
+    ├── LogDamaged .......................... the stored log is not what was written
+    │   ├── CorruptRecord ................... a record does not decode or its checksum fails
+    │   └── UnknownEventType ................ an event from a newer onward, refused where it matters
+    └── BackendError (OSError) .............. the database failed or could not be reached
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ConflictError",
+    "CorruptRecord",
+    "InvalidURL",
+    "LogDamaged",
+    "OnwardError",
+    "PayloadTooLarge",
+    "UnencodableValue",
+    "UnknownEventType",
+    "UsageError",
+    "VersionConflict",
+]
+
+
+class OnwardError(Exception):
+    """The root of every exception raised by onward."""
+
+
+class UsageError(OnwardError, ValueError):
+    """The API was called with a bad argument; nothing was written."""
+
+
+class InvalidURL(UsageError):
+    """A log URL that names no supported backend or is malformed."""
+
+
+class PayloadTooLarge(UsageError):
+    """An event whose encoded size exceeds the log's payload limit; the whole batch is refused."""
+
+    def __init__(self, message: str, *, stream: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.size = size
+        self.limit = limit
+
+
+class UnencodableValue(UsageError, TypeError):
+    """A value that msgspec cannot encode (a set of objects, a custom class, ...)."""
+
+
+class ConflictError(OnwardError):
+    """Another writer got there first."""
+
+
+class VersionConflict(ConflictError):
+    """An append whose expected version is not the stream's current version.
+
+    Attributes:
+        stream: the stream appended to.
+        expected: the version the caller expected.
+        actual: the stream's version found in the log (``None`` if not known).
+    """
+
+    def __init__(self, stream: str, expected: int, actual: int | None) -> None:
+        found = "unknown" if actual is None else str(actual)
+        super().__init__(
+            f"stream {stream!r}: expected version {expected}, but the log has version {found}"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class LogDamaged(OnwardError):
+    """The stored log differs from what onward wrote (a torn write, a bit flip, tampering)."""
+
+
+class CorruptRecord(LogDamaged):
+    """One stored record does not decode, or its checksum does not match its content.
+
+    Attributes:
+        stream: the record's stream.
+        version: its version in that stream.
+        position: its global position in the log.
+    """
+
+    def __init__(self, message: str, *, stream: str, version: int, position: int) -> None:
+        super().__init__(f"{message} (stream {stream!r}, version {version}, position {position})")
+        self.stream = stream
+        self.version = version
+        self.position = position
+
+
+class UnknownEventType(LogDamaged):
+    """An event type this version of onward does not know, probably written by a newer one.
+
+    The audit can still read it (it decodes as :class:`events.UnknownEvent`); resuming work
+    over it is refused with this error.
+    """
+
+
+class BackendError(OnwardError, OSError):
+    """The storage backend failed or could not be reached."""

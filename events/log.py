@@ -1,0 +1,567 @@
+"""The event log: atomic appends at an expected version, reads, and integrity checks.
+
+:class:`EventLog` holds everything the backends share: encoding, redaction, the payload limit,
+the hash chain of each stream and optimistic concurrency. A backend (``MemoryLog``,
+``SQLiteLog``, ``PostgresLog``) plugs an eventsourcing application recorder in and may replace
+the few queries that its database answers faster.
+
+A stream's versions start at 1 with no gaps. An append states the version it expects the
+stream to be at; the insert of version ``expected + 1`` is what detects a clash (the database's
+primary key on stream and version), so no read is needed on the common path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time as _time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Self
+
+import msgspec
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    IntegrityError,
+    PersistenceError,
+    StoredEvent,
+)
+
+from events.base import Event, Meta, Recorded
+from events.codec import Codec
+from events.codec import checksum_of as _checksum_of
+from events.exceptions import (
+    BackendError,
+    PayloadTooLarge,
+    UsageError,
+    VersionConflict,
+)
+from events.integrity import Verifier, VerifyReport
+from events.redaction import Redactor
+
+__all__ = ["Append", "AppendResult", "Checkpoint", "Clock", "Context", "EventLog", "StoredRow"]
+
+logger = logging.getLogger("onward.events")
+
+#: A source of time in seconds since the epoch; tests inject a fake one.
+Clock = Callable[[], float]
+
+#: ``(position, stream, version, topic, state)`` as a backend returns it.
+StoredRow = tuple[int, str, int, str, bytes]
+
+DEFAULT_PAYLOAD_LIMIT = 1024 * 1024
+_HEAD_CACHE_SIZE = 200_000
+_ANY_VERSION_RETRIES = 20
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """Who appends and why: copied into the envelope of every event of one append.
+
+    Attributes:
+        session: the session the events belong to.
+        causation_id: the id of the event that caused them.
+        correlation_id: the id shared by one chain of work.
+        actor: the worker appending.
+    """
+
+    session: str = ""
+    causation_id: str = ""
+    correlation_id: str = ""
+    actor: str = ""
+
+
+class Append(msgspec.Struct, frozen=True, kw_only=True):
+    """Events for one stream, part of an atomic :meth:`EventLog.commit`.
+
+    Attributes:
+        stream: the stream to append to.
+        events: the events, in order.
+        expected_version: the stream's version before the append (0 for a new stream), or
+            ``None`` to append after whatever is there.
+        event_ids: ids for the events (32 hex digits each); pass the same ids again to make a
+            retry after an ambiguous commit a no-op. Fresh ids by default.
+        context: the envelope fields shared by these events.
+    """
+
+    stream: str
+    events: Sequence[Event]
+    expected_version: int | None
+    event_ids: Sequence[str] | None = None
+    context: Context = Context()
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What an append wrote.
+
+    Attributes:
+        event_ids: the ids of the appended events, in order.
+        positions: their global positions (empty when the backend does not report them).
+        versions: each stream's version after the append.
+        already_recorded: True when these exact events were already in the log (a retried
+            append after an ambiguous commit), so nothing new was written.
+    """
+
+    event_ids: list[str]
+    positions: list[int]
+    versions: dict[str, int]
+    already_recorded: bool = False
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A saved picture of a projection, so that reopening reads only the tail of the log.
+
+    Attributes:
+        name: the projection's name.
+        schema: the projection's schema version when it was saved; a checkpoint of another
+            schema is ignored and the log replayed.
+        position: the last position folded into it.
+        data: the projection's encoded state.
+    """
+
+    name: str
+    schema: int
+    position: int
+    data: bytes
+
+
+def new_event_id() -> str:
+    """A fresh random event id (32 hex digits)."""
+    return os.urandom(16).hex()
+
+
+class EventLog(ABC):
+    """An append-only log of events in streams, with a global order.
+
+    Do not build one directly: call :func:`events.open_log`.
+
+    Args:
+        recorder: the eventsourcing application recorder that stores the records.
+        checkpoints: the eventsourcing recorder that stores projection checkpoints.
+        url: the URL the log was opened with (without any password), for messages.
+        codec: the codec; one that knows every event type by default.
+        redactor: the secret redactor applied to every event before it is written.
+        clock: the source of the envelope's time.
+        payload_limit: the largest encoded event accepted, in bytes.
+    """
+
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        checkpoints: AggregateRecorder,
+        *,
+        url: str,
+        codec: Codec | None = None,
+        redactor: Redactor | None = None,
+        clock: Clock = _time.time,
+        payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+    ) -> None:
+        if payload_limit <= 0:
+            raise UsageError(f"payload_limit must be positive, got {payload_limit}")
+        self._recorder = recorder
+        self._checkpoints = checkpoints
+        self.url = url
+        self.codec = codec or Codec()
+        self.redactor = redactor or Redactor()
+        self.clock = clock
+        self.payload_limit = payload_limit
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._heads_lock = threading.Lock()
+        self._closed = False
+
+    # -- backend hooks -------------------------------------------------------------------
+
+    def _insert(self, records: list[StoredEvent]) -> list[int]:
+        """Insert records atomically; return their positions (or [] when unknown)."""
+        ids = self._recorder.insert_events(records)
+        return list(ids) if ids else []
+
+    @abstractmethod
+    def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
+        """The records of one stream with version in ``(after, upto]``, by version."""
+
+    def _select_page(self, after: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` records with position > ``after``, by position."""
+        notes = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
+        return [(n.id, str(n.originator_id), n.originator_version, n.topic, n.state) for n in notes]
+
+    def _select_head(self) -> int:
+        return self._recorder.max_notification_id() or 0
+
+    def _select_stream_head(self, stream: str) -> StoredEvent | None:
+        found = self._recorder.select_events(stream, desc=True, limit=1)
+        return found[0] if found else None
+
+    def _select_streams(self) -> list[str]:
+        """Every stream id in the log (used by the CLI; a full scan by default)."""
+        seen: dict[str, None] = {}
+        for row in self._rows(0, None):
+            seen.setdefault(row[1], None)
+        return list(seen)
+
+    def _prune_checkpoints(self, name: str, below: int) -> None:  # noqa: B027 - optional hook
+        """Delete the checkpoints of ``name`` older than version ``below``."""
+
+    def _close_backend(self) -> None:  # noqa: B027 - optional hook
+        """Release the backend's connections."""
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None,
+        event_ids: Sequence[str] | None = None,
+        context: Context = Context(),  # noqa: B008 - immutable
+    ) -> AppendResult:
+        """Append events to one stream atomically at an expected version.
+
+        Args:
+            stream: the stream id.
+            events: the events to append, in order (at least one).
+            expected_version: the stream's current version (0 for a new stream), or ``None``
+                to append after whatever is there.
+            event_ids: ids for the events; re-appending the same ids at the same version is a
+                no-op (for retries after an ambiguous commit).
+            context: session, causation, correlation and actor for the envelopes.
+
+        Returns:
+            What was written.
+
+        Raises:
+            VersionConflict: the stream is not at ``expected_version``.
+            PayloadTooLarge: an event encodes to more than the payload limit.
+            UnencodableValue: an event holds a value that cannot be encoded.
+            BackendError: the database failed.
+        """
+        return self.commit(
+            [
+                Append(
+                    stream=stream,
+                    events=events,
+                    expected_version=expected_version,
+                    event_ids=event_ids,
+                    context=context,
+                )
+            ]
+        )
+
+    def commit(self, appends: Sequence[Append]) -> AppendResult:
+        """Append to several streams in one atomic transaction: all or nothing.
+
+        Raises:
+            VersionConflict: one of the streams is not at its expected version.
+            PayloadTooLarge: an event encodes to more than the payload limit.
+            UsageError: an empty append, a stream named twice, ids that do not match.
+            BackendError: the database failed.
+        """
+        self._check_open()
+        if not appends:
+            raise UsageError("commit() needs at least one Append")
+        for _ in range(_ANY_VERSION_RETRIES):
+            records, resolved, ids = self._encode(appends)
+            try:
+                positions = self._insert(records)
+            except IntegrityError as exc:
+                clash = self._explain_clash(resolved, ids)
+                if isinstance(clash, AppendResult):
+                    return clash
+                if all(a.expected_version is not None for a in appends):
+                    raise clash from exc
+                for a in appends:  # some stream was at "any" version: read heads again
+                    self._forget(a.stream)
+                continue
+            except PersistenceError as exc:
+                raise BackendError(f"append to {self.url} failed: {exc}") from exc
+            versions = self._remember(records)
+            return AppendResult(event_ids=ids, positions=positions, versions=versions)
+        raise BackendError(f"append to {self.url}: gave up after {_ANY_VERSION_RETRIES} clashes")
+
+    def _encode(
+        self, appends: Sequence[Append]
+    ) -> tuple[list[StoredEvent], list[tuple[str, int, int]], list[str]]:
+        now = self.clock()
+        codec = self.codec
+        placeholder = codec.placeholder()
+        limit = self.payload_limit
+        records: list[StoredEvent] = []
+        resolved: list[tuple[str, int, int]] = []  # stream, expected version, count
+        all_ids: list[str] = []
+        streams: set[str] = set()
+        for a in appends:
+            if not a.events:
+                raise UsageError(f"append to stream {a.stream!r} has no events")
+            if not a.stream:
+                raise UsageError("stream id must be a non-empty string")
+            if a.stream in streams:
+                raise UsageError(f"stream {a.stream!r} appears twice in one commit")
+            streams.add(a.stream)
+            if a.event_ids is not None and len(a.event_ids) != len(a.events):
+                raise UsageError(
+                    f"stream {a.stream!r}: {len(a.event_ids)} event ids for {len(a.events)} events"
+                )
+            version, prev = self._head_for(a.stream, a.expected_version)
+            resolved.append((a.stream, version, len(a.events)))
+            ids = list(a.event_ids) if a.event_ids is not None else None
+            ctx = a.context
+            for i, event in enumerate(a.events):
+                if not isinstance(event, Event):
+                    raise UsageError(f"stream {a.stream!r}: {event!r} is not an events.Event")
+                event_json = self.redactor.redact_json(codec.encode_event(event))
+                if len(event_json) > limit:
+                    raise PayloadTooLarge(
+                        f"stream {a.stream!r}: {type(event).__name__} encodes to "
+                        f"{len(event_json)} bytes, over the log's limit of {limit}",
+                        stream=a.stream,
+                        size=len(event_json),
+                        limit=limit,
+                    )
+                event_id = ids[i] if ids is not None else new_event_id()
+                version += 1
+                topic = event.__struct_config__.tag
+                assert isinstance(topic, str)
+                meta = Meta(
+                    checksum=placeholder,
+                    prev=prev,
+                    event_id=event_id,
+                    time=now,
+                    session=ctx.session,
+                    causation_id=ctx.causation_id,
+                    correlation_id=ctx.correlation_id,
+                    actor=ctx.actor,
+                )
+                state = codec.seal(a.stream, version, topic, codec.encode_meta(meta), event_json)
+                prev = _checksum_of(state)
+                records.append(StoredEvent(a.stream, version, topic, state))
+                all_ids.append(event_id)
+        return records, resolved, all_ids
+
+    def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
+        """The version to append after and the checksum it has (the new event's ``prev``)."""
+        if expected is not None and expected < 0:
+            raise UsageError(f"stream {stream!r}: expected_version must be >= 0, got {expected}")
+        cached = self._heads.get(stream)
+        if expected is None:
+            if cached is not None:
+                return cached
+            last = self._select_stream_head(stream)
+            if last is None:
+                return 0, ""
+            return last.originator_version, _checksum_of(last.state)
+        if expected == 0:
+            return 0, ""
+        if cached is not None and cached[0] == expected:
+            return cached
+        rows = self._select_stream(stream, expected - 1, expected)
+        if not rows:
+            last = self._select_stream_head(stream)
+            raise VersionConflict(stream, expected, last.originator_version if last else 0)
+        return expected, _checksum_of(rows[0][4])
+
+    def _explain_clash(
+        self, resolved: list[tuple[str, int, int]], ids: list[str]
+    ) -> AppendResult | VersionConflict:
+        """After a primary-key clash: the same events already there, or a real conflict."""
+        recorded_ids: list[str] = []
+        positions: list[int] = []
+        versions: dict[str, int] = {}
+        for stream, expected, count in resolved:
+            rows = self._select_stream(stream, expected, expected + count)
+            for row in rows:
+                meta = self.codec.decode(row[1], row[2], row[0], row[3], row[4]).meta
+                recorded_ids.append(meta.event_id)
+                positions.append(row[0])
+            versions[stream] = expected + count
+        if recorded_ids == ids:
+            logger.debug("append of %d events was already recorded", len(ids))
+            return AppendResult(
+                event_ids=ids, positions=positions, versions=versions, already_recorded=True
+            )
+        for stream, expected, _count in resolved:
+            self._forget(stream)
+            last = self._select_stream_head(stream)
+            actual = last.originator_version if last else 0
+            if actual != expected:
+                return VersionConflict(stream, expected, actual)
+        stream, expected, _ = resolved[0]
+        return VersionConflict(stream, expected, None)
+
+    def _remember(self, records: list[StoredEvent]) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        with self._heads_lock:
+            heads = self._heads
+            for r in records:
+                stream = str(r.originator_id)
+                heads.pop(stream, None)  # re-insert at the end: the cache evicts oldest first
+                heads[stream] = (r.originator_version, _checksum_of(r.state))
+                versions[stream] = r.originator_version
+            while len(heads) > _HEAD_CACHE_SIZE:
+                del heads[next(iter(heads))]
+        return versions
+
+    def _forget(self, stream: str) -> None:
+        with self._heads_lock:
+            self._heads.pop(stream, None)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_stream(self, stream: str, *, after: int = 0) -> list[Recorded]:
+        """The events of one stream, in version order.
+
+        Args:
+            stream: the stream id.
+            after: only versions greater than this.
+
+        Raises:
+            CorruptRecord: a record does not decode.
+        """
+        self._check_open()
+        decode = self.codec.decode
+        try:
+            rows = self._select_stream(stream, after, None)
+        except PersistenceError as exc:
+            raise BackendError(f"reading stream {stream!r} from {self.url} failed: {exc}") from exc
+        return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
+
+    def stream_version(self, stream: str) -> int:
+        """The current version of a stream (0 when it has no events)."""
+        self._check_open()
+        last = self._select_stream_head(stream)
+        return last.originator_version if last else 0
+
+    def read(
+        self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
+    ) -> Iterator[Recorded]:
+        """Every event after a global position, in log order, fetched a page at a time.
+
+        Memory stays bounded by ``page_size`` however long the log is.
+
+        Args:
+            after: start after this position (0 for the whole log).
+            upto: stop after this position (inclusive); the end of the log by default.
+            page_size: records fetched per query.
+
+        Raises:
+            CorruptRecord: a record does not decode.
+        """
+        decode = self.codec.decode
+        for p, s, v, t, st in self._rows(after, upto, page_size):
+            yield decode(s, v, p, t, st)
+
+    def _rows(self, after: int, upto: int | None, page_size: int = 1000) -> Iterator[StoredRow]:
+        self._check_open()
+        if page_size <= 0:
+            raise UsageError(f"page_size must be positive, got {page_size}")
+        position = after
+        while True:
+            try:
+                rows = self._select_page(position, page_size)
+            except PersistenceError as exc:
+                raise BackendError(f"reading {self.url} failed: {exc}") from exc
+            for row in rows:
+                if upto is not None and row[0] > upto:
+                    return
+                yield row
+            if len(rows) < page_size:
+                return
+            position = rows[-1][0]
+
+    def head(self) -> int:
+        """The position of the last event in the log (0 when empty)."""
+        self._check_open()
+        try:
+            return self._select_head()
+        except PersistenceError as exc:
+            raise BackendError(f"reading {self.url} failed: {exc}") from exc
+
+    def streams(self) -> list[str]:
+        """Every stream id in the log, in order of first appearance."""
+        self._check_open()
+        return self._select_streams()
+
+    def verify(self) -> VerifyReport:
+        """Check every record's checksum and every stream's hash chain.
+
+        Returns:
+            A report: which records are damaged (stream, version, position, what), and whether
+            the damage is confined to the tail of the log (a torn write) or lies in the middle.
+        """
+        verifier = Verifier(self.codec)
+        for row in self._rows(0, None, 5000):
+            verifier.feed(row)
+        return verifier.finish()
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a projection checkpoint (older ones of the same name are pruned).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        try:
+            last = self._checkpoints.select_events(checkpoint.name, desc=True, limit=1)
+            version = last[0].originator_version + 1 if last else 1
+            header = msgspec.json.encode([checkpoint.schema, checkpoint.position])
+            self._checkpoints.insert_events(
+                [
+                    StoredEvent(
+                        checkpoint.name,
+                        version,
+                        header.decode(),
+                        bytes(checkpoint.data),
+                    )
+                ]
+            )
+            self._prune_checkpoints(checkpoint.name, version)
+        except IntegrityError:
+            logger.debug("checkpoint %s raced with another writer; skipped", checkpoint.name)
+        except PersistenceError as exc:
+            raise BackendError(f"saving checkpoint {checkpoint.name!r} failed: {exc}") from exc
+
+    def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """The latest checkpoint saved under ``name``, or None."""
+        self._check_open()
+        try:
+            last = self._checkpoints.select_events(name, desc=True, limit=1)
+        except PersistenceError as exc:
+            raise BackendError(f"loading checkpoint {name!r} failed: {exc}") from exc
+        if not last:
+            return None
+        try:
+            schema, position = msgspec.json.decode(last[0].topic, type=tuple[int, int])
+        except msgspec.DecodeError:
+            logger.warning("checkpoint %s has an unreadable header; ignored", name)
+            return None
+        return Checkpoint(name=name, schema=schema, position=position, data=bytes(last[0].state))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"the log {self.url} is closed")
+
+    def close(self) -> None:
+        """Close the log and its connections; further calls raise :class:`UsageError`."""
+        if not self._closed:
+            self._closed = True
+            self._close_backend()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,39 @@
+"""The in-memory backend: eventsourcing's POPO recorder behind the shared log.
+
+Nothing survives the process. It passes the same conformance suite as the databases, so tests
+of code above the log can trust it as a fake.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
+
+from events.log import EventLog, StoredRow
+
+__all__ = ["MemoryLog"]
+
+
+class MemoryLog(EventLog):
+    """An event log held in memory (``memory://``).
+
+    Args:
+        **options: passed to :class:`events.EventLog` (codec, redactor, clock, payload_limit).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._popo = POPOApplicationRecorder()
+        super().__init__(self._popo, POPOAggregateRecorder(), url="memory://", **options)
+
+    def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
+        popo = self._popo
+        with popo._database_lock:
+            index = popo._stored_events_index.get(stream, {})
+            rows: list[StoredRow] = []
+            for version in sorted(index):
+                if version > after and (upto is None or version <= upto):
+                    s: StoredEvent = popo._stored_events[index[version]]
+                    rows.append((index[version] + 1, stream, version, s.topic, s.state))
+            return rows

@@ -1,0 +1,160 @@
+"""The SQLite backend: the embedded default.
+
+Built on eventsourcing's SQLite application recorder (table ``stored_events``; the global
+position is the rowid). Defaults: WAL, ``synchronous=FULL`` (durable against power loss; pass
+``synchronous="normal"`` to trade that for speed), a busy timeout so that several processes can
+append to one file, and the database file created with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any, Literal
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteDatastore,
+    SQLiteFactory,
+)
+
+from events.exceptions import BackendError, UsageError
+from events.log import EventLog, StoredRow
+
+__all__ = ["SQLiteLog", "Synchronous"]
+
+#: SQLite's ``PRAGMA synchronous`` levels onward accepts.
+Synchronous = Literal["full", "normal", "extra"]
+
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+class _TunedPool(SQLiteConnectionPool):
+    """eventsourcing's pool, with our PRAGMAs on every new connection."""
+
+    synchronous = "FULL"
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        raw: sqlite3.Connection = connection._sqlite_conn
+        raw.execute(f"PRAGMA synchronous={self.synchronous}")
+        return connection
+
+
+class SQLiteLog(EventLog):
+    """An event log in one SQLite file (``sqlite:///path``).
+
+    Args:
+        path: the database file; created with mode 0600 when it does not exist.
+        synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
+        busy_timeout: seconds a writer waits for another process's lock.
+        **options: passed to :class:`events.EventLog`.
+
+    Raises:
+        UsageError: a bad option.
+        BackendError: the file cannot be created or opened.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: Synchronous = "full",
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise UsageError(
+                f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        if busy_timeout <= 0:
+            raise UsageError(f"busy_timeout must be positive, got {busy_timeout}")
+        if not path or path == ":memory:":
+            raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
+        self.path = os.path.abspath(path)
+        self.synchronous = synchronous
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise BackendError(f"cannot create the SQLite log {self.path}: {exc}") from exc
+        factory = SQLiteFactory.construct(
+            {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.path,
+                "SQLITE_LOCK_TIMEOUT": str(max(1, round(busy_timeout))),
+                "ORIGINATOR_ID_TYPE": "text",
+            }
+        )
+        datastore: SQLiteDatastore = factory.datastore
+        pool = _TunedPool(db_name=self.path, lock_timeout=max(1, round(busy_timeout)))
+        pool.synchronous = _SYNCHRONOUS[synchronous]
+        datastore.pool.close()
+        datastore.pool = pool
+        self._datastore = datastore
+        try:
+            recorder = factory.application_recorder()
+            checkpoints = factory.aggregate_recorder("checkpoints")
+        except Exception as exc:
+            datastore.close()
+            raise BackendError(f"cannot open the SQLite log {self.path}: {exc}") from exc
+        super().__init__(recorder, checkpoints, url=f"sqlite:///{self.path}", **options)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._datastore.transaction(commit=False) as c:
+            raw: sqlite3.Cursor = c.sqlite_cursor
+            raw.row_factory = None
+            raw.execute(sql, params)
+            return raw.fetchall()
+
+    def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
+        if upto is None:
+            return self._query(
+                "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
+                " WHERE originator_id=? AND originator_version>? ORDER BY originator_version",
+                (stream, after),
+            )
+        return self._query(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
+            " WHERE originator_id=? AND originator_version>? AND originator_version<=?"
+            " ORDER BY originator_version",
+            (stream, after, upto),
+        )
+
+    def _select_page(self, after: int, limit: int) -> list[StoredRow]:
+        return self._query(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
+            " WHERE rowid>? ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+
+    def _select_head(self) -> int:
+        rows = self._query("SELECT MAX(rowid) FROM stored_events", ())
+        return int(rows[0][0] or 0)
+
+    def _select_stream_head(self, stream: str) -> StoredEvent | None:
+        rows = self._query(
+            "SELECT originator_id, originator_version, topic, state FROM stored_events"
+            " WHERE originator_id=? ORDER BY originator_version DESC LIMIT 1",
+            (stream,),
+        )
+        return StoredEvent(*rows[0]) if rows else None
+
+    def _select_streams(self) -> list[str]:
+        rows = self._query(
+            "SELECT originator_id FROM stored_events GROUP BY originator_id ORDER BY MIN(rowid)",
+            (),
+        )
+        return [r[0] for r in rows]
+
+    def _prune_checkpoints(self, name: str, below: int) -> None:
+        with self._datastore.transaction(commit=True) as c:
+            c.execute(
+                "DELETE FROM stored_checkpoints WHERE originator_id=? AND originator_version<?",
+                (name, below),
+            )
+
+    def _close_backend(self) -> None:
+        self._datastore.close()

@@ -1,0 +1,74 @@
+"""Events of a step: a durable call inside a task, stored in the task's stream.
+
+A step's outcome is recorded once; when the task re-runs, a completed step returns its recorded
+result without running again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from events.base import Event
+
+__all__ = ["StepCompleted", "StepFailed", "StepStarted"]
+
+
+class StepStarted(Event, frozen=True, kw_only=True):
+    """A step began to run (a step in flight at a crash is the only one that may run again).
+
+    Attributes:
+        index: the step's position in its task, from 0.
+        name: the step's name.
+        attempt: which try of the step this is, from 1.
+        idempotency_key: the key the step passes on to external effects (task id + step index),
+            so that a re-run after a crash is not done twice.
+    """
+
+    family: ClassVar[str] = "step"
+
+    index: int
+    name: str
+    attempt: int = 1
+    idempotency_key: str = ""
+
+
+class StepCompleted(Event, frozen=True, kw_only=True):
+    """A step finished; its result is what every later run of the task gets back.
+
+    Attributes:
+        index: the step's position in its task, from 0.
+        name: the step's name.
+        result: what the step returned, as plain JSON values.
+        duration: how long the successful try took, in seconds.
+    """
+
+    family: ClassVar[str] = "step"
+
+    index: int
+    name: str
+    result: Any = None
+    duration: float = 0.0
+
+
+class StepFailed(Event, frozen=True, kw_only=True):
+    """A try of a step raised.
+
+    Attributes:
+        index: the step's position in its task, from 0.
+        name: the step's name.
+        attempt: which try failed, from 1.
+        error_type: the exception's qualified type name (``builtins.TimeoutError``).
+        message: the exception's message (secrets redacted).
+        signature: the error signature ("" when not computed).
+        transient: whether the error was judged to pass on its own (worth a retry).
+    """
+
+    family: ClassVar[str] = "step"
+
+    index: int
+    name: str
+    attempt: int = 1
+    error_type: str
+    message: str = ""
+    signature: str = ""
+    transient: bool = False

@@ -1,0 +1,178 @@
+"""Events of a task's lifecycle, stored in the task's own stream ``task-<id>``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from events.base import Event
+from events.kinds import Priority
+
+__all__ = [
+    "TaskCancelled",
+    "TaskClaimed",
+    "TaskDeadlineMissed",
+    "TaskFailed",
+    "TaskLeaseExpired",
+    "TaskProgressed",
+    "TaskReprioritised",
+    "TaskSubmitted",
+    "TaskSucceeded",
+    "TaskWaiting",
+]
+
+
+class TaskSubmitted(Event, frozen=True, kw_only=True):
+    """A task joined the queue: a registered function, called by name with these arguments.
+
+    Attributes:
+        name: the name the function was registered under.
+        args: its positional arguments, as plain JSON values.
+        kwargs: its keyword arguments, as plain JSON values.
+        priority: how urgent it is.
+        deadline: when it must be done, in seconds since the epoch (None: no deadline).
+        key: its idempotency key: a second submission with the same key is the same task
+            (None: no key).
+        parent: the id of the task it was split from (None: a top-level task).
+    """
+
+    family: ClassVar[str] = "task"
+
+    name: str
+    args: list[Any] = msgspec.field(default_factory=list)
+    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    deadline: float | None = None
+    key: str | None = None
+    parent: str | None = None
+
+
+class TaskReprioritised(Event, frozen=True, kw_only=True):
+    """A queued or waiting task's priority changed.
+
+    Attributes:
+        priority: the new priority.
+        previous: the priority it had before.
+    """
+
+    family: ClassVar[str] = "task"
+
+    priority: Priority
+    previous: Priority
+
+
+class TaskClaimed(Event, frozen=True, kw_only=True):
+    """A worker took the task to run it, holding a lease that it must renew or lose.
+
+    The claim is an append at the stream's expected version, so two workers cannot both win.
+
+    Attributes:
+        worker: the worker that claimed it.
+        lease_until: when the lease runs out, in seconds since the epoch.
+        attempt: which run of the task this is, from 1 (a run after a crash or a lost lease
+            counts as a new attempt).
+    """
+
+    family: ClassVar[str] = "task"
+
+    worker: str
+    lease_until: float
+    attempt: int = 1
+
+
+class TaskLeaseExpired(Event, frozen=True, kw_only=True):
+    """A worker's lease on the task ran out before it finished; the task is free to claim.
+
+    Attributes:
+        worker: the worker whose lease ran out.
+        lease_until: when the lease ran out, in seconds since the epoch.
+    """
+
+    family: ClassVar[str] = "task"
+
+    worker: str
+    lease_until: float
+
+
+class TaskProgressed(Event, frozen=True, kw_only=True):
+    """The task reported how far it has come (a progress checkpoint).
+
+    Attributes:
+        fraction: the share of the work done, from 0.0 to 1.0.
+        note: what it is doing now, for people ("" when none).
+    """
+
+    family: ClassVar[str] = "task"
+
+    fraction: float
+    note: str = ""
+
+
+class TaskWaiting(Event, frozen=True, kw_only=True):
+    """The task waits durably, holding no worker, until something happens or a time comes.
+
+    Attributes:
+        reason: what it waits for: "subtasks", "approval", "retry", "breaker", ...
+        until: when the wait ends on its own, in seconds since the epoch (a retry's due time, a
+            breaker's half-open moment; None: only an event ends it).
+        on: the ids of what it waits on (subtask ids, a decision id, a breaker's name).
+    """
+
+    family: ClassVar[str] = "task"
+
+    reason: str
+    until: float | None = None
+    on: list[str] = msgspec.field(default_factory=list)
+
+
+class TaskDeadlineMissed(Event, frozen=True, kw_only=True):
+    """The task's deadline passed before it finished.
+
+    Attributes:
+        deadline: the deadline it missed, in seconds since the epoch.
+    """
+
+    family: ClassVar[str] = "task"
+
+    deadline: float
+
+
+class TaskSucceeded(Event, frozen=True, kw_only=True):
+    """The task finished and returned a result.
+
+    Attributes:
+        result: what the function returned, as plain JSON values.
+    """
+
+    family: ClassVar[str] = "task"
+
+    result: Any = None
+
+
+class TaskFailed(Event, frozen=True, kw_only=True):
+    """The task gave up: its error outlasted every retry, fix and workaround.
+
+    Attributes:
+        error_type: the exception's qualified type name (``builtins.ValueError``).
+        message: the exception's message (secrets redacted).
+        signature: the error signature ("" when not computed).
+    """
+
+    family: ClassVar[str] = "task"
+
+    error_type: str
+    message: str = ""
+    signature: str = ""
+
+
+class TaskCancelled(Event, frozen=True, kw_only=True):
+    """The task was withdrawn before it finished; it will not run again.
+
+    Attributes:
+        reason: why (a user's request, a cancelled parent, a missed deadline, ...).
+    """
+
+    family: ClassVar[str] = "task"
+
+    reason: str = ""

@@ -1,0 +1,71 @@
+"""``open_log``: one entry point for every backend, chosen by URL."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from events.exceptions import InvalidURL
+from events.log import EventLog
+
+__all__ = ["open_log"]
+
+
+def open_log(url: str, **options: Any) -> EventLog:
+    """Open (creating if needed) the event log at ``url``.
+
+    Args:
+        url: ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
+            (query options ``synchronous=full|normal|extra`` and ``busy_timeout=SECONDS``);
+            ``postgresql://user:password@host:port/dbname`` (query options ``schema`` and
+            ``table``; needs the ``postgres`` extra). A bare file path is taken as SQLite.
+        **options: ``codec``, ``redactor``, ``clock``, ``payload_limit``; for SQLite also
+            ``synchronous`` and ``busy_timeout``.
+
+    Returns:
+        The log; close it, or use it as a context manager.
+
+    Raises:
+        InvalidURL: the URL names no supported backend or is malformed.
+        BackendError: the database cannot be opened.
+    """
+    if not isinstance(url, str) or not url:
+        raise InvalidURL(f"a log URL must be a non-empty string, got {url!r}")
+    scheme, sep, _rest = url.partition("://")
+    if not sep:
+        scheme, url = "sqlite", "sqlite:///" + url
+    scheme = scheme.lower()
+    if scheme == "memory":
+        from events.memory import MemoryLog
+
+        return MemoryLog(**options)
+    if scheme == "sqlite":
+        from events.sqlite import SQLiteLog
+
+        parts = urlsplit(url)
+        if parts.netloc:
+            raise InvalidURL(f"an SQLite URL has no host: {url!r} (use sqlite:///path)")
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        query = dict(parse_qsl(parts.query))
+        for key in query:
+            if key not in ("synchronous", "busy_timeout"):
+                raise InvalidURL(f"unknown SQLite option {key!r} in {url!r}")
+        if "synchronous" in query:
+            options.setdefault("synchronous", query["synchronous"].lower())
+        if "busy_timeout" in query:
+            try:
+                options.setdefault("busy_timeout", float(query["busy_timeout"]))
+            except ValueError:
+                raise InvalidURL(f"busy_timeout must be a number of seconds in {url!r}") from None
+        return SQLiteLog(path, **options)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from events.postgres import PostgresLog
+        except ImportError as exc:  # psycopg is in the "postgres" extra
+            raise InvalidURL(
+                "PostgreSQL logs need the postgres extra: pip install 'onward[postgres]'"
+            ) from exc
+        return PostgresLog(url, **options)
+    raise InvalidURL(
+        f"unsupported log URL scheme {scheme!r}: use memory://, sqlite:///PATH or postgresql://"
+    )

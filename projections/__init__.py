@@ -1,0 +1,26 @@
+"""onward's projections: read models rebuilt as pure folds over the event log.
+
+Replay, live folding and checkpoint + tail run the same code and give the same state.
+"""
+
+from projections.host import CatchUp, Projections
+from projections.lifecycle import BREAKER, SESSION, TASK, IllegalTransition, Lifecycle, Transition
+from projections.session import SessionProjection, SessionView, session_stream
+from projections.task import TaskProjection, TaskView, task_stream
+
+__all__ = [
+    "BREAKER",
+    "SESSION",
+    "TASK",
+    "CatchUp",
+    "IllegalTransition",
+    "Lifecycle",
+    "Projections",
+    "SessionProjection",
+    "SessionView",
+    "TaskProjection",
+    "TaskView",
+    "Transition",
+    "session_stream",
+    "task_stream",
+]

@@ -1,0 +1,162 @@
+"""The catch-up host: folds the log into the projections, with checkpoints.
+
+:class:`Projections` is the set of read models the engine and the CLI use. :class:`CatchUp`
+keeps it current: on open it loads the latest checkpoint (when its schema is the current one)
+and reads only the tail of the log; every ``checkpoint_every`` events it saves a new one.
+Replay from the start, live folding and checkpoint + tail all run the same ``apply``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from events import Checkpoint, EventLog, Recorded
+from projections.session import SESSION_PREFIX, SessionProjection, SessionView
+from projections.task import TASK_PREFIX, TaskProjection, TaskView
+
+__all__ = ["CatchUp", "Projections"]
+
+logger = logging.getLogger("onward.projections")
+
+
+class _Saved(msgspec.Struct, array_like=True):
+    tasks: list[TaskView]
+    sessions: list[SessionView]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Saved)
+
+
+class Projections:
+    """Every read model, folded from the log in position order.
+
+    Attributes:
+        tasks: task states and the queue.
+        sessions: session states.
+        position: the last position folded.
+    """
+
+    #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
+    SCHEMA = 1
+    NAME = "core"
+
+    def __init__(self) -> None:
+        self.tasks = TaskProjection()
+        self.sessions = SessionProjection()
+        self.position = 0
+
+    def apply(self, r: Recorded) -> None:
+        """Fold one event (in position order)."""
+        stream = r.stream
+        if stream.startswith(TASK_PREFIX):
+            self.tasks.apply(r)
+        elif stream.startswith(SESSION_PREFIX):
+            self.sessions.apply(r)
+        self.position = r.position
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, comparable picture of every projection (for tests and the CLI)."""
+        return {
+            "position": self.position,
+            "tasks": self.tasks.snapshot(),
+            "sessions": self.sessions.snapshot(),
+        }
+
+    def encode(self) -> bytes:
+        """The projections' state, for a checkpoint."""
+        return _ENCODER.encode(_Saved(tasks=self.tasks.dump(), sessions=self.sessions.dump()))
+
+    @classmethod
+    def decode(cls, data: bytes, position: int) -> Projections:
+        """Projections restored from :meth:`encode`'s bytes, as of ``position``."""
+        saved = _DECODER.decode(data)
+        projections = cls()
+        projections.tasks.load(saved.tasks)
+        projections.sessions.load(saved.sessions)
+        projections.position = position
+        return projections
+
+
+class CatchUp:
+    """Keeps a :class:`Projections` current with the log.
+
+    Args:
+        log: the log to fold.
+        checkpoint_every: save a checkpoint after this many new events (0: never).
+        upto: stop at this position (replay to a point in time); no checkpoint is saved then.
+    """
+
+    def __init__(
+        self, log: EventLog, *, checkpoint_every: int = 50_000, upto: int | None = None
+    ) -> None:
+        self.log = log
+        self.checkpoint_every = checkpoint_every
+        self.upto = upto
+        self.projections = Projections()
+        self._since_checkpoint = 0
+        self.loaded_checkpoint: int | None = None
+
+    def open(self, *, use_checkpoint: bool = True) -> Projections:
+        """Load the latest usable checkpoint, then fold the tail of the log.
+
+        Returns:
+            The projections, current up to the log's head (or ``upto``).
+        """
+        if use_checkpoint:
+            saved = self.log.load_checkpoint(Projections.NAME)
+            usable = (
+                saved is not None
+                and saved.schema == Projections.SCHEMA
+                and (self.upto is None or saved.position <= self.upto)
+            )
+            if saved is not None and not usable:
+                logger.info(
+                    "ignoring checkpoint at position %d (schema %d, current %d)",
+                    saved.position,
+                    saved.schema,
+                    Projections.SCHEMA,
+                )
+            elif saved is not None:
+                try:
+                    self.projections = Projections.decode(saved.data, saved.position)
+                    self.loaded_checkpoint = saved.position
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    logger.warning("checkpoint at %d does not decode; replaying", saved.position)
+                    self.projections = Projections()
+        self.catch_up()
+        return self.projections
+
+    def catch_up(self) -> int:
+        """Fold every event appended since the last call.
+
+        Returns:
+            How many events were folded.
+        """
+        projections = self.projections
+        apply = projections.apply
+        count = 0
+        for recorded in self.log.read(after=projections.position, upto=self.upto, page_size=2000):
+            apply(recorded)
+            count += 1
+        if count and self.upto is None and self.checkpoint_every:
+            self._since_checkpoint += count
+            if self._since_checkpoint >= self.checkpoint_every:
+                self.checkpoint()
+        return count
+
+    def checkpoint(self) -> None:
+        """Save the projections as a checkpoint now."""
+        projections = self.projections
+        self.log.save_checkpoint(
+            Checkpoint(
+                name=Projections.NAME,
+                schema=Projections.SCHEMA,
+                position=projections.position,
+                data=projections.encode(),
+            )
+        )
+        self._since_checkpoint = 0

@@ -1,0 +1,184 @@
+"""Lifecycles as data: each flow type's states and transitions, defined once.
+
+From one :class:`Lifecycle` come both the pure ``evolve(state, tag)`` table lookup that the
+projections fold with (live and in replay), and — in :mod:`engine.machines` — the shared
+``transitions`` Machine that validates a decision before it is appended and draws the diagram.
+
+An event that the table does not allow in the current state is a corrupt or foreign history:
+:meth:`Lifecycle.evolve` raises :class:`IllegalTransition` naming the stream, version and
+states.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from events import LogDamaged, OnwardError
+
+__all__ = [
+    "BREAKER",
+    "SESSION",
+    "TASK",
+    "IllegalTransition",
+    "Lifecycle",
+    "Transition",
+]
+
+
+class IllegalTransition(LogDamaged, ValueError):
+    """An event that its lifecycle does not allow in the current state.
+
+    Attributes:
+        lifecycle: the lifecycle's name ("task", "session", ...).
+        stream: the stream, when known.
+        version: the event's version in it, when known.
+        state: the state the stream was in.
+        trigger: the event's tag.
+    """
+
+    def __init__(
+        self, lifecycle: str, state: str, trigger: str, *, stream: str = "", version: int = 0
+    ) -> None:
+        where = f" (stream {stream!r}, version {version})" if stream else ""
+        super().__init__(
+            f"{lifecycle} lifecycle: {trigger} is not allowed in state {state!r}{where}"
+        )
+        self.lifecycle = lifecycle
+        self.stream = stream
+        self.version = version
+        self.state = state
+        self.trigger = trigger
+
+
+class Transition(msgspec.Struct, frozen=True):
+    """One allowed transition: on ``trigger`` (an event tag), from each of ``sources`` to ``dest``.
+
+    ``dest`` None means the state does not change (an event that records progress).
+    """
+
+    trigger: str
+    sources: tuple[str, ...]
+    dest: str | None = None
+
+
+class Lifecycle:
+    """A state machine defined as data.
+
+    Args:
+        name: what it is the lifecycle of ("task").
+        states: every state, the initial one first.
+        transitions: the allowed transitions.
+        terminal: the states nothing leaves.
+        initial: the state before the first event (a pseudo-state, "new" by default).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        states: tuple[str, ...],
+        transitions: tuple[Transition, ...],
+        *,
+        terminal: tuple[str, ...] = (),
+        initial: str = "new",
+    ) -> None:
+        self.name = name
+        self.states = states
+        self.transitions = transitions
+        self.terminal = frozenset(terminal)
+        self.initial = initial
+        known = {initial, *states}
+        table: dict[tuple[str, str], str] = {}
+        for t in transitions:
+            for source in t.sources:
+                if source not in known or (t.dest is not None and t.dest not in known):
+                    raise OnwardError(f"{name} lifecycle: unknown state in {t}")
+                table[(source, t.trigger)] = t.dest if t.dest is not None else source
+        self.table = table
+        self.triggers = frozenset(t.trigger for t in transitions)
+
+    def allows(self, state: str, trigger: str) -> bool:
+        """Whether ``trigger`` may happen in ``state``."""
+        return (state, trigger) in self.table
+
+    def evolve(self, state: str, trigger: str, *, stream: str = "", version: int = 0) -> str:
+        """The state after ``trigger`` happens in ``state``.
+
+        Raises:
+            IllegalTransition: the lifecycle does not allow it.
+        """
+        try:
+            return self.table[(state, trigger)]
+        except KeyError:
+            raise IllegalTransition(
+                self.name, state, trigger, stream=stream, version=version
+            ) from None
+
+
+_WORKING = (
+    "StepStarted",
+    "StepCompleted",
+    "StepFailed",
+    "ErrorObserved",
+    "ErrorClassified",
+    "FixAttempted",
+    "FixSucceeded",
+    "FixFailed",
+    "DecisionMade",
+    "TaskProgressed",
+    "WorkaroundApplied",
+    "ComponentFailed",
+    "ComponentRestored",
+)
+
+#: A task: queued until claimed, running until it ends or waits, waiting until its condition
+#: holds and a worker claims it again.
+TASK = Lifecycle(
+    "task",
+    ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "missed"),
+    (
+        Transition("TaskSubmitted", ("new",), "queued"),
+        Transition("TaskReprioritised", ("queued", "waiting")),
+        Transition("TaskClaimed", ("queued", "waiting"), "running"),
+        Transition("TaskLeaseExpired", ("running",), "queued"),
+        *(Transition(tag, ("running",)) for tag in _WORKING),
+        Transition("RetryScheduled", ("running",)),
+        Transition("ApprovalRequested", ("running",)),
+        Transition("ApprovalGranted", ("waiting", "running")),
+        Transition("ApprovalDenied", ("waiting", "running")),
+        Transition("TaskWaiting", ("running",), "waiting"),
+        Transition("TaskSucceeded", ("running",), "succeeded"),
+        Transition("TaskFailed", ("running", "waiting"), "failed"),
+        Transition("TaskCancelled", ("queued", "running", "waiting"), "cancelled"),
+        Transition("TaskDeadlineMissed", ("queued", "waiting"), "missed"),
+    ),
+    terminal=("succeeded", "failed", "cancelled", "missed"),
+)
+
+#: A session: active from its start, paused and resumed, ended (and resumed again if reopened).
+SESSION = Lifecycle(
+    "session",
+    ("active", "paused", "ended"),
+    (
+        Transition("SessionStarted", ("new",), "active"),
+        Transition("SessionPaused", ("active",), "paused"),
+        Transition("SessionResumed", ("active", "paused", "ended"), "active"),
+        Transition("SessionEnded", ("active", "paused"), "ended"),
+        Transition("DecisionMade", ("active", "paused")),
+        Transition("ThresholdsAdjusted", ("active", "paused")),
+        Transition("FlowStateChanged", ("active", "paused")),
+        Transition("InterruptionDeferred", ("active", "paused")),
+        Transition("InterruptionDelivered", ("active", "paused")),
+        Transition("FixLearned", ("active", "paused", "ended")),
+    ),
+)
+
+#: A circuit breaker on one dependency: closed, open after failures, half-open after a cool-down.
+BREAKER = Lifecycle(
+    "breaker",
+    ("closed", "open", "half_open"),
+    (
+        Transition("BreakerOpened", ("new", "closed", "half_open"), "open"),
+        Transition("BreakerHalfOpened", ("open",), "half_open"),
+        Transition("BreakerClosed", ("half_open", "open"), "closed"),
+    ),
+)

@@ -1,0 +1,294 @@
+"""The task projection: every task's state machine and the priority queue, folded from the log.
+
+A task's state follows :data:`projections.lifecycle.TASK`. The queue orders queued tasks by
+priority (critical > high > normal > low), then deadline (earliest first, none last), then
+submission order (the position of ``TaskSubmitted``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from events import (
+    Recorded,
+    TaskClaimed,
+    TaskDeadlineMissed,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskProgressed,
+    TaskReprioritised,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskWaiting,
+    UnknownEvent,
+)
+from events.kinds import Priority
+from projections.lifecycle import TASK
+
+__all__ = ["TASK_PREFIX", "TaskProjection", "TaskView", "task_stream"]
+
+#: Every task's stream is ``task-<id>``.
+TASK_PREFIX = "task-"
+
+_RANK = {p.value: p.rank for p in Priority}
+
+
+def task_stream(task_id: str) -> str:
+    """The stream of a task."""
+    return TASK_PREFIX + task_id
+
+
+class TaskView(msgspec.Struct, kw_only=True):
+    """What the log says about one task, as of the last event folded.
+
+    Attributes:
+        task_id: its id (its stream is ``task-<id>``).
+        session: the session that submitted it.
+        name: the registered function it calls.
+        state: its lifecycle state (queued, running, waiting, succeeded, failed, cancelled,
+            missed).
+        priority: critical, high, normal or low.
+        deadline: when it must be done (None: no deadline).
+        key: its idempotency key, if any.
+        parent: the task that submitted it, if any.
+        children: the tasks it submitted, in order.
+        submitted_at: when it was submitted.
+        updated_at: the time of its last event (a running task's heartbeat).
+        order: the position of its submission (the queue's tie-breaker).
+        version: its stream's version.
+        attempt: how many times it has been claimed.
+        worker: the worker holding it (while running).
+        lease_until: when that worker's lease runs out.
+        progress: its last progress checkpoint, in [0, 1].
+        note: the note of that checkpoint.
+        steps: how many step outcomes it has recorded.
+        waiting_reason: why it waits (while waiting).
+        waiting_until: when its wait ends (None: not on a timer).
+        waiting_on: the tasks it waits for.
+        error: the error type and message it failed with.
+        unknown_events: events of types this onward does not know.
+    """
+
+    task_id: str
+    session: str
+    name: str
+    state: str
+    priority: str
+    deadline: float | None
+    key: str | None
+    parent: str | None
+    children: list[str] = msgspec.field(default_factory=list)
+    submitted_at: float = 0.0
+    updated_at: float = 0.0
+    order: int = 0
+    version: int = 0
+    attempt: int = 0
+    worker: str = ""
+    lease_until: float = 0.0
+    progress: float = 0.0
+    note: str = ""
+    steps: int = 0
+    waiting_reason: str = ""
+    waiting_until: float | None = None
+    waiting_on: list[str] = msgspec.field(default_factory=list)
+    error: str = ""
+    unknown_events: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the task has ended (succeeded, failed, cancelled or missed its deadline)."""
+        return self.state in TASK.terminal
+
+    def queue_key(self) -> tuple[int, float, int]:
+        """Its place in the queue: priority rank, deadline, submission order."""
+        deadline = math.inf if self.deadline is None else self.deadline
+        return (_RANK[self.priority], deadline, self.order)
+
+
+class TaskProjection:
+    """Folds task streams into :class:`TaskView` objects and keeps the queue in order."""
+
+    name = "tasks"
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, TaskView] = {}
+        self._heaps: dict[str, list[tuple[int, float, int, str]]] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self.waiting: set[str] = set()
+
+    # -- folding ---------------------------------------------------------------------------
+
+    def apply(self, r: Recorded) -> None:
+        """Fold one event of a task stream.
+
+        Raises:
+            IllegalTransition: the event is not allowed in the task's current state.
+        """
+        task_id = r.stream[len(TASK_PREFIX) :]
+        event = r.event
+        view = self.tasks.get(task_id)
+        if isinstance(event, UnknownEvent):
+            if view is not None:
+                view.unknown_events += 1
+                view.version = r.version
+            return
+        tag = event.__struct_config__.tag
+        assert isinstance(tag, str)
+        if view is None:
+            if not isinstance(event, TaskSubmitted):
+                TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version)
+                return
+            view = TaskView(
+                task_id=task_id,
+                session=r.meta.session,
+                name=event.name,
+                state=TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version),
+                priority=event.priority.value,
+                deadline=event.deadline,
+                key=event.key,
+                parent=event.parent,
+                submitted_at=r.meta.time,
+                updated_at=r.meta.time,
+                order=r.position,
+                version=r.version,
+            )
+            self.tasks[task_id] = view
+            if event.parent is not None and event.parent in self.tasks:
+                self.tasks[event.parent].children.append(task_id)
+            self._push(view)
+            if view.deadline is not None:
+                heapq.heappush(self._deadlines, (view.deadline, task_id))
+            return
+        before = view.state
+        view.state = TASK.evolve(before, tag, stream=r.stream, version=r.version)
+        view.version = r.version
+        view.updated_at = r.meta.time
+        if tag in _STEP_OUTCOMES:
+            view.steps += 1
+        elif isinstance(event, TaskClaimed):
+            view.attempt += 1
+            view.worker = event.worker
+            view.lease_until = event.lease_until
+            view.waiting_reason, view.waiting_until, view.waiting_on = "", None, []
+        elif isinstance(event, TaskLeaseExpired):
+            view.worker = ""
+        elif isinstance(event, TaskProgressed):
+            view.progress, view.note = event.fraction, event.note
+        elif isinstance(event, TaskWaiting):
+            view.worker = ""
+            view.waiting_reason = event.reason
+            view.waiting_until = event.until
+            view.waiting_on = list(event.on)
+        elif isinstance(event, TaskReprioritised):
+            view.priority = event.priority.value
+        elif isinstance(event, TaskFailed):
+            view.error = (
+                f"{event.error_type}: {event.message}" if event.message else event.error_type
+            )
+        elif isinstance(event, TaskSucceeded):
+            view.progress = 1.0
+        elif isinstance(event, TaskDeadlineMissed):
+            view.error = "deadline missed"
+        if view.state != before or isinstance(event, TaskReprioritised):
+            if view.state == "queued":
+                self._push(view)
+            if view.state == "waiting":
+                self.waiting.add(task_id)
+            else:
+                self.waiting.discard(task_id)
+            if view.terminal:
+                view.worker = ""
+
+    def _push(self, view: TaskView) -> None:
+        heap = self._heaps.setdefault(view.session, [])
+        heapq.heappush(heap, (*view.queue_key(), view.task_id))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def queued(self, session: str | None = None) -> Iterator[TaskView]:
+        """Queued tasks in queue order, of one session or of all (lazily: stop early to read
+        only the first few)."""
+        if session is None:
+            heap = [entry for h in self._heaps.values() for entry in h]
+        else:
+            heap = list(self._heaps.get(session, ()))
+        heapq.heapify(heap)
+        seen: set[str] = set()
+        while heap:
+            rank, deadline, order, task_id = heapq.heappop(heap)
+            view = self.tasks[task_id]
+            if (
+                task_id in seen
+                or view.state != "queued"
+                or view.queue_key()
+                != (
+                    rank,
+                    deadline,
+                    order,
+                )
+            ):
+                continue
+            seen.add(task_id)
+            yield view
+
+    def next_queued(self, session: str) -> TaskView | None:
+        """The first queued task of a session, dropping stale queue entries on the way."""
+        heap = self._heaps.get(session)
+        while heap:
+            rank, deadline, order, task_id = heap[0]
+            view = self.tasks[task_id]
+            if view.state == "queued" and view.queue_key() == (rank, deadline, order):
+                return view
+            heapq.heappop(heap)
+        return None
+
+    def overdue(self, now: float) -> list[TaskView]:
+        """Queued or waiting tasks whose deadline has passed (running ones are left to finish)."""
+        found: list[TaskView] = []
+        keep: list[tuple[float, str]] = []
+        heap = self._deadlines
+        while heap and heap[0][0] < now:
+            entry = heapq.heappop(heap)
+            view = self.tasks[entry[1]]
+            if view.state in ("queued", "waiting"):
+                found.append(view)
+            elif not view.terminal:
+                keep.append(entry)
+        for entry in keep:
+            heapq.heappush(heap, entry)
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, comparable picture of every task and the queue order."""
+        return {
+            "tasks": {k: msgspec.structs.asdict(v) for k, v in sorted(self.tasks.items())},
+            "queue": [v.task_id for v in self.queued()],
+            "waiting": sorted(self.waiting),
+        }
+
+    def dump(self) -> list[TaskView]:
+        """Every task view, for a checkpoint."""
+        return list(self.tasks.values())
+
+    def load(self, views: list[TaskView]) -> None:
+        """Restore from a checkpoint's task views."""
+        self.tasks = {v.task_id: v for v in views}
+        self.waiting = {v.task_id for v in views if v.state == "waiting"}
+        self._heaps = {}
+        for view in views:
+            if view.state == "queued":
+                self._heaps.setdefault(view.session, []).append((*view.queue_key(), view.task_id))
+        for heap in self._heaps.values():
+            heapq.heapify(heap)
+        self._deadlines = [
+            (v.deadline, v.task_id) for v in views if v.deadline is not None and not v.terminal
+        ]
+        heapq.heapify(self._deadlines)
+
+
+_STEP_OUTCOMES = frozenset({"StepCompleted", "StepFailed"})

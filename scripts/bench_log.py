@@ -1,0 +1,479 @@
+"""Benchmark of onward's event log against raw sqlite3 and eventsourcing, in events per second.
+
+What it measures, in one run, on one file system (every run on fresh SQLite files in one
+directory, after a short untimed warm-up on the same file):
+
+* ``append_1_full_eps``: ``log.append(stream, [event], expected_version=v)``, one event per
+  append (one commit each), ``synchronous=FULL`` (onward's default), a few hundred streams
+  round-robin; ``raw_1_full_eps`` is the raw sqlite3 reference: WAL, ``synchronous=FULL``, one
+  ``INSERT`` + ``COMMIT`` per row into a table shaped like onward's (stream, version, topic,
+  state; primary key on stream and version), with a blob as long as onward's stored record.
+* ``append_100_full_eps`` / ``raw_100_full_eps``: the same with 100 events per commit.
+* ``append_1_normal_eps`` / ``raw_1_normal_eps``: one event per commit, ``synchronous=NORMAL``.
+* ``read_decode_eps``: ``for r in log.read()`` over a log of N events (decoding included),
+  built with 100-event appends at ``synchronous=NORMAL``; the median of three reads.
+* ``verify_eps``: ``log.verify()`` over that log (checksums and hash chains); median of three.
+* ``eventsourcing_save_eps``: eventsourcing's own ``Application`` on SQLite (default settings),
+  one new event per ``save()``.
+
+Raw and onward runs alternate (raw, onward, onward, raw, raw, onward, ...) so that drift in
+the disk's speed falls on both. Ratios and targets are computed from the figures; quote
+ratios, not times.
+
+Run it from the repository root::
+
+    .venv/bin/python scripts/bench_log.py             # a table, about 1-2 minutes
+    .venv/bin/python scripts/bench_log.py --quick     # a table, about 15 seconds
+    .venv/bin/python scripts/bench_log.py --json --db-dir /tmp/bench --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STREAMS = 300
+WARMUP_FRACTION = 0.05
+ROUNDS = 4  # each pair runs raw, onward, onward, raw, ...: a quarter each
+
+FULL_COUNTS = {
+    "single_full": 50_000,
+    "single_normal": 200_000,
+    "batches_full": 3_000,
+    "saves": 40_000,
+}
+QUICK_COUNTS = {
+    "single_full": 15_000,
+    "single_normal": 40_000,
+    "batches_full": 600,
+    "saves": 12_000,
+}
+FULL_EVENTS = 200_000
+QUICK_EVENTS = 100_000
+READ_REPEATS = 3  # reads and verifies of the same log; the median counts
+
+#: (key, what it needs, rule for the human table, test)
+TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
+    (
+        "append_1_full",
+        "append_1_full_eps >= 0.8 x raw_1_full_eps",
+        lambda r: r["append_1_full_eps"] >= 0.8 * r["raw_1_full_eps"],
+    ),
+    (
+        "append_100_full",
+        "append_100_full_eps >= 0.5 x raw_100_full_eps",
+        lambda r: r["append_100_full_eps"] >= 0.5 * r["raw_100_full_eps"],
+    ),
+    (
+        "read_decode",
+        "read_decode_eps >= 1,000,000",
+        lambda r: r["read_decode_eps"] >= 1_000_000,
+    ),
+    ("verify", "verify_eps >= 500,000", lambda r: r["verify_eps"] >= 500_000),
+    (
+        "vs_eventsourcing",
+        "append_1_full_eps > eventsourcing_save_eps",
+        lambda r: r["append_1_full_eps"] > r["eventsourcing_save_eps"],
+    ),
+]
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the result)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Files:
+    """Fresh, numbered SQLite file names in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._n = 0
+
+    def new(self, label: str) -> Path:
+        self._n += 1
+        path = self.directory / f"{self._n:02d}-{label}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return path
+
+
+def make_event(i: int) -> Any:
+    from events import StepCompleted
+
+    return StepCompleted(
+        index=i, name="fetch", result={"status": 200, "bytes": 1234}, duration=0.01
+    )
+
+
+def warmup_count(count: int) -> int:
+    return max(10, int(count * WARMUP_FRACTION))
+
+
+# -- onward --------------------------------------------------------------------------------
+
+
+def onward_appends(path: Path, synchronous: str, commits: int, per_commit: int) -> float:
+    """Seconds for ``commits`` appends of ``per_commit`` events each, after a warm-up."""
+    from events import open_log
+
+    events = [make_event(i) for i in range(per_commit)]
+    versions = [0] * STREAMS
+    names = [f"task-{s:04d}" for s in range(STREAMS)]
+    url = f"sqlite:///{path}" + ("" if synchronous == "full" else f"?synchronous={synchronous}")
+    with open_log(url) as log:
+        append = log.append
+
+        def run(start: int, n: int) -> None:
+            for i in range(start, start + n):
+                s = i % STREAMS
+                v = versions[s]
+                append(names[s], events, expected_version=v)
+                versions[s] = v + per_commit
+
+        warm = warmup_count(commits)
+        run(0, warm)
+        t0 = time.perf_counter()
+        run(warm, commits)
+        return time.perf_counter() - t0
+
+
+def build_log(path: Path, total: int) -> None:
+    """A log of ``total`` events, written fast: 100 events per append, synchronous=normal."""
+    from events import open_log
+
+    per_commit = 100
+    events = [make_event(i) for i in range(per_commit)]
+    streams = max(1, min(2_000, total // 1_000))
+    versions = [0] * streams
+    with open_log(f"sqlite:///{path}?synchronous=normal") as log:
+        written = 0
+        i = 0
+        while written < total:
+            s = i % streams
+            n = min(per_commit, total - written)
+            log.append(f"task-{s:05d}", events[:n], expected_version=versions[s])
+            versions[s] += n
+            written += n
+            i += 1
+
+
+def onward_read(path: Path, total: int) -> tuple[float, float]:
+    """Median seconds to read and decode the whole log, and to verify it."""
+    from events import open_log
+
+    reads: list[float] = []
+    verifies: list[float] = []
+    with open_log(f"sqlite:///{path}?synchronous=normal") as log:
+        for _ in log.read(upto=min(total, 5_000)):  # warm-up
+            pass
+        for _ in range(READ_REPEATS):
+            n = 0
+            t0 = time.perf_counter()
+            for _ in log.read():
+                n += 1
+            reads.append(time.perf_counter() - t0)
+            if n != total:
+                raise SystemExit(f"read {n} events from {path}, expected {total}")
+            t0 = time.perf_counter()
+            report = log.verify()
+            verifies.append(time.perf_counter() - t0)
+            if not report.ok or report.events != total:
+                raise SystemExit(f"verify of {path} failed: {report}")
+    return statistics.median(reads), statistics.median(verifies)
+
+
+def record_size(path: Path) -> int:
+    """The length of onward's stored state for the benchmark's event."""
+    from events import open_log
+
+    with open_log(f"sqlite:///{path}?synchronous=normal") as log:
+        log.append("task-0000", [make_event(42)], expected_version=0)
+    with sqlite3.connect(path) as db:
+        (size,) = db.execute("SELECT length(state) FROM stored_events").fetchone()
+    return int(size)
+
+
+# -- raw sqlite3 -----------------------------------------------------------------------------
+
+
+def raw_inserts(path: Path, synchronous: str, commits: int, per_commit: int, blob: bytes) -> float:
+    """Seconds for ``commits`` transactions of ``per_commit`` rows each, after a warm-up."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS events (stream TEXT, version INTEGER, topic TEXT,"
+            " state BLOB, PRIMARY KEY (stream, version))"
+        )
+        versions = [0] * STREAMS
+        names = [f"task-{s:04d}" for s in range(STREAMS)]
+        execute = db.execute
+        insert = "INSERT INTO events VALUES (?, ?, ?, ?)"
+
+        def run(start: int, n: int) -> None:
+            for i in range(start, start + n):
+                s = i % STREAMS
+                stream = names[s]
+                v = versions[s]
+                execute("BEGIN")
+                for k in range(1, per_commit + 1):
+                    execute(insert, (stream, v + k, "StepCompleted", blob))
+                execute("COMMIT")
+                versions[s] = v + per_commit
+
+        warm = warmup_count(commits)
+        run(0, warm)
+        t0 = time.perf_counter()
+        run(warm, commits)
+        return time.perf_counter() - t0
+    finally:
+        db.close()
+
+
+# -- eventsourcing ---------------------------------------------------------------------------
+
+
+def eventsourcing_saves(path: Path, saves: int) -> float:
+    """Seconds for ``saves`` calls of ``Application.save()``, one new event each."""
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class Task(Aggregate):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        @event("StepCompleted")
+        def complete_step(
+            self, index: int, name: str, result: dict[str, int], duration: float
+        ) -> None:
+            self.steps += 1
+
+    app: Application = Application(
+        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+    )
+    try:
+        tasks = [Task() for _ in range(STREAMS)]
+        for task in tasks:  # creation events, and the warm-up
+            app.save(task)
+        result = {"status": 200, "bytes": 1234}
+
+        def run(start: int, n: int) -> None:
+            for i in range(start, start + n):
+                task = tasks[i % STREAMS]
+                task.complete_step(index=i, name="fetch", result=result, duration=0.01)
+                app.save(task)
+
+        warm = warmup_count(saves)
+        run(0, warm)
+        t0 = time.perf_counter()
+        run(warm, saves)
+        return time.perf_counter() - t0
+    finally:
+        app.close()
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def paired(
+    files: Files,
+    label: str,
+    *,
+    synchronous: str,
+    commits: int,
+    per_commit: int,
+    blob: bytes,
+) -> tuple[float, float]:
+    """Onward's and raw sqlite3's events/s, alternating raw, onward, onward, raw."""
+    onward_seconds = raw_seconds = 0.0
+    per_run = max(1, commits // ROUNDS)
+    for round_ in range(ROUNDS):
+        order = ("raw", "onward") if round_ % 2 == 0 else ("onward", "raw")
+        for who in order:
+            path = files.new(f"{who}-{label}")
+            if who == "raw":
+                raw_seconds += raw_inserts(path, synchronous, per_run, per_commit, blob)
+            else:
+                onward_seconds += onward_appends(path, synchronous, per_run, per_commit)
+    events = per_run * ROUNDS * per_commit
+    return events / onward_seconds, events / raw_seconds
+
+
+def filesystem_of(directory: Path) -> str:
+    """The file system type that holds ``directory`` (from /proc/mounts; "" if unknown)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    target = str(directory.resolve())
+    best, kind = "", ""
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1]
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, kind = mount, parts[2]
+    return kind
+
+
+def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, Any]:
+    files = Files(directory)
+    size = record_size(files.new("probe"))
+    blob = (b'{"meta":{},"event":{"type":"StepCompleted","result":{}}}' + b"x" * size)[:size]
+    progress(f"record size {size} bytes; streams {STREAMS}; writing in {directory}")
+
+    progress(f"1 event per commit, FULL: {counts['single_full']} commits")
+    a1f, r1f = paired(
+        files, "1-full", synchronous="full", commits=counts["single_full"], per_commit=1, blob=blob
+    )
+    progress(f"100 events per commit, FULL: {counts['batches_full']} commits")
+    a100, r100 = paired(
+        files,
+        "100-full",
+        synchronous="full",
+        commits=counts["batches_full"],
+        per_commit=100,
+        blob=blob,
+    )
+    progress(f"1 event per commit, NORMAL: {counts['single_normal']} commits")
+    a1n, r1n = paired(
+        files,
+        "1-normal",
+        synchronous="normal",
+        commits=counts["single_normal"],
+        per_commit=1,
+        blob=blob,
+    )
+
+    progress(f"building a log of {total} events")
+    big = files.new("read")
+    build_log(big, total)
+    read_seconds, verify_seconds = onward_read(big, total)
+
+    progress(f"eventsourcing: {counts['saves']} saves")
+    es = counts["saves"] / eventsourcing_saves(files.new("eventsourcing"), counts["saves"])
+
+    result: dict[str, Any] = {
+        "append_1_full_eps": round(a1f),
+        "raw_1_full_eps": round(r1f),
+        "append_100_full_eps": round(a100),
+        "raw_100_full_eps": round(r100),
+        "append_1_normal_eps": round(a1n),
+        "raw_1_normal_eps": round(r1n),
+        "read_decode_eps": round(total / read_seconds),
+        "verify_eps": round(total / verify_seconds),
+        "eventsourcing_save_eps": round(es),
+        "append_1_full_ratio": round(a1f / r1f, 3),
+        "append_100_full_ratio": round(a100 / r100, 3),
+        "append_1_normal_ratio": round(a1n / r1n, 3),
+        "vs_eventsourcing_ratio": round(a1f / es, 3),
+    }
+    result["targets"] = {
+        key: {"rule": rule, "meets": bool(test(result))} for key, rule, test in TARGETS
+    }
+    result.update(
+        {
+            "counts": {
+                "single_full_commits": (counts["single_full"] // ROUNDS) * ROUNDS,
+                "batch_full_commits": (counts["batches_full"] // ROUNDS) * ROUNDS,
+                "batch_size": 100,
+                "single_normal_commits": (counts["single_normal"] // ROUNDS) * ROUNDS,
+                "read_events": total,
+                "eventsourcing_saves": counts["saves"],
+                "read_repeats": READ_REPEATS,
+                "streams": STREAMS,
+                "warmup_fraction": WARMUP_FRACTION,
+            },
+            "record_bytes": size,
+            "sqlite_version": sqlite3.sqlite_version,
+            "python": platform.python_version(),
+            "filesystem": filesystem_of(directory),
+            "cpus": os.cpu_count(),
+        }
+    )
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a readable table: each onward figure beside its reference."""
+    rows = [
+        ("append, 1/commit, FULL", "append_1_full_eps", "raw_1_full_eps", "raw sqlite3"),
+        ("append, 100/commit, FULL", "append_100_full_eps", "raw_100_full_eps", "raw sqlite3"),
+        ("append, 1/commit, NORMAL", "append_1_normal_eps", "raw_1_normal_eps", "raw sqlite3"),
+        ("append, 1/commit, FULL", "append_1_full_eps", "eventsourcing_save_eps", "es save()"),
+        ("read + decode", "read_decode_eps", None, ""),
+        ("verify", "verify_eps", None, ""),
+    ]
+    lines = [f"{'onward':<26}{'events/s':>12}  {'reference':<12}{'events/s':>12}{'ratio':>8}"]
+    for name, key, ref, ref_name in rows:
+        value = result[key]
+        if ref is None:
+            lines.append(f"{name:<26}{value:>12,}")
+        else:
+            other = result[ref]
+            lines.append(f"{name:<26}{value:>12,}  {ref_name:<12}{other:>12,}{value / other:>8.2f}")
+    lines.append("")
+    lines.append("targets:")
+    for key, target in result["targets"].items():
+        mark = "meets" if target["meets"] else "MISSES"
+        lines.append(f"  {mark:<7}{key:<18}{target['rule']}")
+    counts = result["counts"]
+    lines.append("")
+    lines.append(
+        f"SQLite {result['sqlite_version']}, Python {result['python']}, "
+        f"{result['filesystem'] or 'unknown'} file system, {result['cpus']} CPUs, "
+        f"{result['record_bytes']}-byte records, {counts['streams']} streams; "
+        f"{counts['single_full_commits']:,} + {counts['batch_full_commits']:,}x100 FULL, "
+        f"{counts['single_normal_commits']:,} NORMAL commits, "
+        f"{counts['read_events']:,} events read, {counts['eventsourcing_saves']:,} es saves"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--db-dir", type=Path, help="leave the SQLite files in this directory")
+    parser.add_argument("--events", type=int, help="events in the log that is read and verified")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (about 15 s)")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    counts = QUICK_COUNTS if args.quick else FULL_COUNTS
+    total = args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS)
+    if total <= 0:
+        parser.error("--events must be positive")
+
+    if args.db_dir is not None:
+        args.db_dir.mkdir(parents=True, exist_ok=True)
+        result = measure(args.db_dir, counts, total)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="onward-bench-"))
+        try:
+            result = measure(directory, counts, total)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The conformance suite every event-log backend passes.
+
+A backend's test module subclasses :class:`EventLogSuite` and says how to open a fresh log;
+the memory backend passes the same tests as the databases, so it is a fake to trust.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import Any
+
+import pytest
+
+from events import (
+    Append,
+    Context,
+    EventLog,
+    PayloadTooLarge,
+    StepCompleted,
+    TaskProgressed,
+    TaskSubmitted,
+    UnencodableValue,
+    UsageError,
+    VersionConflict,
+)
+from tests.conftest import FakeClock
+
+
+def submitted(name: str = "crawl", *args: Any) -> TaskSubmitted:
+    return TaskSubmitted(name=name, args=list(args), kwargs={})
+
+
+def progressed(fraction: float, note: str = "") -> TaskProgressed:
+    return TaskProgressed(fraction=fraction, note=note)
+
+
+class EventLogSuite(ABC):
+    """Tests of the :class:`events.EventLog` contract; subclass and implement ``make_log``."""
+
+    @abstractmethod
+    def make_log(self, clock: FakeClock, **options: Any) -> EventLog:
+        """A fresh, empty log."""
+
+    @pytest.fixture
+    def log(self, clock: FakeClock) -> Any:
+        log = self.make_log(clock)
+        yield log
+        log.close()
+
+    # -- appending and reading -------------------------------------------------------------
+
+    def test_empty_log(self, log: EventLog) -> None:
+        assert log.head() == 0
+        assert list(log.read()) == []
+        assert log.read_stream("task-1") == []
+        assert log.stream_version("task-1") == 0
+        assert log.verify().ok
+
+    def test_append_then_read_back(self, log: EventLog, clock: FakeClock) -> None:
+        events = [submitted("crawl", "https://example.org"), progressed(0.5, "half")]
+        result = log.append(
+            "task-1",
+            events,
+            expected_version=0,
+            context=Context(session="s1", actor="w1", correlation_id="c1", causation_id="x"),
+        )
+        assert result.versions == {"task-1": 2}
+        assert len(result.event_ids) == 2
+        recorded = log.read_stream("task-1")
+        assert [r.event for r in recorded] == events
+        assert [r.version for r in recorded] == [1, 2]
+        assert recorded[0].position < recorded[1].position
+        assert [r.meta.event_id for r in recorded] == result.event_ids
+        meta = recorded[0].meta
+        assert (meta.session, meta.actor, meta.correlation_id, meta.causation_id) == (
+            "s1",
+            "w1",
+            "c1",
+            "x",
+        )
+        assert meta.time == clock.now
+        assert meta.prev == ""
+        assert recorded[1].meta.prev == meta.checksum
+        assert log.head() == recorded[1].position
+        assert log.stream_version("task-1") == 2
+
+    def test_streams_interleave_in_global_order(self, log: EventLog) -> None:
+        log.append("task-a", [submitted("a")], expected_version=0)
+        log.append("task-b", [submitted("b")], expected_version=0)
+        log.append("task-a", [progressed(1.0)], expected_version=1)
+        everything = list(log.read())
+        assert [(r.stream, r.version) for r in everything] == [
+            ("task-a", 1),
+            ("task-b", 1),
+            ("task-a", 2),
+        ]
+        positions = [r.position for r in everything]
+        assert positions == sorted(positions)
+        assert len(set(positions)) == 3
+        assert log.streams() == ["task-a", "task-b"]
+
+    def test_read_after_position_in_small_pages(self, log: EventLog) -> None:
+        for i in range(23):
+            log.append(f"task-{i % 4}", [progressed(i / 23)], expected_version=None)
+        everything = list(log.read())
+        assert len(everything) == 23
+        assert list(log.read(page_size=5)) == everything
+        middle = everything[9].position
+        assert list(log.read(after=middle, page_size=4)) == everything[10:]
+        assert (
+            list(log.read(after=everything[2].position, upto=everything[6].position))
+            == (everything[3:7])
+        )
+        with pytest.raises(UsageError):
+            list(log.read(page_size=0))
+
+    def test_read_stream_after_version(self, log: EventLog) -> None:
+        log.append("task-1", [progressed(i / 5) for i in range(5)], expected_version=0)
+        assert [r.version for r in log.read_stream("task-1", after=3)] == [4, 5]
+
+    def test_any_version_appends_at_the_end(self, log: EventLog) -> None:
+        log.append("session-s", [submitted()], expected_version=None)
+        log.append("session-s", [progressed(0.1)], expected_version=None)
+        assert [r.version for r in log.read_stream("session-s")] == [1, 2]
+        assert log.verify().ok
+
+    # -- optimistic concurrency ------------------------------------------------------------
+
+    def test_stale_expected_version_conflicts(self, log: EventLog) -> None:
+        log.append("task-1", [submitted()], expected_version=0)
+        with pytest.raises(VersionConflict) as info:
+            log.append("task-1", [progressed(0.1)], expected_version=0)
+        assert info.value.stream == "task-1"
+        assert info.value.expected == 0
+        assert info.value.actual == 1
+        assert "task-1" in str(info.value)
+        assert log.stream_version("task-1") == 1
+
+    def test_expected_version_ahead_of_the_stream_conflicts(self, log: EventLog) -> None:
+        log.append("task-1", [submitted()], expected_version=0)
+        with pytest.raises(VersionConflict) as info:
+            log.append("task-1", [progressed(0.1)], expected_version=3)
+        assert info.value.actual == 1
+        assert log.stream_version("task-1") == 1
+
+    def test_conflict_from_another_handle_on_the_same_log(self, log: EventLog) -> None:
+        log.append("task-1", [submitted()], expected_version=0)
+        log.append("task-1", [progressed(0.2)], expected_version=1)
+        # The head cache of this handle says version 2; a second writer moves the stream on.
+        other = self._second_handle(log)
+        if other is None:
+            pytest.skip("this backend has no second handle on the same log")
+        try:
+            other.append("task-1", [progressed(0.3)], expected_version=2)
+            with pytest.raises(VersionConflict):
+                log.append("task-1", [progressed(0.4)], expected_version=2)
+            log.append("task-1", [progressed(0.4)], expected_version=3)
+        finally:
+            other.close()
+        assert [r.version for r in log.read_stream("task-1")] == [1, 2, 3, 4]
+        assert log.verify().ok
+
+    def _second_handle(self, log: EventLog) -> EventLog | None:
+        return None
+
+    def test_reappending_the_same_event_ids_is_a_no_op(self, log: EventLog) -> None:
+        ids = ["a" * 32, "b" * 32]
+        first = log.append(
+            "task-1", [submitted(), progressed(0.5)], expected_version=0, event_ids=ids
+        )
+        head = log.head()
+        again = log.append(
+            "task-1", [submitted(), progressed(0.5)], expected_version=0, event_ids=ids
+        )
+        assert again.already_recorded
+        assert again.event_ids == first.event_ids
+        assert again.positions == [r.position for r in log.read_stream("task-1")]
+        assert log.head() == head
+        assert len(log.read_stream("task-1")) == 2
+
+    def test_same_version_with_other_ids_conflicts(self, log: EventLog) -> None:
+        log.append("task-1", [submitted()], expected_version=0, event_ids=["a" * 32])
+        with pytest.raises(VersionConflict):
+            log.append("task-1", [submitted()], expected_version=0, event_ids=["c" * 32])
+
+    def test_commit_to_several_streams_is_all_or_nothing(self, log: EventLog) -> None:
+        log.append("task-2", [submitted()], expected_version=0)
+        with pytest.raises(VersionConflict) as info:
+            log.commit(
+                [
+                    Append(stream="task-1", events=[submitted()], expected_version=0),
+                    Append(stream="task-2", events=[progressed(0.1)], expected_version=0),
+                ]
+            )
+        assert info.value.stream == "task-2"
+        assert log.read_stream("task-1") == []
+        result = log.commit(
+            [
+                Append(stream="task-1", events=[submitted()], expected_version=0),
+                Append(stream="task-2", events=[progressed(0.1)], expected_version=1),
+            ]
+        )
+        assert result.versions == {"task-1": 1, "task-2": 2}
+
+    def test_concurrent_writers_never_share_a_version(self, log: EventLog) -> None:
+        log.append("task-1", [submitted()], expected_version=0)
+        wins: list[int] = []
+        losses: list[int] = []
+        barrier = threading.Barrier(4)
+
+        def writer(n: int) -> None:
+            barrier.wait()
+            for _ in range(10):
+                version = log.stream_version("task-1")
+                try:
+                    log.append("task-1", [progressed(n / 10)], expected_version=version)
+                    wins.append(n)
+                except VersionConflict:
+                    losses.append(n)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        versions = [r.version for r in log.read_stream("task-1")]
+        assert versions == list(range(1, len(wins) + 2))
+        assert len(wins) + len(losses) == 40
+        assert log.verify().ok
+
+    # -- refusals: nothing is written ------------------------------------------------------
+
+    def test_oversized_payload_is_refused_before_writing(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, payload_limit=1000)
+        try:
+            with pytest.raises(PayloadTooLarge) as info:
+                log.commit(
+                    [
+                        Append(stream="task-0", events=[submitted()], expected_version=0),
+                        Append(
+                            stream="task-1",
+                            events=[submitted("x" * 2000)],
+                            expected_version=0,
+                        ),
+                    ]
+                )
+            assert info.value.limit == 1000
+            assert info.value.size > 1000
+            assert "task-1" in str(info.value)
+            assert log.head() == 0
+        finally:
+            log.close()
+
+    def test_default_payload_limit_is_one_mebibyte(self, log: EventLog) -> None:
+        assert log.payload_limit == 1024 * 1024
+        log.append("task-1", [submitted("x" * 1_000_000)], expected_version=0)
+        with pytest.raises(PayloadTooLarge):
+            log.append("task-2", [submitted("x" * 1_100_000)], expected_version=0)
+
+    def test_unencodable_value_is_refused(self, log: EventLog) -> None:
+        with pytest.raises(UnencodableValue):
+            log.append(
+                "task-1", [TaskSubmitted(name="f", args=[object()], kwargs={})], expected_version=0
+            )
+        assert log.head() == 0
+
+    def test_bad_appends_are_usage_errors(self, log: EventLog) -> None:
+        with pytest.raises(UsageError):
+            log.append("task-1", [], expected_version=0)
+        with pytest.raises(UsageError):
+            log.append("", [submitted()], expected_version=0)
+        with pytest.raises(UsageError):
+            log.append("task-1", [submitted()], expected_version=-1)
+        with pytest.raises(UsageError):
+            log.append("task-1", [submitted()], expected_version=0, event_ids=["a" * 32] * 2)
+        with pytest.raises(UsageError):
+            log.append("task-1", ["not an event"], expected_version=0)  # type: ignore[list-item]
+        with pytest.raises(UsageError):
+            log.commit([])
+        assert log.head() == 0
+
+    def test_secrets_are_redacted_before_append(self, log: EventLog) -> None:
+        token = "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8"
+        log.append(
+            "task-1",
+            [
+                StepCompleted(
+                    index=0, name="call", result=f"Authorization: token {token}", duration=0.1
+                )
+            ],
+            expected_version=0,
+        )
+        (recorded,) = log.read_stream("task-1")
+        assert token not in str(recorded.event)
+        assert "REDACTED" in str(recorded.event)
+        assert log.verify().ok
+
+    def test_closed_log_refuses_calls(self, clock: FakeClock) -> None:
+        log = self.make_log(clock)
+        log.close()
+        with pytest.raises(UsageError):
+            log.append("task-1", [submitted()], expected_version=0)
+        with pytest.raises(UsageError):
+            log.head()
+        log.close()  # closing twice is harmless
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def test_verify_counts_a_clean_log(self, log: EventLog) -> None:
+        for i in range(12):
+            log.append(f"task-{i % 3}", [progressed(i / 12)], expected_version=None)
+        report = log.verify()
+        assert report.ok
+        assert report.events == 12
+        assert report.streams == 3
+        assert report.head == log.head()
+        assert not report.torn_tail

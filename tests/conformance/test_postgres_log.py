@@ -1,0 +1,25 @@
+"""The PostgreSQL backend passes the log conformance suite (against a real server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from events import EventLog, open_log
+from tests.conformance.log_suite import EventLogSuite
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresLog(EventLogSuite):
+    @pytest.fixture(autouse=True)
+    def _schema(self, postgres_url: str) -> None:
+        self.url = postgres_url
+
+    def make_log(self, clock: FakeClock, **options: Any) -> EventLog:
+        return open_log(self.url, clock=clock, **options)
+
+    def _second_handle(self, log: EventLog) -> EventLog | None:
+        return open_log(self.url)

@@ -1,0 +1,308 @@
+"""Hypothesis strategies for onward's events: every event type joins :data:`EVENT_STRATEGIES`.
+
+``tests/unit/test_vocabulary.py`` fails when an event type has no strategy here, so a new event
+type is covered by every property test that draws from :func:`any_event`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+from events.base import Event
+from events.breaker import BreakerClosed, BreakerHalfOpened, BreakerOpened
+from events.decision import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
+    DecisionMade,
+    ThresholdsAdjusted,
+)
+from events.degradation import ComponentFailed, ComponentRestored, WorkaroundApplied
+from events.error import ErrorClassified, ErrorObserved
+from events.fix import FixAttempted, FixFailed, FixLearned, FixSucceeded
+from events.flow import FlowStateChanged, InterruptionDeferred, InterruptionDelivered
+from events.kinds import DegradationLevel, ErrorKind, FlowState, Jitter, Priority, Strategy
+from events.retry import RetryScheduled
+from events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
+from events.step import StepCompleted, StepFailed, StepStarted
+from events.task import (
+    TaskCancelled,
+    TaskClaimed,
+    TaskDeadlineMissed,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskProgressed,
+    TaskReprioritised,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskWaiting,
+)
+
+__all__ = ["EVENT_STRATEGIES", "any_event", "finite_floats", "json_values"]
+
+#: The largest integer a JSON reader in any language is sure to read back exactly.
+MAX_SAFE_INT = 2**53
+
+
+def finite_floats() -> SearchStrategy[float]:
+    """Any float but NaN and the infinities (JSON has no spelling for them)."""
+    return st.floats(allow_nan=False, allow_infinity=False)
+
+
+def json_values() -> SearchStrategy[Any]:
+    """Plain JSON values, nested: what an ``Any`` field of an event may hold."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-MAX_SAFE_INT, MAX_SAFE_INT)
+        | finite_floats()
+        | st.text()
+    )
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+
+
+def _json_objects() -> SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(st.text(), json_values(), max_size=4)
+
+
+def _score_maps() -> SearchStrategy[dict[str, float]]:
+    return st.dictionaries(st.text(), _fractions, max_size=4)
+
+
+_names = st.text(max_size=30)
+_ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=32)
+_texts = st.text()
+_times = st.floats(min_value=0.0, max_value=4e9)
+_durations = st.floats(min_value=0.0, max_value=1e7)
+_fractions = st.floats(min_value=0.0, max_value=1.0)
+_counts = st.integers(0, MAX_SAFE_INT)
+_attempts = st.integers(1, 1_000)
+_indexes = st.integers(0, 10_000)
+_type_names = st.sampled_from(
+    ["builtins.ValueError", "builtins.TimeoutError", "httpx.ConnectError", "app.QuotaExceeded"]
+)
+_signatures = st.text(alphabet="0123456789abcdef", max_size=32)
+
+_SESSION: dict[type[Event], SearchStrategy[Event]] = {
+    SessionStarted: st.builds(
+        SessionStarted,
+        name=_names,
+        host=_names,
+        pid=st.integers(0, 2**22),
+        version=_names,
+        config=_json_objects(),
+    ),
+    SessionPaused: st.builds(SessionPaused, reason=_texts),
+    SessionResumed: st.builds(SessionResumed, reason=_texts, recovered_tasks=_counts),
+    SessionEnded: st.builds(SessionEnded, reason=_texts, tasks_done=_counts, tasks_failed=_counts),
+}
+
+_TASK: dict[type[Event], SearchStrategy[Event]] = {
+    TaskSubmitted: st.builds(
+        TaskSubmitted,
+        name=_names,
+        args=st.lists(json_values(), max_size=4),
+        kwargs=_json_objects(),
+        priority=st.sampled_from(Priority),
+        deadline=st.none() | _times,
+        key=st.none() | _texts,
+        parent=st.none() | _ids,
+    ),
+    TaskReprioritised: st.builds(
+        TaskReprioritised, priority=st.sampled_from(Priority), previous=st.sampled_from(Priority)
+    ),
+    TaskClaimed: st.builds(TaskClaimed, worker=_names, lease_until=_times, attempt=_attempts),
+    TaskLeaseExpired: st.builds(TaskLeaseExpired, worker=_names, lease_until=_times),
+    TaskProgressed: st.builds(TaskProgressed, fraction=_fractions, note=_texts),
+    TaskWaiting: st.builds(
+        TaskWaiting,
+        reason=st.sampled_from(["subtasks", "approval", "retry", "breaker"]) | _texts,
+        until=st.none() | _times,
+        on=st.lists(_ids, max_size=4),
+    ),
+    TaskDeadlineMissed: st.builds(TaskDeadlineMissed, deadline=_times),
+    TaskSucceeded: st.builds(TaskSucceeded, result=json_values()),
+    TaskFailed: st.builds(
+        TaskFailed, error_type=_type_names, message=_texts, signature=_signatures
+    ),
+    TaskCancelled: st.builds(TaskCancelled, reason=_texts),
+}
+
+_STEP: dict[type[Event], SearchStrategy[Event]] = {
+    StepStarted: st.builds(
+        StepStarted, index=_indexes, name=_names, attempt=_attempts, idempotency_key=_texts
+    ),
+    StepCompleted: st.builds(
+        StepCompleted, index=_indexes, name=_names, result=json_values(), duration=_durations
+    ),
+    StepFailed: st.builds(
+        StepFailed,
+        index=_indexes,
+        name=_names,
+        attempt=_attempts,
+        error_type=_type_names,
+        message=_texts,
+        signature=_signatures,
+        transient=st.booleans(),
+    ),
+}
+
+_ERROR: dict[type[Event], SearchStrategy[Event]] = {
+    ErrorObserved: st.builds(
+        ErrorObserved,
+        signature=_signatures,
+        error_type=_type_names,
+        message=_texts,
+        frames=st.lists(_names, max_size=6),
+        step_index=st.none() | _indexes,
+        causes=st.lists(_type_names, max_size=3),
+    ),
+    ErrorClassified: st.builds(
+        ErrorClassified, signature=_signatures, kind=st.sampled_from(ErrorKind), reason=_texts
+    ),
+}
+
+_FIX: dict[type[Event], SearchStrategy[Event]] = {
+    FixAttempted: st.builds(
+        FixAttempted,
+        fix=_names,
+        signature=_signatures,
+        step_index=st.none() | _indexes,
+        change=_json_objects(),
+    ),
+    FixSucceeded: st.builds(
+        FixSucceeded, fix=_names, signature=_signatures, step_index=st.none() | _indexes
+    ),
+    FixFailed: st.builds(
+        FixFailed,
+        fix=_names,
+        signature=_signatures,
+        step_index=st.none() | _indexes,
+        message=_texts,
+    ),
+    FixLearned: st.builds(
+        FixLearned,
+        fix=_names,
+        signature=_signatures,
+        source=st.sampled_from(["manual", "automatic"]),
+        note=_texts,
+    ),
+}
+
+_RETRY: dict[type[Event], SearchStrategy[Event]] = {
+    RetryScheduled: st.builds(
+        RetryScheduled,
+        step_index=_indexes,
+        attempt=_attempts,
+        delay=_durations,
+        due=_times,
+        policy=_names,
+        jitter=st.sampled_from(Jitter),
+        error_type=_type_names,
+        signature=_signatures,
+    ),
+}
+
+_BREAKER: dict[type[Event], SearchStrategy[Event]] = {
+    BreakerOpened: st.builds(
+        BreakerOpened,
+        dependency=_names,
+        consecutive_failures=_counts,
+        failure_rate=_fractions,
+        cooldown_until=_times,
+    ),
+    BreakerHalfOpened: st.builds(
+        BreakerHalfOpened, dependency=_names, trial_calls=st.integers(1, 100)
+    ),
+    BreakerClosed: st.builds(BreakerClosed, dependency=_names, successes=_counts),
+}
+
+_DEGRADATION: dict[type[Event], SearchStrategy[Event]] = {
+    ComponentFailed: st.builds(ComponentFailed, component=_names, check=_names, message=_texts),
+    WorkaroundApplied: st.builds(
+        WorkaroundApplied,
+        component=_names,
+        workaround=_names,
+        quality_loss=_fractions,
+        level=st.sampled_from(DegradationLevel),
+    ),
+    ComponentRestored: st.builds(
+        ComponentRestored,
+        component=_names,
+        quality_regained=_fractions,
+        level=st.sampled_from(DegradationLevel),
+    ),
+}
+
+_DECISION: dict[type[Event], SearchStrategy[Event]] = {
+    DecisionMade: st.builds(
+        DecisionMade,
+        kind=st.sampled_from(["retry", "fix", "breaker", "confidence", "budget"]),
+        subject=_ids,
+        choice=_names,
+        rule=_names,
+        strategy=st.none() | st.sampled_from(Strategy),
+        confidence=st.none() | _fractions,
+        factors=_score_maps(),
+        inputs=_json_objects(),
+        alternatives=st.lists(_names, max_size=4),
+        thresholds=_score_maps(),
+    ),
+    ApprovalRequested: st.builds(
+        ApprovalRequested,
+        decision_id=_ids,
+        subject=_ids,
+        question=_texts,
+        options=st.lists(_names, max_size=4),
+        impact=_texts,
+    ),
+    ApprovalGranted: st.builds(ApprovalGranted, decision_id=_ids, by=_names, note=_texts),
+    ApprovalDenied: st.builds(ApprovalDenied, decision_id=_ids, by=_names, note=_texts),
+    ThresholdsAdjusted: st.builds(
+        ThresholdsAdjusted, thresholds=_score_maps(), previous=_score_maps(), reason=_texts
+    ),
+}
+
+_FLOW: dict[type[Event], SearchStrategy[Event]] = {
+    FlowStateChanged: st.builds(
+        FlowStateChanged,
+        state=st.sampled_from(FlowState),
+        previous=st.sampled_from(FlowState),
+        actions_per_minute=st.floats(min_value=0.0, max_value=1e6),
+        error_rate=_fractions,
+    ),
+    InterruptionDeferred: st.builds(
+        InterruptionDeferred, interruption_id=_ids, kind=_names, summary=_texts
+    ),
+    InterruptionDelivered: st.builds(
+        InterruptionDelivered, interruption_id=_ids, deferred_for=_durations
+    ),
+}
+
+#: A strategy for each event type, by type.
+EVENT_STRATEGIES: dict[type[Event], SearchStrategy[Event]] = {
+    **_SESSION,
+    **_TASK,
+    **_STEP,
+    **_ERROR,
+    **_FIX,
+    **_RETRY,
+    **_BREAKER,
+    **_DEGRADATION,
+    **_DECISION,
+    **_FLOW,
+}
+
+
+def any_event() -> SearchStrategy[Event]:
+    """An event of any type in :data:`EVENT_STRATEGIES`."""
+    return st.one_of(*EVENT_STRATEGIES.values())
