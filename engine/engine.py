@@ -29,7 +29,7 @@ from engine.errors import (
     TaskFailedError,
     TaskNotFound,
 )
-from engine.machines import validate
+from engine.machines import transition
 from engine.registry import Registry, StepDef, TaskDef, parse_priority
 from engine.run import CURRENT_RUN, LeaseLost, TaskRun, derived_id, error_message
 from events import (
@@ -222,8 +222,16 @@ class Engine:
                     )
             event = SessionResumed(reason="reopened", recovered_tasks=len(unfinished))
             expected = view.version
-        validate("session", self.session, view.state if view else "new", _tag(event))
-        self.log.append(stream, [event], expected_version=expected, context=self._context)
+        transition(
+            self.log,
+            "session",
+            self.session,
+            stream,
+            view.state if view else "new",
+            expected,
+            event,
+            self._context,
+        )
         self._host.catch_up()
 
     def _session_tasks(self) -> Iterable[TaskView]:
@@ -407,13 +415,16 @@ class Engine:
         with self._lock:
             for _ in range(10):
                 view = self.task_view(task_id)
-                validate("task", task_id, view.state, _tag(event))
                 try:
-                    self.log.append(
+                    transition(
+                        self.log,
+                        "task",
+                        task_id,
                         task_stream(task_id),
-                        [event],
-                        expected_version=view.version,
-                        context=self._context,
+                        view.state,
+                        view.version,
+                        event,
+                        self._context,
                     )
                 except VersionConflict:
                     self._host.catch_up()
@@ -654,15 +665,16 @@ class Engine:
             claim = TaskClaimed(
                 worker=self.worker, lease_until=now + self.lease, attempt=view.attempt + 1
             )
-            validate("task", view.task_id, view.state, "TaskClaimed")
             try:
-                result = self.log.append(
+                result = transition(
+                    self.log,
+                    "task",
+                    view.task_id,
                     task_stream(view.task_id),
-                    [claim],
-                    expected_version=view.version,
-                    context=Context(
-                        session=self.session, actor=self.worker, correlation_id=view.task_id
-                    ),
+                    view.state,
+                    view.version,
+                    claim,
+                    Context(session=self.session, actor=self.worker, correlation_id=view.task_id),
                 )
             except VersionConflict:
                 self._host.catch_up()  # another worker got there first: look again
@@ -806,12 +818,6 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _tag(event: msgspec.Struct) -> str:
-    tag = type(event).__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
 
 
 def _version() -> str:

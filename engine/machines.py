@@ -13,9 +13,10 @@ from typing import Any
 from transitions import Machine
 
 from engine.errors import InvalidTransition
+from events import AppendResult, Context, Event, EventLog
 from projections.lifecycle import BREAKER, SESSION, TASK, Lifecycle
 
-__all__ = ["LIFECYCLES", "diagram", "validate"]
+__all__ = ["LIFECYCLES", "diagram", "transition", "validate"]
 
 #: The lifecycles by name.
 LIFECYCLES: dict[str, Lifecycle] = {"task": TASK, "session": SESSION, "breaker": BREAKER}
@@ -52,6 +53,38 @@ def validate(lifecycle: str, subject: str, state: str, trigger: str) -> None:
     """
     if not _machine(lifecycle).get_transitions(trigger=trigger, source=state):
         raise InvalidTransition(lifecycle, subject, state, trigger)
+
+
+def transition(
+    log: EventLog,
+    lifecycle: str,
+    subject: str,
+    stream: str,
+    state: str,
+    version: int,
+    event: Event,
+    context: Context,
+) -> AppendResult:
+    """Validate a lifecycle trigger, then append it at the stream's expected version.
+
+    Args:
+        log: the log.
+        lifecycle: "task", "session" or "breaker".
+        subject: the task id, session or breaker name (for messages).
+        stream: its stream.
+        state: its current state (from the projections).
+        version: its stream's current version.
+        event: the trigger.
+        context: the envelope fields.
+
+    Raises:
+        InvalidTransition: the lifecycle does not allow it; nothing was appended.
+        VersionConflict: the stream moved on since ``version``.
+    """
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    validate(lifecycle, subject, state, tag)
+    return log.append(stream, [event], expected_version=version, context=context)
 
 
 def diagram(lifecycle: str) -> str:
