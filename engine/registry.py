@@ -28,6 +28,13 @@ def parse_priority(value: Priority | str) -> Priority:
         raise UsageError(f"unknown priority {value!r}: use one of {names}") from None
 
 
+def default_name(fn: Callable[..., Any]) -> str:
+    """The name a function is registered under by default: its qualified name, without the
+    ``<locals>`` of an enclosing function."""
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    return str(qualname).rsplit("<locals>.", 1)[-1]
+
+
 def _return_type(fn: Callable[..., Any]) -> Any:
     try:
         return typing.get_type_hints(fn).get("return", Any)
@@ -77,7 +84,7 @@ class Registry:
     def add_task(self, fn: Callable[..., Any], name: str | None, priority: Priority) -> TaskDef:
         """Register ``fn`` as a task (re-registering the same name replaces it)."""
         definition = TaskDef(
-            name=name or fn.__qualname__,
+            name=name or default_name(fn),
             fn=fn,
             priority=priority,
             signature=inspect.signature(fn),
@@ -88,7 +95,7 @@ class Registry:
     def add_step(self, fn: Callable[..., Any], name: str | None, at_most_once: bool) -> StepDef:
         """Register ``fn`` as a step."""
         definition = StepDef(
-            name=name or fn.__qualname__,
+            name=name or default_name(fn),
             fn=fn,
             at_most_once=at_most_once,
             returns=_return_type(fn),

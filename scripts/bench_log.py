@@ -16,8 +16,9 @@ directory, after a short untimed warm-up on the same file):
 * ``eventsourcing_save_eps``: eventsourcing's own ``Application`` on SQLite (default settings),
   one new event per ``save()``.
 
-Raw and onward runs alternate (raw, onward, onward, raw, raw, onward, ...) so that drift in
-the disk's speed falls on both. Ratios and targets are computed from the figures; quote
+Contenders measured side by side run in turns on fresh files (raw, onward, then onward, raw,
+...; eventsourcing joins the single FULL appends), so that drift in the disk's speed falls on
+all of them. Ratios and targets are computed from the figures; quote
 ratios, not times.
 
 Run it from the repository root::
@@ -47,13 +48,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 STREAMS = 300
 WARMUP_FRACTION = 0.05
-ROUNDS = 4  # each pair runs raw, onward, onward, raw, ...: a quarter each
+ROUNDS = 4  # each contender runs four times, in turns, a quarter of its commits each
 
 FULL_COUNTS = {
-    "single_full": 50_000,
+    "single_full": 100_000,
     "single_normal": 200_000,
     "batches_full": 3_000,
-    "saves": 40_000,
+    "saves": 60_000,
 }
 QUICK_COUNTS = {
     "single_full": 15_000,
@@ -290,7 +291,29 @@ def eventsourcing_saves(path: Path, saves: int) -> float:
 # -- the run ---------------------------------------------------------------------------------
 
 
-def paired(
+#: A contender in an alternation: name, commits in all, events per commit, and a function
+#: that runs some commits on a fresh file and returns the seconds they took.
+Contender = tuple[str, int, int, Callable[[Path, int], float]]
+
+
+def alternate(files: Files, label: str, contenders: list[Contender]) -> dict[str, float]:
+    """Events/s of each contender, run in turns: A, B, C, then C, B, A, and so on.
+
+    Each contender runs ``ROUNDS`` times, each time a share of its commits on a fresh file,
+    so that a change in the disk's speed during the run falls on all of them alike.
+    """
+    seconds = dict.fromkeys((c[0] for c in contenders), 0.0)
+    events = dict.fromkeys((c[0] for c in contenders), 0)
+    for round_ in range(ROUNDS):
+        order = contenders if round_ % 2 == 0 else contenders[::-1]
+        for name, commits, per_commit, run in order:
+            share = max(1, commits // ROUNDS)
+            seconds[name] += run(files.new(f"{name}-{label}"), share)
+            events[name] += share * per_commit
+    return {name: events[name] / seconds[name] for name in seconds}
+
+
+def appends(
     files: Files,
     label: str,
     *,
@@ -298,20 +321,24 @@ def paired(
     commits: int,
     per_commit: int,
     blob: bytes,
-) -> tuple[float, float]:
-    """Onward's and raw sqlite3's events/s, alternating raw, onward, onward, raw."""
-    onward_seconds = raw_seconds = 0.0
-    per_run = max(1, commits // ROUNDS)
-    for round_ in range(ROUNDS):
-        order = ("raw", "onward") if round_ % 2 == 0 else ("onward", "raw")
-        for who in order:
-            path = files.new(f"{who}-{label}")
-            if who == "raw":
-                raw_seconds += raw_inserts(path, synchronous, per_run, per_commit, blob)
-            else:
-                onward_seconds += onward_appends(path, synchronous, per_run, per_commit)
-    events = per_run * ROUNDS * per_commit
-    return events / onward_seconds, events / raw_seconds
+    others: tuple[Contender, ...] = (),
+) -> dict[str, float]:
+    """Onward's and raw sqlite3's events/s at one synchronous level and batch size.
+
+    ``others`` join the alternation (eventsourcing, beside the single FULL appends).
+    """
+
+    def raw(path: Path, n: int) -> float:
+        return raw_inserts(path, synchronous, n, per_commit, blob)
+
+    def onward(path: Path, n: int) -> float:
+        return onward_appends(path, synchronous, n, per_commit)
+
+    return alternate(
+        files,
+        label,
+        [("raw", commits, per_commit, raw), ("onward", commits, per_commit, onward), *others],
+    )
 
 
 def filesystem_of(directory: Path) -> str:
@@ -339,12 +366,22 @@ def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, An
     blob = (b'{"meta":{},"event":{"type":"StepCompleted","result":{}}}' + b"x" * size)[:size]
     progress(f"record size {size} bytes; streams {STREAMS}; writing in {directory}")
 
-    progress(f"1 event per commit, FULL: {counts['single_full']} commits")
-    a1f, r1f = paired(
-        files, "1-full", synchronous="full", commits=counts["single_full"], per_commit=1, blob=blob
+    progress(
+        f"1 event per commit, FULL: {counts['single_full']} commits,"
+        f" and {counts['saves']} eventsourcing saves"
     )
+    full_1 = appends(
+        files,
+        "1-full",
+        synchronous="full",
+        commits=counts["single_full"],
+        per_commit=1,
+        blob=blob,
+        others=(("eventsourcing", counts["saves"], 1, eventsourcing_saves),),
+    )
+    a1f, r1f, es = full_1["onward"], full_1["raw"], full_1["eventsourcing"]
     progress(f"100 events per commit, FULL: {counts['batches_full']} commits")
-    a100, r100 = paired(
+    full_100 = appends(
         files,
         "100-full",
         synchronous="full",
@@ -352,8 +389,9 @@ def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, An
         per_commit=100,
         blob=blob,
     )
+    a100, r100 = full_100["onward"], full_100["raw"]
     progress(f"1 event per commit, NORMAL: {counts['single_normal']} commits")
-    a1n, r1n = paired(
+    normal_1 = appends(
         files,
         "1-normal",
         synchronous="normal",
@@ -361,14 +399,12 @@ def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, An
         per_commit=1,
         blob=blob,
     )
+    a1n, r1n = normal_1["onward"], normal_1["raw"]
 
     progress(f"building a log of {total} events")
     big = files.new("read")
     build_log(big, total)
     read_seconds, verify_seconds = onward_read(big, total)
-
-    progress(f"eventsourcing: {counts['saves']} saves")
-    es = counts["saves"] / eventsourcing_saves(files.new("eventsourcing"), counts["saves"])
 
     result: dict[str, Any] = {
         "append_1_full_eps": round(a1f),
@@ -396,7 +432,7 @@ def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, An
                 "batch_size": 100,
                 "single_normal_commits": (counts["single_normal"] // ROUNDS) * ROUNDS,
                 "read_events": total,
-                "eventsourcing_saves": counts["saves"],
+                "eventsourcing_saves": (counts["saves"] // ROUNDS) * ROUNDS,
                 "read_repeats": READ_REPEATS,
                 "streams": STREAMS,
                 "warmup_fraction": WARMUP_FRACTION,

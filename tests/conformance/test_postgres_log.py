@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from events import EventLog, open_log
-from tests.conformance.log_suite import EventLogSuite
+from tests.conformance.log_suite import SharedLogSuite
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.postgres
 
 
-class TestPostgresLog(EventLogSuite):
+class TestPostgresLog(SharedLogSuite):
     @pytest.fixture(autouse=True)
     def _schema(self, postgres_url: str) -> None:
         self.url = postgres_url
@@ -21,5 +21,5 @@ class TestPostgresLog(EventLogSuite):
     def make_log(self, clock: FakeClock, **options: Any) -> EventLog:
         return open_log(self.url, clock=clock, **options)
 
-    def _second_handle(self, log: EventLog) -> EventLog | None:
+    def second_handle(self) -> EventLog:
         return open_log(self.url)

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from events import EventLog, open_log
-from tests.conformance.log_suite import EventLogSuite
+from tests.conformance.log_suite import SharedLogSuite
 from tests.conftest import FakeClock
 
 
-class TestSQLiteLog(EventLogSuite):
+class TestSQLiteLog(SharedLogSuite):
     @pytest.fixture(autouse=True)
     def _directory(self, tmp_path: Path) -> None:
         self.path = tmp_path / "log.db"
@@ -20,5 +20,5 @@ class TestSQLiteLog(EventLogSuite):
     def make_log(self, clock: FakeClock, **options: Any) -> EventLog:
         return open_log(f"sqlite:///{self.path}", clock=clock, **options)
 
-    def _second_handle(self, log: EventLog) -> EventLog | None:
+    def second_handle(self) -> EventLog:
         return open_log(f"sqlite:///{self.path}")

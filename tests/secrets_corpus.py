@@ -1,0 +1,307 @@
+"""Realistic error messages that carry secrets, for every test that must not see them again.
+
+``SECRETS_CORPUS`` is a list of ``(message, secrets)``: after redaction, none of ``secrets`` may
+appear in the message, nor anywhere in a log that stored it. ``NOT_SECRETS`` are lines that must
+come out of redaction unchanged.
+
+Every secret is fake, made up here from a seeded generator in the shape of the real thing (prefix,
+alphabet, length), so that none can be found on the internet or used anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import string
+
+__all__ = ["NOT_SECRETS", "SECRETS_CORPUS"]
+
+_random = random.Random(20241125)
+_ALNUM = string.ascii_letters + string.digits
+_UPPER_DIGITS = string.ascii_uppercase + string.digits
+_B64 = _ALNUM + "+/"
+_URLSAFE = _ALNUM + "-_"
+
+
+def _fake(length: int, alphabet: str = _ALNUM) -> str:
+    return "".join(_random.choice(alphabet) for _ in range(length))
+
+
+def _pem_body(lines: int) -> str:
+    return "\n".join(_fake(64, _B64) for _ in range(lines)) + "\n" + _fake(20, _B64) + "=="
+
+
+def _jwt() -> str:
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(
+        b'{"sub":"agent-7","scope":"tasks:write","exp":1732512345}'
+    ).rstrip(b"=")
+    return f"{header}.{payload.decode()}.{_fake(43, _URLSAFE)}"
+
+
+BEARER = _fake(40, _URLSAFE)
+OPENAI = "sk-proj-" + _fake(48, _URLSAFE)
+OPENAI_LEGACY = "sk-" + _fake(48)
+ANTHROPIC = "sk-ant-api03-" + _fake(93, _URLSAFE) + "AA"
+PG_PASSWORD = "Tr0ub4dor&3-" + _fake(6)
+MYSQL_PASSWORD = _fake(14)
+REDIS_PASSWORD = _fake(20)
+AMQP_PASSWORD = _fake(12) + "@" + _fake(4)
+DB_PASSWORD = "hunter2-" + _fake(8)
+CONFIG_API_KEY = _fake(32)
+AWS_KEY_ID = "AKIA" + _fake(16, _UPPER_DIGITS)
+AWS_TEMP_KEY_ID = "ASIA" + _fake(16, _UPPER_DIGITS)
+AWS_SECRET = _fake(40, _ALNUM + "/+")
+AWS_SESSION_TOKEN = _fake(120, _ALNUM + "/+") + "=="
+GOOGLE = "AIza" + _fake(35, _URLSAFE)
+GITHUB_PAT = "ghp_" + _fake(36)
+GITHUB_OAUTH = "gho_" + _fake(36)
+GITHUB_USER = "ghu_" + _fake(36)
+GITHUB_SERVER = "ghs_" + _fake(36)
+GITHUB_REFRESH = "ghr_" + _fake(76)
+GITHUB_FINE = "github_pat_" + _fake(22) + "_" + _fake(59)
+GITLAB = "glpat-" + _fake(20, _URLSAFE)
+SLACK_BOT = "xoxb-" + _fake(12, string.digits) + "-" + _fake(13, string.digits) + "-" + _fake(24)
+SLACK_USER = "xoxp-" + _fake(12, string.digits) + "-" + _fake(12, string.digits) + "-" + _fake(32)
+STRIPE_LIVE = "sk_live_" + _fake(99)
+STRIPE_RESTRICTED = "rk_live_" + _fake(99)
+STRIPE_TEST = "sk_test_" + _fake(24)
+HUGGINGFACE = "hf_" + _fake(34, string.ascii_letters)
+JWT = _jwt()
+BASIC = base64.b64encode(f"svc-agent:{_fake(16)}".encode()).decode()
+RSA_BODY = _pem_body(12)
+OPENSSH_BODY = _pem_body(6)
+SERVICE_ACCOUNT_BODY = _pem_body(8)
+# The same bodies as they read inside a repr or a JSON string: newlines as the two characters \n.
+OPENSSH_ESCAPED = OPENSSH_BODY.replace("\n", "\\n")
+SERVICE_ACCOUNT_ESCAPED = SERVICE_ACCOUNT_BODY.replace("\n", "\\n")
+CLIENT_SECRET = "GOCSPX-" + _fake(28, _URLSAFE)
+REFRESH_TOKEN = "1//" + _fake(60, _URLSAFE)
+YAML_PASSWORD = "correct horse battery " + _fake(6)
+CLI_PASSWORD = _fake(18)
+QUERY_TOKEN = _fake(32, _URLSAFE)
+PGPASSWORD = _fake(16)
+PWD = _fake(12)
+PASSPHRASE = _fake(24)
+HEADER_API_KEY = _fake(40, string.hexdigits.lower())
+WEBHOOK_SECRET = "whsec_" + _fake(32)
+DJANGO_SECRET_KEY = _fake(50, _ALNUM + "!@#%^&*(-_=+)")
+SECRETS_CORPUS: list[tuple[str, list[str]]] = [
+    (
+        "Traceback (most recent call last):\n"
+        '  File "agent/tools/http.py", line 88, in call\n'
+        "    response.raise_for_status()\n"
+        "httpx.HTTPStatusError: Client error '401 Unauthorized' for url "
+        "'https://api.example.com/v1/tasks'\n"
+        f"Request headers: {{'host': 'api.example.com', 'authorization': 'Bearer {BEARER}', "
+        "'accept': 'application/json'}",
+        [BEARER],
+    ),
+    (
+        "send: b'POST /v1/chat/completions HTTP/1.1\\r\\nHost: api.openai.com\\r\\n"
+        f"Authorization: Bearer {OPENAI}\\r\\nContent-Type: application/json\\r\\n'",
+        [OPENAI],
+    ),
+    (
+        "openai.AuthenticationError: Error code: 401 - Incorrect API key provided: "
+        f"{OPENAI_LEGACY}. You can find your API key at https://platform.openai.com/account/api-keys.",
+        [OPENAI_LEGACY],
+    ),
+    (
+        "anthropic.AuthenticationError: Error code: 401 - {'type': 'error', 'error': "
+        f"{{'type': 'authentication_error', 'message': 'invalid x-api-key {ANTHROPIC}'}}}}",
+        [ANTHROPIC],
+    ),
+    (
+        "sqlalchemy.exc.OperationalError: (psycopg.OperationalError) connection failed: "
+        'connection to server at "db.internal" (10.0.3.7), port 5432 failed: FATAL:  '
+        'password authentication failed for user "app"\n'
+        f"[engine url: postgresql+psycopg://app:{PG_PASSWORD}@db.internal:5432/orders]",
+        [PG_PASSWORD],
+    ),
+    (
+        "pymysql.err.OperationalError: (2003, \"Can't connect to MySQL server on "
+        f"'mysql://root:{MYSQL_PASSWORD}@10.0.0.12:3306/agents' (timed out)\")",
+        [MYSQL_PASSWORD],
+    ),
+    (
+        f"redis.exceptions.ConnectionError: Error 111 connecting to redis://:{REDIS_PASSWORD}"
+        "@cache.internal:6379/0. Connection refused.",
+        [REDIS_PASSWORD],
+    ),
+    (
+        f"pika.exceptions.AMQPConnectionError: amqp://worker:{AMQP_PASSWORD}@mq.internal:5672/%2F"
+        " unreachable after 3 attempts",
+        [AMQP_PASSWORD],
+    ),
+    (
+        "Loaded settings: {'debug': False, 'region': 'eu-west-1', "
+        f"'db_password': '{DB_PASSWORD}', 'api_key': '{CONFIG_API_KEY}', 'workers': 4}}",
+        [DB_PASSWORD, CONFIG_API_KEY],
+    ),
+    (
+        "subprocess failed with environment:\n"
+        "HOME=/home/agent\n"
+        f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\n"
+        f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}\n"
+        "AWS_DEFAULT_REGION=us-east-1\n",
+        [AWS_KEY_ID, AWS_SECRET],
+    ),
+    (
+        "botocore.exceptions.ClientError: An error occurred (ExpiredToken) when calling the "
+        f"PutObject operation; credentials: aws_access_key_id={AWS_TEMP_KEY_ID} "
+        f"aws_secret_access_key = {AWS_SECRET} aws_session_token={AWS_SESSION_TOKEN}",
+        [AWS_TEMP_KEY_ID, AWS_SECRET, AWS_SESSION_TOKEN],
+    ),
+    (
+        "ValueError: Could not deserialize key data. The data may be in an incorrect format:\n"
+        f"-----BEGIN RSA PRIVATE KEY-----\n{RSA_BODY}\n-----END RSA PRIVATE KEY-----\n",
+        [RSA_BODY, *RSA_BODY.split("\n")],
+    ),
+    (
+        "paramiko.ssh_exception.SSHException: not a valid OPENSSH private key file: "
+        f"'-----BEGIN OPENSSH PRIVATE KEY-----\\n{OPENSSH_ESCAPED}\\n"
+        "-----END OPENSSH PRIVATE KEY-----\\n'",
+        OPENSSH_BODY.split("\n"),
+    ),
+    (
+        "google.auth.exceptions.MalformedError: service account info was not in the expected "
+        'format: {"type": "service_account", "project_id": "agents-prod", "private_key": '
+        f'"-----BEGIN PRIVATE KEY-----\\n{SERVICE_ACCOUNT_ESCAPED}\\n'
+        '-----END PRIVATE KEY-----\\n", "client_email": "runner@agents-prod.example.com"}',
+        SERVICE_ACCOUNT_BODY.split("\n"),
+    ),
+    (
+        "remote: Invalid username or password.\n"
+        "fatal: Authentication failed for "
+        f"'https://x-access-token:{GITHUB_SERVER}@github.com/acme/agents.git/'",
+        [GITHUB_SERVER],
+    ),
+    (
+        f"GitHub API 401 Bad credentials (GITHUB_TOKEN={GITHUB_PAT})",
+        [GITHUB_PAT],
+    ),
+    (
+        f"gh: token {GITHUB_OAUTH} lacks scope 'workflow'; user-to-server token {GITHUB_USER} "
+        f"expired; refresh with {GITHUB_REFRESH}",
+        [GITHUB_OAUTH, GITHUB_USER, GITHUB_REFRESH],
+    ),
+    (
+        f"github.GithubException.BadCredentialsException: 401 using {GITHUB_FINE}",
+        [GITHUB_FINE],
+    ),
+    (
+        f"gitlab.exceptions.GitlabAuthenticationError: 401: invalid token glpat {GITLAB} for "
+        "https://gitlab.example.com/api/v4/projects/42",
+        [GITLAB],
+    ),
+    (
+        f"slack_sdk.errors.SlackApiError: The request to the Slack API failed. token={SLACK_BOT}"
+        f" (url: https://slack.com/api/chat.postMessage)\nfallback user token: {SLACK_USER}",
+        [SLACK_BOT, SLACK_USER],
+    ),
+    (
+        f"stripe.error.AuthenticationError: Invalid API Key provided: {STRIPE_LIVE}",
+        [STRIPE_LIVE],
+    ),
+    (
+        f"Stripe restricted key {STRIPE_RESTRICTED} cannot create charges; test key "
+        f"{STRIPE_TEST} works",
+        [STRIPE_RESTRICTED, STRIPE_TEST],
+    ),
+    (
+        "googleapiclient.errors.HttpError: <HttpError 403 when requesting "
+        "https://www.googleapis.com/customsearch/v1?q=weather&cx=0123456789&key="
+        f'{GOOGLE}&alt=json returned "API key not valid. Please pass a valid API key.">',
+        [GOOGLE],
+    ),
+    (
+        f"jwt.exceptions.ExpiredSignatureError: Signature has expired (token {JWT})",
+        [JWT],
+    ),
+    (
+        "urllib3.exceptions.MaxRetryError: retries exhausted; last request headers: "
+        f"{{'User-Agent': 'onward/0.1', 'Authorization': 'Basic {BASIC}'}}",
+        [BASIC],
+    ),
+    (
+        'token refresh failed: 400 {"error": "invalid_grant"} for request body '
+        f'{{"client_id": "agent-7.apps.example.com", "client_secret": "{CLIENT_SECRET}", '
+        f'"refresh_token": "{REFRESH_TOKEN}", "grant_type": "refresh_token"}}',
+        [CLIENT_SECRET, REFRESH_TOKEN],
+    ),
+    (
+        f'curl: (22) The requested URL returned error: 403\n+ curl -H "X-Api-Key: {HEADER_API_KEY}"'
+        " https://api.example.com/v2/jobs",
+        [HEADER_API_KEY],
+    ),
+    (
+        "yaml config at /etc/agent/config.yaml:\n"
+        "database:\n"
+        "  host: db.internal\n"
+        f'  password: "{YAML_PASSWORD}"\n'
+        "  pool: 8\n",
+        [YAML_PASSWORD],
+    ),
+    (
+        f"command failed (exit 2): deploy --user ops --password={CLI_PASSWORD} --region eu-west-1",
+        [CLI_PASSWORD],
+    ),
+    (
+        "redirect loop at https://app.example.com/oauth/callback?"
+        f"access_token={QUERY_TOKEN}&state=af93&expires_in=3600",
+        [QUERY_TOKEN],
+    ),
+    (
+        f"psql: error: PGPASSWORD={PGPASSWORD} psql -h db.internal -U app returned 2",
+        [PGPASSWORD],
+    ),
+    (
+        f"ODBC error [08001]: DRIVER={{ODBC Driver 18}};SERVER=sql.internal;UID=sa;PWD={PWD};",
+        [PWD],
+    ),
+    (
+        f"gpg: decryption failed: bad key; passphrase => '{PASSPHRASE}'",
+        [PASSPHRASE],
+    ),
+    (
+        f"Hugging Face hub: 401 Client Error for model meta-llama/x with token {HUGGINGFACE}",
+        [HUGGINGFACE],
+    ),
+    (
+        f"webhook signature mismatch; STRIPE_WEBHOOK_SECRET: {WEBHOOK_SECRET}",
+        [WEBHOOK_SECRET],
+    ),
+    (
+        f"django.core.exceptions.ImproperlyConfigured: SECRET_KEY = '{DJANGO_SECRET_KEY}' is too"
+        " short",
+        [DJANGO_SECRET_KEY],
+    ),
+]
+
+NOT_SECRETS: list[str] = [
+    "step 3 of 7 completed in 0.412s",
+    "fetched https://example.com/docs/page-3?lang=en&page=2 (12 KB)",
+    "wrote /home/agent/work/output/report-2024-11-25.csv",
+    "C:\\Users\\agent\\AppData\\Local\\Temp\\onward-cache",
+    "task 7b8c9d0e-1f2a-3b4c-5d6e-7f8091a2b3c4 resumed at version 12",
+    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "checksum e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 ok",
+    "loaded tokenizer from cache; max_tokens=4096, input_tokens: 1834, output_tokens: 0",
+    "password reset succeeded for user 42",
+    "token refresh scheduled in 300s",
+    "the secret to long runs is checkpointing",
+    "basic auth is disabled for this endpoint",
+    "a Bearer token is required",
+    "author: Ada Lovelace",
+    "git@github.com:acme/agents.git pushed",
+    "ssh://git@github.com/acme/agents.git fetched",
+    "mail sent to alice@example.com",
+    "risk-assessment-for-the-second-quarter-of-2024 done",
+    "KeyError: 'api_key' (config has no api_key)",
+    "password: None",
+    "auth: true",
+    "ASIA/Tokyo time zone; AKIA is not a word",
+    "retrying with exponential backoff (base 2.0, max 60s)",
+    "日本語のログ: パスワードなし",
+]

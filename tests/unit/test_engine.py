@@ -1,0 +1,556 @@
+"""The durable-task engine: submit, run, resume, and the task lifecycle, on real SQLite files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import (
+    DeadlineMissed,
+    Engine,
+    InvalidTransition,
+    NotFinished,
+    NotRegistered,
+    StepInterrupted,
+    StepMismatch,
+    TaskCancelledError,
+    TaskFailedError,
+)
+from events import TaskSubmitted, UsageError, open_log
+from tests.conftest import FakeClock
+
+
+class Crash(BaseException):
+    """Stands for the process dying in the middle of a step: nothing after it is recorded."""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, session: str = "nightly") -> Engine:
+    return Engine.open(db, session=session, clock=clock, sleep=clock.advance)
+
+
+def test_submit_run_result(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        fetched: list[str] = []
+
+        @engine.step()
+        def fetch(url: str) -> str:
+            fetched.append(url)
+            return url.upper()
+
+        @engine.task(priority="normal")
+        def crawl(url: str) -> int:
+            return len(fetch(url)) + len(fetch(url + "/about"))
+
+        task_id = engine.submit(crawl, "https://example.org")
+        with pytest.raises(NotFinished):
+            engine.result(task_id)
+        summary = engine.run()
+        assert engine.result(task_id) == 19 + 25
+        assert summary.succeeded == 1
+        assert summary.steps_run == 2
+        assert fetched == ["https://example.org", "https://example.org/about"]
+        view = engine.task_view(task_id)
+        assert view.state == "succeeded"
+        assert view.steps == 2
+        assert engine.log.verify().ok
+
+
+def test_submit_by_registered_name(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="double")
+        def double(x: int) -> int:
+            return 2 * x
+
+        task_id = engine.submit("double", 21)
+        engine.run()
+        assert engine.result(task_id) == 42
+
+
+def test_bad_arguments_are_refused_and_nothing_is_appended(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def crawl(url: str) -> int:
+            return len(url)
+
+        head = engine.log.head()
+        with pytest.raises(UsageError, match="crawl"):
+            engine.submit(crawl)  # missing argument
+        with pytest.raises(UsageError, match="crawl"):
+            engine.submit(crawl, "a", "b")
+        with pytest.raises(UsageError, match="cannot be stored"):
+            engine.submit(crawl, object())
+        with pytest.raises(UsageError, match="priority"):
+            engine.submit(crawl, "a", priority="urgent")
+        with pytest.raises(NotRegistered):
+            engine.submit("nope", "a")
+        assert engine.log.head() == head
+
+
+def test_reopening_resumes_at_the_first_step_without_an_outcome(db: str, clock: FakeClock) -> None:
+    calls: list[int] = []
+    crash_at: list[int] = [3]
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def work(i: int) -> int:
+            calls.append(i)
+            if crash_at and i == crash_at[0]:
+                raise Crash
+            return i * 10
+
+        @engine.task()
+        def job(n: int) -> int:
+            return sum(work(i) for i in range(n))
+
+        return job
+
+    engine = open_engine(db, clock)
+    job = register(engine)
+    task_id = engine.submit(job, 6)
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    assert calls == [0, 1, 2, 3]
+
+    crash_at.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        summary = engine.run()
+        assert engine.result(task_id) == sum(i * 10 for i in range(6))
+        assert summary.recovered == 1
+        assert summary.steps_replayed == 3
+        assert summary.steps_run == 3
+        assert engine.task_view(task_id).attempt == 2
+    assert calls == [0, 1, 2, 3, 3, 4, 5]  # only the step in flight ran again
+
+
+def test_at_most_once_step_in_flight_is_not_run_again(db: str, clock: FakeClock) -> None:
+    charges: list[str] = []
+    crash = [True]
+
+    def register(engine: Engine) -> Any:
+        @engine.step(at_most_once=True)
+        def charge(card: str) -> str:
+            charges.append(engine.idempotency_key())
+            if crash:
+                raise Crash
+            return "ok"
+
+        @engine.task()
+        def pay(card: str) -> str:
+            return charge(card)
+
+        return pay
+
+    engine = open_engine(db, clock)
+    task_id = engine.submit(register(engine), "4242")
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    crash.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+        with pytest.raises(TaskFailedError) as info:
+            engine.result(task_id)
+        assert info.value.error_type == StepInterrupted.__name__
+        assert "charge" in info.value.message
+    assert charges == [f"{task_id}:0"]
+
+
+def test_a_changed_step_sequence_fails_with_a_clear_error(db: str, clock: FakeClock) -> None:
+    engine = open_engine(db, clock)
+
+    @engine.step()
+    def first() -> int:
+        return 1
+
+    @engine.step()
+    def boom() -> int:
+        raise Crash
+
+    @engine.task(name="job")
+    def job() -> int:
+        return first() + boom()
+
+    task_id = engine.submit(job)
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def other() -> int:
+            return 2
+
+        @engine.task(name="job")
+        def job_changed() -> int:
+            return other()
+
+        engine.run()
+        with pytest.raises(TaskFailedError) as info:
+            engine.result(task_id)
+        assert info.value.error_type == StepMismatch.__name__
+        assert task_id in info.value.message
+        assert "step 0" in info.value.message
+        assert "'first'" in info.value.message
+        assert "'other'" in info.value.message
+
+
+def test_replayed_results_come_back_as_the_annotated_type(db: str, clock: FakeClock) -> None:
+    seen: list[Any] = []
+    crash = [True]
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def pair() -> tuple[int, str]:
+            return (1, "a")
+
+        @engine.step()
+        def stop() -> None:
+            if crash:
+                raise Crash
+
+        @engine.task()
+        def job() -> int:
+            value = pair()
+            seen.append(value)
+            stop()
+            return value[0]
+
+        return job
+
+    engine = open_engine(db, clock)
+    engine.submit(register(engine))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    crash.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+    assert seen == [(1, "a"), (1, "a")]
+
+
+def test_failed_step_is_recorded_and_the_task_fails(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def parse(text: str) -> int:
+            return int(text)
+
+        @engine.task()
+        def job(text: str) -> int:
+            return parse(text)
+
+        task_id = engine.submit(job, "not a number")
+        summary = engine.run()
+        assert summary.failed == 1
+        with pytest.raises(TaskFailedError) as info:
+            engine.result(task_id)
+        assert info.value.error_type == "ValueError"
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert view.error.startswith("ValueError")
+        types = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
+        assert types[-2:] == ["StepFailed", "TaskFailed"]
+
+
+def test_a_task_that_catches_a_step_error_goes_on(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def parse(text: str) -> int:
+            return int(text)
+
+        @engine.task()
+        def total(texts: list[str]) -> int:
+            result = 0
+            for text in texts:
+                try:
+                    result += parse(text)
+                except ValueError:
+                    continue
+            return result
+
+        task_id = engine.submit(total, ["1", "x", "2"])
+        engine.run()
+        assert engine.result(task_id) == 3
+
+
+def test_queue_order_priority_then_deadline_then_submission(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        order: list[str] = []
+
+        @engine.task()
+        def job(label: str) -> None:
+            order.append(label)
+
+        engine.submit(job, "low", priority="low")
+        engine.submit(job, "normal-1")
+        engine.submit(job, "normal-late-deadline", deadline=clock.now + 500)
+        engine.submit(job, "normal-early-deadline", deadline=clock.now + 100)
+        engine.submit(job, "critical", priority="critical")
+        engine.submit(job, "high", priority="high")
+        engine.submit(job, "normal-2")
+        queued = [v.task_id for v in engine.refresh().tasks.queued(engine.session)]
+        assert len(queued) == 7
+        engine.run()
+        assert order == [
+            "critical",
+            "high",
+            "normal-early-deadline",
+            "normal-late-deadline",
+            "normal-1",
+            "normal-2",
+            "low",
+        ]
+
+
+def test_reprioritise_while_queued(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        order: list[str] = []
+
+        @engine.task()
+        def job(label: str) -> None:
+            order.append(label)
+
+        engine.submit(job, "a")
+        b = engine.submit(job, "b", priority="low")
+        engine.reprioritise(b, "critical")
+        engine.run()
+        assert order == ["b", "a"]
+        with pytest.raises(InvalidTransition):
+            engine.reprioritise(b, "low")
+
+
+def test_missed_deadline_is_an_event_and_a_state(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        ran: list[int] = []
+
+        @engine.task()
+        def job(n: int) -> None:
+            ran.append(n)
+
+        late = engine.submit(job, 1, deadline=clock.now + 10)
+        on_time = engine.submit(job, 2, deadline=clock.now + 1000)
+        clock.advance(60)
+        summary = engine.run()
+        assert summary.missed == 1
+        assert ran == [2]
+        assert engine.task_view(late).state == "missed"
+        with pytest.raises(DeadlineMissed):
+            engine.result(late)
+        assert engine.task_view(on_time).state == "succeeded"
+
+
+def test_idempotent_submit_with_a_key(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def job(n: int) -> int:
+            return n
+
+        first = engine.submit(job, 1, key="nightly-report")
+        again = engine.submit(job, 2, key="nightly-report")
+        assert first == again
+        engine.run()
+        assert engine.result(first) == 1
+        assert len(engine.tasks()) == 1
+
+
+def test_subtasks_and_a_durable_wait(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        parent_runs: list[int] = []
+
+        @engine.task()
+        def square(x: int) -> int:
+            return x * x
+
+        @engine.task()
+        def fan_out(n: int) -> int:
+            parent_runs.append(n)
+            children = [engine.submit(square, i) for i in range(n)]
+            return sum(engine.wait(children))
+
+        task_id = engine.submit(fan_out, 4)
+        summary = engine.run()
+        assert engine.result(task_id) == 0 + 1 + 4 + 9
+        assert summary.waiting == 1
+        assert len(parent_runs) == 2  # parked once, re-run once the children ended
+        view = engine.task_view(task_id)
+        assert len(view.children) == 4
+        assert len(engine.tasks()) == 5  # re-running the parent did not submit twice
+
+
+def test_progress_is_checkpointed(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def job() -> None:
+            engine.progress(0.5, "half way")
+            with pytest.raises(UsageError):
+                engine.progress(1.5)
+
+        task_id = engine.submit(job)
+        engine.run()
+        events = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        assert any(getattr(e, "note", None) == "half way" for e in events)
+        with pytest.raises(UsageError):
+            engine.progress(0.1)  # outside a task
+
+
+def test_cancel_a_queued_task_and_a_running_one(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        steps: list[int] = []
+
+        @engine.step()
+        def work(i: int) -> int:
+            steps.append(i)
+            return i
+
+        @engine.task()
+        def job(n: int) -> int:
+            work(0)
+            engine.cancel(own[0], reason="enough")
+            work(1)
+            return n
+
+        own: list[str] = []
+        queued = engine.submit(job, 1)
+        engine.cancel(queued, reason="not needed")
+        own.append(engine.submit(job, 2))
+        summary = engine.run()
+        assert summary.cancelled == 1
+        with pytest.raises(TaskCancelledError):
+            engine.result(queued)
+        with pytest.raises(TaskCancelledError):
+            engine.result(own[0])
+        assert steps == [0, 1]  # the running task stopped when it tried to record step 1
+        with pytest.raises(InvalidTransition):
+            engine.cancel(queued)
+
+
+def test_several_workers_run_every_task_once(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        done: list[int] = []
+
+        @engine.step()
+        def work(i: int) -> int:
+            return i + 1
+
+        @engine.task()
+        def job(i: int) -> int:
+            done.append(i)
+            return work(i) + work(i + 1)
+
+        ids = [engine.submit(job, i) for i in range(20)]
+        summary = engine.run(workers=4)
+        assert summary.succeeded == 20
+        assert sorted(done) == list(range(20))
+        assert [engine.result(t) for t in ids] == [2 * i + 3 for i in range(20)]
+        assert engine.log.verify().ok
+
+
+def test_idempotency_key_only_inside_a_step(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        keys: list[str] = []
+
+        @engine.step()
+        def effect() -> None:
+            keys.append(engine.idempotency_key())
+
+        @engine.task()
+        def job() -> None:
+            effect()
+            effect()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert keys == [f"{task_id}:0", f"{task_id}:1"]
+        with pytest.raises(UsageError):
+            engine.idempotency_key()
+
+
+def test_a_step_called_outside_a_task_is_a_plain_call(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        head = engine.log.head()
+        assert add(2, 3) == 5
+        assert engine.log.head() == head
+
+
+def test_sessions_keep_their_own_queues(db: str, clock: FakeClock) -> None:
+    ran: list[str] = []
+    a = open_engine(db, clock, session="a")
+    b = open_engine(db, clock, session="b")
+    for engine in (a, b):
+
+        @engine.task(name="job")
+        def job(label: str) -> None:
+            ran.append(label)
+
+    a.submit("job", "from a")
+    b.submit("job", "from b")
+    a.run()
+    assert ran == ["from a"]
+    b.run()
+    assert ran == ["from a", "from b"]
+    a.close()
+    b.close()
+
+
+def test_unknown_events_refuse_resume(db: str, clock: FakeClock, tmp_path: Path) -> None:
+    from events import Event
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
+        """An event type a newer onward might write."""
+
+        detail: str = ""
+
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def job() -> None:
+            return None
+
+        task_id = engine.submit(job)
+    writer = open_log(db)
+    writer.codec.register(FromTheFuture)
+    writer.append(f"task-{task_id}", [FromTheFuture(detail="x")], expected_version=1)
+    writer.close()
+    from events import Codec, UnknownEventType, all_event_types
+
+    known = [t for t in all_event_types() if t is not FromTheFuture]
+    with pytest.raises(UnknownEventType, match=task_id):
+        Engine.open(db, session="nightly", clock=clock, codec=Codec(types=known))
+
+
+def test_submitted_arguments_are_stored_as_values(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def job(items: list[int], *, label: str) -> str:
+            return f"{label}:{sum(items)}"
+
+        task_id = engine.submit(job, [1, 2, 3], label="sum")
+        first = engine.log.read_stream(f"task-{task_id}")[0].event
+        assert isinstance(first, TaskSubmitted)
+        assert first.args == [[1, 2, 3]]
+        assert first.kwargs == {"label": "sum"}
+        engine.run()
+        assert engine.result(task_id) == "sum:6"
