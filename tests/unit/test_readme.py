@@ -1,0 +1,34 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_opens_with_two_commands() -> None:
+    first = re.search(r"```\n(.*?)```", README.read_text(), flags=re.S)
+    assert first is not None
+    lines = first.group(1).strip().splitlines()
+    assert lines == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_readme_example_runs(
+    index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = python_blocks()[index]
+    exec(compile(source, f"README.md example {index}", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out
+    for expected in re.findall(r"# (\S.*)$", source, flags=re.M):
+        if expected[0].isdigit() or expected.startswith("stream"):
+            assert expected.strip() in printed
