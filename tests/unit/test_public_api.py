@@ -1,0 +1,77 @@
+"""The public surface of each package: exported deliberately, documented, no third-party types."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from types import ModuleType
+
+import pytest
+
+import events
+
+PACKAGES = ["events", "projections", "engine"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert exported == sorted(exported), f"{name}.__all__ is not sorted"
+    assert len(set(exported)) == len(exported)
+    for attr in exported:
+        assert hasattr(module, attr), f"{name}.{attr} is exported but missing"
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_public_name_is_documented(name: str) -> None:
+    module = importlib.import_module(name)
+    for attr in module.__all__:
+        obj = getattr(module, attr)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{name}.{attr} has no docstring"
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_no_third_party_type_is_exported(name: str) -> None:
+    module = importlib.import_module(name)
+    for attr in module.__all__:
+        obj = getattr(module, attr)
+        origin = getattr(obj, "__module__", "") or ""
+        assert not origin.startswith(("transitions", "eventsourcing")), f"{name}.{attr}"
+
+
+def test_events_exports_every_vocabulary_module() -> None:
+    vocabulary: list[ModuleType] = [
+        importlib.import_module(f"events.{m}")
+        for m in (
+            "breaker",
+            "decision",
+            "degradation",
+            "error",
+            "fix",
+            "flow",
+            "kinds",
+            "retry",
+            "session",
+            "step",
+            "task",
+        )
+    ]
+    for module in vocabulary:
+        for attr in module.__all__:
+            assert attr in events.__all__, f"events.{attr} is not exported"
+
+
+def test_layers_point_down() -> None:
+    """events imports neither projections nor engine; projections does not import engine."""
+    import pathlib
+
+    root = pathlib.Path(__file__).parents[2]
+    for path in (root / "events").glob("*.py"):
+        text = path.read_text()
+        assert "from projections" not in text and "from engine" not in text, path
+        assert "import projections" not in text and "import engine" not in text, path
+    for path in (root / "projections").glob("*.py"):
+        text = path.read_text()
+        assert "from engine" not in text and "import engine" not in text, path
