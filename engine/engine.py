@@ -97,18 +97,47 @@ class _Suspend(BaseException):
     """Unwinds a task that now waits durably (for subtasks); not an error."""
 
 
+def _process_start(pid: int) -> str:
+    """The start time of a process (in clock ticks since boot, from /proc), or "" if unknown.
+
+    With the pid it identifies a process even after the pid is reused.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields and fields[0] == b"Z":
+        return "zombie"
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
 def _worker_id() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{os.urandom(3).hex()}"
+    """``host/pid/start/nonce``: enough to tell, on this host, whether the worker is gone."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}/{pid}/{_process_start(pid)}/{os.urandom(3).hex()}"
 
 
-def _pid_alive(pid: int) -> bool:
+def _worker_gone(worker: str, own: str) -> bool:
+    """Whether a worker of this host is certainly gone (its process is dead, a zombie, or
+    another process now has its pid, or it is an earlier engine of this very process)."""
+    parts = worker.split("/")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    if worker == own:
+        return False
+    pid, started = int(parts[1]), parts[2]
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        pass
+    now_started = _process_start(pid)
+    return now_started == "zombie" or bool(started and now_started and now_started != started)
 
 
 class Engine:
@@ -742,18 +771,13 @@ class Engine:
         A worker on this host whose process is dead (or an earlier engine of this process)
         is known to be gone at once; others are gone when their lease ran out.
         """
-        host = socket.gethostname()
         now = self.clock()
         recovered = 0
         for view in list(self._session_tasks()):
             if view.state != "running":
                 continue
-            worker_host, _, rest = view.worker.partition("/")
-            pid_text = rest.partition("/")[0]
             gone = now > max(view.lease_until, view.updated_at + self.lease)
-            if worker_host == host and pid_text.isdigit() and view.worker != self.worker:
-                pid = int(pid_text)
-                gone = gone or pid == os.getpid() or not _pid_alive(pid)
+            gone = gone or _worker_gone(view.worker, self.worker)
             if not gone:
                 continue
             try:
