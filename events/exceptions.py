@@ -7,6 +7,7 @@ apart: you misused the API, the log is damaged, the backend failed::
     OnwardError
     ├── UsageError (ValueError) ............. a bad argument, raised before anything is written
     │   ├── InvalidURL
+    │   ├── LogNotFound (FileNotFoundError) . opening with create=False where no log is
     │   ├── PayloadTooLarge
     │   └── UnencodableValue (TypeError too)
     ├── ConflictError
@@ -25,6 +26,7 @@ __all__ = [
     "CorruptRecord",
     "InvalidURL",
     "LogDamaged",
+    "LogNotFound",
     "OnwardError",
     "PayloadTooLarge",
     "UnencodableValue",
@@ -44,6 +46,10 @@ class UsageError(OnwardError, ValueError):
 
 class InvalidURL(UsageError):
     """A log URL that names no supported backend or is malformed."""
+
+
+class LogNotFound(UsageError, FileNotFoundError):
+    """No log at this location, and the caller asked not to create one (``create=False``)."""
 
 
 class PayloadTooLarge(UsageError):

@@ -8,6 +8,7 @@ append to one file, and the database file created with mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from events.exceptions import BackendError, UsageError
+from events.exceptions import BackendError, LogNotFound, UsageError
 from events.log import EventLog, StoredRow
 
 __all__ = ["SQLiteLog", "Synchronous"]
@@ -50,10 +51,13 @@ class SQLiteLog(EventLog):
         path: the database file; created with mode 0600 when it does not exist.
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
         busy_timeout: seconds a writer waits for another process's lock.
+        create: create the file and its tables when missing; with False, a missing file or
+            one without an onward log raises :class:`LogNotFound` and nothing is written.
         **options: passed to :class:`events.EventLog`.
 
     Raises:
         UsageError: a bad option.
+        LogNotFound: ``create=False`` and there is no log at ``path``.
         BackendError: the file cannot be created or opened.
     """
 
@@ -63,6 +67,7 @@ class SQLiteLog(EventLog):
         *,
         synchronous: Synchronous = "full",
         busy_timeout: float = 30.0,
+        create: bool = True,
         **options: Any,
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
@@ -75,17 +80,21 @@ class SQLiteLog(EventLog):
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
         self.path = os.path.abspath(path)
         self.synchronous = synchronous
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            os.close(fd)
-        except OSError as exc:
-            raise BackendError(f"cannot create the SQLite log {self.path}: {exc}") from exc
+        if create:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+                os.close(fd)
+            except OSError as exc:
+                raise BackendError(f"cannot create the SQLite log {self.path}: {exc}") from exc
+        else:
+            _check_exists(self.path)
         factory = SQLiteFactory.construct(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.path,
                 "SQLITE_LOCK_TIMEOUT": str(max(1, round(busy_timeout))),
                 "ORIGINATOR_ID_TYPE": "text",
+                "CREATE_TABLE": "true" if create else "false",
             }
         )
         datastore: SQLiteDatastore = factory.datastore
@@ -93,6 +102,13 @@ class SQLiteLog(EventLog):
         pool.synchronous = _SYNCHRONOUS[synchronous]
         datastore.pool.close()
         datastore.pool = pool
+        if not create:
+            # The checkpoint table may be missing from a log that never saved one.
+            with datastore.transaction(commit=True) as c:
+                for statement in factory.aggregate_recorder_class(
+                    datastore, "stored_checkpoints"
+                ).create_table_statements:
+                    c.execute(statement)
         self._datastore = datastore
         try:
             recorder = factory.application_recorder()
@@ -158,3 +174,18 @@ class SQLiteLog(EventLog):
 
     def _close_backend(self) -> None:
         self._datastore.close()
+
+
+def _check_exists(path: str) -> None:
+    """Raise :class:`LogNotFound` unless ``path`` is an SQLite file holding an onward log."""
+    if not os.path.isfile(path):
+        raise LogNotFound(f"no log at {path} (no such file)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            found = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='stored_events'"
+            ).fetchone()
+    except sqlite3.Error as exc:
+        raise LogNotFound(f"no log at {path} (not an SQLite database: {exc})") from exc
+    if found is None:
+        raise LogNotFound(f"no log at {path} (an SQLite database without an onward log)")

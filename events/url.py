@@ -20,13 +20,15 @@ def open_log(url: str, **options: Any) -> EventLog:
             ``postgresql://user:password@host:port/dbname`` (query options ``schema`` and
             ``table``; needs the ``postgres`` extra). A bare file path is taken as SQLite.
         **options: ``codec``, ``redactor``, ``clock``, ``payload_limit``; for SQLite also
-            ``synchronous`` and ``busy_timeout``.
+            ``synchronous``, ``busy_timeout`` and ``create`` (False: raise
+            :class:`LogNotFound` rather than create a missing log, as read-only tools want).
 
     Returns:
         The log; close it, or use it as a context manager.
 
     Raises:
         InvalidURL: the URL names no supported backend or is malformed.
+        LogNotFound: ``create=False`` and there is no log there.
         BackendError: the database cannot be opened.
     """
     if not isinstance(url, str) or not url:

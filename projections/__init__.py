@@ -10,14 +10,14 @@ from projections.task import TaskProjection, TaskView, task_stream
 
 __all__ = [
     "BREAKER",
+    "SESSION",
+    "TASK",
     "CatchUp",
     "IllegalTransition",
     "Lifecycle",
     "Projections",
-    "SESSION",
     "SessionProjection",
     "SessionView",
-    "TASK",
     "TaskProjection",
     "TaskView",
     "Transition",

@@ -38,6 +38,7 @@ class Projections:
         tasks: task states and the queue.
         sessions: session states.
         position: the last position folded.
+        time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
@@ -48,6 +49,7 @@ class Projections:
         self.tasks = TaskProjection()
         self.sessions = SessionProjection()
         self.position = 0
+        self.time = 0.0
 
     def apply(self, r: Recorded) -> None:
         """Fold one event (in position order)."""
@@ -57,6 +59,7 @@ class Projections:
         elif stream.startswith(SESSION_PREFIX):
             self.sessions.apply(r)
         self.position = r.position
+        self.time = r.meta.time
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable picture of every projection (for tests and the CLI)."""

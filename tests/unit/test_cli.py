@@ -1,0 +1,440 @@
+"""The ``onward`` command line, over a small known log built with the engine on a real file."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine import Engine
+from engine.cli import main
+from events import TaskSucceeded, open_log
+from projections import task_stream
+from tests.conftest import FakeClock
+
+START = "2023-11-14T22:13:20Z"  # FakeClock's start, 1_700_000_000
+
+
+class Known(msgspec.Struct):
+    """The log the tests read, and what is known about it."""
+
+    db: str
+    crawl_a: str
+    boom: str
+    crawl_c: str
+    other: str
+    submitted: int  # the head once the three nightly tasks were submitted
+    head: int
+
+
+@pytest.fixture
+def known(tmp_path: Path, clock: FakeClock) -> Known:
+    """Session nightly: crawl a (succeeds, 2 steps), boom (high, fails), crawl c (low, queued);
+    session other: one queued task. Nightly is reopened once."""
+    db = str(tmp_path / "work.db")
+    url = f"sqlite:///{db}"
+    with Engine.open(url, session="nightly", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.step(name="fetch")
+        def fetch(url: str) -> int:
+            clock.advance(1)
+            return len(url)
+
+        @engine.task(name="crawl")
+        def crawl(url: str) -> int:
+            return int(fetch(url)) + int(fetch(url + "/about"))
+
+        @engine.task(name="boom")
+        def boom() -> None:
+            raise ValueError("bad input in boom")
+
+        crawl_a = engine.submit(crawl, "https://a.example", key="a")
+        clock.advance(1)
+        boom_id = engine.submit(boom, priority="high")
+        clock.advance(1)
+        crawl_c = engine.submit(crawl, "https://c.example", priority="low")
+        submitted = engine.log.head()
+        engine.run(max_runs=2)
+    clock.advance(60)
+    with Engine.open(url, session="nightly", clock=clock):
+        pass
+    with Engine.open(url, session="other", clock=clock) as engine:
+
+        @engine.task(name="later")
+        def later() -> None: ...
+
+        other = engine.submit(later)
+        head = engine.log.head()
+    return Known(
+        db=db,
+        crawl_a=crawl_a,
+        boom=boom_id,
+        crawl_c=crawl_c,
+        other=other,
+        submitted=submitted,
+        head=head,
+    )
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    return msgspec.json.decode(out)
+
+
+def head_of(db: str) -> int:
+    with open_log(f"sqlite:///{db}") as log:
+        return log.head()
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def test_sessions_human(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "sessions", "--db", known.db)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "SESSION", "STATE", "STARTED", "UPDATED", "OPENINGS", "TASKS", "BY", "STATE",
+    ]  # fmt: skip
+    nightly = next(line for line in lines if line.startswith("nightly"))
+    assert nightly.split()[:6] == ["nightly", "active", START, nightly.split()[3], "2", "3"]
+    assert "queued 1, succeeded 1, failed 1" in nightly
+    assert any(line.startswith("other ") for line in lines)
+    # columns are aligned: every row has its STATE column at the header's offset
+    offset = lines[0].index("STATE")
+    assert all(line[offset:].startswith("active") for line in lines[1:])
+
+
+def test_sessions_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "sessions", "--db", known.db)
+    assert list(report) == ["log", "position", "sessions"]
+    assert report["position"] == known.head
+    nightly, other = report["sessions"]
+    assert list(nightly) == [
+        "name", "state", "started", "updated", "openings", "host", "pid", "tasks",
+    ]  # fmt: skip
+    assert (nightly["name"], nightly["state"], nightly["openings"]) == ("nightly", "active", 1 + 1)
+    assert nightly["started"] == START
+    assert nightly["tasks"] == {
+        "queued": 1, "running": 0, "waiting": 0, "succeeded": 1, "failed": 1,
+        "cancelled": 0, "missed": 0,
+    }  # fmt: skip
+    assert other["name"] == "other"
+    assert other["tasks"]["queued"] == 1
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+def test_tasks_human_in_submission_order(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "tasks", "--db", known.db)
+    assert status == 0
+    header, *rows = out.splitlines()
+    assert header.split() == [
+        "TASK", "SESSION", "NAME", "KEY", "STATE", "PRIORITY", "ATTEMPT", "STEPS", "PROGRESS",
+        "ERROR",
+    ]  # fmt: skip
+    assert [r.split()[0] for r in rows] == [known.crawl_a, known.boom, known.crawl_c, known.other]
+    assert rows[0].split()[1:9] == [
+        "nightly", "crawl", "a", "succeeded", "normal", "1", "2", "100%",
+    ]  # fmt: skip
+    assert rows[1].split()[1:9] == ["nightly", "boom", "-", "failed", "high", "1", "0", "0%"]
+    assert "ValueError: bad input in boom" in rows[1]
+    assert rows[2].split()[1:9] == ["nightly", "crawl", "-", "queued", "low", "0", "0", "0%"]
+    # the columns line up with the header
+    offset = header.index("STATE")
+    assert [r[offset:].split()[0] for r in rows] == ["succeeded", "failed", "queued", "queued"]
+
+
+def test_tasks_filters(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "tasks", "--db", known.db, "--session", "other")
+    assert [t["task_id"] for t in report["tasks"]] == [known.other]
+    # queued tasks come in queue order: other's normal task before nightly's low one
+    report = run_json(capsys, "tasks", "--db", known.db, "--state", "queued")
+    assert [t["task_id"] for t in report["tasks"]] == [known.other, known.crawl_c]
+    report = run_json(capsys, "tasks", "--db", known.db, "--state", "running")
+    assert report["tasks"] == []
+    status, out, _ = run(capsys, "tasks", "--db", known.db, "--state", "running")
+    assert (status, out) == (0, f"no tasks in sqlite:///{known.db} that match\n")
+
+
+def test_tasks_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "tasks", "--db", known.db)
+    assert list(report) == ["log", "position", "tasks"]
+    first = report["tasks"][0]
+    assert first == {
+        "task_id": known.crawl_a,
+        "session": "nightly",
+        "name": "crawl",
+        "key": "a",
+        "state": "succeeded",
+        "priority": "normal",
+        "attempt": 1,
+        "steps": 2,
+        "progress": 1.0,
+        "error": "",
+        "submitted": START,
+        "position": first["position"],
+    }
+    assert report["tasks"][1]["error"] == "ValueError: bad input in boom"
+
+
+def test_unknown_state_is_a_usage_error(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["tasks", "--db", known.db, "--state", "sleeping"])
+    assert exit_.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# -- show --------------------------------------------------------------------------------------
+
+
+def test_show_human(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "show", known.crawl_a, "--db", known.db)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"task {known.crawl_a}  crawl  (succeeded)")
+    header = lines[2].split()
+    assert header == ["POS", "VER", "TIME", "TYPE", "DETAILS"]
+    timeline = lines[3:8]
+    assert [line.split()[3] for line in timeline] == [
+        "TaskSubmitted", "TaskClaimed", "StepCompleted", "StepCompleted", "TaskSucceeded",
+    ]  # fmt: skip
+    assert [int(line.split()[1]) for line in timeline] == [1, 2, 3, 4, 5]
+    assert timeline[0].split()[2] == "2023-11-14T22:13:20.000Z"
+    assert 'args=["https://a.example"]' in timeline[0]
+    assert "key=a" in timeline[0]
+    assert "index=1 name=fetch result=23 duration=1000.0ms" in timeline[3]
+    assert "result=40" in timeline[4]
+    view = dict(line.split(None, 1) for line in lines[9:] if line.strip())
+    assert view["state"] == "succeeded"
+    assert view["steps"] == "2"
+    assert view["progress"] == "100%"
+    assert view["submitted_at"] == "2023-11-14T22:13:20.000Z"
+
+
+def test_show_json_and_prefix(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "show", known.boom[:6], "--db", known.db)
+    assert list(report) == ["log", "task", "view", "events"]
+    assert report["task"]["task_id"] == known.boom
+    assert report["view"]["state"] == "failed"
+    assert report["view"]["error"] == "ValueError: bad input in boom"
+    events = report["events"]
+    assert [e["type"] for e in events] == ["TaskSubmitted", "TaskClaimed", "TaskFailed"]
+    assert list(events[0]) == ["position", "version", "time", "type", "actor", "fields"]
+    assert [e["version"] for e in events] == [1, 2, 3]
+    positions = [e["position"] for e in events]
+    assert positions == sorted(positions)
+    assert events[2]["fields"]["error_type"] == "ValueError"
+    assert events[0]["fields"]["priority"] == "high"
+
+
+def test_show_unknown_task_exits_2(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "show", "no-such-task", "--db", known.db)
+    assert status == 2
+    assert out == ""
+    assert "no task 'no-such-task'" in err
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def test_replay_to_an_earlier_position(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "replay", "--to", str(known.submitted), "--db", known.db)
+    assert list(report) == [
+        "log", "requested", "position", "head", "time", "checkpoint", "counts", "queue",
+        "tasks", "sessions",
+    ]  # fmt: skip
+    assert (report["requested"], report["position"]) == (known.submitted, known.submitted)
+    assert report["head"] == known.head
+    assert report["counts"]["queued"] == 3
+    assert report["counts"]["succeeded"] == 0
+    # the queue: high first, then normal, then low, each with its submission position
+    assert [(q["rank"], q["task_id"], q["priority"]) for q in report["queue"]] == [
+        (1, known.boom, "high"),
+        (2, known.crawl_a, "normal"),
+        (3, known.crawl_c, "low"),
+    ]
+    assert all(q["position"] > 0 for q in report["queue"])
+    assert {t["task_id"]: t["state"] for t in report["tasks"]} == {
+        known.crawl_a: "queued",
+        known.boom: "queued",
+        known.crawl_c: "queued",
+    }
+    assert [s["openings"] for s in report["sessions"]] == [1]
+
+    now = run_json(capsys, "replay", "--to", str(known.head), "--db", known.db)
+    assert now["counts"]["succeeded"] == 1
+    assert [q["task_id"] for q in now["queue"]] == [known.other, known.crawl_c]
+
+
+def test_replay_human(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "replay", "--to", str(known.submitted), "--db", known.db)
+    assert status == 0
+    assert f"replayed to position {known.submitted} (2023-11-14T22:13:22.000Z)" in out
+    assert f"the log's head is {known.head}" in out
+    assert "tasks by state: queued 3" in out
+    queue = out.split("queue (3, first runs next):\n")[1].split("\n\n")[0].splitlines()
+    assert queue[0].split() == ["#", "TASK", "SESSION", "NAME", "PRIORITY", "SUBMITTED", "AT"]
+    assert [line.split()[:2] for line in queue[1:]] == [
+        ["1", known.boom],
+        ["2", known.crawl_a],
+        ["3", known.crawl_c],
+    ]
+
+
+def test_replay_to_zero_and_past_the_head(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = run_json(capsys, "replay", "--to", "0", "--db", known.db, "--no-checkpoint")
+    assert (empty["position"], empty["time"], empty["tasks"]) == (0, None, [])
+    beyond = run_json(capsys, "replay", "--to", str(known.head + 100), "--db", known.db)
+    assert beyond["position"] == known.head
+    status, _, err = run(capsys, "replay", "--to", "-1", "--db", known.db)
+    assert status == 2
+    assert "--to must be a position >= 0" in err
+
+
+# -- verify and diagram ------------------------------------------------------------------------
+
+
+def test_verify(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "verify", "--db", known.db)
+    assert (status, out) == (0, f"ok: {known.head} events in 6 streams, head {known.head}\n")
+    report = run_json(capsys, "verify", "--db", known.db)
+    assert report["ok"] is True
+    assert report["problems"] == []
+
+
+def test_diagram(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "diagram", "task")
+    assert status == 0
+    assert "stateDiagram-v2" in out
+    assert "queued --> running: TaskClaimed" in out
+    report = run_json(capsys, "diagram", "breaker")
+    assert list(report) == ["lifecycle", "mermaid"]
+    assert report["lifecycle"] == "breaker"
+    assert "closed --> open: BreakerOpened" in report["mermaid"]
+
+
+# -- errors, and reading never writes ----------------------------------------------------------
+
+READ_COMMANDS = [
+    ["sessions"],
+    ["tasks"],
+    ["show", "abc"],
+    ["replay", "--to", "3"],
+    ["verify"],
+]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("form", ["path", "url"])
+def test_missing_log_exits_2_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], form: str
+) -> None:
+    missing = tmp_path / "missing.db"
+    db = str(missing) if form == "path" else f"sqlite:///{missing}"
+    status, out, err = run(capsys, *command, "--db", db)
+    assert status == 2
+    assert out == ""
+    assert f"onward {command[0]}: no log at {missing}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_log_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    text = tmp_path / "notes.db"
+    text.write_text("hello")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    before = foreign.read_bytes()
+    for path, why in [
+        (empty, "not an SQLite database"),
+        (text, "not an SQLite database"),
+        (foreign, "an SQLite database without an onward log"),
+    ]:
+        status, _, err = run(capsys, "tasks", "--db", str(path))
+        assert status == 2
+        assert f"no log at {path} ({why})" in err
+    assert empty.stat().st_size == 0
+    assert text.read_text() == "hello"
+    assert foreign.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "foreign.db", "notes.db"]
+
+
+def test_read_commands_append_nothing(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in READ_COMMANDS[:-1]:
+        run(capsys, *command, "--db", known.db)
+    run(capsys, "show", known.crawl_a, "--db", known.db)
+    assert head_of(known.db) == known.head
+    report = run_json(capsys, "sessions", "--db", known.db)
+    assert report["sessions"][0]["openings"] == 2
+
+
+def test_a_log_with_an_impossible_history_exits_2(
+    known: Known, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A queued task cannot succeed without being claimed: the fold refuses the history.
+    with open_log(f"sqlite:///{known.db}") as log:
+        log.append(task_stream(known.crawl_c), [TaskSucceeded(result=1)], expected_version=1)
+    for command in (["tasks"], ["sessions"], ["show", known.crawl_a], ["replay", "--to", "999"]):
+        status, out, err = run(capsys, *command, "--db", known.db)
+        assert status == 2, command
+        assert out == ""
+        assert "TaskSucceeded is not allowed in state 'queued'" in err
+        assert f"task-{known.crawl_c}" in err
+
+
+def test_a_record_that_does_not_decode_exits_2(
+    known: Known, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(known.db) as conn:
+        conn.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = 2",
+            (b'{"meta":{"checksum":"' + b"0" * 32 + b'",', task_stream(known.crawl_a)),
+        )
+    conn.close()
+    status, _, err = run(capsys, "tasks", "--db", known.db)
+    assert status == 2
+    assert "does not decode" in err
+    status, out, _ = run(capsys, "verify", "--db", known.db)
+    assert status == 1
+    assert out.startswith("DAMAGED: 1 damaged records")
+
+
+def test_the_onward_script(known: Known) -> None:
+    script = Path(sys.executable).parent / "onward"
+    done = subprocess.run(
+        [str(script), "tasks", "--db", known.db, "--json"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = msgspec.json.decode(done.stdout)
+    assert [t["state"] for t in report["tasks"]] == ["succeeded", "failed", "queued", "queued"]
+    missing = subprocess.run(
+        [str(script), "sessions", "--db", known.db + ".nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert missing.returncode == 2
+    assert "no log at" in missing.stderr
