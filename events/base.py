@@ -42,7 +42,8 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The envelope that every stored event carries.
 
     Attributes:
-        event_id: a unique id (32 hex digits); re-appending the same ids is a no-op.
+        event_id: a unique id (32 hex digits); re-appending the same ids at the same expected
+            version is a no-op.
         time: when the event was appended, in seconds since the epoch (from the log's clock).
         session: the session the event belongs to ("" when none).
         causation_id: the id of the event that caused this one ("" when none).

@@ -170,6 +170,9 @@ class Codec:
         Returns:
             None when the record is intact, else what is wrong with it.
         """
+        if not isinstance(state, bytes | bytearray | memoryview):
+            return f"record has no state (found {type(state).__name__})"
+        state = bytes(state)
         if state[: len(_CHECKSUM_PREFIX)] != _CHECKSUM_PREFIX or len(state) < _BODY_START + 2:
             return "record has no checksum (truncated or overwritten)"
         stored = state[len(_CHECKSUM_PREFIX) : _BODY_START]
@@ -190,7 +193,7 @@ class Codec:
         """
         try:
             envelope = self._envelope.decode(state)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
             raise CorruptRecord(
                 f"record does not decode: {exc}", stream=stream, version=version, position=position
             ) from exc

@@ -7,7 +7,8 @@ duplicated or swapped record (checksum, order) and a truncated record (checksum)
 no intact record follows is a **torn tail** (a write cut short); anything else is damage in the
 middle of the log.
 
-What this cannot see: the last event of a stream removed cleanly (nothing points at it).
+What this cannot see: the last event of a stream removed cleanly (nothing points at it), and
+two records of different streams trading positions (each stream's own order is unchanged).
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ class Verifier:
         previous = self._heads.get(stream)
         if wrong is not None:
             self._add(ProblemKind.CORRUPT, stream, version, position, wrong)
-            if previous is None or version > previous[0]:
-                self._heads[stream] = (version, None)
+            # Its stored version may be the damaged part: assume it is the next one.
+            self._heads[stream] = ((previous[0] if previous else 0) + 1, None)
             return
         checksum = checksum_of(state)
         last_version, last_sum = previous if previous is not None else (0, "")

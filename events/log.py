@@ -300,6 +300,11 @@ class EventLog(ABC):
             if a.stream in streams:
                 raise UsageError(f"stream {a.stream!r} appears twice in one commit")
             streams.add(a.stream)
+            if a.event_ids is not None and a.expected_version is None:
+                raise UsageError(
+                    f"stream {a.stream!r}: event_ids make a retry a no-op only at an expected "
+                    "version; pass expected_version too"
+                )
             if a.event_ids is not None and len(a.event_ids) != len(a.events):
                 raise UsageError(
                     f"stream {a.stream!r}: {len(a.event_ids)} event ids for {len(a.events)} events"

@@ -11,7 +11,8 @@ replaced by ``[REDACTED:<pattern name>]``.
 Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face, OpenAI and Anthropic tokens, JWTs,
 passwords in URLs, PEM private keys, and the values of ``password=``, ``token:``,
 ``"api_key": "..."`` and their kin. Where a secret follows a name (``password=hunter2``), the
-name stays and only the value goes.
+name stays and only the value goes. It is a safety net, not a proof: a bare random string that
+has no known shape and follows no telling name passes, and so does a number.
 
 Speed: the log redacts every append, and most events hold no secret. Each default pattern has a
 cheap hint, and the hints share one compiled regex that rejects such an event in a single scan of
@@ -49,8 +50,9 @@ class SecretPattern(msgspec.Struct, frozen=True):
     group: int | str = 0
 
 
-# The separator between a secret's name and its value: `password=x`, `"token": "x"`, `pwd => x`.
-_ASSIGN = r"[\"']?\s*(?:=>|:=|[:=])\s*"
+# The separator between a secret's name and its value: `password=x`, `"token": "x"`, `pwd => x`,
+# and `\"token\": \"x\"` in JSON that was encoded twice.
+_ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])\s*+"
 # Names whose value is a secret, alone or as the end of a longer name (DB_PASSWORD, x-api-key,
 # client_secret, access_token, oauth), case-insensitive: password, passwd, passphrase, pwd,
 # secret, token, auth, authorization, api_key, private_key, secret_key, access_key. Written from
@@ -61,7 +63,7 @@ _SECRET_NAME = (
 )
 _UNREDACTED = r"(?!\[REDACTED:)"
 # A single prose word ("Bearer token", "basic auth") is not a credential.
-_NOT_A_WORD = r"(?![A-Z]?[a-z]+\b)"
+_NOT_A_WORD = r"(?![A-Z]?[a-z]+[.,;:!?)]*(?:[\s\"'\]}]|\Z))"
 
 
 def _token(start: str, rest: str) -> str:
@@ -81,10 +83,10 @@ _PRIVATE_KEY = SecretPattern(
 _SECRET_VALUE = SecretPattern(
     "secret-value",
     # Whatever comes before the name is part of it (DB_PASSWORD), hence no lookbehind.
-    rf"{_SECRET_NAME}{_ASSIGN}(?P<quote>[\"'])?"
+    rf"{_SECRET_NAME}{_ASSIGN}(?:\\?(?P<quote>[\"']))?+"
     r"(?:(?i:bearer|basic|token|digest)\s+)?+"  # an auth scheme stays, like the name
     rf"{_UNREDACTED}(?!(?i:true|false|null|none)\b)"
-    r"(?P<value>(?(quote)(?:(?!(?P=quote))[^\n])+"
+    r"(?P<value>(?(quote)(?:(?!\\?(?P=quote))[^\n])+"
     r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z))))",
     group="value",
 )
@@ -97,7 +99,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     SecretPattern("openai-key", _token("sk-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}")),
     SecretPattern(
         "github-token",
-        _token("gh", r"(?:[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"),
+        _token("g", r"(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"),
     ),
     SecretPattern("gitlab-token", _token("gl", r"(?:pat|dt|rt|ptt|soat)-[A-Za-z0-9_-]{20,}")),
     SecretPattern("slack-token", _token("x", r"(?:ox[abpors]|app)-[A-Za-z0-9-]{10,}")),
@@ -106,7 +108,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     SecretPattern("aws-access-key-id", _token("A(?:KIA|SIA|BIA|CCA)", r"[A-Z0-9]{16}")),
     SecretPattern(
         "aws-secret-access-key",
-        rf"[Aa](?i:ws_?secret_?(?:access_?)?key){_ASSIGN}[\"']?"
+        rf"[Aa](?i:ws_?secret_?(?:access_?)?key){_ASSIGN}\\?[\"']?"
         r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
         group="secret",
     ),
@@ -134,42 +136,70 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
 )
 
 
+# Each name of _SECRET_NAME, spelt out (a lookbehind has a fixed width), by its last letter.
+_NAMES_BY_LAST_LETTER = {
+    "d": ("password", "passwd", "pwd"),
+    "e": ("passphrase",),
+    "t": ("secret",),
+    "n": ("token", "authorization"),
+    "h": ("auth",),
+    "y": tuple(f"{s}{j}key" for s in ("api", "private", "secret", "access") for j in ("", "[_-]")),
+}
+
+
 def _hint() -> str:
     """One regex that matches wherever a default pattern could match, in text or in JSON.
 
-    Each branch starts with a literal "pivot" character, chosen to be rare in ordinary events,
-    then looks around it: so re scans for the set of pivots (a charset prefix) and tries the
-    branches only there. A hint must also fire on the JSON form of a secret, where quotes,
-    backslashes and control characters are escaped.
+    Each branch starts with a literal "pivot" character, chosen to be rare in ordinary events
+    (``:`` and ``=`` for a secret's name, ``_`` and ``-`` for a token's prefix), then looks
+    around it: re scans for the set of pivots (a charset prefix) and tries the branches only
+    there. A hint must also fire on the JSON form of a secret, where quotes, backslashes and
+    control characters are escaped.
     """
-    space = r"(?:\s|\\[tnrf]|\\u[0-9a-fA-F]{4}|[^\x00-\x7f])*"
-    assign = rf"(?:\\?[\"'])?{space}[:=]"
     after: dict[str, list[str]] = {}
 
     def pivot(chars: str, *tails: str) -> None:
         for char in chars:
             after.setdefault(char, []).extend(tails)
 
-    pivot("wW", rf"(?<=(?i:passw))(?=(?i:ord|d){assign})", rf"(?<=(?i:pw))(?=(?i:d){assign})")
+    # A separator after white space (escaped or not ASCII too: checking those by hand costs
+    # less than a lookbehind of variable width), right after a name, or after a quote (plain
+    # or escaped) closing a name.
+    def names(close: str) -> str:
+        lasts = "".join(_NAMES_BY_LAST_LETTER)
+        groups = "|".join(
+            f"(?<=(?i:{last}){close}[:=])(?:"
+            + "|".join(f"(?<=(?i:{name}){close}[:=])" for name in names)
+            + ")"
+            for last, names in _NAMES_BY_LAST_LETTER.items()
+        )
+        return f"(?<=(?i:[{lasts}]){close}[:=])(?:{groups})"
+
     pivot(
-        "hH",
-        rf"(?<=(?i:passph))(?=(?i:rase){assign})",
-        rf"(?<=(?i:auth))(?=(?i:orization)?{assign})",
+        ":=",
+        names("[\"']"),  # first: every name in a JSON document is followed by '":'
+        names(""),
+        names(r"\\[\"']"),  # JSON: \" ; text encoded twice: \"  \'
+        names(r"\\\\\\\""),  # JSON of text encoded twice: \\\"
+        names(r"\\\\'"),  # JSON of text encoded twice: \\'
+        r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",
+        r"(?<=\\[tnrf][:=])",
+        r"(?<=\\u[0-9a-fA-F]{4}[:=])",
     )
-    pivot("cC", rf"(?<=(?i:sec))(?=(?i:ret){assign})")
+    # A token's prefix ends with "_" or "-"; the letter before it is checked first.
     pivot(
-        "kK",
-        rf"(?<=(?i:tok))(?=(?i:en){assign})",
-        rf"(?=(?i:ey){assign})(?i:(?<=api.)|(?<=api[_-].)|(?<=private.)|(?<=private[_-].)"
-        r"|(?<=secret.)|(?<=secret[_-].)|(?<=access.)|(?<=access[_-].))",
+        "_",
+        r"(?<=[bfkoprsu]_)(?:(?<=gh[pousr]_)|(?<=github_)(?=pat_)|(?<=hf_)"
+        r"|(?<=[rs]k_)(?=live_|test_))",
+    )
+    pivot(
+        "-",
+        r"(?<=[abkoprst]-)(?:(?<=sk-)(?=[A-Za-z0-9_-]{20})|(?<=xox[abpors]-)|(?<=xapp-)"
+        r"|(?<=glpat-)|(?<=gldt-)|(?<=glrt-)|(?<=glptt-)|(?<=glsoat-))",
     )
     pivot("bB", r"(?=(?i:earer|asic))")
     pivot("K", r"(?<=PRIVATE K)(?=EY)")
     pivot("J", r"(?<=eyJ)")
-    pivot("k", r"(?<=sk)(?=-[A-Za-z0-9_-]{20})", r"(?<=[rs]k)(?=_(?:live|test)_)")
-    pivot("h", r"(?<=gh)(?=[pousr]_)", r"(?<=gith)(?=ub_pat_)", r"(?=f_)")
-    pivot("g", r"(?=l(?:pat|dt|rt|ptt|soat)-)")
-    pivot("x", r"(?=ox[abpors]-|app-)")
     pivot("A", r"(?=KIA|SIA|BIA|CCA|Iza)")
     pivot("@", "")
     return "|".join(
@@ -189,6 +219,8 @@ _JSON_MEMBERS = re.compile(
     rb'"(?:(?P<name>[\w.-]*?' + _SECRET_NAME.encode() + rb')"\s*:\s*")?' + _JSON_BODY
 )
 _NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
+# Default patterns never match inside a redaction, so passes stop; patterns of one's own might.
+_MAX_PASSES = 8
 
 
 def _replacer(regex: re.Pattern[str], group: int | str, marker: str) -> Callable[[str], str]:
@@ -289,9 +321,15 @@ class Redactor:
             itself when it holds none.
         """
         hint = self._hint_text
-        redactions = self._all if hint is not None and hint.search(text) else self._unhinted
-        for redact in redactions:
-            text = redact(text)
+        # A secret glued to the end of another ("AKIA...ghp_...") is no token of its own until
+        # the first one is replaced: so redact again until nothing changes.
+        for _ in range(_MAX_PASSES):
+            redactions = self._all if hint is not None and hint.search(text) else self._unhinted
+            before = text
+            for redact in redactions:
+                text = redact(text)
+            if text == before:
+                break
         return text
 
     def redact_json(self, data: bytes) -> bytes:

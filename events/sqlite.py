@@ -9,6 +9,7 @@ append to one file, and the database file created with mode 0600.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 from typing import Any, Literal
@@ -36,10 +37,12 @@ class _TunedPool(SQLiteConnectionPool):
     """eventsourcing's pool, with our PRAGMAs on every new connection."""
 
     synchronous = "FULL"
+    busy_timeout_ms = 30_000
 
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         raw: sqlite3.Connection = connection._sqlite_conn
+        raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         raw.execute(f"PRAGMA synchronous={self.synchronous}")
         return connection
 
@@ -74,8 +77,12 @@ class SQLiteLog(EventLog):
             raise UsageError(
                 f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}"
             )
-        if busy_timeout <= 0:
-            raise UsageError(f"busy_timeout must be positive, got {busy_timeout}")
+        if not (isinstance(busy_timeout, int | float) and math.isfinite(busy_timeout)) or (
+            busy_timeout <= 0
+        ):
+            raise UsageError(
+                f"busy_timeout must be a positive number of seconds, got {busy_timeout}"
+            )
         if not path or path == ":memory:":
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
         self.path = os.path.abspath(path)
@@ -86,6 +93,7 @@ class SQLiteLog(EventLog):
                 os.close(fd)
             except OSError as exc:
                 raise BackendError(f"cannot create the SQLite log {self.path}: {exc}") from exc
+            _set_wal(self.path, busy_timeout)
         else:
             _check_exists(self.path)
         factory = SQLiteFactory.construct(
@@ -100,6 +108,7 @@ class SQLiteLog(EventLog):
         datastore: SQLiteDatastore = factory.datastore
         pool = _TunedPool(db_name=self.path, lock_timeout=max(1, round(busy_timeout)))
         pool.synchronous = _SYNCHRONOUS[synchronous]
+        pool.busy_timeout_ms = max(1, int(busy_timeout * 1000))
         datastore.pool.close()
         datastore.pool = pool
         if not create:
@@ -189,3 +198,18 @@ def _check_exists(path: str) -> None:
         raise LogNotFound(f"no log at {path} (not an SQLite database: {exc})") from exc
     if found is None:
         raise LogNotFound(f"no log at {path} (an SQLite database without an onward log)")
+
+
+def _set_wal(path: str, busy_timeout: float) -> None:
+    """Switch the file to WAL before the pool connects, waiting out other processes' locks.
+
+    The journal mode is stored in the file; eventsourcing's pool then finds WAL already set
+    instead of switching it itself (which fails at once, without the busy timeout, when another
+    process holds a lock at that moment).
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
+            conn.execute(f"PRAGMA busy_timeout={max(1, int(busy_timeout * 1000))}")
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc

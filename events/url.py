@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -33,13 +34,17 @@ def open_log(url: str, **options: Any) -> EventLog:
     """
     if not isinstance(url, str) or not url:
         raise InvalidURL(f"a log URL must be a non-empty string, got {url!r}")
-    scheme, sep, _rest = url.partition("://")
-    if not sep:
-        scheme, url = "sqlite", "sqlite:///" + url
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # a bare file path, taken literally (no URL quoting, query or fragment)
+        from events.sqlite import SQLiteLog
+
+        return SQLiteLog(url, **options)
     scheme = scheme.lower()
     if scheme == "memory":
         from events.memory import MemoryLog
 
+        if rest:
+            raise InvalidURL(f"memory:// takes no host, path or options: {url!r}")
         return MemoryLog(**options)
     if scheme == "sqlite":
         from events.sqlite import SQLiteLog
@@ -47,8 +52,10 @@ def open_log(url: str, **options: Any) -> EventLog:
         parts = urlsplit(url)
         if parts.netloc:
             raise InvalidURL(f"an SQLite URL has no host: {url!r} (use sqlite:///path)")
+        if parts.fragment:
+            raise InvalidURL(f"an SQLite URL has no #fragment: {url!r} (quote '#' as %23)")
         path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        query = dict(parse_qsl(parts.query))
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
         for key in query:
             if key not in ("synchronous", "busy_timeout"):
                 raise InvalidURL(f"unknown SQLite option {key!r} in {url!r}")
@@ -56,9 +63,12 @@ def open_log(url: str, **options: Any) -> EventLog:
             options.setdefault("synchronous", query["synchronous"].lower())
         if "busy_timeout" in query:
             try:
-                options.setdefault("busy_timeout", float(query["busy_timeout"]))
+                seconds = float(query["busy_timeout"])
             except ValueError:
-                raise InvalidURL(f"busy_timeout must be a number of seconds in {url!r}") from None
+                seconds = math.nan
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise InvalidURL(f"busy_timeout must be a positive number of seconds in {url!r}")
+            options.setdefault("busy_timeout", seconds)
         return SQLiteLog(path, **options)
     if scheme in ("postgresql", "postgres"):
         try:

@@ -1,0 +1,205 @@
+"""No secret reaches the disk: the raw bytes of an SQLite log's files never hold one.
+
+Events carrying every message of :mod:`tests.secrets_corpus` are appended to a real SQLite
+log; then the database file, its write-ahead log and its shared-memory index are read as bytes,
+while the log is still open (the WAL then holds the new pages) and again after it is closed
+(the WAL has been folded into the database). A canary string that is not a secret is appended
+with them and must be found: it shows the search looks where the events are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from events import (
+    Append,
+    ErrorObserved,
+    Event,
+    EventLog,
+    Redactor,
+    SecretPattern,
+    StepCompleted,
+    StepFailed,
+    TaskFailed,
+    TaskSubmitted,
+    open_log,
+)
+from tests.conftest import FakeClock
+from tests.secrets_corpus import NOT_SECRETS, SECRETS_CORPUS
+
+CANARY = "canary-7f3a9c-not-a-secret"
+
+
+def forms(secret: str) -> list[bytes]:
+    """The ways a secret could be spelled in the stored bytes: raw, and JSON-escaped."""
+    raw = secret.encode()
+    escaped = msgspec.json.encode(secret)[1:-1]
+    ascii_escaped = secret.encode("unicode_escape")
+    return list(dict.fromkeys([raw, escaped, ascii_escaped]))
+
+
+def carriers(message: str) -> list[Event]:
+    """Every place an agent's error text ends up in an event."""
+    return [
+        StepFailed(
+            index=0, name="call_api", attempt=1, error_type="httpx.HTTPStatusError", message=message
+        ),
+        ErrorObserved(
+            signature="0" * 32,
+            error_type="builtins.RuntimeError",
+            message=message,
+            frames=["agent.tools:call"],
+        ),
+        TaskSubmitted(name="retry_request", args=[message], kwargs={"context": {"log": message}}),
+        TaskFailed(error_type="builtins.RuntimeError", message=message, signature=""),
+        StepCompleted(index=1, name="fetch", result={"stderr": message, "lines": [message]}),
+    ]
+
+
+def files_of(db: Path) -> dict[str, bytes]:
+    """The bytes of the database file and of its -wal and -shm files, those that exist."""
+    found: dict[str, bytes] = {}
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = db.with_name(db.name + suffix)
+        if path.exists():
+            found[path.name] = path.read_bytes()
+    return found
+
+
+def leaks(files: dict[str, bytes], secrets: list[str]) -> list[str]:
+    """Where each secret is found, in a form short enough to read in a failure."""
+    found: list[str] = []
+    for secret in secrets:
+        for form in forms(secret):
+            for name, data in files.items():
+                if form in data:
+                    found.append(f"{secret[:16]!r}... ({len(secret)} chars) in {name}")
+    return found
+
+
+ALL_SECRETS = [secret for _, secrets in SECRETS_CORPUS for secret in secrets]
+
+
+@pytest.fixture(params=["", "?synchronous=normal"], ids=["full", "normal"])
+def log_path(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+    path = tmp_path / "secrets.db"
+    return f"sqlite:///{path}{request.param}", path
+
+
+def append_corpus(log: EventLog) -> None:
+    for n, (message, _secrets) in enumerate(SECRETS_CORPUS):
+        log.append(f"task-{n}", carriers(message), expected_version=0)
+    log.commit(
+        [
+            Append(
+                stream=f"task-{len(SECRETS_CORPUS) + n}",
+                events=carriers(message),
+                expected_version=0,
+            )
+            for n, (message, _secrets) in enumerate(SECRETS_CORPUS)
+        ]
+    )
+    log.append("task-canary", [TaskSubmitted(name=CANARY)], expected_version=0)
+
+
+def test_corpus_is_not_empty() -> None:
+    assert len(SECRETS_CORPUS) >= 30
+    assert all(secrets for _, secrets in SECRETS_CORPUS)
+
+
+def test_no_secret_on_disk_while_the_log_is_open_and_after(
+    log_path: tuple[str, Path], clock: FakeClock
+) -> None:
+    url, db = log_path
+    log = open_log(url, clock=clock)
+    try:
+        append_corpus(log)
+        open_files = files_of(db)
+        assert open_files.get(db.name + "-wal"), "the WAL should hold the appended pages"
+        assert any(CANARY.encode() in data for data in open_files.values())
+        assert leaks(open_files, ALL_SECRETS) == []
+
+        # What is read back is redacted too, and says so.
+        for n, (message, secrets) in enumerate(SECRETS_CORPUS):
+            for recorded in log.read_stream(f"task-{n}"):
+                text = msgspec.json.encode(recorded.event).decode()
+                assert "[REDACTED:" in text, message[:60]
+                for secret in secrets:
+                    assert secret not in text
+        assert log.verify().ok
+    finally:
+        log.close()
+
+    closed_files = files_of(db)
+    assert CANARY.encode() in closed_files[db.name]
+    assert leaks(closed_files, ALL_SECRETS) == []
+
+
+def test_lines_that_are_not_secrets_reach_the_disk_unchanged(tmp_path: Path) -> None:
+    db = tmp_path / "plain.db"
+    with open_log(f"sqlite:///{db}") as log:
+        for n, line in enumerate(NOT_SECRETS):
+            log.append(
+                f"task-{n}",
+                [StepFailed(index=0, name="s", error_type="E", message=line)],
+                expected_version=0,
+            )
+        for n, line in enumerate(NOT_SECRETS):
+            (recorded,) = log.read_stream(f"task-{n}")
+            assert isinstance(recorded.event, StepFailed)
+            assert recorded.event.message == line
+    data = files_of(db)[db.name]
+    for line in NOT_SECRETS:
+        assert msgspec.json.encode(line)[1:-1] in data, line
+
+
+EMPLOYEE_ID = "EMP-" + "493817"
+INTERNAL_HOST = "vault-7.corp.internal"
+
+
+@pytest.mark.parametrize(
+    "redactor",
+    [
+        Redactor().with_patterns(
+            SecretPattern("employee-id", r"EMP-\d{6}"),
+            SecretPattern("internal-host", r"(?P<host>[a-z0-9-]+\.corp\.internal)", group="host"),
+        ),
+        Redactor(extra=[r"EMP-\d{6}", r"[a-z0-9-]+\.corp\.internal"]),
+    ],
+    ids=["with_patterns", "extra"],
+)
+def test_user_added_patterns_keep_their_matches_off_the_disk(
+    tmp_path: Path, clock: FakeClock, redactor: Redactor
+) -> None:
+    db = tmp_path / "custom.db"
+    message = f"access denied for {EMPLOYEE_ID} at https://{INTERNAL_HOST}/v1/secret/data/app"
+    token = SECRETS_CORPUS[0][1][0]
+    log = open_log(f"sqlite:///{db}", clock=clock, redactor=redactor)
+    try:
+        log.append("task-1", carriers(message), expected_version=0)
+        log.append("task-2", carriers(f"{message}; {SECRETS_CORPUS[0][0]}"), expected_version=0)
+        assert leaks(files_of(db), [EMPLOYEE_ID, INTERNAL_HOST, token]) == []
+        (first, *_) = log.read_stream("task-1")
+        assert isinstance(first.event, StepFailed)
+        assert EMPLOYEE_ID not in first.event.message
+        assert "[REDACTED:" in first.event.message
+        assert "access denied for" in first.event.message
+    finally:
+        log.close()
+    assert leaks(files_of(db), [EMPLOYEE_ID, INTERNAL_HOST, token]) == []
+
+
+def test_the_default_redactor_does_not_know_the_user_patterns(tmp_path: Path) -> None:
+    # The control for the test above: without the user's patterns the text reaches the disk,
+    # so the search for it would have found it.
+    db = tmp_path / "default.db"
+    with open_log(f"sqlite:///{db}") as log:
+        log.append(
+            "task-1",
+            [StepFailed(index=0, name="s", error_type="E", message=f"denied for {EMPLOYEE_ID}")],
+            expected_version=0,
+        )
+    assert EMPLOYEE_ID.encode() in files_of(db)[db.name]

@@ -1,0 +1,252 @@
+"""The SQLite backend's settings: file mode, durability, journal, busy timeout, and bad URLs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events import (
+    BackendError,
+    EventLog,
+    InvalidURL,
+    OnwardError,
+    TaskSubmitted,
+    UsageError,
+    open_log,
+)
+from events.sqlite import SQLiteLog
+
+
+def pragma(log: EventLog, name: str) -> Any:
+    assert isinstance(log, SQLiteLog)
+    ((value,),) = log._query(f"PRAGMA {name}", ())
+    return value
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """A umask that takes nothing away, so that a file's mode is what its creator asked for."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+# -- the file ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_database_and_its_wal_are_created_with_mode_0600(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    with open_log(f"sqlite:///{db}") as log:
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+        assert mode(db) == 0o600
+        wal = db.with_name("log.db-wal")
+        shm = db.with_name("log.db-shm")
+        assert wal.exists()
+        assert mode(wal) == 0o600
+        if shm.exists():
+            assert mode(shm) == 0o600
+    assert mode(db) == 0o600
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_a_bare_path_is_an_sqlite_file_with_mode_0600(tmp_path: Path) -> None:
+    db = tmp_path / "bare.db"
+    with open_log(str(db)) as log:
+        assert isinstance(log, SQLiteLog)
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+    assert mode(db) == 0o600
+
+
+def test_relative_and_percent_encoded_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_log("sqlite:///relative.db") as log:
+        assert isinstance(log, SQLiteLog)
+        assert log.path == str(tmp_path / "relative.db")
+    with open_log("sqlite:///with%20space%23and%3Fmarks.db") as log:
+        assert isinstance(log, SQLiteLog)
+    assert (tmp_path / "relative.db").exists()
+    assert (tmp_path / "with space#and?marks.db").exists()
+
+
+@pytest.mark.parametrize("name", ["run#3.db", "what?.db", "x%41.db", "a b.db"])
+def test_a_bare_path_is_taken_literally(tmp_path: Path, name: str) -> None:
+    """A file path is not a URL: '#', '?' and '%' in it name the file, they are not syntax."""
+    db = tmp_path / name
+    with open_log(str(db)) as log:
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        name
+    ]
+
+
+def test_an_existing_log_is_reopened(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    with open_log(f"sqlite:///{db}") as log:
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+    with open_log(f"sqlite:///{db}") as log:
+        assert log.stream_version("task-1") == 1
+        assert log.verify().ok
+
+
+# -- durability and concurrency settings ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "options", "level"),
+    [
+        ("", {}, 2),
+        ("?synchronous=full", {}, 2),
+        ("?synchronous=normal", {}, 1),
+        ("?synchronous=NORMAL", {}, 1),
+        ("?synchronous=extra", {}, 3),
+        ("", {"synchronous": "normal"}, 1),
+    ],
+)
+def test_synchronous(tmp_path: Path, query: str, options: dict[str, Any], level: int) -> None:
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}{query}", **options) as log:
+        assert pragma(log, "synchronous") == level
+        # Every connection the log opens gets it, the writer's included.
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+        assert pragma(log, "synchronous") == level
+        assert log.read_stream("task-1")
+
+
+def test_journal_mode_is_wal(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    with open_log(f"sqlite:///{db}") as log:
+        assert pragma(log, "journal_mode") == "wal"
+    with closing(sqlite3.connect(db)) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.parametrize(
+    ("query", "milliseconds"),
+    [("", 30_000), ("?busy_timeout=5", 5_000), ("?busy_timeout=2.5", 2_500)],
+)
+def test_busy_timeout(tmp_path: Path, query: str, milliseconds: int) -> None:
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}{query}") as log:
+        assert pragma(log, "busy_timeout") == milliseconds
+
+
+def test_options_in_the_url_and_in_keywords_together(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}?synchronous=normal&busy_timeout=7"
+    with open_log(url) as log:
+        assert (pragma(log, "synchronous"), pragma(log, "busy_timeout")) == (1, 7_000)
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("?synchronous=bogus", ["synchronous", "bogus"]),
+        ("?synchronous=off", ["synchronous", "off"]),
+        ("?synchronous=", ["synchronous"]),
+        ("?busy_timeout=x", ["busy_timeout"]),
+        ("?busy_timeout=", ["busy_timeout"]),
+        ("?busy_timeout=0", ["busy_timeout"]),
+        ("?busy_timeout=-1", ["busy_timeout"]),
+        ("?busy_timeout=nan", ["busy_timeout"]),
+        ("?busy_timeout=inf", ["busy_timeout"]),
+        ("?journal_mode=delete", ["journal_mode"]),
+        ("?cache=shared", ["cache"]),
+        ("#fragment", ["fragment"]),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_created(
+    tmp_path: Path, query: str, words: list[str]
+) -> None:
+    db = tmp_path / "log.db"
+    url = f"sqlite:///{db}{query}"
+    with pytest.raises(UsageError) as info:
+        open_log(url).close()
+    message = str(info.value)
+    for word in words:
+        assert word in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_keyword_options_are_usage_errors(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with pytest.raises(UsageError, match="synchronous"):
+        open_log(url, synchronous="sometimes")
+    with pytest.raises(UsageError, match="busy_timeout"):
+        open_log(url, busy_timeout=0)
+    with pytest.raises(UsageError, match="payload_limit"):
+        open_log(url, payload_limit=0)
+    with pytest.raises(TypeError):
+        open_log(url, no_such_option=1)
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", ["non-empty"]),
+        ("sqlite://host/x.db", ["host"]),
+        ("sqlite://localhost/tmp/x.db", ["host"]),
+        ("redis://localhost:6379/0", ["redis", "memory://", "sqlite:///"]),
+        ("mysql://root@localhost/db", ["mysql"]),
+        ("file:///tmp/x.db", ["file"]),
+    ],
+)
+def test_unsupported_or_malformed_urls(url: str, words: list[str]) -> None:
+    with pytest.raises(InvalidURL) as info:
+        open_log(url)
+    assert isinstance(info.value, UsageError)
+    assert isinstance(info.value, ValueError)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_a_url_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(InvalidURL):
+        open_log(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidURL):
+        open_log(b"sqlite:///x.db")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_an_sqlite_url_without_a_file_is_refused(url: str) -> None:
+    with pytest.raises(UsageError, match="file path"):
+        open_log(url)
+
+
+def test_a_missing_directory_is_a_backend_error_naming_the_path(tmp_path: Path) -> None:
+    db = tmp_path / "no" / "such" / "dir" / "log.db"
+    with pytest.raises(BackendError) as info:
+        open_log(f"sqlite:///{db}")
+    assert str(db) in str(info.value)
+    assert isinstance(info.value, OSError)
+
+
+def test_a_directory_is_a_backend_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendError) as info:
+        open_log(f"sqlite:///{tmp_path}")
+    assert str(tmp_path) in str(info.value)
+
+
+def test_a_file_that_is_not_a_database_is_a_backend_error(tmp_path: Path) -> None:
+    db = tmp_path / "notes.txt"
+    db.write_bytes(b"not a database, just notes\n" * 200)
+    with pytest.raises(OnwardError) as info:
+        open_log(f"sqlite:///{db}").close()
+    assert isinstance(info.value, BackendError)
+    assert str(db) in str(info.value)
+    assert db.read_bytes() == b"not a database, just notes\n" * 200
