@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 
@@ -103,6 +103,15 @@ class Codec:
 
     def _rebuild(self) -> None:
         self._decoders = {tag: msgspec.json.Decoder(cls) for tag, cls in self._types.items()}
+        # One pass for the common case: the envelope and an event of a known type together.
+        # Old tags (upcasters), unknown tags and bad records fall back to the two-pass path.
+        types = tuple(self._types.values())
+        if types:
+            union = types[0] if len(types) == 1 else Union[types]  # noqa: UP007
+            typed = msgspec.defstruct("_TypedEnvelope", [("meta", Meta), ("event", union)])
+            self._typed: msgspec.json.Decoder[Any] | None = msgspec.json.Decoder(typed)
+        else:
+            self._typed = None
 
     @property
     def tags(self) -> frozenset[str]:
@@ -191,6 +200,20 @@ class Codec:
         Raises:
             CorruptRecord: the record does not decode, or its fields do not fit its type.
         """
+        typed = self._typed
+        if typed is not None and topic in self._decoders:
+            try:
+                both = typed.decode(state)
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                pass  # the slow path below says what is wrong
+            else:
+                return Recorded(
+                    stream=stream,
+                    version=version,
+                    position=position,
+                    meta=both.meta,
+                    event=both.event,
+                )
         try:
             envelope = self._envelope.decode(state)
         except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 
+from events.exceptions import LogNotFound
 from events.log import EventLog, StoredRow
 
 __all__ = ["MemoryLog"]
@@ -20,10 +21,16 @@ class MemoryLog(EventLog):
     """An event log held in memory (``memory://``).
 
     Args:
+        create: must be True: a memory log never exists before it is opened.
         **options: passed to :class:`events.EventLog` (codec, redactor, clock, payload_limit).
+
+    Raises:
+        LogNotFound: ``create=False``.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, create: bool = True, **options: Any) -> None:
+        if not create:
+            raise LogNotFound("no log at memory:// (a memory log exists only in its process)")
         self._popo = POPOApplicationRecorder()
         super().__init__(self._popo, POPOAggregateRecorder(), url="memory://", **options)
 

@@ -18,7 +18,7 @@ from eventsourcing.postgres import (
 )
 from psycopg import sql
 
-from events.exceptions import BackendError, InvalidURL
+from events.exceptions import BackendError, InvalidURL, LogNotFound
 from events.log import EventLog, StoredRow
 
 __all__ = ["PostgresLog"]
@@ -30,14 +30,17 @@ class PostgresLog(EventLog):
     Args:
         url: the connection URL; ``schema`` (default ``public``) and ``table`` (the table
             prefix, default ``onward``) may be given as query parameters.
+        create: create the schema and tables when missing; with False, a database without
+            this log raises :class:`LogNotFound` and nothing is created.
         **options: passed to :class:`events.EventLog`.
 
     Raises:
         InvalidURL: the URL does not name a database.
+        LogNotFound: ``create=False`` and the log's table does not exist.
         BackendError: the server cannot be reached.
     """
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, *, create: bool = True, **options: Any) -> None:
         parts = urlsplit(url)
         params = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
         dbname = unquote(parts.path.lstrip("/"))
@@ -57,12 +60,22 @@ class PostgresLog(EventLog):
             "POSTGRES_SCHEMA": self.schema,
             "POSTGRES_CONNECT_TIMEOUT": params.get("connect_timeout", "10"),
             "ORIGINATOR_ID_TYPE": "text",
+            "CREATE_TABLE": "true" if create else "false",
         }
         try:
             factory = PostgresFactory.construct(env)
             factory.env.name = prefix
             datastore = factory.datastore
-            if self.schema != "public":
+            if not create:
+                with datastore.transaction(commit=False) as c:
+                    c.execute(
+                        "SELECT to_regclass(%s) AS found", (f"{self.schema}.{prefix}_events",)
+                    )
+                    row = c.fetchone()
+                if row is None or row["found"] is None:
+                    datastore.close()
+                    raise LogNotFound(f"no log at {_safe(url)} (no table {prefix}_events)")
+            elif self.schema != "public":
                 with datastore.transaction(commit=True) as c:
                     c.execute(
                         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
@@ -73,6 +86,8 @@ class PostgresLog(EventLog):
             checkpoints = factory.aggregate_recorder("checkpoints")
             assert isinstance(recorder, PostgresApplicationRecorder)
             assert isinstance(checkpoints, PostgresAggregateRecorder)
+        except LogNotFound:
+            raise
         except Exception as exc:
             raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {exc}") from exc
         self._datastore = datastore

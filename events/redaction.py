@@ -177,14 +177,17 @@ def _hint() -> str:
 
     pivot(
         ":=",
-        names("[\"']"),  # first: every name in a JSON document is followed by '":'
-        names(""),
-        names(r"\\[\"']"),  # JSON: \" ; text encoded twice: \"  \'
-        names(r"\\\\\\\""),  # JSON of text encoded twice: \\\"
-        names(r"\\\\'"),  # JSON of text encoded twice: \\'
-        r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",
-        r"(?<=\\[tnrf][:=])",
-        r"(?<=\\u[0-9a-fA-F]{4}[:=])",
+        # After a quote: '"password":' in JSON (first, as every name in a JSON document is
+        # followed by '":'), 'password\":' in JSON or in text encoded twice, and the JSON of
+        # the latter, 'password\\\":'.
+        r"(?<=[\"'][:=])(?:"
+        + names("[\"']")
+        + r"|(?<=\\[\"'][:=])(?:"
+        + "|".join((names(r"\\[\"']"), names(r"\\\\\\\""), names(r"\\\\'")))
+        + "))",
+        # After a letter: 'password=', or an escaped white space: 'password\t='.
+        r"(?<=[A-Za-z0-9][:=])(?:" + names("") + r"|(?<=\\[tnrf][:=])|(?<=\\u[0-9a-fA-F]{4}[:=]))",
+        r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",  # after white space, or not ASCII
     )
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
     pivot(

@@ -190,6 +190,13 @@ def _check_exists(path: str) -> None:
     if not os.path.isfile(path):
         raise LogNotFound(f"no log at {path} (no such file)")
     try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        raise LogNotFound(f"no log at {path} ({exc.strerror})") from exc
+    if header != b"SQLite format 3\x00":
+        raise LogNotFound(f"no log at {path} (not an SQLite database)")
+    try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
             found = conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' AND name='stored_events'"

@@ -8,7 +8,10 @@ Replay from the start, live folding and checkpoint + tail all run the same ``app
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -23,6 +26,7 @@ logger = logging.getLogger("onward.projections")
 
 
 class _Saved(msgspec.Struct, array_like=True):
+    time: float
     tasks: list[TaskView]
     sessions: list[SessionView]
 
@@ -42,7 +46,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 1
+    SCHEMA = 4
     NAME = "core"
 
     def __init__(self) -> None:
@@ -71,7 +75,9 @@ class Projections:
 
     def encode(self) -> bytes:
         """The projections' state, for a checkpoint."""
-        return _ENCODER.encode(_Saved(tasks=self.tasks.dump(), sessions=self.sessions.dump()))
+        return _ENCODER.encode(
+            _Saved(time=self.time, tasks=self.tasks.dump(), sessions=self.sessions.dump())
+        )
 
     @classmethod
     def decode(cls, data: bytes, position: int) -> Projections:
@@ -81,7 +87,24 @@ class Projections:
         projections.tasks.load(saved.tasks)
         projections.sessions.load(saved.sessions)
         projections.position = position
+        projections.time = saved.time
         return projections
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cycle collector while folding or loading.
+
+    Folding allocates many long-lived objects and no cycles: the collector would only rescan
+    them again and again.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class CatchUp:
@@ -125,16 +148,22 @@ class CatchUp:
                 )
             elif saved is not None:
                 try:
-                    self.projections = Projections.decode(saved.data, saved.position)
+                    with _no_cycle_collection():
+                        self.projections = Projections.decode(saved.data, saved.position)
                     self.loaded_checkpoint = saved.position
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     logger.warning("checkpoint at %d does not decode; replaying", saved.position)
                     self.projections = Projections()
-        self.catch_up()
+        # No checkpoint while opening: opening stays quick and light; the next catch-up saves.
+        self.catch_up(save=False)
         return self.projections
 
-    def catch_up(self) -> int:
+    def catch_up(self, *, save: bool = True) -> int:
         """Fold every event appended since the last call.
+
+        Args:
+            save: save a checkpoint when ``checkpoint_every`` events have been folded since
+                the last one.
 
         Returns:
             How many events were folded.
@@ -142,13 +171,15 @@ class CatchUp:
         projections = self.projections
         apply = projections.apply
         count = 0
-        for recorded in self.log.read(after=projections.position, upto=self.upto, page_size=2000):
-            apply(recorded)
-            count += 1
-        if count and self.upto is None and self.checkpoint_every:
-            self._since_checkpoint += count
-            if self._since_checkpoint >= self.checkpoint_every:
-                self.checkpoint()
+        with _no_cycle_collection():
+            for recorded in self.log.read(
+                after=projections.position, upto=self.upto, page_size=2000
+            ):
+                apply(recorded)
+                count += 1
+        self._since_checkpoint += count
+        if save and self.upto is None and 0 < self.checkpoint_every <= self._since_checkpoint:
+            self.checkpoint()
         return count
 
     def checkpoint(self) -> None:

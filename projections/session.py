@@ -33,6 +33,7 @@ class SessionView(msgspec.Struct, kw_only=True):
         pid: the process that last opened it.
         version: its stream's version.
         ended_reason: why it last ended.
+        unknown_events: events of types this onward does not know.
     """
 
     name: str
@@ -44,6 +45,7 @@ class SessionView(msgspec.Struct, kw_only=True):
     pid: int = 0
     version: int = 0
     ended_reason: str = ""
+    unknown_events: int = 0
 
 
 class SessionProjection:
@@ -58,15 +60,24 @@ class SessionProjection:
         """Fold one event of a session stream.
 
         Raises:
-            IllegalTransition: the event is not allowed in the session's current state.
+            IllegalTransition: the event is not allowed in the session's current state (unless
+                the session holds events of a newer onward, after which its state may be stale).
         """
         event = r.event
-        if isinstance(event, UnknownEvent):
-            return
         name = r.stream[len(SESSION_PREFIX) :]
+        view = self.sessions.get(name)
+        if isinstance(event, UnknownEvent):
+            if view is None:
+                view = SessionView(
+                    name=name, state="unknown", started_at=r.meta.time, updated_at=r.meta.time
+                )
+                self.sessions[name] = view
+            view.unknown_events += 1
+            view.version = r.version
+            view.updated_at = r.meta.time
+            return
         tag = event.__struct_config__.tag
         assert isinstance(tag, str)
-        view = self.sessions.get(name)
         if view is None:
             state = SESSION.evolve(SESSION.initial, tag, stream=r.stream, version=r.version)
             assert isinstance(event, SessionStarted)
@@ -80,7 +91,10 @@ class SessionProjection:
                 version=r.version,
             )
             return
-        view.state = SESSION.evolve(view.state, tag, stream=r.stream, version=r.version)
+        after = SESSION.table.get((view.state, tag))
+        if after is None and not view.unknown_events:
+            SESSION.evolve(view.state, tag, stream=r.stream, version=r.version)  # raises
+        view.state = after or view.state
         view.updated_at = r.meta.time
         view.version = r.version
         if tag == "SessionResumed":

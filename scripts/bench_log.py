@@ -14,12 +14,11 @@ directory, after a short untimed warm-up on the same file):
   built with 100-event appends at ``synchronous=NORMAL``; the median of three reads.
 * ``verify_eps``: ``log.verify()`` over that log (checksums and hash chains); median of three.
 * ``eventsourcing_save_eps``: eventsourcing's own ``Application`` on SQLite (default settings),
-  one new event per ``save()``.
+  one new event per ``save()`` on a few hundred aggregates created (and saved) beforehand.
 
 Contenders measured side by side run in turns on fresh files (raw, onward, then onward, raw,
 ...; eventsourcing joins the single FULL appends), so that drift in the disk's speed falls on
-all of them. Ratios and targets are computed from the figures; quote
-ratios, not times.
+all of them. Ratios and targets are computed from the figures; quote ratios, not times.
 
 Run it from the repository root::
 
@@ -44,6 +43,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
 ROOT = Path(__file__).resolve().parent.parent
 
 STREAMS = 300
@@ -66,7 +68,7 @@ FULL_EVENTS = 200_000
 QUICK_EVENTS = 100_000
 READ_REPEATS = 3  # reads and verifies of the same log; the median counts
 
-#: (key, what it needs, rule for the human table, test)
+#: (key, the rule as printed, its test on the result)
 TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
     (
         "append_1_full",
@@ -249,26 +251,24 @@ def raw_inserts(path: Path, synchronous: str, commits: int, per_commit: int, blo
 # -- eventsourcing ---------------------------------------------------------------------------
 
 
+class EsTask(Aggregate):
+    """eventsourcing's counterpart of a task: an aggregate that records completed steps."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    @event("StepCompleted")
+    def complete_step(self, index: int, name: str, result: dict[str, int], duration: float) -> None:
+        self.steps += 1
+
+
 def eventsourcing_saves(path: Path, saves: int) -> float:
     """Seconds for ``saves`` calls of ``Application.save()``, one new event each."""
-    from eventsourcing.application import Application
-    from eventsourcing.domain import Aggregate, event
-
-    class Task(Aggregate):
-        def __init__(self) -> None:
-            self.steps = 0
-
-        @event("StepCompleted")
-        def complete_step(
-            self, index: int, name: str, result: dict[str, int], duration: float
-        ) -> None:
-            self.steps += 1
-
     app: Application = Application(
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     )
     try:
-        tasks = [Task() for _ in range(STREAMS)]
+        tasks = [EsTask() for _ in range(STREAMS)]
         for task in tasks:  # creation events, and the warm-up
             app.save(task)
         result = {"status": 200, "bytes": 1234}
@@ -361,6 +361,8 @@ def filesystem_of(directory: Path) -> str:
 
 
 def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, Any]:
+    """Every figure, its ratios and targets, and the conditions they were measured under."""
+    load_before = os.getloadavg()[0]
     files = Files(directory)
     size = record_size(files.new("probe"))
     blob = (b'{"meta":{},"event":{"type":"StepCompleted","result":{}}}' + b"x" * size)[:size]
@@ -442,6 +444,9 @@ def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, An
             "python": platform.python_version(),
             "filesystem": filesystem_of(directory),
             "cpus": os.cpu_count(),
+            # Other work on the machine skews every figure: compare with the CPU count.
+            "load_1min_before": round(load_before, 2),
+            "load_1min_after": round(os.getloadavg()[0], 2),
         }
     )
     return result
@@ -478,7 +483,8 @@ def table(result: dict[str, Any]) -> str:
         f"{result['record_bytes']}-byte records, {counts['streams']} streams; "
         f"{counts['single_full_commits']:,} + {counts['batch_full_commits']:,}x100 FULL, "
         f"{counts['single_normal_commits']:,} NORMAL commits, "
-        f"{counts['read_events']:,} events read, {counts['eventsourcing_saves']:,} es saves"
+        f"{counts['read_events']:,} events read, {counts['eventsourcing_saves']:,} es saves; "
+        f"load {result['load_1min_before']} before, {result['load_1min_after']} after"
     )
     return "\n".join(lines)
 

@@ -86,6 +86,8 @@ PASSPHRASE = _fake(24)
 HEADER_API_KEY = _fake(40, string.hexdigits.lower())
 WEBHOOK_SECRET = "whsec_" + _fake(32)
 DJANGO_SECRET_KEY = _fake(50, _ALNUM + "!@#%^&*(-_=+)")
+NESTED_PASSWORD = _fake(15)
+
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
         "Traceback (most recent call last):\n"
@@ -276,6 +278,11 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f"django.core.exceptions.ImproperlyConfigured: SECRET_KEY = '{DJANGO_SECRET_KEY}' is too"
         " short",
         [DJANGO_SECRET_KEY],
+    ),
+    (
+        "celery.exceptions.Retry: task agents.sync failed; payload was "
+        f'"{{\\"username\\": \\"svc-sync\\", \\"password\\": \\"{NESTED_PASSWORD}\\"}}"',
+        [NESTED_PASSWORD],
     ),
 ]
 

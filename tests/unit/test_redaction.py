@@ -1,0 +1,329 @@
+"""Secret redaction: every secret of the corpus goes, ordinary text stays, JSON stays valid."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import events.redaction
+from events.exceptions import UsageError
+from events.redaction import DEFAULT_PATTERNS, Redactor, SecretPattern
+from tests.secrets_corpus import NOT_SECRETS, SECRETS_CORPUS
+
+REDACTOR = Redactor()
+MARKER = re.compile(r"\[REDACTED:[a-z0-9-]+\]")
+
+
+def redact_message(message: str, redactor: Redactor = REDACTOR) -> str:
+    """The message as an event holding it is stored: encoded, redacted, decoded."""
+    stored = redactor.redact_json(msgspec.json.encode({"message": message}))
+    decoded = msgspec.json.decode(stored)
+    assert isinstance(decoded, dict)
+    assert list(decoded) == ["message"]
+    assert isinstance(decoded["message"], str)
+    return decoded["message"]
+
+
+def corpus_id(case: tuple[str, list[str]]) -> str:
+    return case[0].split(":")[0][:40]
+
+
+# The public surface.
+
+
+def test_public_names() -> None:
+    assert events.redaction.__all__ == sorted(events.redaction.__all__)
+    assert set(events.redaction.__all__) == {"DEFAULT_PATTERNS", "Redactor", "SecretPattern"}
+    for name in events.redaction.__all__:
+        assert getattr(events.redaction, name) is not None
+    assert Redactor.__doc__
+    assert SecretPattern.__doc__
+    for method in (Redactor.redact, Redactor.redact_json, Redactor.with_patterns):
+        assert method.__doc__
+        assert "Returns:" in method.__doc__
+
+
+def test_default_patterns_are_named_uniquely_and_compile() -> None:
+    names = [p.name for p in DEFAULT_PATTERNS]
+    assert len(names) == len(set(names))
+    for pattern in DEFAULT_PATTERNS:
+        assert re.fullmatch(r"[a-z0-9-]+", pattern.name)
+        re.compile(pattern.regex)
+    assert Redactor().patterns == DEFAULT_PATTERNS
+
+
+def test_secret_pattern_is_frozen() -> None:
+    pattern = SecretPattern("x", "x")
+    with pytest.raises(AttributeError):
+        pattern.name = "y"  # type: ignore[misc]
+    assert pattern.group == 0
+
+
+# The corpus: every secret goes, in text and in JSON.
+
+
+@pytest.mark.parametrize(("message", "secrets"), SECRETS_CORPUS, ids=corpus_id)
+def test_corpus_secrets_are_redacted(message: str, secrets: list[str]) -> None:
+    redacted = REDACTOR.redact(message)
+    assert redacted != message
+    assert MARKER.search(redacted)
+    for secret in secrets:
+        assert secret in message  # the corpus is consistent
+        assert secret not in redacted
+
+
+@pytest.mark.parametrize(("message", "secrets"), SECRETS_CORPUS, ids=corpus_id)
+def test_corpus_secrets_are_redacted_in_json(message: str, secrets: list[str]) -> None:
+    encoded = msgspec.json.encode({"message": message})
+    stored = REDACTOR.redact_json(encoded)
+    for secret in secrets:
+        assert secret.encode() not in stored
+        assert msgspec.json.encode(secret)[1:-1] not in stored  # nor its escaped form
+    assert redact_message(message) == REDACTOR.redact(message)
+
+
+@pytest.mark.parametrize(("message", "secrets"), SECRETS_CORPUS, ids=corpus_id)
+def test_corpus_redaction_is_idempotent(message: str, secrets: list[str]) -> None:
+    once = REDACTOR.redact(message)
+    assert REDACTOR.redact(once) == once
+    stored = REDACTOR.redact_json(msgspec.json.encode({"message": message}))
+    assert REDACTOR.redact_json(stored) == stored
+
+
+@pytest.mark.parametrize("line", NOT_SECRETS)
+def test_ordinary_lines_are_untouched(line: str) -> None:
+    assert REDACTOR.redact(line) == line
+    encoded = msgspec.json.encode({"message": line})
+    assert REDACTOR.redact_json(encoded) == encoded
+
+
+# What exactly is kept and what goes.
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password=hunter2", "password=[REDACTED:secret-value]"),
+        ("PASSWORD: hunter2, retries: 3", "PASSWORD: [REDACTED:secret-value], retries: 3"),
+        ("DB_PASSWORD='two words'", "DB_PASSWORD='[REDACTED:secret-value]'"),
+        ('{"api_key": "abc123"}', '{"api_key": "[REDACTED:secret-value]"}'),
+        ("x-api-key: abc123", "x-api-key: [REDACTED:secret-value]"),
+        ("client_secret => abc123", "client_secret => [REDACTED:secret-value]"),
+        ("?access_token=abc123&page=2", "?access_token=[REDACTED:secret-value]&page=2"),
+        ("Authorization: Bearer abc.def-123", "Authorization: Bearer [REDACTED:bearer-token]"),
+        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic [REDACTED:basic-auth]"),
+        ("Authorization: opaque-123", "Authorization: [REDACTED:secret-value]"),
+        (
+            "postgres://app:s3cr3t@db:5432/x and https://alice@example.com",
+            "postgres://app:[REDACTED:url-password]@db:5432/x and https://alice@example.com",
+        ),
+        ("redis://:pw@cache:6379", "redis://:[REDACTED:url-password]@cache:6379"),
+        ("amqp://u:p@ss@mq/vhost", "amqp://u:[REDACTED:url-password]@mq/vhost"),
+        (
+            "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\nnext line",
+            "[REDACTED:private-key]\nnext line",
+        ),
+        ("truncated: -----BEGIN PRIVATE KEY-----\nMIIEvg", "truncated: [REDACTED:private-key]"),
+        (
+            '{\\"user\\": \\"bob\\", \\"password\\": \\"pw\\"}',
+            '{\\"user\\": \\"bob\\", \\"password\\": \\"[REDACTED:secret-value]\\"}',
+        ),
+        ("password: None", "password: None"),
+        ("password reset succeeded", "password reset succeeded"),
+    ],
+)
+def test_redacts_only_the_secret(text: str, expected: str) -> None:
+    assert REDACTOR.redact(text) == expected
+
+
+def test_pem_key_with_escaped_newlines_is_redacted_whole_and_json_stays_valid() -> None:
+    body = "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPB\naGVsbG8="
+    key = f"-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\n"
+    encoded = msgspec.json.encode({"error": f'bad key "{key}" in config', "attempt": 2})
+    assert b"\\n" in encoded  # the newlines are JSON escapes in the stored bytes
+    stored = REDACTOR.redact_json(encoded)
+    assert msgspec.json.decode(stored) == {
+        "error": 'bad key "[REDACTED:private-key]\n" in config',
+        "attempt": 2,
+    }
+    assert b"MIIE" not in stored
+    assert b"END RSA" not in stored
+
+
+def test_json_members_named_like_secrets_are_redacted_whole() -> None:
+    data = msgspec.json.encode(
+        {
+            "password": "hunter2",
+            "settings": {"Client-Secret": "Bearer abc", "api_key": "", "auth": "true"},
+            "token": 42,
+            "tokens": "not a secret",
+            "note": "no secret here",
+        }
+    )
+    assert msgspec.json.decode(REDACTOR.redact_json(data)) == {
+        "password": "[REDACTED:secret-value]",
+        "settings": {"Client-Secret": "[REDACTED:secret-value]", "api_key": "", "auth": "true"},
+        "token": 42,
+        "tokens": "not a secret",
+        "note": "no secret here",
+    }
+
+
+def test_redact_json_keeps_the_bytes_around_a_secret() -> None:
+    data = b'{"a": 1.50, "b":"caf\\u00e9", "m": "token=abc123 ok"}'
+    assert REDACTOR.redact_json(data) == (
+        b'{"a": 1.50, "b":"caf\\u00e9", "m": "token=[REDACTED:secret-value] ok"}'
+    )
+
+
+def test_redact_json_returns_the_same_bytes_without_secret() -> None:
+    data = msgspec.json.encode({"type": "StepCompleted", "index": 3, "result": "200 OK"})
+    assert REDACTOR.redact_json(data) is data
+
+
+def test_redact_json_refuses_a_broken_string_it_must_rewrite() -> None:
+    with pytest.raises(UsageError, match="byte 1"):
+        REDACTOR.redact_json(b'["token=abc \\q"]')
+
+
+# Patterns of one's own.
+
+
+def test_user_pattern_as_a_string() -> None:
+    redactor = Redactor(extra=[r"ACME-[0-9]{8}"])
+    message = "ticket ACME-12345678 failed; password=pw1"
+    assert redactor.redact(message) == (
+        "ticket [REDACTED:custom] failed; password=[REDACTED:secret-value]"
+    )
+    assert redact_message(message, redactor) == redactor.redact(message)
+    assert REDACTOR.redact("ticket ACME-12345678") == "ticket ACME-12345678"
+
+
+def test_user_pattern_with_a_group() -> None:
+    pattern = SecretPattern("employee-pin", r"\bpin (?P<pin>\d{4,6})\b", group="pin")
+    redactor = REDACTOR.with_patterns(pattern)
+    assert redactor.patterns == (*DEFAULT_PATTERNS, pattern)
+    assert REDACTOR.patterns == DEFAULT_PATTERNS  # unchanged
+    assert redactor.redact("wrong pin 4711 for badge 99") == (
+        "wrong pin [REDACTED:employee-pin] for badge 99"
+    )
+    assert redact_message('said "pin 123456"', redactor) == 'said "pin [REDACTED:employee-pin]"'
+
+
+def test_only_the_chosen_patterns_apply() -> None:
+    github = next(p for p in DEFAULT_PATTERNS if p.name == "github-token")
+    redactor = Redactor([github], extra=[r"(?i)internal-[a-z]+"])
+    token = "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8"
+    message = f"password=pw {token} INTERNAL-alpha"
+    assert redactor.redact(message) == ("password=pw [REDACTED:github-token] [REDACTED:custom]")
+    assert redact_message(message, redactor) == redactor.redact(message)
+    nothing = Redactor(())
+    assert nothing.redact(message) == message
+    assert nothing.redact_json(b'{"password": "pw"}') == b'{"password": "pw"}'
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        SecretPattern("broken", "(unclosed"),
+        SecretPattern("nogroup", "a(b)", group=2),
+        SecretPattern("noname", "a(b)", group="value"),
+    ],
+)
+def test_bad_patterns_are_refused(pattern: SecretPattern) -> None:
+    with pytest.raises(UsageError, match=pattern.name):
+        Redactor(extra=[pattern])
+
+
+# Properties.
+
+FRAGMENTS = [
+    *("password", "Password", "passwd", "pwd", "passphrase", "secret", "token", "auth"),
+    *("Authorization", "api_key", "API-KEY", "private_key", "access_token", "db_"),
+    *("=", ":", "=>", ": ", " = ", " ", "  ", "\t", "\n", "\r\n", "\u2028", "\x1c", "\xa0"),
+    *('"', "'", "\\", "\\n", '\\"', "\\'", ",", ";", "&", ")", "]", "[REDACTED:jwt]", "[REDACTED:"),
+    *("Bearer ", "bearer\t", "Basic ", "://", "postgres://u:", "@", "@host", "/", "true", "None"),
+    *("-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "PRIVATE KEY"),
+    *("eyJ", "eyJhbGciOiJIUzI1NiJ9.", "sk-", "sk-ant-", "ghp_", "github_pat_", "glpat-"),
+    *("xoxb-", "sk_live_", "rk_test_", "AKIA", "AIza", "hf_", "aws_secret_access_key="),
+    *("abcdefghij", "ABCDEFGHIJ0123456789", "Zx9_-", "a1B2c3D4e5f6G7h8i9J0", "é", "日本"),
+    # Whole tokens, to be glued to one another.
+    *("AKIA0123456789ABCDEF", "ghp_" + "a1B2c3D4e5" * 4, "sk-abc123def456ghi789jkl0"),
+]
+SECRETISH = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=14).map(
+    "".join
+)
+TEXTS = st.one_of(st.text(), SECRETISH)
+
+
+@given(TEXTS)
+def test_redact_json_always_gives_valid_json_agreeing_with_redact(text: str) -> None:
+    stored = REDACTOR.redact_json(msgspec.json.encode(text))
+    decoded = msgspec.json.decode(stored)
+    assert isinstance(decoded, str)
+    assert decoded == REDACTOR.redact(text)
+
+
+@given(TEXTS)
+def test_redaction_is_idempotent(text: str) -> None:
+    once = REDACTOR.redact(text)
+    assert REDACTOR.redact(once) == once
+    stored = REDACTOR.redact_json(msgspec.json.encode({"message": text}))
+    assert REDACTOR.redact_json(stored) == stored
+
+
+NAMES = st.one_of(
+    st.sampled_from(["password", "api_key", "Auth", "note", "message", "tokens", "x-api-key"]),
+    st.text(max_size=8),
+)
+LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), TEXTS
+)
+DOCUMENTS = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(NAMES, inner, max_size=4)),
+    max_leaves=12,
+)
+SECRET_NAME = re.compile(
+    r"(?i)[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization"
+    r"|(?:api|private|secret|access)[_-]?key)"
+)
+NOT_SECRET_VALUES = {"", "true", "false", "null", "none"}
+
+
+def check_redacted(original: Any, stored: Any, name: str | None = None) -> None:
+    """``stored`` has the shape of ``original``, with each string redacted."""
+    if isinstance(original, dict):
+        assert isinstance(stored, dict)
+        assert list(stored) == list(original)  # no name here holds a secret
+        for (key, value), stored_value in zip(original.items(), stored.values(), strict=True):
+            check_redacted(value, stored_value, key)
+    elif isinstance(original, list):
+        assert isinstance(stored, list)
+        assert len(stored) == len(original)
+        for value, stored_value in zip(original, stored, strict=True):
+            check_redacted(value, stored_value)
+    elif isinstance(original, str):
+        assert isinstance(stored, str)
+        named = (
+            name is not None
+            and SECRET_NAME.fullmatch(name)
+            and original.lower() not in NOT_SECRET_VALUES
+            and not original.startswith("[REDACTED:")
+        )
+        assert stored == ("[REDACTED:secret-value]" if named else REDACTOR.redact(original))
+    else:
+        assert stored == original
+
+
+@settings(max_examples=200)
+@given(DOCUMENTS)
+def test_redact_json_keeps_the_structure(document: Any) -> None:
+    stored = REDACTOR.redact_json(msgspec.json.encode(document))
+    check_redacted(document, msgspec.json.decode(stored))
+    assert REDACTOR.redact_json(stored) == stored
