@@ -38,7 +38,7 @@ class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
-class Meta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Meta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """The envelope that every stored event carries.
 
     Attributes:
@@ -65,7 +65,7 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     actor: str = ""
 
 
-class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+class Recorded(msgspec.Struct, frozen=True):
     """An event as read back from the log.
 
     Attributes:

@@ -118,6 +118,11 @@ class Codec:
         """The tags this codec decodes to a known type."""
         return frozenset(self._types)
 
+    @property
+    def types(self) -> dict[str, type[Event]]:
+        """The known event types by tag (a copy)."""
+        return dict(self._types)
+
     def register(self, cls: type[Event]) -> None:
         """Teach the codec one more event type (a type defined after the codec was built)."""
         tag = cls.__struct_config__.tag
@@ -192,6 +197,24 @@ class Codec:
             )
         return None
 
+    def decode_page(self, rows: list[tuple[int, str, int, str, bytes]]) -> list[Recorded]:
+        """Decode stored rows ``(position, stream, version, topic, state)`` in one go.
+
+        Raises:
+            CorruptRecord: a record does not decode.
+        """
+        typed = self._typed
+        if typed is not None:
+            decode = typed.decode
+            try:
+                return [
+                    Recorded(s, v, p, (both := decode(st)).meta, both.event)
+                    for p, s, v, _t, st in rows
+                ]
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                pass  # an old, unknown or damaged record in this page: one at a time
+        return [self.decode(s, v, p, t, st) for p, s, v, t, st in rows]
+
     def decode(
         self, stream: str, version: int, position: int, topic: str, state: bytes
     ) -> Recorded:
@@ -207,13 +230,7 @@ class Codec:
             except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
                 pass  # the slow path below says what is wrong
             else:
-                return Recorded(
-                    stream=stream,
-                    version=version,
-                    position=position,
-                    meta=both.meta,
-                    event=both.event,
-                )
+                return Recorded(stream, version, position, both.meta, both.event)
         try:
             envelope = self._envelope.decode(state)
         except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:

@@ -12,10 +12,13 @@ import contextlib
 import math
 import os
 import sqlite3
+import threading
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
     SQLiteDatastore,
@@ -25,7 +28,7 @@ from eventsourcing.sqlite import (
 from events.exceptions import BackendError, LogNotFound, UsageError
 from events.log import EventLog, StoredRow
 
-__all__ = ["SQLiteLog", "Synchronous"]
+__all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
 
 #: SQLite's ``PRAGMA synchronous`` levels onward accepts.
 Synchronous = Literal["full", "normal", "extra"]
@@ -45,6 +48,75 @@ class _TunedPool(SQLiteConnectionPool):
         raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         raw.execute(f"PRAGMA synchronous={self.synchronous}")
         return connection
+
+
+class SQLiteWriterRecorder(SQLiteApplicationRecorder):
+    """eventsourcing's SQLite application recorder, with one dedicated writer connection.
+
+    Appends are the hot path (one per durable step): this skips the pool's interlocking and
+    starts each transaction with ``BEGIN IMMEDIATE``, so a writer waits for another process's
+    lock with the busy timeout instead of failing on a lock upgrade. Reads use the pool.
+    """
+
+    def __init__(self, datastore: SQLiteDatastore, *, busy_timeout: float, synchronous: str):
+        super().__init__(datastore, "stored_events")
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
+        self._writer: sqlite3.Connection | None = None
+        self._writer_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        writer = self._writer
+        if writer is None:
+            writer = sqlite3.connect(
+                self.datastore.pool.db_name,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            writer.execute(f"PRAGMA busy_timeout={max(1, int(self._busy_timeout * 1000))}")
+            writer.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._writer = writer
+        return writer
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
+        """Insert records in one transaction; return their positions (rowids).
+
+        Raises:
+            IntegrityError: a record's stream and version are taken (a version clash).
+            OperationalError: the database failed.
+        """
+        with self._writer_lock:
+            writer = self._connect()
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                positions = []
+                for s in stored_events:
+                    cursor = writer.execute(
+                        self.insert_events_statement,
+                        (s.originator_id, s.originator_version, s.topic, s.state),
+                    )
+                    positions.append(int(cursor.lastrowid or 0))
+                writer.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                _rollback(writer)
+                raise IntegrityError(exc) from exc
+            except sqlite3.Error as exc:
+                _rollback(writer)
+                raise OperationalError(exc) from exc
+            return positions
+
+    def close(self) -> None:
+        """Close the writer connection."""
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        connection.execute("ROLLBACK")
 
 
 class SQLiteLog(EventLog):
@@ -120,11 +192,18 @@ class SQLiteLog(EventLog):
                     c.execute(statement)
         self._datastore = datastore
         try:
-            recorder = factory.application_recorder()
+            recorder = SQLiteWriterRecorder(
+                datastore,
+                busy_timeout=busy_timeout,
+                synchronous=_SYNCHRONOUS[synchronous],
+            )
+            if create:
+                recorder.create_table()
             checkpoints = factory.aggregate_recorder("checkpoints")
         except Exception as exc:
             datastore.close()
             raise BackendError(f"cannot open the SQLite log {self.path}: {exc}") from exc
+        self._writer = recorder
         super().__init__(recorder, checkpoints, url=f"sqlite:///{self.path}", **options)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -182,6 +261,7 @@ class SQLiteLog(EventLog):
             )
 
     def _close_backend(self) -> None:
+        self._writer.close()
         self._datastore.close()
 
 

@@ -16,8 +16,6 @@ import msgspec
 
 from events import (
     Recorded,
-    StepCompleted,
-    StepFailed,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -31,8 +29,16 @@ from events import (
 )
 from events.kinds import Priority
 from projections.lifecycle import TASK
+from projections.reading import FOLDED_STEP_OUTCOMES
 
-__all__ = ["TASK_PREFIX", "UNKNOWN_STATE", "TaskProjection", "TaskView", "task_stream"]
+__all__ = [
+    "STEP_OUTCOME_TYPES",
+    "TASK_PREFIX",
+    "UNKNOWN_STATE",
+    "TaskProjection",
+    "TaskView",
+    "task_stream",
+]
 
 #: Every task's stream is ``task-<id>``.
 TASK_PREFIX = "task-"
@@ -141,7 +147,7 @@ class TaskProjection:
         event = r.event
         view = self.tasks.get(task_id)
         kind = type(event)
-        if kind in _STEP_OUTCOME_TYPES and view is not None and view.state == "running":
+        if kind in STEP_OUTCOME_TYPES and view is not None and view.state == "running":
             # The hot path of replay: a step outcome changes no state, only the counters.
             view.version = r.version
             view.updated_at = r.meta.time
@@ -338,4 +344,5 @@ class TaskProjection:
 
 
 _STEP_OUTCOMES = frozenset({"StepCompleted", "StepFailed"})
-_STEP_OUTCOME_TYPES = frozenset({StepCompleted, StepFailed})
+#: The event types that record a step's outcome (the bulk of any log), as read or as folded.
+STEP_OUTCOME_TYPES = FOLDED_STEP_OUTCOMES
