@@ -14,7 +14,7 @@ knows (an event from a newer onward) decodes as :class:`~events.base.UnknownEven
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Union
 
 import msgspec
@@ -22,7 +22,16 @@ import msgspec
 from events.base import Event, Meta, Recorded, UnknownEvent
 from events.exceptions import CorruptRecord, UnencodableValue
 
-__all__ = ["Codec", "Upcaster", "all_event_types", "checksum_of", "prev_of", "record_checksum"]
+__all__ = [
+    "LAYOUT",
+    "Codec",
+    "RecordLayout",
+    "Upcaster",
+    "all_event_types",
+    "checksum_of",
+    "prev_of",
+    "record_checksum",
+]
 
 #: Turns the stored fields of an old tag into ``(new_tag, new_fields)``.
 Upcaster = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
@@ -35,6 +44,31 @@ _PLACEHOLDER = "0" * _CHECKSUM_LEN
 
 _PREV_PREFIX = b'","prev":"'
 _PREV_START = _BODY_START + len(_PREV_PREFIX)
+
+
+class RecordLayout(msgspec.Struct, frozen=True):
+    """Where a sealed record keeps its checksum and previous hash (fixed byte offsets).
+
+    Attributes:
+        checksum_prefix: the bytes every sealed record starts with.
+        checksum: the slice ``(start, end)`` of the checksum's 32 hex digits.
+        prev_prefix: the bytes before the previous hash, right after the checksum.
+        prev: the slice ``(start, end)`` of the previous hash, when it is there.
+    """
+
+    checksum_prefix: bytes
+    checksum: tuple[int, int]
+    prev_prefix: bytes
+    prev: tuple[int, int]
+
+
+#: The layout of every record this codec seals.
+LAYOUT = RecordLayout(
+    checksum_prefix=_CHECKSUM_PREFIX,
+    checksum=(len(_CHECKSUM_PREFIX), _BODY_START),
+    prev_prefix=_PREV_PREFIX,
+    prev=(_PREV_START, _PREV_START + _CHECKSUM_LEN),
+)
 
 
 def checksum_of(state: bytes) -> str:
@@ -196,6 +230,26 @@ class Codec:
                 f"checksum mismatch: stored {stored.decode('ascii', 'replace')}, computed {actual}"
             )
         return None
+
+    def decode_each(self, rows: list[tuple[int, str, int, str, bytes]]) -> Iterator[Recorded]:
+        """Decode stored rows ``(position, stream, version, topic, state)`` one at a time.
+
+        Raises:
+            CorruptRecord: a record does not decode.
+        """
+        typed = self._typed
+        if typed is None:
+            for p, s, v, t, st in rows:
+                yield self.decode(s, v, p, t, st)
+            return
+        decode = typed.decode
+        for p, s, v, t, st in rows:
+            try:
+                both = decode(st)
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                yield self.decode(s, v, p, t, st)  # old, unknown or damaged: says what
+            else:
+                yield Recorded(s, v, p, both.meta, both.event)
 
     def decode_page(self, rows: list[tuple[int, str, int, str, bytes]]) -> list[Recorded]:
         """Decode stored rows ``(position, stream, version, topic, state)`` in one go.

@@ -14,10 +14,11 @@ two records of different streams trading positions (each stream's own order is u
 from __future__ import annotations
 
 import enum
+import hashlib
 
 import msgspec
 
-from events.codec import Codec, checksum_of, prev_of
+from events.codec import LAYOUT, Codec, checksum_of, prev_of
 
 __all__ = ["Problem", "ProblemKind", "Verifier", "VerifyReport"]
 
@@ -85,11 +86,60 @@ class Verifier:
 
     def __init__(self, codec: Codec) -> None:
         self._check = codec.check
-        self._heads: dict[str, tuple[int, str | None]] = {}
+        # stream -> (version, checksum as stored bytes; None when that record was damaged)
+        self._heads: dict[str, tuple[int, bytes | None]] = {}
         self._problems: list[Problem] = []
         self._events = 0
         self._head = 0
         self._last_good = 0
+
+    def feed_page(self, rows: list[tuple[int, str, int, str, bytes]]) -> None:
+        """Check records in position order: the same as :meth:`feed` on each, faster.
+
+        The common case (an intact record that continues its stream's chain) is checked
+        inline; anything else goes through :meth:`feed`, which says what is wrong.
+        """
+        heads = self._heads
+        get = heads.get
+        blake2b = hashlib.blake2b
+        start, end = LAYOUT.checksum
+        prev_start, prev_end = LAYOUT.prev
+        prev_prefix, checksum_prefix = LAYOUT.prev_prefix, LAYOUT.checksum_prefix
+        no_head = (0, b"")
+        checked = 0
+        for row in rows:
+            position, stream, version, topic, state = row
+            try:
+                stored = state[start:end]
+                last_version, last_sum = get(stream, no_head)
+                intact = (
+                    version == last_version + 1
+                    and (
+                        state[prev_start:prev_end] == last_sum
+                        if state.startswith(prev_prefix, end)
+                        else not last_sum
+                    )
+                    and state.startswith(checksum_prefix)
+                    and blake2b(
+                        b"%s\x00%d\x00%s\x00%s"
+                        % (stream.encode(), version, topic.encode(), state[end:]),
+                        digest_size=16,
+                    )
+                    .hexdigest()
+                    .encode()
+                    == stored
+                )
+            except (TypeError, AttributeError):
+                intact = False
+            if not intact:
+                self._events += checked
+                checked = 0
+                self.feed(row)
+                continue
+            heads[stream] = (version, stored)
+            checked += 1
+            self._head = self._last_good = position
+        self._events += checked
 
     def feed(self, row: tuple[int, str, int, str, bytes]) -> None:
         """Check one record: ``(position, stream, version, topic, state)``."""
@@ -103,8 +153,8 @@ class Verifier:
             # Its stored version may be the damaged part: assume it is the next one.
             self._heads[stream] = ((previous[0] if previous else 0) + 1, None)
             return
-        checksum = checksum_of(state)
-        last_version, last_sum = previous if previous is not None else (0, "")
+        checksum = checksum_of(state).encode()
+        last_version, last_sum = previous if previous is not None else (0, b"")
         if version <= last_version:
             self._add(
                 ProblemKind.ORDER,
@@ -123,7 +173,7 @@ class Verifier:
                 position,
                 f"versions {last_version + 1}..{version - 1} are missing",
             )
-        elif last_sum is not None and prev_of(state) != last_sum:
+        elif last_sum is not None and prev_of(state).encode() != last_sum:
             self._add(
                 ProblemKind.CHAIN,
                 stream,

@@ -453,9 +453,11 @@ class EventLog(ABC):
         Raises:
             CorruptRecord: a record does not decode.
         """
-        decode = self.codec.decode
-        for p, s, v, t, st in self._rows(after, upto, page_size):
-            yield decode(s, v, p, t, st)
+        # One record at a time: the objects of the last event are freed and reused at once,
+        # which is faster than keeping a whole decoded page alive.
+        decode_each = self.codec.decode_each
+        for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
+            yield from decode_each(rows)
 
     def read_pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -536,8 +538,8 @@ class EventLog(ABC):
             the damage is confined to the tail of the log (a torn write) or lies in the middle.
         """
         verifier = Verifier(self.codec)
-        for row in self._rows(0, None, 5000):
-            verifier.feed(row)
+        for rows in self.read_rows(page_size=5000):
+            verifier.feed_page(rows)
         return verifier.finish()
 
     # -- checkpoints -----------------------------------------------------------------------
