@@ -111,14 +111,18 @@ class TaskRun:
         self.version = history[-1].version if history else 0
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
+        # Failed tries per step index (a fix or a retry followed the non-final ones).
+        self.failures: dict[int, int] = {}
         for r in history:
             event = r.event
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
             elif isinstance(event, StepFailed):
-                self.outcomes[event.index] = Replayed(
-                    event.name, False, None, event.error_type, event.message
-                )
+                self.failures[event.index] = self.failures.get(event.index, 0) + 1
+                if event.final:
+                    self.outcomes[event.index] = Replayed(
+                        event.name, False, None, event.error_type, event.message
+                    )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
         self.index = 0

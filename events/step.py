@@ -40,6 +40,8 @@ class StepCompleted(Event, frozen=True, kw_only=True):
         name: the step's name.
         result: what the step returned, as plain JSON values.
         duration: how long the successful try took, in seconds.
+        attempt: which try succeeded, from 1.
+        dependency: the dependency the step's circuit breaker guards ("" when none).
     """
 
     family: ClassVar[str] = "step"
@@ -48,6 +50,8 @@ class StepCompleted(Event, frozen=True, kw_only=True):
     name: str
     result: Any = None
     duration: float = 0.0
+    attempt: int = 1
+    dependency: str = ""
 
 
 class StepFailed(Event, frozen=True, kw_only=True):
@@ -61,6 +65,9 @@ class StepFailed(Event, frozen=True, kw_only=True):
         message: the exception's message (secrets redacted).
         signature: the error signature ("" when not computed).
         transient: whether the error was judged to pass on its own (worth a retry).
+        final: True when this is the step's outcome; False when a fix or a retry follows,
+            so a re-run of the task runs the step again.
+        dependency: the dependency the step's circuit breaker guards ("" when none).
     """
 
     family: ClassVar[str] = "step"
@@ -72,3 +79,5 @@ class StepFailed(Event, frozen=True, kw_only=True):
     message: str = ""
     signature: str = ""
     transient: bool = False
+    final: bool = True
+    dependency: str = ""

@@ -142,7 +142,13 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         StepStarted, index=_indexes, name=_names, attempt=_attempts, idempotency_key=_texts
     ),
     StepCompleted: st.builds(
-        StepCompleted, index=_indexes, name=_names, result=json_values(), duration=_durations
+        StepCompleted,
+        index=_indexes,
+        name=_names,
+        result=json_values(),
+        duration=_durations,
+        attempt=_attempts,
+        dependency=_names,
     ),
     StepFailed: st.builds(
         StepFailed,
@@ -153,6 +159,8 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         message=_texts,
         signature=_signatures,
         transient=st.booleans(),
+        final=st.booleans(),
+        dependency=_names,
     ),
 }
 
