@@ -74,13 +74,14 @@ class Projections:
         for r in records:
             stream = r.stream
             if stream.startswith(TASK_PREFIX):
-                if type(r.event) in STEP_OUTCOME_TYPES:
+                event = r.event
+                if type(event) in STEP_OUTCOME_TYPES:
                     # Inlined hot path of TaskProjection.apply (most events are step outcomes).
                     view = views.get(stream[skip:])
                     if view is not None and view.state == "running":
                         view.version = r.version
                         view.updated_at = r.meta.time
-                        view.steps += 1
+                        view.steps += getattr(event, "final", True)
                         continue
                 tasks(r)
             elif stream.startswith(SESSION_PREFIX):

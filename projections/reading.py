@@ -18,17 +18,23 @@ __all__ = ["FOLDED_STEP_OUTCOMES", "FoldReader"]
 
 
 class _StepOutcome(msgspec.Struct, frozen=True, tag_field="type"):
-    """A step outcome as a fold reads it: its index, not its result."""
+    """A step outcome as a fold reads it: which step and try, not its result."""
 
     index: int = 0
+    attempt: int = 1
+    dependency: str = ""
 
 
 class _Completed(_StepOutcome, frozen=True, tag="StepCompleted"):
-    """A ``StepCompleted`` read for a fold."""
+    """A ``StepCompleted`` read for a fold (no result)."""
 
 
 class _Failed(_StepOutcome, frozen=True, tag="StepFailed"):
-    """A ``StepFailed`` read for a fold."""
+    """A ``StepFailed`` read for a fold (no message)."""
+
+    error_type: str = ""
+    signature: str = ""
+    final: bool = True
 
 
 #: The types a fold may see for step outcomes: the lean ones of :class:`FoldReader`, or the

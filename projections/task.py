@@ -77,7 +77,8 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False):
         lease_until: when that worker's lease runs out.
         progress: its last progress checkpoint, in [0, 1].
         note: the note of that checkpoint.
-        steps: how many step outcomes it has recorded.
+        steps: how many step outcomes it has recorded (failed tries that a fix or a retry
+            followed are not outcomes).
         waiting_reason: why it waits (while waiting).
         waiting_until: when its wait ends (None: not on a timer).
         waiting_on: the tasks it waits for.
@@ -151,7 +152,7 @@ class TaskProjection:
             # The hot path of replay: a step outcome changes no state, only the counters.
             view.version = r.version
             view.updated_at = r.meta.time
-            view.steps += 1
+            view.steps += getattr(event, "final", True)
             return
         if isinstance(event, UnknownEvent):
             if view is None:  # its submission is of a newer kind: keep a placeholder
@@ -214,7 +215,7 @@ class TaskProjection:
         view.version = r.version
         view.updated_at = r.meta.time
         if tag in _STEP_OUTCOMES:
-            view.steps += 1
+            view.steps += getattr(event, "final", True)
         elif isinstance(event, TaskClaimed):
             view.attempt += 1
             view.worker = event.worker
