@@ -71,7 +71,15 @@ from events.kinds import (
     Priority,
     Strategy,
 )
-from events.log import Append, AppendResult, Checkpoint, Clock, Context, EventLog
+from events.log import (
+    Append,
+    AppendResult,
+    Checkpoint,
+    Clock,
+    Context,
+    EventLog,
+    new_event_id,
+)
 from events.redaction import Redactor, SecretPattern
 from events.retry import (
     RetryScheduled,
@@ -177,5 +185,6 @@ __all__ = [
     "VersionConflict",
     "WorkaroundApplied",
     "all_event_types",
+    "new_event_id",
     "open_log",
 ]

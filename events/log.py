@@ -42,7 +42,16 @@ from events.exceptions import (
 from events.integrity import Verifier, VerifyReport
 from events.redaction import Redactor
 
-__all__ = ["Append", "AppendResult", "Checkpoint", "Clock", "Context", "EventLog", "StoredRow"]
+__all__ = [
+    "Append",
+    "AppendResult",
+    "Checkpoint",
+    "Clock",
+    "Context",
+    "EventLog",
+    "StoredRow",
+    "new_event_id",
+]
 
 logger = logging.getLogger("onward.events")
 
@@ -84,6 +93,8 @@ class Append(msgspec.Struct, frozen=True, kw_only=True):
         event_ids: ids for the events (32 hex digits each); pass the same ids again to make a
             retry after an ambiguous commit a no-op. Fresh ids by default.
         context: the envelope fields shared by these events.
+        causes: a causation id per event, overriding ``context.causation_id`` (so that a
+            decision can point at the error it answers, appended in the same batch).
     """
 
     stream: str
@@ -91,6 +102,7 @@ class Append(msgspec.Struct, frozen=True, kw_only=True):
     expected_version: int | None
     event_ids: Sequence[str] | None = None
     context: Context = Context()
+    causes: Sequence[str] | None = None
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -305,6 +317,10 @@ class EventLog(ABC):
                     f"stream {a.stream!r}: event_ids make a retry a no-op only at an expected "
                     "version; pass expected_version too"
                 )
+            if a.causes is not None and len(a.causes) != len(a.events):
+                raise UsageError(
+                    f"stream {a.stream!r}: {len(a.causes)} causes for {len(a.events)} events"
+                )
             if a.event_ids is not None and len(a.event_ids) != len(a.events):
                 raise UsageError(
                     f"stream {a.stream!r}: {len(a.event_ids)} event ids for {len(a.events)} events"
@@ -335,7 +351,7 @@ class EventLog(ABC):
                     event_id=event_id,
                     time=now,
                     session=ctx.session,
-                    causation_id=ctx.causation_id,
+                    causation_id=ctx.causation_id if a.causes is None else a.causes[i],
                     correlation_id=ctx.correlation_id,
                     actor=ctx.actor,
                 )

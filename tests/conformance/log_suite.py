@@ -159,6 +159,26 @@ class EventLogSuite(ABC):
         assert log.head() == head
         assert len(log.read_stream("task-1")) == 2
 
+    def test_each_event_may_name_its_own_cause(self, log: EventLog) -> None:
+        first = log.append("task-1", [submitted()], expected_version=0)
+        log.commit(
+            [
+                Append(
+                    stream="task-1",
+                    events=[progressed(0.1), progressed(0.2)],
+                    expected_version=1,
+                    context=Context(causation_id="shared"),
+                    causes=[first.event_ids[0], "other"],
+                )
+            ]
+        )
+        causes = [r.meta.causation_id for r in log.read_stream("task-1")]
+        assert causes == ["", first.event_ids[0], "other"]
+        with pytest.raises(UsageError):
+            log.commit(
+                [Append(stream="task-1", events=[submitted()], expected_version=3, causes=[])]
+            )
+
     def test_same_version_with_other_ids_conflicts(self, log: EventLog) -> None:
         log.append("task-1", [submitted()], expected_version=0, event_ids=["a" * 32])
         with pytest.raises(VersionConflict):
