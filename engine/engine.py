@@ -29,12 +29,16 @@ from engine.errors import (
     TaskFailedError,
     TaskNotFound,
 )
+from engine.fixes import FixRegistry
+from engine.healing import BreakerPolicy, Healer
 from engine.machines import transition
 from engine.registry import Registry, StepDef, TaskDef, parse_priority
-from engine.run import CURRENT_RUN, LeaseLost, TaskRun, derived_id, error_message
+from engine.retry import RetryBudget, RetryPolicies
+from engine.run import CURRENT_RUN, LeaseLost, Suspended, TaskRun, derived_id, error_message
 from events import (
     Context,
     EventLog,
+    FixLearned,
     Priority,
     SessionResumed,
     SessionStarted,
@@ -56,7 +60,10 @@ from events import (
 )
 from projections import CatchUp, Projections, TaskView, session_stream, task_stream
 
-__all__ = ["Engine", "RunSummary"]
+__all__ = ["LEARNING_STREAM", "Engine", "RunSummary"]
+
+#: The stream of what people taught the engine (learned fixes); it spans sessions.
+LEARNING_STREAM = "learning"
 
 logger = logging.getLogger("onward.engine")
 
@@ -91,10 +98,6 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     steps_run: int = 0
     steps_replayed: int = 0
     elapsed: float = 0.0
-
-
-class _Suspend(BaseException):
-    """Unwinds a task that now waits durably (for subtasks); not an error."""
 
 
 def _process_start(pid: int) -> str:
@@ -153,6 +156,13 @@ class Engine:
         sleep: how to wait for a timer (tests pass one that advances their fake clock).
         lease: seconds a worker's claim on a task lasts without news from it.
         checkpoint_every: save a projection checkpoint after this many events.
+        healing: fix, retry and guard failing steps (see :mod:`engine.healing`); False makes
+            every step failure final at once.
+        fixes: the fix registry (the built-in fixes by default).
+        retries: the retry policies per error type or signature.
+        retry_budget: the retries a session may schedule per window.
+        breakers: when circuit breakers open, and for how long.
+        seed: the seed of the retry jitter (recorded delays are never recomputed).
     """
 
     def __init__(
@@ -164,6 +174,12 @@ class Engine:
         sleep: Callable[[float], None] = time.sleep,
         lease: float = 300.0,
         checkpoint_every: int = 50_000,
+        healing: bool = True,
+        fixes: FixRegistry | None = None,
+        retries: RetryPolicies | None = None,
+        retry_budget: RetryBudget | None = None,
+        breakers: BreakerPolicy | None = None,
+        seed: int | None = None,
     ) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
@@ -180,6 +196,17 @@ class Engine:
         self._lock = threading.RLock()
         self._closed = False
         self._context = Context(session=session, actor=self.worker)
+        self.healer: Healer | None = None
+        if healing:
+            self.healer = Healer(
+                fixes=fixes,
+                retries=retries,
+                budget=retry_budget,
+                breakers=breakers,
+                seed=seed,
+                projections=self._current_projections,
+                clock=self.clock,
+            )
         self._host.open()
         self._open_session()
 
@@ -193,6 +220,12 @@ class Engine:
         sleep: Callable[[float], None] = time.sleep,
         lease: float = 300.0,
         checkpoint_every: int = 50_000,
+        healing: bool = True,
+        fixes: FixRegistry | None = None,
+        retries: RetryPolicies | None = None,
+        retry_budget: RetryBudget | None = None,
+        breakers: BreakerPolicy | None = None,
+        seed: int | None = None,
         **log_options: Any,
     ) -> Engine:
         """Open (or create) a log and start or resume a session on it.
@@ -204,6 +237,12 @@ class Engine:
             sleep: how to wait for a timer.
             lease: seconds a claim on a task lasts without news from its worker.
             checkpoint_every: save a projection checkpoint after this many events.
+            healing: fix, retry and guard failing steps (False: failures are final at once).
+            fixes: the fix registry (the built-in fixes by default).
+            retries: the retry policies per error type or signature.
+            retry_budget: the retries a session may schedule per window.
+            breakers: when circuit breakers open, and for how long.
+            seed: the seed of the retry jitter.
             **log_options: passed to :func:`events.open_log`.
 
         Raises:
@@ -221,6 +260,12 @@ class Engine:
                 sleep=sleep,
                 lease=lease,
                 checkpoint_every=checkpoint_every,
+                healing=healing,
+                fixes=fixes,
+                retries=retries,
+                retry_budget=retry_budget,
+                breakers=breakers,
+                seed=seed,
             )
         except BaseException:
             log.close()
@@ -266,6 +311,12 @@ class Engine:
     def _session_tasks(self) -> Iterable[TaskView]:
         return (t for t in self._host.projections.tasks.tasks.values() if t.session == self.session)
 
+    def _current_projections(self, fresh: bool) -> Projections:
+        if fresh:
+            with self._lock:
+                self._host.catch_up()
+        return self._host.projections
+
     @property
     def projections(self) -> Projections:
         """The read models as of the last catch-up (call :meth:`refresh` to catch up)."""
@@ -301,7 +352,14 @@ class Engine:
 
         return register
 
-    def step(self, *, name: str | None = None, at_most_once: bool = False) -> Callable[[F], F]:
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        at_most_once: bool = False,
+        breaker: str = "",
+        hints: dict[str, Any] | None = None,
+    ) -> Callable[[F], F]:
         """Register a function as a durable step: ``@engine.step()``.
 
         Called inside a task, its outcome is recorded once; a re-run of the task returns the
@@ -312,10 +370,14 @@ class Engine:
             at_most_once: record the step's start first, and make recovery raise
                 :class:`~engine.errors.StepInterrupted` instead of running it again if it was in
                 flight when its worker died.
+            breaker: the dependency it calls (``"search-api"``): a circuit breaker per
+                dependency stops calling it while it keeps failing.
+            hints: what fixes may use: which parameter is a batch size, a fallback location,
+                declared defaults and alternatives (see :mod:`engine.remedies`).
         """
 
         def register(f: F) -> F:
-            definition = self.registry.add_step(f, name, at_most_once)
+            definition = self.registry.add_step(f, name, at_most_once, breaker=breaker, hints=hints)
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
@@ -495,7 +557,31 @@ class Engine:
         if all(v.terminal for v in views):
             return [self.result(t) for t in ids]
         run.record([TaskWaiting(reason="subtasks", on=ids)])
-        raise _Suspend()
+        raise Suspended()
+
+    def learn(self, signature: str, fix: str, note: str = "") -> None:
+        """Record that a fix worked for an error: from now on that error gets that fix first.
+
+        Args:
+            signature: the error's signature id (``onward errors`` lists them).
+            fix: the fix's name (``onward fixes`` lists the registered ones).
+            note: why, for the audit.
+
+        Raises:
+            UsageError: an unknown fix, or a signature that is not a signature id.
+        """
+        self._check_open()
+        if not signature.startswith("v") or "-" not in signature:
+            raise UsageError(f"{signature!r} is not an error signature id (like v1-0123abcd...)")
+        if self.healer is not None:
+            self.healer.fixes.get(fix)
+        self.log.append(
+            LEARNING_STREAM,
+            [FixLearned(fix=fix, signature=signature, source="manual", note=note)],
+            expected_version=None,
+            context=self._context,
+        )
+        self.refresh()
 
     def idempotency_key(self) -> str:
         """The idempotency key of the step being executed: ``<task id>:<step index>``.
@@ -727,7 +813,16 @@ class Engine:
             causation_id=claim_id,
             correlation_id=history[0].meta.correlation_id or task_id,
         )
-        run = TaskRun(self.log, task_id, stream, history, context, self.clock)
+        run = TaskRun(
+            self.log,
+            task_id,
+            stream,
+            history,
+            context,
+            self.clock,
+            healer=self.healer,
+            sleep=self._sleep,
+        )
         try:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError as exc:
@@ -739,7 +834,7 @@ class Engine:
                 result = definition.fn(*submitted.args, **submitted.kwargs)
             finally:
                 CURRENT_RUN.reset(token)
-        except _Suspend:
+        except Suspended:
             return "waiting", run
         except LeaseLost as lost:
             logger.info("%s", lost)

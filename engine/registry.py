@@ -66,12 +66,17 @@ class StepDef(msgspec.Struct, frozen=True):
         fn: the function.
         at_most_once: recovery raises instead of running it again when it was in flight.
         returns: its annotated return type: recorded results are converted back to it.
+        breaker: the dependency whose circuit breaker guards it ("" for none).
+        hints: what it declares for fixes (which parameter is a batch size, a fallback
+            location, declared defaults...; see :mod:`engine.remedies`).
     """
 
     name: str
     fn: Callable[..., Any]
     at_most_once: bool
     returns: Any
+    breaker: str = ""
+    hints: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Registry:
@@ -92,13 +97,23 @@ class Registry:
         self.tasks[definition.name] = definition
         return definition
 
-    def add_step(self, fn: Callable[..., Any], name: str | None, at_most_once: bool) -> StepDef:
+    def add_step(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        at_most_once: bool,
+        *,
+        breaker: str = "",
+        hints: dict[str, Any] | None = None,
+    ) -> StepDef:
         """Register ``fn`` as a step."""
         definition = StepDef(
             name=name or default_name(fn),
             fn=fn,
             at_most_once=at_most_once,
             returns=_return_type(fn),
+            breaker=breaker,
+            hints=dict(hints or {}),
         )
         self.steps[definition.name] = definition
         return definition

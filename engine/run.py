@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 import msgspec
 
 from engine.errors import StepInterrupted, StepMismatch
+from engine.fixes import StepCall
+from engine.healing import Batch, Healer, Outcome, bind_call, call_with
 from engine.registry import StepDef
 from events import (
+    Append,
     Context,
     Event,
     EventLog,
+    FixAttempted,
+    FixFailed,
+    FixSucceeded,
     Recorded,
+    RetryScheduled,
     StepCompleted,
     StepFailed,
     StepStarted,
@@ -30,10 +38,22 @@ from events import (
     VersionConflict,
 )
 
-__all__ = ["CURRENT_RUN", "LeaseLost", "Replayed", "StepFailedError", "TaskRun", "derived_id"]
+__all__ = [
+    "CURRENT_RUN",
+    "LeaseLost",
+    "Replayed",
+    "StepFailedError",
+    "Suspended",
+    "TaskRun",
+    "derived_id",
+]
 
 #: The task run of the current thread or coroutine (None outside a task).
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
+
+
+class Suspended(BaseException):
+    """Unwinds a task that now waits durably (for subtasks, a retry, a breaker); not an error."""
 
 
 class LeaseLost(BaseException):
@@ -102,8 +122,13 @@ class TaskRun:
         history: list[Recorded],
         context: Context,
         clock: Any,
+        *,
+        healer: Healer | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.log = log
+        self.healer = healer
+        self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
         self.context = context
@@ -113,6 +138,11 @@ class TaskRun:
         self.started: dict[int, str] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
         self.failures: dict[int, int] = {}
+        # Per step index: the fixes already tried, the fix whose outcome is still to be
+        # recorded (fix, signature), and the delay before its last retry.
+        self.fixes_tried: dict[int, set[str]] = {}
+        self.fix_in_flight: dict[int, tuple[str, str]] = {}
+        self.last_delay: dict[int, float] = {}
         for r in history:
             event = r.event
             if isinstance(event, StepCompleted):
@@ -125,6 +155,13 @@ class TaskRun:
                     )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
+            elif isinstance(event, FixAttempted) and event.step_index is not None:
+                self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
+                self.fix_in_flight[event.step_index] = (event.fix, event.signature)
+            elif isinstance(event, FixSucceeded | FixFailed) and event.step_index is not None:
+                self.fix_in_flight.pop(event.step_index, None)
+            elif isinstance(event, RetryScheduled):
+                self.last_delay[event.step_index] = event.delay
         self.index = 0
         self.children = 0
         self.current_step: int | None = None
@@ -144,13 +181,41 @@ class TaskRun:
                 self.stream, events, expected_version=self.version, context=self.context
             )
         except VersionConflict:
-            for r in self.log.read_stream(self.stream, after=self.version):
-                if isinstance(r.event, TaskCancelled):
-                    raise LeaseLost(self.task_id, "cancelled while running") from None
-                if isinstance(r.event, TaskLeaseExpired):
-                    raise LeaseLost(self.task_id, "its lease expired and was taken") from None
+            self._explain_conflict()
             raise
         self.version += len(events)
+
+    def commit(self, batch: Batch) -> None:
+        """Append a batch atomically: its events to the task's stream, and its other appends
+        (breaker transitions). If another worker moved a breaker meanwhile, the batch is
+        appended without that transition.
+
+        Raises:
+            LeaseLost: another process cancelled the task or took its lease meanwhile.
+        """
+        own = Append(
+            stream=self.stream,
+            events=batch.events,
+            expected_version=self.version,
+            event_ids=batch.ids,
+            context=self.context,
+            causes=batch.causes,
+        )
+        try:
+            self.log.commit([own, *batch.also])
+        except VersionConflict as clash:
+            if clash.stream == self.stream or not batch.also:
+                self._explain_conflict()
+                raise
+            self.log.commit([own])
+        self.version += len(batch.events)
+
+    def _explain_conflict(self) -> None:
+        for r in self.log.read_stream(self.stream, after=self.version):
+            if isinstance(r.event, TaskCancelled):
+                raise LeaseLost(self.task_id, "cancelled while running") from None
+            if isinstance(r.event, TaskLeaseExpired):
+                raise LeaseLost(self.task_id, "its lease expired and was taken") from None
 
     # -- the step protocol -----------------------------------------------------------------
 
@@ -227,18 +292,65 @@ class TaskRun:
         raise StepFailedError(recorded.error_type, recorded.message)
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call a step durably (the synchronous path)."""
+        """Call a step durably (the synchronous path).
+
+        Without a healer a failure is the step's outcome. With one, a failure may be fixed (the
+        step runs again at once with remedied arguments), retried (the task waits durably and
+        the step runs again when the task re-runs) or given up.
+
+        Raises:
+            Suspended: the task now waits (a retry's due time, an open breaker).
+        """
         index, recorded = self.begin_step(step)
         if recorded is not None:
             return self.replay(step, recorded)
-        self.current_step = index
-        started = self.clock()
-        try:
-            result = step.fn(*args, **kwargs)
-        except Exception as exc:
+        healer = self.healer
+        attempt = self.failures.get(index, 0) + 1
+        remedied: StepCall | None = None
+        outcome: Outcome | None = None
+        if index in self.fix_in_flight:  # a fix that waited before this run: settle it now
+            fix, signature = self.fix_in_flight[index]
+            outcome = Outcome(action="wait", fix=fix, signature=signature, index=index)
+        while True:
+            if healer is not None and step.breaker and healer.before_call(self, step, index):
+                raise Suspended()
+            self.current_step = index
+            started = self.clock()
+            try:
+                result = step.fn(*args, **kwargs) if remedied is None else call_with(step, remedied)
+            except Exception as exc:
+                self.current_step = None
+                if healer is None:
+                    self.fail_step(step, index, exc)
+                    raise
+                call = remedied or bind_call(step, args, kwargs, attempt)
+                fix = outcome.fix if outcome is not None else ""
+                outcome = healer.on_failure(self, step, index, attempt, call, exc, fix)
+                attempt += 1
+                if outcome.action == "fix":
+                    assert outcome.call is not None
+                    remedied = outcome.call
+                    wait = outcome.until - self.clock()
+                    if wait > 0 and self.sleep is not None:
+                        self.sleep(wait)
+                    continue
+                if outcome.action == "wait":
+                    raise Suspended() from None
+                raise
             self.current_step = None
-            self.fail_step(step, index, exc)
-            raise
-        self.current_step = None
-        self.end_step(step, index, result, self.clock() - started)
-        return result
+            completed = StepCompleted(
+                index=index,
+                name=step.name,
+                result=result,
+                duration=self.clock() - started,
+                attempt=attempt,
+                dependency=step.breaker,
+            )
+            if healer is None:
+                self.record([completed])
+            else:
+                batch = Batch(self.context.causation_id)
+                completed_id = batch.add(completed)
+                healer.on_success(self, step, batch, completed_id, outcome)
+                self.commit(batch)
+            return result

@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 
 from events import Checkpoint, EventLog, Recorded
+from projections.breakers import BreakerProjection, BreakerView
+from projections.errors import ErrorProjection, ErrorsState
 from projections.reading import FoldReader
 from projections.session import SESSION_PREFIX, SessionProjection, SessionView
 from projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
@@ -30,6 +32,8 @@ class _Saved(msgspec.Struct, array_like=True):
     time: float
     tasks: list[TaskView]
     sessions: list[SessionView]
+    errors: ErrorsState
+    breakers: list[BreakerView]
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -42,17 +46,21 @@ class Projections:
     Attributes:
         tasks: task states and the queue.
         sessions: session states.
+        errors: the error-learning DB: signatures, fixes and retries with their success rates.
+        breakers: the circuit breakers per dependency.
         position: the last position folded.
         time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 4
+    SCHEMA = 5
     NAME = "core"
 
     def __init__(self) -> None:
         self.tasks = TaskProjection()
         self.sessions = SessionProjection()
+        self.errors = ErrorProjection()
+        self.breakers = BreakerProjection()
         self.position = 0
         self.time = 0.0
 
@@ -63,29 +71,42 @@ class Projections:
             self.tasks.apply(r)
         elif stream.startswith(SESSION_PREFIX):
             self.sessions.apply(r)
+        self.errors.apply(r)
+        self.breakers.apply(r)
         self.position = r.position
         self.time = r.meta.time
 
     def apply_page(self, records: list[Recorded]) -> None:
         """Fold a page of events (in position order): the same as :meth:`apply` on each."""
         tasks, sessions = self.tasks.apply, self.sessions.apply
+        errors, breakers = self.errors.apply, self.breakers.apply
+        awaits = self.errors.awaits
         views = self.tasks.tasks
         skip = len(TASK_PREFIX)
         for r in records:
             stream = r.stream
+            event = r.event
+            if type(event) in STEP_OUTCOME_TYPES:
+                # The hot path (most events are step outcomes): the task's counters, then only
+                # the folds that this outcome concerns.
+                view = views.get(stream[skip:])
+                if view is not None and view.state == "running":
+                    view.version = r.version
+                    view.updated_at = r.meta.time
+                    view.steps += getattr(event, "final", True)
+                else:
+                    tasks(r)
+                if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
+                    breakers(r)
+                if awaits(stream):
+                    errors(r)
+                continue
             if stream.startswith(TASK_PREFIX):
-                event = r.event
-                if type(event) in STEP_OUTCOME_TYPES:
-                    # Inlined hot path of TaskProjection.apply (most events are step outcomes).
-                    view = views.get(stream[skip:])
-                    if view is not None and view.state == "running":
-                        view.version = r.version
-                        view.updated_at = r.meta.time
-                        view.steps += getattr(event, "final", True)
-                        continue
                 tasks(r)
             elif stream.startswith(SESSION_PREFIX):
                 sessions(r)
+            errors(r)
+            breakers(r)
         if records:
             last = records[-1]
             self.position = last.position
@@ -97,12 +118,20 @@ class Projections:
             "position": self.position,
             "tasks": self.tasks.snapshot(),
             "sessions": self.sessions.snapshot(),
+            "errors": self.errors.snapshot(),
+            "breakers": self.breakers.snapshot(),
         }
 
     def encode(self) -> bytes:
         """The projections' state, for a checkpoint."""
         return _ENCODER.encode(
-            _Saved(time=self.time, tasks=self.tasks.dump(), sessions=self.sessions.dump())
+            _Saved(
+                time=self.time,
+                tasks=self.tasks.dump(),
+                sessions=self.sessions.dump(),
+                errors=self.errors.dump(),
+                breakers=self.breakers.dump(),
+            )
         )
 
     @classmethod
@@ -112,6 +141,8 @@ class Projections:
         projections = cls()
         projections.tasks.load(saved.tasks)
         projections.sessions.load(saved.sessions)
+        projections.errors.load(saved.errors)
+        projections.breakers.load(saved.breakers)
         projections.position = position
         projections.time = saved.time
         return projections

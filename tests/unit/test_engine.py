@@ -262,8 +262,20 @@ def test_failed_step_is_recorded_and_the_task_fails(db: str, clock: FakeClock) -
         view = engine.task_view(task_id)
         assert view.state == "failed"
         assert view.error.startswith("ValueError")
-        types = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
-        assert types[-2:] == ["StepFailed", "TaskFailed"]
+        history = engine.log.read_stream(f"task-{task_id}")
+        types = [type(r.event).__name__ for r in history]
+        assert types[-5:] == [
+            "StepFailed",
+            "ErrorObserved",
+            "ErrorClassified",
+            "DecisionMade",
+            "TaskFailed",
+        ]
+        failed, observed, _, decision, _ = history[-5:]
+        assert getattr(failed.event, "final", None) is True
+        assert getattr(decision.event, "kind", None) == "give_up"
+        assert decision.meta.causation_id == observed.meta.event_id
+        assert observed.meta.causation_id == failed.meta.event_id
 
 
 def test_a_task_that_catches_a_step_error_goes_on(db: str, clock: FakeClock) -> None:

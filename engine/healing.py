@@ -1,0 +1,579 @@
+"""Self-healing: what the engine decides when a step raises, and when a breaker is open.
+
+For each failure of a step the :class:`Healer` fingerprints the error, then decides, in order:
+
+1. **fix** — the first candidate of the fix registry for this error (fixes learned for its
+   signature first, then matching ones by success rate; fixes already tried on this step are
+   skipped); the step runs again at once with the remedied arguments;
+2. **retry** — when the retry policy for the error allows another attempt (adaptive limit,
+   retry budget), the task waits durably until the recorded due time, then runs the step again;
+3. **give up** — the failure is the step's outcome and the exception reaches the task.
+
+Each choice is a :class:`events.DecisionMade` with its inputs (signature, attempts, policy,
+success rates) and the alternatives, caused by the :class:`events.ErrorObserved` it answers;
+the consequences (``FixAttempted``, ``RetryScheduled`` + ``TaskWaiting``, breaker transitions)
+are appended in the same atomic commit.
+
+Circuit breakers guard the steps declared with ``@engine.step(breaker="name")``: closed, open
+after ``failures`` consecutive failures or a failure rate, half-open after the cool-down, where
+one trial call decides whether to close or open again. While a breaker is open a step is not
+called: its task waits durably for the half-open moment instead of burning retries.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, default_registry
+from engine.retry import RetryBudget, RetryDecision, RetryPolicies, decide_retry
+from engine.signature import ErrorSignature, fingerprint
+from events import (
+    Append,
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+    DecisionMade,
+    ErrorClassified,
+    ErrorKind,
+    ErrorObserved,
+    Event,
+    FixAttempted,
+    FixFailed,
+    FixSucceeded,
+    RetryScheduled,
+    StepFailed,
+    TaskWaiting,
+    new_event_id,
+)
+from projections import Projections
+from projections.breakers import breaker_stream
+
+if TYPE_CHECKING:
+    from engine.registry import StepDef
+    from engine.run import TaskRun
+
+__all__ = [
+    "Batch",
+    "BreakerPolicy",
+    "Healer",
+    "Outcome",
+    "bind_call",
+    "call_with",
+]
+
+
+class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When a circuit breaker opens and how long it stays open.
+
+    Attributes:
+        failures: consecutive failures that open it.
+        failure_rate: or a failure rate over the last ``window`` calls (with at least
+            ``min_calls`` of them) that opens it.
+        window: the calls the failure rate is measured over.
+        min_calls: the calls needed before the rate counts.
+        cooldown: seconds it stays open before a trial call is let through (half-open).
+    """
+
+    failures: int = 5
+    failure_rate: float = 0.5
+    window: int = 20
+    min_calls: int = 10
+    cooldown: float = 60.0
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What the healer decided about one failure.
+
+    Attributes:
+        action: "fix" (run again now with ``call``), "wait" (the task waits until ``until``:
+            a retry, a fix that waits, an open breaker) or "fail" (the failure is final).
+        call: the remedied call, for "fix".
+        fix: the fix applied, for "fix".
+        until: when the task may run again, for "wait" (or the step, after a fix's delay).
+        signature: the error's signature.
+        index: the step's index.
+    """
+
+    action: str
+    call: StepCall | None = None
+    fix: str = ""
+    until: float = 0.0
+    signature: str = ""
+    index: int = 0
+
+
+def _mro(exc: BaseException) -> list[str]:
+    """The names of an exception's base classes, nearest first (qualified outside builtins)."""
+    return [
+        c.__name__ if c.__module__ == "builtins" else f"{c.__module__}.{c.__qualname__}"
+        for c in type(exc).__mro__[1:]
+        if c is not object
+    ]
+
+
+class Healer:
+    """Decides fixes, retries and breaker transitions, and records them as events.
+
+    Args:
+        fixes: the fix registry (the built-in fixes by default).
+        retries: the retry policies.
+        budget: the session's retry budget.
+        breakers: the breaker policy.
+        seed: the seed of the jitter's random source (recorded delays are never recomputed).
+        projections: returns the engine's projections (caught up with the log first when
+            called with True).
+        clock: the engine's clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        fixes: FixRegistry | None = None,
+        retries: RetryPolicies | None = None,
+        budget: RetryBudget | None = None,
+        breakers: BreakerPolicy | None = None,
+        seed: int | None = None,
+        projections: Callable[[bool], Projections],
+        clock: Callable[[], float],
+    ) -> None:
+        self.fixes = fixes if fixes is not None else default_registry()
+        self.retries = retries or RetryPolicies()
+        self.budget = budget or RetryBudget()
+        self.breakers = breakers or BreakerPolicy()
+        self.rng = random.Random(seed)
+        self._projections = projections
+        self.clock = clock
+
+    # -- breakers before a call ------------------------------------------------------------
+
+    def before_call(self, run: TaskRun, step: StepDef, index: int) -> float | None:
+        """Check the step's breaker: None to call it, or the time to wait until.
+
+        An open breaker whose cool-down has passed turns half-open here, and this call is its
+        trial.
+        """
+        dependency = step.breaker
+        if not dependency:
+            return None
+        view = self._projections(False).breakers.get(dependency)
+        if view.state in ("closed", "half_open"):
+            return None
+        now = self.clock()
+        if now < view.cooldown_until:
+            decision = DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="wait",
+                inputs={
+                    "dependency": dependency,
+                    "state": view.state,
+                    "cooldown_until": view.cooldown_until,
+                    "step": step.name,
+                    "step_index": index,
+                },
+                alternatives=["call anyway"],
+            )
+            batch = Batch(run.context.causation_id)
+            decision_id = batch.add(decision)
+            batch.add(
+                TaskWaiting(reason=f"breaker {dependency} open", until=view.cooldown_until),
+                decision_id,
+            )
+            run.commit(batch)
+            return view.cooldown_until
+        decision = DecisionMade(
+            kind="breaker",
+            subject=run.task_id,
+            choice="half-open",
+            inputs={"dependency": dependency, "cooldown_until": view.cooldown_until},
+            alternatives=["stay open"],
+        )
+        batch = Batch(run.context.causation_id)
+        decision_id = batch.add(decision)
+        batch.also.append(
+            Append(
+                stream=breaker_stream(dependency),
+                events=[BreakerHalfOpened(dependency=dependency, trial_calls=1)],
+                expected_version=view.version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )
+        run.commit(batch)
+        self._projections(True)  # fold the transition: this call is the trial
+        return None
+
+    # -- after a success -------------------------------------------------------------------
+
+    def on_success(
+        self, run: TaskRun, step: StepDef, batch: Batch, completed_id: str, outcome: Outcome | None
+    ) -> None:
+        """Add to a step's success what it settles: the fix that worked, a closed breaker."""
+        if outcome is not None and outcome.fix:
+            batch.add(
+                FixSucceeded(
+                    fix=outcome.fix, signature=outcome.signature, step_index=outcome.index
+                ),
+                completed_id,
+            )
+        dependency = step.breaker
+        if not dependency:
+            return
+        view = self._projections(False).breakers.get(dependency)
+        if view.state != "half_open":
+            return
+        decision_id = batch.add(
+            DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="close",
+                inputs={"dependency": dependency, "trial": "succeeded"},
+                alternatives=["stay half-open"],
+            ),
+            completed_id,
+        )
+        batch.also.append(
+            Append(
+                stream=breaker_stream(dependency),
+                events=[BreakerClosed(dependency=dependency, successes=1)],
+                expected_version=view.version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )
+
+    # -- after a failure -------------------------------------------------------------------
+
+    def on_failure(
+        self,
+        run: TaskRun,
+        step: StepDef,
+        index: int,
+        attempt: int,
+        call: StepCall,
+        exc: Exception,
+        fix_in_flight: str,
+    ) -> Outcome:
+        """Decide what to do about a failed call, and record it (one atomic append)."""
+        projections = self._projections(True)
+        signature = fingerprint(exc)
+        sig = signature.id
+        errors = projections.errors
+        seen = errors.get(sig)
+        now = self.clock()
+        tried = run.fixes_tried.setdefault(index, set())
+        if fix_in_flight:
+            tried.add(fix_in_flight)
+
+        batch = Batch(run.context.causation_id)
+        add = batch.add
+        retry = self._retry(run, signature, exc, attempt, index, now, projections)
+        transient = retry.retry
+        remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections)
+        final = remedy is None and not retry.retry
+        failed_id = add(
+            StepFailed(
+                index=index,
+                name=step.name,
+                attempt=attempt,
+                error_type=signature.error_type,
+                message=_message(exc),
+                signature=sig,
+                transient=transient,
+                final=final,
+                dependency=step.breaker,
+            ),
+        )
+        observed_id = add(
+            ErrorObserved(
+                signature=sig,
+                error_type=signature.error_type,
+                message=signature.message,
+                frames=list(signature.frames),
+                step_index=index,
+                causes=list(signature.causes),
+            ),
+            failed_id,
+        )
+        if not seen.occurrences:
+            kind = ErrorKind.TRANSIENT if transient else ErrorKind.UNKNOWN
+            add(
+                ErrorClassified(
+                    signature=sig,
+                    kind=kind,
+                    reason="retryable under its policy" if transient else "first seen",
+                ),
+                observed_id,
+            )
+        if fix_in_flight:
+            add(
+                FixFailed(
+                    fix=fix_in_flight, signature=sig, step_index=index, message=_message(exc)
+                ),
+                failed_id,
+            )
+        stats = errors.fix_stats(sig)
+        inputs: dict[str, Any] = {
+            "signature": sig,
+            "error_type": signature.error_type,
+            "step": step.name,
+            "step_index": index,
+            "attempt": attempt,
+            "fixes_tried": sorted(tried),
+            "fix_success_rates": {name: round(s.rate, 3) for name, s in stats.items()},
+            "learned": list(errors.learned(sig)),
+            "retry": retry.inputs,
+            "retry_policy": retry.policy,
+            "occurrences": seen.occurrences,
+        }
+        self._breaker_failure(run, step, projections, batch, failed_id)
+        if remedy is not None and fix is not None:
+            decision_id = add(
+                DecisionMade(
+                    kind="fix",
+                    subject=run.task_id,
+                    choice=fix.name,
+                    inputs=inputs,
+                    alternatives=[c.name for c in candidates if c is not fix]
+                    + (["retry"] if retry.retry else [])
+                    + ["give up"],
+                ),
+                observed_id,
+            )
+            attempted_id = add(
+                FixAttempted(fix=fix.name, signature=sig, step_index=index, change=remedy.change),
+                decision_id,
+            )
+            tried.add(fix.name)
+            if remedy.delay > 0 and remedy.call == call:
+                # The same call after a wait (a lock, a dropped connection): wait durably, as
+                # for a retry; the step runs again when the task does, and settles the fix.
+                until = now + remedy.delay
+                add(
+                    TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until), attempted_id
+                )
+                run.commit(batch)
+                return Outcome(action="wait", fix=fix.name, until=until, signature=sig, index=index)
+            run.commit(batch)
+            return Outcome(
+                action="fix",
+                call=remedy.call,
+                fix=fix.name,
+                until=now + remedy.delay,
+                signature=sig,
+                index=index,
+            )
+        if retry.retry:
+            decision_id = add(
+                DecisionMade(
+                    kind="retry",
+                    subject=run.task_id,
+                    choice=f"retry in {retry.delay:.3f} s",
+                    inputs=inputs,
+                    alternatives=["give up"],
+                ),
+                observed_id,
+            )
+            add(
+                RetryScheduled(
+                    step_index=index,
+                    attempt=retry.attempt,
+                    delay=retry.delay,
+                    due=retry.due,
+                    policy=retry.policy,
+                    jitter=retry.jitter,
+                    error_type=signature.error_type,
+                    signature=sig,
+                ),
+                decision_id,
+            )
+            add(TaskWaiting(reason=f"retry of step {index}", until=retry.due), decision_id)
+            run.commit(batch)
+            run.last_delay[index] = retry.delay
+            return Outcome(action="wait", until=retry.due, signature=sig, index=index)
+        add(
+            DecisionMade(
+                kind="give_up",
+                subject=run.task_id,
+                choice="fail the step",
+                inputs={**inputs, "reason": retry.reason},
+                alternatives=[],
+            ),
+            observed_id,
+        )
+        run.commit(batch)
+        return Outcome(action="fail", signature=sig, index=index)
+
+    def _retry(
+        self,
+        run: TaskRun,
+        signature: ErrorSignature,
+        exc: Exception,
+        attempt: int,
+        index: int,
+        now: float,
+        projections: Projections,
+    ) -> RetryDecision:
+        seen = projections.errors.get(signature.id)
+        session = run.context.session
+        return decide_retry(
+            self.retries,
+            error_type=signature.error_type,
+            mro=_mro(exc),
+            signature=signature.id,
+            attempt=attempt,
+            now=now,
+            rng=self.rng,
+            previous_delay=run.last_delay.get(index),
+            retries=seen.retries,
+            successes=seen.retry_successes,
+            budget=self.budget,
+            recent=projections.errors.recent_retries(session, now - self.budget.window),
+        )
+
+    def _remedy(
+        self,
+        exc: Exception,
+        call: StepCall,
+        signature: str,
+        tried: set[str],
+        projections: Projections,
+    ) -> tuple[Remedy | None, Fix | None, list[Fix]]:
+        errors = projections.errors
+        stats = {
+            name: FixStats(attempts=r.attempts, successes=r.successes)
+            for name, r in errors.fix_stats(signature).items()
+        }
+        candidates = [
+            fix
+            for fix in self.fixes.candidates(
+                exc, call, signature=signature, stats=stats, learned=errors.learned(signature)
+            )
+            if fix.name not in tried
+        ]
+        for fix in candidates:
+            try:
+                remedy = fix.apply(exc, call)
+            except Exception:  # a fix that breaks is a fix that does not apply
+                continue
+            if remedy is not None:
+                return remedy, fix, candidates
+        return None, None, candidates
+
+    def _breaker_failure(
+        self,
+        run: TaskRun,
+        step: StepDef,
+        projections: Projections,
+        batch: Batch,
+        failed_id: str,
+    ) -> None:
+        dependency = step.breaker
+        if not dependency:
+            return
+        view = projections.breakers.get(dependency)
+        policy = self.breakers
+        consecutive = view.consecutive_failures + 1
+        recent = (*view.recent, False)[-policy.window :]
+        rate = recent.count(False) / len(recent)
+        trial_failed = view.state == "half_open"
+        opens = trial_failed or (
+            view.state == "closed"
+            and (
+                consecutive >= policy.failures
+                or (len(recent) >= policy.min_calls and rate >= policy.failure_rate)
+            )
+        )
+        if not opens:
+            return
+        until = self.clock() + policy.cooldown
+        decision_id = batch.add(
+            DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="open",
+                inputs={
+                    "dependency": dependency,
+                    "state": view.state,
+                    "consecutive_failures": consecutive,
+                    "failure_rate": round(rate, 3),
+                    "threshold_failures": policy.failures,
+                    "threshold_rate": policy.failure_rate,
+                    "cooldown": policy.cooldown,
+                },
+                alternatives=["stay closed"],
+            ),
+            failed_id,
+        )
+        batch.also.append(
+            Append(
+                stream=breaker_stream(dependency),
+                events=[
+                    BreakerOpened(
+                        dependency=dependency,
+                        consecutive_failures=consecutive,
+                        failure_rate=rate,
+                        cooldown_until=until,
+                    )
+                ],
+                expected_version=view.version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )
+
+
+class Batch:
+    """Events for one atomic commit: the task's own stream, plus other streams (breakers).
+
+    Args:
+        cause: the cause of events added without one (the run's claim).
+    """
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        self.events: list[Event] = []
+        self.ids: list[str] = []
+        self.causes: list[str] = []
+        self.also: list[Append] = []
+
+    def add(self, event: Event, cause: str | None = None) -> str:
+        """Add an event; returns its id (for the causes of later events)."""
+        event_id = new_event_id()
+        self.events.append(event)
+        self.ids.append(event_id)
+        self.causes.append(self.cause if cause is None else cause)
+        return event_id
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = type(exc).__name__
+    return text if len(text) <= 4000 else text[:4000] + "... [truncated]"
+
+
+def bind_call(
+    step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any], attempt: int
+) -> StepCall:
+    """The call as fixes see it: the step's arguments by name, defaults applied."""
+    try:
+        bound = inspect.signature(step.fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+    except TypeError:
+        arguments = {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+    return StepCall(step=step.name, arguments=arguments, hints=dict(step.hints), attempt=attempt)
+
+
+def call_with(step: StepDef, call: StepCall) -> Any:
+    """Call the step's function with a (remedied) call's arguments."""
+    signature = inspect.signature(step.fn)
+    bound = inspect.BoundArguments(signature, call.arguments)  # type: ignore[arg-type,unused-ignore]
+    return step.fn(*bound.args, **bound.kwargs)

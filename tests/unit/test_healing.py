@@ -1,0 +1,306 @@
+"""Self-healing in the engine: fixes, retries and breakers, recorded as decisions, on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, TaskFailedError
+from engine.fixes import FixRegistry
+from engine.healing import BreakerPolicy
+from engine.retry import RetryBudget, RetryPolicies, RetryPolicy
+from events import Jitter, Recorded
+from tests.conftest import FakeClock
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it is recorded."""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, **options: Any) -> Engine:
+    return Engine.open(db, session="heal", clock=clock, sleep=clock.advance, seed=7, **options)
+
+
+def kinds(history: list[Recorded]) -> list[str]:
+    return [type(r.event).__name__ for r in history]
+
+
+def decisions(history: list[Recorded]) -> list[Recorded]:
+    return [r for r in history if type(r.event).__name__ == "DecisionMade"]
+
+
+def by_id(history: list[Recorded]) -> dict[str, Recorded]:
+    return {r.meta.event_id: r for r in history}
+
+
+def test_a_transient_error_is_retried_after_its_recorded_delay(db: str, clock: FakeClock) -> None:
+    calls: list[float] = []
+    policy = RetryPolicy(max_attempts=4, base=2.0, jitter=Jitter.NONE)
+    with open_engine(db, clock, retries=RetryPolicies(policy), fixes=FixRegistry()) as engine:
+
+        @engine.step()
+        def call_api(n: int) -> int:
+            calls.append(clock.now)
+            if len(calls) < 3:
+                raise TimeoutError(f"read timed out after {n} s")
+            return n
+
+        @engine.task()
+        def job() -> int:
+            return call_api(30)
+
+        start = clock.now
+        task_id = engine.submit(job)
+        summary = engine.run()
+        assert engine.result(task_id) == 30
+        assert calls == [start, start + 2.0, start + 6.0]  # base 2, multiplier 2, no jitter
+        assert summary.waiting == 2
+        history = engine.log.read_stream(f"task-{task_id}")
+        retries = [r.event for r in history if type(r.event).__name__ == "RetryScheduled"]
+        assert [getattr(e, "delay", None) for e in retries] == [2.0, 4.0]
+        assert [getattr(e, "attempt", None) for e in retries] == [2, 3]
+        # Each retry is a decision caused by the error it answers.
+        index = by_id(history)
+        for decision in decisions(history):
+            assert getattr(decision.event, "kind", None) == "retry"
+            cause = index[decision.meta.causation_id]
+            assert type(cause.event).__name__ == "ErrorObserved"
+            assert decision.event.inputs["attempt"] in (1, 2)  # type: ignore[union-attr]
+        view = engine.refresh().errors.get(retries[0].signature)  # type: ignore[union-attr]
+        assert view.occurrences == 2
+        assert view.retries == 2
+        assert view.retry_successes == 1
+
+
+def test_a_retry_due_before_a_crash_fires_at_its_due_time_after_resume(
+    db: str, clock: FakeClock
+) -> None:
+    calls: list[float] = []
+    policy = RetryPolicy(max_attempts=3, base=10.0, jitter=Jitter.NONE)
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def fetch() -> str:
+            calls.append(clock.now)
+            if len(calls) == 1:
+                raise ConnectionResetError("connection reset by peer")
+            return "ok"
+
+        @engine.task(name="job")
+        def job() -> str:
+            return fetch()
+
+        return job
+
+    def stop(seconds: float) -> None:
+        raise Crash  # the process dies while it waits for the retry
+
+    engine = Engine.open(
+        db,
+        session="heal",
+        clock=clock,
+        sleep=stop,
+        seed=1,
+        retries=RetryPolicies(policy),
+        fixes=FixRegistry(),
+    )
+    task_id = engine.submit(register(engine))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    first = calls[0]
+    clock.advance(3.0)  # resumed before the retry is due
+    with open_engine(db, clock, retries=RetryPolicies(policy), fixes=FixRegistry()) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "ok"
+    assert calls == [first, first + 10.0]  # neither at once nor never: at its due time
+
+
+def test_a_fix_changes_the_call_and_is_recorded(db: str, clock: FakeClock, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_bytes("café crème — 10 €".encode("cp1252"))
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def read(path: str, encoding: str = "utf-8") -> str:
+            return Path(path).read_text(encoding=encoding)
+
+        @engine.task()
+        def job(path: str) -> str:
+            return read(path)
+
+        task_id = engine.submit(job, str(text))
+        engine.run()
+        assert engine.result(task_id) == "café crème — 10 €"
+        history = engine.log.read_stream(f"task-{task_id}")
+        assert "FixAttempted" in kinds(history)
+        assert "FixSucceeded" in kinds(history)
+        (decision,) = decisions(history)
+        assert getattr(decision.event, "choice", None) == "decode-with-detected-encoding"
+        failed = next(r for r in history if type(r.event).__name__ == "StepFailed")
+        assert getattr(failed.event, "final", None) is False
+        signature = getattr(failed.event, "signature", "")
+        stats = engine.refresh().errors.fix_stats(signature)
+        assert stats["decode-with-detected-encoding"].successes == 1
+
+
+def test_a_fix_that_waits_waits_durably_and_is_settled_by_the_next_run(
+    db: str, clock: FakeClock
+) -> None:
+    calls: list[float] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def fetch() -> str:
+            calls.append(clock.now)
+            if len(calls) == 1:
+                raise ConnectionResetError("connection reset by peer")
+            return "ok"
+
+        @engine.task()
+        def job() -> str:
+            return fetch()
+
+        task_id = engine.submit(job)
+        summary = engine.run()
+        assert engine.result(task_id) == "ok"
+        assert summary.waiting == 1
+        assert calls[1] > calls[0]  # after the fix's wait
+        history = engine.log.read_stream(f"task-{task_id}")
+        names = kinds(history)
+        assert (
+            names.index("FixAttempted") < names.index("TaskWaiting") < names.index("FixSucceeded")
+        )
+        (decision,) = decisions(history)
+        assert getattr(decision.event, "choice", "") == "reconnect-after-dropped-connection"
+
+
+def test_errors_nothing_can_cure_are_given_up_at_once(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        calls: list[int] = []
+
+        @engine.step()
+        def compute(x: int) -> int:
+            calls.append(x)
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+        @engine.task()
+        def job() -> int:
+            return compute(1)
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(TaskFailedError):
+            engine.result(task_id)
+        assert calls == [1]
+        (decision,) = decisions(engine.log.read_stream(f"task-{task_id}"))
+        assert getattr(decision.event, "kind", None) == "give_up"
+        assert decision.event.inputs["reason"] == "not retryable"  # type: ignore[union-attr]
+
+
+def test_the_retry_budget_stops_a_retry_storm(db: str, clock: FakeClock) -> None:
+    policy = RetryPolicy(max_attempts=5, base=1.0, jitter=Jitter.NONE)
+    with open_engine(
+        db,
+        clock,
+        retries=RetryPolicies(policy),
+        retry_budget=RetryBudget(limit=2, window=600),
+        fixes=FixRegistry(),
+    ) as engine:
+
+        @engine.step()
+        def call_api() -> None:
+            raise TimeoutError("timed out")
+
+        @engine.task()
+        def job() -> None:
+            call_api()
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(TaskFailedError):
+            engine.result(task_id)
+        history = engine.log.read_stream(f"task-{task_id}")
+        assert kinds(history).count("RetryScheduled") == 2
+        last = decisions(history)[-1]
+        assert last.event.inputs["reason"] == "retry budget spent"  # type: ignore[union-attr]
+
+
+def test_a_learned_fix_is_applied_on_first_sight(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        seen: list[dict[str, Any]] = []
+
+        @engine.step(hints={"defaults": {"region": "eu-west-1"}})
+        def connect(config: dict[str, Any]) -> str:
+            seen.append(config)
+            return str(config["region"])
+
+        @engine.task()
+        def job() -> str:
+            return connect({"host": "db"})
+
+        first = engine.submit(job)
+        engine.run()
+        assert engine.result(first) == "eu-west-1"  # the built-in fix matched on its own
+        signature = (
+            next(
+                r.event
+                for r in engine.log.read_stream(f"task-{first}")
+                if type(r.event).__name__ == "StepFailed"
+            )
+        ).signature
+        engine.learn(signature, "use-declared-default", note="the region defaults to eu")
+        assert engine.projections.errors.learned(signature) == ("use-declared-default",)
+        with pytest.raises(Exception, match="no-such-fix"):
+            engine.learn(signature, "no-such-fix")
+
+
+def test_a_breaker_opens_waits_and_closes(db: str, clock: FakeClock) -> None:
+    policy = BreakerPolicy(failures=3, cooldown=60.0)
+    up = [False]
+    calls: list[float] = []
+    with open_engine(db, clock, breakers=policy) as engine:
+
+        @engine.step(breaker="search-api")
+        def search(q: str) -> str:
+            calls.append(clock.now)
+            if not up[0]:
+                raise RuntimeError("503 service unavailable")
+            return q.upper()
+
+        @engine.task()
+        def job(q: str) -> str:
+            return search(q)
+
+        failing = [engine.submit(job, f"q{i}") for i in range(3)]
+        engine.run()
+        breaker = engine.refresh().breakers.get("search-api")
+        assert breaker.state == "open"
+        assert breaker.consecutive_failures == 3
+        assert len(calls) == 3
+        for task_id in failing:
+            with pytest.raises(TaskFailedError):
+                engine.result(task_id)
+
+        up[0] = True
+        opened_at = clock.now
+        waiting = engine.submit(job, "later")
+        engine.run()  # the step is not called while open: the task waits for the cool-down
+        assert engine.result(waiting) == "LATER"
+        assert calls[3] >= opened_at + 60.0  # called first at the half-open moment
+        breaker = engine.refresh().breakers.get("search-api")
+        assert breaker.state == "closed"
+        moves = [(t.source, t.dest) for t in breaker.history]
+        assert moves == [("new", "open"), ("open", "half_open"), ("half_open", "closed")]
+        history = engine.log.read_stream(f"task-{waiting}")
+        choices = [getattr(d.event, "choice", "") for d in decisions(history)]
+        assert choices == ["wait", "half-open", "close"]
+        assert engine.log.verify().ok
