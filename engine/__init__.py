@@ -16,6 +16,11 @@
     task_id = engine.submit(crawl, "https://example.org")
     engine.run()
     engine.result(task_id)
+
+When a step raises, the engine heals what it can (:mod:`engine.healing`): it fingerprints the
+error (:func:`fingerprint`), applies a fix (:class:`FixRegistry`, built-ins in
+:mod:`engine.remedies`), retries by policy (:class:`RetryPolicies`) or gives up, and guards
+dependencies with circuit breakers (``@engine.step(breaker="name")``, :class:`BreakerPolicy`).
 """
 
 from engine.engine import Engine, RunSummary
@@ -31,16 +36,33 @@ from engine.errors import (
     TaskFailedError,
     TaskNotFound,
 )
+from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, UnknownFix, default_registry
+from engine.healing import BreakerPolicy
 from engine.machines import diagram, validate
+from engine.retry import RetryBudget, RetryDecision, RetryPolicies, RetryPolicy, RetryRule
 from engine.run import StepFailedError
+from engine.signature import SIGNATURE_VERSION, ErrorSignature, fingerprint
 
 __all__ = [
+    "SIGNATURE_VERSION",
+    "BreakerPolicy",
     "DeadlineMissed",
     "Engine",
+    "ErrorSignature",
+    "Fix",
+    "FixRegistry",
+    "FixStats",
     "InvalidTransition",
     "NotFinished",
     "NotRegistered",
+    "Remedy",
+    "RetryBudget",
+    "RetryDecision",
+    "RetryPolicies",
+    "RetryPolicy",
+    "RetryRule",
     "RunSummary",
+    "StepCall",
     "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
@@ -48,6 +70,9 @@ __all__ = [
     "TaskError",
     "TaskFailedError",
     "TaskNotFound",
+    "UnknownFix",
+    "default_registry",
     "diagram",
+    "fingerprint",
     "validate",
 ]

@@ -6,6 +6,7 @@
     ├── UsageError (ValueError)
     │   ├── InvalidTransition ........... a decision its lifecycle does not allow; nothing appended
     │   ├── NotRegistered (LookupError) . a task or step name no function was registered under
+    │   ├── UnknownFix (LookupError) .... a fix name the registry does not hold (engine.fixes)
     │   ├── TaskNotFound (LookupError) .. a task id the log does not know
     │   └── NotFinished ................. asked for the result of a task still under way
     └── TaskError ....................... ``Engine.result`` of a task that did not succeed
