@@ -12,9 +12,16 @@ never append and never create a log (see :mod:`engine.commands`).
     onward verify                      checksums and hash chains; exit 1 on damage
     onward diagram task|session|breaker
     onward demo                        a real session over the standard library, with a crash
+    onward errors [--kind K]           the error-learning DB: one row per error signature
+    onward errors SIGNATURE            one signature: fixes tried, learned, retries, history
+    onward learn SIGNATURE FIX         a fix worked for this error: the engine tries it first
+    onward breakers                    each dependency's circuit breaker and its transitions
+    onward fixes                       the built-in fixes (no log needed)
+
+``learn`` is the only command that appends (one ``FixLearned``), and only to a log that exists.
 
 Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
-a missing log, an unknown task, or a log that cannot be read.
+a missing log, an unknown task, signature or fix, or a log that cannot be read.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from engine.commands import (
     cmd_tasks,
     cmd_verify,
 )
+from engine.error_report import KINDS
+from engine.healing_commands import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
 from engine.machines import LIFECYCLES
 from events import OnwardError
 from projections import TASK
@@ -49,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="onward",
-        description="Inspect, verify and replay onward event logs, without your code.",
+        description="Inspect, verify and replay onward event logs, without your code, and "
+        "teach the engine which fix works for an error.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -121,6 +131,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-crash", action="store_true", help="run without killing the worker")
     demo.add_argument("--yes", action="store_true", help="replace --db without asking if it exists")
+
+    errors = command(
+        "errors",
+        cmd_errors,
+        "list the error-learning DB (one row per error signature, most occurrences first), "
+        "or show one signature whole",
+    )
+    errors.add_argument(
+        "signature",
+        metavar="SIGNATURE",
+        nargs="?",
+        help="show this signature (its id or a unique prefix of it)",
+    )
+    errors.add_argument("--kind", choices=KINDS, help="only signatures of this kind")
+
+    learn = command(
+        "learn",
+        cmd_learn,
+        "record that a fix worked for an error: from now on that error gets that fix first "
+        "(appends one FixLearned to the stream 'learning'; never creates a log)",
+    )
+    learn.add_argument(
+        "signature", metavar="SIGNATURE", help="the error signature (its id or a unique prefix)"
+    )
+    learn.add_argument("fix", metavar="FIX", help="the fix's name (`onward fixes` lists them)")
+    learn.add_argument("--note", default="", metavar="TEXT", help="why, for the audit")
+    learn.add_argument(
+        "--force",
+        action="store_true",
+        help="accept a whole signature id this log has not seen yet",
+    )
+    learn.add_argument(
+        "--custom",
+        action="store_true",
+        help="accept a fix that is not built in (one you register yourself)",
+    )
+
+    command(
+        "breakers",
+        cmd_breakers,
+        "list each dependency's circuit breaker (state, failures, cool-down) and its transitions",
+    )
+    command("fixes", cmd_fixes, "list the built-in fixes and what each is for", db=None)
     return parser
 
 

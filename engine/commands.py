@@ -36,6 +36,7 @@ __all__ = [
     "cmd_show",
     "cmd_tasks",
     "cmd_verify",
+    "fold",
     "open_existing",
 ]
 
@@ -55,7 +56,13 @@ def open_existing(db: str) -> EventLog:
     return open_log(url)
 
 
-def _fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True) -> CatchUp:
+def fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True) -> CatchUp:
+    """Fold the log (up to ``upto``) into the projections, saving no checkpoint.
+
+    Raises:
+        LogDamaged: a record does not decode.
+        IllegalTransition: the log holds a history its lifecycles do not allow.
+    """
     host = CatchUp(log, upto=upto, checkpoint_every=0)
     host.open(use_checkpoint=use_checkpoint)
     return host
@@ -64,7 +71,7 @@ def _fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True
 def cmd_sessions(args: argparse.Namespace) -> int:
     """List the sessions: state, start, openings and their tasks by state."""
     with open_existing(args.db) as log:
-        projections = _fold(log).projections
+        projections = fold(log).projections
         rows = session_rows(projections)
         if args.json:
             emit_json(SessionsReport(log=log.url, position=projections.position, sessions=rows))
@@ -78,7 +85,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     """List the tasks in submission order (queued ones in queue order with ``--state queued``)."""
     with open_existing(args.db) as log:
-        projections = _fold(log).projections
+        projections = fold(log).projections
         tasks = projections.tasks
         if args.state == "queued":
             views = list(tasks.queued(args.session))
@@ -105,7 +112,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a task's timeline (every event of its stream) and its view."""
     with open_existing(args.db) as log:
-        projections = _fold(log).projections
+        projections = fold(log).projections
         view = find_task(projections, args.task, log.url)
         history = log.read_stream(task_stream(view.task_id))
         if args.json:
@@ -128,7 +135,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(f"--to must be a position >= 0, got {args.to}")
     with open_existing(args.db) as log:
         head = log.head()
-        host = _fold(log, upto=args.to, use_checkpoint=not args.no_checkpoint)
+        host = fold(log, upto=args.to, use_checkpoint=not args.no_checkpoint)
         projections = host.projections
         position = projections.position
         when = moment(projections.time) if position else None

@@ -8,6 +8,7 @@
     │   ├── NotRegistered (LookupError) . a task or step name no function was registered under
     │   ├── UnknownFix (LookupError) .... a fix name the registry does not hold (engine.fixes)
     │   ├── TaskNotFound (LookupError) .. a task id the log does not know
+    │   ├── SignatureNotFound (LookupError) an error signature the log does not know
     │   └── NotFinished ................. asked for the result of a task still under way
     └── TaskError ....................... ``Engine.result`` of a task that did not succeed
         ├── TaskFailedError ............. the task failed (its recorded error type and message)
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidTransition",
     "NotFinished",
     "NotRegistered",
+    "SignatureNotFound",
     "StepInterrupted",
     "StepMismatch",
     "TaskCancelledError",
@@ -55,6 +57,10 @@ class InvalidTransition(UsageError):
 
 class NotRegistered(UsageError, LookupError):
     """No task or step function is registered under this name."""
+
+
+class SignatureNotFound(UsageError, LookupError):
+    """No error signature (or several) in the log matches what was asked for."""
 
 
 class TaskNotFound(UsageError, LookupError):

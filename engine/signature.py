@@ -114,8 +114,9 @@ _UUID = re.compile(
     r"(?![\w<])"
 )
 _ADDRESS = re.compile(r"(?<![\w>])0[xX][0-9a-fA-F]+(?![\w<])")
-# At least one letter: a run of decimal digits is a number, however long.
-_HEX = re.compile(r"(?<![\w>])(?=[0-9]*[a-fA-F])[0-9a-fA-F]{8,}(?![\w<])")
+# At least one letter: a run of decimal digits is a number, however long, and so is one before a
+# signed exponent (the 0000000000000002e+16 of 1.0000000000000002e+16).
+_HEX = re.compile(r"(?<![\w>])(?=[0-9]*[a-fA-F])(?![0-9]+[eE][-+][0-9])[0-9a-fA-F]{8,}(?![\w<])")
 # A sign only where it cannot be a hyphen or a minus between operands; units may follow (30s).
 _NUMBER = re.compile(r"(?:(?<![\w>.])[-+])?(?<!\w)\d+(?:\.\d+)*(?:[eE][-+]?\d+)?")
 
@@ -204,13 +205,15 @@ def _is_library(module: str, filename: str) -> bool:
     return path.startswith(_LIBRARY_DIRS) or any(m in path for m in _INSTALLED_MARKERS)
 
 
-# Per code object: its ``module:function`` label, or None when it is not in-app. Keyed by id(),
-# since code objects compare by value (two identical functions in two modules are "equal"); the
-# entry holds the code object so that its id cannot be reused while the entry lives.
+# Per code object: its ``module:function`` label, or None when it is not in-app; one cache for
+# the default rule and one per set of app_modules. Keyed by id(), since code objects compare by
+# value (two identical functions in two modules are "equal"); the entry holds the code object
+# so that its id cannot be reused while the entry lives. Bounded: cleared when full.
 _Cache = dict[int, tuple[CodeType, str | None]]
 _DEFAULT_CACHE: _Cache = {}
 _PREFIX_CACHES: dict[tuple[str, ...], _Cache] = {}
 _MAX_CACHED = 8192
+_MAX_PREFIX_SETS = 64
 
 
 def _label(tb: TracebackType, prefixes: tuple[str, ...] | None, cache: _Cache) -> str | None:
@@ -234,11 +237,17 @@ def _label(tb: TracebackType, prefixes: tuple[str, ...] | None, cache: _Cache) -
 
 def _frames(exc: BaseException, app_modules: Sequence[str] | None) -> tuple[str, ...]:
     """The in-app frames of ``exc``'s own traceback, outermost first, the innermost few."""
-    if app_modules is None:
-        prefixes, cache = None, _DEFAULT_CACHE
-    else:
-        prefixes = tuple(app_modules)
-        cache = _PREFIX_CACHES.get(prefixes) or _PREFIX_CACHES.setdefault(prefixes, {})
+    prefixes: tuple[str, ...] | None = None
+    cache = _DEFAULT_CACHE
+    if app_modules is not None:
+        # a lone string is one package, not a sequence of one-letter ones
+        prefixes = (app_modules,) if isinstance(app_modules, str) else tuple(app_modules)
+        found = _PREFIX_CACHES.get(prefixes)
+        if found is None:
+            if len(_PREFIX_CACHES) >= _MAX_PREFIX_SETS:
+                _PREFIX_CACHES.clear()
+            found = _PREFIX_CACHES[prefixes] = {}
+        cache = found
     frames: list[str] = []
     tb = exc.__traceback__
     while tb is not None:

@@ -334,6 +334,9 @@ READ_COMMANDS = [
     ["tasks"],
     ["show", "abc"],
     ["replay", "--to", "3"],
+    ["errors"],
+    ["errors", "v1-0123"],
+    ["breakers"],
     ["verify"],
 ]
 
