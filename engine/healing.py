@@ -107,6 +107,11 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     index: int = 0
 
 
+#: How many times one fix may be applied to one step within one attempt (while it makes
+#: progress: each application must change the call).
+MAX_APPLICATIONS = 8
+
+
 def _mro(exc: BaseException) -> list[str]:
     """The names of an exception's base classes, nearest first (qualified outside builtins)."""
     return [
@@ -274,7 +279,14 @@ class Healer:
         add = batch.add
         retry = self._retry(run, signature, exc, attempt, index, now, projections)
         transient = retry.retry
-        remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections)
+        again = self._again(exc, call, fix_in_flight, run, index)
+        remedy: Remedy | None
+        fix: Fix | None
+        candidates: list[Fix]
+        if again is not None:
+            remedy, fix, candidates = again, self.fixes.get(fix_in_flight), []
+        else:
+            remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections)
         final = remedy is None and not retry.retry
         failed_id = add(
             StepFailed(
@@ -310,7 +322,7 @@ class Healer:
                 ),
                 observed_id,
             )
-        if fix_in_flight:
+        if fix_in_flight and again is None:
             add(
                 FixFailed(
                     fix=fix_in_flight, signature=sig, step_index=index, message=_message(exc)
@@ -346,8 +358,17 @@ class Healer:
                 observed_id,
             )
             attempted_id = add(
-                FixAttempted(fix=fix.name, signature=sig, step_index=index, change=remedy.change),
+                FixAttempted(
+                    fix=fix.name,
+                    signature=sig,
+                    step_index=index,
+                    change=remedy.change,
+                    again=again is not None,
+                ),
                 decision_id,
+            )
+            run.fix_applications[index] = (
+                run.fix_applications.get(index, 0) + 1 if again is not None else 1
             )
             tried.add(fix.name)
             if remedy.delay > 0 and remedy.call == call:
@@ -435,6 +456,24 @@ class Healer:
             budget=self.budget,
             recent=projections.errors.recent_retries(session, now - self.budget.window),
         )
+
+    def _again(
+        self, exc: Exception, call: StepCall, fix_in_flight: str, run: TaskRun, index: int
+    ) -> Remedy | None:
+        """The fix in flight once more, when it still changes the call (a batch halved again),
+        at most :data:`MAX_APPLICATIONS` times per step."""
+        if not fix_in_flight or fix_in_flight not in self.fixes:
+            return None
+        if run.fix_applications.get(index, 0) >= MAX_APPLICATIONS:
+            return None
+        fix = self.fixes.get(fix_in_flight)
+        try:
+            remedy = fix.apply(exc, call) if fix.matches(exc, call) else None
+        except Exception:  # a fix that breaks is a fix that does not apply
+            return None
+        if remedy is None or remedy.delay > 0 or remedy.call == call:
+            return None
+        return remedy
 
     def _remedy(
         self,

@@ -142,6 +142,7 @@ class TaskRun:
         # recorded (fix, signature), and the delay before its last retry.
         self.fixes_tried: dict[int, set[str]] = {}
         self.fix_in_flight: dict[int, tuple[str, str]] = {}
+        self.fix_applications: dict[int, int] = {}
         self.last_delay: dict[int, float] = {}
         for r in history:
             event = r.event
@@ -158,6 +159,8 @@ class TaskRun:
             elif isinstance(event, FixAttempted) and event.step_index is not None:
                 self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
+                applied = self.fix_applications.get(event.step_index, 0)
+                self.fix_applications[event.step_index] = applied + 1 if event.again else 1
             elif isinstance(event, FixSucceeded | FixFailed) and event.step_index is not None:
                 self.fix_in_flight.pop(event.step_index, None)
             elif isinstance(event, RetryScheduled):

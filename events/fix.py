@@ -22,6 +22,9 @@ class FixAttempted(Event, frozen=True, kw_only=True):
         signature: the error signature it answers.
         step_index: the step it was applied to (None: the task as a whole).
         change: what the fix changed (arguments, settings, ...), as plain JSON values.
+        again: True when the same fix is applied once more to the same step because its last
+            application made progress but not enough (a batch halved again); one outcome,
+            success or failure, settles all the applications of one such run.
     """
 
     family: ClassVar[str] = "fix"
@@ -30,6 +33,7 @@ class FixAttempted(Event, frozen=True, kw_only=True):
     signature: str
     step_index: int | None = None
     change: dict[str, Any] = msgspec.field(default_factory=dict)
+    again: bool = False
 
 
 class FixSucceeded(Event, frozen=True, kw_only=True):

@@ -331,6 +331,9 @@ class ErrorProjection:
         self._note(view, r, f"fix {fix} {outcome}")
 
     def _fix_attempted(self, r: Recorded, event: FixAttempted) -> None:
+        if event.again:  # one more application within one attempt: noted, not counted
+            self._note(self._view(event.signature), r, f"fix {event.fix} applied again")
+            return
         self._fix(r, event.signature, event.fix, "attempted")
 
     def _fix_succeeded(self, r: Recorded, event: FixSucceeded) -> None:

@@ -186,6 +186,7 @@ _FIX: dict[type[Event], SearchStrategy[Event]] = {
         signature=_signatures,
         step_index=st.none() | _indexes,
         change=_json_objects(),
+        again=st.booleans(),
     ),
     FixSucceeded: st.builds(
         FixSucceeded, fix=_names, signature=_signatures, step_index=st.none() | _indexes

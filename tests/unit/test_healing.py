@@ -304,3 +304,31 @@ def test_a_breaker_opens_waits_and_closes(db: str, clock: FakeClock) -> None:
         choices = [getattr(d.event, "choice", "") for d in decisions(history)]
         assert choices == ["wait", "half-open", "close"]
         assert engine.log.verify().ok
+
+
+def test_a_fix_that_makes_progress_is_applied_again(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        tried: list[int] = []
+
+        @engine.step()
+        def load(batch_size: int = 64) -> int:
+            tried.append(batch_size)
+            if batch_size > 8:
+                raise MemoryError(f"cannot allocate {batch_size} rows")
+            return batch_size
+
+        @engine.task()
+        def job() -> int:
+            return load()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 8
+        assert tried == [64, 32, 16, 8]
+        history = engine.log.read_stream(f"task-{task_id}")
+        applications = [r.event for r in history if type(r.event).__name__ == "FixAttempted"]
+        assert [getattr(e, "again", None) for e in applications] == [False, True, True]
+        assert "FixFailed" not in kinds(history)
+        signature = getattr(applications[0], "signature", "")
+        stats = engine.refresh().errors.fix_stats(signature)["halve-batch-size"]
+        assert (stats.attempts, stats.successes, stats.failures) == (1, 1, 0)
