@@ -3,12 +3,13 @@
 An agent that runs for hours meets the same failures again and again. The signature of an
 exception is its type, its message with the values normalised away (numbers, hex, addresses,
 uuids, times, paths, URLs, quoted values), its in-app frames as ``module:function`` (no line
-numbers) and the type and message of each link of its cause chain. The same failure at other
+numbers; the function by its qualified name, ``Class.method``) and the type and message of each
+link of its cause chain. The same failure at other
 values gives one signature; the same error raised at another call site gives another.
 
 The id is versioned (``v1-3f2a...``): a change of the algorithm bumps :data:`SIGNATURE_VERSION`, so
-that old and new signatures never silently mix in one history. Nothing in it depends on the
-process: no ``id()``, no ``hash()`` of a string, so it is the same across runs and machines.
+that old and new signatures never silently mix in one history. Nothing of the process enters
+it (no ``id()``, no ``hash()`` of a string), so it is the same across runs and machines.
 
 ::
 
@@ -143,7 +144,8 @@ def normalise_message(text: str) -> str:
     timestamps ``<time>``, uuids ``<uuid>``, ``0x...`` addresses ``<addr>``, runs of 8 or more
     hex digits with at least one letter ``<hex>`` and numbers (signs, decimals, exponents; a
     unit may follow, as in ``30s``) ``<n>``. The result is cut to 300 characters, at a space or
-    a punctuation mark where there is one; only the first 8192 characters are read. A path's
+    a punctuation mark where there is one (else it ends in ``<cut>``); only the first 8192
+    characters are read. A path's
     trailing ``.,;:!?)]}`` is read as the sentence's, not the path's. Deterministic and
     idempotent.
 
@@ -163,6 +165,7 @@ def normalise_message(text: str) -> str:
 # No pattern's match can end with one of these, so a text cut after one reads, to a second
 # pass, exactly as it did to the first.
 _SAFE_ENDS = frozenset(",;:!?)]}>")
+_CUT = "<cut>"
 
 
 def _cut(text: str) -> str:
@@ -173,9 +176,12 @@ def _cut(text: str) -> str:
         if text[i - 1] in _SAFE_ENDS:
             end = i
             break
-    # without either (one run of 300 characters) a value at the cut may, very rarely, only be
-    # recognised by a second pass
-    return text[:end] if end > 0 else text[:MAX_MESSAGE]
+    if end > 0:
+        return text[:end]
+    # One run of 300 characters: its end may have been, say, the opening quote of a value that
+    # a second pass would now see closed. A ``<`` stops every pattern before it, so the mark
+    # keeps a second pass from finding anything new.
+    return text[: MAX_MESSAGE - len(_CUT)] + _CUT
 
 
 # --- frames -----------------------------------------------------------------------------------

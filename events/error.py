@@ -18,12 +18,13 @@ class ErrorObserved(Event, frozen=True, kw_only=True):
     Attributes:
         signature: the error signature: a stable fingerprint of the type, the normalised
             message, the in-app frames and the cause chain.
-        error_type: the exception's qualified type name (``builtins.ValueError``).
+        error_type: the exception's type name, qualified outside builtins
+            (``ValueError``, ``sqlite3.OperationalError``).
         message: the exception's message (secrets redacted).
         frames: the in-app frames, outermost first, as ``module:function`` without line
             numbers.
         step_index: the step that raised (None: it was raised outside a step).
-        causes: the qualified type names of its cause chain, nearest first.
+        causes: its cause chain, nearest first, each as ``Type: normalised message``.
     """
 
     family: ClassVar[str] = "error"

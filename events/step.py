@@ -61,7 +61,8 @@ class StepFailed(Event, frozen=True, kw_only=True):
         index: the step's position in its task, from 0.
         name: the step's name.
         attempt: which try failed, from 1.
-        error_type: the exception's qualified type name (``builtins.TimeoutError``).
+        error_type: the exception's type name, qualified outside builtins
+            (``TimeoutError``, ``sqlite3.OperationalError``).
         message: the exception's message (secrets redacted).
         signature: the error signature ("" when not computed).
         transient: whether the error was judged to pass on its own (worth a retry).

@@ -154,7 +154,8 @@ class TaskFailed(Event, frozen=True, kw_only=True):
     """The task gave up: its error outlasted every retry, fix and workaround.
 
     Attributes:
-        error_type: the exception's qualified type name (``builtins.ValueError``).
+        error_type: the exception's type name, qualified outside builtins
+            (``ValueError``, ``sqlite3.OperationalError``).
         message: the exception's message (secrets redacted).
         signature: the error signature ("" when not computed).
     """

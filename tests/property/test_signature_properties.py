@@ -1,0 +1,196 @@
+"""Error signatures for any values: one failure reads one way, and its id never depends on the run.
+
+A message template filled with any number, uuid, path, URL, timestamp, hex id or quoted value
+normalises to one text for all values of a kind, and the same failure raised from one function
+at any such value has one id, while another function gives another. Normalising twice changes
+nothing. The id is computed from the fingerprint's parts alone: a process with another
+``PYTHONHASHSEED`` computes the same ids.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.signature import fingerprint, normalise_message
+
+ROOT = Path(__file__).parents[2]
+
+TEMPLATES = [
+    "{}",
+    "failed: {}",
+    "cannot open {} for writing",
+    "timeout after {} while waiting",
+    "{} not found (attempt 2)",
+    "got {}, expected a value",
+    "key {}: rejected by server",
+]
+
+# Path segments start and end with a letter or digit: a trailing mark reads as the sentence's.
+_SEGMENT = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9_.\-]{0,10}[A-Za-z0-9])?", fullmatch=True)
+_SEGMENTS = st.lists(_SEGMENT, min_size=1, max_size=5)
+_HEX = "0123456789abcdef"
+
+VALUES: dict[str, st.SearchStrategy[str]] = {
+    "int": st.integers().map(str),
+    "float": st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    "uuid": st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()),
+    "address": st.integers(min_value=0, max_value=2**64).map(hex),
+    # a hex id holds a letter: a run of decimal digits is a number
+    "hex": st.tuples(
+        st.text(_HEX, min_size=7, max_size=40), st.sampled_from("abcdef"), st.integers(0, 40)
+    ).map(lambda t: t[0][: t[2]] + t[1] + t[0][t[2] :]),
+    "posix path": _SEGMENTS.map(lambda s: "/" + "/".join(s)),
+    "home path": _SEGMENTS.map(lambda s: "~/" + "/".join(s)),
+    "relative path": st.lists(_SEGMENT, min_size=3, max_size=5).map("/".join),
+    "windows path": _SEGMENTS.map(lambda s: "C:\\" + "\\".join(s)),
+    "url": st.tuples(
+        st.sampled_from(["http", "https", "postgresql", "s3"]), _SEGMENT, _SEGMENTS
+    ).map(lambda t: f"{t[0]}://{t[1]}/{'/'.join(t[2])}"),
+    "time": st.datetimes(timezones=st.none() | st.just(UTC)).map(lambda d: d.isoformat()),
+    "date": st.dates().map(lambda d: d.isoformat()),
+    "single-quoted": st.text().filter(lambda s: "'" not in s and "<str>" not in s).map(repr),
+    "double-quoted": st.text()
+    .filter(lambda s: '"' not in s and "<str>" not in s)
+    .map(lambda s: f'"{s}"'),
+}
+
+
+def build(module: str, source: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(compile(textwrap.dedent(source), module.replace(".", "/") + ".py", "exec"), namespace)
+    return namespace
+
+
+RAISERS = build(
+    "shop.orders",
+    """
+    def load(message):
+        raise ValueError(message)
+
+    def save(message):
+        raise ValueError(message)
+    """,
+)
+
+
+def catch(fn: Callable[[str], object], message: str) -> BaseException:
+    try:
+        fn(message)
+    except ValueError as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+@st.composite
+def two_of_a_kind(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A template and two values of one kind."""
+    kind = draw(st.sampled_from(sorted(VALUES)))
+    return draw(st.sampled_from(TEMPLATES)), draw(VALUES[kind]), draw(VALUES[kind])
+
+
+@given(two_of_a_kind())
+def test_values_of_a_kind_normalise_alike(case: tuple[str, str, str]) -> None:
+    template, one, other = case
+    assert normalise_message(template.format(one)) == normalise_message(template.format(other))
+
+
+@given(two_of_a_kind())
+def test_one_call_site_one_id_another_call_site_another(case: tuple[str, str, str]) -> None:
+    template, one, other = case
+    load, save = RAISERS["load"], RAISERS["save"]
+    first = fingerprint(catch(load, template.format(one)), app_modules=["shop"])
+    assert first.id == fingerprint(catch(load, template.format(other)), app_modules=["shop"]).id
+    assert first.id != fingerprint(catch(save, template.format(one)), app_modules=["shop"]).id
+
+
+@given(st.text() | two_of_a_kind().map(lambda c: c[0].format(c[1])))
+def test_normalising_twice_changes_nothing(text: str) -> None:
+    once = normalise_message(text)
+    assert normalise_message(once) == once
+    assert len(once) <= 300
+
+
+# Characters and pieces the patterns turn on, so that their edges meet often.
+_TRICKY = st.lists(
+    st.sampled_from(
+        [
+            *"0123456789abcdefgxXTZ-+.:/\\'\" <>~_@?=()[]|,;!\n",
+            *["0x", "://", "2024-01-02", "3f2a1b4c-1234-4abc-9def-0123456789ab", "deadbeef"],
+            *["C:\\", "../", "<n>", "<str>", "e+", "e-"],
+        ]
+    ),
+    max_size=120,
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(_TRICKY)
+def test_normalising_twice_changes_nothing_at_the_edges(text: str) -> None:
+    once = normalise_message(text)
+    assert normalise_message(once) == once
+
+
+def ids_of(messages: list[str]) -> list[str]:
+    """The ids of a chained failure raised with each message (run here and in other processes)."""
+    namespace: dict[str, Any] = {"__name__": "golden.app"}
+    source = (
+        "def fail(message):\n"
+        "    try:\n"
+        "        {}[message]\n"
+        "    except KeyError as exc:\n"
+        "        raise ValueError(message) from exc\n"
+    )
+    exec(compile(source, "golden/app.py", "exec"), namespace)
+    ids = []
+    for message in messages:
+        try:
+            namespace["fail"](message)
+        except ValueError as exc:
+            ids.append(fingerprint(exc, app_modules=["golden"]).id)
+    return ids
+
+
+SCRIPT = f"""
+import json, sys
+from typing import Any
+from engine.signature import fingerprint
+{textwrap.dedent(inspect.getsource(ids_of))}
+print(json.dumps(ids_of(json.load(sys.stdin))))
+"""
+
+
+def ids_in_a_process(messages: list[str], hashseed: str) -> list[str]:
+    env = {**os.environ, "PYTHONHASHSEED": hashseed}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        input=json.dumps(messages),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    ids: list[str] = json.loads(done.stdout)
+    return ids
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.lists(st.text() | two_of_a_kind().map(lambda c: c[0].format(c[1])), max_size=20))
+def test_ids_do_not_depend_on_the_process(messages: list[str]) -> None:
+    one = ids_in_a_process(messages, "0")
+    assert len(one) == len(messages)
+    assert one == ids_of(messages)
+    assert one == ids_in_a_process(messages, "4242")
+    assert one == ids_in_a_process(messages, "random")
