@@ -1,0 +1,1051 @@
+"""Benchmark of onward's self-healing: fingerprints, fix decisions, protected steps, auto-fixes.
+
+What it measures, in one run (SQLite files are fresh, in one directory):
+
+* ``fingerprint_us``: ``engine.signature.fingerprint(exc)`` per call, for a realistic exception:
+  5 in-app frames on its traceback (raised 4 calls deep), its message holding numbers, a path
+  and a uuid, with a ``__cause__`` (a ``KeyError``). Raised once, fingerprinted many times
+  (the per-code-object frame cache is warm, as in a long session); median of the repeats.
+  ``fingerprint_raise_us`` under ``details`` includes raising and catching it each time.
+* ``known_error_decision_us`` / ``known_error_decision_p99_us``: what
+  :meth:`engine.healing.Healer._remedy` does for an error already seen, without appending:
+  ``fingerprint(exc)``, then ``errors.get(sig)``, ``errors.fix_stats(sig)`` (as ``FixStats``)
+  and ``errors.learned(sig)`` on the engine's error-learning DB, then
+  ``healer.fixes.candidates(exc, call, ...)`` and ``fix.apply(exc, call)`` of the first
+  candidate that applies. The engine is opened on ``memory://`` and the workload below (7 error
+  kinds) runs on it first, so that each signature has a fix history; the exceptions and the
+  ``StepCall`` are the very ones the engine handled (recorded from ``Healer.on_failure``).
+  Each sample times one decision; the kinds take turns; p50 and p99 of all samples, each kind's
+  and each stage's p50 under ``details``. A fix with a side effect (creating a directory) is
+  undone, untimed, after each sample; ``known_error_decision_p99_without_mkdir_us`` leaves
+  that kind out (its ``mkdir`` is a file-system write, 100-250 µs here).
+* ``protected_step_ratio``: a successful durable step guarded by healing (a retry policy,
+  ``@engine.step(breaker="api")``) over a plain durable step (``@engine.step()`` on
+  ``Engine.open(..., healing=False)``), both on SQLite files in one directory at
+  ``synchronous=FULL`` (the default): one task of 1,000 steps after a 50-step warm-up, time of
+  ``engine.run()`` / steps. Plain and protected alternate (plain, protected, protected, plain,
+  ...) on fresh files, after one untimed run of each; ratio of the medians.
+  ``protected_step_p50_ratio`` under ``details`` is the ratio of the medians of the intervals
+  between consecutive steps, which bursts of other I/O barely move.
+* ``onward_protection_us``: the same two paths on ``memory://`` (no fsync: the engine's own
+  CPU), protected minus plain per step, median of alternating rounds.
+* ``tenacity_us`` / ``pybreaker_us``: the peers' overhead on a successful call, as references:
+  ``tenacity.retry(stop=stop_after_attempt(3), wait=wait_exponential_jitter())(f)()`` and
+  ``pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)(f)()``, each decorated once, minus a
+  bare ``f()``; median of the repeats (decorating on every call is under ``details``).
+* ``seen_error_autofix_rate``: a seeded workload of real errors run through the real engine on
+  an SQLite file (``synchronous=FULL``) with an injected clock and sleep (no real sleeping):
+  200 tasks (70 with ``--quick``), one error each, over 7 kinds with varying values: a cp1252
+  file read as UTF-8; SQLite's "database is locked" (another connection holds ``BEGIN
+  IMMEDIATE`` when the step writes with ``timeout=0``; it commits while the engine sleeps);
+  JSON inside log lines; Python inside Markdown fences; a config without a key the step
+  declares a default for; a file written into a missing directory; a ``TimeoutError`` from a
+  call with a ``timeout`` parameter. Each task is submitted and run to its end before the next.
+  Then the log is folded in order through a fresh ``projections.errors.ErrorProjection``: an
+  error is *seen* when, at its first ``StepFailed``, its signature already has a ``best_fix``
+  (a fix with at least one success); it is *fixed automatically* when its step then succeeded
+  through a fix (``FixSucceeded``) with no ``RetryScheduled`` and no give-up decision. The rate
+  is fixed / seen; ``first_sight_fix_rate`` is the same for the others; per kind under
+  ``details``.
+
+Targets (``targets`` in the JSON): protected_step_ratio <= 1.15; seen_error_autofix_rate >= 0.95;
+known_error_decision_us <= 50. Quote ratios, not times.
+
+Run it from the repository root, with the peers installed (``pip install -e '.[bench]'``)::
+
+    .venv/bin/python scripts/bench_healing.py             # a table, about 25-60 seconds
+    .venv/bin/python scripts/bench_healing.py --quick     # a table, about 10-15 seconds
+    .venv/bin/python scripts/bench_healing.py --json --db-dir /tmp/bench-healing
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WARMUP_STEPS = 50
+SEED = 20_240_601
+
+FULL: dict[str, int] = {
+    "fingerprint_calls": 50_000,
+    "fingerprint_repeats": 5,
+    "decision_samples_per_kind": 5_000,
+    "decision_history_per_kind": 5,
+    "steps": 1_000,
+    "step_rounds": 20,
+    "memory_steps": 5_000,
+    "memory_rounds": 10,
+    "peer_calls": 100_000,
+    "peer_repeats": 5,
+    "workload_tasks": 200,
+}
+QUICK: dict[str, int] = {
+    "fingerprint_calls": 20_000,
+    "fingerprint_repeats": 3,
+    "decision_samples_per_kind": 1_500,
+    "decision_history_per_kind": 3,
+    "steps": 1_000,
+    "step_rounds": 8,
+    "memory_steps": 3_000,
+    "memory_rounds": 6,
+    "peer_calls": 50_000,
+    "peer_repeats": 3,
+    "workload_tasks": 70,
+}
+
+#: (key, rule for the human table, test: True / False, or None when a figure is missing)
+TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool | None]]] = [
+    (
+        "protected_step",
+        "protected_step_ratio <= 1.15",
+        lambda r: r["protected_step_ratio"] <= 1.15,
+    ),
+    (
+        "seen_error_autofix",
+        "seen_error_autofix_rate >= 0.95",
+        lambda r: (
+            None if r["seen_error_autofix_rate"] is None else r["seen_error_autofix_rate"] >= 0.95
+        ),
+    ),
+    (
+        "known_error_decision",
+        "known_error_decision_us <= 50",
+        lambda r: r["known_error_decision_us"] <= 50,
+    ),
+]
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the result)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class Files:
+    """Fresh, numbered SQLite file names in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._n = 0
+
+    def new(self, label: str) -> Path:
+        self._n += 1
+        path = self.directory / f"{self._n:02d}-{label}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return path
+
+    def folder(self, label: str) -> Path:
+        self._n += 1
+        path = self.directory / f"{self._n:02d}-{label}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+
+class FakeClock:
+    """An injected clock that moves only when told to; its ``sleep`` advances it.
+
+    Things that happen "meanwhile" (another connection committing) are registered with
+    :meth:`meanwhile` and happen at the next sleep.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self._pending: list[Callable[[], None]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def meanwhile(self, action: Callable[[], None]) -> None:
+        self._pending.append(action)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+        pending, self._pending = self._pending, []
+        for action in pending:
+            action()
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 2)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+# -- the fingerprint -------------------------------------------------------------------------
+
+
+class OrderRejected(Exception):
+    """The application's own error, as a step would raise it."""
+
+
+def _check_fields(order: dict[str, Any], n: int, customer: str) -> None:
+    try:
+        order["fields"]
+    except KeyError as exc:
+        raise OrderRejected(
+            f"order {n} for customer {customer} rejected at "
+            f"/srv/data/orders/2024/{n}.json: expected 3 fields, got {len(order)} "
+            f"(after 1.5 s, attempt 2 of 5)"
+        ) from exc
+
+
+def _validate_order(order: dict[str, Any], n: int, customer: str) -> None:
+    _check_fields(order, n, customer)
+
+
+def _load_order(n: int, customer: str) -> None:
+    _validate_order({"id": n, "total": 12.5}, n, customer)
+
+
+def _import_batch(n: int, customer: str) -> None:
+    _load_order(n, customer)
+
+
+def realistic_exception(n: int = 4711) -> BaseException:
+    """An OrderRejected raised through 5 in-app frames (this one included), caused by a
+    KeyError."""
+    try:
+        _import_batch(n, str(uuid.UUID(int=n * 7919)))
+    except OrderRejected as exc:
+        return exc
+    raise AssertionError("_import_batch did not raise")
+
+
+def fingerprints(counts: dict[str, int]) -> dict[str, Any]:
+    """Per-call cost of fingerprint(exc), without and with the raise."""
+    from engine.signature import fingerprint
+
+    exc = realistic_exception()
+    signature = fingerprint(exc)
+    if len(signature.frames) != 5 or not signature.causes:
+        raise SystemExit(f"the benchmark's exception is not as described: {signature}")
+    calls = counts["fingerprint_calls"]
+    alone: list[float] = []
+    raised: list[float] = []
+    for _ in range(counts["fingerprint_repeats"]):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fingerprint(exc)
+        alone.append((time.perf_counter() - t0) / calls)
+        t0 = time.perf_counter()
+        for i in range(calls // 4):
+            fingerprint(realistic_exception(i))
+        raised.append((time.perf_counter() - t0) / (calls // 4))
+    return {
+        "fingerprint_us": _us(statistics.median(alone)),
+        "fingerprint_raise_us": _us(statistics.median(raised)),
+        "fingerprint_samples_us": [_us(s) for s in alone],
+        "fingerprint_example": str(signature),
+    }
+
+
+# -- the workload of real errors -------------------------------------------------------------
+
+KINDS = (
+    "undecodable_file",
+    "database_locked",
+    "json_in_log_noise",
+    "code_in_markdown",
+    "missing_config_key",
+    "missing_parent_directory",
+    "timeout",
+)
+
+_NAMES = ("café", "naïve", "Zoë", "crème brûlée", "señor", "Ångström", "déjà vu", "Müller")
+_PROSE = (
+    "Here is the code you asked for:",
+    "Sure! Below is the function.",
+    "Certainly, this computes the area",
+    "The following snippet should work",
+    "Here's the fixed version:",
+)
+_CONFIG_DEFAULTS: dict[str, Any] = {"retries": 3, "timeout": 30.0, "pool_size": 4}
+
+
+class Workload:
+    """Seven kinds of real errors, each a task with one step, and what makes them happen.
+
+    Args:
+        directory: where its files go (the files it reads and writes, the app database).
+        clock: the engine's injected clock (the timeout kind advances it).
+    """
+
+    def __init__(self, directory: Path, clock: FakeClock) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.app_db = directory / "app.db"
+        with sqlite3.connect(self.app_db) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value INTEGER)")
+        db.close()
+        self.latency: dict[str, float] = {}
+        self.tasks: dict[str, Callable[..., Any]] = {}
+
+    def register(self, engine: Engine) -> None:
+        """Register the steps and tasks on an engine."""
+        clock = self.clock
+        latency = self.latency
+
+        @engine.step()
+        def read_notes(path: str, encoding: str = "utf-8") -> str:
+            return Path(path).read_text(encoding=encoding)
+
+        @engine.task(name="undecodable_file")
+        def summarise_notes(path: str) -> int:
+            return len(read_notes(path))
+
+        @engine.step()
+        def save_result(db: str, key: str, value: int) -> int:
+            conn = sqlite3.connect(db, timeout=0)
+            try:
+                with conn:
+                    conn.execute("INSERT OR REPLACE INTO results VALUES (?, ?)", (key, value))
+            finally:
+                conn.close()
+            return value
+
+        @engine.task(name="database_locked")
+        def record_result(db: str, key: str, value: int) -> int:
+            return save_result(db, key, value)
+
+        @engine.step()
+        def parse_report(text: str) -> dict[str, Any]:
+            report: dict[str, Any] = json.loads(text)
+            return report
+
+        @engine.task(name="json_in_log_noise")
+        def ingest_report(text: str) -> int:
+            return len(parse_report(text)["rows"])
+
+        @engine.step()
+        def run_snippet(code: str) -> int:
+            namespace: dict[str, Any] = {}
+            exec(compile(code, "<snippet>", "exec"), namespace)
+            return int(namespace["result"])
+
+        @engine.task(name="code_in_markdown")
+        def evaluate_snippet(code: str) -> int:
+            return run_snippet(code)
+
+        @engine.step(hints={"defaults": _CONFIG_DEFAULTS})
+        def connect_service(config: dict[str, Any]) -> str:
+            return (
+                f"{config['host']}:{config['port']} retries={config['retries']} "
+                f"timeout={config['timeout']} pool={config['pool_size']}"
+            )
+
+        @engine.task(name="missing_config_key")
+        def open_service(config: dict[str, Any]) -> str:
+            return connect_service(config)
+
+        @engine.step()
+        def write_report(path: str, text: str) -> int:
+            return Path(path).write_text(text, encoding="utf-8")
+
+        @engine.task(name="missing_parent_directory")
+        def export_report(path: str, text: str) -> int:
+            return write_report(path, text)
+
+        @engine.step()
+        def fetch_page(url: str, timeout: float = 5.0) -> int:
+            needed = latency[url]
+            if needed > timeout:
+                clock.advance(timeout)
+                host = url.split("/")[2]
+                raise TimeoutError(
+                    f"HTTPSConnectionPool(host={host!r}, port=443): Read timed out. "
+                    f"(read timeout={timeout})"
+                )
+            clock.advance(needed)
+            return 200
+
+        @engine.task(name="timeout")
+        def crawl(url: str) -> int:
+            return fetch_page(url)
+
+        self.tasks = {
+            "undecodable_file": summarise_notes,
+            "database_locked": record_result,
+            "json_in_log_noise": ingest_report,
+            "code_in_markdown": evaluate_snippet,
+            "missing_config_key": open_service,
+            "missing_parent_directory": export_report,
+            "timeout": crawl,
+        }
+
+    def plan(self, count: int, seed: int, *, per_kind: int | None = None) -> list[tuple[str, int]]:
+        """The tasks to run: (kind, n), shuffled by ``seed`` (or ``per_kind`` of each, in turn)."""
+        if per_kind is not None:
+            return [(kind, n) for n in range(per_kind) for kind in KINDS]
+        plan = [(KINDS[i % len(KINDS)], i) for i in range(count)]
+        random.Random(seed).shuffle(plan)
+        return plan
+
+    def submit(self, engine: Engine, kind: str, n: int, rng: random.Random) -> str:
+        """Prepare what makes task ``n`` of ``kind`` fail once, and submit it."""
+        task = self.tasks[kind]
+        if kind == "undecodable_file":
+            path = self.directory / "notes" / f"{uuid.UUID(int=rng.getrandbits(128))}.txt"
+            path.parent.mkdir(exist_ok=True)
+            words = rng.sample(_NAMES, 3)
+            text = f"{words[0]} ordered {rng.randint(1, 999)} x {words[1]} for {words[2]}"
+            if rng.random() < 0.3:  # a byte that cannot start a character comes first
+                text = f"€{rng.randint(2, 90)}: {text}"
+            path.write_bytes(text.encode("cp1252"))
+            return str(engine.submit(task, str(path)))
+        if kind == "database_locked":
+            holder = sqlite3.connect(self.app_db, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            holder.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?)", (f"holder-{n}", rng.randint(0, 9))
+            )
+
+            def release() -> None:
+                holder.execute("COMMIT")
+                holder.close()
+
+            self.clock.meanwhile(release)
+            return str(engine.submit(task, str(self.app_db), f"job-{n}", rng.randint(1, 10**6)))
+        if kind == "json_in_log_noise":
+            rows = [{"id": rng.randint(1, 10**5), "score": rng.random()} for _ in range(3)]
+            text = (
+                f"INFO GET https://api.example.com/v2/reports/{rng.randint(1, 10**6)} -> 200 "
+                f"in {rng.randint(5, 900)} ms\n"
+                + json.dumps({"rows": rows, "page": rng.randint(1, 50)})
+                + f"\nINFO parsed {len(rows)} rows at 2024-06-{rng.randint(1, 28):02d}T12:00:00Z"
+            )
+            return str(engine.submit(task, text))
+        if kind == "code_in_markdown":
+            w, h = rng.randint(1, 99), rng.randint(1, 99)
+            code = (
+                f"{rng.choice(_PROSE)}\n\n```python\ndef area(w, h):\n    return w * h\n\n"
+                f"result = area({w}, {h})\n```\n\nIt multiplies {w} by {h}."
+            )
+            return str(engine.submit(task, code))
+        if kind == "missing_config_key":
+            config: dict[str, Any] = {"host": f"db{n}.internal", "port": 5432 + n % 7}
+            missing = rng.choice(sorted(_CONFIG_DEFAULTS))
+            config.update({k: v for k, v in _CONFIG_DEFAULTS.items() if k != missing})
+            return str(engine.submit(task, config))
+        if kind == "missing_parent_directory":
+            path = (
+                self.directory
+                / "exports"
+                / f"2024-{rng.randint(1, 12):02d}"
+                / str(uuid.UUID(int=rng.getrandbits(128)))
+                / f"report-{n}.txt"
+            )
+            return str(engine.submit(task, str(path), f"report {n}: {rng.random():.4f}\n"))
+        if kind == "timeout":
+            url = f"https://shop{rng.randint(1, 40)}.example.com/items/{n}?page={rng.randint(1, 9)}"
+            self.latency[url] = rng.uniform(5.5, 9.5)  # more than the 5 s timeout, less than 10
+            return str(engine.submit(task, url))
+        raise ValueError(f"unknown kind {kind!r}")
+
+
+def fold_outcomes(log: Any, kind_of: dict[str, str]) -> list[dict[str, Any]]:
+    """Each task's error, read back from the log in order through a fresh error DB.
+
+    Returns, per task that failed: its kind, its first signature, whether that signature had a
+    best fix (at least one success) before, and whether its step was fixed automatically.
+    """
+    from events import (
+        DecisionMade,
+        FixSucceeded,
+        RetryScheduled,
+        StepCompleted,
+        StepFailed,
+        TaskSucceeded,
+    )
+    from projections.errors import ErrorProjection
+
+    errors = ErrorProjection()
+    tasks: dict[str, dict[str, Any]] = {}
+    for r in log.read():
+        event = r.event
+        task = tasks.get(r.stream)
+        if isinstance(event, StepFailed) and event.signature and task is None:
+            view = errors.signatures.get(event.signature)
+            tasks[r.stream] = {
+                "task": r.stream,
+                "kind": kind_of.get(r.stream, "?"),
+                "signature": event.signature,
+                "seen": view is not None and view.best_fix is not None,
+                "fix": False,
+                "retry": False,
+                "give_up": False,
+                "completed": False,
+                "succeeded": False,
+            }
+        elif task is not None:
+            if isinstance(event, FixSucceeded):
+                task["fix"] = True
+            elif isinstance(event, RetryScheduled):
+                task["retry"] = True
+            elif isinstance(event, DecisionMade) and event.kind == "give_up":
+                task["give_up"] = True
+            elif isinstance(event, StepCompleted):
+                task["completed"] = True
+            elif isinstance(event, TaskSucceeded):
+                task["succeeded"] = True
+        errors.apply(r)
+    for task in tasks.values():
+        task["fixed"] = (
+            task["fix"] and task["completed"] and not task["retry"] and not task["give_up"]
+        )
+    return list(tasks.values())
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return None if whole == 0 else round(part / whole, 4)
+
+
+def autofix(files: Files, counts: dict[str, int]) -> dict[str, Any]:
+    """Run the seeded workload through the real engine on SQLite; fold the outcomes."""
+    from engine import Engine
+    from projections import task_stream
+
+    clock = FakeClock()
+    directory = files.folder("workload")
+    workload = Workload(directory, clock)
+    url = f"sqlite:///{files.new('workload')}"
+    plan = workload.plan(counts["workload_tasks"], SEED)
+    rng = random.Random(SEED + 1)
+    kind_of: dict[str, str] = {}
+    progress(f"workload: {len(plan)} tasks over {len(KINDS)} error kinds, on SQLite")
+    t0 = time.perf_counter()
+    with Engine.open(url, session="workload", clock=clock, sleep=clock.sleep, seed=SEED) as engine:
+        workload.register(engine)
+        failed = 0
+        for kind, n in plan:
+            task_id = workload.submit(engine, kind, n, rng)
+            kind_of[task_stream(task_id)] = kind
+            summary = engine.run()
+            failed += summary.failed
+        outcomes = fold_outcomes(engine.log, kind_of)
+        signatures = len(engine.refresh().errors.signatures)
+    elapsed = time.perf_counter() - t0
+
+    seen = [o for o in outcomes if o["seen"]]
+    first = [o for o in outcomes if not o["seen"]]
+    per_kind: dict[str, Any] = {}
+    for kind in KINDS:
+        mine = [o for o in outcomes if o["kind"] == kind]
+        mine_seen = [o for o in mine if o["seen"]]
+        mine_first = [o for o in mine if not o["seen"]]
+        per_kind[kind] = {
+            "errors": len(mine),
+            "signatures": len({o["signature"] for o in mine}),
+            "seen": len(mine_seen),
+            "seen_fixed": sum(o["fixed"] for o in mine_seen),
+            "first_sight": len(mine_first),
+            "first_sight_fixed": sum(o["fixed"] for o in mine_first),
+            "retried": sum(o["retry"] for o in mine),
+            "gave_up": sum(o["give_up"] for o in mine),
+        }
+    return {
+        "seen_error_autofix_rate": _rate(sum(o["fixed"] for o in seen), len(seen)),
+        "first_sight_fix_rate": _rate(sum(o["fixed"] for o in first), len(first)),
+        "errors": len(outcomes),
+        "seen_errors": len(seen),
+        "first_sight_errors": len(first),
+        "tasks": len(plan),
+        "tasks_failed": failed,
+        "tasks_without_error": len(plan) - len(outcomes),
+        "signatures": signatures,
+        "per_kind": per_kind,
+        "workload_s": round(elapsed, 2),
+    }
+
+
+# -- the decision for a known error ----------------------------------------------------------
+
+
+def decisions(files: Files, counts: dict[str, int]) -> dict[str, Any]:
+    """Time fingerprint + error-DB lookup + fix choice + apply for errors with a fix history."""
+    from engine import Engine
+    from engine.fixes import FixStats, StepCall
+    from engine.signature import fingerprint
+
+    clock = FakeClock()
+    workload = Workload(files.folder("decisions"), clock)
+    rng = random.Random(SEED + 2)
+    handled: dict[str, tuple[BaseException, StepCall]] = {}
+    with Engine.open("memory://", session="decisions", clock=clock, sleep=clock.sleep) as engine:
+        workload.register(engine)
+        healer = engine.healer
+        assert healer is not None
+        on_failure = healer.on_failure
+        current: list[str] = [""]
+
+        def recording(run: Any, step: Any, index: int, attempt: int, call: StepCall,
+                      exc: Exception, fix_in_flight: str) -> Any:  # fmt: skip
+            handled[current[0]] = (exc, call)
+            return on_failure(run, step, index, attempt, call, exc, fix_in_flight)
+
+        healer.on_failure = recording  # type: ignore[method-assign]
+        for kind, n in workload.plan(0, SEED, per_kind=counts["decision_history_per_kind"]):
+            current[0] = kind
+            workload.submit(engine, kind, n, rng)
+            engine.run()
+        healer.on_failure = on_failure  # type: ignore[method-assign]
+        errors = engine.refresh().errors
+        fixes = healer.fixes
+
+        def decide(exc: BaseException, call: StepCall) -> tuple[str, list[int]]:
+            t0 = time.perf_counter_ns()
+            sig = fingerprint(exc).id
+            t1 = time.perf_counter_ns()
+            errors.get(sig)
+            stats = {
+                name: FixStats(attempts=r.attempts, successes=r.successes)
+                for name, r in errors.fix_stats(sig).items()
+            }
+            learned = errors.learned(sig)
+            t2 = time.perf_counter_ns()
+            candidates = fixes.candidates(exc, call, signature=sig, stats=stats, learned=learned)
+            t3 = time.perf_counter_ns()
+            chosen = ""
+            for fix in candidates:
+                try:
+                    remedy = fix.apply(exc, call)
+                except Exception:
+                    continue
+                if remedy is not None:
+                    chosen = fix.name
+                    break
+            t4 = time.perf_counter_ns()
+            return chosen, [t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+
+        def undo(exc: BaseException) -> None:
+            # create-missing-parent-directory made the directory: remove it for the next sample
+            filename = getattr(exc, "filename", None)
+            if isinstance(exc, FileNotFoundError) and filename:
+                Path(filename).unlink(missing_ok=True)
+                parent = Path(filename).parent
+                if parent.exists():
+                    parent.rmdir()
+
+        for exc, _ in handled.values():
+            undo(exc)
+        expected: dict[str, str] = {}
+        for kind, (exc, call) in handled.items():
+            view = errors.get(fingerprint(exc).id)
+            if view.best_fix is None:
+                raise SystemExit(f"decisions: {kind}'s signature has no fix history: {view}")
+            chosen, _ = decide(exc, call)
+            undo(exc)
+            if chosen != view.best_fix:
+                raise SystemExit(f"decisions: {kind} chose {chosen!r}, not {view.best_fix!r}")
+            expected[kind] = chosen
+
+        samples: dict[str, list[list[int]]] = {kind: [] for kind in handled}
+        order = list(handled.items())
+        gc.collect()
+        for _ in range(counts["decision_samples_per_kind"]):
+            for kind, (exc, call) in order:
+                chosen, times = decide(exc, call)
+                undo(exc)
+                samples[kind].append(times)
+                if chosen != expected[kind]:
+                    raise SystemExit(f"decisions: {kind} chose {chosen!r} this time")
+
+    pooled = sorted(t[0] for mine in samples.values() for t in mine)
+    stages = ("fingerprint", "lookup", "candidates", "apply")
+    per_kind: dict[str, Any] = {}
+    for kind, mine in samples.items():
+        totals = sorted(t[0] for t in mine)
+        per_kind[kind] = {
+            "fix": expected[kind],
+            "p50_us": round(statistics.median(totals) / 1e3, 2),
+            "p99_us": round(_percentile(totals, 0.99) / 1e3, 2),
+            **{
+                f"{stage}_p50_us": round(statistics.median(t[i + 1] for t in mine) / 1e3, 2)
+                for i, stage in enumerate(stages)
+            },
+        }
+    everything = [t for mine in samples.values() for t in mine]
+    # Creating a directory is a file-system write, not a decision: the p99 without that kind.
+    pure = sorted(
+        t[0]
+        for kind, mine in samples.items()
+        if expected[kind] != "create-missing-parent-directory"
+        for t in mine
+    )
+    return {
+        "known_error_decision_us": round(statistics.median(pooled) / 1e3, 2),
+        "known_error_decision_p99_us": round(_percentile(pooled, 0.99) / 1e3, 2),
+        "known_error_decision_p99_without_mkdir_us": round(_percentile(pure, 0.99) / 1e3, 2),
+        "decision_stage_p50_us": {
+            stage: round(statistics.median(t[i + 1] for t in everything) / 1e3, 2)
+            for i, stage in enumerate(stages)
+        },
+        "decision_per_kind": per_kind,
+    }
+
+
+# -- the protected step ----------------------------------------------------------------------
+
+
+def steps(url: str, count: int, *, protected: bool) -> tuple[float, list[float]]:
+    """Seconds per durable step of one task of ``count`` steps, and the intervals between
+    consecutive steps, plain (healing off) or protected (healing, a retry policy, a breaker)."""
+    from engine import Engine
+    from engine.healing import BreakerPolicy
+    from engine.retry import RetryPolicies, RetryPolicy
+
+    stamps: list[float] = []
+    options: dict[str, Any] = (
+        {
+            "retries": RetryPolicies(RetryPolicy(max_attempts=3)),
+            "breakers": BreakerPolicy(failures=5, cooldown=60.0),
+        }
+        if protected
+        else {"healing": False}
+    )
+    with Engine.open(url, session="bench", **options) as engine:
+        if protected:
+
+            @engine.step(breaker="api")
+            def f(i: int) -> int:
+                return i + 1
+
+        else:
+
+            @engine.step()
+            def f(i: int) -> int:
+                return i + 1
+
+        @engine.task()
+        def job(n: int) -> int:
+            total = 0
+            for i in range(n):
+                total = f(i)
+                stamps.append(time.perf_counter())
+            return total
+
+        engine.submit(job, WARMUP_STEPS)
+        engine.run()
+        task_id = engine.submit(job, count)
+        stamps.clear()
+        t0 = time.perf_counter()
+        summary = engine.run()
+        elapsed = time.perf_counter() - t0
+        if summary.steps_run != count or engine.result(task_id) != count:
+            raise SystemExit(f"the step task did not run {count} steps: {summary}")
+        if protected and engine.projections.breakers.get("api").calls < count:
+            raise SystemExit("the protected steps were not counted by the breaker")
+    return elapsed / count, [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def alternate(rounds: int, run: Callable[[str], tuple[float, list[float]]]) -> dict[str, list[Any]]:
+    """Plain and protected in turns (plain, protected, protected, plain, ...)."""
+    results: dict[str, list[Any]] = {"plain": [], "protected": [], "plain_i": [], "protected_i": []}
+    for round_ in range(rounds):
+        order = ("plain", "protected") if round_ % 2 == 0 else ("protected", "plain")
+        for who in order:
+            seconds, intervals = run(who)
+            results[who].append(seconds)
+            results[f"{who}_i"] += intervals
+    return results
+
+
+def protected_steps(files: Files, counts: dict[str, int]) -> dict[str, Any]:
+    """The protected step over the plain one, on SQLite (FULL) and on memory://."""
+    count, rounds = counts["steps"], counts["step_rounds"]
+
+    def on_sqlite(who: str) -> tuple[float, list[float]]:
+        progress(f"protected step: {who}, {count} steps on SQLite")
+        return steps(f"sqlite:///{files.new(who)}", count, protected=who == "protected")
+
+    for who in ("plain", "protected"):  # untimed: the first files in a directory run slow
+        steps(f"sqlite:///{files.new(f'warm-up-{who}')}", 200, protected=who == "protected")
+    full = alternate(rounds, on_sqlite)
+    memory_count = counts["memory_steps"]
+    progress(f"protected step: {counts['memory_rounds']} rounds of {memory_count} on memory://")
+    memory = alternate(
+        counts["memory_rounds"],
+        lambda who: steps("memory://", memory_count, protected=who == "protected"),
+    )
+    plain, protected = statistics.median(full["plain"]), statistics.median(full["protected"])
+    plain_p50 = statistics.median(full["plain_i"])
+    protected_p50 = statistics.median(full["protected_i"])
+    memory_plain = statistics.median(memory["plain"])
+    memory_protected = statistics.median(memory["protected"])
+    return {
+        "protected_step_ratio": round(protected / plain, 3),
+        "onward_protection_us": _us(memory_protected - memory_plain),
+        "plain_step_us": _us(plain),
+        "protected_step_us": _us(protected),
+        "protected_step_p50_ratio": round(protected_p50 / plain_p50, 3),
+        "plain_step_p50_us": _us(plain_p50),
+        "protected_step_p50_us": _us(protected_p50),
+        "plain_step_samples_us": [_us(s) for s in full["plain"]],
+        "protected_step_samples_us": [_us(s) for s in full["protected"]],
+        "memory_plain_step_us": _us(memory_plain),
+        "memory_protected_step_us": _us(memory_protected),
+        "memory_protected_step_ratio": round(memory_protected / memory_plain, 3),
+    }
+
+
+# -- the peers -------------------------------------------------------------------------------
+
+
+def per_call(fn: Callable[[], Any], calls: int) -> float:
+    """Seconds per call of ``fn`` in a tight loop."""
+    loop = itertools.repeat(None, calls)
+    t0 = time.perf_counter()
+    for _ in loop:
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def peers(counts: dict[str, int]) -> tuple[dict[str, Any], list[str]]:
+    """tenacity's and pybreaker's overhead on a successful call, minus a bare call."""
+    notes: list[str] = []
+    calls, repeats = counts["peer_calls"], counts["peer_repeats"]
+
+    def f() -> int:
+        return 1
+
+    contenders: dict[str, Callable[[], Any]] = {"bare": f}
+    try:
+        import tenacity
+
+        def retrying() -> Callable[[], Any]:
+            wait = tenacity.wait_exponential_jitter()
+            return tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=wait)(f)
+
+        def tenacity_decorating() -> Any:
+            return retrying()()
+
+        contenders["tenacity"] = retrying()
+        contenders["tenacity_decorating"] = tenacity_decorating
+    except ImportError:
+        notes.append("tenacity_us: tenacity is not importable (pip install -e '.[bench]')")
+    try:
+        import pybreaker
+
+        def guarded() -> Callable[[], Any]:
+            breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
+            guarded_f: Callable[[], Any] = breaker(f)
+            return guarded_f
+
+        def pybreaker_decorating() -> Any:
+            return guarded()()
+
+        contenders["pybreaker"] = guarded()
+        contenders["pybreaker_decorating"] = pybreaker_decorating
+    except ImportError:
+        notes.append("pybreaker_us: pybreaker is not importable (pip install -e '.[bench]')")
+    progress(f"peers: {', '.join(c for c in contenders if c != 'bare')}")
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            n = calls if "decorating" not in name else max(1, calls // 10)
+            per_call(fn, max(1, n // 10))  # warm-up
+            times[name].append(per_call(fn, n))
+    bare = statistics.median(times["bare"])
+    figures: dict[str, Any] = {"bare_call_us": round(bare * 1e6, 3)}
+    for name in ("tenacity", "pybreaker", "tenacity_decorating", "pybreaker_decorating"):
+        figures[f"{name}_us"] = (
+            _us(statistics.median(times[name]) - bare) if name in times else None
+        )
+    return figures, notes
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else round(a / b, 3)
+
+
+def measure(directory: Path, counts: dict[str, int]) -> dict[str, Any]:
+    files = Files(directory)
+    started = time.perf_counter()
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    progress("fingerprint")
+    printed = fingerprints(counts)
+    progress("known-error decisions (memory://)")
+    decided = decisions(files, counts)
+    peer, notes = peers(counts)
+    guarded = protected_steps(files, counts)
+    fixed = autofix(files, counts)
+
+    result: dict[str, Any] = {
+        "fingerprint_us": printed["fingerprint_us"],
+        "known_error_decision_us": decided["known_error_decision_us"],
+        "known_error_decision_p99_us": decided["known_error_decision_p99_us"],
+        "protected_step_ratio": guarded["protected_step_ratio"],
+        "onward_protection_us": guarded["onward_protection_us"],
+        "tenacity_us": peer["tenacity_us"],
+        "pybreaker_us": peer["pybreaker_us"],
+        "seen_error_autofix_rate": fixed["seen_error_autofix_rate"],
+        "first_sight_fix_rate": fixed["first_sight_fix_rate"],
+        "errors": fixed["errors"],
+        "seen_errors": fixed["seen_errors"],
+    }
+    result["tenacity_vs_protection_ratio"] = _ratio(
+        peer["tenacity_us"], guarded["onward_protection_us"]
+    )
+    result["pybreaker_vs_protection_ratio"] = _ratio(
+        peer["pybreaker_us"], guarded["onward_protection_us"]
+    )
+    targets: dict[str, Any] = {}
+    for key, rule, test in TARGETS:
+        targets[key] = {"rule": rule, "meets": test(result)}
+    result["targets"] = targets
+    result["details"] = {
+        **{k: v for k, v in printed.items() if k not in result},
+        **{k: v for k, v in decided.items() if k not in result},
+        **{k: v for k, v in guarded.items() if k not in result},
+        **{k: v for k, v in peer.items() if k not in result},
+        **{k: v for k, v in fixed.items() if k not in result},
+    }
+    result["notes"] = notes
+    result["counts"] = {**counts, "warmup_steps": WARMUP_STEPS, "seed": SEED}
+    result["environment"] = {
+        "sqlite_version": sqlite3.sqlite_version,
+        "python": platform.python_version(),
+        "tenacity": _version("tenacity"),
+        "pybreaker": _version("pybreaker"),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load,
+        "load_average_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a readable table: each onward figure beside its reference."""
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.2f} µs"
+
+    details = result["details"]
+    lines = [f"{'onward':<34}{'figure':>12}  {'reference':<22}{'figure':>12}{'ratio':>8}"]
+    rows: list[tuple[str, float | None, str, float | None]] = [
+        ("protection per step (memory://)", result["onward_protection_us"], "tenacity retry",
+         result["tenacity_us"]),
+        ("protection per step (memory://)", result["onward_protection_us"], "pybreaker call",
+         result["pybreaker_us"]),
+        ("protected step (SQLite FULL)", details["protected_step_us"], "plain step",
+         details["plain_step_us"]),
+    ]  # fmt: skip
+    for name, value, ref_name, other in rows:
+        ratio = "" if value is None or other is None or value == 0 else f"{other / value:>8.2f}"
+        lines.append(f"{name:<34}{fmt(value):>12}  {ref_name:<22}{fmt(other):>12}{ratio}")
+    lines.append("(ratio = reference / onward)")
+    lines.append(
+        f"protected_step_ratio {result['protected_step_ratio']:.3f} (of the median intervals "
+        f"{details['protected_step_p50_ratio']:.3f}); on memory:// a plain step takes "
+        f"{details['memory_plain_step_us']:.2f} µs, a protected one "
+        f"{details['memory_protected_step_us']:.2f} µs"
+    )
+    lines.append(
+        f"fingerprint {result['fingerprint_us']:.2f} µs ({details['fingerprint_raise_us']:.2f} µs"
+        f" with the raise); known-error decision p50 {result['known_error_decision_us']:.2f} µs,"
+        f" p99 {result['known_error_decision_p99_us']:.2f} µs"
+        f" ({details['known_error_decision_p99_without_mkdir_us']:.2f} µs without mkdir)"
+    )
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in details["decision_stage_p50_us"].items())
+    lines.append(f"  decision stages (p50, µs): {stages}")
+    lines.append(f"  {'kind':<26}{'fix':<34}{'p50 µs':>9}{'p99 µs':>9}")
+    for kind, figures in details["decision_per_kind"].items():
+        lines.append(
+            f"  {kind:<26}{figures['fix']:<34}{figures['p50_us']:>9.2f}{figures['p99_us']:>9.2f}"
+        )
+    rate = result["seen_error_autofix_rate"]
+    first = result["first_sight_fix_rate"]
+    lines.append(
+        f"auto-fix: {rate if rate is not None else 'n/a'} of {result['seen_errors']} seen errors,"
+        f" {first if first is not None else 'n/a'} of {details['first_sight_errors']} first"
+        f" sightings; {result['errors']} errors, {details['signatures']} signatures,"
+        f" {details['tasks_failed']} tasks failed ({details['workload_s']} s)"
+    )
+    lines.append(f"  {'kind':<26}{'errors':>7}{'sigs':>6}{'seen':>6}{'fixed':>7}{'first':>7}"
+                 f"{'fixed':>7}{'retried':>9}{'gave up':>9}")  # fmt: skip
+    for kind, k in details["per_kind"].items():
+        lines.append(
+            f"  {kind:<26}{k['errors']:>7}{k['signatures']:>6}{k['seen']:>6}{k['seen_fixed']:>7}"
+            f"{k['first_sight']:>7}{k['first_sight_fixed']:>7}{k['retried']:>9}{k['gave_up']:>9}"
+        )
+    lines.append("")
+    lines.append("targets:")
+    for key, target in result["targets"].items():
+        mark = {True: "meets", False: "MISSES", None: "n/a"}[target["meets"]]
+        lines.append(f"  {mark:<7}{key:<22}{target['rule']}")
+    for note in result["notes"]:
+        lines.append(f"note: {note}")
+    env = result["environment"]
+    lines.append("")
+    lines.append(
+        f"SQLite {env['sqlite_version']}, Python {env['python']}, tenacity {env['tenacity']}, "
+        f"pybreaker {env['pybreaker']}, {env['cpus']} CPUs, load {env['load_average_at_start']};"
+        f" {env['elapsed_s']} s"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (about 15 s)")
+    parser.add_argument("--db-dir", type=Path, help="leave the SQLite files in this directory")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    counts = dict(QUICK if args.quick else FULL)
+    if args.db_dir is not None:
+        args.db_dir.mkdir(parents=True, exist_ok=True)
+        result = measure(args.db_dir, counts)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="onward-bench-healing-"))
+        try:
+            result = measure(directory, counts)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
