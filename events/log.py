@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time as _time
 from abc import ABC, abstractmethod
@@ -142,6 +143,22 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 def new_event_id() -> str:
     """A fresh random event id (32 hex digits)."""
     return os.urandom(16).hex()
+
+
+def new_event_ids(count: int) -> list[str]:
+    """``count`` fresh random event ids, from one read of the random source."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_event_id(stream: str, event_id: object) -> None:
+    if not isinstance(event_id, str) or _EVENT_ID.fullmatch(event_id) is None:
+        raise UsageError(
+            f"stream {stream!r}: event id {event_id!r} must be 1-64 letters, digits, '-' or '_'"
+        )
 
 
 class EventLog(ABC):
@@ -275,7 +292,7 @@ class EventLog(ABC):
         if not appends:
             raise UsageError("commit() needs at least one Append")
         for _ in range(_ANY_VERSION_RETRIES):
-            records, resolved, ids = self._encode(appends)
+            records, resolved, ids, heads = self._encode(appends)
             try:
                 positions = self._insert(records)
             except IntegrityError as exc:
@@ -289,18 +306,22 @@ class EventLog(ABC):
                 continue
             except PersistenceError as exc:
                 raise BackendError(f"append to {self.url} failed: {exc}") from exc
-            versions = self._remember(records)
+            versions = self._remember(heads)
             return AppendResult(event_ids=ids, positions=positions, versions=versions)
         raise BackendError(f"append to {self.url}: gave up after {_ANY_VERSION_RETRIES} clashes")
 
     def _encode(
         self, appends: Sequence[Append]
-    ) -> tuple[list[StoredEvent], list[tuple[str, int, int]], list[str]]:
+    ) -> tuple[
+        list[StoredEvent], list[tuple[str, int, int]], list[str], dict[str, tuple[int, str]]
+    ]:
         now = self.clock()
         codec = self.codec
         placeholder = codec.placeholder()
         limit = self.payload_limit
         records: list[StoredEvent] = []
+        heads: dict[str, tuple[int, str]] = {}
+        redactor, encode_event, seal = self.redactor, codec.encode_event, codec.seal_with
         resolved: list[tuple[str, int, int]] = []  # stream, expected version, count
         all_ids: list[str] = []
         streams: set[str] = set()
@@ -327,12 +348,11 @@ class EventLog(ABC):
                 )
             version, prev = self._head_for(a.stream, a.expected_version)
             resolved.append((a.stream, version, len(a.events)))
-            ids = list(a.event_ids) if a.event_ids is not None else None
-            ctx = a.context
-            for i, event in enumerate(a.events):
+            for event in a.events:
                 if not isinstance(event, Event):
                     raise UsageError(f"stream {a.stream!r}: {event!r} is not an events.Event")
-                event_json = self.redactor.redact_json(codec.encode_event(event))
+            jsons = redactor.redact_json_many([encode_event(event) for event in a.events])
+            for event, event_json in zip(a.events, jsons, strict=True):
                 if len(event_json) > limit:
                     raise PayloadTooLarge(
                         f"stream {a.stream!r}: {type(event).__name__} encodes to "
@@ -341,25 +361,41 @@ class EventLog(ABC):
                         size=len(event_json),
                         limit=limit,
                     )
-                event_id = ids[i] if ids is not None else new_event_id()
+            if a.event_ids is None:
+                ids = new_event_ids(len(a.events))
+            else:
+                ids = list(a.event_ids)
+                for event_id in ids:
+                    _check_event_id(a.stream, event_id)
+            ctx = a.context
+            stream_prefix = f"{a.stream}\x00".encode()
+            tail = codec.meta_tail(
+                now, ctx.session, ctx.causation_id, ctx.correlation_id, ctx.actor
+            )
+            for i, (event, event_json) in enumerate(zip(a.events, jsons, strict=True)):
                 version += 1
                 topic = event.__struct_config__.tag
                 assert isinstance(topic, str)
-                meta = Meta(
-                    checksum=placeholder,
-                    prev=prev,
-                    event_id=event_id,
-                    time=now,
-                    session=ctx.session,
-                    causation_id=ctx.causation_id if a.causes is None else a.causes[i],
-                    correlation_id=ctx.correlation_id,
-                    actor=ctx.actor,
-                )
-                state = codec.seal(a.stream, version, topic, codec.encode_meta(meta), event_json)
-                prev = _checksum_of(state)
+                if a.causes is None:
+                    meta_json = codec.meta_json(prev, ids[i], tail)
+                else:
+                    meta_json = codec.encode_meta(
+                        Meta(
+                            checksum=placeholder,
+                            prev=prev,
+                            event_id=ids[i],
+                            time=now,
+                            session=ctx.session,
+                            causation_id=a.causes[i],
+                            correlation_id=ctx.correlation_id,
+                            actor=ctx.actor,
+                        )
+                    )
+                state, prev = seal(stream_prefix, version, topic.encode(), meta_json, event_json)
                 records.append(StoredEvent(a.stream, version, topic, state))
-                all_ids.append(event_id)
-        return records, resolved, all_ids
+            heads[a.stream] = (version, prev)
+            all_ids.extend(ids)
+        return records, resolved, all_ids, heads
 
     def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         """The version to append after and the checksum it has (the new event's ``prev``)."""
@@ -411,18 +447,16 @@ class EventLog(ABC):
         stream, expected, _ = resolved[0]
         return VersionConflict(stream, expected, None)
 
-    def _remember(self, records: list[StoredEvent]) -> dict[str, int]:
-        versions: dict[str, int] = {}
+    def _remember(self, heads: dict[str, tuple[int, str]]) -> dict[str, int]:
+        """Cache each stream's new head (version and checksum) for the next append."""
         with self._heads_lock:
-            heads = self._heads
-            for r in records:
-                stream = str(r.originator_id)
-                heads.pop(stream, None)  # re-insert at the end: the cache evicts oldest first
-                heads[stream] = (r.originator_version, _checksum_of(r.state))
-                versions[stream] = r.originator_version
-            while len(heads) > _HEAD_CACHE_SIZE:
-                del heads[next(iter(heads))]
-        return versions
+            cache = self._heads
+            for stream, head in heads.items():
+                cache.pop(stream, None)  # re-insert at the end: the cache evicts oldest first
+                cache[stream] = head
+            while len(cache) > _HEAD_CACHE_SIZE:
+                del cache[next(iter(cache))]
+        return {stream: head[0] for stream, head in heads.items()}
 
     def _forget(self, stream: str) -> None:
         with self._heads_lock:

@@ -358,6 +358,16 @@ class Redactor:
             return _JSON_STRINGS.sub(self._redact_string, data)
         return _JSON_MEMBERS.sub(self._redact_member, data)
 
+    def redact_json_many(self, documents: list[bytes]) -> list[bytes]:
+        """:meth:`redact_json` over several documents (the events of one append) at once.
+
+        One scan of them all tells, in the common case, that none holds a secret.
+        """
+        hint = self._hint_bytes
+        if not self._unhinted and (hint is None or hint.search(b"\n".join(documents)) is None):
+            return documents
+        return [self.redact_json(document) for document in documents]
+
     def _redact_member(self, match: re.Match[bytes]) -> bytes:
         if match.start("name") == -1:
             return self._redact_string(match)

@@ -13,6 +13,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -291,12 +292,24 @@ def _set_wal(path: str, busy_timeout: float) -> None:
     """Switch the file to WAL before the pool connects, waiting out other processes' locks.
 
     The journal mode is stored in the file; eventsourcing's pool then finds WAL already set
-    instead of switching it itself (which fails at once, without the busy timeout, when another
-    process holds a lock at that moment).
+    instead of switching it itself. Switching needs the file to itself, and SQLite does not
+    apply the busy timeout to it, so a process that finds it locked tries again until the
+    timeout.
     """
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
-            conn.execute(f"PRAGMA busy_timeout={max(1, int(busy_timeout * 1000))}")
-            conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
+                conn.execute(f"PRAGMA busy_timeout={max(1, int(busy_timeout * 1000))}")
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc
+        time.sleep(pause)  # another process is creating or switching the file right now
+        pause = min(pause * 2, 0.1)

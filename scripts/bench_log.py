@@ -205,8 +205,11 @@ def record_size(path: Path) -> int:
 
     with open_log(f"sqlite:///{path}?synchronous=normal") as log:
         log.append("task-0000", [make_event(42)], expected_version=0)
-    with sqlite3.connect(path) as db:
+    db = sqlite3.connect(path)
+    try:
         (size,) = db.execute("SELECT length(state) FROM stored_events").fetchone()
+    finally:
+        db.close()
     return int(size)
 
 
