@@ -131,7 +131,8 @@ class TaskProjection:
 
     def __init__(self) -> None:
         self.tasks: dict[str, TaskView] = {}
-        self._heaps: dict[str, list[tuple[int, float, int, str]]] = {}
+        # The queues per session, built on first use after a checkpoint is loaded (None).
+        self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = {}
         self._deadlines: list[tuple[float, str]] = []
         self.waiting: set[str] = set()
         self._strings: dict[str, str] = {}
@@ -254,8 +255,23 @@ class TaskProjection:
         """One copy of each session and task name, however many tasks share it."""
         return self._strings.setdefault(text, text)
 
+    @property
+    def _heaps(self) -> dict[str, list[tuple[int, float, int, str]]]:
+        """The queues per session (heaps with possibly stale entries), built when first asked."""
+        if self._heap_index is None:
+            index: dict[str, list[tuple[int, float, int, str]]] = {}
+            for view in self.tasks.values():
+                if view.state == "queued":
+                    index.setdefault(view.session, []).append((*view.queue_key(), view.task_id))
+            for heap in index.values():
+                heapq.heapify(heap)
+            self._heap_index = index
+        return self._heap_index
+
     def _push(self, view: TaskView) -> None:
-        heap = self._heaps.setdefault(view.session, [])
+        if self._heap_index is None:
+            return  # the queues are not built yet: they will be, from the views
+        heap = self._heap_index.setdefault(view.session, [])
         heapq.heappush(heap, (*view.queue_key(), view.task_id))
 
     # -- reading ---------------------------------------------------------------------------
@@ -332,12 +348,7 @@ class TaskProjection:
         """Restore from a checkpoint's task views."""
         self.tasks = {v.task_id: v for v in views}
         self.waiting = {v.task_id for v in views if v.state == "waiting"}
-        self._heaps = {}
-        for view in views:
-            if view.state == "queued":
-                self._heaps.setdefault(view.session, []).append((*view.queue_key(), view.task_id))
-        for heap in self._heaps.values():
-            heapq.heapify(heap)
+        self._heap_index = None  # built on first use: loading stays proportional to decoding
         self._deadlines = [
             (v.deadline, v.task_id) for v in views if v.deadline is not None and not v.terminal
         ]
