@@ -130,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, metavar="N", help="tasks run at once (default 1)"
     )
     demo.add_argument("--no-crash", action="store_true", help="run without killing the worker")
-    demo.add_argument("--yes", action="store_true", help="replace --db without asking if it exists")
+    demo.add_argument(
+        "--yes", action="store_true", help="replace a --db that is not a demo log without asking"
+    )
+    from engine.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)  # --seed, --fresh
 
     errors = command(
         "errors",

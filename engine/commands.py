@@ -208,13 +208,6 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo (see :mod:`engine.demo`)."""
-    from engine.demo import run_demo
+    from engine.demo import run_from_args
 
-    return run_demo(
-        db=args.db,
-        limit=args.limit,
-        workers=args.workers,
-        crash=not args.no_crash,
-        yes=args.yes,
-        as_json=args.json,
-    )
+    return run_from_args(args)

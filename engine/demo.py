@@ -6,29 +6,41 @@ per file and a summary per task. Its parts:
 
 - :mod:`engine.survey_plan`: which files, grouped into tasks;
 - :mod:`engine.survey`: the steps' work on a file, and their small results (no file content
-  enters the log; the errors real files raise are recorded, and the survey goes on);
+  enters the log; the errors real files raise are fixed or recorded, and the survey goes on);
+- :mod:`engine.survey_index`: the flaky index service the summaries are filed with (seeded);
 - :mod:`engine.survey_worker`: the child process (``python -m engine.demo``) that runs them;
 - :mod:`engine.survey_watch`: the parent's read-only fold of the log, and the progress line;
+- :mod:`engine.survey_healing`: what healing did in the run, folded from the log;
 - :mod:`engine.survey_report`: the report;
 - this module: the parent, which runs it all.
 
 The work runs in a child process on ``sqlite:///<db>``, session ``demo``. The parent only reads
 the log: it shows progress, and once about 40% of the tasks are done, at a moment when a running
 task has recorded some of its steps, it kills the child with SIGKILL. A new child reopens the
-session and resumes by replay; the parent then reports what the crash cost and how to inspect
-the log.
+session and resumes by replay; the parent then reports what the crash cost, what healing did,
+and how to inspect the log.
+
+The errors are real ones: files that are not UTF-8 and files that are not Python 3 (from the
+standard library's own test data), and the faults of a flaky index service, seeded
+(:mod:`engine.survey_index`): timeouts, dropped connections, a busy server, a spent quota, and an
+outage that opens its circuit breaker. The engine fixes, retries or gives up
+(:mod:`engine.healing`), and after the run the worker teaches it the fix a person would for the
+quota errors it gave up. Running the demo again on the same log (the default when ``--db`` holds
+an earlier run's log; ``--fresh`` starts over) opens a new session, ``demo-2``, and the errors
+whose signature was fixed before are fixed on first sight: learning spans sessions.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
 import time
-from collections import Counter
 from typing import IO
 from urllib.parse import unquote, urlsplit
 
@@ -42,16 +54,18 @@ from engine.survey import (
     Totals,
     error_kind,
     parse_file,
+    parse_source,
     read_file,
     summarise,
 )
+from engine.survey_index import DEFAULT_SEED
 from engine.survey_plan import DEFAULT_LIMIT, Plan, Unit, build_plan
 from engine.survey_report import (
     CrashReport,
     DemoReport,
     build_report,
-    journal_lines,
     render_report,
+    rerun_steps,
 )
 from engine.survey_watch import Progress, Watch
 from engine.survey_worker import (
@@ -67,6 +81,7 @@ from events import EventLog, OnwardError, StepCompleted, StepFailed, UsageError,
 __all__ = [
     "DEFAULT_DB",
     "DEFAULT_LIMIT",
+    "DEFAULT_SEED",
     "DemoReport",
     "FileError",
     "FileFacts",
@@ -75,17 +90,20 @@ __all__ = [
     "Shape",
     "Totals",
     "Unit",
+    "add_arguments",
     "build_plan",
     "error_kind",
     "parse_file",
+    "parse_source",
     "read_file",
     "register",
     "run_demo",
+    "run_from_args",
     "summarise",
     "worker_main",
 ]
 
-#: The demo's log file, in the current directory (replaced on every run).
+#: The demo's log file, in the current directory (a later run adds a session to it).
 DEFAULT_DB = "onward-demo.db"
 #: The share of tasks done when the worker is killed.
 CRASH_AT = 0.4
@@ -107,14 +125,32 @@ def _demo_path(db: str) -> str:
     return path
 
 
-def _previous_demo(path: str) -> bool:
-    """Whether a file is a log a previous demo left: its only session is the demo's."""
+_DEMO_SESSION = re.compile(rf"session-{SESSION}(-[0-9]+)?")
+
+
+def _demo_sessions(path: str) -> list[str] | None:
+    """The sessions of a log that earlier demo runs left (None: no such log, or another log:
+    one with a session the demo does not name)."""
+    if not os.path.exists(path):
+        return None
     try:
         with open_log(f"sqlite:///{path}", create=False) as log:
-            sessions = [s for s in log.streams() if s.startswith("session-")]
+            streams = [s for s in log.streams() if s.startswith("session-")]
     except OnwardError:  # LogNotFound too: not a log at all
-        return False
-    return sessions == [f"session-{SESSION}"]
+        return None
+    if not streams or not all(_DEMO_SESSION.fullmatch(s) for s in streams):
+        return None
+    return [s.removeprefix("session-") for s in streams]
+
+
+def _next_session(earlier: list[str]) -> str:
+    """The session of the next run on a log: ``demo``, then ``demo-2``, ``demo-3``..."""
+    if not earlier:
+        return SESSION
+    n = len(earlier) + 1
+    while f"{SESSION}-{n}" in earlier:
+        n += 1
+    return f"{SESSION}-{n}"
 
 
 def _clear(path: str, yes: bool) -> None:
@@ -123,7 +159,7 @@ def _clear(path: str, yes: bool) -> None:
     Raises:
         UsageError: the file is not a previous demo's log and the user did not agree.
     """
-    if os.path.exists(path) and not (yes or _previous_demo(path)):
+    if os.path.exists(path) and not (yes or _demo_sessions(path) is not None):
         if not sys.stdin.isatty():
             raise UsageError(f"{path} exists and is not a demo log; pass --yes to replace it")
         answer = input(f"{path} exists and is not a demo log. Replace it? [y/N] ")
@@ -141,6 +177,8 @@ def run_demo(
     workers: int = 1,
     crash: bool = True,
     yes: bool = False,
+    seed: int = DEFAULT_SEED,
+    fresh: bool = False,
     as_json: bool = False,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
@@ -148,11 +186,15 @@ def run_demo(
     """Run the demo and print its report; returns the exit status.
 
     Args:
-        db: the log file (deleted first if it exists).
+        db: the log file. If earlier demo runs left it, the run is a new session on it (what
+            they learned applies); else it is created (replacing any other file, see ``yes``).
         limit: survey at most this many files (None or 0: all).
-        workers: tasks run at once by the worker.
+        workers: tasks run at once by the worker (the faults are the same from run to run
+            with one).
         crash: kill the worker with SIGKILL at about 40% of the tasks, then resume.
         yes: replace ``db`` without asking when it is not a previous demo's log.
+        seed: the seed of the index service's faults.
+        fresh: delete the log of earlier demo runs first, and start over.
         as_json: print the report as JSON.
         out: where the report goes (stdout).
         err: where progress goes (stderr).
@@ -167,24 +209,36 @@ def run_demo(
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be >= 0, got {limit}")
     path = _demo_path(db)
-    _clear(path, yes)
+    earlier = None if fresh else _demo_sessions(path)
+    if earlier is None:
+        _clear(path, yes)
+        earlier = []
+    session = _next_session(earlier)
+    run = len(earlier) + 1
     started = time.perf_counter()
     plan = build_plan(limit)
     if not plan.units:
         raise UsageError("no .py files found to survey")
     total = len(plan.units)
     where = ", ".join(f"{label} {root} ({n} files)" for label, root, n in plan.roots)
+    again = (
+        f" (run {run} on this log: what earlier runs learned applies; --fresh starts over)"
+        if run > 1
+        else ""
+    )
     err.write(
         f"onward demo: surveying {plan.selected} of {plan.found} .py files in {total} tasks: "
-        f"{where}\nlog: {path} (SQLite, synchronous=FULL), session {SESSION!r}, "
-        f"{workers} worker thread{'s' if workers > 1 else ''}\n"
+        f"{where}\nlog: {path} (SQLite, synchronous=FULL), session {session!r}{again}, "
+        f"{workers} worker thread{'s' if workers > 1 else ''}, index service faults seed {seed}\n"
     )
     hold = min(total - 1, math.ceil(CRASH_AT * total) + max(1, total // 10)) if crash else None
     crash_at = min(math.ceil(CRASH_AT * total), hold) if hold is not None else None
     progress = Progress(total, plan.selected, err)
     with tempfile.TemporaryDirectory(prefix="onward-demo-") as scratch:
         journal = os.path.join(scratch, "steps.journal")
-        child = spawn_worker(path, workers, journal, plan=plan, hold=hold)
+        child = spawn_worker(
+            path, workers, journal, plan=plan, hold=hold, session=session, seed=seed
+        )
         children = [child]
         log: EventLog | None = None
         try:
@@ -193,14 +247,14 @@ def run_demo(
                 err.write(f"onward demo: the worker stopped with status {child.returncode}\n")
                 return 1
             log = open_log(f"sqlite:///{path}")
-            watch = Watch(log)
+            watch = Watch(log, session)
             killed = False
             # Kill once ~40% of the tasks are done, while a running task has recorded steps.
             while True:
                 status = child.poll()
                 watch.update()
                 ended = watch.ended()
-                progress.show(ended, watch.files, "(worker 1)")
+                progress.show(ended, watch.files, "(worker 1)" + watch.note())
                 if (
                     crash_at is not None
                     and status is None
@@ -226,7 +280,9 @@ def run_demo(
             else:
                 watch.update()
                 at = watch.position
-                in_flight = [t.task_id for t in watch.tasks() if t.state == "running"]
+                running = [t for t in watch.tasks() if t.state == "running"]
+                in_flight = [t.task_id for t in running]
+                recorded = sum(t.steps for t in running)
                 before = watch.step_outcomes
                 tasks_done = watch.ended()
                 files_done = watch.files
@@ -235,14 +291,16 @@ def run_demo(
                     f"{tasks_done}/{total} tasks done, {len(in_flight)} in flight"
                 )
                 restart = time.time()
-                child = spawn_worker(path, workers, journal, plan=None, hold=None)
+                child = spawn_worker(
+                    path, workers, journal, plan=None, hold=None, session=session, seed=seed
+                )
                 children.append(child)
                 progress.message(
-                    f"resuming: a new worker (pid {child.pid}) reopens session {SESSION!r}"
+                    f"resuming: a new worker (pid {child.pid}) reopens session {session!r}"
                 )
                 while child.poll() is None:
                     watch.update()
-                    progress.show(watch.ended(), watch.files, "(worker 2, resumed)")
+                    progress.show(watch.ended(), watch.files, "(worker 2, resumed)" + watch.note())
                     time.sleep(POLL)
                 summary_line = wait_for(child, "done")
                 if child.returncode != 0 or summary_line is None:
@@ -250,6 +308,7 @@ def run_demo(
                     err.write(f"onward demo: the worker stopped with status {child.returncode}\n")
                     return 1
                 summary = summary_line.summary
+                watch.update()  # every outcome, before the journal is compared with them
                 assert summary is not None
                 first = next(
                     (
@@ -259,7 +318,6 @@ def run_demo(
                     ),
                     None,
                 )
-                executions = Counter(journal_lines(journal))
                 crash_report = CrashReport(
                     pid=children[0].pid,
                     position=at,
@@ -268,8 +326,9 @@ def run_demo(
                     steps_before=before,
                     in_flight=in_flight,
                     recovered=summary.recovered,
-                    steps_replayed=summary.steps_replayed,
-                    steps_rerun=sum(n - 1 for n in executions.values() if n > 1),
+                    steps_replayed=recorded,
+                    replays=summary.steps_replayed,
+                    steps_rerun=rerun_steps(journal, watch.outcomes),
                     restart_to_first_step=None if first is None else first - restart,
                 )
             watch.update()
@@ -277,7 +336,15 @@ def run_demo(
             progress.done()
             verify = log.verify()
             report = build_report(
-                path, plan, watch, verify, crash_report, journal, time.perf_counter() - started
+                path,
+                plan,
+                watch,
+                verify,
+                crash_report,
+                journal,
+                time.perf_counter() - started,
+                run=run,
+                seed=seed,
             )
         finally:
             for c in children:
@@ -294,6 +361,39 @@ def run_demo(
         out.write(render_report(report))
     ok = report.verify.ok and report.tasks_unfinished == 0 and (not crash or report.crash)
     return 0 if ok else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's healing options to its ``onward demo`` parser: ``--seed`` and ``--fresh``."""
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        metavar="N",
+        help=f"seed of the index service's faults (default {DEFAULT_SEED}): the same seed meets "
+        "the same errors",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the log of earlier demo runs first (by default a run on it is a new "
+        "session, and what earlier runs learned applies)",
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the demo with the options of ``onward demo`` (those of :func:`add_arguments`
+    included; absent ones take their defaults)."""
+    return run_demo(
+        db=getattr(args, "db", DEFAULT_DB),
+        limit=getattr(args, "limit", DEFAULT_LIMIT),
+        workers=getattr(args, "workers", 1),
+        crash=not getattr(args, "no_crash", False),
+        yes=getattr(args, "yes", False),
+        seed=getattr(args, "seed", DEFAULT_SEED),
+        fresh=getattr(args, "fresh", False),
+        as_json=getattr(args, "json", False),
+    )
 
 
 if __name__ == "__main__":

@@ -263,6 +263,7 @@ class Healer:
         call: StepCall,
         exc: Exception,
         fix_in_flight: str,
+        fix_signature: str = "",
     ) -> Outcome:
         """Decide what to do about a failed call, and record it (one atomic append)."""
         projections = self._projections(True)
@@ -325,7 +326,10 @@ class Healer:
         if fix_in_flight and again is None:
             add(
                 FixFailed(
-                    fix=fix_in_flight, signature=sig, step_index=index, message=_message(exc)
+                    fix=fix_in_flight,
+                    signature=fix_signature or sig,  # the error the fix answered
+                    step_index=index,
+                    message=_message(exc),
                 ),
                 failed_id,
             )

@@ -328,7 +328,10 @@ class TaskRun:
                     raise
                 call = remedied or bind_call(step, args, kwargs, attempt)
                 fix = outcome.fix if outcome is not None else ""
-                outcome = healer.on_failure(self, step, index, attempt, call, exc, fix)
+                fix_signature = outcome.signature if outcome is not None else ""
+                outcome = healer.on_failure(
+                    self, step, index, attempt, call, exc, fix, fix_signature
+                )
                 attempt += 1
                 if outcome.action == "fix":
                     assert outcome.call is not None

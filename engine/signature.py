@@ -275,9 +275,12 @@ def _type_name(exc: BaseException) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    """The exception's message; for an OSError its strerror alone (the filename is a value)."""
+    """The exception's message; for an OSError its strerror alone and for a SyntaxError its
+    ``msg`` alone (the file name and line are values)."""
     if isinstance(exc, OSError) and exc.strerror is not None:
         return str(exc.strerror)
+    if isinstance(exc, SyntaxError) and exc.msg:
+        return str(exc.msg)  # without "(file.py, line 3)": the place is a value
     try:
         return str(exc)
     except Exception:

@@ -3,11 +3,14 @@ progress line."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import IO, Any
 
-from engine.survey_worker import SESSION
+from engine.survey_healing import HealingFold
+from engine.survey_index import DEPENDENCY
 from events import EventLog, StepCompleted, StepFailed, TaskSucceeded
 from projections import Projections, TaskView
+from projections.task import TASK_PREFIX
 
 __all__ = ["Progress", "Watch"]
 
@@ -15,29 +18,48 @@ __all__ = ["Progress", "Watch"]
 class Watch:
     """Folds the log read-only, as the worker appends to it.
 
+    Only the run's session counts; earlier runs on the same log still fold into the projections
+    (what the engine learned spans sessions).
+
+    Args:
+        log: the log.
+        session: the run's session.
+
     Attributes:
         projections: the log folded so far.
-        step_outcomes: step outcomes (completed or failed) folded.
-        files: files read (``read`` step outcomes).
+        healing: the session's errors, fixes, retries and breaker moves folded so far.
+        step_outcomes: the session's step outcomes (each try, completed or failed) folded.
+        outcomes: those outcomes by step idempotency key (``<task id>:<step index>``).
+        files: files read (``read`` steps with a final outcome).
         results: each succeeded task's result, by stream.
     """
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, session: str) -> None:
         self.log = log
+        self.session = session
         self.projections = Projections()
+        self.healing = HealingFold(session)
         self.step_outcomes = 0
+        self.outcomes: Counter[str] = Counter()
         self.files = 0
         self.results: dict[str, Any] = {}
 
     def update(self) -> None:
         """Fold the events appended since the last call."""
         projections = self.projections
+        healing = self.healing
+        session = self.session
         for r in self.log.read(after=projections.position, page_size=5000):
             projections.apply(r)
+            healing.apply(r)
+            if r.meta.session != session:
+                continue
             event = r.event
             if isinstance(event, StepCompleted | StepFailed):
                 self.step_outcomes += 1
-                if event.name == "read":
+                self.outcomes[f"{r.stream[len(TASK_PREFIX) :]}:{event.index}"] += 1
+                final = isinstance(event, StepCompleted) or event.final
+                if final and event.name == "read":
                     self.files += 1
             elif isinstance(event, TaskSucceeded):
                 self.results[r.stream] = event.result
@@ -48,9 +70,18 @@ class Watch:
         return self.projections.position
 
     def tasks(self) -> list[TaskView]:
-        """The demo session's tasks, in submission order."""
+        """The session's tasks, in submission order."""
         found = self.projections.tasks.tasks.values()
-        return sorted((t for t in found if t.session == SESSION), key=lambda t: t.order)
+        return sorted((t for t in found if t.session == self.session), key=lambda t: t.order)
+
+    def note(self) -> str:
+        """What healing is doing now, for the progress line ("" when nothing to say)."""
+        errors = sum(self.healing.errors.values())
+        note = f", {errors} errors met" if errors else ""
+        state = self.projections.breakers.get(DEPENDENCY).state
+        if state != "closed":
+            note += f", {DEPENDENCY} breaker {state.replace('_', '-')}"
+        return note
 
     def ended(self) -> int:
         """How many of them have ended."""

@@ -332,3 +332,44 @@ def test_a_fix_that_makes_progress_is_applied_again(db: str, clock: FakeClock) -
         signature = getattr(applications[0], "signature", "")
         stats = engine.refresh().errors.fix_stats(signature)["halve-batch-size"]
         assert (stats.attempts, stats.successes, stats.failures) == (1, 1, 0)
+
+
+def test_a_crash_during_a_fixed_call_resumes_with_the_fix(
+    db: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_bytes("café".encode("cp1252"))
+    die = [True]
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def read(path: str, encoding: str = "utf-8") -> str:
+            content = Path(path).read_text(encoding=encoding)
+            if die:
+                raise Crash  # the worker dies during the fixed call
+            return content
+
+        @engine.task(name="job")
+        def job(path: str) -> str:
+            return read(path)
+
+        return job
+
+    engine = open_engine(db, clock)
+    task_id = engine.submit(register(engine), str(text))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    die.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "café"
+        history = engine.log.read_stream(f"task-{task_id}")
+        names = kinds(history)
+        attempts = [r.event for r in history if type(r.event).__name__ == "FixAttempted"]
+        # One attempt of the fix, applied again after the crash (from the original call).
+        assert [getattr(e, "again", None) for e in attempts].count(False) == 1
+        assert names.count("TaskLeaseExpired") == 1
+        assert "FixSucceeded" in names
+        assert "FixFailed" not in names
