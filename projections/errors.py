@@ -27,7 +27,7 @@ first :data:`SESSIONS_LIMIT` sessions; a session keeps the times of its last
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -273,6 +273,17 @@ class ErrorProjection:
     def awaits(self, stream: str) -> bool:
         """Whether a retry in this stream waits for its outcome (folds may skip its steps else)."""
         return stream in self._pending
+
+    @property
+    def awaiting(self) -> Mapping[str, object]:
+        """The streams with a retry waiting for its outcome (``stream in awaiting`` is
+        :meth:`awaits`, for a fold's inner loop)."""
+        return self._pending
+
+    @property
+    def event_types(self) -> frozenset[type[Any]]:
+        """The event types this DB reads (a fold may skip the others)."""
+        return frozenset(self._fold)
 
     def apply(self, r: Recorded) -> None:
         """Fold one event, of any stream; events this DB does not read are skipped."""

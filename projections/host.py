@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from events import Checkpoint, EventLog, Recorded
-from projections.breakers import BreakerProjection, BreakerView
+from projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
 from projections.errors import ErrorProjection, ErrorsState
 from projections.reading import FoldReader
 from projections.session import SESSION_PREFIX, SessionProjection, SessionView
@@ -80,7 +80,8 @@ class Projections:
         """Fold a page of events (in position order): the same as :meth:`apply` on each."""
         tasks, sessions = self.tasks.apply, self.sessions.apply
         errors, breakers = self.errors.apply, self.breakers.apply
-        awaits = self.errors.awaits
+        awaiting = self.errors.awaiting
+        error_types = self.errors.event_types
         views = self.tasks.tasks
         skip = len(TASK_PREFIX)
         for r in records:
@@ -98,15 +99,17 @@ class Projections:
                     tasks(r)
                 if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
                     breakers(r)
-                if awaits(stream):
+                if stream in awaiting:
                     errors(r)
                 continue
             if stream.startswith(TASK_PREFIX):
                 tasks(r)
             elif stream.startswith(SESSION_PREFIX):
                 sessions(r)
-            errors(r)
-            breakers(r)
+            elif stream.startswith(BREAKER_PREFIX):
+                breakers(r)
+            if type(event) in error_types:
+                errors(r)
         if records:
             last = records[-1]
             self.position = last.position

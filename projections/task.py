@@ -131,8 +131,9 @@ class TaskProjection:
 
     def __init__(self) -> None:
         self.tasks: dict[str, TaskView] = {}
-        # The queues per session, built on first use after a checkpoint is loaded (None).
-        self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = {}
+        # The queues per session, built from the views on first use (None until then), so
+        # that a replay or a checkpoint load builds no heap it does not need.
+        self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
         self._deadlines: list[tuple[float, str]] = []
         self.waiting: set[str] = set()
         self._strings: dict[str, str] = {}

@@ -373,3 +373,39 @@ def test_a_crash_during_a_fixed_call_resumes_with_the_fix(
         assert names.count("TaskLeaseExpired") == 1
         assert "FixSucceeded" in names
         assert "FixFailed" not in names
+
+
+def test_folding_one_event_at_a_time_equals_folding_pages(db: str, clock: FakeClock) -> None:
+    from events import open_log
+    from projections import Projections
+
+    policy = BreakerPolicy(failures=2, cooldown=5.0)
+    with open_engine(db, clock, breakers=policy) as engine:
+        flaky = [0]
+
+        @engine.step(breaker="api")
+        def call(n: int) -> int:
+            flaky[0] += 1
+            if flaky[0] % 3 == 0:
+                raise TimeoutError(f"timed out after {n} s")
+            if flaky[0] in (4, 5):
+                raise RuntimeError("503")
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return call(n) + call(n + 1)
+
+        for n in range(6):
+            engine.submit(job, n)
+        engine.run()
+    log = open_log(db)
+    one, paged = Projections(), Projections()
+    for recorded in log.read():
+        one.apply(recorded)
+    for page in log.read_pages(page_size=7):
+        paged.apply_page(page)
+    assert one.snapshot() == paged.snapshot()
+    assert one.snapshot()["errors"]
+    assert one.snapshot()["breakers"]
+    log.close()
