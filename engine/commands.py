@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+import msgspec
+
 from engine.machines import diagram
 from engine.reports import (
     DiagramReport,
@@ -117,7 +119,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         history = log.read_stream(task_stream(view.task_id))
         if args.json:
             emit_json(
-                ShowReport(log=log.url, task=task_row(view), view=view, events=event_rows(history))
+                ShowReport(
+                    log=log.url,
+                    task=task_row(view),
+                    view=msgspec.structs.asdict(view),
+                    events=event_rows(history),
+                )
             )
             return 0
         print(f"task {view.task_id}  {view.name}  ({view.state})  in {log.url}")

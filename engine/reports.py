@@ -97,7 +97,7 @@ class ShowReport(msgspec.Struct, frozen=True, kw_only=True):
 
     log: str
     task: TaskRow
-    view: TaskView
+    view: dict[str, Any]  # every field of the TaskView, defaults included
     events: list[EventRow]
 
 

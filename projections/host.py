@@ -30,7 +30,7 @@ logger = logging.getLogger("onward.projections")
 
 class _Saved(msgspec.Struct, array_like=True):
     time: float
-    tasks: list[TaskView]
+    tasks: dict[str, TaskView]
     sessions: list[SessionView]
     errors: ErrorsState
     breakers: list[BreakerView]
@@ -53,7 +53,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 5
+    SCHEMA = 7
     NAME = "core"
 
     def __init__(self) -> None:

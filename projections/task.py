@@ -54,7 +54,7 @@ def task_stream(task_id: str) -> str:
     return TASK_PREFIX + task_id
 
 
-class TaskView(msgspec.Struct, kw_only=True, gc=False):
+class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     """What the log says about one task, as of the last event folded.
 
     Attributes:
@@ -341,17 +341,19 @@ class TaskProjection:
             "waiting": sorted(self.waiting),
         }
 
-    def dump(self) -> list[TaskView]:
-        """Every task view, for a checkpoint."""
-        return list(self.tasks.values())
+    def dump(self) -> dict[str, TaskView]:
+        """Every task view by id, for a checkpoint."""
+        return self.tasks
 
-    def load(self, views: list[TaskView]) -> None:
+    def load(self, views: dict[str, TaskView]) -> None:
         """Restore from a checkpoint's task views."""
-        self.tasks = {v.task_id: v for v in views}
-        self.waiting = {v.task_id for v in views if v.state == "waiting"}
+        self.tasks = views
+        self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding
         self._deadlines = [
-            (v.deadline, v.task_id) for v in views if v.deadline is not None and not v.terminal
+            (v.deadline, v.task_id)
+            for v in views.values()
+            if v.deadline is not None and not v.terminal
         ]
         heapq.heapify(self._deadlines)
 
