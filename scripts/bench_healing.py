@@ -605,9 +605,9 @@ def decisions(files: Files, counts: dict[str, int]) -> dict[str, Any]:
         current: list[str] = [""]
 
         def recording(run: Any, step: Any, index: int, attempt: int, call: StepCall,
-                      exc: Exception, fix_in_flight: str) -> Any:  # fmt: skip
+                      exc: Exception, *rest: Any) -> Any:  # fmt: skip
             handled[current[0]] = (exc, call)
-            return on_failure(run, step, index, attempt, call, exc, fix_in_flight)
+            return on_failure(run, step, index, attempt, call, exc, *rest)
 
         healer.on_failure = recording  # type: ignore[method-assign]
         for kind, n in workload.plan(0, SEED, per_kind=counts["decision_history_per_kind"]):
