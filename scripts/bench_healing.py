@@ -60,18 +60,15 @@ Run it from the repository root, with the peers installed (``pip install -e '.[b
 
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
 import json
 import os
 import platform
 import random
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -80,6 +77,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine import Engine
+
+import _bench
+from _bench import Files, progress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,33 +133,6 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool | None]]] = [
         lambda r: r["known_error_decision_us"] <= 50,
     ),
 ]
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the result)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class Files:
-    """Fresh, numbered SQLite file names in one directory."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._n = 0
-
-    def new(self, label: str) -> Path:
-        self._n += 1
-        path = self.directory / f"{self._n:02d}-{label}.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return path
-
-    def folder(self, label: str) -> Path:
-        self._n += 1
-        path = self.directory / f"{self._n:02d}-{label}"
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
 
 
 class FakeClock:
@@ -1025,26 +998,11 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true", help="smaller counts (about 15 s)")
-    parser.add_argument("--db-dir", type=Path, help="leave the SQLite files in this directory")
-    args = parser.parse_args(argv)
-
-    sys.path.insert(0, str(ROOT))
+    args = _bench.parser(__doc__, "smaller counts (about 15 s)").parse_args(argv)
     counts = dict(QUICK if args.quick else FULL)
-    if args.db_dir is not None:
-        args.db_dir.mkdir(parents=True, exist_ok=True)
-        result = measure(args.db_dir, counts)
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="onward-bench-healing-"))
-        try:
-            result = measure(directory, counts)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return _bench.run(
+        args, "onward-bench-healing-", lambda directory: measure(directory, counts), table
+    )
 
 
 if __name__ == "__main__":

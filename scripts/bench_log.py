@@ -29,20 +29,18 @@ Run it from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _bench
+from _bench import Files, progress
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
@@ -92,26 +90,6 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
         lambda r: r["append_1_full_eps"] > r["eventsourcing_save_eps"],
     ),
 ]
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the result)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class Files:
-    """Fresh, numbered SQLite file names in one directory."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._n = 0
-
-    def new(self, label: str) -> Path:
-        self._n += 1
-        path = self.directory / f"{self._n:02d}-{label}.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return path
 
 
 def make_event(i: int) -> Any:
@@ -493,31 +471,16 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--db-dir", type=Path, help="leave the SQLite files in this directory")
+    parser = _bench.parser(__doc__, "smaller counts (about 15 s)")
     parser.add_argument("--events", type=int, help="events in the log that is read and verified")
-    parser.add_argument("--quick", action="store_true", help="smaller counts (about 15 s)")
     args = parser.parse_args(argv)
-
-    sys.path.insert(0, str(ROOT))
     counts = QUICK_COUNTS if args.quick else FULL_COUNTS
     total = args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS)
     if total <= 0:
         parser.error("--events must be positive")
-
-    if args.db_dir is not None:
-        args.db_dir.mkdir(parents=True, exist_ok=True)
-        result = measure(args.db_dir, counts, total)
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="onward-bench-"))
-        try:
-            result = measure(directory, counts, total)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return _bench.run(
+        args, "onward-bench-", lambda directory: measure(directory, counts, total), table
+    )
 
 
 if __name__ == "__main__":

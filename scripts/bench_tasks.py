@@ -59,22 +59,22 @@ Run it from the repository root, with the peers installed (``pip install -e '.[b
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import itertools
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import _bench
+from _bench import Files, progress
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILDREN = Path(__file__).resolve().parent / "_bench_children"
@@ -128,26 +128,6 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool | None]]] = [
     ("open_checkpoint", "open_checkpoint_s <= 0.1", lambda r: r["open_checkpoint_s"] <= 0.1),
     ("rss", "rss_mb_100k_tasks <= 200", lambda r: r["rss_mb_100k_tasks"] <= 200),
 ]
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the result)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class Files:
-    """Fresh, numbered SQLite file names in one directory."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._n = 0
-
-    def new(self, label: str) -> Path:
-        self._n += 1
-        path = self.directory / f"{self._n:02d}-{label}.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return path
 
 
 class ChildFailed(Exception):
@@ -728,26 +708,11 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--quick", action="store_true", help="smaller counts (about 30 s)")
-    parser.add_argument("--db-dir", type=Path, help="leave the SQLite files in this directory")
-    args = parser.parse_args(argv)
-
-    sys.path.insert(0, str(ROOT))
+    args = _bench.parser(__doc__, "smaller counts (about 30 s)").parse_args(argv)
     counts = dict(QUICK if args.quick else FULL)
-    if args.db_dir is not None:
-        args.db_dir.mkdir(parents=True, exist_ok=True)
-        result = measure(args.db_dir, counts)
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="onward-bench-tasks-"))
-        try:
-            result = measure(directory, counts)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return _bench.run(
+        args, "onward-bench-tasks-", lambda directory: measure(directory, counts), table
+    )
 
 
 if __name__ == "__main__":
