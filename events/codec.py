@@ -14,7 +14,7 @@ knows (an event from a newer onward) decodes as :class:`~events.base.UnknownEven
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import msgspec
@@ -98,6 +98,25 @@ class _MetaTail(msgspec.Struct, kw_only=True, omit_defaults=True):
     causation_id: str = ""
     correlation_id: str = ""
     actor: str = ""
+
+
+class _Tag(msgspec.Struct, frozen=True):
+    type: str = ""
+
+
+class _TagOnly(msgspec.Struct):
+    event: _Tag = _Tag()
+
+
+_TAG_ONLY = msgspec.json.Decoder(_TagOnly)
+
+
+def _stored_tag(state: bytes) -> str:
+    """The ``type`` of a stored record's event ("" when the record does not parse)."""
+    try:
+        return _TAG_ONLY.decode(state).event.type
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError):
+        return ""
 
 
 class _Envelope(msgspec.Struct):
@@ -291,25 +310,21 @@ class Codec:
             )
         return None
 
-    def decode_each(self, rows: list[tuple[int, str, int, str, bytes]]) -> Iterator[Recorded]:
-        """Decode stored rows ``(position, stream, version, topic, state)`` one at a time.
+    @property
+    def typed_decoder(self) -> msgspec.json.Decoder[Any] | None:
+        """The one-pass decoder of a stored state into ``.meta`` and ``.event`` (None when no
+        type is known). It raises on old, unknown or damaged records: then use
+        :meth:`decode_state`, which says what is wrong."""
+        return self._typed
+
+    def decode_state(self, position: int, stream: str, version: int, state: bytes) -> Recorded:
+        """Decode a record without its tag column: the tag is also the event's ``type`` (a
+        record whose two disagree fails ``verify``).
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: the record does not decode.
         """
-        typed = self._typed
-        if typed is None:
-            for p, s, v, t, st in rows:
-                yield self.decode(s, v, p, t, st)
-            return
-        decode = typed.decode
-        for p, s, v, t, st in rows:
-            try:
-                both = decode(st)
-            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
-                yield self.decode(s, v, p, t, st)  # old, unknown or damaged: says what
-            else:
-                yield Recorded(s, v, p, both.meta, both.event)
+        return self.decode(stream, version, position, _stored_tag(state), state)
 
     def decode_page(self, rows: list[tuple[int, str, int, str, bytes]]) -> list[Recorded]:
         """Decode stored rows ``(position, stream, version, topic, state)`` in one go.

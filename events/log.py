@@ -216,6 +216,10 @@ class EventLog(ABC):
         notes = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
         return [(n.id, str(n.originator_id), n.originator_version, n.topic, n.state) for n in notes]
 
+    def _select_states(self, after: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        """Like :meth:`_select_page`, without the tag column (a reader decodes it)."""
+        return [(p, s, v, st) for p, s, v, _t, st in self._select_page(after, limit)]
+
     def _select_head(self) -> int:
         return self._recorder.max_notification_id() or 0
 
@@ -503,11 +507,37 @@ class EventLog(ABC):
         Raises:
             CorruptRecord: a record does not decode.
         """
+        self._check_open()
+        if page_size <= 0:
+            raise UsageError(f"page_size must be positive, got {page_size}")
         # One record at a time: the objects of the last event are freed and reused at once,
-        # which is faster than keeping a whole decoded page alive.
-        decode_each = self.codec.decode_each
-        for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
-            yield from decode_each(rows)
+        # which is faster than keeping a whole decoded page alive; and the common case decodes
+        # inline, in one pass.
+        typed = self.codec.typed_decoder
+        decode = typed.decode if typed is not None else None
+        slow = self.codec.decode_state
+        errors = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
+        position = after
+        while True:
+            try:
+                rows = self._select_states(position, page_size)
+            except PersistenceError as exc:
+                raise BackendError(f"reading {self.url} failed: {exc}") from exc
+            for p, s, v, st in rows:
+                if upto is not None and p > upto:
+                    return
+                if decode is not None:
+                    try:
+                        both = decode(st)
+                    except errors:
+                        pass  # old, unknown or damaged: the slow path says what
+                    else:
+                        yield Recorded(s, v, p, both.meta, both.event)
+                        continue
+                yield slow(p, s, v, st)
+            if len(rows) < page_size:
+                return
+            position = rows[-1][0]
 
     def read_pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -520,6 +550,33 @@ class EventLog(ABC):
         decode_page = self.codec.decode_page
         for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
             yield decode_page(rows)
+
+    def read_states(
+        self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
+    ) -> Iterator[list[tuple[int, str, int, bytes]]]:
+        """The stored records after a position, undecoded and without their tag column, a page
+        at a time: ``(position, stream, version, state)`` for readers that decode only what
+        they need (the projections); :meth:`Codec.decode_state` decodes one.
+        """
+        self._check_open()
+        if page_size <= 0:
+            raise UsageError(f"page_size must be positive, got {page_size}")
+        position = after
+        while True:
+            try:
+                rows = self._select_states(position, page_size)
+            except PersistenceError as exc:
+                raise BackendError(f"reading {self.url} failed: {exc}") from exc
+            if upto is not None and rows and rows[-1][0] > upto:
+                rows = [row for row in rows if row[0] <= upto]
+                if rows:
+                    yield rows
+                return
+            if rows:
+                yield rows
+            if len(rows) < page_size:
+                return
+            position = rows[-1][0]
 
     def read_rows(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000

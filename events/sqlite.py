@@ -235,6 +235,13 @@ class SQLiteLog(EventLog):
             (after, limit),
         )
 
+    def _select_states(self, after: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        return self._query(
+            "SELECT rowid, originator_id, originator_version, state FROM stored_events"
+            " WHERE rowid>? ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+
     def _select_head(self) -> int:
         rows = self._query("SELECT MAX(rowid) FROM stored_events", ())
         return int(rows[0][0] or 0)

@@ -68,12 +68,11 @@ class FoldReader:
     ) -> Iterator[list[Recorded]]:
         """Pages of events after ``after`` (to ``upto``), in position order."""
         decode = self._decode
-        fallback = self.log.codec.decode_page
-        for rows in self.log.read_rows(after=after, upto=upto, page_size=page_size):
+        fallback = self.log.codec.decode_state
+        for rows in self.log.read_states(after=after, upto=upto, page_size=page_size):
             try:
                 yield [
-                    Recorded(s, v, p, (both := decode(st)).meta, both.event)
-                    for p, s, v, _t, st in rows
+                    Recorded(s, v, p, (both := decode(st)).meta, both.event) for p, s, v, st in rows
                 ]
             except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
-                yield fallback(rows)
+                yield [fallback(p, s, v, st) for p, s, v, st in rows]
