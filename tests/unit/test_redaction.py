@@ -327,3 +327,10 @@ def test_redact_json_keeps_the_structure(document: Any) -> None:
     stored = REDACTOR.redact_json(msgspec.json.encode(document))
     check_redacted(document, msgspec.json.decode(stored))
     assert REDACTOR.redact_json(stored) == stored
+
+
+def test_the_keyword_check_lets_every_secret_of_the_corpus_through() -> None:
+    might_hold_a_secret = events.redaction.might_hold_a_secret
+    for message, _secrets in SECRETS_CORPUS:
+        assert might_hold_a_secret(msgspec.json.encode({"message": message})), message
+    assert not might_hold_a_secret(b'{"type":"StepCompleted","index":3,"result":{"status":200}}')
