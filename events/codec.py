@@ -86,10 +86,6 @@ def prev_of(state: bytes) -> str:
     return ""
 
 
-_META_HEAD = b'{"checksum":"' + b"0" * _CHECKSUM_LEN + b'","prev":"'
-_META_HEAD_FIRST = b'{"checksum":"' + b"0" * _CHECKSUM_LEN + b'","event_id":"'
-
-
 class _MetaTail(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The envelope's fields after ``event_id``, in :class:`Meta`'s order."""
 
@@ -243,7 +239,7 @@ class Codec:
         self, time: float, session: str, causation_id: str, correlation_id: str, actor: str
     ) -> bytes:
         """The envelope's fields after ``event_id``, shared by the events of one append, as
-        the JSON that follows ``"event_id":"...",`` (see :meth:`meta_json`)."""
+        the JSON that follows ``"event_id":"...",`` (see :meth:`seal_new`)."""
         tail = self._encoder.encode(
             _MetaTail(
                 time=time,
@@ -256,21 +252,6 @@ class Codec:
         return tail[1:]
 
     @staticmethod
-    def meta_json(prev: str, event_id: str, tail: bytes) -> bytes:
-        """An envelope with a placeholder checksum, as :meth:`encode_meta` would encode it.
-
-        Args:
-            prev: the previous hash of the stream ("" for its first event).
-            event_id: the event's id (checked by the log: letters, digits, ``-`` and ``_``).
-            tail: :meth:`meta_tail` of the append.
-        """
-        if prev:
-            return b"".join(
-                (_META_HEAD, prev.encode(), b'","event_id":"', event_id.encode(), b'",', tail)
-            )
-        return b"".join((_META_HEAD_FIRST, event_id.encode(), b'",', tail))
-
-    @staticmethod
     def seal_with(
         stream_prefix: bytes, version: int, topic: bytes, meta_json: bytes, event_json: bytes
     ) -> tuple[bytes, str]:
@@ -280,6 +261,36 @@ class Codec:
             The sealed state and its checksum.
         """
         body = b"".join((b'{"meta":', meta_json, b',"event":', event_json, b"}"))[_BODY_START:]
+        checksum = hashlib.blake2b(
+            b"".join((stream_prefix, b"%d\x00" % version, topic, b"\x00", body)), digest_size=16
+        ).hexdigest()
+        return b"".join((_CHECKSUM_PREFIX, checksum.encode(), body)), checksum
+
+    @staticmethod
+    def seal_new(
+        stream_prefix: bytes,
+        version: int,
+        topic: bytes,
+        prev: str,
+        event_id: str,
+        tail: bytes,
+        event_json: bytes,
+    ) -> tuple[bytes, str]:
+        """Seal a new record in one go, its envelope written straight into the sealed bytes
+        (the append's hot path; :meth:`seal_with` seals an envelope encoded from a Meta).
+
+        Returns:
+            The sealed state and its checksum.
+        """
+        if prev:
+            body = b"".join(
+                (_PREV_PREFIX, prev.encode(), b'","event_id":"', event_id.encode(), b'",', tail,
+                 b',"event":', event_json, b"}")
+            )  # fmt: skip
+        else:
+            body = b"".join(
+                (b'","event_id":"', event_id.encode(), b'",', tail, b',"event":', event_json, b"}")
+            )
         checksum = hashlib.blake2b(
             b"".join((stream_prefix, b"%d\x00" % version, topic, b"\x00", body)), digest_size=16
         ).hexdigest()

@@ -326,6 +326,7 @@ class EventLog(ABC):
         records: list[StoredEvent] = []
         heads: dict[str, tuple[int, str]] = {}
         redactor, encode_event, seal = self.redactor, codec.encode_event, codec.seal_with
+        seal_new = codec.seal_new
         resolved: list[tuple[str, int, int]] = []  # stream, expected version, count
         all_ids: list[str] = []
         streams: set[str] = set()
@@ -381,20 +382,23 @@ class EventLog(ABC):
                 topic = event.__struct_config__.tag
                 assert isinstance(topic, str)
                 if a.causes is None:
-                    meta_json = codec.meta_json(prev, ids[i], tail)
-                else:
-                    meta_json = codec.encode_meta(
-                        Meta(
-                            checksum=placeholder,
-                            prev=prev,
-                            event_id=ids[i],
-                            time=now,
-                            session=ctx.session,
-                            causation_id=a.causes[i],
-                            correlation_id=ctx.correlation_id,
-                            actor=ctx.actor,
-                        )
+                    state, prev = seal_new(
+                        stream_prefix, version, topic.encode(), prev, ids[i], tail, event_json
                     )
+                    records.append(StoredEvent(a.stream, version, topic, state))
+                    continue
+                meta_json = codec.encode_meta(
+                    Meta(
+                        checksum=placeholder,
+                        prev=prev,
+                        event_id=ids[i],
+                        time=now,
+                        session=ctx.session,
+                        causation_id=a.causes[i],
+                        correlation_id=ctx.correlation_id,
+                        actor=ctx.actor,
+                    )
+                )
                 state, prev = seal(stream_prefix, version, topic.encode(), meta_json, event_json)
                 records.append(StoredEvent(a.stream, version, topic, state))
             heads[a.stream] = (version, prev)
