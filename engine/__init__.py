@@ -23,6 +23,7 @@ error (:func:`fingerprint`), applies a fix (:class:`FixRegistry`, built-ins in
 dependencies with circuit breakers (``@engine.step(breaker="name")``, :class:`BreakerPolicy`).
 """
 
+from engine.breaker import BreakerPolicy
 from engine.engine import Engine, RunSummary
 from engine.errors import (
     DeadlineMissed,
@@ -37,7 +38,6 @@ from engine.errors import (
     TaskNotFound,
 )
 from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, UnknownFix, default_registry
-from engine.healing import BreakerPolicy
 from engine.machines import diagram, validate
 from engine.retry import RetryBudget, RetryDecision, RetryPolicies, RetryPolicy, RetryRule
 from engine.run import StepFailedError

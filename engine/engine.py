@@ -22,6 +22,7 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 
+from engine.breaker import BreakerPolicy
 from engine.errors import (
     DeadlineMissed,
     NotFinished,
@@ -30,7 +31,7 @@ from engine.errors import (
     TaskNotFound,
 )
 from engine.fixes import FixRegistry
-from engine.healing import BreakerPolicy, Healer
+from engine.healing import Healer
 from engine.machines import transition
 from engine.registry import Registry, StepDef, TaskDef, parse_priority
 from engine.retry import RetryBudget, RetryPolicies

@@ -14,10 +14,9 @@ success rates) and the alternatives, caused by the :class:`events.ErrorObserved`
 the consequences (``FixAttempted``, ``RetryScheduled`` + ``TaskWaiting``, breaker transitions)
 are appended in the same atomic commit.
 
-Circuit breakers guard the steps declared with ``@engine.step(breaker="name")``: closed, open
-after ``failures`` consecutive failures or a failure rate, half-open after the cool-down, where
-one trial call decides whether to close or open again. While a breaker is open a step is not
-called: its task waits durably for the half-open moment instead of burning retries.
+Circuit breakers (:mod:`engine.breaker`) guard the steps declared with
+``@engine.step(breaker="name")``; the healer asks them before a call and tells them each
+outcome.
 """
 
 from __future__ import annotations
@@ -29,14 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from engine.breaker import BreakerPolicy, Breakers
 from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, default_registry
 from engine.retry import RetryBudget, RetryDecision, RetryPolicies, decide_retry
 from engine.signature import ErrorSignature, fingerprint
 from events import (
     Append,
-    BreakerClosed,
-    BreakerHalfOpened,
-    BreakerOpened,
     DecisionMade,
     ErrorClassified,
     ErrorKind,
@@ -51,7 +48,6 @@ from events import (
     new_event_id,
 )
 from projections import Projections
-from projections.breakers import breaker_stream
 
 if TYPE_CHECKING:
     from engine.registry import StepDef
@@ -59,31 +55,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Batch",
-    "BreakerPolicy",
     "Healer",
     "Outcome",
     "bind_call",
     "call_with",
 ]
-
-
-class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """When a circuit breaker opens and how long it stays open.
-
-    Attributes:
-        failures: consecutive failures that open it.
-        failure_rate: or a failure rate over the last ``window`` calls (with at least
-            ``min_calls`` of them) that opens it.
-        window: the calls the failure rate is measured over.
-        min_calls: the calls needed before the rate counts.
-        cooldown: seconds it stays open before a trial call is let through (half-open).
-    """
-
-    failures: int = 5
-    failure_rate: float = 0.5
-    window: int = 20
-    min_calls: int = 10
-    cooldown: float = 60.0
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,69 +125,15 @@ class Healer:
         self.fixes = fixes if fixes is not None else default_registry()
         self.retries = retries or RetryPolicies()
         self.budget = budget or RetryBudget()
-        self.breakers = breakers or BreakerPolicy()
+        self.breaker = Breakers(breakers or BreakerPolicy(), projections, clock)
         self.rng = random.Random(seed)
         self._projections = projections
         self.clock = clock
 
-    # -- breakers before a call ------------------------------------------------------------
-
     def before_call(self, run: TaskRun, step: StepDef, index: int) -> float | None:
-        """Check the step's breaker: None to call it, or the time to wait until.
-
-        An open breaker whose cool-down has passed turns half-open here, and this call is its
-        trial.
-        """
-        dependency = step.breaker
-        if not dependency:
-            return None
-        view = self._projections(False).breakers.get(dependency)
-        if view.state in ("closed", "half_open"):
-            return None
-        now = self.clock()
-        if now < view.cooldown_until:
-            decision = DecisionMade(
-                kind="breaker",
-                subject=run.task_id,
-                choice="wait",
-                inputs={
-                    "dependency": dependency,
-                    "state": view.state,
-                    "cooldown_until": view.cooldown_until,
-                    "step": step.name,
-                    "step_index": index,
-                },
-                alternatives=["call anyway"],
-            )
-            batch = Batch(run.context.causation_id)
-            decision_id = batch.add(decision)
-            batch.add(
-                TaskWaiting(reason=f"breaker {dependency} open", until=view.cooldown_until),
-                decision_id,
-            )
-            run.commit(batch)
-            return view.cooldown_until
-        decision = DecisionMade(
-            kind="breaker",
-            subject=run.task_id,
-            choice="half-open",
-            inputs={"dependency": dependency, "cooldown_until": view.cooldown_until},
-            alternatives=["stay open"],
-        )
-        batch = Batch(run.context.causation_id)
-        decision_id = batch.add(decision)
-        batch.also.append(
-            Append(
-                stream=breaker_stream(dependency),
-                events=[BreakerHalfOpened(dependency=dependency, trial_calls=1)],
-                expected_version=view.version,
-                context=run.context,
-                causes=[decision_id],
-            )
-        )
-        run.commit(batch)
-        self._projections(True)  # fold the transition: this call is the trial
-        return None
+        """Check the step's breaker: None to call it, or the time to wait until (see
+        :meth:`engine.breaker.Breakers.before_call`)."""
+        return self.breaker.before_call(run, step, index)
 
     # -- after a success -------------------------------------------------------------------
 
@@ -226,31 +148,7 @@ class Healer:
                 ),
                 completed_id,
             )
-        dependency = step.breaker
-        if not dependency:
-            return
-        view = self._projections(False).breakers.get(dependency)
-        if view.state != "half_open":
-            return
-        decision_id = batch.add(
-            DecisionMade(
-                kind="breaker",
-                subject=run.task_id,
-                choice="close",
-                inputs={"dependency": dependency, "trial": "succeeded"},
-                alternatives=["stay half-open"],
-            ),
-            completed_id,
-        )
-        batch.also.append(
-            Append(
-                stream=breaker_stream(dependency),
-                events=[BreakerClosed(dependency=dependency, successes=1)],
-                expected_version=view.version,
-                context=run.context,
-                causes=[decision_id],
-            )
-        )
+        self.breaker.on_success(run, step, batch, completed_id)
 
     # -- after a failure -------------------------------------------------------------------
 
@@ -347,7 +245,7 @@ class Healer:
             "retry_policy": retry.policy,
             "occurrences": seen.occurrences,
         }
-        self._breaker_failure(run, step, projections, batch, failed_id)
+        self.breaker.on_failure(run, step, projections, batch, failed_id)
         if remedy is not None and fix is not None:
             decision_id = add(
                 DecisionMade(
@@ -507,68 +405,6 @@ class Healer:
             if remedy is not None:
                 return remedy, fix, candidates
         return None, None, candidates
-
-    def _breaker_failure(
-        self,
-        run: TaskRun,
-        step: StepDef,
-        projections: Projections,
-        batch: Batch,
-        failed_id: str,
-    ) -> None:
-        dependency = step.breaker
-        if not dependency:
-            return
-        view = projections.breakers.get(dependency)
-        policy = self.breakers
-        consecutive = view.consecutive_failures + 1
-        recent = (*view.recent, False)[-policy.window :]
-        rate = recent.count(False) / len(recent)
-        trial_failed = view.state == "half_open"
-        opens = trial_failed or (
-            view.state == "closed"
-            and (
-                consecutive >= policy.failures
-                or (len(recent) >= policy.min_calls and rate >= policy.failure_rate)
-            )
-        )
-        if not opens:
-            return
-        until = self.clock() + policy.cooldown
-        decision_id = batch.add(
-            DecisionMade(
-                kind="breaker",
-                subject=run.task_id,
-                choice="open",
-                inputs={
-                    "dependency": dependency,
-                    "state": view.state,
-                    "consecutive_failures": consecutive,
-                    "failure_rate": round(rate, 3),
-                    "threshold_failures": policy.failures,
-                    "threshold_rate": policy.failure_rate,
-                    "cooldown": policy.cooldown,
-                },
-                alternatives=["stay closed"],
-            ),
-            failed_id,
-        )
-        batch.also.append(
-            Append(
-                stream=breaker_stream(dependency),
-                events=[
-                    BreakerOpened(
-                        dependency=dependency,
-                        consecutive_failures=consecutive,
-                        failure_rate=rate,
-                        cooldown_until=until,
-                    )
-                ],
-                expected_version=view.version,
-                context=run.context,
-                causes=[decision_id],
-            )
-        )
 
 
 class Batch:

@@ -188,6 +188,10 @@ class TaskRun:
             raise
         self.version += len(events)
 
+    def new_batch(self) -> Batch:
+        """An empty batch whose events are caused by this run's claim unless they say."""
+        return Batch(self.context.causation_id)
+
     def commit(self, batch: Batch) -> None:
         """Append a batch atomically: its events to the task's stream, and its other appends
         (breaker transitions). If another worker moved a breaker meanwhile, the batch is

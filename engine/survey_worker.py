@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import msgspec
 
+from engine.breaker import BreakerPolicy
 from engine.engine import Engine, RunSummary
-from engine.healing import BreakerPolicy
 from engine.retry import RetryBudget, RetryPolicies, RetryPolicy
 from engine.survey import (
     FileFacts,

@@ -690,7 +690,7 @@ def steps(url: str, count: int, *, protected: bool) -> tuple[float, list[float]]
     """Seconds per durable step of one task of ``count`` steps, and the intervals between
     consecutive steps, plain (healing off) or protected (healing, a retry policy, a breaker)."""
     from engine import Engine
-    from engine.healing import BreakerPolicy
+    from engine.breaker import BreakerPolicy
     from engine.retry import RetryPolicies, RetryPolicy
 
     stamps: list[float] = []

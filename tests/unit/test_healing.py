@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from engine import Engine, TaskFailedError
+from engine.breaker import BreakerPolicy
 from engine.fixes import FixRegistry
-from engine.healing import BreakerPolicy
 from engine.retry import RetryBudget, RetryPolicies, RetryPolicy
 from events import Jitter, Recorded
 from tests.conftest import FakeClock
