@@ -24,7 +24,7 @@ dependencies with circuit breakers (``@engine.step(breaker="name")``, :class:`Br
 """
 
 from engine.breaker import BreakerPolicy
-from engine.engine import Engine, RunSummary
+from engine.engine import Engine
 from engine.errors import (
     DeadlineMissed,
     InvalidTransition,
@@ -41,6 +41,7 @@ from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, UnknownFi
 from engine.machines import diagram, validate
 from engine.retry import RetryBudget, RetryDecision, RetryPolicies, RetryPolicy, RetryRule
 from engine.run import StepFailedError
+from engine.scheduler import RunSummary
 from engine.signature import SIGNATURE_VERSION, ErrorSignature, fingerprint
 
 __all__ = [

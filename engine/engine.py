@@ -16,11 +16,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any, Self, TypeVar
-
-import msgspec
 
 from engine.breaker import BreakerPolicy
 from engine.errors import (
@@ -33,9 +30,11 @@ from engine.errors import (
 from engine.fixes import FixRegistry
 from engine.healing import Healer
 from engine.machines import transition
-from engine.registry import Registry, StepDef, TaskDef, parse_priority
+from engine.registry import Registry, StepDef, parse_priority
 from engine.retry import RetryBudget, RetryPolicies
-from engine.run import CURRENT_RUN, LeaseLost, Suspended, TaskRun, derived_id, error_message
+from engine.run import CURRENT_RUN, Suspended, TaskRun, derived_id
+from engine.scheduler import RunSummary, Scheduler
+from engine.worker import worker_id
 from events import (
     Context,
     EventLog,
@@ -44,10 +43,8 @@ from events import (
     SessionResumed,
     SessionStarted,
     TaskCancelled,
-    TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
-    TaskLeaseExpired,
     TaskProgressed,
     TaskReprioritised,
     TaskSubmitted,
@@ -61,7 +58,7 @@ from events import (
 )
 from projections import CatchUp, Projections, TaskView, session_stream, task_stream
 
-__all__ = ["LEARNING_STREAM", "Engine", "RunSummary"]
+__all__ = ["LEARNING_STREAM", "Engine"]
 
 #: The stream of what people taught the engine (learned fixes); it spans sessions.
 LEARNING_STREAM = "learning"
@@ -71,77 +68,6 @@ logger = logging.getLogger("onward.engine")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TERMINAL_OUTCOMES = ("succeeded", "failed", "cancelled", "missed")
-
-
-class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """What one call of :meth:`Engine.run` did.
-
-    Attributes:
-        runs: task runs started (a resumed task counts once per run).
-        succeeded: tasks that succeeded.
-        failed: tasks that failed.
-        waiting: runs that ended waiting (for subtasks or a timer).
-        cancelled: runs stopped because the task was cancelled or its lease taken.
-        missed: tasks that missed their deadline.
-        recovered: tasks taken back from a dead worker.
-        steps_run: steps executed.
-        steps_replayed: steps whose recorded outcome was returned without running them.
-        elapsed: seconds spent (by the engine's clock).
-    """
-
-    runs: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    waiting: int = 0
-    cancelled: int = 0
-    missed: int = 0
-    recovered: int = 0
-    steps_run: int = 0
-    steps_replayed: int = 0
-    elapsed: float = 0.0
-
-
-def _process_start(pid: int) -> str:
-    """The start time of a process (in clock ticks since boot, from /proc), or "" if unknown.
-
-    With the pid it identifies a process even after the pid is reused.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return ""
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields and fields[0] == b"Z":
-        return "zombie"
-    return fields[19].decode() if len(fields) > 19 else ""
-
-
-def _worker_id() -> str:
-    """``host/pid/start/nonce``: enough to tell, on this host, whether the worker is gone."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}/{pid}/{_process_start(pid)}/{os.urandom(3).hex()}"
-
-
-def _worker_gone(worker: str, own: str) -> bool:
-    """Whether a worker of this host is certainly gone (its process is dead, a zombie, or
-    another process now has its pid, or it is an earlier engine of this very process)."""
-    parts = worker.split("/")
-    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    if worker == own:
-        return False
-    pid, started = int(parts[1]), parts[2]
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    now_started = _process_start(pid)
-    return now_started == "zombie" or bool(started and now_started and now_started != started)
 
 
 class Engine:
@@ -191,7 +117,7 @@ class Engine:
         self.clock = clock or log.clock
         self._sleep = sleep
         self.lease = lease
-        self.worker = _worker_id()
+        self.worker = worker_id()
         self.registry = Registry()
         self._host = CatchUp(log, checkpoint_every=checkpoint_every)
         self._lock = threading.RLock()
@@ -669,245 +595,7 @@ class Engine:
         Returns:
             What the run did.
         """
-        if workers < 1:
-            raise UsageError(f"workers must be at least 1, got {workers}")
-        self._check_open()
-        started = self.clock()
-        tally: dict[str, int] = dict.fromkeys(
-            (
-                "runs",
-                "succeeded",
-                "failed",
-                "waiting",
-                "cancelled",
-                "missed",
-                "recovered",
-                "steps_run",
-                "steps_replayed",
-            ),
-            0,
-        )
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="onward") if workers > 1 else None
-        in_flight: dict[Future[tuple[str, TaskRun | None]], str] = {}
-        try:
-            with self._lock:
-                self._host.catch_up()
-                tally["recovered"] += self._recover_leases()
-            while True:
-                with self._lock:
-                    self._host.catch_up()
-                    tally["missed"] += self._mark_missed()
-                    while len(in_flight) < workers and (
-                        max_runs is None or tally["runs"] < max_runs
-                    ):
-                        claimed = self._claim_next()
-                        if claimed is None:
-                            break
-                        tally["runs"] += 1
-                        if pool is None:
-                            self._tally(tally, self._execute(*claimed))
-                            self._host.catch_up()
-                        else:
-                            in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
-                if in_flight:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        del in_flight[future]
-                        self._tally(tally, future.result())
-                    continue
-                if max_runs is not None and tally["runs"] >= max_runs:
-                    break
-                due = self._next_timer()
-                if due is None:
-                    if self._claimable():
-                        continue
-                    break
-                self._sleep(max(0.0, due - self.clock()))
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
-        return RunSummary(elapsed=self.clock() - started, **tally)
-
-    @staticmethod
-    def _tally(tally: dict[str, int], outcome: tuple[str, TaskRun | None]) -> None:
-        kind, run = outcome
-        tally[kind] += 1
-        if run is not None:
-            tally["steps_run"] += run.steps_run
-            tally["steps_replayed"] += run.steps_replayed
-
-    def _claimable(self) -> bool:
-        tasks = self._host.projections.tasks
-        return tasks.next_queued(self.session) is not None or self._ready_waiting() is not None
-
-    def _ready_waiting(self) -> TaskView | None:
-        tasks = self._host.projections.tasks
-        now = self.clock()
-        ready: list[TaskView] = []
-        for task_id in tasks.waiting:
-            view = tasks.tasks[task_id]
-            if view.session != self.session:
-                continue
-            if view.waiting_until is not None and view.waiting_until > now:
-                continue
-            if view.waiting_on:
-                if not all(
-                    (child := tasks.tasks.get(c)) is not None and child.terminal
-                    for c in view.waiting_on
-                ):
-                    continue
-            elif view.waiting_until is None:
-                continue  # waits for a human or another process
-            ready.append(view)
-        return min(ready, key=lambda v: v.queue_key()) if ready else None
-
-    def _next_timer(self) -> float | None:
-        tasks = self._host.projections.tasks
-        timers = [
-            v.waiting_until
-            for t in tasks.waiting
-            if (v := tasks.tasks[t]).session == self.session and v.waiting_until is not None
-        ]
-        return min(timers) if timers else None
-
-    def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
-        """Claim the most urgent runnable task: an append at its stream's expected version."""
-        tasks = self._host.projections.tasks
-        for _ in range(100):
-            view = self._ready_waiting() or tasks.next_queued(self.session)
-            if view is None:
-                return None
-            now = self.clock()
-            claim = TaskClaimed(
-                worker=self.worker, lease_until=now + self.lease, attempt=view.attempt + 1
-            )
-            try:
-                result = transition(
-                    self.log,
-                    "task",
-                    view.task_id,
-                    task_stream(view.task_id),
-                    view.state,
-                    view.version,
-                    claim,
-                    Context(session=self.session, actor=self.worker, correlation_id=view.task_id),
-                )
-            except VersionConflict:
-                self._host.catch_up()  # another worker got there first: look again
-                continue
-            self._host.catch_up()
-            return view, claim, result.event_ids[0]
-        return None
-
-    def _execute(
-        self, view: TaskView, claim: TaskClaimed, claim_id: str
-    ) -> tuple[str, TaskRun | None]:
-        """Run one claimed task to its end, a wait, or a lost lease."""
-        task_id = view.task_id
-        stream = task_stream(task_id)
-        history = self.log.read_stream(stream)
-        submitted = history[0].event
-        assert isinstance(submitted, TaskSubmitted)
-        context = Context(
-            session=self.session,
-            actor=self.worker,
-            causation_id=claim_id,
-            correlation_id=history[0].meta.correlation_id or task_id,
-        )
-        run = TaskRun(
-            self.log,
-            task_id,
-            stream,
-            history,
-            context,
-            self.clock,
-            healer=self.healer,
-            sleep=self._sleep,
-        )
-        try:
-            definition: TaskDef = self.registry.task(submitted.name)
-        except UsageError as exc:
-            run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
-            return "failed", run
-        token = CURRENT_RUN.set(run)
-        try:
-            try:
-                result = definition.fn(*submitted.args, **submitted.kwargs)
-            finally:
-                CURRENT_RUN.reset(token)
-        except Suspended:
-            return "waiting", run
-        except LeaseLost as lost:
-            logger.info("%s", lost)
-            return "cancelled", run
-        except Exception as exc:
-            logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, exc)
-            return self._finish(
-                run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
-            )
-        try:
-            return self._finish(run, TaskSucceeded(result=result))
-        except UnencodableValue as exc:
-            return self._finish(
-                run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
-            )
-
-    @staticmethod
-    def _finish(run: TaskRun, event: TaskSucceeded | TaskFailed) -> tuple[str, TaskRun | None]:
-        try:
-            run.record([event])
-        except LeaseLost as lost:
-            logger.info("%s", lost)
-            return "cancelled", run
-        return ("succeeded" if isinstance(event, TaskSucceeded) else "failed"), run
-
-    def _recover_leases(self) -> int:
-        """Expire the leases of running tasks whose worker is gone.
-
-        A worker on this host whose process is dead (or an earlier engine of this process)
-        is known to be gone at once; others are gone when their lease ran out.
-        """
-        now = self.clock()
-        recovered = 0
-        for view in list(self._session_tasks()):
-            if view.state != "running":
-                continue
-            gone = now > max(view.lease_until, view.updated_at + self.lease)
-            gone = gone or _worker_gone(view.worker, self.worker)
-            if not gone:
-                continue
-            try:
-                self.log.append(
-                    task_stream(view.task_id),
-                    [TaskLeaseExpired(worker=view.worker, lease_until=view.lease_until)],
-                    expected_version=view.version,
-                    context=self._context,
-                )
-                recovered += 1
-            except VersionConflict:
-                continue
-        if recovered:
-            self._host.catch_up()
-        return recovered
-
-    def _mark_missed(self) -> int:
-        missed = 0
-        for view in self._host.projections.tasks.overdue(self.clock()):
-            if view.session != self.session or view.deadline is None:
-                continue
-            try:
-                self.log.append(
-                    task_stream(view.task_id),
-                    [TaskDeadlineMissed(deadline=view.deadline)],
-                    expected_version=view.version,
-                    context=self._context,
-                )
-                missed += 1
-            except VersionConflict:
-                continue
-        if missed:
-            self._host.catch_up()
-        return missed
+        return Scheduler(self).run(workers=workers, max_runs=max_runs)
 
     # -- lifecycle -------------------------------------------------------------------------
 

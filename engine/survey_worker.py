@@ -31,8 +31,9 @@ from collections.abc import Sequence
 import msgspec
 
 from engine.breaker import BreakerPolicy
-from engine.engine import Engine, RunSummary
+from engine.engine import Engine
 from engine.retry import RetryBudget, RetryPolicies, RetryPolicy
+from engine.scheduler import RunSummary
 from engine.survey import (
     FileFacts,
     FileOutcome,
