@@ -10,7 +10,6 @@ the first step with no recorded outcome.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import socket
 import threading
@@ -63,7 +62,6 @@ __all__ = ["LEARNING_STREAM", "Engine"]
 #: The stream of what people taught the engine (learned fixes); it spans sessions.
 LEARNING_STREAM = "learning"
 
-logger = logging.getLogger("onward.engine")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
