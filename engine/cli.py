@@ -17,11 +17,12 @@ never append and never create a log (see :mod:`engine.commands`).
     onward learn SIGNATURE FIX         a fix worked for this error: the engine tries it first
     onward breakers                    each dependency's circuit breaker and its transitions
     onward fixes                       the built-in fixes (no log needed)
+    onward why ID                      a decision (or a task's, or at a position) and its causes
 
 ``learn`` is the only command that appends (one ``FixLearned``), and only to a log that exists.
 
 Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
-a missing log, an unknown task, signature or fix, or a log that cannot be read.
+a missing log, an unknown task, decision, signature or fix, or a log that cannot be read.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from engine.commands import (
     cmd_show,
     cmd_tasks,
     cmd_verify,
+    cmd_why,
 )
 from engine.error_report import KINDS
 from engine.healing_commands import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
@@ -177,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
         "breakers",
         cmd_breakers,
         "list each dependency's circuit breaker (state, failures, cool-down) and its transitions",
+    )
+    why = command(
+        "why",
+        cmd_why,
+        "explain decisions: what was chosen, on what inputs, over which alternatives, and the "
+        "chain of events that caused it",
+    )
+    why.add_argument(
+        "id",
+        metavar="ID",
+        help="a decision id, a task id (every decision of that task) or a position (the last "
+        "decision at or before it); ids may be unique prefixes",
     )
     command("fixes", cmd_fixes, "list the built-in fixes and what each is for", db=None)
     return parser

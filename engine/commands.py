@@ -11,6 +11,7 @@ import argparse
 
 import msgspec
 
+from engine.audit import decision_lines, explain
 from engine.machines import diagram
 from engine.reports import (
     DiagramReport,
@@ -38,6 +39,7 @@ __all__ = [
     "cmd_show",
     "cmd_tasks",
     "cmd_verify",
+    "cmd_why",
     "fold",
     "open_existing",
 ]
@@ -201,6 +203,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"  {problem}")
     return 0 if report.ok else 1
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """Explain decisions: each one whole, with its chain of causes back through the log."""
+    with open_existing(args.db) as log:
+        report = explain(log, args.id)
+    if args.json:
+        emit_json(report)
+        return 0
+    print(
+        f"{len(report.decisions)} decision(s) for {report.matched} {report.target} in {report.log}"
+    )
+    for row in report.decisions:
+        print()
+        print("\n".join(decision_lines(row)))
+    return 0
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:

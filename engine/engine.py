@@ -31,7 +31,7 @@ from engine.healing import Healer
 from engine.machines import transition
 from engine.registry import Registry, StepDef, parse_priority
 from engine.retry import RetryBudget, RetryPolicies
-from engine.run import CURRENT_RUN, Suspended, TaskRun, derived_id
+from engine.run import CURRENT_RUN, Suspended, TaskRun, derived_id, submission_id
 from engine.scheduler import RunSummary, Scheduler
 from engine.worker import worker_id
 from events import (
@@ -396,7 +396,7 @@ class Engine:
                 task_stream(task_id),
                 [event],
                 expected_version=0,
-                event_ids=[derived_id(task_id, "submitted", size=16)],
+                event_ids=[submission_id(task_id)],
                 context=context,
             )
         except VersionConflict:

@@ -9,6 +9,7 @@
     │   ├── UnknownFix (LookupError) .... a fix name the registry does not hold (engine.fixes)
     │   ├── TaskNotFound (LookupError) .. a task id the log does not know
     │   ├── SignatureNotFound (LookupError) an error signature the log does not know
+    │   ├── DecisionNotFound (LookupError) .. a decision the log does not hold
     │   └── NotFinished ................. asked for the result of a task still under way
     └── TaskError ....................... ``Engine.result`` of a task that did not succeed
         ├── TaskFailedError ............. the task failed (its recorded error type and message)
@@ -24,6 +25,7 @@ from events import OnwardError, UsageError
 
 __all__ = [
     "DeadlineMissed",
+    "DecisionNotFound",
     "InvalidTransition",
     "NotFinished",
     "NotRegistered",
@@ -57,6 +59,10 @@ class InvalidTransition(UsageError):
 
 class NotRegistered(UsageError, LookupError):
     """No task or step function is registered under this name."""
+
+
+class DecisionNotFound(UsageError, LookupError):
+    """No decision in the log matches what ``onward why`` was asked for (or several do)."""
 
 
 class SignatureNotFound(UsageError, LookupError):

@@ -96,6 +96,11 @@ def derived_id(*parts: str, size: int = 8) -> str:
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=size).hexdigest()
 
 
+def submission_id(task_id: str) -> str:
+    """The event id of a task's ``TaskSubmitted`` (stable, so a re-submission is a no-op)."""
+    return derived_id(task_id, "submitted", size=16)
+
+
 def error_message(exc: BaseException) -> str:
     """An exception's message, bounded (the log refuses oversized payloads)."""
     text = str(exc)

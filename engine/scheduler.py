@@ -15,7 +15,14 @@ import msgspec
 
 from engine.machines import transition
 from engine.registry import TaskDef
-from engine.run import CURRENT_RUN, LeaseLost, Suspended, TaskRun, error_message
+from engine.run import (
+    CURRENT_RUN,
+    LeaseLost,
+    Suspended,
+    TaskRun,
+    error_message,
+    submission_id,
+)
 from engine.worker import worker_gone
 from events import (
     Context,
@@ -218,6 +225,9 @@ class Scheduler:
                     Context(
                         session=self.engine.session,
                         actor=self.engine.worker,
+                        # The claim answers the task's submission: a decision's chain of
+                        # causes ends at the TaskSubmitted that started it.
+                        causation_id=submission_id(view.task_id),
                         correlation_id=view.task_id,
                     ),
                 )
