@@ -20,7 +20,7 @@ import time as _time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import msgspec
 from eventsourcing.persistence import (
@@ -61,6 +61,7 @@ Clock = Callable[[], float]
 
 #: ``(position, stream, version, topic, state)`` as a backend returns it.
 StoredRow = tuple[int, str, int, str, bytes]
+_Row = TypeVar("_Row", StoredRow, tuple[int, str, int, bytes])
 
 DEFAULT_PAYLOAD_LIMIT = 1024 * 1024
 _HEAD_CACHE_SIZE = 200_000
@@ -230,8 +231,9 @@ class EventLog(ABC):
     def _select_streams(self) -> list[str]:
         """Every stream id in the log (used by the CLI; a full scan by default)."""
         seen: dict[str, None] = {}
-        for row in self._rows(0, None):
-            seen.setdefault(row[1], None)
+        for rows in self.read_rows():
+            for row in rows:
+                seen.setdefault(row[1], None)
         return list(seen)
 
     def _prune_checkpoints(self, name: str, below: int) -> None:  # noqa: B027 - optional hook
@@ -511,9 +513,6 @@ class EventLog(ABC):
         Raises:
             CorruptRecord: a record does not decode.
         """
-        self._check_open()
-        if page_size <= 0:
-            raise UsageError(f"page_size must be positive, got {page_size}")
         # One record at a time: the objects of the last event are freed and reused at once,
         # which is faster than keeping a whole decoded page alive; and the common case decodes
         # inline, in one pass.
@@ -521,15 +520,8 @@ class EventLog(ABC):
         decode = typed.decode if typed is not None else None
         slow = self.codec.decode_state
         errors = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
-        position = after
-        while True:
-            try:
-                rows = self._select_states(position, page_size)
-            except PersistenceError as exc:
-                raise BackendError(f"reading {self.url} failed: {exc}") from exc
+        for rows in self._pages(self._select_states, after, upto, page_size):
             for p, s, v, st in rows:
-                if upto is not None and p > upto:
-                    return
                 if decode is not None:
                     try:
                         both = decode(st)
@@ -539,9 +531,6 @@ class EventLog(ABC):
                         yield Recorded(s, v, p, both.meta, both.event)
                         continue
                 yield slow(p, s, v, st)
-            if len(rows) < page_size:
-                return
-            position = rows[-1][0]
 
     def read_pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -562,41 +551,41 @@ class EventLog(ABC):
         at a time: ``(position, stream, version, state)`` for readers that decode only what
         they need (the projections); :meth:`Codec.decode_state` decodes one.
         """
-        self._check_open()
-        if page_size <= 0:
-            raise UsageError(f"page_size must be positive, got {page_size}")
-        position = after
-        while True:
-            try:
-                rows = self._select_states(position, page_size)
-            except PersistenceError as exc:
-                raise BackendError(f"reading {self.url} failed: {exc}") from exc
-            if upto is not None and rows and rows[-1][0] > upto:
-                rows = [row for row in rows if row[0] <= upto]
-                if rows:
-                    yield rows
-                return
-            if rows:
-                yield rows
-            if len(rows) < page_size:
-                return
-            position = rows[-1][0]
+        return self._pages(self._select_states, after, upto, page_size)
 
     def read_rows(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
     ) -> Iterator[list[StoredRow]]:
         """The stored records after a position, undecoded, a page at a time.
 
-        Each row is ``(position, stream, version, topic, state)``: for readers that decode only
-        what they need (the projections skip step results) and for integrity checks.
+        Each row is ``(position, stream, version, topic, state)``, for integrity checks.
         """
+        return self._pages(self._select_page, after, upto, page_size)
+
+    def _pages(
+        self,
+        select: Callable[[int, int], list[_Row]],
+        after: int,
+        upto: int | None,
+        page_size: int,
+    ) -> Iterator[list[_Row]]:
+        """Pages of ``select(after, limit)`` rows (position first), cut at ``upto``."""
         self._check_open()
         if page_size <= 0:
             raise UsageError(f"page_size must be positive, got {page_size}")
+        return self._paging(select, after, upto, page_size)
+
+    def _paging(
+        self,
+        select: Callable[[int, int], list[_Row]],
+        after: int,
+        upto: int | None,
+        page_size: int,
+    ) -> Iterator[list[_Row]]:
         position = after
         while True:
             try:
-                rows = self._select_page(position, page_size)
+                rows = select(position, page_size)
             except PersistenceError as exc:
                 raise BackendError(f"reading {self.url} failed: {exc}") from exc
             if upto is not None and rows and rows[-1][0] > upto:
@@ -606,24 +595,6 @@ class EventLog(ABC):
                 return
             if rows:
                 yield rows
-            if len(rows) < page_size:
-                return
-            position = rows[-1][0]
-
-    def _rows(self, after: int, upto: int | None, page_size: int = 1000) -> Iterator[StoredRow]:
-        self._check_open()
-        if page_size <= 0:
-            raise UsageError(f"page_size must be positive, got {page_size}")
-        position = after
-        while True:
-            try:
-                rows = self._select_page(position, page_size)
-            except PersistenceError as exc:
-                raise BackendError(f"reading {self.url} failed: {exc}") from exc
-            for row in rows:
-                if upto is not None and row[0] > upto:
-                    return
-                yield row
             if len(rows) < page_size:
                 return
             position = rows[-1][0]
