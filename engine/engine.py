@@ -18,8 +18,21 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from engine.actions import Check, Judge, Judgement, Undo
+from engine.approvals import Approval, answer, pending
 from engine.breaker import BreakerPolicy
+from engine.confidence import Thresholds
+from engine.degradation import (
+    Component,
+    Components,
+    HealthCheck,
+    Workaround,
+    plan_failure,
+    plan_restorations,
+    plan_restore,
+)
 from engine.errors import (
+    ComponentUnavailable,
     DeadlineMissed,
     NotFinished,
     TaskCancelledError,
@@ -35,7 +48,10 @@ from engine.run import CURRENT_RUN, Suspended, TaskRun, derived_id, submission_i
 from engine.scheduler import RunSummary, Scheduler
 from engine.worker import worker_id
 from events import (
+    Append,
+    ApprovalRequested,
     Context,
+    Event,
     EventLog,
     FixLearned,
     Priority,
@@ -53,9 +69,12 @@ from events import (
     UnknownEventType,
     UsageError,
     VersionConflict,
+    WorkaroundApplied,
+    new_event_id,
     open_log,
 )
 from projections import CatchUp, Projections, TaskView, session_stream, task_stream
+from projections.degradation import DegradationView
 
 __all__ = ["LEARNING_STREAM", "Engine"]
 
@@ -88,6 +107,9 @@ class Engine:
         retry_budget: the retries a session may schedule per window.
         breakers: when circuit breakers open, and for how long.
         seed: the seed of the retry jitter (recorded delays are never recomputed).
+        thresholds: the confidence thresholds of actions (see :mod:`engine.confidence`).
+        components: the components and their workaround ladders (the nine defaults when
+            None; see :mod:`engine.degradation`).
     """
 
     def __init__(
@@ -105,6 +127,8 @@ class Engine:
         retry_budget: RetryBudget | None = None,
         breakers: BreakerPolicy | None = None,
         seed: int | None = None,
+        thresholds: Thresholds | None = None,
+        components: Components | None = None,
     ) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
@@ -132,6 +156,8 @@ class Engine:
                 projections=self._current_projections,
                 clock=self.clock,
             )
+        self.judge = Judge(thresholds=thresholds, projections=self._current_projections)
+        self.components = components if components is not None else Components()
         self._host.open()
         self._open_session()
 
@@ -151,6 +177,8 @@ class Engine:
         retry_budget: RetryBudget | None = None,
         breakers: BreakerPolicy | None = None,
         seed: int | None = None,
+        thresholds: Thresholds | None = None,
+        components: Components | None = None,
         **log_options: Any,
     ) -> Engine:
         """Open (or create) a log and start or resume a session on it.
@@ -168,6 +196,8 @@ class Engine:
             retry_budget: the retries a session may schedule per window.
             breakers: when circuit breakers open, and for how long.
             seed: the seed of the retry jitter.
+            thresholds: the confidence thresholds of actions.
+            components: the components and their workaround ladders.
             **log_options: passed to :func:`events.open_log`.
 
         Raises:
@@ -191,6 +221,8 @@ class Engine:
                 retry_budget=retry_budget,
                 breakers=breakers,
                 seed=seed,
+                thresholds=thresholds,
+                components=components,
             )
         except BaseException:
             log.close()
@@ -303,6 +335,60 @@ class Engine:
 
         def register(f: F) -> F:
             definition = self.registry.add_step(f, name, at_most_once, breaker=breaker, hints=hints)
+            return self._durable(definition)  # type: ignore[return-value]
+
+        return register
+
+    def action(
+        self,
+        *,
+        name: str | None = None,
+        impact: str = "medium",
+        check: Check | None = None,
+        undo: Undo | None = None,
+        reversible: bool = False,
+        urgent: bool = False,
+        question: str = "",
+        at_most_once: bool = False,
+        breaker: str = "",
+        hints: dict[str, Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a function as an action: a durable step run by the engine's confidence.
+
+        Before its first run in a task the engine scores it (its history, the rule that
+        matches it, its reversibility, its impact, past approvals) and runs it immediately,
+        monitored (then ``check``), reversibly (``undo`` on a failed check) or only once a
+        human approves (the task waits durably); see :mod:`engine.actions`.
+
+        Args:
+            name: the name its outcomes and history are recorded under.
+            impact: what is at stake if it goes wrong: "low", "medium" or "high".
+            check: given its result, whether it did what it should; a failed check is
+                handled as the step's failure.
+            undo: given its result, undo its effect (makes it reversible).
+            reversible: it can be undone without an ``undo`` (a draft, a dry run).
+            urgent: its approval requests are never deferred while the session flows.
+            question: what a human is asked when it needs approval.
+            at_most_once: as for :meth:`step`.
+            breaker: as for :meth:`step`.
+            hints: as for :meth:`step`.
+
+        Raises:
+            UsageError: an unknown impact.
+        """
+        judgement = Judgement(
+            impact=impact,
+            check=check,
+            undo=undo,
+            reversible=reversible,
+            urgent=urgent,
+            question=question,
+        )
+
+        def register(f: F) -> F:
+            definition = self.registry.add_step(
+                f, name, at_most_once, breaker=breaker, hints=hints, judgement=judgement
+            )
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
@@ -508,6 +594,244 @@ class Engine:
         )
         self.refresh()
 
+    def approvals(self, *, session: str | None = None) -> list[Approval]:
+        """The approval requests waiting for a human, oldest first.
+
+        Args:
+            session: only this session's (every session's when None).
+        """
+        self._check_open()
+        with self._lock:
+            return pending(self._host, session)
+
+    def approve(self, decision_id: str, *, note: str = "", by: str = "") -> Approval:
+        """Approve an action that waits for a human: its task runs again and acts.
+
+        Another process may answer too (``onward approve ID``); a running engine sees it.
+
+        Args:
+            decision_id: the decision's id (or a unique prefix): ``approvals()`` lists them.
+            note: what the approver says, for the audit.
+            by: who approves.
+
+        Returns:
+            The request answered.
+
+        Raises:
+            ApprovalNotFound: no such request awaits an answer.
+            InvalidTransition: its task has ended meanwhile.
+        """
+        return self._answer(decision_id, granted=True, note=note, by=by)
+
+    def deny(self, decision_id: str, *, note: str = "", by: str = "") -> Approval:
+        """Refuse an action that waits for a human: its step fails with ``ActionDenied``.
+
+        Args:
+            decision_id: the decision's id (or a unique prefix).
+            note: why, for the audit (the task sees it in the error).
+            by: who refuses.
+
+        Returns:
+            The request answered.
+
+        Raises:
+            ApprovalNotFound: no such request awaits an answer.
+            InvalidTransition: its task has ended meanwhile.
+        """
+        return self._answer(decision_id, granted=False, note=note, by=by)
+
+    def _answer(self, decision_id: str, *, granted: bool, note: str, by: str) -> Approval:
+        self._check_open()
+        with self._lock:
+            request = answer(
+                self.log,
+                self._host,
+                decision_id,
+                granted=granted,
+                by=by,
+                note=note,
+                context=self._context,
+            )
+        return Approval.of(request)
+
+    # -- graceful degradation --------------------------------------------------------------
+
+    def component(
+        self,
+        name: str,
+        *,
+        check: HealthCheck | None = None,
+        workarounds: Iterable[Workaround] = (),
+        description: str = "",
+    ) -> Component:
+        """Register a component, or give a registered one a health check or another ladder.
+
+        Args:
+            name: its name ("search_api"; the nine defaults are "tests", "database",
+                "external_api", "linting", "build", "imports", "file_io", "network" and
+                "compilation").
+            check: tells whether it works again; a degraded component whose check passes is
+                restored at the next task boundary.
+            workarounds: its ladder, best first (the registered ladder when empty).
+            description: what it is.
+
+        Raises:
+            UsageError: a bad name or ladder.
+        """
+        return self.components.register(
+            name, check=check, workarounds=tuple(workarounds), description=description
+        )
+
+    def degrade(self, component: str, *, message: str = "") -> Workaround | None:
+        """Report a failed component: the engine takes the next workaround of its ladder.
+
+        Returns the workaround to use (its name says which alternative to take). Inside a task
+        the report is durable like a step: a re-run returns the recorded workaround without
+        recording the failure again. When no workaround is left, a decision to pause the task
+        and ask is recorded and the task waits for a human; approved, this returns None (go
+        on without the component); denied, it raises :class:`ComponentUnavailable`. Outside a
+        task, with no workaround left, it records the decision and returns None.
+
+        Args:
+            component: the component's name.
+            message: how it failed.
+
+        Raises:
+            UsageError: an unregistered component.
+            ComponentUnavailable: a human refused to go on without it.
+        """
+        self._check_open()
+        registered = self.components.get(component)
+        run = CURRENT_RUN.get()
+        if run is not None:
+            seen = run.degrade_calls
+            run.degrade_calls += 1
+            if seen < len(run.degradations):
+                return self._recorded_degradation(run, registered, *run.degradations[seen])
+        with self._lock:
+            self._host.catch_up()
+            view = self._host.projections.degradation.view(self.session)
+            planned = plan_failure(self.components, view, component, message=message)
+            if run is None:
+                self._record_session(planned)
+                self._host.catch_up()
+                applied = planned[-1]
+                return self._workaround(registered, getattr(applied, "workaround", ""))
+        batch = run.new_batch()
+        cause: str | None = None
+        for event in planned:
+            cause = batch.add(event, cause)
+        applied = planned[-1]
+        if isinstance(applied, WorkaroundApplied):
+            run.commit(batch)
+            run.degradations.append((component, applied.workaround, ""))
+            return self._workaround(registered, applied.workaround)
+        assert cause is not None
+        requested = batch.add(
+            ApprovalRequested(
+                decision_id=cause,
+                subject=run.task_id,
+                question=f"component {component!r} failed with no workaround left "
+                f"({message or 'no message'}): go on without it?",
+                options=["approve", "deny"],
+                impact="high",
+            ),
+            cause,
+        )
+        batch.add(TaskWaiting(reason=f"component {component} has no workaround left"), requested)
+        run.commit(batch)
+        raise Suspended()
+
+    def _recorded_degradation(
+        self, run: TaskRun, registered: Component, component: str, workaround: str, ask: str
+    ) -> Workaround | None:
+        if workaround:
+            return self._workaround(registered, workaround)
+        answer_ = run.answers.get(ask)
+        if answer_ is None:  # nobody answered yet: wait again
+            run.record([TaskWaiting(reason=f"component {component} has no workaround left")])
+            raise Suspended()
+        granted, note = answer_
+        if granted:
+            return None
+        raise ComponentUnavailable(component, note)
+
+    @staticmethod
+    def _workaround(registered: Component, name: str) -> Workaround | None:
+        for workaround in registered.workarounds:
+            if workaround.name == name:
+                return workaround
+        return None
+
+    def restore(self, component: str) -> bool:
+        """Say that a failed component works again (without its health check).
+
+        Returns:
+            Whether it was degraded (and is now restored).
+
+        Raises:
+            UsageError: an unregistered component.
+        """
+        self._check_open()
+        with self._lock:
+            self._host.catch_up()
+            view = self._host.projections.degradation.view(self.session)
+            planned = plan_restore(self.components, view, component)
+            if planned:
+                self._record_session(planned)
+                self._host.catch_up()
+        return bool(planned)
+
+    def restore_components(self) -> int:
+        """Run the health check of every failed component; restore those that pass.
+
+        The run loop calls it at each task boundary while a component is degraded.
+
+        Returns:
+            How many were restored.
+        """
+        with self._lock:
+            view = self._host.projections.degradation.view(self.session)
+            if not view.components or all(c.state == "healthy" for c in view.components):
+                return 0
+            planned = plan_restorations(self.components, view)
+            if planned:
+                self._record_session(planned, chain=False)
+                self._host.catch_up()
+        return len(planned)
+
+    def degradation(self) -> DegradationView:
+        """This session's degradation: its level, quality lost and failed components."""
+        return self.refresh().degradation.view(self.session)
+
+    def _record_session(self, events: list[Event], *, chain: bool = True) -> list[str]:
+        """Append events to the session's stream (each caused by the one before if ``chain``),
+        looking again when another worker appended first."""
+        stream = session_stream(self.session)
+        for _ in range(20):
+            view = self._host.projections.sessions.sessions.get(self.session)
+            version = view.version if view is not None else 0
+            ids = [new_event_id() for _ in events]
+            causes = [self._context.causation_id, *ids[:-1]] if chain else None
+            try:
+                self.log.commit(
+                    [
+                        Append(
+                            stream=stream,
+                            events=events,
+                            expected_version=version,
+                            event_ids=ids,
+                            context=self._context,
+                            causes=causes,
+                        )
+                    ]
+                )
+            except VersionConflict:
+                self._host.catch_up()
+                continue
+            return ids
+        raise UsageError(f"session {self.session}: too many concurrent appends, try again")
+
     def idempotency_key(self) -> str:
         """The idempotency key of the step being executed: ``<task id>:<step index>``.
 
@@ -580,20 +904,27 @@ class Engine:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, *, workers: int = 1, max_runs: int | None = None) -> RunSummary:
+    def run(
+        self, *, workers: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
+    ) -> RunSummary:
         """Run this session's tasks until none is runnable.
 
         Tasks waiting on a timer are waited for (with the engine's ``sleep``); tasks waiting
-        for other sessions' work or for a human end the run.
+        for other sessions' work end the run, and so do tasks waiting for a human unless
+        ``await_approvals`` says to wait for the answers.
 
         Args:
             workers: how many tasks may run at once (threads of this process).
             max_runs: stop after starting this many task runs.
+            await_approvals: seconds to keep looking for answers (from any process) while
+                only approvals are left; 0 ends the run at once.
 
         Returns:
             What the run did.
         """
-        return Scheduler(self).run(workers=workers, max_runs=max_runs)
+        return Scheduler(self).run(
+            workers=workers, max_runs=max_runs, await_approvals=await_approvals
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
     │   ├── TaskNotFound (LookupError) .. a task id the log does not know
     │   ├── SignatureNotFound (LookupError) an error signature the log does not know
     │   ├── DecisionNotFound (LookupError) .. a decision the log does not hold
+    │   ├── ApprovalNotFound (LookupError) .. no approval request (or an answered one) by that id
     │   └── NotFinished ................. asked for the result of a task still under way
     └── TaskError ....................... ``Engine.result`` of a task that did not succeed
         ├── TaskFailedError ............. the task failed (its recorded error type and message)
@@ -17,6 +18,9 @@
         └── DeadlineMissed .............. the task missed its deadline
     StepMismatch (OnwardError) .......... a re-run called other steps than the log records
     StepInterrupted (OnwardError) ....... an at-most-once step was in flight when the worker died
+    ActionDenied (OnwardError) .......... a human refused an action: the step fails with it
+    CheckFailed (OnwardError) ........... an action ran but its declared check did not hold
+    ComponentUnavailable (OnwardError) .. a component with no workaround left, and a human said stop
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from __future__ import annotations
 from events import OnwardError, UsageError
 
 __all__ = [
+    "ActionDenied",
+    "ApprovalNotFound",
+    "CheckFailed",
+    "ComponentUnavailable",
     "DeadlineMissed",
     "DecisionNotFound",
     "InvalidTransition",
@@ -63,6 +71,10 @@ class NotRegistered(UsageError, LookupError):
 
 class DecisionNotFound(UsageError, LookupError):
     """No decision in the log matches what ``onward why`` was asked for (or several do)."""
+
+
+class ApprovalNotFound(UsageError, LookupError):
+    """No approval request awaits an answer under this id (or a prefix matches several)."""
 
 
 class SignatureNotFound(UsageError, LookupError):
@@ -146,3 +158,50 @@ class StepInterrupted(OnwardError):
         self.task_id = task_id
         self.index = index
         self.name = name
+
+
+class ActionDenied(OnwardError):
+    """A human refused the approval an action waited for; the step fails with this error.
+
+    The task may catch it and go on another way.
+
+    Attributes:
+        action: the action's name.
+        note: what the human said ("" when nothing).
+    """
+
+    def __init__(self, action: str, note: str = "") -> None:
+        super().__init__(f"action {action!r} was denied" + (f": {note}" if note else ""))
+        self.action = action
+        self.note = note
+
+
+class CheckFailed(OnwardError):
+    """An action ran but its declared check did not hold; it is handled as the step's failure.
+
+    Attributes:
+        action: the action's name.
+        reason: why the check failed.
+    """
+
+    def __init__(self, action: str, reason: str) -> None:
+        super().__init__(f"the check of action {action!r} failed: {reason}")
+        self.action = action
+        self.reason = reason
+
+
+class ComponentUnavailable(OnwardError):
+    """A component failed with no workaround left, and a human refused to go on without it.
+
+    Attributes:
+        component: the component's name.
+        note: what the human said ("" when nothing).
+    """
+
+    def __init__(self, component: str, note: str = "") -> None:
+        super().__init__(
+            f"component {component!r} is unavailable and has no workaround left"
+            + (f": {note}" if note else "")
+        )
+        self.component = component
+        self.note = note

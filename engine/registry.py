@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from engine.actions import Judgement
 from engine.errors import NotRegistered
 from events import Priority, UsageError
 
@@ -69,6 +70,8 @@ class StepDef(msgspec.Struct, frozen=True):
         breaker: the dependency whose circuit breaker guards it ("" for none).
         hints: what it declares for fixes (which parameter is a batch size, a fallback
             location, declared defaults...; see :mod:`engine.remedies`).
+        judgement: for an action, its impact, check and undo (see :mod:`engine.actions`);
+            None for a plain step.
     """
 
     name: str
@@ -77,6 +80,7 @@ class StepDef(msgspec.Struct, frozen=True):
     returns: Any
     breaker: str = ""
     hints: dict[str, Any] = msgspec.field(default_factory=dict)
+    judgement: Judgement | None = None
 
 
 class Registry:
@@ -105,6 +109,7 @@ class Registry:
         *,
         breaker: str = "",
         hints: dict[str, Any] | None = None,
+        judgement: Judgement | None = None,
     ) -> StepDef:
         """Register ``fn`` as a step."""
         definition = StepDef(
@@ -114,6 +119,7 @@ class Registry:
             returns=_return_type(fn),
             breaker=breaker,
             hints=dict(hints or {}),
+            judgement=judgement,
         )
         self.steps[definition.name] = definition
         return definition

@@ -16,13 +16,18 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import StepInterrupted, StepMismatch
+from engine.actions import Judge, Judgement, Ruling
+from engine.errors import ActionDenied, CheckFailed, StepInterrupted, StepMismatch
 from engine.fixes import StepCall
 from engine.healing import Batch, Healer, Outcome, bind_call, call_with
 from engine.registry import StepDef
 from events import (
     Append,
+    ApprovalDenied,
+    ApprovalGranted,
+    ComponentFailed,
     Context,
+    DecisionMade,
     Event,
     EventLog,
     FixAttempted,
@@ -33,9 +38,12 @@ from events import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    Strategy,
     TaskCancelled,
     TaskLeaseExpired,
+    TaskWaiting,
     VersionConflict,
+    WorkaroundApplied,
 )
 
 __all__ = [
@@ -130,9 +138,11 @@ class TaskRun:
         *,
         healer: Healer | None = None,
         sleep: Callable[[float], None] | None = None,
+        judge: Judge | None = None,
     ) -> None:
         self.log = log
         self.healer = healer
+        self.judge = judge
         self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
@@ -149,6 +159,14 @@ class TaskRun:
         self.fix_in_flight: dict[int, tuple[str, str]] = {}
         self.fix_applications: dict[int, int] = {}
         self.last_delay: dict[int, float] = {}
+        # Judged actions: the recorded confidence decision per step index, and the answers to
+        # approval requests by decision id (granted, note).
+        self.rulings: dict[int, Ruling] = {}
+        self.answers: dict[str, tuple[bool, str]] = {}
+        # Components this task reported failed, in order: (component, the workaround applied,
+        # or the id of the decision to ask when none was left); a re-run reads them back.
+        self.degradations: list[tuple[str, str, str]] = []
+        self.degrade_calls = 0
         for r in history:
             event = r.event
             if isinstance(event, StepCompleted):
@@ -170,6 +188,21 @@ class TaskRun:
                 self.fix_in_flight.pop(event.step_index, None)
             elif isinstance(event, RetryScheduled):
                 self.last_delay[event.step_index] = event.delay
+            elif isinstance(event, ComponentFailed):
+                self.degradations.append((event.component, "", ""))
+            elif isinstance(event, WorkaroundApplied) and self.degradations:
+                self.degradations[-1] = (event.component, event.workaround, "")
+            elif isinstance(event, DecisionMade) and event.kind == "degradation":
+                if self.degradations:
+                    self.degradations[-1] = (event.subject, "", r.meta.event_id)
+            elif isinstance(event, DecisionMade):
+                step_index = event.inputs.get("step_index")
+                if event.kind == "confidence" and event.strategy and isinstance(step_index, int):
+                    self.rulings[step_index] = Ruling(
+                        decision_id=r.meta.event_id, strategy=event.strategy
+                    )
+            elif isinstance(event, ApprovalGranted | ApprovalDenied):
+                self.answers[event.decision_id] = (isinstance(event, ApprovalGranted), event.note)
         self.index = 0
         self.children = 0
         self.current_step: int | None = None
@@ -295,6 +328,8 @@ class TaskRun:
                 return msgspec.convert(recorded.result, type=step.returns, strict=False)
             except (msgspec.ValidationError, TypeError):
                 return recorded.result
+        if recorded.error_type == "ActionDenied":
+            raise ActionDenied(recorded.name, recorded.message)
         builtin = getattr(builtins, recorded.error_type, None)
         if isinstance(builtin, type) and issubclass(builtin, Exception):
             try:
@@ -316,6 +351,8 @@ class TaskRun:
         index, recorded = self.begin_step(step)
         if recorded is not None:
             return self.replay(step, recorded)
+        judgement = step.judgement if self.judge is not None else None
+        ruling = None if judgement is None else self._ruling(step, index, judgement)
         healer = self.healer
         attempt = self.failures.get(index, 0) + 1
         remedied: StepCall | None = None
@@ -330,8 +367,13 @@ class TaskRun:
             started = self.clock()
             try:
                 result = step.fn(*args, **kwargs) if remedied is None else call_with(step, remedied)
+                if ruling is not None:
+                    assert judgement is not None
+                    self._check(step, index, judgement, ruling, result)
             except Exception as exc:
                 self.current_step = None
+                if ruling is not None and not isinstance(exc, CheckFailed):
+                    self._action_failed(step, index, ruling, error_message(exc))
                 if healer is None:
                     self.fail_step(step, index, exc)
                     raise
@@ -361,11 +403,92 @@ class TaskRun:
                 attempt=attempt,
                 dependency=step.breaker,
             )
-            if healer is None:
+            if healer is None and ruling is None:
                 self.record([completed])
             else:
                 batch = Batch(self.context.causation_id)
                 completed_id = batch.add(completed)
-                healer.on_success(self, step, batch, completed_id, outcome)
+                if healer is not None:
+                    healer.on_success(self, step, batch, completed_id, outcome)
+                if ruling is not None and self.judge is not None:
+                    self.judge.outcome(
+                        self, step, index, ruling, batch, passed=True, cause=completed_id
+                    )
                 self.commit(batch)
             return result
+
+    # -- judged actions --------------------------------------------------------------------
+
+    def _ruling(self, step: StepDef, index: int, judgement: Judgement) -> Ruling:
+        """The action's confidence decision: recorded before, or taken now.
+
+        Raises:
+            Suspended: it waits for a human's answer.
+            ActionDenied: a human refused it (the step's final failure is recorded).
+        """
+        assert self.judge is not None
+        ruling = self.rulings.get(index)
+        if ruling is None:
+            ruling = self.judge.decide(self, step, index, judgement)
+            self.rulings[index] = ruling
+        if ruling.strategy != Strategy.ASK:
+            return ruling
+        answer = self.answers.get(ruling.decision_id)
+        if answer is None:  # run again before anyone answered: wait again
+            self.record([TaskWaiting(reason=f"approval of {step.name}")])
+            raise Suspended()
+        granted, note = answer
+        if granted:
+            return ruling
+        denied = ActionDenied(step.name, note)
+        batch = self.new_batch()
+        batch.add(
+            StepFailed(
+                index=index,
+                name=step.name,
+                error_type="ActionDenied",
+                message=error_message(denied),
+            ),
+            ruling.decision_id,
+        )
+        self.judge.denied(self, step, ruling, batch)
+        self.commit(batch)
+        self.outcomes[index] = Replayed(step.name, False, None, "ActionDenied", str(denied))
+        raise denied
+
+    def _check(
+        self, step: StepDef, index: int, judgement: Judgement, ruling: Ruling, result: Any
+    ) -> None:
+        """Run the action's check when its strategy asks for one; undo and raise on failure.
+
+        Raises:
+            CheckFailed: the check did not hold (its outcome is recorded).
+        """
+        if judgement.check is None or ruling.strategy == Strategy.IMMEDIATE:
+            return
+        try:
+            held = bool(judgement.check(result))
+            reason = "" if held else "the check returned False"
+        except Exception as exc:
+            held, reason = False, f"the check raised {type(exc).__name__}: {exc}"
+        if held:
+            return
+        assert self.judge is not None
+        batch = self.new_batch()
+        cause = None
+        if ruling.strategy != Strategy.MONITORED and judgement.can_undo:
+            cause = batch.add(self.judge.undo(judgement, result, step, index), ruling.decision_id)
+        self.judge.outcome(
+            self, step, index, ruling, batch, passed=False, message=reason, cause=cause
+        )
+        self.commit(batch)
+        raise CheckFailed(step.name, reason)
+
+    def _action_failed(self, step: StepDef, index: int, ruling: Ruling, message: str) -> None:
+        """Record that a judged action raised (its history counts the failure)."""
+        assert self.judge is not None
+        batch = self.new_batch()
+        self.judge.outcome(
+            self, step, index, ruling, batch, passed=False, message=message, adapt=False
+        )
+        self.commit(batch)

@@ -45,6 +45,9 @@ __all__ = ["RunSummary", "Scheduler"]
 
 logger = logging.getLogger("onward.engine")
 
+#: Seconds between two looks for a human's answer while ``await_approvals`` lasts.
+APPROVAL_POLL = 0.5
+
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     """What one call of :meth:`Engine.run` did.
@@ -84,21 +87,28 @@ class Scheduler:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def run(self, *, workers: int = 1, max_runs: int | None = None) -> RunSummary:
+    def run(
+        self, *, workers: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
+    ) -> RunSummary:
         """Run this session's tasks until none is runnable.
 
         Tasks waiting on a timer are waited for (with the engine's ``sleep``); tasks waiting
-        for other sessions' work or for a human end the run.
+        for other sessions' work end the run, and so do tasks waiting for a human unless
+        ``await_approvals`` says how long to look for answers.
 
         Args:
             workers: how many tasks may run at once (threads of this process).
             max_runs: stop after starting this many task runs.
+            await_approvals: seconds to keep looking for answers while only approvals are left.
 
         Returns:
             What the run did.
         """
         if workers < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
+        if not await_approvals >= 0:
+            raise UsageError(f"await_approvals must be seconds >= 0, got {await_approvals}")
+        patience_until: float | None = None
         self.engine._check_open()
         started = self.engine.clock()
         tally: dict[str, int] = dict.fromkeys(
@@ -125,6 +135,8 @@ class Scheduler:
                 with self.engine._lock:
                     self.engine._host.catch_up()
                     tally["missed"] += self._mark_missed()
+                    # A task boundary: failed components whose health check passes come back.
+                    self.engine.restore_components()
                     while len(in_flight) < workers and (
                         max_runs is None or tally["runs"] < max_runs
                     ):
@@ -149,12 +161,25 @@ class Scheduler:
                 if due is None:
                     if self._claimable():
                         continue
+                    now = self.engine.clock()
+                    if await_approvals and self._awaiting_approval():
+                        # Only humans can move the session on: look for their answers (an
+                        # approval from another process lands in the log) until patience ends.
+                        if patience_until is None:
+                            patience_until = now + await_approvals
+                        if now < patience_until:
+                            self.engine._sleep(min(APPROVAL_POLL, patience_until - now))
+                            continue
                     break
+                patience_until = None
                 self.engine._sleep(max(0.0, due - self.engine.clock()))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
         return RunSummary(elapsed=self.engine.clock() - started, **tally)
+
+    def _awaiting_approval(self) -> bool:
+        return bool(self.engine._host.projections.decisions.waiting(self.engine.session))
 
     @staticmethod
     def _tally(tally: dict[str, int], outcome: tuple[str, TaskRun | None]) -> None:
@@ -262,6 +287,7 @@ class Scheduler:
             self.engine.clock,
             healer=self.engine.healer,
             sleep=self.engine._sleep,
+            judge=self.engine.judge,
         )
         try:
             definition: TaskDef = self.engine.registry.task(submitted.name)

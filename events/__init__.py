@@ -21,6 +21,8 @@ from events.breaker import (
 )
 from events.codec import Codec, Upcaster, all_event_types
 from events.decision import (
+    ActionChecked,
+    ActionUndone,
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
@@ -110,6 +112,8 @@ from events.task import (
 from events.url import open_log
 
 __all__ = [
+    "ActionChecked",
+    "ActionUndone",
     "Append",
     "AppendResult",
     "ApprovalDenied",

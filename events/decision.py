@@ -14,6 +14,8 @@ from events.base import Event
 from events.kinds import Strategy
 
 __all__ = [
+    "ActionChecked",
+    "ActionUndone",
     "ApprovalDenied",
     "ApprovalGranted",
     "ApprovalRequested",
@@ -123,3 +125,46 @@ class ThresholdsAdjusted(Event, frozen=True, kw_only=True):
     thresholds: dict[str, float]
     previous: dict[str, float] = msgspec.field(default_factory=dict)
     reason: str = ""
+
+
+class ActionChecked(Event, frozen=True, kw_only=True):
+    """A judged action ran, and its outcome was checked (its declared check, or its success).
+
+    These outcomes are the action's history: the confidence of its next run reads them, and
+    the thresholds adapt to them.
+
+    Attributes:
+        action: the action's name (the step's registered name).
+        step_index: the step's index in its task.
+        passed: whether it succeeded and its check held.
+        strategy: the strategy it ran under.
+        decision_id: the id of the :class:`DecisionMade` that chose the strategy.
+        message: why the check failed ("" when it passed).
+    """
+
+    family: ClassVar[str] = "decision"
+
+    action: str
+    step_index: int
+    passed: bool
+    strategy: Strategy
+    decision_id: str = ""
+    message: str = ""
+
+
+class ActionUndone(Event, frozen=True, kw_only=True):
+    """A reversible action's compensation ran after its check failed.
+
+    Attributes:
+        action: the action's name.
+        step_index: the step's index in its task.
+        ok: whether the compensation itself succeeded.
+        message: what the compensation reported, or how it failed ("" when nothing).
+    """
+
+    family: ClassVar[str] = "decision"
+
+    action: str
+    step_index: int
+    ok: bool = True
+    message: str = ""

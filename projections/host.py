@@ -18,6 +18,8 @@ import msgspec
 
 from events import Checkpoint, EventLog, Recorded
 from projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
+from projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
+from projections.degradation import DegradationProjection, SessionDegradation
 from projections.errors import ErrorProjection, ErrorsState
 from projections.reading import FoldReader
 from projections.session import SESSION_PREFIX, SessionProjection, SessionView
@@ -34,6 +36,8 @@ class _Saved(msgspec.Struct, array_like=True):
     sessions: list[SessionView]
     errors: ErrorsState
     breakers: list[BreakerView]
+    decisions: DecisionsState
+    degradation: list[SessionDegradation]
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -48,12 +52,14 @@ class Projections:
         sessions: session states.
         errors: the error-learning DB: signatures, fixes and retries with their success rates.
         breakers: the circuit breakers per dependency.
+        decisions: approvals awaiting a human, each action's record, the thresholds in force.
+        degradation: each session's failed components, their workarounds, its level.
         position: the last position folded.
         time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 7
+    SCHEMA = 8
     NAME = "core"
 
     def __init__(self) -> None:
@@ -61,6 +67,8 @@ class Projections:
         self.sessions = SessionProjection()
         self.errors = ErrorProjection()
         self.breakers = BreakerProjection()
+        self.decisions = DecisionProjection()
+        self.degradation = DegradationProjection()
         self.position = 0
         self.time = 0.0
 
@@ -73,6 +81,10 @@ class Projections:
             self.sessions.apply(r)
         self.errors.apply(r)
         self.breakers.apply(r)
+        if type(r.event) in DECISION_TYPES:
+            self.decisions.apply(r)
+        if type(r.event) in DegradationProjection.event_types:
+            self.degradation.apply(r)
         self.position = r.position
         self.time = r.meta.time
 
@@ -80,6 +92,8 @@ class Projections:
         """Fold a page of events (in position order): the same as :meth:`apply` on each."""
         tasks, sessions = self.tasks.apply, self.sessions.apply
         errors, breakers = self.errors.apply, self.breakers.apply
+        decisions = self.decisions.apply
+        degradation, degradation_types = self.degradation.apply, self.degradation.event_types
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
@@ -110,6 +124,10 @@ class Projections:
                 breakers(r)
             if type(event) in error_types:
                 errors(r)
+            if type(event) in DECISION_TYPES:
+                decisions(r)
+            if type(event) in degradation_types:
+                degradation(r)
         if records:
             last = records[-1]
             self.position = last.position
@@ -123,6 +141,8 @@ class Projections:
             "sessions": self.sessions.snapshot(),
             "errors": self.errors.snapshot(),
             "breakers": self.breakers.snapshot(),
+            "decisions": self.decisions.snapshot(),
+            "degradation": self.degradation.snapshot(),
         }
 
     def encode(self) -> bytes:
@@ -134,6 +154,8 @@ class Projections:
                 sessions=self.sessions.dump(),
                 errors=self.errors.dump(),
                 breakers=self.breakers.dump(),
+                decisions=self.decisions.dump(),
+                degradation=self.degradation.dump(),
             )
         )
 
@@ -146,6 +168,8 @@ class Projections:
         projections.sessions.load(saved.sessions)
         projections.errors.load(saved.errors)
         projections.breakers.load(saved.breakers)
+        projections.decisions.load(saved.decisions)
+        projections.degradation.load(saved.degradation)
         projections.position = position
         projections.time = saved.time
         return projections

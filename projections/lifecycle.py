@@ -17,6 +17,7 @@ from events import LogDamaged, OnwardError
 
 __all__ = [
     "BREAKER",
+    "FLOW",
     "SESSION",
     "TASK",
     "IllegalTransition",
@@ -128,6 +129,10 @@ _WORKING = (
     "WorkaroundApplied",
     "ComponentFailed",
     "ComponentRestored",
+    "ActionChecked",
+    "ActionUndone",
+    "ThresholdsAdjusted",
+    "InterruptionDeferred",
 )
 
 #: A task: queued until claimed, running until it ends or waits, waiting until its condition
@@ -169,6 +174,9 @@ SESSION = Lifecycle(
         Transition("InterruptionDeferred", ("active", "paused")),
         Transition("InterruptionDelivered", ("active", "paused")),
         Transition("FixLearned", ("active", "paused", "ended")),
+        Transition("ComponentFailed", ("active", "paused")),
+        Transition("WorkaroundApplied", ("active", "paused")),
+        Transition("ComponentRestored", ("active", "paused", "ended")),
     ),
 )
 
@@ -181,4 +189,19 @@ BREAKER = Lifecycle(
         Transition("BreakerHalfOpened", ("open",), "half_open"),
         Transition("BreakerClosed", ("half_open", "open"), "closed"),
     ),
+)
+
+#: A session's working rhythm. Every move is one :class:`events.FlowStateChanged`; its trigger
+#: names the state it enters (``to_flowing``: see :func:`projections.flow.flow_trigger`), so
+#: the diagram reads as the moves. Idle work warms up before it flows or is disrupted.
+FLOW = Lifecycle(
+    "flow",
+    ("idle", "warming", "flowing", "disrupted"),
+    (
+        Transition("to_warming", ("idle", "flowing", "disrupted"), "warming"),
+        Transition("to_flowing", ("warming", "disrupted"), "flowing"),
+        Transition("to_disrupted", ("warming", "flowing"), "disrupted"),
+        Transition("to_idle", ("warming", "flowing", "disrupted"), "idle"),
+    ),
+    initial="idle",
 )

@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 
 from events import (
+    ApprovalDenied,
+    ApprovalGranted,
     Recorded,
     TaskClaimed,
     TaskDeadlineMissed,
@@ -234,6 +236,10 @@ class TaskProjection:
             view.waiting_on = tuple(event.on)
         elif isinstance(event, TaskReprioritised):
             view.priority = event.priority.value
+        elif isinstance(event, ApprovalGranted | ApprovalDenied):
+            if view.state == "waiting" and not view.waiting_on:
+                # The human answered: the wait ends now, and the task runs again to act on it.
+                view.waiting_until = r.meta.time
         elif isinstance(event, TaskFailed):
             view.error = (
                 f"{event.error_type}: {event.message}" if event.message else event.error_type

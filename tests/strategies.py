@@ -14,6 +14,8 @@ from hypothesis.strategies import SearchStrategy
 from events.base import Event
 from events.breaker import BreakerClosed, BreakerHalfOpened, BreakerOpened
 from events.decision import (
+    ActionChecked,
+    ActionUndone,
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
@@ -276,6 +278,22 @@ _DECISION: dict[type[Event], SearchStrategy[Event]] = {
     ),
     ApprovalGranted: st.builds(ApprovalGranted, decision_id=_ids, by=_names, note=_texts),
     ApprovalDenied: st.builds(ApprovalDenied, decision_id=_ids, by=_names, note=_texts),
+    ActionChecked: st.builds(
+        ActionChecked,
+        action=_names,
+        step_index=st.integers(0, 1000),
+        passed=st.booleans(),
+        strategy=st.sampled_from(Strategy),
+        decision_id=_ids,
+        message=_texts,
+    ),
+    ActionUndone: st.builds(
+        ActionUndone,
+        action=_names,
+        step_index=st.integers(0, 1000),
+        ok=st.booleans(),
+        message=_texts,
+    ),
     ThresholdsAdjusted: st.builds(
         ThresholdsAdjusted, thresholds=_score_maps(), previous=_score_maps(), reason=_texts
     ),

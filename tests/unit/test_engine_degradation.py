@@ -1,0 +1,118 @@
+"""Graceful degradation through the engine: ladders walked, restored, and asked about, on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine
+from engine.degradation import Workaround
+from engine.errors import ComponentUnavailable
+from events import DegradationLevel, UsageError
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, **options: Any) -> Engine:
+    return Engine.open(db, session="degrade", clock=clock, sleep=clock.advance, **options)
+
+
+LADDER = [Workaround(name="cache", quality_loss=0.2), Workaround(name="skip", quality_loss=0.5)]
+
+
+def test_a_failing_component_walks_its_ladder_and_comes_back(db: str, clock: FakeClock) -> None:
+    healthy = {"search": False}
+    with open_engine(db, clock) as engine:
+        engine.component("search", check=lambda: healthy["search"], workarounds=LADDER)
+
+        @engine.task()
+        def lookup(n: int) -> str:
+            found = engine.degrade("search", message="503") if n < 2 else None
+            return found.name if found else "full"
+
+        ids = [engine.submit(lookup, n) for n in range(2)]
+        engine.run()
+        assert [engine.result(t) for t in ids] == ["cache", "skip"]
+        view = engine.degradation()
+        assert view.level == DegradationLevel.SEVERE  # the skip rung loses 0.5
+        assert view.quality_lost == pytest.approx(0.5)
+        healthy["search"] = True
+        engine.submit(lookup, 5)
+        engine.run()
+        assert engine.degradation().level == DegradationLevel.FULL
+
+
+def test_a_rerun_reads_the_recorded_workaround_back(db: str, clock: FakeClock) -> None:
+    runs: list[str] = []
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=LADDER)
+
+        @engine.step()
+        def flaky() -> None:
+            if len(runs) == 1:
+                raise TimeoutError("read timed out")
+
+        @engine.task()
+        def job() -> str:
+            found = engine.degrade("search")
+            assert found is not None
+            runs.append(found.name)
+            flaky()
+            return found.name
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == "cache"
+        assert runs == ["cache", "cache"]  # the second run got the same rung back
+        assert engine.degradation().quality_lost == pytest.approx(0.2)
+
+
+def test_no_workaround_left_pauses_the_task_and_asks(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=LADDER[:1])
+
+        @engine.task()
+        def job(n: int) -> str:
+            if n == 1:  # the first failure takes the only workaround
+                engine.degrade("search", message=f"failure {n}")
+            try:
+                found = engine.degrade("search", message="again")
+            except ComponentUnavailable as exc:
+                return f"stopped: {exc.note}"
+            return "without search" if found is None else found.name
+
+        first = engine.submit(job, 1)
+        summary = engine.run()
+        assert summary.waiting == 1
+        (request,) = engine.approvals()
+        assert request.task_id == first
+        assert request.action == "search"
+        engine.approve(request.decision_id, note="fine")
+        engine.run()
+        assert engine.result(first) == "without search"
+
+        second = engine.submit(job, 2)
+        engine.run()
+        (request,) = engine.approvals()
+        engine.deny(request.decision_id, note="needs search")
+        engine.run()
+        assert engine.result(second) == "stopped: needs search"
+
+
+def test_degrading_outside_a_task_and_restoring_by_hand(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        found = engine.degrade("network", message="unreachable")
+        assert found is not None
+        assert found.quality_loss > 0
+        assert engine.degradation().level != DegradationLevel.FULL
+        assert engine.restore("network") is True
+        assert engine.restore("network") is False
+        assert engine.degradation().level == DegradationLevel.FULL
+        with pytest.raises(UsageError, match=r"warp-drive"):
+            engine.degrade("warp-drive")
