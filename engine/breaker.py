@@ -82,6 +82,9 @@ class Breakers:
         if not dependency:
             return None
         view = self._projections(False).breakers.get(dependency)
+        # Another worker thread may fold a transition while this one reads the view: read the
+        # version first, so that a transition appended at it is refused if the state moved.
+        version = view.version
         if view.state in ("closed", "half_open"):
             return None
         now = self.clock()
@@ -120,7 +123,7 @@ class Breakers:
             Append(
                 stream=breaker_stream(dependency),
                 events=[BreakerHalfOpened(dependency=dependency, trial_calls=1)],
-                expected_version=view.version,
+                expected_version=version,
                 context=run.context,
                 causes=[decision_id],
             )
@@ -135,6 +138,7 @@ class Breakers:
         if not dependency:
             return
         view = self._projections(False).breakers.get(dependency)
+        version = view.version  # before the state: see before_call
         if view.state != "half_open":
             return
         decision_id = batch.add(
@@ -151,7 +155,7 @@ class Breakers:
             Append(
                 stream=breaker_stream(dependency),
                 events=[BreakerClosed(dependency=dependency, successes=1)],
-                expected_version=view.version,
+                expected_version=version,
                 context=run.context,
                 causes=[decision_id],
             )
@@ -169,13 +173,15 @@ class Breakers:
         if not dependency:
             return
         view = projections.breakers.get(dependency)
+        version = view.version  # before the state: see before_call
+        state = view.state
         policy = self.policy
         consecutive = view.consecutive_failures + 1
         recent = (*view.recent, False)[-policy.window :]
         rate = recent.count(False) / len(recent)
-        trial_failed = view.state == "half_open"
+        trial_failed = state == "half_open"
         opens = trial_failed or (
-            view.state == "closed"
+            state == "closed"
             and (
                 consecutive >= policy.failures
                 or (len(recent) >= policy.min_calls and rate >= policy.failure_rate)
@@ -191,7 +197,7 @@ class Breakers:
                 choice="open",
                 inputs={
                     "dependency": dependency,
-                    "state": view.state,
+                    "state": state,
                     "consecutive_failures": consecutive,
                     "failure_rate": round(rate, 3),
                     "threshold_failures": policy.failures,
@@ -213,7 +219,7 @@ class Breakers:
                         cooldown_until=until,
                     )
                 ],
-                expected_version=view.version,
+                expected_version=version,
                 context=run.context,
                 causes=[decision_id],
             )

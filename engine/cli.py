@@ -18,8 +18,13 @@ never append and never create a log (see :mod:`engine.commands`).
     onward breakers                    each dependency's circuit breaker and its transitions
     onward fixes                       the built-in fixes (no log needed)
     onward why ID                      a decision (or a task's, or at a position) and its causes
+    onward rules [--rules FILE]        the decision rules in force, in precedence order
+    onward approvals [--session S]     the approval requests waiting for a human
+    onward approve ID [--note TEXT]    approve one: its task runs again and acts
+    onward deny ID [--note TEXT]       refuse one: its action fails with ActionDenied
 
-``learn`` is the only command that appends (one ``FixLearned``), and only to a log that exists.
+``learn``, ``approve`` and ``deny`` are the only commands that append (one ``FixLearned``, one
+``ApprovalGranted`` or ``ApprovalDenied``), and only to a log that exists.
 
 Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
 a missing log, an unknown task, decision, signature or fix, or a log that cannot be read.
@@ -32,6 +37,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from engine.approval_commands import add_answer_arguments, cmd_approvals, cmd_approve, cmd_deny
 from engine.commands import (
     cmd_demo,
     cmd_diagram,
@@ -45,6 +51,7 @@ from engine.commands import (
 from engine.error_report import KINDS
 from engine.healing_commands import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
 from engine.machines import LIFECYCLES
+from engine.rules_command import add_rules_arguments, cmd_rules
 from events import OnwardError
 from projections import TASK
 
@@ -193,6 +200,26 @@ def build_parser() -> argparse.ArgumentParser:
         "decision at or before it); ids may be unique prefixes",
     )
     command("fixes", cmd_fixes, "list the built-in fixes and what each is for", db=None)
+    rules = command(
+        "rules", cmd_rules, "list the decision rules in force, in precedence order", db=None
+    )
+    add_rules_arguments(rules)
+    approvals = command(
+        "approvals", cmd_approvals, "list the approval requests waiting for a human, oldest first"
+    )
+    approvals.add_argument("--session", help="only this session's requests")
+    approve = command(
+        "approve",
+        cmd_approve,
+        "approve a waiting request: its task runs again and acts (appends ApprovalGranted)",
+    )
+    add_answer_arguments(approve)
+    deny = command(
+        "deny",
+        cmd_deny,
+        "refuse a waiting request: its action fails with ActionDenied (appends ApprovalDenied)",
+    )
+    add_answer_arguments(deny)
     return parser
 
 

@@ -14,13 +14,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from engine.actions import Check, Judge, Judgement, Undo
 from engine.approvals import Approval, answer, pending
+from engine.boundary import Boundary, Interruption, log_interruption
 from engine.breaker import BreakerPolicy
+from engine.budget import ErrorBudget
 from engine.confidence import Thresholds
 from engine.degradation import (
     Component,
@@ -40,10 +42,12 @@ from engine.errors import (
     TaskNotFound,
 )
 from engine.fixes import FixRegistry
+from engine.flow import FlowMonitor, FlowPolicy
 from engine.healing import Healer
 from engine.machines import transition
 from engine.registry import Registry, StepDef, parse_priority
 from engine.retry import RetryBudget, RetryPolicies
+from engine.rulebook import Rulebook
 from engine.run import CURRENT_RUN, Suspended, TaskRun, derived_id, submission_id
 from engine.scheduler import RunSummary, Scheduler
 from engine.worker import worker_id
@@ -54,6 +58,8 @@ from events import (
     Event,
     EventLog,
     FixLearned,
+    InterruptionDeferred,
+    InterruptionDelivered,
     Priority,
     SessionResumed,
     SessionStarted,
@@ -110,6 +116,12 @@ class Engine:
         thresholds: the confidence thresholds of actions (see :mod:`engine.confidence`).
         components: the components and their workaround ladders (the nine defaults when
             None; see :mod:`engine.degradation`).
+        rulebook: the decision rules (the built-in ones when None; see :mod:`engine.rulebook`).
+        budget: the session's error budget (10 errors per hour when None; see
+            :mod:`engine.budget`).
+        flow: when the session's rhythm counts as flowing (see :mod:`engine.flow`).
+        on_interruption: called with each notice or approval request delivered to people
+            (logged by default).
     """
 
     def __init__(
@@ -129,6 +141,10 @@ class Engine:
         seed: int | None = None,
         thresholds: Thresholds | None = None,
         components: Components | None = None,
+        rulebook: Rulebook | None = None,
+        budget: ErrorBudget | None = None,
+        flow: FlowPolicy | None = None,
+        on_interruption: Callable[[Interruption], None] | None = None,
     ) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
@@ -145,6 +161,7 @@ class Engine:
         self._lock = threading.RLock()
         self._closed = False
         self._context = Context(session=session, actor=self.worker)
+        self.rulebook = rulebook if rulebook is not None else Rulebook()
         self.healer: Healer | None = None
         if healing:
             self.healer = Healer(
@@ -155,9 +172,22 @@ class Engine:
                 seed=seed,
                 projections=self._current_projections,
                 clock=self.clock,
+                rulebook=self.rulebook,
             )
-        self.judge = Judge(thresholds=thresholds, projections=self._current_projections)
+        self.flow = FlowMonitor(flow)
+        self.judge = Judge(
+            thresholds=thresholds,
+            rulebook=self.rulebook,
+            projections=self._current_projections,
+            defers=self._defers,
+        )
         self.components = components if components is not None else Components()
+        self.boundary = Boundary(
+            self,
+            budget=budget or ErrorBudget(),
+            flow=self.flow,
+            on_interruption=on_interruption or log_interruption,
+        )
         self._host.open()
         self._open_session()
 
@@ -179,6 +209,10 @@ class Engine:
         seed: int | None = None,
         thresholds: Thresholds | None = None,
         components: Components | None = None,
+        rulebook: Rulebook | None = None,
+        budget: ErrorBudget | None = None,
+        flow: FlowPolicy | None = None,
+        on_interruption: Callable[[Interruption], None] | None = None,
         **log_options: Any,
     ) -> Engine:
         """Open (or create) a log and start or resume a session on it.
@@ -198,6 +232,10 @@ class Engine:
             seed: the seed of the retry jitter.
             thresholds: the confidence thresholds of actions.
             components: the components and their workaround ladders.
+            rulebook: the decision rules (the built-in ones when None).
+            budget: the session's error budget.
+            flow: when the session's rhythm counts as flowing.
+            on_interruption: called with each notice or approval request delivered.
             **log_options: passed to :func:`events.open_log`.
 
         Raises:
@@ -223,6 +261,10 @@ class Engine:
                 seed=seed,
                 thresholds=thresholds,
                 components=components,
+                rulebook=rulebook,
+                budget=budget,
+                flow=flow,
+                on_interruption=on_interruption,
             )
         except BaseException:
             log.close()
@@ -654,6 +696,77 @@ class Engine:
             )
         return Approval.of(request)
 
+    # -- interruptions and the session's rhythm ------------------------------------------
+
+    def _defers(self, session: str, impact: str, urgent: bool) -> bool:
+        state = self._host.projections.flow.state(session)
+        return self.flow.defers(state, urgent=urgent, impact=impact)
+
+    def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
+        """Tell people something: at once, or at the next task boundary while the session flows.
+
+        A notice that is not urgent, given while the session is flowing, is deferred
+        (``InterruptionDeferred``) and delivered at the next task boundary
+        (``InterruptionDelivered``); otherwise it is delivered now. Delivery calls the engine's
+        ``on_interruption``.
+
+        Args:
+            summary: what to say.
+            kind: what sort of interruption it is.
+            urgent: never defer it.
+
+        Returns:
+            The interruption's id.
+        """
+        self._check_open()
+        interruption_id = new_event_id()
+        run = CURRENT_RUN.get()
+        with self._lock:
+            self._host.catch_up()
+            if self._defers(self.session, "", urgent):
+                deferred = InterruptionDeferred(
+                    interruption_id=interruption_id, kind=kind, summary=summary
+                )
+                if run is not None:
+                    run.record([deferred])
+                else:
+                    self._record_session([deferred])
+                self._host.catch_up()
+                return interruption_id
+            self._record_session([InterruptionDelivered(interruption_id=interruption_id)])
+            self._host.catch_up()
+        self.boundary.notify(
+            Interruption(
+                interruption_id=interruption_id, kind=kind, summary=summary, session=self.session
+            )
+        )
+        return interruption_id
+
+    def resume(self, reason: str = "resumed by a person") -> bool:
+        """Resume this session after a pause (the error budget's, say) with a fresh window.
+
+        Returns:
+            Whether it was paused.
+        """
+        self._check_open()
+        with self._lock:
+            self._host.catch_up()
+            view = self._host.projections.sessions.sessions.get(self.session)
+            if view is None or view.state != "paused":
+                return False
+            transition(
+                self.log,
+                "session",
+                self.session,
+                session_stream(self.session),
+                view.state,
+                view.version,
+                SessionResumed(reason=reason),
+                self._context,
+            )
+            self._host.catch_up()
+        return True
+
     # -- graceful degradation --------------------------------------------------------------
 
     def component(
@@ -804,15 +917,18 @@ class Engine:
         """This session's degradation: its level, quality lost and failed components."""
         return self.refresh().degradation.view(self.session)
 
-    def _record_session(self, events: list[Event], *, chain: bool = True) -> list[str]:
-        """Append events to the session's stream (each caused by the one before if ``chain``),
-        looking again when another worker appended first."""
+    def _record_session(
+        self, events: Sequence[Event], *, chain: bool = True, first_cause: str = ""
+    ) -> list[str]:
+        """Append events to the session's stream (each caused by the one before if ``chain``,
+        the first by ``first_cause``), looking again when another worker appended first."""
         stream = session_stream(self.session)
         for _ in range(20):
             view = self._host.projections.sessions.sessions.get(self.session)
             version = view.version if view is not None else 0
             ids = [new_event_id() for _ in events]
-            causes = [self._context.causation_id, *ids[:-1]] if chain else None
+            first = first_cause or self._context.causation_id
+            causes = [first, *ids[:-1]] if chain else None
             try:
                 self.log.commit(
                     [

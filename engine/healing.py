@@ -3,14 +3,18 @@
 For each failure of a step the :class:`Healer` fingerprints the error, then decides, in order:
 
 1. **fix** — the first candidate of the fix registry for this error (fixes learned for its
-   signature first, then matching ones by success rate; fixes already tried on this step are
-   skipped); the step runs again at once with the remedied arguments;
+   signature first, then the fixes the matching rule of the rulebook prefers, then matching
+   ones by success rate; fixes already tried on this step are skipped); the step runs again at
+   once with the remedied arguments;
 2. **retry** — when the retry policy for the error allows another attempt (adaptive limit,
    retry budget), the task waits durably until the recorded due time, then runs the step again;
 3. **give up** — the failure is the step's outcome and the exception reaches the task.
 
-Each choice is a :class:`events.DecisionMade` with its inputs (signature, attempts, policy,
-success rates) and the alternatives, caused by the :class:`events.ErrorObserved` it answers;
+The rulebook (:mod:`engine.rulebook`, scenario ``"error"``) is asked first: the rule that
+matches names the fixes to prefer and may rule out a retry (retrying a missing import does not
+help) or any remedy (``give_up``). Each choice is a :class:`events.DecisionMade` with the rule's
+id, its inputs (signature, attempts, policy, success rates) and the alternatives, caused by the
+:class:`events.ErrorObserved` it answers;
 the consequences (``FixAttempted``, ``RetryScheduled`` + ``TaskWaiting``, breaker transitions)
 are appended in the same atomic commit.
 
@@ -31,6 +35,7 @@ import msgspec
 from engine.breaker import BreakerPolicy, Breakers
 from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, default_registry
 from engine.retry import RetryBudget, RetryDecision, RetryPolicies, decide_retry
+from engine.rulebook import Rulebook, Verdict
 from engine.signature import ErrorSignature, fingerprint
 from events import (
     Append,
@@ -109,6 +114,7 @@ class Healer:
         projections: returns the engine's projections (caught up with the log first when
             called with True).
         clock: the engine's clock.
+        rulebook: the rules asked about each error (none when None).
     """
 
     def __init__(
@@ -121,7 +127,9 @@ class Healer:
         seed: int | None = None,
         projections: Callable[[bool], Projections],
         clock: Callable[[], float],
+        rulebook: Rulebook | None = None,
     ) -> None:
+        self.rulebook = rulebook
         self.fixes = fixes if fixes is not None else default_registry()
         self.retries = retries or RetryPolicies()
         self.budget = budget or RetryBudget()
@@ -176,16 +184,28 @@ class Healer:
 
         batch = Batch(run.context.causation_id)
         add = batch.add
+        verdict = self._rule(exc, signature, step, attempt)
         retry = self._retry(run, signature, exc, attempt, index, now, projections)
         transient = retry.retry
+        if (
+            verdict is not None
+            and retry.retry
+            and (verdict.retry is False or verdict.choice == "give_up")
+        ):
+            retry = msgspec.structs.replace(
+                retry, retry=False, delay=0.0, due=now, reason=f"rule {verdict.rule}"
+            )
         again = self._again(exc, call, fix_in_flight, run, index)
-        remedy: Remedy | None
-        fix: Fix | None
-        candidates: list[Fix]
-        if again is not None:
+        remedy: Remedy | None = None
+        fix: Fix | None = None
+        candidates: list[Fix] = []
+        if verdict is not None and verdict.choice == "give_up":
+            pass  # the rule says no remedy helps: fail the step
+        elif again is not None:
             remedy, fix, candidates = again, self.fixes.get(fix_in_flight), []
         else:
-            remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections)
+            preferred = verdict.fixes if verdict is not None else ()
+            remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections, preferred)
         final = remedy is None and not retry.retry
         failed_id = add(
             StepFailed(
@@ -245,6 +265,10 @@ class Healer:
             "retry_policy": retry.policy,
             "occurrences": seen.occurrences,
         }
+        rule = verdict.rule if verdict is not None else ""
+        if verdict is not None:
+            inputs["rule_choice"] = verdict.choice
+            inputs["rule_fixes"] = list(verdict.fixes)
         self.breaker.on_failure(run, step, projections, batch, failed_id)
         if remedy is not None and fix is not None:
             decision_id = add(
@@ -252,6 +276,7 @@ class Healer:
                     kind="fix",
                     subject=run.task_id,
                     choice=fix.name,
+                    rule=rule,
                     inputs=inputs,
                     alternatives=[c.name for c in candidates if c is not fix]
                     + (["retry"] if retry.retry else [])
@@ -296,6 +321,7 @@ class Healer:
                 DecisionMade(
                     kind="retry",
                     subject=run.task_id,
+                    rule=rule,
                     choice=f"retry in {retry.delay:.3f} s",
                     inputs=inputs,
                     alternatives=["give up"],
@@ -323,6 +349,7 @@ class Healer:
             DecisionMade(
                 kind="give_up",
                 subject=run.task_id,
+                rule=rule,
                 choice="fail the step",
                 inputs={**inputs, "reason": retry.reason},
                 alternatives=[],
@@ -331,6 +358,24 @@ class Healer:
         )
         run.commit(batch)
         return Outcome(action="fail", signature=sig, index=index)
+
+    def _rule(
+        self, exc: Exception, signature: ErrorSignature, step: StepDef, attempt: int
+    ) -> Verdict | None:
+        """The rulebook's verdict on this error (None without a rulebook or a matching rule)."""
+        if self.rulebook is None:
+            return None
+        facts = {
+            "error_type": signature.error_type,
+            "exception_types": " ".join(
+                [type(exc).__name__, *(n.rsplit(".", 1)[-1] for n in _mro(exc))]
+            ),
+            "message": signature.message,
+            "signature": signature.id,
+            "step": step.name,
+            "attempt": attempt,
+        }
+        return self.rulebook.decide("error", facts)
 
     def _retry(
         self,
@@ -384,6 +429,7 @@ class Healer:
         signature: str,
         tried: set[str],
         projections: Projections,
+        preferred: tuple[str, ...] = (),
     ) -> tuple[Remedy | None, Fix | None, list[Fix]]:
         errors = projections.errors
         stats = {
@@ -397,6 +443,16 @@ class Healer:
             )
             if fix.name not in tried
         ]
+        if preferred:
+            # Learned fixes stay first; then the rule's preferred ones, in its order.
+            learned = errors.learned(signature)
+            rank = {name: i for i, name in enumerate(preferred)}
+            candidates.sort(
+                key=lambda f: (
+                    0 if f.name in learned else 1 if f.name in rank else 2,
+                    rank.get(f.name, 0),
+                )
+            )
         for fix in candidates:
             try:
                 remedy = fix.apply(exc, call)

@@ -14,12 +14,17 @@ from transitions import Machine
 
 from engine.errors import InvalidTransition
 from events import AppendResult, Context, Event, EventLog
-from projections.lifecycle import BREAKER, SESSION, TASK, Lifecycle
+from projections.lifecycle import BREAKER, FLOW, SESSION, TASK, Lifecycle
 
 __all__ = ["LIFECYCLES", "diagram", "transition", "validate"]
 
 #: The lifecycles by name.
-LIFECYCLES: dict[str, Lifecycle] = {"task": TASK, "session": SESSION, "breaker": BREAKER}
+LIFECYCLES: dict[str, Lifecycle] = {
+    "task": TASK,
+    "session": SESSION,
+    "breaker": BREAKER,
+    "flow": FLOW,
+}
 
 
 def _definition(lifecycle: Lifecycle) -> dict[str, Any]:

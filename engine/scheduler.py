@@ -8,6 +8,7 @@ projections after each.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ from engine.run import (
 from engine.worker import worker_gone
 from events import (
     Context,
+    DecisionMade,
+    Event,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -63,6 +66,8 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
         steps_run: steps executed.
         steps_replayed: steps whose recorded outcome was returned without running them.
         elapsed: seconds spent (by the engine's clock).
+        paused: the session is paused (its error budget paused it, or it was paused before):
+            no task was started after that; :meth:`Engine.resume` resumes it.
     """
 
     runs: int = 0
@@ -75,6 +80,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     steps_run: int = 0
     steps_replayed: int = 0
     elapsed: float = 0.0
+    paused: bool = False
 
 
 class Scheduler:
@@ -109,6 +115,7 @@ class Scheduler:
         if not await_approvals >= 0:
             raise UsageError(f"await_approvals must be seconds >= 0, got {await_approvals}")
         patience_until: float | None = None
+        paused = False
         self.engine._check_open()
         started = self.engine.clock()
         tally: dict[str, int] = dict.fromkeys(
@@ -130,13 +137,22 @@ class Scheduler:
         try:
             with self.engine._lock:
                 self.engine._host.catch_up()
+                session = self.engine._host.projections.sessions.sessions.get(self.engine.session)
+                if session is not None and session.state == "paused":
+                    return RunSummary(paused=True)
                 tally["recovered"] += self._recover_leases()
             while True:
                 with self.engine._lock:
                     self.engine._host.catch_up()
                     tally["missed"] += self._mark_missed()
-                    # A task boundary: failed components whose health check passes come back.
-                    self.engine.restore_components()
+                    # A task boundary: components, flow, deferred interruptions, the budget.
+                    verdict = self.engine.boundary.cross()
+                    if verdict.choice == "pause":
+                        paused = True
+                        break
+                    if verdict.choice == "slow_down" and self._claimable():
+                        self.engine._sleep(verdict.delay)
+                        self.engine._host.catch_up()
                     while len(in_flight) < workers and (
                         max_runs is None or tally["runs"] < max_runs
                     ):
@@ -176,7 +192,7 @@ class Scheduler:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
-        return RunSummary(elapsed=self.engine.clock() - started, **tally)
+        return RunSummary(elapsed=self.engine.clock() - started, paused=paused, **tally)
 
     def _awaiting_approval(self) -> bool:
         return bool(self.engine._host.projections.decisions.waiting(self.engine.session))
@@ -311,16 +327,41 @@ class Scheduler:
                 run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
             )
         try:
-            return self._finish(run, TaskSucceeded(result=result))
+            return self._finish(run, TaskSucceeded(result=result), self._next(view))
         except UnencodableValue as exc:
             return self._finish(
                 run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
             )
 
+    def _next(self, view: TaskView) -> list[Event]:
+        """The rulebook's decision on what follows a task that completes (scenario
+        ``task_completed``), recorded with the task's success."""
+        engine = self.engine
+        tasks = engine._host.projections.tasks
+        session = engine.session
+        queued = tasks.next_queued(session) is not None or any(
+            tasks.tasks[t].session == session for t in tasks.waiting
+        )
+        facts = {"task": view.name, "parent": view.parent or "", "queued": int(queued)}
+        verdict = engine.rulebook.decide("task_completed", facts)
+        if verdict is None:
+            return []
+        return [
+            DecisionMade(
+                kind="task_completed",
+                subject=view.task_id,
+                choice=verdict.choice,
+                rule=verdict.rule,
+                inputs={**facts, "why": verdict.description},
+            )
+        ]
+
     @staticmethod
-    def _finish(run: TaskRun, event: TaskSucceeded | TaskFailed) -> tuple[str, TaskRun | None]:
+    def _finish(
+        run: TaskRun, event: TaskSucceeded | TaskFailed, before: Sequence[Event] = ()
+    ) -> tuple[str, TaskRun | None]:
         try:
-            run.record([event])
+            run.record([*before, event])
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run

@@ -193,7 +193,6 @@ class BreakerProjection:
                 return
             BREAKER.evolve(before, tag, stream=r.stream, version=r.version)  # raises
             return
-        view.version = r.version
         history = view.history
         if len(history) >= TRANSITIONS_LIMIT:
             history = history[len(history) - TRANSITIONS_LIMIT + 1 :]
@@ -209,6 +208,9 @@ class BreakerProjection:
             # A closed breaker judges the calls made from now on, not the ones that opened it.
             view.consecutive_failures = 0
             view.recent = ()
+        # The version last: a worker thread that reads the version before the state (to
+        # append the next transition at it) never pairs a new version with an old state.
+        view.version = r.version
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -18,9 +18,11 @@ import msgspec
 
 from events import Checkpoint, EventLog, Recorded
 from projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
+from projections.budget import BudgetLedger, BudgetProjection
 from projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
 from projections.degradation import DegradationProjection, SessionDegradation
 from projections.errors import ErrorProjection, ErrorsState
+from projections.flow import FlowLedger, FlowProjection
 from projections.reading import FoldReader
 from projections.session import SESSION_PREFIX, SessionProjection, SessionView
 from projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
@@ -38,6 +40,8 @@ class _Saved(msgspec.Struct, array_like=True):
     breakers: list[BreakerView]
     decisions: DecisionsState
     degradation: list[SessionDegradation]
+    budget: list[BudgetLedger]
+    flow: list[FlowLedger]
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -54,12 +58,14 @@ class Projections:
         breakers: the circuit breakers per dependency.
         decisions: approvals awaiting a human, each action's record, the thresholds in force.
         degradation: each session's failed components, their workarounds, its level.
+        budget: each session's recent errors and the remedies tried against them.
+        flow: each session's rhythm (recent actions), flow state and deferred interruptions.
         position: the last position folded.
         time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 8
+    SCHEMA = 9
     NAME = "core"
 
     def __init__(self) -> None:
@@ -69,6 +75,8 @@ class Projections:
         self.breakers = BreakerProjection()
         self.decisions = DecisionProjection()
         self.degradation = DegradationProjection()
+        self.budget = BudgetProjection()
+        self.flow = FlowProjection()
         self.position = 0
         self.time = 0.0
 
@@ -85,6 +93,8 @@ class Projections:
             self.decisions.apply(r)
         if type(r.event) in DegradationProjection.event_types:
             self.degradation.apply(r)
+        self.budget.apply(r)
+        self.flow.apply(r)
         self.position = r.position
         self.time = r.meta.time
 
@@ -94,6 +104,8 @@ class Projections:
         errors, breakers = self.errors.apply, self.breakers.apply
         decisions = self.decisions.apply
         degradation, degradation_types = self.degradation.apply, self.degradation.event_types
+        budget, budget_types = self.budget.apply, self.budget.event_types
+        flow, flow_types = self.flow.apply, self.flow.event_types
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
@@ -115,6 +127,8 @@ class Projections:
                     breakers(r)
                 if stream in awaiting:
                     errors(r)
+                budget(r)
+                flow(r)
                 continue
             if stream.startswith(TASK_PREFIX):
                 tasks(r)
@@ -128,6 +142,10 @@ class Projections:
                 decisions(r)
             if type(event) in degradation_types:
                 degradation(r)
+            if type(event) in budget_types:
+                budget(r)
+            if type(event) in flow_types:
+                flow(r)
         if records:
             last = records[-1]
             self.position = last.position
@@ -143,6 +161,8 @@ class Projections:
             "breakers": self.breakers.snapshot(),
             "decisions": self.decisions.snapshot(),
             "degradation": self.degradation.snapshot(),
+            "budget": self.budget.snapshot(),
+            "flow": self.flow.snapshot(),
         }
 
     def encode(self) -> bytes:
@@ -156,6 +176,8 @@ class Projections:
                 breakers=self.breakers.dump(),
                 decisions=self.decisions.dump(),
                 degradation=self.degradation.dump(),
+                budget=self.budget.dump(),
+                flow=self.flow.dump(),
             )
         )
 
@@ -170,6 +192,8 @@ class Projections:
         projections.breakers.load(saved.breakers)
         projections.decisions.load(saved.decisions)
         projections.degradation.load(saved.degradation)
+        projections.budget.load(saved.budget)
+        projections.flow.load(saved.flow)
         projections.position = position
         projections.time = saved.time
         return projections

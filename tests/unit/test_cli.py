@@ -208,17 +208,20 @@ def test_show_human(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].startswith(f"task {known.crawl_a}  crawl  (succeeded)")
     header = lines[2].split()
     assert header == ["POS", "VER", "TIME", "TYPE", "DETAILS"]
-    timeline = lines[3:8]
+    timeline = lines[3:9]
     assert [line.split()[3] for line in timeline] == [
-        "TaskSubmitted", "TaskClaimed", "StepCompleted", "StepCompleted", "TaskSucceeded",
+        "TaskSubmitted", "TaskClaimed", "StepCompleted", "StepCompleted", "DecisionMade",
+        "TaskSucceeded",
     ]  # fmt: skip
-    assert [int(line.split()[1]) for line in timeline] == [1, 2, 3, 4, 5]
+    assert [int(line.split()[1]) for line in timeline] == [1, 2, 3, 4, 5, 6]
     assert timeline[0].split()[2] == "2023-11-14T22:13:20.000Z"
     assert 'args=["https://a.example"]' in timeline[0]
     assert "key=a" in timeline[0]
     assert "index=1 name=fetch result=23 duration=1000.0ms" in timeline[3]
-    assert "result=40" in timeline[4]
-    view = dict(line.split(None, 1) for line in lines[9:] if line.strip())
+    assert "kind=task_completed" in timeline[4]
+    assert "rule=task.next" in timeline[4]
+    assert "result=40" in timeline[5]
+    view = dict(line.split(None, 1) for line in lines[10:] if line.strip())
     assert view["state"] == "succeeded"
     assert view["steps"] == "2"
     assert view["progress"] == "100%"

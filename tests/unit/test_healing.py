@@ -33,7 +33,13 @@ def kinds(history: list[Recorded]) -> list[str]:
 
 
 def decisions(history: list[Recorded]) -> list[Recorded]:
-    return [r for r in history if type(r.event).__name__ == "DecisionMade"]
+    """The healing decisions (not the rulebook's word on what follows a completed task)."""
+    return [
+        r
+        for r in history
+        if type(r.event).__name__ == "DecisionMade"
+        and getattr(r.event, "kind", "") != "task_completed"
+    ]
 
 
 def by_id(history: list[Recorded]) -> dict[str, Recorded]:

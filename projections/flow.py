@@ -1,0 +1,329 @@
+"""The flow projection: each session's working rhythm, flow state and held-back interruptions.
+
+It folds, per session (``r.meta.session``), from any stream:
+
+- every step outcome (:class:`events.StepCompleted`, :class:`events.StepFailed`, full or lean,
+  each try counted) as one action: its time and whether it failed. A session keeps only the
+  actions of the last :data:`WINDOW` seconds before its latest one, at most
+  :data:`ACTIONS_KEPT` of them. An action stamped earlier than the latest one (by a worker
+  whose clock runs behind) counts as at the latest one, and one stamped a whole window before
+  it is dropped: the actions stay in time order, so the rhythm counts only the ends it trims;
+- :class:`events.FlowStateChanged`: the session's flow state, checked against
+  :data:`projections.lifecycle.FLOW`, and when it entered it;
+- :class:`events.InterruptionDeferred` and :class:`events.InterruptionDelivered`: the
+  interruptions held back and not delivered yet (the last :data:`PENDING_KEPT` of them).
+
+:mod:`engine.flow` decides the moves from the :class:`Rhythm` this projection measures.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from events import (
+    FlowState,
+    FlowStateChanged,
+    InterruptionDeferred,
+    InterruptionDelivered,
+    Recorded,
+)
+from projections.lifecycle import FLOW
+from projections.reading import FOLDED_STEP_OUTCOMES
+
+__all__ = [
+    "ACTIONS_KEPT",
+    "PENDING_KEPT",
+    "WINDOW",
+    "Deferred",
+    "FlowLedger",
+    "FlowProjection",
+    "Rhythm",
+    "flow_trigger",
+]
+
+#: The seconds of actions the rhythm is measured over.
+WINDOW = 60.0
+#: The actions each session keeps at most, however many fit in the window.
+ACTIONS_KEPT = 10_000
+#: The deferred interruptions each session keeps pending at most (the last ones).
+PENDING_KEPT = 1000
+
+_FAILURE_TYPES = frozenset(
+    kind for kind in FOLDED_STEP_OUTCOMES if kind.__struct_config__.tag == "StepFailed"
+)
+_TRIGGERS = {state: "to_" + state.value for state in FlowState}
+
+
+def flow_trigger(state: FlowState) -> str:
+    """The :data:`projections.lifecycle.FLOW` trigger that enters ``state`` ("to_flowing")."""
+    return _TRIGGERS[state]
+
+
+class Rhythm(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A session's working rhythm over the :data:`WINDOW` seconds up to a moment.
+
+    Attributes:
+        actions_per_minute: the actions (step tries) per minute.
+        error_rate: the share of them that failed, from 0.0 to 1.0 (0.0 with no actions).
+        actions: the actions in the window.
+        failures: the failed ones.
+    """
+
+    actions_per_minute: float = 0.0
+    error_rate: float = 0.0
+    actions: int = 0
+    failures: int = 0
+
+
+class Deferred(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An interruption held back and not delivered yet.
+
+    Attributes:
+        interruption_id: the interruption's id.
+        kind: what sort of interruption it is ("approval", "notification", ...).
+        summary: what it is about, for people ("" when none).
+        deferred_at: when it was held back.
+    """
+
+    interruption_id: str
+    kind: str
+    summary: str = ""
+    deferred_at: float = 0.0
+
+
+class FlowLedger(msgspec.Struct, kw_only=True, gc=False):
+    """One session's flow, as a checkpoint stores it.
+
+    Attributes:
+        session: the session's name.
+        state: its flow state.
+        since: when it entered that state (0.0 when it never changed).
+        latest: the time of its latest action (0.0 before any).
+        actions: the times of its actions kept for the window, in log order.
+        failed: whether each of those actions failed.
+        pending: its deferred interruptions not delivered yet, in deferral order.
+    """
+
+    session: str
+    state: FlowState = FlowState.IDLE
+    since: float = 0.0
+    latest: float = 0.0
+    actions: tuple[float, ...] = ()
+    failed: tuple[bool, ...] = ()
+    pending: tuple[Deferred, ...] = ()
+
+
+class _Flow:
+    """One session's flow while folding."""
+
+    __slots__ = ("actions", "failed", "failures", "latest", "pending", "since", "state")
+
+    def __init__(self) -> None:
+        self.state = FlowState.IDLE
+        self.since = 0.0
+        self.latest = 0.0
+        # Two deques in step rather than one of pairs: an action then keeps the event's own
+        # time object and a shared bool, and allocates nothing.
+        self.actions: deque[float] = deque()
+        self.failed: deque[bool] = deque()
+        self.failures = 0  # sum(failed), kept as the deques change
+        self.pending: dict[str, Deferred] = {}
+
+
+class FlowProjection:
+    """Folds step outcomes, flow moves and interruptions into one flow per session."""
+
+    name = "flow"
+
+    def __init__(self) -> None:
+        self._flows: dict[str, _Flow] = {}
+        self._fold: dict[type[Any], Callable[[Recorded, Any], None]] = {
+            FlowStateChanged: self._changed,
+            InterruptionDeferred: self._deferred,
+            InterruptionDelivered: self._delivered,
+        }
+        for kind in FOLDED_STEP_OUTCOMES:  # the full events and the lean ones alike
+            self._fold[kind] = self._failed if kind in _FAILURE_TYPES else self._completed
+
+    @property
+    def event_types(self) -> frozenset[type[Any]]:
+        """The event types this projection reads (a fold may skip the others)."""
+        return frozenset(self._fold)
+
+    # -- folding ---------------------------------------------------------------------------
+
+    def apply(self, r: Recorded) -> None:
+        """Fold one event, of any stream; events the flow does not read are skipped.
+
+        Raises:
+            IllegalTransition: a :class:`events.FlowStateChanged` that
+                :data:`projections.lifecycle.FLOW` does not allow in the session's state.
+        """
+        fold = self._fold.get(type(r.event))
+        if fold is not None:
+            fold(r, r.event)
+
+    def _flow(self, session: str) -> _Flow:
+        flow = self._flows.get(session)
+        if flow is None:
+            flow = self._flows[session] = _Flow()
+        return flow
+
+    def _action(self, r: Recorded, failed: bool) -> None:
+        session = r.meta.session
+        flow = self._flows.get(session)
+        if flow is None:
+            flow = self._flows[session] = _Flow()
+        time = r.meta.time
+        latest = flow.latest
+        if time < latest:
+            if time <= latest - WINDOW:
+                return
+            time = latest
+        else:
+            flow.latest = latest = time
+        actions, flags = flow.actions, flow.failed
+        if len(actions) >= ACTIONS_KEPT:
+            actions.popleft()
+            flow.failures -= flags.popleft()
+        actions.append(time)
+        flags.append(failed)
+        flow.failures += failed
+        edge = latest - WINDOW
+        while actions[0] <= edge:
+            actions.popleft()
+            flow.failures -= flags.popleft()
+
+    def _completed(self, r: Recorded, event: Any) -> None:
+        self._action(r, False)
+
+    def _failed(self, r: Recorded, event: Any) -> None:
+        self._action(r, True)
+
+    def _changed(self, r: Recorded, event: FlowStateChanged) -> None:
+        flow = self._flow(r.meta.session)
+        FLOW.evolve(flow.state, flow_trigger(event.state), stream=r.stream, version=r.version)
+        flow.state = event.state
+        flow.since = r.meta.time
+
+    def _deferred(self, r: Recorded, event: InterruptionDeferred) -> None:
+        pending = self._flow(r.meta.session).pending
+        # Deferred again: it moves to the end, as of its new deferral.
+        pending.pop(event.interruption_id, None)
+        pending[event.interruption_id] = Deferred(
+            interruption_id=event.interruption_id,
+            kind=event.kind,
+            summary=event.summary,
+            deferred_at=r.meta.time,
+        )
+        if len(pending) > PENDING_KEPT:
+            del pending[next(iter(pending))]
+
+    def _delivered(self, r: Recorded, event: InterruptionDelivered) -> None:
+        flow = self._flows.get(r.meta.session)
+        if flow is not None:
+            flow.pending.pop(event.interruption_id, None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def rhythm(self, session: str, now: float) -> Rhythm:
+        """Measure a session's rhythm over ``(now - WINDOW, now]``.
+
+        Args:
+            session: the session's name.
+            now: the window's end, in seconds since the epoch (from the engine's clock); the
+                session's actions before its latest one minus :data:`WINDOW` are no longer
+                kept, so a ``now`` earlier than that latest action may miss some.
+
+        Returns:
+            The rhythm (all zero for a session with no actions in the window).
+        """
+        flow = self._flows.get(session)
+        if flow is None:
+            return Rhythm()
+        start = now - WINDOW
+        times, flags = flow.actions, flow.failed
+        kept, failures = len(times), flow.failures
+        # The actions are in time order: trim the ones before the window, then the ones after.
+        before = 0
+        for time, failed in zip(times, flags, strict=True):
+            if time > start:
+                break
+            before += 1
+            failures -= failed
+        after = 0
+        for time, failed in zip(reversed(times), reversed(flags), strict=True):
+            if after == kept - before or time <= now:
+                break
+            after += 1
+            failures -= failed
+        actions = kept - before - after
+        if not actions:
+            return Rhythm()
+        return Rhythm(
+            actions_per_minute=actions * 60.0 / WINDOW,
+            error_rate=failures / actions,
+            actions=actions,
+            failures=failures,
+        )
+
+    def state(self, session: str) -> FlowState:
+        """A session's flow state (``IDLE`` for a session the log has no flow for)."""
+        flow = self._flows.get(session)
+        return FlowState.IDLE if flow is None else flow.state
+
+    def since(self, session: str) -> float:
+        """When a session entered its flow state (0.0 when it never changed)."""
+        flow = self._flows.get(session)
+        return 0.0 if flow is None else flow.since
+
+    def pending(self, session: str) -> list[Deferred]:
+        """A session's deferred interruptions not delivered yet, in deferral order."""
+        flow = self._flows.get(session)
+        return [] if flow is None else list(flow.pending.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, comparable picture of every session's flow."""
+        return {
+            session: {
+                "state": flow.state.value,
+                "since": flow.since,
+                "latest": flow.latest,
+                "actions": list(flow.actions),
+                "failed": list(flow.failed),
+                "pending": [msgspec.to_builtins(d) for d in flow.pending.values()],
+            }
+            for session, flow in sorted(self._flows.items())
+        }
+
+    def dump(self) -> list[FlowLedger]:
+        """Every session's flow, for a checkpoint."""
+        return [
+            FlowLedger(
+                session=session,
+                state=flow.state,
+                since=flow.since,
+                latest=flow.latest,
+                actions=tuple(flow.actions),
+                failed=tuple(flow.failed),
+                pending=tuple(flow.pending.values()),
+            )
+            for session, flow in self._flows.items()
+        ]
+
+    def load(self, saved: list[FlowLedger]) -> None:
+        """Restore from a checkpoint's flows."""
+        self._flows = {}
+        for entry in saved:
+            flow = self._flows[entry.session] = _Flow()
+            flow.state = entry.state
+            flow.since = entry.since
+            flow.latest = entry.latest
+            flow.actions.extend(entry.actions)
+            flow.failed.extend(entry.failed)
+            flow.failures = sum(entry.failed)
+            flow.pending = {d.interruption_id: d for d in entry.pending}

@@ -1,0 +1,69 @@
+"""`onward approvals`, `approve` and `deny` against a real log, answered while an engine waits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+from engine.cli import main
+from tests.conftest import FakeClock
+
+
+def waiting_engine(path: Path, clock: FakeClock) -> tuple[Engine, str]:
+    engine = Engine.open(f"sqlite:///{path}", session="cli", clock=clock, sleep=clock.advance)
+
+    @engine.action(impact="high")
+    def deploy(target: str) -> str:
+        return f"deployed {target}"
+
+    @engine.task()
+    def release(target: str) -> str:
+        return deploy(target)
+
+    task_id = engine.submit(release, "staging")
+    engine.run()
+    return engine, task_id
+
+
+def test_list_then_approve_from_the_command_line(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "work.db"
+    engine, task_id = waiting_engine(path, clock)
+    assert main(["approvals", "--db", str(path), "--json"]) == 0
+    (request,) = json.loads(capsys.readouterr().out)
+    assert request["task_id"] == task_id
+    assert request["action"] == "deploy"
+    assert main(["approvals", "--db", str(path)]) == 0
+    assert "deploy" in capsys.readouterr().out
+
+    assert main(["approve", request["decision_id"][:8], "--db", str(path), "--note", "ok"]) == 0
+    assert "approved: action 'deploy'" in capsys.readouterr().out
+    assert main(["approve", request["decision_id"], "--db", str(path)]) == 2
+    assert "already approved" in capsys.readouterr().err
+
+    engine.run()
+    assert engine.result(task_id) == "deployed staging"
+    assert main(["approvals", "--db", str(path)]) == 0
+    assert "no approval waits" in capsys.readouterr().out
+    engine.close()
+
+
+def test_deny_and_bad_ids(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "work.db"
+    engine, task_id = waiting_engine(path, clock)
+    assert main(["deny", "nope", "--db", str(path)]) == 2
+    assert "no approval request 'nope'" in capsys.readouterr().err
+    (request,) = engine.approvals()
+    assert main(["deny", request.decision_id, "--db", str(path), "--json", "--by", "ops"]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] == "denied"
+    engine.run()
+    assert engine.task_view(task_id).state == "failed"
+    assert "ActionDenied" in engine.task_view(task_id).error
+    assert main(["approvals", "--db", str(tmp_path / "missing.db")]) == 2
+    engine.close()
