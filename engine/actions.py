@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Check", "Judge", "Judgement", "Ruling", "Undo"]
 
+#: The strategies passed over, for each strategy chosen (iterating an enum is slow).
+_ALTERNATIVES: dict[Strategy, list[str]] = {
+    chosen: [s.value for s in Strategy if s != chosen] for chosen in Strategy
+}
+
 
 class Check(Protocol):
     """An action's check: given its result, whether the action did what it should."""
@@ -192,7 +197,7 @@ class Judge:
                 confidence=confidence,
                 factors=factors.as_dict(),
                 inputs=inputs,
-                alternatives=[s.value for s in Strategy if s != strategy],
+                alternatives=_ALTERNATIVES[strategy],
                 thresholds=thresholds.as_dict(),
             )
         )

@@ -6,6 +6,14 @@ and so on back to the run's ``TaskClaimed``. :func:`explain` reads the log once,
 event by its id, then walks each decision's chain of causes until an event with no cause, a
 cause the log does not hold, or an event already seen (a cycle in a damaged log).
 
+Every decision shows the same fields, whatever its kind: its rule and strategy, its confidence
+and factors, the thresholds it compared against (a budget decision's limit and window), its
+inputs (a budget decision's verdict figures) and the alternatives it passed over; "-" where a
+kind records none. A decision a person was asked about (an :class:`events.ApprovalRequested`
+with its id) shows the question, and the answer once the log holds one
+(:class:`events.ApprovalGranted` or :class:`events.ApprovalDenied`): who gave it, when, and
+what they said.
+
 The JSON keys are stable (fields are added at the end of a Struct or not at all).
 """
 
@@ -21,11 +29,20 @@ import msgspec
 from engine.errors import DecisionNotFound
 from engine.reports import moment
 from engine.table import clip, iso, table
-from events import DecisionMade, EventLog, Recorded, UnknownEvent
+from events import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
+    DecisionMade,
+    EventLog,
+    Recorded,
+    UnknownEvent,
+)
 from projections.task import TASK_PREFIX, task_stream
 
 __all__ = [
     "CHAIN_ENDS",
+    "ApprovalRow",
     "CauseRow",
     "DecisionNotFound",
     "DecisionRow",
@@ -69,6 +86,37 @@ class CauseRow(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[str, Any]
 
 
+class ApprovalRow(msgspec.Struct, frozen=True, kw_only=True):
+    """How a person was asked about a decision, and how they answered.
+
+    Attributes:
+        question: what they were asked ("" when the log holds an answer but no request).
+        impact: what was at stake, as the request said ("" when not stated).
+        requested_at: when they were asked (None without a request).
+        request_position: the request's global position (None without one).
+        answer: "approved", "denied", or "" while the request awaits an answer.
+        by: who answered, as they said ("" when not said, or not answered).
+        note: what they said ("" when nothing).
+        actor: the worker or person whose append recorded the answer ("" while it awaits).
+        answered_at: when they answered (None while the request awaits an answer).
+        answer_id: the id of the ``ApprovalGranted`` or ``ApprovalDenied`` ("" while it
+            awaits).
+        answer_position: its global position (None while it awaits).
+    """
+
+    question: str = ""
+    impact: str = ""
+    requested_at: datetime | None = None
+    request_position: int | None = None
+    answer: str = ""
+    by: str = ""
+    note: str = ""
+    actor: str = ""
+    answered_at: datetime | None = None
+    answer_id: str = ""
+    answer_position: int | None = None
+
+
 class DecisionRow(msgspec.Struct, frozen=True, kw_only=True):
     """One decision, whole, and its chain of causes.
 
@@ -76,6 +124,7 @@ class DecisionRow(msgspec.Struct, frozen=True, kw_only=True):
         chain_end: how the chain ends, one of :data:`CHAIN_ENDS`.
         missing_cause: the cause id the log does not hold ("" unless ``chain_end`` is
             "missing").
+        approval: how a person was asked about it and answered (None when nobody was asked).
     """
 
     decision_id: str
@@ -95,6 +144,7 @@ class DecisionRow(msgspec.Struct, frozen=True, kw_only=True):
     causes: list[CauseRow]
     chain_end: str
     missing_cause: str
+    approval: ApprovalRow | None = None
 
 
 class WhyReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,19 +165,28 @@ class WhyReport(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass
 class _Index:
-    """The log read once: every event by id, the decisions in log order, the task ids."""
+    """The log read once: every event by id, the decisions in log order, the task ids, and
+    the approval requests and answers by the id of the decision they are about (the first of
+    each: a task's lifecycle takes one answer)."""
 
     events: dict[str, Recorded] = field(default_factory=dict)
     decisions: list[Recorded] = field(default_factory=list)
     tasks: set[str] = field(default_factory=set)
+    requests: dict[str, Recorded] = field(default_factory=dict)
+    answers: dict[str, Recorded] = field(default_factory=dict)
 
     @classmethod
     def of(cls, records: Iterable[Recorded]) -> _Index:
         index = cls()
         for r in records:
+            event = r.event
             index.events[r.meta.event_id] = r
-            if isinstance(r.event, DecisionMade):
+            if isinstance(event, DecisionMade):
                 index.decisions.append(r)
+            elif isinstance(event, ApprovalRequested):
+                index.requests.setdefault(event.decision_id, r)
+            elif isinstance(event, ApprovalGranted | ApprovalDenied):
+                index.answers.setdefault(event.decision_id, r)
             if r.stream.startswith(TASK_PREFIX):
                 index.tasks.add(r.stream[len(TASK_PREFIX) :])
         return index
@@ -173,6 +232,35 @@ def _cause_row(r: Recorded) -> CauseRow:
     )
 
 
+def _approval_row(decision_id: str, index: _Index) -> ApprovalRow | None:
+    """How a person was asked about a decision and answered (None when nobody was asked)."""
+    asked = index.requests.get(decision_id)
+    answered = index.answers.get(decision_id)
+    if asked is None and answered is None:
+        return None
+    row = ApprovalRow()
+    if asked is not None and isinstance(asked.event, ApprovalRequested):
+        row = msgspec.structs.replace(
+            row,
+            question=asked.event.question,
+            impact=asked.event.impact,
+            requested_at=moment(asked.meta.time),
+            request_position=asked.position,
+        )
+    if answered is not None and isinstance(answered.event, ApprovalGranted | ApprovalDenied):
+        row = msgspec.structs.replace(
+            row,
+            answer="approved" if isinstance(answered.event, ApprovalGranted) else "denied",
+            by=answered.event.by,
+            note=answered.event.note,
+            actor=answered.meta.actor,
+            answered_at=moment(answered.meta.time),
+            answer_id=answered.meta.event_id,
+            answer_position=answered.position,
+        )
+    return row
+
+
 def _decision_row(r: Recorded, index: _Index) -> DecisionRow:
     """A decision and its chain of causes, walked event by event through the index."""
     d = r.event
@@ -210,6 +298,7 @@ def _decision_row(r: Recorded, index: _Index) -> DecisionRow:
         causes=causes,
         chain_end=end,
         missing_cause=missing,
+        approval=_approval_row(r.meta.event_id, index),
     )
 
 
@@ -300,26 +389,62 @@ _ENDS = {
 }
 
 
+def _when(t: datetime) -> str:
+    return iso(t.timestamp(), "milliseconds")
+
+
+def _approval_lines(a: ApprovalRow, decision_id: str) -> list[tuple[str, str]]:
+    """The ``asked`` and ``answer`` fields of a decision a person was asked about."""
+    fields: list[tuple[str, str]] = []
+    if a.requested_at is not None:
+        stake = f", impact {a.impact}" if a.impact else ""
+        fields.append(
+            (
+                "asked",
+                f"{clip(a.question, 100) or '-'} (at {_when(a.requested_at)}, position "
+                f"{a.request_position}{stake})",
+            )
+        )
+    if a.answered_at is None:
+        fields.append(
+            (
+                "answer",
+                f"none yet: `onward approve {decision_id}` or `onward deny {decision_id}`",
+            )
+        )
+        return fields
+    who = f"by {a.by}" if a.by else "by someone unnamed"
+    if a.actor and a.actor != a.by:
+        who += f" (through {a.actor})"
+    said = f': "{clip(a.note, 100)}"' if a.note else ", with no note"
+    fields.append(
+        (
+            "answer",
+            f"{a.answer} {who} at {_when(a.answered_at)} (position {a.answer_position}){said}",
+        )
+    )
+    return fields
+
+
 def decision_lines(row: DecisionRow) -> list[str]:
-    """A decision for people: its fields one a line, its inputs, then its chain of causes."""
+    """A decision for people: its fields one a line ("-" where its kind records none), the
+    question a person was asked about it and their answer, its inputs, then its chain of
+    causes."""
     fields: list[tuple[str, str]] = [
         ("kind", row.kind),
         ("choice", row.choice),
         ("subject", row.subject),
-        ("time", iso(row.time.timestamp(), "milliseconds")),
+        ("time", _when(row.time)),
         ("position", f"{row.position} in stream {row.stream}"),
+        ("rule", row.rule or "-"),
+        ("strategy", row.strategy or "-"),
+        ("confidence", "-" if row.confidence is None else f"{row.confidence:.2f}"),
+        ("factors", _pairs(row.factors) or "-"),
+        ("thresholds", _pairs(row.thresholds) or "-"),
+        ("alternatives", ", ".join(row.alternatives) or "-"),
     ]
-    if row.rule:
-        fields.append(("rule", row.rule))
-    if row.strategy is not None:
-        fields.append(("strategy", row.strategy))
-    if row.confidence is not None:
-        fields.append(("confidence", f"{row.confidence:.2f}"))
-    if row.factors:
-        fields.append(("factors", _pairs(row.factors)))
-    if row.thresholds:
-        fields.append(("thresholds", _pairs(row.thresholds)))
-    fields.append(("alternatives", ", ".join(row.alternatives) or "-"))
+    if row.approval is not None:
+        fields += _approval_lines(row.approval, row.decision_id)
     width = max(len(name) for name, _ in fields)
     lines = [f"decision {row.decision_id}"]
     lines += [f"  {name.ljust(width)}  {value}" for name, value in fields]

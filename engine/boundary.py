@@ -9,9 +9,10 @@ At each task boundary of :meth:`engine.Engine.run` (before it claims the next ta
 3. **interruptions** — every interruption deferred while the session was flowing is delivered
    (:class:`events.InterruptionDelivered`, then the engine's ``on_interruption`` callback);
 4. **budget** — the error budget's verdict (:func:`engine.budget.assess`) is recorded as a
-   :class:`events.DecisionMade` of kind ``"budget"`` when it changes, caused by the session's
-   last failed try: ``continue``, ``slow_down`` (the run waits ``delay`` seconds before each
-   next task) or ``pause`` (a :class:`events.SessionPaused`, and the run ends; reopening the
+   :class:`events.DecisionMade` of kind ``"budget"`` when its rule changes (a spent budget
+   that goes on for transient noise is recorded too), caused by the session's last failed try:
+   ``continue``, ``slow_down`` (the run waits ``delay`` seconds before each next task) or
+   ``pause`` (a :class:`events.SessionPaused`, and the run ends; reopening the
    session or :meth:`engine.Engine.resume` resumes it with a fresh window).
 
 Every event goes to the session's stream, each at its expected version.
@@ -146,13 +147,13 @@ class Boundary:
             logger.exception("on_interruption failed for %s", interruption.interruption_id)
 
     def judge_budget(self) -> BudgetVerdict:
-        """Assess the error budget; record the verdict when it changed, and pause on it."""
+        """Assess the error budget; record the verdict when its rule changed; pause on it."""
         engine = self.engine
         projections = engine._host.projections
         session = engine.session
         window = projections.budget.window(session, engine.clock(), self.budget.window)
         verdict = assess(self.budget, window)
-        if verdict.choice == (window.last_choice or "continue"):
+        if verdict.rule == (window.last_rule or "budget.within"):
             return verdict
         decision = DecisionMade(
             kind="budget",

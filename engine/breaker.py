@@ -205,6 +205,11 @@ class Breakers:
                     "cooldown": policy.cooldown,
                 },
                 alternatives=["stay closed"],
+                thresholds={
+                    "failures": float(policy.failures),
+                    "failure_rate": policy.failure_rate,
+                    "cooldown": policy.cooldown,
+                },
             ),
             failed_id,
         )

@@ -26,12 +26,12 @@ that type from any module; a qualified name (``"sqlite3.OperationalError"``) cou
 and the bare name, not the same name in another module.
 
 This module only decides; it reads no clock. The engine records a verdict as a
-:class:`events.DecisionMade` of kind ``"budget"`` (with :func:`verdict_inputs`) when its choice
+:class:`events.DecisionMade` of kind ``"budget"`` (with :func:`verdict_inputs`) when its rule
 differs from the session's last one::
 
     window = projections.budget.window(session, clock(), budget.window)
     verdict = assess(budget, window)
-    if verdict.choice != (window.last_choice or "continue"):
+    if verdict.rule != (window.last_rule or "budget.within"):
         ...  # append DecisionMade(kind="budget", choice=verdict.choice, rule=verdict.rule, ...)
 """
 

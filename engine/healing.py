@@ -325,6 +325,7 @@ class Healer:
                     choice=f"retry in {retry.delay:.3f} s",
                     inputs=inputs,
                     alternatives=["give up"],
+                    thresholds={"max_attempts": float(retry.max_attempts)},
                 ),
                 observed_id,
             )

@@ -116,6 +116,7 @@ class Scheduler:
             raise UsageError(f"await_approvals must be seconds >= 0, got {await_approvals}")
         patience_until: float | None = None
         paused = False
+        ran_one = False
         self.engine._check_open()
         started = self.engine.clock()
         tally: dict[str, int] = dict.fromkeys(
@@ -145,14 +146,17 @@ class Scheduler:
                 with self.engine._lock:
                     self.engine._host.catch_up()
                     tally["missed"] += self._mark_missed()
-                    # A task boundary: components, flow, deferred interruptions, the budget.
-                    verdict = self.engine.boundary.cross()
-                    if verdict.choice == "pause":
-                        paused = True
-                        break
-                    if verdict.choice == "slow_down" and self._claimable():
-                        self.engine._sleep(verdict.delay)
-                        self.engine._host.catch_up()
+                    if tally["runs"]:
+                        # A task boundary: components, flow, deferred interruptions, budget.
+                        verdict = self.engine.boundary.cross()
+                        if verdict.choice == "pause":
+                            paused = True
+                            break
+                        if verdict.choice == "slow_down" and self._claimable():
+                            self.engine._sleep(verdict.delay)
+                            self.engine._host.catch_up()
+                    else:
+                        self.engine.restore_components()
                     while len(in_flight) < workers and (
                         max_runs is None or tally["runs"] < max_runs
                     ):
@@ -163,8 +167,12 @@ class Scheduler:
                         if pool is None:
                             self._tally(tally, self._execute(*claimed))
                             self.engine._host.catch_up()
-                        else:
-                            in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
+                            ran_one = True
+                            break  # back to the top: a task boundary
+                        in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
+                if ran_one:
+                    ran_one = False
+                    continue
                 if in_flight:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:

@@ -6,14 +6,15 @@ this projection folds what it judges, per session (``r.meta.session``):
 - every failed try (:class:`events.StepFailed`, full or lean, final or not): its time, error
   type and signature, the last :data:`ERRORS_KEPT` of them;
 - the remedies: :class:`events.FixAttempted` and :class:`events.RetryScheduled` name the
-  signature they answer and the step they answer it on. A signature that fails again after a
-  remedy was attempted for it is **systemic** (it recurs after fixes and retries) unless a
-  remedy of it has worked in the session: the step it was tried on then completed. A
-  signature whose remedy works is noise that fixes and retries absorb (a flaky service), and
-  it stops being systemic from then on. A session remembers, for its last
-  :data:`SIGNATURES_KEPT` signatures, whether a remedy was attempted since each last failed,
-  which remedies worked, which steps await a remedy's outcome, and when each systemic
-  signature first recurred;
+  signature they answer and the step they answer it on. When that step fails again with the
+  same signature, the remedy did not help: the signature is **systemic** (it recurs after
+  fixes and retries), unless a remedy of it has worked in the session (a step it was tried on
+  then completed). A signature whose remedies work is noise that fixes and retries absorb (a
+  flaky service), and it stops being systemic from then on. Another task meeting the same
+  error meanwhile is not a recurrence: only the step under the remedy judges it. A session
+  remembers, for its last :data:`SIGNATURES_KEPT` signatures, whether a remedy was attempted
+  since each last failed, which remedies worked, which steps await a remedy's outcome, and
+  when each systemic signature first recurred;
 - its budget decisions (:class:`events.DecisionMade` of kind ``"budget"``): the last one's
   choice, so that the engine records a decision only when the verdict changes;
 - its resumption after a budget pause (:class:`events.SessionResumed`): a person looked at
@@ -29,6 +30,7 @@ stay in time order, so a window reads only its own from the newest back.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -96,6 +98,7 @@ class BudgetWindow(msgspec.Struct, frozen=True, kw_only=True):
         systemic: the systemic signatures that failed in the window since they became
             systemic, sorted.
         last_choice: the choice of the session's last budget decision ("" before any).
+        last_rule: the rule of the session's last budget decision ("" before any).
     """
 
     errors: int = 0
@@ -105,6 +108,7 @@ class BudgetWindow(msgspec.Struct, frozen=True, kw_only=True):
     second_half: int = 0
     systemic: tuple[str, ...] = ()
     last_choice: str = ""
+    last_rule: str = ""
 
 
 class BudgetLedger(msgspec.Struct, kw_only=True, gc=False):
@@ -121,6 +125,7 @@ class BudgetLedger(msgspec.Struct, kw_only=True, gc=False):
         systemic: per systemic signature, when it first failed again after a remedy (the
             oldest first).
         last_choice: the choice of its last budget decision ("" before any).
+        last_rule: the rule of its last budget decision ("" before any).
     """
 
     session: str
@@ -128,6 +133,7 @@ class BudgetLedger(msgspec.Struct, kw_only=True, gc=False):
     remedied: dict[str, bool] = msgspec.field(default_factory=dict)
     systemic: dict[str, float] = msgspec.field(default_factory=dict)
     last_choice: str = ""
+    last_rule: str = ""
     cured: dict[str, bool] = msgspec.field(default_factory=dict)
     trials: dict[str, str] = msgspec.field(default_factory=dict)
     last_error: str = ""
@@ -136,7 +142,16 @@ class BudgetLedger(msgspec.Struct, kw_only=True, gc=False):
 class _Ledger:
     """One session's budget state while folding."""
 
-    __slots__ = ("cured", "errors", "last_choice", "last_error", "remedied", "systemic", "trials")
+    __slots__ = (
+        "cured",
+        "errors",
+        "last_choice",
+        "last_error",
+        "last_rule",
+        "remedied",
+        "systemic",
+        "trials",
+    )
 
     def __init__(self) -> None:
         self.errors: deque[FailedTry] = deque(maxlen=ERRORS_KEPT)
@@ -145,6 +160,7 @@ class _Ledger:
         self.cured: dict[str, bool] = {}
         self.trials: dict[str, str] = {}
         self.last_choice = ""
+        self.last_rule = ""
         self.last_error = ""
 
 
@@ -174,7 +190,7 @@ class BudgetProjection:
         for kind in _SUCCESS_TYPES:
             self._fold[kind] = self._success
 
-    @property
+    @functools.cached_property
     def event_types(self) -> frozenset[type[Any]]:
         """The event types this projection reads (a fold may skip the others)."""
         return frozenset(self._fold)
@@ -204,8 +220,9 @@ class BudgetProjection:
         ledger.last_error = r.meta.event_id
         if not signature:
             return
+        trial = ledger.trials.get(f"{r.stream}#{event.index}") if ledger.trials else None
         if (
-            ledger.remedied.get(signature)
+            trial == signature
             and signature not in ledger.systemic
             and signature not in ledger.cured
         ):
@@ -230,14 +247,16 @@ class BudgetProjection:
 
     def _decision(self, r: Recorded, event: DecisionMade) -> None:
         if event.kind == BUDGET_KIND:
-            self._ledger(r.meta.session).last_choice = event.choice
+            ledger = self._ledger(r.meta.session)
+            ledger.last_choice = event.choice
+            ledger.last_rule = event.rule
 
     def _resumed(self, r: Recorded, event: SessionResumed) -> None:
         ledger = self._ledgers.get(r.meta.session)
         if ledger is not None and ledger.last_choice == "pause":
             ledger.errors.clear()
             ledger.systemic.clear()
-            ledger.last_choice = ""
+            ledger.last_choice = ledger.last_rule = ""
 
     def last_error(self, session: str) -> str:
         """The event id of the session's last failed try ("" before any)."""
@@ -298,6 +317,7 @@ class BudgetProjection:
             second_half=errors - first_half,
             systemic=tuple(sorted(systemic)),
             last_choice=ledger.last_choice,
+            last_rule=ledger.last_rule,
         )
 
     def last_choice(self, session: str) -> str:
@@ -315,6 +335,7 @@ class BudgetProjection:
                 "cured": list(ledger.cured.items()),
                 "trials": list(ledger.trials.items()),
                 "last_choice": ledger.last_choice,
+                "last_rule": ledger.last_rule,
                 "last_error": ledger.last_error,
             }
             for session, ledger in sorted(self._ledgers.items())
@@ -329,6 +350,7 @@ class BudgetProjection:
                 remedied=dict(ledger.remedied),
                 systemic=dict(ledger.systemic),
                 last_choice=ledger.last_choice,
+                last_rule=ledger.last_rule,
                 cured=dict(ledger.cured),
                 trials=dict(ledger.trials),
                 last_error=ledger.last_error,
@@ -347,4 +369,5 @@ class BudgetProjection:
             ledger.cured = dict(entry.cured)
             ledger.trials = dict(entry.trials)
             ledger.last_choice = entry.last_choice
+            ledger.last_rule = entry.last_rule
             ledger.last_error = entry.last_error

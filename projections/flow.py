@@ -18,6 +18,7 @@ It folds, per session (``r.meta.session``), from any stream:
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -149,7 +150,7 @@ class FlowProjection:
         for kind in FOLDED_STEP_OUTCOMES:  # the full events and the lean ones alike
             self._fold[kind] = self._failed if kind in _FAILURE_TYPES else self._completed
 
-    @property
+    @functools.cached_property
     def event_types(self) -> frozenset[type[Any]]:
         """The event types this projection reads (a fold may skip the others)."""
         return frozenset(self._fold)

@@ -44,7 +44,7 @@ ONCE_NAME = "crash.work_once"
 WORKER = Path(__file__)
 
 #: Commits of an uninterrupted first run of a task of n plain steps: SessionStarted,
-#: TaskSubmitted, TaskClaimed, n StepCompleted, TaskSucceeded.
+#: TaskSubmitted, TaskClaimed, n StepCompleted, DecisionMade + TaskSucceeded (one commit).
 FIXED_COMMITS = 4
 
 

@@ -3,7 +3,7 @@
 The task runs steps 0..4; step 2 is at-most-once, so its start is committed before its body
 runs. Inserts of the first process: 1 SessionStarted, 2 TaskSubmitted, 3 TaskClaimed,
 4 and 5 StepCompleted (steps 0, 1), 6 StepStarted (step 2), 7 StepCompleted (step 2), 8 and 9
-StepCompleted (steps 3, 4), 10 TaskSucceeded.
+StepCompleted (steps 3, 4), 10 DecisionMade + TaskSucceeded.
 """
 
 from __future__ import annotations

@@ -185,7 +185,11 @@ def test_lean_step_outcomes_fold_like_the_full_ones() -> None:
         clock.advance(1)
         log.append(
             "task-t",
-            [StepFailed(index=i, name="call", error_type="TimeoutError", signature=signature)],
+            [
+                StepFailed(
+                    index=int(i == 1), name="call", error_type="TimeoutError", signature=signature
+                )
+            ],
             expected_version=None,
             context=Context(session="s"),
         )

@@ -1,5 +1,7 @@
-"""``onward why``: a decision whole and its chain of causes, over a real log where a step timed
-out twice (two retries decided) and another raised a TypeError (given up)."""
+"""``onward why``: a decision whole and its chain of causes, over real logs: one where a step
+timed out twice (two retries decided) and another raised a TypeError (given up); one where an
+action asked for approval (approved, denied, left waiting); one whose error budget paused the
+session."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import pytest
 
 from engine import Engine
 from engine.audit import WhyReport
+from engine.budget import ErrorBudget
 from engine.cli import main
-from events import DecisionMade, TaskSubmitted, open_log
+from events import DecisionMade, StepFailed, TaskSubmitted, open_log
 from tests.conftest import FakeClock
 
 
@@ -24,6 +27,7 @@ class Decided(msgspec.Struct):
     broken: str  # the task whose step raised a TypeError
     retries: list[tuple[str, int]]  # (decision id, position), in log order
     give_up: tuple[str, int]
+    completed: list[tuple[str, int]]  # the rulebook's word on what follows a completed task
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +60,27 @@ def decided(tmp_path_factory: pytest.TempPathFactory) -> Decided:
         engine.submit(broken)
         engine.run()
     tasks: dict[str, str] = {}
-    retries, give_up = [], []
+    retries: list[tuple[str, int]] = []
+    give_up: list[tuple[str, int]] = []
+    completed: list[tuple[str, int]] = []
     with open_log(f"sqlite:///{db}", create=False) as log:
         for r in log.read():
             if isinstance(r.event, TaskSubmitted):
                 tasks[r.event.name] = r.stream.removeprefix("task-")
             if isinstance(r.event, DecisionMade):
                 at = (r.meta.event_id, r.position)
-                {"retry": retries, "give_up": give_up}[r.event.kind].append(at)
+                kinds = {"retry": retries, "give_up": give_up, "task_completed": completed}
+                kinds[r.event.kind].append(at)
     assert len(retries) == 2
     assert len(give_up) == 1
+    assert len(completed) <= 1  # only the flaky task completes
     return Decided(
         db=str(db),
         flaky=tasks["flaky"],
         broken=tasks["broken"],
         retries=retries,
         give_up=give_up[0],
+        completed=completed,
     )
 
 
@@ -144,7 +153,10 @@ def test_a_task_lists_all_its_decisions_in_order(
 ) -> None:
     report = why_json(capsys, decided.db, decided.flaky)
     assert (report.matched, report.target) == ("task", decided.flaky)
-    assert [(d.decision_id, d.position) for d in report.decisions] == decided.retries
+    assert [(d.decision_id, d.position) for d in report.decisions] == [
+        *decided.retries,
+        *decided.completed,
+    ]
     status, out, _ = run(capsys, "why", decided.broken, "--db", decided.db)
     assert status == 0
     assert f"1 decision(s) for task {decided.broken}" in out
@@ -154,7 +166,7 @@ def test_a_task_lists_all_its_decisions_in_order(
 def test_a_position_takes_the_last_decision_at_or_before_it(
     decided: Decided, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    decisions = sorted([*decided.retries, decided.give_up], key=lambda d: d[1])
+    decisions = sorted([*decided.retries, decided.give_up, *decided.completed], key=lambda d: d[1])
     for (decision_id, at), (_, following) in itertools.pairwise(decisions):
         for position in (at, following - 1):
             report = why_json(capsys, decided.db, str(position))
@@ -189,3 +201,238 @@ def test_a_missing_log_exits_2_and_creates_nothing(
     assert out == ""
     assert f"onward why: no log at {missing}" in err
     assert list(tmp_path.iterdir()) == []
+
+
+class Judged(msgspec.Struct):
+    """A log where an action asked three times: approved, denied, left waiting; and asked once
+    more under the thresholds the denial raised."""
+
+    db: str
+    approved: str  # decision ids
+    denied: str
+    waiting: str
+    after_denial: str
+    raised: dict[str, float]  # the thresholds the denial put in force
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> Judged:
+    db = tmp_path_factory.mktemp("why-judged") / "onward.db"
+    clock = FakeClock()
+    with Engine.open(f"sqlite:///{db}", session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.action(name="deploy", impact="high", check=lambda result: result == "live")
+        def deploy() -> str:
+            return "live"
+
+        @engine.task(name="ship")
+        def ship() -> str:
+            return str(deploy())
+
+        for _ in range(3):
+            engine.submit(ship)
+        engine.run()
+        approved, denied, waiting = (a.decision_id for a in engine.approvals())
+        clock.advance(60)
+        engine.approve(approved, by="alice", note="the change window is open")
+        clock.advance(60)
+        engine.deny(denied, by="bob")
+        engine.run()
+        engine.submit(ship)
+        engine.run()
+        after_denial = engine.approvals()[-1].decision_id
+        raised = dict(engine.judge.thresholds(engine.refresh()).as_dict())
+    assert raised != {"immediate": 0.9, "monitored": 0.7, "reversible": 0.5}
+    return Judged(
+        db=str(db),
+        approved=approved,
+        denied=denied,
+        waiting=waiting,
+        after_denial=after_denial,
+        raised=raised,
+    )
+
+
+def test_a_confidence_decision_shows_its_score_and_how_a_person_answered(
+    judged: Judged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [row] = why_json(capsys, judged.db, judged.approved).decisions
+    assert row.confidence is not None
+    status, out, err = run(capsys, "why", judged.approved, "--db", judged.db)
+    assert status == 0, err
+    assert "kind          confidence" in out
+    assert "choice        ask deploy" in out
+    assert f"rule          {row.rule}\n" in out
+    assert "strategy      ask" in out
+    assert f"confidence    {row.confidence:.2f}\n" in out
+    factors = ", ".join(f"{k}={v:g}" for k, v in row.factors.items())
+    assert f"factors       {factors}\n" in out
+    assert "thresholds    immediate=0.9, monitored=0.7, reversible=0.5\n" in out
+    assert "alternatives  immediate, monitored, reversible" in out
+    question = f"run action 'deploy' (impact high, confidence {row.confidence:.2f})?"
+    assert f"asked         {question} (at 2023-11-14T22:13:20.000Z, position " in out
+    answer = next(line for line in out.splitlines() if line.startswith("  answer"))
+    assert answer.startswith("  answer        approved by alice (through ")  # the engine
+    assert " at 2023-11-14T22:14:20.000Z (position " in answer  # a minute after it was asked
+    assert answer.endswith('): "the change window is open"')
+    chain = out[out.index("chain of causes") :]
+    assert chain.index("TaskClaimed") < chain.index("TaskSubmitted")
+
+
+def test_a_confidence_decision_as_json(judged: Judged, capsys: pytest.CaptureFixture[str]) -> None:
+    [row] = why_json(capsys, judged.db, judged.approved).decisions
+    assert (row.kind, row.strategy, row.rule) == (
+        "confidence",
+        "ask",
+        "action.destructive-high-impact",
+    )
+    assert row.confidence == pytest.approx(0.39, abs=0.005)
+    assert set(row.factors) == {"history", "clarity", "reversibility", "impact", "approvals"}
+    assert row.thresholds == {"immediate": 0.9, "monitored": 0.7, "reversible": 0.5}
+    assert row.inputs["impact"] == "high"
+    assert row.alternatives == ["immediate", "monitored", "reversible"]
+    approval = row.approval
+    assert approval is not None
+    assert (approval.answer, approval.by, approval.note) == (
+        "approved",
+        "alice",
+        "the change window is open",
+    )
+    assert approval.impact == "high"
+    assert approval.requested_at is not None
+    assert approval.answered_at is not None
+    assert (approval.answered_at - approval.requested_at).total_seconds() == 60
+    assert approval.request_position is not None
+    assert approval.answer_position is not None
+    assert row.position < approval.request_position < approval.answer_position
+    assert approval.actor  # the engine that appended the answer
+    assert [c.type for c in row.causes] == ["TaskClaimed", "TaskSubmitted"]
+
+
+def test_a_denial_and_a_request_still_waiting(
+    judged: Judged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [row] = why_json(capsys, judged.db, judged.denied).decisions
+    assert row.approval is not None
+    assert (row.approval.answer, row.approval.by, row.approval.note) == ("denied", "bob", "")
+    status, out, _ = run(capsys, "why", judged.denied, "--db", judged.db)
+    assert status == 0
+    answer = next(line for line in out.splitlines() if line.startswith("  answer"))
+    assert answer.startswith("  answer        denied by bob (through ")
+    assert answer.endswith(", with no note")
+
+    [row] = why_json(capsys, judged.db, judged.waiting).decisions
+    assert row.approval is not None
+    assert (row.approval.answer, row.approval.answered_at, row.approval.answer_id) == ("", None, "")
+    status, out, _ = run(capsys, "why", judged.waiting, "--db", judged.db)
+    assert status == 0
+    assert f"answer        none yet: `onward approve {judged.waiting}`" in out
+
+
+def test_a_confidence_decision_shows_the_thresholds_in_force_then(
+    judged: Judged, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [row] = why_json(capsys, judged.db, judged.after_denial).decisions
+    assert row.thresholds == judged.raised  # the denial raised them before this decision
+    assert row.inputs["denied"] == 1
+    status, out, _ = run(capsys, "why", judged.after_denial, "--db", judged.db)
+    assert status == 0
+    shown = ", ".join(f"{k}={v:g}" for k, v in judged.raised.items())
+    assert f"thresholds    {shown}" in out
+
+
+def test_decisions_without_a_score_say_so(
+    decided: Decided, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(capsys, "why", decided.retries[0][0], "--db", decided.db)
+    assert status == 0
+    assert "  rule          error." in out  # the rulebook's rule for timeouts
+    for name in ("strategy", "confidence", "factors", "thresholds"):
+        assert f"  {name.ljust(12)}  -\n" in out
+    assert "\n  answer " not in out
+    assert "\n  asked " not in out
+    [row] = why_json(capsys, decided.db, decided.retries[0][0]).decisions
+    assert row.approval is None
+
+
+class Paused(msgspec.Struct):
+    """A log whose session the error budget paused."""
+
+    db: str
+    decision: str
+    position: int
+    failed: list[int]  # the positions of the failed tries
+
+
+@pytest.fixture(scope="module")
+def paused(tmp_path_factory: pytest.TempPathFactory) -> Paused:
+    db = tmp_path_factory.mktemp("why-budget") / "onward.db"
+    clock = FakeClock()
+    with Engine.open(
+        f"sqlite:///{db}",
+        session="s",
+        clock=clock,
+        sleep=clock.advance,
+        budget=ErrorBudget(limit=2),
+    ) as engine:
+
+        @engine.step(name="fetch")
+        def fetch() -> str:
+            raise TimeoutError("the server did not answer in 5 s")
+
+        @engine.task(name="pull")
+        def pull() -> str:
+            return str(fetch())
+
+        engine.submit(pull)
+        summary = engine.run()
+    assert summary.paused
+    pauses, failed = [], []
+    with open_log(f"sqlite:///{db}", create=False) as log:
+        for r in log.read():
+            if isinstance(r.event, DecisionMade) and r.event.kind == "budget":
+                assert r.event.choice == "pause"  # the one verdict that changed
+                pauses.append((r.meta.event_id, r.position))
+            if isinstance(r.event, StepFailed):
+                failed.append(r.position)
+    [(decision, position)] = pauses
+    return Paused(db=str(db), decision=decision, position=position, failed=failed)
+
+
+def test_a_budget_decision_shows_its_thresholds_and_verdict(
+    paused: Paused, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "why", paused.decision, "--db", paused.db)
+    assert status == 0, err
+    assert "kind          budget" in out
+    assert "choice        pause" in out
+    assert "subject       s" in out
+    assert f"position      {paused.position} in stream session-s" in out
+    assert "rule          budget.systemic" in out
+    assert "thresholds    limit=2, window=3600" in out
+    assert "alternatives  continue, slow_down" in out
+    inputs = out[out.index("inputs (") : out.index("chain of causes")]
+    assert "reason           2 errors of 2 in the last 3600 s" in inputs
+    assert "spent            2\n" in inputs
+    assert "remaining        0\n" in inputs
+    assert 'systemic         ["v1-' in inputs
+    chain = out[out.index("chain of causes") :]
+    assert chain.index("StepFailed") < chain.index("TaskClaimed") < chain.index("TaskSubmitted")
+    assert "attempt=2 error_type=TimeoutError" in chain
+
+
+def test_a_budget_decision_as_json(paused: Paused, capsys: pytest.CaptureFixture[str]) -> None:
+    report = why_json(capsys, paused.db, str(paused.position))
+    [row] = report.decisions
+    assert (row.decision_id, row.kind, row.choice) == (paused.decision, "budget", "pause")
+    assert (row.strategy, row.confidence, row.factors) == (None, None, {})
+    assert row.thresholds == {"limit": 2.0, "window": 3600.0}
+    assert row.inputs["spent"] == row.inputs["limit"] == 2
+    assert row.inputs["remaining"] == 0
+    assert len(row.inputs["systemic"]) == 1
+    assert row.inputs["reason"].endswith(": pause.")
+    assert row.approval is None
+    assert row.causes[0].type == "StepFailed"
+    assert row.causes[0].position == paused.failed[-1]  # caused by the last failed try
+    assert row.causes[-1].type == "TaskSubmitted"
+    assert row.chain_end == "root"

@@ -1,0 +1,133 @@
+"""The error budget and the flow monitor at the engine's task boundaries, on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, ErrorBudget, Interruption
+from engine.retry import RetryPolicies, RetryPolicy
+from events import FlowState, Jitter, Recorded
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, **options: Any) -> Engine:
+    return Engine.open(db, session="rhythm", clock=clock, sleep=clock.advance, seed=5, **options)
+
+
+def session_events(engine: Engine, kind: str) -> list[Recorded]:
+    return [r for r in engine.log.read_stream("session-rhythm") if type(r.event).__name__ == kind]
+
+
+def budget_decisions(engine: Engine) -> list[Any]:
+    return [
+        r.event
+        for r in session_events(engine, "DecisionMade")
+        if r.event.kind == "budget"  # type: ignore[union-attr]
+    ]
+
+
+RETRIES = RetryPolicies(RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE))
+
+
+def test_a_systemic_error_spends_the_budget_and_pauses_the_session(
+    db: str, clock: FakeClock
+) -> None:
+    with open_engine(db, clock, budget=ErrorBudget(limit=3), retries=RETRIES) as engine:
+
+        @engine.step()
+        def call_service() -> None:
+            raise TimeoutError("the service did not answer")  # every time: retries never help
+
+        @engine.task()
+        def job(n: int) -> None:
+            call_service()
+
+        for n in range(5):
+            engine.submit(job, n)
+        summary = engine.run()
+        assert summary.paused
+        decision = budget_decisions(engine)[-1]
+        assert decision.choice == "pause"
+        assert decision.rule == "budget.systemic"
+        assert decision.inputs["systemic"]
+        paused = session_events(engine, "SessionPaused")
+        assert len(paused) == 1
+        assert engine.run().paused  # a paused session starts nothing
+        ended_before = sum(t.terminal for t in engine.tasks())
+        assert ended_before < 5
+
+        assert engine.resume() is True
+        assert engine.resume() is False  # not paused any more
+        engine.run()
+        assert sum(t.terminal for t in engine.tasks()) > ended_before  # a fresh window
+
+
+def test_transient_noise_never_pauses_the_session(db: str, clock: FakeClock) -> None:
+    calls: list[int] = []
+    with open_engine(db, clock, budget=ErrorBudget(limit=2), retries=RETRIES) as engine:
+
+        @engine.step()
+        def flaky() -> int:
+            calls.append(1)
+            if len(calls) % 2:
+                raise TimeoutError("a hiccup")  # every other call: one retry absorbs it
+            return len(calls)
+
+        @engine.task()
+        def job(n: int) -> int:
+            return flaky()
+
+        ids = [engine.submit(job, n) for n in range(8)]
+        summary = engine.run()
+        assert not summary.paused
+        assert summary.succeeded == 8
+        assert all(engine.task_view(t).state == "succeeded" for t in ids)
+        decisions = budget_decisions(engine)
+        assert decisions  # the budget was spent: what it chose is recorded
+        assert {d.choice for d in decisions} <= {"continue", "slow_down"}
+
+
+def test_a_flowing_session_defers_low_impact_interruptions_to_the_next_boundary(
+    db: str, clock: FakeClock
+) -> None:
+    heard: list[Interruption] = []
+    with open_engine(db, clock, on_interruption=heard.append) as engine:
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(1.0)
+            return i
+
+        @engine.task()
+        def batch(n: int) -> int:
+            if n == 4:
+                engine.notify("halfway through the batches")
+            return sum(work(i) for i in range(n))
+
+        for n in (12, 3, 4):  # idle -> warming after the first, flowing after the second
+            engine.submit(batch, n)
+        engine.run()
+        states = [r.event.state for r in session_events(engine, "FlowStateChanged")]  # type: ignore[union-attr]
+        assert states[:2] == [FlowState.WARMING, FlowState.FLOWING]
+        deferred = engine.log.read()
+        kinds = [type(r.event).__name__ for r in deferred]
+        assert kinds.index("InterruptionDeferred") < kinds.index("InterruptionDelivered")
+        (notice,) = heard
+        assert notice.summary == "halfway through the batches"
+        assert notice.deferred_for == pytest.approx(4.0)  # held while the task's 4 steps ran
+
+
+def test_an_urgent_notice_is_delivered_at_once(db: str, clock: FakeClock) -> None:
+    heard: list[Interruption] = []
+    with open_engine(db, clock, on_interruption=heard.append) as engine:
+        engine.notify("disk almost full", urgent=True)
+        assert [n.summary for n in heard] == ["disk almost full"]
+        assert heard[0].deferred_for == 0.0
