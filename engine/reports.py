@@ -36,7 +36,9 @@ __all__ = [
 
 
 class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One session, as ``onward sessions --json`` prints it."""
+    """One session, as ``onward sessions --json`` prints it: its lifecycle, its tasks by state,
+    its flow state, degradation level, errors in the hour before the log's last event, and the
+    approvals waiting for a human."""
 
     name: str
     state: str
@@ -46,6 +48,11 @@ class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     pid: int
     tasks: dict[str, int]
+    flow: str = "idle"
+    degradation: str = "full"
+    quality_lost: float = 0.0
+    errors_last_hour: int = 0
+    approvals_waiting: int = 0
 
 
 class SessionsReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +182,7 @@ def session_rows(projections: Projections) -> list[SessionRow]:
     tasks = list(projections.tasks.tasks.values())
     rows = []
     for session in sorted(projections.sessions.sessions.values(), key=lambda s: s.started_at):
+        degraded = projections.degradation.view(session.name)
         rows.append(
             SessionRow(
                 name=session.name,
@@ -185,6 +193,13 @@ def session_rows(projections: Projections) -> list[SessionRow]:
                 host=session.host,
                 pid=session.pid,
                 tasks=count_states([t for t in tasks if t.session == session.name]),
+                flow=projections.flow.state(session.name).value,
+                degradation=degraded.level.value,
+                quality_lost=degraded.quality_lost,
+                errors_last_hour=projections.budget.window(
+                    session.name, projections.time, 3600.0
+                ).errors,
+                approvals_waiting=len(projections.decisions.waiting(session.name)),
             )
         )
     return rows

@@ -75,7 +75,19 @@ def tasks_table(rows: Sequence[TaskRow], *, indent: str = "") -> str:
 def sessions_table(rows: Sequence[SessionRow], *, indent: str = "") -> str:
     """Sessions as a table, with their tasks by state."""
     return table(
-        ["SESSION", "STATE", "STARTED", "UPDATED", "OPENINGS", "TASKS", "BY STATE"],
+        [
+            "SESSION",
+            "STATE",
+            "STARTED",
+            "UPDATED",
+            "OPENINGS",
+            "FLOW",
+            "LEVEL",
+            "ERRORS/H",
+            "ASKING",
+            "TASKS",
+            "BY STATE",
+        ],
         [
             [
                 r.name,
@@ -83,6 +95,10 @@ def sessions_table(rows: Sequence[SessionRow], *, indent: str = "") -> str:
                 iso(r.started.timestamp()),
                 iso(r.updated.timestamp()),
                 r.openings,
+                r.flow,
+                r.degradation,
+                r.errors_last_hour,
+                r.approvals_waiting,
                 sum(r.tasks.values()),
                 by_state(r.tasks),
             ]

@@ -106,10 +106,12 @@ def test_sessions_human(known: Known, capsys: pytest.CaptureFixture[str]) -> Non
     assert status == 0
     lines = out.splitlines()
     assert lines[0].split() == [
-        "SESSION", "STATE", "STARTED", "UPDATED", "OPENINGS", "TASKS", "BY", "STATE",
+        "SESSION", "STATE", "STARTED", "UPDATED", "OPENINGS", "FLOW", "LEVEL", "ERRORS/H",
+        "ASKING", "TASKS", "BY", "STATE",
     ]  # fmt: skip
     nightly = next(line for line in lines if line.startswith("nightly"))
-    assert nightly.split()[:6] == ["nightly", "active", START, nightly.split()[3], "2", "3"]
+    assert nightly.split()[:5] == ["nightly", "active", START, nightly.split()[3], "2"]
+    assert nightly.split()[6:10] == ["full", "0", "0", "3"]  # level, errors, asking, tasks
     assert "queued 1, succeeded 1, failed 1" in nightly
     assert any(line.startswith("other ") for line in lines)
     # columns are aligned: every row has its STATE column at the header's offset
@@ -123,8 +125,11 @@ def test_sessions_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None
     assert report["position"] == known.head
     nightly, other = report["sessions"]
     assert list(nightly) == [
-        "name", "state", "started", "updated", "openings", "host", "pid", "tasks",
+        "name", "state", "started", "updated", "openings", "host", "pid", "tasks", "flow",
+        "degradation", "quality_lost", "errors_last_hour", "approvals_waiting",
     ]  # fmt: skip
+    assert nightly["degradation"] == "full"
+    assert nightly["approvals_waiting"] == 0
     assert (nightly["name"], nightly["state"], nightly["openings"]) == ("nightly", "active", 1 + 1)
     assert nightly["started"] == START
     assert nightly["tasks"] == {
