@@ -1,0 +1,123 @@
+"""The rulebook steers healing: its rule is recorded, its preferred fixes come first, and a rule
+can rule out a retry or any remedy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, Rulebook, TaskFailedError
+from engine.retry import RetryPolicies, RetryPolicy
+from events import Jitter
+from tests.conftest import FakeClock
+
+RETRY_ALL = RetryPolicies(
+    RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE, retry_on=("Exception",), never=())
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, **options: Any) -> Engine:
+    return Engine.open(db, session="rules", clock=clock, sleep=clock.advance, seed=1, **options)
+
+
+def healing_decisions(engine: Engine, task_id: str) -> list[Any]:
+    return [
+        r.event
+        for r in engine.log.read_stream(f"task-{task_id}")
+        if type(r.event).__name__ == "DecisionMade" and r.event.kind != "task_completed"  # type: ignore[union-attr]
+    ]
+
+
+def test_a_file_rule_gives_up_at_once_and_is_named_in_the_decision(
+    db: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        """
+[[rules]]
+id = "vendor.quota"
+scenario = "error"
+when = { error_type = 'QuotaExceeded', message = '(?i)daily limit' }
+choice = "give_up"
+description = "The daily quota is spent: retrying today is pointless."
+"""
+    )
+
+    class QuotaExceeded(Exception):
+        pass
+
+    calls: list[int] = []
+    book = Rulebook.from_toml(rules)
+    with open_engine(db, clock, rulebook=book, retries=RETRY_ALL) as engine:
+
+        @engine.step()
+        def call_vendor() -> None:
+            calls.append(1)
+            raise QuotaExceeded("Daily limit of 1000 calls reached")
+
+        @engine.task()
+        def job() -> None:
+            call_vendor()
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(TaskFailedError):
+            engine.result(task_id)
+        assert calls == [1]  # no retry: the rule ruled it out
+        (decision,) = healing_decisions(engine, task_id)
+        assert decision.kind == "give_up"
+        assert decision.rule == "vendor.quota"
+        assert decision.inputs["rule_choice"] == "give_up"
+
+
+def test_the_builtin_rule_for_a_missing_import_rules_out_retrying(
+    db: str, clock: FakeClock
+) -> None:
+    calls: list[int] = []
+    with open_engine(db, clock, retries=RETRY_ALL) as engine:
+
+        @engine.step()
+        def load_plugin() -> None:
+            calls.append(1)
+            raise ModuleNotFoundError("No module named 'vendor_plugin'")
+
+        @engine.task()
+        def job() -> None:
+            load_plugin()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert calls == [1]
+        (decision,) = healing_decisions(engine, task_id)
+        assert decision.rule == "error.missing-import"
+        assert decision.kind == "give_up"
+
+
+def test_without_a_matching_rule_the_retry_policy_decides(db: str, clock: FakeClock) -> None:
+    calls: list[int] = []
+    with open_engine(db, clock, retries=RETRY_ALL, rulebook=Rulebook(builtins=False)) as engine:
+
+        @engine.step()
+        def flaky() -> int:
+            calls.append(1)
+            if len(calls) < 2:
+                raise ModuleNotFoundError("No module named 'vendor_plugin'")
+            return 7
+
+        @engine.task()
+        def job() -> int:
+            return flaky()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 7
+        (decision,) = healing_decisions(engine, task_id)
+        assert decision.kind == "retry"
+        assert decision.rule == ""
