@@ -179,6 +179,9 @@ class BudgetProjection:
 
     def __init__(self) -> None:
         self._ledgers: dict[str, _Ledger] = {}
+        #: The streams with a step under a remedy (a superset): only their successes matter
+        #: to this projection, so the host sends it no other.
+        self.trial_streams: set[str] = set()
         self._fold: dict[type[Any], Callable[[Recorded, Any], None]] = {
             FixAttempted: self._remedy,
             RetryScheduled: self._remedy,
@@ -244,6 +247,7 @@ class BudgetProjection:
             _mark(ledger.remedied, event.signature, True)
             if event.step_index is not None:
                 _mark(ledger.trials, f"{r.stream}#{event.step_index}", event.signature)
+                self.trial_streams.add(r.stream)
 
     def _decision(self, r: Recorded, event: DecisionMade) -> None:
         if event.kind == BUDGET_KIND:
@@ -361,6 +365,7 @@ class BudgetProjection:
     def load(self, saved: list[BudgetLedger]) -> None:
         """Restore from a checkpoint's ledgers."""
         self._ledgers = {}
+        self.trial_streams = set()
         for entry in saved:
             ledger = self._ledgers[entry.session] = _Ledger()
             ledger.errors.extend(entry.errors)
@@ -370,4 +375,5 @@ class BudgetProjection:
             ledger.trials = dict(entry.trials)
             ledger.last_choice = entry.last_choice
             ledger.last_rule = entry.last_rule
+            self.trial_streams.update(key.rpartition("#")[0] for key in entry.trials)
             ledger.last_error = entry.last_error

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -175,29 +175,37 @@ class FlowProjection:
         return flow
 
     def _action(self, r: Recorded, failed: bool) -> None:
-        session = r.meta.session
-        flow = self._flows.get(session)
-        if flow is None:
-            flow = self._flows[session] = _Flow()
-        time = r.meta.time
-        latest = flow.latest
-        if time < latest:
-            if time <= latest - WINDOW:
-                return
-            time = latest
-        else:
-            flow.latest = latest = time
-        actions, flags = flow.actions, flow.failed
-        if len(actions) >= ACTIONS_KEPT:
-            actions.popleft()
-            flow.failures -= flags.popleft()
-        actions.append(time)
-        flags.append(failed)
-        flow.failures += failed
-        edge = latest - WINDOW
-        while actions[0] <= edge:
-            actions.popleft()
-            flow.failures -= flags.popleft()
+        self.fold_actions(((r.meta.session, r.meta.time, failed),))
+
+    def fold_actions(self, outcomes: Iterable[tuple[str, float, bool]]) -> None:
+        """Fold step outcomes given as ``(session, time, failed)``, in log order.
+
+        The same as :meth:`apply` on each (the host gives a page's step outcomes at once: no
+        other event changes what they change).
+        """
+        flows = self._flows
+        for session, when, failed in outcomes:
+            flow = flows.get(session)
+            if flow is None:
+                flow = flows[session] = _Flow()
+            latest = flow.latest
+            if when < latest:
+                if when <= latest - WINDOW:
+                    continue
+                at = latest
+            else:
+                flow.latest = latest = at = when
+            actions, flags = flow.actions, flow.failed
+            if len(actions) >= ACTIONS_KEPT:
+                actions.popleft()
+                flow.failures -= flags.popleft()
+            actions.append(at)
+            flags.append(failed)
+            flow.failures += failed
+            edge = latest - WINDOW
+            while actions[0] <= edge:
+                actions.popleft()
+                flow.failures -= flags.popleft()
 
     def _completed(self, r: Recorded, event: Any) -> None:
         self._action(r, False)

@@ -23,11 +23,15 @@ from projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsS
 from projections.degradation import DegradationProjection, SessionDegradation
 from projections.errors import ErrorProjection, ErrorsState
 from projections.flow import FlowLedger, FlowProjection
-from projections.reading import FoldReader
+from projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
 from projections.session import SESSION_PREFIX, SessionProjection, SessionView
 from projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
 
 __all__ = ["CatchUp", "Projections"]
+
+_FAILURE_TYPES: frozenset[type[Any]] = frozenset(
+    kind for kind in FOLDED_STEP_OUTCOMES if kind.__struct_config__.tag == "StepFailed"
+)
 
 logger = logging.getLogger("onward.projections")
 
@@ -104,16 +108,21 @@ class Projections:
         errors, breakers = self.errors.apply, self.breakers.apply
         decisions = self.decisions.apply
         degradation, degradation_types = self.degradation.apply, self.degradation.event_types
+        failure_types = _FAILURE_TYPES
         budget, budget_types = self.budget.apply, self.budget.event_types
         flow, flow_types = self.flow.apply, self.flow.event_types
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
         skip = len(TASK_PREFIX)
+        # The page's step outcomes, for the flow's window: folded at once after the page.
+        outcomes: list[tuple[str, float, bool]] = []
+        trial_streams = self.budget.trial_streams
         for r in records:
             stream = r.stream
             event = r.event
-            if type(event) in STEP_OUTCOME_TYPES:
+            kind = type(event)
+            if kind in STEP_OUTCOME_TYPES:
                 # The hot path (most events are step outcomes): the task's counters, then only
                 # the folds that this outcome concerns.
                 view = views.get(stream[skip:])
@@ -127,8 +136,11 @@ class Projections:
                     breakers(r)
                 if stream in awaiting:
                     errors(r)
-                budget(r)
-                flow(r)
+                failed = kind in failure_types
+                if failed or stream in trial_streams:
+                    budget(r)
+                meta = r.meta
+                outcomes.append((meta.session, meta.time, failed))
                 continue
             if stream.startswith(TASK_PREFIX):
                 tasks(r)
@@ -146,6 +158,8 @@ class Projections:
                 budget(r)
             if type(event) in flow_types:
                 flow(r)
+        if outcomes:
+            self.flow.fold_actions(outcomes)
         if records:
             last = records[-1]
             self.position = last.position

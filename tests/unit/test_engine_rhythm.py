@@ -131,3 +131,33 @@ def test_an_urgent_notice_is_delivered_at_once(db: str, clock: FakeClock) -> Non
         engine.notify("disk almost full", urgent=True)
         assert [n.summary for n in heard] == ["disk almost full"]
         assert heard[0].deferred_for == 0.0
+
+
+def test_live_folding_equals_replay_for_the_budget_and_the_flow(db: str, clock: FakeClock) -> None:
+    from projections import CatchUp
+
+    calls: list[int] = []
+    with open_engine(db, clock, budget=ErrorBudget(limit=2), retries=RETRIES) as engine:
+
+        @engine.step()
+        def flaky(i: int) -> int:
+            calls.append(i)
+            clock.advance(0.5)
+            if len(calls) % 3 == 0:
+                raise TimeoutError("a hiccup")
+            return i
+
+        @engine.task()
+        def job(n: int) -> int:
+            return sum(flaky(i) for i in range(n))
+
+        for n in range(1, 9):
+            engine.submit(job, n)
+        engine.run()
+        live = engine.refresh().snapshot()
+        replay = CatchUp(engine.log, checkpoint_every=0)
+        replayed = replay.open(use_checkpoint=False).snapshot()
+        assert live["budget"] == replayed["budget"]
+        assert live["flow"] == replayed["flow"]
+        assert live["budget"]["rhythm"]["cured"]  # retries cured the hiccups: noise
+        assert live == replayed
