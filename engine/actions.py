@@ -118,6 +118,8 @@ class Judge:
         projections: returns the engine's projections (caught up first when called with True).
         defers: whether an approval request of this impact, urgent or not, is deferred now
             (the flow monitor); given the session.
+        asked: told of each approval request not deferred (its decision id, its question
+            and the session), once it is recorded.
     """
 
     def __init__(
@@ -127,8 +129,10 @@ class Judge:
         rulebook: Rulebook | None = None,
         projections: Callable[[bool], Projections],
         defers: Callable[[str, str, bool], bool] | None = None,
+        asked: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.settings = thresholds or Thresholds()
+        self._asked = asked
         self.rulebook = rulebook
         self._projections = projections
         self._defers = defers
@@ -218,7 +222,10 @@ class Judge:
             decision_id,
         )
         session = run.context.session
-        if self._defers is not None and self._defers(session, judgement.impact, judgement.urgent):
+        deferred = self._defers is not None and self._defers(
+            session, judgement.impact, judgement.urgent
+        )
+        if deferred:
             batch.add(
                 InterruptionDeferred(
                     interruption_id=decision_id, kind="approval", summary=question
@@ -227,6 +234,8 @@ class Judge:
             )
         batch.add(TaskWaiting(reason=f"approval of {step.name}"), requested)
         run.commit(batch)
+        if not deferred and self._asked is not None:
+            self._asked(decision_id, question, session)
         raise Suspended()
 
     def outcome(

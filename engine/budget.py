@@ -55,7 +55,9 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
         limit: the errors a session may spend in one window.
         window: the window's length, in seconds.
         per_type: error type names, each with its own limit in the window.
-        slow_down: the seconds to wait between tasks while the burn rate is rising.
+        slow_down: the seconds to wait between tasks while the burn rate is rising (2 s by
+            default: a burst at a session's start counts as rising for half the window, so a
+            long pause per task would stall a healthy session for up to half an hour).
         rising: the burn rate is rising when the window's newer half holds more than
             ``rising`` times the errors of its older half (and at least 2).
 
@@ -68,7 +70,7 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 10
     window: float = 3600.0
     per_type: dict[str, int] = msgspec.field(default_factory=dict)
-    slow_down: float = 30.0
+    slow_down: float = 2.0
     rising: float = 1.5
 
     def __post_init__(self) -> None:

@@ -140,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-crash", action="store_true", help="run without killing the worker")
     demo.add_argument(
-        "--yes", action="store_true", help="replace a --db that is not a demo log without asking"
+        "--yes",
+        action="store_true",
+        help="answer yes to every question: replace a --db that is not a demo log without "
+        "asking, and let the worker approve the publication of the totals itself",
     )
     from engine.demo import add_arguments as add_demo_arguments
 

@@ -8,17 +8,26 @@ per file and a summary per task. Its parts:
 - :mod:`engine.survey`: the steps' work on a file, and their small results (no file content
   enters the log; the errors real files raise are fixed or recorded, and the survey goes on);
 - :mod:`engine.survey_index`: the flaky index service the summaries are filed with (seeded);
+- :mod:`engine.survey_tasks`: the survey's tasks and steps, and where each files its totals;
 - :mod:`engine.survey_worker`: the child process (``python -m engine.demo``) that runs them;
 - :mod:`engine.survey_watch`: the parent's read-only fold of the log, and the progress line;
-- :mod:`engine.survey_healing`: what healing did in the run, folded from the log;
+- :mod:`engine.survey_publish`: the last task, which publishes the totals once a person
+  approves;
+- :mod:`engine.survey_healing`, :mod:`engine.survey_degradation`, :mod:`engine.survey_budget`
+  and :mod:`engine.survey_approval`: what healing, degradation, the error budget and the
+  approval did in the run, folded from the log;
 - :mod:`engine.survey_report`: the report;
 - this module: the parent, which runs it all.
 
-The work runs in a child process on ``sqlite:///<db>``, session ``demo``. The parent only reads
-the log: it shows progress, and once about 40% of the tasks are done, at a moment when a running
+The work runs in a child process on ``sqlite:///<db>``, session ``demo``. The parent reads the
+log: it shows progress, and once about 40% of the tasks are done, at a moment when a running
 task has recorded some of its steps, it kills the child with SIGKILL. A new child reopens the
-session and resumes by replay; the parent then reports what the crash cost, what healing did,
-and how to inspect the log.
+session and resumes by replay. Once the survey is done, its last task asks a person before it
+publishes the totals to a file next to the log: the parent, seeing the request in the log,
+answers it from a second process (``onward approve ID``), as a person would from another
+terminal; with ``--yes`` the worker approves it itself. The parent then reports what the crash
+cost, what healing did, how the session degraded and recovered, the error budget's decisions,
+the approval, how to inspect the log, and ends with ``onward why`` on the approval's decision.
 
 The errors are real ones: files that are not UTF-8 and files that are not Python 3 (from the
 standard library's own test data), and the faults of a flaky index service, seeded
@@ -58,8 +67,10 @@ from engine.survey import (
     read_file,
     summarise,
 )
+from engine.survey_approval import AnswerRun, Approver, explain_decision
 from engine.survey_index import DEFAULT_SEED
 from engine.survey_plan import DEFAULT_LIMIT, Plan, Unit, build_plan
+from engine.survey_publish import totals_path
 from engine.survey_report import (
     CrashReport,
     DemoReport,
@@ -67,11 +78,12 @@ from engine.survey_report import (
     render_report,
     rerun_steps,
 )
+from engine.survey_tasks import register
 from engine.survey_watch import Progress, Watch
 from engine.survey_worker import (
+    BUDGET,
     SESSION,
     WorkerMessage,
-    register,
     spawn_worker,
     wait_for,
     worker_main,
@@ -109,6 +121,8 @@ DEFAULT_DB = "onward-demo.db"
 CRASH_AT = 0.4
 #: How often the parent reads the log, in seconds.
 POLL = 0.1
+#: What the parent says when it approves the publication for you.
+APPROVAL_NOTE = "approved by onward demo for you: the file holds the survey totals, nothing else"
 
 
 def _demo_path(db: str) -> str:
@@ -192,7 +206,9 @@ def run_demo(
         workers: tasks run at once by the worker (the faults are the same from run to run
             with one).
         crash: kill the worker with SIGKILL at about 40% of the tasks, then resume.
-        yes: replace ``db`` without asking when it is not a previous demo's log.
+        yes: answer yes to every question: replace ``db`` without asking when it is not a
+            previous demo's log, and let the worker approve the publication of the totals
+            itself (else the parent approves it from a second process, ``onward approve``).
         seed: the seed of the index service's faults.
         fresh: delete the log of earlier demo runs first, and start over.
         as_json: print the report as JSON.
@@ -230,6 +246,8 @@ def run_demo(
         f"onward demo: surveying {plan.selected} of {plan.found} .py files in {total} tasks: "
         f"{where}\nlog: {path} (SQLite, synchronous=FULL), session {session!r}{again}, "
         f"{workers} worker thread{'s' if workers > 1 else ''}, index service faults seed {seed}\n"
+        f"last, the totals go to {totals_path(path)} once approved "
+        f"({'by the worker: --yes' if yes else 'from a second process, as a person would'})\n"
     )
     hold = min(total - 1, math.ceil(CRASH_AT * total) + max(1, total // 10)) if crash else None
     crash_at = min(math.ceil(CRASH_AT * total), hold) if hold is not None else None
@@ -237,7 +255,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="onward-demo-") as scratch:
         journal = os.path.join(scratch, "steps.journal")
         child = spawn_worker(
-            path, workers, journal, plan=plan, hold=hold, session=session, seed=seed
+            path, workers, journal, plan=plan, hold=hold, session=session, seed=seed, yes=yes
         )
         children = [child]
         log: EventLog | None = None
@@ -248,6 +266,7 @@ def run_demo(
                 return 1
             log = open_log(f"sqlite:///{path}")
             watch = Watch(log, session)
+            approver = None if yes else Approver(path, APPROVAL_NOTE)
             killed = False
             # Kill once ~40% of the tasks are done, while a running task has recorded steps.
             while True:
@@ -255,6 +274,7 @@ def run_demo(
                 watch.update()
                 ended = watch.ended()
                 progress.show(ended, watch.files, "(worker 1)" + watch.note())
+                _answer(approver, watch, progress)
                 if (
                     crash_at is not None
                     and status is None
@@ -292,7 +312,14 @@ def run_demo(
                 )
                 restart = time.time()
                 child = spawn_worker(
-                    path, workers, journal, plan=None, hold=None, session=session, seed=seed
+                    path,
+                    workers,
+                    journal,
+                    plan=None,
+                    hold=None,
+                    session=session,
+                    seed=seed,
+                    yes=yes,
                 )
                 children.append(child)
                 progress.message(
@@ -301,6 +328,7 @@ def run_demo(
                 while child.poll() is None:
                     watch.update()
                     progress.show(watch.ended(), watch.files, "(worker 2, resumed)" + watch.note())
+                    _answer(approver, watch, progress)
                     time.sleep(POLL)
                 summary_line = wait_for(child, "done")
                 if child.returncode != 0 or summary_line is None:
@@ -345,7 +373,12 @@ def run_demo(
                 time.perf_counter() - started,
                 run=run,
                 seed=seed,
+                budget=BUDGET,
+                answered_from=None if approver is None else approver.answered,
             )
+            if report.approval is not None:
+                why = explain_decision(path, report.approval.decision_id, as_json=as_json)
+                report = msgspec.structs.replace(report, why=why)
         finally:
             for c in children:
                 if c.poll() is None:
@@ -359,8 +392,33 @@ def run_demo(
         out.write(msgspec.json.format(msgspec.json.encode(report)).decode() + "\n")
     else:
         out.write(render_report(report))
-    ok = report.verify.ok and report.tasks_unfinished == 0 and (not crash or report.crash)
+    published = report.approval is not None and report.approval.task_state == "succeeded"
+    ok = (
+        report.verify.ok
+        and report.tasks_unfinished == 0
+        and (not crash or report.crash is not None)
+        and published
+    )
     return 0 if ok else 1
+
+
+def _answer(approver: Approver | None, watch: Watch, progress: Progress) -> AnswerRun | None:
+    """Approve the request the log shows waiting, from a second process (once)."""
+    if approver is None:
+        return None
+    request = watch.approval.request
+    done = approver.answer(watch.approval)
+    if done is None or request is None:
+        return done
+    progress.message(
+        f"\nASKED: {request.question} (decision {done.decision_id[:12]}, impact {request.impact})"
+    )
+    verdict = "APPROVED" if done.status == 0 else f"the answer FAILED (exit {done.status})"
+    progress.message(
+        f"{verdict} from a second process (pid {done.pid}): onward approve "
+        f"{done.decision_id[:12]}... --note {done.note!r}"
+    )
+    return done
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -180,6 +180,7 @@ class Engine:
             rulebook=self.rulebook,
             projections=self._current_projections,
             defers=self._defers,
+            asked=self._asked,
         )
         self.components = components if components is not None else Components()
         self.boundary = Boundary(
@@ -702,6 +703,14 @@ class Engine:
         state = self._host.projections.flow.state(session)
         return self.flow.defers(state, urgent=urgent, impact=impact)
 
+    def _asked(self, decision_id: str, question: str, session: str) -> None:
+        """An approval request not deferred: hand it to ``on_interruption`` now."""
+        self.boundary.notify(
+            Interruption(
+                interruption_id=decision_id, kind="approval", summary=question, session=session
+            )
+        )
+
     def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
         """Tell people something: at once, or at the next task boundary while the session flows.
 
@@ -853,6 +862,7 @@ class Engine:
         )
         batch.add(TaskWaiting(reason=f"component {component} has no workaround left"), requested)
         run.commit(batch)
+        self._asked(cause, f"component {component!r} has no workaround left", self.session)
         raise Suspended()
 
     def _recorded_degradation(
@@ -916,6 +926,18 @@ class Engine:
     def degradation(self) -> DegradationView:
         """This session's degradation: its level, quality lost and failed components."""
         return self.refresh().degradation.view(self.session)
+
+    def workaround(self, component: str) -> str | None:
+        """The workaround standing in for a component now, or None when it is not degraded.
+
+        Raises:
+            UsageError: an unregistered component.
+        """
+        self.components.get(component)
+        view = self.refresh().degradation.component(self.session, component)
+        if view is None or view.state != "degraded":
+            return None
+        return view.workaround or None
 
     def _record_session(
         self, events: Sequence[Event], *, chain: bool = True, first_cause: str = ""

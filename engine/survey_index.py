@@ -11,9 +11,13 @@ It stands in, in process, for a remote search index, and fails the way such serv
   engine :class:`UseBackupIndex` (``onward learn SIGNATURE use-backup-index``);
 - **an outage** (:class:`Outage`): the service is down when the survey starts
   (:class:`IndexUnavailable` on every call) until the circuit breaker of the ``index-service``
-  dependency has opened and half-opened once; it is then back, and the breaker closes (at once,
-  unless the trial call meets that task's own fault). Meanwhile the tasks go on reading and
-  parsing, and wait at ``summarise`` for the half-open moment.
+  dependency has opened and, either, half-opened once, or :data:`REPAIR_TASKS` tasks of the
+  session have ended since the worker reported the service down (``engine.degrade``: the
+  operators' repair, measured in the session's own work). It is then back: its health check
+  (:meth:`IndexService.up`) passes, and the breaker closes at its trial call (at once, unless
+  the trial call meets that task's own fault). Meanwhile the tasks go on reading and parsing;
+  those that reach ``summarise`` before the breaker opens wait there for the half-open moment,
+  and those that come after file with the :data:`WORKAROUNDS` while the service is down.
 
 Every fate is a function of the seed, the task and what the session's log records (the calls
 made, the breaker's moves), never of a random stream or of the wall clock: a worker killed with
@@ -31,23 +35,30 @@ from typing import Any
 
 import msgspec
 
+from engine.degradation import Workaround
 from engine.fixes import Remedy, StepCall
 from events import (
     BreakerHalfOpened,
+    ComponentFailed,
     EventLog,
     FixAttempted,
     FixFailed,
     FixSucceeded,
     StepCompleted,
     StepFailed,
+    TaskFailed,
+    TaskSucceeded,
 )
 
 __all__ = [
+    "BACKUP",
     "DEFAULT_SEED",
     "DEPENDENCY",
     "FAULT_RATES",
     "OUTAGE_AT",
     "OUTAGE_MIN_TASKS",
+    "REPAIR_TASKS",
+    "WORKAROUNDS",
     "Fault",
     "IndexBusy",
     "IndexService",
@@ -74,6 +85,18 @@ FAULT_RATES: tuple[tuple[str, float], ...] = (
 OUTAGE_AT = 0.0
 #: Sessions with fewer tasks have no outage (it would be most of their run).
 OUTAGE_MIN_TASKS = 10
+#: The outage ends once this many of the session's tasks have ended since the service was
+#: reported down (unless the breaker half-opened first).
+REPAIR_TASKS = 3
+#: What the survey files with while the index service is down: the backup index.
+BACKUP = Workaround(
+    name="backup-index",
+    quality_loss=0.1,
+    description="file the totals with the backup index, rebuilt nightly: searchable, ranked "
+    "a day late",
+)
+#: The index service's ladder of workarounds (``engine.component``).
+WORKAROUNDS = (BACKUP,)
 
 
 class QuotaExceeded(Exception):
@@ -160,6 +183,8 @@ class IndexService:
         self.last_ok = True
         self.outage_failures = 0
         self.half_opens = 0
+        self.reported_down = False
+        self.ended_since_report = 0
         # Per task stream: the recorded calls that were not refused by the outage.
         self._served: Counter[str] = Counter()
         # Fixes whose step has not run again yet: (stream, step index).
@@ -200,12 +225,24 @@ class IndexService:
                 "'onward-demo'"
             )
 
+    def up(self) -> bool:
+        """The service's health check (``GET /health``): False while the outage lasts.
+
+        It is no call: the outage's calls and faults do not count it.
+        """
+        with self._lock:
+            self._catch_up()
+            return not (self.outage_failures and not self._over())
+
+    def _over(self) -> bool:
+        return self.half_opens > 0 or self.ended_since_report >= REPAIR_TASKS
+
     def _down(self) -> bool:
         outage = self.outage
         if outage is None:
             return False
         if self.outage_failures:
-            return self.half_opens == 0
+            return not self._over()
         return self.calls >= outage.after and self.last_ok and not self._fixes_waiting
 
     def _catch_up(self) -> None:
@@ -229,6 +266,12 @@ class IndexService:
         elif isinstance(event, BreakerHalfOpened):
             if event.dependency == DEPENDENCY and self.outage_failures:
                 self.half_opens += 1
+        elif isinstance(event, ComponentFailed):
+            if event.component == DEPENDENCY and self.outage_failures:
+                self.reported_down = True
+        elif isinstance(event, TaskSucceeded | TaskFailed):
+            if self.reported_down:
+                self.ended_since_report += 1
         elif isinstance(event, FixAttempted) and event.step_index is not None:
             self._fixes_waiting.add((stream, event.step_index))
         elif isinstance(event, FixSucceeded | FixFailed) and event.step_index is not None:

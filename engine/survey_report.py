@@ -1,7 +1,8 @@
 """What ``onward demo`` reports: the survey's totals, what the crash cost, what healing did
 (errors by signature, fixes and their success rates, retries, the breaker's moves, what was
-learned, and on a later run the errors fixed on first sight), the log's check, and the commands
-to inspect the log."""
+learned, and on a later run the errors fixed on first sight), how the session degraded and
+recovered, the error budget's decisions, the approval and who gave it, the log's check, the
+commands to inspect the log, and last ``onward why`` on the approval's decision."""
 
 from __future__ import annotations
 
@@ -14,14 +15,25 @@ from collections.abc import Callable
 
 import msgspec
 
+from engine.budget import ErrorBudget
 from engine.survey import Totals
+from engine.survey_approval import AnswerRun, ApprovalStory, WhyRun
+from engine.survey_budget import BudgetStory, budget_rows
+from engine.survey_degradation import Degradation, degradation_rows
 from engine.survey_healing import Healing, SignatureLine, healing
 from engine.survey_index import DEPENDENCY
 from engine.survey_plan import Plan
 from engine.survey_watch import Watch
 from events import VerifyReport
 
-__all__ = ["CrashReport", "DemoReport", "build_report", "journal_lines", "render_report"]
+__all__ = [
+    "CrashReport",
+    "DemoReport",
+    "build_report",
+    "journal_lines",
+    "onward_command",
+    "render_report",
+]
 
 
 class CrashReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +82,10 @@ class DemoReport(msgspec.Struct, frozen=True, kw_only=True):
         steps: the step outcomes recorded (each try, completed or failed).
         step_executions: the step tries that ran (the journal's lines).
         healing: what healing did.
+        degradation: how the session degraded and recovered.
+        budget: the error budget's decisions.
+        approval: the approval request, its decision and its answer (None: nothing was asked).
+        why: ``onward why`` on the approval's decision (its ``--json`` object with ``--json``).
     """
 
     db: str
@@ -98,6 +114,10 @@ class DemoReport(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
     verify: VerifyReport
     commands: list[str]
+    degradation: Degradation
+    budget: BudgetStory
+    approval: ApprovalStory | None
+    why: WhyRun | None = None
 
 
 def journal_lines(journal: str) -> list[str]:
@@ -109,7 +129,7 @@ def journal_lines(journal: str) -> list[str]:
         return []
 
 
-def _onward() -> str:
+def onward_command() -> str:
     """How to call the ``onward`` command from here."""
     if shutil.which("onward"):
         return "onward"
@@ -135,8 +155,10 @@ def build_report(
     *,
     run: int = 1,
     seed: int = 0,
+    budget: ErrorBudget | None = None,
+    answered_from: AnswerRun | None = None,
 ) -> DemoReport:
-    """The demo's report.
+    """The demo's report (its ``why`` is added once the run is reported).
 
     Args:
         path: the log file.
@@ -148,6 +170,8 @@ def build_report(
         seconds: how long the demo took.
         run: which run of the demo on this log it is.
         seed: the seed of the index service's faults.
+        budget: the error budget the worker ran with.
+        answered_from: the parent's ``onward approve``, if it ran.
     """
     tasks = watch.tasks()
     totals = [msgspec.convert(v, Totals) for v in watch.results.values()]
@@ -159,7 +183,7 @@ def build_report(
             root = t.label.partition("/")[0]
             if len(examples.setdefault(e.kind, [])) < 3:
                 examples[e.kind].append(f"{root}/{e.path}: {e.message}")
-    onward = _onward()
+    onward = onward_command()
     db = shlex.quote(os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path)
     show = (crash.in_flight[0] if crash and crash.in_flight else None) or (
         tasks[0].task_id if tasks else "TASK"
@@ -176,6 +200,13 @@ def build_report(
     ]
     if healed.healed_task is not None:
         commands.append(f"{onward} show {healed.healed_task} --db {db}")
+    approval = watch.approval.story(
+        watch.task_state(watch.approval.request.subject) if watch.approval.request else "",
+        answered_from,
+    )
+    if approval is not None:
+        commands.append(f"{onward} approvals --db {db}")
+        commands.append(f"{onward} why {approval.decision_id} --db {db}")
     commands.append(f"{onward} verify --db {db}")
     learned = [
         # --custom: the fix is the demo's own, registered by its worker, not a built-in one.
@@ -210,6 +241,9 @@ def build_report(
         seconds=round(seconds, 3),
         verify=verify,
         commands=commands,
+        degradation=watch.degradation.story(),
+        budget=watch.budget.story(budget or ErrorBudget()),
+        approval=approval,
     )
 
 
@@ -331,6 +365,9 @@ def render_report(r: DemoReport) -> str:
             "run the demo again on this log: a new session, where the errors fixed or taught "
             "in this one are fixed on first sight",
         )
+    for heading, text in degradation_rows(r.degradation) + budget_rows(r.budget):
+        row(heading, text)
+    _render_approval(r, row)
     row("total time", f"{r.seconds:.1f} s")
     v = r.verify
     row(
@@ -341,7 +378,55 @@ def render_report(r: DemoReport) -> str:
     )
     lines += ["", "inspect the log:"]
     lines += [f"  {command}" for command in r.commands]
+    if r.why is not None:
+        lines += ["", f"why did the engine ask? {_why_command(r)}", ""]
+        lines += [f"  {line}".rstrip() for line in r.why.text.splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _db(r: DemoReport) -> str:
+    relative = os.path.relpath(r.db)
+    return shlex.quote(relative if not relative.startswith("..") else r.db)
+
+
+def _why_command(r: DemoReport) -> str:
+    assert r.why is not None
+    return f"{onward_command()} why {r.why.decision_id} --db {_db(r)}"
+
+
+def _render_approval(r: DemoReport, row: Callable[[str, str], None]) -> None:
+    a = r.approval
+    if a is None:
+        row("approval", "none asked")
+        return
+    forced = f", forced by rule {a.rule}" if a.rule else ""
+    score = "-" if a.confidence is None else f"{a.confidence:.2f}"
+    row(
+        "approval",
+        f"{a.action} (impact {a.impact}) asked at {a.asked_at:.1f} s: confidence {score}, "
+        f"strategy {a.strategy}{forced}",
+    )
+    row("", f"  asked: {_clip(a.question, 100)}")
+    if not a.answer:
+        row("", f"  no answer yet: `{onward_command()} approve {a.decision_id} --db {_db(r)}`")
+    else:
+        after = f" after {a.waited:.2f} s" if a.waited is not None else ""
+        row("", f'  {a.answer}{after} by {a.by or "someone unnamed"}: "{_clip(a.note, 80)}"')
+        source = a.answered_from
+        if source is not None:
+            row("", f"  from a second process (pid {source.pid}, exit {source.status}):")
+            row(
+                "",
+                f"    {onward_command()} approve {source.decision_id} --db {_db(r)} "
+                f"--note {shlex.quote(source.note)}",
+            )
+        who = "the same worker (--yes)" if a.actor == a.asked_by else f"{a.actor}"
+        row("", f"  asked by worker {a.asked_by}; answer appended by {who}")
+    if a.checked is not None:
+        held = "held" if a.checked else "FAILED" + (", undone" if a.undone else "")
+        where = f": {a.published}" if a.published else ""
+        row("", f"  the action ran; its check read the file back: {held}{where}")
+    row("", f"  task {a.task_id}: {a.task_state}")
 
 
 def _render_healing(h: Healing, row: Callable[[str, str], None]) -> None:

@@ -6,20 +6,27 @@ from __future__ import annotations
 from collections import Counter
 from typing import IO, Any
 
+from engine.survey_approval import ApprovalFold
+from engine.survey_budget import BudgetFold
+from engine.survey_degradation import DegradationFold
 from engine.survey_healing import HealingFold
 from engine.survey_index import DEPENDENCY
 from events import EventLog, StepCompleted, StepFailed, TaskSucceeded
 from projections import Projections, TaskView
 from projections.task import TASK_PREFIX
 
-__all__ = ["Progress", "Watch"]
+__all__ = ["SURVEY", "Progress", "Watch"]
+
+#: The survey tasks' name.
+SURVEY = "survey"
 
 
 class Watch:
     """Folds the log read-only, as the worker appends to it.
 
     Only the run's session counts; earlier runs on the same log still fold into the projections
-    (what the engine learned spans sessions).
+    (what the engine learned spans sessions). The tasks are the survey's (``survey``); the
+    ``publish`` task that follows them is the approval's (``approval``).
 
     Args:
         log: the log.
@@ -28,10 +35,13 @@ class Watch:
     Attributes:
         projections: the log folded so far.
         healing: the session's errors, fixes, retries and breaker moves folded so far.
+        degradation: the session's component failures, workarounds and restorations.
+        budget: the session's error-budget decisions.
+        approval: the session's approval request, its decision and its answer.
         step_outcomes: the session's step outcomes (each try, completed or failed) folded.
         outcomes: those outcomes by step idempotency key (``<task id>:<step index>``).
         files: files read (``read`` steps with a final outcome).
-        results: each succeeded task's result, by stream.
+        results: each succeeded survey task's result, by stream.
     """
 
     def __init__(self, log: EventLog, session: str) -> None:
@@ -39,6 +49,9 @@ class Watch:
         self.session = session
         self.projections = Projections()
         self.healing = HealingFold(session)
+        self.degradation = DegradationFold(session)
+        self.budget = BudgetFold(session)
+        self.approval = ApprovalFold(session)
         self.step_outcomes = 0
         self.outcomes: Counter[str] = Counter()
         self.files = 0
@@ -47,11 +60,13 @@ class Watch:
     def update(self) -> None:
         """Fold the events appended since the last call."""
         projections = self.projections
-        healing = self.healing
         session = self.session
         for r in self.log.read(after=projections.position, page_size=5000):
             projections.apply(r)
-            healing.apply(r)
+            self.healing.apply(r)
+            self.degradation.apply(r)
+            self.budget.apply(r)
+            self.approval.apply(r)
             if r.meta.session != session:
                 continue
             event = r.event
@@ -61,7 +76,7 @@ class Watch:
                 final = isinstance(event, StepCompleted) or event.final
                 if final and event.name == "read":
                     self.files += 1
-            elif isinstance(event, TaskSucceeded):
+            elif isinstance(event, TaskSucceeded) and self.task_name(r.stream) == SURVEY:
                 self.results[r.stream] = event.result
 
     @property
@@ -69,10 +84,21 @@ class Watch:
         """The last position folded."""
         return self.projections.position
 
+    def task_name(self, stream: str) -> str:
+        """The name of the task of a stream ("" when it is no task's)."""
+        view = self.projections.tasks.tasks.get(stream[len(TASK_PREFIX) :])
+        return "" if view is None else view.name
+
+    def task_state(self, task_id: str) -> str:
+        """A task's state ("" when the log holds no such task)."""
+        view = self.projections.tasks.tasks.get(task_id)
+        return "" if view is None else view.state
+
     def tasks(self) -> list[TaskView]:
-        """The session's tasks, in submission order."""
+        """The session's survey tasks, in submission order."""
         found = self.projections.tasks.tasks.values()
-        return sorted((t for t in found if t.session == self.session), key=lambda t: t.order)
+        mine = (t for t in found if t.session == self.session and t.name == SURVEY)
+        return sorted(mine, key=lambda t: t.order)
 
     def note(self) -> str:
         """What healing is doing now, for the progress line ("" when nothing to say)."""
@@ -81,6 +107,10 @@ class Watch:
         state = self.projections.breakers.get(DEPENDENCY).state
         if state != "closed":
             note += f", {DEPENDENCY} breaker {state.replace('_', '-')}"
+        if self.degradation.level != "full":
+            note += f", degraded ({self.degradation.level})"
+        if self.approval.waiting() is not None:
+            note += ", waiting for an approval"
         return note
 
     def ended(self) -> int:

@@ -1,21 +1,20 @@
 """The survey's worker: the child process that does the work (part of ``onward demo``).
 
 ``python -m engine.demo`` opens a session (``demo``, or ``demo-2``... on the log of earlier
-runs) on ``sqlite:///<db>``, registers the ``survey`` task and its steps, the index service it
-files totals with (:mod:`engine.survey_index`) and the fix a person may teach for it, submits the
-plan it reads on stdin (with ``--submit``) and runs it. Then it does what a person reading
+runs) on ``sqlite:///<db>``, registers the survey's tasks (:mod:`engine.survey_tasks`) and the
+last one, which publishes the totals once a person approves (:mod:`engine.survey_publish`); it
+submits the plan it reads on stdin (with ``--submit``) and runs it, waiting for the approval
+(with ``--yes`` it approves it itself), and resuming the session if its error budget pauses
+it, as a person would (:func:`run_survey`). Then it does what a person reading
 ``onward errors`` would: it teaches the engine ``use-backup-index`` for the quota errors it gave
-up (:func:`teach`). It tells the parent where it is with one JSON :class:`WorkerMessage` a line
-on stdout: ``ready`` once the tasks are submitted, ``done`` with the run's summary.
+up (:func:`~engine.survey_tasks.teach`). It tells the parent where it is with one JSON
+:class:`WorkerMessage` a line on stdout: ``ready`` once the tasks are submitted, ``done`` with
+the run's summary.
 
 Healing is tuned so that the demo takes about a minute, not an afternoon: retries wait 0.1 to
-2 s (:data:`RETRIES`) and the breaker cools down for 2 s (:data:`BREAKERS`); every wait is
-durable, as in production.
-
-Every step also writes its idempotency key to a journal before it works, standing for an
-external effect: that is how the parent counts the steps that really ran twice. With
-``--hold-after N``, once N tasks have finished, the worker holds its next step (as a slow model
-call would) until the parent's SIGKILL, so the kill cannot miss a fast run.
+2 s (:data:`RETRIES`), the breaker cools down for 2 s (:data:`BREAKERS`) and the error budget
+slows the run down by a fraction of a second, not half a minute (:data:`BUDGET`); every wait
+is durable, as in production.
 """
 
 from __future__ import annotations
@@ -24,48 +23,36 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
 
 import msgspec
 
 from engine.breaker import BreakerPolicy
+from engine.budget import ErrorBudget
 from engine.engine import Engine
 from engine.retry import RetryBudget, RetryPolicies, RetryPolicy
 from engine.scheduler import RunSummary
-from engine.survey import (
-    FileFacts,
-    FileOutcome,
-    Shape,
-    Totals,
-    file_error,
-    parse_source,
-    read_file,
-    read_source,
-    summarise,
-)
-from engine.survey_index import (
-    DEFAULT_SEED,
-    DEPENDENCY,
-    IndexService,
-    QuotaExceeded,
-    UseBackupIndex,
-    plan_outage,
-)
+from engine.survey_index import DEFAULT_SEED, plan_outage
 from engine.survey_plan import Plan
-from events import Jitter, OnwardError
-from projections import task_stream
+from engine.survey_publish import totals_path
+from engine.survey_tasks import register, submit, teach
+from events import Jitter
 
 __all__ = [
+    "APPROVAL_PATIENCE",
     "BREAKERS",
+    "BUDGET",
+    "MAX_RESUMES",
+    "RESUME_REASON",
     "RETRIES",
     "RETRY_BUDGET",
     "SESSION",
+    "YES_BY",
     "WorkerMessage",
-    "register",
+    "approve_waiting",
+    "run_survey",
     "spawn_worker",
-    "teach",
     "wait_for",
     "worker_main",
 ]
@@ -80,141 +67,37 @@ RETRIES = RetryPolicies(
 RETRY_BUDGET = RetryBudget(limit=100, window=60.0)
 #: A breaker opens after 5 failures in a row and cools down for 2 s.
 BREAKERS = BreakerPolicy(failures=5, cooldown=2.0)
+#: 10 failed tries in 30 s; while the burn rate rises (the newer half of the window holds more
+#: than 3 times the errors of the older half: a burst such as the outage, not steady noise),
+#: 0.05 s between tasks.
+BUDGET = ErrorBudget(limit=10, window=30.0, slow_down=0.05, rising=3.0)
+#: How long the worker looks for a person's answer once only the approval is left, in seconds.
+APPROVAL_PATIENCE = 120.0
+#: Who approves with ``--yes``.
+YES_BY = "onward demo --yes"
+#: How often the worker resumes a session its error budget paused, in one run.
+MAX_RESUMES = 3
+#: Why it does.
+RESUME_REASON = (
+    "onward demo resumed it, as a person would once `onward why` shows the errors that paused it"
+)
 
 
-class _Gate:
-    """The crash point's backstop: once ``after`` tasks have finished, hold every step that
-    follows a recorded one in its task (so the kill lands mid-task, with steps to replay)."""
-
-    def __init__(self, after: int | None) -> None:
-        self.after = after
-        self.finished = 0
-        self._lock = threading.Lock()
-
-    def task_finished(self) -> None:
-        with self._lock:
-            self.finished += 1
-
-    def pass_through(self, index: int) -> None:
-        if self.after is not None and self.finished >= self.after and index > 0:
-            threading.Event().wait()  # a step that never answers; the parent's SIGKILL ends it
-
-
-def register(
-    engine: Engine,
-    *,
-    seed: int = DEFAULT_SEED,
-    journal: str | None = None,
-    hold_after: int | None = None,
-) -> IndexService:
-    """Register the demo's task (``survey``), steps (``read``, ``parse``, ``summarise``) and the
-    fix ``use-backup-index`` (offered only where learned).
-
-    Args:
-        engine: the engine.
-        seed: the seed of the index service's faults.
-        journal: a file each step appends its idempotency key to before it works.
-        hold_after: hold every step once this many tasks have finished in this process.
+def approve_waiting(engine: Engine) -> list[str]:
+    """Approve every request of the session that waits for an answer (``--yes``).
 
     Returns:
-        The index service ``summarise`` files with; set its ``outage`` once the session's tasks
-        are submitted (:func:`~engine.survey_index.plan_outage`; no outage until then).
+        The decision ids approved.
     """
-    if engine.healer is not None and UseBackupIndex.name not in engine.healer.fixes:
-        engine.healer.fixes.register(UseBackupIndex())
-    service = IndexService(engine.log, session=engine.session, seed=seed, outage=None)
-    gate = _Gate(hold_after)
-    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if journal else None
-
-    def effect() -> None:
-        key = engine.idempotency_key()
-        if fd is not None:
-            os.write(fd, f"{key}\n".encode())
-        gate.pass_through(int(key.rpartition(":")[2]))
-
-    # The parameter is ``filename``, not ``path``: fixes take ``path`` for a file a step writes.
-    @engine.step(name="read", hints={"encoding": "encoding"})
-    def read_step(filename: str, encoding: str = "utf-8") -> FileFacts:
-        effect()
-        return read_file(filename, encoding)
-
-    @engine.step(name="parse", hints={"code": "source"})
-    def parse_step(source: str, name: str) -> Shape:
-        effect()
-        return parse_source(source, name)
-
-    @engine.step(name="summarise", breaker=DEPENDENCY, hints={"timeout": "timeout"})
-    def summarise_step(
-        label: str, outcomes: list[FileOutcome], timeout: float = 1.0, index: str = "primary"
-    ) -> Totals:
-        effect()
-        task_id = engine.idempotency_key().rpartition(":")[0]
-        service.publish(label, stream=task_stream(task_id), timeout=timeout, index=index)
-        return summarise(label, outcomes, index=index)
-
-    @engine.task(name="survey")
-    def survey(label: str, root: str, files: list[str]) -> Totals:
-        origin = label.partition("/")[0]
-        outcomes: list[FileOutcome] = []
-        for i, rel in enumerate(files, 1):
-            path = os.path.join(root, rel)
-            try:
-                facts = read_step(path)
-            except OnwardError:
-                raise  # the engine's own errors (a changed history, a conflict) are not files'
-            except Exception as exc:
-                outcomes.append(FileOutcome(rel, error=file_error(rel, "read", exc)))
-                continue
-            try:
-                # The text goes to ``parse`` as an argument (so fixes can repair it), read again
-                # in the encoding ``read`` settled on; only the counts are recorded.
-                shape = parse_step(read_source(path, facts.encoding), f"{origin}/{rel}")
-            except OnwardError:
-                raise
-            except Exception as exc:
-                outcomes.append(FileOutcome(rel, facts, error=file_error(rel, "parse", exc)))
-            else:
-                outcomes.append(FileOutcome(rel, facts, shape))
-            if len(files) >= 30 and i % 10 == 0:
-                engine.progress(i / len(files), rel)
-        try:
-            totals = summarise_step(label, outcomes)
-        except OnwardError:
-            raise
-        except Exception as exc:  # given up: the totals stand, unindexed
-            totals = msgspec.structs.replace(
-                summarise(label, outcomes), index_error=file_error(label, "summarise", exc)
-            )
-        gate.task_finished()
-        return totals
-
-    return service
-
-
-def teach(engine: Engine) -> list[str]:
-    """Do what a person reading ``onward errors`` after the run would: the quota errors of the
-    primary index were given up, and the backup index has no quota, so teach the engine
-    ``use-backup-index`` for their signatures (``onward learn SIGNATURE use-backup-index``).
-
-    Returns:
-        The signatures taught.
-    """
-    quota = f"{QuotaExceeded.__module__}.{QuotaExceeded.__qualname__}"
-    taught: list[str] = []
-    for signature, view in sorted(engine.refresh().errors.signatures.items()):
-        if (
-            view.error_type == quota
-            and engine.session in view.sessions
-            and view.best_fix is None
-            and UseBackupIndex.name not in view.learned
-        ):
-            engine.learn(
-                signature,
-                UseBackupIndex.name,
-                note="the primary index ran out of quota; the backup index has none",
-            )
-            taught.append(signature)
-    return taught
+    approved: list[str] = []
+    for approval in engine.approvals(session=engine.session):
+        engine.approve(
+            approval.decision_id,
+            note="--yes: answer yes to every question",
+            by=f"{YES_BY} (the worker, pid {os.getpid()})",
+        )
+        approved.append(approval.decision_id)
+    return approved
 
 
 class WorkerMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -240,6 +123,49 @@ def _tell_parent(message: WorkerMessage) -> None:
     sys.stdout.flush()
 
 
+def _added(a: RunSummary, b: RunSummary) -> RunSummary:
+    """Two runs' summaries as one."""
+    return RunSummary(
+        runs=a.runs + b.runs,
+        succeeded=a.succeeded + b.succeeded,
+        failed=a.failed + b.failed,
+        waiting=a.waiting + b.waiting,
+        cancelled=a.cancelled + b.cancelled,
+        missed=a.missed + b.missed,
+        recovered=a.recovered + b.recovered,
+        steps_run=a.steps_run + b.steps_run,
+        steps_replayed=a.steps_replayed + b.steps_replayed,
+        elapsed=a.elapsed + b.elapsed,
+        paused=b.paused,
+    )
+
+
+def run_survey(
+    engine: Engine, *, workers: int = 1, yes: bool = False, patience: float = APPROVAL_PATIENCE
+) -> RunSummary:
+    """Run the session's tasks to the end, as the demo's worker does.
+
+    Without ``yes`` the run looks for a person's answer to the approval request for up to
+    ``patience`` seconds (:meth:`Engine.run`'s ``await_approvals``); with it, the worker
+    approves the request itself at once (:func:`approve_waiting`) and runs on. When the error
+    budget pauses the session, the worker does what a person reading ``onward why`` would: it
+    resumes it (at most :data:`MAX_RESUMES` times).
+
+    Returns:
+        What the runs did, added up.
+    """
+    wait = 0.0 if yes else patience
+    summary = engine.run(workers=workers, await_approvals=wait)
+    for _ in range(MAX_RESUMES + 1):
+        if summary.paused and engine.resume(RESUME_REASON):
+            summary = _added(summary, engine.run(workers=workers, await_approvals=wait))
+        elif yes and approve_waiting(engine):
+            summary = _added(summary, engine.run(workers=workers))
+        else:
+            break
+    return summary
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """The child process: open the session, submit the plan read from stdin, run it."""
     parser = argparse.ArgumentParser(prog="python -m engine.demo")
@@ -250,6 +176,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--submit", action="store_true", help="read a plan on stdin, submit it")
     parser.add_argument("--hold-after", type=int, default=None)
     parser.add_argument("--journal", default=None)
+    parser.add_argument("--yes", action="store_true", help="approve the requests at once")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # SyntaxWarnings from other people's code are not the point
     plan = msgspec.json.decode(sys.stdin.buffer.read(), type=Plan) if args.submit else None
@@ -259,16 +186,22 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         retries=RETRIES,
         retry_budget=RETRY_BUDGET,
         breakers=BREAKERS,
+        budget=BUDGET,
         seed=args.seed,
     ) as engine:
-        service = register(engine, seed=args.seed, journal=args.journal, hold_after=args.hold_after)
+        service = register(
+            engine,
+            seed=args.seed,
+            journal=args.journal,
+            hold_after=args.hold_after,
+            publish_to=totals_path(args.db),
+        )
         if plan is not None:
-            for unit in plan.units:
-                engine.submit("survey", unit.label, unit.root, unit.files, key=unit.label)
+            submit(engine, plan)
         tasks = len(engine.tasks())
-        service.outage = plan_outage(tasks)
+        service.outage = plan_outage(sum(t.name == "survey" for t in engine.tasks()))
         _tell_parent(WorkerMessage(event="ready", pid=os.getpid(), tasks=tasks))
-        summary = engine.run(workers=args.workers)
+        summary = run_survey(engine, workers=args.workers, yes=args.yes)
         taught = teach(engine)
         _tell_parent(WorkerMessage(event="done", pid=os.getpid(), summary=summary, taught=taught))
     return 0
@@ -283,6 +216,7 @@ def spawn_worker(
     hold: int | None,
     session: str = SESSION,
     seed: int = DEFAULT_SEED,
+    yes: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a worker (``python -m engine.demo``) on the log at ``path``.
 
@@ -294,6 +228,7 @@ def spawn_worker(
         hold: hold every step once this many tasks have finished (None: never).
         session: the session to open.
         seed: the seed of the index service's faults.
+        yes: approve the approval requests itself, at once (else wait for a person's answer).
     """
     command = [
         sys.executable,
@@ -314,6 +249,8 @@ def spawn_worker(
         command.append("--submit")
     if hold is not None:
         command += ["--hold-after", str(hold)]
+    if yes:
+        command.append("--yes")
     child = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False, close_fds=True
     )

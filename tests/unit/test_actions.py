@@ -313,3 +313,26 @@ def test_answering_an_unknown_or_cancelled_request(db: str, clock: FakeClock) ->
         engine.cancel(task_id)
         with pytest.raises(InvalidTransition):
             engine.approve(request.decision_id)
+
+
+def test_an_approval_request_reaches_on_interruption_at_once(db: str, clock: FakeClock) -> None:
+    from engine import Interruption
+
+    heard: list[Interruption] = []
+    with open_engine(db, clock, on_interruption=heard.append) as engine:
+
+        @engine.action(impact="high", question="ship it?")
+        def ship() -> str:
+            return "shipped"
+
+        @engine.task()
+        def job() -> str:
+            return ship()
+
+        engine.submit(job)
+        engine.run()
+        (request,) = engine.approvals()
+        assert [(i.kind, i.interruption_id, i.summary) for i in heard] == [
+            ("approval", request.decision_id, "ship it?")
+        ]
+        assert heard[0].deferred_for == 0.0

@@ -347,8 +347,9 @@ def test_decisions_without_a_score_say_so(
     status, out, _ = run(capsys, "why", decided.retries[0][0], "--db", decided.db)
     assert status == 0
     assert "  rule          error." in out  # the rulebook's rule for timeouts
-    for name in ("strategy", "confidence", "factors", "thresholds"):
+    for name in ("strategy", "confidence", "factors"):
         assert f"  {name.ljust(12)}  -\n" in out
+    assert "  thresholds    max_attempts=" in out  # the retry policy's limit in force
     assert "\n  answer " not in out
     assert "\n  asked " not in out
     [row] = why_json(capsys, decided.db, decided.retries[0][0]).decisions

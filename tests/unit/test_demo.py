@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import pytest
 
-from engine import Engine, StepCall
+from engine import Engine, ErrorBudget, StepCall
 from engine.cli import main
 from engine.demo import (
     DEFAULT_SEED,
@@ -33,15 +37,44 @@ from engine.demo import (
 from engine.survey_healing import Healing, healing
 from engine.survey_index import (
     FAULT_RATES,
+    REPAIR_TASKS,
     QuotaExceeded,
     UseBackupIndex,
     fault_for,
     plan_outage,
 )
 from engine.survey_plan import Plan
+from engine.survey_publish import SurveyTotals, totals_path
+from engine.survey_tasks import BACKUP_STEP, submit, teach
 from engine.survey_watch import Watch
-from engine.survey_worker import BREAKERS, RETRIES, RETRY_BUDGET, teach
-from events import StepCompleted, StepFailed, TaskLeaseExpired, open_log
+from engine.survey_worker import (
+    BREAKERS,
+    BUDGET,
+    RESUME_REASON,
+    RETRIES,
+    RETRY_BUDGET,
+    YES_BY,
+    run_survey,
+    spawn_worker,
+    wait_for,
+)
+from events import (
+    ActionChecked,
+    ApprovalGranted,
+    ApprovalRequested,
+    BreakerHalfOpened,
+    ComponentFailed,
+    ComponentRestored,
+    DecisionMade,
+    Recorded,
+    SessionResumed,
+    StepCompleted,
+    StepFailed,
+    TaskClaimed,
+    TaskLeaseExpired,
+    WorkaroundApplied,
+    open_log,
+)
 from projections import CatchUp
 
 ONWARD = str(Path(sys.executable).parent / "onward")
@@ -105,6 +138,85 @@ def test_demo_crashes_resumes_and_leaves_a_clean_log(tmp_path: Path) -> None:
             assert all(n == 1 for n in outcomes.values()), task.task_id
             assert sorted(outcomes) == list(range(len(outcomes)))  # no gaps either
         assert files == 60
+        records = list(log.read())
+    degraded_then_restored(records, "demo")
+    budget_decided(records, "demo")
+    granted = approved_by_another_process(records, "demo")
+    assert granted.by.startswith("onward-cli:")  # `onward approve`, run by the parent
+    assert "ASKED: publish the survey's totals" in done.stderr
+    assert "APPROVED from a second process" in done.stderr
+    # The report ends with `onward why` on the approval's decision.
+    why = out[out.index("why did the engine ask?") :]
+    assert f"decision {granted.decision_id}" in why
+    assert "kind          confidence" in why
+    assert "rule          action.destructive-high-impact" in why
+    assert "answer        approved by onward-cli:" in why
+    assert "chain of causes" in why
+    assert Path(totals_path(str(db))).exists()
+
+
+def session_records(records: list[Recorded], session: str) -> list[Recorded]:
+    return [r for r in records if r.meta.session == session]
+
+
+def degraded_then_restored(records: list[Recorded], session: str) -> None:
+    """The index service was reported down, the backup index stood in, and its health check
+    restored it at a task boundary."""
+    mine = session_records(records, session)
+    failed = [r for r in mine if isinstance(r.event, ComponentFailed)]
+    applied = [r for r in mine if isinstance(r.event, WorkaroundApplied)]
+    restored = [r for r in mine if isinstance(r.event, ComponentRestored)]
+    assert failed
+    assert applied
+    assert restored
+    assert {r.event.component for r in failed} == {"index-service"}
+    assert applied[0].event.workaround == "backup-index"
+    assert applied[0].event.level.value == "minor"
+    assert failed[0].position < applied[0].position < restored[0].position
+    assert restored[0].stream == f"session-{session}"  # at a task boundary
+    assert restored[-1].event.level.value == "full"
+    assert len(restored) == len(applied)
+    filed = [r for r in mine if isinstance(r.event, StepCompleted) and r.event.name == BACKUP_STEP]
+    assert filed  # the task that reported it down filed with the backup index, at least
+    assert all(applied[0].position < r.position < restored[-1].position for r in filed)
+
+
+def budget_decided(
+    records: list[Recorded], session: str, budget: ErrorBudget = BUDGET
+) -> list[DecisionMade]:
+    """The error budget recorded at least one decision, in the session's stream."""
+    mine = session_records(records, session)
+    failed = sum(isinstance(r.event, StepFailed) for r in mine)
+    assert failed >= budget.limit  # enough failed tries for the budget to speak
+    decisions = [
+        r.event for r in mine if isinstance(r.event, DecisionMade) and r.event.kind == "budget"
+    ]
+    assert decisions
+    assert all(d.choice in ("continue", "slow_down", "pause") for d in decisions)
+    assert all(d.inputs["limit"] == budget.limit for d in decisions)
+    return decisions
+
+
+def approved_by_another_process(records: list[Recorded], session: str) -> ApprovalGranted:
+    """The publish task asked (forced by the rule on a high-impact publish), a process other
+    than the worker approved, and the action then ran and its check held."""
+    mine = session_records(records, session)
+    (asked,) = [r for r in mine if isinstance(r.event, ApprovalRequested)]
+    decision = next(r.event for r in mine if r.meta.event_id == asked.event.decision_id)
+    assert isinstance(decision, DecisionMade)
+    assert (decision.kind, decision.rule) == ("confidence", "action.destructive-high-impact")
+    assert decision.strategy is not None
+    assert decision.strategy.value == "ask"
+    (answer,) = [r for r in mine if isinstance(r.event, ApprovalGranted)]
+    workers = {r.event.worker for r in mine if isinstance(r.event, TaskClaimed)}
+    assert asked.meta.actor in workers
+    assert answer.meta.actor not in workers  # appended by another process
+    assert answer.event.by
+    assert answer.event.by not in workers
+    (checked,) = [r for r in mine if isinstance(r.event, ActionChecked)]
+    assert checked.event.passed
+    assert checked.position > answer.position
+    return answer.event
 
 
 def test_demo_without_a_crash_as_json(tmp_path: Path) -> None:
@@ -120,6 +232,25 @@ def test_demo_without_a_crash_as_json(tmp_path: Path) -> None:
     assert report["step_executions"] == report["steps"]  # nothing ran twice
     assert report["commands"][0].endswith(f"sessions --db {db}")
     assert "KILLED" not in done.stderr
+    approval = report["approval"]
+    assert (approval["answer"], approval["task_state"], approval["checked"]) == (
+        "approved",
+        "succeeded",
+        True,
+    )
+    assert approval["actor"] != approval["asked_by"]
+    assert approval["answered_from"]["status"] == 0
+    why = report["why"]
+    assert why["decision_id"] == approval["decision_id"]
+    (decision,) = why["report"]["decisions"]  # the `onward why --json` object
+    assert (decision["kind"], decision["strategy"]) == ("confidence", "ask")
+    assert decision["approval"]["answer"] == "approved"
+    assert decision["causes"][-1]["type"] == "TaskSubmitted"
+    degradation = report["degradation"]
+    assert degradation["restorations"] == degradation["failures"]  # back to full at the end
+    assert degradation["level"] == "full"
+    published = msgspec.json.decode(Path(approval["published"]).read_bytes(), type=SurveyTotals)
+    assert (published.files, published.tasks) == (12, report["tasks"])
 
 
 def test_demo_refuses_to_replace_a_file_that_is_not_its_log(
@@ -189,8 +320,19 @@ def test_first_run_meets_real_and_injected_errors_and_learns(
             f"learn {lesson['signature']} use-backup-index --custom --db {report['db']}"
         )
     commands = " ".join(report["commands"])
-    for command in ("errors", "breakers", "show"):
+    for command in ("errors", "breakers", "show", "approvals", "why"):
         assert f" {command} " in commands
+    degradation = report["degradation"]
+    assert degradation["failures"] >= 1
+    assert [m["level"] for m in degradation["moves"]][:2] == ["minor", "full"]
+    assert degradation["workarounds"] == {"backup-index": degradation["failures"]}
+    assert 1 <= degradation["filed"] <= report["indexed"]["backup"]
+    budget = report["budget"]
+    assert (budget["limit"], budget["window"]) == (BUDGET.limit, BUDGET.window)
+    assert budget["decisions"]
+    approval = report["approval"]
+    assert (approval["answer"], approval["rule"]) == ("approved", "action.destructive-high-impact")
+    assert approval["by"].startswith("onward-cli:")
 
 
 def test_the_same_seed_meets_the_same_errors(
@@ -225,6 +367,11 @@ def test_a_second_run_fixes_on_first_sight_what_the_first_fixed(
     if first["healing"]["learned"]:
         assert "-> use-backup-index, in an earlier run (session 'demo')" in out
         assert "; 0 given up" in out  # every task's totals filed, some with the backup index
+    # The engine is surer of the action now (it ran, its check held, a person approved it),
+    # but the rule still asks before anything is published.
+    asked = re.search(r"publish-totals \(impact high\) asked at [\d.]+ s: confidence ([\d.]+)", out)
+    assert asked is not None, out
+    assert float(asked[1]) > first["approval"]["confidence"]
     with open_log(f"sqlite:///{db}") as log:
         assert log.verify().ok
         sessions = CatchUp(log, checkpoint_every=0).open().sessions.sessions
@@ -234,9 +381,17 @@ def test_a_second_run_fixes_on_first_sight_what_the_first_fixed(
 def test_fresh_starts_over(tmp_path: Path) -> None:
     db = tmp_path / "fresh.db"
     for _ in range(2):
-        done = demo("--limit", "8", "--db", str(db), "--no-crash", "--json")
+        done = demo("--limit", "8", "--db", str(db), "--no-crash", "--json", "--yes")
         assert done.returncode == 0, done.stderr
-    assert msgspec.json.decode(done.stdout)["session"] == "demo-2"
+    report = msgspec.json.decode(done.stdout)
+    assert report["session"] == "demo-2"
+    # --yes: the worker approved the publication itself, at once.
+    approval = report["approval"]
+    assert approval["by"].startswith(YES_BY)
+    assert approval["actor"] == approval["asked_by"]
+    assert approval["answered_from"] is None
+    assert approval["task_state"] == "succeeded"
+    assert "ASKED" not in done.stderr
     parser = argparse.ArgumentParser()
     parser.add_argument("--db")
     add_arguments(parser)
@@ -276,7 +431,25 @@ def survey_tree(root: Path) -> Plan:
     return build_plan(None, roots=[("lib", str(root))])
 
 
-def run_session(db: Path, plan: Plan, session: str, start: float, seed: int) -> Healing:
+class SessionRun(NamedTuple):
+    healing: Healing
+    watch: Watch
+    records: list[Recorded]
+    degraded: set[str]  # the tasks that filed with the backup index while it was down
+
+
+def run_session(
+    db: Path,
+    plan: Plan,
+    session: str,
+    start: float,
+    seed: int,
+    *,
+    publish: bool = False,
+    budget: ErrorBudget = BUDGET,
+) -> SessionRun:
+    """A worker's session in process, on a fake clock: the survey, and with ``publish`` the
+    last task, approved by the worker itself (``--yes``)."""
     clock = FakeClock(start)
     with Engine.open(
         f"sqlite:///{db}",
@@ -286,20 +459,31 @@ def run_session(db: Path, plan: Plan, session: str, start: float, seed: int) -> 
         retries=RETRIES,
         retry_budget=RETRY_BUDGET,
         breakers=BREAKERS,
+        budget=budget,
         seed=seed,
     ) as engine:
-        service = register(engine, seed=seed)
-        for unit in plan.units:
-            engine.submit("survey", unit.label, unit.root, unit.files, key=unit.label)
-        service.outage = plan_outage(len(engine.tasks()))
-        summary = engine.run()
-        assert summary.succeeded == len(plan.units)
+        target = totals_path(str(db)) if publish else None
+        service = register(engine, seed=seed, publish_to=target)
+        if publish:
+            submit(engine, plan)
+        else:
+            for unit in plan.units:
+                engine.submit("survey", unit.label, unit.root, unit.files, key=unit.label)
+        service.outage = plan_outage(len(plan.units))
+        summary = run_survey(engine, yes=True)
+        assert summary.succeeded == len(plan.units) + publish
         teach(engine)
     with open_log(f"sqlite:///{db}") as log:
         watch = Watch(log, session)
         watch.update()
         assert log.verify().ok
-        return healing(watch.healing, watch.projections)
+        records = list(log.read())
+    degraded = {
+        r.event.result["label"]
+        for r in session_records(records, session)
+        if isinstance(r.event, StepCompleted) and r.event.name == BACKUP_STEP
+    }
+    return SessionRun(healing(watch.healing, watch.projections), watch, records, degraded)
 
 
 def counts(h: Healing) -> dict[str, int]:
@@ -312,10 +496,15 @@ def counts(h: Healing) -> dict[str, int]:
 def test_healing_in_process_is_deterministic_and_learns_across_sessions(tmp_path: Path) -> None:
     plan = survey_tree(tmp_path / "lib")
     seed = 3
-    faults = Counter(fault_for(seed, u.label).kind for u in plan.units)
-    first = run_session(tmp_path / "a.db", plan, "demo", 1_700_000_000.0, seed)
+    run = run_session(tmp_path / "a.db", plan, "demo", 1_700_000_000.0, seed)
     twin = run_session(tmp_path / "b.db", plan, "demo", 1_700_000_000.0, seed)
-    assert counts(first) == counts(twin)
+    first = run.healing
+    assert counts(first) == counts(twin.healing)
+    assert run.degraded == twin.degraded
+    # The tasks filed with the backup index during the outage never called the primary one.
+    faults = Counter(
+        fault_for(seed, u.label).kind for u in plan.units if u.label not in run.degraded
+    )
     expected = {
         "UnicodeDecodeError": 1,
         "SyntaxError": 2,  # Python 2, and the fenced code
@@ -338,7 +527,9 @@ def test_healing_in_process_is_deterministic_and_learns_across_sessions(tmp_path
     assert first.first_sight is None
     assert len(first.learned) == (1 if faults["quota"] else 0)
 
-    second = run_session(tmp_path / "a.db", plan, "demo-2", 1_700_010_000.0, seed)
+    again = run_session(tmp_path / "a.db", plan, "demo-2", 1_700_010_000.0, seed)
+    second = again.healing
+    assert again.degraded == run.degraded  # the same outage, in a new session
     assert second.first_sight is not None
     assert second.first_sight.errors > 0
     assert second.first_sight.fixed == second.first_sight.errors
@@ -347,6 +538,124 @@ def test_healing_in_process_is_deterministic_and_learns_across_sessions(tmp_path
         (quota,) = [s for s in second.signatures if s.error_type.endswith("QuotaExceeded")]
         assert quota.fixes == {"use-backup-index": faults["quota"]}
         assert quota.known
+
+
+def test_the_outage_degrades_and_the_health_check_restores_in_process(tmp_path: Path) -> None:
+    plan = survey_tree(tmp_path / "lib")
+    tight = ErrorBudget(limit=5, window=30.0, slow_down=0.05, rising=3.0)
+    run = run_session(
+        tmp_path / "o.db", plan, "demo", 1_700_000_000.0, 3, publish=True, budget=tight
+    )
+    degraded_then_restored(run.records, "demo")
+    # On a fake clock the repair (REPAIR_TASKS tasks) ends the outage long before the
+    # breaker's cool-down: the health check restores the service, then the trial call closes
+    # the breaker.
+    assert len(run.degraded) == REPAIR_TASKS
+    positions = {
+        type(r.event).__name__: r.position
+        for r in reversed(run.records)
+        if isinstance(r.event, ComponentRestored | BreakerHalfOpened)
+    }
+    assert positions["ComponentRestored"] < positions["BreakerHalfOpened"]
+    story = run.watch.degradation.story()
+    assert [m.level for m in story.moves] == ["minor", "full"]
+    assert (story.failures, story.filed, story.restorations) == (1, REPAIR_TASKS, 1)
+    assert story.workarounds == {"backup-index": 1}
+    assert story.quality_loss == 0.1
+    # The errors came at once (on a fake clock): the budget saw a rising burn rate.
+    decisions = budget_decided(run.records, "demo", tight)
+    assert (decisions[0].choice, decisions[0].rule) == ("slow_down", "budget.rising")
+    budget = run.watch.budget.story(tight)
+    assert budget.slowed_starts > 0
+    assert budget.decisions[0].delay == tight.slow_down
+    # --yes: the worker approved the publication itself, and published.
+    request = run.watch.approval.request
+    assert request is not None
+    approval = run.watch.approval.story(run.watch.task_state(request.subject), None)
+    assert approval is not None
+    assert approval.by.startswith(YES_BY)
+    assert approval.actor == approval.asked_by
+    assert (approval.answer, approval.checked, approval.task_state) == (
+        "approved",
+        True,
+        "succeeded",
+    )
+    published = msgspec.json.decode(Path(approval.published).read_bytes(), type=SurveyTotals)
+    assert published.tasks == len(plan.units)
+    assert published.indexed["backup"] >= REPAIR_TASKS
+
+
+def test_a_paused_session_is_resumed_as_a_person_would(tmp_path: Path) -> None:
+    plan = survey_tree(tmp_path / "lib")
+    # A budget of 3: the Python 2 file's SyntaxError recurs after its fixes (systemic).
+    small = ErrorBudget(limit=3, window=30.0, slow_down=0.05, rising=3.0)
+    run = run_session(tmp_path / "p.db", plan, "demo", 1_700_000_000.0, 3, budget=small)
+    story = run.watch.budget.story(small)
+    paused = [d for d in story.decisions if d.choice == "pause"]
+    assert paused
+    assert paused[0].rule == "budget.systemic"
+    assert paused[0].systemic
+    assert story.pauses == story.resumptions >= 1
+    mine = session_records(run.records, "demo")
+    resumed = [r.event for r in mine if isinstance(r.event, SessionResumed)]
+    assert [e.reason for e in resumed] == [RESUME_REASON] * story.resumptions
+    # ... and every task still ended (run_session checks that they all succeeded).
+
+
+def test_a_crash_while_the_approval_waits_leaves_it_waiting(tmp_path: Path) -> None:
+    plan = survey_tree(tmp_path / "lib")
+    db = tmp_path / "wait.db"
+    journal = str(tmp_path / "steps.journal")
+    child = spawn_worker(str(db), 1, journal, plan=plan, hold=None)
+    try:
+        assert wait_for(child, "ready") is not None
+        with open_log(f"sqlite:///{db}") as log:
+            watch = Watch(log, "demo")
+            deadline = time.monotonic() + 120
+            while (decision_id := watch.approval.waiting()) is None:
+                assert child.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+                watch.update()
+        os.kill(child.pid, signal.SIGKILL)  # while the worker waits for the answer
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    listed = subprocess.run(
+        [ONWARD, "approvals", "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (request,) = json.loads(listed.stdout)  # still waiting, for any process to see
+    assert request["decision_id"] == decision_id
+    child = spawn_worker(str(db), 1, journal, plan=None, hold=None)  # resumes the session
+    try:
+        assert wait_for(child, "ready") is not None
+        approved = subprocess.run(
+            [ONWARD, "approve", decision_id, "--db", str(db), "--by", "a test"],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert approved.returncode == 0, approved.stderr
+        assert wait_for(child, "done") is not None
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    with open_log(f"sqlite:///{db}") as log:
+        records = list(log.read())
+    assert approved_by_another_process(records, "demo").by == "a test"
+    published = msgspec.json.decode(Path(totals_path(str(db))).read_bytes(), type=SurveyTotals)
+    assert published.tasks == len(plan.units)
 
 
 def test_faults_come_from_the_seed_and_the_task() -> None:

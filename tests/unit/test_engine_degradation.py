@@ -116,3 +116,15 @@ def test_degrading_outside_a_task_and_restoring_by_hand(db: str, clock: FakeCloc
         assert engine.degradation().level == DegradationLevel.FULL
         with pytest.raises(UsageError, match=r"warp-drive"):
             engine.degrade("warp-drive")
+
+
+def test_the_workaround_in_effect(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=LADDER)
+        assert engine.workaround("search") is None
+        engine.degrade("search")
+        assert engine.workaround("search") == "cache"
+        engine.restore("search")
+        assert engine.workaround("search") is None
+        with pytest.raises(UsageError, match="unknown component"):
+            engine.workaround("warp-drive")
