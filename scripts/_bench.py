@@ -47,6 +47,15 @@ class Files:
         return path
 
 
+def target_lines(targets: dict[str, Any], width: int) -> list[str]:
+    """The targets block of a benchmark's table: one line per target, met or not."""
+    lines = ["targets:"]
+    for key, target in targets.items():
+        mark = {True: "meets", False: "MISSES", None: "n/a"}[target["meets"]]
+        lines.append(f"  {mark:<7}{key:<{width}}{target['rule']}")
+    return lines
+
+
 def parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
     """The options every benchmark takes: ``--json``, ``--quick`` and ``--db-dir``."""
     result = argparse.ArgumentParser(description=(doc or "").splitlines()[0])

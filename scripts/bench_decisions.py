@@ -1388,10 +1388,7 @@ def table(result: dict[str, Any]) -> str:
         f"{details['e2e_flow_moves']} flow moves, ended {details['e2e_flow_state']}"
     )
     lines.append("")
-    lines.append("targets:")
-    for key, target in result["targets"].items():
-        mark = {True: "meets", False: "MISSES", None: "n/a"}[target["meets"]]
-        lines.append(f"  {mark:<7}{key:<22}{target['rule']}")
+    lines.extend(_bench.target_lines(result["targets"], 22))
     for note in result["notes"]:
         lines.append(f"note: {note}")
     env = result["environment"]

@@ -981,10 +981,7 @@ def table(result: dict[str, Any]) -> str:
             f"{k['first_sight']:>7}{k['first_sight_fixed']:>7}{k['retried']:>9}{k['gave_up']:>9}"
         )
     lines.append("")
-    lines.append("targets:")
-    for key, target in result["targets"].items():
-        mark = {True: "meets", False: "MISSES", None: "n/a"}[target["meets"]]
-        lines.append(f"  {mark:<7}{key:<22}{target['rule']}")
+    lines.extend(_bench.target_lines(result["targets"], 22))
     for note in result["notes"]:
         lines.append(f"note: {note}")
     env = result["environment"]

@@ -452,10 +452,7 @@ def table(result: dict[str, Any]) -> str:
             other = result[ref]
             lines.append(f"{name:<26}{value:>12,}  {ref_name:<12}{other:>12,}{value / other:>8.2f}")
     lines.append("")
-    lines.append("targets:")
-    for key, target in result["targets"].items():
-        mark = "meets" if target["meets"] else "MISSES"
-        lines.append(f"  {mark:<7}{key:<18}{target['rule']}")
+    lines.extend(_bench.target_lines(result["targets"], 18))
     counts = result["counts"]
     lines.append("")
     lines.append(

@@ -690,10 +690,7 @@ def table(result: dict[str, Any]) -> str:
         f"RSS on an empty log {details['rss_mb_empty_log']:.1f} MB"
     )
     lines.append("")
-    lines.append("targets:")
-    for key, target in result["targets"].items():
-        mark = {True: "meets", False: "MISSES", None: "n/a"}[target["meets"]]
-        lines.append(f"  {mark:<7}{key:<16}{target['rule']}")
+    lines.extend(_bench.target_lines(result["targets"], 16))
     for note in result["notes"]:
         lines.append(f"note: {note}")
     env = result["environment"]
