@@ -9,8 +9,8 @@ first rule that holds:
 1. **within budget** (fewer than ``limit`` errors, and no per-type budget spent):
    ``continue`` (rule ``budget.within``);
 2. spent, and a **systemic** signature failed in the window (one that failed again after a fix
-   or a retry was attempted for it, and whose fixes and retries have not worked in the
-   session): ``pause`` the session (rule ``budget.systemic``); resuming it (reopening the
+   or a retry was attempted for it, for good, and whose fixes and retries have not worked in
+   the session): ``pause`` the session (rule ``budget.systemic``); resuming it (reopening the
    session, or :meth:`engine.Engine.resume`) starts a fresh window;
 3. spent, and the **burn rate is rising** (the window's newer half holds at least 2 errors and
    more than ``rising`` times its older half): ``slow_down``, ``slow_down`` seconds between

@@ -399,7 +399,9 @@ class Healer:
             now=now,
             rng=self.rng,
             previous_delay=run.last_delay.get(index),
-            retries=seen.retries,
+            # Only the retries whose outcome is known judge whether retrying works: a burst of
+            # one error across many tasks leaves many retries pending, none failed yet.
+            retries=seen.retries - projections.errors.unresolved_retries(signature.id),
             successes=seen.retry_successes,
             budget=self.budget,
             recent=projections.errors.recent_retries(session, now - self.budget.window),

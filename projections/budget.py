@@ -7,18 +7,23 @@ this projection folds what it judges, per session (``r.meta.session``):
   type and signature, the last :data:`ERRORS_KEPT` of them;
 - the remedies: :class:`events.FixAttempted` and :class:`events.RetryScheduled` name the
   signature they answer and the step they answer it on. When that step fails again with the
-  same signature, the remedy did not help: the signature is **systemic** (it recurs after
-  fixes and retries), unless a remedy of it has worked in the session (a step it was tried on
-  then completed). A signature whose remedies work is noise that fixes and retries absorb (a
-  flaky service), and it stops being systemic from then on. Another task meeting the same
-  error meanwhile is not a recurrence: only the step under the remedy judges it. A session
-  remembers, for its last :data:`SIGNATURES_KEPT` signatures, whether a remedy was attempted
-  since each last failed, which remedies worked, which steps await a remedy's outcome, and
-  when each systemic signature first recurred;
+  same signature for good (its failure is final: the fixes and retries it was allowed are
+  spent), the remedies did not help: the signature is **systemic** (it recurs after fixes and
+  retries), unless a remedy of it has worked in the session (a step it was tried on then
+  completed). A step that fails once more with retries left is not judged yet. A signature
+  whose remedies work is noise that fixes and retries absorb (a flaky service), and it stops
+  being systemic from then on. Another task meeting the same error meanwhile is not a
+  recurrence: only the step under the remedy judges it. A session remembers, for its last
+  :data:`SIGNATURES_KEPT` signatures, whether a remedy was attempted since each last failed,
+  which remedies worked, which steps await a remedy's outcome, and when each systemic
+  signature first recurred;
 - its budget decisions (:class:`events.DecisionMade` of kind ``"budget"``): the last one's
   choice, so that the engine records a decision only when the verdict changes;
-- its resumption after a budget pause (:class:`events.SessionResumed`): a person looked at
-  what paused it, so the window starts afresh (its errors and systemic marks are dropped).
+- its start (:class:`events.SessionStarted`) and its resumption after a budget pause
+  (:class:`events.SessionResumed`): a person looked at what paused it, so the window starts
+  afresh (its errors and systemic marks are dropped). The trend compares the two halves of
+  the part of the window the session has lived (since its start or that resumption): a burst
+  of errors in a session's first minutes is not a rising burn rate for want of an older half.
 
 The id of the session's last failed try is kept too: a budget decision names it as its cause.
 
@@ -44,6 +49,7 @@ from events import (
     Recorded,
     RetryScheduled,
     SessionResumed,
+    SessionStarted,
     UsageError,
 )
 from projections.reading import FOLDED_STEP_OUTCOMES
@@ -93,8 +99,9 @@ class BudgetWindow(msgspec.Struct, frozen=True, kw_only=True):
         errors: the failed tries in the window.
         by_type: those failed tries by error type name.
         signatures: how many distinct signatures they have (the diversity; "" not counted).
-        first_half: the failed tries in the window's older half, ``(now - span, now - span/2]``.
-        second_half: the failed tries in its newer half, ``(now - span/2, now]``.
+        first_half: the failed tries in the older half of the part of the window the session
+            has lived (``lived`` = ``min(span, now - since)``): ``(now - span, now - lived/2]``.
+        second_half: the failed tries in its newer half, ``(now - lived/2, now]``.
         systemic: the systemic signatures that failed in the window since they became
             systemic, sorted.
         last_choice: the choice of the session's last budget decision ("" before any).
@@ -122,6 +129,7 @@ class BudgetLedger(msgspec.Struct, kw_only=True, gc=False):
         cured: the signatures a remedy worked for (the step it was tried on completed).
         trials: per step under a remedy (``stream#index``), the signature the remedy answers.
         last_error: the event id of its last failed try ("" before any).
+        since: when it started, or resumed after a budget pause (0.0 when not seen).
         systemic: per systemic signature, when it first failed again after a remedy (the
             oldest first).
         last_choice: the choice of its last budget decision ("" before any).
@@ -137,6 +145,7 @@ class BudgetLedger(msgspec.Struct, kw_only=True, gc=False):
     cured: dict[str, bool] = msgspec.field(default_factory=dict)
     trials: dict[str, str] = msgspec.field(default_factory=dict)
     last_error: str = ""
+    since: float = 0.0
 
 
 class _Ledger:
@@ -149,6 +158,7 @@ class _Ledger:
         "last_error",
         "last_rule",
         "remedied",
+        "since",
         "systemic",
         "trials",
     )
@@ -162,6 +172,7 @@ class _Ledger:
         self.last_choice = ""
         self.last_rule = ""
         self.last_error = ""
+        self.since = 0.0
 
 
 def _mark(marks: dict[str, Any], key: str, value: Any) -> None:
@@ -187,6 +198,7 @@ class BudgetProjection:
             RetryScheduled: self._remedy,
             DecisionMade: self._decision,
             SessionResumed: self._resumed,
+            SessionStarted: self._started,
         }
         for kind in _FAILURE_TYPES:  # the full events and the lean ones alike
             self._fold[kind] = self._failure
@@ -226,6 +238,7 @@ class BudgetProjection:
         trial = ledger.trials.get(f"{r.stream}#{event.index}") if ledger.trials else None
         if (
             trial == signature
+            and event.final
             and signature not in ledger.systemic
             and signature not in ledger.cured
         ):
@@ -255,12 +268,16 @@ class BudgetProjection:
             ledger.last_choice = event.choice
             ledger.last_rule = event.rule
 
+    def _started(self, r: Recorded, event: SessionStarted) -> None:
+        self._ledger(r.meta.session).since = r.meta.time
+
     def _resumed(self, r: Recorded, event: SessionResumed) -> None:
         ledger = self._ledgers.get(r.meta.session)
         if ledger is not None and ledger.last_choice == "pause":
             ledger.errors.clear()
             ledger.systemic.clear()
             ledger.last_choice = ledger.last_rule = ""
+            ledger.since = r.meta.time
 
     def last_error(self, session: str) -> str:
         """The event id of the session's last failed try ("" before any)."""
@@ -291,7 +308,9 @@ class BudgetProjection:
         if ledger is None:
             return BudgetWindow()
         start = now - span
-        middle = now - span / 2
+        # The halves of the part of the window the session has lived: the trend needs both.
+        lived = min(span, max(0.0, now - ledger.since)) if ledger.since else span
+        middle = now - lived / 2
         systemic_since = ledger.systemic
         by_type: dict[str, int] = {}
         signatures: set[str] = set()
@@ -341,6 +360,7 @@ class BudgetProjection:
                 "last_choice": ledger.last_choice,
                 "last_rule": ledger.last_rule,
                 "last_error": ledger.last_error,
+                "since": ledger.since,
             }
             for session, ledger in sorted(self._ledgers.items())
         }
@@ -358,6 +378,7 @@ class BudgetProjection:
                 cured=dict(ledger.cured),
                 trials=dict(ledger.trials),
                 last_error=ledger.last_error,
+                since=ledger.since,
             )
             for session, ledger in self._ledgers.items()
         ]
@@ -375,5 +396,6 @@ class BudgetProjection:
             ledger.trials = dict(entry.trials)
             ledger.last_choice = entry.last_choice
             ledger.last_rule = entry.last_rule
+            ledger.since = entry.since
             self.trial_streams.update(key.rpartition("#")[0] for key in entry.trials)
             ledger.last_error = entry.last_error

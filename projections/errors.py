@@ -436,6 +436,12 @@ class ErrorProjection:
         times = self._retry_times.get(session, ())
         return [t for t in times if t >= since]
 
+    def unresolved_retries(self, signature: str) -> int:
+        """How many retries of a signature still await their step's outcome."""
+        return sum(
+            1 for steps in self._pending.values() for sig, _ in steps.values() if sig == signature
+        )
+
     def pending(self) -> list[PendingRetry]:
         """The retries whose step has no outcome yet, by stream and step."""
         return [

@@ -23,6 +23,7 @@ from events import (
     Meta,
     Recorded,
     RetryScheduled,
+    SessionStarted,
     StepCompleted,
     StepFailed,
     TaskSubmitted,
@@ -225,6 +226,22 @@ def test_a_signature_failing_again_after_a_remedy_is_systemic(remedy: str) -> No
     budget = history.fold()
     assert window(budget, 10).systemic == ("v1-a",)
     assert budget.snapshot()["s"]["systemic"] == [("v1-a", T0 + 4)]
+
+
+def test_the_trend_compares_halves_of_the_sessions_life_not_of_the_window() -> None:
+    history = History()
+    history.add(0, SessionStarted(name="s"), stream="session-s")
+    for at in (50, 51, 52, 53):  # a burst in the session's first minute
+        history.fail(at)
+    budget = history.fold()
+    early = budget.window("s", T0 + 60, HOUR)
+    assert (early.first_half, early.second_half) == (0, 4)  # halves of its 60 s: rising
+    later = budget.window("s", T0 + 600, HOUR)
+    assert (later.first_half, later.second_half) == (4, 0)  # 10 min on, the burst is old
+    fixed = BudgetProjection()
+    for r in history.records[1:]:  # without its start: the halves of the whole window
+        fixed.apply(r)
+    assert fixed.window("s", T0 + 600, HOUR).second_half == 4
 
 
 @pytest.mark.parametrize("remedy", ["retry", "fix"])

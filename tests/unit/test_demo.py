@@ -562,12 +562,12 @@ def test_the_outage_degrades_and_the_health_check_restores_in_process(tmp_path: 
     assert (story.failures, story.filed, story.restorations) == (1, REPAIR_TASKS, 1)
     assert story.workarounds == {"backup-index": 1}
     assert story.quality_loss == 0.1
-    # The errors came at once (on a fake clock): the budget saw a rising burn rate.
+    # The errors came at once (on a fake clock, no time passed in the session): no trend,
+    # and none recurred after its remedies: spent on transient noise, and recorded so.
     decisions = budget_decided(run.records, "demo", tight)
-    assert (decisions[0].choice, decisions[0].rule) == ("slow_down", "budget.rising")
+    assert (decisions[0].choice, decisions[0].rule) == ("continue", "budget.transient-noise")
     budget = run.watch.budget.story(tight)
-    assert budget.slowed_starts > 0
-    assert budget.decisions[0].delay == tight.slow_down
+    assert [d.rule for d in budget.decisions] == [d.rule for d in decisions]
     # --yes: the worker approved the publication itself, and published.
     request = run.watch.approval.request
     assert request is not None
@@ -586,20 +586,42 @@ def test_the_outage_degrades_and_the_health_check_restores_in_process(tmp_path: 
 
 
 def test_a_paused_session_is_resumed_as_a_person_would(tmp_path: Path) -> None:
-    plan = survey_tree(tmp_path / "lib")
-    # A budget of 3: the Python 2 file's SyntaxError recurs after its fixes (systemic).
-    small = ErrorBudget(limit=3, window=30.0, slow_down=0.05, rising=3.0)
-    run = run_session(tmp_path / "p.db", plan, "demo", 1_700_000_000.0, 3, budget=small)
-    story = run.watch.budget.story(small)
-    paused = [d for d in story.decisions if d.choice == "pause"]
+    from engine.retry import RetryPolicies, RetryPolicy
+    from engine.survey_worker import MAX_RESUMES, run_survey
+
+    clock = FakeClock(1_700_000_000.0)
+    # A budget of 1, and a step whose error its retries never cure: systemic, so it pauses.
+    with Engine.open(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        session="demo",
+        clock=clock,
+        sleep=clock.sleep,
+        retries=RetryPolicies(RetryPolicy(max_attempts=2, base=0.1)),
+        budget=ErrorBudget(limit=1, window=30.0, slow_down=0.05),
+    ) as engine:
+
+        @engine.step()
+        def file_totals(n: int) -> None:
+            raise TimeoutError("the index service did not answer")
+
+        @engine.task()
+        def survey(n: int) -> None:
+            file_totals(n)
+
+        for n in range(2 * MAX_RESUMES):
+            engine.submit(survey, n)
+        summary = run_survey(engine, yes=True)
+        records = list(engine.log.read())
+    decisions = [
+        r.event for r in records if isinstance(r.event, DecisionMade) and r.event.kind == "budget"
+    ]
+    paused = [d for d in decisions if d.choice == "pause"]
     assert paused
-    assert paused[0].rule == "budget.systemic"
-    assert paused[0].systemic
-    assert story.pauses == story.resumptions >= 1
-    mine = session_records(run.records, "demo")
-    resumed = [r.event for r in mine if isinstance(r.event, SessionResumed)]
-    assert [e.reason for e in resumed] == [RESUME_REASON] * story.resumptions
-    # ... and every task still ended (run_session checks that they all succeeded).
+    assert all(d.rule == "budget.systemic" for d in paused)
+    resumed = [r.event for r in records if isinstance(r.event, SessionResumed)]
+    assert [e.reason for e in resumed] == [RESUME_REASON] * len(resumed)
+    assert 1 <= len(resumed) <= MAX_RESUMES + 1
+    assert summary.failed >= 1  # the worker went on after each pause
 
 
 def test_a_crash_while_the_approval_waits_leaves_it_waiting(tmp_path: Path) -> None:
