@@ -75,7 +75,7 @@ def _answer(args: argparse.Namespace, *, granted: bool) -> int:
             note=args.note,
             context=Context(actor=by),
         )
-    approval = Approval.of(request)
+    approval = Approval.of(request, host.projections)
     if args.json:
         emit_json({"answer": "approved" if granted else "denied", "by": by, "request": approval})
         return 0

@@ -15,7 +15,7 @@ import msgspec
 from engine.errors import ApprovalNotFound
 from engine.machines import transition
 from events import ApprovalDenied, ApprovalGranted, Context, EventLog, VersionConflict
-from projections import CatchUp, task_stream
+from projections import CatchUp, Projections, task_stream
 from projections.decisions import PendingApproval
 
 __all__ = ["Approval", "answer", "find_pending", "pending"]
@@ -47,8 +47,9 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
     deferred: bool
 
     @classmethod
-    def of(cls, p: PendingApproval) -> Approval:
-        """The public picture of a pending approval."""
+    def of(cls, p: PendingApproval, projections: Projections) -> Approval:
+        """The public picture of a pending approval (its deferral read from the flow)."""
+        held = projections.flow.pending(p.session)
         return cls(
             decision_id=p.decision_id,
             task_id=p.task_id,
@@ -58,14 +59,15 @@ class Approval(msgspec.Struct, frozen=True, kw_only=True):
             impact=p.impact,
             confidence=p.confidence,
             requested_at=p.requested_at,
-            deferred=p.deferred,
+            deferred=any(d.interruption_id == p.decision_id for d in held),
         )
 
 
 def pending(host: CatchUp, session: str | None = None) -> list[Approval]:
     """The approval requests still unanswered, oldest first (one session's, if given)."""
     host.catch_up(save=False)
-    return [Approval.of(p) for p in host.projections.decisions.waiting(session)]
+    projections = host.projections
+    return [Approval.of(p, projections) for p in projections.decisions.waiting(session)]
 
 
 def find_pending(host: CatchUp, decision_id: str) -> PendingApproval:

@@ -695,7 +695,7 @@ class Engine:
                 note=note,
                 context=self._context,
             )
-        return Approval.of(request)
+        return Approval.of(request, self._host.projections)
 
     # -- interruptions and the session's rhythm ------------------------------------------
 

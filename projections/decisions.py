@@ -4,9 +4,8 @@ It folds the events of confidence-based execution, wherever they are recorded:
 
 - :class:`events.DecisionMade` of kind ``"confidence"`` with the strategy ``ask``, then its
   :class:`events.ApprovalRequested`: an approval waits for a human until
-  :class:`events.ApprovalGranted` or :class:`events.ApprovalDenied` answers it; while the flow
-  monitor holds the request back (:class:`events.InterruptionDeferred` with the decision's id)
-  it is marked deferred, until :class:`events.InterruptionDelivered`;
+  :class:`events.ApprovalGranted` or :class:`events.ApprovalDenied` answers it (whether the flow
+  monitor holds a request back is the flow projection's: its pending interruptions);
 - :class:`events.ActionChecked`: each judged action's runs, passes and failures, across sessions
   (an action's history spans sessions, like the error-learning DB); the answers to its approval
   requests count for it too;
@@ -26,8 +25,6 @@ from events import (
     ApprovalGranted,
     ApprovalRequested,
     DecisionMade,
-    InterruptionDeferred,
-    InterruptionDelivered,
     Recorded,
     ThresholdsAdjusted,
 )
@@ -49,8 +46,6 @@ DECISION_TYPES: frozenset[type[Any]] = frozenset(
         ApprovalGranted,
         ApprovalRequested,
         DecisionMade,
-        InterruptionDeferred,
-        InterruptionDelivered,
         ThresholdsAdjusted,
     }
 )
@@ -70,7 +65,6 @@ class PendingApproval(msgspec.Struct, kw_only=True, gc=False):
         confidence: the decision's confidence score (None when not scored).
         requested_at: when it was asked.
         position: the request's position in the log.
-        deferred: whether the flow monitor holds it back until the next task boundary.
     """
 
     decision_id: str
@@ -83,7 +77,6 @@ class PendingApproval(msgspec.Struct, kw_only=True, gc=False):
     confidence: float | None = None
     requested_at: float = 0.0
     position: int = 0
-    deferred: bool = False
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -198,14 +191,6 @@ class DecisionProjection:
                     record.granted += 1
                 else:
                     record.denied += 1
-        elif kind is InterruptionDeferred:
-            assert isinstance(event, InterruptionDeferred)
-            if (held := self.pending.get(event.interruption_id)) is not None:
-                held.deferred = True
-        elif kind is InterruptionDelivered:
-            assert isinstance(event, InterruptionDelivered)
-            if (held := self.pending.get(event.interruption_id)) is not None:
-                held.deferred = False
         elif kind is ThresholdsAdjusted:
             assert isinstance(event, ThresholdsAdjusted)
             self.thresholds = dict(event.thresholds)

@@ -69,7 +69,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 9
+    SCHEMA = 10
     NAME = "core"
 
     def __init__(self) -> None:

@@ -162,3 +162,48 @@ def test_live_folding_equals_replay_for_the_budget_and_the_flow(db: str, clock: 
         assert live["flow"] == replayed["flow"]
         assert live["budget"]["rhythm"]["cured"]  # retries cured the hiccups: noise
         assert live == replayed
+
+
+def test_a_low_impact_approval_is_held_while_flowing_then_delivered(
+    db: str, clock: FakeClock
+) -> None:
+    from engine.approvals import pending
+    from projections import CatchUp
+
+    heard: list[Interruption] = []
+    with open_engine(db, clock, on_interruption=heard.append) as engine:
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(1.0)
+            return i
+
+        @engine.action(impact="low")
+        def tidy() -> str:
+            return "tidied"
+
+        @engine.task()
+        def batch(n: int) -> int:
+            return sum(work(i) for i in range(n))
+
+        @engine.task()
+        def cleanup() -> str:
+            return tidy()
+
+        for n in (12, 3):  # idle -> warming -> flowing
+            engine.submit(batch, n)
+        engine.submit(cleanup)
+        engine.run()
+        (request,) = engine.approvals()
+        assert not request.deferred  # delivered at the boundary after its task waited
+        assert [(i.kind, i.interruption_id) for i in heard] == [("approval", request.decision_id)]
+        held = next(
+            r.position
+            for r in engine.log.read()
+            if type(r.event).__name__ == "InterruptionDeferred"
+        )
+        then = CatchUp(engine.log, checkpoint_every=0, upto=held)
+        then.open(use_checkpoint=False)
+        (asked,) = pending(then)
+        assert asked.decision_id == request.decision_id
+        assert asked.deferred  # held back while the session flowed
