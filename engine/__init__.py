@@ -2,7 +2,7 @@
 
 ::
 
-    from engine import Engine
+    from onward import Engine
 
     engine = Engine.open("sqlite:///work.db", session="nightly")
 
@@ -17,9 +17,9 @@
     engine.run()
     engine.result(task_id)
 
-When a step raises, the engine heals what it can (:mod:`engine.healing`): it fingerprints the
+When a step raises, the engine heals what it can (:mod:`onward.healing.healer`): it fingerprints the
 error (:func:`fingerprint`), applies a fix (:class:`FixRegistry`, built-ins in
-:mod:`engine.remedies`), retries by policy (:class:`RetryPolicies`) or gives up, and guards
+:mod:`onward.healing.remedies`), retries by policy (:class:`RetryPolicies`) or gives up, and guards
 dependencies with circuit breakers (``@engine.step(breaker="name")``, :class:`BreakerPolicy`).
 
 It judges what it does alone: a :class:`Rulebook` of decision rules (TOML or Python), actions
@@ -30,15 +30,7 @@ flow monitor (:class:`FlowPolicy`) applied at each task boundary. Every decision
 with its inputs and causes: ``onward why ID`` explains it.
 """
 
-from engine.actions import Judgement
-from engine.approvals import Approval
-from engine.boundary import Interruption
-from engine.breaker import BreakerPolicy
-from engine.budget import BudgetVerdict, ErrorBudget
-from engine.confidence import Factors, Thresholds
-from engine.degradation import Component, Components, Workaround
-from engine.engine import Engine
-from engine.errors import (
+from onward.core.errors import (
     ActionDenied,
     ApprovalNotFound,
     CheckFailed,
@@ -54,14 +46,30 @@ from engine.errors import (
     TaskFailedError,
     TaskNotFound,
 )
-from engine.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, UnknownFix, default_registry
-from engine.flow import FlowPolicy
-from engine.machines import diagram, validate
-from engine.retry import RetryBudget, RetryDecision, RetryPolicies, RetryPolicy, RetryRule
-from engine.rulebook import Rule, Rulebook, RulebookError, Verdict
-from engine.run import StepFailedError
-from engine.scheduler import RunSummary
-from engine.signature import SIGNATURE_VERSION, ErrorSignature, fingerprint
+from onward.core.machines import diagram, validate
+from onward.healing.breaker import BreakerPolicy
+from onward.healing.fixes import (
+    Fix,
+    FixRegistry,
+    FixStats,
+    Remedy,
+    StepCall,
+    UnknownFix,
+    default_registry,
+)
+from onward.healing.retry import RetryBudget, RetryDecision, RetryPolicies, RetryPolicy, RetryRule
+from onward.healing.signature import SIGNATURE_VERSION, ErrorSignature, fingerprint
+from onward.judgement.actions import Judgement
+from onward.judgement.approvals import Approval
+from onward.judgement.budget import BudgetVerdict, ErrorBudget
+from onward.judgement.confidence import Factors, Thresholds
+from onward.judgement.degradation import Component, Components, Workaround
+from onward.judgement.flow import FlowPolicy
+from onward.judgement.rulebook import Rule, Rulebook, RulebookError, Verdict
+from onward.runtime.boundary import Interruption
+from onward.runtime.engine import Engine
+from onward.runtime.run import StepFailedError
+from onward.runtime.scheduler import RunSummary
 
 __all__ = [
     "SIGNATURE_VERSION",

@@ -1,5 +1,5 @@
-"""``python -m engine``: the ``onward`` command line."""
+"""``python -m onward``: the ``onward`` command line."""
 
-from engine.cli import main
+from onward.cli.main import main
 
 raise SystemExit(main())

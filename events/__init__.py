@@ -4,7 +4,7 @@ Everything onward does is an event appended to one log; everything it knows is r
 that log. This package holds the vocabulary (frozen msgspec Structs, one module per domain
 noun), the envelope, the codec, and the log with its backends::
 
-    from events import open_log, TaskSubmitted
+    from onward.events import open_log, TaskSubmitted
 
     with open_log("sqlite:///work.db") as log:
         log.append("task-1", [TaskSubmitted(name="crawl", args=["https://example.org"],
@@ -13,14 +13,14 @@ noun), the envelope, the codec, and the log with its backends::
             print(recorded.position, recorded.stream, recorded.event)
 """
 
-from events.base import Event, Meta, Recorded, UnknownEvent
-from events.breaker import (
+from onward.events.base import Event, Meta, Recorded, UnknownEvent
+from onward.events.breaker import (
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
 )
-from events.codec import Codec, Upcaster, all_event_types
-from events.decision import (
+from onward.events.codec import Codec, Upcaster, all_event_types
+from onward.events.decision import (
     ActionChecked,
     ActionUndone,
     ApprovalDenied,
@@ -29,16 +29,16 @@ from events.decision import (
     DecisionMade,
     ThresholdsAdjusted,
 )
-from events.degradation import (
+from onward.events.degradation import (
     ComponentFailed,
     ComponentRestored,
     WorkaroundApplied,
 )
-from events.error import (
+from onward.events.error import (
     ErrorClassified,
     ErrorObserved,
 )
-from events.exceptions import (
+from onward.events.exceptions import (
     BackendError,
     ConflictError,
     CorruptRecord,
@@ -52,19 +52,19 @@ from events.exceptions import (
     UsageError,
     VersionConflict,
 )
-from events.fix import (
+from onward.events.fix import (
     FixAttempted,
     FixFailed,
     FixLearned,
     FixSucceeded,
 )
-from events.flow import (
+from onward.events.flow import (
     FlowStateChanged,
     InterruptionDeferred,
     InterruptionDelivered,
 )
-from events.integrity import Problem, ProblemKind, VerifyReport
-from events.kinds import (
+from onward.events.integrity import Problem, ProblemKind, VerifyReport
+from onward.events.kinds import (
     BreakerState,
     DegradationLevel,
     ErrorKind,
@@ -73,7 +73,7 @@ from events.kinds import (
     Priority,
     Strategy,
 )
-from events.log import (
+from onward.events.log import (
     Append,
     AppendResult,
     Checkpoint,
@@ -82,22 +82,22 @@ from events.log import (
     EventLog,
     new_event_id,
 )
-from events.redaction import Redactor, SecretPattern
-from events.retry import (
+from onward.events.redaction import Redactor, SecretPattern
+from onward.events.retry import (
     RetryScheduled,
 )
-from events.session import (
+from onward.events.session import (
     SessionEnded,
     SessionPaused,
     SessionResumed,
     SessionStarted,
 )
-from events.step import (
+from onward.events.step import (
     StepCompleted,
     StepFailed,
     StepStarted,
 )
-from events.task import (
+from onward.events.task import (
     TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,
@@ -109,7 +109,7 @@ from events.task import (
     TaskSucceeded,
     TaskWaiting,
 )
-from events.url import open_log
+from onward.events.url import open_log
 
 __all__ = [
     "ActionChecked",

@@ -16,7 +16,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type
     ``kw_only`` only to the fields a class defines itself. A subclass's tag (its stored
     ``type``) is its class name unless it names another with ``tag="X.v2"``. Adding a field
     with a default is a compatible change; any other change needs a new tag and an upcaster
-    from the old one (see :mod:`events.codec`).
+    from the old one (see :mod:`onward.events.codec`).
     """
 
     #: The layer that owns events of this type: "session", "task", "step", ... (for docs and
@@ -27,7 +27,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type
 class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True):
     """An event whose type this version of onward does not know (written by a newer one).
 
-    The audit can still show it; resuming work over it raises :class:`events.UnknownEventType`.
+    The audit can still show it; resuming work over it raises
+    :class:`onward.events.UnknownEventType`.
 
     Attributes:
         type: the stored tag.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from events.base import Event
+from onward.events.base import Event
 
 __all__ = ["BreakerClosed", "BreakerHalfOpened", "BreakerOpened"]
 

@@ -8,7 +8,7 @@ stream, version and tag: a flipped bit anywhere in a record is caught without re
 Compatibility: adding a field with a default is free. Any other change gives the type a new tag
 and registers an upcaster from the old one (:meth:`Codec.register_upcaster`); records written
 under the old tag are read back as the current shape. A tag that neither a type nor an upcaster
-knows (an event from a newer onward) decodes as :class:`~events.base.UnknownEvent`.
+knows (an event from a newer onward) decodes as :class:`~onward.events.base.UnknownEvent`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Union
 
 import msgspec
 
-from events.base import Event, Meta, Recorded, UnknownEvent
-from events.exceptions import CorruptRecord, UnencodableValue
+from onward.events.base import Event, Meta, Recorded, UnknownEvent
+from onward.events.exceptions import CorruptRecord, UnencodableValue
 
 __all__ = [
     "LAYOUT",

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from events.base import Event
-from events.kinds import Strategy
+from onward.events.base import Event
+from onward.events.kinds import Strategy
 
 __all__ = [
     "ActionChecked",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from events.base import Event
-from events.kinds import DegradationLevel
+from onward.events.base import Event
+from onward.events.kinds import DegradationLevel
 
 __all__ = ["ComponentFailed", "ComponentRestored", "WorkaroundApplied"]
 

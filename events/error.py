@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import msgspec
 
-from events.base import Event
-from events.kinds import ErrorKind
+from onward.events.base import Event
+from onward.events.kinds import ErrorKind
 
 __all__ = ["ErrorClassified", "ErrorObserved"]
 

@@ -112,7 +112,7 @@ class CorruptRecord(LogDamaged):
 class UnknownEventType(LogDamaged):
     """An event type this version of onward does not know, probably written by a newer one.
 
-    The audit can still read it (it decodes as :class:`events.UnknownEvent`); resuming work
+    The audit can still read it (it decodes as :class:`onward.events.UnknownEvent`); resuming work
     over it is refused with this error.
     """
 

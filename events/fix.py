@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from events.base import Event
+from onward.events.base import Event
 
 __all__ = ["FixAttempted", "FixFailed", "FixLearned", "FixSucceeded"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from events.base import Event
-from events.kinds import FlowState
+from onward.events.base import Event
+from onward.events.kinds import FlowState
 
 __all__ = ["FlowStateChanged", "InterruptionDeferred", "InterruptionDelivered"]
 

@@ -18,7 +18,7 @@ import hashlib
 
 import msgspec
 
-from events.codec import LAYOUT, Codec, checksum_of, prev_of
+from onward.events.codec import LAYOUT, Codec, checksum_of, prev_of
 
 __all__ = ["Problem", "ProblemKind", "Verifier", "VerifyReport"]
 
@@ -61,7 +61,7 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
-    """The result of :meth:`events.EventLog.verify`.
+    """The result of :meth:`onward.events.EventLog.verify`.
 
     Attributes:
         ok: True when no record is damaged.

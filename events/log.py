@@ -31,17 +31,17 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-from events.base import Event, Meta, Recorded
-from events.codec import Codec
-from events.codec import checksum_of as _checksum_of
-from events.exceptions import (
+from onward.events.base import Event, Meta, Recorded
+from onward.events.codec import Codec
+from onward.events.codec import checksum_of as _checksum_of
+from onward.events.exceptions import (
     BackendError,
     PayloadTooLarge,
     UsageError,
     VersionConflict,
 )
-from events.integrity import Verifier, VerifyReport
-from events.redaction import Redactor
+from onward.events.integrity import Verifier, VerifyReport
+from onward.events.redaction import Redactor
 
 __all__ = [
     "Append",
@@ -165,7 +165,7 @@ def _check_event_id(stream: str, event_id: object) -> None:
 class EventLog(ABC):
     """An append-only log of events in streams, with a global order.
 
-    Do not build one directly: call :func:`events.open_log`.
+    Do not build one directly: call :func:`onward.events.open_log`.
 
     Args:
         recorder: the eventsourcing application recorder that stores the records.

@@ -11,8 +11,8 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 
-from events.exceptions import LogNotFound
-from events.log import EventLog, StoredRow
+from onward.events.exceptions import LogNotFound
+from onward.events.log import EventLog, StoredRow
 
 __all__ = ["MemoryLog"]
 
@@ -22,7 +22,8 @@ class MemoryLog(EventLog):
 
     Args:
         create: must be True: a memory log never exists before it is opened.
-        **options: passed to :class:`events.EventLog` (codec, redactor, clock, payload_limit).
+        **options: passed to :class:`onward.events.EventLog` (codec, redactor, clock,
+        payload_limit).
 
     Raises:
         LogNotFound: ``create=False``.

@@ -18,8 +18,8 @@ from eventsourcing.postgres import (
 )
 from psycopg import sql
 
-from events.exceptions import BackendError, InvalidURL, LogNotFound
-from events.log import EventLog, StoredRow
+from onward.events.exceptions import BackendError, InvalidURL, LogNotFound
+from onward.events.log import EventLog, StoredRow
 
 __all__ = ["PostgresLog"]
 
@@ -32,7 +32,7 @@ class PostgresLog(EventLog):
             prefix, default ``onward``) may be given as query parameters.
         create: create the schema and tables when missing; with False, a database without
             this log raises :class:`LogNotFound` and nothing is created.
-        **options: passed to :class:`events.EventLog`.
+        **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
         InvalidURL: the URL does not name a database.

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from events.exceptions import UsageError
+from onward.events.exceptions import UsageError
 
 __all__ = ["DEFAULT_PATTERNS", "Redactor", "SecretPattern"]
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from events.base import Event
+from onward.events.base import Event
 
 __all__ = ["SessionEnded", "SessionPaused", "SessionResumed", "SessionStarted"]
 

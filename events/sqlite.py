@@ -26,8 +26,8 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from events.exceptions import BackendError, LogNotFound, UsageError
-from events.log import EventLog, StoredRow
+from onward.events.exceptions import BackendError, LogNotFound, UsageError
+from onward.events.log import EventLog, StoredRow
 
 __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
 
@@ -129,7 +129,7 @@ class SQLiteLog(EventLog):
         busy_timeout: seconds a writer waits for another process's lock.
         create: create the file and its tables when missing; with False, a missing file or
             one without an onward log raises :class:`LogNotFound` and nothing is written.
-        **options: passed to :class:`events.EventLog`.
+        **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
         UsageError: a bad option.

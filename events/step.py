@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from events.base import Event
+from onward.events.base import Event
 
 __all__ = ["StepCompleted", "StepFailed", "StepStarted"]
 

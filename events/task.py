@@ -6,8 +6,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from events.base import Event
-from events.kinds import Priority
+from onward.events.base import Event
+from onward.events.kinds import Priority
 
 __all__ = [
     "TaskCancelled",

@@ -6,8 +6,8 @@ import math
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from events.exceptions import InvalidURL
-from events.log import EventLog
+from onward.events.exceptions import InvalidURL
+from onward.events.log import EventLog
 
 __all__ = ["open_log"]
 
@@ -36,18 +36,18 @@ def open_log(url: str, **options: Any) -> EventLog:
         raise InvalidURL(f"a log URL must be a non-empty string, got {url!r}")
     scheme, sep, rest = url.partition("://")
     if not sep:  # a bare file path, taken literally (no URL quoting, query or fragment)
-        from events.sqlite import SQLiteLog
+        from onward.events.sqlite import SQLiteLog
 
         return SQLiteLog(url, **options)
     scheme = scheme.lower()
     if scheme == "memory":
-        from events.memory import MemoryLog
+        from onward.events.memory import MemoryLog
 
         if rest:
             raise InvalidURL(f"memory:// takes no host, path or options: {url!r}")
         return MemoryLog(**options)
     if scheme == "sqlite":
-        from events.sqlite import SQLiteLog
+        from onward.events.sqlite import SQLiteLog
 
         parts = urlsplit(url)
         if parts.netloc:
@@ -72,7 +72,7 @@ def open_log(url: str, **options: Any) -> EventLog:
         return SQLiteLog(path, **options)
     if scheme in ("postgresql", "postgres"):
         try:
-            from events.postgres import PostgresLog
+            from onward.events.postgres import PostgresLog
         except ImportError as exc:  # psycopg is in the "postgres" extra
             raise InvalidURL(
                 "PostgreSQL logs need the postgres extra: pip install 'onward[postgres]'"

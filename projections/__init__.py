@@ -3,10 +3,17 @@
 Replay, live folding and checkpoint + tail run the same code and give the same state.
 """
 
-from projections.host import CatchUp, Projections
-from projections.lifecycle import BREAKER, SESSION, TASK, IllegalTransition, Lifecycle, Transition
-from projections.session import SessionProjection, SessionView, session_stream
-from projections.task import TaskProjection, TaskView, task_stream
+from onward.projections.host import CatchUp, Projections
+from onward.projections.lifecycle import (
+    BREAKER,
+    SESSION,
+    TASK,
+    IllegalTransition,
+    Lifecycle,
+    Transition,
+)
+from onward.projections.session import SessionProjection, SessionView, session_stream
+from onward.projections.task import TaskProjection, TaskView, task_stream
 
 __all__ = [
     "BREAKER",

@@ -1,14 +1,14 @@
 """The breaker projection: each dependency's circuit breaker and the calls made to it.
 
 A breaker is an explicit state machine on its own stream, ``breaker-<dependency>``, following
-:data:`projections.lifecycle.BREAKER`: closed -> open after too many failures, open ->
+:data:`onward.projections.lifecycle.BREAKER`: closed -> open after too many failures, open ->
 half-open after a cool-down, half-open -> closed when the trial calls succeed (or back to open
 when one fails). The engine decides those moves; this projection folds them, and it also folds
-the calls the breaker judges by: every step outcome (:class:`events.StepCompleted`,
-:class:`events.StepFailed`, each try counted) that names a ``dependency``.
+the calls the breaker judges by: every step outcome (:class:`onward.events.StepCompleted`,
+:class:`onward.events.StepFailed`, each try counted) that names a ``dependency``.
 
 It needs the full step-outcome events: a step outcome without a ``dependency`` (as the lean
-types of :class:`projections.reading.FoldReader` read it, until they keep that field) counts
+types of :class:`onward.projections.reading.FoldReader` read it, until they keep that field) counts
 for no breaker.
 """
 
@@ -18,15 +18,15 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
     Recorded,
     UnknownEvent,
 )
-from projections.lifecycle import BREAKER
-from projections.reading import FOLDED_STEP_OUTCOMES
+from onward.projections.lifecycle import BREAKER
+from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
 __all__ = [
     "BREAKER_PREFIX",

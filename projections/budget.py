@@ -1,12 +1,12 @@
 """The error-budget projection: each session's failed tries and the remedies tried against them.
 
-The engine's error budget (:mod:`engine.budget`) judges a sliding window of a session's errors;
-this projection folds what it judges, per session (``r.meta.session``):
+The engine's error budget (:mod:`onward.judgement.budget`) judges a sliding window of a session's
+errors; this projection folds what it judges, per session (``r.meta.session``):
 
-- every failed try (:class:`events.StepFailed`, full or lean, final or not): its time, error
+- every failed try (:class:`onward.events.StepFailed`, full or lean, final or not): its time, error
   type and signature, the last :data:`ERRORS_KEPT` of them;
-- the remedies: :class:`events.FixAttempted` and :class:`events.RetryScheduled` name the
-  signature they answer and the step they answer it on. When that step fails again with the
+- the remedies: :class:`onward.events.FixAttempted` and :class:`onward.events.RetryScheduled` name
+  the signature they answer and the step they answer it on. When that step fails again with the
   same signature for good (its failure is final: the fixes and retries it was allowed are
   spent), the remedies did not help: the signature is **systemic** (it recurs after fixes and
   retries), unless a remedy of it has worked in the session (a step it was tried on then
@@ -17,10 +17,10 @@ this projection folds what it judges, per session (``r.meta.session``):
   :data:`SIGNATURES_KEPT` signatures, whether a remedy was attempted since each last failed,
   which remedies worked, which steps await a remedy's outcome, and when each systemic
   signature first recurred;
-- its budget decisions (:class:`events.DecisionMade` of kind ``"budget"``): the last one's
+- its budget decisions (:class:`onward.events.DecisionMade` of kind ``"budget"``): the last one's
   choice, so that the engine records a decision only when the verdict changes;
-- its start (:class:`events.SessionStarted`) and its resumption after a budget pause
-  (:class:`events.SessionResumed`): a person looked at what paused it, so the window starts
+- its start (:class:`onward.events.SessionStarted`) and its resumption after a budget pause
+  (:class:`onward.events.SessionResumed`): a person looked at what paused it, so the window starts
   afresh (its errors and systemic marks are dropped). The trend compares the two halves of
   the part of the window the session has lived (since its start or that resumption): a burst
   of errors in a session's first minutes is not a rising burn rate for want of an older half.
@@ -43,7 +43,7 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     DecisionMade,
     FixAttempted,
     Recorded,
@@ -52,7 +52,7 @@ from events import (
     SessionStarted,
     UsageError,
 )
-from projections.reading import FOLDED_STEP_OUTCOMES
+from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
 __all__ = [
     "BUDGET_KIND",
@@ -68,7 +68,7 @@ __all__ = [
 ERRORS_KEPT = 1000
 #: The signatures each session keeps remedy and systemic marks for (the last ones).
 SIGNATURES_KEPT = 1000
-#: The ``kind`` of the :class:`events.DecisionMade` events that record a budget verdict.
+#: The ``kind`` of the :class:`onward.events.DecisionMade` events that record a budget verdict.
 BUDGET_KIND = "budget"
 
 _FAILURE_TYPES = frozenset(

@@ -2,15 +2,16 @@
 
 It folds the events of confidence-based execution, wherever they are recorded:
 
-- :class:`events.DecisionMade` of kind ``"confidence"`` with the strategy ``ask``, then its
-  :class:`events.ApprovalRequested`: an approval waits for a human until
-  :class:`events.ApprovalGranted` or :class:`events.ApprovalDenied` answers it (whether the flow
-  monitor holds a request back is the flow projection's: its pending interruptions);
-- :class:`events.ActionChecked`: each judged action's runs, passes and failures, across sessions
-  (an action's history spans sessions, like the error-learning DB); the answers to its approval
-  requests count for it too;
-- :class:`events.ThresholdsAdjusted`: the thresholds in force (the last adjustment in log order,
-  from any session), and the passes in a row since the last adjustment or failure.
+- :class:`onward.events.DecisionMade` of kind ``"confidence"`` with the strategy ``ask``, then its
+  :class:`onward.events.ApprovalRequested`: an approval waits for a human until
+  :class:`onward.events.ApprovalGranted` or :class:`onward.events.ApprovalDenied` answers it
+  (whether the flow monitor holds a request back is the flow projection's: its pending
+  interruptions);
+- :class:`onward.events.ActionChecked`: each judged action's runs, passes and failures, across
+  sessions (an action's history spans sessions, like the error-learning DB); the answers to its
+  approval requests count for it too;
+- :class:`onward.events.ThresholdsAdjusted`: the thresholds in force (the last adjustment in log
+  order, from any session), and the passes in a row since the last adjustment or failure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     ActionChecked,
     ApprovalDenied,
     ApprovalGranted,
@@ -136,7 +137,7 @@ class DecisionProjection:
         self.pending: dict[str, PendingApproval] = {}
         self.answers: dict[str, Answer] = {}
         self.actions: dict[str, ActionRecord] = {}
-        #: The thresholds in force (empty: the defaults; see :mod:`engine.confidence`).
+        #: The thresholds in force (empty: the defaults; see :mod:`onward.judgement.confidence`).
         self.thresholds: dict[str, float] = {}
         #: Checked runs passed in a row since the last adjustment or failure.
         self.streak = 0

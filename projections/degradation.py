@@ -3,16 +3,16 @@
 A component (the tests, the database, the network, ...) fails; the engine replaces it with the
 next workaround of its ladder, each at a declared cost in quality; when the ladder is used up
 it pauses the work and asks a person; when the component is back, its workaround is dropped.
-The engine decides (see :mod:`engine.degradation`); this projection folds, per session
+The engine decides (see :mod:`onward.judgement.degradation`); this projection folds, per session
 (``r.meta.session``, whatever the stream):
 
-- :class:`events.ComponentFailed`: counts a failure. It does not change the component's state
+- :class:`onward.events.ComponentFailed`: counts a failure. It does not change the component's state
   by itself: the engine appends it together with what it does about it (the next two events).
-- :class:`events.WorkaroundApplied`: the component is degraded, served by that workaround at
+- :class:`onward.events.WorkaroundApplied`: the component is degraded, served by that workaround at
   the loss the event records, one rung further down its ladder.
-- :class:`events.DecisionMade` of kind :data:`DECISION_KIND` whose choice is
+- :class:`onward.events.DecisionMade` of kind :data:`DECISION_KIND` whose choice is
   :data:`EXHAUSTED_CHOICE` about a component (its ``subject``): the ladder is exhausted.
-- :class:`events.ComponentRestored`: the component is healthy again, back on the top rung.
+- :class:`onward.events.ComponentRestored`: the component is healthy again, back on the top rung.
   Restoring a component that is not degraded nor exhausted changes nothing.
 
 How losses combine:
@@ -43,7 +43,7 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     ComponentFailed,
     ComponentRestored,
     DecisionMade,
@@ -70,7 +70,7 @@ __all__ = [
 
 #: The loss an exhausted component counts for (unless its last workaround lost more).
 EXHAUSTED_LOSS = 0.5
-#: The :class:`events.DecisionMade` kind of the degradation decisions.
+#: The :class:`onward.events.DecisionMade` kind of the degradation decisions.
 DECISION_KIND = "degradation"
 #: The choice of the decision taken when a component's ladder is exhausted.
 EXHAUSTED_CHOICE = "pause the task and ask"

@@ -7,17 +7,19 @@ transient or systemic. It spans sessions, and like every projection it is rebuil
 
 It folds events by type, from any stream (task streams and session streams alike):
 
-- :class:`events.ErrorObserved`: an occurrence (time, session, type, message, frames).
-- :class:`events.ErrorClassified`: the engine's verdict on the signature.
-- :class:`events.FixAttempted`, :class:`events.FixSucceeded`, :class:`events.FixFailed`: a
-  fix's attempts and outcomes; :class:`events.FixLearned`: a fix known for the signature.
-- :class:`events.RetryScheduled`: a retry of the signature, pending until the step's next
-  outcome in the same stream: a :class:`events.StepCompleted` makes it a retry success, a
-  :class:`events.StepFailed` of the retried try drops it. The times of every retry are also
+- :class:`onward.events.ErrorObserved`: an occurrence (time, session, type, message, frames).
+- :class:`onward.events.ErrorClassified`: the engine's verdict on the signature.
+- :class:`onward.events.FixAttempted`, :class:`onward.events.FixSucceeded`,
+  :class:`onward.events.FixFailed`: a fix's attempts and outcomes;
+  :class:`onward.events.FixLearned`: a fix known for the signature.
+- :class:`onward.events.RetryScheduled`: a retry of the signature, pending until the step's next
+  outcome in the same stream: a :class:`onward.events.StepCompleted` makes it a retry success, a
+  :class:`onward.events.StepFailed` of the retried try drops it. The times of every retry are also
   kept per session, for the engine's retry budget (:meth:`ErrorProjection.recent_retries`).
 
 Step outcomes are read by their ``index`` (and ``attempt`` when they carry it), so the lean
-step-outcome types of :class:`projections.reading.FoldReader` fold the same as the full events.
+step-outcome types of :class:`onward.projections.reading.FoldReader` fold the same as the full
+events.
 
 Every history is bounded: a signature keeps its last :data:`HISTORY_LIMIT` entries and its
 first :data:`SESSIONS_LIMIT` sessions; a session keeps the times of its last
@@ -32,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     ErrorClassified,
     ErrorObserved,
     FixAttempted,
@@ -46,9 +48,9 @@ from events import (
     TaskFailed,
     TaskSucceeded,
 )
-from projections.reading import FOLDED_STEP_OUTCOMES
-from projections.session import SESSION_PREFIX
-from projections.task import TASK_PREFIX
+from onward.projections.reading import FOLDED_STEP_OUTCOMES
+from onward.projections.session import SESSION_PREFIX
+from onward.projections.task import TASK_PREFIX
 
 __all__ = [
     "HISTORY_LIMIT",

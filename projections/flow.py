@@ -2,18 +2,18 @@
 
 It folds, per session (``r.meta.session``), from any stream:
 
-- every step outcome (:class:`events.StepCompleted`, :class:`events.StepFailed`, full or lean,
-  each try counted) as one action: its time and whether it failed. A session keeps only the
+- every step outcome (:class:`onward.events.StepCompleted`, :class:`onward.events.StepFailed`, full
+  or lean, each try counted) as one action: its time and whether it failed. A session keeps only the
   actions of the last :data:`WINDOW` seconds before its latest one, at most
   :data:`ACTIONS_KEPT` of them. An action stamped earlier than the latest one (by a worker
   whose clock runs behind) counts as at the latest one, and one stamped a whole window before
   it is dropped: the actions stay in time order, so the rhythm counts only the ends it trims;
-- :class:`events.FlowStateChanged`: the session's flow state, checked against
-  :data:`projections.lifecycle.FLOW`, and when it entered it;
-- :class:`events.InterruptionDeferred` and :class:`events.InterruptionDelivered`: the
+- :class:`onward.events.FlowStateChanged`: the session's flow state, checked against
+  :data:`onward.projections.lifecycle.FLOW`, and when it entered it;
+- :class:`onward.events.InterruptionDeferred` and :class:`onward.events.InterruptionDelivered`: the
   interruptions held back and not delivered yet (the last :data:`PENDING_KEPT` of them).
 
-:mod:`engine.flow` decides the moves from the :class:`Rhythm` this projection measures.
+:mod:`onward.judgement.flow` decides the moves from the :class:`Rhythm` this projection measures.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     FlowState,
     FlowStateChanged,
     InterruptionDeferred,
     InterruptionDelivered,
     Recorded,
 )
-from projections.lifecycle import FLOW
-from projections.reading import FOLDED_STEP_OUTCOMES
+from onward.projections.lifecycle import FLOW
+from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
 __all__ = [
     "ACTIONS_KEPT",
@@ -60,7 +60,8 @@ _TRIGGERS = {state: "to_" + state.value for state in FlowState}
 
 
 def flow_trigger(state: FlowState) -> str:
-    """The :data:`projections.lifecycle.FLOW` trigger that enters ``state`` ("to_flowing")."""
+    """The :data:`onward.projections.lifecycle.FLOW` trigger that enters ``state``
+    ("to_flowing")."""
     return _TRIGGERS[state]
 
 
@@ -161,8 +162,8 @@ class FlowProjection:
         """Fold one event, of any stream; events the flow does not read are skipped.
 
         Raises:
-            IllegalTransition: a :class:`events.FlowStateChanged` that
-                :data:`projections.lifecycle.FLOW` does not allow in the session's state.
+            IllegalTransition: a :class:`onward.events.FlowStateChanged` that
+                :data:`onward.projections.lifecycle.FLOW` does not allow in the session's state.
         """
         fold = self._fold.get(type(r.event))
         if fold is not None:

@@ -16,16 +16,16 @@ from typing import Any
 
 import msgspec
 
-from events import Checkpoint, EventLog, Recorded
-from projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
-from projections.budget import BudgetLedger, BudgetProjection
-from projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
-from projections.degradation import DegradationProjection, SessionDegradation
-from projections.errors import ErrorProjection, ErrorsState
-from projections.flow import FlowLedger, FlowProjection
-from projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
-from projections.session import SESSION_PREFIX, SessionProjection, SessionView
-from projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
+from onward.events import Checkpoint, EventLog, Recorded
+from onward.projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
+from onward.projections.budget import BudgetLedger, BudgetProjection
+from onward.projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
+from onward.projections.degradation import DegradationProjection, SessionDegradation
+from onward.projections.errors import ErrorProjection, ErrorsState
+from onward.projections.flow import FlowLedger, FlowProjection
+from onward.projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
+from onward.projections.session import SESSION_PREFIX, SessionProjection, SessionView
+from onward.projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
 
 __all__ = ["CatchUp", "Projections"]
 

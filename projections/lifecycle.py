@@ -1,7 +1,7 @@
 """Lifecycles as data: each flow type's states and transitions, defined once.
 
 From one :class:`Lifecycle` come both the pure ``evolve(state, tag)`` table lookup that the
-projections fold with (live and in replay), and — in :mod:`engine.machines` — the shared
+projections fold with (live and in replay), and — in :mod:`onward.core.machines` — the shared
 ``transitions`` Machine that validates a decision before it is appended and draws the diagram.
 
 An event that the table does not allow in the current state is a corrupt or foreign history:
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from events import LogDamaged, OnwardError
+from onward.events import LogDamaged, OnwardError
 
 __all__ = [
     "BREAKER",
@@ -191,9 +191,10 @@ BREAKER = Lifecycle(
     ),
 )
 
-#: A session's working rhythm. Every move is one :class:`events.FlowStateChanged`; its trigger
-#: names the state it enters (``to_flowing``: see :func:`projections.flow.flow_trigger`), so
-#: the diagram reads as the moves. Idle work warms up before it flows or is disrupted.
+#: A session's working rhythm. Every move is one :class:`onward.events.FlowStateChanged`; its
+# trigger : names the state it enters (``to_flowing``: see
+#:func:`onward.projections.flow.flow_trigger`), so : the diagram reads as the moves. Idle work warms
+# up before it flows or is disrupted.
 FLOW = Lifecycle(
     "flow",
     ("idle", "warming", "flowing", "disrupted"),

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import msgspec
 
-from events import EventLog, Meta, Recorded, StepCompleted, StepFailed
+from onward.events import EventLog, Meta, Recorded, StepCompleted, StepFailed
 
 __all__ = ["FOLDED_STEP_OUTCOMES", "FoldReader"]
 
@@ -38,7 +38,7 @@ class _Failed(_StepOutcome, frozen=True, tag="StepFailed"):
 
 
 #: The types a fold may see for step outcomes: the lean ones of :class:`FoldReader`, or the
-#: full events (from :meth:`events.EventLog.read` or the fallback).
+#: full events (from :meth:`onward.events.EventLog.read` or the fallback).
 FOLDED_STEP_OUTCOMES: frozenset[type[Any]] = frozenset(
     {StepCompleted, StepFailed, _Completed, _Failed}
 )

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from events import Recorded, SessionEnded, SessionStarted, UnknownEvent
-from projections.lifecycle import SESSION
+from onward.events import Recorded, SessionEnded, SessionStarted, UnknownEvent
+from onward.projections.lifecycle import SESSION
 
 __all__ = ["SESSION_PREFIX", "SessionProjection", "SessionView", "session_stream"]
 

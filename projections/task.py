@@ -1,6 +1,6 @@
 """The task projection: every task's state machine and the priority queue, folded from the log.
 
-A task's state follows :data:`projections.lifecycle.TASK`. The queue orders queued tasks by
+A task's state follows :data:`onward.projections.lifecycle.TASK`. The queue orders queued tasks by
 priority (critical > high > normal > low), then deadline (earliest first, none last), then
 submission order (the position of ``TaskSubmitted``).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from events import (
+from onward.events import (
     ApprovalDenied,
     ApprovalGranted,
     Recorded,
@@ -29,9 +29,9 @@ from events import (
     TaskWaiting,
     UnknownEvent,
 )
-from events.kinds import Priority
-from projections.lifecycle import TASK
-from projections.reading import FOLDED_STEP_OUTCOMES
+from onward.events.kinds import Priority
+from onward.projections.lifecycle import TASK
+from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
 __all__ = [
     "STEP_OUTCOME_TYPES",

@@ -3,7 +3,8 @@
 What it measures, in one run (everything in memory; the only files are a scratch SQLite file
 that makes a real "database is locked" error):
 
-* ``rule_decision_us`` / ``rule_decision_p99_us``: ``engine.rulebook.Rulebook().decide("error",
+* ``rule_decision_us`` / ``rule_decision_p99_us``:
+``onward.judgement.rulebook.Rulebook().decide("error",
   facts)`` with the built-in rules, each sample one decision. The facts are those of 11 kinds of
   real exceptions (4 variants of each, with varying values), built by the engine's own
   ``Healer._rule`` (a rule function that records its facts catches them): error_type,
@@ -13,8 +14,8 @@ that makes a real "database is locked" error):
   ``sqlite3.OperationalError`` that is not a lock, whose type matches the first rule and its
   message not). The kinds take turns; p50 and p99 of all samples, each kind's under
   ``details``. ``task_completed_decision_us`` and ``action_decision_us`` (under ``details``)
-  are the same for the two other scenarios (the facts ``engine.scheduler`` and
-  ``engine.actions.Judge`` pass).
+  are the same for the two other scenarios (the facts ``onward.runtime.scheduler`` and
+  ``onward.judgement.actions.Judge`` pass).
 * ``naive_rule_decision_us``: the peer, the naive way: a list scan of the same rules
   (``Rulebook().rules()``, in precedence order), ``re.search(pattern, str(fact))`` for each
   condition, in the same run, on the same facts, interleaved with the rulebook's samples;
@@ -30,7 +31,7 @@ that makes a real "database is locked" error):
   (and for "ask" the ``ApprovalRequested`` and ``TaskWaiting``) built into a batch, which a
   stand-in task run then drops instead of committing.
 * ``projection_update_us``: per event, folding one realistic session's events (built as
-  ``events.Recorded``: 1,000 tasks, 400 with ``--quick``) through the budget, flow and
+  ``onward.events.Recorded``: 1,000 tasks, 400 with ``--quick``) through the budget, flow and
   degradation projections (``apply(r)`` of each, on every event; ``Projections.apply_page``
   sends each only the event types it reads). The session is what the engine would write, its
   moves decided by the engine's own rules while it is built: mostly ``StepCompleted``;
@@ -38,9 +39,9 @@ that makes a real "database is locked" error):
   few bad patches), each followed by what the healer appends (``ErrorObserved``,
   ``DecisionMade``, ``FixAttempted`` + ``FixSucceeded`` for a kind whose rule names a fix, else
   ``RetryScheduled`` + ``TaskWaiting`` and a new claim, sometimes a give-up and ``TaskFailed``);
-  at each task boundary the flow moves that ``engine.flow.FlowMonitor`` makes from the rhythm
-  (legal moves only), the budget decisions ``engine.budget.assess`` makes (a pause is resumed
-  ten minutes later), and now and then a component that fails (``ComponentFailed`` +
+  at each task boundary the flow moves that ``onward.judgement.flow.FlowMonitor`` makes from the
+  rhythm (legal moves only), the budget decisions ``onward.judgement.budget.assess`` makes (a pause
+  is resumed ten minutes later), and now and then a component that fails (``ComponentFailed`` +
   ``WorkaroundApplied``) and is restored later. Fresh projections each repeat; median of the
   repeats; the cycle collector is off while folding, as ``CatchUp`` has it. Each projection's
   own figure is under ``details``.
@@ -49,14 +50,14 @@ that makes a real "database is locked" error):
   log's ``FoldReader`` hands the projections lean step outcomes instead, which fold the same).
 * End to end, under ``details``: ``Engine.open("memory://", clock=..., sleep=...)`` (a fake
   clock that each step advances by 0.1-0.9 s: no real sleeping) running 200 tasks (100 with
-  ``--quick``) of 4 steps each, after a 20-task warm-up; ``engine.run()`` time / tasks. Three
-  variants in turns (25 rounds, 5 with ``--quick``), each on a fresh engine: the default
+  ``--quick``) of 4 steps each, after a 20-task warm-up; ``onward.runtime.run()`` time / tasks.
+  Three variants in turns (25 rounds, 5 with ``--quick``), each on a fresh engine: the default
   judgement (healing with the rulebook, the error budget, the flow monitor, the task
   boundaries), ``healing=False``, and ``healing=False`` with the boundary's ``cross()``
   replaced by its constant verdict (no session-level policies: ``healing=False`` alone keeps
   them). Medians of the rounds; ``task_p50_*_us`` are the medians of the intervals between
   consecutive task starts, which bursts of other processes barely move. ``boundary_us`` is the
-  time spent in ``engine.boundary.cross()`` per task, timed inside the default runs
+  time spent in ``onward.runtime.boundary.cross()`` per task, timed inside the default runs
   (``boundary_p50_us``: per crossing; ``boundary_warm_p50_us``: called 500 times in a row
   after the run, its caches warm). ``task_cpu_*_us`` divide the thread's CPU time
   instead of wall time (memory:// does no I/O; on a shared machine the wall time of a run
@@ -95,9 +96,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.rulebook import RuleInfo
-    from engine.signature import ErrorSignature
-    from events import Event, Recorded
+    from onward.events import Event, Recorded
+    from onward.healing.signature import ErrorSignature
+    from onward.judgement.rulebook import RuleInfo
 
 import _bench
 from _bench import progress
@@ -296,10 +297,10 @@ def _error_factories(directory: Path) -> list[tuple[str, str, str, Callable[[int
 
 def error_kinds(directory: Path, rng: random.Random) -> list[ErrorCase]:
     """The error kinds, their facts built by ``Healer._rule`` itself."""
-    from engine.healing import Healer
-    from engine.rulebook import Rulebook
-    from engine.signature import fingerprint
-    from projections import Projections
+    from onward.healing.healer import Healer
+    from onward.healing.signature import fingerprint
+    from onward.judgement.rulebook import Rulebook
+    from onward.projections import Projections
 
     captured: list[dict[str, Any]] = []
     recorder = Rulebook(builtins=False)
@@ -394,7 +395,7 @@ def _other_scenarios() -> dict[str, list[tuple[str, dict[str, Any]]]]:
 
 def rule_decisions(kinds: list[ErrorCase], counts: dict[str, int]) -> dict[str, Any]:
     """Per-decision times of the rulebook and its two peers, interleaved, on every scenario."""
-    from engine.rulebook import Rulebook
+    from onward.judgement.rulebook import Rulebook
 
     book = Rulebook()
     rules = book.rules()
@@ -501,7 +502,7 @@ ACTION_RECORDS: list[tuple[int, int, float, bool, str, int, int]] = [
 
 def confidence(counts: dict[str, int]) -> dict[str, Any]:
     """Factors.of + score + strategy per sample; and the same with new thresholds each time."""
-    from engine.confidence import Factors, Thresholds, score
+    from onward.judgement.confidence import Factors, Thresholds, score
 
     settings = Thresholds()
     clock = time.perf_counter_ns
@@ -571,8 +572,8 @@ class _StandInRun:
     """What ``Judge.decide`` uses of a task run; its commit drops the batch (no append)."""
 
     def __init__(self) -> None:
-        from engine.healing import Batch
-        from events import Context
+        from onward.events import Context
+        from onward.healing.healer import Batch
 
         self.task_id = "4f9a1c2be07d4a5c9f3e2d1c0b9a8f7e"
         self.context = Context(session="bench", causation_id="c" * 32, actor="bench/1/a")
@@ -588,11 +589,11 @@ class _StandInRun:
 
 def judge_decisions(counts: dict[str, int]) -> dict[str, Any]:
     """The whole ``Judge.decide`` per sample, without the append."""
-    from engine.actions import Judge, Judgement
-    from engine.rulebook import Rulebook
-    from engine.run import Suspended
-    from projections import Projections
-    from projections.decisions import ActionRecord
+    from onward.judgement.actions import Judge, Judgement
+    from onward.judgement.rulebook import Rulebook
+    from onward.projections import Projections
+    from onward.projections.decisions import ActionRecord
+    from onward.runtime.run import Suspended
 
     projections = Projections()
     judge = Judge(
@@ -697,9 +698,9 @@ class SessionWriter:
     def __init__(
         self, session: str, clock: FakeClock, rng: random.Random, errors: list[_SessionError]
     ) -> None:
-        from engine.budget import ErrorBudget
-        from engine.flow import FlowMonitor
-        from projections import Projections, session_stream
+        from onward.judgement.budget import ErrorBudget
+        from onward.judgement.flow import FlowMonitor
+        from onward.projections import Projections, session_stream
 
         self.session = session
         self.clock = clock
@@ -715,7 +716,7 @@ class SessionWriter:
 
     def add(self, stream: str, event: Event, cause: str = "") -> str:
         """Append one event to a stream (folded into the scratch projections); its id."""
-        from events import Meta, Recorded, new_event_id
+        from onward.events import Meta, Recorded, new_event_id
 
         version = self.versions.get(stream, 0) + 1
         self.versions[stream] = version
@@ -737,8 +738,8 @@ class SessionWriter:
 
     def boundary(self) -> None:
         """The flow move and the budget decision the engine would make here."""
-        from engine.budget import assess, verdict_inputs
-        from events import DecisionMade, SessionPaused, SessionResumed
+        from onward.events import DecisionMade, SessionPaused, SessionResumed
+        from onward.judgement.budget import assess, verdict_inputs
 
         flow = self.scratch.flow
         moved = self.monitor.observe(
@@ -778,7 +779,12 @@ class SessionWriter:
 
     def component(self, *, failed: bool) -> None:
         """The search index fails and a workaround stands in; or it is back."""
-        from events import ComponentFailed, ComponentRestored, DegradationLevel, WorkaroundApplied
+        from onward.events import (
+            ComponentFailed,
+            ComponentRestored,
+            DegradationLevel,
+            WorkaroundApplied,
+        )
 
         if not failed:
             self.to_session(
@@ -802,8 +808,8 @@ class SessionWriter:
 
     def task(self, k: int, failure_rate: float) -> None:
         """One task from its submission to its end: 3-6 steps, each failing at this rate."""
-        from events import DecisionMade, TaskClaimed, TaskSubmitted, TaskSucceeded
-        from projections import task_stream
+        from onward.events import DecisionMade, TaskClaimed, TaskSubmitted, TaskSucceeded
+        from onward.projections import task_stream
 
         rng = self.rng
         task_id = f"{rng.getrandbits(128):032x}"
@@ -834,7 +840,7 @@ class SessionWriter:
         Returns:
             The id of the task's current claim, or "" when the step (and the task) failed.
         """
-        from events import (
+        from onward.events import (
             DecisionMade,
             ErrorClassified,
             ErrorKind,
@@ -979,9 +985,9 @@ def realistic_session(
     Returns:
         The records, and how many there are of each event type (decisions by kind).
     """
-    from engine.rulebook import Rulebook
-    from engine.signature import fingerprint
-    from events import DecisionMade, SessionStarted
+    from onward.events import DecisionMade, SessionStarted
+    from onward.healing.signature import fingerprint
+    from onward.judgement.rulebook import Rulebook
 
     book = Rulebook()
     errors: list[_SessionError] = []
@@ -1018,10 +1024,10 @@ def realistic_session(
 
 def folds(records: list[Recorded], repeats: int) -> dict[str, Any]:
     """Per-event time of each fold, fresh projections each repeat; the collector off."""
-    from projections import Projections
-    from projections.budget import BudgetProjection
-    from projections.degradation import DegradationProjection
-    from projections.flow import FlowProjection
+    from onward.projections import Projections
+    from onward.projections.budget import BudgetProjection
+    from onward.projections.degradation import DegradationProjection
+    from onward.projections.flow import FlowProjection
 
     def budget() -> Callable[[], None]:
         apply = BudgetProjection().apply
@@ -1100,8 +1106,8 @@ def _nothing(r: Recorded) -> None:
 
 def e2e_run(variant: str, tasks: int) -> dict[str, Any]:
     """One fresh engine on memory://: a warm-up, then ``tasks`` tasks of 4 steps, timed."""
-    from engine import Engine
-    from events import FlowStateChanged
+    from onward import Engine
+    from onward.events import FlowStateChanged
 
     clock = FakeClock()
     options: dict[str, Any] = {} if variant == "default" else {"healing": False}

@@ -2,13 +2,14 @@
 
 What it measures, in one run (SQLite files are fresh, in one directory):
 
-* ``fingerprint_us``: ``engine.signature.fingerprint(exc)`` per call, for a realistic exception:
+* ``fingerprint_us``: ``onward.healing.signature.fingerprint(exc)`` per call, for a realistic
+exception:
   5 in-app frames on its traceback (raised 4 calls deep), its message holding numbers, a path
   and a uuid, with a ``__cause__`` (a ``KeyError``). Raised once, fingerprinted many times
   (the per-code-object frame cache is warm, as in a long session); median of the repeats.
   ``fingerprint_raise_us`` under ``details`` includes raising and catching it each time.
 * ``known_error_decision_us`` / ``known_error_decision_p99_us``: what
-  :meth:`engine.healing.Healer._remedy` does for an error already seen, without appending:
+  :meth:`onward.healing.healer.Healer._remedy` does for an error already seen, without appending:
   ``fingerprint(exc)``, then ``errors.get(sig)``, ``errors.fix_stats(sig)`` (as ``FixStats``)
   and ``errors.learned(sig)`` on the engine's error-learning DB, then
   ``healer.fixes.candidates(exc, call, ...)`` and ``fix.apply(exc, call)`` of the first
@@ -23,8 +24,8 @@ What it measures, in one run (SQLite files are fresh, in one directory):
   ``@engine.step(breaker="api")``) over a plain durable step (``@engine.step()`` on
   ``Engine.open(..., healing=False)``), both on SQLite files in one directory at
   ``synchronous=FULL`` (the default): one task of 1,000 steps after a 50-step warm-up, time of
-  ``engine.run()`` / steps. Plain and protected alternate (plain, protected, protected, plain,
-  ...) on fresh files, after one untimed run of each; ratio of the medians.
+  ``onward.runtime.run()`` / steps. Plain and protected alternate (plain, protected, protected,
+  plain, ...) on fresh files, after one untimed run of each; ratio of the medians.
   ``protected_step_p50_ratio`` under ``details`` is the ratio of the medians of the intervals
   between consecutive steps, which bursts of other I/O barely move.
 * ``onward_protection_us``: the same two paths on ``memory://`` (no fsync: the engine's own
@@ -41,7 +42,7 @@ What it measures, in one run (SQLite files are fresh, in one directory):
   JSON inside log lines; Python inside Markdown fences; a config without a key the step
   declares a default for; a file written into a missing directory; a ``TimeoutError`` from a
   call with a ``timeout`` parameter. Each task is submitted and run to its end before the next.
-  Then the log is folded in order through a fresh ``projections.errors.ErrorProjection``: an
+  Then the log is folded in order through a fresh ``onward.projections.errors.ErrorProjection``: an
   error is *seen* when, at its first ``StepFailed``, its signature already has a ``best_fix``
   (a fix with at least one success); it is *fixed automatically* when its step then succeeded
   through a fix (``FixSucceeded``) with no ``RetryScheduled`` and no give-up decision. The rate
@@ -76,7 +77,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from onward import Engine
 
 import _bench
 from _bench import Files, progress
@@ -213,7 +214,7 @@ def realistic_exception(n: int = 4711) -> BaseException:
 
 def fingerprints(counts: dict[str, int]) -> dict[str, Any]:
     """Per-call cost of fingerprint(exc), without and with the raise."""
-    from engine.signature import fingerprint
+    from onward.healing.signature import fingerprint
 
     exc = realistic_exception()
     signature = fingerprint(exc)
@@ -448,7 +449,7 @@ def fold_outcomes(log: Any, kind_of: dict[str, str]) -> list[dict[str, Any]]:
     Returns, per task that failed: its kind, its first signature, whether that signature had a
     best fix (at least one success) before, and whether its step was fixed automatically.
     """
-    from events import (
+    from onward.events import (
         DecisionMade,
         FixSucceeded,
         RetryScheduled,
@@ -456,7 +457,7 @@ def fold_outcomes(log: Any, kind_of: dict[str, str]) -> list[dict[str, Any]]:
         StepFailed,
         TaskSucceeded,
     )
-    from projections.errors import ErrorProjection
+    from onward.projections.errors import ErrorProjection
 
     errors = ErrorProjection()
     tasks: dict[str, dict[str, Any]] = {}
@@ -501,8 +502,8 @@ def _rate(part: int, whole: int) -> float | None:
 
 def autofix(files: Files, counts: dict[str, int]) -> dict[str, Any]:
     """Run the seeded workload through the real engine on SQLite; fold the outcomes."""
-    from engine import Engine
-    from projections import task_stream
+    from onward import Engine
+    from onward.projections import task_stream
 
     clock = FakeClock()
     directory = files.folder("workload")
@@ -562,9 +563,9 @@ def autofix(files: Files, counts: dict[str, int]) -> dict[str, Any]:
 
 def decisions(files: Files, counts: dict[str, int]) -> dict[str, Any]:
     """Time fingerprint + error-DB lookup + fix choice + apply for errors with a fix history."""
-    from engine import Engine
-    from engine.fixes import FixStats, StepCall
-    from engine.signature import fingerprint
+    from onward import Engine
+    from onward.healing.fixes import FixStats, StepCall
+    from onward.healing.signature import fingerprint
 
     clock = FakeClock()
     workload = Workload(files.folder("decisions"), clock)
@@ -689,9 +690,9 @@ def decisions(files: Files, counts: dict[str, int]) -> dict[str, Any]:
 def steps(url: str, count: int, *, protected: bool) -> tuple[float, list[float]]:
     """Seconds per durable step of one task of ``count`` steps, and the intervals between
     consecutive steps, plain (healing off) or protected (healing, a retry policy, a breaker)."""
-    from engine import Engine
-    from engine.breaker import BreakerPolicy
-    from engine.retry import RetryPolicies, RetryPolicy
+    from onward import Engine
+    from onward.healing.breaker import BreakerPolicy
+    from onward.healing.retry import RetryPolicies, RetryPolicy
 
     stamps: list[float] = []
     options: dict[str, Any] = (

@@ -93,7 +93,7 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
 
 
 def make_event(i: int) -> Any:
-    from events import StepCompleted
+    from onward.events import StepCompleted
 
     return StepCompleted(
         index=i, name="fetch", result={"status": 200, "bytes": 1234}, duration=0.01
@@ -109,7 +109,7 @@ def warmup_count(count: int) -> int:
 
 def onward_appends(path: Path, synchronous: str, commits: int, per_commit: int) -> float:
     """Seconds for ``commits`` appends of ``per_commit`` events each, after a warm-up."""
-    from events import open_log
+    from onward.events import open_log
 
     events = [make_event(i) for i in range(per_commit)]
     versions = [0] * STREAMS
@@ -134,7 +134,7 @@ def onward_appends(path: Path, synchronous: str, commits: int, per_commit: int) 
 
 def build_log(path: Path, total: int) -> None:
     """A log of ``total`` events, written fast: 100 events per append, synchronous=normal."""
-    from events import open_log
+    from onward.events import open_log
 
     per_commit = 100
     events = [make_event(i) for i in range(per_commit)]
@@ -154,7 +154,7 @@ def build_log(path: Path, total: int) -> None:
 
 def onward_read(path: Path, total: int) -> tuple[float, float]:
     """Median seconds to read and decode the whole log, and to verify it."""
-    from events import open_log
+    from onward.events import open_log
 
     reads: list[float] = []
     verifies: list[float] = []
@@ -179,7 +179,7 @@ def onward_read(path: Path, total: int) -> tuple[float, float]:
 
 def record_size(path: Path) -> int:
     """The length of onward's stored state for the benchmark's event."""
-    from events import open_log
+    from onward.events import open_log
 
     with open_log(f"sqlite:///{path}?synchronous=normal") as log:
         log.append("task-0000", [make_event(42)], expected_version=0)

@@ -5,7 +5,7 @@ What it measures, in one run, on one file system (fresh SQLite files in one dire
 * ``step_us``: one durable step of a trivial function inside a task: ``Engine.open(
   "sqlite:///FILE", session=...)`` (``synchronous=FULL``, the default), ``@engine.step() def
   f(i: int) -> int: return i + 1``, one task calling it N times (N = 2,000), time of
-  ``engine.run()`` / N, after a 50-step warm-up task on the same file.
+  ``onward.runtime.run()`` / N, after a 50-step warm-up task on the same file.
 * ``raw_commit_us``: the raw reference: sqlite3 on the same file system, WAL,
   ``synchronous=FULL``, one ``INSERT`` of a 200-byte row + ``COMMIT``, into a table shaped like
   onward's (stream, version, topic, state; primary key on stream and version); N commits / N.
@@ -167,7 +167,7 @@ def onward_steps(
 ) -> tuple[float, int, list[float]]:
     """Seconds per durable step of one task of ``steps`` steps, the step's record size, and
     the intervals between consecutive steps' returns (for a median that ignores bursts)."""
-    from engine import Engine
+    from onward import Engine
 
     stamps: list[float] = []
 
@@ -388,7 +388,7 @@ def resumes(files: Files, repeats: int) -> tuple[dict[str, Any], list[str]]:
 
 def task_events(k: int) -> list[Any]:
     """The ten events of one task that ran to its end: submitted, claimed, 7 steps, succeeded."""
-    from events import StepCompleted, TaskClaimed, TaskSubmitted, TaskSucceeded
+    from onward.events import StepCompleted, TaskClaimed, TaskSubmitted, TaskSucceeded
 
     steps = TASK_EVENTS - 3
     return [
@@ -406,8 +406,8 @@ def task_events(k: int) -> list[Any]:
 
 def write_tasks(log: Any, first: int, count: int, *, queued_only: bool = False) -> None:
     """Append ``count`` tasks (all ten events each, or only TaskSubmitted) in 500-event commits."""
-    from events import Append, Context, TaskSubmitted
-    from projections import task_stream
+    from onward.events import Append, Context, TaskSubmitted
+    from onward.projections import task_stream
 
     per_task = 1 if queued_only else TASK_EVENTS
     per_commit = max(1, BATCH_EVENTS // per_task)
@@ -433,8 +433,8 @@ def write_tasks(log: Any, first: int, count: int, *, queued_only: bool = False) 
 
 def start_session(log: Any) -> None:
     """The session stream's first event, as ``Engine.open`` writes it."""
-    from events import Context, SessionStarted
-    from projections import session_stream
+    from onward.events import Context, SessionStarted
+    from onward.projections import session_stream
 
     log.append(
         session_stream("bench"),
@@ -446,8 +446,8 @@ def start_session(log: Any) -> None:
 
 def replay_and_open(files: Files, total: int, repeats: int, opens: int) -> dict[str, Any]:
     """Build a log of ``total`` events; replay it; checkpoint it; reopen it in new processes."""
-    from events import open_log
-    from projections import CatchUp
+    from onward.events import open_log
+    from onward.projections import CatchUp
 
     path = files.new("replay")
     tasks = total // TASK_EVENTS
@@ -499,7 +499,7 @@ def replay_and_open(files: Files, total: int, repeats: int, opens: int) -> dict[
 
 def memory(files: Files) -> dict[str, Any]:
     """Peak RSS of a new process that opens an engine on 100,000 queued tasks (and on none)."""
-    from events import open_log
+    from onward.events import open_log
 
     path = files.new("queued")
     progress(f"memory: a log of {QUEUED_TASKS:,} queued tasks")

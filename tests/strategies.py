@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from events.base import Event
-from events.breaker import BreakerClosed, BreakerHalfOpened, BreakerOpened
-from events.decision import (
+from onward.events.base import Event
+from onward.events.breaker import BreakerClosed, BreakerHalfOpened, BreakerOpened
+from onward.events.decision import (
     ActionChecked,
     ActionUndone,
     ApprovalDenied,
@@ -22,15 +22,15 @@ from events.decision import (
     DecisionMade,
     ThresholdsAdjusted,
 )
-from events.degradation import ComponentFailed, ComponentRestored, WorkaroundApplied
-from events.error import ErrorClassified, ErrorObserved
-from events.fix import FixAttempted, FixFailed, FixLearned, FixSucceeded
-from events.flow import FlowStateChanged, InterruptionDeferred, InterruptionDelivered
-from events.kinds import DegradationLevel, ErrorKind, FlowState, Jitter, Priority, Strategy
-from events.retry import RetryScheduled
-from events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
-from events.step import StepCompleted, StepFailed, StepStarted
-from events.task import (
+from onward.events.degradation import ComponentFailed, ComponentRestored, WorkaroundApplied
+from onward.events.error import ErrorClassified, ErrorObserved
+from onward.events.fix import FixAttempted, FixFailed, FixLearned, FixSucceeded
+from onward.events.flow import FlowStateChanged, InterruptionDeferred, InterruptionDelivered
+from onward.events.kinds import DegradationLevel, ErrorKind, FlowState, Jitter, Priority, Strategy
+from onward.events.retry import RetryScheduled
+from onward.events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
+from onward.events.step import StepCompleted, StepFailed, StepStarted
+from onward.events.task import (
     TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,

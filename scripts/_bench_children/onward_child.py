@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from onward import Engine
 
 
 def _vm_hwm_mb() -> float | None:
@@ -45,7 +45,7 @@ def _vm_hwm_mb() -> float | None:
 def _task_engine(
     path: str, mode: str, kill_at: int, stamp: str
 ) -> tuple[Engine, Callable[[int], int]]:
-    from engine import Engine
+    from onward import Engine
 
     engine = Engine.open(f"sqlite:///{path}", session="resume")
     stamped = False
@@ -97,8 +97,8 @@ def main(argv: list[str]) -> int:
         engine.close()
         return 0
     if mode == "open":
-        from events import open_log
-        from projections import CatchUp
+        from onward.events import open_log
+        from onward.projections import CatchUp
 
         t0 = time.perf_counter()
         log = open_log(f"sqlite:///{argv[1]}")
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         log.close()
         return 0
     if mode == "rss":
-        from engine import Engine
+        from onward import Engine
 
         before = _vm_hwm_mb()
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from events import (
+from onward.events import (
     Append,
     Context,
     EventLog,
@@ -36,7 +36,8 @@ def progressed(fraction: float, note: str = "") -> TaskProgressed:
 
 
 class EventLogSuite(ABC):
-    """Tests of the :class:`events.EventLog` contract; subclass and implement ``make_log``."""
+    """Tests of the :class:`onward.events.EventLog` contract; subclass and implement
+    ``make_log``."""
 
     @abstractmethod
     def make_log(self, clock: FakeClock, **options: Any) -> EventLog:

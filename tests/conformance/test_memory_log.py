@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import EventLog, open_log
+from onward.events import EventLog, open_log
 from tests.conformance.log_suite import EventLogSuite
 from tests.conftest import FakeClock
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from events import EventLog, open_log
+from onward.events import EventLog, open_log
 from tests.conformance.log_suite import SharedLogSuite
 from tests.conftest import FakeClock
 

@@ -4,7 +4,7 @@ The child (``python tests/crash/_worker.py PLAN.json``) runs one *case*: a list 
 one SQLite log and session. Each phase is a fresh process forked from the child (so Python
 starts once per case) that opens the engine, submits the task (with an idempotency key, so a
 resumed phase finds the same task), and runs it. A phase may name a storage boundary: the k-th
-call of :meth:`events.log.EventLog._insert` in that process, the one method every append goes
+call of :meth:`onward.events.log.EventLog._insert` in that process, the one method every append goes
 through. Just before or just after that call the phase SIGKILLs itself. The child waits for
 each phase, notes how it ended, and starts the next, which resumes the session.
 
@@ -79,7 +79,7 @@ def _instrument(plan: dict[str, Any], phase: int, kill_at: int | None, when: str
     """Wrap ``EventLog._insert`` with a counter that records commits and may SIGKILL us."""
     import msgspec
 
-    from events.log import EventLog
+    from onward.events.log import EventLog
 
     original = EventLog._insert
     commits = plan["commits"]
@@ -129,7 +129,7 @@ def _run_phase(plan: dict[str, Any], phase: int, kill_at: int | None, when: str)
     """One process's turn: open the session, submit the task (idempotently) and run."""
     import msgspec
 
-    from engine import Engine, TaskFailedError
+    from onward import Engine, TaskFailedError
 
     _instrument(plan, phase, kill_at, when)
     workload = plan["workload"]
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
     plan = json.loads(Path(argv[1]).read_text())
     rng = random.Random(plan.get("seed"))
     # Import before forking, so that each phase starts without paying for it.
-    import engine  # noqa: F401
+    import onward  # noqa: F401
 
     report = []
     for index, spec in enumerate(plan["phases"]):
@@ -352,7 +352,7 @@ def run_case(
         task, index, pid, key = line.split(" ")
         side_lines.append((task, int(index), int(pid), key))
 
-    from events import open_log
+    from onward.events import open_log
 
     with open_log(f"sqlite:///{plan['db']}") as log:
         events = list(log.read())
@@ -382,7 +382,7 @@ def check_aftermath(after: Aftermath, *, steps: int, succeeded: bool = True) -> 
     (c) the task succeeded with an uninterrupted run's result (when ``succeeded``), each step
     recorded exactly once; (d) the log verifies clean.
     """
-    from events import StepCompleted, TaskFailed, TaskSucceeded, open_log
+    from onward.events import StepCompleted, TaskFailed, TaskSucceeded, open_log
 
     where = f"[{after.case}] (files in {after.db.parent})"
     by_id = {r.meta.event_id: r for r in after.events}
@@ -481,7 +481,7 @@ def check_aftermath(after: Aftermath, *, steps: int, succeeded: bool = True) -> 
 def onward_verify(db: Path) -> subprocess.CompletedProcess[str]:
     """``onward verify --db DB`` in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", "verify", "--db", str(db)],
+        [sys.executable, "-m", "onward", "verify", "--db", str(db)],
         capture_output=True,
         text=True,
         check=False,

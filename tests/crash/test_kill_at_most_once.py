@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import StepInterrupted
-from events import StepStarted
+from onward import StepInterrupted
+from onward.events import StepStarted
 from tests.crash._worker import ONCE_NAME, Aftermath, check_aftermath, run_case
 
 STEPS = 5

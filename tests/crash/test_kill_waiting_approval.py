@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine
+from onward import Engine
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ CHILD = textwrap.dedent(
     import time
     from pathlib import Path
 
-    from engine import Engine
+    from onward import Engine
 
     def sleep(seconds: float) -> None:
         print("waiting", flush=True)  # the run loop looks for an answer: tell the parent

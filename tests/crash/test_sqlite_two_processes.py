@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from events import TaskProgressed, open_log
+from onward.events import TaskProgressed, open_log
 
 OWN_APPENDS = 300
 SHARED_APPENDS = 100
@@ -31,7 +31,7 @@ ROUND = 15  # own appends between two meeting points of the writers (as in WRITE
 
 WRITER = r"""
 import json, sys
-from events import TaskProgressed, open_log
+from onward.events import TaskProgressed, open_log
 
 db, name, own, shared, streams, open_first = sys.argv[1:7]
 own, shared, streams = int(own), int(shared), int(streams)
@@ -77,7 +77,7 @@ print(json.dumps(written), flush=True)
 
 KILLED_WRITER = r"""
 import sys
-from events import TaskProgressed, open_log
+from onward.events import TaskProgressed, open_log
 
 db = sys.argv[1]
 log = open_log(f"sqlite:///{db}")

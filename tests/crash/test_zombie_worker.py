@@ -9,12 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from engine import Engine
+from onward import Engine
 
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from engine import Engine
+    from onward import Engine
 
     engine = Engine.open(f"sqlite:///{sys.argv[1]}", session="zombie")
 

@@ -10,7 +10,7 @@ failures and going on, maybe runs a few of them and closes the engine, then reop
 and runs it to its end: answering each approval request at random, and resuming the session
 whenever the error budget pauses it.
 
-Then, over the whole log, every :class:`events.DecisionMade` must have a non-empty
+Then, over the whole log, every :class:`onward.events.DecisionMade` must have a non-empty
 ``causation_id`` naming an event at an earlier position, and walking the causes from it must
 end, without a cycle, at an event with no cause, a ``TaskSubmitted``, a ``SessionStarted`` or a
 ``SessionResumed``. The examples are derandomized: a failure prints its example, and running
@@ -27,11 +27,8 @@ from typing import Any, NamedTuple
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engine import Engine
-from engine.breaker import BreakerPolicy
-from engine.budget import ErrorBudget
-from engine.degradation import Workaround
-from events import (
+from onward import Engine
+from onward.events import (
     Append,
     DecisionMade,
     ErrorObserved,
@@ -41,8 +38,11 @@ from events import (
     SessionStarted,
     TaskSubmitted,
 )
-from events.log import new_event_ids
-from events.memory import MemoryLog
+from onward.events.log import new_event_ids
+from onward.events.memory import MemoryLog
+from onward.healing.breaker import BreakerPolicy
+from onward.judgement.budget import ErrorBudget
+from onward.judgement.degradation import Workaround
 from tests.conftest import FakeClock
 
 #: How each step of a generated task behaves.

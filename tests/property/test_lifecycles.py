@@ -1,7 +1,7 @@
-"""Each lifecycle as a state machine: random triggers through ``engine.machines.transition``.
+"""Each lifecycle as a state machine: random triggers through ``onward.core.machines.transition``.
 
 A trigger the lifecycle allows in the current state appends exactly one event and moves the
-state per the table; any other raises :class:`engine.InvalidTransition` and appends nothing.
+state per the table; any other raises :class:`onward.InvalidTransition` and appends nothing.
 Folding the stream with :meth:`Lifecycle.evolve` always gives the model's state, the
 projections (for tasks and sessions) agree, and a task never leaves a terminal state. An
 illegal event that reaches the log anyway stops replay with :class:`IllegalTransition`.
@@ -18,9 +18,9 @@ from hypothesis import event as tally
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine import InvalidTransition, diagram, validate
-from engine.machines import LIFECYCLES, transition
-from events import (
+from onward import InvalidTransition, diagram, validate
+from onward.core.machines import LIFECYCLES, transition
+from onward.events import (
     Context,
     Event,
     EventLog,
@@ -39,9 +39,9 @@ from events import (
     TaskSucceeded,
     all_event_types,
 )
-from events.memory import MemoryLog
-from projections import BREAKER, SESSION, TASK, CatchUp, IllegalTransition, Lifecycle
-from projections.lifecycle import FLOW
+from onward.events.memory import MemoryLog
+from onward.projections import BREAKER, SESSION, TASK, CatchUp, IllegalTransition, Lifecycle
+from onward.projections.lifecycle import FLOW
 from tests.conftest import FakeClock
 from tests.strategies import EVENT_STRATEGIES
 
@@ -50,7 +50,8 @@ TYPES: dict[str, type[Event]] = {
     tag: cls
     for cls in all_event_types()
     # onward's own vocabulary only: other test modules define event types of their own
-    if cls.__module__.startswith("events.") and isinstance(tag := cls.__struct_config__.tag, str)
+    if cls.__module__.startswith("onward.events.")
+    and isinstance(tag := cls.__struct_config__.tag, str)
 }
 TAGS = sorted(TYPES)
 SUBJECTS = ("a", "b", "c")

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from events import (
+from onward.events import (
     Append,
     EventLog,
     Recorded,

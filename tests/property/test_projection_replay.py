@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import Engine, InvalidTransition
-from events import Checkpoint, Context, EventLog, Priority
-from events.memory import MemoryLog
-from projections import TASK, CatchUp, Projections, TaskView
+from onward import Engine, InvalidTransition
+from onward.events import Checkpoint, Context, EventLog, Priority
+from onward.events.memory import MemoryLog
+from onward.projections import TASK, CatchUp, Projections, TaskView
 from tests.conftest import FakeClock
 
 PRIORITIES = [p.value for p in Priority]

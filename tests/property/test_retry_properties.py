@@ -11,14 +11,14 @@ from fractions import Fraction
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from engine.retry import (
+from onward.events import Jitter
+from onward.healing.retry import (
     RetryBudget,
     RetryPolicies,
     RetryPolicy,
     adaptive_attempts,
     decide_retry,
 )
-from events import Jitter
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 attempts = st.integers(min_value=1, max_value=10_000)

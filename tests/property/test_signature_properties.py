@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.signature import fingerprint, normalise_message
+from onward.healing.signature import fingerprint, normalise_message
 
 ROOT = Path(__file__).parents[2]
 
@@ -165,7 +165,7 @@ def ids_of(messages: list[str]) -> list[str]:
 SCRIPT = f"""
 import json, sys
 from typing import Any
-from engine.signature import fingerprint
+from onward.healing.signature import fingerprint
 {textwrap.dedent(inspect.getsource(ids_of))}
 print(json.dumps(ids_of(json.load(sys.stdin))))
 """

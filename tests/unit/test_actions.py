@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from engine import Engine
-from engine.confidence import Factors, Thresholds, score
-from engine.errors import ActionDenied, ApprovalNotFound, InvalidTransition
-from events import Recorded, Strategy, UsageError
+from onward import Engine
+from onward.core.errors import ActionDenied, ApprovalNotFound, InvalidTransition
+from onward.events import Recorded, Strategy, UsageError
+from onward.judgement.confidence import Factors, Thresholds, score
 from tests.conftest import FakeClock
 
 
@@ -316,7 +316,7 @@ def test_answering_an_unknown_or_cancelled_request(db: str, clock: FakeClock) ->
 
 
 def test_an_approval_request_reaches_on_interruption_at_once(db: str, clock: FakeClock) -> None:
-    from engine import Interruption
+    from onward import Interruption
 
     heard: list[Interruption] = []
     with open_engine(db, clock, on_interruption=heard.append) as engine:

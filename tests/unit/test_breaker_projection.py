@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import (
+from onward.events import (
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
@@ -28,8 +28,8 @@ from events import (
     UnknownEvent,
     open_log,
 )
-from projections import BREAKER, IllegalTransition
-from projections.breakers import (
+from onward.projections import BREAKER, IllegalTransition
+from onward.projections.breakers import (
     RECENT_LIMIT,
     TRANSITIONS_LIMIT,
     BreakerProjection,

@@ -1,6 +1,6 @@
 """The error budget: the projection that counts a session's errors and remedies, and the policy.
 
-Events are built by hand as :class:`events.Recorded`; hypothesis holds replay == folding in
+Events are built by hand as :class:`onward.events.Recorded`; hypothesis holds replay == folding in
 pages == checkpoint + tail, and that the budget never pauses a session for errors that no
 remedy was attempted for (transient noise).
 """
@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.budget import BudgetVerdict, ErrorBudget, assess, verdict_inputs
-from events import (
+from onward.events import (
     Context,
     DecisionMade,
     Event,
@@ -30,7 +29,8 @@ from events import (
     UsageError,
     open_log,
 )
-from projections.budget import (
+from onward.judgement.budget import BudgetVerdict, ErrorBudget, assess, verdict_inputs
+from onward.projections.budget import (
     ERRORS_KEPT,
     SIGNATURES_KEPT,
     BudgetLedger,
@@ -38,7 +38,7 @@ from projections.budget import (
     BudgetWindow,
     FailedTry,
 )
-from projections.reading import FoldReader
+from onward.projections.reading import FoldReader
 from tests.conftest import FakeClock
 
 T0 = 1_700_000_000.0

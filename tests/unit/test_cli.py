@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine import Engine
-from engine.cli import main
-from events import TaskSucceeded, open_log
-from projections import task_stream
+from onward import Engine
+from onward.cli.main import main
+from onward.events import TaskSucceeded, open_log
+from onward.projections import task_stream
 from tests.conftest import FakeClock
 
 START = "2023-11-14T22:13:20Z"  # FakeClock's start, 1_700_000_000

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine
-from engine.cli import main
+from onward import Engine
+from onward.cli.main import main
 from tests.conftest import FakeClock
 
 

@@ -10,12 +10,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine import Engine
-from engine.cli import main
-from engine.engine import LEARNING_STREAM
-from engine.fixes import default_registry
-from events import FixLearned, open_log
-from projections import CatchUp
+from onward import Engine
+from onward.cli.main import main
+from onward.events import FixLearned, open_log
+from onward.healing.fixes import default_registry
+from onward.projections import CatchUp
+from onward.runtime.engine import LEARNING_STREAM
 from tests.conftest import FakeClock
 
 START = "2023-11-14T22:13:20Z"  # FakeClock's start, 1_700_000_000

@@ -11,11 +11,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine import Engine
-from engine.audit import WhyReport
-from engine.budget import ErrorBudget
-from engine.cli import main
-from events import DecisionMade, StepFailed, TaskSubmitted, open_log
+from onward import Engine
+from onward.cli.audit import WhyReport
+from onward.cli.main import main
+from onward.events import DecisionMade, StepFailed, TaskSubmitted, open_log
+from onward.judgement.budget import ErrorBudget
 from tests.conftest import FakeClock
 
 

@@ -3,7 +3,7 @@
 The upcasting example is the worked one of the compatibility rules: an old shape of
 ``TaskSubmitted`` (tag ``TaskSubmitted.v0``) is stored in ``tests/fixtures/`` as it was written,
 sealed into a real SQLite log, and read back as the current ``TaskSubmitted`` once an upcaster is
-registered; without one it reads as an :class:`events.UnknownEvent`.
+registered; without one it reads as an :class:`onward.events.UnknownEvent`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import (
+from onward.events import (
     Codec,
     CorruptRecord,
     Event,
@@ -34,14 +34,14 @@ from events import (
     all_event_types,
     open_log,
 )
-from events.codec import checksum_of, prev_of
+from onward.events.codec import checksum_of, prev_of
 from tests.conftest import FakeClock
 from tests.strategies import EVENT_STRATEGIES, any_event
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 #: The event types onward itself defines (tests define more, which must not leak in here).
-STANDARD = [t for t in all_event_types() if t.__module__.startswith("events.")]
+STANDARD = [t for t in all_event_types() if t.__module__.startswith("onward.events.")]
 
 #: The log redacts secrets; random text could look like one, so round-trips use no patterns.
 NO_REDACTION = Redactor(patterns=())

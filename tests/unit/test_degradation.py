@@ -1,6 +1,6 @@
 """Graceful degradation: the component registry, the plans, and the level projection.
 
-Plans are appended as hand-built :class:`events.Recorded` (or through a memory log, for the
+Plans are appended as hand-built :class:`onward.events.Recorded` (or through a memory log, for the
 paged reads) and folded; hypothesis walks random failures and restorations over the default
 ladders.
 """
@@ -15,17 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.degradation import (
-    DEFAULT_COMPONENTS,
-    EXHAUSTED_ALTERNATIVES,
-    Component,
-    Components,
-    Workaround,
-    plan_failure,
-    plan_restorations,
-    plan_restore,
-)
-from events import (
+from onward.events import (
     ComponentFailed,
     ComponentRestored,
     Context,
@@ -40,7 +30,17 @@ from events import (
     WorkaroundApplied,
     open_log,
 )
-from projections.degradation import (
+from onward.judgement.degradation import (
+    DEFAULT_COMPONENTS,
+    EXHAUSTED_ALTERNATIVES,
+    Component,
+    Components,
+    Workaround,
+    plan_failure,
+    plan_restorations,
+    plan_restore,
+)
+from onward.projections.degradation import (
     DECISION_KIND,
     EXHAUSTED_CHOICE,
     EXHAUSTED_LOSS,
@@ -52,7 +52,7 @@ from projections.degradation import (
     combine_losses,
     level_for,
 )
-from projections.reading import FoldReader
+from onward.projections.reading import FoldReader
 from tests.conftest import FakeClock
 
 T0 = FakeClock().now

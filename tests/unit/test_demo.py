@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import msgspec
 import pytest
 
-from engine import Engine, ErrorBudget, StepCall
-from engine.cli import main
-from engine.demo import (
+from onward import Engine, ErrorBudget, StepCall
+from onward.cli.main import main
+from onward.demo.command import (
     DEFAULT_SEED,
     FileError,
     FileFacts,
@@ -34,8 +34,8 @@ from engine.demo import (
     run_demo,
     summarise,
 )
-from engine.survey_healing import Healing, healing
-from engine.survey_index import (
+from onward.demo.healing import Healing, healing
+from onward.demo.index import (
     FAULT_RATES,
     REPAIR_TASKS,
     QuotaExceeded,
@@ -43,11 +43,11 @@ from engine.survey_index import (
     fault_for,
     plan_outage,
 )
-from engine.survey_plan import Plan
-from engine.survey_publish import SurveyTotals, totals_path
-from engine.survey_tasks import BACKUP_STEP, submit, teach
-from engine.survey_watch import Watch
-from engine.survey_worker import (
+from onward.demo.plan import Plan
+from onward.demo.publish import SurveyTotals, totals_path
+from onward.demo.tasks import BACKUP_STEP, submit, teach
+from onward.demo.watch import Watch
+from onward.demo.worker import (
     BREAKERS,
     BUDGET,
     RESUME_REASON,
@@ -58,7 +58,7 @@ from engine.survey_worker import (
     spawn_worker,
     wait_for,
 )
-from events import (
+from onward.events import (
     ActionChecked,
     ApprovalGranted,
     ApprovalRequested,
@@ -75,7 +75,7 @@ from events import (
     WorkaroundApplied,
     open_log,
 )
-from projections import CatchUp
+from onward.projections import CatchUp
 
 ONWARD = str(Path(sys.executable).parent / "onward")
 
@@ -298,7 +298,7 @@ def test_first_run_meets_real_and_injected_errors_and_learns(
     assert report["verify"]["ok"] is True
     h = report["healing"]
     counts = error_counts(report)
-    assert counts["engine.survey_index.IndexUnavailable"] == 5  # the outage: 5 in a row
+    assert counts["onward.demo.index.IndexUnavailable"] == 5  # the outage: 5 in a row
     assert h["fixes"]
     assert all(f["successes"] == f["attempts"] for f in h["fixes"])
     assert h["retries"] >= 5
@@ -309,7 +309,7 @@ def test_first_run_meets_real_and_injected_errors_and_learns(
     assert states[:2] == ["open", "half_open"]
     assert states[-1] == "closed"
     assert breaker["held"] > 0  # tasks waited for the half-open moment
-    quota = "engine.survey_index.QuotaExceeded"
+    quota = "onward.demo.index.QuotaExceeded"
     given_up = sum(s["given_up"] for s in h["signatures"] if s["error_type"] == quota)
     assert given_up == counts.get(quota, 0) == report["indexed"].get("", 0)
     if given_up:
@@ -509,11 +509,11 @@ def test_healing_in_process_is_deterministic_and_learns_across_sessions(tmp_path
         "UnicodeDecodeError": 1,
         "SyntaxError": 2,  # Python 2, and the fenced code
         "TabError": 1,
-        "engine.survey_index.IndexUnavailable": 5,
+        "onward.demo.index.IndexUnavailable": 5,
         "TimeoutError": faults["timeout"],
         "ConnectionResetError": faults["reset"],
-        "engine.survey_index.IndexBusy": faults["busy"],
-        "engine.survey_index.QuotaExceeded": faults["quota"],
+        "onward.demo.index.IndexBusy": faults["busy"],
+        "onward.demo.index.QuotaExceeded": faults["quota"],
     }
     assert counts(first) == {k: n for k, n in expected.items() if n}
     fixed = {fix for line in first.signatures for fix in line.fixes}
@@ -586,8 +586,8 @@ def test_the_outage_degrades_and_the_health_check_restores_in_process(tmp_path: 
 
 
 def test_a_paused_session_is_resumed_as_a_person_would(tmp_path: Path) -> None:
-    from engine.retry import RetryPolicies, RetryPolicy
-    from engine.survey_worker import MAX_RESUMES, run_survey
+    from onward.demo.worker import MAX_RESUMES, run_survey
+    from onward.healing.retry import RetryPolicies, RetryPolicy
 
     clock = FakeClock(1_700_000_000.0)
     # A budget of 1, and a step whose error its retries never cure: systemic, so it pauses.

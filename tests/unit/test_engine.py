@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine import (
+from onward import (
     DeadlineMissed,
     Engine,
     InvalidTransition,
@@ -18,7 +18,7 @@ from engine import (
     TaskCancelledError,
     TaskFailedError,
 )
-from events import TaskSubmitted, UsageError, open_log
+from onward.events import TaskSubmitted, UsageError, open_log
 from tests.conftest import FakeClock
 
 
@@ -527,7 +527,7 @@ def test_sessions_keep_their_own_queues(db: str, clock: FakeClock) -> None:
 
 
 def test_unknown_events_refuse_resume(db: str, clock: FakeClock, tmp_path: Path) -> None:
-    from events import Event
+    from onward.events import Event
 
     class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
         """An event type a newer onward might write."""
@@ -545,7 +545,7 @@ def test_unknown_events_refuse_resume(db: str, clock: FakeClock, tmp_path: Path)
     writer.codec.register(FromTheFuture)
     writer.append(f"task-{task_id}", [FromTheFuture(detail="x")], expected_version=1)
     writer.close()
-    from events import Codec, UnknownEventType, all_event_types
+    from onward.events import Codec, UnknownEventType, all_event_types
 
     known = [t for t in all_event_types() if t is not FromTheFuture]
     with pytest.raises(UnknownEventType, match=task_id):

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from engine import Engine
-from engine.degradation import Workaround
-from engine.errors import ComponentUnavailable
-from events import DegradationLevel, UsageError
+from onward import Engine
+from onward.core.errors import ComponentUnavailable
+from onward.events import DegradationLevel, UsageError
+from onward.judgement.degradation import Workaround
 from tests.conftest import FakeClock
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, ErrorBudget, Interruption
-from engine.retry import RetryPolicies, RetryPolicy
-from events import FlowState, Jitter, Recorded
+from onward import Engine, ErrorBudget, Interruption
+from onward.events import FlowState, Jitter, Recorded
+from onward.healing.retry import RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
 
@@ -135,7 +135,7 @@ def test_an_urgent_notice_is_delivered_at_once(db: str, clock: FakeClock) -> Non
 
 
 def test_live_folding_equals_replay_for_the_budget_and_the_flow(db: str, clock: FakeClock) -> None:
-    from projections import CatchUp
+    from onward.projections import CatchUp
 
     calls: list[int] = []
     with open_engine(db, clock, budget=ErrorBudget(limit=2), retries=RETRIES) as engine:
@@ -167,8 +167,8 @@ def test_live_folding_equals_replay_for_the_budget_and_the_flow(db: str, clock: 
 def test_a_low_impact_approval_is_held_while_flowing_then_delivered(
     db: str, clock: FakeClock
 ) -> None:
-    from engine.approvals import pending
-    from projections import CatchUp
+    from onward.judgement.approvals import pending
+    from onward.projections import CatchUp
 
     heard: list[Interruption] = []
     with open_engine(db, clock, on_interruption=heard.append) as engine:

@@ -2,7 +2,7 @@
 
 Events go through a real memory log (with an injected clock) and are folded from
 ``log.read()``; a hypothesis property holds replay == checkpoint + tail, and the lean reads of
-:class:`projections.reading.FoldReader` fold to the same DB as the full events.
+:class:`onward.projections.reading.FoldReader` fold to the same DB as the full events.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import (
+from onward.events import (
     Context,
     ErrorClassified,
     ErrorKind,
@@ -36,7 +36,7 @@ from events import (
     TaskSucceeded,
     open_log,
 )
-from projections.errors import (
+from onward.projections.errors import (
     HISTORY_LIMIT,
     RETRY_TIMES_LIMIT,
     SESSIONS_LIMIT,
@@ -47,7 +47,7 @@ from projections.errors import (
     PendingRetry,
     SignatureView,
 )
-from projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
+from onward.projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
 from tests.conftest import FakeClock
 from tests.strategies import EVENT_STRATEGIES
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 import msgspec
 import pytest
 
-from engine import fixes as fixes_module
-from engine.fixes import (
+from onward.events import UsageError
+from onward.healing import fixes as fixes_module
+from onward.healing.fixes import (
     DEMOTE_AFTER,
     DEMOTE_BELOW,
     Fix,
@@ -23,8 +24,7 @@ from engine.fixes import (
     UnknownFix,
     default_registry,
 )
-from engine.remedies import builtin_fixes
-from events import UsageError
+from onward.healing.remedies import builtin_fixes
 
 
 class Probe:

@@ -1,7 +1,7 @@
 """The flow monitor: the FLOW lifecycle, the projection that measures a session's rhythm and
 holds its deferred interruptions, and the policy that moves its flow state.
 
-Events are built by hand as :class:`events.Recorded`; hypothesis holds replay == folding in
+Events are built by hand as :class:`onward.events.Recorded`; hypothesis holds replay == folding in
 pages == checkpoint + tail, and that every move the monitor proposes is one FLOW allows (and
 that the projection accepts).
 """
@@ -15,8 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.flow import FlowMonitor, FlowPolicy
-from events import (
+from onward.events import (
     Context,
     Event,
     FlowState,
@@ -31,7 +30,8 @@ from events import (
     UsageError,
     open_log,
 )
-from projections.flow import (
+from onward.judgement.flow import FlowMonitor, FlowPolicy
+from onward.projections.flow import (
     ACTIONS_KEPT,
     PENDING_KEPT,
     WINDOW,
@@ -41,8 +41,8 @@ from projections.flow import (
     Rhythm,
     flow_trigger,
 )
-from projections.lifecycle import FLOW, IllegalTransition
-from projections.reading import FoldReader
+from onward.projections.lifecycle import FLOW, IllegalTransition
+from onward.projections.reading import FoldReader
 from tests.conftest import FakeClock
 
 T0 = 1_700_000_000.0

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, TaskFailedError
-from engine.breaker import BreakerPolicy
-from engine.fixes import FixRegistry
-from engine.retry import RetryBudget, RetryPolicies, RetryPolicy
-from events import Jitter, Recorded
+from onward import Engine, TaskFailedError
+from onward.events import Jitter, Recorded
+from onward.healing.breaker import BreakerPolicy
+from onward.healing.fixes import FixRegistry
+from onward.healing.retry import RetryBudget, RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
 
@@ -382,8 +382,8 @@ def test_a_crash_during_a_fixed_call_resumes_with_the_fix(
 
 
 def test_folding_one_event_at_a_time_equals_folding_pages(db: str, clock: FakeClock) -> None:
-    from events import open_log
-    from projections import Projections
+    from onward.events import open_log
+    from onward.projections import Projections
 
     policy = BreakerPolicy(failures=2, cooldown=5.0)
     with open_engine(db, clock, breakers=policy) as engine:

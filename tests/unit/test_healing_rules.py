@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, Rulebook, TaskFailedError
-from engine.retry import RetryPolicies, RetryPolicy
-from events import Jitter
+from onward import Engine, Rulebook, TaskFailedError
+from onward.events import Jitter
+from onward.healing.retry import RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
 RETRY_ALL = RetryPolicies(

@@ -1,6 +1,6 @@
 """The task and session projections: queue order, steering, deadlines, views, unknown events.
 
-Events go through a real (memory) log and :class:`projections.CatchUp`, as they do in the
+Events go through a real (memory) log and :class:`onward.projections.CatchUp`, as they do in the
 engine; every scenario also checks that a checkpoint round trip keeps the same state.
 """
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import (
+from onward.events import (
     Codec,
     Context,
     Event,
@@ -31,8 +31,15 @@ from events import (
     TaskWaiting,
     all_event_types,
 )
-from events.memory import MemoryLog
-from projections import CatchUp, Projections, TaskProjection, TaskView, session_stream, task_stream
+from onward.events.memory import MemoryLog
+from onward.projections import (
+    CatchUp,
+    Projections,
+    TaskProjection,
+    TaskView,
+    session_stream,
+    task_stream,
+)
 from tests.conftest import FakeClock
 
 T0 = FakeClock().now

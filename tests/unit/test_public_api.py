@@ -8,9 +8,9 @@ from types import ModuleType
 
 import pytest
 
-import events
+from onward import events
 
-PACKAGES = ["events", "projections", "engine"]
+PACKAGES = ["onward.events", "onward.projections", "onward"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -48,7 +48,7 @@ def test_no_third_party_type_is_exported(name: str) -> None:
 
 def test_events_exports_every_vocabulary_module() -> None:
     vocabulary: list[ModuleType] = [
-        importlib.import_module(f"events.{m}")
+        importlib.import_module(f"onward.events.{m}")
         for m in (
             "breaker",
             "decision",

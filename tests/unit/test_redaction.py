@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import events.redaction
-from events.exceptions import UsageError
-from events.redaction import DEFAULT_PATTERNS, Redactor, SecretPattern
+from onward import events
+from onward.events.exceptions import UsageError
+from onward.events.redaction import DEFAULT_PATTERNS, Redactor, SecretPattern
 from tests.secrets_corpus import NOT_SECRETS, SECRETS_CORPUS
 
 REDACTOR = Redactor()

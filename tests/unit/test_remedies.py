@@ -24,8 +24,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.fixes import Remedy, StepCall, default_registry
-from engine.remedies import LengthenTimeout, ReconnectAfterDroppedConnection, WaitForDatabaseLock
+from onward.healing.fixes import Remedy, StepCall, default_registry
+from onward.healing.remedies import (
+    LengthenTimeout,
+    ReconnectAfterDroppedConnection,
+    WaitForDatabaseLock,
+)
 
 REGISTRY = default_registry()
 

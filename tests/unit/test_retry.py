@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.retry import (
+from onward.events import Jitter, UsageError
+from onward.healing.retry import (
     DEFAULT_NEVER,
     DEFAULT_TRANSIENT,
     RetryBudget,
@@ -21,7 +22,6 @@ from engine.retry import (
     adaptive_attempts,
     decide_retry,
 )
-from events import Jitter, UsageError
 
 NOW = 1_700_000_000.0
 CONNECTION_RESET_MRO = ["ConnectionError", "OSError", "Exception", "BaseException", "object"]

@@ -21,9 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.builtin_rules import BUILTIN_RULES
-from engine.fixes import default_registry
-from engine.rulebook import (
+from onward.cli.rules import add_rules_arguments, cmd_rules
+from onward.events import OnwardError, Strategy, UsageError
+from onward.healing.fixes import default_registry
+from onward.judgement.builtin_rules import BUILTIN_RULES
+from onward.judgement.rulebook import (
     Rule,
     Rulebook,
     RulebookError,
@@ -33,8 +35,6 @@ from engine.rulebook import (
     Verdict,
     verdict,
 )
-from engine.rules_command import add_rules_arguments, cmd_rules
-from events import OnwardError, Strategy, UsageError
 
 
 def error_facts(exc: BaseException, *, step: str = "load", attempt: int = 1) -> dict[str, Any]:

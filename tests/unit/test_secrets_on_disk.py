@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from events import (
+from onward.events import (
     Append,
     ErrorObserved,
     Event,

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.signature import (
+from onward.healing.signature import (
     SIGNATURE_VERSION,
     ErrorSignature,
     fingerprint,
@@ -309,7 +309,7 @@ def test_the_innermost_eight_frames_are_kept() -> None:
     assert sig.frames == ("shop.deep:down",) * 8
 
 
-@pytest.mark.parametrize("package", ["engine", "events", "projections"])
+@pytest.mark.parametrize("package", ["onward.runtime", "onward.events", "onward.projections"])
 def test_onwards_own_frames_are_skipped(package: str) -> None:
     ns = build(f"{package}.wrapper", "def call(fn, arg):\n    return fn(arg)\n")
     sig = fingerprint(catch(ns["call"], parse_int, "x"))

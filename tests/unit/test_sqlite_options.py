@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from events import (
+from onward.events import (
     BackendError,
     EventLog,
     InvalidURL,
@@ -21,7 +21,7 @@ from events import (
     UsageError,
     open_log,
 )
-from events.sqlite import SQLiteLog
+from onward.events.sqlite import SQLiteLog
 
 
 def pragma(log: EventLog, name: str) -> Any:

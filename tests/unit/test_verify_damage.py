@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from events import (
+from onward.events import (
     Codec,
     Meta,
     ProblemKind,
@@ -466,7 +466,7 @@ def test_damage_at_the_end_and_in_the_middle_is_not_a_torn_tail(
 
 def onward(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("onward")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "onward"]
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=120, check=False
     )

@@ -14,22 +14,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import events
-from events.base import Event
-from events.kinds import Priority
+from onward import events
+from onward.events.base import Event
+from onward.events.kinds import Priority
 from tests.strategies import EVENT_STRATEGIES
 
 
 def _vocabulary() -> list[type[Event]]:
     """Every event type defined in a module of the ``events`` package, found by walking."""
     for module in pkgutil.iter_modules(events.__path__):
-        importlib.import_module(f"events.{module.name}")
+        importlib.import_module(f"onward.events.{module.name}")
     found: list[type[Event]] = []
     pending: list[type[Event]] = [Event]
     while pending:
         for sub in pending.pop().__subclasses__():
             pending.append(sub)
-            if sub.__module__.startswith("events.") and sub not in found:
+            if sub.__module__.startswith("onward.events.") and sub not in found:
                 found.append(sub)
     return sorted(found, key=lambda cls: (cls.__module__, cls.__name__))
 

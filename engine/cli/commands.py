@@ -1,0 +1,230 @@
+"""The ``onward`` commands: each takes the parsed arguments and returns the exit status.
+
+The read commands fold the log with :class:`onward.projections.CatchUp` and never append: opening an
+:class:`~onward.Engine` would record a ``SessionResumed``, so they do not. A log that does not
+exist is reported (:class:`onward.events.LogNotFound`), never created.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+
+from onward.cli.audit import decision_lines, explain
+from onward.cli.reports import (
+    DiagramReport,
+    ReplayReport,
+    SessionsReport,
+    ShowReport,
+    TasksReport,
+    count_states,
+    emit_json,
+    moment,
+    queue_rows,
+    session_rows,
+    task_row,
+)
+from onward.cli.table import by_state, iso, queue_table, sessions_table, tasks_table
+from onward.cli.timeline import event_rows, find_task, timeline_table, view_lines
+from onward.core.machines import diagram
+from onward.events import EventLog, UsageError, open_log
+from onward.projections import CatchUp, task_stream
+
+__all__ = [
+    "cmd_diagram",
+    "cmd_replay",
+    "cmd_sessions",
+    "cmd_show",
+    "cmd_tasks",
+    "cmd_verify",
+    "cmd_why",
+    "fold",
+    "open_existing",
+]
+
+
+def open_existing(db: str) -> EventLog:
+    """Open the log at ``db`` (a file path or a log URL) without creating it.
+
+    Raises:
+        LogNotFound: no log there (a missing file, not an SQLite database, no onward tables).
+        BackendError: the log cannot be read.
+    """
+    url = db if "://" in db else f"sqlite:///{db}"
+    if url.lower().startswith("sqlite:"):
+        return open_log(url, create=False)
+    # Only the SQLite backend takes ``create``: PostgreSQL logs live in a database that must
+    # exist already, and a memory:// log is new on every open.
+    return open_log(url)
+
+
+def fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True) -> CatchUp:
+    """Fold the log (up to ``upto``) into the projections, saving no checkpoint.
+
+    Raises:
+        LogDamaged: a record does not decode.
+        IllegalTransition: the log holds a history its lifecycles do not allow.
+    """
+    host = CatchUp(log, upto=upto, checkpoint_every=0)
+    host.open(use_checkpoint=use_checkpoint)
+    return host
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    """List the sessions: state, start, openings and their tasks by state."""
+    with open_existing(args.db) as log:
+        projections = fold(log).projections
+        rows = session_rows(projections)
+        if args.json:
+            emit_json(SessionsReport(log=log.url, position=projections.position, sessions=rows))
+        elif not rows:
+            print(f"no sessions in {log.url}")
+        else:
+            print(sessions_table(rows))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """List the tasks in submission order (queued ones in queue order with ``--state queued``)."""
+    with open_existing(args.db) as log:
+        projections = fold(log).projections
+        tasks = projections.tasks
+        if args.state == "queued":
+            views = list(tasks.queued(args.session))
+        else:
+            views = sorted(
+                (
+                    v
+                    for v in tasks.tasks.values()
+                    if (args.session is None or v.session == args.session)
+                    and (args.state is None or v.state == args.state)
+                ),
+                key=lambda v: v.order,
+            )
+        rows = [task_row(v) for v in views]
+        if args.json:
+            emit_json(TasksReport(log=log.url, position=projections.position, tasks=rows))
+        elif not rows:
+            print(f"no tasks in {log.url}" + (" that match" if args.session or args.state else ""))
+        else:
+            print(tasks_table(rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a task's timeline (every event of its stream) and its view."""
+    with open_existing(args.db) as log:
+        projections = fold(log).projections
+        view = find_task(projections, args.task, log.url)
+        history = log.read_stream(task_stream(view.task_id))
+        if args.json:
+            emit_json(
+                ShowReport(
+                    log=log.url,
+                    task=task_row(view),
+                    view=msgspec.structs.asdict(view),
+                    events=event_rows(history),
+                )
+            )
+            return 0
+        print(f"task {view.task_id}  {view.name}  ({view.state})  in {log.url}")
+        print()
+        print(timeline_table(history))
+        print()
+        for line in view_lines(view):
+            print(line)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Fold the log up to a position and print every task and the queue as they were then."""
+    if args.to < 0:
+        raise UsageError(f"--to must be a position >= 0, got {args.to}")
+    with open_existing(args.db) as log:
+        head = log.head()
+        host = fold(log, upto=args.to, use_checkpoint=not args.no_checkpoint)
+        projections = host.projections
+        position = projections.position
+        when = moment(projections.time) if position else None
+        if position and not projections.time:
+            # A checkpoint with no tail after it: the checkpoint does not keep the time.
+            for r in log.read(after=position - 1, upto=position):
+                when = moment(r.meta.time)
+        views = sorted(projections.tasks.tasks.values(), key=lambda v: v.order)
+        report = ReplayReport(
+            log=log.url,
+            requested=args.to,
+            position=position,
+            head=head,
+            time=when,
+            checkpoint=host.loaded_checkpoint,
+            counts=count_states(views),
+            queue=queue_rows(projections),
+            tasks=[task_row(v) for v in views],
+            sessions=session_rows(projections),
+        )
+    if args.json:
+        emit_json(report)
+        return 0
+    at = f" ({iso(when.timestamp(), 'milliseconds')})" if when else ""
+    print(f"{report.log} replayed to position {position}{at}; the log's head is {head}")
+    if report.checkpoint is not None:
+        print(f"(from the checkpoint at {report.checkpoint}, then the tail)")
+    print()
+    if report.sessions:
+        print("sessions:")
+        print(sessions_table(report.sessions, indent="  "))
+        print()
+    print(f"tasks by state: {by_state(report.counts)}")
+    print()
+    print(f"queue ({len(report.queue)}, first runs next):")
+    if report.queue:
+        print(queue_table(report.queue, indent="  "))
+    print()
+    print(f"tasks ({len(report.tasks)}):")
+    if report.tasks:
+        print(tasks_table(report.tasks, indent="  "))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every checksum and hash chain; exit 1 on damage."""
+    with open_existing(args.db) as log:
+        report = log.verify()
+    if args.json:
+        emit_json(report)
+    elif report.ok:
+        print(f"ok: {report.events} events in {report.streams} streams, head {report.head}")
+    else:
+        where = "a torn tail (the end of the log)" if report.torn_tail else "the middle of the log"
+        print(f"DAMAGED: {len(report.problems)} damaged records in {where}")
+        for problem in report.problems:
+            print(f"  {problem}")
+    return 0 if report.ok else 1
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """Explain decisions: each one whole, with its chain of causes back through the log."""
+    with open_existing(args.db) as log:
+        report = explain(log, args.id)
+    if args.json:
+        emit_json(report)
+        return 0
+    print(
+        f"{len(report.decisions)} decision(s) for {report.matched} {report.target} in {report.log}"
+    )
+    for row in report.decisions:
+        print()
+        print("\n".join(decision_lines(row)))
+    return 0
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    """Print a lifecycle as a Mermaid state diagram."""
+    text = diagram(args.lifecycle)
+    if args.json:
+        emit_json(DiagramReport(lifecycle=args.lifecycle, mermaid=text))
+    else:
+        print(text)
+    return 0

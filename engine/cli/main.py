@@ -1,0 +1,237 @@
+"""The ``onward`` command line: read, check and replay any log without the user's code.
+
+Every log command takes ``--db`` (a file path or a log URL) and ``--json``. The read commands
+never append and never create a log (see :mod:`onward.cli.commands`).
+
+::
+
+    onward sessions                    the sessions: state, start, openings, tasks by state
+    onward tasks [--session S] [--state X]
+    onward show TASK                   a task's timeline (every event of its stream) and view
+    onward replay --to POSITION        every task and the queue as they were at that position
+    onward verify                      checksums and hash chains; exit 1 on damage
+    onward diagram task|session|breaker
+    onward demo                        a real session over the standard library, with a crash
+    onward errors [--kind K]           the error-learning DB: one row per error signature
+    onward errors SIGNATURE            one signature: fixes tried, learned, retries, history
+    onward learn SIGNATURE FIX         a fix worked for this error: the engine tries it first
+    onward breakers                    each dependency's circuit breaker and its transitions
+    onward fixes                       the built-in fixes (no log needed)
+    onward why ID                      a decision (or a task's, or at a position) and its causes
+    onward rules [--rules FILE]        the decision rules in force, in precedence order
+    onward approvals [--session S]     the approval requests waiting for a human
+    onward approve ID [--note TEXT]    approve one: its task runs again and acts
+    onward deny ID [--note TEXT]       refuse one: its action fails with ActionDenied
+
+``learn``, ``approve`` and ``deny`` are the only commands that append (one ``FixLearned``, one
+``ApprovalGranted`` or ``ApprovalDenied``), and only to a log that exists.
+
+Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
+a missing log, an unknown task, decision, signature or fix, or a log that cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from onward.cli.approvals import add_answer_arguments, cmd_approvals, cmd_approve, cmd_deny
+from onward.cli.commands import (
+    cmd_diagram,
+    cmd_replay,
+    cmd_sessions,
+    cmd_show,
+    cmd_tasks,
+    cmd_verify,
+    cmd_why,
+)
+from onward.cli.error_report import KINDS
+from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
+from onward.cli.rules import add_rules_arguments, cmd_rules
+from onward.core.machines import LIFECYCLES
+from onward.events import OnwardError
+from onward.projections import TASK
+
+__all__ = ["COMMANDS_GROUP", "AddCommand", "build_parser", "main"]
+
+DEFAULT_DB = "onward.db"
+
+#: The entry-point group of commands that other packages add (the demo is one): each entry
+#: point names a callable that is given :data:`AddCommand` and adds its subcommands with it.
+COMMANDS_GROUP = "onward.commands"
+
+
+class AddCommand(Protocol):
+    """Adds a subcommand: its name, its handler, its help, and the ``--db`` default (None for
+    a command that reads no log); returns its parser, for more arguments."""
+
+    def __call__(
+        self,
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help_: str,
+        *,
+        db: str | None = ...,
+    ) -> argparse.ArgumentParser: ...
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``onward`` command."""
+    parser = argparse.ArgumentParser(
+        prog="onward",
+        description="Inspect, verify and replay onward event logs, without your code, and "
+        "teach the engine which fix works for an error.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help_: str,
+        *,
+        db: str | None = DEFAULT_DB,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if db is not None:
+            p.add_argument("--db", default=db, help=f"log file or URL (default {db})")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("sessions", cmd_sessions, "list the sessions: state, start, openings, tasks by state")
+
+    tasks = command(
+        "tasks",
+        cmd_tasks,
+        "list the tasks in submission order (with --state queued: in queue order)",
+    )
+    tasks.add_argument("--session", help="only this session's tasks")
+    tasks.add_argument("--state", choices=TASK.states, help="only tasks in this state")
+
+    show = command("show", cmd_show, "print a task's timeline (every event) and its state")
+    show.add_argument("task", metavar="TASK", help="the task id (or a unique prefix of it)")
+
+    replay = command(
+        "replay",
+        cmd_replay,
+        "fold the log up to a position: every task and the queue as they were then",
+    )
+    replay.add_argument(
+        "--to", type=int, required=True, metavar="POSITION", help="the last position to fold"
+    )
+    replay.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="replay from the first event, ignoring any saved checkpoint",
+    )
+
+    command("verify", cmd_verify, "check every checksum and hash chain; exit 1 on damage")
+
+    diagram_ = command(
+        "diagram", cmd_diagram, "print a lifecycle as a Mermaid state diagram", db=None
+    )
+    diagram_.add_argument("lifecycle", choices=sorted(LIFECYCLES), help="which lifecycle")
+
+    errors = command(
+        "errors",
+        cmd_errors,
+        "list the error-learning DB (one row per error signature, most occurrences first), "
+        "or show one signature whole",
+    )
+    errors.add_argument(
+        "signature",
+        metavar="SIGNATURE",
+        nargs="?",
+        help="show this signature (its id or a unique prefix of it)",
+    )
+    errors.add_argument("--kind", choices=KINDS, help="only signatures of this kind")
+
+    learn = command(
+        "learn",
+        cmd_learn,
+        "record that a fix worked for an error: from now on that error gets that fix first "
+        "(appends one FixLearned to the stream 'learning'; never creates a log)",
+    )
+    learn.add_argument(
+        "signature", metavar="SIGNATURE", help="the error signature (its id or a unique prefix)"
+    )
+    learn.add_argument("fix", metavar="FIX", help="the fix's name (`onward fixes` lists them)")
+    learn.add_argument("--note", default="", metavar="TEXT", help="why, for the audit")
+    learn.add_argument(
+        "--force",
+        action="store_true",
+        help="accept a whole signature id this log has not seen yet",
+    )
+    learn.add_argument(
+        "--custom",
+        action="store_true",
+        help="accept a fix that is not built in (one you register yourself)",
+    )
+
+    command(
+        "breakers",
+        cmd_breakers,
+        "list each dependency's circuit breaker (state, failures, cool-down) and its transitions",
+    )
+    why = command(
+        "why",
+        cmd_why,
+        "explain decisions: what was chosen, on what inputs, over which alternatives, and the "
+        "chain of events that caused it",
+    )
+    why.add_argument(
+        "id",
+        metavar="ID",
+        help="a decision id, a task id (every decision of that task) or a position (the last "
+        "decision at or before it); ids may be unique prefixes",
+    )
+    command("fixes", cmd_fixes, "list the built-in fixes and what each is for", db=None)
+    rules = command(
+        "rules", cmd_rules, "list the decision rules in force, in precedence order", db=None
+    )
+    add_rules_arguments(rules)
+    approvals = command(
+        "approvals", cmd_approvals, "list the approval requests waiting for a human, oldest first"
+    )
+    approvals.add_argument("--session", help="only this session's requests")
+    approve = command(
+        "approve",
+        cmd_approve,
+        "approve a waiting request: its task runs again and acts (appends ApprovalGranted)",
+    )
+    add_answer_arguments(approve)
+    deny = command(
+        "deny",
+        cmd_deny,
+        "refuse a waiting request: its action fails with ActionDenied (appends ApprovalDenied)",
+    )
+    add_answer_arguments(deny)
+    for plugin in entry_points(group=COMMANDS_GROUP):
+        try:
+            register = plugin.load()
+            register(command)
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            print(f"onward: command plugin {plugin.name!r} failed to load: {exc}", file=sys.stderr)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``onward`` command; returns its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except OnwardError as exc:  # a misuse, no log at --db (LogNotFound), an unreadable log
+        print(f"onward {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `onward tasks | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return status

@@ -1,0 +1,207 @@
+"""The exceptions the engine adds to :mod:`onward.events.exceptions`.
+
+::
+
+    OnwardError
+    ├── UsageError (ValueError)
+    │   ├── InvalidTransition ........... a decision its lifecycle does not allow; nothing appended
+    │   ├── NotRegistered (LookupError) . a task or step name no function was registered under
+    │   ├── UnknownFix (LookupError) .... a fix name the registry does not hold (engine.fixes)
+    │   ├── TaskNotFound (LookupError) .. a task id the log does not know
+    │   ├── SignatureNotFound (LookupError) an error signature the log does not know
+    │   ├── DecisionNotFound (LookupError) .. a decision the log does not hold
+    │   ├── ApprovalNotFound (LookupError) .. no approval request (or an answered one) by that id
+    │   └── NotFinished ................. asked for the result of a task still under way
+    └── TaskError ....................... ``Engine.result`` of a task that did not succeed
+        ├── TaskFailedError ............. the task failed (its recorded error type and message)
+        ├── TaskCancelledError .......... the task was cancelled
+        └── DeadlineMissed .............. the task missed its deadline
+    StepMismatch (OnwardError) .......... a re-run called other steps than the log records
+    StepInterrupted (OnwardError) ....... an at-most-once step was in flight when the worker died
+    ActionDenied (OnwardError) .......... a human refused an action: the step fails with it
+    CheckFailed (OnwardError) ........... an action ran but its declared check did not hold
+    ComponentUnavailable (OnwardError) .. a component with no workaround left, and a human said stop
+"""
+
+from __future__ import annotations
+
+from onward.events import OnwardError, UsageError
+
+__all__ = [
+    "ActionDenied",
+    "ApprovalNotFound",
+    "CheckFailed",
+    "ComponentUnavailable",
+    "DeadlineMissed",
+    "DecisionNotFound",
+    "InvalidTransition",
+    "NotFinished",
+    "NotRegistered",
+    "SignatureNotFound",
+    "StepInterrupted",
+    "StepMismatch",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskNotFound",
+]
+
+
+class InvalidTransition(UsageError):
+    """A trigger that the lifecycle does not allow in the current state; nothing was appended.
+
+    Attributes:
+        lifecycle: "task", "session", ...
+        subject: the task id or session name.
+        state: its current state.
+        trigger: the refused trigger.
+    """
+
+    def __init__(self, lifecycle: str, subject: str, state: str, trigger: str) -> None:
+        super().__init__(f"{lifecycle} {subject!r} is {state}: {trigger} is not allowed")
+        self.lifecycle = lifecycle
+        self.subject = subject
+        self.state = state
+        self.trigger = trigger
+
+
+class NotRegistered(UsageError, LookupError):
+    """No task or step function is registered under this name."""
+
+
+class DecisionNotFound(UsageError, LookupError):
+    """No decision in the log matches what ``onward why`` was asked for (or several do)."""
+
+
+class ApprovalNotFound(UsageError, LookupError):
+    """No approval request awaits an answer under this id (or a prefix matches several)."""
+
+
+class SignatureNotFound(UsageError, LookupError):
+    """No error signature (or several) in the log matches what was asked for."""
+
+
+class TaskNotFound(UsageError, LookupError):
+    """No task with this id is in the log."""
+
+
+class NotFinished(UsageError):
+    """The task has not finished yet, so it has no result."""
+
+
+class TaskError(OnwardError):
+    """The task ended without a result.
+
+    Attributes:
+        task_id: the task.
+    """
+
+    def __init__(self, message: str, *, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskFailedError(TaskError):
+    """The task failed; ``error_type`` and ``message`` are what the log recorded."""
+
+    def __init__(self, task_id: str, error_type: str, message: str) -> None:
+        super().__init__(f"task {task_id} failed: {error_type}: {message}", task_id=task_id)
+        self.error_type = error_type
+        self.message = message
+
+
+class TaskCancelledError(TaskError):
+    """The task was cancelled."""
+
+
+class DeadlineMissed(TaskError):
+    """The task missed its deadline before it could finish."""
+
+
+class StepMismatch(OnwardError):
+    """A re-run of a task called a different step than the log records at that index.
+
+    The task's code changed, or it branches on something that is not a step's result.
+
+    Attributes:
+        task_id: the task.
+        index: the step index.
+        recorded: the step name in the log.
+        current: the step name called now.
+    """
+
+    def __init__(self, task_id: str, index: int, recorded: str, current: str) -> None:
+        super().__init__(
+            f"task {task_id}: step {index} is {recorded!r} in the log but the code now calls "
+            f"{current!r} (did the code change, or branch on something that is not a step?)"
+        )
+        self.task_id = task_id
+        self.index = index
+        self.recorded = recorded
+        self.current = current
+
+
+class StepInterrupted(OnwardError):
+    """An at-most-once step was in flight when its worker died, so it is not run again.
+
+    Attributes:
+        task_id: the task.
+        index: the step index.
+        name: the step name.
+    """
+
+    def __init__(self, task_id: str, index: int, name: str) -> None:
+        super().__init__(
+            f"task {task_id}: at-most-once step {index} ({name!r}) was in flight when its "
+            "worker stopped; it is not run again (check its effect, then resubmit)"
+        )
+        self.task_id = task_id
+        self.index = index
+        self.name = name
+
+
+class ActionDenied(OnwardError):
+    """A human refused the approval an action waited for; the step fails with this error.
+
+    The task may catch it and go on another way.
+
+    Attributes:
+        action: the action's name.
+        note: what the human said ("" when nothing).
+    """
+
+    def __init__(self, action: str, note: str = "") -> None:
+        super().__init__(f"action {action!r} was denied" + (f": {note}" if note else ""))
+        self.action = action
+        self.note = note
+
+
+class CheckFailed(OnwardError):
+    """An action ran but its declared check did not hold; it is handled as the step's failure.
+
+    Attributes:
+        action: the action's name.
+        reason: why the check failed.
+    """
+
+    def __init__(self, action: str, reason: str) -> None:
+        super().__init__(f"the check of action {action!r} failed: {reason}")
+        self.action = action
+        self.reason = reason
+
+
+class ComponentUnavailable(OnwardError):
+    """A component failed with no workaround left, and a human refused to go on without it.
+
+    Attributes:
+        component: the component's name.
+        note: what the human said ("" when nothing).
+    """
+
+    def __init__(self, component: str, note: str = "") -> None:
+        super().__init__(
+            f"component {component!r} is unavailable and has no workaround left"
+            + (f": {note}" if note else "")
+        )
+        self.component = component
+        self.note = note

@@ -1,0 +1,231 @@
+"""Circuit breakers: one per dependency, each an explicit state machine on its own stream.
+
+A step declared ``@engine.step(breaker="search-api")`` is guarded by the breaker of that
+dependency: closed; open after ``failures`` consecutive failures or a failure rate; half-open
+once the cool-down has passed, when one trial call decides whether it closes or opens again.
+While it is open the step is not called: its task waits durably for the half-open moment
+instead of burning retries. Every transition is a :class:`onward.events.DecisionMade` on the task's
+stream, appended atomically with the transition on the breaker's stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from onward.events import (
+    Append,
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+    DecisionMade,
+    TaskWaiting,
+)
+from onward.projections import Projections
+from onward.projections.breakers import breaker_stream
+
+if TYPE_CHECKING:
+    from onward.healing.healer import Batch
+    from onward.runtime.registry import StepDef
+    from onward.runtime.run import TaskRun
+
+__all__ = ["BreakerPolicy", "Breakers"]
+
+
+class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When a circuit breaker opens and how long it stays open.
+
+    Attributes:
+        failures: consecutive failures that open it.
+        failure_rate: or a failure rate over the last ``window`` calls (with at least
+            ``min_calls`` of them) that opens it.
+        window: the calls the failure rate is measured over.
+        min_calls: the calls needed before the rate counts.
+        cooldown: seconds it stays open before a trial call is let through (half-open).
+    """
+
+    failures: int = 5
+    failure_rate: float = 0.5
+    window: int = 20
+    min_calls: int = 10
+    cooldown: float = 60.0
+
+
+class Breakers:
+    """Decides the breakers' transitions and records them.
+
+    Args:
+        policy: when a breaker opens and for how long.
+        projections: returns the engine's projections (caught up first when called with True).
+        clock: the engine's clock.
+    """
+
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        projections: Callable[[bool], Projections],
+        clock: Callable[[], float],
+    ) -> None:
+        self.policy = policy
+        self._projections = projections
+        self.clock = clock
+
+    def before_call(self, run: TaskRun, step: StepDef, index: int) -> float | None:
+        """Check the step's breaker: None to call it, or the time to wait until.
+
+        An open breaker whose cool-down has passed turns half-open here, and this call is its
+        trial.
+        """
+        dependency = step.breaker
+        if not dependency:
+            return None
+        view = self._projections(False).breakers.get(dependency)
+        # Another worker thread may fold a transition while this one reads the view: read the
+        # version first, so that a transition appended at it is refused if the state moved.
+        version = view.version
+        if view.state in ("closed", "half_open"):
+            return None
+        now = self.clock()
+        if now < view.cooldown_until:
+            decision = DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="wait",
+                inputs={
+                    "dependency": dependency,
+                    "state": view.state,
+                    "cooldown_until": view.cooldown_until,
+                    "step": step.name,
+                    "step_index": index,
+                },
+                alternatives=["call anyway"],
+            )
+            batch = run.new_batch()
+            decision_id = batch.add(decision)
+            batch.add(
+                TaskWaiting(reason=f"breaker {dependency} open", until=view.cooldown_until),
+                decision_id,
+            )
+            run.commit(batch)
+            return view.cooldown_until
+        decision = DecisionMade(
+            kind="breaker",
+            subject=run.task_id,
+            choice="half-open",
+            inputs={"dependency": dependency, "cooldown_until": view.cooldown_until},
+            alternatives=["stay open"],
+        )
+        batch = run.new_batch()
+        decision_id = batch.add(decision)
+        batch.also.append(
+            Append(
+                stream=breaker_stream(dependency),
+                events=[BreakerHalfOpened(dependency=dependency, trial_calls=1)],
+                expected_version=version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )
+        run.commit(batch)
+        self._projections(True)  # fold the transition: this call is the trial
+        return None
+
+    def on_success(self, run: TaskRun, step: StepDef, batch: Batch, completed_id: str) -> None:
+        """Close the step's breaker when this success was its half-open trial."""
+        dependency = step.breaker
+        if not dependency:
+            return
+        view = self._projections(False).breakers.get(dependency)
+        version = view.version  # before the state: see before_call
+        if view.state != "half_open":
+            return
+        decision_id = batch.add(
+            DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="close",
+                inputs={"dependency": dependency, "trial": "succeeded"},
+                alternatives=["stay half-open"],
+            ),
+            completed_id,
+        )
+        batch.also.append(
+            Append(
+                stream=breaker_stream(dependency),
+                events=[BreakerClosed(dependency=dependency, successes=1)],
+                expected_version=version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )
+
+    def on_failure(
+        self,
+        run: TaskRun,
+        step: StepDef,
+        projections: Projections,
+        batch: Batch,
+        failed_id: str,
+    ) -> None:
+        dependency = step.breaker
+        if not dependency:
+            return
+        view = projections.breakers.get(dependency)
+        version = view.version  # before the state: see before_call
+        state = view.state
+        policy = self.policy
+        consecutive = view.consecutive_failures + 1
+        recent = (*view.recent, False)[-policy.window :]
+        rate = recent.count(False) / len(recent)
+        trial_failed = state == "half_open"
+        opens = trial_failed or (
+            state == "closed"
+            and (
+                consecutive >= policy.failures
+                or (len(recent) >= policy.min_calls and rate >= policy.failure_rate)
+            )
+        )
+        if not opens:
+            return
+        until = self.clock() + policy.cooldown
+        decision_id = batch.add(
+            DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="open",
+                inputs={
+                    "dependency": dependency,
+                    "state": state,
+                    "consecutive_failures": consecutive,
+                    "failure_rate": round(rate, 3),
+                    "threshold_failures": policy.failures,
+                    "threshold_rate": policy.failure_rate,
+                    "cooldown": policy.cooldown,
+                },
+                alternatives=["stay closed"],
+                thresholds={
+                    "failures": float(policy.failures),
+                    "failure_rate": policy.failure_rate,
+                    "cooldown": policy.cooldown,
+                },
+            ),
+            failed_id,
+        )
+        batch.also.append(
+            Append(
+                stream=breaker_stream(dependency),
+                events=[
+                    BreakerOpened(
+                        dependency=dependency,
+                        consecutive_failures=consecutive,
+                        failure_rate=rate,
+                        cooldown_until=until,
+                    )
+                ],
+                expected_version=version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )

@@ -1,0 +1,517 @@
+"""Self-healing: what the engine decides when a step raises, and when a breaker is open.
+
+For each failure of a step the :class:`Healer` fingerprints the error, then decides, in order:
+
+1. **fix** — the first candidate of the fix registry for this error (fixes learned for its
+   signature first, then the fixes the matching rule of the rulebook prefers, then matching
+   ones by success rate; fixes already tried on this step are skipped); the step runs again at
+   once with the remedied arguments;
+2. **retry** — when the retry policy for the error allows another attempt (adaptive limit,
+   retry budget), the task waits durably until the recorded due time, then runs the step again;
+3. **give up** — the failure is the step's outcome and the exception reaches the task.
+
+The rulebook (:mod:`onward.judgement.rulebook`, scenario ``"error"``) is asked first: the rule that
+matches names the fixes to prefer and may rule out a retry (retrying a missing import does not
+help) or any remedy (``give_up``). Each choice is a :class:`onward.events.DecisionMade` with the
+rule's id, its inputs (signature, attempts, policy, success rates) and the alternatives, caused by
+the :class:`onward.events.ErrorObserved` it answers;
+the consequences (``FixAttempted``, ``RetryScheduled`` + ``TaskWaiting``, breaker transitions)
+are appended in the same atomic commit.
+
+Circuit breakers (:mod:`onward.healing.breaker`) guard the steps declared with
+``@engine.step(breaker="name")``; the healer asks them before a call and tells them each
+outcome.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from onward.events import (
+    Append,
+    DecisionMade,
+    ErrorClassified,
+    ErrorKind,
+    ErrorObserved,
+    Event,
+    FixAttempted,
+    FixFailed,
+    FixSucceeded,
+    RetryScheduled,
+    StepFailed,
+    TaskWaiting,
+    new_event_id,
+)
+from onward.healing.breaker import BreakerPolicy, Breakers
+from onward.healing.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, default_registry
+from onward.healing.retry import RetryBudget, RetryDecision, RetryPolicies, decide_retry
+from onward.healing.signature import ErrorSignature, fingerprint
+from onward.judgement.rulebook import Rulebook, Verdict
+from onward.projections import Projections
+
+if TYPE_CHECKING:
+    from onward.runtime.registry import StepDef
+    from onward.runtime.run import TaskRun
+
+__all__ = [
+    "Batch",
+    "Healer",
+    "Outcome",
+    "bind_call",
+    "call_with",
+]
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What the healer decided about one failure.
+
+    Attributes:
+        action: "fix" (run again now with ``call``), "wait" (the task waits until ``until``:
+            a retry, a fix that waits, an open breaker) or "fail" (the failure is final).
+        call: the remedied call, for "fix".
+        fix: the fix applied, for "fix".
+        until: when the task may run again, for "wait" (or the step, after a fix's delay).
+        signature: the error's signature.
+        index: the step's index.
+    """
+
+    action: str
+    call: StepCall | None = None
+    fix: str = ""
+    until: float = 0.0
+    signature: str = ""
+    index: int = 0
+
+
+#: How many times one fix may be applied to one step within one attempt (while it makes
+#: progress: each application must change the call).
+MAX_APPLICATIONS = 8
+
+
+def _mro(exc: BaseException) -> list[str]:
+    """The names of an exception's base classes, nearest first (qualified outside builtins)."""
+    return [
+        c.__name__ if c.__module__ == "builtins" else f"{c.__module__}.{c.__qualname__}"
+        for c in type(exc).__mro__[1:]
+        if c is not object
+    ]
+
+
+class Healer:
+    """Decides fixes, retries and breaker transitions, and records them as events.
+
+    Args:
+        fixes: the fix registry (the built-in fixes by default).
+        retries: the retry policies.
+        budget: the session's retry budget.
+        breakers: the breaker policy.
+        seed: the seed of the jitter's random source (recorded delays are never recomputed).
+        projections: returns the engine's projections (caught up with the log first when
+            called with True).
+        clock: the engine's clock.
+        rulebook: the rules asked about each error (none when None).
+    """
+
+    def __init__(
+        self,
+        *,
+        fixes: FixRegistry | None = None,
+        retries: RetryPolicies | None = None,
+        budget: RetryBudget | None = None,
+        breakers: BreakerPolicy | None = None,
+        seed: int | None = None,
+        projections: Callable[[bool], Projections],
+        clock: Callable[[], float],
+        rulebook: Rulebook | None = None,
+    ) -> None:
+        self.rulebook = rulebook
+        self.fixes = fixes if fixes is not None else default_registry()
+        self.retries = retries or RetryPolicies()
+        self.budget = budget or RetryBudget()
+        self.breaker = Breakers(breakers or BreakerPolicy(), projections, clock)
+        self.rng = random.Random(seed)
+        self._projections = projections
+        self.clock = clock
+
+    def before_call(self, run: TaskRun, step: StepDef, index: int) -> float | None:
+        """Check the step's breaker: None to call it, or the time to wait until (see
+        :meth:`onward.healing.breaker.Breakers.before_call`)."""
+        return self.breaker.before_call(run, step, index)
+
+    # -- after a success -------------------------------------------------------------------
+
+    def on_success(
+        self, run: TaskRun, step: StepDef, batch: Batch, completed_id: str, outcome: Outcome | None
+    ) -> None:
+        """Add to a step's success what it settles: the fix that worked, a closed breaker."""
+        if outcome is not None and outcome.fix:
+            batch.add(
+                FixSucceeded(
+                    fix=outcome.fix, signature=outcome.signature, step_index=outcome.index
+                ),
+                completed_id,
+            )
+        self.breaker.on_success(run, step, batch, completed_id)
+
+    # -- after a failure -------------------------------------------------------------------
+
+    def on_failure(
+        self,
+        run: TaskRun,
+        step: StepDef,
+        index: int,
+        attempt: int,
+        call: StepCall,
+        exc: Exception,
+        fix_in_flight: str,
+        fix_signature: str = "",
+    ) -> Outcome:
+        """Decide what to do about a failed call, and record it (one atomic append)."""
+        projections = self._projections(True)
+        signature = fingerprint(exc)
+        sig = signature.id
+        errors = projections.errors
+        seen = errors.get(sig)
+        now = self.clock()
+        tried = run.fixes_tried.setdefault(index, set())
+        if fix_in_flight:
+            tried.add(fix_in_flight)
+
+        batch = Batch(run.context.causation_id)
+        add = batch.add
+        verdict = self._rule(exc, signature, step, attempt)
+        retry = self._retry(run, signature, exc, attempt, index, now, projections)
+        transient = retry.retry
+        if (
+            verdict is not None
+            and retry.retry
+            and (verdict.retry is False or verdict.choice == "give_up")
+        ):
+            retry = msgspec.structs.replace(
+                retry, retry=False, delay=0.0, due=now, reason=f"rule {verdict.rule}"
+            )
+        again = self._again(exc, call, fix_in_flight, run, index)
+        remedy: Remedy | None = None
+        fix: Fix | None = None
+        candidates: list[Fix] = []
+        if verdict is not None and verdict.choice == "give_up":
+            pass  # the rule says no remedy helps: fail the step
+        elif again is not None:
+            remedy, fix, candidates = again, self.fixes.get(fix_in_flight), []
+        else:
+            preferred = verdict.fixes if verdict is not None else ()
+            remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections, preferred)
+        final = remedy is None and not retry.retry
+        failed_id = add(
+            StepFailed(
+                index=index,
+                name=step.name,
+                attempt=attempt,
+                error_type=signature.error_type,
+                message=_message(exc),
+                signature=sig,
+                transient=transient,
+                final=final,
+                dependency=step.breaker,
+            ),
+        )
+        observed_id = add(
+            ErrorObserved(
+                signature=sig,
+                error_type=signature.error_type,
+                message=signature.message,
+                frames=list(signature.frames),
+                step_index=index,
+                causes=list(signature.causes),
+            ),
+            failed_id,
+        )
+        if not seen.occurrences:
+            kind = ErrorKind.TRANSIENT if transient else ErrorKind.UNKNOWN
+            add(
+                ErrorClassified(
+                    signature=sig,
+                    kind=kind,
+                    reason="retryable under its policy" if transient else "first seen",
+                ),
+                observed_id,
+            )
+        if fix_in_flight and again is None:
+            add(
+                FixFailed(
+                    fix=fix_in_flight,
+                    signature=fix_signature or sig,  # the error the fix answered
+                    step_index=index,
+                    message=_message(exc),
+                ),
+                failed_id,
+            )
+        stats = errors.fix_stats(sig)
+        inputs: dict[str, Any] = {
+            "signature": sig,
+            "error_type": signature.error_type,
+            "step": step.name,
+            "step_index": index,
+            "attempt": attempt,
+            "fixes_tried": sorted(tried),
+            "fix_success_rates": {name: round(s.rate, 3) for name, s in stats.items()},
+            "learned": list(errors.learned(sig)),
+            "retry": retry.inputs,
+            "retry_policy": retry.policy,
+            "occurrences": seen.occurrences,
+        }
+        rule = verdict.rule if verdict is not None else ""
+        if verdict is not None:
+            inputs["rule_choice"] = verdict.choice
+            inputs["rule_fixes"] = list(verdict.fixes)
+        self.breaker.on_failure(run, step, projections, batch, failed_id)
+        if remedy is not None and fix is not None:
+            decision_id = add(
+                DecisionMade(
+                    kind="fix",
+                    subject=run.task_id,
+                    choice=fix.name,
+                    rule=rule,
+                    inputs=inputs,
+                    alternatives=[c.name for c in candidates if c is not fix]
+                    + (["retry"] if retry.retry else [])
+                    + ["give up"],
+                ),
+                observed_id,
+            )
+            attempted_id = add(
+                FixAttempted(
+                    fix=fix.name,
+                    signature=sig,
+                    step_index=index,
+                    change=remedy.change,
+                    again=again is not None,
+                ),
+                decision_id,
+            )
+            run.fix_applications[index] = (
+                run.fix_applications.get(index, 0) + 1 if again is not None else 1
+            )
+            tried.add(fix.name)
+            if remedy.delay > 0 and remedy.call == call:
+                # The same call after a wait (a lock, a dropped connection): wait durably, as
+                # for a retry; the step runs again when the task does, and settles the fix.
+                until = now + remedy.delay
+                add(
+                    TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until), attempted_id
+                )
+                run.commit(batch)
+                return Outcome(action="wait", fix=fix.name, until=until, signature=sig, index=index)
+            run.commit(batch)
+            return Outcome(
+                action="fix",
+                call=remedy.call,
+                fix=fix.name,
+                until=now + remedy.delay,
+                signature=sig,
+                index=index,
+            )
+        if retry.retry:
+            decision_id = add(
+                DecisionMade(
+                    kind="retry",
+                    subject=run.task_id,
+                    rule=rule,
+                    choice=f"retry in {retry.delay:.3f} s",
+                    inputs=inputs,
+                    alternatives=["give up"],
+                    thresholds={"max_attempts": float(retry.max_attempts)},
+                ),
+                observed_id,
+            )
+            add(
+                RetryScheduled(
+                    step_index=index,
+                    attempt=retry.attempt,
+                    delay=retry.delay,
+                    due=retry.due,
+                    policy=retry.policy,
+                    jitter=retry.jitter,
+                    error_type=signature.error_type,
+                    signature=sig,
+                ),
+                decision_id,
+            )
+            add(TaskWaiting(reason=f"retry of step {index}", until=retry.due), decision_id)
+            run.commit(batch)
+            run.last_delay[index] = retry.delay
+            return Outcome(action="wait", until=retry.due, signature=sig, index=index)
+        add(
+            DecisionMade(
+                kind="give_up",
+                subject=run.task_id,
+                rule=rule,
+                choice="fail the step",
+                inputs={**inputs, "reason": retry.reason},
+                alternatives=[],
+            ),
+            observed_id,
+        )
+        run.commit(batch)
+        return Outcome(action="fail", signature=sig, index=index)
+
+    def _rule(
+        self, exc: Exception, signature: ErrorSignature, step: StepDef, attempt: int
+    ) -> Verdict | None:
+        """The rulebook's verdict on this error (None without a rulebook or a matching rule)."""
+        if self.rulebook is None:
+            return None
+        facts = {
+            "error_type": signature.error_type,
+            "exception_types": " ".join(
+                [type(exc).__name__, *(n.rsplit(".", 1)[-1] for n in _mro(exc))]
+            ),
+            "message": signature.message,
+            "signature": signature.id,
+            "step": step.name,
+            "attempt": attempt,
+        }
+        return self.rulebook.decide("error", facts)
+
+    def _retry(
+        self,
+        run: TaskRun,
+        signature: ErrorSignature,
+        exc: Exception,
+        attempt: int,
+        index: int,
+        now: float,
+        projections: Projections,
+    ) -> RetryDecision:
+        seen = projections.errors.get(signature.id)
+        session = run.context.session
+        return decide_retry(
+            self.retries,
+            error_type=signature.error_type,
+            mro=_mro(exc),
+            signature=signature.id,
+            attempt=attempt,
+            now=now,
+            rng=self.rng,
+            previous_delay=run.last_delay.get(index),
+            # Only the retries whose outcome is known judge whether retrying works: a burst of
+            # one error across many tasks leaves many retries pending, none failed yet.
+            retries=seen.retries - projections.errors.unresolved_retries(signature.id),
+            successes=seen.retry_successes,
+            budget=self.budget,
+            recent=projections.errors.recent_retries(session, now - self.budget.window),
+        )
+
+    def _again(
+        self, exc: Exception, call: StepCall, fix_in_flight: str, run: TaskRun, index: int
+    ) -> Remedy | None:
+        """The fix in flight once more, when it still changes the call (a batch halved again),
+        at most :data:`MAX_APPLICATIONS` times per step."""
+        if not fix_in_flight or fix_in_flight not in self.fixes:
+            return None
+        if run.fix_applications.get(index, 0) >= MAX_APPLICATIONS:
+            return None
+        fix = self.fixes.get(fix_in_flight)
+        try:
+            remedy = fix.apply(exc, call) if fix.matches(exc, call) else None
+        except Exception:  # a fix that breaks is a fix that does not apply
+            return None
+        if remedy is None or remedy.delay > 0 or remedy.call == call:
+            return None
+        return remedy
+
+    def _remedy(
+        self,
+        exc: Exception,
+        call: StepCall,
+        signature: str,
+        tried: set[str],
+        projections: Projections,
+        preferred: tuple[str, ...] = (),
+    ) -> tuple[Remedy | None, Fix | None, list[Fix]]:
+        errors = projections.errors
+        stats = {
+            name: FixStats(attempts=r.attempts, successes=r.successes)
+            for name, r in errors.fix_stats(signature).items()
+        }
+        candidates = [
+            fix
+            for fix in self.fixes.candidates(
+                exc, call, signature=signature, stats=stats, learned=errors.learned(signature)
+            )
+            if fix.name not in tried
+        ]
+        if preferred:
+            # Learned fixes stay first; then the rule's preferred ones, in its order.
+            learned = errors.learned(signature)
+            rank = {name: i for i, name in enumerate(preferred)}
+            candidates.sort(
+                key=lambda f: (
+                    0 if f.name in learned else 1 if f.name in rank else 2,
+                    rank.get(f.name, 0),
+                )
+            )
+        for fix in candidates:
+            try:
+                remedy = fix.apply(exc, call)
+            except Exception:  # a fix that breaks is a fix that does not apply
+                continue
+            if remedy is not None:
+                return remedy, fix, candidates
+        return None, None, candidates
+
+
+class Batch:
+    """Events for one atomic commit: the task's own stream, plus other streams (breakers).
+
+    Args:
+        cause: the cause of events added without one (the run's claim).
+    """
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        self.events: list[Event] = []
+        self.ids: list[str] = []
+        self.causes: list[str] = []
+        self.also: list[Append] = []
+
+    def add(self, event: Event, cause: str | None = None) -> str:
+        """Add an event; returns its id (for the causes of later events)."""
+        event_id = new_event_id()
+        self.events.append(event)
+        self.ids.append(event_id)
+        self.causes.append(self.cause if cause is None else cause)
+        return event_id
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = type(exc).__name__
+    return text if len(text) <= 4000 else text[:4000] + "... [truncated]"
+
+
+def bind_call(
+    step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any], attempt: int
+) -> StepCall:
+    """The call as fixes see it: the step's arguments by name, defaults applied."""
+    try:
+        bound = inspect.signature(step.fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+    except TypeError:
+        arguments = {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+    return StepCall(step=step.name, arguments=arguments, hints=dict(step.hints), attempt=attempt)
+
+
+def call_with(step: StepDef, call: StepCall) -> Any:
+    """Call the step's function with a (remedied) call's arguments."""
+    signature = inspect.signature(step.fn)
+    bound = inspect.BoundArguments(signature, call.arguments)  # type: ignore[arg-type,unused-ignore]
+    return step.fn(*bound.args, **bound.kwargs)
