@@ -30,6 +30,7 @@ flow monitor (:class:`FlowPolicy`) applied at each task boundary. Every decision
 with its inputs and causes: ``onward why ID`` explains it.
 """
 
+from onward.core.definitions import Judgement
 from onward.core.errors import (
     ActionDenied,
     ApprovalNotFound,
@@ -39,6 +40,7 @@ from onward.core.errors import (
     InvalidTransition,
     NotFinished,
     NotRegistered,
+    StepFailedError,
     StepInterrupted,
     StepMismatch,
     TaskCancelledError,
@@ -55,20 +57,19 @@ from onward.healing.fixes import (
     Remedy,
     StepCall,
     UnknownFix,
-    default_registry,
 )
+from onward.healing.remedies import default_registry
 from onward.healing.retry import RetryBudget, RetryDecision, RetryPolicies, RetryPolicy, RetryRule
 from onward.healing.signature import SIGNATURE_VERSION, ErrorSignature, fingerprint
-from onward.judgement.actions import Judgement
 from onward.judgement.approvals import Approval
 from onward.judgement.budget import BudgetVerdict, ErrorBudget
 from onward.judgement.confidence import Factors, Thresholds
 from onward.judgement.degradation import Component, Components, Workaround
 from onward.judgement.flow import FlowPolicy
 from onward.judgement.rulebook import Rule, Rulebook, RulebookError, Verdict
-from onward.runtime.boundary import Interruption
 from onward.runtime.engine import Engine
-from onward.runtime.run import StepFailedError
+from onward.runtime.interruptions import Interruption
+from onward.runtime.options import EngineOptions, OpenOptions
 from onward.runtime.scheduler import RunSummary
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "Components",
     "DeadlineMissed",
     "Engine",
+    "EngineOptions",
     "ErrorBudget",
     "ErrorSignature",
     "Factors",
@@ -96,6 +98,7 @@ __all__ = [
     "Judgement",
     "NotFinished",
     "NotRegistered",
+    "OpenOptions",
     "Remedy",
     "RetryBudget",
     "RetryDecision",

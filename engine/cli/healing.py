@@ -35,7 +35,8 @@ from onward.cli.fix_report import FixesReport, check_fix_name, fix_rows, fixes_t
 from onward.cli.reports import emit_json
 from onward.cli.table import clip
 from onward.events import Context, FixLearned, UsageError
-from onward.healing.fixes import FixStats, default_registry
+from onward.healing.fixes import FixStats
+from onward.healing.remedies import default_registry
 from onward.projections.errors import ErrorProjection
 from onward.runtime.engine import LEARNING_STREAM
 

@@ -21,6 +21,7 @@
     ActionDenied (OnwardError) .......... a human refused an action: the step fails with it
     CheckFailed (OnwardError) ........... an action ran but its declared check did not hold
     ComponentUnavailable (OnwardError) .. a component with no workaround left, and a human said stop
+    StepFailedError (OnwardError) ....... a replayed failure whose exception type is not a builtin
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "NotFinished",
     "NotRegistered",
     "SignatureNotFound",
+    "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
     "TaskCancelledError",
@@ -205,3 +207,17 @@ class ComponentUnavailable(OnwardError):
         )
         self.component = component
         self.note = note
+
+
+class StepFailedError(OnwardError):
+    """A step failure re-raised from the log when its original exception type is not a builtin.
+
+    Attributes:
+        error_type: the recorded exception type's name.
+        message: the recorded message.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from onward.runtime.run import StepFailedError
+from onward.core.errors import StepFailedError
 
 __all__ = [
     "FileError",

@@ -11,10 +11,12 @@ stream, appended atomically with the transition on the breaker's stream.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import msgspec
 
+from onward.core.batch import Batch
+from onward.core.definitions import StepDef
+from onward.core.run import RunningTask
 from onward.events import (
     Append,
     BreakerClosed,
@@ -25,11 +27,6 @@ from onward.events import (
 )
 from onward.projections import Projections
 from onward.projections.breakers import breaker_stream
-
-if TYPE_CHECKING:
-    from onward.healing.healer import Batch
-    from onward.runtime.registry import StepDef
-    from onward.runtime.run import TaskRun
 
 __all__ = ["BreakerPolicy", "Breakers"]
 
@@ -72,7 +69,7 @@ class Breakers:
         self._projections = projections
         self.clock = clock
 
-    def before_call(self, run: TaskRun, step: StepDef, index: int) -> float | None:
+    def before_call(self, run: RunningTask, step: StepDef, index: int) -> float | None:
         """Check the step's breaker: None to call it, or the time to wait until.
 
         An open breaker whose cool-down has passed turns half-open here, and this call is its
@@ -132,7 +129,7 @@ class Breakers:
         self._projections(True)  # fold the transition: this call is the trial
         return None
 
-    def on_success(self, run: TaskRun, step: StepDef, batch: Batch, completed_id: str) -> None:
+    def on_success(self, run: RunningTask, step: StepDef, batch: Batch, completed_id: str) -> None:
         """Close the step's breaker when this success was its half-open trial."""
         dependency = step.breaker
         if not dependency:
@@ -163,7 +160,7 @@ class Breakers:
 
     def on_failure(
         self,
-        run: TaskRun,
+        run: RunningTask,
         step: StepDef,
         projections: Projections,
         batch: Batch,

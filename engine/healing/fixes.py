@@ -38,7 +38,6 @@ __all__ = [
     "Remedy",
     "StepCall",
     "UnknownFix",
-    "default_registry",
 ]
 
 logger = logging.getLogger("onward.engine.fixes")
@@ -299,15 +298,3 @@ class FixRegistry:
 
 def _rank(entry: tuple[float, int, Fix]) -> tuple[float, int]:
     return entry[0], entry[1]
-
-
-def default_registry() -> FixRegistry:
-    """A new registry holding every built-in fix (see :mod:`onward.healing.remedies`), in their
-    order.
-
-    Returns:
-        A registry of its own: registering more fixes in it changes no other.
-    """
-    from onward.healing.remedies import builtin_fixes
-
-    return FixRegistry(builtin_fixes())

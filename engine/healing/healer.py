@@ -28,38 +28,34 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from onward.core.batch import Batch
+from onward.core.definitions import StepDef
+from onward.core.run import RunningTask, error_message
 from onward.events import (
-    Append,
     DecisionMade,
     ErrorClassified,
     ErrorKind,
     ErrorObserved,
-    Event,
     FixAttempted,
     FixFailed,
     FixSucceeded,
     RetryScheduled,
     StepFailed,
     TaskWaiting,
-    new_event_id,
 )
 from onward.healing.breaker import BreakerPolicy, Breakers
-from onward.healing.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall, default_registry
+from onward.healing.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall
+from onward.healing.remedies import default_registry
 from onward.healing.retry import RetryBudget, RetryDecision, RetryPolicies, decide_retry
 from onward.healing.signature import ErrorSignature, fingerprint
 from onward.judgement.rulebook import Rulebook, Verdict
 from onward.projections import Projections
 
-if TYPE_CHECKING:
-    from onward.runtime.registry import StepDef
-    from onward.runtime.run import TaskRun
-
 __all__ = [
-    "Batch",
     "Healer",
     "Outcome",
     "bind_call",
@@ -86,6 +82,34 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     until: float = 0.0
     signature: str = ""
     index: int = 0
+
+
+class _Failure(msgspec.Struct, frozen=True, kw_only=True):
+    """One failed call, as :meth:`Healer.on_failure` assesses it before it decides."""
+
+    run: RunningTask
+    step: StepDef
+    index: int
+    attempt: int
+    exc: Exception
+    signature: ErrorSignature
+    occurrences: int  # of this signature before this one
+    verdict: Verdict | None
+    retry: RetryDecision
+    transient: bool  # retryable under its policy, whatever the rule says
+    tried: set[str]  # the fixes tried on this step (updated as one is applied)
+    now: float
+    projections: Projections
+
+    @property
+    def sig(self) -> str:
+        """The signature's id."""
+        return self.signature.id
+
+    @property
+    def rule(self) -> str:
+        """The id of the rule that matched ("" for none)."""
+        return self.verdict.rule if self.verdict is not None else ""
 
 
 #: How many times one fix may be applied to one step within one attempt (while it makes
@@ -138,7 +162,7 @@ class Healer:
         self._projections = projections
         self.clock = clock
 
-    def before_call(self, run: TaskRun, step: StepDef, index: int) -> float | None:
+    def before_call(self, run: RunningTask, step: StepDef, index: int) -> float | None:
         """Check the step's breaker: None to call it, or the time to wait until (see
         :meth:`onward.healing.breaker.Breakers.before_call`)."""
         return self.breaker.before_call(run, step, index)
@@ -146,7 +170,12 @@ class Healer:
     # -- after a success -------------------------------------------------------------------
 
     def on_success(
-        self, run: TaskRun, step: StepDef, batch: Batch, completed_id: str, outcome: Outcome | None
+        self,
+        run: RunningTask,
+        step: StepDef,
+        batch: Batch,
+        completed_id: str,
+        outcome: Outcome | None,
     ) -> None:
         """Add to a step's success what it settles: the fix that worked, a closed breaker."""
         if outcome is not None and outcome.fix:
@@ -162,7 +191,7 @@ class Healer:
 
     def on_failure(
         self,
-        run: TaskRun,
+        run: RunningTask,
         step: StepDef,
         index: int,
         attempt: int,
@@ -171,19 +200,50 @@ class Healer:
         fix_in_flight: str,
         fix_signature: str = "",
     ) -> Outcome:
-        """Decide what to do about a failed call, and record it (one atomic append)."""
+        """Decide what to do about a failed call, and record it (one atomic append): the
+        failure and the error observed, the fix in flight that failed, the breaker's move, and
+        the decision with its consequences."""
+        failure = self._assess(run, step, index, attempt, exc, fix_in_flight)
+        remedy, fix, candidates, again = self._choose_fix(failure, call, fix_in_flight)
+        batch = Batch(run.context.causation_id)
+        failed_id, observed_id = self._record_failure(
+            batch, failure, final=remedy is None and not failure.retry.retry
+        )
+        if fix_in_flight and again is None:
+            batch.add(
+                FixFailed(
+                    fix=fix_in_flight,
+                    signature=fix_signature or failure.sig,  # the error the fix answered
+                    step_index=index,
+                    message=error_message(exc),
+                ),
+                failed_id,
+            )
+        self.breaker.on_failure(run, step, failure.projections, batch, failed_id)
+        if remedy is not None and fix is not None:
+            return self._apply_fix(
+                failure, batch, observed_id, remedy, fix, candidates, call, again=again is not None
+            )
+        if failure.retry.retry:
+            return self._schedule_retry(failure, batch, observed_id)
+        return self._give_up(failure, batch, observed_id)
+
+    def _assess(
+        self,
+        run: RunningTask,
+        step: StepDef,
+        index: int,
+        attempt: int,
+        exc: Exception,
+        fix_in_flight: str,
+    ) -> _Failure:
+        """What the failure is and what the rules and the retry policy say of it."""
         projections = self._projections(True)
         signature = fingerprint(exc)
-        sig = signature.id
-        errors = projections.errors
-        seen = errors.get(sig)
         now = self.clock()
         tried = run.fixes_tried.setdefault(index, set())
         if fix_in_flight:
             tried.add(fix_in_flight)
-
-        batch = Batch(run.context.causation_id)
-        add = batch.add
         verdict = self._rule(exc, signature, step, attempt)
         retry = self._retry(run, signature, exc, attempt, index, now, projections)
         transient = retry.retry
@@ -195,170 +255,207 @@ class Healer:
             retry = msgspec.structs.replace(
                 retry, retry=False, delay=0.0, due=now, reason=f"rule {verdict.rule}"
             )
-        again = self._again(exc, call, fix_in_flight, run, index)
-        remedy: Remedy | None = None
-        fix: Fix | None = None
-        candidates: list[Fix] = []
+        return _Failure(
+            run=run,
+            step=step,
+            index=index,
+            attempt=attempt,
+            exc=exc,
+            signature=signature,
+            occurrences=projections.errors.get(signature.id).occurrences,
+            verdict=verdict,
+            retry=retry,
+            transient=transient,
+            tried=tried,
+            now=now,
+            projections=projections,
+        )
+
+    def _choose_fix(
+        self, failure: _Failure, call: StepCall, fix_in_flight: str
+    ) -> tuple[Remedy | None, Fix | None, list[Fix], Remedy | None]:
+        """The fix to apply (the one in flight again, while it makes progress, or the best
+        candidate), its remedy, the candidates, and the remedy when it is the fix in flight."""
+        verdict = failure.verdict
+        again = self._again(failure.exc, call, fix_in_flight, failure.run, failure.index)
         if verdict is not None and verdict.choice == "give_up":
-            pass  # the rule says no remedy helps: fail the step
-        elif again is not None:
-            remedy, fix, candidates = again, self.fixes.get(fix_in_flight), []
-        else:
-            preferred = verdict.fixes if verdict is not None else ()
-            remedy, fix, candidates = self._remedy(exc, call, sig, tried, projections, preferred)
-        final = remedy is None and not retry.retry
-        failed_id = add(
+            return None, None, [], again  # the rule says no remedy helps: fail the step
+        if again is not None:
+            return again, self.fixes.get(fix_in_flight), [], again
+        preferred = verdict.fixes if verdict is not None else ()
+        remedy, fix, candidates = self._remedy(
+            failure.exc, call, failure.sig, failure.tried, failure.projections, preferred
+        )
+        return remedy, fix, candidates, None
+
+    @staticmethod
+    def _record_failure(batch: Batch, failure: _Failure, *, final: bool) -> tuple[str, str]:
+        """The step's failure, the error observed and, the first time, its classification."""
+        signature, sig = failure.signature, failure.sig
+        failed_id = batch.add(
             StepFailed(
-                index=index,
-                name=step.name,
-                attempt=attempt,
+                index=failure.index,
+                name=failure.step.name,
+                attempt=failure.attempt,
                 error_type=signature.error_type,
-                message=_message(exc),
+                message=error_message(failure.exc),
                 signature=sig,
-                transient=transient,
+                transient=failure.transient,
                 final=final,
-                dependency=step.breaker,
+                dependency=failure.step.breaker,
             ),
         )
-        observed_id = add(
+        observed_id = batch.add(
             ErrorObserved(
                 signature=sig,
                 error_type=signature.error_type,
                 message=signature.message,
                 frames=list(signature.frames),
-                step_index=index,
+                step_index=failure.index,
                 causes=list(signature.causes),
             ),
             failed_id,
         )
-        if not seen.occurrences:
-            kind = ErrorKind.TRANSIENT if transient else ErrorKind.UNKNOWN
-            add(
+        if not failure.occurrences:
+            kind = ErrorKind.TRANSIENT if failure.transient else ErrorKind.UNKNOWN
+            batch.add(
                 ErrorClassified(
                     signature=sig,
                     kind=kind,
-                    reason="retryable under its policy" if transient else "first seen",
+                    reason="retryable under its policy" if failure.transient else "first seen",
                 ),
                 observed_id,
             )
-        if fix_in_flight and again is None:
-            add(
-                FixFailed(
-                    fix=fix_in_flight,
-                    signature=fix_signature or sig,  # the error the fix answered
-                    step_index=index,
-                    message=_message(exc),
-                ),
-                failed_id,
-            )
-        stats = errors.fix_stats(sig)
+        return failed_id, observed_id
+
+    @staticmethod
+    def _inputs(failure: _Failure) -> dict[str, Any]:
+        """What a decision about this failure was taken on, for the audit."""
+        errors = failure.projections.errors
+        sig = failure.sig
         inputs: dict[str, Any] = {
             "signature": sig,
-            "error_type": signature.error_type,
-            "step": step.name,
-            "step_index": index,
-            "attempt": attempt,
-            "fixes_tried": sorted(tried),
-            "fix_success_rates": {name: round(s.rate, 3) for name, s in stats.items()},
+            "error_type": failure.signature.error_type,
+            "step": failure.step.name,
+            "step_index": failure.index,
+            "attempt": failure.attempt,
+            "fixes_tried": sorted(failure.tried),
+            "fix_success_rates": {
+                name: round(s.rate, 3) for name, s in errors.fix_stats(sig).items()
+            },
             "learned": list(errors.learned(sig)),
-            "retry": retry.inputs,
-            "retry_policy": retry.policy,
-            "occurrences": seen.occurrences,
+            "retry": failure.retry.inputs,
+            "retry_policy": failure.retry.policy,
+            "occurrences": failure.occurrences,
         }
-        rule = verdict.rule if verdict is not None else ""
-        if verdict is not None:
-            inputs["rule_choice"] = verdict.choice
-            inputs["rule_fixes"] = list(verdict.fixes)
-        self.breaker.on_failure(run, step, projections, batch, failed_id)
-        if remedy is not None and fix is not None:
-            decision_id = add(
-                DecisionMade(
-                    kind="fix",
-                    subject=run.task_id,
-                    choice=fix.name,
-                    rule=rule,
-                    inputs=inputs,
-                    alternatives=[c.name for c in candidates if c is not fix]
-                    + (["retry"] if retry.retry else [])
-                    + ["give up"],
-                ),
-                observed_id,
+        if failure.verdict is not None:
+            inputs["rule_choice"] = failure.verdict.choice
+            inputs["rule_fixes"] = list(failure.verdict.fixes)
+        return inputs
+
+    def _apply_fix(
+        self,
+        failure: _Failure,
+        batch: Batch,
+        observed_id: str,
+        remedy: Remedy,
+        fix: Fix,
+        candidates: list[Fix],
+        call: StepCall,
+        *,
+        again: bool,
+    ) -> Outcome:
+        """Decide on a fix: the step runs again now with the remedied call, or, for the same
+        call after a wait (a lock, a dropped connection), when the task runs again."""
+        run, index, sig, now = failure.run, failure.index, failure.sig, failure.now
+        decision_id = batch.add(
+            DecisionMade(
+                kind="fix",
+                subject=run.task_id,
+                choice=fix.name,
+                rule=failure.rule,
+                inputs=self._inputs(failure),
+                alternatives=[c.name for c in candidates if c is not fix]
+                + (["retry"] if failure.retry.retry else [])
+                + ["give up"],
+            ),
+            observed_id,
+        )
+        attempted_id = batch.add(
+            FixAttempted(
+                fix=fix.name, signature=sig, step_index=index, change=remedy.change, again=again
+            ),
+            decision_id,
+        )
+        run.fix_applications[index] = run.fix_applications.get(index, 0) + 1 if again else 1
+        failure.tried.add(fix.name)
+        if remedy.delay > 0 and remedy.call == call:
+            # The same call after a wait: wait durably, as for a retry; the step runs again
+            # when the task does, and settles the fix.
+            until = now + remedy.delay
+            batch.add(
+                TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until), attempted_id
             )
-            attempted_id = add(
-                FixAttempted(
-                    fix=fix.name,
-                    signature=sig,
-                    step_index=index,
-                    change=remedy.change,
-                    again=again is not None,
-                ),
-                decision_id,
-            )
-            run.fix_applications[index] = (
-                run.fix_applications.get(index, 0) + 1 if again is not None else 1
-            )
-            tried.add(fix.name)
-            if remedy.delay > 0 and remedy.call == call:
-                # The same call after a wait (a lock, a dropped connection): wait durably, as
-                # for a retry; the step runs again when the task does, and settles the fix.
-                until = now + remedy.delay
-                add(
-                    TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until), attempted_id
-                )
-                run.commit(batch)
-                return Outcome(action="wait", fix=fix.name, until=until, signature=sig, index=index)
             run.commit(batch)
-            return Outcome(
-                action="fix",
-                call=remedy.call,
-                fix=fix.name,
-                until=now + remedy.delay,
-                signature=sig,
-                index=index,
-            )
-        if retry.retry:
-            decision_id = add(
-                DecisionMade(
-                    kind="retry",
-                    subject=run.task_id,
-                    rule=rule,
-                    choice=f"retry in {retry.delay:.3f} s",
-                    inputs=inputs,
-                    alternatives=["give up"],
-                    thresholds={"max_attempts": float(retry.max_attempts)},
-                ),
-                observed_id,
-            )
-            add(
-                RetryScheduled(
-                    step_index=index,
-                    attempt=retry.attempt,
-                    delay=retry.delay,
-                    due=retry.due,
-                    policy=retry.policy,
-                    jitter=retry.jitter,
-                    error_type=signature.error_type,
-                    signature=sig,
-                ),
-                decision_id,
-            )
-            add(TaskWaiting(reason=f"retry of step {index}", until=retry.due), decision_id)
-            run.commit(batch)
-            run.last_delay[index] = retry.delay
-            return Outcome(action="wait", until=retry.due, signature=sig, index=index)
-        add(
+            return Outcome(action="wait", fix=fix.name, until=until, signature=sig, index=index)
+        run.commit(batch)
+        return Outcome(
+            action="fix",
+            call=remedy.call,
+            fix=fix.name,
+            until=now + remedy.delay,
+            signature=sig,
+            index=index,
+        )
+
+    def _schedule_retry(self, failure: _Failure, batch: Batch, observed_id: str) -> Outcome:
+        """Decide on a retry: the task waits durably until its recorded due time."""
+        run, index, retry = failure.run, failure.index, failure.retry
+        decision_id = batch.add(
+            DecisionMade(
+                kind="retry",
+                subject=run.task_id,
+                rule=failure.rule,
+                choice=f"retry in {retry.delay:.3f} s",
+                inputs=self._inputs(failure),
+                alternatives=["give up"],
+                thresholds={"max_attempts": float(retry.max_attempts)},
+            ),
+            observed_id,
+        )
+        batch.add(
+            RetryScheduled(
+                step_index=index,
+                attempt=retry.attempt,
+                delay=retry.delay,
+                due=retry.due,
+                policy=retry.policy,
+                jitter=retry.jitter,
+                error_type=failure.signature.error_type,
+                signature=failure.sig,
+            ),
+            decision_id,
+        )
+        batch.add(TaskWaiting(reason=f"retry of step {index}", until=retry.due), decision_id)
+        run.commit(batch)
+        run.last_delay[index] = retry.delay
+        return Outcome(action="wait", until=retry.due, signature=failure.sig, index=index)
+
+    def _give_up(self, failure: _Failure, batch: Batch, observed_id: str) -> Outcome:
+        """Decide to give up: the failure is the step's outcome."""
+        batch.add(
             DecisionMade(
                 kind="give_up",
-                subject=run.task_id,
-                rule=rule,
+                subject=failure.run.task_id,
+                rule=failure.rule,
                 choice="fail the step",
-                inputs={**inputs, "reason": retry.reason},
+                inputs={**self._inputs(failure), "reason": failure.retry.reason},
                 alternatives=[],
             ),
             observed_id,
         )
-        run.commit(batch)
-        return Outcome(action="fail", signature=sig, index=index)
+        failure.run.commit(batch)
+        return Outcome(action="fail", signature=failure.sig, index=failure.index)
 
     def _rule(
         self, exc: Exception, signature: ErrorSignature, step: StepDef, attempt: int
@@ -380,7 +477,7 @@ class Healer:
 
     def _retry(
         self,
-        run: TaskRun,
+        run: RunningTask,
         signature: ErrorSignature,
         exc: Exception,
         attempt: int,
@@ -408,7 +505,7 @@ class Healer:
         )
 
     def _again(
-        self, exc: Exception, call: StepCall, fix_in_flight: str, run: TaskRun, index: int
+        self, exc: Exception, call: StepCall, fix_in_flight: str, run: RunningTask, index: int
     ) -> Remedy | None:
         """The fix in flight once more, when it still changes the call (a batch halved again),
         at most :data:`MAX_APPLICATIONS` times per step."""
@@ -464,37 +561,6 @@ class Healer:
             if remedy is not None:
                 return remedy, fix, candidates
         return None, None, candidates
-
-
-class Batch:
-    """Events for one atomic commit: the task's own stream, plus other streams (breakers).
-
-    Args:
-        cause: the cause of events added without one (the run's claim).
-    """
-
-    def __init__(self, cause: str) -> None:
-        self.cause = cause
-        self.events: list[Event] = []
-        self.ids: list[str] = []
-        self.causes: list[str] = []
-        self.also: list[Append] = []
-
-    def add(self, event: Event, cause: str | None = None) -> str:
-        """Add an event; returns its id (for the causes of later events)."""
-        event_id = new_event_id()
-        self.events.append(event)
-        self.ids.append(event_id)
-        self.causes.append(self.cause if cause is None else cause)
-        return event_id
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:
-        text = type(exc).__name__
-    return text if len(text) <= 4000 else text[:4000] + "... [truncated]"
 
 
 def bind_call(

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from onward.healing.fixes import Fix, Remedy, StepCall
+from onward.healing.fixes import Fix, FixRegistry, Remedy, StepCall
 
 __all__ = [
     "CreateMissingParentDirectory",
@@ -58,6 +58,7 @@ __all__ = [
     "WaitForDatabaseLock",
     "WriteToFallbackLocation",
     "builtin_fixes",
+    "default_registry",
 ]
 
 _E = TypeVar("_E", bound=BaseException)
@@ -700,3 +701,12 @@ def builtin_fixes() -> tuple[Fix, ...]:
         UseAlternativeModule(),
         UseDeclaredDefault(),
     )
+
+
+def default_registry() -> FixRegistry:
+    """A new registry holding every built-in fix, in their order.
+
+    Returns:
+        A registry of its own: registering more fixes in it changes no other.
+    """
+    return FixRegistry(builtin_fixes())

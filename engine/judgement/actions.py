@@ -26,10 +26,13 @@ adjustment a :class:`onward.events.ThresholdsAdjusted` in the same append.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import msgspec
 
+from onward.core.batch import Batch
+from onward.core.definitions import Judgement, StepDef
+from onward.core.run import RunningTask, Suspended
 from onward.events import (
     ActionChecked,
     ActionUndone,
@@ -40,62 +43,16 @@ from onward.events import (
     TaskWaiting,
     ThresholdsAdjusted,
 )
-from onward.judgement.confidence import Factors, Thresholds, impact_factor, score
+from onward.judgement.confidence import Factors, Thresholds, score
+from onward.judgement.rulebook import Rulebook
 from onward.projections import Projections
 
-if TYPE_CHECKING:
-    from onward.healing.healer import Batch
-    from onward.judgement.rulebook import Rulebook
-    from onward.runtime.registry import StepDef
-    from onward.runtime.run import TaskRun
-
-__all__ = ["Check", "Judge", "Judgement", "Ruling", "Undo"]
+__all__ = ["Judge", "Ruling"]
 
 #: The strategies passed over, for each strategy chosen (iterating an enum is slow).
 _ALTERNATIVES: dict[Strategy, list[str]] = {
     chosen: [s.value for s in Strategy if s != chosen] for chosen in Strategy
 }
-
-
-class Check(Protocol):
-    """An action's check: given its result, whether the action did what it should."""
-
-    def __call__(self, result: Any, /) -> bool: ...
-
-
-class Undo(Protocol):
-    """An action's compensation: given its result, undo its effect."""
-
-    def __call__(self, result: Any, /) -> object: ...
-
-
-class Judgement(msgspec.Struct, frozen=True, kw_only=True):
-    """What an action declares for its confidence and its strategies.
-
-    Attributes:
-        impact: what is at stake if it goes wrong: "low", "medium" or "high".
-        check: verifies its result (monitored and reversible runs, and approved ones).
-        undo: undoes its effect when the check fails (a reversible run needs one).
-        reversible: it can be undone without an ``undo`` (a dry run, a draft); True when
-            ``undo`` is given.
-        urgent: its approval requests are never deferred by the flow monitor.
-        question: what a human is asked when it needs approval ("" for a default question).
-    """
-
-    impact: str = "medium"
-    check: Check | None = None
-    undo: Undo | None = None
-    reversible: bool = False
-    urgent: bool = False
-    question: str = ""
-
-    def __post_init__(self) -> None:
-        impact_factor(self.impact)  # raises UsageError for an unknown impact
-
-    @property
-    def can_undo(self) -> bool:
-        """Whether a failed check can be undone."""
-        return self.undo is not None or self.reversible
 
 
 class Ruling(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,14 +99,12 @@ class Judge:
         """The thresholds in force: the last recorded adjustment over the settings."""
         return self.settings.with_values(projections.decisions.thresholds)
 
-    def decide(self, run: TaskRun, step: StepDef, index: int, judgement: Judgement) -> Ruling:
+    def decide(self, run: RunningTask, step: StepDef, index: int, judgement: Judgement) -> Ruling:
         """Score an action and record the decision (one atomic append).
 
         Raises:
             Suspended: the strategy is to ask; the task now waits for the answer.
         """
-        from onward.runtime.run import Suspended
-
         projections = self._projections(True)
         record = projections.decisions.action(step.name)
         clarity = 0.5
@@ -241,7 +196,7 @@ class Judge:
 
     def outcome(
         self,
-        run: TaskRun,
+        run: RunningTask,
         step: StepDef,
         index: int,
         ruling: Ruling,
@@ -294,7 +249,7 @@ class Judge:
             checked,
         )
 
-    def denied(self, run: TaskRun, step: StepDef, ruling: Ruling, batch: Batch) -> None:
+    def denied(self, run: RunningTask, step: StepDef, ruling: Ruling, batch: Batch) -> None:
         """A refused approval makes the engine more cautious: raise the thresholds."""
         projections = self._projections(False)
         current = self.thresholds(projections)

@@ -21,144 +21,74 @@ Every event goes to the session's stream, each at its expected version.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-import msgspec
-
-from onward.events import DecisionMade, Event, InterruptionDelivered, SessionPaused
+from onward.events import DecisionMade, Event, SessionPaused
 from onward.judgement.budget import BudgetVerdict, ErrorBudget, assess, verdict_inputs
 from onward.judgement.flow import FlowMonitor
+from onward.runtime.degradations import Degradations
+from onward.runtime.interruptions import Interruptions
+from onward.runtime.session import Session
 
-if TYPE_CHECKING:
-    from onward.runtime.engine import Engine
-
-__all__ = ["Boundary", "Interruption"]
-
-logger = logging.getLogger("onward.engine")
-
-
-class Interruption(msgspec.Struct, frozen=True, kw_only=True):
-    """Something for a person's attention: a notice, or an approval request.
-
-    Attributes:
-        interruption_id: its id (an approval's is the decision's id).
-        kind: "approval", "notice", ...
-        summary: what it is about.
-        session: the session it comes from.
-        deferred_for: how long the flow monitor held it back, in seconds (0.0: not held).
-    """
-
-    interruption_id: str
-    kind: str
-    summary: str
-    session: str
-    deferred_for: float = 0.0
-
-
-def log_interruption(interruption: Interruption) -> None:
-    """The default ``on_interruption``: log it (a NullHandler unless the application listens)."""
-    held = f" (held {interruption.deferred_for:.0f} s)" if interruption.deferred_for else ""
-    logger.info("%s%s: %s", interruption.kind, held, interruption.summary)
+__all__ = ["Boundary"]
 
 
 class Boundary:
     """The session-level policies the run loop applies between task runs.
 
     Args:
-        engine: the engine whose session they watch.
+        session: the session they watch.
         budget: the error budget.
         flow: the flow monitor.
-        on_interruption: called with each interruption delivered.
+        degradations: the components, restored by their health checks.
+        interruptions: the interruptions deferred while the session flowed.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        session: Session,
         *,
         budget: ErrorBudget,
         flow: FlowMonitor,
-        on_interruption: Callable[[Interruption], None],
+        degradations: Degradations,
+        interruptions: Interruptions,
     ) -> None:
-        self.engine = engine
+        self.session = session
         self.budget = budget
         self.flow = flow
-        self.on_interruption = on_interruption
+        self.degradations = degradations
+        self.interruptions = interruptions
 
     def cross(self) -> BudgetVerdict:
-        """Apply the policies at a task boundary (the caller holds the engine's lock).
+        """Apply the policies at a task boundary (the caller holds the session's lock).
 
         Returns:
             The error budget's verdict (``pause``: the run should end).
         """
-        engine = self.engine
-        engine.restore_components()
+        self.degradations.restore_all()
         self.follow_flow()
-        self.deliver()
+        self.interruptions.deliver()
         return self.judge_budget()
 
     def follow_flow(self) -> None:
         """Record the session's move to another flow state, if its rhythm says so."""
-        engine = self.engine
-        projections = engine._host.projections
-        session = engine.session
-        current = projections.flow.state(session)
-        moved = self.flow.observe(current, projections.flow.rhythm(session, engine.clock()))
+        session = self.session
+        projections = session.projections
+        current = projections.flow.state(session.name)
+        moved = self.flow.observe(current, projections.flow.rhythm(session.name, session.clock()))
         if moved is not None:
-            engine._record_session([moved])
-            engine._host.catch_up()
-
-    def deliver(self) -> int:
-        """Deliver the interruptions deferred while the session flowed.
-
-        Returns:
-            How many were delivered.
-        """
-        engine = self.engine
-        held = engine._host.projections.flow.pending(engine.session)
-        if not held:
-            return 0
-        now = engine.clock()
-        delivered = [
-            InterruptionDelivered(
-                interruption_id=d.interruption_id, deferred_for=max(0.0, now - d.deferred_at)
-            )
-            for d in held
-        ]
-        engine._record_session(delivered, chain=False)
-        engine._host.catch_up()
-        for d, event in zip(held, delivered, strict=True):
-            self.notify(
-                Interruption(
-                    interruption_id=d.interruption_id,
-                    kind=d.kind,
-                    summary=d.summary,
-                    session=engine.session,
-                    deferred_for=event.deferred_for,
-                )
-            )
-        return len(held)
-
-    def notify(self, interruption: Interruption) -> None:
-        """Hand an interruption to the application (its callback's failure is logged only)."""
-        try:
-            self.on_interruption(interruption)
-        except Exception:
-            logger.exception("on_interruption failed for %s", interruption.interruption_id)
+            session.record([moved])
+            session.host.catch_up()
 
     def judge_budget(self) -> BudgetVerdict:
         """Assess the error budget; record the verdict when its rule changed; pause on it."""
-        engine = self.engine
-        projections = engine._host.projections
-        session = engine.session
-        window = projections.budget.window(session, engine.clock(), self.budget.window)
+        session = self.session
+        projections = session.projections
+        window = projections.budget.window(session.name, session.clock(), self.budget.window)
         verdict = assess(self.budget, window)
         if verdict.rule == (window.last_rule or "budget.within"):
             return verdict
         decision = DecisionMade(
             kind="budget",
-            subject=session,
+            subject=session.name,
             choice=verdict.choice,
             rule=verdict.rule,
             inputs={"reason": verdict.reason, **verdict_inputs(verdict)},
@@ -168,6 +98,6 @@ class Boundary:
         events: list[Event] = [decision]
         if verdict.choice == "pause":
             events.append(SessionPaused(reason=f"error budget: {verdict.reason}"))
-        engine._record_session(events, first_cause=projections.budget.last_error(session))
-        engine._host.catch_up()
+        session.record(events, first_cause=projections.budget.last_error(session.name))
+        session.host.catch_up()
         return verdict

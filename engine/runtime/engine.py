@@ -1,85 +1,57 @@
-"""The engine: durable tasks and steps over the event log.
+"""The engine: durable tasks and steps over the event log, the one obvious entry.
 
 The engine never mutates state directly: it decides (which task to claim, whether a lease
 expired, whether a deadline passed), appends the decision as events, and reads its state back
 from the projections folded from the log. Reopening the same log and session resumes every
 unfinished task: its completed steps return their recorded results, and execution continues at
 the first step with no recorded outcome.
+
+This facade delegates: the session's log and stream to :class:`~onward.runtime.session.Session`,
+a task's run to :class:`~onward.runtime.run.TaskRun`, the loop to
+:class:`~onward.runtime.scheduler.Scheduler`, task boundaries to
+:class:`~onward.runtime.boundary.Boundary`, components to
+:class:`~onward.runtime.degradations.Degradations`, notices to
+:class:`~onward.runtime.interruptions.Interruptions`, approvals to
+:mod:`onward.judgement.approvals`.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
-from onward.core.errors import (
-    ComponentUnavailable,
-    DeadlineMissed,
-    NotFinished,
-    TaskCancelledError,
-    TaskFailedError,
-    TaskNotFound,
-)
-from onward.core.machines import transition
+from onward.core.definitions import Check, Judgement, StepDef, Undo, parse_priority
+from onward.core.run import Suspended
 from onward.events import (
-    Append,
-    ApprovalRequested,
-    Context,
-    Event,
     EventLog,
     FixLearned,
-    InterruptionDeferred,
-    InterruptionDelivered,
     Priority,
-    SessionResumed,
-    SessionStarted,
-    TaskCancelled,
-    TaskDeadlineMissed,
-    TaskFailed,
     TaskProgressed,
-    TaskReprioritised,
-    TaskSubmitted,
-    TaskSucceeded,
     TaskWaiting,
-    UnencodableValue,
-    UnknownEventType,
     UsageError,
-    VersionConflict,
-    WorkaroundApplied,
-    new_event_id,
     open_log,
 )
-from onward.healing.breaker import BreakerPolicy
-from onward.healing.fixes import FixRegistry
 from onward.healing.healer import Healer
-from onward.healing.retry import RetryBudget, RetryPolicies
-from onward.judgement.actions import Check, Judge, Judgement, Undo
+from onward.judgement.actions import Judge
 from onward.judgement.approvals import Approval, answer, pending
 from onward.judgement.budget import ErrorBudget
-from onward.judgement.confidence import Thresholds
-from onward.judgement.degradation import (
-    Component,
-    Components,
-    HealthCheck,
-    Workaround,
-    plan_failure,
-    plan_restorations,
-    plan_restore,
-)
-from onward.judgement.flow import FlowMonitor, FlowPolicy
+from onward.judgement.degradation import Component, Components, HealthCheck, Workaround
+from onward.judgement.flow import FlowMonitor
 from onward.judgement.rulebook import Rulebook
-from onward.projections import CatchUp, Projections, TaskView, session_stream, task_stream
+from onward.projections import Projections, TaskView
 from onward.projections.degradation import DegradationView
-from onward.runtime.boundary import Boundary, Interruption, log_interruption
-from onward.runtime.registry import Registry, StepDef, parse_priority
-from onward.runtime.run import CURRENT_RUN, Suspended, TaskRun, derived_id, submission_id
+from onward.runtime.boundary import Boundary
+from onward.runtime.degradations import Degradations
+from onward.runtime.interruptions import Interruptions, log_interruption
+from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
+from onward.runtime.registry import Registry
+from onward.runtime.run import CURRENT_RUN, TaskRun
 from onward.runtime.scheduler import RunSummary, Scheduler
+from onward.runtime.session import Session
+from onward.runtime.tasks import Tasks
 from onward.runtime.worker import worker_id
 
 __all__ = ["LEARNING_STREAM", "Engine"]
@@ -89,8 +61,6 @@ LEARNING_STREAM = "learning"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_TERMINAL_OUTCOMES = ("succeeded", "failed", "cancelled", "missed")
 
 
 class Engine:
@@ -102,96 +72,91 @@ class Engine:
     Args:
         log: an open event log (the engine closes it).
         session: the session's name; reopening the same name resumes it.
-        clock: the source of time (a fake one in tests).
-        sleep: how to wait for a timer (tests pass one that advances their fake clock).
-        lease: seconds a worker's claim on a task lasts without news from it.
-        checkpoint_every: save a projection checkpoint after this many events.
-        healing: fix, retry and guard failing steps (see :mod:`onward.healing.healer`); False makes
-            every step failure final at once.
-        fixes: the fix registry (the built-in fixes by default).
-        retries: the retry policies per error type or signature.
-        retry_budget: the retries a session may schedule per window.
-        breakers: when circuit breakers open, and for how long.
-        seed: the seed of the retry jitter (recorded delays are never recomputed).
-        thresholds: the confidence thresholds of actions (see :mod:`onward.judgement.confidence`).
-        components: the components and their workaround ladders (the nine defaults when
-            None; see :mod:`onward.judgement.degradation`).
-        rulebook: the decision rules (the built-in ones when None; see
-        :mod:`onward.judgement.rulebook`). budget: the session's error budget (10 errors per hour
-        when None; see
-            :mod:`onward.judgement.budget`).
-        flow: when the session's rhythm counts as flowing (see :mod:`onward.judgement.flow`).
-        on_interruption: called with each notice or approval request delivered to people
-            (logged by default).
+        **options: the engine's options (:class:`~onward.runtime.options.EngineOptions`:
+            clock, sleep, lease, checkpoint_every, healing, fixes, retries, retry_budget,
+            breakers, seed, thresholds, components, rulebook, budget, flow,
+            on_interruption).
+
+    Raises:
+        UsageError: a bad session name or option.
+
+    Attributes:
+        log: the log.
+        session: the session's name.
+        clock: the source of time.
+        lease: the lease of a claim, in seconds.
+        worker: this engine's worker id (``host/pid/start/nonce``).
+        registry: the registered tasks and steps.
+        rulebook: the decision rules.
+        healer: heals failing steps (None with ``healing=False``).
+        judge: scores and records actions.
+        flow: the flow monitor.
+        components: the components and their workaround ladders.
+        boundary: the policies applied between task runs.
     """
 
-    def __init__(
-        self,
-        log: EventLog,
-        *,
-        session: str,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        lease: float = 300.0,
-        checkpoint_every: int = 50_000,
-        healing: bool = True,
-        fixes: FixRegistry | None = None,
-        retries: RetryPolicies | None = None,
-        retry_budget: RetryBudget | None = None,
-        breakers: BreakerPolicy | None = None,
-        seed: int | None = None,
-        thresholds: Thresholds | None = None,
-        components: Components | None = None,
-        rulebook: Rulebook | None = None,
-        budget: ErrorBudget | None = None,
-        flow: FlowPolicy | None = None,
-        on_interruption: Callable[[Interruption], None] | None = None,
-    ) -> None:
+    def __init__(self, log: EventLog, *, session: str, **options: Unpack[EngineOptions]) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
-        if lease <= 0:
+        unknown = sorted(set(options) - ENGINE_OPTIONS)
+        if unknown:
+            raise UsageError(f"unknown engine options: {', '.join(unknown)}")
+        lease = options.get("lease", 300.0)
+        if not lease > 0:
             raise UsageError(f"lease must be positive, got {lease}")
         self.log = log
         self.session = session
-        self.clock = clock or log.clock
-        self._sleep = sleep
+        self.clock = options.get("clock") or log.clock
         self.lease = lease
         self.worker = worker_id()
+        self._session = Session(
+            log,
+            session,
+            clock=self.clock,
+            sleep=options.get("sleep", time.sleep),
+            lease=lease,
+            worker=self.worker,
+            checkpoint_every=options.get("checkpoint_every", 50_000),
+        )
+        current = self._session.current
         self.registry = Registry()
-        self._host = CatchUp(log, checkpoint_every=checkpoint_every)
-        self._lock = threading.RLock()
-        self._closed = False
-        self._context = Context(session=session, actor=self.worker)
+        rulebook = options.get("rulebook")
         self.rulebook = rulebook if rulebook is not None else Rulebook()
         self.healer: Healer | None = None
-        if healing:
+        if options.get("healing", True):
             self.healer = Healer(
-                fixes=fixes,
-                retries=retries,
-                budget=retry_budget,
-                breakers=breakers,
-                seed=seed,
-                projections=self._current_projections,
+                fixes=options.get("fixes"),
+                retries=options.get("retries"),
+                budget=options.get("retry_budget"),
+                breakers=options.get("breakers"),
+                seed=options.get("seed"),
+                projections=current,
                 clock=self.clock,
                 rulebook=self.rulebook,
             )
-        self.flow = FlowMonitor(flow)
+        self.flow = FlowMonitor(options.get("flow"))
+        self._interruptions = Interruptions(
+            self._session, self.flow, options.get("on_interruption") or log_interruption
+        )
         self.judge = Judge(
-            thresholds=thresholds,
+            thresholds=options.get("thresholds"),
             rulebook=self.rulebook,
-            projections=self._current_projections,
-            defers=self._defers,
-            asked=self._asked,
+            projections=current,
+            defers=self._interruptions.defers,
+            asked=self._interruptions.asked,
         )
+        components = options.get("components")
         self.components = components if components is not None else Components()
+        self._degradations = Degradations(self._session, self.components, self._interruptions)
         self.boundary = Boundary(
-            self,
-            budget=budget or ErrorBudget(),
+            self._session,
+            budget=options.get("budget") or ErrorBudget(),
             flow=self.flow,
-            on_interruption=on_interruption or log_interruption,
+            degradations=self._degradations,
+            interruptions=self._interruptions,
         )
-        self._host.open()
-        self._open_session()
+        self._tasks = Tasks(self._session)
+        self._session.open()
 
     @classmethod
     def open(
@@ -199,135 +164,49 @@ class Engine:
         url: str = "sqlite:///onward.db",
         *,
         session: str = "default",
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        lease: float = 300.0,
-        checkpoint_every: int = 50_000,
-        healing: bool = True,
-        fixes: FixRegistry | None = None,
-        retries: RetryPolicies | None = None,
-        retry_budget: RetryBudget | None = None,
-        breakers: BreakerPolicy | None = None,
-        seed: int | None = None,
-        thresholds: Thresholds | None = None,
-        components: Components | None = None,
-        rulebook: Rulebook | None = None,
-        budget: ErrorBudget | None = None,
-        flow: FlowPolicy | None = None,
-        on_interruption: Callable[[Interruption], None] | None = None,
-        **log_options: Any,
+        **options: Unpack[OpenOptions],
     ) -> Engine:
         """Open (or create) a log and start or resume a session on it.
 
         Args:
             url: the log: ``sqlite:///path``, ``memory://`` or ``postgresql://...``.
             session: the session's name; reopening it resumes its unfinished tasks.
-            clock: the source of time in seconds since the epoch (``time.time`` by default).
-            sleep: how to wait for a timer.
-            lease: seconds a claim on a task lasts without news from its worker.
-            checkpoint_every: save a projection checkpoint after this many events.
-            healing: fix, retry and guard failing steps (False: failures are final at once).
-            fixes: the fix registry (the built-in fixes by default).
-            retries: the retry policies per error type or signature.
-            retry_budget: the retries a session may schedule per window.
-            breakers: when circuit breakers open, and for how long.
-            seed: the seed of the retry jitter.
-            thresholds: the confidence thresholds of actions.
-            components: the components and their workaround ladders.
-            rulebook: the decision rules (the built-in ones when None).
-            budget: the session's error budget.
-            flow: when the session's rhythm counts as flowing.
-            on_interruption: called with each notice or approval request delivered.
-            **log_options: passed to :func:`onward.events.open_log`.
+            **options: the engine's options (see :class:`Engine`) and the log's (codec,
+                redactor, payload_limit, synchronous, busy_timeout, create; see
+                :class:`~onward.runtime.options.OpenOptions` and
+                :func:`onward.events.open_log`).
 
         Raises:
+            UsageError: an unknown option.
             InvalidURL: an unsupported URL.
             LogDamaged: the log's history is corrupt or foreign.
         """
-        if clock is not None:
-            log_options["clock"] = clock
+        unknown = sorted(set(options) - OpenOptions.__optional_keys__)
+        if unknown:
+            raise UsageError(f"unknown options of Engine.open: {', '.join(unknown)}")
+        engine_options: dict[str, Any] = {}
+        log_options: dict[str, Any] = {}
+        for key, value in options.items():
+            (engine_options if key in ENGINE_OPTIONS else log_options)[key] = value
+        if options.get("clock") is not None:
+            log_options["clock"] = options["clock"]
         log = open_log(url, **log_options)
         try:
-            return cls(
-                log,
-                session=session,
-                clock=clock,
-                sleep=sleep,
-                lease=lease,
-                checkpoint_every=checkpoint_every,
-                healing=healing,
-                fixes=fixes,
-                retries=retries,
-                retry_budget=retry_budget,
-                breakers=breakers,
-                seed=seed,
-                thresholds=thresholds,
-                components=components,
-                rulebook=rulebook,
-                budget=budget,
-                flow=flow,
-                on_interruption=on_interruption,
-            )
+            return cls(log, session=session, **engine_options)
         except BaseException:
             log.close()
             raise
 
-    # -- the session -----------------------------------------------------------------------
-
-    def _open_session(self) -> None:
-        projections = self._host.projections
-        view = projections.sessions.sessions.get(self.session)
-        stream = session_stream(self.session)
-        if view is None:
-            event: SessionStarted | SessionResumed = SessionStarted(
-                name=self.session,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                version=_version(),
-            )
-            expected = 0
-        else:
-            unfinished = [t for t in self._session_tasks() if not t.terminal]
-            for task in unfinished:
-                if task.unknown_events:
-                    raise UnknownEventType(
-                        f"task {task.task_id} has {task.unknown_events} events of types this "
-                        "version of onward does not know (written by a newer one?); refusing to "
-                        "resume it. `onward show` can still read it."
-                    )
-            event = SessionResumed(reason="reopened", recovered_tasks=len(unfinished))
-            expected = view.version
-        transition(
-            self.log,
-            "session",
-            self.session,
-            stream,
-            view.state if view else "new",
-            expected,
-            event,
-            self._context,
-        )
-        self._host.catch_up()
-
-    def _session_tasks(self) -> Iterable[TaskView]:
-        return (t for t in self._host.projections.tasks.tasks.values() if t.session == self.session)
-
-    def _current_projections(self, fresh: bool) -> Projections:
-        if fresh:
-            with self._lock:
-                self._host.catch_up()
-        return self._host.projections
+    # -- reading the projections -----------------------------------------------------------
 
     @property
     def projections(self) -> Projections:
         """The read models as of the last catch-up (call :meth:`refresh` to catch up)."""
-        return self._host.projections
+        return self._session.projections
 
     def refresh(self) -> Projections:
         """Fold every event appended since the last look (by this or any other process)."""
-        with self._lock:
-            self._host.catch_up()
-        return self._host.projections
+        return self._session.catch_up()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -486,56 +365,9 @@ class Engine:
                 nothing was appended.
         """
         definition = self.registry.task(task)
-        self._check_open()
-        try:
-            definition.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise UsageError(f"task {definition.name}: {exc}") from None
-        level = definition.priority if priority is None else parse_priority(priority)
-        if deadline is not None and not isinstance(deadline, int | float):
-            raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
-        parent = CURRENT_RUN.get()
-        if parent is not None:
-            parent.children += 1
-            task_id = derived_id(parent.task_id, "child", str(parent.children))
-        elif key is not None:
-            task_id = derived_id(self.session, "key", key)
-        else:
-            task_id = os.urandom(8).hex()
-        event = TaskSubmitted(
-            name=definition.name,
-            args=list(args),
-            kwargs=kwargs,
-            priority=level,
-            deadline=None if deadline is None else float(deadline),
-            key=key,
-            parent=parent.task_id if parent is not None else None,
+        return self._tasks.submit(
+            definition, args, kwargs, priority=priority, deadline=deadline, key=key
         )
-        context = self._context
-        if parent is not None:
-            context = Context(
-                session=self.session,
-                actor=self.worker,
-                causation_id=parent.context.causation_id,
-                correlation_id=parent.context.correlation_id,
-            )
-        else:
-            context = Context(session=self.session, actor=self.worker, correlation_id=task_id)
-        try:
-            self.log.append(
-                task_stream(task_id),
-                [event],
-                expected_version=0,
-                event_ids=[submission_id(task_id)],
-                context=context,
-            )
-        except VersionConflict:
-            if parent is None and key is None:
-                raise
-            # The same key (or the same subtask of a re-run parent) was submitted before.
-        except UnencodableValue as exc:
-            raise UsageError(f"task {definition.name}: arguments cannot be stored: {exc}") from exc
-        return task_id
 
     def cancel(self, task_id: str, reason: str = "") -> None:
         """Cancel a task that has not ended (a running one stops at its next step).
@@ -544,7 +376,7 @@ class Engine:
             TaskNotFound: no such task.
             InvalidTransition: the task has already ended.
         """
-        self._steer(task_id, TaskCancelled(reason=reason))
+        self._tasks.cancel(task_id, reason)
 
     def reprioritise(self, task_id: str, priority: Priority | str) -> None:
         """Change the priority of a queued or waiting task.
@@ -553,31 +385,7 @@ class Engine:
             TaskNotFound: no such task.
             InvalidTransition: the task is running or has ended.
         """
-        level = parse_priority(priority)
-        view = self.task_view(task_id)
-        self._steer(task_id, TaskReprioritised(priority=level, previous=Priority(view.priority)))
-
-    def _steer(self, task_id: str, event: TaskCancelled | TaskReprioritised) -> None:
-        with self._lock:
-            for _ in range(10):
-                view = self.task_view(task_id)
-                try:
-                    transition(
-                        self.log,
-                        "task",
-                        task_id,
-                        task_stream(task_id),
-                        view.state,
-                        view.version,
-                        event,
-                        self._context,
-                    )
-                except VersionConflict:
-                    self._host.catch_up()
-                    continue
-                self._host.catch_up()
-                return
-            raise UsageError(f"task {task_id}: too many concurrent changes, try again")
+        self._tasks.reprioritise(task_id, priority)
 
     def progress(self, fraction: float, note: str = "") -> None:
         """Checkpoint the current task's progress (inside a task).
@@ -606,8 +414,8 @@ class Engine:
         """
         run = self._current_run("wait()")
         ids = list(task_ids)
-        with self._lock:
-            self._host.catch_up()
+        with self._session.lock:
+            self._session.host.catch_up()
             views = [self.task_view(t) for t in ids]
         if all(v.terminal for v in views):
             return [self.result(t) for t in ids]
@@ -625,7 +433,7 @@ class Engine:
         Raises:
             UsageError: an unknown fix, or a signature that is not a signature id.
         """
-        self._check_open()
+        self._session.check_open()
         if not signature.startswith("v") or "-" not in signature:
             raise UsageError(f"{signature!r} is not an error signature id (like v1-0123abcd...)")
         if self.healer is not None:
@@ -634,7 +442,7 @@ class Engine:
             LEARNING_STREAM,
             [FixLearned(fix=fix, signature=signature, source="manual", note=note)],
             expected_version=None,
-            context=self._context,
+            context=self._session.context,
         )
         self.refresh()
 
@@ -644,9 +452,9 @@ class Engine:
         Args:
             session: only this session's (every session's when None).
         """
-        self._check_open()
-        with self._lock:
-            return pending(self._host, session)
+        self._session.check_open()
+        with self._session.lock:
+            return pending(self._session.host, session)
 
     def approve(self, decision_id: str, *, note: str = "", by: str = "") -> Approval:
         """Approve an action that waits for a human: its task runs again and acts.
@@ -685,32 +493,20 @@ class Engine:
         return self._answer(decision_id, granted=False, note=note, by=by)
 
     def _answer(self, decision_id: str, *, granted: bool, note: str, by: str) -> Approval:
-        self._check_open()
-        with self._lock:
+        self._session.check_open()
+        with self._session.lock:
             request = answer(
                 self.log,
-                self._host,
+                self._session.host,
                 decision_id,
                 granted=granted,
                 by=by,
                 note=note,
-                context=self._context,
+                context=self._session.context,
             )
-        return Approval.of(request, self._host.projections)
+        return Approval.of(request, self._session.projections)
 
     # -- interruptions and the session's rhythm ------------------------------------------
-
-    def _defers(self, session: str, impact: str, urgent: bool) -> bool:
-        state = self._host.projections.flow.state(session)
-        return self.flow.defers(state, urgent=urgent, impact=impact)
-
-    def _asked(self, decision_id: str, question: str, session: str) -> None:
-        """An approval request not deferred: hand it to ``on_interruption`` now."""
-        self.boundary.notify(
-            Interruption(
-                interruption_id=decision_id, kind="approval", summary=question, session=session
-            )
-        )
 
     def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
         """Tell people something: at once, or at the next task boundary while the session flows.
@@ -728,29 +524,8 @@ class Engine:
         Returns:
             The interruption's id.
         """
-        self._check_open()
-        interruption_id = new_event_id()
-        run = CURRENT_RUN.get()
-        with self._lock:
-            self._host.catch_up()
-            if self._defers(self.session, "", urgent):
-                deferred = InterruptionDeferred(
-                    interruption_id=interruption_id, kind=kind, summary=summary
-                )
-                if run is not None:
-                    run.record([deferred])
-                else:
-                    self._record_session([deferred])
-                self._host.catch_up()
-                return interruption_id
-            self._record_session([InterruptionDelivered(interruption_id=interruption_id)])
-            self._host.catch_up()
-        self.boundary.notify(
-            Interruption(
-                interruption_id=interruption_id, kind=kind, summary=summary, session=self.session
-            )
-        )
-        return interruption_id
+        self._session.check_open()
+        return self._interruptions.notify(summary, kind=kind, urgent=urgent)
 
     def resume(self, reason: str = "resumed by a person") -> bool:
         """Resume this session after a pause (the error budget's, say) with a fresh window.
@@ -758,24 +533,8 @@ class Engine:
         Returns:
             Whether it was paused.
         """
-        self._check_open()
-        with self._lock:
-            self._host.catch_up()
-            view = self._host.projections.sessions.sessions.get(self.session)
-            if view is None or view.state != "paused":
-                return False
-            transition(
-                self.log,
-                "session",
-                self.session,
-                session_stream(self.session),
-                view.state,
-                view.version,
-                SessionResumed(reason=reason),
-                self._context,
-            )
-            self._host.catch_up()
-        return True
+        self._session.check_open()
+        return self._session.resume(reason)
 
     # -- graceful degradation --------------------------------------------------------------
 
@@ -801,8 +560,8 @@ class Engine:
         Raises:
             UsageError: a bad name or ladder.
         """
-        return self.components.register(
-            name, check=check, workarounds=tuple(workarounds), description=description
+        return self._degradations.component(
+            name, check=check, workarounds=workarounds, description=description
         )
 
     def degrade(self, component: str, *, message: str = "") -> Workaround | None:
@@ -823,69 +582,8 @@ class Engine:
             UsageError: an unregistered component.
             ComponentUnavailable: a human refused to go on without it.
         """
-        self._check_open()
-        registered = self.components.get(component)
-        run = CURRENT_RUN.get()
-        if run is not None:
-            seen = run.degrade_calls
-            run.degrade_calls += 1
-            if seen < len(run.degradations):
-                return self._recorded_degradation(run, registered, *run.degradations[seen])
-        with self._lock:
-            self._host.catch_up()
-            view = self._host.projections.degradation.view(self.session)
-            planned = plan_failure(self.components, view, component, message=message)
-            if run is None:
-                self._record_session(planned)
-                self._host.catch_up()
-                applied = planned[-1]
-                return self._workaround(registered, getattr(applied, "workaround", ""))
-        batch = run.new_batch()
-        cause: str | None = None
-        for event in planned:
-            cause = batch.add(event, cause)
-        applied = planned[-1]
-        if isinstance(applied, WorkaroundApplied):
-            run.commit(batch)
-            run.degradations.append((component, applied.workaround, ""))
-            return self._workaround(registered, applied.workaround)
-        assert cause is not None
-        requested = batch.add(
-            ApprovalRequested(
-                decision_id=cause,
-                subject=run.task_id,
-                question=f"component {component!r} failed with no workaround left "
-                f"({message or 'no message'}): go on without it?",
-                options=["approve", "deny"],
-                impact="high",
-            ),
-            cause,
-        )
-        batch.add(TaskWaiting(reason=f"component {component} has no workaround left"), requested)
-        run.commit(batch)
-        self._asked(cause, f"component {component!r} has no workaround left", self.session)
-        raise Suspended()
-
-    def _recorded_degradation(
-        self, run: TaskRun, registered: Component, component: str, workaround: str, ask: str
-    ) -> Workaround | None:
-        if workaround:
-            return self._workaround(registered, workaround)
-        answer_ = run.answers.get(ask)
-        if answer_ is None:  # nobody answered yet: wait again
-            run.record([TaskWaiting(reason=f"component {component} has no workaround left")])
-            raise Suspended()
-        granted, note = answer_
-        if granted:
-            return None
-        raise ComponentUnavailable(component, note)
-
-    @staticmethod
-    def _workaround(registered: Component, name: str) -> Workaround | None:
-        for workaround in registered.workarounds:
-            if workaround.name == name:
-                return workaround
-        return None
+        self._session.check_open()
+        return self._degradations.degrade(component, message=message)
 
     def restore(self, component: str) -> bool:
         """Say that a failed component works again (without its health check).
@@ -896,15 +594,8 @@ class Engine:
         Raises:
             UsageError: an unregistered component.
         """
-        self._check_open()
-        with self._lock:
-            self._host.catch_up()
-            view = self._host.projections.degradation.view(self.session)
-            planned = plan_restore(self.components, view, component)
-            if planned:
-                self._record_session(planned)
-                self._host.catch_up()
-        return bool(planned)
+        self._session.check_open()
+        return self._degradations.restore(component)
 
     def restore_components(self) -> int:
         """Run the health check of every failed component; restore those that pass.
@@ -914,19 +605,11 @@ class Engine:
         Returns:
             How many were restored.
         """
-        with self._lock:
-            view = self._host.projections.degradation.view(self.session)
-            if not view.components or all(c.state == "healthy" for c in view.components):
-                return 0
-            planned = plan_restorations(self.components, view)
-            if planned:
-                self._record_session(planned, chain=False)
-                self._host.catch_up()
-        return len(planned)
+        return self._degradations.restore_all()
 
     def degradation(self) -> DegradationView:
         """This session's degradation: its level, quality lost and failed components."""
-        return self.refresh().degradation.view(self.session)
+        return self._degradations.view()
 
     def workaround(self, component: str) -> str | None:
         """The workaround standing in for a component now, or None when it is not degraded.
@@ -934,42 +617,7 @@ class Engine:
         Raises:
             UsageError: an unregistered component.
         """
-        self.components.get(component)
-        view = self.refresh().degradation.component(self.session, component)
-        if view is None or view.state != "degraded":
-            return None
-        return view.workaround or None
-
-    def _record_session(
-        self, events: Sequence[Event], *, chain: bool = True, first_cause: str = ""
-    ) -> list[str]:
-        """Append events to the session's stream (each caused by the one before if ``chain``,
-        the first by ``first_cause``), looking again when another worker appended first."""
-        stream = session_stream(self.session)
-        for _ in range(20):
-            view = self._host.projections.sessions.sessions.get(self.session)
-            version = view.version if view is not None else 0
-            ids = [new_event_id() for _ in events]
-            first = first_cause or self._context.causation_id
-            causes = [first, *ids[:-1]] if chain else None
-            try:
-                self.log.commit(
-                    [
-                        Append(
-                            stream=stream,
-                            events=events,
-                            expected_version=version,
-                            event_ids=ids,
-                            context=self._context,
-                            causes=causes,
-                        )
-                    ]
-                )
-            except VersionConflict:
-                self._host.catch_up()
-                continue
-            return ids
-        raise UsageError(f"session {self.session}: too many concurrent appends, try again")
+        return self._degradations.workaround(component)
 
     def idempotency_key(self) -> str:
         """The idempotency key of the step being executed: ``<task id>:<step index>``.
@@ -999,20 +647,11 @@ class Engine:
         Raises:
             TaskNotFound: no such task.
         """
-        view = self._host.projections.tasks.tasks.get(task_id)
-        if view is None:
-            with self._lock:
-                self._host.catch_up()
-            view = self._host.projections.tasks.tasks.get(task_id)
-        if view is None:
-            raise TaskNotFound(f"no task {task_id!r} in {self.log.url}")
-        return view
+        return self._tasks.view(task_id)
 
     def tasks(self, state: str | None = None) -> list[TaskView]:
         """This session's tasks in submission order, optionally only those in one state."""
-        self.refresh()
-        found = [t for t in self._session_tasks() if state is None or t.state == state]
-        return sorted(found, key=lambda t: t.order)
+        return self._tasks.listed(state)
 
     def result(self, task_id: str) -> Any:
         """The recorded return value of a task that succeeded.
@@ -1024,22 +663,7 @@ class Engine:
             TaskCancelledError: it was cancelled.
             DeadlineMissed: it missed its deadline.
         """
-        self._check_open()
-        history = self.log.read_stream(task_stream(task_id))
-        if not history:
-            raise TaskNotFound(f"no task {task_id!r} in {self.log.url}")
-        last = history[-1].event
-        if isinstance(last, TaskSucceeded):
-            return last.result
-        if isinstance(last, TaskFailed):
-            raise TaskFailedError(task_id, last.error_type, last.message)
-        if isinstance(last, TaskCancelled):
-            raise TaskCancelledError(
-                f"task {task_id} was cancelled: {last.reason}".rstrip(": "), task_id=task_id
-            )
-        if isinstance(last, TaskDeadlineMissed):
-            raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
-        raise NotFinished(f"task {task_id} has not finished yet")
+        return self._tasks.result(task_id)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -1061,27 +685,30 @@ class Engine:
         Returns:
             What the run did.
         """
-        return Scheduler(self).run(
-            workers=workers, max_runs=max_runs, await_approvals=await_approvals
+        scheduler = Scheduler(
+            self._session,
+            registry=self.registry,
+            boundary=self.boundary,
+            degradations=self._degradations,
+            rulebook=self.rulebook,
+            healer=self.healer,
+            judge=self.judge,
         )
+        return scheduler.run(workers=workers, max_runs=max_runs, await_approvals=await_approvals)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UsageError(f"the engine for session {self.session!r} is closed")
-
     def checkpoint(self) -> None:
         """Save a projection checkpoint now (reopening then reads only the tail)."""
-        with self._lock:
-            self._host.catch_up()
-            self._host.checkpoint()
+        with self._session.lock:
+            self._session.host.catch_up()
+            self._session.host.checkpoint()
 
     def close(self) -> None:
         """Close the engine and its log (the session stays open: reopening resumes it)."""
-        if self._closed:
+        if self._session.closed:
             return
-        self._closed = True
+        self._session.closed = True
         self.log.close()
 
     def __enter__(self) -> Self:
@@ -1094,12 +721,3 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("onward")
-    except Exception:
-        return "unknown"

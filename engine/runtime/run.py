@@ -16,7 +16,16 @@ from typing import Any
 
 import msgspec
 
-from onward.core.errors import ActionDenied, CheckFailed, StepInterrupted, StepMismatch
+from onward.core.batch import Batch
+from onward.core.definitions import Judgement, StepDef
+from onward.core.errors import (
+    ActionDenied,
+    CheckFailed,
+    StepFailedError,
+    StepInterrupted,
+    StepMismatch,
+)
+from onward.core.run import LeaseLost, Suspended, error_message
 from onward.events import (
     Append,
     ApprovalDenied,
@@ -42,51 +51,18 @@ from onward.events import (
     WorkaroundApplied,
 )
 from onward.healing.fixes import StepCall
-from onward.healing.healer import Batch, Healer, Outcome, bind_call, call_with
-from onward.judgement.actions import Judge, Judgement, Ruling
-from onward.runtime.registry import StepDef
+from onward.healing.healer import Healer, Outcome, bind_call, call_with
+from onward.judgement.actions import Judge, Ruling
 
 __all__ = [
     "CURRENT_RUN",
-    "LeaseLost",
     "Replayed",
-    "StepFailedError",
-    "Suspended",
     "TaskRun",
     "derived_id",
 ]
 
 #: The task run of the current thread or coroutine (None outside a task).
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
-
-
-class Suspended(BaseException):
-    """Unwinds a task that now waits durably (for subtasks, a retry, a breaker); not an error."""
-
-
-class LeaseLost(BaseException):
-    """The task was cancelled or its lease taken while it ran: unwind it without recording.
-
-    A BaseException, so that a task's own ``except Exception`` does not swallow it.
-    """
-
-    def __init__(self, task_id: str, why: str) -> None:
-        super().__init__(f"task {task_id}: {why}")
-        self.why = why
-
-
-class StepFailedError(Exception):
-    """A step failure re-raised from the log when its original exception type is not a builtin.
-
-    Attributes:
-        error_type: the recorded exception type's name.
-        message: the recorded message.
-    """
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.message = message
 
 
 class Replayed(msgspec.Struct, frozen=True):
@@ -107,12 +83,6 @@ def derived_id(*parts: str, size: int = 8) -> str:
 def submission_id(task_id: str) -> str:
     """The event id of a task's ``TaskSubmitted`` (stable, so a re-submission is a no-op)."""
     return derived_id(task_id, "submitted", size=16)
-
-
-def error_message(exc: BaseException) -> str:
-    """An exception's message, bounded (the log refuses oversized payloads)."""
-    text = str(exc)
-    return text if len(text) <= 4000 else text[:4000] + "... [truncated]"
 
 
 class TaskRun:

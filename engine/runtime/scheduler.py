@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING
 
 import msgspec
 
+from onward.core.definitions import TaskDef
 from onward.core.machines import transition
+from onward.core.run import LeaseLost, Suspended, error_message
 from onward.events import (
     Context,
     DecisionMade,
@@ -29,20 +30,16 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
+from onward.healing.healer import Healer
+from onward.judgement.actions import Judge
+from onward.judgement.rulebook import Rulebook
 from onward.projections import TaskView, task_stream
-from onward.runtime.registry import TaskDef
-from onward.runtime.run import (
-    CURRENT_RUN,
-    LeaseLost,
-    Suspended,
-    TaskRun,
-    error_message,
-    submission_id,
-)
+from onward.runtime.boundary import Boundary
+from onward.runtime.degradations import Degradations
+from onward.runtime.registry import Registry
+from onward.runtime.run import CURRENT_RUN, TaskRun, submission_id
+from onward.runtime.session import Session
 from onward.runtime.worker import worker_gone
-
-if TYPE_CHECKING:
-    from onward.runtime.engine import Engine
 
 __all__ = ["RunSummary", "Scheduler"]
 
@@ -84,14 +81,36 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Scheduler:
-    """One :meth:`Engine.run`: the loop and the task runs it starts.
+    """One :meth:`onward.Engine.run`: the loop and the task runs it starts.
 
     Args:
-        engine: the engine whose session's tasks to run.
+        session: the session whose tasks to run.
+        registry: the registered tasks and steps.
+        boundary: the policies applied between task runs.
+        degradations: the components (restored before the first task).
+        rulebook: the rules (what follows a completed task).
+        healer: heals failing steps (None: failures are final at once).
+        judge: judges actions (None: actions run as plain steps).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        session: Session,
+        *,
+        registry: Registry,
+        boundary: Boundary,
+        degradations: Degradations,
+        rulebook: Rulebook,
+        healer: Healer | None,
+        judge: Judge | None,
+    ) -> None:
+        self.session = session
+        self.registry = registry
+        self.boundary = boundary
+        self.degradations = degradations
+        self.rulebook = rulebook
+        self.healer = healer
+        self.judge = judge
 
     def run(
         self, *, workers: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
@@ -117,8 +136,8 @@ class Scheduler:
         patience_until: float | None = None
         paused = False
         ran_one = False
-        self.engine._check_open()
-        started = self.engine.clock()
+        self.session.check_open()
+        started = self.session.clock()
         tally: dict[str, int] = dict.fromkeys(
             (
                 "runs",
@@ -136,27 +155,27 @@ class Scheduler:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="onward") if workers > 1 else None
         in_flight: dict[Future[tuple[str, TaskRun | None]], str] = {}
         try:
-            with self.engine._lock:
-                self.engine._host.catch_up()
-                session = self.engine._host.projections.sessions.sessions.get(self.engine.session)
+            with self.session.lock:
+                self.session.host.catch_up()
+                session = self.session.host.projections.sessions.sessions.get(self.session.name)
                 if session is not None and session.state == "paused":
                     return RunSummary(paused=True)
                 tally["recovered"] += self._recover_leases()
             while True:
-                with self.engine._lock:
-                    self.engine._host.catch_up()
+                with self.session.lock:
+                    self.session.host.catch_up()
                     tally["missed"] += self._mark_missed()
                     if tally["runs"]:
                         # A task boundary: components, flow, deferred interruptions, budget.
-                        verdict = self.engine.boundary.cross()
+                        verdict = self.boundary.cross()
                         if verdict.choice == "pause":
                             paused = True
                             break
                         if verdict.choice == "slow_down" and self._claimable():
-                            self.engine._sleep(verdict.delay)
-                            self.engine._host.catch_up()
+                            self.session.sleep(verdict.delay)
+                            self.session.host.catch_up()
                     else:
-                        self.engine.restore_components()
+                        self.degradations.restore_all()
                     while len(in_flight) < workers and (
                         max_runs is None or tally["runs"] < max_runs
                     ):
@@ -166,7 +185,7 @@ class Scheduler:
                         tally["runs"] += 1
                         if pool is None:
                             self._tally(tally, self._execute(*claimed))
-                            self.engine._host.catch_up()
+                            self.session.host.catch_up()
                             ran_one = True
                             break  # back to the top: a task boundary
                         in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
@@ -185,25 +204,25 @@ class Scheduler:
                 if due is None:
                     if self._claimable():
                         continue
-                    now = self.engine.clock()
+                    now = self.session.clock()
                     if await_approvals and self._awaiting_approval():
                         # Only humans can move the session on: look for their answers (an
                         # approval from another process lands in the log) until patience ends.
                         if patience_until is None:
                             patience_until = now + await_approvals
                         if now < patience_until:
-                            self.engine._sleep(min(APPROVAL_POLL, patience_until - now))
+                            self.session.sleep(min(APPROVAL_POLL, patience_until - now))
                             continue
                     break
                 patience_until = None
-                self.engine._sleep(max(0.0, due - self.engine.clock()))
+                self.session.sleep(max(0.0, due - self.session.clock()))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
-        return RunSummary(elapsed=self.engine.clock() - started, paused=paused, **tally)
+        return RunSummary(elapsed=self.session.clock() - started, paused=paused, **tally)
 
     def _awaiting_approval(self) -> bool:
-        return bool(self.engine._host.projections.decisions.waiting(self.engine.session))
+        return bool(self.session.host.projections.decisions.waiting(self.session.name))
 
     @staticmethod
     def _tally(tally: dict[str, int], outcome: tuple[str, TaskRun | None]) -> None:
@@ -214,18 +233,16 @@ class Scheduler:
             tally["steps_replayed"] += run.steps_replayed
 
     def _claimable(self) -> bool:
-        tasks = self.engine._host.projections.tasks
-        return (
-            tasks.next_queued(self.engine.session) is not None or self._ready_waiting() is not None
-        )
+        tasks = self.session.host.projections.tasks
+        return tasks.next_queued(self.session.name) is not None or self._ready_waiting() is not None
 
     def _ready_waiting(self) -> TaskView | None:
-        tasks = self.engine._host.projections.tasks
-        now = self.engine.clock()
+        tasks = self.session.host.projections.tasks
+        now = self.session.clock()
         ready: list[TaskView] = []
         for task_id in tasks.waiting:
             view = tasks.tasks[task_id]
-            if view.session != self.engine.session:
+            if view.session != self.session.name:
                 continue
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
@@ -241,30 +258,30 @@ class Scheduler:
         return min(ready, key=lambda v: v.queue_key()) if ready else None
 
     def _next_timer(self) -> float | None:
-        tasks = self.engine._host.projections.tasks
+        tasks = self.session.host.projections.tasks
         timers = [
             v.waiting_until
             for t in tasks.waiting
-            if (v := tasks.tasks[t]).session == self.engine.session and v.waiting_until is not None
+            if (v := tasks.tasks[t]).session == self.session.name and v.waiting_until is not None
         ]
         return min(timers) if timers else None
 
     def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
         """Claim the most urgent runnable task: an append at its stream's expected version."""
-        tasks = self.engine._host.projections.tasks
+        tasks = self.session.host.projections.tasks
         for _ in range(100):
-            view = self._ready_waiting() or tasks.next_queued(self.engine.session)
+            view = self._ready_waiting() or tasks.next_queued(self.session.name)
             if view is None:
                 return None
-            now = self.engine.clock()
+            now = self.session.clock()
             claim = TaskClaimed(
-                worker=self.engine.worker,
-                lease_until=now + self.engine.lease,
+                worker=self.session.worker,
+                lease_until=now + self.session.lease,
                 attempt=view.attempt + 1,
             )
             try:
                 result = transition(
-                    self.engine.log,
+                    self.session.log,
                     "task",
                     view.task_id,
                     task_stream(view.task_id),
@@ -272,8 +289,8 @@ class Scheduler:
                     view.version,
                     claim,
                     Context(
-                        session=self.engine.session,
-                        actor=self.engine.worker,
+                        session=self.session.name,
+                        actor=self.session.worker,
                         # The claim answers the task's submission: a decision's chain of
                         # causes ends at the TaskSubmitted that started it.
                         causation_id=submission_id(view.task_id),
@@ -281,9 +298,9 @@ class Scheduler:
                     ),
                 )
             except VersionConflict:
-                self.engine._host.catch_up()  # another worker got there first: look again
+                self.session.host.catch_up()  # another worker got there first: look again
                 continue
-            self.engine._host.catch_up()
+            self.session.host.catch_up()
             return view, claim, result.event_ids[0]
         return None
 
@@ -293,28 +310,28 @@ class Scheduler:
         """Run one claimed task to its end, a wait, or a lost lease."""
         task_id = view.task_id
         stream = task_stream(task_id)
-        history = self.engine.log.read_stream(stream)
+        history = self.session.log.read_stream(stream)
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
         context = Context(
-            session=self.engine.session,
-            actor=self.engine.worker,
+            session=self.session.name,
+            actor=self.session.worker,
             causation_id=claim_id,
             correlation_id=history[0].meta.correlation_id or task_id,
         )
         run = TaskRun(
-            self.engine.log,
+            self.session.log,
             task_id,
             stream,
             history,
             context,
-            self.engine.clock,
-            healer=self.engine.healer,
-            sleep=self.engine._sleep,
-            judge=self.engine.judge,
+            self.session.clock,
+            healer=self.healer,
+            sleep=self.session.sleep,
+            judge=self.judge,
         )
         try:
-            definition: TaskDef = self.engine.registry.task(submitted.name)
+            definition: TaskDef = self.registry.task(submitted.name)
         except UsageError as exc:
             run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
             return "failed", run
@@ -344,14 +361,13 @@ class Scheduler:
     def _next(self, view: TaskView) -> list[Event]:
         """The rulebook's decision on what follows a task that completes (scenario
         ``task_completed``), recorded with the task's success."""
-        engine = self.engine
-        tasks = engine._host.projections.tasks
-        session = engine.session
+        tasks = self.session.projections.tasks
+        session = self.session.name
         queued = tasks.next_queued(session) is not None or any(
             tasks.tasks[t].session == session for t in tasks.waiting
         )
         facts = {"task": view.name, "parent": view.parent or "", "queued": int(queued)}
-        verdict = engine.rulebook.decide("task_completed", facts)
+        verdict = self.rulebook.decide("task_completed", facts)
         if verdict is None:
             return []
         return [
@@ -381,44 +397,44 @@ class Scheduler:
         A worker on this host whose process is dead (or an earlier engine of this process)
         is known to be gone at once; others are gone when their lease ran out.
         """
-        now = self.engine.clock()
+        now = self.session.clock()
         recovered = 0
-        for view in list(self.engine._session_tasks()):
+        for view in list(self.session.tasks()):
             if view.state != "running":
                 continue
-            gone = now > max(view.lease_until, view.updated_at + self.engine.lease)
-            gone = gone or worker_gone(view.worker, self.engine.worker)
+            gone = now > max(view.lease_until, view.updated_at + self.session.lease)
+            gone = gone or worker_gone(view.worker, self.session.worker)
             if not gone:
                 continue
             try:
-                self.engine.log.append(
+                self.session.log.append(
                     task_stream(view.task_id),
                     [TaskLeaseExpired(worker=view.worker, lease_until=view.lease_until)],
                     expected_version=view.version,
-                    context=self.engine._context,
+                    context=self.session.context,
                 )
                 recovered += 1
             except VersionConflict:
                 continue
         if recovered:
-            self.engine._host.catch_up()
+            self.session.host.catch_up()
         return recovered
 
     def _mark_missed(self) -> int:
         missed = 0
-        for view in self.engine._host.projections.tasks.overdue(self.engine.clock()):
-            if view.session != self.engine.session or view.deadline is None:
+        for view in self.session.host.projections.tasks.overdue(self.session.clock()):
+            if view.session != self.session.name or view.deadline is None:
                 continue
             try:
-                self.engine.log.append(
+                self.session.log.append(
                     task_stream(view.task_id),
                     [TaskDeadlineMissed(deadline=view.deadline)],
                     expected_version=view.version,
-                    context=self.engine._context,
+                    context=self.session.context,
                 )
                 missed += 1
             except VersionConflict:
                 continue
         if missed:
-            self.engine._host.catch_up()
+            self.session.host.catch_up()
         return missed

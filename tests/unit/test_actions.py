@@ -219,16 +219,18 @@ def test_a_denied_action_fails_its_step_with_the_note(db: str, clock: FakeClock)
 
 def test_run_can_wait_for_an_answer_given_while_it_runs(db: str, clock: FakeClock) -> None:
     looks: list[float] = []
-    with open_engine(db, clock) as engine:
+    operators: list[Engine] = []
+
+    def sleep(seconds: float) -> None:
+        looks.append(seconds)
+        clock.advance(seconds)
+        if len(looks) == 3:  # a human answers from another process meanwhile
+            (operator,) = operators
+            operator.approve(operator.approvals()[0].decision_id)
+
+    with Engine.open(db, session="judge", clock=clock, sleep=sleep, seed=3) as engine:
         operator = Engine.open(db, session="operator", clock=clock)
-
-        def sleep(seconds: float) -> None:
-            looks.append(seconds)
-            clock.advance(seconds)
-            if len(looks) == 3:  # a human answers from another process meanwhile
-                operator.approve(operator.approvals()[0].decision_id)
-
-        engine._sleep = sleep
+        operators.append(operator)
 
         @engine.action(impact="high")
         def publish() -> str:

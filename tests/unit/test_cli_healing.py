@@ -13,7 +13,7 @@ import pytest
 from onward import Engine
 from onward.cli.main import main
 from onward.events import FixLearned, open_log
-from onward.healing.fixes import default_registry
+from onward.healing.remedies import default_registry
 from onward.projections import CatchUp
 from onward.runtime.engine import LEARNING_STREAM
 from tests.conftest import FakeClock

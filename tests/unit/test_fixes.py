@@ -22,9 +22,8 @@ from onward.healing.fixes import (
     Remedy,
     StepCall,
     UnknownFix,
-    default_registry,
 )
-from onward.healing.remedies import builtin_fixes
+from onward.healing.remedies import builtin_fixes, default_registry
 
 
 class Probe:

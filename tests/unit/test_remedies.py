@@ -24,11 +24,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from onward.healing.fixes import Remedy, StepCall, default_registry
+from onward.healing.fixes import Remedy, StepCall
 from onward.healing.remedies import (
     LengthenTimeout,
     ReconnectAfterDroppedConnection,
     WaitForDatabaseLock,
+    default_registry,
 )
 
 REGISTRY = default_registry()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from onward.cli.rules import add_rules_arguments, cmd_rules
 from onward.events import OnwardError, Strategy, UsageError
-from onward.healing.fixes import default_registry
+from onward.healing.remedies import default_registry
 from onward.judgement.builtin_rules import BUILTIN_RULES
 from onward.judgement.rulebook import (
     Rule,

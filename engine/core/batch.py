@@ -1,0 +1,40 @@
+"""A batch of events for one atomic commit of a task run: its own stream's, and others'.
+
+A policy (healing, judgement) adds the events of one decision to a :class:`Batch`, each caused
+by the event it answers, and hands it to the task run, which appends it in one commit.
+"""
+
+from __future__ import annotations
+
+from onward.events import Append, Event, new_event_id
+
+__all__ = ["Batch"]
+
+
+class Batch:
+    """Events for one atomic commit: the task's own stream, plus other streams (breakers).
+
+    Args:
+        cause: the cause of events added without one (the run's claim).
+
+    Attributes:
+        events: the task stream's events, in order.
+        ids: their event ids.
+        causes: the id of the event that caused each.
+        also: appends to other streams in the same commit (a breaker's transition).
+    """
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        self.events: list[Event] = []
+        self.ids: list[str] = []
+        self.causes: list[str] = []
+        self.also: list[Append] = []
+
+    def add(self, event: Event, cause: str | None = None) -> str:
+        """Add an event; returns its id (for the causes of later events)."""
+        event_id = new_event_id()
+        self.events.append(event)
+        self.ids.append(event_id)
+        self.causes.append(self.cause if cause is None else cause)
+        return event_id

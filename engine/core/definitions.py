@@ -1,0 +1,146 @@
+"""What tasks, steps and actions declare: the definitions the registry holds and the policies
+read.
+
+A :class:`TaskDef` and a :class:`StepDef` are found by name (functions are never pickled); an
+action's :class:`Judgement` says what is at stake when it runs (its impact, its check, its
+undo), for the confidence policy (:mod:`onward.judgement.actions`) to weigh.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from onward.events import Priority, UsageError
+
+__all__ = [
+    "IMPACTS",
+    "Check",
+    "Judgement",
+    "StepDef",
+    "TaskDef",
+    "Undo",
+    "default_name",
+    "parse_priority",
+    "return_type",
+]
+
+#: What an action may declare to be at stake, least first.
+IMPACTS = ("low", "medium", "high")
+
+
+def parse_priority(value: Priority | str) -> Priority:
+    """A priority from its name.
+
+    Raises:
+        UsageError: not one of critical, high, normal, low.
+    """
+    try:
+        return Priority(value)
+    except ValueError:
+        names = ", ".join(p.value for p in Priority)
+        raise UsageError(f"unknown priority {value!r}: use one of {names}") from None
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    """The name a function is registered under by default: its qualified name, without the
+    ``<locals>`` of an enclosing function."""
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    return str(qualname).rsplit("<locals>.", 1)[-1]
+
+
+def return_type(fn: Callable[..., Any]) -> Any:
+    """A function's annotated return type (``Any`` when it has none or it does not resolve)."""
+    try:
+        return typing.get_type_hints(fn).get("return", Any)
+    except Exception:  # unresolvable annotations: take results as recorded
+        return Any
+
+
+class Check(Protocol):
+    """An action's check: given its result, whether the action did what it should."""
+
+    def __call__(self, result: Any, /) -> bool: ...
+
+
+class Undo(Protocol):
+    """An action's compensation: given its result, undo its effect."""
+
+    def __call__(self, result: Any, /) -> object: ...
+
+
+class Judgement(msgspec.Struct, frozen=True, kw_only=True):
+    """What an action declares for its confidence and its strategies.
+
+    Attributes:
+        impact: what is at stake if it goes wrong: "low", "medium" or "high".
+        check: verifies its result (monitored and reversible runs, and approved ones).
+        undo: undoes its effect when the check fails (a reversible run needs one).
+        reversible: it can be undone without an ``undo`` (a dry run, a draft); True when
+            ``undo`` is given.
+        urgent: its approval requests are never deferred by the flow monitor.
+        question: what a human is asked when it needs approval ("" for a default question).
+
+    Raises:
+        UsageError: an unknown impact.
+    """
+
+    impact: str = "medium"
+    check: Check | None = None
+    undo: Undo | None = None
+    reversible: bool = False
+    urgent: bool = False
+    question: str = ""
+
+    def __post_init__(self) -> None:
+        if self.impact not in IMPACTS:
+            raise UsageError(f"impact must be one of {sorted(IMPACTS)}, got {self.impact!r}")
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether a failed check can be undone."""
+        return self.undo is not None or self.reversible
+
+
+class TaskDef(msgspec.Struct, frozen=True):
+    """A function registered as a task.
+
+    Attributes:
+        name: the name tasks are submitted and stored under.
+        fn: the function.
+        priority: the default priority of its tasks.
+        signature: the function's signature, to check arguments at submit.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    priority: Priority
+    signature: inspect.Signature
+
+
+class StepDef(msgspec.Struct, frozen=True):
+    """A function registered as a durable step.
+
+    Attributes:
+        name: the name its outcomes are recorded under.
+        fn: the function.
+        at_most_once: recovery raises instead of running it again when it was in flight.
+        returns: its annotated return type: recorded results are converted back to it.
+        breaker: the dependency whose circuit breaker guards it ("" for none).
+        hints: what it declares for fixes (which parameter is a batch size, a fallback
+            location, declared defaults...; see :mod:`onward.healing.remedies`).
+        judgement: for an action, its impact, check and undo (see
+            :mod:`onward.judgement.actions`); None for a plain step.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    at_most_once: bool
+    returns: Any
+    breaker: str = ""
+    hints: dict[str, Any] = msgspec.field(default_factory=dict)
+    judgement: Judgement | None = None

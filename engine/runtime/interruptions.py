@@ -1,0 +1,152 @@
+"""Interruptions: notices and approval requests for a person, held back while the session flows.
+
+A notice that is not urgent, given while the session is flowing (:mod:`onward.judgement.flow`),
+is deferred (:class:`onward.events.InterruptionDeferred`) and delivered at the next task boundary
+(:class:`onward.events.InterruptionDelivered`); otherwise it is delivered at once. Delivery
+calls the engine's ``on_interruption`` (logged by default). Approval requests go the same way:
+the judge asks :meth:`Interruptions.defers` before it records one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import msgspec
+
+from onward.events import InterruptionDeferred, InterruptionDelivered, new_event_id
+from onward.judgement.flow import FlowMonitor
+from onward.runtime.run import CURRENT_RUN
+from onward.runtime.session import Session
+
+__all__ = ["Interruption", "Interruptions", "log_interruption"]
+
+logger = logging.getLogger("onward.engine")
+
+
+class Interruption(msgspec.Struct, frozen=True, kw_only=True):
+    """Something for a person's attention: a notice, or an approval request.
+
+    Attributes:
+        interruption_id: its id (an approval's is the decision's id).
+        kind: "approval", "notice", ...
+        summary: what it is about.
+        session: the session it comes from.
+        deferred_for: how long the flow monitor held it back, in seconds (0.0: not held).
+    """
+
+    interruption_id: str
+    kind: str
+    summary: str
+    session: str
+    deferred_for: float = 0.0
+
+
+def log_interruption(interruption: Interruption) -> None:
+    """The default ``on_interruption``: log it (a NullHandler unless the application listens)."""
+    held = f" (held {interruption.deferred_for:.0f} s)" if interruption.deferred_for else ""
+    logger.info("%s%s: %s", interruption.kind, held, interruption.summary)
+
+
+class Interruptions:
+    """Delivers notices and approval requests to people, or holds them while the session flows.
+
+    Args:
+        session: the session.
+        flow: the flow monitor (whether the session's state defers an interruption).
+        on_interruption: called with each interruption delivered.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        flow: FlowMonitor,
+        on_interruption: Callable[[Interruption], None] = log_interruption,
+    ) -> None:
+        self.session = session
+        self.flow = flow
+        self.on_interruption = on_interruption
+
+    def defers(self, session: str, impact: str, urgent: bool) -> bool:
+        """Whether an interruption of this impact, urgent or not, is deferred now."""
+        state = self.session.projections.flow.state(session)
+        return self.flow.defers(state, urgent=urgent, impact=impact)
+
+    def asked(self, decision_id: str, question: str, session: str) -> None:
+        """An approval request not deferred: hand it to ``on_interruption`` now."""
+        self.hand_over(
+            Interruption(
+                interruption_id=decision_id, kind="approval", summary=question, session=session
+            )
+        )
+
+    def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
+        """Tell people something: at once, or at the next task boundary while the session flows.
+
+        Inside a task the deferral is recorded on the task's stream (a re-run records it again
+        only if it notifies again); outside, on the session's.
+
+        Returns:
+            The interruption's id.
+        """
+        session = self.session
+        interruption_id = new_event_id()
+        run = CURRENT_RUN.get()
+        with session.lock:
+            session.host.catch_up()
+            if self.defers(session.name, "", urgent):
+                deferred = InterruptionDeferred(
+                    interruption_id=interruption_id, kind=kind, summary=summary
+                )
+                if run is not None:
+                    run.record([deferred])
+                else:
+                    session.record([deferred])
+                session.host.catch_up()
+                return interruption_id
+            session.record([InterruptionDelivered(interruption_id=interruption_id)])
+            session.host.catch_up()
+        self.hand_over(
+            Interruption(
+                interruption_id=interruption_id, kind=kind, summary=summary, session=session.name
+            )
+        )
+        return interruption_id
+
+    def deliver(self) -> int:
+        """Deliver the interruptions deferred while the session flowed (at a task boundary).
+
+        Returns:
+            How many were delivered.
+        """
+        session = self.session
+        held = session.projections.flow.pending(session.name)
+        if not held:
+            return 0
+        now = session.clock()
+        delivered = [
+            InterruptionDelivered(
+                interruption_id=d.interruption_id, deferred_for=max(0.0, now - d.deferred_at)
+            )
+            for d in held
+        ]
+        session.record(delivered, chain=False)
+        session.host.catch_up()
+        for d, event in zip(held, delivered, strict=True):
+            self.hand_over(
+                Interruption(
+                    interruption_id=d.interruption_id,
+                    kind=d.kind,
+                    summary=d.summary,
+                    session=session.name,
+                    deferred_for=event.deferred_for,
+                )
+            )
+        return len(held)
+
+    def hand_over(self, interruption: Interruption) -> None:
+        """Hand an interruption to the application (its callback's failure is logged only)."""
+        try:
+            self.on_interruption(interruption)
+        except Exception:
+            logger.exception("on_interruption failed for %s", interruption.interruption_id)
