@@ -1,4 +1,9 @@
-"""onward's engine: durable tasks and steps, policies and the runner, on top of the event log.
+"""onward: durable tasks and steps, self-healing and judgement, on an event-sourced log.
+
+This package is the public API; its rooms are :mod:`onward.runtime` (the engine facade and the
+runner), :mod:`onward.healing` and :mod:`onward.judgement` (the policies), :mod:`onward.core`
+(what they share), :mod:`onward.cli` (the ``onward`` command), over :mod:`onward.projections`
+(the read models) and :mod:`onward.events` (the log).
 
 ::
 
