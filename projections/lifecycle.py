@@ -192,9 +192,9 @@ BREAKER = Lifecycle(
 )
 
 #: A session's working rhythm. Every move is one :class:`onward.events.FlowStateChanged`; its
-# trigger : names the state it enters (``to_flowing``: see
-#:func:`onward.projections.flow.flow_trigger`), so : the diagram reads as the moves. Idle work warms
-# up before it flows or is disrupted.
+#: trigger names the state it enters (``to_flowing``: see
+#: :func:`onward.projections.flow.flow_trigger`), so the diagram reads as the moves. Idle work
+#: warms up before it flows or is disrupted.
 FLOW = Lifecycle(
     "flow",
     ("idle", "warming", "flowing", "disrupted"),

@@ -572,8 +572,8 @@ class _StandInRun:
     """What ``Judge.decide`` uses of a task run; its commit drops the batch (no append)."""
 
     def __init__(self) -> None:
+        from onward.core.batch import Batch
         from onward.events import Context
-        from onward.healing.healer import Batch
 
         self.task_id = "4f9a1c2be07d4a5c9f3e2d1c0b9a8f7e"
         self.context = Context(session="bench", causation_id="c" * 32, actor="bench/1/a")
@@ -589,11 +589,12 @@ class _StandInRun:
 
 def judge_decisions(counts: dict[str, int]) -> dict[str, Any]:
     """The whole ``Judge.decide`` per sample, without the append."""
-    from onward.judgement.actions import Judge, Judgement
+    from onward.core.definitions import Judgement
+    from onward.core.run import Suspended
+    from onward.judgement.actions import Judge
     from onward.judgement.rulebook import Rulebook
     from onward.projections import Projections
     from onward.projections.decisions import ActionRecord
-    from onward.runtime.run import Suspended
 
     projections = Projections()
     judge = Judge(

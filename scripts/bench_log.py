@@ -11,14 +11,19 @@ directory, after a short untimed warm-up on the same file):
 * ``append_100_full_eps`` / ``raw_100_full_eps``: the same with 100 events per commit.
 * ``append_1_normal_eps`` / ``raw_1_normal_eps``: one event per commit, ``synchronous=NORMAL``.
 * ``read_decode_eps``: ``for r in log.read()`` over a log of N events (decoding included),
-  built with 100-event appends at ``synchronous=NORMAL``; the median of three reads.
+  built with 100-event appends at ``synchronous=NORMAL``; the median of three reads. Its floor,
+  ``raw_read_decode_eps``: plain sqlite3 reads the same rows, 1,000 a page, and msgspec decodes
+  each state into the envelope (``Meta`` and a tagged union of the event types).
 * ``verify_eps``: ``log.verify()`` over that log (checksums and hash chains); median of three.
+  Its floor, ``raw_read_hash_eps``: the same raw read, and blake2b-128 of each row's stream,
+  version, tag and state. Floors and onward alternate (floor, onward, onward, floor, ...).
 * ``eventsourcing_save_eps``: eventsourcing's own ``Application`` on SQLite (default settings),
   one new event per ``save()`` on a few hundred aggregates created (and saved) beforehand.
 
 Contenders measured side by side run in turns on fresh files (raw, onward, then onward, raw,
 ...; eventsourcing joins the single FULL appends), so that drift in the disk's speed falls on
-all of them. Ratios and targets are computed from the figures; quote ratios, not times.
+all of them. Every figure is printed beside its floor, and every target is a ratio to it
+(``targets`` and ``floors`` in the JSON); quote ratios, not times.
 
 Run it from the repository root::
 
@@ -29,8 +34,8 @@ Run it from the repository root::
 
 from __future__ import annotations
 
-import os
-import platform
+import argparse
+import hashlib
 import sqlite3
 import statistics
 import sys
@@ -40,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import _bench
-from _bench import Files, progress
+from _bench import Figure, Files, Target, progress
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
@@ -66,29 +71,41 @@ FULL_EVENTS = 200_000
 QUICK_EVENTS = 100_000
 READ_REPEATS = 3  # reads and verifies of the same log; the median counts
 
-#: (key, the rule as printed, its test on the result)
-TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
-    (
-        "append_1_full",
-        "append_1_full_eps >= 0.8 x raw_1_full_eps",
-        lambda r: r["append_1_full_eps"] >= 0.8 * r["raw_1_full_eps"],
+RAW_FULL = "raw sqlite3 commit, FULL"
+FIGURES = [
+    Figure("append, 1/commit, FULL", "append_1_full_eps", "eps", "raw_1_full_eps", RAW_FULL),
+    Figure(
+        "append, 100/commit, FULL",
+        "append_100_full_eps",
+        "eps",
+        "raw_100_full_eps",
+        "raw sqlite3, 100/commit, FULL",
     ),
-    (
-        "append_100_full",
-        "append_100_full_eps >= 0.5 x raw_100_full_eps",
-        lambda r: r["append_100_full_eps"] >= 0.5 * r["raw_100_full_eps"],
+    Figure(
+        "append, 1/commit, NORMAL",
+        "append_1_normal_eps",
+        "eps",
+        "raw_1_normal_eps",
+        "raw sqlite3 commit, NORMAL",
     ),
-    (
-        "read_decode",
-        "read_decode_eps >= 1,000,000",
-        lambda r: r["read_decode_eps"] >= 1_000_000,
+    Figure(
+        "eventsourcing save(), FULL", "eventsourcing_save_eps", "eps", "raw_1_full_eps", RAW_FULL
     ),
-    ("verify", "verify_eps >= 500,000", lambda r: r["verify_eps"] >= 500_000),
-    (
-        "vs_eventsourcing",
-        "append_1_full_eps > eventsourcing_save_eps",
-        lambda r: r["append_1_full_eps"] > r["eventsourcing_save_eps"],
+    Figure(
+        "read + decode",
+        "read_decode_eps",
+        "eps",
+        "raw_read_decode_eps",
+        "raw read + msgspec decode",
     ),
+    Figure("verify", "verify_eps", "eps", "raw_read_hash_eps", "raw read + blake2b"),
+]
+TARGETS = [
+    Target("append_1_full", "append_1_full_eps", ">=", 0.8, "raw_1_full_eps"),
+    Target("append_100_full", "append_100_full_eps", ">=", 0.5, "raw_100_full_eps"),
+    Target("read_decode", "read_decode_eps", ">=", 0.85, "raw_read_decode_eps", was=1_000_000),
+    Target("verify", "verify_eps", ">=", 0.65, "raw_read_hash_eps", was=500_000),
+    Target("vs_eventsourcing", "append_1_full_eps", ">", 1, "eventsourcing_save_eps"),
 ]
 
 
@@ -152,29 +169,49 @@ def build_log(path: Path, total: int) -> None:
             i += 1
 
 
-def onward_read(path: Path, total: int) -> tuple[float, float]:
-    """Median seconds to read and decode the whole log, and to verify it."""
+def onward_read(path: Path, total: int) -> dict[str, float]:
+    """Median seconds to read and decode the whole log, and to verify it, each beside its
+    floor (a raw read that decodes, or hashes, the same rows), in turns."""
     from onward.events import open_log
 
-    reads: list[float] = []
-    verifies: list[float] = []
+    decode = _bench.decode_rows()
+    seconds: dict[str, list[float]] = {"read": [], "verify": [], "decode": [], "hash": []}
     with open_log(f"sqlite:///{path}?synchronous=normal") as log:
         for _ in log.read(upto=min(total, 5_000)):  # warm-up
             pass
-        for _ in range(READ_REPEATS):
+
+        def read() -> None:
             n = 0
             t0 = time.perf_counter()
             for _ in log.read():
                 n += 1
-            reads.append(time.perf_counter() - t0)
+            seconds["read"].append(time.perf_counter() - t0)
             if n != total:
                 raise SystemExit(f"read {n} events from {path}, expected {total}")
             t0 = time.perf_counter()
             report = log.verify()
-            verifies.append(time.perf_counter() - t0)
+            seconds["verify"].append(time.perf_counter() - t0)
             if not report.ok or report.events != total:
                 raise SystemExit(f"verify of {path} failed: {report}")
-    return statistics.median(reads), statistics.median(verifies)
+
+        def floors() -> None:
+            seconds["decode"].append(_bench.raw_read(path, decode)[0])
+            seconds["hash"].append(_bench.raw_read(path, hash_rows)[0])
+
+        for repeat in range(READ_REPEATS):
+            for run in (floors, read) if repeat % 2 == 0 else (read, floors):
+                run()
+    return {name: statistics.median(times) for name, times in seconds.items()}
+
+
+def hash_rows(rows: list[Any]) -> None:
+    """blake2b-128 of each row's stream, version, tag and state: the floor of verify."""
+    blake2b = hashlib.blake2b
+    for _, stream, version, topic, state in rows:
+        blake2b(
+            b"%s\x00%d\x00%s\x00%s" % (stream.encode(), version, topic.encode(), state),
+            digest_size=16,
+        ).hexdigest()
 
 
 def record_size(path: Path) -> int:
@@ -322,28 +359,9 @@ def appends(
     )
 
 
-def filesystem_of(directory: Path) -> str:
-    """The file system type that holds ``directory`` (from /proc/mounts; "" if unknown)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    target = str(directory.resolve())
-    best, kind = "", ""
-    for line in mounts:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mount = parts[1]
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) > len(best):
-            best, kind = mount, parts[2]
-    return kind
-
-
-def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, Any]:
-    """Every figure, its ratios and targets, and the conditions they were measured under."""
-    load_before = os.getloadavg()[0]
+def measure(directory: Path, counts: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure beside its floor, the ratios, and the counts they were measured with."""
+    total = args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS)
     files = Files(directory)
     size = record_size(files.new("probe"))
     blob = (b'{"meta":{},"event":{"type":"StepCompleted","result":{}}}' + b"x" * size)[:size]
@@ -387,98 +405,82 @@ def measure(directory: Path, counts: dict[str, int], total: int) -> dict[str, An
     progress(f"building a log of {total} events")
     big = files.new("read")
     build_log(big, total)
-    read_seconds, verify_seconds = onward_read(big, total)
+    progress(f"reading and verifying it {READ_REPEATS} times, each beside its floor")
+    read = onward_read(big, total)
 
-    result: dict[str, Any] = {
+    return {
         "append_1_full_eps": round(a1f),
         "raw_1_full_eps": round(r1f),
         "append_100_full_eps": round(a100),
         "raw_100_full_eps": round(r100),
         "append_1_normal_eps": round(a1n),
         "raw_1_normal_eps": round(r1n),
-        "read_decode_eps": round(total / read_seconds),
-        "verify_eps": round(total / verify_seconds),
+        "read_decode_eps": round(total / read["read"]),
+        "raw_read_decode_eps": round(total / read["decode"]),
+        "verify_eps": round(total / read["verify"]),
+        "raw_read_hash_eps": round(total / read["hash"]),
         "eventsourcing_save_eps": round(es),
         "append_1_full_ratio": round(a1f / r1f, 3),
         "append_100_full_ratio": round(a100 / r100, 3),
         "append_1_normal_ratio": round(a1n / r1n, 3),
         "vs_eventsourcing_ratio": round(a1f / es, 3),
+        "counts": {
+            "single_full_commits": (counts["single_full"] // ROUNDS) * ROUNDS,
+            "batch_full_commits": (counts["batches_full"] // ROUNDS) * ROUNDS,
+            "batch_size": 100,
+            "single_normal_commits": (counts["single_normal"] // ROUNDS) * ROUNDS,
+            "read_events": total,
+            "eventsourcing_saves": (counts["saves"] // ROUNDS) * ROUNDS,
+            "read_repeats": READ_REPEATS,
+            "streams": STREAMS,
+            "warmup_fraction": WARMUP_FRACTION,
+        },
+        "record_bytes": size,
     }
-    result["targets"] = {
-        key: {"rule": rule, "meets": bool(test(result))} for key, rule, test in TARGETS
-    }
-    result.update(
-        {
-            "counts": {
-                "single_full_commits": (counts["single_full"] // ROUNDS) * ROUNDS,
-                "batch_full_commits": (counts["batches_full"] // ROUNDS) * ROUNDS,
-                "batch_size": 100,
-                "single_normal_commits": (counts["single_normal"] // ROUNDS) * ROUNDS,
-                "read_events": total,
-                "eventsourcing_saves": (counts["saves"] // ROUNDS) * ROUNDS,
-                "read_repeats": READ_REPEATS,
-                "streams": STREAMS,
-                "warmup_fraction": WARMUP_FRACTION,
-            },
-            "record_bytes": size,
-            "sqlite_version": sqlite3.sqlite_version,
-            "python": platform.python_version(),
-            "filesystem": filesystem_of(directory),
-            "cpus": os.cpu_count(),
-            # Other work on the machine skews every figure: compare with the CPU count.
-            "load_1min_before": round(load_before, 2),
-            "load_1min_after": round(os.getloadavg()[0], 2),
-        }
-    )
-    return result
 
 
-def table(result: dict[str, Any]) -> str:
-    """The figures as a readable table: each onward figure beside its reference."""
-    rows = [
-        ("append, 1/commit, FULL", "append_1_full_eps", "raw_1_full_eps", "raw sqlite3"),
-        ("append, 100/commit, FULL", "append_100_full_eps", "raw_100_full_eps", "raw sqlite3"),
-        ("append, 1/commit, NORMAL", "append_1_normal_eps", "raw_1_normal_eps", "raw sqlite3"),
-        ("append, 1/commit, FULL", "append_1_full_eps", "eventsourcing_save_eps", "es save()"),
-        ("read + decode", "read_decode_eps", None, ""),
-        ("verify", "verify_eps", None, ""),
-    ]
-    lines = [f"{'onward':<26}{'events/s':>12}  {'reference':<12}{'events/s':>12}{'ratio':>8}"]
-    for name, key, ref, ref_name in rows:
-        value = result[key]
-        if ref is None:
-            lines.append(f"{name:<26}{value:>12,}")
-        else:
-            other = result[ref]
-            lines.append(f"{name:<26}{value:>12,}  {ref_name:<12}{other:>12,}{value / other:>8.2f}")
-    lines.append("")
-    lines.extend(_bench.target_lines(result["targets"], 18))
+def details(result: dict[str, Any]) -> list[str]:
+    """What the figures were measured on."""
     counts = result["counts"]
-    lines.append("")
-    lines.append(
-        f"SQLite {result['sqlite_version']}, Python {result['python']}, "
-        f"{result['filesystem'] or 'unknown'} file system, {result['cpus']} CPUs, "
+    return [
         f"{result['record_bytes']}-byte records, {counts['streams']} streams; "
         f"{counts['single_full_commits']:,} + {counts['batch_full_commits']:,}x100 FULL, "
         f"{counts['single_normal_commits']:,} NORMAL commits, "
-        f"{counts['read_events']:,} events read, {counts['eventsourcing_saves']:,} es saves; "
-        f"load {result['load_1min_before']} before, {result['load_1min_after']} after"
-    )
-    return "\n".join(lines)
+        f"{counts['read_events']:,} events read {counts['read_repeats']} times, "
+        f"{counts['eventsourcing_saves']:,} es saves"
+    ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _bench.parser(__doc__, "smaller counts (about 15 s)")
-    parser.add_argument("--events", type=int, help="events in the log that is read and verified")
-    args = parser.parse_args(argv)
-    counts = QUICK_COUNTS if args.quick else FULL_COUNTS
-    total = args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS)
-    if total <= 0:
-        parser.error("--events must be positive")
-    return _bench.run(
-        args, "onward-bench-", lambda directory: measure(directory, counts, total), table
-    )
+def events_count(text: str) -> int:
+    """``--events``: a positive number."""
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"--events must be positive, not {text!r}")
+    return int(text)
 
+
+BENCHMARK = _bench.Benchmark(
+    doc=__doc__,
+    prefix="onward-bench-",
+    quick_help="smaller counts (about 15 s)",
+    full=FULL_COUNTS,
+    quick=QUICK_COUNTS,
+    measure=measure,
+    figures=FIGURES,
+    targets=TARGETS,
+    details=details,
+    # The environment's figures also stand at the top level, where this benchmark had them.
+    flat_environment={
+        "sqlite_version": "sqlite_version",
+        "python": "python",
+        "filesystem": "filesystem",
+        "cpus": "cpus",
+        "load_1min_before": "load_average_at_start",
+        "load_1min_after": "load_average_at_end",
+    },
+    arguments=lambda parser: parser.add_argument(
+        "--events", type=events_count, help="events in the log that is read and verified"
+    ),
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCHMARK.main())
