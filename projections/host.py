@@ -247,6 +247,7 @@ class CatchUp:
         self.projections = Projections()
         self._reader = FoldReader(log)
         self._since_checkpoint = 0
+        self._torn = False
         self.loaded_checkpoint: int | None = None
 
     def open(self, *, use_checkpoint: bool = True) -> Projections:
@@ -282,7 +283,9 @@ class CatchUp:
         return self.projections
 
     def catch_up(self, *, save: bool = True) -> int:
-        """Fold every event appended since the last call.
+        """Fold every event appended since the last call, a page at a time, each page all or
+        nothing: after a page that failed part-way, the next call folds again from the last
+        checkpoint.
 
         Args:
             save: save a checkpoint when ``checkpoint_every`` events have been folded since
@@ -291,12 +294,23 @@ class CatchUp:
         Returns:
             How many events were folded.
         """
+        if self._torn:
+            # A page failed part-way: the projections hold part of it. Fold again from the
+            # last checkpoint rather than apply its first events twice.
+            logger.warning("rebuilding the projections after a fold that failed part-way")
+            self.projections = Projections()
+            self._torn = False
+            self.open()
         projections = self.projections
         apply_page = projections.apply_page
         count = 0
         with _no_cycle_collection():
             for page in self._reader.pages(after=projections.position, upto=self.upto):
-                apply_page(page)
+                try:
+                    apply_page(page)
+                except BaseException:
+                    self._torn = True
+                    raise
                 count += len(page)
         self._since_checkpoint += count
         if save and self.upto is None and 0 < self.checkpoint_every <= self._since_checkpoint:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from onward.events import DecisionMade, Event, SessionPaused
 from onward.judgement.budget import BudgetVerdict, ErrorBudget, assess, verdict_inputs
 from onward.judgement.flow import FlowMonitor
+from onward.projections import Projections
 from onward.runtime.degradations import Degradations
 from onward.runtime.interruptions import Interruptions
 from onward.runtime.session import Session
@@ -71,33 +72,45 @@ class Boundary:
     def follow_flow(self) -> None:
         """Record the session's move to another flow state, if its rhythm says so."""
         session = self.session
-        projections = session.projections
-        current = projections.flow.state(session.name)
-        moved = self.flow.observe(current, projections.flow.rhythm(session.name, session.clock()))
-        if moved is not None:
-            session.record([moved])
-            session.host.catch_up()
+        now = session.clock()
+
+        def move(projections: Projections) -> list[Event]:
+            flow = projections.flow
+            moved = self.flow.observe(flow.state(session.name), flow.rhythm(session.name, now))
+            return [] if moved is None else [moved]
+
+        session.decide(move)
 
     def judge_budget(self) -> BudgetVerdict:
         """Assess the error budget; record the verdict when its rule changed; pause on it."""
         session = self.session
-        projections = session.projections
-        window = projections.budget.window(session.name, session.clock(), self.budget.window)
-        verdict = assess(self.budget, window)
-        if verdict.rule == (window.last_rule or "budget.within"):
-            return verdict
-        decision = DecisionMade(
-            kind="budget",
-            subject=session.name,
-            choice=verdict.choice,
-            rule=verdict.rule,
-            inputs={"reason": verdict.reason, **verdict_inputs(verdict)},
-            alternatives=[c for c in ("continue", "slow_down", "pause") if c != verdict.choice],
-            thresholds={"limit": float(self.budget.limit), "window": self.budget.window},
+        now = session.clock()
+        verdicts: list[BudgetVerdict] = []
+
+        def judge(projections: Projections) -> list[Event]:
+            window = projections.budget.window(session.name, now, self.budget.window)
+            verdict = assess(self.budget, window)
+            verdicts.append(verdict)
+            if verdict.rule == (window.last_rule or "budget.within"):
+                return []  # the same rule as the last verdict recorded: nothing new to say
+            events: list[Event] = [
+                DecisionMade(
+                    kind="budget",
+                    subject=session.name,
+                    choice=verdict.choice,
+                    rule=verdict.rule,
+                    inputs={"reason": verdict.reason, **verdict_inputs(verdict)},
+                    alternatives=[
+                        c for c in ("continue", "slow_down", "pause") if c != verdict.choice
+                    ],
+                    thresholds={"limit": float(self.budget.limit), "window": self.budget.window},
+                )
+            ]
+            if verdict.choice == "pause":
+                events.append(SessionPaused(reason=f"error budget: {verdict.reason}"))
+            return events
+
+        session.decide(
+            judge, first_cause=lambda projections: projections.budget.last_error(session.name)
         )
-        events: list[Event] = [decision]
-        if verdict.choice == "pause":
-            events.append(SessionPaused(reason=f"error budget: {verdict.reason}"))
-        session.record(events, first_cause=projections.budget.last_error(session.name))
-        session.host.catch_up()
-        return verdict
+        return verdicts[-1]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from onward.core.errors import ComponentUnavailable
 from onward.core.run import Suspended
-from onward.events import ApprovalRequested, TaskWaiting, WorkaroundApplied
+from onward.events import ApprovalRequested, Event, TaskWaiting, WorkaroundApplied
 from onward.judgement.degradation import (
     Component,
     Components,
@@ -22,6 +22,7 @@ from onward.judgement.degradation import (
     plan_restorations,
     plan_restore,
 )
+from onward.projections import Projections
 from onward.projections.degradation import DegradationView
 from onward.runtime.interruptions import Interruptions
 from onward.runtime.run import CURRENT_RUN, TaskRun
@@ -77,15 +78,21 @@ class Degradations:
             run.degrade_calls += 1
             if seen < len(run.degradations):
                 return self._recorded(run, registered, *run.degradations[seen])
+        if run is None:
+            plans: list[list[Event]] = []
+
+            def fail(projections: Projections) -> list[Event]:
+                view = projections.degradation.view(session.name)
+                plans[:] = [plan_failure(self.components, view, component, message=message)]
+                return plans[0]
+
+            session.catch_up()
+            session.decide(fail)
+            return _workaround(registered, getattr(plans[0][-1], "workaround", ""))
         with session.lock:
             session.host.catch_up()
             view = session.projections.degradation.view(session.name)
             planned = plan_failure(self.components, view, component, message=message)
-            if run is None:
-                session.record(planned)
-                session.host.catch_up()
-                applied = planned[-1]
-                return _workaround(registered, getattr(applied, "workaround", ""))
         batch = run.new_batch()
         cause: str | None = None
         for event in planned:
@@ -140,14 +147,14 @@ class Degradations:
             UsageError: an unregistered component.
         """
         session = self.session
-        with session.lock:
-            session.host.catch_up()
-            view = session.projections.degradation.view(session.name)
-            planned = plan_restore(self.components, view, component)
-            if planned:
-                session.record(planned)
-                session.host.catch_up()
-        return bool(planned)
+        self.components.get(component)
+        session.catch_up()
+        restored = session.decide(
+            lambda projections: plan_restore(
+                self.components, projections.degradation.view(session.name), component
+            )
+        )
+        return bool(restored)
 
     def restore_all(self) -> int:
         """Run the health check of every failed component; restore those that pass.
@@ -156,15 +163,16 @@ class Degradations:
             How many were restored.
         """
         session = self.session
-        with session.lock:
-            view = session.projections.degradation.view(session.name)
-            if not view.components or all(c.state == "healthy" for c in view.components):
-                return 0
-            planned = plan_restorations(self.components, view)
-            if planned:
-                session.record(planned, chain=False)
-                session.host.catch_up()
-        return len(planned)
+        view = session.projections.degradation.view(session.name)
+        if not view.components or all(c.state == "healthy" for c in view.components):
+            return 0
+        restored = session.decide(
+            lambda projections: plan_restorations(
+                self.components, projections.degradation.view(session.name)
+            ),
+            chain=False,
+        )
+        return len(restored)
 
     def view(self) -> DegradationView:
         """The session's degradation: its level, quality lost and failed components."""

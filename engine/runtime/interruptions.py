@@ -14,8 +14,10 @@ from collections.abc import Callable
 
 import msgspec
 
-from onward.events import InterruptionDeferred, InterruptionDelivered, new_event_id
+from onward.events import Event, InterruptionDeferred, InterruptionDelivered, new_event_id
 from onward.judgement.flow import FlowMonitor
+from onward.projections import Projections
+from onward.projections.flow import Deferred
 from onward.runtime.run import CURRENT_RUN
 from onward.runtime.session import Session
 
@@ -91,21 +93,28 @@ class Interruptions:
         """
         session = self.session
         interruption_id = new_event_id()
+        deferred = InterruptionDeferred(interruption_id=interruption_id, kind=kind, summary=summary)
         run = CURRENT_RUN.get()
-        with session.lock:
-            session.host.catch_up()
+        if run is not None:
+            session.catch_up()
             if self.defers(session.name, "", urgent):
-                deferred = InterruptionDeferred(
-                    interruption_id=interruption_id, kind=kind, summary=summary
-                )
-                if run is not None:
-                    run.record([deferred])
-                else:
-                    session.record([deferred])
-                session.host.catch_up()
+                run.record([deferred])
+                session.catch_up()
                 return interruption_id
             session.record([InterruptionDelivered(interruption_id=interruption_id)])
-            session.host.catch_up()
+        else:
+            held: list[bool] = []
+
+            def defer_or_deliver(projections: Projections) -> list[Event]:
+                held[:] = [self.defers(session.name, "", urgent)]
+                if held[0]:
+                    return [deferred]
+                return [InterruptionDelivered(interruption_id=interruption_id)]
+
+            session.catch_up()
+            session.decide(defer_or_deliver)
+            if held[0]:
+                return interruption_id
         self.hand_over(
             Interruption(
                 interruption_id=interruption_id, kind=kind, summary=summary, session=session.name
@@ -120,18 +129,25 @@ class Interruptions:
             How many were delivered.
         """
         session = self.session
-        held = session.projections.flow.pending(session.name)
-        if not held:
-            return 0
         now = session.clock()
-        delivered = [
-            InterruptionDelivered(
-                interruption_id=d.interruption_id, deferred_for=max(0.0, now - d.deferred_at)
-            )
-            for d in held
-        ]
-        session.record(delivered, chain=False)
-        session.host.catch_up()
+        held: list[Deferred] = []
+        delivered: list[InterruptionDelivered] = []
+
+        def deliver(projections: Projections) -> list[Event]:
+            # Another worker may have delivered some meanwhile: only what is still held.
+            held[:] = projections.flow.pending(session.name)
+            delivered[:] = [
+                InterruptionDelivered(
+                    interruption_id=d.interruption_id, deferred_for=max(0.0, now - d.deferred_at)
+                )
+                for d in held
+            ]
+            return list(delivered)
+
+        if not session.projections.flow.pending(session.name):
+            return 0
+        if not session.decide(deliver, chain=False):
+            return 0
         for d, event in zip(held, delivered, strict=True):
             self.hand_over(
                 Interruption(

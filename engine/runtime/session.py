@@ -13,12 +13,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
-from onward.core.machines import transition
+from onward.core.machines import validate
 from onward.events import (
     Append,
     Context,
     Event,
     EventLog,
+    FlowStateChanged,
     SessionResumed,
     SessionStarted,
     UnknownEventType,
@@ -26,7 +27,15 @@ from onward.events import (
     VersionConflict,
     new_event_id,
 )
-from onward.projections import CatchUp, Projections, SessionView, TaskView, session_stream
+from onward.projections import (
+    SESSION,
+    CatchUp,
+    Projections,
+    SessionView,
+    TaskView,
+    session_stream,
+)
+from onward.projections.flow import flow_trigger
 
 __all__ = ["Session"]
 
@@ -115,21 +124,26 @@ class Session:
     def open(self) -> None:
         """Fold the log, then start the session, or resume it with its unfinished tasks.
 
+        Any number of processes may open the same session at once: each decides on the
+        caught-up log, and one that finds the session started by another resumes it instead.
+
         Raises:
             UnknownEventType: an unfinished task holds events of types this version does not
                 know.
         """
         self.host.open()
-        view = self.view()
-        if view is None:
-            event: SessionStarted | SessionResumed = SessionStarted(
-                name=self.name,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                version=_version(),
-            )
-            expected = 0
-        else:
+
+        def start_or_resume(projections: Projections) -> list[Event]:
+            view = projections.sessions.sessions.get(self.name)
+            if view is None:
+                return [
+                    SessionStarted(
+                        name=self.name,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        version=_version(),
+                    )
+                ]
             unfinished = [t for t in self.tasks() if not t.terminal]
             for task in unfinished:
                 if task.unknown_events:
@@ -138,19 +152,9 @@ class Session:
                         "version of onward does not know (written by a newer one?); refusing to "
                         "resume it. `onward show` can still read it."
                     )
-            event = SessionResumed(reason="reopened", recovered_tasks=len(unfinished))
-            expected = view.version
-        transition(
-            self.log,
-            "session",
-            self.name,
-            session_stream(self.name),
-            view.state if view else "new",
-            expected,
-            event,
-            self.context,
-        )
-        self.host.catch_up()
+            return [SessionResumed(reason="reopened", recovered_tasks=len(unfinished))]
+
+        self.decide(start_or_resume, chain=False)
 
     def resume(self, reason: str) -> bool:
         """Resume the session after a pause.
@@ -158,58 +162,102 @@ class Session:
         Returns:
             Whether it was paused.
         """
+        resumed = self.decide(
+            lambda projections: (
+                [SessionResumed(reason=reason)]
+                if (view := projections.sessions.sessions.get(self.name)) is not None
+                and view.state == "paused"
+                else []
+            ),
+            chain=False,
+        )
+        return bool(resumed)
+
+    def decide(
+        self,
+        decide: Callable[[Projections], Sequence[Event]],
+        *,
+        chain: bool = True,
+        first_cause: str | Callable[[Projections], str] = "",
+    ) -> list[str]:
+        """Decide on the caught-up projections, then append to the session's stream.
+
+        The session's stream is shared by every worker of the session: an append is decided on
+        the state it changes, and when another worker appended first, the log is caught up and
+        the decision taken again (which may now be to append nothing). A decided event is never
+        appended at another version than the one it was decided on. Each event is checked
+        against the session's lifecycle (and a flow move against the flow's) first.
+
+        Args:
+            decide: given the projections, the events to append (none: nothing to do).
+            chain: each event is caused by the one before it (else all by the first cause).
+            first_cause: the cause of the first event (or of all, without ``chain``), or how
+                to find it in the projections; the session's context's cause by default.
+
+        Returns:
+            The ids of the events appended (empty when nothing was decided).
+
+        Raises:
+            InvalidTransition: a decided event that the lifecycle does not allow; nothing was
+                appended.
+        """
+        stream = session_stream(self.name)
         with self.lock:
-            self.host.catch_up()
-            view = self.view()
-            if view is None or view.state != "paused":
-                return False
-            transition(
-                self.log,
-                "session",
-                self.name,
-                session_stream(self.name),
-                view.state,
-                view.version,
-                SessionResumed(reason=reason),
-                self.context,
-            )
-            self.host.catch_up()
-        return True
+            for _ in range(_SESSION_APPEND_TRIES):
+                projections = self.host.projections
+                events = list(decide(projections))
+                if not events:
+                    return []
+                view = projections.sessions.sessions.get(self.name)
+                version = view.version if view is not None else 0
+                self._validate(events, view.state if view is not None else "new", projections)
+                cause = first_cause(projections) if callable(first_cause) else first_cause
+                first = cause or self.context.causation_id
+                ids = [new_event_id() for _ in events]
+                try:
+                    self.log.commit(
+                        [
+                            Append(
+                                stream=stream,
+                                events=events,
+                                expected_version=version,
+                                event_ids=ids,
+                                context=self.context,
+                                causes=[first, *ids[:-1]] if chain else [first] * len(ids),
+                            )
+                        ]
+                    )
+                except VersionConflict:
+                    self.host.catch_up()  # another worker decided first: look and decide again
+                    continue
+                self.host.catch_up()
+                return ids
+        raise UsageError(f"session {self.name}: too many concurrent appends, try again")
+
+    def _validate(self, events: Sequence[Event], state: str, projections: Projections) -> None:
+        """Check each event against the session's lifecycle, and each flow move against the
+        flow's, in order (the states they lead to included)."""
+        flow = projections.flow.state(self.name)
+        for event in events:
+            tag = type(event).__struct_config__.tag
+            assert isinstance(tag, str)
+            validate("session", self.name, state, tag)
+            state = SESSION.evolve(state, tag)
+            if isinstance(event, FlowStateChanged):
+                validate("flow", self.name, flow.value, flow_trigger(event.state))
+                flow = event.state
 
     def record(
         self, events: Sequence[Event], *, chain: bool = True, first_cause: str = ""
     ) -> list[str]:
-        """Append events to the session's stream (each caused by the one before if ``chain``,
-        the first by ``first_cause``), looking again when another worker appended first.
+        """Append events that do not depend on the session's state (a notice for a person),
+        at the stream's current version, after a check against the lifecycle.
 
         Returns:
             The events' ids.
         """
-        stream = session_stream(self.name)
-        for _ in range(_SESSION_APPEND_TRIES):
-            view = self.view()
-            version = view.version if view is not None else 0
-            ids = [new_event_id() for _ in events]
-            first = first_cause or self.context.causation_id
-            causes = [first, *ids[:-1]] if chain else None
-            try:
-                self.log.commit(
-                    [
-                        Append(
-                            stream=stream,
-                            events=events,
-                            expected_version=version,
-                            event_ids=ids,
-                            context=self.context,
-                            causes=causes,
-                        )
-                    ]
-                )
-            except VersionConflict:
-                self.host.catch_up()
-                continue
-            return ids
-        raise UsageError(f"session {self.name}: too many concurrent appends, try again")
+        fixed = list(events)
+        return self.decide(lambda _projections: fixed, chain=chain, first_cause=first_cause)
 
 
 def _version() -> str:
