@@ -104,12 +104,15 @@ from onward.events.task import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskReleased,
     TaskReprioritised,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
 )
 from onward.events.url import open_log
+from onward.events.watch import Watch
+from onward.events.worker import WorkerHeartbeat, WorkerStopped
 
 __all__ = [
     "ActionChecked",
@@ -175,6 +178,7 @@ __all__ = [
     "TaskFailed",
     "TaskLeaseExpired",
     "TaskProgressed",
+    "TaskReleased",
     "TaskReprioritised",
     "TaskSubmitted",
     "TaskSucceeded",
@@ -187,7 +191,10 @@ __all__ = [
     "UsageError",
     "VerifyReport",
     "VersionConflict",
+    "Watch",
     "WorkaroundApplied",
+    "WorkerHeartbeat",
+    "WorkerStopped",
     "all_event_types",
     "new_event_id",
     "open_log",

@@ -42,6 +42,7 @@ from onward.events.exceptions import (
 )
 from onward.events.integrity import Verifier, VerifyReport
 from onward.events.redaction import Redactor
+from onward.events.watch import PollingWatch, Watch
 
 __all__ = [
     "Append",
@@ -241,6 +242,10 @@ class EventLog(ABC):
 
     def _close_backend(self) -> None:  # noqa: B027 - optional hook
         """Release the backend's connections."""
+
+    def _watch(self) -> Watch:
+        """A watch of this log (polling its head by default)."""
+        return PollingWatch(self._select_head)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -598,6 +603,15 @@ class EventLog(ABC):
             if len(rows) < page_size:
                 return
             position = rows[-1][0]
+
+    def watch(self) -> Watch:
+        """A watch that tells when another append may have happened, for an idle worker.
+
+        Returns:
+            The watch; close it when done.
+        """
+        self._check_open()
+        return self._watch()
 
     def head(self) -> int:
         """The position of the last event in the log (0 when empty)."""

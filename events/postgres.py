@@ -7,9 +7,11 @@ their own schema (created when missing), which keeps several logs in one databas
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import psycopg
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -63,6 +65,10 @@ class PostgresLog(EventLog):
             "CREATE_TABLE": "true" if create else "false",
         }
         try:
+            creation = _creation_lock(env, f"{self.schema}.{prefix}") if create else None
+        except Exception as exc:
+            raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {exc}") from exc
+        try:
             factory = PostgresFactory.construct(env)
             factory.env.name = prefix
             datastore = factory.datastore
@@ -90,6 +96,9 @@ class PostgresLog(EventLog):
             raise
         except Exception as exc:
             raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {exc}") from exc
+        finally:
+            if creation is not None:
+                creation.close()  # the session's advisory lock goes with it
         self._datastore = datastore
         self._table = sql.Identifier(self.schema, recorder.events_table_name)
         self._checkpoint_table = sql.Identifier(self.schema, checkpoints.events_table_name)
@@ -141,6 +150,24 @@ class PostgresLog(EventLog):
 
     def _close_backend(self) -> None:
         self._datastore.close()
+
+
+def _creation_lock(env: dict[str, str], name: str) -> psycopg.Connection[Any]:
+    """A connection holding the advisory lock of one log's creation: processes that open a
+    new log at once create its schema and tables one after the other (PostgreSQL's ``IF NOT
+    EXISTS`` does not hold between concurrent creators)."""
+    connection = psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
+    )
+    key = int.from_bytes(hashlib.blake2b(f"onward:{name}".encode(), digest_size=8).digest())
+    connection.execute("SELECT pg_advisory_lock(%s)", (key - 2**63,))
+    return connection
 
 
 def _safe(url: str) -> str:

@@ -28,6 +28,7 @@ from eventsourcing.sqlite import (
 
 from onward.events.exceptions import BackendError, LogNotFound, UsageError
 from onward.events.log import EventLog, StoredRow
+from onward.events.watch import PollingWatch, Watch
 
 __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
 
@@ -267,6 +268,22 @@ class SQLiteLog(EventLog):
                 "DELETE FROM stored_checkpoints WHERE originator_id=? AND originator_version<?",
                 (name, below),
             )
+
+    def _watch(self) -> Watch:
+        """``PRAGMA data_version`` on a connection of the watch's own: it changes whenever
+        another connection (any process's, this log's writer included) commits."""
+        connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+        lock = threading.Lock()
+
+        def probe() -> int:
+            with lock:
+                return int(connection.execute("PRAGMA data_version").fetchone()[0])
+
+        def close() -> None:
+            with lock:
+                connection.close()
+
+        return PollingWatch(probe, close)
 
     def _close_backend(self) -> None:
         self._writer.close()

@@ -16,6 +16,7 @@ __all__ = [
     "TaskFailed",
     "TaskLeaseExpired",
     "TaskProgressed",
+    "TaskReleased",
     "TaskReprioritised",
     "TaskSubmitted",
     "TaskSucceeded",
@@ -93,6 +94,21 @@ class TaskLeaseExpired(Event, frozen=True, kw_only=True):
 
     worker: str
     lease_until: float
+
+
+class TaskReleased(Event, frozen=True, kw_only=True):
+    """A worker handed a running task back before it finished (it is stopping): the task is
+    free to claim at once, and resumes at its first step with no recorded outcome.
+
+    Attributes:
+        worker: the worker that held it.
+        reason: why ("SIGTERM", "stopped by the application", ...).
+    """
+
+    family: ClassVar[str] = "task"
+
+    worker: str
+    reason: str = ""
 
 
 class TaskProgressed(Event, frozen=True, kw_only=True):

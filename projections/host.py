@@ -26,6 +26,7 @@ from onward.projections.flow import FlowLedger, FlowProjection
 from onward.projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
 from onward.projections.session import SESSION_PREFIX, SessionProjection, SessionView
 from onward.projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
+from onward.projections.workers import WORKER_PREFIX, WorkerProjection, WorkerView
 
 __all__ = ["CatchUp", "Projections"]
 
@@ -46,6 +47,7 @@ class _Saved(msgspec.Struct, array_like=True):
     degradation: list[SessionDegradation]
     budget: list[BudgetLedger]
     flow: list[FlowLedger]
+    workers: list[WorkerView]
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -64,12 +66,13 @@ class Projections:
         degradation: each session's failed components, their workarounds, its level.
         budget: each session's recent errors and the remedies tried against them.
         flow: each session's rhythm (recent actions), flow state and deferred interruptions.
+        workers: the workers and their heartbeats.
         position: the last position folded.
         time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 10
+    SCHEMA = 11
     NAME = "core"
 
     def __init__(self) -> None:
@@ -81,6 +84,7 @@ class Projections:
         self.degradation = DegradationProjection()
         self.budget = BudgetProjection()
         self.flow = FlowProjection()
+        self.workers = WorkerProjection()
         self.position = 0
         self.time = 0.0
 
@@ -91,6 +95,8 @@ class Projections:
             self.tasks.apply(r)
         elif stream.startswith(SESSION_PREFIX):
             self.sessions.apply(r)
+        elif stream.startswith(WORKER_PREFIX):
+            self.workers.apply(r)
         self.errors.apply(r)
         self.breakers.apply(r)
         if type(r.event) in DECISION_TYPES:
@@ -111,6 +117,7 @@ class Projections:
         failure_types = _FAILURE_TYPES
         budget, budget_types = self.budget.apply, self.budget.event_types
         flow, flow_types = self.flow.apply, self.flow.event_types
+        workers = self.workers.apply
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
@@ -148,6 +155,8 @@ class Projections:
                 sessions(r)
             elif stream.startswith(BREAKER_PREFIX):
                 breakers(r)
+            elif stream.startswith(WORKER_PREFIX):
+                workers(r)
             if type(event) in error_types:
                 errors(r)
             if type(event) in DECISION_TYPES:
@@ -177,6 +186,7 @@ class Projections:
             "degradation": self.degradation.snapshot(),
             "budget": self.budget.snapshot(),
             "flow": self.flow.snapshot(),
+            "workers": self.workers.snapshot(),
         }
 
     def encode(self) -> bytes:
@@ -192,6 +202,7 @@ class Projections:
                 degradation=self.degradation.dump(),
                 budget=self.budget.dump(),
                 flow=self.flow.dump(),
+                workers=self.workers.dump(),
             )
         )
 
@@ -208,6 +219,7 @@ class Projections:
         projections.degradation.load(saved.degradation)
         projections.budget.load(saved.budget)
         projections.flow.load(saved.flow)
+        projections.workers.load(saved.workers)
         projections.position = position
         projections.time = saved.time
         return projections

@@ -145,6 +145,7 @@ TASK = Lifecycle(
         Transition("TaskReprioritised", ("queued", "waiting")),
         Transition("TaskClaimed", ("queued", "waiting"), "running"),
         Transition("TaskLeaseExpired", ("running",), "queued"),
+        Transition("TaskReleased", ("running",), "queued"),
         *(Transition(tag, ("running",)) for tag in _WORKING),
         Transition("RetryScheduled", ("running",)),
         Transition("ApprovalRequested", ("running",)),

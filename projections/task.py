@@ -23,6 +23,7 @@ from onward.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskReleased,
     TaskReprioritised,
     TaskSubmitted,
     TaskSucceeded,
@@ -225,7 +226,7 @@ class TaskProjection:
             view.worker = event.worker
             view.lease_until = event.lease_until
             view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
-        elif isinstance(event, TaskLeaseExpired):
+        elif isinstance(event, TaskLeaseExpired | TaskReleased):
             view.worker = ""
         elif isinstance(event, TaskProgressed):
             view.progress, view.note = event.fraction, event.note
@@ -319,6 +320,27 @@ class TaskProjection:
                 return view
             heapq.heappop(heap)
         return None
+
+    def near_head(self, session: str, spread: int = 7) -> list[TaskView]:
+        """The first queued task of a session and, of the same priority and with no deadline,
+        those queued near it (in the first ``spread`` entries of the queue's heap): workers
+        that claim at random among them rarely contend for the same task."""
+        head = self.next_queued(session)
+        if head is None:
+            return []
+        found = [head]
+        if head.deadline is not None:
+            return found
+        for rank, deadline, order, task_id in self._heaps[session][1:spread]:
+            view = self.tasks[task_id]
+            if (
+                view.state == "queued"
+                and view.queue_key() == (rank, deadline, order)
+                and view.priority == head.priority
+                and view.deadline is None
+            ):
+                found.append(view)
+        return found
 
     def overdue(self, now: float) -> list[TaskView]:
         """Queued or waiting tasks whose deadline has passed (running ones are left to finish).

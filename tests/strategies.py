@@ -37,11 +37,13 @@ from onward.events.task import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskReleased,
     TaskReprioritised,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
 )
+from onward.events.worker import WorkerHeartbeat, WorkerStopped
 
 __all__ = ["EVENT_STRATEGIES", "any_event", "finite_floats", "json_values"]
 
@@ -124,6 +126,13 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
     ),
     TaskClaimed: st.builds(TaskClaimed, worker=_names, lease_until=_times, attempt=_attempts),
     TaskLeaseExpired: st.builds(TaskLeaseExpired, worker=_names, lease_until=_times),
+    TaskReleased: st.builds(TaskReleased, worker=_names, reason=_names),
+    WorkerHeartbeat: st.builds(
+        WorkerHeartbeat, lease_until=_times, running=st.integers(min_value=0, max_value=512)
+    ),
+    WorkerStopped: st.builds(
+        WorkerStopped, reason=_names, released=st.integers(min_value=0, max_value=512)
+    ),
     TaskProgressed: st.builds(TaskProgressed, fraction=_fractions, note=_texts),
     TaskWaiting: st.builds(
         TaskWaiting,

@@ -22,6 +22,9 @@ never append and never create a log (see :mod:`onward.cli.commands`).
     onward approvals [--session S]     the approval requests waiting for a human
     onward approve ID [--note TEXT]    approve one: its task runs again and acts
     onward deny ID [--note TEXT]       refuse one: its action fails with ActionDenied
+    onward init                        create a log's tables ahead of its workers
+    onward worker MODULE:ENGINE [--workers N] [--session S]
+                                       serve a session's tasks until SIGTERM or Ctrl-C
 
 ``learn``, ``approve`` and ``deny`` are the only commands that append (one ``FixLearned``, one
 ``ApprovalGranted`` or ``ApprovalDenied``), and only to a log that exists.
@@ -52,6 +55,7 @@ from onward.cli.commands import (
 from onward.cli.error_report import KINDS
 from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
 from onward.cli.rules import add_rules_arguments, cmd_rules
+from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
 from onward.events import OnwardError
 from onward.projections import TASK
@@ -210,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
         "refuse a waiting request: its action fails with ActionDenied (appends ApprovalDenied)",
     )
     add_answer_arguments(deny)
+    command(
+        "init",
+        cmd_init,
+        "create a log's tables ahead of its workers (appends nothing; safe to run again)",
+    )
+    worker = command(
+        "worker",
+        cmd_worker,
+        "serve a session's tasks until SIGTERM or Ctrl-C: import MODULE (where the tasks are "
+        "registered) and run its ENGINE's worker service",
+        db=None,
+    )
+    worker.add_argument(
+        "--db", default=None, help="the log (sets ONWARD_DB; default: the one ENGINE opens)"
+    )
+    add_worker_arguments(worker)
     for plugin in entry_points(group=COMMANDS_GROUP):
         try:
             register = plugin.load()

@@ -18,6 +18,8 @@ a task's run to :class:`~onward.runtime.run.TaskRun`, the loop to
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -50,9 +52,10 @@ from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
 from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, TaskRun
 from onward.runtime.scheduler import RunSummary, Scheduler
+from onward.runtime.service import serve
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
-from onward.runtime.worker import worker_id
+from onward.runtime.worker import live, worker_id
 
 __all__ = ["LEARNING_STREAM", "Engine"]
 
@@ -108,7 +111,7 @@ class Engine:
         self.session = session
         self.clock = options.get("clock") or log.clock
         self.lease = lease
-        self.worker = worker_id()
+        self.worker = worker_id(options.get("host"))
         self._session = Session(
             log,
             session,
@@ -157,20 +160,23 @@ class Engine:
         )
         self._tasks = Tasks(self._session)
         self._session.open()
+        live(self.worker, True)
 
     @classmethod
     def open(
         cls,
-        url: str = "sqlite:///onward.db",
+        url: str | None = None,
         *,
-        session: str = "default",
+        session: str | None = None,
         **options: Unpack[OpenOptions],
     ) -> Engine:
         """Open (or create) a log and start or resume a session on it.
 
         Args:
-            url: the log: ``sqlite:///path``, ``memory://`` or ``postgresql://...``.
-            session: the session's name; reopening it resumes its unfinished tasks.
+            url: the log: ``sqlite:///path``, ``memory://`` or ``postgresql://...``
+                (``ONWARD_DB`` when None, else ``sqlite:///onward.db``).
+            session: the session's name; reopening it resumes its unfinished tasks
+                (``ONWARD_SESSION`` when None, else "default").
             **options: the engine's options (see :class:`Engine`) and the log's (codec,
                 redactor, payload_limit, synchronous, busy_timeout, create; see
                 :class:`~onward.runtime.options.OpenOptions` and
@@ -190,6 +196,10 @@ class Engine:
             (engine_options if key in ENGINE_OPTIONS else log_options)[key] = value
         if options.get("clock") is not None:
             log_options["clock"] = options["clock"]
+        if url is None:
+            url = os.environ.get("ONWARD_DB") or "sqlite:///onward.db"
+        if session is None:
+            session = os.environ.get("ONWARD_SESSION") or "default"
         log = open_log(url, **log_options)
         try:
             return cls(log, session=session, **engine_options)
@@ -685,7 +695,47 @@ class Engine:
         Returns:
             What the run did.
         """
-        scheduler = Scheduler(
+        return self._scheduler().run(
+            workers=workers, max_runs=max_runs, await_approvals=await_approvals
+        )
+
+    def serve(
+        self,
+        *,
+        workers: int = 1,
+        stop: threading.Event | None = None,
+        handle_signals: bool = True,
+    ) -> RunSummary:
+        """Work on this session's tasks until stopped: the worker service.
+
+        Unlike :meth:`run`, it does not return when nothing is runnable: it waits for new work
+        without busy polling (a change of the log: another process's submission, an answer, a
+        peer handing a task back), for timers, and for the moment a peer's claim runs out (a
+        dead or paused peer's task is taken over within about one lease). While tasks run, a
+        heartbeat keeps their claims (a step may outlast the lease). Any number of workers, in
+        any number of processes and machines, may serve one session.
+
+        Stopping (``stop`` set, or the first SIGTERM/SIGINT when called from the main thread
+        with ``handle_signals``) claims nothing more; each running task is handed back at its
+        next step (``TaskReleased``: a peer takes it at once) and the worker records that it
+        stopped. A second signal stops at once (``KeyboardInterrupt``); its tasks are then
+        taken over when their lease runs out.
+
+        Args:
+            workers: how many tasks may run at once (threads of this process).
+            stop: set it to stop (from another thread, or a signal handler of your own).
+            handle_signals: stop on SIGTERM and SIGINT (only from the main thread).
+
+        Returns:
+            What it did.
+
+        Raises:
+            UsageError: ``workers`` below 1, or the engine is closed.
+        """
+        return serve(self._scheduler(), workers=workers, stop=stop, handle_signals=handle_signals)
+
+    def _scheduler(self) -> Scheduler:
+        return Scheduler(
             self._session,
             registry=self.registry,
             boundary=self.boundary,
@@ -694,7 +744,6 @@ class Engine:
             healer=self.healer,
             judge=self.judge,
         )
-        return scheduler.run(workers=workers, max_runs=max_runs, await_approvals=await_approvals)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -709,6 +758,7 @@ class Engine:
         if self._session.closed:
             return
         self._session.closed = True
+        live(self.worker, False)
         self.log.close()
 
     def __enter__(self) -> Self:

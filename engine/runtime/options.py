@@ -50,6 +50,9 @@ class EngineOptions(TypedDict, total=False):
         flow: when the session's rhythm counts as flowing (see :mod:`onward.judgement.flow`).
         on_interruption: called with each notice or approval request delivered to people
             (logged by default).
+        host: the name this worker gives its host (``ONWARD_HOST``, else the machine's host
+            name): a peer on the same host takes a dead worker's tasks at once, a peer on
+            another host once the dead worker's lease runs out.
     """
 
     clock: Callable[[], float] | None
@@ -68,6 +71,7 @@ class EngineOptions(TypedDict, total=False):
     budget: ErrorBudget | None
     flow: FlowPolicy | None
     on_interruption: Callable[[Interruption], None] | None
+    host: str
 
 
 class OpenOptions(EngineOptions, total=False):

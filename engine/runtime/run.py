@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -56,6 +57,7 @@ from onward.judgement.actions import Judge, Ruling
 
 __all__ = [
     "CURRENT_RUN",
+    "Released",
     "Replayed",
     "TaskRun",
     "derived_id",
@@ -63,6 +65,10 @@ __all__ = [
 
 #: The task run of the current thread or coroutine (None outside a task).
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
+
+
+class Released(BaseException):
+    """Unwinds a task whose worker is stopping, at a step boundary: the task is handed back."""
 
 
 class Replayed(msgspec.Struct, frozen=True):
@@ -95,6 +101,11 @@ class TaskRun:
         history: its stream's events, read when the run started.
         context: the envelope fields for its appends.
         clock: the engine's clock.
+        healer: heals failing steps (None: a failure is final at once).
+        sleep: how to wait for a fix's delay.
+        judge: judges actions (None: actions run as plain steps).
+        stopping: set when the worker stops: the run hands its task back before its next
+            step.
     """
 
     def __init__(
@@ -109,10 +120,12 @@ class TaskRun:
         healer: Healer | None = None,
         sleep: Callable[[float], None] | None = None,
         judge: Judge | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.log = log
         self.healer = healer
         self.judge = judge
+        self.stopping = stopping
         self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
@@ -244,6 +257,7 @@ class TaskRun:
         Raises:
             StepMismatch: the log records another step at this index.
             StepInterrupted: an at-most-once step that was in flight when its worker died.
+            Released: the worker is stopping: the task is handed back before this step runs.
         """
         index = self.index
         self.index += 1
@@ -256,6 +270,8 @@ class TaskRun:
         started = self.started.get(index)
         if started is not None and started != step.name:
             raise StepMismatch(self.task_id, index, started, step.name)
+        if self.stopping is not None and self.stopping.is_set():
+            raise Released()
         if step.at_most_once:
             if started is not None:
                 raise StepInterrupted(self.task_id, index, step.name)

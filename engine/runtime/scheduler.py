@@ -1,14 +1,17 @@
-"""The run loop: claims runnable tasks, runs them (in threads when asked), waits for timers.
+"""The run loops: claim runnable tasks, run them (in threads when asked), wait for timers and,
+while serving, for new work.
 
-It decides nothing by mutating state: each claim, lease expiry and missed deadline is an
-append at the task stream's expected version, and it reads the queue back from the
+They decide nothing by mutating state: each claim, lease expiry, hand-back and missed deadline
+is an append at the task stream's expected version, and they read the queue back from the
 projections after each.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import random
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import msgspec
@@ -24,6 +27,7 @@ from onward.events import (
     TaskDeadlineMissed,
     TaskFailed,
     TaskLeaseExpired,
+    TaskReleased,
     TaskSubmitted,
     TaskSucceeded,
     UnencodableValue,
@@ -36,8 +40,9 @@ from onward.judgement.rulebook import Rulebook
 from onward.projections import TaskView, task_stream
 from onward.runtime.boundary import Boundary
 from onward.runtime.degradations import Degradations
+from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, TaskRun, submission_id
+from onward.runtime.run import CURRENT_RUN, Released, TaskRun, submission_id
 from onward.runtime.session import Session
 from onward.runtime.worker import worker_gone
 
@@ -47,10 +52,12 @@ logger = logging.getLogger("onward.engine")
 
 #: Seconds between two looks for a human's answer while ``await_approvals`` lasts.
 APPROVAL_POLL = 0.5
+#: The longest a serving worker's watch waits before it looks whether it must stop.
+WATCH_SLICE = 0.25
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """What one call of :meth:`Engine.run` did.
+    """What one call of :meth:`Engine.run` (or :meth:`Engine.serve`) did.
 
     Attributes:
         runs: task runs started (a resumed task counts once per run).
@@ -65,6 +72,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
         elapsed: seconds spent (by the engine's clock).
         paused: the session is paused (its error budget paused it, or it was paused before):
             no task was started after that; :meth:`Engine.resume` resumes it.
+        released: running tasks handed back because the worker was stopping.
     """
 
     runs: int = 0
@@ -78,10 +86,32 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     steps_replayed: int = 0
     elapsed: float = 0.0
     paused: bool = False
+    released: int = 0
+
+
+_COUNTS = (
+    "runs",
+    "succeeded",
+    "failed",
+    "waiting",
+    "cancelled",
+    "missed",
+    "recovered",
+    "steps_run",
+    "steps_replayed",
+    "released",
+)
+
+#: An outcome of one task run: how it ended, and the run (for its step counts).
+Outcome = tuple[str, TaskRun | None]
 
 
 class Scheduler:
-    """One :meth:`onward.Engine.run`: the loop and the task runs it starts.
+    """One :meth:`onward.Engine.run` or :meth:`onward.Engine.serve`: the loop and the task runs
+    it starts.
+
+    Both loops share their parts: a task boundary, claiming the most urgent runnable task,
+    running it, expiring the leases of workers that are gone and marking missed deadlines.
 
     Args:
         session: the session whose tasks to run.
@@ -111,6 +141,14 @@ class Scheduler:
         self.rulebook = rulebook
         self.healer = healer
         self.judge = judge
+        #: Set when the worker stops: each run hands its task back at its next step.
+        self.stopping = threading.Event()
+        self._tally = dict.fromkeys(_COUNTS, 0)
+        self._running = 0
+        self._running_lock = threading.Lock()
+        self._rng = random.Random(session.worker)
+
+    # -- the two loops ---------------------------------------------------------------------
 
     def run(
         self, *, workers: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
@@ -138,44 +176,19 @@ class Scheduler:
         ran_one = False
         self.session.check_open()
         started = self.session.clock()
-        tally: dict[str, int] = dict.fromkeys(
-            (
-                "runs",
-                "succeeded",
-                "failed",
-                "waiting",
-                "cancelled",
-                "missed",
-                "recovered",
-                "steps_run",
-                "steps_replayed",
-            ),
-            0,
-        )
+        tally = self._tally
         pool = ThreadPoolExecutor(workers, thread_name_prefix="onward") if workers > 1 else None
-        in_flight: dict[Future[tuple[str, TaskRun | None]], str] = {}
+        in_flight: dict[Future[Outcome], str] = {}
+        heartbeat = Heartbeat(self.session, self.running)
+        heartbeat.start()
         try:
-            with self.session.lock:
-                self.session.host.catch_up()
-                session = self.session.host.projections.sessions.sessions.get(self.session.name)
-                if session is not None and session.state == "paused":
-                    return RunSummary(paused=True)
-                tally["recovered"] += self._recover_leases()
+            if not self._prepare():
+                return RunSummary(paused=True)
             while True:
                 with self.session.lock:
-                    self.session.host.catch_up()
-                    tally["missed"] += self._mark_missed()
-                    if tally["runs"]:
-                        # A task boundary: components, flow, deferred interruptions, budget.
-                        verdict = self.boundary.cross()
-                        if verdict.choice == "pause":
-                            paused = True
-                            break
-                        if verdict.choice == "slow_down" and self._claimable():
-                            self.session.sleep(verdict.delay)
-                            self.session.host.catch_up()
-                    else:
-                        self.degradations.restore_all()
+                    if self._boundary() == "pause":
+                        paused = True
+                        break
                     while len(in_flight) < workers and (
                         max_runs is None or tally["runs"] < max_runs
                     ):
@@ -184,7 +197,7 @@ class Scheduler:
                             break
                         tally["runs"] += 1
                         if pool is None:
-                            self._tally(tally, self._execute(*claimed))
+                            self._count(self._execute(*claimed))
                             self.session.host.catch_up()
                             ran_one = True
                             break  # back to the top: a task boundary
@@ -196,7 +209,7 @@ class Scheduler:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         del in_flight[future]
-                        self._tally(tally, future.result())
+                        self._count(future.result())
                     continue
                 if max_runs is not None and tally["runs"] >= max_runs:
                     break
@@ -219,18 +232,149 @@ class Scheduler:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
-        return RunSummary(elapsed=self.session.clock() - started, paused=paused, **tally)
+            heartbeat.stop()
+        return self._summary(started, paused)
 
-    def _awaiting_approval(self) -> bool:
-        return bool(self.session.host.projections.decisions.waiting(self.session.name))
+    def serve(
+        self, *, workers: int = 1, stop: threading.Event, reason: Callable[[], str]
+    ) -> RunSummary:
+        """Run this session's tasks until ``stop`` is set, waiting for new work when none is
+        runnable.
 
-    @staticmethod
-    def _tally(tally: dict[str, int], outcome: tuple[str, TaskRun | None]) -> None:
+        While it waits it wakes up for a change of the log (a submission, an answer, a peer
+        that hands a task back: the log's :meth:`~onward.events.EventLog.watch`), for a timer,
+        and for the moment a peer's claim runs out (a dead peer's task is taken over within
+        about one lease). Once ``stop`` is set it claims nothing more; each running task is
+        handed back at its next step (:class:`onward.events.TaskReleased`), so a peer takes it
+        at once; then it says the worker stopped (:class:`onward.events.WorkerStopped`).
+
+        Args:
+            workers: how many tasks may run at once (threads of this process).
+            stop: set to stop.
+            reason: why it stopped, asked once it stops (recorded).
+
+        Returns:
+            What it did.
+        """
+        if workers < 1:
+            raise UsageError(f"workers must be at least 1, got {workers}")
+        session = self.session
+        session.check_open()
+        started = session.clock()
+        wake = threading.Event()
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="onward")
+        in_flight: dict[Future[Outcome], str] = {}
+        heartbeat = Heartbeat(session, self.running)
+        watcher = _Watcher(session, wake)
+        paused = False
+        heartbeat.start()
+        watcher.start()
+        try:
+            if not self._prepare():
+                paused = True
+            while not stop.is_set() and not paused:
+                with session.lock:
+                    session.host.catch_up()
+                    self._tally["recovered"] += self._recover_leases()
+                    if self._boundary() == "pause":
+                        paused = True
+                        break
+                    while len(in_flight) < workers and not stop.is_set():
+                        claimed = self._claim_next()
+                        if claimed is None:
+                            break
+                        self._tally["runs"] += 1
+                        future = pool.submit(self._execute, *claimed)
+                        future.add_done_callback(lambda _done: wake.set())
+                        in_flight[future] = claimed[0].task_id
+                for future in [f for f in in_flight if f.done()]:
+                    del in_flight[future]
+                    self._count(future.result())
+                if in_flight and all(f.done() for f in in_flight):
+                    continue
+                wake.wait(self._idle_for(idle=len(in_flight) < workers))
+                wake.clear()
+        finally:
+            self.stopping.set()  # runs still going hand their tasks back at their next step
+            for future in in_flight:
+                self._count(future.result())
+            pool.shutdown(wait=True)
+            watcher.close()
+            heartbeat.stop(
+                reason=reason() or "stopped",
+                released=self._tally["released"],
+                said=not session.closed,
+            )
+        return self._summary(started, paused)
+
+    def running(self) -> int:
+        """How many task runs are under way."""
+        return self._running
+
+    # -- the parts -------------------------------------------------------------------------
+
+    def _prepare(self) -> bool:
+        """Catch up and take back the tasks of workers that are gone.
+
+        Returns:
+            False when the session is paused (nothing may start).
+        """
+        with self.session.lock:
+            self.session.host.catch_up()
+            view = self.session.view()
+            if view is not None and view.state == "paused":
+                return False
+            self._tally["recovered"] += self._recover_leases()
+        return True
+
+    def _boundary(self) -> str:
+        """Catch up, mark missed deadlines, and cross a task boundary once a task has run (the
+        caller holds the session's lock).
+
+        Returns:
+            "pause" when the error budget paused the session, else "".
+        """
+        session = self.session
+        session.host.catch_up()
+        self._tally["missed"] += self._mark_missed()
+        if not self._tally["runs"]:
+            self.degradations.restore_all()
+            return ""
+        # A task boundary: components, flow, deferred interruptions, budget.
+        verdict = self.boundary.cross()
+        if verdict.choice == "pause":
+            return "pause"
+        if verdict.choice == "slow_down" and self._claimable():
+            session.sleep(verdict.delay)
+            session.host.catch_up()
+        return ""
+
+    def _idle_for(self, *, idle: bool) -> float:
+        """How long a serving loop may wait for a wake-up: until the next timer, or until a
+        peer's claim runs out, at most a third of a lease (it looks at the peers then)."""
+        session = self.session
+        now = session.clock()
+        limit = session.lease / 3
+        if not idle:
+            return limit
+        moments = [m for m in (self._next_timer(), self._next_expiry()) if m is not None]
+        if not moments:
+            return limit
+        return max(0.0, min(limit, min(moments) - now))
+
+    def _count(self, outcome: Outcome) -> None:
         kind, run = outcome
+        tally = self._tally
         tally[kind] += 1
         if run is not None:
             tally["steps_run"] += run.steps_run
             tally["steps_replayed"] += run.steps_replayed
+
+    def _summary(self, started: float, paused: bool) -> RunSummary:
+        return RunSummary(elapsed=self.session.clock() - started, paused=paused, **self._tally)
+
+    def _awaiting_approval(self) -> bool:
+        return bool(self.session.host.projections.decisions.waiting(self.session.name))
 
     def _claimable(self) -> bool:
         tasks = self.session.host.projections.tasks
@@ -267,10 +411,22 @@ class Scheduler:
         return min(timers) if timers else None
 
     def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
-        """Claim the most urgent runnable task: an append at its stream's expected version."""
+        """Claim a most urgent runnable task: an append at its stream's expected version.
+
+        A task ready after a wait comes first, then the queue's head; once another worker won a
+        race for a task, one picked at random among those of the head's priority near it, so
+        that many workers rarely race for the same task again (a lone worker keeps the queue's
+        order exactly).
+        """
         tasks = self.session.host.projections.tasks
+        contended = False
         for _ in range(100):
-            view = self._ready_waiting() or tasks.next_queued(self.session.name)
+            view = self._ready_waiting()
+            if view is None and contended:
+                near = tasks.near_head(self.session.name)
+                view = self._rng.choice(near) if near else None
+            elif view is None:
+                view = tasks.next_queued(self.session.name)
             if view is None:
                 return None
             now = self.session.clock()
@@ -299,15 +455,23 @@ class Scheduler:
                 )
             except VersionConflict:
                 self.session.host.catch_up()  # another worker got there first: look again
+                contended = True
                 continue
             self.session.host.catch_up()
             return view, claim, result.event_ids[0]
         return None
 
-    def _execute(
-        self, view: TaskView, claim: TaskClaimed, claim_id: str
-    ) -> tuple[str, TaskRun | None]:
-        """Run one claimed task to its end, a wait, or a lost lease."""
+    def _execute(self, view: TaskView, claim: TaskClaimed, claim_id: str) -> Outcome:
+        """Run one claimed task to its end, a wait, a lost lease, or its hand-back."""
+        with self._running_lock:
+            self._running += 1
+        try:
+            return self._run_task(view, claim_id)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+
+    def _run_task(self, view: TaskView, claim_id: str) -> Outcome:
         task_id = view.task_id
         stream = task_stream(task_id)
         history = self.session.log.read_stream(stream)
@@ -329,7 +493,10 @@ class Scheduler:
             healer=self.healer,
             sleep=self.session.sleep,
             judge=self.judge,
+            stopping=self.stopping,
         )
+        if self.stopping.is_set():
+            return self._release(run)
         try:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError as exc:
@@ -343,6 +510,8 @@ class Scheduler:
                 CURRENT_RUN.reset(token)
         except Suspended:
             return "waiting", run
+        except Released:
+            return self._release(run)
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run
@@ -357,6 +526,15 @@ class Scheduler:
             return self._finish(
                 run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
             )
+
+    def _release(self, run: TaskRun) -> Outcome:
+        """Hand a running task back (the worker stops): a peer may claim it at once."""
+        try:
+            run.record([TaskReleased(worker=self.session.worker, reason="the worker stopped")])
+        except LeaseLost as lost:
+            logger.info("%s", lost)
+            return "cancelled", run
+        return "released", run
 
     def _next(self, view: TaskView) -> list[Event]:
         """The rulebook's decision on what follows a task that completes (scenario
@@ -392,33 +570,54 @@ class Scheduler:
         return ("succeeded" if isinstance(event, TaskSucceeded) else "failed"), run
 
     def _recover_leases(self) -> int:
-        """Expire the leases of running tasks whose worker is gone.
+        """Expire the claims of running tasks whose worker is gone.
 
         A worker on this host whose process is dead (or an earlier engine of this process)
-        is known to be gone at once; others are gone when their lease ran out.
+        is known to be gone at once; others are gone when their claim's lease and their last
+        heartbeat's have both run out.
         """
-        now = self.session.clock()
+        session = self.session
+        now = session.clock()
         recovered = 0
-        for view in list(self.session.tasks()):
+        for view in list(session.tasks()):
             if view.state != "running":
                 continue
-            gone = now > max(view.lease_until, view.updated_at + self.session.lease)
-            gone = gone or worker_gone(view.worker, self.session.worker)
+            gone = now > self._holds_until(view) or worker_gone(view.worker, session.worker)
             if not gone:
                 continue
             try:
-                self.session.log.append(
+                session.log.append(
                     task_stream(view.task_id),
                     [TaskLeaseExpired(worker=view.worker, lease_until=view.lease_until)],
                     expected_version=view.version,
-                    context=self.session.context,
+                    context=session.context,
                 )
                 recovered += 1
             except VersionConflict:
                 continue
         if recovered:
-            self.session.host.catch_up()
+            session.host.catch_up()
         return recovered
+
+    def _holds_until(self, view: TaskView) -> float:
+        """Until when a running task's claim holds: its lease, the last news of the task, and
+        its worker's last heartbeat, whichever is latest."""
+        workers = self.session.projections.workers
+        return max(
+            view.lease_until,
+            view.updated_at + self.session.lease,
+            workers.holds_until(view.worker),
+        )
+
+    def _next_expiry(self) -> float | None:
+        """When the first claim of a peer on this session's running tasks runs out."""
+        own = self.session.worker
+        moments = [
+            self._holds_until(v)
+            for v in self.session.tasks()
+            if v.state == "running" and v.worker != own
+        ]
+        return min(moments) if moments else None
 
     def _mark_missed(self) -> int:
         missed = 0
@@ -438,3 +637,34 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
+
+
+class _Watcher:
+    """Sets ``wake`` whenever the log may have changed (another process's append), from a
+    thread of its own, while a worker serves."""
+
+    def __init__(self, session: Session, wake: threading.Event) -> None:
+        self.session = session
+        self.wake = wake
+        self._closed = threading.Event()
+        self._watch = session.log.watch()
+        self._thread = threading.Thread(target=self._loop, name="onward-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                changed = self._watch.wait(WATCH_SLICE)
+            except Exception as exc:  # the storage is down: look again shortly
+                logger.warning("watching %s failed: %s", self.session.log.url, exc)
+                changed = False
+                self._closed.wait(WATCH_SLICE)
+            if changed:
+                self.wake.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+        self._watch.close()

@@ -505,3 +505,38 @@ def test_events_of_a_newer_onward_never_stop_replay(
         assert view is not None, "the task must stay visible, so resuming it can refuse"
         assert view.unknown_events == 1
         assert view.version == len(history)
+
+
+def test_a_page_that_fails_part_way_is_folded_again_not_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = MemoryLog()
+    for n in range(6):
+        log.append(
+            f"task-t{n}", [TaskSubmitted(name="job", args=[n], kwargs={})], expected_version=0
+        )
+    host = CatchUp(log, checkpoint_every=0)
+    host.open()
+    for n in range(6):
+        log.append(
+            f"task-t{n}",
+            [TaskClaimed(worker="w", lease_until=1.0, attempt=1), TaskSucceeded(result=n)],
+            expected_version=1,
+        )
+    apply_page = Projections.apply_page
+    calls: list[int] = []
+
+    def fails_half_way(self: Projections, records: list[object]) -> None:
+        calls.append(len(records))
+        if len(calls) == 1:  # the first page: fold half of it, then fail (a crash mid-fold)
+            apply_page(self, records[: len(records) // 2])  # type: ignore[arg-type]
+            raise RuntimeError("the fold failed part-way")
+        apply_page(self, records)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Projections, "apply_page", fails_half_way)
+    with pytest.raises(RuntimeError, match="part-way"):
+        host.catch_up()
+    host.catch_up()  # folds again from the start, rather than apply the first half twice
+    fresh = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False)
+    assert host.projections.snapshot() == fresh.snapshot()
+    assert {t.attempt for t in host.projections.tasks.tasks.values()} == {1}

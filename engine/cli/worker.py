@@ -1,0 +1,134 @@
+"""``onward worker`` and ``onward init``: run a worker service, and create a log ahead of them.
+
+``onward worker MODULE:ENGINE --db URL --workers N`` imports the application's module (where its
+tasks and steps are registered on an engine), then serves that engine's session until SIGTERM
+or SIGINT. The module opens its engine as usual; ``Engine.open()`` without a URL takes the log
+from ``ONWARD_DB`` and the session from ``ONWARD_SESSION``, which this command sets from
+``--db`` and ``--session``. ``ENGINE`` names the engine, or a function that returns one.
+
+``onward init --db URL`` creates the log's tables, so that workers may open it with
+``create=False`` (a missing log is then an error, not a new empty log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from onward.cli.reports import emit_json
+from onward.events import UsageError, open_log
+from onward.runtime.engine import Engine
+
+__all__ = ["add_worker_arguments", "cmd_init", "cmd_worker", "load_engine", "same_log"]
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``onward worker``."""
+    parser.add_argument(
+        "target",
+        metavar="MODULE:ENGINE",
+        help="the module where your tasks are registered, and its engine (or a function that "
+        "returns one), e.g. myapp.jobs:engine",
+    )
+    parser.add_argument("--session", help="the session to serve (sets ONWARD_SESSION)")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="tasks run at once (default 1)"
+    )
+
+
+def load_engine(target: str) -> Engine:
+    """Import ``module:attribute`` (from the current directory too) and return its engine.
+
+    Raises:
+        UsageError: a malformed target, a module that does not import, or an attribute that
+            is not an engine (nor a function returning one).
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"expected MODULE:ENGINE (like myapp.jobs:engine), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        found = getattr(module, attribute)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no {attribute!r}") from None
+    if not isinstance(found, Engine) and callable(found):
+        found = found()
+    if not isinstance(found, Engine):
+        raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
+    return found
+
+
+def same_log(url: str, other: str) -> bool:
+    """Whether two log URLs (or SQLite file paths) name the same log."""
+
+    def canonical(text: str) -> str:
+        if "://" not in text:
+            return "sqlite:///" + str(Path(text).resolve())
+        scheme, _, rest = text.partition("://")
+        if scheme.lower() == "sqlite":
+            path = rest.split("?", 1)[0]
+            return "sqlite:///" + str(Path(path[1:] if path.startswith("/") else path).resolve())
+        netloc, _, tail = rest.partition("/")
+        netloc = netloc.rsplit("@", 1)[-1]  # no user or password
+        return f"{scheme.lower()}://{netloc}/{tail}"
+
+    return canonical(url) == canonical(other)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Serve a session's tasks until SIGTERM or SIGINT."""
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.db:
+        os.environ["ONWARD_DB"] = args.db
+    if args.session:
+        os.environ["ONWARD_SESSION"] = args.session
+    engine = load_engine(args.target)
+    try:
+        if args.db and not same_log(engine.log.url, args.db):
+            raise UsageError(
+                f"{args.target} opened {engine.log.url}, but --db says {args.db}: open the "
+                "engine without a URL (Engine.open() reads ONWARD_DB) or pass the same log"
+            )
+        if args.session and engine.session != args.session:
+            raise UsageError(
+                f"{args.target} opened session {engine.session!r}, but --session says "
+                f"{args.session!r}: open it without a session (Engine.open() reads "
+                "ONWARD_SESSION) or pass the same one"
+            )
+        print(
+            f"onward worker {engine.worker}: serving session {engine.session!r} of "
+            f"{engine.log.url} with {args.workers} worker(s); SIGTERM or Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        summary = engine.serve(workers=args.workers)
+    finally:
+        engine.close()
+    if args.json:
+        emit_json(summary)
+    else:
+        print(
+            f"stopped: {summary.runs} runs, {summary.succeeded} succeeded, {summary.failed} "
+            f"failed, {summary.released} handed back, {summary.recovered} taken over"
+        )
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the log's tables (nothing is appended); safe to run again."""
+    with open_log(args.db if "://" in args.db else f"sqlite:///{args.db}") as log:
+        url, head = log.url, log.head()
+    if args.json:
+        emit_json({"log": url, "head": head})
+    else:
+        print(f"ready: {url} (head {head})")
+    return 0

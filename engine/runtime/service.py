@@ -1,0 +1,77 @@
+"""The worker service: serve a session's tasks until stopped, and stop gracefully on a signal.
+
+:func:`serve` runs :meth:`~onward.runtime.scheduler.Scheduler.serve` and, from the main thread,
+turns the first SIGTERM or SIGINT into a graceful stop (claim nothing more; each running task
+is handed back at its next step, so a peer takes it at once) and a second one into an
+immediate one (``KeyboardInterrupt``: the tasks still running are taken over by a peer once
+their lease runs out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+from onward.runtime.scheduler import RunSummary, Scheduler
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("onward.engine")
+
+#: The signals that stop a worker.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve(
+    scheduler: Scheduler,
+    *,
+    workers: int,
+    stop: threading.Event | None,
+    handle_signals: bool,
+) -> RunSummary:
+    """Serve until ``stop`` is set (or a signal stops it).
+
+    Args:
+        scheduler: the session's scheduler.
+        workers: how many tasks may run at once.
+        stop: set to stop (a new event when None).
+        handle_signals: stop on SIGTERM and SIGINT (only from the main thread).
+
+    Returns:
+        What it did.
+    """
+    stop = stop if stop is not None else threading.Event()
+    reasons: list[str] = []
+    main = threading.current_thread() is threading.main_thread()
+    guard = _signals(stop, reasons) if handle_signals and main else contextlib.nullcontext()
+    with guard:
+        return scheduler.serve(
+            workers=workers,
+            stop=stop,
+            reason=lambda: reasons[0] if reasons else "stopped by the application",
+        )
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event, reasons: list[str]) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the worker gracefully; a second signal stops it at once."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            logger.warning("%s again: stopping at once", name)
+            raise KeyboardInterrupt(name)
+        logger.info("%s: stopping once the steps in flight end", name)
+        reasons.append(name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
