@@ -16,6 +16,7 @@ apart: you misused the API, the log is damaged, the backend failed::
     │   ├── CorruptRecord ................... a record does not decode or its checksum fails
     │   └── UnknownEventType ................ an event from a newer onward, refused where it matters
     └── BackendError (OSError) .............. the database failed or could not be reached
+        └── StorageUnavailable .............. an outage outlasted the log's tolerance
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "LogNotFound",
     "OnwardError",
     "PayloadTooLarge",
+    "StorageUnavailable",
     "UnencodableValue",
     "UnknownEventType",
     "UsageError",
@@ -119,3 +121,19 @@ class UnknownEventType(LogDamaged):
 
 class BackendError(OnwardError, OSError):
     """The storage backend failed or could not be reached."""
+
+
+class StorageUnavailable(BackendError):
+    """The storage stayed unavailable (locked, down, unreachable) for longer than the log's
+    outage tolerance; transient errors before that were retried.
+
+    Nothing committed is lost, and a task under way is not failed: the worker hands its tasks
+    back when it can, and they are runnable again by the next run of any engine.
+
+    Attributes:
+        lasted: how long the outage had lasted when it gave up, in seconds.
+    """
+
+    def __init__(self, message: str, *, lasted: float = 0.0) -> None:
+        super().__init__(message)
+        self.lasted = lasted

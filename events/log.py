@@ -12,6 +12,7 @@ primary key on stream and version), so no read is needed on the common path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from onward.events.exceptions import (
     VersionConflict,
 )
 from onward.events.integrity import Verifier, VerifyReport
+from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
 from onward.events.redaction import Redactor
 from onward.events.watch import PollingWatch, Watch
 
@@ -63,6 +65,7 @@ Clock = Callable[[], float]
 #: ``(position, stream, version, topic, state)`` as a backend returns it.
 StoredRow = tuple[int, str, int, str, bytes]
 _Row = TypeVar("_Row", StoredRow, tuple[int, str, int, bytes])
+_T = TypeVar("_T")
 
 DEFAULT_PAYLOAD_LIMIT = 1024 * 1024
 _HEAD_CACHE_SIZE = 200_000
@@ -176,6 +179,9 @@ class EventLog(ABC):
         redactor: the secret redactor applied to every event before it is written.
         clock: the source of the envelope's time.
         payload_limit: the largest encoded event accepted, in bytes.
+        outage_tolerance: how long, in seconds, appends and reads retry through transient
+            storage errors (a locked file, a restarting server) before they raise
+            :class:`StorageUnavailable` (see :mod:`onward.events.outage`).
     """
 
     def __init__(
@@ -188,6 +194,7 @@ class EventLog(ABC):
         redactor: Redactor | None = None,
         clock: Clock = _time.time,
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+        outage_tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         if payload_limit <= 0:
             raise UsageError(f"payload_limit must be positive, got {payload_limit}")
@@ -198,6 +205,7 @@ class EventLog(ABC):
         self.redactor = redactor or Redactor()
         self.clock = clock
         self.payload_limit = payload_limit
+        self.outage = Outage(url, outage_tolerance)
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
         self._closed = False
@@ -305,7 +313,11 @@ class EventLog(ABC):
         for _ in range(_ANY_VERSION_RETRIES):
             records, resolved, ids, heads = self._encode(appends)
             try:
-                positions = self._insert(records)
+                # Through an outage the same records are inserted again: if an attempt did
+                # commit after all, the next clashes with its own records (already recorded).
+                positions = self.outage.call(
+                    f"append to {resolved[0][0]!r}", functools.partial(self._insert, records)
+                )
             except IntegrityError as exc:
                 clash = self._explain_clash(resolved, ids)
                 if isinstance(clash, AppendResult):
@@ -414,6 +426,14 @@ class EventLog(ABC):
 
     def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         """The version to append after and the checksum it has (the new event's ``prev``)."""
+        try:
+            return self.outage.call(
+                f"append to {stream!r}", lambda: self._select_head_for(stream, expected)
+            )
+        except PersistenceError as exc:
+            raise BackendError(f"append to {self.url} failed: {exc}") from exc
+
+    def _select_head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         if expected is not None and expected < 0:
             raise UsageError(f"stream {stream!r}: expected_version must be >= 0, got {expected}")
         cached = self._heads.get(stream)
@@ -442,7 +462,10 @@ class EventLog(ABC):
         positions: list[int] = []
         versions: dict[str, int] = {}
         for stream, expected, count in resolved:
-            rows = self._select_stream(stream, expected, expected + count)
+            rows = self._read(
+                f"read stream {stream!r}",
+                functools.partial(self._select_stream, stream, expected, expected + count),
+            )
             for row in rows:
                 meta = self.codec.decode(row[1], row[2], row[0], row[3], row[4]).meta
                 recorded_ids.append(meta.event_id)
@@ -455,7 +478,9 @@ class EventLog(ABC):
             )
         for stream, expected, _count in resolved:
             self._forget(stream)
-            last = self._select_stream_head(stream)
+            last = self._read(
+                f"read stream {stream!r}", functools.partial(self._select_stream_head, stream)
+            )
             actual = last.originator_version if last else 0
             if actual != expected:
                 return VersionConflict(stream, expected, actual)
@@ -491,17 +516,28 @@ class EventLog(ABC):
         """
         self._check_open()
         decode = self.codec.decode
-        try:
-            rows = self._select_stream(stream, after, None)
-        except PersistenceError as exc:
-            raise BackendError(f"reading stream {stream!r} from {self.url} failed: {exc}") from exc
+        rows = self._read(
+            f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
+        )
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
 
     def stream_version(self, stream: str) -> int:
         """The current version of a stream (0 when it has no events)."""
         self._check_open()
-        last = self._select_stream_head(stream)
+        last = self._read(f"read stream {stream!r}", lambda: self._select_stream_head(stream))
         return last.originator_version if last else 0
+
+    def _read(self, what: str, select: Callable[[], _T]) -> _T:
+        """A read, retried through an outage.
+
+        Raises:
+            StorageUnavailable: the outage outlasted the tolerance.
+            BackendError: the database failed otherwise.
+        """
+        try:
+            return self.outage.call(what, select)
+        except PersistenceError as exc:
+            raise BackendError(f"{what} from {self.url} failed: {exc}") from exc
 
     def read(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -589,10 +625,9 @@ class EventLog(ABC):
     ) -> Iterator[list[_Row]]:
         position = after
         while True:
-            try:
-                rows = select(position, page_size)
-            except PersistenceError as exc:
-                raise BackendError(f"reading {self.url} failed: {exc}") from exc
+            rows = self._read(
+                f"read after position {position}", functools.partial(select, position, page_size)
+            )
             if upto is not None and rows and rows[-1][0] > upto:
                 rows = [row for row in rows if row[0] <= upto]
                 if rows:
@@ -616,15 +651,12 @@ class EventLog(ABC):
     def head(self) -> int:
         """The position of the last event in the log (0 when empty)."""
         self._check_open()
-        try:
-            return self._select_head()
-        except PersistenceError as exc:
-            raise BackendError(f"reading {self.url} failed: {exc}") from exc
+        return self._read("read the head", self._select_head)
 
     def streams(self) -> list[str]:
         """Every stream id in the log, in order of first appearance."""
         self._check_open()
-        return self._select_streams()
+        return self._read("list the streams", self._select_streams)
 
     def verify(self) -> VerifyReport:
         """Check every record's checksum and every stream's hash chain.
@@ -665,15 +697,18 @@ class EventLog(ABC):
         except IntegrityError:
             logger.debug("checkpoint %s raced with another writer; skipped", checkpoint.name)
         except PersistenceError as exc:
+            if transient(exc):  # a checkpoint only saves time: the next one will do
+                logger.warning("checkpoint %s skipped: %s", checkpoint.name, exc)
+                return
             raise BackendError(f"saving checkpoint {checkpoint.name!r} failed: {exc}") from exc
 
     def load_checkpoint(self, name: str) -> Checkpoint | None:
         """The latest checkpoint saved under ``name``, or None."""
         self._check_open()
-        try:
-            last = self._checkpoints.select_events(name, desc=True, limit=1)
-        except PersistenceError as exc:
-            raise BackendError(f"loading checkpoint {name!r} failed: {exc}") from exc
+        last = self._read(
+            f"load checkpoint {name!r}",
+            functools.partial(self._checkpoints.select_events, name, desc=True, limit=1),
+        )
         if not last:
             return None
         try:

@@ -110,7 +110,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        summary = engine.serve(workers=args.workers)
+        try:
+            summary = engine.serve(workers=args.workers)
+        except KeyboardInterrupt:
+            # A second signal: stop at once, without waiting for the steps in flight (their
+            # tasks are taken over when their lease runs out; nothing committed is lost).
+            print("onward worker: stopped at once", file=sys.stderr, flush=True)
+            os._exit(130)
     finally:
         engine.close()
     if args.json:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from onward.core.batch import Batch
-from onward.events import Context, Event
+from onward.events import BackendError, Context, Event
 
-__all__ = ["LeaseLost", "RunningTask", "Suspended", "error_message"]
+__all__ = ["LeaseLost", "RunningTask", "StorageLost", "Suspended", "error_message"]
 
 #: The longest message a failure records (the log refuses oversized payloads).
 MESSAGE_LIMIT = 4000
@@ -32,6 +32,22 @@ class LeaseLost(BaseException):
     def __init__(self, task_id: str, why: str) -> None:
         super().__init__(f"task {task_id}: {why}")
         self.why = why
+
+
+class StorageLost(BaseException):
+    """The log could not record a task run's events (an outage outlasted the log's tolerance,
+    or the database failed): unwind the run without recording anything, and never as the
+    task's failure.
+
+    A BaseException, so that a task's own ``except Exception`` does not swallow it.
+
+    Attributes:
+        error: the storage error.
+    """
+
+    def __init__(self, error: BackendError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def error_message(exc: BaseException) -> str:

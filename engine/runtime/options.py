@@ -84,6 +84,9 @@ class OpenOptions(EngineOptions, total=False):
         synchronous: SQLite's ``PRAGMA synchronous``: "full" (default), "normal" or "extra".
         busy_timeout: seconds an SQLite writer waits for another process's lock.
         create: create the log when missing (True); False raises ``LogNotFound`` instead.
+        outage_tolerance: how long, in seconds, the engine's own appends and reads retry
+            through transient storage errors (a locked file, a restarting server; 300 by
+            default) before they raise ``StorageUnavailable``.
     """
 
     codec: Codec
@@ -92,6 +95,7 @@ class OpenOptions(EngineOptions, total=False):
     synchronous: str
     busy_timeout: float
     create: bool
+    outage_tolerance: float
 
 
 #: The names of the engine's own options (the rest of :class:`OpenOptions` go to the log).

@@ -26,11 +26,12 @@ from onward.core.errors import (
     StepInterrupted,
     StepMismatch,
 )
-from onward.core.run import LeaseLost, Suspended, error_message
+from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
 from onward.events import (
     Append,
     ApprovalDenied,
     ApprovalGranted,
+    BackendError,
     ComponentFailed,
     Context,
     DecisionMade,
@@ -199,6 +200,7 @@ class TaskRun:
 
         Raises:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
+            StorageLost: the log could not record them.
         """
         try:
             self.log.append(
@@ -207,6 +209,8 @@ class TaskRun:
         except VersionConflict:
             self._explain_conflict()
             raise
+        except BackendError as exc:
+            raise StorageLost(exc) from exc
         self.version += len(events)
 
     def new_batch(self) -> Batch:
@@ -220,6 +224,7 @@ class TaskRun:
 
         Raises:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
+            StorageLost: the log could not record it.
         """
         own = Append(
             stream=self.stream,
@@ -230,12 +235,15 @@ class TaskRun:
             causes=batch.causes,
         )
         try:
-            self.log.commit([own, *batch.also])
-        except VersionConflict as clash:
-            if clash.stream == self.stream or not batch.also:
-                self._explain_conflict()
-                raise
-            self.log.commit([own])
+            try:
+                self.log.commit([own, *batch.also])
+            except VersionConflict as clash:
+                if clash.stream == self.stream or not batch.also:
+                    self._explain_conflict()
+                    raise
+                self.log.commit([own])
+        except BackendError as exc:
+            raise StorageLost(exc) from exc
         self.version += len(batch.events)
 
     def _explain_conflict(self) -> None:

@@ -18,8 +18,9 @@ import msgspec
 
 from onward.core.definitions import TaskDef
 from onward.core.machines import transition
-from onward.core.run import LeaseLost, Suspended, error_message
+from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
 from onward.events import (
+    BackendError,
     Context,
     DecisionMade,
     Event,
@@ -244,9 +245,10 @@ class Scheduler:
         While it waits it wakes up for a change of the log (a submission, an answer, a peer
         that hands a task back: the log's :meth:`~onward.events.EventLog.watch`), for a timer,
         and for the moment a peer's claim runs out (a dead peer's task is taken over within
-        about one lease). Once ``stop`` is set it claims nothing more; each running task is
-        handed back at its next step (:class:`onward.events.TaskReleased`), so a peer takes it
-        at once; then it says the worker stopped (:class:`onward.events.WorkerStopped`).
+        about one lease). While the session is paused it claims nothing and waits for it to
+        be resumed. Once ``stop`` is set it claims nothing more; each running task is handed
+        back at its next step (:class:`onward.events.TaskReleased`), so a peer takes it at
+        once; then it says the worker stopped (:class:`onward.events.WorkerStopped`).
 
         Args:
             workers: how many tasks may run at once (threads of this process).
@@ -255,6 +257,12 @@ class Scheduler:
 
         Returns:
             What it did.
+
+        Raises:
+            StorageUnavailable: the storage stayed unavailable past the log's tolerance; the
+                tasks this worker ran are runnable again (at once for this engine's next run,
+                once their lease runs out for the others').
+            KeyboardInterrupt: a second signal stopped it at once.
         """
         if workers < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
@@ -267,19 +275,17 @@ class Scheduler:
         heartbeat = Heartbeat(session, self.running)
         watcher = _Watcher(session, wake)
         paused = False
+        error: BaseException | None = None
         heartbeat.start()
         watcher.start()
         try:
-            if not self._prepare():
-                paused = True
-            while not stop.is_set() and not paused:
+            self._prepare()
+            while not stop.is_set():
                 with session.lock:
                     session.host.catch_up()
                     self._tally["recovered"] += self._recover_leases()
-                    if self._boundary() == "pause":
-                        paused = True
-                        break
-                    while len(in_flight) < workers and not stop.is_set():
+                    paused = self._boundary() == "pause" or self._paused()
+                    while not paused and len(in_flight) < workers and not stop.is_set():
                         claimed = self._claim_next()
                         if claimed is None:
                             break
@@ -292,20 +298,36 @@ class Scheduler:
                     self._count(future.result())
                 if in_flight and all(f.done() for f in in_flight):
                     continue
-                wake.wait(self._idle_for(idle=len(in_flight) < workers))
+                wake.wait(self._idle_for(idle=len(in_flight) < workers and not paused))
                 wake.clear()
-        finally:
-            self.stopping.set()  # runs still going hand their tasks back at their next step
+        except BaseException as exc:
+            error = exc
+        self.stopping.set()  # runs still going hand their tasks back at their next step
+        if isinstance(error, KeyboardInterrupt):
+            pool.shutdown(wait=False, cancel_futures=True)  # stop at once: leases run out
+        else:
             for future in in_flight:
-                self._count(future.result())
+                try:
+                    self._count(future.result())
+                except BaseException as exc:  # its storage failed too
+                    error = error or exc
             pool.shutdown(wait=True)
-            watcher.close()
+        watcher.close()
+        try:
             heartbeat.stop(
                 reason=reason() or "stopped",
                 released=self._tally["released"],
-                said=not session.closed,
+                said=error is None and not session.closed,
             )
+        except BackendError as exc:
+            error = error or exc
+        if error is not None:
+            raise error
         return self._summary(started, paused)
+
+    def _paused(self) -> bool:
+        view = self.session.view()
+        return view is not None and view.state == "paused"
 
     def running(self) -> int:
         """How many task runs are under way."""
@@ -462,14 +484,24 @@ class Scheduler:
         return None
 
     def _execute(self, view: TaskView, claim: TaskClaimed, claim_id: str) -> Outcome:
-        """Run one claimed task to its end, a wait, a lost lease, or its hand-back."""
+        """Run one claimed task to its end, a wait, a lost lease, or its hand-back.
+
+        Raises:
+            BackendError: the engine's storage failed (StorageUnavailable: an outage outlasted
+                the log's tolerance); nothing was recorded as the task's outcome.
+        """
+        running = self.session.running
         with self._running_lock:
             self._running += 1
+            running.add(view.task_id)
         try:
             return self._run_task(view, claim_id)
+        except StorageLost as lost:
+            raise lost.error from None  # not the task's failure: the run stops
         finally:
             with self._running_lock:
                 self._running -= 1
+                running.discard(view.task_id)
 
     def _run_task(self, view: TaskView, claim_id: str) -> Outcome:
         task_id = view.task_id
@@ -516,6 +548,8 @@ class Scheduler:
             logger.info("%s", lost)
             return "cancelled", run
         except Exception as exc:
+            if _storage_failed(exc):
+                raise  # the engine's own storage failed under the task: not the task's failure
             logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, exc)
             return self._finish(
                 run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
@@ -583,6 +617,9 @@ class Scheduler:
             if view.state != "running":
                 continue
             gone = now > self._holds_until(view) or worker_gone(view.worker, session.worker)
+            # This engine's own claim on a task it does not run now: an earlier run of it
+            # stopped without recording (its storage failed); take the task back at once.
+            gone = gone or (view.worker == session.worker and view.task_id not in session.running)
             if not gone:
                 continue
             try:
@@ -637,6 +674,19 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
+
+
+def _storage_failed(exc: BaseException) -> bool:
+    """Whether an error that reached a task is the engine's storage failing (directly or as
+    the cause of the task's own error)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BackendError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class _Watcher:

@@ -88,6 +88,8 @@ class Session:
         self.lock = threading.RLock()
         self.context = Context(session=name, actor=worker)
         self.closed = False
+        #: The tasks this engine runs now (its other claims are left over from a stopped run).
+        self.running: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------------
 

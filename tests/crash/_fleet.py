@@ -36,7 +36,11 @@ from onward import Engine
 
 STEPS = int(os.environ.get("FLEET_STEPS", "5"))
 HOLD = float(os.environ.get("FLEET_HOLD", "0"))  # seconds step 0 of a "slow" task takes
-engine = Engine.open(lease=float(os.environ.get("FLEET_LEASE", "2.0")), create=False)
+engine = Engine.open(
+    lease=float(os.environ.get("FLEET_LEASE", "2.0")),
+    outage_tolerance=float(os.environ.get("FLEET_TOLERANCE", "300")),
+    create=False,
+)
 JOURNAL = os.path.join(os.environ["FLEET_DIR"], f"journal-{os.getpid()}.txt")
 
 
@@ -99,7 +103,14 @@ class Fleet:
             env["ONWARD_HOST"] = host
         return env
 
-    def start(self, count: int = 1, *, threads: int = 2, host: str | None = None) -> list[int]:
+    def start(
+        self,
+        count: int = 1,
+        *,
+        threads: int = 2,
+        host: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> list[int]:
         """Start ``count`` workers at once; returns their pids."""
         started = []
         for _ in range(count):
@@ -120,7 +131,7 @@ class Fleet:
                     str(threads),
                 ],
                 cwd=self.directory,
-                env=self.env(host),
+                env=self.env(host, **(extra or {})),
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 text=True,

@@ -1,0 +1,137 @@
+"""Riding out storage outages: transient errors are retried, up to a tolerance.
+
+A locked SQLite file (a backup, a migration, another tool holding it past the busy timeout), a
+PostgreSQL server restarting, a dropped connection or a serialization failure is an *outage*,
+not a failure of the work: :class:`Outage` retries the call with exponential back-off until it
+succeeds or the outage has lasted longer than its tolerance, and then raises
+:class:`~onward.events.exceptions.StorageUnavailable`. Other storage errors (a missing table, a
+malformed query) are not retried.
+
+An append retried after an ambiguous failure (the connection dropped during COMMIT: did it
+commit?) writes the same records again, with the same event ids, at the same versions: if the
+first attempt committed, the insert clashes with its own records, and the log says they were
+already recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+
+from onward.events.exceptions import StorageUnavailable, UsageError
+
+__all__ = ["DEFAULT_TOLERANCE", "Outage", "transient"]
+
+logger = logging.getLogger("onward.events")
+
+T = TypeVar("T")
+
+#: How long an outage is ridden out by default, in seconds.
+DEFAULT_TOLERANCE = 300.0
+#: The first pause before a retry, and the longest, in seconds.
+FIRST_PAUSE = 0.05
+LAST_PAUSE = 2.0
+
+# Words of a message that say a SQLite error is a lock or a passing I/O fault, not a mistake.
+_TRANSIENT_SQLITE = ("locked", "busy", "disk i/o error", "unable to open")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a storage error is an outage that may pass (worth retrying)."""
+    if isinstance(exc, InterfaceError):
+        return True  # the connection is gone: a new one may work
+    if isinstance(exc, OperationalError | sqlite3.OperationalError):
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, sqlite3.Error) or isinstance(exc, sqlite3.OperationalError):
+            text = str(cause if isinstance(cause, sqlite3.Error) else exc).lower()
+            return any(word in text for word in _TRANSIENT_SQLITE)
+        return True  # PostgreSQL: a lost or refused connection, a restart, a serialization
+    return False
+
+
+class Outage:
+    """Retries a storage call through transient errors for up to ``tolerance`` seconds.
+
+    Args:
+        url: the log's URL (for messages).
+        tolerance: how long an outage is ridden out, in seconds (0: never retry).
+        sleep: how to wait between tries (``time.sleep``).
+        clock: a monotonic clock (``time.monotonic``).
+
+    Raises:
+        UsageError: a negative or non-finite tolerance.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tolerance: float = DEFAULT_TOLERANCE,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not (isinstance(tolerance, int | float) and 0 <= tolerance < float("inf")):
+            raise UsageError(f"outage_tolerance must be seconds >= 0, got {tolerance!r}")
+        self.url = url
+        self.tolerance = float(tolerance)
+        self._sleep = sleep
+        self._clock = clock
+        # When the current outage began, seen by any thread: calls under way together give up
+        # together, when the outage (not each call) has lasted the tolerance.
+        self._since: float | None = None
+        self._lock = threading.Lock()
+
+    def call(self, what: str, attempt: Callable[[], T]) -> T:
+        """Call ``attempt`` until it returns, retrying transient storage errors.
+
+        Args:
+            what: what the call does, for messages ("append to stream 'task-1'").
+            attempt: the call.
+
+        Returns:
+            What it returned.
+
+        Raises:
+            StorageUnavailable: the outage outlasted the tolerance.
+            PersistenceError: a storage error that is not transient (unchanged, for the
+                caller to translate).
+        """
+        pause = FIRST_PAUSE
+        tries = 0
+        while True:
+            try:
+                result = attempt()
+            except (PersistenceError, sqlite3.OperationalError) as exc:
+                if not transient(exc):
+                    raise
+                now = self._clock()
+                with self._lock:
+                    if self._since is None:
+                        self._since = now
+                        logger.warning("%s: %s is unavailable, retrying: %s", what, self.url, exc)
+                    started = self._since
+                tries += 1
+                lasted = now - started
+                if lasted + pause > self.tolerance:
+                    raise StorageUnavailable(
+                        f"{what}: {self.url} was unavailable for {lasted:.1f} s "
+                        f"({tries} tries; the tolerance is {self.tolerance:g} s): {exc}",
+                        lasted=lasted,
+                    ) from exc
+                self._sleep(pause)
+                pause = min(pause * 2, LAST_PAUSE)
+                continue
+            if self._since is not None:  # the storage answers again: the outage is over
+                with self._lock:
+                    since, self._since = self._since, None
+                if since is not None:
+                    logger.warning(
+                        "%s: %s is back after %.1f s", what, self.url, self._clock() - since
+                    )
+            return result

@@ -1,0 +1,104 @@
+"""PostgreSQL stopped mid-run under a fleet of worker processes (and brought back whatever
+happens): an outage shorter than the workers' tolerance is ridden out and nothing is lost; a
+longer one stops the workers with StorageUnavailable, fails no task, and new workers finish."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onward.events import TaskFailed, open_log
+from tests.crash._fleet import Fleet, Progress, check_log, wait_until
+
+pytestmark = pytest.mark.postgres
+
+CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect"]
+
+
+def cluster(action: str) -> None:
+    versions = sorted(os.listdir("/etc/postgresql"))
+    subprocess.run(
+        [*CLUSTER, versions[-1], "main", action, *(["-m", "fast"] if action == "stop" else [])],
+        check=True,
+        timeout=120,
+    )
+
+
+def ready() -> bool:
+    return (
+        subprocess.run(
+            ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], check=False
+        ).returncode
+        == 0
+    )
+
+
+@pytest.fixture
+def outage() -> Iterator[None]:
+    """Stop the server when the test says; always start it again afterwards."""
+    if not os.path.isdir("/etc/postgresql"):
+        pytest.skip("no local PostgreSQL cluster to stop")  # CI has one: this does not skip
+    try:
+        yield
+    finally:
+        if not ready():
+            cluster("start")
+        wait_until(ready, 60, "PostgreSQL to accept connections")
+
+
+@pytest.mark.parametrize("down", [30.0, 90.0])
+def test_workers_ride_out_a_postgres_outage(
+    postgres_url: str, tmp_path: Path, outage: None, down: float
+) -> None:
+    fleet = Fleet(tmp_path, postgres_url)
+    fleet.hold = 0.0
+    tasks = 400
+    fleet.submit(tasks)
+    fleet.start(2)
+    progress = Progress(postgres_url)
+    try:
+        wait_until(lambda: progress.succeeded() >= tasks // 5, 120, "a fifth of the tasks")
+        cluster("stop")
+        time.sleep(down)
+        cluster("start")
+        wait_until(lambda: progress.succeeded() == tasks, 300, "every task after the outage")
+    finally:
+        progress.close()
+    ended = fleet.stop_all()
+    assert all(code == 0 for code, _ in ended.values()), ended
+    check_log(postgres_url, fleet, tasks)
+
+
+def test_an_outage_past_the_tolerance_stops_the_workers_and_fails_no_task(
+    postgres_url: str, tmp_path: Path, outage: None
+) -> None:
+    fleet = Fleet(tmp_path, postgres_url)
+    fleet.hold = 0.0
+    tasks = 300
+    fleet.submit(tasks)
+    first = fleet.start(2, extra={"FLEET_TOLERANCE": "3"})
+    progress = Progress(postgres_url)
+    try:
+        wait_until(lambda: progress.succeeded() >= tasks // 5, 120, "a fifth of the tasks")
+        cluster("stop")
+        for pid in first:  # past their tolerance, they stop on their own
+            assert fleet.workers[pid].wait(timeout=60) != 0
+            assert "StorageUnavailable" in fleet.stderr(pid) or "unavailable for" in fleet.stderr(
+                pid
+            )
+        cluster("start")
+        wait_until(ready, 60, "PostgreSQL to accept connections")
+        fleet.killed.update(first)  # they stopped mid-step: a step in flight may run again
+        fleet.start(2)
+        wait_until(lambda: progress.succeeded() == tasks, 300, "new workers to finish")
+    finally:
+        progress.close()
+    fleet.stop_all()
+    check_log(postgres_url, fleet, tasks)
+    with open_log(postgres_url) as log:
+        assert not any(isinstance(r.event, TaskFailed) for r in log.read())
