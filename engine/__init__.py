@@ -54,6 +54,7 @@ from onward.core.errors import (
     TaskNotFound,
 )
 from onward.core.machines import diagram, validate
+from onward.events import OnwardError, StorageUnavailable, UsageError
 from onward.healing.breaker import BreakerPolicy
 from onward.healing.fixes import (
     Fix,
@@ -103,6 +104,7 @@ __all__ = [
     "Judgement",
     "NotFinished",
     "NotRegistered",
+    "OnwardError",
     "OpenOptions",
     "Remedy",
     "RetryBudget",
@@ -118,12 +120,14 @@ __all__ = [
     "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
+    "StorageUnavailable",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
     "TaskNotFound",
     "Thresholds",
     "UnknownFix",
+    "UsageError",
     "Verdict",
     "Workaround",
     "default_registry",

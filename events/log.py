@@ -37,6 +37,7 @@ from onward.events.codec import Codec
 from onward.events.codec import checksum_of as _checksum_of
 from onward.events.exceptions import (
     BackendError,
+    OnwardError,
     PayloadTooLarge,
     UsageError,
     VersionConflict,
@@ -157,6 +158,13 @@ def new_event_ids(count: int) -> list[str]:
 
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+#: What :meth:`EventLog._encode` returns: the records, each append's (stream, expected
+#: version, count), the event ids, and each stream's new head.
+_Encoded = tuple[
+    list[StoredEvent], list[tuple[str, int, int]], list[str], dict[str, tuple[int, str]]
+]
 
 
 def _check_event_id(stream: str, event_id: object) -> None:
@@ -332,6 +340,57 @@ class EventLog(ABC):
             versions = self._remember(heads)
             return AppendResult(event_ids=ids, positions=positions, versions=versions)
         raise BackendError(f"append to {self.url}: gave up after {_ANY_VERSION_RETRIES} clashes")
+
+    def commit_groups(self, groups: Sequence[Sequence[Append]]) -> list[AppendResult | OnwardError]:
+        """Commit independent groups of appends in one transaction (one fsync for all): each
+        group is all or nothing at its streams' expected versions, as :meth:`commit` would
+        make it, and a group that cannot be committed does not hold the others back.
+
+        This is the group commit of many tasks whose steps end together: no stream may appear
+        in two groups.
+
+        Returns:
+            Per group, in order, what :meth:`commit` would have returned or raised (a
+            :class:`VersionConflict`, a :class:`UsageError`...).
+
+        Raises:
+            StorageUnavailable: an outage outlasted the tolerance (nothing was committed).
+            BackendError: the database failed otherwise.
+        """
+        self._check_open()
+        results: list[AppendResult | OnwardError | None] = [None] * len(groups)
+        encoded: list[tuple[int, _Encoded]] = []
+        for i, group in enumerate(groups):
+            try:
+                if not group:
+                    raise UsageError("commit() needs at least one Append")
+                encoded.append((i, self._encode(group)))
+            except OnwardError as exc:
+                results[i] = exc
+        records = [record for _, found in encoded for record in found[0]]
+        if records:
+            try:
+                positions = self.outage.call(
+                    f"append of {len(encoded)} groups", functools.partial(self._insert, records)
+                )
+            except IntegrityError:
+                # A group clashed (another worker got there first): each on its own, then.
+                for i, _ in encoded:
+                    try:
+                        results[i] = self.commit(groups[i])
+                    except OnwardError as exc:
+                        results[i] = exc
+                positions = None
+            except PersistenceError as exc:
+                raise BackendError(f"append to {self.url} failed: {exc}") from exc
+            if positions is not None:
+                at = 0
+                for i, (group_records, _resolved, ids, heads) in encoded:
+                    mine = positions[at : at + len(group_records)] if positions else []
+                    at += len(group_records)
+                    versions = self._remember(heads)
+                    results[i] = AppendResult(event_ids=ids, positions=mine, versions=versions)
+        return [r if r is not None else UsageError("nothing to commit") for r in results]
 
     def _encode(
         self, appends: Sequence[Append]

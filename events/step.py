@@ -22,6 +22,8 @@ class StepStarted(Event, frozen=True, kw_only=True):
         attempt: which try of the step this is, from 1.
         idempotency_key: the key the step passes on to external effects (task id + step index),
             so that a re-run after a crash is not done twice.
+        wake_at: for a durable sleep (``engine.sleep``), when it ends, in seconds since the
+            epoch (None for other steps).
     """
 
     family: ClassVar[str] = "step"
@@ -30,6 +32,7 @@ class StepStarted(Event, frozen=True, kw_only=True):
     name: str
     attempt: int = 1
     idempotency_key: str = ""
+    wake_at: float | None = None
 
 
 class StepCompleted(Event, frozen=True, kw_only=True):

@@ -114,12 +114,14 @@ class TaskDef(msgspec.Struct, frozen=True):
         fn: the function.
         priority: the default priority of its tasks.
         signature: the function's signature, to check arguments at submit.
+        is_async: it is an ``async def`` (its runs are awaited).
     """
 
     name: str
     fn: Callable[..., Any]
     priority: Priority
     signature: inspect.Signature
+    is_async: bool = False
 
 
 class StepDef(msgspec.Struct, frozen=True):
@@ -135,6 +137,8 @@ class StepDef(msgspec.Struct, frozen=True):
             location, declared defaults...; see :mod:`onward.healing.remedies`).
         judgement: for an action, its impact, check and undo (see
             :mod:`onward.judgement.actions`); None for a plain step.
+        is_async: it is an ``async def``: only an async task may call it (it is awaited).
+        timeout: seconds it may take before it fails with ``TimeoutError`` (None: no limit).
     """
 
     name: str
@@ -144,3 +148,5 @@ class StepDef(msgspec.Struct, frozen=True):
     breaker: str = ""
     hints: dict[str, Any] = msgspec.field(default_factory=dict)
     judgement: Judgement | None = None
+    is_async: bool = False
+    timeout: float | None = None

@@ -17,6 +17,7 @@ a task's run to :class:`~onward.runtime.run.TaskRun`, the loop to
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import threading
@@ -50,9 +51,16 @@ from onward.runtime.degradations import Degradations
 from onward.runtime.interruptions import Interruptions, log_interruption
 from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, TaskRun
+from onward.runtime.run import (
+    CURRENT_RUN,
+    CURRENT_STEP,
+    TaskRun,
+    drive,
+    drive_async,
+    on_event_loop,
+)
 from onward.runtime.scheduler import RunSummary, Scheduler
-from onward.runtime.service import serve
+from onward.runtime.service import serve, serve_async
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
 from onward.runtime.worker import live, worker_id
@@ -249,11 +257,17 @@ class Engine:
         at_most_once: bool = False,
         breaker: str = "",
         hints: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
-        """Register a function as a durable step: ``@engine.step()``.
+        """Register a function as a durable step: ``@engine.step()``, on a ``def`` or an
+        ``async def``.
 
         Called inside a task, its outcome is recorded once; a re-run of the task returns the
         recorded result without calling it. Called outside a task, it is a plain call.
+
+        An ``async def`` step is awaited, from an ``async def`` task only. A plain step called
+        from an ``async def`` task is awaited too (``await fetch(url)``): it runs in a worker
+        thread, so that the event loop never blocks.
 
         Args:
             name: the name its outcomes are recorded under.
@@ -264,10 +278,19 @@ class Engine:
                 dependency stops calling it while it keeps failing.
             hints: what fixes may use: which parameter is a batch size, a fallback location,
                 declared defaults and alternatives (see :mod:`onward.healing.remedies`).
+            timeout: seconds it may take; then it fails with ``TimeoutError``, a failure like
+                any other (healed, retried, recorded). An ``async def`` step is cancelled; a
+                plain one runs in a thread of its own, which goes on in the background (its
+                late result is ignored).
+
+        Raises:
+            UsageError: a bad timeout, or a generator function.
         """
 
         def register(f: F) -> F:
-            definition = self.registry.add_step(f, name, at_most_once, breaker=breaker, hints=hints)
+            definition = self.registry.add_step(
+                f, name, at_most_once, breaker=breaker, hints=hints, timeout=timeout
+            )
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
@@ -285,8 +308,10 @@ class Engine:
         at_most_once: bool = False,
         breaker: str = "",
         hints: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
-        """Register a function as an action: a durable step run by the engine's confidence.
+        """Register a function as an action: a durable step run by the engine's confidence
+        (``def`` or ``async def``, as for :meth:`step`).
 
         Before its first run in a task the engine scores it (its history, the rule that
         matches it, its reversibility, its impact, past approvals) and runs it immediately,
@@ -305,9 +330,10 @@ class Engine:
             at_most_once: as for :meth:`step`.
             breaker: as for :meth:`step`.
             hints: as for :meth:`step`.
+            timeout: as for :meth:`step`.
 
         Raises:
-            UsageError: an unknown impact.
+            UsageError: an unknown impact, a bad timeout.
         """
         judgement = Judgement(
             impact=impact,
@@ -320,7 +346,13 @@ class Engine:
 
         def register(f: F) -> F:
             definition = self.registry.add_step(
-                f, name, at_most_once, breaker=breaker, hints=hints, judgement=judgement
+                f,
+                name,
+                at_most_once,
+                breaker=breaker,
+                hints=hints,
+                judgement=judgement,
+                timeout=timeout,
             )
             return self._durable(definition)  # type: ignore[return-value]
 
@@ -328,6 +360,12 @@ class Engine:
 
     @staticmethod
     def _durable(definition: StepDef) -> Callable[..., Any]:
+        """The step as its callers call it: durable inside a task, a plain call outside.
+
+        Called on an event loop (in an ``async def`` task) every step call returns an
+        awaitable; elsewhere (a plain task, or a plain step's thread) it runs in place, and an
+        ``async def`` step raises ``UsageError`` at once.
+        """
         fn = definition.fn
 
         @functools.wraps(fn)
@@ -335,6 +373,8 @@ class Engine:
             run = CURRENT_RUN.get()
             if run is None:
                 return fn(*args, **kwargs)
+            if on_event_loop():
+                return run.call_async(definition, args, kwargs)
             return run.call(definition, args, kwargs)
 
         return durable_step
@@ -638,9 +678,10 @@ class Engine:
             UsageError: not inside a step.
         """
         run = self._current_run("idempotency_key()")
-        if run.current_step is None:
+        index = CURRENT_STEP.get()
+        if index is None:
             raise UsageError("idempotency_key() is only available while a step runs")
-        return run.idempotency_key(run.current_step)
+        return run.idempotency_key(index)
 
     @staticmethod
     def _current_run(what: str) -> TaskRun:
@@ -733,6 +774,78 @@ class Engine:
             UsageError: ``workers`` below 1, or the engine is closed.
         """
         return serve(self._scheduler(), workers=workers, stop=stop, handle_signals=handle_signals)
+
+    async def run_async(
+        self, *, concurrency: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
+    ) -> RunSummary:
+        """Run this session's tasks on the running event loop until none is runnable.
+
+        Up to ``concurrency`` tasks run at once: an ``async def`` task is awaited, a plain one
+        runs in a worker thread, and every storage call runs off the loop. The step outcomes of
+        tasks that end together are appended in one transaction (group commit); each task goes
+        on only once its own outcome is durable. Retry waits, breaker cool-downs and
+        :meth:`sleep` are durable timers that keep no slot busy.
+
+        Cancelling it cancels its tasks: each is handed back (``TaskReleased``), and a
+        cancelled await is no step failure.
+
+        Args:
+            concurrency: how many tasks may run at once.
+            max_runs: stop after starting this many task runs.
+            await_approvals: seconds to keep looking for answers while only approvals are
+                left.
+
+        Returns:
+            What the run did.
+        """
+        return await self._scheduler().run_async(
+            concurrency=concurrency, max_runs=max_runs, await_approvals=await_approvals
+        )
+
+    async def serve_async(
+        self,
+        *,
+        concurrency: int = 1,
+        stop: asyncio.Event | None = None,
+        handle_signals: bool = True,
+    ) -> RunSummary:
+        """:meth:`serve` on the running event loop, with up to ``concurrency`` tasks at once
+        (as :meth:`run_async` runs them).
+
+        Args:
+            concurrency: how many tasks may run at once.
+            stop: set it to stop gracefully.
+            handle_signals: the first SIGTERM or SIGINT stops it gracefully, a second at once
+                (when the loop runs in the main thread).
+
+        Returns:
+            What it did.
+        """
+        return await serve_async(
+            self._scheduler(), concurrency=concurrency, stop=stop, handle_signals=handle_signals
+        )
+
+    def sleep(self, seconds: float) -> Any:
+        """Sleep durably inside a task: the task waits (the worker is free meanwhile) and goes
+        on after ``seconds``, across crashes and restarts; a re-run returns at once once the
+        sleep is recorded as over. In an ``async def`` task, await it.
+
+        Args:
+            seconds: how long, >= 0.
+
+        Returns:
+            None, or in an ``async def`` task an awaitable of None.
+
+        Raises:
+            UsageError: outside a task, or a negative or non-finite duration.
+        """
+        run = self._current_run("sleep()")
+        if not (isinstance(seconds, int | float) and 0 <= seconds < float("inf")):
+            raise UsageError(f"sleep() takes seconds >= 0, got {seconds!r}")
+        if on_event_loop():
+            return drive_async(run.sleeping(float(seconds)), run.effect_async)
+        drive(run.sleeping(float(seconds)), run.effect)
+        return None
 
     def _scheduler(self) -> Scheduler:
         return Scheduler(

@@ -8,7 +8,7 @@ from typing import Any
 
 from onward.core.definitions import Judgement, StepDef, TaskDef, default_name, return_type
 from onward.core.errors import NotRegistered
-from onward.events import Priority
+from onward.events import Priority, UsageError
 
 __all__ = ["Registry"]
 
@@ -27,6 +27,7 @@ class Registry:
             fn=fn,
             priority=priority,
             signature=inspect.signature(fn),
+            is_async=inspect.iscoroutinefunction(fn),
         )
         self.tasks[definition.name] = definition
         return definition
@@ -40,8 +41,22 @@ class Registry:
         breaker: str = "",
         hints: dict[str, Any] | None = None,
         judgement: Judgement | None = None,
+        timeout: float | None = None,
     ) -> StepDef:
-        """Register ``fn`` as a step."""
+        """Register ``fn`` as a step.
+
+        Raises:
+            UsageError: a timeout that is not a positive number of seconds, or a function that
+                is an async generator (a step returns one value).
+        """
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 < timeout < float("inf")
+        ):
+            raise UsageError(f"a step's timeout must be positive seconds, got {timeout!r}")
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise UsageError(
+                f"{default_name(fn)} is a generator: a step returns one value (return a list)"
+            )
         definition = StepDef(
             name=name or default_name(fn),
             fn=fn,
@@ -50,6 +65,8 @@ class Registry:
             breaker=breaker,
             hints=dict(hints or {}),
             judgement=judgement,
+            is_async=inspect.iscoroutinefunction(fn),
+            timeout=None if timeout is None else float(timeout),
         )
         self.steps[definition.name] = definition
         return definition

@@ -8,12 +8,17 @@ the function between them; an async call will await it between the same two call
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextvars
 import hashlib
 import threading
-from collections.abc import Callable
+import time
+from asyncio import wait_for
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -49,23 +54,180 @@ from onward.events import (
     TaskCancelled,
     TaskLeaseExpired,
     TaskWaiting,
+    UsageError,
     VersionConflict,
     WorkaroundApplied,
 )
 from onward.healing.fixes import StepCall
 from onward.healing.healer import Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
+from onward.runtime.committer import Committer
+
+T = TypeVar("T")
 
 __all__ = [
     "CURRENT_RUN",
+    "CURRENT_STEP",
+    "SLEEP_STEP",
+    "Blocking",
+    "Commit",
+    "Effect",
+    "Invoke",
+    "Pause",
     "Released",
     "Replayed",
+    "Store",
     "TaskRun",
     "derived_id",
+    "drive",
+    "drive_async",
+    "on_event_loop",
 ]
+
+#: The name a durable sleep (``engine.sleep``) is recorded under in its task's steps.
+SLEEP_STEP = "onward.sleep"
 
 #: The task run of the current thread or coroutine (None outside a task).
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
+#: The index of the step whose function runs in the current thread or coroutine (None between
+#: steps).
+CURRENT_STEP: ContextVar[int | None] = ContextVar("onward_current_step", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """Call the step's function (with the remedied call after a fix)."""
+
+    step: StepDef
+    index: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    remedied: StepCall | None
+
+
+class Blocking:
+    """A call that appends or reads the log (or runs a policy that does): in place on the
+    synchronous path, in a worker thread on the asynchronous one."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn = fn
+        self.args = args
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this many seconds (a fix's delay)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Record a step's outcome (the task's caller continues once it is durable)."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Append to the log in one transaction (shared with other tasks' through the group
+    committer, when there is one)."""
+
+    appends: list[Append]
+
+
+#: What the step protocol asks its driver to do.
+Effect = Invoke | Blocking | Pause | Commit | Store
+
+
+def drive(protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Any]) -> T:
+    """Run the step protocol synchronously: carry out each effect, send back its result (or
+    throw its exception in)."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = protocol.send(result) if error is None else protocol.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            result, error = carry_out(effect), None
+        except BaseException as exc:
+            result, error = None, exc
+
+
+async def drive_async(
+    protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Awaitable[Any]]
+) -> T:
+    """Run the step protocol on the event loop: await each effect."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = protocol.send(result) if error is None else protocol.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            result, error = await carry_out(effect), None
+        except BaseException as exc:
+            result, error = None, exc
+
+
+def call_with_timeout(step: StepDef, effect: Invoke) -> Any:
+    """Call a plain step's function in a thread of its own, and give up waiting after its
+    timeout: a Python thread cannot be stopped, so the body goes on in the background and its
+    late result is ignored (an ``async def`` step is cancelled instead).
+
+    Raises:
+        TimeoutError: it did not return in time (a failure like any other: healed, retried,
+            recorded).
+    """
+    assert step.timeout is not None
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        try:
+            if effect.remedied is None:
+                box["value"] = context.run(step.fn, *effect.args, **effect.kwargs)
+            else:
+                box["value"] = context.run(call_with, step, effect.remedied)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=body, name=f"onward-step-{step.name}", daemon=True).start()
+    if not done.wait(step.timeout):
+        raise TimeoutError(
+            f"step {step.name!r} did not return within its timeout of {step.timeout:g} s"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on an event loop (an ``async def`` task's steps are awaited)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _call_step(effect: Invoke) -> Any:
+    """The step's function with its (or the remedied) arguments; on the synchronous path,
+    with its timeout."""
+    step = effect.step
+    if step.timeout is not None and not step.is_async:
+        return call_with_timeout(step, effect)
+    if effect.remedied is None:
+        return step.fn(*effect.args, **effect.kwargs)
+    return call_with(step, effect.remedied)
 
 
 class Released(BaseException):
@@ -107,6 +269,7 @@ class TaskRun:
         judge: judges actions (None: actions run as plain steps).
         stopping: set when the worker stops: the run hands its task back before its next
             step.
+        committer: shares transactions with other tasks' appends (None: its own).
     """
 
     def __init__(
@@ -122,11 +285,15 @@ class TaskRun:
         sleep: Callable[[float], None] | None = None,
         judge: Judge | None = None,
         stopping: threading.Event | None = None,
+        committer: Committer | None = None,
     ) -> None:
         self.log = log
         self.healer = healer
         self.judge = judge
         self.stopping = stopping
+        self.committer = committer
+        # Steps of an async task may run at once: their appends take turns at the version.
+        self._appending = threading.Lock()
         self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
@@ -135,6 +302,8 @@ class TaskRun:
         self.version = history[-1].version if history else 0
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
+        # Durable sleeps begun before this run: when each ends, by step index.
+        self.wakes: dict[int, float] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
         self.failures: dict[int, int] = {}
         # Per step index: the fixes already tried, the fix whose outcome is still to be
@@ -163,6 +332,8 @@ class TaskRun:
                     )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
+                if event.wake_at is not None:
+                    self.wakes[event.index] = event.wake_at
             elif isinstance(event, FixAttempted) and event.step_index is not None:
                 self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
@@ -189,7 +360,6 @@ class TaskRun:
                 self.answers[event.decision_id] = (isinstance(event, ApprovalGranted), event.note)
         self.index = 0
         self.children = 0
-        self.current_step: int | None = None
         self.steps_run = 0
         self.steps_replayed = 0
 
@@ -202,16 +372,10 @@ class TaskRun:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
             StorageLost: the log could not record them.
         """
-        try:
-            self.log.append(
-                self.stream, events, expected_version=self.version, context=self.context
-            )
-        except VersionConflict:
-            self._explain_conflict()
-            raise
-        except BackendError as exc:
-            raise StorageLost(exc) from exc
-        self.version += len(events)
+        batch = self.new_batch()
+        for event in events:
+            batch.add(event)
+        self.commit(batch)
 
     def new_batch(self) -> Batch:
         """An empty batch whose events are caused by this run's claim unless they say."""
@@ -226,22 +390,41 @@ class TaskRun:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
             StorageLost: the log could not record it.
         """
+        with self._appending:
+            drive(self._committing(batch), self.effect)
+
+    async def commit_async(self, batch: Batch) -> None:
+        """:meth:`commit` from the event loop: the loop never waits for the disk."""
+        if not self._appending.acquire(blocking=False):  # another step of this task appends
+            await asyncio.to_thread(self._appending.acquire)
+        try:
+            await drive_async(self._committing(batch), self.effect_async)
+        finally:
+            self._appending.release()
+
+    def _committing(self, batch: Batch) -> Generator[Effect, Any, None]:
+        """The append of a batch at the run's version, once for both paths (the caller holds
+        the run's append lock)."""
+        cause = self.context.causation_id
+        # A batch of events all caused by the claim, with no other stream: the log's fast path
+        # (no ids asked for: nothing in the batch names another of its events).
+        plain = not batch.also and all(c == cause for c in batch.causes)
         own = Append(
             stream=self.stream,
             events=batch.events,
             expected_version=self.version,
-            event_ids=batch.ids,
+            event_ids=None if plain else batch.ids,
             context=self.context,
-            causes=batch.causes,
+            causes=None if plain else batch.causes,
         )
         try:
             try:
-                self.log.commit([own, *batch.also])
+                yield Store([own, *batch.also])
             except VersionConflict as clash:
                 if clash.stream == self.stream or not batch.also:
-                    self._explain_conflict()
+                    yield Blocking(self._explain_conflict)
                     raise
-                self.log.commit([own])
+                yield Store([own])
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(batch.events)
@@ -333,20 +516,46 @@ class TaskRun:
         raise StepFailedError(recorded.error_type, recorded.message)
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call a step durably (the synchronous path).
+        """Call a step durably (the synchronous path): drive :meth:`protocol` in this thread.
 
-        Without a healer a failure is the step's outcome. With one, a failure may be fixed (the
-        step runs again at once with remedied arguments), retried (the task waits durably and
-        the step runs again when the task re-runs) or given up.
+        Raises:
+            Suspended: the task now waits (a retry's due time, an open breaker).
+            UsageError: an ``async def`` step called from a synchronous task.
+        """
+        if step.is_async:
+            raise UsageError(
+                f"step {step.name!r} is async def, but task {self.task_id} runs synchronously: "
+                "make the task async def and await the step, or make the step a plain def"
+            )
+        return drive(self.protocol(step, args, kwargs), self.effect)
+
+    async def call_async(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call a step durably (the asynchronous path): drive :meth:`protocol` on the event
+        loop, awaiting an ``async def`` step, and running a plain one and every storage call in
+        a worker thread, so that the loop never blocks.
 
         Raises:
             Suspended: the task now waits (a retry's due time, an open breaker).
         """
-        index, recorded = self.begin_step(step)
+        return await drive_async(self.protocol(step, args, kwargs), self.effect_async)
+
+    def protocol(
+        self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Generator[Effect, Any, Any]:
+        """The durable step, once for both paths: it yields what must be done (call the step's
+        function, a storage call, a pause, the commit of its outcome) and is sent the results.
+
+        Without a healer a failure is the step's outcome. With one, a failure may be fixed (the
+        step runs again at once with remedied arguments), retried (the task waits durably and
+        the step runs again when the task re-runs) or given up.
+        """
+        index, recorded = yield Blocking(self.begin_step, step)
         if recorded is not None:
             return self.replay(step, recorded)
         judgement = step.judgement if self.judge is not None else None
-        ruling = None if judgement is None else self._ruling(step, index, judgement)
+        ruling = None
+        if judgement is not None:
+            ruling = yield Blocking(self._ruling, step, index, judgement)
         healer = self.healer
         attempt = self.failures.get(index, 0) + 1
         remedied: StepCall | None = None
@@ -355,27 +564,26 @@ class TaskRun:
             fix, signature = self.fix_in_flight[index]
             outcome = Outcome(action="wait", fix=fix, signature=signature, index=index)
         while True:
-            if healer is not None and step.breaker and healer.before_call(self, step, index):
+            guarded = healer is not None and step.breaker
+            if guarded and (yield Blocking(healer.before_call, self, step, index)):  # type: ignore[union-attr]
                 raise Suspended()
-            self.current_step = index
             started = self.clock()
             try:
-                result = step.fn(*args, **kwargs) if remedied is None else call_with(step, remedied)
+                result = yield Invoke(step, index, args, kwargs, remedied)
                 if ruling is not None:
                     assert judgement is not None
-                    self._check(step, index, judgement, ruling, result)
+                    yield Blocking(self._check, step, index, judgement, ruling, result)
             except Exception as exc:
-                self.current_step = None
                 if ruling is not None and not isinstance(exc, CheckFailed):
-                    self._action_failed(step, index, ruling, error_message(exc))
+                    yield Blocking(self._action_failed, step, index, ruling, error_message(exc))
                 if healer is None:
-                    self.fail_step(step, index, exc)
+                    yield Blocking(self.fail_step, step, index, exc)
                     raise
                 call = remedied or bind_call(step, args, kwargs, attempt)
                 fix = outcome.fix if outcome is not None else ""
                 fix_signature = outcome.signature if outcome is not None else ""
-                outcome = healer.on_failure(
-                    self, step, index, attempt, call, exc, fix, fix_signature
+                outcome = yield Blocking(
+                    healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
                 )
                 attempt += 1
                 if outcome.action == "fix":
@@ -383,12 +591,11 @@ class TaskRun:
                     remedied = outcome.call
                     wait = outcome.until - self.clock()
                     if wait > 0 and self.sleep is not None:
-                        self.sleep(wait)
+                        yield Pause(wait)
                     continue
                 if outcome.action == "wait":
                     raise Suspended() from None
                 raise
-            self.current_step = None
             completed = StepCompleted(
                 index=index,
                 name=step.name,
@@ -397,19 +604,103 @@ class TaskRun:
                 attempt=attempt,
                 dependency=step.breaker,
             )
-            if healer is None and ruling is None:
-                self.record([completed])
-            else:
-                batch = Batch(self.context.causation_id)
-                completed_id = batch.add(completed)
-                if healer is not None:
-                    healer.on_success(self, step, batch, completed_id, outcome)
-                if ruling is not None and self.judge is not None:
-                    self.judge.outcome(
-                        self, step, index, ruling, batch, passed=True, cause=completed_id
-                    )
-                self.commit(batch)
+            batch = Batch(self.context.causation_id)
+            completed_id = batch.add(completed)
+            if healer is not None:
+                healer.on_success(self, step, batch, completed_id, outcome)
+            if ruling is not None and self.judge is not None:
+                self.judge.outcome(
+                    self, step, index, ruling, batch, passed=True, cause=completed_id
+                )
+            yield Commit(batch)
             return result
+
+    def sleeping(self, seconds: float) -> Generator[Effect, Any, None]:
+        """A durable sleep, once for both paths: the first run records when it ends and the
+        task waits (the worker is free meanwhile); the run after that time records that it
+        ended and goes on. It takes a step's place in the task's sequence."""
+        index = self.index
+        self.index += 1
+        recorded = self.outcomes.get(index)
+        if recorded is not None:
+            if recorded.name != SLEEP_STEP:
+                raise StepMismatch(self.task_id, index, recorded.name, SLEEP_STEP)
+            self.steps_replayed += 1
+            return
+        started = self.started.get(index)
+        if started is not None and started != SLEEP_STEP:
+            raise StepMismatch(self.task_id, index, started, SLEEP_STEP)
+        now = self.clock()
+        wake_at = self.wakes.get(index)
+        if wake_at is None:
+            wake_at = now + seconds
+            sleep = StepStarted(
+                index=index,
+                name=SLEEP_STEP,
+                idempotency_key=self.idempotency_key(index),
+                wake_at=wake_at,
+            )
+            waiting = TaskWaiting(reason=f"sleep of {seconds:g} s", until=wake_at)
+            yield Blocking(self.record, [sleep, waiting])
+            raise Suspended()
+        if now < wake_at:  # run again before the time (a person's nudge): wait again
+            yield Blocking(self.record, [TaskWaiting(reason="sleep", until=wake_at)])
+            raise Suspended()
+        self.steps_run += 1
+        done = StepCompleted(index=index, name=SLEEP_STEP, result=None, duration=now - wake_at)
+        yield Blocking(self.record, [done])
+
+    # -- carrying out the protocol's effects ----------------------------------------------
+
+    def effect(self, effect: Effect) -> Any:
+        """Carry out one effect in this thread (the synchronous path)."""
+        if isinstance(effect, Invoke):
+            token = CURRENT_STEP.set(effect.index)
+            try:
+                return _call_step(effect)
+            finally:
+                CURRENT_STEP.reset(token)
+        if isinstance(effect, Blocking):
+            return effect.fn(*effect.args)
+        if isinstance(effect, Pause):
+            assert self.sleep is not None
+            self.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Store):
+            if self.committer is not None:
+                return self.committer.commit(effect.appends)
+            return self.log.commit(effect.appends)
+        self.commit(effect.batch)
+        return None
+
+    async def effect_async(self, effect: Effect) -> Any:
+        """Carry out one effect without blocking the event loop (the asynchronous path)."""
+        if isinstance(effect, Invoke):
+            token = CURRENT_STEP.set(effect.index)
+            try:
+                if effect.step.is_async:
+                    coroutine = _call_step(effect)
+                    timeout = effect.step.timeout
+                    return await (coroutine if timeout is None else wait_for(coroutine, timeout))
+                context = contextvars.copy_context()  # the step sees its task run and index
+                return await asyncio.to_thread(context.run, _call_step, effect)
+            finally:
+                CURRENT_STEP.reset(token)
+        if isinstance(effect, Blocking):
+            context = contextvars.copy_context()
+            return await asyncio.to_thread(context.run, effect.fn, *effect.args)
+        if isinstance(effect, Pause):
+            if self.sleep is None or self.sleep is time.sleep:
+                await asyncio.sleep(effect.seconds)
+            else:
+                self.sleep(effect.seconds)  # an injected clock's sleep: instant
+            return None
+        if isinstance(effect, Store):
+            if self.committer is not None:
+                return await self.committer.commit_async(effect.appends)
+            return await asyncio.to_thread(self.log.commit, effect.appends)
+        await self.commit_async(effect.batch)
+        return None
 
     # -- judged actions --------------------------------------------------------------------
 

@@ -8,11 +8,15 @@ projections after each.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -24,6 +28,8 @@ from onward.events import (
     Context,
     DecisionMade,
     Event,
+    Recorded,
+    TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -40,6 +46,7 @@ from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
 from onward.projections import TaskView, task_stream
 from onward.runtime.boundary import Boundary
+from onward.runtime.committer import Committer
 from onward.runtime.degradations import Degradations
 from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.registry import Registry
@@ -107,6 +114,14 @@ _COUNTS = (
 Outcome = tuple[str, TaskRun | None]
 
 
+class _Begun(NamedTuple):
+    """A claimed task ready to run: its run, its function, its submission."""
+
+    run: TaskRun
+    definition: TaskDef
+    submitted: TaskSubmitted
+
+
 class Scheduler:
     """One :meth:`onward.Engine.run` or :meth:`onward.Engine.serve`: the loop and the task runs
     it starts.
@@ -148,6 +163,8 @@ class Scheduler:
         self._running = 0
         self._running_lock = threading.Lock()
         self._rng = random.Random(session.worker)
+        #: Shares transactions among the appends of tasks that run at once (None: one each).
+        self.committer: Committer | None = None
 
     # -- the two loops ---------------------------------------------------------------------
 
@@ -182,6 +199,8 @@ class Scheduler:
         in_flight: dict[Future[Outcome], str] = {}
         heartbeat = Heartbeat(self.session, self.running)
         heartbeat.start()
+        if pool is not None:
+            self.committer = Committer(self.session.log)  # tasks at once share transactions
         try:
             if not self._prepare():
                 return RunSummary(paused=True)
@@ -233,6 +252,7 @@ class Scheduler:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
+            self._close_committer()
             heartbeat.stop()
         return self._summary(started, paused)
 
@@ -273,7 +293,8 @@ class Scheduler:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="onward")
         in_flight: dict[Future[Outcome], str] = {}
         heartbeat = Heartbeat(session, self.running)
-        watcher = _Watcher(session, wake)
+        watcher = _Watcher(session, wake.set)
+        self.committer = Committer(session.log) if workers > 1 else None
         paused = False
         error: BaseException | None = None
         heartbeat.start()
@@ -313,6 +334,7 @@ class Scheduler:
                     error = error or exc
             pool.shutdown(wait=True)
         watcher.close()
+        self._close_committer()
         try:
             heartbeat.stop(
                 reason=reason() or "stopped",
@@ -332,6 +354,197 @@ class Scheduler:
     def running(self) -> int:
         """How many task runs are under way."""
         return self._running
+
+    # -- the two loops on an event loop ----------------------------------------------------
+
+    async def run_async(
+        self, *, concurrency: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
+    ) -> RunSummary:
+        """:meth:`run` on the event loop: up to ``concurrency`` tasks at once, their step
+        outcomes group-committed; the loop never waits for the disk.
+
+        Returns:
+            What the run did.
+        """
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+        if not await_approvals >= 0:
+            raise UsageError(f"await_approvals must be seconds >= 0, got {await_approvals}")
+        session = self.session
+        session.check_open()
+        started = session.clock()
+        heartbeat = Heartbeat(session, self.running)
+        heartbeat.start()
+        self.committer = Committer(session.log)
+        tasks: set[asyncio.Task[Outcome]] = set()
+        paused = False
+        patience_until: float | None = None
+        try:
+            if not await asyncio.to_thread(self._prepare):
+                return RunSummary(paused=True)
+            while True:
+                left = None if max_runs is None else max_runs - self._tally["runs"]
+                state, claimed = await asyncio.to_thread(
+                    self._round, concurrency - len(tasks), left
+                )
+                if state == "pause":
+                    paused = True
+                    break
+                tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                if tasks:
+                    done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        self._count(task.result())
+                    continue
+                if max_runs is not None and self._tally["runs"] >= max_runs:
+                    break
+                due, claimable, awaiting = await asyncio.to_thread(self._look_ahead)
+                now = session.clock()
+                if due is None:
+                    if claimable:
+                        continue
+                    if await_approvals and awaiting:
+                        if patience_until is None:
+                            patience_until = now + await_approvals
+                        if now < patience_until:
+                            await self._sleep(min(APPROVAL_POLL, patience_until - now))
+                            continue
+                    break
+                patience_until = None
+                await self._sleep(max(0.0, due - now))
+        finally:
+            if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self._close_committer)
+            heartbeat.stop()
+        return self._summary(started, paused)
+
+    async def serve_async(
+        self, *, concurrency: int = 1, stop: asyncio.Event, reason: Callable[[], str]
+    ) -> RunSummary:
+        """:meth:`serve` on the event loop: up to ``concurrency`` tasks at once, until ``stop``
+        is set.
+
+        Returns:
+            What it did.
+        """
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+        session = self.session
+        session.check_open()
+        started = session.clock()
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        heartbeat = Heartbeat(session, self.running)
+        watcher = _Watcher(session, lambda: loop.call_soon_threadsafe(wake.set))
+        self.committer = Committer(session.log)
+        tasks: set[asyncio.Task[Outcome]] = set()
+        paused = False
+        error: BaseException | None = None
+        heartbeat.start()
+        watcher.start()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.to_thread(self._prepare)
+            while not stop.is_set():
+                state, claimed = await asyncio.to_thread(
+                    self._round, concurrency - len(tasks), None, True
+                )
+                paused = state == "pause"
+                tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                idle = await asyncio.to_thread(self._idle_for, idle=len(tasks) < concurrency)
+                waiter = asyncio.create_task(wake.wait())
+                await asyncio.wait(
+                    {*tasks, waiter, stopping}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                wake.clear()
+                for task in [t for t in tasks if t.done()]:
+                    tasks.discard(task)
+                    self._count(task.result())
+        except BaseException as exc:
+            error = exc
+        self.stopping.set()  # runs still going hand their tasks back at their next step
+        stopping.cancel()
+        if isinstance(error, asyncio.CancelledError):
+            for task in tasks:
+                task.cancel()
+        for task in tasks:
+            try:
+                self._count(await task)
+            except BaseException as exc:
+                error = error or exc
+        watcher.close()
+        await asyncio.to_thread(self._close_committer)
+        try:
+            await asyncio.to_thread(
+                heartbeat.stop,
+                reason=reason() or "stopped",
+                released=self._tally["released"],
+                said=error is None and not session.closed,
+            )
+        except BackendError as exc:
+            error = error or exc
+        if error is not None:
+            raise error
+        return self._summary(started, paused)
+
+    async def _execute_async(self, view: TaskView, claim: TaskClaimed, claim_id: str) -> Outcome:
+        """:meth:`_execute` on the event loop."""
+        with self._running_lock:
+            self._running += 1
+        try:
+            return await self._run_task_async(view, claim_id)
+        except StorageLost as lost:
+            raise lost.error from None  # not the task's failure: the run stops
+        finally:
+            with self._running_lock:
+                self._running -= 1
+                self.session.running.discard(view.task_id)
+
+    def _round(
+        self, capacity: int, left: int | None, serving: bool = False
+    ) -> tuple[str, list[tuple[TaskView, TaskClaimed, str]]]:
+        """One turn of an event loop's scheduling (in a worker thread): a task boundary, then
+        claims for the free slots.
+
+        Returns:
+            "pause" when the session is paused (nothing claimed), and what was claimed.
+        """
+        session = self.session
+        claimed: list[tuple[TaskView, TaskClaimed, str]] = []
+        with session.lock:
+            if serving:
+                session.host.catch_up()
+                self._tally["recovered"] += self._recover_leases()
+            if self._boundary() == "pause" or (serving and self._paused()):
+                return "pause", claimed
+            while len(claimed) < capacity and (left is None or len(claimed) < left):
+                found = self._claim_next()
+                if found is None:
+                    break
+                self._tally["runs"] += 1
+                claimed.append(found)
+        return "", claimed
+
+    def _look_ahead(self) -> tuple[float | None, bool, bool]:
+        """When the next timer is due, whether a task is claimable, whether approvals wait."""
+        with self.session.lock:
+            return self._next_timer(), self._claimable(), self._awaiting_approval()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait on the event loop (an injected sleep, a test's fake clock, is called)."""
+        if self.session.sleep is time.sleep:
+            await asyncio.sleep(seconds)
+        else:
+            self.session.sleep(seconds)
+
+    def _close_committer(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+            self.committer = None
 
     # -- the parts -------------------------------------------------------------------------
 
@@ -479,6 +692,8 @@ class Scheduler:
                 self.session.host.catch_up()  # another worker got there first: look again
                 contended = True
                 continue
+            # Ours from now until the run ends: never taken back as a claim left over.
+            self.session.running.add(view.task_id)
             self.session.host.catch_up()
             return view, claim, result.event_ids[0]
         return None
@@ -490,10 +705,8 @@ class Scheduler:
             BackendError: the engine's storage failed (StorageUnavailable: an outage outlasted
                 the log's tolerance); nothing was recorded as the task's outcome.
         """
-        running = self.session.running
         with self._running_lock:
             self._running += 1
-            running.add(view.task_id)
         try:
             return self._run_task(view, claim_id)
         except StorageLost as lost:
@@ -501,9 +714,65 @@ class Scheduler:
         finally:
             with self._running_lock:
                 self._running -= 1
-                running.discard(view.task_id)
+                self.session.running.discard(view.task_id)
 
     def _run_task(self, view: TaskView, claim_id: str) -> Outcome:
+        """Run a claimed task in this thread (an ``async def`` one on an event loop of its
+        own)."""
+        begun = self._begin(view, claim_id)
+        if not isinstance(begun, _Begun):
+            return begun
+        run, definition, submitted = begun
+        token = CURRENT_RUN.set(run)
+        try:
+            if definition.is_async:
+                result = asyncio.run(definition.fn(*submitted.args, **submitted.kwargs))
+            else:
+                result = definition.fn(*submitted.args, **submitted.kwargs)
+        except BaseException as exc:
+            return self._conclude(view, run, error=exc)
+        finally:
+            CURRENT_RUN.reset(token)
+        return self._conclude(view, run, result=result)
+
+    async def _run_task_async(self, view: TaskView, claim_id: str) -> Outcome:
+        """Run a claimed task on the event loop: an ``async def`` one is awaited; a plain one
+        runs in a worker thread; every storage call runs in a worker thread."""
+        begun = await asyncio.to_thread(self._begin, view, claim_id)
+        if not isinstance(begun, _Begun):
+            return begun
+        run, definition, submitted = begun
+        if not definition.is_async:
+            return await asyncio.to_thread(self._run_begun, view, begun)
+        token = CURRENT_RUN.set(run)
+        try:
+            result = await definition.fn(*submitted.args, **submitted.kwargs)
+        except asyncio.CancelledError:
+            # The loop stops (the run was cancelled): hand the task back, as a stopping worker
+            # does, then let the cancellation go on. A cancelled await is no step failure.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(asyncio.to_thread(self._release, run))
+            raise
+        except BaseException as exc:
+            return await asyncio.to_thread(self._conclude, view, run, None, exc)
+        finally:
+            CURRENT_RUN.reset(token)
+        return await asyncio.to_thread(self._conclude, view, run, result)
+
+    def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
+        run, definition, submitted = begun
+        token = CURRENT_RUN.set(run)
+        try:
+            result = definition.fn(*submitted.args, **submitted.kwargs)
+        except BaseException as exc:
+            return self._conclude(view, run, error=exc)
+        finally:
+            CURRENT_RUN.reset(token)
+        return self._conclude(view, run, result=result)
+
+    def _begin(self, view: TaskView, claim_id: str) -> _Begun | Outcome:
+        """Read a claimed task's history and set up its run; or end it at once (the worker
+        stops, or no function is registered under its name)."""
         task_id = view.task_id
         stream = task_stream(task_id)
         history = self.session.log.read_stream(stream)
@@ -526,7 +795,13 @@ class Scheduler:
             sleep=self.session.sleep,
             judge=self.judge,
             stopping=self.stopping,
+            committer=self.committer,
         )
+        if not _still_claimed(history, claim_id):
+            # Between the claim and this run another worker took the task (its lease was
+            # judged out): the run must not append over that.
+            logger.info("task %s: its claim was taken before it ran", task_id)
+            return "cancelled", None
         if self.stopping.is_set():
             return self._release(run)
         try:
@@ -534,32 +809,42 @@ class Scheduler:
         except UsageError as exc:
             run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
             return "failed", run
-        token = CURRENT_RUN.set(run)
-        try:
+        return _Begun(run, definition, submitted)
+
+    def _conclude(
+        self,
+        view: TaskView,
+        run: TaskRun,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> Outcome:
+        """Record how a task run ended: it succeeded or failed, waits, was handed back or lost
+        its claim (the same for both paths).
+
+        Raises:
+            StorageLost: the engine's storage failed under the task: not its failure.
+            BaseException: an interruption of the worker itself (KeyboardInterrupt...).
+        """
+        if error is None:
             try:
-                result = definition.fn(*submitted.args, **submitted.kwargs)
-            finally:
-                CURRENT_RUN.reset(token)
-        except Suspended:
+                return self._finish(run, TaskSucceeded(result=result), self._next(view))
+            except UnencodableValue as exc:
+                return self._finish(
+                    run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
+                )
+        if isinstance(error, Suspended):
             return "waiting", run
-        except Released:
+        if isinstance(error, Released):
             return self._release(run)
-        except LeaseLost as lost:
-            logger.info("%s", lost)
+        if isinstance(error, LeaseLost):
+            logger.info("%s", error)
             return "cancelled", run
-        except Exception as exc:
-            if _storage_failed(exc):
-                raise  # the engine's own storage failed under the task: not the task's failure
-            logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, exc)
-            return self._finish(
-                run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
-            )
-        try:
-            return self._finish(run, TaskSucceeded(result=result), self._next(view))
-        except UnencodableValue as exc:
-            return self._finish(
-                run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
-            )
+        if not isinstance(error, Exception) or _storage_failed(error):
+            raise error  # the worker's own interruption, or its storage: not the task's failure
+        logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, error)
+        return self._finish(
+            run, TaskFailed(error_type=type(error).__name__, message=error_message(error))
+        )
 
     def _release(self, run: TaskRun) -> Outcome:
         """Hand a running task back (the worker stops): a peer may claim it at once."""
@@ -676,6 +961,20 @@ class Scheduler:
         return missed
 
 
+#: What ends a claim on a task.
+_CLAIM_ENDS = (TaskLeaseExpired, TaskReleased, TaskCancelled, TaskSucceeded, TaskFailed)
+
+
+def _still_claimed(history: Sequence[Recorded], claim_id: str) -> bool:
+    """Whether the claim ``claim_id`` is the task's last, and nothing ended it since."""
+    for r in reversed(history):
+        if r.meta.event_id == claim_id:
+            return True
+        if isinstance(r.event, TaskClaimed | _CLAIM_ENDS):
+            return False
+    return False
+
+
 def _storage_failed(exc: BaseException) -> bool:
     """Whether an error that reached a task is the engine's storage failing (directly or as
     the cause of the task's own error)."""
@@ -690,10 +989,10 @@ def _storage_failed(exc: BaseException) -> bool:
 
 
 class _Watcher:
-    """Sets ``wake`` whenever the log may have changed (another process's append), from a
+    """Calls ``wake`` whenever the log may have changed (another process's append), from a
     thread of its own, while a worker serves."""
 
-    def __init__(self, session: Session, wake: threading.Event) -> None:
+    def __init__(self, session: Session, wake: Callable[[], object]) -> None:
         self.session = session
         self.wake = wake
         self._closed = threading.Event()
@@ -712,7 +1011,7 @@ class _Watcher:
                 changed = False
                 self._closed.wait(WATCH_SLICE)
             if changed:
-                self.wake.set()
+                self.wake()
 
     def close(self) -> None:
         self._closed.set()

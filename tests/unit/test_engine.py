@@ -21,6 +21,9 @@ from onward import (
 from onward.events import TaskSubmitted, UsageError, open_log
 from tests.conftest import FakeClock
 
+#: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 
 class Crash(BaseException):
     """Stands for the process dying in the middle of a step: nothing after it is recorded."""
