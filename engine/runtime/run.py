@@ -549,7 +549,10 @@ class TaskRun:
         step runs again at once with remedied arguments), retried (the task waits durably and
         the step runs again when the task re-runs) or given up.
         """
-        index, recorded = yield Blocking(self.begin_step, step)
+        if step.at_most_once:  # its start is recorded first: a storage call
+            index, recorded = yield Blocking(self.begin_step, step)
+        else:  # in memory only
+            index, recorded = self.begin_step(step)
         if recorded is not None:
             return self.replay(step, recorded)
         judgement = step.judgement if self.judge is not None else None
