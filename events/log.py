@@ -32,15 +32,16 @@ from eventsourcing.persistence import (
 )
 
 from onward.events.base import Event, Meta, Recorded
-from onward.events.codec import Codec
+from onward.events.codec import Codec, prev_of
 from onward.events.codec import checksum_of as _checksum_of
 from onward.events.exceptions import (
     BackendError,
+    CorruptRecord,
     PayloadTooLarge,
     UsageError,
     VersionConflict,
 )
-from onward.events.integrity import Verifier, VerifyReport
+from onward.events.integrity import LogHead, Verifier, VerifyReport, check_rows
 from onward.events.redaction import Redactor
 
 __all__ = [
@@ -175,7 +176,13 @@ class EventLog(ABC):
         redactor: the secret redactor applied to every event before it is written.
         clock: the source of the envelope's time.
         payload_limit: the largest encoded event accepted, in bytes.
+        verify_reads: check each record's checksum whenever it is decoded for replay or
+            resume (:meth:`read`, :meth:`read_pages`, :meth:`read_stream`); False trusts the
+            storage and reads faster.
     """
+
+    #: Whether the backend's positions have no gaps, so that a missing one is a removed record.
+    dense_positions = False
 
     def __init__(
         self,
@@ -187,6 +194,7 @@ class EventLog(ABC):
         redactor: Redactor | None = None,
         clock: Clock = _time.time,
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+        verify_reads: bool = True,
     ) -> None:
         if payload_limit <= 0:
             raise UsageError(f"payload_limit must be positive, got {payload_limit}")
@@ -197,6 +205,7 @@ class EventLog(ABC):
         self.redactor = redactor or Redactor()
         self.clock = clock
         self.payload_limit = payload_limit
+        self.verify_reads = verify_reads
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
         self._closed = False
@@ -235,6 +244,14 @@ class EventLog(ABC):
             for row in rows:
                 seen.setdefault(row[1], None)
         return list(seen)
+
+    def _select_log_head(self) -> LogHead | None:
+        """The head record, written with every append (None: this log keeps none).
+
+        A backend that keeps one updates it in the transaction of each insert; PostgreSQL,
+        whose concurrent writers commit out of position order, keeps none for now.
+        """
+        return None
 
     def _prune_checkpoints(self, name: str, below: int) -> None:  # noqa: B027 - optional hook
         """Delete the checkpoints of ``name`` older than version ``below``."""
@@ -418,7 +435,7 @@ class EventLog(ABC):
             last = self._select_stream_head(stream)
             if last is None:
                 return 0, ""
-            return last.originator_version, _checksum_of(last.state)
+            return last.originator_version, _link_to(last.state)
         if expected == 0:
             return 0, ""
         if cached is not None and cached[0] == expected:
@@ -427,7 +444,7 @@ class EventLog(ABC):
         if not rows:
             last = self._select_stream_head(stream)
             raise VersionConflict(stream, expected, last.originator_version if last else 0)
-        return expected, _checksum_of(rows[0][4])
+        return expected, _link_to(rows[0][4])
 
     def _explain_clash(
         self, resolved: list[tuple[str, int, int]], ids: list[str]
@@ -474,15 +491,21 @@ class EventLog(ABC):
 
     # -- reading -------------------------------------------------------------------------
 
-    def read_stream(self, stream: str, *, after: int = 0) -> list[Recorded]:
+    def read_stream(
+        self, stream: str, *, after: int = 0, verify: bool | None = None
+    ) -> list[Recorded]:
         """The events of one stream, in version order.
 
         Args:
             stream: the stream id.
             after: only versions greater than this.
+            verify: check each record's checksum, that the versions follow each other and
+                that each record points at its predecessor's checksum (the log's
+                ``verify_reads`` by default; False to audit a damaged stream).
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode, fails its checksum, or does not follow
+                its predecessor (a removed or rewritten record).
         """
         self._check_open()
         decode = self.codec.decode
@@ -490,6 +513,8 @@ class EventLog(ABC):
             rows = self._select_stream(stream, after, None)
         except PersistenceError as exc:
             raise BackendError(f"reading stream {stream!r} from {self.url} failed: {exc}") from exc
+        if self.verify_reads if verify is None else verify:
+            _check_stream(rows, after)
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
 
     def stream_version(self, stream: str) -> int:
@@ -518,10 +543,12 @@ class EventLog(ABC):
         # inline, in one pass.
         typed = self.codec.typed_decoder
         decode = typed.decode if typed is not None else None
-        slow = self.codec.decode_state
+        slow = self.codec.decode
         errors = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
-        for rows in self._pages(self._select_states, after, upto, page_size):
-            for p, s, v, st in rows:
+        verify = self.verify_reads
+        for rows in self._pages(self._select_page, after, upto, page_size):
+            damage = _first_damage(rows) if verify else None
+            for p, s, v, t, st in rows if damage is None else rows[: damage[0]]:
                 if decode is not None:
                     try:
                         both = decode(st)
@@ -530,7 +557,9 @@ class EventLog(ABC):
                     else:
                         yield Recorded(s, v, p, both.meta, both.event)
                         continue
-                yield slow(p, s, v, st)
+                yield slow(s, v, p, t, st)
+            if damage is not None:
+                raise _corrupt(rows, *damage)
 
     def read_pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -541,7 +570,13 @@ class EventLog(ABC):
             CorruptRecord: a record does not decode.
         """
         decode_page = self.codec.decode_page
+        verify = self.verify_reads
         for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
+            damage = _first_damage(rows) if verify else None
+            if damage is not None:
+                if damage[0]:
+                    yield decode_page(rows[: damage[0]])
+                raise _corrupt(rows, *damage)
             yield decode_page(rows)
 
     def read_states(
@@ -549,7 +584,9 @@ class EventLog(ABC):
     ) -> Iterator[list[tuple[int, str, int, bytes]]]:
         """The stored records after a position, undecoded and without their tag column, a page
         at a time: ``(position, stream, version, state)`` for readers that decode only what
-        they need (the projections); :meth:`Codec.decode_state` decodes one.
+        they need; :meth:`Codec.decode_state` decodes one. Their checksums are not checked
+        (the checksum covers the tag: :meth:`read_rows` and
+        :func:`onward.events.integrity.check_rows` check them).
         """
         return self._pages(self._select_states, after, upto, page_size)
 
@@ -599,6 +636,19 @@ class EventLog(ABC):
                 return
             position = rows[-1][0]
 
+    def head_record(self) -> LogHead | None:
+        """The log's head record: its last position, record count and hash chain, written in
+        the transaction of every append (None: this log keeps none).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        try:
+            return self._select_log_head()
+        except PersistenceError as exc:
+            raise BackendError(f"reading {self.url} failed: {exc}") from exc
+
     def head(self) -> int:
         """The position of the last event in the log (0 when empty)."""
         self._check_open()
@@ -613,16 +663,17 @@ class EventLog(ABC):
         return self._select_streams()
 
     def verify(self) -> VerifyReport:
-        """Check every record's checksum and every stream's hash chain.
+        """Check every record's checksum, every stream's hash chain and the log's head record.
 
         Returns:
-            A report: which records are damaged (stream, version, position, what), and whether
-            the damage is confined to the tail of the log (a torn write) or lies in the middle.
+            A report: which records are damaged or missing (stream, version, position, what),
+            whether the damage is confined to the tail of the log (a torn write) or lies in the
+            middle, and what the head record says (a removed tail or stream breaks it).
         """
-        verifier = Verifier(self.codec)
+        verifier = Verifier(self.codec, self.head_record(), dense=self.dense_positions)
         for rows in self.read_rows(page_size=5000):
             verifier.feed_page(rows)
-        return verifier.finish()
+        return verifier.finish(self.head_record())
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -694,3 +745,52 @@ class EventLog(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def _link_to(state: object) -> str:
+    """The checksum a new record links to, from its predecessor's stored state ("" when that
+    state is damaged beyond reading: ``verify`` reports the damage, not the link)."""
+    return _checksum_of(state) if isinstance(state, bytes) else ""
+
+
+def _first_damage(rows: Sequence[StoredRow]) -> tuple[int, str] | None:
+    """The index of the first row that fails its checksum, and why (None: all pass)."""
+    bad = check_rows(rows)
+    return bad[0] if bad else None
+
+
+def _corrupt(rows: Sequence[StoredRow], index: int, why: str) -> CorruptRecord:
+    position, stream, version, _topic, _state = rows[index]
+    return CorruptRecord(why, stream=str(stream), version=version, position=position)
+
+
+def _check_stream(rows: Sequence[StoredRow], after: int) -> None:
+    """Check the rows of one stream read after version ``after``: checksums, versions one
+    after another, and each record pointing at its predecessor's checksum.
+
+    Raises:
+        CorruptRecord: the first record that fails.
+    """
+    damage = _first_damage(rows)
+    if damage is not None:
+        raise _corrupt(rows, *damage)
+    expected_version = after + 1
+    previous = ""
+    for i, (position, stream, version, _topic, state) in enumerate(rows):
+        if version != expected_version:
+            raise CorruptRecord(
+                f"versions {expected_version}..{version - 1} are missing",
+                stream=stream,
+                version=version,
+                position=position,
+            )
+        if (i or not after) and prev_of(state) != previous:
+            raise CorruptRecord(
+                "does not point at the checksum of the previous version (a removed or "
+                "rewritten record)",
+                stream=stream,
+                version=version,
+                position=position,
+            )
+        previous = _checksum_of(state)
+        expected_version += 1
