@@ -48,10 +48,12 @@ from onward.core.errors import (
     StepFailedError,
     StepInterrupted,
     StepMismatch,
+    StreamDamaged,
     TaskCancelledError,
     TaskError,
     TaskFailedError,
     TaskNotFound,
+    TaskQuarantinedError,
 )
 from onward.core.machines import diagram, validate
 from onward.healing.breaker import BreakerPolicy
@@ -118,10 +120,12 @@ __all__ = [
     "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
+    "StreamDamaged",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
     "TaskNotFound",
+    "TaskQuarantinedError",
     "Thresholds",
     "UnknownFix",
     "Verdict",

@@ -236,6 +236,8 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
         head_record: the records compared with the log's head record.
         damaged_streams: each stream that cannot be trusted from one of its records on, by
             its first bad record, in position order.
+        quarantined: the damaged task streams whose task a person set aside since (filled in
+            by ``onward verify``, which replays the lifecycles).
     """
 
     ok: bool
@@ -246,6 +248,7 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     torn_tail: bool
     head_record: HeadCheck = HeadCheck(status="not tracked")
     damaged_streams: list[StreamDamage] = msgspec.field(default_factory=list)
+    quarantined: list[str] = msgspec.field(default_factory=list)
 
 
 #: The problems that concern one record's own bytes (the others concern the log as a whole).

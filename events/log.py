@@ -778,11 +778,15 @@ def _check_stream(rows: Sequence[StoredRow], after: int) -> None:
     previous = ""
     for i, (position, stream, version, _topic, state) in enumerate(rows):
         if version != expected_version:
+            gap = version > expected_version
             raise CorruptRecord(
-                f"versions {expected_version}..{version - 1} are missing",
+                f"versions {expected_version}..{version - 1} are missing"
+                if gap
+                else f"version {version} comes after version {expected_version - 1}",
                 stream=stream,
                 version=version,
                 position=position,
+                kind="gap" if gap else "order",
             )
         if (i or not after) and prev_of(state) != previous:
             raise CorruptRecord(
@@ -791,6 +795,7 @@ def _check_stream(rows: Sequence[StoredRow], after: int) -> None:
                 stream=stream,
                 version=version,
                 position=position,
+                kind="chain",
             )
         previous = _checksum_of(state)
         expected_version += 1

@@ -68,8 +68,13 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
 
     Appends are the hot path (one per durable step): this skips the pool's interlocking and
     starts each transaction with ``BEGIN IMMEDIATE``, so a writer waits for another process's
-    lock with the busy timeout instead of failing on a lock upgrade. Reads use the pool.
+    lock with the busy timeout instead of failing on a lock upgrade. Reads use the pool. Each
+    append also advances the log's head record, in its own transaction.
     """
+
+    # The benchmark turns it off to measure what the head record costs an append; a log
+    # appended to without it fails verify from then on.
+    _track_head = True
 
     def __init__(self, datastore: SQLiteDatastore, *, busy_timeout: float, synchronous: str):
         super().__init__(datastore, "stored_events")
@@ -125,20 +130,22 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
 
     def _read_head(self, writer: sqlite3.Connection) -> tuple[int, int, int, str] | None:
         """The head record inside the append's transaction (None: this append creates it)."""
+        if not self._track_head:
+            return None
         if not self._head_table:
             writer.execute(_CREATE_HEAD)
         row = writer.execute(_SELECT_HEAD).fetchone()
         return None if row is None else (row[0], row[1], row[2], row[3])
 
-    @staticmethod
     def _write_head(
+        self,
         writer: sqlite3.Connection,
         head: tuple[int, int, int, str] | None,
         stored_events: Sequence[StoredEvent],
         positions: list[int],
     ) -> None:
         """Advance the head record over the records just inserted, in the same transaction."""
-        if not positions:
+        if not positions or not self._track_head:
             return
         chain = advance_chain(
             CHAIN_START if head is None else head[3], (s.state[_CHECKSUM] for s in stored_events)

@@ -378,6 +378,30 @@ class Engine:
         """
         self._tasks.cancel(task_id, reason)
 
+    def quarantine(self, task_id: str, *, reason: str = "", by: str = "") -> TaskView:
+        """Set a task aside for good, so that the rest of the session proceeds.
+
+        For a task whose history cannot be trusted (``state == "damaged"``: a record fails its
+        checksum, was removed, or breaks its lifecycle), one that holds events of a newer
+        onward, or one that is stuck. Appends one ``TaskQuarantined``: the task never runs
+        again, :meth:`result` raises :class:`~onward.core.errors.TaskQuarantinedError`, and a
+        parent waiting for it sees it end. ``onward quarantine TASK`` does the same from a
+        shell.
+
+        Args:
+            task_id: the task.
+            reason: why, for the audit.
+            by: who sets it aside (this engine's worker id by default).
+
+        Returns:
+            The task's view afterwards (state ``quarantined``).
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task has already ended.
+        """
+        return self._tasks.quarantine(task_id, reason, by or self.worker)
+
     def reprioritise(self, task_id: str, priority: Priority | str) -> None:
         """Change the priority of a queued or waiting task.
 

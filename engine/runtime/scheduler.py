@@ -3,6 +3,10 @@
 It decides nothing by mutating state: each claim, lease expiry and missed deadline is an
 append at the task stream's expected version, and it reads the queue back from the
 projections after each.
+
+A task's history is read (every record checked) before the task is claimed: a task whose
+history turns out damaged is marked so in the projections and never claimed, and the run goes
+on with the others. Nor is a task claimed that holds events of a newer onward.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from onward.core.machines import transition
 from onward.core.run import LeaseLost, Suspended, error_message
 from onward.events import (
     Context,
+    CorruptRecord,
     DecisionMade,
     Event,
+    ProblemKind,
+    Recorded,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -30,6 +37,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
+from onward.events.integrity import StreamDamage
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
@@ -242,7 +250,7 @@ class Scheduler:
         ready: list[TaskView] = []
         for task_id in tasks.waiting:
             view = tasks.tasks[task_id]
-            if view.session != self.session.name:
+            if view.session != self.session.name or view.unknown_events:
                 continue
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
@@ -266,13 +274,23 @@ class Scheduler:
         ]
         return min(timers) if timers else None
 
-    def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
-        """Claim the most urgent runnable task: an append at its stream's expected version."""
+    def _claim_next(self) -> tuple[TaskView, TaskClaimed, str, list[Recorded]] | None:
+        """Claim the most urgent runnable task whose history reads back intact: an append at
+        its stream's expected version. Returns the view, the claim, its id and the history
+        before it."""
         tasks = self.session.host.projections.tasks
         for _ in range(100):
             view = self._ready_waiting() or tasks.next_queued(self.session.name)
             if view is None:
                 return None
+            try:
+                history = self.session.log.read_stream(task_stream(view.task_id))
+            except CorruptRecord as damage:
+                self._damaged(view, damage)
+                continue
+            if not history or history[-1].version != view.version:
+                self.session.host.catch_up()  # the projections are behind its stream
+                continue
             now = self.session.clock()
             claim = TaskClaimed(
                 worker=self.session.worker,
@@ -301,16 +319,36 @@ class Scheduler:
                 self.session.host.catch_up()  # another worker got there first: look again
                 continue
             self.session.host.catch_up()
-            return view, claim, result.event_ids[0]
+            return view, claim, result.event_ids[0], history
         return None
 
+    def _damaged(self, view: TaskView, damage: CorruptRecord) -> None:
+        """A task whose history did not read back intact: mark it so, never claim it."""
+        logger.warning(
+            "task %s is not run: its history cannot be trusted: %s (`onward quarantine %s` "
+            "sets it aside)",
+            view.task_id,
+            damage,
+            view.task_id,
+        )
+        self.session.host.projections.mark_damaged(
+            StreamDamage(
+                stream=damage.stream,
+                version=damage.version,
+                position=damage.position,
+                kind=ProblemKind(damage.kind),
+                reason=damage.reason,
+            )
+        )
+        # A fold from an older checkpoint would not see it: save the mark for the next reader.
+        self.session.host.checkpoint()
+
     def _execute(
-        self, view: TaskView, claim: TaskClaimed, claim_id: str
+        self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]
     ) -> tuple[str, TaskRun | None]:
         """Run one claimed task to its end, a wait, or a lost lease."""
         task_id = view.task_id
         stream = task_stream(task_id)
-        history = self.session.log.read_stream(stream)
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
         context = Context(
@@ -330,6 +368,7 @@ class Scheduler:
             sleep=self.session.sleep,
             judge=self.judge,
         )
+        run.version = history[-1].version + 1  # the history was read before the claim
         try:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError as exc:
@@ -400,8 +439,8 @@ class Scheduler:
         now = self.session.clock()
         recovered = 0
         for view in list(self.session.tasks()):
-            if view.state != "running":
-                continue
+            if view.state != "running" or view.unknown_events:
+                continue  # a newer onward's task is left to it
             gone = now > max(view.lease_until, view.updated_at + self.session.lease)
             gone = gone or worker_gone(view.worker, self.session.worker)
             if not gone:
@@ -423,7 +462,7 @@ class Scheduler:
     def _mark_missed(self) -> int:
         missed = 0
         for view in self.session.host.projections.tasks.overdue(self.session.clock()):
-            if view.session != self.session.name or view.deadline is None:
+            if view.session != self.session.name or view.deadline is None or view.unknown_events:
                 continue
             try:
                 self.session.log.append(
