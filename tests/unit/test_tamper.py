@@ -126,7 +126,7 @@ def test_an_edited_step_result_is_refused_and_the_rest_runs(
     ledger = Ledger(tmp_path / "work.db", clock)
     total, other, report = ledger.build(checkpoint=checkpoint)
     assert ledger.seen == [100]
-    ((position, version, topic, state),) = [
+    ((position, version, _topic, state),) = [
         r for r in rows(ledger.path, task_stream(total)) if r[2] == "StepCompleted"
     ]
     assert b'"result":100' in state
@@ -217,6 +217,7 @@ def test_a_damaged_row_in_the_middle_blocks_no_session(
             engine.run()
     assert sorted(ran) == ["a0", "a1", "b1", "c0", "c1"]
     status, out, _ = cli(capsys, "tasks", "--db", str(path), "--json")
+    assert status == 0
     states = {t["task_id"]: t["state"] for t in json.loads(out)["tasks"]}
     assert states[victim] == "damaged"
     assert sorted(states.values()) == ["damaged"] + ["succeeded"] * 5
@@ -286,7 +287,8 @@ def test_verify_sees_a_whole_stream_removed(
     status, report = verify_cli(capsys, path)
     assert status == 1
     missing = [p["position"] for p in report["problems"] if p["kind"] == "missing"]
-    assert missing and set(missing) <= set(gone)
+    assert missing
+    assert set(missing) <= set(gone)
     assert report["head_record"]["found"] == report["head_record"]["count"] - len(gone)
 
 
@@ -497,4 +499,3 @@ def test_the_projections_keep_the_damage_in_a_checkpoint(tmp_path: Path, clock: 
         again = CatchUp(log).open()
         assert again.snapshot() == replayed.snapshot()
         assert list(again.damaged) == [task_stream(victim)]
-
