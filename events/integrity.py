@@ -195,9 +195,9 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     blake2b = hashlib.blake2b
     start, end, prefix = _START, _END, _CHECKSUM_PREFIX
     try:
-        bad = [
-            i
-            for i, (_p, s, v, t, st) in enumerate(rows)
+        failed = [
+            p
+            for p, s, v, t, st in rows
             if blake2b(
                 b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:]), digest_size=16
             )
@@ -207,7 +207,11 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
             or not st.startswith(prefix)
         ]
     except (TypeError, AttributeError, UnicodeEncodeError):
-        bad = list(range(len(rows)))  # a state that is not bytes: the slow check says which
+        failed = None  # a state that is not bytes: the slow check says which
+    if failed == []:
+        return []  # the common case
+    suspects = None if failed is None else set(failed)
+    bad = [i for i, row in enumerate(rows) if suspects is None or row[0] in suspects]
     found: list[tuple[int, str]] = []
     for i in bad:
         _p, s, v, t, st = rows[i]

@@ -132,12 +132,15 @@ class Session:
         caught-up log, and one that finds the session started by another resumes it instead.
 
         An unfinished task that holds events of a newer onward, or whose history is damaged,
-        is not resumed (a warning names it); the session's other tasks are.
+        is not resumed (a warning names it); the session's other tasks are. A log whose newest
+        records were removed (its head record ends past its last record) is reported as an
+        error in the log: a task whose last events were among them would run again.
 
         Raises:
             StreamDamaged: the session's own history cannot be trusted.
         """
         self.host.open()
+        self._check_head()
         stream = session_stream(self.name)
 
         def start_or_resume(projections: Projections) -> list[Event]:
@@ -175,6 +178,22 @@ class Session:
             return [SessionResumed(reason="reopened", recovered_tasks=len(unfinished))]
 
         self.decide(start_or_resume, chain=False)
+
+    def _check_head(self) -> None:
+        """Say when the newest records are gone: two reads, the full check is ``verify``'s."""
+        head = self.log.head_record()
+        if head is None or head.base < 0:
+            return  # not tracked here; a removed head record is verify's to report
+        last = self.log.head()
+        if last < head.position:
+            logger.error(
+                "the log %s ends at position %d but its head record says %d: its newest "
+                "records were removed behind onward's back, and the tasks they belonged to may "
+                "run again; `onward verify` says more",
+                self.log.url,
+                last,
+                head.position,
+            )
 
     def resume(self, reason: str) -> bool:
         """Resume the session after a pause.

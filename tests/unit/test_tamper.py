@@ -499,3 +499,15 @@ def test_the_projections_keep_the_damage_in_a_checkpoint(tmp_path: Path, clock: 
         again = CatchUp(log).open()
         assert again.snapshot() == replayed.snapshot()
         assert list(again.damaged) == [task_stream(victim)]
+
+
+def test_opening_a_log_whose_newest_records_were_removed_says_so(
+    finished: tuple[Path, list[str]], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _ = finished
+    with open_log(f"sqlite:///{path}") as log:
+        head = log.head()
+    raw(path, "DELETE FROM stored_events WHERE rowid > ?", head - 2)
+    with caplog.at_level("ERROR", logger="onward.engine"), open_engine(path, clock):
+        pass
+    assert f"ends at position {head - 2} but its head record says {head}" in caplog.text
