@@ -80,6 +80,8 @@ class OpenOptions(EngineOptions, total=False):
         synchronous: SQLite's ``PRAGMA synchronous``: "full" (default), "normal" or "extra".
         busy_timeout: seconds an SQLite writer waits for another process's lock.
         create: create the log when missing (True); False raises ``LogNotFound`` instead.
+        verify_reads: check each record's checksum whenever it is read for replay or resume
+            (True); False trusts the storage.
     """
 
     codec: Codec
@@ -88,6 +90,7 @@ class OpenOptions(EngineOptions, total=False):
     synchronous: str
     busy_timeout: float
     create: bool
+    verify_reads: bool
 
 
 #: The names of the engine's own options (the rest of :class:`OpenOptions` go to the log).

@@ -511,3 +511,27 @@ def test_opening_a_log_whose_newest_records_were_removed_says_so(
     with caplog.at_level("ERROR", logger="onward.engine"), open_engine(path, clock):
         pass
     assert f"ends at position {head - 2} but its head record says {head}" in caplog.text
+
+
+def test_reads_can_trust_the_storage(tmp_path: Path, clock: FakeClock) -> None:
+    """``verify_reads=False`` (a benchmark's baseline, or storage trusted by other means) decodes
+    without checking: the edited value then reads back as stored."""
+    path = tmp_path / "work.db"
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("task-1", [TaskSubmitted(name="job", args=[100])], expected_version=0)
+    ((position, _, _, state),) = rows(path, "task-1")
+    raw(
+        path,
+        "UPDATE stored_events SET state = ? WHERE rowid = ?",
+        state.replace(b"[100]", b"[999]"),
+        position,
+    )
+    with open_log(f"sqlite:///{path}") as log, pytest.raises(CorruptRecord):
+        log.read_stream("task-1")
+    with open_log(f"sqlite:///{path}", verify_reads=False) as log:
+        (recorded,) = log.read_stream("task-1")
+        assert recorded.event == TaskSubmitted(name="job", args=[999])
+        assert [r.event for r in log.read()] == [recorded.event]
+        assert not log.verify().ok  # verify always checks
+    with Engine.open(f"sqlite:///{path}", session="s", clock=clock, verify_reads=False) as engine:
+        assert engine.log.verify_reads is False
