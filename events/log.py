@@ -8,6 +8,14 @@ the few queries that its database answers faster.
 A stream's versions start at 1 with no gaps. An append states the version it expects the
 stream to be at; the insert of version ``expected + 1`` is what detects a clash (the database's
 primary key on stream and version), so no read is needed on the common path.
+
+Every read that decodes records for replay or resume checks their checksums first
+(``verify_reads``). A backend may keep a **head record** (see :mod:`onward.events.integrity`):
+it advances it over the records of each insert in the insert's own transaction, in position
+order, and returns it from ``_select_log_head``. A backend whose concurrent writers commit out
+of position order (PostgreSQL) cannot do that inside each append; it may advance the head
+lazily instead (a reader, under a lock, linking the records committed since, in position
+order), or keep none: ``verify`` then says "not tracked".
 """
 
 from __future__ import annotations
@@ -536,7 +544,8 @@ class EventLog(ABC):
             page_size: records fetched per query.
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode or fails its checksum (the records before
+                it are yielded first).
         """
         # One record at a time: the objects of the last event are freed and reused at once,
         # which is faster than keeping a whole decoded page alive; and the common case decodes
@@ -567,7 +576,8 @@ class EventLog(ABC):
         """Like :meth:`read`, a page (a list) at a time: the fastest way to fold a long log.
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode or fails its checksum (the records before
+                it are yielded first).
         """
         decode_page = self.codec.decode_page
         verify = self.verify_reads

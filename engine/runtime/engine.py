@@ -179,7 +179,8 @@ class Engine:
         Raises:
             UsageError: an unknown option.
             InvalidURL: an unsupported URL.
-            LogDamaged: the log's history is corrupt or foreign.
+            StreamDamaged: the session's own history cannot be trusted (a damaged task only
+                is not resumed; other sessions open as usual).
         """
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:
@@ -686,6 +687,10 @@ class Engine:
             TaskFailedError: it failed (with the recorded error type and message).
             TaskCancelledError: it was cancelled.
             DeadlineMissed: it missed its deadline.
+            TaskQuarantinedError: a person set it aside.
+            StreamDamaged: its history cannot be trusted (``task_view(id).damage`` says why).
+            CorruptRecord: a record of its stream fails its checksum (found on this read).
+            UnknownEventType: it has not ended and holds events of a newer onward.
         """
         return self._tasks.result(task_id)
 
