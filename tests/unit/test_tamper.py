@@ -535,3 +535,20 @@ def test_reads_can_trust_the_storage(tmp_path: Path, clock: FakeClock) -> None:
         assert not log.verify().ok  # verify always checks
     with Engine.open(f"sqlite:///{path}", session="s", clock=clock, verify_reads=False) as engine:
         assert engine.log.verify_reads is False
+
+
+def test_a_record_that_does_not_decode_is_contained_even_unchecked(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "work.db"
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        for task in ("a", "b", "c"):
+            log.append(f"task-{task}", [TaskSubmitted(name="job")], expected_version=0)
+    ((position, _, _, state),) = rows(path, "task-b")
+    raw(path, "UPDATE stored_events SET state = ? WHERE rowid = ?", state[:40], position)
+    for verify in (True, False):
+        with open_log(f"sqlite:///{path}", verify_reads=verify) as log:
+            projections = CatchUp(log, checkpoint_every=0).open()
+            assert projections.position == log.head()
+            states = {k: v.state for k, v in projections.tasks.tasks.items()}
+            assert states == {"a": "queued", "b": "damaged", "c": "queued"}, verify
