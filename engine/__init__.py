@@ -48,10 +48,12 @@ from onward.core.errors import (
     StepFailedError,
     StepInterrupted,
     StepMismatch,
+    StreamDamaged,
     TaskCancelledError,
     TaskError,
     TaskFailedError,
     TaskNotFound,
+    TaskQuarantinedError,
 )
 from onward.core.machines import diagram, validate
 from onward.events import OnwardError, StorageUnavailable, UsageError
@@ -121,10 +123,12 @@ __all__ = [
     "StepInterrupted",
     "StepMismatch",
     "StorageUnavailable",
+    "StreamDamaged",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
     "TaskNotFound",
+    "TaskQuarantinedError",
     "Thresholds",
     "UnknownFix",
     "UsageError",

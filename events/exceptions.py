@@ -99,13 +99,20 @@ class CorruptRecord(LogDamaged):
     """One stored record does not decode, or its checksum does not match its content.
 
     Attributes:
+        reason: what is wrong with it.
+        kind: "corrupt" (it does not decode or fails its checksum), "gap" (versions before it
+            are missing) or "chain" (it does not point at its predecessor's checksum).
         stream: the record's stream.
         version: its version in that stream.
         position: its global position in the log.
     """
 
-    def __init__(self, message: str, *, stream: str, version: int, position: int) -> None:
+    def __init__(
+        self, message: str, *, stream: str, version: int, position: int, kind: str = "corrupt"
+    ) -> None:
         super().__init__(f"{message} (stream {stream!r}, version {version}, position {position})")
+        self.reason = message
+        self.kind = kind
         self.stream = stream
         self.version = version
         self.position = position

@@ -8,6 +8,14 @@ the few queries that its database answers faster.
 A stream's versions start at 1 with no gaps. An append states the version it expects the
 stream to be at; the insert of version ``expected + 1`` is what detects a clash (the database's
 primary key on stream and version), so no read is needed on the common path.
+
+Every read that decodes records for replay or resume checks their checksums first
+(``verify_reads``). A backend may keep a **head record** (see :mod:`onward.events.integrity`):
+it advances it over the records of each insert in the insert's own transaction, in position
+order, and returns it from ``_select_log_head``. A backend whose concurrent writers commit out
+of position order (PostgreSQL) cannot do that inside each append; it may advance the head
+lazily instead (a reader, under a lock, linking the records committed since, in position
+order), or keep none: ``verify`` then says "not tracked".
 """
 
 from __future__ import annotations
@@ -33,16 +41,17 @@ from eventsourcing.persistence import (
 )
 
 from onward.events.base import Event, Meta, Recorded
-from onward.events.codec import Codec
+from onward.events.codec import Codec, prev_of
 from onward.events.codec import checksum_of as _checksum_of
 from onward.events.exceptions import (
     BackendError,
+    CorruptRecord,
     OnwardError,
     PayloadTooLarge,
     UsageError,
     VersionConflict,
 )
-from onward.events.integrity import Verifier, VerifyReport
+from onward.events.integrity import LogHead, Verifier, VerifyReport, check_rows
 from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
 from onward.events.redaction import Redactor
 from onward.events.watch import PollingWatch, Watch
@@ -190,7 +199,13 @@ class EventLog(ABC):
         outage_tolerance: how long, in seconds, appends and reads retry through transient
             storage errors (a locked file, a restarting server) before they raise
             :class:`StorageUnavailable` (see :mod:`onward.events.outage`).
+        verify_reads: check each record's checksum whenever it is decoded for replay or
+            resume (:meth:`read`, :meth:`read_pages`, :meth:`read_stream`); False trusts the
+            storage and reads faster.
     """
+
+    #: Whether the backend's positions have no gaps, so that a missing one is a removed record.
+    dense_positions = False
 
     def __init__(
         self,
@@ -203,6 +218,7 @@ class EventLog(ABC):
         clock: Clock = _time.time,
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
         outage_tolerance: float = DEFAULT_TOLERANCE,
+        verify_reads: bool = True,
     ) -> None:
         if payload_limit <= 0:
             raise UsageError(f"payload_limit must be positive, got {payload_limit}")
@@ -214,6 +230,7 @@ class EventLog(ABC):
         self.clock = clock
         self.payload_limit = payload_limit
         self.outage = Outage(url, outage_tolerance)
+        self.verify_reads = verify_reads
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
         self._closed = False
@@ -252,6 +269,14 @@ class EventLog(ABC):
             for row in rows:
                 seen.setdefault(row[1], None)
         return list(seen)
+
+    def _select_log_head(self) -> LogHead | None:
+        """The head record, written with every append (None: this log keeps none).
+
+        A backend that keeps one updates it in the transaction of each insert; PostgreSQL,
+        whose concurrent writers commit out of position order, keeps none for now.
+        """
+        return None
 
     def _prune_checkpoints(self, name: str, below: int) -> None:  # noqa: B027 - optional hook
         """Delete the checkpoints of ``name`` older than version ``below``."""
@@ -502,7 +527,7 @@ class EventLog(ABC):
             last = self._select_stream_head(stream)
             if last is None:
                 return 0, ""
-            return last.originator_version, _checksum_of(last.state)
+            return last.originator_version, _link_to(last.state)
         if expected == 0:
             return 0, ""
         if cached is not None and cached[0] == expected:
@@ -511,7 +536,7 @@ class EventLog(ABC):
         if not rows:
             last = self._select_stream_head(stream)
             raise VersionConflict(stream, expected, last.originator_version if last else 0)
-        return expected, _checksum_of(rows[0][4])
+        return expected, _link_to(rows[0][4])
 
     def _explain_clash(
         self, resolved: list[tuple[str, int, int]], ids: list[str]
@@ -563,21 +588,29 @@ class EventLog(ABC):
 
     # -- reading -------------------------------------------------------------------------
 
-    def read_stream(self, stream: str, *, after: int = 0) -> list[Recorded]:
+    def read_stream(
+        self, stream: str, *, after: int = 0, verify: bool | None = None
+    ) -> list[Recorded]:
         """The events of one stream, in version order.
 
         Args:
             stream: the stream id.
             after: only versions greater than this.
+            verify: check each record's checksum, that the versions follow each other and
+                that each record points at its predecessor's checksum (the log's
+                ``verify_reads`` by default; False to audit a damaged stream).
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode, fails its checksum, or does not follow
+                its predecessor (a removed or rewritten record).
         """
         self._check_open()
         decode = self.codec.decode
         rows = self._read(
             f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
         )
+        if self.verify_reads if verify is None else verify:
+            _check_stream(rows, after)
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
 
     def stream_version(self, stream: str) -> int:
@@ -611,17 +644,20 @@ class EventLog(ABC):
             page_size: records fetched per query.
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode or fails its checksum (the records before
+                it are yielded first).
         """
         # One record at a time: the objects of the last event are freed and reused at once,
         # which is faster than keeping a whole decoded page alive; and the common case decodes
         # inline, in one pass.
         typed = self.codec.typed_decoder
         decode = typed.decode if typed is not None else None
-        slow = self.codec.decode_state
+        slow = self.codec.decode
         errors = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
-        for rows in self._pages(self._select_states, after, upto, page_size):
-            for p, s, v, st in rows:
+        verify = self.verify_reads
+        for rows in self._pages(self._select_page, after, upto, page_size):
+            damage = _first_damage(rows) if verify else None
+            for p, s, v, t, st in rows if damage is None else rows[: damage[0]]:
                 if decode is not None:
                     try:
                         both = decode(st)
@@ -630,7 +666,9 @@ class EventLog(ABC):
                     else:
                         yield Recorded(s, v, p, both.meta, both.event)
                         continue
-                yield slow(p, s, v, st)
+                yield slow(s, v, p, t, st)
+            if damage is not None:
+                raise _corrupt(rows, *damage)
 
     def read_pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -638,10 +676,17 @@ class EventLog(ABC):
         """Like :meth:`read`, a page (a list) at a time: the fastest way to fold a long log.
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode or fails its checksum (the records before
+                it are yielded first).
         """
         decode_page = self.codec.decode_page
+        verify = self.verify_reads
         for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
+            damage = _first_damage(rows) if verify else None
+            if damage is not None:
+                if damage[0]:
+                    yield decode_page(rows[: damage[0]])
+                raise _corrupt(rows, *damage)
             yield decode_page(rows)
 
     def read_states(
@@ -649,7 +694,9 @@ class EventLog(ABC):
     ) -> Iterator[list[tuple[int, str, int, bytes]]]:
         """The stored records after a position, undecoded and without their tag column, a page
         at a time: ``(position, stream, version, state)`` for readers that decode only what
-        they need (the projections); :meth:`Codec.decode_state` decodes one.
+        they need; :meth:`Codec.decode_state` decodes one. Their checksums are not checked
+        (the checksum covers the tag: :meth:`read_rows` and
+        :func:`onward.events.integrity.check_rows` check them).
         """
         return self._pages(self._select_states, after, upto, page_size)
 
@@ -707,6 +754,16 @@ class EventLog(ABC):
         self._check_open()
         return self._watch()
 
+    def head_record(self) -> LogHead | None:
+        """The log's head record: its last position, record count and hash chain, written in
+        the transaction of every append (None: this log keeps none).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        return self._read("read the head record", self._select_log_head)
+
     def head(self) -> int:
         """The position of the last event in the log (0 when empty)."""
         self._check_open()
@@ -718,16 +775,17 @@ class EventLog(ABC):
         return self._read("list the streams", self._select_streams)
 
     def verify(self) -> VerifyReport:
-        """Check every record's checksum and every stream's hash chain.
+        """Check every record's checksum, every stream's hash chain and the log's head record.
 
         Returns:
-            A report: which records are damaged (stream, version, position, what), and whether
-            the damage is confined to the tail of the log (a torn write) or lies in the middle.
+            A report: which records are damaged or missing (stream, version, position, what),
+            whether the damage is confined to the tail of the log (a torn write) or lies in the
+            middle, and what the head record says (a removed tail or stream breaks it).
         """
-        verifier = Verifier(self.codec)
+        verifier = Verifier(self.codec, self.head_record(), dense=self.dense_positions)
         for rows in self.read_rows(page_size=5000):
             verifier.feed_page(rows)
-        return verifier.finish()
+        return verifier.finish(self.head_record())
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -802,3 +860,57 @@ class EventLog(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def _link_to(state: object) -> str:
+    """The checksum a new record links to, from its predecessor's stored state ("" when that
+    state is damaged beyond reading: ``verify`` reports the damage, not the link)."""
+    return _checksum_of(state) if isinstance(state, bytes) else ""
+
+
+def _first_damage(rows: Sequence[StoredRow]) -> tuple[int, str] | None:
+    """The index of the first row that fails its checksum, and why (None: all pass)."""
+    bad = check_rows(rows)
+    return bad[0] if bad else None
+
+
+def _corrupt(rows: Sequence[StoredRow], index: int, why: str) -> CorruptRecord:
+    position, stream, version, _topic, _state = rows[index]
+    return CorruptRecord(why, stream=str(stream), version=version, position=position)
+
+
+def _check_stream(rows: Sequence[StoredRow], after: int) -> None:
+    """Check the rows of one stream read after version ``after``: checksums, versions one
+    after another, and each record pointing at its predecessor's checksum.
+
+    Raises:
+        CorruptRecord: the first record that fails.
+    """
+    damage = _first_damage(rows)
+    if damage is not None:
+        raise _corrupt(rows, *damage)
+    expected_version = after + 1
+    previous = ""
+    for i, (position, stream, version, _topic, state) in enumerate(rows):
+        if version != expected_version:
+            gap = version > expected_version
+            raise CorruptRecord(
+                f"versions {expected_version}..{version - 1} are missing"
+                if gap
+                else f"version {version} comes after version {expected_version - 1}",
+                stream=stream,
+                version=version,
+                position=position,
+                kind="gap" if gap else "order",
+            )
+        if (i or not after) and prev_of(state) != previous:
+            raise CorruptRecord(
+                "does not point at the checksum of the previous version (a removed or "
+                "rewritten record)",
+                stream=stream,
+                version=version,
+                position=position,
+                kind="chain",
+            )
+        previous = _checksum_of(state)
+        expected_version += 1

@@ -16,6 +16,7 @@ __all__ = [
     "TaskFailed",
     "TaskLeaseExpired",
     "TaskProgressed",
+    "TaskQuarantined",
     "TaskReleased",
     "TaskReprioritised",
     "TaskSubmitted",
@@ -193,3 +194,24 @@ class TaskCancelled(Event, frozen=True, kw_only=True):
     family: ClassVar[str] = "task"
 
     reason: str = ""
+
+
+class TaskQuarantined(Event, frozen=True, kw_only=True):
+    """A person set the task aside: it never runs again, and the rest of its session goes on.
+
+    For a task whose history cannot be trusted (a record fails its checksum, or its lifecycle
+    does not allow it), one that holds events of a newer onward, or one that is stuck. It ends
+    the task (state ``quarantined``), from queued, running or waiting, and also in a stream
+    whose history is damaged, where it is the one event the projections still fold.
+
+    Attributes:
+        reason: why, for the audit.
+        by: who set it aside.
+        damage: what was wrong with its history ("" when it was not damaged).
+    """
+
+    family: ClassVar[str] = "task"
+
+    reason: str = ""
+    by: str = ""
+    damage: str = ""

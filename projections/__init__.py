@@ -14,6 +14,7 @@ from onward.projections.lifecycle import (
 )
 from onward.projections.session import SessionProjection, SessionView, session_stream
 from onward.projections.task import TaskProjection, TaskView, task_stream
+from onward.projections.verification import verify_log
 
 __all__ = [
     "BREAKER",
@@ -30,4 +31,5 @@ __all__ = [
     "Transition",
     "session_stream",
     "task_stream",
+    "verify_log",
 ]

@@ -6,7 +6,8 @@ projections fold with (live and in replay), and — in :mod:`onward.core.machine
 
 An event that the table does not allow in the current state is a corrupt or foreign history:
 :meth:`Lifecycle.evolve` raises :class:`IllegalTransition` naming the stream, version and
-states.
+states, and the projections mark that stream damaged (its task, session or breaker unusable)
+while every other stream folds on.
 """
 
 from __future__ import annotations
@@ -136,10 +137,12 @@ _WORKING = (
 )
 
 #: A task: queued until claimed, running until it ends or waits, waiting until its condition
-#: holds and a worker claims it again.
+#: holds and a worker claims it again. A person may quarantine it (set it aside for good) from
+#: any state that has not ended; the projections also fold a ``TaskQuarantined`` in a stream
+#: whose history is damaged, whatever state it was in.
 TASK = Lifecycle(
     "task",
-    ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "missed"),
+    ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "missed", "quarantined"),
     (
         Transition("TaskSubmitted", ("new",), "queued"),
         Transition("TaskReprioritised", ("queued", "waiting")),
@@ -156,8 +159,9 @@ TASK = Lifecycle(
         Transition("TaskFailed", ("running", "waiting"), "failed"),
         Transition("TaskCancelled", ("queued", "running", "waiting"), "cancelled"),
         Transition("TaskDeadlineMissed", ("queued", "waiting"), "missed"),
+        Transition("TaskQuarantined", ("queued", "running", "waiting"), "quarantined"),
     ),
-    terminal=("succeeded", "failed", "cancelled", "missed"),
+    terminal=("succeeded", "failed", "cancelled", "missed", "quarantined"),
 )
 
 #: A session: active from its start, paused and resumed, ended (and resumed again if reopened).

@@ -37,6 +37,7 @@ from onward.events.task import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
     TaskSubmitted,
@@ -146,6 +147,7 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         TaskFailed, error_type=_type_names, message=_texts, signature=_signatures
     ),
     TaskCancelled: st.builds(TaskCancelled, reason=_texts),
+    TaskQuarantined: st.builds(TaskQuarantined, reason=_texts, by=_names, damage=_texts),
 }
 
 _STEP: dict[type[Event], SearchStrategy[Event]] = {

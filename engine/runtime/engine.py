@@ -193,7 +193,8 @@ class Engine:
         Raises:
             UsageError: an unknown option.
             InvalidURL: an unsupported URL.
-            LogDamaged: the log's history is corrupt or foreign.
+            StreamDamaged: the session's own history cannot be trusted (a damaged task only
+                is not resumed; other sessions open as usual).
         """
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:
@@ -427,6 +428,30 @@ class Engine:
             InvalidTransition: the task has already ended.
         """
         self._tasks.cancel(task_id, reason)
+
+    def quarantine(self, task_id: str, *, reason: str = "", by: str = "") -> TaskView:
+        """Set a task aside for good, so that the rest of the session proceeds.
+
+        For a task whose history cannot be trusted (``state == "damaged"``: a record fails its
+        checksum, was removed, or breaks its lifecycle), one that holds events of a newer
+        onward, or one that is stuck. Appends one ``TaskQuarantined``: the task never runs
+        again, :meth:`result` raises :class:`~onward.core.errors.TaskQuarantinedError`, and a
+        parent waiting for it sees it end. ``onward quarantine TASK`` does the same from a
+        shell.
+
+        Args:
+            task_id: the task.
+            reason: why, for the audit.
+            by: who sets it aside (this engine's worker id by default).
+
+        Returns:
+            The task's view afterwards (state ``quarantined``).
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task has already ended.
+        """
+        return self._tasks.quarantine(task_id, reason, by or self.worker)
 
     def reprioritise(self, task_id: str, priority: Priority | str) -> None:
         """Change the priority of a queued or waiting task.
@@ -713,6 +738,10 @@ class Engine:
             TaskFailedError: it failed (with the recorded error type and message).
             TaskCancelledError: it was cancelled.
             DeadlineMissed: it missed its deadline.
+            TaskQuarantinedError: a person set it aside.
+            StreamDamaged: its history cannot be trusted (``task_view(id).damage`` says why).
+            CorruptRecord: a record of its stream fails its checksum (found on this read).
+            UnknownEventType: it has not ended and holds events of a newer onward.
         """
         return self._tasks.result(task_id)
 

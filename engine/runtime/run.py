@@ -53,6 +53,7 @@ from onward.events import (
     Strategy,
     TaskCancelled,
     TaskLeaseExpired,
+    TaskQuarantined,
     TaskWaiting,
     UsageError,
     VersionConflict,
@@ -435,6 +436,8 @@ class TaskRun:
                 raise LeaseLost(self.task_id, "cancelled while running") from None
             if isinstance(r.event, TaskLeaseExpired):
                 raise LeaseLost(self.task_id, "its lease expired and was taken") from None
+            if isinstance(r.event, TaskQuarantined):
+                raise LeaseLost(self.task_id, "quarantined while running") from None
 
     # -- the step protocol -----------------------------------------------------------------
 

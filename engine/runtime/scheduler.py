@@ -4,6 +4,10 @@ while serving, for new work.
 They decide nothing by mutating state: each claim, lease expiry, hand-back and missed deadline
 is an append at the task stream's expected version, and they read the queue back from the
 projections after each.
+
+A task's history is read (every record checked) before the task is claimed: a task whose
+history turns out damaged is marked so in the projections and never claimed, and the run goes
+on with the others. Nor is a task claimed that holds events of a newer onward.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
 from onward.events import (
     BackendError,
     Context,
+    CorruptRecord,
     DecisionMade,
     Event,
+    ProblemKind,
     Recorded,
-    TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -41,6 +46,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
+from onward.events.integrity import StreamDamage
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
@@ -112,6 +118,16 @@ _COUNTS = (
 
 #: An outcome of one task run: how it ended, and the run (for its step counts).
 Outcome = tuple[str, TaskRun | None]
+
+
+class Claimed(NamedTuple):
+    """A task this worker just claimed: its view, the claim, the claim's id, and the history
+    read (intact) before it."""
+
+    view: TaskView
+    claim: TaskClaimed
+    claim_id: str
+    history: list[Recorded]
 
 
 class _Begun(NamedTuple):
@@ -491,12 +507,14 @@ class Scheduler:
             raise error
         return self._summary(started, paused)
 
-    async def _execute_async(self, view: TaskView, claim: TaskClaimed, claim_id: str) -> Outcome:
+    async def _execute_async(
+        self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]
+    ) -> Outcome:
         """:meth:`_execute` on the event loop."""
         with self._running_lock:
             self._running += 1
         try:
-            return await self._run_task_async(view, claim_id)
+            return await self._run_task_async(view, claim_id, history)
         except StorageLost as lost:
             raise lost.error from None  # not the task's failure: the run stops
         finally:
@@ -506,7 +524,7 @@ class Scheduler:
 
     def _round(
         self, capacity: int, left: int | None, serving: bool = False
-    ) -> tuple[str, list[tuple[TaskView, TaskClaimed, str]]]:
+    ) -> tuple[str, list[Claimed]]:
         """One turn of an event loop's scheduling (in a worker thread): a task boundary, then
         claims for the free slots.
 
@@ -514,7 +532,7 @@ class Scheduler:
             "pause" when the session is paused (nothing claimed), and what was claimed.
         """
         session = self.session
-        claimed: list[tuple[TaskView, TaskClaimed, str]] = []
+        claimed: list[Claimed] = []
         with session.lock:
             if serving:
                 session.host.catch_up()
@@ -621,7 +639,7 @@ class Scheduler:
         ready: list[TaskView] = []
         for task_id in tasks.waiting:
             view = tasks.tasks[task_id]
-            if view.session != self.session.name:
+            if view.session != self.session.name or view.unknown_events:
                 continue
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
@@ -645,8 +663,10 @@ class Scheduler:
         ]
         return min(timers) if timers else None
 
-    def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
-        """Claim a most urgent runnable task: an append at its stream's expected version.
+    def _claim_next(self) -> Claimed | None:
+        """Claim a most urgent runnable task whose history reads back intact: an append at its
+        stream's expected version. Returns the view, the claim, its id and the history before
+        it.
 
         A task ready after a wait comes first, then the queue's head; once another worker won a
         race for a task, one picked at random among those of the head's priority near it, so
@@ -664,6 +684,14 @@ class Scheduler:
                 view = tasks.next_queued(self.session.name)
             if view is None:
                 return None
+            try:
+                history = self.session.log.read_stream(task_stream(view.task_id))
+            except CorruptRecord as damage:
+                self._damaged(view, damage)
+                continue
+            if not history or history[-1].version != view.version:
+                self.session.host.catch_up()  # the projections are behind its stream
+                continue
             now = self.session.clock()
             claim = TaskClaimed(
                 worker=self.session.worker,
@@ -695,10 +723,33 @@ class Scheduler:
             # Ours from now until the run ends: never taken back as a claim left over.
             self.session.running.add(view.task_id)
             self.session.host.catch_up()
-            return view, claim, result.event_ids[0]
+            return Claimed(view, claim, result.event_ids[0], history)
         return None
 
-    def _execute(self, view: TaskView, claim: TaskClaimed, claim_id: str) -> Outcome:
+    def _damaged(self, view: TaskView, damage: CorruptRecord) -> None:
+        """A task whose history did not read back intact: mark it so, never claim it."""
+        logger.warning(
+            "task %s is not run: its history cannot be trusted: %s (`onward quarantine %s` "
+            "sets it aside)",
+            view.task_id,
+            damage,
+            view.task_id,
+        )
+        self.session.host.projections.mark_damaged(
+            StreamDamage(
+                stream=damage.stream,
+                version=damage.version,
+                position=damage.position,
+                kind=ProblemKind(damage.kind),
+                reason=damage.reason,
+            )
+        )
+        # A fold from an older checkpoint would not see it: save the mark for the next reader.
+        self.session.host.checkpoint()
+
+    def _execute(
+        self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]
+    ) -> Outcome:
         """Run one claimed task to its end, a wait, a lost lease, or its hand-back.
 
         Raises:
@@ -708,7 +759,7 @@ class Scheduler:
         with self._running_lock:
             self._running += 1
         try:
-            return self._run_task(view, claim_id)
+            return self._run_task(view, claim_id, history)
         except StorageLost as lost:
             raise lost.error from None  # not the task's failure: the run stops
         finally:
@@ -716,10 +767,10 @@ class Scheduler:
                 self._running -= 1
                 self.session.running.discard(view.task_id)
 
-    def _run_task(self, view: TaskView, claim_id: str) -> Outcome:
+    def _run_task(self, view: TaskView, claim_id: str, history: list[Recorded]) -> Outcome:
         """Run a claimed task in this thread (an ``async def`` one on an event loop of its
         own)."""
-        begun = self._begin(view, claim_id)
+        begun = self._begin(view, claim_id, history)
         if not isinstance(begun, _Begun):
             return begun
         run, definition, submitted = begun
@@ -735,10 +786,12 @@ class Scheduler:
             CURRENT_RUN.reset(token)
         return self._conclude(view, run, result=result)
 
-    async def _run_task_async(self, view: TaskView, claim_id: str) -> Outcome:
+    async def _run_task_async(
+        self, view: TaskView, claim_id: str, history: list[Recorded]
+    ) -> Outcome:
         """Run a claimed task on the event loop: an ``async def`` one is awaited; a plain one
         runs in a worker thread; every storage call runs in a worker thread."""
-        begun = await asyncio.to_thread(self._begin, view, claim_id)
+        begun = await asyncio.to_thread(self._begin, view, claim_id, history)
         if not isinstance(begun, _Begun):
             return begun
         run, definition, submitted = begun
@@ -770,12 +823,11 @@ class Scheduler:
             CURRENT_RUN.reset(token)
         return self._conclude(view, run, result=result)
 
-    def _begin(self, view: TaskView, claim_id: str) -> _Begun | Outcome:
-        """Read a claimed task's history and set up its run; or end it at once (the worker
-        stops, or no function is registered under its name)."""
+    def _begin(self, view: TaskView, claim_id: str, history: list[Recorded]) -> _Begun | Outcome:
+        """Set up a claimed task's run from its history (read before the claim); or end it at
+        once (the worker stops, or no function is registered under its name)."""
         task_id = view.task_id
         stream = task_stream(task_id)
-        history = self.session.log.read_stream(stream)
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
         context = Context(
@@ -797,11 +849,9 @@ class Scheduler:
             stopping=self.stopping,
             committer=self.committer,
         )
-        if not _still_claimed(history, claim_id):
-            # Between the claim and this run another worker took the task (its lease was
-            # judged out): the run must not append over that.
-            logger.info("task %s: its claim was taken before it ran", task_id)
-            return "cancelled", None
+        # The history was read before the claim: the run appends after the claim, and only
+        # there (if another worker took the task since, its first append is refused).
+        run.version = history[-1].version + 1
         if self.stopping.is_set():
             return self._release(run)
         try:
@@ -899,8 +949,8 @@ class Scheduler:
         now = session.clock()
         recovered = 0
         for view in list(session.tasks()):
-            if view.state != "running":
-                continue
+            if view.state != "running" or view.unknown_events:
+                continue  # a newer onward's task is left to it
             gone = now > self._holds_until(view) or worker_gone(view.worker, session.worker)
             # This engine's own claim on a task it does not run now: an earlier run of it
             # stopped without recording (its storage failed); take the task back at once.
@@ -944,7 +994,7 @@ class Scheduler:
     def _mark_missed(self) -> int:
         missed = 0
         for view in self.session.host.projections.tasks.overdue(self.session.clock()):
-            if view.session != self.session.name or view.deadline is None:
+            if view.session != self.session.name or view.deadline is None or view.unknown_events:
                 continue
             try:
                 self.session.log.append(
@@ -959,20 +1009,6 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
-
-
-#: What ends a claim on a task.
-_CLAIM_ENDS = (TaskLeaseExpired, TaskReleased, TaskCancelled, TaskSucceeded, TaskFailed)
-
-
-def _still_claimed(history: Sequence[Recorded], claim_id: str) -> bool:
-    """Whether the claim ``claim_id`` is the task's last, and nothing ended it since."""
-    for r in reversed(history):
-        if r.meta.event_id == claim_id:
-            return True
-        if isinstance(r.event, TaskClaimed | _CLAIM_ENDS):
-            return False
-    return False
 
 
 def _storage_failed(exc: BaseException) -> bool:

@@ -2,7 +2,9 @@
 
 Every change is an append at the task stream's expected version: a submission creates the
 stream (its first event's id is derived from the task id, so that a repeated submission is a
-no-op); a cancellation or a new priority is validated by the task lifecycle first.
+no-op); a cancellation or a new priority is validated by the task lifecycle first. A
+quarantine (:func:`quarantine`) sets a damaged or stuck task aside, so that the rest of its
+session goes on: it is appended after the stream's last record, damaged or not.
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ from typing import Any
 from onward.core.definitions import TaskDef, parse_priority
 from onward.core.errors import (
     DeadlineMissed,
+    InvalidTransition,
     NotFinished,
+    StreamDamaged,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFound,
+    TaskQuarantinedError,
 )
 from onward.core.machines import transition
 from onward.events import (
     Context,
+    EventLog,
     Priority,
     TaskCancelled,
     TaskDeadlineMissed,
     TaskFailed,
+    TaskQuarantined,
     TaskReprioritised,
     TaskSubmitted,
     TaskSucceeded,
@@ -33,11 +40,11 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
-from onward.projections import TaskView, task_stream
+from onward.projections import CatchUp, TaskView, task_stream
 from onward.runtime.run import CURRENT_RUN, derived_id, submission_id
-from onward.runtime.session import Session
+from onward.runtime.session import Session, unknown_events_error
 
-__all__ = ["Tasks"]
+__all__ = ["Tasks", "quarantine"]
 
 #: How many times a change from outside looks again after another worker's.
 _STEER_TRIES = 10
@@ -155,6 +162,16 @@ class Tasks:
                 return
             raise UsageError(f"task {task_id}: too many concurrent changes, try again")
 
+    def quarantine(self, task_id: str, reason: str, by: str) -> TaskView:
+        """Set a task aside for good (see :func:`quarantine`); returns its view after."""
+        session = self.session
+        session.check_open()
+        with session.lock:
+            self.view(task_id)  # TaskNotFound, caught up when not known yet
+            return quarantine(
+                session.log, session.host, task_id, reason=reason, by=by, context=session.context
+            )
+
     def view(self, task_id: str) -> TaskView:
         """What the log says about a task (catching up when it is not known yet).
 
@@ -180,10 +197,22 @@ class Tasks:
         :meth:`onward.Engine.result` for what it raises otherwise)."""
         session = self.session
         session.check_open()
+        view = session.projections.tasks.tasks.get(task_id)
+        if view is not None and view.damage:
+            damage = session.projections.damaged.get(task_stream(task_id))
+            if view.state == "quarantined":
+                reason = view.error.removeprefix("quarantined").removeprefix(": ")
+                raise TaskQuarantinedError(task_id, reason)
+            if damage is not None:
+                raise StreamDamaged("task", task_id, damage, _QUARANTINE.format(task_id=task_id))
+        if view is not None and view.unknown_events and not view.terminal:
+            raise unknown_events_error(view)
         history = session.log.read_stream(task_stream(task_id))
         if not history:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
         last = history[-1].event
+        if isinstance(last, TaskQuarantined):
+            raise TaskQuarantinedError(task_id, last.reason)
         if isinstance(last, TaskSucceeded):
             return last.result
         if isinstance(last, TaskFailed):
@@ -195,3 +224,59 @@ class Tasks:
         if isinstance(last, TaskDeadlineMissed):
             raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
         raise NotFinished(f"task {task_id} has not finished yet")
+
+
+_QUARANTINE = "it is not run; `onward quarantine {task_id}` sets it aside"
+
+
+def quarantine(
+    log: EventLog,
+    host: CatchUp,
+    task_id: str,
+    *,
+    reason: str,
+    by: str,
+    context: Context,
+) -> TaskView:
+    """Set a task aside for good: append ``TaskQuarantined`` after its stream's last record.
+
+    For a task whose history is damaged (any state), that holds events of a newer onward, or
+    that has not ended (a stuck one): it never runs again, a parent waiting for it sees it
+    end, and the rest of its session goes on. A running worker loses the task at its next
+    append. The log's damage stays for ``onward verify`` to report.
+
+    Args:
+        log: the log.
+        host: the projections' catch-up host (caught up here).
+        task_id: the task's id.
+        reason: why, for the audit.
+        by: who sets it aside.
+        context: the envelope fields of the append.
+
+    Returns:
+        The task's view after the quarantine.
+
+    Raises:
+        TaskNotFound: no such task.
+        InvalidTransition: the task has ended already.
+    """
+    stream = task_stream(task_id)
+    for _ in range(_STEER_TRIES):
+        host.catch_up(save=False)
+        projections = host.projections
+        view = projections.tasks.tasks.get(task_id)
+        if view is None:
+            raise TaskNotFound(f"no task {task_id!r} in {log.url}")
+        damaged = stream in projections.damaged
+        if not damaged and view.terminal:
+            raise InvalidTransition("task", task_id, view.state, "TaskQuarantined")
+        # A damaged stream's view stopped at its damage: append after its real last record.
+        version = log.stream_version(stream) if damaged else view.version
+        event = TaskQuarantined(reason=reason, by=by, damage=view.damage)
+        try:
+            log.append(stream, [event], expected_version=version, context=context)
+        except VersionConflict:
+            continue  # another worker appended first: look again
+        host.catch_up(save=False)
+        return host.projections.tasks.tasks[task_id]
+    raise UsageError(f"task {task_id}: too many concurrent changes, try again")
