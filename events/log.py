@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import re
 import threading
 import time as _time
@@ -155,15 +156,22 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
 
 
+# Event ids come from a generator of onward's own, seeded from the system's random source when
+# the process starts and again in every child a fork makes (never from the ``random`` module's
+# shared one, which an application may seed): no system call and no lock on the step path.
+_IDS = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
+
+
 def new_event_id() -> str:
     """A fresh random event id (32 hex digits)."""
-    return os.urandom(16).hex()
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 def new_event_ids(count: int) -> list[str]:
-    """``count`` fresh random event ids, from one read of the random source."""
-    digits = os.urandom(16 * count).hex()
-    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+    """``count`` fresh random event ids."""
+    bits = _IDS.getrandbits
+    return [f"{bits(128):032x}" for _ in range(count)]
 
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -510,6 +518,9 @@ class EventLog(ABC):
 
     def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         """The version to append after and the checksum it has (the new event's ``prev``)."""
+        cached = self._heads.get(stream)
+        if cached is not None and (expected is None or cached[0] == expected):
+            return cached  # the common case: this log appended the stream's last event
         try:
             return self.outage.call(
                 f"append to {stream!r}", lambda: self._select_head_for(stream, expected)
