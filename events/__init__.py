@@ -90,6 +90,7 @@ from onward.events.log import (
     EventLog,
     new_event_id,
 )
+from onward.events.message import MessageReceived, MessageSent, StateSet
 from onward.events.redaction import Redactor, SecretPattern
 from onward.events.retry import (
     RetryScheduled,
@@ -101,6 +102,7 @@ from onward.events.session import (
     SessionStarted,
 )
 from onward.events.step import (
+    PatchMarked,
     StepCompleted,
     StepFailed,
     StepStarted,
@@ -115,8 +117,10 @@ from onward.events.task import (
     TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     TaskWaiting,
 )
 from onward.events.url import open_log
@@ -165,8 +169,11 @@ __all__ = [
     "LogDamaged",
     "LogHead",
     "LogNotFound",
+    "MessageReceived",
+    "MessageSent",
     "Meta",
     "OnwardError",
+    "PatchMarked",
     "PayloadTooLarge",
     "Priority",
     "Problem",
@@ -179,6 +186,7 @@ __all__ = [
     "SessionPaused",
     "SessionResumed",
     "SessionStarted",
+    "StateSet",
     "StepCompleted",
     "StepFailed",
     "StepStarted",
@@ -194,8 +202,10 @@ __all__ = [
     "TaskQuarantined",
     "TaskReleased",
     "TaskReprioritised",
+    "TaskRetried",
     "TaskSubmitted",
     "TaskSucceeded",
+    "TaskUnregistered",
     "TaskWaiting",
     "ThresholdsAdjusted",
     "UnencodableValue",

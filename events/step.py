@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from onward.events.base import Event
 
-__all__ = ["StepCompleted", "StepFailed", "StepStarted"]
+__all__ = ["PatchMarked", "StepCompleted", "StepFailed", "StepStarted"]
 
 
 class StepStarted(Event, frozen=True, kw_only=True):
@@ -33,6 +33,22 @@ class StepStarted(Event, frozen=True, kw_only=True):
     attempt: int = 1
     idempotency_key: str = ""
     wake_at: float | None = None
+
+
+class PatchMarked(Event, frozen=True, kw_only=True):
+    """A task run took the new code path of a change (``engine.patched(change_id)``): a re-run
+    takes it again; a history recorded before the change, which holds no such marker, keeps
+    the old path when it replays.
+
+    Attributes:
+        change_id: the change's name.
+        index: the step index the task had reached.
+    """
+
+    family: ClassVar[str] = "step"
+
+    change_id: str
+    index: int
 
 
 class StepCompleted(Event, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ from onward.projections.lifecycle import (
     Transition,
 )
 from onward.projections.session import SessionProjection, SessionView, session_stream
-from onward.projections.task import TaskProjection, TaskView, task_stream
+from onward.projections.task import TaskProjection, TaskView, inbox_stream, task_stream
 from onward.projections.verification import verify_log
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "TaskProjection",
     "TaskView",
     "Transition",
+    "inbox_stream",
     "session_stream",
     "task_stream",
     "verify_log",

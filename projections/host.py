@@ -33,7 +33,13 @@ from onward.projections.errors import ErrorProjection, ErrorsState
 from onward.projections.flow import FlowLedger, FlowProjection
 from onward.projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
 from onward.projections.session import SESSION_PREFIX, SessionProjection, SessionView
-from onward.projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
+from onward.projections.task import (
+    INBOX_PREFIX,
+    STEP_OUTCOME_TYPES,
+    TASK_PREFIX,
+    TaskProjection,
+    TaskView,
+)
 from onward.projections.workers import WORKER_PREFIX, WorkerProjection, WorkerView
 
 __all__ = ["CatchUp", "Projections"]
@@ -83,7 +89,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 12
+    SCHEMA = 13
     NAME = "core"
 
     def __init__(self) -> None:
@@ -151,6 +157,7 @@ class Projections:
         budget, budget_types = self.budget.apply, self.budget.event_types
         flow, flow_types = self.flow.apply, self.flow.event_types
         workers = self.workers.apply
+        inboxes = self.tasks.apply_inbox
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
@@ -195,6 +202,8 @@ class Projections:
                     breakers(r)
                 elif stream.startswith(WORKER_PREFIX):
                     workers(r)
+                elif stream.startswith(INBOX_PREFIX):
+                    inboxes(r)
                 if type(event) in error_types:
                     errors(r)
                 if type(event) in DECISION_TYPES:

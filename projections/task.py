@@ -33,6 +33,7 @@ from onward.events import (
     TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
@@ -45,11 +46,13 @@ from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
 __all__ = [
     "DAMAGED_STATE",
+    "INBOX_PREFIX",
     "STEP_OUTCOME_TYPES",
     "TASK_PREFIX",
     "UNKNOWN_STATE",
     "TaskProjection",
     "TaskView",
+    "inbox_stream",
     "task_stream",
 ]
 
@@ -68,6 +71,15 @@ _RANK = {p.value: p.rank for p in Priority}
 def task_stream(task_id: str) -> str:
     """The stream of a task."""
     return TASK_PREFIX + task_id
+
+
+#: A task's inbox, where others send it messages: ``inbox-<id>``.
+INBOX_PREFIX = "inbox-"
+
+
+def inbox_stream(task_id: str) -> str:
+    """The inbox stream of a task."""
+    return INBOX_PREFIX + task_id
 
 
 class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
@@ -131,6 +143,9 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     waiting_on: tuple[str, ...] = ()
     error: str = ""
     unknown_events: int = 0
+    waiting_topic: str = ""
+    inbox_version: int = 0
+    forked_from: str | None = None
     damage: str = ""
 
     @property
@@ -163,6 +178,8 @@ class TaskProjection:
         self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
         self._deadlines: list[tuple[float, str]] = []
         self.waiting: set[str] = set()
+        #: Tasks no worker had a function for, waiting for one that has.
+        self.unregistered: set[str] = set()
         self._strings: dict[str, str] = {}
 
     # -- folding ---------------------------------------------------------------------------
@@ -221,6 +238,7 @@ class TaskProjection:
                 updated_at=r.meta.time,
                 order=r.position,
                 version=r.version,
+                forked_from=event.forked_from,
             )
             self.tasks[task_id] = view
             if event.parent is not None and event.parent in self.tasks:
@@ -268,6 +286,15 @@ class TaskProjection:
             view.waiting_reason = event.reason
             view.waiting_until = event.until
             view.waiting_on = tuple(event.on)
+            view.waiting_topic = event.topic
+            if event.topic and view.inbox_version > event.inbox_after:
+                view.waiting_until = r.meta.time  # a message came while it began to wait
+        elif isinstance(event, TaskRetried):
+            view.error = ""
+            view.worker = ""
+            view.deadline = event.deadline
+            if event.deadline is not None:
+                heapq.heappush(self._deadlines, (event.deadline, task_id))
         elif isinstance(event, TaskReprioritised):
             view.priority = event.priority.value
         elif isinstance(event, ApprovalGranted | ApprovalDenied):
@@ -291,8 +318,24 @@ class TaskProjection:
                 self.waiting.add(task_id)
             else:
                 self.waiting.discard(task_id)
+                view.waiting_topic = ""
+            if view.state == "unregistered":
+                self.unregistered.add(task_id)
+            else:
+                self.unregistered.discard(task_id)
             if view.terminal:
                 view.worker = ""
+
+    def apply_inbox(self, r: Recorded) -> None:
+        """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for
+        a message of that topic is ready at once."""
+        view = self.tasks.get(r.stream[len(INBOX_PREFIX) :])
+        if view is None:
+            return
+        view.inbox_version = r.version
+        topic = getattr(r.event, "topic", "")
+        if view.state == "waiting" and view.waiting_topic and view.waiting_topic == topic:
+            view.waiting_until = r.meta.time
 
     def damage(self, task_id: str, damage: StreamDamage, session: str = "") -> None:
         """Mark a task whose history cannot be trusted from one of its records on: it leaves
@@ -445,6 +488,7 @@ class TaskProjection:
         """Restore from a checkpoint's task views."""
         self.tasks = views
         self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
+        self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding
         self._deadlines = [
             (v.deadline, v.task_id)

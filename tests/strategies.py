@@ -27,9 +27,10 @@ from onward.events.error import ErrorClassified, ErrorObserved
 from onward.events.fix import FixAttempted, FixFailed, FixLearned, FixSucceeded
 from onward.events.flow import FlowStateChanged, InterruptionDeferred, InterruptionDelivered
 from onward.events.kinds import DegradationLevel, ErrorKind, FlowState, Jitter, Priority, Strategy
+from onward.events.message import MessageReceived, MessageSent, StateSet
 from onward.events.retry import RetryScheduled
 from onward.events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
-from onward.events.step import StepCompleted, StepFailed, StepStarted
+from onward.events.step import PatchMarked, StepCompleted, StepFailed, StepStarted
 from onward.events.task import (
     TaskCancelled,
     TaskClaimed,
@@ -40,8 +41,10 @@ from onward.events.task import (
     TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     TaskWaiting,
 )
 from onward.events.worker import WorkerHeartbeat, WorkerStopped
@@ -121,6 +124,8 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         deadline=st.none() | _times,
         key=st.none() | _texts,
         parent=st.none() | _ids,
+        forked_from=st.none() | _ids,
+        inherit_steps=st.integers(min_value=0, max_value=1000),
     ),
     TaskReprioritised: st.builds(
         TaskReprioritised, priority=st.sampled_from(Priority), previous=st.sampled_from(Priority)
@@ -152,8 +157,31 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
 
 _STEP: dict[type[Event], SearchStrategy[Event]] = {
     StepStarted: st.builds(
-        StepStarted, index=_indexes, name=_names, attempt=_attempts, idempotency_key=_texts
+        StepStarted,
+        index=_indexes,
+        name=_names,
+        attempt=_attempts,
+        idempotency_key=_texts,
+        wake_at=st.none() | _times,
     ),
+    PatchMarked: st.builds(PatchMarked, change_id=_names, index=_indexes),
+    MessageSent: st.builds(MessageSent, topic=_names, value=json_values(), sender=_names),
+    MessageReceived: st.builds(
+        MessageReceived,
+        index=_indexes,
+        topic=_names,
+        inbox_version=st.none() | st.integers(min_value=1, max_value=10**6),
+        value=json_values(),
+    ),
+    StateSet: st.builds(StateSet, key=_names, value=json_values()),
+    TaskRetried: st.builds(
+        TaskRetried,
+        by=_names,
+        reason=_texts,
+        previous=st.sampled_from(["failed", "cancelled", "missed"]),
+        deadline=st.none() | _times,
+    ),
+    TaskUnregistered: st.builds(TaskUnregistered, name=_names, worker=_names),
     StepCompleted: st.builds(
         StepCompleted,
         index=_indexes,

@@ -139,6 +139,7 @@ class StepDef(msgspec.Struct, frozen=True):
             :mod:`onward.judgement.actions`); None for a plain step.
         is_async: it is an ``async def``: only an async task may call it (it is awaited).
         timeout: seconds it may take before it fails with ``TimeoutError`` (None: no limit).
+        aliases: its former names: outcomes recorded under them are its own.
     """
 
     name: str
@@ -150,3 +151,9 @@ class StepDef(msgspec.Struct, frozen=True):
     judgement: Judgement | None = None
     is_async: bool = False
     timeout: float | None = None
+    aliases: tuple[str, ...] = ()
+
+    def answers_to(self, name: str) -> bool:
+        """Whether an outcome recorded under ``name`` is this step's (its name or a former
+        one)."""
+        return name == self.name or name in self.aliases

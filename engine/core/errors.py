@@ -178,7 +178,11 @@ class StepMismatch(OnwardError):
     def __init__(self, task_id: str, index: int, recorded: str, current: str) -> None:
         super().__init__(
             f"task {task_id}: step {index} is {recorded!r} in the log but the code now calls "
-            f"{current!r} (did the code change, or branch on something that is not a step?)"
+            f"{current!r}. If the step was renamed, declare its former name: "
+            f"@engine.step(name={current!r}, aliases=[{recorded!r}]); if the code changed its "
+            'path, guard the new path with `if engine.patched("change-id"):` so that older '
+            "histories replay the old way; a task that branches on something that is not a "
+            "step's result replays differently (make that a step)"
         )
         self.task_id = task_id
         self.index = index

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from onward.events import Append, AppendResult, EventLog, OnwardError
+from onward.events import Append, AppendResult, EventLog
 
 __all__ = ["Committer"]
 
@@ -25,12 +25,22 @@ MAX_GROUPS = 512
 
 
 class _Request:
-    __slots__ = ("appends", "future", "streams")
+    """One caller's appends, and how to tell it: a thread's future, or a coroutine's future on
+    its event loop (told in one wake-up of that loop per transaction)."""
 
-    def __init__(self, appends: Sequence[Append]) -> None:
+    __slots__ = ("appends", "future", "loop", "streams", "waiter")
+
+    def __init__(
+        self,
+        appends: Sequence[Append],
+        loop: asyncio.AbstractEventLoop | None = None,
+        waiter: asyncio.Future[AppendResult] | None = None,
+    ) -> None:
         self.appends = appends
         self.streams = frozenset(a.stream for a in appends)
-        self.future: Future[AppendResult] = Future()
+        self.future: Future[AppendResult] | None = None if loop is not None else Future()
+        self.loop = loop
+        self.waiter = waiter
 
 
 class Committer:
@@ -60,13 +70,15 @@ class Committer:
         """
         request = _Request(appends)
         self._queue.put(request)
+        assert request.future is not None
         return request.future.result()
 
     async def commit_async(self, appends: Sequence[Append]) -> AppendResult:
         """:meth:`commit` for a coroutine: awaits the shared transaction."""
-        request = _Request(appends)
-        self._queue.put(request)
-        return await asyncio.wrap_future(request.future)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[AppendResult] = loop.create_future()
+        self._queue.put(_Request(appends, loop, waiter))
+        return await waiter
 
     def close(self) -> None:
         """Commit what waits, then stop the writer thread."""
@@ -106,16 +118,38 @@ class Committer:
                 self._commit(batch)
 
     def _commit(self, batch: list[_Request]) -> None:
+        outcomes: list[AppendResult | BaseException]
         try:
-            results = self.log.commit_groups([r.appends for r in batch])
+            outcomes = list(self.log.commit_groups([r.appends for r in batch]))
         except BaseException as exc:  # the storage failed for all of them
-            for request in batch:
-                request.future.set_exception(exc)
-            return
-        self.transactions += 1
-        self.appends += len(batch)
-        for request, result in zip(batch, results, strict=True):
-            if isinstance(result, OnwardError):
-                request.future.set_exception(result)
+            outcomes = [exc] * len(batch)
+        else:
+            self.transactions += 1
+            self.appends += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, object]]] = {}
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if request.loop is not None:
+                by_loop.setdefault(request.loop, []).append((request, outcome))
+            elif isinstance(outcome, BaseException):
+                assert request.future is not None
+                request.future.set_exception(outcome)
             else:
-                request.future.set_result(result)
+                assert request.future is not None
+                request.future.set_result(outcome)
+        for loop, told in by_loop.items():  # one wake-up of each loop for the whole transaction
+            try:
+                loop.call_soon_threadsafe(_tell, told)
+            except RuntimeError:  # that loop has closed: nobody waits any more
+                continue
+
+
+def _tell(told: list[tuple[_Request, object]]) -> None:
+    """On a coroutine's loop: hand each waiter its outcome."""
+    for request, outcome in told:
+        waiter = request.waiter
+        if waiter is None or waiter.done():  # cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
@@ -32,8 +32,10 @@ from onward.events import (
     EventLog,
     FixLearned,
     Priority,
+    StateSet,
     TaskProgressed,
     TaskWaiting,
+    UnencodableValue,
     UsageError,
     open_log,
 )
@@ -44,7 +46,7 @@ from onward.judgement.budget import ErrorBudget
 from onward.judgement.degradation import Component, Components, HealthCheck, Workaround
 from onward.judgement.flow import FlowMonitor
 from onward.judgement.rulebook import Rulebook
-from onward.projections import Projections, TaskView
+from onward.projections import Projections, TaskView, inbox_stream
 from onward.projections.degradation import DegradationView
 from onward.runtime.boundary import Boundary
 from onward.runtime.degradations import Degradations
@@ -230,23 +232,32 @@ class Engine:
     # -- registration ----------------------------------------------------------------------
 
     def task(
-        self, *, name: str | None = None, priority: Priority | str = Priority.NORMAL
+        self,
+        *,
+        name: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        aliases: Sequence[str] = (),
     ) -> Callable[[F], F]:
         """Register a function as a task: ``@engine.task()`` or ``@engine.task(priority="high")``.
 
-        The function stays callable as before; :meth:`submit` queues it durably.
+        The function stays callable as before; :meth:`submit` queues it durably. A task
+        submitted under a name no worker has a function for waits, unregistered (``onward tasks
+        --state unregistered``), until one registers it, or a person abandons it
+        (:meth:`abandon`).
 
         Args:
             name: the name its tasks are stored under (the function's qualified name by default).
             priority: the default priority of its tasks.
+            aliases: its former names: tasks submitted under them run this function (a rename
+                that keeps the queued and unfinished tasks).
 
         Raises:
-            UsageError: an unknown priority.
+            UsageError: an unknown priority, or a bad alias.
         """
         level = parse_priority(priority)
 
         def register(f: F) -> F:
-            self.registry.add_task(f, name, level)
+            self.registry.add_task(f, name, level, aliases)
             return f
 
         return register
@@ -259,6 +270,7 @@ class Engine:
         breaker: str = "",
         hints: dict[str, Any] | None = None,
         timeout: float | None = None,
+        aliases: Sequence[str] = (),
     ) -> Callable[[F], F]:
         """Register a function as a durable step: ``@engine.step()``, on a ``def`` or an
         ``async def``.
@@ -283,6 +295,8 @@ class Engine:
                 any other (healed, retried, recorded). An ``async def`` step is cancelled; a
                 plain one runs in a thread of its own, which goes on in the background (its
                 late result is ignored).
+            aliases: its former names: the outcomes recorded under them are its own (a rename
+                that replays the histories recorded before it).
 
         Raises:
             UsageError: a bad timeout, or a generator function.
@@ -290,7 +304,13 @@ class Engine:
 
         def register(f: F) -> F:
             definition = self.registry.add_step(
-                f, name, at_most_once, breaker=breaker, hints=hints, timeout=timeout
+                f,
+                name,
+                at_most_once,
+                breaker=breaker,
+                hints=hints,
+                timeout=timeout,
+                aliases=aliases,
             )
             return self._durable(definition)  # type: ignore[return-value]
 
@@ -310,6 +330,7 @@ class Engine:
         breaker: str = "",
         hints: dict[str, Any] | None = None,
         timeout: float | None = None,
+        aliases: Sequence[str] = (),
     ) -> Callable[[F], F]:
         """Register a function as an action: a durable step run by the engine's confidence
         (``def`` or ``async def``, as for :meth:`step`).
@@ -332,6 +353,7 @@ class Engine:
             breaker: as for :meth:`step`.
             hints: as for :meth:`step`.
             timeout: as for :meth:`step`.
+            aliases: as for :meth:`step`.
 
         Raises:
             UsageError: an unknown impact, a bad timeout.
@@ -354,6 +376,7 @@ class Engine:
                 hints=hints,
                 judgement=judgement,
                 timeout=timeout,
+                aliases=aliases,
             )
             return self._durable(definition)  # type: ignore[return-value]
 
@@ -461,6 +484,158 @@ class Engine:
             InvalidTransition: the task is running or has ended.
         """
         self._tasks.reprioritise(task_id, priority)
+
+    def retry(
+        self,
+        task_id: str,
+        *,
+        by: str = "",
+        reason: str = "",
+        deadline: float | None = None,
+    ) -> TaskView:
+        """Put a failed, cancelled or missed task back in the queue as a new attempt of the
+        same task: its completed steps replay from the log, and execution starts again at the
+        step that failed. The decision is recorded with who asked (``onward why TASK``).
+
+        Args:
+            task_id: the task.
+            by: who asks.
+            reason: why, for the audit.
+            deadline: its deadline from now on, in seconds since the epoch (None: none).
+
+        Returns:
+            The task's view, queued again.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: it has not failed, been cancelled or missed its deadline.
+        """
+        return self._tasks.retry(task_id, by=by, reason=reason, deadline=deadline)
+
+    def fork(
+        self,
+        task_id: str,
+        *,
+        from_step: int,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> str:
+        """Start a new task whose first ``from_step`` steps return the recorded outcomes of
+        ``task_id``'s, and whose later steps run afresh (to try another way from a point).
+
+        The new task names its origin (``forked_from``). The first steps' side effects are not
+        done again: their outcomes are taken as they were recorded, even with other arguments.
+
+        Args:
+            task_id: the task to fork.
+            from_step: how many of its first steps to take as they were (each must have a
+                recorded outcome).
+            args: the new task's positional arguments (the origin's when None).
+            kwargs: its keyword arguments (the origin's when None).
+
+        Returns:
+            The new task's id.
+
+        Raises:
+            TaskNotFound: no such task.
+            UsageError: a step before ``from_step`` has no recorded outcome, or arguments that
+                cannot be stored.
+        """
+        return self._tasks.fork(
+            task_id,
+            from_step=from_step,
+            args=None if args is None else list(args),
+            kwargs=kwargs,
+        )
+
+    def abandon(self, task_id: str, *, by: str = "", reason: str = "") -> None:
+        """Fail a task that waits, unregistered, for a function nobody registers any more.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: it is not unregistered.
+        """
+        self._tasks.abandon(task_id, by=by, reason=reason)
+
+    def patched(self, change_id: str) -> bool:
+        """Whether the running task takes the new code path of a change (inside a task).
+
+        New runs take it (and that is recorded); a history recorded before the change replays
+        the old path, so its completed steps still match::
+
+            if engine.patched("fetch-with-retry"):
+                page = fetch_v2(url)
+            else:
+                page = fetch(url)
+
+        Raises:
+            UsageError: outside a task, or an empty change id.
+        """
+        run = self._current_run("patched()")
+        if not isinstance(change_id, str) or not change_id:
+            raise UsageError(f"a change id must be a non-empty string, got {change_id!r}")
+        return run.patched(change_id)
+
+    def send(self, task_id: str, topic: str, value: Any = None, *, sender: str = "") -> int:
+        """Send a task a message, from anywhere (another task, another process, the CLI:
+        ``onward send TASK TOPIC JSON``); the task takes it with :meth:`recv`.
+
+        Returns:
+            The message's place in the task's inbox.
+
+        Raises:
+            TaskNotFound: no such task.
+            UsageError: an empty topic, or a value that cannot be stored.
+        """
+        return self._tasks.send(task_id, topic, value, sender=sender or self.worker)
+
+    def recv(self, topic: str, *, timeout: float | None = None) -> Any:
+        """Take the next message of ``topic`` sent to the running task (inside a task).
+
+        Exactly once in the task's history: the message taken is recorded, and a re-run gets
+        the same one. With none yet, the task waits durably (the worker is free meanwhile)
+        until one comes or ``timeout`` seconds pass; then this returns None. In an ``async
+        def`` task, await it.
+
+        Raises:
+            UsageError: outside a task, an empty topic, or a negative timeout.
+        """
+        run = self._current_run("recv()")
+        if not isinstance(topic, str) or not topic:
+            raise UsageError(f"recv() needs a non-empty topic, got {topic!r}")
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 <= timeout < float("inf")
+        ):
+            raise UsageError(f"recv() takes a timeout in seconds >= 0, got {timeout!r}")
+        inbox = functools.partial(self.log.read_stream, inbox_stream(run.task_id))
+        receiving = run.receiving(topic, timeout, inbox)
+        if on_event_loop():
+            return drive_async(receiving, run.effect_async)
+        return drive(receiving, run.effect)
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Publish a value of the running task's for others to read (inside a task):
+        :meth:`get_state`, ``onward get TASK KEY``.
+
+        Raises:
+            UsageError: outside a task, an empty key, or a value that cannot be stored.
+        """
+        run = self._current_run("set_state()")
+        if not isinstance(key, str) or not key:
+            raise UsageError(f"set_state() needs a non-empty key, got {key!r}")
+        try:
+            run.record([StateSet(key=key, value=value)])
+        except UnencodableValue as exc:
+            raise UsageError(f"set_state({key!r}): the value cannot be stored: {exc}") from exc
+
+    def get_state(self, task_id: str, key: str) -> Any:
+        """The last value a task published under ``key`` (:meth:`set_state`).
+
+        Raises:
+            TaskNotFound: no such task.
+            KeyError: it published nothing under that key.
+        """
+        return self._tasks.state_of(task_id, key)
 
     def progress(self, fraction: float, note: str = "") -> None:
         """Checkpoint the current task's progress (inside a task).

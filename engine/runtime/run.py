@@ -45,6 +45,9 @@ from onward.events import (
     FixAttempted,
     FixFailed,
     FixSucceeded,
+    MessageReceived,
+    MessageSent,
+    PatchMarked,
     Recorded,
     RetryScheduled,
     StepCompleted,
@@ -54,6 +57,7 @@ from onward.events import (
     TaskCancelled,
     TaskLeaseExpired,
     TaskQuarantined,
+    TaskRetried,
     TaskWaiting,
     UsageError,
     VersionConflict,
@@ -87,6 +91,8 @@ __all__ = [
 
 #: The name a durable sleep (``engine.sleep``) is recorded under in its task's steps.
 SLEEP_STEP = "onward.sleep"
+#: The name a receive (``engine.recv``) goes by in a step mismatch.
+RECEIVE_STEP = "onward.recv"
 
 #: The task run of the current thread or coroutine (None outside a task).
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
@@ -271,6 +277,8 @@ class TaskRun:
         stopping: set when the worker stops: the run hands its task back before its next
             step.
         committer: shares transactions with other tasks' appends (None: its own).
+        inherited: for a fork, its origin's history and how many of its first steps' recorded
+            outcomes are the fork's own.
     """
 
     def __init__(
@@ -287,6 +295,7 @@ class TaskRun:
         judge: Judge | None = None,
         stopping: threading.Event | None = None,
         committer: Committer | None = None,
+        inherited: tuple[list[Recorded], int] = ([], 0),
     ) -> None:
         self.log = log
         self.healer = healer
@@ -303,6 +312,8 @@ class TaskRun:
         self.version = history[-1].version if history else 0
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
+        # Messages this task took (or gave up waiting for), by the step index of the receive.
+        self.received: dict[int, MessageReceived] = {}
         # Durable sleeps begun before this run: when each ends, by step index.
         self.wakes: dict[int, float] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
@@ -321,10 +332,25 @@ class TaskRun:
         # or the id of the decision to ask when none was left); a re-run reads them back.
         self.degradations: list[tuple[str, str, str]] = []
         self.degrade_calls = 0
+        origin, inherit = inherited
+        for r in origin:  # a fork's first steps: its origin's outcomes (never run again)
+            event = r.event
+            if isinstance(event, StepCompleted) and event.index < inherit:
+                self.outcomes[event.index] = Replayed(event.name, True, event.result)
+        # Change ids whose new code path this task took (``patched``), and where it had got to.
+        self.patches: set[str] = set()
         for r in history:
             event = r.event
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
+            elif isinstance(event, TaskRetried):
+                # A new attempt: the steps that failed for good run again.
+                for index in [i for i, o in self.outcomes.items() if not o.completed]:
+                    del self.outcomes[index]
+            elif isinstance(event, PatchMarked):
+                self.patches.add(event.change_id)
+            elif isinstance(event, MessageReceived):
+                self.received[event.index] = event
             elif isinstance(event, StepFailed):
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
@@ -457,12 +483,12 @@ class TaskRun:
         self.index += 1
         recorded = self.outcomes.get(index)
         if recorded is not None:
-            if recorded.name != step.name:
+            if not step.answers_to(recorded.name):
                 raise StepMismatch(self.task_id, index, recorded.name, step.name)
             self.steps_replayed += 1
             return index, recorded
         started = self.started.get(index)
-        if started is not None and started != step.name:
+        if started is not None and not step.answers_to(started):
             raise StepMismatch(self.task_id, index, started, step.name)
         if self.stopping is not None and self.stopping.is_set():
             raise Released()
@@ -655,6 +681,84 @@ class TaskRun:
         self.steps_run += 1
         done = StepCompleted(index=index, name=SLEEP_STEP, result=None, duration=now - wake_at)
         yield Blocking(self.record, [done])
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new code path of a change (see
+        :meth:`onward.Engine.patched`): yes when the task took it before, no when the task's
+        history runs on past this point without it (an older history, replaying), else yes,
+        and that is recorded."""
+        if change_id in self.patches:
+            return True
+        recorded = max((*self.outcomes, *self.received, *self.started), default=-1)
+        if self.index <= recorded:
+            return False  # replaying a history recorded before the change
+        self.record([PatchMarked(change_id=change_id, index=self.index)])
+        self.patches.add(change_id)
+        return True
+
+    def receiving(
+        self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]
+    ) -> Generator[Effect, Any, Any]:
+        """A durable receive, once for both paths: the next message of ``topic`` the task has
+        not taken, recorded as taken at this step index (a re-run gets the same one); with none
+        yet, the task waits (for the message, or until ``timeout``), then returns None.
+
+        Args:
+            topic: the messages' topic.
+            timeout: seconds to wait (None: for ever).
+            inbox: reads the task's inbox stream.
+        """
+        index = self.index
+        self.index += 1
+        taken = self.received.get(index)
+        if taken is not None:
+            self.steps_replayed += 1
+            return taken.value
+        other = self.outcomes.get(index)
+        if other is not None:
+            raise StepMismatch(self.task_id, index, other.name, RECEIVE_STEP)
+        began = self.started.get(index)
+        if began is not None and began != RECEIVE_STEP:
+            raise StepMismatch(self.task_id, index, began, RECEIVE_STEP)
+        used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
+        messages: list[Recorded] = yield Blocking(inbox)
+        now = self.clock()
+        for r in messages:
+            message = r.event
+            if r.version not in used and isinstance(message, MessageSent):
+                if message.topic != topic:
+                    continue
+                got = MessageReceived(
+                    index=index, topic=topic, inbox_version=r.version, value=message.value
+                )
+                yield Blocking(self.record, [got])
+                self.received[index] = got
+                self.steps_run += 1
+                return got.value
+        deadline = self.wakes.get(index)
+        if deadline is not None and now >= deadline:  # the wait is over: nothing came
+            gave_up = MessageReceived(index=index, topic=topic)
+            yield Blocking(self.record, [gave_up])
+            self.received[index] = gave_up
+            return None
+        seen = messages[-1].version if messages else 0
+        waits: list[Event] = []
+        if began is None:  # the first time: when the wait ends, for every later run
+            deadline = None if timeout is None else now + timeout
+            waits.append(
+                StepStarted(
+                    index=index,
+                    name=RECEIVE_STEP,
+                    idempotency_key=self.idempotency_key(index),
+                    wake_at=deadline,
+                )
+            )
+            self.started[index] = RECEIVE_STEP
+        waits.append(
+            TaskWaiting(reason=f"message {topic!r}", until=deadline, topic=topic, inbox_after=seen)
+        )
+        yield Blocking(self.record, waits)
+        raise Suspended()
 
     # -- carrying out the protocol's effects ----------------------------------------------
 

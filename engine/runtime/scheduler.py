@@ -42,6 +42,7 @@ from onward.events import (
     TaskReleased,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     UnencodableValue,
     UsageError,
     VersionConflict,
@@ -631,7 +632,46 @@ class Scheduler:
 
     def _claimable(self) -> bool:
         tasks = self.session.host.projections.tasks
-        return tasks.next_queued(self.session.name) is not None or self._ready_waiting() is not None
+        return (
+            tasks.next_queued(self.session.name) is not None
+            or self._ready_waiting() is not None
+            or self._registered_again() is not None
+        )
+
+    def _registered_again(self) -> TaskView | None:
+        """The oldest of this session's unregistered tasks whose function this worker has."""
+        tasks = self.session.host.projections.tasks
+        found = [
+            view
+            for task_id in tasks.unregistered
+            if (view := tasks.tasks[task_id]).session == self.session.name
+            and self.registry.knows(view.name)
+        ]
+        return min(found, key=lambda v: v.order) if found else None
+
+    def _unregistered(self, view: TaskView) -> None:
+        """Record that no function here answers to a task's name: it waits, unregistered, for a
+        worker that has one (a queued task a peer without the function would also skip)."""
+        session = self.session
+        logger.warning(
+            "task %s: no function registered as %r here; it waits, unregistered, for a worker "
+            "that has one (or `onward abandon %s`)",
+            view.task_id,
+            view.name,
+            view.task_id,
+        )
+        with contextlib.suppress(VersionConflict):  # it moved meanwhile: look again
+            transition(
+                session.log,
+                "task",
+                view.task_id,
+                task_stream(view.task_id),
+                view.state,
+                view.version,
+                TaskUnregistered(name=view.name, worker=session.worker),
+                session.context,
+            )
+        session.host.catch_up()
 
     def _ready_waiting(self) -> TaskView | None:
         tasks = self.session.host.projections.tasks
@@ -676,7 +716,7 @@ class Scheduler:
         tasks = self.session.host.projections.tasks
         contended = False
         for _ in range(100):
-            view = self._ready_waiting()
+            view = self._ready_waiting() or self._registered_again()
             if view is None and contended:
                 near = tasks.near_head(self.session.name)
                 view = self._rng.choice(near) if near else None
@@ -684,6 +724,9 @@ class Scheduler:
                 view = tasks.next_queued(self.session.name)
             if view is None:
                 return None
+            if not self.registry.knows(view.name):
+                self._unregistered(view)  # it waits for a worker that has its function
+                continue
             try:
                 history = self.session.log.read_stream(task_stream(view.task_id))
             except CorruptRecord as damage:
@@ -830,6 +873,10 @@ class Scheduler:
         stream = task_stream(task_id)
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
+        inherited: list[Recorded] = []
+        if submitted.forked_from is not None and submitted.inherit_steps:
+            # A fork takes the recorded outcomes of its origin's first steps as its own.
+            inherited = self.session.log.read_stream(task_stream(submitted.forked_from))
         context = Context(
             session=self.session.name,
             actor=self.session.worker,
@@ -848,6 +895,7 @@ class Scheduler:
             judge=self.judge,
             stopping=self.stopping,
             committer=self.committer,
+            inherited=(inherited, submitted.inherit_steps),
         )
         # The history was read before the claim: the run appends after the claim, and only
         # there (if another worker took the task since, its first append is refused).
@@ -856,9 +904,8 @@ class Scheduler:
             return self._release(run)
         try:
             definition: TaskDef = self.registry.task(submitted.name)
-        except UsageError as exc:
-            run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
-            return "failed", run
+        except UsageError:  # its function went away since the claim: let a worker that has it
+            return self._release(run, "no function registered under its name here")
         return _Begun(run, definition, submitted)
 
     def _conclude(
@@ -896,10 +943,10 @@ class Scheduler:
             run, TaskFailed(error_type=type(error).__name__, message=error_message(error))
         )
 
-    def _release(self, run: TaskRun) -> Outcome:
+    def _release(self, run: TaskRun, reason: str = "the worker stopped") -> Outcome:
         """Hand a running task back (the worker stops): a peer may claim it at once."""
         try:
-            run.record([TaskReleased(worker=self.session.worker, reason="the worker stopped")])
+            run.record([TaskReleased(worker=self.session.worker, reason=reason)])
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run

@@ -24,23 +24,29 @@ from onward.core.errors import (
     TaskNotFound,
     TaskQuarantinedError,
 )
-from onward.core.machines import transition
+from onward.core.machines import transition, validate
 from onward.events import (
+    Append,
     Context,
+    DecisionMade,
     EventLog,
+    MessageSent,
     Priority,
+    StateSet,
+    StepCompleted,
     TaskCancelled,
     TaskDeadlineMissed,
     TaskFailed,
     TaskQuarantined,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     UnencodableValue,
     UsageError,
     VersionConflict,
 )
-from onward.projections import CatchUp, TaskView, task_stream
+from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
 from onward.runtime.run import CURRENT_RUN, derived_id, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
@@ -136,7 +142,9 @@ class Tasks:
         )
 
     def _steer(
-        self, task_id: str, decide: Callable[[TaskView], TaskCancelled | TaskReprioritised]
+        self,
+        task_id: str,
+        decide: Callable[[TaskView], TaskCancelled | TaskReprioritised | TaskFailed],
     ) -> None:
         """Append a change decided on the task's current view, deciding again when another
         worker changed the task first."""
@@ -171,6 +179,152 @@ class Tasks:
             return quarantine(
                 session.log, session.host, task_id, reason=reason, by=by, context=session.context
             )
+
+    def retry(self, task_id: str, *, by: str, reason: str, deadline: float | None) -> TaskView:
+        """Put a failed, cancelled or missed task back in the queue as a new attempt (see
+        :meth:`onward.Engine.retry`); the decision is recorded on the session's stream with who
+        asked, in the same commit."""
+        session = self.session
+        session.check_open()
+        if deadline is not None and not isinstance(deadline, int | float):
+            raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
+        with session.lock:
+            for _ in range(_STEER_TRIES):
+                view = self.view(task_id)
+                validate("task", task_id, view.state, "TaskRetried")
+                retried = TaskRetried(by=by, reason=reason, previous=view.state, deadline=deadline)
+                decision = DecisionMade(
+                    kind="task_retried",
+                    subject=task_id,
+                    choice="retry",
+                    inputs={"by": by, "reason": reason, "previous": view.state},
+                    alternatives=["leave it " + view.state],
+                )
+                own = session.view()
+                try:
+                    session.log.commit(
+                        [
+                            Append(
+                                stream=task_stream(task_id),
+                                events=[retried],
+                                expected_version=view.version,
+                                context=session.context,
+                            ),
+                            Append(
+                                stream=session_stream(session.name),
+                                events=[decision],
+                                expected_version=own.version if own is not None else 0,
+                                context=session.context,
+                            ),
+                        ]
+                    )
+                except VersionConflict:
+                    session.host.catch_up()
+                    continue
+                return session.catch_up().tasks.tasks[task_id]
+            raise UsageError(f"task {task_id}: too many concurrent changes, try again")
+
+    def fork(
+        self,
+        task_id: str,
+        *,
+        from_step: int,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> str:
+        """Start a new task whose first ``from_step`` steps return the recorded outcomes of
+        ``task_id``'s (see :meth:`onward.Engine.fork`); returns its id."""
+        session = self.session
+        session.check_open()
+        if not isinstance(from_step, int) or from_step < 0:
+            raise UsageError(f"from_step must be a step index >= 0, got {from_step!r}")
+        history = session.log.read_stream(task_stream(task_id))
+        if not history:
+            raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
+        origin = history[0].event
+        assert isinstance(origin, TaskSubmitted)
+        done = {r.event.index for r in history if isinstance(r.event, StepCompleted)}
+        missing = [i for i in range(from_step) if i not in done]
+        if missing:
+            raise UsageError(
+                f"task {task_id} has no recorded outcome for step {missing[0]}: a fork can take "
+                f"only completed steps (it completed {len(done)})"
+            )
+        fork_id = os.urandom(8).hex()
+        event = TaskSubmitted(
+            name=origin.name,
+            args=list(origin.args if args is None else args),
+            kwargs=dict(origin.kwargs if kwargs is None else kwargs),
+            priority=origin.priority,
+            deadline=None,
+            key=None,
+            parent=origin.parent,
+            forked_from=task_id,
+            inherit_steps=from_step,
+        )
+        context = Context(
+            session=session.name,
+            actor=session.worker,
+            causation_id=history[0].meta.event_id,
+            correlation_id=fork_id,
+        )
+        try:
+            session.log.append(
+                task_stream(fork_id),
+                [event],
+                expected_version=0,
+                event_ids=[submission_id(fork_id)],
+                context=context,
+            )
+        except UnencodableValue as exc:
+            raise UsageError(f"fork of {task_id}: arguments cannot be stored: {exc}") from exc
+        return fork_id
+
+    def abandon(self, task_id: str, *, by: str, reason: str) -> None:
+        """Fail a task that waits, unregistered, for a function nobody has any more."""
+        view = self.view(task_id)
+        if view.state != "unregistered":
+            raise InvalidTransition("task", task_id, view.state, "abandon")
+        why = f"abandoned by {by}: {reason}" if by else f"abandoned: {reason}"
+        self._steer(
+            task_id,
+            lambda _view: TaskFailed(error_type="Abandoned", message=why.rstrip(": ")),
+        )
+
+    def send(self, task_id: str, topic: str, value: Any, *, sender: str) -> int:
+        """Send a task a message (see :meth:`onward.Engine.send`); returns its inbox version."""
+        session = self.session
+        session.check_open()
+        if not isinstance(topic, str) or not topic:
+            raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
+        self.view(task_id)  # TaskNotFound
+        try:
+            result = session.log.append(
+                inbox_stream(task_id),
+                [MessageSent(topic=topic, value=value, sender=sender)],
+                expected_version=None,
+                context=session.context,
+            )
+        except UnencodableValue as exc:
+            raise UsageError(f"message for {task_id}: the value cannot be stored: {exc}") from exc
+        session.catch_up()
+        return result.versions[inbox_stream(task_id)]
+
+    def state_of(self, task_id: str, key: str) -> Any:
+        """The last value a task published under ``key`` (``engine.set_state``).
+
+        Raises:
+            TaskNotFound: no such task.
+            KeyError: it published nothing under that key.
+        """
+        session = self.session
+        history = session.log.read_stream(task_stream(task_id))
+        if not history:
+            raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
+        for r in reversed(history):
+            if isinstance(r.event, StateSet) and r.event.key == key:
+                return r.event.value
+        raise KeyError(f"task {task_id} published nothing under {key!r}")
 
     def view(self, task_id: str) -> TaskView:
         """What the log says about a task (catching up when it is not known yet).

@@ -133,8 +133,8 @@ def test_sessions_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None
     assert (nightly["name"], nightly["state"], nightly["openings"]) == ("nightly", "active", 1 + 1)
     assert nightly["started"] == START
     assert nightly["tasks"] == {
-        "queued": 1, "running": 0, "waiting": 0, "succeeded": 1, "failed": 1,
-        "cancelled": 0, "missed": 0, "quarantined": 0,
+        "queued": 1, "running": 0, "waiting": 0, "unregistered": 0, "succeeded": 1,
+        "failed": 1, "cancelled": 0, "missed": 0, "quarantined": 0,
     }  # fmt: skip
     assert other["name"] == "other"
     assert other["tasks"]["queued"] == 1
