@@ -83,7 +83,7 @@ from onward.events.log import (
     EventLog,
     new_event_id,
 )
-from onward.events.redaction import Redactor, SecretPattern
+from onward.events.redaction import RecordRedactor, Redactor, SecretPattern, redacted_logger
 from onward.events.retry import (
     RetryScheduled,
 )
@@ -111,8 +111,10 @@ from onward.events.task import (
     TaskWaiting,
 )
 from onward.events.url import open_log
+from onward.events.values import MAX_VALUE_DEPTH, decode_value, encode_value
 
 __all__ = [
+    "MAX_VALUE_DEPTH",
     "ActionChecked",
     "ActionUndone",
     "Append",
@@ -159,6 +161,7 @@ __all__ = [
     "Priority",
     "Problem",
     "ProblemKind",
+    "RecordRedactor",
     "Recorded",
     "Redactor",
     "RetryScheduled",
@@ -191,6 +194,9 @@ __all__ = [
     "VersionConflict",
     "WorkaroundApplied",
     "all_event_types",
+    "decode_value",
+    "encode_value",
     "new_event_id",
     "open_log",
+    "redacted_logger",
 ]

@@ -12,7 +12,6 @@ primary key on stream and version), so no read is needed on the common path.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -41,7 +40,7 @@ from onward.events.exceptions import (
     VersionConflict,
 )
 from onward.events.integrity import Verifier, VerifyReport
-from onward.events.redaction import Redactor
+from onward.events.redaction import Redactor, redacted_logger
 
 __all__ = [
     "Append",
@@ -54,7 +53,7 @@ __all__ = [
     "new_event_id",
 ]
 
-logger = logging.getLogger("onward.events")
+logger = redacted_logger("onward.events")
 
 #: A source of time in seconds since the epoch; tests inject a fake one.
 Clock = Callable[[], float]
@@ -337,6 +336,11 @@ class EventLog(ABC):
                 raise UsageError(f"append to stream {a.stream!r} has no events")
             if not a.stream:
                 raise UsageError("stream id must be a non-empty string")
+            # Ids are stored as given (redacting one would change what it names): refuse one
+            # that holds a secret.
+            redactor.check_name(a.stream, "stream id")
+            redactor.check_name(a.context.session, "session name")
+            redactor.check_name(a.context.actor, "actor")
             if a.stream in streams:
                 raise UsageError(f"stream {a.stream!r} appears twice in one commit")
             streams.add(a.stream)

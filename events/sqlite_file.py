@@ -16,7 +16,6 @@ with the same one.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import stat
@@ -29,10 +28,11 @@ from eventsourcing.sqlite import (
 )
 
 from onward.events.exceptions import BackendError, LogDamaged, NotALog
+from onward.events.redaction import redacted_logger
 
 __all__ = ["check_log_file", "create_log_file", "warn_if_shared"]
 
-logger = logging.getLogger("onward.events")
+logger = redacted_logger("onward.events")
 
 _MAGIC = b"SQLite format 3\x00"
 _HEADER = 100

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from onward.events import Checkpoint, EventLog, Recorded
+from onward.events import Checkpoint, EventLog, Recorded, redacted_logger
 from onward.projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
 from onward.projections.budget import BudgetLedger, BudgetProjection
 from onward.projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
@@ -33,7 +32,7 @@ _FAILURE_TYPES: frozenset[type[Any]] = frozenset(
     kind for kind in FOLDED_STEP_OUTCOMES if kind.__struct_config__.tag == "StepFailed"
 )
 
-logger = logging.getLogger("onward.projections")
+logger = redacted_logger("onward.projections")
 
 
 class _Saved(msgspec.Struct, array_like=True):

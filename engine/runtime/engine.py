@@ -23,7 +23,14 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from onward.core.definitions import Check, Judgement, StepDef, Undo, parse_priority
+from onward.core.definitions import (
+    Check,
+    Judgement,
+    StepDef,
+    Undo,
+    default_name,
+    parse_priority,
+)
 from onward.core.run import Suspended
 from onward.events import (
     EventLog,
@@ -78,7 +85,7 @@ class Engine:
             on_interruption).
 
     Raises:
-        UsageError: a bad session name or option.
+        UsageError: a bad session name (one that holds a secret included) or option.
 
     Attributes:
         log: the log.
@@ -98,6 +105,7 @@ class Engine:
     def __init__(self, log: EventLog, *, session: str, **options: Unpack[EngineOptions]) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
+        log.redactor.check_name(session, "session name")
         unknown = sorted(set(options) - ENGINE_OPTIONS)
         if unknown:
             raise UsageError(f"unknown engine options: {', '.join(unknown)}")
@@ -155,7 +163,7 @@ class Engine:
             degradations=self._degradations,
             interruptions=self._interruptions,
         )
-        self._tasks = Tasks(self._session)
+        self._tasks = Tasks(self._session, self.registry)
         self._session.open()
 
     @classmethod
@@ -179,7 +187,9 @@ class Engine:
         Raises:
             UsageError: an unknown option.
             InvalidURL: an unsupported URL.
-            LogDamaged: the log's history is corrupt or foreign.
+            NotALog: the path holds something else than a log (a directory, an empty, text or
+                unknown file, another SQLite database); nothing was changed.
+            LogDamaged: the log's history is corrupt or foreign, or its file is truncated.
         """
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:
@@ -222,11 +232,12 @@ class Engine:
             priority: the default priority of its tasks.
 
         Raises:
-            UsageError: an unknown priority.
+            UsageError: an unknown priority, or a name that holds a secret.
         """
         level = parse_priority(priority)
 
         def register(f: F) -> F:
+            self.log.redactor.check_name(name or default_name(f), "task name")
             self.registry.add_task(f, name, level)
             return f
 
@@ -254,9 +265,13 @@ class Engine:
                 dependency stops calling it while it keeps failing.
             hints: what fixes may use: which parameter is a batch size, a fallback location,
                 declared defaults and alternatives (see :mod:`onward.healing.remedies`).
+
+        Raises:
+            UsageError: a name or breaker that holds a secret.
         """
 
         def register(f: F) -> F:
+            self._check_step_names(name or default_name(f), breaker)
             definition = self.registry.add_step(f, name, at_most_once, breaker=breaker, hints=hints)
             return self._durable(definition)  # type: ignore[return-value]
 
@@ -309,12 +324,18 @@ class Engine:
         )
 
         def register(f: F) -> F:
+            self._check_step_names(name or default_name(f), breaker)
             definition = self.registry.add_step(
                 f, name, at_most_once, breaker=breaker, hints=hints, judgement=judgement
             )
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
+
+    def _check_step_names(self, name: str, breaker: str) -> None:
+        """Refuse a step or breaker name that holds a secret (names are stored as given)."""
+        self.log.redactor.check_name(name, "step name")
+        self.log.redactor.check_name(breaker, "breaker name")
 
     @staticmethod
     def _durable(definition: StepDef) -> Callable[..., Any]:
@@ -560,6 +581,7 @@ class Engine:
         Raises:
             UsageError: a bad name or ladder.
         """
+        self.log.redactor.check_name(name, "component name")
         return self._degradations.component(
             name, check=check, workarounds=workarounds, description=description
         )

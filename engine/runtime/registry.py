@@ -6,7 +6,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from onward.core.definitions import Judgement, StepDef, TaskDef, default_name, return_type
+from onward.core.definitions import (
+    Judgement,
+    StepDef,
+    TaskDef,
+    default_name,
+    return_type,
+    type_hints,
+)
 from onward.core.errors import NotRegistered
 from onward.events import Priority
 
@@ -22,11 +29,14 @@ class Registry:
 
     def add_task(self, fn: Callable[..., Any], name: str | None, priority: Priority) -> TaskDef:
         """Register ``fn`` as a task (re-registering the same name replaces it)."""
+        hints = type_hints(fn)
         definition = TaskDef(
             name=name or default_name(fn),
             fn=fn,
             priority=priority,
             signature=inspect.signature(fn),
+            annotations={k: v for k, v in hints.items() if k != "return"},
+            returns=hints.get("return", Any),
         )
         self.tasks[definition.name] = definition
         return definition

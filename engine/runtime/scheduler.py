@@ -7,7 +7,6 @@ projections after each.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -29,6 +28,9 @@ from onward.events import (
     UnencodableValue,
     UsageError,
     VersionConflict,
+    decode_value,
+    encode_value,
+    redacted_logger,
 )
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
@@ -43,7 +45,7 @@ from onward.runtime.worker import worker_gone
 
 __all__ = ["RunSummary", "Scheduler"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 #: Seconds between two looks for a human's answer while ``await_approvals`` lasts.
 APPROVAL_POLL = 0.5
@@ -333,12 +335,19 @@ class Scheduler:
         try:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError as exc:
-            run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
+            run.record(
+                [TaskFailed(error_type="NotRegistered", message=error_message(exc, run.redact))]
+            )
             return "failed", run
+        # The arguments as recorded, converted to the parameters' annotations: every run of
+        # the task, the first included, gets the same values.
+        positional, named = definition.argument_types(len(submitted.args), submitted.kwargs)
+        args = [decode_value(a, t) for a, t in zip(submitted.args, positional, strict=True)]
+        kwargs = {k: decode_value(v, named[k]) for k, v in submitted.kwargs.items()}
         token = CURRENT_RUN.set(run)
         try:
             try:
-                result = definition.fn(*submitted.args, **submitted.kwargs)
+                result = definition.fn(*args, **kwargs)
             finally:
                 CURRENT_RUN.reset(token)
         except Suspended:
@@ -347,15 +356,27 @@ class Scheduler:
             logger.info("%s", lost)
             return "cancelled", run
         except Exception as exc:
-            logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, exc)
+            # Redacted (and cut) once, for the log line as for the record.
+            message = error_message(exc, run.redact)
+            logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, message)
+            return self._finish(run, TaskFailed(error_type=type(exc).__name__, message=message))
+        try:
+            stored = encode_value(
+                result,
+                what=f"task {task_id} ({definition.name}): its result",
+                redactor=self.session.log.redactor,
+            )
+        except UsageError as exc:
+            logger.info("task %s failed: %s", task_id, exc)
             return self._finish(
-                run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
+                run, TaskFailed(error_type="UsageError", message=error_message(exc))
             )
         try:
-            return self._finish(run, TaskSucceeded(result=result), self._next(view))
+            return self._finish(run, TaskSucceeded(result=stored), self._next(view))
         except UnencodableValue as exc:
             return self._finish(
-                run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
+                run,
+                TaskFailed(error_type="UnencodableValue", message=error_message(exc, run.redact)),
             )
 
     def _next(self, view: TaskView) -> list[Event]:
