@@ -78,6 +78,12 @@ _SCALARS = (str, int, bool, type(None))
 _SCALAR_BASES: tuple[type[Any], ...] = (bool, int, str, float, bytes, bytearray)
 
 
+# Types whose own instances convert to themselves unchanged (so converting them is skipped).
+_EXACT: frozenset[Any] = frozenset(
+    {str, int, float, bool, bytes, bytearray, tuple, set, frozenset, list, dict}
+)
+
+
 class _Refused(Exception):
     """A value that cannot be stored: what is wrong, and where."""
 
@@ -93,8 +99,9 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
     Args:
         value: a task argument, or a step's or task's result.
         what: what it is, for the error message (``"task crawl: argument urls"``).
-        redactor: replaces secrets inside ``bytes`` before they are encoded (the log redacts
-            the text of every event, but cannot read base64); None leaves them.
+        redactor: the log's redactor: the stored form is redacted as the log will redact it,
+            and ``bytes``, which the log sees only as base64, are redacted before they are
+            encoded; None redacts nothing.
 
     Returns:
         The stored form, exactly as the log will hold it: plain JSON values (lists, dicts,
@@ -103,6 +110,13 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
     Raises:
         UsageError: the value cannot be stored so as to come back as it is (see the module).
     """
+    raw = _plain_json(value)
+    if raw is not None:  # plain JSON already: no walk needed
+        if redactor is not None:
+            redacted = redactor.redact_json(raw)
+            if redacted is not raw:
+                return _DECODER.decode(redacted)
+        return _DECODER.decode(raw)
     redact_bytes = None if redactor is None else _bytes_redactor(redactor)
     try:
         packed = _pack(value, "", 0, set(), redact_bytes)
@@ -133,7 +147,7 @@ def decode_value(stored: Any, into: Any = Any) -> Any:
         The value.
     """
     value = _unpack(stored)
-    if into is Any or into is object or (into in _EXACT and type(value) is into):
+    if into is Any or into is object or (type(value) is into and into in _EXACT):
         return value
     try:
         return msgspec.convert(value, type=into, strict=False)
@@ -141,10 +155,25 @@ def decode_value(stored: Any, into: Any = Any) -> Any:
         return value
 
 
-# Types whose own instances convert to themselves unchanged (so converting them is skipped).
-_EXACT: frozenset[Any] = frozenset(
-    {str, int, float, bool, bytes, bytearray, tuple, set, frozenset, list, dict}
-)
+def _plain_json(value: Any) -> bytes | None:
+    """The JSON of a value that JSON keeps exactly (no tag needed, none to escape, shallow
+    enough), or None: then the value is walked and tagged.
+
+    Encoding and decoding in C and comparing costs less than walking the value in Python. A
+    value that does not come back equal (a tuple, bytes, NaN, a non-string key, a Struct), holds
+    a dict whose first key starts with ``$``, or has more containers than :data:`MAX_VALUE_DEPTH`
+    (so might be nested deeper) takes the walk.
+    """
+    try:
+        raw = _ENCODER.encode(value)
+        if type(value) in _SCALARS:
+            return raw
+        same = _DECODER.decode(raw) == value
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError):
+        return None  # the walk says what is wrong, and where
+    if not same or b'{"$' in raw or raw.count(b"[") + raw.count(b"{") > MAX_VALUE_DEPTH:
+        return None
+    return raw
 
 
 def _bytes_redactor(redactor: Redactor) -> Callable[[bytes], bytes]:

@@ -3,7 +3,9 @@ went in, and how a log written by an older version (plain JSON) still replays.""
 
 from __future__ import annotations
 
+import collections
 import datetime
+import enum
 import math
 import socket
 import threading
@@ -297,3 +299,31 @@ def test_bytes_are_redacted_before_they_are_encoded() -> None:
     )
     assert token not in repr(decode_value(stored))
     assert b"[REDACTED:" in decode_value(stored)["body"]
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ([1, "a", {"b": 2.5, "c": None}], [1, "a", {"b": 2.5, "c": None}]),
+        ({"level": Level.HIGH}, {"level": 3}),
+        (collections.OrderedDict(a=1), {"a": 1}),
+        (-0.0, -0.0),
+        (2**80, 2**80),
+        ([[[[1]]]], [[[[1]]]]),
+        ({"a": (1, 2)}, {"a": {"$tuple": [1, 2]}}),
+        ([{"$x": 1}], [{"$dict": [["$x", 1]]}]),
+    ],
+    ids=["plain", "int-enum", "ordered-dict", "minus-zero", "big-int", "nested", "tuple", "dollar"],
+)
+def test_plain_json_is_stored_as_it_is_and_the_rest_is_tagged(value: Any, stored: Any) -> None:
+    assert encode_value(value, what="v") == stored
+    assert math.copysign(1, encode_value(-0.0, what="v")) == -1
+
+
+def test_more_containers_than_the_depth_limit_are_walked_not_refused() -> None:
+    wide = [[i] for i in range(500)]  # 501 containers, 2 deep
+    assert encode_value(wide, what="v") == wide
