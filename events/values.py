@@ -85,12 +85,18 @@ _EXACT: frozenset[Any] = frozenset(
 
 
 class _Refused(Exception):
-    """A value that cannot be stored: what is wrong, and where."""
+    """A value that cannot be stored: what is wrong, and where (the path is built on the way
+    out, so that a value that can be stored costs no path)."""
 
-    def __init__(self, where: str, why: str) -> None:
+    def __init__(self, why: str) -> None:
         super().__init__(why)
-        self.where = where
         self.why = why
+        self.path: list[str] = []
+
+    def at(self, segment: str) -> _Refused:
+        """This refusal, one level further out."""
+        self.path.insert(0, segment)
+        return self
 
 
 def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> Any:
@@ -119,9 +125,9 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
         return _DECODER.decode(raw)
     redact_bytes = None if redactor is None else _bytes_redactor(redactor)
     try:
-        packed = _pack(value, "", 0, set(), redact_bytes)
+        packed = _pack(value, 0, set(), redact_bytes)
     except _Refused as refused:
-        where = refused.where
+        where = "".join(refused.path)
         if len(where) > 80:  # a deep path: its two ends say enough
             where = f"{where[:38]}...{where[-38:]}"
         at = f" at {where}" if where else ""
@@ -161,19 +167,34 @@ def _plain_json(value: Any) -> bytes | None:
 
     Encoding and decoding in C and comparing costs less than walking the value in Python. A
     value that does not come back equal (a tuple, bytes, NaN, a non-string key, a Struct), holds
-    a dict whose first key starts with ``$``, or has more containers than :data:`MAX_VALUE_DEPTH`
-    (so might be nested deeper) takes the walk.
+    a dict whose first key starts with ``$``, or is nested deeper than :data:`MAX_VALUE_DEPTH`
+    takes the walk.
     """
     try:
         raw = _ENCODER.encode(value)
         if type(value) in _SCALARS:
             return raw
-        same = _DECODER.decode(raw) == value
+        back = _DECODER.decode(raw)
+        same = back == value
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError):
         return None  # the walk says what is wrong, and where
-    if not same or b'{"$' in raw or raw.count(b"[") + raw.count(b"{") > MAX_VALUE_DEPTH:
+    if not same or b'{"$' in raw:
+        return None
+    if raw.count(b"[") + raw.count(b"{") > MAX_VALUE_DEPTH and not _shallow(back):
         return None
     return raw
+
+
+def _shallow(value: Any) -> bool:
+    """Whether no container of a decoded JSON value lies deeper than :data:`MAX_VALUE_DEPTH`."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_VALUE_DEPTH:
+            return False
+        inner = container.values() if type(container) is dict else container
+        pending.extend((v, depth + 1) for v in inner if type(v) is list or type(v) is dict)
+    return True
 
 
 def _bytes_redactor(redactor: Redactor) -> Callable[[bytes], bytes]:
@@ -188,7 +209,6 @@ def _bytes_redactor(redactor: Redactor) -> Callable[[bytes], bytes]:
 
 def _pack(
     value: Any,
-    where: str,
     depth: int,
     active: set[int],
     redact: Callable[[bytes], bytes] | None,
@@ -199,7 +219,7 @@ def _pack(
     if cls is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if cls is list or cls is dict or cls is tuple or cls is set or cls is frozenset:
-        return _pack_container(value, cls, where, depth, active, redact)
+        return _pack_container(value, cls, depth, active, redact)
     if cls is bytes or cls is bytearray or cls is memoryview:
         data = bytes(value)
         if redact is not None:
@@ -209,67 +229,81 @@ def _pack(
     tag = _TEXT_TAGS.get(cls)
     if tag is not None:
         return {tag: msgspec.to_builtins(value)}
-    return _pack_other(value, where, depth, active, redact)
+    return _pack_other(value, depth, active, redact)
 
 
 def _pack_container(
     value: Any,
     cls: type[Any],
-    where: str,
     depth: int,
     active: set[int],
     redact: Callable[[bytes], bytes] | None,
 ) -> Any:
     if depth >= MAX_VALUE_DEPTH:
-        raise _Refused(where, f"nested deeper than {MAX_VALUE_DEPTH} levels")
+        raise _Refused(f"nested deeper than {MAX_VALUE_DEPTH} levels")
     key = id(value)
     if key in active:
-        raise _Refused(where, "it contains itself (a reference cycle)")
+        raise _Refused("it contains itself (a reference cycle)")
     active.add(key)
     inner = depth + 1
     try:
-        if cls is list:
-            return [_pack(v, f"{where}[{i}]", inner, active, redact) for i, v in enumerate(value)]
-        if cls is tuple:
-            items = [_pack(v, f"{where}[{i}]", inner, active, redact) for i, v in enumerate(value)]
-            return {"$tuple": items}
         if cls is dict:
-            if all(type(k) is str for k in value) and not (
-                len(value) == 1 and next(iter(value)).startswith("$")
-            ):
-                return {
-                    k: _pack(v, f"{where}[{k!r}]", inner, active, redact) for k, v in value.items()
-                }
-            return {
-                "$dict": [
-                    [
-                        _pack_key(k, f"{where} (a key)", inner, active, redact),
-                        _pack(v, f"{where}[{k!r}]", inner, active, redact),
-                    ]
-                    for k, v in value.items()
-                ]
-            }
-        tag = "$set" if cls is set else "$frozenset"
-        members = [_pack_key(v, f"{where} (a member)", inner, active, redact) for v in value]
-        return {tag: members}
+            return _pack_dict(value, inner, active, redact)
+        items: list[Any] = []
+        ordered = cls is list or cls is tuple
+        pack = _pack if ordered else _pack_key
+        try:
+            for v in value:
+                items.append(pack(v, inner, active, redact))
+        except _Refused as refused:
+            # The item that failed is the one after those packed.
+            raise refused.at(f"[{len(items)}]" if ordered else " (a member)") from None
+        if cls is list:
+            return items
+        return {"$tuple" if cls is tuple else "$set" if cls is set else "$frozenset": items}
     finally:
         active.discard(key)
 
 
+def _pack_dict(
+    value: dict[Any, Any],
+    depth: int,
+    active: set[int],
+    redact: Callable[[bytes], bytes] | None,
+) -> Any:
+    plain = all(type(k) is str for k in value) and not (
+        len(value) == 1 and next(iter(value)).startswith("$")
+    )
+    packed: dict[str, Any] = {}
+    pairs: list[list[Any]] = []
+    for k, v in value.items():
+        try:
+            if plain:
+                packed[k] = _pack(v, depth, active, redact)
+                continue
+            stored_key = _pack_key(k, depth, active, redact)
+        except _Refused as refused:
+            suffix = " (a key)" if not plain else ""
+            raise refused.at(f"[{k!r}]" if plain else suffix) from None
+        try:
+            pairs.append([stored_key, _pack(v, depth, active, redact)])
+        except _Refused as refused:
+            raise refused.at(f"[{k!r}]") from None
+    return packed if plain else {"$dict": pairs}
+
+
 def _pack_key(
     value: Any,
-    where: str,
     depth: int,
     active: set[int],
     redact: Callable[[bytes], bytes] | None,
 ) -> Any:
     """A dict key or a set member: it must be hashable once read back."""
-    packed = _pack(value, where, depth, active, redact)
+    packed = _pack(value, depth, active, redact)
     try:
         hash(_unpack(packed))
     except TypeError:
         raise _Refused(
-            where,
             f"a {type(value).__name__} would read back as an unhashable "
             f"{type(_unpack(packed)).__name__}",
         ) from None
@@ -278,7 +312,6 @@ def _pack_key(
 
 def _pack_other(
     value: Any,
-    where: str,
     depth: int,
     active: set[int],
     redact: Callable[[bytes], bytes] | None,
@@ -286,37 +319,37 @@ def _pack_other(
     """Subclasses of the types above, enums, and objects msgspec knows (Structs, dataclasses,
     attrs classes): as msgspec encodes them, their contents packed in turn."""
     if isinstance(value, enum.Enum):
-        return _pack(value.value, where, depth, active, redact)
+        return _pack(value.value, depth, active, redact)
     for scalar in _SCALAR_BASES:
         if isinstance(value, scalar):
-            return _pack(scalar(value), where, depth, active, redact)
+            return _pack(scalar(value), depth, active, redact)
     for container in (tuple, list, dict, set, frozenset):  # NamedTuple, OrderedDict, ...
         if isinstance(value, container):
-            return _pack_container(value, container, where, depth, active, redact)
+            return _pack_container(value, container, depth, active, redact)
     for native, tag in _TEXT_TAGS.items():  # datetime before date: dict order
         if isinstance(value, native):
             try:
                 return {tag: msgspec.to_builtins(_as_native(value, native))}
             except (TypeError, ValueError) as exc:
                 raise _Refused(
-                    where, f"a {type(value).__qualname__} cannot be stored as a {tag[1:]} ({exc})"
+                    f"a {type(value).__qualname__} cannot be stored as a {tag[1:]} ({exc})"
                 ) from None
     if depth >= MAX_VALUE_DEPTH:
-        raise _Refused(where, f"nested deeper than {MAX_VALUE_DEPTH} levels")
+        raise _Refused(f"nested deeper than {MAX_VALUE_DEPTH} levels")
     key = id(value)
     if key in active:
-        raise _Refused(where, "it contains itself (a reference cycle)")
+        raise _Refused("it contains itself (a reference cycle)")
     try:
         plain = msgspec.to_builtins(value, builtin_types=_NATIVE, str_keys=False)
     except RecursionError:
-        raise _Refused(where, "it contains itself, or is nested too deeply") from None
+        raise _Refused("it contains itself, or is nested too deeply") from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise _Refused(
-            where, f"a value of type {type(value).__qualname__} cannot be stored ({exc})"
+            f"a value of type {type(value).__qualname__} cannot be stored ({exc})"
         ) from None
     active.add(key)
     try:
-        return _pack(plain, where, depth, active, redact)
+        return _pack(plain, depth, active, redact)
     finally:
         active.discard(key)
 
