@@ -45,6 +45,7 @@ from onward.events.exceptions import (
     InvalidURL,
     LogDamaged,
     LogNotFound,
+    NotALog,
     OnwardError,
     PayloadTooLarge,
     StorageUnavailable,
@@ -91,7 +92,7 @@ from onward.events.log import (
     new_event_id,
 )
 from onward.events.message import MessageReceived, MessageSent, StateSet
-from onward.events.redaction import Redactor, SecretPattern
+from onward.events.redaction import RecordRedactor, Redactor, SecretPattern, redacted_logger
 from onward.events.retry import (
     RetryScheduled,
 )
@@ -124,10 +125,12 @@ from onward.events.task import (
     TaskWaiting,
 )
 from onward.events.url import open_log
+from onward.events.values import MAX_VALUE_DEPTH, decode_value, encode_value
 from onward.events.watch import Watch
 from onward.events.worker import WorkerHeartbeat, WorkerStopped
 
 __all__ = [
+    "MAX_VALUE_DEPTH",
     "ActionChecked",
     "ActionUndone",
     "Append",
@@ -172,12 +175,14 @@ __all__ = [
     "MessageReceived",
     "MessageSent",
     "Meta",
+    "NotALog",
     "OnwardError",
     "PatchMarked",
     "PayloadTooLarge",
     "Priority",
     "Problem",
     "ProblemKind",
+    "RecordRedactor",
     "Recorded",
     "Redactor",
     "RetryScheduled",
@@ -220,6 +225,9 @@ __all__ = [
     "WorkerHeartbeat",
     "WorkerStopped",
     "all_event_types",
+    "decode_value",
+    "encode_value",
     "new_event_id",
     "open_log",
+    "redacted_logger",
 ]

@@ -8,6 +8,8 @@ apart: you misused the API, the log is damaged, the backend failed::
     ├── UsageError (ValueError) ............. a bad argument, raised before anything is written
     │   ├── InvalidURL
     │   ├── LogNotFound (FileNotFoundError) . opening with create=False where no log is
+    │   ├── NotALog ......................... the path holds something else: a directory, an
+    │   │                                     empty, text or unknown file, another SQLite database
     │   ├── PayloadTooLarge
     │   └── UnencodableValue (TypeError too)
     ├── ConflictError
@@ -28,6 +30,7 @@ __all__ = [
     "InvalidURL",
     "LogDamaged",
     "LogNotFound",
+    "NotALog",
     "OnwardError",
     "PayloadTooLarge",
     "StorageUnavailable",
@@ -52,6 +55,21 @@ class InvalidURL(UsageError):
 
 class LogNotFound(UsageError, FileNotFoundError):
     """No log at this location, and the caller asked not to create one (``create=False``)."""
+
+
+class NotALog(UsageError):
+    """The path holds something that is not an onward log, so it is neither opened nor changed.
+
+    Attributes:
+        path: the path.
+        found: what is there: "a directory", "an empty file", "a text file", "an SQLite
+            database without an onward log", ...
+    """
+
+    def __init__(self, message: str, *, path: str, found: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.found = found
 
 
 class PayloadTooLarge(UsageError):

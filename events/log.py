@@ -21,7 +21,6 @@ order), or keep none: ``verify`` then says "not tracked".
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import random
 import re
@@ -54,7 +53,7 @@ from onward.events.exceptions import (
 )
 from onward.events.integrity import LogHead, Verifier, VerifyReport, check_rows
 from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
-from onward.events.redaction import Redactor
+from onward.events.redaction import Redactor, redacted_logger
 from onward.events.watch import PollingWatch, Watch
 
 __all__ = [
@@ -68,7 +67,7 @@ __all__ = [
     "new_event_id",
 ]
 
-logger = logging.getLogger("onward.events")
+logger = redacted_logger("onward.events")
 
 #: A source of time in seconds since the epoch; tests inject a fake one.
 Clock = Callable[[], float]
@@ -446,6 +445,11 @@ class EventLog(ABC):
                 raise UsageError(f"append to stream {a.stream!r} has no events")
             if not a.stream:
                 raise UsageError("stream id must be a non-empty string")
+            # Ids are stored as given (redacting one would change what it names): refuse one
+            # that holds a secret.
+            redactor.check_name(a.stream, "stream id")
+            redactor.check_name(a.context.session, "session name")
+            redactor.check_name(a.context.actor, "actor")
             if a.stream in streams:
                 raise UsageError(f"stream {a.stream!r} appears twice in one commit")
             streams.add(a.stream)

@@ -30,6 +30,7 @@ from onward.events.codec import LAYOUT
 from onward.events.exceptions import BackendError, LogNotFound, UsageError
 from onward.events.integrity import CHAIN_START, HEAD_REMOVED, LogHead, advance_chain
 from onward.events.log import EventLog, StoredRow
+from onward.events.sqlite_file import check_log_file, create_log_file, warn_if_shared
 from onward.events.watch import PollingWatch, Watch
 
 __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
@@ -181,16 +182,22 @@ class SQLiteLog(EventLog):
     """An event log in one SQLite file (``sqlite:///path``).
 
     Args:
-        path: the database file; created with mode 0600 when it does not exist.
+        path: the database file; created with mode 0600 when there is no file at all. A file
+            that is there must hold an onward log: anything else is refused and left as it is
+            (see :mod:`onward.events.sqlite_file`). An existing log whose files others may
+            read gets a warning (logged), not a change of mode.
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
         busy_timeout: seconds a writer waits for another process's lock.
-        create: create the file and its tables when missing; with False, a missing file or
-            one without an onward log raises :class:`LogNotFound` and nothing is written.
+        create: create the log when there is no file; with False, a missing file raises
+            :class:`LogNotFound` and nothing is written.
         **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
         UsageError: a bad option.
-        LogNotFound: ``create=False`` and there is no log at ``path``.
+        LogNotFound: ``create=False`` and there is no file at ``path``.
+        NotALog: the path holds a directory, an empty, text or unknown file, or an SQLite
+            database without an onward log.
+        LogDamaged: the file is a truncated or malformed SQLite database.
         BackendError: the file cannot be created or opened.
     """
 
@@ -220,15 +227,14 @@ class SQLiteLog(EventLog):
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
         self.path = os.path.abspath(path)
         self.synchronous = synchronous
-        if create:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-                os.close(fd)
-            except OSError as exc:
-                raise BackendError(f"cannot create the SQLite log {self.path}: {exc}") from exc
-            _set_wal(self.path, busy_timeout)
+        exists = check_log_file(self.path)
+        if not exists and not create:
+            raise LogNotFound(f"no log at {self.path} (no such file)")
+        if exists:
+            warn_if_shared(self.path)
         else:
-            _check_exists(self.path)
+            create_log_file(self.path, busy_timeout)
+        _set_wal(self.path, busy_timeout)
         factory = SQLiteFactory.construct(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -359,28 +365,6 @@ class SQLiteLog(EventLog):
     def _close_backend(self) -> None:
         self._writer.close()
         self._datastore.close()
-
-
-def _check_exists(path: str) -> None:
-    """Raise :class:`LogNotFound` unless ``path`` is an SQLite file holding an onward log."""
-    if not os.path.isfile(path):
-        raise LogNotFound(f"no log at {path} (no such file)")
-    try:
-        with open(path, "rb") as f:
-            header = f.read(16)
-    except OSError as exc:
-        raise LogNotFound(f"no log at {path} ({exc.strerror})") from exc
-    if header != b"SQLite format 3\x00":
-        raise LogNotFound(f"no log at {path} (not an SQLite database)")
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            found = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name='stored_events'"
-            ).fetchone()
-    except sqlite3.Error as exc:
-        raise LogNotFound(f"no log at {path} (not an SQLite database: {exc})") from exc
-    if found is None:
-        raise LogNotFound(f"no log at {path} (an SQLite database without an onward log)")
 
 
 def _set_wal(path: str, busy_timeout: float) -> None:

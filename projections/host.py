@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from onward.events import Checkpoint, EventLog, LogDamaged, ProblemKind, Recorded, TaskQuarantined
+from onward.events import (
+    Checkpoint,
+    EventLog,
+    LogDamaged,
+    ProblemKind,
+    Recorded,
+    TaskQuarantined,
+    redacted_logger,
+)
 from onward.events.integrity import StreamDamage
 from onward.projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
 from onward.projections.budget import BudgetLedger, BudgetProjection
@@ -48,7 +55,7 @@ _FAILURE_TYPES: frozenset[type[Any]] = frozenset(
     kind for kind in FOLDED_STEP_OUTCOMES if kind.__struct_config__.tag == "StepFailed"
 )
 
-logger = logging.getLogger("onward.projections")
+logger = redacted_logger("onward.projections")
 
 
 class _Saved(msgspec.Struct, array_like=True):

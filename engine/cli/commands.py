@@ -49,7 +49,10 @@ def open_existing(db: str) -> EventLog:
     """Open the log at ``db`` (a file path or a log URL) without creating it.
 
     Raises:
-        LogNotFound: no log there (a missing file, not an SQLite database, no onward tables).
+        LogNotFound: no file there.
+        NotALog: something else is there (a directory, an empty or text file, another
+            SQLite database).
+        LogDamaged: a truncated or malformed SQLite file.
         BackendError: the log cannot be read.
     """
     url = db if "://" in db else f"sqlite:///{db}"

@@ -26,7 +26,14 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from onward.core.definitions import Check, Judgement, StepDef, Undo, parse_priority
+from onward.core.definitions import (
+    Check,
+    Judgement,
+    StepDef,
+    Undo,
+    default_name,
+    parse_priority,
+)
 from onward.core.run import Suspended
 from onward.events import (
     EventLog,
@@ -91,7 +98,7 @@ class Engine:
             on_interruption).
 
     Raises:
-        UsageError: a bad session name or option.
+        UsageError: a bad session name (one that holds a secret included) or option.
 
     Attributes:
         log: the log.
@@ -111,6 +118,7 @@ class Engine:
     def __init__(self, log: EventLog, *, session: str, **options: Unpack[EngineOptions]) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
+        log.redactor.check_name(session, "session name")
         unknown = sorted(set(options) - ENGINE_OPTIONS)
         if unknown:
             raise UsageError(f"unknown engine options: {', '.join(unknown)}")
@@ -168,7 +176,7 @@ class Engine:
             degradations=self._degradations,
             interruptions=self._interruptions,
         )
-        self._tasks = Tasks(self._session)
+        self._tasks = Tasks(self._session, self.registry)
         self._session.open()
         live(self.worker, True)
 
@@ -197,6 +205,9 @@ class Engine:
             InvalidURL: an unsupported URL.
             StreamDamaged: the session's own history cannot be trusted (a damaged task only
                 is not resumed; other sessions open as usual).
+            NotALog: the path holds something else than a log (a directory, an empty, text or
+                unknown file, another SQLite database); nothing was changed.
+            LogDamaged: the log's history is corrupt or foreign, or its file is truncated.
         """
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:
@@ -252,11 +263,12 @@ class Engine:
                 that keeps the queued and unfinished tasks).
 
         Raises:
-            UsageError: an unknown priority, or a bad alias.
+            UsageError: an unknown priority, a bad alias, or a name that holds a secret.
         """
         level = parse_priority(priority)
 
         def register(f: F) -> F:
+            self.log.redactor.check_name(name or default_name(f), "task name")
             self.registry.add_task(f, name, level, aliases)
             return f
 
@@ -299,10 +311,12 @@ class Engine:
                 that replays the histories recorded before it).
 
         Raises:
-            UsageError: a bad timeout, or a generator function.
+            UsageError: a bad timeout, a generator function, or a name or breaker that holds a
+                secret.
         """
 
         def register(f: F) -> F:
+            self._check_step_names(name or default_name(f), breaker)
             definition = self.registry.add_step(
                 f,
                 name,
@@ -368,6 +382,7 @@ class Engine:
         )
 
         def register(f: F) -> F:
+            self._check_step_names(name or default_name(f), breaker)
             definition = self.registry.add_step(
                 f,
                 name,
@@ -381,6 +396,11 @@ class Engine:
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
+
+    def _check_step_names(self, name: str, breaker: str) -> None:
+        """Refuse a step or breaker name that holds a secret (names are stored as given)."""
+        self.log.redactor.check_name(name, "step name")
+        self.log.redactor.check_name(breaker, "breaker name")
 
     @staticmethod
     def _durable(definition: StepDef) -> Callable[..., Any]:
@@ -810,6 +830,7 @@ class Engine:
         Raises:
             UsageError: a bad name or ladder.
         """
+        self.log.redactor.check_name(name, "component name")
         return self._degradations.component(
             name, check=check, workarounds=workarounds, description=description
         )

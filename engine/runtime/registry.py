@@ -6,7 +6,14 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from onward.core.definitions import Judgement, StepDef, TaskDef, default_name, return_type
+from onward.core.definitions import (
+    Judgement,
+    StepDef,
+    TaskDef,
+    default_name,
+    return_type,
+    type_hints,
+)
 from onward.core.errors import NotRegistered
 from onward.events import Priority, UsageError
 
@@ -35,12 +42,15 @@ class Registry:
         Raises:
             UsageError: an alias that is the task's own name, or an empty one.
         """
+        hints = type_hints(fn)
         definition = TaskDef(
             name=name or default_name(fn),
             fn=fn,
             priority=priority,
             signature=inspect.signature(fn),
             is_async=inspect.iscoroutinefunction(fn),
+            annotations={k: v for k, v in hints.items() if k != "return"},
+            returns=hints.get("return", Any),
         )
         for alias in aliases:
             if not alias or alias == definition.name:

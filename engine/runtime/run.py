@@ -62,6 +62,8 @@ from onward.events import (
     UsageError,
     VersionConflict,
     WorkaroundApplied,
+    decode_value,
+    encode_value,
 )
 from onward.healing.fixes import StepCall
 from onward.healing.healer import Healer, Outcome, bind_call, call_with
@@ -392,6 +394,10 @@ class TaskRun:
 
     # -- appending -------------------------------------------------------------------------
 
+    def redact(self, text: str) -> str:
+        """A text with its secrets replaced, by the log's redactor."""
+        return self.log.redactor.redact(text)
+
     def record(self, events: list[Event]) -> None:
         """Append events to the task's stream at the version this run expects.
 
@@ -507,9 +513,32 @@ class TaskRun:
         self.steps_run += 1
         return index, None
 
-    def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> None:
-        """Record a step's result."""
-        self.record([StepCompleted(index=index, name=step.name, result=result, duration=duration)])
+    def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> Any:
+        """Record a step's result.
+
+        Returns:
+            The result as the log holds it, decoded as a replay decodes it: what the step's
+            caller gets, on this run as on every later one.
+
+        Raises:
+            UsageError: the result cannot be stored so as to come back as it is (nothing was
+                recorded).
+        """
+        stored = self.stored_result(step, index, result)
+        self.record([StepCompleted(index=index, name=step.name, result=stored, duration=duration)])
+        return decode_value(stored, step.returns)
+
+    def stored_result(self, step: StepDef, index: int, result: Any) -> Any:
+        """A step's result as the log will hold it (see :func:`onward.events.encode_value`).
+
+        Raises:
+            UsageError: the result cannot be stored so as to come back as it is.
+        """
+        return encode_value(
+            result,
+            what=f"task {self.task_id}: the result of step {step.name!r} (index {index})",
+            redactor=self.log.redactor,
+        )
 
     def fail_step(self, step: StepDef, index: int, exc: BaseException) -> None:
         """Record a step's failure."""
@@ -519,7 +548,7 @@ class TaskRun:
                     index=index,
                     name=step.name,
                     error_type=type(exc).__name__,
-                    message=error_message(exc),
+                    message=error_message(exc, self.redact),
                 )
             ]
         )
@@ -528,12 +557,7 @@ class TaskRun:
     def replay(step: StepDef, recorded: Replayed) -> Any:
         """The recorded outcome again: the result (as the step's return type), or its error."""
         if recorded.completed:
-            if step.returns is Any or recorded.result is None:
-                return recorded.result
-            try:
-                return msgspec.convert(recorded.result, type=step.returns, strict=False)
-            except (msgspec.ValidationError, TypeError):
-                return recorded.result
+            return decode_value(recorded.result, step.returns)
         if recorded.error_type == "ActionDenied":
             raise ActionDenied(recorded.name, recorded.message)
         builtin = getattr(builtins, recorded.error_type, None)
@@ -607,7 +631,9 @@ class TaskRun:
                     yield Blocking(self._check, step, index, judgement, ruling, result)
             except Exception as exc:
                 if ruling is not None and not isinstance(exc, CheckFailed):
-                    yield Blocking(self._action_failed, step, index, ruling, error_message(exc))
+                    yield Blocking(
+                        self._action_failed, step, index, ruling, error_message(exc, self.redact)
+                    )
                 if healer is None:
                     yield Blocking(self.fail_step, step, index, exc)
                     raise
@@ -628,10 +654,13 @@ class TaskRun:
                 if outcome.action == "wait":
                     raise Suspended() from None
                 raise
+            # The caller gets what a replay will get: the result as recorded, decoded again.
+            stored = self.stored_result(step, index, result)
+            result = decode_value(stored, step.returns)
             completed = StepCompleted(
                 index=index,
                 name=step.name,
-                result=result,
+                result=stored,
                 duration=self.clock() - started,
                 attempt=attempt,
                 dependency=step.breaker,
@@ -842,7 +871,7 @@ class TaskRun:
                 index=index,
                 name=step.name,
                 error_type="ActionDenied",
-                message=error_message(denied),
+                message=error_message(denied, self.redact),
             ),
             ruling.decision_id,
         )

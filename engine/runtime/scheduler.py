@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import threading
 import time
@@ -46,6 +45,9 @@ from onward.events import (
     UnencodableValue,
     UsageError,
     VersionConflict,
+    decode_value,
+    encode_value,
+    redacted_logger,
 )
 from onward.events.integrity import StreamDamage
 from onward.healing.healer import Healer
@@ -63,7 +65,7 @@ from onward.runtime.worker import worker_gone
 
 __all__ = ["RunSummary", "Scheduler"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 #: Seconds between two looks for a human's answer while ``await_approvals`` lasts.
 APPROVAL_POLL = 0.5
@@ -132,11 +134,13 @@ class Claimed(NamedTuple):
 
 
 class _Begun(NamedTuple):
-    """A claimed task ready to run: its run, its function, its submission."""
+    """A claimed task ready to run: its run, its function, and its arguments as recorded
+    (converted to the parameters' annotations)."""
 
     run: TaskRun
     definition: TaskDef
-    submitted: TaskSubmitted
+    args: list[Any]
+    kwargs: dict[str, Any]
 
 
 class Scheduler:
@@ -816,13 +820,13 @@ class Scheduler:
         begun = self._begin(view, claim_id, history)
         if not isinstance(begun, _Begun):
             return begun
-        run, definition, submitted = begun
+        run, definition, args, kwargs = begun
         token = CURRENT_RUN.set(run)
         try:
             if definition.is_async:
-                result = asyncio.run(definition.fn(*submitted.args, **submitted.kwargs))
+                result = asyncio.run(definition.fn(*args, **kwargs))
             else:
-                result = definition.fn(*submitted.args, **submitted.kwargs)
+                result = definition.fn(*args, **kwargs)
         except BaseException as exc:
             return self._conclude(view, run, error=exc)
         finally:
@@ -837,12 +841,12 @@ class Scheduler:
         begun = await asyncio.to_thread(self._begin, view, claim_id, history)
         if not isinstance(begun, _Begun):
             return begun
-        run, definition, submitted = begun
+        run, definition, args, kwargs = begun
         if not definition.is_async:
             return await asyncio.to_thread(self._run_begun, view, begun)
         token = CURRENT_RUN.set(run)
         try:
-            result = await definition.fn(*submitted.args, **submitted.kwargs)
+            result = await definition.fn(*args, **kwargs)
         except asyncio.CancelledError:
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker
             # does, then let the cancellation go on. A cancelled await is no step failure.
@@ -856,10 +860,10 @@ class Scheduler:
         return await asyncio.to_thread(self._conclude, view, run, result)
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
-        run, definition, submitted = begun
+        run, definition, args, kwargs = begun
         token = CURRENT_RUN.set(run)
         try:
-            result = definition.fn(*submitted.args, **submitted.kwargs)
+            result = definition.fn(*args, **kwargs)
         except BaseException as exc:
             return self._conclude(view, run, error=exc)
         finally:
@@ -906,7 +910,12 @@ class Scheduler:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError:  # its function went away since the claim: let a worker that has it
             return self._release(run, "no function registered under its name here")
-        return _Begun(run, definition, submitted)
+        # The arguments as recorded, converted to the parameters' annotations: every run of
+        # the task, the first included, gets the same values.
+        positional, named = definition.argument_types(len(submitted.args), submitted.kwargs)
+        args = [decode_value(a, t) for a, t in zip(submitted.args, positional, strict=True)]
+        kwargs = {k: decode_value(v, named[k]) for k, v in submitted.kwargs.items()}
+        return _Begun(run, definition, args, kwargs)
 
     def _conclude(
         self,
@@ -924,10 +933,24 @@ class Scheduler:
         """
         if error is None:
             try:
-                return self._finish(run, TaskSucceeded(result=result), self._next(view))
+                stored = encode_value(
+                    result,
+                    what=f"task {view.task_id} ({view.name}): its result",
+                    redactor=self.session.log.redactor,
+                )
+            except UsageError as exc:
+                logger.info("task %s failed: %s", view.task_id, exc)
+                return self._finish(
+                    run, TaskFailed(error_type="UsageError", message=error_message(exc))
+                )
+            try:
+                return self._finish(run, TaskSucceeded(result=stored), self._next(view))
             except UnencodableValue as exc:
                 return self._finish(
-                    run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
+                    run,
+                    TaskFailed(
+                        error_type="UnencodableValue", message=error_message(exc, run.redact)
+                    ),
                 )
         if isinstance(error, Suspended):
             return "waiting", run
@@ -938,10 +961,10 @@ class Scheduler:
             return "cancelled", run
         if not isinstance(error, Exception) or _storage_failed(error):
             raise error  # the worker's own interruption, or its storage: not the task's failure
-        logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, error)
-        return self._finish(
-            run, TaskFailed(error_type=type(error).__name__, message=error_message(error))
-        )
+        # Redacted (and cut) once, for the log line as for the record.
+        message = error_message(error, run.redact)
+        logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
+        return self._finish(run, TaskFailed(error_type=type(error).__name__, message=message))
 
     def _release(self, run: TaskRun, reason: str = "the worker stopped") -> Outcome:
         """Hand a running task back (the worker stops): a peer may claim it at once."""

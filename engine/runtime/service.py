@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
 
+from onward.events import redacted_logger
 from onward.runtime.scheduler import RunSummary, Scheduler
 
 __all__ = ["serve", "serve_async"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 #: The signals that stop a worker.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

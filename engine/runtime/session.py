@@ -8,7 +8,6 @@ does not: opening it again resumes the session.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -28,6 +27,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
     new_event_id,
+    redacted_logger,
 )
 from onward.projections import (
     SESSION,
@@ -41,7 +41,7 @@ from onward.projections.flow import flow_trigger
 
 __all__ = ["Session", "unknown_events_error"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 #: How many times an append to the session's stream looks again after another worker's.
 _SESSION_APPEND_TRIES = 20

@@ -45,8 +45,11 @@ from onward.events import (
     UnencodableValue,
     UsageError,
     VersionConflict,
+    decode_value,
+    encode_value,
 )
 from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
+from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, derived_id, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
@@ -61,10 +64,12 @@ class Tasks:
 
     Args:
         session: the session.
+        registry: the registered tasks (whose return types results are decoded to).
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, registry: Registry) -> None:
         self.session = session
+        self.registry = registry
 
     def submit(
         self,
@@ -88,6 +93,16 @@ class Tasks:
             definition.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise UsageError(f"task {definition.name}: {exc}") from None
+        # Arguments are refused before anything happens (a subtask's number included).
+        stored_args = self._stored_arguments(definition, args)
+        stored_kwargs = {
+            name: encode_value(
+                value,
+                what=f"task {definition.name}: argument {name!r}",
+                redactor=session.log.redactor,
+            )
+            for name, value in kwargs.items()
+        }
         level = definition.priority if priority is None else parse_priority(priority)
         if deadline is not None and not isinstance(deadline, int | float):
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
@@ -106,8 +121,8 @@ class Tasks:
             context = Context(session=session.name, actor=session.worker, correlation_id=task_id)
         event = TaskSubmitted(
             name=definition.name,
-            args=list(args),
-            kwargs=kwargs,
+            args=stored_args,
+            kwargs=stored_kwargs,
             priority=level,
             deadline=None if deadline is None else float(deadline),
             key=key,
@@ -128,6 +143,28 @@ class Tasks:
         except UnencodableValue as exc:
             raise UsageError(f"task {definition.name}: arguments cannot be stored: {exc}") from exc
         return task_id
+
+    def _stored_arguments(self, definition: TaskDef, args: tuple[Any, ...]) -> list[Any]:
+        """The positional arguments as the log will hold them (see
+        :func:`onward.events.encode_value`).
+
+        Raises:
+            UsageError: an argument cannot be stored so as to come back as it is.
+        """
+        params = [
+            p.name
+            for p in definition.signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        return [
+            encode_value(
+                value,
+                what=f"task {definition.name}: argument {i}"
+                + (f" ({params[i]})" if i < len(params) else ""),
+                redactor=self.session.log.redactor,
+            )
+            for i, value in enumerate(args)
+        ]
 
     def cancel(self, task_id: str, reason: str) -> None:
         """Cancel a task that has not ended."""
@@ -368,7 +405,13 @@ class Tasks:
         if isinstance(last, TaskQuarantined):
             raise TaskQuarantinedError(task_id, last.reason)
         if isinstance(last, TaskSucceeded):
-            return last.result
+            submitted = history[0].event
+            definition = (
+                self.registry.tasks.get(submitted.name)
+                if isinstance(submitted, TaskSubmitted)
+                else None
+            )
+            return decode_value(last.result, definition.returns if definition else Any)
         if isinstance(last, TaskFailed):
             raise TaskFailedError(task_id, last.error_type, last.message)
         if isinstance(last, TaskCancelled):

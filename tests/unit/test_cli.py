@@ -384,13 +384,13 @@ def test_a_file_that_is_not_a_log_is_left_alone(
     conn.close()
     before = foreign.read_bytes()
     for path, why in [
-        (empty, "not an SQLite database"),
-        (text, "not an SQLite database"),
-        (foreign, "an SQLite database without an onward log"),
+        (empty, "is an empty file (0 bytes)"),
+        (text, "is a text file"),
+        (foreign, "is an SQLite database without an onward log (its tables: t)"),
     ]:
         status, _, err = run(capsys, "tasks", "--db", str(path))
         assert status == 2
-        assert f"no log at {path} ({why})" in err
+        assert f"onward tasks: {path} {why}" in err
     assert empty.stat().st_size == 0
     assert text.read_text() == "hello"
     assert foreign.read_bytes() == before
