@@ -82,6 +82,7 @@ from onward.events.kinds import (
     Priority,
     Strategy,
 )
+from onward.events.limit import LimitSet, PermitReturned, PermitTaken
 from onward.events.log import (
     Append,
     AppendResult,
@@ -96,6 +97,7 @@ from onward.events.redaction import RecordRedactor, Redactor, SecretPattern, red
 from onward.events.retry import (
     RetryScheduled,
 )
+from onward.events.schedule import ScheduleRemoved, ScheduleSet, ScheduleTicked
 from onward.events.session import (
     SessionEnded,
     SessionPaused,
@@ -169,6 +171,7 @@ __all__ = [
     "InterruptionDelivered",
     "InvalidURL",
     "Jitter",
+    "LimitSet",
     "LogDamaged",
     "LogHead",
     "LogNotFound",
@@ -179,6 +182,8 @@ __all__ = [
     "OnwardError",
     "PatchMarked",
     "PayloadTooLarge",
+    "PermitReturned",
+    "PermitTaken",
     "Priority",
     "Problem",
     "ProblemKind",
@@ -186,6 +191,9 @@ __all__ = [
     "Recorded",
     "Redactor",
     "RetryScheduled",
+    "ScheduleRemoved",
+    "ScheduleSet",
+    "ScheduleTicked",
     "SecretPattern",
     "SessionEnded",
     "SessionPaused",

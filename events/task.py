@@ -42,6 +42,7 @@ class TaskSubmitted(Event, frozen=True, kw_only=True):
         forked_from: the task it is a fork of (None: not a fork).
         inherit_steps: for a fork, how many of the first steps of ``forked_from`` it takes the
             recorded outcomes of (they are not run again).
+        schedule: the schedule whose tick submitted it (None: not scheduled).
     """
 
     family: ClassVar[str] = "task"
@@ -55,6 +56,7 @@ class TaskSubmitted(Event, frozen=True, kw_only=True):
     parent: str | None = None
     forked_from: str | None = None
     inherit_steps: int = 0
+    schedule: str | None = None
 
 
 class TaskRetried(Event, frozen=True, kw_only=True):
@@ -178,6 +180,10 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
         topic: the topic of the message it waits for ("" for none).
         inbox_after: the last version of its inbox stream it had read when it began to wait (a
             message that came after wakes it).
+        limit: the queue limit whose permit it waits for ("" for none): a permit given back
+            wakes it.
+        limit_after: the version of the limit's stream it had read when it began to wait (a
+            permit given back after that wakes it).
     """
 
     family: ClassVar[str] = "task"
@@ -187,6 +193,8 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
     on: list[str] = msgspec.field(default_factory=list)
     topic: str = ""
     inbox_after: int = 0
+    limit: str = ""
+    limit_after: int = 0
 
 
 class TaskDeadlineMissed(Event, frozen=True, kw_only=True):

@@ -12,6 +12,8 @@ from onward.projections.lifecycle import (
     Lifecycle,
     Transition,
 )
+from onward.projections.limits import LimitView, limit_stream, permit_key
+from onward.projections.schedules import ScheduleView, schedule_stream
 from onward.projections.session import SessionProjection, SessionView, session_stream
 from onward.projections.task import TaskProjection, TaskView, inbox_stream, task_stream
 from onward.projections.verification import verify_log
@@ -23,13 +25,18 @@ __all__ = [
     "CatchUp",
     "IllegalTransition",
     "Lifecycle",
+    "LimitView",
     "Projections",
+    "ScheduleView",
     "SessionProjection",
     "SessionView",
     "TaskProjection",
     "TaskView",
     "Transition",
     "inbox_stream",
+    "limit_stream",
+    "permit_key",
+    "schedule_stream",
     "session_stream",
     "task_stream",
     "verify_log",

@@ -26,9 +26,11 @@ from onward.events import (
     Checkpoint,
     EventLog,
     LogDamaged,
+    PermitReturned,
     ProblemKind,
     Recorded,
     TaskQuarantined,
+    TaskWaiting,
     redacted_logger,
 )
 from onward.events.integrity import StreamDamage
@@ -38,7 +40,9 @@ from onward.projections.decisions import DECISION_TYPES, DecisionProjection, Dec
 from onward.projections.degradation import DegradationProjection, SessionDegradation
 from onward.projections.errors import ErrorProjection, ErrorsState
 from onward.projections.flow import FlowLedger, FlowProjection
+from onward.projections.limits import LIMIT_PREFIX, LimitProjection, LimitView
 from onward.projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
+from onward.projections.schedules import SCHEDULE_PREFIX, ScheduleProjection, ScheduleView
 from onward.projections.session import SESSION_PREFIX, SessionProjection, SessionView
 from onward.projections.task import (
     INBOX_PREFIX,
@@ -69,6 +73,8 @@ class _Saved(msgspec.Struct, array_like=True):
     budget: list[BudgetLedger]
     flow: list[FlowLedger]
     workers: list[WorkerView]
+    schedules: list[ScheduleView]
+    limits: list[LimitView]
     damaged: list[StreamDamage] = []
 
 
@@ -89,6 +95,8 @@ class Projections:
         budget: each session's recent errors and the remedies tried against them.
         flow: each session's rhythm (recent actions), flow state and deferred interruptions.
         workers: the workers and their heartbeats.
+        schedules: each session's schedules and their last tick.
+        limits: each queue limit's permits in use and recent takes.
         damaged: every stream whose history cannot be trusted, by stream, with its first bad
             record (see :meth:`mark_damaged`).
         position: the last position folded.
@@ -96,7 +104,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 13
+    SCHEMA = 14
     NAME = "core"
 
     def __init__(self) -> None:
@@ -109,6 +117,8 @@ class Projections:
         self.budget = BudgetProjection()
         self.flow = FlowProjection()
         self.workers = WorkerProjection()
+        self.schedules = ScheduleProjection()
+        self.limits = LimitProjection()
         self.damaged: dict[str, StreamDamage] = {}
         self.position = 0
         self.time = 0.0
@@ -165,6 +175,7 @@ class Projections:
         flow, flow_types = self.flow.apply, self.flow.event_types
         workers = self.workers.apply
         inboxes = self.tasks.apply_inbox
+        schedules, limits = self.schedules.apply, self.limits.apply
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
@@ -203,6 +214,8 @@ class Projections:
                     continue
                 if stream.startswith(TASK_PREFIX):
                     tasks(r)
+                    if isinstance(event, TaskWaiting) and event.limit:
+                        self._permit_freed_meanwhile(stream[skip:], event, r.meta.time)
                 elif stream.startswith(SESSION_PREFIX):
                     sessions(r)
                 elif stream.startswith(BREAKER_PREFIX):
@@ -211,6 +224,12 @@ class Projections:
                     workers(r)
                 elif stream.startswith(INBOX_PREFIX):
                     inboxes(r)
+                elif stream.startswith(SCHEDULE_PREFIX):
+                    schedules(r)
+                elif stream.startswith(LIMIT_PREFIX):
+                    limits(r)
+                    if isinstance(event, PermitReturned):  # a task waiting for a permit may go
+                        self.tasks.wake(stream[len(LIMIT_PREFIX) :], r.meta.time)
                 if type(event) in error_types:
                     errors(r)
                 if type(event) in DECISION_TYPES:
@@ -240,6 +259,14 @@ class Projections:
             self.position = last.position
             self.time = last.meta.time
 
+    def _permit_freed_meanwhile(self, task_id: str, waiting: TaskWaiting, time: float) -> None:
+        """A task began to wait for a permit: if one was given back after the limit's state it
+        decided on, it is ready at once (the wake-up would otherwise be lost)."""
+        limit = self.limits.limits.get(waiting.limit)
+        view = self.tasks.tasks.get(task_id)
+        if limit is not None and view is not None and limit.returned_at > waiting.limit_after:
+            view.waiting_until = time
+
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable picture of every projection (for tests and the CLI)."""
         return {
@@ -253,6 +280,8 @@ class Projections:
             "budget": self.budget.snapshot(),
             "flow": self.flow.snapshot(),
             "workers": self.workers.snapshot(),
+            "schedules": self.schedules.snapshot(),
+            "limits": self.limits.snapshot(),
             "damaged": {k: msgspec.to_builtins(v) for k, v in sorted(self.damaged.items())},
         }
 
@@ -270,6 +299,8 @@ class Projections:
                 budget=self.budget.dump(),
                 flow=self.flow.dump(),
                 workers=self.workers.dump(),
+                schedules=self.schedules.dump(),
+                limits=self.limits.dump(),
                 damaged=list(self.damaged.values()),
             )
         )
@@ -288,6 +319,8 @@ class Projections:
         projections.budget.load(saved.budget)
         projections.flow.load(saved.flow)
         projections.workers.load(saved.workers)
+        projections.schedules.load(saved.schedules)
+        projections.limits.load(saved.limits)
         projections.damaged = {d.stream: d for d in saved.damaged}
         projections.position = position
         projections.time = saved.time

@@ -144,6 +144,7 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     error: str = ""
     unknown_events: int = 0
     waiting_topic: str = ""
+    waiting_limit: str = ""
     inbox_version: int = 0
     forked_from: str | None = None
     damage: str = ""
@@ -287,6 +288,7 @@ class TaskProjection:
             view.waiting_until = event.until
             view.waiting_on = tuple(event.on)
             view.waiting_topic = event.topic
+            view.waiting_limit = event.limit
             if event.topic and view.inbox_version > event.inbox_after:
                 view.waiting_until = r.meta.time  # a message came while it began to wait
         elif isinstance(event, TaskRetried):
@@ -318,13 +320,25 @@ class TaskProjection:
                 self.waiting.add(task_id)
             else:
                 self.waiting.discard(task_id)
-                view.waiting_topic = ""
+                view.waiting_topic = view.waiting_limit = ""
             if view.state == "unregistered":
                 self.unregistered.add(task_id)
             else:
                 self.unregistered.discard(task_id)
             if view.terminal:
                 view.worker = ""
+
+    def wake(self, limit: str, time: float) -> None:
+        """A permit of ``limit`` came free: make ready the most urgent task that waits for one
+        and is not ready yet (one per permit, so that a freed permit does not wake a crowd)."""
+        asleep = [
+            view
+            for task_id in self.waiting
+            if (view := self.tasks[task_id]).waiting_limit == limit
+            and (view.waiting_until is None or view.waiting_until > time)
+        ]
+        if asleep:
+            min(asleep, key=lambda v: v.queue_key()).waiting_until = time
 
     def apply_inbox(self, r: Recorded) -> None:
         """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for

@@ -30,8 +30,10 @@ from onward.events.error import ErrorClassified, ErrorObserved
 from onward.events.fix import FixAttempted, FixFailed, FixLearned, FixSucceeded
 from onward.events.flow import FlowStateChanged, InterruptionDeferred, InterruptionDelivered
 from onward.events.kinds import DegradationLevel, ErrorKind, FlowState, Jitter, Priority, Strategy
+from onward.events.limit import LimitSet, PermitReturned, PermitTaken
 from onward.events.message import MessageReceived, MessageSent, StateSet
 from onward.events.retry import RetryScheduled
+from onward.events.schedule import ScheduleRemoved, ScheduleSet, ScheduleTicked
 from onward.events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
 from onward.events.step import PatchMarked, StepCompleted, StepFailed, StepStarted
 from onward.events.task import (
@@ -136,6 +138,7 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         parent=st.none() | _ids,
         forked_from=st.none() | _ids,
         inherit_steps=st.integers(min_value=0, max_value=1000),
+        schedule=st.none() | _names,
     ),
     TaskReprioritised: st.builds(
         TaskReprioritised, priority=st.sampled_from(Priority), previous=st.sampled_from(Priority)
@@ -155,6 +158,10 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         reason=st.sampled_from(["subtasks", "approval", "retry", "breaker"]) | _texts,
         until=st.none() | _times,
         on=st.lists(_ids, max_size=4),
+        topic=_names,
+        inbox_after=st.integers(min_value=0, max_value=10**6),
+        limit=_names,
+        limit_after=st.integers(min_value=0, max_value=10**6),
     ),
     TaskDeadlineMissed: st.builds(TaskDeadlineMissed, deadline=_times),
     TaskSucceeded: st.builds(TaskSucceeded, result=json_values()),
@@ -184,6 +191,28 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         value=json_values(),
     ),
     StateSet: st.builds(StateSet, key=_names, value=json_values()),
+    ScheduleSet: st.builds(
+        ScheduleSet,
+        name=_names,
+        task=_names,
+        cron=st.sampled_from(["* * * * *", "*/15 * * * *", "0 3 * * 1-5"]),
+        args=st.lists(json_values(), max_size=3),
+        kwargs=_json_objects(),
+        priority=st.sampled_from(Priority),
+        missed=st.sampled_from(["once", "skip"]),
+    ),
+    ScheduleTicked: st.builds(
+        ScheduleTicked, tick=_times, task_id=_names, missed=st.integers(min_value=0, max_value=99)
+    ),
+    ScheduleRemoved: st.builds(ScheduleRemoved, reason=_texts),
+    LimitSet: st.builds(
+        LimitSet,
+        name=_names,
+        concurrency=st.none() | st.integers(min_value=1, max_value=64),
+        rate=st.sampled_from(["", "60/minute", "5/second", "1000/hour"]),
+    ),
+    PermitTaken: st.builds(PermitTaken, task_id=_ids, index=_indexes, worker=_names, until=_times),
+    PermitReturned: st.builds(PermitReturned, task_id=_ids, index=_indexes),
     TaskRetried: st.builds(
         TaskRetried,
         by=_names,

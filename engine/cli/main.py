@@ -59,6 +59,7 @@ from onward.cli.error_report import KINDS
 from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
 from onward.cli.quarantine import cmd_quarantine
 from onward.cli.rules import add_rules_arguments, cmd_rules
+from onward.cli.steering import add_steering_commands
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
 from onward.events import OnwardError
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=None, help="the log (sets ONWARD_DB; default: the one ENGINE opens)"
     )
     add_worker_arguments(worker)
+    add_steering_commands(command)
     for plugin in entry_points(group=COMMANDS_GROUP):
         try:
             register = plugin.load()

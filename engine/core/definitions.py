@@ -182,6 +182,7 @@ class StepDef(msgspec.Struct, frozen=True):
         is_async: it is an ``async def``: only an async task may call it (it is awaited).
         timeout: seconds it may take before it fails with ``TimeoutError`` (None: no limit).
         aliases: its former names: outcomes recorded under them are its own.
+        limit: the queue limit it takes a permit of before it runs ("" for none).
     """
 
     name: str
@@ -194,6 +195,7 @@ class StepDef(msgspec.Struct, frozen=True):
     is_async: bool = False
     timeout: float | None = None
     aliases: tuple[str, ...] = ()
+    limit: str = ""
 
     def answers_to(self, name: str) -> bool:
         """Whether an outcome recorded under ``name`` is this step's (its name or a former

@@ -65,8 +65,11 @@ class InvalidTransition(UsageError):
         trigger: the refused trigger.
     """
 
-    def __init__(self, lifecycle: str, subject: str, state: str, trigger: str) -> None:
-        super().__init__(f"{lifecycle} {subject!r} is {state}: {trigger} is not allowed")
+    def __init__(
+        self, lifecycle: str, subject: str, state: str, trigger: str, hint: str = ""
+    ) -> None:
+        said = f"{lifecycle} {subject!r} is {state}: {trigger} is not allowed"
+        super().__init__(f"{said} ({hint})" if hint else said)
         self.lifecycle = lifecycle
         self.subject = subject
         self.state = state

@@ -44,6 +44,7 @@ from onward.events import (
     TaskWaiting,
     UnencodableValue,
     UsageError,
+    encode_value,
     open_log,
 )
 from onward.healing.healer import Healer
@@ -53,11 +54,12 @@ from onward.judgement.budget import ErrorBudget
 from onward.judgement.degradation import Component, Components, HealthCheck, Workaround
 from onward.judgement.flow import FlowMonitor
 from onward.judgement.rulebook import Rulebook
-from onward.projections import Projections, TaskView, inbox_stream
+from onward.projections import LimitView, Projections, ScheduleView, TaskView, inbox_stream
 from onward.projections.degradation import DegradationView
 from onward.runtime.boundary import Boundary
 from onward.runtime.degradations import Degradations
 from onward.runtime.interruptions import Interruptions, log_interruption
+from onward.runtime.limits import Limits
 from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
@@ -69,6 +71,7 @@ from onward.runtime.run import (
     on_event_loop,
 )
 from onward.runtime.scheduler import RunSummary, Scheduler
+from onward.runtime.schedules import Schedules
 from onward.runtime.service import serve, serve_async
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
@@ -177,6 +180,8 @@ class Engine:
             interruptions=self._interruptions,
         )
         self._tasks = Tasks(self._session, self.registry)
+        self._limits = Limits(self._session)
+        self._schedules = Schedules(self._session, self.registry, self._tasks)
         self._session.open()
         live(self.worker, True)
 
@@ -248,6 +253,7 @@ class Engine:
         name: str | None = None,
         priority: Priority | str = Priority.NORMAL,
         aliases: Sequence[str] = (),
+        schedule: str | None = None,
     ) -> Callable[[F], F]:
         """Register a function as a task: ``@engine.task()`` or ``@engine.task(priority="high")``.
 
@@ -261,15 +267,20 @@ class Engine:
             priority: the default priority of its tasks.
             aliases: its former names: tasks submitted under them run this function (a rename
                 that keeps the queued and unfinished tasks).
+            schedule: a cron expression (``"*/15 * * * *"``, UTC): the task, which then takes
+                no arguments, is submitted at each tick (see :meth:`schedule`).
 
         Raises:
-            UsageError: an unknown priority, a bad alias, or a name that holds a secret.
+            UsageError: an unknown priority, a bad alias or cron expression, or a name that
+                holds a secret.
         """
         level = parse_priority(priority)
 
         def register(f: F) -> F:
             self.log.redactor.check_name(name or default_name(f), "task name")
-            self.registry.add_task(f, name, level, aliases)
+            definition = self.registry.add_task(f, name, level, aliases)
+            if schedule is not None:
+                self.schedule(definition.name, cron=schedule)
             return f
 
         return register
@@ -283,6 +294,7 @@ class Engine:
         hints: dict[str, Any] | None = None,
         timeout: float | None = None,
         aliases: Sequence[str] = (),
+        limit: str = "",
     ) -> Callable[[F], F]:
         """Register a function as a durable step: ``@engine.step()``, on a ``def`` or an
         ``async def``.
@@ -309,6 +321,8 @@ class Engine:
                 late result is ignored).
             aliases: its former names: the outcomes recorded under them are its own (a rename
                 that replays the histories recorded before it).
+            limit: the queue limit it runs under (see :meth:`limit`): it takes a permit before
+                each run, and its task waits, recorded, while none is free.
 
         Raises:
             UsageError: a bad timeout, a generator function, or a name or breaker that holds a
@@ -317,6 +331,7 @@ class Engine:
 
         def register(f: F) -> F:
             self._check_step_names(name or default_name(f), breaker)
+            self.log.redactor.check_name(limit, "limit name")
             definition = self.registry.add_step(
                 f,
                 name,
@@ -325,6 +340,7 @@ class Engine:
                 hints=hints,
                 timeout=timeout,
                 aliases=aliases,
+                limit=limit,
             )
             return self._durable(definition)  # type: ignore[return-value]
 
@@ -643,8 +659,11 @@ class Engine:
         run = self._current_run("set_state()")
         if not isinstance(key, str) or not key:
             raise UsageError(f"set_state() needs a non-empty key, got {key!r}")
+        stored = encode_value(
+            value, what=f"set_state({key!r}): the value", redactor=self.log.redactor
+        )
         try:
-            run.record([StateSet(key=key, value=value)])
+            run.record([StateSet(key=key, value=stored)])
         except UnencodableValue as exc:
             raise UsageError(f"set_state({key!r}): the value cannot be stored: {exc}") from exc
 
@@ -1081,7 +1100,100 @@ class Engine:
             rulebook=self.rulebook,
             healer=self.healer,
             judge=self.judge,
+            schedules=self._schedules,
+            limits=self._limits,
         )
+
+    # -- schedules and queue limits --------------------------------------------------------
+
+    def schedule(
+        self,
+        task: Callable[..., Any] | str,
+        *,
+        cron: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        missed: str = "once",
+        priority: Priority | str | None = None,
+    ) -> str:
+        """Submit a task at each tick of a cron expression, exactly once per tick however many
+        workers serve this session.
+
+        Ticks fire while a worker serves the session (:meth:`serve`, ``onward worker``: it
+        wakes up for the next tick) and at each task boundary of :meth:`run`. Declaring the
+        same schedule again (every worker does, at start) records nothing; declaring it with
+        other values changes it. The submitted task names its schedule (``onward show``).
+
+        Args:
+            task: a registered task function or its registered name.
+            cron: a cron expression, five fields (or six, with seconds), in UTC; read by
+                cronsim.
+            args: the task's positional arguments at each tick.
+            kwargs: its keyword arguments.
+            name: the schedule's name (the task's name by default): one session may schedule a
+                task several times under several names.
+            missed: the ticks missed while no worker ran (an outage): "once" runs the task once
+                for all of them at the first look after; "skip" runs none (a tick at most a
+                minute late is not missed).
+            priority: the tasks' priority (the task's default if None).
+
+        Returns:
+            The schedule's name.
+
+        Raises:
+            NotRegistered: the task is not registered.
+            UsageError: a bad cron expression, policy or name, or arguments that do not fit.
+        """
+        definition = self.registry.task(task)
+        return self._schedules.set(
+            definition,
+            cron=cron,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            name=name,
+            missed=missed,
+            priority=priority,
+        )
+
+    def unschedule(self, name: str, *, reason: str = "") -> bool:
+        """Remove a schedule: no more ticks (tasks it submitted run on).
+
+        Returns:
+            Whether it was set.
+        """
+        return self._schedules.remove(name, reason)
+
+    def schedules(self) -> list[ScheduleView]:
+        """This session's schedules (removed ones included, ``removed`` set), by name."""
+        return self._schedules.listed()
+
+    def limit(self, name: str, *, concurrency: int | None = None, rate: str = "") -> None:
+        """Declare a queue limit, respected by every worker of the log (every session, every
+        process, every machine): ``engine.limit("model-api", concurrency=4,
+        rate="60/minute")``.
+
+        A step declared ``@engine.step(limit="model-api")`` takes a permit before it runs and
+        gives it back after its outcome; while none is free, its task waits (recorded, and
+        listed by ``onward limits``) and the worker runs other tasks. A permit of a worker that
+        died is freed once its task is taken over. Every worker holds to the log's latest
+        declaration.
+
+        Args:
+            name: the limit's name (usually the dependency it guards).
+            concurrency: how many limited steps may run at once (None: no bound).
+            rate: how many may start per window: ``"60/minute"``, ``"5/second"``,
+                ``"1000/hour"``, ``"10/30s"`` ("" for no bound).
+
+        Raises:
+            UsageError: a bad name, concurrency or rate, or neither bound.
+        """
+        self._limits.define(name, concurrency=concurrency, rate=rate)
+
+    def limits(self) -> list[LimitView]:
+        """Every queue limit of the log: its bounds, permits held and taken."""
+        limits = self._session.catch_up().limits
+        return [limits.view(name) for name in sorted(limits.limits)]
 
     # -- lifecycle -------------------------------------------------------------------------
 

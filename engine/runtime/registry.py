@@ -77,6 +77,7 @@ class Registry:
         judgement: Judgement | None = None,
         timeout: float | None = None,
         aliases: Sequence[str] = (),
+        limit: str = "",
     ) -> StepDef:
         """Register ``fn`` as a step; outcomes recorded under one of ``aliases`` (its former
         names) are its own.
@@ -104,6 +105,7 @@ class Registry:
             is_async=inspect.iscoroutinefunction(fn),
             timeout=None if timeout is None else float(timeout),
             aliases=tuple(aliases),
+            limit=limit,
         )
         self.steps[definition.name] = definition
         return definition

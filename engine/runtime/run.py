@@ -64,11 +64,13 @@ from onward.events import (
     WorkaroundApplied,
     decode_value,
     encode_value,
+    redacted_logger,
 )
 from onward.healing.fixes import StepCall
 from onward.healing.healer import Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
 from onward.runtime.committer import Committer
+from onward.runtime.limits import Limits
 
 T = TypeVar("T")
 
@@ -97,6 +99,8 @@ SLEEP_STEP = "onward.sleep"
 RECEIVE_STEP = "onward.recv"
 
 #: The task run of the current thread or coroutine (None outside a task).
+logger = redacted_logger("onward.engine")
+
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
 #: The index of the step whose function runs in the current thread or coroutine (None between
 #: steps).
@@ -281,6 +285,8 @@ class TaskRun:
         committer: shares transactions with other tasks' appends (None: its own).
         inherited: for a fork, its origin's history and how many of its first steps' recorded
             outcomes are the fork's own.
+        limits: the queue limits whose permits its limited steps take (None: no step is
+            limited).
     """
 
     def __init__(
@@ -298,8 +304,10 @@ class TaskRun:
         stopping: threading.Event | None = None,
         committer: Committer | None = None,
         inherited: tuple[list[Recorded], int] = ([], 0),
+        limits: Limits | None = None,
     ) -> None:
         self.log = log
+        self.limits = limits
         self.healer = healer
         self.judge = judge
         self.stopping = stopping
@@ -501,17 +509,16 @@ class TaskRun:
         if step.at_most_once:
             if started is not None:
                 raise StepInterrupted(self.task_id, index, step.name)
-            self.record(
-                [
-                    StepStarted(
-                        index=index,
-                        name=step.name,
-                        idempotency_key=self.idempotency_key(index),
-                    )
-                ]
-            )
+            if not step.limit:  # a limited one records its start once it holds a permit
+                self.record_start(step, index)
         self.steps_run += 1
         return index, None
+
+    def record_start(self, step: StepDef, index: int) -> None:
+        """Record that an at-most-once step starts (a re-run then refuses to run it again)."""
+        self.record(
+            [StepStarted(index=index, name=step.name, idempotency_key=self.idempotency_key(index))]
+        )
 
     def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> Any:
         """Record a step's result.
@@ -600,7 +607,8 @@ class TaskRun:
 
         Without a healer a failure is the step's outcome. With one, a failure may be fixed (the
         step runs again at once with remedied arguments), retried (the task waits durably and
-        the step runs again when the task re-runs) or given up.
+        the step runs again when the task re-runs) or given up. A step under a queue limit
+        takes a permit first (or the task waits for one) and gives it back after its outcome.
         """
         if step.at_most_once:  # its start is recorded first: a storage call
             index, recorded = yield Blocking(self.begin_step, step)
@@ -612,6 +620,66 @@ class TaskRun:
         ruling = None
         if judgement is not None:
             ruling = yield Blocking(self._ruling, step, index, judgement)
+        if not step.limit:
+            return (yield from self._attempts(step, index, args, kwargs, ruling))
+        yield Blocking(self._take_permit, step, index)
+        try:
+            if step.at_most_once:
+                yield Blocking(self.record_start, step, index)
+            result = yield from self._attempts(step, index, args, kwargs, ruling)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, StorageLost):
+                yield Blocking(self._give_back, step, index)
+            raise
+        yield Blocking(self._give_back, step, index)
+        return result
+
+    def _take_permit(self, step: StepDef, index: int) -> None:
+        """Take a permit of the step's queue limit, or record the wait for one.
+
+        Raises:
+            Suspended: none is free: the task waits (the worker is free meanwhile).
+            UsageError: the limit is not declared (or there are no limits here).
+        """
+        if self.limits is None:
+            raise UsageError(f"step {step.name!r} takes limit {step.limit!r}, but none is known")
+        try:
+            waiting = self.limits.take(step.limit, self.task_id, index, self.context)
+        except BackendError as exc:
+            raise StorageLost(exc) from exc
+        if waiting is not None:
+            self.steps_run -= 1  # it did not run: it waits for a permit
+            self.record([waiting])
+            raise Suspended()
+
+    def _give_back(self, step: StepDef, index: int) -> None:
+        """Give the step's permit back (should that fail, it runs out with the task's
+        claim)."""
+        assert self.limits is not None
+        try:
+            self.limits.give_back(step.limit, self.task_id, index, self.context)
+        except BackendError:
+            logger.warning(
+                "task %s: the permit of limit %r for step %d could not be given back; it runs "
+                "out with the task's claim",
+                self.task_id,
+                step.limit,
+                index,
+            )
+
+    def _attempts(
+        self,
+        step: StepDef,
+        index: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ruling: Ruling | None,
+    ) -> Generator[Effect, Any, Any]:
+        """The tries of a step that has no recorded outcome, until one is recorded (or the
+        task waits)."""
+        judgement = step.judgement if self.judge is not None else None
         healer = self.healer
         attempt = self.failures.get(index, 0) + 1
         remedied: StepCall | None = None
@@ -742,7 +810,7 @@ class TaskRun:
         taken = self.received.get(index)
         if taken is not None:
             self.steps_replayed += 1
-            return taken.value
+            return decode_value(taken.value)
         other = self.outcomes.get(index)
         if other is not None:
             raise StepMismatch(self.task_id, index, other.name, RECEIVE_STEP)
@@ -763,7 +831,7 @@ class TaskRun:
                 yield Blocking(self.record, [got])
                 self.received[index] = got
                 self.steps_run += 1
-                return got.value
+                return decode_value(got.value)
         deadline = self.wakes.get(index)
         if deadline is not None and now >= deadline:  # the wait is over: nothing came
             gave_up = MessageReceived(index=index, topic=topic)

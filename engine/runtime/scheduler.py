@@ -58,8 +58,10 @@ from onward.runtime.boundary import Boundary
 from onward.runtime.committer import Committer
 from onward.runtime.degradations import Degradations
 from onward.runtime.heartbeat import Heartbeat
+from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, Released, TaskRun, submission_id
+from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.worker import worker_gone
 
@@ -90,6 +92,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
         paused: the session is paused (its error budget paused it, or it was paused before):
             no task was started after that; :meth:`Engine.resume` resumes it.
         released: running tasks handed back because the worker was stopping.
+        scheduled: tasks this worker submitted for a schedule's tick.
     """
 
     runs: int = 0
@@ -104,6 +107,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     elapsed: float = 0.0
     paused: bool = False
     released: int = 0
+    scheduled: int = 0
 
 
 _COUNTS = (
@@ -117,6 +121,7 @@ _COUNTS = (
     "steps_run",
     "steps_replayed",
     "released",
+    "scheduled",
 )
 
 #: An outcome of one task run: how it ended, and the run (for its step counts).
@@ -158,6 +163,8 @@ class Scheduler:
         rulebook: the rules (what follows a completed task).
         healer: heals failing steps (None: failures are final at once).
         judge: judges actions (None: actions run as plain steps).
+        schedules: the session's schedules, whose due ticks it fires (None: none).
+        limits: the queue limits whose permits limited steps take (None: none).
     """
 
     def __init__(
@@ -170,8 +177,12 @@ class Scheduler:
         rulebook: Rulebook,
         healer: Healer | None,
         judge: Judge | None,
+        schedules: Schedules | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.session = session
+        self.schedules = schedules
+        self.limits = limits
         self.registry = registry
         self.boundary = boundary
         self.degradations = degradations
@@ -595,6 +606,8 @@ class Scheduler:
         session = self.session
         session.host.catch_up()
         self._tally["missed"] += self._mark_missed()
+        if self.schedules is not None:
+            self._tally["scheduled"] += self.schedules.fire()
         if not self._tally["runs"]:
             self.degradations.restore_all()
             return ""
@@ -615,7 +628,8 @@ class Scheduler:
         limit = session.lease / 3
         if not idle:
             return limit
-        moments = [m for m in (self._next_timer(), self._next_expiry()) if m is not None]
+        ticks = self.schedules.next_due() if self.schedules is not None else None
+        moments = [m for m in (self._next_timer(), self._next_expiry(), ticks) if m is not None]
         if not moments:
             return limit
         return max(0.0, min(limit, min(moments) - now))
@@ -900,6 +914,7 @@ class Scheduler:
             stopping=self.stopping,
             committer=self.committer,
             inherited=(inherited, submitted.inherit_steps),
+            limits=self.limits,
         )
         # The history was read before the claim: the run appends after the claim, and only
         # there (if another worker took the task since, its first append is refused).

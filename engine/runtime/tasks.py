@@ -89,20 +89,8 @@ class Tasks:
         """
         session = self.session
         session.check_open()
-        try:
-            definition.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise UsageError(f"task {definition.name}: {exc}") from None
         # Arguments are refused before anything happens (a subtask's number included).
-        stored_args = self._stored_arguments(definition, args)
-        stored_kwargs = {
-            name: encode_value(
-                value,
-                what=f"task {definition.name}: argument {name!r}",
-                redactor=session.log.redactor,
-            )
-            for name, value in kwargs.items()
-        }
+        stored_args, stored_kwargs = self.stored_arguments(definition, args, kwargs)
         level = definition.priority if priority is None else parse_priority(priority)
         if deadline is not None and not isinstance(deadline, int | float):
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
@@ -144,13 +132,31 @@ class Tasks:
             raise UsageError(f"task {definition.name}: arguments cannot be stored: {exc}") from exc
         return task_id
 
-    def _stored_arguments(self, definition: TaskDef, args: tuple[Any, ...]) -> list[Any]:
-        """The positional arguments as the log will hold them (see
-        :func:`onward.events.encode_value`).
+    def stored_arguments(
+        self, definition: TaskDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A task's arguments as the log will hold them (see
+        :func:`onward.events.encode_value`), once checked against its signature.
 
         Raises:
-            UsageError: an argument cannot be stored so as to come back as it is.
+            UsageError: they do not fit its signature, or one cannot be stored so as to come
+                back as it is.
         """
+        try:
+            definition.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise UsageError(f"task {definition.name}: {exc}") from None
+        named = {
+            name: encode_value(
+                value,
+                what=f"task {definition.name}: argument {name!r}",
+                redactor=self.session.log.redactor,
+            )
+            for name, value in kwargs.items()
+        }
+        return self._positional(definition, args), named
+
+    def _positional(self, definition: TaskDef, args: tuple[Any, ...]) -> list[Any]:
         params = [
             p.name
             for p in definition.signature.parameters.values()
@@ -228,6 +234,14 @@ class Tasks:
         with session.lock:
             for _ in range(_STEER_TRIES):
                 view = self.view(task_id)
+                if view.state not in ("failed", "cancelled", "missed"):
+                    raise InvalidTransition(
+                        "task",
+                        task_id,
+                        view.state,
+                        "TaskRetried",
+                        "only a failed, cancelled or missed task can be retried",
+                    )
                 validate("task", task_id, view.state, "TaskRetried")
                 retried = TaskRetried(by=by, reason=reason, previous=view.state, deadline=deadline)
                 decision = DecisionMade(
@@ -288,10 +302,21 @@ class Tasks:
                 f"only completed steps (it completed {len(done)})"
             )
         fork_id = os.urandom(8).hex()
+        redactor = session.log.redactor
+        what = f"fork of {task_id}: argument"
         event = TaskSubmitted(
             name=origin.name,
-            args=list(origin.args if args is None else args),
-            kwargs=dict(origin.kwargs if kwargs is None else kwargs),
+            args=list(origin.args)
+            if args is None
+            else [
+                encode_value(a, what=f"{what} {i}", redactor=redactor) for i, a in enumerate(args)
+            ],
+            kwargs=dict(origin.kwargs)
+            if kwargs is None
+            else {
+                k: encode_value(v, what=f"{what} {k!r}", redactor=redactor)
+                for k, v in kwargs.items()
+            },
             priority=origin.priority,
             deadline=None,
             key=None,
@@ -321,7 +346,13 @@ class Tasks:
         """Fail a task that waits, unregistered, for a function nobody has any more."""
         view = self.view(task_id)
         if view.state != "unregistered":
-            raise InvalidTransition("task", task_id, view.state, "abandon")
+            raise InvalidTransition(
+                "task",
+                task_id,
+                view.state,
+                "abandon",
+                "only a task waiting, unregistered, for its function can be abandoned",
+            )
         why = f"abandoned by {by}: {reason}" if by else f"abandoned: {reason}"
         self._steer(
             task_id,
@@ -335,10 +366,13 @@ class Tasks:
         if not isinstance(topic, str) or not topic:
             raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
         self.view(task_id)  # TaskNotFound
+        stored = encode_value(
+            value, what=f"message {topic!r} for {task_id}", redactor=session.log.redactor
+        )
         try:
             result = session.log.append(
                 inbox_stream(task_id),
-                [MessageSent(topic=topic, value=value, sender=sender)],
+                [MessageSent(topic=topic, value=stored, sender=sender)],
                 expected_version=None,
                 context=session.context,
             )
@@ -360,7 +394,7 @@ class Tasks:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
         for r in reversed(history):
             if isinstance(r.event, StateSet) and r.event.key == key:
-                return r.event.value
+                return decode_value(r.event.value)
         raise KeyError(f"task {task_id} published nothing under {key!r}")
 
     def view(self, task_id: str) -> TaskView:

@@ -1,0 +1,383 @@
+"""Steering running work from the command line, without the tasks' code: ``onward retry``,
+``fork``, ``abandon``, ``send`` and ``get``; and what schedules and queue limits the log holds:
+``onward schedules`` and ``onward limits``.
+
+Each steering command appends what :class:`onward.Engine`'s method of the same name appends,
+recorded as done by the person (``--by``, ``onward-cli:user@host`` by default), decided on the
+caught-up log as an engine decides: an engine running the session, in any process, picks the
+change up at its next look. None creates a log, and none opens the session (no
+``SessionResumed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from onward.cli.commands import fold, open_existing
+from onward.cli.healing import _actor
+from onward.cli.reports import emit_json, moment, task_row
+from onward.cli.table import clip, table
+from onward.cli.timeline import find_task
+from onward.events import EventLog, UsageError, decode_value
+from onward.projections import LimitView, Projections, ScheduleView
+from onward.runtime.limits import Limits
+from onward.runtime.registry import Registry
+from onward.runtime.schedules import next_tick
+from onward.runtime.session import Session
+from onward.runtime.tasks import Tasks
+
+__all__ = [
+    "add_steering_commands",
+    "cmd_abandon",
+    "cmd_fork",
+    "cmd_get",
+    "cmd_limits",
+    "cmd_retry",
+    "cmd_schedules",
+    "cmd_send",
+]
+
+
+def _tasks_of(log: EventLog, session: str, by: str) -> Tasks:
+    """A session's tasks, steered from outside: caught up, not opened (nothing appended)."""
+    outside = Session(
+        log,
+        session,
+        clock=log.clock,
+        sleep=time.sleep,
+        lease=300.0,
+        worker=by,
+        checkpoint_every=0,
+    )
+    outside.host.open()
+    return Tasks(outside, Registry())
+
+
+def _json_argument(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{what} must be JSON ({exc.msg} at column {exc.colno}): {text!r}"
+        ) from None
+
+
+def _writable(db: str) -> None:
+    if db.lower().startswith("memory:"):
+        raise UsageError("a memory:// log is new on every open: no task is in it")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Put a failed, cancelled or missed task back in the queue as a new attempt."""
+    _writable(args.db)
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        was = view.state
+        after = _tasks_of(log, view.session, by).retry(
+            view.task_id, by=by, reason=args.reason, deadline=None
+        )
+    if args.json:
+        emit_json({"retried": task_row(after), "was": was, "by": by})
+        return 0
+    print(f"retried: task {after.task_id} ({after.name}, session {after.session}), was {was}")
+    print("its completed steps replay; it runs again from the step it stopped at")
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    """Start a new task that takes a task's first steps as recorded and runs the rest afresh."""
+    _writable(args.db)
+    positional = None if args.args is None else _json_argument(args.args, "--args")
+    named = None if args.kwargs is None else _json_argument(args.kwargs, "--kwargs")
+    if positional is not None and not isinstance(positional, list):
+        raise UsageError(f"--args must be a JSON array, got {args.args!r}")
+    if named is not None and not isinstance(named, dict):
+        raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        fork_id = _tasks_of(log, view.session, by).fork(
+            view.task_id, from_step=args.from_step, args=positional, kwargs=named
+        )
+    if args.json:
+        emit_json({"fork": fork_id, "forked_from": view.task_id, "from_step": args.from_step})
+        return 0
+    print(f"forked: task {fork_id} from {view.task_id} (session {view.session})")
+    print(f"its first {args.from_step} step(s) return {view.task_id}'s recorded outcomes")
+    return 0
+
+
+def cmd_abandon(args: argparse.Namespace) -> int:
+    """Fail a task that waits, unregistered, for a function nobody has any more."""
+    _writable(args.db)
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        tasks = _tasks_of(log, view.session, by)
+        tasks.abandon(view.task_id, by=by, reason=args.reason)
+        after = tasks.view(view.task_id)
+    if args.json:
+        emit_json({"abandoned": task_row(after), "by": by})
+        return 0
+    print(f"abandoned: task {after.task_id} ({after.name}, session {after.session}) failed")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Send a task a message; it takes it with ``engine.recv(TOPIC)``."""
+    _writable(args.db)
+    value = _json_argument(args.value, "the message")
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        place = _tasks_of(log, view.session, by).send(view.task_id, args.topic, value, sender=by)
+    if args.json:
+        emit_json({"sent": view.task_id, "topic": args.topic, "inbox_version": place, "by": by})
+        return 0
+    print(f"sent: {args.topic!r} to task {view.task_id} (message {place} of its inbox)")
+    if view.waiting_topic == args.topic:
+        print("it waits for this topic: it runs again at the next look of an engine")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    """Print the last value a task published under a key (``engine.set_state``), as JSON."""
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        try:
+            value = _tasks_of(log, view.session, "onward-cli").state_of(view.task_id, args.key)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+    plain = msgspec.to_builtins(decode_value(value), str_keys=True)
+    if args.json:
+        emit_json({"task": view.task_id, "key": args.key, "value": plain})
+    else:
+        print(json.dumps(plain, indent=2, ensure_ascii=False))
+    return 0
+
+
+class ScheduleRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One schedule, as ``onward schedules --json`` prints it."""
+
+    session: str
+    name: str
+    task: str
+    cron: str
+    missed: str
+    removed: bool
+    last_tick: str | None
+    next_tick: str | None
+    runs: int
+    skipped: int
+    last_task: str
+
+
+def _schedule_row(view: ScheduleView) -> ScheduleRow:
+    upcoming = None if view.removed else next_tick(view)
+    return ScheduleRow(
+        session=view.session,
+        name=view.name,
+        task=view.task,
+        cron=view.cron,
+        missed=view.missed,
+        removed=view.removed,
+        last_tick=None if view.last_tick is None else moment(view.last_tick).isoformat(),
+        next_tick=None if upcoming is None else moment(upcoming).isoformat(),
+        runs=view.runs,
+        skipped=view.skipped,
+        last_task=view.last_task,
+    )
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """List the schedules: cron, policy, last and next tick, runs and skipped ticks."""
+    with open_existing(args.db) as log:
+        projections = fold(log).projections
+        views = [
+            v
+            for v in sorted(
+                projections.schedules.schedules.values(), key=lambda v: (v.session, v.name)
+            )
+            if args.session is None or v.session == args.session
+        ]
+    rows = [_schedule_row(v) for v in views]
+    if args.json:
+        emit_json({"log": log.url, "schedules": rows})
+        return 0
+    if not rows:
+        print(f"no schedules in {log.url}")
+        return 0
+    print(
+        table(
+            [
+                "SESSION",
+                "SCHEDULE",
+                "TASK",
+                "CRON (UTC)",
+                "MISSED",
+                "LAST",
+                "NEXT",
+                "RUNS",
+                "SKIPPED",
+            ],
+            [
+                [
+                    r.session,
+                    clip(r.name, 32),
+                    clip(r.task, 32),
+                    r.cron,
+                    r.missed,
+                    _short(r.last_tick),
+                    "removed" if r.removed else _short(r.next_tick),
+                    r.runs,
+                    r.skipped,
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def _short(when: str | None) -> str:
+    return "-" if when is None else when.replace("+00:00", "Z")
+
+
+class LimitRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One queue limit, as ``onward limits --json`` prints it."""
+
+    name: str
+    concurrency: int | None
+    rate: str
+    in_use: int
+    taken: int
+    waiting: list[str]
+    holders: list[str]
+
+
+def _limit_row(view: LimitView, projections: Projections, now: float) -> LimitRow:
+    waiting = sorted(
+        task_id
+        for task_id in projections.tasks.waiting
+        if projections.tasks.tasks[task_id].waiting_limit == view.name
+    )
+    return LimitRow(
+        name=view.name,
+        concurrency=view.concurrency,
+        rate=view.rate,
+        in_use=Limits.in_use(view, projections, now),
+        taken=view.taken,
+        waiting=waiting,
+        holders=sorted(view.held),
+    )
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    """List the queue limits: bounds, permits in use, taken, and the tasks waiting for one."""
+    with open_existing(args.db) as log:
+        projections = fold(log).projections
+        now = log.clock()
+        limits = projections.limits
+        rows = [_limit_row(limits.view(name), projections, now) for name in sorted(limits.limits)]
+    if args.json:
+        emit_json({"log": log.url, "limits": rows})
+        return 0
+    if not rows:
+        print(f"no queue limits in {log.url}")
+        return 0
+    print(
+        table(
+            ["LIMIT", "CONCURRENCY", "RATE", "IN USE", "TAKEN", "WAITING"],
+            [
+                [
+                    r.name,
+                    "-" if r.concurrency is None else str(r.concurrency),
+                    r.rate or "-",
+                    r.in_use,
+                    r.taken,
+                    f"{len(r.waiting)} waiting",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add the steering, schedule and limit commands with the parser's ``command`` helper."""
+    retry = command(
+        "retry",
+        cmd_retry,
+        "put a failed, cancelled or missed task back in the queue: its completed steps replay, "
+        "it runs again from the step it stopped at (appends TaskRetried and the decision)",
+    )
+    _task_argument(retry)
+    retry.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
+    retry.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    fork = command(
+        "fork",
+        cmd_fork,
+        "start a new task that takes a task's first N steps as recorded (their side effects "
+        "are not done again) and runs the rest afresh",
+    )
+    _task_argument(fork)
+    fork.add_argument(
+        "--from-step",
+        type=int,
+        required=True,
+        metavar="N",
+        help="how many of its first steps to take as recorded",
+    )
+    fork.add_argument("--args", metavar="JSON", help="the new task's positional arguments")
+    fork.add_argument("--kwargs", metavar="JSON", help="the new task's keyword arguments")
+    fork.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    abandon = command(
+        "abandon",
+        cmd_abandon,
+        "fail a task that waits, unregistered, for a function no worker has any more",
+    )
+    _task_argument(abandon)
+    abandon.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
+    abandon.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    send = command(
+        "send",
+        cmd_send,
+        "send a task a message (it takes it with engine.recv(TOPIC)); appends MessageSent",
+    )
+    _task_argument(send)
+    send.add_argument("topic", metavar="TOPIC", help="the message's topic")
+    send.add_argument("value", metavar="JSON", help="the message, as JSON")
+    send.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    get = command(
+        "get", cmd_get, "print the last value a task published under KEY (engine.set_state)"
+    )
+    _task_argument(get)
+    get.add_argument("key", metavar="KEY", help="the key")
+
+    schedules = command(
+        "schedules",
+        cmd_schedules,
+        "list the schedules: cron, missed-tick policy, last and next tick, runs and skips",
+    )
+    schedules.add_argument("--session", help="only this session's schedules")
+    command(
+        "limits",
+        cmd_limits,
+        "list the queue limits: bounds, permits in use, taken, tasks waiting for one",
+    )
+
+
+def _task_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", metavar="TASK", help="the task id (or a unique prefix of it)")

@@ -1,0 +1,224 @@
+"""Queue limits: how many steps calling one dependency run at once, and how many start per
+window, across every worker of a log (a model API that allows 4 calls at once and 60 a
+minute).
+
+A limit lives in its own stream, ``limit-<name>``, shared by every session and worker of the
+log. Declaring it records a :class:`~onward.events.LimitSet` (only when the log's differs); a
+step declared ``@engine.step(limit=name)`` takes a permit before it runs, a
+:class:`~onward.events.PermitTaken` appended at the stream's expected version, so that two
+workers never both take the last one, and gives it back after its outcome
+(:class:`~onward.events.PermitReturned`). When none is free the task waits, recorded
+(:class:`~onward.events.TaskWaiting` with ``limit``), and its worker goes on with other work: a
+permit given back wakes the most urgent waiting task; a full rate window, the moment it frees.
+
+A permit whose worker died is not lost: it counts only while its task still runs under the
+worker that took it (a dead worker's task is taken over once its lease runs out), or until its
+own ``until``, whichever is later.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from onward.events import (
+    Context,
+    LimitSet,
+    PermitReturned,
+    PermitTaken,
+    TaskWaiting,
+    UsageError,
+    VersionConflict,
+)
+from onward.projections import LimitView, Projections, limit_stream, permit_key
+from onward.runtime.session import Session
+
+__all__ = ["Limits", "Rate", "parse_rate"]
+
+#: How many times a take looks again after another worker's append.
+_TAKE_TRIES = 50
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*(second|sec|s|minute|min|m|hour|h)\s*$")
+_WINDOWS = {
+    "second": 1.0,
+    "sec": 1.0,
+    "s": 1.0,
+    "minute": 60.0,
+    "min": 60.0,
+    "m": 60.0,
+    "hour": 3600.0,
+    "h": 3600.0,
+}
+
+
+class Rate(NamedTuple):
+    """How many permits may be taken per window."""
+
+    calls: int
+    window: float
+
+
+def parse_rate(text: str) -> Rate | None:
+    """A rate as ``"60/minute"``, ``"5/second"``, ``"1000/hour"`` or ``"10/30s"``; "" for none.
+
+    Raises:
+        UsageError: anything else, a window over an hour, or no calls at all.
+    """
+    if not isinstance(text, str):
+        raise UsageError(f"a rate is text such as '60/minute', got {text!r}")
+    if not text.strip():
+        return None
+    found = _RATE.match(text)
+    if found is None:
+        raise UsageError(
+            f"a rate is '<calls>/<window>' such as '60/minute', '5/second', '1000/hour' or "
+            f"'10/30s', got {text!r}"
+        )
+    calls, count, unit = int(found[1]), found[2], found[3]
+    window = (float(count) if count else 1.0) * _WINDOWS[unit]
+    if calls < 1 or not 0 < window <= 3600:
+        raise UsageError(f"a rate allows at least 1 call per window of up to an hour: {text!r}")
+    return Rate(calls, window)
+
+
+class _Bounds(NamedTuple):
+    concurrency: int | None
+    rate: Rate | None
+
+
+class Limits:
+    """The queue limits one engine knows, and the taking and giving back of their permits.
+
+    Args:
+        session: the engine's session (its log, projections, clock and lease).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._declared: dict[str, _Bounds] = {}
+
+    def define(self, name: str, *, concurrency: int | None, rate: str) -> None:
+        """Declare a limit, and record it unless the log holds the same (see
+        :meth:`onward.Engine.limit`).
+
+        Raises:
+            UsageError: a bad name, concurrency or rate, or neither bound.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"a limit's name must be a non-empty string, got {name!r}")
+        self.session.log.redactor.check_name(name, "limit name")
+        if concurrency is not None and not (
+            isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency >= 1
+        ):
+            raise UsageError(
+                f"limit {name!r}: concurrency must be an int >= 1, got {concurrency!r}"
+            )
+        parsed = parse_rate(rate)
+        if concurrency is None and parsed is None:
+            raise UsageError(f"limit {name!r}: give a concurrency, a rate, or both")
+        self._declared[name] = _Bounds(concurrency, parsed)
+        session = self.session
+        wanted = LimitSet(name=name, concurrency=concurrency, rate=rate.strip())
+        with session.lock:
+            for _ in range(_TAKE_TRIES):
+                view = session.catch_up().limits.view(name)
+                if view.set and (view.concurrency, view.rate) == (concurrency, wanted.rate):
+                    return
+                try:
+                    session.log.append(
+                        limit_stream(name),
+                        [wanted],
+                        expected_version=view.version,
+                        context=session.context,
+                    )
+                except VersionConflict:
+                    continue
+                session.catch_up()
+                return
+        raise UsageError(f"limit {name!r}: too many concurrent changes, try again")
+
+    def bounds(self, name: str, view: LimitView) -> _Bounds:
+        """A limit's bounds: the log's latest declaration, else this engine's.
+
+        Raises:
+            UsageError: nothing declares it.
+        """
+        if view.set:
+            return _Bounds(view.concurrency, parse_rate(view.rate))
+        found = self._declared.get(name)
+        if found is None:
+            raise UsageError(
+                f"limit {name!r} is not declared: call engine.limit({name!r}, concurrency=..., "
+                "rate=...) where the engine is set up"
+            )
+        return found
+
+    def take(self, limit: str, task_id: str, index: int, context: Context) -> TaskWaiting | None:
+        """Take a permit of ``limit`` for a step: None once taken (or when the step holds one
+        already, from an earlier run), else the wait to record (the caller suspends the task).
+
+        Raises:
+            UsageError: the limit is not declared.
+        """
+        session = self.session
+        key = permit_key(task_id, index)
+        for _ in range(_TAKE_TRIES):
+            with session.lock:
+                projections = session.catch_up()
+                view = projections.limits.view(limit)
+                concurrency, rate = self.bounds(limit, view)
+                if key in view.held:
+                    return None
+                now = session.clock()
+                why, until = "", None
+                in_use = self.in_use(view, projections, now)
+                if concurrency is not None and in_use >= concurrency:
+                    why = f"{in_use} of {concurrency} permits in use"
+                    until = now + session.lease / 3  # a look again, should a holder die
+                elif rate is not None:
+                    since = now - rate.window
+                    if projections.limits.recent(limit, since) >= rate.calls:
+                        first = projections.limits.first_since(limit, since)
+                        why = f"{rate.calls} taken in the last {rate.window:g} s"
+                        until = (first if first is not None else now) + rate.window
+                if why:
+                    return TaskWaiting(
+                        reason=f"limit {limit!r}: {why}",
+                        until=until,
+                        limit=limit,
+                        limit_after=view.version,
+                    )
+                taken = PermitTaken(
+                    task_id=task_id, index=index, worker=session.worker, until=now + session.lease
+                )
+                try:
+                    session.log.append(
+                        limit_stream(limit), [taken], expected_version=view.version, context=context
+                    )
+                except VersionConflict:
+                    continue  # another worker took or gave back one: look again
+                return None
+        # Many workers kept taking first: hand the task back, ready again at once.
+        return TaskWaiting(reason=f"limit {limit!r}: busy", until=session.clock(), limit=limit)
+
+    def give_back(self, limit: str, task_id: str, index: int, context: Context) -> None:
+        """Give a step's permit back."""
+        self.session.log.append(
+            limit_stream(limit),
+            [PermitReturned(task_id=task_id, index=index)],
+            expected_version=None,
+            context=context,
+        )
+
+    @staticmethod
+    def in_use(view: LimitView, projections: Projections, now: float) -> int:
+        """How many of a limit's permits count: each whose task still runs under the worker
+        that took it, or whose own time has not run out."""
+        tasks = projections.tasks.tasks
+        count = 0
+        for key, (worker, until) in view.held.items():
+            task = tasks.get(key.rpartition(":")[0])
+            if until > now or (
+                task is not None and task.state == "running" and task.worker == worker
+            ):
+                count += 1
+        return count

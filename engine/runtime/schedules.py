@@ -1,0 +1,267 @@
+"""Schedules: a task submitted at each tick of a cron expression, exactly once per tick however
+many workers serve the session.
+
+A schedule lives in its own stream, ``schedule-<session>:<name>``. Declaring it records a
+:class:`~onward.events.ScheduleSet` (only when the log's differs). A worker that finds a tick
+due (at each task boundary, and while it waits for work) commits, in one transaction, a
+:class:`~onward.events.ScheduleTicked` at the schedule stream's expected version and the
+task's :class:`~onward.events.TaskSubmitted`: of several workers that find the same tick due,
+one commits and the others' appends are refused. The task's id is derived from the session,
+the schedule and the tick, so that a tick never submits two tasks.
+
+Ticks missed while no worker ran (an outage) follow the schedule's ``missed`` policy: "once"
+runs the task once for all of them, at the first look after the outage; "skip" runs none of
+them, unless the latest is less than :data:`GRACE` seconds late (then it runs, on time). Cron
+expressions are read by cronsim, in UTC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cronsim import CronSim, CronSimError
+
+from onward.core.definitions import TaskDef, parse_priority
+from onward.events import (
+    Append,
+    Context,
+    Priority,
+    ScheduleRemoved,
+    ScheduleSet,
+    ScheduleTicked,
+    TaskSubmitted,
+    UsageError,
+    VersionConflict,
+)
+from onward.projections import ScheduleView, schedule_stream, task_stream
+from onward.runtime.registry import Registry
+from onward.runtime.run import derived_id, submission_id
+from onward.runtime.session import Session
+from onward.runtime.tasks import Tasks
+
+__all__ = ["GRACE", "MISSED_POLICIES", "Schedules", "parse_cron"]
+
+#: A tick found due at most this many seconds late is on time (the "skip" policy runs it).
+GRACE = 60.0
+#: What to do about the ticks missed while no worker ran.
+MISSED_POLICIES = ("once", "skip")
+#: Missed ticks are counted up to this many (a minutely schedule down for months).
+_COUNT_AT_MOST = 100_000
+_SET_TRIES = 50
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def parse_cron(expression: str, now: float) -> CronSim:
+    """Check a cron expression (five fields, or six with seconds; UTC) with cronsim.
+
+    Raises:
+        UsageError: cronsim refuses it.
+    """
+    if not isinstance(expression, str) or not expression.strip():
+        raise UsageError(f"a schedule's cron must be a cron expression, got {expression!r}")
+    try:
+        return CronSim(expression.strip(), _moment(now))
+    except CronSimError as exc:
+        raise UsageError(f"cron expression {expression!r}: {exc}") from None
+
+
+def next_tick(view: ScheduleView) -> float:
+    """A schedule's next tick after the last one it handled (or after it was set)."""
+    start = max(view.set_at, view.last_tick or 0.0)
+    return next(CronSim(view.cron, _moment(start))).timestamp()
+
+
+class Schedules:
+    """One engine's view of its session's schedules: declaring them and firing their ticks.
+
+    Args:
+        session: the session.
+        registry: the registered tasks (a worker fires only the ticks of tasks it has).
+        tasks: stores a scheduled task's arguments as a submission stores them.
+    """
+
+    def __init__(self, session: Session, registry: Registry, tasks: Tasks) -> None:
+        self.session = session
+        self.registry = registry
+        self.tasks = tasks
+        # The next tick of each schedule, by stream, for the version it was computed at.
+        self._next: dict[str, tuple[int, float]] = {}
+
+    def set(
+        self,
+        definition: TaskDef,
+        *,
+        cron: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+        missed: str,
+        priority: Priority | str | None,
+    ) -> str:
+        """Declare a schedule (see :meth:`onward.Engine.schedule`); returns its name.
+
+        Raises:
+            UsageError: a bad cron expression, policy, name or arguments.
+        """
+        session = self.session
+        session.check_open()
+        name = definition.name if name is None else name
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"a schedule's name must be a non-empty string, got {name!r}")
+        session.log.redactor.check_name(name, "schedule name")
+        parse_cron(cron, session.clock())
+        if missed not in MISSED_POLICIES:
+            raise UsageError(f"missed must be one of {', '.join(MISSED_POLICIES)}, got {missed!r}")
+        stored_args, stored_kwargs = self.tasks.stored_arguments(definition, args, kwargs)
+        level = definition.priority if priority is None else parse_priority(priority)
+        wanted = ScheduleSet(
+            name=name,
+            task=definition.name,
+            cron=cron.strip(),
+            args=stored_args,
+            kwargs=stored_kwargs,
+            priority=level,
+            missed=missed,
+        )
+        stream = schedule_stream(session.name, name)
+        with session.lock:
+            for _ in range(_SET_TRIES):
+                view = session.catch_up().schedules.get(session.name, name)
+                if view is not None and not view.removed and _same(view, wanted):
+                    return name
+                try:
+                    session.log.append(
+                        stream,
+                        [wanted],
+                        expected_version=view.version if view is not None else 0,
+                        context=session.context,
+                    )
+                except VersionConflict:
+                    continue
+                session.catch_up()
+                return name
+        raise UsageError(f"schedule {name!r}: too many concurrent changes, try again")
+
+    def remove(self, name: str, reason: str) -> bool:
+        """Remove a schedule (see :meth:`onward.Engine.unschedule`); False when it was not
+        set."""
+        session = self.session
+        session.check_open()
+        with session.lock:
+            for _ in range(_SET_TRIES):
+                view = session.catch_up().schedules.get(session.name, name)
+                if view is None or view.removed:
+                    return False
+                try:
+                    session.log.append(
+                        schedule_stream(session.name, name),
+                        [ScheduleRemoved(reason=reason)],
+                        expected_version=view.version,
+                        context=session.context,
+                    )
+                except VersionConflict:
+                    continue
+                session.catch_up()
+                return True
+        raise UsageError(f"schedule {name!r}: too many concurrent changes, try again")
+
+    def listed(self) -> list[ScheduleView]:
+        """This session's schedules (removed ones included), by name."""
+        return self.session.catch_up().schedules.of(self.session.name)
+
+    def fire(self) -> int:
+        """Handle every tick now due of this session's schedules whose task this worker has
+        (the caller holds the session's lock, caught up); returns how many tasks it
+        submitted."""
+        session = self.session
+        now = session.clock()
+        fired = 0
+        for view in session.projections.schedules.of(session.name):
+            if view.removed or not self.registry.knows(view.task):
+                continue
+            if self._next_of(view) > now:
+                continue
+            fired += self._tick(view, now)
+        if fired:
+            session.host.catch_up()
+        return fired
+
+    def next_due(self) -> float | None:
+        """When this session's next tick is due (None: no schedule this worker fires)."""
+        moments = [
+            self._next_of(view)
+            for view in self.session.projections.schedules.of(self.session.name)
+            if not view.removed and self.registry.knows(view.task)
+        ]
+        return min(moments) if moments else None
+
+    def _next_of(self, view: ScheduleView) -> float:
+        stream = schedule_stream(view.session, view.name)
+        known = self._next.get(stream)
+        if known is None or known[0] != view.version:
+            known = self._next[stream] = (view.version, next_tick(view))
+        return known[1]
+
+    def _tick(self, view: ScheduleView, now: float) -> int:
+        """Commit the due tick of one schedule with its task (or its skip); 1 when a task was
+        submitted."""
+        session = self.session
+        start = max(view.set_at, view.last_tick or 0.0)
+        latest = next(CronSim(view.cron, _moment(now) + timedelta(microseconds=1), reverse=True))
+        tick = latest.timestamp()
+        if tick <= start:
+            return 0
+        due = 0
+        for moment in CronSim(view.cron, _moment(start)):
+            if moment > latest or due >= _COUNT_AT_MOST:
+                break
+            due += 1
+        run = view.missed == "once" or now - tick <= GRACE
+        task_id = derived_id(session.name, "schedule", view.name, repr(tick)) if run else ""
+        context = Context(session=session.name, actor=session.worker, correlation_id=task_id)
+        appends = [
+            Append(
+                stream=schedule_stream(session.name, view.name),
+                events=[ScheduleTicked(tick=tick, task_id=task_id, missed=max(0, due - 1))],
+                expected_version=view.version,
+                context=context,
+            )
+        ]
+        if run:
+            appends.append(
+                Append(
+                    stream=task_stream(task_id),
+                    events=[
+                        TaskSubmitted(
+                            name=view.task,
+                            args=list(view.args),
+                            kwargs=dict(view.kwargs),
+                            priority=Priority(view.priority),
+                            schedule=view.name,
+                        )
+                    ],
+                    expected_version=0,
+                    event_ids=[submission_id(task_id)],
+                    context=context,
+                )
+            )
+        with contextlib.suppress(VersionConflict):  # another worker handled the tick first
+            session.log.commit(appends)
+            return int(run)
+        return 0
+
+
+def _same(view: ScheduleView, wanted: ScheduleSet) -> bool:
+    return (view.task, view.cron, view.args, view.kwargs, view.priority, view.missed) == (
+        wanted.task,
+        wanted.cron,
+        wanted.args,
+        wanted.kwargs,
+        wanted.priority.value,
+        wanted.missed,
+    )

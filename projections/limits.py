@@ -1,0 +1,117 @@
+"""The limit projection: each queue limit's permits in use and recent takes, from the streams
+``limit-<name>``."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from onward.events import LimitSet, PermitReturned, PermitTaken, Recorded
+
+__all__ = ["LIMIT_PREFIX", "LimitProjection", "LimitView", "limit_stream"]
+
+#: Every limit's stream is ``limit-<name>``.
+LIMIT_PREFIX = "limit-"
+#: The takes kept per limit, for its rate (the longest window a rate may use is an hour).
+TAKES_KEPT = 100_000
+TAKES_SPAN = 3600.0
+
+
+def limit_stream(name: str) -> str:
+    """The stream of a queue limit."""
+    return LIMIT_PREFIX + name
+
+
+class LimitView(msgspec.Struct, kw_only=True):
+    """What the log says about one queue limit.
+
+    Attributes:
+        name: its name.
+        concurrency: how many may run at once, as last set (None: no bound, or never set).
+        rate: how many may start per window, as last set ("" for none).
+        set: whether it was ever declared.
+        held: the permits taken and not returned: (task id, step index) -> (worker, until).
+        takes: when permits were taken, oldest first (the last hour's).
+        taken: how many permits were ever taken.
+        returned_at: the version of the last permit given back.
+        version: its stream's version.
+    """
+
+    name: str
+    concurrency: int | None = None
+    rate: str = ""
+    set: bool = False
+    held: dict[str, tuple[str, float]] = msgspec.field(default_factory=dict)
+    takes: list[float] = msgspec.field(default_factory=list)
+    taken: int = 0
+    returned_at: int = 0
+    version: int = 0
+
+
+def permit_key(task_id: str, index: int) -> str:
+    """The key of a step's permit in :attr:`LimitView.held`."""
+    return f"{task_id}:{index}"
+
+
+class LimitProjection:
+    """Folds limit streams into :class:`LimitView` objects."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, LimitView] = {}
+        self._takes: dict[str, deque[float]] = {}
+
+    def view(self, name: str) -> LimitView:
+        """A limit's view (an empty one for a limit nothing took yet)."""
+        found = self.limits.get(name)
+        if found is None:
+            return LimitView(name=name)
+        found.takes = list(self._takes.get(name, ()))
+        return found
+
+    def apply(self, r: Recorded) -> None:
+        """Fold one event of a limit stream (others are ignored)."""
+        event = r.event
+        if not isinstance(event, LimitSet | PermitTaken | PermitReturned):
+            return
+        name = r.stream[len(LIMIT_PREFIX) :]
+        view = self.limits.get(name)
+        if view is None:
+            view = self.limits[name] = LimitView(name=name)
+        view.version = r.version
+        if isinstance(event, LimitSet):
+            view.concurrency, view.rate, view.set = event.concurrency, event.rate, True
+            return
+        key = permit_key(event.task_id, event.index)
+        if isinstance(event, PermitTaken):
+            view.held[key] = (event.worker, event.until)
+            view.taken += 1
+            takes = self._takes.setdefault(name, deque(maxlen=TAKES_KEPT))
+            takes.append(r.meta.time)
+            while takes and takes[0] < r.meta.time - TAKES_SPAN:
+                takes.popleft()
+        else:
+            view.held.pop(key, None)
+            view.returned_at = r.version
+
+    def recent(self, name: str, since: float) -> int:
+        """How many permits of a limit were taken after ``since``."""
+        return sum(1 for t in self._takes.get(name, ()) if t > since)
+
+    def first_since(self, name: str, since: float) -> float | None:
+        """When the first permit taken after ``since`` was taken (None: none)."""
+        return next((t for t in self._takes.get(name, ()) if t > since), None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, comparable picture of every limit."""
+        return {k: msgspec.structs.asdict(self.view(k)) for k in sorted(self.limits)}
+
+    def dump(self) -> list[LimitView]:
+        """Every limit view, for a checkpoint."""
+        return [self.view(name) for name in self.limits]
+
+    def load(self, views: list[LimitView]) -> None:
+        """Restore from a checkpoint's limit views."""
+        self.limits = {v.name: v for v in views}
+        self._takes = {v.name: deque(v.takes, maxlen=TAKES_KEPT) for v in views}

@@ -1,0 +1,282 @@
+"""Queue limits: concurrency and rate across every worker of a log, waits recorded, on the real
+engine and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from onward import Engine, TaskFailedError, UsageError
+from onward.cli.main import main
+from onward.events import LimitSet, PermitReturned, PermitTaken, TaskWaiting
+from onward.runtime.limits import Rate, parse_rate
+from tests.conftest import FakeClock
+from tests.secrets_corpus import GITHUB_PAT
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'log.db'}"
+
+
+def open_engine(db: str, clock: FakeClock | None = None, **options: object) -> Engine:
+    if clock is None:
+        return Engine.open(db, session="limits", healing=False, **options)
+    return Engine.open(
+        db, session="limits", clock=clock, sleep=clock.advance, healing=False, **options
+    )
+
+
+def held_at_most(engine: Engine, limit: str) -> int:
+    """The most permits of a limit ever held at once, by the log's order of takes and returns
+    (the order every worker decided on)."""
+    held: set[tuple[str, int]] = set()
+    most = 0
+    for r in engine.log.read_stream(f"limit-{limit}"):
+        event = r.event
+        if isinstance(event, PermitTaken):
+            held.add((event.task_id, event.index))
+        elif isinstance(event, PermitReturned):
+            held.discard((event.task_id, event.index))
+        most = max(most, len(held))
+    return most
+
+
+def test_steps_under_a_limit_never_run_more_at_once_than_it_allows(db: str) -> None:
+    inside = 0
+    most_inside = 0
+    lock = threading.Lock()
+    with open_engine(db) as engine:
+        engine.limit("model-api", concurrency=2)
+
+        @engine.step(limit="model-api")
+        def ask(question: int) -> int:
+            nonlocal inside, most_inside
+            with lock:
+                inside += 1
+                most_inside = max(most_inside, inside)
+            total = sum(range(20_000))  # some work, while others try to get in
+            with lock:
+                inside -= 1
+            return question + total * 0
+
+        @engine.step()
+        def unlimited(n: int) -> int:
+            return n
+
+        @engine.task()
+        def job(question: int) -> int:
+            return ask(unlimited(question)) + ask(question)
+
+        ids = [engine.submit(job, n) for n in range(16)]
+        engine.run(workers=6)
+        assert [engine.result(i) for i in ids] == [2 * n for n in range(16)]
+        assert most_inside <= 2
+        assert held_at_most(engine, "model-api") <= 2
+        taken = [
+            r for r in engine.log.read_stream("limit-model-api") if isinstance(r.event, PermitTaken)
+        ]
+        assert len(taken) == 32  # one permit per limited step, none for the other
+        (view,) = engine.limits()
+        assert (view.concurrency, view.held, view.taken) == (2, {}, 32)
+
+
+def test_a_rate_spreads_the_starts_and_the_waits_are_recorded(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        engine.limit("search", rate="3/minute")
+
+        @engine.step(limit="search")
+        def search(n: int) -> int:
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return search(n)
+
+        started = clock()
+        ids = [engine.submit(job, n) for n in range(7)]
+        engine.run()
+        assert [engine.result(i) for i in ids] == list(range(7))
+        takes = [
+            r.meta.time
+            for r in engine.log.read_stream("limit-search")
+            if isinstance(r.event, PermitTaken)
+        ]
+        assert takes == [started] * 3 + [started + 60] * 3 + [started + 120]
+        waits = [
+            r.event
+            for i in ids
+            for r in engine.log.read_stream(f"task-{i}")
+            if isinstance(r.event, TaskWaiting)
+        ]
+        assert waits
+        assert all(w.limit == "search" and "3 taken" in w.reason for w in waits)
+
+
+def test_a_freed_permit_wakes_a_waiting_task_at_once(db: str, clock: FakeClock) -> None:
+    order: list[str] = []
+    with open_engine(db, clock) as engine:
+        engine.limit("gpu", concurrency=1)
+
+        @engine.step(limit="gpu")
+        def train(name: str) -> str:
+            order.append(name)
+            return name
+
+        @engine.task()
+        def job(name: str) -> str:
+            return train(name)
+
+        ids = [engine.submit(job, name) for name in ("a", "b", "c")]
+        engine.run()
+        assert order == ["a", "b", "c"]
+        assert [engine.result(i) for i in ids] == ["a", "b", "c"]
+        assert clock() < 1_700_000_000.0 + 1  # woken by the returns, not by a timer
+
+
+def test_a_permit_is_given_back_when_its_step_fails(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        engine.limit("flaky", concurrency=1)
+
+        @engine.step(limit="flaky")
+        def call(n: int) -> int:
+            if n == 0:
+                raise ConnectionError("refused")
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return call(n)
+
+        failing, fine = engine.submit(job, 0), engine.submit(job, 1)
+        engine.run()
+        with pytest.raises(TaskFailedError, match="refused"):
+            engine.result(failing)
+        assert engine.result(fine) == 1
+        assert held_at_most(engine, "flaky") == 1
+        assert engine.limits()[0].held == {}
+
+
+def test_limits_hold_for_async_tasks(db: str) -> None:
+    with open_engine(db) as engine:
+        engine.limit("api", concurrency=3)
+        inside = 0
+        most = 0
+
+        @engine.step(limit="api")
+        async def call(n: int) -> int:
+            nonlocal inside, most
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            inside -= 1
+            return n
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return await call(n) + await call(n)
+
+        ids = [engine.submit(job, n) for n in range(20)]
+        asyncio.run(engine.run_async(concurrency=10))
+        assert [engine.result(i) for i in ids] == [2 * n for n in range(20)]
+        assert most <= 3
+        assert held_at_most(engine, "api") <= 3
+
+
+def test_a_limit_is_declared_once_and_every_worker_holds_to_the_latest(db: str) -> None:
+    with open_engine(db) as first:
+        first.limit("api", concurrency=4, rate="60/minute")
+    with open_engine(db) as second:
+        second.limit("api", concurrency=4, rate="60/minute")  # the same: nothing recorded
+        second.limit("api", concurrency=2)  # a change
+        sets = [r.event for r in second.log.read_stream("limit-api")]
+        assert sets == [
+            LimitSet(name="api", concurrency=4, rate="60/minute"),
+            LimitSet(name="api", concurrency=2, rate=""),
+        ]
+        (view,) = second.limits()
+        assert (view.concurrency, view.rate) == (2, "")
+
+
+def test_a_step_under_an_undeclared_limit_fails_its_task_clearly(db: str) -> None:
+    with open_engine(db) as engine:
+
+        @engine.step(limit="nowhere")
+        def call() -> int:
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return call()
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(TaskFailedError, match="limit 'nowhere' is not declared"):
+            engine.result(task_id)
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("60/minute", Rate(60, 60.0)),
+        ("5/second", Rate(5, 1.0)),
+        ("1000/hour", Rate(1000, 3600.0)),
+        ("10/30s", Rate(10, 30.0)),
+        (" 2 / min ", Rate(2, 60.0)),
+        ("", None),
+    ],
+)
+def test_rates_are_read(text: str, rate: Rate | None) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize(
+    "text", ["60", "60 per minute", "0/minute", "5/day", "1/2h", "-1/s", "x/s"]
+)
+def test_bad_rates_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="rate"):
+        parse_rate(text)
+
+
+def test_bad_limits_are_refused(db: str) -> None:
+    with open_engine(db) as engine:
+        with pytest.raises(UsageError, match="give a concurrency, a rate, or both"):
+            engine.limit("api")
+        with pytest.raises(UsageError, match="concurrency must be an int >= 1"):
+            engine.limit("api", concurrency=0)
+        with pytest.raises(UsageError, match="concurrency must be an int >= 1"):
+            engine.limit("api", concurrency=True)
+        with pytest.raises(UsageError, match="non-empty"):
+            engine.limit("", concurrency=1)
+        with pytest.raises(UsageError, match="secret"):
+            engine.limit(f"api {GITHUB_PAT}", concurrency=1)
+        assert engine.limits() == []
+
+
+def test_onward_limits_lists_bounds_permits_and_waiting_tasks(
+    db: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_engine(db, clock) as engine:
+        engine.limit("search", concurrency=1, rate="1/hour")
+
+        @engine.step(limit="search")
+        def search(n: int) -> int:
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return search(n)
+
+        for n in range(3):
+            engine.submit(job, n)
+        engine.run(max_runs=3)
+    path = db.removeprefix("sqlite:///")
+    assert main(["limits", "--db", path]) == 0
+    out = capsys.readouterr().out
+    assert "search" in out
+    assert "1/hour" in out
+    assert "2 waiting" in out

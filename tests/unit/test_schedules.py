@@ -1,0 +1,225 @@
+"""Schedules: a task submitted at each tick of a cron expression, exactly once per tick, on the
+real engine and a real SQLite file, with an injected clock."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onward import Engine, UsageError
+from onward.events import ScheduleSet, ScheduleTicked, TaskSubmitted
+from tests.conftest import FakeClock
+
+#: A whole hour (ticks of */15 fall on its quarters).
+HOUR = 1_700_000_000.0 - 1_700_000_000.0 % 3600
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'log.db'}"
+
+
+@pytest.fixture
+def hour_clock() -> FakeClock:
+    return FakeClock(HOUR)
+
+
+def open_engine(db: str, clock: FakeClock, **options: object) -> Engine:
+    return Engine.open(
+        db, session="cron", clock=clock, sleep=clock.advance, healing=False, **options
+    )
+
+
+def register(engine: Engine, ran: list[tuple[float, str]], clock: FakeClock) -> None:
+    @engine.task(name="report")
+    def report(kind: str = "daily") -> str:
+        ran.append((clock(), kind))
+        return kind
+
+
+def test_a_schedule_submits_its_task_at_each_tick_and_only_then(
+    db: str, hour_clock: FakeClock
+) -> None:
+    ran: list[tuple[float, str]] = []
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        assert engine.schedule("report", cron="*/15 * * * *", args=["hourly"]) == "report"
+        engine.run()
+        assert ran == []  # the hour's first tick is the moment it was set: not after it
+        hour_clock.advance(14 * 60)
+        engine.run()
+        assert ran == []
+        hour_clock.advance(60)
+        summary = engine.run()
+        assert summary.scheduled == 1
+        assert ran == [(HOUR + 900, "hourly")]
+        engine.run()
+        assert len(ran) == 1  # the same tick never runs twice
+        hour_clock.advance(15 * 60)
+        engine.run()
+        assert [t for t, _ in ran] == [HOUR + 900, HOUR + 1800]
+        (view,) = engine.schedules()
+        assert (view.runs, view.skipped, view.last_tick) == (2, 0, HOUR + 1800)
+        submitted = [
+            r.event
+            for r in engine.log.read()
+            if isinstance(r.event, TaskSubmitted) and r.event.schedule == "report"
+        ]
+        assert len(submitted) == 2
+
+
+def test_declaring_the_same_schedule_again_records_nothing_and_a_change_is_recorded(
+    db: str, hour_clock: FakeClock
+) -> None:
+    ran: list[tuple[float, str]] = []
+    for _ in range(3):  # three starts of the same code
+        with open_engine(db, hour_clock) as engine:
+            register(engine, ran, hour_clock)
+            engine.schedule("report", cron="0 * * * *")
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        engine.schedule("report", cron="30 * * * *", kwargs={"kind": "half"})
+        sets = [r.event for r in engine.log.read() if isinstance(r.event, ScheduleSet)]
+        assert [s.cron for s in sets] == ["0 * * * *", "30 * * * *"]
+        hour_clock.advance(30 * 60)
+        engine.run()
+        assert ran == [(HOUR + 1800, "half")]
+        assert engine.unschedule("report", reason="no longer needed")
+        assert not engine.unschedule("report")
+        hour_clock.advance(3600)
+        engine.run()
+        assert len(ran) == 1
+        assert engine.schedules()[0].removed
+
+
+def test_ticks_missed_in_an_outage_run_once_or_are_skipped_as_declared(
+    db: str, hour_clock: FakeClock
+) -> None:
+    ran: list[tuple[float, str]] = []
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        engine.schedule("report", cron="*/15 * * * *", name="catch-up", args=["once"])
+        engine.schedule(
+            "report", cron="*/15 * * * *", name="latest-only", args=["skip"], missed="skip"
+        )
+        hour_clock.advance(3 * 3600 + 5 * 60)  # no worker for three hours
+        engine.run()
+        assert ran == [(HOUR + 3 * 3600 + 300, "once")]  # one run for the twelve ticks
+        views = {v.name: v for v in engine.schedules()}
+        assert (views["catch-up"].runs, views["catch-up"].skipped) == (1, 11)
+        assert (views["latest-only"].runs, views["latest-only"].skipped) == (0, 12)
+        hour_clock.advance(10 * 60 + 30)  # the next tick, 30 s late: on time for both
+        engine.run()
+        assert sorted(kind for _, kind in ran[1:]) == ["once", "skip"]
+        ticked = [r.event for r in engine.log.read() if isinstance(r.event, ScheduleTicked)]
+        assert [t.task_id == "" for t in ticked].count(True) == 1  # the one skip, recorded
+
+
+def test_a_task_declared_with_a_schedule_is_scheduled(db: str, hour_clock: FakeClock) -> None:
+    ticks: list[float] = []
+    with open_engine(db, hour_clock) as engine:
+
+        @engine.task(name="sweep", schedule="0 * * * *")
+        def sweep() -> None:
+            ticks.append(hour_clock())
+
+        hour_clock.advance(2 * 3600)
+        engine.run()
+        assert ticks == [HOUR + 7200]
+
+
+def test_bad_schedules_are_refused_with_nothing_recorded(db: str, hour_clock: FakeClock) -> None:
+    with open_engine(db, hour_clock) as engine:
+        register(engine, [], hour_clock)
+        before = engine.log.head()
+        with pytest.raises(UsageError, match="cron expression"):
+            engine.schedule("report", cron="every day")
+        with pytest.raises(UsageError, match="cron expression"):
+            engine.schedule("report", cron="61 * * * *")
+        with pytest.raises(UsageError, match="missed must be one of once, skip"):
+            engine.schedule("report", cron="* * * * *", missed="all")
+        with pytest.raises(UsageError, match="report"):
+            engine.schedule("report", cron="* * * * *", args=[1, 2, 3])
+        with pytest.raises(UsageError, match="non-empty"):
+            engine.schedule("report", cron="* * * * *", name="")
+        with pytest.raises(UsageError, match=r"not registered|no task"):
+            engine.schedule("nothing", cron="* * * * *")
+        assert engine.log.head() == before
+
+
+def test_a_worker_without_the_task_leaves_its_ticks_to_one_that_has_it(
+    db: str, hour_clock: FakeClock
+) -> None:
+    ran: list[tuple[float, str]] = []
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        engine.schedule("report", cron="*/15 * * * *")
+    with open_engine(db, hour_clock) as other:  # other code: no "report" here
+        hour_clock.advance(15 * 60)
+        assert other.run().scheduled == 0
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        engine.run()
+        assert [t for t, _ in ran] == [HOUR + 900]
+
+
+def _look(engine: Engine, together: threading.Barrier) -> None:
+    together.wait()
+    engine.run(max_runs=0)  # a task boundary: due ticks fire
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    moves=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=1300),
+            st.sets(st.integers(min_value=0, max_value=2), min_size=1),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_several_workers_fire_each_tick_exactly_once(
+    tmp_path: Path, moves: list[tuple[int, set[int]]]
+) -> None:
+    """Three workers of one session, each with its own connection to one SQLite file, look
+    for due ticks at the same moment (threads released together) while time moves on by any
+    steps: each tick submits exactly one task, and no tick is lost (with the "once" policy, a
+    late look covers the ticks it missed)."""
+    clock = FakeClock(HOUR)
+    url = f"sqlite:///{tmp_path / f'{len(list(tmp_path.iterdir()))}.db'}"
+    engines = [open_engine(url, clock) for _ in range(3)]
+    try:
+        for engine in engines:
+            register(engine, [], clock)
+            engine.schedule("report", cron="*/5 * * * *")
+        for seconds, who in moves:
+            clock.advance(seconds)
+            together = threading.Barrier(len(who))
+            threads = [threading.Thread(target=_look, args=(engines[i], together)) for i in who]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        engines[0].run(max_runs=0)
+        records = list(engines[0].log.read())
+        ticked = [r.event for r in records if isinstance(r.event, ScheduleTicked)]
+        submitted = {
+            r.stream.removeprefix("task-") for r in records if isinstance(r.event, TaskSubmitted)
+        }
+        ticks = [t.tick for t in ticked]
+        assert len(set(ticks)) == len(ticks)  # no tick handled twice
+        assert {t.task_id for t in ticked} == submitted  # one task per handled tick
+        due = int((clock() - HOUR) // 300)
+        assert sum(t.missed + 1 for t in ticked) == due  # every due tick covered, once
+    finally:
+        for engine in engines:
+            engine.close()

@@ -1,0 +1,196 @@
+"""Steering from the command line (``onward retry``, ``fork``, ``abandon``, ``send``, ``get``,
+``schedules``, ``limits``), and schedules, limits and messages, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from onward import Engine, TaskFailedError
+from onward.cli.main import main
+from onward.events import DecisionMade, MessageSent, TaskRetried
+from tests.conftest import FakeClock
+
+HOUR = 1_700_000_000.0 - 1_700_000_000.0 % 3600
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def open_engine(url: str, clock: FakeClock) -> Engine:
+    return Engine.open(url, session="cli", clock=clock, sleep=clock.advance, healing=False)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_retry_fork_send_and_get_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = FakeClock(HOUR)
+    ran: Counter[str] = Counter()
+    broken = {"yes": True}
+
+    def register(engine: Engine) -> None:
+        @engine.step(name="fetch")
+        def fetch(n: int) -> int:
+            ran["fetch"] += 1
+            return n
+
+        @engine.step(name="parse")
+        def parse(n: int) -> int:
+            ran["parse"] += 1
+            if broken["yes"]:
+                raise ValueError("broken parser")
+            return n * 10
+
+        @engine.task(name="job")
+        def job(n: int) -> int:
+            return parse(fetch(n))
+
+        @engine.task(name="chat")
+        def chat() -> object:
+            engine.set_state("stage", {"waiting": ("answer", 1)})
+            return engine.recv("answer")
+
+    with open_engine(url, clock) as engine:
+        register(engine)
+        failed = engine.submit("job", 4)
+        talker = engine.submit("chat")
+        engine.run()
+        assert engine.task_view(failed).state == "failed"
+    broken["yes"] = False
+    status, out, _ = cli(
+        capsys, "retry", failed[:8], "--db", url, "--reason", "fixed", "--by", "ana"
+    )
+    assert status == 0
+    assert "retried" in out
+    status, out, _ = cli(
+        capsys, "fork", failed, "--db", url, "--from-step", "1", "--args", "[5]", "--json"
+    )
+    assert status == 0
+    fork = json.loads(out)["fork"]
+    status, out, _ = cli(capsys, "get", talker, "stage", "--db", url, "--json")
+    assert json.loads(out)["value"] == {"waiting": ["answer", 1]}
+    status, out, _ = cli(capsys, "send", talker, "answer", '{"ok": [1, 2]}', "--db", url)
+    assert status == 0
+    assert "it waits for this topic" in out
+    with open_engine(url, clock) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(failed) == 40
+        assert engine.result(fork) == 40  # fetch's outcome taken from the origin (n=4)
+        assert engine.result(talker) == {"ok": [1, 2]}
+        assert ran == {"fetch": 1, "parse": 3}
+        retried = [
+            r.event
+            for r in engine.log.read_stream(f"task-{failed}")
+            if isinstance(r.event, TaskRetried)
+        ]
+        assert [(r.by, r.reason) for r in retried] == [("ana", "fixed")]
+        decisions = [
+            r.event
+            for r in engine.log.read_stream("session-cli")
+            if isinstance(r.event, DecisionMade) and r.event.kind == "task_retried"
+        ]
+        assert decisions[0].inputs["by"] == "ana"
+        (sent,) = [r.event for r in engine.log.read_stream(f"inbox-{talker}")]
+        assert isinstance(sent, MessageSent)
+        assert sent.sender.startswith("onward-cli:")
+
+
+def test_bad_steering_input_is_refused_clearly(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = FakeClock(HOUR)
+    with open_engine(url, clock) as engine:
+
+        @engine.task(name="done")
+        def done() -> int:
+            return 1
+
+        task_id = engine.submit("done")
+        engine.run()
+        head = engine.log.head()
+    cases = [
+        (("retry", task_id), "only a failed, cancelled or missed task can be retried"),
+        (("send", task_id, "topic", "{not json"), "must be JSON"),
+        (
+            ("fork", task_id, "--from-step", "0", "--args", '{"a": 1}'),
+            "--args must be a JSON array",
+        ),
+        (("fork", task_id, "--from-step", "2"), "no recorded outcome"),
+        (("get", task_id, "nothing"), "published nothing under 'nothing'"),
+        (("abandon", task_id), "can be abandoned"),
+        (("retry", "ffffffffffff"), "no task"),
+    ]
+    for argv, message in cases:
+        status, _, err = cli(capsys, *argv, "--db", url)
+        assert status == 2, argv
+        assert message in err, (argv, err)
+    with Engine.open(url, session="cli", clock=clock) as engine:
+        assert engine.log.head() == head + 1  # only the reopening (SessionResumed)
+
+
+def test_schedules_and_limits_are_listed(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock(HOUR)
+    with open_engine(url, clock) as engine:
+        engine.limit("model-api", concurrency=1)
+
+        @engine.step(limit="model-api")
+        def ask(n: int) -> int:
+            return n
+
+        @engine.task(name="nightly", schedule="0 3 * * *")
+        def nightly() -> None:
+            return None
+
+        @engine.task(name="job")
+        def job(n: int) -> int:
+            return ask(n)
+
+        engine.submit("job", 1)
+        clock.advance(86_400)
+        engine.run()
+    status, out, _ = cli(capsys, "schedules", "--db", url)
+    assert status == 0
+    assert "nightly" in out
+    assert "0 3 * * *" in out
+    rows = json.loads(cli(capsys, "schedules", "--db", url, "--json")[1])["schedules"]
+    assert [(r["name"], r["runs"], r["missed"]) for r in rows] == [("nightly", 1, "once")]
+    assert rows[0]["next_tick"].endswith("03:00:00+00:00")
+    limits = json.loads(cli(capsys, "limits", "--db", url, "--json")[1])["limits"]
+    assert [(r["name"], r["concurrency"], r["taken"], r["in_use"]) for r in limits] == [
+        ("model-api", 1, 1, 0)
+    ]
+
+
+def test_an_unregistered_task_is_listed_and_abandoned_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = FakeClock(HOUR)
+    with open_engine(url, clock) as engine:
+
+        @engine.task(name="old.name")
+        def old() -> None: ...
+
+        task_id = engine.submit("old.name")
+        engine.registry.tasks.clear()
+        engine.run()
+    status, out, _ = cli(capsys, "tasks", "--db", url, "--state", "unregistered")
+    assert task_id in out
+    status, out, _ = cli(capsys, "abandon", task_id, "--db", url, "--reason", "gone")
+    assert status == 0
+    with open_engine(url, clock) as engine:
+        with pytest.raises(TaskFailedError, match="Abandoned"):
+            engine.result(task_id)
