@@ -1,0 +1,1 @@
+"""onward.report (filled in below)."""

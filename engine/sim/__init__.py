@@ -1,0 +1,1 @@
+"""onward.sim (filled in below)."""

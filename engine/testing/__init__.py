@@ -1,0 +1,1 @@
+"""onward.testing (filled in below)."""
