@@ -65,6 +65,7 @@ from onward.cli.commands import (
 from onward.cli.error_report import KINDS
 from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
 from onward.cli.quarantine import cmd_quarantine
+from onward.cli.report import add_report_arguments, cmd_report
 from onward.cli.rules import add_rules_arguments, cmd_rules
 from onward.cli.to_test import add_to_test_arguments, cmd_to_test
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
@@ -260,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default=None, help="the log (sets ONWARD_DB; default: the one ENGINE opens)"
     )
     add_worker_arguments(worker)
+    report = command(
+        "report",
+        cmd_report,
+        "write one self-contained HTML page of a session: timeline, error budget, breakers, "
+        "degradation, flow, approvals, decisions and error learning",
+    )
+    add_report_arguments(report)
     to_test = command(
         "to-test",
         cmd_to_test,
