@@ -76,9 +76,7 @@ def measure(directory: Path, counts: dict[str, int], args: argparse.Namespace) -
             "errors_per_hour": sim.errors_per_hour,
             "continuous_hours": sim.continuous_hours,
             "worked_around_rate": sim.worked_around_rate,
-            "crashes_recovered_rate": (
-                sim.crashes_recovered / sim.crashes if sim.crashes else 1.0
-            ),
+            "crashes_recovered_rate": (sim.crashes_recovered / sim.crashes if sim.crashes else 1.0),
             "completed_steps_rerun": sim.completed_steps_rerun,
             "sim_speedup": round(sim.simulated_hours * 3600 / wall, 1),
             "wall_s": round(wall, 2),

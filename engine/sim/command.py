@@ -145,7 +145,9 @@ def run_simulation(
             child.wait()
             child.stdout.close()
             if child.returncode != 0 or '"done"' not in line:
-                raise RuntimeError(f"the simulation's worker stopped with status {child.returncode}")
+                raise RuntimeError(
+                    f"the simulation's worker stopped with status {child.returncode}"
+                )
             break
         wall = time.perf_counter() - started
         with open_log(f"sqlite:///{path}", create=False) as log:
@@ -195,7 +197,9 @@ def register_command(command: AddCommand) -> None:
         "figures beside the design onward replaces (exit 1 when a target is missed)",
         db=None,
     )
-    simulate.add_argument("--db", default=None, help="the SQLite log to keep (default: a temporary one)")
+    simulate.add_argument(
+        "--db", default=None, help="the SQLite log to keep (default: a temporary one)"
+    )
     simulate.add_argument("--hours", type=float, default=8.0, help="simulated hours (default 8)")
     simulate.add_argument("--seed", type=int, default=1, help="the seed of every draw (default 1)")
     simulate.add_argument(

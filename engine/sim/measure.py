@@ -33,6 +33,7 @@ from __future__ import annotations
 import array
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -164,11 +165,12 @@ def measure(
     left_held: Counter[int] = Counter()
     resumed_after: list[float] = []
     for r in log.read(page_size=2000):
-        meta, event = r.meta, r.event
+        meta = r.meta
+        event: Any = r.event
         if meta.session != profile or isinstance(event, UnknownEvent):
             if type(event).__name__ == "FixLearned":  # learning spans sessions
-                learned_at.setdefault(event.signature, []).append(r.position)  # type: ignore[union-attr]
-                resolved.add(event.signature)  # type: ignore[union-attr]
+                learned_at.setdefault(event.signature, []).append(r.position)
+                resolved.add(event.signature)
             continue
         events += 1
         end = max(end, meta.time)
@@ -176,19 +178,19 @@ def measure(
         task = r.stream[5:] if r.stream.startswith("task-") else ""
         if name == "StepFailed":
             errors += 1
-            sig = event.signature or f"{event.error_type}"  # type: ignore[union-attr]
+            sig = event.signature or f"{event.error_type}"
             known = sig in resolved
             seen += known
-            pending.setdefault((task, event.index), []).append((sig, known, r.position))  # type: ignore[union-attr]
-            if event.final:  # type: ignore[union-attr]
-                lost = pending.pop((task, event.index), [])  # type: ignore[union-attr]
+            pending.setdefault((task, event.index), []).append((sig, known, r.position))
+            if event.final:
+                lost = pending.pop((task, event.index), [])
                 given_up.setdefault(task, []).extend(lost)
-                actions += event.name != SLEEP_STEP  # type: ignore[union-attr]
+                actions += event.name != SLEEP_STEP
         elif name == "StepCompleted":
-            actions += event.name != SLEEP_STEP  # type: ignore[union-attr]
-            key = f"{task}:{event.index}"  # type: ignore[union-attr]
+            actions += event.name != SLEEP_STEP
+            key = f"{task}:{event.index}"
             completed_by.setdefault(key, generations.get(_pid(meta.actor), 0))
-            for sig, known, at in pending.pop((task, event.index), ()):  # type: ignore[union-attr]
+            for sig, known, at in pending.pop((task, event.index), ()):
                 taught = any(at < p < r.position for p in learned_at.get(sig, ()))
                 if not taught:
                     fixed += 1
@@ -196,8 +198,8 @@ def measure(
                 resolved.add(sig)
         elif name == "FixLearned":
             lessons += 1
-            learned_at.setdefault(event.signature, []).append(r.position)  # type: ignore[union-attr]
-            resolved.add(event.signature)  # type: ignore[union-attr]
+            learned_at.setdefault(event.signature, []).append(r.position)
+            resolved.add(event.signature)
         elif name == "ApprovalRequested":
             prompts += 1
         elif name == "SessionPaused":
@@ -216,11 +218,17 @@ def measure(
         elif name == "TaskSubmitted":
             tasks.add(task)
         elif name == "TaskClaimed":
-            held[task] = _pid(event.worker)  # type: ignore[union-attr]
+            held[task] = _pid(event.worker)
         elif name == "TaskLeaseExpired":
-            taken_back[_pid(event.worker)] += 1  # type: ignore[union-attr]
+            taken_back[_pid(event.worker)] += 1
             held.pop(task, None)
-        elif name in ("TaskSucceeded", "TaskFailed", "TaskWaiting", "TaskReleased", "TaskCancelled"):
+        elif name in (
+            "TaskSucceeded",
+            "TaskFailed",
+            "TaskWaiting",
+            "TaskReleased",
+            "TaskCancelled",
+        ):
             held.pop(task, None)
             if name != "TaskWaiting":
                 given_up.pop(task, None)
@@ -233,16 +241,14 @@ def measure(
     # A kill is recovered when a later worker resumed the session and nothing the dead worker
     # held was left held by it.
     recovered = sum(
-        1
-        for k in kills
-        if any(t > k.moment for t in resumed_after) and not left_held.get(k.pid)
+        1 for k in kills if any(t > k.moment for t in resumed_after) and not left_held.get(k.pid)
     )
     rerun = in_flight = 0
     executions: Counter[tuple[int, str]] = Counter()
     if journal.exists():
         for line in journal.read_text(encoding="utf-8").splitlines():
-            generation, _, key = line.partition(" ")
-            executions[(int(generation), key)] += 1
+            number, _, step = line.partition(" ")
+            executions[(int(number), step)] += 1
     for (generation, key), n in executions.items():
         done_in = completed_by.get(key)
         if done_in is not None and generation > done_in:
@@ -318,7 +324,13 @@ def table(r: SimResult) -> str:
 
     rows = [
         ("figure", "design it replaces", "onward (this run)", "target", ""),
-        ("automatic fix rate, all errors", DESIGN["fix_rate"], _share(r.errors_fixed, r.errors), "", ""),
+        (
+            "automatic fix rate, all errors",
+            DESIGN["fix_rate"],
+            _share(r.errors_fixed, r.errors),
+            "",
+            "",
+        ),
         (
             "  errors seen before",
             DESIGN["seen_before_fix_rate"],
@@ -340,8 +352,20 @@ def table(r: SimResult) -> str:
             "<= 2",
             met("prompts_at_most_2_per_100"),
         ),
-        ("premature stops", DESIGN["premature_stops"], str(r.premature_stops), "0", met("no_premature_stop")),
-        ("errors per hour tolerated", DESIGN["errors_per_hour"], f"{r.errors_per_hour:.1f}", "", ""),
+        (
+            "premature stops",
+            DESIGN["premature_stops"],
+            str(r.premature_stops),
+            "0",
+            met("no_premature_stop"),
+        ),
+        (
+            "errors per hour tolerated",
+            DESIGN["errors_per_hour"],
+            f"{r.errors_per_hour:.1f}",
+            "",
+            "",
+        ),
         (
             "continuous hours",
             DESIGN["continuous_hours"],
@@ -372,7 +396,9 @@ def table(r: SimResult) -> str:
         ),
     ]
     widths = [max(len(row[c]) for row in rows) for c in range(5)]
-    lines = ["  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip() for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     head = (
         f"onward simulate: profile {r.profile}, seed {r.seed}: {r.simulated_hours:.2f} simulated "

@@ -18,10 +18,44 @@ import msgspec
 
 from onward.events import UsageError
 
-__all__ = ["PROFILES", "ErrorRate", "Outage", "Person", "Profile", "StepPlan", "load_profile"]
+__all__ = [
+    "ACTIONS",
+    "ERRORS",
+    "KINDS",
+    "PROFILES",
+    "ErrorRate",
+    "Outage",
+    "Person",
+    "Profile",
+    "StepPlan",
+    "load_profile",
+]
 
 #: The profiles that ship, by name.
 PROFILES = ("coding-agent", "nightly-data-job")
+
+#: The errors each kind of work can meet (the profile's fault model picks among them).
+ERRORS: dict[str, tuple[str, ...]] = {
+    "read_source": ("UnicodeDecodeError",),
+    "parse_reply": ("JSONDecodeError",),
+    "load_config": ("KeyError",),
+    "check_code": ("SyntaxError", "TabError"),
+    "call_model": ("TimeoutError", "ConnectionResetError", "SchemaChanged"),
+    "import_tool": ("ModuleNotFoundError",),
+    "write_output": ("FileNotFoundError",),
+    "query_db": ("OperationalError",),
+    "transform": ("MemoryError",),
+}
+#: The judged actions, by kind: their impact (high ones ask a person first).
+ACTIONS: dict[str, str] = {
+    "edit_file": "low",
+    "push_branch": "medium",
+    "load_table": "medium",
+    "delete_branch": "high",
+    "publish_table": "high",
+}
+#: Every kind of work.
+KINDS: tuple[str, ...] = (*ERRORS, *ACTIONS)
 
 
 class StepPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,11 +159,11 @@ def load_profile(source: str | Path) -> Profile:
         raise UsageError(f"{where} is not TOML: {exc}") from exc
     except msgspec.ValidationError as exc:
         raise UsageError(f"{where} does not fit a profile: {exc}") from exc
-    from onward.sim.work import ERRORS, KINDS  # the kinds of work are code, checked here
-
     for plan in profile.steps:
         if plan.kind not in KINDS:
-            raise UsageError(f"{where}: unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})")
+            raise UsageError(
+                f"{where}: unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})"
+            )
     for rate in profile.errors:
         if rate.error not in ERRORS.get(rate.step, ()):
             known = ", ".join(ERRORS.get(rate.step, ())) or "none"

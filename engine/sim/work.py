@@ -25,32 +25,10 @@ from onward.core.errors import ActionDenied
 from onward.healing.fixes import Remedy, StepCall
 from onward.judgement.degradation import Workaround
 from onward.runtime.engine import Engine
+from onward.sim.profile import ACTIONS, ERRORS, KINDS
 from onward.sim.world import World
 
 __all__ = ["ACTIONS", "ERRORS", "KINDS", "SchemaChanged", "UseSchemaV2", "register_work"]
-
-#: The errors each kind of work can meet (the profile's fault model picks among them).
-ERRORS: dict[str, tuple[str, ...]] = {
-    "read_source": ("UnicodeDecodeError",),
-    "parse_reply": ("JSONDecodeError",),
-    "load_config": ("KeyError",),
-    "check_code": ("SyntaxError", "TabError"),
-    "call_model": ("TimeoutError", "ConnectionResetError", "SchemaChanged"),
-    "import_tool": ("ModuleNotFoundError",),
-    "write_output": ("FileNotFoundError",),
-    "query_db": ("OperationalError",),
-    "transform": ("MemoryError",),
-}
-#: The judged actions, by kind: their impact (high ones ask a person first).
-ACTIONS: dict[str, str] = {
-    "edit_file": "low",
-    "push_branch": "medium",
-    "load_table": "medium",
-    "delete_branch": "high",
-    "publish_table": "high",
-}
-#: Every kind of work.
-KINDS: tuple[str, ...] = (*ERRORS, *ACTIONS)
 
 #: What a person teaches for each new error.
 TEACH = {"SchemaChanged": "use-schema-v2"}
@@ -96,7 +74,7 @@ def register_work(engine: Engine, world: World) -> dict[str, Callable[..., Any]]
         component = outage.component
         engine.component(
             component,
-            check=lambda component=component: not world.down(component),  # type: ignore[misc]
+            check=lambda component=component: not world.down(component),
             workarounds=[
                 Workaround(name=f"{component}-fallback", quality_loss=0.25),
                 Workaround(name=f"{component}-cache", quality_loss=0.5),
@@ -180,7 +158,7 @@ def register_work(engine: Engine, world: World) -> dict[str, Callable[..., Any]]
             return f"{kind} {name}"
 
         act.__name__ = act.__qualname__ = kind
-        return engine.action(impact=impact, undo=undo, check=lambda result: bool(result))(act)
+        return engine.action(impact=impact, undo=undo, check=bool)(act)
 
     actions = {kind: action(kind) for kind in ACTIONS}
 
@@ -209,7 +187,7 @@ def register_work(engine: Engine, world: World) -> dict[str, Callable[..., Any]]
         return str(folder / "result.txt")
 
     calls: dict[str, Callable[..., Any]] = {
-        "read_source": lambda n, s, f: read_source(n, s, f),
+        "read_source": read_source,
         "parse_reply": lambda n, s, f: parse_reply(text_of(f), s),
         "load_config": lambda n, s, f: load_config(
             {"temperature": 0} if f else {"model": "big", "temperature": 0}, s
@@ -236,6 +214,6 @@ def run_plan(calls: dict[str, Callable[..., Any]], task: str, plan: list[list[An
             done += 1
         except ActionDenied:
             continue
-        except Exception:  # noqa: BLE001 - the failure is recorded in the log; the work goes on
+        except Exception:
             continue
     return done

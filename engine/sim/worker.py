@@ -57,8 +57,7 @@ class SimWorker:
         begin = tail[-1].meta.time + RESTART_DELAY if tail else args.start
         self.clock = VirtualClock(max(begin, args.start))
         kills = [
-            (float(t), where)
-            for t, where in (k.split("@") for k in args.kills.split(",") if k)
+            (float(t), where) for t, where in (k.split("@") for k in args.kills.split(",") if k)
         ]
         self.world = World(
             self.profile,
@@ -150,7 +149,10 @@ class SimWorker:
         moments = []
         if self.submitted < len(self.arrivals):
             moments.append(self.arrivals[self.submitted])
-        if self.engine.approvals(session=self.profile.name) or self.engine.projections.tasks.waiting:
+        if (
+            self.engine.approvals(session=self.profile.name)
+            or self.engine.projections.tasks.waiting
+        ):
             moments.append(self.clock.now + 60.0)
         return min(moments) if moments else None
 
@@ -162,14 +164,18 @@ class SimWorker:
             summary = engine.run(max_runs=TURN)
             if summary.paused:
                 # The budget paused the session: the person looks, then resumes it.
-                delay = self._delay("resume", str(self.clock.now), self.profile.person.resume_minutes)
+                delay = self._delay(
+                    "resume", str(self.clock.now), self.profile.person.resume_minutes
+                )
                 self.clock.sleep(delay)
                 engine.resume(f"{PERSON} resumed it after reading `onward why`")
                 continue
             if summary.runs:
                 continue
             unfinished = any(not v.terminal for v in engine.tasks())
-            if self.clock.now >= self.end and (not unfinished or self.clock.now >= self.end + GRACE):
+            if self.clock.now >= self.end and (
+                not unfinished or self.clock.now >= self.end + GRACE
+            ):
                 break
             moment = self.next_moment()
             if moment is None:

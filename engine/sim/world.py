@@ -107,7 +107,11 @@ def task_plan(profile: Profile, seed: int, number: int, at: float, start: float)
         for _ in range(rng.randint(*step.repeat)):
             fault = ""
             for rate in profile.errors:
-                if rate.step == step.kind and hours >= rate.since_hours and rng.random() < rate.rate:
+                if (
+                    rate.step == step.kind
+                    and hours >= rate.since_hours
+                    and rng.random() < rate.rate
+                ):
                     fault = rate.error
                     break
             plan.append([step.kind, round(rng.uniform(*step.seconds), 3), fault])

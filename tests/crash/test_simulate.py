@@ -95,8 +95,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 
 def test_a_simulated_session_meets_the_targets(simulated: tuple[Path, object]) -> None:
-    db, result = simulated
-    r = result
+    _, r = simulated
     assert r.crashes == 2  # type: ignore[attr-defined]
     assert r.crashes_recovered == 2  # type: ignore[attr-defined]
     assert r.completed_steps_rerun == 0  # type: ignore[attr-defined]
@@ -108,12 +107,18 @@ def test_a_simulated_session_meets_the_targets(simulated: tuple[Path, object]) -
     assert r.seen_before_fix_rate == 1.0  # type: ignore[attr-defined]
     assert r.prompts > 0  # type: ignore[attr-defined]  # delete_branch is high impact: it asks
     assert r.component_failures >= 1  # type: ignore[attr-defined]
-    assert r.decisions > 0 and r.decision_p99_us > 0  # type: ignore[attr-defined]
+    assert r.decisions > 0  # type: ignore[attr-defined]
+    assert r.decision_p99_us > 0  # type: ignore[attr-defined]
     targets = r.targets  # type: ignore[attr-defined]
     # Not the prompts (this profile asks often on purpose) nor the decisions' wall time (no
     # test asserts on time): the benchmark checks those on the shipped profiles.
-    for key in ("seen_before_fixed_100", "no_premature_stop", "crashes_all_recovered",
-                "no_completed_step_rerun", "at_least_8_hours"):
+    for key in (
+        "seen_before_fixed_100",
+        "no_premature_stop",
+        "crashes_all_recovered",
+        "no_completed_step_rerun",
+        "at_least_8_hours",
+    ):
         assert targets[key], (key, r)
 
 
@@ -144,7 +149,8 @@ def test_the_fault_model_is_seeded() -> None:
 def test_the_shipped_profiles_load(name: str) -> None:
     profile = load_profile(name)
     assert profile.name == name
-    assert profile.crashes >= 1 and profile.outages
+    assert profile.crashes >= 1
+    assert profile.outages
     assert any(e.new for e in profile.errors)
 
 
@@ -153,8 +159,10 @@ def test_a_bad_profile_is_refused(tmp_path: Path) -> None:
     bad.write_text('name = "x"\n[[steps]]\nkind = "dance"\n')
     with pytest.raises(UsageError, match="unknown step kind 'dance'"):
         load_profile(bad)
-    bad.write_text('name = "x"\n[[steps]]\nkind = "read_source"\n[[errors]]\nstep = "read_source"'
-                   '\nerror = "MemoryError"\nrate = 0.1\n')
+    bad.write_text(
+        'name = "x"\n[[steps]]\nkind = "read_source"\n[[errors]]\nstep = "read_source"'
+        '\nerror = "MemoryError"\nrate = 0.1\n'
+    )
     with pytest.raises(UsageError, match="cannot meet 'MemoryError'"):
         load_profile(bad)
     bad.write_text("name = ")
@@ -166,12 +174,12 @@ def test_a_bad_profile_is_refused(tmp_path: Path) -> None:
         run_simulation(hours=0)
 
 
-def test_onward_simulate_prints_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_onward_simulate_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     profile = tmp_path / "tiny.toml"
     profile.write_text(SHORT.replace("crashes = 2", "crashes = 0").replace('"short"', '"tiny"'))
-    status = main(["simulate", "--hours", "0.25", "--seed", "2", "--profile", str(profile), "--json"])
+    status = main(
+        ["simulate", "--hours", "0.25", "--seed", "2", "--profile", str(profile), "--json"]
+    )
     data = msgspec.json.decode(capsys.readouterr().out)
     assert data["profile"] == "tiny"
     assert data["crashes"] == 0

@@ -283,3 +283,15 @@ def test_the_plugin_is_registered_for_pytest(tmp_path: Path) -> None:
     )
     done = run_pytest(test_file, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_pytest_example_runs_under_pytest(tmp_path: Path) -> None:
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "def test_crawl(onward_engine)" in b]
+    test_file = tmp_path / "test_readme_example.py"
+    test_file.write_text(example)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
