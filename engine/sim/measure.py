@@ -134,6 +134,7 @@ def measure(
     kills: list[Kill],
     generations: dict[int, int],
     wall_seconds: float,
+    finished: bool = True,
 ) -> SimResult:
     """Read the figures of the simulated session ``profile`` from its log and files.
 
@@ -148,6 +149,8 @@ def measure(
         kills: the kills.
         generations: each worker process's generation, by pid.
         wall_seconds: how long the simulation took.
+        finished: the last worker ran to the end of the hours (it may have idled at the end,
+            with nothing to record).
     """
     errors = fixed = seen = seen_fixed = prompts = actions = around = 0
     given_up: dict[str, list[tuple[str, bool, int]]] = {}
@@ -234,6 +237,8 @@ def measure(
                 given_up.pop(task, None)
     for pid in held.values():
         left_held[pid] += 1
+    if finished:
+        end = max(end, start + hours * 3600)
     if end < start + hours * 3600 - 60:
         stops += 1  # the work ended before its hours
         first_stop = end if first_stop is None else first_stop
