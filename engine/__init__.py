@@ -77,6 +77,7 @@ from onward.judgement.flow import FlowPolicy
 from onward.judgement.rulebook import Rule, Rulebook, RulebookError, Verdict
 from onward.runtime.engine import Engine
 from onward.runtime.interruptions import Interruption
+from onward.runtime.observer import Observer, StepStart, TaskStart
 from onward.runtime.options import EngineOptions, OpenOptions
 from onward.runtime.scheduler import RunSummary
 
@@ -106,6 +107,7 @@ __all__ = [
     "Judgement",
     "NotFinished",
     "NotRegistered",
+    "Observer",
     "OnwardError",
     "OpenOptions",
     "Remedy",
@@ -122,6 +124,7 @@ __all__ = [
     "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
+    "StepStart",
     "StorageUnavailable",
     "StreamDamaged",
     "TaskCancelledError",
@@ -129,6 +132,7 @@ __all__ = [
     "TaskFailedError",
     "TaskNotFound",
     "TaskQuarantinedError",
+    "TaskStart",
     "Thresholds",
     "UnknownFix",
     "UsageError",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with the dev extra and run the whole test suite.
+# The report's browser test needs Debian's chromium: installed when missing (as root).
 # PostgreSQL tests need a server at 127.0.0.1:5432 (database "test", trust auth): when one is
 # installed here but stopped, this starts it. Extra arguments go to pytest.
 set -euo pipefail
@@ -13,6 +14,14 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
         pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
         for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
     fi
+fi
+# `onward report`'s page is tested in a real headless browser: Debian's chromium, installed
+# here when missing (as root, which CI is).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+        >/dev/null
 fi
 bash scripts/checks.sh
 exec .venv/bin/python -m pytest "$@"

@@ -27,6 +27,13 @@ never append and never create a log (see :mod:`onward.cli.commands`).
     onward init                        create a log's tables ahead of its workers
     onward worker MODULE:ENGINE [--workers N] [--session S]
                                        serve a session's tasks until SIGTERM or Ctrl-C
+    onward report [--session S] -o report.html
+                                       one self-contained HTML page of a session
+    onward to-test TASK --engine MODULE:ENGINE > test_task.py
+                                       a recorded task as a regression test that replays it
+    onward simulate --hours 8 --seed S [--profile FILE]
+                                       hours of an agent's work on a virtual clock, with
+                                       faults and kill -9, and the figures they give
 
 ``learn``, ``approve``, ``deny`` and ``quarantine`` are the only commands that append (one
 ``FixLearned``, ``ApprovalGranted``, ``ApprovalDenied`` or ``TaskQuarantined``), and only to a
@@ -58,8 +65,10 @@ from onward.cli.commands import (
 from onward.cli.error_report import KINDS
 from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
 from onward.cli.quarantine import cmd_quarantine
+from onward.cli.report import add_report_arguments, cmd_report
 from onward.cli.rules import add_rules_arguments, cmd_rules
 from onward.cli.steering import add_steering_commands
+from onward.cli.to_test import add_to_test_arguments, cmd_to_test
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
 from onward.events import OnwardError
@@ -254,6 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_worker_arguments(worker)
     add_steering_commands(command)
+    report = command(
+        "report",
+        cmd_report,
+        "write one self-contained HTML page of a session: timeline, error budget, breakers, "
+        "degradation, flow, approvals, decisions and error learning",
+    )
+    add_report_arguments(report)
+    to_test = command(
+        "to-test",
+        cmd_to_test,
+        "print a pytest module that replays a recorded task against your code (> test_task.py)",
+    )
+    add_to_test_arguments(to_test)
     for plugin in entry_points(group=COMMANDS_GROUP):
         try:
             register = plugin.load()

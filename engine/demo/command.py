@@ -16,7 +16,8 @@ per file and a summary per task. Its parts:
 - :mod:`onward.demo.healing`, :mod:`onward.demo.degradation`, :mod:`onward.demo.budget`
   and :mod:`onward.demo.approval`: what healing, degradation, the error budget and the
   approval did in the run, folded from the log;
-- :mod:`onward.demo.report`: the report;
+- :mod:`onward.demo.report`: the report (which ends with a link to the session's HTML page,
+  :mod:`onward.report`, written next to the log);
 - this module: the parent, which runs it all.
 
 The work runs in a child process on ``sqlite:///<db>``, session ``demo``. The parent reads the
@@ -65,6 +66,7 @@ from onward.demo.report import (
     DemoReport,
     build_report,
     render_report,
+    report_page,
     rerun_steps,
 )
 from onward.demo.survey import (
@@ -90,6 +92,7 @@ from onward.demo.worker import (
     worker_main,
 )
 from onward.events import EventLog, OnwardError, StepCompleted, StepFailed, UsageError, open_log
+from onward.report import write_report
 
 __all__ = [
     "DEFAULT_DB",
@@ -381,6 +384,7 @@ def run_demo(
             if report.approval is not None:
                 why = explain_decision(path, report.approval.decision_id, as_json=as_json)
                 report = msgspec.structs.replace(report, why=why)
+            report = msgspec.structs.replace(report, page=_write_page(log, path, session, err))
         finally:
             for c in children:
                 if c.poll() is None:
@@ -402,6 +406,17 @@ def run_demo(
         and published
     )
     return 0 if ok else 1
+
+
+def _write_page(log: EventLog, path: str, session: str, err: IO[str]) -> str:
+    """Write the session's HTML report next to the log; its path ("" when it failed)."""
+    page = report_page(path, session)
+    try:
+        write_report(log, page, session=session)
+    except (OnwardError, OSError) as exc:  # the demo's run stands without its page
+        err.write(f"onward demo: the HTML report could not be written: {exc}\n")
+        return ""
+    return page
 
 
 def _answer(approver: Approver | None, watch: Watch, progress: Progress) -> AnswerRun | None:

@@ -33,6 +33,7 @@ __all__ = [
     "journal_lines",
     "onward_command",
     "render_report",
+    "report_page",
 ]
 
 
@@ -86,6 +87,8 @@ class DemoReport(msgspec.Struct, frozen=True, kw_only=True):
         budget: the error budget's decisions.
         approval: the approval request, its decision and its answer (None: nothing was asked).
         why: ``onward why`` on the approval's decision (its ``--json`` object with ``--json``).
+        page: the session's HTML report (``onward report``), written next to the log ("" when
+            it could not be written).
     """
 
     db: str
@@ -118,6 +121,13 @@ class DemoReport(msgspec.Struct, frozen=True, kw_only=True):
     budget: BudgetStory
     approval: ApprovalStory | None
     why: WhyRun | None = None
+    page: str = ""
+
+
+def report_page(path: str, session: str) -> str:
+    """Where the demo writes its session's HTML report: next to the log."""
+    stem = path[: -len(".db")] if path.endswith(".db") else path
+    return f"{stem}-{session}-report.html"
 
 
 def journal_lines(journal: str) -> list[str]:
@@ -381,6 +391,17 @@ def render_report(r: DemoReport) -> str:
     if r.why is not None:
         lines += ["", f"why did the engine ask? {_why_command(r)}", ""]
         lines += [f"  {line}".rstrip() for line in r.why.text.splitlines()]
+    if r.page:
+        command = (
+            f"{onward_command()} report --db {_db(r)} --session {r.session} "
+            f"-o {shlex.quote(os.path.basename(r.page))}"
+        )
+        lines += [
+            "",
+            "the whole session on one page (timeline, errors, breakers, budget, decisions):",
+            f"  file://{r.page}",
+            f"  ({command})",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,7 @@ from onward.judgement.flow import FlowMonitor
 from onward.projections import Projections
 from onward.runtime.degradations import Degradations
 from onward.runtime.interruptions import Interruptions
+from onward.runtime.observer import notify
 from onward.runtime.session import Session
 
 __all__ = ["Boundary"]
@@ -67,7 +68,18 @@ class Boundary:
         self.degradations.restore_all()
         self.follow_flow()
         self.interruptions.deliver()
-        return self.judge_budget()
+        verdict = self.judge_budget()
+        session = self.session
+        if session.observer is not None:
+            notify(
+                session.observer,
+                "boundary",
+                session.name,
+                session.projections,
+                self.budget,
+                session.clock(),
+            )
+        return verdict
 
     def follow_flow(self) -> None:
         """Record the session's move to another flow state, if its rhythm says so."""

@@ -98,7 +98,7 @@ class Engine:
         **options: the engine's options (:class:`~onward.runtime.options.EngineOptions`:
             clock, sleep, lease, checkpoint_every, healing, fixes, retries, retry_budget,
             breakers, seed, thresholds, components, rulebook, budget, flow,
-            on_interruption).
+            on_interruption, observer).
 
     Raises:
         UsageError: a bad session name (one that holds a secret included) or option.
@@ -142,6 +142,7 @@ class Engine:
             worker=self.worker,
             checkpoint_every=options.get("checkpoint_every", 50_000),
         )
+        self._session.observer = options.get("observer")
         current = self._session.current
         self.registry = Registry()
         rulebook = options.get("rulebook")

@@ -18,6 +18,7 @@ from onward.judgement.degradation import Components
 from onward.judgement.flow import FlowPolicy
 from onward.judgement.rulebook import Rulebook
 from onward.runtime.interruptions import Interruption
+from onward.runtime.observer import Observer
 
 __all__ = ["ENGINE_OPTIONS", "EngineOptions", "OpenOptions"]
 
@@ -50,6 +51,8 @@ class EngineOptions(TypedDict, total=False):
         flow: when the session's rhythm counts as flowing (see :mod:`onward.judgement.flow`).
         on_interruption: called with each notice or approval request delivered to people
             (logged by default).
+        observer: told of each task run, step try and task boundary, for traces and metrics
+            (see :mod:`onward.runtime.observer`; :mod:`onward.telemetry` for OpenTelemetry).
         host: the name this worker gives its host (``ONWARD_HOST``, else the machine's host
             name): a peer on the same host takes a dead worker's tasks at once, a peer on
             another host once the dead worker's lease runs out.
@@ -71,6 +74,7 @@ class EngineOptions(TypedDict, total=False):
     budget: ErrorBudget | None
     flow: FlowPolicy | None
     on_interruption: Callable[[Interruption], None] | None
+    observer: Observer | None
     host: str
 
 

@@ -71,6 +71,7 @@ from onward.healing.healer import Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
 from onward.runtime.committer import Committer
 from onward.runtime.limits import Limits
+from onward.runtime.observer import Observer, StepStart, notify
 
 T = TypeVar("T")
 
@@ -349,6 +350,10 @@ class TaskRun:
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
         # Change ids whose new code path this task took (``patched``), and where it had got to.
         self.patches: set[str] = set()
+        # Told of each try of a step that runs now (never of a replayed one), and the token of
+        # this run that its hooks handed back.
+        self.observer: Observer | None = None
+        self.observed: Any = None
         for r in history:
             event = r.event
             if isinstance(event, StepCompleted):
@@ -692,6 +697,7 @@ class TaskRun:
             if guarded and (yield Blocking(healer.before_call, self, step, index)):  # type: ignore[union-attr]
                 raise Suspended()
             started = self.clock()
+            observed = self._observe(step, index, attempt)
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
                 if ruling is not None:
@@ -704,6 +710,7 @@ class TaskRun:
                     )
                 if healer is None:
                     yield Blocking(self.fail_step, step, index, exc)
+                    self._observed(observed, exc, decision="fail")
                     raise
                 call = remedied or bind_call(step, args, kwargs, attempt)
                 fix = outcome.fix if outcome is not None else ""
@@ -711,6 +718,7 @@ class TaskRun:
                 outcome = yield Blocking(
                     healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
                 )
+                self._observed(observed, exc, outcome.signature, outcome.action)
                 attempt += 1
                 if outcome.action == "fix":
                     assert outcome.call is not None
@@ -742,7 +750,34 @@ class TaskRun:
                     self, step, index, ruling, batch, passed=True, cause=completed_id
                 )
             yield Commit(batch)
+            self._observed(observed)
             return result
+
+    def _observe(self, step: StepDef, index: int, attempt: int) -> Any:
+        """Tell the observer that a try of a step starts (None without one)."""
+        if self.observer is None:
+            return None
+        action = step.judgement.impact if step.judgement is not None else ""
+        start = StepStart(self.task_id, step.name, index, attempt, step.breaker, action)
+        return notify(self.observer, "step_started", self.observed, start)
+
+    def _observed(
+        self,
+        token: Any,
+        error: BaseException | None = None,
+        signature: str = "",
+        decision: str = "",
+    ) -> None:
+        """Tell the observer how a try of a step ended."""
+        if self.observer is not None:
+            notify(
+                self.observer,
+                "step_ended",
+                token,
+                error=error,
+                signature=signature,
+                decision=decision,
+            )
 
     def sleeping(self, seconds: float) -> Generator[Effect, Any, None]:
         """A durable sleep, once for both paths: the first run records when it ends and the

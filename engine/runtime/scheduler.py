@@ -59,6 +59,7 @@ from onward.runtime.committer import Committer
 from onward.runtime.degradations import Degradations
 from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.limits import Limits
+from onward.runtime.observer import TaskStart, notify
 from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, Released, TaskRun, submission_id
 from onward.runtime.schedules import Schedules
@@ -639,6 +640,7 @@ class Scheduler:
         tally = self._tally
         tally[kind] += 1
         if run is not None:
+            notify(run.observer, "task_ended", run.observed, kind)
             tally["steps_run"] += run.steps_run
             tally["steps_replayed"] += run.steps_replayed
 
@@ -919,6 +921,10 @@ class Scheduler:
         # The history was read before the claim: the run appends after the claim, and only
         # there (if another worker took the task since, its first append is refused).
         run.version = history[-1].version + 1
+        observer = run.observer = self.session.observer
+        if observer is not None:
+            start = TaskStart.of(view, history, self.session.clock())
+            run.observed = notify(observer, "task_started", start)
         if self.stopping.is_set():
             return self._release(run)
         try:

@@ -38,6 +38,7 @@ from onward.projections import (
     session_stream,
 )
 from onward.projections.flow import flow_trigger
+from onward.runtime.observer import Observer
 
 __all__ = ["Session", "unknown_events_error"]
 
@@ -94,6 +95,8 @@ class Session:
         self.closed = False
         #: The tasks this engine runs now (its other claims are left over from a stopped run).
         self.running: set[str] = set()
+        #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
+        self.observer: Observer | None = None
 
     # -- reading ---------------------------------------------------------------------------
 

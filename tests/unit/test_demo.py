@@ -101,6 +101,12 @@ def test_demo_crashes_resumes_and_leaves_a_clean_log(tmp_path: Path) -> None:
     for command in ("sessions", "tasks", "show", "replay --to", "verify"):
         assert f" {command} " in out
     assert f"--db {db}" in out
+    # The output ends with a link to the session's page, and how to write it again.
+    page = tmp_path / "x-demo-report.html"
+    tail = out.rstrip().splitlines()[-2:]
+    assert tail[0] == f"  file://{page}"
+    assert tail[1].endswith(f"report --db {db} --session demo -o x-demo-report.html)")
+    assert page.read_text().startswith("<!doctype html>")
 
     with open_log(f"sqlite:///{db}") as log:
         assert log.verify().ok
@@ -232,6 +238,9 @@ def test_demo_without_a_crash_as_json(tmp_path: Path) -> None:
     assert report["step_executions"] == report["steps"]  # nothing ran twice
     assert report["commands"][0].endswith(f"sessions --db {db}")
     assert "KILLED" not in done.stderr
+    page = Path(report["page"])
+    assert page.name == "quiet-demo-report.html"
+    assert '<section id="timeline">' in page.read_text()
     approval = report["approval"]
     assert (approval["answer"], approval["task_state"], approval["checked"]) == (
         "approved",

@@ -191,6 +191,5 @@ def test_an_unregistered_task_is_listed_and_abandoned_from_the_command_line(
     assert task_id in out
     status, out, _ = cli(capsys, "abandon", task_id, "--db", url, "--reason", "gone")
     assert status == 0
-    with open_engine(url, clock) as engine:
-        with pytest.raises(TaskFailedError, match="Abandoned"):
-            engine.result(task_id)
+    with open_engine(url, clock) as engine, pytest.raises(TaskFailedError, match="Abandoned"):
+        engine.result(task_id)

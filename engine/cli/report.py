@@ -1,0 +1,45 @@
+"""``onward report --db URL [--session S] -o report.html``: a session as one HTML page.
+
+Reads the log only (it is never created): see :mod:`onward.report`. With ``--json`` it prints
+the page's data instead of writing the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from onward.cli.commands import open_existing
+from onward.cli.reports import emit_json
+from onward.report import collect_report, render_page
+
+__all__ = ["add_report_arguments", "cmd_report"]
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``onward report``."""
+    parser.add_argument("--session", help="the session (default: the one that moved last)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="onward-report.html",
+        metavar="FILE",
+        help="the page to write (default onward-report.html)",
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write (or with --json print) a session's report."""
+    with open_existing(args.db) as log:
+        report = collect_report(log, args.session)
+    if args.json:
+        emit_json(report)
+        return 0
+    with open(args.output, "w", encoding="utf-8") as out:
+        out.write(render_page(report))
+    path = os.path.abspath(args.output)
+    print(
+        f"report of session {report.session!r} ({report.totals.events:,} events) written to "
+        f"{path}\nopen file://{path} in a browser"
+    )
+    return 0

@@ -1,0 +1,34 @@
+"""``onward to-test --db URL TASK --engine MODULE:ENGINE``: a recorded task as a regression test.
+
+Prints a pytest module (``> test_task.py``) that embeds the task's history and replays it
+against the code registered on ``MODULE:ENGINE`` (:mod:`onward.testing.regression`). Reads the
+log only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from onward.cli.commands import open_existing
+from onward.testing import regression_test
+
+__all__ = ["add_to_test_arguments", "cmd_to_test"]
+
+
+def add_to_test_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``onward to-test``."""
+    parser.add_argument("task", metavar="TASK", help="the task id (or a unique prefix of it)")
+    parser.add_argument(
+        "--engine",
+        default="app:engine",
+        metavar="MODULE:ENGINE",
+        help="where the task is registered, as for `onward worker` (default app:engine)",
+    )
+
+
+def cmd_to_test(args: argparse.Namespace) -> int:
+    """Print the regression test of one recorded task."""
+    with open_existing(args.db) as log:
+        sys.stdout.write(regression_test(log, args.task, args.engine))
+    return 0

@@ -1,0 +1,175 @@
+"""What a running engine tells an observer: the hooks that traces and metrics hang on.
+
+An :class:`Observer` is told when a task run starts and ends, when a step's function is called
+and what came of it (the healer's decision included), and what the session looks like at each
+task boundary. :mod:`onward.telemetry` turns these into OpenTelemetry spans and metrics; a test
+or a simulation may count them.
+
+The hooks are called only for work done now: a step whose outcome is replayed from the log, and
+every fold of the projections (opening, catching up, ``onward replay``), tell the observer
+nothing. An observer must be quick and must not raise: it runs on the engine's own path (an
+exception it raises is logged and dropped).
+
+::
+
+    class Counting(Observer):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def step_ended(self, token, *, error=None, signature="", decision="") -> None:
+            self.steps += 1
+
+    engine = Engine.open("memory://", observer=Counting())
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from onward.events import Recorded, TaskClaimed, TaskWaiting
+
+if TYPE_CHECKING:
+    from onward.judgement.budget import ErrorBudget
+    from onward.projections import Projections, TaskView
+
+__all__ = ["Observer", "StepStart", "TaskStart", "notify"]
+
+logger = logging.getLogger("onward.engine")
+
+
+class TaskStart:
+    """A task run that starts: what an observer may record about it.
+
+    Attributes:
+        task_id: the task.
+        name: its registered name.
+        session: its session.
+        attempt: how many times it has been claimed, this claim included.
+        priority: its priority.
+        waited: seconds it was runnable before this claim (since its submission, the end of
+            its last timer, or the answer it waited for).
+        now: the claim's time.
+    """
+
+    __slots__ = ("attempt", "name", "now", "priority", "session", "task_id", "waited")
+
+    def __init__(
+        self,
+        task_id: str,
+        name: str,
+        session: str,
+        attempt: int,
+        priority: str,
+        waited: float,
+        now: float,
+    ) -> None:
+        self.task_id = task_id
+        self.name = name
+        self.session = session
+        self.attempt = attempt
+        self.priority = priority
+        self.waited = waited
+        self.now = now
+
+    @classmethod
+    def of(cls, view: TaskView, history: Sequence[Recorded], now: float) -> TaskStart:
+        """The start of a run, from the task's view and its history read before the claim."""
+        claims = sum(isinstance(r.event, TaskClaimed) for r in history)
+        last = history[-1] if history else None
+        runnable = now
+        if last is not None:
+            runnable = last.meta.time
+            if isinstance(last.event, TaskWaiting) and last.event.until is not None:
+                runnable = last.event.until
+        return cls(
+            view.task_id,
+            view.name,
+            view.session,
+            claims + 1,
+            str(view.priority),
+            max(0.0, now - runnable),
+            now,
+        )
+
+
+class StepStart:
+    """A step's function about to be called (a try: after a fix, the step is tried again).
+
+    Attributes:
+        task_id: its task.
+        step: the step's registered name.
+        index: its index in the task.
+        attempt: which try of the step this is, from 1.
+        dependency: the dependency its breaker guards ("" for none).
+        action: its impact when it is a judged action ("" for a plain step).
+    """
+
+    __slots__ = ("action", "attempt", "dependency", "index", "step", "task_id")
+
+    def __init__(
+        self, task_id: str, step: str, index: int, attempt: int, dependency: str, action: str
+    ) -> None:
+        self.task_id = task_id
+        self.step = step
+        self.index = index
+        self.attempt = attempt
+        self.dependency = dependency
+        self.action = action
+
+
+class Observer:
+    """Hooks a running engine calls; each does nothing here: override those you need.
+
+    Pass one to :meth:`onward.Engine.open` (``observer=``). A token returned by a ``*_started``
+    hook is handed back to the matching ``*_ended`` one (and a task run's token to its steps'
+    :meth:`step_started`), so that an observer may keep what it started (a span) without
+    shared state.
+    """
+
+    def task_started(self, start: TaskStart) -> Any:
+        """A task run starts (just claimed). Returns a token for :meth:`task_ended`."""
+        return None
+
+    def task_ended(self, token: Any, outcome: str) -> None:
+        """A task run ended: ``succeeded``, ``failed``, ``waiting`` (for a timer, subtasks or
+        an answer), ``cancelled``, ``released`` (handed back) or ``missed``."""
+
+    def step_started(self, task: Any, start: StepStart) -> Any:
+        """A step's function is about to be called; ``task`` is its run's token. Returns a
+        token for :meth:`step_ended`."""
+        return None
+
+    def step_ended(
+        self,
+        token: Any,
+        *,
+        error: BaseException | None = None,
+        signature: str = "",
+        decision: str = "",
+    ) -> None:
+        """A try of a step ended: it returned (``error`` None; its outcome is durable), or it
+        raised and the healer decided (``decision``: ``fix``, ``wait`` or ``fail``; ``signature``
+        is the error's)."""
+
+    def boundary(
+        self, session: str, projections: Projections, budget: ErrorBudget, now: float
+    ) -> None:
+        """A task boundary was crossed: the session's state, for gauges (queue depth, breaker
+        states, the error budget's burn)."""
+
+
+def notify(observer: Observer | None, hook: str, *args: Any, **kwargs: Any) -> Any:
+    """Call one hook of an observer (None: nothing), logging and dropping what it raises.
+
+    Returns:
+        What the hook returned (None when it raised, or with no observer).
+    """
+    if observer is None:
+        return None
+    try:
+        return getattr(observer, hook)(*args, **kwargs)
+    except Exception:
+        logger.warning("observer %r failed in %s; ignored", observer, hook, exc_info=True)
+        return None

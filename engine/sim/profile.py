@@ -1,0 +1,175 @@
+"""A simulated session's profile, written as data (TOML): its work, its faults, its person.
+
+A profile says what one task of the session does (its steps, each a kind of real work from
+:mod:`onward.sim.work`, repeated, with a simulated duration), how often tasks arrive, and the
+fault model: per step kind, the errors a call meets (real exceptions, recurring ones whose fix
+the engine knows and new ones it must learn from a person), component outages and their
+length, how many times the worker is killed with SIGKILL, and how the simulated person answers.
+Two profiles ship (:data:`PROFILES`): ``coding-agent`` and ``nightly-data-job``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+
+from onward.events import UsageError
+
+__all__ = [
+    "ACTIONS",
+    "ERRORS",
+    "KINDS",
+    "PROFILES",
+    "ErrorRate",
+    "Outage",
+    "Person",
+    "Profile",
+    "StepPlan",
+    "load_profile",
+]
+
+#: The profiles that ship, by name.
+PROFILES = ("coding-agent", "nightly-data-job")
+
+#: The errors each kind of work can meet (the profile's fault model picks among them).
+ERRORS: dict[str, tuple[str, ...]] = {
+    "read_source": ("UnicodeDecodeError",),
+    "parse_reply": ("JSONDecodeError",),
+    "load_config": ("KeyError",),
+    "check_code": ("SyntaxError", "TabError"),
+    "call_model": ("TimeoutError", "ConnectionResetError", "SchemaChanged"),
+    "import_tool": ("ModuleNotFoundError",),
+    "write_output": ("FileNotFoundError",),
+    "query_db": ("OperationalError",),
+    "transform": ("MemoryError",),
+}
+#: The judged actions, by kind: their impact (high ones ask a person first).
+ACTIONS: dict[str, str] = {
+    "edit_file": "low",
+    "push_branch": "medium",
+    "load_table": "medium",
+    "delete_branch": "high",
+    "publish_table": "high",
+}
+#: Every kind of work.
+KINDS: tuple[str, ...] = (*ERRORS, *ACTIONS)
+
+
+class StepPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Steps of one kind in a task: how many times in a row, how long each takes (seconds,
+    drawn uniformly), and the share of tasks that have them at all."""
+
+    kind: str
+    repeat: tuple[int, int] = (1, 1)
+    seconds: tuple[float, float] = (1.0, 5.0)
+    share: float = 1.0
+
+
+class ErrorRate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An error a call of a step kind meets, with a probability per call.
+
+    ``new`` errors are ones the engine cannot fix until a person teaches it (from
+    ``since_hours`` on, when they first appear).
+    """
+
+    step: str
+    error: str
+    rate: float
+    new: bool = False
+    since_hours: float = 0.0
+
+
+class Outage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A component that goes down ``count`` times (at seeded moments) for some minutes; the
+    step kind that uses it fails meanwhile."""
+
+    component: str
+    step: str
+    count: int = 1
+    minutes: tuple[float, float] = (5.0, 15.0)
+
+
+class Person(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The simulated person: minutes before answering an approval, before teaching the fix of
+    a new error the engine gave up on, and before resuming a paused session."""
+
+    answer_minutes: tuple[float, float] = (2.0, 15.0)
+    teach_minutes: tuple[float, float] = (5.0, 30.0)
+    resume_minutes: tuple[float, float] = (10.0, 30.0)
+
+
+class Profile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A simulated session (see the module docstring).
+
+    Attributes:
+        name: the profile's name (the session's too).
+        description: what it simulates.
+        task: the name its tasks are registered under.
+        tasks_per_hour: how many tasks arrive per hour (Poisson).
+        backlog: tasks queued at the start.
+        steps: one task's steps, in order.
+        errors: the errors calls meet.
+        outages: the component outages.
+        crashes: how many times the worker is killed with SIGKILL.
+        budget_per_hour: the session's error budget: failed tries an hour before the budget's
+            rules apply (the errors an agent of this kind expects).
+        person: the simulated person.
+    """
+
+    name: str
+    description: str = ""
+    task: str = "task"
+    tasks_per_hour: float = 6.0
+    backlog: int = 2
+    steps: tuple[StepPlan, ...] = ()
+    errors: tuple[ErrorRate, ...] = ()
+    outages: tuple[Outage, ...] = ()
+    crashes: int = 4
+    budget_per_hour: int = 10
+    person: Person = Person()
+
+
+def load_profile(source: str | Path) -> Profile:
+    """A shipped profile by name, or a TOML file.
+
+    Raises:
+        UsageError: no such profile or file, a file that is not TOML, or a profile that does
+            not fit (the message names the file and the field).
+    """
+    name = str(source)
+    if name in PROFILES:
+        text = resources.files("onward.sim").joinpath("profiles", f"{name}.toml").read_text()
+        where = f"the shipped profile {name!r}"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read the profile {path} ({exc.strerror}); the shipped ones are "
+                f"{', '.join(PROFILES)}"
+            ) from exc
+        where = str(path)
+    try:
+        profile = msgspec.convert(tomllib.loads(text), Profile)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{where} is not TOML: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise UsageError(f"{where} does not fit a profile: {exc}") from exc
+    for plan in profile.steps:
+        if plan.kind not in KINDS:
+            raise UsageError(
+                f"{where}: unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})"
+            )
+    for rate in profile.errors:
+        if rate.error not in ERRORS.get(rate.step, ()):
+            known = ", ".join(ERRORS.get(rate.step, ())) or "none"
+            raise UsageError(
+                f"{where}: step kind {rate.step!r} cannot meet {rate.error!r} (it meets: {known})"
+            )
+    if not profile.steps:
+        raise UsageError(f"{where}: a profile needs steps")
+    return profile

@@ -1,0 +1,47 @@
+"""A fake clock for tests: time moves only when the test, a timer or a back-off moves it."""
+
+from __future__ import annotations
+
+import math
+
+from onward.events import UsageError
+
+__all__ = ["FakeClock"]
+
+
+class FakeClock:
+    """An engine's clock that stands still until told to move.
+
+    Pass it as both ``clock`` and ``sleep`` (``sleep=clock.sleep``): every timer the engine
+    waits for (a retry's back-off, a breaker's cool-down, a fix's delay, ``engine.sleep``) then
+    moves it instead of sleeping, so a test that meets hours of back-off runs at once.
+
+    Args:
+        start: the time it shows first, in seconds since the epoch.
+
+    Attributes:
+        now: the time it shows.
+        slept: the seconds the engine asked to sleep, in order.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = float(start)
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward.
+
+        Raises:
+            UsageError: a negative or non-finite number of seconds.
+        """
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise UsageError(f"a fake clock moves forward by finite seconds, got {seconds!r}")
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """What the engine calls to wait: the clock moves by ``seconds`` at once."""
+        self.slept.append(seconds)
+        self.advance(max(0.0, seconds))

@@ -1,0 +1,66 @@
+"""The pytest plugin of ``onward.testing`` (entry point ``pytest11``): engines on a fake clock.
+
+Fixtures:
+
+``onward_clock``
+    a :class:`~onward.testing.FakeClock`; the engines below use it for time and for sleeping.
+``onward_engine``
+    an :class:`~onward.Engine` on ``memory://``, session ``test``, on ``onward_clock``.
+``onward_sqlite_engine``
+    the same on a real SQLite file in the test's temporary directory.
+
+The marker ``@pytest.mark.onward(**options)`` passes options to both engines' open:
+``backoff=False`` for the no-back-off mode, ``session=...``, and any option of
+:meth:`onward.Engine.open`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward.runtime.engine import Engine
+from onward.testing.clock import FakeClock
+from onward.testing.engines import open_engine
+
+__all__ = ["onward_clock", "onward_engine", "onward_sqlite_engine", "pytest_configure"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``onward`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "onward(**options): options of the onward_engine and onward_sqlite_engine fixtures "
+        "(backoff=False: retries due at once; any option of Engine.open)",
+    )
+
+
+def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("onward")
+    return dict(marker.kwargs) if marker is not None else {}
+
+
+@pytest.fixture
+def onward_clock() -> FakeClock:
+    """A fake clock that the engine's timers and back-offs move (no test sleeps)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def onward_engine(request: pytest.FixtureRequest, onward_clock: FakeClock) -> Iterator[Engine]:
+    """An engine on ``memory://`` and the fake clock, closed after the test."""
+    with open_engine("memory://", clock=onward_clock, **_options(request)) as engine:
+        yield engine
+
+
+@pytest.fixture
+def onward_sqlite_engine(
+    request: pytest.FixtureRequest, onward_clock: FakeClock, tmp_path: Path
+) -> Iterator[Engine]:
+    """An engine on a real SQLite file in the test's temporary directory, on the fake clock."""
+    url = f"sqlite:///{tmp_path / 'onward-test.db'}"
+    with open_engine(url, clock=onward_clock, **_options(request)) as engine:
+        yield engine

@@ -1,0 +1,393 @@
+"""Replaying recorded tasks against the registered code, to find non-determinism.
+
+A task is deterministic as onward needs it when, given its recorded step outcomes, its function
+calls the same steps in the same order and comes to the same end. :func:`replay_task` runs a
+task's function once over its recorded history: every step returns (or raises) its recorded
+outcome, and nothing runs or is appended. A step the log does not record at that index, a step
+of another name, a different result or a different error is a :class:`Divergence`.
+:func:`replay_check` does it for every task of a log; :func:`replay_recorded` for a history
+embedded in a test (``onward to-test`` writes such tests).
+
+A task that has not ended may stop where its history stops (that is not a divergence). A task
+that waited for subtasks (``engine.wait``) is checked up to the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
+
+import msgspec
+
+from onward.core.errors import StepMismatch
+from onward.core.run import Suspended
+from onward.events import (
+    Context,
+    Event,
+    EventLog,
+    Meta,
+    Recorded,
+    StepCompleted,
+    StepFailed,
+    TaskFailed,
+    TaskSubmitted,
+    TaskSucceeded,
+    UsageError,
+    all_event_types,
+    open_log,
+)
+from onward.projections import CatchUp, task_stream
+from onward.runtime.engine import Engine
+from onward.runtime.run import CURRENT_RUN, Blocking, Effect, TaskRun
+
+__all__ = [
+    "Divergence",
+    "ReplayCheck",
+    "decode_history",
+    "encode_history",
+    "load_engine",
+    "replay_check",
+    "replay_recorded",
+    "replay_task",
+]
+
+
+class Divergence(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the code and a task's recorded history part.
+
+    Attributes:
+        task_id: the task.
+        name: its registered name.
+        kind: ``step`` (another step at an index), ``unrecorded`` (a step the history does not
+            hold, in a task that ended), ``fewer`` (the code ended before the recorded steps
+            did), ``result`` (another result), ``error`` (another error, or an error where the
+            task succeeded, or none where it failed).
+        index: the step index concerned (None for the task's end).
+        expected: what the log records.
+        found: what the code did.
+    """
+
+    task_id: str
+    name: str
+    kind: str
+    index: int | None
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        at = f" at step {self.index}" if self.index is not None else ""
+        return (
+            f"task {self.task_id} ({self.name}){at}: {self.kind}: the log records "
+            f"{self.expected}, the code {self.found}"
+        )
+
+
+class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """What replaying tasks against the code found.
+
+    Attributes:
+        checked: the tasks replayed.
+        steps: the recorded step outcomes the code called for, in all.
+        divergences: where the code and the log part (empty: deterministic).
+        skipped: tasks not replayed, each with why (not registered here, never run).
+    """
+
+    checked: int = 0
+    steps: int = 0
+    divergences: tuple[Divergence, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether no divergence was found."""
+        return not self.divergences
+
+    def explain(self) -> str:
+        """The check for people: one line, then each divergence and each skipped task."""
+        verdict = "deterministic" if self.ok else f"{len(self.divergences)} divergence(s)"
+        lines = [f"{self.checked} task(s) replayed over {self.steps} recorded step(s): {verdict}"]
+        lines += [f"  {d}" for d in self.divergences]
+        lines += [f"  skipped: {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+class _Unrecorded(BaseException):
+    """The code reached a step (or a sleep) that the history does not hold.
+
+    A BaseException, so that a task's own ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, name: str, index: int) -> None:
+        super().__init__(name, index)
+        self.name = name
+        self.index = index
+
+
+class _ReplayRun(TaskRun):
+    """A task run that only reads its history: every effect that would run a step or append
+    stops the replay instead."""
+
+    def _stop(self, effect: Effect) -> Any:
+        if isinstance(effect, Blocking) and getattr(effect.fn, "__name__", "") == "begin_step":
+            return effect.fn(*effect.args)  # an at-most-once step's index and recorded outcome
+        name = getattr(getattr(effect, "step", None), "name", "a durable call")
+        raise _Unrecorded(name, self.index - 1)
+
+    def effect(self, effect: Effect) -> Any:
+        return self._stop(effect)
+
+    async def effect_async(self, effect: Effect) -> Any:
+        return self._stop(effect)
+
+    def record(self, events: list[Event]) -> None:
+        raise _Unrecorded(type(events[0]).__name__ if events else "an append", self.index - 1)
+
+
+def _outcome(value: Any) -> Any:
+    """A value as the log keeps it (plain JSON values)."""
+    try:
+        return msgspec.json.decode(msgspec.json.encode(value))
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+
+
+def _clip(value: Any, width: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
+    """Replay one task's recorded history against the code registered on ``engine``.
+
+    Args:
+        engine: the engine the task's function and steps are registered on (its log is never
+            written).
+        history: the task's stream, in version order (its ``TaskSubmitted`` first).
+
+    Returns:
+        The check of that one task.
+
+    Raises:
+        UsageError: the history does not start with a task's submission.
+    """
+    if not history or not isinstance(history[0].event, TaskSubmitted):
+        raise UsageError("a task's history starts with its TaskSubmitted")
+    submitted = history[0].event
+    task_id = history[0].stream.removeprefix("task-")
+    if submitted.name not in engine.registry.tasks:
+        return ReplayCheck(skipped=(f"task {task_id}: {submitted.name!r} is not registered",))
+    definition = engine.registry.task(submitted.name)
+    end = next(
+        (r.event for r in reversed(history) if isinstance(r.event, TaskSucceeded | TaskFailed)),
+        None,
+    )
+    run = _ReplayRun(
+        engine.log,
+        task_id,
+        history[0].stream,
+        list(history),
+        Context(session=history[0].meta.session, actor="replay-check", correlation_id=task_id),
+        lambda: history[-1].meta.time,
+    )
+    recorded = {
+        e.index
+        for r in history
+        if isinstance(e := r.event, StepCompleted) or (isinstance(e, StepFailed) and e.final)
+    }
+    found: list[Divergence] = []
+
+    def diverged(kind: str, index: int | None, expected: str, got: str) -> None:
+        found.append(
+            Divergence(
+                task_id=task_id,
+                name=submitted.name,
+                kind=kind,
+                index=index,
+                expected=expected,
+                found=got,
+            )
+        )
+
+    token = CURRENT_RUN.set(run)
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        if definition.is_async:
+            result = asyncio.run(definition.fn(*submitted.args, **submitted.kwargs))
+        else:
+            result = definition.fn(*submitted.args, **submitted.kwargs)
+    except _Unrecorded as stop:
+        if end is not None:
+            diverged("unrecorded", stop.index, "no outcome here", f"calls {stop.name!r}")
+        return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
+    except StepMismatch as mismatch:
+        diverged("step", mismatch.index, repr(mismatch.recorded), f"calls {mismatch.current!r}")
+        return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
+    except Suspended:
+        return ReplayCheck(checked=1, steps=run.steps_replayed)
+    except Exception as exc:
+        error = exc
+    finally:
+        CURRENT_RUN.reset(token)
+    if end is None:
+        return ReplayCheck(checked=1, steps=run.steps_replayed)
+    if run.index <= max(recorded, default=-1):
+        diverged(
+            "fewer",
+            run.index,
+            f"{max(recorded) + 1} steps",
+            f"ends after {run.index}",
+        )
+    if isinstance(end, TaskSucceeded):
+        if error is not None:
+            diverged("error", None, f"a result {_clip(end.result)}", f"raises {error!r}")
+        elif _outcome(result) != end.result:
+            diverged("result", None, _clip(end.result), f"returns {_clip(_outcome(result))}")
+    elif error is None:
+        diverged("error", None, f"{end.error_type}: {end.message}", f"returns {_clip(result)}")
+    elif type(error).__name__ != end.error_type.rpartition(".")[2]:
+        diverged("error", None, f"{end.error_type}: {end.message}", f"raises {error!r}")
+    return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
+
+
+def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
+    checked = steps = 0
+    divergences: list[Divergence] = []
+    skipped: list[str] = []
+    for check in checks:
+        checked += check.checked
+        steps += check.steps
+        divergences += check.divergences
+        skipped += check.skipped
+    return ReplayCheck(
+        checked=checked, steps=steps, divergences=tuple(divergences), skipped=tuple(skipped)
+    )
+
+
+def replay_check(log: EventLog | str, engine: Engine, *, session: str | None = None) -> ReplayCheck:
+    """Replay every task of a log (or of one session) against the code registered on
+    ``engine``, and report where they part.
+
+    Args:
+        log: the log, or its URL (opened read-only: a missing log is an error).
+        engine: where the tasks' functions and steps are registered.
+        session: only this session's tasks.
+
+    Returns:
+        The check; ``check.ok`` when the code replays every task as recorded.
+
+    Raises:
+        LogNotFound: no log at that URL.
+    """
+    owned = isinstance(log, str)
+    opened = open_log(log, create=False) if isinstance(log, str) else log
+    try:
+        tasks = sorted(
+            CatchUp(opened, checkpoint_every=0).open().tasks.tasks.values(),
+            key=lambda v: v.order,
+        )
+        checks = [
+            replay_task(engine, opened.read_stream(task_stream(view.task_id)))
+            for view in tasks
+            if (session is None or view.session == session) and view.state != "damaged"
+        ]
+    finally:
+        if owned:
+            opened.close()
+    return _merge(checks)
+
+
+# -- histories embedded in tests -------------------------------------------------------------
+
+_EVENTS: Any = Union[  # noqa: UP007 - a union built from a tuple of types
+    tuple(t for t in all_event_types() if isinstance(t.__struct_config__.tag, str))
+]
+
+
+class _Entry(msgspec.Struct, array_like=True, frozen=True):
+    event_id: str
+    time: float
+    event: _EVENTS
+
+
+def encode_history(history: Sequence[Recorded]) -> str:
+    """A task's history as text to embed in a test: one JSON array a line (event id, time,
+    event)."""
+    return "\n".join(
+        msgspec.json.encode(_Entry(r.meta.event_id, r.meta.time, r.event)).decode()
+        for r in history
+        if isinstance(r.event, Event)
+    )
+
+
+def decode_history(text: str, *, task_id: str, session: str = "") -> list[Recorded]:
+    """The history :func:`encode_history` wrote.
+
+    Raises:
+        UsageError: text that is not such a history.
+    """
+    stream = task_stream(task_id)
+    history: list[Recorded] = []
+    for version, line in enumerate((x for x in text.splitlines() if x.strip()), start=1):
+        try:
+            entry = msgspec.json.decode(line, type=_Entry)
+        except msgspec.DecodeError as exc:
+            raise UsageError(f"line {version} of the recorded history: {exc}") from exc
+        meta = Meta(event_id=entry.event_id, time=entry.time, session=session)
+        history.append(Recorded(stream, version, version, meta, entry.event))
+    return history
+
+
+def load_engine(target: str) -> Engine:
+    """Import ``module:attribute`` (from the current directory too): the engine, or a function
+    that returns one.
+
+    Raises:
+        UsageError: a malformed target, a module that does not import, or not an engine.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"expected MODULE:ENGINE (like myapp.jobs:engine), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
+    found = getattr(module, attribute, None)
+    if found is not None and not isinstance(found, Engine) and callable(found):
+        found = found()
+    if not isinstance(found, Engine):
+        raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
+    return found
+
+
+def replay_recorded(
+    engine: Engine | str, history: str, *, task_id: str, session: str = ""
+) -> ReplayCheck:
+    """Replay a history embedded in a test (as ``onward to-test`` writes them).
+
+    When ``engine`` is a ``MODULE:ENGINE`` target and ``ONWARD_DB`` is not set, ``ONWARD_DB`` is
+    set to ``memory://`` first, so that a module that opens its engine without a URL opens it
+    in memory (the replay never writes to it).
+
+    Args:
+        engine: the engine the task is registered on, or where to import it from.
+        history: the text :func:`encode_history` wrote.
+        task_id: the task's id.
+        session: its session.
+
+    Returns:
+        The check of that task.
+
+    Raises:
+        UsageError: a target that does not import, or a history that does not decode.
+    """
+    if isinstance(engine, str):
+        os.environ.setdefault("ONWARD_DB", "memory://")
+        engine = load_engine(engine)
+    return replay_task(engine, decode_history(history, task_id=task_id, session=session))

@@ -1,0 +1,300 @@
+"""onward report: what one pass over a log gathers, the page it draws, the page in a real
+headless Chromium (no console error, every section, nothing loaded, a screenshot kept), and a
+session of 100k events aggregated."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from onward import BreakerPolicy, Engine, RetryPolicies, RetryPolicy, UsageError, Workaround
+from onward.cli import main
+from onward.events import (
+    Append,
+    Context,
+    LogNotFound,
+    SessionStarted,
+    StepCompleted,
+    StepFailed,
+    TaskClaimed,
+    TaskSubmitted,
+    TaskSucceeded,
+    open_log,
+)
+from onward.report import SECTIONS, collect_report, render_page, write_report
+from onward.report.axis import Axis
+from onward.report.model import BINS, RUNS_DRAWN
+from onward.testing import FakeClock
+from tests.chromium import Chromium
+
+ROOT = Path(__file__).parents[2]
+ARTEFACTS = ROOT / "build" / "test-artefacts"
+
+
+def record_session(url: str) -> None:
+    """A night of work with a bit of everything: fixes, retries, a breaker that opens and
+    closes, a component worked around and restored, an approval, a long idle gap."""
+    clock = FakeClock()
+    up = {"search": False}
+    engine = Engine.open(
+        url,
+        session="night",
+        clock=clock,
+        sleep=clock.sleep,
+        breakers=BreakerPolicy(failures=2, cooldown=60.0),
+        retries=RetryPolicies(RetryPolicy(max_attempts=3, base=5)),
+    )
+    engine.component(
+        "search",
+        check=lambda: up["search"],
+        workarounds=[Workaround(name="cached", quality_loss=0.2)],
+    )
+    calls = {"n": 0}
+
+    @engine.step(hints={"defaults": {"region": "eu"}})
+    def connect(config: dict[str, str]) -> str:
+        clock.advance(3)
+        return config["region"]
+
+    @engine.step()
+    def fetch(i: int) -> int:
+        clock.advance(7)
+        calls["n"] += 1
+        if calls["n"] % 5 == 0:
+            raise TimeoutError("the service was slow")
+        return i
+
+    @engine.step(breaker="index")
+    def index(i: int) -> int:
+        clock.advance(2)
+        if 10 <= i < 14:
+            raise ConnectionRefusedError("the index is down")
+        return i
+
+    @engine.action(impact="high")
+    def publish(name: str) -> str:
+        return name
+
+    @engine.task()
+    def job(i: int) -> int:
+        connect({})
+        for k in range(3):
+            fetch(k)
+        with contextlib.suppress(ConnectionRefusedError):
+            index(i)
+        if i == 5:
+            engine.degrade("search", message="503 from the search service")
+        if i == 12:
+            up["search"] = True
+        if i == 15:
+            publish("v1")
+        return i
+
+    def work() -> None:  # as a person would: resume a paused session, answer requests
+        for _ in range(20):
+            engine.run()
+            asked = engine.approvals()
+            for request in asked:
+                clock.advance(300)
+                engine.approve(request.decision_id, note="checked", by="a person")
+            if not engine.resume("resumed by the test") and not asked:
+                return
+
+    with engine:
+        for i in range(20):
+            engine.submit(job, i)
+        work()
+        clock.advance(3 * 3600)  # a long idle gap: collapsed on the axis
+        for i in range(20, 24):
+            engine.submit(job, i)
+        work()
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "night.db"
+    record_session(f"sqlite:///{path}")
+    return path
+
+
+def big_log(path: Path, events: int = 100_000) -> None:
+    """A session of ``events`` events, appended straight to the log: tasks of 20 steps that
+    take a minute, a failed try now and then, two workers."""
+    clock = FakeClock()
+    workers = ["host/101/1/a", "host/202/1/b"]
+    with open_log(f"sqlite:///{path}", clock=clock, synchronous="normal") as log:
+        context = Context(session="big")
+        log.append("session-big", [SessionStarted(name="big")], expected_version=0, context=context)
+        written, n = 1, 0
+        while written < events:
+            task_id = f"t{n:06d}"
+            claim = [
+                TaskSubmitted(name="crunch", args=[n], kwargs={}),
+                TaskClaimed(worker=workers[n % 2], lease_until=clock.now + 300, attempt=1),
+            ]
+            log.commit(
+                [
+                    Append(
+                        stream=f"task-{task_id}", events=claim, expected_version=0, context=context
+                    )
+                ]
+            )
+            clock.advance(60)
+            batch = []
+            for index in range(20):
+                if (n + index) % 37 == 0:
+                    batch.append(
+                        StepFailed(
+                            index=index, name="crunch.part", error_type="TimeoutError", final=False
+                        )
+                    )
+                batch.append(StepCompleted(index=index, name="crunch.part", result=index))
+            batch.append(TaskSucceeded(result=n))
+            log.commit(
+                [
+                    Append(
+                        stream=f"task-{task_id}", events=batch, expected_version=2, context=context
+                    )
+                ]
+            )
+            clock.advance(20 if n % 50 else 1800)  # a quiet half hour now and then
+            written += len(claim) + len(batch)
+            n += 1
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "big.db"
+    big_log(path)
+    return path
+
+
+def test_one_pass_gathers_the_session(night: Path) -> None:
+    with open_log(f"sqlite:///{night}", create=False) as log:
+        report = collect_report(log)
+    t = report.totals
+    assert report.session == "night"
+    assert report.drawn == "runs"
+    assert t.tasks == {"succeeded": 24}
+    assert t.runs > 24
+    assert t.steps > 0
+    assert t.step_failures > 0
+    assert t.fixes_succeeded > 0
+    assert t.retries > 0
+    assert t.approvals == 1
+    assert [b.state for b in report.breakers["index"]][:3] == ["closed", "open", "half_open"]
+    assert report.components[0].workaround == "cached"
+    assert report.components[0].restored_at is not None
+    assert {b.state for b in report.degradation} >= {"full", "moderate"}
+    (approval,) = report.approvals
+    assert (approval.answer, approval.by, approval.note) == ("granted", "a person", "checked")
+    assert {c.kind for c in report.decision_counts} >= {"fix", "retry", "confidence", "budget"}
+    assert any(d.kind == "confidence" and d.factors for d in report.decisions)
+    assert any(
+        s.error_type == "KeyError" and s.best_fix == "use-declared-default"
+        for s in report.signatures
+    )
+    assert any(collapsed for *_, collapsed in report.axis)  # the idle gap
+    assert len(report.burn) == BINS
+    assert max(report.burn) > 0
+    assert sum(len(lane.runs) for lane in report.lanes) == t.runs
+    assert {m.kind for m in report.marks} >= {"failure", "fix", "retry", "wait", "approval"}
+
+
+def test_the_page_is_self_contained(night: Path) -> None:
+    with open_log(f"sqlite:///{night}", create=False) as log:
+        page = render_page(collect_report(log, "night"))
+    for key, _ in SECTIONS:
+        assert f'<section id="{key}">' in page
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<script" not in page
+    assert "default-src 'none'" in page
+
+
+def test_a_long_session_is_aggregated(big: Path) -> None:
+    with open_log(f"sqlite:///{big}", create=False) as log:
+        report = collect_report(log)
+        page = render_page(report)
+    assert report.totals.events >= 100_000
+    assert report.totals.runs > RUNS_DRAWN
+    assert report.drawn == "bins"
+    assert report.marks == []
+    assert [lane.label for lane in report.lanes] == ["worker 1 (pid 101)", "worker 2 (pid 202)"]
+    assert all(len(lane.busy) == BINS for lane in report.lanes)
+    assert sum(report.lanes[0].marks["failure"]) > 0
+    # The page's size does not grow with the log: bins, counts and the latest decisions only.
+    assert len(page) < 400_000
+
+
+def test_the_axis_collapses_long_gaps_only() -> None:
+    axis = Axis.of(0.0, 10_000.0, [(0.0, 1000.0), (1100.0, 2000.0), (9000.0, 10_000.0)])
+    assert [c for *_, c in axis.pieces] == [False, True, False]
+    assert axis.x(0.0) == 0.0
+    assert axis.x(10_000.0) == pytest.approx(1.0)
+    assert axis.x(1050.0) < axis.x(2000.0) < axis.x(9000.0)
+    assert axis.time(axis.x(1500.0)) == pytest.approx(1500.0)
+    (gap,) = axis.collapsed()
+    assert gap[:2] == (2000.0, 9000.0)
+
+
+def test_onward_report_writes_the_page_and_prints_json(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "night.html"
+    assert main(["report", "--db", str(night), "-o", str(out)]) == 0
+    assert "written to" in capsys.readouterr().out
+    assert out.read_text().startswith("<!doctype html>")
+    assert main(["report", "--db", str(night), "--session", "night", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["session"] == "night"
+    assert data["totals"]["approvals"] == 1
+
+
+def test_a_missing_log_or_session_is_refused(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--db", str(tmp_path / "none.db")]) == 2
+    assert main(["report", "--db", str(night), "--session", "day"]) == 2
+    assert "no session 'day'" in capsys.readouterr().err
+    with open_log("memory://") as log, pytest.raises(LogNotFound, match="no session"):
+        collect_report(log)
+    with open_log(f"sqlite:///{night}", create=False) as log, pytest.raises(UsageError):
+        write_report(log, tmp_path / "x.html", session="day")
+
+
+def test_the_page_loads_in_a_real_browser(night: Path, big: Path, tmp_path: Path) -> None:
+    facts = (
+        "JSON.stringify({sections: [...document.querySelectorAll('section[id]')].map(s => s.id),"
+        " title: document.title, svgs: document.querySelectorAll('svg').length,"
+        " height: document.body.scrollHeight, scripts: document.scripts.length})"
+    )
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    browser = Chromium(tmp_path / "profile")
+    try:
+        for name, db in (("night", night), ("big", big)):
+            page_file = tmp_path / f"{name}.html"
+            with open_log(f"sqlite:///{db}", create=False) as log:
+                write_report(log, page_file)
+            page = browser.load(page_file.as_uri(), facts)
+            assert page.errors == [], page.errors
+            assert page.facts["sections"] == [key for key, _ in SECTIONS]
+            assert page.facts["title"] == f"onward report: session {name}"
+            assert page.facts["svgs"] >= 4
+            assert page.facts["scripts"] == 0
+            assert page.requests == [page_file.as_uri()]  # nothing but the page itself
+            assert page.screenshot.startswith(b"\x89PNG\r\n\x1a\n")
+            (ARTEFACTS / f"onward-report-{name}.png").write_bytes(page.screenshot)
+    finally:
+        browser.close()
+
+
+def test_the_report_data_round_trips_as_json(night: Path) -> None:
+    with open_log(f"sqlite:///{night}", create=False) as log:
+        report = collect_report(log)
+    again = msgspec.json.decode(msgspec.json.encode(report), type=type(report))
+    assert again.totals == report.totals

@@ -1,0 +1,236 @@
+"""onward.telemetry: spans per task run and step try, metrics, no global provider, nothing on
+replay (checked with the OpenTelemetry SDK's in-memory exporter and reader)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from onward import Engine, Observer, UsageError
+from onward.projections import CatchUp
+from onward.telemetry import Telemetry
+from tests.conftest import FakeClock
+
+
+class Sink:
+    """A tracer and a meter provider of the SDK, with in-memory exporters (never global)."""
+
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracers = TracerProvider()
+        self.tracers.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meters = MeterProvider(metric_readers=[self.reader])
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(tracer_provider=self.tracers, meter_provider=self.meters)
+
+    def metrics(self) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found.setdefault(metric.name, []).extend(metric.data.data_points)
+        return found
+
+
+def open_engine(url: str, sink: Sink, clock: FakeClock) -> Engine:
+    return Engine.open(
+        url, session="s", clock=clock, sleep=clock.advance, observer=sink.telemetry()
+    )
+
+
+def test_a_task_run_and_each_try_of_its_steps_are_spans(tmp_path: Path, clock: FakeClock) -> None:
+    sink = Sink()
+    with open_engine(f"sqlite:///{tmp_path / 'a.db'}", sink, clock) as engine:
+
+        @engine.step()
+        def fetch(n: int) -> int:
+            return n + 1
+
+        @engine.step(hints={"defaults": {"region": "eu"}})
+        def connect(config: dict[str, str]) -> str:
+            return config["region"]  # KeyError first: the declared default fixes it
+
+        @engine.task()
+        def job() -> str:
+            return f"{fetch(1)} {connect({})}"
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == "2 eu"
+
+    spans = {
+        (s.name, s.attributes.get("onward.step.attempt")): s
+        for s in sink.spans.get_finished_spans()
+    }
+    assert set(spans) == {
+        ("onward.task job", None),
+        ("onward.step fetch", 1),
+        ("onward.step connect", 1),
+        ("onward.step connect", 2),
+    }
+    task = spans[("onward.task job", None)]
+    assert task.attributes["onward.task.id"] == task_id
+    assert task.attributes["onward.task.outcome"] == "succeeded"
+    assert task.attributes["onward.task.attempt"] == 1
+    failed = spans[("onward.step connect", 1)]
+    assert failed.attributes["onward.error.type"] == "KeyError"
+    assert failed.attributes["onward.decision"] == "fix"
+    assert str(failed.attributes["onward.error.signature"]).startswith("v")
+    assert failed.status.status_code == trace.StatusCode.ERROR
+    assert failed.events[0].name == "exception"
+    for key in (("onward.step fetch", 1), ("onward.step connect", 2)):
+        step = spans[key]
+        assert step.parent is not None
+        assert step.parent.span_id == task.context.span_id
+        assert step.context.trace_id == task.context.trace_id
+        assert "onward.error.type" not in step.attributes
+
+    found = sink.metrics()
+    runs = {tuple(sorted(p.attributes.items())): p.value for p in found["onward.task.runs"]}
+    assert runs == {(("outcome", "succeeded"), ("task", "job")): 1}
+    attempts = {tuple(sorted(p.attributes.items())): p.value for p in found["onward.step.attempts"]}
+    assert attempts == {
+        (("outcome", "ok"), ("step", "fetch")): 1,
+        (("outcome", "fix"), ("step", "connect")): 1,
+        (("outcome", "ok"), ("step", "connect")): 1,
+    }
+    assert [p.count for p in found["onward.task.wait"]] == [1]
+    assert sum(p.count for p in found["onward.step.duration"]) == 3
+    # The boundary after the task: the queue is empty, one error in the budget's window of 10.
+    assert [p.value for p in found["onward.queue.depth"]] == [0]
+    assert [p.value for p in found["onward.budget.burn"]] == [pytest.approx(0.1)]
+
+
+def test_breaker_state_is_a_gauge(clock: FakeClock) -> None:
+    sink = Sink()
+    from onward import BreakerPolicy, RetryPolicies, RetryPolicy
+
+    with Engine.open(
+        "memory://",
+        session="s",
+        clock=clock,
+        sleep=clock.advance,
+        observer=sink.telemetry(),
+        breakers=BreakerPolicy(failures=1, cooldown=60.0),
+        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
+    ) as engine:
+
+        @engine.step(breaker="search")
+        def search() -> str:
+            raise ValueError("search is down")
+
+        @engine.task()
+        def job() -> str:
+            return search()
+
+        engine.submit(job)
+        engine.run()
+    states = {p.attributes["dependency"]: p.value for p in sink.metrics()["onward.breaker.state"]}
+    assert states == {"search": 2}
+
+
+def test_nothing_is_emitted_on_replay_nor_for_a_replayed_step(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    calls: list[str] = []
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def first() -> str:
+            calls.append("first")
+            return "a"
+
+        @engine.step()
+        def second() -> str:
+            calls.append("second")
+            return "b"
+
+        @engine.task()
+        def job() -> str:
+            done = first()
+            engine.sleep(60)  # the run ends here; the next one replays `first`
+            return done + second()
+
+        return job
+
+    earlier = Sink()
+    with open_engine(url, earlier, clock) as engine:
+        task_id = engine.submit(register(engine))
+        engine.run(max_runs=1)
+    assert [s.name for s in earlier.spans.get_finished_spans()] == [
+        "onward.step first",
+        "onward.task job",
+    ]
+
+    later = Sink()
+    with open_engine(url, later, clock) as engine:  # opening folds the whole log
+        register(engine)
+        assert later.spans.get_finished_spans() == ()
+        assert later.metrics() == {}
+        CatchUp(engine.log).open()  # `onward replay`'s fold
+        assert later.spans.get_finished_spans() == ()
+        clock.advance(61)
+        engine.run()
+        assert engine.result(task_id) == "ab"
+    assert calls == ["first", "second"]
+    names = [s.name for s in later.spans.get_finished_spans()]
+    assert names == ["onward.step second", "onward.task job"]
+
+
+def test_no_global_provider_is_set(clock: FakeClock) -> None:
+    before = (trace.get_tracer_provider(), metrics.get_meter_provider())
+    sink = Sink()
+    with open_engine("memory://", sink, clock) as engine:
+
+        @engine.task()
+        def job() -> int:
+            return 1
+
+        engine.submit(job)
+        engine.run()
+    assert (trace.get_tracer_provider(), metrics.get_meter_provider()) == before
+    assert sink.spans.get_finished_spans()
+
+
+def test_the_global_providers_are_used_when_none_is_given() -> None:
+    telemetry = Telemetry()  # the API's no-op providers here: nothing set, nothing fails
+    assert telemetry.tracer is not None
+
+
+def test_a_provider_that_is_not_one_is_refused() -> None:
+    with pytest.raises(UsageError, match="TracerProvider"):
+        Telemetry(tracer_provider=object())
+
+
+def test_an_observer_that_raises_does_not_stop_the_engine(clock: FakeClock) -> None:
+    class Broken(Observer):
+        def step_started(self, task: Any, start: Any) -> Any:
+            raise RuntimeError("broken observer")
+
+    with Engine.open(
+        "memory://", session="s", clock=clock, sleep=clock.advance, observer=Broken()
+    ) as engine:
+
+        @engine.step()
+        def one() -> int:
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return one()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 1

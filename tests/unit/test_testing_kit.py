@@ -1,0 +1,297 @@
+"""onward.testing: the fake clock, engines for tests, the pytest plugin's fixtures, replay_check
+and `onward to-test`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from onward import Engine, RetryPolicies, RetryPolicy, UsageError
+from onward.cli import main
+from onward.testing import (
+    NO_BACKOFF,
+    FakeClock,
+    decode_history,
+    encode_history,
+    open_engine,
+    replay_check,
+    replay_recorded,
+)
+
+ROOT = Path(__file__).parents[2]
+
+
+def flaky_engine(engine: Engine, failures: int = 1) -> object:
+    left = {"n": failures}
+
+    @engine.step()
+    def fetch() -> str:
+        if left["n"]:
+            left["n"] -= 1
+            raise TimeoutError("the service was slow")
+        return "page"
+
+    @engine.task()
+    def job() -> str:
+        return fetch()
+
+    return job
+
+
+def test_the_engines_timers_and_back_offs_move_the_fake_clock(onward_engine: Engine) -> None:
+    clock = onward_engine.clock
+    assert isinstance(clock, FakeClock)
+    started = clock.now
+    task_id = onward_engine.submit(flaky_engine(onward_engine, failures=2))
+    onward_engine.run()  # two back-offs waited for: no wall time
+    assert onward_engine.result(task_id) == "page"
+    assert clock.now - started == pytest.approx(sum(clock.slept))
+    assert clock.now - started > 0
+
+
+@pytest.mark.onward(backoff=False, session="quick")
+def test_the_no_back_off_mode_retries_at_once(onward_engine: Engine) -> None:
+    clock = onward_engine.clock
+    assert isinstance(clock, FakeClock)
+    started = clock.now
+    task_id = onward_engine.submit(flaky_engine(onward_engine, failures=2))
+    onward_engine.run()
+    assert onward_engine.result(task_id) == "page"
+    assert onward_engine.session == "quick"
+    assert clock.now - started < 1e-3
+
+
+def test_the_sqlite_engine_is_a_real_file(onward_sqlite_engine: Engine, tmp_path: Path) -> None:
+    assert onward_sqlite_engine.log.url.startswith("sqlite:///")
+    assert (tmp_path / "onward-test.db").exists()
+
+
+def test_a_fake_clock_only_moves_forward() -> None:
+    clock = FakeClock(start=10.0)
+    clock.advance(5)
+    clock.sleep(-1)  # an engine may ask for a timer already due: no move
+    assert clock() == 15.0
+    with pytest.raises(UsageError, match="forward"):
+        clock.advance(-1)
+
+
+def test_open_engine_keeps_given_retries() -> None:
+    policies = RetryPolicies(RetryPolicy(name="mine"))
+    with open_engine(backoff=False, retries=policies) as engine:
+        assert engine.healer is not None
+        assert engine.healer.retries is policies
+    with open_engine(backoff=False) as engine:
+        assert engine.healer is not None
+        assert engine.healer.retries is NO_BACKOFF
+
+
+# -- replay_check ----------------------------------------------------------------------------
+
+
+def register(engine: Engine, *, variant: str = "same") -> None:
+    @engine.step()
+    def read(name: str) -> str:
+        return f"text of {name}"
+
+    @engine.step()
+    def count(text: str) -> int:
+        return len(text)
+
+    @engine.step()
+    def other(text: str) -> int:
+        return 0
+
+    @engine.task()
+    def survey(name: str) -> int:
+        text = read(name)
+        if variant == "renamed":
+            return other(text)
+        if variant == "fewer":
+            return 11
+        total = count(text)
+        if variant == "more":
+            total += count(text)
+        if variant == "result":
+            total += 1
+        return total
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    with open_engine(url, session="night") as engine:
+        register(engine)
+        for name in ("a", "bb"):
+            engine.submit("survey", name)
+        engine.run()
+    return url
+
+
+def test_the_same_code_replays_every_task(recorded: str) -> None:
+    with open_engine() as engine:
+        register(engine)
+        check = replay_check(recorded, engine)
+    assert check.ok, check.explain()
+    assert (check.checked, check.steps) == (2, 4)
+    assert "deterministic" in check.explain()
+
+
+@pytest.mark.parametrize(
+    ("variant", "kind"),
+    [("renamed", "step"), ("fewer", "fewer"), ("more", "unrecorded"), ("result", "result")],
+)
+def test_changed_code_is_reported(recorded: str, variant: str, kind: str) -> None:
+    with open_engine() as engine:
+        register(engine, variant=variant)
+        check = replay_check(recorded, engine)
+    assert not check.ok
+    assert kind in {d.kind for d in check.divergences}
+    assert f"{kind}:" in check.explain()
+
+
+def test_a_replay_runs_no_step_and_appends_nothing(recorded: str) -> None:
+    with open_engine() as engine:
+        register(engine, variant="more")
+        before = engine.log.head()
+        replay_check(recorded, engine)
+        assert engine.log.head() == before
+
+
+def test_unregistered_tasks_are_skipped(recorded: str) -> None:
+    with open_engine() as engine:
+        check = replay_check(recorded, engine, session="night")
+    assert check.ok
+    assert check.checked == 0
+    assert len(check.skipped) == 2
+
+
+def test_a_history_round_trips_as_text(recorded: str) -> None:
+    from onward.events import open_log
+    from onward.projections import task_stream
+
+    with open_log(recorded, create=False) as log:
+        task_id = next(s for s in log.streams() if s.startswith("task-"))[5:]
+        history = log.read_stream(task_stream(task_id))
+    text = encode_history(history)
+    again = decode_history(text, task_id=task_id, session="night")
+    assert [r.event for r in again] == [r.event for r in history]
+    with open_engine() as engine:
+        register(engine)
+        assert replay_recorded(engine, text, task_id=task_id).ok
+    with pytest.raises(UsageError, match="line 1"):
+        decode_history("not json", task_id="t")
+
+
+# -- onward to-test --------------------------------------------------------------------------
+
+APP = """
+from onward import Engine
+
+engine = Engine.open()  # ONWARD_DB: the recording's log, then memory:// in the test
+
+
+@engine.step()
+def fetch(url: str) -> str:
+    return "<html>" + url + "</html>"
+
+
+@engine.task()
+def crawl(url: str) -> int:
+    return len(fetch(url)){extra}
+"""
+
+
+def run_pytest(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ONWARD_DB", "PYTHONPATH")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_to_test_writes_a_regression_test_that_replays_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "app.py").write_text(APP.format(extra=""))
+    db = tmp_path / "work.db"
+    recording = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import app; t = app.engine.submit(app.crawl, 'https://example.org'); "
+            "app.engine.run(); print(t)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "ONWARD_DB": f"sqlite:///{db}"},
+    )
+    task_id = recording.stdout.strip()
+    assert main(["to-test", task_id[:10], "--db", str(db), "--engine", "app:engine"]) == 0
+    source = capsys.readouterr().out
+    assert f"task {task_id} (crawl)" in source
+    test_file = tmp_path / "tests" / "test_crawl.py"
+    test_file.parent.mkdir()
+    test_file.write_text(source)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+    # The task's code changes: the regression test says where it parts from the recording.
+    (tmp_path / "app.py").write_text(APP.format(extra=" + len(fetch(url))"))
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 1
+    assert "unrecorded: the log records no outcome here, the code calls 'fetch'" in done.stdout
+
+
+def test_to_test_refuses_an_unknown_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "work.db"
+    with open_engine(f"sqlite:///{db}") as engine:
+        register(engine)
+        engine.submit("survey", "a")
+    assert main(["to-test", "nope", "--db", str(db), "--engine", "app:engine"]) == 2
+    assert "no task 'nope'" in capsys.readouterr().err
+    assert main(["to-test", "", "--db", str(db), "--engine", "app"]) == 2
+
+
+def test_the_plugin_is_registered_for_pytest(tmp_path: Path) -> None:
+    test_file = tmp_path / "test_uses_fixtures.py"
+    test_file.write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.mark.onward(backoff=False)
+            def test_it(onward_engine, onward_clock):
+                assert onward_engine.clock is onward_clock
+            """
+        )
+    )
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_pytest_example_runs_under_pytest(tmp_path: Path) -> None:
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "def test_crawl(onward_engine)" in b]
+    test_file = tmp_path / "test_readme_example.py"
+    test_file.write_text(example)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
