@@ -1,0 +1,161 @@
+"""The part of :class:`onward.Engine` that a running task calls: durable sleep, messages,
+published values, progress, patches and the idempotency key.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from onward.events import (
+    EventLog,
+    StateSet,
+    TaskProgressed,
+    UnencodableValue,
+    UsageError,
+    encode_value,
+)
+from onward.projections import inbox_stream
+from onward.runtime.run import (
+    CURRENT_RUN,
+    CURRENT_STEP,
+    TaskRun,
+    drive,
+    drive_async,
+    on_event_loop,
+)
+
+__all__ = ["InsideATask", "current_run"]
+
+
+def current_run(what: str) -> TaskRun:
+    """The task run of the calling thread or coroutine.
+
+    Raises:
+        UsageError: outside a running task.
+    """
+    run = CURRENT_RUN.get()
+    if run is None:
+        raise UsageError(f"{what} can only be called inside a running task")
+    return run
+
+
+class InsideATask:
+    """What a running task calls on the engine.
+
+    A part of :class:`onward.Engine` (which sets the attributes below).
+    """
+
+    log: EventLog
+
+    def patched(self, change_id: str) -> bool:
+        """Whether the running task takes the new code path of a change (inside a task).
+
+        New runs take it (and that is recorded); a history recorded before the change replays
+        the old path, so its completed steps still match::
+
+            if engine.patched("fetch-with-retry"):
+                page = fetch_v2(url)
+            else:
+                page = fetch(url)
+
+        Raises:
+            UsageError: outside a task, or an empty change id.
+        """
+        run = current_run("patched()")
+        if not isinstance(change_id, str) or not change_id:
+            raise UsageError(f"a change id must be a non-empty string, got {change_id!r}")
+        return run.patched(change_id)
+
+    def recv(self, topic: str, *, timeout: float | None = None) -> Any:
+        """Take the next message of ``topic`` sent to the running task (inside a task).
+
+        Exactly once in the task's history: the message taken is recorded, and a re-run gets
+        the same one. With none yet, the task waits durably (the worker is free meanwhile)
+        until one comes or ``timeout`` seconds pass; then this returns None. In an ``async
+        def`` task, await it.
+
+        Raises:
+            UsageError: outside a task, an empty topic, or a negative timeout.
+        """
+        run = current_run("recv()")
+        if not isinstance(topic, str) or not topic:
+            raise UsageError(f"recv() needs a non-empty topic, got {topic!r}")
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 <= timeout < float("inf")
+        ):
+            raise UsageError(f"recv() takes a timeout in seconds >= 0, got {timeout!r}")
+        inbox = functools.partial(self.log.read_stream, inbox_stream(run.task_id))
+        receiving = run.receiving(topic, timeout, inbox)
+        if on_event_loop():
+            return drive_async(receiving, run.effect_async)
+        return drive(receiving, run.effect)
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Publish a value of the running task's for others to read (inside a task):
+        :meth:`get_state`, ``onward get TASK KEY``.
+
+        Raises:
+            UsageError: outside a task, an empty key, or a value that cannot be stored.
+        """
+        run = current_run("set_state()")
+        if not isinstance(key, str) or not key:
+            raise UsageError(f"set_state() needs a non-empty key, got {key!r}")
+        stored = encode_value(
+            value, what=f"set_state({key!r}): the value", redactor=self.log.redactor
+        )
+        try:
+            run.record([StateSet(key=key, value=stored)])
+        except UnencodableValue as exc:
+            raise UsageError(f"set_state({key!r}): the value cannot be stored: {exc}") from exc
+
+    def progress(self, fraction: float, note: str = "") -> None:
+        """Checkpoint the current task's progress (inside a task).
+
+        Args:
+            fraction: how much is done, in [0, 1].
+            note: a word on where it stands.
+
+        Raises:
+            UsageError: outside a task, or a fraction outside [0, 1].
+        """
+        run = current_run("progress()")
+        if not 0.0 <= fraction <= 1.0:
+            raise UsageError(f"progress fraction must be in [0, 1], got {fraction}")
+        run.record([TaskProgressed(fraction=float(fraction), note=note)])
+
+    def idempotency_key(self) -> str:
+        """The idempotency key of the step being executed: ``<task id>:<step index>``.
+
+        Pass it to external systems so that a step re-run after a crash does its effect once.
+
+        Raises:
+            UsageError: not inside a step.
+        """
+        run = current_run("idempotency_key()")
+        index = CURRENT_STEP.get()
+        if index is None:
+            raise UsageError("idempotency_key() is only available while a step runs")
+        return run.idempotency_key(index)
+
+    def sleep(self, seconds: float) -> Any:
+        """Sleep durably inside a task: the task waits (the worker is free meanwhile) and goes
+        on after ``seconds``, across crashes and restarts; a re-run returns at once once the
+        sleep is recorded as over. In an ``async def`` task, await it.
+
+        Args:
+            seconds: how long, >= 0.
+
+        Returns:
+            None, or in an ``async def`` task an awaitable of None.
+
+        Raises:
+            UsageError: outside a task, or a negative or non-finite duration.
+        """
+        run = current_run("sleep()")
+        if not (isinstance(seconds, int | float) and 0 <= seconds < float("inf")):
+            raise UsageError(f"sleep() takes seconds >= 0, got {seconds!r}")
+        if on_event_loop():
+            return drive_async(run.sleeping(float(seconds)), run.effect_async)
+        drive(run.sleeping(float(seconds)), run.effect)
+        return None

@@ -1,0 +1,145 @@
+"""The part of :class:`onward.Engine` where people come in: answering approval requests,
+teaching fixes, notices, resuming a paused session.
+"""
+
+from __future__ import annotations
+
+from onward.events import (
+    EventLog,
+    FixLearned,
+    UsageError,
+)
+from onward.healing.healer import Healer
+from onward.judgement.approvals import Approval, answer, pending
+from onward.runtime.interruptions import Interruptions
+from onward.runtime.session import Session
+
+__all__ = ["LEARNING_STREAM", "People"]
+
+
+#: The stream of what people taught the engine (learned fixes); it spans sessions.
+LEARNING_STREAM = "learning"
+
+
+class People:
+    """Where people come in: approvals, taught fixes, notices and resuming.
+
+    A part of :class:`onward.Engine` (which sets the attributes below).
+    """
+
+    log: EventLog
+    healer: Healer | None
+    _session: Session
+    _interruptions: Interruptions
+
+    def learn(self, signature: str, fix: str, note: str = "") -> None:
+        """Record that a fix worked for an error: from now on that error gets that fix first.
+
+        Args:
+            signature: the error's signature id (``onward errors`` lists them).
+            fix: the fix's name (``onward fixes`` lists the registered ones).
+            note: why, for the audit.
+
+        Raises:
+            UsageError: an unknown fix, or a signature that is not a signature id.
+        """
+        self._session.check_open()
+        if not signature.startswith("v") or "-" not in signature:
+            raise UsageError(f"{signature!r} is not an error signature id (like v1-0123abcd...)")
+        if self.healer is not None:
+            self.healer.fixes.get(fix)
+        self.log.append(
+            LEARNING_STREAM,
+            [FixLearned(fix=fix, signature=signature, source="manual", note=note)],
+            expected_version=None,
+            context=self._session.context,
+        )
+        self._session.catch_up()
+
+    def approvals(self, *, session: str | None = None) -> list[Approval]:
+        """The approval requests waiting for a human, oldest first.
+
+        Args:
+            session: only this session's (every session's when None).
+        """
+        self._session.check_open()
+        with self._session.lock:
+            return pending(self._session.host, session)
+
+    def approve(self, decision_id: str, *, note: str = "", by: str = "") -> Approval:
+        """Approve an action that waits for a human: its task runs again and acts.
+
+        Another process may answer too (``onward approve ID``); a running engine sees it.
+
+        Args:
+            decision_id: the decision's id (or a unique prefix): ``approvals()`` lists them.
+            note: what the approver says, for the audit.
+            by: who approves.
+
+        Returns:
+            The request answered.
+
+        Raises:
+            ApprovalNotFound: no such request awaits an answer.
+            InvalidTransition: its task has ended meanwhile.
+        """
+        return self._answer(decision_id, granted=True, note=note, by=by)
+
+    def deny(self, decision_id: str, *, note: str = "", by: str = "") -> Approval:
+        """Refuse an action that waits for a human: its step fails with ``ActionDenied``.
+
+        Args:
+            decision_id: the decision's id (or a unique prefix).
+            note: why, for the audit (the task sees it in the error).
+            by: who refuses.
+
+        Returns:
+            The request answered.
+
+        Raises:
+            ApprovalNotFound: no such request awaits an answer.
+            InvalidTransition: its task has ended meanwhile.
+        """
+        return self._answer(decision_id, granted=False, note=note, by=by)
+
+    def _answer(self, decision_id: str, *, granted: bool, note: str, by: str) -> Approval:
+        self._session.check_open()
+        with self._session.lock:
+            request = answer(
+                self.log,
+                self._session.host,
+                decision_id,
+                granted=granted,
+                by=by,
+                note=note,
+                context=self._session.context,
+            )
+        return Approval.of(request, self._session.projections)
+
+    def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
+        """Tell people something: at once, or at the next task boundary while the session flows.
+
+        A notice that is not urgent, given while the session is flowing, is deferred
+        (``InterruptionDeferred``) and delivered at the next task boundary
+        (``InterruptionDelivered``); otherwise it is delivered now. Delivery calls the engine's
+        ``on_interruption``.
+
+        Args:
+            summary: what to say.
+            kind: what sort of interruption it is.
+            urgent: never defer it.
+
+        Returns:
+            The interruption's id.
+        """
+        self._session.check_open()
+        return self._interruptions.notify(summary, kind=kind, urgent=urgent)
+
+    def resume(self, reason: str = "resumed by a person") -> bool:
+        """Resume this session after a pause (the error budget's, say) with a fresh window.
+
+        Returns:
+            Whether it was paused.
+        """
+        self._session.check_open()
+        return self._session.resume(reason)
