@@ -479,6 +479,9 @@ class Scheduler:
                 self.session.host.catch_up()  # another worker got there first: look again
                 contended = True
                 continue
+            # Running from the claim on, before its run starts in another thread: the lease
+            # recovery of this engine must not take back a task it is about to run.
+            self.session.running.add(view.task_id)
             self.session.host.catch_up()
             return view, claim, result.event_ids[0]
         return None
@@ -507,6 +510,11 @@ class Scheduler:
         task_id = view.task_id
         stream = task_stream(task_id)
         history = self.session.log.read_stream(stream)
+        if history[-1].meta.event_id != claim_id:
+            # The task moved on between the claim and this read (its lease was taken, it was
+            # cancelled): the claim no longer holds, and the run must not append after it.
+            logger.info("task %s: moved on since this worker claimed it", task_id)
+            return "cancelled", None
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
         context = Context(

@@ -1,0 +1,71 @@
+"""A claim holds from its append: the worker's own lease recovery leaves it alone before its run
+starts, and a run whose task moved on since the claim (taken over, cancelled) appends nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.events import StepCompleted, TaskCancelled, open_log
+from onward.projections.task import task_stream
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def test_a_claimed_task_is_not_taken_back_by_its_own_worker_before_its_run_starts(
+    db: str, clock: FakeClock
+) -> None:
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 1
+
+        task_id = engine.submit(job)
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        claimed = scheduler._claim_next()
+        assert claimed is not None
+        # The serving loop looks for dead peers' tasks while the run is handed to a thread.
+        assert scheduler._recover_leases() == 0
+        kind, _run = scheduler._execute(*claimed)
+        assert kind == "succeeded"
+        assert engine.result(task_id) == 1
+
+
+def test_a_run_whose_task_moved_on_since_its_claim_appends_nothing(
+    db: str, clock: FakeClock
+) -> None:
+    ran: list[int] = []
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.step(name="work")
+        def work(i: int) -> int:
+            ran.append(i)
+            return i
+
+        @engine.task(name="job")
+        def job() -> int:
+            return work(1)
+
+        task_id = engine.submit(job)
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        claimed = scheduler._claim_next()
+        assert claimed is not None
+        with Engine.open(db, session="s", clock=clock) as other:
+            other.cancel(task_id, reason="not needed")  # after the claim, before the run
+        kind, _run = scheduler._execute(*claimed)
+    assert kind == "cancelled"
+    assert ran == []
+    with open_log(db) as log:
+        events = [type(r.event) for r in log.read_stream(task_stream(task_id))]
+        assert events[-1] is TaskCancelled
+        assert StepCompleted not in events
+        assert log.verify().ok
