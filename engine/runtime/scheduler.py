@@ -293,11 +293,12 @@ class Scheduler:
                         future = pool.submit(self._execute, *claimed)
                         future.add_done_callback(lambda _done: wake.set())
                         in_flight[future] = claimed[0].task_id
-                for future in [f for f in in_flight if f.done()]:
+                finished = [f for f in in_flight if f.done()]
+                for future in finished:
                     del in_flight[future]
                     self._count(future.result())
-                if in_flight and all(f.done() for f in in_flight):
-                    continue
+                if finished:
+                    continue  # a run ended: claim again before waiting for news
                 wake.wait(self._idle_for(idle=len(in_flight) < workers and not paused))
                 wake.clear()
         except BaseException as exc:

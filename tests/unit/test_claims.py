@@ -1,14 +1,19 @@
 """A claim holds from its append: the worker's own lease recovery leaves it alone before its run
-starts, and a run whose task moved on since the claim (taken over, cancelled) appends nothing."""
+starts, and a run whose task moved on since the claim (taken over, cancelled) appends nothing.
+A serving worker whose run ends claims the next task at once, whether or not the log's watch
+reports its own appends (PostgreSQL's notifies only appends that may wake others)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from onward import Engine
 from onward.events import StepCompleted, TaskCancelled, open_log
+from onward.events.sqlite import SQLiteLog
+from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from tests.conftest import FakeClock
 
@@ -69,3 +74,46 @@ def test_a_run_whose_task_moved_on_since_its_claim_appends_nothing(
         assert events[-1] is TaskCancelled
         assert StepCompleted not in events
         assert log.verify().ok
+
+
+class Silent(Watch):
+    """A watch that never reports a change (as if no append woke this worker)."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self._closed.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class SilentLog(SQLiteLog):
+    def _watch(self) -> Watch:
+        return Silent()
+
+
+def test_a_serving_worker_claims_the_next_task_when_a_run_ends(tmp_path: Path) -> None:
+    stop = threading.Event()
+    done: list[int] = []
+    with Engine(SilentLog(str(tmp_path / "work.db")), session="s", lease=300) as engine:
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            done.append(i)
+            if len(done) == 3:
+                stop.set()
+            return i
+
+        for i in range(3):
+            engine.submit(job, i)
+        serving = threading.Thread(
+            target=lambda: engine.serve(workers=1, stop=stop, handle_signals=False)
+        )
+        serving.start()
+        serving.join(timeout=60)  # without the fix: a wait of a third of the lease per task
+        stop.set()
+        serving.join()
+    assert sorted(done) == [0, 1, 2]
