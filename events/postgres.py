@@ -274,19 +274,30 @@ class PostgresEventRecorder(ApplicationRecorder):
             "WITH appended AS ({insert}) SELECT notification_id,"
             " pg_notify({channel}, (notification_id / {shift})::text) FROM appended"
         )
-        self._insert_one = (one, waking.format(insert=one, channel=channel, shift=shift))
-        self._insert_many = (many, waking.format(insert=many, channel=channel, shift=shift))
-        self._exists = sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(
-            name=sql.Literal(self._name)
+        self._insert_one = (
+            _render(one),
+            _render(waking.format(insert=one, channel=channel, shift=shift)),
         )
-        self._stream = sql.SQL(
-            "SELECT {columns} FROM {table} WHERE originator_id = %s"
-            " AND originator_version > %s AND originator_version <= %s ORDER BY originator_version"
-        ).format(columns=columns, table=table)
-        self._stream_head = sql.SQL(
-            "SELECT {columns} FROM {table} WHERE originator_id = %s"
-            " ORDER BY originator_version DESC LIMIT 1"
-        ).format(columns=columns, table=table)
+        self._insert_many = (
+            _render(many),
+            _render(waking.format(insert=many, channel=channel, shift=shift)),
+        )
+        self._exists = _render(
+            sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(name=sql.Literal(self._name))
+        )
+        self._stream = _render(
+            sql.SQL(
+                "SELECT {columns} FROM {table} WHERE originator_id = %s"
+                " AND originator_version > %s AND originator_version <= %s"
+                " ORDER BY originator_version"
+            ).format(columns=columns, table=table)
+        )
+        self._stream_head = _render(
+            sql.SQL(
+                "SELECT {columns} FROM {table} WHERE originator_id = %s"
+                " ORDER BY originator_version DESC LIMIT 1"
+            ).format(columns=columns, table=table)
+        )
         # The horizon comes first in every row (and alone when nothing is readable): the
         # lateral scan runs once, in position order, for the one row of the horizon.
         below = (
@@ -294,28 +305,38 @@ class PostgresEventRecorder(ApplicationRecorder):
             "SELECT {columns} FROM {table} WHERE notification_id > %s AND notification_id < h.bound"
             " ORDER BY notification_id LIMIT %s) e ON true"
         )
-        self._page = sql.SQL(below).format(horizon=horizon, columns=columns, table=table)
-        self._states = sql.SQL(below).format(
-            horizon=horizon,
-            columns=sql.SQL("notification_id, originator_id, originator_version, state"),
-            table=table,
+        self._page = _render(sql.SQL(below).format(horizon=horizon, columns=columns, table=table))
+        self._states = _render(
+            sql.SQL(below).format(
+                horizon=horizon,
+                columns=sql.SQL("notification_id, originator_id, originator_version, state"),
+                table=table,
+            )
         )
-        self._range = sql.SQL(
-            "SELECT h.bound, e.* FROM (SELECT {horizon} AS bound) h LEFT JOIN LATERAL ("
-            "SELECT {columns} FROM {table} WHERE notification_id > %s AND notification_id <= %s"
-            " AND notification_id < h.bound AND (cardinality(%s::text[]) = 0 OR topic = ANY(%s))"
-            " ORDER BY notification_id LIMIT %s) e ON true"
-        ).format(horizon=horizon, columns=columns, table=table)
-        self._head = sql.SQL(
-            "SELECT h.bound, (SELECT max(notification_id) FROM {table}"
-            " WHERE notification_id < h.bound) FROM (SELECT {horizon} AS bound) h"
-        ).format(table=table, horizon=horizon)
-        self._streams = sql.SQL(
-            "SELECT originator_id FROM {table} GROUP BY originator_id ORDER BY MIN(notification_id)"
-        ).format(table=table)
-        self._holder = sql.SQL(
-            "SELECT pid, datname, state, now() - xact_start, left(query, 100)"
-            " FROM pg_stat_activity WHERE backend_xid::text::bigint = %s"
+        self._range = _render(
+            sql.SQL(
+                "SELECT h.bound, e.* FROM (SELECT {horizon} AS bound) h LEFT JOIN LATERAL ("
+                "SELECT {columns} FROM {table} WHERE notification_id > %s AND notification_id <= %s"
+                " AND notification_id < h.bound"
+                " AND (cardinality(%s::text[]) = 0 OR topic = ANY(%s))"
+                " ORDER BY notification_id LIMIT %s) e ON true"
+            ).format(horizon=horizon, columns=columns, table=table)
+        )
+        self._head = _render(
+            sql.SQL(
+                "SELECT h.bound, (SELECT max(notification_id) FROM {table}"
+                " WHERE notification_id < h.bound) FROM (SELECT {horizon} AS bound) h"
+            ).format(table=table, horizon=horizon)
+        )
+        self._streams = _render(
+            sql.SQL(
+                "SELECT originator_id FROM {table} GROUP BY originator_id"
+                " ORDER BY MIN(notification_id)"
+            ).format(table=table)
+        )
+        self._holder = (
+            b"SELECT pid, datname, state, now() - xact_start, left(query, 100)"
+            b" FROM pg_stat_activity WHERE backend_xid::text::bigint = %s"
         )
         # What this handle knows to be committed: its next read of the log includes it.
         self._known = 0
@@ -426,13 +447,13 @@ class PostgresEventRecorder(ApplicationRecorder):
 
     # -- reading below the horizon -------------------------------------------------------
 
-    def _below(self, query: sql.SQL | sql.Composed, params: tuple[Any, ...]) -> list[Any]:
+    def _below(self, query: bytes, params: tuple[Any, ...]) -> list[Any]:
         rows = self._horizon_rows(query, params)
         if rows[0][1] is None:
             return []
         return [row[1:] for row in rows]
 
-    def _horizon_rows(self, query: sql.SQL | sql.Composed, params: tuple[Any, ...]) -> list[Any]:
+    def _horizon_rows(self, query: bytes, params: tuple[Any, ...]) -> list[Any]:
         """Rows of a query whose first column is the horizon, once the horizon has passed
         every record this handle knows of (waiting for older transactions to end).
 
@@ -538,17 +559,26 @@ class PostgresCheckpointRecorder(AggregateRecorder):
     def __init__(self, connections: _Connections, schema: str, prefix: str) -> None:
         self._connections = connections
         table = sql.Identifier(schema, f"{prefix}_checkpoints")
-        self._insert = sql.SQL(
-            "INSERT INTO {} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[])"
-        ).format(table)
-        self._select = sql.SQL(
+        self._insert = _render(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state)"
+                " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[])"
+            ).format(table)
+        )
+        select = sql.SQL(
             "SELECT originator_id, originator_version, topic, state FROM {}"
             " WHERE originator_id = %s AND originator_version > %s AND originator_version <= %s"
-        ).format(table)
-        self._prune = sql.SQL(
-            "DELETE FROM {} WHERE originator_id = %s AND originator_version < %s"
-        ).format(table)
+            " ORDER BY originator_version{} LIMIT %s"
+        )
+        self._select = {
+            desc: _render(select.format(table, sql.SQL(" DESC" if desc else "")))
+            for desc in (False, True)
+        }
+        self._prune = _render(
+            sql.SQL("DELETE FROM {} WHERE originator_id = %s AND originator_version < %s").format(
+                table
+            )
+        )
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         """Insert checkpoints in one transaction.
@@ -578,12 +608,8 @@ class PostgresCheckpointRecorder(AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         """The checkpoints saved under one name, by version."""
-        order = sql.SQL(
-            " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version"
-        )
-        query = self._select + order + sql.SQL(" LIMIT %s")
         rows = self._connections.fetch(
-            query,
+            self._select[desc],
             (str(originator_id), gt or 0, lte if lte is not None else 2**62, limit),
         )
         return [StoredEvent(s, v, t, st) for s, v, t, st in rows]
@@ -594,7 +620,8 @@ class PostgresCheckpointRecorder(AggregateRecorder):
 
 
 class _Connections:
-    """Autocommit connections to one database, one per thread that uses the log at a time.
+    """Autocommit connections to one database, one per thread that uses the log at a time,
+    each with a cursor of its own (the statements are rendered to bytes once, and prepared).
 
     A connection that failed is closed, and so are the idle ones when it was lost (the server
     restarted: they are gone too); psycopg's errors become eventsourcing's, which the log's
@@ -604,7 +631,7 @@ class _Connections:
 
     def __init__(self, connect_args: dict[str, Any]) -> None:
         self._args = connect_args
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle: list[tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -612,9 +639,7 @@ class _Connections:
         """A new autocommit connection (psycopg's errors unchanged)."""
         return psycopg.connect(**self._args, autocommit=True)
 
-    def fetch(
-        self, query: sql.SQL | sql.Composed, params: tuple[Any, ...], *, rows: bool = True
-    ) -> Any:
+    def fetch(self, query: bytes, params: tuple[Any, ...], *, rows: bool = True) -> Any:
         """Run one statement (its own transaction) and return its rows.
 
         Raises:
@@ -623,39 +648,43 @@ class _Connections:
         with self._lock:
             if self._closed:
                 raise InterfaceError("the log's connections are closed")
-            connection = self._idle.pop() if self._idle else None
+            link = self._idle.pop() if self._idle else None
         with _translated(str(self._args["dbname"])):
-            if connection is None:
+            if link is None:
                 connection = self.connect()
+                link = (connection, connection.cursor())
             try:
-                cursor = connection.execute(query, params, prepare=True)
-                found = cursor.fetchall() if rows else None
+                link[1].execute(query, params, prepare=True)
+                found = link[1].fetchall() if rows else None
             except BaseException as exc:
-                self._drop(connection, lost=isinstance(exc, psycopg.OperationalError))
+                self._drop(link, lost=isinstance(exc, psycopg.OperationalError))
                 raise
-        self._put(connection)
+        self._put(link)
         return found
 
-    def _put(self, connection: psycopg.Connection[Any]) -> None:
-        if connection.info.transaction_status != TransactionStatus.IDLE:
-            connection.close()
+    def _put(self, link: tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]) -> None:
+        if link[0].info.transaction_status != TransactionStatus.IDLE:
+            link[0].close()
             return
         with self._lock:
             if not self._closed and len(self._idle) < _KEEP_IDLE:
-                self._idle.append(connection)
+                self._idle.append(link)
                 return
-        connection.close()
+        link[0].close()
 
-    def _drop(self, connection: psycopg.Connection[Any], *, lost: bool) -> None:
+    def _drop(
+        self, link: tuple[psycopg.Connection[Any], psycopg.Cursor[Any]], *, lost: bool
+    ) -> None:
+        connection = link[0]
         sound = not (connection.broken or connection.closed)
         if sound and connection.info.transaction_status == TransactionStatus.IDLE:
-            self._put(connection)  # a failed statement on a sound connection
+            self._put(link)  # a failed statement on a sound connection
             return
         connection.close()
         if lost:
             with self._lock:
                 idle, self._idle = self._idle, []
-            for other in idle:
+            for other, _cursor in idle:
                 other.close()
 
     def close(self) -> None:
@@ -663,7 +692,7 @@ class _Connections:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection, _cursor in idle:
             connection.close()
 
 
@@ -829,6 +858,11 @@ def _retire_sequence(connection: psycopg.Connection[Any], schema: str, prefix: s
                 events, refuse
             )
         )
+
+
+def _render(query: sql.Composed) -> bytes:
+    """A statement as bytes, once: psycopg then converts it from its cache at each call."""
+    return query.as_bytes(None)
 
 
 def _channel(schema: str, prefix: str) -> str:

@@ -272,7 +272,7 @@ def test_a_lost_connection_is_a_transient_error_and_the_next_append_reconnects(
     with open_log(postgres_url, outage_tolerance=0) as log:
         log.append("task-1", [event], expected_version=0)
         assert isinstance(log, backend.PostgresLog)
-        pids = [c.info.backend_pid for c in log._connections._idle]
+        pids = [c.info.backend_pid for c, _cursor in log._connections._idle]
         with psycopg.connect(server(postgres_url), autocommit=True) as admin:
             for pid in pids:
                 admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -284,7 +284,7 @@ def test_a_lost_connection_is_a_transient_error_and_the_next_append_reconnects(
         assert isinstance(log, backend.PostgresLog)
         log.append("task-1", [event], expected_version=2)
         with psycopg.connect(server(postgres_url), autocommit=True) as admin:
-            for connection in log._connections._idle:
+            for connection, _cursor in log._connections._idle:
                 admin.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
         log.append("task-1", [event], expected_version=3)
         assert [r.version for r in log.read_stream("task-1")] == [1, 2, 3, 4]
