@@ -48,12 +48,15 @@ from onward.core.errors import (
     StepFailedError,
     StepInterrupted,
     StepMismatch,
+    StreamDamaged,
     TaskCancelledError,
     TaskError,
     TaskFailedError,
     TaskNotFound,
+    TaskQuarantinedError,
 )
 from onward.core.machines import diagram, validate
+from onward.events import OnwardError, StorageUnavailable, UsageError
 from onward.healing.breaker import BreakerPolicy
 from onward.healing.fixes import (
     Fix,
@@ -103,6 +106,7 @@ __all__ = [
     "Judgement",
     "NotFinished",
     "NotRegistered",
+    "OnwardError",
     "OpenOptions",
     "Remedy",
     "RetryBudget",
@@ -118,12 +122,16 @@ __all__ = [
     "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
+    "StorageUnavailable",
+    "StreamDamaged",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
     "TaskNotFound",
+    "TaskQuarantinedError",
     "Thresholds",
     "UnknownFix",
+    "UsageError",
     "Verdict",
     "Workaround",
     "default_registry",

@@ -45,6 +45,7 @@ from onward.events.exceptions import (
     InvalidURL,
     LogDamaged,
     LogNotFound,
+    NotALog,
     OnwardError,
     PayloadTooLarge,
     StorageUnavailable,
@@ -64,7 +65,14 @@ from onward.events.flow import (
     InterruptionDeferred,
     InterruptionDelivered,
 )
-from onward.events.integrity import Problem, ProblemKind, VerifyReport
+from onward.events.integrity import (
+    HeadCheck,
+    LogHead,
+    Problem,
+    ProblemKind,
+    StreamDamage,
+    VerifyReport,
+)
 from onward.events.kinds import (
     BreakerState,
     DegradationLevel,
@@ -83,7 +91,8 @@ from onward.events.log import (
     EventLog,
     new_event_id,
 )
-from onward.events.redaction import Redactor, SecretPattern
+from onward.events.message import MessageReceived, MessageSent, StateSet
+from onward.events.redaction import RecordRedactor, Redactor, SecretPattern, redacted_logger
 from onward.events.retry import (
     RetryScheduled,
 )
@@ -94,6 +103,7 @@ from onward.events.session import (
     SessionStarted,
 )
 from onward.events.step import (
+    PatchMarked,
     StepCompleted,
     StepFailed,
     StepStarted,
@@ -105,17 +115,22 @@ from onward.events.task import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     TaskWaiting,
 )
 from onward.events.url import open_log
+from onward.events.values import MAX_VALUE_DEPTH, decode_value, encode_value
 from onward.events.watch import Watch
 from onward.events.worker import WorkerHeartbeat, WorkerStopped
 
 __all__ = [
+    "MAX_VALUE_DEPTH",
     "ActionChecked",
     "ActionUndone",
     "Append",
@@ -149,18 +164,25 @@ __all__ = [
     "FixSucceeded",
     "FlowState",
     "FlowStateChanged",
+    "HeadCheck",
     "InterruptionDeferred",
     "InterruptionDelivered",
     "InvalidURL",
     "Jitter",
     "LogDamaged",
+    "LogHead",
     "LogNotFound",
+    "MessageReceived",
+    "MessageSent",
     "Meta",
+    "NotALog",
     "OnwardError",
+    "PatchMarked",
     "PayloadTooLarge",
     "Priority",
     "Problem",
     "ProblemKind",
+    "RecordRedactor",
     "Recorded",
     "Redactor",
     "RetryScheduled",
@@ -169,21 +191,26 @@ __all__ = [
     "SessionPaused",
     "SessionResumed",
     "SessionStarted",
+    "StateSet",
     "StepCompleted",
     "StepFailed",
     "StepStarted",
     "StorageUnavailable",
     "Strategy",
+    "StreamDamage",
     "TaskCancelled",
     "TaskClaimed",
     "TaskDeadlineMissed",
     "TaskFailed",
     "TaskLeaseExpired",
     "TaskProgressed",
+    "TaskQuarantined",
     "TaskReleased",
     "TaskReprioritised",
+    "TaskRetried",
     "TaskSubmitted",
     "TaskSucceeded",
+    "TaskUnregistered",
     "TaskWaiting",
     "ThresholdsAdjusted",
     "UnencodableValue",
@@ -198,6 +225,9 @@ __all__ = [
     "WorkerHeartbeat",
     "WorkerStopped",
     "all_event_types",
+    "decode_value",
+    "encode_value",
     "new_event_id",
     "open_log",
+    "redacted_logger",
 ]

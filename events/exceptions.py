@@ -8,6 +8,8 @@ apart: you misused the API, the log is damaged, the backend failed::
     ├── UsageError (ValueError) ............. a bad argument, raised before anything is written
     │   ├── InvalidURL
     │   ├── LogNotFound (FileNotFoundError) . opening with create=False where no log is
+    │   ├── NotALog ......................... the path holds something else: a directory, an
+    │   │                                     empty, text or unknown file, another SQLite database
     │   ├── PayloadTooLarge
     │   └── UnencodableValue (TypeError too)
     ├── ConflictError
@@ -28,6 +30,7 @@ __all__ = [
     "InvalidURL",
     "LogDamaged",
     "LogNotFound",
+    "NotALog",
     "OnwardError",
     "PayloadTooLarge",
     "StorageUnavailable",
@@ -52,6 +55,21 @@ class InvalidURL(UsageError):
 
 class LogNotFound(UsageError, FileNotFoundError):
     """No log at this location, and the caller asked not to create one (``create=False``)."""
+
+
+class NotALog(UsageError):
+    """The path holds something that is not an onward log, so it is neither opened nor changed.
+
+    Attributes:
+        path: the path.
+        found: what is there: "a directory", "an empty file", "a text file", "an SQLite
+            database without an onward log", ...
+    """
+
+    def __init__(self, message: str, *, path: str, found: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.found = found
 
 
 class PayloadTooLarge(UsageError):
@@ -99,13 +117,20 @@ class CorruptRecord(LogDamaged):
     """One stored record does not decode, or its checksum does not match its content.
 
     Attributes:
+        reason: what is wrong with it.
+        kind: "corrupt" (it does not decode or fails its checksum), "gap" (versions before it
+            are missing) or "chain" (it does not point at its predecessor's checksum).
         stream: the record's stream.
         version: its version in that stream.
         position: its global position in the log.
     """
 
-    def __init__(self, message: str, *, stream: str, version: int, position: int) -> None:
+    def __init__(
+        self, message: str, *, stream: str, version: int, position: int, kind: str = "corrupt"
+    ) -> None:
         super().__init__(f"{message} (stream {stream!r}, version {version}, position {position})")
+        self.reason = message
+        self.kind = kind
         self.stream = stream
         self.version = version
         self.position = position

@@ -7,20 +7,50 @@ duplicated or swapped record (checksum, order) and a truncated record (checksum)
 no intact record follows is a **torn tail** (a write cut short); anything else is damage in the
 middle of the log.
 
-What this cannot see: the last event of a stream removed cleanly (nothing points at it), and
-two records of different streams trading positions (each stream's own order is unchanged).
+What the records alone cannot show (the last event of a stream removed cleanly, a whole stream
+removed, the newest records removed: nothing points at them) the log's **head record** shows.
+A backend that keeps one writes it in the same transaction as every append: the last position,
+the count of records, and a hash chain over every record's checksum in position order
+(``chain = H(chain || checksum)``, one link per record, from :data:`CHAIN_START`). The check
+walks the records, links the chain again and compares: any record removed, added, moved or
+given another checksum breaks it. A log that an older onward wrote, or a backend that keeps no
+head (PostgreSQL, for now), is "not tracked". An older log starts being tracked at its first
+append by a newer onward: its head's ``base`` is the position it starts after.
+
+What this cannot see: two records of different streams trading positions in a log whose head
+is not tracked (each stream's own order is unchanged).
+
+:func:`check_rows` is the same checksum check, fast, for the readers that decode records for
+replay or resume: a record that fails it is never folded or replayed.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
 from onward.events.codec import LAYOUT, Codec, checksum_of, prev_of
 
-__all__ = ["Problem", "ProblemKind", "Verifier", "VerifyReport"]
+__all__ = [
+    "CHAIN_START",
+    "HEAD_REMOVED",
+    "HeadCheck",
+    "LogHead",
+    "Problem",
+    "ProblemKind",
+    "StreamDamage",
+    "Verifier",
+    "VerifyReport",
+    "advance_chain",
+    "check_rows",
+    "damaged_streams",
+]
+
+#: The hash chain of a log before its first record (hex).
+CHAIN_START = "0" * 32
 
 
 class ProblemKind(enum.StrEnum):
@@ -34,6 +64,13 @@ class ProblemKind(enum.StrEnum):
     """The record does not point at its predecessor's checksum (a replaced or moved row)."""
     ORDER = "order"
     """The record's version is not after its predecessor's (a swapped or duplicated row)."""
+    MISSING = "missing"
+    """Positions the head record covers hold no record (a removed record, stream or tail)."""
+    HEAD = "head"
+    """The records do not match the head record's count or hash chain (records removed,
+    added or rewritten behind onward's back)."""
+    ILLEGAL = "illegal"
+    """The record is intact, but its lifecycle does not allow it in its stream's state."""
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,23 +91,157 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
     def __str__(self) -> str:
+        if not self.stream:  # a record that is gone: its stream is not known
+            return f"position {self.position}: {self.kind}: {self.detail}"
         return (
             f"position {self.position}, stream {self.stream!r}, version {self.version}: "
             f"{self.kind}: {self.detail}"
         )
 
 
+class StreamDamage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Why a stream cannot be trusted from one of its records on.
+
+    Attributes:
+        stream: the stream.
+        version: the version of its first bad record.
+        position: that record's global position.
+        kind: what is wrong with it (``corrupt``, ``gap``, ``chain``, ``order``, ``illegal``).
+        reason: a sentence for a human.
+    """
+
+    stream: str
+    version: int
+    position: int
+    kind: ProblemKind
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} at version {self.version} (position {self.position}): {self.reason}"
+
+
+class LogHead(msgspec.Struct, frozen=True, kw_only=True):
+    """The head record: what a log held after its last append, written with that append.
+
+    Attributes:
+        base: the position the head's count and chain start after (0: the whole log; a log
+            written by an older onward starts being tracked at its first newer append).
+        position: the position of the last record appended.
+        count: how many records were appended after ``base``.
+        chain: the hash chain over those records' checksums, in position order (hex).
+    """
+
+    base: int
+    position: int
+    count: int
+    chain: str
+
+
+class HeadCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """What :meth:`onward.events.EventLog.verify` found comparing the records with the head
+    record.
+
+    Attributes:
+        status: "ok", "not tracked" (no head record: an older log never appended to since,
+            or a backend that keeps none) or "damaged".
+        base: the position tracking starts after.
+        position: the last position the head record names.
+        count: the records it counts after ``base``.
+        found: the records found after ``base`` up to ``position``.
+        detail: a sentence for a human.
+    """
+
+    status: str
+    base: int = 0
+    position: int = 0
+    count: int = 0
+    found: int = 0
+    detail: str = ""
+
+
+#: What a backend reports when it keeps a head record but finds none (it was removed).
+HEAD_REMOVED = LogHead(base=-1, position=-1, count=-1, chain="")
+
+
+def advance_chain(chain: str, checksums: Iterable[bytes]) -> str:
+    """Link checksums (32 hex digits each, as stored) onto a hash chain, one link each.
+
+    Args:
+        chain: the chain so far (hex; :data:`CHAIN_START` for none).
+        checksums: the records' stored checksums, in position order.
+
+    Returns:
+        The chain after them (hex).
+    """
+    blake2b = hashlib.blake2b
+    link = bytes.fromhex(chain)
+    for checksum in checksums:
+        link = blake2b(link + checksum, digest_size=16).digest()
+    return link.hex()
+
+
+_START, _END = LAYOUT.checksum
+_CHECKSUM_PREFIX = LAYOUT.checksum_prefix
+
+
+def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[int, str]]:
+    """Check the checksum of each stored row ``(position, stream, version, topic, state)``.
+
+    The readers' check: the same as :meth:`Codec.check` on each row, in one fast pass.
+
+    Returns:
+        The index in ``rows`` and what is wrong, of each row that fails (empty when all pass).
+    """
+    blake2b = hashlib.blake2b
+    start, end, prefix = _START, _END, _CHECKSUM_PREFIX
+    try:
+        failed = [
+            p
+            for p, s, v, t, st in rows
+            if blake2b(
+                b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:]), digest_size=16
+            )
+            .hexdigest()
+            .encode()
+            != st[start:end]
+            or not st.startswith(prefix)
+        ]
+    except (TypeError, AttributeError, UnicodeEncodeError):
+        failed = None  # a state that is not bytes: the slow check says which
+    if failed == []:
+        return []  # the common case
+    suspects = None if failed is None else set(failed)
+    bad = [i for i, row in enumerate(rows) if suspects is None or row[0] in suspects]
+    found: list[tuple[int, str]] = []
+    for i in bad:
+        _p, s, v, t, st = rows[i]
+        if not (isinstance(s, str) and isinstance(t, str)):
+            found.append((i, "record has no stream or type"))
+            continue
+        wrong = Codec.check(s, v, t, st)
+        if wrong is not None:
+            found.append((i, wrong))
+    return found
+
+
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     """The result of :meth:`onward.events.EventLog.verify`.
 
     Attributes:
-        ok: True when no record is damaged.
+        ok: True when no record is damaged or missing (and, from ``onward verify``, every
+            lifecycle folds).
         events: the records checked.
         streams: the streams seen.
         head: the last position checked.
         problems: the damaged records, in position order.
         torn_tail: True when every damaged record lies after the last intact one (a write cut
-            short at the end of the log), False when there is damage in the middle.
+            short at the end of the log), False when there is damage in the middle or records
+            are missing.
+        head_record: the records compared with the log's head record.
+        damaged_streams: each stream that cannot be trusted from one of its records on, by
+            its first bad record, in position order.
+        quarantined: the damaged task streams whose task a person set aside since (filled in
+            by ``onward verify``, which replays the lifecycles).
     """
 
     ok: bool
@@ -79,12 +250,44 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     head: int
     problems: list[Problem]
     torn_tail: bool
+    head_record: HeadCheck = HeadCheck(status="not tracked")
+    damaged_streams: list[StreamDamage] = msgspec.field(default_factory=list)
+    quarantined: list[str] = msgspec.field(default_factory=list)
+
+
+#: The problems that concern one record's own bytes (the others concern the log as a whole).
+_RECORD_KINDS = frozenset(
+    {ProblemKind.CORRUPT, ProblemKind.GAP, ProblemKind.CHAIN, ProblemKind.ORDER}
+)
+
+
+def damaged_streams(problems: Iterable[Problem]) -> list[StreamDamage]:
+    """The first problem of each stream, as :class:`StreamDamage`, in position order."""
+    first: dict[str, StreamDamage] = {}
+    for p in sorted(problems, key=lambda p: p.position):
+        if p.stream and p.stream not in first:
+            first[p.stream] = StreamDamage(
+                stream=p.stream,
+                version=p.version,
+                position=p.position,
+                kind=p.kind,
+                reason=p.detail,
+            )
+    return list(first.values())
 
 
 class Verifier:
-    """Checks records fed in position order; :meth:`finish` gives the report."""
+    """Checks records fed in position order; :meth:`finish` gives the report.
 
-    def __init__(self, codec: Codec) -> None:
+    Args:
+        codec: the codec whose checksums the records carry.
+        head: the log's head record, read before the first record is fed (None: the log
+            keeps none).
+        dense: the backend gives positions with no gaps (SQLite), so that a position missing
+            between two records is a removed record.
+    """
+
+    def __init__(self, codec: Codec, head: LogHead | None = None, *, dense: bool = False) -> None:
         self._check = codec.check
         # stream -> (version, checksum as stored bytes; None when that record was damaged)
         self._heads: dict[str, tuple[int, bytes | None]] = {}
@@ -92,6 +295,13 @@ class Verifier:
         self._events = 0
         self._head = 0
         self._last_good = 0
+        self._log_head = None if head is HEAD_REMOVED else head
+        self._head_removed = head is HEAD_REMOVED
+        self._dense = dense
+        self._link = bytes.fromhex(CHAIN_START)
+        self._linked = 0  # records linked into the chain (after the head's base, up to its end)
+        self._last_linked = head.base if head is not None else 0
+        self._gaps: list[tuple[int, int]] = []  # positions missing between linked records
 
     def feed_page(self, rows: list[tuple[int, str, int, str, bytes]]) -> None:
         """Check records in position order: the same as :meth:`feed` on each, faster.
@@ -134,15 +344,59 @@ class Verifier:
             if not intact:
                 self._events += checked
                 checked = 0
-                self.feed(row)
+                self._feed(row)
                 continue
             heads[stream] = (version, stored)
             checked += 1
             self._head = self._last_good = position
         self._events += checked
+        if self._log_head is not None:
+            self._chain(rows)
 
     def feed(self, row: tuple[int, str, int, str, bytes]) -> None:
         """Check one record: ``(position, stream, version, topic, state)``."""
+        self._feed(row)
+        if self._log_head is not None:
+            self._chain([row])
+
+    def _chain(self, rows: list[tuple[int, str, int, str, bytes]]) -> None:
+        """Link the records the head record covers into the chain, noting missing positions."""
+        assert self._log_head is not None
+        base, end_position = self._log_head.base, self._log_head.position
+        start, end = LAYOUT.checksum
+        blake2b = hashlib.blake2b
+        link, last = self._link, self._last_linked
+        if (
+            rows
+            and rows[0][0] == last + 1
+            and rows[-1][0] <= end_position
+            and rows[-1][0] - rows[0][0] == len(rows) - 1
+        ):
+            # The common page: every record after the last one linked, none missing.
+            try:
+                for row in rows:
+                    link = blake2b(link + row[4][start:end], digest_size=16).digest()
+            except TypeError:
+                pass  # a state that is not bytes: one at a time below
+            else:
+                self._link, self._last_linked = link, rows[-1][0]
+                self._linked += len(rows)
+                return
+            link = self._link
+        linked = self._linked
+        for row in rows:
+            position, state = row[0], row[4]
+            if position <= base or position > end_position:
+                continue
+            if position != last + 1:
+                self._gaps.append((last + 1, position - 1))
+            checksum = state[start:end] if isinstance(state, bytes) else b""
+            link = blake2b(link + checksum, digest_size=16).digest()
+            last = position
+            linked += 1
+        self._link, self._last_linked, self._linked = link, last, linked
+
+    def _feed(self, row: tuple[int, str, int, str, bytes]) -> None:
         position, stream, version, topic, state = row
         self._events += 1
         self._head = position
@@ -191,10 +445,112 @@ class Verifier:
             Problem(kind=kind, stream=stream, version=version, position=position, detail=detail)
         )
 
-    def finish(self) -> VerifyReport:
-        """The report over every record fed so far."""
-        problems = self._problems
-        torn = bool(problems) and min(p.position for p in problems) > self._last_good
+    def _check_head(self) -> HeadCheck:
+        """Compare the records linked with the head record; add what is missing as problems."""
+        head = self._log_head
+        if self._head_removed:
+            self._add(
+                ProblemKind.HEAD,
+                "",
+                0,
+                self._head,
+                "the head record is gone: the log keeps one, and it was removed",
+            )
+            return HeadCheck(status="damaged", detail="the head record was removed")
+        if head is None:
+            return HeadCheck(
+                status="not tracked",
+                detail="this log keeps no head record (written by an older onward and not "
+                "appended to since, or a backend that keeps none): a removed tail or stream "
+                "cannot be detected",
+            )
+        found = self._linked
+        missing_before = len(self._problems)
+        if self._dense:
+            for first, last in self._gaps:
+                self._missing(first, last, "removed from the middle of the log")
+        if self._last_linked < head.position:
+            self._missing(
+                self._last_linked + 1,
+                head.position,
+                f"the newest records are gone: the head record says the log ends at position "
+                f"{head.position}",
+            )
+        elif found != head.count and len(self._problems) == missing_before:
+            more = "fewer" if found < head.count else "more"
+            self._add(
+                ProblemKind.HEAD,
+                "",
+                0,
+                head.position,
+                f"the log holds {found} records after position {head.base} up to "
+                f"{head.position}, {more} than the {head.count} its head record counts",
+            )
+        chained = self._link.hex() == head.chain
+        if (
+            not chained
+            and len(self._problems) == missing_before
+            and not any(p.kind in _RECORD_KINDS for p in self._problems)
+        ):
+            self._add(
+                ProblemKind.HEAD,
+                "",
+                0,
+                head.position,
+                "the records do not match the head record's hash chain (a record removed, "
+                "added, moved or rewritten)",
+            )
+        ok = chained and found == head.count and self._last_linked == head.position
+        where = f"{found} records after position {head.base}"
+        return HeadCheck(
+            status="ok" if ok else "damaged",
+            base=head.base,
+            position=head.position,
+            count=head.count,
+            found=found,
+            detail=(
+                f"{where} match the head record's count and hash chain"
+                if ok
+                else f"{where}; the head record counts {head.count} up to position "
+                f"{head.position}, and its hash chain "
+                + ("matches" if chained else "does not match")
+            ),
+        )
+
+    def _missing(self, first: int, last: int, why: str) -> None:
+        span = f"position {first} is" if first == last else f"positions {first}..{last} are"
+        self._add(ProblemKind.MISSING, "", 0, first, f"{span} missing: {why}")
+
+    def finish(self, head_after: LogHead | None = None) -> VerifyReport:
+        """The report over every record fed so far.
+
+        Args:
+            head_after: the head record read again after the last record was fed: a record
+                past its position was not appended by onward (an append moves the head in its
+                own transaction).
+        """
+        head_record = self._check_head()
+        if (
+            head_after is not None
+            and head_after is not HEAD_REMOVED
+            and self._log_head is not None
+            and self._head > head_after.position
+        ):
+            self._add(
+                ProblemKind.HEAD,
+                "",
+                0,
+                head_after.position + 1,
+                f"records after position {head_after.position}, where the head record ends, "
+                "were not appended by onward",
+            )
+        problems = sorted(self._problems, key=lambda p: p.position)
+        record_problems = [p for p in problems if p.kind in _RECORD_KINDS]
+        torn = (
+            bool(record_problems)
+            and len(record_problems) == len(problems)
+            and min(p.position for p in record_problems) > self._last_good
+        )
         return VerifyReport(
             ok=not problems,
             events=self._events,
@@ -202,4 +558,6 @@ class Verifier:
             head=self._head,
             problems=problems,
             torn_tail=torn,
+            head_record=head_record,
+            damaged_streams=damaged_streams(problems),
         )

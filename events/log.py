@@ -8,13 +8,21 @@ the few queries that its database answers faster.
 A stream's versions start at 1 with no gaps. An append states the version it expects the
 stream to be at; the insert of version ``expected + 1`` is what detects a clash (the database's
 primary key on stream and version), so no read is needed on the common path.
+
+Every read that decodes records for replay or resume checks their checksums first
+(``verify_reads``). A backend may keep a **head record** (see :mod:`onward.events.integrity`):
+it advances it over the records of each insert in the insert's own transaction, in position
+order, and returns it from ``_select_log_head``. A backend whose concurrent writers commit out
+of position order (PostgreSQL) cannot do that inside each append; it may advance the head
+lazily instead (a reader, under a lock, linking the records committed since, in position
+order), or keep none: ``verify`` then says "not tracked".
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
+import random
 import re
 import threading
 import time as _time
@@ -33,17 +41,19 @@ from eventsourcing.persistence import (
 )
 
 from onward.events.base import Event, Meta, Recorded
-from onward.events.codec import Codec
+from onward.events.codec import Codec, prev_of
 from onward.events.codec import checksum_of as _checksum_of
 from onward.events.exceptions import (
     BackendError,
+    CorruptRecord,
+    OnwardError,
     PayloadTooLarge,
     UsageError,
     VersionConflict,
 )
-from onward.events.integrity import Verifier, VerifyReport
+from onward.events.integrity import LogHead, Verifier, VerifyReport, check_rows
 from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
-from onward.events.redaction import Redactor
+from onward.events.redaction import Redactor, redacted_logger
 from onward.events.watch import PollingWatch, Watch
 
 __all__ = [
@@ -57,7 +67,7 @@ __all__ = [
     "new_event_id",
 ]
 
-logger = logging.getLogger("onward.events")
+logger = redacted_logger("onward.events")
 
 #: A source of time in seconds since the epoch; tests inject a fake one.
 Clock = Callable[[], float]
@@ -145,18 +155,32 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
 
 
+# Event ids come from a generator of onward's own, seeded from the system's random source when
+# the process starts and again in every child a fork makes (never from the ``random`` module's
+# shared one, which an application may seed): no system call and no lock on the step path.
+_IDS = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _IDS.seed(os.urandom(32)))
+
+
 def new_event_id() -> str:
     """A fresh random event id (32 hex digits)."""
-    return os.urandom(16).hex()
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 def new_event_ids(count: int) -> list[str]:
-    """``count`` fresh random event ids, from one read of the random source."""
-    digits = os.urandom(16 * count).hex()
-    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+    """``count`` fresh random event ids."""
+    bits = _IDS.getrandbits
+    return [f"{bits(128):032x}" for _ in range(count)]
 
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+#: What :meth:`EventLog._encode` returns: the records, each append's (stream, expected
+#: version, count), the event ids, and each stream's new head.
+_Encoded = tuple[
+    list[StoredEvent], list[tuple[str, int, int]], list[str], dict[str, tuple[int, str]]
+]
 
 
 def _check_event_id(stream: str, event_id: object) -> None:
@@ -182,7 +206,13 @@ class EventLog(ABC):
         outage_tolerance: how long, in seconds, appends and reads retry through transient
             storage errors (a locked file, a restarting server) before they raise
             :class:`StorageUnavailable` (see :mod:`onward.events.outage`).
+        verify_reads: check each record's checksum whenever it is decoded for replay or
+            resume (:meth:`read`, :meth:`read_pages`, :meth:`read_stream`); False trusts the
+            storage and reads faster.
     """
+
+    #: Whether the backend's positions have no gaps, so that a missing one is a removed record.
+    dense_positions = False
 
     def __init__(
         self,
@@ -195,6 +225,7 @@ class EventLog(ABC):
         clock: Clock = _time.time,
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
         outage_tolerance: float = DEFAULT_TOLERANCE,
+        verify_reads: bool = True,
     ) -> None:
         if payload_limit <= 0:
             raise UsageError(f"payload_limit must be positive, got {payload_limit}")
@@ -206,6 +237,7 @@ class EventLog(ABC):
         self.clock = clock
         self.payload_limit = payload_limit
         self.outage = Outage(url, outage_tolerance)
+        self.verify_reads = verify_reads
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
         self._closed = False
@@ -244,6 +276,14 @@ class EventLog(ABC):
             for row in rows:
                 seen.setdefault(row[1], None)
         return list(seen)
+
+    def _select_log_head(self) -> LogHead | None:
+        """The head record, written with every append (None: this log keeps none).
+
+        A backend that keeps one updates it in the transaction of each insert; PostgreSQL,
+        whose concurrent writers commit out of position order, keeps none for now.
+        """
+        return None
 
     def _prune_checkpoints(self, name: str, below: int) -> None:  # noqa: B027 - optional hook
         """Delete the checkpoints of ``name`` older than version ``below``."""
@@ -333,6 +373,57 @@ class EventLog(ABC):
             return AppendResult(event_ids=ids, positions=positions, versions=versions)
         raise BackendError(f"append to {self.url}: gave up after {_ANY_VERSION_RETRIES} clashes")
 
+    def commit_groups(self, groups: Sequence[Sequence[Append]]) -> list[AppendResult | OnwardError]:
+        """Commit independent groups of appends in one transaction (one fsync for all): each
+        group is all or nothing at its streams' expected versions, as :meth:`commit` would
+        make it, and a group that cannot be committed does not hold the others back.
+
+        This is the group commit of many tasks whose steps end together: no stream may appear
+        in two groups.
+
+        Returns:
+            Per group, in order, what :meth:`commit` would have returned or raised (a
+            :class:`VersionConflict`, a :class:`UsageError`...).
+
+        Raises:
+            StorageUnavailable: an outage outlasted the tolerance (nothing was committed).
+            BackendError: the database failed otherwise.
+        """
+        self._check_open()
+        results: list[AppendResult | OnwardError | None] = [None] * len(groups)
+        encoded: list[tuple[int, _Encoded]] = []
+        for i, group in enumerate(groups):
+            try:
+                if not group:
+                    raise UsageError("commit() needs at least one Append")
+                encoded.append((i, self._encode(group)))
+            except OnwardError as exc:
+                results[i] = exc
+        records = [record for _, found in encoded for record in found[0]]
+        if records:
+            try:
+                positions = self.outage.call(
+                    f"append of {len(encoded)} groups", functools.partial(self._insert, records)
+                )
+            except IntegrityError:
+                # A group clashed (another worker got there first): each on its own, then.
+                for i, _ in encoded:
+                    try:
+                        results[i] = self.commit(groups[i])
+                    except OnwardError as exc:
+                        results[i] = exc
+                positions = None
+            except PersistenceError as exc:
+                raise BackendError(f"append to {self.url} failed: {exc}") from exc
+            if positions is not None:
+                at = 0
+                for i, (group_records, _resolved, ids, heads) in encoded:
+                    mine = positions[at : at + len(group_records)] if positions else []
+                    at += len(group_records)
+                    versions = self._remember(heads)
+                    results[i] = AppendResult(event_ids=ids, positions=mine, versions=versions)
+        return [r if r is not None else UsageError("nothing to commit") for r in results]
+
     def _encode(
         self, appends: Sequence[Append]
     ) -> tuple[
@@ -354,6 +445,11 @@ class EventLog(ABC):
                 raise UsageError(f"append to stream {a.stream!r} has no events")
             if not a.stream:
                 raise UsageError("stream id must be a non-empty string")
+            # Ids are stored as given (redacting one would change what it names): refuse one
+            # that holds a secret.
+            redactor.check_name(a.stream, "stream id")
+            redactor.check_name(a.context.session, "session name")
+            redactor.check_name(a.context.actor, "actor")
             if a.stream in streams:
                 raise UsageError(f"stream {a.stream!r} appears twice in one commit")
             streams.add(a.stream)
@@ -426,6 +522,9 @@ class EventLog(ABC):
 
     def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         """The version to append after and the checksum it has (the new event's ``prev``)."""
+        cached = self._heads.get(stream)
+        if cached is not None and (expected is None or cached[0] == expected):
+            return cached  # the common case: this log appended the stream's last event
         try:
             return self.outage.call(
                 f"append to {stream!r}", lambda: self._select_head_for(stream, expected)
@@ -443,7 +542,7 @@ class EventLog(ABC):
             last = self._select_stream_head(stream)
             if last is None:
                 return 0, ""
-            return last.originator_version, _checksum_of(last.state)
+            return last.originator_version, _link_to(last.state)
         if expected == 0:
             return 0, ""
         if cached is not None and cached[0] == expected:
@@ -452,7 +551,7 @@ class EventLog(ABC):
         if not rows:
             last = self._select_stream_head(stream)
             raise VersionConflict(stream, expected, last.originator_version if last else 0)
-        return expected, _checksum_of(rows[0][4])
+        return expected, _link_to(rows[0][4])
 
     def _explain_clash(
         self, resolved: list[tuple[str, int, int]], ids: list[str]
@@ -504,21 +603,29 @@ class EventLog(ABC):
 
     # -- reading -------------------------------------------------------------------------
 
-    def read_stream(self, stream: str, *, after: int = 0) -> list[Recorded]:
+    def read_stream(
+        self, stream: str, *, after: int = 0, verify: bool | None = None
+    ) -> list[Recorded]:
         """The events of one stream, in version order.
 
         Args:
             stream: the stream id.
             after: only versions greater than this.
+            verify: check each record's checksum, that the versions follow each other and
+                that each record points at its predecessor's checksum (the log's
+                ``verify_reads`` by default; False to audit a damaged stream).
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode, fails its checksum, or does not follow
+                its predecessor (a removed or rewritten record).
         """
         self._check_open()
         decode = self.codec.decode
         rows = self._read(
             f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
         )
+        if self.verify_reads if verify is None else verify:
+            _check_stream(rows, after)
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
 
     def stream_version(self, stream: str) -> int:
@@ -552,17 +659,20 @@ class EventLog(ABC):
             page_size: records fetched per query.
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode or fails its checksum (the records before
+                it are yielded first).
         """
         # One record at a time: the objects of the last event are freed and reused at once,
         # which is faster than keeping a whole decoded page alive; and the common case decodes
         # inline, in one pass.
         typed = self.codec.typed_decoder
         decode = typed.decode if typed is not None else None
-        slow = self.codec.decode_state
+        slow = self.codec.decode
         errors = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
-        for rows in self._pages(self._select_states, after, upto, page_size):
-            for p, s, v, st in rows:
+        verify = self.verify_reads
+        for rows in self._pages(self._select_page, after, upto, page_size):
+            damage = _first_damage(rows) if verify else None
+            for p, s, v, t, st in rows if damage is None else rows[: damage[0]]:
                 if decode is not None:
                     try:
                         both = decode(st)
@@ -571,7 +681,9 @@ class EventLog(ABC):
                     else:
                         yield Recorded(s, v, p, both.meta, both.event)
                         continue
-                yield slow(p, s, v, st)
+                yield slow(s, v, p, t, st)
+            if damage is not None:
+                raise _corrupt(rows, *damage)
 
     def read_pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000
@@ -579,10 +691,17 @@ class EventLog(ABC):
         """Like :meth:`read`, a page (a list) at a time: the fastest way to fold a long log.
 
         Raises:
-            CorruptRecord: a record does not decode.
+            CorruptRecord: a record does not decode or fails its checksum (the records before
+                it are yielded first).
         """
         decode_page = self.codec.decode_page
+        verify = self.verify_reads
         for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
+            damage = _first_damage(rows) if verify else None
+            if damage is not None:
+                if damage[0]:
+                    yield decode_page(rows[: damage[0]])
+                raise _corrupt(rows, *damage)
             yield decode_page(rows)
 
     def read_states(
@@ -590,7 +709,9 @@ class EventLog(ABC):
     ) -> Iterator[list[tuple[int, str, int, bytes]]]:
         """The stored records after a position, undecoded and without their tag column, a page
         at a time: ``(position, stream, version, state)`` for readers that decode only what
-        they need (the projections); :meth:`Codec.decode_state` decodes one.
+        they need; :meth:`Codec.decode_state` decodes one. Their checksums are not checked
+        (the checksum covers the tag: :meth:`read_rows` and
+        :func:`onward.events.integrity.check_rows` check them).
         """
         return self._pages(self._select_states, after, upto, page_size)
 
@@ -648,6 +769,16 @@ class EventLog(ABC):
         self._check_open()
         return self._watch()
 
+    def head_record(self) -> LogHead | None:
+        """The log's head record: its last position, record count and hash chain, written in
+        the transaction of every append (None: this log keeps none).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        return self._read("read the head record", self._select_log_head)
+
     def head(self) -> int:
         """The position of the last event in the log (0 when empty)."""
         self._check_open()
@@ -659,16 +790,17 @@ class EventLog(ABC):
         return self._read("list the streams", self._select_streams)
 
     def verify(self) -> VerifyReport:
-        """Check every record's checksum and every stream's hash chain.
+        """Check every record's checksum, every stream's hash chain and the log's head record.
 
         Returns:
-            A report: which records are damaged (stream, version, position, what), and whether
-            the damage is confined to the tail of the log (a torn write) or lies in the middle.
+            A report: which records are damaged or missing (stream, version, position, what),
+            whether the damage is confined to the tail of the log (a torn write) or lies in the
+            middle, and what the head record says (a removed tail or stream breaks it).
         """
-        verifier = Verifier(self.codec)
+        verifier = Verifier(self.codec, self.head_record(), dense=self.dense_positions)
         for rows in self.read_rows(page_size=5000):
             verifier.feed_page(rows)
-        return verifier.finish()
+        return verifier.finish(self.head_record())
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -743,3 +875,57 @@ class EventLog(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def _link_to(state: object) -> str:
+    """The checksum a new record links to, from its predecessor's stored state ("" when that
+    state is damaged beyond reading: ``verify`` reports the damage, not the link)."""
+    return _checksum_of(state) if isinstance(state, bytes) else ""
+
+
+def _first_damage(rows: Sequence[StoredRow]) -> tuple[int, str] | None:
+    """The index of the first row that fails its checksum, and why (None: all pass)."""
+    bad = check_rows(rows)
+    return bad[0] if bad else None
+
+
+def _corrupt(rows: Sequence[StoredRow], index: int, why: str) -> CorruptRecord:
+    position, stream, version, _topic, _state = rows[index]
+    return CorruptRecord(why, stream=str(stream), version=version, position=position)
+
+
+def _check_stream(rows: Sequence[StoredRow], after: int) -> None:
+    """Check the rows of one stream read after version ``after``: checksums, versions one
+    after another, and each record pointing at its predecessor's checksum.
+
+    Raises:
+        CorruptRecord: the first record that fails.
+    """
+    damage = _first_damage(rows)
+    if damage is not None:
+        raise _corrupt(rows, *damage)
+    expected_version = after + 1
+    previous = ""
+    for i, (position, stream, version, _topic, state) in enumerate(rows):
+        if version != expected_version:
+            gap = version > expected_version
+            raise CorruptRecord(
+                f"versions {expected_version}..{version - 1} are missing"
+                if gap
+                else f"version {version} comes after version {expected_version - 1}",
+                stream=stream,
+                version=version,
+                position=position,
+                kind="gap" if gap else "order",
+            )
+        if (i or not after) and prev_of(state) != previous:
+            raise CorruptRecord(
+                "does not point at the checksum of the previous version (a removed or "
+                "rewritten record)",
+                stream=stream,
+                version=version,
+                position=position,
+                kind="chain",
+            )
+        previous = _checksum_of(state)
+        expected_version += 1

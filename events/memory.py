@@ -6,12 +6,15 @@ of code above the log can trust it as a fake.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 
+from onward.events.codec import LAYOUT
 from onward.events.exceptions import LogNotFound
+from onward.events.integrity import CHAIN_START, LogHead, advance_chain
 from onward.events.log import EventLog, StoredRow
 
 __all__ = ["MemoryLog"]
@@ -33,7 +36,28 @@ class MemoryLog(EventLog):
         if not create:
             raise LogNotFound("no log at memory:// (a memory log exists only in its process)")
         self._popo = POPOApplicationRecorder()
+        self._log_head = LogHead(base=0, position=0, count=0, chain=CHAIN_START)
+        self._head_lock = threading.Lock()
         super().__init__(self._popo, POPOAggregateRecorder(), url="memory://", **options)
+
+    # Positions are the index in the recorder's list, plus one.
+    dense_positions = True
+
+    def _insert(self, records: list[StoredEvent]) -> list[int]:
+        with self._head_lock:  # the head advances in the order the records are stored
+            positions = super()._insert(records)
+            head = self._log_head
+            start, end = LAYOUT.checksum
+            self._log_head = LogHead(
+                base=head.base,
+                position=positions[-1] if positions else head.position,
+                count=head.count + len(positions),
+                chain=advance_chain(head.chain, (r.state[start:end] for r in records)),
+            )
+        return positions
+
+    def _select_log_head(self) -> LogHead | None:
+        return self._log_head
 
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
         popo = self._popo

@@ -15,7 +15,6 @@ already recorded.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 import time
@@ -25,10 +24,11 @@ from typing import TypeVar
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from onward.events.exceptions import StorageUnavailable, UsageError
+from onward.events.redaction import redacted_logger
 
 __all__ = ["DEFAULT_TOLERANCE", "Outage", "transient"]
 
-logger = logging.getLogger("onward.events")
+logger = redacted_logger("onward.events")
 
 T = TypeVar("T")
 

@@ -1,37 +1,54 @@
-"""Secrets redacted from events before they are appended.
+"""Secrets redacted from events before they are appended, and from onward's own log records.
 
 The log is immutable: a token that reaches it stays there, in every backup and every replica,
 until the whole log is rewritten. Agents fail loudly, and their error messages carry what they
 were holding: an ``Authorization`` header in an HTTP client's traceback, a
 ``postgres://user:password@host`` URL in a driver's error, a config dump, a private key. So the
 log passes every encoded event through :meth:`Redactor.redact_json` first, and each secret is
-replaced by ``[REDACTED:<pattern name>]``.
+replaced by ``[REDACTED:<pattern name>]``. The same redactor serves the other routes: the
+engine redacts ``bytes`` before they are encoded (:mod:`onward.events.values`), messages before
+they are cut, and every onward logger carries a :class:`RecordRedactor`; names stored as given
+(sessions, streams) are refused by :meth:`Redactor.check_name` when they hold a secret.
 
-:data:`DEFAULT_PATTERNS` finds bearer and basic credentials, AWS access key ids and secret keys,
-Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face, OpenAI and Anthropic tokens, JWTs,
-passwords in URLs, PEM private keys, and the values of ``password=``, ``token:``,
-``"api_key": "..."`` and their kin. Where a secret follows a name (``password=hunter2``), the
-name stays and only the value goes. It is a safety net, not a proof: a bare random string that
-has no known shape and follows no telling name passes, and so does a number.
+:data:`DEFAULT_PATTERNS` finds bearer and basic credentials, AWS access key ids and secret keys
+(labelled, or beside their key id), Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face,
+OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
+(:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
+PEM private keys, the values of ``password=``, ``token:``, ``"api_key": "..."`` and their kin,
+the random-looking value of any other ``*_KEY=`` or ``credentials:``, and a random-looking
+token of 32 to 128 characters inside a text. A token may be glued to an identifier by ``_`` or
+``-``. Where a secret follows a name (``password=hunter2``), the name stays and only the value
+goes. It is a safety net, not a proof: a short or unremarkable string that has no known shape
+and follows no telling name passes, and so does a number, and so does a string that is nothing
+but a random token (an id, a cursor: data, not a leak in a message).
 
 Speed: the log redacts every append, and most events hold no secret. Each default pattern has a
-cheap hint, and the hints share one compiled regex that rejects such an event in a single scan of
-its bytes (1 to 2 µs for an event of 150 to 350 bytes). Only the JSON strings in which a hint
-fires are decoded, redacted and encoded again, so the output is always valid JSON, decodes to the
-same structure, and the bytes around a secret are kept as they were. Patterns added by the user
-have no hint: they are searched in every string of every event, which costs more.
+cheap hint: a "pivot" in one compiled regex (the ``=`` after a secret's name, a token's
+prefix), or, for those that are long runs of token characters (a vendor's token, a random
+string), a run of 24 such characters, found by mapping the bytes through a table and searching
+for a string. Together they reject such an event in one pass over its bytes (a few µs; see
+``redact_us`` in ``scripts/bench_log.py``). Only the JSON strings in which a hint fires are
+decoded, redacted and encoded again, so the output is always valid JSON, decodes to the same
+structure, and the bytes around a secret are kept as they were. Patterns added by the user have
+no hint: they are searched in every string of every event, which costs more.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import math
 import re
+import string
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import msgspec
 
 from onward.events.exceptions import UsageError
+from onward.events.tokens import VENDOR_TOKENS
 
-__all__ = ["DEFAULT_PATTERNS", "Redactor", "SecretPattern"]
+__all__ = ["DEFAULT_PATTERNS", "RecordRedactor", "Redactor", "SecretPattern", "redacted_logger"]
 
 
 class SecretPattern(msgspec.Struct, frozen=True):
@@ -43,11 +60,18 @@ class SecretPattern(msgspec.Struct, frozen=True):
         group: the group of ``regex`` that holds the secret (a number or a name); only that part
             is replaced, so ``password=hunter2`` becomes ``password=[REDACTED:...]``. ``0`` (the
             default) replaces the whole match.
+        entropy: the least Shannon entropy, in bits per character, the secret must have to be
+            replaced (like gitleaks' ``entropy``); 0 (the default) replaces every match.
+        random: the secret must also read as random: its characters switch between lower
+            case, upper case and digits as often as in a generated token, not as in words,
+            identifiers or paths.
     """
 
     name: str
     regex: str
     group: int | str = 0
+    entropy: float = 0.0
+    random: bool = False
 
 
 # The separator between a secret's name and its value: `password=x`, `"token": "x"`, `pwd => x`,
@@ -66,13 +90,16 @@ _UNREDACTED = r"(?!\[REDACTED:)"
 _NOT_A_WORD = r"(?![A-Z]?[a-z]+[.,;:!?)]*(?:[\s\"'\]}]|\Z))"
 
 
-def _token(start: str, rest: str) -> str:
+def _token(start: str, rest: str, *, glued: bool = True) -> str:
     """A regex for ``start`` then ``rest``, where ``start`` does not continue a longer word.
 
     ``start`` (of fixed width) comes first and the check on what precedes it after, so that re
-    finds candidates by searching for a literal rather than trying every position.
+    finds candidates by searching for a literal rather than trying every position. A token may
+    be glued to an identifier by ``_`` or ``-`` (``key_ghp_...``, ``id-AKIA...``) unless
+    ``glued`` is False (a word such as "bearer" must stand alone).
     """
-    return rf"{start}(?<![A-Za-z0-9_-]{start}){rest}"
+    before = "[A-Za-z0-9]" if glued else "[A-Za-z0-9_-]"
+    return rf"{start}(?<!{before}{start}){rest}"
 
 
 _PRIVATE_KEY = SecretPattern(
@@ -91,8 +118,49 @@ _SECRET_VALUE = SecretPattern(
     group="value",
 )
 
+# A run of the characters tokens are made of. Every default pattern that has no hint of its
+# own (a vendor's token, a labelled credential, a random string) holds one at least
+# _RUN_LENGTH long, which the quick scan looks for.
+_RUN_CHARS = "A-Za-z0-9+/_=%-"
+_RUN_LENGTH = 24
+# A random-looking token: 32 to 128 characters of base64 (plain or URL-safe), with lower case,
+# upper case and digits; the entropy and randomness checks follow. Not when it is the whole
+# text: a string that is nothing but an id, a cursor or a digest is data, not a leak.
+_RANDOM = (
+    r"(?<![A-Za-z0-9+/=_-])(?=[A-Za-z0-9+/_-]{0,127}[0-9])(?=[A-Za-z0-9+/_-]{0,127}[A-Z])"
+    r"(?=[A-Za-z0-9+/_-]{0,127}[a-z])[A-Za-z0-9+/_-]{32,128}={0,2}(?![A-Za-z0-9+/=_-])"
+)
+
+# GitLab's token kinds: personal, deploy, runner, pipeline trigger, SCIM, CI job, feature
+# flag, feed, incoming mail, Kubernetes agent, OAuth application.
+_GITLAB_KINDS = ("pat", "dt", "rt", "ptt", "soat", "cbt", "ffct", "ft", "imt", "agent", "oas")
+
+
+def _vendor_patterns() -> list[SecretPattern]:
+    """A pattern per vendor of :data:`VENDOR_TOKENS` (its shapes as alternatives)."""
+    shapes: dict[str, list[str]] = {}
+    for name, prefix, rest in VENDOR_TOKENS:
+        # A prefix that checks what comes before it (a match that starts inside a token) needs
+        # no check that it starts a word.
+        shape = prefix + rest if "(?<=" in prefix else _token(prefix, rest)
+        shapes.setdefault(name, []).append(shape)
+    return [
+        SecretPattern(name, f"(?:{'|'.join(regexes)})(?![A-Za-z0-9])")
+        for name, regexes in shapes.items()
+    ]
+
+
 #: The patterns a :class:`Redactor` uses unless told otherwise, most specific first.
 DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
+    SecretPattern(
+        # An AWS secret key beside its key id, with no `key=` to name it (a CSV of
+        # credentials, `aws configure` output); before the key id itself is replaced.
+        "aws-secret-key",
+        r"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Z0-9])[^\n]{0,40}?(?<![A-Za-z0-9/+])"
+        r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+        group="secret",
+        entropy=3.5,
+    ),
     _PRIVATE_KEY,
     SecretPattern("jwt", _token("eyJ", r"[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")),
     SecretPattern("anthropic-key", _token("sk-ant-", r"[A-Za-z0-9_-]{20,}")),
@@ -101,27 +169,30 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
         "github-token",
         _token("g", r"(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"),
     ),
-    SecretPattern("gitlab-token", _token("gl", r"(?:pat|dt|rt|ptt|soat)-[A-Za-z0-9_-]{20,}")),
-    SecretPattern("slack-token", _token("x", r"(?:ox[abpors]|app)-[A-Za-z0-9-]{10,}")),
-    SecretPattern("stripe-key", _token("[rs]k_", r"(?:live|test)_[A-Za-z0-9]{16,}")),
+    SecretPattern(
+        "gitlab-token", _token("gl", rf"(?:{'|'.join(_GITLAB_KINDS)})-[A-Za-z0-9_-]{{20,}}")
+    ),
+    SecretPattern("slack-token", _token("x", r"(?:ox[abeoprs]|app)-[A-Za-z0-9-]{10,}")),
+    SecretPattern("stripe-key", _token("[rs]k_", r"(?:live|test|prod)_[A-Za-z0-9]{16,}")),
     SecretPattern("google-api-key", _token("AIza", r"[A-Za-z0-9_-]{35}")),
     SecretPattern("aws-access-key-id", _token("A(?:KIA|SIA|BIA|CCA)", r"[A-Z0-9]{16}")),
+    SecretPattern("huggingface-token", _token("hf_", r"[A-Za-z0-9]{30,}")),
+    *_vendor_patterns(),
     SecretPattern(
         "aws-secret-access-key",
         rf"[Aa](?i:ws_?secret_?(?:access_?)?key){_ASSIGN}\\?[\"']?"
         r"(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])",
         group="secret",
     ),
-    SecretPattern("huggingface-token", _token("hf_", r"[A-Za-z0-9]{30,}")),
     SecretPattern(
         "bearer-token",
-        _token("[Bb]", rf"(?i:earer)\s+{_UNREDACTED}{_NOT_A_WORD}")
+        _token("[Bb]", rf"(?i:earer)\s+{_UNREDACTED}{_NOT_A_WORD}", glued=False)
         + r"(?P<token>[A-Za-z0-9._~+/-]+=*)",
         group="token",
     ),
     SecretPattern(
         "basic-auth",
-        _token("[Bb]", rf"(?i:asic)\s+{_UNREDACTED}{_NOT_A_WORD}")
+        _token("[Bb]", rf"(?i:asic)\s+{_UNREDACTED}{_NOT_A_WORD}", glued=False)
         + r"(?P<credentials>[A-Za-z0-9+/]{6,}=*)",
         group="credentials",
     ),
@@ -132,7 +203,32 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
         rf"{_UNREDACTED}(?P<password>[^\s/?#\"'<>]+)@",
         group="password",
     ),
+    SecretPattern(
+        # Azure connection strings (storage accounts, service bus) and SAS signatures.
+        "azure-key",
+        r"(?:(?i:(?<![A-Za-z])(?:Shared)?AccessKey|AccountKey)\s*=\s*"
+        r"|[?&](?i:sig)=)(?P<key>[A-Za-z0-9+/%]{40,}(?:={1,2}|(?:%3[Dd]){1,2})?)",
+        group="key",
+    ),
     _SECRET_VALUE,
+    SecretPattern(
+        # The value of any other name that ends like a credential's (ENCRYPTION_KEY=...,
+        # signing-keys: ..., credentials=...), when it reads as one: long and random.
+        "labelled-credential",
+        # Only the end of the name is matched: what comes before it does not matter, and
+        # scanning for it from every position would cost the square of a long text.
+        r"(?i:key|credential|cred)(?i:s?)"
+        rf"{_ASSIGN}\\?[\"']?(?P<value>[{_RUN_CHARS}]{{{_RUN_LENGTH},}})",
+        group="value",
+        entropy=3.5,
+        random=True,
+    ),
+    SecretPattern(
+        "random-token",
+        rf"(?:(?<=[\s\S]){_RANDOM}|{_RANDOM}(?=[\s\S]))",
+        entropy=4.0,
+        random=True,
+    ),
 )
 
 
@@ -193,12 +289,13 @@ def _hint() -> str:
     pivot(
         "_",
         r"(?<=[bfkoprsu]_)(?:(?<=gh[pousr]_)|(?<=github_)(?=pat_)|(?<=hf_)"
-        r"|(?<=[rs]k_)(?=live_|test_))",
+        r"|(?<=[rs]k_)(?=live_|test_|prod_))",
     )
     pivot(
         "-",
-        r"(?<=[abkoprst]-)(?:(?<=sk-)(?=[A-Za-z0-9_-]{20})|(?<=xox[abpors]-)|(?<=xapp-)"
-        r"|(?<=glpat-)|(?<=gldt-)|(?<=glrt-)|(?<=glptt-)|(?<=glsoat-))",
+        r"(?<=[abekopqrst]-)(?:(?<=sk-)(?=[A-Za-z0-9_-]{20})|(?<=xox[abeoprs]-)|(?<=xapp-)"
+        + "".join(f"|(?<=gl{kind}-)" for kind in _GITLAB_KINDS)
+        + ")",
     )
     pivot("bB", r"(?=(?i:earer|asic))")
     pivot("K", r"(?<=PRIVATE K)(?=EY)")
@@ -211,44 +308,28 @@ def _hint() -> str:
     )
 
 
-_HINT = _hint()
+# A run of token characters long enough to hold a vendor's token, a labelled credential's
+# value or a random string: the hint of every default pattern that has no pivot of its own.
+# In bytes it is looked for by mapping each token character to "a" and the others to " ",
+# then searching for as many "a"s (a tenth of the cost of a regex).
+_RUN = rf"(?<![{_RUN_CHARS}])[{_RUN_CHARS}]{{{_RUN_LENGTH}}}"
+_RUN_TEXT = re.compile(_RUN)
+_TOKEN_BYTES = frozenset(re.findall(rb"[" + _RUN_CHARS.encode() + rb"]", bytes(range(128))))
+_RUN_TABLE = bytes(0x61 if bytes([i]) in _TOKEN_BYTES else 0x20 for i in range(256))
+_RUN_NEEDLE = b"a" * _RUN_LENGTH
+_HINT_TEXT = re.compile(_hint())
+_HINT_BYTES = re.compile(_hint().encode())
 
-#: Words one of which (in lower case) every default pattern needs in order to match: a text
-#: with none of them holds no secret a default pattern finds, and skips the hint's scan. They
-#: are a superset of the hint's pivots (names of secrets, tokens' prefixes, auth schemes, the
-#: "@" of a password in a URL), so the check never misses what the hint would catch.
-_KEYWORDS: tuple[bytes, ...] = (
-    b"pass",
-    b"pwd",
-    b"secret",
-    b"token",
-    b"auth",
-    b"key",
-    b"bearer",
-    b"basic",
-    b"eyj",
-    b"akia",
-    b"asia",
-    b"abia",
-    b"acca",
-    b"aiza",
-    b"gh",
-    b"hf_",
-    b"sk_",
-    b"rk_",
-    b"sk-",
-    b"xox",
-    b"xapp-",
-    b"gl",
-    b"@",
-)
+
+def _hinted_text(text: str) -> bool:
+    return _HINT_TEXT.search(text) is not None or _RUN_TEXT.search(text) is not None
 
 
 def might_hold_a_secret(data: bytes) -> bool:
-    """Whether ``data`` contains one of :data:`_KEYWORDS` (case-insensitively): a cheap test
-    that lets most events skip the hint's regular expression."""
-    lowered = data.lower()
-    return any(word in lowered for word in _KEYWORDS)
+    """Whether a default pattern could match somewhere in ``data`` (text or JSON): the quick
+    scan that lets most events through untouched. False means that no default pattern
+    matches; True only that one might."""
+    return _RUN_NEEDLE in data.translate(_RUN_TABLE) or _HINT_BYTES.search(data) is not None
 
 
 _HINTED = frozenset(DEFAULT_PATTERNS)
@@ -261,17 +342,51 @@ _JSON_MEMBERS = re.compile(
     rb'"(?:(?P<name>[\w.-]*?' + _SECRET_NAME.encode() + rb')"\s*:\s*")?' + _JSON_BODY
 )
 _NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
+# How many names check_name remembers as free of secrets.
+_CLEAN_NAMES = 100_000
 # Default patterns never match inside a redaction, so passes stop; patterns of one's own might.
 _MAX_PASSES = 8
 
 
-def _replacer(regex: re.Pattern[str], group: int | str, marker: str) -> Callable[[str], str]:
+def shannon_entropy(text: str) -> float:
+    """The Shannon entropy of a text's characters, in bits per character."""
+    if not text:
+        return 0.0
+    size = len(text)
+    return -sum(n / size * math.log2(n / size) for n in Counter(text).values())
+
+
+# Lower case, upper case and digits: a generated token switches between them at about 6 of
+# 10 neighbouring characters, a word, an identifier or a path at 2 to 4.
+_CLASS_OF = dict.fromkeys(string.ascii_lowercase, 0)
+_CLASS_OF.update(dict.fromkeys(string.ascii_uppercase, 1))
+_CLASS_OF.update(dict.fromkeys(string.digits, 2))
+_RANDOM_SWITCHES = 0.45
+
+
+def reads_random(text: str) -> bool:
+    """Whether a text's letters and digits switch class (lower, upper, digit) as often as a
+    random token's do."""
+    classes = [_CLASS_OF[c] for c in text if c in _CLASS_OF]
+    if len(classes) < 2:
+        return False
+    switches = sum(a != b for a, b in itertools.pairwise(classes))
+    return switches >= _RANDOM_SWITCHES * (len(classes) - 1)
+
+
+def _replacer(
+    regex: re.Pattern[str], group: int | str, marker: str, entropy: float, random: bool
+) -> Callable[[str], str]:
     """A function that replaces the secrets ``regex`` finds in a text by ``marker``."""
 
     def replace(match: re.Match[str]) -> str:
         start, end = match.span(group)
         if start == end:  # an empty or absent group: nothing to hide
             return match.group()
+        if entropy or random:
+            secret = match.string[start:end]
+            if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
+                return match.group()
         offset = match.start()
         whole = match.group()
         return whole[: start - offset] + marker + whole[end - offset :]
@@ -294,7 +409,9 @@ def _compile(pattern: SecretPattern) -> Callable[[str], str]:
     known = group in regex.groupindex if isinstance(group, str) else 0 <= group <= regex.groups
     if not known:
         raise UsageError(f"secret pattern {pattern.name!r}: its regex has no group {group!r}")
-    return _replacer(regex, group, f"[REDACTED:{pattern.name}]")
+    if pattern.entropy < 0:
+        raise UsageError(f"secret pattern {pattern.name!r}: entropy must be >= 0")
+    return _replacer(regex, group, f"[REDACTED:{pattern.name}]", pattern.entropy, pattern.random)
 
 
 class Redactor:
@@ -312,7 +429,7 @@ class Redactor:
         UsageError: a pattern's regex does not compile, or has no group named by ``group``.
     """
 
-    __slots__ = ("_all", "_hint_bytes", "_hint_text", "_member_marker", "_patterns", "_unhinted")
+    __slots__ = ("_all", "_clean_names", "_hinted", "_member_marker", "_patterns", "_unhinted")
 
     def __init__(
         self,
@@ -327,9 +444,9 @@ class Redactor:
         self._unhinted = tuple(
             redact for p, redact in zip(chosen, self._all, strict=True) if p not in _HINTED
         )
-        hinted = len(self._unhinted) < len(self._all)
-        self._hint_text = re.compile(_HINT) if hinted else None
-        self._hint_bytes = re.compile(_HINT.encode()) if hinted else None
+        self._hinted = len(self._unhinted) < len(self._all)
+        # Names already found free of secrets (ids repeat on every append).
+        self._clean_names: set[str] = set()
         self._member_marker = (
             msgspec.json.encode(f"[REDACTED:{_SECRET_VALUE.name}]")
             if _SECRET_VALUE in self._patterns
@@ -362,17 +479,41 @@ class Redactor:
             The text with each secret replaced by ``[REDACTED:<pattern name>]``; the text
             itself when it holds none.
         """
-        hint = self._hint_text
+        hinted = self._hinted
         # A secret glued to the end of another ("AKIA...ghp_...") is no token of its own until
         # the first one is replaced: so redact again until nothing changes.
         for _ in range(_MAX_PASSES):
-            redactions = self._all if hint is not None and hint.search(text) else self._unhinted
+            redactions = self._all if hinted and _hinted_text(text) else self._unhinted
             before = text
             for redact in redactions:
                 text = redact(text)
             if text == before:
                 break
         return text
+
+    def check_name(self, name: str, what: str) -> None:
+        """Refuse a name that holds a secret: a session's name, a stream id, a task's or a
+        step's name, which are stored and looked up as given, so that redacting one would
+        change what it names.
+
+        Args:
+            name: the name.
+            what: what it names, for the message (``"session name"``).
+
+        Raises:
+            UsageError: the name holds a secret; the message shows it redacted.
+        """
+        if not name or name in self._clean_names:
+            return
+        redacted = self.redact(name)
+        if redacted != name:
+            raise UsageError(
+                f"{what} {redacted!r} holds what looks like a secret (redacted here): names "
+                "are stored as given, so choose one without it"
+            )
+        if len(self._clean_names) >= _CLEAN_NAMES:
+            self._clean_names.clear()
+        self._clean_names.add(name)
 
     def redact_json(self, data: bytes) -> bytes:
         """Replace every secret in the strings of a JSON document, an encoded event.
@@ -390,10 +531,7 @@ class Redactor:
         Raises:
             UsageError: a string to redact is not valid JSON.
         """
-        hint = self._hint_bytes
-        if not self._unhinted and (
-            hint is None or not might_hold_a_secret(data) or hint.search(data) is None
-        ):
+        if not self._unhinted and not (self._hinted and might_hold_a_secret(data)):
             return data
         if self._member_marker is None:
             return _JSON_STRINGS.sub(self._redact_string, data)
@@ -404,11 +542,8 @@ class Redactor:
 
         One scan of them all tells, in the common case, that none holds a secret.
         """
-        hint = self._hint_bytes
-        if not self._unhinted:
-            joined = b"\n".join(documents)
-            if hint is None or not might_hold_a_secret(joined) or hint.search(joined) is None:
-                return documents
+        if not self._unhinted and not (self._hinted and might_hold_a_secret(b"\n".join(documents))):
+            return documents
         return [self.redact_json(document) for document in documents]
 
     def _redact_member(self, match: re.Match[bytes]) -> bytes:
@@ -422,8 +557,7 @@ class Redactor:
 
     def _redact_string(self, match: re.Match[bytes]) -> bytes:
         whole = match.group()
-        hint = self._hint_bytes
-        if not self._unhinted and (hint is None or hint.search(match.group("body")) is None):
+        if not self._unhinted and not (self._hinted and might_hold_a_secret(match.group("body"))):
             return whole
         text = self._decode(match)
         redacted = self.redact(text)
@@ -442,3 +576,63 @@ class Redactor:
 
     def __repr__(self) -> str:
         return f"Redactor({', '.join(p.name for p in self._patterns)})"
+
+
+class RecordRedactor(logging.Filter):
+    """A logging filter that redacts a record's message, traceback and stack before any
+    handler sees them.
+
+    The message is formatted (``msg % args``) and redacted; a traceback is formatted,
+    redacted and kept as the record's ``exc_text`` (its ``exc_info`` is dropped, so that no
+    handler formats the raw exception again).
+
+    Args:
+        redactor: the redactor; one with the default patterns by default.
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the record in place; always keep it.
+
+        Returns:
+            True.
+        """
+        redact = self.redactor.redact
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: the handler will say so, with nothing redacted
+            return True
+        redacted = redact(message)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FORMATTER = logging.Formatter()
+_RECORD_REDACTOR = RecordRedactor()
+
+
+def redacted_logger(name: str) -> logging.Logger:
+    """The logger ``name``, with a :class:`RecordRedactor` of the default patterns on it:
+    every onward module logs through one, so that no record of onward's carries a secret.
+
+    Args:
+        name: the logger's name (``"onward.engine"``).
+
+    Returns:
+        The logger.
+    """
+    logger = logging.getLogger(name)
+    if _RECORD_REDACTOR not in logger.filters:
+        logger.addFilter(_RECORD_REDACTOR)
+    return logger

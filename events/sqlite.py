@@ -26,8 +26,11 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
+from onward.events.codec import LAYOUT
 from onward.events.exceptions import BackendError, LogNotFound, UsageError
+from onward.events.integrity import CHAIN_START, HEAD_REMOVED, LogHead, advance_chain
 from onward.events.log import EventLog, StoredRow
+from onward.events.sqlite_file import check_log_file, create_log_file, warn_if_shared
 from onward.events.watch import PollingWatch, Watch
 
 __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
@@ -36,6 +39,16 @@ __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
 Synchronous = Literal["full", "normal", "extra"]
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+# The head record (see onward.events.integrity): one row, rewritten in every append's
+# transaction. A log written by an older onward gets the table at its first newer append.
+_CREATE_HEAD = (
+    "CREATE TABLE IF NOT EXISTS onward_head (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " base INTEGER NOT NULL, position INTEGER NOT NULL, count INTEGER NOT NULL,"
+    " chain TEXT NOT NULL)"
+)
+_SELECT_HEAD = "SELECT base, position, count, chain FROM onward_head WHERE id = 1"
+_CHECKSUM = slice(*LAYOUT.checksum)
 
 
 class _TunedPool(SQLiteConnectionPool):
@@ -57,8 +70,13 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
 
     Appends are the hot path (one per durable step): this skips the pool's interlocking and
     starts each transaction with ``BEGIN IMMEDIATE``, so a writer waits for another process's
-    lock with the busy timeout instead of failing on a lock upgrade. Reads use the pool.
+    lock with the busy timeout instead of failing on a lock upgrade. Reads use the pool. Each
+    append also advances the log's head record, in its own transaction.
     """
+
+    # The benchmark turns it off to measure what the head record costs an append; a log
+    # appended to without it fails verify from then on.
+    _track_head = True
 
     def __init__(self, datastore: SQLiteDatastore, *, busy_timeout: float, synchronous: str):
         super().__init__(datastore, "stored_events")
@@ -66,6 +84,7 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
         self._synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
+        self._head_table = False  # the head table is known to exist
 
     def _connect(self) -> sqlite3.Connection:
         writer = self._writer
@@ -92,6 +111,7 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             writer = self._connect()
             try:
                 writer.execute("BEGIN IMMEDIATE")
+                head = self._read_head(writer)
                 positions = []
                 for s in stored_events:
                     cursor = writer.execute(
@@ -99,7 +119,9 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                         (s.originator_id, s.originator_version, s.topic, s.state),
                     )
                     positions.append(int(cursor.lastrowid or 0))
+                self._write_head(writer, head, stored_events, positions)
                 writer.execute("COMMIT")
+                self._head_table = True
             except sqlite3.IntegrityError as exc:
                 _rollback(writer)
                 raise IntegrityError(exc) from exc
@@ -107,6 +129,41 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                 _rollback(writer)
                 raise OperationalError(exc) from exc
             return positions
+
+    def _read_head(self, writer: sqlite3.Connection) -> tuple[int, int, int, str] | None:
+        """The head record inside the append's transaction (None: this append creates it)."""
+        if not self._track_head:
+            return None
+        if not self._head_table:
+            writer.execute(_CREATE_HEAD)
+        row = writer.execute(_SELECT_HEAD).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def _write_head(
+        self,
+        writer: sqlite3.Connection,
+        head: tuple[int, int, int, str] | None,
+        stored_events: Sequence[StoredEvent],
+        positions: list[int],
+    ) -> None:
+        """Advance the head record over the records just inserted, in the same transaction."""
+        if not positions or not self._track_head:
+            return
+        chain = advance_chain(
+            CHAIN_START if head is None else head[3], (s.state[_CHECKSUM] for s in stored_events)
+        )
+        if head is None:
+            # Tracking starts here: after every record already in the log (none in a new one).
+            base = positions[0] - 1
+            writer.execute(
+                "INSERT INTO onward_head VALUES (1, ?, ?, ?, ?)",
+                (base, positions[-1], len(positions), chain),
+            )
+        else:
+            writer.execute(
+                "UPDATE onward_head SET position = ?, count = ?, chain = ? WHERE id = 1",
+                (positions[-1], head[2] + len(positions), chain),
+            )
 
     def close(self) -> None:
         """Close the writer connection."""
@@ -125,18 +182,27 @@ class SQLiteLog(EventLog):
     """An event log in one SQLite file (``sqlite:///path``).
 
     Args:
-        path: the database file; created with mode 0600 when it does not exist.
+        path: the database file; created with mode 0600 when there is no file at all. A file
+            that is there must hold an onward log: anything else is refused and left as it is
+            (see :mod:`onward.events.sqlite_file`). An existing log whose files others may
+            read gets a warning (logged), not a change of mode.
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
         busy_timeout: seconds a writer waits for another process's lock.
-        create: create the file and its tables when missing; with False, a missing file or
-            one without an onward log raises :class:`LogNotFound` and nothing is written.
+        create: create the log when there is no file; with False, a missing file raises
+            :class:`LogNotFound` and nothing is written.
         **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
         UsageError: a bad option.
-        LogNotFound: ``create=False`` and there is no log at ``path``.
+        LogNotFound: ``create=False`` and there is no file at ``path``.
+        NotALog: the path holds a directory, an empty, text or unknown file, or an SQLite
+            database without an onward log.
+        LogDamaged: the file is a truncated or malformed SQLite database.
         BackendError: the file cannot be created or opened.
     """
+
+    # A position is the rowid: the next one is always one past the largest.
+    dense_positions = True
 
     def __init__(
         self,
@@ -161,15 +227,14 @@ class SQLiteLog(EventLog):
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
         self.path = os.path.abspath(path)
         self.synchronous = synchronous
-        if create:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-                os.close(fd)
-            except OSError as exc:
-                raise BackendError(f"cannot create the SQLite log {self.path}: {exc}") from exc
-            _set_wal(self.path, busy_timeout)
+        exists = check_log_file(self.path)
+        if not exists and not create:
+            raise LogNotFound(f"no log at {self.path} (no such file)")
+        if exists:
+            warn_if_shared(self.path)
         else:
-            _check_exists(self.path)
+            create_log_file(self.path, busy_timeout)
+        _set_wal(self.path, busy_timeout)
         factory = SQLiteFactory.construct(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -247,6 +312,18 @@ class SQLiteLog(EventLog):
         rows = self._query("SELECT MAX(rowid) FROM stored_events", ())
         return int(rows[0][0] or 0)
 
+    def _select_log_head(self) -> LogHead | None:
+        tables = self._query(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='onward_head'", ()
+        )
+        if not tables:
+            return None  # written by an older onward and not appended to since
+        rows = self._query(_SELECT_HEAD, ())
+        if not rows:
+            return HEAD_REMOVED
+        base, position, count, chain = rows[0]
+        return LogHead(base=base, position=position, count=count, chain=str(chain))
+
     def _select_stream_head(self, stream: str) -> StoredEvent | None:
         rows = self._query(
             "SELECT originator_id, originator_version, topic, state FROM stored_events"
@@ -288,28 +365,6 @@ class SQLiteLog(EventLog):
     def _close_backend(self) -> None:
         self._writer.close()
         self._datastore.close()
-
-
-def _check_exists(path: str) -> None:
-    """Raise :class:`LogNotFound` unless ``path`` is an SQLite file holding an onward log."""
-    if not os.path.isfile(path):
-        raise LogNotFound(f"no log at {path} (no such file)")
-    try:
-        with open(path, "rb") as f:
-            header = f.read(16)
-    except OSError as exc:
-        raise LogNotFound(f"no log at {path} ({exc.strerror})") from exc
-    if header != b"SQLite format 3\x00":
-        raise LogNotFound(f"no log at {path} (not an SQLite database)")
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            found = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name='stored_events'"
-            ).fetchone()
-    except sqlite3.Error as exc:
-        raise LogNotFound(f"no log at {path} (not an SQLite database: {exc})") from exc
-    if found is None:
-        raise LogNotFound(f"no log at {path} (an SQLite database without an onward log)")
 
 
 def _set_wal(path: str, busy_timeout: float) -> None:

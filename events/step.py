@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from onward.events.base import Event
 
-__all__ = ["StepCompleted", "StepFailed", "StepStarted"]
+__all__ = ["PatchMarked", "StepCompleted", "StepFailed", "StepStarted"]
 
 
 class StepStarted(Event, frozen=True, kw_only=True):
@@ -22,6 +22,8 @@ class StepStarted(Event, frozen=True, kw_only=True):
         attempt: which try of the step this is, from 1.
         idempotency_key: the key the step passes on to external effects (task id + step index),
             so that a re-run after a crash is not done twice.
+        wake_at: for a durable sleep (``engine.sleep``), when it ends, in seconds since the
+            epoch (None for other steps).
     """
 
     family: ClassVar[str] = "step"
@@ -30,6 +32,23 @@ class StepStarted(Event, frozen=True, kw_only=True):
     name: str
     attempt: int = 1
     idempotency_key: str = ""
+    wake_at: float | None = None
+
+
+class PatchMarked(Event, frozen=True, kw_only=True):
+    """A task run took the new code path of a change (``engine.patched(change_id)``): a re-run
+    takes it again; a history recorded before the change, which holds no such marker, keeps
+    the old path when it replays.
+
+    Attributes:
+        change_id: the change's name.
+        index: the step index the task had reached.
+    """
+
+    family: ClassVar[str] = "step"
+
+    change_id: str
+    index: int
 
 
 class StepCompleted(Event, frozen=True, kw_only=True):

@@ -16,10 +16,13 @@ __all__ = [
     "TaskFailed",
     "TaskLeaseExpired",
     "TaskProgressed",
+    "TaskQuarantined",
     "TaskReleased",
     "TaskReprioritised",
+    "TaskRetried",
     "TaskSubmitted",
     "TaskSucceeded",
+    "TaskUnregistered",
     "TaskWaiting",
 ]
 
@@ -36,6 +39,9 @@ class TaskSubmitted(Event, frozen=True, kw_only=True):
         key: its idempotency key: a second submission with the same key is the same task
             (None: no key).
         parent: the id of the task it was split from (None: a top-level task).
+        forked_from: the task it is a fork of (None: not a fork).
+        inherit_steps: for a fork, how many of the first steps of ``forked_from`` it takes the
+            recorded outcomes of (they are not run again).
     """
 
     family: ClassVar[str] = "task"
@@ -47,6 +53,42 @@ class TaskSubmitted(Event, frozen=True, kw_only=True):
     deadline: float | None = None
     key: str | None = None
     parent: str | None = None
+    forked_from: str | None = None
+    inherit_steps: int = 0
+
+
+class TaskRetried(Event, frozen=True, kw_only=True):
+    """A failed, cancelled or missed task was put back in the queue as a new attempt: its
+    completed steps replay, and the step it failed at runs again.
+
+    Attributes:
+        by: who asked.
+        reason: why.
+        previous: the state it was in.
+        deadline: its deadline from now on (None: none).
+    """
+
+    family: ClassVar[str] = "task"
+
+    by: str = ""
+    reason: str = ""
+    previous: str = ""
+    deadline: float | None = None
+
+
+class TaskUnregistered(Event, frozen=True, kw_only=True):
+    """A worker found no function registered under the task's name: the task waits until one
+    registers it again (or a person abandons it), instead of failing.
+
+    Attributes:
+        name: the name it was submitted under.
+        worker: the worker that found none.
+    """
+
+    family: ClassVar[str] = "task"
+
+    name: str
+    worker: str = ""
 
 
 class TaskReprioritised(Event, frozen=True, kw_only=True):
@@ -133,6 +175,9 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
         until: when the wait ends on its own, in seconds since the epoch (a retry's due time, a
             breaker's half-open moment; None: only an event ends it).
         on: the ids of what it waits on (subtask ids, a decision id, a breaker's name).
+        topic: the topic of the message it waits for ("" for none).
+        inbox_after: the last version of its inbox stream it had read when it began to wait (a
+            message that came after wakes it).
     """
 
     family: ClassVar[str] = "task"
@@ -140,6 +185,8 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
     reason: str
     until: float | None = None
     on: list[str] = msgspec.field(default_factory=list)
+    topic: str = ""
+    inbox_after: int = 0
 
 
 class TaskDeadlineMissed(Event, frozen=True, kw_only=True):
@@ -193,3 +240,24 @@ class TaskCancelled(Event, frozen=True, kw_only=True):
     family: ClassVar[str] = "task"
 
     reason: str = ""
+
+
+class TaskQuarantined(Event, frozen=True, kw_only=True):
+    """A person set the task aside: it never runs again, and the rest of its session goes on.
+
+    For a task whose history cannot be trusted (a record fails its checksum, or its lifecycle
+    does not allow it), one that holds events of a newer onward, or one that is stuck. It ends
+    the task (state ``quarantined``), from queued, running or waiting, and also in a stream
+    whose history is damaged, where it is the one event the projections still fold.
+
+    Attributes:
+        reason: why, for the audit.
+        by: who set it aside.
+        damage: what was wrong with its history ("" when it was not damaged).
+    """
+
+    family: ClassVar[str] = "task"
+
+    reason: str = ""
+    by: str = ""
+    damage: str = ""

@@ -13,7 +13,8 @@ from onward.projections.lifecycle import (
     Transition,
 )
 from onward.projections.session import SessionProjection, SessionView, session_stream
-from onward.projections.task import TaskProjection, TaskView, task_stream
+from onward.projections.task import TaskProjection, TaskView, inbox_stream, task_stream
+from onward.projections.verification import verify_log
 
 __all__ = [
     "BREAKER",
@@ -28,6 +29,8 @@ __all__ = [
     "TaskProjection",
     "TaskView",
     "Transition",
+    "inbox_stream",
     "session_stream",
     "task_stream",
+    "verify_log",
 ]

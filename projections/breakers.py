@@ -25,6 +25,7 @@ from onward.events import (
     Recorded,
     UnknownEvent,
 )
+from onward.events.integrity import StreamDamage
 from onward.projections.lifecycle import BREAKER
 from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
@@ -76,7 +77,9 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
 
     Attributes:
         dependency: the dependency it guards.
-        state: "closed", "open" or "half_open" ("closed" when it never opened).
+        state: "closed", "open" or "half_open" ("closed" when it never opened); "damaged"
+            when its stream's history cannot be trusted (see ``damage``): it guards nothing
+            then, and no transition of it is folded.
         version: its stream's version (0 when it has none yet).
         calls: every call (step try) recorded against the dependency.
         failures: how many of those failed.
@@ -93,6 +96,7 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
         trial_failures: the calls that failed since it last half-opened (0 unless half-open).
         history: its last :data:`TRANSITIONS_LIMIT` transitions, oldest first.
         unknown_events: events of types this onward does not know in its stream.
+        damage: why its stream's history cannot be trusted ("" when it can).
     """
 
     dependency: str
@@ -110,6 +114,7 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
     trial_failures: int = 0
     history: tuple[BreakerTransition, ...] = ()
     unknown_events: int = 0
+    damage: str = ""
 
     @property
     def failure_rate(self) -> float:
@@ -211,6 +216,18 @@ class BreakerProjection:
         # The version last: a worker thread that reads the version before the state (to
         # append the next transition at it) never pairs a new version with an old state.
         view.version = r.version
+
+    def damage(self, dependency: str, damage: StreamDamage) -> None:
+        """Mark a breaker whose stream's history cannot be trusted (the folds skip its later
+        transitions; the calls to its dependency still count).
+
+        Args:
+            dependency: the dependency it guards.
+            damage: its stream's first bad record and what is wrong with it.
+        """
+        view = self._view(dependency)
+        view.state = "damaged"
+        view.damage = str(damage)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -4,19 +4,34 @@
 keeps it current: on open it loads the latest checkpoint (when its schema is the current one)
 and reads only the tail of the log; every ``checkpoint_every`` events it saves a new one.
 Replay from the start, live folding and checkpoint + tail all run the same ``apply``.
+
+Damage is contained: a record that fails its checksum or does not decode (the reader hands
+over its :class:`~onward.events.integrity.StreamDamage` instead), or an event its lifecycle
+does not allow (:class:`~onward.projections.lifecycle.IllegalTransition`), marks its stream
+damaged (:meth:`Projections.mark_damaged`): its task, session or breaker shows the damage in
+its view, the folds skip the stream's later events (but a ``TaskQuarantined``), and every other
+stream folds on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from onward.events import Checkpoint, EventLog, Recorded
+from onward.events import (
+    Checkpoint,
+    EventLog,
+    LogDamaged,
+    ProblemKind,
+    Recorded,
+    TaskQuarantined,
+    redacted_logger,
+)
+from onward.events.integrity import StreamDamage
 from onward.projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
 from onward.projections.budget import BudgetLedger, BudgetProjection
 from onward.projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
@@ -25,7 +40,13 @@ from onward.projections.errors import ErrorProjection, ErrorsState
 from onward.projections.flow import FlowLedger, FlowProjection
 from onward.projections.reading import FOLDED_STEP_OUTCOMES, FoldReader
 from onward.projections.session import SESSION_PREFIX, SessionProjection, SessionView
-from onward.projections.task import STEP_OUTCOME_TYPES, TASK_PREFIX, TaskProjection, TaskView
+from onward.projections.task import (
+    INBOX_PREFIX,
+    STEP_OUTCOME_TYPES,
+    TASK_PREFIX,
+    TaskProjection,
+    TaskView,
+)
 from onward.projections.workers import WORKER_PREFIX, WorkerProjection, WorkerView
 
 __all__ = ["CatchUp", "Projections"]
@@ -34,7 +55,7 @@ _FAILURE_TYPES: frozenset[type[Any]] = frozenset(
     kind for kind in FOLDED_STEP_OUTCOMES if kind.__struct_config__.tag == "StepFailed"
 )
 
-logger = logging.getLogger("onward.projections")
+logger = redacted_logger("onward.projections")
 
 
 class _Saved(msgspec.Struct, array_like=True):
@@ -48,6 +69,7 @@ class _Saved(msgspec.Struct, array_like=True):
     budget: list[BudgetLedger]
     flow: list[FlowLedger]
     workers: list[WorkerView]
+    damaged: list[StreamDamage] = []
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -67,12 +89,14 @@ class Projections:
         budget: each session's recent errors and the remedies tried against them.
         flow: each session's rhythm (recent actions), flow state and deferred interruptions.
         workers: the workers and their heartbeats.
+        damaged: every stream whose history cannot be trusted, by stream, with its first bad
+            record (see :meth:`mark_damaged`).
         position: the last position folded.
         time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 11
+    SCHEMA = 13
     NAME = "core"
 
     def __init__(self) -> None:
@@ -85,31 +109,53 @@ class Projections:
         self.budget = BudgetProjection()
         self.flow = FlowProjection()
         self.workers = WorkerProjection()
+        self.damaged: dict[str, StreamDamage] = {}
         self.position = 0
         self.time = 0.0
 
     def apply(self, r: Recorded) -> None:
         """Fold one event (in position order)."""
-        stream = r.stream
+        self.apply_page([r])
+
+    def mark_damaged(self, damage: StreamDamage, session: str = "") -> None:
+        """Mark a stream whose history cannot be trusted from one of its records on.
+
+        Its task, session or breaker shows the damage in its view (a task or session in state
+        "damaged", never claimed or opened), and the folds skip the stream's later events
+        (but a ``TaskQuarantined``). The first damage of a stream is the one kept. A reader
+        that finds damage the fold did not see (a record removed from a stream, found when
+        the stream is read whole) marks it here too: a replay of the same log would not fold
+        that stream as intact either.
+
+        Args:
+            damage: the stream's first bad record and what is wrong with it.
+            session: the session of the record, for a task the log never showed intact.
+        """
+        stream = damage.stream
+        if stream in self.damaged:
+            return
+        self.damaged[stream] = damage
         if stream.startswith(TASK_PREFIX):
-            self.tasks.apply(r)
+            self.tasks.damage(stream[len(TASK_PREFIX) :], damage, session)
         elif stream.startswith(SESSION_PREFIX):
-            self.sessions.apply(r)
-        elif stream.startswith(WORKER_PREFIX):
-            self.workers.apply(r)
-        self.errors.apply(r)
-        self.breakers.apply(r)
-        if type(r.event) in DECISION_TYPES:
-            self.decisions.apply(r)
-        if type(r.event) in DegradationProjection.event_types:
-            self.degradation.apply(r)
-        self.budget.apply(r)
-        self.flow.apply(r)
-        self.position = r.position
-        self.time = r.meta.time
+            self.sessions.damage(stream[len(SESSION_PREFIX) :], damage)
+        elif stream.startswith(BREAKER_PREFIX):
+            self.breakers.damage(stream[len(BREAKER_PREFIX) :], damage)
+        logger.warning("stream %r is damaged: %s", stream, damage)
+
+    def _after_damage(self, r: Recorded) -> None:
+        """Fold an event of a damaged stream: only a task's quarantine."""
+        if isinstance(r.event, TaskQuarantined) and r.stream.startswith(TASK_PREFIX):
+            self.tasks.apply(r)
 
     def apply_page(self, records: list[Recorded]) -> None:
-        """Fold a page of events (in position order): the same as :meth:`apply` on each."""
+        """Fold a page of events (in position order): the same as :meth:`apply` on each.
+
+        An event that its lifecycle does not allow marks its stream damaged
+        (:meth:`mark_damaged`) instead of stopping the fold.
+        """
+        damaged = self.damaged
+        any_damage = bool(damaged)
         tasks, sessions = self.tasks.apply, self.sessions.apply
         errors, breakers = self.errors.apply, self.breakers.apply
         decisions = self.decisions.apply
@@ -118,6 +164,7 @@ class Projections:
         budget, budget_types = self.budget.apply, self.budget.event_types
         flow, flow_types = self.flow.apply, self.flow.event_types
         workers = self.workers.apply
+        inboxes = self.tasks.apply_inbox
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
         views = self.tasks.tasks
@@ -127,46 +174,65 @@ class Projections:
         trial_streams = self.budget.trial_streams
         for r in records:
             stream = r.stream
+            if any_damage and stream in damaged:
+                self._after_damage(r)
+                continue
             event = r.event
             kind = type(event)
-            if kind in STEP_OUTCOME_TYPES:
-                # The hot path (most events are step outcomes): the task's counters, then only
-                # the folds that this outcome concerns.
-                view = views.get(stream[skip:])
-                if view is not None and view.state == "running":
-                    view.version = r.version
-                    view.updated_at = r.meta.time
-                    view.steps += getattr(event, "final", True)
-                else:
+            # No cost until a lifecycle refuses an event: then only its stream is marked.
+            try:
+                if kind in STEP_OUTCOME_TYPES:
+                    # The hot path (most events are step outcomes): the task's counters, then
+                    # only the folds that this outcome concerns.
+                    view = views.get(stream[skip:])
+                    if view is not None and view.state == "running":
+                        view.version = r.version
+                        view.updated_at = r.meta.time
+                        view.steps += getattr(event, "final", True)
+                    else:
+                        tasks(r)
+                    if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
+                        breakers(r)
+                    if stream in awaiting:
+                        errors(r)
+                    failed = kind in failure_types
+                    if failed or stream in trial_streams:
+                        budget(r)
+                    meta = r.meta
+                    outcomes.append((meta.session, meta.time, failed))
+                    continue
+                if stream.startswith(TASK_PREFIX):
                     tasks(r)
-                if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
+                elif stream.startswith(SESSION_PREFIX):
+                    sessions(r)
+                elif stream.startswith(BREAKER_PREFIX):
                     breakers(r)
-                if stream in awaiting:
+                elif stream.startswith(WORKER_PREFIX):
+                    workers(r)
+                elif stream.startswith(INBOX_PREFIX):
+                    inboxes(r)
+                if type(event) in error_types:
                     errors(r)
-                failed = kind in failure_types
-                if failed or stream in trial_streams:
+                if type(event) in DECISION_TYPES:
+                    decisions(r)
+                if type(event) in degradation_types:
+                    degradation(r)
+                if type(event) in budget_types:
                     budget(r)
-                meta = r.meta
-                outcomes.append((meta.session, meta.time, failed))
-                continue
-            if stream.startswith(TASK_PREFIX):
-                tasks(r)
-            elif stream.startswith(SESSION_PREFIX):
-                sessions(r)
-            elif stream.startswith(BREAKER_PREFIX):
-                breakers(r)
-            elif stream.startswith(WORKER_PREFIX):
-                workers(r)
-            if type(event) in error_types:
-                errors(r)
-            if type(event) in DECISION_TYPES:
-                decisions(r)
-            if type(event) in degradation_types:
-                degradation(r)
-            if type(event) in budget_types:
-                budget(r)
-            if type(event) in flow_types:
-                flow(r)
+                if type(event) in flow_types:
+                    flow(r)
+            except LogDamaged as exc:
+                self.mark_damaged(
+                    StreamDamage(
+                        stream=stream,
+                        version=r.version,
+                        position=r.position,
+                        kind=ProblemKind.ILLEGAL,
+                        reason=str(exc),
+                    ),
+                    r.meta.session,
+                )
+                any_damage = True
         if outcomes:
             self.flow.fold_actions(outcomes)
         if records:
@@ -187,6 +253,7 @@ class Projections:
             "budget": self.budget.snapshot(),
             "flow": self.flow.snapshot(),
             "workers": self.workers.snapshot(),
+            "damaged": {k: msgspec.to_builtins(v) for k, v in sorted(self.damaged.items())},
         }
 
     def encode(self) -> bytes:
@@ -203,6 +270,7 @@ class Projections:
                 budget=self.budget.dump(),
                 flow=self.flow.dump(),
                 workers=self.workers.dump(),
+                damaged=list(self.damaged.values()),
             )
         )
 
@@ -220,6 +288,7 @@ class Projections:
         projections.budget.load(saved.budget)
         projections.flow.load(saved.flow)
         projections.workers.load(saved.workers)
+        projections.damaged = {d.stream: d for d in saved.damaged}
         projections.position = position
         projections.time = saved.time
         return projections
@@ -318,6 +387,11 @@ class CatchUp:
         count = 0
         with _no_cycle_collection():
             for page in self._reader.pages(after=projections.position, upto=self.upto):
+                if isinstance(page, StreamDamage):  # its stream is marked, the record not folded
+                    projections.mark_damaged(page)
+                    projections.position = max(projections.position, page.position)
+                    count += 1
+                    continue
                 try:
                     apply_page(page)
                 except BaseException:

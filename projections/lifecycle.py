@@ -6,7 +6,8 @@ projections fold with (live and in replay), and — in :mod:`onward.core.machine
 
 An event that the table does not allow in the current state is a corrupt or foreign history:
 :meth:`Lifecycle.evolve` raises :class:`IllegalTransition` naming the stream, version and
-states.
+states, and the projections mark that stream damaged (its task, session or breaker unusable)
+while every other stream folds on.
 """
 
 from __future__ import annotations
@@ -133,17 +134,34 @@ _WORKING = (
     "ActionUndone",
     "ThresholdsAdjusted",
     "InterruptionDeferred",
+    "PatchMarked",
+    "MessageReceived",
+    "StateSet",
 )
 
 #: A task: queued until claimed, running until it ends or waits, waiting until its condition
-#: holds and a worker claims it again.
+#: holds and a worker claims it again. A task no worker has a function for waits, unregistered,
+#: until one has. A failed, cancelled or missed task may be retried (queued again). A person may
+#: quarantine it (set it aside for good) from any state that has not ended; the projections also
+#: fold a ``TaskQuarantined`` in a stream whose history is damaged, whatever state it was in.
 TASK = Lifecycle(
     "task",
-    ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "missed"),
+    (
+        "queued",
+        "running",
+        "waiting",
+        "unregistered",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "missed",
+        "quarantined",
+    ),
     (
         Transition("TaskSubmitted", ("new",), "queued"),
-        Transition("TaskReprioritised", ("queued", "waiting")),
-        Transition("TaskClaimed", ("queued", "waiting"), "running"),
+        Transition("TaskReprioritised", ("queued", "waiting", "unregistered")),
+        Transition("TaskUnregistered", ("queued", "waiting"), "unregistered"),
+        Transition("TaskClaimed", ("queued", "waiting", "unregistered"), "running"),
         Transition("TaskLeaseExpired", ("running",), "queued"),
         Transition("TaskReleased", ("running",), "queued"),
         *(Transition(tag, ("running",)) for tag in _WORKING),
@@ -153,11 +171,15 @@ TASK = Lifecycle(
         Transition("ApprovalDenied", ("waiting", "running")),
         Transition("TaskWaiting", ("running",), "waiting"),
         Transition("TaskSucceeded", ("running",), "succeeded"),
-        Transition("TaskFailed", ("running", "waiting"), "failed"),
-        Transition("TaskCancelled", ("queued", "running", "waiting"), "cancelled"),
-        Transition("TaskDeadlineMissed", ("queued", "waiting"), "missed"),
+        Transition("TaskFailed", ("running", "waiting", "unregistered"), "failed"),
+        Transition("TaskCancelled", ("queued", "running", "waiting", "unregistered"), "cancelled"),
+        Transition("TaskDeadlineMissed", ("queued", "waiting", "unregistered"), "missed"),
+        Transition(
+            "TaskQuarantined", ("queued", "running", "waiting", "unregistered"), "quarantined"
+        ),
+        Transition("TaskRetried", ("failed", "cancelled", "missed"), "queued"),
     ),
-    terminal=("succeeded", "failed", "cancelled", "missed"),
+    terminal=("succeeded", "failed", "cancelled", "missed", "quarantined"),
 )
 
 #: A session: active from its start, paused and resumed, ended (and resumed again if reopened).

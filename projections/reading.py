@@ -1,20 +1,35 @@
-"""Reading the log for a fold: decode what the projections read, skip the rest.
+"""Reading the log for a fold: check every record, decode what the projections read, skip the
+rest.
 
-Step outcomes are most of any log, and the projections only count them: their results (which
-can be large) are skipped instead of decoded. Every other event decodes as usual; a page with
-an old, unknown or damaged record falls back to the log's own codec, record by record.
+Every record's checksum is checked before it is decoded (unless the log was opened with
+``verify_reads=False``). Step outcomes are most of any log, and the projections only count
+them: their results (which can be large) are skipped instead of decoded. Every other event
+decodes as usual; a page with an old, unknown or damaged record falls back to the log's own
+codec, record by record. A record that fails its checksum or does not decode is never folded:
+the reader hands the fold a :class:`~onward.events.integrity.StreamDamage` in its place, so
+that the fold marks its stream damaged and goes on with the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Union
 
 import msgspec
 
-from onward.events import EventLog, Meta, Recorded, StepCompleted, StepFailed
+from onward.events import (
+    CorruptRecord,
+    EventLog,
+    Meta,
+    ProblemKind,
+    Recorded,
+    StepCompleted,
+    StepFailed,
+)
+from onward.events.integrity import StreamDamage, check_rows
+from onward.events.log import StoredRow
 
-__all__ = ["FOLDED_STEP_OUTCOMES", "FoldReader"]
+__all__ = ["FOLDED_STEP_OUTCOMES", "FoldReader", "Folded"]
 
 
 class _StepOutcome(msgspec.Struct, frozen=True, tag_field="type"):
@@ -44,11 +59,18 @@ FOLDED_STEP_OUTCOMES: frozenset[type[Any]] = frozenset(
 )
 
 
+#: What :meth:`FoldReader.pages` yields: a page of records to fold, in position order, or
+#: the damage of the one record that stands between two pages.
+Folded = list[Recorded] | StreamDamage
+
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
+
+
 class FoldReader:
-    """Pages of events for a fold, step results skipped.
+    """Pages of events for a fold, step results skipped, every record checked.
 
     Args:
-        log: the log to read.
+        log: the log to read; its ``verify_reads`` says whether checksums are checked.
     """
 
     def __init__(self, log: EventLog) -> None:
@@ -65,8 +87,29 @@ class FoldReader:
 
     def pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 2000
-    ) -> Iterator[list[Recorded]]:
-        """Pages of events after ``after`` (to ``upto``), in position order."""
+    ) -> Iterator[Folded]:
+        """Pages of events after ``after`` (to ``upto``), in position order; in place of a
+        record that fails its checksum or does not decode, its :class:`StreamDamage`."""
+        decode = self._decode
+        if not self.log.verify_reads:
+            yield from self._unchecked(after, upto, page_size)
+            return
+        for rows in self.log.read_rows(after=after, upto=upto, page_size=page_size):
+            bad = check_rows(rows)
+            if not bad:
+                try:
+                    yield [
+                        Recorded(s, v, p, (both := decode(st)).meta, both.event)
+                        for p, s, v, _t, st in rows
+                    ]
+                    continue
+                except _DECODE_ERRORS:
+                    pass  # an old, unknown or damaged record: one at a time
+            yield from self._one_by_one(rows, dict(bad))
+
+    def _unchecked(self, after: int, upto: int | None, page_size: int) -> Iterator[Folded]:
+        """The pages of a log whose storage is trusted: without the tag column, which only the
+        checksum needs."""
         decode = self._decode
         fallback = self.log.codec.decode_state
         for rows in self.log.read_states(after=after, upto=upto, page_size=page_size):
@@ -74,5 +117,44 @@ class FoldReader:
                 yield [
                     Recorded(s, v, p, (both := decode(st)).meta, both.event) for p, s, v, st in rows
                 ]
-            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
-                yield [fallback(p, s, v, st) for p, s, v, st in rows]
+                continue
+            except _DECODE_ERRORS:
+                pass  # an old, unknown or damaged record: one at a time
+            good: list[Recorded] = []
+            for p, s, v, st in rows:
+                try:
+                    good.append(fallback(p, s, v, st))
+                except CorruptRecord as exc:
+                    if good:
+                        yield good
+                        good = []
+                    yield StreamDamage(
+                        stream=str(s),
+                        version=v,
+                        position=p,
+                        kind=ProblemKind.CORRUPT,
+                        reason=exc.reason,
+                    )
+            if good:
+                yield good
+
+    def _one_by_one(self, rows: Sequence[StoredRow], bad: dict[int, str]) -> Iterator[Folded]:
+        """The records of a page decoded by the log's codec, each damaged one in its place."""
+        decode = self.log.codec.decode
+        good: list[Recorded] = []
+        for i, (p, s, v, t, st) in enumerate(rows):
+            why = bad.get(i)
+            if why is None:
+                try:
+                    good.append(decode(s, v, p, t, st))
+                    continue
+                except CorruptRecord as exc:
+                    why = exc.reason
+            if good:
+                yield good
+                good = []
+            yield StreamDamage(
+                stream=str(s), version=v, position=p, kind=ProblemKind.CORRUPT, reason=why
+            )
+        if good:
+            yield good

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from onward.events import Recorded, SessionEnded, SessionStarted, UnknownEvent
+from onward.events.integrity import StreamDamage
 from onward.projections.lifecycle import SESSION
 
 __all__ = ["SESSION_PREFIX", "SessionProjection", "SessionView", "session_stream"]
@@ -25,7 +26,8 @@ class SessionView(msgspec.Struct, kw_only=True):
 
     Attributes:
         name: the session's name.
-        state: active, paused or ended.
+        state: active, paused or ended; "damaged" when its history cannot be trusted (see
+            ``damage``): it cannot be opened.
         started_at: when it first started.
         updated_at: the time of its last event.
         openings: how many times it was opened (1 + resumptions).
@@ -34,6 +36,8 @@ class SessionView(msgspec.Struct, kw_only=True):
         version: its stream's version.
         ended_reason: why it last ended.
         unknown_events: events of types this onward does not know.
+        damage: why its history cannot be trusted: which record, and what is wrong with it
+            ("" when it can).
     """
 
     name: str
@@ -46,6 +50,7 @@ class SessionView(msgspec.Struct, kw_only=True):
     version: int = 0
     ended_reason: str = ""
     unknown_events: int = 0
+    damage: str = ""
 
 
 class SessionProjection:
@@ -101,6 +106,22 @@ class SessionProjection:
             view.openings += 1
         elif isinstance(event, SessionEnded):
             view.ended_reason = event.reason
+
+    def damage(self, name: str, damage: StreamDamage) -> None:
+        """Mark a session whose history cannot be trusted from one of its records on (the
+        folds skip its stream's later events).
+
+        Args:
+            name: the session.
+            damage: its stream's first bad record and what is wrong with it.
+        """
+        view = self.sessions.get(name)
+        if view is None:
+            view = self.sessions[name] = SessionView(
+                name=name, state="damaged", started_at=0.0, updated_at=0.0, openings=0
+            )
+        view.state = "damaged"
+        view.damage = str(damage)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable picture of every session."""

@@ -3,6 +3,13 @@
 A task's state follows :data:`onward.projections.lifecycle.TASK`. The queue orders queued tasks by
 priority (critical > high > normal > low), then deadline (earliest first, none last), then
 submission order (the position of ``TaskSubmitted``).
+
+Two pseudo-states lie outside the lifecycle: "unknown" (its submission is of a type this onward
+does not know) and "damaged" (a record of its stream fails its checksum or its lifecycle: see
+:meth:`TaskProjection.damage`). Neither is ever queued or claimed, and neither has ended: a
+person ends a damaged task with ``TaskQuarantined``. A task that has not ended and holds events
+of a newer onward keeps its last known state but leaves the queue: this onward does not resume
+it.
 """
 
 from __future__ import annotations
@@ -23,23 +30,29 @@ from onward.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
     UnknownEvent,
 )
+from onward.events.integrity import StreamDamage
 from onward.events.kinds import Priority
 from onward.projections.lifecycle import TASK
 from onward.projections.reading import FOLDED_STEP_OUTCOMES
 
 __all__ = [
+    "DAMAGED_STATE",
+    "INBOX_PREFIX",
     "STEP_OUTCOME_TYPES",
     "TASK_PREFIX",
     "UNKNOWN_STATE",
     "TaskProjection",
     "TaskView",
+    "inbox_stream",
     "task_stream",
 ]
 
@@ -49,12 +62,24 @@ TASK_PREFIX = "task-"
 #: The state of a task whose history holds events of a newer onward that change its state.
 UNKNOWN_STATE = "unknown"
 
+#: The state of a task whose history cannot be trusted from one of its records on.
+DAMAGED_STATE = "damaged"
+
 _RANK = {p.value: p.rank for p in Priority}
 
 
 def task_stream(task_id: str) -> str:
     """The stream of a task."""
     return TASK_PREFIX + task_id
+
+
+#: A task's inbox, where others send it messages: ``inbox-<id>``.
+INBOX_PREFIX = "inbox-"
+
+
+def inbox_stream(task_id: str) -> str:
+    """The inbox stream of a task."""
+    return INBOX_PREFIX + task_id
 
 
 class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
@@ -65,7 +90,8 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         session: the session that submitted it.
         name: the registered function it calls.
         state: its lifecycle state (queued, running, waiting, succeeded, failed, cancelled,
-            missed), or "unknown" when its submission is of a type this onward does not know.
+            missed, quarantined), "unknown" when its submission is of a type this onward does
+            not know, or "damaged" when its history cannot be trusted (see ``damage``).
         priority: critical, high, normal or low.
         deadline: when it must be done (None: no deadline).
         key: its idempotency key, if any.
@@ -85,8 +111,10 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         waiting_reason: why it waits (while waiting).
         waiting_until: when its wait ends (None: not on a timer).
         waiting_on: the tasks it waits for.
-        error: the error type and message it failed with.
+        error: the error type and message it failed with (or why it was quarantined).
         unknown_events: events of types this onward does not know.
+        damage: why its history cannot be trusted: which record, and what is wrong with it
+            ("" when it can).
     """
 
     task_id: str
@@ -115,11 +143,22 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     waiting_on: tuple[str, ...] = ()
     error: str = ""
     unknown_events: int = 0
+    waiting_topic: str = ""
+    inbox_version: int = 0
+    forked_from: str | None = None
+    damage: str = ""
 
     @property
     def terminal(self) -> bool:
-        """Whether the task has ended (succeeded, failed, cancelled or missed its deadline)."""
+        """Whether the task has ended (succeeded, failed, cancelled, missed its deadline or
+        was quarantined)."""
         return self.state in TASK.terminal
+
+    @property
+    def resumable(self) -> bool:
+        """Whether this onward may run it: it has not ended, its history is intact, and it
+        holds no event of a newer onward."""
+        return not self.unknown_events and self.state in _RESUMABLE
 
     def queue_key(self) -> tuple[int, float, int]:
         """Its place in the queue: priority rank, deadline, submission order."""
@@ -139,6 +178,8 @@ class TaskProjection:
         self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
         self._deadlines: list[tuple[float, str]] = []
         self.waiting: set[str] = set()
+        #: Tasks no worker had a function for, waiting for one that has.
+        self.unregistered: set[str] = set()
         self._strings: dict[str, str] = {}
 
     # -- folding ---------------------------------------------------------------------------
@@ -197,6 +238,7 @@ class TaskProjection:
                 updated_at=r.meta.time,
                 order=r.position,
                 version=r.version,
+                forked_from=event.forked_from,
             )
             self.tasks[task_id] = view
             if event.parent is not None and event.parent in self.tasks:
@@ -208,6 +250,15 @@ class TaskProjection:
             return
         before = view.state
         after = TASK.table.get((before, tag))
+        if (
+            after is None
+            and isinstance(event, TaskQuarantined)
+            and (before in _UNTRUSTED or view.unknown_events)
+            and before not in TASK.terminal
+        ):
+            # The one event folded after its history's damage; and one that ends a task
+            # whose state a newer onward's events may have moved on.
+            after = "quarantined"
         if after is None:
             if view.unknown_events:
                 # After an event of a newer kind the state may be stale: read on, do not judge.
@@ -235,6 +286,15 @@ class TaskProjection:
             view.waiting_reason = event.reason
             view.waiting_until = event.until
             view.waiting_on = tuple(event.on)
+            view.waiting_topic = event.topic
+            if event.topic and view.inbox_version > event.inbox_after:
+                view.waiting_until = r.meta.time  # a message came while it began to wait
+        elif isinstance(event, TaskRetried):
+            view.error = ""
+            view.worker = ""
+            view.deadline = event.deadline
+            if event.deadline is not None:
+                heapq.heappush(self._deadlines, (event.deadline, task_id))
         elif isinstance(event, TaskReprioritised):
             view.priority = event.priority.value
         elif isinstance(event, ApprovalGranted | ApprovalDenied):
@@ -249,6 +309,8 @@ class TaskProjection:
             view.progress = 1.0
         elif isinstance(event, TaskDeadlineMissed):
             view.error = "deadline missed"
+        elif isinstance(event, TaskQuarantined):
+            view.error = f"quarantined: {event.reason}" if event.reason else "quarantined"
         if view.state != before or isinstance(event, TaskReprioritised):
             if view.state == "queued":
                 self._push(view)
@@ -256,8 +318,52 @@ class TaskProjection:
                 self.waiting.add(task_id)
             else:
                 self.waiting.discard(task_id)
+                view.waiting_topic = ""
+            if view.state == "unregistered":
+                self.unregistered.add(task_id)
+            else:
+                self.unregistered.discard(task_id)
             if view.terminal:
                 view.worker = ""
+
+    def apply_inbox(self, r: Recorded) -> None:
+        """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for
+        a message of that topic is ready at once."""
+        view = self.tasks.get(r.stream[len(INBOX_PREFIX) :])
+        if view is None:
+            return
+        view.inbox_version = r.version
+        topic = getattr(r.event, "topic", "")
+        if view.state == "waiting" and view.waiting_topic and view.waiting_topic == topic:
+            view.waiting_until = r.meta.time
+
+    def damage(self, task_id: str, damage: StreamDamage, session: str = "") -> None:
+        """Mark a task whose history cannot be trusted from one of its records on: it leaves
+        the queue and is never claimed (the folds skip its stream's later events, but a
+        ``TaskQuarantined``).
+
+        Args:
+            task_id: the task.
+            damage: its stream's first bad record and what is wrong with it.
+            session: its session, for a task the log never showed intact.
+        """
+        view = self.tasks.get(task_id)
+        if view is None:
+            view = TaskView(
+                task_id=task_id,
+                session=self._intern(session),
+                name="",
+                state=DAMAGED_STATE,
+                priority="normal",
+                deadline=None,
+                key=None,
+                parent=None,
+                order=damage.position,
+            )
+            self.tasks[task_id] = view
+        view.state = DAMAGED_STATE
+        view.damage = str(damage)
+        self.waiting.discard(task_id)
 
     def _intern(self, text: str) -> str:
         """One copy of each session and task name, however many tasks share it."""
@@ -286,7 +392,7 @@ class TaskProjection:
 
     def queued(self, session: str | None = None) -> Iterator[TaskView]:
         """Queued tasks in queue order, of one session or of all (lazily: stop early to read
-        only the first few)."""
+        only the first few); a task holding events of a newer onward is not in the queue."""
         if session is None:
             heap = [entry for h in self._heaps.values() for entry in h]
         else:
@@ -299,6 +405,7 @@ class TaskProjection:
             if (
                 task_id in seen
                 or view.state != "queued"
+                or view.unknown_events
                 or view.queue_key()
                 != (
                     rank,
@@ -316,7 +423,11 @@ class TaskProjection:
         while heap:
             rank, deadline, order, task_id = heap[0]
             view = self.tasks[task_id]
-            if view.state == "queued" and view.queue_key() == (rank, deadline, order):
+            if (
+                view.state == "queued"
+                and not view.unknown_events
+                and view.queue_key() == (rank, deadline, order)
+            ):
                 return view
             heapq.heappop(heap)
         return None
@@ -377,6 +488,7 @@ class TaskProjection:
         """Restore from a checkpoint's task views."""
         self.tasks = views
         self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
+        self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding
         self._deadlines = [
             (v.deadline, v.task_id)
@@ -387,5 +499,7 @@ class TaskProjection:
 
 
 _STEP_OUTCOMES = frozenset({"StepCompleted", "StepFailed"})
+_RESUMABLE = frozenset({"queued", "running", "waiting"})
+_UNTRUSTED = frozenset({DAMAGED_STATE, UNKNOWN_STATE})
 #: The event types that record a step's outcome (the bulk of any log), as read or as folded.
 STEP_OUTCOME_TYPES = FOLDED_STEP_OUTCOMES

@@ -245,7 +245,7 @@ class Figure:
     Attributes:
         label: what the figure is, for the table.
         key: where it is in the result.
-        unit: ``"us"``, ``"ms"``, ``"s"``, ``"eps"`` (events per second), ``"MB"`` or
+        unit: ``"us"``, ``"ms"``, ``"s"``, ``"eps"`` (events per second), ``"MB"``, ``"times"`` or
             ``"share"``.
         floor: where its floor is in the result ("" when it has none).
         floor_label: what the floor is, for the table.
@@ -439,6 +439,8 @@ def show(value: Any, unit: str) -> str:
         return f"{value:,.0f}/s"
     if unit == "share":
         return f"{value:.1%}"
+    if unit == "times":
+        return f"{value:,.1f}x"
     if unit == "MB":
         return f"{value:,.1f} MB"
     if unit == "s":

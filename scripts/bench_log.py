@@ -19,6 +19,11 @@ directory, after a short untimed warm-up on the same file):
   version, tag and state. Floors and onward alternate (floor, onward, onward, floor, ...).
 * ``eventsourcing_save_eps``: eventsourcing's own ``Application`` on SQLite (default settings),
   one new event per ``save()`` on a few hundred aggregates created (and saved) beforehand.
+* ``redact_us``: the log's redaction of one typical event (``Redactor.redact_json_many`` of
+  the encoded event, as an append of one event runs it), averaged over a mix of the events a
+  task's run appends, none holding a secret; ``redact_secret_us`` the same for an error message
+  that holds a token (the slow path: the strings are decoded, redacted and encoded again).
+  Their floor, ``encode_us``: msgspec encoding the same events. The best of several rounds.
 
 Contenders measured side by side run in turns on fresh files (raw, onward, then onward, raw,
 ...; eventsourcing joins the single FULL appends), so that drift in the disk's speed falls on
@@ -99,6 +104,14 @@ FIGURES = [
         "raw read + msgspec decode",
     ),
     Figure("verify", "verify_eps", "eps", "raw_read_hash_eps", "raw read + blake2b"),
+    Figure("redact, typical event", "redact_us", "us", "encode_us", "msgspec encode of it"),
+    Figure(
+        "redact, a message with a token",
+        "redact_secret_us",
+        "us",
+        "encode_secret_us",
+        "msgspec encode of it",
+    ),
 ]
 TARGETS = [
     Target("append_1_full", "append_1_full_eps", ">=", 0.8, "raw_1_full_eps"),
@@ -115,6 +128,90 @@ def make_event(i: int) -> Any:
     return StepCompleted(
         index=i, name="fetch", result={"status": 200, "bytes": 1234}, duration=0.01
     )
+
+
+def typical_events() -> list[Any]:
+    """What a task's run appends, in the proportions of a run of a few steps."""
+    from onward.events import (
+        DecisionMade,
+        StepCompleted,
+        StepFailed,
+        TaskClaimed,
+        TaskSubmitted,
+        TaskSucceeded,
+    )
+
+    return [
+        TaskSubmitted(name="crawl", args=["https://example.org/docs/", 3], kwargs={"depth": 2}),
+        TaskClaimed(worker="worker-7/41234/98765432/a1b2c3", lease_until=1.7e9, attempt=1),
+        *[
+            StepCompleted(index=i, name="fetch", result={"status": 200, "bytes": 1234 + i})
+            for i in range(4)
+        ],
+        StepFailed(
+            index=4,
+            name="fetch",
+            error_type="TimeoutError",
+            message="read timed out after 30.0 s (https://api.example.com/v1/items?page=3)",
+        ),
+        DecisionMade(
+            kind="task_completed",
+            subject="7b8c9d0e1f2a3b4c",
+            choice="continue",
+            rule="default",
+            inputs={"task": "crawl", "queued": 1},
+        ),
+        TaskSucceeded(result={"pages": 12, "links": 340}),
+    ]
+
+
+def redaction(rounds: int) -> dict[str, float]:
+    """Microseconds per event to redact (and, the floor, to encode) typical events, and an
+    error message holding a token; the best of ``rounds`` rounds."""
+    import msgspec
+
+    from onward.events import Redactor, StepFailed
+
+    redactor = Redactor()
+    encoder = msgspec.json.Encoder()
+    typical = [encoder.encode(e) for e in typical_events()]
+    token = "ghp_" + "k3Jx9Qa2Lm8ZpW4n" * 2 + "aB3d"
+    secret = [
+        encoder.encode(
+            StepFailed(
+                index=0,
+                name="call_api",
+                error_type="httpx.HTTPStatusError",
+                message=f"401 Unauthorized for https://api.github.com/user (token {token})",
+            )
+        )
+    ]
+
+    def per_event(work: Callable[[], object], events: int, repeat: int = 2000) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                work()
+            best = min(best, time.perf_counter() - started)
+        return best / (repeat * events) * 1e6
+
+    def redact_each(docs: list[bytes]) -> Callable[[], object]:
+        return lambda: [redactor.redact_json_many([d]) for d in docs]
+
+    def encode_each(events: list[Any]) -> Callable[[], object]:
+        return lambda: [encoder.encode(e) for e in events]
+
+    assert secret[0] != redactor.redact_json_many(secret)[0], "the token must be redacted"
+    assert redactor.redact_json_many(typical) == typical, "typical events hold no secret"
+    typical_events_ = typical_events()
+    failed = [msgspec.json.decode(secret[0], type=StepFailed)]
+    return {
+        "redact_us": round(per_event(redact_each(typical), len(typical)), 3),
+        "encode_us": round(per_event(encode_each(typical_events_), len(typical)), 3),
+        "redact_secret_us": round(per_event(redact_each(secret), 1), 3),
+        "encode_secret_us": round(per_event(encode_each(failed), 1), 3),
+    }
 
 
 def warmup_count(count: int) -> int:
@@ -402,6 +499,9 @@ def measure(directory: Path, counts: dict[str, int], args: argparse.Namespace) -
     )
     a1n, r1n = normal_1["onward"], normal_1["raw"]
 
+    progress("redaction of typical events")
+    redacted = redaction(rounds=3 if args.quick else 7)
+
     progress(f"building a log of {total} events")
     big = files.new("read")
     build_log(big, total)
@@ -420,6 +520,7 @@ def measure(directory: Path, counts: dict[str, int], args: argparse.Namespace) -
         "verify_eps": round(total / read["verify"]),
         "raw_read_hash_eps": round(total / read["hash"]),
         "eventsourcing_save_eps": round(es),
+        **redacted,
         "append_1_full_ratio": round(a1f / r1f, 3),
         "append_100_full_ratio": round(a100 / r100, 3),
         "append_1_normal_ratio": round(a1n / r1n, 3),

@@ -37,6 +37,9 @@ What it measures, in one run, on one file system (fresh SQLite files in one dire
   TaskClaimed, 7 x StepCompleted, TaskSucceeded), written with ``log.commit`` in batches of
   500 events at ``synchronous=normal``. Best of the repeats (a CPU-bound figure);
   ``replay_cpu_eps`` in ``details`` divides by the process's CPU time instead of wall time.
+  Every record's checksum is checked as it is read (the default); ``replay_unverified_eps``
+  is the same replay of a log opened with ``verify_reads=False``, in turns with the checked
+  one, so that ``checksum_cost_ratio`` (checked / unchecked) is what checking costs.
   Its floor, ``raw_read_decode_eps``: plain sqlite3 reads the same rows, 1,000 a page, and
   msgspec decodes each state into the envelope (``Meta`` and a tagged union of the event
   types); in turns with the replays, best of as many (``raw_read_decode_cpu_eps`` by CPU time).
@@ -148,6 +151,13 @@ FIGURES = [
     Figure("resume after kill -9", "resume_s", "s", "process_start_s", START),
     Figure("DBOS resume after kill -9", "dbos_resume_s", "s", "process_start_s", START),
     Figure("replay (read + fold)", "replay_eps", "eps", "raw_read_decode_eps", "raw read + decode"),
+    Figure(
+        "replay, checksums unchecked",
+        "replay_unverified_eps",
+        "eps",
+        "raw_read_decode_eps",
+        "raw read + decode",
+    ),
     Figure(
         "replay, by CPU time",
         "details.replay_cpu_eps",
@@ -511,6 +521,7 @@ def replay_and_open(files: Files, total: int, repeats: int, opens: int) -> dict[
 
     seconds: list[float] = []
     cpu: list[float] = []
+    unverified: list[float] = []
     floor: list[tuple[float, float]] = []
     decode = _bench.decode_rows()
     with open_log(f"sqlite:///{path}?synchronous=normal") as log:
@@ -518,14 +529,23 @@ def replay_and_open(files: Files, total: int, repeats: int, opens: int) -> dict[
             if repeat % 2 == 0:  # the floor and the replay in turns: floor, replay, replay, ...
                 progress(f"replay: the floor, a raw read and decode of {events:,} events")
                 floor.append(_bench.raw_read(path, decode))
-            progress(f"replay: folding {events:,} events")
-            host = CatchUp(log, checkpoint_every=0)
-            c0, t0 = time.process_time(), time.perf_counter()
-            projections = host.open(use_checkpoint=False)
-            seconds.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-            if projections.position != events or len(projections.tasks.tasks) != tasks:
-                raise ChildFailed(f"replay folded {projections.position} of {events} events")
+            # Checked and unchecked in turns too, the first one alternating.
+            for verify in (True, False) if repeat % 2 == 0 else (False, True):
+                log.verify_reads = verify
+                checked = "" if verify else ", checksums unchecked"
+                progress(f"replay: folding {events:,} events{checked}")
+                host = CatchUp(log, checkpoint_every=0)
+                c0, t0 = time.process_time(), time.perf_counter()
+                projections = host.open(use_checkpoint=False)
+                wall, used = time.perf_counter() - t0, time.process_time() - c0
+                if verify:
+                    seconds.append(wall)
+                    cpu.append(used)
+                else:
+                    unverified.append(wall)
+                if projections.position != events or len(projections.tasks.tasks) != tasks:
+                    raise ChildFailed(f"replay folded {projections.position} of {events} events")
+            log.verify_reads = True
             if repeat % 2 == 1 or repeat == repeats - 1:
                 progress(f"replay: the floor, a raw read and decode of {events:,} events")
                 floor.append(_bench.raw_read(path, decode))
@@ -542,8 +562,10 @@ def replay_and_open(files: Files, total: int, repeats: int, opens: int) -> dict[
             raise ChildFailed(f"the reopened projections are not at the head {head}: {r}")
     return {
         "replay_eps": round(events / min(seconds)),
+        "replay_unverified_eps": round(events / min(unverified)),
         "raw_read_decode_eps": round(events / min(wall for wall, _ in floor)),
         "replay_samples_s": [round(s, 3) for s in seconds],
+        "replay_unverified_samples_s": [round(s, 3) for s in unverified],
         "raw_read_decode_samples_s": [round(wall, 3) for wall, _ in floor],
         "replay_cpu_eps": round(events / min(cpu)),
         "raw_read_decode_cpu_eps": round(events / min(c for _, c in floor)),
@@ -609,6 +631,7 @@ def measure(directory: Path, counts: dict[str, int], args: argparse.Namespace) -
         "dbos_resume_s": _round(resume["dbos_resume_s"], 3),
         "process_start_s": round(resume["process_start_s"], 4),
         "replay_eps": replay["replay_eps"],
+        "replay_unverified_eps": replay["replay_unverified_eps"],
         "raw_read_decode_eps": replay["raw_read_decode_eps"],
         "open_checkpoint_s": round(replay["open_checkpoint_s"], 4),
         "rss_mb_100k_tasks": rss["rss_mb_100k_tasks"],
@@ -618,6 +641,7 @@ def measure(directory: Path, counts: dict[str, int], args: argparse.Namespace) -
     result["dbos_vs_step_ratio"] = ratio(steps["dbos_step_us"], steps["step_us"])
     result["langgraph_vs_step_ratio"] = ratio(steps["langgraph_step_us"], steps["step_us"])
     result["dbos_resume_vs_resume_ratio"] = ratio(resume["dbos_resume_s"], resume["resume_s"])
+    result["checksum_cost_ratio"] = ratio(replay["replay_eps"], replay["replay_unverified_eps"])
     result["engine_cpu_per_step_us"] = round(
         steps["step_normal_us"] - steps["raw_commit_normal_us"], 1
     )

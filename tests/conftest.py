@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -38,3 +39,20 @@ def postgres_url() -> Iterator[str]:
     yield f"{base}?schema={schema}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sync", "async"])
+def both_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on both paths: ``Engine.run`` as it is, and as ``Engine.run_async`` on an
+    event loop of its own (its tasks' plain functions in worker threads, every storage call off
+    the loop, the step outcomes group-committed)."""
+    if request.param == "async":
+        from onward import Engine, RunSummary
+
+        def run_on_a_loop(
+            self: Engine, *, workers: int = 1, max_runs: int | None = None, **options: float
+        ) -> RunSummary:
+            return asyncio.run(self.run_async(concurrency=workers, max_runs=max_runs, **options))
+
+        monkeypatch.setattr(Engine, "run", run_on_a_loop)
+    return str(request.param)

@@ -87,6 +87,43 @@ HEADER_API_KEY = _fake(40, string.hexdigits.lower())
 WEBHOOK_SECRET = "whsec_" + _fake(32)
 DJANGO_SECRET_KEY = _fake(50, _ALNUM + "!@#%^&*(-_=+)")
 NESTED_PASSWORD = _fake(15)
+# Formats of a public rule set (gitleaks' defaults), labelled or not, glued or cut.
+GLUED_GITHUB = "ghp_" + _fake(36)
+AZURE_ACCOUNT_KEY = _fake(86, _B64) + "=="
+AZURE_SAS_SIG = _fake(40, _ALNUM) + "%2B" + _fake(3, _ALNUM) + "%3D"
+SERVICE_BUS_KEY = _fake(43, _B64) + "="
+NPM = "npm_" + _fake(36)
+NPM_LABELLED = "npm_" + _fake(36)
+SENDGRID = "SG." + _fake(22, _URLSAFE) + "." + _fake(43, _URLSAFE)
+SLACK_WEBHOOK_PATH = f"T{_fake(8, _UPPER_DIGITS)}/B{_fake(8, _UPPER_DIGITS)}/{_fake(24)}"
+BESIDE_KEY_ID = "AKIA" + _fake(16, _UPPER_DIGITS)
+BESIDE_SECRET = _fake(40, _ALNUM + "/+")
+CSV_KEY_ID = "AKIA" + _fake(16, _UPPER_DIGITS)
+CSV_SECRET = _fake(40, _ALNUM + "/+")
+UNLABELLED = _fake(40)
+ENCRYPTION_KEY = _fake(48, string.hexdigits.lower())
+TWILIO = "SK" + _fake(32, "0123456789abcdef")
+DIGITALOCEAN = "dop_v1_" + _fake(64, "0123456789abcdef")
+VAULT = "hvs." + _fake(95, _URLSAFE)
+DATABRICKS = "dapi" + _fake(32, "0123456789abcdef")
+DOPPLER = "dp.pt." + _fake(43)
+PYPI = "pypi-AgEIcHlwaS5vcmc" + _fake(70, _URLSAFE)
+LINEAR = "lin_api_" + _fake(40)
+SHOPIFY = "shpat_" + _fake(32, "0123456789abcdef")
+TELEGRAM_SECRET = "AA" + _fake(33, _URLSAFE)
+DISCORD_WEBHOOK_TOKEN = _fake(68, _URLSAFE)
+GRAFANA = "glsa_" + _fake(32) + "_" + _fake(8, "0123456789abcdef")
+HEROKU = "HRKU-AA" + _fake(58, _URLSAFE)
+AGE_KEY = "AGE-SECRET-KEY-1" + _fake(58, "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L")
+TEAMS_PATH = (
+    "-".join(_fake(n, "0123456789abcdef") for n in (8, 4, 4, 4, 12))
+    + "@"
+    + "-".join(_fake(n, "0123456789abcdef") for n in (8, 4, 4, 4, 12))
+    + "/IncomingWebhook/"
+    + _fake(32, "0123456789abcdef")
+    + "/"
+    + "-".join(_fake(n, "0123456789abcdef") for n in (8, 4, 4, 4, 12))
+)
 
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
@@ -284,6 +321,98 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f'"{{\\"username\\": \\"svc-sync\\", \\"password\\": \\"{NESTED_PASSWORD}\\"}}"',
         [NESTED_PASSWORD],
     ),
+    (
+        f"KeyError: 'svc_{GLUED_GITHUB}' is not a known variable (did you mean GITHUB_TOKEN?)",
+        [GLUED_GITHUB],
+    ),
+    (
+        "azure.core.exceptions.ClientAuthenticationError: Server failed to authenticate the "
+        "request; connection string DefaultEndpointsProtocol=https;AccountName=agentstore;"
+        f"AccountKey={AZURE_ACCOUNT_KEY};EndpointSuffix=core.windows.net",
+        [AZURE_ACCOUNT_KEY, AZURE_ACCOUNT_KEY[:40]],
+    ),
+    (
+        "403 AuthenticationFailed for https://agentstore.blob.core.windows.net/runs/out.json?"
+        f"sv=2022-11-02&ss=b&srt=o&sp=r&se=2024-11-26T00:00:00Z&sig={AZURE_SAS_SIG}",
+        [AZURE_SAS_SIG, AZURE_SAS_SIG[:40]],
+    ),
+    (
+        "azure.servicebus.exceptions.ServiceBusAuthenticationError: Endpoint=sb://agents."
+        "servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;"
+        f"SharedAccessKey={SERVICE_BUS_KEY}",
+        [SERVICE_BUS_KEY],
+    ),
+    (
+        f"npm ERR! code E401 Unable to authenticate, token {NPM} was revoked\n"
+        f"npm ERR! //registry.npmjs.org/:_authToken={NPM_LABELLED}",
+        [NPM, NPM_LABELLED],
+    ),
+    (
+        "python_http_client.exceptions.UnauthorizedError: HTTP Error 401: Unauthorized "
+        f"(sendgrid client built with {SENDGRID})",
+        [SENDGRID],
+    ),
+    (
+        "requests.exceptions.HTTPError: 404 Client Error: Not Found for url: "
+        f"https://hooks.slack.com/services/{SLACK_WEBHOOK_PATH}",
+        [SLACK_WEBHOOK_PATH, SLACK_WEBHOOK_PATH.rsplit("/", 1)[1]],
+    ),
+    (
+        f"aws configure list: access key {BESIDE_KEY_ID} / {BESIDE_SECRET} (shared-credentials)",
+        [BESIDE_KEY_ID, BESIDE_SECRET],
+    ),
+    (
+        "could not parse credentials.csv row 2: "
+        f"svc-agent,{CSV_KEY_ID},{CSV_SECRET},https://console.aws.amazon.com",
+        [CSV_KEY_ID, CSV_SECRET],
+    ),
+    (
+        f"handshake rejected: server expected {UNLABELLED} in the upgrade request",
+        [UNLABELLED],
+    ),
+    (
+        f"cryptography.fernet.InvalidToken (ENCRYPTION_KEY={ENCRYPTION_KEY})",
+        [ENCRYPTION_KEY],
+    ),
+    (
+        f"twilio.base.exceptions.TwilioRestException: 20003 Authenticate with {TWILIO}",
+        [TWILIO],
+    ),
+    (
+        f"doctl: Unable to initialize DigitalOcean API client: {DIGITALOCEAN} is invalid; "
+        f"vault said permission denied for {VAULT}",
+        [DIGITALOCEAN, VAULT],
+    ),
+    (
+        f"databricks-sdk: 403 Invalid access token {DATABRICKS}; doppler: {DOPPLER} expired",
+        [DATABRICKS, DOPPLER],
+    ),
+    (
+        f"twine upload failed: 403 Invalid or non-existent authentication ({PYPI})",
+        [PYPI],
+    ),
+    (
+        f"linear: 401 for {LINEAR}; shopify: 401 for {SHOPIFY}; grafana: 401 for {GRAFANA}",
+        [LINEAR, SHOPIFY, GRAFANA],
+    ),
+    (
+        f"telegram.error.InvalidToken: https://api.telegram.org/bot7381920456:{TELEGRAM_SECRET}"
+        "/getMe returned 401",
+        [TELEGRAM_SECRET],
+    ),
+    (
+        "discord webhook failed: https://discord.com/api/webhooks/123456789012345678/"
+        f"{DISCORD_WEBHOOK_TOKEN}",
+        [DISCORD_WEBHOOK_TOKEN],
+    ),
+    (
+        f"heroku: Invalid credentials provided ({HEROKU}); age: no identity matched {AGE_KEY}",
+        [HEROKU, AGE_KEY],
+    ),
+    (
+        f"teams notification failed: https://acme.webhook.office.com/webhookb2/{TEAMS_PATH}",
+        [TEAMS_PATH.split("/IncomingWebhook/")[1]],
+    ),
 ]
 
 NOT_SECRETS: list[str] = [
@@ -311,4 +440,16 @@ NOT_SECRETS: list[str] = [
     "ASIA/Tokyo time zone; AKIA is not a word",
     "retrying with exponential backoff (base 2.0, max 60s)",
     "日本語のログ: パスワードなし",
+    "sort_key=created_at_timestamp_desc, partition_key: customer_region_europe_west",
+    "cache key=user-profile-v2-42-settings",
+    "module onward.runtime.scheduler.Scheduler._claim_next took 3ms",
+    "/home/agent/Projects/MyApp2/src/main/Service.java:42: error: cannot find symbol",
+    "compiled getUserAccountSettingsForTenant2 in 0.3s",
+    'ETag: "33a64df551425fcc55e4d42a148795d9f25f89d4"',
+    "see https://example.com/articles/2024/11/how-to-build-durable-agents-with-event-sourcing",
+    "primary_key=order_items_order_id_product_id_pk",
+    "worker host-7/123456/987654321/abcdef lost its lease",
+    "credentials_path=/etc/agent/credentials.json",
+    "task_completed InterruptionDelivered ThresholdsAdjusted",
+    "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
 ]

@@ -6,6 +6,9 @@ type is covered by every property test that draws from :func:`any_event`.
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import math
 from typing import Any
 
 from hypothesis import strategies as st
@@ -27,9 +30,10 @@ from onward.events.error import ErrorClassified, ErrorObserved
 from onward.events.fix import FixAttempted, FixFailed, FixLearned, FixSucceeded
 from onward.events.flow import FlowStateChanged, InterruptionDeferred, InterruptionDelivered
 from onward.events.kinds import DegradationLevel, ErrorKind, FlowState, Jitter, Priority, Strategy
+from onward.events.message import MessageReceived, MessageSent, StateSet
 from onward.events.retry import RetryScheduled
 from onward.events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
-from onward.events.step import StepCompleted, StepFailed, StepStarted
+from onward.events.step import PatchMarked, StepCompleted, StepFailed, StepStarted
 from onward.events.task import (
     TaskCancelled,
     TaskClaimed,
@@ -37,15 +41,25 @@ from onward.events.task import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskQuarantined,
     TaskReleased,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     TaskWaiting,
 )
 from onward.events.worker import WorkerHeartbeat, WorkerStopped
 
-__all__ = ["EVENT_STRATEGIES", "any_event", "finite_floats", "json_values"]
+__all__ = [
+    "EVENT_STRATEGIES",
+    "any_event",
+    "finite_floats",
+    "json_values",
+    "same_value",
+    "stored_values",
+]
 
 #: The largest integer a JSON reader in any language is sure to read back exactly.
 MAX_SAFE_INT = 2**53
@@ -120,6 +134,8 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         deadline=st.none() | _times,
         key=st.none() | _texts,
         parent=st.none() | _ids,
+        forked_from=st.none() | _ids,
+        inherit_steps=st.integers(min_value=0, max_value=1000),
     ),
     TaskReprioritised: st.builds(
         TaskReprioritised, priority=st.sampled_from(Priority), previous=st.sampled_from(Priority)
@@ -146,12 +162,36 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         TaskFailed, error_type=_type_names, message=_texts, signature=_signatures
     ),
     TaskCancelled: st.builds(TaskCancelled, reason=_texts),
+    TaskQuarantined: st.builds(TaskQuarantined, reason=_texts, by=_names, damage=_texts),
 }
 
 _STEP: dict[type[Event], SearchStrategy[Event]] = {
     StepStarted: st.builds(
-        StepStarted, index=_indexes, name=_names, attempt=_attempts, idempotency_key=_texts
+        StepStarted,
+        index=_indexes,
+        name=_names,
+        attempt=_attempts,
+        idempotency_key=_texts,
+        wake_at=st.none() | _times,
     ),
+    PatchMarked: st.builds(PatchMarked, change_id=_names, index=_indexes),
+    MessageSent: st.builds(MessageSent, topic=_names, value=json_values(), sender=_names),
+    MessageReceived: st.builds(
+        MessageReceived,
+        index=_indexes,
+        topic=_names,
+        inbox_version=st.none() | st.integers(min_value=1, max_value=10**6),
+        value=json_values(),
+    ),
+    StateSet: st.builds(StateSet, key=_names, value=json_values()),
+    TaskRetried: st.builds(
+        TaskRetried,
+        by=_names,
+        reason=_texts,
+        previous=st.sampled_from(["failed", "cancelled", "missed"]),
+        deadline=st.none() | _times,
+    ),
+    TaskUnregistered: st.builds(TaskUnregistered, name=_names, worker=_names),
     StepCompleted: st.builds(
         StepCompleted,
         index=_indexes,
@@ -342,3 +382,92 @@ EVENT_STRATEGIES: dict[type[Event], SearchStrategy[Event]] = {
 def any_event() -> SearchStrategy[Event]:
     """An event of any type in :data:`EVENT_STRATEGIES`."""
     return st.one_of(*EVENT_STRATEGIES.values())
+
+
+# -- values a task may take and a step may return ------------------------------------------
+
+
+def _hashable_values() -> SearchStrategy[Any]:
+    """Values that stay hashable once read back: dict keys and set members."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | finite_floats()
+        | st.text(max_size=12)
+        | st.binary(max_size=12)
+        | st.datetimes(timezones=st.none() | st.just(datetime.UTC))
+        | st.dates()
+        | st.uuids()
+    )
+    return st.recursive(
+        scalars,
+        lambda children: st.tuples(children, children) | st.frozensets(children, max_size=3),
+        max_leaves=4,
+    )
+
+
+def stored_values() -> SearchStrategy[Any]:
+    """Anything a task may take or a step may return, nested: every type of the table in
+    :mod:`onward.events.values` (NaN and the infinities included)."""
+    offsets = st.timedeltas(
+        min_value=datetime.timedelta(hours=-23), max_value=datetime.timedelta(hours=23)
+    ).map(
+        lambda d: datetime.timezone(datetime.timedelta(minutes=d // datetime.timedelta(minutes=1)))
+    )
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text()
+        | st.binary()
+        | st.binary().map(bytearray)
+        | st.datetimes(timezones=st.none() | st.just(datetime.UTC) | offsets)
+        | st.dates()
+        | st.times()
+        | st.timedeltas()
+        | st.uuids()
+        | st.decimals()
+    )
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.tuples(children)
+            | st.lists(children, max_size=3).map(tuple)
+            | st.dictionaries(st.text(), children, max_size=4)
+            | st.dictionaries(_hashable_values(), children, max_size=3)
+            | st.sets(_hashable_values(), max_size=4)
+            | st.frozensets(_hashable_values(), max_size=3)
+        ),
+        max_leaves=14,
+    )
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two values are equal in type and value, all the way down (NaN equals NaN, and
+    -0.0 differs from 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    if isinstance(a, decimal.Decimal):
+        if a.is_nan() or b.is_nan():
+            return a.is_nan() and b.is_nan() and a.is_signed() == b.is_signed()
+        return a == b and str(a) == str(b)
+    if isinstance(a, datetime.datetime | datetime.time):
+        return a == b and a.utcoffset() == b.utcoffset()
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        if list(a) != list(b) or len(a) != len(b):
+            return False
+        return all(
+            same_value(ka, kb) and same_value(a[ka], b[kb]) for ka, kb in zip(a, b, strict=True)
+        )
+    if isinstance(a, set | frozenset):
+        return a == b and all(any(same_value(x, y) for y in b) for x in a)
+    return bool(a == b)

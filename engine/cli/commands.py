@@ -2,7 +2,8 @@
 
 The read commands fold the log with :class:`onward.projections.CatchUp` and never append: opening an
 :class:`~onward.Engine` would record a ``SessionResumed``, so they do not. A log that does not
-exist is reported (:class:`onward.events.LogNotFound`), never created.
+exist is reported (:class:`onward.events.LogNotFound`), never created. A damaged stream does
+not stop them: its task or session is listed as "damaged", with why.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from onward.cli.reports import (
 from onward.cli.table import by_state, iso, queue_table, sessions_table, tasks_table
 from onward.cli.timeline import event_rows, find_task, timeline_table, view_lines
 from onward.core.machines import diagram
-from onward.events import EventLog, UsageError, open_log
-from onward.projections import CatchUp, task_stream
+from onward.events import CorruptRecord, EventLog, UsageError, open_log
+from onward.projections import CatchUp, task_stream, verify_log
 
 __all__ = [
     "cmd_diagram",
@@ -48,7 +49,10 @@ def open_existing(db: str) -> EventLog:
     """Open the log at ``db`` (a file path or a log URL) without creating it.
 
     Raises:
-        LogNotFound: no log there (a missing file, not an SQLite database, no onward tables).
+        LogNotFound: no file there.
+        NotALog: something else is there (a directory, an empty or text file, another
+            SQLite database).
+        LogDamaged: a truncated or malformed SQLite file.
         BackendError: the log cannot be read.
     """
     url = db if "://" in db else f"sqlite:///{db}"
@@ -62,9 +66,8 @@ def open_existing(db: str) -> EventLog:
 def fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True) -> CatchUp:
     """Fold the log (up to ``upto``) into the projections, saving no checkpoint.
 
-    Raises:
-        LogDamaged: a record does not decode.
-        IllegalTransition: the log holds a history its lifecycles do not allow.
+    A damaged stream (a record that fails its checksum, or a history its lifecycle does not
+    allow) is marked so in the projections (``projections.damaged``), not raised.
     """
     host = CatchUp(log, upto=upto, checkpoint_every=0)
     host.open(use_checkpoint=use_checkpoint)
@@ -82,6 +85,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             print(f"no sessions in {log.url}")
         else:
             print(sessions_table(rows))
+            for row in rows:
+                if row.damage:
+                    print(f"\nsession {row.name} is damaged: {row.damage}")
+                    print("it cannot be opened; `onward verify` says what is wrong")
     return 0
 
 
@@ -109,6 +116,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             print(f"no tasks in {log.url}" + (" that match" if args.session or args.state else ""))
         else:
             print(tasks_table(rows))
+            damaged = [r for r in rows if r.state == "damaged"]
+            if damaged:
+                print(f"\n{len(damaged)} damaged task(s), never run until set aside:")
+                for row in damaged:
+                    print(f"  {row.task_id}: {row.damage}")
+                print("`onward quarantine TASK` sets one aside; `onward verify` says more")
     return 0
 
 
@@ -117,7 +130,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_existing(args.db) as log:
         projections = fold(log).projections
         view = find_task(projections, args.task, log.url)
-        history = log.read_stream(task_stream(view.task_id))
+        damage = view.damage
+        try:
+            # A damaged stream is still shown: its records unchecked, the damage said first.
+            history = log.read_stream(task_stream(view.task_id), verify=not damage)
+        except CorruptRecord as exc:
+            damage = damage or str(exc)
+            try:
+                history = log.read_stream(task_stream(view.task_id), verify=False)
+            except CorruptRecord:
+                history = []  # a record does not even decode: the view is all there is
         if args.json:
             emit_json(
                 ShowReport(
@@ -125,10 +147,14 @@ def cmd_show(args: argparse.Namespace) -> int:
                     task=task_row(view),
                     view=msgspec.structs.asdict(view),
                     events=event_rows(history),
+                    damage=damage,
                 )
             )
             return 0
         print(f"task {view.task_id}  {view.name}  ({view.state})  in {log.url}")
+        if damage:
+            print(f"DAMAGED: its history cannot be trusted: {damage}")
+            print("(its events below are as stored, unchecked)" if history else "")
         print()
         print(timeline_table(history))
         print()
@@ -189,18 +215,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Check every checksum and hash chain; exit 1 on damage."""
+    """Check every checksum, hash chain and the head record, and replay every lifecycle; exit 1
+    on damage."""
     with open_existing(args.db) as log:
-        report = log.verify()
+        report = verify_log(log)
     if args.json:
         emit_json(report)
-    elif report.ok:
+        return 0 if report.ok else 1
+    head = report.head_record
+    if report.ok:
         print(f"ok: {report.events} events in {report.streams} streams, head {report.head}")
     else:
         where = "a torn tail (the end of the log)" if report.torn_tail else "the middle of the log"
         print(f"DAMAGED: {len(report.problems)} damaged records in {where}")
         for problem in report.problems:
             print(f"  {problem}")
+    print(f"head record: {head.status}" + (f" ({head.detail})" if head.detail else ""))
+    if report.damaged_streams:
+        print(f"damaged streams ({len(report.damaged_streams)}):")
+        for damage in report.damaged_streams:
+            quarantined = " [quarantined]" if damage.stream in report.quarantined else ""
+            print(f"  {damage.stream}{quarantined}: {damage}")
     return 0 if report.ok else 1
 
 

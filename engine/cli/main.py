@@ -9,7 +9,9 @@ never append and never create a log (see :mod:`onward.cli.commands`).
     onward tasks [--session S] [--state X]
     onward show TASK                   a task's timeline (every event of its stream) and view
     onward replay --to POSITION        every task and the queue as they were at that position
-    onward verify                      checksums and hash chains; exit 1 on damage
+    onward verify                      checksums, hash chains, head record, lifecycles; exit 1 on
+                                       damage
+    onward quarantine TASK [--reason TEXT]  set a damaged or stuck task aside
     onward diagram task|session|breaker
     onward demo                        a real session over the standard library, with a crash
     onward errors [--kind K]           the error-learning DB: one row per error signature
@@ -26,8 +28,9 @@ never append and never create a log (see :mod:`onward.cli.commands`).
     onward worker MODULE:ENGINE [--workers N] [--session S]
                                        serve a session's tasks until SIGTERM or Ctrl-C
 
-``learn``, ``approve`` and ``deny`` are the only commands that append (one ``FixLearned``, one
-``ApprovalGranted`` or ``ApprovalDenied``), and only to a log that exists.
+``learn``, ``approve``, ``deny`` and ``quarantine`` are the only commands that append (one
+``FixLearned``, ``ApprovalGranted``, ``ApprovalDenied`` or ``TaskQuarantined``), and only to a
+log that exists.
 
 Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
 a missing log, an unknown task, decision, signature or fix, or a log that cannot be read.
@@ -54,6 +57,7 @@ from onward.cli.commands import (
 )
 from onward.cli.error_report import KINDS
 from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
+from onward.cli.quarantine import cmd_quarantine
 from onward.cli.rules import add_rules_arguments, cmd_rules
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
@@ -114,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         "list the tasks in submission order (with --state queued: in queue order)",
     )
     tasks.add_argument("--session", help="only this session's tasks")
-    tasks.add_argument("--state", choices=TASK.states, help="only tasks in this state")
+    tasks.add_argument(
+        "--state",
+        choices=(*TASK.states, "damaged", "unknown"),
+        help="only tasks in this state",
+    )
 
     show = command("show", cmd_show, "print a task's timeline (every event) and its state")
     show.add_argument("task", metavar="TASK", help="the task id (or a unique prefix of it)")
@@ -133,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay from the first event, ignoring any saved checkpoint",
     )
 
-    command("verify", cmd_verify, "check every checksum and hash chain; exit 1 on damage")
+    command(
+        "verify",
+        cmd_verify,
+        "check every checksum, hash chain and the head record, and replay every lifecycle; "
+        "exit 1 on damage",
+    )
+    quarantine = command(
+        "quarantine",
+        cmd_quarantine,
+        "set a damaged or stuck task aside for good, so that the rest of its session goes on "
+        "(appends TaskQuarantined; never creates a log)",
+    )
+    quarantine.add_argument("task", metavar="TASK", help="the task id (or a unique prefix of it)")
+    quarantine.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
+    quarantine.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
 
     diagram_ = command(
         "diagram", cmd_diagram, "print a lifecycle as a Mermaid state diagram", db=None

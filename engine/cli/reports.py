@@ -53,6 +53,7 @@ class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
     quality_lost: float = 0.0
     errors_last_hour: int = 0
     approvals_waiting: int = 0
+    damage: str = ""
 
 
 class SessionsReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +79,7 @@ class TaskRow(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     submitted: datetime
     position: int
+    damage: str = ""
 
 
 class TasksReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +108,7 @@ class ShowReport(msgspec.Struct, frozen=True, kw_only=True):
     task: TaskRow
     view: dict[str, Any]  # every field of the TaskView, defaults included
     events: list[EventRow]
+    damage: str = ""  # why its history cannot be trusted; its events are then shown unchecked
 
 
 class QueueRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,6 +177,7 @@ def task_row(view: TaskView) -> TaskRow:
         error=view.error,
         submitted=moment(view.submitted_at),
         position=view.order,
+        damage=view.damage,
     )
 
 
@@ -200,6 +204,7 @@ def session_rows(projections: Projections) -> list[SessionRow]:
                     session.name, projections.time, 3600.0
                 ).errors,
                 approvals_waiting=len(projections.decisions.waiting(session.name)),
+                damage=session.damage,
             )
         )
     return rows

@@ -64,7 +64,7 @@ def tasks_table(rows: Sequence[TaskRow], *, indent: str = "") -> str:
                 r.attempt,
                 r.steps,
                 f"{r.progress:.0%}",
-                clip(r.error, 60),
+                clip(r.error or r.damage, 60),
             ]
             for r in rows
         ],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -27,6 +27,7 @@ __all__ = [
     "default_name",
     "parse_priority",
     "return_type",
+    "type_hints",
 ]
 
 #: What an action may declare to be at stake, least first.
@@ -53,12 +54,18 @@ def default_name(fn: Callable[..., Any]) -> str:
     return str(qualname).rsplit("<locals>.", 1)[-1]
 
 
+def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A function's resolved annotations by parameter name (and ``"return"``); empty when they
+    do not resolve (values are then taken as recorded)."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: take values as recorded
+        return {}
+
+
 def return_type(fn: Callable[..., Any]) -> Any:
     """A function's annotated return type (``Any`` when it has none or it does not resolve)."""
-    try:
-        return typing.get_type_hints(fn).get("return", Any)
-    except Exception:  # unresolvable annotations: take results as recorded
-        return Any
+    return type_hints(fn).get("return", Any)
 
 
 class Check(Protocol):
@@ -114,12 +121,49 @@ class TaskDef(msgspec.Struct, frozen=True):
         fn: the function.
         priority: the default priority of its tasks.
         signature: the function's signature, to check arguments at submit.
+        is_async: it is an ``async def`` (its runs are awaited).
+        annotations: its resolved annotations by parameter name: recorded arguments are
+            converted back to them.
+        returns: its annotated return type: its recorded result is converted back to it.
     """
 
     name: str
     fn: Callable[..., Any]
     priority: Priority
     signature: inspect.Signature
+    is_async: bool = False
+    annotations: dict[str, Any] = msgspec.field(default_factory=dict)
+    returns: Any = Any
+
+    def argument_types(
+        self, positional: int, names: Iterable[str]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The annotated type of each argument of a call: ``positional`` positional ones, and
+        keyword ones by name (``Any`` where there is no annotation).
+
+        Returns:
+            The positional arguments' types, in order, and the keyword arguments' by name.
+        """
+        params = list(self.signature.parameters.values())
+        plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        rest = next((p.name for p in params if p.kind is p.VAR_POSITIONAL), None)
+        extra = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+        hints = self.annotations
+        ordered = [
+            hints.get(plain[i].name if i < len(plain) else rest or "", Any)
+            for i in range(positional)
+        ]
+        named: dict[str, Any] = {}
+        for name in names:
+            param = self.signature.parameters.get(name)
+            if param is not None and param.kind in (
+                param.POSITIONAL_OR_KEYWORD,
+                param.KEYWORD_ONLY,
+            ):
+                named[name] = hints.get(name, Any)
+            else:
+                named[name] = hints.get(extra or "", Any)
+        return ordered, named
 
 
 class StepDef(msgspec.Struct, frozen=True):
@@ -135,6 +179,9 @@ class StepDef(msgspec.Struct, frozen=True):
             location, declared defaults...; see :mod:`onward.healing.remedies`).
         judgement: for an action, its impact, check and undo (see
             :mod:`onward.judgement.actions`); None for a plain step.
+        is_async: it is an ``async def``: only an async task may call it (it is awaited).
+        timeout: seconds it may take before it fails with ``TimeoutError`` (None: no limit).
+        aliases: its former names: outcomes recorded under them are its own.
     """
 
     name: str
@@ -144,3 +191,11 @@ class StepDef(msgspec.Struct, frozen=True):
     breaker: str = ""
     hints: dict[str, Any] = msgspec.field(default_factory=dict)
     judgement: Judgement | None = None
+    is_async: bool = False
+    timeout: float | None = None
+    aliases: tuple[str, ...] = ()
+
+    def answers_to(self, name: str) -> bool:
+        """Whether an outcome recorded under ``name`` is this step's (its name or a former
+        one)."""
+        return name == self.name or name in self.aliases

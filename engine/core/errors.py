@@ -12,10 +12,13 @@
     │   ├── DecisionNotFound (LookupError) .. a decision the log does not hold
     │   ├── ApprovalNotFound (LookupError) .. no approval request (or an answered one) by that id
     │   └── NotFinished ................. asked for the result of a task still under way
-    └── TaskError ....................... ``Engine.result`` of a task that did not succeed
-        ├── TaskFailedError ............. the task failed (its recorded error type and message)
-        ├── TaskCancelledError .......... the task was cancelled
-        └── DeadlineMissed .............. the task missed its deadline
+    ├── TaskError ....................... ``Engine.result`` of a task that did not succeed
+    │   ├── TaskFailedError ............. the task failed (its recorded error type and message)
+    │   ├── TaskCancelledError .......... the task was cancelled
+    │   ├── DeadlineMissed .............. the task missed its deadline
+    │   └── TaskQuarantinedError ........ a person set the task aside (``onward quarantine``)
+    └── LogDamaged (onward.events)
+        └── StreamDamaged ............... a task's or session's history cannot be trusted
     StepMismatch (OnwardError) .......... a re-run called other steps than the log records
     StepInterrupted (OnwardError) ....... an at-most-once step was in flight when the worker died
     ActionDenied (OnwardError) .......... a human refused an action: the step fails with it
@@ -26,7 +29,8 @@
 
 from __future__ import annotations
 
-from onward.events import OnwardError, UsageError
+from onward.events import LogDamaged, OnwardError, UsageError
+from onward.events.integrity import StreamDamage
 
 __all__ = [
     "ActionDenied",
@@ -42,10 +46,12 @@ __all__ = [
     "StepFailedError",
     "StepInterrupted",
     "StepMismatch",
+    "StreamDamaged",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
     "TaskNotFound",
+    "TaskQuarantinedError",
 ]
 
 
@@ -120,6 +126,43 @@ class DeadlineMissed(TaskError):
     """The task missed its deadline before it could finish."""
 
 
+class TaskQuarantinedError(TaskError):
+    """A person set the task aside (``onward quarantine``): it will not run again.
+
+    Attributes:
+        reason: why it was set aside ("" when not said).
+    """
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(
+            f"task {task_id} was quarantined" + (f": {reason}" if reason else ""), task_id=task_id
+        )
+        self.reason = reason
+
+
+class StreamDamaged(LogDamaged):
+    """A task's or a session's history cannot be trusted from one of its records on (a record
+    fails its checksum, was removed, or breaks its lifecycle): it is not resumed or opened.
+
+    The rest of the log is unaffected. ``onward verify`` says what is wrong; a damaged task is
+    set aside with ``onward quarantine TASK`` (or :meth:`onward.Engine.quarantine`).
+
+    Attributes:
+        subject: "task" or "session".
+        name: the task id or the session's name.
+        damage: the stream's first bad record and what is wrong with it.
+    """
+
+    def __init__(self, subject: str, name: str, damage: StreamDamage, advice: str = "") -> None:
+        super().__init__(
+            f"{subject} {name}: its history cannot be trusted: {damage}"
+            + (f"; {advice}" if advice else "")
+        )
+        self.subject = subject
+        self.name = name
+        self.damage = damage
+
+
 class StepMismatch(OnwardError):
     """A re-run of a task called a different step than the log records at that index.
 
@@ -135,7 +178,11 @@ class StepMismatch(OnwardError):
     def __init__(self, task_id: str, index: int, recorded: str, current: str) -> None:
         super().__init__(
             f"task {task_id}: step {index} is {recorded!r} in the log but the code now calls "
-            f"{current!r} (did the code change, or branch on something that is not a step?)"
+            f"{current!r}. If the step was renamed, declare its former name: "
+            f"@engine.step(name={current!r}, aliases=[{recorded!r}]); if the code changed its "
+            'path, guard the new path with `if engine.patched("change-id"):` so that older '
+            "histories replay the old way; a task that branches on something that is not a "
+            "step's result replays differently (make that a step)"
         )
         self.task_id = task_id
         self.index = index

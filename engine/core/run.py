@@ -8,15 +8,26 @@ errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from onward.core.batch import Batch
-from onward.events import BackendError, Context, Event
+from onward.events import BackendError, Context, Event, Redactor
 
-__all__ = ["LeaseLost", "RunningTask", "StorageLost", "Suspended", "error_message"]
+__all__ = [
+    "LeaseLost",
+    "RunningTask",
+    "StorageLost",
+    "Suspended",
+    "bounded",
+    "error_message",
+]
 
 #: The longest message a failure records (the log refuses oversized payloads).
 MESSAGE_LIMIT = 4000
+
+# Redacts where no log's own redactor is at hand (its patterns apply again when it appends).
+_DEFAULT_REDACTOR = Redactor()
 
 
 class Suspended(BaseException):
@@ -50,13 +61,37 @@ class StorageLost(BaseException):
         self.error = error
 
 
-def error_message(exc: BaseException) -> str:
-    """An exception's message, bounded (the log refuses oversized payloads)."""
+def bounded(
+    text: str, redact: Callable[[str], str] | None = None, limit: int = MESSAGE_LIMIT
+) -> str:
+    """A text to record or log: its secrets redacted first, then cut to ``limit`` characters.
+
+    Redacting first matters: a token cut in two by the limit no longer has the shape that
+    gives it away, and half a token is still half a secret.
+
+    Args:
+        text: the text.
+        redact: the redactor's ``redact`` (the log's, with the user's patterns); the default
+            patterns when None.
+        limit: the longest text kept.
+
+    Returns:
+        The redacted text, cut with ``... [truncated]`` when it was longer than ``limit``.
+    """
+    # A huge text (a response body) is read only so far: what lies past four limits would be
+    # cut anyway, and the cut there is far from what is kept.
+    text = (redact or _DEFAULT_REDACTOR.redact)(text[: 4 * limit])
+    return text if len(text) <= limit else text[:limit] + "... [truncated]"
+
+
+def error_message(exc: BaseException, redact: Callable[[str], str] | None = None) -> str:
+    """An exception's message, secrets redacted, then bounded (the log refuses oversized
+    payloads); see :func:`bounded`."""
     try:
         text = str(exc)
     except Exception:  # a broken __str__ must not hide the failure it describes
         text = type(exc).__name__
-    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "... [truncated]"
+    return bounded(text, redact)
 
 
 class RunningTask(Protocol):
@@ -75,6 +110,10 @@ class RunningTask(Protocol):
     fixes_tried: dict[int, set[str]]
     fix_applications: dict[int, int]
     last_delay: dict[int, float]
+
+    def redact(self, text: str) -> str:
+        """A text with its secrets replaced, by the log's redactor."""
+        ...
 
     def new_batch(self) -> Batch:
         """An empty batch whose events are caused by the run's claim unless they say."""

@@ -30,6 +30,10 @@ from onward.projections.breakers import breaker_stream
 
 __all__ = ["BreakerPolicy", "Breakers"]
 
+#: The states in which a breaker lets calls through: closed, half-open (this call is a trial),
+#: and damaged (a breaker whose stream's history cannot be trusted guards nothing).
+_LETS_CALLS_THROUGH = frozenset({"closed", "half_open", "damaged"})
+
 
 class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """When a circuit breaker opens and how long it stays open.
@@ -82,7 +86,7 @@ class Breakers:
         # Another worker thread may fold a transition while this one reads the view: read the
         # version first, so that a transition appended at it is refused if the state moved.
         version = view.version
-        if view.state in ("closed", "half_open"):
+        if view.state in _LETS_CALLS_THROUGH:
             return None
         now = self.clock()
         if now < view.cooldown_until:
@@ -172,6 +176,8 @@ class Breakers:
         view = projections.breakers.get(dependency)
         version = view.version  # before the state: see before_call
         state = view.state
+        if state == "damaged":
+            return  # its history cannot be trusted: it guards nothing, and never moves
         policy = self.policy
         consecutive = view.consecutive_failures + 1
         recent = (*view.recent, False)[-policy.window :]

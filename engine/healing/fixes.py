@@ -21,13 +21,12 @@ Selection, for one error with signature ``S``:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from onward.events import UsageError
+from onward.events import UsageError, redacted_logger
 
 __all__ = [
     "DEMOTE_AFTER",
@@ -40,7 +39,7 @@ __all__ = [
     "UnknownFix",
 ]
 
-logger = logging.getLogger("onward.engine.fixes")
+logger = redacted_logger("onward.engine.fixes")
 
 DEMOTE_AFTER = 3
 """A fix is judged on its record for a signature only after this many attempts."""

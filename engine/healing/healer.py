@@ -215,7 +215,7 @@ class Healer:
                     fix=fix_in_flight,
                     signature=fix_signature or failure.sig,  # the error the fix answered
                     step_index=index,
-                    message=error_message(exc),
+                    message=error_message(exc, run.redact),
                 ),
                 failed_id,
             )
@@ -298,7 +298,7 @@ class Healer:
                 name=failure.step.name,
                 attempt=failure.attempt,
                 error_type=signature.error_type,
-                message=error_message(failure.exc),
+                message=error_message(failure.exc, failure.run.redact),
                 signature=sig,
                 transient=failure.transient,
                 final=final,

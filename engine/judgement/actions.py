@@ -32,7 +32,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import Judgement, StepDef
-from onward.core.run import RunningTask, Suspended
+from onward.core.run import RunningTask, Suspended, bounded
 from onward.events import (
     ActionChecked,
     ActionUndone,
@@ -278,11 +278,11 @@ class Judge:
                 action=step.name,
                 step_index=index,
                 ok=False,
-                message=f"{type(exc).__name__}: {exc}"[:2000],
+                message=bounded(f"{type(exc).__name__}: {exc}", limit=2000),
             )
         return ActionUndone(
             action=step.name,
             step_index=index,
             ok=True,
-            message="" if said is None else str(said)[:2000],
+            message="" if said is None else bounded(str(said), limit=2000),
         )

@@ -17,22 +17,32 @@ a task's run to :class:`~onward.runtime.run.TaskRun`, the loop to
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from onward.core.definitions import Check, Judgement, StepDef, Undo, parse_priority
+from onward.core.definitions import (
+    Check,
+    Judgement,
+    StepDef,
+    Undo,
+    default_name,
+    parse_priority,
+)
 from onward.core.run import Suspended
 from onward.events import (
     EventLog,
     FixLearned,
     Priority,
+    StateSet,
     TaskProgressed,
     TaskWaiting,
+    UnencodableValue,
     UsageError,
     open_log,
 )
@@ -43,16 +53,23 @@ from onward.judgement.budget import ErrorBudget
 from onward.judgement.degradation import Component, Components, HealthCheck, Workaround
 from onward.judgement.flow import FlowMonitor
 from onward.judgement.rulebook import Rulebook
-from onward.projections import Projections, TaskView
+from onward.projections import Projections, TaskView, inbox_stream
 from onward.projections.degradation import DegradationView
 from onward.runtime.boundary import Boundary
 from onward.runtime.degradations import Degradations
 from onward.runtime.interruptions import Interruptions, log_interruption
 from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, TaskRun
+from onward.runtime.run import (
+    CURRENT_RUN,
+    CURRENT_STEP,
+    TaskRun,
+    drive,
+    drive_async,
+    on_event_loop,
+)
 from onward.runtime.scheduler import RunSummary, Scheduler
-from onward.runtime.service import serve
+from onward.runtime.service import serve, serve_async
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
 from onward.runtime.worker import live, worker_id
@@ -81,7 +98,7 @@ class Engine:
             on_interruption).
 
     Raises:
-        UsageError: a bad session name or option.
+        UsageError: a bad session name (one that holds a secret included) or option.
 
     Attributes:
         log: the log.
@@ -101,6 +118,7 @@ class Engine:
     def __init__(self, log: EventLog, *, session: str, **options: Unpack[EngineOptions]) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
+        log.redactor.check_name(session, "session name")
         unknown = sorted(set(options) - ENGINE_OPTIONS)
         if unknown:
             raise UsageError(f"unknown engine options: {', '.join(unknown)}")
@@ -158,7 +176,7 @@ class Engine:
             degradations=self._degradations,
             interruptions=self._interruptions,
         )
-        self._tasks = Tasks(self._session)
+        self._tasks = Tasks(self._session, self.registry)
         self._session.open()
         live(self.worker, True)
 
@@ -185,7 +203,11 @@ class Engine:
         Raises:
             UsageError: an unknown option.
             InvalidURL: an unsupported URL.
-            LogDamaged: the log's history is corrupt or foreign.
+            StreamDamaged: the session's own history cannot be trusted (a damaged task only
+                is not resumed; other sessions open as usual).
+            NotALog: the path holds something else than a log (a directory, an empty, text or
+                unknown file, another SQLite database); nothing was changed.
+            LogDamaged: the log's history is corrupt or foreign, or its file is truncated.
         """
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:
@@ -221,23 +243,33 @@ class Engine:
     # -- registration ----------------------------------------------------------------------
 
     def task(
-        self, *, name: str | None = None, priority: Priority | str = Priority.NORMAL
+        self,
+        *,
+        name: str | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        aliases: Sequence[str] = (),
     ) -> Callable[[F], F]:
         """Register a function as a task: ``@engine.task()`` or ``@engine.task(priority="high")``.
 
-        The function stays callable as before; :meth:`submit` queues it durably.
+        The function stays callable as before; :meth:`submit` queues it durably. A task
+        submitted under a name no worker has a function for waits, unregistered (``onward tasks
+        --state unregistered``), until one registers it, or a person abandons it
+        (:meth:`abandon`).
 
         Args:
             name: the name its tasks are stored under (the function's qualified name by default).
             priority: the default priority of its tasks.
+            aliases: its former names: tasks submitted under them run this function (a rename
+                that keeps the queued and unfinished tasks).
 
         Raises:
-            UsageError: an unknown priority.
+            UsageError: an unknown priority, a bad alias, or a name that holds a secret.
         """
         level = parse_priority(priority)
 
         def register(f: F) -> F:
-            self.registry.add_task(f, name, level)
+            self.log.redactor.check_name(name or default_name(f), "task name")
+            self.registry.add_task(f, name, level, aliases)
             return f
 
         return register
@@ -249,11 +281,18 @@ class Engine:
         at_most_once: bool = False,
         breaker: str = "",
         hints: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        aliases: Sequence[str] = (),
     ) -> Callable[[F], F]:
-        """Register a function as a durable step: ``@engine.step()``.
+        """Register a function as a durable step: ``@engine.step()``, on a ``def`` or an
+        ``async def``.
 
         Called inside a task, its outcome is recorded once; a re-run of the task returns the
         recorded result without calling it. Called outside a task, it is a plain call.
+
+        An ``async def`` step is awaited, from an ``async def`` task only. A plain step called
+        from an ``async def`` task is awaited too (``await fetch(url)``): it runs in a worker
+        thread, so that the event loop never blocks.
 
         Args:
             name: the name its outcomes are recorded under.
@@ -264,10 +303,29 @@ class Engine:
                 dependency stops calling it while it keeps failing.
             hints: what fixes may use: which parameter is a batch size, a fallback location,
                 declared defaults and alternatives (see :mod:`onward.healing.remedies`).
+            timeout: seconds it may take; then it fails with ``TimeoutError``, a failure like
+                any other (healed, retried, recorded). An ``async def`` step is cancelled; a
+                plain one runs in a thread of its own, which goes on in the background (its
+                late result is ignored).
+            aliases: its former names: the outcomes recorded under them are its own (a rename
+                that replays the histories recorded before it).
+
+        Raises:
+            UsageError: a bad timeout, a generator function, or a name or breaker that holds a
+                secret.
         """
 
         def register(f: F) -> F:
-            definition = self.registry.add_step(f, name, at_most_once, breaker=breaker, hints=hints)
+            self._check_step_names(name or default_name(f), breaker)
+            definition = self.registry.add_step(
+                f,
+                name,
+                at_most_once,
+                breaker=breaker,
+                hints=hints,
+                timeout=timeout,
+                aliases=aliases,
+            )
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
@@ -285,8 +343,11 @@ class Engine:
         at_most_once: bool = False,
         breaker: str = "",
         hints: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        aliases: Sequence[str] = (),
     ) -> Callable[[F], F]:
-        """Register a function as an action: a durable step run by the engine's confidence.
+        """Register a function as an action: a durable step run by the engine's confidence
+        (``def`` or ``async def``, as for :meth:`step`).
 
         Before its first run in a task the engine scores it (its history, the rule that
         matches it, its reversibility, its impact, past approvals) and runs it immediately,
@@ -305,9 +366,11 @@ class Engine:
             at_most_once: as for :meth:`step`.
             breaker: as for :meth:`step`.
             hints: as for :meth:`step`.
+            timeout: as for :meth:`step`.
+            aliases: as for :meth:`step`.
 
         Raises:
-            UsageError: an unknown impact.
+            UsageError: an unknown impact, a bad timeout.
         """
         judgement = Judgement(
             impact=impact,
@@ -319,15 +382,34 @@ class Engine:
         )
 
         def register(f: F) -> F:
+            self._check_step_names(name or default_name(f), breaker)
             definition = self.registry.add_step(
-                f, name, at_most_once, breaker=breaker, hints=hints, judgement=judgement
+                f,
+                name,
+                at_most_once,
+                breaker=breaker,
+                hints=hints,
+                judgement=judgement,
+                timeout=timeout,
+                aliases=aliases,
             )
             return self._durable(definition)  # type: ignore[return-value]
 
         return register
 
+    def _check_step_names(self, name: str, breaker: str) -> None:
+        """Refuse a step or breaker name that holds a secret (names are stored as given)."""
+        self.log.redactor.check_name(name, "step name")
+        self.log.redactor.check_name(breaker, "breaker name")
+
     @staticmethod
     def _durable(definition: StepDef) -> Callable[..., Any]:
+        """The step as its callers call it: durable inside a task, a plain call outside.
+
+        Called on an event loop (in an ``async def`` task) every step call returns an
+        awaitable; elsewhere (a plain task, or a plain step's thread) it runs in place, and an
+        ``async def`` step raises ``UsageError`` at once.
+        """
         fn = definition.fn
 
         @functools.wraps(fn)
@@ -335,6 +417,8 @@ class Engine:
             run = CURRENT_RUN.get()
             if run is None:
                 return fn(*args, **kwargs)
+            if on_event_loop():
+                return run.call_async(definition, args, kwargs)
             return run.call(definition, args, kwargs)
 
         return durable_step
@@ -388,6 +472,30 @@ class Engine:
         """
         self._tasks.cancel(task_id, reason)
 
+    def quarantine(self, task_id: str, *, reason: str = "", by: str = "") -> TaskView:
+        """Set a task aside for good, so that the rest of the session proceeds.
+
+        For a task whose history cannot be trusted (``state == "damaged"``: a record fails its
+        checksum, was removed, or breaks its lifecycle), one that holds events of a newer
+        onward, or one that is stuck. Appends one ``TaskQuarantined``: the task never runs
+        again, :meth:`result` raises :class:`~onward.core.errors.TaskQuarantinedError`, and a
+        parent waiting for it sees it end. ``onward quarantine TASK`` does the same from a
+        shell.
+
+        Args:
+            task_id: the task.
+            reason: why, for the audit.
+            by: who sets it aside (this engine's worker id by default).
+
+        Returns:
+            The task's view afterwards (state ``quarantined``).
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task has already ended.
+        """
+        return self._tasks.quarantine(task_id, reason, by or self.worker)
+
     def reprioritise(self, task_id: str, priority: Priority | str) -> None:
         """Change the priority of a queued or waiting task.
 
@@ -396,6 +504,158 @@ class Engine:
             InvalidTransition: the task is running or has ended.
         """
         self._tasks.reprioritise(task_id, priority)
+
+    def retry(
+        self,
+        task_id: str,
+        *,
+        by: str = "",
+        reason: str = "",
+        deadline: float | None = None,
+    ) -> TaskView:
+        """Put a failed, cancelled or missed task back in the queue as a new attempt of the
+        same task: its completed steps replay from the log, and execution starts again at the
+        step that failed. The decision is recorded with who asked (``onward why TASK``).
+
+        Args:
+            task_id: the task.
+            by: who asks.
+            reason: why, for the audit.
+            deadline: its deadline from now on, in seconds since the epoch (None: none).
+
+        Returns:
+            The task's view, queued again.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: it has not failed, been cancelled or missed its deadline.
+        """
+        return self._tasks.retry(task_id, by=by, reason=reason, deadline=deadline)
+
+    def fork(
+        self,
+        task_id: str,
+        *,
+        from_step: int,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> str:
+        """Start a new task whose first ``from_step`` steps return the recorded outcomes of
+        ``task_id``'s, and whose later steps run afresh (to try another way from a point).
+
+        The new task names its origin (``forked_from``). The first steps' side effects are not
+        done again: their outcomes are taken as they were recorded, even with other arguments.
+
+        Args:
+            task_id: the task to fork.
+            from_step: how many of its first steps to take as they were (each must have a
+                recorded outcome).
+            args: the new task's positional arguments (the origin's when None).
+            kwargs: its keyword arguments (the origin's when None).
+
+        Returns:
+            The new task's id.
+
+        Raises:
+            TaskNotFound: no such task.
+            UsageError: a step before ``from_step`` has no recorded outcome, or arguments that
+                cannot be stored.
+        """
+        return self._tasks.fork(
+            task_id,
+            from_step=from_step,
+            args=None if args is None else list(args),
+            kwargs=kwargs,
+        )
+
+    def abandon(self, task_id: str, *, by: str = "", reason: str = "") -> None:
+        """Fail a task that waits, unregistered, for a function nobody registers any more.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: it is not unregistered.
+        """
+        self._tasks.abandon(task_id, by=by, reason=reason)
+
+    def patched(self, change_id: str) -> bool:
+        """Whether the running task takes the new code path of a change (inside a task).
+
+        New runs take it (and that is recorded); a history recorded before the change replays
+        the old path, so its completed steps still match::
+
+            if engine.patched("fetch-with-retry"):
+                page = fetch_v2(url)
+            else:
+                page = fetch(url)
+
+        Raises:
+            UsageError: outside a task, or an empty change id.
+        """
+        run = self._current_run("patched()")
+        if not isinstance(change_id, str) or not change_id:
+            raise UsageError(f"a change id must be a non-empty string, got {change_id!r}")
+        return run.patched(change_id)
+
+    def send(self, task_id: str, topic: str, value: Any = None, *, sender: str = "") -> int:
+        """Send a task a message, from anywhere (another task, another process, the CLI:
+        ``onward send TASK TOPIC JSON``); the task takes it with :meth:`recv`.
+
+        Returns:
+            The message's place in the task's inbox.
+
+        Raises:
+            TaskNotFound: no such task.
+            UsageError: an empty topic, or a value that cannot be stored.
+        """
+        return self._tasks.send(task_id, topic, value, sender=sender or self.worker)
+
+    def recv(self, topic: str, *, timeout: float | None = None) -> Any:
+        """Take the next message of ``topic`` sent to the running task (inside a task).
+
+        Exactly once in the task's history: the message taken is recorded, and a re-run gets
+        the same one. With none yet, the task waits durably (the worker is free meanwhile)
+        until one comes or ``timeout`` seconds pass; then this returns None. In an ``async
+        def`` task, await it.
+
+        Raises:
+            UsageError: outside a task, an empty topic, or a negative timeout.
+        """
+        run = self._current_run("recv()")
+        if not isinstance(topic, str) or not topic:
+            raise UsageError(f"recv() needs a non-empty topic, got {topic!r}")
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 <= timeout < float("inf")
+        ):
+            raise UsageError(f"recv() takes a timeout in seconds >= 0, got {timeout!r}")
+        inbox = functools.partial(self.log.read_stream, inbox_stream(run.task_id))
+        receiving = run.receiving(topic, timeout, inbox)
+        if on_event_loop():
+            return drive_async(receiving, run.effect_async)
+        return drive(receiving, run.effect)
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Publish a value of the running task's for others to read (inside a task):
+        :meth:`get_state`, ``onward get TASK KEY``.
+
+        Raises:
+            UsageError: outside a task, an empty key, or a value that cannot be stored.
+        """
+        run = self._current_run("set_state()")
+        if not isinstance(key, str) or not key:
+            raise UsageError(f"set_state() needs a non-empty key, got {key!r}")
+        try:
+            run.record([StateSet(key=key, value=value)])
+        except UnencodableValue as exc:
+            raise UsageError(f"set_state({key!r}): the value cannot be stored: {exc}") from exc
+
+    def get_state(self, task_id: str, key: str) -> Any:
+        """The last value a task published under ``key`` (:meth:`set_state`).
+
+        Raises:
+            TaskNotFound: no such task.
+            KeyError: it published nothing under that key.
+        """
+        return self._tasks.state_of(task_id, key)
 
     def progress(self, fraction: float, note: str = "") -> None:
         """Checkpoint the current task's progress (inside a task).
@@ -570,6 +830,7 @@ class Engine:
         Raises:
             UsageError: a bad name or ladder.
         """
+        self.log.redactor.check_name(name, "component name")
         return self._degradations.component(
             name, check=check, workarounds=workarounds, description=description
         )
@@ -638,9 +899,10 @@ class Engine:
             UsageError: not inside a step.
         """
         run = self._current_run("idempotency_key()")
-        if run.current_step is None:
+        index = CURRENT_STEP.get()
+        if index is None:
             raise UsageError("idempotency_key() is only available while a step runs")
-        return run.idempotency_key(run.current_step)
+        return run.idempotency_key(index)
 
     @staticmethod
     def _current_run(what: str) -> TaskRun:
@@ -672,6 +934,10 @@ class Engine:
             TaskFailedError: it failed (with the recorded error type and message).
             TaskCancelledError: it was cancelled.
             DeadlineMissed: it missed its deadline.
+            TaskQuarantinedError: a person set it aside.
+            StreamDamaged: its history cannot be trusted (``task_view(id).damage`` says why).
+            CorruptRecord: a record of its stream fails its checksum (found on this read).
+            UnknownEventType: it has not ended and holds events of a newer onward.
         """
         return self._tasks.result(task_id)
 
@@ -733,6 +999,78 @@ class Engine:
             UsageError: ``workers`` below 1, or the engine is closed.
         """
         return serve(self._scheduler(), workers=workers, stop=stop, handle_signals=handle_signals)
+
+    async def run_async(
+        self, *, concurrency: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
+    ) -> RunSummary:
+        """Run this session's tasks on the running event loop until none is runnable.
+
+        Up to ``concurrency`` tasks run at once: an ``async def`` task is awaited, a plain one
+        runs in a worker thread, and every storage call runs off the loop. The step outcomes of
+        tasks that end together are appended in one transaction (group commit); each task goes
+        on only once its own outcome is durable. Retry waits, breaker cool-downs and
+        :meth:`sleep` are durable timers that keep no slot busy.
+
+        Cancelling it cancels its tasks: each is handed back (``TaskReleased``), and a
+        cancelled await is no step failure.
+
+        Args:
+            concurrency: how many tasks may run at once.
+            max_runs: stop after starting this many task runs.
+            await_approvals: seconds to keep looking for answers while only approvals are
+                left.
+
+        Returns:
+            What the run did.
+        """
+        return await self._scheduler().run_async(
+            concurrency=concurrency, max_runs=max_runs, await_approvals=await_approvals
+        )
+
+    async def serve_async(
+        self,
+        *,
+        concurrency: int = 1,
+        stop: asyncio.Event | None = None,
+        handle_signals: bool = True,
+    ) -> RunSummary:
+        """:meth:`serve` on the running event loop, with up to ``concurrency`` tasks at once
+        (as :meth:`run_async` runs them).
+
+        Args:
+            concurrency: how many tasks may run at once.
+            stop: set it to stop gracefully.
+            handle_signals: the first SIGTERM or SIGINT stops it gracefully, a second at once
+                (when the loop runs in the main thread).
+
+        Returns:
+            What it did.
+        """
+        return await serve_async(
+            self._scheduler(), concurrency=concurrency, stop=stop, handle_signals=handle_signals
+        )
+
+    def sleep(self, seconds: float) -> Any:
+        """Sleep durably inside a task: the task waits (the worker is free meanwhile) and goes
+        on after ``seconds``, across crashes and restarts; a re-run returns at once once the
+        sleep is recorded as over. In an ``async def`` task, await it.
+
+        Args:
+            seconds: how long, >= 0.
+
+        Returns:
+            None, or in an ``async def`` task an awaitable of None.
+
+        Raises:
+            UsageError: outside a task, or a negative or non-finite duration.
+        """
+        run = self._current_run("sleep()")
+        if not (isinstance(seconds, int | float) and 0 <= seconds < float("inf")):
+            raise UsageError(f"sleep() takes seconds >= 0, got {seconds!r}")
+        if on_event_loop():
+            return drive_async(run.sleeping(float(seconds)), run.effect_async)
+        drive(run.sleeping(float(seconds)), run.effect)
+        return None
 
     def _scheduler(self) -> Scheduler:
         return Scheduler(

@@ -11,17 +11,16 @@ claim (the task stream's expected version fences it).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 
-from onward.events import OnwardError, WorkerHeartbeat, WorkerStopped
+from onward.events import OnwardError, WorkerHeartbeat, WorkerStopped, redacted_logger
 from onward.projections.workers import worker_stream
 from onward.runtime.session import Session
 
 __all__ = ["Heartbeat"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 
 class Heartbeat:

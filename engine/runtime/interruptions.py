@@ -9,12 +9,17 @@ the judge asks :meth:`Interruptions.defers` before it records one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import msgspec
 
-from onward.events import Event, InterruptionDeferred, InterruptionDelivered, new_event_id
+from onward.events import (
+    Event,
+    InterruptionDeferred,
+    InterruptionDelivered,
+    new_event_id,
+    redacted_logger,
+)
 from onward.judgement.flow import FlowMonitor
 from onward.projections import Projections
 from onward.projections.flow import Deferred
@@ -23,7 +28,7 @@ from onward.runtime.session import Session
 
 __all__ = ["Interruption", "Interruptions", "log_interruption"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 
 class Interruption(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,7 +166,14 @@ class Interruptions:
         return len(held)
 
     def hand_over(self, interruption: Interruption) -> None:
-        """Hand an interruption to the application (its callback's failure is logged only)."""
+        """Hand an interruption to the application (its callback's failure is logged only).
+
+        Its summary is redacted first: the application may log or send it anywhere, and a
+        deferred one, read back from the log, is redacted too.
+        """
+        summary = self.session.log.redactor.redact(interruption.summary)
+        if summary != interruption.summary:
+            interruption = msgspec.structs.replace(interruption, summary=summary)
         try:
             self.on_interruption(interruption)
         except Exception:

@@ -87,6 +87,8 @@ class OpenOptions(EngineOptions, total=False):
         outage_tolerance: how long, in seconds, the engine's own appends and reads retry
             through transient storage errors (a locked file, a restarting server; 300 by
             default) before they raise ``StorageUnavailable``.
+        verify_reads: check each record's checksum whenever it is read for replay or resume
+            (True); False trusts the storage.
     """
 
     codec: Codec
@@ -96,6 +98,7 @@ class OpenOptions(EngineOptions, total=False):
     busy_timeout: float
     create: bool
     outage_tolerance: float
+    verify_reads: bool
 
 
 #: The names of the engine's own options (the rest of :class:`OpenOptions` go to the log).

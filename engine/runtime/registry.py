@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from onward.core.definitions import Judgement, StepDef, TaskDef, default_name, return_type
+from onward.core.definitions import (
+    Judgement,
+    StepDef,
+    TaskDef,
+    default_name,
+    return_type,
+    type_hints,
+)
 from onward.core.errors import NotRegistered
-from onward.events import Priority
+from onward.events import Priority, UsageError
 
 __all__ = ["Registry"]
 
@@ -19,17 +26,45 @@ class Registry:
     def __init__(self) -> None:
         self.tasks: dict[str, TaskDef] = {}
         self.steps: dict[str, StepDef] = {}
+        #: Former names of tasks, for the tasks submitted under them.
+        self.task_aliases: dict[str, str] = {}
 
-    def add_task(self, fn: Callable[..., Any], name: str | None, priority: Priority) -> TaskDef:
-        """Register ``fn`` as a task (re-registering the same name replaces it)."""
+    def add_task(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        priority: Priority,
+        aliases: Sequence[str] = (),
+    ) -> TaskDef:
+        """Register ``fn`` as a task (re-registering the same name replaces it); tasks
+        submitted under one of ``aliases`` (its former names) run it too.
+
+        Raises:
+            UsageError: an alias that is the task's own name, or an empty one.
+        """
+        hints = type_hints(fn)
         definition = TaskDef(
             name=name or default_name(fn),
             fn=fn,
             priority=priority,
             signature=inspect.signature(fn),
+            is_async=inspect.iscoroutinefunction(fn),
+            annotations={k: v for k, v in hints.items() if k != "return"},
+            returns=hints.get("return", Any),
         )
+        for alias in aliases:
+            if not alias or alias == definition.name:
+                raise UsageError(
+                    f"task {definition.name}: an alias must be another, non-empty name, "
+                    f"got {alias!r}"
+                )
+            self.task_aliases[alias] = definition.name
         self.tasks[definition.name] = definition
         return definition
+
+    def knows(self, name: str) -> bool:
+        """Whether a task submitted under ``name`` has a function here."""
+        return name in self.tasks or name in self.task_aliases
 
     def add_step(
         self,
@@ -40,8 +75,24 @@ class Registry:
         breaker: str = "",
         hints: dict[str, Any] | None = None,
         judgement: Judgement | None = None,
+        timeout: float | None = None,
+        aliases: Sequence[str] = (),
     ) -> StepDef:
-        """Register ``fn`` as a step."""
+        """Register ``fn`` as a step; outcomes recorded under one of ``aliases`` (its former
+        names) are its own.
+
+        Raises:
+            UsageError: a timeout that is not a positive number of seconds, or a function that
+                is an async generator (a step returns one value).
+        """
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and 0 < timeout < float("inf")
+        ):
+            raise UsageError(f"a step's timeout must be positive seconds, got {timeout!r}")
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise UsageError(
+                f"{default_name(fn)} is a generator: a step returns one value (return a list)"
+            )
         definition = StepDef(
             name=name or default_name(fn),
             fn=fn,
@@ -50,6 +101,9 @@ class Registry:
             breaker=breaker,
             hints=dict(hints or {}),
             judgement=judgement,
+            is_async=inspect.iscoroutinefunction(fn),
+            timeout=None if timeout is None else float(timeout),
+            aliases=tuple(aliases),
         )
         self.steps[definition.name] = definition
         return definition
@@ -71,7 +125,7 @@ class Registry:
                 f"{label} is not registered as a task: decorate it with @engine.task()"
             )
         try:
-            return self.tasks[name_or_fn]
+            return self.tasks[self.task_aliases.get(name_or_fn, name_or_fn)]
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise NotRegistered(

@@ -8,12 +8,17 @@ the function between them; an async call will await it between the same two call
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextvars
 import hashlib
 import threading
-from collections.abc import Callable
+import time
+from asyncio import wait_for
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -40,6 +45,9 @@ from onward.events import (
     FixAttempted,
     FixFailed,
     FixSucceeded,
+    MessageReceived,
+    MessageSent,
+    PatchMarked,
     Recorded,
     RetryScheduled,
     StepCompleted,
@@ -48,24 +56,187 @@ from onward.events import (
     Strategy,
     TaskCancelled,
     TaskLeaseExpired,
+    TaskQuarantined,
+    TaskRetried,
     TaskWaiting,
+    UsageError,
     VersionConflict,
     WorkaroundApplied,
+    decode_value,
+    encode_value,
 )
 from onward.healing.fixes import StepCall
 from onward.healing.healer import Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
+from onward.runtime.committer import Committer
+
+T = TypeVar("T")
 
 __all__ = [
     "CURRENT_RUN",
+    "CURRENT_STEP",
+    "SLEEP_STEP",
+    "Blocking",
+    "Commit",
+    "Effect",
+    "Invoke",
+    "Pause",
     "Released",
     "Replayed",
+    "Store",
     "TaskRun",
     "derived_id",
+    "drive",
+    "drive_async",
+    "on_event_loop",
 ]
+
+#: The name a durable sleep (``engine.sleep``) is recorded under in its task's steps.
+SLEEP_STEP = "onward.sleep"
+#: The name a receive (``engine.recv``) goes by in a step mismatch.
+RECEIVE_STEP = "onward.recv"
 
 #: The task run of the current thread or coroutine (None outside a task).
 CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", default=None)
+#: The index of the step whose function runs in the current thread or coroutine (None between
+#: steps).
+CURRENT_STEP: ContextVar[int | None] = ContextVar("onward_current_step", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """Call the step's function (with the remedied call after a fix)."""
+
+    step: StepDef
+    index: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    remedied: StepCall | None
+
+
+class Blocking:
+    """A call that appends or reads the log (or runs a policy that does): in place on the
+    synchronous path, in a worker thread on the asynchronous one."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn = fn
+        self.args = args
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this many seconds (a fix's delay)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Record a step's outcome (the task's caller continues once it is durable)."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Append to the log in one transaction (shared with other tasks' through the group
+    committer, when there is one)."""
+
+    appends: list[Append]
+
+
+#: What the step protocol asks its driver to do.
+Effect = Invoke | Blocking | Pause | Commit | Store
+
+
+def drive(protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Any]) -> T:
+    """Run the step protocol synchronously: carry out each effect, send back its result (or
+    throw its exception in)."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = protocol.send(result) if error is None else protocol.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            result, error = carry_out(effect), None
+        except BaseException as exc:
+            result, error = None, exc
+
+
+async def drive_async(
+    protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Awaitable[Any]]
+) -> T:
+    """Run the step protocol on the event loop: await each effect."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = protocol.send(result) if error is None else protocol.throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            result, error = await carry_out(effect), None
+        except BaseException as exc:
+            result, error = None, exc
+
+
+def call_with_timeout(step: StepDef, effect: Invoke) -> Any:
+    """Call a plain step's function in a thread of its own, and give up waiting after its
+    timeout: a Python thread cannot be stopped, so the body goes on in the background and its
+    late result is ignored (an ``async def`` step is cancelled instead).
+
+    Raises:
+        TimeoutError: it did not return in time (a failure like any other: healed, retried,
+            recorded).
+    """
+    assert step.timeout is not None
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        try:
+            if effect.remedied is None:
+                box["value"] = context.run(step.fn, *effect.args, **effect.kwargs)
+            else:
+                box["value"] = context.run(call_with, step, effect.remedied)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=body, name=f"onward-step-{step.name}", daemon=True).start()
+    if not done.wait(step.timeout):
+        raise TimeoutError(
+            f"step {step.name!r} did not return within its timeout of {step.timeout:g} s"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on an event loop (an ``async def`` task's steps are awaited)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _call_step(effect: Invoke) -> Any:
+    """The step's function with its (or the remedied) arguments; on the synchronous path,
+    with its timeout."""
+    step = effect.step
+    if step.timeout is not None and not step.is_async:
+        return call_with_timeout(step, effect)
+    if effect.remedied is None:
+        return step.fn(*effect.args, **effect.kwargs)
+    return call_with(step, effect.remedied)
 
 
 class Released(BaseException):
@@ -107,6 +278,9 @@ class TaskRun:
         judge: judges actions (None: actions run as plain steps).
         stopping: set when the worker stops: the run hands its task back before its next
             step.
+        committer: shares transactions with other tasks' appends (None: its own).
+        inherited: for a fork, its origin's history and how many of its first steps' recorded
+            outcomes are the fork's own.
     """
 
     def __init__(
@@ -122,11 +296,16 @@ class TaskRun:
         sleep: Callable[[float], None] | None = None,
         judge: Judge | None = None,
         stopping: threading.Event | None = None,
+        committer: Committer | None = None,
+        inherited: tuple[list[Recorded], int] = ([], 0),
     ) -> None:
         self.log = log
         self.healer = healer
         self.judge = judge
         self.stopping = stopping
+        self.committer = committer
+        # Steps of an async task may run at once: their appends take turns at the version.
+        self._appending = threading.Lock()
         self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
@@ -135,6 +314,10 @@ class TaskRun:
         self.version = history[-1].version if history else 0
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
+        # Messages this task took (or gave up waiting for), by the step index of the receive.
+        self.received: dict[int, MessageReceived] = {}
+        # Durable sleeps begun before this run: when each ends, by step index.
+        self.wakes: dict[int, float] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
         self.failures: dict[int, int] = {}
         # Per step index: the fixes already tried, the fix whose outcome is still to be
@@ -151,10 +334,25 @@ class TaskRun:
         # or the id of the decision to ask when none was left); a re-run reads them back.
         self.degradations: list[tuple[str, str, str]] = []
         self.degrade_calls = 0
+        origin, inherit = inherited
+        for r in origin:  # a fork's first steps: its origin's outcomes (never run again)
+            event = r.event
+            if isinstance(event, StepCompleted) and event.index < inherit:
+                self.outcomes[event.index] = Replayed(event.name, True, event.result)
+        # Change ids whose new code path this task took (``patched``), and where it had got to.
+        self.patches: set[str] = set()
         for r in history:
             event = r.event
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
+            elif isinstance(event, TaskRetried):
+                # A new attempt: the steps that failed for good run again.
+                for index in [i for i, o in self.outcomes.items() if not o.completed]:
+                    del self.outcomes[index]
+            elif isinstance(event, PatchMarked):
+                self.patches.add(event.change_id)
+            elif isinstance(event, MessageReceived):
+                self.received[event.index] = event
             elif isinstance(event, StepFailed):
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
@@ -163,6 +361,8 @@ class TaskRun:
                     )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
+                if event.wake_at is not None:
+                    self.wakes[event.index] = event.wake_at
             elif isinstance(event, FixAttempted) and event.step_index is not None:
                 self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
@@ -189,11 +389,14 @@ class TaskRun:
                 self.answers[event.decision_id] = (isinstance(event, ApprovalGranted), event.note)
         self.index = 0
         self.children = 0
-        self.current_step: int | None = None
         self.steps_run = 0
         self.steps_replayed = 0
 
     # -- appending -------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """A text with its secrets replaced, by the log's redactor."""
+        return self.log.redactor.redact(text)
 
     def record(self, events: list[Event]) -> None:
         """Append events to the task's stream at the version this run expects.
@@ -202,16 +405,10 @@ class TaskRun:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
             StorageLost: the log could not record them.
         """
-        try:
-            self.log.append(
-                self.stream, events, expected_version=self.version, context=self.context
-            )
-        except VersionConflict:
-            self._explain_conflict()
-            raise
-        except BackendError as exc:
-            raise StorageLost(exc) from exc
-        self.version += len(events)
+        batch = self.new_batch()
+        for event in events:
+            batch.add(event)
+        self.commit(batch)
 
     def new_batch(self) -> Batch:
         """An empty batch whose events are caused by this run's claim unless they say."""
@@ -226,22 +423,41 @@ class TaskRun:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
             StorageLost: the log could not record it.
         """
+        with self._appending:
+            drive(self._committing(batch), self.effect)
+
+    async def commit_async(self, batch: Batch) -> None:
+        """:meth:`commit` from the event loop: the loop never waits for the disk."""
+        if not self._appending.acquire(blocking=False):  # another step of this task appends
+            await asyncio.to_thread(self._appending.acquire)
+        try:
+            await drive_async(self._committing(batch), self.effect_async)
+        finally:
+            self._appending.release()
+
+    def _committing(self, batch: Batch) -> Generator[Effect, Any, None]:
+        """The append of a batch at the run's version, once for both paths (the caller holds
+        the run's append lock)."""
+        cause = self.context.causation_id
+        # A batch of events all caused by the claim, with no other stream: the log's fast path
+        # (no ids asked for: nothing in the batch names another of its events).
+        plain = not batch.also and all(c == cause for c in batch.causes)
         own = Append(
             stream=self.stream,
             events=batch.events,
             expected_version=self.version,
-            event_ids=batch.ids,
+            event_ids=None if plain else batch.ids,
             context=self.context,
-            causes=batch.causes,
+            causes=None if plain else batch.causes,
         )
         try:
             try:
-                self.log.commit([own, *batch.also])
+                yield Store([own, *batch.also])
             except VersionConflict as clash:
                 if clash.stream == self.stream or not batch.also:
-                    self._explain_conflict()
+                    yield Blocking(self._explain_conflict)
                     raise
-                self.log.commit([own])
+                yield Store([own])
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(batch.events)
@@ -252,6 +468,8 @@ class TaskRun:
                 raise LeaseLost(self.task_id, "cancelled while running") from None
             if isinstance(r.event, TaskLeaseExpired):
                 raise LeaseLost(self.task_id, "its lease expired and was taken") from None
+            if isinstance(r.event, TaskQuarantined):
+                raise LeaseLost(self.task_id, "quarantined while running") from None
 
     # -- the step protocol -----------------------------------------------------------------
 
@@ -271,12 +489,12 @@ class TaskRun:
         self.index += 1
         recorded = self.outcomes.get(index)
         if recorded is not None:
-            if recorded.name != step.name:
+            if not step.answers_to(recorded.name):
                 raise StepMismatch(self.task_id, index, recorded.name, step.name)
             self.steps_replayed += 1
             return index, recorded
         started = self.started.get(index)
-        if started is not None and started != step.name:
+        if started is not None and not step.answers_to(started):
             raise StepMismatch(self.task_id, index, started, step.name)
         if self.stopping is not None and self.stopping.is_set():
             raise Released()
@@ -295,9 +513,32 @@ class TaskRun:
         self.steps_run += 1
         return index, None
 
-    def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> None:
-        """Record a step's result."""
-        self.record([StepCompleted(index=index, name=step.name, result=result, duration=duration)])
+    def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> Any:
+        """Record a step's result.
+
+        Returns:
+            The result as the log holds it, decoded as a replay decodes it: what the step's
+            caller gets, on this run as on every later one.
+
+        Raises:
+            UsageError: the result cannot be stored so as to come back as it is (nothing was
+                recorded).
+        """
+        stored = self.stored_result(step, index, result)
+        self.record([StepCompleted(index=index, name=step.name, result=stored, duration=duration)])
+        return decode_value(stored, step.returns)
+
+    def stored_result(self, step: StepDef, index: int, result: Any) -> Any:
+        """A step's result as the log will hold it (see :func:`onward.events.encode_value`).
+
+        Raises:
+            UsageError: the result cannot be stored so as to come back as it is.
+        """
+        return encode_value(
+            result,
+            what=f"task {self.task_id}: the result of step {step.name!r} (index {index})",
+            redactor=self.log.redactor,
+        )
 
     def fail_step(self, step: StepDef, index: int, exc: BaseException) -> None:
         """Record a step's failure."""
@@ -307,7 +548,7 @@ class TaskRun:
                     index=index,
                     name=step.name,
                     error_type=type(exc).__name__,
-                    message=error_message(exc),
+                    message=error_message(exc, self.redact),
                 )
             ]
         )
@@ -316,12 +557,7 @@ class TaskRun:
     def replay(step: StepDef, recorded: Replayed) -> Any:
         """The recorded outcome again: the result (as the step's return type), or its error."""
         if recorded.completed:
-            if step.returns is Any or recorded.result is None:
-                return recorded.result
-            try:
-                return msgspec.convert(recorded.result, type=step.returns, strict=False)
-            except (msgspec.ValidationError, TypeError):
-                return recorded.result
+            return decode_value(recorded.result, step.returns)
         if recorded.error_type == "ActionDenied":
             raise ActionDenied(recorded.name, recorded.message)
         builtin = getattr(builtins, recorded.error_type, None)
@@ -333,20 +569,49 @@ class TaskRun:
         raise StepFailedError(recorded.error_type, recorded.message)
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call a step durably (the synchronous path).
+        """Call a step durably (the synchronous path): drive :meth:`protocol` in this thread.
 
-        Without a healer a failure is the step's outcome. With one, a failure may be fixed (the
-        step runs again at once with remedied arguments), retried (the task waits durably and
-        the step runs again when the task re-runs) or given up.
+        Raises:
+            Suspended: the task now waits (a retry's due time, an open breaker).
+            UsageError: an ``async def`` step called from a synchronous task.
+        """
+        if step.is_async:
+            raise UsageError(
+                f"step {step.name!r} is async def, but task {self.task_id} runs synchronously: "
+                "make the task async def and await the step, or make the step a plain def"
+            )
+        return drive(self.protocol(step, args, kwargs), self.effect)
+
+    async def call_async(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call a step durably (the asynchronous path): drive :meth:`protocol` on the event
+        loop, awaiting an ``async def`` step, and running a plain one and every storage call in
+        a worker thread, so that the loop never blocks.
 
         Raises:
             Suspended: the task now waits (a retry's due time, an open breaker).
         """
-        index, recorded = self.begin_step(step)
+        return await drive_async(self.protocol(step, args, kwargs), self.effect_async)
+
+    def protocol(
+        self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Generator[Effect, Any, Any]:
+        """The durable step, once for both paths: it yields what must be done (call the step's
+        function, a storage call, a pause, the commit of its outcome) and is sent the results.
+
+        Without a healer a failure is the step's outcome. With one, a failure may be fixed (the
+        step runs again at once with remedied arguments), retried (the task waits durably and
+        the step runs again when the task re-runs) or given up.
+        """
+        if step.at_most_once:  # its start is recorded first: a storage call
+            index, recorded = yield Blocking(self.begin_step, step)
+        else:  # in memory only
+            index, recorded = self.begin_step(step)
         if recorded is not None:
             return self.replay(step, recorded)
         judgement = step.judgement if self.judge is not None else None
-        ruling = None if judgement is None else self._ruling(step, index, judgement)
+        ruling = None
+        if judgement is not None:
+            ruling = yield Blocking(self._ruling, step, index, judgement)
         healer = self.healer
         attempt = self.failures.get(index, 0) + 1
         remedied: StepCall | None = None
@@ -355,27 +620,28 @@ class TaskRun:
             fix, signature = self.fix_in_flight[index]
             outcome = Outcome(action="wait", fix=fix, signature=signature, index=index)
         while True:
-            if healer is not None and step.breaker and healer.before_call(self, step, index):
+            guarded = healer is not None and step.breaker
+            if guarded and (yield Blocking(healer.before_call, self, step, index)):  # type: ignore[union-attr]
                 raise Suspended()
-            self.current_step = index
             started = self.clock()
             try:
-                result = step.fn(*args, **kwargs) if remedied is None else call_with(step, remedied)
+                result = yield Invoke(step, index, args, kwargs, remedied)
                 if ruling is not None:
                     assert judgement is not None
-                    self._check(step, index, judgement, ruling, result)
+                    yield Blocking(self._check, step, index, judgement, ruling, result)
             except Exception as exc:
-                self.current_step = None
                 if ruling is not None and not isinstance(exc, CheckFailed):
-                    self._action_failed(step, index, ruling, error_message(exc))
+                    yield Blocking(
+                        self._action_failed, step, index, ruling, error_message(exc, self.redact)
+                    )
                 if healer is None:
-                    self.fail_step(step, index, exc)
+                    yield Blocking(self.fail_step, step, index, exc)
                     raise
                 call = remedied or bind_call(step, args, kwargs, attempt)
                 fix = outcome.fix if outcome is not None else ""
                 fix_signature = outcome.signature if outcome is not None else ""
-                outcome = healer.on_failure(
-                    self, step, index, attempt, call, exc, fix, fix_signature
+                outcome = yield Blocking(
+                    healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
                 )
                 attempt += 1
                 if outcome.action == "fix":
@@ -383,33 +649,197 @@ class TaskRun:
                     remedied = outcome.call
                     wait = outcome.until - self.clock()
                     if wait > 0 and self.sleep is not None:
-                        self.sleep(wait)
+                        yield Pause(wait)
                     continue
                 if outcome.action == "wait":
                     raise Suspended() from None
                 raise
-            self.current_step = None
+            # The caller gets what a replay will get: the result as recorded, decoded again.
+            stored = self.stored_result(step, index, result)
+            result = decode_value(stored, step.returns)
             completed = StepCompleted(
                 index=index,
                 name=step.name,
-                result=result,
+                result=stored,
                 duration=self.clock() - started,
                 attempt=attempt,
                 dependency=step.breaker,
             )
-            if healer is None and ruling is None:
-                self.record([completed])
-            else:
-                batch = Batch(self.context.causation_id)
-                completed_id = batch.add(completed)
-                if healer is not None:
-                    healer.on_success(self, step, batch, completed_id, outcome)
-                if ruling is not None and self.judge is not None:
-                    self.judge.outcome(
-                        self, step, index, ruling, batch, passed=True, cause=completed_id
-                    )
-                self.commit(batch)
+            batch = Batch(self.context.causation_id)
+            completed_id = batch.add(completed)
+            if healer is not None:
+                healer.on_success(self, step, batch, completed_id, outcome)
+            if ruling is not None and self.judge is not None:
+                self.judge.outcome(
+                    self, step, index, ruling, batch, passed=True, cause=completed_id
+                )
+            yield Commit(batch)
             return result
+
+    def sleeping(self, seconds: float) -> Generator[Effect, Any, None]:
+        """A durable sleep, once for both paths: the first run records when it ends and the
+        task waits (the worker is free meanwhile); the run after that time records that it
+        ended and goes on. It takes a step's place in the task's sequence."""
+        index = self.index
+        self.index += 1
+        recorded = self.outcomes.get(index)
+        if recorded is not None:
+            if recorded.name != SLEEP_STEP:
+                raise StepMismatch(self.task_id, index, recorded.name, SLEEP_STEP)
+            self.steps_replayed += 1
+            return
+        started = self.started.get(index)
+        if started is not None and started != SLEEP_STEP:
+            raise StepMismatch(self.task_id, index, started, SLEEP_STEP)
+        now = self.clock()
+        wake_at = self.wakes.get(index)
+        if wake_at is None:
+            wake_at = now + seconds
+            sleep = StepStarted(
+                index=index,
+                name=SLEEP_STEP,
+                idempotency_key=self.idempotency_key(index),
+                wake_at=wake_at,
+            )
+            waiting = TaskWaiting(reason=f"sleep of {seconds:g} s", until=wake_at)
+            yield Blocking(self.record, [sleep, waiting])
+            raise Suspended()
+        if now < wake_at:  # run again before the time (a person's nudge): wait again
+            yield Blocking(self.record, [TaskWaiting(reason="sleep", until=wake_at)])
+            raise Suspended()
+        self.steps_run += 1
+        done = StepCompleted(index=index, name=SLEEP_STEP, result=None, duration=now - wake_at)
+        yield Blocking(self.record, [done])
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the new code path of a change (see
+        :meth:`onward.Engine.patched`): yes when the task took it before, no when the task's
+        history runs on past this point without it (an older history, replaying), else yes,
+        and that is recorded."""
+        if change_id in self.patches:
+            return True
+        recorded = max((*self.outcomes, *self.received, *self.started), default=-1)
+        if self.index <= recorded:
+            return False  # replaying a history recorded before the change
+        self.record([PatchMarked(change_id=change_id, index=self.index)])
+        self.patches.add(change_id)
+        return True
+
+    def receiving(
+        self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]
+    ) -> Generator[Effect, Any, Any]:
+        """A durable receive, once for both paths: the next message of ``topic`` the task has
+        not taken, recorded as taken at this step index (a re-run gets the same one); with none
+        yet, the task waits (for the message, or until ``timeout``), then returns None.
+
+        Args:
+            topic: the messages' topic.
+            timeout: seconds to wait (None: for ever).
+            inbox: reads the task's inbox stream.
+        """
+        index = self.index
+        self.index += 1
+        taken = self.received.get(index)
+        if taken is not None:
+            self.steps_replayed += 1
+            return taken.value
+        other = self.outcomes.get(index)
+        if other is not None:
+            raise StepMismatch(self.task_id, index, other.name, RECEIVE_STEP)
+        began = self.started.get(index)
+        if began is not None and began != RECEIVE_STEP:
+            raise StepMismatch(self.task_id, index, began, RECEIVE_STEP)
+        used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
+        messages: list[Recorded] = yield Blocking(inbox)
+        now = self.clock()
+        for r in messages:
+            message = r.event
+            if r.version not in used and isinstance(message, MessageSent):
+                if message.topic != topic:
+                    continue
+                got = MessageReceived(
+                    index=index, topic=topic, inbox_version=r.version, value=message.value
+                )
+                yield Blocking(self.record, [got])
+                self.received[index] = got
+                self.steps_run += 1
+                return got.value
+        deadline = self.wakes.get(index)
+        if deadline is not None and now >= deadline:  # the wait is over: nothing came
+            gave_up = MessageReceived(index=index, topic=topic)
+            yield Blocking(self.record, [gave_up])
+            self.received[index] = gave_up
+            return None
+        seen = messages[-1].version if messages else 0
+        waits: list[Event] = []
+        if began is None:  # the first time: when the wait ends, for every later run
+            deadline = None if timeout is None else now + timeout
+            waits.append(
+                StepStarted(
+                    index=index,
+                    name=RECEIVE_STEP,
+                    idempotency_key=self.idempotency_key(index),
+                    wake_at=deadline,
+                )
+            )
+            self.started[index] = RECEIVE_STEP
+        waits.append(
+            TaskWaiting(reason=f"message {topic!r}", until=deadline, topic=topic, inbox_after=seen)
+        )
+        yield Blocking(self.record, waits)
+        raise Suspended()
+
+    # -- carrying out the protocol's effects ----------------------------------------------
+
+    def effect(self, effect: Effect) -> Any:
+        """Carry out one effect in this thread (the synchronous path)."""
+        if isinstance(effect, Invoke):
+            token = CURRENT_STEP.set(effect.index)
+            try:
+                return _call_step(effect)
+            finally:
+                CURRENT_STEP.reset(token)
+        if isinstance(effect, Blocking):
+            return effect.fn(*effect.args)
+        if isinstance(effect, Pause):
+            assert self.sleep is not None
+            self.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Store):
+            if self.committer is not None:
+                return self.committer.commit(effect.appends)
+            return self.log.commit(effect.appends)
+        self.commit(effect.batch)
+        return None
+
+    async def effect_async(self, effect: Effect) -> Any:
+        """Carry out one effect without blocking the event loop (the asynchronous path)."""
+        if isinstance(effect, Invoke):
+            token = CURRENT_STEP.set(effect.index)
+            try:
+                if effect.step.is_async:
+                    coroutine = _call_step(effect)
+                    timeout = effect.step.timeout
+                    return await (coroutine if timeout is None else wait_for(coroutine, timeout))
+                context = contextvars.copy_context()  # the step sees its task run and index
+                return await asyncio.to_thread(context.run, _call_step, effect)
+            finally:
+                CURRENT_STEP.reset(token)
+        if isinstance(effect, Blocking):
+            context = contextvars.copy_context()
+            return await asyncio.to_thread(context.run, effect.fn, *effect.args)
+        if isinstance(effect, Pause):
+            if self.sleep is None or self.sleep is time.sleep:
+                await asyncio.sleep(effect.seconds)
+            else:
+                self.sleep(effect.seconds)  # an injected clock's sleep: instant
+            return None
+        if isinstance(effect, Store):
+            if self.committer is not None:
+                return await self.committer.commit_async(effect.appends)
+            return await asyncio.to_thread(self.log.commit, effect.appends)
+        await self.commit_async(effect.batch)
+        return None
 
     # -- judged actions --------------------------------------------------------------------
 
@@ -441,7 +871,7 @@ class TaskRun:
                 index=index,
                 name=step.name,
                 error_type="ActionDenied",
-                message=error_message(denied),
+                message=error_message(denied, self.redact),
             ),
             ruling.decision_id,
         )

@@ -4,15 +4,22 @@ while serving, for new work.
 They decide nothing by mutating state: each claim, lease expiry, hand-back and missed deadline
 is an append at the task stream's expected version, and they read the queue back from the
 projections after each.
+
+A task's history is read (every record checked) before the task is claimed: a task whose
+history turns out damaged is marked so in the projections and never claimed, and the run goes
+on with the others. Nor is a task claimed that holds events of a newer onward.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextlib
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -22,8 +29,11 @@ from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
 from onward.events import (
     BackendError,
     Context,
+    CorruptRecord,
     DecisionMade,
     Event,
+    ProblemKind,
+    Recorded,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -31,15 +41,21 @@ from onward.events import (
     TaskReleased,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     UnencodableValue,
     UsageError,
     VersionConflict,
+    decode_value,
+    encode_value,
+    redacted_logger,
 )
+from onward.events.integrity import StreamDamage
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
 from onward.projections import TaskView, task_stream
 from onward.runtime.boundary import Boundary
+from onward.runtime.committer import Committer
 from onward.runtime.degradations import Degradations
 from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.registry import Registry
@@ -49,7 +65,7 @@ from onward.runtime.worker import worker_gone
 
 __all__ = ["RunSummary", "Scheduler"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 #: Seconds between two looks for a human's answer while ``await_approvals`` lasts.
 APPROVAL_POLL = 0.5
@@ -107,6 +123,26 @@ _COUNTS = (
 Outcome = tuple[str, TaskRun | None]
 
 
+class Claimed(NamedTuple):
+    """A task this worker just claimed: its view, the claim, the claim's id, and the history
+    read (intact) before it."""
+
+    view: TaskView
+    claim: TaskClaimed
+    claim_id: str
+    history: list[Recorded]
+
+
+class _Begun(NamedTuple):
+    """A claimed task ready to run: its run, its function, and its arguments as recorded
+    (converted to the parameters' annotations)."""
+
+    run: TaskRun
+    definition: TaskDef
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
 class Scheduler:
     """One :meth:`onward.Engine.run` or :meth:`onward.Engine.serve`: the loop and the task runs
     it starts.
@@ -148,6 +184,8 @@ class Scheduler:
         self._running = 0
         self._running_lock = threading.Lock()
         self._rng = random.Random(session.worker)
+        #: Shares transactions among the appends of tasks that run at once (None: one each).
+        self.committer: Committer | None = None
 
     # -- the two loops ---------------------------------------------------------------------
 
@@ -182,6 +220,8 @@ class Scheduler:
         in_flight: dict[Future[Outcome], str] = {}
         heartbeat = Heartbeat(self.session, self.running)
         heartbeat.start()
+        if pool is not None:
+            self.committer = Committer(self.session.log)  # tasks at once share transactions
         try:
             if not self._prepare():
                 return RunSummary(paused=True)
@@ -233,6 +273,7 @@ class Scheduler:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
+            self._close_committer()
             heartbeat.stop()
         return self._summary(started, paused)
 
@@ -273,7 +314,8 @@ class Scheduler:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="onward")
         in_flight: dict[Future[Outcome], str] = {}
         heartbeat = Heartbeat(session, self.running)
-        watcher = _Watcher(session, wake)
+        watcher = _Watcher(session, wake.set)
+        self.committer = Committer(session.log) if workers > 1 else None
         paused = False
         error: BaseException | None = None
         heartbeat.start()
@@ -314,6 +356,7 @@ class Scheduler:
                     error = error or exc
             pool.shutdown(wait=True)
         watcher.close()
+        self._close_committer()
         try:
             heartbeat.stop(
                 reason=reason() or "stopped",
@@ -333,6 +376,199 @@ class Scheduler:
     def running(self) -> int:
         """How many task runs are under way."""
         return self._running
+
+    # -- the two loops on an event loop ----------------------------------------------------
+
+    async def run_async(
+        self, *, concurrency: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
+    ) -> RunSummary:
+        """:meth:`run` on the event loop: up to ``concurrency`` tasks at once, their step
+        outcomes group-committed; the loop never waits for the disk.
+
+        Returns:
+            What the run did.
+        """
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+        if not await_approvals >= 0:
+            raise UsageError(f"await_approvals must be seconds >= 0, got {await_approvals}")
+        session = self.session
+        session.check_open()
+        started = session.clock()
+        heartbeat = Heartbeat(session, self.running)
+        heartbeat.start()
+        self.committer = Committer(session.log)
+        tasks: set[asyncio.Task[Outcome]] = set()
+        paused = False
+        patience_until: float | None = None
+        try:
+            if not await asyncio.to_thread(self._prepare):
+                return RunSummary(paused=True)
+            while True:
+                left = None if max_runs is None else max_runs - self._tally["runs"]
+                state, claimed = await asyncio.to_thread(
+                    self._round, concurrency - len(tasks), left
+                )
+                if state == "pause":
+                    paused = True
+                    break
+                tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                if tasks:
+                    done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        self._count(task.result())
+                    continue
+                if max_runs is not None and self._tally["runs"] >= max_runs:
+                    break
+                due, claimable, awaiting = await asyncio.to_thread(self._look_ahead)
+                now = session.clock()
+                if due is None:
+                    if claimable:
+                        continue
+                    if await_approvals and awaiting:
+                        if patience_until is None:
+                            patience_until = now + await_approvals
+                        if now < patience_until:
+                            await self._sleep(min(APPROVAL_POLL, patience_until - now))
+                            continue
+                    break
+                patience_until = None
+                await self._sleep(max(0.0, due - now))
+        finally:
+            if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self._close_committer)
+            heartbeat.stop()
+        return self._summary(started, paused)
+
+    async def serve_async(
+        self, *, concurrency: int = 1, stop: asyncio.Event, reason: Callable[[], str]
+    ) -> RunSummary:
+        """:meth:`serve` on the event loop: up to ``concurrency`` tasks at once, until ``stop``
+        is set.
+
+        Returns:
+            What it did.
+        """
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+        session = self.session
+        session.check_open()
+        started = session.clock()
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        heartbeat = Heartbeat(session, self.running)
+        watcher = _Watcher(session, lambda: loop.call_soon_threadsafe(wake.set))
+        self.committer = Committer(session.log)
+        tasks: set[asyncio.Task[Outcome]] = set()
+        paused = False
+        error: BaseException | None = None
+        heartbeat.start()
+        watcher.start()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.to_thread(self._prepare)
+            while not stop.is_set():
+                state, claimed = await asyncio.to_thread(
+                    self._round, concurrency - len(tasks), None, True
+                )
+                paused = state == "pause"
+                tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                idle = await asyncio.to_thread(self._idle_for, idle=len(tasks) < concurrency)
+                waiter = asyncio.create_task(wake.wait())
+                await asyncio.wait(
+                    {*tasks, waiter, stopping}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                wake.clear()
+                for task in [t for t in tasks if t.done()]:
+                    tasks.discard(task)
+                    self._count(task.result())
+        except BaseException as exc:
+            error = exc
+        self.stopping.set()  # runs still going hand their tasks back at their next step
+        stopping.cancel()
+        if isinstance(error, asyncio.CancelledError):
+            for task in tasks:
+                task.cancel()
+        for task in tasks:
+            try:
+                self._count(await task)
+            except BaseException as exc:
+                error = error or exc
+        watcher.close()
+        await asyncio.to_thread(self._close_committer)
+        try:
+            await asyncio.to_thread(
+                heartbeat.stop,
+                reason=reason() or "stopped",
+                released=self._tally["released"],
+                said=error is None and not session.closed,
+            )
+        except BackendError as exc:
+            error = error or exc
+        if error is not None:
+            raise error
+        return self._summary(started, paused)
+
+    async def _execute_async(
+        self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]
+    ) -> Outcome:
+        """:meth:`_execute` on the event loop."""
+        with self._running_lock:
+            self._running += 1
+        try:
+            return await self._run_task_async(view, claim_id, history)
+        except StorageLost as lost:
+            raise lost.error from None  # not the task's failure: the run stops
+        finally:
+            with self._running_lock:
+                self._running -= 1
+                self.session.running.discard(view.task_id)
+
+    def _round(
+        self, capacity: int, left: int | None, serving: bool = False
+    ) -> tuple[str, list[Claimed]]:
+        """One turn of an event loop's scheduling (in a worker thread): a task boundary, then
+        claims for the free slots.
+
+        Returns:
+            "pause" when the session is paused (nothing claimed), and what was claimed.
+        """
+        session = self.session
+        claimed: list[Claimed] = []
+        with session.lock:
+            if serving:
+                session.host.catch_up()
+                self._tally["recovered"] += self._recover_leases()
+            if self._boundary() == "pause" or (serving and self._paused()):
+                return "pause", claimed
+            while len(claimed) < capacity and (left is None or len(claimed) < left):
+                found = self._claim_next()
+                if found is None:
+                    break
+                self._tally["runs"] += 1
+                claimed.append(found)
+        return "", claimed
+
+    def _look_ahead(self) -> tuple[float | None, bool, bool]:
+        """When the next timer is due, whether a task is claimable, whether approvals wait."""
+        with self.session.lock:
+            return self._next_timer(), self._claimable(), self._awaiting_approval()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait on the event loop (an injected sleep, a test's fake clock, is called)."""
+        if self.session.sleep is time.sleep:
+            await asyncio.sleep(seconds)
+        else:
+            self.session.sleep(seconds)
+
+    def _close_committer(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+            self.committer = None
 
     # -- the parts -------------------------------------------------------------------------
 
@@ -401,7 +637,46 @@ class Scheduler:
 
     def _claimable(self) -> bool:
         tasks = self.session.host.projections.tasks
-        return tasks.next_queued(self.session.name) is not None or self._ready_waiting() is not None
+        return (
+            tasks.next_queued(self.session.name) is not None
+            or self._ready_waiting() is not None
+            or self._registered_again() is not None
+        )
+
+    def _registered_again(self) -> TaskView | None:
+        """The oldest of this session's unregistered tasks whose function this worker has."""
+        tasks = self.session.host.projections.tasks
+        found = [
+            view
+            for task_id in tasks.unregistered
+            if (view := tasks.tasks[task_id]).session == self.session.name
+            and self.registry.knows(view.name)
+        ]
+        return min(found, key=lambda v: v.order) if found else None
+
+    def _unregistered(self, view: TaskView) -> None:
+        """Record that no function here answers to a task's name: it waits, unregistered, for a
+        worker that has one (a queued task a peer without the function would also skip)."""
+        session = self.session
+        logger.warning(
+            "task %s: no function registered as %r here; it waits, unregistered, for a worker "
+            "that has one (or `onward abandon %s`)",
+            view.task_id,
+            view.name,
+            view.task_id,
+        )
+        with contextlib.suppress(VersionConflict):  # it moved meanwhile: look again
+            transition(
+                session.log,
+                "task",
+                view.task_id,
+                task_stream(view.task_id),
+                view.state,
+                view.version,
+                TaskUnregistered(name=view.name, worker=session.worker),
+                session.context,
+            )
+        session.host.catch_up()
 
     def _ready_waiting(self) -> TaskView | None:
         tasks = self.session.host.projections.tasks
@@ -409,7 +684,7 @@ class Scheduler:
         ready: list[TaskView] = []
         for task_id in tasks.waiting:
             view = tasks.tasks[task_id]
-            if view.session != self.session.name:
+            if view.session != self.session.name or view.unknown_events:
                 continue
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
@@ -433,8 +708,10 @@ class Scheduler:
         ]
         return min(timers) if timers else None
 
-    def _claim_next(self) -> tuple[TaskView, TaskClaimed, str] | None:
-        """Claim a most urgent runnable task: an append at its stream's expected version.
+    def _claim_next(self) -> Claimed | None:
+        """Claim a most urgent runnable task whose history reads back intact: an append at its
+        stream's expected version. Returns the view, the claim, its id and the history before
+        it.
 
         A task ready after a wait comes first, then the queue's head; once another worker won a
         race for a task, one picked at random among those of the head's priority near it, so
@@ -444,7 +721,7 @@ class Scheduler:
         tasks = self.session.host.projections.tasks
         contended = False
         for _ in range(100):
-            view = self._ready_waiting()
+            view = self._ready_waiting() or self._registered_again()
             if view is None and contended:
                 near = tasks.near_head(self.session.name)
                 view = self._rng.choice(near) if near else None
@@ -452,6 +729,17 @@ class Scheduler:
                 view = tasks.next_queued(self.session.name)
             if view is None:
                 return None
+            if not self.registry.knows(view.name):
+                self._unregistered(view)  # it waits for a worker that has its function
+                continue
+            try:
+                history = self.session.log.read_stream(task_stream(view.task_id))
+            except CorruptRecord as damage:
+                self._damaged(view, damage)
+                continue
+            if not history or history[-1].version != view.version:
+                self.session.host.catch_up()  # the projections are behind its stream
+                continue
             now = self.session.clock()
             claim = TaskClaimed(
                 worker=self.session.worker,
@@ -480,44 +768,120 @@ class Scheduler:
                 self.session.host.catch_up()  # another worker got there first: look again
                 contended = True
                 continue
-            # Running from the claim on, before its run starts in another thread: the lease
-            # recovery of this engine must not take back a task it is about to run.
+            # Ours from now until the run ends: never taken back as a claim left over.
             self.session.running.add(view.task_id)
             self.session.host.catch_up()
-            return view, claim, result.event_ids[0]
+            return Claimed(view, claim, result.event_ids[0], history)
         return None
 
-    def _execute(self, view: TaskView, claim: TaskClaimed, claim_id: str) -> Outcome:
+    def _damaged(self, view: TaskView, damage: CorruptRecord) -> None:
+        """A task whose history did not read back intact: mark it so, never claim it."""
+        logger.warning(
+            "task %s is not run: its history cannot be trusted: %s (`onward quarantine %s` "
+            "sets it aside)",
+            view.task_id,
+            damage,
+            view.task_id,
+        )
+        self.session.host.projections.mark_damaged(
+            StreamDamage(
+                stream=damage.stream,
+                version=damage.version,
+                position=damage.position,
+                kind=ProblemKind(damage.kind),
+                reason=damage.reason,
+            )
+        )
+        # A fold from an older checkpoint would not see it: save the mark for the next reader.
+        self.session.host.checkpoint()
+
+    def _execute(
+        self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]
+    ) -> Outcome:
         """Run one claimed task to its end, a wait, a lost lease, or its hand-back.
 
         Raises:
             BackendError: the engine's storage failed (StorageUnavailable: an outage outlasted
                 the log's tolerance); nothing was recorded as the task's outcome.
         """
-        running = self.session.running
         with self._running_lock:
             self._running += 1
-            running.add(view.task_id)
         try:
-            return self._run_task(view, claim_id)
+            return self._run_task(view, claim_id, history)
         except StorageLost as lost:
             raise lost.error from None  # not the task's failure: the run stops
         finally:
             with self._running_lock:
                 self._running -= 1
-                running.discard(view.task_id)
+                self.session.running.discard(view.task_id)
 
-    def _run_task(self, view: TaskView, claim_id: str) -> Outcome:
+    def _run_task(self, view: TaskView, claim_id: str, history: list[Recorded]) -> Outcome:
+        """Run a claimed task in this thread (an ``async def`` one on an event loop of its
+        own)."""
+        begun = self._begin(view, claim_id, history)
+        if not isinstance(begun, _Begun):
+            return begun
+        run, definition, args, kwargs = begun
+        token = CURRENT_RUN.set(run)
+        try:
+            if definition.is_async:
+                result = asyncio.run(definition.fn(*args, **kwargs))
+            else:
+                result = definition.fn(*args, **kwargs)
+        except BaseException as exc:
+            return self._conclude(view, run, error=exc)
+        finally:
+            CURRENT_RUN.reset(token)
+        return self._conclude(view, run, result=result)
+
+    async def _run_task_async(
+        self, view: TaskView, claim_id: str, history: list[Recorded]
+    ) -> Outcome:
+        """Run a claimed task on the event loop: an ``async def`` one is awaited; a plain one
+        runs in a worker thread; every storage call runs in a worker thread."""
+        begun = await asyncio.to_thread(self._begin, view, claim_id, history)
+        if not isinstance(begun, _Begun):
+            return begun
+        run, definition, args, kwargs = begun
+        if not definition.is_async:
+            return await asyncio.to_thread(self._run_begun, view, begun)
+        token = CURRENT_RUN.set(run)
+        try:
+            result = await definition.fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            # The loop stops (the run was cancelled): hand the task back, as a stopping worker
+            # does, then let the cancellation go on. A cancelled await is no step failure.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(asyncio.to_thread(self._release, run))
+            raise
+        except BaseException as exc:
+            return await asyncio.to_thread(self._conclude, view, run, None, exc)
+        finally:
+            CURRENT_RUN.reset(token)
+        return await asyncio.to_thread(self._conclude, view, run, result)
+
+    def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
+        run, definition, args, kwargs = begun
+        token = CURRENT_RUN.set(run)
+        try:
+            result = definition.fn(*args, **kwargs)
+        except BaseException as exc:
+            return self._conclude(view, run, error=exc)
+        finally:
+            CURRENT_RUN.reset(token)
+        return self._conclude(view, run, result=result)
+
+    def _begin(self, view: TaskView, claim_id: str, history: list[Recorded]) -> _Begun | Outcome:
+        """Set up a claimed task's run from its history (read before the claim); or end it at
+        once (the worker stops, or no function is registered under its name)."""
         task_id = view.task_id
         stream = task_stream(task_id)
-        history = self.session.log.read_stream(stream)
-        if history[-1].meta.event_id != claim_id:
-            # The task moved on between the claim and this read (its lease was taken, it was
-            # cancelled): the claim no longer holds, and the run must not append after it.
-            logger.info("task %s: moved on since this worker claimed it", task_id)
-            return "cancelled", None
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
+        inherited: list[Recorded] = []
+        if submitted.forked_from is not None and submitted.inherit_steps:
+            # A fork takes the recorded outcomes of its origin's first steps as its own.
+            inherited = self.session.log.read_stream(task_stream(submitted.forked_from))
         context = Context(
             session=self.session.name,
             actor=self.session.worker,
@@ -535,45 +899,78 @@ class Scheduler:
             sleep=self.session.sleep,
             judge=self.judge,
             stopping=self.stopping,
+            committer=self.committer,
+            inherited=(inherited, submitted.inherit_steps),
         )
+        # The history was read before the claim: the run appends after the claim, and only
+        # there (if another worker took the task since, its first append is refused).
+        run.version = history[-1].version + 1
         if self.stopping.is_set():
             return self._release(run)
         try:
             definition: TaskDef = self.registry.task(submitted.name)
-        except UsageError as exc:
-            run.record([TaskFailed(error_type="NotRegistered", message=error_message(exc))])
-            return "failed", run
-        token = CURRENT_RUN.set(run)
-        try:
-            try:
-                result = definition.fn(*submitted.args, **submitted.kwargs)
-            finally:
-                CURRENT_RUN.reset(token)
-        except Suspended:
-            return "waiting", run
-        except Released:
-            return self._release(run)
-        except LeaseLost as lost:
-            logger.info("%s", lost)
-            return "cancelled", run
-        except Exception as exc:
-            if _storage_failed(exc):
-                raise  # the engine's own storage failed under the task: not the task's failure
-            logger.info("task %s failed: %s: %s", task_id, type(exc).__name__, exc)
-            return self._finish(
-                run, TaskFailed(error_type=type(exc).__name__, message=error_message(exc))
-            )
-        try:
-            return self._finish(run, TaskSucceeded(result=result), self._next(view))
-        except UnencodableValue as exc:
-            return self._finish(
-                run, TaskFailed(error_type="UnencodableValue", message=error_message(exc))
-            )
+        except UsageError:  # its function went away since the claim: let a worker that has it
+            return self._release(run, "no function registered under its name here")
+        # The arguments as recorded, converted to the parameters' annotations: every run of
+        # the task, the first included, gets the same values.
+        positional, named = definition.argument_types(len(submitted.args), submitted.kwargs)
+        args = [decode_value(a, t) for a, t in zip(submitted.args, positional, strict=True)]
+        kwargs = {k: decode_value(v, named[k]) for k, v in submitted.kwargs.items()}
+        return _Begun(run, definition, args, kwargs)
 
-    def _release(self, run: TaskRun) -> Outcome:
+    def _conclude(
+        self,
+        view: TaskView,
+        run: TaskRun,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> Outcome:
+        """Record how a task run ended: it succeeded or failed, waits, was handed back or lost
+        its claim (the same for both paths).
+
+        Raises:
+            StorageLost: the engine's storage failed under the task: not its failure.
+            BaseException: an interruption of the worker itself (KeyboardInterrupt...).
+        """
+        if error is None:
+            try:
+                stored = encode_value(
+                    result,
+                    what=f"task {view.task_id} ({view.name}): its result",
+                    redactor=self.session.log.redactor,
+                )
+            except UsageError as exc:
+                logger.info("task %s failed: %s", view.task_id, exc)
+                return self._finish(
+                    run, TaskFailed(error_type="UsageError", message=error_message(exc))
+                )
+            try:
+                return self._finish(run, TaskSucceeded(result=stored), self._next(view))
+            except UnencodableValue as exc:
+                return self._finish(
+                    run,
+                    TaskFailed(
+                        error_type="UnencodableValue", message=error_message(exc, run.redact)
+                    ),
+                )
+        if isinstance(error, Suspended):
+            return "waiting", run
+        if isinstance(error, Released):
+            return self._release(run)
+        if isinstance(error, LeaseLost):
+            logger.info("%s", error)
+            return "cancelled", run
+        if not isinstance(error, Exception) or _storage_failed(error):
+            raise error  # the worker's own interruption, or its storage: not the task's failure
+        # Redacted (and cut) once, for the log line as for the record.
+        message = error_message(error, run.redact)
+        logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
+        return self._finish(run, TaskFailed(error_type=type(error).__name__, message=message))
+
+    def _release(self, run: TaskRun, reason: str = "the worker stopped") -> Outcome:
         """Hand a running task back (the worker stops): a peer may claim it at once."""
         try:
-            run.record([TaskReleased(worker=self.session.worker, reason="the worker stopped")])
+            run.record([TaskReleased(worker=self.session.worker, reason=reason)])
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run
@@ -623,8 +1020,8 @@ class Scheduler:
         now = session.clock()
         recovered = 0
         for view in list(session.tasks()):
-            if view.state != "running":
-                continue
+            if view.state != "running" or view.unknown_events:
+                continue  # a newer onward's task is left to it
             gone = now > self._holds_until(view) or worker_gone(view.worker, session.worker)
             # This engine's own claim on a task it does not run now: an earlier run of it
             # stopped without recording (its storage failed); take the task back at once.
@@ -668,7 +1065,7 @@ class Scheduler:
     def _mark_missed(self) -> int:
         missed = 0
         for view in self.session.host.projections.tasks.overdue(self.session.clock()):
-            if view.session != self.session.name or view.deadline is None:
+            if view.session != self.session.name or view.deadline is None or view.unknown_events:
                 continue
             try:
                 self.session.log.append(
@@ -699,10 +1096,10 @@ def _storage_failed(exc: BaseException) -> bool:
 
 
 class _Watcher:
-    """Sets ``wake`` whenever the log may have changed (another process's append), from a
+    """Calls ``wake`` whenever the log may have changed (another process's append), from a
     thread of its own, while a worker serves."""
 
-    def __init__(self, session: Session, wake: threading.Event) -> None:
+    def __init__(self, session: Session, wake: Callable[[], object]) -> None:
         self.session = session
         self.wake = wake
         self._closed = threading.Event()
@@ -721,7 +1118,7 @@ class _Watcher:
                 changed = False
                 self._closed.wait(WATCH_SLICE)
             if changed:
-                self.wake.set()
+                self.wake()
 
     def close(self) -> None:
         self._closed.set()

@@ -9,18 +9,19 @@ their lease runs out).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import logging
 import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
 
+from onward.events import redacted_logger
 from onward.runtime.scheduler import RunSummary, Scheduler
 
-__all__ = ["serve"]
+__all__ = ["serve", "serve_async"]
 
-logger = logging.getLogger("onward.engine")
+logger = redacted_logger("onward.engine")
 
 #: The signals that stop a worker.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -54,6 +55,56 @@ def serve(
             stop=stop,
             reason=lambda: reasons[0] if reasons else "stopped by the application",
         )
+
+
+async def serve_async(
+    scheduler: Scheduler,
+    *,
+    concurrency: int,
+    stop: asyncio.Event | None,
+    handle_signals: bool,
+) -> RunSummary:
+    """Serve on the running event loop until ``stop`` is set (or a signal stops it).
+
+    Args:
+        scheduler: the session's scheduler.
+        concurrency: how many tasks may run at once.
+        stop: set to stop (a new event when None).
+        handle_signals: stop on SIGTERM and SIGINT (when the loop runs in the main thread):
+            the first gracefully, a second at once (the serving task is cancelled).
+
+    Returns:
+        What it did.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    reasons: list[str] = []
+    loop = asyncio.get_running_loop()
+    serving = asyncio.current_task()
+    installed: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stop.is_set():
+            logger.warning("%s again: stopping at once", signum.name)
+            if serving is not None:
+                serving.cancel()
+            return
+        logger.info("%s: stopping once the steps in flight end", signum.name)
+        reasons.append(signum.name)
+        stop.set()
+
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            loop.add_signal_handler(s, on_signal, s)
+            installed.append(s)
+    try:
+        return await scheduler.serve_async(
+            concurrency=concurrency,
+            stop=stop,
+            reason=lambda: reasons[0] if reasons else "stopped by the application",
+        )
+    finally:
+        for s in installed:
+            loop.remove_signal_handler(s)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
+from onward.core.errors import StreamDamaged
 from onward.core.machines import validate
 from onward.events import (
     Append,
@@ -26,6 +27,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
     new_event_id,
+    redacted_logger,
 )
 from onward.projections import (
     SESSION,
@@ -37,7 +39,9 @@ from onward.projections import (
 )
 from onward.projections.flow import flow_trigger
 
-__all__ = ["Session"]
+__all__ = ["Session", "unknown_events_error"]
+
+logger = redacted_logger("onward.engine")
 
 #: How many times an append to the session's stream looks again after another worker's.
 _SESSION_APPEND_TRIES = 20
@@ -129,14 +133,29 @@ class Session:
         Any number of processes may open the same session at once: each decides on the
         caught-up log, and one that finds the session started by another resumes it instead.
 
+        An unfinished task that holds events of a newer onward, or whose history is damaged,
+        is not resumed (a warning names it); the session's other tasks are. A log whose newest
+        records were removed (its head record ends past its last record) is reported as an
+        error in the log: a task whose last events were among them would run again.
+
         Raises:
-            UnknownEventType: an unfinished task holds events of types this version does not
-                know.
+            StreamDamaged: the session's own history cannot be trusted.
         """
         self.host.open()
+        self._check_head()
+        stream = session_stream(self.name)
 
         def start_or_resume(projections: Projections) -> list[Event]:
             view = projections.sessions.sessions.get(self.name)
+            damage = projections.damaged.get(stream)
+            if damage is not None:
+                raise StreamDamaged(
+                    "session",
+                    self.name,
+                    damage,
+                    "it cannot be opened (its tasks stay in the log: `onward verify` says "
+                    "what is wrong)",
+                )
             if view is None:
                 return [
                     SessionStarted(
@@ -149,14 +168,34 @@ class Session:
             unfinished = [t for t in self.tasks() if not t.terminal]
             for task in unfinished:
                 if task.unknown_events:
-                    raise UnknownEventType(
-                        f"task {task.task_id} has {task.unknown_events} events of types this "
-                        "version of onward does not know (written by a newer one?); refusing to "
-                        "resume it. `onward show` can still read it."
+                    logger.warning("%s", unknown_events_error(task))
+                elif task.damage:
+                    logger.warning(
+                        "task %s is not resumed: its history cannot be trusted: %s "
+                        "(`onward quarantine %s` sets it aside)",
+                        task.task_id,
+                        task.damage,
+                        task.task_id,
                     )
             return [SessionResumed(reason="reopened", recovered_tasks=len(unfinished))]
 
         self.decide(start_or_resume, chain=False)
+
+    def _check_head(self) -> None:
+        """Say when the newest records are gone: two reads, the full check is ``verify``'s."""
+        head = self.log.head_record()
+        if head is None or head.base < 0:
+            return  # not tracked here; a removed head record is verify's to report
+        last = self.log.head()
+        if last < head.position:
+            logger.error(
+                "the log %s ends at position %d but its head record says %d: its newest "
+                "records were removed behind onward's back, and the tasks they belonged to may "
+                "run again; `onward verify` says more",
+                self.log.url,
+                last,
+                head.position,
+            )
 
     def resume(self, reason: str) -> bool:
         """Resume the session after a pause.
@@ -260,6 +299,15 @@ class Session:
         """
         fixed = list(events)
         return self.decide(lambda _projections: fixed, chain=chain, first_cause=first_cause)
+
+
+def unknown_events_error(task: TaskView) -> UnknownEventType:
+    """The refusal to resume a task that holds events of a newer onward."""
+    return UnknownEventType(
+        f"task {task.task_id} has {task.unknown_events} events of types this version of onward "
+        "does not know (written by a newer one?); refusing to resume it. `onward show` can "
+        "still read it."
+    )
 
 
 def _version() -> str:

@@ -2,7 +2,9 @@
 
 Every change is an append at the task stream's expected version: a submission creates the
 stream (its first event's id is derived from the task id, so that a repeated submission is a
-no-op); a cancellation or a new priority is validated by the task lifecycle first.
+no-op); a cancellation or a new priority is validated by the task lifecycle first. A
+quarantine (:func:`quarantine`) sets a damaged or stuck task aside, so that the rest of its
+session goes on: it is appended after the stream's last record, damaged or not.
 """
 
 from __future__ import annotations
@@ -14,30 +16,44 @@ from typing import Any
 from onward.core.definitions import TaskDef, parse_priority
 from onward.core.errors import (
     DeadlineMissed,
+    InvalidTransition,
     NotFinished,
+    StreamDamaged,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFound,
+    TaskQuarantinedError,
 )
-from onward.core.machines import transition
+from onward.core.machines import transition, validate
 from onward.events import (
+    Append,
     Context,
+    DecisionMade,
+    EventLog,
+    MessageSent,
     Priority,
+    StateSet,
+    StepCompleted,
     TaskCancelled,
     TaskDeadlineMissed,
     TaskFailed,
+    TaskQuarantined,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     UnencodableValue,
     UsageError,
     VersionConflict,
+    decode_value,
+    encode_value,
 )
-from onward.projections import TaskView, task_stream
+from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
+from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, derived_id, submission_id
-from onward.runtime.session import Session
+from onward.runtime.session import Session, unknown_events_error
 
-__all__ = ["Tasks"]
+__all__ = ["Tasks", "quarantine"]
 
 #: How many times a change from outside looks again after another worker's.
 _STEER_TRIES = 10
@@ -48,10 +64,12 @@ class Tasks:
 
     Args:
         session: the session.
+        registry: the registered tasks (whose return types results are decoded to).
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, registry: Registry) -> None:
         self.session = session
+        self.registry = registry
 
     def submit(
         self,
@@ -75,6 +93,16 @@ class Tasks:
             definition.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise UsageError(f"task {definition.name}: {exc}") from None
+        # Arguments are refused before anything happens (a subtask's number included).
+        stored_args = self._stored_arguments(definition, args)
+        stored_kwargs = {
+            name: encode_value(
+                value,
+                what=f"task {definition.name}: argument {name!r}",
+                redactor=session.log.redactor,
+            )
+            for name, value in kwargs.items()
+        }
         level = definition.priority if priority is None else parse_priority(priority)
         if deadline is not None and not isinstance(deadline, int | float):
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
@@ -93,8 +121,8 @@ class Tasks:
             context = Context(session=session.name, actor=session.worker, correlation_id=task_id)
         event = TaskSubmitted(
             name=definition.name,
-            args=list(args),
-            kwargs=kwargs,
+            args=stored_args,
+            kwargs=stored_kwargs,
             priority=level,
             deadline=None if deadline is None else float(deadline),
             key=key,
@@ -116,6 +144,28 @@ class Tasks:
             raise UsageError(f"task {definition.name}: arguments cannot be stored: {exc}") from exc
         return task_id
 
+    def _stored_arguments(self, definition: TaskDef, args: tuple[Any, ...]) -> list[Any]:
+        """The positional arguments as the log will hold them (see
+        :func:`onward.events.encode_value`).
+
+        Raises:
+            UsageError: an argument cannot be stored so as to come back as it is.
+        """
+        params = [
+            p.name
+            for p in definition.signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        return [
+            encode_value(
+                value,
+                what=f"task {definition.name}: argument {i}"
+                + (f" ({params[i]})" if i < len(params) else ""),
+                redactor=self.session.log.redactor,
+            )
+            for i, value in enumerate(args)
+        ]
+
     def cancel(self, task_id: str, reason: str) -> None:
         """Cancel a task that has not ended."""
         self._steer(task_id, lambda _view: TaskCancelled(reason=reason))
@@ -129,7 +179,9 @@ class Tasks:
         )
 
     def _steer(
-        self, task_id: str, decide: Callable[[TaskView], TaskCancelled | TaskReprioritised]
+        self,
+        task_id: str,
+        decide: Callable[[TaskView], TaskCancelled | TaskReprioritised | TaskFailed],
     ) -> None:
         """Append a change decided on the task's current view, deciding again when another
         worker changed the task first."""
@@ -154,6 +206,162 @@ class Tasks:
                 session.host.catch_up()
                 return
             raise UsageError(f"task {task_id}: too many concurrent changes, try again")
+
+    def quarantine(self, task_id: str, reason: str, by: str) -> TaskView:
+        """Set a task aside for good (see :func:`quarantine`); returns its view after."""
+        session = self.session
+        session.check_open()
+        with session.lock:
+            self.view(task_id)  # TaskNotFound, caught up when not known yet
+            return quarantine(
+                session.log, session.host, task_id, reason=reason, by=by, context=session.context
+            )
+
+    def retry(self, task_id: str, *, by: str, reason: str, deadline: float | None) -> TaskView:
+        """Put a failed, cancelled or missed task back in the queue as a new attempt (see
+        :meth:`onward.Engine.retry`); the decision is recorded on the session's stream with who
+        asked, in the same commit."""
+        session = self.session
+        session.check_open()
+        if deadline is not None and not isinstance(deadline, int | float):
+            raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
+        with session.lock:
+            for _ in range(_STEER_TRIES):
+                view = self.view(task_id)
+                validate("task", task_id, view.state, "TaskRetried")
+                retried = TaskRetried(by=by, reason=reason, previous=view.state, deadline=deadline)
+                decision = DecisionMade(
+                    kind="task_retried",
+                    subject=task_id,
+                    choice="retry",
+                    inputs={"by": by, "reason": reason, "previous": view.state},
+                    alternatives=["leave it " + view.state],
+                )
+                own = session.view()
+                try:
+                    session.log.commit(
+                        [
+                            Append(
+                                stream=task_stream(task_id),
+                                events=[retried],
+                                expected_version=view.version,
+                                context=session.context,
+                            ),
+                            Append(
+                                stream=session_stream(session.name),
+                                events=[decision],
+                                expected_version=own.version if own is not None else 0,
+                                context=session.context,
+                            ),
+                        ]
+                    )
+                except VersionConflict:
+                    session.host.catch_up()
+                    continue
+                return session.catch_up().tasks.tasks[task_id]
+            raise UsageError(f"task {task_id}: too many concurrent changes, try again")
+
+    def fork(
+        self,
+        task_id: str,
+        *,
+        from_step: int,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> str:
+        """Start a new task whose first ``from_step`` steps return the recorded outcomes of
+        ``task_id``'s (see :meth:`onward.Engine.fork`); returns its id."""
+        session = self.session
+        session.check_open()
+        if not isinstance(from_step, int) or from_step < 0:
+            raise UsageError(f"from_step must be a step index >= 0, got {from_step!r}")
+        history = session.log.read_stream(task_stream(task_id))
+        if not history:
+            raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
+        origin = history[0].event
+        assert isinstance(origin, TaskSubmitted)
+        done = {r.event.index for r in history if isinstance(r.event, StepCompleted)}
+        missing = [i for i in range(from_step) if i not in done]
+        if missing:
+            raise UsageError(
+                f"task {task_id} has no recorded outcome for step {missing[0]}: a fork can take "
+                f"only completed steps (it completed {len(done)})"
+            )
+        fork_id = os.urandom(8).hex()
+        event = TaskSubmitted(
+            name=origin.name,
+            args=list(origin.args if args is None else args),
+            kwargs=dict(origin.kwargs if kwargs is None else kwargs),
+            priority=origin.priority,
+            deadline=None,
+            key=None,
+            parent=origin.parent,
+            forked_from=task_id,
+            inherit_steps=from_step,
+        )
+        context = Context(
+            session=session.name,
+            actor=session.worker,
+            causation_id=history[0].meta.event_id,
+            correlation_id=fork_id,
+        )
+        try:
+            session.log.append(
+                task_stream(fork_id),
+                [event],
+                expected_version=0,
+                event_ids=[submission_id(fork_id)],
+                context=context,
+            )
+        except UnencodableValue as exc:
+            raise UsageError(f"fork of {task_id}: arguments cannot be stored: {exc}") from exc
+        return fork_id
+
+    def abandon(self, task_id: str, *, by: str, reason: str) -> None:
+        """Fail a task that waits, unregistered, for a function nobody has any more."""
+        view = self.view(task_id)
+        if view.state != "unregistered":
+            raise InvalidTransition("task", task_id, view.state, "abandon")
+        why = f"abandoned by {by}: {reason}" if by else f"abandoned: {reason}"
+        self._steer(
+            task_id,
+            lambda _view: TaskFailed(error_type="Abandoned", message=why.rstrip(": ")),
+        )
+
+    def send(self, task_id: str, topic: str, value: Any, *, sender: str) -> int:
+        """Send a task a message (see :meth:`onward.Engine.send`); returns its inbox version."""
+        session = self.session
+        session.check_open()
+        if not isinstance(topic, str) or not topic:
+            raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
+        self.view(task_id)  # TaskNotFound
+        try:
+            result = session.log.append(
+                inbox_stream(task_id),
+                [MessageSent(topic=topic, value=value, sender=sender)],
+                expected_version=None,
+                context=session.context,
+            )
+        except UnencodableValue as exc:
+            raise UsageError(f"message for {task_id}: the value cannot be stored: {exc}") from exc
+        session.catch_up()
+        return result.versions[inbox_stream(task_id)]
+
+    def state_of(self, task_id: str, key: str) -> Any:
+        """The last value a task published under ``key`` (``engine.set_state``).
+
+        Raises:
+            TaskNotFound: no such task.
+            KeyError: it published nothing under that key.
+        """
+        session = self.session
+        history = session.log.read_stream(task_stream(task_id))
+        if not history:
+            raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
+        for r in reversed(history):
+            if isinstance(r.event, StateSet) and r.event.key == key:
+                return r.event.value
+        raise KeyError(f"task {task_id} published nothing under {key!r}")
 
     def view(self, task_id: str) -> TaskView:
         """What the log says about a task (catching up when it is not known yet).
@@ -180,12 +388,30 @@ class Tasks:
         :meth:`onward.Engine.result` for what it raises otherwise)."""
         session = self.session
         session.check_open()
+        view = session.projections.tasks.tasks.get(task_id)
+        if view is not None and view.damage:
+            damage = session.projections.damaged.get(task_stream(task_id))
+            if view.state == "quarantined":
+                reason = view.error.removeprefix("quarantined").removeprefix(": ")
+                raise TaskQuarantinedError(task_id, reason)
+            if damage is not None:
+                raise StreamDamaged("task", task_id, damage, _QUARANTINE.format(task_id=task_id))
+        if view is not None and view.unknown_events and not view.terminal:
+            raise unknown_events_error(view)
         history = session.log.read_stream(task_stream(task_id))
         if not history:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
         last = history[-1].event
+        if isinstance(last, TaskQuarantined):
+            raise TaskQuarantinedError(task_id, last.reason)
         if isinstance(last, TaskSucceeded):
-            return last.result
+            submitted = history[0].event
+            definition = (
+                self.registry.tasks.get(submitted.name)
+                if isinstance(submitted, TaskSubmitted)
+                else None
+            )
+            return decode_value(last.result, definition.returns if definition else Any)
         if isinstance(last, TaskFailed):
             raise TaskFailedError(task_id, last.error_type, last.message)
         if isinstance(last, TaskCancelled):
@@ -195,3 +421,59 @@ class Tasks:
         if isinstance(last, TaskDeadlineMissed):
             raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
         raise NotFinished(f"task {task_id} has not finished yet")
+
+
+_QUARANTINE = "it is not run; `onward quarantine {task_id}` sets it aside"
+
+
+def quarantine(
+    log: EventLog,
+    host: CatchUp,
+    task_id: str,
+    *,
+    reason: str,
+    by: str,
+    context: Context,
+) -> TaskView:
+    """Set a task aside for good: append ``TaskQuarantined`` after its stream's last record.
+
+    For a task whose history is damaged (any state), that holds events of a newer onward, or
+    that has not ended (a stuck one): it never runs again, a parent waiting for it sees it
+    end, and the rest of its session goes on. A running worker loses the task at its next
+    append. The log's damage stays for ``onward verify`` to report.
+
+    Args:
+        log: the log.
+        host: the projections' catch-up host (caught up here).
+        task_id: the task's id.
+        reason: why, for the audit.
+        by: who sets it aside.
+        context: the envelope fields of the append.
+
+    Returns:
+        The task's view after the quarantine.
+
+    Raises:
+        TaskNotFound: no such task.
+        InvalidTransition: the task has ended already.
+    """
+    stream = task_stream(task_id)
+    for _ in range(_STEER_TRIES):
+        host.catch_up(save=False)
+        projections = host.projections
+        view = projections.tasks.tasks.get(task_id)
+        if view is None:
+            raise TaskNotFound(f"no task {task_id!r} in {log.url}")
+        damaged = stream in projections.damaged
+        if not damaged and view.terminal:
+            raise InvalidTransition("task", task_id, view.state, "TaskQuarantined")
+        # A damaged stream's view stopped at its damage: append after its real last record.
+        version = log.stream_version(stream) if damaged else view.version
+        event = TaskQuarantined(reason=reason, by=by, damage=view.damage)
+        try:
+            log.append(stream, [event], expected_version=version, context=context)
+        except VersionConflict:
+            continue  # another worker appended first: look again
+        host.catch_up(save=False)
+        return host.projections.tasks.tasks[task_id]
+    raise UsageError(f"task {task_id}: too many concurrent changes, try again")

@@ -24,6 +24,8 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
+from onward.events.codec import LAYOUT
+from onward.events.integrity import CHAIN_START, advance_chain
 from tests.conftest import FakeClock
 
 
@@ -38,6 +40,9 @@ def progressed(fraction: float, note: str = "") -> TaskProgressed:
 class EventLogSuite(ABC):
     """Tests of the :class:`onward.events.EventLog` contract; subclass and implement
     ``make_log``."""
+
+    #: Whether the backend keeps a head record, written with every append.
+    tracks_head = True
 
     @abstractmethod
     def make_log(self, clock: FakeClock, **options: Any) -> EventLog:
@@ -317,6 +322,43 @@ class EventLogSuite(ABC):
         assert report.streams == 3
         assert report.head == log.head()
         assert not report.torn_tail
+
+    def test_the_head_record_follows_every_append(self, log: EventLog) -> None:
+        log.append("task-1", [submitted(), progressed(0.5)], expected_version=0)
+        log.commit(
+            [
+                Append(stream="task-2", events=[submitted()], expected_version=0),
+                Append(stream="task-1", events=[progressed(1.0)], expected_version=2),
+            ]
+        )
+        log.append("task-3", [submitted()], expected_version=None)
+        head = log.head_record()
+        report = log.verify()
+        assert report.ok
+        if not self.tracks_head:
+            assert head is None
+            assert report.head_record.status == "not tracked"
+            return
+        assert head is not None
+        start, end = LAYOUT.checksum
+        checksums = [row[4][start:end] for rows in log.read_rows() for row in rows]
+        assert (head.base, head.position, head.count) == (0, log.head(), 5)
+        assert head.chain == advance_chain(CHAIN_START, checksums)
+        assert report.head_record.status == "ok"
+        assert (report.head_record.count, report.head_record.found) == (5, 5)
+
+    def test_a_refused_append_leaves_the_head_record_alone(self, log: EventLog) -> None:
+        log.append("task-1", [submitted()], expected_version=0)
+        before = log.head_record()
+        with pytest.raises(VersionConflict):
+            log.commit(
+                [
+                    Append(stream="task-2", events=[submitted()], expected_version=0),
+                    Append(stream="task-1", events=[progressed(1.0)], expected_version=0),
+                ]
+            )
+        assert log.head_record() == before
+        assert log.verify().ok
 
 
 class SharedLogSuite(EventLogSuite):

@@ -14,6 +14,10 @@ pytestmark = pytest.mark.postgres
 
 
 class TestPostgresLog(SharedLogSuite):
+    # Concurrent writers commit out of position order: the head record is left to a later
+    # design (verify says "not tracked").
+    tracks_head = False
+
     @pytest.fixture(autouse=True)
     def _schema(self, postgres_url: str) -> None:
         self.url = postgres_url

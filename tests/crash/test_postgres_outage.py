@@ -57,6 +57,7 @@ def test_workers_ride_out_a_postgres_outage(
 ) -> None:
     fleet = Fleet(tmp_path, postgres_url)
     fleet.hold = 0.0
+    fleet.lease = down + 60.0  # the claims outlast the outage: nobody takes a task over
     tasks = 400
     fleet.submit(tasks)
     fleet.start(2)

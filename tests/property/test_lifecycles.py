@@ -4,11 +4,13 @@ A trigger the lifecycle allows in the current state appends exactly one event an
 state per the table; any other raises :class:`onward.InvalidTransition` and appends nothing.
 Folding the stream with :meth:`Lifecycle.evolve` always gives the model's state, the
 projections (for tasks and sessions) agree, and a task never leaves a terminal state. An
-illegal event that reaches the log anyway stops replay with :class:`IllegalTransition`.
+illegal event that reaches the log anyway marks its stream damaged, naming it and the
+:class:`IllegalTransition`, while every other stream folds on.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import msgspec
@@ -54,6 +56,8 @@ TYPES: dict[str, type[Event]] = {
     and isinstance(tag := cls.__struct_config__.tag, str)
 }
 TAGS = sorted(TYPES)
+#: The triggers that put an ended task back in the queue (``Engine.retry``).
+REOPENING = frozenset({"TaskRetried"})
 SUBJECTS = ("a", "b", "c")
 MACHINE_SETTINGS = settings(
     max_examples=50,
@@ -118,6 +122,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.versions[subject] += 1
             self.appended += 1
             tally(f"reached {self.states[subject]}")
+            if tag in REOPENING:
+                self.ended.pop(subject, None)  # a retry is the only way out of an end
             if self.states[subject] in lifecycle.terminal:
                 self.ended.setdefault(subject, self.states[subject])
         else:
@@ -168,7 +174,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert len(history) == self.versions[subject]
 
     @invariant()
-    def terminal_states_are_never_left(self) -> None:
+    def terminal_states_are_left_only_by_a_retry(self) -> None:
         for subject, terminal in self.ended.items():
             assert self.states[subject] == terminal
 
@@ -235,10 +241,12 @@ def test_validate_agrees_with_the_table(name: str) -> None:
                     validate(name, "x", state, tag)
 
 
-def test_task_terminal_states_allow_nothing() -> None:
-    assert TASK.terminal == {"succeeded", "failed", "cancelled", "missed"}
+def test_task_terminal_states_allow_nothing_but_a_retry() -> None:
+    assert TASK.terminal == {"succeeded", "failed", "cancelled", "missed", "quarantined"}
     for state in TASK.terminal:
-        assert [t for t in TASK.triggers if TASK.allows(state, t)] == []
+        allowed = [t for t in TASK.triggers if TASK.allows(state, t)]
+        retriable = state in ("failed", "cancelled", "missed")
+        assert allowed == (["TaskRetried"] if retriable else []), state
 
 
 @pytest.mark.parametrize("name", sorted(LIFECYCLES))
@@ -252,7 +260,8 @@ def test_diagram_is_mermaid_with_every_state(name: str) -> None:
 def test_task_diagram() -> None:
     text = diagram("task")
     assert "stateDiagram" in text
-    for state in ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "missed"):
+    states = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "missed")
+    for state in (*states, "quarantined"):
         assert state in text
 
 
@@ -261,7 +270,7 @@ def test_diagram_of_an_unknown_lifecycle() -> None:
         diagram("nope")
 
 
-# -- an illegal event in the log stops replay ---------------------------------------------------
+# -- an illegal event in the log marks its stream damaged ---------------------------------------
 
 
 def submitted() -> TaskSubmitted:
@@ -316,38 +325,44 @@ CORRUPT_HISTORIES: list[tuple[str, list[Event], str]] = [
 
 
 @pytest.mark.parametrize(("stream", "history", "state"), CORRUPT_HISTORIES)
-def test_an_illegal_event_in_the_log_stops_replay(
+def test_an_illegal_event_in_the_log_marks_its_stream_damaged(
     stream: str, history: list[Event], state: str
 ) -> None:
     with MemoryLog(clock=FakeClock()) as log:
         log.append("task-ok", [submitted()], expected_version=0)  # a healthy stream around it
         for version, event in enumerate(history):  # straight to the log: no validation
             log.append(stream, [event], expected_version=version)
-        with pytest.raises(IllegalTransition) as raised:
-            CatchUp(log, checkpoint_every=0).open()
-    error = raised.value
+        log.append("task-ok", [TaskClaimed(worker="w", lease_until=1.0)], expected_version=1)
+        projections = CatchUp(log, checkpoint_every=0).open()
+        assert projections.position == log.head()
+    damage = projections.damaged[stream]
     trigger = type(history[-1]).__struct_config__.tag
-    assert (error.stream, error.version, error.state, error.trigger) == (
-        stream,
-        len(history),
-        state,
-        trigger,
-    )
-    message = str(error)
-    assert repr(stream) in message
-    assert f"version {len(history)}" in message
-    assert repr(state) in message
-    assert str(trigger) in message
+    assert (damage.stream, damage.version, damage.kind) == (stream, len(history), "illegal")
+    for part in (repr(stream), f"version {len(history)}", repr(state), str(trigger)):
+        assert part in damage.reason
+    assert projections.tasks.tasks["ok"].state == "running"  # the healthy stream folds on
+    assert list(projections.damaged) == [stream]
+    if stream.startswith("task-"):
+        view = projections.tasks.tasks["x"]
+        assert view.state == "damaged"
+        assert trigger in view.damage
+    else:
+        assert projections.sessions.sessions["s"].state == "damaged"
 
 
-def test_an_illegal_event_after_a_checkpoint_stops_catch_up() -> None:
+def test_an_illegal_event_after_a_checkpoint_marks_its_stream_damaged() -> None:
     with MemoryLog(clock=FakeClock()) as log:
         log.append("task-x", [submitted()], expected_version=0)
         host = CatchUp(log, checkpoint_every=0)
         host.open()
         host.checkpoint()
         log.append("task-x", [TaskSucceeded(result=1)], expected_version=1)
+        log.append("task-x", [TaskProgressed(fraction=0.5)], expected_version=2)
         resumed = CatchUp(log, checkpoint_every=0)
-        with pytest.raises(IllegalTransition, match=r"'task-x'.*version 2"):
-            resumed.open()
+        projections = resumed.open()
         assert resumed.loaded_checkpoint == 1
+    assert projections.tasks.tasks["x"].state == "damaged"
+    assert projections.damaged["task-x"].version == 2  # the first bad record, not the later
+    assert re.search(r"'task-x'.*version 2", projections.tasks.tasks["x"].damage)
+    with pytest.raises(IllegalTransition):  # the lifecycle itself still refuses it
+        TASK.evolve("queued", "TaskSucceeded")

@@ -126,15 +126,15 @@ def test_sessions_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None
     nightly, other = report["sessions"]
     assert list(nightly) == [
         "name", "state", "started", "updated", "openings", "host", "pid", "tasks", "flow",
-        "degradation", "quality_lost", "errors_last_hour", "approvals_waiting",
+        "degradation", "quality_lost", "errors_last_hour", "approvals_waiting", "damage",
     ]  # fmt: skip
     assert nightly["degradation"] == "full"
     assert nightly["approvals_waiting"] == 0
     assert (nightly["name"], nightly["state"], nightly["openings"]) == ("nightly", "active", 1 + 1)
     assert nightly["started"] == START
     assert nightly["tasks"] == {
-        "queued": 1, "running": 0, "waiting": 0, "succeeded": 1, "failed": 1,
-        "cancelled": 0, "missed": 0,
+        "queued": 1, "running": 0, "waiting": 0, "unregistered": 0, "succeeded": 1,
+        "failed": 1, "cancelled": 0, "missed": 0, "quarantined": 0,
     }  # fmt: skip
     assert other["name"] == "other"
     assert other["tasks"]["queued"] == 1
@@ -192,6 +192,7 @@ def test_tasks_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
         "error": "",
         "submitted": START,
         "position": first["position"],
+        "damage": "",
     }
     assert report["tasks"][1]["error"] == "ValueError: bad input in boom"
 
@@ -235,7 +236,7 @@ def test_show_human(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_show_json_and_prefix(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_json(capsys, "show", known.boom[:6], "--db", known.db)
-    assert list(report) == ["log", "task", "view", "events"]
+    assert list(report) == ["log", "task", "view", "events", "damage"]
     assert report["task"]["task_id"] == known.boom
     assert report["view"]["state"] == "failed"
     assert report["view"]["error"] == "ValueError: bad input in boom"
@@ -318,10 +319,17 @@ def test_replay_to_zero_and_past_the_head(known: Known, capsys: pytest.CaptureFi
 
 def test_verify(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "verify", "--db", known.db)
-    assert (status, out) == (0, f"ok: {known.head} events in 6 streams, head {known.head}\n")
+    assert status == 0
+    assert out.splitlines() == [
+        f"ok: {known.head} events in 6 streams, head {known.head}",
+        f"head record: ok ({known.head} records after position 0 match the head record's count "
+        "and hash chain)",
+    ]
     report = run_json(capsys, "verify", "--db", known.db)
     assert report["ok"] is True
     assert report["problems"] == []
+    assert report["head_record"]["status"] == "ok"
+    assert report["damaged_streams"] == []
 
 
 def test_diagram(capsys: pytest.CaptureFixture[str]) -> None:
@@ -376,13 +384,13 @@ def test_a_file_that_is_not_a_log_is_left_alone(
     conn.close()
     before = foreign.read_bytes()
     for path, why in [
-        (empty, "not an SQLite database"),
-        (text, "not an SQLite database"),
-        (foreign, "an SQLite database without an onward log"),
+        (empty, "is an empty file (0 bytes)"),
+        (text, "is a text file"),
+        (foreign, "is an SQLite database without an onward log (its tables: t)"),
     ]:
         status, _, err = run(capsys, "tasks", "--db", str(path))
         assert status == 2
-        assert f"no log at {path} ({why})" in err
+        assert f"onward tasks: {path} {why}" in err
     assert empty.stat().st_size == 0
     assert text.read_text() == "hello"
     assert foreign.read_bytes() == before
@@ -398,21 +406,37 @@ def test_read_commands_append_nothing(known: Known, capsys: pytest.CaptureFixtur
     assert report["sessions"][0]["openings"] == 2
 
 
-def test_a_log_with_an_impossible_history_exits_2(
+def test_a_log_with_an_impossible_history_shows_its_task_damaged(
     known: Known, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A queued task cannot succeed without being claimed: the fold refuses the history.
+    # A queued task cannot succeed without being claimed: the fold marks its stream damaged,
+    # and every other task and session reads as before.
     with open_log(f"sqlite:///{known.db}") as log:
         log.append(task_stream(known.crawl_c), [TaskSucceeded(result=1)], expected_version=1)
-    for command in (["tasks"], ["sessions"], ["show", known.crawl_a], ["replay", "--to", "999"]):
+    why = "TaskSucceeded is not allowed in state 'queued'"
+    report = run_json(capsys, "tasks", "--db", known.db)
+    states = {t["task_id"]: (t["state"], t["damage"]) for t in report["tasks"]}
+    assert states[known.crawl_c][0] == "damaged"
+    assert why in states[known.crawl_c][1]
+    assert states[known.crawl_a] == ("succeeded", "")
+    status, out, _ = run(capsys, "tasks", "--db", known.db)
+    assert status == 0
+    assert f"  {known.crawl_c}: illegal at version 2" in out
+    for command in (["sessions"], ["show", known.crawl_a], ["replay", "--to", "999"]):
         status, out, err = run(capsys, *command, "--db", known.db)
-        assert status == 2, command
-        assert out == ""
-        assert "TaskSucceeded is not allowed in state 'queued'" in err
-        assert f"task-{known.crawl_c}" in err
+        assert (status, err) == (0, ""), command
+    status, out, _ = run(capsys, "show", known.crawl_c, "--db", known.db)
+    assert status == 0
+    assert "DAMAGED: its history cannot be trusted: illegal at version 2" in out
+    assert "TaskSucceeded" in out  # its events, as stored
+    status, out, _ = run(capsys, "verify", "--db", known.db)
+    assert status == 1
+    assert out.startswith("DAMAGED: 1 damaged records in the middle of the log")
+    assert f"stream 'task-{known.crawl_c}', version 2: illegal: task lifecycle: {why}" in out
+    assert f"  task-{known.crawl_c}: illegal at version 2" in out
 
 
-def test_a_record_that_does_not_decode_exits_2(
+def test_a_record_that_does_not_decode_shows_its_task_damaged(
     known: Known, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with sqlite3.connect(known.db) as conn:
@@ -421,9 +445,15 @@ def test_a_record_that_does_not_decode_exits_2(
             (b'{"meta":{"checksum":"' + b"0" * 32 + b'",', task_stream(known.crawl_a)),
         )
     conn.close()
-    status, _, err = run(capsys, "tasks", "--db", known.db)
-    assert status == 2
-    assert "does not decode" in err
+    report = run_json(capsys, "tasks", "--db", known.db)
+    (crawl_a,) = [t for t in report["tasks"] if t["task_id"] == known.crawl_a]
+    assert crawl_a["state"] == "damaged"
+    assert "corrupt at version 2" in crawl_a["damage"]
+    assert "checksum mismatch" in crawl_a["damage"]
+    assert {t["state"] for t in report["tasks"] if t["task_id"] != known.crawl_a} != {"damaged"}
+    status, out, err = run(capsys, "show", known.crawl_a, "--db", known.db)
+    assert (status, err) == (0, "")
+    assert "DAMAGED" in out
     status, out, _ = run(capsys, "verify", "--db", known.db)
     assert status == 1
     assert out.startswith("DAMAGED: 1 damaged records")

@@ -17,9 +17,13 @@ from onward import (
     StepMismatch,
     TaskCancelledError,
     TaskFailedError,
+    TaskQuarantinedError,
 )
 from onward.events import TaskSubmitted, UsageError, open_log
 from tests.conftest import FakeClock
+
+#: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 
 class Crash(BaseException):
@@ -526,30 +530,59 @@ def test_sessions_keep_their_own_queues(db: str, clock: FakeClock) -> None:
     b.close()
 
 
-def test_unknown_events_refuse_resume(db: str, clock: FakeClock, tmp_path: Path) -> None:
-    from onward.events import Event
+def test_unknown_events_make_only_their_task_unusable(
+    db: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DESIGN.md: an unknown event type from a newer onward refuses resuming its task, with a
+    clear error; the session opens and its other tasks run."""
+    from onward.events import Codec, Event, UnknownEventType, all_event_types
 
     class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
         """An event type a newer onward might write."""
 
         detail: str = ""
 
+    ran: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.task(name="job")
+        def job(label: str) -> str:
+            ran.append(label)
+            return label
+
     with open_engine(db, clock) as engine:
-
-        @engine.task()
-        def job() -> None:
-            return None
-
-        task_id = engine.submit(job)
+        register(engine)
+        tainted = engine.submit("job", "tainted")
+        other = engine.submit("job", "other")
     writer = open_log(db)
     writer.codec.register(FromTheFuture)
-    writer.append(f"task-{task_id}", [FromTheFuture(detail="x")], expected_version=1)
+    writer.append(f"task-{tainted}", [FromTheFuture(detail="x")], expected_version=1)
     writer.close()
-    from onward.events import Codec, UnknownEventType, all_event_types
 
-    known = [t for t in all_event_types() if t is not FromTheFuture]
-    with pytest.raises(UnknownEventType, match=task_id):
-        Engine.open(db, session="nightly", clock=clock, codec=Codec(types=known))
+    # By tag: the test runs on both paths, and each run defines the class again.
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFuture"]
+    with Engine.open(
+        db, session="nightly", clock=clock, sleep=clock.advance, codec=Codec(types=known)
+    ) as engine:
+        register(engine)
+        assert f"task {tainted} has 1 events of types" in caplog.text  # said at open
+        summary = engine.run()
+        assert (summary.runs, summary.succeeded) == (1, 1)
+        assert ran == ["other"]
+        assert engine.result(other) == "other"
+        with pytest.raises(UnknownEventType, match=tainted) as refused:
+            engine.result(tainted)
+        assert "refusing to resume it" in str(refused.value)
+        view = engine.task_view(tainted)
+        assert (view.state, view.unknown_events) == ("queued", 1)
+        assert [v.task_id for v in engine.projections.tasks.queued("nightly")] == []
+
+        view = engine.quarantine(tainted, reason="written by a newer onward")
+        assert view.state == "quarantined"
+        with pytest.raises(TaskQuarantinedError, match="written by a newer onward"):
+            engine.result(tainted)
+        assert engine.run().runs == 0
+        assert ran == ["other"]
 
 
 def test_submitted_arguments_are_stored_as_values(db: str, clock: FakeClock) -> None:

@@ -13,6 +13,9 @@ from onward.events import DegradationLevel, UsageError
 from onward.judgement.degradation import Workaround
 from tests.conftest import FakeClock
 
+#: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:

@@ -12,6 +12,9 @@ from onward.events import FlowState, Jitter, Recorded
 from onward.healing.retry import RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
+#: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:

@@ -14,6 +14,9 @@ from onward.healing.fixes import FixRegistry
 from onward.healing.retry import RetryBudget, RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
+#: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 
 class Crash(BaseException):
     """Stands for the process dying: nothing after it is recorded."""

@@ -13,6 +13,9 @@ from onward.events import Jitter
 from onward.healing.retry import RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
+#: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 RETRY_ALL = RetryPolicies(
     RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE, retry_on=("Exception",), never=())
 )

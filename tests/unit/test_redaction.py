@@ -38,7 +38,13 @@ def corpus_id(case: tuple[str, list[str]]) -> str:
 
 def test_public_names() -> None:
     assert events.redaction.__all__ == sorted(events.redaction.__all__)
-    assert set(events.redaction.__all__) == {"DEFAULT_PATTERNS", "Redactor", "SecretPattern"}
+    assert set(events.redaction.__all__) == {
+        "DEFAULT_PATTERNS",
+        "RecordRedactor",
+        "Redactor",
+        "SecretPattern",
+        "redacted_logger",
+    }
     for name in events.redaction.__all__:
         assert getattr(events.redaction, name) is not None
     assert Redactor.__doc__

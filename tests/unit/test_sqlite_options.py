@@ -16,6 +16,7 @@ from onward.events import (
     BackendError,
     EventLog,
     InvalidURL,
+    NotALog,
     OnwardError,
     TaskSubmitted,
     UsageError,
@@ -236,17 +237,17 @@ def test_a_missing_directory_is_a_backend_error_naming_the_path(tmp_path: Path) 
     assert isinstance(info.value, OSError)
 
 
-def test_a_directory_is_a_backend_error(tmp_path: Path) -> None:
-    with pytest.raises(BackendError) as info:
+def test_a_directory_is_not_a_log(tmp_path: Path) -> None:
+    with pytest.raises(NotALog, match="is a directory") as info:
         open_log(f"sqlite:///{tmp_path}")
     assert str(tmp_path) in str(info.value)
 
 
-def test_a_file_that_is_not_a_database_is_a_backend_error(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_database_is_not_a_log(tmp_path: Path) -> None:
     db = tmp_path / "notes.txt"
     db.write_bytes(b"not a database, just notes\n" * 200)
     with pytest.raises(OnwardError) as info:
         open_log(f"sqlite:///{db}").close()
-    assert isinstance(info.value, BackendError)
+    assert isinstance(info.value, NotALog)
     assert str(db) in str(info.value)
     assert db.read_bytes() == b"not a database, just notes\n" * 200

@@ -2,7 +2,10 @@
 
 Each test builds a real log file (5 streams x 6 events, interleaved), closes it, damages the
 file through a raw sqlite3 connection, and checks the report: which stream, version and
-position, what kind of damage, and whether it is a torn tail or damage in the middle.
+position, what kind of damage, and whether it is a torn tail or damage in the middle. A
+removed record also leaves its position empty in the range the log's head record covers
+(``missing``, without a stream: the record is gone), and a record added behind onward's back
+makes the log hold more records than the head record counts (``head``).
 
 Layout of the log: stream ``stream-i`` (i = 0..4) has versions 1..6, and version ``v`` of
 stream ``i`` sits at position ``(v - 1) * 5 + i + 1``; positions 1..30 are all used.
@@ -114,8 +117,9 @@ def assert_damaged(report: VerifyReport, expected: list[Where], *, torn_tail: bo
     for problem in report.problems:
         text = str(problem)
         assert f"position {problem.position}" in text
-        assert repr(problem.stream) in text
-        assert f"version {problem.version}" in text
+        if problem.stream:
+            assert repr(problem.stream) in text
+            assert f"version {problem.version}" in text
 
 
 def test_the_untouched_log_verifies(db: Path) -> None:
@@ -215,16 +219,32 @@ def test_deleted_row_in_the_middle_of_a_stream(db: Path, raw: sqlite3.Connection
     execute(raw, "DELETE FROM stored_events WHERE rowid=?", position(2, 3))
     raw.close()
     report = verify(db)
-    assert_damaged(report, [(ProblemKind.GAP, stream(2), 4, position(2, 4))], torn_tail=False)
-    assert "3..3" in report.problems[0].detail
+    assert_damaged(
+        report,
+        [
+            (ProblemKind.MISSING, "", 0, position(2, 3)),
+            (ProblemKind.GAP, stream(2), 4, position(2, 4)),
+        ],
+        torn_tail=False,
+    )
+    assert f"position {position(2, 3)} is missing" in report.problems[0].detail
+    assert "3..3" in report.problems[1].detail
+    assert report.head_record.status == "damaged"
 
 
 def test_deleted_first_row_of_a_stream(db: Path, raw: sqlite3.Connection) -> None:
     execute(raw, "DELETE FROM stored_events WHERE rowid=?", position(1, 1))
     raw.close()
     report = verify(db)
-    assert_damaged(report, [(ProblemKind.GAP, stream(1), 2, position(1, 2))], torn_tail=False)
-    assert "1..1" in report.problems[0].detail
+    assert_damaged(
+        report,
+        [
+            (ProblemKind.MISSING, "", 0, position(1, 1)),
+            (ProblemKind.GAP, stream(1), 2, position(1, 2)),
+        ],
+        torn_tail=False,
+    )
+    assert "1..1" in report.problems[1].detail
 
 
 def test_deleted_rows_of_several_streams(db: Path, raw: sqlite3.Connection) -> None:
@@ -235,13 +255,17 @@ def test_deleted_rows_of_several_streams(db: Path, raw: sqlite3.Connection) -> N
     assert_damaged(
         report,
         [
+            (ProblemKind.MISSING, "", 0, position(2, 2)),  # positions 8..9
             (ProblemKind.GAP, stream(2), 3, position(2, 3)),
+            (ProblemKind.MISSING, "", 0, position(3, 3)),  # positions 14..15
             (ProblemKind.GAP, stream(3), 4, position(3, 4)),
             (ProblemKind.GAP, stream(4), 4, position(4, 4)),
         ],
         torn_tail=False,
     )
-    assert [p.detail.split()[1] for p in report.problems] == ["2..2", "2..3", "3..3"]
+    gaps = [p.detail.split()[1] for p in report.problems if p.kind is ProblemKind.GAP]
+    assert gaps == ["2..2", "2..3", "3..3"]
+    assert "positions 8..9 are missing" in report.problems[0].detail
 
 
 def insert_copy(
@@ -271,7 +295,12 @@ def test_duplicated_row_at_another_version_of_its_stream(db: Path, raw: sqlite3.
     raw.close()
     append_after_damage(db)
     assert_damaged(
-        verify(db), [(ProblemKind.CORRUPT, stream(2), VERSIONS + 1, LAST + 1)], torn_tail=False
+        verify(db),
+        [
+            (ProblemKind.CORRUPT, stream(2), VERSIONS + 1, LAST + 1),
+            (ProblemKind.HEAD, "", 0, LAST + 2),  # one record more than the head counts
+        ],
+        torn_tail=False,
     )
 
 
@@ -285,19 +314,30 @@ def test_duplicated_row_under_another_stream(db: Path, raw: sqlite3.Connection) 
         [
             (ProblemKind.CORRUPT, "stream-copy", 3, LAST + 1),
             (ProblemKind.CORRUPT, stream(1), VERSIONS + 1, LAST + 2),
+            (ProblemKind.HEAD, "", 0, LAST + 3),
         ],
         torn_tail=False,
     )
 
 
-def test_duplicated_row_at_the_end_of_the_log_looks_like_a_torn_tail(
+def test_duplicated_row_at_the_end_of_the_log_is_not_a_torn_tail(
     db: Path, raw: sqlite3.Connection
 ) -> None:
+    # The head record says the log ended at position 30: a record after it was not written by
+    # onward (a torn write cannot add one either: the head commits with the records).
     insert_copy(raw, position(2, 3), stream(2), VERSIONS + 1, LAST + 1)
     raw.close()
+    report = verify(db)
     assert_damaged(
-        verify(db), [(ProblemKind.CORRUPT, stream(2), VERSIONS + 1, LAST + 1)], torn_tail=True
+        report,
+        [
+            (ProblemKind.CORRUPT, stream(2), VERSIONS + 1, LAST + 1),
+            (ProblemKind.HEAD, "", 0, LAST + 1),
+        ],
+        torn_tail=False,
     )
+    assert "not appended by onward" in report.problems[1].detail
+    assert report.head_record.status == "ok"  # the head covers positions 1..30, all intact
 
 
 def test_states_swapped_between_streams(db: Path, raw: sqlite3.Connection) -> None:
@@ -523,7 +563,8 @@ def test_cli_verify_json(db: Path, raw: sqlite3.Connection) -> None:
     report = json.loads(damaged.stdout)
     assert report["ok"] is False
     assert report["torn_tail"] is False
-    (problem,) = report["problems"]
+    missing, problem = report["problems"]
+    assert (missing["kind"], missing["position"]) == ("missing", position(2, 3))
     assert problem["kind"] == "gap"
     assert (problem["stream"], problem["version"], problem["position"]) == (
         stream(2),

@@ -1,0 +1,155 @@
+"""Group commit: the outcomes of steps that end together are appended in one transaction.
+
+One durable append costs one fsync; with many tasks in flight, their step outcomes queue up
+while the disk syncs. The :class:`Committer`'s writer thread takes every append waiting and
+commits them together (:meth:`onward.events.EventLog.commit_groups`): one transaction, each at
+its own stream's expected version. A caller continues only once its own append is durable, and a
+group that conflicts (another worker moved its stream) fails alone. Appends to the same stream
+never share a transaction: the later waits for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from onward.events import Append, AppendResult, EventLog
+
+__all__ = ["Committer"]
+
+#: The most appends one transaction takes.
+MAX_GROUPS = 512
+
+
+class _Request:
+    """One caller's appends, and how to tell it: a thread's future, or a coroutine's future on
+    its event loop (told in one wake-up of that loop per transaction)."""
+
+    __slots__ = ("appends", "future", "loop", "streams", "waiter")
+
+    def __init__(
+        self,
+        appends: Sequence[Append],
+        loop: asyncio.AbstractEventLoop | None = None,
+        waiter: asyncio.Future[AppendResult] | None = None,
+    ) -> None:
+        self.appends = appends
+        self.streams = frozenset(a.stream for a in appends)
+        self.future: Future[AppendResult] | None = None if loop is not None else Future()
+        self.loop = loop
+        self.waiter = waiter
+
+
+class Committer:
+    """Commits the appends of concurrent callers in shared transactions, from a writer thread.
+
+    Args:
+        log: the log.
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="onward-committer", daemon=True)
+        self._thread.start()
+        #: How many transactions, and how many appends in them (for the benchmarks).
+        self.transactions = 0
+        self.appends = 0
+
+    def commit(self, appends: Sequence[Append]) -> AppendResult:
+        """Append atomically, as :meth:`onward.events.EventLog.commit` does, sharing the
+        transaction with whatever else waits; returns once durable.
+
+        Raises:
+            VersionConflict: a stream is not at its expected version.
+            BackendError: the database failed (StorageUnavailable: an outage outlasted the
+                tolerance).
+        """
+        request = _Request(appends)
+        self._queue.put(request)
+        assert request.future is not None
+        return request.future.result()
+
+    async def commit_async(self, appends: Sequence[Append]) -> AppendResult:
+        """:meth:`commit` for a coroutine: awaits the shared transaction."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[AppendResult] = loop.create_future()
+        self._queue.put(_Request(appends, loop, waiter))
+        return await waiter
+
+    def close(self) -> None:
+        """Commit what waits, then stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _write(self) -> None:
+        held: list[_Request] = []  # appends to a stream already in the last transaction
+        stopping = False
+        while not stopping or held:
+            batch: list[_Request] = []
+            streams: set[str] = set()
+            waiting, held = held, []
+            if not waiting:
+                first = self._queue.get()
+                if first is None:
+                    return
+                waiting.append(first)
+            while len(batch) < MAX_GROUPS:
+                if not waiting:
+                    try:
+                        found = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if found is None:
+                        stopping = True
+                        break
+                    waiting.append(found)
+                request = waiting.pop(0)
+                if streams & request.streams:
+                    held.append(request)
+                    continue
+                batch.append(request)
+                streams |= request.streams
+            held.extend(waiting)
+            if batch:
+                self._commit(batch)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        outcomes: list[AppendResult | BaseException]
+        try:
+            outcomes = list(self.log.commit_groups([r.appends for r in batch]))
+        except BaseException as exc:  # the storage failed for all of them
+            outcomes = [exc] * len(batch)
+        else:
+            self.transactions += 1
+            self.appends += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, object]]] = {}
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if request.loop is not None:
+                by_loop.setdefault(request.loop, []).append((request, outcome))
+            elif isinstance(outcome, BaseException):
+                assert request.future is not None
+                request.future.set_exception(outcome)
+            else:
+                assert request.future is not None
+                request.future.set_result(outcome)
+        for loop, told in by_loop.items():  # one wake-up of each loop for the whole transaction
+            try:
+                loop.call_soon_threadsafe(_tell, told)
+            except RuntimeError:  # that loop has closed: nobody waits any more
+                continue
+
+
+def _tell(told: list[tuple[_Request, object]]) -> None:
+    """On a coroutine's loop: hand each waiter its outcome."""
+    for request, outcome in told:
+        waiter = request.waiter
+        if waiter is None or waiter.done():  # cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)  # type: ignore[arg-type]

@@ -1,0 +1,242 @@
+"""What is at an SQLite log's path: a new log made whole before it appears, an existing file
+checked before anything touches it, and a warning when others may read it.
+
+A path that exists must hold an onward log. Anything else (a directory, an empty file, a text
+file, bytes of no known format, an SQLite database without onward's tables, a truncated or
+malformed database) is refused with an error that says which, and it is left exactly as it was:
+the checks read the file without locking it, and never let SQLite create a ``-wal`` or ``-shm``
+file beside it.
+
+A new log is built in a private file in the same directory (mode 0600, WAL, onward's tables)
+and then linked to its path, which fails if another process got there first: so no process
+ever sees a half-made log at the path, and two processes creating the same log at once end up
+with the same one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+from urllib.parse import quote
+
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteApplicationRecorder,
+    SQLiteDatastore,
+)
+
+from onward.events.exceptions import BackendError, LogDamaged, NotALog
+from onward.events.redaction import redacted_logger
+
+__all__ = ["check_log_file", "create_log_file", "warn_if_shared"]
+
+logger = redacted_logger("onward.events")
+
+_MAGIC = b"SQLite format 3\x00"
+_HEADER = 100
+# Bytes read to tell a text file from bytes of no known format.
+_SNIFF = 512
+_TABLES = ("stored_events", "stored_checkpoints")
+
+
+def _refuse(path: str, found: str, why: str) -> NotALog:
+    return NotALog(f"{path} {why}", path=path, found=found)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the sample is still text.
+        return exc.start >= len(head) - 3
+    return True
+
+
+def _page_size(header: bytes) -> int:
+    size = int.from_bytes(header[16:18], "big")
+    return 65536 if size == 1 else size
+
+
+def check_log_file(path: str) -> bool:
+    """Check what is at ``path``; nothing is created or changed.
+
+    Returns:
+        True when an onward log is there, False when nothing is.
+
+    Raises:
+        NotALog: something else is there (a directory, an empty, text or unknown file, an
+            SQLite database without an onward log).
+        LogDamaged: an SQLite database that is truncated or malformed.
+        BackendError: the file cannot be read.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise _refuse(path, "a directory", "is a directory, not a log file: name a file in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(path, "a special file", "is not a regular file, so not a log file")
+    if info.st_size == 0:
+        raise _refuse(
+            path,
+            "an empty file",
+            "is an empty file (0 bytes), not an onward log: onward creates a log only where "
+            "there is no file; remove it or choose another path",
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF)
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+    if not head.startswith(_MAGIC):
+        if _MAGIC.startswith(head):
+            raise LogDamaged(f"{path} is a damaged SQLite database: truncated to {len(head)} bytes")
+        if _looks_like_text(head):
+            raise _refuse(path, "a text file", "is a text file, not an onward log")
+        raise _refuse(
+            path,
+            "an unknown file",
+            "is not an SQLite database: its first bytes match no known format (a damaged "
+            "log, or another kind of file)",
+        )
+    _check_structure(path, head, info.st_size)
+    tables = _tables(path)
+    if "stored_events" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise _refuse(
+            path,
+            "an SQLite database without an onward log",
+            "is an SQLite database without an onward log "
+            + (f"(its tables: {shown})" if tables else "(it has no tables)"),
+        )
+    return True
+
+
+def _check_structure(path: str, head: bytes, size: int) -> None:
+    """Refuse an SQLite file whose header does not fit its size (a truncated copy)."""
+    if len(head) < _HEADER:
+        raise LogDamaged(f"{path} is a damaged SQLite database: truncated to {size} bytes")
+    page = _page_size(head)
+    if page < 512 or page > 65536 or page & (page - 1):
+        raise LogDamaged(f"{path} is a damaged SQLite database: its header is overwritten")
+    if size % page:
+        raise LogDamaged(
+            f"{path} is a damaged SQLite database: truncated ({size} bytes is not a whole "
+            f"number of {page}-byte pages)"
+        )
+    if os.path.exists(path + "-wal"):
+        return  # a writer may be checkpointing: the header can run ahead of the file
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[24:28] == head[92:96]  # the in-header size is valid for this change count
+    if valid and pages and size < pages * page:
+        raise LogDamaged(
+            f"{path} is a damaged SQLite database: truncated ({size} of {pages * page} bytes)"
+        )
+
+
+def _uri(path: str, mode: str) -> str:
+    return f"file:{quote(os.path.abspath(path))}?{mode}"
+
+
+def _tables(path: str) -> set[str]:
+    """The tables of the SQLite database at ``path``, read without creating any file.
+
+    Without a ``-wal`` file, the database file is all there is, and it is read as immutable
+    (no lock, no ``-shm``); with one, another process has it open and a read-only connection
+    shares its files.
+    """
+    mode = "mode=ro" if os.path.exists(path + "-wal") else "immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(_uri(path, mode), uri=True)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise LogDamaged(f"{path} is a damaged SQLite database: {exc}") from exc
+    return {str(r[0]) for r in rows}
+
+
+def create_log_file(path: str, busy_timeout: float) -> None:
+    """Create a new, empty onward log at ``path`` unless one appeared there meanwhile.
+
+    Raises:
+        BackendError: the directory is missing or not writable, or SQLite failed.
+    """
+    directory, name = os.path.split(path)
+    scratch = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+    try:
+        fd = os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise BackendError(f"cannot create the SQLite log {path}: {exc.strerror}") from exc
+    try:
+        _build(scratch, busy_timeout)
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            pass  # another process created it first: open theirs
+        except OSError:
+            # No hard links on this file system: create in place, where a process that
+            # opens the path at the same moment may find it still empty.
+            _create_in_place(path, busy_timeout)
+    finally:
+        for leftover in (scratch, scratch + "-wal", scratch + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+def _create_in_place(path: str, busy_timeout: float) -> None:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise BackendError(f"cannot create the SQLite log {path}: {exc.strerror}") from exc
+    os.close(fd)
+    _build(path, busy_timeout)
+
+
+def _build(path: str, busy_timeout: float) -> None:
+    """Give the file at ``path`` onward's tables, in WAL mode, and fold the WAL back in."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=busy_timeout)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        raise BackendError(f"cannot create the SQLite log {path}: {exc}") from exc
+    datastore = SQLiteDatastore(
+        path, lock_timeout=max(1, round(busy_timeout)), originator_id_type="text"
+    )
+    try:
+        SQLiteApplicationRecorder(datastore, _TABLES[0]).create_table()
+        SQLiteAggregateRecorder(datastore, _TABLES[1]).create_table()
+    except Exception as exc:
+        raise BackendError(f"cannot create the SQLite log {path}: {exc}") from exc
+    finally:
+        datastore.close()
+
+
+def warn_if_shared(path: str) -> None:
+    """Log a warning for each of the log's files that others than its owner may read or write.
+
+    The log holds task arguments, step results and error messages; onward creates its files
+    with mode 0600, and SQLite gives the ``-wal`` and ``-shm`` files the database's mode. A
+    wider mode is left as it is (a group may share the log on purpose), and said once per open.
+    """
+    for suffix in ("", "-wal", "-shm"):
+        name = path + suffix
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            logger.warning(
+                "%s has mode %04o: others than its owner may read or change the log "
+                "(onward creates it 0600; chmod 600 it unless it is shared on purpose)",
+                name,
+                mode,
+            )

@@ -1,0 +1,409 @@
+"""Values as the log keeps them: task arguments, step and task results, read back as they were.
+
+A step's result is what every later run of its task gets back, so it must come back from the
+log exactly as it went in: the same types, the same values. JSON alone cannot promise that (it
+has no bytes, tuples, sets, dates, NaN, or dict keys other than strings), so a value is stored
+as plain JSON where JSON is enough and as a one-key object naming its type where it is not::
+
+    b"\\x00\\x01"            {"$bytes": "AAE="}
+    (1, "a")               {"$tuple": [1, "a"]}
+    {3, 4}                 {"$set": [3, 4]}          ($frozenset too)
+    {1: "x"}               {"$dict": [[1, "x"]]}     (also a dict whose one key starts with $)
+    float("nan")           {"$float": "nan"}         (inf, -inf)
+    datetime, date, time, timedelta, UUID, Decimal: {"$datetime": "2024-11-25T10:00:00Z"}, ...
+
+Objects msgspec knows (Structs, dataclasses, attrs classes, enums, NamedTuples) are stored as
+msgspec encodes them, their contents as above. They come back as their class where the reader
+states it (a step's return annotation, a task's parameter annotations), and as plain values
+(dicts, lists, the enum's value) where it does not: :func:`decode_value` converts to the stated
+type. The engine hands a step's caller the value decoded from what it recorded, on the first
+run too, so the first run and every replay see the same thing whatever the annotation says.
+
+What cannot come back as it went in is refused with a :class:`UsageError` before anything is
+written, naming the offending place (``[2]['when']``): an object msgspec cannot encode, a value
+that contains itself, one nested deeper than :data:`MAX_VALUE_DEPTH` levels, a set or dict key that
+would not be hashable once read back (a Struct in a set).
+
+Stored values written by older versions (plain JSON) read back as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import enum
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from onward.events.exceptions import UsageError
+from onward.events.redaction import Redactor
+
+__all__ = ["MAX_VALUE_DEPTH", "decode_value", "encode_value"]
+
+#: The deepest nesting of containers a stored value may have.
+MAX_VALUE_DEPTH = 100
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+# Types msgspec keeps as they are in ``to_builtins`` (the walk below tags them).
+_NATIVE = (
+    bytes,
+    bytearray,
+    memoryview,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    decimal.Decimal,
+)
+# Tagged as their text, read back with msgspec's own parsers.
+_TEXT_TAGS: dict[type[Any], str] = {
+    datetime.datetime: "$datetime",
+    datetime.date: "$date",
+    datetime.time: "$time",
+    datetime.timedelta: "$timedelta",
+    uuid.UUID: "$uuid",
+    decimal.Decimal: "$decimal",
+}
+_TEXT_TYPES: dict[str, type[Any]] = {tag: cls for cls, tag in _TEXT_TAGS.items()}
+_SCALARS = (str, int, bool, type(None))
+# What a subclass of a scalar (a str enum, a numpy-free int subclass) is stored as.
+_SCALAR_BASES: tuple[type[Any], ...] = (bool, int, str, float, bytes, bytearray)
+
+
+# Types whose own instances convert to themselves unchanged (so converting them is skipped).
+_EXACT: frozenset[Any] = frozenset(
+    {str, int, float, bool, bytes, bytearray, tuple, set, frozenset, list, dict}
+)
+
+
+class _Refused(Exception):
+    """A value that cannot be stored: what is wrong, and where (the path is built on the way
+    out, so that a value that can be stored costs no path)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+        self.path: list[str] = []
+
+    def at(self, segment: str) -> _Refused:
+        """This refusal, one level further out."""
+        self.path.insert(0, segment)
+        return self
+
+
+def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> Any:
+    """The stored form of a value: plain JSON values, tagged where JSON would lose its type.
+
+    Args:
+        value: a task argument, or a step's or task's result.
+        what: what it is, for the error message (``"task crawl: argument urls"``).
+        redactor: the log's redactor: the stored form is redacted as the log will redact it,
+            and ``bytes``, which the log sees only as base64, are redacted before they are
+            encoded; None redacts nothing.
+
+    Returns:
+        The stored form, exactly as the log will hold it: plain JSON values (lists, dicts,
+        strings, numbers), secrets redacted as the log redacts them.
+
+    Raises:
+        UsageError: the value cannot be stored so as to come back as it is (see the module).
+    """
+    raw = _plain_json(value)
+    if raw is not None:  # plain JSON already: no walk needed
+        if redactor is not None:
+            redacted = redactor.redact_json(raw)
+            if redacted is not raw:
+                return _DECODER.decode(redacted)
+        return _DECODER.decode(raw)
+    redact_bytes = None if redactor is None else _bytes_redactor(redactor)
+    try:
+        packed = _pack(value, 0, set(), redact_bytes)
+    except _Refused as refused:
+        where = "".join(refused.path)
+        if len(where) > 80:  # a deep path: its two ends say enough
+            where = f"{where[:38]}...{where[-38:]}"
+        at = f" at {where}" if where else ""
+        raise UsageError(f"{what}{at}: {refused.why}") from None
+    try:
+        raw = _ENCODER.encode(packed)
+    except (TypeError, ValueError, OverflowError) as exc:  # a lone surrogate in a string
+        raise UsageError(f"{what}: cannot be stored ({exc})") from None
+    if redactor is not None:
+        raw = redactor.redact_json(raw)
+    return _DECODER.decode(raw)
+
+
+def decode_value(stored: Any, into: Any = Any) -> Any:
+    """A value read back from its stored form: tags resolved, then converted to ``into``.
+
+    Args:
+        stored: what the log holds (as decoded from its JSON).
+        into: the type the reader expects (a step's return annotation, a parameter's); with
+            ``Any``, or when the value does not convert, the value is returned as stored.
+
+    Returns:
+        The value.
+    """
+    value = _unpack(stored)
+    if into is Any or into is object or (type(value) is into and into in _EXACT):
+        return value
+    try:
+        return msgspec.convert(value, type=into, strict=False)
+    except (msgspec.ValidationError, TypeError, ValueError):
+        return value
+
+
+def _plain_json(value: Any) -> bytes | None:
+    """The JSON of a value that JSON keeps exactly (no tag needed, none to escape, shallow
+    enough), or None: then the value is walked and tagged.
+
+    Encoding and decoding in C and comparing costs less than walking the value in Python. A
+    value that does not come back equal (a tuple, bytes, NaN, a non-string key, a Struct), holds
+    a dict whose first key starts with ``$``, or is nested deeper than :data:`MAX_VALUE_DEPTH`
+    takes the walk.
+    """
+    try:
+        raw = _ENCODER.encode(value)
+        if type(value) in _SCALARS:
+            return raw
+        back = _DECODER.decode(raw)
+        same = back == value
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError):
+        return None  # the walk says what is wrong, and where
+    if not same or b'{"$' in raw:
+        return None
+    if raw.count(b"[") + raw.count(b"{") > MAX_VALUE_DEPTH and not _shallow(back):
+        return None
+    return raw
+
+
+def _shallow(value: Any) -> bool:
+    """Whether no container of a decoded JSON value lies deeper than :data:`MAX_VALUE_DEPTH`."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_VALUE_DEPTH:
+            return False
+        inner = container.values() if type(container) is dict else container
+        pending.extend((v, depth + 1) for v in inner if type(v) is list or type(v) is dict)
+    return True
+
+
+def _bytes_redactor(redactor: Redactor) -> Callable[[bytes], bytes]:
+    def redact(data: bytes) -> bytes:
+        # Latin-1 maps each byte to one character and back, so only a secret's bytes change.
+        text = data.decode("latin-1")
+        redacted = redactor.redact(text)
+        return data if redacted == text else redacted.encode("latin-1", "replace")
+
+    return redact
+
+
+def _pack(
+    value: Any,
+    depth: int,
+    active: set[int],
+    redact: Callable[[bytes], bytes] | None,
+) -> Any:
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if cls is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if cls is list or cls is dict or cls is tuple or cls is set or cls is frozenset:
+        return _pack_container(value, cls, depth, active, redact)
+    if cls is bytes or cls is bytearray or cls is memoryview:
+        data = bytes(value)
+        if redact is not None:
+            data = redact(data)
+        kind = "$bytearray" if cls is bytearray else "$bytes"
+        return {kind: base64.b64encode(data).decode("ascii")}
+    tag = _TEXT_TAGS.get(cls)
+    if tag is not None:
+        return {tag: msgspec.to_builtins(value)}
+    return _pack_other(value, depth, active, redact)
+
+
+def _pack_container(
+    value: Any,
+    cls: type[Any],
+    depth: int,
+    active: set[int],
+    redact: Callable[[bytes], bytes] | None,
+) -> Any:
+    if depth >= MAX_VALUE_DEPTH:
+        raise _Refused(f"nested deeper than {MAX_VALUE_DEPTH} levels")
+    key = id(value)
+    if key in active:
+        raise _Refused("it contains itself (a reference cycle)")
+    active.add(key)
+    inner = depth + 1
+    try:
+        if cls is dict:
+            return _pack_dict(value, inner, active, redact)
+        items: list[Any] = []
+        ordered = cls is list or cls is tuple
+        pack = _pack if ordered else _pack_key
+        try:
+            for v in value:
+                items.append(pack(v, inner, active, redact))
+        except _Refused as refused:
+            # The item that failed is the one after those packed.
+            raise refused.at(f"[{len(items)}]" if ordered else " (a member)") from None
+        if cls is list:
+            return items
+        return {"$tuple" if cls is tuple else "$set" if cls is set else "$frozenset": items}
+    finally:
+        active.discard(key)
+
+
+def _pack_dict(
+    value: dict[Any, Any],
+    depth: int,
+    active: set[int],
+    redact: Callable[[bytes], bytes] | None,
+) -> Any:
+    plain = all(type(k) is str for k in value) and not (
+        len(value) == 1 and next(iter(value)).startswith("$")
+    )
+    packed: dict[str, Any] = {}
+    pairs: list[list[Any]] = []
+    for k, v in value.items():
+        try:
+            if plain:
+                packed[k] = _pack(v, depth, active, redact)
+                continue
+            stored_key = _pack_key(k, depth, active, redact)
+        except _Refused as refused:
+            suffix = " (a key)" if not plain else ""
+            raise refused.at(f"[{k!r}]" if plain else suffix) from None
+        try:
+            pairs.append([stored_key, _pack(v, depth, active, redact)])
+        except _Refused as refused:
+            raise refused.at(f"[{k!r}]") from None
+    return packed if plain else {"$dict": pairs}
+
+
+def _pack_key(
+    value: Any,
+    depth: int,
+    active: set[int],
+    redact: Callable[[bytes], bytes] | None,
+) -> Any:
+    """A dict key or a set member: it must be hashable once read back."""
+    packed = _pack(value, depth, active, redact)
+    try:
+        hash(_unpack(packed))
+    except TypeError:
+        raise _Refused(
+            f"a {type(value).__name__} would read back as an unhashable "
+            f"{type(_unpack(packed)).__name__}",
+        ) from None
+    return packed
+
+
+def _pack_other(
+    value: Any,
+    depth: int,
+    active: set[int],
+    redact: Callable[[bytes], bytes] | None,
+) -> Any:
+    """Subclasses of the types above, enums, and objects msgspec knows (Structs, dataclasses,
+    attrs classes): as msgspec encodes them, their contents packed in turn."""
+    if isinstance(value, enum.Enum):
+        return _pack(value.value, depth, active, redact)
+    for scalar in _SCALAR_BASES:
+        if isinstance(value, scalar):
+            return _pack(scalar(value), depth, active, redact)
+    for container in (tuple, list, dict, set, frozenset):  # NamedTuple, OrderedDict, ...
+        if isinstance(value, container):
+            return _pack_container(value, container, depth, active, redact)
+    for native, tag in _TEXT_TAGS.items():  # datetime before date: dict order
+        if isinstance(value, native):
+            try:
+                return {tag: msgspec.to_builtins(_as_native(value, native))}
+            except (TypeError, ValueError) as exc:
+                raise _Refused(
+                    f"a {type(value).__qualname__} cannot be stored as a {tag[1:]} ({exc})"
+                ) from None
+    if depth >= MAX_VALUE_DEPTH:
+        raise _Refused(f"nested deeper than {MAX_VALUE_DEPTH} levels")
+    key = id(value)
+    if key in active:
+        raise _Refused("it contains itself (a reference cycle)")
+    try:
+        plain = msgspec.to_builtins(value, builtin_types=_NATIVE, str_keys=False)
+    except RecursionError:
+        raise _Refused("it contains itself, or is nested too deeply") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _Refused(
+            f"a value of type {type(value).__qualname__} cannot be stored ({exc})"
+        ) from None
+    active.add(key)
+    try:
+        return _pack(plain, depth, active, redact)
+    finally:
+        active.discard(key)
+
+
+def _as_native(value: Any, native: type[Any]) -> Any:
+    """A subclass's value as its base type (a pandas Timestamp as a datetime)."""
+    if native is uuid.UUID:
+        return uuid.UUID(int=value.int)
+    if native is decimal.Decimal:
+        return decimal.Decimal(str(value))
+    if native is datetime.timedelta:
+        return datetime.timedelta(value.days, value.seconds, value.microseconds)
+    return native.fromisoformat(value.isoformat())
+
+
+def _unpack(stored: Any) -> Any:
+    cls = type(stored)
+    if cls is list:
+        return [_unpack(v) for v in stored]
+    if cls is not dict:
+        return stored
+    if len(stored) == 1:
+        ((tag, inner),) = stored.items()
+        if tag[:1] == "$":
+            decoded = _untag(tag, inner)
+            if decoded is not _UNTAGGED:
+                return decoded
+    return {k: _unpack(v) for k, v in stored.items()}
+
+
+_UNTAGGED = object()
+
+
+def _untag(tag: str, inner: Any) -> Any:
+    """The value a tagged object stands for (``_UNTAGGED`` for an unknown or malformed tag:
+    a plain dict of an older version)."""
+    try:
+        if tag == "$tuple" and type(inner) is list:
+            return tuple(_unpack(v) for v in inner)
+        if tag == "$set" and type(inner) is list:
+            return {_unpack(v) for v in inner}
+        if tag == "$frozenset" and type(inner) is list:
+            return frozenset(_unpack(v) for v in inner)
+        if tag == "$dict" and type(inner) is list:
+            return {_unpack(k): _unpack(v) for k, v in inner}
+        if tag == "$bytes" and type(inner) is str:
+            return base64.b64decode(inner, validate=True)
+        if tag == "$bytearray" and type(inner) is str:
+            return bytearray(base64.b64decode(inner, validate=True))
+        if tag == "$float" and inner in ("nan", "inf", "-inf"):
+            return float(inner)
+        cls = _TEXT_TYPES.get(tag)
+        if cls is not None and type(inner) is str:
+            return msgspec.convert(inner, cls)
+    except (ValueError, TypeError, msgspec.ValidationError):
+        pass
+    return _UNTAGGED

@@ -1,0 +1,305 @@
+"""``async def`` tasks and steps: awaited on the event loop, many in flight, their outcomes
+group-committed, replayed as the synchronous ones are, timed out, cancelled, healed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onward import Engine, RetryPolicies, RetryPolicy, UsageError
+from onward.events import (
+    StepCompleted,
+    StepFailed,
+    TaskFailed,
+    TaskReleased,
+    open_log,
+)
+from onward.projections import CatchUp
+from tests.conftest import FakeClock
+
+
+def open_engine(db: Path, clock: FakeClock) -> Engine:
+    return Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=3, base=0.5, cap=0.5)),
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "log.db"
+
+
+def test_an_async_task_awaits_async_and_plain_steps_and_replays_them(
+    db: Path, clock: FakeClock
+) -> None:
+    ran: Counter[str] = Counter()
+
+    def register(engine: Engine) -> None:
+        @engine.step()
+        async def ask(prompt: str) -> str:
+            ran["ask"] += 1
+            await asyncio.sleep(0)
+            return prompt.upper()
+
+        @engine.step()
+        def count(text: str) -> int:
+            ran["count"] += 1
+            return len(text)
+
+        @engine.task(name="agent")
+        async def agent(topic: str) -> list[object]:
+            answer = await ask(topic)
+            size = await count(answer)
+            await engine.sleep(60.0)  # a durable timer: the task waits, the worker is free
+            return [answer, size, await ask(f"{answer}!")]
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        task_id = engine.submit("agent", "tides")
+        first = asyncio.run(engine.run_async(concurrency=4, max_runs=1))
+        assert (first.succeeded, first.waiting) == (0, 1)  # asleep: the process may stop
+        assert ran == {"ask": 1, "count": 1}
+    clock.advance(61.0)
+    with open_engine(db, clock) as engine:  # a new process would do the same
+        register(engine)
+        second = asyncio.run(engine.run_async(concurrency=4))
+        assert second.succeeded == 1
+        assert engine.result(task_id) == ["TIDES", 5, "TIDES!"]
+    assert ran == {"ask": 2, "count": 1}  # the completed steps returned their records
+
+
+def test_a_plain_task_calling_an_async_step_fails_clearly(db: Path, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fetch(url: str) -> str:
+            return url
+
+        @engine.task()
+        def job() -> str:
+            return fetch("https://example.org")  # type: ignore[return-value]
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(Exception, match="async def") as failed:
+            engine.result(task_id)
+        assert "UsageError" in str(failed.value)
+
+
+def test_a_timed_out_async_step_is_cancelled_then_retried(db: Path, clock: FakeClock) -> None:
+    tries: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step(timeout=0.05)
+        async def slow(n: int) -> int:
+            tries.append("start")
+            if len(tries) == 1:
+                await asyncio.sleep(30)  # cancelled by the timeout
+                tries.append("never")
+            return n * 2
+
+        @engine.task()
+        async def job() -> int:
+            return await slow(21)
+
+        task_id = engine.submit(job)
+        asyncio.run(engine.run_async())
+        assert engine.result(task_id) == 42
+        failures = [r.event for r in engine.log.read() if isinstance(r.event, StepFailed)]
+    assert tries == ["start", "start"]
+    assert [f.error_type for f in failures] == ["TimeoutError"]
+
+
+def test_a_timed_out_plain_step_fails_like_any_error(db: Path, clock: FakeClock) -> None:
+    release = asyncio.Event()
+    del release
+    with open_engine(db, clock) as engine:
+        calls: list[int] = []
+
+        @engine.step(timeout=0.05)
+        def blocking(n: int) -> int:
+            calls.append(n)
+            if len(calls) == 1:
+                import threading
+
+                threading.Event().wait(1.0)  # outlives its timeout; its result is ignored
+            return n + 1
+
+        @engine.task()
+        def job() -> int:
+            return blocking(1)
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 2
+        assert calls == [1, 1]
+
+
+def test_cancelling_run_async_hands_its_tasks_back(db: Path, clock: FakeClock) -> None:
+    started = asyncio.Event()
+    bodies: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.step()
+        async def think(n: int) -> int:
+            bodies.append(f"think {n}")
+            started.set()
+            await asyncio.sleep(3600)  # an hour-long model call: cancelled below
+            return n
+
+        @engine.step()
+        async def answer(n: int) -> int:
+            return n + 1
+
+        @engine.task(name="job")
+        async def job(n: int) -> int:
+            await answer(n)
+            return await think(n)
+
+    async def cancel_while_thinking(engine: Engine) -> None:
+        run = asyncio.create_task(engine.run_async(concurrency=8))
+        await started.wait()
+        await asyncio.sleep(0.05)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        ids = [engine.submit("job", n) for n in range(5)]
+        asyncio.run(cancel_while_thinking(engine))
+        tasks = engine.refresh().tasks.tasks
+        assert {tasks[t].state for t in ids} == {"queued"}
+        events = [r.event for r in engine.log.read()]
+        assert sum(isinstance(e, TaskReleased) for e in events) == 5
+        assert not any(isinstance(e, StepFailed | TaskFailed) for e in events)
+
+
+def test_healing_and_breakers_on_the_async_path(db: Path, clock: FakeClock) -> None:
+    outages = itertools.count()
+    with open_engine(db, clock) as engine:
+
+        @engine.step(breaker="model-api")
+        async def call_model(n: int) -> int:
+            if next(outages) < 2:
+                raise ConnectionResetError("model api: connection reset by peer")
+            return n
+
+        @engine.task()
+        async def job() -> int:
+            return await call_model(7)
+
+        task_id = engine.submit(job)
+        summary = asyncio.run(engine.run_async())
+        assert summary.succeeded == 1
+        assert engine.result(task_id) == 7
+        failed = [r.event for r in engine.log.read() if isinstance(r.event, StepFailed)]
+    assert [f.error_type for f in failed] == ["ConnectionResetError"] * 2
+    assert all(f.dependency == "model-api" for f in failed)
+
+
+def test_an_approval_answered_elsewhere_while_the_loop_runs_others(
+    db: Path, clock: FakeClock
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.action(impact="high")
+        async def publish(name: str) -> str:
+            return f"published {name}"
+
+        @engine.step()
+        async def chore(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        @engine.task(name="release")
+        async def release() -> str:
+            return await publish("v1")
+
+        @engine.task(name="chores")
+        async def chores(n: int) -> int:
+            return await chore(n)
+
+        asking = engine.submit("release")
+        others = [engine.submit("chores", n) for n in range(20)]
+
+        async def answer_from_another_engine() -> None:
+            while not engine.approvals():
+                await asyncio.sleep(0.01)
+            with Engine.open(f"sqlite:///{db}", session="operator", clock=clock) as operator:
+                operator.approve(operator.approvals()[0].decision_id, by="ana")
+
+        async def main() -> None:
+            answering = asyncio.create_task(answer_from_another_engine())
+            await engine.run_async(concurrency=8, await_approvals=30.0)
+            await answering
+
+        asyncio.run(main())
+        assert engine.result(asking) == "published v1"
+        assert [engine.result(t) for t in others] == list(range(20))
+
+
+def test_sleep_outside_a_task_or_negative_is_refused(db: Path, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        with pytest.raises(UsageError, match="inside a running task"):
+            engine.sleep(1.0)
+
+        @engine.task()
+        def job() -> None:
+            engine.sleep(-1.0)
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(Exception, match="sleep"):
+            engine.result(task_id)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    shapes=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=40),
+    concurrency=st.sampled_from([1, 4, 64]),
+)
+def test_group_commit_keeps_each_streams_order_and_replay_equals_live(
+    tmp_path_factory: pytest.TempPathFactory, shapes: list[int], concurrency: int
+) -> None:
+    db = tmp_path_factory.mktemp("group") / "log.db"
+    with Engine.open(f"sqlite:///{db}", session="g") as engine:
+
+        @engine.step()
+        async def part(task: int, index: int) -> int:
+            await asyncio.sleep(0)
+            return task * 100 + index
+
+        @engine.task(name="whole")
+        async def whole(task: int, steps: int) -> list[int]:
+            return [await part(task, i) for i in range(steps)]
+
+        ids = [engine.submit("whole", t, n) for t, n in enumerate(shapes)]
+        asyncio.run(engine.run_async(concurrency=concurrency))
+        live = engine.refresh().snapshot()
+        for t, n in enumerate(shapes):
+            assert engine.result(ids[t]) == [t * 100 + i for i in range(n)]
+    with open_log(f"sqlite:///{db}") as log:
+        replayed = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False).snapshot()
+        for task_id in ids:
+            indices = [
+                r.event.index
+                for r in log.read_stream(f"task-{task_id}")
+                if isinstance(r.event, StepCompleted)
+            ]
+            assert indices == sorted(indices) == list(range(len(indices)))
+    assert replayed == live

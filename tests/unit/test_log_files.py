@@ -1,0 +1,260 @@
+"""What is at an SQLite log's path: a clear answer for every kind of bad file, nothing changed.
+
+Each bad file is opened through every door (``open_log`` with and without ``create``,
+``Engine.open`` and the CLI); each must say what it found, name the path, and leave the
+directory exactly as it was: the same names, sizes, modification times and bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.cli.main import main
+from onward.events import LogDamaged, NotALog, OnwardError, TaskSubmitted, open_log
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Every entry of ``directory``: its mode, size, modification time and a digest."""
+    found: dict[str, tuple[int, int, int, str]] = {}
+    for entry in sorted(directory.iterdir()):
+        info = entry.lstat()
+        digest = hashlib.sha256(entry.read_bytes()).hexdigest() if entry.is_file() else ""
+        found[entry.name] = (info.st_mode, info.st_size, info.st_mtime_ns, digest)
+    return found
+
+
+def a_log(path: Path, events: int = 300) -> bytes:
+    """The bytes of a closed onward log of a few hundred events."""
+    with open_log(f"sqlite:///{path}") as log:
+        for n in range(events):
+            log.append(f"task-{n}", [TaskSubmitted(name="x" * 200)], expected_version=0)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def make_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def make_empty(path: Path) -> None:
+    path.touch()
+
+
+def make_text(path: Path) -> None:
+    path.write_text("# notes\nthe log lives somewhere else\n")
+
+
+def make_random(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 40)
+
+
+def make_foreign(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER, total REAL)")
+        conn.commit()
+
+
+def make_foreign_wal(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE orders (id INTEGER, total REAL)")
+        conn.commit()
+
+
+def make_blank_sqlite(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version=7")
+        conn.commit()
+
+
+def make_truncated(path: Path) -> None:
+    data = a_log(path)
+    path.write_bytes(data[: len(data) // 2])
+
+
+def make_torn(path: Path) -> None:
+    data = a_log(path)
+    path.write_bytes(data[: len(data) // 2 + 100])
+
+
+def make_stub(path: Path) -> None:
+    data = a_log(path)
+    path.write_bytes(data[:60])
+
+
+BAD_FILES: list[tuple[str, Callable[[Path], None], type[OnwardError], str]] = [
+    ("directory", make_directory, NotALog, "is a directory"),
+    ("empty", make_empty, NotALog, "is an empty file (0 bytes)"),
+    ("text", make_text, NotALog, "is a text file"),
+    ("random", make_random, NotALog, "is not an SQLite database"),
+    ("foreign", make_foreign, NotALog, "without an onward log (its tables: orders)"),
+    ("foreign-wal", make_foreign_wal, NotALog, "without an onward log (its tables: orders)"),
+    ("blank-sqlite", make_blank_sqlite, NotALog, "without an onward log (it has no tables)"),
+    ("truncated", make_truncated, LogDamaged, "damaged SQLite database: truncated ("),
+    ("torn", make_torn, LogDamaged, "is not a whole number of 4096-byte pages"),
+    ("stub", make_stub, LogDamaged, "damaged SQLite database: truncated to 60 bytes"),
+]
+
+
+@pytest.fixture(params=BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def bad(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, type[OnwardError], str]:
+    _kind, make, error, says = request.param
+    path = tmp_path / "work.db"
+    make(path)
+    return path, error, says
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_open_log_says_what_it_found_and_changes_nothing(
+    bad: tuple[Path, type[OnwardError], str], create: bool
+) -> None:
+    path, error, says = bad
+    before = snapshot(path.parent)
+    with pytest.raises(error) as info:
+        open_log(f"sqlite:///{path}", create=create)
+    assert says in str(info.value)
+    assert str(path) in str(info.value)
+    assert snapshot(path.parent) == before
+
+
+def test_engine_open_says_what_it_found_and_changes_nothing(
+    bad: tuple[Path, type[OnwardError], str],
+) -> None:
+    path, error, says = bad
+    before = snapshot(path.parent)
+    with pytest.raises(error) as info:
+        Engine.open(f"sqlite:///{path}", session="s")
+    assert says in str(info.value)
+    assert str(path) in str(info.value)
+    assert snapshot(path.parent) == before
+
+
+def test_a_bare_path_is_checked_the_same_way(
+    bad: tuple[Path, type[OnwardError], str],
+) -> None:
+    path, error, says = bad
+    with pytest.raises(error, match=re.escape(says)):
+        open_log(str(path))
+
+
+@pytest.mark.parametrize("command", [["tasks"], ["sessions"], ["verify"]], ids=lambda c: c[0])
+def test_the_cli_says_what_it_found_and_changes_nothing(
+    bad: tuple[Path, type[OnwardError], str],
+    command: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, _error, says = bad
+    before = snapshot(path.parent)
+    assert main([*command, "--db", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"onward {command[0]}: {path} " in err
+    assert says in err
+    assert "no log at" not in err
+    assert snapshot(path.parent) == before
+
+
+def test_a_not_a_log_error_names_what_it_found(tmp_path: Path) -> None:
+    make_text(tmp_path / "notes.db")
+    with pytest.raises(NotALog) as info:
+        open_log(str(tmp_path / "notes.db"))
+    assert info.value.found == "a text file"
+    assert info.value.path == str(tmp_path / "notes.db")
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_missing_file_is_still_log_not_found_for_read_only_tools(tmp_path: Path) -> None:
+    assert main(["tasks", "--db", str(tmp_path / "missing.db")]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- new logs ------------------------------------------------------------------------------
+
+
+def test_a_new_log_is_whole_at_once_with_mode_0600_and_leaves_nothing_else(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "new.db"
+    with open_log(f"sqlite:///{path}") as log:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        log.append("task-1", [TaskSubmitted(name="t")], expected_version=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]
+    with open_log(f"sqlite:///{path}", create=False) as log:
+        assert log.head() == 1
+
+
+def test_processes_creating_one_log_at_once_share_it(tmp_path: Path) -> None:
+    path = tmp_path / "raced.db"
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def open_and_append(n: int) -> None:
+        try:
+            start.wait()
+            with open_log(f"sqlite:///{path}") as log:
+                log.append(f"task-{n}", [TaskSubmitted(name="t")], expected_version=0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_append, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with open_log(f"sqlite:///{path}", create=False) as log:
+        assert sorted(log.streams()) == sorted(f"task-{n}" for n in range(8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raced.db"]
+
+
+# -- permissions ---------------------------------------------------------------------------
+
+
+def test_a_log_others_may_read_gets_a_warning_and_keeps_its_mode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "shared.db"
+    with open_log(f"sqlite:///{path}") as log:
+        log.append("task-1", [TaskSubmitted(name="t")], expected_version=0)
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING, logger="onward.events"), open_log(str(path)) as log:
+        assert log.head() == 1
+    (record,) = [r for r in caplog.records if "mode" in r.getMessage()]
+    assert f"{path} has mode 0644" in record.getMessage()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_the_wal_and_shm_of_an_open_log_are_checked_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "shared.db"
+    with open_log(f"sqlite:///{path}") as writer:
+        writer.append("task-1", [TaskSubmitted(name="t")], expected_version=0)
+        for suffix in ("", "-wal", "-shm"):
+            os.chmod(f"{path}{suffix}", 0o660)
+        with caplog.at_level(logging.WARNING, logger="onward.events"), open_log(str(path)):
+            pass
+    warned = sorted(r.getMessage().split(" has mode")[0] for r in caplog.records)
+    assert warned == [str(path), f"{path}-shm", f"{path}-wal"]
+
+
+def test_a_private_log_gets_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "private.db"
+    with open_log(f"sqlite:///{path}") as log:
+        log.append("task-1", [TaskSubmitted(name="t")], expected_version=0)
+    with caplog.at_level(logging.WARNING, logger="onward.events"), open_log(str(path)):
+        pass
+    assert [r for r in caplog.records if "mode" in r.getMessage()] == []

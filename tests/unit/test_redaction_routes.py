@@ -1,0 +1,215 @@
+"""The routes by which a secret could slip past redaction, one by one: names that are stored as
+given, messages cut to a limit, log records, tokens glued to identifiers, credentials that
+only their shape or their randomness gives away."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.core.run import MESSAGE_LIMIT, bounded, error_message
+from onward.events import (
+    Context,
+    RecordRedactor,
+    Redactor,
+    SecretPattern,
+    TaskSubmitted,
+    UsageError,
+    open_log,
+)
+from onward.events.redaction import might_hold_a_secret, reads_random, shannon_entropy
+from tests.conftest import FakeClock
+from tests.secrets_corpus import GITHUB_PAT, NPM, SENDGRID, UNLABELLED
+
+REDACTOR = Redactor()
+
+# -- names are refused, not redacted ---------------------------------------------------------
+
+
+def test_a_session_name_holding_a_secret_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with pytest.raises(UsageError) as info:
+        Engine.open(url, session=f"deploy {GITHUB_PAT}", clock=FakeClock())
+    assert GITHUB_PAT not in str(info.value)
+    assert "session name 'deploy [REDACTED:github-token]' holds what looks like a secret" in (
+        str(info.value)
+    )
+    with open_log(url) as log:
+        assert log.head() == 0
+
+
+@pytest.mark.parametrize("what", ["task", "step", "action", "breaker", "component"])
+def test_other_names_holding_a_secret_are_refused(tmp_path: Path, what: str) -> None:
+    secret_name = f"sync_{NPM}"
+    with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s", clock=FakeClock()) as e:
+        register: dict[str, Callable[[], object]] = {
+            "task": lambda: e.task(name=secret_name)(lambda: None),
+            "step": lambda: e.step(name=secret_name)(lambda: None),
+            "action": lambda: e.action(name=secret_name)(lambda: None),
+            "breaker": lambda: e.step(name="call", breaker=secret_name)(lambda: None),
+            "component": lambda: e.component(secret_name),
+        }
+        with pytest.raises(UsageError, match="holds what looks like a secret") as info:
+            register[what]()
+        assert NPM not in str(info.value)
+        assert secret_name not in e.registry.tasks
+        assert secret_name not in e.registry.steps
+
+
+def test_the_log_refuses_a_stream_id_session_or_actor_holding_a_secret(tmp_path: Path) -> None:
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        for stream, context in [
+            (f"task-{SENDGRID}", Context()),
+            ("task-1", Context(session=f"s-{SENDGRID}")),
+            ("task-1", Context(actor=f"worker {SENDGRID}")),
+        ]:
+            with pytest.raises(UsageError, match="holds what looks like a secret") as info:
+                log.append(stream, [TaskSubmitted(name="t")], expected_version=0, context=context)
+            assert SENDGRID not in str(info.value)
+        assert log.head() == 0
+        log.append("task-1", [TaskSubmitted(name="t")], expected_version=0)
+        assert log.head() == 1
+
+
+def test_check_name_remembers_clean_names_and_ignores_empty_ones() -> None:
+    redactor = Redactor()
+    redactor.check_name("", "session name")
+    redactor.check_name("nightly", "session name")
+    redactor.check_name("nightly", "session name")
+    with pytest.raises(UsageError):
+        redactor.check_name(f"x {GITHUB_PAT}", "stream id")
+
+
+# -- messages are redacted before they are cut ------------------------------------------------
+
+
+def test_a_token_cut_by_the_limit_is_redacted_first() -> None:
+    text = "x" * (MESSAGE_LIMIT - 10) + " " + GITHUB_PAT + " tail"
+    cut = bounded(text)
+    assert GITHUB_PAT[:8] not in cut
+    assert cut.startswith("x" * (MESSAGE_LIMIT - 10) + " [REDACTED")
+    assert cut.endswith("... [truncated]")
+    assert len(cut) == MESSAGE_LIMIT + len("... [truncated]")
+
+
+def test_error_message_uses_the_redactor_it_is_given() -> None:
+    employee = SecretPattern("employee-id", r"EMP-\d{6}")
+    exc = RuntimeError("y" * (MESSAGE_LIMIT - 8) + " EMP-493817")
+    assert "EMP-49" in error_message(exc)  # the default patterns do not know it ...
+    assert "EMP-49" not in error_message(exc, Redactor().with_patterns(employee).redact)
+
+
+def test_a_huge_message_is_read_only_so_far() -> None:
+    text = "z" * (50 * MESSAGE_LIMIT) + GITHUB_PAT
+    assert bounded(text) == "z" * MESSAGE_LIMIT + "... [truncated]"
+
+
+# -- log records -------------------------------------------------------------------------------
+
+
+def make_record(msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("onward.test", logging.INFO, __file__, 1, msg, args, None)
+
+
+def test_a_record_is_redacted_in_place() -> None:
+    record = make_record("failed: %s (%d tries)", f"token={GITHUB_PAT}", 3)
+    assert RecordRedactor().filter(record) is True
+    assert record.getMessage() == "failed: token=[REDACTED:github-token] (3 tries)"
+    assert record.args is None
+
+
+def test_a_record_whose_format_is_broken_is_kept_as_it_is() -> None:
+    record = make_record("%d items", "not a number")
+    assert RecordRedactor().filter(record) is True
+    assert record.msg == "%d items"
+
+
+def test_a_record_redactor_with_patterns_of_ones_own() -> None:
+    record = make_record("badge EMP-493817 denied")
+    RecordRedactor(Redactor(extra=[r"EMP-\d{6}"])).filter(record)
+    assert record.getMessage() == "badge [REDACTED:custom] denied"
+
+
+# -- shapes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"key_{GITHUB_PAT}",
+        f"API_TOKEN_{GITHUB_PAT}_v2",
+        f"id-{NPM}",
+        f"x_{SENDGRID}",
+        f"config.{GITHUB_PAT}",
+    ],
+)
+def test_a_token_glued_to_an_identifier_is_found(text: str) -> None:
+    assert "[REDACTED:" in REDACTOR.redact(text)
+    for token in (GITHUB_PAT, NPM, SENDGRID):
+        assert token not in REDACTOR.redact(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "xghp_" + "a" * 36,  # a longer word that happens to contain a prefix
+        "risk-assessment-for-the-second-quarter-of-2024",
+        "desk-0123456789abcdefghij",
+    ],
+)
+def test_a_prefix_inside_a_word_is_not_a_token(text: str) -> None:
+    assert REDACTOR.redact(text) == text
+
+
+def test_a_random_token_is_found_in_text_but_kept_when_it_is_the_whole_value() -> None:
+    assert REDACTOR.redact(f"expected {UNLABELLED} here") == (
+        "expected [REDACTED:random-token] here"
+    )
+    assert REDACTOR.redact(UNLABELLED) == UNLABELLED  # an id, a cursor: data, not a leak
+
+
+def test_entropy_and_randomness() -> None:
+    assert shannon_entropy("") == 0.0
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("abcd") == 2.0
+    assert reads_random("aB3xQ9mZ2kL7pW4nR8tY1vC6")
+    assert not reads_random("getUserAccountSettingsForTenant2")
+    assert not reads_random("1")
+
+
+def test_a_pattern_with_an_entropy_threshold_keeps_plain_matches() -> None:
+    pattern = SecretPattern("order-key", r"order=(?P<v>\S+)", group="v", entropy=3.0)
+    redactor = Redactor([pattern])
+    assert redactor.redact("order=aaaaaaaaaaaa") == "order=aaaaaaaaaaaa"
+    assert redactor.redact("order=k3Jx9Qa2Lm8Z") == "order=[REDACTED:order-key]"
+    with pytest.raises(UsageError, match="entropy"):
+        Redactor([SecretPattern("bad", "x", entropy=-1.0)])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 200_000,
+        "aB3" * 70_000,
+        "key=" + "aB3dE5" * 30_000,
+        "password=" * 20_000,
+        "AKIA" * 50_000,
+        "a_" * 100_000,
+    ],
+    ids=["one-letter", "mixed", "labelled", "labels", "prefixes", "underscores"],
+)
+def test_long_texts_of_token_characters_are_redacted_without_backtracking(text: str) -> None:
+    # No timing is asserted: a pattern that scanned from every position would take minutes.
+    REDACTOR.redact(text)
+    REDACTOR.redact_json(b'{"m": "' + text.encode() + b'"}')
+
+
+def test_the_quick_scan_passes_typical_events_and_catches_runs() -> None:
+    assert not might_hold_a_secret(b'{"type":"StepCompleted","index":3,"name":"fetch"}')
+    assert not might_hold_a_secret(b'{"type":"TaskClaimed","worker":"host/12/34/ab"}')
+    assert might_hold_a_secret(b'{"m":"' + NPM.encode() + b'"}')
+    assert might_hold_a_secret(b'{"m":"' + b"Z" * 24 + b'"}')

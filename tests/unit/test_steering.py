@@ -1,0 +1,274 @@
+"""Steering work that is already running: retry and fork, renames and patches, unregistered
+tasks, messages and published values, on the real engine and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from onward import Engine, InvalidTransition, StepMismatch, TaskFailedError, UsageError
+from onward.events import DecisionMade, TaskRetried, TaskUnregistered
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'log.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, **options: object) -> Engine:
+    return Engine.open(
+        db, session="steer", clock=clock, sleep=clock.advance, healing=False, **options
+    )
+
+
+def test_a_failed_task_is_retried_from_the_step_it_failed_at(db: str, clock: FakeClock) -> None:
+    ran: Counter[str] = Counter()
+    broken = {"yes": True}
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def fetch() -> int:
+            ran["fetch"] += 1
+            return 20
+
+        @engine.step()
+        def parse(n: int) -> int:
+            ran["parse"] += 1
+            if broken["yes"]:
+                raise ValueError("the parser was broken")
+            return n + 1
+
+        @engine.task()
+        def job() -> int:
+            return parse(fetch())
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(TaskFailedError, match="parser was broken"):
+            engine.result(task_id)
+        broken["yes"] = False  # someone fixed the parser
+        view = engine.retry(task_id, by="ana", reason="the parser is fixed")
+        assert view.state == "queued"
+        engine.run()
+        assert engine.result(task_id) == 21
+        assert ran == {"fetch": 1, "parse": 2}  # the completed step replayed
+        history = engine.log.read_stream(f"task-{task_id}")
+        (retried,) = [r.event for r in history if isinstance(r.event, TaskRetried)]
+        assert (retried.by, retried.previous) == ("ana", "failed")
+        decisions = [
+            r.event
+            for r in engine.log.read_stream("session-steer")
+            if isinstance(r.event, DecisionMade) and r.event.kind == "task_retried"
+        ]
+        assert [d.inputs["by"] for d in decisions] == ["ana"]
+        with pytest.raises(InvalidTransition):
+            engine.retry(task_id)  # it succeeded: nothing to retry
+
+
+def test_a_fork_takes_the_first_steps_as_recorded_and_runs_the_rest(
+    db: str, clock: FakeClock
+) -> None:
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def plan(goal: str) -> str:
+            ran.append(f"plan {goal}")
+            return f"plan for {goal}"
+
+        @engine.step()
+        def act(plan: str, style: str) -> str:
+            ran.append(f"act {style}")
+            return f"{plan}, done {style}"
+
+        @engine.task()
+        def job(goal: str, style: str) -> str:
+            return act(plan(goal), style)
+
+        origin = engine.submit(job, "ship", "carefully")
+        engine.run()
+        fork = engine.fork(origin, from_step=1, args=["ship", "boldly"])
+        engine.run()
+        assert engine.result(fork) == "plan for ship, done boldly"
+        assert ran == ["plan ship", "act carefully", "act boldly"]  # the plan ran once
+        assert engine.task_view(fork).forked_from == origin
+        with pytest.raises(UsageError, match="no recorded outcome for step 2"):
+            engine.fork(origin, from_step=3)
+
+
+def test_a_task_of_a_renamed_function_waits_then_runs_under_its_alias(
+    db: str, clock: FakeClock
+) -> None:
+    with open_engine(db, clock) as first:
+
+        @first.task(name="report.v1")
+        def report(n: int) -> int:
+            raise AssertionError("never run: the function is renamed before it runs")
+
+        queued = first.submit("report.v1", 4)
+    with open_engine(db, clock) as second:  # the new code: renamed, no alias yet
+
+        @second.task(name="report.v2")
+        def report_v2(n: int) -> int:
+            return n * 10
+
+        second.run()
+        assert second.task_view(queued).state == "unregistered"
+        assert [t.task_id for t in second.tasks("unregistered")] == [queued]
+        events = [r.event for r in second.log.read_stream(f"task-{queued}")]
+        assert any(isinstance(e, TaskUnregistered) for e in events)
+    with open_engine(db, clock) as third:  # the alias declares the former name
+
+        @third.task(name="report.v2", aliases=["report.v1"])
+        def report_v3(n: int) -> int:
+            return n * 10
+
+        third.run()
+        assert third.result(queued) == 40
+
+
+def test_an_unregistered_task_fails_only_when_abandoned(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="gone")
+        def gone() -> None: ...
+
+        task_id = engine.submit("gone")
+        engine.registry.tasks.clear()  # the next deploy dropped it
+        engine.run()
+        assert engine.task_view(task_id).state == "unregistered"
+        engine.abandon(task_id, by="ana", reason="the feature was removed")
+        with pytest.raises(TaskFailedError, match="Abandoned"):
+            engine.result(task_id)
+
+
+def test_a_renamed_step_replays_under_its_alias_and_says_how_when_it_cannot(
+    db: str, clock: FakeClock
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step(name="load")
+        def load() -> int:
+            return 1
+
+        @engine.task(name="job")
+        def job() -> int:
+            value = load()
+            engine.sleep(10)  # the task waits here: the code changes meanwhile
+            return value
+
+        task_id = engine.submit("job")
+        engine.run(max_runs=1)
+    with open_engine(db, clock) as engine:
+
+        @engine.step(name="fetch")
+        def fetch() -> int:
+            return 2
+
+        @engine.task(name="job")
+        def job_renamed() -> int:
+            value = fetch()
+            engine.sleep(10)
+            return value
+
+        engine.run()
+        with pytest.raises(TaskFailedError, match="aliases=\\['load'\\]"):
+            engine.result(task_id)
+        assert StepMismatch.__name__ in engine.task_view(task_id).error
+    with open_engine(db, clock) as engine:
+
+        @engine.step(name="fetch", aliases=["load"])
+        def fetch_again() -> int:
+            return 2
+
+        @engine.task(name="job")
+        def job_aliased() -> int:
+            value = fetch_again()
+            engine.sleep(10)
+            return value
+
+        engine.retry(task_id)
+        engine.run()
+        assert engine.result(task_id) == 1  # the recorded outcome, taken as its own
+
+
+def test_patched_keeps_old_histories_on_the_old_path(db: str, clock: FakeClock) -> None:
+    paths: list[str] = []
+
+    def register(engine: Engine, patched: bool) -> None:
+        @engine.step()
+        def old_way() -> str:
+            paths.append("old")
+            return "old"
+
+        @engine.step()
+        def new_way() -> str:
+            paths.append("new")
+            return "new"
+
+        @engine.task(name="job")
+        def job() -> list[str]:
+            first = old_way()
+            engine.sleep(5)
+            second = new_way() if patched and engine.patched("use-new-way") else old_way()
+            engine.sleep(5)
+            return [first, second]
+
+    with open_engine(db, clock) as engine:
+        register(engine, patched=False)
+        before = engine.submit("job")
+        engine.run(max_runs=2)  # the old code got past the change, then waits
+        assert engine.task_view(before).state == "waiting"
+    with open_engine(db, clock) as engine:
+        register(engine, patched=True)
+        after = engine.submit("job")
+        engine.run()
+        assert engine.result(after) == ["old", "new"]  # a new run takes the new path
+        assert engine.result(before) == ["old", "old"]  # the old history keeps the old one
+    assert paths == ["old", "old", "old", "new"]
+
+
+def test_messages_reach_a_waiting_task_once_and_values_are_published(
+    db: str, clock: FakeClock
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="chat")
+        def chat() -> list[object]:
+            engine.set_state("stage", "waiting for the first answer")
+            first = engine.recv("answer")
+            engine.set_state("stage", "waiting for the second")
+            second = engine.recv("answer", timeout=30.0)
+            return [first, second]
+
+        task_id = engine.submit("chat")
+        engine.run()
+        assert engine.task_view(task_id).state == "waiting"
+        assert engine.get_state(task_id, "stage") == "waiting for the first answer"
+        with Engine.open(db, session="other", clock=clock) as elsewhere:
+            elsewhere.send(task_id, "answer", {"yes": True}, sender="ana")
+            elsewhere.send(task_id, "noise", 1)
+        engine.run(max_runs=1)  # takes the answer, then waits for the second
+        assert engine.get_state(task_id, "stage") == "waiting for the second"
+        clock.advance(31.0)
+        engine.run()
+        assert engine.result(task_id) == [{"yes": True}, None]  # the second timed out
+        with pytest.raises(KeyError):
+            engine.get_state(task_id, "nothing")
+
+
+def test_recv_on_the_async_path(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="listener")
+        async def listener() -> object:
+            return await engine.recv("go")
+
+        task_id = engine.submit("listener")
+        engine.send(task_id, "go", [1, 2, 3])
+        asyncio.run(engine.run_async(concurrency=4))
+        assert engine.result(task_id) == [1, 2, 3]

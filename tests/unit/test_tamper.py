@@ -1,0 +1,554 @@
+"""Damage done to a real SQLite log behind onward's back is caught where the data is used, and
+contained: the damaged task (or session, or breaker) is refused with a clear state and message,
+while every other task and session opens and runs; ``onward verify`` reports it; a person sets a
+damaged task aside with ``onward quarantine`` and its session goes on.
+
+Each test builds its log with the engine, closes it, damages the file through a raw sqlite3
+connection (or appends through the public ``EventLog.append``, which knows no lifecycle), and
+opens it again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward import Engine, StreamDamaged, TaskQuarantinedError
+from onward.cli.main import main
+from onward.events import (
+    BreakerHalfOpened,
+    CorruptRecord,
+    StepCompleted,
+    TaskSubmitted,
+    TaskSucceeded,
+    open_log,
+)
+from onward.projections import CatchUp, session_stream, task_stream, verify_log
+from tests.conftest import FakeClock
+
+
+class Crash(BaseException):
+    """Stands for the process dying in the middle of a step: nothing after it is recorded."""
+
+
+def open_engine(path: Path, clock: FakeClock, session: str = "nightly") -> Engine:
+    return Engine.open(f"sqlite:///{path}", session=session, clock=clock, sleep=clock.advance)
+
+
+def rows(path: Path, stream: str) -> list[tuple[int, int, str, bytes]]:
+    """``(position, version, topic, state)`` of each record of a stream, read raw."""
+    with closing(sqlite3.connect(path)) as db:
+        found = db.execute(
+            "SELECT rowid, originator_version, topic, state FROM stored_events"
+            " WHERE originator_id = ? ORDER BY originator_version",
+            (stream,),
+        ).fetchall()
+    return [(p, v, t, bytes(s)) for p, v, t, s in found]
+
+
+def raw(path: Path, sql: str, *params: object) -> None:
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(sql, params)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# -- a stored step result edited, valid JSON ---------------------------------------------------
+
+
+class Ledger:
+    """Session nightly: ``total`` (left running after a crash, its first step's result 100
+    recorded) and ``other`` (queued); session weekly: ``report`` (queued)."""
+
+    def __init__(self, path: Path, clock: FakeClock) -> None:
+        self.path = path
+        self.clock = clock
+        self.seen: list[int] = []  # what ``total`` computed with the first step's result
+        self.ran: list[str] = []
+        self.crash = True
+
+    def register(self, engine: Engine) -> None:
+        @engine.step(name="price")
+        def price() -> int:
+            return 100
+
+        @engine.step(name="charge")
+        def charge(amount: int) -> int:
+            self.seen.append(amount)
+            if self.crash:
+                raise Crash
+            return amount
+
+        @engine.task(name="total")
+        def total() -> int:
+            return int(charge(price()))
+
+        @engine.task(name="other")
+        def other() -> str:
+            self.ran.append("other")
+            return "done"
+
+        @engine.task(name="report")
+        def report() -> str:
+            self.ran.append("report")
+            return "reported"
+
+    def build(self, *, checkpoint: bool) -> tuple[str, str, str]:
+        with open_engine(self.path, self.clock, "weekly") as weekly:
+            self.register(weekly)
+            report = weekly.submit("report")
+        engine = open_engine(self.path, self.clock)
+        self.register(engine)
+        total = engine.submit("total")
+        with pytest.raises(Crash):
+            engine.run(max_runs=1)
+        other = engine.submit("other", priority="low")
+        if checkpoint:
+            engine.checkpoint()  # reopening then never folds the record edited below again
+        engine.close()
+        self.crash = False
+        return total, other, report
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["replayed", "from-a-checkpoint"])
+def test_an_edited_step_result_is_refused_and_the_rest_runs(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], checkpoint: bool
+) -> None:
+    ledger = Ledger(tmp_path / "work.db", clock)
+    total, other, report = ledger.build(checkpoint=checkpoint)
+    assert ledger.seen == [100]
+    ((position, version, _topic, state),) = [
+        r for r in rows(ledger.path, task_stream(total)) if r[2] == "StepCompleted"
+    ]
+    assert b'"result":100' in state
+    raw(
+        ledger.path,
+        "UPDATE stored_events SET state = ? WHERE rowid = ?",
+        state.replace(b'"result":100', b'"result":999'),  # still valid JSON, checksum stale
+        position,
+    )
+
+    with open_engine(ledger.path, clock) as engine:  # opens: the damage is one task's
+        ledger.register(engine)
+        summary = engine.run()
+        assert (summary.succeeded, ledger.ran) == (1, ["other"])
+        assert engine.result(other) == "done"
+        assert ledger.seen == [100]  # 999 was never used: the task did not run again
+        view = engine.task_view(total)
+        assert view.state == "damaged"
+        assert f"version {version} (position {position})" in view.damage
+        assert "checksum mismatch" in view.damage
+        with pytest.raises(StreamDamaged) as refused:
+            engine.result(total)
+        assert refused.value.damage.stream == task_stream(total)
+        assert (refused.value.damage.version, refused.value.damage.position) == (
+            version,
+            position,
+        )
+        assert f"onward quarantine {total}" in str(refused.value)
+        assert engine.run().runs == 0  # never claimed, however often asked
+
+    with open_engine(ledger.path, clock, "weekly") as weekly:  # another session: untouched
+        ledger.register(weekly)
+        weekly.run()
+        assert weekly.result(report) == "reported"
+
+    with open_log(f"sqlite:///{ledger.path}") as log:
+        with pytest.raises(CorruptRecord) as caught:
+            log.read_stream(task_stream(total))
+        assert (caught.value.stream, caught.value.version, caught.value.position) == (
+            task_stream(total),
+            version,
+            position,
+        )
+        report_ = verify_log(log)
+    assert not report_.ok
+    assert [(d.stream, d.version, d.position, d.kind) for d in report_.damaged_streams] == [
+        (task_stream(total), version, position, "corrupt")
+    ]
+
+    status, out, _ = cli(capsys, "tasks", "--db", str(ledger.path))
+    assert status == 0
+    assert f"  {total}: corrupt at version {version} (position {position})" in out
+    status, out, _ = cli(capsys, "quarantine", total[:8], "--db", str(ledger.path), "--reason", "x")
+    assert status == 0, out
+    assert f"quarantined: task {total}" in out
+    with open_engine(ledger.path, clock) as engine:
+        ledger.register(engine)
+        assert engine.task_view(total).state == "quarantined"
+        with pytest.raises(TaskQuarantinedError, match="x"):
+            engine.result(total)
+
+
+def test_a_damaged_row_in_the_middle_blocks_no_session(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "work.db"
+    ran: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.task(name="job")
+        def job(label: str) -> str:
+            ran.append(label)
+            return label
+
+    ids: dict[str, list[str]] = {}
+    for session in ("a", "b", "c"):
+        with open_engine(path, clock, session) as engine:
+            register(engine)
+            ids[session] = [engine.submit("job", f"{session}{i}") for i in range(2)]
+    victim = ids["b"][0]
+    ((position, _, _, state),) = rows(path, task_stream(victim))  # its submission: the session
+    flipped = state[:60] + bytes([state[60] ^ 1]) + state[61:]  # of the record is lost with it
+    raw(path, "UPDATE stored_events SET state = ? WHERE rowid = ?", flipped, position)
+
+    for session in ("a", "b", "c"):
+        with open_engine(path, clock, session) as engine:
+            register(engine)
+            engine.run()
+    assert sorted(ran) == ["a0", "a1", "b1", "c0", "c1"]
+    status, out, _ = cli(capsys, "tasks", "--db", str(path), "--json")
+    assert status == 0
+    states = {t["task_id"]: t["state"] for t in json.loads(out)["tasks"]}
+    assert states[victim] == "damaged"
+    assert sorted(states.values()) == ["damaged"] + ["succeeded"] * 5
+
+
+# -- removed records: verify sees them ---------------------------------------------------------
+
+
+@pytest.fixture
+def finished(tmp_path: Path, clock: FakeClock) -> tuple[Path, list[str]]:
+    """A log of one session whose five tasks all succeeded."""
+    path = tmp_path / "work.db"
+    with open_engine(path, clock) as engine:
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return i
+
+        ids = [engine.submit("job", i) for i in range(5)]
+        engine.run()
+    return path, ids
+
+
+def verify_cli(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, dict[str, Any]]:
+    status, out, _ = cli(capsys, "verify", "--db", str(path), "--json")
+    return status, json.loads(out)
+
+
+def test_verify_sees_the_newest_rows_removed(
+    finished: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = finished
+    status, report = verify_cli(capsys, path)
+    assert (status, report["ok"], report["head_record"]["status"]) == (0, True, "ok")
+    head = report["head"]
+    raw(path, "DELETE FROM stored_events WHERE rowid > ?", head - 5)
+    status, report = verify_cli(capsys, path)
+    assert (status, report["ok"], report["torn_tail"]) == (1, False, False)
+    (problem,) = report["problems"]
+    assert (problem["kind"], problem["position"]) == ("missing", head - 4)
+    assert f"positions {head - 4}..{head} are missing" in problem["detail"]
+    assert report["head_record"]["status"] == "damaged"
+
+
+def test_verify_sees_a_stream_s_last_event_removed(
+    finished: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, ids = finished
+    last = rows(path, task_stream(ids[1]))[-1]
+    assert last[2] == "TaskSucceeded"
+    raw(path, "DELETE FROM stored_events WHERE rowid = ?", last[0])
+    status, report = verify_cli(capsys, path)
+    assert status == 1
+    (problem,) = report["problems"]
+    assert (problem["kind"], problem["position"]) == ("missing", last[0])
+    status, out, _ = cli(capsys, "verify", "--db", str(path))
+    assert f"position {last[0]}: missing: position {last[0]} is missing" in out
+    assert "head record: damaged" in out
+
+
+def test_verify_sees_a_whole_stream_removed(
+    finished: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, ids = finished
+    gone = [r[0] for r in rows(path, task_stream(ids[2]))]
+    raw(path, "DELETE FROM stored_events WHERE originator_id = ?", task_stream(ids[2]))
+    status, report = verify_cli(capsys, path)
+    assert status == 1
+    missing = [p["position"] for p in report["problems"] if p["kind"] == "missing"]
+    assert missing
+    assert set(missing) <= set(gone)
+    assert report["head_record"]["found"] == report["head_record"]["count"] - len(gone)
+
+
+def test_verify_sees_removed_rows_even_when_appends_reuse_their_positions(
+    finished: tuple[Path, list[str]], clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, ids = finished
+    last = rows(path, task_stream(ids[4]))[-1][0]
+    raw(path, "DELETE FROM stored_events WHERE rowid > ?", last - 3)
+    with open_log(f"sqlite:///{path}", clock=clock) as log:  # an append takes them again
+        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
+    status, report = verify_cli(capsys, path)
+    assert status == 1
+    assert [p["kind"] for p in report["problems"]] == ["head"]
+    assert "fewer than" in report["problems"][0]["detail"]
+
+
+def test_the_head_record_removed_is_damage(
+    finished: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = finished
+    raw(path, "DELETE FROM onward_head")
+    status, report = verify_cli(capsys, path)
+    assert status == 1
+    assert report["head_record"]["status"] == "damaged"
+    assert "head record is gone" in report["problems"][0]["detail"]
+
+
+def test_a_log_without_a_head_record_is_not_tracked_until_its_next_append(
+    finished: tuple[Path, list[str]], clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log an older onward wrote has no head table: verify says so, and does not fail; the
+    first append of a newer onward starts tracking after the records already there."""
+    path, _ = finished
+    raw(path, "DROP TABLE onward_head")
+    status, report = verify_cli(capsys, path)
+    assert (status, report["ok"], report["head_record"]["status"]) == (0, True, "not tracked")
+    status, out, _ = cli(capsys, "verify", "--db", str(path))
+    assert "head record: not tracked (this log keeps no head record" in out
+    before = report["head"]
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
+        head = log.head_record()
+    assert head is not None
+    assert (head.base, head.position, head.count) == (before, before + 1, 1)
+    status, report = verify_cli(capsys, path)
+    assert (status, report["head_record"]["status"], report["head_record"]["base"]) == (
+        0,
+        "ok",
+        before,
+    )
+
+
+# -- an illegal event through the public append ------------------------------------------------
+
+
+def test_an_illegal_event_damages_only_its_task_and_quarantine_lets_the_session_go_on(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "work.db"
+    outcomes: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.task(name="leaf")
+        def leaf(i: int) -> int:
+            return i
+
+        @engine.task(name="parent")
+        def parent() -> str:
+            child = engine.submit("leaf", 7)
+            try:
+                engine.wait([child])
+            except TaskQuarantinedError as exc:
+                outcomes.append(str(exc))
+                return "went on without its child"
+            return "child done"
+
+    with open_engine(path, clock) as engine:
+        register(engine)
+        done = engine.submit("leaf", 1)
+        engine.run()
+        assert engine.result(done) == 1
+        parent = engine.submit("parent", priority="high")
+        later = engine.submit("leaf", 2, priority="low")
+        engine.run(max_runs=1)  # the parent submits its child and waits for it
+        assert engine.task_view(parent).state == "waiting"
+        (child,) = engine.task_view(parent).waiting_on
+    with open_log(f"sqlite:///{path}", clock=clock) as log:  # no lifecycle at this level
+        log.append(
+            task_stream(done),
+            [StepCompleted(index=0, name="late", result=1, duration=0.0)],
+            expected_version=log.stream_version(task_stream(done)),
+        )
+        log.append(task_stream(child), [TaskSucceeded(result=7)], expected_version=1)
+
+    with open_engine(path, clock) as engine:  # opens: only two tasks are damaged
+        register(engine)
+        summary = engine.run()
+        assert summary.succeeded == 1  # the later leaf
+        assert engine.result(later) == 2
+        for task, was in ((done, "succeeded"), (child, "queued")):
+            view = engine.task_view(task)
+            assert view.state == "damaged"
+            assert f"is not allowed in state '{was}'" in view.damage
+        assert engine.task_view(parent).state == "waiting"  # for a child that cannot end
+
+    with open_log(f"sqlite:///{path}") as log:
+        report = verify_log(log)
+    assert not report.ok
+    assert [(p.kind, p.stream) for p in report.problems] == [
+        ("illegal", task_stream(done)),
+        ("illegal", task_stream(child)),
+    ]
+    status, out, _ = cli(capsys, "verify", "--db", str(path))
+    assert status == 1
+    assert "StepCompleted is not allowed in state 'succeeded'" in out
+
+    with open_engine(path, clock) as engine:
+        register(engine)
+        view = engine.quarantine(child, reason="illegal history")
+        assert (view.state, view.error) == ("quarantined", "quarantined: illegal history")
+        summary = engine.run()
+        assert engine.result(parent) == "went on without its child"
+        assert outcomes == [f"task {child} was quarantined: illegal history"]
+        with pytest.raises(StreamDamaged):
+            engine.result(done)
+    with open_log(f"sqlite:///{path}") as log:
+        report = verify_log(log)
+    assert report.quarantined == [task_stream(child)]
+
+
+# -- a damaged session, a damaged breaker --------------------------------------------------------
+
+
+def test_a_damaged_session_refuses_to_open_and_the_others_open(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "work.db"
+    for session in ("nightly", "weekly"):
+        with open_engine(path, clock, session):
+            pass
+    (position, version, _, state), *_ = rows(path, session_stream("weekly"))
+    raw(path, "UPDATE stored_events SET state = ? WHERE rowid = ?", state[:-9] + b"}}", position)
+    with pytest.raises(StreamDamaged) as refused:
+        open_engine(path, clock, "weekly")
+    assert refused.value.subject == "session"
+    assert f"session weekly: its history cannot be trusted: corrupt at version {version}" in str(
+        refused.value
+    )
+    with open_engine(path, clock) as engine:
+        assert engine.projections.sessions.sessions["weekly"].state == "damaged"
+        assert engine.projections.sessions.sessions["nightly"].state == "active"
+
+
+def test_a_damaged_breaker_guards_nothing_and_steps_still_run(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "work.db"
+    with open_log(f"sqlite:///{path}", clock=clock) as log:  # a half-open breaker never opened
+        log.append(
+            "breaker-search",
+            [BreakerHalfOpened(dependency="search", trial_calls=1)],
+            expected_version=0,
+        )
+    with open_engine(path, clock) as engine:
+        calls: list[str] = []
+
+        @engine.step(breaker="search")
+        def search(q: str) -> str:
+            calls.append(q)
+            return q.upper()
+
+        @engine.task()
+        def find(q: str) -> str:
+            return search(q)
+
+        task = engine.submit(find, "x")
+        engine.run()
+        assert engine.result(task) == "X"
+        view = engine.projections.breakers.get("search")
+        assert view.state == "damaged"
+        assert "BreakerHalfOpened is not allowed in state 'new'" in view.damage
+        assert engine.log.stream_version("breaker-search") == 1  # nothing appended to it
+
+
+# -- the fold itself -----------------------------------------------------------------------------
+
+
+def test_the_projections_keep_the_damage_in_a_checkpoint(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "work.db"
+    with open_engine(path, clock) as engine:
+
+        @engine.task(name="job")
+        def job() -> None:
+            return None
+
+        victim = engine.submit("job")
+        engine.submit("job")
+    ((position, _, _, state),) = rows(path, task_stream(victim))
+    raw(path, "UPDATE stored_events SET state = ? WHERE rowid = ?", state + b" ", position)
+    with open_log(f"sqlite:///{path}") as log:
+        replayed = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False)
+        assert replayed.position == log.head()
+        assert replayed.tasks.tasks[victim].state == "damaged"
+        host = CatchUp(log, checkpoint_every=0)
+        host.open(use_checkpoint=False)
+        host.checkpoint()
+        again = CatchUp(log).open()
+        assert again.snapshot() == replayed.snapshot()
+        assert list(again.damaged) == [task_stream(victim)]
+
+
+def test_opening_a_log_whose_newest_records_were_removed_says_so(
+    finished: tuple[Path, list[str]], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _ = finished
+    with open_log(f"sqlite:///{path}") as log:
+        head = log.head()
+    raw(path, "DELETE FROM stored_events WHERE rowid > ?", head - 2)
+    with caplog.at_level("ERROR", logger="onward.engine"), open_engine(path, clock):
+        pass
+    assert f"ends at position {head - 2} but its head record says {head}" in caplog.text
+
+
+def test_reads_can_trust_the_storage(tmp_path: Path, clock: FakeClock) -> None:
+    """``verify_reads=False`` (a benchmark's baseline, or storage trusted by other means) decodes
+    without checking: the edited value then reads back as stored."""
+    path = tmp_path / "work.db"
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("task-1", [TaskSubmitted(name="job", args=[100])], expected_version=0)
+    ((position, _, _, state),) = rows(path, "task-1")
+    raw(
+        path,
+        "UPDATE stored_events SET state = ? WHERE rowid = ?",
+        state.replace(b"[100]", b"[999]"),
+        position,
+    )
+    with open_log(f"sqlite:///{path}") as log, pytest.raises(CorruptRecord):
+        log.read_stream("task-1")
+    with open_log(f"sqlite:///{path}", verify_reads=False) as log:
+        (recorded,) = log.read_stream("task-1")
+        assert recorded.event == TaskSubmitted(name="job", args=[999])
+        assert [r.event for r in log.read()] == [recorded.event]
+        assert not log.verify().ok  # verify always checks
+    with Engine.open(f"sqlite:///{path}", session="s", clock=clock, verify_reads=False) as engine:
+        assert engine.log.verify_reads is False
+
+
+def test_a_record_that_does_not_decode_is_contained_even_unchecked(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "work.db"
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        for task in ("a", "b", "c"):
+            log.append(f"task-{task}", [TaskSubmitted(name="job")], expected_version=0)
+    ((position, _, _, state),) = rows(path, "task-b")
+    raw(path, "UPDATE stored_events SET state = ? WHERE rowid = ?", state[:40], position)
+    for verify in (True, False):
+        with open_log(f"sqlite:///{path}", verify_reads=verify) as log:
+            projections = CatchUp(log, checkpoint_every=0).open()
+            assert projections.position == log.head()
+            states = {k: v.state for k, v in projections.tasks.tasks.items()}
+            assert states == {"a": "queued", "b": "damaged", "c": "queued"}, verify

@@ -1,0 +1,70 @@
+"""Damage done to a PostgreSQL log behind onward's back is caught where the data is used and
+contained to its stream, as on SQLite; the PostgreSQL backend keeps no head record (yet), and
+``verify`` says so instead of failing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+import pytest
+
+from onward.events import CorruptRecord, TaskClaimed, TaskSubmitted, open_log
+from onward.projections import CatchUp, verify_log
+from tests.conftest import POSTGRES_URL, FakeClock
+
+pytestmark = pytest.mark.postgres
+
+
+def events_table(url: str) -> str:
+    schema = parse_qs(urlsplit(url).query)["schema"][0]
+    with psycopg.connect(POSTGRES_URL.split("?")[0]) as conn:
+        (name,) = conn.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_name LIKE %s",
+            (schema, "%events"),
+        ).fetchone() or ("",)
+    assert name, f"no events table in schema {schema}"
+    return f'"{schema}"."{name}"'
+
+
+def test_a_tampered_record_is_refused_and_contained(postgres_url: str, clock: FakeClock) -> None:
+    with open_log(postgres_url, clock=clock) as log:
+        for task in ("a", "b"):
+            log.append(f"task-{task}", [TaskSubmitted(name="job")], expected_version=0)
+        log.append("task-a", [TaskClaimed(worker="w", lease_until=2e9)], expected_version=1)
+        (victim,) = [r for r in log.read_stream("task-a") if r.version == 2]
+        report = log.verify()
+        assert report.ok
+        assert report.head_record.status == "not tracked"
+        assert log.head_record() is None
+    table = events_table(postgres_url)
+    with psycopg.connect(POSTGRES_URL.split("?")[0]) as conn:
+        (state,) = conn.execute(
+            f"SELECT state FROM {table} WHERE notification_id = %s", (victim.position,)
+        ).fetchone()
+        conn.execute(
+            f"UPDATE {table} SET state = %s WHERE notification_id = %s",
+            (bytes(state).replace(b'"w"', b'"x"'), victim.position),
+        )
+
+    with open_log(postgres_url) as log:
+        with pytest.raises(CorruptRecord) as caught:
+            log.read_stream("task-a")
+        assert (caught.value.stream, caught.value.version, caught.value.position) == (
+            "task-a",
+            2,
+            victim.position,
+        )
+        with pytest.raises(CorruptRecord):
+            list(log.read())
+        projections = CatchUp(log, checkpoint_every=0).open()
+        assert projections.tasks.tasks["a"].state == "damaged"
+        assert projections.tasks.tasks["b"].state == "queued"
+        report = verify_log(log)
+    assert not report.ok
+    assert [(d.stream, d.version, d.kind) for d in report.damaged_streams] == [
+        ("task-a", 2, "corrupt")
+    ]
+    assert report.head_record.status == "not tracked"

@@ -1,0 +1,329 @@
+"""Values the log keeps: what is refused before anything is written, what comes back as it
+went in, and how a log written by an older version (plain JSON) still replays."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import enum
+import math
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from onward import Engine, TaskFailedError
+from onward.events import (
+    MAX_VALUE_DEPTH,
+    Context,
+    RetryScheduled,
+    StepCompleted,
+    TaskClaimed,
+    TaskSubmitted,
+    UsageError,
+    decode_value,
+    encode_value,
+    open_log,
+)
+from onward.projections import task_stream
+from tests.conftest import FakeClock
+
+
+class Crash(BaseException):
+    """Ends a run as a crash would (no ``except Exception`` catches it)."""
+
+
+def deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    inner = value
+    for _ in range(levels - 1):
+        nested: list[Any] = []
+        inner.append(nested)
+        inner = nested
+    return value
+
+
+def looped() -> dict[str, Any]:
+    value: dict[str, Any] = {"a": [1]}
+    value["a"].append(value)
+    return value
+
+
+class Frozen(msgspec.Struct, frozen=True):
+    n: int
+
+
+REFUSED: list[tuple[str, Any, str]] = [
+    ("self-reference", looped(), "at ['a'][1]: it contains itself (a reference cycle)"),
+    ("a list in itself", looped()["a"], "at [1]['a']: it contains itself"),
+    ("1,000 deep", deep(1000), f"nested deeper than {MAX_VALUE_DEPTH} levels"),
+    ("complex", {"z": 1j}, "at ['z']: a value of type complex cannot be stored"),
+    ("object", [object()], "at [0]: a value of type object cannot be stored"),
+    ("function", {"f": len}, "a value of type builtin_function_or_method cannot be stored"),
+    ("lock", threading.Lock(), "cannot be stored"),
+    ("struct in a set", {Frozen(1)}, "(a member): a Frozen would read back as an unhashable dict"),
+    ("struct as a key", {Frozen(1): 1}, "(a key): a Frozen would read back as an unhashable dict"),
+    ("lone surrogate", "\ud800", "surrogates not allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"), [(v, s) for _, v, s in REFUSED], ids=[k for k, _, _ in REFUSED]
+)
+def test_a_value_that_cannot_come_back_is_refused_and_says_where(value: Any, says: str) -> None:
+    with pytest.raises(UsageError) as info:
+        encode_value(value, what="task crawl: argument 0")
+    assert str(info.value).startswith("task crawl: argument 0")
+    assert says in str(info.value)
+
+
+def engine_at(path: Path, **options: Any) -> Engine:
+    return Engine.open(f"sqlite:///{path}", session="values", clock=FakeClock(), **options)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"), [(v, s) for _, v, s in REFUSED], ids=[k for k, _, _ in REFUSED]
+)
+def test_submit_refuses_it_before_anything_is_written(
+    tmp_path: Path, value: Any, says: str
+) -> None:
+    with engine_at(tmp_path / "log.db") as engine:
+
+        @engine.task(name="crawl")
+        def crawl(target: Any, *, depth: Any = 0) -> None:
+            pass
+
+        head = engine.log.head()
+        with pytest.raises(UsageError, match="task crawl: argument 0 \\(target\\)") as info:
+            engine.submit(crawl, value)
+        assert says in str(info.value)
+        with pytest.raises(UsageError, match="task crawl: argument 'depth'"):
+            engine.submit(crawl, 1, depth=value)
+        assert engine.log.head() == head
+        assert not isinstance(info.value.__cause__, RecursionError)
+
+
+def test_a_step_result_that_cannot_come_back_fails_the_task_and_records_no_outcome(
+    tmp_path: Path,
+) -> None:
+    with engine_at(tmp_path / "log.db") as engine:
+
+        @engine.step(name="fetch")
+        def fetch() -> Any:
+            return {"rows": [1, 2, looped()]}
+
+        @engine.task(name="job")
+        def job() -> Any:
+            return fetch()
+
+        task_id = engine.submit(job)
+        summary = engine.run()
+        assert summary.failed == 1
+        with pytest.raises(TaskFailedError) as info:
+            engine.result(task_id)
+        assert info.value.error_type == "UsageError"
+        assert info.value.message == (
+            f"task {task_id}: the result of step 'fetch' (index 0) at ['rows'][2]['a'][1]: "
+            "it contains itself (a reference cycle)"
+        )
+        events = [r.event for r in engine.log.read_stream(task_stream(task_id))]
+        assert not any(isinstance(e, StepCompleted | RetryScheduled) for e in events)
+
+
+def test_a_task_result_that_cannot_come_back_fails_the_task(tmp_path: Path) -> None:
+    with engine_at(tmp_path / "log.db") as engine:
+
+        @engine.task(name="job")
+        def job() -> Any:
+            return [1, 2j]
+
+        task_id = engine.submit(job)
+        assert engine.run().failed == 1
+        with pytest.raises(TaskFailedError) as info:
+            engine.result(task_id)
+        assert info.value.error_type == "UsageError"
+        assert f"task {task_id} (job): its result at [1]: a value of type complex" in (
+            info.value.message
+        )
+
+
+def run_then_replay(path: Path, make: Any, returns: Any) -> tuple[Any, Any]:
+    """What a step's caller got on the first run (stopped after the step) and on the replay."""
+    seen: list[Any] = []
+
+    def build(crash: bool) -> Engine:
+        engine = engine_at(path, healing=False)
+
+        def make_value() -> Any:
+            return make()
+
+        make_value.__annotations__["return"] = returns
+        step = engine.step(name="make")(make_value)
+
+        @engine.task(name="job")
+        def job() -> None:
+            seen.append(step())
+            if crash:
+                raise Crash
+
+        return engine
+
+    first = build(crash=True)
+    first.submit("job", key="one")
+    with pytest.raises(Crash):
+        first.run()
+    first.close()
+    with build(crash=False) as second:
+        assert second.run().steps_replayed == 1
+    return seen[0], seen[1]
+
+
+WHEN = datetime.datetime(2024, 11, 25, 10, 30, tzinfo=datetime.UTC)
+
+
+def test_the_reported_tuple_comes_back_as_it_ran(tmp_path: Path) -> None:
+    # A step annotated `-> tuple` returned datetime, set and bytes on the first run and str,
+    # list and str after a crash.
+    first, replay = run_then_replay(tmp_path / "log.db", lambda: (WHEN, {1, 2}, b"\x00\xff"), tuple)
+    for got in (first, replay):
+        assert got == (WHEN, {1, 2}, b"\x00\xff")
+        assert [type(x) for x in got] == [datetime.datetime, set, bytes]
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_nan_and_the_infinities_are_not_null_after_a_crash(tmp_path: Path, number: float) -> None:
+    first, replay = run_then_replay(tmp_path / "log.db", lambda: {"score": number}, Any)
+    for got in (first, replay):
+        assert isinstance(got["score"], float)
+        assert math.isnan(got["score"]) if math.isnan(number) else got["score"] == number
+
+
+def test_int_keys_and_dates_come_back_unannotated(tmp_path: Path) -> None:
+    value = {1: datetime.date(2024, 1, 2), 2: frozenset({"a"}), "$ref": "#/x"}
+    first, replay = run_then_replay(tmp_path / "log.db", lambda: value, Any)
+    assert first == replay == value
+    assert [type(k) for k in replay] == [int, int, str]
+
+
+def test_the_first_run_gets_what_the_replay_gets_whatever_the_annotation(tmp_path: Path) -> None:
+    # The annotation says int, the step returns a numeric string: both runs see the int.
+    first, replay = run_then_replay(tmp_path / "log.db", lambda: "42", int)
+    assert first == replay == 42
+
+
+def test_a_mutable_result_handed_to_the_caller_is_a_copy(tmp_path: Path) -> None:
+    original = [1, 2]
+    first, replay = run_then_replay(tmp_path / "log.db", lambda: original, Any)
+    assert first == replay == [1, 2]
+    assert first is not original
+
+
+# -- logs written by an older version --------------------------------------------------------
+
+
+def dead_worker() -> str:
+    """A worker of this host whose pid no process can have (above Linux's largest pid)."""
+    return f"{socket.gethostname()}/{2**22 + 12345}/1/abcdef"
+
+
+def test_an_older_log_of_plain_json_still_replays(tmp_path: Path) -> None:
+    """An older onward stored tuples as lists, int keys as strings and bytes as base64; a task
+    it left running resumes, its arguments and step results converted by the annotations."""
+    path = tmp_path / "old.db"
+    clock = FakeClock()
+    task_id = "0123456789abcdef"
+    worker = dead_worker()
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append(
+            task_stream(task_id),
+            [
+                TaskSubmitted(name="job", args=[[1, 2], {"1": "a"}], kwargs={"raw": "AAE="}),
+                TaskClaimed(worker=worker, lease_until=clock() + 300),
+                StepCompleted(index=0, name="pair", result=[3, 4]),
+                StepCompleted(index=1, name="plain", result=[5, 6]),
+            ],
+            expected_version=0,
+            context=Context(session="values", actor=worker, correlation_id=task_id),
+        )
+    seen: list[Any] = []
+    with engine_at(path) as engine:
+
+        @engine.step(name="pair")
+        def pair() -> tuple[int, int]:
+            raise AssertionError("replayed, never run")
+
+        @engine.step(name="plain")
+        def plain() -> Any:
+            raise AssertionError("replayed, never run")
+
+        @engine.task(name="job")
+        def job(point: tuple[int, int], names: dict[int, str], *, raw: bytes) -> str:
+            seen.extend([point, names, raw, pair(), plain()])
+            return "done"
+
+        assert engine.run().recovered == 1
+        assert engine.result(task_id) == "done"
+    assert seen == [(1, 2), {1: "a"}, b"\x00\x01", (3, 4), [5, 6]]
+
+
+def test_an_older_plain_dict_that_happens_to_look_tagged_reads_as_stored() -> None:
+    assert decode_value({"$bytes": "not base64!"}) == {"$bytes": "not base64!"}
+    assert decode_value({"$unknown": 1}) == {"$unknown": 1}
+    assert decode_value({"$float": "1.5"}) == {"$float": "1.5"}
+
+
+def test_a_dict_whose_one_key_starts_with_a_dollar_is_escaped() -> None:
+    for value in ({"$bytes": "AAE="}, {"$tuple": [1]}, {"$ref": "#/definitions/x"}):
+        ((key, inner),) = value.items()
+        assert encode_value(value, what="v") == {"$dict": [[key, inner]]}
+        stored = encode_value(value, what="v")
+        assert decode_value(stored) == value
+
+
+def test_values_are_read_back_by_the_annotation_only_where_they_convert() -> None:
+    stored = encode_value({"a": 1}, what="v")
+    assert decode_value(stored, dict[str, int]) == {"a": 1}
+    assert decode_value(stored, list[int]) == {"a": 1}  # does not convert: kept as stored
+    assert decode_value(encode_value([1, 2], what="v"), tuple[int, int]) == (1, 2)
+
+
+def test_bytes_are_redacted_before_they_are_encoded() -> None:
+    from onward.events import Redactor
+
+    token = "ghp_" + "A1b2C3d4" * 5
+    stored = encode_value(
+        {"body": f"Authorization: token {token}\n".encode()}, what="v", redactor=Redactor()
+    )
+    assert token not in repr(decode_value(stored))
+    assert b"[REDACTED:" in decode_value(stored)["body"]
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ([1, "a", {"b": 2.5, "c": None}], [1, "a", {"b": 2.5, "c": None}]),
+        ({"level": Level.HIGH}, {"level": 3}),
+        (collections.OrderedDict(a=1), {"a": 1}),
+        (-0.0, -0.0),
+        (2**80, 2**80),
+        ([[[[1]]]], [[[[1]]]]),
+        ({"a": (1, 2)}, {"a": {"$tuple": [1, 2]}}),
+        ([{"$x": 1}], [{"$dict": [["$x", 1]]}]),
+    ],
+    ids=["plain", "int-enum", "ordered-dict", "minus-zero", "big-int", "nested", "tuple", "dollar"],
+)
+def test_plain_json_is_stored_as_it_is_and_the_rest_is_tagged(value: Any, stored: Any) -> None:
+    assert encode_value(value, what="v") == stored
+    assert math.copysign(1, encode_value(-0.0, what="v")) == -1
+
+
+def test_more_containers_than_the_depth_limit_are_walked_not_refused() -> None:
+    wide = [[i] for i in range(500)]  # 501 containers, 2 deep
+    assert encode_value(wide, what="v") == wide
