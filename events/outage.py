@@ -85,7 +85,23 @@ class Outage:
         # When the current outage began, seen by any thread: calls under way together give up
         # together, when the outage (not each call) has lasted the tolerance.
         self._since: float | None = None
+        # When the last outage ended (by ``clock``; None: none seen).
+        self._ended: float | None = None
         self._lock = threading.Lock()
+
+    def since_last(self) -> float:
+        """Seconds since the last outage this log rode out ended: 0 while one is under way,
+        infinite when none was seen.
+
+        A worker's peers could record nothing during an outage either (no heartbeat, no step
+        outcome): their silence then says nothing about whether they live.
+        """
+        with self._lock:
+            if self._since is not None:
+                return 0.0
+            if self._ended is None:
+                return float("inf")
+            return self._clock() - self._ended
 
     def call(self, what: str, attempt: Callable[[], T]) -> T:
         """Call ``attempt`` until it returns, retrying transient storage errors.
@@ -130,6 +146,7 @@ class Outage:
             if self._since is not None:  # the storage answers again: the outage is over
                 with self._lock:
                     since, self._since = self._since, None
+                    self._ended = self._clock()
                 if since is not None:
                     logger.warning(
                         "%s: %s is back after %.1f s", what, self.url, self._clock() - since

@@ -1,45 +1,165 @@
-"""The PostgreSQL backend: one queue shared by many workers on many machines.
+"""The PostgreSQL backend: one log shared by many workers on many machines.
 
-Built on eventsourcing's PostgreSQL application recorder (it serialises writers with a table
-lock, so batch appends where you can). The URL's ``schema`` query parameter puts the tables in
-their own schema (created when missing), which keeps several logs in one database apart.
+**Writers do not wait for each other.** An append is one statement (its own transaction): the
+primary key on stream and version detects a clash, and no lock is taken, so the commits of
+concurrent workers share the server's WAL flushes.
+
+**Positions follow the writing transactions.** A record's position is
+``xid * 2**20 + i``: ``xid`` is the id of the transaction that wrote it, ``i`` its place in that
+transaction (from 1; a commit holds fewer than 2**20 records). Transactions do not commit in the
+order of their ids, so a reader reads only below the *horizon*, the oldest transaction still
+running anywhere in the database cluster (``pg_snapshot_xmin(pg_current_snapshot())``): every
+transaction below it has ended, so no record can appear there later, and a reader that tails the
+log with ``read(after=position)`` never passes over a record that commits late. Positions are
+unique and grow in log order, but they are **not dense**: consecutive records are usually
+2**20 or more apart. And a record becomes readable only once every transaction that got its id
+before it has ended: a long-running writing transaction anywhere in the cluster (a migration, a
+session left idle in a transaction) holds back what readers see until it ends. A reader that
+must see a record (see below) waits up to :data:`HORIZON_PATIENCE` seconds for it, then raises a
+transient error that names the transaction in the way.
+
+**A handle reads what it knows.** Records this handle appended, and records it met reading a
+stream, are below the horizon of its next read of the log (it waits the few milliseconds it may
+take for older transactions to end), so a worker that catches up after an append or a lost race
+sees the winning record.
+
+**Idle workers wait on LISTEN.** An append that may make work runnable for another worker (a
+submission, a hand-back, an expired lease, an approval's answer: any event outside
+:data:`QUIET_TOPICS`) sends a ``NOTIFY`` on :attr:`PostgresLog.channel` with its commit; step
+outcomes, claims and heartbeats, the bulk of the appends, do not, because PostgreSQL serialises
+the commits that notify.
+
+**Logs of earlier versions** (written through eventsourcing's recorder, which numbered records
+1, 2, 3... under a table lock) open and read as they are: the table is the same
+(``<table>_events``: notification_id, originator_id, originator_version, topic, state), and their
+positions lie below the new ones. Opening one with ``create=True`` retires its sequence, so that
+a writer of an earlier version still running fails with a clear error instead of numbering
+records below positions that readers have passed: upgrade every process that writes to a log at
+once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
-    PostgresApplicationRecorder,
-    PostgresFactory,
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    Notification,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    StoredEvent,
+    Subscription,
 )
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
-from onward.events.exceptions import BackendError, InvalidURL, LogNotFound
+from onward.events.exceptions import BackendError, InvalidURL, LogNotFound, UsageError
 from onward.events.log import EventLog, StoredRow
+from onward.events.watch import Watch
 
-__all__ = ["PostgresLog"]
+__all__ = [
+    "HORIZON_PATIENCE",
+    "QUIET_TOPICS",
+    "ROWS_PER_COMMIT",
+    "PostgresCheckpointRecorder",
+    "PostgresEventRecorder",
+    "PostgresLog",
+]
+
+#: The bits of a position that number the records of one transaction.
+_SHIFT = 20
+#: A commit holds fewer records than this (a position keeps 20 bits for them).
+ROWS_PER_COMMIT = 1 << _SHIFT
+#: How long a read waits, in seconds, for a record it must see to fall below the horizon.
+HORIZON_PATIENCE = 30.0
+_FIRST_PAUSE = 0.0002
+_LAST_PAUSE = 0.01
+#: Idle connections a handle keeps for its threads.
+_KEEP_IDLE = 8
+
+#: The event tags whose appends send no ``NOTIFY``: they never make work runnable for an idle
+#: worker (the worker appending them acts on what follows itself), and they are most appends.
+#: A tag not listed here (a new event type too) notifies.
+QUIET_TOPICS = frozenset(
+    {
+        "ActionChecked",
+        "ActionUndone",
+        "ApprovalRequested",
+        "BreakerClosed",
+        "BreakerHalfOpened",
+        "BreakerOpened",
+        "ComponentFailed",
+        "ComponentRestored",
+        "DecisionMade",
+        "ErrorClassified",
+        "ErrorObserved",
+        "FixAttempted",
+        "FixFailed",
+        "FixLearned",
+        "FixSucceeded",
+        "FlowStateChanged",
+        "InterruptionDeferred",
+        "InterruptionDelivered",
+        "MessageReceived",
+        "PatchMarked",
+        "PermitTaken",
+        "RetryScheduled",
+        "ScheduleTicked",
+        "StateSet",
+        "StepCompleted",
+        "StepFailed",
+        "StepStarted",
+        "TaskClaimed",
+        "TaskFailed",
+        "TaskProgressed",
+        "TaskSucceeded",
+        "ThresholdsAdjusted",
+        "WorkaroundApplied",
+        "WorkerHeartbeat",
+    }
+)
+
+# The horizon as a position: every record below it was written by a transaction that ended.
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {shift}"
+_POSITION = "pg_current_xact_id()::text::bigint * {shift}"
 
 
 class PostgresLog(EventLog):
     """An event log in PostgreSQL (``postgresql://user:password@host:port/dbname?schema=s``).
 
+    See the module's documentation for how positions, the horizon and notifications work.
+
     Args:
-        url: the connection URL; ``schema`` (default ``public``) and ``table`` (the table
-            prefix, default ``onward``) may be given as query parameters.
+        url: the connection URL; ``schema`` (default ``public``), ``table`` (the table prefix,
+            default ``onward``) and ``connect_timeout`` (seconds, default 10) may be given as
+            query parameters.
         create: create the schema and tables when missing; with False, a database without
             this log raises :class:`LogNotFound` and nothing is created.
         **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
-        InvalidURL: the URL does not name a database.
+        InvalidURL: the URL does not name a database, or names a bad schema or table.
         LogNotFound: ``create=False`` and the log's table does not exist.
         BackendError: the server cannot be reached.
+
+    Attributes:
+        schema: the schema that holds the tables.
+        channel: the channel its waking appends notify.
     """
 
     def __init__(self, url: str, *, create: bool = True, **options: Any) -> None:
@@ -49,125 +169,714 @@ class PostgresLog(EventLog):
         if not dbname:
             raise InvalidURL(f"PostgreSQL URL names no database: {_safe(url)}")
         self.schema = params.get("schema", "public")
-        prefix = params.get("table", "onward")
+        prefix = params.get("table", "onward").lower()  # as eventsourcing named the tables
         if not (self.schema.isidentifier() and prefix.isidentifier()):
             raise InvalidURL(f"schema and table must be plain identifiers: {_safe(url)}")
-        env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": dbname,
-            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(parts.port or 5432),
-            "POSTGRES_USER": unquote(parts.username or "postgres"),
-            "POSTGRES_PASSWORD": unquote(parts.password or ""),
-            "POSTGRES_SCHEMA": self.schema,
-            "POSTGRES_CONNECT_TIMEOUT": params.get("connect_timeout", "10"),
-            "ORIGINATOR_ID_TYPE": "text",
-            "CREATE_TABLE": "true" if create else "false",
+        if len(f"{prefix}_checkpoints") > 63:
+            raise InvalidURL(f"table prefix {prefix!r} is too long (at most 51 characters)")
+        try:
+            timeout = int(params.get("connect_timeout", "10"))
+        except ValueError:
+            raise InvalidURL(f"connect_timeout must be whole seconds: {_safe(url)}") from None
+        connect_args: dict[str, Any] = {
+            "dbname": dbname,
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 5432,
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or "") or None,
+            "connect_timeout": timeout,
+            "application_name": "onward",
         }
+        self.channel = _channel(self.schema, prefix)
+        connections = _Connections(connect_args)
+        recorder = PostgresEventRecorder(connections, self.schema, prefix, self.channel)
+        checkpoints = PostgresCheckpointRecorder(connections, self.schema, prefix)
         try:
-            creation = _creation_lock(env, f"{self.schema}.{prefix}") if create else None
-        except Exception as exc:
-            raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {exc}") from exc
-        try:
-            factory = PostgresFactory.construct(env)
-            factory.env.name = prefix
-            datastore = factory.datastore
-            if not create:
-                with datastore.transaction(commit=False) as c:
-                    c.execute(
-                        "SELECT to_regclass(%s) AS found", (f"{self.schema}.{prefix}_events",)
-                    )
-                    row = c.fetchone()
-                if row is None or row["found"] is None:
-                    datastore.close()
-                    raise LogNotFound(f"no log at {_safe(url)} (no table {prefix}_events)")
-            elif self.schema != "public":
-                with datastore.transaction(commit=True) as c:
-                    c.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                            sql.Identifier(self.schema)
-                        )
-                    )
-            recorder = factory.application_recorder()
-            checkpoints = factory.aggregate_recorder("checkpoints")
-            assert isinstance(recorder, PostgresApplicationRecorder)
-            assert isinstance(checkpoints, PostgresAggregateRecorder)
+            if create:
+                _create(connect_args, self.schema, prefix)
+            elif not recorder.exists():
+                raise LogNotFound(f"no log at {_safe(url)} (no table {prefix}_events)")
         except LogNotFound:
+            connections.close()
             raise
         except Exception as exc:
+            connections.close()
             raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {exc}") from exc
-        finally:
-            if creation is not None:
-                creation.close()  # the session's advisory lock goes with it
-        self._datastore = datastore
-        self._table = sql.Identifier(self.schema, recorder.events_table_name)
-        self._checkpoint_table = sql.Identifier(self.schema, checkpoints.events_table_name)
+        self._events = recorder
+        self._checkpoint_recorder = checkpoints
+        self._connections = connections
         super().__init__(recorder, checkpoints, url=_safe(url), **options)
 
-    def _query(self, query: sql.Composed, params: tuple[Any, ...]) -> list[Any]:
-        with self._datastore.transaction(commit=False) as c:
-            c.execute(query, params, prepare=True)
-            return list(c.fetchall())
+    def _insert(self, records: list[StoredEvent]) -> list[int]:
+        return self._events.insert(records)
 
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
-        query = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
-            " WHERE originator_id=%s AND originator_version>%s AND originator_version<=%s"
-            " ORDER BY originator_version"
-        ).format(self._table)
-        rows = self._query(query, (stream, after, upto if upto is not None else 2**62))
-        return [
-            (
-                r["notification_id"],
-                r["originator_id"],
-                r["originator_version"],
-                r["topic"],
-                bytes(r["state"]),
-            )
-            for r in rows
-        ]
+        return self._events.stream(stream, after, upto)
 
-    def _select_streams(self) -> list[str]:
-        query = sql.SQL(
-            "SELECT originator_id FROM {} GROUP BY originator_id ORDER BY MIN(notification_id)"
-        ).format(self._table)
-        return [r["originator_id"] for r in self._query(query, ())]
+    def _select_page(self, after: int, limit: int) -> list[StoredRow]:
+        return self._events.page(after, limit)
+
+    def _select_states(self, after: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        return self._events.states(after, limit)
+
+    def _select_head(self) -> int:
+        return self._events.head()
 
     def _select_stream_head(self, stream: str) -> StoredEvent | None:
-        found = super()._select_stream_head(stream)
-        if found is None:
-            return None
-        return StoredEvent(
-            found.originator_id, found.originator_version, found.topic, bytes(found.state)
-        )
+        return self._events.stream_head(stream)
+
+    def _select_streams(self) -> list[str]:
+        return self._events.streams()
 
     def _prune_checkpoints(self, name: str, below: int) -> None:
-        query = sql.SQL("DELETE FROM {} WHERE originator_id=%s AND originator_version<%s").format(
-            self._checkpoint_table
-        )
-        with self._datastore.transaction(commit=True) as c:
-            c.execute(query, (name, below))
+        self._checkpoint_recorder.prune(name, below)
+
+    def _watch(self) -> Watch:
+        """``LISTEN`` on a connection of the watch's own (see :data:`QUIET_TOPICS`)."""
+        try:
+            return _Listener(self._events)
+        except PersistenceError as exc:
+            raise BackendError(f"cannot watch {self.url}: {exc}") from exc
 
     def _close_backend(self) -> None:
-        self._datastore.close()
+        self._connections.close()
 
 
-def _creation_lock(env: dict[str, str], name: str) -> psycopg.Connection[Any]:
-    """A connection holding the advisory lock of one log's creation: processes that open a
-    new log at once create its schema and tables one after the other (PostgreSQL's ``IF NOT
-    EXISTS`` does not hold between concurrent creators)."""
-    connection = psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"],
-        host=env["POSTGRES_HOST"],
-        port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"] or None,
-        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-        autocommit=True,
-    )
-    key = int.from_bytes(hashlib.blake2b(f"onward:{name}".encode(), digest_size=8).digest())
-    connection.execute("SELECT pg_advisory_lock(%s)", (key - 2**63,))
-    return connection
+class PostgresEventRecorder(ApplicationRecorder):
+    """The records of one PostgreSQL log: appends without locks, positions by transaction,
+    reads below the horizon (see the module's documentation).
+
+    Args:
+        connections: where its connections come from.
+        schema: the schema of the table.
+        prefix: the table prefix (the table is ``<prefix>_events``).
+        channel: the channel that waking appends notify.
+    """
+
+    def __init__(self, connections: _Connections, schema: str, prefix: str, channel: str) -> None:
+        self._connections = connections
+        self._name = f"{schema}.{prefix}_events"
+        self.channel = channel
+        table = sql.Identifier(schema, f"{prefix}_events")
+        shift = sql.Literal(ROWS_PER_COMMIT)
+        horizon = sql.SQL(_HORIZON).format(shift=shift)
+        position = sql.SQL(_POSITION).format(shift=shift)
+        columns = sql.SQL("notification_id, originator_id, originator_version, topic, state")
+        one = sql.SQL(
+            "INSERT INTO {table} ({columns}) VALUES ({position} + 1, %b, %b, %b, %b)"
+            " RETURNING notification_id"
+        ).format(table=table, columns=columns, position=position)
+        many = sql.SQL(
+            "INSERT INTO {table} ({columns})"
+            " SELECT {position} + r.i, r.s, r.v, r.t, r.st"
+            " FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[])"
+            " WITH ORDINALITY AS r(s, v, t, st, i)"
+            " RETURNING notification_id"
+        ).format(table=table, columns=columns, position=position)
+        # pg_notify in the statement: still one round trip. One notification per transaction
+        # (the same payload is folded), its payload the transaction's id.
+        waking = sql.SQL(
+            "WITH appended AS ({insert}) SELECT notification_id,"
+            " pg_notify({channel}, (notification_id / {shift})::text) FROM appended"
+        )
+        self._insert_one = (
+            _render(one),
+            _render(waking.format(insert=one, channel=channel, shift=shift)),
+        )
+        self._insert_many = (
+            _render(many),
+            _render(waking.format(insert=many, channel=channel, shift=shift)),
+        )
+        self._exists = _render(
+            sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(name=sql.Literal(self._name))
+        )
+        self._stream = _render(
+            sql.SQL(
+                "SELECT {columns} FROM {table} WHERE originator_id = %s"
+                " AND originator_version > %s AND originator_version <= %s"
+                " ORDER BY originator_version"
+            ).format(columns=columns, table=table)
+        )
+        self._stream_head = _render(
+            sql.SQL(
+                "SELECT {columns} FROM {table} WHERE originator_id = %s"
+                " ORDER BY originator_version DESC LIMIT 1"
+            ).format(columns=columns, table=table)
+        )
+        # The horizon comes first in every row (and alone when nothing is readable): the
+        # lateral scan runs once, in position order, for the one row of the horizon.
+        below = (
+            "SELECT h.bound, e.* FROM (SELECT {horizon} AS bound) h LEFT JOIN LATERAL ("
+            "SELECT {columns} FROM {table} WHERE notification_id > %s AND notification_id < h.bound"
+            " ORDER BY notification_id LIMIT %s) e ON true"
+        )
+        self._page = _render(sql.SQL(below).format(horizon=horizon, columns=columns, table=table))
+        self._states = _render(
+            sql.SQL(below).format(
+                horizon=horizon,
+                columns=sql.SQL("notification_id, originator_id, originator_version, state"),
+                table=table,
+            )
+        )
+        self._range = _render(
+            sql.SQL(
+                "SELECT h.bound, e.* FROM (SELECT {horizon} AS bound) h LEFT JOIN LATERAL ("
+                "SELECT {columns} FROM {table} WHERE notification_id > %s AND notification_id <= %s"
+                " AND notification_id < h.bound"
+                " AND (cardinality(%s::text[]) = 0 OR topic = ANY(%s))"
+                " ORDER BY notification_id LIMIT %s) e ON true"
+            ).format(horizon=horizon, columns=columns, table=table)
+        )
+        self._head = _render(
+            sql.SQL(
+                "SELECT h.bound, (SELECT max(notification_id) FROM {table}"
+                " WHERE notification_id < h.bound) FROM (SELECT {horizon} AS bound) h"
+            ).format(table=table, horizon=horizon)
+        )
+        self._streams = _render(
+            sql.SQL(
+                "SELECT originator_id FROM {table} GROUP BY originator_id"
+                " ORDER BY MIN(notification_id)"
+            ).format(table=table)
+        )
+        self._holder = (
+            b"SELECT pid, datname, state, now() - xact_start, left(query, 100)"
+            b" FROM pg_stat_activity WHERE backend_xid::text::bigint = %s"
+        )
+        # What this handle knows to be committed: its next read of the log includes it.
+        self._known = 0
+        self._known_lock = threading.Lock()
+
+    # -- what the log calls --------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the log's table exists."""
+        return bool(self._connections.fetch(self._exists, ())[0][0])
+
+    def insert(self, records: Sequence[StoredEvent]) -> list[int]:
+        """Insert records in one transaction; notify the channel unless all are quiet.
+
+        Returns:
+            Their positions, in order.
+
+        Raises:
+            UsageError: too many records for one commit.
+            IntegrityError: a stream and version are taken (a version clash).
+            OperationalError: the connection failed (the records may have been committed).
+        """
+        count = len(records)
+        if count >= ROWS_PER_COMMIT:
+            raise UsageError(
+                f"{count} events in one commit to {self._name}: a PostgreSQL log takes fewer "
+                f"than {ROWS_PER_COMMIT} at once"
+            )
+        waking = any(r.topic not in QUIET_TOPICS for r in records)
+        params: tuple[Any, ...]
+        if count == 1:
+            r = records[0]
+            query = self._insert_one[waking]
+            params = (r.originator_id, r.originator_version, r.topic, r.state)
+        else:
+            query = self._insert_many[waking]
+            params = (
+                [r.originator_id for r in records],
+                [r.originator_version for r in records],
+                [r.topic for r in records],
+                [r.state for r in records],
+            )
+        # Positions grow with the place in the transaction, which follows the records' order.
+        positions = sorted(row[0] for row in self._connections.fetch(query, params))
+        self.known(positions[-1])
+        return positions
+
+    def stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
+        """The records of one stream with version in ``(after, upto]``, by version."""
+        rows: list[StoredRow] = self._connections.fetch(
+            self._stream, (stream, after, upto if upto is not None else 2**62)
+        )
+        if rows:
+            self.known(rows[-1][0])
+        return rows
+
+    def stream_head(self, stream: str) -> StoredEvent | None:
+        """The last record of a stream, or None."""
+        rows = self._connections.fetch(self._stream_head, (stream,))
+        if not rows:
+            return None
+        position, originator_id, version, topic, state = rows[0]
+        self.known(position)
+        return StoredEvent(originator_id, version, topic, state)
+
+    def page(self, after: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` records with position > ``after`` below the horizon, by position."""
+        return self._below(self._page, (after, limit))
+
+    def states(self, after: int, limit: int) -> list[tuple[int, str, int, bytes]]:
+        """Like :meth:`page`, without the topic column."""
+        return self._below(self._states, (after, limit))
+
+    def head(self) -> int:
+        """The position of the last record below the horizon (0 when none)."""
+        rows = self._horizon_rows(self._head, ())
+        return int(rows[0][1] or 0)
+
+    def streams(self) -> list[str]:
+        """Every stream id, in order of first appearance."""
+        return [row[0] for row in self._connections.fetch(self._streams, ())]
+
+    def known(self, position: int) -> None:
+        """Note that ``position`` is committed: the next read of the log includes it."""
+        if position > self._known:
+            with self._known_lock:
+                self._known = max(self._known, position)
+
+    def heard(self, payload: str) -> None:
+        """A notification's payload (a transaction id): the next read includes its records."""
+        with contextlib.suppress(ValueError):
+            self.known(int(payload) << _SHIFT)
+
+    def listen(self) -> psycopg.Connection[Any]:
+        """A new connection that listens to the channel.
+
+        Raises:
+            OperationalError: the server cannot be reached.
+        """
+        with _translated(self._name):
+            connection = self._connections.connect()
+            try:
+                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            except BaseException:
+                connection.close()
+                raise
+        return connection
+
+    # -- reading below the horizon -------------------------------------------------------
+
+    def _below(self, query: bytes, params: tuple[Any, ...]) -> list[Any]:
+        rows = self._horizon_rows(query, params)
+        if rows[0][1] is None:
+            return []
+        return [row[1:] for row in rows]
+
+    def _horizon_rows(self, query: bytes, params: tuple[Any, ...]) -> list[Any]:
+        """Rows of a query whose first column is the horizon, once the horizon has passed
+        every record this handle knows of (waiting for older transactions to end).
+
+        Raises:
+            OperationalError: the horizon stayed below a known record for
+                :data:`HORIZON_PATIENCE` seconds (a long transaction holds it back).
+        """
+        known = self._known
+        pause = _FIRST_PAUSE
+        deadline: float | None = None
+        while True:
+            rows: list[Any] = self._connections.fetch(query, params)
+            bound = rows[0][0]
+            if bound > known:
+                return rows
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + HORIZON_PATIENCE
+            elif now >= deadline:
+                raise OperationalError(self._held_back(bound >> _SHIFT))
+            time.sleep(pause)
+            pause = min(pause * 2, _LAST_PAUSE)
+
+    def _held_back(self, xid: int) -> str:
+        """Why the horizon does not move: the transaction at it, as far as the server says."""
+        what = f"transaction {xid}"
+        with contextlib.suppress(PersistenceError):
+            found = self._connections.fetch(self._holder, (xid % 2**32,))
+            if found:
+                pid, database, state, age, query = found[0]
+                what += f" (pid {pid}, database {database}, {state} for {age}: {query!r})"
+        return (
+            f"reading {self._name}: {what} has held back the log's horizon for "
+            f"{HORIZON_PATIENCE:g} s; records written after it become readable when it ends"
+        )
+
+    # -- eventsourcing's recorder interface -----------------------------------------------
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        """Insert records in one transaction (see :meth:`insert`)."""
+        del kwargs
+        return self.insert(stored_events) if stored_events else []
+
+    def select_events(
+        self,
+        originator_id: Any,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The records of one stream, by version."""
+        rows = self.stream(str(originator_id), gt or 0, lte)
+        if desc:
+            rows.reverse()
+        if limit is not None:
+            rows = rows[:limit]
+        return [StoredEvent(s, v, t, st) for _p, s, v, t, st in rows]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Records by position, below the horizon."""
+        after = (start or 0) - (1 if inclusive_of_start and start else 0)
+        topics = list(topics)
+        rows = self._horizon_rows(
+            self._range, (after, stop if stop is not None else 2**62, topics, topics, limit)
+        )
+        if rows[0][1] is None:
+            return []
+        return [
+            Notification(id=p, originator_id=s, originator_version=v, topic=t, state=st)
+            for _bound, p, s, v, t, st in rows
+        ]
+
+    def max_notification_id(self) -> int | None:
+        """The last position below the horizon (None when there is none)."""
+        return self.head() or None
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        """Not offered: onward tails a log with reads and :meth:`EventLog.watch`."""
+        raise NotImplementedError("tail an onward log with EventLog.read and EventLog.watch")
+
+
+class PostgresCheckpointRecorder(AggregateRecorder):
+    """The projection checkpoints of one PostgreSQL log (table ``<prefix>_checkpoints``).
+
+    Args:
+        connections: where its connections come from.
+        schema: the schema of the table.
+        prefix: the table prefix.
+    """
+
+    def __init__(self, connections: _Connections, schema: str, prefix: str) -> None:
+        self._connections = connections
+        table = sql.Identifier(schema, f"{prefix}_checkpoints")
+        self._insert = _render(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state)"
+                " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[])"
+            ).format(table)
+        )
+        select = sql.SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}"
+            " WHERE originator_id = %s AND originator_version > %s AND originator_version <= %s"
+            " ORDER BY originator_version{} LIMIT %s"
+        )
+        self._select = {
+            desc: _render(select.format(table, sql.SQL(" DESC" if desc else "")))
+            for desc in (False, True)
+        }
+        self._prune = _render(
+            sql.SQL("DELETE FROM {} WHERE originator_id = %s AND originator_version < %s").format(
+                table
+            )
+        )
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """Insert checkpoints in one transaction.
+
+        Raises:
+            IntegrityError: a name and version are taken (another writer saved first).
+        """
+        del kwargs
+        self._connections.fetch(
+            self._insert,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            rows=False,
+        )
+
+    def select_events(
+        self,
+        originator_id: Any,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The checkpoints saved under one name, by version."""
+        rows = self._connections.fetch(
+            self._select[desc],
+            (str(originator_id), gt or 0, lte if lte is not None else 2**62, limit),
+        )
+        return [StoredEvent(s, v, t, st) for s, v, t, st in rows]
+
+    def prune(self, name: str, below: int) -> None:
+        """Delete the checkpoints of ``name`` older than version ``below``."""
+        self._connections.fetch(self._prune, (name, below), rows=False)
+
+
+class _Connections:
+    """Autocommit connections to one database, one per thread that uses the log at a time,
+    each with a cursor of its own (the statements are rendered to bytes once, and prepared).
+
+    A connection that failed is closed, and so are the idle ones when it was lost (the server
+    restarted: they are gone too); psycopg's errors become eventsourcing's, which the log's
+    outage handling knows (:class:`OperationalError` and :class:`InterfaceError` are
+    transient).
+    """
+
+    def __init__(self, connect_args: dict[str, Any]) -> None:
+        self._args = connect_args
+        self._idle: list[tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection (psycopg's errors unchanged)."""
+        return psycopg.connect(**self._args, autocommit=True)
+
+    def fetch(self, query: bytes, params: tuple[Any, ...], *, rows: bool = True) -> Any:
+        """Run one statement (its own transaction) and return its rows.
+
+        Raises:
+            PersistenceError: the statement failed (the subclass says how).
+        """
+        with self._lock:
+            if self._closed:
+                raise InterfaceError("the log's connections are closed")
+            link = self._idle.pop() if self._idle else None
+        with _translated(str(self._args["dbname"])):
+            if link is None:
+                connection = self.connect()
+                link = (connection, connection.cursor())
+            try:
+                link[1].execute(query, params, prepare=True)
+                found = link[1].fetchall() if rows else None
+            except BaseException as exc:
+                self._drop(link, lost=isinstance(exc, psycopg.OperationalError))
+                raise
+        self._put(link)
+        return found
+
+    def _put(self, link: tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]) -> None:
+        if link[0].info.transaction_status != TransactionStatus.IDLE:
+            link[0].close()
+            return
+        with self._lock:
+            if not self._closed and len(self._idle) < _KEEP_IDLE:
+                self._idle.append(link)
+                return
+        link[0].close()
+
+    def _drop(
+        self, link: tuple[psycopg.Connection[Any], psycopg.Cursor[Any]], *, lost: bool
+    ) -> None:
+        connection = link[0]
+        sound = not (connection.broken or connection.closed)
+        if sound and connection.info.transaction_status == TransactionStatus.IDLE:
+            self._put(link)  # a failed statement on a sound connection
+            return
+        connection.close()
+        if lost:
+            with self._lock:
+                idle, self._idle = self._idle, []
+            for other, _cursor in idle:
+                other.close()
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection, _cursor in idle:
+            connection.close()
+
+
+class _Listener(Watch):
+    """A watch that ``LISTEN``s on a connection of its own; a lost connection is replaced at
+    the next wait, which then says the log may have changed (notifications were missed)."""
+
+    def __init__(self, recorder: PostgresEventRecorder) -> None:
+        self._recorder = recorder
+        self._connection: psycopg.Connection[Any] | None = recorder.listen()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for a waking append's notification, or ``timeout`` seconds.
+
+        Raises:
+            BackendError: the connection failed (the next wait reconnects).
+        """
+        try:
+            if self._connection is None:
+                self._connection = self._recorder.listen()
+                return True
+            connection = self._connection
+            with _translated(self._recorder.channel):
+                notes = list(connection.notifies(timeout=max(0.0, timeout), stop_after=1))
+                if notes:
+                    notes += connection.notifies(timeout=0)
+        except PersistenceError as exc:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            raise BackendError(f"watching {self._recorder.channel} failed: {exc}") from exc
+        for note in notes:
+            self._recorder.heard(note.payload)
+        return bool(notes)
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+@contextlib.contextmanager
+def _translated(where: str) -> Iterator[None]:
+    """psycopg's errors as eventsourcing's persistence errors (the log's outage handling
+    retries :class:`OperationalError` and :class:`InterfaceError`)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        kind: type[PersistenceError] = PersistenceError
+        for source, target in _ERRORS:
+            if isinstance(exc, source):
+                kind = target
+                break
+        raise kind(f"{where}: {exc}") from exc
+
+
+_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InterfaceError, InterfaceError),
+    # A lost or refused connection, a restarting server, a serialization failure, a deadlock.
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.DatabaseError, DatabaseError),
+)
+
+
+def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:
+    """Create the schema and tables of a log when missing, and retire the sequence of a log
+    of an earlier version, holding the advisory lock of the log's creation: processes that
+    open a new log at once create it one after the other (PostgreSQL's ``IF NOT EXISTS`` does
+    not hold between concurrent creators)."""
+    events = sql.Identifier(schema, f"{prefix}_events")
+    with psycopg.connect(**connect_args, autocommit=True) as connection:
+        key = int.from_bytes(
+            hashlib.blake2b(f"onward:{schema}.{prefix}".encode(), digest_size=8).digest()
+        )
+        connection.execute("SELECT pg_advisory_lock(%s)", (key - 2**63,))
+        names = (
+            f"{schema}.{prefix}_events",
+            f"{schema}.{prefix}_events_notification_id_idx",
+            f"{schema}.{prefix}_checkpoints",
+        )
+        # DDL only when something is missing: CREATE INDEX takes a lock on the table even
+        # when the index exists, and would wait for every writer's transaction.
+        found = connection.execute(
+            "SELECT to_regnamespace(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"
+            " AND to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            (schema, *names),
+        ).fetchone()
+        if found is not None and found[0]:
+            _retire_sequence(connection, schema, prefix)
+            return
+        with connection.transaction():
+            if schema != "public":
+                connection.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+            connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (originator_id text NOT NULL,"
+                    " originator_version bigint NOT NULL, topic text, state bytea,"
+                    " notification_id bigint NOT NULL,"
+                    " PRIMARY KEY (originator_id, originator_version))"
+                ).format(events)
+            )
+            connection.execute(
+                sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (notification_id)").format(
+                    sql.Identifier(f"{prefix}_events_notification_id_idx"), events
+                )
+            )
+            connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (originator_id text NOT NULL,"
+                    " originator_version bigint NOT NULL, topic text, state bytea,"
+                    " PRIMARY KEY (originator_id, originator_version))"
+                ).format(sql.Identifier(schema, f"{prefix}_checkpoints"))
+            )
+            _retire_sequence(connection, schema, prefix)
+        # The advisory lock goes with the connection.
+
+
+def _retire_sequence(connection: psycopg.Connection[Any], schema: str, prefix: str) -> None:
+    """A log written by an earlier version numbers records with a sequence: make a writer of
+    that version fail with a clear error from now on, rather than number records below
+    positions that readers have passed."""
+    events = sql.Identifier(schema, f"{prefix}_events")
+    found = connection.execute(
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a"
+        " ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+        " WHERE d.adrelid = %s::regclass AND a.attname = 'notification_id'",
+        (f"{schema}.{prefix}_events",),
+    ).fetchone()
+    if found is None or "nextval" not in str(found[0]):
+        return
+    row = connection.execute(
+        sql.SQL(
+            "SELECT max(notification_id), pg_current_xact_id()::text::bigint * %s FROM {}"
+        ).format(events),
+        (ROWS_PER_COMMIT,),
+    ).fetchone()
+    assert row is not None
+    if row[0] is not None and row[0] >= row[1]:
+        raise BackendError(
+            f"{schema}.{prefix}_events: its last position ({row[0]}) is not below the positions"
+            f" of new records ({row[1]}); this log cannot be upgraded in place"
+        )
+    refuse = sql.Identifier(schema, f"{prefix}_refuse_sequence")
+    with connection.transaction():
+        connection.execute(
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN"
+                " RAISE EXCEPTION 'this onward log numbers its records by transaction now"
+                " (a newer onward opened it): upgrade every process that writes to it'"
+                " USING ERRCODE = 'feature_not_supported'; END $$"
+            ).format(refuse)
+        )
+        connection.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN notification_id SET DEFAULT {}()").format(
+                events, refuse
+            )
+        )
+
+
+def _render(query: sql.Composed) -> bytes:
+    """A statement as bytes, once: psycopg then converts it from its cache at each call."""
+    return query.as_bytes(None)
+
+
+def _channel(schema: str, prefix: str) -> str:
+    """The log's notification channel: a name of at most 63 bytes, the same for every
+    process that opens the log."""
+    name = f"onward.{schema}.{prefix}"
+    if len(name) <= 63:
+        return name
+    return "onward." + hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
 
 
 def _safe(url: str) -> str:

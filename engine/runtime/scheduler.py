@@ -347,11 +347,12 @@ class Scheduler:
                         future = pool.submit(self._execute, *claimed)
                         future.add_done_callback(lambda _done: wake.set())
                         in_flight[future] = claimed[0].task_id
-                for future in [f for f in in_flight if f.done()]:
+                finished = [f for f in in_flight if f.done()]
+                for future in finished:
                     del in_flight[future]
                     self._count(future.result())
-                if in_flight and all(f.done() for f in in_flight):
-                    continue
+                if finished:
+                    continue  # a run ended: claim again before waiting for news
                 wake.wait(self._idle_for(idle=len(in_flight) < workers and not paused))
                 wake.clear()
         except BaseException as exc:
@@ -1039,10 +1040,14 @@ class Scheduler:
         session = self.session
         now = session.clock()
         recovered = 0
+        # Within a lease of an outage of the storage, a peer's silence proves nothing: it could
+        # not record either. Only a peer known dead (on this host) is taken over then.
+        silence_counts = session.log.outage.since_last() >= session.lease
         for view in list(session.tasks()):
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
-            gone = now > self._holds_until(view) or worker_gone(view.worker, session.worker)
+            expired = silence_counts and now > self._holds_until(view)
+            gone = expired or worker_gone(view.worker, session.worker)
             # This engine's own claim on a task it does not run now: an earlier run of it
             # stopped without recording (its storage failed); take the task back at once.
             gone = gone or (view.worker == session.worker and view.task_id not in session.running)

@@ -1,0 +1,161 @@
+"""A claim holds from its append: the worker's own lease recovery leaves it alone before its run
+starts, and a run whose task moved on since the claim (taken over, cancelled) records nothing
+(its step's outcome is refused at the task stream's expected version).
+A serving worker whose run ends claims the next task at once, whether or not the log's watch
+reports its own appends (PostgreSQL's notifies only appends that may wake others)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.events import StepCompleted, TaskCancelled, open_log
+from onward.events.outage import Outage
+from onward.events.sqlite import SQLiteLog
+from onward.events.watch import Watch
+from onward.projections.task import task_stream
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def test_a_claimed_task_is_not_taken_back_by_its_own_worker_before_its_run_starts(
+    db: str, clock: FakeClock
+) -> None:
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 1
+
+        task_id = engine.submit(job)
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        claimed = scheduler._claim_next()
+        assert claimed is not None
+        # The serving loop looks for dead peers' tasks while the run is handed to a thread.
+        assert scheduler._recover_leases() == 0
+        kind, _run = scheduler._execute(*claimed)
+        assert kind == "succeeded"
+        assert engine.result(task_id) == 1
+
+
+def test_a_run_whose_task_moved_on_since_its_claim_records_nothing(
+    db: str, clock: FakeClock
+) -> None:
+    ran: list[int] = []
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.step(name="work")
+        def work(i: int) -> int:
+            ran.append(i)
+            return i
+
+        @engine.task(name="job")
+        def job() -> int:
+            return work(1)
+
+        task_id = engine.submit(job)
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        claimed = scheduler._claim_next()
+        assert claimed is not None
+        with Engine.open(db, session="s", clock=clock) as other:
+            other.cancel(task_id, reason="not needed")  # after the claim, before the run
+        kind, _run = scheduler._execute(*claimed)
+    assert kind == "cancelled"
+    assert ran == [1]  # the body ran, fenced: its outcome was refused
+    with open_log(db) as log:
+        events = [type(r.event) for r in log.read_stream(task_stream(task_id))]
+        assert events[-1] is TaskCancelled
+        assert StepCompleted not in events
+        assert log.verify().ok
+
+
+class Silent(Watch):
+    """A watch that never reports a change (as if no append woke this worker)."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self._closed.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class SilentLog(SQLiteLog):
+    def _watch(self) -> Watch:
+        return Silent()
+
+
+def test_a_serving_worker_claims_the_next_task_when_a_run_ends(tmp_path: Path) -> None:
+    stop = threading.Event()
+    done: list[int] = []
+    with Engine(SilentLog(str(tmp_path / "work.db")), session="s", lease=300) as engine:
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            done.append(i)
+            if len(done) == 3:
+                stop.set()
+            return i
+
+        for i in range(3):
+            engine.submit(job, i)
+        serving = threading.Thread(
+            target=lambda: engine.serve(workers=1, stop=stop, handle_signals=False)
+        )
+        serving.start()
+        serving.join(timeout=60)  # without the fix: a wait of a third of the lease per task
+        stop.set()
+        serving.join()
+    assert sorted(done) == [0, 1, 2]
+
+
+def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_it(
+    db: str, clock: FakeClock
+) -> None:
+    """During an outage of the storage nobody can record a heartbeat: a worker that rode one
+    out takes a peer's task over only once the peer has had a lease to speak again."""
+    since_outage = FakeClock(0.0)
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer.log.outage = Outage(peer.log.url, clock=since_outage, sleep=since_outage.advance)
+    locked = iter([True, False])
+
+    def through_a_lock() -> int:
+        if next(locked):
+            raise sqlite3.OperationalError("database is locked")
+        return 1
+
+    taken: list[int] = []
+    try:
+
+        @holder.step(name="slow")
+        def slow() -> None:
+            clock.advance(60.0)  # long past the lease: no heartbeat recorded meanwhile
+            peer.log.outage.call("a read", through_a_lock)  # the peer rides out an outage
+            taken.append(peer.run(max_runs=0).recovered)
+            since_outage.advance(10.0)  # a lease later, the silence counts
+            taken.append(peer.run(max_runs=0).recovered)
+
+        @holder.task(name="job")
+        def job() -> None:
+            slow()
+
+        holder.submit(job)
+        holder.run(max_runs=1)
+        assert taken == [0, 1]
+    finally:
+        peer.close()
+        holder.close()
