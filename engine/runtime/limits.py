@@ -116,25 +116,14 @@ class Limits:
         if concurrency is None and parsed is None:
             raise UsageError(f"limit {name!r}: give a concurrency, a rate, or both")
         self._declared[name] = _Bounds(concurrency, parsed)
-        session = self.session
         wanted = LimitSet(name=name, concurrency=concurrency, rate=rate.strip())
-        with session.lock:
-            for _ in range(_TAKE_TRIES):
-                view = session.catch_up().limits.view(name)
-                if view.set and (view.concurrency, view.rate) == (concurrency, wanted.rate):
-                    return
-                try:
-                    session.log.append(
-                        limit_stream(name),
-                        [wanted],
-                        expected_version=view.version,
-                        context=session.context,
-                    )
-                except VersionConflict:
-                    continue
-                session.catch_up()
-                return
-        raise UsageError(f"limit {name!r}: too many concurrent changes, try again")
+
+        def unless_the_same(projections: Projections) -> tuple[list[LimitSet], int]:
+            view = projections.limits.view(name)
+            same = view.set and (view.concurrency, view.rate) == (concurrency, wanted.rate)
+            return ([] if same else [wanted]), view.version
+
+        self.session.decide_on(limit_stream(name), unless_the_same, f"limit {name!r}")
 
     def bounds(self, name: str, view: LimitView) -> _Bounds:
         """A limit's bounds: the log's latest declaration, else this engine's.

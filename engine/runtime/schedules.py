@@ -35,7 +35,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
-from onward.projections import ScheduleView, schedule_stream, task_stream
+from onward.projections import Projections, ScheduleView, schedule_stream, task_stream
 from onward.runtime.registry import Registry
 from onward.runtime.run import derived_id, submission_id
 from onward.runtime.session import Session
@@ -128,47 +128,31 @@ class Schedules:
             priority=level,
             missed=missed,
         )
-        stream = schedule_stream(session.name, name)
-        with session.lock:
-            for _ in range(_SET_TRIES):
-                view = session.catch_up().schedules.get(session.name, name)
-                if view is not None and not view.removed and _same(view, wanted):
-                    return name
-                try:
-                    session.log.append(
-                        stream,
-                        [wanted],
-                        expected_version=view.version if view is not None else 0,
-                        context=session.context,
-                    )
-                except VersionConflict:
-                    continue
-                session.catch_up()
-                return name
-        raise UsageError(f"schedule {name!r}: too many concurrent changes, try again")
+
+        def unless_the_same(projections: Projections) -> tuple[list[ScheduleSet], int]:
+            view = projections.schedules.get(session.name, name)
+            if view is None:
+                return [wanted], 0
+            return ([] if not view.removed and _same(view, wanted) else [wanted]), view.version
+
+        session.decide_on(
+            schedule_stream(session.name, name), unless_the_same, f"schedule {name!r}"
+        )
+        return name
 
     def remove(self, name: str, reason: str) -> bool:
         """Remove a schedule (see :meth:`onward.Engine.unschedule`); False when it was not
         set."""
         session = self.session
         session.check_open()
-        with session.lock:
-            for _ in range(_SET_TRIES):
-                view = session.catch_up().schedules.get(session.name, name)
-                if view is None or view.removed:
-                    return False
-                try:
-                    session.log.append(
-                        schedule_stream(session.name, name),
-                        [ScheduleRemoved(reason=reason)],
-                        expected_version=view.version,
-                        context=session.context,
-                    )
-                except VersionConflict:
-                    continue
-                session.catch_up()
-                return True
-        raise UsageError(f"schedule {name!r}: too many concurrent changes, try again")
+
+        def if_set(projections: Projections) -> tuple[list[ScheduleRemoved], int]:
+            view = projections.schedules.get(session.name, name)
+            if view is None or view.removed:
+                return [], 0
+            return [ScheduleRemoved(reason=reason)], view.version
+
+        return session.decide_on(schedule_stream(session.name, name), if_set, f"schedule {name!r}")
 
     def listed(self) -> list[ScheduleView]:
         """This session's schedules (removed ones included), by name."""

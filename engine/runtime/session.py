@@ -278,6 +278,43 @@ class Session:
                 return ids
         raise UsageError(f"session {self.name}: too many concurrent appends, try again")
 
+    def decide_on(
+        self,
+        stream: str,
+        decide: Callable[[Projections], tuple[Sequence[Event], int]],
+        what: str,
+    ) -> bool:
+        """Decide on the caught-up projections what to append to a stream other workers append
+        to as well (a schedule's, a limit's), at the version the decision was taken on; when
+        another worker appended first, catch up and decide again.
+
+        Args:
+            stream: the stream.
+            decide: given the projections, the events to append (none: nothing to do) and the
+                stream's version they were decided on.
+            what: what is decided, for the error.
+
+        Returns:
+            Whether anything was appended.
+
+        Raises:
+            UsageError: other workers kept appending first.
+        """
+        with self.lock:
+            for _ in range(_SESSION_APPEND_TRIES):
+                events, version = decide(self.catch_up())
+                if not events:
+                    return False
+                try:
+                    self.log.append(
+                        stream, list(events), expected_version=version, context=self.context
+                    )
+                except VersionConflict:
+                    continue
+                self.catch_up()
+                return True
+        raise UsageError(f"{what}: too many concurrent changes, try again")
+
     def _validate(self, events: Sequence[Event], state: str, projections: Projections) -> None:
         """Check each event against the session's lifecycle, and each flow move against the
         flow's, in order (the states they lead to included)."""
