@@ -49,7 +49,6 @@ GRACE = 60.0
 MISSED_POLICIES = ("once", "skip")
 #: Missed ticks are counted up to this many (a minutely schedule down for months).
 _COUNT_AT_MOST = 100_000
-_SET_TRIES = 50
 
 
 def _moment(seconds: float) -> datetime:
