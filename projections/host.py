@@ -48,6 +48,7 @@ from onward.projections.task import (
     INBOX_PREFIX,
     STEP_OUTCOME_TYPES,
     TASK_PREFIX,
+    FinishedViews,
     TaskProjection,
     TaskView,
 )
@@ -76,6 +77,8 @@ class _Saved(msgspec.Struct, array_like=True):
     schedules: list[ScheduleView]
     limits: list[LimitView]
     damaged: list[StreamDamage] = []
+    # The finished tasks, left encoded until asked for (``tasks`` holds the others).
+    finished: list[FinishedViews] = []
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -104,7 +107,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 14
+    SCHEMA = 15
     NAME = "core"
 
     def __init__(self) -> None:
@@ -178,7 +181,7 @@ class Projections:
         schedules, limits = self.schedules.apply, self.limits.apply
         awaiting = self.errors.awaiting
         error_types = self.errors.event_types
-        views = self.tasks.tasks
+        views = self.tasks.views
         skip = len(TASK_PREFIX)
         # The page's step outcomes, for the flow's window: folded at once after the page.
         outcomes: list[tuple[str, float, bool]] = []
@@ -263,7 +266,7 @@ class Projections:
         """A task began to wait for a permit: if one was given back after the limit's state it
         decided on, it is ready at once (the wake-up would otherwise be lost)."""
         limit = self.limits.limits.get(waiting.limit)
-        view = self.tasks.tasks.get(task_id)
+        view = self.tasks.view(task_id)
         if limit is not None and view is not None and limit.returned_at > waiting.limit_after:
             view.waiting_until = time
 
@@ -287,10 +290,11 @@ class Projections:
 
     def encode(self) -> bytes:
         """The projections' state, for a checkpoint."""
+        active, finished = self.tasks.dump()
         return _ENCODER.encode(
             _Saved(
                 time=self.time,
-                tasks=self.tasks.dump(),
+                tasks=active,
                 sessions=self.sessions.dump(),
                 errors=self.errors.dump(),
                 breakers=self.breakers.dump(),
@@ -302,15 +306,24 @@ class Projections:
                 schedules=self.schedules.dump(),
                 limits=self.limits.dump(),
                 damaged=list(self.damaged.values()),
+                finished=finished,
             )
         )
 
     @classmethod
     def decode(cls, data: bytes, position: int) -> Projections:
-        """Projections restored from :meth:`encode`'s bytes, as of ``position``."""
+        """Projections restored from :meth:`encode`'s bytes, as of ``position``.
+
+        Raises:
+            msgspec.DecodeError: the bytes do not decode, or the finished tasks' part fails
+                its CRC.
+            msgspec.ValidationError: they decode to the wrong shape.
+        """
         saved = _DECODER.decode(data)
+        for part in saved.finished:
+            part.check()
         projections = cls()
-        projections.tasks.load(saved.tasks)
+        projections.tasks.load(saved.tasks, saved.finished)
         projections.sessions.load(saved.sessions)
         projections.errors.load(saved.errors)
         projections.breakers.load(saved.breakers)

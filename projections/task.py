@@ -14,9 +14,11 @@ it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -50,6 +52,7 @@ __all__ = [
     "STEP_OUTCOME_TYPES",
     "TASK_PREFIX",
     "UNKNOWN_STATE",
+    "FinishedViews",
     "TaskProjection",
     "TaskView",
     "inbox_stream",
@@ -167,13 +170,68 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         return (_RANK[self.priority], deadline, self.order)
 
 
+class FinishedViews(msgspec.Struct, array_like=True, frozen=True):
+    """The views of finished tasks as a checkpoint keeps them: encoded and compressed, so
+    that opening a log reads and decodes only the tasks that have not ended, and the others
+    when one of them is first asked for.
+
+    Attributes:
+        ids: the tasks' ids, sorted.
+        views: their views, a msgpack map of task id to :class:`TaskView`, zlib-compressed.
+        crc: the CRC-32 of ``views``, checked when the checkpoint is loaded.
+    """
+
+    ids: list[str]
+    views: bytes
+    crc: int
+
+    @classmethod
+    def of(cls, views: dict[str, TaskView]) -> FinishedViews:
+        """The encoded form of ``views``."""
+        # Level 1: the views of finished tasks differ little, and so compress well already.
+        data = zlib.compress(_ENCODER.encode(views), 1)
+        return cls(ids=sorted(views), views=data, crc=zlib.crc32(data))
+
+    def check(self) -> None:
+        """Check the encoded views against their CRC.
+
+        Raises:
+            msgspec.DecodeError: they do not match: the checkpoint is damaged.
+        """
+        if zlib.crc32(self.views) != self.crc:
+            raise msgspec.DecodeError("the finished tasks of the checkpoint fail their CRC")
+
+    def holds(self, task_id: str) -> bool:
+        """Whether ``task_id`` is one of these tasks."""
+        ids = self.ids
+        i = bisect.bisect_left(ids, task_id)
+        return i < len(ids) and ids[i] == task_id
+
+    def decode(self) -> dict[str, TaskView]:
+        """The views, decoded."""
+        views: dict[str, TaskView] = _VIEWS_DECODER.decode(zlib.decompress(self.views))
+        return views
+
+
+#: Encoded parts of finished tasks past which a checkpoint decodes them and stores them as one.
+FINISHED_PARTS_KEPT = 8
+
+
 class TaskProjection:
-    """Folds task streams into :class:`TaskView` objects and keeps the queue in order."""
+    """Folds task streams into :class:`TaskView` objects and keeps the queue in order.
+
+    After a checkpoint is loaded, the views of the tasks that had ended stay encoded until
+    one of them is asked for (:meth:`view`, :attr:`tasks`): opening a log with many finished
+    tasks decodes only the others.
+    """
 
     name = "tasks"
 
     def __init__(self) -> None:
-        self.tasks: dict[str, TaskView] = {}
+        #: The views decoded so far: every task but the finished ones of a loaded
+        #: checkpoint, until one of those is asked for.
+        self.views: dict[str, TaskView] = {}
+        self._finished: list[FinishedViews] = []
         # The queues per session, built from the views on first use (None until then), so
         # that a replay or a checkpoint load builds no heap it does not need.
         self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
@@ -182,6 +240,29 @@ class TaskProjection:
         #: Tasks no worker had a function for, waiting for one that has.
         self.unregistered: set[str] = set()
         self._strings: dict[str, str] = {}
+
+    @property
+    def tasks(self) -> dict[str, TaskView]:
+        """Every task's view, by id (decodes the finished ones a checkpoint still holds)."""
+        if self._finished:
+            self._decode_finished()
+        return self.views
+
+    def view(self, task_id: str) -> TaskView | None:
+        """One task's view (None for a task the log does not have), decoding the finished
+        tasks of a checkpoint only when it is one of them."""
+        view = self.views.get(task_id)
+        if view is None and self._finished and any(p.holds(task_id) for p in self._finished):
+            self._decode_finished()
+            view = self.views.get(task_id)
+        return view
+
+    def _decode_finished(self) -> None:
+        """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
+        a fold may hold the dict)."""
+        parts, self._finished = self._finished, []
+        for part in parts:
+            self.views.update(part.decode())
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -193,7 +274,7 @@ class TaskProjection:
         """
         task_id = r.stream[len(TASK_PREFIX) :]
         event = r.event
-        view = self.tasks.get(task_id)
+        view = self.view(task_id)
         kind = type(event)
         if kind in STEP_OUTCOME_TYPES and view is not None and view.state == "running":
             # The hot path of replay: a step outcome changes no state, only the counters.
@@ -215,7 +296,7 @@ class TaskProjection:
                     submitted_at=r.meta.time,
                     order=r.position,
                 )
-                self.tasks[task_id] = view
+                self.views[task_id] = view
             view.unknown_events += 1
             view.version = r.version
             view.updated_at = r.meta.time
@@ -241,9 +322,9 @@ class TaskProjection:
                 version=r.version,
                 forked_from=event.forked_from,
             )
-            self.tasks[task_id] = view
-            if event.parent is not None and event.parent in self.tasks:
-                parent = self.tasks[event.parent]
+            self.views[task_id] = view
+            parent = None if event.parent is None else self.view(event.parent)
+            if parent is not None:
                 parent.children = (*parent.children, task_id)
             self._push(view)
             if view.deadline is not None:
@@ -334,7 +415,7 @@ class TaskProjection:
         asleep = [
             view
             for task_id in self.waiting
-            if (view := self.tasks[task_id]).waiting_limit == limit
+            if (view := self.views[task_id]).waiting_limit == limit
             and (view.waiting_until is None or view.waiting_until > time)
         ]
         if asleep:
@@ -343,7 +424,7 @@ class TaskProjection:
     def apply_inbox(self, r: Recorded) -> None:
         """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for
         a message of that topic is ready at once."""
-        view = self.tasks.get(r.stream[len(INBOX_PREFIX) :])
+        view = self.view(r.stream[len(INBOX_PREFIX) :])
         if view is None:
             return
         view.inbox_version = r.version
@@ -361,7 +442,7 @@ class TaskProjection:
             damage: its stream's first bad record and what is wrong with it.
             session: its session, for a task the log never showed intact.
         """
-        view = self.tasks.get(task_id)
+        view = self.view(task_id)
         if view is None:
             view = TaskView(
                 task_id=task_id,
@@ -374,7 +455,7 @@ class TaskProjection:
                 parent=None,
                 order=damage.position,
             )
-            self.tasks[task_id] = view
+            self.views[task_id] = view
         view.state = DAMAGED_STATE
         view.damage = str(damage)
         self.waiting.discard(task_id)
@@ -388,7 +469,7 @@ class TaskProjection:
         """The queues per session (heaps with possibly stale entries), built when first asked."""
         if self._heap_index is None:
             index: dict[str, list[tuple[int, float, int, str]]] = {}
-            for view in self.tasks.values():
+            for view in self.views.values():  # a finished task is never queued
                 if view.state == "queued":
                     index.setdefault(view.session, []).append((*view.queue_key(), view.task_id))
             for heap in index.values():
@@ -415,7 +496,7 @@ class TaskProjection:
         seen: set[str] = set()
         while heap:
             rank, deadline, order, task_id = heapq.heappop(heap)
-            view = self.tasks[task_id]
+            view = self.views[task_id]
             if (
                 task_id in seen
                 or view.state != "queued"
@@ -436,7 +517,7 @@ class TaskProjection:
         heap = self._heaps.get(session)
         while heap:
             rank, deadline, order, task_id = heap[0]
-            view = self.tasks[task_id]
+            view = self.views[task_id]
             if (
                 view.state == "queued"
                 and not view.unknown_events
@@ -457,7 +538,7 @@ class TaskProjection:
         if head.deadline is not None:
             return found
         for rank, deadline, order, task_id in self._heaps[session][1:spread]:
-            view = self.tasks[task_id]
+            view = self.views[task_id]
             if (
                 view.state == "queued"
                 and view.queue_key() == (rank, deadline, order)
@@ -477,7 +558,7 @@ class TaskProjection:
         heap = self._deadlines
         while heap and heap[0][0] < now:
             entry = heapq.heappop(heap)
-            view = self.tasks[entry[1]]
+            view = self.views[entry[1]]
             if not view.terminal:
                 keep.append(entry)  # asked again until the task ends (a failed mark retries)
                 if view.state in ("queued", "waiting"):
@@ -494,13 +575,26 @@ class TaskProjection:
             "waiting": sorted(self.waiting),
         }
 
-    def dump(self) -> dict[str, TaskView]:
-        """Every task view by id, for a checkpoint."""
-        return self.tasks
+    def dump(self) -> tuple[dict[str, TaskView], list[FinishedViews]]:
+        """For a checkpoint: the views of the tasks that have not ended, by id, and those of
+        the finished ones, encoded (the parts still encoded since the last load, and one more
+        for the tasks that ended since; past :data:`FINISHED_PARTS_KEPT` parts, one for all)."""
+        if len(self._finished) >= FINISHED_PARTS_KEPT:
+            self._decode_finished()
+        terminal = TASK.terminal
+        views = self.views
+        active = {k: v for k, v in views.items() if v.state not in terminal}
+        ended = {k: v for k, v in views.items() if v.state in terminal}
+        parts = list(self._finished)
+        if ended:
+            parts.append(FinishedViews.of(ended))
+        return active, parts
 
-    def load(self, views: dict[str, TaskView]) -> None:
-        """Restore from a checkpoint's task views."""
-        self.tasks = views
+    def load(self, views: dict[str, TaskView], finished: Iterable[FinishedViews] = ()) -> None:
+        """Restore from a checkpoint's task views: those of the tasks that have not ended,
+        and the finished ones, left encoded until asked for."""
+        self.views = views
+        self._finished = list(finished)
         self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
         self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding
@@ -512,6 +606,8 @@ class TaskProjection:
         heapq.heapify(self._deadlines)
 
 
+_ENCODER = msgspec.msgpack.Encoder()
+_VIEWS_DECODER = msgspec.msgpack.Decoder(dict[str, TaskView])
 _STEP_OUTCOMES = frozenset({"StepCompleted", "StepFailed"})
 _RESUMABLE = frozenset({"queued", "running", "waiting"})
 _UNTRUSTED = frozenset({DAMAGED_STATE, UNKNOWN_STATE})
