@@ -18,7 +18,7 @@ import bisect
 import heapq
 import math
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -69,6 +69,7 @@ UNKNOWN_STATE = "unknown"
 DAMAGED_STATE = "damaged"
 
 _RANK = {p.value: p.rank for p in Priority}
+_PRIORITY_VALUES = {p: p.value for p in Priority}
 
 
 def task_stream(task_id: str) -> str:
@@ -274,7 +275,9 @@ class TaskProjection:
         """
         task_id = r.stream[len(TASK_PREFIX) :]
         event = r.event
-        view = self.view(task_id)
+        view = self.views.get(task_id)
+        if view is None and self._finished:
+            view = self.view(task_id)
         kind = type(event)
         if kind in STEP_OUTCOME_TYPES and view is not None and view.state == "running":
             # The hot path of replay: a step outcome changes no state, only the counters.
@@ -301,23 +304,30 @@ class TaskProjection:
             view.version = r.version
             view.updated_at = r.meta.time
             return
-        tag = event.__struct_config__.tag
-        assert isinstance(tag, str)
+        known = _KINDS.get(kind)
+        tag, follow_up = _kind_of(kind) if known is None else known
         if view is None:
             if not isinstance(event, TaskSubmitted):
                 TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version)
                 return
+            meta = r.meta
+            strings = self._strings
+            state = _SUBMITTED.get(tag)
             view = TaskView(
                 task_id=task_id,
-                session=self._intern(r.meta.session),
-                name=self._intern(event.name),
-                state=TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version),
-                priority=event.priority.value,
+                session=strings.setdefault(meta.session, meta.session),
+                name=strings.setdefault(event.name, event.name),
+                state=(
+                    TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version)
+                    if state is None
+                    else state
+                ),
+                priority=_PRIORITY_VALUES[event.priority],
                 deadline=event.deadline,
                 key=event.key,
                 parent=event.parent,
-                submitted_at=r.meta.time,
-                updated_at=r.meta.time,
+                submitted_at=meta.time,
+                updated_at=meta.time,
                 order=r.position,
                 version=r.version,
                 forked_from=event.forked_from,
@@ -326,7 +336,8 @@ class TaskProjection:
             parent = None if event.parent is None else self.view(event.parent)
             if parent is not None:
                 parent.children = (*parent.children, task_id)
-            self._push(view)
+            if self._heap_index is not None:
+                self._push(view)
             if view.deadline is not None:
                 heapq.heappush(self._deadlines, (view.deadline, task_id))
             return
@@ -352,61 +363,23 @@ class TaskProjection:
         view.state = after
         view.version = r.version
         view.updated_at = r.meta.time
-        if tag in _STEP_OUTCOMES:
-            view.steps += getattr(event, "final", True)
-        elif isinstance(event, TaskClaimed):
-            view.attempt += 1
-            view.worker = event.worker
-            view.lease_until = event.lease_until
-            view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
-        elif isinstance(event, TaskLeaseExpired | TaskReleased):
-            view.worker = ""
-        elif isinstance(event, TaskProgressed):
-            view.progress, view.note = event.fraction, event.note
-        elif isinstance(event, TaskWaiting):
-            view.worker = ""
-            view.waiting_reason = event.reason
-            view.waiting_until = event.until
-            view.waiting_on = tuple(event.on)
-            view.waiting_topic = event.topic
-            view.waiting_limit = event.limit
-            if event.topic and view.inbox_version > event.inbox_after:
-                view.waiting_until = r.meta.time  # a message came while it began to wait
-        elif isinstance(event, TaskRetried):
-            view.error = ""
-            view.worker = ""
-            view.deadline = event.deadline
-            if event.deadline is not None:
-                heapq.heappush(self._deadlines, (event.deadline, task_id))
-        elif isinstance(event, TaskReprioritised):
-            view.priority = event.priority.value
-        elif isinstance(event, ApprovalGranted | ApprovalDenied):
-            if view.state == "waiting" and not view.waiting_on:
-                # The human answered: the wait ends now, and the task runs again to act on it.
-                view.waiting_until = r.meta.time
-        elif isinstance(event, TaskFailed):
-            view.error = (
-                f"{event.error_type}: {event.message}" if event.message else event.error_type
-            )
-        elif isinstance(event, TaskSucceeded):
-            view.progress = 1.0
-        elif isinstance(event, TaskDeadlineMissed):
-            view.error = "deadline missed"
-        elif isinstance(event, TaskQuarantined):
-            view.error = f"quarantined: {event.reason}" if event.reason else "quarantined"
-        if view.state != before or isinstance(event, TaskReprioritised):
-            if view.state == "queued":
+        if follow_up is not None:
+            follow_up(self, view, event, r)
+        state = view.state
+        if state != before or isinstance(event, TaskReprioritised):
+            if state == "queued":
                 self._push(view)
-            if view.state == "waiting":
+            if state == "waiting":
                 self.waiting.add(task_id)
             else:
-                self.waiting.discard(task_id)
+                if self.waiting:
+                    self.waiting.discard(task_id)
                 view.waiting_topic = view.waiting_limit = ""
-            if view.state == "unregistered":
+            if state == "unregistered":
                 self.unregistered.add(task_id)
-            else:
+            elif self.unregistered:
                 self.unregistered.discard(task_id)
-            if view.terminal:
+            if state in TASK.terminal:
                 view.worker = ""
 
     def wake(self, limit: str, time: float) -> None:
@@ -609,6 +582,116 @@ class TaskProjection:
 _ENCODER = msgspec.msgpack.Encoder()
 _VIEWS_DECODER = msgspec.msgpack.Decoder(dict[str, TaskView])
 _STEP_OUTCOMES = frozenset({"StepCompleted", "StepFailed"})
+
+# -- what an allowed event changes in its task's view, besides its state ---------------------
+
+#: A change to a task's view made by one type of event, after its state moved.
+_FollowUp = Callable[[TaskProjection, TaskView, Any, Recorded], None]
+
+
+def _step(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.steps += getattr(event, "final", True)
+
+
+def _claimed(tasks: TaskProjection, view: TaskView, event: TaskClaimed, r: Recorded) -> None:
+    view.attempt += 1
+    view.worker = event.worker
+    view.lease_until = event.lease_until
+    view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
+
+
+def _let_go(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.worker = ""
+
+
+def _progressed(tasks: TaskProjection, view: TaskView, event: TaskProgressed, r: Recorded) -> None:
+    view.progress, view.note = event.fraction, event.note
+
+
+def _waiting(tasks: TaskProjection, view: TaskView, event: TaskWaiting, r: Recorded) -> None:
+    view.worker = ""
+    view.waiting_reason = event.reason
+    view.waiting_until = event.until
+    view.waiting_on = tuple(event.on)
+    view.waiting_topic = event.topic
+    view.waiting_limit = event.limit
+    if event.topic and view.inbox_version > event.inbox_after:
+        view.waiting_until = r.meta.time  # a message came while it began to wait
+
+
+def _retried(tasks: TaskProjection, view: TaskView, event: TaskRetried, r: Recorded) -> None:
+    view.error = ""
+    view.worker = ""
+    view.deadline = event.deadline
+    if event.deadline is not None:
+        heapq.heappush(tasks._deadlines, (event.deadline, view.task_id))
+
+
+def _reprioritised(
+    tasks: TaskProjection, view: TaskView, event: TaskReprioritised, r: Recorded
+) -> None:
+    view.priority = event.priority.value
+
+
+def _answered(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    if view.state == "waiting" and not view.waiting_on:
+        # The human answered: the wait ends now, and the task runs again to act on it.
+        view.waiting_until = r.meta.time
+
+
+def _failed(tasks: TaskProjection, view: TaskView, event: TaskFailed, r: Recorded) -> None:
+    view.error = f"{event.error_type}: {event.message}" if event.message else event.error_type
+
+
+def _succeeded(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.progress = 1.0
+
+
+def _missed(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.error = "deadline missed"
+
+
+def _quarantined(
+    tasks: TaskProjection, view: TaskView, event: TaskQuarantined, r: Recorded
+) -> None:
+    view.error = f"quarantined: {event.reason}" if event.reason else "quarantined"
+
+
+#: The follow-up of each kind of event, the first that matches (a subclass matches too).
+_FOLLOW_UPS: tuple[tuple[type[Any] | tuple[type[Any], ...], _FollowUp], ...] = (
+    (TaskClaimed, _claimed),
+    ((TaskLeaseExpired, TaskReleased), _let_go),
+    (TaskProgressed, _progressed),
+    (TaskWaiting, _waiting),
+    (TaskRetried, _retried),
+    (TaskReprioritised, _reprioritised),
+    ((ApprovalGranted, ApprovalDenied), _answered),
+    (TaskFailed, _failed),
+    (TaskSucceeded, _succeeded),
+    (TaskDeadlineMissed, _missed),
+    (TaskQuarantined, _quarantined),
+)
+
+#: The state a task enters with the first event of its stream, by the event's tag.
+_SUBMITTED = {tag: state for (source, tag), state in TASK.table.items() if source == TASK.initial}
+
+#: Each event type's tag and follow-up, found on first sight (:func:`_kind_of`).
+_KINDS: dict[type[Any], tuple[str, _FollowUp | None]] = {}
+
+
+def _kind_of(kind: type[Any]) -> tuple[str, _FollowUp | None]:
+    """An event type's tag and the follow-up of its events (None: none)."""
+    tag = kind.__struct_config__.tag
+    assert isinstance(tag, str)
+    follow_up: _FollowUp | None = None
+    if tag in _STEP_OUTCOMES:
+        follow_up = _step
+    else:
+        follow_up = next((f for types, f in _FOLLOW_UPS if issubclass(kind, types)), None)
+    _KINDS[kind] = (tag, follow_up)
+    return tag, follow_up
+
+
 _RESUMABLE = frozenset({"queued", "running", "waiting"})
 _UNTRUSTED = frozenset({DAMAGED_STATE, UNKNOWN_STATE})
 #: The event types that record a step's outcome (the bulk of any log), as read or as folded.
