@@ -258,6 +258,12 @@ class TaskProjection:
             view = self.views.get(task_id)
         return view
 
+    def unfinished(self) -> Iterator[TaskView]:
+        """The views of the tasks that have not ended, without decoding the finished tasks a
+        checkpoint still holds."""
+        terminal = TASK.terminal
+        return (v for v in self.views.values() if v.state not in terminal)
+
     def _decode_finished(self) -> None:
         """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
         a fold may hold the dict)."""

@@ -1043,7 +1043,7 @@ class Scheduler:
         # Within a lease of an outage of the storage, a peer's silence proves nothing: it could
         # not record either. Only a peer known dead (on this host) is taken over then.
         silence_counts = session.log.outage.since_last() >= session.lease
-        for view in list(session.tasks()):
+        for view in list(session.unfinished_tasks()):
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
             expired = silence_counts and now > self._holds_until(view)
@@ -1082,7 +1082,7 @@ class Scheduler:
         own = self.session.worker
         moments = [
             self._holds_until(v)
-            for v in self.session.tasks()
+            for v in self.session.unfinished_tasks()
             if v.state == "running" and v.worker != own
         ]
         return min(moments) if moments else None

@@ -207,3 +207,33 @@ def test_a_checkpoint_of_the_previous_schema_is_ignored_and_the_log_replayed(
     assert host.open().snapshot() == replayed(log)
     assert host.loaded_checkpoint is None
     assert Projections.SCHEMA == 15
+
+
+def test_an_engine_resumes_from_a_checkpoint_without_decoding_the_finished_tasks(
+    tmp_path: Path,
+) -> None:
+    from onward import Engine
+
+    url = f"sqlite:///{tmp_path / 'engine.db'}?synchronous=normal"
+    clock = FakeClock()
+    engine = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
+
+    @engine.task(name="double")
+    def double(n: int) -> int:
+        return 2 * n
+
+    done = [engine.submit("double", n) for n in range(3)]
+    engine.run()
+    waiting = engine.submit("double", 21)
+    checkpoint(engine.log)
+    engine.close()
+
+    again = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
+    again.task(name="double")(double)
+    projections = again.refresh()
+    assert set(projections.tasks.views) == {waiting}  # the finished ones are still encoded
+    again.run()
+    assert again.refresh().tasks.view(waiting).state == "succeeded"  # type: ignore[union-attr]
+    assert {again.refresh().tasks.tasks[t].state for t in done} == {"succeeded"}
+    assert again.refresh().snapshot() == replayed(again.log)
+    again.close()
