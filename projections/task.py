@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -233,6 +234,9 @@ class TaskProjection:
         #: checkpoint, until one of those is asked for.
         self.views: dict[str, TaskView] = {}
         self._finished: list[FinishedViews] = []
+        # Whether a checkpoint left finished tasks encoded (they may be decoded since).
+        self._loaded_finished = False
+        self._decoding = threading.Lock()
         # The queues per session, built from the views on first use (None until then), so
         # that a replay or a checkpoint load builds no heap it does not need.
         self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
@@ -253,8 +257,12 @@ class TaskProjection:
         """One task's view (None for a task the log does not have), decoding the finished
         tasks of a checkpoint only when it is one of them."""
         view = self.views.get(task_id)
-        if view is None and self._finished and any(p.holds(task_id) for p in self._finished):
-            self._decode_finished()
+        if view is None:
+            finished = self._finished
+            if finished and any(p.holds(task_id) for p in finished):
+                self._decode_finished()
+            # Looked up again in any case: another thread may have just decoded them (it
+            # lets go of the parts only after their views are in).
             view = self.views.get(task_id)
         return view
 
@@ -266,10 +274,11 @@ class TaskProjection:
 
     def _decode_finished(self) -> None:
         """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
-        a fold may hold the dict)."""
-        parts, self._finished = self._finished, []
-        for part in parts:
-            self.views.update(part.decode())
+        a fold may hold the dict), once, whichever threads ask."""
+        with self._decoding:
+            for part in self._finished:
+                self.views.update(part.decode())
+            self._finished = []
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -282,7 +291,7 @@ class TaskProjection:
         task_id = r.stream[len(TASK_PREFIX) :]
         event = r.event
         view = self.views.get(task_id)
-        if view is None and self._finished:
+        if view is None and self._loaded_finished:
             view = self.view(task_id)
         kind = type(event)
         if kind in STEP_OUTCOME_TYPES and view is not None and view.state == "running":
@@ -574,6 +583,7 @@ class TaskProjection:
         and the finished ones, left encoded until asked for."""
         self.views = views
         self._finished = list(finished)
+        self._loaded_finished = bool(self._finished)
         self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
         self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding

@@ -237,3 +237,27 @@ def test_an_engine_resumes_from_a_checkpoint_without_decoding_the_finished_tasks
     assert {again.refresh().tasks.tasks[t].state for t in done} == {"succeeded"}
     assert again.refresh().snapshot() == replayed(again.log)
     again.close()
+
+
+def test_threads_asking_for_finished_tasks_at_once_each_find_theirs(log: EventLog) -> None:
+    import threading
+
+    ids = [f"done{n}" for n in range(40)]
+    for task_id in ids:
+        run_task(log, task_id)
+    checkpoint(log)
+    projections = CatchUp(log, checkpoint_every=0).open()
+    start = threading.Barrier(8)
+    found: list[TaskView | None] = []
+
+    def ask(share: list[str]) -> None:
+        start.wait()
+        found.extend(projections.tasks.view(task_id) for task_id in share)
+
+    threads = [threading.Thread(target=ask, args=(ids[k::8],)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == len(ids)
+    assert all(view is not None and view.state == "succeeded" for view in found)
