@@ -2,7 +2,7 @@
 
 An event whose encoded form (already redacted) is larger than the log's *inline limit* is split
 before it is sealed: its largest fields, one after another until the rest fits, leave the event
-and become **blobs**, each stored once under its digest (blake2b-256 of its bytes, so the same
+and become **blobs**, each stored once under its digest (SHA-256 of its bytes, so the same
 value appended twice is kept once) in a table of the log's own database. The record keeps the
 rest of the event and, for each field it lost, the field's name and the blob's digest, under
 ``split`` where an intact record has ``event``::
@@ -50,8 +50,9 @@ _DIGEST_LEN = 64
 
 
 def blob_digest(data: bytes) -> str:
-    """The address of a blob: blake2b-256 of its bytes, 64 hex digits."""
-    return hashlib.blake2b(data, digest_size=32).hexdigest()
+    """The address of a blob: SHA-256 of its bytes, 64 hex digits (the hash most processors
+    compute in hardware: about twice as fast as blake2b on a 2 MiB value here)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class SplitEvent(msgspec.Struct, frozen=True, kw_only=True):
