@@ -206,6 +206,13 @@ _Encoded = tuple[
 _SPLIT_KEY = b',"split":'
 
 
+class _EnvelopeOnly(msgspec.Struct):
+    meta: Meta
+
+
+_ENVELOPE_ONLY = msgspec.json.Decoder(_EnvelopeOnly)
+
+
 def _check_event_id(stream: str, event_id: object) -> None:
     if not isinstance(event_id, str) or _EVENT_ID.fullmatch(event_id) is None:
         raise UsageError(
@@ -656,7 +663,10 @@ class EventLog(ABC):
                 functools.partial(self._select_stream, stream, expected, expected + count),
             )
             for row in rows:
-                meta = self.decode_record(row[1], row[2], row[0], row[3], row[4]).meta
+                try:  # the envelope alone: a split record's blobs are not needed
+                    meta = _ENVELOPE_ONLY.decode(row[4]).meta
+                except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                    meta = self.decode_record(row[1], row[2], row[0], row[3], row[4]).meta
                 recorded_ids.append(meta.event_id)
                 positions.append(row[0])
             versions[stream] = expected + count

@@ -316,6 +316,18 @@ class EventLogSuite(ABC):
         finally:
             log.close()
 
+    def test_reappending_a_split_event_with_its_ids_is_a_no_op(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            event = submitted("f", "x" * 3000)
+            first = log.append("task-1", [event], expected_version=0, event_ids=["a1"])
+            again = log.append("task-1", [event], expected_version=0, event_ids=["a1"])
+            assert again.already_recorded
+            assert again.event_ids == first.event_ids
+            assert [r.event for r in log.read()] == [event]
+        finally:
+            log.close()
+
     def test_a_blob_append_that_conflicts_writes_no_record(self, clock: FakeClock) -> None:
         log = self.make_log(clock, inline_limit=1000)
         try:

@@ -1,4 +1,5 @@
-"""Splitting an event into blobs and joining it again loses nothing, for any event and limit.
+"""Splitting an event into blobs and joining it again loses nothing, for any event and limit;
+an export imported into another log is that log again, and importing it twice imports it once.
 
 At the level of the encoded JSON (:func:`split_event` / :func:`join_event`) and through a log:
 any event of the vocabulary, appended under any inline limit, reads back equal (by
@@ -13,7 +14,16 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onward.events import Event, Redactor, StepCompleted, TaskSubmitted, blob_digest, open_log
+from onward.events import (
+    Event,
+    Redactor,
+    StepCompleted,
+    TaskSubmitted,
+    blob_digest,
+    export_log,
+    import_log,
+    open_log,
+)
 from onward.events.blobs import join_event, split_event
 from tests.conftest import FakeClock
 from tests.strategies import any_event, json_values
@@ -90,3 +100,31 @@ def test_any_event_under_any_inline_limit_reads_back_as_appended(
         assert [r.event for r in log.read_stream("stream-1")] == events
         assert [r.event for page in log.read_pages(page_size=2) for r in page] == events
         assert log.verify().ok
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    appends=st.lists(
+        st.tuples(st.integers(0, 3), st.lists(_large_events, min_size=1, max_size=3)),
+        min_size=1,
+        max_size=6,
+    ),
+    limit=st.integers(min_value=64, max_value=3000),
+)
+def test_export_then_import_is_the_log_again_and_twice_is_once(
+    appends: list[tuple[int, list[Event]]], limit: int
+) -> None:
+    options: dict[str, Any] = {"redactor": Redactor(patterns=()), "inline_limit": limit}
+    with open_log("memory://", clock=FakeClock(), **options) as source:
+        for stream, events in appends:
+            source.append(f"stream-{stream}", events, expected_version=None)
+        lines: list[bytes] = []
+        export_log(source, lines.append)
+        expected = [(r.stream, r.version, r.meta, r.event) for r in source.read()]
+    with open_log("memory://", clock=FakeClock(), **options) as target:
+        first = import_log(target, lines)
+        again = import_log(target, lines)
+        assert first.imported == len(expected)
+        assert (again.imported, again.skipped) == (0, len(expected))
+        assert [(r.stream, r.version, r.meta, r.event) for r in target.read()] == expected
+        assert target.verify().ok

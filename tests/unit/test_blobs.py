@@ -57,6 +57,7 @@ def register(engine: Engine, calls: list[int], crash_at: list[int]) -> Any:
     return review
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_a_step_returning_two_mebibytes_completes_and_resumes_without_running_again(
     db: str, clock: FakeClock
 ) -> None:
