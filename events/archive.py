@@ -34,7 +34,7 @@ import msgspec
 
 from onward.events.blobs import blob_digest, split_of
 from onward.events.codec import Codec, checksum_of, prev_of
-from onward.events.exceptions import CorruptRecord, ImportConflict, InvalidArchive
+from onward.events.exceptions import CorruptRecord, ImportConflict, InvalidArchive, UsageError
 from onward.events.integrity import check_rows
 from onward.events.log import EventLog, StoredRow
 
@@ -194,7 +194,7 @@ def _streams_of(log: EventLog, session: str) -> set[str]:
             except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
                 continue  # a damaged record: the export's own check stops at it
     if not streams:
-        raise InvalidArchive(f"the log {log.url} has no event of session {session!r}", line=0)
+        raise UsageError(f"the log {log.url} has no event of session {session!r}")
     return streams
 
 

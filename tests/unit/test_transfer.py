@@ -17,6 +17,7 @@ from onward.events import (
     ImportConflict,
     InvalidArchive,
     TaskSubmitted,
+    UsageError,
     export_log,
     import_log,
     open_log,
@@ -193,7 +194,7 @@ def test_a_session_export_holds_only_that_sessions_streams(
 def test_export_of_an_unknown_session_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     source = f"sqlite:///{tmp_path / 'a.db'}"
     unfinished(source, clock)
-    with open_log(source) as log, pytest.raises(InvalidArchive, match="no event of session"):
+    with open_log(source) as log, pytest.raises(UsageError, match="no event of session"):
         export_log(log, lambda _line: None, session="nope")
 
 
@@ -255,6 +256,10 @@ def test_a_bad_file_is_refused_with_nothing_imported(
     with open_log(target) as log:
         assert log.head() == 0
         assert log.blob_digests() == []
+        with bad.open("rb") as lines, pytest.raises(InvalidArchive) as info:
+            import_log(log, lines)
+        assert info.value.line >= 1
+        assert log.head() == 0
 
 
 def test_a_target_with_another_history_of_a_stream_is_refused(
