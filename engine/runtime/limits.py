@@ -207,7 +207,7 @@ class Limits:
         """Give a step's permit back."""
         self.session.log.append(
             limit_stream(limit),
-            [PermitReturned(task_id=task_id, index=index)],
+            [PermitReturned(task_id=task_id, index=index, worker=self.session.worker)],
             expected_version=None,
             context=context,
         )
