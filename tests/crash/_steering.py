@@ -3,8 +3,8 @@
 ``python tests/crash/_steering.py PLAN.json`` opens the engine on the plan's log, with a clock
 of its own that stands still at the plan's ``start``, defines the tasks of :func:`define`,
 declares what the plan asks (a schedule, moved past its first tick), submits the plan's tasks
-and serves the session. It tells the parent where it stands by lines on its stdout, each
-flushed:
+and serves the session (on an event loop with the plan's ``async``). It tells the parent where
+it stands by lines on its stdout, each flushed:
 
 - ``idle``: the serving loop has nothing to run and waits (for a timer, a message, a peer);
 - ``in WHAT``: the step body ``WHAT`` named by the plan's ``hold`` runs (it wrote its side
@@ -19,6 +19,7 @@ ran, and in which process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -119,6 +120,24 @@ def define(
         message = engine.recv("go")
         return note(f"use-{message}")
 
+    @engine.task(name="patient")
+    def patient() -> str:
+        note("before-recv")
+        message = engine.recv("go", timeout=NAP)
+        return note(f"use-{message}")
+
+    @engine.task(name="sleeper-async")
+    async def sleeper_async() -> list[str]:
+        first = await note("before-sleep")
+        await engine.sleep(NAP)
+        return [first, await note("after-sleep")]
+
+    @engine.task(name="listener-async")
+    async def listener_async() -> str:
+        await note("before-recv")
+        message = await engine.recv("go")
+        return str(await note(f"use-{message}"))
+
     @engine.task(name="ticked")
     def ticked() -> str:
         return note("tick-work")
@@ -197,7 +216,10 @@ def main(argv: list[str]) -> int:
     for name, args, key in plan.get("submit", []):
         engine.submit(name, *args, key=key)
     _say_when_idle()
-    engine.serve(handle_signals=False)
+    if plan.get("async"):
+        asyncio.run(engine.serve_async(handle_signals=False))
+    else:
+        engine.serve(handle_signals=False)
     return 0
 
 

@@ -12,6 +12,7 @@ worker's permit comes back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -66,6 +67,24 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'steer.db'}"
     else:
         yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(params=["sync", "async"])
+def path(request: pytest.FixtureRequest) -> str:
+    """The worker serves on the sync path (``serve``) or on an event loop (``serve_async``,
+    the tasks ``async def``); the resumed engine runs the same way."""
+    return str(request.param)
+
+
+def run(engine: Engine, path: str = "sync") -> None:
+    if path == "async":
+        asyncio.run(engine.run_async())
+    else:
+        engine.run()
+
+
+def named(task: str, path: str) -> str:
+    return f"{task}-async" if path == "async" else task
 
 
 @pytest.fixture
@@ -200,18 +219,18 @@ def check_verified(url: str) -> None:
 
 
 def test_a_sleep_killed_midway_keeps_its_deadline(
-    url: str, tmp_path: Path, workers: list[Worker]
+    url: str, path: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    child = start(workers, tmp_path, url, submit=[["sleeper", [], "nap"]])
-    dead = child.killed_at("idle")  # the task sleeps; the worker waits for its timer
+    plan = {"submit": [[named("sleeper", path), [], "nap"]], "async": path == "async"}
+    dead = start(workers, tmp_path, url, **plan).killed_at("idle")  # it waits for the timer
     assert side_effects(tmp_path) == [("before-sleep", dead)]
 
     clock = Clock(START + 1000.0)  # back 1000 s into the nap
     with resume(url, tmp_path, clock) as engine:
-        task_id = only_task(engine, "sleeper")
+        task_id = only_task(engine, named("sleeper", path))
         (started,) = [r.event for r in history(engine, task_id) if isinstance(r.event, StepStarted)]
         assert started.wake_at == START + NAP
-        engine.run()  # waits (with its clock) for the rest of the nap only
+        run(engine, path)  # waits (with its clock) for the rest of the nap only
         assert clock.now == START + NAP  # not a new nap of NAP from the restart
         assert engine.result(task_id) == ["before-sleep", "after-sleep"]
         assert completed(engine, task_id) == {0: 1, 1: 1, 2: 1}
@@ -219,27 +238,49 @@ def test_a_sleep_killed_midway_keeps_its_deadline(
     check_verified(url)
 
 
+def test_a_worker_killed_just_after_a_sleep_ended_does_not_sleep_again(
+    sqlite_url: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    url = sqlite_url
+    start(workers, tmp_path, url, submit=[["sleeper", [], "nap"]]).killed_at("idle")
+    # The next worker comes after the nap: it ends it and dies in the step after it.
+    late = start(workers, tmp_path, url, start=START + NAP + 1.0, hold="after-sleep")
+    late.killed_at("in after-sleep")
+
+    clock = Clock(START + NAP + 2.0)
+    with resume(url, tmp_path, clock) as engine:
+        task_id = only_task(engine, "sleeper")
+        run(engine)
+        assert clock.now == START + NAP + 2.0  # no new nap: the recorded one is over
+        assert engine.result(task_id) == ["before-sleep", "after-sleep"]
+        assert completed(engine, task_id) == {0: 1, 1: 1, 2: 1}
+    assert runs(tmp_path) == {"before-sleep": 1, "after-sleep": 2}  # the one in flight, again
+    check_verified(url)
+
+
 # -- a message ---------------------------------------------------------------------------------
 
 
 def test_a_message_sent_while_the_worker_was_dead_is_taken_exactly_once(
-    url: str, tmp_path: Path, workers: list[Worker]
+    url: str, path: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    first = start(workers, tmp_path, url, submit=[["listener", [], "ear"]])
+    name = named("listener", path)
+    serving = {"async": path == "async"}
+    first = start(workers, tmp_path, url, submit=[[name, [], "ear"]], **serving)
     first.killed_at("idle")  # the task waits in recv; the worker waits for news
     with Engine.open(url, session="sender", clock=Clock()) as sender:  # another process's send
-        (task,) = [t for t in sender.projections.tasks.tasks.values() if t.name == "listener"]
+        (task,) = [t for t in sender.projections.tasks.tasks.values() if t.name == name]
         assert task.state == "waiting"
         sender.send(task.task_id, "go", "first")
 
     # The next worker takes the message, then dies in the step that uses it.
-    second = start(workers, tmp_path, url, hold="use-first")
+    second = start(workers, tmp_path, url, hold="use-first", **serving)
     second.killed_at("in use-first")
     with Engine.open(url, session="sender", clock=Clock()) as sender:
         sender.send(task.task_id, "go", "second")  # must stay in the inbox
 
     with resume(url, tmp_path, Clock()) as engine:
-        engine.run()
+        run(engine, path)
         assert engine.result(task.task_id) == "use-first"
         received = [r.event for r in history(engine, task.task_id)]
         taken = [e for e in received if isinstance(e, MessageReceived)]
@@ -247,6 +288,24 @@ def test_a_message_sent_while_the_worker_was_dead_is_taken_exactly_once(
         assert completed(engine, task.task_id) == {0: 1, 2: 1}
     # The step in flight at the kill ran again, with the same message; nothing else did.
     assert runs(tmp_path) == {"before-recv": 1, "use-first": 2}
+    check_verified(url)
+
+
+def test_a_recv_killed_while_waiting_keeps_its_timeout(
+    sqlite_url: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    url = sqlite_url
+    start(workers, tmp_path, url, submit=[["patient", [], "ear"]]).killed_at("idle")
+
+    clock = Clock(START + 1000.0)
+    with resume(url, tmp_path, clock) as engine:
+        task_id = only_task(engine, "patient")
+        run(engine)  # nothing comes: it waits for the rest of the timeout only
+        assert clock.now == START + NAP
+        assert engine.result(task_id) == "use-None"
+        taken = [r.event for r in history(engine, task_id) if isinstance(r.event, MessageReceived)]
+        assert [(e.index, e.inbox_version) for e in taken] == [(1, None)]
+    assert runs(tmp_path) == {"before-recv": 1, "use-None": 1}
     check_verified(url)
 
 
