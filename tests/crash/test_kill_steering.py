@@ -348,9 +348,8 @@ def test_a_tick_around_a_kill_runs_exactly_once(
 
 
 def test_a_retried_task_killed_in_its_rerun_replays_its_completed_steps(
-    sqlite_url: str, tmp_path: Path, workers: list[Worker]
+    url: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    url = sqlite_url
     (tmp_path / "broken").touch()
     clock = Clock()
     with resume(url, tmp_path, clock) as engine:
@@ -378,9 +377,8 @@ def test_a_retried_task_killed_in_its_rerun_replays_its_completed_steps(
 
 @pytest.mark.parametrize("hold", ["act-boldly", "finish-boldly"])
 def test_a_fork_killed_in_its_fresh_steps_never_redoes_the_replayed_ones(
-    sqlite_url: str, tmp_path: Path, workers: list[Worker], hold: str
+    url: str, tmp_path: Path, workers: list[Worker], hold: str
 ) -> None:
-    url = sqlite_url
     clock = Clock()
     with resume(url, tmp_path, clock) as engine:
         origin = engine.submit("planner", "ship", "carefully")
