@@ -17,6 +17,12 @@ Selection, for one error with signature ``S``:
    0.5), highest first; ties keep registration order.
 4. A fix demoted for ``S`` (:attr:`FixStats.demoted`: at least :data:`DEMOTE_AFTER` attempts and a
    rate below :data:`DEMOTE_BELOW`) is dropped, learned or not: the record outweighs the lesson.
+
+A fix may declare ``error_types``, the exception classes one of which must be in the error's chain
+(the error, then its ``__cause__`` or else its ``__context__``, each link once) for its
+``matches()`` to say yes. The registry then asks it only about such errors: it keeps, for each
+chain of types it meets, the fixes worth asking, so that an error is not shown to every fix. A
+fix without ``error_types`` is asked about every error.
 """
 
 from __future__ import annotations
@@ -130,6 +136,49 @@ class Fix(Protocol):
         ...
 
 
+# what a fix may declare as its ``error_types`` (see the module docstring)
+_ErrorTypes = tuple[type[BaseException], ...]
+
+#: How many chains of exception types a registry remembers the fixes to ask of.
+_MAX_KINDS = 256
+
+
+def _kinds(error: BaseException) -> _ErrorTypes:
+    """The types along an error's chain, as a fix searching it meets them (``isinstance`` also
+    believes a link's ``__class__``: both count)."""
+    kinds: list[type[BaseException]] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kind = type(current)
+        kinds.append(kind)
+        claimed = current.__class__
+        if claimed is not kind and isinstance(claimed, type):
+            kinds.append(claimed)
+        current = current.__cause__ or current.__context__
+    return tuple(kinds)
+
+
+def _error_types(fix: Fix) -> _ErrorTypes | None:
+    """A fix's declared ``error_types``, None when it declares none.
+
+    Raises:
+        UsageError: it declares something else than a tuple of exception classes.
+    """
+    declared = getattr(fix, "error_types", None)
+    if declared is None:
+        return None
+    if not isinstance(declared, tuple) or not all(
+        isinstance(kind, type) and issubclass(kind, BaseException) for kind in declared
+    ):
+        raise UsageError(
+            f"fix {fix.name!r} declares error_types={declared!r}: it must be a tuple of "
+            "exception classes"
+        )
+    return declared
+
+
 class FixStats(msgspec.Struct, frozen=True):
     """How a fix has fared for one error signature.
 
@@ -199,6 +248,10 @@ class FixRegistry:
 
     def __init__(self, fixes: Iterable[Fix] = ()) -> None:
         self._fixes: dict[str, Fix] = {}
+        # (registration order, name, fix, its declared error types) of each fix
+        self._entries: list[tuple[int, str, Fix, _ErrorTypes | None]] = []
+        # for a chain of types: the (order, name, fix) of the fixes worth asking, in order
+        self._asked: dict[_ErrorTypes, tuple[tuple[int, str, Fix], ...]] = {}
         for fix in fixes:
             self.register(fix)
 
@@ -207,7 +260,8 @@ class FixRegistry:
 
         Raises:
             UsageError: it is not a fix (no ``name``, ``matches`` or ``apply``), its name is
-                empty or has spaces, or a fix is already registered under that name.
+                empty or has spaces, a fix is already registered under that name, or its
+                ``error_types`` is not a tuple of exception classes.
         """
         if not isinstance(fix, Fix):
             raise UsageError(f"{fix!r} is not a fix: it needs name, matches() and apply()")
@@ -216,7 +270,10 @@ class FixRegistry:
             raise UsageError(f"fix {fix!r} needs a name without spaces, got {name!r}")
         if name in self._fixes:
             raise UsageError(f"a fix is already registered as {name!r}")
+        declared = _error_types(fix)
         self._fixes[name] = fix
+        self._entries.append((len(self._entries), name, fix, declared))
+        self._asked.clear()
 
     def get(self, name: str) -> Fix:
         """The fix registered under ``name``.
@@ -267,22 +324,46 @@ class FixRegistry:
         """
         first: list[tuple[float, int, Fix]] = []
         then: list[tuple[float, int, Fix]] = []
-        for order, (name, fix) in enumerate(self._fixes.items()):
-            record = stats.get(name, _UNTRIED)
-            if record.demoted:
-                logger.debug(
-                    "fix %s is demoted for %s (%d/%d succeeded)",
-                    name,
-                    signature,
-                    record.successes,
-                    record.attempts,
-                )
+        if learned:
+            for order, name, fix, _ in self._entries:
+                if name in learned and not self._demoted(name, signature, stats):
+                    first.append((-stats.get(name, _UNTRIED).rate, order, fix))
+        for order, name, fix in self._worth_asking(_kinds(error)):
+            if learned and name in learned:
                 continue
-            if name in learned:
-                first.append((-record.rate, order, fix))
-            elif self._matches(fix, error, call):
-                then.append((-record.rate, order, fix))
+            if not self._demoted(name, signature, stats) and self._matches(fix, error, call):
+                then.append((-stats.get(name, _UNTRIED).rate, order, fix))
+        if not first:
+            return [fix for _, _, fix in sorted(then, key=_rank)]
         return [fix for _, _, fix in sorted(first, key=_rank) + sorted(then, key=_rank)]
+
+    def _worth_asking(self, kinds: _ErrorTypes) -> tuple[tuple[int, str, Fix], ...]:
+        """The fixes whose ``matches()`` may say yes to an error with this chain of types."""
+        asked = self._asked.get(kinds)
+        if asked is None:
+            asked = tuple(
+                (order, name, fix)
+                for order, name, fix, declared in self._entries
+                if declared is None or any(issubclass(kind, declared) for kind in kinds)
+            )
+            if len(self._asked) >= _MAX_KINDS:
+                self._asked.clear()
+            self._asked[kinds] = asked
+        return asked
+
+    @staticmethod
+    def _demoted(name: str, signature: str, stats: Mapping[str, FixStats]) -> bool:
+        record = stats.get(name)
+        if record is None or not record.demoted:
+            return False
+        logger.debug(
+            "fix %s is demoted for %s (%d/%d succeeded)",
+            name,
+            signature,
+            record.successes,
+            record.attempts,
+        )
+        return True
 
     @staticmethod
     def _matches(fix: Fix, error: BaseException, call: StepCall) -> bool:

@@ -8,6 +8,8 @@ progress (a batch of 1, a timeout at its cap) returns None: nothing is retried f
 
 An error is looked for in the exception and in its causes (``__cause__``, then ``__context__``),
 so a step that wraps a ``ConnectionResetError`` in its own error still gets a reconnect.
+Each fix but ``lengthen-timeout`` declares the classes it looks for there as its ``error_types``,
+so that the registry asks it only about errors that hold one.
 
 ::
 
@@ -146,6 +148,7 @@ class DecodeWithDetectedEncoding:
     """
 
     name = "decode-with-detected-encoding"
+    error_types: tuple[type[BaseException], ...] = (UnicodeDecodeError,)
     encodings = ("utf-8-sig", "cp1252", "latin-1")
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
@@ -194,6 +197,7 @@ class EncodeOutputWithReplacement:
     """
 
     name = "encode-output-with-replacement"
+    error_types: tuple[type[BaseException], ...] = (UnicodeEncodeError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, UnicodeEncodeError) is not None and self._change(call) is not None
@@ -231,6 +235,7 @@ class CreateMissingParentDirectory:
     """
 
     name = "create-missing-parent-directory"
+    error_types: tuple[type[BaseException], ...] = (FileNotFoundError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._directory(error, call) is not None
@@ -260,6 +265,7 @@ class WriteToFallbackLocation:
     """
 
     name = "write-to-fallback-location"
+    error_types: tuple[type[BaseException], ...] = (PermissionError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._target(error, call) is not None
@@ -301,6 +307,7 @@ class WaitForDatabaseLock:
     """
 
     name = "wait-for-database-lock"
+    error_types: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
     messages = ("database is locked", "database table is locked")
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
@@ -329,6 +336,7 @@ class ReconnectAfterDroppedConnection:
         BrokenPipeError,
         http.client.RemoteDisconnected,
     )
+    error_types = errors
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return any(isinstance(link, self.errors) for link in _chain(error))
@@ -354,7 +362,9 @@ class LengthenTimeout:
     cap = 300.0
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
-        return self._timed_out(error) and self._longer(call) is not None
+        # The call first: it is asked about every error (a timeout is known by its class name,
+        # so it declares no error_types), and most steps have no timeout to lengthen.
+        return self._longer(call) is not None and self._timed_out(error)
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         longer = self._longer(call)
@@ -398,6 +408,7 @@ class HalveBatchSize:
     """
 
     name = "halve-batch-size"
+    error_types: tuple[type[BaseException], ...] = (MemoryError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, MemoryError) is not None and self._parameter(call) is not None
@@ -433,6 +444,7 @@ class ExtractJsonFromNoise:
     """
 
     name = "extract-json-from-noise"
+    error_types: tuple[type[BaseException], ...] = (json.JSONDecodeError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._extracted(error, call) is not None
@@ -502,6 +514,7 @@ class StripMarkdownFences:
     """
 
     name = "strip-markdown-fences"
+    error_types: tuple[type[BaseException], ...] = (SyntaxError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, SyntaxError) is not None and self._parameter(call) is not None
@@ -544,6 +557,7 @@ class NormaliseIndentation:
     """
 
     name = "normalise-indentation"
+    error_types: tuple[type[BaseException], ...] = (IndentationError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, IndentationError) is not None and self._parameter(call) is not None
@@ -599,6 +613,7 @@ class UseAlternativeModule:
     """
 
     name = "use-alternative-module"
+    error_types: tuple[type[BaseException], ...] = (ModuleNotFoundError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._alternative(error, call) is not None
@@ -643,6 +658,7 @@ class UseDeclaredDefault:
     """
 
     name = "use-declared-default"
+    error_types: tuple[type[BaseException], ...] = (KeyError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._missing(error, call) is not None
