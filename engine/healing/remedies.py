@@ -83,9 +83,15 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def _find(error: BaseException, kind: type[_E]) -> _E | None:
-    for link in _chain(error):
-        if isinstance(link, kind):
-            return link
+    """The first link of the error's chain (as :func:`_chain` walks it) that is a ``kind``."""
+    # _chain unrolled: every fix asked about an error walks it, and a generator costs more
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -375,11 +381,13 @@ class LengthenTimeout:
 
     @staticmethod
     def _timed_out(error: BaseException) -> bool:
-        return any(
-            isinstance(link, TimeoutError)
-            or any("Timeout" in kind.__name__ for kind in type(link).__mro__)
-            for link in _chain(error)
-        )
+        for link in _chain(error):
+            if isinstance(link, TimeoutError):
+                return True
+            for kind in type(link).__mro__:
+                if "Timeout" in kind.__name__:
+                    return True
+        return False
 
     def _longer(self, call: StepCall) -> tuple[str, float, float] | None:
         parameter = _parameter(call, "timeout", "timeout")
@@ -393,7 +401,8 @@ class LengthenTimeout:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # a tuple: ``int | float`` would build a union at every call
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # -- resources -------------------------------------------------------------------------------
@@ -477,11 +486,12 @@ class ExtractJsonFromNoise:
 
 
 _OPENING = re.compile(r"[\[{]")
+_DECODER = json.JSONDecoder()  # holds no state between calls, as json.loads's own
 
 
 def _longest_json(text: str) -> tuple[int, int] | None:
     """The span of the longest JSON object or array in ``text``."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     best: tuple[int, int] | None = None
     position = 0
     while (match := _OPENING.search(text, position)) is not None:

@@ -306,7 +306,10 @@ def _frames(exc: BaseException, app_modules: Sequence[str] | None) -> tuple[str,
     frames: list[str] = []
     tb = exc.__traceback__
     while tb is not None:
-        label = _label(tb, prefixes, cache)
+        # the cache's hit inlined: a long session meets the same code objects again and again
+        code = tb.tb_frame.f_code
+        hit = cache.get(id(code))
+        label = hit[1] if hit is not None and hit[0] is code else _label(tb, prefixes, cache)
         if label is not None:
             frames.append(label)
         tb = tb.tb_next
@@ -379,10 +382,20 @@ def fingerprint(exc: BaseException, *, app_modules: Sequence[str] | None = None)
     Returns:
         The signature; equal ``id`` means the same failure.
     """
-    error_type = _type_name(exc)
-    message = normalise_message(_message(exc))
-    frames = _frames(exc, app_modules)
-    causes = _causes(exc)
+    return _signature(
+        _type_name(exc), normalise_message(_message(exc)), _frames(exc, app_modules), _causes(exc)
+    )
+
+
+#: How many signatures are kept for their parts, so that a failure met again is not hashed again.
+_CACHED_SIGNATURES = 1024
+
+
+@functools.lru_cache(maxsize=_CACHED_SIGNATURES)
+def _signature(
+    error_type: str, message: str, frames: tuple[str, ...], causes: tuple[str, ...]
+) -> ErrorSignature:
+    """The signature of these parts (frozen: one object may serve every failure that has them)."""
     digest = _digest(error_type, message, frames, causes)
     return ErrorSignature(
         id=f"v{SIGNATURE_VERSION}-{digest}",
