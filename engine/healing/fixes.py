@@ -326,15 +326,20 @@ class FixRegistry:
         then: list[tuple[float, int, Fix]] = []
         if learned:
             for order, name, fix, _ in self._entries:
-                if name in learned and not self._demoted(name, signature, stats):
-                    first.append((-stats.get(name, _UNTRIED).rate, order, fix))
+                if name in learned:
+                    record = stats.get(name, _UNTRIED)
+                    if not (record.demoted and self._demoted(name, signature, record)):
+                        first.append((-record.rate, order, fix))
         for order, name, fix in self._worth_asking(_kinds(error)):
             if learned and name in learned:
                 continue
-            if not self._demoted(name, signature, stats) and self._matches(fix, error, call):
-                then.append((-stats.get(name, _UNTRIED).rate, order, fix))
+            record = stats.get(name, _UNTRIED)
+            if record.demoted and self._demoted(name, signature, record):
+                continue
+            if self._matches(fix, error, call):
+                then.append((-record.rate, order, fix))
         if not first:
-            return [fix for _, _, fix in sorted(then, key=_rank)]
+            return [then[0][2]] if len(then) == 1 else [fix for *_, fix in sorted(then, key=_rank)]
         return [fix for _, _, fix in sorted(first, key=_rank) + sorted(then, key=_rank)]
 
     def _worth_asking(self, kinds: _ErrorTypes) -> tuple[tuple[int, str, Fix], ...]:
@@ -352,10 +357,8 @@ class FixRegistry:
         return asked
 
     @staticmethod
-    def _demoted(name: str, signature: str, stats: Mapping[str, FixStats]) -> bool:
-        record = stats.get(name)
-        if record is None or not record.demoted:
-            return False
+    def _demoted(name: str, signature: str, record: FixStats) -> bool:
+        """True, having said in the log that the fix is demoted."""
         logger.debug(
             "fix %s is demoted for %s (%d/%d succeeded)",
             name,

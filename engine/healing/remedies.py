@@ -31,6 +31,7 @@ so that the registry asks it only about errors that hold one.
 from __future__ import annotations
 
 import codecs
+import functools
 import http.client
 import json
 import os
@@ -318,7 +319,10 @@ class WaitForDatabaseLock:
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         found = _find(error, sqlite3.OperationalError)
-        return found is not None and any(m in str(found).lower() for m in self.messages)
+        if found is None:
+            return False
+        text = str(found).lower()
+        return any(message in text for message in self.messages)
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         if not self.matches(error, call):
@@ -479,7 +483,7 @@ class ExtractJsonFromNoise:
         if parameter is None or not isinstance(call.arguments[parameter], str):
             return None
         text: str = call.arguments[parameter]
-        span = _longest_json(text)
+        span = _longest_json_cached(text) if len(text) <= _CACHED_TEXT else _longest_json(text)
         if span is None or span == (0, len(text)):
             return None
         return parameter, text, *span
@@ -505,6 +509,11 @@ def _longest_json(text: str) -> tuple[int, int] | None:
             best = (start, end)
         position = end  # what lies inside is shorter
     return best
+
+
+# matches() then apply() look for the JSON of one text: the second time is read from here
+_CACHED_TEXT = 65536
+_longest_json_cached = functools.lru_cache(maxsize=16)(_longest_json)
 
 
 _FENCE = re.compile(
