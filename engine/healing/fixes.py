@@ -116,6 +116,10 @@ class Fix(Protocol):
     ``name`` is stable: events record it and ``onward learn SIGNATURE FIX`` names it. Changes to
     the environment (creating a directory) happen inside :meth:`apply` and are described in the
     remedy's ``change``.
+
+    Optionally, a fix declares ``error_types``: a tuple of the exception classes one of which
+    must be along the error's chain for :meth:`matches` to say yes (``error_types =
+    (KeyError,)``). The registry then asks it only about such errors; without it, about all.
     """
 
     @property
