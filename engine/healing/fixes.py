@@ -157,7 +157,10 @@ def _kinds(error: BaseException) -> _ErrorTypes:
         seen.add(id(current))
         kind = type(current)
         kinds.append(kind)
-        claimed = current.__class__
+        try:
+            claimed = current.__class__
+        except Exception:  # a broken property: isinstance() in matches() would raise, a "no"
+            claimed = kind
         if claimed is not kind and isinstance(claimed, type):
             kinds.append(claimed)
         current = current.__cause__ or current.__context__
@@ -332,18 +335,18 @@ class FixRegistry:
             for order, name, fix, _ in self._entries:
                 if name in learned:
                     record = stats.get(name, _UNTRIED)
-                    if not (record.demoted and self._demoted(name, signature, record)):
+                    if record.demoted:
+                        self._log_demoted(name, signature, record)
+                    else:
                         first.append((-record.rate, order, fix))
         for order, name, fix in self._worth_asking(_kinds(error)):
             if learned and name in learned:
                 continue
             record = stats.get(name, _UNTRIED)
-            if record.demoted and self._demoted(name, signature, record):
-                continue
-            if self._matches(fix, error, call):
+            if record.demoted:
+                self._log_demoted(name, signature, record)
+            elif self._matches(fix, error, call):
                 then.append((-record.rate, order, fix))
-        if not first:
-            return [then[0][2]] if len(then) == 1 else [fix for *_, fix in sorted(then, key=_rank)]
         return [fix for _, _, fix in sorted(first, key=_rank) + sorted(then, key=_rank)]
 
     def _worth_asking(self, kinds: _ErrorTypes) -> tuple[tuple[int, str, Fix], ...]:
@@ -361,8 +364,7 @@ class FixRegistry:
         return asked
 
     @staticmethod
-    def _demoted(name: str, signature: str, record: FixStats) -> bool:
-        """True, having said in the log that the fix is demoted."""
+    def _log_demoted(name: str, signature: str, record: FixStats) -> None:
         logger.debug(
             "fix %s is demoted for %s (%d/%d succeeded)",
             name,
@@ -370,7 +372,6 @@ class FixRegistry:
             record.successes,
             record.attempts,
         )
-        return True
 
     @staticmethod
     def _matches(fix: Fix, error: BaseException, call: StepCall) -> bool:
