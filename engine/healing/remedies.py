@@ -513,7 +513,7 @@ def _longest_json(text: str) -> tuple[int, int] | None:
 
 # matches() then apply() look for the JSON of one text: the second time is read from here
 _CACHED_TEXT = 65536
-_longest_json_cached = functools.lru_cache(maxsize=16)(_longest_json)
+_longest_json_cached = functools.lru_cache(maxsize=4)(_longest_json)
 
 
 _FENCE = re.compile(

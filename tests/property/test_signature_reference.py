@@ -173,3 +173,20 @@ def test_a_message_normalised_again_reads_as_the_first_time(text: str) -> None:
     first = normalise_message(text)
     assert normalise_message(text) == first == reference_normalise(text)
     assert normalise_message(str(text + " ")[:-1]) == first  # an equal string, not the same one
+
+
+class Anything(str):
+    """A string that equals every string and hashes alike: a cache keyed by it would mix them."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+@given(st.lists(MESSAGES, min_size=2, max_size=5))
+def test_a_str_subclass_is_read_for_its_own_text(texts: list[str]) -> None:
+    for text in texts:
+        assert normalise_message(Anything(text)) == reference_normalise(text)
+        assert normalise_message(text) == reference_normalise(text)
