@@ -150,21 +150,28 @@ _MAX_KINDS = 256
 def _kinds(error: BaseException) -> _ErrorTypes:
     """The types along an error's chain, as a fix searching it meets them (``isinstance`` also
     believes a link's ``__class__``: both count)."""
+    if error.__cause__ is None and error.__context__ is None:
+        return _link_kinds(error)  # most errors: a chain of one
     kinds: list[type[BaseException]] = []
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        kind = type(current)
-        kinds.append(kind)
-        try:
-            claimed = current.__class__
-        except Exception:  # a broken property: isinstance() in matches() would raise, a "no"
-            claimed = kind
-        if claimed is not kind and isinstance(claimed, type):
-            kinds.append(claimed)
+        kinds.extend(_link_kinds(current))
         current = current.__cause__ or current.__context__
     return tuple(kinds)
+
+
+def _link_kinds(link: BaseException) -> _ErrorTypes:
+    """The link's type, and the class it claims to be (``__class__``) when another one."""
+    kind = type(link)
+    try:
+        claimed = link.__class__
+    except Exception:  # a broken property: isinstance() in matches() would raise, a "no"
+        return (kind,)
+    if claimed is kind or not isinstance(claimed, type):
+        return (kind,)
+    return (kind, claimed)
 
 
 def _error_types(fix: Fix) -> _ErrorTypes | None:

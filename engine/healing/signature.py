@@ -342,6 +342,8 @@ def _message(exc: BaseException) -> str:
 
 def _causes(exc: BaseException) -> tuple[str, ...]:
     """``Type: message`` of each link: the ``__cause__``, else the context unless suppressed."""
+    if exc.__cause__ is None and (exc.__suppress_context__ or exc.__context__ is None):
+        return ()  # most errors: no chain to walk
     causes: list[str] = []
     seen = {id(exc)}
     link: BaseException | None = exc
