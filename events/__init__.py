@@ -13,7 +13,9 @@ noun), the envelope, the codec, and the log with its backends::
             print(recorded.position, recorded.stream, recorded.event)
 """
 
+from onward.events.archive import ExportSummary, ImportSummary, export_log, import_log
 from onward.events.base import Event, Meta, Recorded, UnknownEvent
+from onward.events.blobs import DEFAULT_INLINE_LIMIT, DEFAULT_PAYLOAD_LIMIT, blob_digest
 from onward.events.breaker import (
     BreakerClosed,
     BreakerHalfOpened,
@@ -42,6 +44,8 @@ from onward.events.exceptions import (
     BackendError,
     ConflictError,
     CorruptRecord,
+    ImportConflict,
+    InvalidArchive,
     InvalidURL,
     LogDamaged,
     LogNotFound,
@@ -132,6 +136,8 @@ from onward.events.watch import Watch
 from onward.events.worker import WorkerHeartbeat, WorkerStopped
 
 __all__ = [
+    "DEFAULT_INLINE_LIMIT",
+    "DEFAULT_PAYLOAD_LIMIT",
     "MAX_VALUE_DEPTH",
     "ActionChecked",
     "ActionUndone",
@@ -160,6 +166,7 @@ __all__ = [
     "ErrorObserved",
     "Event",
     "EventLog",
+    "ExportSummary",
     "FixAttempted",
     "FixFailed",
     "FixLearned",
@@ -167,8 +174,11 @@ __all__ = [
     "FlowState",
     "FlowStateChanged",
     "HeadCheck",
+    "ImportConflict",
+    "ImportSummary",
     "InterruptionDeferred",
     "InterruptionDelivered",
+    "InvalidArchive",
     "InvalidURL",
     "Jitter",
     "LimitSet",
@@ -233,8 +243,11 @@ __all__ = [
     "WorkerHeartbeat",
     "WorkerStopped",
     "all_event_types",
+    "blob_digest",
     "decode_value",
     "encode_value",
+    "export_log",
+    "import_log",
     "new_event_id",
     "open_log",
     "redacted_logger",

@@ -253,14 +253,24 @@ class Codec:
 
     @staticmethod
     def seal_with(
-        stream_prefix: bytes, version: int, topic: bytes, meta_json: bytes, event_json: bytes
+        stream_prefix: bytes,
+        version: int,
+        topic: bytes,
+        meta_json: bytes,
+        event_json: bytes,
+        *,
+        key: bytes = b',"event":',
     ) -> tuple[bytes, str]:
         """:meth:`seal` for the hot path: the stream already encoded (``stream + "\0"``).
+
+        Args:
+            key: what comes between the envelope and the event: ``,"event":``, or
+                ``,"split":`` for an event split into blobs (see :mod:`onward.events.blobs`).
 
         Returns:
             The sealed state and its checksum.
         """
-        body = b"".join((b'{"meta":', meta_json, b',"event":', event_json, b"}"))[_BODY_START:]
+        body = b"".join((b'{"meta":', meta_json, key, event_json, b"}"))[_BODY_START:]
         checksum = hashlib.blake2b(
             b"".join((stream_prefix, b"%d\x00" % version, topic, b"\x00", body)), digest_size=16
         ).hexdigest()

@@ -11,9 +11,12 @@ apart: you misused the API, the log is damaged, the backend failed::
     │   ├── NotALog ......................... the path holds something else: a directory, an
     │   │                                     empty, text or unknown file, another SQLite database
     │   ├── PayloadTooLarge
-    │   └── UnencodableValue (TypeError too)
+    │   ├── UnencodableValue (TypeError too)
+    │   └── InvalidArchive .................. an export file that is malformed, truncated or
+    │                                         changed (``onward import``)
     ├── ConflictError
-    │   └── VersionConflict ................. an append at a stale expected version
+    │   ├── VersionConflict ................. an append at a stale expected version
+    │   └── ImportConflict .................. the target of an import holds another history
     ├── LogDamaged .......................... the stored log is not what was written
     │   ├── CorruptRecord ................... a record does not decode or its checksum fails
     │   └── UnknownEventType ................ an event from a newer onward, refused where it matters
@@ -27,6 +30,8 @@ __all__ = [
     "BackendError",
     "ConflictError",
     "CorruptRecord",
+    "ImportConflict",
+    "InvalidArchive",
     "InvalidURL",
     "LogDamaged",
     "LogNotFound",
@@ -86,8 +91,27 @@ class UnencodableValue(UsageError, TypeError):
     """A value that msgspec cannot encode (a set of objects, a custom class, ...)."""
 
 
+class InvalidArchive(UsageError):
+    """An export file that cannot be imported as it is: not JSON lines of an export, a record
+    or blob that fails its checksum or chain, or a file cut short; nothing was imported.
+
+    Attributes:
+        line: the line where it was found (1 for the first).
+    """
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
 class ConflictError(OnwardError):
     """Another writer got there first."""
+
+
+class ImportConflict(ConflictError):
+    """The target of an import holds another history of a stream of the file (another record
+    at one of its versions), or lacks the versions the file's records follow; nothing was
+    imported."""
 
 
 class VersionConflict(ConflictError):

@@ -69,6 +69,8 @@ class ProblemKind(enum.StrEnum):
     HEAD = "head"
     """The records do not match the head record's count or hash chain (records removed,
     added or rewritten behind onward's back)."""
+    BLOB = "blob"
+    """A blob the record references is missing or does not match its digest."""
     ILLEGAL = "illegal"
     """The record is intact, but its lifecycle does not allow it in its stream's state."""
 

@@ -59,9 +59,12 @@ class PermitReturned(Event, frozen=True, kw_only=True):
     Attributes:
         task_id: the task.
         index: the step's index.
+        worker: the worker that gives it back: a permit taken since by another worker (the
+            step was taken over) stays that worker's ("" gives back whoever holds it).
     """
 
     family: ClassVar[str] = "limit"
 
     task_id: str
     index: int
+    worker: str = ""

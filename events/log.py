@@ -41,17 +41,35 @@ from eventsourcing.persistence import (
 )
 
 from onward.events.base import Event, Meta, Recorded
+from onward.events.blobs import (
+    DEFAULT_INLINE_LIMIT,
+    DEFAULT_PAYLOAD_LIMIT,
+    blob_digest,
+    join_event,
+    join_state,
+    split_event,
+    split_of,
+)
 from onward.events.codec import Codec, prev_of
 from onward.events.codec import checksum_of as _checksum_of
 from onward.events.exceptions import (
     BackendError,
     CorruptRecord,
+    ImportConflict,
     OnwardError,
     PayloadTooLarge,
     UsageError,
     VersionConflict,
 )
-from onward.events.integrity import LogHead, Verifier, VerifyReport, check_rows
+from onward.events.integrity import (
+    LogHead,
+    Problem,
+    ProblemKind,
+    Verifier,
+    VerifyReport,
+    check_rows,
+    damaged_streams,
+)
 from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
 from onward.events.redaction import Redactor, redacted_logger
 from onward.events.watch import PollingWatch, Watch
@@ -77,7 +95,6 @@ StoredRow = tuple[int, str, int, str, bytes]
 _Row = TypeVar("_Row", StoredRow, tuple[int, str, int, bytes])
 _T = TypeVar("_T")
 
-DEFAULT_PAYLOAD_LIMIT = 1024 * 1024
 _HEAD_CACHE_SIZE = 200_000
 _ANY_VERSION_RETRIES = 20
 
@@ -177,10 +194,23 @@ _EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 #: What :meth:`EventLog._encode` returns: the records, each append's (stream, expected
-#: version, count), the event ids, and each stream's new head.
+#: version, count), the event ids, each stream's new head, and the blobs by digest.
 _Encoded = tuple[
-    list[StoredEvent], list[tuple[str, int, int]], list[str], dict[str, tuple[int, str]]
+    list[StoredEvent],
+    list[tuple[str, int, int]],
+    list[str],
+    dict[str, tuple[int, str]],
+    dict[str, bytes],
 ]
+
+_SPLIT_KEY = b',"split":'
+
+
+class _EnvelopeOnly(msgspec.Struct):
+    meta: Meta
+
+
+_ENVELOPE_ONLY = msgspec.json.Decoder(_EnvelopeOnly)
 
 
 def _check_event_id(stream: str, event_id: object) -> None:
@@ -202,7 +232,11 @@ class EventLog(ABC):
         codec: the codec; one that knows every event type by default.
         redactor: the secret redactor applied to every event before it is written.
         clock: the source of the envelope's time.
-        payload_limit: the largest encoded event accepted, in bytes.
+        payload_limit: the largest encoded event accepted, in bytes, blobs included (256 MiB
+            by default); a larger one raises :class:`PayloadTooLarge` and nothing is written.
+        inline_limit: the largest encoded event kept whole in its record (1 MiB by default);
+            the largest fields of a larger one are stored as blobs beside the log (see
+            :mod:`onward.events.blobs`) and read back with it.
         outage_tolerance: how long, in seconds, appends and reads retry through transient
             storage errors (a locked file, a restarting server) before they raise
             :class:`StorageUnavailable` (see :mod:`onward.events.outage`).
@@ -224,11 +258,14 @@ class EventLog(ABC):
         redactor: Redactor | None = None,
         clock: Clock = _time.time,
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+        inline_limit: int = DEFAULT_INLINE_LIMIT,
         outage_tolerance: float = DEFAULT_TOLERANCE,
         verify_reads: bool = True,
     ) -> None:
         if payload_limit <= 0:
             raise UsageError(f"payload_limit must be positive, got {payload_limit}")
+        if inline_limit <= 0:
+            raise UsageError(f"inline_limit must be positive, got {inline_limit}")
         self._recorder = recorder
         self._checkpoints = checkpoints
         self.url = url
@@ -236,6 +273,7 @@ class EventLog(ABC):
         self.redactor = redactor or Redactor()
         self.clock = clock
         self.payload_limit = payload_limit
+        self.inline_limit = inline_limit
         self.outage = Outage(url, outage_tolerance)
         self.verify_reads = verify_reads
         self._heads: dict[str, tuple[int, str]] = {}
@@ -248,6 +286,28 @@ class EventLog(ABC):
         """Insert records atomically; return their positions (or [] when unknown)."""
         ids = self._recorder.insert_events(records)
         return list(ids) if ids else []
+
+    def _insert_with_blobs(self, records: list[StoredEvent], blobs: dict[str, bytes]) -> list[int]:
+        """Store blobs, then insert records that reference them; return the records' positions.
+
+        By default the blobs are stored first, in a transaction of their own: a blob whose
+        records then fail to commit stays, unreferenced and harmless (the same value appended
+        again finds it). A backend may store both in one transaction.
+        """
+        self._store_blobs(blobs)
+        return self._insert(records)
+
+    def _store_blobs(self, blobs: dict[str, bytes]) -> None:
+        """Store blobs under their digests, keeping one already there (content-addressed)."""
+        raise NotImplementedError(f"{type(self).__name__} stores no blobs")
+
+    def _select_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        """The blobs found among ``digests``, by digest (a missing one is left out)."""
+        return {}
+
+    def _select_blob_digests(self) -> list[str]:
+        """The digest of every blob stored."""
+        return []
 
     @abstractmethod
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
@@ -351,12 +411,12 @@ class EventLog(ABC):
         if not appends:
             raise UsageError("commit() needs at least one Append")
         for _ in range(_ANY_VERSION_RETRIES):
-            records, resolved, ids, heads = self._encode(appends)
+            records, resolved, ids, heads, blobs = self._encode(appends)
             try:
                 # Through an outage the same records are inserted again: if an attempt did
                 # commit after all, the next clashes with its own records (already recorded).
                 positions = self.outage.call(
-                    f"append to {resolved[0][0]!r}", functools.partial(self._insert, records)
+                    f"append to {resolved[0][0]!r}", self._inserter(records, blobs)
                 )
             except IntegrityError as exc:
                 clash = self._explain_clash(resolved, ids)
@@ -400,10 +460,11 @@ class EventLog(ABC):
             except OnwardError as exc:
                 results[i] = exc
         records = [record for _, found in encoded for record in found[0]]
+        blobs = {digest: data for _, found in encoded for digest, data in found[4].items()}
         if records:
             try:
                 positions = self.outage.call(
-                    f"append of {len(encoded)} groups", functools.partial(self._insert, records)
+                    f"append of {len(encoded)} groups", self._inserter(records, blobs)
                 )
             except IntegrityError:
                 # A group clashed (another worker got there first): each on its own, then.
@@ -417,22 +478,27 @@ class EventLog(ABC):
                 raise BackendError(f"append to {self.url} failed: {exc}") from exc
             if positions is not None:
                 at = 0
-                for i, (group_records, _resolved, ids, heads) in encoded:
+                for i, (group_records, _resolved, ids, heads, _blobs) in encoded:
                     mine = positions[at : at + len(group_records)] if positions else []
                     at += len(group_records)
                     versions = self._remember(heads)
                     results[i] = AppendResult(event_ids=ids, positions=mine, versions=versions)
         return [r if r is not None else UsageError("nothing to commit") for r in results]
 
-    def _encode(
-        self, appends: Sequence[Append]
-    ) -> tuple[
-        list[StoredEvent], list[tuple[str, int, int]], list[str], dict[str, tuple[int, str]]
-    ]:
+    def _inserter(
+        self, records: list[StoredEvent], blobs: dict[str, bytes]
+    ) -> Callable[[], list[int]]:
+        if blobs:
+            return functools.partial(self._insert_with_blobs, records, blobs)
+        return functools.partial(self._insert, records)
+
+    def _encode(self, appends: Sequence[Append]) -> _Encoded:
         now = self.clock()
         codec = self.codec
         placeholder = codec.placeholder()
         limit = self.payload_limit
+        inline = self.inline_limit
+        blobs: dict[str, bytes] = {}
         records: list[StoredEvent] = []
         heads: dict[str, tuple[int, str]] = {}
         redactor, encode_event, seal = self.redactor, codec.encode_event, codec.seal_with
@@ -472,7 +538,8 @@ class EventLog(ABC):
                 if not isinstance(event, Event):
                     raise UsageError(f"stream {a.stream!r}: {event!r} is not an events.Event")
             jsons = redactor.redact_json_many([encode_event(event) for event in a.events])
-            for event, event_json in zip(a.events, jsons, strict=True):
+            keys: list[bytes] | None = None  # where the event goes in each record
+            for j, (event, event_json) in enumerate(zip(a.events, jsons, strict=True)):
                 if len(event_json) > limit:
                     raise PayloadTooLarge(
                         f"stream {a.stream!r}: {type(event).__name__} encodes to "
@@ -481,6 +548,13 @@ class EventLog(ABC):
                         size=len(event_json),
                         limit=limit,
                     )
+                if len(event_json) > inline:
+                    split = split_event(event_json, inline)
+                    if split is not None:
+                        blobs.update(split.blobs)
+                        jsons[j] = split.body()
+                        keys = keys or [b',"event":'] * len(jsons)
+                        keys[j] = _SPLIT_KEY
             if a.event_ids is None:
                 ids = new_event_ids(len(a.events))
             else:
@@ -496,6 +570,29 @@ class EventLog(ABC):
                 version += 1
                 topic = event.__struct_config__.tag
                 assert isinstance(topic, str)
+                if keys is not None and keys[i] == _SPLIT_KEY:
+                    # The event leaves "event" for "split" (after the envelope, as usual).
+                    state, prev = seal(
+                        stream_prefix,
+                        version,
+                        topic.encode(),
+                        codec.encode_meta(
+                            Meta(
+                                checksum=placeholder,
+                                prev=prev,
+                                event_id=ids[i],
+                                time=now,
+                                session=ctx.session,
+                                causation_id=ctx.causation_id if a.causes is None else a.causes[i],
+                                correlation_id=ctx.correlation_id,
+                                actor=ctx.actor,
+                            )
+                        ),
+                        event_json,
+                        key=_SPLIT_KEY,
+                    )
+                    records.append(StoredEvent(a.stream, version, topic, state))
+                    continue
                 if a.causes is None:
                     state, prev = seal_new(
                         stream_prefix, version, topic.encode(), prev, ids[i], tail, event_json
@@ -518,7 +615,7 @@ class EventLog(ABC):
                 records.append(StoredEvent(a.stream, version, topic, state))
             heads[a.stream] = (version, prev)
             all_ids.extend(ids)
-        return records, resolved, all_ids, heads
+        return records, resolved, all_ids, heads, blobs
 
     def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         """The version to append after and the checksum it has (the new event's ``prev``)."""
@@ -566,7 +663,10 @@ class EventLog(ABC):
                 functools.partial(self._select_stream, stream, expected, expected + count),
             )
             for row in rows:
-                meta = self.codec.decode(row[1], row[2], row[0], row[3], row[4]).meta
+                try:  # the envelope alone: a split record's blobs are not needed
+                    meta = _ENVELOPE_ONLY.decode(row[4]).meta
+                except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                    meta = self.decode_record(row[1], row[2], row[0], row[3], row[4]).meta
                 recorded_ids.append(meta.event_id)
                 positions.append(row[0])
             versions[stream] = expected + count
@@ -620,13 +720,167 @@ class EventLog(ABC):
                 its predecessor (a removed or rewritten record).
         """
         self._check_open()
-        decode = self.codec.decode
+        decode = self.decode_record
         rows = self._read(
             f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
         )
         if self.verify_reads if verify is None else verify:
             _check_stream(rows, after)
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
+
+    def decode_record(
+        self, stream: str, version: int, position: int, topic: str, state: bytes
+    ) -> Recorded:
+        """Decode one stored record, joining a split one with its blobs (its checksum is not
+        checked: :func:`onward.events.integrity.check_rows` does that).
+
+        Raises:
+            CorruptRecord: the record does not decode, or a blob it references is missing or
+                does not match its digest (``kind="blob"``).
+        """
+        try:
+            return self.codec.decode(stream, version, position, topic, state)
+        except CorruptRecord:
+            joined = self._joined(stream, version, position, state)
+            if joined is None:
+                raise
+        return self.codec.decode(stream, version, position, topic, joined)
+
+    def decode_state(self, position: int, stream: str, version: int, state: bytes) -> Recorded:
+        """Like :meth:`decode_record`, for a record read without its tag column (the event's
+        ``type`` is its tag).
+
+        Raises:
+            CorruptRecord: as :meth:`decode_record`.
+        """
+        try:
+            return self.codec.decode_state(position, stream, version, state)
+        except CorruptRecord:
+            joined = self._joined(stream, version, position, state)
+            if joined is None:
+                raise
+        return self.codec.decode_state(position, stream, version, joined)
+
+    def _decode_page(self, rows: list[StoredRow]) -> list[Recorded]:
+        typed = self.codec.typed_decoder
+        if typed is not None:
+            decode = typed.decode
+            try:
+                return [
+                    Recorded(s, v, p, (both := decode(st)).meta, both.event)
+                    for p, s, v, _t, st in rows
+                ]
+            except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+                pass  # an old, unknown, split or damaged record in this page: one at a time
+        decode_record = self.decode_record
+        return [decode_record(s, v, p, t, st) for p, s, v, t, st in rows]
+
+    def _joined(self, stream: str, version: int, position: int, state: bytes) -> bytes | None:
+        """The state of a split record joined with its blobs (None: not a split record).
+
+        Raises:
+            CorruptRecord: a blob is missing, or does not match its digest (checked unless the
+                log was opened with ``verify_reads=False``).
+        """
+        split = split_of(state) if isinstance(state, bytes) else None
+        if split is None:
+            return None
+        meta_json, refs, rest = split
+        digests = [digest for _name, digest in refs]
+        found = self._read(
+            f"read the blobs of stream {stream!r}",
+            functools.partial(self._select_blobs, digests),
+        )
+        check = self.verify_reads
+        for name, digest in refs:
+            data = found.get(digest)
+            why = (
+                "is missing"
+                if data is None
+                else None
+                if not check or blob_digest(data) == digest
+                else "does not match its digest"
+            )
+            if why is not None:
+                raise CorruptRecord(
+                    f"the blob {digest} of its field {name!r} {why}",
+                    stream=stream,
+                    version=version,
+                    position=position,
+                    kind="blob",
+                )
+        return join_state(meta_json, join_event(rest, refs, found))
+
+    def blob(self, digest: str) -> bytes | None:
+        """The bytes of one blob (None when the log holds none under that digest); they are
+        not checked against the digest.
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        found = self._read(f"read blob {digest}", functools.partial(self._select_blobs, [digest]))
+        return found.get(digest)
+
+    def blob_digests(self) -> list[str]:
+        """The digest of every blob the log holds.
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        return self._read("list the blobs", self._select_blob_digests)
+
+    def stream_rows(
+        self, stream: str, *, after: int = 0, upto: int | None = None
+    ) -> list[StoredRow]:
+        """The stored records of one stream with version in ``(after, upto]``, undecoded and
+        unchecked, by version.
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        return self._read(
+            f"read stream {stream!r}", functools.partial(self._select_stream, stream, after, upto)
+        )
+
+    def insert_records(
+        self, records: Sequence[tuple[str, int, str, bytes]], blobs: dict[str, bytes]
+    ) -> list[int]:
+        """Insert sealed records as they are, with the blobs they reference, in one commit
+        (:func:`onward.events.archive.import_log` checks them first: this checks nothing but
+        that their versions are free).
+
+        Args:
+            records: ``(stream, version, topic, state)`` each, in the order to store them.
+            blobs: the blobs by digest.
+
+        Returns:
+            Their positions.
+
+        Raises:
+            ImportConflict: a stream already holds one of the versions (another writer got
+                there first); nothing was inserted.
+            BackendError: the database failed.
+        """
+        self._check_open()
+        stored = [StoredEvent(s, v, t, bytes(st)) for s, v, t, st in records]
+        streams = {r[0] for r in records}
+        try:
+            positions = self.outage.call(
+                f"insert {len(stored)} records", self._inserter(stored, blobs)
+            )
+        except IntegrityError as exc:
+            raise ImportConflict(
+                f"{self.url}: a version of one of {len(streams)} streams was taken meanwhile"
+            ) from exc
+        except PersistenceError as exc:
+            raise BackendError(f"insert into {self.url} failed: {exc}") from exc
+        finally:
+            for stream in streams:
+                self._forget(stream)
+        return positions
 
     def stream_version(self, stream: str) -> int:
         """The current version of a stream (0 when it has no events)."""
@@ -667,7 +921,7 @@ class EventLog(ABC):
         # inline, in one pass.
         typed = self.codec.typed_decoder
         decode = typed.decode if typed is not None else None
-        slow = self.codec.decode
+        slow = self.decode_record
         errors = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
         verify = self.verify_reads
         for rows in self._pages(self._select_page, after, upto, page_size):
@@ -694,7 +948,7 @@ class EventLog(ABC):
             CorruptRecord: a record does not decode or fails its checksum (the records before
                 it are yielded first).
         """
-        decode_page = self.codec.decode_page
+        decode_page = self._decode_page
         verify = self.verify_reads
         for rows in self.read_rows(after=after, upto=upto, page_size=page_size):
             damage = _first_damage(rows) if verify else None
@@ -798,9 +1052,55 @@ class EventLog(ABC):
             middle, and what the head record says (a removed tail or stream breaks it).
         """
         verifier = Verifier(self.codec, self.head_record(), dense=self.dense_positions)
+        # Each split record's references: (stream, version, position, field, digest).
+        refs: list[tuple[str, int, int, str, str]] = []
         for rows in self.read_rows(page_size=5000):
             verifier.feed_page(rows)
-        return verifier.finish(self.head_record())
+            for position, stream, version, _topic, state in rows:
+                if isinstance(state, bytes) and _SPLIT_KEY in state:
+                    split = split_of(state)
+                    if split is not None:
+                        refs += [(stream, version, position, n, d) for n, d in split[1]]
+        report = verifier.finish(self.head_record())
+        problems = self._check_blobs(refs)
+        if not problems:
+            return report
+        problems = sorted([*report.problems, *problems], key=lambda p: p.position)
+        return msgspec.structs.replace(
+            report,
+            ok=False,
+            problems=problems,
+            torn_tail=False,
+            damaged_streams=damaged_streams(problems),
+        )
+
+    def _check_blobs(self, refs: list[tuple[str, int, int, str, str]]) -> list[Problem]:
+        """A problem for each reference to a blob that is missing or fails its digest (each
+        blob read and hashed once)."""
+        problems: list[Problem] = []
+        checked: dict[str, str | None] = {}  # digest -> what is wrong with it
+        for stream, version, position, name, digest in refs:
+            if digest not in checked:
+                data = self.blob(digest)
+                checked[digest] = (
+                    "is missing"
+                    if data is None
+                    else None
+                    if blob_digest(data) == digest
+                    else "does not match its digest (a damaged or rewritten blob)"
+                )
+            why = checked[digest]
+            if why is not None:
+                problems.append(
+                    Problem(
+                        kind=ProblemKind.BLOB,
+                        stream=stream,
+                        version=version,
+                        position=position,
+                        detail=f"the blob {digest} of its field {name!r} {why}",
+                    )
+                )
+        return problems
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ of code above the log can trust it as a fake.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -26,7 +27,7 @@ class MemoryLog(EventLog):
     Args:
         create: must be True: a memory log never exists before it is opened.
         **options: passed to :class:`onward.events.EventLog` (codec, redactor, clock,
-        payload_limit).
+        payload_limit, inline_limit).
 
     Raises:
         LogNotFound: ``create=False``.
@@ -38,6 +39,7 @@ class MemoryLog(EventLog):
         self._popo = POPOApplicationRecorder()
         self._log_head = LogHead(base=0, position=0, count=0, chain=CHAIN_START)
         self._head_lock = threading.Lock()
+        self._blobs: dict[str, bytes] = {}
         super().__init__(self._popo, POPOAggregateRecorder(), url="memory://", **options)
 
     # Positions are the index in the recorder's list, plus one.
@@ -55,6 +57,19 @@ class MemoryLog(EventLog):
                 chain=advance_chain(head.chain, (r.state[start:end] for r in records)),
             )
         return positions
+
+    def _store_blobs(self, blobs: dict[str, bytes]) -> None:
+        with self._head_lock:
+            for digest, data in blobs.items():
+                self._blobs.setdefault(digest, data)
+
+    def _select_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        with self._head_lock:
+            return {d: self._blobs[d] for d in digests if d in self._blobs}
+
+    def _select_blob_digests(self) -> list[str]:
+        with self._head_lock:
+            return list(self._blobs)
 
     def _select_log_head(self) -> LogHead | None:
         return self._log_head

@@ -205,10 +205,40 @@ class PostgresLog(EventLog):
         self._events = recorder
         self._checkpoint_recorder = checkpoints
         self._connections = connections
+        self._blobs = _BlobStatements(schema=self.schema, prefix=prefix)
         super().__init__(recorder, checkpoints, url=_safe(url), **options)
 
     def _insert(self, records: list[StoredEvent]) -> list[int]:
         return self._events.insert(records)
+
+    def _store_blobs(self, blobs: dict[str, bytes]) -> None:
+        # Its own statement, committed before the records that reference it: a blob left
+        # unreferenced by a failed append is harmless.
+        statements = self._blobs
+        if not statements.known:
+            if not self._connections.fetch(statements.exists, ())[0][0]:
+                self._connections.fetch(statements.create, (), rows=False)
+            statements.known = True
+        digests = list(blobs)
+        self._connections.fetch(
+            statements.insert,
+            (digests, [len(blobs[d]) for d in digests], [blobs[d] for d in digests]),
+            rows=False,
+        )
+
+    def _select_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        statements = self._blobs
+        if not statements.known:
+            if not self._connections.fetch(statements.exists, ())[0][0]:
+                return {}  # a log of an earlier version, never appended a blob to
+            statements.known = True
+        rows = self._connections.fetch(statements.select, (list(digests),))
+        return {str(digest): bytes(data) for digest, data in rows}
+
+    def _select_blob_digests(self) -> list[str]:
+        if not self._connections.fetch(self._blobs.exists, ())[0][0]:
+            return []
+        return [str(r[0]) for r in self._connections.fetch(self._blobs.digests, ())]
 
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
         return self._events.stream(stream, after, upto)
@@ -240,6 +270,37 @@ class PostgresLog(EventLog):
 
     def _close_backend(self) -> None:
         self._connections.close()
+
+
+class _BlobStatements:
+    """The statements on a log's blobs (``<prefix>_blobs``: digest, size, data)."""
+
+    def __init__(self, *, schema: str, prefix: str) -> None:
+        table = sql.Identifier(schema, f"{prefix}_blobs")
+        self.known = False  # the table is known to exist
+        self.exists = _render(
+            sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(
+                name=sql.Literal(f"{schema}.{prefix}_blobs")
+            )
+        )
+        self.create = _render(sql.SQL(_CREATE_BLOBS).format(table))
+        self.insert = _render(
+            sql.SQL(
+                "INSERT INTO {} (digest, size, data)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %b::bytea[])"
+                " ON CONFLICT (digest) DO NOTHING"
+            ).format(table)
+        )
+        self.select = _render(
+            sql.SQL("SELECT digest, data FROM {} WHERE digest = ANY(%s::text[])").format(table)
+        )
+        self.digests = _render(sql.SQL("SELECT digest FROM {} ORDER BY digest").format(table))
+
+
+_CREATE_BLOBS = (
+    "CREATE TABLE IF NOT EXISTS {} (digest text PRIMARY KEY, size bigint NOT NULL,"
+    " data bytea NOT NULL)"
+)
 
 
 class PostgresEventRecorder(ApplicationRecorder):
@@ -783,12 +844,14 @@ def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:
             f"{schema}.{prefix}_events",
             f"{schema}.{prefix}_events_notification_id_idx",
             f"{schema}.{prefix}_checkpoints",
+            f"{schema}.{prefix}_blobs",
         )
         # DDL only when something is missing: CREATE INDEX takes a lock on the table even
         # when the index exists, and would wait for every writer's transaction.
         found = connection.execute(
             "SELECT to_regnamespace(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"
-            " AND to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            " AND to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"
+            " AND to_regclass(%s) IS NOT NULL",
             (schema, *names),
         ).fetchone()
         if found is not None and found[0]:
@@ -818,6 +881,9 @@ def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:
                     " originator_version bigint NOT NULL, topic text, state bytea,"
                     " PRIMARY KEY (originator_id, originator_version))"
                 ).format(sql.Identifier(schema, f"{prefix}_checkpoints"))
+            )
+            connection.execute(
+                sql.SQL(_CREATE_BLOBS).format(sql.Identifier(schema, f"{prefix}_blobs"))
             )
             _retire_sequence(connection, schema, prefix)
         # The advisory lock goes with the connection.

@@ -48,6 +48,11 @@ _CREATE_HEAD = (
     " chain TEXT NOT NULL)"
 )
 _SELECT_HEAD = "SELECT base, position, count, chain FROM onward_head WHERE id = 1"
+# The blobs (see onward.events.blobs): created at the first append that stores one.
+_CREATE_BLOBS = (
+    "CREATE TABLE IF NOT EXISTS onward_blobs (digest TEXT PRIMARY KEY,"
+    " size INTEGER NOT NULL, data BLOB NOT NULL)"
+)
 _CHECKSUM = slice(*LAYOUT.checksum)
 
 
@@ -100,8 +105,19 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             self._writer = writer
         return writer
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        blobs: dict[str, bytes] | None = None,
+        **kwargs: Any,
+    ) -> list[int]:
         """Insert records in one transaction; return their positions (rowids).
+
+        Args:
+            stored_events: the records.
+            blobs: blobs the records reference, by digest, stored in the same transaction
+                (one already there is kept).
 
         Raises:
             IntegrityError: a record's stream and version are taken (a version clash).
@@ -111,6 +127,12 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             writer = self._connect()
             try:
                 writer.execute("BEGIN IMMEDIATE")
+                if blobs:
+                    writer.execute(_CREATE_BLOBS)
+                    writer.executemany(
+                        "INSERT OR IGNORE INTO onward_blobs (digest, size, data) VALUES (?, ?, ?)",
+                        [(digest, len(data), data) for digest, data in blobs.items()],
+                    )
                 head = self._read_head(writer)
                 positions = []
                 for s in stored_events:
@@ -307,6 +329,35 @@ class SQLiteLog(EventLog):
             " WHERE rowid>? ORDER BY rowid LIMIT ?",
             (after, limit),
         )
+
+    def _insert_with_blobs(self, records: list[StoredEvent], blobs: dict[str, bytes]) -> list[int]:
+        return self._writer.insert_events(records, blobs=blobs)
+
+    def _store_blobs(self, blobs: dict[str, bytes]) -> None:
+        self._writer.insert_events([], blobs=blobs)
+
+    def _has_blobs(self) -> bool:
+        return bool(
+            self._query(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='onward_blobs'", ()
+            )
+        )
+
+    def _select_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
+        if not digests or not self._has_blobs():
+            return {}
+        marks = ",".join("?" * len(digests))
+        rows = self._query(
+            f"SELECT digest, data FROM onward_blobs WHERE digest IN ({marks})", tuple(digests)
+        )
+        return {str(digest): bytes(data) for digest, data in rows}
+
+    def _select_blob_digests(self) -> list[str]:
+        if not self._has_blobs():
+            return []
+        return [
+            str(r[0]) for r in self._query("SELECT digest FROM onward_blobs ORDER BY rowid", ())
+        ]
 
     def _select_head(self) -> int:
         rows = self._query("SELECT MAX(rowid) FROM stored_events", ())

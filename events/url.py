@@ -20,7 +20,8 @@ def open_log(url: str, **options: Any) -> EventLog:
             (query options ``synchronous=full|normal|extra`` and ``busy_timeout=SECONDS``);
             ``postgresql://user:password@host:port/dbname`` (query options ``schema`` and
             ``table``; needs the ``postgres`` extra). A bare file path is taken as SQLite.
-        **options: ``codec``, ``redactor``, ``clock``, ``payload_limit``, ``verify_reads``
+        **options: ``codec``, ``redactor``, ``clock``, ``payload_limit``, ``inline_limit``,
+            ``verify_reads``
             (check each record's checksum whenever it is read for replay or resume; True by
             default); for SQLite also
             ``synchronous``, ``busy_timeout`` and ``create`` (False: raise

@@ -92,8 +92,12 @@ class LimitProjection:
             while takes and takes[0] < r.meta.time - TAKES_SPAN:
                 takes.popleft()
         else:
-            view.held.pop(key, None)
-            view.returned_at = r.version
+            held = view.held.get(key)
+            # A worker that lost the step (taken over while it was paused) gives back only its
+            # own permit, never the one the step's new worker took since.
+            if held is not None and event.worker in ("", held[0]):
+                del view.held[key]
+                view.returned_at = r.version
 
     def recent(self, name: str, since: float) -> int:
         """How many permits of a limit were taken after ``since``."""

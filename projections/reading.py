@@ -26,6 +26,7 @@ from onward.events import (
     StepCompleted,
     StepFailed,
 )
+from onward.events.blobs import join_state, split_of
 from onward.events.integrity import StreamDamage, check_rows
 from onward.events.log import StoredRow
 
@@ -51,6 +52,9 @@ class _Failed(_StepOutcome, frozen=True, tag="StepFailed"):
     signature: str = ""
     final: bool = True
 
+
+#: The fields the lean step outcomes read (a blob holding one of them must be joined).
+_LEAN_FIELDS = frozenset({"type", *_Completed.__struct_fields__, *_Failed.__struct_fields__})
 
 #: The types a fold may see for step outcomes: the lean ones of :class:`FoldReader`, or the
 #: full events (from :meth:`onward.events.EventLog.read` or the fallback).
@@ -111,7 +115,7 @@ class FoldReader:
         """The pages of a log whose storage is trusted: without the tag column, which only the
         checksum needs."""
         decode = self._decode
-        fallback = self.log.codec.decode_state
+        fallback = self._decode_state
         for rows in self.log.read_states(after=after, upto=upto, page_size=page_size):
             try:
                 yield [
@@ -138,9 +142,42 @@ class FoldReader:
             if good:
                 yield good
 
+    def _decode_record(
+        self, stream: str, version: int, position: int, topic: str, state: bytes
+    ) -> Recorded:
+        lean = self._lean_split(stream, version, position, state)
+        if lean is not None:
+            return lean
+        return self.log.decode_record(stream, version, position, topic, state)
+
+    def _decode_state(self, position: int, stream: str, version: int, state: bytes) -> Recorded:
+        lean = self._lean_split(stream, version, position, state)
+        if lean is not None:
+            return lean
+        return self.log.decode_state(position, stream, version, state)
+
+    def _lean_split(
+        self, stream: str, version: int, position: int, state: bytes
+    ) -> Recorded | None:
+        """A split step outcome read without its blobs, when the fold reads none of the
+        fields split off (its result): None for any other record."""
+        split = split_of(state) if isinstance(state, bytes) else None
+        if split is None:
+            return None
+        meta_json, refs, rest = split
+        if any(name in _LEAN_FIELDS for name, _digest in refs):
+            return None
+        try:
+            both = self._decode(join_state(meta_json, rest))
+        except _DECODE_ERRORS:
+            return None
+        if type(both.event) not in (_Completed, _Failed):
+            return None  # an event the fold reads whole: joined with its blobs
+        return Recorded(stream, version, position, both.meta, both.event)
+
     def _one_by_one(self, rows: Sequence[StoredRow], bad: dict[int, str]) -> Iterator[Folded]:
         """The records of a page decoded by the log's codec, each damaged one in its place."""
-        decode = self.log.codec.decode
+        decode = self._decode_record
         good: list[Recorded] = []
         for i, (p, s, v, t, st) in enumerate(rows):
             why = bad.get(i)

@@ -515,6 +515,32 @@ class TaskProjection:
             heapq.heappop(heap)
         return None
 
+    def take_heads(self, session: str, count: int) -> list[TaskView]:
+        """Up to ``count`` first queued tasks of a session, in queue order, taken off its
+        queue: a worker claims them at once, and :meth:`put_back` the ones it could not (a
+        claimed task would leave the queue at the claim's fold anyway)."""
+        heap = self._heaps.get(session)
+        found: list[TaskView] = []
+        seen: set[str] = set()
+        while heap and len(found) < count:
+            rank, deadline, order, task_id = heapq.heappop(heap)
+            view = self.views[task_id]  # a queued task is not a finished one
+            if (
+                task_id not in seen
+                and view.state == "queued"
+                and not view.unknown_events
+                and view.queue_key() == (rank, deadline, order)
+            ):
+                seen.add(task_id)
+                found.append(view)
+        return found
+
+    def put_back(self, views: Iterable[TaskView]) -> None:
+        """Return to the queue the tasks :meth:`take_heads` gave that were not claimed."""
+        for view in views:
+            if view.state == "queued":
+                self._push(view)
+
     def near_head(self, session: str, spread: int = 7) -> list[TaskView]:
         """The first queued task of a session and, of the same priority and with no deadline,
         those queued near it (in the first ``spread`` entries of the queue's heap): workers

@@ -6,11 +6,13 @@ What it measures, in one run (SQLite files are fresh, in one directory):
 exception:
   5 in-app frames on its traceback (raised 4 calls deep), its message holding numbers, a path
   and a uuid, with a ``__cause__`` (a ``KeyError``). Raised once, fingerprinted many times
-  (the per-code-object frame cache is warm, as in a long session); median of the repeats.
+  (the per-code-object frame cache is warm, as in a long session, and so are the caches of
+  normalised messages and of signatures: the same failure met again); median of the repeats.
   Its floor, ``naive_fingerprint_us``: the exception's type, message, frames (file and
   function) and causes joined and hashed with blake2b, nothing normalised or left out, in turns
   with it. ``fingerprint_raise_us`` under ``details`` includes raising and catching it each
-  time; its floor, ``raise_us``, raises and catches it alone.
+  time, each time with other values in its message (so its normalisation is not cached);
+  its floor, ``raise_us``, raises and catches it alone.
 * ``known_error_decision_us`` / ``known_error_decision_p99_us``: what
   :meth:`onward.healing.healer.Healer._remedy` does for an error already seen, without appending:
   ``fingerprint(exc)``, then ``errors.get(sig)``, ``errors.fix_stats(sig)`` (as ``FixStats``)
@@ -22,7 +24,9 @@ exception:
   Each sample times one decision; the kinds take turns; p50 and p99 of all samples, each kind's
   and each stage's p50 under ``details``. A fix with a side effect (creating a directory) is
   undone, untimed, after each sample; ``known_error_decision_p99_without_mkdir_us`` leaves
-  that kind out (its ``mkdir`` is a file-system write, 100-250 µs here). Their floor,
+  that kind out (its ``mkdir`` is a file-system write, 100-250 µs here);
+  ``known_error_choice_us`` / ``known_error_choice_p99_us`` (under ``details``) time the choice
+  alone: the fingerprint, the lookup and the candidates, without ``apply``. Their floor,
   ``known_error_naive_fingerprint_us`` (p50; p99 under ``details``): the naive fingerprint
   above of the same exceptions, each sample timed the same way right after each decision.
 * ``protected_step_ratio``: a successful durable step guarded by healing (a retry policy,
@@ -149,6 +153,13 @@ FIGURES = [
     Figure(
         "known-error p99, no mkdir",
         "details.known_error_decision_p99_without_mkdir_us",
+        "us",
+        "details.known_error_naive_fingerprint_p99_us",
+        "naive fingerprint p99",
+    ),
+    Figure(
+        "known-error choice p99 (no apply)",
+        "details.known_error_choice_p99_us",
         "us",
         "details.known_error_naive_fingerprint_p99_us",
         "naive fingerprint p99",
@@ -728,12 +739,16 @@ def decisions(files: Files, counts: dict[str, int]) -> dict[str, Any]:
         for t in mine
     )
     floor = sorted(t[5] for mine in samples.values() for t in mine)
+    # The choice alone: fingerprint, lookup and candidates, without the chosen fix's own work.
+    choice = sorted(t[1] + t[2] + t[3] for mine in samples.values() for t in mine)
     return {
         "known_error_decision_us": round(statistics.median(pooled) / 1e3, 2),
         "known_error_decision_p99_us": round(percentile(pooled, 0.99) / 1e3, 2),
         "known_error_naive_fingerprint_us": round(statistics.median(floor) / 1e3, 2),
         "known_error_naive_fingerprint_p99_us": round(percentile(floor, 0.99) / 1e3, 2),
         "known_error_decision_p99_without_mkdir_us": round(percentile(pure, 0.99) / 1e3, 2),
+        "known_error_choice_us": round(statistics.median(choice) / 1e3, 2),
+        "known_error_choice_p99_us": round(percentile(choice, 0.99) / 1e3, 2),
         "decision_stage_p50_us": {
             stage: round(statistics.median(t[i + 1] for t in everything) / 1e3, 2)
             for i, stage in enumerate(stages)

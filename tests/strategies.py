@@ -212,7 +212,9 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         rate=st.sampled_from(["", "60/minute", "5/second", "1000/hour"]),
     ),
     PermitTaken: st.builds(PermitTaken, task_id=_ids, index=_indexes, worker=_names, until=_times),
-    PermitReturned: st.builds(PermitReturned, task_id=_ids, index=_indexes),
+    PermitReturned: st.builds(
+        PermitReturned, task_id=_ids, index=_indexes, worker=st.sampled_from(["", "w1"])
+    ),
     TaskRetried: st.builds(
         TaskRetried,
         by=_names,

@@ -25,6 +25,10 @@ never append and never create a log (see :mod:`onward.cli.commands`).
     onward approve ID [--note TEXT]    approve one: its task runs again and acts
     onward deny ID [--note TEXT]       refuse one: its action fails with ActionDenied
     onward init                        create a log's tables ahead of its workers
+    onward export [--session S] > session.jsonl
+                                       every record with its envelope, one JSON line each
+    onward import FILE                 load an export into the log at --db (checked first;
+                                       idempotent)
     onward worker MODULE:ENGINE [--workers N] [--session S]
                                        serve a session's tasks until SIGTERM or Ctrl-C
     onward report [--session S] -o report.html
@@ -35,6 +39,7 @@ never append and never create a log (see :mod:`onward.cli.commands`).
                                        hours of an agent's work on a virtual clock, with
                                        faults and kill -9, and the figures they give
 
+``import`` writes records as they are in the file (and creates its log when missing).
 ``learn``, ``approve``, ``deny`` and ``quarantine`` are the only commands that append (one
 ``FixLearned``, ``ApprovalGranted``, ``ApprovalDenied`` or ``TaskQuarantined``), and only to a
 log that exists.
@@ -69,6 +74,7 @@ from onward.cli.report import add_report_arguments, cmd_report
 from onward.cli.rules import add_rules_arguments, cmd_rules
 from onward.cli.steering import add_steering_commands
 from onward.cli.to_test import add_to_test_arguments, cmd_to_test
+from onward.cli.transfer import add_transfer_commands
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
 from onward.events import OnwardError
@@ -263,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_worker_arguments(worker)
     add_steering_commands(command)
+    add_transfer_commands(command)
     report = command(
         "report",
         cmd_report,

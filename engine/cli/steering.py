@@ -31,6 +31,7 @@ from onward.runtime.registry import Registry
 from onward.runtime.schedules import next_tick
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
+from onward.runtime.worker import worker_id
 
 __all__ = [
     "add_steering_commands",
@@ -272,7 +273,7 @@ def _limit_row(view: LimitView, projections: Projections, now: float) -> LimitRo
         name=view.name,
         concurrency=view.concurrency,
         rate=view.rate,
-        in_use=Limits.in_use(view, projections, now),
+        in_use=Limits.in_use(view, projections, now, asking=worker_id()),
         taken=view.taken,
         waiting=waiting,
         holders=sorted(view.held),

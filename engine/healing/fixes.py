@@ -17,6 +17,12 @@ Selection, for one error with signature ``S``:
    0.5), highest first; ties keep registration order.
 4. A fix demoted for ``S`` (:attr:`FixStats.demoted`: at least :data:`DEMOTE_AFTER` attempts and a
    rate below :data:`DEMOTE_BELOW`) is dropped, learned or not: the record outweighs the lesson.
+
+A fix may declare ``error_types``, the exception classes one of which must be in the error's chain
+(the error, then its ``__cause__`` or else its ``__context__``, each link once) for its
+``matches()`` to say yes. The registry then asks it only about such errors: it keeps, for each
+chain of types it meets, the fixes worth asking, so that an error is not shown to every fix. A
+fix without ``error_types`` is asked about every error.
 """
 
 from __future__ import annotations
@@ -110,6 +116,10 @@ class Fix(Protocol):
     ``name`` is stable: events record it and ``onward learn SIGNATURE FIX`` names it. Changes to
     the environment (creating a directory) happen inside :meth:`apply` and are described in the
     remedy's ``change``.
+
+    Optionally, a fix declares ``error_types``: a tuple of the exception classes one of which
+    must be along the error's chain for :meth:`matches` to say yes (``error_types =
+    (KeyError,)``). The registry then asks it only about such errors; without it, about all.
     """
 
     @property
@@ -128,6 +138,59 @@ class Fix(Protocol):
             The remedy, or None when this error cannot be fixed this way after all.
         """
         ...
+
+
+# what a fix may declare as its ``error_types`` (see the module docstring)
+_ErrorTypes = tuple[type[BaseException], ...]
+
+#: How many chains of exception types a registry remembers the fixes to ask of.
+_MAX_KINDS = 256
+
+
+def _kinds(error: BaseException) -> _ErrorTypes:
+    """The types along an error's chain, as a fix searching it meets them (``isinstance`` also
+    believes a link's ``__class__``: both count)."""
+    if error.__cause__ is None and error.__context__ is None:
+        return _link_kinds(error)  # most errors: a chain of one
+    kinds: list[type[BaseException]] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kinds.extend(_link_kinds(current))
+        current = current.__cause__ or current.__context__
+    return tuple(kinds)
+
+
+def _link_kinds(link: BaseException) -> _ErrorTypes:
+    """The link's type, and the class it claims to be (``__class__``) when another one."""
+    kind = type(link)
+    try:
+        claimed = link.__class__
+    except Exception:  # a broken property: isinstance() in matches() would raise, a "no"
+        return (kind,)
+    if claimed is kind or not isinstance(claimed, type):
+        return (kind,)
+    return (kind, claimed)
+
+
+def _error_types(fix: Fix) -> _ErrorTypes | None:
+    """A fix's declared ``error_types``, None when it declares none.
+
+    Raises:
+        UsageError: it declares something else than a tuple of exception classes.
+    """
+    declared = getattr(fix, "error_types", None)
+    if declared is None:
+        return None
+    if not isinstance(declared, tuple) or not all(
+        isinstance(kind, type) and issubclass(kind, BaseException) for kind in declared
+    ):
+        raise UsageError(
+            f"fix {fix.name!r} declares error_types={declared!r}: it must be a tuple of "
+            "exception classes"
+        )
+    return declared
 
 
 class FixStats(msgspec.Struct, frozen=True):
@@ -199,6 +262,10 @@ class FixRegistry:
 
     def __init__(self, fixes: Iterable[Fix] = ()) -> None:
         self._fixes: dict[str, Fix] = {}
+        # (registration order, name, fix, its declared error types) of each fix
+        self._entries: list[tuple[int, str, Fix, _ErrorTypes | None]] = []
+        # for a chain of types: the (order, name, fix) of the fixes worth asking, in order
+        self._asked: dict[_ErrorTypes, tuple[tuple[int, str, Fix], ...]] = {}
         for fix in fixes:
             self.register(fix)
 
@@ -207,7 +274,8 @@ class FixRegistry:
 
         Raises:
             UsageError: it is not a fix (no ``name``, ``matches`` or ``apply``), its name is
-                empty or has spaces, or a fix is already registered under that name.
+                empty or has spaces, a fix is already registered under that name, or its
+                ``error_types`` is not a tuple of exception classes.
         """
         if not isinstance(fix, Fix):
             raise UsageError(f"{fix!r} is not a fix: it needs name, matches() and apply()")
@@ -216,7 +284,10 @@ class FixRegistry:
             raise UsageError(f"fix {fix!r} needs a name without spaces, got {name!r}")
         if name in self._fixes:
             raise UsageError(f"a fix is already registered as {name!r}")
+        declared = _error_types(fix)
         self._fixes[name] = fix
+        self._entries.append((len(self._entries), name, fix, declared))
+        self._asked.clear()
 
     def get(self, name: str) -> Fix:
         """The fix registered under ``name``.
@@ -267,22 +338,47 @@ class FixRegistry:
         """
         first: list[tuple[float, int, Fix]] = []
         then: list[tuple[float, int, Fix]] = []
-        for order, (name, fix) in enumerate(self._fixes.items()):
+        if learned:
+            for order, name, fix, _ in self._entries:
+                if name in learned:
+                    record = stats.get(name, _UNTRIED)
+                    if record.demoted:
+                        self._log_demoted(name, signature, record)
+                    else:
+                        first.append((-record.rate, order, fix))
+        for order, name, fix in self._worth_asking(_kinds(error)):
+            if learned and name in learned:
+                continue
             record = stats.get(name, _UNTRIED)
             if record.demoted:
-                logger.debug(
-                    "fix %s is demoted for %s (%d/%d succeeded)",
-                    name,
-                    signature,
-                    record.successes,
-                    record.attempts,
-                )
-                continue
-            if name in learned:
-                first.append((-record.rate, order, fix))
+                self._log_demoted(name, signature, record)
             elif self._matches(fix, error, call):
                 then.append((-record.rate, order, fix))
         return [fix for _, _, fix in sorted(first, key=_rank) + sorted(then, key=_rank)]
+
+    def _worth_asking(self, kinds: _ErrorTypes) -> tuple[tuple[int, str, Fix], ...]:
+        """The fixes whose ``matches()`` may say yes to an error with this chain of types."""
+        asked = self._asked.get(kinds)
+        if asked is None:
+            asked = tuple(
+                (order, name, fix)
+                for order, name, fix, declared in self._entries
+                if declared is None or any(issubclass(kind, declared) for kind in kinds)
+            )
+            if len(self._asked) >= _MAX_KINDS:
+                self._asked.clear()
+            self._asked[kinds] = asked
+        return asked
+
+    @staticmethod
+    def _log_demoted(name: str, signature: str, record: FixStats) -> None:
+        logger.debug(
+            "fix %s is demoted for %s (%d/%d succeeded)",
+            name,
+            signature,
+            record.successes,
+            record.attempts,
+        )
 
     @staticmethod
     def _matches(fix: Fix, error: BaseException, call: StepCall) -> bool:

@@ -8,6 +8,8 @@ progress (a batch of 1, a timeout at its cap) returns None: nothing is retried f
 
 An error is looked for in the exception and in its causes (``__cause__``, then ``__context__``),
 so a step that wraps a ``ConnectionResetError`` in its own error still gets a reconnect.
+Each fix but ``lengthen-timeout`` declares the classes it looks for there as its ``error_types``,
+so that the registry asks it only about errors that hold one.
 
 ::
 
@@ -29,6 +31,7 @@ so a step that wraps a ``ConnectionResetError`` in its own error still gets a re
 from __future__ import annotations
 
 import codecs
+import functools
 import http.client
 import json
 import os
@@ -81,9 +84,15 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def _find(error: BaseException, kind: type[_E]) -> _E | None:
-    for link in _chain(error):
-        if isinstance(link, kind):
-            return link
+    """The first link of the error's chain (as :func:`_chain` walks it) that is a ``kind``."""
+    # _chain unrolled: every fix asked about an error walks it, and a generator costs more
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 
@@ -146,6 +155,7 @@ class DecodeWithDetectedEncoding:
     """
 
     name = "decode-with-detected-encoding"
+    error_types: tuple[type[BaseException], ...] = (UnicodeDecodeError,)
     encodings = ("utf-8-sig", "cp1252", "latin-1")
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
@@ -194,6 +204,7 @@ class EncodeOutputWithReplacement:
     """
 
     name = "encode-output-with-replacement"
+    error_types: tuple[type[BaseException], ...] = (UnicodeEncodeError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, UnicodeEncodeError) is not None and self._change(call) is not None
@@ -231,6 +242,7 @@ class CreateMissingParentDirectory:
     """
 
     name = "create-missing-parent-directory"
+    error_types: tuple[type[BaseException], ...] = (FileNotFoundError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._directory(error, call) is not None
@@ -260,6 +272,7 @@ class WriteToFallbackLocation:
     """
 
     name = "write-to-fallback-location"
+    error_types: tuple[type[BaseException], ...] = (PermissionError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._target(error, call) is not None
@@ -301,11 +314,15 @@ class WaitForDatabaseLock:
     """
 
     name = "wait-for-database-lock"
+    error_types: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
     messages = ("database is locked", "database table is locked")
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         found = _find(error, sqlite3.OperationalError)
-        return found is not None and any(m in str(found).lower() for m in self.messages)
+        if found is None:
+            return False
+        text = str(found).lower()
+        return any(message in text for message in self.messages)
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         if not self.matches(error, call):
@@ -329,6 +346,7 @@ class ReconnectAfterDroppedConnection:
         BrokenPipeError,
         http.client.RemoteDisconnected,
     )
+    error_types = errors
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return any(isinstance(link, self.errors) for link in _chain(error))
@@ -354,7 +372,9 @@ class LengthenTimeout:
     cap = 300.0
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
-        return self._timed_out(error) and self._longer(call) is not None
+        # The call first: it is asked about every error (a timeout is known by its class name,
+        # so it declares no error_types), and most steps have no timeout to lengthen.
+        return self._longer(call) is not None and self._timed_out(error)
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         longer = self._longer(call)
@@ -365,11 +385,13 @@ class LengthenTimeout:
 
     @staticmethod
     def _timed_out(error: BaseException) -> bool:
-        return any(
-            isinstance(link, TimeoutError)
-            or any("Timeout" in kind.__name__ for kind in type(link).__mro__)
-            for link in _chain(error)
-        )
+        for link in _chain(error):
+            if isinstance(link, TimeoutError):
+                return True
+            for kind in type(link).__mro__:
+                if "Timeout" in kind.__name__:
+                    return True
+        return False
 
     def _longer(self, call: StepCall) -> tuple[str, float, float] | None:
         parameter = _parameter(call, "timeout", "timeout")
@@ -383,7 +405,8 @@ class LengthenTimeout:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # a tuple: ``int | float`` would build a union at every call
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # -- resources -------------------------------------------------------------------------------
@@ -398,6 +421,7 @@ class HalveBatchSize:
     """
 
     name = "halve-batch-size"
+    error_types: tuple[type[BaseException], ...] = (MemoryError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, MemoryError) is not None and self._parameter(call) is not None
@@ -433,6 +457,7 @@ class ExtractJsonFromNoise:
     """
 
     name = "extract-json-from-noise"
+    error_types: tuple[type[BaseException], ...] = (json.JSONDecodeError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._extracted(error, call) is not None
@@ -458,18 +483,19 @@ class ExtractJsonFromNoise:
         if parameter is None or not isinstance(call.arguments[parameter], str):
             return None
         text: str = call.arguments[parameter]
-        span = _longest_json(text)
+        span = _longest_json_cached(text) if len(text) <= _CACHED_TEXT else _longest_json(text)
         if span is None or span == (0, len(text)):
             return None
         return parameter, text, *span
 
 
 _OPENING = re.compile(r"[\[{]")
+_DECODER = json.JSONDecoder()  # holds no state between calls, as json.loads's own
 
 
 def _longest_json(text: str) -> tuple[int, int] | None:
     """The span of the longest JSON object or array in ``text``."""
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     best: tuple[int, int] | None = None
     position = 0
     while (match := _OPENING.search(text, position)) is not None:
@@ -483,6 +509,11 @@ def _longest_json(text: str) -> tuple[int, int] | None:
             best = (start, end)
         position = end  # what lies inside is shorter
     return best
+
+
+# matches() then apply() look for the JSON of one text: the second time is read from here
+_CACHED_TEXT = 65536
+_longest_json_cached = functools.lru_cache(maxsize=4)(_longest_json)
 
 
 _FENCE = re.compile(
@@ -502,6 +533,7 @@ class StripMarkdownFences:
     """
 
     name = "strip-markdown-fences"
+    error_types: tuple[type[BaseException], ...] = (SyntaxError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, SyntaxError) is not None and self._parameter(call) is not None
@@ -544,6 +576,7 @@ class NormaliseIndentation:
     """
 
     name = "normalise-indentation"
+    error_types: tuple[type[BaseException], ...] = (IndentationError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return _find(error, IndentationError) is not None and self._parameter(call) is not None
@@ -599,6 +632,7 @@ class UseAlternativeModule:
     """
 
     name = "use-alternative-module"
+    error_types: tuple[type[BaseException], ...] = (ModuleNotFoundError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._alternative(error, call) is not None
@@ -643,6 +677,7 @@ class UseDeclaredDefault:
     """
 
     name = "use-declared-default"
+    error_types: tuple[type[BaseException], ...] = (KeyError,)
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         return self._missing(error, call) is not None

@@ -22,6 +22,7 @@ it (no ``id()``, no ``hash()`` of a string), so it is the same across runs and m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -81,14 +82,27 @@ class ErrorSignature(msgspec.Struct, frozen=True, kw_only=True):
 
 # --- messages ---------------------------------------------------------------------------------
 
-# Applied in the order of _SUBSTITUTIONS. Quoted values come first (a value is replaced whole,
+# Applied in the order of normalise_message. Quoted values come first (a value is replaced whole,
 # whatever it holds), URLs before paths (``https://h/p`` is not a path after a scheme) and paths
 # before ids (an id inside a path must not cut the path in pieces). For idempotence, a
 # placeholder's ``>`` blocks a match after it and its ``<`` one before it as a word character
 # would (a later pattern may have turned that character into a placeholder), and a quoted value
 # never spans a ``<str>``; so a second pass finds nothing new.
-_QUOTED = re.compile(r"""(?<![\w>'"])(?:'(?:(?!<str>)[^'])*'|"(?:(?!<str>)[^"])*")(?![\w<'"])""")
+#
+# Speed (every failure is fingerprinted): a pattern that begins with a lookbehind is tried at
+# every position of the text, one that begins with a literal or a class is searched for first.
+# So where it can, a pattern matches its first character, then looks behind it at the one before
+# (``x(?<!\wx)`` reads as ``(?<!\w)x``; at the start of the text the two-character lookbehind
+# cannot match, as ``(?<!\w)`` there); and a cheap search for a part that every match holds
+# (``-dd-`` of a date) comes before a costly pattern. Each of these reads a text exactly as the
+# plain pattern did: signatures v1 must not change (a property test holds the normaliser equal
+# to the first one's copy).
+_QUOTED = re.compile(
+    r"""(?:'(?<![\w>'"].)(?:(?!<str>)[^'])*'|"(?<![\w>'"].)(?:(?!<str>)[^"])*")(?![\w<'"])"""
+)
 _URL = re.compile(r"(?<![\w>])[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)\]}]")
+# No alternative matches a space: a path lies inside one space-separated word, and is looked
+# for only in the words that hold a slash (see _paths).
 _PATH = re.compile(
     r"""
     (?<![\w>/\\.~\-])
@@ -106,33 +120,31 @@ _PATH = re.compile(
     re.VERBOSE,
 )
 _TIME = re.compile(
-    r"(?<![\w>])\d{4}-\d{2}-\d{2}"
+    r"\d(?<![\w>]\d)\d{3}-\d{2}-\d{2}"
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
     r"(?![\w<])"
 )
+_TIME_PART = re.compile(r"-\d\d-")
 _UUID = re.compile(
     r"(?<![\w>])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"(?![\w<])"
 )
-_ADDRESS = re.compile(r"(?<![\w>])0[xX][0-9a-fA-F]+(?![\w<])")
+_UUID_PART = re.compile(r"-[0-9a-fA-F]{4}-")
+_ADDRESS = re.compile(r"0(?<![\w>]0)[xX][0-9a-fA-F]+(?![\w<])")
 # At least one letter: a run of decimal digits is a number, however long, and so is one before a
 # signed exponent (the 0000000000000002e+16 of 1.0000000000000002e+16).
 _HEX = re.compile(r"(?<![\w>])(?=[0-9]*[a-fA-F])(?![0-9]+[eE][-+][0-9])[0-9a-fA-F]{8,}(?![\w<])")
+_HEX_PART = re.compile(r"[0-9a-fA-F]{8}")
 # A sign only where it cannot be a hyphen or a minus between operands; units may follow (30s).
-_NUMBER = re.compile(r"(?:(?<![\w>.])[-+])?(?<!\w)\d+(?:\.\d+)*(?:[eE][-+]?\d+)?")
-
-_SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
-    # pattern, placeholder, and the substrings one of which a text must hold to be worth a
-    # search (none: always search)
-    (_QUOTED, "<str>", ("'", '"')),
-    (_URL, "<url>", ("://",)),
-    (_PATH, "<path>", ("/", "\\")),
-    (_TIME, "<time>", ("-",)),
-    (_UUID, "<uuid>", ("-",)),
-    (_ADDRESS, "<addr>", ("0x", "0X")),
-    (_HEX, "<hex>", ()),
-    (_NUMBER, "<n>", ()),
+# As (?:(?<![\w>.])[-+])?(?<!\w)\d+: a sign not after [\w>.], else a digit not after \w.
+_NUMBER = re.compile(
+    r"[-+\d](?:(?<=[-+])(?<![\w>.].)\d|(?<=\d)(?<!\w.))\d*(?:\.\d+)*(?:[eE][-+]?\d+)?"
 )
+
+#: The longest message whose normalised text is kept for the next time it is met; and how many
+#: are kept (the least recently used one goes first).
+_CACHED_LENGTH = 1024
+_CACHED_MESSAGES = 1024
 
 
 def normalise_message(text: str) -> str:
@@ -147,7 +159,8 @@ def normalise_message(text: str) -> str:
     a punctuation mark where there is one (else it ends in ``<cut>``); only the first 8192
     characters are read. A path's
     trailing ``.,;:!?)]}`` is read as the sentence's, not the path's. Deterministic and
-    idempotent.
+    idempotent. A message met again (up to 1024 characters) is read from a cache of the 1024
+    most recently normalised ones.
 
     Args:
         text: an exception's message.
@@ -155,11 +168,47 @@ def normalise_message(text: str) -> str:
     Returns:
         The normalised message.
     """
+    # Only exact strings are cached: a subclass may compare or hash as it likes.
+    if type(text) is str and len(text) <= _CACHED_LENGTH:
+        return _normalise_cached(text)
+    return _normalise(text)
+
+
+def _normalise(text: str) -> str:
     text = " ".join(text[:MAX_READ].split())
-    for pattern, placeholder, triggers in _SUBSTITUTIONS:
-        if not triggers or any(t in text for t in triggers):
-            text = pattern.sub(placeholder, text)
+    if "'" in text or '"' in text:
+        text = _QUOTED.sub("<str>", text)
+    if "://" in text:
+        text = _URL.sub("<url>", text)
+    if "/" in text or "\\" in text:
+        text = _paths(text)
+    if "-" in text:
+        if _TIME_PART.search(text) is not None:
+            text = _TIME.sub("<time>", text)
+        if _UUID_PART.search(text) is not None:
+            text = _UUID.sub("<uuid>", text)
+    if "0x" in text or "0X" in text:
+        text = _ADDRESS.sub("<addr>", text)
+    if _HEX_PART.search(text) is not None:
+        text = _HEX.sub("<hex>", text)
+    text = _NUMBER.sub("<n>", text)
     return _cut(text) if len(text) > MAX_MESSAGE else text
+
+
+_normalise_cached = functools.lru_cache(maxsize=_CACHED_MESSAGES)(_normalise)
+
+
+def _paths(text: str) -> str:
+    """``text`` with its paths replaced, looked for only in the words that hold a slash.
+
+    The text's whitespace is collapsed to single spaces; no path holds a space, and a space
+    before or after a word blocks no match, as the start and the end of the text do not.
+    """
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        if "/" in word or "\\" in word:
+            words[i] = _PATH.sub("<path>", word)
+    return " ".join(words)
 
 
 # No pattern's match can end with one of these, so a text cut after one reads, to a second
@@ -172,10 +221,10 @@ def _cut(text: str) -> str:
     """``text`` cut to :data:`MAX_MESSAGE`, at the last space or safe mark before the limit."""
     # at a space: the end of the string then reads like the space it replaces
     end = max(text.rfind(" ", 0, MAX_MESSAGE + 1), 0)
-    for i in range(MAX_MESSAGE, end, -1):
-        if text[i - 1] in _SAFE_ENDS:
-            end = i
-            break
+    # after the last safe mark past that space, if any
+    mark = max(text.rfind(c, end, MAX_MESSAGE) for c in _SAFE_ENDS)
+    if mark >= end:
+        end = mark + 1
     if end > 0:
         return text[:end]
     # One run of 300 characters: its end may have been, say, the opening quote of a value that
@@ -257,7 +306,10 @@ def _frames(exc: BaseException, app_modules: Sequence[str] | None) -> tuple[str,
     frames: list[str] = []
     tb = exc.__traceback__
     while tb is not None:
-        label = _label(tb, prefixes, cache)
+        # the cache's hit inlined: a long session meets the same code objects again and again
+        code = tb.tb_frame.f_code
+        hit = cache.get(id(code))
+        label = hit[1] if hit is not None and hit[0] is code else _label(tb, prefixes, cache)
         if label is not None:
             frames.append(label)
         tb = tb.tb_next
@@ -290,6 +342,8 @@ def _message(exc: BaseException) -> str:
 
 def _causes(exc: BaseException) -> tuple[str, ...]:
     """``Type: message`` of each link: the ``__cause__``, else the context unless suppressed."""
+    if exc.__cause__ is None and (exc.__suppress_context__ or exc.__context__ is None):
+        return ()  # most errors: no chain to walk
     causes: list[str] = []
     seen = {id(exc)}
     link: BaseException | None = exc
@@ -330,10 +384,20 @@ def fingerprint(exc: BaseException, *, app_modules: Sequence[str] | None = None)
     Returns:
         The signature; equal ``id`` means the same failure.
     """
-    error_type = _type_name(exc)
-    message = normalise_message(_message(exc))
-    frames = _frames(exc, app_modules)
-    causes = _causes(exc)
+    return _signature(
+        _type_name(exc), normalise_message(_message(exc)), _frames(exc, app_modules), _causes(exc)
+    )
+
+
+#: How many signatures are kept for their parts, so that a failure met again is not hashed again.
+_CACHED_SIGNATURES = 1024
+
+
+@functools.lru_cache(maxsize=_CACHED_SIGNATURES)
+def _signature(
+    error_type: str, message: str, frames: tuple[str, ...], causes: tuple[str, ...]
+) -> ErrorSignature:
+    """The signature of these parts (frozen: one object may serve every failure that has them)."""
     digest = _digest(error_type, message, frames, causes)
     return ErrorSignature(
         id=f"v{SIGNATURE_VERSION}-{digest}",

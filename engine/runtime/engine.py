@@ -181,7 +181,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             session: the session's name; reopening it resumes its unfinished tasks
                 (``ONWARD_SESSION`` when None, else "default").
             **options: the engine's options (see :class:`Engine`) and the log's (codec,
-                redactor, payload_limit, synchronous, busy_timeout, create; see
+                redactor, payload_limit, inline_limit, synchronous, busy_timeout, create; see
                 :class:`~onward.runtime.options.OpenOptions` and
                 :func:`onward.events.open_log`).
 

@@ -11,9 +11,11 @@ workers never both take the last one, and gives it back after its outcome
 (:class:`~onward.events.TaskWaiting` with ``limit``), and its worker goes on with other work: a
 permit given back wakes the most urgent waiting task; a full rate window, the moment it frees.
 
-A permit whose worker died is not lost: it counts only while its task still runs under the
-worker that took it (a dead worker's task is taken over once its lease runs out), or until its
-own ``until``, whichever is later.
+A permit whose worker died is not lost: it counts only until its own ``until`` (a lease after
+it was taken), or longer while its task still runs under the worker that took it and that
+worker's claim holds (a worker known dead on this host, or whose lease and heartbeats ran out,
+holds none). A step taken over from a dead worker takes its permit afresh, so that it counts
+while the step runs again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from onward.events import (
 )
 from onward.projections import LimitView, Projections, limit_stream, permit_key
 from onward.runtime.session import Session
+from onward.runtime.worker import worker_gone
 
 __all__ = ["Limits", "Rate", "parse_rate"]
 
@@ -155,11 +158,22 @@ class Limits:
                 projections = session.catch_up()
                 view = projections.limits.view(limit)
                 concurrency, rate = self.bounds(limit, view)
-                if key in view.held:
-                    return None
+                held = view.held.get(key)
+                if held is not None and held[0] == session.worker:
+                    return None  # taken by an earlier run of this worker's
+                # A permit of this step taken by another worker, which lost the task since (it
+                # died, its lease ran out): this worker takes it afresh, so that it counts while
+                # this run holds it, rather than only until the dead worker's lease ran out.
                 now = session.clock()
                 why, until = "", None
-                in_use = self.in_use(view, projections, now)
+                in_use = self.in_use(
+                    view,
+                    projections,
+                    now,
+                    asking=session.worker,
+                    lease=session.lease,
+                    besides=key,
+                )
                 if concurrency is not None and in_use >= concurrency:
                     why = f"{in_use} of {concurrency} permits in use"
                     until = now + session.lease / 3  # a look again, should a holder die
@@ -193,21 +207,47 @@ class Limits:
         """Give a step's permit back."""
         self.session.log.append(
             limit_stream(limit),
-            [PermitReturned(task_id=task_id, index=index)],
+            [PermitReturned(task_id=task_id, index=index, worker=self.session.worker)],
             expected_version=None,
             context=context,
         )
 
     @staticmethod
-    def in_use(view: LimitView, projections: Projections, now: float) -> int:
-        """How many of a limit's permits count: each whose task still runs under the worker
-        that took it, or whose own time has not run out."""
-        tasks = projections.tasks.tasks
+    def in_use(
+        view: LimitView,
+        projections: Projections,
+        now: float,
+        *,
+        asking: str = "",
+        lease: float = 0.0,
+        besides: str = "",
+    ) -> int:
+        """How many of a limit's permits count: each whose own time has not run out, or whose
+        task still runs under the worker that took it while that worker's claim holds (it is
+        not known to be dead, and its lease or heartbeat has not run out).
+
+        Args:
+            view: the limit.
+            projections: the read models (tasks and workers).
+            now: the time.
+            asking: the worker that asks (tells which workers of its host are dead).
+            lease: the lease a task's last news keeps its claim for (as the asking worker
+                judges its peers).
+            besides: a permit not to count (the step that asks for one again).
+        """
+        tasks = projections.tasks.views  # a finished task holds no permit: not decoded
+        workers = projections.workers
         count = 0
         for key, (worker, until) in view.held.items():
+            if key == besides:
+                continue
+            if until > now:
+                count += 1
+                continue
             task = tasks.get(key.rpartition(":")[0])
-            if until > now or (
-                task is not None and task.state == "running" and task.worker == worker
-            ):
+            if task is None or task.state != "running" or task.worker != worker:
+                continue
+            holds = max(task.lease_until, task.updated_at + lease, workers.holds_until(worker))
+            if now <= holds and not (asking and worker_gone(worker, asking)):
                 count += 1
         return count

@@ -84,7 +84,11 @@ class OpenOptions(EngineOptions, total=False):
     Keys:
         codec: the log's codec (one that knows every event type by default).
         redactor: the secret redactor applied before every append.
-        payload_limit: the largest encoded event accepted, in bytes.
+        payload_limit: the largest encoded event accepted, in bytes, blobs included (256 MiB
+            by default).
+        inline_limit: the largest encoded event kept whole in its record (1 MiB by default);
+            the large values of a larger one (a step's result, a task's arguments, a
+            message) are stored once as blobs in the same database and read back with it.
         synchronous: SQLite's ``PRAGMA synchronous``: "full" (default), "normal" or "extra".
         busy_timeout: seconds an SQLite writer waits for another process's lock.
         create: create the log when missing (True); False raises ``LogNotFound`` instead.
@@ -98,6 +102,7 @@ class OpenOptions(EngineOptions, total=False):
     codec: Codec
     redactor: Redactor
     payload_limit: int
+    inline_limit: int
     synchronous: str
     busy_timeout: float
     create: bool

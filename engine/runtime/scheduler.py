@@ -24,9 +24,11 @@ from typing import Any, NamedTuple
 import msgspec
 
 from onward.core.definitions import TaskDef
-from onward.core.machines import transition
+from onward.core.machines import transition, validate
 from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
 from onward.events import (
+    Append,
+    AppendResult,
     BackendError,
     Context,
     CorruptRecord,
@@ -242,19 +244,20 @@ class Scheduler:
                     if self._boundary() == "pause":
                         paused = True
                         break
-                    while len(in_flight) < workers and (
-                        max_runs is None or tally["runs"] < max_runs
-                    ):
+                    free = workers - len(in_flight)
+                    if max_runs is not None:
+                        free = min(free, max_runs - tally["runs"])
+                    if pool is None and free > 0:
                         claimed = self._claim_next()
-                        if claimed is None:
-                            break
-                        tally["runs"] += 1
-                        if pool is None:
+                        if claimed is not None:
+                            tally["runs"] += 1
                             self._count(self._execute(*claimed))
                             self.session.host.catch_up()
-                            ran_one = True
-                            break  # back to the top: a task boundary
-                        in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
+                            ran_one = True  # back to the top: a task boundary
+                    elif pool is not None and free > 0:
+                        for claimed in self._claim_up_to(free):
+                            tally["runs"] += 1
+                            in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
                 if ran_one:
                     ran_one = False
                     continue
@@ -339,14 +342,13 @@ class Scheduler:
                     session.host.catch_up()
                     self._tally["recovered"] += self._recover_leases()
                     paused = self._boundary() == "pause" or self._paused()
-                    while not paused and len(in_flight) < workers and not stop.is_set():
-                        claimed = self._claim_next()
-                        if claimed is None:
-                            break
-                        self._tally["runs"] += 1
-                        future = pool.submit(self._execute, *claimed)
-                        future.add_done_callback(lambda _done: wake.set())
-                        in_flight[future] = claimed[0].task_id
+                    free = workers - len(in_flight)
+                    if not paused and free > 0 and not stop.is_set():
+                        for claimed in self._claim_up_to(free):
+                            self._tally["runs"] += 1
+                            future = pool.submit(self._execute, *claimed)
+                            future.add_done_callback(lambda _done: wake.set())
+                            in_flight[future] = claimed[0].task_id
                 finished = [f for f in in_flight if f.done()]
                 for future in finished:
                     del in_flight[future]
@@ -557,12 +559,10 @@ class Scheduler:
                 self._tally["recovered"] += self._recover_leases()
             if self._boundary() == "pause" or (serving and self._paused()):
                 return "pause", claimed
-            while len(claimed) < capacity and (left is None or len(claimed) < left):
-                found = self._claim_next()
-                if found is None:
-                    break
-                self._tally["runs"] += 1
-                claimed.append(found)
+            want = capacity if left is None else min(capacity, left)
+            if want > 0:
+                claimed = self._claim_up_to(want)
+                self._tally["runs"] += len(claimed)
         return "", claimed
 
     def _look_ahead(self) -> tuple[float | None, bool, bool]:
@@ -665,7 +665,7 @@ class Scheduler:
         found = [
             view
             for task_id in tasks.unregistered
-            if (view := tasks.tasks[task_id]).session == self.session.name
+            if (view := tasks.views[task_id]).session == self.session.name  # not finished
             and self.registry.knows(view.name)
         ]
         return min(found, key=lambda v: v.order) if found else None
@@ -699,15 +699,14 @@ class Scheduler:
         now = self.session.clock()
         ready: list[TaskView] = []
         for task_id in tasks.waiting:
-            view = tasks.tasks[task_id]
+            view = tasks.views[task_id]  # a waiting task is not a finished one
             if view.session != self.session.name or view.unknown_events:
                 continue
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
             if view.waiting_on:
                 if not all(
-                    (child := tasks.tasks.get(c)) is not None and child.terminal
-                    for c in view.waiting_on
+                    (child := tasks.view(c)) is not None and child.terminal for c in view.waiting_on
                 ):
                     continue
             elif view.waiting_until is None:
@@ -720,7 +719,7 @@ class Scheduler:
         timers = [
             v.waiting_until
             for t in tasks.waiting
-            if (v := tasks.tasks[t]).session == self.session.name and v.waiting_until is not None
+            if (v := tasks.views[t]).session == self.session.name and v.waiting_until is not None
         ]
         return min(timers) if timers else None
 
@@ -789,6 +788,98 @@ class Scheduler:
             self.session.host.catch_up()
             return Claimed(view, claim, result.event_ids[0], history)
         return None
+
+    def _claim_up_to(self, count: int) -> list[Claimed]:
+        """Claim up to ``count`` of the most urgent runnable tasks (the caller holds the
+        session's lock): tasks ready after a wait one by one, then the queue's first tasks
+        with their claims committed together, in one transaction (one fsync for many claims;
+        each at its own stream's expected version, so a claim another worker beat is refused
+        alone)."""
+        claimed: list[Claimed] = []
+        while len(claimed) < count and (
+            self._ready_waiting() is not None or self._registered_again() is not None
+        ):
+            found = self._claim_next()
+            if found is None:
+                return claimed
+            claimed.append(found)
+        if count - len(claimed) > 1:
+            claimed += self._claim_queued_together(count - len(claimed))
+        while len(claimed) < count:  # one at a time: the last one, or after a lost race
+            found = self._claim_next()
+            if found is None:
+                break
+            claimed.append(found)
+        return claimed
+
+    def _claim_queued_together(self, count: int) -> list[Claimed]:
+        """Claim the queue's first ``count`` tasks in one commit (see :meth:`_claim_up_to`);
+        those it cannot claim so (another worker's, no function here, a stream that reads
+        back other than folded) go back to the queue for :meth:`_claim_next`."""
+        session = self.session
+        tasks = session.host.projections.tasks
+        heads = tasks.take_heads(session.name, count)
+        claimed: list[Claimed] = []
+        try:
+            claimed = self._claim_heads(heads)
+        finally:  # what was not claimed, even on a storage fault, goes back to the queue
+            ours = {found.view.task_id for found in claimed}
+            tasks.put_back(view for view in heads if view.task_id not in ours)
+        session.host.catch_up()
+        return claimed
+
+    def _claim_heads(self, heads: list[TaskView]) -> list[Claimed]:
+        """Claim ``heads``, taken off the queue, in one commit: those this worker can run
+        and whose streams read back as folded."""
+        session = self.session
+        chosen: list[tuple[TaskView, TaskClaimed, list[Recorded]]] = []
+        now = session.clock()
+        for view in heads:
+            if not self.registry.knows(view.name):
+                continue
+            try:
+                history = session.log.read_stream(task_stream(view.task_id))
+            except CorruptRecord:
+                continue  # _claim_next marks it damaged
+            if not history or history[-1].version != view.version:
+                continue
+            validate("task", view.task_id, view.state, "TaskClaimed")
+            claim = TaskClaimed(
+                worker=session.worker, lease_until=now + session.lease, attempt=view.attempt + 1
+            )
+            chosen.append((view, claim, history))
+        results = session.log.commit_groups(
+            []
+            if not chosen
+            else [
+                [
+                    Append(
+                        stream=task_stream(view.task_id),
+                        events=[claim],
+                        expected_version=view.version,
+                        context=Context(
+                            session=session.name,
+                            actor=session.worker,
+                            causation_id=submission_id(view.task_id),
+                            correlation_id=view.task_id,
+                        ),
+                    )
+                ]
+                for view, claim, _history in chosen
+            ]
+        )
+        claimed: list[Claimed] = []
+        for (view, claim, history), result in zip(chosen, results, strict=True):
+            if isinstance(result, AppendResult):
+                session.running.add(view.task_id)  # ours until the run ends
+                claimed.append(Claimed(view, claim, result.event_ids[0], history))
+            elif not isinstance(result, VersionConflict):  # a lost race is looked at again
+                logger.warning(
+                    "claim of task %s not committed with the others (%s): claimed alone",
+                    view.task_id,
+                    result,
+                )
+        return claimed
 
     def _damaged(self, view: TaskView, damage: CorruptRecord) -> None:
         """A task whose history did not read back intact: mark it so, never claim it."""
@@ -1003,7 +1094,7 @@ class Scheduler:
         tasks = self.session.projections.tasks
         session = self.session.name
         queued = tasks.next_queued(session) is not None or any(
-            tasks.tasks[t].session == session for t in tasks.waiting
+            tasks.views[t].session == session for t in tasks.waiting
         )
         facts = {"task": view.name, "parent": view.parent or "", "queued": int(queued)}
         verdict = self.rulebook.decide("task_completed", facts)

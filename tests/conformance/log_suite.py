@@ -258,11 +258,86 @@ class EventLogSuite(ABC):
         finally:
             log.close()
 
-    def test_default_payload_limit_is_one_mebibyte(self, log: EventLog) -> None:
-        assert log.payload_limit == 1024 * 1024
-        log.append("task-1", [submitted("x" * 1_000_000)], expected_version=0)
-        with pytest.raises(PayloadTooLarge):
-            log.append("task-2", [submitted("x" * 1_100_000)], expected_version=0)
+    def test_default_limits_keep_a_mebibyte_inline_and_refuse_over_256(self, log: EventLog) -> None:
+        assert log.inline_limit == 1024 * 1024
+        assert log.payload_limit == 256 * 1024 * 1024
+        log.append("task-1", [submitted("f", "x" * 1_000_000)], expected_version=0)
+        assert log.blob_digests() == []  # under the inline limit: kept whole
+        log.append("task-2", [submitted("f", "y" * 1_100_000)], expected_version=0)
+        assert len(log.blob_digests()) == 1
+        [back] = log.read_stream("task-2")
+        assert back.event == submitted("f", "y" * 1_100_000)
+
+    # -- blobs: large values beside the log ------------------------------------------------
+
+    def test_an_event_over_the_inline_limit_reads_back_as_appended(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            big = TaskSubmitted(name="crawl", args=["x" * 5000, 7], kwargs={"k": "v" * 3000})
+            result = StepCompleted(index=0, name="fetch", result={"body": "z" * 4000})
+            log.append("task-1", [big, result], expected_version=0)
+            log.append("task-1", [progressed(0.5)], expected_version=2)
+            assert [r.event for r in log.read_stream("task-1")] == [big, result, progressed(0.5)]
+            assert [r.event for r in log.read()] == [big, result, progressed(0.5)]
+            assert [r.event for page in log.read_pages() for r in page] == [
+                big,
+                result,
+                progressed(0.5),
+            ]
+            assert len(log.blob_digests()) == 3  # two fields of one event, one of the other
+            stored = [row[4] for rows in log.read_rows() for row in rows]
+            assert all(len(state) < 1000 for state in stored)
+            assert log.verify().ok
+        finally:
+            log.close()
+
+    def test_the_same_large_value_is_stored_once(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            for i in range(3):
+                log.append(f"task-{i}", [submitted("f", "same " * 1000)], expected_version=0)
+            assert len(log.blob_digests()) == 1
+            assert all(r.event == submitted("f", "same " * 1000) for r in log.read())
+        finally:
+            log.close()
+
+    def test_blobs_are_redacted(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            secret = "sk-ant-" + "a1B2c3D4" * 6
+            log.append("task-1", [submitted("f", "x" * 3000 + " " + secret)], expected_version=0)
+            [digest] = log.blob_digests()
+            data = log.blob(digest)
+            assert data is not None
+            assert secret.encode() not in data
+            [back] = log.read_stream("task-1")
+            assert secret not in str(back.event)
+            assert "x" * 3000 in str(back.event)
+        finally:
+            log.close()
+
+    def test_reappending_a_split_event_with_its_ids_is_a_no_op(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            event = submitted("f", "x" * 3000)
+            first = log.append("task-1", [event], expected_version=0, event_ids=["a1"])
+            again = log.append("task-1", [event], expected_version=0, event_ids=["a1"])
+            assert again.already_recorded
+            assert again.event_ids == first.event_ids
+            assert [r.event for r in log.read()] == [event]
+        finally:
+            log.close()
+
+    def test_a_blob_append_that_conflicts_writes_no_record(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            log.append("task-1", [submitted()], expected_version=0)
+            with pytest.raises(VersionConflict):
+                log.append("task-1", [submitted("f", "x" * 3000)], expected_version=0)
+            assert [r.event for r in log.read()] == [submitted()]
+            assert log.verify().ok
+        finally:
+            log.close()
 
     def test_unencodable_value_is_refused(self, log: EventLog) -> None:
         with pytest.raises(UnencodableValue):

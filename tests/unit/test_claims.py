@@ -159,3 +159,52 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
     finally:
         peer.close()
         holder.close()
+
+
+def test_a_pool_claims_the_queue_heads_together_in_queue_order(db: str, clock: FakeClock) -> None:
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return i
+
+        levels = ["low", "low", "normal", "high", "critical", "normal"]
+        ids = [engine.submit(job, i, priority=level) for i, level in enumerate(levels)]
+        order = [ids[4], ids[3], ids[2], ids[5], ids[0], ids[1]]
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        claimed = scheduler._claim_up_to(4)
+        # The four most urgent, in queue order, each claimed once; the rest still queued.
+        assert [found.view.task_id for found in claimed] == order[:4]
+        assert [engine.task_view(i).state for i in order] == ["running"] * 4 + ["queued"] * 2
+        for found in claimed:
+            assert scheduler._execute(*found)[0] == "succeeded"
+        assert engine.run().runs == 2
+        assert [engine.result(i) for i in ids] == list(range(6))
+
+
+def test_queue_heads_taken_for_a_claim_that_fails_go_back_to_the_queue(
+    db: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return i
+
+        ids = [engine.submit(job, i) for i in range(3)]
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        log = engine.log
+
+        def broken(groups: object) -> object:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(log, "commit_groups", broken)
+        with pytest.raises(sqlite3.OperationalError):
+            scheduler._claim_up_to(3)
+        monkeypatch.undo()
+        # Nothing was claimed, and nothing left the queue: a later run takes all three.
+        assert [engine.task_view(i).state for i in ids] == ["queued"] * 3
+        assert engine.run(workers=3).runs == 3
+        assert [engine.result(i) for i in ids] == [0, 1, 2]

@@ -119,6 +119,19 @@ def test_the_wheel_installs_only_onward_at_the_top_level(tmp_path: Path) -> None
     for module in ("events", "projections", "runtime", "healing", "judgement", "cli", "demo"):
         assert f"onward/{module}/__init__.py" in names, module
     assert "onward/py.typed" in names
+    # Every module of the three folders is in the wheel, under onward (a sub-package missing
+    # from pyproject's list installs as nothing, while an editable install still finds it).
+    expected = {
+        f"onward/{prefix}{path.relative_to(ROOT / folder).as_posix()}"
+        for folder, prefix in (
+            ("engine", ""),
+            ("events", "events/"),
+            ("projections", "projections/"),
+        )
+        for path in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert expected - set(names) == set()
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         text = archive.read(entry_points).decode()

@@ -280,3 +280,33 @@ def test_onward_limits_lists_bounds_permits_and_waiting_tasks(
     assert "search" in out
     assert "1/hour" in out
     assert "2 waiting" in out
+
+
+def test_a_worker_that_lost_a_step_gives_back_only_its_own_permit(db: str) -> None:
+    """A worker paused in a limited step, whose task was taken over meanwhile, gives its permit
+    back when it wakes: the permit the step's new worker took since stays held."""
+    with open_engine(db) as engine:
+        engine.limit("api", concurrency=1)
+        stream = "limit-api"
+        for event in (
+            PermitTaken(task_id="t", index=0, worker="old", until=1.0),
+            PermitTaken(task_id="t", index=0, worker="new", until=2.0),
+            PermitReturned(task_id="t", index=0, worker="old"),
+        ):
+            engine.log.append(stream, [event], expected_version=None)
+        view = engine.refresh().limits.view("api")
+        assert view.held == {"t:0": ("new", 2.0)}
+        engine.log.append(
+            stream, [PermitReturned(task_id="t", index=0, worker="new")], expected_version=None
+        )
+        assert engine.refresh().limits.view("api").held == {}
+        # A return of a log written before returns named their worker gives back any holder.
+        engine.log.append(
+            stream,
+            [
+                PermitTaken(task_id="t", index=1, worker="new", until=3.0),
+                PermitReturned(task_id="t", index=1),
+            ],
+            expected_version=None,
+        )
+        assert engine.refresh().limits.view("api").held == {}

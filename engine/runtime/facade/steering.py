@@ -328,8 +328,8 @@ class Steering:
         A step declared ``@engine.step(limit="model-api")`` takes a permit before it runs and
         gives it back after its outcome; while none is free, its task waits (recorded, and
         listed by ``onward limits``) and the worker runs other tasks. A permit of a worker that
-        died is freed once its task is taken over. Every worker holds to the log's latest
-        declaration.
+        died comes back at the latest a lease after its last sign of life. Every worker holds to the
+        log's latest declaration.
 
         Args:
             name: the limit's name (usually the dependency it guards).

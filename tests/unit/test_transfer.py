@@ -1,0 +1,294 @@
+"""``onward export`` and ``onward import``: a log or a session moved to another log (of another
+backend too), checked whole before anything is written, imported once however often it runs,
+and resumed there."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward import Engine
+from onward.cli.main import main
+from onward.events import (
+    ImportConflict,
+    InvalidArchive,
+    TaskSubmitted,
+    UsageError,
+    export_log,
+    import_log,
+    open_log,
+)
+from tests.conftest import FakeClock
+
+MIB = 1024 * 1024
+
+
+class Crash(BaseException):
+    """Stands for the process dying in the middle of a step."""
+
+
+def big_text(size: int, seed: str) -> str:
+    line = f"{seed}: a line of a file the agent reads, with some code in it = 1\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+#: Values over this are stored as blobs in the tests that move small logs (the move to
+#: PostgreSQL uses the default, 1 MiB, and 2 MiB results).
+SMALL_INLINE = 16 * 1024
+
+
+def register(engine: Engine, calls: list[int], crash_at: list[int]) -> Any:
+    big = 2 * MIB if engine.log.inline_limit == MIB else 4 * SMALL_INLINE
+
+    @engine.step(name="read_file")
+    def read_file(i: int) -> str:
+        calls.append(i)
+        if crash_at and i == crash_at[0]:
+            raise Crash
+        return big_text(big if i % 2 == 0 else 100, f"file {i}")
+
+    @engine.task(name="review")
+    def review(files: int) -> list[int]:
+        return [len(read_file(i)) for i in range(files)]
+
+    return review
+
+
+def unfinished(
+    db: str, clock: FakeClock, session: str = "move", inline_limit: int = SMALL_INLINE
+) -> tuple[str, list[int]]:
+    """A session whose one task crashed in its fourth step (two with large results done)."""
+    calls: list[int] = []
+    engine = Engine.open(
+        db, session=session, clock=clock, sleep=clock.advance, inline_limit=inline_limit
+    )
+    review = register(engine, calls, [3])
+    task_id = engine.submit(review, 5)
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    assert calls == [0, 1, 2, 3]
+    return task_id, calls
+
+
+def export(db: str, out: Path, *extra: str) -> None:
+    assert main(["export", "--db", db, "-o", str(out), *extra]) == 0
+
+
+def import_(db: str, file: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    status = main(["import", "--db", db, str(file)])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def records_of(db: str) -> list[tuple[str, int, str, Any]]:
+    with open_log(db) as log:
+        return [(r.stream, r.version, r.meta.event_id, r.event) for r in log.read()]
+
+
+@pytest.mark.postgres
+def test_a_session_moves_from_sqlite_to_postgres_and_resumes_there(
+    tmp_path: Path, clock: FakeClock, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = f"sqlite:///{tmp_path / 'laptop.db'}"
+    task_id, calls = unfinished(source, clock, inline_limit=MIB)
+    file = tmp_path / "move.jsonl"
+    export(source, file, "--session", "move")
+
+    status, said = import_(postgres_url, file, capsys)
+    assert status == 0, said
+    assert records_of(postgres_url) == records_of(source)
+    again, said = import_(postgres_url, file, capsys)
+    assert again == 0, said
+    assert "imported 0 records" in said
+    assert records_of(postgres_url) == records_of(source)  # nothing twice
+
+    calls.clear()
+    with Engine.open(postgres_url, session="move", clock=clock, sleep=clock.advance) as engine:
+        register(engine, calls, [])
+        summary = engine.run()
+        assert summary.recovered == 1
+        assert summary.steps_replayed == 3
+        assert calls == [3, 4]  # the step in flight and the one after: nothing completed re-ran
+        assert engine.result(task_id) == [2 * MIB, 100, 2 * MIB, 100, 2 * MIB]
+        assert engine.log.verify().ok
+    assert main(["verify", "--db", postgres_url]) == 0
+
+
+def test_export_and_import_between_sqlite_files_keep_every_record(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    unfinished(source, clock)
+    file = tmp_path / "all.jsonl"
+    export(source, file)
+    lines = [json.loads(line) for line in file.read_text().splitlines()]
+    assert lines[0]["line"] == "header"
+    assert lines[0]["source"] == source
+    assert lines[-1] == {"line": "end", "records": len(records_of(source)), "blobs": 2}
+    assert [x["line"] for x in lines].count("blob") == 2
+    # Each blob comes before the first record that needs it.
+    first_blob = [x["line"] for x in lines].index("blob")
+    first_split = next(i for i, x in enumerate(lines) if "split" in x.get("record", {}))
+    assert first_blob < first_split
+
+    status, said = import_(target, file, capsys)
+    assert status == 0, said
+    assert records_of(target) == records_of(source)
+    with open_log(target) as log:
+        assert log.verify().ok
+        assert len(log.blob_digests()) == 2
+    assert import_(target, file, capsys)[0] == 0
+    assert records_of(target) == records_of(source)
+
+
+def test_a_later_export_imports_only_what_is_new(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    _task_id, calls = unfinished(source, clock)
+    export(source, tmp_path / "first.jsonl")
+    assert import_(target, tmp_path / "first.jsonl", capsys)[0] == 0
+    with Engine.open(
+        source, session="move", clock=clock, sleep=clock.advance, inline_limit=SMALL_INLINE
+    ) as engine:
+        register(engine, calls, [])
+        engine.run()
+    export(source, tmp_path / "second.jsonl")
+    with open_log(target) as log:
+        before = log.head()
+    status, said = import_(target, tmp_path / "second.jsonl", capsys)
+    assert status == 0, said
+    assert records_of(target) == records_of(source)
+    with open_log(target) as log:
+        assert log.head() > before
+        assert log.verify().ok
+
+
+def test_a_session_export_holds_only_that_sessions_streams(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    unfinished(source, clock, session="one")
+    with Engine.open(source, session="two", clock=clock) as engine:
+
+        @engine.task(name="other")
+        def other() -> int:
+            return 2
+
+        other_id = engine.submit(other)
+        engine.run()
+    export(source, tmp_path / "one.jsonl", "--session", "one")
+    text = (tmp_path / "one.jsonl").read_text()
+    assert other_id not in text
+    assert '"session":"one"' in text
+
+
+def test_export_of_an_unknown_session_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    unfinished(source, clock)
+    with open_log(source) as log, pytest.raises(UsageError, match="no event of session"):
+        export_log(log, lambda _line: None, session="nope")
+
+
+def _lines(file: Path) -> list[bytes]:
+    return file.read_bytes().splitlines(keepends=True)
+
+
+def _spoil_record(lines: list[bytes]) -> list[bytes]:
+    """Change one character inside the event of the second record line."""
+    index = [i for i, line in enumerate(lines) if b'"line":"record"' in line][1]
+    lines[index] = lines[index].replace(b'"name":"review"', b'"name":"reviex"', 1)
+    return lines
+
+
+def _spoil_blob(lines: list[bytes]) -> list[bytes]:
+    index = next(i for i, line in enumerate(lines) if b'"line":"blob"' in line)
+    blob = json.loads(lines[index])
+    data = base64.b64decode(blob["data"]).replace(b"file", b"fiLe", 1)
+    blob["data"] = base64.b64encode(data).decode()
+    lines[index] = json.dumps(blob, separators=(",", ":")).encode() + b"\n"
+    return lines
+
+
+def _drop_record(lines: list[bytes]) -> list[bytes]:
+    index = [i for i, line in enumerate(lines) if b'"line":"record"' in line][-2]
+    return lines[:index] + lines[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("spoil", "said"),
+    [
+        pytest.param(lambda ls: [*ls[:3], b"{not json\n", *ls[3:]], "line 4", id="malformed"),
+        pytest.param(lambda ls: ls[:-1], "truncated", id="no-end-line"),
+        pytest.param(lambda ls: [*ls[:-2], ls[-2][:40]], "not a line", id="cut-mid-line"),
+        pytest.param(_spoil_record, "checksum mismatch", id="tampered-record"),
+        pytest.param(_spoil_blob, "does not match its digest", id="tampered-blob"),
+        pytest.param(_drop_record, "does not follow", id="removed-record"),
+        pytest.param(lambda ls: ls[1:], "not an onward export", id="no-header"),
+        pytest.param(lambda ls: [b'{"line":"end","records":0,"blobs":0}\n'], "line 1", id="other"),
+    ],
+)
+def test_a_bad_file_is_refused_with_nothing_imported(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    spoil: Any,
+    said: str,
+) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    unfinished(source, clock)
+    export(source, tmp_path / "good.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(spoil(_lines(tmp_path / "good.jsonl"))))
+
+    status, message = import_(target, bad, capsys)
+    assert status == 2
+    assert said in message
+    with open_log(target) as log:
+        assert log.head() == 0
+        assert log.blob_digests() == []
+        with bad.open("rb") as lines, pytest.raises(InvalidArchive) as info:
+            import_log(log, lines)
+        assert info.value.line >= 1
+        assert log.head() == 0
+
+
+def test_a_target_with_another_history_of_a_stream_is_refused(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    unfinished(source, clock)
+    file = tmp_path / "all.jsonl"
+    export(source, file)
+    with open_log(source) as log:
+        stream = next(iter(log.streams()))
+    with open_log(f"sqlite:///{tmp_path / 'b.db'}") as target:
+        target.append(stream, [TaskSubmitted(name="other", args=[], kwargs={})], expected_version=0)
+        head = target.head()
+        with file.open("rb") as lines, pytest.raises(ImportConflict, match=stream):
+            import_log(target, lines)
+        assert target.head() == head
+
+
+def test_import_into_a_memory_log_checks_the_chains(tmp_path: Path, clock: FakeClock) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    unfinished(source, clock)
+    file = tmp_path / "all.jsonl"
+    export(source, file)
+    with open_log("memory://") as target, file.open("rb") as lines:
+        summary = import_log(target, lines)
+        assert summary.imported == summary.records == len(records_of(source))
+        assert summary.blobs == 2
+        assert [(r.stream, r.version, r.meta.event_id, r.event) for r in target.read()] == (
+            records_of(source)
+        )
+        assert target.verify().ok
