@@ -19,8 +19,9 @@ It folds, per session (``r.meta.session``), from any stream:
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -30,6 +31,7 @@ from onward.events import (
     FlowStateChanged,
     InterruptionDeferred,
     InterruptionDelivered,
+    Meta,
     Recorded,
 )
 from onward.projections.lifecycle import FLOW
@@ -130,8 +132,9 @@ class _Flow:
         self.latest = 0.0
         # Two deques in step rather than one of pairs: an action then keeps the event's own
         # time object and a shared bool, and allocates nothing.
-        self.actions: deque[float] = deque()
-        self.failed: deque[bool] = deque()
+        # At most ACTIONS_KEPT of them: a longer run of actions keeps its last ones.
+        self.actions: deque[float] = deque(maxlen=ACTIONS_KEPT)
+        self.failed: deque[bool] = deque(maxlen=ACTIONS_KEPT)
         self.failures = 0  # sum(failed), kept as the deques change
         self.pending: dict[str, Deferred] = {}
 
@@ -207,6 +210,46 @@ class FlowProjection:
             while actions[0] <= edge:
                 actions.popleft()
                 flow.failures -= flags.popleft()
+
+    def fold_outcomes(self, outcomes: Sequence[Meta], failures: Sequence[int]) -> None:
+        """Fold step outcomes given as their envelopes, in log order, and the indexes of
+        the failed ones among them.
+
+        The same as :meth:`fold_actions`; a page of one session's outcomes stamped in time
+        order (the common case) is folded at once.
+        """
+        first = outcomes[0].session
+        times = [m.time for m in outcomes]
+        flow = self._flows.get(first)
+        if (
+            flow is not None
+            and times[0] >= flow.latest
+            and [m.session for m in outcomes].count(first) == len(times)
+            and times == sorted(times)
+        ):
+            # Each action at its own time, none dropped: they join the window at once (the
+            # deques keep the last ACTIONS_KEPT), then the window drops those not newer than
+            # its start: the same actions that folding each in turn would keep.
+            actions, failed = flow.actions, flow.failed
+            kept, count = len(actions), len(times)
+            dropped = min(kept, kept + count - ACTIONS_KEPT)
+            if dropped > 0:
+                flow.failures -= sum(itertools.islice(failed, dropped))
+            first_kept = count - ACTIONS_KEPT  # of the new ones
+            flags = [False] * count
+            for i in failures:
+                flags[i] = True
+                flow.failures += i >= first_kept
+            actions.extend(times)
+            failed.extend(flags)
+            flow.latest = latest = times[-1]
+            edge = latest - WINDOW
+            while actions[0] <= edge:
+                actions.popleft()
+                flow.failures -= failed.popleft()
+            return
+        failed_at = set(failures)
+        self.fold_actions((m.session, m.time, i in failed_at) for i, m in enumerate(outcomes))
 
     def _completed(self, r: Recorded, event: Any) -> None:
         self._action(r, False)
@@ -335,5 +378,5 @@ class FlowProjection:
             flow.latest = entry.latest
             flow.actions.extend(entry.actions)
             flow.failed.extend(entry.failed)
-            flow.failures = sum(entry.failed)
+            flow.failures = sum(flow.failed)
             flow.pending = {d.interruption_id: d for d in entry.pending}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -26,6 +26,7 @@ from onward.events import (
     Checkpoint,
     EventLog,
     LogDamaged,
+    Meta,
     PermitReturned,
     ProblemKind,
     Recorded,
@@ -48,6 +49,7 @@ from onward.projections.task import (
     INBOX_PREFIX,
     STEP_OUTCOME_TYPES,
     TASK_PREFIX,
+    FinishedViews,
     TaskProjection,
     TaskView,
 )
@@ -76,6 +78,8 @@ class _Saved(msgspec.Struct, array_like=True):
     schedules: list[ScheduleView]
     limits: list[LimitView]
     damaged: list[StreamDamage] = []
+    # The finished tasks, left encoded until asked for (``tasks`` holds the others).
+    finished: list[FinishedViews] = []
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -104,7 +108,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 14
+    SCHEMA = 15
     NAME = "core"
 
     def __init__(self) -> None:
@@ -122,6 +126,7 @@ class Projections:
         self.damaged: dict[str, StreamDamage] = {}
         self.position = 0
         self.time = 0.0
+        self._by_type: dict[type[Any], tuple[Callable[[Recorded], None], ...]] = {}
 
     def apply(self, r: Recorded) -> None:
         """Fold one event (in position order)."""
@@ -158,31 +163,57 @@ class Projections:
         if isinstance(r.event, TaskQuarantined) and r.stream.startswith(TASK_PREFIX):
             self.tasks.apply(r)
 
+    def _typed_folds(self, kind: type[Any]) -> tuple[Callable[[Recorded], None], ...]:
+        """The folds that read events of type ``kind`` whatever their stream, in the order
+        :meth:`apply_page` calls them (found once per type, then looked up)."""
+        folds = self._by_type.get(kind)
+        if folds is None:
+            folds = self._by_type[kind] = tuple(
+                fold
+                for types, fold in (
+                    (self.errors.event_types, self.errors.apply),
+                    (DECISION_TYPES, self.decisions.apply),
+                    (self.degradation.event_types, self.degradation.apply),
+                    (self.budget.event_types, self.budget.apply),
+                    (self.flow.event_types, self.flow.apply),
+                )
+                if kind in types
+            )
+        return folds
+
     def apply_page(self, records: list[Recorded]) -> None:
         """Fold a page of events (in position order): the same as :meth:`apply` on each.
 
-        An event that its lifecycle does not allow marks its stream damaged
+        Each event goes only to the folds that read its type: a step outcome (most of any
+        log) to its task's counters and, when they concern it, to the breakers, the error DB
+        and the budget; the page's step outcomes go to the flow at once, after the page. An
+        event that its lifecycle does not allow marks its stream damaged
         (:meth:`mark_damaged`) instead of stopping the fold.
         """
         damaged = self.damaged
         any_damage = bool(damaged)
         tasks, sessions = self.tasks.apply, self.sessions.apply
         errors, breakers = self.errors.apply, self.breakers.apply
-        decisions = self.decisions.apply
-        degradation, degradation_types = self.degradation.apply, self.degradation.event_types
+        budget = self.budget.apply
         failure_types = _FAILURE_TYPES
-        budget, budget_types = self.budget.apply, self.budget.event_types
-        flow, flow_types = self.flow.apply, self.flow.event_types
+        step_types = STEP_OUTCOME_TYPES
         workers = self.workers.apply
         inboxes = self.tasks.apply_inbox
         schedules, limits = self.schedules.apply, self.limits.apply
         awaiting = self.errors.awaiting
-        error_types = self.errors.event_types
-        views = self.tasks.tasks
+        by_type = self._by_type
+        typed_folds = self._typed_folds
+        views = self.tasks.views
         skip = len(TASK_PREFIX)
-        # The page's step outcomes, for the flow's window: folded at once after the page.
-        outcomes: list[tuple[str, float, bool]] = []
+        # The page's step outcomes, for the flow's window: folded at once after the page, as
+        # their envelopes and the indexes of the failed ones among them.
+        outcomes: list[Meta] = []
+        failures: list[int] = []
         trial_streams = self.budget.trial_streams
+        # The view of the last running task a step outcome was folded into: a task's
+        # outcomes mostly follow each other. A view, once made, stays its task's view.
+        last_stream: str | None = None
+        last_view: TaskView | None = None
         for r in records:
             stream = r.stream
             if any_damage and stream in damaged:
@@ -192,26 +223,31 @@ class Projections:
             kind = type(event)
             # No cost until a lifecycle refuses an event: then only its stream is marked.
             try:
-                if kind in STEP_OUTCOME_TYPES:
-                    # The hot path (most events are step outcomes): the task's counters, then
-                    # only the folds that this outcome concerns.
-                    view = views.get(stream[skip:])
+                if kind in step_types:
+                    # The hot path: the task's counters, then only the folds that this
+                    # outcome concerns.
+                    view = last_view if stream == last_stream else views.get(stream[skip:])
+                    failed = kind in failure_types
                     if view is not None and view.state == "running":
                         view.version = r.version
                         view.updated_at = r.meta.time
-                        view.steps += getattr(event, "final", True)
+                        view.steps += event.final if failed else 1  # type: ignore[union-attr]
+                        last_stream, last_view = stream, view
                     else:
+                        last_stream = None
                         tasks(r)
                     if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
                         breakers(r)
                     if stream in awaiting:
                         errors(r)
-                    failed = kind in failure_types
-                    if failed or stream in trial_streams:
+                    if failed:
+                        failures.append(len(outcomes))
                         budget(r)
-                    meta = r.meta
-                    outcomes.append((meta.session, meta.time, failed))
+                    elif stream in trial_streams:
+                        budget(r)
+                    outcomes.append(r.meta)
                     continue
+                last_stream = None
                 if stream.startswith(TASK_PREFIX):
                     tasks(r)
                     if isinstance(event, TaskWaiting) and event.limit:
@@ -230,17 +266,11 @@ class Projections:
                     limits(r)
                     if isinstance(event, PermitReturned):  # a task waiting for a permit may go
                         self.tasks.wake(stream[len(LIMIT_PREFIX) :], r.meta.time)
-                if type(event) in error_types:
-                    errors(r)
-                if type(event) in DECISION_TYPES:
-                    decisions(r)
-                if type(event) in degradation_types:
-                    degradation(r)
-                if type(event) in budget_types:
-                    budget(r)
-                if type(event) in flow_types:
-                    flow(r)
+                folds = by_type.get(kind)
+                for fold in typed_folds(kind) if folds is None else folds:
+                    fold(r)
             except LogDamaged as exc:
+                last_stream = None
                 self.mark_damaged(
                     StreamDamage(
                         stream=stream,
@@ -253,7 +283,7 @@ class Projections:
                 )
                 any_damage = True
         if outcomes:
-            self.flow.fold_actions(outcomes)
+            self.flow.fold_outcomes(outcomes, failures)
         if records:
             last = records[-1]
             self.position = last.position
@@ -263,7 +293,7 @@ class Projections:
         """A task began to wait for a permit: if one was given back after the limit's state it
         decided on, it is ready at once (the wake-up would otherwise be lost)."""
         limit = self.limits.limits.get(waiting.limit)
-        view = self.tasks.tasks.get(task_id)
+        view = self.tasks.view(task_id)
         if limit is not None and view is not None and limit.returned_at > waiting.limit_after:
             view.waiting_until = time
 
@@ -287,10 +317,11 @@ class Projections:
 
     def encode(self) -> bytes:
         """The projections' state, for a checkpoint."""
+        active, finished = self.tasks.dump()
         return _ENCODER.encode(
             _Saved(
                 time=self.time,
-                tasks=self.tasks.dump(),
+                tasks=active,
                 sessions=self.sessions.dump(),
                 errors=self.errors.dump(),
                 breakers=self.breakers.dump(),
@@ -302,15 +333,24 @@ class Projections:
                 schedules=self.schedules.dump(),
                 limits=self.limits.dump(),
                 damaged=list(self.damaged.values()),
+                finished=finished,
             )
         )
 
     @classmethod
     def decode(cls, data: bytes, position: int) -> Projections:
-        """Projections restored from :meth:`encode`'s bytes, as of ``position``."""
+        """Projections restored from :meth:`encode`'s bytes, as of ``position``.
+
+        Raises:
+            msgspec.DecodeError: the bytes do not decode, or the finished tasks' part fails
+                its CRC.
+            msgspec.ValidationError: they decode to the wrong shape.
+        """
         saved = _DECODER.decode(data)
+        for part in saved.finished:
+            part.check()
         projections = cls()
-        projections.tasks.load(saved.tasks)
+        projections.tasks.load(saved.tasks, saved.finished)
         projections.sessions.load(saved.sessions)
         projections.errors.load(saved.errors)
         projections.breakers.load(saved.breakers)

@@ -14,9 +14,12 @@ it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
-from collections.abc import Iterable, Iterator
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -50,6 +53,7 @@ __all__ = [
     "STEP_OUTCOME_TYPES",
     "TASK_PREFIX",
     "UNKNOWN_STATE",
+    "FinishedViews",
     "TaskProjection",
     "TaskView",
     "inbox_stream",
@@ -66,6 +70,7 @@ UNKNOWN_STATE = "unknown"
 DAMAGED_STATE = "damaged"
 
 _RANK = {p.value: p.rank for p in Priority}
+_PRIORITY_VALUES = {p: p.value for p in Priority}
 
 
 def task_stream(task_id: str) -> str:
@@ -167,13 +172,71 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         return (_RANK[self.priority], deadline, self.order)
 
 
+class FinishedViews(msgspec.Struct, array_like=True, frozen=True):
+    """The views of finished tasks as a checkpoint keeps them: encoded and compressed, so
+    that opening a log reads and decodes only the tasks that have not ended, and the others
+    when one of them is first asked for.
+
+    Attributes:
+        ids: the tasks' ids, sorted.
+        views: their views, a msgpack map of task id to :class:`TaskView`, zlib-compressed.
+        crc: the CRC-32 of ``views``, checked when the checkpoint is loaded.
+    """
+
+    ids: list[str]
+    views: bytes
+    crc: int
+
+    @classmethod
+    def of(cls, views: dict[str, TaskView]) -> FinishedViews:
+        """The encoded form of ``views``."""
+        # Level 1: the views of finished tasks differ little, and so compress well already.
+        data = zlib.compress(_ENCODER.encode(views), 1)
+        return cls(ids=sorted(views), views=data, crc=zlib.crc32(data))
+
+    def check(self) -> None:
+        """Check the encoded views against their CRC.
+
+        Raises:
+            msgspec.DecodeError: they do not match: the checkpoint is damaged.
+        """
+        if zlib.crc32(self.views) != self.crc:
+            raise msgspec.DecodeError("the finished tasks of the checkpoint fail their CRC")
+
+    def holds(self, task_id: str) -> bool:
+        """Whether ``task_id`` is one of these tasks."""
+        ids = self.ids
+        i = bisect.bisect_left(ids, task_id)
+        return i < len(ids) and ids[i] == task_id
+
+    def decode(self) -> dict[str, TaskView]:
+        """The views, decoded."""
+        views: dict[str, TaskView] = _VIEWS_DECODER.decode(zlib.decompress(self.views))
+        return views
+
+
+#: Encoded parts of finished tasks past which a checkpoint decodes them and stores them as one.
+FINISHED_PARTS_KEPT = 8
+
+
 class TaskProjection:
-    """Folds task streams into :class:`TaskView` objects and keeps the queue in order."""
+    """Folds task streams into :class:`TaskView` objects and keeps the queue in order.
+
+    After a checkpoint is loaded, the views of the tasks that had ended stay encoded until
+    one of them is asked for (:meth:`view`, :attr:`tasks`): opening a log with many finished
+    tasks decodes only the others.
+    """
 
     name = "tasks"
 
     def __init__(self) -> None:
-        self.tasks: dict[str, TaskView] = {}
+        #: The views decoded so far: every task but the finished ones of a loaded
+        #: checkpoint, until one of those is asked for.
+        self.views: dict[str, TaskView] = {}
+        self._finished: list[FinishedViews] = []
+        # Whether a checkpoint left finished tasks encoded (they may be decoded since).
+        self._loaded_finished = False
+        self._decoding = threading.Lock()
         # The queues per session, built from the views on first use (None until then), so
         # that a replay or a checkpoint load builds no heap it does not need.
         self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
@@ -182,6 +245,40 @@ class TaskProjection:
         #: Tasks no worker had a function for, waiting for one that has.
         self.unregistered: set[str] = set()
         self._strings: dict[str, str] = {}
+
+    @property
+    def tasks(self) -> dict[str, TaskView]:
+        """Every task's view, by id (decodes the finished ones a checkpoint still holds)."""
+        if self._finished:
+            self._decode_finished()
+        return self.views
+
+    def view(self, task_id: str) -> TaskView | None:
+        """One task's view (None for a task the log does not have), decoding the finished
+        tasks of a checkpoint only when it is one of them."""
+        view = self.views.get(task_id)
+        if view is None:
+            finished = self._finished
+            if finished and any(p.holds(task_id) for p in finished):
+                self._decode_finished()
+            # Looked up again in any case: another thread may have just decoded them (it
+            # lets go of the parts only after their views are in).
+            view = self.views.get(task_id)
+        return view
+
+    def unfinished(self) -> Iterator[TaskView]:
+        """The views of the tasks that have not ended, without decoding the finished tasks a
+        checkpoint still holds."""
+        terminal = TASK.terminal
+        return (v for v in self.views.values() if v.state not in terminal)
+
+    def _decode_finished(self) -> None:
+        """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
+        a fold may hold the dict), once, whichever threads ask."""
+        with self._decoding:
+            for part in self._finished:
+                self.views.update(part.decode())
+            self._finished = []
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -193,7 +290,9 @@ class TaskProjection:
         """
         task_id = r.stream[len(TASK_PREFIX) :]
         event = r.event
-        view = self.tasks.get(task_id)
+        view = self.views.get(task_id)
+        if view is None and self._loaded_finished:
+            view = self.view(task_id)
         kind = type(event)
         if kind in STEP_OUTCOME_TYPES and view is not None and view.state == "running":
             # The hot path of replay: a step outcome changes no state, only the counters.
@@ -215,37 +314,45 @@ class TaskProjection:
                     submitted_at=r.meta.time,
                     order=r.position,
                 )
-                self.tasks[task_id] = view
+                self.views[task_id] = view
             view.unknown_events += 1
             view.version = r.version
             view.updated_at = r.meta.time
             return
-        tag = event.__struct_config__.tag
-        assert isinstance(tag, str)
+        known = _KINDS.get(kind)
+        tag, follow_up = _kind_of(kind) if known is None else known
         if view is None:
             if not isinstance(event, TaskSubmitted):
                 TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version)
                 return
+            meta = r.meta
+            strings = self._strings
+            state = _SUBMITTED.get(tag)
             view = TaskView(
                 task_id=task_id,
-                session=self._intern(r.meta.session),
-                name=self._intern(event.name),
-                state=TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version),
-                priority=event.priority.value,
+                session=strings.setdefault(meta.session, meta.session),
+                name=strings.setdefault(event.name, event.name),
+                state=(
+                    TASK.evolve(TASK.initial, tag, stream=r.stream, version=r.version)
+                    if state is None
+                    else state
+                ),
+                priority=_PRIORITY_VALUES[event.priority],
                 deadline=event.deadline,
                 key=event.key,
                 parent=event.parent,
-                submitted_at=r.meta.time,
-                updated_at=r.meta.time,
+                submitted_at=meta.time,
+                updated_at=meta.time,
                 order=r.position,
                 version=r.version,
                 forked_from=event.forked_from,
             )
-            self.tasks[task_id] = view
-            if event.parent is not None and event.parent in self.tasks:
-                parent = self.tasks[event.parent]
+            self.views[task_id] = view
+            parent = None if event.parent is None else self.view(event.parent)
+            if parent is not None:
                 parent.children = (*parent.children, task_id)
-            self._push(view)
+            if self._heap_index is not None:
+                self._push(view)
             if view.deadline is not None:
                 heapq.heappush(self._deadlines, (view.deadline, task_id))
             return
@@ -271,61 +378,23 @@ class TaskProjection:
         view.state = after
         view.version = r.version
         view.updated_at = r.meta.time
-        if tag in _STEP_OUTCOMES:
-            view.steps += getattr(event, "final", True)
-        elif isinstance(event, TaskClaimed):
-            view.attempt += 1
-            view.worker = event.worker
-            view.lease_until = event.lease_until
-            view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
-        elif isinstance(event, TaskLeaseExpired | TaskReleased):
-            view.worker = ""
-        elif isinstance(event, TaskProgressed):
-            view.progress, view.note = event.fraction, event.note
-        elif isinstance(event, TaskWaiting):
-            view.worker = ""
-            view.waiting_reason = event.reason
-            view.waiting_until = event.until
-            view.waiting_on = tuple(event.on)
-            view.waiting_topic = event.topic
-            view.waiting_limit = event.limit
-            if event.topic and view.inbox_version > event.inbox_after:
-                view.waiting_until = r.meta.time  # a message came while it began to wait
-        elif isinstance(event, TaskRetried):
-            view.error = ""
-            view.worker = ""
-            view.deadline = event.deadline
-            if event.deadline is not None:
-                heapq.heappush(self._deadlines, (event.deadline, task_id))
-        elif isinstance(event, TaskReprioritised):
-            view.priority = event.priority.value
-        elif isinstance(event, ApprovalGranted | ApprovalDenied):
-            if view.state == "waiting" and not view.waiting_on:
-                # The human answered: the wait ends now, and the task runs again to act on it.
-                view.waiting_until = r.meta.time
-        elif isinstance(event, TaskFailed):
-            view.error = (
-                f"{event.error_type}: {event.message}" if event.message else event.error_type
-            )
-        elif isinstance(event, TaskSucceeded):
-            view.progress = 1.0
-        elif isinstance(event, TaskDeadlineMissed):
-            view.error = "deadline missed"
-        elif isinstance(event, TaskQuarantined):
-            view.error = f"quarantined: {event.reason}" if event.reason else "quarantined"
-        if view.state != before or isinstance(event, TaskReprioritised):
-            if view.state == "queued":
+        if follow_up is not None:
+            follow_up(self, view, event, r)
+        state = view.state
+        if state != before or isinstance(event, TaskReprioritised):
+            if state == "queued":
                 self._push(view)
-            if view.state == "waiting":
+            if state == "waiting":
                 self.waiting.add(task_id)
             else:
-                self.waiting.discard(task_id)
+                if self.waiting:
+                    self.waiting.discard(task_id)
                 view.waiting_topic = view.waiting_limit = ""
-            if view.state == "unregistered":
+            if state == "unregistered":
                 self.unregistered.add(task_id)
-            else:
+            elif self.unregistered:
                 self.unregistered.discard(task_id)
-            if view.terminal:
+            if state in TASK.terminal:
                 view.worker = ""
 
     def wake(self, limit: str, time: float) -> None:
@@ -334,7 +403,7 @@ class TaskProjection:
         asleep = [
             view
             for task_id in self.waiting
-            if (view := self.tasks[task_id]).waiting_limit == limit
+            if (view := self.views[task_id]).waiting_limit == limit
             and (view.waiting_until is None or view.waiting_until > time)
         ]
         if asleep:
@@ -343,7 +412,7 @@ class TaskProjection:
     def apply_inbox(self, r: Recorded) -> None:
         """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for
         a message of that topic is ready at once."""
-        view = self.tasks.get(r.stream[len(INBOX_PREFIX) :])
+        view = self.view(r.stream[len(INBOX_PREFIX) :])
         if view is None:
             return
         view.inbox_version = r.version
@@ -361,7 +430,7 @@ class TaskProjection:
             damage: its stream's first bad record and what is wrong with it.
             session: its session, for a task the log never showed intact.
         """
-        view = self.tasks.get(task_id)
+        view = self.view(task_id)
         if view is None:
             view = TaskView(
                 task_id=task_id,
@@ -374,7 +443,7 @@ class TaskProjection:
                 parent=None,
                 order=damage.position,
             )
-            self.tasks[task_id] = view
+            self.views[task_id] = view
         view.state = DAMAGED_STATE
         view.damage = str(damage)
         self.waiting.discard(task_id)
@@ -388,7 +457,7 @@ class TaskProjection:
         """The queues per session (heaps with possibly stale entries), built when first asked."""
         if self._heap_index is None:
             index: dict[str, list[tuple[int, float, int, str]]] = {}
-            for view in self.tasks.values():
+            for view in self.views.values():  # a finished task is never queued
                 if view.state == "queued":
                     index.setdefault(view.session, []).append((*view.queue_key(), view.task_id))
             for heap in index.values():
@@ -415,7 +484,7 @@ class TaskProjection:
         seen: set[str] = set()
         while heap:
             rank, deadline, order, task_id = heapq.heappop(heap)
-            view = self.tasks[task_id]
+            view = self.views[task_id]
             if (
                 task_id in seen
                 or view.state != "queued"
@@ -436,7 +505,7 @@ class TaskProjection:
         heap = self._heaps.get(session)
         while heap:
             rank, deadline, order, task_id = heap[0]
-            view = self.tasks[task_id]
+            view = self.views[task_id]
             if (
                 view.state == "queued"
                 and not view.unknown_events
@@ -455,7 +524,7 @@ class TaskProjection:
         seen: set[str] = set()
         while heap and len(found) < count:
             rank, deadline, order, task_id = heapq.heappop(heap)
-            view = self.tasks[task_id]
+            view = self.views[task_id]  # a queued task is not a finished one
             if (
                 task_id not in seen
                 and view.state == "queued"
@@ -483,7 +552,7 @@ class TaskProjection:
         if head.deadline is not None:
             return found
         for rank, deadline, order, task_id in self._heaps[session][1:spread]:
-            view = self.tasks[task_id]
+            view = self.views[task_id]
             if (
                 view.state == "queued"
                 and view.queue_key() == (rank, deadline, order)
@@ -503,7 +572,7 @@ class TaskProjection:
         heap = self._deadlines
         while heap and heap[0][0] < now:
             entry = heapq.heappop(heap)
-            view = self.tasks[entry[1]]
+            view = self.views[entry[1]]
             if not view.terminal:
                 keep.append(entry)  # asked again until the task ends (a failed mark retries)
                 if view.state in ("queued", "waiting"):
@@ -520,13 +589,27 @@ class TaskProjection:
             "waiting": sorted(self.waiting),
         }
 
-    def dump(self) -> dict[str, TaskView]:
-        """Every task view by id, for a checkpoint."""
-        return self.tasks
+    def dump(self) -> tuple[dict[str, TaskView], list[FinishedViews]]:
+        """For a checkpoint: the views of the tasks that have not ended, by id, and those of
+        the finished ones, encoded (the parts still encoded since the last load, and one more
+        for the tasks that ended since; past :data:`FINISHED_PARTS_KEPT` parts, one for all)."""
+        if len(self._finished) >= FINISHED_PARTS_KEPT:
+            self._decode_finished()
+        terminal = TASK.terminal
+        views = self.views
+        active = {k: v for k, v in views.items() if v.state not in terminal}
+        ended = {k: v for k, v in views.items() if v.state in terminal}
+        parts = list(self._finished)
+        if ended:
+            parts.append(FinishedViews.of(ended))
+        return active, parts
 
-    def load(self, views: dict[str, TaskView]) -> None:
-        """Restore from a checkpoint's task views."""
-        self.tasks = views
+    def load(self, views: dict[str, TaskView], finished: Iterable[FinishedViews] = ()) -> None:
+        """Restore from a checkpoint's task views: those of the tasks that have not ended,
+        and the finished ones, left encoded until asked for."""
+        self.views = views
+        self._finished = list(finished)
+        self._loaded_finished = bool(self._finished)
         self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
         self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding
@@ -538,7 +621,119 @@ class TaskProjection:
         heapq.heapify(self._deadlines)
 
 
+_ENCODER = msgspec.msgpack.Encoder()
+_VIEWS_DECODER = msgspec.msgpack.Decoder(dict[str, TaskView])
 _STEP_OUTCOMES = frozenset({"StepCompleted", "StepFailed"})
+
+# -- what an allowed event changes in its task's view, besides its state ---------------------
+
+#: A change to a task's view made by one type of event, after its state moved.
+_FollowUp = Callable[[TaskProjection, TaskView, Any, Recorded], None]
+
+
+def _step(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.steps += getattr(event, "final", True)
+
+
+def _claimed(tasks: TaskProjection, view: TaskView, event: TaskClaimed, r: Recorded) -> None:
+    view.attempt += 1
+    view.worker = event.worker
+    view.lease_until = event.lease_until
+    view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
+
+
+def _let_go(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.worker = ""
+
+
+def _progressed(tasks: TaskProjection, view: TaskView, event: TaskProgressed, r: Recorded) -> None:
+    view.progress, view.note = event.fraction, event.note
+
+
+def _waiting(tasks: TaskProjection, view: TaskView, event: TaskWaiting, r: Recorded) -> None:
+    view.worker = ""
+    view.waiting_reason = event.reason
+    view.waiting_until = event.until
+    view.waiting_on = tuple(event.on)
+    view.waiting_topic = event.topic
+    view.waiting_limit = event.limit
+    if event.topic and view.inbox_version > event.inbox_after:
+        view.waiting_until = r.meta.time  # a message came while it began to wait
+
+
+def _retried(tasks: TaskProjection, view: TaskView, event: TaskRetried, r: Recorded) -> None:
+    view.error = ""
+    view.worker = ""
+    view.deadline = event.deadline
+    if event.deadline is not None:
+        heapq.heappush(tasks._deadlines, (event.deadline, view.task_id))
+
+
+def _reprioritised(
+    tasks: TaskProjection, view: TaskView, event: TaskReprioritised, r: Recorded
+) -> None:
+    view.priority = event.priority.value
+
+
+def _answered(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    if view.state == "waiting" and not view.waiting_on:
+        # The human answered: the wait ends now, and the task runs again to act on it.
+        view.waiting_until = r.meta.time
+
+
+def _failed(tasks: TaskProjection, view: TaskView, event: TaskFailed, r: Recorded) -> None:
+    view.error = f"{event.error_type}: {event.message}" if event.message else event.error_type
+
+
+def _succeeded(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.progress = 1.0
+
+
+def _missed(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
+    view.error = "deadline missed"
+
+
+def _quarantined(
+    tasks: TaskProjection, view: TaskView, event: TaskQuarantined, r: Recorded
+) -> None:
+    view.error = f"quarantined: {event.reason}" if event.reason else "quarantined"
+
+
+#: The follow-up of each kind of event, the first that matches (a subclass matches too).
+_FOLLOW_UPS: tuple[tuple[type[Any] | tuple[type[Any], ...], _FollowUp], ...] = (
+    (TaskClaimed, _claimed),
+    ((TaskLeaseExpired, TaskReleased), _let_go),
+    (TaskProgressed, _progressed),
+    (TaskWaiting, _waiting),
+    (TaskRetried, _retried),
+    (TaskReprioritised, _reprioritised),
+    ((ApprovalGranted, ApprovalDenied), _answered),
+    (TaskFailed, _failed),
+    (TaskSucceeded, _succeeded),
+    (TaskDeadlineMissed, _missed),
+    (TaskQuarantined, _quarantined),
+)
+
+#: The state a task enters with the first event of its stream, by the event's tag.
+_SUBMITTED = {tag: state for (source, tag), state in TASK.table.items() if source == TASK.initial}
+
+#: Each event type's tag and follow-up, found on first sight (:func:`_kind_of`).
+_KINDS: dict[type[Any], tuple[str, _FollowUp | None]] = {}
+
+
+def _kind_of(kind: type[Any]) -> tuple[str, _FollowUp | None]:
+    """An event type's tag and the follow-up of its events (None: none)."""
+    tag = kind.__struct_config__.tag
+    assert isinstance(tag, str)
+    follow_up: _FollowUp | None = None
+    if tag in _STEP_OUTCOMES:
+        follow_up = _step
+    else:
+        follow_up = next((f for types, f in _FOLLOW_UPS if issubclass(kind, types)), None)
+    _KINDS[kind] = (tag, follow_up)
+    return tag, follow_up
+
+
 _RESUMABLE = frozenset({"queued", "running", "waiting"})
 _UNTRUSTED = frozenset({DAMAGED_STATE, UNKNOWN_STATE})
 #: The event types that record a step's outcome (the bulk of any log), as read or as folded.

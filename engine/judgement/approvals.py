@@ -130,7 +130,7 @@ def answer(
     for _ in range(10):
         host.catch_up(save=False)
         request = find_pending(host, decision_id)
-        view = host.projections.tasks.tasks.get(request.task_id)
+        view = host.projections.tasks.view(request.task_id)
         if view is None:
             raise ApprovalNotFound(f"approval {decision_id!r}: its task is not in the log")
         event = (

@@ -235,7 +235,7 @@ class Limits:
                 judges its peers).
             besides: a permit not to count (the step that asks for one again).
         """
-        tasks = projections.tasks.tasks
+        tasks = projections.tasks.views  # a finished task holds no permit: not decoded
         workers = projections.workers
         count = 0
         for key, (worker, until) in view.held.items():

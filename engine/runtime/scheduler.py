@@ -665,7 +665,7 @@ class Scheduler:
         found = [
             view
             for task_id in tasks.unregistered
-            if (view := tasks.tasks[task_id]).session == self.session.name
+            if (view := tasks.views[task_id]).session == self.session.name  # not finished
             and self.registry.knows(view.name)
         ]
         return min(found, key=lambda v: v.order) if found else None
@@ -699,15 +699,14 @@ class Scheduler:
         now = self.session.clock()
         ready: list[TaskView] = []
         for task_id in tasks.waiting:
-            view = tasks.tasks[task_id]
+            view = tasks.views[task_id]  # a waiting task is not a finished one
             if view.session != self.session.name or view.unknown_events:
                 continue
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
             if view.waiting_on:
                 if not all(
-                    (child := tasks.tasks.get(c)) is not None and child.terminal
-                    for c in view.waiting_on
+                    (child := tasks.view(c)) is not None and child.terminal for c in view.waiting_on
                 ):
                     continue
             elif view.waiting_until is None:
@@ -720,7 +719,7 @@ class Scheduler:
         timers = [
             v.waiting_until
             for t in tasks.waiting
-            if (v := tasks.tasks[t]).session == self.session.name and v.waiting_until is not None
+            if (v := tasks.views[t]).session == self.session.name and v.waiting_until is not None
         ]
         return min(timers) if timers else None
 
@@ -1095,7 +1094,7 @@ class Scheduler:
         tasks = self.session.projections.tasks
         session = self.session.name
         queued = tasks.next_queued(session) is not None or any(
-            tasks.tasks[t].session == session for t in tasks.waiting
+            tasks.views[t].session == session for t in tasks.waiting
         )
         facts = {"task": view.name, "parent": view.parent or "", "queued": int(queued)}
         verdict = self.rulebook.decide("task_completed", facts)
@@ -1135,7 +1134,7 @@ class Scheduler:
         # Within a lease of an outage of the storage, a peer's silence proves nothing: it could
         # not record either. Only a peer known dead (on this host) is taken over then.
         silence_counts = session.log.outage.since_last() >= session.lease
-        for view in list(session.tasks()):
+        for view in list(session.unfinished_tasks()):
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
             expired = silence_counts and now > self._holds_until(view)
@@ -1174,7 +1173,7 @@ class Scheduler:
         own = self.session.worker
         moments = [
             self._holds_until(v)
-            for v in self.session.tasks()
+            for v in self.session.unfinished_tasks()
             if v.state == "running" and v.worker != own
         ]
         return min(moments) if moments else None

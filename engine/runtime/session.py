@@ -123,6 +123,11 @@ class Session:
         """This session's tasks, as of the last catch-up."""
         return (t for t in self.host.projections.tasks.tasks.values() if t.session == self.name)
 
+    def unfinished_tasks(self) -> Iterable[TaskView]:
+        """This session's tasks that have not ended, as of the last catch-up (the finished
+        tasks of a checkpoint stay encoded)."""
+        return (t for t in self.host.projections.tasks.unfinished() if t.session == self.name)
+
     def check_open(self) -> None:
         """Raise :class:`UsageError` once the engine is closed."""
         if self.closed:
@@ -168,7 +173,7 @@ class Session:
                         version=_version(),
                     )
                 ]
-            unfinished = [t for t in self.tasks() if not t.terminal]
+            unfinished = list(self.unfinished_tasks())
             for task in unfinished:
                 if task.unknown_events:
                     logger.warning("%s", unknown_events_error(task))

@@ -404,9 +404,9 @@ class Tasks:
             TaskNotFound: no such task.
         """
         session = self.session
-        view = session.projections.tasks.tasks.get(task_id)
+        view = session.projections.tasks.view(task_id)
         if view is None:
-            view = session.catch_up().tasks.tasks.get(task_id)
+            view = session.catch_up().tasks.view(task_id)
         if view is None:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
         return view
@@ -422,7 +422,7 @@ class Tasks:
         :meth:`onward.Engine.result` for what it raises otherwise)."""
         session = self.session
         session.check_open()
-        view = session.projections.tasks.tasks.get(task_id)
+        view = session.projections.tasks.view(task_id)
         if view is not None and view.damage:
             damage = session.projections.damaged.get(task_stream(task_id))
             if view.state == "quarantined":
@@ -495,7 +495,7 @@ def quarantine(
     for _ in range(_STEER_TRIES):
         host.catch_up(save=False)
         projections = host.projections
-        view = projections.tasks.tasks.get(task_id)
+        view = projections.tasks.view(task_id)
         if view is None:
             raise TaskNotFound(f"no task {task_id!r} in {log.url}")
         damaged = stream in projections.damaged
