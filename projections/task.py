@@ -266,11 +266,11 @@ class TaskProjection:
             view = self.views.get(task_id)
         return view
 
-    def unfinished(self) -> Iterator[TaskView]:
+    def unfinished(self) -> list[TaskView]:
         """The views of the tasks that have not ended, without decoding the finished tasks a
-        checkpoint still holds."""
+        checkpoint still holds (a snapshot: another thread may decode those meanwhile)."""
         terminal = TASK.terminal
-        return (v for v in self.views.values() if v.state not in terminal)
+        return [v for v in list(self.views.values()) if v.state not in terminal]
 
     def _decode_finished(self) -> None:
         """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
