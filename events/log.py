@@ -1056,6 +1056,11 @@ class EventLog(ABC):
         refs: list[tuple[str, int, int, str, str]] = []
         for rows in self.read_rows(page_size=5000):
             verifier.feed_page(rows)
+            try:  # one search of the page's states in C, most pages holding no split record
+                if _SPLIT_KEY not in b"\x00".join([row[4] for row in rows]):
+                    continue
+            except TypeError:
+                pass  # a state that is not bytes: looked at one by one
             for position, stream, version, _topic, state in rows:
                 if isinstance(state, bytes) and _SPLIT_KEY in state:
                     split = split_of(state)
