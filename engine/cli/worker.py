@@ -13,14 +13,13 @@ from ``ONWARD_DB`` and the session from ``ONWARD_SESSION``, which this command s
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
 
 from onward.cli.reports import emit_json
 from onward.events import UsageError, open_log
-from onward.runtime.engine import Engine
+from onward.runtime.target import load_engine
 
 __all__ = ["add_worker_arguments", "cmd_init", "cmd_worker", "load_engine", "same_log"]
 
@@ -37,33 +36,6 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N", help="tasks run at once (default 1)"
     )
-
-
-def load_engine(target: str) -> Engine:
-    """Import ``module:attribute`` (from the current directory too) and return its engine.
-
-    Raises:
-        UsageError: a malformed target, a module that does not import, or an attribute that
-            is not an engine (nor a function returning one).
-    """
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise UsageError(f"expected MODULE:ENGINE (like myapp.jobs:engine), got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
-    try:
-        found = getattr(module, attribute)
-    except AttributeError:
-        raise UsageError(f"module {module_name!r} has no {attribute!r}") from None
-    if not isinstance(found, Engine) and callable(found):
-        found = found()
-    if not isinstance(found, Engine):
-        raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
-    return found
 
 
 def same_log(url: str, other: str) -> bool:

@@ -15,9 +15,7 @@ that waited for subtasks (``engine.wait``) is checked up to the wait.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
@@ -43,6 +41,7 @@ from onward.events import (
 from onward.projections import CatchUp, task_stream
 from onward.runtime.engine import Engine
 from onward.runtime.run import CURRENT_RUN, Blocking, Effect, TaskRun
+from onward.runtime.target import load_engine
 
 __all__ = [
     "Divergence",
@@ -340,30 +339,6 @@ def decode_history(text: str, *, task_id: str, session: str = "") -> list[Record
         meta = Meta(event_id=entry.event_id, time=entry.time, session=session)
         history.append(Recorded(stream, version, version, meta, entry.event))
     return history
-
-
-def load_engine(target: str) -> Engine:
-    """Import ``module:attribute`` (from the current directory too): the engine, or a function
-    that returns one.
-
-    Raises:
-        UsageError: a malformed target, a module that does not import, or not an engine.
-    """
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise UsageError(f"expected MODULE:ENGINE (like myapp.jobs:engine), got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
-    found = getattr(module, attribute, None)
-    if found is not None and not isinstance(found, Engine) and callable(found):
-        found = found()
-    if not isinstance(found, Engine):
-        raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
-    return found
 
 
 def replay_recorded(

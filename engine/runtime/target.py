@@ -1,0 +1,41 @@
+"""Where an application's engine is: a ``MODULE:ENGINE`` target, as ``onward worker`` and
+``onward.testing`` take it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from onward.events import UsageError
+from onward.runtime.engine import Engine
+
+__all__ = ["load_engine"]
+
+
+def load_engine(target: str) -> Engine:
+    """Import ``module:attribute`` (from the current directory too) and return its engine: the
+    attribute itself, or what it returns when it is a function.
+
+    Raises:
+        UsageError: a malformed target, a module that does not import, or an attribute that
+            is missing or is not an engine (nor a function returning one).
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"expected MODULE:ENGINE (like myapp.jobs:engine), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        found = getattr(module, attribute)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no {attribute!r}") from None
+    if not isinstance(found, Engine) and callable(found):
+        found = found()
+    if not isinstance(found, Engine):
+        raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
+    return found

@@ -1,0 +1,53 @@
+"""``MODULE:ENGINE`` targets, as ``onward worker`` and ``onward.testing`` load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.events import UsageError
+from onward.runtime.target import load_engine
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module in the current directory with an engine, a factory and something else."""
+    name = f"target_app_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(
+        "from onward import Engine\n"
+        "engine = Engine.open('memory://', session='s')\n"
+        "def make():\n"
+        "    return engine\n"
+        "number = 3\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_an_engine_or_a_function_returning_one_is_loaded(app: str) -> None:
+    engine = load_engine(f"{app}:engine")
+    assert isinstance(engine, Engine)
+    assert load_engine(f"{app}:make") is engine
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        (":number", "is a int, not an onward Engine"),
+        (":missing", "has no 'missing'"),
+        ("", "expected MODULE:ENGINE"),
+    ],
+)
+def test_a_target_that_is_not_an_engine_is_refused_clearly(
+    app: str, suffix: str, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_engine(f"{app}{suffix}")
+
+
+def test_a_module_that_does_not_import_is_named() -> None:
+    with pytest.raises(UsageError, match="cannot import 'no_such_module_here'"):
+        load_engine("no_such_module_here:engine")
