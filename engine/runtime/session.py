@@ -120,8 +120,10 @@ class Session:
         return self.host.projections.sessions.sessions.get(self.name)
 
     def tasks(self) -> Iterable[TaskView]:
-        """This session's tasks, as of the last catch-up."""
-        return (t for t in self.host.projections.tasks.tasks.values() if t.session == self.name)
+        """This session's tasks, as of the last catch-up (a snapshot: a fold in another thread
+        may add tasks meanwhile)."""
+        views = list(self.host.projections.tasks.tasks.values())
+        return [t for t in views if t.session == self.name]
 
     def unfinished_tasks(self) -> Iterable[TaskView]:
         """This session's tasks that have not ended, as of the last catch-up (the finished
