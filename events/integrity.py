@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from onward.events.codec import LAYOUT, Codec, checksum_of, prev_of
+from onward.events.codec import LAYOUT, Codec, checksum_covered, checksum_of, prev_of
 
 __all__ = [
     "CHAIN_START",
@@ -194,17 +194,13 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     Returns:
         The index in ``rows`` and what is wrong, of each row that fails (empty when all pass).
     """
-    blake2b = hashlib.blake2b
+    checksum = checksum_covered
     start, end, prefix = _START, _END, _CHECKSUM_PREFIX
     try:
         failed = [
             p
             for p, s, v, t, st in rows
-            if blake2b(
-                b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:]), digest_size=16
-            )
-            .hexdigest()
-            .encode()
+            if checksum(b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:])).encode()
             != st[start:end]
             or not st.startswith(prefix)
         ]
@@ -212,6 +208,27 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
         failed = None  # a state that is not bytes: the slow check says which
     if failed == []:
         return []  # the common case
+    if failed is not None:
+        # Records an onward before xxh3 wrote carry blake2b: one more fast pass for them.
+        legacy_suspects = set(failed)
+        blake2b = hashlib.blake2b
+        failed = [
+            p
+            for p, s, v, t, st in rows
+            if p in legacy_suspects
+            and (
+                blake2b(
+                    b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:]),
+                    digest_size=16,
+                )
+                .hexdigest()
+                .encode()
+                != st[start:end]
+                or not st.startswith(prefix)
+            )
+        ]
+        if not failed:
+            return []
     suspects = None if failed is None else set(failed)
     bad = [i for i, row in enumerate(rows) if suspects is None or row[0] in suspects]
     found: list[tuple[int, str]] = []
@@ -220,7 +237,7 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
         if not (isinstance(s, str) and isinstance(t, str)):
             found.append((i, "record has no stream or type"))
             continue
-        wrong = Codec.check(s, v, t, st)
+        wrong = Codec.check(s, v, t, st)  # a record written before xxh3 passes here
         if wrong is not None:
             found.append((i, wrong))
     return found
@@ -313,7 +330,7 @@ class Verifier:
         """
         heads = self._heads
         get = heads.get
-        blake2b = hashlib.blake2b
+        checksum = checksum_covered
         start, end = LAYOUT.checksum
         prev_start, prev_end = LAYOUT.prev
         prev_prefix, checksum_prefix = LAYOUT.prev_prefix, LAYOUT.checksum_prefix
@@ -332,13 +349,10 @@ class Verifier:
                         else not last_sum
                     )
                     and state.startswith(checksum_prefix)
-                    and blake2b(
+                    and checksum(
                         b"%s\x00%d\x00%s\x00%s"
-                        % (stream.encode(), version, topic.encode(), state[end:]),
-                        digest_size=16,
-                    )
-                    .hexdigest()
-                    .encode()
+                        % (stream.encode(), version, topic.encode(), state[end:])
+                    ).encode()
                     == stored
                 )
             except (TypeError, AttributeError):

@@ -1,0 +1,125 @@
+"""Records carry an xxh3-128 checksum; records an older onward wrote carry blake2b-128, and both
+pass every check: replay, reads, ``verify``. Damage to either kind is still found.
+
+The older records are written by the same codec with its checksum function swapped for
+blake2b over the same covered bytes, which is what an onward before xxh3 stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from onward.events import TaskProgressed, TaskSubmitted, open_log
+from onward.events import codec as codec_module
+from onward.events.codec import LAYOUT, Codec, legacy_checksum, record_checksum
+from onward.events.integrity import check_rows
+from onward.projections import CatchUp
+from tests.conftest import FakeClock
+
+START, END = LAYOUT.checksum
+
+
+def _blake2b(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def write(path: Path, clock: FakeClock, streams: range, first_version: int) -> None:
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        for i in streams:
+            for version in range(first_version, first_version + 3):
+                event = (
+                    TaskSubmitted(name=f"job-{i}", args=[i])
+                    if version == 1
+                    else TaskProgressed(fraction=version / 10, note=f"stream-{i} v{version}")
+                )
+                log.append(f"stream-{i}", [event], expected_version=version - 1)
+                clock.advance(1.0)
+
+
+def rows(path: Path) -> list[tuple[int, str, int, str, bytes]]:
+    with closing(sqlite3.connect(path)) as raw:
+        return raw.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
+            " ORDER BY rowid"
+        ).fetchall()
+
+
+@pytest.fixture
+def legacy_log(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A log of 4 streams x 3 events sealed with blake2b, as an older onward wrote it."""
+    path = tmp_path / "log.db"
+    with monkeypatch.context() as patched:
+        patched.setattr(codec_module, "_checksum", _blake2b)
+        write(path, clock, range(4), 1)
+    return path
+
+
+def test_new_records_carry_xxh3_over_stream_version_tag_and_body(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "log.db"
+    write(path, clock, range(2), 1)
+    for _p, stream, version, topic, state in rows(path):
+        covered = b"%s\x00%d\x00%s\x00%s" % (stream.encode(), version, topic.encode(), state[END:])
+        assert state[START:END].decode() == xxhash.xxh3_128_hexdigest(covered)
+        assert state[START:END].decode() == record_checksum(stream, version, topic, state[END:])
+        assert state[START:END].decode() != legacy_checksum(stream, version, topic, state[END:])
+
+
+def test_an_older_log_reads_replays_and_verifies(legacy_log: Path, clock: FakeClock) -> None:
+    stored = rows(legacy_log)
+    for _p, stream, version, topic, state in stored:
+        assert state[START:END].decode() == legacy_checksum(stream, version, topic, state[END:])
+        assert Codec.check(stream, version, topic, state) is None
+    assert check_rows(stored) == []
+    with open_log(f"sqlite:///{legacy_log}", clock=clock) as log:
+        assert log.verify().ok
+        assert [len(log.read_stream(f"stream-{i}")) for i in range(4)] == [3, 3, 3, 3]
+        projections = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False)
+        assert projections.position == len(stored)
+        assert not projections.damaged
+
+
+def test_newer_appends_continue_an_older_log(legacy_log: Path, clock: FakeClock) -> None:
+    write(legacy_log, clock, range(4), 4)  # versions 4..6 of the same streams, now xxh3
+    write(legacy_log, clock, range(4, 6), 1)  # and new streams
+    stored = rows(legacy_log)
+    assert len(stored) == 4 * 6 + 2 * 3
+    assert check_rows(stored) == []
+    with open_log(f"sqlite:///{legacy_log}", clock=clock) as log:
+        report = log.verify()
+        assert report.ok, report.problems
+        projections = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False)
+        assert projections.position == len(stored)
+        assert not projections.damaged
+
+
+@pytest.mark.parametrize("older", [True, False], ids=["blake2b record", "xxh3 record"])
+def test_a_flipped_byte_is_found_in_either_kind(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, older: bool
+) -> None:
+    path = tmp_path / "log.db"
+    with monkeypatch.context() as patched:
+        if older:
+            patched.setattr(codec_module, "_checksum", _blake2b)
+        write(path, clock, range(3), 1)
+    position, stream, version, _topic, state = rows(path)[4]
+    damaged = state.replace(b"v2", b"v7") if b"v2" in state else state[:-3] + b"9}}"
+    assert damaged != state
+    with closing(sqlite3.connect(path)) as raw, raw:
+        raw.execute("UPDATE stored_events SET state=? WHERE rowid=?", (damaged, position))
+    bad = check_rows(rows(path))
+    assert [index for index, _why in bad] == [4]
+    assert "checksum mismatch" in bad[0][1]
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        report = log.verify()
+        assert not report.ok
+        assert [(p.stream, p.version, p.position) for p in report.problems][:1] == [
+            (stream, version, position)
+        ]
