@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from onward.events.codec import LAYOUT, Codec, checksum_covered, checksum_of, prev_of
+from onward.events.codec import LAYOUT, Codec, checksum_body, checksum_of, place_seed, prev_of
 
 __all__ = [
     "CHAIN_START",
@@ -194,14 +194,20 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     Returns:
         The index in ``rows`` and what is wrong, of each row that fails (empty when all pass).
     """
-    checksum = checksum_covered
+    checksum = checksum_body
     start, end, prefix = _START, _END, _CHECKSUM_PREFIX
+    seeds: dict[tuple[str, str], int] = {}  # by stream and tag: a stream's records share one
+    seed_of = seeds.get
+
+    def new_seed(stream: str, topic: str) -> int:
+        seed = seeds[stream, topic] = place_seed(stream, topic)
+        return seed
+
     try:
         failed = [
             p
             for p, s, v, t, st in rows
-            if checksum(b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:])).encode()
-            != st[start:end]
+            if checksum(st[end:], (seed_of((s, t)) or new_seed(s, t)) ^ v).encode() != st[start:end]
             or not st.startswith(prefix)
         ]
     except (TypeError, AttributeError, UnicodeEncodeError):
@@ -330,7 +336,9 @@ class Verifier:
         """
         heads = self._heads
         get = heads.get
-        checksum = checksum_covered
+        checksum = checksum_body
+        seeds: dict[tuple[str, str], int] = {}  # by stream and tag: a stream's records share one
+        seed_of = seeds.get
         start, end = LAYOUT.checksum
         prev_start, prev_end = LAYOUT.prev
         prev_prefix, checksum_prefix = LAYOUT.prev_prefix, LAYOUT.checksum_prefix
@@ -340,6 +348,9 @@ class Verifier:
             position, stream, version, topic, state = row
             try:
                 stored = state[start:end]
+                seed = seed_of((stream, topic))
+                if seed is None:
+                    seed = seeds[stream, topic] = place_seed(stream, topic)
                 last_version, last_sum = get(stream, no_head)
                 intact = (
                     version == last_version + 1
@@ -349,11 +360,7 @@ class Verifier:
                         else not last_sum
                     )
                     and state.startswith(checksum_prefix)
-                    and checksum(
-                        b"%s\x00%d\x00%s\x00%s"
-                        % (stream.encode(), version, topic.encode(), state[end:])
-                    ).encode()
-                    == stored
+                    and checksum(state[end:], seed ^ version).encode() == stored
                 )
             except (TypeError, AttributeError):
                 intact = False

@@ -1,13 +1,13 @@
 """Records carry an xxh3-128 checksum; records an older onward wrote carry blake2b-128, and both
 pass every check: replay, reads, ``verify``. Damage to either kind is still found.
 
-The older records are written by the same codec with its checksum function swapped for
-blake2b over the same covered bytes, which is what an onward before xxh3 stored.
+An older log is made from a new one as an onward before xxh3 would have written it: each
+record's checksum is blake2b over its stream, version, tag and body, its ``prev`` names its
+predecessor's blake2b checksum, and the head record's chain links those checksums.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -16,17 +16,13 @@ import pytest
 import xxhash
 
 from onward.events import TaskProgressed, TaskSubmitted, open_log
-from onward.events import codec as codec_module
 from onward.events.codec import LAYOUT, Codec, legacy_checksum, record_checksum
-from onward.events.integrity import check_rows
+from onward.events.integrity import CHAIN_START, advance_chain, check_rows
 from onward.projections import CatchUp
 from tests.conftest import FakeClock
 
 START, END = LAYOUT.checksum
-
-
-def _blake2b(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+PREV_START, PREV_END = LAYOUT.prev
 
 
 def write(path: Path, clock: FakeClock, streams: range, first_version: int) -> None:
@@ -50,26 +46,55 @@ def rows(path: Path) -> list[tuple[int, str, int, str, bytes]]:
         ).fetchall()
 
 
+def to_legacy(path: Path) -> None:
+    """Rewrite a closed log's records and head as an onward before xxh3 wrote them."""
+    last: dict[str, str] = {}
+    checksums: list[bytes] = []
+    with closing(sqlite3.connect(path)) as raw, raw:
+        for position, stream, version, topic, state in rows(path):
+            body = state[END:]
+            if body.startswith(LAYOUT.prev_prefix):
+                offset = PREV_START - END
+                body = (
+                    body[:offset] + last[stream].encode() + body[offset + PREV_END - PREV_START :]
+                )
+            checksum = legacy_checksum(stream, version, topic, body)
+            last[stream] = checksum
+            checksums.append(checksum.encode())
+            raw.execute(
+                "UPDATE stored_events SET state=? WHERE rowid=?",
+                (state[:START] + checksum.encode() + body, position),
+            )
+        (base,) = raw.execute("SELECT base FROM onward_head").fetchone()
+        assert base == 0
+        raw.execute("UPDATE onward_head SET chain=?", (advance_chain(CHAIN_START, checksums),))
+
+
 @pytest.fixture
-def legacy_log(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Path:
+def legacy_log(tmp_path: Path, clock: FakeClock) -> Path:
     """A log of 4 streams x 3 events sealed with blake2b, as an older onward wrote it."""
     path = tmp_path / "log.db"
-    with monkeypatch.context() as patched:
-        patched.setattr(codec_module, "_checksum", _blake2b)
-        write(path, clock, range(4), 1)
+    write(path, clock, range(4), 1)
+    to_legacy(path)
     return path
 
 
-def test_new_records_carry_xxh3_over_stream_version_tag_and_body(
+def test_new_records_carry_xxh3_seeded_with_stream_tag_and_version(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     path = tmp_path / "log.db"
     write(path, clock, range(2), 1)
     for _p, stream, version, topic, state in rows(path):
-        covered = b"%s\x00%d\x00%s\x00%s" % (stream.encode(), version, topic.encode(), state[END:])
-        assert state[START:END].decode() == xxhash.xxh3_128_hexdigest(covered)
+        seed = xxhash.xxh3_64_intdigest(f"{stream}\x00{topic}".encode()) ^ version
+        assert state[START:END].decode() == xxhash.xxh3_128_hexdigest(state[END:], seed)
         assert state[START:END].decode() == record_checksum(stream, version, topic, state[END:])
         assert state[START:END].decode() != legacy_checksum(stream, version, topic, state[END:])
+        for other in (
+            record_checksum(stream + "x", version, topic, state[END:]),
+            record_checksum(stream, version + 1, topic, state[END:]),
+            record_checksum(stream, version, topic + "x", state[END:]),
+        ):
+            assert other != state[START:END].decode()
 
 
 def test_an_older_log_reads_replays_and_verifies(legacy_log: Path, clock: FakeClock) -> None:
@@ -102,13 +127,12 @@ def test_newer_appends_continue_an_older_log(legacy_log: Path, clock: FakeClock)
 
 @pytest.mark.parametrize("older", [True, False], ids=["blake2b record", "xxh3 record"])
 def test_a_flipped_byte_is_found_in_either_kind(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, older: bool
+    tmp_path: Path, clock: FakeClock, older: bool
 ) -> None:
     path = tmp_path / "log.db"
-    with monkeypatch.context() as patched:
-        if older:
-            patched.setattr(codec_module, "_checksum", _blake2b)
-        write(path, clock, range(3), 1)
+    write(path, clock, range(3), 1)
+    if older:
+        to_legacy(path)
     position, stream, version, _topic, state = rows(path)[4]
     damaged = state.replace(b"v2", b"v7") if b"v2" in state else state[:-3] + b"9}}"
     assert damaged != state
