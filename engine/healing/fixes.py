@@ -83,8 +83,8 @@ class StepCall(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             UsageError: a name that is not one of the step's parameters.
         """
-        unknown = sorted(set(changes) - set(self.arguments))
-        if unknown:
+        if not changes.keys() <= self.arguments.keys():  # a set comparison of the views
+            unknown = sorted(set(changes) - set(self.arguments))
             known = ", ".join(self.arguments) or "none"
             raise UsageError(
                 f"step {self.step!r} has no parameter {', '.join(map(repr, unknown))} "
@@ -233,6 +233,7 @@ class FixStats(msgspec.Struct, frozen=True):
 
 
 _UNTRIED = FixStats()
+_UNTRIED_RATE = _UNTRIED.rate
 
 
 class UnknownFix(UsageError, LookupError):
@@ -337,7 +338,6 @@ class FixRegistry:
             Learned fixes, then matching ones, each group by rate; demoted fixes left out.
         """
         first: list[tuple[float, int, Fix]] = []
-        then: list[tuple[float, int, Fix]] = []
         if learned:
             for order, name, fix, _ in self._entries:
                 if name in learned:
@@ -346,15 +346,33 @@ class FixRegistry:
                         self._log_demoted(name, signature, record)
                     else:
                         first.append((-record.rate, order, fix))
+        then: list[tuple[float, int, Fix]] = []
         for order, name, fix in self._worth_asking(_kinds(error)):
             if learned and name in learned:
                 continue
             record = stats.get(name, _UNTRIED)
-            if record.demoted:
+            if record is _UNTRIED:
+                rate = _UNTRIED_RATE  # most fixes, for most errors: no record to judge
+            elif record.demoted:
                 self._log_demoted(name, signature, record)
-            elif self._matches(fix, error, call):
-                then.append((-record.rate, order, fix))
-        return [fix for _, _, fix in sorted(first, key=_rank) + sorted(then, key=_rank)]
+                continue
+            else:
+                rate = record.rate
+            try:  # inline: every decision asks each fix worth asking
+                if fix.matches(error, call):
+                    then.append((-rate, order, fix))
+            except Exception:
+                self._log_broken(fix)
+        # (-rate, order, fix): the orders differ, so a sort never compares two fixes
+        if first:
+            first.sort()
+            if then:
+                then.sort()
+                first += then
+            return [entry[2] for entry in first]
+        if len(then) > 1:
+            then.sort()
+        return [entry[2] for entry in then]
 
     def _worth_asking(self, kinds: _ErrorTypes) -> tuple[tuple[int, str, Fix], ...]:
         """The fixes whose ``matches()`` may say yes to an error with this chain of types."""
@@ -381,15 +399,7 @@ class FixRegistry:
         )
 
     @staticmethod
-    def _matches(fix: Fix, error: BaseException, call: StepCall) -> bool:
+    def _log_broken(fix: Fix) -> None:
         # A broken matches() in a plug-in must not turn one failure into a crash of the engine's
         # error handling: it counts as "no", and says so in the log.
-        try:
-            return bool(fix.matches(error, call))
-        except Exception:
-            logger.warning("fix %s: matches() raised; skipped", fix.name, exc_info=True)
-            return False
-
-
-def _rank(entry: tuple[float, int, Fix]) -> tuple[float, int]:
-    return entry[0], entry[1]
+        logger.warning("fix %s: matches() raised; skipped", fix.name, exc_info=True)
