@@ -38,9 +38,9 @@ import os
 import re
 import sqlite3
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePath
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import msgspec
 
@@ -73,21 +73,31 @@ _OUTPUT_PARAMETERS = ("path", "output", "output_path", "dest")
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
+def _chain(error: BaseException) -> tuple[BaseException, ...]:
     """The error, then its causes (explicit before implicit), each once."""
+    if error.__cause__ is None and error.__context__ is None:
+        return (error,)  # most errors: nothing to walk
+    links: list[BaseException] = []
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        yield current
+        links.append(current)
         current = current.__cause__ or current.__context__
+    return tuple(links)
 
 
-def _find(error: BaseException, kind: type[_E]) -> _E | None:
-    """The first link of the error's chain (as :func:`_chain` walks it) that is a ``kind``."""
-    # _chain unrolled: every fix asked about an error walks it, and a generator costs more
-    seen: set[int] = set()
-    current: BaseException | None = error
+def _find(error: BaseException, kind: type[_E] | tuple[type[_E], ...]) -> _E | None:
+    """The first link of the error's chain (as :func:`_chain` walks it) that is a ``kind``
+    (one of them, for a tuple)."""
+    # Every fix asked about an error looks for its kind: the error itself first, and the chain
+    # walked in place only when there is one.
+    if isinstance(error, kind):
+        return error
+    if error.__cause__ is None and error.__context__ is None:
+        return None
+    seen = {id(error)}
+    current = error.__cause__ or error.__context__
     while current is not None and id(current) not in seen:
         if isinstance(current, kind):
             return current
@@ -115,9 +125,39 @@ def _json(value: Any) -> Any:
 
 
 def _same_file(value: Any, filename: Any) -> bool:
-    if not isinstance(value, str | os.PathLike) or not isinstance(filename, str | os.PathLike):
+    # a tuple: ``str | os.PathLike`` would build a union at every call
+    if not isinstance(value, _PATH_TYPES) or not isinstance(filename, _PATH_TYPES):
         return False
-    return os.path.abspath(os.fspath(value)) == os.path.abspath(os.fspath(filename))
+    one: str | bytes = os.fspath(value)
+    other: str | bytes = os.fspath(filename)
+    if one == other and os.path.isabs(one):
+        return True  # one absolute name: abspath() would give both the same, and not raise
+    return os.path.abspath(one) == os.path.abspath(other)
+
+
+_PATH_TYPES = (str, os.PathLike)
+
+
+def _absolute_parent(filename: Any) -> str:
+    """``str(Path(filename).absolute().parent)``, read off the name where pathlib would keep it
+    as it is: an absolute POSIX name (after the working directory, for a relative one) without
+    empty or ``.`` parts, a trailing slash or a leading ``//``."""
+    name = os.fspath(filename)
+    if type(name) is str and _POSIX_NAMES:
+        if name[:1] != "/":
+            name = f"{os.getcwd()}/{name}"  # Path.absolute() prepends it so
+        if (
+            name[1:2] != "/"
+            and "//" not in name
+            and "/./" not in name
+            and not name.endswith(("/", "/."))
+        ):
+            return name[: name.rfind("/")] or "/"
+    return str(Path(name).absolute().parent)
+
+
+# whether names are POSIX ones, that pathlib parses at "/" alone
+_POSIX_NAMES = os.sep == "/" and os.altsep is None
 
 
 def _output_parameter(call: StepCall, filename: Any) -> str | None:
@@ -251,16 +291,27 @@ class CreateMissingParentDirectory:
         directory = self._directory(error, call)
         if directory is None:
             return None
-        directory.mkdir(parents=True, exist_ok=True)
-        return Remedy(call=call, change={"created_directory": str(directory)})
+        try:
+            os.mkdir(directory)  # the usual case: only the file's own directory is missing
+        except OSError:
+            # its parents too, or a directory made meanwhile: as pathlib sees to it
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        return Remedy(call=call, change={"created_directory": directory})
 
     @staticmethod
-    def _directory(error: BaseException, call: StepCall) -> Path | None:
+    def _directory(error: BaseException, call: StepCall) -> str | None:
         found = _find(error, FileNotFoundError)
         if found is None or _output_parameter(call, found.filename) is None:
             return None
-        directory = Path(os.fspath(found.filename)).absolute().parent
-        return None if directory.exists() else directory
+        directory = _absolute_parent(found.filename)
+        try:
+            os.stat(directory)
+        except FileNotFoundError:
+            return directory
+        except (OSError, ValueError):
+            # not ENOENT: pathlib says whether that means "missing" (ENOTDIR) or is raised
+            return None if Path(directory).exists() else directory
+        return None
 
 
 class WriteToFallbackLocation:
@@ -294,7 +345,7 @@ class WriteToFallbackLocation:
     def _target(error: BaseException, call: StepCall) -> tuple[str, Path] | None:
         found = _find(error, PermissionError)
         fallback = call.hints.get("fallback_dir")
-        if found is None or not isinstance(fallback, str | os.PathLike):
+        if found is None or not isinstance(fallback, _PATH_TYPES):
             return None
         parameter = _output_parameter(call, found.filename)
         if parameter is None:
@@ -322,7 +373,10 @@ class WaitForDatabaseLock:
         if found is None:
             return False
         text = str(found).lower()
-        return any(message in text for message in self.messages)
+        for message in self.messages:  # noqa: SIM110 - any() of a generator costs more
+            if message in text:
+                return True
+        return False
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         if not self.matches(error, call):
@@ -349,7 +403,7 @@ class ReconnectAfterDroppedConnection:
     error_types = errors
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
-        return any(isinstance(link, self.errors) for link in _chain(error))
+        return _find(error, self.errors) is not None
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         if not self.matches(error, call):
@@ -399,14 +453,21 @@ class LengthenTimeout:
             return None
         old = call.arguments[parameter]
         cap = call.hints.get("timeout_cap", self.cap)
-        if not _is_number(old) or not _is_number(cap) or old <= 0 or old >= cap:
+        # numbers, not bools (inline: every error asks this fix)
+        if (
+            not isinstance(old, _NUMBERS)
+            or isinstance(old, bool)
+            or not isinstance(cap, _NUMBERS)
+            or isinstance(cap, bool)
+            or old <= 0
+            or old >= cap
+        ):
             return None
         return parameter, old, min(cap, old * 2)
 
 
-def _is_number(value: Any) -> bool:
-    # a tuple: ``int | float`` would build a union at every call
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+# a tuple: ``int | float`` would build a union at every call
+_NUMBERS = (int, float)
 
 
 # -- resources -------------------------------------------------------------------------------
@@ -477,9 +538,13 @@ class ExtractJsonFromNoise:
         found = _find(error, json.JSONDecodeError)
         if found is None:
             return None
-        parameter = _parameter(call, "text") or next(
-            (n for n, v in call.arguments.items() if isinstance(v, str) and v == found.doc), None
-        )
+        parameter = _parameter(call, "text")
+        if not parameter:  # the document that failed (a loop: a generator costs more)
+            parameter = None
+            for name, value in call.arguments.items():
+                if isinstance(value, str) and value == found.doc:
+                    parameter = name
+                    break
         if parameter is None or not isinstance(call.arguments[parameter], str):
             return None
         text: str = call.arguments[parameter]
@@ -558,10 +623,11 @@ class StripMarkdownFences:
 
     @staticmethod
     def _parameter(call: StepCall) -> str | None:
-        parameter = _parameter(call, "code") or next(
-            (n for n, v in call.arguments.items() if isinstance(v, str) and "```" in v), None
-        )
-        if parameter is None:
+        parameter = _parameter(call, "code")
+        if not parameter:  # the first fenced text (a loop: a generator costs more)
+            for name, value in call.arguments.items():
+                if isinstance(value, str) and "```" in value:
+                    return name
             return None
         value = call.arguments[parameter]
         return parameter if isinstance(value, str) and "```" in value else None
@@ -652,7 +718,7 @@ class UseAlternativeModule:
         found = _find(error, ModuleNotFoundError)
         alternatives = call.hints.get("alternatives")
         parameter = _parameter(call, "module_param", "module")
-        if found is None or not isinstance(alternatives, Mapping) or parameter is None:
+        if found is None or not _is_mapping(alternatives) or parameter is None:
             return None
         wanted, missing = call.arguments[parameter], found.name
         # The step's own module is missing, not one that it imports in turn.
@@ -698,7 +764,7 @@ class UseDeclaredDefault:
     def _missing(error: BaseException, call: StepCall) -> tuple[str, Any, Any] | None:
         found = _find(error, KeyError)
         defaults = call.hints.get("defaults")
-        if found is None or not found.args or not isinstance(defaults, Mapping):
+        if found is None or not found.args or not _is_mapping(defaults):
             return None
         key = found.args[0]
         try:
@@ -707,12 +773,18 @@ class UseDeclaredDefault:
         except TypeError:  # an unhashable key
             return None
         hinted = _parameter(call, "config")
-        names = [hinted] if hinted is not None else list(call.arguments)
-        for name in names:
-            value = call.arguments[name]
-            if isinstance(value, Mapping) and key not in value:
+        if hinted is not None:
+            value = call.arguments[hinted]
+            return (hinted, key, defaults[key]) if _is_mapping(value) and key not in value else None
+        for name, value in call.arguments.items():
+            if _is_mapping(value) and key not in value:
                 return name, key, defaults[key]
         return None
+
+
+def _is_mapping(value: Any) -> TypeGuard[Mapping[Any, Any]]:
+    # a dict first: isinstance() of an ABC costs more
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def builtin_fixes() -> tuple[Fix, ...]:
