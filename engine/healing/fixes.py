@@ -150,16 +150,16 @@ _MAX_KINDS = 256
 def _kinds(error: BaseException) -> _ErrorTypes:
     """The types along an error's chain, as a fix searching it meets them (``isinstance`` also
     believes a link's ``__class__``: both count)."""
+    kinds = _link_kinds(error)
     if error.__cause__ is None and error.__context__ is None:
-        return _link_kinds(error)  # most errors: a chain of one
-    kinds: list[type[BaseException]] = []
-    seen: set[int] = set()
-    current: BaseException | None = error
+        return kinds  # most errors: a chain of one
+    seen = {id(error)}
+    current = error.__cause__ or error.__context__
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        kinds.extend(_link_kinds(current))
+        kinds += _link_kinds(current)
         current = current.__cause__ or current.__context__
-    return tuple(kinds)
+    return kinds
 
 
 def _link_kinds(link: BaseException) -> _ErrorTypes:
@@ -347,7 +347,11 @@ class FixRegistry:
                     else:
                         first.append((-record.rate, order, fix))
         then: list[tuple[float, int, Fix]] = []
-        for order, name, fix in self._worth_asking(_kinds(error)):
+        kinds = _kinds(error)
+        asked = self._asked.get(kinds)  # the usual case inlined: a chain of types met before
+        if asked is None:
+            asked = self._worth_asking(kinds)
+        for order, name, fix in asked:
             if learned and name in learned:
                 continue
             record = stats.get(name, _UNTRIED)

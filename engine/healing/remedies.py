@@ -448,10 +448,12 @@ class LengthenTimeout:
         return False
 
     def _longer(self, call: StepCall) -> tuple[str, float, float] | None:
-        parameter = _parameter(call, "timeout", "timeout")
-        if parameter is None:
+        # _parameter(call, "timeout", "timeout") inlined: every error asks this fix
+        parameter = call.hints.get("timeout", "timeout")
+        arguments = call.arguments
+        if not isinstance(parameter, str) or parameter not in arguments:
             return None
-        old = call.arguments[parameter]
+        old = arguments[parameter]
         cap = call.hints.get("timeout_cap", self.cap)
         # numbers, not bools (inline: every error asks this fix)
         if (
