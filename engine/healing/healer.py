@@ -536,16 +536,16 @@ class Healer:
             name: FixStats(attempts=r.attempts, successes=r.successes)
             for name, r in errors.fix_stats(signature).items()
         }
+        learned = errors.learned(signature)
         candidates = [
             fix
             for fix in self.fixes.candidates(
-                exc, call, signature=signature, stats=stats, learned=errors.learned(signature)
+                exc, call, signature=signature, stats=stats, learned=learned
             )
             if fix.name not in tried
         ]
         if preferred:
             # Learned fixes stay first; then the rule's preferred ones, in its order.
-            learned = errors.learned(signature)
             rank = {name: i for i, name in enumerate(preferred)}
             candidates.sort(
                 key=lambda f: (

@@ -439,6 +439,8 @@ class LengthenTimeout:
 
     @staticmethod
     def _timed_out(error: BaseException) -> bool:
+        if isinstance(error, TimeoutError):
+            return True  # the chain's first link, without walking it
         for link in _chain(error):
             if isinstance(link, TimeoutError):
                 return True
@@ -551,9 +553,10 @@ class ExtractJsonFromNoise:
             return None
         text: str = call.arguments[parameter]
         span = _longest_json_cached(text) if len(text) <= _CACHED_TEXT else _longest_json(text)
-        if span is None or span == (0, len(text)):
+        if span is None:
             return None
-        return parameter, text, *span
+        start, end = span
+        return None if start == 0 and end == len(text) else (parameter, text, start, end)
 
 
 _OPENING = re.compile(r"[\[{]")
