@@ -27,6 +27,7 @@ fix without ``error_types`` is asked about every error.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -150,9 +151,15 @@ _MAX_KINDS = 256
 def _kinds(error: BaseException) -> _ErrorTypes:
     """The types along an error's chain, as a fix searching it meets them (``isinstance`` also
     believes a link's ``__class__``: both count)."""
-    kinds = _link_kinds(error)
     if error.__cause__ is None and error.__context__ is None:
-        return kinds  # most errors: a chain of one
+        # most errors: a chain of one, of a class that claims no other (_link_kinds inlined)
+        kind = type(error)
+        try:
+            claimed = error.__class__
+        except Exception:
+            return (kind,)
+        return (kind,) if claimed is kind or not isinstance(claimed, type) else (kind, claimed)
+    kinds = _link_kinds(error)
     seen = {id(error)}
     current = error.__cause__ or error.__context__
     while current is not None and id(current) not in seen:
@@ -233,6 +240,7 @@ class FixStats(msgspec.Struct, frozen=True):
 
 
 _UNTRIED = FixStats()
+_FIX = operator.itemgetter(2)  # of a (-rate, order, fix) entry
 _UNTRIED_RATE = _UNTRIED.rate
 
 
@@ -373,10 +381,10 @@ class FixRegistry:
             if then:
                 then.sort()
                 first += then
-            return [entry[2] for entry in first]
+            return list(map(_FIX, first))
         if len(then) > 1:
             then.sort()
-        return [entry[2] for entry in then]
+        return list(map(_FIX, then))  # no comprehension: it would be one more call
 
     def _worth_asking(self, kinds: _ErrorTypes) -> tuple[tuple[int, str, Fix], ...]:
         """The fixes whose ``matches()`` may say yes to an error with this chain of types."""
