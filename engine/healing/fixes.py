@@ -365,11 +365,12 @@ class FixRegistry:
             record = stats.get(name, _UNTRIED)
             if record is _UNTRIED:
                 rate = _UNTRIED_RATE  # most fixes, for most errors: no record to judge
-            elif record.demoted:
-                self._log_demoted(name, signature, record)
-                continue
             else:
                 rate = record.rate
+                # demoted needs a rate below DEMOTE_BELOW: a record that works is not asked
+                if rate < DEMOTE_BELOW and record.demoted:
+                    self._log_demoted(name, signature, record)
+                    continue
             try:  # inline: every decision asks each fix worth asking
                 if fix.matches(error, call):
                     then.append((-rate, order, fix))

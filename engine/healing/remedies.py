@@ -427,7 +427,11 @@ class LengthenTimeout:
 
     def matches(self, error: BaseException, call: StepCall) -> bool:
         # The call first: it is asked about every error (a timeout is known by its class name,
-        # so it declares no error_types), and most steps have no timeout to lengthen.
+        # so it declares no error_types), and most steps have no timeout to lengthen: whether
+        # it has one is read inline.
+        parameter = call.hints.get("timeout", "timeout")
+        if not isinstance(parameter, str) or parameter not in call.arguments:
+            return False
         return self._longer(call) is not None and self._timed_out(error)
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
@@ -450,12 +454,10 @@ class LengthenTimeout:
         return False
 
     def _longer(self, call: StepCall) -> tuple[str, float, float] | None:
-        # _parameter(call, "timeout", "timeout") inlined: every error asks this fix
-        parameter = call.hints.get("timeout", "timeout")
-        arguments = call.arguments
-        if not isinstance(parameter, str) or parameter not in arguments:
+        parameter = _parameter(call, "timeout", "timeout")
+        if parameter is None:
             return None
-        old = arguments[parameter]
+        old = call.arguments[parameter]
         cap = call.hints.get("timeout_cap", self.cap)
         # numbers, not bools (inline: every error asks this fix)
         if (
