@@ -432,19 +432,22 @@ class LengthenTimeout:
         parameter = call.hints.get("timeout", "timeout")
         if not isinstance(parameter, str) or parameter not in call.arguments:
             return False
-        return self._longer(call) is not None and self._timed_out(error)
+        return self._longer(call, parameter) is not None and (
+            isinstance(error, TimeoutError) or self._timed_out(error)
+        )
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
-        longer = self._longer(call)
-        if not self._timed_out(error) or longer is None:
+        parameter = _parameter(call, "timeout", "timeout")
+        if parameter is None or not (isinstance(error, TimeoutError) or self._timed_out(error)):
             return None
-        parameter, old, new = longer
+        longer = self._longer(call, parameter)
+        if longer is None:
+            return None
+        old, new = longer
         return Remedy(call=call.with_arguments(**{parameter: new}), change={parameter: [old, new]})
 
     @staticmethod
     def _timed_out(error: BaseException) -> bool:
-        if isinstance(error, TimeoutError):
-            return True  # the chain's first link, without walking it
         for link in _chain(error):
             if isinstance(link, TimeoutError):
                 return True
@@ -453,10 +456,8 @@ class LengthenTimeout:
                     return True
         return False
 
-    def _longer(self, call: StepCall) -> tuple[str, float, float] | None:
-        parameter = _parameter(call, "timeout", "timeout")
-        if parameter is None:
-            return None
+    def _longer(self, call: StepCall, parameter: str) -> tuple[float, float] | None:
+        """The step's timeout (``parameter``) and the one to try, None if it cannot grow."""
         old = call.arguments[parameter]
         cap = call.hints.get("timeout_cap", self.cap)
         # numbers, not bools (inline: every error asks this fix)
@@ -469,7 +470,7 @@ class LengthenTimeout:
             or old >= cap
         ):
             return None
-        return parameter, old, min(cap, old * 2)
+        return old, min(cap, old * 2)
 
 
 # a tuple: ``int | float`` would build a union at every call
