@@ -113,6 +113,12 @@ def _parameter(call: StepCall, role: str, default: str | None = None) -> str | N
     return name if isinstance(name, str) and name in call.arguments else None
 
 
+def _with(call: StepCall, parameter: str, value: Any) -> StepCall:
+    """``call.with_arguments(**{parameter: value})`` for one of the call's parameters: each fix
+    found ``parameter`` among them, so it is not looked for again."""
+    return msgspec.structs.replace(call, arguments={**call.arguments, parameter: value})
+
+
 def _json(value: Any) -> Any:
     """``value`` if it encodes as JSON (a change is recorded in an event), else its repr."""
     if isinstance(value, PurePath):
@@ -220,7 +226,7 @@ class DecodeWithDetectedEncoding:
             except UnicodeDecodeError:
                 continue
             return Remedy(
-                call=call.with_arguments(**{parameter: encoding}),
+                call=_with(call, parameter, encoding),
                 change={parameter: [_json(call.arguments[parameter]), encoding]},
             )
         return None
@@ -255,7 +261,7 @@ class EncodeOutputWithReplacement:
             return None
         parameter, value = change
         return Remedy(
-            call=call.with_arguments(**{parameter: value}),
+            call=_with(call, parameter, value),
             change={parameter: [_json(call.arguments[parameter]), value]},
         )
 
@@ -337,7 +343,7 @@ class WriteToFallbackLocation:
         old = call.arguments[parameter]
         new: str | Path = path if isinstance(old, os.PathLike) else str(path)
         return Remedy(
-            call=call.with_arguments(**{parameter: new}),
+            call=_with(call, parameter, new),
             change={parameter: [os.fspath(old), str(path)]},
         )
 
@@ -444,7 +450,7 @@ class LengthenTimeout:
         if longer is None:
             return None
         old, new = longer
-        return Remedy(call=call.with_arguments(**{parameter: new}), change={parameter: [old, new]})
+        return Remedy(call=_with(call, parameter, new), change={parameter: [old, new]})
 
     @staticmethod
     def _timed_out(error: BaseException) -> bool:
@@ -500,7 +506,7 @@ class HalveBatchSize:
             return None
         old = call.arguments[parameter]
         new = max(1, old // 2)
-        return Remedy(call=call.with_arguments(**{parameter: new}), change={parameter: [old, new]})
+        return Remedy(call=_with(call, parameter, new), change={parameter: [old, new]})
 
     @staticmethod
     def _parameter(call: StepCall) -> str | None:
@@ -536,7 +542,7 @@ class ExtractJsonFromNoise:
             return None
         parameter, text, start, end = extracted
         return Remedy(
-            call=call.with_arguments(**{parameter: text[start:end]}),
+            call=_with(call, parameter, text[start:end]),
             change={parameter: {"kept": [start, end], "length": len(text)}},
         )
 
@@ -624,7 +630,7 @@ class StripMarkdownFences:
         for candidate in ("\n".join(blocks), *blocks):
             if candidate.strip() and _compiles(candidate, call.step):
                 return Remedy(
-                    call=call.with_arguments(**{parameter: candidate}),
+                    call=_with(call, parameter, candidate),
                     change={parameter: {"unfenced": len(blocks), "lines": candidate.count("\n")}},
                 )
         return None
@@ -664,7 +670,7 @@ class NormaliseIndentation:
             candidate = textwrap.dedent(_expand_indentation(code, tabsize))
             if candidate != code and _compiles(candidate, call.step):
                 return Remedy(
-                    call=call.with_arguments(**{parameter: candidate}),
+                    call=_with(call, parameter, candidate),
                     change={parameter: {"tabsize": tabsize, "dedented": True}},
                 )
         return None
@@ -717,7 +723,7 @@ class UseAlternativeModule:
             return None
         parameter, module = alternative
         return Remedy(
-            call=call.with_arguments(**{parameter: module}),
+            call=_with(call, parameter, module),
             change={parameter: [call.arguments[parameter], module]},
         )
 
@@ -764,7 +770,7 @@ class UseDeclaredDefault:
         completed = {**call.arguments[parameter], key: value}
         label = key if isinstance(key, str) else repr(key)
         return Remedy(
-            call=call.with_arguments(**{parameter: completed}),
+            call=_with(call, parameter, completed),
             change={parameter: {"added": {label: _json(value)}}},
         )
 
