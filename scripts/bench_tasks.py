@@ -26,7 +26,9 @@ What it measures, in one run, on one file system (fresh SQLite files in one dire
 * ``resume_s``: a child process runs a 1,000-step task whose step 500 SIGKILLs its own process;
   then the time from just before ``subprocess.Popen`` of a new process (which opens the engine,
   registers the functions and calls ``run()``) to its first newly executed step (step 500
-  writes ``time.time()`` to a file). Interpreter start-up and imports are included.
+  writes ``time.time()`` to a file). Interpreter start-up and imports are included, from
+  bytecode as a deployed onward's (children write and read it even under
+  ``PYTHONDONTWRITEBYTECODE``).
   ``dbos_resume_s``: the same for DBOS (a new process calls ``DBOS.launch()``, which recovers
   the pending workflow). Median of the repeats. Their floor, ``process_start_s``: the same
   timing of a new interpreter (same executable, same environment) whose first line writes the
@@ -201,8 +203,16 @@ class ChildFailed(Exception):
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a child: this one, with the repository first on the import path."""
+    """The environment of a child: this one, with the repository first on the import path,
+    and bytecode written and read as usual.
+
+    A deployed onward runs from bytecode (``pip install`` compiles it), as the interpreter of
+    the floor runs its standard library from bytecode; with ``PYTHONDONTWRITEBYTECODE`` set
+    (some sandboxes set it) every child would compile onward's 100 modules from source first.
+    The crashed child of a resume writes the bytecode; the timed one reads it.
+    """
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
