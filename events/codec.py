@@ -5,9 +5,10 @@ A stored record's ``state`` is the msgspec JSON of ``{"meta": Meta, "event": Eve
 covers every byte that follows it (the rest of the envelope and the event) plus the record's
 stream, version and tag: a flipped bit anywhere in a record is caught without re-encoding.
 The checksum is xxh3-128 of the body, seeded with the record's stream, tag and version
-(:func:`record_checksum`): a checksum for damage, not a signature (whoever can rewrite a record
-can recompute any unkeyed hash). Records written before it was chosen carry blake2b-128 over
-the same fields, which is still accepted (:func:`legacy_checksum`).
+(:func:`record_checksum`, :func:`record_seed`): a checksum for damage, not a signature
+(whoever can rewrite a record can recompute any unkeyed hash). Records written before it was
+chosen carry blake2b-128 over the same fields, which is still accepted
+(:func:`legacy_checksum`).
 
 Compatibility: adding a field with a default is free. Any other change gives the type a new tag
 and registers an upcaster from the old one (:meth:`Codec.register_upcaster`); records written
@@ -36,9 +37,12 @@ __all__ = [
     "checksum_body",
     "checksum_of",
     "legacy_checksum",
-    "place_seed",
     "prev_of",
     "record_checksum",
+    "record_seed",
+    "stream_seed",
+    "tag_seed",
+    "version_seed",
 ]
 
 #: Turns the stored fields of an old tag into ``(new_tag, new_fields)``.
@@ -145,23 +149,43 @@ def all_event_types() -> list[type[Event]]:
     return found
 
 
-#: xxh3-128 of a record's body (32 hex digits), seeded with its place (:func:`place_seed` XOR
-#: its version): about five times cheaper to check than blake2b over the same bytes.
+#: xxh3-128 of a record's body (32 hex digits), seeded with its place (:func:`record_seed`):
+#: about five times cheaper to check than blake2b over the same bytes.
 checksum_body: Callable[[bytes, int], str] = xxhash.xxh3_128_hexdigest
 _place = xxhash.xxh3_64_intdigest
+#: 2**64 over the golden ratio: multiplied by it, a version's bits spread over all 64.
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK = 2**64 - 1
 
 
-def place_seed(stream: str, topic: str) -> int:
-    """What binds a record's checksum to its stream and tag: xxh3-64 of both, a zero byte
-    between; XOR the record's version, it seeds :data:`checksum_body`. Records of one stream
-    and tag share it, so a reader computes it once for them."""
-    return _place(b"%s\x00%s" % (stream.encode(), topic.encode()))
+def stream_seed(stream: str) -> int:
+    """A stream's part of its records' seeds: xxh3-64 of its id."""
+    return _place(stream.encode())
+
+
+def tag_seed(topic: str) -> int:
+    """A tag's part of its records' seeds: xxh3-64 of it, under another seed than a stream's
+    (a stream and a tag that trade places do not cancel out)."""
+    return _place(topic.encode(), 1)
+
+
+def version_seed(version: int) -> int:
+    """A version's part of its record's seed: the version times :data:`_GOLDEN`, modulo 2**64
+    (XOR'ed as it is, two small versions would differ in a few low bits only)."""
+    return version * _GOLDEN & _MASK
+
+
+def record_seed(stream: str, version: int, topic: str) -> int:
+    """What binds a record's checksum to its place: the XOR of its stream's, tag's and
+    version's parts. A reader computes a stream's and a tag's part once for all their
+    records."""
+    return stream_seed(stream) ^ tag_seed(topic) ^ version_seed(version)
 
 
 def record_checksum(stream: str, version: int, topic: str, body: bytes) -> str:
     """The checksum of a record: xxh3-128 over its body, seeded with its stream, tag and
-    version (:func:`place_seed`). A flipped bit in any of them changes it."""
-    return checksum_body(body, place_seed(stream, topic) ^ version)
+    version (:func:`record_seed`). A flipped bit in any of them changes it."""
+    return checksum_body(body, record_seed(stream, version, topic))
 
 
 def legacy_checksum(stream: str, version: int, topic: str, body: bytes) -> str:
@@ -300,7 +324,8 @@ class Codec:
             The sealed state and its checksum.
         """
         body = b"".join((b'{"meta":', meta_json, key, event_json, b"}"))[_BODY_START:]
-        checksum = checksum_body(body, _place(stream_prefix + topic) ^ version)
+        seed = _place(stream_prefix[:-1]) ^ _place(topic, 1) ^ (version * _GOLDEN & _MASK)
+        checksum = checksum_body(body, seed)
         return b"".join((_CHECKSUM_PREFIX, checksum.encode(), body)), checksum
 
     @staticmethod
@@ -328,7 +353,8 @@ class Codec:
             body = b"".join(
                 (b'","event_id":"', event_id.encode(), b'",', tail, b',"event":', event_json, b"}")
             )
-        checksum = checksum_body(body, _place(stream_prefix + topic) ^ version)
+        seed = _place(stream_prefix[:-1]) ^ _place(topic, 1) ^ (version * _GOLDEN & _MASK)
+        checksum = checksum_body(body, seed)
         return b"".join((_CHECKSUM_PREFIX, checksum.encode(), body)), checksum
 
     @staticmethod

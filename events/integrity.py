@@ -32,7 +32,16 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from onward.events.codec import LAYOUT, Codec, checksum_body, checksum_of, place_seed, prev_of
+from onward.events.codec import (
+    LAYOUT,
+    Codec,
+    checksum_body,
+    checksum_of,
+    prev_of,
+    stream_seed,
+    tag_seed,
+    version_seed,
+)
 
 __all__ = [
     "CHAIN_START",
@@ -183,6 +192,7 @@ def advance_chain(chain: str, checksums: Iterable[bytes]) -> str:
 
 
 _START, _END = LAYOUT.checksum
+_MASK = 2**64 - 1
 _CHECKSUM_PREFIX = LAYOUT.checksum_prefix
 
 
@@ -196,18 +206,30 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     """
     checksum = checksum_body
     start, end, prefix = _START, _END, _CHECKSUM_PREFIX
-    seeds: dict[tuple[str, str], int] = {}  # by stream and tag: a stream's records share one
-    seed_of = seeds.get
+    # The seeds' parts of the page's streams and tags, each computed once (most records of a
+    # page share their stream with others, and their tag with many).
+    streams: dict[str, int] = {}
+    tags: dict[str, int] = {}
+    stream_of, tag_of = streams.get, tags.get
+    golden = version_seed(1)  # inline below: version_seed(v) is v * golden & _MASK
 
-    def new_seed(stream: str, topic: str) -> int:
-        seed = seeds[stream, topic] = place_seed(stream, topic)
+    def new_stream(stream: str) -> int:
+        seed = streams[stream] = stream_seed(stream)
+        return seed
+
+    def new_tag(topic: str) -> int:
+        seed = tags[topic] = tag_seed(topic)
         return seed
 
     try:
         failed = [
             p
             for p, s, v, t, st in rows
-            if checksum(st[end:], (seed_of((s, t)) or new_seed(s, t)) ^ v).encode() != st[start:end]
+            if checksum(
+                st[end:],
+                (stream_of(s) or new_stream(s)) ^ (tag_of(t) or new_tag(t)) ^ (v * golden & _MASK),
+            ).encode()
+            != st[start:end]
             or not st.startswith(prefix)
         ]
     except (TypeError, AttributeError, UnicodeEncodeError):
@@ -337,8 +359,8 @@ class Verifier:
         heads = self._heads
         get = heads.get
         checksum = checksum_body
-        seeds: dict[tuple[str, str], int] = {}  # by stream and tag: a stream's records share one
-        seed_of = seeds.get
+        streams: dict[str, int] = {}  # the seeds' parts of the page's streams and tags
+        tags: dict[str, int] = {}
         start, end = LAYOUT.checksum
         prev_start, prev_end = LAYOUT.prev
         prev_prefix, checksum_prefix = LAYOUT.prev_prefix, LAYOUT.checksum_prefix
@@ -348,9 +370,13 @@ class Verifier:
             position, stream, version, topic, state = row
             try:
                 stored = state[start:end]
-                seed = seed_of((stream, topic))
+                seed = streams.get(stream)
                 if seed is None:
-                    seed = seeds[stream, topic] = place_seed(stream, topic)
+                    seed = streams[stream] = stream_seed(stream)
+                part = tags.get(topic)
+                if part is None:
+                    part = tags[topic] = tag_seed(topic)
+                seed ^= part ^ version_seed(version)
                 last_version, last_sum = get(stream, no_head)
                 intact = (
                     version == last_version + 1
@@ -360,7 +386,7 @@ class Verifier:
                         else not last_sum
                     )
                     and state.startswith(checksum_prefix)
-                    and checksum(state[end:], seed ^ version).encode() == stored
+                    and checksum(state[end:], seed).encode() == stored
                 )
             except (TypeError, AttributeError):
                 intact = False

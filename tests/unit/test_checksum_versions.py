@@ -85,7 +85,11 @@ def test_new_records_carry_xxh3_seeded_with_stream_tag_and_version(
     path = tmp_path / "log.db"
     write(path, clock, range(2), 1)
     for _p, stream, version, topic, state in rows(path):
-        seed = xxhash.xxh3_64_intdigest(f"{stream}\x00{topic}".encode()) ^ version
+        seed = (
+            xxhash.xxh3_64_intdigest(stream.encode())
+            ^ xxhash.xxh3_64_intdigest(topic.encode(), 1)
+            ^ (version * 0x9E3779B97F4A7C15 % 2**64)
+        )
         assert state[START:END].decode() == xxhash.xxh3_128_hexdigest(state[END:], seed)
         assert state[START:END].decode() == record_checksum(stream, version, topic, state[END:])
         assert state[START:END].decode() != legacy_checksum(stream, version, topic, state[END:])
@@ -93,6 +97,7 @@ def test_new_records_carry_xxh3_seeded_with_stream_tag_and_version(
             record_checksum(stream + "x", version, topic, state[END:]),
             record_checksum(stream, version + 1, topic, state[END:]),
             record_checksum(stream, version, topic + "x", state[END:]),
+            record_checksum(topic, version, stream, state[END:]),  # the two trading places
         ):
             assert other != state[START:END].decode()
 
