@@ -37,7 +37,7 @@ What it measures, in one run, on one file system (fresh SQLite files in one dire
   use_checkpoint=False)`` (read, decode and fold every projection) over a log of 1,000,000
   events (100,000 with ``--quick``): 100,000 tasks of 10 events each (TaskSubmitted,
   TaskClaimed, 7 x StepCompleted, TaskSucceeded), written with ``log.commit`` in batches of
-  500 events at ``synchronous=normal``. Best of the repeats (a CPU-bound figure);
+  500 events at ``synchronous=normal``. Best of four repeats (a CPU-bound figure);
   ``replay_cpu_eps`` in ``details`` divides by the process's CPU time instead of wall time.
   Every record's checksum is checked as it is read (the default); ``replay_unverified_eps``
   is the same replay of a log opened with ``verify_reads=False``, in turns with the checked
@@ -109,7 +109,7 @@ FULL: dict[str, int] = {
     "peer_repeats": 3,
     "resume_repeats": 3,
     "replay_events": 1_000_000,
-    "replay_repeats": 2,
+    "replay_repeats": 4,
     "open_repeats": 3,
 }
 QUICK: dict[str, int] = {
