@@ -182,6 +182,11 @@ def record_seed(stream: str, version: int, topic: str) -> int:
     return stream_seed(stream) ^ tag_seed(topic) ^ version_seed(version)
 
 
+def _seed_of_encoded(stream_prefix: bytes, version: int, topic: bytes) -> int:
+    """:func:`record_seed` of a stream and tag already encoded (``stream + "\0"``, the tag)."""
+    return _place(stream_prefix[:-1]) ^ _place(topic, 1) ^ (version * _GOLDEN & _MASK)
+
+
 def record_checksum(stream: str, version: int, topic: str, body: bytes) -> str:
     """The checksum of a record: xxh3-128 over its body, seeded with its stream, tag and
     version (:func:`record_seed`). A flipped bit in any of them changes it."""
@@ -324,8 +329,7 @@ class Codec:
             The sealed state and its checksum.
         """
         body = b"".join((b'{"meta":', meta_json, key, event_json, b"}"))[_BODY_START:]
-        seed = _place(stream_prefix[:-1]) ^ _place(topic, 1) ^ (version * _GOLDEN & _MASK)
-        checksum = checksum_body(body, seed)
+        checksum = checksum_body(body, _seed_of_encoded(stream_prefix, version, topic))
         return b"".join((_CHECKSUM_PREFIX, checksum.encode(), body)), checksum
 
     @staticmethod
@@ -353,8 +357,7 @@ class Codec:
             body = b"".join(
                 (b'","event_id":"', event_id.encode(), b'",', tail, b',"event":', event_json, b"}")
             )
-        seed = _place(stream_prefix[:-1]) ^ _place(topic, 1) ^ (version * _GOLDEN & _MASK)
-        checksum = checksum_body(body, seed)
+        checksum = checksum_body(body, _seed_of_encoded(stream_prefix, version, topic))
         return b"".join((_CHECKSUM_PREFIX, checksum.encode(), body)), checksum
 
     @staticmethod
