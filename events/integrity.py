@@ -37,6 +37,7 @@ from onward.events.codec import (
     Codec,
     checksum_body,
     checksum_of,
+    legacy_checksum,
     prev_of,
     stream_seed,
     tag_seed,
@@ -239,19 +240,12 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     if failed is not None:
         # Records an onward before xxh3 wrote carry blake2b: one more fast pass for them.
         legacy_suspects = set(failed)
-        blake2b = hashlib.blake2b
         failed = [
             p
             for p, s, v, t, st in rows
             if p in legacy_suspects
             and (
-                blake2b(
-                    b"%s\x00%d\x00%s\x00%s" % (s.encode(), v, t.encode(), st[end:]),
-                    digest_size=16,
-                )
-                .hexdigest()
-                .encode()
-                != st[start:end]
+                legacy_checksum(s, v, t, st[end:]).encode() != st[start:end]
                 or not st.startswith(prefix)
             )
         ]
