@@ -260,7 +260,11 @@ class LimitRow(msgspec.Struct, frozen=True, kw_only=True):
     in_use: int
     taken: int
     waiting: list[str]
+    #: The permits that count (``task_id:index``).
     holders: list[str]
+    #: Permits the log still holds that do not count: their worker is gone or their time ran
+    #: out; each is given back when its task runs again.
+    stale: list[str]
 
 
 def _limit_row(view: LimitView, projections: Projections, now: float) -> LimitRow:
@@ -269,14 +273,16 @@ def _limit_row(view: LimitView, projections: Projections, now: float) -> LimitRo
         for task_id in projections.tasks.waiting
         if projections.tasks.tasks[task_id].waiting_limit == view.name
     )
+    counting = Limits.counting(view, projections, now, asking=worker_id())
     return LimitRow(
         name=view.name,
         concurrency=view.concurrency,
         rate=view.rate,
-        in_use=Limits.in_use(view, projections, now, asking=worker_id()),
+        in_use=len(counting),
         taken=view.taken,
         waiting=waiting,
-        holders=sorted(view.held),
+        holders=sorted(counting),
+        stale=sorted(set(view.held) - set(counting)),
     )
 
 
@@ -301,7 +307,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
                     r.name,
                     "-" if r.concurrency is None else str(r.concurrency),
                     r.rate or "-",
-                    r.in_use,
+                    f"{r.in_use} (+{len(r.stale)} stale)" if r.stale else r.in_use,
                     r.taken,
                     f"{len(r.waiting)} waiting",
                 ]

@@ -235,19 +235,36 @@ class Limits:
                 judges its peers).
             besides: a permit not to count (the step that asks for one again).
         """
+        return len(
+            Limits.counting(view, projections, now, asking=asking, lease=lease, besides=besides)
+        )
+
+    @staticmethod
+    def counting(
+        view: LimitView,
+        projections: Projections,
+        now: float,
+        *,
+        asking: str = "",
+        lease: float = 0.0,
+        besides: str = "",
+    ) -> list[str]:
+        """The permits that count (``"task_id:index"``), as :meth:`in_use` counts them; the
+        others in ``view.held`` are stale: their worker is gone or their time ran out, and
+        they are given back when their task runs again."""
         tasks = projections.tasks.views  # a finished task holds no permit: not decoded
         workers = projections.workers
-        count = 0
+        found: list[str] = []
         for key, (worker, until) in view.held.items():
             if key == besides:
                 continue
             if until > now:
-                count += 1
+                found.append(key)
                 continue
             task = tasks.get(key.rpartition(":")[0])
             if task is None or task.state != "running" or task.worker != worker:
                 continue
             holds = max(task.lease_until, task.updated_at + lease, workers.holds_until(worker))
             if now <= holds and not (asking and worker_gone(worker, asking)):
-                count += 1
-        return count
+                found.append(key)
+        return found

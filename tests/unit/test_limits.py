@@ -4,7 +4,9 @@ engine and a real SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -310,3 +312,24 @@ def test_a_worker_that_lost_a_step_gives_back_only_its_own_permit(db: str) -> No
             expected_version=None,
         )
         assert engine.refresh().limits.view("api").held == {}
+
+
+def test_onward_limits_tells_a_stale_permit_from_one_that_counts(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A permit whose time ran out and whose task no longer runs under its worker (the worker
+    died) is listed as stale, not as in use: it does not count against the limit."""
+    with open_engine(db) as engine:
+        engine.limit("api", concurrency=2)
+        stream = "limit-api"
+        for event in (
+            PermitTaken(task_id="gone", index=0, worker="dead-host/1/a1", until=1.0),
+            PermitTaken(task_id="live", index=3, worker="live-host/2/b2", until=time.time() + 3600),
+        ):
+            engine.log.append(stream, [event], expected_version=None)
+    path = db.removeprefix("sqlite:///")
+    assert main(["limits", "--db", path, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["limits"]
+    assert (row["in_use"], row["holders"], row["stale"]) == (1, ["live:3"], ["gone:0"])
+    assert main(["limits", "--db", path]) == 0
+    assert "1 (+1 stale)" in capsys.readouterr().out
