@@ -195,6 +195,10 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                 self._writer = None
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 def _rollback(connection: sqlite3.Connection) -> None:
     if connection.in_transaction:
         connection.execute("ROLLBACK")
@@ -299,8 +303,22 @@ class SQLiteLog(EventLog):
         with self._datastore.transaction(commit=False) as c:
             raw: sqlite3.Cursor = c.sqlite_cursor
             raw.row_factory = None
-            raw.execute(sql, params)
-            return raw.fetchall()
+            try:
+                raw.execute(sql, params)
+                return raw.fetchall()
+            except sqlite3.OperationalError as exc:
+                if "decode to UTF-8" not in str(exc):
+                    raise
+            # A text column holds bytes that are not UTF-8 (damage done behind onward's back):
+            # read again with each bad byte as U+FFFD, so that the record fails its checksum
+            # and is reported as damaged instead of making the whole log unreadable.
+            connection = raw.connection
+            connection.text_factory = _lenient_text
+            try:
+                raw.execute(sql, params)
+                return raw.fetchall()
+            finally:
+                connection.text_factory = str
 
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
         if upto is None:
