@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from onward.events.base import Recorded
 from onward.events.codec import (
     LAYOUT,
     Codec,
@@ -55,6 +56,7 @@ __all__ = [
     "Verifier",
     "VerifyReport",
     "advance_chain",
+    "check_decoded",
     "check_rows",
     "damaged_streams",
 ]
@@ -195,6 +197,9 @@ def advance_chain(chain: str, checksums: Iterable[bytes]) -> str:
 _START, _END = LAYOUT.checksum
 _MASK = 2**64 - 1
 _CHECKSUM_PREFIX = LAYOUT.checksum_prefix
+# The same as text: a record's bytes up to its body are this and its checksum's hex digits.
+_CHECKSUM_PREFIX_TEXT = _CHECKSUM_PREFIX.decode("ascii")
+assert len(_CHECKSUM_PREFIX) == _START
 
 
 def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[int, str]]:
@@ -206,7 +211,7 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
         The index in ``rows`` and what is wrong, of each row that fails (empty when all pass).
     """
     checksum = checksum_body
-    start, end, prefix = _START, _END, _CHECKSUM_PREFIX
+    end, prefix = _END, _CHECKSUM_PREFIX_TEXT
     # The seeds' parts of the page's streams and tags, each computed once (most records of a
     # page share their stream with others, and their tag with many).
     streams: dict[str, int] = {}
@@ -223,18 +228,24 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
         return seed
 
     try:
+        # A record's bytes up to its body are the prefix and its checksum: one comparison.
         failed = [
             p
             for p, s, v, t, st in rows
-            if checksum(
-                st[end:],
-                (stream_of(s) or new_stream(s)) ^ (tag_of(t) or new_tag(t)) ^ (v * golden & _MASK),
+            if st[:end]
+            != (
+                prefix
+                + checksum(
+                    st[end:],
+                    (stream_of(s) or new_stream(s))
+                    ^ (tag_of(t) or new_tag(t))
+                    ^ (v * golden & _MASK),
+                )
             ).encode()
-            != st[start:end]
-            or not st.startswith(prefix)
         ]
-    except (TypeError, AttributeError, UnicodeEncodeError):
-        failed = None  # a state that is not bytes: the slow check says which
+    except (TypeError, AttributeError, UnicodeEncodeError, OverflowError):
+        # a state that is not bytes, a version that is not a number: the slow check says which
+        failed = None
     if failed == []:
         return []  # the common case
     if failed is not None:
@@ -244,10 +255,7 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
             p
             for p, s, v, t, st in rows
             if p in legacy_suspects
-            and (
-                legacy_checksum(s, v, t, st[end:]).encode() != st[start:end]
-                or not st.startswith(prefix)
-            )
+            and st[:end] != (prefix + legacy_checksum(s, v, t, st[end:])).encode()
         ]
         if not failed:
             return []
@@ -263,6 +271,64 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
         if wrong is not None:
             found.append((i, wrong))
     return found
+
+
+def check_decoded(
+    rows: Sequence[tuple[int, str, int, bytes]],
+    records: Sequence[Recorded],
+    tag_seeds: Mapping[type, int],
+) -> bool:
+    """Whether every row ``(position, stream, version, state)`` passes its checksum, for a
+    reader that decoded the rows first and did not read their tag column: the tag's part of
+    each seed is that of the type of its decoded event (``tag_seeds``: each type's
+    :func:`tag_seed`). The decoded type is the tag the record's own bytes name, which the
+    checksum covers; the tag column, a copy kept for queries, is checked by
+    :func:`check_rows` (``onward verify``).
+
+    Args:
+        rows: the stored rows.
+        records: each row decoded, in order.
+        tag_seeds: the seed part of each event type that may be decoded.
+
+    Returns:
+        True when all pass; False when one fails or has a type without a seed
+        (:func:`check_rows` on the rows with their tags says which and why).
+    """
+    checksum = checksum_body
+    end, prefix = _END, _CHECKSUM_PREFIX_TEXT
+    streams: dict[str, int] = {}
+    stream_of = streams.get
+    golden = version_seed(1)  # inline below: version_seed(v) is v * golden & _MASK
+
+    def new_stream(stream: str) -> int:
+        seed = streams[stream] = stream_seed(stream)
+        return seed
+
+    try:
+        failed = [
+            (s, v, st, r.event)
+            for (_p, s, v, st), r in zip(rows, records, strict=True)
+            if st[:end]
+            != (
+                prefix
+                + checksum(
+                    st[end:],
+                    (stream_of(s) or new_stream(s))
+                    ^ tag_seeds[type(r.event)]
+                    ^ (v * golden & _MASK),
+                )
+            ).encode()
+        ]
+    except (KeyError, TypeError, AttributeError, UnicodeEncodeError, OverflowError):
+        return False
+    # Records an onward before xxh3 wrote carry blake2b over the same fields.
+    for s, v, st, event in failed:
+        tag = type(event).__struct_config__.tag
+        if not isinstance(tag, str) or (
+            st[:end] != (prefix + legacy_checksum(s, v, tag, st[end:])).encode()
+        ):
+            return False
+    return True
 
 
 class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -382,8 +448,8 @@ class Verifier:
                     and state.startswith(checksum_prefix)
                     and checksum(state[end:], seed).encode() == stored
                 )
-            except (TypeError, AttributeError):
-                intact = False
+            except (TypeError, AttributeError, UnicodeEncodeError, OverflowError):
+                intact = False  # a column of the wrong type: _feed says which
             if not intact:
                 self._events += checked
                 checked = 0

@@ -1,13 +1,16 @@
 """Reading the log for a fold: check every record, decode what the projections read, skip the
 rest.
 
-Every record's checksum is checked before it is decoded (unless the log was opened with
-``verify_reads=False``). Step outcomes are most of any log, and the projections only count
-them: their results (which can be large) are skipped instead of decoded. Every other event
-decodes as usual; a page with an old, unknown or damaged record falls back to the log's own
-codec, record by record. A record that fails its checksum or does not decode is never folded:
-the reader hands the fold a :class:`~onward.events.integrity.StreamDamage` in its place, so
-that the fold marks its stream damaged and goes on with the others.
+Every record's checksum is checked (unless the log was opened with ``verify_reads=False``).
+Step outcomes are most of any log, and the projections only count them: their results (which
+can be large) are skipped instead of decoded; of every envelope, only the fields the
+projections read (:class:`FoldMeta`). Every other event decodes as usual. A page is decoded,
+then checked, the tag of each checksum taken from the type its record's bytes name
+(:func:`~onward.events.integrity.check_decoded`); a page with an old, unknown, split or damaged
+record is read again with its tag column and falls back to the log's own checks and codec,
+record by record. A record that fails its checksum or does not decode is never folded: the
+reader hands the fold a :class:`~onward.events.integrity.StreamDamage` in its place, so that
+the fold marks its stream damaged and goes on with the others.
 """
 
 from __future__ import annotations
@@ -20,17 +23,29 @@ import msgspec
 from onward.events import (
     CorruptRecord,
     EventLog,
-    Meta,
     ProblemKind,
     Recorded,
     StepCompleted,
     StepFailed,
 )
 from onward.events.blobs import join_state, split_of
-from onward.events.integrity import StreamDamage, check_rows
+from onward.events.codec import tag_seed
+from onward.events.integrity import StreamDamage, check_decoded, check_rows
 from onward.events.log import StoredRow
 
-__all__ = ["FOLDED_STEP_OUTCOMES", "FoldReader", "Folded"]
+__all__ = ["FOLDED_STEP_OUTCOMES", "FoldMeta", "FoldReader", "Folded"]
+
+
+class FoldMeta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The envelope as a fold reads it: of :class:`~onward.events.Meta`, the fields the
+    projections read (the event's id, time and session); the others (checksum, links,
+    causes, actor) are skipped, not decoded. The records :meth:`FoldReader.pages` decodes
+    itself carry it as their ``meta``; those it hands on from the log's own codec carry a
+    ``Meta``. A fold reads only these three fields of any record's ``meta``."""
+
+    event_id: str
+    time: float
+    session: str = ""
 
 
 class _StepOutcome(msgspec.Struct, frozen=True, tag_field="type"):
@@ -85,9 +100,13 @@ class FoldReader:
         lean += [_Completed, _Failed]
         envelope = msgspec.defstruct(
             "_FoldEnvelope",
-            [("meta", Meta), ("event", Union[tuple(lean)])],  # noqa: UP007
+            [("meta", FoldMeta), ("event", Union[tuple(lean)])],  # noqa: UP007
         )
         self._decode: Any = msgspec.json.Decoder(envelope).decode
+        #: The seed part of the tag of each type the decoder makes (see check_decoded).
+        self._tag_seeds: dict[type, int] = {
+            cls: tag_seed(cls.__struct_config__.tag) for cls in lean
+        }
 
     def pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 2000
@@ -98,18 +117,39 @@ class FoldReader:
         if not self.log.verify_reads:
             yield from self._unchecked(after, upto, page_size)
             return
-        for rows in self.log.read_rows(after=after, upto=upto, page_size=page_size):
-            bad = check_rows(rows)
-            if not bad:
-                try:
-                    yield [
-                        Recorded(s, v, p, (both := decode(st)).meta, both.event)
-                        for p, s, v, _t, st in rows
-                    ]
-                    continue
-                except _DECODE_ERRORS:
-                    pass  # an old, unknown or damaged record: one at a time
-            yield from self._one_by_one(rows, dict(bad))
+        tag_seeds = self._tag_seeds
+        # Decoded first, then checked, the tag taken from the type decoded (the tag column is
+        # not read): a page that fails either way is read again with its tags and goes
+        # through the log's own checks, record by record where need be.
+        for states in self.log.read_states(after=after, upto=upto, page_size=page_size):
+            try:
+                records = [
+                    Recorded(s, v, p, (both := decode(st)).meta, both.event)
+                    for p, s, v, st in states
+                ]
+            except _DECODE_ERRORS:
+                records = None  # an old, unknown, split or damaged record
+            if records is not None and check_decoded(states, records, tag_seeds):
+                yield records
+                continue
+            upto_here = states[-1][0]
+            for rows in self.log.read_rows(after=states[0][0] - 1, upto=upto_here):
+                yield from self._checked(rows)
+
+    def _checked(self, rows: Sequence[StoredRow]) -> Iterator[Folded]:
+        """A page of rows with their tags, checked by the log's rules, then decoded."""
+        bad = check_rows(rows)
+        if not bad:
+            decode = self._decode
+            try:
+                yield [
+                    Recorded(s, v, p, (both := decode(st)).meta, both.event)
+                    for p, s, v, _t, st in rows
+                ]
+                return
+            except _DECODE_ERRORS:
+                pass  # an old, unknown or damaged record: one at a time
+        yield from self._one_by_one(rows, dict(bad))
 
     def _unchecked(self, after: int, upto: int | None, page_size: int) -> Iterator[Folded]:
         """The pages of a log whose storage is trusted: without the tag column, which only the

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from onward.events import TaskProgressed, TaskSubmitted, open_log
+from onward.events import Recorded, TaskProgressed, TaskSubmitted, open_log
 from onward.events.codec import LAYOUT, Codec, legacy_checksum, record_checksum
-from onward.events.integrity import CHAIN_START, advance_chain, check_rows
+from onward.events.integrity import CHAIN_START, advance_chain, check_decoded, check_rows
 from onward.projections import CatchUp
+from onward.projections.reading import FoldReader
 from tests.conftest import FakeClock
 
 START, END = LAYOUT.checksum
@@ -152,3 +153,36 @@ def test_a_flipped_byte_is_found_in_either_kind(
         assert [(p.stream, p.version, p.position) for p in report.problems][:1] == [
             (stream, version, position)
         ]
+
+
+@pytest.mark.parametrize("older", [True, False], ids=["blake2b records", "xxh3 records"])
+def test_the_fold_reader_checks_decoded_pages_without_reading_them_again(
+    tmp_path: Path, clock: FakeClock, older: bool
+) -> None:
+    """The fold reader decodes a page, then checks it with the tags of the types it decoded:
+    an intact page of either kind passes at once (no second read); a flipped byte, or a
+    record moved to another stream, fails it."""
+    path = tmp_path / "log.db"
+    write(path, clock, range(3), 1)
+    if older:
+        to_legacy(path)
+    states = [(p, s, v, st) for p, s, v, _t, st in rows(path)]
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        reader = FoldReader(log)
+        records = [
+            Recorded(s, v, p, (both := reader._decode(st)).meta, both.event)
+            for p, s, v, st in states
+        ]
+        assert check_decoded(states, records, reader._tag_seeds)
+        p, s, v, st = states[4]
+        flipped = st.replace(b"v2", b"v7") if b"v2" in st else st[:-3] + b"9}}"
+        for damaged in ((p, s, v, flipped), (p, "stream-9", v, st), (p, s, v + 1, st)):
+            changed = [*states[:4], damaged, *states[5:]]
+            assert not check_decoded(changed, records, reader._tag_seeds)
+        # Each page of the log passes at once: the reader never reads a page again.
+        again: list[int] = []
+        read_rows = log.read_rows
+        log.read_rows = lambda **kw: again.append(1) or read_rows(**kw)  # type: ignore[method-assign]
+        pages = list(reader.pages(page_size=4))
+        assert again == []
+        assert sum(len(page) for page in pages if isinstance(page, list)) == len(states)

@@ -32,6 +32,7 @@ from onward.events import (
     VerifyReport,
     open_log,
 )
+from onward.projections.reading import FoldReader
 from tests.conftest import FakeClock
 
 STREAMS = 5
@@ -158,6 +159,53 @@ def test_flipped_bit_in_the_version(db: Path, raw: sqlite3.Connection) -> None:
     # same stream) are intact and in their place: a corrupt record's version is not to be
     # trusted as the stream's new head.
     assert_damaged(verify(db), [(ProblemKind.CORRUPT, stream(2), 7, pos)], torn_tail=False)
+
+
+@pytest.mark.parametrize("version", ["x", b"\x03", 3.5])
+def test_a_version_that_is_not_a_whole_number(
+    db: Path, raw: sqlite3.Connection, version: object
+) -> None:
+    """A version column holding text, a blob or a fraction is reported, not raised on, by
+    ``verify`` and by the fold reader (which marks only its stream damaged)."""
+    pos = position(2, 3)
+    execute(raw, "UPDATE stored_events SET originator_version=? WHERE rowid=?", version, pos)
+    raw.close()
+    report = verify(db)
+    assert [(p.kind, p.position) for p in report.problems if p.position == pos] == [
+        (ProblemKind.CORRUPT, pos)
+    ]
+    with open_log(f"sqlite:///{db}") as log:
+        pages = list(FoldReader(log).pages())
+    damage = [page for page in pages if not isinstance(page, list)]
+    assert [(d.stream, d.position) for d in damage] == [(stream(2), pos)]
+    folded = sum(len(page) for page in pages if isinstance(page, list))
+    assert folded == LAST - 1
+
+
+@pytest.mark.parametrize("column", ["originator_id", "topic"])
+def test_text_that_is_not_utf8_damages_its_record_not_the_log(
+    db: Path, raw: sqlite3.Connection, column: str
+) -> None:
+    """A byte that is not UTF-8 in a record's stream or tag column (sqlite3 cannot decode it)
+    is reported as that record's damage; the rest of the log still reads and folds."""
+    pos = position(2, 3)
+    execute(
+        raw,
+        f"UPDATE stored_events SET {column}=CAST({column} || x'ff' AS TEXT) WHERE rowid=?",
+        pos,
+    )
+    raw.close()
+    report = verify(db)
+    assert [(p.kind, p.position) for p in report.problems if p.position == pos] == [
+        (ProblemKind.CORRUPT, pos)
+    ]
+    assert "checksum mismatch" in report.problems[0].detail
+    with open_log(f"sqlite:///{db}") as log:
+        pages = list(FoldReader(log).pages())
+        assert len(log.read_stream(stream(1))) == VERSIONS
+    folded = [r.stream for page in pages if isinstance(page, list) for r in page]
+    for i in (0, 1, 3, 4):
+        assert folded.count(stream(i)) == VERSIONS
 
 
 def test_flipped_bit_in_the_topic(db: Path, raw: sqlite3.Connection) -> None:
