@@ -47,6 +47,7 @@ from onward.events.codec import (
 
 __all__ = [
     "CHAIN_START",
+    "HEAD_DAMAGED",
     "HEAD_REMOVED",
     "HeadCheck",
     "LogHead",
@@ -175,6 +176,9 @@ class HeadCheck(msgspec.Struct, frozen=True, kw_only=True):
 
 #: What a backend reports when it keeps a head record but finds none (it was removed).
 HEAD_REMOVED = LogHead(base=-1, position=-1, count=-1, chain="")
+#: What a backend reports when its head record holds what onward never writes (a count that is
+#: not a number, a chain that is not text: changed behind onward's back).
+HEAD_DAMAGED = LogHead(base=-2, position=-2, count=-2, chain="")
 
 
 def advance_chain(chain: str, checksums: Iterable[bytes]) -> str:
@@ -402,12 +406,13 @@ class Verifier:
         self._events = 0
         self._head = 0
         self._last_good = 0
-        self._log_head = None if head is HEAD_REMOVED else head
+        self._log_head = None if head is HEAD_REMOVED or head is HEAD_DAMAGED else head
         self._head_removed = head is HEAD_REMOVED
+        self._head_damaged = head is HEAD_DAMAGED
         self._dense = dense
         self._link = bytes.fromhex(CHAIN_START)
         self._linked = 0  # records linked into the chain (after the head's base, up to its end)
-        self._last_linked = head.base if head is not None else 0
+        self._last_linked = self._log_head.base if self._log_head is not None else 0
         self._gaps: list[tuple[int, int]] = []  # positions missing between linked records
 
     def feed_page(self, rows: list[tuple[int, str, int, str, bytes]]) -> None:
@@ -566,6 +571,16 @@ class Verifier:
                 "the head record is gone: the log keeps one, and it was removed",
             )
             return HeadCheck(status="damaged", detail="the head record was removed")
+        if self._head_damaged:
+            self._add(
+                ProblemKind.HEAD,
+                "",
+                0,
+                self._head,
+                "the head record is damaged: it holds what onward never writes (a count or "
+                "position that is not a number, a chain that is not text)",
+            )
+            return HeadCheck(status="damaged", detail="the head record is damaged")
         if head is None:
             return HeadCheck(
                 status="not tracked",
@@ -642,6 +657,7 @@ class Verifier:
         if (
             head_after is not None
             and head_after is not HEAD_REMOVED
+            and head_after is not HEAD_DAMAGED
             and self._log_head is not None
             and self._head > head_after.position
         ):

@@ -28,12 +28,21 @@ from eventsourcing.sqlite import (
 
 from onward.events.codec import LAYOUT
 from onward.events.exceptions import BackendError, LogNotFound, UsageError
-from onward.events.integrity import CHAIN_START, HEAD_REMOVED, LogHead, advance_chain
+from onward.events.integrity import (
+    CHAIN_START,
+    HEAD_DAMAGED,
+    HEAD_REMOVED,
+    LogHead,
+    advance_chain,
+)
 from onward.events.log import EventLog, StoredRow
+from onward.events.redaction import redacted_logger
 from onward.events.sqlite_file import check_log_file, create_log_file, warn_if_shared
 from onward.events.watch import PollingWatch, Watch
 
 __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
+
+logger = redacted_logger("onward.events")
 
 #: SQLite's ``PRAGMA synchronous`` levels onward accepts.
 Synchronous = Literal["full", "normal", "extra"]
@@ -158,8 +167,24 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             return None
         if not self._head_table:
             writer.execute(_CREATE_HEAD)
-        row = writer.execute(_SELECT_HEAD).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3])
+        try:
+            row = writer.execute(_SELECT_HEAD).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "decode to UTF-8" not in str(exc):
+                raise
+            row = (None, None, None, None)  # a chain that is not text: damaged
+        if row is None:
+            return None
+        head = _head_fields(row)
+        if head is None:
+            # Changed behind onward's back (verify reports it until now): tracking starts
+            # again after the records already in the log, as after a removed head record.
+            logger.warning(
+                "the head record of %s is damaged (%r): it starts again after this append",
+                self.datastore.pool.db_name,
+                row,
+            )
+        return head
 
     def _write_head(
         self,
@@ -175,10 +200,11 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             CHAIN_START if head is None else head[3], (s.state[_CHECKSUM] for s in stored_events)
         )
         if head is None:
-            # Tracking starts here: after every record already in the log (none in a new one).
+            # Tracking starts here: after every record already in the log (none in a new one),
+            # in place of a damaged head record.
             base = positions[0] - 1
             writer.execute(
-                "INSERT INTO onward_head VALUES (1, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO onward_head VALUES (1, ?, ?, ?, ?)",
                 (base, positions[-1], len(positions), chain),
             )
         else:
@@ -193,6 +219,26 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+
+
+def _head_fields(row: Sequence[Any]) -> tuple[int, int, int, str] | None:
+    """The head record's base, position, count and chain; None when they are not what onward
+    writes (whole numbers and a hash chain in hex)."""
+    base, position, count, chain = row
+    if not (
+        type(base) is int
+        and type(position) is int
+        and type(count) is int
+        and count >= 0
+        and isinstance(chain, str)
+        and len(chain) == len(CHAIN_START)
+    ):
+        return None
+    try:
+        bytes.fromhex(chain)
+    except ValueError:
+        return None
+    return base, position, count, chain
 
 
 def _lenient_text(data: bytes) -> str:
@@ -390,8 +436,11 @@ class SQLiteLog(EventLog):
         rows = self._query(_SELECT_HEAD, ())
         if not rows:
             return HEAD_REMOVED
-        base, position, count, chain = rows[0]
-        return LogHead(base=base, position=position, count=count, chain=str(chain))
+        head = _head_fields(rows[0])
+        if head is None:
+            return HEAD_DAMAGED
+        base, position, count, chain = head
+        return LogHead(base=base, position=position, count=count, chain=chain)
 
     def _select_stream_head(self, stream: str) -> StoredEvent | None:
         rows = self._query(

@@ -317,6 +317,39 @@ def test_the_head_record_removed_is_damage(
     assert "head record is gone" in report["problems"][0]["detail"]
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE onward_head SET count = 'abc'",
+        "UPDATE onward_head SET position = x'01'",
+        "UPDATE onward_head SET chain = CAST(x'ff' AS TEXT)",
+        "UPDATE onward_head SET chain = 'not a hash chain at all, not hex!'",
+    ],
+)
+def test_a_head_record_onward_never_wrote_is_damage_and_appends_go_on(
+    finished: tuple[Path, list[str]],
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+) -> None:
+    """A head record holding what onward never writes (text for a number, bytes that are not
+    UTF-8, a chain that is not hex) is reported as damaged, not raised on; the next append
+    starts tracking again after the records already there, as after a removed head record."""
+    path, _ = finished
+    raw(path, change)
+    status, report = verify_cli(capsys, path)
+    assert (status, report["head_record"]["status"]) == (1, "damaged")
+    assert "head record is damaged" in report["problems"][0]["detail"]
+    before = report["head"]
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
+        head = log.head_record()
+    assert head is not None
+    assert (head.base, head.position, head.count) == (before, before + 1, 1)
+    status, report = verify_cli(capsys, path)
+    assert (status, report["head_record"]["status"]) == (0, "ok")
+
+
 def test_a_log_without_a_head_record_is_not_tracked_until_its_next_append(
     finished: tuple[Path, list[str]], clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
