@@ -9,6 +9,7 @@ not stop them: its task or session is listed as "damaged", with why.
 from __future__ import annotations
 
 import argparse
+from typing import IO, Any
 
 import msgspec
 
@@ -42,6 +43,7 @@ __all__ = [
     "cmd_why",
     "fold",
     "open_existing",
+    "open_output",
 ]
 
 
@@ -61,6 +63,21 @@ def open_existing(db: str) -> EventLog:
     # Only the SQLite backend takes ``create``: PostgreSQL logs live in a database that must
     # exist already, and a memory:// log is new on every open.
     return open_log(url)
+
+
+def open_output(path: str, *, binary: bool = False) -> IO[Any]:
+    """The file a command writes to (created or emptied).
+
+    Raises:
+        UsageError: it cannot be written (no such directory, a directory, no permission),
+            saying why.
+    """
+    try:
+        if binary:
+            return open(path, "wb")
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True) -> CatchUp:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from onward.cli.commands import open_existing
+from onward.cli.commands import open_existing, open_output
 from onward.cli.reports import emit_json
 from onward.report import collect_report, render_page
 
@@ -35,7 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report)
         return 0
-    with open(args.output, "w", encoding="utf-8") as out:
+    with open_output(args.output) as out:
         out.write(render_page(report))
     path = os.path.abspath(args.output)
     print(

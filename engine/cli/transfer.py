@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from onward.cli.commands import open_existing
+from onward.cli.commands import open_existing, open_output
 from onward.cli.reports import emit_json
 from onward.events import UsageError, export_log, import_log, open_log
 
@@ -26,7 +26,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("a memory:// log is new on every open: there is nothing to export")
     with open_existing(args.db) as log:
         if args.output:
-            with open(args.output, "wb") as out:
+            with open_output(args.output, binary=True) as out:
                 summary = export_log(log, out.write, session=args.session)
         else:
             summary = export_log(log, sys.stdout.buffer.write, session=args.session)

@@ -292,3 +292,21 @@ def test_import_into_a_memory_log_checks_the_chains(tmp_path: Path, clock: FakeC
             records_of(source)
         )
         assert target.verify().ok
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+@pytest.mark.parametrize("where", ["missing/dir/out", "."])
+def test_an_output_file_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], command: str, where: str
+) -> None:
+    """``onward export --output`` and ``onward report --output`` naming a file in a missing
+    directory, or a directory, exit 2 with a sentence that names it, and write nothing."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    output = tmp_path / where
+    before = sorted(tmp_path.rglob("*"))
+    assert main([command, "--db", str(source), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"onward {command}: cannot write {output}: " in err
+    assert "Traceback" not in err
+    assert sorted(tmp_path.rglob("*")) == before
