@@ -317,6 +317,15 @@ def test_the_head_record_removed_is_damage(
     assert "head record is gone" in report["problems"][0]["detail"]
 
 
+def tracking_restarts_at_the_next_append(path: Path, clock: FakeClock, before: int) -> None:
+    """The next append's head record counts from the records already in the log."""
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
+        head = log.head_record()
+    assert head is not None
+    assert (head.base, head.position, head.count) == (before, before + 1, 1)
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -341,11 +350,7 @@ def test_a_head_record_onward_never_wrote_is_damage_and_appends_go_on(
     assert (status, report["head_record"]["status"]) == (1, "damaged")
     assert "head record is damaged" in report["problems"][0]["detail"]
     before = report["head"]
-    with open_log(f"sqlite:///{path}", clock=clock) as log:
-        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
-        head = log.head_record()
-    assert head is not None
-    assert (head.base, head.position, head.count) == (before, before + 1, 1)
+    tracking_restarts_at_the_next_append(path, clock, before)
     status, report = verify_cli(capsys, path)
     assert (status, report["head_record"]["status"]) == (0, "ok")
 
@@ -362,11 +367,7 @@ def test_a_log_without_a_head_record_is_not_tracked_until_its_next_append(
     status, out, _ = cli(capsys, "verify", "--db", str(path))
     assert "head record: not tracked (this log keeps no head record" in out
     before = report["head"]
-    with open_log(f"sqlite:///{path}", clock=clock) as log:
-        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
-        head = log.head_record()
-    assert head is not None
-    assert (head.base, head.position, head.count) == (before, before + 1, 1)
+    tracking_restarts_at_the_next_append(path, clock, before)
     status, report = verify_cli(capsys, path)
     assert (status, report["head_record"]["status"], report["head_record"]["base"]) == (
         0,
