@@ -40,6 +40,7 @@ import logging
 import math
 import re
 import string
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -346,6 +347,11 @@ _NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
 _CLEAN_NAMES = 100_000
 # Default patterns never match inside a redaction, so passes stop; patterns of one's own might.
 _MAX_PASSES = 8
+# Texts this long that a redactor returned (each its own fixed point) are remembered, by length
+# and hash, so that the same text met again (a value redacted as it is encoded, then in the
+# event that holds it) is not scanned again; how many are remembered.
+_REMEMBER_FROM = 4096
+_REMEMBERED = 64
 
 
 def shannon_entropy(text: str) -> float:
@@ -429,7 +435,16 @@ class Redactor:
         UsageError: a pattern's regex does not compile, or has no group named by ``group``.
     """
 
-    __slots__ = ("_all", "_clean_names", "_hinted", "_member_marker", "_patterns", "_unhinted")
+    __slots__ = (
+        "_all",
+        "_clean_names",
+        "_clean_texts",
+        "_clean_texts_lock",
+        "_hinted",
+        "_member_marker",
+        "_patterns",
+        "_unhinted",
+    )
 
     def __init__(
         self,
@@ -447,6 +462,10 @@ class Redactor:
         self._hinted = len(self._unhinted) < len(self._all)
         # Names already found free of secrets (ids repeat on every append).
         self._clean_names: set[str] = set()
+        # Long texts this redactor returned, by (length, hash): redacting one again changes
+        # nothing. A different text would have to match both to be taken for one of them.
+        self._clean_texts: dict[tuple[int, int], None] = {}
+        self._clean_texts_lock = threading.Lock()
         self._member_marker = (
             msgspec.json.encode(f"[REDACTED:{_SECRET_VALUE.name}]")
             if _SECRET_VALUE in self._patterns
@@ -479,6 +498,9 @@ class Redactor:
             The text with each secret replaced by ``[REDACTED:<pattern name>]``; the text
             itself when it holds none.
         """
+        key = (len(text), hash(text)) if len(text) >= _REMEMBER_FROM else None
+        if key is not None and key in self._clean_texts:
+            return text
         hinted = self._hinted
         # A secret glued to the end of another ("AKIA...ghp_...") is no token of its own until
         # the first one is replaced: so redact again until nothing changes.
@@ -488,8 +510,18 @@ class Redactor:
             for redact in redactions:
                 text = redact(text)
             if text == before:
+                if key is not None:
+                    self._remember_clean(text)
                 break
         return text
+
+    def _remember_clean(self, text: str) -> None:
+        """Remember a long text that redacting leaves as it is."""
+        with self._clean_texts_lock:
+            remembered = self._clean_texts
+            remembered[len(text), hash(text)] = None
+            while len(remembered) > _REMEMBERED:
+                del remembered[next(iter(remembered))]
 
     def check_name(self, name: str, what: str) -> None:
         """Refuse a name that holds a secret: a session's name, a stream id, a task's or a

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onward import events
 from onward.events.exceptions import UsageError
 from onward.events.redaction import DEFAULT_PATTERNS, Redactor, SecretPattern
-from tests.secrets_corpus import NOT_SECRETS, SECRETS_CORPUS
+from tests.secrets_corpus import GITHUB_PAT, NOT_SECRETS, SECRETS_CORPUS
 
 REDACTOR = Redactor()
 MARKER = re.compile(r"\[REDACTED:[a-z0-9-]+\]")
@@ -340,3 +340,54 @@ def test_the_keyword_check_lets_every_secret_of_the_corpus_through() -> None:
     for message, _secrets in SECRETS_CORPUS:
         assert might_hold_a_secret(msgspec.json.encode({"message": message})), message
     assert not might_hold_a_secret(b'{"type":"StepCompleted","index":3,"result":{"status":200}}')
+
+
+def _counting(redactor: Redactor) -> list[int]:
+    """Count the pattern scans a redactor makes from now on (each pattern's pass over a text)."""
+    scans = [0]
+
+    def counted(redact: Any) -> Any:
+        def scan(text: str) -> str:
+            scans[0] += 1
+            return redact(text)
+
+        return scan
+
+    redactor._all = tuple(counted(r) for r in redactor._all)  # type: ignore[misc]
+    redactor._unhinted = tuple(counted(r) for r in redactor._unhinted)  # type: ignore[misc]
+    return scans
+
+
+def test_a_long_text_the_redactor_returned_is_not_scanned_again() -> None:
+    """A long text a redactor returned is remembered (by length and hash): met again, as when
+    a value redacted as it is encoded comes back inside its event, it is returned at once. A
+    text of the same length that differs, or the text before redaction, is scanned as ever."""
+    redactor = Redactor()
+    scans = _counting(redactor)
+    prose = ("token_count = compute_the_total(items)  # a long identifier: a hint\n" * 200)[:8000]
+    assert redactor.redact(prose) == prose
+    first = scans[0]
+    assert first > 0
+    assert redactor.redact(prose) == prose
+    assert scans[0] == first  # remembered
+    secret = prose[: -len(GITHUB_PAT) - 2] + "\n" + GITHUB_PAT + "\n"
+    assert len(secret) == len(prose)
+    redacted = redactor.redact(secret)
+    assert GITHUB_PAT not in redacted
+    assert "[REDACTED:github-token]" in redacted
+    assert scans[0] > first
+    again = scans[0]
+    assert redactor.redact(redacted) == redacted  # its output is remembered
+    assert scans[0] == again
+    assert GITHUB_PAT not in redactor.redact(secret)  # its input is not
+    assert scans[0] > again
+
+
+def test_short_texts_are_not_remembered() -> None:
+    redactor = Redactor()
+    scans = _counting(redactor)
+    text = "a short text with an_identifier_long_enough_to_hint"
+    redactor.redact(text)
+    first = scans[0]
+    redactor.redact(text)
+    assert scans[0] == 2 * first
