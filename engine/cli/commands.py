@@ -51,18 +51,16 @@ def open_existing(db: str) -> EventLog:
     """Open the log at ``db`` (a file path or a log URL) without creating it.
 
     Raises:
-        LogNotFound: no file there.
+        LogNotFound: no log there (no file; no tables in the PostgreSQL database).
         NotALog: something else is there (a directory, an empty or text file, another
             SQLite database).
         LogDamaged: a truncated or malformed SQLite file.
         BackendError: the log cannot be read.
     """
     url = db if "://" in db else f"sqlite:///{db}"
-    if url.lower().startswith("sqlite:"):
-        return open_log(url, create=False)
-    # Only the SQLite backend takes ``create``: PostgreSQL logs live in a database that must
-    # exist already, and a memory:// log is new on every open.
-    return open_log(url)
+    if url.lower().startswith("memory:"):
+        return open_log(url)  # new and empty on every open: there is nothing to create
+    return open_log(url, create=False)
 
 
 def open_output(path: str, *, binary: bool = False) -> IO[Any]:

@@ -357,18 +357,46 @@ READ_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
-@pytest.mark.parametrize("form", ["path", "url"])
+#: The commands that append to a log that exists, and never create one.
+APPENDING_COMMANDS = [
+    ["learn", "v1-0123456789abcdef", "lengthen-timeout", "--force"],
+    ["quarantine", "abc"],
+]
+
+
+def schema_tables(url: str) -> list[str]:
+    """The tables in the schema a PostgreSQL log URL names."""
+    import psycopg
+
+    base, _, query = url.partition("?")
+    schema = query.removeprefix("schema=")
+    with psycopg.connect(base, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS + APPENDING_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("form", ["path", "url", "postgres"])
 def test_missing_log_exits_2_and_creates_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], form: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+    command: list[str],
+    form: str,
 ) -> None:
     missing = tmp_path / "missing.db"
-    db = str(missing) if form == "path" else f"sqlite:///{missing}"
+    db = {"path": str(missing), "url": f"sqlite:///{missing}"}.get(form, "")
+    if form == "postgres":
+        db = str(request.getfixturevalue("postgres_url"))
     status, out, err = run(capsys, *command, "--db", db)
     assert status == 2
     assert out == ""
-    assert f"onward {command[0]}: no log at {missing}" in err
+    assert f"onward {command[0]}: no log at {db if form == 'postgres' else missing}" in err
     assert list(tmp_path.iterdir()) == []
+    if form == "postgres":
+        assert schema_tables(db) == []
 
 
 def test_a_file_that_is_not_a_log_is_left_alone(
