@@ -41,6 +41,7 @@ once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import threading
 import time
@@ -147,13 +148,17 @@ class PostgresLog(EventLog):
     Args:
         url: the connection URL; ``schema`` (default ``public``), ``table`` (the table prefix,
             default ``onward``) and ``connect_timeout`` (seconds, default 10) may be given as
-            query parameters.
+            query parameters, and so may libpq's other connection parameters (``sslmode``,
+            ``sslrootcert``, ``application_name``, ``options``, ``password``, ...), passed to
+            the connection as they are. Its password, wherever it is, is masked in
+            :attr:`url` and in messages.
         create: create the schema and tables when missing; with False, a database without
             this log raises :class:`LogNotFound` and nothing is created.
         **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
-        InvalidURL: the URL does not name a database, or names a bad schema or table.
+        InvalidURL: the URL does not name a database, names a bad schema or table, or has
+            an option that neither onward nor libpq knows.
         LogNotFound: ``create=False`` and the log's table does not exist.
         BackendError: the server cannot be reached.
 
@@ -164,7 +169,7 @@ class PostgresLog(EventLog):
 
     def __init__(self, url: str, *, create: bool = True, **options: Any) -> None:
         parts = urlsplit(url)
-        params = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        params = _query(url, parts.query)
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
             raise InvalidURL(f"PostgreSQL URL names no database: {_safe(url)}")
@@ -186,6 +191,7 @@ class PostgresLog(EventLog):
             "password": unquote(parts.password or "") or None,
             "connect_timeout": timeout,
             "application_name": "onward",
+            **_connection_parameters(params),
         }
         self.channel = _channel(self.schema, prefix)
         connections = _Connections(connect_args)
@@ -945,10 +951,63 @@ def _channel(schema: str, prefix: str) -> str:
     return "onward." + hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
 
 
+#: The query options onward reads itself; every other one is a libpq connection parameter.
+_OWN_OPTIONS = frozenset({"schema", "table"})
+#: The libpq parameters that hold secrets: their values are masked wherever a URL is shown.
+_SECRET_OPTIONS = frozenset(
+    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
+)
+
+
+@functools.cache
+def _libpq_parameters() -> frozenset[str]:
+    """The connection parameters the installed libpq knows (``sslmode``, ``options``, ...)."""
+    return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+
+
+def _query(url: str, query: str) -> dict[str, str]:
+    """A URL's query options, percent-decoded as libpq decodes them (``+`` stays ``+``).
+
+    Raises:
+        InvalidURL: an option without ``=``, or one that neither onward nor libpq knows.
+    """
+    params: dict[str, str] = {}
+    for pair in query.split("&") if query else ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidURL(f"PostgreSQL URL option {unquote(key)!r} has no value: {_safe(url)}")
+        params[unquote(key)] = unquote(value)
+    unknown = sorted(set(params) - _OWN_OPTIONS - _libpq_parameters())
+    if unknown:
+        raise InvalidURL(
+            f"unknown PostgreSQL URL option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))} in {_safe(url)}: onward takes schema and table, "
+            "and libpq's connection parameters (sslmode, application_name, options, ...)"
+        )
+    return params
+
+
+def _connection_parameters(params: dict[str, str]) -> dict[str, str]:
+    """The query options to pass to libpq as they are (``connect_timeout`` is checked and
+    passed apart)."""
+    return {k: v for k, v in params.items() if k not in _OWN_OPTIONS and k != "connect_timeout"}
+
+
 def _safe(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with its secrets masked (the password after ``user:`` and the values of
+    :data:`_SECRET_OPTIONS` in the query), for messages, logs and reprs; never raises, even on
+    a malformed URL."""
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+    head, mark, query = rest.partition("?")
+    if mark:
+        query, hash_, fragment = query.partition("#")
+        pairs = [
+            f"{key}=***" if eq and unquote(key) in _SECRET_OPTIONS else f"{key}{eq}{value}"
+            for key, eq, value in (pair.partition("=") for pair in query.split("&"))
+        ]
+        rest = f"{head}?{'&'.join(pairs)}{hash_}{fragment}"
+    return f"{scheme}{sep}{rest}"

@@ -1,0 +1,84 @@
+"""A PostgreSQL log URL's query options: onward's own (``schema``, ``table``,
+``connect_timeout``) and libpq's connection parameters, passed to the connection as they are;
+an option neither knows is refused; a password is masked wherever the URL is shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from onward.events import BackendError, InvalidURL, open_log
+from onward.events.postgres import PostgresLog, _safe
+
+pytestmark = pytest.mark.postgres
+
+#: A port nothing listens on: opening fails after the options are read.
+NOBODY = "postgresql://postgres@127.0.0.1:1/test"
+
+
+def show(log: object, setting: str) -> str:
+    assert isinstance(log, PostgresLog)
+    ((value,),) = log._connections.fetch(f"SHOW {setting}".encode(), ())
+    return str(value)
+
+
+def test_libpq_parameters_reach_the_connection(postgres_url: str) -> None:
+    url = f"{postgres_url}&application_name=nightly-worker&options=-c%20statement_timeout%3D4321"
+    with open_log(url) as log:
+        assert show(log, "application_name") == "nightly-worker"
+        assert show(log, "statement_timeout") == "4321ms"
+
+
+def test_sslmode_is_not_dropped(postgres_url: str) -> None:
+    # Refused whether or not the server speaks SSL: no such root certificate to verify it by.
+    url = f"{postgres_url}&sslmode=verify-full&sslrootcert=/nonexistent/root.crt"
+    with pytest.raises(BackendError, match=r"SSL|root certificate"):
+        open_log(url)
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("bogus_option=1", "'bogus_option'"),
+        ("schema=s&sslmod=require&x=1", "'sslmod', 'x'"),
+        ("sslmode", "'sslmode' has no value"),
+    ],
+)
+def test_an_unknown_option_is_refused_by_name(query: str, named: str) -> None:
+    with pytest.raises(InvalidURL, match=named):
+        open_log(f"{NOBODY}?{query}")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"{NOBODY}?password=hunter2secret", f"{NOBODY}?password=***"),
+        (
+            "postgresql://postgres:hunter2secret@127.0.0.1:1/test?schema=s",
+            "postgresql://postgres:***@127.0.0.1:1/test?schema=s",
+        ),
+        (
+            "postgresql://u:hunter2%40secret:x@127.0.0.1:1/test?sslpassword=hunter2secret&sslsni=0",
+            "postgresql://u:***@127.0.0.1:1/test?sslpassword=***&sslsni=0",
+        ),
+        ("postgresql://u:hunter2secret@[::1/x?pass%77ord=hunter2secret", None),
+    ],
+)
+def test_a_password_is_masked_wherever_it_is(url: str, shown: str | None) -> None:
+    masked = _safe(url)
+    assert "hunter2" not in masked
+    if shown is not None:
+        assert masked == shown
+        with pytest.raises(BackendError) as refused:
+            open_log(url)
+        assert "hunter2" not in str(refused.value)
+        assert shown in str(refused.value)
+
+
+def test_a_password_in_the_query_is_used_and_never_shown(postgres_url: str) -> None:
+    with open_log(f"{postgres_url}&password=hunter2secret") as log:
+        assert isinstance(log, PostgresLog)
+        with log._connections.connect() as connection:
+            assert connection.info.password == "hunter2secret"
+        assert "hunter2" not in log.url
+        assert "hunter2" not in repr(log)
+        assert log.url.endswith("&password=***")
