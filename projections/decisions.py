@@ -7,6 +7,10 @@ It folds the events of confidence-based execution, wherever they are recorded:
   :class:`onward.events.ApprovalGranted` or :class:`onward.events.ApprovalDenied` answers it
   (whether the flow monitor holds a request back is the flow projection's: its pending
   interruptions);
+- the events that end a task (:class:`onward.events.TaskSucceeded`, ``TaskFailed``,
+  ``TaskCancelled``, ``TaskDeadlineMissed``, ``TaskQuarantined``): its unanswered requests lapse,
+  since nobody can answer them any more; :class:`onward.events.TaskRetried` asks them again (the
+  new attempt waits for the same decision);
 - :class:`onward.events.ActionChecked`: each judged action's runs, passes and failures, across
   sessions (an action's history spans sessions, like the error-learning DB); the answers to its
   approval requests count for it too;
@@ -27,8 +31,15 @@ from onward.events import (
     ApprovalRequested,
     DecisionMade,
     Recorded,
+    TaskCancelled,
+    TaskDeadlineMissed,
+    TaskFailed,
+    TaskQuarantined,
+    TaskRetried,
+    TaskSucceeded,
     ThresholdsAdjusted,
 )
+from onward.projections.task import TASK_PREFIX
 
 __all__ = [
     "DECISION_TYPES",
@@ -36,8 +47,18 @@ __all__ = [
     "Answer",
     "DecisionProjection",
     "DecisionsState",
+    "LapsedApproval",
     "PendingApproval",
 ]
+
+#: The events that end a task, and the state each ends it in.
+_ENDINGS: dict[type[Any], str] = {
+    TaskCancelled: "cancelled",
+    TaskDeadlineMissed: "missed",
+    TaskFailed: "failed",
+    TaskQuarantined: "quarantined",
+    TaskSucceeded: "succeeded",
+}
 
 #: The event types this projection folds (the host sends it only these).
 DECISION_TYPES: frozenset[type[Any]] = frozenset(
@@ -47,7 +68,9 @@ DECISION_TYPES: frozenset[type[Any]] = frozenset(
         ApprovalGranted,
         ApprovalRequested,
         DecisionMade,
+        TaskRetried,
         ThresholdsAdjusted,
+        *_ENDINGS,
     }
 )
 
@@ -78,6 +101,22 @@ class PendingApproval(msgspec.Struct, kw_only=True, gc=False):
     confidence: float | None = None
     requested_at: float = 0.0
     position: int = 0
+
+
+class LapsedApproval(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An approval request whose task ended before anyone answered it: it waits no more (a
+    retry of the task asks it again).
+
+    Attributes:
+        request: the request, as it waited.
+        ended: the state its task ended in ("cancelled", "failed", "missed", "quarantined",
+            "succeeded").
+        time: when its task ended.
+    """
+
+    request: PendingApproval
+    ended: str
+    time: float = 0.0
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -128,6 +167,7 @@ class DecisionsState(msgspec.Struct, kw_only=True):
     thresholds: dict[str, float]
     streak: int
     asks: dict[str, tuple[str, float | None]]
+    lapsed: dict[str, LapsedApproval]
 
 
 class DecisionProjection:
@@ -135,6 +175,8 @@ class DecisionProjection:
 
     def __init__(self) -> None:
         self.pending: dict[str, PendingApproval] = {}
+        #: The requests whose task ended unanswered, by decision id.
+        self.lapsed: dict[str, LapsedApproval] = {}
         self.answers: dict[str, Answer] = {}
         self.actions: dict[str, ActionRecord] = {}
         #: The thresholds in force (empty: the defaults; see :mod:`onward.judgement.confidence`).
@@ -143,12 +185,17 @@ class DecisionProjection:
         self.streak = 0
         # The "ask" decisions whose request is not folded yet: id -> (action, confidence).
         self._asks: dict[str, tuple[str, float | None]] = {}
+        # The unanswered requests (waiting or lapsed) by task id: a task's end is one look-up.
+        self._unanswered: dict[str, list[str]] = {}
 
     def apply(self, r: Recorded) -> None:
         """Fold one event (the host sends only :data:`DECISION_TYPES`)."""
         event = r.event
         kind = type(event)
-        if kind is ActionChecked:
+        ended = _ENDINGS.get(kind)
+        if ended is not None:
+            self._lapse(r.stream[len(TASK_PREFIX) :], ended, r.meta.time)
+        elif kind is ActionChecked:
             assert isinstance(event, ActionChecked)
             record = self._action(event.action)
             record.runs += 1
@@ -178,9 +225,16 @@ class DecisionProjection:
                 requested_at=r.meta.time,
                 position=r.position,
             )
+            self._unanswered.setdefault(event.subject, []).append(event.decision_id)
         elif kind is ApprovalGranted or kind is ApprovalDenied:
             assert isinstance(event, ApprovalGranted | ApprovalDenied)
             pending = self.pending.pop(event.decision_id, None)
+            if pending is None and event.decision_id in self.lapsed:
+                # The task lifecycle refuses an answer once the task ended: only a log
+                # written by another onward holds one; it still answers the request.
+                pending = self.lapsed.pop(event.decision_id).request
+            if pending is not None:
+                self._answered(pending)
             action = pending.action if pending is not None else ""
             granted = kind is ApprovalGranted
             self.answers[event.decision_id] = Answer(
@@ -196,6 +250,31 @@ class DecisionProjection:
             assert isinstance(event, ThresholdsAdjusted)
             self.thresholds = dict(event.thresholds)
             self.streak = 0
+        elif kind is TaskRetried:
+            self._ask_again(r.stream[len(TASK_PREFIX) :])
+
+    def _lapse(self, task_id: str, ended: str, time: float) -> None:
+        """A task ended: its requests still waiting lapse."""
+        for decision_id in self._unanswered.get(task_id, ()):
+            request = self.pending.pop(decision_id, None)
+            if request is not None:
+                self.lapsed[decision_id] = LapsedApproval(request=request, ended=ended, time=time)
+
+    def _ask_again(self, task_id: str) -> None:
+        """A task was retried: its lapsed requests wait again (its new attempt waits for the
+        same decisions)."""
+        for decision_id in self._unanswered.get(task_id, ()):
+            lapsed = self.lapsed.pop(decision_id, None)
+            if lapsed is not None:
+                self.pending[decision_id] = lapsed.request
+
+    def _answered(self, request: PendingApproval) -> None:
+        """A request was answered: its task's end no longer concerns it."""
+        ids = self._unanswered.get(request.task_id)
+        if ids is not None and request.decision_id in ids:
+            ids.remove(request.decision_id)
+            if not ids:
+                del self._unanswered[request.task_id]
 
     def _action(self, name: str) -> ActionRecord:
         record = self.actions.get(name)
@@ -208,7 +287,8 @@ class DecisionProjection:
         return self.actions.get(name) or ActionRecord()
 
     def waiting(self, session: str | None = None) -> list[PendingApproval]:
-        """The approval requests still unanswered, oldest first (only one session's if given)."""
+        """The approval requests waiting for an answer, oldest first (only one session's if
+        given); a request whose task ended is not among them (see :attr:`lapsed`)."""
         found = [p for p in self.pending.values() if session is None or p.session == session]
         return sorted(found, key=lambda p: p.position)
 
@@ -225,6 +305,7 @@ class DecisionProjection:
             thresholds=self.thresholds,
             streak=self.streak,
             asks=self._asks,
+            lapsed=self.lapsed,
         )
 
     def load(self, state: DecisionsState) -> None:
@@ -235,3 +316,7 @@ class DecisionProjection:
         self.thresholds = dict(state.thresholds)
         self.streak = state.streak
         self._asks = dict(state.asks)
+        self.lapsed = dict(state.lapsed)
+        self._unanswered = {}
+        for request in [*self.pending.values(), *(a.request for a in self.lapsed.values())]:
+            self._unanswered.setdefault(request.task_id, []).append(request.decision_id)

@@ -108,7 +108,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 15
+    SCHEMA = 16
     NAME = "core"
 
     def __init__(self) -> None:
@@ -159,9 +159,11 @@ class Projections:
         logger.warning("stream %r is damaged: %s", stream, damage)
 
     def _after_damage(self, r: Recorded) -> None:
-        """Fold an event of a damaged stream: only a task's quarantine."""
+        """Fold an event of a damaged stream: only a task's quarantine (which ends it, and
+        its approval requests with it)."""
         if isinstance(r.event, TaskQuarantined) and r.stream.startswith(TASK_PREFIX):
             self.tasks.apply(r)
+            self.decisions.apply(r)
 
     def _typed_folds(self, kind: type[Any]) -> tuple[Callable[[Recorded], None], ...]:
         """The folds that read events of type ``kind`` whatever their stream, in the order

@@ -8,6 +8,7 @@ undo), for the confidence policy (:mod:`onward.judgement.actions`) to weigh.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterable
@@ -24,7 +25,9 @@ __all__ = [
     "StepDef",
     "TaskDef",
     "Undo",
+    "call_target",
     "default_name",
+    "is_async",
     "parse_priority",
     "return_type",
     "type_hints",
@@ -49,16 +52,52 @@ def parse_priority(value: Priority | str) -> Priority:
 
 def default_name(fn: Callable[..., Any]) -> str:
     """The name a function is registered under by default: its qualified name, without the
-    ``<locals>`` of an enclosing function."""
-    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
-    return str(qualname).rsplit("<locals>.", 1)[-1]
+    ``<locals>`` of an enclosing function.
+
+    A name must be the same in every process that runs the code: only what has a qualified
+    name (a function, a method, a class) gets one by default. A ``functools.partial`` or an
+    object with a ``__call__`` has only its repr, which holds a memory address (and two
+    partials of one function, or two objects of one class, could not be told apart by their
+    function's or class's name): it is registered with ``name=``, as in Temporal.
+
+    Raises:
+        UsageError: ``fn`` has no qualified name.
+    """
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if not isinstance(qualname, str) or not qualname:
+        kind = type(fn)
+        raise UsageError(
+            f"{fn!r} has no name that stays the same in another process: a "
+            f"{kind.__module__}.{kind.__qualname__} object has no qualified name, only a repr "
+            "that holds a memory address; register it with name=, as in "
+            "engine.step(name=...)(fn) or engine.task(name=...)(fn)"
+        )
+    return qualname.rsplit("<locals>.", 1)[-1]
+
+
+def call_target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a call of ``fn`` runs: the function a ``functools.partial`` wraps, the
+    ``__call__`` of an object's class (Python looks it up there), or ``fn`` itself (a
+    function, a method, a class)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isroutine(fn) or inspect.isclass(fn):
+        return fn
+    return type(fn).__call__
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns a coroutine to await: an ``async def`` function or
+    method, a partial of one, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call_target(fn))
 
 
 def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    """A function's resolved annotations by parameter name (and ``"return"``); empty when they
-    do not resolve (values are then taken as recorded)."""
+    """A function's resolved annotations by parameter name (and ``"return"``), read from what
+    a call of it runs (:func:`call_target`); empty when they do not resolve (values are then
+    taken as recorded)."""
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(call_target(fn))
     except Exception:  # unresolvable annotations: take values as recorded
         return {}
 

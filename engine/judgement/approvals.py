@@ -74,7 +74,8 @@ def find_pending(host: CatchUp, decision_id: str) -> PendingApproval:
     """The unanswered approval request with this decision id, or a unique prefix of it.
 
     Raises:
-        ApprovalNotFound: none, several, or one already answered (saying when and how).
+        ApprovalNotFound: none, several, one already answered (saying how), or one whose
+            task ended unanswered (saying how it ended).
     """
     decisions = host.projections.decisions
     if not decision_id:
@@ -88,6 +89,13 @@ def find_pending(host: CatchUp, decision_id: str) -> PendingApproval:
     if len(matches) > 1:
         ids = ", ".join(sorted(p.decision_id for p in matches)[:5])
         raise ApprovalNotFound(f"{decision_id!r} matches {len(matches)} approvals: {ids}")
+    lapsed = [a for key, a in decisions.lapsed.items() if key.startswith(decision_id)]
+    if len(lapsed) == 1:
+        request = lapsed[0].request
+        raise ApprovalNotFound(
+            f"approval {request.decision_id!r} awaits no answer: its task {request.task_id} "
+            f"ended ({lapsed[0].ended}) before anyone answered"
+        )
     answered = [a for key, a in decisions.answers.items() if key.startswith(decision_id)]
     if len(answered) == 1:
         verb = "approved" if answered[0].granted else "denied"

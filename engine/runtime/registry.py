@@ -10,7 +10,9 @@ from onward.core.definitions import (
     Judgement,
     StepDef,
     TaskDef,
+    call_target,
     default_name,
+    is_async,
     return_type,
     type_hints,
 )
@@ -48,7 +50,7 @@ class Registry:
             fn=fn,
             priority=priority,
             signature=inspect.signature(fn),
-            is_async=inspect.iscoroutinefunction(fn),
+            is_async=is_async(fn),
             annotations={k: v for k, v in hints.items() if k != "return"},
             returns=hints.get("return", Any),
         )
@@ -90,9 +92,11 @@ class Registry:
             isinstance(timeout, int | float) and 0 < timeout < float("inf")
         ):
             raise UsageError(f"a step's timeout must be positive seconds, got {timeout!r}")
-        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        target = call_target(fn)
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
             raise UsageError(
-                f"{default_name(fn)} is a generator: a step returns one value (return a list)"
+                f"{name or default_name(fn)} is a generator: a step returns one value "
+                "(return a list)"
             )
         definition = StepDef(
             name=name or default_name(fn),
@@ -102,7 +106,7 @@ class Registry:
             breaker=breaker,
             hints=dict(hints or {}),
             judgement=judgement,
-            is_async=inspect.iscoroutinefunction(fn),
+            is_async=is_async(fn),
             timeout=None if timeout is None else float(timeout),
             aliases=tuple(aliases),
             limit=limit,

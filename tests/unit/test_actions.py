@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from onward import Engine
-from onward.core.errors import ActionDenied, ApprovalNotFound, InvalidTransition
+from onward.core.errors import ActionDenied, ApprovalNotFound
 from onward.events import Recorded, Strategy, UsageError
 from onward.judgement.confidence import Factors, Thresholds, score
 from tests.conftest import FakeClock
@@ -299,25 +299,50 @@ def test_a_waiting_approval_survives_a_reopen(db: str, clock: FakeClock) -> None
         assert len(confidence_decisions(history)) == 1  # decided once, read back after
 
 
-def test_answering_an_unknown_or_cancelled_request(db: str, clock: FakeClock) -> None:
+def test_answering_an_unknown_request(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine, pytest.raises(ApprovalNotFound, match="no approval"):
+        engine.approve("ffff")
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "quarantined", "missed"])
+def test_a_request_lapses_when_its_task_ends_and_a_retry_asks_it_again(
+    db: str, clock: FakeClock, ending: str
+) -> None:
     with open_engine(db, clock) as engine:
 
         @engine.action(impact="high")
-        def push() -> None:
-            return None
+        def push() -> str:
+            return "pushed"
 
         @engine.task()
-        def job() -> None:
-            push()
+        def job() -> str:
+            return push()
 
-        task_id = engine.submit(job)
+        task_id = engine.submit(job, deadline=clock.now + 60)
         engine.run()
-        with pytest.raises(ApprovalNotFound, match="no approval request"):
-            engine.approve("ffff")
         (request,) = engine.approvals()
-        engine.cancel(task_id)
-        with pytest.raises(InvalidTransition):
-            engine.approve(request.decision_id)
+        if ending == "cancelled":
+            engine.cancel(task_id)
+        elif ending == "quarantined":
+            engine.quarantine(task_id, reason="set aside")
+        else:
+            clock.advance(120)
+            engine.run()
+        assert engine.task_view(task_id).state == ending
+        assert engine.approvals() == []
+        with pytest.raises(ApprovalNotFound, match=rf"task {task_id} ended \({ending}\)"):
+            engine.deny(request.decision_id[:8])
+        start = clock.now
+        engine.run(await_approvals=5.0)
+        assert clock.now == start  # nothing is left to wait for
+        if ending == "quarantined":
+            return
+        engine.retry(task_id)
+        assert [a.decision_id for a in engine.approvals()] == [request.decision_id]
+        assert engine.run().waiting == 1
+        engine.approve(request.decision_id)
+        engine.run()
+        assert engine.result(task_id) == "pushed"
 
 
 def test_an_approval_request_reaches_on_interruption_at_once(db: str, clock: FakeClock) -> None:

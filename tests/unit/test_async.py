@@ -4,9 +4,12 @@ group-committed, replayed as the synchronous ones are, timed out, cancelled, hea
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -76,6 +79,55 @@ def test_an_async_task_awaits_async_and_plain_steps_and_replays_them(
         assert second.succeeded == 1
         assert engine.result(task_id) == ["TIDES", 5, "TIDES!"]
     assert ran == {"ask": 2, "count": 1}  # the completed steps returned their records
+
+
+class Tool:
+    """A tool as agents often write one: an object whose ``__call__`` is ``async def``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    async def __call__(self, text: str) -> str:
+        await asyncio.sleep(0)
+        return f"{self.prefix} {text}"
+
+    async def ask(self, text: str) -> str:
+        return await self(text)
+
+
+async def prefixed(prefix: str, text: str) -> str:
+    await asyncio.sleep(0)
+    return f"{prefix} {text}"
+
+
+#: Callables that are not ``async def`` functions themselves, yet return a coroutine.
+AWAITABLE_CALLABLES: dict[str, Callable[[], Callable[..., Any]]] = {
+    "object": lambda: Tool("found"),
+    "partial": lambda: functools.partial(prefixed, "found"),
+    "method": lambda: Tool("found").ask,
+    "partial-of-method": lambda: functools.partial(Tool("found").ask),
+    "partial-of-object": lambda: functools.partial(Tool("found")),
+}
+
+
+@pytest.mark.parametrize("make", AWAITABLE_CALLABLES.values(), ids=AWAITABLE_CALLABLES.keys())
+def test_a_callable_that_returns_a_coroutine_is_awaited_as_a_step_and_as_a_task(
+    db: Path, clock: FakeClock, make: Callable[[], Callable[..., Any]]
+) -> None:
+    with open_engine(db, clock) as engine:
+        search = engine.step(name="search")(make())
+        engine.task(name="solo")(make())
+
+        @engine.task(name="agent")
+        async def agent(query: str) -> str:
+            return str(await search(query))
+
+        via_step = engine.submit("agent", "tides")
+        alone = engine.submit("solo", "moons")
+        summary = asyncio.run(engine.run_async(concurrency=2))
+        assert summary.succeeded == 2
+        assert engine.result(via_step) == "found tides"
+        assert engine.result(alone) == "found moons"
 
 
 def test_a_plain_task_calling_an_async_step_fails_clearly(db: Path, clock: FakeClock) -> None:

@@ -206,7 +206,7 @@ def test_a_checkpoint_of_the_previous_schema_is_ignored_and_the_log_replayed(
     host = CatchUp(log, checkpoint_every=0)
     assert host.open().snapshot() == replayed(log)
     assert host.loaded_checkpoint is None
-    assert Projections.SCHEMA == 15
+    assert Projections.SCHEMA == 16
 
 
 def test_an_engine_resumes_from_a_checkpoint_without_decoding_the_finished_tasks(

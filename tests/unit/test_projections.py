@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onward.events import (
+    ApprovalRequested,
     Codec,
     Context,
     Event,
@@ -25,7 +26,9 @@ from onward.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskProgressed,
+    TaskQuarantined,
     TaskReprioritised,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
@@ -418,6 +421,60 @@ def test_session_views(board: Board) -> None:
     )
     assert (view.started_at, view.updated_at, view.version) == (T0, T0 + 5, 2)
     board.check_replay()
+
+
+# -- approval requests -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ending", "ended"),
+    [
+        ([TaskCancelled(reason="enough")], "cancelled"),
+        ([TaskFailed(error_type="Abandoned")], "failed"),
+        ([TaskDeadlineMissed(deadline=T0)], "missed"),
+        ([TaskQuarantined(reason="stuck")], "quarantined"),
+        ([TaskClaimed(worker="w1", lease_until=T0 + 3600), TaskSucceeded()], "succeeded"),
+        # Its lifecycle refuses this success: the stream is damaged, then quarantined.
+        ([TaskSucceeded(), TaskQuarantined(reason="damaged")], "quarantined"),
+    ],
+    ids=["cancelled", "failed", "missed", "quarantined", "succeeded", "damaged"],
+)
+def test_an_approval_request_lapses_when_its_task_ends_and_a_retry_asks_it_again(
+    board: Board, ending: list[Event], ended: str
+) -> None:
+    board.submit("x")
+    board.claim("x")
+    board.submit("other")
+    board.claim("other")
+    for task_id in ("x", "other"):
+        board.append(
+            task_id,
+            ApprovalRequested(decision_id=f"ask-{task_id}", subject=task_id, question="go?"),
+            TaskWaiting(reason="approval"),
+        )
+    board.host.checkpoint()  # the requests waiting: a checkpoint, then the tail
+    for event in ending:
+        board.append("x", event)
+    decisions = board.host.projections.decisions
+    assert [p.decision_id for p in decisions.waiting()] == ["ask-other"]
+    assert (decisions.lapsed["ask-x"].ended, decisions.lapsed["ask-x"].request.task_id) == (
+        ended,
+        "x",
+    )
+    board.check_replay()
+    from_checkpoint = CatchUp(board.log, checkpoint_every=0)
+    assert from_checkpoint.open().snapshot() == board.host.projections.snapshot()
+    assert from_checkpoint.loaded_checkpoint is not None
+    if ended not in ("failed", "cancelled", "missed"):
+        return
+    board.host.checkpoint()  # the request lapsed: a checkpoint, then the retry
+    board.append("x", TaskRetried(previous=ended))
+    assert [p.decision_id for p in decisions.waiting()] == ["ask-x", "ask-other"]
+    assert decisions.lapsed == {}
+    board.check_replay()
+    assert CatchUp(board.log, checkpoint_every=0).open().snapshot() == (
+        board.host.projections.snapshot()
+    )
 
 
 # -- unknown events ----------------------------------------------------------------------------

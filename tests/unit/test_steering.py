@@ -4,8 +4,12 @@ tasks, messages and published values, on the real engine and a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +198,62 @@ def test_a_renamed_step_replays_under_its_alias_and_says_how_when_it_cannot(
         engine.retry(task_id)
         engine.run()
         assert engine.result(task_id) == 1  # the recorded outcome, taken as its own
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def locate(ran: list[int], scale: int, n: int) -> Point:
+    ran.append(n)
+    return Point(scale * n, n)
+
+
+class Locator:
+    def __init__(self, ran: list[int], scale: int) -> None:
+        self.ran, self.scale = ran, scale
+
+    def __call__(self, n: int) -> Point:
+        return locate(self.ran, self.scale, n)
+
+
+#: Callables named only by a repr that holds a memory address.
+UNNAMED_CALLABLES: dict[str, Callable[[list[int]], Callable[..., Any]]] = {
+    "partial": lambda ran: functools.partial(locate, ran, 2),
+    "object": lambda ran: Locator(ran, 2),
+}
+
+
+@pytest.mark.parametrize("make", UNNAMED_CALLABLES.values(), ids=UNNAMED_CALLABLES.keys())
+def test_a_callable_without_a_qualified_name_is_registered_by_name_and_replays(
+    db: str, clock: FakeClock, make: Callable[[list[int]], Callable[..., Any]]
+) -> None:
+    ran: list[int] = []
+
+    def register(engine: Engine) -> None:
+        for decorator in (engine.task(), engine.step(), engine.action()):
+            with pytest.raises(UsageError, match=r"in another process.*register it with name="):
+                decorator(make(ran))
+        where = engine.step(name="locate")(make(ran))
+
+        @engine.task(name="job")
+        def job() -> str:
+            point = where(3)
+            engine.sleep(10)  # the task waits here: the next process resumes it
+            return f"{type(point).__name__} {point.x}"
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        task_id = engine.submit("job")
+        engine.run(max_runs=1)
+    clock.advance(11)
+    with open_engine(db, clock) as engine:  # another process: another object, at another address
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "Point 6"  # recorded, read back as its annotated type
+    assert ran == [3]
 
 
 def test_patched_keeps_old_histories_on_the_old_path(db: str, clock: FakeClock) -> None:
