@@ -13,6 +13,7 @@ from ``ONWARD_DB`` and the session from ``ONWARD_SESSION``, which this command s
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -82,6 +83,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        # The operator sees how the service takes its stop signals (the first: graceful).
+        stops = logging.StreamHandler(sys.stderr)
+        stops.setFormatter(logging.Formatter("onward worker: %(message)s"))
+        stops.setLevel(logging.INFO)
+        service = logging.getLogger("onward.engine.service")
+        service.addHandler(stops)
+        if service.getEffectiveLevel() > logging.INFO:
+            service.setLevel(logging.INFO)
         try:
             summary = engine.serve(workers=args.workers)
         except KeyboardInterrupt:

@@ -80,8 +80,20 @@ def bounded(
     """
     # A huge text (a response body) is read only so far: what lies past four limits would be
     # cut anyway, and the cut there is far from what is kept.
-    text = (redact or _DEFAULT_REDACTOR.redact)(text[: 4 * limit])
+    text = (redact or _DEFAULT_REDACTOR.redact)(encodable(text[: 4 * limit]))
     return text if len(text) <= limit else text[:limit] + "... [truncated]"
+
+
+def encodable(text: str) -> str:
+    """A text that encodes to UTF-8: each lone surrogate (a file name decoded with
+    ``surrogateescape``, say) written as its escape, ``\\udce9``; any other text as it is."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def error_message(exc: BaseException, redact: Callable[[str], str] | None = None) -> str:

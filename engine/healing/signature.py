@@ -33,6 +33,8 @@ from types import CodeType, TracebackType
 
 import msgspec
 
+from onward.core.run import encodable
+
 __all__ = ["SIGNATURE_VERSION", "ErrorSignature", "fingerprint", "normalise_message"]
 
 #: The version of the fingerprint algorithm, part of every id. Bump it whenever a change would
@@ -330,11 +332,11 @@ def _message(exc: BaseException) -> str:
     """The exception's message; for an OSError its strerror alone and for a SyntaxError its
     ``msg`` alone (the file name and line are values)."""
     if isinstance(exc, OSError) and exc.strerror is not None:
-        return str(exc.strerror)
+        return encodable(str(exc.strerror))
     if isinstance(exc, SyntaxError) and exc.msg:
-        return str(exc.msg)  # without "(file.py, line 3)": the place is a value
+        return encodable(str(exc.msg))  # without "(file.py, line 3)": the place is a value
     try:
-        return str(exc)
+        return encodable(str(exc))
     except Exception:
         # a broken __str__ must not break the error handling around it
         return type(exc).__name__

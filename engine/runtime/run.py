@@ -321,6 +321,9 @@ class TaskRun:
         self.context = context
         self.clock = clock
         self.version = history[-1].version if history else 0
+        # This run recorded that the task waits: it ends here, whatever the task's code does
+        # with the signal (a bare ``except:`` around a step catches it).
+        self.waiting = False
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
         # Messages this task took (or gave up waiting for), by the step index of the receive.
@@ -451,6 +454,8 @@ class TaskRun:
     def _committing(self, batch: Batch) -> Generator[Effect, Any, None]:
         """The append of a batch at the run's version, once for both paths (the caller holds
         the run's append lock)."""
+        if self.waiting:  # the task's code caught the signal to wait, and went on
+            raise Suspended()
         cause = self.context.causation_id
         # A batch of events all caused by the claim, with no other stream: the log's fast path
         # (no ids asked for: nothing in the batch names another of its events).
@@ -474,6 +479,8 @@ class TaskRun:
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(batch.events)
+        if any(type(event) is TaskWaiting for event in batch.events):
+            self.waiting = True
 
     def _explain_conflict(self) -> None:
         for r in self.log.read_stream(self.stream, after=self.version):
@@ -498,6 +505,8 @@ class TaskRun:
             StepInterrupted: an at-most-once step that was in flight when its worker died.
             Released: the worker is stopping: the task is handed back before this step runs.
         """
+        if self.waiting:  # the task's code caught the signal to wait, and went on
+            raise Suspended()
         index = self.index
         self.index += 1
         recorded = self.outcomes.get(index)
@@ -783,6 +792,8 @@ class TaskRun:
         """A durable sleep, once for both paths: the first run records when it ends and the
         task waits (the worker is free meanwhile); the run after that time records that it
         ended and goes on. It takes a step's place in the task's sequence."""
+        if self.waiting:  # the task's code caught the signal to wait, and went on
+            raise Suspended()
         index = self.index
         self.index += 1
         recorded = self.outcomes.get(index)

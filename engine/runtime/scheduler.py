@@ -71,9 +71,14 @@ from onward.runtime.worker import worker_gone
 __all__ = ["RunSummary", "Scheduler"]
 
 logger = redacted_logger("onward.engine")
+#: How a serving worker stops, which ``onward worker`` shows its operator.
+stops = redacted_logger("onward.engine.service")
 
 #: Seconds between two looks for a human's answer while ``await_approvals`` lasts.
 APPROVAL_POLL = 0.5
+#: The longest ``run()`` sleeps at once until a task's timer is due, before it looks again (a
+#: timer may lie further away than the platform's sleep can wait).
+TIMER_NAP = 3600.0
 #: The longest a serving worker's watch waits before it looks whether it must stop.
 WATCH_SLICE = 0.25
 
@@ -284,7 +289,7 @@ class Scheduler:
                             continue
                     break
                 patience_until = None
-                self.session.sleep(max(0.0, due - self.session.clock()))
+                self.session.sleep(min(TIMER_NAP, max(0.0, due - self.session.clock())))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -329,7 +334,7 @@ class Scheduler:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="onward")
         in_flight: dict[Future[Outcome], str] = {}
         heartbeat = Heartbeat(session, self.running)
-        watcher = _Watcher(session, wake.set)
+        watcher = _Watcher(session, wake.set, stop)
         self.committer = Committer(session.log) if workers > 1 else None
         paused = False
         error: BaseException | None = None
@@ -360,15 +365,26 @@ class Scheduler:
         except BaseException as exc:
             error = exc
         self.stopping.set()  # runs still going hand their tasks back at their next step
+        if in_flight and error is None:
+            stops.info(
+                "%d task run(s) hand their tasks back at their next step; a second signal "
+                "stops at once",
+                len(in_flight),
+            )
+        if not isinstance(error, KeyboardInterrupt):
+            try:
+                for future in in_flight:
+                    try:
+                        self._count(future.result())
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException as exc:  # its storage failed too
+                        error = error or exc
+                pool.shutdown(wait=True)
+            except KeyboardInterrupt as again:  # a second signal while the steps end
+                error = again
         if isinstance(error, KeyboardInterrupt):
             pool.shutdown(wait=False, cancel_futures=True)  # stop at once: leases run out
-        else:
-            for future in in_flight:
-                try:
-                    self._count(future.result())
-                except BaseException as exc:  # its storage failed too
-                    error = error or exc
-            pool.shutdown(wait=True)
         watcher.close()
         self._close_committer()
         try:
@@ -447,7 +463,7 @@ class Scheduler:
                             continue
                     break
                 patience_until = None
-                await self._sleep(max(0.0, due - now))
+                await self._sleep(min(TIMER_NAP, max(0.0, due - now)))
         finally:
             if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
                 for task in tasks:
@@ -1044,6 +1060,17 @@ class Scheduler:
             StorageLost: the engine's storage failed under the task: not its failure.
             BaseException: an interruption of the worker itself (KeyboardInterrupt...).
         """
+        if run.waiting and (error is None or isinstance(error, Exception)):
+            # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
+            # step) and returned or raised: it waits, as recorded, and runs again when due.
+            logger.warning(
+                "task %s (%s) caught onward's signal to wait (an `except:` or `except "
+                "BaseException:` around a step?) and went on; it waits as recorded and runs "
+                "again when due: catch Exception, not BaseException, around steps",
+                view.task_id,
+                view.name,
+            )
+            return "waiting", run
         if error is None:
             try:
                 stored = encode_value(
@@ -1212,12 +1239,18 @@ def _storage_failed(exc: BaseException) -> bool:
 
 
 class _Watcher:
-    """Calls ``wake`` whenever the log may have changed (another process's append), from a
-    thread of its own, while a worker serves."""
+    """Calls ``wake`` whenever the log may have changed (another process's append), and once
+    ``stop`` is set (within ``WATCH_SLICE``), from a thread of its own, while a worker serves."""
 
-    def __init__(self, session: Session, wake: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        wake: Callable[[], object],
+        stop: threading.Event | None = None,
+    ) -> None:
         self.session = session
         self.wake = wake
+        self.stop = stop
         self._closed = threading.Event()
         self._watch = session.log.watch()
         self._thread = threading.Thread(target=self._loop, name="onward-watch", daemon=True)
@@ -1233,7 +1266,7 @@ class _Watcher:
                 logger.warning("watching %s failed: %s", self.session.log.url, exc)
                 changed = False
                 self._closed.wait(WATCH_SLICE)
-            if changed:
+            if changed or (self.stop is not None and self.stop.is_set()):
                 self.wake()
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from onward.runtime.scheduler import RunSummary, Scheduler
 
 __all__ = ["serve", "serve_async"]
 
-logger = redacted_logger("onward.engine")
+logger = redacted_logger("onward.engine.service")  # its stops are shown by `onward worker`
 
 #: The signals that stop a worker.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -150,3 +150,20 @@ def test_sigterm_hands_running_tasks_back_at_their_next_step(url: str, tmp_path:
     for task in ("t0", "t1", "t2", "t3"):
         assert fleet.runs()[(task, 0)] == [stopping]  # its first step finished before the stop
         assert fleet.runs()[(task, 1)] == [peer]
+
+
+def test_a_second_sigterm_stops_the_worker_at_once(tmp_path: Path) -> None:
+    """The first SIGTERM waits for the steps in flight; a second stops the worker at once,
+    without recording them (their tasks are taken over when their leases run out)."""
+    fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 'fleet.db'}", hold=600.0)
+    fleet.submit(2, slow=2)
+    (stopping,) = fleet.start(1, threads=2)
+    wait_until(lambda: len(fleet.runs()) == 2, 30, "two slow steps to start")
+    os.kill(stopping, signal.SIGTERM)
+    wait_until(lambda: "hand their tasks back" in fleet.stderr(stopping), 30, "the first SIGTERM")
+    os.kill(stopping, signal.SIGTERM)
+    assert fleet.workers[stopping].wait(timeout=30) == 130, fleet.stderr(stopping)
+    assert "stopped at once" in fleet.stderr(stopping)
+    fleet.stop_all()
+    with open_log(fleet.url) as log:
+        assert not [r for r in log.read() if isinstance(r.event, StepCompleted)]

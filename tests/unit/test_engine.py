@@ -20,6 +20,7 @@ from onward import (
     TaskQuarantinedError,
 )
 from onward.events import TaskSubmitted, UsageError, open_log
+from onward.runtime.scheduler import TIMER_NAP
 from tests.conftest import FakeClock
 
 #: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
@@ -599,3 +600,34 @@ def test_submitted_arguments_are_stored_as_values(db: str, clock: FakeClock) -> 
         assert first.kwargs == {"label": "sum"}
         engine.run()
         assert engine.result(task_id) == "sum:6"
+
+
+def test_a_timer_further_away_than_a_sleep_can_wait_is_slept_in_naps(
+    db: str, clock: FakeClock
+) -> None:
+    """``engine.sleep(1e10)`` (or a ``recv`` timeout as long) is further away than the
+    platform's sleep can wait at once: ``run()`` sleeps in naps of at most ``TIMER_NAP`` and
+    looks again after each."""
+
+    class Enough(BaseException):
+        pass
+
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.advance(seconds)
+        if len(naps) == 3:
+            raise Enough
+
+    with Engine.open(db, session="nightly", clock=clock, sleep=sleep) as engine:
+
+        @engine.task()
+        def job() -> str:
+            engine.sleep(1e10)
+            return "woke"
+
+        engine.submit(job)
+        with pytest.raises(Enough):
+            engine.run()
+    assert naps == [TIMER_NAP] * 3

@@ -88,6 +88,51 @@ def test_a_transient_error_is_retried_after_its_recorded_delay(db: str, clock: F
         assert view.retry_successes == 1
 
 
+@pytest.mark.parametrize("fallback", ["value", "step"])
+def test_a_task_that_catches_the_signal_to_wait_waits_and_its_history_stays_whole(
+    db: str, clock: FakeClock, caplog: pytest.LogCaptureFixture, fallback: str
+) -> None:
+    """A bare ``except:`` around a step catches the signal that the task now waits for a retry:
+    what the task does next (return a value, call another step) is not recorded over its wait.
+    It waits as recorded, its retries run, and its history folds."""
+    calls: list[str] = []
+    policy = RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE)
+    with open_engine(db, clock, retries=RetryPolicies(policy), fixes=FixRegistry()) as engine:
+
+        @engine.step()
+        def fetch(url: str) -> str:
+            calls.append("fetch")
+            if len(calls) < 3:
+                raise TimeoutError("the server was slow")
+            return "fresh copy"
+
+        @engine.step()
+        def note(text: str) -> str:
+            calls.append("note")
+            return text
+
+        @engine.task()
+        def job(url: str) -> str:
+            try:
+                return fetch(url)
+            except:  # noqa: E722 - the mistake under test
+                return note("cached copy") if fallback == "step" else "cached copy"
+
+        task_id = engine.submit(job, "https://example.org")
+        summary = engine.run()
+        assert engine.result(task_id) == "fresh copy"
+        assert (summary.succeeded, summary.waiting) == (1, 2)
+        assert calls == ["fetch", "fetch", "fetch"]  # `note` never ran over a wait
+        warned = "caught onward's signal to wait" in caplog.text
+        assert warned == (fallback == "value")
+        history = kinds(engine.log.read_stream(f"task-{task_id}"))
+        assert history.count("TaskWaiting") == 2
+        assert history.count("TaskClaimed") == 3
+        assert engine.log.verify().ok
+    with open_engine(db, clock) as reopened:  # the history folds: nothing is damaged
+        assert reopened.task_view(task_id).state == "succeeded"
+
+
 def test_a_retry_due_before_a_crash_fires_at_its_due_time_after_resume(
     db: str, clock: FakeClock
 ) -> None:
@@ -418,3 +463,38 @@ def test_folding_one_event_at_a_time_equals_folding_pages(db: str, clock: FakeCl
     assert one.snapshot()["errors"]
     assert one.snapshot()["breakers"]
     log.close()
+
+
+@pytest.mark.parametrize("healing", [True, False])
+def test_an_error_message_holding_a_lone_surrogate_is_recorded_escaped(
+    db: str, clock: FakeClock, healing: bool
+) -> None:
+    """A message with a lone surrogate (a file name decoded with ``surrogateescape``) does not
+    encode as UTF-8: it is recorded with the surrogate escaped, and the task gets the step's
+    own exception."""
+    with open_engine(db, clock, healing=healing) as engine:
+
+        @engine.step()
+        def parse(name: bytes) -> str:
+            raise ValueError(f"cannot parse {name.decode('utf-8', 'surrogateescape')}")
+
+        caught: list[str] = []
+
+        @engine.task()
+        def job() -> str:
+            try:
+                return parse(b"caf\xe9.txt")
+            except ValueError as exc:
+                caught.append(str(exc))
+                return "caught"
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == "caught"
+        assert caught == ["cannot parse caf\udce9.txt"]  # the step's own exception
+        (failed,) = [
+            r.event
+            for r in engine.log.read_stream(f"task-{task_id}")
+            if type(r.event).__name__ == "StepFailed"
+        ]
+        assert failed.message == "cannot parse caf\\udce9.txt"  # type: ignore[attr-defined]
