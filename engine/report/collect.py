@@ -15,7 +15,14 @@ import re
 from collections import Counter, deque
 from typing import Any
 
-from onward.events import EventLog, LogNotFound, Recorded, UnknownEvent, UsageError
+from onward.events import (
+    CorruptRecord,
+    EventLog,
+    LogNotFound,
+    Recorded,
+    UnknownEvent,
+    UsageError,
+)
 from onward.judgement.budget import ErrorBudget
 from onward.projections import Projections
 from onward.projections.reading import FoldReader
@@ -65,21 +72,31 @@ def pick_session(log: EventLog, session: str | None) -> tuple[str, list[str]]:
     Raises:
         UsageError: no such session, or a log with no session at all.
     """
-    names = [s[len(SESSION_PREFIX) :] for s in log.streams() if s.startswith(SESSION_PREFIX)]
+    # A stream id that is not text (NULL, a blob) is a damaged row: verify reports it.
+    names = [
+        s[len(SESSION_PREFIX) :]
+        for s in log.streams()
+        if isinstance(s, str) and s.startswith(SESSION_PREFIX)
+    ]
     if not names:
         raise UsageError(f"no session in {log.url}")
     if session is not None:
         if session not in names:
             raise UsageError(f"no session {session!r} in {log.url} (there are: {', '.join(names)})")
         return session, names
-    latest = max(
-        names,
-        key=lambda n: max(
-            (r.meta.time for r in log.read_stream(SESSION_PREFIX + n, verify=False)[-1:]),
-            default=0.0,
-        ),
-    )
+    latest = max(names, key=lambda n: _last_moved(log, SESSION_PREFIX + n))
     return latest, names
+
+
+def _last_moved(log: EventLog, stream: str) -> float:
+    """When a stream last moved: the time of its newest record that decodes (0.0 when none
+    does), so that a session whose last record is damaged is still reported, as damaged."""
+    for position, s, version, topic, state in reversed(log.stream_rows(stream)):
+        try:
+            return log.decode_record(s, version, position, topic, state).meta.time
+        except CorruptRecord:
+            continue
+    return 0.0
 
 
 def _tag(event: object) -> str:
@@ -478,6 +495,10 @@ def collect_report(log: EventLog, session: str | None = None) -> SessionReport:
         decision_counts=[DecisionCount(k, r, ch, n) for (k, r, ch), n in c.counts.most_common()],
         decisions=list(reversed(c.decisions)),
         signatures=_signatures(projections, c.observed),
+        damaged=[
+            f"{d.stream!r}: {d}"
+            for d in sorted(projections.damaged.values(), key=lambda d: d.position)
+        ],
     )
 
 

@@ -219,6 +219,8 @@ class SessionReport(msgspec.Struct, kw_only=True):
         decision_counts: every decision, counted by kind, rule and choice.
         decisions: the latest decisions, whole.
         signatures: the error-learning DB (the most frequent signatures).
+        damaged: each damaged stream of the log (its own records from the first bad one on
+            are left out of the report), with why, in position order.
     """
 
     log: str
@@ -243,3 +245,4 @@ class SessionReport(msgspec.Struct, kw_only=True):
     decision_counts: list[DecisionCount]
     decisions: list[DecisionRow]
     signatures: list[SignatureRow]
+    damaged: list[str] = []

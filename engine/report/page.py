@@ -225,11 +225,27 @@ class _Page:
             f"<header><h1>onward report: session {_e(r.session)}</h1>"
             f"<p>{_e(r.log)} · {_e(_utc(r.start))} to {_e(_utc(r.end))} · tasks: {_e(tasks)}"
             + (f" · other sessions in this log: {_e(', '.join(others))}" if others else "")
-            + "</p><div class='cards'>"
+            + "</p>"
+            + self.damage()
+            + "<div class='cards'>"
             + "".join(
                 f"<div class='card'><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in cards
             )
             + "</div></header>"
+        )
+
+    def damage(self) -> str:
+        """A note naming the damaged streams, whose records from the first bad one on the
+        report leaves out ("" when there are none)."""
+        damaged = self.r.damaged
+        if not damaged:
+            return ""
+        shown = "".join(f"<li>{_e(_clip(d, 200))}</li>" for d in damaged[:10])
+        more = f"<li>and {len(damaged) - 10} more</li>" if len(damaged) > 10 else ""
+        return (
+            f"<p class='note'>{len(damaged)} damaged stream(s): their records from the first "
+            "bad one on are left out of this report (<code>onward verify</code> says more):</p>"
+            f"<ul class='note'>{shown}{more}</ul>"
         )
 
     def timeline(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -265,6 +266,42 @@ def test_a_missing_log_or_session_is_refused(
         collect_report(log)
     with open_log(f"sqlite:///{night}", create=False) as log, pytest.raises(UsageError):
         write_report(log, tmp_path / "x.html", session="day")
+
+
+_LAST_OF_THE_SESSION = (
+    "(SELECT max(rowid) FROM stored_events WHERE originator_id = 'session-night')"
+)
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("SET originator_id = NULL WHERE rowid = 6", "'None'"),
+        ("SET originator_id = x'73657373696f6e2d6e69676874' WHERE rowid = 6", "\"b'session-night'"),
+        (f"SET state = x'00ff00' WHERE rowid = {_LAST_OF_THE_SESSION}", "'session-night'"),
+        (f"SET state = NULL WHERE rowid = {_LAST_OF_THE_SESSION}", "'session-night'"),
+    ],
+    ids=["null-stream", "blob-stream", "bad-session-record", "null-session-record"],
+)
+def test_a_damaged_row_is_left_out_and_named(
+    night: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+    named: str,
+) -> None:
+    db = tmp_path / "damaged.db"
+    db.write_bytes(night.read_bytes())
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
+        raw.execute(f"UPDATE stored_events {damage}")
+    with open_log(f"sqlite:///{db}", create=False) as log:
+        report = collect_report(log)
+    assert report.session == "night"
+    assert report.totals.events > 100
+    assert report.damaged[0].startswith(named), report.damaged
+    assert f"{len(report.damaged)} damaged stream(s)" in render_page(report)
+    assert main(["report", "--db", str(db), "-o", str(tmp_path / "damaged.html")]) == 0
+    assert "written to" in capsys.readouterr().out
 
 
 def test_the_page_loads_in_a_real_browser(night: Path, big: Path, tmp_path: Path) -> None:
