@@ -497,6 +497,29 @@ class TaskRun:
         """The idempotency key of a step: task id and step index."""
         return f"{self.task_id}:{index}"
 
+    def _take_index(self, what: str) -> int:
+        """The next index in the task's sequence, for a step or a durable call (a sleep, a
+        receive).
+
+        Raises:
+            Suspended: this run already recorded that its task waits (its code caught the
+                signal and went on): nothing more is recorded.
+            UsageError: called inside a step's body, which is one unit: its outcome is recorded
+                as a whole, and a replay does not run it.
+        """
+        if self.waiting:
+            raise Suspended()
+        inside = CURRENT_STEP.get()
+        if inside is not None:
+            raise UsageError(
+                f"task {self.task_id}: {what} is called inside the body of step {inside}, which "
+                "runs as one unit (a replay returns its recorded outcome without running it): "
+                "call it from the task, between steps"
+            )
+        index = self.index
+        self.index += 1
+        return index
+
     def begin_step(self, step: StepDef) -> tuple[int, Replayed | None]:
         """Start the next step: its index, and its recorded outcome if it has one.
 
@@ -505,10 +528,7 @@ class TaskRun:
             StepInterrupted: an at-most-once step that was in flight when its worker died.
             Released: the worker is stopping: the task is handed back before this step runs.
         """
-        if self.waiting:  # the task's code caught the signal to wait, and went on
-            raise Suspended()
-        index = self.index
-        self.index += 1
+        index = self._take_index(f"step {step.name!r}")
         recorded = self.outcomes.get(index)
         if recorded is not None:
             if not step.answers_to(recorded.name):
@@ -792,10 +812,7 @@ class TaskRun:
         """A durable sleep, once for both paths: the first run records when it ends and the
         task waits (the worker is free meanwhile); the run after that time records that it
         ended and goes on. It takes a step's place in the task's sequence."""
-        if self.waiting:  # the task's code caught the signal to wait, and went on
-            raise Suspended()
-        index = self.index
-        self.index += 1
+        index = self._take_index("sleep()")
         recorded = self.outcomes.get(index)
         if recorded is not None:
             if recorded.name != SLEEP_STEP:
@@ -851,8 +868,7 @@ class TaskRun:
             timeout: seconds to wait (None: for ever).
             inbox: reads the task's inbox stream.
         """
-        index = self.index
-        self.index += 1
+        index = self._take_index("recv()")
         taken = self.received.get(index)
         if taken is not None:
             self.steps_replayed += 1

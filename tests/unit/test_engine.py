@@ -631,3 +631,75 @@ def test_a_timer_further_away_than_a_sleep_can_wait_is_slept_in_naps(
         with pytest.raises(Enough):
             engine.run()
     assert naps == [TIMER_NAP] * 3
+
+
+def test_a_step_called_inside_a_step_is_a_part_of_it_and_the_task_resumes(
+    db: str, clock: FakeClock
+) -> None:
+    """A step's body that calls another step runs it as a part of itself: one outcome is
+    recorded, the outer one's, so a replay (which does not run the body) keeps the task's
+    step indexes where the first run put them."""
+    calls: list[str] = []
+    crash = [True]
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def inner(x: int) -> int:
+            calls.append("inner")
+            return x + 1
+
+        @engine.step()
+        def outer(x: int) -> int:
+            calls.append("outer")
+            return inner(x) * 10
+
+        @engine.step()
+        def last() -> str:
+            calls.append("last")
+            if crash:
+                raise Crash
+            return "done"
+
+        @engine.task()
+        def job() -> str:
+            return f"{outer(1)} {inner(5)} {last()}"
+
+        return job
+
+    engine = open_engine(db, clock)
+    task_id = engine.submit(register(engine))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    crash.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "20 6 done"
+        completed = [
+            getattr(r.event, "name", "")
+            for r in engine.log.read_stream(f"task-{task_id}")
+            if type(r.event).__name__ == "StepCompleted"
+        ]
+    assert completed == ["outer", "inner", "last"]
+    assert calls == ["outer", "inner", "inner", "last", "last"]  # only `last` ran again
+
+
+def test_a_durable_sleep_inside_a_step_body_is_refused(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def pace() -> str:
+            engine.sleep(1.0)
+            return "paced"
+
+        @engine.task()
+        def job() -> str:
+            return pace()
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(
+            TaskFailedError, match="sleep\\(\\) is called inside the body of step 0"
+        ):
+            engine.result(task_id)

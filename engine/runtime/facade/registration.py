@@ -23,6 +23,7 @@ from onward.events import (
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
     CURRENT_RUN,
+    CURRENT_STEP,
     on_event_loop,
 )
 from onward.runtime.schedules import Schedules
@@ -235,7 +236,9 @@ class Registration:
         @functools.wraps(fn)
         def durable_step(*args: Any, **kwargs: Any) -> Any:
             run = CURRENT_RUN.get()
-            if run is None:
+            if run is None or CURRENT_STEP.get() is not None:
+                # Outside a task; or inside another step's body, as a part of it: its outcome
+                # is recorded as that step's, and a replay does not run it.
                 return fn(*args, **kwargs)
             if on_event_loop():
                 return run.call_async(definition, args, kwargs)
