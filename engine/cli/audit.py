@@ -14,12 +14,18 @@ with its id) shows the question, and the answer once the log holds one
 (:class:`onward.events.ApprovalGranted` or :class:`onward.events.ApprovalDenied`): who gave it,
 when, and what they said.
 
+A damaged record (one that fails its checksum or does not decode) is skipped, so that damage
+elsewhere in the log does not stop the audit of a healthy task; when a skipped record could
+matter to the explanation (it is in the stream of a decision shown, a chain ends at a cause the
+log does not hold, or it lies between a position asked for and the decision found before it),
+the report says so in one line (``damage``).
+
 The JSON keys are stable (fields are added at the end of a Struct or not at all).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,11 +39,13 @@ from onward.events import (
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
+    CorruptRecord,
     DecisionMade,
     EventLog,
     Recorded,
     UnknownEvent,
 )
+from onward.events.integrity import check_rows
 from onward.projections.task import TASK_PREFIX, task_stream
 
 __all__ = [
@@ -154,6 +162,8 @@ class WhyReport(msgspec.Struct, frozen=True, kw_only=True):
         query: the ID asked for.
         matched: what it was taken as: "decision", "task" or "position".
         target: the decision id, task id or position it resolved to.
+        damage: a sentence on the damaged records skipped that could matter to these
+            decisions ("" when none could).
     """
 
     log: str
@@ -161,6 +171,15 @@ class WhyReport(msgspec.Struct, frozen=True, kw_only=True):
     matched: str
     target: str
     decisions: list[DecisionRow]
+    damage: str = ""
+
+
+class _Skipped(msgspec.Struct, frozen=True):
+    """A damaged record the audit left out: where it is, and what is wrong with it."""
+
+    position: int
+    stream: str
+    why: str
 
 
 @dataclass
@@ -190,6 +209,44 @@ class _Index:
             if r.stream.startswith(TASK_PREFIX):
                 index.tasks.add(r.stream[len(TASK_PREFIX) :])
         return index
+
+
+def _readable(log: EventLog, skipped: list[_Skipped]) -> Iterator[Recorded]:
+    """Every record of the log that passes its checksum and decodes, in log order; each other
+    one is added to ``skipped`` instead."""
+    for rows in log.read_rows():
+        bad = dict(check_rows(rows))
+        for i, (position, stream, version, topic, state) in enumerate(rows):
+            why = bad.get(i)
+            if why is None:
+                try:
+                    yield log.decode_record(stream, version, position, topic, state)
+                    continue
+                except CorruptRecord as exc:
+                    why = exc.reason
+            skipped.append(_Skipped(position, str(stream), why))
+
+
+def _damage_note(
+    skipped: list[_Skipped], rows: list[DecisionRow], *, task: str = "", upto: int = 0
+) -> str:
+    """One sentence on the skipped records that could matter to ``rows`` ("" when none):
+    those in the stream of a decision shown or of ``task``, and those after the last decision
+    shown up to the position ``upto`` asked for (a later decision may be among them). With a
+    chain that ends at a cause the log does not hold, any skipped record could be that cause."""
+    streams = {row.stream for row in rows}
+    if task:
+        streams.add(task_stream(task))
+    last = max((row.position for row in rows), default=0)
+    near = [s for s in skipped if s.stream in streams or last < s.position <= upto]
+    if not near and not (skipped and any(row.chain_end == "missing" for row in rows)):
+        return ""
+    first = (near or skipped)[0]
+    return (
+        f"{len(near or skipped)} damaged record(s) skipped that may belong here (the first at "
+        f"position {first.position}, stream {first.stream!r}: {first.why}); `onward verify` "
+        "says more"
+    )
 
 
 def _type_of(r: Recorded) -> str:
@@ -360,17 +417,32 @@ def explain(log: EventLog, query: str) -> WhyReport:
 
     Raises:
         DecisionNotFound: nothing, or several things, match ``query``, or it names an event
-            that is not a decision, or a task without decisions.
-        LogDamaged: a record does not decode.
+            that is not a decision, or a task without decisions (saying how many damaged
+            records were skipped, if any).
     """
-    index = _Index.of(log.read())
-    matched, target, found = _resolve(index, query, log.url)
+    skipped: list[_Skipped] = []
+    index = _Index.of(_readable(log, skipped))
+    try:
+        matched, target, found = _resolve(index, query, log.url)
+    except DecisionNotFound as exc:
+        if not skipped:
+            raise
+        raise DecisionNotFound(
+            f"{exc} ({len(skipped)} damaged record(s) skipped; `onward verify` says more)"
+        ) from None
+    rows = [_decision_row(r, index) for r in found]
     return WhyReport(
         log=log.url,
         query=query,
         matched=matched,
         target=target,
-        decisions=[_decision_row(r, index) for r in found],
+        decisions=rows,
+        damage=_damage_note(
+            skipped,
+            rows,
+            task=target if matched == "task" else "",
+            upto=int(query) if matched == "position" else 0,
+        ),
     )
 
 

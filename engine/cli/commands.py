@@ -264,6 +264,8 @@ def cmd_why(args: argparse.Namespace) -> int:
     print(
         f"{len(report.decisions)} decision(s) for {report.matched} {report.target} in {report.log}"
     )
+    if report.damage:
+        print(f"note: {report.damage}")
     for row in report.decisions:
         print()
         print("\n".join(decision_lines(row)))

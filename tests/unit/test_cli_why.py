@@ -5,7 +5,9 @@ session."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -177,6 +179,33 @@ def test_a_position_takes_the_last_decision_at_or_before_it(
     status, _, err = run(capsys, "why", "1", "--db", decided.db)
     assert status == 2
     assert "no decision at or before position 1" in err
+
+
+@pytest.mark.parametrize("quarantined", [False, True], ids=["damaged", "quarantined"])
+def test_a_damaged_record_of_another_task_does_not_stop_why(
+    decided: Decided, tmp_path: Path, capsys: pytest.CaptureFixture[str], quarantined: bool
+) -> None:
+    db = tmp_path / "damaged.db"
+    db.write_bytes(Path(decided.db).read_bytes())
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
+        raw.execute(
+            "UPDATE stored_events SET state = x'00ff00'"
+            " WHERE originator_id = ? AND originator_version = 1",
+            (f"task-{decided.broken}",),
+        )
+    if quarantined:
+        assert run(capsys, "quarantine", decided.broken, "--db", str(db))[0] == 0
+    report = why_json(capsys, str(db), decided.flaky)
+    assert [(d.decision_id, d.position) for d in report.decisions] == [
+        *decided.retries,
+        *decided.completed,
+    ]
+    assert report.damage == ""  # nothing skipped could belong to the healthy task
+    status, out, err = run(capsys, "why", decided.broken, "--db", str(db))
+    assert status == 0, err
+    assert "note: 1 damaged record(s) skipped that may belong here" in out
+    assert f"stream 'task-{decided.broken}'" in out
+    assert decided.give_up[0] in out
 
 
 def test_a_unique_prefix_works(decided: Decided, capsys: pytest.CaptureFixture[str]) -> None:
