@@ -166,6 +166,10 @@ def drive(protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Any
             effect = protocol.send(result) if error is None else protocol.throw(error)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        except RuntimeError as exc:
+            if (stopped := _stop_iteration(exc)) is None:
+                raise
+            raise stopped from None
         try:
             result, error = carry_out(effect), None
         except BaseException as exc:
@@ -183,10 +187,23 @@ async def drive_async(
             effect = protocol.send(result) if error is None else protocol.throw(error)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        except RuntimeError as exc:
+            if (stopped := _stop_iteration(exc)) is None:
+                raise
+            raise stopped from None
         try:
             result, error = await carry_out(effect), None
         except BaseException as exc:
             result, error = None, exc
+
+
+def _stop_iteration(error: RuntimeError) -> StopIteration | None:
+    """The step's own ``StopIteration``, where Python turned it into this ``RuntimeError`` as
+    it left the protocol's generator (PEP 479); None for any other error."""
+    cause = error.__cause__
+    if isinstance(cause, StopIteration) and str(error) == "generator raised StopIteration":
+        return cause
+    return None
 
 
 def call_with_timeout(step: StepDef, effect: Invoke) -> Any:

@@ -703,3 +703,53 @@ def test_a_durable_sleep_inside_a_step_body_is_refused(db: str, clock: FakeClock
             TaskFailedError, match="sleep\\(\\) is called inside the body of step 0"
         ):
             engine.result(task_id)
+
+
+def test_a_step_raising_stop_iteration_gives_the_task_stop_iteration_live_and_replayed(
+    db: str, clock: FakeClock
+) -> None:
+    """``next()`` on an empty iterator in a step: the task gets the step's ``StopIteration``
+    (not the ``RuntimeError`` Python makes of it inside a generator), on the first run and on
+    the replay after a crash, and the log records it as such."""
+    crash = [True]
+    caught: list[str] = []
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def first_line(lines: list[str]) -> str:
+            return next(iter(lines))
+
+        @engine.step()
+        def last() -> str:
+            if crash:
+                raise Crash
+            return "done"
+
+        @engine.task()
+        def job() -> str:
+            try:
+                line = first_line([])
+            except StopIteration:
+                line = "<empty>"
+            caught.append(line)
+            return f"{line} {last()}"
+
+        return job
+
+    engine = open_engine(db, clock)
+    task_id = engine.submit(register(engine))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    crash.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "<empty> done"
+        (failed,) = [
+            r.event
+            for r in engine.log.read_stream(f"task-{task_id}")
+            if type(r.event).__name__ == "StepFailed"
+        ]
+    assert caught == ["<empty>", "<empty>"]
+    assert failed.error_type == "StopIteration"  # type: ignore[attr-defined]
