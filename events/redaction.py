@@ -14,13 +14,15 @@ they are cut, and every onward logger carries a :class:`RecordRedactor`; names s
 (labelled, or beside their key id), Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face,
 OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
 (:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
-PEM private keys, the values of ``password=``, ``token:``, ``"api_key": "..."`` and their kin,
-the random-looking value of any other ``*_KEY=`` or ``credentials:``, and a random-looking
-token of 32 to 128 characters inside a text. A token may be glued to an identifier by ``_`` or
-``-``. Where a secret follows a name (``password=hunter2``), the name stays and only the value
-goes. It is a safety net, not a proof: a short or unremarkable string that has no known shape
-and follows no telling name passes, and so does a number, and so does a string that is nothing
-but a random token (an id, a cursor: data, not a leak in a message).
+PEM private keys, the values of ``password=``, ``token:``, ``"api_key": "..."`` and their kin
+(in a JSON object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
+:mod:`onward.events.values`), the random-looking value of any other ``*_KEY=`` or
+``credentials:``, and a random-looking token of 32 to 128 characters inside a text. A token may
+be glued to an identifier by ``_`` or ``-``. Where a secret follows a name
+(``password=hunter2``), the name stays and only the value goes. It is a safety net, not a proof:
+a short or unremarkable string that has no known shape and follows no telling name passes, and
+so does a number, and so does a string that is nothing but a random token (an id, a cursor:
+data, not a leak in a message).
 
 Speed: the log redacts every append, and most events hold no secret. Each default pattern has a
 cheap hint: a "pivot" in one compiled regex (the ``=`` after a secret's name, a token's
@@ -43,6 +45,7 @@ import string
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
@@ -319,7 +322,10 @@ _TOKEN_BYTES = frozenset(re.findall(rb"[" + _RUN_CHARS.encode() + rb"]", bytes(r
 _RUN_TABLE = bytes(0x61 if bytes([i]) in _TOKEN_BYTES else 0x20 for i in range(256))
 _RUN_NEEDLE = b"a" * _RUN_LENGTH
 _HINT_TEXT = re.compile(_hint())
-_HINT_BYTES = re.compile(_hint().encode())
+# In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}
+# (:mod:`onward.events.values`): a secret-named key there is no member name that the hint sees.
+_PAIRS_TAG = b'"$dict"'
+_HINT_BYTES = re.compile(_hint().encode() + rb'|\$(?<="\$)(?=dict")')
 
 
 def _hinted_text(text: str) -> bool:
@@ -327,9 +333,9 @@ def _hinted_text(text: str) -> bool:
 
 
 def might_hold_a_secret(data: bytes) -> bool:
-    """Whether a default pattern could match somewhere in ``data`` (text or JSON): the quick
-    scan that lets most events through untouched. False means that no default pattern
-    matches; True only that one might."""
+    """Whether a default pattern could match somewhere in ``data`` (text or JSON), or the
+    member rule in a dict stored in pairs: the quick scan that lets most events through
+    untouched. False means that nothing would be redacted; True only that something might."""
     return _RUN_NEEDLE in data.translate(_RUN_TABLE) or _HINT_BYTES.search(data) is not None
 
 
@@ -338,11 +344,19 @@ _HINTED = frozenset(DEFAULT_PATTERNS)
 # The rest of a JSON string after its opening quote.
 _JSON_BODY = rb'(?P<body>[^"\\]*(?:\\.[^"\\]*)*)"'
 _JSON_STRINGS = re.compile(b'"' + _JSON_BODY)
+# A name whose value is secret: a secret's name, and whatever comes before it (DB_PASSWORD,
+# x-api-key, $token).
+_SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
 # A string, or a string member whose name says its value is secret: {"password": "..."}.
 _JSON_MEMBERS = re.compile(
-    rb'"(?:(?P<name>[\w.-]*?' + _SECRET_NAME.encode() + rb')"\s*:\s*")?' + _JSON_BODY
+    rb'"(?:(?P<name>' + _SECRET_MEMBER.encode() + rb')"\s*:\s*")?' + _JSON_BODY
 )
 _NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
+# The keys of a dict stored in pairs whose value is secret, as _JSON_MEMBERS reads the names.
+_SECRET_KEY = re.compile(_SECRET_MEMBER, re.ASCII)
+_MEMBER_MARKER = f"[REDACTED:{_SECRET_VALUE.name}]"
+# A pair of such a key and a string not yet redacted: a document without one is left alone.
+_SECRET_PAIR = re.compile(rb'"' + _SECRET_MEMBER.encode() + rb'"\s*,\s*"(?!\[REDACTED:)')
 # How many names check_name remembers as free of secrets.
 _CLEAN_NAMES = 100_000
 # Default patterns never match inside a redaction, so passes stop; patterns of one's own might.
@@ -467,9 +481,7 @@ class Redactor:
         self._clean_texts: dict[tuple[int, int], None] = {}
         self._clean_texts_lock = threading.Lock()
         self._member_marker = (
-            msgspec.json.encode(f"[REDACTED:{_SECRET_VALUE.name}]")
-            if _SECRET_VALUE in self._patterns
-            else None
+            msgspec.json.encode(_MEMBER_MARKER) if _SECRET_VALUE in self._patterns else None
         )
 
     @property
@@ -551,7 +563,9 @@ class Redactor:
         """Replace every secret in the strings of a JSON document, an encoded event.
 
         Each string is redacted as :meth:`redact` would, and the string value of a member whose
-        name says it is secret (``"password"``, ``"api_key"``, ...) is replaced whole.
+        name says it is secret (``"password"``, ``"api_key"``, ...) is replaced whole; so is
+        that of such a key in a dict stored in pairs (``{"$dict": [["password", "..."], [5432,
+        "port"]]}``, see :mod:`onward.events.values`), at any depth.
 
         Args:
             data: valid JSON, as msgspec encodes it.
@@ -567,6 +581,8 @@ class Redactor:
             return data
         if self._member_marker is None:
             return _JSON_STRINGS.sub(self._redact_string, data)
+        if _PAIRS_TAG in data and _SECRET_PAIR.search(data) is not None:
+            data = _redact_pairs(data)
         return _JSON_MEMBERS.sub(self._redact_member, data)
 
     def redact_json_many(self, documents: list[bytes]) -> list[bytes]:
@@ -608,6 +624,47 @@ class Redactor:
 
     def __repr__(self) -> str:
         return f"Redactor({', '.join(p.name for p in self._patterns)})"
+
+
+def _redact_pairs(data: bytes) -> bytes:
+    """The member rule of :meth:`Redactor.redact_json` in the dicts of a document that are
+    stored in pairs, at any depth: a key there is the first item of a pair, not a member name,
+    so the document is decoded, the values replaced, and encoded again (a document msgspec
+    encoded is encoded again to the same bytes, but for the values replaced).
+
+    Raises:
+        UsageError: ``data`` is not valid JSON.
+    """
+    try:
+        document = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise UsageError(f"cannot redact the JSON document: {exc}") from exc
+    changed = False
+    pending: list[Any] = [document]
+    while pending:  # not recursive: a document may be deeper than Python's stack
+        node = pending.pop()
+        if type(node) is list:
+            pending.extend(v for v in node if type(v) is list or type(v) is dict)
+            continue
+        if type(node) is not dict:
+            continue
+        pending.extend(v for v in node.values() if type(v) is list or type(v) is dict)
+        pairs = node.get("$dict") if len(node) == 1 else None
+        if type(pairs) is not list:
+            continue
+        for pair in pairs:
+            if (
+                type(pair) is list
+                and len(pair) == 2
+                and type(pair[0]) is str
+                and type(pair[1]) is str
+                and pair[1].lower() not in _NOT_SECRET_VALUES
+                and not pair[1].startswith("[REDACTED:")
+                and _SECRET_KEY.fullmatch(pair[0]) is not None
+            ):
+                pair[1] = _MEMBER_MARKER
+                changed = True
+    return msgspec.json.encode(document) if changed else data
 
 
 class RecordRedactor(logging.Filter):

@@ -20,9 +20,10 @@ type. The engine hands a step's caller the value decoded from what it recorded, 
 run too, so the first run and every replay see the same thing whatever the annotation says.
 
 What cannot come back as it went in is refused with a :class:`UsageError` before anything is
-written, naming the offending place (``[2]['when']``): an object msgspec cannot encode, a value
-that contains itself, one nested deeper than :data:`MAX_VALUE_DEPTH` levels, a set or dict key that
-would not be hashable once read back (a Struct in a set).
+written, naming the offending place (``[2]['when']``; a secret among its keys redacted by the
+log's redactor): an object msgspec cannot encode, a value that contains itself, one nested
+deeper than :data:`MAX_VALUE_DEPTH` levels, a set or dict key that would not be hashable once
+read back (a Struct in a set).
 
 Stored values written by older versions (plain JSON) read back as before.
 """
@@ -114,7 +115,8 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
         strings, numbers), secrets redacted as the log redacts them.
 
     Raises:
-        UsageError: the value cannot be stored so as to come back as it is (see the module).
+        UsageError: the value cannot be stored so as to come back as it is (see the module);
+            the place named by its keys and the reason are redacted by ``redactor``.
     """
     raw = _plain_json(value)
     if raw is not None:  # plain JSON already: no walk needed
@@ -127,18 +129,25 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
     try:
         packed = _pack(value, 0, set(), redact_bytes)
     except _Refused as refused:
-        where = "".join(refused.path)
+        # The path is made of the value's own keys (a dict of clients by API key), and the
+        # reason may quote the value: both are redacted, as the log would redact them.
+        where = _redacted("".join(refused.path), redactor)
         if len(where) > 80:  # a deep path: its two ends say enough
             where = f"{where[:38]}...{where[-38:]}"
         at = f" at {where}" if where else ""
-        raise UsageError(f"{what}{at}: {refused.why}") from None
+        raise UsageError(f"{what}{at}: {_redacted(refused.why, redactor)}") from None
     try:
         raw = _ENCODER.encode(packed)
     except (TypeError, ValueError, OverflowError) as exc:  # a lone surrogate in a string
-        raise UsageError(f"{what}: cannot be stored ({exc})") from None
+        raise UsageError(f"{what}: cannot be stored ({_redacted(str(exc), redactor)})") from None
     if redactor is not None:
         raw = redactor.redact_json(raw)
     return _DECODER.decode(raw)
+
+
+def _redacted(text: str, redactor: Redactor | None) -> str:
+    """A part of an error message that comes from the value, its secrets redacted."""
+    return text if redactor is None else redactor.redact(text)
 
 
 def decode_value(stored: Any, into: Any = Any) -> Any:

@@ -239,7 +239,8 @@ class Healer:
     ) -> _Failure:
         """What the failure is and what the rules and the retry policy say of it."""
         projections = self._projections(True)
-        signature = fingerprint(exc)
+        # Its texts are stored (ErrorObserved) and shown: redacted before they are normalised.
+        signature = fingerprint(exc, redact=run.redact)
         now = self.clock()
         tried = run.fixes_tried.setdefault(index, set())
         if fix_in_flight:

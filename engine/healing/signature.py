@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import CodeType, TracebackType
 
 import msgspec
@@ -58,12 +58,15 @@ class ErrorSignature(msgspec.Struct, frozen=True, kw_only=True):
     """The fingerprint of an exception; two exceptions with the same ``id`` are one failure.
 
     Attributes:
-        id: ``v<version>-`` and 16 hex digits of a BLAKE2b digest of the other fields.
+        id: ``v<version>-`` and 16 hex digits of a BLAKE2b digest of the other fields (as
+            raised: before any redaction).
         error_type: the exception's type: ``ValueError`` for builtins, else ``module.Class``.
-        message: the normalised message (see :func:`normalise_message`).
+        message: the normalised message (see :func:`normalise_message`); its secrets
+            redacted first when :func:`fingerprint` was given a redactor.
         frames: the in-app frames as ``module:function``, outermost first, innermost last; at
             most the 8 innermost.
-        causes: the cause chain, nearest first, as ``Type: normalised message``; at most 5.
+        causes: the cause chain, nearest first, as ``Type: normalised message``; at most 5
+            (redacted as ``message`` is).
         version: the :data:`SIGNATURE_VERSION` it was computed with.
     """
 
@@ -342,8 +345,11 @@ def _message(exc: BaseException) -> str:
         return type(exc).__name__
 
 
-def _causes(exc: BaseException) -> tuple[str, ...]:
-    """``Type: message`` of each link: the ``__cause__``, else the context unless suppressed."""
+def _causes(
+    exc: BaseException, normalise: Callable[[str], str] = normalise_message
+) -> tuple[str, ...]:
+    """``Type: message`` of each link, its message normalised by ``normalise``: the
+    ``__cause__``, else the context unless suppressed."""
     if exc.__cause__ is None and (exc.__suppress_context__ or exc.__context__ is None):
         return ()  # most errors: no chain to walk
     causes: list[str] = []
@@ -359,7 +365,7 @@ def _causes(exc: BaseException) -> tuple[str, ...]:
         if link is None or id(link) in seen:
             break
         seen.add(id(link))
-        causes.append(f"{_type_name(link)}: {normalise_message(_message(link))}")
+        causes.append(f"{_type_name(link)}: {normalise(_message(link))}")
     return tuple(causes)
 
 
@@ -369,7 +375,12 @@ def _digest(error_type: str, message: str, frames: tuple[str, ...], causes: tupl
     return hashlib.blake2b(canonical, digest_size=8).hexdigest()
 
 
-def fingerprint(exc: BaseException, *, app_modules: Sequence[str] | None = None) -> ErrorSignature:
+def fingerprint(
+    exc: BaseException,
+    *,
+    app_modules: Sequence[str] | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> ErrorSignature:
     """The signature of an exception: its type, normalised message, in-app frames and causes.
 
     The frames are those of ``exc``'s own traceback; its causes contribute their type and
@@ -382,13 +393,46 @@ def fingerprint(exc: BaseException, *, app_modules: Sequence[str] | None = None)
         app_modules: the application's packages: when given, a frame is in-app if and only if
             its module is one of them or inside one (``"shop"`` takes ``shop`` and
             ``shop.orders``, not ``shopping``).
+        redact: a redactor's ``redact`` (the log's, to store the signature's texts): the
+            ``message`` and ``causes`` are then normalised from the redacted messages.
+            Normalising first would hide a secret from the redactor (``sk-live-4eC3...``
+            reads ``sk-live-<n>eC3...``, which no pattern knows) without removing it. The
+            ``id`` stays that of the messages as raised: one failure has one id, with or
+            without a redactor.
 
     Returns:
         The signature; equal ``id`` means the same failure.
     """
-    return _signature(
-        _type_name(exc), normalise_message(_message(exc)), _frames(exc, app_modules), _causes(exc)
+    message = _message(exc)
+    signature = _signature(
+        _type_name(exc), normalise_message(message), _frames(exc, app_modules), _causes(exc)
     )
+    if redact is None:
+        return signature
+    return _redacted(signature, exc, message, redact)
+
+
+#: The part of a raw message redacted before it is normalised: twice what the normaliser reads,
+#: so that a secret that starts before :data:`MAX_READ` is seen whole.
+_REDACT_READ = 2 * MAX_READ
+
+
+def _redacted(
+    signature: ErrorSignature, exc: BaseException, message: str, redact: Callable[[str], str]
+) -> ErrorSignature:
+    """``signature`` (of ``exc``, whose message is ``message``) with its message and causes
+    normalised from the redacted messages; the signature itself when they hold no secret."""
+
+    def normalise(text: str) -> str:
+        window = text[:_REDACT_READ]
+        redacted = redact(window)
+        # Unchanged: the normalised text is the one the id was computed from (and cached).
+        return normalise_message(text if redacted == window else redacted)
+
+    shown, causes = normalise(message), _causes(exc, normalise)
+    if shown == signature.message and causes == signature.causes:
+        return signature
+    return msgspec.structs.replace(signature, message=shown, causes=causes)
 
 
 #: How many signatures are kept for their parts, so that a failure met again is not hashed again.

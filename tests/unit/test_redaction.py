@@ -169,6 +169,7 @@ def test_json_members_named_like_secrets_are_redacted_whole() -> None:
             "token": 42,
             "tokens": "not a secret",
             "note": "no secret here",
+            "$api_key": "staple",
         }
     )
     assert msgspec.json.decode(REDACTOR.redact_json(data)) == {
@@ -177,6 +178,7 @@ def test_json_members_named_like_secrets_are_redacted_whole() -> None:
         "token": 42,
         "tokens": "not a secret",
         "note": "no secret here",
+        "$api_key": "[REDACTED:secret-value]",
     }
 
 
@@ -190,6 +192,42 @@ def test_redact_json_keeps_the_bytes_around_a_secret() -> None:
 def test_redact_json_returns_the_same_bytes_without_secret() -> None:
     data = msgspec.json.encode({"type": "StepCompleted", "index": 3, "result": "200 OK"})
     assert REDACTOR.redact_json(data) is data
+
+
+def test_secret_named_keys_of_a_dict_stored_in_pairs_are_redacted_at_any_depth() -> None:
+    # {"password": ..., 5432: "port"} has a key that is no string: it is stored in pairs
+    # (onward.events.values), where "password" is no member name.
+    kept = {"$dict": [["$dict", [["password", "a list, not a pair"]]]]}  # a dict keyed "$dict"
+    data = msgspec.json.encode(
+        {
+            "type": "StepCompleted",
+            "result": [
+                {"$dict": [["password", "Tr0ub4dor&3"], ["api_key", "horse"], [5432, "port"]]},
+                {"$tuple": [{"db": {"$dict": [["DB_PASSWORD", "battery"], [1, {"x": 2}]]}}]},
+                {"$dict": [["token", 42], ["auth", "true"], ["tokens", "many"], [["auth"], "x"]]},
+                {"$dict": [["$token", "staple"]]},  # a dict whose one key starts with "$"
+                [["password", "in a list, not in a dict"]],
+                kept,
+            ],
+        }
+    )
+    stored = REDACTOR.redact_json(data)
+    redacted = b'"[REDACTED:secret-value]"'
+    expected = data
+    for secret in (b"Tr0ub4dor&3", b"horse", b"battery", b"staple"):
+        assert secret not in stored
+        expected = expected.replace(b'"' + secret + b'"', redacted)
+    assert stored == expected
+    assert REDACTOR.redact_json(stored) == stored
+    # Patterns without the member rule leave the pairs as they leave the members.
+    only_tokens = Redactor([p for p in DEFAULT_PATTERNS if p.name != "secret-value"])
+    assert only_tokens.redact_json(data) == data
+
+
+def test_the_quick_scan_catches_a_dict_stored_in_pairs() -> None:
+    might_hold_a_secret = events.redaction.might_hold_a_secret
+    assert might_hold_a_secret(b'{"result":{"$dict":[["password","hunter2"],[1,"x"]]}}')
+    assert not might_hold_a_secret(b'{"result":{"dict":[["password","hunter2"],[1,"x"]]}}')
 
 
 def test_redact_json_refuses_a_broken_string_it_must_rewrite() -> None:
@@ -284,7 +322,9 @@ def test_redaction_is_idempotent(text: str) -> None:
 
 
 NAMES = st.one_of(
-    st.sampled_from(["password", "api_key", "Auth", "note", "message", "tokens", "x-api-key"]),
+    st.sampled_from(
+        ["password", "api_key", "Auth", "note", "message", "tokens", "x-api-key", "$token"]
+    ),
     st.text(max_size=8),
 )
 LEAVES = st.one_of(
@@ -292,11 +332,18 @@ LEAVES = st.one_of(
 )
 DOCUMENTS = st.recursive(
     LEAVES,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(NAMES, inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(NAMES, inner, max_size=4),
+        # A dict stored in pairs (onward.events.values): {"$dict": [[key, value], ...]}.
+        st.lists(st.lists(st.one_of(NAMES, inner), min_size=2, max_size=2), max_size=4).map(
+            lambda pairs: {"$dict": pairs}
+        ),
+    ),
     max_leaves=12,
 )
 SECRET_NAME = re.compile(
-    r"(?i)[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization"
+    r"(?i)[A-Za-z0-9_.$-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization"
     r"|(?:api|private|secret|access)[_-]?key)"
 )
 NOT_SECRET_VALUES = {"", "true", "false", "null", "none"}
@@ -304,7 +351,19 @@ NOT_SECRET_VALUES = {"", "true", "false", "null", "none"}
 
 def check_redacted(original: Any, stored: Any, name: str | None = None) -> None:
     """``stored`` has the shape of ``original``, with each string redacted."""
-    if isinstance(original, dict):
+    pairs = original.get("$dict") if isinstance(original, dict) and len(original) == 1 else None
+    if isinstance(pairs, list):  # a dict stored in pairs: the first of a pair names the second
+        assert isinstance(stored, dict)
+        assert list(stored) == ["$dict"]
+        assert len(stored["$dict"]) == len(pairs)
+        for pair, stored_pair in zip(pairs, stored["$dict"], strict=True):
+            if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str):
+                assert isinstance(stored_pair, list)
+                check_redacted(pair[0], stored_pair[0])
+                check_redacted(pair[1], stored_pair[1], pair[0])
+            else:
+                check_redacted(pair, stored_pair)
+    elif isinstance(original, dict):
         assert isinstance(stored, dict)
         assert list(stored) == list(original)  # no name here holds a secret
         for (key, value), stored_value in zip(original.items(), stored.values(), strict=True):

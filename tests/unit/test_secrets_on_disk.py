@@ -14,6 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from onward import Engine, RetryPolicies, RetryPolicy
+from onward.cli.main import main
 from onward.events import (
     Append,
     ErrorObserved,
@@ -203,3 +205,52 @@ def test_the_default_redactor_does_not_know_the_user_patterns(tmp_path: Path) ->
             expected_version=0,
         )
     assert EMPLOYEE_ID.encode() in files_of(db)[db.name]
+
+
+def fragments(secret: str, size: int = 10) -> list[bytes]:
+    """Every run of ``size`` characters of ``secret``: what would be left of it once some of
+    its characters became placeholders (``sk-live-<n>eC39...``)."""
+    return [secret[i : i + size].encode() for i in range(len(secret) - size + 1)]
+
+
+def test_no_part_of_a_secret_reaches_the_error_records_or_what_onward_errors_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The error records keep the normalised message and causes, whose digits are placeholders:
+    # normalised before it was redacted, a token no longer reads as one and most of it stays.
+    db = tmp_path / "errors.db"
+    key = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
+    cause_token = "xoxb-1234567890-1234567890123-AbCdEfGhIjKl"
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock(), retries=retries) as engine:
+
+        @engine.step()
+        def call_api() -> None:
+            try:
+                raise ConnectionError(f"handshake refused for {cause_token}")
+            except ConnectionError as exc:
+                raise RuntimeError(f"401 from the API, token {key} rejected") from exc
+
+        @engine.task()
+        def job() -> None:
+            call_api()
+
+        engine.submit(job)
+        engine.run()
+        sig = next(iter(engine.projections.errors.signatures))
+
+    assert main(["errors", "--db", str(db), "--json"]) == 0
+    assert main(["errors", sig, "--db", str(db), "--json"]) == 0
+    assert main(["errors", sig, "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    places = {**files_of(db), "onward errors": shown.encode()}
+    found = [
+        f"{fragment!r} in {name}"
+        for secret in (key, cause_token)
+        for fragment in fragments(secret)
+        for name, data in places.items()
+        if fragment in data
+    ]
+    assert found == []
+    assert "[REDACTED:openai-key]" in shown
+    assert "[REDACTED:slack-token]" in shown

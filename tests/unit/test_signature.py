@@ -411,3 +411,46 @@ def test_a_long_message_is_cut_where_a_second_pass_reads_it_alike() -> None:
     assert normalise_message("x" * 1000) == "x" * 295 + "<cut>"
     run = "(" * 297 + "'a'x"
     assert normalise_message(run) == "(" * 295 + "<cut>"
+
+
+# --- texts to store: redacted before they are normalised ---------------------------------------
+
+OPENAI_KEY = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
+SLACK_TOKEN = "xoxb-1234567890-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
+
+
+def rejected(token: str, cause_token: str) -> None:
+    try:
+        raise ConnectionError(f"handshake refused for {cause_token}")
+    except ConnectionError as exc:
+        raise PermissionError(f"401 from the API, token {token} rejected") from exc
+
+
+def fragments(secret: str, size: int = 10) -> list[str]:
+    """Every run of ``size`` characters of ``secret``: what would be left of it once some of
+    its characters became placeholders."""
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
+
+
+def test_a_redactor_keeps_secrets_out_of_the_texts_and_the_id_as_it_was() -> None:
+    from onward.events import Redactor
+
+    exc = catch(rejected, OPENAI_KEY, SLACK_TOKEN)
+    plain = fingerprint(exc)
+    # Normalised first, the secrets no longer read as tokens: what is stored must not be that.
+    assert "sk-live-<n>eC39HqLyjWDarjtT1zdp7dc" in plain.message
+    redacted = fingerprint(exc, redact=Redactor().redact)
+    assert redacted.id == plain.id  # the learning DB is keyed by it
+    assert (redacted.error_type, redacted.frames) == (plain.error_type, plain.frames)
+    assert redacted.message == "<n> from the API, token [REDACTED:openai-key] rejected"
+    assert redacted.causes == ("ConnectionError: handshake refused for [REDACTED:slack-token]",)
+    texts = " ".join([redacted.message, *redacted.causes, str(redacted)])
+    for secret in (OPENAI_KEY, SLACK_TOKEN):
+        assert not [f for f in fragments(secret) if f in texts], secret
+
+
+def test_a_redactor_that_finds_nothing_changes_nothing() -> None:
+    from onward.events import Redactor
+
+    exc = catch(chained, "db_url")
+    assert fingerprint(exc, redact=Redactor().redact) == fingerprint(exc)

@@ -19,6 +19,7 @@ from onward import Engine, TaskFailedError
 from onward.events import (
     MAX_VALUE_DEPTH,
     Context,
+    Redactor,
     RetryScheduled,
     StepCompleted,
     TaskClaimed,
@@ -291,7 +292,6 @@ def test_values_are_read_back_by_the_annotation_only_where_they_convert() -> Non
 
 
 def test_bytes_are_redacted_before_they_are_encoded() -> None:
-    from onward.events import Redactor
 
     token = "ghp_" + "A1b2C3d4" * 5
     stored = encode_value(
@@ -299,6 +299,67 @@ def test_bytes_are_redacted_before_they_are_encoded() -> None:
     )
     assert token not in repr(decode_value(stored))
     assert b"[REDACTED:" in decode_value(stored)["body"]
+
+
+def files_of(db: Path) -> bytes:
+    """The bytes of an SQLite log: its database file, write-ahead log and shared memory."""
+    return b"".join(
+        path.read_bytes()
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
+        if path.exists()
+    )
+
+
+def test_secret_named_values_of_a_dict_with_other_keys_stay_off_the_disk(tmp_path: Path) -> None:
+    # A dict with a key that is no string is stored in pairs, {"$dict": [[key, value], ...]}:
+    # its "password" must be redacted as the same member of a plain dict is.
+    db = tmp_path / "log.db"
+    secrets = ["Tr0ub4dor&3", "correct-horse-battery", "s3cret-pool-pw", "dollar-tok-9"]
+    with engine_at(db) as engine:
+
+        @engine.step(name="settings")
+        def settings() -> Any:
+            return {"password": secrets[0], "api_key": secrets[1], 5432: "port"}
+
+        @engine.task(name="job")
+        def job(config: Any) -> Any:
+            return [settings(), config]
+
+        argument = {("db", 1): {"pool": {"DB_PASSWORD": secrets[2], 2: "x"}}}
+        task_id = engine.submit(job, argument)
+        engine.run()
+        redacted = "[REDACTED:secret-value]"
+        assert engine.result(task_id) == [
+            {"password": redacted, "api_key": redacted, 5432: "port"},
+            {("db", 1): {"pool": {"DB_PASSWORD": redacted, 2: "x"}}},
+        ]
+        engine.submit(job, {"$token": secrets[3]})  # one key, starting with "$": in pairs too
+        engine.run()
+        data = files_of(db)
+        assert b'"DB_PASSWORD"' in data  # the search looks where the values are
+        assert [s for s in secrets if s.encode() in data] == []
+    assert [s for s in secrets if s.encode() in files_of(db)] == []
+
+
+def test_a_refusal_names_the_place_by_its_keys_with_their_secrets_redacted(
+    tmp_path: Path,
+) -> None:
+    key = "sk-live-4eC39HqLyjWDarjtT1zdp7dc"
+    with pytest.raises(UsageError) as info:
+        encode_value({key: [object()]}, what="task crawl: argument 0", redactor=Redactor())
+    assert str(info.value).startswith(
+        "task crawl: argument 0 at ['[REDACTED:openai-key]'][0]: a value of type object"
+    )
+    with engine_at(tmp_path / "log.db") as engine:
+
+        @engine.task(name="crawl")
+        def crawl(clients: Any) -> None:
+            pass
+
+        with pytest.raises(UsageError) as info:
+            engine.submit(crawl, {"eu": {key: object()}})
+        assert key not in str(info.value)
+        assert "at ['eu']['[REDACTED:openai-key]']: a value of type object" in str(info.value)
 
 
 class Level(enum.IntEnum):
