@@ -22,6 +22,11 @@ is not tracked (each stream's own order is unchanged).
 
 :func:`check_rows` is the same checksum check, fast, for the readers that decode records for
 replay or resume: a record that fails it is never folded or replayed.
+
+A projection checkpoint is a cache, trusted only as onward saved it: its **seal**
+(:func:`checkpoint_seal`, stored in its header) covers everything a reader takes from it (its
+name, schema, position and data), so a checkpoint changed since (an earlier position, other
+bytes) fails the check and is ignored: the projections are folded from the log instead.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
+import xxhash
 
 from onward.events.base import Recorded
 from onward.events.codec import (
@@ -59,6 +65,7 @@ __all__ = [
     "advance_chain",
     "check_decoded",
     "check_rows",
+    "checkpoint_seal",
     "damaged_streams",
 ]
 
@@ -275,6 +282,24 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
         if wrong is not None:
             found.append((i, wrong))
     return found
+
+
+def checkpoint_seal(name: str, schema: int, position: int, data: bytes) -> str:
+    """The seal of a projection checkpoint: xxh3-128 over its name, schema, position and data
+    (32 hex digits), so that a checkpoint changed in any of them after it was saved is known.
+
+    Args:
+        name: the projection's name.
+        schema: its schema version.
+        position: the last position folded into it.
+        data: its encoded state.
+
+    Returns:
+        The seal (hex).
+    """
+    seal = xxhash.xxh3_128(msgspec.json.encode([name, schema, position]))
+    seal.update(data)
+    return seal.hexdigest()
 
 
 def check_decoded(

@@ -68,6 +68,7 @@ from onward.events.integrity import (
     Verifier,
     VerifyReport,
     check_rows,
+    checkpoint_seal,
     damaged_streams,
 )
 from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
@@ -1110,7 +1111,11 @@ class EventLog(ABC):
     # -- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Store a projection checkpoint (older ones of the same name are pruned).
+        """Store a projection checkpoint, sealed (older ones of the same name are pruned).
+
+        Its header holds its schema, its position and its seal
+        (:func:`~onward.events.integrity.checkpoint_seal`), which covers those and its name and
+        data: :meth:`load_checkpoint` ignores it if any of them changes.
 
         Raises:
             BackendError: the database failed.
@@ -1119,16 +1124,11 @@ class EventLog(ABC):
         try:
             last = self._checkpoints.select_events(checkpoint.name, desc=True, limit=1)
             version = last[0].originator_version + 1 if last else 1
-            header = msgspec.json.encode([checkpoint.schema, checkpoint.position])
+            data = bytes(checkpoint.data)
+            seal = checkpoint_seal(checkpoint.name, checkpoint.schema, checkpoint.position, data)
+            header = msgspec.json.encode([checkpoint.schema, checkpoint.position, seal])
             self._checkpoints.insert_events(
-                [
-                    StoredEvent(
-                        checkpoint.name,
-                        version,
-                        header.decode(),
-                        bytes(checkpoint.data),
-                    )
-                ]
+                [StoredEvent(checkpoint.name, version, header.decode(), data)]
             )
             self._prune_checkpoints(checkpoint.name, version)
         except IntegrityError:
@@ -1140,7 +1140,14 @@ class EventLog(ABC):
             raise BackendError(f"saving checkpoint {checkpoint.name!r} failed: {exc}") from exc
 
     def load_checkpoint(self, name: str) -> Checkpoint | None:
-        """The latest checkpoint saved under ``name``, or None."""
+        """The latest checkpoint saved under ``name``, or None: also when it is not exactly
+        as onward saved it (a header or data changed since, a state that is not bytes), or
+        was saved by an onward that did not seal checkpoints. A checkpoint is a cache: without
+        it the projections are folded from the log.
+
+        Raises:
+            BackendError: the database failed.
+        """
         self._check_open()
         last = self._read(
             f"load checkpoint {name!r}",
@@ -1148,12 +1155,32 @@ class EventLog(ABC):
         )
         if not last:
             return None
-        try:
-            schema, position = msgspec.json.decode(last[0].topic, type=tuple[int, int])
-        except msgspec.DecodeError:
-            logger.warning("checkpoint %s has an unreadable header; ignored", name)
+        topic, state = last[0].topic, last[0].state
+        if not isinstance(state, bytes | bytearray | memoryview):
+            logger.warning(
+                "checkpoint %s holds no bytes (a %s); ignored", name, type(state).__name__
+            )
             return None
-        return Checkpoint(name=name, schema=schema, position=position, data=bytes(last[0].state))
+        try:
+            schema, position, seal = _CHECKPOINT_HEADER.decode(topic)
+        except (msgspec.DecodeError, TypeError):
+            if _unsealed(topic):
+                logger.info(
+                    "checkpoint %s was saved without a seal (by an older onward); ignored", name
+                )
+            else:
+                logger.warning("checkpoint %s has an unreadable header; ignored", name)
+            return None
+        data = bytes(state)
+        if seal != checkpoint_seal(name, schema, position, data):
+            logger.warning(
+                "checkpoint %s (position %d) does not match its seal: changed since it was "
+                "saved; ignored",
+                name,
+                position,
+            )
+            return None
+        return Checkpoint(name=name, schema=schema, position=position, data=data)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -1180,6 +1207,19 @@ class EventLog(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+#: A checkpoint's header: its schema, its position and its seal.
+_CHECKPOINT_HEADER = msgspec.json.Decoder(tuple[int, int, str])
+
+
+def _unsealed(topic: object) -> bool:
+    """A checkpoint header as onwards before the seal wrote it: ``[schema, position]``."""
+    try:
+        msgspec.json.decode(topic, type=tuple[int, int])  # type: ignore[call-overload]
+    except (msgspec.DecodeError, TypeError):
+        return False
+    return True
 
 
 def _link_to(state: object) -> str:

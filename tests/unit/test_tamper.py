@@ -586,3 +586,74 @@ def test_a_record_that_does_not_decode_is_contained_even_unchecked(
             assert projections.position == log.head()
             states = {k: v.state for k, v in projections.tasks.tasks.items()}
             assert states == {"a": "queued", "b": "damaged", "c": "queued"}, verify
+
+
+# -- a checkpoint changed behind onward's back ---------------------------------------------------
+
+
+def edit_header(path: Path, edit: Any) -> None:
+    """Rewrite the checkpoint's header ``[schema, position, seal]`` with ``edit(header)``."""
+    with closing(sqlite3.connect(path)) as db:
+        ((topic,),) = db.execute("SELECT topic FROM stored_checkpoints").fetchall()
+    raw(path, "UPDATE stored_checkpoints SET topic = ?", edit(json.loads(topic)))
+
+
+#: Checkpoints that are not as onward saved them: each is ignored, and the log folded instead.
+CHECKPOINT_EDITS: dict[str, Any] = {
+    "null-state": lambda p: raw(p, "UPDATE stored_checkpoints SET state = NULL"),
+    "text-state": lambda p: raw(p, "UPDATE stored_checkpoints SET state = 'garbage'"),
+    "earlier-position": lambda p: edit_header(p, lambda h: json.dumps([h[0], h[1] - 10, *h[2:]])),
+    "later-position": lambda p: edit_header(p, lambda h: json.dumps([h[0], h[1] + 1, *h[2:]])),
+    "unsealed": lambda p: edit_header(p, lambda h: json.dumps(h[:2])),
+    "null-header": lambda p: raw(p, "UPDATE stored_checkpoints SET topic = NULL"),
+}
+
+
+@pytest.mark.parametrize("edit", CHECKPOINT_EDITS)
+def test_a_checkpoint_changed_since_it_was_saved_is_ignored(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    edit: str,
+) -> None:
+    path = tmp_path / "work.db"
+    url = f"sqlite:///{path}"
+    with Engine.open(url, session="s", clock=clock, checkpoint_every=20) as engine:
+
+        @engine.step(name="double")
+        def double(n: int) -> int:
+            return 2 * n
+
+        @engine.task(name="job")
+        def job(n: int) -> int:
+            return double(n) + double(n + 1)
+
+        for n in range(10):
+            engine.submit(job, n)
+        engine.run()
+        queued = {engine.submit(job, 100 + n) for n in range(3)}
+    with open_log(url) as log:
+        saved = log.load_checkpoint("core")
+        assert saved is not None
+        assert 0 < saved.position < log.head()
+        replayed = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False).snapshot()
+    CHECKPOINT_EDITS[edit](path)
+    with open_log(url) as log, caplog.at_level("INFO", logger="onward.events"):
+        assert log.load_checkpoint("core") is None
+        assert "checkpoint core" in caplog.text
+        assert "ignored" in caplog.text
+        host = CatchUp(log, checkpoint_every=0)
+        assert host.open().snapshot() == replayed
+        assert host.loaded_checkpoint is None
+    status, out, err = cli(capsys, "tasks", "--db", str(path))
+    assert status == 0, err
+    assert "damaged" not in out
+    with Engine.open(url, session="s", clock=clock) as engine:
+
+        @engine.task(name="job")
+        def again(n: int) -> int:
+            return n
+
+        engine.run()
+        assert {engine.result(t) for t in queued} == {100, 101, 102}

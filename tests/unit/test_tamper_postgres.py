@@ -17,15 +17,15 @@ from tests.conftest import POSTGRES_URL, FakeClock
 pytestmark = pytest.mark.postgres
 
 
-def events_table(url: str) -> str:
+def events_table(url: str, kind: str = "events") -> str:
     schema = parse_qs(urlsplit(url).query)["schema"][0]
     with psycopg.connect(POSTGRES_URL.split("?")[0]) as conn:
         (name,) = conn.execute(
             "SELECT table_name FROM information_schema.tables"
             " WHERE table_schema = %s AND table_name LIKE %s",
-            (schema, "%events"),
+            (schema, f"%{kind}"),
         ).fetchone() or ("",)
-    assert name, f"no events table in schema {schema}"
+    assert name, f"no {kind} table in schema {schema}"
     return f'"{schema}"."{name}"'
 
 
@@ -68,3 +68,33 @@ def test_a_tampered_record_is_refused_and_contained(postgres_url: str, clock: Fa
         ("task-a", 2, "corrupt")
     ]
     assert report.head_record.status == "not tracked"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "SET topic = jsonb_set(topic::jsonb, '{1}', to_jsonb((topic::jsonb->>1)::bigint - 1))",
+        "SET state = NULL",
+    ],
+    ids=["earlier-position", "null-state"],
+)
+def test_a_checkpoint_changed_since_it_was_saved_is_ignored(
+    postgres_url: str, clock: FakeClock, edit: str
+) -> None:
+    with open_log(postgres_url, clock=clock) as log:
+        for task in ("a", "b", "c"):
+            log.append(f"task-{task}", [TaskSubmitted(name="job")], expected_version=0)
+            log.append(
+                f"task-{task}", [TaskClaimed(worker="w", lease_until=2e9)], expected_version=1
+            )
+        host = CatchUp(log, checkpoint_every=0)
+        replayed = host.open().snapshot()
+        host.checkpoint()
+        assert log.load_checkpoint("core") is not None
+    with psycopg.connect(POSTGRES_URL.split("?")[0]) as conn:
+        conn.execute(f"UPDATE {events_table(postgres_url, 'checkpoints')} {edit}")
+    with open_log(postgres_url) as log:
+        assert log.load_checkpoint("core") is None
+        again = CatchUp(log, checkpoint_every=0)
+        assert again.open().snapshot() == replayed
+        assert again.loaded_checkpoint is None
