@@ -390,6 +390,28 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     damaged_streams: list[StreamDamage] = msgspec.field(default_factory=list)
     quarantined: list[str] = msgspec.field(default_factory=list)
 
+    def where(self) -> list[str]:
+        """Where the problems lie, for a human, each place once (empty when ok): a torn tail,
+        the newest records gone (the head record names a later end than the last record),
+        the head record disagreeing with the records, intact records that their lifecycle
+        does not allow, or damage in the middle of the log."""
+        places: list[str] = []
+        rest = list(self.problems)
+        if self.torn_tail:
+            places.append("a torn tail (a write cut short at the end of the log)")
+            rest = [p for p in rest if p.kind not in _RECORD_KINDS]
+        gone = [p for p in rest if p.kind is ProblemKind.MISSING and p.position > self.head]
+        if gone:
+            places.append("the newest records are gone (from the end of the log)")
+        kinds = {p.kind for p in rest if p not in gone}
+        if ProblemKind.HEAD in kinds:
+            places.append("the log's head record disagrees with its records")
+        if ProblemKind.ILLEGAL in kinds:
+            places.append("intact records that their lifecycle does not allow")
+        if kinds - {ProblemKind.HEAD, ProblemKind.ILLEGAL}:
+            places.append("damage in the middle of the log")
+        return places
+
 
 #: The problems that concern one record's own bytes (the others concern the log as a whole).
 _RECORD_KINDS = frozenset(

@@ -241,8 +241,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"ok: {report.events} events in {report.streams} streams, head {report.head}")
     else:
-        where = "a torn tail (the end of the log)" if report.torn_tail else "the middle of the log"
-        print(f"DAMAGED: {len(report.problems)} damaged records in {where}")
+        count = len(report.problems)
+        print(f"DAMAGED: {count} problem{'s' if count != 1 else ''}: {'; '.join(report.where())}")
         for problem in report.problems:
             print(f"  {problem}")
     print(f"head record: {head.status}" + (f" ({head.detail})" if head.detail else ""))

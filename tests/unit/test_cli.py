@@ -459,7 +459,7 @@ def test_a_log_with_an_impossible_history_shows_its_task_damaged(
     assert "TaskSucceeded" in out  # its events, as stored
     status, out, _ = run(capsys, "verify", "--db", known.db)
     assert status == 1
-    assert out.startswith("DAMAGED: 1 damaged records in the middle of the log")
+    assert out.startswith("DAMAGED: 1 problem: intact records that their lifecycle does not allow")
     assert f"stream 'task-{known.crawl_c}', version 2: illegal: task lifecycle: {why}" in out
     assert f"  task-{known.crawl_c}: illegal at version 2" in out
 
@@ -484,7 +484,7 @@ def test_a_record_that_does_not_decode_shows_its_task_damaged(
     assert "DAMAGED" in out
     status, out, _ = run(capsys, "verify", "--db", known.db)
     assert status == 1
-    assert out.startswith("DAMAGED: 1 damaged records")
+    assert out.startswith("DAMAGED: 1 problem: damage in the middle of the log")
 
 
 def test_the_onward_script(known: Known) -> None:

@@ -596,6 +596,36 @@ def test_cli_verify_reports_a_torn_tail(db: Path, raw: sqlite3.Connection) -> No
     assert f"position {LAST}" in done.stdout
 
 
+TORN = "a torn tail (a write cut short at the end of the log)"
+GONE = "the newest records are gone (from the end of the log)"
+MIDDLE = "damage in the middle of the log"
+
+
+@pytest.mark.parametrize(
+    ("damage", "places"),
+    [
+        (f"DELETE FROM stored_events WHERE rowid = {LAST}", [GONE]),
+        (f"DELETE FROM stored_events WHERE rowid >= {LAST - 2}", [GONE]),
+        (f"UPDATE stored_events SET state = substr(state, 1, 30) WHERE rowid = {LAST}", [TORN]),
+        (f"DELETE FROM stored_events WHERE rowid = {position(2, 3)}", [MIDDLE]),
+        (f"DELETE FROM stored_events WHERE rowid IN ({position(2, 3)}, {LAST})", [GONE, MIDDLE]),
+    ],
+    ids=["newest-gone", "newest-three-gone", "torn", "middle", "middle-and-newest-gone"],
+)
+def test_cli_verify_says_where_the_damage_is_as_its_details_do(
+    db: Path, raw: sqlite3.Connection, damage: str, places: list[str]
+) -> None:
+    execute(raw, damage)
+    raw.close()
+    report = verify(db)
+    assert report.where() == places
+    done = onward("verify", "--db", str(db))
+    assert done.returncode == 1
+    count = len(report.problems)
+    summary = f"DAMAGED: {count} problem{'s' if count != 1 else ''}: {'; '.join(places)}"
+    assert done.stdout.splitlines()[0] == summary
+
+
 def test_cli_verify_json(db: Path, raw: sqlite3.Connection) -> None:
     clean = onward("verify", "--db", str(db), "--json")
     assert clean.returncode == 0, clean.stderr
