@@ -88,6 +88,9 @@ class StepFailed(Event, frozen=True, kw_only=True):
         final: True when this is the step's outcome; False when a fix or a retry follows,
             so a re-run of the task runs the step again.
         dependency: the dependency the step's circuit breaker guards ("" when none).
+        error_class: the exception's class as ``module:qualname`` when it is not a builtin
+            ("" for a builtin, and in records written before it was kept): a replay raises
+            the same class again when its module is imported.
     """
 
     family: ClassVar[str] = "step"
@@ -101,3 +104,4 @@ class StepFailed(Event, frozen=True, kw_only=True):
     transient: bool = False
     final: bool = True
     dependency: str = ""
+    error_class: str = ""

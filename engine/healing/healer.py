@@ -34,6 +34,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
+from onward.core.failures import exception_class
 from onward.core.run import RunningTask, error_message
 from onward.events import (
     DecisionMade,
@@ -304,6 +305,7 @@ class Healer:
                 transient=failure.transient,
                 final=final,
                 dependency=failure.step.breaker,
+                error_class=exception_class(failure.exc),
             ),
         )
         observed_id = batch.add(

@@ -9,7 +9,6 @@ the function between them; an async call will await it between the same two call
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextvars
 import hashlib
 import threading
@@ -27,10 +26,10 @@ from onward.core.definitions import Judgement, StepDef
 from onward.core.errors import (
     ActionDenied,
     CheckFailed,
-    StepFailedError,
     StepInterrupted,
     StepMismatch,
 )
+from onward.core.failures import exception_class, replayed_error
 from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
 from onward.events import (
     Append,
@@ -273,6 +272,7 @@ class Replayed(msgspec.Struct, frozen=True):
     result: Any = None
     error_type: str = ""
     message: str = ""
+    error_class: str = ""
 
 
 def derived_id(*parts: str, size: int = 8) -> str:
@@ -390,7 +390,7 @@ class TaskRun:
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
                     self.outcomes[event.index] = Replayed(
-                        event.name, False, None, event.error_type, event.message
+                        event.name, False, None, event.error_type, event.message, event.error_class
                     )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
@@ -607,6 +607,7 @@ class TaskRun:
                     name=step.name,
                     error_type=type(exc).__name__,
                     message=error_message(exc, self.redact),
+                    error_class=exception_class(exc),
                 )
             ]
         )
@@ -618,13 +619,7 @@ class TaskRun:
             return decode_value(recorded.result, step.returns)
         if recorded.error_type == "ActionDenied":
             raise ActionDenied(recorded.name, recorded.message)
-        builtin = getattr(builtins, recorded.error_type, None)
-        if isinstance(builtin, type) and issubclass(builtin, Exception):
-            try:
-                raise builtin(recorded.message)
-            except TypeError:
-                pass
-        raise StepFailedError(recorded.error_type, recorded.message)
+        raise replayed_error(recorded.error_type, recorded.error_class, recorded.message)
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call a step durably (the synchronous path): drive :meth:`protocol` in this thread.

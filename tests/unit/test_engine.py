@@ -753,3 +753,86 @@ def test_a_step_raising_stop_iteration_gives_the_task_stop_iteration_live_and_re
         ]
     assert caught == ["<empty>", "<empty>"]
     assert failed.error_type == "StopIteration"  # type: ignore[attr-defined]
+
+
+class QuotaExceeded(Exception):
+    """An application's own error, whose constructor takes other arguments than a message."""
+
+    def __init__(self, limit: int, period: str) -> None:
+        super().__init__(f"quota of {limit} a {period} used")
+        self.limit = limit
+
+
+def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
+    db: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Each failure the task catches is raised again on the replay as the class the first run
+    raised (the application's own included), reading the same, with an OSError's errno: the
+    task takes the same branch."""
+    crash = [True]
+    seen: list[list[str]] = []
+    missing = str(tmp_path / "missing" / "file.txt")
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def quota() -> str:
+            raise QuotaExceeded(5, "month")
+
+        @engine.step()
+        def decode() -> str:
+            return b"\xff".decode()
+
+        @engine.step()
+        def lookup() -> str:
+            return {"zone": "a"}["region"]
+
+        @engine.step()
+        def read() -> str:
+            with open(missing) as f:
+                return f.read()
+
+        @engine.step()
+        def last() -> str:
+            if crash:
+                raise Crash
+            return "done"
+
+        @engine.task()
+        def job() -> str:
+            caught: list[str] = []
+            for step, kind in (
+                (quota, QuotaExceeded),
+                (decode, UnicodeDecodeError),
+                (lookup, KeyError),
+                (read, FileNotFoundError),
+            ):
+                try:
+                    step()
+                except kind as exc:
+                    caught.append(f"{type(exc).__name__} {exc} {getattr(exc, 'errno', '')}")
+            seen.append(caught)
+            return last()
+
+        return job
+
+    engine = open_engine(db, clock)
+    task_id = engine.submit(register(engine))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    crash.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "done"
+        classes = [
+            getattr(r.event, "error_class", None)
+            for r in engine.log.read_stream(f"task-{task_id}")
+            if type(r.event).__name__ == "StepFailed"
+        ]
+    first, replayed = seen
+    assert replayed == first
+    assert first[0] == "QuotaExceeded quota of 5 a month used "
+    assert first[2] == "KeyError 'region' "
+    assert first[3].endswith(" 2")  # the errno
+    assert classes == [f"{__name__}:QuotaExceeded", "", "", ""]

@@ -1,0 +1,133 @@
+"""A step's recorded failure raised again on replay as the exception the first run raised.
+
+A step that raised is recorded as ``StepFailed``: its exception's type name, its class
+(``module:qualname``, for a class outside the builtins) and its message, never the exception
+itself (the log pickles nothing). A replay raises it again so that the task's ``except`` clauses
+take the same branch as on the first run:
+
+* a builtin class by its name (``KeyError``, ``FileNotFoundError``, ``UnicodeDecodeError``);
+* another class when its module is already imported in the replaying process (the
+  application's own, which registered the task): nothing is imported on the log's word;
+* rebuilt with the arguments its message shows where that gives the same message back
+  (``KeyError('region')``, ``FileNotFoundError(2, 'No such file or directory', 'a.txt')``), else
+  as an instance of a subclass that only carries the recorded message (a class whose
+  constructor takes other arguments: ``except QuotaExceeded`` still catches it, its attributes
+  beyond the message are not there);
+* :class:`~onward.core.errors.StepFailedError` when the class cannot be found.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import re
+import sys
+from typing import Any
+
+from onward.core.errors import StepFailedError
+
+__all__ = ["exception_class", "replayed_error"]
+
+#: ``str(OSError(errno, strerror[, filename]))``.
+_OS_ERROR = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: (.+))?", re.DOTALL)
+#: What ``ast.literal_eval`` raises for a text that is not a literal.
+_NOT_A_LITERAL = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
+
+
+def exception_class(exc: BaseException) -> str:
+    """``module:qualname`` of an exception's class, "" for a builtin (its name says it)."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return ""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def replayed_error(error_type: str, error_class: str, message: str) -> Exception:
+    """The exception a recorded step failure is raised as on replay (see the module)."""
+    cls = _resolve(error_type, error_class)
+    if cls is None:
+        return StepFailedError(error_type, message)
+    try:
+        return _rebuilt(cls, message)
+    except Exception:  # a class that cannot be rebuilt in any way: its name and message
+        return StepFailedError(error_type, message)
+
+
+def _resolve(error_type: str, error_class: str) -> type[Exception] | None:
+    found: Any
+    if not error_class:
+        found = getattr(builtins, error_type, None)
+    else:
+        module_name, _, qualname = error_class.partition(":")
+        found = sys.modules.get(module_name)
+        for part in qualname.split(".") if found is not None else ():
+            found = getattr(found, part, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return None
+
+
+def _rebuilt(cls: type[Exception], message: str) -> Exception:
+    for args in _arguments(cls, message):
+        try:
+            exc = cls(*args)
+        except Exception:
+            continue
+        if _reads(exc) == message:
+            return exc
+    return _carrier(cls)(message)
+
+
+def _arguments(cls: type[Exception], message: str) -> list[tuple[Any, ...]]:
+    """The arguments that may give ``message`` back, the likeliest first."""
+    candidates: list[tuple[Any, ...]] = []
+    if issubclass(cls, KeyError):  # str() of a KeyError is the repr of its key
+        with contextlib.suppress(*_NOT_A_LITERAL):
+            candidates.append((ast.literal_eval(message),))
+    if issubclass(cls, OSError) and (shown := _OS_ERROR.fullmatch(message)) is not None:
+        errno, strerror, filename = shown.groups()
+        if filename is None:
+            candidates.append((int(errno), strerror))
+        else:
+            with contextlib.suppress(*_NOT_A_LITERAL):
+                candidates.append((int(errno), strerror, ast.literal_eval(filename)))
+    candidates.append((message,) if message else ())
+    return candidates
+
+
+def _reads(exc: BaseException) -> str | None:
+    try:
+        return str(exc)
+    except Exception:
+        return None
+
+
+#: The carriers made so far, by the class they stand for (one per class).
+_CARRIERS: dict[type[Exception], type[Exception]] = {}
+
+
+def _carrier(cls: type[Exception]) -> type[Exception]:
+    """A subclass of ``cls`` made from a message alone, which reads as that message."""
+    made = _CARRIERS.get(cls)
+    if made is not None:
+        return made
+
+    def __init__(self: BaseException, message: str) -> None:
+        BaseException.__init__(self, message)
+
+    def __str__(self: BaseException) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    carrier: type[Exception] = type(
+        cls.__name__,
+        (cls,),
+        {
+            "__init__": __init__,
+            "__str__": __str__,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": f"{cls.__qualname__} as a replay raises it again: its message alone.",
+        },
+    )
+    return _CARRIERS.setdefault(cls, carrier)
