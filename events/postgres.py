@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import psycopg
 from eventsourcing.persistence import (
@@ -71,6 +71,7 @@ from psycopg.pq import TransactionStatus
 
 from onward.events.exceptions import BackendError, InvalidURL, LogNotFound, UsageError
 from onward.events.log import EventLog, StoredRow
+from onward.events.url_parts import split_log_url
 from onward.events.watch import Watch
 
 __all__ = [
@@ -168,7 +169,7 @@ class PostgresLog(EventLog):
     """
 
     def __init__(self, url: str, *, create: bool = True, **options: Any) -> None:
-        parts = urlsplit(url)
+        parts = split_log_url(url)
         params = _query(url, parts.query)
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:

@@ -27,7 +27,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from onward.events.exceptions import BackendError, LogDamaged, NotALog
+from onward.events.exceptions import BackendError, LogDamaged, NotALog, UsageError
 from onward.events.redaction import redacted_logger
 
 __all__ = ["check_log_file", "create_log_file", "warn_if_shared"]
@@ -72,7 +72,10 @@ def check_log_file(path: str) -> bool:
             SQLite database without an onward log).
         LogDamaged: an SQLite database that is truncated or malformed.
         BackendError: the file cannot be read.
+        UsageError: the path holds a NUL byte, which no file name can.
     """
+    if "\x00" in path:
+        raise UsageError(f"a log path cannot hold a NUL byte: {path!r}")
     try:
         info = os.stat(path)
     except FileNotFoundError:

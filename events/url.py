@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from onward.events.exceptions import InvalidURL
 from onward.events.log import EventLog
+from onward.events.url_parts import split_log_url
 
 __all__ = ["open_log"]
 
@@ -52,7 +53,7 @@ def open_log(url: str, **options: Any) -> EventLog:
     if scheme == "sqlite":
         from onward.events.sqlite import SQLiteLog
 
-        parts = urlsplit(url)
+        parts = split_log_url(url)
         if parts.netloc:
             raise InvalidURL(f"an SQLite URL has no host: {url!r} (use sqlite:///path)")
         if parts.fragment:

@@ -205,6 +205,14 @@ def test_bad_keyword_options_are_usage_errors(tmp_path: Path) -> None:
         ("redis://localhost:6379/0", ["redis", "memory://", "sqlite:///"]),
         ("mysql://root@localhost/db", ["mysql"]),
         ("file:///tmp/x.db", ["file"]),
+        ("postgresql://u@127.0.0.1:abc/x", ["malformed", "'abc'"]),
+        ("postgresql://u:hunter2@127.0.0.1:99999/x", ["out of range", "u:***@127.0.0.1:99999"]),
+        ("postgresql://u@[::1/x?password=hunter2", ["IPv6", "'postgresql://u@[::1/x'"]),
+        # A C library stops at a NUL: the host and port after it would be dropped silently.
+        ("postgresql://u@127.0.0.1:1/x%00y", ["NUL"]),
+        ("postgresql://u%00@127.0.0.1:1/x", ["NUL"]),
+        ("sqlite:///x%00.db", ["NUL"]),
+        ("sqlite:///x\x00.db", ["NUL"]),
     ],
 )
 def test_unsupported_or_malformed_urls(url: str, words: list[str]) -> None:
@@ -214,6 +222,13 @@ def test_unsupported_or_malformed_urls(url: str, words: list[str]) -> None:
     assert isinstance(info.value, ValueError)
     for word in words:
         assert word in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_path_with_a_nul_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot hold a NUL byte"):
+        open_log(str(tmp_path / "x\x00.db"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_url_that_is_not_a_string_is_refused() -> None:
