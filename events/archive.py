@@ -333,6 +333,11 @@ def _parse(lines: Iterable[bytes]) -> _Parsed:
             line = _LINE.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidArchive(f"not a line of an export ({exc})", line=number) from None
+        except RecursionError:  # onward never writes a record nested anywhere near this deep
+            raise InvalidArchive(
+                "not a line of an export (nested deeper than the decoder can follow)",
+                line=number,
+            ) from None
         if header is None:
             if not isinstance(line, _Header) or line.format != FORMAT:
                 raise InvalidArchive(

@@ -45,7 +45,8 @@ never append and never create a log (see :mod:`onward.cli.commands`).
 log that exists.
 
 Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
-a missing log, an unknown task, decision, signature or fix, or a log that cannot be read.
+a missing log, an unknown task, decision, signature or fix, a log that cannot be read, or an
+output that cannot be written (a full disk).
 """
 
 from __future__ import annotations
@@ -304,7 +305,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `onward tasks | head`: the reader left; say nothing more
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
         return 0
+    except OSError as exc:  # a write that failed: a full disk, a quota, an I/O error
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None:
+            what = f"{exc.filename}: {reason}"
+        else:
+            what = f"cannot write {getattr(args, 'output', None) or 'the output'}: {reason}"
+        print(f"onward {args.command}: {what}", file=sys.stderr)
+        _drop_stdout()
+        return 2
+    try:
+        sys.stdout.flush()  # the last of the output: its failure is told here, not at exit
+    except BrokenPipeError:
+        _drop_stdout()
+    except OSError as exc:
+        print(
+            f"onward {args.command}: cannot write the standard output: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        _drop_stdout()
+        return 2
     return status
+
+
+def _drop_stdout() -> None:
+    """Send what is left of the standard output to /dev/null, so that Python's flush at exit
+    neither fails again nor prints a traceback."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (captured, replaced): nothing is flushed at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)

@@ -24,7 +24,7 @@ from onward.cli.healing import _actor
 from onward.cli.reports import emit_json, moment, task_row
 from onward.cli.table import clip, table
 from onward.cli.timeline import find_task
-from onward.events import EventLog, UsageError, decode_value
+from onward.events import MAX_VALUE_DEPTH, EventLog, UsageError, decode_value
 from onward.projections import LimitView, Projections, ScheduleView
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
@@ -67,6 +67,8 @@ def _json_argument(text: str, what: str) -> Any:
         raise UsageError(
             f"{what} must be JSON ({exc.msg} at column {exc.colno}): {text!r}"
         ) from None
+    except RecursionError:  # far deeper than a stored value may be: refused as encoding would
+        raise UsageError(f"{what} is nested deeper than {MAX_VALUE_DEPTH} levels") from None
 
 
 def _writable(db: str) -> None:

@@ -42,6 +42,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Check an export file whole, then load the records the log does not hold yet."""
+    if args.db.lower().startswith("memory:"):
+        raise UsageError(
+            "a memory:// log is new on every open: what was imported into it would be gone "
+            "when the command ends"
+        )
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"no export file at {path}")

@@ -176,8 +176,14 @@ def _clear(path: str, yes: bool) -> None:
     """Delete the demo's log (and its WAL files) before a run.
 
     Raises:
-        UsageError: the file is not a previous demo's log and the user did not agree.
+        UsageError: the file is not a previous demo's log and the user did not agree, or the
+            path (or a WAL file's) is a directory, which is never removed.
     """
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.isdir(path + suffix) and not os.path.islink(path + suffix):
+            raise UsageError(
+                f"{path + suffix} is a directory, not a log file: name a file for the demo's log"
+            )
     if os.path.exists(path) and not (yes or _demo_sessions(path) is not None):
         if not sys.stdin.isatty():
             raise UsageError(f"{path} exists and is not a demo log; pass --yes to replace it")

@@ -487,6 +487,31 @@ def test_a_record_that_does_not_decode_shows_its_task_damaged(
     assert out.startswith("DAMAGED: 1 problem: damage in the middle of the log")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("buffering", [1, -1], ids=["while-printing", "at-the-end"])
+@pytest.mark.parametrize(
+    "command", [["sessions"], ["tasks", "--json"], ["verify"]], ids=lambda c: c[0]
+)
+def test_a_full_disk_on_the_output_is_one_line(
+    known: Known,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    buffering: int,
+) -> None:
+    """Output that cannot be written (line-buffered: as it is printed; block-buffered: at the
+    last flush) exits 2 with one line, not a traceback, and never reads as damage (1)."""
+    with open("/dev/full", "w", buffering=buffering, encoding="utf-8") as full:
+        monkeypatch.setattr(sys, "stdout", full)
+        status = main([*command, "--db", known.db])
+        monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(f"onward {command[0]}: cannot write the ")
+    assert err.endswith("output: No space left on device\n")
+    assert err.count("\n") == 1
+
+
 def test_the_onward_script(known: Known) -> None:
     script = Path(sys.executable).parent / "onward"
     done = subprocess.run(

@@ -272,6 +272,22 @@ def test_demo_refuses_to_replace_a_file_that_is_not_its_log(
     assert precious.read_text() == "not a log"
 
 
+@pytest.mark.parametrize("where", ["", "-wal"])
+@pytest.mark.parametrize("yes", [[], ["--yes"]], ids=["asked", "yes"])
+def test_demo_never_replaces_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, yes: list[str]
+) -> None:
+    """A directory at the log's path (or at its WAL file's) is refused, --yes or not, and
+    nothing in it is removed."""
+    folder = tmp_path / f"work.db{where}"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    assert main(["demo", "--db", str(tmp_path / "work.db"), "--limit", "5", *yes]) == 2
+    err = capsys.readouterr().err
+    assert f"onward demo: {folder} is a directory, not a log file" in err
+    assert (folder / "keep.txt").read_text() == "mine"
+
+
 def test_demo_needs_an_existing_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

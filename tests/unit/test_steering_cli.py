@@ -109,6 +109,10 @@ def test_retry_fork_send_and_get_from_the_command_line(
         assert sent.sender.startswith("onward-cli:")
 
 
+#: JSON far deeper than Python's parser recurses.
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
 def test_bad_steering_input_is_refused_clearly(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -125,6 +129,15 @@ def test_bad_steering_input_is_refused_clearly(
     cases = [
         (("retry", task_id), "only a failed, cancelled or missed task can be retried"),
         (("send", task_id, "topic", "{not json"), "must be JSON"),
+        (("send", task_id, "topic", DEEP), "the message is nested deeper than 100 levels"),
+        (
+            ("fork", task_id, "--from-step", "0", "--args", DEEP),
+            "--args is nested deeper than 100 levels",
+        ),
+        (
+            ("fork", task_id, "--from-step", "0", "--kwargs", DEEP),
+            "--kwargs is nested deeper than 100 levels",
+        ),
         (
             ("fork", task_id, "--from-step", "0", "--args", '{"a": 1}'),
             "--args must be a JSON array",

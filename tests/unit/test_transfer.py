@@ -198,6 +198,15 @@ def test_export_of_an_unknown_session_is_refused(tmp_path: Path, clock: FakeCloc
         export_log(log, lambda _line: None, session="nope")
 
 
+#: A record line nested far deeper than any record onward writes.
+DEEP_RECORD = (
+    b'{"line":"record","position":1,"stream":"s","version":1,"type":"x","record":'
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}\n"
+)
+
+
 def _lines(file: Path) -> list[bytes]:
     return file.read_bytes().splitlines(keepends=True)
 
@@ -234,6 +243,11 @@ def _drop_record(lines: list[bytes]) -> list[bytes]:
         pytest.param(_drop_record, "does not follow", id="removed-record"),
         pytest.param(lambda ls: ls[1:], "not an onward export", id="no-header"),
         pytest.param(lambda ls: [b'{"line":"end","records":0,"blobs":0}\n'], "line 1", id="other"),
+        pytest.param(
+            lambda ls: [*ls[:2], DEEP_RECORD, *ls[2:]],
+            "line 3: not a line of an export (nested deeper than",
+            id="nested-too-deep",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_with_nothing_imported(
@@ -279,6 +293,22 @@ def test_a_target_with_another_history_of_a_stream_is_refused(
         assert target.head() == head
 
 
+def test_import_into_a_memory_log_is_refused(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A memory:// log is gone when the command ends: ``onward import`` refuses it (as
+    ``export`` does) rather than say it imported what it then throws away."""
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    unfinished(source, clock)
+    export(source, tmp_path / "all.jsonl")
+    status, message = import_("memory://", tmp_path / "all.jsonl", capsys)
+    assert status == 2
+    assert message == (
+        "onward import: a memory:// log is new on every open: what was imported into it would "
+        "be gone when the command ends\n"
+    )
+
+
 def test_import_into_a_memory_log_checks_the_chains(tmp_path: Path, clock: FakeClock) -> None:
     source = f"sqlite:///{tmp_path / 'a.db'}"
     unfinished(source, clock)
@@ -295,12 +325,23 @@ def test_import_into_a_memory_log_checks_the_chains(tmp_path: Path, clock: FakeC
 
 
 @pytest.mark.parametrize("command", ["export", "report"])
-@pytest.mark.parametrize("where", ["missing/dir/out", "."])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "missing/dir/out",
+        ".",
+        pytest.param(
+            "/dev/full",
+            marks=pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full"),
+        ),
+    ],
+)
 def test_an_output_file_that_cannot_be_written_is_a_clear_error(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], command: str, where: str
 ) -> None:
     """``onward export --output`` and ``onward report --output`` naming a file in a missing
-    directory, or a directory, exit 2 with a sentence that names it, and write nothing."""
+    directory, a directory, or a file on a full disk, exit 2 with a sentence that names it,
+    and write nothing."""
     source = tmp_path / "a.db"
     unfinished(f"sqlite:///{source}", clock)
     output = tmp_path / where
