@@ -22,7 +22,7 @@ import msgspec
 from onward.cli.commands import fold, open_existing
 from onward.cli.healing import _actor
 from onward.cli.reports import emit_json, moment, task_row
-from onward.cli.table import clip, table
+from onward.cli.table import clip, printable, table
 from onward.cli.timeline import find_task
 from onward.events import MAX_VALUE_DEPTH, EventLog, UsageError, decode_value
 from onward.projections import LimitView, Projections, ScheduleView
@@ -89,7 +89,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"retried": task_row(after), "was": was, "by": by})
         return 0
-    print(f"retried: task {after.task_id} ({after.name}, session {after.session}), was {was}")
+    print(
+        f"retried: task {after.task_id} ({printable(after.name)}, session "
+        f"{printable(after.session)}), was {was}"
+    )
     print("its completed steps replay; it runs again from the step it stopped at")
     return 0
 
@@ -112,7 +115,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"fork": fork_id, "forked_from": view.task_id, "from_step": args.from_step})
         return 0
-    print(f"forked: task {fork_id} from {view.task_id} (session {view.session})")
+    print(f"forked: task {fork_id} from {view.task_id} (session {printable(view.session)})")
     print(f"its first {args.from_step} step(s) return {view.task_id}'s recorded outcomes")
     return 0
 
@@ -129,7 +132,10 @@ def cmd_abandon(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"abandoned": task_row(after), "by": by})
         return 0
-    print(f"abandoned: task {after.task_id} ({after.name}, session {after.session}) failed")
+    print(
+        f"abandoned: task {after.task_id} ({printable(after.name)}, session "
+        f"{printable(after.session)}) failed"
+    )
     return 0
 
 

@@ -1,12 +1,31 @@
-"""Plain-text tables for the terminal: aligned columns, ISO-8601 times, clipped text."""
+"""Plain-text tables for the terminal: aligned columns, ISO-8601 times, clipped text.
+
+Text read from a log (a session's or a task's name, an error) may hold any character: every
+cell and clipped text is made :func:`printable`, so that a line break cannot add a row and an
+escape sequence cannot drive the reader's terminal. JSON output keeps the values exact.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 from onward.cli.reports import QueueRow, SessionRow, TaskRow, moment
 
-__all__ = ["by_state", "clip", "iso", "queue_table", "sessions_table", "table", "tasks_table"]
+__all__ = [
+    "by_state",
+    "clip",
+    "iso",
+    "printable",
+    "queue_table",
+    "sessions_table",
+    "table",
+    "tasks_table",
+]
+
+# Control, format (bidirectional overrides), lone surrogate and line or paragraph separator
+# characters.
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
 
 
 def iso(t: float, timespec: str = "seconds") -> str:
@@ -14,9 +33,21 @@ def iso(t: float, timespec: str = "seconds") -> str:
     return moment(t).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+def printable(text: str) -> str:
+    """``text`` with each control, format or line-separator character escaped as in a Python
+    string (``\\n``, ``\\x1b``, ``\\u202e``): safe to print on one line of a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNPRINTABLE else c
+        for c in text
+    )
+
+
 def clip(text: str, width: int) -> str:
-    """``text`` on one line (runs of whitespace made one space), cut to ``width`` with ``...``."""
-    text = " ".join(text.split())
+    """``text`` on one line (runs of whitespace made one space, other control characters
+    escaped), cut to ``width`` with ``...``."""
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -27,7 +58,7 @@ def by_state(counts: dict[str, int]) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "") -> str:
     """Rows as an aligned plain-text table; numbers align right, text left."""
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[printable(str(c)) for c in row] for row in rows]
     numeric = [
         bool(rows) and all(isinstance(row[i], int | float) for row in rows)
         for i in range(len(headers))

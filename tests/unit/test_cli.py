@@ -487,6 +487,51 @@ def test_a_record_that_does_not_decode_shows_its_task_damaged(
     assert out.startswith("DAMAGED: 1 problem: damage in the middle of the log")
 
 
+# -- printing: text from the log, an output that cannot be written -----------------------------
+
+#: A session name that would add a row, and a task name that would drive the terminal.
+FAKE_ROW_SESSION = "real\nfake  paused"
+ESCAPING_NAME = "evil\x1b[31mRED\x1b[0m\u202e\a"
+
+
+@pytest.mark.parametrize(
+    ("command", "shown", "exact"),
+    [
+        ("sessions", "real\\nfake  paused", {"name": FAKE_ROW_SESSION}),
+        (
+            "tasks",
+            "real\\nfake  paused  evil\\x1b[31mRED\\x1b[0m\\u202e\\x07",
+            {"session": FAKE_ROW_SESSION, "name": ESCAPING_NAME},
+        ),
+    ],
+    ids=["sessions", "tasks"],
+)
+def test_control_characters_from_the_log_are_escaped_in_tables(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    shown: str,
+    exact: dict[str, str],
+) -> None:
+    db = str(tmp_path / "work.db")
+    with Engine.open(f"sqlite:///{db}", session=FAKE_ROW_SESSION, clock=clock) as engine:
+
+        @engine.task(name=ESCAPING_NAME)
+        def evil() -> int:
+            return 1
+
+        engine.submit(evil)
+        engine.run()
+    status, out, _ = run(capsys, command, "--db", db)
+    assert status == 0
+    assert len(out.splitlines()) == 2  # the header and one row
+    assert shown in out
+    assert not any(c in out for c in "\x1b\u202e\a")
+    row = run_json(capsys, command, "--db", db)[command][0]
+    assert {key: row[key] for key in exact} == exact  # JSON keeps them as they are
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("buffering", [1, -1], ids=["while-printing", "at-the-end"])
 @pytest.mark.parametrize(
