@@ -3,6 +3,8 @@ and `onward to-test`."""
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import subprocess
 import sys
@@ -254,6 +256,77 @@ def test_to_test_writes_a_regression_test_that_replays_the_task(
     done = run_pytest(test_file, tmp_path)
     assert done.returncode == 1
     assert "unrecorded: the log records no outcome here, the code calls 'fetch'" in done.stdout
+
+
+#: A task name and a session that would end the generated docstring and run code, a backslash
+#: that would end it in an escape, and a character that Unicode's \w takes but no Python name
+#: may hold.
+HOSTILE_NAME = 'x² """ + __import__("pathlib").Path("pwned").write_text("name") + """ \\'
+HOSTILE_SESSION = "s''' + __import__('pathlib').Path('pwned').write_text('session') + '''"
+HOSTILE_APP = f"""
+from onward import Engine
+
+engine = Engine.open(session={HOSTILE_SESSION!r})
+
+
+@engine.step()
+def fetch(url: str) -> str:
+    return "<html>" + url + "</html>"
+
+
+@engine.task(name={HOSTILE_NAME!r})
+def crawl(url: str) -> int:
+    return len(fetch(url))
+"""
+
+
+def test_to_test_writes_values_from_the_log_safely(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task name, a session and a log path that hold quotes and backslashes give a module
+    that compiles, runs none of them, says them as they are, and replays the task."""
+    (tmp_path / "app.py").write_text(HOSTILE_APP)
+    folder = tmp_path / 'logs\\x"""\\N'
+    folder.mkdir()
+    db = folder / "work.db"
+    recording = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import app; t = app.engine.submit(app.crawl, 'https://example.org'); "
+            "app.engine.run(); print(t)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "ONWARD_DB": f"sqlite:///{db}"},
+    )
+    task_id = recording.stdout.strip()
+    assert main(["to-test", task_id, "--db", str(db), "--engine", "app:engine", "--json"]) == 0
+    generated = json.loads(capsys.readouterr().out)
+    assert (generated["task_id"], generated["name"]) == (task_id, HOSTILE_NAME)
+    assert (generated["session"], generated["engine"]) == (HOSTILE_SESSION, "app:engine")
+    source = generated["source"]
+    module = ast.parse(source)
+    doc = ast.get_docstring(module, clean=False) or ""
+    assert f"({HOSTILE_NAME}),\nrecorded in session {HOSTILE_SESSION!r} of sqlite:///{db}" in doc
+    # The docstring, the import, ENGINE, HISTORY and the test: no other statement.
+    assert [type(node).__name__ for node in module.body] == [
+        "Expr",
+        "ImportFrom",
+        "Assign",
+        "Assign",
+        "FunctionDef",
+    ]
+    test_file = tmp_path / "tests" / "test_hostile.py"
+    test_file.parent.mkdir()
+    test_file.write_text(source)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert not list(tmp_path.rglob("pwned"))
 
 
 def test_to_test_refuses_an_unknown_task(
