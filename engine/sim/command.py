@@ -6,6 +6,10 @@ The parent process plans the kills (seeded moments of simulated time), starts th
 says it reached a kill moment, kills it with SIGKILL and starts the next one, which resumes the
 session by replay. At the end it reads the figures from the log (:mod:`onward.sim.measure`) and
 prints the table, the design onward replaces beside this run (``--json``: the figures).
+
+The session is named after the profile. On an existing log (``--db``) it starts after the log's
+last event, as the simulated clock never goes back; on the log of an earlier run, which holds
+that session already, it is a new session: ``NAME-2``, ``NAME-3``...
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from onward.cli.main import AddCommand
-from onward.events import UsageError, open_log
+from onward.events import LogNotFound, UsageError, open_log
 from onward.sim.measure import Kill, SimResult, measure, table
 from onward.sim.profile import PROFILES, load_profile
 from onward.sim.world import kill_plan
@@ -34,6 +38,8 @@ __all__ = ["START", "register_command", "run_simulation"]
 
 #: When simulated sessions start: 2025-01-06 22:00 UTC (a Monday night).
 START = 1_736_200_800.0
+#: Simulated seconds from the last event of an earlier run's log to the start of a new session.
+GAP = 60.0
 
 
 def _db_path(db: str) -> Path:
@@ -43,6 +49,31 @@ def _db_path(db: str) -> Path:
     if parts.scheme.lower() != "sqlite":
         raise UsageError(f"the simulator runs on a SQLite log: a file path, not {db!r}")
     return Path(unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)).absolute()
+
+
+def _new_session(path: Path, profile: str) -> tuple[str, float]:
+    """The session a run on the log at ``path`` simulates, and when it starts.
+
+    On a new log: the profile's name, at :data:`START`. On an existing log: the profile's
+    name, or the first free ``NAME-2``, ``NAME-3``... when the log holds it, starting
+    :data:`GAP` after the log's last event (not before :data:`START`).
+
+    Raises:
+        NotALog, LogDamaged, BackendError: what is at ``path`` is not a readable onward log.
+    """
+    try:
+        log = open_log(str(path), create=False)
+    except LogNotFound:
+        return profile, START
+    with log:
+        taken = {s.removeprefix("session-") for s in log.streams() if s.startswith("session-")}
+        head = log.head()
+        last = [r.meta.time for r in log.read(after=head - 1)] if head else []
+    session, n = profile, 1
+    while session in taken:
+        n += 1
+        session = f"{profile}-{n}"
+    return session, max([START, *(t + GAP for t in last)])
 
 
 def run_simulation(
@@ -59,8 +90,8 @@ def run_simulation(
         profile: a shipped profile's name or a TOML file.
         seed: the seed of every draw.
         hours: simulated hours of work.
-        db: the SQLite log (a temporary one, removed afterwards, when None; a new session
-            on an existing one).
+        db: the SQLite log (a temporary one, removed afterwards, when None); on a log that
+            holds the profile's session already, a new session (``NAME-2``...) after it.
         err: where progress goes (stderr).
 
     Returns:
@@ -68,26 +99,34 @@ def run_simulation(
 
     Raises:
         UsageError: a bad profile, seed or number of hours, or a log that is not SQLite.
+        NotALog: ``db`` holds something other than an onward log (a directory, another
+            application's database).
+        LogDamaged: ``db`` is a damaged SQLite file.
         RuntimeError: a worker stopped without finishing nor reaching a kill moment.
     """
     err = err or sys.stderr
     if not 0 < hours <= 72:
         raise UsageError(f"--hours must be in (0, 72], got {hours}")
     loaded = load_profile(profile)
+    session, start = loaded.name, START
+    if db is not None:
+        path = _db_path(db)
+        if not path.parent.is_dir():
+            raise UsageError(f"no directory {path.parent} for the simulation's log")
+        session, start = _new_session(path, loaded.name)
     scratch = Path(tempfile.mkdtemp(prefix="onward-sim-"))
-    path = _db_path(db) if db is not None else scratch / "sim.db"
-    if not path.parent.is_dir():
-        raise UsageError(f"no directory {path.parent} for the simulation's log")
+    if db is None:
+        path = scratch / "sim.db"
     journal, files = scratch / "steps.journal", scratch / "files"
     files.mkdir()
-    kills = kill_plan(loaded, seed, START, hours)
+    kills = kill_plan(loaded, seed, start, hours)
     done_kills: list[Kill] = []
     generations: dict[int, int] = {}
     timings: list[Path] = []
     started = time.perf_counter()
     err.write(
         f"onward simulate: {loaded.name}, {hours:g} simulated hours, seed {seed}, "
-        f"{len(kills)} kill -9 planned; log {path}\n"
+        f"{len(kills)} kill -9 planned; session {session!r} of the log {path}\n"
     )
     try:
         generation = 0
@@ -109,8 +148,10 @@ def run_simulation(
                     str(seed),
                     "--hours",
                     str(hours),
+                    "--session",
+                    session,
                     "--start",
-                    repr(START),
+                    repr(start),
                     "--kills",
                     remaining,
                     "--journal",
@@ -138,7 +179,7 @@ def run_simulation(
                 )
                 err.write(
                     f"  KILLED worker {generation} (pid {child.pid}) with SIGKILL at "
-                    f"+{(float(moment) - START) / 3600:.2f} h ({where} a step's work); "
+                    f"+{(float(moment) - start) / 3600:.2f} h ({where} a step's work); "
                     "a new worker resumes the session\n"
                 )
                 continue
@@ -154,9 +195,10 @@ def run_simulation(
             return measure(
                 log,
                 profile=loaded.name,
+                session=session,
                 seed=seed,
                 hours=hours,
-                start=START,
+                start=start,
                 journal=journal,
                 timings=timings,
                 kills=done_kills,
@@ -181,10 +223,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sys.stdout.write(table(result) + "\n")
         if args.db:
             sys.stdout.write(
-                f"see it whole: onward report --db {args.db} --session {result.profile} "
+                f"see it whole: onward report --db {args.db} --session {result.session} "
                 "-o report.html\n"
             )
-    return 0 if all(result.targets.values()) else 1
+    return 1 if any(held is False for held in result.targets.values()) else 0
 
 
 def register_command(command: AddCommand) -> None:
@@ -194,7 +236,8 @@ def register_command(command: AddCommand) -> None:
         cmd_simulate,
         "simulate hours of an agent's work on a virtual clock through the real engine and a "
         "real SQLite log, with seeded faults, outages and kill -9 of the worker, and print the "
-        "figures beside the design onward replaces (exit 1 when a target is missed)",
+        "figures beside the design onward replaces (exit 1 when a target is missed; on a log "
+        "of an earlier run, a new session after it)",
         db=None,
     )
     simulate.add_argument(

@@ -69,9 +69,12 @@ class Kill(msgspec.Struct, frozen=True, kw_only=True):
 
 class SimResult(msgspec.Struct, kw_only=True):
     """The figures of one simulated session (see the module docstring for how each is
-    counted). ``targets`` says which of the issue's targets hold."""
+    counted). ``targets`` says which of the issue's targets hold: None for a target the run
+    gave no sample to judge by (no decision made, no crash, no error seen before, no
+    action)."""
 
     profile: str
+    session: str
     seed: int
     db: str
     hours: float
@@ -104,7 +107,7 @@ class SimResult(msgspec.Struct, kw_only=True):
     completed_steps_rerun: int
     in_flight_steps_rerun: int
     lessons_taught: int
-    targets: dict[str, bool] = msgspec.field(default_factory=dict)
+    targets: dict[str, bool | None] = msgspec.field(default_factory=dict)
 
 
 def _pid(worker: str) -> int:
@@ -135,12 +138,13 @@ def measure(
     generations: dict[int, int],
     wall_seconds: float,
     finished: bool = True,
+    session: str | None = None,
 ) -> SimResult:
-    """Read the figures of the simulated session ``profile`` from its log and files.
+    """Read the figures of a simulated session from its log and files.
 
     Args:
         log: the session's log.
-        profile: the session's name.
+        profile: the profile it simulated.
         seed: its seed.
         hours: the hours it was to run.
         start: when it started (simulated).
@@ -151,7 +155,9 @@ def measure(
         wall_seconds: how long the simulation took.
         finished: the last worker ran to the end of the hours (it may have idled at the end,
             with nothing to record).
+        session: the session's name (default: the profile's).
     """
+    session = profile if session is None else session
     errors = fixed = seen = seen_fixed = prompts = actions = around = 0
     given_up: dict[str, list[tuple[str, bool, int]]] = {}
     stops = failures_of_components = worked = lessons = 0
@@ -170,7 +176,7 @@ def measure(
     for r in log.read(page_size=2000):
         meta = r.meta
         event: Any = r.event
-        if meta.session != profile or isinstance(event, UnknownEvent):
+        if meta.session != session or isinstance(event, UnknownEvent):
             if type(event).__name__ == "FixLearned":  # learning spans sessions
                 learned_at.setdefault(event.signature, []).append(r.position)
                 resolved.add(event.signature)
@@ -269,6 +275,7 @@ def measure(
     simulated = (end - start) / 3600
     result = SimResult(
         profile=profile,
+        session=session,
         seed=seed,
         db=log.url,
         hours=hours,
@@ -305,15 +312,21 @@ def measure(
         lessons_taught=lessons,
     )
     result.targets = {
-        "seen_before_fixed_100": result.seen_before_fix_rate >= 1.0,
-        "prompts_at_most_2_per_100": result.prompts_per_100_actions <= 2.0,
+        "seen_before_fixed_100": _held(seen, result.seen_before_fix_rate >= 1.0),
+        "prompts_at_most_2_per_100": _held(actions, result.prompts_per_100_actions <= 2.0),
         "no_premature_stop": result.premature_stops == 0,
-        "crashes_all_recovered": result.crashes_recovered == result.crashes,
-        "no_completed_step_rerun": result.completed_steps_rerun == 0,
+        "crashes_all_recovered": _held(len(kills), result.crashes_recovered == result.crashes),
+        "no_completed_step_rerun": _held(len(kills), result.completed_steps_rerun == 0),
         "at_least_8_hours": result.continuous_hours >= min(8.0, hours),
-        "decision_p99_at_most_50_us": result.decision_p99_us <= 50.0,
+        "decision_p99_at_most_50_us": _held(len(samples), result.decision_p99_us <= 50.0),
     }
     return result
+
+
+def _held(samples: int, met: bool) -> bool | None:
+    """Whether a target holds: None when the run gave no sample to judge it by (a share of
+    nothing, a percentile of no time), which must not read as met."""
+    return met if samples else None
 
 
 def _share(part: int, whole: int) -> str:
@@ -325,7 +338,8 @@ def table(r: SimResult) -> str:
     t = r.targets
 
     def met(key: str) -> str:
-        return "met" if t.get(key) else "MISSED"
+        held = t.get(key)
+        return "no data" if held is None else "met" if held else "MISSED"
 
     rows = [
         ("figure", "design it replaces", "onward (this run)", "target", ""),
@@ -405,9 +419,11 @@ def table(r: SimResult) -> str:
         "  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip() for row in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
+    session = f" (session {r.session})" if r.session != r.profile else ""
     head = (
-        f"onward simulate: profile {r.profile}, seed {r.seed}: {r.simulated_hours:.2f} simulated "
-        f"hours in {r.wall_seconds:.1f} s ({r.sim_speedup:,.0f} simulated seconds a second); "
+        f"onward simulate: profile {r.profile}{session}, seed {r.seed}: {r.simulated_hours:.2f} "
+        f"simulated hours in {r.wall_seconds:.1f} s ({r.sim_speedup:,.0f} simulated seconds a "
+        "second); "
         f"{r.tasks:,} tasks, {r.events:,} events, {r.crashes} kill -9, "
         f"{r.lessons_taught} fix(es) taught by the simulated person"
     )

@@ -1,13 +1,13 @@
 """The simulated session's worker: the child process the simulator runs and kills.
 
-``python -m onward.sim`` opens the session on the real SQLite log through the real engine, on a
-virtual clock that starts where the log's last event left it, registers the profile's work
-(:mod:`onward.sim.work`), submits each task as it arrives (idempotently: a worker that takes
-over submits nothing twice) and runs them until the simulated hours are over. The simulated
-person lives here too: as the clock passes their moment they answer approval requests, teach
-the fix of a new error the engine gave up on, and resume a session its error budget paused.
-It tells the parent ``kill ...`` when it reaches a kill moment (then waits to be killed) and
-``done`` at the end.
+``python -m onward.sim`` opens the session (``--session``, the profile's name by default) on the
+real SQLite log through the real engine, on a virtual clock that starts where the log's last
+event left it, registers the profile's work (:mod:`onward.sim.work`), submits each task as it
+arrives (idempotently: a worker that takes over submits nothing twice) and runs them until the
+simulated hours are over. The simulated person lives here too: as the clock passes their
+moment they answer approval requests, teach the fix of a new error the engine gave up on, and
+resume a session its error budget paused. It tells the parent ``kill ...`` when it reaches a
+kill moment (then waits to be killed) and ``done`` at the end.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class SimWorker:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.profile = load_profile(args.profile)
+        self.session: str = args.session or self.profile.name
         self.seed = args.seed
         self.start = args.start
         self.end = args.start + args.hours * 3600
@@ -74,7 +75,7 @@ class SimWorker:
         self.world.before_kill = self.rulebook.flush
         self.engine = Engine.open(
             f"sqlite:///{args.db}",
-            session=self.profile.name,
+            session=self.session,
             clock=self.clock,
             sleep=self.clock.sleep,
             rulebook=self.rulebook,
@@ -113,7 +114,7 @@ class SimWorker:
         self._next_look = now + 30.0
         try:
             engine = self.engine
-            for request in engine.approvals(session=self.profile.name):
+            for request in engine.approvals(session=self.session):
                 due = request.requested_at + self._delay(
                     "answer", request.decision_id, self.profile.person.answer_minutes
                 )
@@ -140,7 +141,7 @@ class SimWorker:
             n = self.submitted
             at = self.arrivals[n]
             plan = task_plan(self.profile, self.seed, n, at, self.start)
-            self.engine.submit(self.task, n, plan, key=f"{self.profile.name}-{n}")
+            self.engine.submit(self.task, n, plan, key=f"{self.session}-{n}")
             self.submitted += 1
 
     def next_moment(self) -> float | None:
@@ -149,10 +150,7 @@ class SimWorker:
         moments = []
         if self.submitted < len(self.arrivals):
             moments.append(self.arrivals[self.submitted])
-        if (
-            self.engine.approvals(session=self.profile.name)
-            or self.engine.projections.tasks.waiting
-        ):
+        if self.engine.approvals(session=self.session) or self.engine.projections.tasks.waiting:
             moments.append(self.clock.now + 60.0)
         return min(moments) if moments else None
 
@@ -191,6 +189,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m onward.sim")
     parser.add_argument("--db", required=True)
     parser.add_argument("--profile", required=True)
+    parser.add_argument("--session", default=None)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--hours", type=float, required=True)
     parser.add_argument("--start", type=float, required=True)

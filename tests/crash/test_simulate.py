@@ -4,6 +4,8 @@ scripts/bench_simulate.py)."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -13,7 +15,7 @@ from onward.cli import main
 from onward.events import UsageError, open_log
 from onward.projections import CatchUp
 from onward.report import collect_report
-from onward.sim import PROFILES, load_profile, run_simulation
+from onward.sim import PROFILES, load_profile, measure, run_simulation, table
 from onward.sim.world import arrivals, kill_plan, task_plan
 
 SHORT = """
@@ -181,6 +183,93 @@ def test_onward_simulate_prints_json(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["simulate", "--hours", "0.25", "--seed", "2", "--profile", str(profile), "--json"]
     )
     data = msgspec.json.decode(capsys.readouterr().out)
-    assert data["profile"] == "tiny"
+    assert data["profile"] == data["session"] == "tiny"
     assert data["crashes"] == 0
-    assert status == (0 if all(data["targets"].values()) else 1)
+    # No crash planned: the crash targets have no data, neither met nor missed.
+    assert data["targets"]["crashes_all_recovered"] is None
+    assert data["targets"]["no_completed_step_rerun"] is None
+    assert status == (1 if False in data["targets"].values() else 0)
+
+
+def test_a_second_run_on_a_log_is_a_new_session_after_the_first(
+    simulated: tuple[Path, object], tmp_path: Path
+) -> None:
+    first_db, first = simulated
+    db = tmp_path / "again.db"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{first_db}{suffix}").exists():
+            shutil.copy(f"{first_db}{suffix}", f"{db}{suffix}")
+    profile = first_db.parent / "short.toml"
+    again = run_simulation(profile=str(profile), seed=5, hours=1.0, db=str(db))
+    assert (again.profile, again.session) == ("short", "short-2")
+    # It simulated: tasks, decisions and its own kills, every one recovered.
+    assert again.tasks == first.tasks  # type: ignore[attr-defined]
+    assert again.decisions > 0
+    assert again.crashes == 2
+    assert again.crashes_recovered == 2
+    assert again.targets["decision_p99_at_most_50_us"] is not None
+    with open_log(f"sqlite:///{db}", create=False) as log:
+        assert log.verify().ok
+        projections = CatchUp(log, checkpoint_every=0).open()
+        sessions = projections.sessions.sessions
+        assert set(sessions) == {"short", "short-2"}
+        first_end = max(
+            v.updated_at for v in projections.tasks.tasks.values() if v.session == "short"
+        )
+        later = [v for v in projections.tasks.tasks.values() if v.session == "short-2"]
+        assert {v.state for v in later} == {"succeeded"}
+        assert min(v.submitted_at for v in later) > first_end  # its clock went on, not back
+
+
+@pytest.mark.parametrize("what", ["another database", "a directory"])
+def test_simulate_refuses_what_is_not_an_onward_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    target = tmp_path / "other.db"
+    if what == "a directory":
+        target.mkdir()
+    else:
+        with sqlite3.connect(target) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["simulate", "--db", str(target), "--hours", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"onward simulate: {target} is ")
+    assert len(err.splitlines()) == 1
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_target_without_samples_is_never_met(tmp_path: Path) -> None:
+    with open_log("memory://") as log:
+        result = measure(
+            log,
+            profile="idle",
+            seed=1,
+            hours=1.0,
+            start=0.0,
+            journal=tmp_path / "none.journal",
+            timings=[],
+            kills=[],
+            generations={},
+            wall_seconds=1.0,
+        )
+    assert result.decisions == result.crashes == result.actions == result.seen_before == 0
+    unjudged = {k for k, held in result.targets.items() if held is None}
+    assert unjudged == {
+        "seen_before_fixed_100",
+        "prompts_at_most_2_per_100",
+        "crashes_all_recovered",
+        "no_completed_step_rerun",
+        "decision_p99_at_most_50_us",
+    }
+    lines = table(result).splitlines()
+    for row in (
+        "  errors seen before",
+        "decision latency p50 / p99",
+        "prompts per 100 actions",
+        "crashes (kill -9) recovered",
+        "completed steps re-run after crashes",
+    ):
+        (line,) = [line for line in lines if line.startswith(row)]
+        assert line.endswith("no data"), line
