@@ -13,7 +13,7 @@ import argparse
 from onward.cli.commands import fold, open_existing
 from onward.cli.healing import _actor
 from onward.cli.reports import emit_json
-from onward.cli.table import clip, iso, table
+from onward.cli.table import clip, iso, printable, table
 from onward.events import Context, UsageError
 from onward.judgement.approvals import Approval, answer, pending
 
@@ -81,9 +81,10 @@ def _answer(args: argparse.Namespace, *, granted: bool) -> int:
         return 0
     verb = "approved" if granted else "denied"
     what = f"action {approval.action!r}" if approval.action else "the request"
-    print(f"{verb}: {what} of task {approval.task_id} (session {approval.session})")
+    session = printable(approval.session)
+    print(f"{verb}: {what} of task {approval.task_id} (session {session})")
     if args.note:
-        print(f"note: {args.note}")
+        print(f"note: {printable(args.note)}")
     print("the engine running that session picks the answer up at its next look")
     return 0
 

@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from onward.cli.reports import moment
-from onward.cli.table import clip, iso, table
+from onward.cli.table import clip, iso, printable, table
 from onward.core.errors import DecisionNotFound
 from onward.events import (
     ApprovalDenied,
@@ -519,11 +519,14 @@ def decision_lines(row: DecisionRow) -> list[str]:
         fields += _approval_lines(row.approval, row.decision_id)
     width = max(len(name) for name, _ in fields)
     lines = [f"decision {row.decision_id}"]
-    lines += [f"  {name.ljust(width)}  {value}" for name, value in fields]
+    lines += [f"  {name.ljust(width)}  {printable(value)}" for name, value in fields]
     lines.append(f"  inputs ({len(row.inputs)}):")
     if row.inputs:
         key_width = max(len(k) for k in row.inputs)
-        lines += [f"    {k.ljust(key_width)}  {_compact(v)}" for k, v in row.inputs.items()]
+        lines += [
+            f"    {printable(k).ljust(key_width)}  {printable(_compact(v))}"
+            for k, v in row.inputs.items()
+        ]
     lines.append(f"  chain of causes ({len(row.causes)}, nearest first):")
     if row.causes:
         rows = [
@@ -538,6 +541,6 @@ def decision_lines(row: DecisionRow) -> list[str]:
         lines.append(table(["POS", "STREAM", "TYPE", "DETAILS"], rows, indent="    "))
     end = _ENDS[row.chain_end]
     if row.missing_cause:
-        end += f" ({row.missing_cause})"
+        end += f" ({printable(row.missing_cause)})"
     lines.append(f"  the chain ends at {end}")
     return lines

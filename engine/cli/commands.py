@@ -27,7 +27,7 @@ from onward.cli.reports import (
     session_rows,
     task_row,
 )
-from onward.cli.table import by_state, iso, queue_table, sessions_table, tasks_table
+from onward.cli.table import by_state, iso, printable, queue_table, sessions_table, tasks_table
 from onward.cli.timeline import event_rows, find_task, timeline_table, view_lines
 from onward.core.machines import diagram
 from onward.events import CorruptRecord, EventLog, UsageError, open_log
@@ -102,7 +102,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             print(sessions_table(rows))
             for row in rows:
                 if row.damage:
-                    print(f"\nsession {row.name} is damaged: {row.damage}")
+                    print(f"\nsession {printable(row.name)} is damaged: {printable(row.damage)}")
                     print("it cannot be opened; `onward verify` says what is wrong")
     return 0
 
@@ -166,9 +166,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 )
             )
             return 0
-        print(f"task {view.task_id}  {view.name}  ({view.state})  in {log.url}")
+        print(f"task {view.task_id}  {printable(view.name)}  ({view.state})  in {log.url}")
         if damage:
-            print(f"DAMAGED: its history cannot be trusted: {damage}")
+            print(f"DAMAGED: its history cannot be trusted: {printable(damage)}")
             print("(its events below are as stored, unchecked)" if history else "")
         print()
         print(timeline_table(history))

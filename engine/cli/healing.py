@@ -33,7 +33,7 @@ from onward.cli.error_report import (
 )
 from onward.cli.fix_report import FixesReport, check_fix_name, fix_rows, fixes_table
 from onward.cli.reports import emit_json
-from onward.cli.table import clip
+from onward.cli.table import clip, printable
 from onward.events import Context, FixLearned, UsageError
 from onward.healing.fixes import FixStats
 from onward.healing.remedies import default_registry
@@ -137,10 +137,10 @@ def cmd_learn(args: argparse.Namespace) -> int:
         emit_json(report)
         return 0
     what = f" ({view.error_type}: {clip(view.message, 80)})" if view and view.error_type else ""
-    print(f"learned: {report.fix} fixes {signature}{what}")
+    print(f"learned: {printable(report.fix)} fixes {printable(signature)}{what}")
     print("from now on this error gets this fix first")
     if report.note:
-        print(f"why: {report.note}")
+        print(f"why: {printable(report.note)}")
     at = f" at position {report.position}" if report.position is not None else ""
     print(f"(recorded as FixLearned{at} in the stream {LEARNING_STREAM!r} of {report.log})")
     if not report.known_signature:

@@ -12,6 +12,7 @@ import argparse
 from onward.cli.commands import fold, open_existing
 from onward.cli.healing import _actor
 from onward.cli.reports import emit_json, task_row
+from onward.cli.table import printable
 from onward.cli.timeline import find_task
 from onward.events import Context, UsageError
 from onward.runtime.tasks import quarantine
@@ -39,7 +40,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"quarantined": task_row(after), "was": was, "by": by})
         return 0
-    print(f"quarantined: task {after.task_id} ({after.name or '?'}, session {after.session})")
-    print(f"it was {was}" + (f": {after.damage}" if after.damage else ""))
+    name, session = printable(after.name or "?"), printable(after.session)
+    print(f"quarantined: task {after.task_id} ({name}, session {session})")
+    print(f"it was {was}" + (f": {printable(after.damage)}" if after.damage else ""))
     print("it never runs again; the rest of its session goes on")
     return 0

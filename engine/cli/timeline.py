@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from onward.cli.reports import EventRow, moment
-from onward.cli.table import clip, iso, table
+from onward.cli.table import clip, iso, printable, table
 from onward.core.errors import TaskNotFound
 from onward.events import Recorded, UnknownEvent
 from onward.projections import Projections, TaskView
@@ -123,5 +123,5 @@ def view_lines(view: TaskView) -> list[str]:
             text = iso(value, "milliseconds")
         elif key == "progress":
             text = f"{value:.0%}"
-        lines.append(f"{key.ljust(width)}  {text}")
+        lines.append(f"{key.ljust(width)}  {printable(text)}")
     return lines

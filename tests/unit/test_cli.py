@@ -532,6 +532,28 @@ def test_control_characters_from_the_log_are_escaped_in_tables(
     assert {key: row[key] for key in exact} == exact  # JSON keeps them as they are
 
 
+def test_control_characters_from_the_log_are_escaped_in_show_why_and_quarantine(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The names in what ``onward show``, ``why`` and ``quarantine`` print line by line are
+    escaped as in tables."""
+    db = str(tmp_path / "work.db")
+    with Engine.open(f"sqlite:///{db}", session=FAKE_ROW_SESSION, clock=clock) as engine:
+
+        @engine.task(name=ESCAPING_NAME)
+        def evil() -> int:
+            return 1
+
+        task_id = engine.submit(evil)
+        engine.run()  # its success's decision has the name among its inputs
+        queued = engine.submit(evil)
+    for command in (["show", task_id], ["why", task_id], ["quarantine", queued]):
+        status, out, _ = run(capsys, *command, "--db", db)
+        assert status == 0, out
+        assert "evil\\x1b[31mRED" in out
+        assert not any(c in out for c in "\x1b\u202e\a")
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("buffering", [1, -1], ids=["while-printing", "at-the-end"])
 @pytest.mark.parametrize(
