@@ -42,14 +42,23 @@ class Registry:
         submitted under one of ``aliases`` (its former names) run it too.
 
         Raises:
-            UsageError: an alias that is the task's own name, or an empty one.
+            UsageError: an alias that is the task's own name, or an empty one, or a function
+                whose parameters Python cannot tell (submitted arguments are checked against
+                them).
         """
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(
+                f"{default_name(fn)} cannot be a task: its parameters cannot be read ({exc}); "
+                "register a function that calls it"
+            ) from None
         hints = type_hints(fn)
         definition = TaskDef(
             name=name or default_name(fn),
             fn=fn,
             priority=priority,
-            signature=inspect.signature(fn),
+            signature=signature,
             is_async=is_async(fn),
             annotations={k: v for k, v in hints.items() if k != "return"},
             returns=hints.get("return", Any),

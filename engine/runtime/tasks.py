@@ -10,7 +10,7 @@ session goes on: it is appended after the stream's last record, damaged or not.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from onward.core.definitions import TaskDef, parse_priority
@@ -90,7 +90,9 @@ class Tasks:
         session = self.session
         session.check_open()
         # Arguments are refused before anything happens (a subtask's number included).
-        stored_args, stored_kwargs = self.stored_arguments(definition, args, kwargs)
+        options = {"priority": priority, "deadline": deadline, "key": key}
+        taken = [n for n, v in options.items() if v is not None]
+        stored_args, stored_kwargs = self.stored_arguments(definition, args, kwargs, taken)
         level = definition.priority if priority is None else parse_priority(priority)
         if deadline is not None and not isinstance(deadline, int | float):
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
@@ -133,35 +135,56 @@ class Tasks:
         return task_id
 
     def stored_arguments(
-        self, definition: TaskDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        definition: TaskDef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        taken: Sequence[str] = (),
     ) -> tuple[list[Any], dict[str, Any]]:
         """A task's arguments as the log will hold them (see
         :func:`onward.events.encode_value`), once checked against its signature.
+
+        Args:
+            definition: the task.
+            args: its positional arguments.
+            kwargs: its keyword arguments.
+            taken: the options of ``submit`` given along (``key``...): a parameter of the same
+                name left without a value is explained by them.
 
         Raises:
             UsageError: they do not fit its signature, or one cannot be stored so as to come
                 back as it is.
         """
+        redactor = self.session.log.redactor
+        parameters = definition.signature.parameters
         try:
             definition.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise UsageError(f"task {definition.name}: {exc}") from None
+            # The caller's keyword names are in the message ("unexpected keyword argument
+            # 'token_...'"): one may hold a secret.
+            message = redactor.redact(f"task {definition.name}: {exc}")
+            given = _positional_names(definition)[: len(args)]
+            mistaken = [n for n in taken if n in parameters and n not in given]
+            if mistaken:
+                said = ", ".join(f"{n}=" for n in mistaken)
+                message += (
+                    f" ({said} went to submit() as its own option: give the task's "
+                    f"{', '.join(repr(n) for n in mistaken)} positionally)"
+                )
+            raise UsageError(message) from None
         named = {
             name: encode_value(
                 value,
-                what=f"task {definition.name}: argument {name!r}",
-                redactor=self.session.log.redactor,
+                what=f"task {definition.name}: argument "
+                + (repr(name) if name in parameters else redactor.redact(repr(name))),
+                redactor=redactor,
             )
             for name, value in kwargs.items()
         }
         return self._positional(definition, args), named
 
     def _positional(self, definition: TaskDef, args: tuple[Any, ...]) -> list[Any]:
-        params = [
-            p.name
-            for p in definition.signature.parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        params = _positional_names(definition)
         return [
             encode_value(
                 value,
@@ -458,6 +481,15 @@ class Tasks:
 
 
 _QUARANTINE = "it is not run; `onward quarantine {task_id}` sets it aside"
+
+
+def _positional_names(definition: TaskDef) -> list[str]:
+    """The names of a task's parameters that take positional arguments, in order."""
+    return [
+        p.name
+        for p in definition.signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def quarantine(

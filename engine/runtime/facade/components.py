@@ -8,10 +8,12 @@ from collections.abc import Iterable
 
 from onward.events import (
     EventLog,
+    UsageError,
 )
 from onward.judgement.degradation import Component, HealthCheck, Workaround
 from onward.projections.degradation import DegradationView
 from onward.runtime.degradations import Degradations
+from onward.runtime.facade import arguments
 from onward.runtime.session import Session
 
 __all__ = ["Degrading"]
@@ -47,11 +49,27 @@ class Degrading:
             description: what it is.
 
         Raises:
-            UsageError: a bad name or ladder.
+            UsageError: a bad name or ladder, a check that is not a function, or a
+                description that is not a str.
         """
-        self.log.redactor.check_name(name, "component name")
+        self.log.redactor.check_name(arguments.name(name, "component(): name"), "component name")
+        if isinstance(workarounds, str) or not isinstance(workarounds, Iterable):
+            raise UsageError(
+                f"component {name!r}: workarounds must be an iterable of Workaround, got a "
+                f"value of type {type(workarounds).__name__}"
+            )
+        ladder = tuple(workarounds)
+        for rung in ladder:
+            if not isinstance(rung, Workaround):
+                raise UsageError(
+                    f"component {name!r}: workarounds must be Workaround values, got a value "
+                    f"of type {type(rung).__name__}"
+                )
         return self._degradations.component(
-            name, check=check, workarounds=workarounds, description=description
+            name,
+            check=arguments.callback(check, f"component({name!r}): check"),
+            workarounds=ladder,
+            description=arguments.text(description, f"component({name!r}): description"),
         )
 
     def degrade(self, component: str, *, message: str = "") -> Workaround | None:
@@ -69,11 +87,14 @@ class Degrading:
             message: how it failed.
 
         Raises:
-            UsageError: an unregistered component.
+            UsageError: an unregistered component, or a message that is not a str.
             ComponentUnavailable: a human refused to go on without it.
         """
         self._session.check_open()
-        return self._degradations.degrade(component, message=message)
+        return self._degradations.degrade(
+            arguments.name(component, "degrade(): component"),
+            message=arguments.text(message, "degrade(): message"),
+        )
 
     def restore(self, component: str) -> bool:
         """Say that a failed component works again (without its health check).
@@ -85,7 +106,7 @@ class Degrading:
             UsageError: an unregistered component.
         """
         self._session.check_open()
-        return self._degradations.restore(component)
+        return self._degradations.restore(arguments.name(component, "restore(): component"))
 
     def restore_components(self) -> int:
         """Run the health check of every failed component; restore those that pass.
@@ -107,4 +128,4 @@ class Degrading:
         Raises:
             UsageError: an unregistered component.
         """
-        return self._degradations.workaround(component)
+        return self._degradations.workaround(arguments.name(component, "workaround(): component"))

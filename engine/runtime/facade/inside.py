@@ -16,6 +16,7 @@ from onward.events import (
     encode_value,
 )
 from onward.projections import inbox_stream
+from onward.runtime.facade import arguments
 from onward.runtime.run import (
     CURRENT_RUN,
     CURRENT_STEP,
@@ -81,10 +82,8 @@ class InsideATask:
         run = current_run("recv()")
         if not isinstance(topic, str) or not topic:
             raise UsageError(f"recv() needs a non-empty topic, got {topic!r}")
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and 0 <= timeout < float("inf")
-        ):
-            raise UsageError(f"recv() takes a timeout in seconds >= 0, got {timeout!r}")
+        if timeout is not None:
+            timeout = arguments.seconds(timeout, "recv(): timeout")
         inbox = functools.partial(self.log.read_stream, inbox_stream(run.task_id))
         receiving = run.receiving(topic, timeout, inbox)
         if on_event_loop():
@@ -117,12 +116,15 @@ class InsideATask:
             note: a word on where it stands.
 
         Raises:
-            UsageError: outside a task, or a fraction outside [0, 1].
+            UsageError: outside a task, a fraction that is not a number in [0, 1], or a note
+                that is not a str.
         """
         run = current_run("progress()")
-        if not 0.0 <= fraction <= 1.0:
-            raise UsageError(f"progress fraction must be in [0, 1], got {fraction}")
-        run.record([TaskProgressed(fraction=float(fraction), note=note)])
+        event = TaskProgressed(
+            fraction=arguments.fraction(fraction, "progress(): fraction"),
+            note=arguments.text(note, "progress(): note"),
+        )
+        run.record([event])
 
     def idempotency_key(self) -> str:
         """The idempotency key of the step being executed: ``<task id>:<step index>``.
@@ -153,9 +155,8 @@ class InsideATask:
             UsageError: outside a task, or a negative or non-finite duration.
         """
         run = current_run("sleep()")
-        if not (isinstance(seconds, int | float) and 0 <= seconds < float("inf")):
-            raise UsageError(f"sleep() takes seconds >= 0, got {seconds!r}")
+        duration = arguments.seconds(seconds, "sleep(): seconds")
         if on_event_loop():
-            return drive_async(run.sleeping(float(seconds)), run.effect_async)
-        drive(run.sleeping(float(seconds)), run.effect)
+            return drive_async(run.sleeping(duration), run.effect_async)
+        drive(run.sleeping(duration), run.effect)
         return None

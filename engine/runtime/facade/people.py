@@ -11,6 +11,7 @@ from onward.events import (
 )
 from onward.healing.healer import Healer
 from onward.judgement.approvals import Approval, answer, pending
+from onward.runtime.facade import arguments
 from onward.runtime.interruptions import Interruptions
 from onward.runtime.session import Session
 
@@ -41,9 +42,13 @@ class People:
             note: why, for the audit.
 
         Raises:
-            UsageError: an unknown fix, or a signature that is not a signature id.
+            UsageError: an unknown fix, a signature that is not a signature id, or a note that
+                is not a str.
         """
         self._session.check_open()
+        arguments.name(signature, "learn(): signature")
+        arguments.name(fix, "learn(): fix")
+        arguments.text(note, "learn(): note")
         if not signature.startswith("v") or "-" not in signature:
             raise UsageError(f"{signature!r} is not an error signature id (like v1-0123abcd...)")
         if self.healer is not None:
@@ -61,8 +66,12 @@ class People:
 
         Args:
             session: only this session's (every session's when None).
+
+        Raises:
+            UsageError: a session that is not a str.
         """
         self._session.check_open()
+        arguments.optional_name(session, "approvals(): session")
         with self._session.lock:
             return pending(self._session.host, session)
 
@@ -82,6 +91,7 @@ class People:
         Raises:
             ApprovalNotFound: no such request awaits an answer.
             InvalidTransition: its task has ended meanwhile.
+            UsageError: a decision id, note or ``by`` that is not a str.
         """
         return self._answer(decision_id, granted=True, note=note, by=by)
 
@@ -99,11 +109,16 @@ class People:
         Raises:
             ApprovalNotFound: no such request awaits an answer.
             InvalidTransition: its task has ended meanwhile.
+            UsageError: a decision id, note or ``by`` that is not a str.
         """
         return self._answer(decision_id, granted=False, note=note, by=by)
 
     def _answer(self, decision_id: str, *, granted: bool, note: str, by: str) -> Approval:
         self._session.check_open()
+        call = "approve()" if granted else "deny()"
+        arguments.name(decision_id, f"{call}: decision_id")
+        arguments.text(note, f"{call}: note")
+        arguments.text(by, f"{call}: by")
         with self._session.lock:
             request = answer(
                 self.log,
@@ -131,15 +146,25 @@ class People:
 
         Returns:
             The interruption's id.
+
+        Raises:
+            UsageError: a summary or kind that is not a str, or ``urgent`` not a bool.
         """
         self._session.check_open()
-        return self._interruptions.notify(summary, kind=kind, urgent=urgent)
+        return self._interruptions.notify(
+            arguments.text(summary, "notify(): summary"),
+            kind=arguments.name(kind, "notify(): kind"),
+            urgent=arguments.flag(urgent, "notify(): urgent"),
+        )
 
     def resume(self, reason: str = "resumed by a person") -> bool:
         """Resume this session after a pause (the error budget's, say) with a fresh window.
 
         Returns:
             Whether it was paused.
+
+        Raises:
+            UsageError: a reason that is not a str.
         """
         self._session.check_open()
-        return self._session.resume(reason)
+        return self._session.resume(arguments.text(reason, "resume(): reason"))

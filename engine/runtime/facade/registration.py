@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,7 +20,10 @@ from onward.core.definitions import (
 from onward.events import (
     EventLog,
     Priority,
+    UsageError,
 )
+from onward.runtime.facade import arguments
+from onward.runtime.facade.steering import SUBMIT_OPTIONS
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
     CURRENT_RUN,
@@ -59,6 +63,13 @@ class Registration:
         --state unregistered``), until one registers it, or a person abandons it
         (:meth:`abandon`).
 
+        A parameter named like one of :meth:`submit`'s own options (``priority``,
+        ``deadline``, ``key``) cannot be given by keyword through it, since ``submit`` takes
+        that keyword for itself: it is given positionally. So it must be positional-only
+        (``def fetch(bucket, key="index.html", /)``) or required (given by keyword, it is then
+        reported missing); one with a default, or keyword-only, is refused here, as its value
+        would be lost.
+
         Args:
             name: the name its tasks are stored under (the function's qualified name by default).
             priority: the default priority of its tasks.
@@ -68,13 +79,21 @@ class Registration:
                 no arguments, is submitted at each tick (see :meth:`schedule`).
 
         Raises:
-            UsageError: an unknown priority, a bad alias or cron expression, or a name that
-                holds a secret.
+            UsageError: an unknown priority, a bad alias or cron expression, a name that holds
+                a secret or is not a str, a function whose parameters Python cannot read, or a
+                parameter named like an option of :meth:`submit` that has a default or is
+                keyword-only.
         """
         level = parse_priority(priority)
+        arguments.optional_name(name, "task(): name")
+        aliases = arguments.names(aliases, "task(): aliases")
+        if schedule is not None:
+            arguments.name(schedule, "task(): schedule")
 
         def register(f: F) -> F:
+            _check_function(f, "@engine.task()")
             self.log.redactor.check_name(name or default_name(f), "task name")
+            _check_parameters(f, name or default_name(f))
             definition = self.registry.add_task(f, name, level, aliases)
             if schedule is not None:
                 self._schedules.set(
@@ -130,11 +149,22 @@ class Registration:
                 each run, and its task waits, recorded, while none is free.
 
         Raises:
-            UsageError: a bad timeout, a generator function, or a name or breaker that holds a
-                secret.
+            UsageError: a bad timeout, a generator function, a name or breaker that holds a
+                secret, or an argument of the wrong type.
         """
+        _check_step_options(
+            "step()",
+            name=name,
+            at_most_once=at_most_once,
+            breaker=breaker,
+            hints=hints,
+            timeout=timeout,
+        )
+        aliases = arguments.names(aliases, "step(): aliases")
+        arguments.text(limit, "step(): limit")
 
         def register(f: F) -> F:
+            _check_function(f, "@engine.step()")
             self._check_step_names(name or default_name(f), breaker)
             self.log.redactor.check_name(limit, "limit name")
             definition = self.registry.add_step(
@@ -191,8 +221,22 @@ class Registration:
             aliases: as for :meth:`step`.
 
         Raises:
-            UsageError: an unknown impact, a bad timeout.
+            UsageError: an unknown impact, a bad timeout, or an argument of the wrong type.
         """
+        _check_step_options(
+            "action()",
+            name=name,
+            at_most_once=at_most_once,
+            breaker=breaker,
+            hints=hints,
+            timeout=timeout,
+        )
+        aliases = arguments.names(aliases, "action(): aliases")
+        arguments.callback(check, "action(): check")
+        arguments.callback(undo, "action(): undo")
+        arguments.flag(reversible, "action(): reversible")
+        arguments.flag(urgent, "action(): urgent")
+        arguments.text(question, "action(): question")
         judgement = Judgement(
             impact=impact,
             check=check,
@@ -203,6 +247,7 @@ class Registration:
         )
 
         def register(f: F) -> F:
+            _check_function(f, "@engine.action()")
             self._check_step_names(name or default_name(f), breaker)
             definition = self.registry.add_step(
                 f,
@@ -245,3 +290,52 @@ class Registration:
             return run.call(definition, args, kwargs)
 
         return durable_step
+
+
+def _check_function(f: object, what: str) -> None:
+    """Refuse to register what is not a function."""
+    if not callable(f):
+        raise UsageError(f"{what} registers a function, got a value of type {type(f).__name__}")
+
+
+def _check_parameters(f: Callable[..., Any], task: str) -> None:
+    """Refuse a task whose parameter named like an option of ``submit`` could only be given by
+    keyword, or would silently keep its default: ``submit`` takes that keyword for itself."""
+    try:
+        parameters = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return  # the registry refuses it, saying why
+    for parameter in parameters:
+        if parameter.name not in SUBMIT_OPTIONS or parameter.kind not in (
+            parameter.POSITIONAL_OR_KEYWORD,
+            parameter.KEYWORD_ONLY,
+        ):
+            continue
+        if parameter.kind is parameter.KEYWORD_ONLY or parameter.default is not parameter.empty:
+            how = "is keyword-only" if parameter.kind is parameter.KEYWORD_ONLY else "has a default"
+            raise UsageError(
+                f"task {task}: its parameter {parameter.name!r} {how}, but submit() takes "
+                f"{parameter.name}= as its own option, so a value given by that keyword would "
+                f"never reach the task: make {parameter.name!r} positional-only (before a `/` "
+                "in the signature) or rename it"
+            )
+
+
+def _check_step_options(
+    what: str,
+    *,
+    name: str | None,
+    at_most_once: bool,
+    breaker: str,
+    hints: dict[str, Any] | None,
+    timeout: float | None,
+) -> None:
+    """Check the options a step and an action share (the registry checks the timeout's
+    value, once it is not a bool: ``True`` is no number of seconds)."""
+    arguments.optional_name(name, f"{what}: name")
+    arguments.flag(at_most_once, f"{what}: at_most_once")
+    arguments.text(breaker, f"{what}: breaker")
+    if hints is not None:
+        arguments.keywords(hints, f"{what}: hints")
+    if isinstance(timeout, bool):
+        raise UsageError(f"{what}: timeout must be positive seconds, got bool {timeout!r}")

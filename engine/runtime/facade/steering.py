@@ -4,15 +4,19 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from onward.core.definitions import TaskDef
 from onward.core.run import Suspended
 from onward.events import (
     Priority,
     TaskWaiting,
+    UsageError,
 )
 from onward.projections import LimitView, ScheduleView, TaskView
+from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import current_run
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
@@ -20,7 +24,7 @@ from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
 
-__all__ = ["Steering"]
+__all__ = ["SUBMIT_OPTIONS", "Steering"]
 
 
 class Steering:
@@ -59,20 +63,41 @@ class Steering:
                 queued or waiting then, it is marked as having missed its deadline.
             key: an idempotency key: submitting again with the same key in this session
                 returns the first task's id and queues nothing.
-            **kwargs: its keyword arguments.
+            **kwargs: its keyword arguments; not ``priority``, ``deadline`` or ``key``, which
+                are submit's own: a task parameter of such a name is given positionally (see
+                :meth:`task`).
 
         Returns:
             The task's id.
 
         Raises:
             NotRegistered: the task is not registered.
-            UsageError: the arguments do not fit its signature, or are not encodable;
-                nothing was appended.
+            UsageError: the arguments do not fit its signature, or are not encodable, or
+                an option of the wrong type; nothing was appended.
         """
-        definition = self.registry.task(task)
+        definition = self._definition(task, "submit()")
         return self._tasks.submit(
-            definition, args, kwargs, priority=priority, deadline=deadline, key=key
+            definition,
+            args,
+            kwargs,
+            priority=priority,
+            deadline=arguments.moment(deadline, "submit(): deadline"),
+            key=arguments.optional_name(key, "submit(): key"),
         )
+
+    def _definition(self, task: object, what: str) -> TaskDef:
+        """The registered task a caller names, by its function or its name.
+
+        Raises:
+            UsageError: neither a function nor a name.
+            NotRegistered: none is registered so.
+        """
+        if not callable(task) and not isinstance(task, str):
+            raise UsageError(
+                f"{what} takes a registered task function or its name, got a value of type "
+                f"{type(task).__name__}"
+            )
+        return self.registry.task(task)
 
     def cancel(self, task_id: str, reason: str = "") -> None:
         """Cancel a task that has not ended (a running one stops at its next step).
@@ -80,8 +105,11 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task has already ended.
+            UsageError: a task id or reason that is not a str.
         """
-        self._tasks.cancel(task_id, reason)
+        self._tasks.cancel(
+            _task_id(task_id, "cancel()"), arguments.text(reason, "cancel(): reason")
+        )
 
     def quarantine(self, task_id: str, *, reason: str = "", by: str = "") -> TaskView:
         """Set a task aside for good, so that the rest of the session proceeds.
@@ -104,8 +132,13 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task has already ended.
+            UsageError: a task id, reason or ``by`` that is not a str.
         """
-        return self._tasks.quarantine(task_id, reason, by or self.worker)
+        return self._tasks.quarantine(
+            _task_id(task_id, "quarantine()"),
+            arguments.text(reason, "quarantine(): reason"),
+            arguments.text(by, "quarantine(): by") or self.worker,
+        )
 
     def reprioritise(self, task_id: str, priority: Priority | str) -> None:
         """Change the priority of a queued or waiting task.
@@ -113,8 +146,9 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task is running or has ended.
+            UsageError: an unknown priority, or a task id that is not a str.
         """
-        self._tasks.reprioritise(task_id, priority)
+        self._tasks.reprioritise(_task_id(task_id, "reprioritise()"), priority)
 
     def retry(
         self,
@@ -140,8 +174,14 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: it has not failed, been cancelled or missed its deadline.
+            UsageError: an argument of the wrong type, or a deadline that is not finite.
         """
-        return self._tasks.retry(task_id, by=by, reason=reason, deadline=deadline)
+        return self._tasks.retry(
+            _task_id(task_id, "retry()"),
+            by=arguments.text(by, "retry(): by"),
+            reason=arguments.text(reason, "retry(): reason"),
+            deadline=arguments.moment(deadline, "retry(): deadline"),
+        )
 
     def fork(
         self,
@@ -169,14 +209,15 @@ class Steering:
 
         Raises:
             TaskNotFound: no such task.
-            UsageError: a step before ``from_step`` has no recorded outcome, or arguments that
-                cannot be stored.
+            UsageError: a step before ``from_step`` has no recorded outcome, arguments that
+                cannot be stored, or an argument of the wrong type (``args`` a list or a
+                tuple, ``kwargs`` a dict with str keys).
         """
         return self._tasks.fork(
-            task_id,
-            from_step=from_step,
-            args=None if args is None else list(args),
-            kwargs=kwargs,
+            _task_id(task_id, "fork()"),
+            from_step=arguments.step_index(from_step, "fork(): from_step"),
+            args=None if args is None else list(arguments.positional(args, "fork(): args")),
+            kwargs=None if kwargs is None else arguments.keywords(kwargs, "fork(): kwargs"),
         )
 
     def abandon(self, task_id: str, *, by: str = "", reason: str = "") -> None:
@@ -185,8 +226,13 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: it is not unregistered.
+            UsageError: a task id, ``by`` or reason that is not a str.
         """
-        self._tasks.abandon(task_id, by=by, reason=reason)
+        self._tasks.abandon(
+            _task_id(task_id, "abandon()"),
+            by=arguments.text(by, "abandon(): by"),
+            reason=arguments.text(reason, "abandon(): reason"),
+        )
 
     def send(self, task_id: str, topic: str, value: Any = None, *, sender: str = "") -> int:
         """Send a task a message, from anywhere (another task, another process, the CLI:
@@ -197,9 +243,15 @@ class Steering:
 
         Raises:
             TaskNotFound: no such task.
-            UsageError: an empty topic, or a value that cannot be stored.
+            UsageError: an empty topic, a value that cannot be stored, or a task id or sender
+                that is not a str.
         """
-        return self._tasks.send(task_id, topic, value, sender=sender or self.worker)
+        return self._tasks.send(
+            _task_id(task_id, "send()"),
+            topic,
+            value,
+            sender=arguments.text(sender, "send(): sender") or self.worker,
+        )
 
     def get_state(self, task_id: str, key: str) -> Any:
         """The last value a task published under ``key`` (:meth:`set_state`).
@@ -207,20 +259,28 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             KeyError: it published nothing under that key.
+            UsageError: a task id or key that is not a str.
         """
-        return self._tasks.state_of(task_id, key)
+        return self._tasks.state_of(
+            _task_id(task_id, "get_state()"), arguments.text(key, "get_state(): key")
+        )
 
     def task_view(self, task_id: str) -> TaskView:
         """What the log says about a task (as of the last catch-up).
 
         Raises:
             TaskNotFound: no such task.
+            UsageError: a task id that is not a str.
         """
-        return self._tasks.view(task_id)
+        return self._tasks.view(_task_id(task_id, "task_view()"))
 
     def tasks(self, state: str | None = None) -> list[TaskView]:
-        """This session's tasks in submission order, optionally only those in one state."""
-        return self._tasks.listed(state)
+        """This session's tasks in submission order, optionally only those in one state.
+
+        Raises:
+            UsageError: a state that is not a str.
+        """
+        return self._tasks.listed(arguments.optional_name(state, "tasks(): state"))
 
     def result(self, task_id: str) -> Any:
         """The recorded return value of a task that succeeded.
@@ -235,8 +295,9 @@ class Steering:
             StreamDamaged: its history cannot be trusted (``task_view(id).damage`` says why).
             CorruptRecord: a record of its stream fails its checksum (found on this read).
             UnknownEventType: it has not ended and holds events of a newer onward.
+            UsageError: a task id that is not a str.
         """
-        return self._tasks.result(task_id)
+        return self._tasks.result(_task_id(task_id, "result()"))
 
     def wait(self, task_ids: Iterable[str]) -> list[Any]:
         """Wait durably for subtasks (inside a task) and return their results, in order.
@@ -245,11 +306,12 @@ class Steering:
         have; its completed steps replay from the log, so the wait costs no work twice.
 
         Raises:
-            UsageError: outside a task.
+            UsageError: outside a task, or ``task_ids`` not an iterable of task ids (a single
+                id is refused: pass ``[task_id]``).
             TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
         """
         run = current_run("wait()")
-        ids = list(task_ids)
+        ids = arguments.names(task_ids, "wait(): task_ids")
         with self._session.lock:
             self._session.host.catch_up()
             views = [self.task_view(t) for t in ids]
@@ -295,14 +357,15 @@ class Steering:
 
         Raises:
             NotRegistered: the task is not registered.
-            UsageError: a bad cron expression, policy or name, or arguments that do not fit.
+            UsageError: a bad cron expression, policy or name, or arguments that do not fit
+                (``args`` a list or a tuple, ``kwargs`` a dict with str keys).
         """
-        definition = self.registry.task(task)
+        definition = self._definition(task, "schedule()")
         return self._schedules.set(
             definition,
             cron=cron,
-            args=tuple(args),
-            kwargs=dict(kwargs or {}),
+            args=arguments.positional(args, "schedule(): args"),
+            kwargs={} if kwargs is None else arguments.keywords(kwargs, "schedule(): kwargs"),
             name=name,
             missed=missed,
             priority=priority,
@@ -313,8 +376,14 @@ class Steering:
 
         Returns:
             Whether it was set.
+
+        Raises:
+            UsageError: a name or reason that is not a str.
         """
-        return self._schedules.remove(name, reason)
+        return self._schedules.remove(
+            arguments.name(name, "unschedule(): name"),
+            arguments.text(reason, "unschedule(): reason"),
+        )
 
     def schedules(self) -> list[ScheduleView]:
         """This session's schedules (removed ones included, ``removed`` set), by name."""
@@ -346,3 +415,17 @@ class Steering:
         """Every queue limit of the log: its bounds, permits held and taken."""
         limits = self._session.catch_up().limits
         return [limits.view(name) for name in sorted(limits.limits)]
+
+
+#: The keywords :meth:`Steering.submit` takes for itself (``priority``, ``deadline``, ``key``):
+#: a task's parameter of one of these names cannot be given by keyword through it.
+SUBMIT_OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(Steering.submit).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+)
+
+
+def _task_id(task_id: object, what: str) -> str:
+    """A task id a caller passes (:func:`arguments.name`, with the call's name)."""
+    return arguments.name(task_id, f"{what}: task_id")

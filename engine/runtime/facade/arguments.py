@@ -1,0 +1,198 @@
+"""The checks of what callers pass to :class:`onward.Engine`, made before anything is appended.
+
+An event's fields are typed (a note is a ``str``, a deadline a ``float``), and msgspec encodes
+what it is given: a value of another type would be written as it is and then fail to decode,
+damaging its stream for good. So every value a method of the engine puts into an event, or
+looks a task up by, is checked here first, and a wrong one is refused with a
+:class:`~onward.events.UsageError` that names the call and the argument.
+
+A refused value is shown only when it is a number, a bool or None: anything else is named by
+its type, since its text could hold a secret.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeGuard
+
+from onward.events import UsageError
+
+__all__ = [
+    "callback",
+    "flag",
+    "fraction",
+    "keywords",
+    "moment",
+    "name",
+    "names",
+    "optional_name",
+    "positional",
+    "seconds",
+    "step_index",
+    "text",
+]
+
+
+def _shown(value: object) -> str:
+    """A refused value as a message may show it."""
+    if value is None or isinstance(value, bool | int | float):
+        return f"{type(value).__name__} {value!r}"
+    return f"a value of type {type(value).__name__}"
+
+
+def text(value: object, what: str) -> str:
+    """A text argument (a reason, a note, who did it), empty or not.
+
+    Raises:
+        UsageError: it is not a ``str``.
+    """
+    if not isinstance(value, str):
+        raise UsageError(f"{what} must be a str, got {_shown(value)}")
+    return value
+
+
+def name(value: object, what: str) -> str:
+    """A name or an id: a non-empty ``str``.
+
+    Raises:
+        UsageError: it is not one.
+    """
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{what} must be a non-empty str, got {_shown(value)}")
+    return value
+
+
+def optional_name(value: object, what: str) -> str | None:
+    """A name that may be left out (None), else a non-empty ``str``.
+
+    Raises:
+        UsageError: it is neither.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{what} must be a non-empty str or None, got {_shown(value)}")
+    return value
+
+
+def names(values: object, what: str) -> list[str]:
+    """Several names: an iterable of non-empty ``str`` (a single ``str`` is refused, not
+    taken as its characters).
+
+    Raises:
+        UsageError: it is not an iterable, is a ``str``, or holds something else.
+    """
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise UsageError(f"{what} must be an iterable of str (a list), got {_shown(values)}")
+    found = list(values)
+    for i, value in enumerate(found):
+        name(value, f"{what}[{i}]")
+    return found
+
+
+def flag(value: object, what: str) -> bool:
+    """A ``bool`` argument.
+
+    Raises:
+        UsageError: it is not a ``bool``.
+    """
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} must be True or False, got {_shown(value)}")
+    return value
+
+
+def _real(value: object) -> TypeGuard[int | float]:
+    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def moment(value: object, what: str) -> float | None:
+    """A moment in seconds since the epoch (a deadline), or None.
+
+    Raises:
+        UsageError: not a finite number (a bool, a str, NaN, infinity).
+    """
+    if value is None:
+        return None
+    if not _real(value):
+        raise UsageError(
+            f"{what} must be a finite number of seconds since the epoch or None, "
+            f"got {_shown(value)}"
+        )
+    return float(value)
+
+
+def seconds(value: object, what: str) -> float:
+    """A duration: a finite number of seconds >= 0.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if not _real(value) or value < 0:
+        raise UsageError(f"{what} must be a finite number of seconds >= 0, got {_shown(value)}")
+    return float(value)
+
+
+def fraction(value: object, what: str) -> float:
+    """A fraction: a number in [0, 1].
+
+    Raises:
+        UsageError: anything else.
+    """
+    if not _real(value) or not 0 <= value <= 1:
+        raise UsageError(f"{what} must be a number in [0, 1], got {_shown(value)}")
+    return float(value)
+
+
+def step_index(value: object, what: str) -> int:
+    """A step's index: an ``int`` >= 0.
+
+    Raises:
+        UsageError: anything else (a bool included).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UsageError(f"{what} must be an int >= 0, got {_shown(value)}")
+    return value
+
+
+def positional(values: object, what: str) -> tuple[Any, ...]:
+    """A task's positional arguments given as one value: a sequence (a list, a tuple), never
+    a ``str`` or ``bytes`` (which would be taken as its characters).
+
+    Raises:
+        UsageError: anything else.
+    """
+    if isinstance(values, str | bytes | bytearray) or not isinstance(values, Sequence):
+        raise UsageError(f"{what} must be a list or a tuple, got {_shown(values)}")
+    return tuple(values)
+
+
+def keywords(values: object, what: str) -> dict[str, Any]:
+    """Keyword arguments given as one value: a mapping whose keys are ``str``.
+
+    Raises:
+        UsageError: anything else; the message names a bad key by its type only.
+    """
+    if not isinstance(values, Mapping):
+        raise UsageError(f"{what} must be a dict, got {_shown(values)}")
+    for key in values:
+        if not isinstance(key, str):
+            raise UsageError(f"{what} must have str keys, got a key {_shown(key)}")
+    return dict(values)
+
+
+def callback(value: object, what: str) -> Callable[..., Any] | None:
+    """A function the engine calls later (a check, an undo), or None.
+
+    Raises:
+        UsageError: it is neither callable nor None.
+    """
+    if value is not None and not callable(value):
+        raise UsageError(f"{what} must be a function or None, got {_shown(value)}")
+    return value
