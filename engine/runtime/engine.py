@@ -38,6 +38,7 @@ from onward.judgement.rulebook import Rulebook
 from onward.projections import Projections
 from onward.runtime.boundary import Boundary
 from onward.runtime.degradations import Degradations
+from onward.runtime.facade import arguments
 from onward.runtime.facade.components import Degrading
 from onward.runtime.facade.inside import InsideATask
 from onward.runtime.facade.people import LEARNING_STREAM, People
@@ -244,9 +245,15 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
 
         Returns:
             What the run did.
+
+        Raises:
+            UsageError: ``workers`` or ``max_runs`` not an int >= 1, ``await_approvals`` not
+                a number of seconds >= 0.
         """
         return self._scheduler().run(
-            workers=workers, max_runs=max_runs, await_approvals=await_approvals
+            workers=arguments.count(workers, "run(): workers"),
+            max_runs=arguments.optional_count(max_runs, "run(): max_runs"),
+            await_approvals=arguments.seconds(await_approvals, "run(): await_approvals"),
         )
 
     def serve(
@@ -280,9 +287,14 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             What it did.
 
         Raises:
-            UsageError: ``workers`` below 1, or the engine is closed.
+            UsageError: ``workers`` not an int >= 1, or the engine is closed.
         """
-        return serve(self._scheduler(), workers=workers, stop=stop, handle_signals=handle_signals)
+        return serve(
+            self._scheduler(),
+            workers=arguments.count(workers, "serve(): workers"),
+            stop=stop,
+            handle_signals=arguments.flag(handle_signals, "serve(): handle_signals"),
+        )
 
     async def run_async(
         self, *, concurrency: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
@@ -306,9 +318,15 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
 
         Returns:
             What the run did.
+
+        Raises:
+            UsageError: ``concurrency`` or ``max_runs`` not an int >= 1, ``await_approvals``
+                not a number of seconds >= 0.
         """
         return await self._scheduler().run_async(
-            concurrency=concurrency, max_runs=max_runs, await_approvals=await_approvals
+            concurrency=arguments.count(concurrency, "run_async(): concurrency"),
+            max_runs=arguments.optional_count(max_runs, "run_async(): max_runs"),
+            await_approvals=arguments.seconds(await_approvals, "run_async(): await_approvals"),
         )
 
     async def serve_async(
@@ -329,9 +347,15 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
 
         Returns:
             What it did.
+
+        Raises:
+            UsageError: ``concurrency`` not an int >= 1, or the engine is closed.
         """
         return await serve_async(
-            self._scheduler(), concurrency=concurrency, stop=stop, handle_signals=handle_signals
+            self._scheduler(),
+            concurrency=arguments.count(concurrency, "serve_async(): concurrency"),
+            stop=stop,
+            handle_signals=arguments.flag(handle_signals, "serve_async(): handle_signals"),
         )
 
     def _scheduler(self) -> Scheduler:

@@ -79,6 +79,14 @@ OUTSIDE: list[tuple[str, Call, str]] = [
     ("unschedule reason", lambda e, t: e.unschedule("job", reason=3), "reason"),
     ("learn signature", lambda e, t: e.learn(3, "fix"), "signature"),
     ("learn note", lambda e, t: e.learn("v1-00", "fix", note=3), "note"),
+    # Names applied, matched or looked up as given: one that holds a secret is refused, not
+    # stored redacted (where it would never match again).
+    ("learn secret fix", lambda e, t: e.learn("v1-00", f"fix-{SECRET}"), "looks like a secret"),
+    ("send secret topic", lambda e, t: e.send(t.queued, f"t-{SECRET}", 1), "looks like a secret"),
+    ("run workers str", lambda e, t: e.run(workers="2"), r"run\(\): workers"),
+    ("run max_runs 0", lambda e, t: e.run(max_runs=0), r"run\(\): max_runs"),
+    ("run await_approvals", lambda e, t: e.run(await_approvals=-1), "await_approvals"),
+    ("serve workers float", lambda e, t: e.serve(workers=1.5), r"serve\(\): workers"),
     ("approvals session", lambda e, t: e.approvals(session=3), "session"),
     ("approve id", lambda e, t: e.approve(3), "decision_id"),
     ("approve note", lambda e, t: e.approve("abc", note=3), "note"),
@@ -121,6 +129,8 @@ INSIDE: list[tuple[str, Callable[[Engine], object], str]] = [
     ("sleep bool", lambda e: e.sleep(True), "seconds"),
     ("recv timeout bool", lambda e: e.recv("topic", timeout=True), "timeout"),
     ("notify summary", lambda e: e.notify(3), "summary"),
+    ("recv secret topic", lambda e: e.recv(f"t-{SECRET}"), "looks like a secret"),
+    ("set_state secret key", lambda e: e.set_state(f"k-{SECRET}", 1), "looks like a secret"),
 ]
 
 

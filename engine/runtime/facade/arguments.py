@@ -20,12 +20,14 @@ from onward.events import UsageError
 
 __all__ = [
     "callback",
+    "count",
     "flag",
     "fraction",
     "keywords",
     "moment",
     "name",
     "names",
+    "optional_count",
     "optional_name",
     "positional",
     "seconds",
@@ -159,6 +161,26 @@ def step_index(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise UsageError(f"{what} must be an int >= 0, got {_shown(value)}")
     return value
+
+
+def count(value: object, what: str) -> int:
+    """How many (workers, tasks at once): an ``int`` >= 1.
+
+    Raises:
+        UsageError: anything else (a bool, a str, a float included).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"{what} must be an int >= 1, got {_shown(value)}")
+    return value
+
+
+def optional_count(value: object, what: str) -> int | None:
+    """:func:`count`, or None (no limit).
+
+    Raises:
+        UsageError: anything else.
+    """
+    return None if value is None else count(value, what)
 
 
 def positional(values: object, what: str) -> tuple[Any, ...]:

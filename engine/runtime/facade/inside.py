@@ -82,6 +82,7 @@ class InsideATask:
         run = current_run("recv()")
         if not isinstance(topic, str) or not topic:
             raise UsageError(f"recv() needs a non-empty topic, got {topic!r}")
+        self.log.redactor.check_name(topic, "recv(): topic")  # matched as given
         if timeout is not None:
             timeout = arguments.seconds(timeout, "recv(): timeout")
         inbox = functools.partial(self.log.read_stream, inbox_stream(run.task_id))
@@ -100,6 +101,7 @@ class InsideATask:
         run = current_run("set_state()")
         if not isinstance(key, str) or not key:
             raise UsageError(f"set_state() needs a non-empty key, got {key!r}")
+        self.log.redactor.check_name(key, "set_state(): key")  # looked up as given
         stored = encode_value(
             value, what=f"set_state({key!r}): the value", redactor=self.log.redactor
         )

@@ -49,6 +49,7 @@ class People:
         arguments.name(signature, "learn(): signature")
         arguments.name(fix, "learn(): fix")
         arguments.text(note, "learn(): note")
+        self.log.redactor.check_name(fix, "learn(): fix")  # applied by its name
         if not signature.startswith("v") or "-" not in signature:
             raise UsageError(f"{signature!r} is not an error signature id (like v1-0123abcd...)")
         if self.healer is not None:
