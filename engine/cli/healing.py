@@ -111,6 +111,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if args.db.lower().startswith("memory:"):
         raise UsageError("a memory:// log is new on every open: there is nothing to learn into")
     with open_existing(args.db) as log:
+        log.redactor.check_name(args.fix, "fix name")  # applied by its name, as given
         errors = fold(log).projections.errors
         signature = _learned_signature(errors, args.signature, log.url, args.force)
         view = errors.signatures.get(signature)

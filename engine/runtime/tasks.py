@@ -388,6 +388,7 @@ class Tasks:
         session.check_open()
         if not isinstance(topic, str) or not topic:
             raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
+        session.log.redactor.check_name(topic, "a message's topic")  # recv() matches it as given
         self.view(task_id)  # TaskNotFound
         stored = encode_value(
             value, what=f"message {topic!r} for {task_id}", redactor=session.log.redactor

@@ -421,6 +421,11 @@ def test_learn_a_custom_fix(healed: Healed, capsys: pytest.CaptureFixture[str]) 
     status, _, err = run(capsys, "learn", healed.api, "two words", "--custom", "--db", healed.db)
     assert status == 2
     assert "a fix name has no spaces" in err
+    secret = "fix-sk-live-4eC39HqLyjWDarjtT1zdp7dc"  # it would be stored redacted, never to match
+    status, _, err = run(capsys, "learn", healed.api, secret, "--custom", "--db", healed.db)
+    assert status == 2
+    assert "looks like a secret" in err
+    assert "4eC39HqLyjWDarjtT1zdp7dc" not in err
     assert len(learned_events(healed.db)) == 1
 
 
