@@ -47,6 +47,7 @@ from onward.events import (
     UnencodableValue,
     UsageError,
     VersionConflict,
+    Watch,
     decode_value,
     encode_value,
     redacted_logger,
@@ -202,6 +203,7 @@ class Scheduler:
         self._tally = dict.fromkeys(_COUNTS, 0)
         self._running = 0
         self._running_lock = threading.Lock()
+        self._watch: Watch | None = None  # how a run waiting in real time hears of the log
         self._rng = random.Random(session.worker)
         #: Shares transactions among the appends of tasks that run at once (None: one each).
         self.committer: Committer | None = None
@@ -285,15 +287,16 @@ class Scheduler:
                         if patience_until is None:
                             patience_until = now + await_approvals
                         if now < patience_until:
-                            self.session.sleep(min(APPROVAL_POLL, patience_until - now))
+                            self._nap(min(APPROVAL_POLL, patience_until - now))
                             continue
                     break
                 patience_until = None
-                self.session.sleep(min(TIMER_NAP, max(0.0, due - self.session.clock())))
+                self._nap(min(TIMER_NAP, max(0.0, due - self.session.clock())))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
             self._close_committer()
+            self._close_watch()
             heartbeat.stop()
         return self._summary(started, paused)
 
@@ -470,6 +473,7 @@ class Scheduler:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(self._close_committer)
+            self._close_watch()
             heartbeat.stop()
         return self._summary(started, paused)
 
@@ -586,12 +590,37 @@ class Scheduler:
         with self.session.lock:
             return self._next_timer(), self._claimable(), self._awaiting_approval()
 
+    def _nap(self, seconds: float) -> None:
+        """Wait for a timer or an answer: ``seconds``, or in real time less, until the log
+        changes (another process freed a permit, answered, submitted: the run looks again).
+        An injected sleep (a test's fake clock) is called instead."""
+        session = self.session
+        if session.sleep is not time.sleep:
+            session.sleep(seconds)
+            return
+        if self._watch is None:
+            self._watch = session.log.watch()
+        self._watch.wait(seconds)
+
     async def _sleep(self, seconds: float) -> None:
-        """Wait on the event loop (an injected sleep, a test's fake clock, is called)."""
-        if self.session.sleep is time.sleep:
-            await asyncio.sleep(seconds)
-        else:
-            self.session.sleep(seconds)
+        """:meth:`_nap` on the event loop: the watch is waited on in a worker thread, a slice
+        at a time, so that a cancelled run stops waiting at once."""
+        session = self.session
+        if session.sleep is not time.sleep:
+            session.sleep(seconds)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if self._watch is None:
+            self._watch = await asyncio.to_thread(session.log.watch)
+        while (left := deadline - loop.time()) > 0:
+            if await asyncio.to_thread(self._watch.wait, min(left, WATCH_SLICE)):
+                return
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _close_committer(self) -> None:
         if self.committer is not None:

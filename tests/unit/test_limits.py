@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -229,6 +231,8 @@ def test_a_step_under_an_undeclared_limit_fails_its_task_clearly(db: str) -> Non
         ("1000/hour", Rate(1000, 3600.0)),
         ("10/30s", Rate(10, 30.0)),
         (" 2 / min ", Rate(2, 60.0)),
+        ("10/.5s", Rate(10, 0.5)),
+        ("10/1.s", Rate(10, 1.0)),
         ("", None),
     ],
 )
@@ -237,7 +241,20 @@ def test_rates_are_read(text: str, rate: Rate | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["60", "60 per minute", "0/minute", "5/day", "1/2h", "-1/s", "x/s"]
+    "text",
+    [
+        "60",
+        "60 per minute",
+        "0/minute",
+        "5/day",
+        "1/2h",
+        "-1/s",
+        "x/s",
+        "10/.s",
+        "10/..s",
+        "1" * 5000 + "/s",
+        "10/" + "9" * 5000 + "s",
+    ],
 )
 def test_bad_rates_are_refused(text: str) -> None:
     with pytest.raises(UsageError, match="rate"):
@@ -333,3 +350,89 @@ def test_onward_limits_tells_a_stale_permit_from_one_that_counts(
     assert (row["in_use"], row["holders"], row["stale"]) == (1, ["live:3"], ["gone:0"])
     assert main(["limits", "--db", path]) == 0
     assert "1 (+1 stale)" in capsys.readouterr().out
+
+
+HOLDER = """
+import pathlib, sys, time
+from onward import Engine
+
+folder = pathlib.Path(sys.argv[2])
+engine = Engine.open(sys.argv[1], session="holder", healing=False)
+engine.limit("api", concurrency=1)
+
+
+@engine.step(limit="api")
+def hold() -> int:
+    (folder / "holding").touch()
+    while not (folder / "release").exists():  # the test lets go once the waiter waits
+        time.sleep(0.01)
+    return 1
+
+
+@engine.task()
+def job() -> int:
+    return hold()
+
+
+engine.submit(job)
+engine.run()
+engine.close()
+"""
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_permit_freed_by_another_process_wakes_a_waiting_run_at_once(
+    tmp_path: Path, db: str, path: str
+) -> None:
+    """``run()`` waiting for a permit (its timer a third of a lease away: 200 s here) goes on
+    as soon as another process gives the permit back: it hears of the log's change."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), db, str(tmp_path)])
+    try:
+        wait_for_file(tmp_path / "holding", holder)
+        with Engine.open(db, session="waiter", healing=False, lease=600.0) as engine:
+            engine.limit("api", concurrency=1)
+
+            @engine.step(limit="api")
+            def call() -> str:
+                return "called"
+
+            @engine.task()
+            def job() -> str:
+                return call()
+
+            task_id = engine.submit(job)
+
+            def release_once_waiting() -> None:
+                while not any(
+                    isinstance(r.event, TaskWaiting)
+                    for r in engine.log.read_stream(f"task-{task_id}")
+                ):
+                    time.sleep(0.01)
+                (tmp_path / "release").touch()
+
+            releaser = threading.Thread(target=release_once_waiting, daemon=True)
+            releaser.start()
+            started = time.monotonic()
+            if path == "sync":
+                engine.run()
+            else:
+                asyncio.run(engine.run_async())
+            waited = time.monotonic() - started
+            assert engine.result(task_id) == "called"
+        assert waited < 60, f"run() woke {waited:.0f} s after the permit was free"
+        assert holder.wait(timeout=60) == 0
+    finally:
+        (tmp_path / "release").touch()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert process.poll() is None, "the holder exited"
+        assert time.monotonic() < deadline, f"timed out waiting for {path.name}"
+        time.sleep(0.01)
