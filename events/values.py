@@ -11,21 +11,31 @@ as plain JSON where JSON is enough and as a one-key object naming its type where
     {1: "x"}               {"$dict": [[1, "x"]]}     (also a dict whose one key starts with $)
     float("nan")           {"$float": "nan"}         (inf, -inf)
     datetime, date, time, timedelta, UUID, Decimal: {"$datetime": "2024-11-25T10:00:00Z"}, ...
+    (a UTC offset with seconds, 12:00+00:19:32, as ISO 8601 has it: RFC 3339 has minutes only)
 
-Objects msgspec knows (Structs, dataclasses, attrs classes, enums, NamedTuples) are stored as
-msgspec encodes them, their contents as above. They come back as their class where the reader
-states it (a step's return annotation, a task's parameter annotations), and as plain values
-(dicts, lists, the enum's value) where it does not: :func:`decode_value` converts to the stated
-type. The engine hands a step's caller the value decoded from what it recorded, on the first
-run too, so the first run and every replay see the same thing whatever the annotation says.
+Objects msgspec knows (Structs, dataclasses, attrs classes) are stored as the dict (an
+array-like Struct: the list) of their fields, as msgspec lays them out, each field's value
+stored as above (a set in a field stays a set); a NamedTuple as its tuple, an enum as its
+value, a subclass of ``int``, ``str``, ``float``, ``bytes`` as its base value. They come back
+as their type where the reader names it (a step's return annotation, a task's parameter
+annotations) and as those plain values where it does not: :func:`decode_value` rebuilds them
+(:mod:`onward.events.value_types`: a dataclass without calling its ``__init__`` or
+``__post_init__`` again). An annotation converts nothing else: a value that does not match it
+(a ``str`` under ``-> bytes``) comes back as it was returned. The engine hands a step's
+caller the value decoded from what it recorded, on the first run too, so the first run and
+every replay see the same thing whatever the annotation says.
 
 What cannot come back as it went in is refused with a :class:`UsageError` before anything is
 written, naming the offending place (``[2]['when']``; a secret among its keys redacted by the
 log's redactor): an object msgspec cannot encode, a value that contains itself, one nested
 deeper than :data:`MAX_VALUE_DEPTH` levels, a set or dict key that would not be hashable once
-read back (a Struct in a set).
+read back (a Struct in a set), a dataclass or attrs instance holding an attribute that is none
+of its fields (set by ``__post_init__``: rebuilt from its fields, it would lack it).
 
-Stored values written by older versions (plain JSON) read back as before.
+Stored values written by older versions (plain JSON) still read back: their objects, enums and
+subclasses are rebuilt by the annotations as before, but a value JSON had no type for (a
+tuple stored as a list, bytes as base64 text, a date as ISO text) comes back as that JSON, as
+it cannot be told from a list or a text the function returned.
 """
 
 from __future__ import annotations
@@ -42,7 +52,9 @@ from typing import Any
 import msgspec
 
 from onward.events.exceptions import UsageError
+from onward.events.objects import Layout, layout_of
 from onward.events.redaction import Redactor
+from onward.events.value_types import MISMATCH, reader_for
 
 __all__ = ["MAX_VALUE_DEPTH", "decode_value", "encode_value"]
 
@@ -74,15 +86,12 @@ _TEXT_TAGS: dict[type[Any], str] = {
     decimal.Decimal: "$decimal",
 }
 _TEXT_TYPES: dict[str, type[Any]] = {tag: cls for cls, tag in _TEXT_TAGS.items()}
+# What has a UTC offset, which msgspec writes in whole minutes (see _text).
+_ZONED = (datetime.datetime, datetime.time)
+_MINUTE = datetime.timedelta(minutes=1)
 _SCALARS = (str, int, bool, type(None))
 # What a subclass of a scalar (a str enum, a numpy-free int subclass) is stored as.
 _SCALAR_BASES: tuple[type[Any], ...] = (bool, int, str, float, bytes, bytearray)
-
-
-# Types whose own instances convert to themselves unchanged (so converting them is skipped).
-_EXACT: frozenset[Any] = frozenset(
-    {str, int, float, bool, bytes, bytearray, tuple, set, frozenset, list, dict}
-)
 
 
 class _Refused(Exception):
@@ -151,23 +160,28 @@ def _redacted(text: str, redactor: Redactor | None) -> str:
 
 
 def decode_value(stored: Any, into: Any = Any) -> Any:
-    """A value read back from its stored form: tags resolved, then converted to ``into``.
+    """A value read back from its stored form: tags resolved, then what ``into`` names
+    rebuilt (see :mod:`onward.events.value_types`).
 
     Args:
         stored: what the log holds (as decoded from its JSON).
-        into: the type the reader expects (a step's return annotation, a parameter's); with
-            ``Any``, or when the value does not convert, the value is returned as stored.
+        into: the type the reader expects (a step's return annotation, a parameter's). Only
+            objects, enums and subclasses of scalars are rebuilt by it, where the stored value
+            is their kept form; any other value comes back as it was kept, whatever ``into``
+            says (a ``str`` under ``bytes`` stays a ``str``).
 
     Returns:
-        The value.
+        The value. The same stored value and ``into`` give the same value every time: the
+        first run and every replay see the same thing.
     """
     value = _unpack(stored)
-    if into is Any or into is object or (type(value) is into and into in _EXACT):
+    if into is Any or type(value) is into:  # nothing to rebuild
         return value
-    try:
-        return msgspec.convert(value, type=into, strict=False)
-    except (msgspec.ValidationError, TypeError, ValueError):
+    reader = reader_for(into)
+    if reader is None:
         return value
+    rebuilt = reader(value)
+    return value if rebuilt is MISMATCH else rebuilt
 
 
 def _plain_json(value: Any) -> bytes | None:
@@ -237,8 +251,21 @@ def _pack(
         return {kind: base64.b64encode(data).decode("ascii")}
     tag = _TEXT_TAGS.get(cls)
     if tag is not None:
-        return {tag: msgspec.to_builtins(value)}
+        return {tag: _text(value, cls)}
     return _pack_other(value, depth, active, redact)
+
+
+def _text(value: Any, cls: type[Any]) -> str:
+    """The text a datetime, date, time, timedelta, UUID or Decimal is kept as."""
+    if cls in _ZONED and value.tzinfo is not None and value.tzinfo is not datetime.UTC:
+        offset = value.utcoffset()
+        if offset and offset % _MINUTE:
+            # RFC 3339, which msgspec writes, has whole minutes in an offset (msgspec would
+            # round 12:00+00:19:32, Amsterdam's before 1937, to another instant): ISO 8601's
+            # seconds, read back by _untag.
+            return value.isoformat()  # type: ignore[no-any-return]
+    text: str = msgspec.to_builtins(value)
+    return text
 
 
 def _pack_container(
@@ -338,7 +365,7 @@ def _pack_other(
     for native, tag in _TEXT_TAGS.items():  # datetime before date: dict order
         if isinstance(value, native):
             try:
-                return {tag: msgspec.to_builtins(_as_native(value, native))}
+                return {tag: _text(_as_native(value, native), native)}
             except (TypeError, ValueError) as exc:
                 raise _Refused(
                     f"a {type(value).__qualname__} cannot be stored as a {tag[1:]} ({exc})"
@@ -348,19 +375,49 @@ def _pack_other(
     key = id(value)
     if key in active:
         raise _Refused("it contains itself (a reference cycle)")
+    layout = layout_of(value)
+    plain = _builtins(value) if layout is None else _fields(value, layout)
+    active.add(key)
     try:
-        plain = msgspec.to_builtins(value, builtin_types=_NATIVE, str_keys=False)
+        return _pack(plain, depth, active, redact)
+    finally:
+        active.discard(key)
+
+
+def _fields(value: Any, layout: Layout) -> Any:
+    """An object as the dict (or list) of its fields, as msgspec lays it out, each field's
+    value as it is (packed in turn, so that a set in a field stays a set).
+
+    Raises:
+        _Refused: it holds attributes that are none of its fields: rebuilt from its fields
+            (without calling ``__init__`` or ``__post_init__`` again), it would lack them.
+    """
+    if layout.unkept:
+        names = ", ".join(repr(n) for n in layout.unkept)
+        one = len(layout.unkept) == 1
+        raise _Refused(
+            f"a {type(value).__qualname__} holds {names}, which {'is' if one else 'are'} "
+            "none of its fields (set by __post_init__?): only its fields are kept, so it "
+            f"would not come back the same; make {'it a field' if one else 'them fields'} "
+            "(field(init=False)) or return a dict"
+        )
+    return layout.fields
+
+
+def _builtins(value: Any) -> Any:
+    """Another object msgspec knows, as msgspec makes it builtin values.
+
+    Raises:
+        _Refused: msgspec cannot encode it.
+    """
+    try:
+        return msgspec.to_builtins(value, builtin_types=_NATIVE, str_keys=False)
     except RecursionError:
         raise _Refused("it contains itself, or is nested too deeply") from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise _Refused(
             f"a value of type {type(value).__qualname__} cannot be stored ({exc})"
         ) from None
-    active.add(key)
-    try:
-        return _pack(plain, depth, active, redact)
-    finally:
-        active.discard(key)
 
 
 def _as_native(value: Any, native: type[Any]) -> Any:
@@ -412,7 +469,26 @@ def _untag(tag: str, inner: Any) -> Any:
             return float(inner)
         cls = _TEXT_TYPES.get(tag)
         if cls is not None and type(inner) is str:
-            return msgspec.convert(inner, cls)
+            try:
+                return msgspec.convert(inner, cls)
+            except msgspec.ValidationError:
+                if cls in _ZONED:
+                    return _with_odd_offset(inner, cls)
+                raise
     except (ValueError, TypeError, msgspec.ValidationError):
         pass
     return _UNTAGGED
+
+
+def _with_odd_offset(text: str, cls: type[Any]) -> Any:
+    """A datetime or time whose UTC offset has seconds, from the ISO 8601 text it is kept as
+    (see :func:`_text`).
+
+    Raises:
+        ValueError: the text is no such value.
+    """
+    value = cls.fromisoformat(text)
+    offset = value.utcoffset()
+    if not (offset and offset % _MINUTE):
+        raise ValueError(text)  # only what _text writes: any other text is not a tag of ours
+    return value

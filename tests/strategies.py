@@ -441,11 +441,11 @@ def _hashable_values() -> SearchStrategy[Any]:
 def stored_values() -> SearchStrategy[Any]:
     """Anything a task may take or a step may return, nested: every type of the table in
     :mod:`onward.events.values` (NaN and the infinities included)."""
+    # Any offset Python allows: whole minutes, and seconds and microseconds as local mean
+    # times before 1937 have them (Amsterdam's +00:19:32).
     offsets = st.timedeltas(
         min_value=datetime.timedelta(hours=-23), max_value=datetime.timedelta(hours=23)
-    ).map(
-        lambda d: datetime.timezone(datetime.timedelta(minutes=d // datetime.timedelta(minutes=1)))
-    )
+    ).map(datetime.timezone)
     scalars = (
         st.none()
         | st.booleans()
@@ -456,7 +456,7 @@ def stored_values() -> SearchStrategy[Any]:
         | st.binary().map(bytearray)
         | st.datetimes(timezones=st.none() | st.just(datetime.UTC) | offsets)
         | st.dates()
-        | st.times()
+        | st.times(timezones=st.none() | st.just(datetime.UTC) | offsets)
         | st.timedeltas()
         | st.uuids()
         | st.decimals()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
 
-from onward.events import Priority, UsageError
+from onward.events import Priority, UsageError, redacted_logger
+from onward.events.value_types import annotations_of
 
 __all__ = [
     "IMPACTS",
@@ -32,6 +32,8 @@ __all__ = [
     "return_type",
     "type_hints",
 ]
+
+logger = redacted_logger("onward.engine")
 
 #: What an action may declare to be at stake, least first.
 IMPACTS = ("low", "medium", "high")
@@ -94,17 +96,37 @@ def is_async(fn: Callable[..., Any]) -> bool:
 
 def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     """A function's resolved annotations by parameter name (and ``"return"``), read from what
-    a call of it runs (:func:`call_target`); empty when they do not resolve (values are then
-    taken as recorded)."""
-    try:
-        return typing.get_type_hints(call_target(fn))
-    except Exception:  # unresolvable annotations: take values as recorded
-        return {}
+    a call of it runs (:func:`call_target`).
+
+    Each annotation is resolved on its own: one that does not resolve (a name imported only
+    under ``TYPE_CHECKING``, with ``from __future__ import annotations``) is left out, so its
+    values are taken as recorded (as for ``Any``), and a warning on the ``onward.engine``
+    logger names it; the others are used.
+    """
+    hints, unresolved = annotations_of(call_target(fn))
+    _warn_unresolved(fn, unresolved)
+    return hints
 
 
 def return_type(fn: Callable[..., Any]) -> Any:
-    """A function's annotated return type (``Any`` when it has none or it does not resolve)."""
-    return type_hints(fn).get("return", Any)
+    """A function's annotated return type (``Any`` when it has none or it does not resolve,
+    with a warning, as :func:`type_hints` says; its parameters' annotations are not looked
+    at)."""
+    hints, unresolved = annotations_of(call_target(fn))
+    _warn_unresolved(fn, {k: v for k, v in unresolved.items() if k == "return"})
+    return hints.get("return", Any)
+
+
+def _warn_unresolved(fn: Callable[..., Any], unresolved: dict[str, str]) -> None:
+    for name, why in unresolved.items():
+        what = "its return" if name == "return" else f"parameter {name!r}"
+        logger.warning(
+            "%s: the annotation of %s, %s: its values are taken as recorded, as for Any "
+            "(import the name at run time for them to be rebuilt as its type)",
+            getattr(fn, "__qualname__", None) or repr(fn),
+            what,
+            why,
+        )
 
 
 class Check(Protocol):

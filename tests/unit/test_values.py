@@ -9,6 +9,7 @@ import enum
 import math
 import socket
 import threading
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from onward.events import (
 )
 from onward.projections import task_stream
 from tests.conftest import FakeClock
+from tests.strategies import same_value
 
 
 class Crash(BaseException):
@@ -210,9 +212,41 @@ def test_int_keys_and_dates_come_back_unannotated(tmp_path: Path) -> None:
 
 
 def test_the_first_run_gets_what_the_replay_gets_whatever_the_annotation(tmp_path: Path) -> None:
-    # The annotation says int, the step returns a numeric string: both runs see the int.
+    # The annotation says int, the step returns a numeric string: both runs see the string
+    # (tests/unit/test_value_types.py: an annotation converts nothing it does not rebuild).
     first, replay = run_then_replay(tmp_path / "log.db", lambda: "42", int)
-    assert first == replay == 42
+    assert first == replay == "42"
+
+
+ODD_OFFSET = datetime.timezone(datetime.timedelta(seconds=-1172, microseconds=5))
+WITH_SECONDS: list[tuple[str, Any]] = [
+    (
+        "Amsterdam 1900 (+00:19:32)",
+        datetime.datetime(1900, 6, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Amsterdam")),
+    ),
+    ("datetime, microseconds", datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=ODD_OFFSET)),
+    ("time", datetime.time(12, tzinfo=datetime.timezone(datetime.timedelta(seconds=1172)))),
+    ("time, microseconds", datetime.time(1, 2, 3, 4, tzinfo=ODD_OFFSET)),
+]
+
+
+@pytest.mark.parametrize("value", [v for _, v in WITH_SECONDS], ids=[k for k, _ in WITH_SECONDS])
+def test_a_utc_offset_with_seconds_is_kept_exactly(
+    tmp_path: Path, both_paths: str, value: Any
+) -> None:
+    # msgspec writes RFC 3339, whose offsets are whole minutes: 12:00+00:19:32 came back as
+    # 12:00+00:20, another instant.
+    first, replay = run_then_replay(tmp_path / "log.db", lambda: [value], Any)
+    for got in (first, replay):
+        assert same_value(got, [value]), got
+    assert same_value(decode_value(encode_value(value, what="v"), type(value)), value)
+
+
+def test_a_tagged_text_that_is_not_what_onward_writes_reads_as_stored() -> None:
+    # An offset with seconds is read only where it has seconds: any other text msgspec does
+    # not read is a plain dict of an older version, as before.
+    for text in ("2024-01-01T00:00:00+01:00:00", "20240101T000000"):
+        assert decode_value({"$datetime": text}) == {"$datetime": text}
 
 
 def test_a_mutable_result_handed_to_the_caller_is_a_copy(tmp_path: Path) -> None:
@@ -231,8 +265,10 @@ def dead_worker() -> str:
 
 
 def test_an_older_log_of_plain_json_still_replays(tmp_path: Path) -> None:
-    """An older onward stored tuples as lists, int keys as strings and bytes as base64; a task
-    it left running resumes, its arguments and step results converted by the annotations."""
+    """An older onward stored tuples as lists, int keys as strings, bytes as base64, objects as
+    dicts and enums as their values; a task it left running resumes: its objects and enums
+    are rebuilt by the annotations, the rest comes back as the JSON it was stored as (a list,
+    a text: they cannot be told from a list or a text the function returned)."""
     path = tmp_path / "old.db"
     clock = FakeClock()
     task_id = "0123456789abcdef"
@@ -241,10 +277,15 @@ def test_an_older_log_of_plain_json_still_replays(tmp_path: Path) -> None:
         log.append(
             task_stream(task_id),
             [
-                TaskSubmitted(name="job", args=[[1, 2], {"1": "a"}], kwargs={"raw": "AAE="}),
+                TaskSubmitted(
+                    name="job",
+                    args=[[1, 2], {"1": "a"}, {"n": 7}],
+                    kwargs={"raw": "AAE=", "level": 3},
+                ),
                 TaskClaimed(worker=worker, lease_until=clock() + 300),
                 StepCompleted(index=0, name="pair", result=[3, 4]),
                 StepCompleted(index=1, name="plain", result=[5, 6]),
+                StepCompleted(index=2, name="frozen", result={"n": 8}),
             ],
             expected_version=0,
             context=Context(session="values", actor=worker, correlation_id=task_id),
@@ -260,14 +301,21 @@ def test_an_older_log_of_plain_json_still_replays(tmp_path: Path) -> None:
         def plain() -> Any:
             raise AssertionError("replayed, never run")
 
+        @engine.step(name="frozen")
+        def frozen() -> Frozen:
+            raise AssertionError("replayed, never run")
+
         @engine.task(name="job")
-        def job(point: tuple[int, int], names: dict[int, str], *, raw: bytes) -> str:
-            seen.extend([point, names, raw, pair(), plain()])
+        def job(
+            point: tuple[int, int], names: dict[int, str], box: Frozen, *, raw: bytes, level: Level
+        ) -> str:
+            seen.extend([point, names, box, raw, level, pair(), plain(), frozen()])
             return "done"
 
         assert engine.run().recovered == 1
         assert engine.result(task_id) == "done"
-    assert seen == [(1, 2), {1: "a"}, b"\x00\x01", (3, 4), [5, 6]]
+    assert seen == [[1, 2], {"1": "a"}, Frozen(7), "AAE=", Level.HIGH, [3, 4], [5, 6], Frozen(8)]
+    assert [type(x) for x in seen[2:5]] == [Frozen, str, Level]
 
 
 def test_an_older_plain_dict_that_happens_to_look_tagged_reads_as_stored() -> None:
@@ -284,11 +332,14 @@ def test_a_dict_whose_one_key_starts_with_a_dollar_is_escaped() -> None:
         assert decode_value(stored) == value
 
 
-def test_values_are_read_back_by_the_annotation_only_where_they_convert() -> None:
+def test_an_annotation_rebuilds_only_what_the_log_keeps_as_plain_values() -> None:
     stored = encode_value({"a": 1}, what="v")
     assert decode_value(stored, dict[str, int]) == {"a": 1}
-    assert decode_value(stored, list[int]) == {"a": 1}  # does not convert: kept as stored
-    assert decode_value(encode_value([1, 2], what="v"), tuple[int, int]) == (1, 2)
+    assert decode_value(stored, list[int]) == {"a": 1}  # not a list: as stored
+    assert decode_value(encode_value([1, 2], what="v"), tuple[int, int]) == [1, 2]
+    assert decode_value(encode_value((1, 2), what="v"), tuple[int, int]) == (1, 2)
+    # A dict is the kept form of a Struct: under `-> Frozen` it is one.
+    assert decode_value(encode_value({"n": 1}, what="v"), Frozen) == Frozen(1)
 
 
 def test_bytes_are_redacted_before_they_are_encoded() -> None:
