@@ -247,12 +247,12 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             What the run did.
 
         Raises:
-            UsageError: ``workers`` or ``max_runs`` not an int >= 1, ``await_approvals`` not
-                a number of seconds >= 0.
+            UsageError: ``workers`` not an int >= 1, ``max_runs`` not an int >= 0 (or None),
+                ``await_approvals`` not a number of seconds >= 0.
         """
         return self._scheduler().run(
             workers=arguments.count(workers, "run(): workers"),
-            max_runs=arguments.optional_count(max_runs, "run(): max_runs"),
+            max_runs=arguments.limit(max_runs, "run(): max_runs"),
             await_approvals=arguments.seconds(await_approvals, "run(): await_approvals"),
         )
 
@@ -320,12 +320,12 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             What the run did.
 
         Raises:
-            UsageError: ``concurrency`` or ``max_runs`` not an int >= 1, ``await_approvals``
-                not a number of seconds >= 0.
+            UsageError: ``concurrency`` not an int >= 1, ``max_runs`` not an int >= 0 (or
+                None), ``await_approvals`` not a number of seconds >= 0.
         """
         return await self._scheduler().run_async(
             concurrency=arguments.count(concurrency, "run_async(): concurrency"),
-            max_runs=arguments.optional_count(max_runs, "run_async(): max_runs"),
+            max_runs=arguments.limit(max_runs, "run_async(): max_runs"),
             await_approvals=arguments.seconds(await_approvals, "run_async(): await_approvals"),
         )
 

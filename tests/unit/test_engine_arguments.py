@@ -84,7 +84,7 @@ OUTSIDE: list[tuple[str, Call, str]] = [
     ("learn secret fix", lambda e, t: e.learn("v1-00", f"fix-{SECRET}"), "looks like a secret"),
     ("send secret topic", lambda e, t: e.send(t.queued, f"t-{SECRET}", 1), "looks like a secret"),
     ("run workers str", lambda e, t: e.run(workers="2"), r"run\(\): workers"),
-    ("run max_runs 0", lambda e, t: e.run(max_runs=0), r"run\(\): max_runs"),
+    ("run max_runs -1", lambda e, t: e.run(max_runs=-1), r"run\(\): max_runs"),
     ("run await_approvals", lambda e, t: e.run(await_approvals=-1), "await_approvals"),
     ("serve workers float", lambda e, t: e.serve(workers=1.5), r"serve\(\): workers"),
     ("approvals session", lambda e, t: e.approvals(session=3), "session"),

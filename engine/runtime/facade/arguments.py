@@ -24,10 +24,10 @@ __all__ = [
     "flag",
     "fraction",
     "keywords",
+    "limit",
     "moment",
     "name",
     "names",
-    "optional_count",
     "optional_name",
     "positional",
     "seconds",
@@ -174,13 +174,17 @@ def count(value: object, what: str) -> int:
     return value
 
 
-def optional_count(value: object, what: str) -> int | None:
-    """:func:`count`, or None (no limit).
+def limit(value: object, what: str) -> int | None:
+    """At most how many (task runs), or None (no limit): an ``int`` >= 0.
 
     Raises:
-        UsageError: anything else.
+        UsageError: anything else (a bool, a str, a float included).
     """
-    return None if value is None else count(value, what)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UsageError(f"{what} must be an int >= 0 or None, got {_shown(value)}")
+    return value
 
 
 def positional(values: object, what: str) -> tuple[Any, ...]:
