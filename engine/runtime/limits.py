@@ -40,7 +40,11 @@ __all__ = ["Limits", "Rate", "parse_rate"]
 
 #: How many times a take looks again after another worker's append.
 _TAKE_TRIES = 50
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*(second|sec|s|minute|min|m|hour|h)\s*$")
+# A window's count has a digit ("30", "1.5", ".5"; never a lone "."), and a count of calls at
+# most 18 digits, so that neither reaches float() or int() in a form they refuse.
+_RATE = re.compile(
+    r"^\s*(\d{1,18})\s*/\s*(\d+\.?\d*|\.\d+)?\s*(second|sec|s|minute|min|m|hour|h)\s*$"
+)
 _WINDOWS = {
     "second": 1.0,
     "sec": 1.0,
