@@ -201,6 +201,8 @@ class Scheduler:
         #: Set when the worker stops: each run hands its task back at its next step.
         self.stopping = threading.Event()
         self._tally = dict.fromkeys(_COUNTS, 0)
+        #: When this run began: a schedule's tick due since then is never missed.
+        self._began = session.clock()
         self._running = 0
         self._running_lock = threading.Lock()
         self._watch: Watch | None = None  # how a run waiting in real time hears of the log
@@ -654,7 +656,7 @@ class Scheduler:
         session.host.catch_up()
         self._tally["missed"] += self._mark_missed()
         if self.schedules is not None:
-            self._tally["scheduled"] += self.schedules.fire()
+            self._tally["scheduled"] += self.schedules.fire(self._began)
         if not self._tally["runs"]:
             self.degradations.restore_all()
             return ""

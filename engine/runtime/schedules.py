@@ -11,8 +11,12 @@ the schedule and the tick, so that a tick never submits two tasks.
 
 Ticks missed while no worker ran (an outage) follow the schedule's ``missed`` policy: "once"
 runs the task once for all of them, at the first look after the outage; "skip" runs none of
-them, unless the latest is less than :data:`GRACE` seconds late (then it runs, on time). Cron
-expressions are read by cronsim, in UTC.
+them, unless the latest is less than :data:`GRACE` seconds late (then it runs, on time). A
+tick that came due while a worker of the session ran is not missed, however late it is found:
+a worker busy with a task looks at the schedules only at its next task boundary. A worker ran
+at the tick when the one that looks has run since before it (its ``run()`` or ``serve()``
+began earlier), or when another worker holds one of the session's tasks, claimed before the
+tick and held since. Cron expressions are read by cronsim, in UTC.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from onward.runtime.tasks import Tasks
 
 __all__ = ["GRACE", "MISSED_POLICIES", "Schedules", "parse_cron"]
 
-#: A tick found due at most this many seconds late is on time (the "skip" policy runs it).
+#: A tick found due at most this many seconds late is on time (the "skip" policy runs it),
+#: whether or not a worker ran at the tick.
 GRACE = 60.0
 #: What to do about the ticks missed while no worker ran.
 MISSED_POLICIES = ("once", "skip")
@@ -157,19 +162,25 @@ class Schedules:
         """This session's schedules (removed ones included), by name."""
         return self.session.catch_up().schedules.of(self.session.name)
 
-    def fire(self) -> int:
+    def fire(self, began: float | None = None) -> int:
         """Handle every tick now due of this session's schedules whose task this worker has
         (the caller holds the session's lock, caught up); returns how many tasks it
-        submitted."""
+        submitted.
+
+        Args:
+            began: when the worker's current run began (None: now): a tick due since then
+                came due while it ran, so it is never missed.
+        """
         session = self.session
         now = session.clock()
+        began = now if began is None else began
         fired = 0
         for view in session.projections.schedules.of(session.name):
             if view.removed or not self.registry.knows(view.task):
                 continue
             if self._next_of(view) > now:
                 continue
-            fired += self._tick(view, now)
+            fired += self._tick(view, now, began)
         if fired:
             session.host.catch_up()
         return fired
@@ -190,7 +201,28 @@ class Schedules:
             known = self._next[stream] = (view.version, next_tick(view))
         return known[1]
 
-    def _tick(self, view: ScheduleView, now: float) -> int:
+    def _missed(self, tick: float, now: float, began: float) -> bool:
+        """Whether a tick came due while no worker of the session ran (see the module's
+        docstring): not when it is at most :data:`GRACE` late, when this worker has run since
+        before it, or when another worker held one of the session's tasks from before it and
+        through it."""
+        if now - tick <= GRACE or began <= tick:
+            return False
+        session = self.session
+        workers = session.projections.workers
+        for task in session.unfinished_tasks():
+            if task.state != "running" or task.worker == session.worker or task.updated_at > tick:
+                continue
+            holds = max(
+                task.lease_until,
+                task.updated_at + session.lease,
+                workers.holds_until(task.worker),
+            )
+            if holds >= tick:
+                return False
+        return True
+
+    def _tick(self, view: ScheduleView, now: float, began: float) -> int:
         """Commit the due tick of one schedule with its task (or its skip); 1 when a task was
         submitted."""
         session = self.session
@@ -204,7 +236,7 @@ class Schedules:
             if moment > latest or due >= _COUNT_AT_MOST:
                 break
             due += 1
-        run = view.missed == "once" or now - tick <= GRACE
+        run = view.missed == "once" or not self._missed(tick, now, began)
         task_id = derived_id(session.name, "schedule", view.name, repr(tick)) if run else ""
         context = Context(session=session.name, actor=session.worker, correlation_id=task_id)
         appends = [

@@ -119,6 +119,45 @@ def test_ticks_missed_in_an_outage_run_once_or_are_skipped_as_declared(
         assert [t.task_id == "" for t in ticked].count(True) == 1  # the one skip, recorded
 
 
+@pytest.mark.parametrize("looker", ["the busy worker", "another worker"])
+@pytest.mark.parametrize(
+    ("start", "runs"),
+    [(10 * 60, 1), (17 * 60, 0)],
+    ids=["run-began-before-the-tick", "no-worker-at-the-tick"],
+)
+def test_a_skip_tick_due_while_a_worker_was_busy_runs_late(
+    db: str, hour_clock: FakeClock, looker: str, start: int, runs: int
+) -> None:
+    """The "skip" policy leaves only the ticks that came due while no worker of the session
+    ran: one due while a worker was busy with a ten-minute step (its next look at the
+    schedules is the step's end, or another worker's look meanwhile) runs, late."""
+    ran: list[tuple[float, str]] = []
+    with (
+        open_engine(db, hour_clock, lease=3600) as engine,
+        open_engine(db, hour_clock) as other,
+    ):
+        register(engine, ran, hour_clock)
+        register(other, ran, hour_clock)
+
+        @engine.step()
+        def work() -> None:
+            hour_clock.advance(600)  # past the tick at HOUR + 15 minutes
+            if looker == "another worker":
+                other.run(max_runs=0)  # a task boundary of its own: due ticks fire
+
+        @engine.task(name="long")
+        def long() -> None:
+            work()
+
+        engine.schedule("report", cron="*/15 * * * *", args=["busy"], missed="skip")
+        hour_clock.advance(start)
+        engine.submit(long)
+        engine.run()
+        (view,) = engine.schedules()
+        assert (view.runs, view.skipped, view.last_tick) == (runs, 1 - runs, HOUR + 900)
+        assert [kind for _, kind in ran] == ["busy"] * runs
+
+
 def test_a_task_declared_with_a_schedule_is_scheduled(db: str, hour_clock: FakeClock) -> None:
     ticks: list[float] = []
     with open_engine(db, hour_clock) as engine:
