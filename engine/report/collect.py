@@ -4,8 +4,9 @@ The pass reads the log as the projections' fold does (:class:`onward.projections
 FoldReader`: every record checked, step results skipped), folds each page into the projections
 and hands the same page to a :class:`_Collector` that keeps what the page draws: task runs per
 worker, the moments to mark, the breakers', flow's and degradation's states over time, the
-approvals and the decisions. Memory grows with the session's task runs and errors, never with
-its step results.
+approvals and the decisions. A stream the projections mark damaged gives it nothing from
+its first bad record on (a task run it left open ends there, "damaged"). Memory grows with the
+session's task runs and errors, never with its step results.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
 
 from onward.events import (
@@ -20,6 +22,7 @@ from onward.events import (
     EventLog,
     LogNotFound,
     Recorded,
+    StreamDamage,
     UnknownEvent,
     UsageError,
 )
@@ -140,11 +143,16 @@ class _Collector:
         lane = run[2] if run is not None else 0
         self.marks.append(Mark(kind, time, lane, what))
 
-    def page(self, records: list[Recorded]) -> None:
+    def page(self, records: list[Recorded], damaged: Mapping[str, StreamDamage]) -> None:
+        """Keep a page's records of the session, but a damaged stream's from its first bad
+        record on (``damaged``: the projections' damaged streams, after the page's fold)."""
         session = self.session
         for r in records:
             meta = r.meta
             if meta.session != session:
+                continue
+            damage = damaged.get(r.stream) if damaged else None
+            if damage is not None and r.position >= damage.position:
                 continue
             event = r.event
             if isinstance(event, UnknownEvent):
@@ -449,13 +457,16 @@ def collect_report(log: EventLog, session: str | None = None) -> SessionReport:
     for page in FoldReader(log).pages():
         if isinstance(page, list):
             projections.apply_page(page)
-            collector.page(page)
+            collector.page(page, projections.damaged)
         else:
             projections.mark_damaged(page)
     c = collector
     start, end = c.start, max(c.end, c.start)
-    for task_id in list(c.open):  # still running at the log's end
-        c._close(task_id, end, "running")
+    for task_id in list(c.open):  # still running at the log's end, or its stream damaged
+        if TASK_PREFIX + task_id in projections.damaged:
+            c._close(task_id, c.open[task_id][1], "damaged")
+        else:
+            c._close(task_id, end, "running")
     states = Counter(v.state for v in projections.tasks.tasks.values() if v.session == name)
     c.totals.tasks = dict(states.most_common())
     axis = Axis.of(start, end, ((bar.start, bar.end) for bar, _ in c.runs))

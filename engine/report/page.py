@@ -48,6 +48,7 @@ _COLOURS = {
     "running": "#1565c0",
     "cancelled": "#757575",
     "quarantined": "#5d4037",
+    "damaged": "#212121",
     "missed": "#ef6c00",
     "taken": "#455a64",
     "closed": "#66bb6a",

@@ -304,6 +304,51 @@ def test_a_damaged_row_is_left_out_and_named(
     assert "written to" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "SET state = replace(state, 'nope', 'NOPE') WHERE {row}",  # fails its checksum
+        "SET state = NULL WHERE {row}",  # does not decode
+        "SET originator_version = 30 WHERE {row}",  # a gap before the record
+    ],
+    ids=["checksum", "undecodable", "gap"],
+)
+def test_a_damaged_stream_is_left_out_from_its_first_bad_record_on(
+    tmp_path: Path, damage: str
+) -> None:
+    db = tmp_path / "failed.db"
+    clock = FakeClock()
+    with Engine.open(f"sqlite:///{db}", session="s", clock=clock, sleep=clock.sleep) as engine:
+
+        @engine.step()
+        def s1() -> int:
+            raise RuntimeError("nope")
+
+        @engine.task()
+        def t() -> int:
+            return s1()
+
+        task_id = engine.submit(t)
+        engine.run()
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
+        kinds = raw.execute(
+            "SELECT topic FROM stored_events WHERE originator_id = ? ORDER BY originator_version",
+            (f"task-{task_id}",),
+        ).fetchall()
+        assert [k for (k,) in kinds][1:3] == ["TaskClaimed", "StepFailed"]
+        row = f"originator_id = 'task-{task_id}' AND originator_version = 3"
+        raw.execute(f"UPDATE stored_events {damage.format(row=row)}")
+    with open_log(f"sqlite:///{db}", create=False) as log:
+        report = collect_report(log)
+    assert [d.split(":")[0] for d in report.damaged] == [f"'task-{task_id}'"]
+    # its StepFailed, ErrorObserved, ErrorClassified, give_up and TaskFailed: none counted
+    assert report.decision_counts == []
+    assert report.totals.steps == 0
+    assert [s.in_session for s in report.signatures] in ([], [0])
+    (bar,) = [bar for lane in report.lanes for bar in lane.runs]
+    assert (bar.task_id, bar.outcome, bar.steps) == (task_id, "damaged", 0)
+
+
 def test_the_page_loads_in_a_real_browser(night: Path, big: Path, tmp_path: Path) -> None:
     facts = (
         "JSON.stringify({sections: [...document.querySelectorAll('section[id]')].map(s => s.id),"
