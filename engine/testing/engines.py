@@ -3,6 +3,7 @@ retries due at once when asked (the no-back-off mode)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from onward.events import Jitter
@@ -22,7 +23,8 @@ NO_BACKOFF = RetryPolicies(
 def open_engine(
     url: str = "memory://",
     *,
-    clock: FakeClock | None = None,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
     session: str = "test",
     backoff: bool = True,
     **options: Any,
@@ -31,7 +33,11 @@ def open_engine(
 
     Args:
         url: the log (``memory://`` by default; ``sqlite:///PATH`` for a real file).
-        clock: the fake clock (a new one when None); the engine's ``sleep`` moves it.
+        clock: the engine's clock: a :class:`FakeClock` (a new one when None), or any other
+            source of time, used as given.
+        sleep: how the engine waits for a timer; when None, the fake clock's ``sleep`` (which
+            moves it), or :meth:`onward.Engine.open`'s own (``time.sleep``) for a clock that
+            is not a :class:`FakeClock`.
         session: the session's name.
         backoff: False for the no-back-off mode (:data:`NO_BACKOFF`, unless ``retries`` is
             given).
@@ -44,6 +50,10 @@ def open_engine(
         UsageError: a bad option (as :meth:`onward.Engine.open`).
     """
     clock = clock if clock is not None else FakeClock()
+    if sleep is None and isinstance(clock, FakeClock):
+        sleep = clock.sleep
+    if sleep is not None:
+        options["sleep"] = sleep
     if not backoff:
         options.setdefault("retries", NO_BACKOFF)
-    return Engine.open(url, session=session, clock=clock, sleep=clock.sleep, **options)
+    return Engine.open(url, session=session, clock=clock, **options)

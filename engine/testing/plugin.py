@@ -11,7 +11,8 @@ Fixtures:
 
 The marker ``@pytest.mark.onward(**options)`` passes options to both engines' open:
 ``backoff=False`` for the no-back-off mode, ``session=...``, and any option of
-:meth:`onward.Engine.open`.
+:meth:`onward.Engine.open`. A ``clock=`` or ``sleep=`` given there replaces the fake clock's
+(``onward_clock`` is then not the engine's clock, or no longer moved by its waits).
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+def _options(request: pytest.FixtureRequest, clock: FakeClock) -> dict[str, Any]:
+    """The marker's options, on ``clock`` unless they name a clock of their own."""
     marker = request.node.get_closest_marker("onward")
-    return dict(marker.kwargs) if marker is not None else {}
+    options = dict(marker.kwargs) if marker is not None else {}
+    if options.get("clock") is None:
+        options["clock"] = clock
+    return options
 
 
 @pytest.fixture
@@ -52,7 +57,7 @@ def onward_clock() -> FakeClock:
 @pytest.fixture
 def onward_engine(request: pytest.FixtureRequest, onward_clock: FakeClock) -> Iterator[Engine]:
     """An engine on ``memory://`` and the fake clock, closed after the test."""
-    with open_engine("memory://", clock=onward_clock, **_options(request)) as engine:
+    with open_engine("memory://", **_options(request, onward_clock)) as engine:
         yield engine
 
 
@@ -62,5 +67,5 @@ def onward_sqlite_engine(
 ) -> Iterator[Engine]:
     """An engine on a real SQLite file in the test's temporary directory, on the fake clock."""
     url = f"sqlite:///{tmp_path / 'onward-test.db'}"
-    with open_engine(url, clock=onward_clock, **_options(request)) as engine:
+    with open_engine(url, **_options(request, onward_clock)) as engine:
         yield engine

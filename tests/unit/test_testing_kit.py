@@ -92,6 +92,24 @@ def test_open_engine_keeps_given_retries() -> None:
         assert engine.healer.retries is NO_BACKOFF
 
 
+def test_open_engine_takes_a_clock_and_a_sleep_of_its_own() -> None:
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    with open_engine(clock=clock, sleep=sleep) as engine:
+        task_id = engine.submit(flaky_engine(engine))
+        engine.run()  # one back-off, waited for by the given sleep
+        assert engine.result(task_id) == "page"
+    assert slept
+    assert clock.slept == []
+    with open_engine(clock=lambda: 5.0) as engine:  # not a FakeClock: used as given
+        assert engine.clock() == 5.0
+
+
 # -- replay_check ----------------------------------------------------------------------------
 
 
@@ -341,16 +359,30 @@ def test_to_test_refuses_an_unknown_task(
     assert main(["to-test", "", "--db", str(db), "--engine", "app"]) == 2
 
 
-def test_the_plugin_is_registered_for_pytest(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("marker", "check"),
+    [
+        ("backoff=False", "assert onward_engine.clock is onward_clock"),
+        # a clock or sleep of the marker's own replaces the fake one's
+        ("sleep=MINE.sleep", "assert onward_engine.clock is onward_clock"),
+        ("clock=MINE, sleep=MINE.sleep", "assert onward_engine.clock is MINE"),
+        ("clock=MINE", "assert onward_engine.clock is MINE and onward_clock.slept == []"),
+    ],
+)
+def test_the_plugin_is_registered_for_pytest(tmp_path: Path, marker: str, check: str) -> None:
     test_file = tmp_path / "test_uses_fixtures.py"
     test_file.write_text(
         textwrap.dedent(
-            """
+            f"""
             import pytest
+            from onward.testing import FakeClock
 
-            @pytest.mark.onward(backoff=False)
-            def test_it(onward_engine, onward_clock):
-                assert onward_engine.clock is onward_clock
+            MINE = FakeClock(start=5.0)
+
+            @pytest.mark.onward({marker})
+            def test_it(onward_engine, onward_sqlite_engine, onward_clock):
+                {check}
+                assert onward_sqlite_engine.clock is onward_engine.clock
             """
         )
     )
