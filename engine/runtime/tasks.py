@@ -50,10 +50,10 @@ from onward.events import (
 )
 from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, derived_id, submission_id
+from onward.runtime.run import CURRENT_RUN, Blocking, derived_id, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
-__all__ = ["Tasks", "quarantine"]
+__all__ = ["Tasks", "append_submission", "quarantine"]
 
 #: How many times a change from outside looks again after another worker's.
 _STEER_TRIES = 10
@@ -119,13 +119,10 @@ class Tasks:
             parent=parent.task_id if parent is not None else None,
         )
         try:
-            session.log.append(
-                task_stream(task_id),
-                [event],
-                expected_version=0,
-                event_ids=[submission_id(task_id)],
-                context=context,
-            )
+            if parent is None:
+                append_submission(session.log, task_id, event, context)
+            else:  # through its parent's run, which a replay check stops (onward.testing)
+                parent.effect(Blocking(append_submission, session.log, task_id, event, context))
         except VersionConflict:
             if parent is None and key is None:
                 raise
@@ -482,6 +479,23 @@ class Tasks:
 
 
 _QUARANTINE = "it is not run; `onward quarantine {task_id}` sets it aside"
+
+
+def append_submission(log: EventLog, task_id: str, event: TaskSubmitted, context: Context) -> None:
+    """Append a task's submission, creating its stream (its event id derived from the task id,
+    so that a repeated submission is a no-op).
+
+    Raises:
+        VersionConflict: the task was submitted before.
+        UnencodableValue: its arguments cannot be stored.
+    """
+    log.append(
+        task_stream(task_id),
+        [event],
+        expected_version=0,
+        event_ids=[submission_id(task_id)],
+        context=context,
+    )
 
 
 def _positional_names(definition: TaskDef) -> list[str]:

@@ -9,15 +9,19 @@ of another name, a different result or a different error is a :class:`Divergence
 embedded in a test (``onward to-test`` writes such tests).
 
 A task that has not ended may stop where its history stops (that is not a divergence). A task
-that waited for subtasks (``engine.wait``) is checked up to the wait.
+that waited for subtasks (``engine.wait``) is checked up to the wait: the subtasks' results are
+in their own histories, not in its. The replay stops, without a divergence, where the code
+submits a subtask that the history records it waited for, or where it records a wait for
+subtasks; any other subtask it submits is not appended (its id is returned as on the recorded
+run).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, Union
 
 import msgspec
 
@@ -34,6 +38,7 @@ from onward.events import (
     TaskFailed,
     TaskSubmitted,
     TaskSucceeded,
+    TaskWaiting,
     UsageError,
     all_event_types,
     open_log,
@@ -42,6 +47,7 @@ from onward.projections import CatchUp, task_stream
 from onward.runtime.engine import Engine
 from onward.runtime.run import CURRENT_RUN, Blocking, Effect, TaskRun
 from onward.runtime.target import load_engine
+from onward.runtime.tasks import append_submission
 
 __all__ = [
     "Divergence",
@@ -128,11 +134,40 @@ class _Unrecorded(BaseException):
 
 class _ReplayRun(TaskRun):
     """A task run that only reads its history: every effect that would run a step or append
-    stops the replay instead."""
+    stops the replay instead, and a wait for subtasks (or the submission of one the history
+    waited for) ends it as the recorded run was suspended there."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        task_id: str,
+        history: list[Recorded],
+        context: Context,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(log, task_id, task_stream(task_id), history, context, clock)
+        #: The subtasks the history records the task waited for.
+        self.waited_on = {
+            child
+            for r in history
+            if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks"
+            for child in e.on
+        }
+        #: The replay reached a wait for subtasks: it ends there, whatever the task's code does
+        #: with the signal (a bare ``except:`` catches it).
+        self.waited = False
+
+    def _wait(self) -> NoReturn:
+        self.waited = True
+        raise Suspended()
 
     def _stop(self, effect: Effect) -> Any:
         if isinstance(effect, Blocking) and getattr(effect.fn, "__name__", "") == "begin_step":
             return effect.fn(*effect.args)  # an at-most-once step's index and recorded outcome
+        if isinstance(effect, Blocking) and effect.fn is append_submission:
+            # A subtask: never appended. The code waits for it next (it reads the subtasks'
+            # outcomes, which this history does not hold) when the history says it did.
+            return self._wait() if effect.args[1] in self.waited_on else None
         name = getattr(getattr(effect, "step", None), "name", "a durable call")
         raise _Unrecorded(name, self.index - 1)
 
@@ -143,6 +178,8 @@ class _ReplayRun(TaskRun):
         return self._stop(effect)
 
     def record(self, events: list[Event]) -> None:
+        if any(isinstance(e, TaskWaiting) and e.reason == "subtasks" for e in events):
+            self._wait()
         raise _Unrecorded(type(events[0]).__name__ if events else "an append", self.index - 1)
 
 
@@ -187,7 +224,6 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
     run = _ReplayRun(
         engine.log,
         task_id,
-        history[0].stream,
         list(history),
         Context(session=history[0].meta.session, actor="replay-check", correlation_id=task_id),
         lambda: history[-1].meta.time,
@@ -220,11 +256,12 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
         else:
             result = definition.fn(*submitted.args, **submitted.kwargs)
     except _Unrecorded as stop:
-        if end is not None:
+        if end is not None and not run.waited:
             diverged("unrecorded", stop.index, "no outcome here", f"calls {stop.name!r}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
     except StepMismatch as mismatch:
-        diverged("step", mismatch.index, repr(mismatch.recorded), f"calls {mismatch.current!r}")
+        if not run.waited:
+            diverged("step", mismatch.index, repr(mismatch.recorded), f"calls {mismatch.current!r}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
     except Suspended:
         return ReplayCheck(checked=1, steps=run.steps_replayed)
@@ -232,7 +269,7 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
         error = exc
     finally:
         CURRENT_RUN.reset(token)
-    if end is None:
+    if end is None or run.waited:
         return ReplayCheck(checked=1, steps=run.steps_replayed)
     if run.index <= max(recorded, default=-1):
         diverged(

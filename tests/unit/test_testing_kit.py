@@ -182,6 +182,85 @@ def test_a_replay_runs_no_step_and_appends_nothing(recorded: str) -> None:
         assert engine.log.head() == before
 
 
+def register_family(engine: Engine, *, variant: str = "same") -> None:
+    """A parent that submits a subtask it never waits for, and one it waits for."""
+
+    @engine.step()
+    def plan(n: int) -> int:
+        return n + 1
+
+    @engine.step()
+    def audit(n: int) -> int:
+        return n
+
+    @engine.task()
+    def child(x: int) -> int:
+        return x * 2
+
+    @engine.task()
+    def notify(x: int) -> None:
+        pass
+
+    @engine.task()
+    def parent(n: int) -> int:
+        k = audit(n) if variant == "renamed" else plan(n)
+        if variant == "more":
+            audit(k)
+        engine.submit(notify, k)
+        if variant == "late":
+            audit(k)
+        (doubled,) = engine.wait([engine.submit(child, k)])
+        return int(doubled)
+
+
+@pytest.fixture
+def family(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'family.db'}"
+    with open_engine(url, session="night") as engine:
+        register_family(engine)
+        task_id = engine.submit("parent", 20)
+        engine.run()
+        assert engine.result(task_id) == 42
+    return url
+
+
+def test_a_task_that_waited_for_subtasks_replays_up_to_the_wait_appending_nothing(
+    family: str,
+) -> None:
+    from onward.events import open_log
+
+    for url in ("memory://", family):  # another engine, then the one that recorded it
+        with open_engine(url, session="night") as engine, open_log(family) as log:
+            register_family(engine)
+            before, recorded_head = engine.log.head(), log.head()
+            check = replay_check(family, engine)
+            (history,) = [
+                h
+                for stream in log.streams()
+                if stream.startswith("task-")
+                and getattr((h := log.read_stream(stream))[0].event, "name", "") == "parent"
+            ]
+            text = encode_history(history)  # as `onward to-test` embeds it
+            assert replay_recorded(engine, text, task_id=history[0].stream[5:]).ok
+            # no subtask submitted, no wait recorded, in either log
+            assert (engine.log.head(), log.head()) == (before, recorded_head), url
+        assert check.ok, check.explain()
+        assert (check.checked, check.steps) == (3, 1)  # the parent's step before the wait
+
+
+@pytest.mark.parametrize(
+    ("variant", "kind"), [("renamed", "step"), ("more", "unrecorded"), ("late", "unrecorded")]
+)
+def test_a_change_before_the_wait_for_subtasks_is_reported(
+    family: str, variant: str, kind: str
+) -> None:
+    with open_engine() as engine:
+        register_family(engine, variant=variant)
+        check = replay_check(family, engine)
+        assert engine.tasks() == []  # the subtask it never waits for: not submitted either
+    assert [(d.name, d.kind) for d in check.divergences] == [("parent", kind)]
+
+
 def test_unregistered_tasks_are_skipped(recorded: str) -> None:
     with open_engine() as engine:
         check = replay_check(recorded, engine, session="night")
