@@ -64,7 +64,7 @@ from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.limits import Limits
 from onward.runtime.observer import TaskStart, notify
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, Released, TaskRun, submission_id
+from onward.runtime.run import CURRENT_RUN, Released, TaskRun, on_event_loop, submission_id
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.worker import worker_gone
@@ -236,6 +236,7 @@ class Scheduler:
         patience_until: float | None = None
         paused = False
         ran_one = False
+        on_a_loop: Claimed | None = None
         self.session.check_open()
         started = self.session.clock()
         tally = self._tally
@@ -260,13 +261,23 @@ class Scheduler:
                         claimed = self._claim_next()
                         if claimed is not None:
                             tally["runs"] += 1
-                            self._count(self._execute(*claimed))
-                            self.session.host.catch_up()
+                            if self._runs_on_a_loop(claimed[0]):
+                                on_a_loop = claimed  # run below, without the lock
+                            else:
+                                self._count(self._execute(*claimed))
+                                self.session.host.catch_up()
                             ran_one = True  # back to the top: a task boundary
                     elif pool is not None and free > 0:
                         for claimed in self._claim_up_to(free):
                             tally["runs"] += 1
                             in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
+                if on_a_loop is not None:
+                    # An async def task, on an event loop of its own: its storage calls run in
+                    # worker threads, which take the session's lock, so it is not held here.
+                    claimed, on_a_loop = on_a_loop, None
+                    self._count(self._execute(*claimed))
+                    with self.session.lock:
+                        self.session.host.catch_up()
                 if ran_one:
                     ran_one = False
                     continue
@@ -969,13 +980,32 @@ class Scheduler:
                 self._running -= 1
                 self.session.running.discard(view.task_id)
 
+    def _runs_on_a_loop(self, view: TaskView) -> bool:
+        """Whether a claimed task is an ``async def`` one (``run()`` gives it a loop)."""
+        try:
+            return self.registry.task(view.name).is_async
+        except UsageError:  # no function for it here: it is handed back
+            return False
+
     def _run_task(self, view: TaskView, claim_id: str, history: list[Recorded]) -> Outcome:
         """Run a claimed task in this thread (an ``async def`` one on an event loop of its
-        own)."""
+        own).
+
+        Raises:
+            UsageError: an ``async def`` task, while an event loop runs in this thread
+                (``run()`` called from a coroutine, a notebook): the task is handed back.
+        """
         begun = self._begin(view, claim_id, history)
         if not isinstance(begun, _Begun):
             return begun
         run, definition, args, kwargs = begun
+        if definition.is_async and on_event_loop():
+            self._release(run, "run() was called where an event loop runs")
+            raise UsageError(
+                f"task {view.task_id} ({view.name}) is async def, and run() was called where "
+                "an event loop already runs (a coroutine, a notebook): await "
+                "engine.run_async() there instead; the task was handed back"
+            )
         token = CURRENT_RUN.set(run)
         try:
             if definition.is_async:
@@ -1002,7 +1032,12 @@ class Scheduler:
         token = CURRENT_RUN.set(run)
         try:
             result = await definition.fn(*args, **kwargs)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                # The task's own: something it awaited was cancelled, and it let that out. It
+                # fails; the run goes on.
+                return await asyncio.to_thread(self._conclude, view, run, None, exc)
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker
             # does, then let the cancellation go on. A cancelled await is no step failure.
             with contextlib.suppress(BaseException):
@@ -1130,6 +1165,12 @@ class Scheduler:
         if isinstance(error, LeaseLost):
             logger.info("%s", error)
             return "cancelled", run
+        if isinstance(error, asyncio.CancelledError):
+            # The task's own, let out of it (a cancellation of the run is handled before
+            # here): its failure, not the worker's.
+            message = error_message(error, run.redact) or "a CancelledError escaped the task"
+            logger.info("task %s failed: CancelledError: %s", view.task_id, message)
+            return self._finish(run, TaskFailed(error_type="CancelledError", message=message))
         if not isinstance(error, Exception) or _storage_failed(error):
             raise error  # the worker's own interruption, or its storage: not the task's failure
         # Redacted (and cut) once, for the log line as for the record.

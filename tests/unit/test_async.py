@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -355,3 +356,81 @@ def test_group_commit_keeps_each_streams_order_and_replay_equals_live(
             ]
             assert indices == sorted(indices) == list(range(len(indices)))
     assert replayed == live
+
+
+@pytest.mark.parametrize("runner", ["run", "run_async"])
+def test_a_task_that_lets_its_own_cancelled_error_out_fails_alone(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A ``CancelledError`` the task's code lets out (something it awaited was cancelled, not
+    the run) fails that task; the run and the other tasks go on, now and in later runs."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="poison")
+        async def poison() -> int:
+            helper = asyncio.ensure_future(asyncio.sleep(3600))
+            helper.cancel()
+            return await helper  # type: ignore[no-any-return]
+
+        @engine.task(name="innocent")
+        async def innocent(n: int) -> int:
+            return n
+
+        bad = engine.submit(poison)
+        good = [engine.submit(innocent, n) for n in range(3)]
+        summary = engine.run() if runner == "run" else asyncio.run(engine.run_async(concurrency=4))
+        assert (summary.succeeded, summary.failed) == (3, 1)
+        assert [engine.result(t) for t in good] == [0, 1, 2]
+        with pytest.raises(Exception, match="CancelledError"):
+            engine.result(bad)
+
+
+def test_run_gives_an_async_task_whose_steps_heal_its_own_loop_without_deadlock(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run()`` (one worker) runs an ``async def`` task on a loop of its own, whose storage
+    calls (a failure's healing among them) run in worker threads that take the session's
+    lock: it must not be held meanwhile."""
+    calls: list[int] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def flaky() -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ConnectionError("connection reset by peer")
+            return 7
+
+        @engine.task()
+        async def job() -> int:
+            return await flaky()
+
+        task_id = engine.submit(job)
+        done: list[Any] = []
+        runner = threading.Thread(target=lambda: done.append(engine.run()), daemon=True)
+        runner.start()
+        runner.join(timeout=60)
+        assert done, "run() did not return: deadlocked"
+        assert engine.result(task_id) == 7
+
+
+def test_run_inside_a_running_loop_hands_an_async_task_back(db: Path, clock: FakeClock) -> None:
+    """``run()`` where an event loop already runs cannot give an ``async def`` task a loop:
+    it says so and hands the task back, which ``run_async`` then runs."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        async def agent() -> int:
+            return 1
+
+        task_id = engine.submit(agent)
+
+        async def nested() -> None:
+            with pytest.raises(UsageError, match=r"await engine\.run_async"):
+                engine.run()
+
+        asyncio.run(nested())
+        history = engine.log.read_stream(f"task-{task_id}")
+        assert isinstance(history[-1].event, TaskReleased)
+        asyncio.run(engine.run_async())
+        assert engine.result(task_id) == 1
