@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -633,6 +634,28 @@ def test_a_timer_further_away_than_a_sleep_can_wait_is_slept_in_naps(
     assert naps == [TIMER_NAP] * 3
 
 
+def crash_once_then_resume(
+    db: str, clock: FakeClock, register: Callable[[Engine], Any], crash: list[bool]
+) -> tuple[Any, list[Any]]:
+    """Submit the task ``register`` returns and run it until a step raises :class:`Crash` (the
+    process dies); then, ``crash`` cleared, resume it in a new engine. Returns its result and
+    the events of its stream."""
+    engine = open_engine(db, clock)
+    task_id = engine.submit(register(engine))
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    crash.clear()
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.run()
+        return engine.result(task_id), [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+
+
+def of_type(events: list[Any], name: str) -> list[Any]:
+    return [e for e in events if type(e).__name__ == name]
+
+
 def test_a_step_called_inside_a_step_is_a_part_of_it_and_the_task_resumes(
     db: str, clock: FakeClock
 ) -> None:
@@ -666,22 +689,13 @@ def test_a_step_called_inside_a_step_is_a_part_of_it_and_the_task_resumes(
 
         return job
 
-    engine = open_engine(db, clock)
-    task_id = engine.submit(register(engine))
-    with pytest.raises(Crash):
-        engine.run()
-    engine.close()
-    crash.clear()
-    with open_engine(db, clock) as engine:
-        register(engine)
-        engine.run()
-        assert engine.result(task_id) == "20 6 done"
-        completed = [
-            getattr(r.event, "name", "")
-            for r in engine.log.read_stream(f"task-{task_id}")
-            if type(r.event).__name__ == "StepCompleted"
-        ]
-    assert completed == ["outer", "inner", "last"]
+    result, history = crash_once_then_resume(db, clock, register, crash)
+    assert result == "20 6 done"
+    assert [getattr(e, "name", "") for e in of_type(history, "StepCompleted")] == [
+        "outer",
+        "inner",
+        "last",
+    ]
     assert calls == ["outer", "inner", "inner", "last", "last"]  # only `last` ran again
 
 
@@ -736,21 +750,9 @@ def test_a_step_raising_stop_iteration_gives_the_task_stop_iteration_live_and_re
 
         return job
 
-    engine = open_engine(db, clock)
-    task_id = engine.submit(register(engine))
-    with pytest.raises(Crash):
-        engine.run()
-    engine.close()
-    crash.clear()
-    with open_engine(db, clock) as engine:
-        register(engine)
-        engine.run()
-        assert engine.result(task_id) == "<empty> done"
-        (failed,) = [
-            r.event
-            for r in engine.log.read_stream(f"task-{task_id}")
-            if type(r.event).__name__ == "StepFailed"
-        ]
+    result, history = crash_once_then_resume(db, clock, register, crash)
+    assert result == "<empty> done"
+    (failed,) = of_type(history, "StepFailed")
     assert caught == ["<empty>", "<empty>"]
     assert failed.error_type == "StopIteration"  # type: ignore[attr-defined]
 
@@ -815,21 +817,9 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
 
         return job
 
-    engine = open_engine(db, clock)
-    task_id = engine.submit(register(engine))
-    with pytest.raises(Crash):
-        engine.run()
-    engine.close()
-    crash.clear()
-    with open_engine(db, clock) as engine:
-        register(engine)
-        engine.run()
-        assert engine.result(task_id) == "done"
-        classes = [
-            getattr(r.event, "error_class", None)
-            for r in engine.log.read_stream(f"task-{task_id}")
-            if type(r.event).__name__ == "StepFailed"
-        ]
+    result, history = crash_once_then_resume(db, clock, register, crash)
+    assert result == "done"
+    classes = [getattr(e, "error_class", None) for e in of_type(history, "StepFailed")]
     first, replayed = seen
     assert replayed == first
     assert first[0] == "QuotaExceeded quota of 5 a month used "
