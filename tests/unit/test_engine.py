@@ -754,7 +754,7 @@ def test_a_step_raising_stop_iteration_gives_the_task_stop_iteration_live_and_re
     assert result == "<empty> done"
     (failed,) = of_type(history, "StepFailed")
     assert caught == ["<empty>", "<empty>"]
-    assert failed.error_type == "StopIteration"  # type: ignore[attr-defined]
+    assert failed.error_type == "StopIteration"
 
 
 class QuotaExceeded(Exception):
