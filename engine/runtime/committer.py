@@ -73,12 +73,17 @@ class Committer:
         assert request.future is not None
         return request.future.result()
 
-    async def commit_async(self, appends: Sequence[Append]) -> AppendResult:
-        """:meth:`commit` for a coroutine: awaits the shared transaction."""
+    def commit_soon(self, appends: Sequence[Append]) -> asyncio.Future[AppendResult]:
+        """:meth:`commit` for a coroutine: hands the appends to the writer thread and returns
+        the future of their outcome, on the running loop.
+
+        The writer commits them whatever becomes of the future: a caller that must know the
+        outcome even if it is cancelled meanwhile awaits it through :func:`asyncio.shield`.
+        """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[AppendResult] = loop.create_future()
         self._queue.put(_Request(appends, loop, waiter))
-        return await waiter
+        return waiter
 
     def close(self) -> None:
         """Commit what waits, then stop the writer thread."""

@@ -13,7 +13,6 @@ import contextvars
 import hashlib
 import threading
 import time
-from asyncio import wait_for
 from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -232,12 +231,66 @@ def call_with_timeout(step: StepDef, effect: Invoke) -> Any:
 
     threading.Thread(target=body, name=f"onward-step-{step.name}", daemon=True).start()
     if not done.wait(step.timeout):
-        raise TimeoutError(
-            f"step {step.name!r} did not return within its timeout of {step.timeout:g} s"
-        )
+        raise _timed_out(step)
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+async def _await_step(effect: Invoke) -> Any:
+    """Await an ``async def`` step's coroutine, within its timeout: cancelled when the time
+    runs out, and timed out all the same if it returns late (it blocked the loop meanwhile).
+
+    Raises:
+        TimeoutError: it did not return in time (as on the synchronous path).
+        asyncio.CancelledError: the task is being cancelled; an error the step raises
+            meanwhile (a ``finally`` that fails as it unwinds) is the cancellation's doing, not
+            a failure to heal.
+    """
+    step = effect.step
+    try:
+        if step.timeout is None:
+            return await _call_step(effect)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + step.timeout
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                result = await _call_step(effect)
+        except TimeoutError:
+            if scope.expired():
+                raise _timed_out(step) from None
+            raise  # the step's own
+        if loop.time() > deadline:  # the loop was blocked: the timeout could not fire
+            raise _timed_out(step)
+        return result
+    except Exception as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError(f"step {step.name!r} was cancelled") from exc
+        raise
+
+
+def _timed_out(step: StepDef) -> TimeoutError:
+    """What a step that outlived its timeout fails with, on either path."""
+    assert step.timeout is not None
+    return TimeoutError(
+        f"step {step.name!r} did not return within its timeout of {step.timeout:g} s"
+    )
+
+
+async def _acquire(lock: threading.Lock) -> None:
+    """Take a thread lock from the event loop without blocking it: a worker thread waits for
+    it. Cancelled meanwhile, the caller goes without it, and the lock the worker thread takes
+    late is given back."""
+    if lock.acquire(blocking=False):
+        return
+    taking = asyncio.get_running_loop().run_in_executor(None, lock.acquire)
+    try:
+        await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(lambda _: lock.release())
+        raise
 
 
 def on_event_loop() -> bool:
@@ -332,6 +385,9 @@ class TaskRun:
         self.committer = committer
         # Steps of an async task may run at once: their appends take turns at the version.
         self._appending = threading.Lock()
+        # A cancellation that came while an append handed to the log was awaited: raised once
+        # the run has taken the append's outcome in (guarded by the append lock).
+        self._interrupted: asyncio.CancelledError | None = None
         self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
@@ -459,14 +515,30 @@ class TaskRun:
         with self._appending:
             drive(self._committing(batch), self.effect)
 
+    async def record_async(self, events: list[Event]) -> None:
+        """:meth:`record` from the event loop (an ``async def`` task): the loop waits neither
+        for the disk nor for the appends of the task's other steps."""
+        batch = self.new_batch()
+        for event in events:
+            batch.add(event)
+        await self.commit_async(batch)
+
     async def commit_async(self, batch: Batch) -> None:
-        """:meth:`commit` from the event loop: the loop never waits for the disk."""
-        if not self._appending.acquire(blocking=False):  # another step of this task appends
-            await asyncio.to_thread(self._appending.acquire)
+        """:meth:`commit` from the event loop: the loop never waits for the disk.
+
+        Cancelled while it waits for its turn (another step of the task appends), nothing is
+        appended. Once handed to the log the append is seen through: cancelled meanwhile, the
+        caller waits for its outcome, so that the run's version matches the log, and then the
+        cancellation goes on.
+        """
+        await _acquire(self._appending)
         try:
             await drive_async(self._committing(batch), self.effect_async)
         finally:
+            interrupted, self._interrupted = self._interrupted, None
             self._appending.release()
+        if interrupted is not None:
+            raise interrupted
 
     def _committing(self, batch: Batch) -> Generator[Effect, Any, None]:
         """The append of a batch at the run's version, once for both paths (the caller holds
@@ -960,9 +1032,7 @@ class TaskRun:
             token = CURRENT_STEP.set(effect.index)
             try:
                 if effect.step.is_async:
-                    coroutine = _call_step(effect)
-                    timeout = effect.step.timeout
-                    return await (coroutine if timeout is None else wait_for(coroutine, timeout))
+                    return await _await_step(effect)
                 context = contextvars.copy_context()  # the step sees its task run and index
                 return await asyncio.to_thread(context.run, _call_step, effect)
             finally:
@@ -978,10 +1048,24 @@ class TaskRun:
             return None
         if isinstance(effect, Store):
             if self.committer is not None:
-                return await self.committer.commit_async(effect.appends)
-            return await asyncio.to_thread(self.log.commit, effect.appends)
+                pending = self.committer.commit_soon(effect.appends)
+            else:
+                loop = asyncio.get_running_loop()
+                pending = loop.run_in_executor(None, self.log.commit, effect.appends)
+            return await self._seen_through(pending)
         await self.commit_async(effect.batch)
         return None
+
+    async def _seen_through(self, pending: asyncio.Future[Any]) -> Any:
+        """The outcome of an append handed to the log, awaited through any cancellation: that
+        is kept for :meth:`commit_async` to raise once the run has taken the outcome in."""
+        while True:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError as exc:
+                if pending.cancelled():  # its loop is closing: no outcome will come
+                    raise
+                self._interrupted = exc
 
     # -- judged actions --------------------------------------------------------------------
 

@@ -91,9 +91,12 @@ class InsideATask:
             return drive_async(receiving, run.effect_async)
         return drive(receiving, run.effect)
 
-    def set_state(self, key: str, value: Any) -> None:
+    def set_state(self, key: str, value: Any) -> Any:
         """Publish a value of the running task's for others to read (inside a task):
-        :meth:`get_state`, ``onward get TASK KEY``.
+        :meth:`get_state`, ``onward get TASK KEY``. In an ``async def`` task, await it.
+
+        Returns:
+            None, or in an ``async def`` task an awaitable of None.
 
         Raises:
             UsageError: outside a task, an empty key, or a value that cannot be stored.
@@ -105,17 +108,25 @@ class InsideATask:
         stored = encode_value(
             value, what=f"set_state({key!r}): the value", redactor=self.log.redactor
         )
+        event = StateSet(key=key, value=stored)
+        if on_event_loop():
+            return _state_set_async(run, event)
         try:
-            run.record([StateSet(key=key, value=stored)])
+            run.record([event])
         except UnencodableValue as exc:
-            raise UsageError(f"set_state({key!r}): the value cannot be stored: {exc}") from exc
+            raise _unstorable(key, exc) from exc
+        return None
 
-    def progress(self, fraction: float, note: str = "") -> None:
-        """Checkpoint the current task's progress (inside a task).
+    def progress(self, fraction: float, note: str = "") -> Any:
+        """Checkpoint the current task's progress (inside a task). In an ``async def`` task,
+        await it.
 
         Args:
             fraction: how much is done, in [0, 1].
             note: a word on where it stands.
+
+        Returns:
+            None, or in an ``async def`` task an awaitable of None.
 
         Raises:
             UsageError: outside a task, a fraction that is not a number in [0, 1], or a note
@@ -126,7 +137,10 @@ class InsideATask:
             fraction=arguments.fraction(fraction, "progress(): fraction"),
             note=arguments.text(note, "progress(): note"),
         )
+        if on_event_loop():  # the loop must not wait for the disk, nor for a step appending
+            return run.record_async([event])
         run.record([event])
+        return None
 
     def idempotency_key(self) -> str:
         """The idempotency key of the step being executed: ``<task id>:<step index>``.
@@ -162,3 +176,15 @@ class InsideATask:
             return drive_async(run.sleeping(duration), run.effect_async)
         drive(run.sleeping(duration), run.effect)
         return None
+
+
+async def _state_set_async(run: TaskRun, event: StateSet) -> None:
+    """Record a published value from an ``async def`` task."""
+    try:
+        await run.record_async([event])
+    except UnencodableValue as exc:
+        raise _unstorable(event.key, exc) from exc
+
+
+def _unstorable(key: str, error: UnencodableValue) -> UsageError:
+    return UsageError(f"set_state({key!r}): the value cannot be stored: {error}")

@@ -1,0 +1,270 @@
+"""An ``async def`` task's appends under cancellation and contention: an outcome handed to the
+log is seen through, a cancelled wait for the task's turn to append gives the turn back, the
+task's own records never block the loop; step timeouts and cancelled steps on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward import Engine, RetryPolicies, RetryPolicy
+from onward.events import (
+    RetryScheduled,
+    StateSet,
+    StepCompleted,
+    StepFailed,
+    TaskProgressed,
+    TaskReleased,
+)
+from onward.runtime.run import CURRENT_RUN
+from tests.conftest import FakeClock
+
+
+def open_engine(db: Path, clock: FakeClock) -> Engine:
+    return Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=3, base=0.5, cap=0.5)),
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "log.db"
+
+
+def run_in_a_thread(run: Callable[[], Any]) -> Any:
+    """Run ``run`` in a thread of its own, so that a deadlock fails the test instead of
+    hanging it."""
+    done: list[Any] = []
+    runner = threading.Thread(target=lambda: done.append(run()), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert done, "the run did not return: deadlocked"
+    return done[0]
+
+
+def run_with(engine: Engine, runner: str) -> Any:
+    """``run_async`` (its steps' outcomes group-committed) or ``run()`` (one worker: the task
+    on a loop of its own, appending without a committer)."""
+    if runner == "run":
+        return run_in_a_thread(engine.run)
+    return run_in_a_thread(lambda: asyncio.run(engine.run_async(concurrency=2)))
+
+
+class WatchedLock:
+    """A task's append lock that tells when a worker thread starts waiting for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waited = threading.Event()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if blocking:
+            self.waited.set()
+        return self.lock.acquire(blocking)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_cancelled_while_its_outcome_commits_is_seen_through(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The outcome is durable and the run counts it: the cancellation goes on, and the task's
+    next step appends after it (no version conflict, the task ends as it saw things)."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fast(n: int) -> int:
+            return n  # ends at once: its outcome goes to the log
+
+        @engine.task()
+        async def job() -> str:
+            step = asyncio.ensure_future(fast(1))
+            await asyncio.sleep(0)  # fast() now awaits the commit of its outcome
+            step.cancel()
+            try:
+                await step
+                seen = "completed"
+            except asyncio.CancelledError:
+                seen = "cancelled"
+            return f"{seen} then {await fast(2)}"
+
+        task_id = engine.submit(job)
+        summary = run_with(engine, runner)
+        assert summary.succeeded == 1
+        assert engine.result(task_id) == "cancelled then 2"
+        history = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        done = [(e.index, e.result) for e in history if isinstance(e, StepCompleted)]
+        assert done == [(0, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_cancelled_while_waiting_for_its_turn_to_append_gives_the_turn_back(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A TaskGroup or ``wait_for`` that gives up on a step waiting for its task's append lock:
+    the lock its worker thread takes late is given back, and the task goes on."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fast(n: int) -> int:
+            return n
+
+        @engine.task()
+        async def job() -> int:
+            run = CURRENT_RUN.get()
+            assert run is not None
+            turn = WatchedLock()
+            run._appending = turn  # type: ignore[assignment]
+            turn.lock.acquire()  # another step of the task appends
+            step = asyncio.ensure_future(fast(1))
+            await asyncio.to_thread(turn.waited.wait)  # its worker thread waits for the turn
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+            turn.lock.release()  # that thread takes it now: it must be given back
+            return await fast(2)
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == 2
+
+
+@pytest.mark.parametrize("call", ["progress", "set_state"])
+def test_progress_and_state_from_an_async_task_are_awaited_beside_a_committing_step(
+    db: Path, clock: FakeClock, call: str
+) -> None:
+    """In an ``async def`` task they are awaited, like ``engine.sleep``: the loop never waits
+    for a step of the same task that appends meanwhile (nor for the disk)."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fetch(n: int) -> int:
+            return n
+
+        async def report() -> None:
+            await asyncio.sleep(0)  # fetch() now awaits the commit of its outcome
+            if call == "progress":
+                await engine.progress(0.5, "fetched")
+            else:
+                await engine.set_state("stage", "fetched")
+
+        @engine.task()
+        async def job() -> int:
+            value, _ = await asyncio.gather(fetch(1), report())
+            return value
+
+        task_id = engine.submit(job)
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == 1
+        history = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        if call == "progress":
+            assert [e.note for e in history if isinstance(e, TaskProgressed)] == ["fetched"]
+        else:
+            assert engine.get_state(task_id, "stage") == "fetched"
+            assert sum(isinstance(e, StateSet) for e in history) == 1
+
+
+@pytest.mark.parametrize("kind", ["async", "plain", "async blocking the loop"])
+def test_a_step_past_its_timeout_fails_with_the_same_message_on_both_paths(
+    db: Path, clock: FakeClock, kind: str
+) -> None:
+    """An ``async def`` step that returns after its timeout (it blocked the loop, so the
+    timeout could not fire) timed out all the same; its late result is not recorded."""
+    never = asyncio.Event()
+    let_go = threading.Event()
+    tries: list[int] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step(name="slow", timeout=0.01)
+        async def slow_async() -> str:
+            tries.append(1)
+            if len(tries) == 1:
+                await never.wait()  # cancelled by the timeout
+            return "in time"
+
+        @engine.step(name="slow", timeout=0.01)
+        def slow_plain() -> str:
+            tries.append(1)
+            if len(tries) == 1:
+                let_go.wait()  # abandoned in its thread
+            return "in time"
+
+        @engine.step(name="slow", timeout=0.01)
+        async def slow_blocking() -> str:
+            tries.append(1)
+            if len(tries) == 1:
+                until = time.monotonic() + 0.05
+                while time.monotonic() < until:  # a blocking client: the loop waits
+                    pass
+                return "late"
+            return "in time"
+
+        steps = {"async": slow_async, "plain": slow_plain, "async blocking the loop": slow_blocking}
+
+        @engine.task()
+        async def job() -> str:
+            return await steps[kind]()  # type: ignore[no-any-return]
+
+        task_id = engine.submit(job)
+        run_with(engine, "run_async")
+        let_go.set()
+        assert engine.result(task_id) == "in time"
+        failures = [r.event for r in engine.log.read() if isinstance(r.event, StepFailed)]
+        assert [(f.error_type, f.message) for f in failures] == [
+            ("TimeoutError", "step 'slow' did not return within its timeout of 0.01 s")
+        ]
+
+
+def test_an_error_a_step_raises_as_run_async_is_cancelled_hands_the_task_back(
+    db: Path, clock: FakeClock
+) -> None:
+    """A step whose cleanup fails as the cancellation unwinds it: that is the cancellation's
+    doing, not a failure to heal; the task is handed back with its try unspent."""
+    started = asyncio.Event()
+    never = asyncio.Event()
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fetch() -> str:
+            started.set()
+            try:
+                await never.wait()
+            finally:
+                raise ConnectionError("connection reset while closing")
+
+        @engine.task()
+        async def job() -> str:
+            return await fetch()
+
+        task_id = engine.submit(job)
+
+        async def cancel_while_fetching() -> None:
+            run = asyncio.create_task(engine.run_async())
+            await started.wait()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+        asyncio.run(cancel_while_fetching())
+        history = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        assert isinstance(history[-1], TaskReleased)
+        assert not any(isinstance(e, StepFailed | RetryScheduled) for e in history)
+        assert engine.refresh().tasks.tasks[task_id].state == "queued"
