@@ -194,7 +194,8 @@ class DecisionProjection:
         kind = type(event)
         ended = _ENDINGS.get(kind)
         if ended is not None:
-            self._lapse(r.stream[len(TASK_PREFIX) :], ended, r.meta.time)
+            if self._unanswered:  # most sessions ask nobody: no request can lapse
+                self._lapse(r.stream[len(TASK_PREFIX) :], ended, r.meta.time)
         elif kind is ActionChecked:
             assert isinstance(event, ActionChecked)
             record = self._action(event.action)
