@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from onward import Engine, RetryPolicies, RetryPolicy
+from onward import Engine
 from onward.events import (
     RetryScheduled,
     StateSet,
@@ -24,16 +24,7 @@ from onward.events import (
 )
 from onward.runtime.run import CURRENT_RUN
 from tests.conftest import FakeClock
-
-
-def open_engine(db: Path, clock: FakeClock) -> Engine:
-    return Engine.open(
-        f"sqlite:///{db}",
-        session="agents",
-        clock=clock,
-        sleep=clock.advance,
-        retries=RetryPolicies(RetryPolicy(max_attempts=3, base=0.5, cap=0.5)),
-    )
+from tests.unit.test_async import open_engine
 
 
 @pytest.fixture
