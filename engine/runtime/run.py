@@ -478,8 +478,30 @@ class TaskRun:
                 self.answers[event.decision_id] = (isinstance(event, ApprovalGranted), event.note)
         self.index = 0
         self.children = 0
+        self.sent = 0
+        #: Per step index, how many subtasks and messages its body's current attempt made.
+        self.made_in_step: dict[int, dict[str, int]] = {}
         self.steps_run = 0
         self.steps_replayed = 0
+
+    def made_id(self, kind: str, size: int = 8) -> str:
+        """A stable id for the next subtask (``kind="child"``) or message (``"message"``) the
+        running code makes: the same on a re-run, so that making it again is a no-op.
+
+        In the task's body, the n-th of its kind in the run; in a step's body, the n-th of its
+        kind in that step's attempt (a replay does not run a completed step's body, so its
+        subtasks and messages must not shift the numbering of the task body's).
+        """
+        index = CURRENT_STEP.get()
+        if index is None:
+            if kind == "child":
+                self.children += 1
+                return derived_id(self.task_id, "child", str(self.children), size=size)
+            self.sent += 1
+            return derived_id(self.task_id, kind, str(self.sent), size=size)
+        made = self.made_in_step.setdefault(index, {})
+        made[kind] = count = made.get(kind, 0) + 1
+        return derived_id(self.task_id, "step", str(index), kind, str(count), size=size)
 
     # -- appending -------------------------------------------------------------------------
 
@@ -1008,6 +1030,7 @@ class TaskRun:
     def effect(self, effect: Effect) -> Any:
         """Carry out one effect in this thread (the synchronous path)."""
         if isinstance(effect, Invoke):
+            self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
             try:
                 return _call_step(effect)
@@ -1029,6 +1052,7 @@ class TaskRun:
     async def effect_async(self, effect: Effect) -> Any:
         """Carry out one effect without blocking the event loop (the asynchronous path)."""
         if isinstance(effect, Invoke):
+            self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
             try:
                 if effect.step.is_async:

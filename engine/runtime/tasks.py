@@ -32,6 +32,7 @@ from onward.events import (
     EventLog,
     MessageSent,
     Priority,
+    Recorded,
     StateSet,
     StepCompleted,
     TaskCancelled,
@@ -53,10 +54,13 @@ from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, Blocking, derived_id, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
-__all__ = ["Tasks", "append_submission", "quarantine"]
+__all__ = ["Tasks", "append_message", "append_submission", "message_version", "quarantine"]
 
 #: How many times a change from outside looks again after another worker's.
 _STEER_TRIES = 10
+
+#: How many times a running task's message looks at the inbox again after others came in.
+_SEND_TRIES = 100
 
 
 class Tasks:
@@ -98,8 +102,7 @@ class Tasks:
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
         parent = CURRENT_RUN.get()
         if parent is not None:
-            parent.children += 1
-            task_id = derived_id(parent.task_id, "child", str(parent.children))
+            task_id = parent.made_id("child")
             context = Context(
                 session=session.name,
                 actor=session.worker,
@@ -390,17 +393,26 @@ class Tasks:
         stored = encode_value(
             value, what=f"message {topic!r} for {task_id}", redactor=session.log.redactor
         )
+        event = MessageSent(topic=topic, value=stored, sender=sender)
+        run = CURRENT_RUN.get()
         try:
-            result = session.log.append(
-                inbox_stream(task_id),
-                [MessageSent(topic=topic, value=stored, sender=sender)],
-                expected_version=None,
-                context=session.context,
-            )
+            if run is None:
+                version = session.log.append(
+                    inbox_stream(task_id), [event], expected_version=None, context=session.context
+                ).versions[inbox_stream(task_id)]
+            else:
+                # From a running task: once, whatever re-runs it (through its run, which a
+                # replay check stops: onward.testing).
+                message_id = run.made_id("message", size=16)
+                version = run.effect(
+                    Blocking(
+                        append_message, session.log, task_id, event, session.context, message_id
+                    )
+                )
         except UnencodableValue as exc:
             raise UsageError(f"message for {task_id}: the value cannot be stored: {exc}") from exc
         session.catch_up()
-        return result.versions[inbox_stream(task_id)]
+        return int(version)
 
     def state_of(self, task_id: str, key: str) -> Any:
         """The last value a task published under ``key`` (``engine.set_state``).
@@ -496,6 +508,48 @@ def append_submission(log: EventLog, task_id: str, event: TaskSubmitted, context
         event_ids=[submission_id(task_id)],
         context=context,
     )
+
+
+def append_message(
+    log: EventLog, task_id: str, event: MessageSent, context: Context, message_id: str
+) -> int:
+    """Append a message a running task sends, once: its event id is derived from the sender's
+    run (:meth:`TaskRun.made_id`), and a message of that id already in the inbox (sent before a
+    crash, or by an earlier run of the sender) is not sent again.
+
+    Returns:
+        The message's place in the inbox.
+
+    Raises:
+        UnencodableValue: its value cannot be stored.
+        VersionConflict: other messages kept coming in between its look and its append.
+    """
+    stream = inbox_stream(task_id)
+    tries = _SEND_TRIES
+    while True:
+        inbox = log.read_stream(stream)
+        sent = message_version(inbox, message_id)
+        if sent is not None:
+            return sent
+        try:
+            result = log.append(
+                stream,
+                [event],
+                expected_version=inbox[-1].version if inbox else 0,
+                event_ids=[message_id],
+                context=context,
+            )
+        except VersionConflict:
+            tries -= 1
+            if not tries:
+                raise
+            continue  # another message came in meanwhile: look again
+        return result.versions[stream]
+
+
+def message_version(inbox: Sequence[Recorded], message_id: str) -> int | None:
+    """The place in an inbox of the message of this event id (None: it is not there)."""
+    return next((r.version for r in inbox if r.meta.event_id == message_id), None)
 
 
 def _positional_names(definition: TaskDef) -> list[str]:

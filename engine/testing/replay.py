@@ -43,11 +43,11 @@ from onward.events import (
     all_event_types,
     open_log,
 )
-from onward.projections import CatchUp, task_stream
+from onward.projections import CatchUp, inbox_stream, task_stream
 from onward.runtime.engine import Engine
 from onward.runtime.run import CURRENT_RUN, Blocking, Effect, TaskRun
 from onward.runtime.target import load_engine
-from onward.runtime.tasks import append_submission
+from onward.runtime.tasks import append_message, append_submission, message_version
 
 __all__ = [
     "Divergence",
@@ -168,6 +168,12 @@ class _ReplayRun(TaskRun):
             # A subtask: never appended. The code waits for it next (it reads the subtasks'
             # outcomes, which this history does not hold) when the history says it did.
             return self._wait() if effect.args[1] in self.waited_on else None
+        if isinstance(effect, Blocking) and effect.fn is append_message:
+            # A message the task sent: never sent again. Its place in the inbox when it is
+            # there (0 for one sent by an onward that did not number messages yet).
+            log, task_id, _event, _context, message_id = effect.args
+            sent = message_version(log.read_stream(inbox_stream(task_id)), message_id)
+            return 0 if sent is None else sent
         name = getattr(getattr(effect, "step", None), "name", "a durable call")
         raise _Unrecorded(name, self.index - 1)
 

@@ -154,6 +154,35 @@ def define(
     def limited(who: str) -> str:
         return call(f"call-{who}")
 
+    @engine.step(name="post")
+    def post(to: str, value: str) -> str:
+        engine.send(to, "go", value)  # inside a step's body: once per attempt of the step
+        return effect(f"post-{value}")
+
+    @engine.task(name="courier")
+    def courier(to: str) -> str:
+        engine.send(to, "go", "first")  # in the task's body
+        post(to, "mid")
+        note("after-send")
+        engine.send(to, "go", "last")
+        return "sent"
+
+    @engine.task(name="child")
+    def child(label: str) -> str:
+        return label
+
+    @engine.step(name="spawn")
+    def spawn(label: str) -> str:
+        task_id = str(engine.submit("child", label))  # a subtask submitted in a step's body
+        effect(f"spawn-{label}")
+        return task_id
+
+    @engine.task(name="spawner")
+    def spawner() -> list[str]:
+        first = spawn("one")
+        note("after-spawn")
+        return [first, str(engine.submit("child", "two"))]
+
 
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")

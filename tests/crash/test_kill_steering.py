@@ -29,6 +29,7 @@ import pytest
 from onward import Engine
 from onward.events import (
     MessageReceived,
+    MessageSent,
     PermitTaken,
     Recorded,
     ScheduleTicked,
@@ -37,8 +38,10 @@ from onward.events import (
     TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
+    decode_value,
     open_log,
 )
+from onward.projections import inbox_stream
 from onward.runtime.limits import Limits
 from tests.crash._steering import (
     CRON,
@@ -306,6 +309,53 @@ def test_a_recv_killed_while_waiting_keeps_its_timeout(
         taken = [r.event for r in history(engine, task_id) if isinstance(r.event, MessageReceived)]
         assert [(e.index, e.inbox_version) for e in taken] == [(1, None)]
     assert runs(tmp_path) == {"before-recv": 1, "use-None": 1}
+    check_verified(url)
+
+
+@pytest.mark.parametrize("hold", ["post-mid", "after-send"])
+def test_messages_a_task_sends_are_sent_once_whatever_re_runs_it(
+    url: str, tmp_path: Path, workers: list[Worker], hold: str
+) -> None:
+    """One message from the task's body before the kill, one from a step's body, one after:
+    the re-run of the task (and of the step in flight) sends none of them again."""
+    with resume(url, tmp_path, Clock()) as engine:
+        to = engine.submit("child", "inbox only")  # never run: its inbox is what counts
+    child = start(workers, tmp_path, url, hold=hold, submit=[["courier", [to], "c"]])
+    child.killed_at(f"in {hold}")
+
+    with resume(url, tmp_path, Clock()) as engine:
+        courier = only_task(engine, "courier")
+        engine.run()
+        assert engine.result(courier) == "sent"
+        inbox = [r.event for r in engine.log.read_stream(inbox_stream(to))]
+        assert [(e.topic, decode_value(e.value)) for e in inbox if isinstance(e, MessageSent)] == [
+            ("go", "first"),
+            ("go", "mid"),
+            ("go", "last"),
+        ]
+    # The step in flight at the kill ran again (its message was not sent again).
+    assert runs(tmp_path)[hold] == 2
+    check_verified(url)
+
+
+@pytest.mark.parametrize("hold", ["spawn-one", "after-spawn"])
+def test_subtasks_submitted_in_a_steps_body_keep_their_ids_across_a_kill(
+    url: str, tmp_path: Path, workers: list[Worker], hold: str
+) -> None:
+    """A completed step's body does not run on the re-run: its subtask must not shift the ids
+    of the subtasks the task's body submits after it (the second would be taken for the
+    first, and never run)."""
+    start(workers, tmp_path, url, hold=hold, submit=[["spawner", [], "s"]]).killed_at(f"in {hold}")
+
+    with resume(url, tmp_path, Clock()) as engine:
+        spawner = only_task(engine, "spawner")
+        engine.run()
+        one, two = engine.result(spawner)
+        assert one != two
+        assert (engine.result(one), engine.result(two)) == ("one", "two")
+        children = [t for t in engine.tasks() if t.name == "child"]
+        assert sorted(t.task_id for t in children) == sorted([one, two])
+    assert runs(tmp_path)[hold] == 2
     check_verified(url)
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from onward import Engine, RetryPolicies, RetryPolicy, UsageError
 from onward.cli import main
+from onward.projections import inbox_stream
 from onward.testing import (
     NO_BACKOFF,
     FakeClock,
@@ -246,6 +247,34 @@ def test_a_task_that_waited_for_subtasks_replays_up_to_the_wait_appending_nothin
             assert (engine.log.head(), log.head()) == (before, recorded_head), url
         assert check.ok, check.explain()
         assert (check.checked, check.steps) == (3, 1)  # the parent's step before the wait
+
+
+def register_courier(engine: Engine) -> None:
+    @engine.task(name="mailbox")
+    def mailbox() -> None: ...
+
+    @engine.step(name="post")
+    def post(to: str) -> int:
+        return engine.send(to, "go", "from a step")
+
+    @engine.task(name="courier")
+    def courier(to: str) -> list[int]:
+        return [engine.send(to, "go", "from the body"), post(to)]
+
+
+def test_a_replay_sends_no_message_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mail.db'}"
+    with open_engine(url, session="night") as engine:
+        register_courier(engine)
+        to = engine.submit("mailbox")
+        courier = engine.submit("courier", to)
+        engine.run()
+        assert engine.result(courier) == [1, 2]
+        head = engine.log.head()
+        check = replay_check(url, engine)
+        assert check.ok, check.explain()
+        assert engine.log.head() == head  # nothing sent, nothing appended
+        assert len(engine.log.read_stream(inbox_stream(to))) == 2
 
 
 @pytest.mark.parametrize(
