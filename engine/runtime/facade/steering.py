@@ -238,6 +238,10 @@ class Steering:
         """Send a task a message, from anywhere (another task, another process, the CLI:
         ``onward send TASK TOPIC JSON``); the task takes it with :meth:`recv`.
 
+        From a running task (its body or a step's body), a message is sent once, whatever
+        re-runs the task: its id is derived from the sender's run, and a re-run (or a replay
+        check) finds it in the inbox instead of sending it again.
+
         Returns:
             The message's place in the task's inbox.
 
