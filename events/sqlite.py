@@ -99,6 +99,9 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
         self._head_table = False  # the head table is known to exist
+        # The head record as this writer's last append left it: the next append advances it
+        # with an UPDATE conditional on it, and reads it only when someone else appended since.
+        self._head: tuple[int, int, int, str] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         writer = self._writer
@@ -142,7 +145,6 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                         "INSERT OR IGNORE INTO onward_blobs (digest, size, data) VALUES (?, ?, ?)",
                         [(digest, len(data), data) for digest, data in blobs.items()],
                     )
-                head = self._read_head(writer)
                 positions = []
                 for s in stored_events:
                     cursor = writer.execute(
@@ -150,16 +152,55 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                         (s.originator_id, s.originator_version, s.topic, s.state),
                     )
                     positions.append(int(cursor.lastrowid or 0))
-                self._write_head(writer, head, stored_events, positions)
+                head = self._advance_head(writer, stored_events, positions)
                 writer.execute("COMMIT")
                 self._head_table = True
+                self._head = head
             except sqlite3.IntegrityError as exc:
                 _rollback(writer)
+                self._head = None
                 raise IntegrityError(exc) from exc
             except sqlite3.Error as exc:
                 _rollback(writer)
+                self._head = None
                 raise OperationalError(exc) from exc
+            except BaseException:
+                _rollback(writer)
+                self._head = None
+                raise
             return positions
+
+    def _advance_head(
+        self,
+        writer: sqlite3.Connection,
+        stored_events: Sequence[StoredEvent],
+        positions: list[int],
+    ) -> tuple[int, int, int, str] | None:
+        """Advance the head record over the records just inserted, in the same transaction;
+        returns it as it now is (None: not tracked).
+
+        The head this writer left is advanced by one UPDATE that holds only if the record is
+        still that (nobody else appended since); otherwise it is read and advanced.
+        """
+        if not positions or not self._track_head:
+            return None
+        cached = self._head
+        if cached is not None:
+            base, position, count, chain = cached
+            advanced = (
+                base,
+                positions[-1],
+                count + len(positions),
+                advance_chain(chain, (s.state[_CHECKSUM] for s in stored_events)),
+            )
+            updated = writer.execute(
+                "UPDATE onward_head SET position = ?, count = ?, chain = ?"
+                " WHERE id = 1 AND base = ? AND position = ? AND count = ? AND chain = ?",
+                (advanced[1], advanced[2], advanced[3], base, position, count, chain),
+            )
+            if updated.rowcount == 1:
+                return advanced
+        return self._write_head(writer, self._read_head(writer), stored_events, positions)
 
     def _read_head(self, writer: sqlite3.Connection) -> tuple[int, int, int, str] | None:
         """The head record inside the append's transaction (None: this append creates it)."""
@@ -192,26 +233,26 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
         head: tuple[int, int, int, str] | None,
         stored_events: Sequence[StoredEvent],
         positions: list[int],
-    ) -> None:
-        """Advance the head record over the records just inserted, in the same transaction."""
+    ) -> tuple[int, int, int, str] | None:
+        """Advance the head record ``head`` (as read) over the records just inserted, in the
+        same transaction; returns it as it now is (None: not tracked)."""
         if not positions or not self._track_head:
-            return
+            return None
         chain = advance_chain(
             CHAIN_START if head is None else head[3], (s.state[_CHECKSUM] for s in stored_events)
         )
         if head is None:
             # Tracking starts here: after every record already in the log (none in a new one),
             # in place of a damaged head record.
-            base = positions[0] - 1
-            writer.execute(
-                "INSERT OR REPLACE INTO onward_head VALUES (1, ?, ?, ?, ?)",
-                (base, positions[-1], len(positions), chain),
-            )
+            advanced = (positions[0] - 1, positions[-1], len(positions), chain)
+            writer.execute("INSERT OR REPLACE INTO onward_head VALUES (1, ?, ?, ?, ?)", advanced)
         else:
+            advanced = (head[0], positions[-1], head[2] + len(positions), chain)
             writer.execute(
                 "UPDATE onward_head SET position = ?, count = ?, chain = ? WHERE id = 1",
-                (positions[-1], head[2] + len(positions), chain),
+                advanced[1:],
             )
+        return advanced
 
     def close(self) -> None:
         """Close the writer connection."""

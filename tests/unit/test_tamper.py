@@ -355,6 +355,32 @@ def test_a_head_record_onward_never_wrote_is_damage_and_appends_go_on(
     assert (status, report["head_record"]["status"]) == (0, "ok")
 
 
+def test_a_writer_that_stays_open_advances_the_head_record_others_moved_or_damaged(
+    finished: tuple[Path, list[str]], clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A writer advances the head record it left without reading it again: one that another
+    writer moved since, or that was damaged since, is read and advanced (or restarted) as a
+    fresh writer would."""
+    path, _ = finished
+    url = f"sqlite:///{path}"
+    with open_log(url, clock=clock) as mine, open_log(url, clock=clock) as other:
+        for n in range(3):  # the two take turns: each finds the other's appends
+            mine.append(f"task-mine-{n}", [TaskSubmitted(name="m")], expected_version=0)
+            other.append(f"task-other-{n}", [TaskSubmitted(name="o")], expected_version=0)
+            mine.append(f"task-again-{n}", [TaskSubmitted(name="m")], expected_version=0)
+        status, report = verify_cli(capsys, path)
+        assert (status, report["head_record"]["status"]) == (0, "ok")
+        assert report["head_record"]["found"] == report["head_record"]["count"]
+        raw(path, "UPDATE onward_head SET chain = 'not a hash chain at all, not hex!'")
+        before = mine.head()
+        mine.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
+        head = mine.head_record()
+    assert head is not None
+    assert (head.base, head.position, head.count) == (before, before + 1, 1)
+    status, report = verify_cli(capsys, path)
+    assert (status, report["head_record"]["status"]) == (0, "ok")
+
+
 def test_a_log_without_a_head_record_is_not_tracked_until_its_next_append(
     finished: tuple[Path, list[str]], clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
