@@ -426,6 +426,14 @@ class CatchUp:
                     saved.schema,
                     Projections.SCHEMA,
                 )
+            elif saved is not None and saved.position > (head := self.log.head()):
+                # Records it folded are gone (a removed tail, a restored copy of the file):
+                # what it holds is not what the log says.
+                logger.warning(
+                    "ignoring checkpoint at position %d: the log ends at %d; replaying",
+                    saved.position,
+                    head,
+                )
             elif saved is not None:
                 try:
                     with _no_cycle_collection():

@@ -209,6 +209,27 @@ def test_a_checkpoint_of_the_previous_schema_is_ignored_and_the_log_replayed(
     assert Projections.SCHEMA == 16
 
 
+def test_a_checkpoint_past_the_end_of_the_log_is_ignored_and_the_log_replayed(
+    log: EventLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its newest records were removed after the checkpoint was saved: what it holds is not
+    what the log says (it would make every later append clash, for good)."""
+    import sqlite3
+
+    for n in range(3):
+        run_task(log, f"done{n}")
+    checkpoint(log)
+    saved = log.load_checkpoint(Projections.NAME)
+    assert saved is not None and saved.position == log.head()
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        db.execute("DELETE FROM stored_events WHERE rowid > ?", (saved.position - 4,))
+    host = CatchUp(log, checkpoint_every=0)
+    assert host.open().snapshot() == replayed(log)
+    assert host.loaded_checkpoint is None
+    assert host.projections.tasks.view("done2") is None
+    assert "the log ends at" in caplog.text
+
+
 def test_an_engine_resumes_from_a_checkpoint_without_decoding_the_finished_tasks(
     tmp_path: Path,
 ) -> None:
