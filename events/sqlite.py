@@ -282,6 +282,16 @@ def _head_fields(row: Sequence[Any]) -> tuple[int, int, int, str] | None:
     return base, position, count, chain
 
 
+def _blob_bytes(data: object) -> bytes:
+    """A blob's data as stored; a value that is not bytes (text, a number, NULL: changed
+    behind onward's back) as bytes that fail the blob's digest, so it reads as damaged."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8", "surrogateescape")
+    return b"" if data is None else str(data).encode()
+
+
 def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
@@ -455,7 +465,7 @@ class SQLiteLog(EventLog):
         rows = self._query(
             f"SELECT digest, data FROM onward_blobs WHERE digest IN ({marks})", tuple(digests)
         )
-        return {str(digest): bytes(data) for digest, data in rows}
+        return {str(digest): _blob_bytes(data) for digest, data in rows}
 
     def _select_blob_digests(self) -> list[str]:
         if not self._has_blobs():

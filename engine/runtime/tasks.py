@@ -44,6 +44,7 @@ from onward.events import (
     TaskSubmitted,
     TaskSucceeded,
     UnencodableValue,
+    UnknownEvent,
     UsageError,
     VersionConflict,
     decode_value,
@@ -468,7 +469,11 @@ class Tasks:
         history = session.log.read_stream(task_stream(task_id))
         if not history:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
-        last = history[-1].event
+        # Events of a newer onward after the task's end do not unmake it.
+        last = next(
+            (r.event for r in reversed(history) if not isinstance(r.event, UnknownEvent)),
+            history[-1].event,
+        )
         if isinstance(last, TaskQuarantined):
             raise TaskQuarantinedError(task_id, last.reason)
         if isinstance(last, TaskSucceeded):

@@ -201,6 +201,26 @@ def test_verify_reports_a_missing_or_damaged_blob(
         assert info.value.kind == "blob"
 
 
+def test_a_blob_rewritten_as_text_is_reported_as_damaged(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sqlite3 shell's ``||`` makes a BLOB column hold TEXT: damage like any other, not a
+    TypeError out of every read."""
+    db = f"sqlite:///{tmp_path / 'text.db'}"
+    task_id = _one_big_step(db, clock)
+    with sqlite3.connect(tmp_path / "text.db") as conn:
+        conn.execute(
+            "UPDATE onward_blobs SET data = substr(data, 1, 10) || 'y' || substr(data, 12)"
+        )
+        assert conn.execute("SELECT typeof(data) FROM onward_blobs").fetchone() == ("text",)
+    capsys.readouterr()
+    assert main(["verify", "--db", db]) == 1
+    assert "does not match its digest" in capsys.readouterr().out
+    with open_log(db) as log, pytest.raises(CorruptRecord) as info:
+        log.read_stream(task_stream(task_id))
+    assert info.value.kind == "blob"
+
+
 def test_onward_show_prints_the_value_as_it_ran(
     db: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -587,6 +587,33 @@ def test_unknown_events_make_only_their_task_unusable(
         assert ran == ["other"]
 
 
+def test_an_unknown_event_after_a_tasks_end_leaves_its_result(db: str, clock: FakeClock) -> None:
+    """A newer onward added an event to a task that had ended: it still ended as it did."""
+    from onward.events import Codec, Event, all_event_types
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
+        """An event type a newer onward might write."""
+
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 41
+
+        task_id = engine.submit("job")
+        engine.run()
+        version = len(engine.log.read_stream(f"task-{task_id}"))
+    writer = open_log(db)
+    writer.codec.register(FromTheFuture)
+    writer.append(f"task-{task_id}", [FromTheFuture()], expected_version=version)
+    writer.close()
+
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFuture"]
+    with Engine.open(db, session="nightly", clock=clock, codec=Codec(types=known)) as engine:
+        assert engine.task_view(task_id).state == "succeeded"
+        assert engine.result(task_id) == 41
+
+
 def test_submitted_arguments_are_stored_as_values(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
 
