@@ -24,6 +24,7 @@ import msgspec
 
 from onward.events import (
     Checkpoint,
+    CorruptRecord,
     EventLog,
     LogDamaged,
     Meta,
@@ -52,6 +53,7 @@ from onward.projections.task import (
     FinishedViews,
     TaskProjection,
     TaskView,
+    out_of_sequence,
 )
 from onward.projections.workers import WORKER_PREFIX, WorkerProjection, WorkerView
 
@@ -231,6 +233,8 @@ class Projections:
                     view = last_view if stream == last_stream else views.get(stream[skip:])
                     failed = kind in failure_types
                     if view is not None and view.state == "running":
+                        if r.version != view.version + 1:
+                            raise out_of_sequence(r, view.version)
                         view.version = r.version
                         view.updated_at = r.meta.time
                         view.steps += event.final if failed else 1  # type: ignore[union-attr]
@@ -273,13 +277,17 @@ class Projections:
                     fold(r)
             except LogDamaged as exc:
                 last_stream = None
+                if isinstance(exc, CorruptRecord):  # a task stream's versions out of sequence
+                    problem, reason = ProblemKind(exc.kind), exc.reason
+                else:
+                    problem, reason = ProblemKind.ILLEGAL, str(exc)
                 self.mark_damaged(
                     StreamDamage(
                         stream=stream,
                         version=r.version,
                         position=r.position,
-                        kind=ProblemKind.ILLEGAL,
-                        reason=str(exc),
+                        kind=problem,
+                        reason=reason,
                     ),
                     r.meta.session,
                 )

@@ -27,6 +27,7 @@ import msgspec
 from onward.events import (
     ApprovalDenied,
     ApprovalGranted,
+    CorruptRecord,
     Recorded,
     TaskClaimed,
     TaskDeadlineMissed,
@@ -294,6 +295,11 @@ class TaskProjection:
         if view is None and self._loaded_finished:
             view = self.view(task_id)
         kind = type(event)
+        if view is None:
+            if r.version != 1 and not isinstance(event, UnknownEvent):
+                raise out_of_sequence(r, 0)
+        elif r.version != view.version + 1 and view.state not in _UNTRUSTED:
+            raise out_of_sequence(r, view.version)
         if kind in STEP_OUTCOME_TYPES and view is not None and view.state == "running":
             # The hot path of replay: a step outcome changes no state, only the counters.
             view.version = r.version
@@ -736,5 +742,28 @@ def _kind_of(kind: type[Any]) -> tuple[str, _FollowUp | None]:
 
 _RESUMABLE = frozenset({"queued", "running", "waiting"})
 _UNTRUSTED = frozenset({DAMAGED_STATE, UNKNOWN_STATE})
+
+
+def out_of_sequence(r: Recorded, version: int) -> CorruptRecord:
+    """The error for a record of a task stream folded up to ``version`` that does not come
+    next: versions are missing before it (a removed record), or it does not come after them."""
+    if r.version > version + 1:
+        missing = (
+            f"version {version + 1} of its stream is missing"
+            if r.version == version + 2
+            else f"versions {version + 1} to {r.version - 1} of its stream are missing"
+        )
+        return CorruptRecord(
+            missing, stream=r.stream, version=r.version, position=r.position, kind="gap"
+        )
+    return CorruptRecord(
+        f"it comes after version {version} of its stream",
+        stream=r.stream,
+        version=r.version,
+        position=r.position,
+        kind="order",
+    )
+
+
 #: The event types that record a step's outcome (the bulk of any log), as read or as folded.
 STEP_OUTCOME_TYPES = FOLDED_STEP_OUTCOMES

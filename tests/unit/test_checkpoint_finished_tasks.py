@@ -220,7 +220,8 @@ def test_a_checkpoint_past_the_end_of_the_log_is_ignored_and_the_log_replayed(
         run_task(log, f"done{n}")
     checkpoint(log)
     saved = log.load_checkpoint(Projections.NAME)
-    assert saved is not None and saved.position == log.head()
+    assert saved is not None
+    assert saved.position == log.head()
     with sqlite3.connect(tmp_path / "log.db") as db:
         db.execute("DELETE FROM stored_events WHERE rowid > ?", (saved.position - 4,))
     host = CatchUp(log, checkpoint_every=0)

@@ -223,6 +223,51 @@ def test_a_damaged_row_in_the_middle_blocks_no_session(
     assert sorted(states.values()) == ["damaged"] + ["succeeded"] * 5
 
 
+@pytest.mark.parametrize("which", ["a step", "the claim"])
+def test_a_record_removed_from_the_middle_of_a_task_stream_damages_that_task(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    """The fold sees the gap (the listing, the queue), not only ``verify``: the task is not
+    shown as it ended, nor run again, and its stream gets nothing more."""
+    path = tmp_path / "work.db"
+    ran: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.step(name="fetch")
+        def fetch(label: str) -> str:
+            ran.append(label)
+            return label
+
+        @engine.task(name="job")
+        def job(label: str) -> str:
+            return fetch(label) + fetch(label)
+
+    with open_engine(path, clock) as engine:
+        register(engine)
+        victim, other = engine.submit("job", "v"), engine.submit("job", "o")
+        engine.run()
+    records = rows(path, task_stream(victim))
+    topic = "StepCompleted" if which == "a step" else "TaskClaimed"
+    position, version = next((p, v) for p, v, t, _ in records if t == topic)
+    raw(path, "DELETE FROM stored_events WHERE rowid = ?", position)
+    if which == "the claim":  # and its end: the task looks unfinished
+        raw(path, "DELETE FROM stored_events WHERE rowid = ?", records[-1][0])
+
+    status, out, _ = cli(capsys, "tasks", "--db", str(path), "--json")
+    states = {t["task_id"]: t["state"] for t in json.loads(out)["tasks"]}
+    assert states == {victim: "damaged", other: "succeeded"}
+    with open_engine(path, clock) as engine:
+        register(engine)
+        assert engine.run().runs == 0
+        view = engine.task_view(victim)
+        assert view.damage.startswith(f"gap at version {version + 1}")
+        assert f"version {version} of its stream is missing" in view.damage
+        with pytest.raises(StreamDamaged):
+            engine.result(victim)
+    assert ran == ["v", "v", "o", "o"]
+    assert len(rows(path, task_stream(victim))) == len(records) - (2 if which == "the claim" else 1)
+
+
 # -- removed records: verify sees them ---------------------------------------------------------
 
 
