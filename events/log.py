@@ -56,6 +56,7 @@ from onward.events.exceptions import (
     BackendError,
     CorruptRecord,
     ImportConflict,
+    LogDamaged,
     OnwardError,
     PayloadTooLarge,
     UsageError,
@@ -429,7 +430,7 @@ class EventLog(ABC):
                     self._forget(a.stream)
                 continue
             except PersistenceError as exc:
-                raise BackendError(f"append to {self.url} failed: {exc}") from exc
+                raise self._failure(f"append to {self.url}", exc) from exc
             versions = self._remember(heads)
             return AppendResult(event_ids=ids, positions=positions, versions=versions)
         raise BackendError(f"append to {self.url}: gave up after {_ANY_VERSION_RETRIES} clashes")
@@ -476,7 +477,7 @@ class EventLog(ABC):
                         results[i] = exc
                 positions = None
             except PersistenceError as exc:
-                raise BackendError(f"append to {self.url} failed: {exc}") from exc
+                raise self._failure(f"append to {self.url}", exc) from exc
             if positions is not None:
                 at = 0
                 for i, (group_records, _resolved, ids, heads, _blobs) in encoded:
@@ -628,7 +629,7 @@ class EventLog(ABC):
                 f"append to {stream!r}", lambda: self._select_head_for(stream, expected)
             )
         except PersistenceError as exc:
-            raise BackendError(f"append to {self.url} failed: {exc}") from exc
+            raise self._failure(f"append to {self.url}", exc) from exc
 
     def _select_head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
         if expected is not None and expected < 0:
@@ -877,7 +878,7 @@ class EventLog(ABC):
                 f"{self.url}: a version of one of {len(streams)} streams was taken meanwhile"
             ) from exc
         except PersistenceError as exc:
-            raise BackendError(f"insert into {self.url} failed: {exc}") from exc
+            raise self._failure(f"insert into {self.url}", exc) from exc
         finally:
             for stream in streams:
                 self._forget(stream)
@@ -899,7 +900,20 @@ class EventLog(ABC):
         try:
             return self.outage.call(what, select)
         except PersistenceError as exc:
-            raise BackendError(f"{what} from {self.url} failed: {exc}") from exc
+            raise self._failure(f"{what} from {self.url}", exc) from exc
+
+    def _failure(self, what: str, exc: PersistenceError) -> OnwardError:
+        """The error for a failed database call: :class:`LogDamaged` when the database says
+        its file is damaged, :class:`BackendError` otherwise."""
+        damage = self._damage(exc)
+        if damage is not None:
+            return LogDamaged(f"{what} failed: the database is damaged ({damage})")
+        return BackendError(f"{what} failed: {exc}")
+
+    def _damage(self, exc: PersistenceError) -> str | None:
+        """What the database said of its damage, when ``exc`` says it is damaged (a malformed
+        or overwritten file); None for any other failure. The backend's to say."""
+        return None
 
     def read(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000

@@ -17,7 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -63,6 +68,10 @@ _CREATE_BLOBS = (
     " size INTEGER NOT NULL, data BLOB NOT NULL)"
 )
 _CHECKSUM = slice(*LAYOUT.checksum)
+# What SQLite says of a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), by code and by message
+# (eventsourcing's errors carry SQLite's as their cause).
+_DAMAGE_CODES = frozenset({11, 26})
+_DAMAGE_WORDS = ("database disk image is malformed", "file is not a database")
 
 
 class _TunedPool(SQLiteConnectionPool):
@@ -444,6 +453,17 @@ class SQLiteLog(EventLog):
             " WHERE rowid>? ORDER BY rowid LIMIT ?",
             (after, limit),
         )
+
+    def _damage(self, exc: PersistenceError) -> str | None:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, sqlite3.DatabaseError) and (
+                getattr(cause, "sqlite_errorcode", None) in _DAMAGE_CODES
+                or any(words in str(cause) for words in _DAMAGE_WORDS)
+            ):
+                return str(cause)
+            cause = cause.__cause__ or cause.__context__
+        return None
 
     def _insert_with_blobs(self, records: list[StoredEvent], blobs: dict[str, bytes]) -> list[int]:
         return self._writer.insert_events(records, blobs=blobs)

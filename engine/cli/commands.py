@@ -30,7 +30,7 @@ from onward.cli.reports import (
 from onward.cli.table import by_state, iso, printable, queue_table, sessions_table, tasks_table
 from onward.cli.timeline import event_rows, find_task, timeline_table, view_lines
 from onward.core.machines import diagram
-from onward.events import CorruptRecord, EventLog, UsageError, open_log
+from onward.events import CorruptRecord, EventLog, LogDamaged, UsageError, open_log
 from onward.projections import CatchUp, task_stream, verify_log
 
 __all__ = [
@@ -232,8 +232,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check every checksum, hash chain and the head record, and replay every lifecycle; exit 1
     on damage."""
-    with open_existing(args.db) as log:
-        report = verify_log(log)
+    try:
+        with open_existing(args.db) as log:
+            report = verify_log(log)
+    except LogDamaged as exc:  # the database itself: not one record of it can be read
+        if args.json:
+            emit_json({"ok": False, "damaged": printable(str(exc))})
+        else:
+            print(f"DAMAGED: {printable(str(exc))}")
+        return 1
     if args.json:
         emit_json(report)
         return 0 if report.ok else 1

@@ -156,15 +156,44 @@ def test_the_cli_says_what_it_found_and_changes_nothing(
     command: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path, _error, says = bad
+    path, error, says = bad
     before = snapshot(path.parent)
-    assert main([*command, "--db", str(path)]) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert f"onward {command[0]}: {path} " in err
-    assert says in err
-    assert "no log at" not in err
+    if command == ["verify"] and error is LogDamaged:  # damage found: verify's exit 1
+        assert main([*command, "--db", str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert (out.startswith(f"DAMAGED: {path} "), err) == (True, "")
+        assert says in out
+    else:
+        assert main([*command, "--db", str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert f"onward {command[0]}: {path} " in err
+        assert says in err
+        assert "no log at" not in err
     assert snapshot(path.parent) == before
+
+
+def make_overwritten(path: Path) -> None:
+    """A whole file with one of its b-tree pages overwritten (a bad sector, a stray write)."""
+    data = bytearray(a_log(path))
+    data[4096 + 8 : 4096 + 16] = b"\xde\xad\xbe\xef" * 2
+    path.write_bytes(bytes(data))
+
+
+def test_a_malformed_database_is_log_damaged_from_every_door(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its header and size are right: SQLite finds the damage when it reads the pages."""
+    path = tmp_path / "work.db"
+    make_overwritten(path)
+    with pytest.raises(LogDamaged, match="the database is damaged"):
+        Engine.open(f"sqlite:///{path}", session="s")
+    with open_log(f"sqlite:///{path}", create=False) as log, pytest.raises(LogDamaged):
+        list(log.read())
+    assert main(["verify", "--db", str(path)]) == 1
+    assert capsys.readouterr().out.startswith("DAMAGED: ")
+    assert main(["tasks", "--db", str(path)]) == 2
+    assert "the database is damaged (database disk image is malformed)" in capsys.readouterr().err
 
 
 def test_a_not_a_log_error_names_what_it_found(tmp_path: Path) -> None:

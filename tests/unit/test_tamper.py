@@ -253,7 +253,7 @@ def test_a_record_removed_from_the_middle_of_a_task_stream_damages_that_task(
     if which == "the claim":  # and its end: the task looks unfinished
         raw(path, "DELETE FROM stored_events WHERE rowid = ?", records[-1][0])
 
-    status, out, _ = cli(capsys, "tasks", "--db", str(path), "--json")
+    _, out, _ = cli(capsys, "tasks", "--db", str(path), "--json")
     states = {t["task_id"]: t["state"] for t in json.loads(out)["tasks"]}
     assert states == {victim: "damaged", other: "succeeded"}
     with open_engine(path, clock) as engine:
