@@ -62,6 +62,7 @@ _CREATE_HEAD = (
     " chain TEXT NOT NULL)"
 )
 _SELECT_HEAD = "SELECT base, position, count, chain FROM onward_head WHERE id = 1"
+_HEAD_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'onward_head'"
 # The blobs (see onward.events.blobs): created at the first append that stores one.
 _CREATE_BLOBS = (
     "CREATE TABLE IF NOT EXISTS onward_blobs (digest TEXT PRIMARY KEY,"
@@ -209,13 +210,18 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             )
             if updated.rowcount == 1:
                 return advanced
-        return self._write_head(writer, self._read_head(writer), stored_events, positions)
+        head = self._read_head(writer, positions[0])
+        return self._write_head(writer, head, stored_events, positions)
 
-    def _read_head(self, writer: sqlite3.Connection) -> tuple[int, int, int, str] | None:
-        """The head record inside the append's transaction (None: this append creates it)."""
+    def _read_head(
+        self, writer: sqlite3.Connection, first: int
+    ) -> tuple[int, int, int, str] | None:
+        """The head record inside the append's transaction (None: this append creates it),
+        whose first record is at position ``first``."""
         if not self._track_head:
             return None
-        if not self._head_table:
+        tracked = self._head_table or bool(writer.execute(_HEAD_TABLE_EXISTS).fetchone())
+        if not tracked:
             writer.execute(_CREATE_HEAD)
         try:
             row = writer.execute(_SELECT_HEAD).fetchone()
@@ -224,6 +230,13 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                 raise
             row = (None, None, None, None)  # a chain that is not text: damaged
         if row is None:
+            if tracked and first > 1:
+                # Removed behind onward's back (verify reports it until now; a log of an
+                # earlier onward has no head table at all).
+                logger.warning(
+                    "the head record of %s is gone: it starts again after this append",
+                    self.datastore.pool.db_name,
+                )
             return None
         head = _head_fields(row)
         if head is None:

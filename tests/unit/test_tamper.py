@@ -362,6 +362,32 @@ def test_the_head_record_removed_is_damage(
     assert "head record is gone" in report["problems"][0]["detail"]
 
 
+def test_the_next_append_after_the_head_record_was_removed_says_so(
+    finished: tuple[Path, list[str]], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tracking starts again after it (as after a damaged one), but not silently: what verify
+    reported until then is in the log of the process that appended."""
+    path, _ = finished
+    raw(path, "DELETE FROM onward_head")
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        before = log.head()
+        log.append("task-late", [TaskSubmitted(name="late")], expected_version=0)
+        head = log.head_record()
+    assert head is not None
+    assert head.base == before
+    assert "the head record of" in caplog.text
+    assert "is gone: it starts again after this append" in caplog.text
+
+
+def test_a_new_log_starts_its_head_record_without_a_word(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_log(f"sqlite:///{tmp_path / 'new.db'}", clock=clock) as log:
+        log.append("task-first", [TaskSubmitted(name="first")], expected_version=0)
+        assert log.verify().ok
+    assert "head record" not in caplog.text
+
+
 def tracking_restarts_at_the_next_append(path: Path, clock: FakeClock, before: int) -> None:
     """The next append's head record counts from the records already in the log."""
     with open_log(f"sqlite:///{path}", clock=clock) as log:
