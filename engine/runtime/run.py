@@ -435,9 +435,14 @@ class TaskRun:
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
             elif isinstance(event, TaskRetried):
-                # A new attempt: the steps that failed for good run again.
+                # A new attempt: the steps that failed for good run again, healed afresh (their
+                # retries and fixes are counted within this attempt; the history keeps the rest).
                 for index in [i for i, o in self.outcomes.items() if not o.completed]:
                     del self.outcomes[index]
+                self.failures.clear()
+                self.fixes_tried.clear()
+                self.fix_applications.clear()
+                self.last_delay.clear()
             elif isinstance(event, PatchMarked):
                 self.patches.add(event.change_id)
             elif isinstance(event, MessageReceived):

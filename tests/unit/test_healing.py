@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from onward import Engine, TaskFailedError
-from onward.events import Jitter, Recorded
+from onward.events import FixAttempted, Jitter, Recorded, RetryScheduled, StepFailed
 from onward.healing.breaker import BreakerPolicy
-from onward.healing.fixes import FixRegistry
+from onward.healing.fixes import FixRegistry, Remedy, StepCall
 from onward.healing.retry import RetryBudget, RetryPolicies, RetryPolicy
+from onward.testing import replay_check
 from tests.conftest import FakeClock
 
 #: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
@@ -498,3 +499,56 @@ def test_an_error_message_holding_a_lone_surrogate_is_recorded_escaped(
             if type(r.event).__name__ == "StepFailed"
         ]
         assert failed.message == "cannot parse caf\\udce9.txt"  # type: ignore[attr-defined]
+
+
+class SwitchMirror:
+    """A fix for a refused connection: the same fetch from the mirror."""
+
+    name = "switch-to-mirror"
+    error_types = (ConnectionError,)
+
+    def matches(self, error: BaseException, call: StepCall) -> bool:
+        return not call.arguments["mirror"]
+
+    def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
+        return Remedy(call=call.with_arguments(mirror=True), change={"mirror": [False, True]})
+
+
+def test_a_retried_task_heals_its_failed_step_afresh(db: str, clock: FakeClock) -> None:
+    policy = RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE)
+    fixes = FixRegistry()
+    fixes.register(SwitchMirror())
+    calls: list[bool] = []
+    succeed_at = [0]  # the call that succeeds (0: none)
+    with open_engine(db, clock, retries=RetryPolicies(policy), fixes=fixes) as engine:
+
+        @engine.step()
+        def fetch(mirror: bool = False) -> str:
+            calls.append(mirror)
+            if len(calls) != succeed_at[0]:
+                raise ConnectionRefusedError("connection refused")
+            return "mirror" if mirror else "origin"
+
+        @engine.task()
+        def job() -> str:
+            return fetch()
+
+        task_id = engine.submit(job)
+        engine.run()
+        with pytest.raises(TaskFailedError):
+            engine.result(task_id)
+        # The fix, then a retry; the third call exhausts the attempts.
+        assert calls == [False, True, False]
+        succeed_at[0] = len(calls) + 3  # the third call of the new attempt succeeds
+        engine.retry(task_id, reason="the network is back")
+        engine.run()
+        # The new attempt tries the fix again, then gets its retry.
+        assert calls[3:] == [False, True, False]
+        assert engine.result(task_id) == "origin"
+        history = engine.log.read_stream(f"task-{task_id}")
+        after = [r.event for r in history][kinds(history).index("TaskRetried") :]
+        assert [getattr(e, "attempt", 0) for e in after if isinstance(e, StepFailed)] == [1, 2]
+        assert [getattr(e, "again", None) for e in after if isinstance(e, FixAttempted)] == [False]
+        assert sum(isinstance(e, RetryScheduled) for e in after) == 1
+        # Both attempts replay as recorded.
+        assert replay_check(engine.log, engine).ok
