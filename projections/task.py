@@ -574,16 +574,19 @@ class TaskProjection:
         A query: the same tasks are found again until they end.
         """
         found: list[TaskView] = []
-        keep: list[tuple[float, str]] = []
+        keep: dict[str, tuple[float, str]] = {}
         heap = self._deadlines
         while heap and heap[0][0] < now:
             entry = heapq.heappop(heap)
-            view = self.views[entry[1]]
-            if not view.terminal:
-                keep.append(entry)  # asked again until the task ends (a failed mark retries)
-                if view.state in ("queued", "waiting"):
-                    found.append(view)
-        for entry in keep:
+            deadline, task_id = entry
+            view = self.views[task_id]
+            # An entry left by a deadline a retry replaced is dropped: only the view's counts.
+            if view.terminal or view.deadline != deadline or task_id in keep:
+                continue
+            keep[task_id] = entry  # asked again until the task ends (a failed mark retries)
+            if view.state in ("queued", "waiting"):
+                found.append(view)
+        for entry in keep.values():
             heapq.heappush(heap, entry)
         return found
 
@@ -672,6 +675,7 @@ def _retried(tasks: TaskProjection, view: TaskView, event: TaskRetried, r: Recor
     view.worker = ""
     view.deadline = event.deadline
     if event.deadline is not None:
+        # The old deadline's entry may stay in the heap: overdue() drops what no view matches.
         heapq.heappush(tasks._deadlines, (event.deadline, view.task_id))
 
 

@@ -345,6 +345,35 @@ def test_a_request_lapses_when_its_task_ends_and_a_retry_asks_it_again(
         assert engine.result(task_id) == "pushed"
 
 
+def test_a_missed_task_retried_with_a_new_deadline_asks_its_approval_again(
+    db: str, clock: FakeClock
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.action(impact="high")
+        def push() -> str:
+            return "pushed"
+
+        @engine.task()
+        def job() -> str:
+            return push()
+
+        task_id = engine.submit(job, deadline=clock.now + 60)
+        engine.run()
+        (request,) = engine.approvals()
+        clock.advance(120)
+        engine.run()
+        assert engine.task_view(task_id).state == "missed"
+        engine.retry(task_id, deadline=clock.now + 3_600)  # the old deadline has passed
+        assert engine.run().waiting == 1  # not missed again at once: its deadline is ahead
+        view = engine.task_view(task_id)
+        assert (view.state, view.deadline) == ("waiting", clock.now + 3_600)
+        assert [a.decision_id for a in engine.approvals()] == [request.decision_id]
+        engine.approve(request.decision_id)
+        engine.run()
+        assert engine.result(task_id) == "pushed"
+
+
 def test_an_approval_request_reaches_on_interruption_at_once(db: str, clock: FakeClock) -> None:
     from onward import Interruption
 

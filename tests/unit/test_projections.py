@@ -325,6 +325,36 @@ def test_overdue_is_a_query(board: Board) -> None:
     assert first == second == {"queued", "waiting"}
 
 
+def test_a_retry_s_new_deadline_replaces_the_old_one(board: Board) -> None:
+    board.submit("t", deadline=T0 + 100)
+    board.claim("t")
+    board.append("t", TaskFailed(error_type="ValueError", message="bad"))
+    board.append("t", TaskRetried(previous="failed", deadline=T0 + 3_600))
+    assert board.tasks.overdue(T0 + 200) == []  # the old deadline's entry is stale
+    assert board.tasks.overdue(T0 + 200) == []
+    assert [v.task_id for v in board.tasks.overdue(T0 + 3_601)] == ["t"]
+    assert [v.task_id for v in board.tasks.overdue(T0 + 3_601)] == ["t"]  # still a query
+    assert [v.task_id for v in board.reloaded().tasks.overdue(T0 + 3_601)] == ["t"]
+    board.check_replay()
+
+
+def test_a_task_retried_with_the_same_deadline_is_overdue_once(board: Board) -> None:
+    board.submit("t", deadline=T0 + 100)
+    for _ in range(2):
+        board.claim("t")
+        board.append("t", TaskFailed(error_type="ValueError", message="bad"))
+        board.append("t", TaskRetried(previous="failed", deadline=T0 + 100))
+    assert [v.task_id for v in board.tasks.overdue(T0 + 101)] == ["t"]
+
+
+def test_a_task_retried_without_a_deadline_is_never_overdue(board: Board) -> None:
+    board.submit("t", deadline=T0 + 100)
+    board.claim("t")
+    board.append("t", TaskFailed(error_type="ValueError", message="bad"))
+    board.append("t", TaskRetried(previous="failed"))
+    assert board.tasks.overdue(T0 + 10_000) == []
+
+
 # -- what a task view says ---------------------------------------------------------------------
 
 

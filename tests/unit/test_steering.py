@@ -73,6 +73,27 @@ def test_a_failed_task_is_retried_from_the_step_it_failed_at(db: str, clock: Fak
             engine.retry(task_id)  # it succeeded: nothing to retry
 
 
+def test_a_task_retried_with_a_new_deadline_runs_before_it(db: str, clock: FakeClock) -> None:
+    runs: list[float] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def job(n: int) -> int:
+            runs.append(clock.now)
+            if len(runs) == 1:
+                raise RuntimeError("the first attempt fails")
+            return n
+
+        task_id = engine.submit(job, 1, deadline=clock.now + 100)
+        engine.run()
+        assert engine.task_view(task_id).state == "failed"
+        clock.advance(200)  # the old deadline has passed
+        engine.retry(task_id, deadline=clock.now + 3_600)
+        engine.run()
+        assert engine.result(task_id) == 1
+        assert len(runs) == 2
+
+
 def test_a_fork_takes_the_first_steps_as_recorded_and_runs_the_rest(
     db: str, clock: FakeClock
 ) -> None:
