@@ -16,7 +16,9 @@ help) or any remedy (``give_up``). Each choice is a :class:`onward.events.Decisi
 rule's id, its inputs (signature, attempts, policy, success rates) and the alternatives, caused by
 the :class:`onward.events.ErrorObserved` it answers;
 the consequences (``FixAttempted``, ``RetryScheduled`` + ``TaskWaiting``, breaker transitions)
-are appended in the same atomic commit.
+are appended in the same atomic commit. A rule function that raises does not erase the error it
+was asked about: the step's failure is recorded as its outcome (given up, the breaker told), then
+the rule's exception propagates to the task.
 
 Circuit breakers (:mod:`onward.healing.breaker`) guard the steps declared with
 ``@engine.step(breaker="name")``; the healer asks them before a call and tells them each
@@ -101,6 +103,7 @@ class _Failure(msgspec.Struct, frozen=True, kw_only=True):
     tried: set[str]  # the fixes tried on this step (updated as one is applied)
     now: float
     projections: Projections
+    rule_error: Exception | None = None  # what the rulebook raised (it propagates, once recorded)
 
     @property
     def sig(self) -> str:
@@ -205,7 +208,10 @@ class Healer:
         failure and the error observed, the fix in flight that failed, the breaker's move, and
         the decision with its consequences."""
         failure = self._assess(run, step, index, attempt, exc, fix_in_flight)
-        remedy, fix, candidates, again = self._choose_fix(failure, call, fix_in_flight)
+        if failure.rule_error is None:
+            remedy, fix, candidates, again = self._choose_fix(failure, call, fix_in_flight)
+        else:
+            remedy, fix, candidates, again = None, None, [], None
         batch = Batch(run.context.causation_id)
         failed_id, observed_id = self._record_failure(
             batch, failure, final=remedy is None and not failure.retry.retry
@@ -221,6 +227,11 @@ class Healer:
                 failed_id,
             )
         self.breaker.on_failure(run, step, failure.projections, batch, failed_id)
+        if failure.rule_error is not None:
+            # The step's failure is recorded as its outcome first, then the rule's error goes
+            # on to the task (a broken rule must not erase the error it was asked about).
+            self._give_up(failure, batch, observed_id)
+            raise failure.rule_error
         if remedy is not None and fix is not None:
             return self._apply_fix(
                 failure, batch, observed_id, remedy, fix, candidates, call, again=again is not None
@@ -246,10 +257,19 @@ class Healer:
         tried = run.fixes_tried.setdefault(index, set())
         if fix_in_flight:
             tried.add(fix_in_flight)
-        verdict = self._rule(exc, signature, step, attempt)
+        rule_error: Exception | None = None
+        try:
+            verdict = self._rule(exc, signature, step, attempt)
+        except Exception as raised:
+            verdict, rule_error = None, raised
         retry = self._retry(run, signature, exc, attempt, index, now, projections)
         transient = retry.retry
-        if (
+        if rule_error is not None:
+            reason = f"the rulebook raised {type(rule_error).__name__}"
+            if message := error_message(rule_error, run.redact):
+                reason += f": {message}"
+            retry = msgspec.structs.replace(retry, retry=False, delay=0.0, due=now, reason=reason)
+        elif (
             verdict is not None
             and retry.retry
             and (verdict.retry is False or verdict.choice == "give_up")
@@ -271,6 +291,7 @@ class Healer:
             tried=tried,
             now=now,
             projections=projections,
+            rule_error=rule_error,
         )
 
     def _choose_fix(
@@ -279,9 +300,10 @@ class Healer:
         """The fix to apply (the one in flight again, while it makes progress, or the best
         candidate), its remedy, the candidates, and the remedy when it is the fix in flight."""
         verdict = failure.verdict
-        again = self._again(failure.exc, call, fix_in_flight, failure.run, failure.index)
         if verdict is not None and verdict.choice == "give_up":
-            return None, None, [], again  # the rule says no remedy helps: fail the step
+            # The rule says no remedy helps: fail the step (and the fix in flight with it).
+            return None, None, [], None
+        again = self._again(failure.exc, call, fix_in_flight, failure.run, failure.index)
         if again is not None:
             return again, self.fixes.get(fix_in_flight), [], again
         preferred = verdict.fixes if verdict is not None else ()

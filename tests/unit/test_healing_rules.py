@@ -3,14 +3,18 @@ can rule out a retry or any remedy."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from onward import Engine, Rulebook, TaskFailedError
-from onward.events import Jitter
+from onward.events import ErrorObserved, FixFailed, Jitter, StepFailed
+from onward.healing.breaker import BreakerPolicy
+from onward.healing.fixes import FixRegistry, Remedy, StepCall
 from onward.healing.retry import RetryPolicies, RetryPolicy
+from onward.judgement.rulebook import Verdict, verdict
 from tests.conftest import FakeClock
 
 #: Every test here runs on both paths: Engine.run, and Engine.run_async on an event loop.
@@ -124,3 +128,93 @@ def test_without_a_matching_rule_the_retry_policy_decides(db: str, clock: FakeCl
         (decision,) = healing_decisions(engine, task_id)
         assert decision.kind == "retry"
         assert decision.rule == ""
+
+
+class HalveBatch:
+    """A fix that halves a batch while it is above one (it always has more to offer)."""
+
+    name = "halve-the-batch"
+    error_types = (ValueError,)
+
+    def matches(self, error: BaseException, call: StepCall) -> bool:
+        return int(call.arguments["size"]) > 1
+
+    def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
+        size = int(call.arguments["size"])
+        return Remedy(call=call.with_arguments(size=size // 2), change={"size": [size, size // 2]})
+
+
+def test_a_rule_that_gives_up_settles_the_fix_in_flight(db: str, clock: FakeClock) -> None:
+    fixes = FixRegistry()
+    fixes.register(HalveBatch())
+    book = Rulebook(builtins=False)
+
+    @book.function("stop-after-two", "error")
+    def stop(scenario: str, facts: Mapping[str, Any]) -> Verdict | None:
+        return verdict("give_up") if int(facts["attempt"]) >= 2 else None
+
+    sizes: list[int] = []
+    with open_engine(db, clock, fixes=fixes, rulebook=book) as engine:
+
+        @engine.step()
+        def process(size: int) -> int:
+            sizes.append(size)
+            raise ValueError("the batch is too big")
+
+        @engine.task()
+        def job(size: int) -> int:
+            return process(size)
+
+        task_id = engine.submit(job, 40)
+        engine.run()
+        with pytest.raises(TaskFailedError, match="too big"):
+            engine.result(task_id)
+        assert sizes == [40, 20]  # the fix once, then the rule gave up
+        history = engine.log.read_stream(f"task-{task_id}")
+        (failed,) = [r.event for r in history if isinstance(r.event, FixFailed)]
+        assert (failed.fix, failed.step_index) == ("halve-the-batch", 0)
+        stats = engine.refresh().errors.fix_stats(failed.signature)["halve-the-batch"]
+        assert (stats.attempts, stats.successes, stats.failures) == (1, 0, 1)
+        assert [d.kind for d in healing_decisions(engine, task_id)] == ["fix", "give_up"]
+
+
+def test_a_rule_that_raises_records_the_step_s_error_first(db: str, clock: FakeClock) -> None:
+    book = Rulebook()
+
+    @book.function("broken", "error")
+    def broken(scenario: str, facts: Mapping[str, Any]) -> Verdict | None:
+        raise ZeroDivisionError("rule bug")
+
+    calls: list[int] = []
+    breakers = BreakerPolicy(failures=1, cooldown=60.0)
+    with open_engine(db, clock, rulebook=book, retries=RETRY_ALL, breakers=breakers) as engine:
+
+        @engine.step(breaker="api")
+        def fetch() -> str:
+            calls.append(1)
+            raise ConnectionError("the api is down")
+
+        @engine.task()
+        def job() -> str:
+            return fetch()
+
+        task_id = engine.submit(job)
+        engine.run()
+        # What the rule raised propagates to the task ...
+        with pytest.raises(TaskFailedError, match="rule bug"):
+            engine.result(task_id)
+        assert calls == [1]
+        # ... once the step's own failure is recorded as its outcome, and the breaker told.
+        history = engine.log.read_stream(f"task-{task_id}")
+        (failed,) = [r.event for r in history if isinstance(r.event, StepFailed)]
+        assert (failed.error_type, failed.message, failed.final) == (
+            "ConnectionError",
+            "the api is down",
+            True,
+        )
+        (observed,) = [r.event for r in history if isinstance(r.event, ErrorObserved)]
+        projections = engine.refresh()
+        assert projections.errors.get(observed.signature).occurrences == 1
+        assert projections.breakers.get("api").state == "open"
+        (decision,) = [d for d in healing_decisions(engine, task_id) if d.kind == "give_up"]
+        assert decision.inputs["reason"] == "the rulebook raised ZeroDivisionError: rule bug"
