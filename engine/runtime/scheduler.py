@@ -82,6 +82,9 @@ APPROVAL_POLL = 0.5
 TIMER_NAP = 3600.0
 #: The longest a serving worker's watch waits before it looks whether it must stop.
 WATCH_SLICE = 0.25
+#: The longest an idle worker waits before it looks again whether a peer of its host that
+#: runs a task of the session died (a killed process appends nothing that would wake it).
+DEAD_PEER_LOOK = 1.0
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -688,11 +691,23 @@ class Scheduler:
         limit = session.lease / 3
         if not idle:
             return limit
+        if self._peer_of_this_host_runs():
+            limit = min(limit, DEAD_PEER_LOOK)
         ticks = self.schedules.next_due() if self.schedules is not None else None
         moments = [m for m in (self._next_timer(), self._next_expiry(), ticks) if m is not None]
         if not moments:
             return limit
         return max(0.0, min(limit, min(moments) - now))
+
+    def _peer_of_this_host_runs(self) -> bool:
+        """Whether another worker of this host runs a task of the session (its death is seen
+        at once, by its pid: an idle worker looks often enough to take its tasks over)."""
+        own = self.session.worker
+        host = own.split("/", 1)[0] + "/"
+        return any(
+            v.state == "running" and v.worker != own and v.worker.startswith(host)
+            for v in self.session.unfinished_tasks()
+        )
 
     def _count(self, outcome: Outcome) -> None:
         kind, run = outcome
@@ -1236,6 +1251,10 @@ class Scheduler:
         for view in list(session.unfinished_tasks()):
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
+            if view.worker == session.worker and view.task_id in session.running:
+                # Its own live claim: this worker was paused past its lease (SIGSTOP, a long
+                # GC), and no peer took the task meanwhile. It goes on with it.
+                continue
             expired = silence_counts and now > self._holds_until(view)
             gone = expired or worker_gone(view.worker, session.worker)
             # This engine's own claim on a task it does not run now: an earlier run of it

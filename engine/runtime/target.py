@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
-from onward.events import UsageError
+from onward.events import OnwardError, UsageError
 from onward.runtime.engine import Engine
 
 __all__ = ["load_engine"]
@@ -30,6 +31,14 @@ def load_engine(target: str) -> Engine:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"cannot import {module_name!r}: {exc}") from exc
+    except OnwardError:
+        raise  # the module opened its engine, and that failed: the error says why
+    except Exception as exc:  # the user's module failed as it ran: say where, not a traceback
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise UsageError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc} "
+            f"({where.filename}, line {where.lineno})"
+        ) from exc
     try:
         found = getattr(module, attribute)
     except AttributeError:

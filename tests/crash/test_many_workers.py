@@ -129,6 +129,58 @@ def test_a_worker_paused_past_its_lease_appends_nothing_stale(url: str, tmp_path
     assert any(isinstance(r.event, TaskLeaseExpired) for r in history)
 
 
+def test_a_lone_worker_paused_past_its_lease_goes_on_with_its_task(
+    url: str, tmp_path: Path
+) -> None:
+    """No peer took the task while it was paused: its claim is still its own, and the step in
+    flight is recorded once (the worker does not expire its own live claim)."""
+    fleet = Fleet(tmp_path, url)
+    fleet.lease = 1.0
+    fleet.hold = 2.0
+    fleet.submit(1, slow=1)
+    (paused,) = fleet.start(1, threads=1)
+    wait_until(lambda: bool(fleet.runs()), 30, "the slow step to start")
+    fleet.kill(paused, signal.SIGSTOP)
+    time.sleep(3 * fleet.lease)  # real time: the pause must outlast the lease
+    fleet.kill(paused, signal.SIGCONT)
+    progress = Progress(url)
+    try:
+        wait_until(lambda: progress.succeeded() == 1, 60, "the worker to finish its task")
+    finally:
+        progress.close()
+    fleet.stop_all()
+    check_log(url, fleet, 1)
+    assert fleet.runs()[("t0", 0)] == [paused]
+    with open_log(url) as log:
+        assert not [r for r in log.read() if isinstance(r.event, TaskLeaseExpired)]
+
+
+def test_an_idle_worker_takes_over_a_killed_peer_of_its_host_within_a_second_or_so(
+    url: str, tmp_path: Path
+) -> None:
+    """The dead process appends nothing that would wake its idle peer: the peer looks for dead
+    workers of its host often, not only every third of a lease (20 s here)."""
+    fleet = Fleet(tmp_path, url)
+    fleet.lease = 60.0
+    fleet.hold = 600.0
+    fleet.submit(1, slow=1)
+    (doomed,) = fleet.start(1, threads=1)
+    wait_until(lambda: bool(fleet.runs()), 30, "the slow step to start")
+    fleet.hold = 0.0  # for the peer's run of it
+    (peer,) = fleet.start(1, threads=1)
+    wait_until(lambda: fleet.serving(peer), 30, "the peer to serve")
+    fleet.kill(doomed)
+    progress = Progress(url)
+    try:
+        killed = time.monotonic()
+        wait_until(lambda: progress.succeeded() == 1, 60, "the peer to take the task over")
+        assert time.monotonic() - killed < fleet.lease / 6
+    finally:
+        progress.close()
+    fleet.stop_all()
+    assert fleet.runs()[("t0", 0)] == [doomed, peer]
+
+
 def test_sigterm_hands_running_tasks_back_at_their_next_step(url: str, tmp_path: Path) -> None:
     fleet = Fleet(tmp_path, url)
     fleet.submit(4, slow=4)

@@ -51,3 +51,31 @@ def test_a_target_that_is_not_an_engine_is_refused_clearly(
 def test_a_module_that_does_not_import_is_named() -> None:
     with pytest.raises(UsageError, match="cannot import 'no_such_module_here'"):
         load_engine("no_such_module_here:engine")
+
+
+def test_a_module_that_fails_as_it_runs_is_named_with_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"broken_app_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text("settings = {}\ntoken = settings['token']\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as info:
+        load_engine(f"{name}:engine")
+    assert f"importing {name!r} failed: KeyError: 'token'" in str(info.value)
+    assert f"{name}.py, line 2" in str(info.value)
+
+
+def test_a_module_whose_engine_fails_to_open_keeps_the_engines_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onward.events import LogNotFound
+
+    name = f"closed_app_{abs(hash(tmp_path)) % 10**8}"
+    missing = tmp_path / "missing.db"
+    (tmp_path / f"{name}.py").write_text(
+        "from onward import Engine\n"
+        f"engine = Engine.open('sqlite:///{missing}', session='s', create=False)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LogNotFound):
+        load_engine(f"{name}:engine")
