@@ -192,6 +192,11 @@ class PostgresLog(EventLog):
             "password": unquote(parts.password or "") or None,
             "connect_timeout": timeout,
             "application_name": "onward",
+            # A connection cut off mid-call (a network split) fails within about half a minute
+            # instead of waiting for the kernel's own give-up (15 minutes to hours), so that
+            # the outage tolerance counts it: probes after 10 s of silence, every 5 s, 3 of
+            # them; unacknowledged data fails the connection after 30 s.
+            **_KEEPALIVES,
             **_connection_parameters(params),
         }
         self.channel = _channel(self.schema, prefix)
@@ -986,6 +991,16 @@ def _query(url: str, query: str) -> dict[str, str]:
             "and libpq's connection parameters (sslmode, application_name, options, ...)"
         )
     return params
+
+
+#: libpq's TCP settings of every connection (a URL's own options replace them).
+_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 
 def _connection_parameters(params: dict[str, str]) -> dict[str, str]:

@@ -4,6 +4,8 @@ an option neither knows is refused; a password is masked wherever the URL is sho
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from onward.events import BackendError, InvalidURL, open_log
@@ -82,3 +84,36 @@ def test_a_password_in_the_query_is_used_and_never_shown(postgres_url: str) -> N
         assert "hunter2" not in log.url
         assert "hunter2" not in repr(log)
         assert log.url.endswith("&password=***")
+
+
+def _socket_options(log: object) -> tuple[int, int, int, int]:
+    """SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_USER_TIMEOUT of a log's connection's
+    socket, as the kernel has them."""
+    import socket
+
+    assert isinstance(log, PostgresLog)
+    with log._connections.connect() as connection:
+        sock = socket.socket(fileno=os.dup(connection.pgconn.socket))
+        try:
+            return (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            )
+        finally:
+            sock.close()
+
+
+def test_a_cut_connection_fails_in_half_a_minute_not_at_the_kernels_give_up(
+    postgres_url: str,
+) -> None:
+    """Keepalive probes and a TCP user timeout on every connection: a network split fails the
+    call in flight (which the outage tolerance then counts) instead of hanging for 15 minutes
+    or more. A URL's own settings replace them."""
+    with open_log(postgres_url) as log:
+        keepalive, idle, interval, user_timeout = _socket_options(log)
+    assert keepalive != 0
+    assert (idle, interval, user_timeout) == (10, 5, 30_000)
+    with open_log(f"{postgres_url}&keepalives_idle=60&tcp_user_timeout=90000") as log:
+        assert _socket_options(log)[1:] == (60, 5, 90_000)
