@@ -3,20 +3,37 @@
 An export is one JSON object per line: a header, then every record as it is stored (its
 stream, version, position in the source, type, and the sealed record itself: envelope with its
 checksum and link to the previous event of its stream, and the event), each blob a record
-references before that record (its bytes in base64), and an end line that counts them::
+references before that record (its bytes in base64), and an end line that counts them and
+carries a digest of every line before it::
 
-    {"line":"header","format":"onward-export","version":1,"source":"sqlite:///a.db","session":"s"}
+    {"line":"header","format":"onward-export","version":2,"source":"sqlite:///a.db","session":"s"}
     {"line":"blob","digest":"9f2c...","data":"eyJib2R5Ijo..."}
     {"line":"record","position":17,"stream":"task-3f..","version":2,"type":"StepCompleted",
      "record":{"meta":{"checksum":"...","prev":"...","event_id":"...",...},"split":{...}}}
-    {"line":"end","records":120,"blobs":1}
+    {"line":"end","records":120,"blobs":1,"digest":"5be1..."}
+
+The end line's ``digest`` is a BLAKE2b-128 (hex) over every line before it, the header
+included, each without its trailing whitespace and ended by one newline: a line removed, added
+or changed anywhere (with the counts made to agree) fails it. Version 1 files, written before
+the digest, have none and are read as before (their end line's counts are all that shows a
+removed stream tail); a version 2 file whose end line lacks it is refused.
+
+An export is taken only from an intact log: every record is checked as it is written (its
+checksum; a split record's blobs against their digests), and the whole pass as :meth:`verify
+<onward.events.EventLog.verify>` does (each stream's versions from 1 with no gap, its hash
+chain, the log's head record: a removed record, stream tail or stream), before the end line is
+written. A damaged log is refused, and a file it was being written to has no end line, which
+an import refuses.
 
 Records keep their bytes, so their checksums, hash chains and event ids hold in any log: an
 import checks every line (its checksum, its stream's chain from the version before it, each
-blob's digest, the end line's counts) before it writes anything, then inserts the records
-(new positions, the source's order) with their blobs in one commit. A record the target holds
-already, the same checksum at the same version, is skipped: importing a file twice imports it
-once. A target that holds another history of a stream is refused (:class:`ImportConflict`).
+blob's digest, the end line's counts and digest) and the target's copy of each stream before
+it writes anything, then inserts the records (new positions, the source's order) with their
+blobs, in commits of 100,000 records (one commit for a smaller file). A record the
+target holds already, the same checksum at the same version, is skipped: importing a file
+twice imports it once. A target that holds another history of a stream is refused
+(:class:`ImportConflict`); one whose copy of a stream misses versions is damaged
+(:class:`LogDamaged`).
 
 With a session, the export holds every stream that has an event of that session, whole (a
 stream's chain cannot be cut): its tasks, the session's own stream, and shared streams the
@@ -27,22 +44,43 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 import msgspec
 
 from onward.events.blobs import blob_digest, split_of
 from onward.events.codec import Codec, checksum_of, prev_of
-from onward.events.exceptions import CorruptRecord, ImportConflict, InvalidArchive, UsageError
-from onward.events.integrity import check_rows
+from onward.events.exceptions import (
+    CorruptRecord,
+    ImportConflict,
+    InvalidArchive,
+    LogDamaged,
+    UsageError,
+)
+from onward.events.integrity import Problem, Verifier, check_rows
 from onward.events.log import EventLog, StoredRow
 
-__all__ = ["FORMAT", "ExportSummary", "ImportSummary", "export_log", "import_log"]
+__all__ = [
+    "FORMAT",
+    "ExportFile",
+    "ExportSummary",
+    "ImportSummary",
+    "export_log",
+    "import_log",
+    "read_export",
+]
 
 #: The ``format`` of an export's header line.
 FORMAT = "onward-export"
-_VERSION = 1
+#: The version written: 2 carries a digest on its end line.
+_VERSION = 2
+#: The versions read.
+_READS = (1, 2)
+#: The records an import writes in one commit: a PostgreSQL log takes fewer than 2**20 at once
+#: (``onward.events.postgres.ROWS_PER_COMMIT``), and a smaller commit holds fewer blobs.
+_COMMIT_ROWS = 100_000
 
 
 class ExportSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,14 +135,20 @@ class _Record(msgspec.Struct, frozen=True, tag="record", tag_field="line"):
     record: msgspec.Raw
 
 
-class _End(msgspec.Struct, frozen=True, tag="end", tag_field="line"):
+class _End(msgspec.Struct, frozen=True, tag="end", tag_field="line", omit_defaults=True):
     records: int
     blobs: int
+    digest: str = ""  # none in a version 1 file
 
 
 _Line = Union[_Header, _Blob, _Record, _End]  # noqa: UP007
 _LINE: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Line)
 _ENCODER = msgspec.json.Encoder()
+
+
+def _lines_digest() -> Any:
+    """The running hash of an export's lines before its end line."""
+    return hashlib.blake2b(digest_size=16)
 
 
 class _SessionOnly(msgspec.Struct):
@@ -123,8 +167,11 @@ def export_log(
 ) -> ExportSummary:
     """Write the log's records (every one, or those of the streams of one session) as lines.
 
-    Each record is checked first (its checksum; a split record's blobs against their
-    digests): a damaged log is not exported.
+    A damaged log is not exported: each record is checked as it is written (its checksum; a
+    split record's blobs against their digests), and every record of the log (of every
+    stream, with a session too) as :meth:`~onward.events.EventLog.verify` does (each stream's
+    versions from 1 with no gap and its hash chain, the log's head record) before the end line
+    is written. Reading the log once, this costs about what ``onward verify`` does.
 
     Args:
         log: the log to read.
@@ -135,12 +182,23 @@ def export_log(
         What was written.
 
     Raises:
-        CorruptRecord: a record fails its checksum or a blob is missing or damaged (``onward
-            verify`` says more); the lines before it were written.
+        CorruptRecord: a record fails its checksum, a blob is missing or damaged, or a stream
+            misses versions or breaks its chain (its stream, version and position; ``onward
+            verify`` says more). The lines before it were written, the end line was not, so
+            an import refuses what was written.
+        LogDamaged: records are missing where the log's head record shows them (a removed
+            record, stream tail or stream); the end line was not written.
         UsageError: ``session`` names no session of this log.
     """
     streams = None if session is None else _streams_of(log, session)
-    write(
+    verifier = Verifier(log.codec, log.head_record(), dense=log.dense_positions)
+    digest = _lines_digest()
+
+    def emit(line: bytes) -> None:
+        digest.update(line)
+        write(line)
+
+    emit(
         _ENCODER.encode(_Header(format=FORMAT, version=_VERSION, source=log.url, session=session))
         + b"\n"
     )
@@ -158,12 +216,13 @@ def export_log(
                 version=version,
                 position=position,
             )
+        verifier.feed_page(rows)
         for position, stream, version, topic, state in rows:
             if streams is not None and stream not in streams:
                 continue
             for line in _blob_lines(log, (position, stream, version, topic, state), written):
-                write(line)
-            write(
+                emit(line)
+            emit(
                 _ENCODER.encode(
                     _Record(
                         position=position,
@@ -177,8 +236,30 @@ def export_log(
             )
             records += 1
             seen_streams.add(stream)
-    write(_ENCODER.encode(_End(records=records, blobs=len(written))) + b"\n")
+    report = verifier.finish(log.head_record())
+    if not report.ok:
+        _refuse(log, report.problems)
+    write(
+        _ENCODER.encode(_End(records=records, blobs=len(written), digest=digest.hexdigest()))
+        + b"\n"
+    )
     return ExportSummary(records=records, blobs=len(written), streams=len(seen_streams))
+
+
+def _refuse(log: EventLog, problems: list[Problem]) -> NoReturn:
+    """Raise for the first problem the export's pass over the log found that names a stream
+    (else for the first: a missing record's stream is not known)."""
+    first = next((p for p in problems if p.stream), problems[0])
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    if first.stream:
+        raise CorruptRecord(
+            f"{first.kind}: {first.detail}; not exported{more} (run onward verify)",
+            stream=first.stream,
+            version=first.version,
+            position=first.position,
+            kind=str(first.kind),
+        )
+    raise LogDamaged(f"{log.url}: {first}; not exported{more} (run onward verify)")
 
 
 def _streams_of(log: EventLog, session: str) -> set[str]:
@@ -226,65 +307,114 @@ def _blob_lines(log: EventLog, row: StoredRow, written: set[str]) -> Iterator[by
 class _Parsed(msgspec.Struct, kw_only=True):
     """A file read and checked line by line."""
 
+    header: _Header
     records: list[tuple[str, int, str, bytes]]  # stream, version, topic, state
     blobs: dict[str, bytes]
     needs: dict[int, list[str]]  # the blobs each record references, by record index
     lines: list[int]  # the line of each record
 
 
-def import_log(log: EventLog, lines: Iterable[bytes]) -> ImportSummary:
-    """Import an export into ``log``: every line checked first, then the records the log does
-    not hold yet inserted in one commit, with their blobs.
+class ExportFile:
+    """An export read and checked whole by :func:`read_export`, to import with
+    :func:`import_log` (``onward import`` reads the file before it opens or creates the log).
+
+    Attributes:
+        source: the URL of the log it was exported from.
+        session: the session it holds the streams of (None: the whole log).
+        records: the records it holds.
+        blobs: the blobs it holds.
+        streams: the streams of its records.
+    """
+
+    __slots__ = ("_parsed", "blobs", "records", "session", "source", "streams")
+
+    def __init__(self, parsed: _Parsed) -> None:
+        self._parsed = parsed
+        self.source = parsed.header.source
+        self.session = parsed.header.session
+        self.records = len(parsed.records)
+        self.blobs = len(parsed.blobs)
+        self.streams = len({stream for stream, _v, _t, _s in parsed.records})
+
+    def __repr__(self) -> str:
+        return (
+            f"ExportFile(source={self.source!r}, session={self.session!r}, "
+            f"records={self.records}, blobs={self.blobs}, streams={self.streams})"
+        )
+
+
+def read_export(lines: Iterable[bytes]) -> ExportFile:
+    """Read an export and check every line, writing nothing anywhere.
+
+    Args:
+        lines: the file's lines (an open binary file).
+
+    Returns:
+        The file, checked, for :func:`import_log`.
+
+    Raises:
+        InvalidArchive: a line is not valid JSON or not a line of an export, a record fails its
+            checksum or its stream's chain, a blob its digest, a record references a blob the
+            file lacks, the end line's counts or digest do not match the lines before it (a
+            line removed, added or changed), or the file ends before its end line (truncated).
+    """
+    return ExportFile(_parse(lines))
+
+
+def import_log(log: EventLog, lines: Iterable[bytes] | ExportFile) -> ImportSummary:
+    """Import an export into ``log``: every line checked first (see :func:`read_export`), and
+    the log's copy of each of its streams, then the records the log does not hold yet inserted
+    with their blobs, in the file's order.
+
+    The records go in commits of up to 100,000 (one commit for a smaller file). A crash or a
+    failure of the database between two commits leaves the records of the commits before it:
+    each stream of the file holds its first versions with no gap, and importing the file again
+    adds only the records still missing.
 
     Args:
         log: the target (of any backend).
-        lines: the file's lines (an open binary file).
+        lines: the file's lines (an open binary file), or the file :func:`read_export` read.
 
     Returns:
         What was imported and skipped.
 
     Raises:
-        InvalidArchive: a line is not valid JSON or not a line of an export, a record fails its
-            checksum or its stream's chain, a blob its digest, a record references a blob the
-            file lacks, or the file ends before its end line (truncated); nothing is written.
+        InvalidArchive: the file is not a whole, unchanged export (see :func:`read_export`);
+            nothing is written.
         ImportConflict: the log holds another history of a stream of the file, or lacks the
             versions before the file's first record of a stream; nothing is written.
-        BackendError: the database failed.
+        LogDamaged: the log's copy of a stream of the file misses versions (records removed
+            from the log: ``onward verify`` says more); nothing is written.
+        BackendError: the database failed (the commits before the failure stay).
     """
-    parsed = _parse(lines)
-    new: list[int] = []
-    skipped = 0
-    firsts: dict[str, int] = {}
+    parsed = (lines if isinstance(lines, ExportFile) else read_export(lines))._parsed
+    by_stream: dict[str, list[int]] = {}
     for i, (stream, _version, _topic, _state) in enumerate(parsed.records):
-        firsts.setdefault(stream, i)
-    held: dict[str, int] = {}
-    for stream, first in firsts.items():
-        held[stream] = _check_against(log, parsed, stream, first)
-    for i, (stream, version, _topic, _state) in enumerate(parsed.records):
-        if version <= held[stream]:
-            skipped += 1
-        else:
-            new.append(i)
-    wanted = {digest for i in new for digest in parsed.needs.get(i, [])}
-    blobs = {digest: parsed.blobs[digest] for digest in sorted(wanted)}
-    if new:
-        log.insert_records([parsed.records[i] for i in new], blobs)
+        by_stream.setdefault(stream, []).append(i)
+    held = {stream: _held_of(log, parsed, stream, found) for stream, found in by_stream.items()}
+    new = [i for i, record in enumerate(parsed.records) if record[1] > held[record[0]]]
+    for start in range(0, len(new), _COMMIT_ROWS):
+        chunk = new[start : start + _COMMIT_ROWS]
+        wanted = {digest for i in chunk for digest in parsed.needs.get(i, [])}
+        blobs = {digest: parsed.blobs[digest] for digest in sorted(wanted)}
+        log.insert_records([parsed.records[i] for i in chunk], blobs)
     return ImportSummary(
         records=len(parsed.records),
         imported=len(new),
-        skipped=skipped,
+        skipped=len(parsed.records) - len(new),
         blobs=len(parsed.blobs),
-        streams=len(firsts),
+        streams=len(by_stream),
     )
 
 
-def _check_against(log: EventLog, parsed: _Parsed, stream: str, first: int) -> int:
-    """The version the log holds of ``stream`` that the file's records continue; refuses a
-    log that holds another history of it or lacks the versions before the file's first."""
+def _held_of(log: EventLog, parsed: _Parsed, stream: str, found: list[int]) -> int:
+    """The version the log holds of ``stream`` that the file's records of it (at ``found``)
+    continue; refuses a log that holds another history of it, lacks the versions before the
+    file's first, or misses versions of its own copy."""
     held = log.stream_version(stream)
-    records = [r for r in parsed.records if r[0] == stream]
-    start = records[0][1]
-    line = parsed.lines[first]
+    records = [parsed.records[i] for i in found]
+    start, last = records[0][1], records[-1][1]
+    line = parsed.lines[found[0]]
     if start > held + 1:
         raise ImportConflict(
             f"line {line}: stream {stream!r} starts at version {start} in the file, but "
@@ -292,9 +422,16 @@ def _check_against(log: EventLog, parsed: _Parsed, stream: str, first: int) -> i
         )
     if held == 0:
         return 0
-    ours = log.stream_rows(stream, after=max(start - 2, 0), upto=min(held, records[-1][1]))
-    by_version = {v: st for _p, _s, v, _t, st in ours}
-    if start > 1 and checksum_of(by_version[start - 1]) != prev_of(records[0][3]):
+    low, high = max(start - 1, 1), min(held, last)
+    ours = {v: st for _p, _s, v, _t, st in log.stream_rows(stream, after=low - 1, upto=high)}
+    missing = [v for v in range(low, high + 1) if v not in ours]
+    if missing:
+        gone = str(missing[0]) if len(missing) == 1 else f"{missing[0]}..{missing[-1]}"
+        raise LogDamaged(
+            f"stream {stream!r} of {log.url} holds version {held} but not {gone} (records "
+            f"removed from it: run onward verify on it); nothing imported"
+        )
+    if start > 1 and checksum_of(ours[start - 1]) != prev_of(records[0][3]):
         raise ImportConflict(
             f"line {line}: stream {stream!r} version {start} does not follow version "
             f"{start - 1} in {log.url}: the log holds another history of it"
@@ -302,7 +439,7 @@ def _check_against(log: EventLog, parsed: _Parsed, stream: str, first: int) -> i
     for _stream, version, _topic, state in records:
         if version > held:
             break
-        if checksum_of(by_version[version]) != checksum_of(state):
+        if checksum_of(ours[version]) != checksum_of(state):
             raise ImportConflict(
                 f"stream {stream!r} version {version}: {log.url} holds another record there "
                 "(another history of this stream)"
@@ -323,14 +460,16 @@ def _parse(lines: Iterable[bytes]) -> _Parsed:
     needs: dict[int, list[str]] = {}
     chains: dict[str, tuple[int, str]] = {}  # stream -> last version and checksum in the file
     header = end = None
-    number = 0
+    digest = _lines_digest()
+    at_end = number = 0
     for number, raw in enumerate(lines, start=1):
         if end is not None:
             raise InvalidArchive("a line after the end line", line=number)
-        if not raw.strip():
+        text = raw.rstrip()
+        if not text:
             continue
         try:
-            line = _LINE.decode(raw)
+            line = _LINE.decode(text)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise InvalidArchive(f"not a line of an export ({exc})", line=number) from None
         except RecursionError:  # onward never writes a record nested anywhere near this deep
@@ -343,18 +482,21 @@ def _parse(lines: Iterable[bytes]) -> _Parsed:
                 raise InvalidArchive(
                     f"not an onward export (the first line is no {FORMAT} header)", line=number
                 )
-            if line.version != _VERSION:
+            if line.version not in _READS:
                 raise InvalidArchive(
-                    f"an export of version {line.version}; this onward reads {_VERSION}",
+                    f"an export of version {line.version}; this onward reads "
+                    f"{' and '.join(map(str, _READS))}",
                     line=number,
                 )
             header = line
+            digest.update(text + b"\n")
             continue
         if isinstance(line, _Header):
             raise InvalidArchive("a second header line", line=number)
         if isinstance(line, _End):
-            end = line
+            end, at_end = line, number
             continue
+        digest.update(text + b"\n")
         if isinstance(line, _Blob):
             try:
                 data = base64.b64decode(line.data, validate=True)
@@ -409,6 +551,15 @@ def _parse(lines: Iterable[bytes]) -> _Parsed:
         raise InvalidArchive(
             f"the end line counts {end.records} records and {end.blobs} blobs, the file holds "
             f"{len(records)} and {len(blobs)} (lines removed or added)",
-            line=number,
+            line=at_end,
         )
-    return _Parsed(records=records, blobs=blobs, needs=needs, lines=record_lines)
+    if header.version >= 2 and end.digest != digest.hexdigest():
+        raise InvalidArchive(
+            "the end line's digest does not match the lines before it (a line removed, added "
+            "or changed)"
+            if end.digest
+            else f"the end line has no digest, which an export of version {header.version} "
+            "carries (an edited file)",
+            line=at_end,
+        )
+    return _Parsed(header=header, records=records, blobs=blobs, needs=needs, lines=record_lines)

@@ -1,21 +1,30 @@
 """``onward export`` and ``onward import``: move a log, or one session of it, to another log.
 
 ``onward export --db URL [--session S] > session.jsonl`` writes every record with its envelope,
-one JSON object per line, blobs inline in base64 (see :mod:`onward.events.archive`).
+one JSON object per line, blobs inline in base64 (see :mod:`onward.events.archive`); a damaged
+log is refused. With ``-o FILE`` it writes a new file beside FILE and renames it over FILE only
+when the export succeeded: a refused export leaves FILE as it was.
 ``onward import --db URL session.jsonl`` checks the whole file, then loads it into the log at
-``--db`` (created when missing, of any backend): importing a file twice imports it once.
+``--db`` (created when missing, of any backend, once the file is found good): importing a file
+twice imports it once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import stat
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from onward.cli.commands import open_existing, open_output
 from onward.cli.reports import emit_json
 from onward.events import UsageError, export_log, import_log, open_log
+from onward.events.archive import read_export
 
 __all__ = ["add_transfer_commands", "cmd_export", "cmd_import"]
 
@@ -26,7 +35,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("a memory:// log is new on every open: there is nothing to export")
     with open_existing(args.db) as log:
         if args.output:
-            with open_output(args.output, binary=True) as out:
+            with _replacing(args.output) as out:
                 summary = export_log(log, out.write, session=args.session)
         else:
             summary = export_log(log, sys.stdout.buffer.write, session=args.session)
@@ -40,6 +49,51 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[IO[bytes]]:
+    """A new file beside ``path`` that is renamed over it when the block ends without an
+    error, and removed when it raises: a failed export leaves what was at ``path``.
+
+    The new file is created 0600 (an export holds what the log holds, which onward creates
+    0600); one that replaces a file takes that file's mode. A path that is not a regular file
+    (``/dev/stdout``, a pipe) is written in place.
+
+    Raises:
+        UsageError: ``path`` cannot be written (no such directory, a directory, no
+            permission), saying why.
+    """
+    target = os.path.realpath(path)
+    try:
+        found: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise UsageError(f"cannot write {path}: Is a directory")
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        with open_output(path, binary=True) as out:
+            yield out
+        return
+    directory, name = os.path.split(target)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())  # the file's bytes on disk before its name moves onto them
+        if found is not None:
+            os.chmod(temporary, stat.S_IMODE(found.st_mode))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Check an export file whole, then load the records the log does not hold yet."""
     if args.db.lower().startswith("memory:"):
@@ -50,9 +104,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"no export file at {path}")
+    with path.open("rb") as lines:
+        export = read_export(lines)  # a bad file is refused before the log is opened or created
     url = args.db if "://" in args.db else f"sqlite:///{args.db}"
-    with open_log(url) as log, path.open("rb") as lines:
-        summary = import_log(log, lines)
+    with open_log(url) as log:
+        summary = import_log(log, export)
         where = log.url
     if args.json:
         emit_json(summary)

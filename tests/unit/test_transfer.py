@@ -5,6 +5,7 @@ and resumed there."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,14 @@ def test_export_and_import_between_sqlite_files_keep_every_record(
     lines = [json.loads(line) for line in file.read_text().splitlines()]
     assert lines[0]["line"] == "header"
     assert lines[0]["source"] == source
-    assert lines[-1] == {"line": "end", "records": len(records_of(source)), "blobs": 2}
+    assert lines[0]["version"] == 2
+    digest = hashlib.blake2b(file.read_bytes().rpartition(b'{"line":"end"')[0], digest_size=16)
+    assert lines[-1] == {
+        "line": "end",
+        "records": len(records_of(source)),
+        "blobs": 2,
+        "digest": digest.hexdigest(),  # of every line before it
+    }
     assert [x["line"] for x in lines].count("blob") == 2
     # Each blob comes before the first record that needs it.
     first_blob = [x["line"] for x in lines].index("blob")
