@@ -13,7 +13,14 @@ noun), the envelope, the codec, and the log with its backends::
             print(recorded.position, recorded.stream, recorded.event)
 """
 
-from onward.events.archive import ExportSummary, ImportSummary, export_log, import_log
+from onward.events.archive import (
+    ExportFile,
+    ExportSummary,
+    ImportSummary,
+    export_log,
+    import_log,
+    read_export,
+)
 from onward.events.base import Event, Meta, Recorded, UnknownEvent
 from onward.events.blobs import DEFAULT_INLINE_LIMIT, DEFAULT_PAYLOAD_LIMIT, blob_digest
 from onward.events.breaker import (
@@ -166,6 +173,7 @@ __all__ = [
     "ErrorObserved",
     "Event",
     "EventLog",
+    "ExportFile",
     "ExportSummary",
     "FixAttempted",
     "FixFailed",
@@ -250,5 +258,6 @@ __all__ = [
     "import_log",
     "new_event_id",
     "open_log",
+    "read_export",
     "redacted_logger",
 ]
