@@ -10,6 +10,7 @@ stream, appended atomically with the transition on the breaker's stream.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import msgspec
@@ -24,27 +25,64 @@ from onward.events import (
     BreakerOpened,
     DecisionMade,
     TaskWaiting,
+    UsageError,
 )
 from onward.projections import Projections
-from onward.projections.breakers import breaker_stream
+from onward.projections.breakers import RECENT_LIMIT, breaker_stream
 
 __all__ = ["BreakerPolicy", "Breakers"]
+
+# The longest window a breaker can measure its failure rate over: the last outcomes its
+# projection keeps, and the call that just failed.
+_LONGEST_WINDOW = RECENT_LIMIT + 1
+# The most consecutive failures a policy may wait for (a count the log records as a float).
+_MOST_FAILURES = 1_000_000
 
 #: The states in which a breaker lets calls through: closed, half-open (this call is a trial),
 #: and damaged (a breaker whose stream's history cannot be trusted guards nothing).
 _LETS_CALLS_THROUGH = frozenset({"closed", "half_open", "damaged"})
 
 
+def _number(value: object) -> bool:
+    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _whole(value: object) -> bool:
+    """Whether it is an int (a bool is none)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A refused value as a message shows it: a number as it is, anything else by its type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return f"a value of type {type(value).__name__}"
+
+
 class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """When a circuit breaker opens and how long it stays open.
 
     Attributes:
-        failures: consecutive failures that open it.
+        failures: consecutive failures that open it, at least 1 (at most 1,000,000).
         failure_rate: or a failure rate over the last ``window`` calls (with at least
-            ``min_calls`` of them) that opens it.
-        window: the calls the failure rate is measured over.
-        min_calls: the calls needed before the rate counts.
+            ``min_calls`` of them) that opens it, in (0, 1].
+        window: the calls the failure rate is measured over, at most 21 (a breaker keeps its
+            last 20 outcomes, and counts the call that just failed).
+        min_calls: the calls needed before the rate counts, at most ``window``.
         cooldown: seconds it stays open before a trial call is let through (half-open).
+
+    Raises:
+        UsageError: ``failures``, ``window`` or ``min_calls`` not an int in its range (a bool
+            is none), ``failure_rate`` not a number in (0, 1], or ``cooldown`` not a finite
+            number of seconds >= 0. The message names the field and the value.
     """
 
     failures: int = 5
@@ -52,6 +90,35 @@ class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
     window: int = 20
     min_calls: int = 10
     cooldown: float = 60.0
+
+    def __post_init__(self) -> None:
+        counts = (
+            ("failures", self.failures, _MOST_FAILURES, ""),
+            (
+                "window",
+                self.window,
+                _LONGEST_WINDOW,
+                f" (a breaker keeps its last {RECENT_LIMIT} outcomes and counts the call that "
+                "just failed: a longer window could not be measured)",
+            ),
+            ("min_calls", self.min_calls, self.window, " (at most window: no more calls count)"),
+        )
+        for field, value, most, why in counts:
+            if not (_whole(value) and 1 <= value <= most):
+                raise UsageError(
+                    f"breaker policy: {field} must be an int in [1, {most}], not "
+                    f"{_shown(value)}{why if _whole(value) and value > most else ''}"
+                )
+        if not (_number(self.failure_rate) and 0 < self.failure_rate <= 1):
+            raise UsageError(
+                f"breaker policy: failure_rate must be a number in (0, 1], not "
+                f"{_shown(self.failure_rate)}"
+            )
+        if not (_number(self.cooldown) and self.cooldown >= 0):
+            raise UsageError(
+                f"breaker policy: cooldown must be a finite number of seconds >= 0, not "
+                f"{_shown(self.cooldown)}"
+            )
 
 
 class Breakers:

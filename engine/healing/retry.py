@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from onward.events import Jitter, UsageError
+from onward.projections.errors import RETRY_TIMES_LIMIT
 
 __all__ = [
     "DEFAULT_NEVER",
@@ -78,12 +79,62 @@ DEFAULT_NEVER: tuple[str, ...] = (
     "TypeError",
 )
 
-# A signature id starts with its format's version: "v1-...". No type name contains a dash.
+# A signature id is its format's version and 16 hex digits ("v1-3f2a..."); a rule may name a
+# prefix of one. No type name contains a dash.
 _SIGNATURE = re.compile(r"v\d+-")
+_SIGNATURE_PREFIX = re.compile(r"v\d+-[0-9a-f]*")
 _TYPE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 #: The fewest observed retries of a signature before its success rate counts.
 _MIN_OBSERVED = 5
+
+# The most attempts a policy may allow. "Retry forever" is a policy that allows this many
+# (years of retries at a 5-minute cap): an infinite count could not be recorded.
+_MOST_ATTEMPTS = 1_000_000
+
+
+def _number(value: object) -> bool:
+    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _whole(value: object) -> bool:
+    """Whether it is an int (a bool is none)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A refused value as a message shows it: a number as it is, anything else by its type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return f"a value of type {type(value).__name__}"
+
+
+def _type_names(owner: msgspec.Struct, field: str, where: str) -> None:
+    """Check a field of error type names, and store a list of them as a tuple."""
+    value = getattr(owner, field)
+    if isinstance(value, list):
+        value = tuple(value)
+        msgspec.structs.force_setattr(owner, field, value)
+    if not isinstance(value, tuple):
+        raise UsageError(
+            f"{where}: {field} must be a tuple of error type names, not {_shown(value)}"
+        )
+    for name in value:
+        if not (isinstance(name, str) and _TYPE_NAME.fullmatch(name)):
+            raise UsageError(
+                f"{where}: {field} must hold error type names (TimeoutError, "
+                f"sqlite3.OperationalError), not {name!r}"
+                if isinstance(name, str)
+                else f"{where}: {field} must hold error type names, not {_shown(name)}"
+            )
 
 
 def _short(name: str) -> str:
@@ -111,7 +162,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         name: the policy's name, recorded with each retry it schedules.
-        max_attempts: the most attempts in all, the first included (1: never retry).
+        max_attempts: the most attempts in all, the first included (1: never retry; at
+            most 1,000,000, which is how to retry without end: the retry budget still bounds
+            a storm).
         base: the first delay, in seconds.
         multiplier: the factor by which the delay grows after each failed attempt.
         cap: the longest delay, in seconds.
@@ -121,9 +174,11 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         never: error type names never retried, even where a base class is transient.
 
     Raises:
-        UsageError: a limit out of range (``max_attempts < 1``, ``base <= 0``,
-            ``multiplier < 1``, ``cap < base``, or not finite), an unknown jitter, or a type
-            name both in ``retry_on`` and ``never``.
+        UsageError: an empty name; ``max_attempts`` not an int in [1, 1,000,000]; ``base``,
+            ``multiplier`` or ``cap`` not a finite number (a bool is none), ``base <= 0``,
+            ``multiplier < 1`` or ``cap < base``; an unknown jitter; ``transient``,
+            ``retry_on`` or ``never`` not a tuple (or list) of type names; or a type name both
+            in ``retry_on`` and ``never``.
     """
 
     name: str = "default"
@@ -137,22 +192,39 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     never: tuple[str, ...] = DEFAULT_NEVER
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name):
+            raise UsageError(f"retry policy: name must be a non-empty str, not {_shown(self.name)}")
         where = f"retry policy {self.name!r}"
-        if self.max_attempts < 1:
-            raise UsageError(f"{where}: max_attempts must be at least 1, not {self.max_attempts}")
-        if not (math.isfinite(self.base) and self.base > 0):
-            raise UsageError(f"{where}: base must be a positive number of seconds, not {self.base}")
-        if not (math.isfinite(self.multiplier) and self.multiplier >= 1):
-            raise UsageError(f"{where}: multiplier must be at least 1, not {self.multiplier}")
-        if not (math.isfinite(self.cap) and self.cap >= self.base):
+        most = self.max_attempts
+        if not (_whole(most) and 1 <= most <= _MOST_ATTEMPTS):
+            need = "at least 1" if _whole(most) and most < 1 else f"an int in [1, {_MOST_ATTEMPTS}]"
             raise UsageError(
-                f"{where}: cap must be at least base ({self.base}) and finite, not {self.cap}"
+                f"{where}: max_attempts must be {need}, not {_shown(most)} (1: never retry; "
+                f"to retry without end, give max_attempts={_MOST_ATTEMPTS}: the retry budget "
+                "still bounds a storm)"
+            )
+        if not (_number(self.base) and self.base > 0):
+            raise UsageError(
+                f"{where}: base must be a positive number of seconds (finite), not "
+                f"{_shown(self.base)}"
+            )
+        if not (_number(self.multiplier) and self.multiplier >= 1):
+            finite = "" if _number(self.multiplier) else " and a finite number"
+            raise UsageError(
+                f"{where}: multiplier must be at least 1{finite}, not {_shown(self.multiplier)}"
+            )
+        if not (_number(self.cap) and self.cap >= self.base):
+            raise UsageError(
+                f"{where}: cap must be at least base ({self.base}) and finite, not "
+                f"{_shown(self.cap)}"
             )
         try:
             Jitter(self.jitter)
         except ValueError:
             choices = ", ".join(j.value for j in Jitter)
             raise UsageError(f"{where}: unknown jitter {self.jitter!r} ({choices})") from None
+        for field in ("transient", "retry_on", "never"):
+            _type_names(self, field, where)
         clash = sorted(p for p in self.retry_on if _names_type(self.never, p))
         if clash:
             raise UsageError(f"{where}: {', '.join(clash)} both in retry_on and never")
@@ -238,17 +310,26 @@ class RetryRule(msgspec.Struct, frozen=True):
         policy: the policy for the errors it matches.
 
     Raises:
-        UsageError: ``match`` is neither a type name nor a signature id.
+        UsageError: ``match`` is neither a type name nor a signature id (prefix), or
+            ``policy`` is no :class:`RetryPolicy`.
     """
 
     match: str
     policy: RetryPolicy
 
     def __post_init__(self) -> None:
-        if not (_SIGNATURE.match(self.match) or _TYPE_NAME.fullmatch(self.match)):
+        if not isinstance(self.match, str):
+            raise UsageError(f"retry rule: match must be a str, not {_shown(self.match)}")
+        if not (_SIGNATURE_PREFIX.fullmatch(self.match) or _TYPE_NAME.fullmatch(self.match)):
             raise UsageError(
                 f"retry rule {self.match!r}: match must be an error type name "
-                "(TimeoutError, sqlite3.OperationalError) or a signature id (v1-...)"
+                "(TimeoutError, sqlite3.OperationalError) or a signature id or its prefix "
+                "(v1- and hex digits)"
+            )
+        if not isinstance(self.policy, RetryPolicy):
+            raise UsageError(
+                f"retry rule {self.match!r}: policy must be a RetryPolicy, not "
+                f"{_shown(self.policy)}"
             )
 
     @property
@@ -267,14 +348,29 @@ class RetryPolicies:
     Args:
         default: the policy when no rule matches (None: ``RetryPolicy()``).
         rules: the rules, in order.
+
+    Raises:
+        UsageError: ``default`` is no :class:`RetryPolicy`, or ``rules`` holds something else
+            than :class:`RetryRule`.
     """
 
     __slots__ = ("_default", "_rules")
 
     def __init__(self, default: RetryPolicy | None = None, rules: Iterable[RetryRule] = ()) -> None:
+        if not (default is None or isinstance(default, RetryPolicy)):
+            raise UsageError(
+                f"retry policies: default must be a RetryPolicy or None, not {_shown(default)}"
+            )
         self._default = RetryPolicy() if default is None else default
         self._rules: dict[str, RetryRule] = {}
+        if not isinstance(rules, Iterable):
+            raise UsageError(f"retry policies: rules must be an iterable, not {_shown(rules)}")
         for rule in rules:
+            if not isinstance(rule, RetryRule):
+                raise UsageError(
+                    f"retry policies: rules must hold RetryRule, not {_shown(rule)} (add a "
+                    "rule for a type or a signature with with_rule(match, policy))"
+                )
             # Re-insert, so a replaced rule also moves to the end (the last one added wins).
             self._rules.pop(rule.match, None)
             self._rules[rule.match] = rule
@@ -410,22 +506,39 @@ class RetryBudget(msgspec.Struct, frozen=True, kw_only=True):
     no longer counts. Retries stamped after ``now`` (another worker's clock runs ahead) count.
 
     Attributes:
-        limit: the most retries in one window (0: no retries at all).
+        limit: the most retries in one window (0: no retries at all; at most 1000).
         window: the window's length, in seconds.
 
     Raises:
-        UsageError: ``limit`` negative, or ``window`` not a positive finite number.
+        UsageError: ``limit`` not an int in [0, 1000] (a session counts its last 1000
+            retries: a larger limit could never be spent), or ``window`` not a positive finite
+            number.
     """
 
     limit: int = 30
     window: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.limit < 0:
-            raise UsageError(f"retry budget: limit must be at least 0, not {self.limit}")
-        if not (math.isfinite(self.window) and self.window > 0):
+        limit = self.limit
+        if not (_whole(limit) and 0 <= limit <= RETRY_TIMES_LIMIT):
+            why = ""
+            if (
+                isinstance(limit, int | float)
+                and not isinstance(limit, bool)
+                and limit > RETRY_TIMES_LIMIT
+            ):
+                why = (
+                    f" (a session counts its last {RETRY_TIMES_LIMIT} retries: a larger limit "
+                    "could never be spent)"
+                )
             raise UsageError(
-                f"retry budget: window must be a positive number of seconds, not {self.window}"
+                f"retry budget: limit must be an int in [0, {RETRY_TIMES_LIMIT}], not "
+                f"{_shown(limit)}{why}"
+            )
+        if not (_number(self.window) and self.window > 0):
+            raise UsageError(
+                f"retry budget: window must be a positive finite number of seconds, not "
+                f"{_shown(self.window)}"
             )
 
     def spent(self, recent: Sequence[float], now: float) -> int:

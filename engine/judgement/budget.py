@@ -43,18 +43,53 @@ from typing import Any
 import msgspec
 
 from onward.events import UsageError
-from onward.projections.budget import BudgetWindow
+from onward.projections.budget import ERRORS_KEPT, BudgetWindow
 
 __all__ = ["BudgetVerdict", "ErrorBudget", "assess", "verdict_inputs"]
+
+
+def _check_limit(limit: object, field: str) -> None:
+    """Refuse a budget's limit that is not a count its window can reach."""
+    if isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit <= ERRORS_KEPT:
+        return
+    why = ""
+    if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > ERRORS_KEPT:
+        why = (
+            f" (a session counts its last {ERRORS_KEPT} failed tries: a larger limit could "
+            "never be spent)"
+        )
+    raise UsageError(
+        f"error budget: {field} must be an int in [1, {ERRORS_KEPT}], not {_shown(limit)}{why}"
+    )
+
+
+def _number(value: object) -> bool:
+    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _shown(value: object) -> str:
+    """A refused value as a message shows it: a number as it is, anything else by its type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return f"a value of type {type(value).__name__}"
 
 
 class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
     """How many errors a session may spend per window, and how it slows down.
 
     Attributes:
-        limit: the errors a session may spend in one window.
+        limit: the errors a session may spend in one window (at most 1000: a session counts
+            its last 1000 failed tries).
         window: the window's length, in seconds.
-        per_type: error type names, each with its own limit in the window.
+        per_type: error type names, each with its own limit in the window (at most 1000).
         slow_down: the seconds to wait between tasks while the burn rate is rising (2 s by
             default: a burst at a session's start counts as rising for half the window, so a
             long pause per task would stall a healthy session for up to half an hour).
@@ -62,9 +97,10 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
             ``rising`` times the errors of its older half (and at least 2).
 
     Raises:
-        UsageError: ``limit`` below 1, ``window`` not a positive finite number, a per-type
-            limit below 1 (or an empty type name), ``slow_down`` negative or not finite,
-            ``rising`` below 1 or not finite.
+        UsageError: ``limit`` or a per-type limit not an int in [1, 1000] (a larger one could
+            never be spent), ``per_type`` not a dict of non-empty type names, ``window`` not a
+            positive finite number, ``slow_down`` negative or not finite, ``rising`` below 1
+            or not finite (a bool is no number). The message names the field and the value.
     """
 
     limit: int = 10
@@ -74,26 +110,34 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
     rising: float = 1.5
 
     def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise UsageError(f"error budget: limit must be at least 1, not {self.limit}")
-        if not (math.isfinite(self.window) and self.window > 0):
+        _check_limit(self.limit, "limit")
+        if not (_number(self.window) and self.window > 0):
             raise UsageError(
-                f"error budget: window must be a positive number of seconds, not {self.window}"
+                f"error budget: window must be a positive finite number of seconds, not "
+                f"{_shown(self.window)}"
+            )
+        if not isinstance(self.per_type, dict):
+            raise UsageError(
+                f"error budget: per_type must be a dict of error type names and limits, not "
+                f"{_shown(self.per_type)}"
             )
         for name, limit in self.per_type.items():
-            if not name:
-                raise UsageError("error budget: per_type names an empty error type")
-            if limit < 1:
+            if not (isinstance(name, str) and name):
                 raise UsageError(
-                    f"error budget: per_type[{name!r}] must be at least 1, not {limit}"
+                    f"error budget: per_type must name error types by non-empty str, not "
+                    f"{_shown(name)}"
                 )
-        if not (math.isfinite(self.slow_down) and self.slow_down >= 0):
+            _check_limit(limit, f"per_type[{name!r}]")
+        if not (_number(self.slow_down) and self.slow_down >= 0):
             raise UsageError(
-                f"error budget: slow_down must be a non-negative number of seconds, "
-                f"not {self.slow_down}"
+                f"error budget: slow_down must be a finite number of seconds >= 0, "
+                f"not {_shown(self.slow_down)}"
             )
-        if not (math.isfinite(self.rising) and self.rising >= 1):
-            raise UsageError(f"error budget: rising must be at least 1, not {self.rising}")
+        if not (_number(self.rising) and self.rising >= 1):
+            raise UsageError(
+                f"error budget: rising must be a finite number at least 1, not "
+                f"{_shown(self.rising)}"
+            )
 
 
 class BudgetVerdict(msgspec.Struct, frozen=True, kw_only=True):

@@ -70,6 +70,15 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+def _shown(value: object) -> str:
+    """A refused value as a message shows it: a number as it is, anything else by its type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return f"a value of type {type(value).__name__}"
+
+
 def impact_factor(impact: str) -> float:
     """The ``impact`` factor of a declared impact ("low", "medium" or "high").
 
@@ -150,8 +159,9 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
         streak: passed checks in a row that lower the thresholds by ``step / 2``.
 
     Raises:
-        UsageError: thresholds out of order or outside their bounds, a step outside (0, 0.1]
-            or a streak under 1.
+        UsageError: a threshold or the step not a number (a bool is none), thresholds out of
+            order or outside their bounds, a step outside (0, 0.1], or a streak not an int at
+            least 1.
     """
 
     immediate: float = 0.9
@@ -161,6 +171,10 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
     streak: int = 20
 
     def __post_init__(self) -> None:
+        for name in (*BOUNDS, "step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UsageError(f"threshold {name} must be a number, got {_shown(value)}")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             if not low <= value <= high:
@@ -172,8 +186,9 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
             )
         if not 0.0 < self.step <= 0.1:
             raise UsageError(f"threshold step must be in (0, 0.1], got {self.step}")
-        if self.streak < 1:
-            raise UsageError(f"threshold streak must be at least 1, got {self.streak}")
+        streak = self.streak
+        if isinstance(streak, bool) or not isinstance(streak, int) or streak < 1:
+            raise UsageError(f"threshold streak must be an int at least 1, got {_shown(streak)}")
 
     def strategy(self, confidence: float) -> Strategy:
         """The strategy for a score."""

@@ -85,6 +85,15 @@ class HealthCheck(Protocol):
         ...
 
 
+def _shown(value: object) -> str:
+    """A refused value as a message shows it: a number as it is, anything else by its type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return f"a value of type {type(value).__name__}"
+
+
 class Workaround(msgspec.Struct, frozen=True, kw_only=True):
     """A degraded alternative for a failed component.
 
@@ -94,7 +103,8 @@ class Workaround(msgspec.Struct, frozen=True, kw_only=True):
         description: what it does instead, for people.
 
     Raises:
-        UsageError: an empty name, or a ``quality_loss`` outside (0, 1].
+        UsageError: a name that is not a non-empty str, a ``quality_loss`` that is not a
+            number in (0, 1] (a bool is none), or a description that is not a str.
     """
 
     name: str
@@ -102,12 +112,22 @@ class Workaround(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise UsageError("a workaround needs a name")
-        loss = self.quality_loss
-        if not (isinstance(loss, int | float) and math.isfinite(loss) and 0 < loss <= 1):
+        if not (isinstance(self.name, str) and self.name):
             raise UsageError(
-                f"workaround {self.name!r}: quality_loss must be in (0, 1], not {loss!r}"
+                f"a workaround needs a name (a non-empty str), not {_shown(self.name)}"
+            )
+        loss = self.quality_loss
+        if isinstance(loss, bool) or not (
+            isinstance(loss, int | float) and math.isfinite(loss) and 0 < loss <= 1
+        ):
+            raise UsageError(
+                f"workaround {self.name!r}: quality_loss must be in (0, 1] (a number), not "
+                f"{_shown(loss)}"
+            )
+        if not isinstance(self.description, str):
+            raise UsageError(
+                f"workaround {self.name!r}: description must be a str, not "
+                f"{_shown(self.description)}"
             )
 
 
@@ -122,9 +142,11 @@ class Component(msgspec.Struct, frozen=True, kw_only=True):
         description: what it is, for people.
 
     Raises:
-        UsageError: an empty name, two workarounds of the same name, or a rung that loses
-            less than the one before; the message names the component. (A workaround with an
-            empty name or a loss outside (0, 1] is refused as it is built: see
+        UsageError: a name that is not a non-empty str, a check that is not callable (nor
+            None), workarounds that are not a tuple (or list) of :class:`Workaround`, two
+            workarounds of the same name, a rung that loses less than the one before, or a
+            description that is not a str; the message names the component. (A workaround
+            with an empty name or a loss outside (0, 1] is refused as it is built: see
             :class:`Workaround`.)
     """
 
@@ -134,12 +156,24 @@ class Component(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise UsageError("a component needs a name")
+        if not (isinstance(self.name, str) and self.name):
+            raise UsageError(f"a component needs a name (a non-empty str), not {_shown(self.name)}")
         where = f"component {self.name!r}"
+        if not (self.check is None or callable(self.check)):
+            raise UsageError(f"{where}: check must be a function or None, not {_shown(self.check)}")
+        if not isinstance(self.description, str):
+            raise UsageError(f"{where}: description must be a str, not {_shown(self.description)}")
+        ladder = self.workarounds
+        if isinstance(ladder, list):
+            ladder = tuple(ladder)
+            msgspec.structs.force_setattr(self, "workarounds", ladder)
+        if not (isinstance(ladder, tuple) and all(isinstance(w, Workaround) for w in ladder)):
+            raise UsageError(
+                f"{where}: workarounds must be a tuple of Workaround, not {_shown(ladder)}"
+            )
         seen: set[str] = set()
         previous = 0.0
-        for workaround in self.workarounds:
+        for workaround in ladder:
             if workaround.name in seen:
                 raise UsageError(f"{where}: two workarounds named {workaround.name!r}")
             seen.add(workaround.name)

@@ -40,6 +40,25 @@ from onward.projections.lifecycle import FLOW
 __all__ = ["FlowMonitor", "FlowPolicy"]
 
 
+def _number(value: object) -> bool:
+    """Whether it is a finite number (a bool is none)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _shown(value: object) -> str:
+    """A refused value as a message shows it: a number as it is, anything else by its type."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and not value:
+        return "an empty str"
+    return f"a value of type {type(value).__name__}"
+
+
 class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """When a session's rhythm counts as flowing or disrupted, and what may wait for it.
 
@@ -53,9 +72,10 @@ class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
             interruption as able to wait; "" is an impact not stated (a notice).
 
     Raises:
-        UsageError: ``flowing_rate`` not a positive finite number, an error rate outside
-            ``(0, 1]``, ``max_error_rate`` above ``disrupted_error_rate``, or
-            ``warm_actions`` below 1.
+        UsageError: ``flowing_rate`` not a positive finite number, an error rate not a number
+            in ``(0, 1]``, ``max_error_rate`` above ``disrupted_error_rate``, ``warm_actions``
+            not an int at least 1, or ``low_impacts`` not a tuple (or list) of str (a bool is
+            no number). The message names the field and the value.
     """
 
     flowing_rate: float = 5.0
@@ -65,23 +85,31 @@ class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
     low_impacts: tuple[str, ...] = ("", "low", "none")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.flowing_rate) and self.flowing_rate > 0):
+        if not (_number(self.flowing_rate) and self.flowing_rate > 0):
             raise UsageError(
-                f"flow policy: flowing_rate must be a positive number of actions per minute, "
-                f"not {self.flowing_rate}"
+                f"flow policy: flowing_rate must be a positive finite number of actions per "
+                f"minute, not {_shown(self.flowing_rate)}"
             )
         for field in ("max_error_rate", "disrupted_error_rate"):
             rate = getattr(self, field)
-            if not 0 < rate <= 1:
-                raise UsageError(f"flow policy: {field} must be in (0, 1], not {rate}")
+            if not (_number(rate) and 0 < rate <= 1):
+                raise UsageError(f"flow policy: {field} must be in (0, 1], not {_shown(rate)}")
         if self.max_error_rate > self.disrupted_error_rate:
             raise UsageError(
                 f"flow policy: max_error_rate ({self.max_error_rate}) must not be above "
                 f"disrupted_error_rate ({self.disrupted_error_rate})"
             )
-        if self.warm_actions < 1:
+        warm = self.warm_actions
+        if not (isinstance(warm, int) and not isinstance(warm, bool) and warm >= 1):
+            raise UsageError(f"flow policy: warm_actions must be an int >= 1, not {_shown(warm)}")
+        impacts = self.low_impacts
+        if isinstance(impacts, list):
+            impacts = tuple(impacts)
+            msgspec.structs.force_setattr(self, "low_impacts", impacts)
+        if not (isinstance(impacts, tuple) and all(isinstance(i, str) for i in impacts)):
             raise UsageError(
-                f"flow policy: warm_actions must be at least 1, not {self.warm_actions}"
+                f"flow policy: low_impacts must be a tuple of str (impacts such as "
+                f'"low"), not {_shown(impacts)}'
             )
 
 

@@ -21,6 +21,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self, Unpack
 
@@ -29,11 +30,15 @@ from onward.events import (
     UsageError,
     open_log,
 )
+from onward.healing.breaker import BreakerPolicy
+from onward.healing.fixes import FixRegistry
 from onward.healing.healer import Healer
+from onward.healing.retry import RetryBudget, RetryPolicies, RetryPolicy
 from onward.judgement.actions import Judge
 from onward.judgement.budget import ErrorBudget
+from onward.judgement.confidence import Thresholds
 from onward.judgement.degradation import Components
-from onward.judgement.flow import FlowMonitor
+from onward.judgement.flow import FlowMonitor, FlowPolicy
 from onward.judgement.rulebook import Rulebook
 from onward.projections import Projections
 from onward.runtime.boundary import Boundary
@@ -56,6 +61,38 @@ from onward.runtime.tasks import Tasks
 from onward.runtime.worker import live, worker_id
 
 __all__ = ["LEARNING_STREAM", "Engine"]
+
+#: The class each policy-like option must be an instance of (or None, for its default).
+_POLICY_OPTIONS: dict[str, type] = {
+    "fixes": FixRegistry,
+    "retries": RetryPolicies,
+    "retry_budget": RetryBudget,
+    "breakers": BreakerPolicy,
+    "thresholds": Thresholds,
+    "components": Components,
+    "rulebook": Rulebook,
+    "budget": ErrorBudget,
+    "flow": FlowPolicy,
+}
+
+
+def _check_options(options: Mapping[str, object]) -> None:
+    """Refuse an engine option of the wrong kind now, not at the first failure it would meet.
+
+    Raises:
+        UsageError: a policy-like option of another class, or a lease that is not a positive
+            finite number of seconds.
+    """
+    for key, kind in _POLICY_OPTIONS.items():
+        value = options.get(key)
+        hint = ""
+        if key == "retries" and isinstance(value, RetryPolicy):
+            hint = "for one policy: retries=RetryPolicies(policy)"
+        arguments.policy(value, kind, f"engine option {key}", hint)
+    if "lease" in options:
+        lease = options["lease"]
+        if not (arguments.seconds(lease, "engine option lease") > 0):
+            raise UsageError(f"engine option lease must be positive, got {lease}")
 
 
 class Engine(Registration, Steering, InsideATask, People, Degrading):
@@ -81,7 +118,10 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             on_interruption, observer).
 
     Raises:
-        UsageError: a bad session name (one that holds a secret included) or option.
+        UsageError: a bad session name (one that holds a secret included) or option: an
+            unknown one, a policy-like one (fixes, retries, retry_budget, breakers,
+            thresholds, components, rulebook, budget, flow) that is neither None nor an
+            instance of its class, or a lease that is not a positive finite number.
 
     Attributes:
         log: the log.
@@ -105,9 +145,8 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         unknown = sorted(set(options) - ENGINE_OPTIONS)
         if unknown:
             raise UsageError(f"unknown engine options: {', '.join(unknown)}")
+        _check_options(options)
         lease = options.get("lease", 300.0)
-        if not lease > 0:
-            raise UsageError(f"lease must be positive, got {lease}")
         self.log = log
         self.session = session
         self.clock = options.get("clock") or log.clock
@@ -187,7 +226,8 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
                 :func:`onward.events.open_log`).
 
         Raises:
-            UsageError: an unknown option.
+            UsageError: an unknown option, or an option of the wrong kind (see
+                :class:`Engine`).
             InvalidURL: an unsupported URL.
             StreamDamaged: the session's own history cannot be trusted (a damaged task only
                 is not resumed; other sessions open as usual).
@@ -198,6 +238,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:
             raise UsageError(f"unknown options of Engine.open: {', '.join(unknown)}")
+        _check_options(options)  # before the log is opened (or created)
         engine_options: dict[str, Any] = {}
         log_options: dict[str, Any] = {}
         for key, value in options.items():

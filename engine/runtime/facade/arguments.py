@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
+
+import msgspec
 
 from onward.events import UsageError
 
@@ -29,11 +31,15 @@ __all__ = [
     "name",
     "names",
     "optional_name",
+    "policy",
     "positional",
     "seconds",
     "step_index",
     "text",
 ]
+
+
+_T = TypeVar("_T")
 
 
 def _shown(value: object) -> str:
@@ -222,3 +228,27 @@ def callback(value: object, what: str) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
         raise UsageError(f"{what} must be a function or None, got {_shown(value)}")
     return value
+
+
+def policy(value: object, kind: type[_T], what: str, hint: str = "") -> _T | None:
+    """An option that is an instance of one class (a policy, a registry), or None.
+
+    Args:
+        value: the option given.
+        kind: the class it must be an instance of.
+        what: the option's name, for the message.
+        hint: how to build one from what was given, when that is not obvious.
+
+    Raises:
+        UsageError: anything else (a dict of its settings included); the message names the
+            class.
+    """
+    if value is None or isinstance(value, kind):
+        return value
+    if not hint and isinstance(value, Mapping) and issubclass(kind, msgspec.Struct):
+        hint = f"{kind.__name__}(**settings) builds one from a dict"
+    article = "an" if kind.__name__[:1] in "AEIOU" else "a"
+    raise UsageError(
+        f"{what} must be {article} {kind.__name__} or None, got {_shown(value)}"
+        + (f" ({hint})" if hint else "")
+    )

@@ -4,6 +4,8 @@ teaching fixes, notices, resuming a paused session.
 
 from __future__ import annotations
 
+import re
+
 from onward.events import (
     EventLog,
     FixLearned,
@@ -21,6 +23,11 @@ __all__ = ["LEARNING_STREAM", "People"]
 #: The stream of what people taught the engine (learned fixes); it spans sessions.
 LEARNING_STREAM = "learning"
 
+# A whole signature id: its format's version, a dash and (at least) 16 lowercase hex digits,
+# as onward.healing.signature makes them and `onward learn` takes them. A lesson is looked up
+# by the whole id: one learned for a prefix would never apply.
+_SIGNATURE_ID = re.compile(r"v[0-9]+-[0-9a-f]{16,}")
+
 
 class People:
     """Where people come in: approvals, taught fixes, notices and resuming.
@@ -37,21 +44,25 @@ class People:
         """Record that a fix worked for an error: from now on that error gets that fix first.
 
         Args:
-            signature: the error's signature id (``onward errors`` lists them).
+            signature: the error's whole signature id (like ``v1-0123456789abcdef``;
+                ``onward errors`` lists them).
             fix: the fix's name (``onward fixes`` lists the registered ones).
             note: why, for the audit.
 
         Raises:
-            UsageError: an unknown fix, a signature that is not a signature id, or a note that
-                is not a str.
+            UsageError: an unknown fix, a signature that is not a whole signature id (a prefix
+                included), or a note that is not a str.
         """
         self._session.check_open()
         arguments.name(signature, "learn(): signature")
         arguments.name(fix, "learn(): fix")
         arguments.text(note, "learn(): note")
         self.log.redactor.check_name(fix, "learn(): fix")  # applied by its name
-        if not signature.startswith("v") or "-" not in signature:
-            raise UsageError(f"{signature!r} is not an error signature id (like v1-0123abcd...)")
+        if not _SIGNATURE_ID.fullmatch(signature):
+            raise UsageError(
+                f"learn(): {signature!r} is not a whole error signature id (like "
+                "v1-0123456789abcdef; onward errors lists them)"
+            )
         if self.healer is not None:
             self.healer.fixes.get(fix)
         self.log.append(
