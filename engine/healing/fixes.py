@@ -102,7 +102,9 @@ class Remedy(msgspec.Struct, frozen=True, kw_only=True):
         change: a JSON-able description of the change, recorded in ``FixAttempted``, e.g.
             ``{"encoding": ["utf-8", "cp1252"]}`` (before, after).
         delay: seconds to wait before running again (a locked database, a dropped connection);
-            the engine waits durably.
+            the engine waits durably: a wait a crash cut short is finished after the restart,
+            and then the remedied call is made (the fix is asked again for it, see
+            :meth:`Fix.apply`).
     """
 
     call: StepCall
@@ -134,6 +136,11 @@ class Fix(Protocol):
 
     def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
         """Change what is needed and return the call to run next.
+
+        A remedy that changes the call and waits first is asked for again when the process died
+        during its wait (the changed call is not in the log): with the error rebuilt from its
+        type and message, and the step's own call. Its answer counts when its ``change`` is the
+        one recorded; otherwise the step's own call is made again.
 
         Returns:
             The remedy, or None when this error cannot be fixed this way after all.

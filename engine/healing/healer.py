@@ -36,8 +36,8 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
-from onward.core.failures import exception_class
-from onward.core.run import RunningTask, error_message
+from onward.core.failures import exception_class, replayed_error
+from onward.core.run import RunningTask, Suspended, error_message
 from onward.events import (
     DecisionMade,
     ErrorClassified,
@@ -59,11 +59,17 @@ from onward.judgement.rulebook import Rulebook, Verdict
 from onward.projections import Projections
 
 __all__ = [
+    "FixChain",
     "Healer",
     "Outcome",
     "bind_call",
     "call_with",
 ]
+
+
+#: The fixes one run applied to a step, in order: each with the failure it answered and when it
+#: was recorded.
+FixChain = list[tuple[StepFailed, FixAttempted, float]]
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,6 +176,60 @@ class Healer:
         """Check the step's breaker: None to call it, or the time to wait until (see
         :meth:`onward.healing.breaker.Breakers.before_call`)."""
         return self.breaker.before_call(run, step, index)
+
+    def resume_fix(
+        self,
+        run: RunningTask,
+        step: StepDef,
+        index: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        chain: FixChain,
+    ) -> StepCall | None:
+        """The call of a fix in flight that changed the step's call and waited first, when the
+        process died before that call was recorded (the wait is in the process: the changed call
+        is made by the run that decided it).
+
+        The fix is asked again, for the recorded error (rebuilt from its type and message) and
+        the step's own call; its answer counts only when it describes the change recorded in
+        ``FixAttempted``. What is left of its delay is waited durably first.
+
+        Args:
+            run: the task's run.
+            step: the step.
+            index: its index.
+            args: its positional arguments.
+            kwargs: its keyword arguments.
+            chain: the fixes the run that applied the fix in flight had applied to the step.
+
+        Returns:
+            The fix's call, or None (not such a fix, or it does not answer as it did): the
+            step's own call is made, and settles the fix, as after any other fix in flight.
+
+        Raises:
+            Suspended: some of the delay is left: the task waits durably until it ends.
+        """
+        if len(chain) != 1:  # its call was the remedy of an earlier fix's: not rebuilt
+            return None
+        failed, attempted, recorded = chain[0]
+        if attempted.fix not in self.fixes:
+            return None
+        fix = self.fixes.get(attempted.fix)
+        error = replayed_error(failed.error_type, failed.error_class, failed.message)
+        call = bind_call(step, args, kwargs, failed.attempt)
+        try:
+            remedy = fix.apply(error, call) if fix.matches(error, call) else None
+        except Exception:  # a fix that breaks is a fix that does not apply
+            return None
+        if remedy is None or remedy.delay <= 0 or remedy.call == call:
+            return None  # nothing was lost: the step's own call settles the fix
+        if msgspec.to_builtins(remedy.change) != msgspec.to_builtins(attempted.change):
+            return None  # it answers otherwise now: its recorded call cannot be told
+        until = recorded + remedy.delay
+        if self.clock() < until:
+            run.record([TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until)])
+            raise Suspended()
+        return remedy.call
 
     # -- after a success -------------------------------------------------------------------
 

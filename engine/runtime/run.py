@@ -53,6 +53,7 @@ from onward.events import (
     StepStarted,
     Strategy,
     TaskCancelled,
+    TaskClaimed,
     TaskLeaseExpired,
     TaskQuarantined,
     TaskRetried,
@@ -65,7 +66,7 @@ from onward.events import (
     redacted_logger,
 )
 from onward.healing.fixes import StepCall
-from onward.healing.healer import Healer, Outcome, bind_call, call_with
+from onward.healing.healer import FixChain, Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
 from onward.runtime.committer import Committer
 from onward.runtime.limits import Limits
@@ -411,6 +412,13 @@ class TaskRun:
         self.fix_in_flight: dict[int, tuple[str, str]] = {}
         self.fix_applications: dict[int, int] = {}
         self.last_delay: dict[int, float] = {}
+        # Per step index, the fixes applied by the run (claim) that applied the latest one, in
+        # order, each with the failure it answered and when: a fix whose delay a crash cut
+        # short is asked again for its call from them. None: that run began with a fix in
+        # flight, so its calls may not have started from the step's own arguments.
+        self.fix_chains: dict[int, FixChain | None] = {}
+        segment: dict[int, FixChain | None] = {}
+        failed: dict[int, StepFailed] = {}
         # Judged actions: the recorded confidence decision per step index, and the answers to
         # approval requests by decision id (granted, note).
         self.rulings: dict[int, Ruling] = {}
@@ -430,8 +438,10 @@ class TaskRun:
         # this run that its hooks handed back.
         self.observer: Observer | None = None
         self.observed: Any = None
+        previous: object = None
         for r in history:
-            event = r.event
+            event, follows = r.event, previous
+            previous = r.event
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
             elif isinstance(event, TaskRetried):
@@ -443,11 +453,16 @@ class TaskRun:
                 self.fixes_tried.clear()
                 self.fix_applications.clear()
                 self.last_delay.clear()
+                self.fix_chains.clear()
+                segment = {}
+            elif isinstance(event, TaskClaimed):
+                segment = dict.fromkeys(self.fix_in_flight)
             elif isinstance(event, PatchMarked):
                 self.patches.add(event.change_id)
             elif isinstance(event, MessageReceived):
                 self.received[event.index] = event
             elif isinstance(event, StepFailed):
+                failed[event.index] = event
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
                     self.outcomes[event.index] = Replayed(
@@ -462,8 +477,17 @@ class TaskRun:
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
                 applied = self.fix_applications.get(event.step_index, 0)
                 self.fix_applications[event.step_index] = applied + 1 if event.again else 1
+                chain = segment.setdefault(event.step_index, [])
+                answered = failed.get(event.step_index)
+                if chain is not None and answered is not None:
+                    chain.append((answered, event, r.meta.time))
+                self.fix_chains[event.step_index] = chain
             elif isinstance(event, FixSucceeded | FixFailed) and event.step_index is not None:
                 self.fix_in_flight.pop(event.step_index, None)
+            elif isinstance(event, TaskWaiting) and isinstance(follows, FixAttempted):
+                # The fix's wait is in the log, and its call is the step's own: nothing is lost.
+                if follows.step_index is not None:
+                    self.fix_chains[follows.step_index] = None
             elif isinstance(event, RetryScheduled):
                 self.last_delay[event.step_index] = event.delay
             elif isinstance(event, ComponentFailed):
@@ -832,6 +856,9 @@ class TaskRun:
         if index in self.fix_in_flight:  # a fix that waited before this run: settle it now
             fix, signature = self.fix_in_flight[index]
             outcome = Outcome(action="wait", fix=fix, signature=signature, index=index)
+            chain = self.fix_chains.get(index)
+            if healer is not None and chain:  # its changed call, when a crash cut its delay
+                remedied = yield Blocking(healer.resume_fix, self, step, index, args, kwargs, chain)
         while True:
             guarded = healer is not None and step.breaker
             if guarded and (yield Blocking(healer.before_call, self, step, index)):  # type: ignore[union-attr]

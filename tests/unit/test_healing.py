@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from onward import Engine, TaskFailedError
-from onward.events import FixAttempted, Jitter, Recorded, RetryScheduled, StepFailed
+from onward.events import FixAttempted, Jitter, Recorded, RetryScheduled, StepFailed, TaskWaiting
 from onward.healing.breaker import BreakerPolicy
 from onward.healing.fixes import FixRegistry, Remedy, StepCall
 from onward.healing.retry import RetryBudget, RetryPolicies, RetryPolicy
@@ -551,4 +551,67 @@ def test_a_retried_task_heals_its_failed_step_afresh(db: str, clock: FakeClock) 
         assert [getattr(e, "again", None) for e in after if isinstance(e, FixAttempted)] == [False]
         assert sum(isinstance(e, RetryScheduled) for e in after) == 1
         # Both attempts replay as recorded.
+        assert replay_check(engine.log, engine).ok
+
+
+class SmallerPagesLater:
+    """A fix for a quota on large pages: pages of 10, after a pause of 3 s."""
+
+    name = "smaller-pages-after-a-pause"
+    error_types = (RuntimeError,)
+
+    def matches(self, error: BaseException, call: StepCall) -> bool:
+        return "quota" in str(error) and int(call.arguments["page"]) > 10
+
+    def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
+        page = call.arguments["page"]
+        return Remedy(call=call.with_arguments(page=10), change={"page": [page, 10]}, delay=3.0)
+
+
+def test_a_crash_during_a_fix_s_delay_makes_the_fix_s_call_after_the_rest_of_it(
+    db: str, clock: FakeClock
+) -> None:
+    calls: list[tuple[int, float]] = []
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def fetch(page: int) -> str:
+            calls.append((page, clock.now))
+            if page > 10:
+                raise RuntimeError("quota exceeded for large pages")
+            return f"page={page}"
+
+        @engine.task(name="job")
+        def job(page: int) -> str:
+            return fetch(page)
+
+        return job
+
+    def crash(seconds: float) -> None:
+        raise Crash  # the worker dies as the fix's delay begins
+
+    fixes = FixRegistry()
+    fixes.register(SmallerPagesLater())
+    once = RetryPolicies(RetryPolicy(max_attempts=1))
+    start = clock.now
+    engine = Engine.open(
+        db, session="heal", clock=clock, sleep=crash, seed=7, fixes=fixes, retries=once
+    )
+    task_id = engine.submit(register(engine), 100)
+    with pytest.raises(Crash):
+        engine.run()
+    engine.close()
+    clock.advance(1.0)
+    with open_engine(db, clock, fixes=fixes, retries=once) as engine:
+        register(engine)
+        engine.run()
+        assert engine.result(task_id) == "page=10"
+        # The fix's call once its delay was over; the step's own call was not made again.
+        assert calls == [(100, start), (10, start + 3.0)]
+        history = engine.log.read_stream(f"task-{task_id}")
+        names = kinds(history)
+        assert (names.count("FixAttempted"), names.count("FixSucceeded")) == (1, 1)
+        assert "FixFailed" not in names
+        (wait,) = [r.event for r in history if isinstance(r.event, TaskWaiting)]
+        assert wait.until == start + 3.0
         assert replay_check(engine.log, engine).ok
