@@ -123,7 +123,9 @@ class _Collector:
         self.runs: list[tuple[RunBar, int]] = []
         self.marks: list[Mark] = []
         self.failures: list[float] = []
-        self.budget = ErrorBudget()
+        # The error budget's limit and window, as the last budget decision recorded them.
+        default = ErrorBudget()
+        self.budget_limit, self.budget_window = default.limit, default.window
         self.budget_moves: list[tuple[float, str, str]] = []
         self.breakers: dict[str, list[tuple[float, str, str]]] = {}
         self.flow: list[tuple[float, str, str]] = []
@@ -261,7 +263,8 @@ class _Collector:
             limit = e.thresholds.get("limit")
             window = e.thresholds.get("window")
             if limit and window:
-                self.budget = ErrorBudget(limit=int(limit), window=float(window))
+                # As recorded (an earlier onward allowed limits this one refuses).
+                self.budget_limit, self.budget_window = int(limit), float(window)
         elif kind == "degradation":
             row = self.components.get(e.subject)
             if row is not None:
@@ -398,7 +401,7 @@ def _bins(c: _Collector, axis: Axis, lanes: list[Lane]) -> None:
 def _burn(c: _Collector, axis: Axis) -> list[float]:
     """Per bin: the failed tries in the budget's window at the bin's end, over the limit."""
     failures = sorted(c.failures)
-    window, limit = c.budget.window, c.budget.limit
+    window, limit = c.budget_window, c.budget_limit
     burn: list[float] = []
     for b in range(BINS):
         at = axis.time((b + 1) / BINS)
@@ -494,8 +497,8 @@ def collect_report(log: EventLog, session: str | None = None) -> SessionReport:
         axis=[list(p) for p in axis.pieces],  # type: ignore[misc]
         lanes=lanes,
         marks=marks,
-        budget_limit=c.budget.limit,
-        budget_window=c.budget.window,
+        budget_limit=c.budget_limit,
+        budget_window=c.budget_window,
         burn=_burn(c, axis),
         budget_moves=c.budget_moves,
         breakers={d: _bands(m, start, end, "closed") for d, m in sorted(c.breakers.items())},

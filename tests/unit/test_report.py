@@ -380,3 +380,29 @@ def test_the_report_data_round_trips_as_json(night: Path) -> None:
         report = collect_report(log)
     again = msgspec.json.decode(msgspec.json.encode(report), type=type(report))
     assert again.totals == report.totals
+
+
+def test_a_budget_an_earlier_onward_allowed_is_reported_as_recorded(tmp_path: Path) -> None:
+    """An error budget over what this onward accepts (a limit over the errors a window keeps)
+    was recorded by an earlier one: the report shows it, it does not refuse the log."""
+    from onward.events import Context, DecisionMade, open_log
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with Engine.open(url, session="old") as engine:
+        session = f"session-{engine.session}"
+    with open_log(url) as log:
+        log.append(
+            session,
+            [
+                DecisionMade(
+                    kind="budget",
+                    subject="old",
+                    choice="within",
+                    thresholds={"limit": 1500.0, "window": 7200.0},
+                )
+            ],
+            expected_version=None,
+            context=Context(session="old"),
+        )
+        report = collect_report(log, "old")
+    assert (report.budget_limit, report.budget_window) == (1500, 7200.0)
