@@ -36,12 +36,15 @@ class BreakerHalfOpened(Event, frozen=True, kw_only=True):
     Attributes:
         dependency: the dependency it guards.
         trial_calls: how many trial calls it lets through.
+        trial_task: the task whose call is the trial ("" in logs of an earlier onward): the
+            others wait for its outcome.
     """
 
     family: ClassVar[str] = "breaker"
 
     dependency: str
     trial_calls: int = 1
+    trial_task: str = ""
 
 
 class BreakerClosed(Event, frozen=True, kw_only=True):

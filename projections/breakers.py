@@ -94,6 +94,9 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
         trial_successes: the calls that succeeded since it last half-opened (0 unless
             half-open).
         trial_failures: the calls that failed since it last half-opened (0 unless half-open).
+        trial_task: the task whose call is the half-open trial ("" unless half-open, or when
+            an earlier onward half-opened it).
+        half_opened_at: when it last half-opened (0.0 if it never did).
         history: its last :data:`TRANSITIONS_LIMIT` transitions, oldest first.
         unknown_events: events of types this onward does not know in its stream.
         damage: why its stream's history cannot be trusted ("" when it can).
@@ -112,6 +115,8 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
     trial_calls: int = 0
     trial_successes: int = 0
     trial_failures: int = 0
+    trial_task: str = ""
+    half_opened_at: float = 0.0
     history: tuple[BreakerTransition, ...] = ()
     unknown_events: int = 0
     damage: str = ""
@@ -204,11 +209,14 @@ class BreakerProjection:
         view.history = (*history, BreakerTransition(r.position, r.meta.time, before, after))
         view.state = after
         view.trial_calls = view.trial_successes = view.trial_failures = 0
+        view.trial_task = ""
         if isinstance(event, BreakerOpened):
             view.opened_at = r.meta.time
             view.cooldown_until = event.cooldown_until
         elif isinstance(event, BreakerHalfOpened):
             view.trial_calls = event.trial_calls
+            view.trial_task = event.trial_task
+            view.half_opened_at = r.meta.time
         elif isinstance(event, BreakerClosed):
             # A closed breaker judges the calls made from now on, not the ones that opened it.
             view.consecutive_failures = 0

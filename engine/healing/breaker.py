@@ -28,7 +28,7 @@ from onward.events import (
     UsageError,
 )
 from onward.projections import Projections
-from onward.projections.breakers import RECENT_LIMIT, breaker_stream
+from onward.projections.breakers import RECENT_LIMIT, BreakerView, breaker_stream
 
 __all__ = ["BreakerPolicy", "Breakers"]
 
@@ -38,9 +38,11 @@ _LONGEST_WINDOW = RECENT_LIMIT + 1
 # The most consecutive failures a policy may wait for (a count the log records as a float).
 _MOST_FAILURES = 1_000_000
 
-#: The states in which a breaker lets calls through: closed, half-open (this call is a trial),
-#: and damaged (a breaker whose stream's history cannot be trusted guards nothing).
-_LETS_CALLS_THROUGH = frozenset({"closed", "half_open", "damaged"})
+#: The states in which a breaker lets every call through: closed, and damaged (a breaker whose
+#: stream's history cannot be trusted guards nothing). Half-open lets its trial call through.
+_LETS_CALLS_THROUGH = frozenset({"closed", "damaged"})
+#: How a waiting task's reason names its breaker's state.
+_SHOWN = {"open": "open", "half_open": "half-open, its trial call under way"}
 
 
 def _number(value: object) -> bool:
@@ -153,31 +155,16 @@ class Breakers:
         # Another worker thread may fold a transition while this one reads the view: read the
         # version first, so that a transition appended at it is refused if the state moved.
         version = view.version
+        now = self.clock()
+        if view.state == "half_open":
+            until = self._trial_under_way(run, view, now)
+            if until is None:
+                return None
+            return self._wait(run, step, index, view, until)
         if view.state in _LETS_CALLS_THROUGH:
             return None
-        now = self.clock()
         if now < view.cooldown_until:
-            decision = DecisionMade(
-                kind="breaker",
-                subject=run.task_id,
-                choice="wait",
-                inputs={
-                    "dependency": dependency,
-                    "state": view.state,
-                    "cooldown_until": view.cooldown_until,
-                    "step": step.name,
-                    "step_index": index,
-                },
-                alternatives=["call anyway"],
-            )
-            batch = run.new_batch()
-            decision_id = batch.add(decision)
-            batch.add(
-                TaskWaiting(reason=f"breaker {dependency} open", until=view.cooldown_until),
-                decision_id,
-            )
-            run.commit(batch)
-            return view.cooldown_until
+            return self._wait(run, step, index, view, view.cooldown_until)
         decision = DecisionMade(
             kind="breaker",
             subject=run.task_id,
@@ -190,15 +177,62 @@ class Breakers:
         batch.also.append(
             Append(
                 stream=breaker_stream(dependency),
-                events=[BreakerHalfOpened(dependency=dependency, trial_calls=1)],
+                events=[
+                    BreakerHalfOpened(dependency=dependency, trial_calls=1, trial_task=run.task_id)
+                ],
                 expected_version=version,
                 context=run.context,
                 causes=[decision_id],
             )
         )
         run.commit(batch)
-        self._projections(True)  # fold the transition: this call is the trial
-        return None
+        # Fold the transition: this call is the trial, unless another task's call half-opened
+        # the breaker first (the commit then went without the transition): it waits for that.
+        view = self._projections(True).breakers.get(dependency)
+        if view.state != "half_open" or view.trial_task == run.task_id:
+            return None
+        return self.before_call(run, step, index)
+
+    def _trial_under_way(self, run: RunningTask, view: BreakerView, now: float) -> float | None:
+        """Until when a call to a half-open breaker waits for another task's trial call to
+        decide (None: it goes through).
+
+        The trial's own task goes (a re-run of it after a crash included); so does any call
+        once the trial has an outcome, or once a cool-down has passed since the breaker
+        half-opened (the trial's worker is gone: this call is a trial too).
+        """
+        decided = view.trial_successes + view.trial_failures >= view.trial_calls
+        if decided or view.trial_task == run.task_id:
+            return None
+        until = view.half_opened_at + self.policy.cooldown
+        return until if now < until else None
+
+    def _wait(
+        self, run: RunningTask, step: StepDef, index: int, view: BreakerView, until: float
+    ) -> float:
+        """Record that the task waits for its step's breaker until ``until``; returns it."""
+        dependency = view.dependency
+        decision = DecisionMade(
+            kind="breaker",
+            subject=run.task_id,
+            choice="wait",
+            inputs={
+                "dependency": dependency,
+                "state": view.state,
+                "cooldown_until": until,
+                "step": step.name,
+                "step_index": index,
+            },
+            alternatives=["call anyway"],
+        )
+        batch = run.new_batch()
+        decision_id = batch.add(decision)
+        batch.add(
+            TaskWaiting(reason=f"breaker {dependency} {_SHOWN[view.state]}", until=until),
+            decision_id,
+        )
+        run.commit(batch)
+        return until
 
     def on_success(self, run: RunningTask, step: StepDef, batch: Batch, completed_id: str) -> None:
         """Close the step's breaker when this success was its half-open trial."""

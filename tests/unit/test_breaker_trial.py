@@ -1,0 +1,82 @@
+"""A half-open breaker's trial: one call goes, the others wait for its outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward import Engine
+from onward.healing.breaker import BreakerPolicy
+from onward.healing.retry import RetryPolicies, RetryPolicy
+from onward.projections import TaskView
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'work.db'}"
+
+
+def open_engine(db: str, clock: FakeClock, **options: Any) -> Engine:
+    return Engine.open(db, session="heal", clock=clock, sleep=clock.advance, seed=7, **options)
+
+
+@pytest.mark.parametrize("trial", ["succeeds", "fails"])
+def test_a_half_open_breaker_lets_one_trial_call_through_the_others_wait(
+    db: str, clock: FakeClock, trial: str
+) -> None:
+    """While one task's call is the half-open trial, another worker's call to the same
+    dependency waits for its outcome (it is not a second trial)."""
+    import threading
+
+    policy = BreakerPolicy(failures=1, cooldown=60.0)
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    calls: list[str] = []
+    seen: dict[str, object] = {}
+
+    def register(engine: Engine, inside: Any = None) -> None:
+        @engine.step(name="search", breaker="search-api")
+        def search(q: str) -> str:
+            calls.append(q)
+            if inside is not None and q == "trial":
+                inside()
+            if q == "first" or (q == "trial" and trial == "fails"):
+                raise RuntimeError("503 service unavailable")
+            return q.upper()
+
+        @engine.task(name="job")
+        def job(q: str) -> str:
+            return search(q)
+
+    with Engine.open(
+        db, session="other", clock=clock, sleep=clock.advance, breakers=policy, retries=retries
+    ) as peer:
+        register(peer)
+        waiting = peer.submit("job", "peer")
+
+        def peer_runs_meanwhile() -> None:  # another worker, while the trial is in flight
+            worker = threading.Thread(target=lambda: seen.update(summary=peer.run(max_runs=1)))
+            worker.start()
+            worker.join()
+            seen["view"] = peer.task_view(waiting)
+
+        with open_engine(db, clock, breakers=policy, retries=retries) as engine:
+            register(engine, inside=peer_runs_meanwhile)
+            engine.submit("job", "first")
+            engine.run()
+            assert engine.refresh().breakers.get("search-api").state == "open"
+            clock.advance(61.0)
+            trial_task = engine.submit("job", "trial")
+            engine.run(max_runs=1)
+            assert calls == ["first", "trial"]  # the peer's call did not go
+            view = seen["view"]
+            assert isinstance(view, TaskView)
+            assert view.state == "waiting"
+            assert "half-open" in str(view.waiting_reason)
+            after = engine.refresh().breakers.get("search-api")
+            assert after.state == ("closed" if trial == "succeeds" else "open")
+            assert engine.task_view(trial_task).state == (
+                "succeeded" if trial == "succeeds" else "failed"
+            )
