@@ -22,6 +22,7 @@ tick and held since. Cron expressions are read by cronsim, in UTC.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,6 +144,30 @@ class Schedules:
             schedule_stream(session.name, name), unless_the_same, f"schedule {name!r}"
         )
         return name
+
+    def retire_renamed(self, definition: TaskDef, aliases: Sequence[str]) -> int:
+        """Remove the schedules that ``@engine.task(schedule=...)`` declared under a task's
+        former names (its aliases): the renamed task declares its own, under its new name, and
+        the old one would submit it a second time at each tick. A schedule declared under
+        another name (``engine.schedule(..., name=...)``) is left alone. Returns how many were
+        removed.
+        """
+        session = self.session
+        removed = 0
+        for alias in aliases:
+
+            def if_declared_for(
+                projections: Projections, alias: str = alias
+            ) -> tuple[list[ScheduleRemoved], int]:
+                view = projections.schedules.get(session.name, alias)
+                if view is None or view.removed or view.task != alias:
+                    return [], 0
+                reason = f"its task was renamed to {definition.name!r}"
+                return [ScheduleRemoved(reason=reason)], view.version
+
+            stream = schedule_stream(session.name, alias)
+            removed += session.decide_on(stream, if_declared_for, f"schedule {alias!r}")
+        return removed
 
     def remove(self, name: str, reason: str) -> bool:
         """Remove a schedule (see :meth:`onward.Engine.unschedule`); False when it was not

@@ -171,6 +171,34 @@ def test_a_task_declared_with_a_schedule_is_scheduled(db: str, hour_clock: FakeC
         assert ticks == [HOUR + 7200]
 
 
+def test_a_scheduled_task_renamed_with_an_alias_runs_once_per_tick(
+    db: str, hour_clock: FakeClock
+) -> None:
+    """The schedule its old name declared is retired with the rename: the alias would still
+    fire it beside the new one, two tasks a tick."""
+    with open_engine(db, hour_clock) as engine:
+
+        @engine.task(name="old.sweep", schedule="0 * * * *")
+        def old_sweep() -> str:
+            return "old"
+
+        hour_clock.advance(3600)
+        engine.run()
+        assert [t.name for t in engine.tasks()] == ["old.sweep"]
+    with open_engine(db, hour_clock) as engine:
+
+        @engine.task(name="new.sweep", aliases=["old.sweep"], schedule="0 * * * *")
+        def new_sweep() -> str:
+            return "new"
+
+        hour_clock.advance(3600)
+        engine.run()
+        ticked = engine.tasks()[1:]
+        assert [(t.name, engine.result(t.task_id)) for t in ticked] == [("new.sweep", "new")]
+        by_name = {s.name: s.removed for s in engine.schedules()}
+        assert by_name == {"new.sweep": False, "old.sweep": True}
+
+
 def test_bad_schedules_are_refused_with_nothing_recorded(db: str, hour_clock: FakeClock) -> None:
     with open_engine(db, hour_clock) as engine:
         register(engine, [], hour_clock)

@@ -105,6 +105,7 @@ class Registration:
                     missed="once",
                     priority=None,
                 )
+                self._schedules.retire_renamed(definition, aliases)
             return f
 
         return register
