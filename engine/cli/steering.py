@@ -168,7 +168,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"task": view.task_id, "key": args.key, "value": plain})
     else:
-        print(json.dumps(plain, indent=2, ensure_ascii=False))
+        # As JSON, which has no NaN nor infinity: null, as with --json.
+        print(msgspec.json.format(msgspec.json.encode(plain), indent=2).decode())
     return 0
 
 

@@ -207,3 +207,20 @@ def test_an_unregistered_task_is_listed_and_abandoned_from_the_command_line(
     assert status == 0
     with open_engine(url, clock) as engine, pytest.raises(TaskFailedError, match="Abandoned"):
         engine.result(task_id)
+
+
+def test_get_prints_json_even_for_a_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON has no NaN nor infinity: a published NaN prints as null, with or without --json,
+    so that `onward get ... | jq` reads it."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    with open_engine(url, FakeClock(HOUR)) as engine:
+
+        @engine.task(name="measure")
+        def measure() -> None:
+            engine.set_state("scores", {"mean": float("nan"), "top": float("inf"), "n": 3})
+
+        task_id = engine.submit("measure")
+        engine.run()
+    status, out, _ = cli(capsys, "get", task_id, "scores", "--db", url)
+    assert status == 0
+    assert json.loads(out) == {"mean": None, "top": None, "n": 3}
