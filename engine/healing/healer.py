@@ -585,6 +585,7 @@ class Healer:
             # one error across many tasks leaves many retries pending, none failed yet.
             retries=seen.retries - projections.errors.unresolved_retries(signature.id),
             successes=seen.retry_successes,
+            occurrences=seen.occurrences,
             budget=self.budget,
             recent=projections.errors.recent_retries(session, now - self.budget.window),
         )

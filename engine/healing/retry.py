@@ -87,6 +87,9 @@ _TYPE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 #: The fewest observed retries of a signature before its success rate counts.
 _MIN_OBSERVED = 5
+#: An error whose retries rarely work is still retried once at every this many occurrences
+#: (see :func:`adaptive_attempts`).
+PROBE_EVERY = 10
 
 # The most attempts a policy may allow. "Retry forever" is a policy that allows this many
 # (years of retries at a 5-minute cap): an infinite count could not be recorded.
@@ -451,7 +454,9 @@ class RetryPolicies:
         return hash((self._default, self.rules))
 
 
-def adaptive_attempts(policy: RetryPolicy, *, retries: int, successes: int) -> int:
+def adaptive_attempts(
+    policy: RetryPolicy, *, retries: int, successes: int, occurrences: int | None = None
+) -> int:
     """The most attempts for an error signature, following how often its retries succeed.
 
     The rule: with fewer than 5 observed retries, the policy's ``max_attempts`` (call it
@@ -464,8 +469,12 @@ def adaptive_attempts(policy: RetryPolicy, *, retries: int, successes: int) -> i
     r >= 0.9            ``m + 2``                              retrying nearly always works
     0.5 <= r < 0.9      ``m``                                  the policy as written
     0.2 <= r < 0.5      ``min(m, max(2, ceil(2 * m * r)))``    fewer tries, at least one retry
-    r < 0.2             1                                      retrying does not work
+    r < 0.2             1 (2 at every 10th occurrence)         retrying does not work
     ==================  =====================================  ==========================
+
+    Below 0.2, every :data:`PROBE_EVERY`-th occurrence of the error (when ``occurrences`` is
+    given) is still retried once, a probe: without it no retry of the error would ever be seen
+    again, and a dependency that recovered would stay without retries for good.
 
     A policy with ``m = 1`` never retries, whatever the history. The result never falls as the
     rate rises. For example, with ``m = 3``: 10 retries and 9 successes (r = 0.83) give 3,
@@ -475,6 +484,8 @@ def adaptive_attempts(policy: RetryPolicy, *, retries: int, successes: int) -> i
         policy: the policy that applies to the signature.
         retries: how many retries of this signature were observed.
         successes: how many of them succeeded.
+        occurrences: how many times the error was observed before this one (None: no
+            probes).
 
     Returns:
         The most attempts in all, the first included (at least 1).
@@ -496,6 +507,8 @@ def adaptive_attempts(policy: RetryPolicy, *, retries: int, successes: int) -> i
         return most
     if rate >= Fraction(1, 5):
         return min(most, max(2, math.ceil(2 * most * rate)))
+    if occurrences is not None and occurrences % PROBE_EVERY == PROBE_EVERY - 1:
+        return 2
     return 1
 
 
@@ -608,6 +621,7 @@ def decide_retry(
     successes: int,
     budget: RetryBudget,
     recent: Sequence[float],
+    occurrences: int | None = None,
 ) -> RetryDecision:
     """Decide whether a failed attempt is retried, and after what delay.
 
@@ -628,6 +642,8 @@ def decide_retry(
         successes: how many of them succeeded.
         budget: the session's retry budget.
         recent: the times of the session's :class:`onward.events.RetryScheduled` events.
+        occurrences: how many times the error was observed before (None: no probes; see
+            :func:`adaptive_attempts`).
 
     Returns:
         The decision; record it, and its delay, rather than deciding again on replay.
@@ -640,7 +656,9 @@ def decide_retry(
         raise UsageError(f"retry of {error_type}: attempt must be at least 1, not {attempt}")
     rule = policies.rule_for(error_type, mro, signature)
     policy = policies.default if rule is None else rule.policy
-    limit = adaptive_attempts(policy, retries=retries, successes=successes)
+    limit = adaptive_attempts(
+        policy, retries=retries, successes=successes, occurrences=occurrences
+    )
     spent = budget.spent(recent, now)
     inputs: dict[str, Any] = {
         "error_type": error_type,
@@ -657,6 +675,9 @@ def decide_retry(
         "budget_window": budget.window,
         "budget_spent": spent,
     }
+
+    if occurrences is not None:
+        inputs["occurrences"] = occurrences
 
     def refuse(reason: str) -> RetryDecision:
         return RetryDecision(

@@ -5,6 +5,7 @@ the retry budget. Pure functions: no clock, no sleep; randomness comes from seed
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -378,6 +379,56 @@ def test_adaptive_middle_band_keeps_at_least_one_retry_and_at_most_the_policy() 
     ten = RetryPolicy(max_attempts=10)
     assert adaptive_attempts(ten, retries=10, successes=2) == 5  # ceil(20 * 0.25)
     assert adaptive_attempts(ten, retries=10, successes=4) == 9  # ceil(20 * 5/12)
+
+
+def test_an_error_whose_retries_do_not_work_is_still_probed_every_tenth_time() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    attempts = [
+        adaptive_attempts(policy, retries=10, successes=0, occurrences=n) for n in range(30)
+    ]
+    assert [n for n, a in enumerate(attempts) if a == 2] == [9, 19, 29]
+    assert set(attempts) == {1, 2}
+    assert adaptive_attempts(policy, retries=10, successes=0) == 1  # no occurrences: no probe
+
+
+def test_a_dependency_that_recovers_gets_its_retries_back(tmp_path: Path) -> None:
+    """After an outage in which no retry worked, an error is no longer retried; once the
+    dependency recovers (it fails once per call, then answers), a probe's retry works, and the
+    error is retried again: tasks succeed."""
+    from onward import Engine, ErrorBudget
+    from onward.testing import FakeClock
+
+    clock = FakeClock()
+    down = {"for good": True}
+    calls: dict[str, int] = {}
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    budget = ErrorBudget(limit=1000, window=60.0)  # the session is not paused meanwhile
+    with Engine.open(
+        url, session="s", clock=clock, sleep=clock.advance, seed=1, budget=budget
+    ) as engine:
+
+        @engine.step(name="fetch")
+        def fetch(key: str) -> str:
+            calls[key] = calls.get(key, 0) + 1
+            if down["for good"] or calls[key] == 1:
+                raise ConnectionError("connection refused by the upstream service")
+            return key
+
+        @engine.task(name="job")
+        def job(key: str) -> str:
+            return fetch(key)
+
+        for n in range(3):  # the outage: every retry fails
+            engine.submit("job", f"outage-{n}")
+            engine.run()
+        down["for good"] = False
+        ended = []
+        for n in range(15):
+            task_id = engine.submit("job", f"after-{n}")
+            engine.run()
+            ended.append(engine.task_view(task_id).state)
+    assert "succeeded" in ended[:10]  # the probe
+    assert ended[-3:] == ["succeeded"] * 3  # retried again, as the error is retried again
 
 
 @pytest.mark.parametrize(("retries", "successes"), [(-1, 0), (3, 4), (3, -1)])
