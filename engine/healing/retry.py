@@ -656,9 +656,7 @@ def decide_retry(
         raise UsageError(f"retry of {error_type}: attempt must be at least 1, not {attempt}")
     rule = policies.rule_for(error_type, mro, signature)
     policy = policies.default if rule is None else rule.policy
-    limit = adaptive_attempts(
-        policy, retries=retries, successes=successes, occurrences=occurrences
-    )
+    limit = adaptive_attempts(policy, retries=retries, successes=successes, occurrences=occurrences)
     spent = budget.spent(recent, now)
     inputs: dict[str, Any] = {
         "error_type": error_type,
