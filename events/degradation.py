@@ -34,6 +34,8 @@ class WorkaroundApplied(Event, frozen=True, kw_only=True):
         workaround: the workaround's registered name.
         quality_loss: the share of quality lost, from 0.0 (none) to 1.0 (all).
         level: the session's degradation level once it is applied.
+        rung: its place on the component's ladder, from 1 (0 in logs of an earlier onward):
+            two reports of one failure decided on the same state take the same rung.
     """
 
     family: ClassVar[str] = "degradation"
@@ -42,6 +44,7 @@ class WorkaroundApplied(Event, frozen=True, kw_only=True):
     workaround: str
     quality_loss: float = 0.0
     level: DegradationLevel
+    rung: int = 0
 
 
 class ComponentRestored(Event, frozen=True, kw_only=True):

@@ -245,13 +245,15 @@ class DegradationProjection:
         state = self._session(r.meta.session)
         name = event.component
         view = state.components.get(name) or ComponentView(name=name)
+        if event.rung and (event.rung < view.rung or view.state == ComponentState.EXHAUSTED):
+            return  # decided on an earlier state (another task's report came first): past it
         state.components[name] = msgspec.structs.replace(
             view,
             state=ComponentState.DEGRADED,
             workaround=event.workaround,
             quality_loss=event.quality_loss,
             since=r.meta.time,
-            rung=view.rung + 1,
+            rung=event.rung or view.rung + 1,
         )
         _recompute(state)
 

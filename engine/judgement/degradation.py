@@ -409,6 +409,7 @@ def plan_failure(
             workaround=workaround.name,
             quality_loss=workaround.quality_loss,
             level=level_for(combine_losses(losses.values())),
+            rung=rung + 1,
         )
         return [failed, applied]
     losses[component] = exhausted_loss(current.quality_loss)

@@ -89,17 +89,23 @@ class Degradations:
             session.catch_up()
             session.decide(fail)
             return _workaround(registered, getattr(plans[0][-1], "workaround", ""))
+        # Planned and recorded under the session's lock: the tasks of this process report one
+        # after the other, each on the state the one before left (the next rung each). Tasks
+        # of other processes that report at the same moment may plan the same rung: it is
+        # folded once (WorkaroundApplied.rung).
         with session.lock:
             session.host.catch_up()
             view = session.projections.degradation.view(session.name)
             planned = plan_failure(self.components, view, component, message=message)
-        batch = run.new_batch()
-        cause: str | None = None
-        for event in planned:
-            cause = batch.add(event, cause)
-        applied = planned[-1]
+            batch = run.new_batch()
+            cause: str | None = None
+            for event in planned:
+                cause = batch.add(event, cause)
+            applied = planned[-1]
+            if isinstance(applied, WorkaroundApplied):
+                run.commit(batch)
+                session.host.catch_up()
         if isinstance(applied, WorkaroundApplied):
-            run.commit(batch)
             run.degradations.append((component, applied.workaround, ""))
             return _workaround(registered, applied.workaround)
         assert cause is not None

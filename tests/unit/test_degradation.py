@@ -238,6 +238,7 @@ def test_a_ladder_is_walked_rung_by_rung() -> None:
             workaround="affected_tests_only",
             quality_loss=0.15,
             level=DegradationLevel.MINOR,
+            rung=1,
         ),
     ]
     view = board.view()
@@ -261,6 +262,7 @@ def test_a_ladder_is_walked_rung_by_rung() -> None:
         workaround="syntax_check_only",
         quality_loss=0.4,
         level=DegradationLevel.SEVERE,
+        rung=2,
     )
     tests = board.projection.component("s", "tests")
     assert tests is not None
@@ -273,6 +275,40 @@ def test_a_ladder_is_walked_rung_by_rung() -> None:
     assert view.quality_lost == round(1 - 0.6 * 0.98, 9)
     assert view.level is DegradationLevel.SEVERE
     assert [c.name for c in view.components] == ["linting", "tests"]  # sorted by name
+
+
+def test_reports_decided_on_the_same_state_take_the_same_rung_once() -> None:
+    """Tasks of two processes report one failure at the same moment: both plan the first
+    rung; it is folded once, and the next report takes the second. A plan of an earlier state
+    folded late changes nothing, and nor does one after the ladder ran out."""
+    components, board = Components(), Board()
+    seen = board.view()
+    one = plan_failure(components, seen, "tests")
+    other = plan_failure(components, seen, "tests")  # decided on the same state
+    board.add(one)
+    board.add(other)
+    tests = board.projection.component("s", "tests")
+    assert tests is not None
+    assert (tests.workaround, tests.rung, tests.failures) == ("affected_tests_only", 1, 2)
+    second = board.fail(components, "tests")
+    assert second[1].rung == 2  # type: ignore[attr-defined]
+    board.add(one)  # late: the state moved past its rung
+    tests = board.projection.component("s", "tests")
+    assert tests is not None
+    assert (tests.workaround, tests.rung) == ("syntax_check_only", 2)
+    assert fold(board.records).view("s") == board.view()
+
+
+def test_an_earlier_onwards_workaround_moves_one_rung_down() -> None:
+    board = Board()
+    event = WorkaroundApplied(
+        component="tests", workaround="w", quality_loss=0.1, level=DegradationLevel.MINOR
+    )
+    board.add([event])
+    board.add([event])
+    tests = board.projection.component("s", "tests")
+    assert tests is not None
+    assert tests.rung == 2
 
 
 def test_an_exhausted_ladder_pauses_the_task_and_asks() -> None:
@@ -389,6 +425,7 @@ def test_only_a_passing_check_restores() -> None:
         workaround="offline_mirror",
         quality_loss=0.2,
         level=DegradationLevel.SEVERE,  # 1 - 0.9 * 0.9 * 0.8 = 0.352, with build and file_io
+        rung=1,
     )
 
 
