@@ -267,3 +267,16 @@ def test_a_keyword_name_in_a_refusal_is_redacted(engine: Engine) -> None:
             engine.submit(spread, **{f"token_{SECRET}": object()})
     assert SECRET not in str(unexpected.value)
     assert SECRET not in str(unstorable.value)
+
+
+@pytest.mark.parametrize("decorator", ["task", "step", "action"])
+def test_a_decorator_used_without_parentheses_says_how_to_write_it(
+    engine: Engine, decorator: str
+) -> None:
+    def fetch() -> int:
+        return 1
+
+    before = (len(engine.registry.tasks), len(engine.registry.steps))
+    with pytest.raises(UsageError, match=rf"write @engine\.{decorator}\(\) with parentheses"):
+        getattr(engine, decorator)(fetch)
+    assert (len(engine.registry.tasks), len(engine.registry.steps)) == before

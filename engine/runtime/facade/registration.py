@@ -50,6 +50,8 @@ class Registration:
 
     def task(
         self,
+        _function: object = None,
+        /,
         *,
         name: str | None = None,
         priority: Priority | str = Priority.NORMAL,
@@ -84,6 +86,7 @@ class Registration:
                 parameter named like an option of :meth:`submit` that has a default or is
                 keyword-only.
         """
+        _with_parentheses(_function, "task")
         level = parse_priority(priority)
         arguments.optional_name(name, "task(): name")
         aliases = arguments.names(aliases, "task(): aliases")
@@ -112,6 +115,8 @@ class Registration:
 
     def step(
         self,
+        _function: object = None,
+        /,
         *,
         name: str | None = None,
         at_most_once: bool = False,
@@ -153,6 +158,7 @@ class Registration:
             UsageError: a bad timeout, a generator function, a name or breaker that holds a
                 secret, or an argument of the wrong type.
         """
+        _with_parentheses(_function, "step")
         _check_step_options(
             "step()",
             name=name,
@@ -184,6 +190,8 @@ class Registration:
 
     def action(
         self,
+        _function: object = None,
+        /,
         *,
         name: str | None = None,
         impact: str = "medium",
@@ -224,6 +232,7 @@ class Registration:
         Raises:
             UsageError: an unknown impact, a bad timeout, or an argument of the wrong type.
         """
+        _with_parentheses(_function, "action")
         _check_step_options(
             "action()",
             name=name,
@@ -291,6 +300,26 @@ class Registration:
             return run.call(definition, args, kwargs)
 
         return durable_step
+
+
+def _with_parentheses(given: object, decorator: str) -> None:
+    """Refuse a decorator used bare (``@engine.task`` above a function, which hands it the
+    function): it takes keywords only, and is written with parentheses.
+
+    Raises:
+        UsageError: something was given.
+    """
+    if given is None:
+        return
+    what = (
+        f"the function {given.__name__!r}"
+        if callable(given) and hasattr(given, "__name__")
+        else "a positional argument"
+    )
+    raise UsageError(
+        f"@engine.{decorator} was given {what}: write @engine.{decorator}() with parentheses "
+        f"(its options are keywords: @engine.{decorator}(name=...))"
+    )
 
 
 def _check_function(f: object, what: str) -> None:
