@@ -985,14 +985,36 @@ class TaskRun:
         :meth:`onward.Engine.patched`): yes when the task took it before, no when the task's
         history runs on past this point without it (an older history, replaying), else yes,
         and that is recorded."""
+        mark = self._patch_mark(change_id)
+        if isinstance(mark, bool):
+            return mark
+        self.record([mark])
+        self.patches.add(change_id)
+        return True
+
+    async def patched_async(self, change_id: str) -> bool:
+        """:meth:`patched` from the event loop (an ``async def`` task): the loop waits
+        neither for the disk nor for the appends of the task's other steps."""
+        mark = self._patch_mark(change_id)
+        if isinstance(mark, bool):
+            return mark
+        self.patches.add(change_id)  # taken at once: a concurrent call does not mark it again
+        try:
+            await self.record_async([mark])
+        except BaseException:
+            self.patches.discard(change_id)
+            raise
+        return True
+
+    def _patch_mark(self, change_id: str) -> bool | PatchMarked:
+        """Which path a change takes without recording anything (True, False), or the mark
+        to record before the new path is taken."""
         if change_id in self.patches:
             return True
         recorded = max((*self.outcomes, *self.received, *self.started), default=-1)
         if self.index <= recorded:
             return False  # replaying a history recorded before the change
-        self.record([PatchMarked(change_id=change_id, index=self.index)])
-        self.patches.add(change_id)
-        return True
+        return PatchMarked(change_id=change_id, index=self.index)
 
     def receiving(
         self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]

@@ -5,7 +5,8 @@ published values, progress, patches and the idempotency key.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Coroutine, Generator
+from typing import Any, Generic, NoReturn, TypeVar
 
 from onward.events import (
     EventLog,
@@ -26,7 +27,9 @@ from onward.runtime.run import (
     on_event_loop,
 )
 
-__all__ = ["InsideATask", "current_run"]
+__all__ = ["InsideATask", "Pending", "current_run"]
+
+T = TypeVar("T")
 
 
 def current_run(what: str) -> TaskRun:
@@ -41,6 +44,51 @@ def current_run(what: str) -> TaskRun:
     return run
 
 
+class Pending(Generic[T]):
+    """What :meth:`InsideATask.patched` and :meth:`onward.Engine.wait` return in an ``async
+    def`` task: await it.
+
+    Its value is only known once awaited: used as a value instead (``if engine.patched(...)``,
+    ``a, b = engine.wait(ids)``), it raises :class:`UsageError` rather than passing for a
+    true or empty value.
+
+    Args:
+        call: the coroutine that records what must be and returns the value.
+        what: the call, as the task wrote it, for the message.
+    """
+
+    __slots__ = ("_call", "_what")
+
+    def __init__(self, call: Coroutine[Any, Any, T], what: str) -> None:
+        self._call = call
+        self._what = what
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._call.__await__()
+
+    def _misuse(self) -> UsageError:
+        self._call.close()  # never to run: no "never awaited" warning on top of this error
+        return UsageError(
+            f"{self._what} is used without being awaited: in an async def task it returns an "
+            f"awaitable, so write `await engine.{self._what}`"
+        )
+
+    def __bool__(self) -> bool:
+        raise self._misuse()
+
+    def __len__(self) -> int:
+        raise self._misuse()
+
+    def __iter__(self) -> NoReturn:
+        raise self._misuse()
+
+    def __getitem__(self, _key: object) -> NoReturn:
+        raise self._misuse()
+
+    def __repr__(self) -> str:
+        return f"<Pending {self._what}: await it>"
+
+
 class InsideATask:
     """What a running task calls on the engine.
 
@@ -49,7 +97,7 @@ class InsideATask:
 
     log: EventLog
 
-    def patched(self, change_id: str) -> bool:
+    def patched(self, change_id: str) -> Any:
         """Whether the running task takes the new code path of a change (inside a task).
 
         New runs take it (and that is recorded); a history recorded before the change replays
@@ -60,12 +108,21 @@ class InsideATask:
             else:
                 page = fetch(url)
 
+        In an ``async def`` task, await it: ``if await engine.patched("fetch-with-retry"):``
+        (the mark is recorded without blocking the loop, while the task's other steps append).
+
+        Returns:
+            True or False, or in an ``async def`` task a :class:`Pending` of it, which raises
+            UsageError if tested without being awaited.
+
         Raises:
             UsageError: outside a task, or an empty change id.
         """
         run = current_run("patched()")
         if not isinstance(change_id, str) or not change_id:
             raise UsageError(f"a change id must be a non-empty string, got {change_id!r}")
+        if on_event_loop():  # the loop must not wait for a step of the task appending
+            return Pending(run.patched_async(change_id), f"patched({change_id!r})")
         return run.patched(change_id)
 
     def recv(self, topic: str, *, timeout: float | None = None) -> Any:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,9 +18,10 @@ from onward.events import (
 )
 from onward.projections import LimitView, ScheduleView, TaskView
 from onward.runtime.facade import arguments
-from onward.runtime.facade.inside import current_run
+from onward.runtime.facade.inside import Pending, current_run
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
+from onward.runtime.run import TaskRun, on_event_loop
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
@@ -303,11 +305,17 @@ class Steering:
         """
         return self._tasks.result(_task_id(task_id, "result()"))
 
-    def wait(self, task_ids: Iterable[str]) -> list[Any]:
+    def wait(self, task_ids: Iterable[str]) -> Any:
         """Wait durably for subtasks (inside a task) and return their results, in order.
 
         If any has not ended, the task is parked (``TaskWaiting``) and re-runs once they all
-        have; its completed steps replay from the log, so the wait costs no work twice.
+        have; its completed steps replay from the log, so the wait costs no work twice. In an
+        ``async def`` task, await it: ``results = await engine.wait(ids)``.
+
+        Returns:
+            The subtasks' results, or in an ``async def`` task a
+            :class:`~onward.runtime.facade.inside.Pending` of them (which raises UsageError
+            if used without being awaited).
 
         Raises:
             UsageError: outside a task, or ``task_ids`` not an iterable of task ids (a single
@@ -316,6 +324,18 @@ class Steering:
         """
         run = current_run("wait()")
         ids = arguments.names(task_ids, "wait(): task_ids")
+        if on_event_loop():
+            # Off the loop: the catch-up reads the disk, and the append waits its turn after
+            # the task's other steps' (which need the loop to finish theirs).
+            return Pending(asyncio.to_thread(self._waited, run, ids), "wait(...)")
+        return self._waited(run, ids)
+
+    def _waited(self, run: TaskRun, ids: list[str]) -> list[Any]:
+        """The subtasks' results once all have ended; else the task waits for them.
+
+        Raises:
+            Suspended: one has not ended: the wait is recorded.
+        """
         with self._session.lock:
             self._session.host.catch_up()
             views = [self.task_view(t) for t in ids]

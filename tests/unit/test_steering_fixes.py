@@ -1,0 +1,138 @@
+"""Steering a task from inside and outside it: ``patched`` and ``wait`` awaited in an ``async
+def`` task, keyed subtasks, abandon against a running task, receives that no longer match the
+code, forks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from onward import Engine, UsageError
+from onward.events import PatchMarked, TaskFailed, TaskWaiting
+from tests.conftest import FakeClock
+from tests.unit.test_async_appends import run_with
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'log.db'}"
+
+
+def open_engine(db: str, clock: FakeClock) -> Engine:
+    return Engine.open(db, session="steer", clock=clock, sleep=clock.advance, healing=False)
+
+
+def events(engine: Engine, task_id: str) -> list[object]:
+    return [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+
+
+# -- patched() and wait() in an async def task ------------------------------------------------
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_patched_is_awaited_in_an_async_task_beside_a_committing_step(
+    db: str, clock: FakeClock, runner: str
+) -> None:
+    """The mark is recorded off the loop while another step of the task appends: the worker
+    does not hang, and a re-run takes the path recorded."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fetch(n: int) -> int:
+            return n
+
+        async def new_path() -> bool:
+            await asyncio.sleep(0)  # fetch() now awaits the commit of its outcome
+            return bool(await engine.patched("use-v2"))
+
+        @engine.task()
+        async def job() -> list[object]:
+            return list(await asyncio.gather(fetch(1), new_path(), fetch(2)))
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == [1, True, 2]
+        marks = [e for e in events(engine, task_id) if isinstance(e, PatchMarked)]
+        assert [m.change_id for m in marks] == ["use-v2"]
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_wait_is_awaited_in_an_async_task_beside_a_committing_step(
+    db: str, clock: FakeClock, runner: str
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fetch(n: int) -> int:
+            return n
+
+        @engine.task()
+        def child(n: int) -> int:
+            return n * 2
+
+        async def fan_out() -> list[object]:
+            await asyncio.sleep(0)  # fetch() now awaits the commit of its outcome
+            return list(await engine.wait([engine.submit(child, 21)]))
+
+        @engine.task()
+        async def job() -> list[object]:
+            return list(await asyncio.gather(fetch(1), fan_out()))
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == [1, [42]]
+        waits = [e for e in events(engine, task_id) if isinstance(e, TaskWaiting)]
+        assert [w.reason for w in waits] == ["subtasks"]
+
+
+@pytest.mark.parametrize(
+    ("misuse", "said"),
+    [
+        ("if", "await engine.patched('use-v2')"),
+        ("unpack", "await engine.wait(...)"),
+    ],
+)
+def test_patched_or_wait_used_without_await_in_an_async_task_fails_clearly(
+    db: str, clock: FakeClock, misuse: str, said: str
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def child() -> int:
+            return 2
+
+        @engine.task()
+        async def job() -> str:
+            if misuse == "if":
+                return "new" if engine.patched("use-v2") else "old"
+            (doubled,) = engine.wait([engine.submit(child)])
+            return str(doubled)
+
+        task_id = engine.submit(job)
+        run_with(engine, "run_async")
+        (failed,) = [e for e in events(engine, task_id) if isinstance(e, TaskFailed)]
+        assert failed.error_type == "UsageError"
+        assert said in failed.message
+        assert not any(isinstance(e, PatchMarked | TaskWaiting) for e in events(engine, task_id))
+
+
+def test_patched_and_wait_stay_plain_calls_in_a_plain_task(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def child() -> int:
+            return 2
+
+        @engine.task()
+        def job() -> list[object]:
+            taken = engine.patched("use-v2")
+            assert taken is True
+            return [taken, *engine.wait([engine.submit(child)])]
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == [True, 2]
+        with pytest.raises(UsageError, match="inside a running task"):
+            engine.patched("use-v2")
