@@ -103,7 +103,11 @@ class Tasks:
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
         parent = CURRENT_RUN.get()
         if parent is not None:
+            # The subtask's number is taken with a key too, so that the numbering of the
+            # task's other subtasks is the same whichever of them are keyed.
             task_id = parent.made_id("child")
+            if key is not None:  # the session's task for that key, wherever it is submitted
+                task_id = derived_id(session.name, "key", key)
             context = Context(
                 session=session.name,
                 actor=session.worker,

@@ -136,3 +136,76 @@ def test_patched_and_wait_stay_plain_calls_in_a_plain_task(db: str, clock: FakeC
         assert engine.result(task_id) == [True, 2]
         with pytest.raises(UsageError, match="inside a running task"):
             engine.patched("use-v2")
+
+
+# -- a keyed submit inside a task ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_keyed_submit_inside_a_task_is_the_sessions_task_for_that_key(
+    db: str, clock: FakeClock, both_paths: str, kind: str
+) -> None:
+    """The same key gives the same task, inside a task as outside, and it runs once."""
+    charged: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def charge(order: str) -> str:
+            charged.append(order)
+            return f"charged {order}"
+
+        def submit_twice() -> list[str]:
+            return [engine.submit(charge, "order-1", key="charge-order-1") for _ in range(2)]
+
+        if kind == "plain":
+
+            @engine.task(name="parent")
+            def plain_parent() -> list[str]:
+                return submit_twice()
+
+        else:
+
+            @engine.task(name="parent")
+            async def async_parent() -> list[str]:
+                return submit_twice()
+
+        outside = engine.submit(charge, "order-1", key="charge-order-1")
+        parent = engine.submit("parent")
+        engine.run()
+        assert engine.result(parent) == [outside, outside]
+        assert charged == ["order-1"]
+        assert engine.task_view(outside).parent is None  # submitted first from outside
+
+
+def test_a_keyed_subtask_is_its_first_submitters_and_keeps_the_others_numbers(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    """A keyed subtask submitted first by a task is that task's subtask; a re-run submits it
+    again as a no-op, and the task's unkeyed subtasks keep their ids."""
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def child(name: str) -> str:
+            ran.append(name)
+            return name
+
+        @engine.task()
+        def parent() -> list[object]:
+            keyed = engine.submit(child, "keyed", key="the-one")
+            plain = engine.submit(child, "plain")
+            return [keyed, plain, *engine.wait([keyed, plain])]
+
+        parent_id = engine.submit(parent)
+        engine.run()
+        keyed, plain, *results = engine.result(parent_id)
+        assert results == ["keyed", "plain"]
+        assert sorted(ran) == ["keyed", "plain"]  # once each, across the parent's two runs
+        assert engine.task_view(keyed).parent == parent_id
+        assert engine.task_view(plain).parent == parent_id
+        assert engine.submit(child, "keyed", key="the-one") == keyed
+        # The unkeyed subtask is the parent's second, as before keys were honoured inside.
+        from onward.runtime.run import derived_id
+
+        assert plain == derived_id(parent_id, "child", "2")
+        assert keyed == derived_id("steer", "key", "the-one")

@@ -55,7 +55,9 @@ class Steering:
         """Queue a task durably.
 
         Inside a running task, the new task is its subtask (see :meth:`wait`), and submitting
-        again when the parent re-runs after a crash returns the same subtask.
+        again when the parent re-runs after a crash returns the same subtask. A keyed one is
+        the session's task for that key, inside a task as outside: its parent is whichever
+        task submitted it first (none when that was done from outside a task).
 
         Args:
             task: a registered task function or its registered name.
