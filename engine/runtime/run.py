@@ -54,9 +54,12 @@ from onward.events import (
     Strategy,
     TaskCancelled,
     TaskClaimed,
+    TaskDeadlineMissed,
+    TaskFailed,
     TaskLeaseExpired,
     TaskQuarantined,
     TaskRetried,
+    TaskSucceeded,
     TaskWaiting,
     UsageError,
     VersionConflict,
@@ -623,13 +626,21 @@ class TaskRun:
             self.waiting = True
 
     def _explain_conflict(self) -> None:
+        """Raise :class:`LeaseLost` when what another process appended since this run's
+        version took the task from it (a cancellation, an expired lease, any end it did not
+        record); else return, and the conflict is raised as it is."""
         for r in self.log.read_stream(self.stream, after=self.version):
-            if isinstance(r.event, TaskCancelled):
+            event = r.event
+            if isinstance(event, TaskCancelled):
                 raise LeaseLost(self.task_id, "cancelled while running") from None
-            if isinstance(r.event, TaskLeaseExpired):
+            if isinstance(event, TaskLeaseExpired):
                 raise LeaseLost(self.task_id, "its lease expired and was taken") from None
-            if isinstance(r.event, TaskQuarantined):
+            if isinstance(event, TaskQuarantined):
                 raise LeaseLost(self.task_id, "quarantined while running") from None
+            if isinstance(event, TaskSucceeded | TaskFailed | TaskDeadlineMissed):
+                raise LeaseLost(
+                    self.task_id, f"ended from outside while running ({type(event).__name__})"
+                ) from None
 
     # -- the step protocol -----------------------------------------------------------------
 

@@ -371,21 +371,32 @@ class Tasks:
         return fork_id
 
     def abandon(self, task_id: str, *, by: str, reason: str) -> None:
-        """Fail a task that waits, unregistered, for a function nobody has any more."""
-        view = self.view(task_id)
-        if view.state != "unregistered":
-            raise InvalidTransition(
-                "task",
-                task_id,
-                view.state,
-                "abandon",
-                "only a task waiting, unregistered, for its function can be abandoned",
-            )
+        """Fail a task that waits, unregistered, for a function nobody has any more.
+
+        Decided on the caught-up state: a task another worker has claimed since (it has the
+        function now) is not failed under it.
+
+        Raises:
+            InvalidTransition: the task is not (or no longer) unregistered.
+        """
         why = f"abandoned by {by}: {reason}" if by else f"abandoned: {reason}"
-        self._steer(
-            task_id,
-            lambda _view: TaskFailed(error_type="Abandoned", message=why.rstrip(": ")),
-        )
+
+        def decide(view: TaskView) -> TaskFailed:
+            if view.state != "unregistered":
+                raise InvalidTransition(
+                    "task",
+                    task_id,
+                    view.state,
+                    "abandon",
+                    "only a task waiting, unregistered, for its function can be abandoned",
+                )
+            return TaskFailed(error_type="Abandoned", message=why.rstrip(": "))
+
+        self.session.check_open()
+        with self.session.lock:
+            self.view(task_id)  # TaskNotFound
+            self.session.host.catch_up()  # the state as the log has it, not as last seen
+            self._steer(task_id, decide)
 
     def send(self, task_id: str, topic: str, value: Any, *, sender: str) -> int:
         """Send a task a message (see :meth:`onward.Engine.send`); returns its inbox version."""

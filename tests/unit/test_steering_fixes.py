@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from onward import Engine, UsageError
-from onward.events import PatchMarked, TaskFailed, TaskWaiting
+from onward import Engine, InvalidTransition, UsageError
+from onward.events import PatchMarked, StepCompleted, TaskFailed, TaskWaiting
 from tests.conftest import FakeClock
 from tests.unit.test_async_appends import run_with
 
@@ -209,3 +209,84 @@ def test_a_keyed_subtask_is_its_first_submitters_and_keeps_the_others_numbers(
 
         assert plain == derived_id(parent_id, "child", "2")
         assert keyed == derived_id("steer", "key", "the-one")
+
+
+# -- abandon, and a task ended from outside while it runs -------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_abandon_refuses_a_task_another_worker_claimed_since(
+    db: str, clock: FakeClock, both_paths: str, kind: str
+) -> None:
+    """The worker that saw the task unregistered decides on the log as it is now: the task
+    runs under a worker that has its function, and is not failed under it."""
+    refused: list[str] = []
+    with open_engine(db, clock) as submitter:
+        submitter.task(name="job")(lambda: "x")
+        task_id = submitter.submit("job")
+    with open_engine(db, clock) as without, open_engine(db, clock) as holder:
+        without.run()  # no function for it here: it waits, unregistered
+        assert without.task_view(task_id).state == "unregistered"
+
+        @holder.step()
+        def work() -> str:
+            try:
+                without.abandon(task_id, by="alice", reason="nobody has it")
+            except InvalidTransition as exc:
+                refused.append(str(exc))
+            return "done"
+
+        if kind == "plain":
+
+            @holder.task(name="job")
+            def plain_job() -> str:
+                return work()
+
+        else:
+
+            @holder.task(name="job")
+            async def async_job() -> str:
+                return str(await work())  # type: ignore[misc]
+
+        holder.run()
+        assert holder.result(task_id) == "done"
+        (said,) = refused
+        assert "is running" in said
+        assert not any(isinstance(e, TaskFailed) for e in events(holder, task_id))
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_run_whose_task_was_ended_from_outside_stops_as_having_lost_it(
+    db: str, clock: FakeClock, both_paths: str, kind: str
+) -> None:
+    """An end the run did not record (an older onward's abandon, decided on a stale view) is
+    the task taken from it, as a cancellation is: the run stops, without a VersionConflict."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def work() -> str:
+            (task,) = engine.tasks("running")
+            stream = f"task-{task.task_id}"
+            version = engine.log.read_stream(stream)[-1].version
+            failed = TaskFailed(error_type="Abandoned", message="abandoned by bob")
+            engine.log.append(stream, [failed], expected_version=version)
+            return "done"
+
+        if kind == "plain":
+
+            @engine.task(name="job")
+            def plain_job() -> str:
+                return work()
+
+        else:
+
+            @engine.task(name="job")
+            async def async_job() -> str:
+                return str(await work())  # type: ignore[misc]
+
+        task_id = engine.submit("job")
+        summary = engine.run()
+        assert summary.succeeded == 0
+        view = engine.task_view(task_id)
+        assert (view.state, view.error) == ("failed", "Abandoned: abandoned by bob")
+        assert not any(isinstance(e, StepCompleted) for e in events(engine, task_id))

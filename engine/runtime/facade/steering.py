@@ -227,9 +227,12 @@ class Steering:
     def abandon(self, task_id: str, *, by: str = "", reason: str = "") -> None:
         """Fail a task that waits, unregistered, for a function nobody registers any more.
 
+        Decided on the log's current state: a task that a worker with its function has
+        claimed meanwhile is not failed under it.
+
         Raises:
             TaskNotFound: no such task.
-            InvalidTransition: it is not unregistered.
+            InvalidTransition: it is not (or no longer) unregistered.
             UsageError: a task id, ``by`` or reason that is not a str.
         """
         self._tasks.abandon(
