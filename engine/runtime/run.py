@@ -332,6 +332,11 @@ class Replayed(msgspec.Struct, frozen=True):
     error_class: str = ""
 
 
+def receive_name(topic: str) -> str:
+    """What a receive of ``topic`` is called in a step mismatch: ``onward.recv('topic')``."""
+    return f"{RECEIVE_STEP}({topic!r})"
+
+
 def derived_id(*parts: str, size: int = 8) -> str:
     """A stable id of ``2 * size`` hex digits from parts (subtask and keyed task ids)."""
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=size).hexdigest()
@@ -686,6 +691,7 @@ class TaskRun:
                 raise StepMismatch(self.task_id, index, recorded.name, step.name)
             self.steps_replayed += 1
             return index, recorded
+        self._check_not_received(index, step.name)
         started = self.started.get(index)
         if started is not None and not step.answers_to(started):
             raise StepMismatch(self.task_id, index, started, step.name)
@@ -968,6 +974,7 @@ class TaskRun:
                 raise StepMismatch(self.task_id, index, recorded.name, SLEEP_STEP)
             self.steps_replayed += 1
             return
+        self._check_not_received(index, SLEEP_STEP)
         started = self.started.get(index)
         if started is not None and started != SLEEP_STEP:
             raise StepMismatch(self.task_id, index, started, SLEEP_STEP)
@@ -1027,6 +1034,16 @@ class TaskRun:
             return False  # replaying a history recorded before the change
         return PatchMarked(change_id=change_id, index=self.index)
 
+    def _check_not_received(self, index: int, name: str) -> None:
+        """Refuse a step or a sleep where the log records a message taken.
+
+        Raises:
+            StepMismatch: the log holds a receive at this index.
+        """
+        taken = self.received.get(index)
+        if taken is not None:
+            raise StepMismatch(self.task_id, index, receive_name(taken.topic), name)
+
     def receiving(
         self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]
     ) -> Generator[Effect, Any, Any]:
@@ -1042,14 +1059,18 @@ class TaskRun:
         index = self._take_index("recv()")
         taken = self.received.get(index)
         if taken is not None:
+            if taken.topic != topic:
+                raise StepMismatch(
+                    self.task_id, index, receive_name(taken.topic), receive_name(topic)
+                )
             self.steps_replayed += 1
             return decode_value(taken.value)
         other = self.outcomes.get(index)
         if other is not None:
-            raise StepMismatch(self.task_id, index, other.name, RECEIVE_STEP)
+            raise StepMismatch(self.task_id, index, other.name, receive_name(topic))
         began = self.started.get(index)
         if began is not None and began != RECEIVE_STEP:
-            raise StepMismatch(self.task_id, index, began, RECEIVE_STEP)
+            raise StepMismatch(self.task_id, index, began, receive_name(topic))
         used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
         messages: list[Recorded] = yield Blocking(inbox)
         now = self.clock()

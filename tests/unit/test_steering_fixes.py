@@ -290,3 +290,95 @@ def test_a_run_whose_task_was_ended_from_outside_stops_as_having_lost_it(
         view = engine.task_view(task_id)
         assert (view.state, view.error) == ("failed", "Abandoned: abandoned by bob")
         assert not any(isinstance(e, StepCompleted) for e in events(engine, task_id))
+
+
+# -- a recorded receive replays only for a receive of its topic --------------------------------
+
+
+@pytest.mark.parametrize("now", ["another topic", "a step", "a sleep"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_re_run_that_calls_something_else_where_a_message_was_taken_fails_with_step_mismatch(
+    db: str, clock: FakeClock, both_paths: str, kind: str, now: str
+) -> None:
+    code = {"version": 1}
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def other() -> str:
+            ran.append("other")
+            return "other"
+
+        @engine.task(name="job")
+        def plain_job() -> str:
+            if code["version"] == 1:
+                engine.recv("approval")
+                raise RuntimeError("not yet")
+            if now == "another topic":
+                return str(engine.recv("payment"))
+            if now == "a sleep":
+                engine.sleep(1)
+                return "slept"
+            return other()
+
+        @engine.task(name="async_job")
+        async def async_job() -> str:
+            if code["version"] == 1:
+                await engine.recv("approval")
+                raise RuntimeError("not yet")
+            if now == "another topic":
+                return str(await engine.recv("payment"))
+            if now == "a sleep":
+                await engine.sleep(1)
+                return "slept"
+            return str(await other())  # type: ignore[misc]
+
+        task_id = engine.submit("job" if kind == "plain" else "async_job")
+        engine.send(task_id, "approval", "approved")
+        engine.send(task_id, "payment", "paid")
+        engine.run()
+        assert engine.task_view(task_id).error == "RuntimeError: not yet"
+        code["version"] = 2
+        engine.retry(task_id)
+        engine.run()
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert view.error.startswith("StepMismatch: ")
+        assert "step 0 is \"onward.recv('approval')\" in the log" in view.error
+        assert ran == []
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_re_run_that_receives_where_a_step_completed_fails_with_step_mismatch(
+    db: str, clock: FakeClock, both_paths: str, kind: str
+) -> None:
+    code = {"version": 1}
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def other() -> str:
+            return "other"
+
+        @engine.task(name="job")
+        def plain_job() -> str:
+            if code["version"] == 1:
+                other()
+                raise RuntimeError("not yet")
+            return str(engine.recv("approval"))
+
+        @engine.task(name="async_job")
+        async def async_job() -> str:
+            if code["version"] == 1:
+                await other()  # type: ignore[misc]
+                raise RuntimeError("not yet")
+            return str(await engine.recv("approval"))
+
+        task_id = engine.submit("job" if kind == "plain" else "async_job")
+        engine.send(task_id, "approval", "approved")
+        engine.run()
+        code["version"] = 2
+        engine.retry(task_id)
+        engine.run()
+        error = engine.task_view(task_id).error
+        said = "step 0 is 'other' in the log but the code now calls \"onward.recv('approval')\""
+        assert said in error
