@@ -435,13 +435,16 @@ class TaskRun:
         # or the id of the decision to ask when none was left); a re-run reads them back.
         self.degradations: list[tuple[str, str, str]] = []
         self.degrade_calls = 0
+        # Change ids whose new code path this task took (``patched``).
+        self.patches: set[str] = set()
         origin, inherit = inherited
         for r in origin:  # a fork's first steps: its origin's outcomes (never run again)
             event = r.event
             if isinstance(event, StepCompleted) and event.index < inherit:
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
-        # Change ids whose new code path this task took (``patched``), and where it had got to.
-        self.patches: set[str] = set()
+            elif isinstance(event, PatchMarked) and event.index < inherit:
+                # The origin took the new path before a step the fork inherits: so does it.
+                self.patches.add(event.change_id)
         # Told of each try of a step that runs now (never of a replayed one), and the token of
         # this run that its hooks handed back.
         self.observer: Observer | None = None

@@ -246,7 +246,7 @@ def test_abandon_refuses_a_task_another_worker_claimed_since(
 
             @holder.task(name="job")
             async def async_job() -> str:
-                return str(await work())  # type: ignore[misc]
+                return str(await work())
 
         holder.run()
         assert holder.result(task_id) == "done"
@@ -282,7 +282,7 @@ def test_a_run_whose_task_was_ended_from_outside_stops_as_having_lost_it(
 
             @engine.task(name="job")
             async def async_job() -> str:
-                return str(await work())  # type: ignore[misc]
+                return str(await work())
 
         task_id = engine.submit("job")
         summary = engine.run()
@@ -331,7 +331,7 @@ def test_a_re_run_that_calls_something_else_where_a_message_was_taken_fails_with
             if now == "a sleep":
                 await engine.sleep(1)
                 return "slept"
-            return str(await other())  # type: ignore[misc]
+            return str(await other())
 
         task_id = engine.submit("job" if kind == "plain" else "async_job")
         engine.send(task_id, "approval", "approved")
@@ -369,7 +369,7 @@ def test_a_re_run_that_receives_where_a_step_completed_fails_with_step_mismatch(
         @engine.task(name="async_job")
         async def async_job() -> str:
             if code["version"] == 1:
-                await other()  # type: ignore[misc]
+                await other()
                 raise RuntimeError("not yet")
             return str(await engine.recv("approval"))
 
@@ -382,3 +382,55 @@ def test_a_re_run_that_receives_where_a_step_completed_fails_with_step_mismatch(
         error = engine.task_view(task_id).error
         said = "step 0 is 'other' in the log but the code now calls \"onward.recv('approval')\""
         assert said in error
+
+
+# -- forks ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_fork_takes_the_patched_path_its_origin_took_before_the_steps_it_inherits(
+    db: str, clock: FakeClock, both_paths: str, kind: str
+) -> None:
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def first(x: int) -> int:
+            ran.append("first")
+            return x
+
+        @engine.step()
+        def old(x: int) -> str:
+            ran.append("old")
+            return "old"
+
+        @engine.step()
+        def new(x: int) -> str:
+            ran.append("new")
+            return "new"
+
+        @engine.step()
+        def last(x: int) -> int:
+            ran.append("last")
+            return x
+
+        @engine.task(name="job")
+        def plain_job(x: int) -> list[object]:
+            done: list[object] = [first(x)]
+            done.append(new(x) if engine.patched("use-new") else old(x))
+            return [*done, last(x)]
+
+        @engine.task(name="async_job")
+        async def async_job(x: int) -> list[object]:
+            done: list[object] = [await first(x)]
+            done.append(await (new(x) if await engine.patched("use-new") else old(x)))
+            return [*done, await last(x)]
+
+        task_id = engine.submit("job" if kind == "plain" else "async_job", 1)
+        engine.run()
+        assert engine.result(task_id) == [1, "new", 1]
+        ran.clear()
+        fork = engine.fork(task_id, from_step=2, args=[2])
+        engine.run()
+        assert engine.result(fork) == [1, "new", 2]
+        assert ran == ["last"]
