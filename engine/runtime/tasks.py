@@ -332,6 +332,17 @@ class Tasks:
         fork_id = os.urandom(8).hex()
         redactor = session.log.redactor
         what = f"fork of {task_id}: argument"
+        definition = self.registry.tasks.get(origin.name)
+        if definition is not None and (args is not None or kwargs is not None):
+            # Refused here, as submit refuses them, rather than failing the fork's first run
+            # (where the function is not registered, its worker says so).
+            try:
+                definition.signature.bind(
+                    *(origin.args if args is None else args),
+                    **(origin.kwargs if kwargs is None else kwargs),
+                )
+            except TypeError as exc:
+                raise UsageError(redactor.redact(f"fork of {task_id}: {exc}")) from None
         event = TaskSubmitted(
             name=origin.name,
             args=list(origin.args)

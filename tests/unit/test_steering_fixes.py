@@ -434,3 +434,39 @@ def test_a_fork_takes_the_patched_path_its_origin_took_before_the_steps_it_inher
         engine.run()
         assert engine.result(fork) == [1, "new", 2]
         assert ran == ["last"]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "said"),
+    [
+        ([1, 2], None, "too many positional arguments"),
+        ([], None, "missing a required argument: 'x'"),
+        (None, {"y": 1}, "unexpected keyword argument 'y'"),
+    ],
+)
+def test_a_fork_refuses_arguments_that_do_not_fit_the_tasks_signature(
+    db: str,
+    clock: FakeClock,
+    args: list[object] | None,
+    kwargs: dict[str, object] | None,
+    said: str,
+) -> None:
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def double(x: int) -> int:
+            return 2 * x
+
+        @engine.task()
+        def job(x: int) -> int:
+            return double(x)
+
+        task_id = engine.submit(job, 1)
+        engine.run()
+        before = len(engine.tasks())
+        with pytest.raises(UsageError, match=said):
+            engine.fork(task_id, from_step=1, args=args, kwargs=kwargs)
+        assert len(engine.tasks()) == before  # nothing queued
+        fork = engine.fork(task_id, from_step=0, kwargs={"x": 4}, args=[])
+        engine.run()
+        assert engine.result(fork) == 8

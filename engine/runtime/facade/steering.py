@@ -214,8 +214,9 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             UsageError: a step before ``from_step`` has no recorded outcome, arguments that
-                cannot be stored, or an argument of the wrong type (``args`` a list or a
-                tuple, ``kwargs`` a dict with str keys).
+                cannot be stored or (the task being registered here) do not fit its
+                signature, or an argument of the wrong type (``args`` a list or a tuple,
+                ``kwargs`` a dict with str keys).
         """
         return self._tasks.fork(
             _task_id(task_id, "fork()"),
