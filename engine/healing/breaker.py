@@ -10,13 +10,13 @@ stream, appended atomically with the transition on the breaker's stream.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
+from onward.core.fields import finite, shown, whole
 from onward.core.run import RunningTask
 from onward.events import (
     Append,
@@ -43,30 +43,6 @@ _MOST_FAILURES = 1_000_000
 _LETS_CALLS_THROUGH = frozenset({"closed", "damaged"})
 #: How a waiting task's reason names its breaker's state.
 _SHOWN = {"open": "open", "half_open": "half-open, its trial call under way"}
-
-
-def _number(value: object) -> bool:
-    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
-def _whole(value: object) -> bool:
-    """Whether it is an int (a bool is none)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: a number as it is, anything else by its type."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and not value:
-        return "an empty str"
-    return f"a value of type {type(value).__name__}"
 
 
 class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,20 +82,20 @@ class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
             ("min_calls", self.min_calls, self.window, " (at most window: no more calls count)"),
         )
         for field, value, most, why in counts:
-            if not (_whole(value) and 1 <= value <= most):
+            if not (whole(value) and 1 <= value <= most):
                 raise UsageError(
                     f"breaker policy: {field} must be an int in [1, {most}], not "
-                    f"{_shown(value)}{why if _whole(value) and value > most else ''}"
+                    f"{shown(value)}{why if whole(value) and value > most else ''}"
                 )
-        if not (_number(self.failure_rate) and 0 < self.failure_rate <= 1):
+        if not (finite(self.failure_rate) and 0 < self.failure_rate <= 1):
             raise UsageError(
                 f"breaker policy: failure_rate must be a number in (0, 1], not "
-                f"{_shown(self.failure_rate)}"
+                f"{shown(self.failure_rate)}"
             )
-        if not (_number(self.cooldown) and self.cooldown >= 0):
+        if not (finite(self.cooldown) and self.cooldown >= 0):
             raise UsageError(
                 f"breaker policy: cooldown must be a finite number of seconds >= 0, not "
-                f"{_shown(self.cooldown)}"
+                f"{shown(self.cooldown)}"
             )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from onward.core.fields import finite, shown, whole
 from onward.events import Jitter, UsageError
 from onward.projections.errors import RETRY_TIMES_LIMIT
 
@@ -96,30 +97,6 @@ PROBE_EVERY = 10
 _MOST_ATTEMPTS = 1_000_000
 
 
-def _number(value: object) -> bool:
-    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
-def _whole(value: object) -> bool:
-    """Whether it is an int (a bool is none)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: a number as it is, anything else by its type."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and not value:
-        return "an empty str"
-    return f"a value of type {type(value).__name__}"
-
-
 def _type_names(owner: msgspec.Struct, field: str, where: str) -> None:
     """Check a field of error type names, and store a list of them as a tuple."""
     value = getattr(owner, field)
@@ -128,7 +105,7 @@ def _type_names(owner: msgspec.Struct, field: str, where: str) -> None:
         msgspec.structs.force_setattr(owner, field, value)
     if not isinstance(value, tuple):
         raise UsageError(
-            f"{where}: {field} must be a tuple of error type names, not {_shown(value)}"
+            f"{where}: {field} must be a tuple of error type names, not {shown(value)}"
         )
     for name in value:
         if not (isinstance(name, str) and _TYPE_NAME.fullmatch(name)):
@@ -136,7 +113,7 @@ def _type_names(owner: msgspec.Struct, field: str, where: str) -> None:
                 f"{where}: {field} must hold error type names (TimeoutError, "
                 f"sqlite3.OperationalError), not {name!r}"
                 if isinstance(name, str)
-                else f"{where}: {field} must hold error type names, not {_shown(name)}"
+                else f"{where}: {field} must hold error type names, not {shown(name)}"
             )
 
 
@@ -196,30 +173,30 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name):
-            raise UsageError(f"retry policy: name must be a non-empty str, not {_shown(self.name)}")
+            raise UsageError(f"retry policy: name must be a non-empty str, not {shown(self.name)}")
         where = f"retry policy {self.name!r}"
         most = self.max_attempts
-        if not (_whole(most) and 1 <= most <= _MOST_ATTEMPTS):
-            need = "at least 1" if _whole(most) and most < 1 else f"an int in [1, {_MOST_ATTEMPTS}]"
+        if not (whole(most) and 1 <= most <= _MOST_ATTEMPTS):
+            need = "at least 1" if whole(most) and most < 1 else f"an int in [1, {_MOST_ATTEMPTS}]"
             raise UsageError(
-                f"{where}: max_attempts must be {need}, not {_shown(most)} (1: never retry; "
+                f"{where}: max_attempts must be {need}, not {shown(most)} (1: never retry; "
                 f"to retry without end, give max_attempts={_MOST_ATTEMPTS}: the retry budget "
                 "still bounds a storm)"
             )
-        if not (_number(self.base) and self.base > 0):
+        if not (finite(self.base) and self.base > 0):
             raise UsageError(
                 f"{where}: base must be a positive number of seconds (finite), not "
-                f"{_shown(self.base)}"
+                f"{shown(self.base)}"
             )
-        if not (_number(self.multiplier) and self.multiplier >= 1):
-            finite = "" if _number(self.multiplier) else " and a finite number"
+        if not (finite(self.multiplier) and self.multiplier >= 1):
+            also = "" if finite(self.multiplier) else " and a finite number"
             raise UsageError(
-                f"{where}: multiplier must be at least 1{finite}, not {_shown(self.multiplier)}"
+                f"{where}: multiplier must be at least 1{also}, not {shown(self.multiplier)}"
             )
-        if not (_number(self.cap) and self.cap >= self.base):
+        if not (finite(self.cap) and self.cap >= self.base):
             raise UsageError(
                 f"{where}: cap must be at least base ({self.base}) and finite, not "
-                f"{_shown(self.cap)}"
+                f"{shown(self.cap)}"
             )
         try:
             Jitter(self.jitter)
@@ -322,7 +299,7 @@ class RetryRule(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         if not isinstance(self.match, str):
-            raise UsageError(f"retry rule: match must be a str, not {_shown(self.match)}")
+            raise UsageError(f"retry rule: match must be a str, not {shown(self.match)}")
         if not (_SIGNATURE_PREFIX.fullmatch(self.match) or _TYPE_NAME.fullmatch(self.match)):
             raise UsageError(
                 f"retry rule {self.match!r}: match must be an error type name "
@@ -331,8 +308,7 @@ class RetryRule(msgspec.Struct, frozen=True):
             )
         if not isinstance(self.policy, RetryPolicy):
             raise UsageError(
-                f"retry rule {self.match!r}: policy must be a RetryPolicy, not "
-                f"{_shown(self.policy)}"
+                f"retry rule {self.match!r}: policy must be a RetryPolicy, not {shown(self.policy)}"
             )
 
     @property
@@ -362,16 +338,16 @@ class RetryPolicies:
     def __init__(self, default: RetryPolicy | None = None, rules: Iterable[RetryRule] = ()) -> None:
         if not (default is None or isinstance(default, RetryPolicy)):
             raise UsageError(
-                f"retry policies: default must be a RetryPolicy or None, not {_shown(default)}"
+                f"retry policies: default must be a RetryPolicy or None, not {shown(default)}"
             )
         self._default = RetryPolicy() if default is None else default
         self._rules: dict[str, RetryRule] = {}
         if not isinstance(rules, Iterable):
-            raise UsageError(f"retry policies: rules must be an iterable, not {_shown(rules)}")
+            raise UsageError(f"retry policies: rules must be an iterable, not {shown(rules)}")
         for rule in rules:
             if not isinstance(rule, RetryRule):
                 raise UsageError(
-                    f"retry policies: rules must hold RetryRule, not {_shown(rule)} (add a "
+                    f"retry policies: rules must hold RetryRule, not {shown(rule)} (add a "
                     "rule for a type or a signature with with_rule(match, policy))"
                 )
             # Re-insert, so a replaced rule also moves to the end (the last one added wins).
@@ -533,7 +509,7 @@ class RetryBudget(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         limit = self.limit
-        if not (_whole(limit) and 0 <= limit <= RETRY_TIMES_LIMIT):
+        if not (whole(limit) and 0 <= limit <= RETRY_TIMES_LIMIT):
             why = ""
             if (
                 isinstance(limit, int | float)
@@ -546,12 +522,12 @@ class RetryBudget(msgspec.Struct, frozen=True, kw_only=True):
                 )
             raise UsageError(
                 f"retry budget: limit must be an int in [0, {RETRY_TIMES_LIMIT}], not "
-                f"{_shown(limit)}{why}"
+                f"{shown(limit)}{why}"
             )
-        if not (_number(self.window) and self.window > 0):
+        if not (finite(self.window) and self.window > 0):
             raise UsageError(
                 f"retry budget: window must be a positive finite number of seconds, not "
-                f"{_shown(self.window)}"
+                f"{shown(self.window)}"
             )
 
     def spent(self, recent: Sequence[float], now: float) -> int:

@@ -37,11 +37,11 @@ differs from the session's last one::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import msgspec
 
+from onward.core.fields import finite, shown
 from onward.events import UsageError
 from onward.projections.budget import ERRORS_KEPT, BudgetWindow
 
@@ -59,27 +59,8 @@ def _check_limit(limit: object, field: str) -> None:
             "never be spent)"
         )
     raise UsageError(
-        f"error budget: {field} must be an int in [1, {ERRORS_KEPT}], not {_shown(limit)}{why}"
+        f"error budget: {field} must be an int in [1, {ERRORS_KEPT}], not {shown(limit)}{why}"
     )
-
-
-def _number(value: object) -> bool:
-    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: a number as it is, anything else by its type."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and not value:
-        return "an empty str"
-    return f"a value of type {type(value).__name__}"
 
 
 class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,32 +92,31 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         _check_limit(self.limit, "limit")
-        if not (_number(self.window) and self.window > 0):
+        if not (finite(self.window) and self.window > 0):
             raise UsageError(
                 f"error budget: window must be a positive finite number of seconds, not "
-                f"{_shown(self.window)}"
+                f"{shown(self.window)}"
             )
         if not isinstance(self.per_type, dict):
             raise UsageError(
                 f"error budget: per_type must be a dict of error type names and limits, not "
-                f"{_shown(self.per_type)}"
+                f"{shown(self.per_type)}"
             )
         for name, limit in self.per_type.items():
             if not (isinstance(name, str) and name):
                 raise UsageError(
                     f"error budget: per_type must name error types by non-empty str, not "
-                    f"{_shown(name)}"
+                    f"{shown(name)}"
                 )
             _check_limit(limit, f"per_type[{name!r}]")
-        if not (_number(self.slow_down) and self.slow_down >= 0):
+        if not (finite(self.slow_down) and self.slow_down >= 0):
             raise UsageError(
                 f"error budget: slow_down must be a finite number of seconds >= 0, "
-                f"not {_shown(self.slow_down)}"
+                f"not {shown(self.slow_down)}"
             )
-        if not (_number(self.rising) and self.rising >= 1):
+        if not (finite(self.rising) and self.rising >= 1):
             raise UsageError(
-                f"error budget: rising must be a finite number at least 1, not "
-                f"{_shown(self.rising)}"
+                f"error budget: rising must be a finite number at least 1, not {shown(self.rising)}"
             )
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import msgspec
 
+from onward.core.fields import shown
 from onward.events import Strategy, UsageError
 
 __all__ = [
@@ -68,15 +69,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "monitored": (0.60, 0.89),
     "reversible": (0.40, 0.69),
 }
-
-
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: a number as it is, anything else by its type."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and not value:
-        return "an empty str"
-    return f"a value of type {type(value).__name__}"
 
 
 def impact_factor(impact: str) -> float:
@@ -174,7 +166,7 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
         for name in (*BOUNDS, "step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise UsageError(f"threshold {name} must be a number, got {_shown(value)}")
+                raise UsageError(f"threshold {name} must be a number, got {shown(value)}")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             if not low <= value <= high:
@@ -188,7 +180,7 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
             raise UsageError(f"threshold step must be in (0, 0.1], got {self.step}")
         streak = self.streak
         if isinstance(streak, bool) or not isinstance(streak, int) or streak < 1:
-            raise UsageError(f"threshold streak must be an int at least 1, got {_shown(streak)}")
+            raise UsageError(f"threshold streak must be an int at least 1, got {shown(streak)}")
 
     def strategy(self, confidence: float) -> Strategy:
         """The strategy for a score."""

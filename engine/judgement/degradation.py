@@ -34,6 +34,7 @@ from typing import Protocol
 
 import msgspec
 
+from onward.core.fields import shown
 from onward.events import (
     ComponentFailed,
     ComponentRestored,
@@ -85,15 +86,6 @@ class HealthCheck(Protocol):
         ...
 
 
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: a number as it is, anything else by its type."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and not value:
-        return "an empty str"
-    return f"a value of type {type(value).__name__}"
-
-
 class Workaround(msgspec.Struct, frozen=True, kw_only=True):
     """A degraded alternative for a failed component.
 
@@ -113,21 +105,19 @@ class Workaround(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name):
-            raise UsageError(
-                f"a workaround needs a name (a non-empty str), not {_shown(self.name)}"
-            )
+            raise UsageError(f"a workaround needs a name (a non-empty str), not {shown(self.name)}")
         loss = self.quality_loss
         if isinstance(loss, bool) or not (
             isinstance(loss, int | float) and math.isfinite(loss) and 0 < loss <= 1
         ):
             raise UsageError(
                 f"workaround {self.name!r}: quality_loss must be in (0, 1] (a number), not "
-                f"{_shown(loss)}"
+                f"{shown(loss)}"
             )
         if not isinstance(self.description, str):
             raise UsageError(
                 f"workaround {self.name!r}: description must be a str, not "
-                f"{_shown(self.description)}"
+                f"{shown(self.description)}"
             )
 
 
@@ -157,19 +147,19 @@ class Component(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name):
-            raise UsageError(f"a component needs a name (a non-empty str), not {_shown(self.name)}")
+            raise UsageError(f"a component needs a name (a non-empty str), not {shown(self.name)}")
         where = f"component {self.name!r}"
         if not (self.check is None or callable(self.check)):
-            raise UsageError(f"{where}: check must be a function or None, not {_shown(self.check)}")
+            raise UsageError(f"{where}: check must be a function or None, not {shown(self.check)}")
         if not isinstance(self.description, str):
-            raise UsageError(f"{where}: description must be a str, not {_shown(self.description)}")
+            raise UsageError(f"{where}: description must be a str, not {shown(self.description)}")
         ladder = self.workarounds
         if isinstance(ladder, list):
             ladder = tuple(ladder)
             msgspec.structs.force_setattr(self, "workarounds", ladder)
         if not (isinstance(ladder, tuple) and all(isinstance(w, Workaround) for w in ladder)):
             raise UsageError(
-                f"{where}: workarounds must be a tuple of Workaround, not {_shown(ladder)}"
+                f"{where}: workarounds must be a tuple of Workaround, not {shown(ladder)}"
             )
         seen: set[str] = set()
         previous = 0.0

@@ -29,34 +29,14 @@ next task boundary.
 
 from __future__ import annotations
 
-import math
-
 import msgspec
 
+from onward.core.fields import finite, shown
 from onward.events import FlowState, FlowStateChanged, UsageError
 from onward.projections.flow import Rhythm, flow_trigger
 from onward.projections.lifecycle import FLOW
 
 __all__ = ["FlowMonitor", "FlowPolicy"]
-
-
-def _number(value: object) -> bool:
-    """Whether it is a finite number (a bool is none)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
-def _shown(value: object) -> str:
-    """A refused value as a message shows it: a number as it is, anything else by its type."""
-    if value is None or isinstance(value, bool | int | float):
-        return repr(value)
-    if isinstance(value, str) and not value:
-        return "an empty str"
-    return f"a value of type {type(value).__name__}"
 
 
 class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,15 +65,15 @@ class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
     low_impacts: tuple[str, ...] = ("", "low", "none")
 
     def __post_init__(self) -> None:
-        if not (_number(self.flowing_rate) and self.flowing_rate > 0):
+        if not (finite(self.flowing_rate) and self.flowing_rate > 0):
             raise UsageError(
                 f"flow policy: flowing_rate must be a positive finite number of actions per "
-                f"minute, not {_shown(self.flowing_rate)}"
+                f"minute, not {shown(self.flowing_rate)}"
             )
         for field in ("max_error_rate", "disrupted_error_rate"):
             rate = getattr(self, field)
-            if not (_number(rate) and 0 < rate <= 1):
-                raise UsageError(f"flow policy: {field} must be in (0, 1], not {_shown(rate)}")
+            if not (finite(rate) and 0 < rate <= 1):
+                raise UsageError(f"flow policy: {field} must be in (0, 1], not {shown(rate)}")
         if self.max_error_rate > self.disrupted_error_rate:
             raise UsageError(
                 f"flow policy: max_error_rate ({self.max_error_rate}) must not be above "
@@ -101,7 +81,7 @@ class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
             )
         warm = self.warm_actions
         if not (isinstance(warm, int) and not isinstance(warm, bool) and warm >= 1):
-            raise UsageError(f"flow policy: warm_actions must be an int >= 1, not {_shown(warm)}")
+            raise UsageError(f"flow policy: warm_actions must be an int >= 1, not {shown(warm)}")
         impacts = self.low_impacts
         if isinstance(impacts, list):
             impacts = tuple(impacts)
@@ -109,7 +89,7 @@ class FlowPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if not (isinstance(impacts, tuple) and all(isinstance(i, str) for i in impacts)):
             raise UsageError(
                 f"flow policy: low_impacts must be a tuple of str (impacts such as "
-                f'"low"), not {_shown(impacts)}'
+                f'"low"), not {shown(impacts)}'
             )
 
 

@@ -12,12 +12,12 @@ its type, since its text could hold a secret.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
+from onward.core.fields import finite
 from onward.events import UsageError
 
 __all__ = [
@@ -110,16 +110,6 @@ def flag(value: object, what: str) -> bool:
     return value
 
 
-def _real(value: object) -> TypeGuard[int | float]:
-    """Whether it is a finite number (a bool is none: ``True`` is no number of seconds)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
 def moment(value: object, what: str) -> float | None:
     """A moment in seconds since the epoch (a deadline), or None.
 
@@ -128,7 +118,7 @@ def moment(value: object, what: str) -> float | None:
     """
     if value is None:
         return None
-    if not _real(value):
+    if not finite(value):
         raise UsageError(
             f"{what} must be a finite number of seconds since the epoch or None, "
             f"got {_shown(value)}"
@@ -142,7 +132,7 @@ def seconds(value: object, what: str) -> float:
     Raises:
         UsageError: anything else.
     """
-    if not _real(value) or value < 0:
+    if not finite(value) or value < 0:
         raise UsageError(f"{what} must be a finite number of seconds >= 0, got {_shown(value)}")
     return float(value)
 
@@ -153,7 +143,7 @@ def fraction(value: object, what: str) -> float:
     Raises:
         UsageError: anything else.
     """
-    if not _real(value) or not 0 <= value <= 1:
+    if not finite(value) or not 0 <= value <= 1:
         raise UsageError(f"{what} must be a number in [0, 1], got {_shown(value)}")
     return float(value)
 
