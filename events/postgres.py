@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -152,7 +153,10 @@ class PostgresLog(EventLog):
             query parameters, and so may libpq's other connection parameters (``sslmode``,
             ``sslrootcert``, ``application_name``, ``options``, ``password``, ...), passed to
             the connection as they are. Its password, wherever it is, is masked in
-            :attr:`url` and in messages.
+            :attr:`url` and in messages. What neither it nor libpq's environment (``PGHOST``,
+            ``PGPORT``, ``PGUSER``, ``PGDATABASE``) nor a service file (``?service=NAME`` or
+            ``PGSERVICE``) says is 127.0.0.1, port 5432, user ``postgres``; without a
+            service, the URL or ``PGDATABASE`` names the database.
         create: create the schema and tables when missing; with False, a database without
             this log raises :class:`LogNotFound` and nothing is created.
         **options: passed to :class:`onward.events.EventLog`.
@@ -172,7 +176,8 @@ class PostgresLog(EventLog):
         parts = split_log_url(url)
         params = _query(url, parts.query)
         dbname = unquote(parts.path.lstrip("/"))
-        if not dbname:
+        named = dbname or "dbname" in params or os.environ.get("PGDATABASE")
+        if not named and not _from_service(params):
             raise InvalidURL(f"PostgreSQL URL names no database: {_safe(url)}")
         self.schema = params.get("schema", "public")
         prefix = params.get("table", "onward").lower()  # as eventsourcing named the tables
@@ -184,12 +189,16 @@ class PostgresLog(EventLog):
             timeout = int(params.get("connect_timeout", "10"))
         except ValueError:
             raise InvalidURL(f"connect_timeout must be whole seconds: {_safe(url)}") from None
-        connect_args: dict[str, Any] = {
+        given = {
             "dbname": dbname,
-            "host": parts.hostname or "127.0.0.1",
-            "port": parts.port or 5432,
-            "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or "") or None,
+            "host": parts.hostname,
+            "port": parts.port,
+            "user": unquote(parts.username or ""),
+            "password": unquote(parts.password or ""),
+        }
+        connect_args: dict[str, Any] = {
+            **_defaults(params),
+            **{k: v for k, v in given.items() if v},
             "connect_timeout": timeout,
             "application_name": "onward",
             # A connection cut off mid-call (a network split) fails within about half a minute
@@ -727,7 +736,7 @@ class _Connections:
             if self._closed:
                 raise InterfaceError("the log's connections are closed")
             link = self._idle.pop() if self._idle else None
-        with _translated(str(self._args["dbname"])):
+        with _translated(str(self._args.get("dbname", "the service's database"))):
             if link is None:
                 connection = self.connect()
                 link = (connection, connection.cursor())
@@ -1001,6 +1010,36 @@ _KEEPALIVES: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,
 }
+
+
+#: What a URL that does not say connects to, with libpq's environment variable that says it
+#: instead: the server on this machine's loopback, as ``postgres``.
+_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "host": ("PGHOST", "127.0.0.1"),
+    "port": ("PGPORT", 5432),
+    "user": ("PGUSER", "postgres"),
+}
+
+
+def _from_service(params: dict[str, str]) -> bool:
+    """Whether libpq takes the connection from a service file (``?service=`` or
+    ``PGSERVICE``): then it says what the URL does not, and no default of onward's does."""
+    return bool(params.get("service") or os.environ.get("PGSERVICE"))
+
+
+def _defaults(params: dict[str, str]) -> dict[str, Any]:
+    """onward's defaults for what neither the URL nor libpq's environment (``PGHOST``,
+    ``PGPORT``, ``PGUSER``, a service file) gives."""
+    if _from_service(params):
+        return {}
+    found = {
+        key: value
+        for key, (variable, value) in _DEFAULTS.items()
+        if key not in params and not os.environ.get(variable)
+    }
+    if "hostaddr" in params or os.environ.get("PGHOSTADDR"):
+        found.pop("host", None)
+    return found
 
 
 def _connection_parameters(params: dict[str, str]) -> dict[str, str]:

@@ -117,3 +117,44 @@ def test_a_cut_connection_fails_in_half_a_minute_not_at_the_kernels_give_up(
     assert (idle, interval, user_timeout) == (10, 5, 30_000)
     with open_log(f"{postgres_url}&keepalives_idle=60&tcp_user_timeout=90000") as log:
         assert _socket_options(log)[1:] == (60, 5, 90_000)
+
+
+def test_a_service_file_says_where_to_connect(
+    postgres_url: str, tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service names the server, the port, the user and the database; onward's defaults
+    # (127.0.0.1:5432 as postgres) must not override it: here its port is the only right one.
+    services = os.path.join(tmp_path, "pg_service.conf")
+    with open(services, "w") as f:
+        f.write("[nightly]\nhost=127.0.0.1\nport=5432\nuser=postgres\ndbname=test\n")
+    monkeypatch.setenv("PGSERVICEFILE", services)
+    schema = postgres_url.partition("?")[2]
+    with open_log(f"postgresql://?service=nightly&{schema}") as log:
+        assert show(log, "port") == "5432"
+    # The same service on a port nobody listens on: the service's port is the one used.
+    with open(services, "w") as f:
+        f.write("[nightly]\nhost=127.0.0.1\nport=1\nuser=postgres\ndbname=test\n")
+    with pytest.raises(BackendError, match="port 1"):
+        open_log(f"postgresql:///test?service=nightly&{schema}&connect_timeout=2")
+
+
+def test_libpq_environment_says_what_the_url_does_not(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = postgres_url.partition("?")[2]
+    monkeypatch.setenv("PGPORT", "1")  # nobody listens there: the URL's port wins over it
+    with open_log(f"postgresql://postgres@127.0.0.1:5432/test?{schema}") as log:
+        assert show(log, "port") == "5432"
+    with pytest.raises(BackendError, match="port 1"):
+        open_log(f"postgresql://postgres@127.0.0.1/test?{schema}&connect_timeout=2")
+    monkeypatch.setenv("PGPORT", "5432")
+    monkeypatch.setenv("PGDATABASE", "test")
+    with open_log(f"postgresql://postgres@127.0.0.1?{schema}") as log:  # no database named
+        assert show(log, "port") == "5432"
+
+
+def test_a_url_without_a_database_or_a_service_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("PGDATABASE", "PGSERVICE"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(InvalidURL, match="names no database"):
+        open_log("postgresql://postgres@127.0.0.1:1")
