@@ -13,7 +13,7 @@ import contextvars
 import hashlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -363,8 +363,8 @@ class TaskRun:
         stopping: set when the worker stops: the run hands its task back before its next
             step.
         committer: shares transactions with other tasks' appends (None: its own).
-        inherited: for a fork, its origin's history and how many of its first steps' recorded
-            outcomes are the fork's own.
+        inherited: for a fork, the records of its origin's that give its first steps their
+            outcomes (:func:`onward.runtime.forks.inherited_records`).
         limits: the queue limits whose permits its limited steps take (None: no step is
             limited).
     """
@@ -383,7 +383,7 @@ class TaskRun:
         judge: Judge | None = None,
         stopping: threading.Event | None = None,
         committer: Committer | None = None,
-        inherited: tuple[list[Recorded], int] = ([], 0),
+        inherited: Sequence[Recorded] = (),
         limits: Limits | None = None,
     ) -> None:
         self.log = log
@@ -437,12 +437,19 @@ class TaskRun:
         self.degrade_calls = 0
         # Change ids whose new code path this task took (``patched``).
         self.patches: set[str] = set()
-        origin, inherit = inherited
-        for r in origin:  # a fork's first steps: its origin's outcomes (never run again)
+        for r in inherited:  # a fork's first steps: its origin's outcomes (never run again)
             event = r.event
-            if isinstance(event, StepCompleted) and event.index < inherit:
+            if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
-            elif isinstance(event, PatchMarked) and event.index < inherit:
+            elif isinstance(event, StepFailed):
+                self.outcomes[event.index] = Replayed(
+                    event.name, False, None, event.error_type, event.message, event.error_class
+                )
+            elif isinstance(event, MessageReceived):
+                # The message as the origin took it, from the origin's inbox: no place in the
+                # fork's own inbox is used up.
+                self.received[event.index] = msgspec.structs.replace(event, inbox_version=None)
+            elif isinstance(event, PatchMarked):
                 # The origin took the new path before a step the fork inherits: so does it.
                 self.patches.add(event.change_id)
         # Told of each try of a step that runs now (never of a replayed one), and the token of

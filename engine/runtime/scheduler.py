@@ -60,6 +60,7 @@ from onward.projections import TaskView, task_stream
 from onward.runtime.boundary import Boundary
 from onward.runtime.committer import Committer
 from onward.runtime.degradations import Degradations
+from onward.runtime.forks import inherited_records
 from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.limits import Limits
 from onward.runtime.observer import TaskStart, notify
@@ -1082,10 +1083,6 @@ class Scheduler:
         stream = task_stream(task_id)
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
-        inherited: list[Recorded] = []
-        if submitted.forked_from is not None and submitted.inherit_steps:
-            # A fork takes the recorded outcomes of its origin's first steps as its own.
-            inherited = self.session.log.read_stream(task_stream(submitted.forked_from))
         context = Context(
             session=self.session.name,
             actor=self.session.worker,
@@ -1104,7 +1101,8 @@ class Scheduler:
             judge=self.judge,
             stopping=self.stopping,
             committer=self.committer,
-            inherited=(inherited, submitted.inherit_steps),
+            # A fork takes the recorded outcomes of its origin's first steps as its own.
+            inherited=inherited_records(self.session.log, submitted),
             limits=self.limits,
         )
         # The history was read before the claim: the run appends after the claim, and only

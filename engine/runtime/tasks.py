@@ -34,7 +34,6 @@ from onward.events import (
     Priority,
     Recorded,
     StateSet,
-    StepCompleted,
     TaskCancelled,
     TaskDeadlineMissed,
     TaskFailed,
@@ -51,6 +50,7 @@ from onward.events import (
     encode_value,
 )
 from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
+from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, Blocking, derived_id, submission_id
 from onward.runtime.session import Session, unknown_events_error
@@ -322,12 +322,13 @@ class Tasks:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
         origin = history[0].event
         assert isinstance(origin, TaskSubmitted)
-        done = {r.event.index for r in history if isinstance(r.event, StepCompleted)}
+        done = recorded_outcomes(outcome_records(session.log, history, from_step), from_step)
         missing = [i for i in range(from_step) if i not in done]
         if missing:
             raise UsageError(
                 f"task {task_id} has no recorded outcome for step {missing[0]}: a fork can take "
-                f"only completed steps (it completed {len(done)})"
+                f"only steps that ended (a result, a failure caught, a message taken; "
+                f"{len(done)} of its first {from_step} did)"
             )
         fork_id = os.urandom(8).hex()
         redactor = session.log.redactor

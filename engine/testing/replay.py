@@ -33,8 +33,6 @@ from onward.events import (
     EventLog,
     Meta,
     Recorded,
-    StepCompleted,
-    StepFailed,
     TaskFailed,
     TaskSubmitted,
     TaskSucceeded,
@@ -45,6 +43,7 @@ from onward.events import (
 )
 from onward.projections import CatchUp, inbox_stream, task_stream
 from onward.runtime.engine import Engine
+from onward.runtime.forks import inherited_records, recorded_outcomes
 from onward.runtime.run import CURRENT_RUN, Blocking, Effect, TaskRun
 from onward.runtime.target import load_engine
 from onward.runtime.tasks import append_message, append_submission, message_version
@@ -145,7 +144,14 @@ class _ReplayRun(TaskRun):
         context: Context,
         clock: Callable[[], float],
     ) -> None:
-        super().__init__(log, task_id, task_stream(task_id), history, context, clock)
+        submitted = history[0].event
+        assert isinstance(submitted, TaskSubmitted)
+        inherited = inherited_records(log, submitted)
+        super().__init__(
+            log, task_id, task_stream(task_id), history, context, clock, inherited=inherited
+        )
+        #: The step indices the history (and, for a fork, its origin) gives an outcome.
+        self.recorded = set(recorded_outcomes([*inherited, *history]))
         #: The subtasks the history records the task waited for.
         self.waited_on = {
             child
@@ -234,11 +240,7 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
         Context(session=history[0].meta.session, actor="replay-check", correlation_id=task_id),
         lambda: history[-1].meta.time,
     )
-    recorded = {
-        e.index
-        for r in history
-        if isinstance(e := r.event, StepCompleted) or (isinstance(e, StepFailed) and e.final)
-    }
+    recorded = run.recorded
     found: list[Divergence] = []
 
     def diverged(kind: str, index: int | None, expected: str, got: str) -> None:

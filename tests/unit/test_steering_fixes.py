@@ -470,3 +470,147 @@ def test_a_fork_refuses_arguments_that_do_not_fit_the_tasks_signature(
         fork = engine.fork(task_id, from_step=0, kwargs={"x": 4}, args=[])
         engine.run()
         assert engine.result(fork) == 8
+
+
+def test_a_fork_of_a_fork_takes_the_steps_its_origin_inherited(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    """The middle fork's stream holds only the steps it ran; a fork of it looks through to the
+    first task for the rest, patches included, and runs nothing it inherits."""
+    ran: list[int] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def square(i: int) -> int:
+            ran.append(i)
+            return i * i
+
+        @engine.task()
+        def job(n: int) -> list[object]:
+            done: list[object] = [square(0), engine.patched("v2")]
+            return [*done, *(square(i) for i in range(1, n))]
+
+        first = engine.submit(job, 4)
+        engine.run()
+        middle = engine.fork(first, from_step=3)  # steps 0, 1 and the patch's index
+        engine.run()
+        ran.clear()
+        for upto, runs in [(2, [2, 3]), (3, [3]), (4, [])]:
+            last = engine.fork(middle, from_step=upto)
+            engine.run()
+            assert engine.result(last) == [0, True, 1, 4, 9]
+            assert ran == runs
+            ran.clear()
+        deeper = engine.fork(last, from_step=4)
+        engine.run()
+        assert engine.result(deeper) == [0, True, 1, 4, 9]
+        assert ran == []
+        with pytest.raises(UsageError, match="no recorded outcome for step 4"):
+            engine.fork(middle, from_step=6)
+
+
+def test_a_fork_takes_a_caught_failure_and_a_taken_message_as_recorded(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    ran: list[int] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def check(i: int) -> int:
+            ran.append(i)
+            if i == 1:
+                raise ValueError(f"item {i} is bad")
+            return i
+
+        @engine.task()
+        def job() -> list[object]:
+            done: list[object] = []
+            for i in range(3):
+                try:
+                    done.append(check(i))
+                except ValueError as exc:
+                    done.append(str(exc))
+            done.append(engine.recv("go"))
+            done.append(engine.recv("go"))
+            return [*done, check(3)]
+
+        task_id = engine.submit(job)
+        engine.send(task_id, "go", "a")
+        engine.send(task_id, "go", "b")
+        engine.run()
+        assert engine.result(task_id) == [0, "item 1 is bad", 2, "a", "b", 3]
+        ran.clear()
+        # The first message is the origin's; the fork's own inbox gives the second receive.
+        fork = engine.fork(task_id, from_step=4)
+        engine.send(fork, "go", "mine")
+        engine.run()
+        assert engine.result(fork) == [0, "item 1 is bad", 2, "a", "mine", 3]
+        assert ran == [3]
+
+
+def test_a_fork_does_not_take_a_failure_its_origin_retried(db: str, clock: FakeClock) -> None:
+    with open_engine(db, clock) as engine:
+        fail = [True]
+
+        @engine.step()
+        def flaky() -> int:
+            if fail[0]:
+                raise ValueError("down")
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return flaky()
+
+        task_id = engine.submit(job)
+        engine.run()
+        engine.retry(task_id, by="ops", reason="try again")
+        clock.advance(1)
+        with pytest.raises(UsageError, match="no recorded outcome for step 0"):
+            engine.fork(task_id, from_step=1)  # retried: its step 0 has no outcome now
+        fail[0] = False
+        engine.run()
+        fork = engine.fork(task_id, from_step=1)
+        engine.run()
+        assert engine.result(fork) == 1
+
+
+def test_replay_check_passes_a_fork_of_a_fork_and_finds_its_changed_code(
+    db: str, clock: FakeClock
+) -> None:
+    """The steps a fork inherits are recorded in its origin's stream (or further up): a replay
+    check takes them from there, as a worker does, instead of calling them unrecorded."""
+    from onward.testing import replay_check
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def square(i: int) -> int:
+            return i * i
+
+        @engine.task()
+        def job(n: int) -> list[int]:
+            return [square(i) for i in range(n)]
+
+        first = engine.submit(job, 4)
+        engine.run()
+        middle = engine.fork(first, from_step=2)
+        engine.run()
+        engine.fork(middle, from_step=3)
+        engine.run()
+        check = replay_check(engine.log, engine)
+        assert (check.checked, check.divergences) == (3, ())
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def cube(i: int) -> int:
+            return i**3
+
+        @engine.task(name="job")
+        def changed(n: int) -> list[int]:
+            return [cube(i) for i in range(n)]
+
+        check = replay_check(engine.log, engine)
+        assert {(d.kind, d.index) for d in check.divergences} == {("step", 0)}
+        assert len(check.divergences) == 3  # each task, the forks through their origins
