@@ -8,43 +8,66 @@ of another name, a different result or a different error is a :class:`Divergence
 :func:`replay_check` does it for every task of a log; :func:`replay_recorded` for a history
 embedded in a test (``onward to-test`` writes such tests).
 
-A task that has not ended may stop where its history stops (that is not a divergence). A task
-that waited for subtasks (``engine.wait``) is checked up to the wait: the subtasks' results are
-in their own histories, not in its. The replay stops, without a divergence, where the code
-submits a subtask that the history records it waited for, or where it records a wait for
-subtasks; any other subtask it submits is not appended (its id is returned as on the recorded
-run).
+A task that has not ended may stop where its history stops (that is not a divergence); nor may
+one retried after its end that has not ended again. What the code publishes as it runs
+(``engine.set_state``, ``engine.progress``, a deferred notice, a patch mark) is no outcome: it is
+neither appended nor compared. A task that waited for subtasks (``engine.wait``) is checked up
+to the wait: the subtasks' results are in their own histories, not in its. The replay stops,
+without a divergence, where the code submits a subtask that the history records it waited for,
+or where it records a wait for subtasks; any other subtask it submits is not appended (its id is
+returned as on the recorded run). A task's result is compared as the engine records it (a tuple
+stays a tuple, NaN is NaN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, Union
 
 import msgspec
 
+from onward.core.batch import Batch
+from onward.core.definitions import StepDef
 from onward.core.errors import StepMismatch
 from onward.core.run import Suspended
 from onward.events import (
     Context,
     Event,
     EventLog,
+    MessageReceived,
     Meta,
     Recorded,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
     TaskFailed,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
     UsageError,
     all_event_types,
+    decode_value,
+    encode_value,
     open_log,
 )
 from onward.projections import CatchUp, inbox_stream, task_stream
 from onward.runtime.engine import Engine
 from onward.runtime.forks import inherited_records, recorded_outcomes
-from onward.runtime.run import CURRENT_RUN, Blocking, Effect, TaskRun
+from onward.runtime.run import (
+    CURRENT_RUN,
+    Blocking,
+    Commit,
+    Effect,
+    Invoke,
+    TaskRun,
+    receive_name,
+)
 from onward.runtime.target import load_engine
 from onward.runtime.tasks import append_message, append_submission, message_version
 
@@ -66,10 +89,10 @@ class Divergence(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         task_id: the task.
         name: its registered name.
-        kind: ``step`` (another step at an index), ``unrecorded`` (a step the history does not
-            hold, in a task that ended), ``fewer`` (the code ended before the recorded steps
-            did), ``result`` (another result), ``error`` (another error, or an error where the
-            task succeeded, or none where it failed).
+        kind: ``step`` (another step at an index), ``unrecorded`` (a step, a sleep or a receive
+            the history does not hold, in a task that ended), ``fewer`` (the code ended before
+            the recorded steps did), ``result`` (another result), ``error`` (another error, or
+            an error where the task succeeded, or none where it failed).
         index: the step index concerned (None for the task's end).
         expected: what the log records.
         found: what the code did.
@@ -119,8 +142,12 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
         return "\n".join(lines)
 
 
+#: What a step, a sleep or a receive appends: the outcomes (and waits) a history holds.
+_CALLS = (StepStarted, StepCompleted, StepFailed, MessageReceived, TaskWaiting)
+
+
 class _Unrecorded(BaseException):
-    """The code reached a step (or a sleep) that the history does not hold.
+    """The code reached a step, a sleep or a receive that the history does not hold.
 
     A BaseException, so that a task's own ``except Exception`` does not swallow it.
     """
@@ -132,9 +159,10 @@ class _Unrecorded(BaseException):
 
 
 class _ReplayRun(TaskRun):
-    """A task run that only reads its history: every effect that would run a step or append
-    stops the replay instead, and a wait for subtasks (or the submission of one the history
-    waited for) ends it as the recorded run was suspended there."""
+    """A task run that only reads its history: every effect that would run a step, a sleep or
+    a receive stops the replay instead, what the code publishes (a state, its progress) is
+    dropped, and a wait for subtasks (or the submission of one the history waited for) ends it
+    as the recorded run was suspended there."""
 
     def __init__(
         self,
@@ -168,20 +196,58 @@ class _ReplayRun(TaskRun):
         raise Suspended()
 
     def _stop(self, effect: Effect) -> Any:
-        if isinstance(effect, Blocking) and getattr(effect.fn, "__name__", "") == "begin_step":
+        if isinstance(effect, Invoke):
+            raise _Unrecorded(effect.step.name, self.index - 1)
+        if isinstance(effect, Commit):
+            self._append(effect.batch.events)
+            return None
+        if not isinstance(effect, Blocking):
+            raise _Unrecorded("a durable call", self.index - 1)
+        if effect.fn == self.record:  # a sleep's or a receive's outcome, or its wait
+            self._append(effect.args[0])
+            return None
+        if effect.fn is _no_messages:
+            return []
+        if getattr(effect.fn, "__name__", "") == "begin_step":
             return effect.fn(*effect.args)  # an at-most-once step's index and recorded outcome
-        if isinstance(effect, Blocking) and effect.fn is append_submission:
+        if effect.fn is append_submission:
             # A subtask: never appended. The code waits for it next (it reads the subtasks'
             # outcomes, which this history does not hold) when the history says it did.
             return self._wait() if effect.args[1] in self.waited_on else None
-        if isinstance(effect, Blocking) and effect.fn is append_message:
+        if effect.fn is append_message:
             # A message the task sent: never sent again. Its place in the inbox when it is
             # there (0 for one sent by an onward that did not number messages yet).
             log, task_id, _event, _context, message_id = effect.args
             sent = message_version(log.read_stream(inbox_stream(task_id)), message_id)
             return 0 if sent is None else sent
-        name = getattr(getattr(effect, "step", None), "name", "a durable call")
-        raise _Unrecorded(name, self.index - 1)
+        # A step's permit, breaker or ruling, before the step runs: the step is not recorded.
+        step = next((a for a in effect.args if isinstance(a, StepDef)), None)
+        raise _Unrecorded("a durable call" if step is None else step.name, self.index - 1)
+
+    def _append(self, events: Sequence[Event]) -> None:
+        """Stop where the code would append an outcome the history does not hold, and drop
+        what it publishes (a state, its progress, a notice): a replay appends nothing."""
+        if any(isinstance(e, TaskWaiting) and e.reason == "subtasks" for e in events):
+            self._wait()
+        if any(isinstance(e, _CALLS) for e in events):
+            raise _Unrecorded(self._called(events), self.index - 1)
+
+    def _called(self, events: Sequence[Event]) -> str:
+        """The call that appends these outcomes, named as a step mismatch names it (the step,
+        ``onward.sleep``, ``onward.recv('topic')``)."""
+        for event in events:
+            if isinstance(event, MessageReceived) or (
+                isinstance(event, TaskWaiting) and event.topic
+            ):
+                return receive_name(event.topic)
+        for event in events:
+            if isinstance(event, StepStarted | StepCompleted | StepFailed):
+                return event.name
+        begun = self.started.get(self.index - 1)  # a wait again, for a call begun before
+        if begun is not None:
+            return begun
+        waits = [e.reason for e in events if isinstance(e, TaskWaiting)]
+        return f"a wait ({waits[0]})" if waits else "a durable call"
 
     def effect(self, effect: Effect) -> Any:
         return self._stop(effect)
@@ -189,18 +255,56 @@ class _ReplayRun(TaskRun):
     async def effect_async(self, effect: Effect) -> Any:
         return self._stop(effect)
 
+    def receiving(
+        self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]
+    ) -> Generator[Effect, Any, Any]:
+        # A message the history does not record as taken was not taken: the replay reads no
+        # inbox (the engine's log need not be the history's), and stops where it would take one.
+        return super().receiving(topic, timeout, _no_messages)
+
     def record(self, events: list[Event]) -> None:
-        if any(isinstance(e, TaskWaiting) and e.reason == "subtasks" for e in events):
-            self._wait()
-        raise _Unrecorded(type(events[0]).__name__ if events else "an append", self.index - 1)
+        self._append(events)
+
+    async def record_async(self, events: list[Event]) -> None:
+        self._append(events)
+
+    def commit(self, batch: Batch) -> None:
+        self._append(batch.events)
+
+    async def commit_async(self, batch: Batch) -> None:
+        self._append(batch.events)
 
 
-def _outcome(value: Any) -> Any:
-    """A value as the log keeps it (plain JSON values)."""
+def _no_messages() -> list[Recorded]:
+    """A replay's inbox: empty."""
+    return []
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two values read back from the log are the same: of the same types throughout,
+    NaN the same as NaN (as the log records it), a set's members in any order."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return bool(a == b or (math.isnan(a) and math.isnan(b)))
+    if type(a) is list or type(a) is tuple:
+        return len(a) == len(b) and all(map(_same, a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    return bool(a == b)
+
+
+def _run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run an ``async def`` task's coroutine to its end on an event loop of its own: in this
+    thread, or in another (in this context: the replay's run) when this one runs a loop
+    already (an async test)."""
     try:
-        return msgspec.json.decode(msgspec.json.encode(value))
-    except (TypeError, msgspec.EncodeError):
-        return repr(value)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onward-replay") as pool:
+        return pool.submit(context.run, asyncio.run, coroutine).result()
 
 
 def _clip(value: Any, width: int = 120) -> str:
@@ -229,10 +333,12 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
     if submitted.name not in engine.registry.tasks:
         return ReplayCheck(skipped=(f"task {task_id}: {submitted.name!r} is not registered",))
     definition = engine.registry.task(submitted.name)
-    end = next(
-        (r.event for r in reversed(history) if isinstance(r.event, TaskSucceeded | TaskFailed)),
-        None,
-    )
+    end: TaskSucceeded | TaskFailed | None = None
+    for r in history:
+        if isinstance(r.event, TaskSucceeded | TaskFailed):
+            end = r.event
+        elif isinstance(r.event, TaskRetried):  # a new attempt: the end before it is undone
+            end = None
     run = _ReplayRun(
         engine.log,
         task_id,
@@ -260,7 +366,7 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
     error: BaseException | None = None
     try:
         if definition.is_async:
-            result = asyncio.run(definition.fn(*submitted.args, **submitted.kwargs))
+            result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
         else:
             result = definition.fn(*submitted.args, **submitted.kwargs)
     except _Unrecorded as stop:
@@ -286,11 +392,24 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
             f"{max(recorded) + 1} steps",
             f"ends after {run.index}",
         )
+    if error is None:
+        # Compared as the engine records a task's result, and read back as it is read.
+        try:
+            result = decode_value(
+                encode_value(
+                    result,
+                    what=f"task {task_id} ({submitted.name}): its result",
+                    redactor=engine.log.redactor,
+                )
+            )
+        except UsageError as exc:  # the engine records such a task as failed with it
+            error = exc
     if isinstance(end, TaskSucceeded):
+        recorded_result = decode_value(end.result)
         if error is not None:
-            diverged("error", None, f"a result {_clip(end.result)}", f"raises {error!r}")
-        elif _outcome(result) != end.result:
-            diverged("result", None, _clip(end.result), f"returns {_clip(_outcome(result))}")
+            diverged("error", None, f"a result {_clip(recorded_result)}", f"raises {error!r}")
+        elif not _same(result, recorded_result):
+            diverged("result", None, _clip(recorded_result), f"returns {_clip(result)}")
     elif error is None:
         diverged("error", None, f"{end.error_type}: {end.message}", f"returns {_clip(result)}")
     elif type(error).__name__ != end.error_type.rpartition(".")[2]:

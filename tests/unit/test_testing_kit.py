@@ -4,12 +4,19 @@ and `onward to-test`."""
 from __future__ import annotations
 
 import ast
+import asyncio
+import dataclasses
+import datetime
+import decimal
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +26,7 @@ from onward.projections import inbox_stream
 from onward.testing import (
     NO_BACKOFF,
     FakeClock,
+    ReplayCheck,
     decode_history,
     encode_history,
     open_engine,
@@ -313,6 +321,206 @@ def test_a_history_round_trips_as_text(recorded: str) -> None:
         assert replay_recorded(engine, text, task_id=task_id).ok
     with pytest.raises(UsageError, match="line 1"):
         decode_history("not json", task_id="t")
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+#: Results JSON alone does not keep: the log records them tagged with their type.
+TYPED_RESULTS: dict[str, Any] = {
+    "bytes": b"\x00\xffraw",
+    "tuple": (1, "a"),
+    "set": {"pear", "fig", "apple"},
+    "frozenset": frozenset({1, 2}),
+    "datetime": datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+    "decimal": decimal.Decimal("1.10"),
+    "uuid": uuid.UUID(int=5),
+    "nan": float("nan"),
+    "inf": float("-inf"),
+    "int_keys": {1: "a", 2: (float("nan"), b"z")},
+    "dataclass": Point(1, 2),
+    "big_int": 2**70,
+}
+
+
+def returning(value: Any) -> Callable[[], Any]:
+    def returns() -> Any:
+        return value
+
+    return returns
+
+
+def register_typed(engine: Engine, changed: dict[str, Any] | None = None) -> None:
+    for name, value in TYPED_RESULTS.items():
+        engine.task(name=f"returns_{name}")(returning((changed or {}).get(name, value)))
+
+
+def test_results_of_every_stored_type_replay_as_recorded(tmp_path: Path) -> None:
+    from onward.events import open_log
+    from onward.projections import task_stream
+
+    url = f"sqlite:///{tmp_path / 'typed.db'}"
+    with open_engine(url) as engine:
+        register_typed(engine)
+        ids = {name: engine.submit(f"returns_{name}") for name in TYPED_RESULTS}
+        engine.run()
+        assert repr(engine.result(ids["tuple"])) == "(1, 'a')"
+        check = replay_check(url, engine)
+        assert check.ok, check.explain()
+        assert check.checked == len(TYPED_RESULTS)
+        with open_log(url, create=False) as log:  # as `onward to-test` embeds it
+            for name, task_id in ids.items():
+                text = encode_history(log.read_stream(task_stream(task_id)))
+                assert replay_recorded(engine, text, task_id=task_id).ok, name
+
+
+@pytest.mark.parametrize(
+    ("name", "now"),
+    [
+        ("tuple", [1, "a"]),
+        ("bytes", "AP9yYXc="),
+        ("set", ["apple", "fig", "pear"]),
+        ("nan", float("inf")),
+        ("int_keys", {"1": "a", "2": [None, "eg=="]}),
+    ],
+)
+def test_a_result_of_another_type_is_reported(tmp_path: Path, name: str, now: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'typed.db'}"
+    with open_engine(url) as engine:
+        register_typed(engine)
+        engine.submit(f"returns_{name}")
+        engine.run()
+    with open_engine() as engine:
+        register_typed(engine, changed={name: now})
+        check = replay_check(url, engine)
+    assert [d.kind for d in check.divergences] == ["result"], check.explain()
+
+
+def register_publisher(engine: Engine, *, variant: str = "same") -> None:
+    @engine.step()
+    def draft(pr: int) -> str:
+        return f"draft for {pr}"
+
+    @engine.task(name="publisher")
+    def publisher(pr: int) -> str:
+        text = draft(pr)
+        engine.set_state("draft", text)
+        engine.progress(0.5, "half way")
+        if variant == "more":
+            draft(pr + 1)
+        engine.set_state("done", True)
+        return text
+
+    @engine.task(name="async_publisher")
+    async def async_publisher(pr: int) -> str:
+        await engine.set_state("draft", pr)
+        await engine.progress(1.0)
+        return str(pr)
+
+
+def test_what_a_task_publishes_is_neither_appended_nor_a_divergence(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'published.db'}"
+    with open_engine(url) as engine:
+        register_publisher(engine)
+        task_id = engine.submit("publisher", 7)
+        engine.submit("async_publisher", 8)
+        engine.run()
+        assert engine.get_state(task_id, "done") is True
+        head = engine.log.head()
+        check = replay_check(url, engine)
+        assert check.ok, check.explain()
+        assert engine.log.head() == head
+    with open_engine() as engine:  # a step after what it publishes is still checked
+        register_publisher(engine, variant="more")
+        (divergence,) = replay_check(url, engine).divergences
+    assert (divergence.kind, divergence.index, divergence.found) == (
+        "unrecorded",
+        1,
+        "calls 'draft'",
+    )
+
+
+def test_a_task_retried_after_it_failed_replays_up_to_where_it_waits(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'retried.db'}"
+    broken = {"on": True}
+    with open_engine(url, backoff=False) as engine:
+
+        @engine.step()
+        def fetch(n: int) -> int:
+            if broken["on"]:
+                raise RuntimeError("upstream is down")
+            return n
+
+        @engine.task(name="job")
+        def job(n: int) -> int:
+            return fetch(n) + int(engine.recv("go"))
+
+        task_id = engine.submit(job, 1)
+        engine.run()
+        assert engine.tasks()[0].state == "failed"
+        broken["on"] = False
+        engine.retry(task_id)
+        engine.run()
+        assert engine.tasks()[0].state == "waiting"  # for its message, after its failed end
+        check = replay_check(url, engine)
+        assert check.ok, check.explain()
+        engine.send(task_id, "go", 2)
+        engine.run()
+        assert engine.result(task_id) == 3
+        check = replay_check(url, engine)
+        assert check.ok, check.explain()
+        assert check.steps == 2
+
+
+def test_replay_check_runs_async_tasks_from_inside_an_event_loop(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'async.db'}"
+    with open_engine(url) as engine:
+        register_publisher(engine)
+
+        @engine.step()
+        async def ask(prompt: str) -> str:
+            return prompt.upper()
+
+        @engine.task(name="agent")
+        async def agent(prompt: str) -> str:
+            return await ask(prompt)
+
+        async def an_async_test() -> ReplayCheck:
+            engine.submit(agent, "hi")
+            engine.submit("async_publisher", 1)
+            await engine.run_async()
+            return replay_check(url, engine)  # called where an event loop runs
+
+        check = asyncio.run(an_async_test())
+    assert check.ok, check.explain()
+    assert (check.checked, check.steps) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("call", "named"), [("recv", "onward.recv('go')"), ("sleep", "onward.sleep")]
+)
+def test_an_unrecorded_durable_call_is_named(tmp_path: Path, call: str, named: str) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+
+    def register_waiter(engine: Engine, *, changed: bool) -> None:
+        @engine.task(name="waiter")
+        def waiter() -> int:
+            if changed:
+                engine.recv("go") if call == "recv" else engine.sleep(5)
+            return 1
+
+    with open_engine(url) as engine:
+        register_waiter(engine, changed=False)
+        engine.submit("waiter")
+        engine.run()
+    with open_engine() as engine:
+        register_waiter(engine, changed=True)
+        (divergence,) = replay_check(url, engine).divergences
+    assert (divergence.kind, divergence.index) == ("unrecorded", 0)
+    assert divergence.found == f"calls {named!r}"
 
 
 # -- onward to-test --------------------------------------------------------------------------
