@@ -21,7 +21,9 @@ class SessionStarted(Event, frozen=True, kw_only=True):
         host: the machine it started on ("" when unknown).
         pid: the process that started it (0 when unknown).
         version: the version of onward that started it ("" when unknown).
-        config: the session's settings, as plain JSON values (secrets redacted).
+        config: the session's settings, as plain JSON values (secrets redacted): ``budget``,
+            the error budget it opened with (``{"limit": 10, "window": 3600.0, ...}``); empty
+            in a log of an earlier onward, which did not record it.
     """
 
     family: ClassVar[str] = "session"
@@ -51,12 +53,15 @@ class SessionResumed(Event, frozen=True, kw_only=True):
     Attributes:
         reason: why it resumed ("reopened", "crash recovery", a user's request, ...).
         recovered_tasks: how many unfinished tasks it found and took up again.
+        config: when reopened, the settings it was reopened with, as
+            :attr:`SessionStarted.config` (empty after a pause, or in an older onward's log).
     """
 
     family: ClassVar[str] = "session"
 
     reason: str = ""
     recovered_tasks: int = 0
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class SessionEnded(Event, frozen=True, kw_only=True):

@@ -15,7 +15,7 @@ import bisect
 import re
 from collections import Counter, deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from onward.events import (
     CorruptRecord,
@@ -114,8 +114,9 @@ class _Collector:
     def __init__(self, session: str) -> None:
         self.session = session
         self.totals = Totals()
-        self.start = 0.0
-        self.end = 0.0
+        # None until the session's first event (a fake clock may well start at 0).
+        self.start: float | None = None
+        self.end: float | None = None
         self.names: dict[str, str] = {}
         self.workers: dict[str, int] = {}
         # task id -> [start, last, lane, steps]
@@ -123,9 +124,9 @@ class _Collector:
         self.runs: list[tuple[RunBar, int]] = []
         self.marks: list[Mark] = []
         self.failures: list[float] = []
-        # The error budget's limit and window, as the last budget decision recorded them.
-        default = ErrorBudget()
-        self.budget_limit, self.budget_window = default.limit, default.window
+        # The error budget's limit and window over time, as the session's opening and its
+        # budget decisions recorded them: (time, limit, window).
+        self.budget_settings: list[tuple[float, int, float]] = []
         self.budget_moves: list[tuple[float, str, str]] = []
         self.breakers: dict[str, list[tuple[float, str, str]]] = {}
         self.flow: list[tuple[float, str, str]] = []
@@ -160,9 +161,9 @@ class _Collector:
             if isinstance(event, UnknownEvent):
                 continue
             time = meta.time
-            if not self.start:
+            if self.start is None:
                 self.start = time
-            self.end = max(self.end, time)
+            self.end = time if self.end is None else max(self.end, time)
             self.totals.events += 1
             tag = _tag(event)
             stream = r.stream
@@ -260,11 +261,7 @@ class _Collector:
         )
         if kind == "budget":
             self.budget_moves.append((time, e.choice, e.rule))
-            limit = e.thresholds.get("limit")
-            window = e.thresholds.get("window")
-            if limit and window:
-                # As recorded (an earlier onward allowed limits this one refuses).
-                self.budget_limit, self.budget_window = int(limit), float(window)
+            self.budget_set(time, e.thresholds)
         elif kind == "degradation":
             row = self.components.get(e.subject)
             if row is not None:
@@ -282,6 +279,8 @@ class _Collector:
             "by": "",
             "note": "",
             "answered_at": None,
+            "lapsed": "",
+            "lapsed_at": None,
         }
         self.mark("approval", time, task_id, f"asked: {e.question}")
 
@@ -335,8 +334,25 @@ class _Collector:
             row["restored_at"] = time
         self.levels.append((time, str(e.level), f"{e.component} restored"))
 
+    def started(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
+        self.budget_set(time, e.config.get("budget"))
+
     def resumed(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         self.totals.resumed += 1
+        # A session reopened with another budget spends that one from then on.
+        self.budget_set(time, e.config.get("budget"))
+
+    def budget_set(self, time: float, budget: object) -> None:
+        """Keep the error budget's limit and window in force from ``time`` on, as recorded
+        (an earlier onward allowed limits this one refuses); a record without them (an earlier
+        onward's opening) changes nothing."""
+        if not isinstance(budget, Mapping):
+            return
+        limit, window = budget.get("limit"), budget.get("window")
+        if _positive(limit) and limit >= 1 and _positive(window):
+            setting = (time, int(limit), float(window))
+            if not self.budget_settings or self.budget_settings[-1][1:] != setting[1:]:
+                self.budget_settings.append(setting)
 
 
 _HANDLERS: dict[str, Any] = {
@@ -361,8 +377,14 @@ _HANDLERS: dict[str, Any] = {
     "ComponentFailed": _Collector.component_failed,
     "WorkaroundApplied": _Collector.workaround,
     "ComponentRestored": _Collector.restored,
+    "SessionStarted": _Collector.started,
     "SessionResumed": _Collector.resumed,
 }
+
+
+def _positive(value: object) -> TypeGuard[int | float]:
+    """Whether a recorded value is a number a budget's limit or window can be."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e300
 
 
 def _bands(moves: list[tuple[float, str, str]], start: float, end: float, first: str) -> list[Band]:
@@ -398,13 +420,25 @@ def _bins(c: _Collector, axis: Axis, lanes: list[Lane]) -> None:
             counts[min(BINS - 1, int(axis.x(mark.time) / width))] += 1
 
 
+def _budgets(c: _Collector) -> list[tuple[float, int, float]]:
+    """The budget's settings over time, in time order; the default's alone when the log
+    records none (an earlier onward's log: the page says the limit is assumed)."""
+    if not c.budget_settings:
+        default = ErrorBudget()
+        return [(float("-inf"), default.limit, default.window)]
+    return sorted(c.budget_settings, key=lambda s: s[0])
+
+
 def _burn(c: _Collector, axis: Axis) -> list[float]:
-    """Per bin: the failed tries in the budget's window at the bin's end, over the limit."""
+    """Per bin: the failed tries in the budget's window at the bin's end, over the limit, by
+    the setting in force then (before the first recorded, the first)."""
     failures = sorted(c.failures)
-    window, limit = c.budget_window, c.budget_limit
+    settings = _budgets(c)
+    times = [time for time, _, _ in settings]
     burn: list[float] = []
     for b in range(BINS):
         at = axis.time((b + 1) / BINS)
+        _, limit, window = settings[max(0, bisect.bisect_right(times, at) - 1)]
         spent = bisect.bisect_right(failures, at) - bisect.bisect_right(failures, at - window)
         burn.append(round(spent / limit, 3))
     return burn
@@ -464,7 +498,8 @@ def collect_report(log: EventLog, session: str | None = None) -> SessionReport:
         else:
             projections.mark_damaged(page)
     c = collector
-    start, end = c.start, max(c.end, c.start)
+    start = c.start if c.start is not None else 0.0
+    end = max(c.end if c.end is not None else start, start)
     for task_id in list(c.open):  # still running at the log's end, or its stream damaged
         if TASK_PREFIX + task_id in projections.damaged:
             c._close(task_id, c.open[task_id][1], "damaged")
@@ -486,6 +521,14 @@ def collect_report(log: EventLog, session: str | None = None) -> SessionReport:
     else:
         _bins(c, axis, lanes)
     approvals = list(c.approvals.values())[-APPROVALS_KEPT:]
+    lapsed = projections.decisions.lapsed
+    for row in approvals:
+        # As engine.approvals() sees it: a request whose task ended unanswered lapsed (a
+        # retry of the task asks it again; the projection then holds it as waiting).
+        gone = lapsed.get(row["decision_id"]) if not row["answer"] else None
+        if gone is not None:
+            row.update(lapsed=gone.ended, lapsed_at=gone.time)
+    _, budget_limit, budget_window = _budgets(c)[-1]
     return SessionReport(
         log=log.url,
         session=name,
@@ -497,8 +540,10 @@ def collect_report(log: EventLog, session: str | None = None) -> SessionReport:
         axis=[list(p) for p in axis.pieces],  # type: ignore[misc]
         lanes=lanes,
         marks=marks,
-        budget_limit=c.budget_limit,
-        budget_window=c.budget_window,
+        budget_limit=budget_limit,
+        budget_window=budget_window,
+        budget_recorded=bool(c.budget_settings),
+        budget_settings=sorted(c.budget_settings, key=lambda s: s[0]),
         burn=_burn(c, axis),
         budget_moves=c.budget_moves,
         breakers={d: _bands(m, start, end, "closed") for d, m in sorted(c.breakers.items())},

@@ -137,7 +137,13 @@ class ComponentRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApprovalRow(msgspec.Struct, frozen=True, kw_only=True):
-    """An approval request and its answer ("" while none)."""
+    """An approval request and its answer ("" while none).
+
+    A request whose task ended before anyone answered it lapsed (it is no longer awaited, as
+    in :meth:`onward.Engine.approvals`): ``lapsed`` says how the task ended ("cancelled",
+    "failed", "missed", "quarantined", "succeeded"; "" while the request waits or once it is
+    answered) and ``lapsed_at`` when.
+    """
 
     decision_id: str
     task_id: str
@@ -148,6 +154,8 @@ class ApprovalRow(msgspec.Struct, frozen=True, kw_only=True):
     by: str
     note: str
     answered_at: float | None
+    lapsed: str = ""
+    lapsed_at: float | None = None
 
 
 class DecisionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,9 +215,16 @@ class SessionReport(msgspec.Struct, kw_only=True):
         axis: the time axis's pieces, ``[start, end, collapsed]``: the idle gaps collapse.
         lanes: the workers' lanes.
         marks: the moments marked on the timeline (with "runs").
-        budget_limit: the error budget's limit.
+        budget_limit: the error budget's limit (the latest recorded; the default's when the log
+            records none).
         budget_window: its window, in seconds.
-        burn: per bin of the axis, the errors in the window at the bin's end over the limit.
+        budget_recorded: whether the log records the session's budget (when its session
+            opened, or in a budget decision); False for an earlier onward's log that recorded
+            neither: the limit and window are then the default's, assumed.
+        budget_settings: the budget's limit and window as recorded over time: time, limit,
+            window (a session reopened with another budget spends that one from then on).
+        burn: per bin of the axis, the errors in the window at the bin's end over the limit in
+            force then.
         budget_moves: the budget's decisions: time, choice, rule.
         breakers: per dependency, its states over time.
         flow: the flow's states over time.
@@ -246,3 +261,5 @@ class SessionReport(msgspec.Struct, kw_only=True):
     decisions: list[DecisionRow]
     signatures: list[SignatureRow]
     damaged: list[str] = []
+    budget_recorded: bool = False
+    budget_settings: list[tuple[float, int, float]] = []

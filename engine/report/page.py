@@ -16,7 +16,9 @@ from typing import Any
 from onward.report.axis import Axis
 from onward.report.model import (
     BINS,
+    ApprovalRow,
     Band,
+    ComponentRow,
     Lane,
     SessionReport,
 )
@@ -345,7 +347,7 @@ class _Page:
             self.ticks(top, top + height),
             f'<line x1="{_LABEL}" y1="{y(1.0):.1f}" x2="{_LABEL + _PLOT}" y2="{y(1.0):.1f}" '
             'stroke="#c62828" stroke-dasharray="4 3"/>',
-            f'<text x="4" y="{y(1.0) + 4:.1f}">limit ({r.budget_limit})</text>',
+            f'<text x="4" y="{y(1.0) + 4:.1f}">{_e(self.limit_label())}</text>',
             f'<text x="4" y="{y(0):.1f}" class="muted">0</text>',
             f'<polyline points="{points}" fill="none" stroke="#1565c0" stroke-width="1.5"/>',
         ]
@@ -356,12 +358,31 @@ class _Page:
                 f"<title>{_e(choice)} ({_e(rule)}) at {_e(self.at(time))}</title></circle>"
             )
         worst = max(r.burn, default=0.0)
+        if not r.budget_recorded:
+            limit = (
+                f"the default budget's limit of {r.budget_limit}, assumed: this log does not "
+                "record the session's budget (an earlier onward wrote it)"
+            )
+        elif len(r.budget_settings) > 1:
+            limit = "the budget's limit in force then: " + ", ".join(
+                f"{n} per {_span(w)} from {self.at(t)}" for t, n, w in r.budget_settings
+            )
+        else:
+            limit = f"the budget's limit of {r.budget_limit}"
         return (
             self.svg(top + height + 18, "".join(parts))
-            + f'<p class="note">Failed tries in the last {_span(r.budget_window)} over the '
-            f"budget's limit of {r.budget_limit} (peak {worst:.0%}); dots: the budget's decisions "
+            + f'<p class="note">Failed tries in the last {_span(r.budget_window)} over '
+            f"{_e(limit)} (peak {worst:.0%}); dots: the budget's decisions "
             f"({len(r.budget_moves)}).</p>"
         )
+
+    def limit_label(self) -> str:
+        r = self.r
+        if not r.budget_recorded:
+            return f"limit ({r.budget_limit}?)"
+        if len(r.budget_settings) > 1:
+            return "limit"
+        return f"limit ({r.budget_limit})"
 
     def breakers(self) -> str:
         r = self.r
@@ -389,8 +410,7 @@ class _Page:
             f"<td>{_e(_clip(c.message, 80))}</td>"
             f"<td>{_e(c.workaround or ('asked a person' if c.asked else 'none'))}</td>"
             f'<td class="num">{c.quality_loss:.0%}</td>'
-            f"<td>{_e(_span(c.restored_at - c.failed_at) if c.restored_at else 'not yet')}"
-            "</td></tr>"
+            f"<td>{_e(_restored_after(c))}</td></tr>"
             for c in r.components
         )
         worked = sum(1 for c in r.components if c.workaround)
@@ -413,9 +433,8 @@ class _Page:
             return '<p class="empty">Nothing was asked of a person in this session.</p>'
         rows = "".join(
             f"<tr><td>{_e(self.at(a.asked_at))}</td><td>{_e(_clip(a.question, 90))}</td>"
-            f"<td>{_e(a.impact)}</td><td>{_e(a.answer or 'waiting')}</td><td>{_e(a.by)}</td>"
-            f"<td>{_e(_clip(a.note, 60))}</td>"
-            f"<td>{_e(_span(a.answered_at - a.asked_at)) if a.answered_at else ''}</td>"
+            f"<td>{_e(a.impact)}</td><td>{_e(_answer(a))}</td><td>{_e(a.by)}</td>"
+            f"<td>{_e(_clip(a.note, 60))}</td><td>{_e(_after(a))}</td>"
             f"<td><code>{_e(a.decision_id[:12])}</code></td></tr>"
             for a in r.approvals
         )
@@ -515,6 +534,27 @@ class _Page:
             f'<p class="note">Written by <code>onward report</code> from {_e(r.log)}: '
             "one file, nothing loaded from anywhere.</p></main></body></html>\n"
         )
+
+
+def _restored_after(c: ComponentRow) -> str:
+    return "not yet" if c.restored_at is None else _span(c.restored_at - c.failed_at)
+
+
+def _answer(a: ApprovalRow) -> str:
+    if a.answer:
+        return a.answer
+    if a.lapsed:
+        return f"lapsed (task {a.lapsed})"
+    return "waiting"
+
+
+def _after(a: ApprovalRow) -> str:
+    """How long after the request it was answered, or lapsed."""
+    if a.answered_at is not None:
+        return _span(a.answered_at - a.asked_at)
+    if a.lapsed_at is not None:
+        return _span(a.lapsed_at - a.asked_at)
+    return ""
 
 
 def render_page(report: SessionReport) -> str:

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self, Unpack
 
+import msgspec
+
 from onward.events import (
     EventLog,
     UsageError,
@@ -152,6 +154,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         self.clock = options.get("clock") or log.clock
         self.lease = lease
         self.worker = worker_id(options.get("host"))
+        budget = options.get("budget") or ErrorBudget()
         self._session = Session(
             log,
             session,
@@ -160,6 +163,8 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             lease=lease,
             worker=self.worker,
             checkpoint_every=options.get("checkpoint_every", 50_000),
+            # What the log cannot tell otherwise (the report draws the burn against it).
+            config={"budget": msgspec.to_builtins(budget)},
         )
         self._session.observer = options.get("observer")
         current = self._session.current
@@ -194,7 +199,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         self._degradations = Degradations(self._session, self.components, self._interruptions)
         self.boundary = Boundary(
             self._session,
-            budget=options.get("budget") or ErrorBudget(),
+            budget=budget,
             flow=self.flow,
             degradations=self._degradations,
             interruptions=self._interruptions,

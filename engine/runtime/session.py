@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from onward.core.errors import StreamDamaged
 from onward.core.machines import validate
@@ -59,6 +60,8 @@ class Session:
         lease: seconds a worker's claim on a task lasts without news from it.
         worker: this worker's id.
         checkpoint_every: save a projection checkpoint after this many events.
+        config: the settings recorded when the session starts or is reopened (plain JSON
+            values; see :attr:`onward.events.SessionStarted.config`).
 
     Attributes:
         log: the log.
@@ -82,8 +85,10 @@ class Session:
         lease: float,
         worker: str,
         checkpoint_every: int,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.log = log
+        self.config = dict(config or {})
         self.name = name
         self.clock = clock
         self.sleep = sleep
@@ -173,6 +178,7 @@ class Session:
                         host=socket.gethostname(),
                         pid=os.getpid(),
                         version=_version(),
+                        config=self.config,
                     )
                 ]
             unfinished = list(self.unfinished_tasks())
@@ -187,7 +193,11 @@ class Session:
                         task.damage,
                         task.task_id,
                     )
-            return [SessionResumed(reason="reopened", recovered_tasks=len(unfinished))]
+            return [
+                SessionResumed(
+                    reason="reopened", recovered_tasks=len(unfinished), config=self.config
+                )
+            ]
 
         self.decide(start_or_resume, chain=False)
 

@@ -26,11 +26,13 @@ from onward.events import (
     TaskSucceeded,
     open_log,
 )
+from onward.judgement.budget import ErrorBudget
 from onward.report import SECTIONS, collect_report, render_page, write_report
 from onward.report.axis import Axis
-from onward.report.model import BINS, RUNS_DRAWN
+from onward.report.model import BINS, RUNS_DRAWN, ApprovalRow
 from onward.testing import FakeClock
 from tests.chromium import Chromium
+from tests.conftest import FakeClock as StillClock
 
 ROOT = Path(__file__).parents[2]
 ARTEFACTS = ROOT / "build" / "test-artefacts"
@@ -406,3 +408,149 @@ def test_a_budget_an_earlier_onward_allowed_is_reported_as_recorded(tmp_path: Pa
         )
         report = collect_report(log, "old")
     assert (report.budget_limit, report.budget_window) == (1500, 7200.0)
+
+
+def fail_tries(url: str, clock: object, tries: int, **options: object) -> None:
+    """A session whose tasks each spend one failed try of the error budget (caught)."""
+    with Engine.open(url, session="budgeted", clock=clock, **options) as engine:  # type: ignore[arg-type]
+
+        @engine.step()
+        def parse(n: int) -> int:
+            raise ValueError(f"bad input {n}")
+
+        @engine.task(name="job")
+        def job(n: int) -> int:
+            try:
+                return parse(n)
+            except ValueError:
+                return -1
+
+        for n in range(tries):
+            engine.submit(job, n)
+        engine.run()
+
+
+def test_the_burn_is_drawn_against_the_sessions_own_budget(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """The session's budget is recorded when it opens: a limit of 100 spent 30 times burns
+    30%, though no budget decision was recorded; reopened with another budget, the burn is
+    drawn against that one from then on."""
+    url = f"sqlite:///{tmp_path / 'budget.db'}"
+    opened = clock.now
+    fail_tries(url, clock, 30, budget=ErrorBudget(limit=100, window=1800.0))
+    with open_log(url, create=False) as log:
+        report = collect_report(log)
+        page = render_page(report)
+    assert report.totals.step_failures == 30
+    assert report.totals.decisions.get("budget", 0) == 0
+    assert (report.budget_limit, report.budget_window, report.budget_recorded) == (
+        100,
+        1800.0,
+        True,
+    )
+    assert max(report.burn) == pytest.approx(0.3)
+    assert "limit of 100 (peak 30%)" in page
+
+    clock.advance(7200)  # the first 30 are out of any window by now
+    reopened = clock.now
+    fail_tries(url, clock, 6, budget=ErrorBudget(limit=20, window=3600.0))
+    with open_log(url, create=False) as log:
+        report = collect_report(log)
+    assert report.budget_settings == [(opened, 100, 1800.0), (reopened, 20, 3600.0)]
+    assert (report.budget_limit, report.budget_window) == (20, 3600.0)
+    assert report.burn[-1] == pytest.approx(6 / 20)
+    assert max(report.burn) == pytest.approx(6 / 20)
+
+
+def test_a_log_that_does_not_record_the_budget_says_the_limit_is_assumed(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """An earlier onward recorded neither the budget nor (within limits) a decision: the report
+    still draws the burn, against the default's limit, and says it assumed it."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with open_log(url, clock=clock) as log:
+        context = Context(session="old")
+        log.append("session-old", [SessionStarted(name="old")], expected_version=0, context=context)
+        clock.advance(60)
+        log.append(
+            "task-t1",
+            [
+                TaskSubmitted(name="job", args=[], kwargs={}),
+                TaskClaimed(worker="host/1/1/a", lease_until=clock.now + 300, attempt=1),
+                StepFailed(index=0, name="parse", error_type="ValueError", final=True),
+            ],
+            expected_version=0,
+            context=context,
+        )
+        report = collect_report(log)
+        page = render_page(report)
+    assert (report.budget_limit, report.budget_recorded, report.budget_settings) == (10, False, [])
+    assert max(report.burn) == pytest.approx(0.1)
+    assert "limit (10?)" in page
+    assert "assumed: this log does not record the session&#x27;s budget" in page
+
+
+def test_a_request_whose_task_ended_unanswered_is_shown_lapsed(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """As engine.approvals() has it: cancelled unanswered, the request lapsed (not "waiting");
+    the task retried, it waits again."""
+    url = f"sqlite:///{tmp_path / 'lapsed.db'}"
+
+    def rows() -> list[ApprovalRow]:
+        with open_log(url, create=False) as log:
+            return collect_report(log).approvals
+
+    with Engine.open(url, session="lapsed", clock=clock) as engine:
+
+        @engine.action(impact="high", check=lambda result: True)
+        def publish(name: str) -> str:
+            return name
+
+        @engine.task(name="release")
+        def release(name: str) -> str:
+            return publish(name)
+
+        task_id = engine.submit(release, "v1")
+        engine.run()
+        (waiting,) = rows()
+        assert (waiting.answer, waiting.lapsed, waiting.lapsed_at) == ("", "", None)
+
+        clock.advance(90)
+        engine.cancel(task_id, reason="not today")
+        assert engine.approvals() == []
+        (lapsed,) = rows()
+        assert (lapsed.answer, lapsed.lapsed, lapsed.lapsed_at) == ("", "cancelled", clock.now)
+        with open_log(url, create=False) as log:
+            page = render_page(collect_report(log))
+        assert "<td>lapsed (task cancelled)</td>" in page
+        assert "<td>waiting</td>" not in page
+
+        engine.retry(task_id)
+        engine.run()
+        (again,) = rows()
+        assert [a.decision_id for a in engine.approvals()] == [again.decision_id]
+        assert (again.answer, again.lapsed) == ("", "")
+
+
+def test_a_session_that_starts_at_time_zero_starts_there(tmp_path: Path, clock: StillClock) -> None:
+    """Time 0 is a time like any other (a fake clock may start there), not "not yet set"."""
+    clock.now = 0.0
+    url = f"sqlite:///{tmp_path / 'zero.db'}"
+    with Engine.open(url, session="zero", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="nap")
+        def nap() -> int:
+            engine.sleep(7200)
+            return 1
+
+        engine.submit(nap)
+        engine.run()
+        engine.run()
+    with open_log(url, create=False) as log:
+        report = collect_report(log)
+        page = render_page(report)
+    assert (report.start, report.end) == (0.0, 7200.0)
+    assert report.lanes[0].runs[0].start == 0.0
+    assert "<b>2h00m</b><span>session span</span>" in page
