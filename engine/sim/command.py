@@ -123,10 +123,12 @@ def run_simulation(
     done_kills: list[Kill] = []
     generations: dict[int, int] = {}
     timings: list[Path] = []
+    stopped_at = start
     started = time.perf_counter()
+    where = f"the log {path}" if db is not None else "a temporary log (removed at the end)"
     err.write(
         f"onward simulate: {loaded.name}, {hours:g} simulated hours, seed {seed}, "
-        f"{len(kills)} kill -9 planned; session {session!r} of the log {path}\n"
+        f"{len(kills)} kill -9 planned; session {session!r} of {where}\n"
     )
     try:
         generation = 0
@@ -135,6 +137,7 @@ def run_simulation(
             timing = scratch / f"decisions-{generation}.bin"
             timings.append(timing)
             remaining = ",".join(f"{t!r}@{w}" for t, w in kills[len(done_kills) :])
+            killed_at = [] if not done_kills else ["--killed-at", repr(stopped_at)]
             child = subprocess.Popen(
                 [
                     sys.executable,
@@ -162,6 +165,7 @@ def run_simulation(
                     str(timing),
                     "--generation",
                     str(generation),
+                    *killed_at,
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -170,16 +174,23 @@ def run_simulation(
             assert child.stdout is not None
             line = child.stdout.readline()
             if line.startswith("kill "):
-                _, moment, where, _pid = line.split()
+                # The moment it died at: its planned one, or later (the next step's work).
+                _, _planned, where, _pid, moment = line.split()
+                stopped_at = float(moment)
                 os.kill(child.pid, signal.SIGKILL)
                 child.wait()
                 child.stdout.close()
                 done_kills.append(
                     Kill(moment=float(moment), where=where, pid=child.pid, generation=generation)
                 )
+                place = (
+                    "when the hours were over: no step's work came after its moment"
+                    if where == "end"
+                    else f"{where} a step's work"
+                )
                 err.write(
                     f"  KILLED worker {generation} (pid {child.pid}) with SIGKILL at "
-                    f"+{(float(moment) - start) / 3600:.2f} h ({where} a step's work); "
+                    f"+{(float(moment) - start) / 3600:.2f} h ({place}); "
                     "a new worker resumes the session\n"
                 )
                 continue
@@ -192,7 +203,7 @@ def run_simulation(
             break
         wall = time.perf_counter() - started
         with open_log(f"sqlite:///{path}", create=False) as log:
-            return measure(
+            result = measure(
                 log,
                 profile=loaded.name,
                 session=session,
@@ -205,6 +216,9 @@ def run_simulation(
                 generations=generations,
                 wall_seconds=wall,
             )
+        if db is None:
+            result.db = ""  # the temporary log is removed below: nothing to point at
+        return result
     finally:
         shutil.rmtree(files, ignore_errors=True)
         for leftover in (journal, *timings):

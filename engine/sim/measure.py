@@ -58,8 +58,9 @@ DESIGN: dict[str, str] = {
 
 
 class Kill(msgspec.Struct, frozen=True, kw_only=True):
-    """A kill -9 of a worker: its simulated moment, where in a step, the process, its
-    generation (1 for the first worker)."""
+    """A kill -9 of a worker: the simulated moment it died at (its planned one, or later: at
+    the next step's work, or when the hours were over), where ("before" or "after" a step's
+    work, or "end"), the process, its generation (1 for the first worker)."""
 
     moment: float
     where: str
@@ -71,7 +72,7 @@ class SimResult(msgspec.Struct, kw_only=True):
     """The figures of one simulated session (see the module docstring for how each is
     counted). ``targets`` says which of the issue's targets hold: None for a target the run
     gave no sample to judge by (no decision made, no crash, no error seen before, no
-    action)."""
+    action). ``db`` is the log's URL, "" when it was a temporary one (removed at the end)."""
 
     profile: str
     session: str
@@ -168,6 +169,9 @@ def measure(
     resolved: set[str] = set()
     learned_at: dict[str, list[int]] = {}
     pending: dict[tuple[str, int], list[tuple[str, bool, int]]] = {}
+    # Other sessions' failed tries, by step, until the step completes (their signatures are
+    # resolved then) or gives up: what an earlier session on the log resolved counts as met.
+    elsewhere: dict[tuple[str, int], list[str]] = {}
     completed_by: dict[str, int] = {}  # step key -> generation that recorded its completion
     held: dict[str, int] = {}  # task -> pid of the worker whose run is open
     taken_back: Counter[int] = Counter()
@@ -177,9 +181,19 @@ def measure(
         meta = r.meta
         event: Any = r.event
         if meta.session != session or isinstance(event, UnknownEvent):
-            if type(event).__name__ == "FixLearned":  # learning spans sessions
+            # Learning spans sessions: their errors are no errors of this one, but what they
+            # resolved is seen before here.
+            other = type(event).__name__
+            if other == "FixLearned":
                 learned_at.setdefault(event.signature, []).append(r.position)
                 resolved.add(event.signature)
+            elif other == "StepFailed":
+                tried = (r.stream, event.index)
+                elsewhere.setdefault(tried, []).append(event.signature or event.error_type)
+                if event.final:
+                    elsewhere.pop(tried, None)
+            elif other == "StepCompleted":
+                resolved.update(elsewhere.pop((r.stream, event.index), ()))
             continue
         events += 1
         end = max(end, meta.time)
@@ -427,4 +441,5 @@ def table(r: SimResult) -> str:
         f"{r.tasks:,} tasks, {r.events:,} events, {r.crashes} kill -9, "
         f"{r.lessons_taught} fix(es) taught by the simulated person"
     )
-    return "\n".join([head, "", *lines, "", f"log: {r.db}"])
+    log = r.db or "a temporary one, removed at the end (--db FILE keeps it)"
+    return "\n".join([head, "", *lines, "", f"log: {log}"])

@@ -10,16 +10,19 @@ Two profiles ship (:data:`PROFILES`): ``coding-agent`` and ``nightly-data-job``.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from importlib import resources
 from pathlib import Path
 
 import msgspec
 
-from onward.events import UsageError
+from onward.events import Redactor, UsageError
+from onward.judgement.budget import ErrorBudget
 
 __all__ = [
     "ACTIONS",
+    "COMPONENTS",
     "ERRORS",
     "KINDS",
     "PROFILES",
@@ -56,6 +59,9 @@ ACTIONS: dict[str, str] = {
 }
 #: Every kind of work.
 KINDS: tuple[str, ...] = (*ERRORS, *ACTIONS)
+#: The components an outage can take down, with the kinds of work that use them (an outage
+#: of anything else would change nothing).
+COMPONENTS: dict[str, tuple[str, ...]] = {"external_api": ("call_model",)}
 
 
 class StepPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -159,17 +165,79 @@ def load_profile(source: str | Path) -> Profile:
         raise UsageError(f"{where} is not TOML: {exc}") from exc
     except msgspec.ValidationError as exc:
         raise UsageError(f"{where} does not fit a profile: {exc}") from exc
-    for plan in profile.steps:
-        if plan.kind not in KINDS:
-            raise UsageError(
-                f"{where}: unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})"
-            )
-    for rate in profile.errors:
-        if rate.error not in ERRORS.get(rate.step, ()):
-            known = ", ".join(ERRORS.get(rate.step, ())) or "none"
-            raise UsageError(
-                f"{where}: step kind {rate.step!r} cannot meet {rate.error!r} (it meets: {known})"
-            )
+    _check(profile, where)
+    return profile
+
+
+def _check(profile: Profile, where: str) -> None:
+    """Refuse what the types let through but a simulation cannot run: every field, before a
+    worker starts.
+
+    Raises:
+        UsageError: the first field that does not fit, named (``steps[2].repeat``).
+    """
+
+    def refuse(field: str, why: str) -> UsageError:
+        return UsageError(f"{where}: {field}: {why}")
+
+    def number(field: str, value: float, low: float, high: float = math.inf) -> None:
+        if not (math.isfinite(value) and low <= value <= high):
+            bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+            raise refuse(field, f"must be a number {bounds}, got {value!r}")
+
+    def span(field: str, value: tuple[float, float], low: float = 0.0) -> None:
+        for bound in value:
+            number(field, bound, low)
+        if value[0] > value[1]:
+            raise refuse(field, f"must go from low to high, got {list(value)!r}")
+
+    for field, name in (("name", profile.name), ("task", profile.task)):
+        if not name or name != "".join(name.split()):
+            raise refuse(field, f"must be a non-empty word (no spaces), got {name!r}")
+        try:
+            Redactor().check_name(name, field)
+        except UsageError as exc:
+            raise refuse(field, str(exc)) from exc
+    number("tasks_per_hour", profile.tasks_per_hour, 0.0)
+    number("backlog", profile.backlog, 0)
+    number("crashes", profile.crashes, 0)
+    try:
+        ErrorBudget(limit=profile.budget_per_hour, window=3600.0)
+    except UsageError as exc:
+        raise refuse("budget_per_hour", str(exc)) from exc
     if not profile.steps:
         raise UsageError(f"{where}: a profile needs steps")
-    return profile
+    for i, plan in enumerate(profile.steps):
+        if plan.kind not in KINDS:
+            raise refuse(
+                f"steps[{i}].kind", f"unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})"
+            )
+        span(f"steps[{i}].repeat", plan.repeat)
+        span(f"steps[{i}].seconds", plan.seconds)
+        number(f"steps[{i}].share", plan.share, 0.0, 1.0)
+    for i, rate in enumerate(profile.errors):
+        if rate.error not in ERRORS.get(rate.step, ()):
+            known = ", ".join(ERRORS.get(rate.step, ())) or "none"
+            raise refuse(
+                f"errors[{i}]",
+                f"step kind {rate.step!r} cannot meet {rate.error!r} (it meets: {known})",
+            )
+        number(f"errors[{i}].rate", rate.rate, 0.0, 1.0)
+        number(f"errors[{i}].since_hours", rate.since_hours, 0.0)
+    for i, outage in enumerate(profile.outages):
+        uses = COMPONENTS.get(outage.component)
+        if uses is None:
+            raise refuse(
+                f"outages[{i}].component",
+                f"unknown component {outage.component!r} (known: {', '.join(COMPONENTS)})",
+            )
+        if outage.step not in uses:
+            raise refuse(
+                f"outages[{i}].step",
+                f"{outage.step!r} does not use {outage.component!r} (it is used by: "
+                f"{', '.join(uses)})",
+            )
+        number(f"outages[{i}].count", outage.count, 0)
+        span(f"outages[{i}].minutes", outage.minutes)
+    for field in ("answer_minutes", "teach_minutes", "resume_minutes"):
+        span(f"person.{field}", getattr(profile.person, field))

@@ -2,12 +2,17 @@
 
 ``python -m onward.sim`` opens the session (``--session``, the profile's name by default) on the
 real SQLite log through the real engine, on a virtual clock that starts where the log's last
-event left it, registers the profile's work (:mod:`onward.sim.work`), submits each task as it
-arrives (idempotently: a worker that takes over submits nothing twice) and runs them until the
-simulated hours are over. The simulated person lives here too: as the clock passes their
-moment they answer approval requests, teach the fix of a new error the engine gave up on, and
-resume a session its error budget paused. It tells the parent ``kill ...`` when it reaches a
-kill moment (then waits to be killed) and ``done`` at the end.
+event (or the killed worker before it) left it, registers the profile's work
+(:mod:`onward.sim.work`), submits each task as it arrives (idempotently: a worker that takes
+over submits nothing twice) and runs them until the simulated hours are over. The simulated
+person lives here too: as the clock passes their moment they answer approval requests, teach
+the fix of a new error the engine gave up on, and resume a session its error budget paused. It
+tells the parent ``kill ...`` when it reaches a kill moment (then waits to be killed) and
+``done`` at the end.
+
+Nothing it does depends on wall time or on threads: the person's moments are drawn from the
+seed and what the seed decided (never from a random decision id), and no heartbeat beats (see
+:data:`LEASE`), so the same profile and seed give the same log, event for event.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from onward.sim.profile import load_profile
 from onward.sim.work import TEACH, register_work, run_plan
 from onward.sim.world import TimedRulebook, VirtualClock, World, arrivals, task_plan
 
-__all__ = ["PERSON", "RESTART_DELAY", "SimWorker", "worker_main"]
+__all__ = ["LEASE", "PERSON", "RESTART_DELAY", "SimWorker", "worker_main"]
 
 #: Who the simulated person is, in the log.
 PERSON = "simulated person"
@@ -41,6 +46,8 @@ RESTART_DELAY = 20.0
 TURN = 25
 #: How long after the end the worker keeps finishing the tasks that arrived in time.
 GRACE = 2 * 3600.0
+#: The workers' lease, in seconds: a week.
+LEASE = 7 * 24 * 3600.0
 
 
 class SimWorker:
@@ -55,7 +62,12 @@ class SimWorker:
         with open_log(f"sqlite:///{args.db}") as log:
             last = log.head()
             tail = list(log.read(after=max(0, last - 1))) if last else []
-        begin = tail[-1].meta.time + RESTART_DELAY if tail else args.start
+        # A new worker goes on a little after the last event, or after the moment the worker
+        # before it was killed at (it may have waited past its last event).
+        moments = [r.meta.time for r in tail]
+        if args.killed_at is not None:
+            moments.append(args.killed_at)
+        begin = max(moments) + RESTART_DELAY if moments else args.start
         self.clock = VirtualClock(max(begin, args.start))
         kills = [
             (float(t), where) for t, where in (k.split("@") for k in args.kills.split(",") if k)
@@ -78,6 +90,11 @@ class SimWorker:
             session=self.session,
             clock=self.clock,
             sleep=self.clock.sleep,
+            # The heartbeat beats every third of a lease of wall time, at whatever simulated
+            # moment that is: a lease longer than any simulation keeps it from beating, so the
+            # log depends on the seed only. A killed worker's tasks are taken back at once all
+            # the same (its process is known dead).
+            lease=LEASE,
             rulebook=self.rulebook,
             retries=RetryPolicies(
                 RetryPolicy(name="sim", max_attempts=4, base=2.0, cap=120.0, jitter=Jitter.FULL)
@@ -115,8 +132,11 @@ class SimWorker:
         try:
             engine = self.engine
             for request in engine.approvals(session=self.session):
+                # Keyed by what the seed decides (the task, its action, the moment it asked),
+                # not by the decision's id: that is a random event id, new in every run.
+                asked = f"{request.task_id}:{request.action}:{request.requested_at!r}"
                 due = request.requested_at + self._delay(
-                    "answer", request.decision_id, self.profile.person.answer_minutes
+                    "answer", asked, self.profile.person.answer_minutes
                 )
                 if now >= due:
                     engine.approve(request.decision_id, note="looks right", by=PERSON)
@@ -181,6 +201,7 @@ class SimWorker:
                     break
                 moment = self.end
             self.clock.sleep(max(1.0, moment - self.clock.now))
+        self.world.finish()
         self.rulebook.flush()
 
 
@@ -194,6 +215,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, required=True)
     parser.add_argument("--start", type=float, required=True)
     parser.add_argument("--kills", default="")
+    parser.add_argument("--killed-at", type=float, default=None)
     parser.add_argument("--journal", required=True)
     parser.add_argument("--scratch", required=True)
     parser.add_argument("--timings", required=True)

@@ -134,7 +134,11 @@ def outage_windows(
 
 def kill_plan(profile: Profile, seed: int, start: float, hours: float) -> list[tuple[float, str]]:
     """When the worker is killed with SIGKILL, and where: ``before`` a step's work (just after
-    the last outcome was recorded) or ``after`` it (its effect done, its outcome not yet)."""
+    the last outcome was recorded) or ``after`` it (its effect done, its outcome not yet).
+
+    A kill whose moment comes while no step works (the worker waits for an arrival, a timer
+    or a person) comes at the next step's work; one that no step's work follows comes when the
+    hours are over (:meth:`World.finish`): every planned kill happens."""
     rng = _rng(seed, "kills")
     moments = sorted(start + rng.uniform(0.05, 0.95) * hours * 3600 for _ in range(profile.crashes))
     return [(m, rng.choice(("before", "after"))) for m in moments]
@@ -207,13 +211,20 @@ class World:
         self.clock.advance(seconds)
         self._kill("after")
 
+    def finish(self) -> None:
+        """The hours are over: die at a kill whose moment came after the last step's work (it
+        had no step to come at), so that every planned kill happens."""
+        self._kill("end")
+
     def _kill(self, where: str) -> None:
-        if not self.kills or self.clock.now < self.kills[0][0] or self.kills[0][1] != where:
+        if not self.kills or self.clock.now < self.kills[0][0]:
+            return
+        if where != "end" and self.kills[0][1] != where:
             return
         moment, _ = self.kills.pop(0)
         if self.before_kill is not None:
             self.before_kill()
-        sys.stdout.write(f"kill {moment!r} {where} {os.getpid()}\n")
+        sys.stdout.write(f"kill {moment!r} {where} {os.getpid()} {self.clock.now!r}\n")
         sys.stdout.flush()
         while True:  # the parent kills this process with SIGKILL now
             time.sleep(60)

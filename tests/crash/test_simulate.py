@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,7 +16,7 @@ from onward.cli import main
 from onward.events import UsageError, open_log
 from onward.projections import CatchUp
 from onward.report import collect_report
-from onward.sim import PROFILES, load_profile, measure, run_simulation, table
+from onward.sim import PROFILES, SimResult, load_profile, measure, run_simulation, table
 from onward.sim.world import arrivals, kill_plan, task_plan
 
 SHORT = """
@@ -191,16 +192,25 @@ def test_onward_simulate_prints_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert status == (1 if False in data["targets"].values() else 0)
 
 
-def test_a_second_run_on_a_log_is_a_new_session_after_the_first(
-    simulated: tuple[Path, object], tmp_path: Path
-) -> None:
-    first_db, first = simulated
-    db = tmp_path / "again.db"
+@pytest.fixture(scope="module")
+def second(
+    simulated: tuple[Path, object], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, SimResult]:
+    """A second run of the profile on a copy of the first one's log."""
+    first_db, _ = simulated
+    db = tmp_path_factory.mktemp("again") / "again.db"
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{first_db}{suffix}").exists():
             shutil.copy(f"{first_db}{suffix}", f"{db}{suffix}")
     profile = first_db.parent / "short.toml"
-    again = run_simulation(profile=str(profile), seed=5, hours=1.0, db=str(db))
+    return db, run_simulation(profile=str(profile), seed=5, hours=1.0, db=str(db))
+
+
+def test_a_second_run_on_a_log_is_a_new_session_after_the_first(
+    simulated: tuple[Path, object], second: tuple[Path, SimResult]
+) -> None:
+    _, first = simulated
+    db, again = second
     assert (again.profile, again.session) == ("short", "short-2")
     # It simulated: tasks, decisions and its own kills, every one recovered.
     assert again.tasks == first.tasks  # type: ignore[attr-defined]
@@ -219,6 +229,144 @@ def test_a_second_run_on_a_log_is_a_new_session_after_the_first(
         later = [v for v in projections.tasks.tasks.values() if v.session == "short-2"]
         assert {v.state for v in later} == {"succeeded"}
         assert min(v.submitted_at for v in later) > first_end  # its clock went on, not back
+
+
+def test_errors_resolved_in_an_earlier_session_are_seen_before(
+    second: tuple[Path, SimResult],
+) -> None:
+    db, again = second
+    # Counted here from the log alone, as the figure's definition says: an error of this
+    # session is seen before when its signature was resolved (a step it failed completed, or a
+    # person taught its fix) earlier, in this session or in the one before it on the log.
+    resolved: set[str] = set()
+    failed: dict[tuple[str, int], list[str]] = {}
+    errors = seen = seen_elsewhere = 0
+    with open_log(f"sqlite:///{db}", create=False) as log:
+        for r in log.read():
+            event: Any = r.event
+            name = type(event).__name__
+            if name == "StepFailed":
+                signature = event.signature or event.error_type
+                if r.meta.session == again.session:
+                    errors += 1
+                    seen += signature in resolved
+                    seen_elsewhere += signature in resolved
+                failed.setdefault((r.stream, event.index), []).append(signature)
+                if event.final:
+                    failed.pop((r.stream, event.index))
+            elif name == "StepCompleted":
+                resolved.update(failed.pop((r.stream, event.index), ()))
+            elif name == "FixLearned":
+                resolved.add(event.signature)
+    assert again.errors == errors  # only this session's errors are counted
+    assert again.seen_before == seen
+    assert again.seen_before == again.seen_before_fixed
+
+
+def test_a_seed_gives_the_same_session(simulated: tuple[Path, object], tmp_path: Path) -> None:
+    first_db, first = simulated
+    db = tmp_path / "same.db"
+    again = run_simulation(
+        profile=str(first_db.parent / "short.toml"), seed=5, hours=1.0, db=str(db)
+    )
+    wall = {"db", "wall_seconds", "sim_speedup", "decision_p50_us", "decision_p99_us"}
+
+    def figures(result: object) -> dict[str, Any]:
+        data = msgspec.to_builtins(result)
+        data["targets"].pop("decision_p99_at_most_50_us")  # wall time
+        return {k: v for k, v in data.items() if k not in wall}
+
+    def history(path: Path) -> list[tuple[str, str, float]]:
+        with open_log(f"sqlite:///{path}", create=False) as log:
+            return [(type(r.event).__name__, r.stream, r.meta.time) for r in log.read()]
+
+    assert figures(again) == figures(first)
+    assert again.crashes == 2  # the kills too: at the same moments
+    assert history(db) == history(first_db)
+
+
+#: A step, for the profiles below that are wrong elsewhere.
+STEP = '[[steps]]\nkind = "read_source"\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ('name = ""\n' + STEP, "name: must be a non-empty word"),
+        ('name = "x"\ntask = "a task"\n' + STEP, "task: must be a non-empty word"),
+        ('name = "x"\nbudget_per_hour = 0\n' + STEP, "budget_per_hour: .*limit"),
+        ('name = "x"\ntasks_per_hour = -1.0\n' + STEP, "tasks_per_hour: must be a number >= 0"),
+        ('name = "x"\ncrashes = -1\n' + STEP, "crashes: must be a number >= 0"),
+        (
+            'name = "x"\n' + STEP + "[person]\nanswer_minutes = [5.0, 1.0]\n",
+            r"person\.answer_minutes: must go from low to high",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\nrepeat = [5, 1]\n',
+            r"steps\[1\]\.repeat: must go from low to high, got \[5, 1\]",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\nseconds = [-5.0, 1.0]\n',
+            r"steps\[1\]\.seconds: must be a number >= 0",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\nshare = 1.5\n',
+            r"steps\[1\]\.share: must be a number in \[0, 1\]",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[errors]]\nstep = "read_source"\n'
+            'error = "UnicodeDecodeError"\nrate = 2.0\n',
+            r"errors\[0\]\.rate: must be a number in \[0, 1\]",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[outages]]\ncomponent = "nosuch"\nstep = "call_model"\n',
+            r"outages\[0\]\.component: unknown component 'nosuch'",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[outages]]\ncomponent = "external_api"\n'
+            'step = "read_source"\n',
+            r"outages\[0\]\.step: 'read_source' does not use 'external_api'",
+        ),
+    ],
+)
+def test_a_profile_that_does_not_fit_is_refused_before_a_worker_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, field: str
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml)
+    with pytest.raises(UsageError, match=field) as refused:
+        load_profile(bad)
+    assert str(bad) in str(refused.value)
+    db = tmp_path / "never.db"
+    assert main(["simulate", "--hours", "0.1", "--profile", str(bad), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"onward simulate: {bad}: ")
+    assert len(err.splitlines()) == 1  # no traceback
+    assert not db.exists()  # refused before anything started
+
+
+def test_every_planned_kill_happens_and_a_temporary_log_is_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One quick task at the start, then nothing: every kill moment comes after the last step's
+    # work, with no step to die at.
+    sparse = tmp_path / "sparse.toml"
+    sparse.write_text(
+        'name = "sparse"\ntasks_per_hour = 0.0\nbacklog = 1\ncrashes = 2\n'
+        '[[steps]]\nkind = "load_config"\nseconds = [1.0, 1.0]\n'
+    )
+    main(["simulate", "--hours", "0.2", "--profile", str(sparse)])
+    captured = capsys.readouterr()
+    assert "2 kill -9 planned" in captured.err
+    assert captured.err.count("KILLED worker") == 2
+    assert ", 2 kill -9," in captured.out
+    assert "crashes (kill -9) recovered           not stated          100.0% (2/2)" in (
+        captured.out
+    )
+    # The temporary log is gone: the table says so rather than naming its path.
+    (last,) = [line for line in captured.out.splitlines() if line.startswith("log: ")]
+    assert last == "log: a temporary one, removed at the end (--db FILE keeps it)"
+    assert "onward-sim-" not in captured.out + captured.err
 
 
 @pytest.mark.parametrize("what", ["another database", "a directory"])
