@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from onward.events import Append, AppendResult, EventLog
+from onward.events import Append, AppendResult, BackendError, EventLog
 
 __all__ = ["Committer"]
 
@@ -53,6 +53,9 @@ class Committer:
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        # Taken to queue a request or to close: nothing is queued after the writer's last look.
+        self._open = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._write, name="onward-committer", daemon=True)
         self._thread.start()
         #: How many transactions, and how many appends in them (for the benchmarks).
@@ -69,7 +72,7 @@ class Committer:
                 tolerance).
         """
         request = _Request(appends)
-        self._queue.put(request)
+        self._put(request)
         assert request.future is not None
         return request.future.result()
 
@@ -82,12 +85,27 @@ class Committer:
         """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[AppendResult] = loop.create_future()
-        self._queue.put(_Request(appends, loop, waiter))
+        self._put(_Request(appends, loop, waiter))
         return waiter
 
+    def _put(self, request: _Request) -> None:
+        """Queue a request for the writer.
+
+        Raises:
+            BackendError: the committer is closed (its writer would never answer).
+        """
+        with self._open:
+            if self._closed:
+                raise BackendError("append after the run's group committer closed")
+            self._queue.put(request)
+
     def close(self) -> None:
-        """Commit what waits, then stop the writer thread."""
-        self._queue.put(None)
+        """Commit what waits, then stop the writer thread (again: nothing more to do)."""
+        with self._open:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
 
     def _write(self) -> None:

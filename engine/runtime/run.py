@@ -9,6 +9,7 @@ the function between them; an async call will await it between the same two call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import threading
@@ -84,10 +85,12 @@ __all__ = [
     "Blocking",
     "Commit",
     "Effect",
+    "InFlight",
     "Invoke",
     "Pause",
     "Released",
     "Replayed",
+    "Settle",
     "Store",
     "TaskRun",
     "derived_id",
@@ -147,6 +150,13 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Settle:
+    """Wait until the task's other step bodies under way have their outcomes recorded (an
+    ``async def`` task's gathered steps), before recording that the task waits; nothing to do
+    on the synchronous path, which runs one step at a time."""
+
+
+@dataclass(frozen=True, slots=True)
 class Store:
     """Append to the log in one transaction (shared with other tasks' through the group
     committer, when there is one)."""
@@ -155,7 +165,7 @@ class Store:
 
 
 #: What the step protocol asks its driver to do.
-Effect = Invoke | Blocking | Pause | Commit | Store
+Effect = Invoke | Blocking | Pause | Commit | Store | Settle
 
 
 def drive(protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Any]) -> T:
@@ -321,6 +331,76 @@ class Released(BaseException):
     """Unwinds a task whose worker is stopping, at a step boundary: the task is handed back."""
 
 
+class InFlight:
+    """The step calls of one run under way at once (an ``async def`` task's gathered steps).
+
+    A step whose body ran has an outcome to record, and a task that waits (a retry, a sleep,
+    a message) or ends may record nothing after that: so a run records its wait only once the
+    bodies under way have their outcomes recorded (or failed), and the scheduler records its
+    end only once every step call has returned. Without this a sibling's completed body was
+    thrown away, to run again when the task woke, or its outcome followed the task's end.
+
+    Calls are counted on the event loop's thread; bodies are waited for from worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        #: Step indices whose body runs, or ran and waits for its outcome to be recorded.
+        self.bodies: set[int] = set()
+        self.calls = 0
+        self._idle: asyncio.Event | None = None
+        self._settled: asyncio.Event | None = None
+
+    def body_started(self, index: int) -> bool:
+        """A step's body starts; whether it is tracked (only while calls run at once)."""
+        if not self.calls:
+            return False  # the synchronous path: one step at a time
+        with self._changed:
+            self.bodies.add(index)
+        return True
+
+    def body_settled(self, index: int, tracked: bool) -> None:
+        """A step's body ended with its outcome recorded, or with none to keep (on the loop's
+        thread, where the step protocol runs)."""
+        if tracked:
+            with self._changed:
+                self.bodies.discard(index)
+                self._changed.notify_all()
+            if not self.bodies and self._settled is not None:
+                self._settled.set()
+
+    def wait_for_bodies(self) -> None:
+        """Block (a worker thread) until no step body is under way without its outcome."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self.bodies)
+
+    async def bodies_settled(self) -> None:
+        """Wait (on the loop, holding no worker thread) until no step body is under way
+        without its outcome."""
+        while self.bodies:
+            self._settled = asyncio.Event()
+            await self._settled.wait()
+
+    def call_started(self) -> None:
+        self.calls += 1
+
+    def call_ended(self) -> None:
+        self.calls -= 1
+        if not self.calls and self._idle is not None:
+            self._idle.set()
+
+    async def calls_ended(self) -> None:
+        """Wait (on the loop) until every step call of the run has returned."""
+        while self.calls:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+
+def _waits(batch: Batch) -> bool:
+    """Whether a batch records that its task waits."""
+    return any(type(event) is TaskWaiting for event in batch.events)
+
+
 class Replayed(msgspec.Struct, frozen=True):
     """A step outcome found in the log."""
 
@@ -406,6 +486,13 @@ class TaskRun:
         # This run recorded that the task waits: it ends here, whatever the task's code does
         # with the signal (a bare ``except:`` around a step catches it).
         self.waiting = False
+        # The worker stopped this run at a step: the task is handed back, whatever its code
+        # does with the signal (``asyncio.gather(..., return_exceptions=True)`` returns it).
+        self.released = False
+        # Step indices whose queue-limit permit this run holds.
+        self.permits: set[int] = set()
+        # The step calls of an ``async def`` task that are under way at once.
+        self.in_flight = InFlight()
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
         # Messages this task took (or gave up waiting for), by the step index of the receive.
@@ -581,6 +668,8 @@ class TaskRun:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
             StorageLost: the log could not record it.
         """
+        if self.in_flight.bodies and _waits(batch) and not on_event_loop():
+            self.in_flight.wait_for_bodies()
         with self._appending:
             drive(self._committing(batch), self.effect)
 
@@ -600,6 +689,8 @@ class TaskRun:
         caller waits for its outcome, so that the run's version matches the log, and then the
         cancellation goes on.
         """
+        if self.in_flight.bodies and _waits(batch):
+            await asyncio.to_thread(self.in_flight.wait_for_bodies)
         await _acquire(self._appending)
         try:
             await drive_async(self._committing(batch), self.effect_async)
@@ -705,7 +796,8 @@ class TaskRun:
         started = self.started.get(index)
         if started is not None and not step.answers_to(started):
             raise StepMismatch(self.task_id, index, started, step.name)
-        if self.stopping is not None and self.stopping.is_set():
+        if self.released or (self.stopping is not None and self.stopping.is_set()):
+            self.released = True
             raise Released()
         if step.at_most_once:
             if started is not None:
@@ -793,7 +885,11 @@ class TaskRun:
         Raises:
             Suspended: the task now waits (a retry's due time, an open breaker).
         """
-        return await drive_async(self.protocol(step, args, kwargs), self.effect_async)
+        self.in_flight.call_started()
+        try:
+            return await drive_async(self.protocol(step, args, kwargs), self.effect_async)
+        finally:
+            self.in_flight.call_ended()
 
     def protocol(
         self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -818,8 +914,10 @@ class TaskRun:
             ruling = yield Blocking(self._ruling, step, index, judgement)
         if not step.limit:
             return (yield from self._attempts(step, index, args, kwargs, ruling))
-        yield Blocking(self._take_permit, step, index)
         try:
+            # Inside: a caller that gives up (a timeout) while the permit is being taken
+            # gets the cancellation once that is done, and the permit is given back.
+            yield Blocking(self._take_permit, step, index)
             if step.at_most_once:
                 yield Blocking(self.record_start, step, index)
             result = yield from self._attempts(step, index, args, kwargs, ruling)
@@ -849,11 +947,15 @@ class TaskRun:
             self.steps_run -= 1  # it did not run: it waits for a permit
             self.record([waiting])
             raise Suspended()
+        self.permits.add(index)
 
     def _give_back(self, step: StepDef, index: int) -> None:
-        """Give the step's permit back (should that fail, it runs out with the task's
-        claim)."""
+        """Give the step's permit back, if it holds one (should that fail, it runs out with
+        the task's claim)."""
         assert self.limits is not None
+        if index not in self.permits:
+            return
+        self.permits.discard(index)
         try:
             self.limits.give_back(step.limit, self.task_id, index, self.context)
         except BackendError:
@@ -892,12 +994,15 @@ class TaskRun:
                 raise Suspended()
             started = self.clock()
             observed = self._observe(step, index, attempt)
+            tracked = self.in_flight.body_started(index)
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
                 if ruling is not None:
                     assert judgement is not None
                     yield Blocking(self._check, step, index, judgement, ruling, result)
             except Exception as exc:
+                # Its body ended with no outcome to keep: the task may wait without it.
+                self.in_flight.body_settled(index, tracked)
                 if ruling is not None and not isinstance(exc, CheckFailed):
                     yield Blocking(
                         self._action_failed, step, index, ruling, error_message(exc, self.redact)
@@ -909,6 +1014,7 @@ class TaskRun:
                 call = remedied or bind_call(step, args, kwargs, attempt)
                 fix = outcome.fix if outcome is not None else ""
                 fix_signature = outcome.signature if outcome is not None else ""
+                yield Settle()  # the healer may record that the task waits
                 outcome = yield Blocking(
                     healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
                 )
@@ -924,26 +1030,32 @@ class TaskRun:
                 if outcome.action == "wait":
                     raise Suspended() from None
                 raise
-            # The caller gets what a replay will get: the result as recorded, decoded again.
-            stored = self.stored_result(step, index, result)
-            result = decode_value(stored, step.returns)
-            completed = StepCompleted(
-                index=index,
-                name=step.name,
-                result=stored,
-                duration=self.clock() - started,
-                attempt=attempt,
-                dependency=step.breaker,
-            )
-            batch = Batch(self.context.causation_id)
-            completed_id = batch.add(completed)
-            if healer is not None:
-                healer.on_success(self, step, batch, completed_id, outcome)
-            if ruling is not None and self.judge is not None:
-                self.judge.outcome(
-                    self, step, index, ruling, batch, passed=True, cause=completed_id
+            except BaseException:
+                self.in_flight.body_settled(index, tracked)
+                raise
+            try:
+                # The caller gets what a replay will get: the result as recorded, decoded again.
+                stored = self.stored_result(step, index, result)
+                result = decode_value(stored, step.returns)
+                completed = StepCompleted(
+                    index=index,
+                    name=step.name,
+                    result=stored,
+                    duration=self.clock() - started,
+                    attempt=attempt,
+                    dependency=step.breaker,
                 )
-            yield Commit(batch)
+                batch = Batch(self.context.causation_id)
+                completed_id = batch.add(completed)
+                if healer is not None:
+                    healer.on_success(self, step, batch, completed_id, outcome)
+                if ruling is not None and self.judge is not None:
+                    self.judge.outcome(
+                        self, step, index, ruling, batch, passed=True, cause=completed_id
+                    )
+                yield Commit(batch)
+            finally:
+                self.in_flight.body_settled(index, tracked)
             self._observed(observed)
             return result
 
@@ -999,9 +1111,11 @@ class TaskRun:
                 wake_at=wake_at,
             )
             waiting = TaskWaiting(reason=f"sleep of {seconds:g} s", until=wake_at)
+            yield Settle()
             yield Blocking(self.record, [sleep, waiting])
             raise Suspended()
         if now < wake_at:  # run again before the time (a person's nudge): wait again
+            yield Settle()
             yield Blocking(self.record, [TaskWaiting(reason="sleep", until=wake_at)])
             raise Suspended()
         self.steps_run += 1
@@ -1118,6 +1232,7 @@ class TaskRun:
         waits.append(
             TaskWaiting(reason=f"message {topic!r}", until=deadline, topic=topic, inbox_after=seen)
         )
+        yield Settle()
         yield Blocking(self.record, waits)
         raise Suspended()
 
@@ -1142,6 +1257,8 @@ class TaskRun:
             if self.committer is not None:
                 return self.committer.commit(effect.appends)
             return self.log.commit(effect.appends)
+        if isinstance(effect, Settle):
+            return None  # one step at a time: nothing else is under way
         self.commit(effect.batch)
         return None
 
@@ -1159,7 +1276,17 @@ class TaskRun:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):
             context = contextvars.copy_context()
-            return await asyncio.to_thread(context.run, effect.fn, *effect.args)
+            call = asyncio.ensure_future(asyncio.to_thread(context.run, effect.fn, *effect.args))
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                # Given up on (a timeout around the step): the call goes on in its thread. Its
+                # outcome is waited for first, so that the protocol unwinds from what it did (a
+                # permit taken, a wait recorded), then the cancellation goes on.
+                if not call.cancelled():
+                    with contextlib.suppress(BaseException):
+                        await call
+                raise
         if isinstance(effect, Pause):
             if self.sleep is None or self.sleep is time.sleep:
                 await asyncio.sleep(effect.seconds)
@@ -1173,6 +1300,9 @@ class TaskRun:
                 loop = asyncio.get_running_loop()
                 pending = loop.run_in_executor(None, self.log.commit, effect.appends)
             return await self._seen_through(pending)
+        if isinstance(effect, Settle):
+            await self.in_flight.bodies_settled()
+            return None
         await self.commit_async(effect.batch)
         return None
 

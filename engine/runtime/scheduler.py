@@ -17,7 +17,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple
 
@@ -1025,7 +1025,7 @@ class Scheduler:
         token = CURRENT_RUN.set(run)
         try:
             if definition.is_async:
-                result = asyncio.run(definition.fn(*args, **kwargs))
+                result = asyncio.run(_with_its_steps(run, definition.fn(*args, **kwargs)))
             else:
                 result = definition.fn(*args, **kwargs)
         except BaseException as exc:
@@ -1053,6 +1053,7 @@ class Scheduler:
             if current is None or not current.cancelling():
                 # The task's own: something it awaited was cancelled, and it let that out. It
                 # fails; the run goes on.
+                await run.in_flight.calls_ended()
                 return await asyncio.to_thread(self._conclude, view, run, None, exc)
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker
             # does, then let the cancellation go on. A cancelled await is no step failure.
@@ -1060,9 +1061,13 @@ class Scheduler:
                 await asyncio.shield(asyncio.to_thread(self._release, run))
             raise
         except BaseException as exc:
+            # Steps it started and did not await (a gather it left on a sibling's error) end
+            # first: their outcomes are recorded before the task's end or wait.
+            await run.in_flight.calls_ended()
             return await asyncio.to_thread(self._conclude, view, run, None, exc)
         finally:
             CURRENT_RUN.reset(token)
+        await run.in_flight.calls_ended()
         return await asyncio.to_thread(self._conclude, view, run, result)
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
@@ -1150,6 +1155,10 @@ class Scheduler:
                 view.name,
             )
             return "waiting", run
+        if run.released and (error is None or isinstance(error, Exception)):
+            # The worker stopped it at a step, and its code went on with the signal as a
+            # value (``gather(..., return_exceptions=True)``) or caught it: handed back.
+            return self._release(run)
         if error is None:
             try:
                 stored = encode_value(
@@ -1231,6 +1240,8 @@ class Scheduler:
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run
+        except Suspended:  # a call the task gave up on recorded that it waits, meanwhile
+            return "waiting", run
         return ("succeeded" if isinstance(event, TaskSucceeded) else "failed"), run
 
     def _recover_leases(self) -> int:
@@ -1312,6 +1323,16 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
+
+
+async def _with_its_steps(run: TaskRun, body: Coroutine[Any, Any, Any]) -> Any:
+    """An ``async def`` task's coroutine, then the step calls it left under way (a gather it
+    left on a sibling's error): their outcomes are recorded before the task's end or wait,
+    instead of their bodies being cancelled as the loop closes."""
+    try:
+        return await body
+    finally:
+        await run.in_flight.calls_ended()
 
 
 def _storage_failed(exc: BaseException) -> bool:

@@ -65,6 +65,7 @@ from onward.runtime.run import (
     Commit,
     Effect,
     Invoke,
+    Settle,
     TaskRun,
     receive_name,
 )
@@ -201,6 +202,8 @@ class _ReplayRun(TaskRun):
         if isinstance(effect, Commit):
             self._append(effect.batch.events)
             return None
+        if isinstance(effect, Settle):
+            return None  # nothing runs at once in a replay
         if not isinstance(effect, Blocking):
             raise _Unrecorded("a durable call", self.index - 1)
         if effect.fn == self.record:  # a sleep's or a receive's outcome, or its wait

@@ -1,0 +1,210 @@
+"""An ``async def`` task's steps under way at once: a task waits and ends only after the
+outcomes of the step bodies it started are recorded; a caller that gives up on a step (a
+timeout) while the engine takes its permit gets the permit given back; the worker's signal to
+hand a task back holds whatever the task's code does with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.events import (
+    BackendError,
+    StepCompleted,
+    TaskReleased,
+    TaskSucceeded,
+    TaskWaiting,
+    open_log,
+)
+from onward.runtime.committer import Committer
+from onward.runtime.run import CURRENT_RUN
+from tests.conftest import FakeClock
+from tests.unit.test_async import open_engine
+from tests.unit.test_async_appends import run_in_a_thread, run_with
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "log.db"
+
+
+def kinds(engine: Engine, task_id: str) -> list[str]:
+    return [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_sibling_that_completes_while_a_step_fails_is_not_run_again_on_the_retry(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The failing step's retry waits until the gathered sibling's outcome is recorded: the
+    task then waits, and its next run replays the sibling instead of charging the card twice."""
+    bodies: Counter[str] = Counter()
+    gates: dict[str, asyncio.Event] = {}
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def flaky(n: int) -> int:
+            bodies["flaky"] += 1
+            if bodies["flaky"] == 1:
+                gates["charge"].set()  # the sibling finishes only once this step has failed
+                raise ConnectionError("dropped")  # transient: retried after a delay
+            return n
+
+        @engine.step()
+        async def charge_card(n: int) -> str:
+            await gates["charge"].wait()
+            bodies["charge_card"] += 1
+            return f"charged {n}"
+
+        @engine.task()
+        async def checkout(n: int) -> list[object]:
+            gates["charge"] = asyncio.Event()
+            return list(await asyncio.gather(flaky(n), charge_card(n)))
+
+        task_id = engine.submit(checkout, 1)
+        run_with(engine, runner)
+        recorded = kinds(engine, task_id)
+        assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
+        clock.advance(5)
+        run_with(engine, runner)
+        assert engine.result(task_id) == [1, "charged 1"]
+        assert bodies == {"flaky": 2, "charge_card": 1}
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_task_that_leaves_a_gather_on_an_error_ends_after_its_other_steps(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The task returns while a step it started still runs: the step's outcome is recorded
+    before the task's end (the engine never writes past a task's end), and nothing is lost."""
+    gates: dict[str, asyncio.Event] = {}
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fail_fast() -> int:
+            raise ValueError("boom")  # a permanent error: no retry
+
+        @engine.step()
+        async def slow() -> int:
+            await gates["slow"].wait()
+            return 7
+
+        @engine.task()
+        async def agent() -> str:
+            gates["slow"] = asyncio.Event()
+            try:
+                await asyncio.gather(fail_fast(), slow())
+            except ValueError:
+                gates["slow"].set()  # slow() goes on after the task has returned
+                return "caught"
+            return "no error"
+
+        task_id = engine.submit(agent)
+        run_with(engine, runner)
+        assert engine.result(task_id) == "caught"
+        history = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        assert isinstance(history[-1], TaskSucceeded)
+        assert [e.result for e in history if isinstance(e, StepCompleted)] == [7]
+        assert engine.log.verify().ok
+
+
+def test_a_hand_back_returned_by_a_gather_still_hands_the_task_back(
+    db: Path, clock: FakeClock
+) -> None:
+    """The worker stops while the task runs: its next steps raise the signal to hand the task
+    back, which ``gather(..., return_exceptions=True)`` returns as a value. The task is handed
+    back, not recorded as succeeded with steps that never ran; a later run completes it."""
+    ran: list[int] = []
+
+    with open_engine(db, clock) as engine:
+        stop = asyncio.Event()
+
+        @engine.step()
+        async def first() -> int:
+            stop.set()
+            run = CURRENT_RUN.get()
+            assert run is not None
+            assert run.stopping is not None
+            while not run.stopping.is_set():  # the worker sees the stop
+                await asyncio.sleep(0)
+            return 1
+
+        @engine.step()
+        async def tool(i: int) -> int:
+            ran.append(i)
+            return i
+
+        @engine.task()
+        async def agent() -> list[object]:
+            await first()
+            found = await asyncio.gather(tool(1), tool(2), return_exceptions=True)
+            return [x if isinstance(x, int) else repr(x) for x in found]
+
+        task_id = engine.submit(agent)
+        asyncio.run(engine.serve_async(stop=stop, handle_signals=False))
+        history = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        assert isinstance(history[-1], TaskReleased)
+        assert ran == []
+        asyncio.run(engine.run_async())
+        assert engine.result(task_id) == [1, 2]
+        assert ran == [1, 2]
+
+
+def test_a_timeout_around_a_limited_step_gives_its_permit_back(db: Path, clock: FakeClock) -> None:
+    """The timeout lands at every moment of taking the permit (from at once to after the
+    step): whatever was done is unwound, every task ends, no permit stays held, and the log is
+    one the engine wrote (it verifies)."""
+    with open_engine(db, clock) as engine:
+        engine.limit("api", concurrency=1)
+
+        @engine.step(limit="api")
+        async def call_api(n: int) -> int:
+            return n
+
+        @engine.task()
+        async def caller(delay_us: int) -> str:
+            try:
+                async with asyncio.timeout(delay_us / 1e6):
+                    await call_api(delay_us)
+                return "in time"
+            except TimeoutError:
+                return "timed out"
+
+        ids = [engine.submit(caller, d) for d in range(0, 3000, 50)]
+        for _ in range(3):  # a task left waiting for a permit runs again
+            asyncio.run(engine.run_async(concurrency=1))
+        engine.refresh()
+        assert {engine.task_view(i).state for i in ids} == {"succeeded"}
+        assert [dict(view.held) for view in engine.limits()] == [{}]
+        assert engine.log.verify().ok
+        waits = [r for r in engine.log.read() if isinstance(r.event, TaskWaiting)]
+        assert all(r.event.reason for r in waits)
+
+
+def test_a_closed_committer_refuses_appends_instead_of_hanging(db: Path) -> None:
+    with open_log(f"sqlite:///{db}") as log:
+        committer = Committer(log)
+        committer.close()
+        committer.close()  # again: nothing to do
+
+        async def soon() -> None:
+            committer.commit_soon([])
+
+        def refused(append: Callable[[], object]) -> str:
+            try:
+                append()
+            except BackendError as exc:
+                return str(exc)
+            return "accepted"
+
+        # In a thread of its own: an append its writer never answers would hang the test.
+        assert "closed" in run_in_a_thread(lambda: refused(lambda: committer.commit([])))
+        assert "closed" in run_in_a_thread(lambda: refused(lambda: asyncio.run(soon())))
