@@ -185,8 +185,8 @@ def test_a_timeout_around_a_limited_step_gives_its_permit_back(db: Path, clock: 
         assert {engine.task_view(i).state for i in ids} == {"succeeded"}
         assert [dict(view.held) for view in engine.limits()] == [{}]
         assert engine.log.verify().ok
-        waits = [r for r in engine.log.read() if isinstance(r.event, TaskWaiting)]
-        assert all(r.event.reason for r in waits)
+        waits = [r.event for r in engine.log.read() if isinstance(r.event, TaskWaiting)]
+        assert all(w.reason for w in waits)
 
 
 def test_a_closed_committer_refuses_appends_instead_of_hanging(db: Path) -> None:
