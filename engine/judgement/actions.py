@@ -25,6 +25,7 @@ adjustment a :class:`onward.events.ThresholdsAdjusted` in the same append.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -265,6 +266,26 @@ class Judge:
             )
 
     @staticmethod
+    def verdict(judgement: Judgement, result: Any) -> tuple[bool, str]:
+        """Run an action's check on its result.
+
+        Returns:
+            Whether it held, and why not. A check that raises, or hands back an awaitable
+            (a plain function returning a coroutine, which the engine does not await), did not
+            hold.
+        """
+        assert judgement.check is not None
+        try:
+            said = judgement.check(result)
+            if _unawaited(said):
+                return False, _UNAWAITED.format(what="check")
+            if bool(said):
+                return True, ""
+        except Exception as exc:
+            return False, f"the check raised {type(exc).__name__}: {exc}"
+        return False, "the check returned False"
+
+    @staticmethod
     def undo(judgement: Judgement, result: Any, step: StepDef, index: int) -> ActionUndone:
         """Run an action's compensation; never raises (its failure is recorded)."""
         if judgement.undo is None:
@@ -280,9 +301,30 @@ class Judge:
                 ok=False,
                 message=bounded(f"{type(exc).__name__}: {exc}", limit=2000),
             )
+        if _unawaited(said):
+            return ActionUndone(
+                action=step.name, step_index=index, ok=False, message=_UNAWAITED.format(what="undo")
+            )
         return ActionUndone(
             action=step.name,
             step_index=index,
             ok=True,
             message="" if said is None else bounded(str(said), limit=2000),
         )
+
+
+#: Why a check or undo that handed back an awaitable did nothing.
+_UNAWAITED = (
+    "the {what} returned an awaitable, which the engine does not await (it calls a check or "
+    "an undo as a plain function): give a plain def"
+)
+
+
+def _unawaited(said: object) -> bool:
+    """Whether a check or undo handed back an awaitable; a coroutine is closed unrun (no
+    "never awaited" warning on top of the recorded failure)."""
+    if not inspect.isawaitable(said):
+        return False
+    if inspect.iscoroutine(said):
+        said.close()
+    return True

@@ -34,6 +34,7 @@ from typing import Protocol
 
 import msgspec
 
+from onward.core.definitions import is_async
 from onward.core.fields import shown
 from onward.events import (
     ComponentFailed,
@@ -133,11 +134,11 @@ class Component(msgspec.Struct, frozen=True, kw_only=True):
 
     Raises:
         UsageError: a name that is not a non-empty str, a check that is not callable (nor
-            None), workarounds that are not a tuple (or list) of :class:`Workaround`, two
-            workarounds of the same name, a rung that loses less than the one before, or a
-            description that is not a str; the message names the component. (A workaround
-            with an empty name or a loss outside (0, 1] is refused as it is built: see
-            :class:`Workaround`.)
+            None) or is ``async def``, workarounds that are not a tuple (or list) of
+            :class:`Workaround`, two workarounds of the same name, a rung that loses less than
+            the one before, or a description that is not a str; the message names the
+            component. (A workaround with an empty name or a loss outside (0, 1] is refused
+            as it is built: see :class:`Workaround`.)
     """
 
     name: str
@@ -151,6 +152,9 @@ class Component(msgspec.Struct, frozen=True, kw_only=True):
         where = f"component {self.name!r}"
         if not (self.check is None or callable(self.check)):
             raise UsageError(f"{where}: check must be a function or None, not {shown(self.check)}")
+        if self.check is not None and is_async(self.check):
+            # Called, never awaited: its coroutine is not True, so it would never restore.
+            raise UsageError(f"{where}: check must be a plain def function, not an async def one")
         if not isinstance(self.description, str):
             raise UsageError(f"{where}: description must be a str, not {shown(self.description)}")
         ladder = self.workarounds

@@ -8,8 +8,13 @@ recording the failure again; with no workaround left, the task waits for a perso
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import weakref
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
 
+from onward.core.batch import Batch
 from onward.core.errors import ComponentUnavailable
 from onward.core.run import Suspended
 from onward.events import ApprovalRequested, Event, TaskWaiting, WorkaroundApplied
@@ -46,6 +51,10 @@ class Degradations:
         self.session = session
         self.components = components
         self.interruptions = interruptions
+        # Per event loop: its async def tasks report failures one at a time.
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def component(
         self,
@@ -73,11 +82,6 @@ class Degradations:
         session = self.session
         registered = self.components.get(component)
         run = CURRENT_RUN.get()
-        if run is not None:
-            seen = run.degrade_calls
-            run.degrade_calls += 1
-            if seen < len(run.degradations):
-                return self._recorded(run, registered, *run.degradations[seen])
         if run is None:
             plans: list[list[Event]] = []
 
@@ -89,59 +93,108 @@ class Degradations:
             session.catch_up()
             session.decide(fail)
             return _workaround(registered, getattr(plans[0][-1], "workaround", ""))
+        seen = run.degrade_calls
+        run.degrade_calls += 1
+        if seen < len(run.degradations):
+            recorded = _recorded(run, registered, *run.degradations[seen])
+            if isinstance(recorded, TaskWaiting):
+                run.record([recorded])
+                raise Suspended()
+            return recorded
         # Planned and recorded under the session's lock: the tasks of this process report one
         # after the other, each on the state the one before left (the next rung each). Tasks
         # of other processes that report at the same moment may plan the same rung: it is
         # folded once (WorkaroundApplied.rung).
         with session.lock:
-            session.host.catch_up()
-            view = session.projections.degradation.view(session.name)
-            planned = plan_failure(self.components, view, component, message=message)
-            batch = run.new_batch()
-            cause: str | None = None
-            for event in planned:
-                cause = batch.add(event, cause)
-            applied = planned[-1]
-            if isinstance(applied, WorkaroundApplied):
-                run.commit(batch)
+            planned = self._planned(run, component, message)
+            if planned.applied is not None:
+                run.commit(planned.batch)
                 session.host.catch_up()
-        if isinstance(applied, WorkaroundApplied):
-            run.degradations.append((component, applied.workaround, ""))
-            return _workaround(registered, applied.workaround)
-        assert cause is not None
-        requested = batch.add(
-            ApprovalRequested(
-                decision_id=cause,
-                subject=run.task_id,
-                question=f"component {component!r} failed with no workaround left "
-                f"({message or 'no message'}): go on without it?",
-                options=["approve", "deny"],
-                impact="high",
-            ),
-            cause,
-        )
-        batch.add(TaskWaiting(reason=f"component {component} has no workaround left"), requested)
-        run.commit(batch)
-        self.interruptions.asked(
-            cause, f"component {component!r} has no workaround left", session.name
-        )
+        if planned.applied is not None:
+            run.degradations.append((component, planned.applied.workaround, ""))
+            return _workaround(registered, planned.applied.workaround)
+        run.commit(_asking(run, planned))
+        self._asked(planned)
         raise Suspended()
 
-    @staticmethod
-    def _recorded(
-        run: TaskRun, registered: Component, component: str, workaround: str, ask: str
+    def degrade_async(
+        self, run: TaskRun, component: str, *, message: str = ""
+    ) -> Coroutine[Any, Any, Workaround | None]:
+        """:meth:`degrade` in an ``async def`` task: what to await (an unregistered component
+        is refused at once).
+
+        The event loop waits neither for the disk nor for a lock: the failure is planned in a
+        worker thread, under the session's lock, and appended as the task's steps append
+        (:meth:`TaskRun.commit_async`), so that a step of the task appending meanwhile
+        finishes first. The ``async def`` tasks of one loop report one after the other, each
+        on the state the one before left, as the tasks of a process's threads do.
+
+        Raises:
+            UsageError: an unregistered component.
+        """
+        return self._degrading(run, self.components.get(component), component, message)
+
+    async def _degrading(
+        self, run: TaskRun, registered: Component, component: str, message: str
     ) -> Workaround | None:
-        """A degradation this task recorded before: its workaround, or the person's answer."""
-        if workaround:
-            return _workaround(registered, workaround)
-        answer = run.answers.get(ask)
-        if answer is None:  # nobody answered yet: wait again
-            run.record([TaskWaiting(reason=f"component {component} has no workaround left")])
-            raise Suspended()
-        granted, note = answer
-        if granted:
-            return None
-        raise ComponentUnavailable(component, note)
+        seen = run.degrade_calls  # in the order the calls start, as a re-run takes them
+        run.degrade_calls += 1
+        if seen < len(run.degradations):
+            recorded = _recorded(run, registered, *run.degradations[seen])
+            if isinstance(recorded, TaskWaiting):
+                await run.record_async([recorded])
+                raise Suspended()
+            return recorded
+        session = self.session
+        async with self._turn():
+            planned = await asyncio.to_thread(self._planned_now, run, component, message)
+            if planned.applied is not None:
+                await run.commit_async(planned.batch)
+                run.degradations.append((component, planned.applied.workaround, ""))
+                await asyncio.to_thread(session.catch_up)
+                return _workaround(registered, planned.applied.workaround)
+        # Out of turn: a wait is recorded once the task's steps under way have recorded their
+        # outcomes, and one of them may be reporting a failure too.
+        await run.commit_async(_asking(run, planned))
+        await asyncio.to_thread(self._asked, planned)
+        raise Suspended()
+
+    def _turn(self) -> asyncio.Lock:
+        """The running loop's turn to report a failure (taken in the order asked for)."""
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = asyncio.Lock()
+        return turn
+
+    def _planned_now(self, run: TaskRun, component: str, message: str) -> _Planned:
+        """:meth:`_planned` under the session's lock (in a worker thread)."""
+        with self.session.lock:
+            return self._planned(run, component, message)
+
+    def _planned(self, run: TaskRun, component: str, message: str) -> _Planned:
+        """A failure's events on the session's state now, in a batch of the task's (the caller
+        holds the session's lock)."""
+        session = self.session
+        session.host.catch_up()
+        view = session.projections.degradation.view(session.name)
+        events = plan_failure(self.components, view, component, message=message)
+        batch = run.new_batch()
+        cause: str | None = None
+        for event in events:
+            cause = batch.add(event, cause)
+        assert cause is not None
+        last = events[-1]
+        applied = last if isinstance(last, WorkaroundApplied) else None
+        return _Planned(batch, cause, applied, component, message)
+
+    def _asked(self, planned: _Planned) -> None:
+        """Hand the question, once recorded, to the application."""
+        self.interruptions.asked(
+            planned.cause,
+            f"component {planned.component!r} has no workaround left",
+            self.session.name,
+        )
 
     def restore(self, component: str) -> bool:
         """Say that a failed component works again (without its health check).
@@ -197,6 +250,58 @@ class Degradations:
         if view is None or view.state != "degraded":
             return None
         return view.workaround or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A reported failure, planned: its events in a batch of the task's."""
+
+    batch: Batch
+    #: The id of its last event (with no workaround left, the decision a person is asked).
+    cause: str
+    #: The workaround taken (None: none is left).
+    applied: WorkaroundApplied | None
+    component: str
+    message: str
+
+
+def _asking(run: TaskRun, planned: _Planned) -> Batch:
+    """A failure with no workaround left: its batch, with the question to a person and the
+    task's wait."""
+    batch, cause, component = planned.batch, planned.cause, planned.component
+    requested = batch.add(
+        ApprovalRequested(
+            decision_id=cause,
+            subject=run.task_id,
+            question=f"component {component!r} failed with no workaround left "
+            f"({planned.message or 'no message'}): go on without it?",
+            options=["approve", "deny"],
+            impact="high",
+        ),
+        cause,
+    )
+    batch.add(TaskWaiting(reason=f"component {component} has no workaround left"), requested)
+    return batch
+
+
+def _recorded(
+    run: TaskRun, registered: Component, component: str, workaround: str, ask: str
+) -> Workaround | TaskWaiting | None:
+    """A degradation the task recorded before: its workaround, the person's answer, or the
+    wait to record while nobody has answered.
+
+    Raises:
+        ComponentUnavailable: the person refused to go on without it.
+    """
+    if workaround:
+        return _workaround(registered, workaround)
+    answer = run.answers.get(ask)
+    if answer is None:
+        return TaskWaiting(reason=f"component {component} has no workaround left")
+    granted, note = answer
+    if granted:
+        return None
+    raise ComponentUnavailable(component, note)
 
 
 def _workaround(registered: Component, name: str) -> Workaround | None:

@@ -9,6 +9,7 @@ the judge asks :meth:`Interruptions.defers` before it records one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import msgspec
@@ -23,7 +24,7 @@ from onward.events import (
 from onward.judgement.flow import FlowMonitor
 from onward.projections import Projections
 from onward.projections.flow import Deferred
-from onward.runtime.run import CURRENT_RUN
+from onward.runtime.run import CURRENT_RUN, TaskRun
 from onward.runtime.session import Session
 
 __all__ = ["Interruption", "Interruptions", "log_interruption"]
@@ -97,35 +98,62 @@ class Interruptions:
             The interruption's id.
         """
         session = self.session
-        interruption_id = new_event_id()
-        deferred = InterruptionDeferred(interruption_id=interruption_id, kind=kind, summary=summary)
+        interruption = Interruption(
+            interruption_id=new_event_id(), kind=kind, summary=summary, session=session.name
+        )
         run = CURRENT_RUN.get()
         if run is not None:
-            session.catch_up()
-            if self.defers(session.name, "", urgent):
-                run.record([deferred])
+            if self._deferred_now(urgent):
+                run.record([_deferral(interruption)])
                 session.catch_up()
-                return interruption_id
-            session.record([InterruptionDelivered(interruption_id=interruption_id)])
-        else:
-            held: list[bool] = []
+            else:
+                self._delivered_now(interruption)
+            return interruption.interruption_id
+        held: list[bool] = []
 
-            def defer_or_deliver(projections: Projections) -> list[Event]:
-                held[:] = [self.defers(session.name, "", urgent)]
-                if held[0]:
-                    return [deferred]
-                return [InterruptionDelivered(interruption_id=interruption_id)]
-
-            session.catch_up()
-            session.decide(defer_or_deliver)
+        def defer_or_deliver(projections: Projections) -> list[Event]:
+            held[:] = [self.defers(session.name, "", urgent)]
             if held[0]:
-                return interruption_id
-        self.hand_over(
-            Interruption(
-                interruption_id=interruption_id, kind=kind, summary=summary, session=session.name
-            )
+                return [_deferral(interruption)]
+            return [InterruptionDelivered(interruption_id=interruption.interruption_id)]
+
+        session.catch_up()
+        session.decide(defer_or_deliver)
+        if not held[0]:
+            self.hand_over(interruption)
+        return interruption.interruption_id
+
+    async def notify_async(
+        self, run: TaskRun, summary: str, *, kind: str = "notice", urgent: bool = False
+    ) -> str:
+        """:meth:`notify` in an ``async def`` task: the event loop waits neither for the disk
+        nor for a step of the task that appends meanwhile (the deferral is appended as the
+        task's steps append; the rest runs in worker threads).
+
+        Returns:
+            The interruption's id.
+        """
+        session = self.session
+        interruption = Interruption(
+            interruption_id=new_event_id(), kind=kind, summary=summary, session=session.name
         )
-        return interruption_id
+        if await asyncio.to_thread(self._deferred_now, urgent):
+            await run.record_async([_deferral(interruption)])
+            await asyncio.to_thread(session.catch_up)
+        else:
+            await asyncio.to_thread(self._delivered_now, interruption)
+        return interruption.interruption_id
+
+    def _deferred_now(self, urgent: bool) -> bool:
+        """Whether a notice is deferred on the session's state now (inside a task)."""
+        self.session.catch_up()
+        return self.defers(self.session.name, "", urgent)
+
+    def _delivered_now(self, interruption: Interruption) -> None:
+        """Record a notice's delivery on the session's stream, and hand it over (inside a
+        task)."""
+        self.session.record([InterruptionDelivered(interruption_id=interruption.interruption_id)])
+        self.hand_over(interruption)
 
     def deliver(self) -> int:
         """Deliver the interruptions deferred while the session flowed (at a task boundary).
@@ -178,3 +206,12 @@ class Interruptions:
             self.on_interruption(interruption)
         except Exception:
             logger.exception("on_interruption failed for %s", interruption.interruption_id)
+
+
+def _deferral(interruption: Interruption) -> InterruptionDeferred:
+    """The record of a notice held back while the session flows."""
+    return InterruptionDeferred(
+        interruption_id=interruption.interruption_id,
+        kind=interruption.kind,
+        summary=interruption.summary,
+    )

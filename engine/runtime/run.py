@@ -1366,14 +1366,10 @@ class TaskRun:
         """
         if judgement.check is None or ruling.strategy == Strategy.IMMEDIATE:
             return
-        try:
-            held = bool(judgement.check(result))
-            reason = "" if held else "the check returned False"
-        except Exception as exc:
-            held, reason = False, f"the check raised {type(exc).__name__}: {exc}"
+        assert self.judge is not None
+        held, reason = self.judge.verdict(judgement, result)
         if held:
             return
-        assert self.judge is not None
         batch = self.new_batch()
         cause = None
         if ruling.strategy != Strategy.MONITORED and judgement.can_undo:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from onward.core.definitions import is_async
 from onward.core.fields import finite
 from onward.events import UsageError
 
@@ -212,11 +213,21 @@ def keywords(values: object, what: str) -> dict[str, Any]:
 def callback(value: object, what: str) -> Callable[..., Any] | None:
     """A function the engine calls later (a check, an undo), or None.
 
+    The engine calls it as a plain function, never awaiting what it returns: an ``async def``
+    one (or a partial of one, or an object whose ``__call__`` is one) would hand back a
+    coroutine, which counts as true, so it is refused here rather than always passing.
+
     Raises:
-        UsageError: it is neither callable nor None.
+        UsageError: it is neither callable nor None, or it is ``async def``.
     """
     if value is not None and not callable(value):
         raise UsageError(f"{what} must be a function or None, got {_shown(value)}")
+    if value is not None and is_async(value):
+        raise UsageError(
+            f"{what} is an async def function, which the engine would call without awaiting "
+            "it: give a plain def (it runs off the event loop, in a worker thread in an async "
+            "def task, so it may block, or run a coroutine with asyncio.run())"
+        )
     return value
 
 

@@ -5,6 +5,7 @@ ladders, degrading and restoring them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from onward.events import (
     EventLog,
@@ -14,6 +15,8 @@ from onward.judgement.degradation import Component, HealthCheck, Workaround
 from onward.projections.degradation import DegradationView
 from onward.runtime.degradations import Degradations
 from onward.runtime.facade import arguments
+from onward.runtime.facade.inside import Pending
+from onward.runtime.run import CURRENT_RUN, on_event_loop
 from onward.runtime.session import Session
 
 __all__ = ["Degrading"]
@@ -72,7 +75,7 @@ class Degrading:
             description=arguments.text(description, f"component({name!r}): description"),
         )
 
-    def degrade(self, component: str, *, message: str = "") -> Workaround | None:
+    def degrade(self, component: str, *, message: str = "") -> Any:
         """Report a failed component: the engine takes the next workaround of its ladder.
 
         Returns the workaround to use (its name says which alternative to take). Inside a task
@@ -82,19 +85,33 @@ class Degrading:
         on without the component); denied, it raises :class:`ComponentUnavailable`. Outside a
         task, with no workaround left, it records the decision and returns None.
 
+        In an ``async def`` task, await it: ``used = await engine.degrade("search")`` (the
+        failure is planned and recorded without blocking the loop, while the task's other
+        steps append).
+
         Args:
             component: the component's name.
             message: how it failed.
+
+        Returns:
+            The workaround or None, or in an ``async def`` task a
+            :class:`~onward.runtime.facade.inside.Pending` of it, which raises UsageError if
+            used without being awaited.
 
         Raises:
             UsageError: an unregistered component, or a message that is not a str.
             ComponentUnavailable: a human refused to go on without it.
         """
         self._session.check_open()
-        return self._degradations.degrade(
-            arguments.name(component, "degrade(): component"),
-            message=arguments.text(message, "degrade(): message"),
-        )
+        name = arguments.name(component, "degrade(): component")
+        message = arguments.text(message, "degrade(): message")
+        run = CURRENT_RUN.get()
+        if run is not None and on_event_loop():  # the loop must not wait for a step appending
+            return Pending(
+                self._degradations.degrade_async(run, name, message=message),
+                f"degrade({name!r})",
+            )
+        return self._degradations.degrade(name, message=message)
 
     def restore(self, component: str) -> bool:
         """Say that a failed component works again (without its health check).

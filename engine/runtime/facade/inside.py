@@ -45,12 +45,13 @@ def current_run(what: str) -> TaskRun:
 
 
 class Pending(Generic[T]):
-    """What :meth:`InsideATask.patched` and :meth:`onward.Engine.wait` return in an ``async
-    def`` task: await it.
+    """What :meth:`InsideATask.patched`, :meth:`onward.Engine.wait`,
+    :meth:`onward.Engine.degrade` and :meth:`onward.Engine.notify` return in an ``async def``
+    task: await it.
 
     Its value is only known once awaited: used as a value instead (``if engine.patched(...)``,
-    ``a, b = engine.wait(ids)``), it raises :class:`UsageError` rather than passing for a
-    true or empty value.
+    ``a, b = engine.wait(ids)``, ``engine.degrade(name).name``), it raises
+    :class:`UsageError` rather than passing for a true or empty value.
 
     Args:
         call: the coroutine that records what must be and returns the value.
@@ -84,6 +85,11 @@ class Pending(Generic[T]):
 
     def __getitem__(self, _key: object) -> NoReturn:
         raise self._misuse()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("_"):  # a probe (of a debugger, a pretty-printer): not a use
+            raise AttributeError(name)
+        raise self._misuse()  # ``used.name`` of an unawaited degrade(), say
 
     def __repr__(self) -> str:
         return f"<Pending {self._what}: await it>"

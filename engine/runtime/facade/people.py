@@ -5,6 +5,7 @@ teaching fixes, notices, resuming a paused session.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from onward.events import (
     EventLog,
@@ -14,7 +15,9 @@ from onward.events import (
 from onward.healing.healer import Healer
 from onward.judgement.approvals import Approval, answer, pending
 from onward.runtime.facade import arguments
+from onward.runtime.facade.inside import Pending
 from onward.runtime.interruptions import Interruptions
+from onward.runtime.run import CURRENT_RUN, on_event_loop
 from onward.runtime.session import Session
 
 __all__ = ["LEARNING_STREAM", "People"]
@@ -143,13 +146,14 @@ class People:
             )
         return Approval.of(request, self._session.projections)
 
-    def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
+    def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> Any:
         """Tell people something: at once, or at the next task boundary while the session flows.
 
         A notice that is not urgent, given while the session is flowing, is deferred
         (``InterruptionDeferred``) and delivered at the next task boundary
         (``InterruptionDelivered``); otherwise it is delivered now. Delivery calls the engine's
-        ``on_interruption``.
+        ``on_interruption``. In an ``async def`` task, await it: ``await engine.notify(...)``
+        (nothing is recorded or delivered until it is awaited).
 
         Args:
             summary: what to say.
@@ -157,17 +161,23 @@ class People:
             urgent: never defer it.
 
         Returns:
-            The interruption's id.
+            The interruption's id, or in an ``async def`` task a
+            :class:`~onward.runtime.facade.inside.Pending` of it.
 
         Raises:
             UsageError: a summary or kind that is not a str, or ``urgent`` not a bool.
         """
         self._session.check_open()
-        return self._interruptions.notify(
-            arguments.text(summary, "notify(): summary"),
-            kind=arguments.name(kind, "notify(): kind"),
-            urgent=arguments.flag(urgent, "notify(): urgent"),
-        )
+        summary = arguments.text(summary, "notify(): summary")
+        kind = arguments.name(kind, "notify(): kind")
+        urgent = arguments.flag(urgent, "notify(): urgent")
+        run = CURRENT_RUN.get()
+        if run is not None and on_event_loop():  # the loop must not wait for a step appending
+            return Pending(
+                self._interruptions.notify_async(run, summary, kind=kind, urgent=urgent),
+                "notify(...)",
+            )
+        return self._interruptions.notify(summary, kind=kind, urgent=urgent)
 
     def resume(self, reason: str = "resumed by a person") -> bool:
         """Resume this session after a pause (the error budget's, say) with a fresh window.
