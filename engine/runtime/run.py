@@ -335,53 +335,59 @@ class InFlight:
     """The step calls of one run under way at once (an ``async def`` task's gathered steps).
 
     A step whose body ran has an outcome to record, and a task that waits (a retry, a sleep,
-    a message) or ends may record nothing after that: so a run records its wait only once the
-    bodies under way have their outcomes recorded (or failed), and the scheduler records its
-    end only once every step call has returned. Without this a sibling's completed body was
-    thrown away, to run again when the task woke, or its outcome followed the task's end.
+    a message, a permit) or ends may record nothing after that. So before a step records that
+    the task waits, it lets the other bodies under way record their outcomes (:meth:`settle`);
+    no body starts once the wait is recorded; and the scheduler records the task's end only
+    once every step call it started has returned (:meth:`calls_ended`). Without this a
+    sibling's completed body was thrown away, to run again when the task woke, or its outcome
+    followed the task's end.
 
-    Calls are counted on the event loop's thread; bodies are waited for from worker threads.
+    Everything here runs on the event loop's thread.
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
         #: Step indices whose body runs, or ran and waits for its outcome to be recorded.
         self.bodies: set[int] = set()
         self.calls = 0
-        self._idle: asyncio.Event | None = None
+        #: The scheduler concluded the run: no step call may start.
+        self.ended = False
         self._settled: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
 
     def body_started(self, index: int) -> bool:
-        """A step's body starts; whether it is tracked (only while calls run at once)."""
+        """A step's body is about to start; whether it is tracked (only while step calls run
+        at once)."""
         if not self.calls:
             return False  # the synchronous path: one step at a time
-        with self._changed:
-            self.bodies.add(index)
+        self.bodies.add(index)
         return True
 
     def body_settled(self, index: int, tracked: bool) -> None:
-        """A step's body ended with its outcome recorded, or with none to keep (on the loop's
-        thread, where the step protocol runs)."""
+        """A step's body ended with its outcome recorded, or with none to keep."""
         if tracked:
-            with self._changed:
-                self.bodies.discard(index)
-                self._changed.notify_all()
+            self.bodies.discard(index)
             if not self.bodies and self._settled is not None:
                 self._settled.set()
 
-    def wait_for_bodies(self) -> None:
-        """Block (a worker thread) until no step body is under way without its outcome."""
-        with self._changed:
-            self._changed.wait_for(lambda: not self.bodies)
-
-    async def bodies_settled(self) -> None:
-        """Wait (on the loop, holding no worker thread) until no step body is under way
-        without its outcome."""
+    async def settle(self) -> None:
+        """Wait until no step body is under way without its outcome."""
         while self.bodies:
-            self._settled = asyncio.Event()
+            if self._settled is None or self._settled.is_set():
+                self._settled = asyncio.Event()  # shared by every step that settles
             await self._settled.wait()
 
     def call_started(self) -> None:
+        """A step call begins (on the loop).
+
+        Raises:
+            UsageError: the task's run has ended (a step started by a task created with
+                ``asyncio.create_task`` and left running past the task's end).
+        """
+        if self.ended:
+            raise UsageError(
+                "a step was called after its task ended: await the steps a task starts "
+                "(asyncio.create_task left running past the task's return is not recorded)"
+            )
         self.calls += 1
 
     def call_ended(self) -> None:
@@ -390,15 +396,15 @@ class InFlight:
             self._idle.set()
 
     async def calls_ended(self) -> None:
-        """Wait (on the loop) until every step call of the run has returned."""
+        """Wait (on the loop) until every step call of the run has returned, then end it: the
+        steps a task started and left (a gather left on a sibling's error, a task created and
+        not awaited) end before the task's end is recorded."""
+        await asyncio.sleep(0)  # a step task created just before the return takes its turn
         while self.calls:
-            self._idle = asyncio.Event()
+            if self._idle is None or self._idle.is_set():
+                self._idle = asyncio.Event()
             await self._idle.wait()
-
-
-def _waits(batch: Batch) -> bool:
-    """Whether a batch records that its task waits."""
-    return any(type(event) is TaskWaiting for event in batch.events)
+        self.ended = True
 
 
 class Replayed(msgspec.Struct, frozen=True):
@@ -668,8 +674,6 @@ class TaskRun:
             LeaseLost: another process cancelled the task or took its lease meanwhile.
             StorageLost: the log could not record it.
         """
-        if self.in_flight.bodies and _waits(batch) and not on_event_loop():
-            self.in_flight.wait_for_bodies()
         with self._appending:
             drive(self._committing(batch), self.effect)
 
@@ -689,8 +693,6 @@ class TaskRun:
         caller waits for its outcome, so that the run's version matches the log, and then the
         cancellation goes on.
         """
-        if self.in_flight.bodies and _waits(batch):
-            await asyncio.to_thread(self.in_flight.wait_for_bodies)
         await _acquire(self._appending)
         try:
             await drive_async(self._committing(batch), self.effect_async)
@@ -917,7 +919,16 @@ class TaskRun:
         try:
             # Inside: a caller that gives up (a timeout) while the permit is being taken
             # gets the cancellation once that is done, and the permit is given back.
-            yield Blocking(self._take_permit, step, index)
+            while (waiting := (yield Blocking(self._take_permit, step, index))) is not None:
+                if self.in_flight.bodies:
+                    # Steps of this task under way (one may hold the permit): they record their
+                    # outcomes first, then the permit is asked for again.
+                    yield Settle()
+                    continue
+                self.steps_run -= 1  # it did not run: it waits for a permit
+                yield Settle()
+                yield Blocking(self.record, [waiting])
+                raise Suspended()
             if step.at_most_once:
                 yield Blocking(self.record_start, step, index)
             result = yield from self._attempts(step, index, args, kwargs, ruling)
@@ -930,11 +941,11 @@ class TaskRun:
         yield Blocking(self._give_back, step, index)
         return result
 
-    def _take_permit(self, step: StepDef, index: int) -> None:
-        """Take a permit of the step's queue limit, or record the wait for one.
+    def _take_permit(self, step: StepDef, index: int) -> TaskWaiting | None:
+        """Take a permit of the step's queue limit: None once taken, else the wait for one
+        (to record; the worker is free meanwhile).
 
         Raises:
-            Suspended: none is free: the task waits (the worker is free meanwhile).
             UsageError: the limit is not declared (or there are no limits here).
         """
         if self.limits is None:
@@ -943,11 +954,9 @@ class TaskRun:
             waiting = self.limits.take(step.limit, self.task_id, index, self.context)
         except BackendError as exc:
             raise StorageLost(exc) from exc
-        if waiting is not None:
-            self.steps_run -= 1  # it did not run: it waits for a permit
-            self.record([waiting])
-            raise Suspended()
-        self.permits.add(index)
+        if waiting is None:
+            self.permits.add(index)
+        return waiting
 
     def _give_back(self, step: StepDef, index: int) -> None:
         """Give the step's permit back, if it holds one (should that fail, it runs out with
@@ -994,6 +1003,8 @@ class TaskRun:
                 raise Suspended()
             started = self.clock()
             observed = self._observe(step, index, attempt)
+            if self.waiting:  # another step of the task recorded that it waits meanwhile
+                raise Suspended()
             tracked = self.in_flight.body_started(index)
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
@@ -1301,7 +1312,7 @@ class TaskRun:
                 pending = loop.run_in_executor(None, self.log.commit, effect.appends)
             return await self._seen_through(pending)
         if isinstance(effect, Settle):
-            await self.in_flight.bodies_settled()
+            await self.in_flight.settle()
             return None
         await self.commit_async(effect.batch)
         return None

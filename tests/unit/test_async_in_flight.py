@@ -9,6 +9,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,14 +59,15 @@ def test_a_sibling_that_completes_while_a_step_fails_is_not_run_again_on_the_ret
 
         @engine.step()
         async def charge_card(n: int) -> str:
-            await gates["charge"].wait()
+            await gates["charge"].wait()  # set by the other step, as it fails
             bodies["charge_card"] += 1
             return f"charged {n}"
 
         @engine.task()
         async def checkout(n: int) -> list[object]:
             gates["charge"] = asyncio.Event()
-            return list(await asyncio.gather(flaky(n), charge_card(n)))
+            # The card is being charged (its body under way) when the other step fails.
+            return list(await asyncio.gather(charge_card(n), flaky(n)))
 
         task_id = engine.submit(checkout, 1)
         run_with(engine, runner)
@@ -73,7 +75,7 @@ def test_a_sibling_that_completes_while_a_step_fails_is_not_run_again_on_the_ret
         assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
         clock.advance(5)
         run_with(engine, runner)
-        assert engine.result(task_id) == [1, "charged 1"]
+        assert engine.result(task_id) == ["charged 1", 1]
         assert bodies == {"flaky": 2, "charge_card": 1}
         assert engine.log.verify().ok
 
@@ -208,3 +210,75 @@ def test_a_closed_committer_refuses_appends_instead_of_hanging(db: Path) -> None
         # In a thread of its own: an append its writer never answers would hang the test.
         assert "closed" in run_in_a_thread(lambda: refused(lambda: committer.commit([])))
         assert "closed" in run_in_a_thread(lambda: refused(lambda: asyncio.run(soon())))
+
+
+@pytest.mark.parametrize("kind", ["async", "plain"])
+def test_a_step_body_that_records_a_wait_does_not_wait_for_itself(
+    db: Path, clock: FakeClock, kind: str
+) -> None:
+    """Two gathered steps report a component failed; the second finds no workaround left and
+    the task waits for a person: recorded from inside a step's body, that wait does not wait
+    for the body recording it."""
+    from onward import Workaround
+
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=[Workaround(name="cache", quality_loss=0.1)])
+
+        fetch: Callable[[int], Any]
+        if kind == "async":
+
+            @engine.step(name="fetch")
+            async def fetch_async(n: int) -> str:
+                used = await engine.degrade("search")
+                return used.name if used else "none"
+
+            fetch = fetch_async
+        else:
+
+            @engine.step(name="fetch")
+            def fetch_plain(n: int) -> str:
+                used = engine.degrade("search")
+                return used.name if used else "none"
+
+            fetch = fetch_plain
+
+        @engine.task()
+        async def job() -> list[object]:
+            return list(await asyncio.gather(fetch(1), fetch(2)))
+
+        task_id = engine.submit(job)
+        run_with(engine, "run_async")
+        assert engine.task_view(task_id).state == "waiting"
+        assert [a.task_id for a in engine.approvals()] == [task_id]
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_started_and_not_awaited_ends_before_its_task(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """``asyncio.create_task(step())`` and return at once: the step has not begun when the
+    task returns; it still runs to its end, recorded before the task's end."""
+    ran: list[int] = []
+    kept: list[asyncio.Task[int]] = []
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def note(n: int) -> int:
+            ran.append(n)
+            return n
+
+        @engine.task()
+        async def fire_and_forget() -> str:
+            kept.append(asyncio.create_task(note(1)))
+            return "done"
+
+        task_id = engine.submit(fire_and_forget)
+        run_with(engine, runner)
+        assert engine.result(task_id) == "done"
+        assert ran == [1]
+        recorded = kinds(engine, task_id)
+        assert recorded[-1] == "TaskSucceeded"
+        assert recorded.count("StepCompleted") == 1
+        assert engine.log.verify().ok
