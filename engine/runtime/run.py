@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -82,6 +82,7 @@ __all__ = [
     "CURRENT_RUN",
     "CURRENT_STEP",
     "SLEEP_STEP",
+    "Admit",
     "Blocking",
     "Commit",
     "Effect",
@@ -152,8 +153,15 @@ class Commit:
 @dataclass(frozen=True, slots=True)
 class Settle:
     """Wait until the task's other step bodies under way have their outcomes recorded (an
-    ``async def`` task's gathered steps), before recording that the task waits; nothing to do
-    on the synchronous path, which runs one step at a time."""
+    ``async def`` task's gathered steps), then decide whether the task waits: no other body
+    starts until :meth:`InFlight.decided`. Nothing to do on the synchronous path, which runs
+    one step at a time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Wait, before a step's body starts, until no other step of the task is deciding whether
+    the task waits (nothing to do on the synchronous path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +173,7 @@ class Store:
 
 
 #: What the step protocol asks its driver to do.
-Effect = Invoke | Blocking | Pause | Commit | Store | Settle
+Effect = Invoke | Blocking | Pause | Commit | Store | Settle | Admit
 
 
 def drive(protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Any]) -> T:
@@ -351,6 +359,9 @@ class InFlight:
         self.calls = 0
         #: The scheduler concluded the run: no step call may start.
         self.ended = False
+        #: Steps deciding (after :meth:`settle`) whether the task waits: no body starts.
+        self.deciding = 0
+        self._decided: asyncio.Event | None = None
         self._settled: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
 
@@ -370,11 +381,27 @@ class InFlight:
                 self._settled.set()
 
     async def settle(self) -> None:
-        """Wait until no step body is under way without its outcome."""
+        """Wait until no step body is under way without its outcome, then begin deciding
+        whether the task waits (:meth:`decided` ends it)."""
         while self.bodies:
             if self._settled is None or self._settled.is_set():
                 self._settled = asyncio.Event()  # shared by every step that settles
             await self._settled.wait()
+        self.deciding += 1
+
+    def decided(self) -> None:
+        """A step that settled has decided (and recorded a wait, or not): bodies may start."""
+        if self.deciding:
+            self.deciding -= 1
+            if not self.deciding and self._decided is not None:
+                self._decided.set()
+
+    async def admit(self) -> None:
+        """Wait until no step is deciding whether the task waits."""
+        while self.deciding:
+            if self._decided is None or self._decided.is_set():
+                self._decided = asyncio.Event()
+            await self._decided.wait()
 
     def call_started(self) -> None:
         """A step call begins (on the loop).
@@ -924,11 +951,10 @@ class TaskRun:
                     # Steps of this task under way (one may hold the permit): they record their
                     # outcomes first, then the permit is asked for again.
                     yield Settle()
+                    self.in_flight.decided()
                     continue
                 self.steps_run -= 1  # it did not run: it waits for a permit
-                yield Settle()
-                yield Blocking(self.record, [waiting])
-                raise Suspended()
+                yield from self._record_wait([waiting])
             if step.at_most_once:
                 yield Blocking(self.record_start, step, index)
             result = yield from self._attempts(step, index, args, kwargs, ruling)
@@ -1003,6 +1029,8 @@ class TaskRun:
                 raise Suspended()
             started = self.clock()
             observed = self._observe(step, index, attempt)
+            if self.in_flight.deciding:  # another step decides whether the task waits
+                yield Admit()
             if self.waiting:  # another step of the task recorded that it waits meanwhile
                 raise Suspended()
             tracked = self.in_flight.body_started(index)
@@ -1026,9 +1054,12 @@ class TaskRun:
                 fix = outcome.fix if outcome is not None else ""
                 fix_signature = outcome.signature if outcome is not None else ""
                 yield Settle()  # the healer may record that the task waits
-                outcome = yield Blocking(
-                    healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
-                )
+                try:
+                    outcome = yield Blocking(
+                        healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
+                    )
+                finally:
+                    self.in_flight.decided()
                 self._observed(observed, exc, outcome.signature, outcome.action)
                 attempt += 1
                 if outcome.action == "fix":
@@ -1069,6 +1100,20 @@ class TaskRun:
                 self.in_flight.body_settled(index, tracked)
             self._observed(observed)
             return result
+
+    def _record_wait(self, events: list[Event]) -> Generator[Effect, Any, NoReturn]:
+        """Record that the task waits, once the other step bodies under way have their
+        outcomes recorded (no body starts meanwhile), and unwind the task.
+
+        Raises:
+            Suspended: always: the task now waits.
+        """
+        yield Settle()
+        try:
+            yield Blocking(self.record, events)
+        finally:
+            self.in_flight.decided()
+        raise Suspended()
 
     def _observe(self, step: StepDef, index: int, attempt: int) -> Any:
         """Tell the observer that a try of a step starts (None without one)."""
@@ -1122,13 +1167,9 @@ class TaskRun:
                 wake_at=wake_at,
             )
             waiting = TaskWaiting(reason=f"sleep of {seconds:g} s", until=wake_at)
-            yield Settle()
-            yield Blocking(self.record, [sleep, waiting])
-            raise Suspended()
+            yield from self._record_wait([sleep, waiting])
         if now < wake_at:  # run again before the time (a person's nudge): wait again
-            yield Settle()
-            yield Blocking(self.record, [TaskWaiting(reason="sleep", until=wake_at)])
-            raise Suspended()
+            yield from self._record_wait([TaskWaiting(reason="sleep", until=wake_at)])
         self.steps_run += 1
         done = StepCompleted(index=index, name=SLEEP_STEP, result=None, duration=now - wake_at)
         yield Blocking(self.record, [done])
@@ -1243,9 +1284,7 @@ class TaskRun:
         waits.append(
             TaskWaiting(reason=f"message {topic!r}", until=deadline, topic=topic, inbox_after=seen)
         )
-        yield Settle()
-        yield Blocking(self.record, waits)
-        raise Suspended()
+        yield from self._record_wait(waits)
 
     # -- carrying out the protocol's effects ----------------------------------------------
 
@@ -1268,7 +1307,7 @@ class TaskRun:
             if self.committer is not None:
                 return self.committer.commit(effect.appends)
             return self.log.commit(effect.appends)
-        if isinstance(effect, Settle):
+        if isinstance(effect, Settle | Admit):
             return None  # one step at a time: nothing else is under way
         self.commit(effect.batch)
         return None
@@ -1313,6 +1352,9 @@ class TaskRun:
             return await self._seen_through(pending)
         if isinstance(effect, Settle):
             await self.in_flight.settle()
+            return None
+        if isinstance(effect, Admit):
+            await self.in_flight.admit()
             return None
         await self.commit_async(effect.batch)
         return None

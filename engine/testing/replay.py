@@ -61,6 +61,7 @@ from onward.runtime.engine import Engine
 from onward.runtime.forks import inherited_records, recorded_outcomes
 from onward.runtime.run import (
     CURRENT_RUN,
+    Admit,
     Blocking,
     Commit,
     Effect,
@@ -202,7 +203,7 @@ class _ReplayRun(TaskRun):
         if isinstance(effect, Commit):
             self._append(effect.batch.events)
             return None
-        if isinstance(effect, Settle):
+        if isinstance(effect, Settle | Admit):
             return None  # nothing runs at once in a replay
         if not isinstance(effect, Blocking):
             raise _Unrecorded("a durable call", self.index - 1)

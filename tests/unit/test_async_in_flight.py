@@ -282,3 +282,71 @@ def test_a_step_started_and_not_awaited_ends_before_its_task(
         assert recorded[-1] == "TaskSucceeded"
         assert recorded.count("StepCompleted") == 1
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_gathered_steps_under_a_limit_of_one_each_run_once(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """More gathered plain steps than worker threads, under a limit of one permit: the steps
+    without a permit let the holder's body end before they record the wait (holding no worker
+    thread meanwhile); every body runs once, and no permit stays held."""
+    bodies: Counter[int] = Counter()
+
+    with open_engine(db, clock) as engine:
+        engine.limit("api", concurrency=1)
+
+        @engine.step(limit="api")
+        def call_api(n: int) -> int:
+            bodies[n] += 1
+            return n
+
+        @engine.task()
+        async def agent(count: int) -> list[int]:
+            return list(await asyncio.gather(*(call_api(i) for i in range(count))))
+
+        task_id = engine.submit(agent, 12)
+        for _ in range(30):
+            run_with(engine, runner)
+            if engine.task_view(task_id).state == "succeeded":
+                break
+            clock.advance(engine.lease)  # a wait for a permit looks again after a while
+        assert engine.result(task_id) == list(range(12))
+        assert set(bodies.values()) == {1}
+        assert [dict(view.held) for view in engine.limits()] == [{}]
+        assert engine.log.verify().ok
+
+
+def test_a_step_past_a_breaker_check_waits_for_its_siblings_decision(
+    db: Path, clock: FakeClock
+) -> None:
+    """A step guarded by a breaker is in its breaker check (a storage call) when its sibling
+    fails and the task waits for a retry: its body does not start until that is decided, and
+    runs once, on the task's next run."""
+    bodies: Counter[str] = Counter()
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def flaky() -> int:
+            bodies["flaky"] += 1
+            if bodies["flaky"] == 1:
+                raise ConnectionError("dropped")
+            return 1
+
+        @engine.step(breaker="payments")
+        async def charge() -> str:
+            bodies["charge"] += 1
+            return "charged"
+
+        @engine.task()
+        async def checkout() -> list[object]:
+            return list(await asyncio.gather(flaky(), charge()))
+
+        task_id = engine.submit(checkout)
+        run_with(engine, "run_async")
+        clock.advance(5)
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == [1, "charged"]
+        assert bodies == {"flaky": 2, "charge": 1}
+        assert engine.log.verify().ok
