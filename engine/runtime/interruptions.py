@@ -24,7 +24,7 @@ from onward.events import (
 from onward.judgement.flow import FlowMonitor
 from onward.projections import Projections
 from onward.projections.flow import Deferred
-from onward.runtime.run import CURRENT_RUN, TaskRun
+from onward.runtime.run import CURRENT_RUN, Publishing, TaskRun
 from onward.runtime.session import Session
 
 __all__ = ["Interruption", "Interruptions", "log_interruption"]
@@ -107,7 +107,7 @@ class Interruptions:
                 run.record([_deferral(interruption)])
                 session.catch_up()
             else:
-                self._delivered_now(interruption)
+                run.effect(Publishing(self._delivered_now, interruption))
             return interruption.interruption_id
         held: list[bool] = []
 
@@ -141,7 +141,7 @@ class Interruptions:
             await run.record_async([_deferral(interruption)])
             await asyncio.to_thread(session.catch_up)
         else:
-            await asyncio.to_thread(self._delivered_now, interruption)
+            await run.effect_async(Publishing(self._delivered_now, interruption))
         return interruption.interruption_id
 
     def _deferred_now(self, urgent: bool) -> bool:

@@ -89,6 +89,7 @@ __all__ = [
     "InFlight",
     "Invoke",
     "Pause",
+    "Publishing",
     "Released",
     "Replayed",
     "Settle",
@@ -134,6 +135,13 @@ class Blocking:
     def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         self.fn = fn
         self.args = args
+
+
+class Publishing(Blocking):
+    """A call that tells the world from inside a task (a notice delivered to people) and
+    records nothing in the task's history: a replay check skips it."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

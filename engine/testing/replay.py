@@ -66,6 +66,7 @@ from onward.runtime.run import (
     Commit,
     Effect,
     Invoke,
+    Publishing,
     Settle,
     TaskRun,
     receive_name,
@@ -205,6 +206,8 @@ class _ReplayRun(TaskRun):
             return None
         if isinstance(effect, Settle | Admit):
             return None  # nothing runs at once in a replay
+        if isinstance(effect, Publishing):
+            return None  # a notice delivered to people: a replay tells nobody
         if not isinstance(effect, Blocking):
             raise _Unrecorded("a durable call", self.index - 1)
         if effect.fn == self.record:  # a sleep's or a receive's outcome, or its wait

@@ -350,3 +350,41 @@ def test_a_step_past_a_breaker_check_waits_for_its_siblings_decision(
         assert engine.result(task_id) == [1, "charged"]
         assert bodies == {"flaky": 2, "charge": 1}
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_replay_check_delivers_no_notice(db: Path, clock: FakeClock, kind: str) -> None:
+    """A task that tells people something at once: its run delivers the notice, its replay
+    check delivers nothing and appends nothing."""
+    from onward.testing import replay_check
+
+    told: list[str] = []
+    with Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        on_interruption=lambda notice: told.append(notice.summary),
+    ) as engine:
+        if kind == "plain":
+
+            @engine.task(name="job")
+            def plain_job() -> int:
+                engine.notify("the nightly index is rebuilt", urgent=True)
+                return 1
+
+        else:
+
+            @engine.task(name="job")
+            async def async_job() -> int:
+                await engine.notify("the nightly index is rebuilt", urgent=True)
+                return 1
+
+        engine.submit("job")
+        run_with(engine, "run")
+        assert told == ["the nightly index is rebuilt"]
+        records = len(list(engine.log.read()))
+        check = replay_check(engine.log, engine)
+        assert (check.checked, check.divergences) == (1, ())
+        assert told == ["the nightly index is rebuilt"]
+        assert len(list(engine.log.read())) == records
