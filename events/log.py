@@ -99,6 +99,9 @@ _T = TypeVar("_T")
 
 _HEAD_CACHE_SIZE = 200_000
 _ANY_VERSION_RETRIES = 20
+# The largest version or position a backend stores (a signed 64-bit integer, as SQLite's and
+# PostgreSQL's BIGINT).
+_MAX_INT64 = 2**63 - 1
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True):
@@ -620,7 +623,17 @@ class EventLog(ABC):
         return records, resolved, all_ids, heads, blobs
 
     def _head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
-        """The version to append after and the checksum it has (the new event's ``prev``)."""
+        """The version to append after and the checksum it has (the new event's ``prev``).
+
+        Raises:
+            UsageError: ``expected`` is neither None nor an int from 0 to 2**63 - 1 (a bool,
+                a float or a huge int would be taken as, or clash with, another version).
+        """
+        if expected is not None and (type(expected) is not int or not 0 <= expected <= _MAX_INT64):
+            raise UsageError(
+                f"stream {stream!r}: expected_version must be None or an int from 0 to "
+                f"2**63 - 1, got {expected!r}"
+            )
         cached = self._heads.get(stream)
         if cached is not None and (expected is None or cached[0] == expected):
             return cached  # the common case: this log appended the stream's last event
@@ -632,8 +645,6 @@ class EventLog(ABC):
             raise self._failure(f"append to {self.url}", exc) from exc
 
     def _select_head_for(self, stream: str, expected: int | None) -> tuple[int, str]:
-        if expected is not None and expected < 0:
-            raise UsageError(f"stream {stream!r}: expected_version must be >= 0, got {expected}")
         cached = self._heads.get(stream)
         if expected is None:
             if cached is not None:
@@ -718,10 +729,12 @@ class EventLog(ABC):
                 ``verify_reads`` by default; False to audit a damaged stream).
 
         Raises:
+            UsageError: ``after`` is not a non-negative int.
             CorruptRecord: a record does not decode, fails its checksum, or does not follow
                 its predecessor (a removed or rewritten record).
         """
         self._check_open()
+        _check_bound("after", after)
         decode = self.decode_record
         rows = self._read(
             f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
@@ -840,9 +853,13 @@ class EventLog(ABC):
         unchecked, by version.
 
         Raises:
+            UsageError: ``after`` or ``upto`` is not a non-negative int.
             BackendError: the database failed.
         """
         self._check_open()
+        _check_bound("after", after)
+        if upto is not None:
+            _check_bound("upto", upto)
         return self._read(
             f"read stream {stream!r}", functools.partial(self._select_stream, stream, after, upto)
         )
@@ -928,6 +945,8 @@ class EventLog(ABC):
             page_size: records fetched per query.
 
         Raises:
+            UsageError: ``after`` or ``upto`` is not a non-negative int, or ``page_size`` is
+                not positive (raised when iteration starts).
             CorruptRecord: a record does not decode or fails its checksum (the records before
                 it are yielded first).
         """
@@ -1002,6 +1021,9 @@ class EventLog(ABC):
     ) -> Iterator[list[_Row]]:
         """Pages of ``select(after, limit)`` rows (position first), cut at ``upto``."""
         self._check_open()
+        _check_bound("after", after)
+        if upto is not None:
+            _check_bound("upto", upto)
         if page_size <= 0:
             raise UsageError(f"page_size must be positive, got {page_size}")
         return self._paging(select, after, upto, page_size)
@@ -1225,6 +1247,17 @@ class EventLog(ABC):
 
 #: A checkpoint's header: its schema, its position and its seal.
 _CHECKPOINT_HEADER = msgspec.json.Decoder(tuple[int, int, str])
+
+
+def _check_bound(name: str, value: object) -> None:
+    """Refuse a read bound (``after``, ``upto``) that is not a non-negative int: a negative
+    one would read as versions missing from an intact stream, a bool or float as a number.
+
+    Raises:
+        UsageError: it is not.
+    """
+    if type(value) is not int or not 0 <= value <= _MAX_INT64:
+        raise UsageError(f"{name} must be an int from 0 to 2**63 - 1, got {value!r}")
 
 
 def _unsealed(topic: object) -> bool:

@@ -53,6 +53,8 @@ logger = redacted_logger("onward.events")
 Synchronous = Literal["full", "normal", "extra"]
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+# The longest busy_timeout, in seconds: SQLite takes it in milliseconds, as a C int.
+MAX_BUSY_TIMEOUT = (2**31 - 1) / 1000
 
 # The head record (see onward.events.integrity): one row, rewritten in every append's
 # transaction. A log written by an older onward gets the table at its first newer append.
@@ -332,7 +334,8 @@ class SQLiteLog(EventLog):
             (see :mod:`onward.events.sqlite_file`). An existing log whose files others may
             read gets a warning (logged), not a change of mode.
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
-        busy_timeout: seconds a writer waits for another process's lock.
+        busy_timeout: seconds a writer waits for another process's lock (at most
+            :data:`MAX_BUSY_TIMEOUT`, SQLite's limit).
         create: create the log when there is no file; with False, a missing file raises
             :class:`LogNotFound` and nothing is written.
         **options: passed to :class:`onward.events.EventLog`.
@@ -362,11 +365,12 @@ class SQLiteLog(EventLog):
             raise UsageError(
                 f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}"
             )
-        if not (isinstance(busy_timeout, int | float) and math.isfinite(busy_timeout)) or (
-            busy_timeout <= 0
+        if not (isinstance(busy_timeout, int | float) and math.isfinite(busy_timeout)) or not (
+            0 < busy_timeout <= MAX_BUSY_TIMEOUT
         ):
             raise UsageError(
-                f"busy_timeout must be a positive number of seconds, got {busy_timeout}"
+                f"busy_timeout must be a positive number of seconds up to {MAX_BUSY_TIMEOUT}, "
+                f"got {busy_timeout}"
             )
         if not path or path == ":memory:":
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")

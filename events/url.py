@@ -18,7 +18,8 @@ def open_log(url: str, **options: Any) -> EventLog:
 
     Args:
         url: ``memory://``; ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
-            (query options ``synchronous=full|normal|extra`` and ``busy_timeout=SECONDS``);
+            (query options ``synchronous=full|normal|extra`` and ``busy_timeout=SECONDS``,
+            each at most once, the timeout up to about 24.8 days: SQLite's limit);
             ``postgresql://user:password@host:port/dbname`` (query options ``schema`` and
             ``table``; needs the ``postgres`` extra). A bare file path is taken as SQLite.
         **options: ``codec``, ``redactor``, ``clock``, ``payload_limit``, ``inline_limit``,
@@ -32,7 +33,8 @@ def open_log(url: str, **options: Any) -> EventLog:
         The log; close it, or use it as a context manager.
 
     Raises:
-        InvalidURL: the URL names no supported backend or is malformed.
+        InvalidURL: the URL names no supported backend, is malformed, or has an unknown,
+            repeated or out-of-range option.
         LogNotFound: ``create=False`` and there is no log there.
         BackendError: the database cannot be opened.
     """
@@ -51,7 +53,7 @@ def open_log(url: str, **options: Any) -> EventLog:
             raise InvalidURL(f"memory:// takes no host, path or options: {url!r}")
         return MemoryLog(**options)
     if scheme == "sqlite":
-        from onward.events.sqlite import SQLiteLog
+        from onward.events.sqlite import MAX_BUSY_TIMEOUT, SQLiteLog
 
         parts = split_log_url(url)
         if parts.netloc:
@@ -59,10 +61,14 @@ def open_log(url: str, **options: Any) -> EventLog:
         if parts.fragment:
             raise InvalidURL(f"an SQLite URL has no #fragment: {url!r} (quote '#' as %23)")
         path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        for key in query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query: dict[str, str] = {}
+        for key, value in pairs:
             if key not in ("synchronous", "busy_timeout"):
                 raise InvalidURL(f"unknown SQLite option {key!r} in {url!r}")
+            if key in query:  # which one would hold is a guess: refuse both
+                raise InvalidURL(f"SQLite option {key!r} is given more than once in {url!r}")
+            query[key] = value
         if "synchronous" in query:
             options.setdefault("synchronous", query["synchronous"].lower())
         if "busy_timeout" in query:
@@ -70,8 +76,11 @@ def open_log(url: str, **options: Any) -> EventLog:
                 seconds = float(query["busy_timeout"])
             except ValueError:
                 seconds = math.nan
-            if not math.isfinite(seconds) or seconds <= 0:
-                raise InvalidURL(f"busy_timeout must be a positive number of seconds in {url!r}")
+            if not (math.isfinite(seconds) and 0 < seconds <= MAX_BUSY_TIMEOUT):
+                raise InvalidURL(
+                    f"busy_timeout must be a positive number of seconds up to "
+                    f"{MAX_BUSY_TIMEOUT} in {url!r}"
+                )
             options.setdefault("busy_timeout", seconds)
         return SQLiteLog(path, **options)
     if scheme in ("postgresql", "postgres"):

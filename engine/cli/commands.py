@@ -9,6 +9,8 @@ not stop them: its task or session is listed as "damaged", with why.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from typing import IO, Any
 
 import msgspec
@@ -31,9 +33,11 @@ from onward.cli.table import by_state, iso, printable, queue_table, sessions_tab
 from onward.cli.timeline import event_rows, find_task, timeline_table, view_lines
 from onward.core.machines import diagram
 from onward.events import CorruptRecord, EventLog, LogDamaged, UsageError, open_log
+from onward.events.sqlite import SQLiteLog
 from onward.projections import CatchUp, task_stream, verify_log
 
 __all__ = [
+    "check_output",
     "cmd_diagram",
     "cmd_replay",
     "cmd_sessions",
@@ -76,6 +80,52 @@ def open_output(path: str, *, binary: bool = False) -> IO[Any]:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+#: The first 16 bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_output(path: str, log: EventLog) -> None:
+    """Refuse a command's output file (``-o``) that would overwrite an event log: the log the
+    command reads, one of its ``-wal``, ``-shm`` or ``-journal`` files, or any file that holds
+    an SQLite database (another log, most likely). Its records would be lost for good.
+
+    Args:
+        path: the output file, as given.
+        log: the log the command reads.
+
+    Raises:
+        UsageError: ``path`` is one of those, saying which.
+    """
+    if isinstance(log, SQLiteLog):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if _same_file(path, log.path + suffix):
+                what = f"the {suffix[1:]} file of the log" if suffix else "the log"
+                raise UsageError(
+                    f"refusing to write over {path}: it is {what} at --db "
+                    f"({log.path}{suffix}); choose another output file"
+                )
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return  # /dev/stdout, a pipe: nothing there to lose (and nothing to read)
+        with open(path, "rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except OSError:
+        return  # missing or unreadable: writing it says why
+    if head == _SQLITE_HEADER:
+        raise UsageError(
+            f"refusing to write over {path}: it holds an SQLite database (an onward log?); "
+            "choose another output file, or remove that one first"
+        )
+
+
+def _same_file(path: str, other: str) -> bool:
+    """Whether two paths name the same file (by inode when both exist, else by real path)."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return os.path.realpath(path) == os.path.realpath(other)
 
 
 def fold(log: EventLog, *, upto: int | None = None, use_checkpoint: bool = True) -> CatchUp:

@@ -33,6 +33,8 @@ never append and never create a log (see :mod:`onward.cli.commands`).
                                        serve a session's tasks until SIGTERM or Ctrl-C
     onward report [--session S] -o report.html
                                        one self-contained HTML page of a session
+    onward retry|fork|abandon|send TASK ...
+                                       steer a task without its code (see onward.cli.steering)
     onward to-test TASK --engine MODULE:ENGINE > test_task.py
                                        a recorded task as a regression test that replays it
     onward simulate --hours 8 --seed S [--profile FILE]
@@ -40,9 +42,11 @@ never append and never create a log (see :mod:`onward.cli.commands`).
                                        faults and kill -9, and the figures they give
 
 ``import`` writes records as they are in the file (and creates its log when missing).
-``learn``, ``approve``, ``deny`` and ``quarantine`` are the only commands that append (one
-``FixLearned``, ``ApprovalGranted``, ``ApprovalDenied`` or ``TaskQuarantined``), and only to a
-log that exists.
+``learn``, ``approve``, ``deny``, ``quarantine``, ``retry``, ``fork``, ``abandon`` and ``send``
+are the only commands that append (a ``FixLearned``, an ``ApprovalGranted`` or
+``ApprovalDenied``, a ``TaskQuarantined``, a ``TaskRetried`` with its ``DecisionMade``, the
+fork's ``TaskSubmitted``, a ``TaskFailed`` or a ``MessageSent``), and only to a log that exists.
+``export -o`` and ``report -o`` refuse to write over the log they read or any SQLite database.
 
 Exit status: 0 done, 1 the log is damaged (``verify``) or the demo failed, 2 a bad argument,
 a missing log, an unknown task, decision, signature or fix, a log that cannot be read, or an

@@ -1,7 +1,8 @@
 """``onward report --db URL [--session S] -o report.html``: a session as one HTML page.
 
 Reads the log only (it is never created): see :mod:`onward.report`. With ``--json`` it prints
-the page's data instead of writing the page.
+the page's data instead of writing the page. The page is never written over the log it reads
+nor over any SQLite database (:func:`onward.cli.commands.check_output`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from onward.cli.commands import open_existing, open_output
+from onward.cli.commands import check_output, open_existing, open_output
 from onward.cli.reports import emit_json
 from onward.report import collect_report, render_page
 
@@ -31,6 +32,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write (or with --json print) a session's report."""
     with open_existing(args.db) as log:
+        if not args.json:
+            check_output(args.output, log)
         report = collect_report(log, args.session)
     if args.json:
         emit_json(report)

@@ -3,7 +3,8 @@
 ``onward export --db URL [--session S] > session.jsonl`` writes every record with its envelope,
 one JSON object per line, blobs inline in base64 (see :mod:`onward.events.archive`); a damaged
 log is refused. With ``-o FILE`` it writes a new file beside FILE and renames it over FILE only
-when the export succeeded: a refused export leaves FILE as it was.
+when the export succeeded: a refused export leaves FILE as it was. FILE may not be the log
+itself, nor any SQLite database (:func:`onward.cli.commands.check_output`).
 ``onward import --db URL session.jsonl`` checks the whole file, then loads it into the log at
 ``--db`` (created when missing, of any backend, once the file is found good): importing a file
 twice imports it once.
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from onward.cli.commands import open_existing, open_output
+from onward.cli.commands import check_output, open_existing, open_output
 from onward.cli.reports import emit_json
 from onward.events import UsageError, export_log, import_log, open_log
 from onward.events.archive import read_export
@@ -35,6 +36,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("a memory:// log is new on every open: there is nothing to export")
     with open_existing(args.db) as log:
         if args.output:
+            check_output(args.output, log)
             with _replacing(args.output) as out:
                 summary = export_log(log, out.write, session=args.session)
         else:

@@ -125,6 +125,29 @@ class EventLogSuite(ABC):
         log.append("task-1", [progressed(i / 5) for i in range(5)], expected_version=0)
         assert [r.version for r in log.read_stream("task-1", after=3)] == [4, 5]
 
+    @pytest.mark.parametrize("bound", [-1, -5, True, 1.0, None, "1", 2**63])
+    def test_a_read_bound_that_is_not_a_non_negative_int_is_refused(
+        self, log: EventLog, bound: Any
+    ) -> None:
+        """A negative ``after`` read as versions missing from an intact stream (CorruptRecord),
+        a bool or float as a number."""
+        log.append("task-1", [submitted(), progressed(0.5)], expected_version=0)
+        with pytest.raises(UsageError, match="after must be an int"):
+            log.read_stream("task-1", after=bound)
+        with pytest.raises(UsageError, match="after must be an int"):
+            log.stream_rows("task-1", after=bound)
+        with pytest.raises(UsageError, match="after must be an int"):
+            list(log.read(after=bound))
+        with pytest.raises(UsageError, match="after must be an int"):
+            list(log.read_rows(after=bound))
+        if bound is not None:
+            with pytest.raises(UsageError, match="upto must be an int"):
+                list(log.read(upto=bound))
+            with pytest.raises(UsageError, match="upto must be an int"):
+                log.stream_rows("task-1", upto=bound)
+        assert [r.version for r in log.read_stream("task-1", after=0)] == [1, 2]
+        assert [r.version for r in log.read(after=0, upto=1)] == [1]
+
     def test_any_version_appends_at_the_end(self, log: EventLog) -> None:
         log.append("session-s", [submitted()], expected_version=None)
         log.append("session-s", [progressed(0.1)], expected_version=None)
@@ -360,6 +383,35 @@ class EventLogSuite(ABC):
         with pytest.raises(UsageError):
             log.commit([])
         assert log.head() == 0
+
+    @pytest.mark.parametrize(
+        "expected", [True, False, 1.0, 1.5, float("nan"), "1", -1, 2**63, 2**70]
+    )
+    def test_an_expected_version_that_is_not_an_int_version_is_refused(
+        self, log: EventLog, expected: Any
+    ) -> None:
+        """True was taken as version 1; a float, a huge int failed deep in the backend (a
+        TypeError, an OverflowError) or as a misleading VersionConflict. Nothing is written,
+        in a commit of several streams either."""
+        log.append("task-1", [submitted()], expected_version=0)
+        head = log.head()
+        with pytest.raises(UsageError, match="expected_version must be None or an int"):
+            log.append("task-1", [progressed(0.1)], expected_version=expected)
+        with pytest.raises(UsageError, match="expected_version must be None or an int"):
+            log.commit(
+                [
+                    Append(stream="task-2", events=[submitted()], expected_version=0),
+                    Append(stream="task-1", events=[progressed(0.1)], expected_version=expected),
+                ]
+            )
+        (refused,) = log.commit_groups(
+            [[Append(stream="task-1", events=[progressed(0.1)], expected_version=expected)]]
+        )
+        assert isinstance(refused, UsageError)
+        assert log.head() == head
+        assert log.streams() == ["task-1"]
+        log.append("task-1", [progressed(0.2)], expected_version=1)
+        assert log.stream_version("task-1") == 2
 
     def test_secrets_are_redacted_before_append(self, log: EventLog) -> None:
         token = "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8"

@@ -138,7 +138,12 @@ def test_journal_mode_is_wal(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("query", "milliseconds"),
-    [("", 30_000), ("?busy_timeout=5", 5_000), ("?busy_timeout=2.5", 2_500)],
+    [
+        ("", 30_000),
+        ("?busy_timeout=5", 5_000),
+        ("?busy_timeout=2.5", 2_500),
+        ("?busy_timeout=2147483.647", 2**31 - 1),  # the longest SQLite takes
+    ],
 )
 def test_busy_timeout(tmp_path: Path, query: str, milliseconds: int) -> None:
     with open_log(f"sqlite:///{tmp_path / 'log.db'}{query}") as log:
@@ -184,12 +189,37 @@ def test_bad_options_are_refused_before_anything_is_created(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("?busy_timeout=1e308", ["busy_timeout", "up to 2147483.647"]),
+        ("?busy_timeout=1e20", ["busy_timeout", "up to 2147483.647"]),
+        ("?busy_timeout=2147483.648", ["busy_timeout", "up to 2147483.647"]),
+        ("?synchronous=normal&synchronous=full", ["'synchronous'", "more than once"]),
+        ("?busy_timeout=5&busy_timeout=5", ["'busy_timeout'", "more than once"]),
+    ],
+)
+def test_an_out_of_range_or_repeated_option_is_an_invalid_url(
+    tmp_path: Path, query: str, words: list[str]
+) -> None:
+    """A busy_timeout over SQLite's int of milliseconds crashed with an OverflowError; of a
+    repeated option, the last one held without a word."""
+    url = f"sqlite:///{tmp_path / 'log.db'}{query}"
+    with pytest.raises(InvalidURL) as info:
+        open_log(url).close()
+    for word in words:
+        assert word in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_keyword_options_are_usage_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     with pytest.raises(UsageError, match="synchronous"):
         open_log(url, synchronous="sometimes")
     with pytest.raises(UsageError, match="busy_timeout"):
         open_log(url, busy_timeout=0)
+    with pytest.raises(UsageError, match="busy_timeout"):
+        open_log(url, busy_timeout=1e308)
     with pytest.raises(UsageError, match="payload_limit"):
         open_log(url, payload_limit=0)
     with pytest.raises(TypeError):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +361,42 @@ def test_an_output_file_that_cannot_be_written_is_a_clear_error(
     assert f"onward {command}: cannot write {output}: " in err
     assert "Traceback" not in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("a.db", "it is the log at --db"),
+        ("link.db", "it is the log at --db"),
+        ("a.db-wal", "it is the wal file of the log at --db"),
+        ("b.db", "it holds an SQLite database"),
+        ("plain.sqlite", "it holds an SQLite database"),
+    ],
+)
+def test_an_output_file_that_is_a_log_is_refused(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    where: str,
+    said: str,
+) -> None:
+    """``onward export -o`` and ``onward report -o`` never write over the log they read (its
+    path, a link to it, its -wal file) nor over any other SQLite database: exit 2, a sentence
+    that names the file, and every file as it was."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    unfinished(f"sqlite:///{tmp_path / 'b.db'}", clock, session="other")
+    (tmp_path / "link.db").symlink_to(source)
+    with closing(sqlite3.connect(tmp_path / "plain.sqlite")) as raw, raw:
+        raw.execute("CREATE TABLE t (x)")
+    files = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    records = {db: records_of(f"sqlite:///{tmp_path / db}") for db in ("a.db", "b.db")}
+    output = tmp_path / where
+    assert main([command, "--db", str(source), "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"onward {command}: refusing to write over {output}: {said}" in err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
+    assert {db: records_of(f"sqlite:///{tmp_path / db}") for db in records} == records
