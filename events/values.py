@@ -45,6 +45,7 @@ import datetime
 import decimal
 import enum
 import math
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +90,8 @@ _TEXT_TYPES: dict[str, type[Any]] = {tag: cls for cls, tag in _TEXT_TAGS.items()
 # What has a UTC offset, which msgspec writes in whole minutes (see _text).
 _ZONED = (datetime.datetime, datetime.time)
 _MINUTE = datetime.timedelta(minutes=1)
+#: A UTC offset with seconds (and microseconds), at the end of an ISO 8601 text.
+_ODD_OFFSET = re.compile(r"([+-])(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?\Z")
 _SCALARS = (str, int, bool, type(None))
 # What a subclass of a scalar (a str enum, a numpy-free int subclass) is stored as.
 _SCALAR_BASES: tuple[type[Any], ...] = (bool, int, str, float, bytes, bytearray)
@@ -487,8 +490,18 @@ def _with_odd_offset(text: str, cls: type[Any]) -> Any:
     Raises:
         ValueError: the text is no such value.
     """
-    value = cls.fromisoformat(text)
-    offset = value.utcoffset()
-    if not (offset and offset % _MINUTE):
+    found = _ODD_OFFSET.search(text)
+    if found is None:
+        raise ValueError(text)
+    sign, hours, minutes, seconds, fraction = found.groups()
+    offset = datetime.timedelta(
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds),
+        microseconds=int((fraction or "0").ljust(6, "0")),
+    )
+    if not offset % _MINUTE:
         raise ValueError(text)  # only what _text writes: any other text is not a tag of ours
-    return value
+    # Parsed here: Python's own reading drops the microseconds of an offset.
+    naive = cls.fromisoformat(text[: found.start()])
+    return naive.replace(tzinfo=datetime.timezone(-offset if sign == "-" else offset))

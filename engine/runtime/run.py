@@ -59,6 +59,7 @@ from onward.events import (
     TaskFailed,
     TaskLeaseExpired,
     TaskQuarantined,
+    TaskReleased,
     TaskRetried,
     TaskSucceeded,
     TaskWaiting,
@@ -365,7 +366,7 @@ class InFlight:
         #: Step indices whose body runs, or ran and waits for its outcome to be recorded.
         self.bodies: set[int] = set()
         self.calls = 0
-        #: The scheduler concluded the run: no step call may start.
+        #: The run's end is recorded: nothing more may be (a step, a sleep, an append).
         self.ended = False
         #: Steps deciding (after :meth:`settle`) whether the task waits: no body starts.
         self.deciding = 0
@@ -419,11 +420,18 @@ class InFlight:
                 ``asyncio.create_task`` and left running past the task's end).
         """
         if self.ended:
-            raise UsageError(
-                "a step was called after its task ended: await the steps a task starts "
-                "(asyncio.create_task left running past the task's return is not recorded)"
-            )
+            raise self.after_end("a step")
         self.calls += 1
+
+    @staticmethod
+    def after_end(what: str) -> UsageError:
+        """The error of a call made after the run's end (by a coroutine the task created and
+        left running): nothing may be recorded past a task's end."""
+        return UsageError(
+            f"{what} was called after its task ended: await what a task starts (a coroutine "
+            "created with asyncio.create_task and left running past the task's return is not "
+            "recorded)"
+        )
 
     def call_ended(self) -> None:
         self.calls -= 1
@@ -439,7 +447,10 @@ class InFlight:
             if self._idle is None or self._idle.is_set():
                 self._idle = asyncio.Event()
             await self._idle.wait()
-        self.ended = True
+
+
+#: The records that end a run (after them its task's code may record nothing).
+_RUN_ENDS = frozenset({TaskSucceeded, TaskFailed, TaskReleased})
 
 
 class Replayed(msgspec.Struct, frozen=True):
@@ -742,6 +753,8 @@ class TaskRun:
         the run's append lock)."""
         if self.waiting:  # the task's code caught the signal to wait, and went on
             raise Suspended()
+        if self.in_flight.ended:
+            raise self.in_flight.after_end("an append")
         cause = self.context.causation_id
         # A batch of events all caused by the claim, with no other stream: the log's fast path
         # (no ids asked for: nothing in the batch names another of its events).
@@ -765,8 +778,11 @@ class TaskRun:
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(batch.events)
-        if any(type(event) is TaskWaiting for event in batch.events):
-            self.waiting = True
+        for event in batch.events:
+            if type(event) is TaskWaiting:
+                self.waiting = True
+            elif type(event) in _RUN_ENDS:
+                self.in_flight.ended = True
 
     def _explain_conflict(self) -> None:
         """Raise :class:`LeaseLost` when what another process appended since this run's
@@ -803,6 +819,8 @@ class TaskRun:
         """
         if self.waiting:
             raise Suspended()
+        if self.in_flight.ended:
+            raise self.in_flight.after_end(what)
         inside = CURRENT_STEP.get()
         if inside is not None:
             raise UsageError(
@@ -836,19 +854,19 @@ class TaskRun:
         if self.released or (self.stopping is not None and self.stopping.is_set()):
             self.released = True
             raise Released()
-        if step.at_most_once:
-            if started is not None:
-                raise StepInterrupted(self.task_id, index, step.name)
-            if not step.limit:  # a limited one records its start once it holds a permit
-                self.record_start(step, index)
+        if step.at_most_once and started is not None:
+            raise StepInterrupted(self.task_id, index, step.name)
         self.steps_run += 1
         return index, None
 
     def record_start(self, step: StepDef, index: int) -> None:
-        """Record that an at-most-once step starts (a re-run then refuses to run it again)."""
+        """Record that an at-most-once step's body starts (a re-run then refuses to run it
+        again): right before the body, once nothing can stop it first (its permit, its breaker,
+        another step's decision that the task waits)."""
         self.record(
             [StepStarted(index=index, name=step.name, idempotency_key=self.idempotency_key(index))]
         )
+        self.started[index] = step.name
 
     def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> Any:
         """Record a step's result.
@@ -939,10 +957,7 @@ class TaskRun:
         the step runs again when the task re-runs) or given up. A step under a queue limit
         takes a permit first (or the task waits for one) and gives it back after its outcome.
         """
-        if step.at_most_once:  # its start is recorded first: a storage call
-            index, recorded = yield Blocking(self.begin_step, step)
-        else:  # in memory only
-            index, recorded = self.begin_step(step)
+        index, recorded = self.begin_step(step)  # in memory only
         if recorded is not None:
             return self.replay(step, recorded)
         judgement = step.judgement if self.judge is not None else None
@@ -963,8 +978,6 @@ class TaskRun:
                     continue
                 self.steps_run -= 1  # it did not run: it waits for a permit
                 yield from self._record_wait([waiting])
-            if step.at_most_once:
-                yield Blocking(self.record_start, step, index)
             result = yield from self._attempts(step, index, args, kwargs, ruling)
         except GeneratorExit:
             raise
@@ -1042,6 +1055,12 @@ class TaskRun:
             if self.waiting:  # another step of the task recorded that it waits meanwhile
                 raise Suspended()
             tracked = self.in_flight.body_started(index)
+            if step.at_most_once and index not in self.started:
+                try:
+                    yield Blocking(self.record_start, step, index)
+                except BaseException:
+                    self.in_flight.body_settled(index, tracked)
+                    raise
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
                 if ruling is not None:

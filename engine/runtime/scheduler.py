@@ -1144,6 +1144,10 @@ class Scheduler:
             StorageLost: the engine's storage failed under the task: not its failure.
             BaseException: an interruption of the worker itself (KeyboardInterrupt...).
         """
+        if isinstance(error, BaseExceptionGroup) and not isinstance(error, Exception):
+            # ``asyncio.TaskGroup`` gathers its tasks' errors: the engine's own signal among
+            # them (a step of the task waits, the worker stops, the task was taken) is the run's.
+            error = _signal_in(error) or error
         if run.waiting and (error is None or isinstance(error, Exception)):
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
             # step) and returned or raised: it waits, as recorded, and runs again when due.
@@ -1323,6 +1327,19 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
+
+
+def _signal_in(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The engine's signal among the errors of a group, the strongest first: the task was
+    taken (``LeaseLost``), the worker stops (``Released``), the task waits (``Suspended``)."""
+    kinds: tuple[type[BaseException], ...] = (LeaseLost, Released, Suspended)
+    for kind in kinds:
+        found: BaseException | None = group.subgroup(kind)
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        if found is not None:
+            return found
+    return None
 
 
 async def _with_its_steps(run: TaskRun, body: Coroutine[Any, Any, Any]) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from onward import Engine
+from onward import Engine, UsageError
 from onward.events import (
     BackendError,
     StepCompleted,
@@ -388,3 +388,141 @@ def test_a_replay_check_delivers_no_notice(db: Path, clock: FakeClock, kind: str
         assert (check.checked, check.divergences) == (1, ())
         assert told == ["the nightly index is rebuilt"]
         assert len(list(engine.log.read())) == records
+
+
+def test_a_coroutine_left_running_records_nothing_after_its_tasks_end(
+    db: Path, clock: FakeClock
+) -> None:
+    """The task returns, leaving a coroutine that publishes a state once another task has
+    gone on: refused (``UsageError``), and nothing follows the task's end in its stream."""
+    late: list[str] = []
+    gate: dict[str, asyncio.Event] = {}
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def quick() -> int:
+            return 1
+
+        async def publish_later() -> None:
+            await gate["other"].wait()
+            try:
+                await engine.set_state("progress", "late")
+                late.append("recorded")
+            except UsageError as exc:
+                late.append(str(exc))
+
+        @engine.task()
+        async def agent() -> int:
+            gate["other"] = asyncio.Event()
+            gate["kept"] = asyncio.create_task(publish_later())  # type: ignore[assignment]
+            return await quick()
+
+        def ended(task_id: str) -> bool:
+            return kinds(engine, task_id)[-1] == "TaskSucceeded"
+
+        @engine.task()
+        async def other(task_id: str) -> int:
+            while "other" not in gate or not await asyncio.to_thread(ended, task_id):
+                await asyncio.sleep(0)  # until the agent's end is recorded
+            gate["other"].set()
+            await asyncio.sleep(0)
+            return 2
+
+        task_id = engine.submit(agent)
+        engine.submit(other, task_id)
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == 1
+        assert len(late) == 1
+        assert "after its task ended" in late[0]
+        assert kinds(engine, task_id)[-1] == "TaskSucceeded"
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_retry_inside_a_task_group_makes_the_task_wait(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """``asyncio.TaskGroup`` wraps the engine's signal to wait in an exception group: the task
+    waits for its retry, and the runner goes on."""
+    tries: list[int] = []
+
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def flaky() -> int:
+            tries.append(1)
+            if len(tries) == 1:
+                raise ConnectionError("dropped")
+            return 1
+
+        @engine.task()
+        async def agent() -> int:
+            async with asyncio.TaskGroup() as group:
+                found = group.create_task(flaky())
+            return found.result()
+
+        task_id = engine.submit(agent)
+        first = run_with(engine, runner)
+        assert first.waiting == 1
+        clock.advance(5)
+        run_with(engine, runner)
+        assert engine.result(task_id) == 1
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_an_at_most_once_step_stopped_before_its_body_runs_later(
+    db: Path, clock: FakeClock, kind: str
+) -> None:
+    """An at-most-once step behind an open breaker waits with its task before its body runs:
+    its start is recorded only when its body starts, so it runs once when the breaker lets it
+    (instead of being refused as interrupted)."""
+    from onward import BreakerPolicy, RetryPolicies, RetryPolicy
+
+    ran: list[str] = []
+    with Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
+        breakers=BreakerPolicy(failures=1, cooldown=30),
+    ) as engine:
+        down = [True]
+
+        @engine.step(breaker="pay")
+        def probe() -> int:
+            if down[0]:
+                raise ConnectionError("the payment service is down")
+            return 1
+
+        @engine.step(breaker="pay", at_most_once=True)
+        def charge() -> str:
+            ran.append("charge")
+            return "charged"
+
+        @engine.task()
+        def opener() -> int:
+            return probe()
+
+        if kind == "plain":
+
+            @engine.task(name="agent")
+            def plain_agent() -> str:
+                return charge()
+
+        else:
+
+            @engine.task(name="agent")
+            async def async_agent() -> str:
+                return await charge()
+
+        engine.submit(opener)
+        engine.run()  # the breaker opens
+        down[0] = False
+        task_id = engine.submit("agent")
+        engine.run()  # it waits out the breaker's cool-down (an injected clock), then runs
+        assert engine.result(task_id) == "charged"
+        assert ran == ["charge"]
+        recorded = kinds(engine, task_id)
+        assert recorded.index("TaskWaiting") < recorded.index("StepStarted")

@@ -227,6 +227,10 @@ WITH_SECONDS: list[tuple[str, Any]] = [
     ("datetime, microseconds", datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=ODD_OFFSET)),
     ("time", datetime.time(12, tzinfo=datetime.timezone(datetime.timedelta(seconds=1172)))),
     ("time, microseconds", datetime.time(1, 2, 3, 4, tzinfo=ODD_OFFSET)),
+    (
+        "an offset of one microsecond",  # Python's own reading drops it
+        datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(microseconds=1))),
+    ),
 ]
 
 
