@@ -348,16 +348,35 @@ class Released(BaseException):
     """Unwinds a task whose worker is stopping, at a step boundary: the task is handed back."""
 
 
+class _Signal:
+    """Coroutines of one loop that wait until a condition holds, woken when it may."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    async def until(self, holds: Callable[[], bool]) -> None:
+        while not holds():
+            if self._event is None or self._event.is_set():
+                self._event = asyncio.Event()  # shared by every coroutine waiting meanwhile
+            await self._event.wait()
+
+    def wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+
 class InFlight:
     """The step calls of one run under way at once (an ``async def`` task's gathered steps).
 
     A step whose body ran has an outcome to record, and a task that waits (a retry, a sleep,
     a message, a permit) or ends may record nothing after that. So before a step records that
-    the task waits, it lets the other bodies under way record their outcomes (:meth:`settle`);
-    no body starts once the wait is recorded; and the scheduler records the task's end only
-    once every step call it started has returned (:meth:`calls_ended`). Without this a
-    sibling's completed body was thrown away, to run again when the task woke, or its outcome
-    followed the task's end.
+    the task waits, it lets the other bodies under way record their outcomes (:meth:`settle`),
+    and no body starts while it decides (:meth:`admit`) nor once the wait is recorded; and the
+    scheduler records the task's end only once every step call it started has returned
+    (:meth:`calls_ended`). Without this a sibling's completed body was thrown away, to run
+    again when the task woke, or its outcome followed the task's end.
 
     Everything here runs on the event loop's thread.
     """
@@ -370,9 +389,9 @@ class InFlight:
         self.ended = False
         #: Steps deciding (after :meth:`settle`) whether the task waits: no body starts.
         self.deciding = 0
-        self._decided: asyncio.Event | None = None
-        self._settled: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
+        self._no_bodies = _Signal()
+        self._no_deciding = _Signal()
+        self._no_calls = _Signal()
 
     def body_started(self, index: int) -> bool:
         """A step's body is about to start; whether it is tracked (only while step calls run
@@ -386,42 +405,48 @@ class InFlight:
         """A step's body ended with its outcome recorded, or with none to keep."""
         if tracked:
             self.bodies.discard(index)
-            if not self.bodies and self._settled is not None:
-                self._settled.set()
+            if not self.bodies:
+                self._no_bodies.wake()
 
     async def settle(self) -> None:
         """Wait until no step body is under way without its outcome, then begin deciding
         whether the task waits (:meth:`decided` ends it)."""
-        while self.bodies:
-            if self._settled is None or self._settled.is_set():
-                self._settled = asyncio.Event()  # shared by every step that settles
-            await self._settled.wait()
+        await self._no_bodies.until(lambda: not self.bodies)
         self.deciding += 1
 
     def decided(self) -> None:
         """A step that settled has decided (and recorded a wait, or not): bodies may start."""
         if self.deciding:
             self.deciding -= 1
-            if not self.deciding and self._decided is not None:
-                self._decided.set()
+            if not self.deciding:
+                self._no_deciding.wake()
 
     async def admit(self) -> None:
         """Wait until no step is deciding whether the task waits."""
-        while self.deciding:
-            if self._decided is None or self._decided.is_set():
-                self._decided = asyncio.Event()
-            await self._decided.wait()
+        await self._no_deciding.until(lambda: not self.deciding)
 
     def call_started(self) -> None:
-        """A step call begins (on the loop).
+        """A step call begins.
 
         Raises:
-            UsageError: the task's run has ended (a step started by a task created with
-                ``asyncio.create_task`` and left running past the task's end).
+            UsageError: the task's end is recorded (a step called by a coroutine the task
+                created with ``asyncio.create_task`` and left running).
         """
         if self.ended:
             raise self.after_end("a step")
         self.calls += 1
+
+    def call_ended(self) -> None:
+        self.calls -= 1
+        if not self.calls:
+            self._no_calls.wake()
+
+    async def calls_ended(self) -> None:
+        """Wait until every step call of the run has returned: the steps a task started and
+        left (a gather left on a sibling's error, a task created and not awaited) end before
+        the task's end is recorded."""
+        await asyncio.sleep(0)  # a step task created just before the return takes its turn
+        await self._no_calls.until(lambda: not self.calls)
 
     @staticmethod
     def after_end(what: str) -> UsageError:
@@ -432,21 +457,6 @@ class InFlight:
             "created with asyncio.create_task and left running past the task's return is not "
             "recorded)"
         )
-
-    def call_ended(self) -> None:
-        self.calls -= 1
-        if not self.calls and self._idle is not None:
-            self._idle.set()
-
-    async def calls_ended(self) -> None:
-        """Wait (on the loop) until every step call of the run has returned, then end it: the
-        steps a task started and left (a gather left on a sibling's error, a task created and
-        not awaited) end before the task's end is recorded."""
-        await asyncio.sleep(0)  # a step task created just before the return takes its turn
-        while self.calls:
-            if self._idle is None or self._idle.is_set():
-                self._idle = asyncio.Event()
-            await self._idle.wait()
 
 
 #: The records that end a run (after them its task's code may record nothing).
