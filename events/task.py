@@ -43,6 +43,10 @@ class TaskSubmitted(Event, frozen=True, kw_only=True):
         inherit_steps: for a fork, how many of the first steps of ``forked_from`` it takes the
             recorded outcomes of (they are not run again).
         schedule: the schedule whose tick submitted it (None: not scheduled).
+        origin_version: for a fork, the version ``forked_from``'s stream was at when the fork
+            was made: the outcomes it takes are those recorded up to it, whatever the origin
+            does later (None: a fork made by an onward that did not say, which reads the
+            origin as it is).
     """
 
     family: ClassVar[str] = "task"
@@ -57,6 +61,7 @@ class TaskSubmitted(Event, frozen=True, kw_only=True):
     forked_from: str | None = None
     inherit_steps: int = 0
     schedule: str | None = None
+    origin_version: int | None = None
 
 
 class TaskRetried(Event, frozen=True, kw_only=True):

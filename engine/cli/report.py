@@ -11,7 +11,7 @@ import argparse
 import os
 
 from onward.cli.commands import check_output, open_existing, open_output
-from onward.cli.reports import emit_json
+from onward.cli.reports import emit_json, json_text
 from onward.report import collect_report, render_page
 
 __all__ = ["add_report_arguments", "cmd_report"]
@@ -23,24 +23,29 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        default="onward-report.html",
+        default=None,
         metavar="FILE",
-        help="the page to write (default onward-report.html)",
+        help="the page to write (default onward-report.html; with --json, the JSON, else printed)",
     )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write (or with --json print) a session's report."""
+    output = args.output if args.output is not None or args.json else "onward-report.html"
     with open_existing(args.db) as log:
-        if not args.json:
-            check_output(args.output, log)
+        if output is not None:
+            check_output(output, log)
         report = collect_report(log, args.session)
-    if args.json:
+    if output is None:
         emit_json(report)
         return 0
-    with open_output(args.output) as out:
+    with open_output(output) as out:
+        if args.json:
+            out.write(json_text(report))
+            print(f"report of session {report.session!r} written to {os.path.abspath(output)}")
+            return 0
         out.write(render_page(report))
-    path = os.path.abspath(args.output)
+    path = os.path.abspath(output)
     print(
         f"report of session {report.session!r} ({report.totals.events:,} events) written to "
         f"{path}\nopen file://{path} in a browser"

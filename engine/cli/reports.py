@@ -28,6 +28,7 @@ __all__ = [
     "TasksReport",
     "count_states",
     "emit_json",
+    "json_text",
     "moment",
     "queue_rows",
     "session_rows",
@@ -151,7 +152,12 @@ def moment(t: float) -> datetime:
 
 def emit_json(value: object) -> None:
     """Print a report to stdout as indented JSON."""
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value)).decode() + "\n")
+    sys.stdout.write(json_text(value))
+
+
+def json_text(value: object) -> str:
+    """A report as indented JSON, one trailing newline."""
+    return msgspec.json.format(msgspec.json.encode(value)).decode() + "\n"
 
 
 def count_states(views: Sequence[TaskView]) -> dict[str, int]:

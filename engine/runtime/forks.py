@@ -22,7 +22,7 @@ from onward.events import (
 )
 from onward.projections import task_stream
 
-__all__ = ["inherited_records", "outcome_records", "recorded_outcomes"]
+__all__ = ["inherited_records", "origin_history", "outcome_records", "recorded_outcomes"]
 
 
 def recorded_outcomes(history: Sequence[Recorded], upto: int | None = None) -> dict[int, Recorded]:
@@ -58,7 +58,7 @@ def outcome_records(log: EventLog, history: list[Recorded], upto: int) -> list[R
         if not isinstance(submitted, TaskSubmitted) or submitted.forked_from is None:
             break
         upto = min(upto, submitted.inherit_steps)
-        history = log.read_stream(task_stream(submitted.forked_from)) if upto > 0 else []
+        history = origin_history(log, submitted) if upto > 0 else []
     records: list[Recorded] = []
     for link, bound in reversed(links):
         chosen = {id(r) for r in recorded_outcomes(link, bound).values()}
@@ -76,5 +76,14 @@ def inherited_records(log: EventLog, submitted: TaskSubmitted) -> list[Recorded]
     task."""
     if submitted.forked_from is None or not submitted.inherit_steps:
         return []
-    origin = log.read_stream(task_stream(submitted.forked_from))
-    return outcome_records(log, origin, submitted.inherit_steps)
+    return outcome_records(log, origin_history(log, submitted), submitted.inherit_steps)
+
+
+def origin_history(log: EventLog, submitted: TaskSubmitted) -> list[Recorded]:
+    """A fork's origin's stream as it was when the fork was made (a retry of the origin
+    since changes nothing the fork takes)."""
+    assert submitted.forked_from is not None
+    history = log.read_stream(task_stream(submitted.forked_from))
+    if submitted.origin_version is None:
+        return history
+    return [r for r in history if r.version <= submitted.origin_version]

@@ -601,6 +601,7 @@ class TaskRun:
             elif isinstance(event, PatchMarked):
                 # The origin took the new path before a step the fork inherits: so does it.
                 self.patches.add(event.change_id)
+        taken = set(self.outcomes)  # the fork's: kept through a retry of the fork
         # Told of each try of a step that runs now (never of a replayed one), and the token of
         # this run that its hooks handed back.
         self.observer: Observer | None = None
@@ -614,7 +615,9 @@ class TaskRun:
             elif isinstance(event, TaskRetried):
                 # A new attempt: the steps that failed for good run again, healed afresh (their
                 # retries and fixes are counted within this attempt; the history keeps the rest).
-                for index in [i for i, o in self.outcomes.items() if not o.completed]:
+                # (A fork's first steps keep what its origin recorded.)
+                retried = [i for i, o in self.outcomes.items() if not o.completed]
+                for index in [i for i in retried if i not in taken]:
                     del self.outcomes[index]
                 self.failures.clear()
                 self.fixes_tried.clear()
@@ -629,6 +632,7 @@ class TaskRun:
             elif isinstance(event, MessageReceived):
                 self.received[event.index] = event
             elif isinstance(event, StepFailed):
+                self.started.pop(event.index, None)  # that try ended: the next one may start
                 failed[event.index] = event
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
@@ -1077,8 +1081,10 @@ class TaskRun:
                     assert judgement is not None
                     yield Blocking(self._check, step, index, judgement, ruling, result)
             except Exception as exc:
-                # Its body ended with no outcome to keep: the task may wait without it.
+                # Its body ended with no outcome to keep: the task may wait without it. An
+                # at-most-once step's next try records its own start.
                 self.in_flight.body_settled(index, tracked)
+                self.started.pop(index, None)
                 if ruling is not None and not isinstance(exc, CheckFailed):
                     yield Blocking(
                         self._action_failed, step, index, ruling, error_message(exc, self.redact)

@@ -363,6 +363,7 @@ class Tasks:
             parent=origin.parent,
             forked_from=task_id,
             inherit_steps=from_step,
+            origin_version=history[-1].version,
         )
         context = Context(
             session=session.name,

@@ -198,9 +198,10 @@ def _check(profile: Profile, where: str) -> None:
             Redactor().check_name(name, field)
         except UsageError as exc:
             raise refuse(field, str(exc)) from exc
-    number("tasks_per_hour", profile.tasks_per_hour, 0.0)
-    number("backlog", profile.backlog, 0)
-    number("crashes", profile.crashes, 0)
+    # Bounds a simulation of hours can carry out (each kill is a real process killed).
+    number("tasks_per_hour", profile.tasks_per_hour, 0.0, 100_000)
+    number("backlog", profile.backlog, 0, 100_000)
+    number("crashes", profile.crashes, 0, 1_000)
     try:
         ErrorBudget(limit=profile.budget_per_hour, window=3600.0)
     except UsageError as exc:

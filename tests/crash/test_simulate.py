@@ -295,8 +295,13 @@ STEP = '[[steps]]\nkind = "read_source"\n'
         ('name = ""\n' + STEP, "name: must be a non-empty word"),
         ('name = "x"\ntask = "a task"\n' + STEP, "task: must be a non-empty word"),
         ('name = "x"\nbudget_per_hour = 0\n' + STEP, "budget_per_hour: .*limit"),
-        ('name = "x"\ntasks_per_hour = -1.0\n' + STEP, "tasks_per_hour: must be a number >= 0"),
-        ('name = "x"\ncrashes = -1\n' + STEP, "crashes: must be a number >= 0"),
+        (
+            'name = "x"\ntasks_per_hour = -1.0\n' + STEP,
+            r"tasks_per_hour: must be a number in \[0, 100000\]",
+        ),
+        ('name = "x"\ncrashes = -1\n' + STEP, r"crashes: must be a number in \[0, 1000\]"),
+        ('name = "x"\ncrashes = 100000000\n' + STEP, r"crashes: .*got 100000000"),
+        ('name = "x"\ntasks_per_hour = 1e300\n' + STEP, r"tasks_per_hour: .*got 1e\+300"),
         (
             'name = "x"\n' + STEP + "[person]\nanswer_minutes = [5.0, 1.0]\n",
             r"person\.answer_minutes: must go from low to high",

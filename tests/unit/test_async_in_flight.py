@@ -526,3 +526,44 @@ def test_an_at_most_once_step_stopped_before_its_body_runs_later(
         assert ran == ["charge"]
         recorded = kinds(engine, task_id)
         assert recorded.index("TaskWaiting") < recorded.index("StepStarted")
+
+
+@pytest.mark.parametrize("how", ["healed", "retried by a person"])
+def test_an_at_most_once_step_whose_try_failed_runs_again(
+    db: Path, clock: FakeClock, how: str
+) -> None:
+    """A try of an at-most-once step that raised has ended: its next try (a retry the healer
+    decides, or the task retried by a person) runs, with a start of its own, instead of being
+    refused as interrupted."""
+    from onward import RetryPolicies, RetryPolicy
+
+    ran: list[str] = []
+    with Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=3, base=0.01, cap=0.01)),
+        healing=how == "healed",
+    ) as engine:
+
+        @engine.step(at_most_once=True)
+        def charge() -> str:
+            ran.append("charge")
+            if len(ran) == 1:
+                raise ConnectionError("the payment service is down")
+            return "charged"
+
+        @engine.task()
+        def agent() -> str:
+            return charge()
+
+        task_id = engine.submit(agent)
+        engine.run()
+        if how != "healed":
+            assert engine.task_view(task_id).state == "failed"
+            engine.retry(task_id, by="ops", reason="the service is back")
+            engine.run()
+        assert engine.result(task_id) == "charged"
+        assert ran == ["charge", "charge"]
+        assert kinds(engine, task_id).count("StepStarted") == 2

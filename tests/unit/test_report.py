@@ -256,6 +256,10 @@ def test_onward_report_writes_the_page_and_prints_json(
     data = json.loads(capsys.readouterr().out)
     assert data["session"] == "night"
     assert data["totals"]["approvals"] == 1
+    written = tmp_path / "night.json"  # --json -o FILE writes the JSON there
+    assert main(["report", "--db", str(night), "--json", "-o", str(written)]) == 0
+    assert json.loads(written.read_text()) == data
+    assert main(["report", "--db", str(night), "--json", "-o", str(night)]) == 2  # the log
 
 
 def test_a_missing_log_or_session_is_refused(

@@ -614,3 +614,46 @@ def test_replay_check_passes_a_fork_of_a_fork_and_finds_its_changed_code(
         check = replay_check(engine.log, engine)
         assert {(d.kind, d.index) for d in check.divergences} == {("step", 0)}
         assert len(check.divergences) == 3  # each task, the forks through their origins
+
+
+def test_a_fork_takes_its_origin_as_it_was_when_forked(db: str, clock: FakeClock) -> None:
+    """The origin is retried (and its failed step now succeeds) after the fork is made: the
+    fork still takes the outcome recorded when it was made, and runs none of its steps."""
+    sent: list[int] = []
+    with open_engine(db, clock) as engine:
+        down = [True]
+
+        @engine.step()
+        def send_email(n: int) -> str:
+            sent.append(n)
+            if down[0]:
+                raise ValueError("the mail server is down")
+            return "sent"
+
+        @engine.step()
+        def finish(n: int) -> int:
+            return n
+
+        @engine.task()
+        def job(n: int, catch: bool) -> list[object]:
+            try:
+                outcome: object = send_email(n)
+            except ValueError as exc:
+                if not catch:
+                    raise
+                outcome = str(exc)
+            return [outcome, finish(n)]
+
+        origin = engine.submit(job, 1, False)
+        engine.run()  # fails at its first step
+        fork = engine.fork(origin, from_step=1, args=[1, True])
+        engine.cancel(fork)  # held back while the origin is retried
+        down[0] = False
+        engine.retry(origin, by="ops", reason="the mail server is back")
+        engine.run()
+        assert engine.result(origin) == ["sent", 1]
+        assert sent == [1, 1]
+        engine.retry(fork, by="ops", reason="now")
+        engine.run()
+        assert engine.result(fork) == ["the mail server is down", 1]
+        assert sent == [1, 1]  # the fork ran none of the steps it took
