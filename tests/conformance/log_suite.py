@@ -146,7 +146,8 @@ class EventLogSuite(ABC):
             with pytest.raises(UsageError, match="upto must be an int"):
                 log.stream_rows("task-1", upto=bound)
         assert [r.version for r in log.read_stream("task-1", after=0)] == [1, 2]
-        assert [r.version for r in log.read(after=0, upto=1)] == [1]
+        first = next(iter(log.read())).position  # positions need not start at 1 (PostgreSQL)
+        assert [r.version for r in log.read(after=0, upto=first)] == [1]
 
     def test_any_version_appends_at_the_end(self, log: EventLog) -> None:
         log.append("session-s", [submitted()], expected_version=None)
