@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-from onward.events import EventLog, UsageError
+from onward.events import EventLog, TaskSubmitted, UsageError
 from onward.projections import CatchUp, TaskView, task_stream
+from onward.runtime.forks import inherited_records
 from onward.testing.replay import encode_history
 
 __all__ = ["regression_test"]
@@ -37,9 +38,16 @@ HISTORY = (
 {history}
 )
 
+#: For a fork, the outcomes its first steps take from the task it forks (and up its forks).
+INHERITED = (
+{inherited}
+)
+
 
 def test_{slug}_replays_as_recorded() -> None:
-    check = replay_recorded(ENGINE, HISTORY, task_id={task_id!r}, session={session!r})
+    check = replay_recorded(
+        ENGINE, HISTORY, task_id={task_id!r}, session={session!r}, inherited=INHERITED
+    )
     assert check.ok, check.explain()
     assert check.checked == 1, check.explain()
 '''
@@ -81,6 +89,9 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
     view = _find(log, task)
     history = log.read_stream(task_stream(view.task_id))
     lines = encode_history(history).splitlines()
+    submitted = history[0].event
+    taken = inherited_records(log, submitted) if isinstance(submitted, TaskSubmitted) else []
+    inherited = encode_history(taken).splitlines()
     slug = re.sub(r"\W+", "_", f"{view.name}_{view.task_id[:8]}", flags=re.ASCII)
     slug = slug.strip("_").lower()  # ASCII: Unicode \w takes characters no name may hold (²)
     return _TEMPLATE.format(
@@ -93,4 +104,5 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
         target=target,
         slug=slug,
         history="\n".join(f"    {line + chr(10)!r}" for line in lines),
+        inherited="\n".join(f"    {line + chr(10)!r}" for line in inherited) or '    ""',
     )

@@ -174,10 +174,12 @@ class _ReplayRun(TaskRun):
         history: list[Recorded],
         context: Context,
         clock: Callable[[], float],
+        inherited: Sequence[Recorded] | None = None,
     ) -> None:
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
-        inherited = inherited_records(log, submitted)
+        if inherited is None:  # a fork's origin, from the log
+            inherited = inherited_records(log, submitted)
         super().__init__(
             log, task_id, task_stream(task_id), history, context, clock, inherited=inherited
         )
@@ -319,13 +321,18 @@ def _clip(value: Any, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
+def replay_task(
+    engine: Engine, history: Sequence[Recorded], inherited: Sequence[Recorded] | None = None
+) -> ReplayCheck:
     """Replay one task's recorded history against the code registered on ``engine``.
 
     Args:
         engine: the engine the task's function and steps are registered on (its log is never
             written).
         history: the task's stream, in version order (its ``TaskSubmitted`` first).
+        inherited: for a fork, the records of its origin that give its first steps their
+            outcomes (:func:`onward.runtime.forks.inherited_records`); None: read from
+            ``engine``'s log.
 
     Returns:
         The check of that one task.
@@ -352,6 +359,7 @@ def replay_task(engine: Engine, history: Sequence[Recorded]) -> ReplayCheck:
         list(history),
         Context(session=history[0].meta.session, actor="replay-check", correlation_id=task_id),
         lambda: history[-1].meta.time,
+        inherited,
     )
     recorded = run.recorded
     found: list[Divergence] = []
@@ -513,7 +521,12 @@ def decode_history(text: str, *, task_id: str, session: str = "") -> list[Record
 
 
 def replay_recorded(
-    engine: Engine | str, history: str, *, task_id: str, session: str = ""
+    engine: Engine | str,
+    history: str,
+    *,
+    task_id: str,
+    session: str = "",
+    inherited: str | None = None,
 ) -> ReplayCheck:
     """Replay a history embedded in a test (as ``onward to-test`` writes them).
 
@@ -526,6 +539,8 @@ def replay_recorded(
         history: the text :func:`encode_history` wrote.
         task_id: the task's id.
         session: its session.
+        inherited: for a fork, the text :func:`encode_history` wrote of the origin's records
+            it takes its first steps from (None: read from ``engine``'s log).
 
     Returns:
         The check of that task.
@@ -536,4 +551,7 @@ def replay_recorded(
     if isinstance(engine, str):
         os.environ.setdefault("ONWARD_DB", "memory://")
         engine = load_engine(engine)
-    return replay_task(engine, decode_history(history, task_id=task_id, session=session))
+    taken = None
+    if inherited is not None:
+        taken = decode_history(inherited, task_id=task_id, session=session)
+    return replay_task(engine, decode_history(history, task_id=task_id, session=session), taken)

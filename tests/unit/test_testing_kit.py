@@ -592,6 +592,59 @@ def test_to_test_writes_a_regression_test_that_replays_the_task(
     assert "unrecorded: the log records no outcome here, the code calls 'fetch'" in done.stdout
 
 
+FORKED_APP = """
+from onward import Engine
+
+engine = Engine.open()  # ONWARD_DB: the recording's log, then memory:// in the test
+
+
+@engine.step()
+def fetch(url: str) -> str:
+    return "<html>" + url + "</html>"
+
+
+@engine.step()
+def measure(page: str) -> int:
+    return len(page)
+
+
+@engine.task()
+def crawl(url: str) -> int:
+    return measure(fetch(url))
+"""
+
+
+def test_to_test_of_a_fork_of_a_fork_replays_with_the_outcomes_it_took(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test embeds the outcomes the fork took from its origin (up the chain of forks),
+    which the test's own empty log does not hold."""
+    (tmp_path / "app.py").write_text(FORKED_APP)
+    db = tmp_path / "work.db"
+    recording = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import app; t = app.engine.submit(app.crawl, 'https://example.org'); "
+            "app.engine.run(); f = app.engine.fork(t, from_step=1); app.engine.run(); "
+            "g = app.engine.fork(f, from_step=2); app.engine.run(); print(g)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "ONWARD_DB": f"sqlite:///{db}"},
+    )
+    task_id = recording.stdout.strip()
+    assert main(["to-test", task_id, "--db", str(db), "--engine", "app:engine"]) == 0
+    test_file = tmp_path / "tests" / "test_fork.py"
+    test_file.parent.mkdir()
+    test_file.write_text(capsys.readouterr().out)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 #: A task name and a session that would end the generated docstring and run code, a backslash
 #: that would end it in an escape, and a character that Unicode's \w takes but no Python name
 #: may hold.
@@ -650,6 +703,7 @@ def test_to_test_writes_values_from_the_log_safely(
     assert [type(node).__name__ for node in module.body] == [
         "Expr",
         "ImportFrom",
+        "Assign",
         "Assign",
         "Assign",
         "FunctionDef",
