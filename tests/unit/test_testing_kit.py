@@ -592,34 +592,12 @@ def test_to_test_writes_a_regression_test_that_replays_the_task(
     assert "unrecorded: the log records no outcome here, the code calls 'fetch'" in done.stdout
 
 
-FORKED_APP = """
-from onward import Engine
-
-engine = Engine.open()  # ONWARD_DB: the recording's log, then memory:// in the test
-
-
-@engine.step()
-def fetch(url: str) -> str:
-    return "<html>" + url + "</html>"
-
-
-@engine.step()
-def measure(page: str) -> int:
-    return len(page)
-
-
-@engine.task()
-def crawl(url: str) -> int:
-    return measure(fetch(url))
-"""
-
-
 def test_to_test_of_a_fork_of_a_fork_replays_with_the_outcomes_it_took(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The test embeds the outcomes the fork took from its origin (up the chain of forks),
     which the test's own empty log does not hold."""
-    (tmp_path / "app.py").write_text(FORKED_APP)
+    (tmp_path / "app.py").write_text(APP.format(extra=""))
     db = tmp_path / "work.db"
     recording = subprocess.run(
         [
@@ -627,7 +605,7 @@ def test_to_test_of_a_fork_of_a_fork_replays_with_the_outcomes_it_took(
             "-c",
             "import app; t = app.engine.submit(app.crawl, 'https://example.org'); "
             "app.engine.run(); f = app.engine.fork(t, from_step=1); app.engine.run(); "
-            "g = app.engine.fork(f, from_step=2); app.engine.run(); print(g)",
+            "g = app.engine.fork(f, from_step=1); app.engine.run(); print(g)",
         ],
         cwd=tmp_path,
         capture_output=True,
