@@ -118,8 +118,10 @@ class Breakers:
         self._projections = projections
         self.clock = clock
 
-    def before_call(self, run: RunningTask, step: StepDef, index: int) -> float | None:
-        """Check the step's breaker: None to call it, or the time to wait until.
+    def before_call(self, run: RunningTask, step: StepDef, index: int) -> Batch | None:
+        """Check the step's breaker: None to call it, or the wait to record (the decision and
+        the task's ``TaskWaiting``; the caller records it once the task's other steps under
+        way have recorded their outcomes).
 
         An open breaker whose cool-down has passed turns half-open here, and this call is its
         trial.
@@ -185,8 +187,8 @@ class Breakers:
 
     def _wait(
         self, run: RunningTask, step: StepDef, index: int, view: BreakerView, until: float
-    ) -> float:
-        """Record that the task waits for its step's breaker until ``until``; returns it."""
+    ) -> Batch:
+        """The wait for its step's breaker until ``until``, to record."""
         dependency = view.dependency
         decision = DecisionMade(
             kind="breaker",
@@ -207,8 +209,7 @@ class Breakers:
             TaskWaiting(reason=f"breaker {dependency} {_SHOWN[view.state]}", until=until),
             decision_id,
         )
-        run.commit(batch)
-        return until
+        return batch
 
     def on_success(self, run: RunningTask, step: StepDef, batch: Batch, completed_id: str) -> None:
         """Close the step's breaker when this success was its half-open trial."""

@@ -172,8 +172,8 @@ class Healer:
         self._projections = projections
         self.clock = clock
 
-    def before_call(self, run: RunningTask, step: StepDef, index: int) -> float | None:
-        """Check the step's breaker: None to call it, or the time to wait until (see
+    def before_call(self, run: RunningTask, step: StepDef, index: int) -> Batch | None:
+        """Check the step's breaker: None to call it, or the wait to record (see
         :meth:`onward.healing.breaker.Breakers.before_call`)."""
         return self.breaker.before_call(run, step, index)
 

@@ -1060,8 +1060,11 @@ class TaskRun:
                 remedied = yield Blocking(healer.resume_fix, self, step, index, args, kwargs, chain)
         while True:
             guarded = healer is not None and step.breaker
-            if guarded and (yield Blocking(healer.before_call, self, step, index)):  # type: ignore[union-attr]
-                raise Suspended()
+            if guarded:  # its breaker is open: the task waits
+                assert healer is not None
+                wait = yield Blocking(healer.before_call, self, step, index)
+                if wait is not None:
+                    yield from self._record_wait(wait)
             started = self.clock()
             observed = self._observe(step, index, attempt)
             if self.in_flight.deciding:  # another step decides whether the task waits
@@ -1144,16 +1147,20 @@ class TaskRun:
             self._observed(observed)
             return result
 
-    def _record_wait(self, events: list[Event]) -> Generator[Effect, Any, NoReturn]:
-        """Record that the task waits, once the other step bodies under way have their
-        outcomes recorded (no body starts meanwhile), and unwind the task.
+    def _record_wait(self, wait: list[Event] | Batch) -> Generator[Effect, Any, NoReturn]:
+        """Record that the task waits (its events, or a batch of them with their causes), once
+        the other step bodies under way have their outcomes recorded (no body starts
+        meanwhile), and unwind the task.
 
         Raises:
             Suspended: always: the task now waits.
         """
         yield Settle()
         try:
-            yield Blocking(self.record, events)
+            if isinstance(wait, Batch):
+                yield Blocking(self.commit, wait)
+            else:
+                yield Blocking(self.record, wait)
         finally:
             self.in_flight.decided()
         raise Suspended()

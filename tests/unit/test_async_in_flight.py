@@ -567,3 +567,62 @@ def test_an_at_most_once_step_whose_try_failed_runs_again(
         assert engine.result(task_id) == "charged"
         assert ran == ["charge", "charge"]
         assert kinds(engine, task_id).count("StepStarted") == 2
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_an_open_breaker_met_mid_gather_lets_the_sibling_finish_first(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A step finds its breaker open while a gathered sibling's body runs: the task's wait is
+    recorded once the sibling's outcome is, so the sibling's body runs once."""
+    from onward import BreakerPolicy, RetryPolicies, RetryPolicy
+
+    ran: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+    with Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
+        breakers=BreakerPolicy(failures=1, cooldown=30),
+    ) as engine:
+        down = [True]
+
+        @engine.step(breaker="api")
+        def api() -> int:
+            if down[0]:
+                raise ConnectionError("503 from the api")
+            return 1
+
+        @engine.step()
+        async def slow() -> int:
+            await gates["slow"].wait()
+            for _ in range(200):  # under way while the breaker is checked off the loop
+                await asyncio.sleep(0)
+            ran.append("slow")
+            return 7
+
+        async def open_then_release() -> int:
+            gates["slow"].set()
+            return await api()  # the breaker is open: the task waits
+
+        @engine.task()
+        def opener() -> int:
+            return api()
+
+        @engine.task()
+        async def agent() -> list[int]:
+            gates["slow"] = asyncio.Event()
+            return list(await asyncio.gather(slow(), open_then_release()))
+
+        engine.submit(opener)
+        run_with(engine, "run")  # the breaker opens
+        down[0] = False
+        task_id = engine.submit(agent)
+        run_with(engine, runner)  # waits out the cool-down (an injected clock), then ends
+        assert engine.result(task_id) == [7, 1]
+        assert ran == ["slow"]
+        recorded = kinds(engine, task_id)
+        assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
+        assert engine.log.verify().ok
