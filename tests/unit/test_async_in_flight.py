@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from onward import Engine, UsageError
+from onward import BreakerPolicy, Engine, RetryPolicies, RetryPolicy, UsageError
 from onward.events import (
     BackendError,
     StepCompleted,
@@ -36,6 +36,18 @@ def db(tmp_path: Path) -> Path:
 
 def kinds(engine: Engine, task_id: str) -> list[str]:
     return [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
+
+
+def breaker_engine(db: Path, clock: FakeClock) -> Engine:
+    """An engine whose breakers open at the first failure (no retries) for 30 s."""
+    return Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
+        breakers=BreakerPolicy(failures=1, cooldown=30),
+    )
 
 
 @pytest.mark.parametrize("runner", ["run_async", "run"])
@@ -477,17 +489,8 @@ def test_an_at_most_once_step_stopped_before_its_body_runs_later(
     """An at-most-once step behind an open breaker waits with its task before its body runs:
     its start is recorded only when its body starts, so it runs once when the breaker lets it
     (instead of being refused as interrupted)."""
-    from onward import BreakerPolicy, RetryPolicies, RetryPolicy
-
     ran: list[str] = []
-    with Engine.open(
-        f"sqlite:///{db}",
-        session="agents",
-        clock=clock,
-        sleep=clock.advance,
-        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
-        breakers=BreakerPolicy(failures=1, cooldown=30),
-    ) as engine:
+    with breaker_engine(db, clock) as engine:
         down = [True]
 
         @engine.step(breaker="pay")
@@ -535,7 +538,6 @@ def test_an_at_most_once_step_whose_try_failed_runs_again(
     """A try of an at-most-once step that raised has ended: its next try (a retry the healer
     decides, or the task retried by a person) runs, with a start of its own, instead of being
     refused as interrupted."""
-    from onward import RetryPolicies, RetryPolicy
 
     ran: list[str] = []
     with Engine.open(
@@ -575,18 +577,9 @@ def test_an_open_breaker_met_mid_gather_lets_the_sibling_finish_first(
 ) -> None:
     """A step finds its breaker open while a gathered sibling's body runs: the task's wait is
     recorded once the sibling's outcome is, so the sibling's body runs once."""
-    from onward import BreakerPolicy, RetryPolicies, RetryPolicy
-
     ran: list[str] = []
     gates: dict[str, asyncio.Event] = {}
-    with Engine.open(
-        f"sqlite:///{db}",
-        session="agents",
-        clock=clock,
-        sleep=clock.advance,
-        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
-        breakers=BreakerPolicy(failures=1, cooldown=30),
-    ) as engine:
+    with breaker_engine(db, clock) as engine:
         down = [True]
 
         @engine.step(breaker="api")
