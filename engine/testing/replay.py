@@ -217,8 +217,6 @@ class _ReplayRun(TaskRun):
             return None
         if effect.fn is _no_messages:
             return []
-        if getattr(effect.fn, "__name__", "") == "begin_step":
-            return effect.fn(*effect.args)  # an at-most-once step's index and recorded outcome
         if effect.fn is append_submission:
             # A subtask: never appended. The code waits for it next (it reads the subtasks'
             # outcomes, which this history does not hold) when the history says it did.
