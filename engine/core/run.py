@@ -16,6 +16,7 @@ from onward.events import BackendError, Context, Event, Redactor
 
 __all__ = [
     "LeaseLost",
+    "MustWait",
     "RunningTask",
     "StorageLost",
     "Suspended",
@@ -32,6 +33,23 @@ _DEFAULT_REDACTOR = Redactor()
 
 class Suspended(BaseException):
     """Unwinds a task that now waits durably (for subtasks, a retry, a breaker); not an error."""
+
+
+class MustWait(BaseException):
+    """A policy's decision, inside the step protocol, that the task waits (for a person's
+    answer, a fix's delay): the protocol records it once the task's other step bodies under
+    way have their outcomes recorded (an ``async def`` task's gathered steps), then the task
+    unwinds with :class:`Suspended`.
+
+    Attributes:
+        wait: the events to record (a batch of them with their causes, or a plain list).
+        then: what to do once they are recorded (tell a person they are asked), or None.
+    """
+
+    def __init__(self, wait: Batch | list[Event], then: Callable[[], None] | None = None) -> None:
+        super().__init__("the task waits")
+        self.wait = wait
+        self.then = then
 
 
 class LeaseLost(BaseException):

@@ -37,7 +37,7 @@ import msgspec
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
 from onward.core.failures import exception_class, replayed_error
-from onward.core.run import RunningTask, Suspended, error_message
+from onward.core.run import MustWait, RunningTask, error_message
 from onward.events import (
     DecisionMade,
     ErrorClassified,
@@ -207,7 +207,7 @@ class Healer:
             step's own call is made, and settles the fix, as after any other fix in flight.
 
         Raises:
-            Suspended: some of the delay is left: the task waits durably until it ends.
+            MustWait: some of the delay is left: the task waits durably until it ends.
         """
         if len(chain) != 1:  # its call was the remedy of an earlier fix's: not rebuilt
             return None
@@ -227,8 +227,7 @@ class Healer:
             return None  # it answers otherwise now: its recorded call cannot be told
         until = recorded + remedy.delay
         if self.clock() < until:
-            run.record([TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until)])
-            raise Suspended()
+            raise MustWait([TaskWaiting(reason=f"fix {fix.name} of step {index}", until=until)])
         return remedy.call
 
     # -- after a success -------------------------------------------------------------------

@@ -33,7 +33,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import Judgement, StepDef
-from onward.core.run import RunningTask, Suspended, bounded
+from onward.core.run import MustWait, RunningTask, bounded
 from onward.events import (
     ActionChecked,
     ActionUndone,
@@ -101,10 +101,12 @@ class Judge:
         return self.settings.with_values(projections.decisions.thresholds)
 
     def decide(self, run: RunningTask, step: StepDef, index: int, judgement: Judgement) -> Ruling:
-        """Score an action and record the decision (one atomic append).
+        """Score an action and record the decision (one atomic append; when a person is asked,
+        the step protocol appends it with the task's wait).
 
         Raises:
-            Suspended: the strategy is to ask; the task now waits for the answer.
+            MustWait: the strategy is to ask; the task waits for the answer (the question and
+                the wait, to record).
         """
         projections = self._projections(True)
         record = projections.decisions.action(step.name)
@@ -190,10 +192,10 @@ class Judge:
                 requested,
             )
         batch.add(TaskWaiting(reason=f"approval of {step.name}"), requested)
-        run.commit(batch)
-        if not deferred and self._asked is not None:
-            self._asked(decision_id, question, session)
-        raise Suspended()
+        asked = self._asked
+        if deferred or asked is None:
+            raise MustWait(batch)
+        raise MustWait(batch, then=lambda: asked(decision_id, question, session))
 
     def outcome(
         self,

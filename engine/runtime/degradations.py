@@ -142,7 +142,7 @@ class Degradations:
         if seen < len(run.degradations):
             recorded = _recorded(run, registered, *run.degradations[seen])
             if isinstance(recorded, TaskWaiting):
-                await run.record_async([recorded])
+                await run.wait_async([recorded])
                 raise Suspended()
             return recorded
         session = self.session
@@ -155,8 +155,7 @@ class Degradations:
                 return _workaround(registered, planned.applied.workaround)
         # Out of turn: a wait is recorded once the task's steps under way have recorded their
         # outcomes, and one of them may be reporting a failure too.
-        await run.commit_async(_asking(run, planned))
-        await asyncio.to_thread(self._asked, planned)
+        await run.wait_async(_asking(run, planned), then=lambda: self._asked(planned))
         raise Suspended()
 
     def _turn(self) -> asyncio.Lock:

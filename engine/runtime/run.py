@@ -30,7 +30,7 @@ from onward.core.errors import (
     StepMismatch,
 )
 from onward.core.failures import exception_class, replayed_error
-from onward.core.run import LeaseLost, StorageLost, Suspended, error_message
+from onward.core.run import LeaseLost, MustWait, StorageLost, Suspended, error_message
 from onward.events import (
     Append,
     ApprovalDenied,
@@ -977,7 +977,10 @@ class TaskRun:
         judgement = step.judgement if self.judge is not None else None
         ruling = None
         if judgement is not None:
-            ruling = yield Blocking(self._ruling, step, index, judgement)
+            try:
+                ruling = yield Blocking(self._ruling, step, index, judgement)
+            except MustWait as waits:
+                yield from self._record_wait(waits.wait, waits.then)
         if not step.limit:
             return (yield from self._attempts(step, index, args, kwargs, ruling))
         try:
@@ -1057,7 +1060,12 @@ class TaskRun:
             outcome = Outcome(action="wait", fix=fix, signature=signature, index=index)
             chain = self.fix_chains.get(index)
             if healer is not None and chain:  # its changed call, when a crash cut its delay
-                remedied = yield Blocking(healer.resume_fix, self, step, index, args, kwargs, chain)
+                try:
+                    remedied = yield Blocking(
+                        healer.resume_fix, self, step, index, args, kwargs, chain
+                    )
+                except MustWait as waits:
+                    yield from self._record_wait(waits.wait, waits.then)
         while True:
             guarded = healer is not None and step.breaker
             if guarded:  # its breaker is open: the task waits
@@ -1147,10 +1155,12 @@ class TaskRun:
             self._observed(observed)
             return result
 
-    def _record_wait(self, wait: list[Event] | Batch) -> Generator[Effect, Any, NoReturn]:
+    def _record_wait(
+        self, wait: list[Event] | Batch, then: Callable[[], None] | None = None
+    ) -> Generator[Effect, Any, NoReturn]:
         """Record that the task waits (its events, or a batch of them with their causes), once
         the other step bodies under way have their outcomes recorded (no body starts
-        meanwhile), and unwind the task.
+        meanwhile), then do ``then`` (tell a person they are asked), and unwind the task.
 
         Raises:
             Suspended: always: the task now waits.
@@ -1163,7 +1173,32 @@ class TaskRun:
                 yield Blocking(self.record, wait)
         finally:
             self.in_flight.decided()
+        if then is not None:
+            yield Blocking(then)
         raise Suspended()
+
+    async def wait_async(
+        self, wait: list[Event] | Batch, then: Callable[[], None] | None = None
+    ) -> None:
+        """Record that the task waits, from the event loop outside the step protocol (the
+        task's ``await engine.wait(ids)``, a component with no workaround left), as the
+        protocol does: once the other step bodies under way have their outcomes recorded;
+        the caller then unwinds the task with :class:`Suspended`. Called inside a step's body,
+        that body ends here with no outcome, and does not wait for itself.
+        """
+        own = CURRENT_STEP.get()
+        if own is not None:
+            self.in_flight.body_settled(own, own in self.in_flight.bodies)
+        await self.in_flight.settle()
+        try:
+            if isinstance(wait, Batch):
+                await self.commit_async(wait)
+            else:
+                await self.record_async(wait)
+        finally:
+            self.in_flight.decided()
+        if then is not None:
+            await asyncio.to_thread(then)
 
     def _observe(self, step: StepDef, index: int, attempt: int) -> Any:
         """Tell the observer that a try of a step starts (None without one)."""
@@ -1426,7 +1461,7 @@ class TaskRun:
         """The action's confidence decision: recorded before, or taken now.
 
         Raises:
-            Suspended: it waits for a human's answer.
+            MustWait: it waits for a human's answer (the wait, to record).
             ActionDenied: a human refused it (the step's final failure is recorded).
         """
         assert self.judge is not None
@@ -1438,8 +1473,7 @@ class TaskRun:
             return ruling
         answer = self.answers.get(ruling.decision_id)
         if answer is None:  # run again before anyone answered: wait again
-            self.record([TaskWaiting(reason=f"approval of {step.name}")])
-            raise Suspended()
+            raise MustWait([TaskWaiting(reason=f"approval of {step.name}")])
         granted, note = answer
         if granted:
             return ruling

@@ -619,3 +619,128 @@ def test_an_open_breaker_met_mid_gather_lets_the_sibling_finish_first(
         recorded = kinds(engine, task_id)
         assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
         assert engine.log.verify().ok
+
+
+def slow_sibling(engine: Engine, gates: dict[str, asyncio.Event], ran: list[str]) -> Any:
+    """A step whose body is under way while a gathered sibling makes the task wait: it goes
+    on until the wait is in the log (where the sibling does not wait for it), or for a few
+    thousand turns of the loop."""
+
+    @engine.step()
+    async def slow() -> int:
+        await gates["slow"].wait()
+        run = CURRENT_RUN.get()
+        assert run is not None
+        for turn in range(2000):  # the sibling decides off the loop meanwhile
+            if turn % 10 == 0 and any(
+                isinstance(r.event, TaskWaiting) for r in engine.log.read_stream(run.stream)
+            ):
+                break
+            await asyncio.sleep(0)
+        ran.append("slow")
+        return 7
+
+    return slow
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_an_approval_asked_mid_gather_lets_the_sibling_finish_first(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A judged action asks a person while a gathered sibling's body runs: the task's wait is
+    recorded once the sibling's outcome is, so the sibling's body runs once."""
+    ran: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+    with open_engine(db, clock) as engine:
+        slow = slow_sibling(engine, gates, ran)
+
+        @engine.action(impact="high")
+        def deploy() -> str:
+            ran.append("deploy")
+            return "deployed"
+
+        async def ask() -> str:
+            gates["slow"].set()
+            return await deploy()  # unsure and high impact: a person is asked
+
+        @engine.task()
+        async def release() -> list[object]:
+            gates["slow"] = asyncio.Event()
+            return list(await asyncio.gather(slow(), ask()))
+
+        task_id = engine.submit(release)
+        run_with(engine, runner)
+        recorded = kinds(engine, task_id)
+        assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
+        (request,) = engine.approvals()
+        engine.approve(request.decision_id)
+        run_with(engine, runner)
+        assert engine.result(task_id) == [7, "deployed"]
+        assert ran == ["slow", "deploy"]
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_wait_for_subtasks_mid_gather_lets_the_sibling_finish_first(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """``await engine.wait(ids)`` on a subtask not yet ended, while a gathered sibling's body
+    runs: the sibling's outcome is recorded before the wait, and its body runs once."""
+    ran: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+    with open_engine(db, clock) as engine:
+        slow = slow_sibling(engine, gates, ran)
+
+        @engine.task()
+        def child() -> int:
+            return 5
+
+        async def wait_for_child() -> int:
+            gates["slow"].set()
+            sub = engine.submit(child)
+            (value,) = await engine.wait([sub])
+            return int(value)
+
+        @engine.task()
+        async def parent() -> list[int]:
+            gates["slow"] = asyncio.Event()
+            return list(await asyncio.gather(slow(), wait_for_child()))
+
+        task_id = engine.submit(parent, priority="high")
+        run_with(engine, runner)
+        assert engine.result(task_id) == [7, 5]
+        assert ran == ["slow"]
+        recorded = kinds(engine, task_id)
+        assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_degradation_with_no_workaround_mid_gather_lets_the_sibling_finish_first(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The task reports a component down with no workaround left (it waits for a person)
+    while a gathered sibling's body runs: the sibling's outcome is recorded first."""
+    ran: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=[])
+        slow = slow_sibling(engine, gates, ran)
+
+        async def report() -> str:
+            gates["slow"].set()
+            used = await engine.degrade("search", message="search is down")
+            return used.name if used else "none"
+
+        @engine.task()
+        async def research() -> list[object]:
+            gates["slow"] = asyncio.Event()
+            return list(await asyncio.gather(slow(), report()))
+
+        task_id = engine.submit(research)
+        run_with(engine, runner)
+        assert engine.task_view(task_id).state == "waiting"
+        recorded = kinds(engine, task_id)
+        assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
+        assert ran == ["slow"]
+        assert engine.log.verify().ok

@@ -331,24 +331,35 @@ class Steering:
         run = current_run("wait()")
         ids = arguments.names(task_ids, "wait(): task_ids")
         if on_event_loop():
-            # Off the loop: the catch-up reads the disk, and the append waits its turn after
-            # the task's other steps' (which need the loop to finish theirs).
-            return Pending(asyncio.to_thread(self._waited, run, ids), "wait(...)")
-        return self._waited(run, ids)
+            return Pending(self._waited_async(run, ids), "wait(...)")
+        results = self._ended(ids)
+        if results is None:
+            run.record([TaskWaiting(reason="subtasks", on=ids)])
+            raise Suspended()
+        return results
 
-    def _waited(self, run: TaskRun, ids: list[str]) -> list[Any]:
-        """The subtasks' results once all have ended; else the task waits for them.
+    async def _waited_async(self, run: TaskRun, ids: list[str]) -> list[Any]:
+        """:meth:`wait` in an ``async def`` task: the catch-up reads the disk off the loop,
+        and the wait is recorded once the task's other steps under way have recorded their
+        outcomes (as a step's wait is)."""
+        results = await asyncio.to_thread(self._ended, ids)
+        if results is None:
+            await run.wait_async([TaskWaiting(reason="subtasks", on=ids)])
+            raise Suspended()
+        return results
+
+    def _ended(self, ids: list[str]) -> list[Any] | None:
+        """The subtasks' results once all have ended; else None.
 
         Raises:
-            Suspended: one has not ended: the wait is recorded.
+            TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
         """
         with self._session.lock:
             self._session.host.catch_up()
             views = [self.task_view(t) for t in ids]
         if all(v.terminal for v in views):
             return [self.result(t) for t in ids]
-        run.record([TaskWaiting(reason="subtasks", on=ids)])
-        raise Suspended()
+        return None
 
     def schedule(
         self,
