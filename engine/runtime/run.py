@@ -164,7 +164,14 @@ class Settle:
     """Wait until the task's other step bodies under way have their outcomes recorded (an
     ``async def`` task's gathered steps), then decide whether the task waits: no other body
     starts until :meth:`InFlight.decided`. Nothing to do on the synchronous path, which runs
-    one step at a time."""
+    one step at a time.
+
+    Attributes:
+        failing: the index of a step whose body raised, to decide on its failure: it also
+            waits for its turn among the steps whose failures are to record (-1: none).
+    """
+
+    failing: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +391,13 @@ class InFlight:
     def __init__(self) -> None:
         #: Step indices whose body runs, or ran and waits for its outcome to be recorded.
         self.bodies: set[int] = set()
+        #: Step indices whose body raised and whose failure is not recorded yet: they decide
+        #: one at a time, and a wait decided meanwhile is held until they are recorded.
+        self.failing: set[int] = set()
+        #: A wait decided while failures were still to record (a task's stream holds nothing
+        #: after its wait): recorded after them.
+        self.held: Batch | None = None
+        self._turn: asyncio.Lock | None = None
         self.calls = 0
         #: The run's end is recorded: nothing more may be (a step, a sleep, an append).
         self.ended = False
@@ -408,18 +422,58 @@ class InFlight:
             if not self.bodies:
                 self._no_bodies.wake()
 
-    async def settle(self) -> None:
+    def body_failed(self, index: int, tracked: bool) -> None:
+        """A step's body raised: its failure is to record before any wait of the task."""
+        if tracked:
+            self.failing.add(index)
+            self.body_settled(index, tracked)
+
+    async def settle(self, failing: int = -1) -> None:
         """Wait until no step body is under way without its outcome, then begin deciding
-        whether the task waits (:meth:`decided` ends it)."""
+        whether the task waits (:meth:`decided` ends it); a step whose body raised
+        (``failing``) then waits for its turn among those whose failures are to record."""
         await self._no_bodies.until(lambda: not self.bodies)
         self.deciding += 1
+        if failing < 0 or failing not in self.failing:
+            return
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        try:
+            await self._turn.acquire()
+        except BaseException:
+            self.decided()
+            raise
+        self.failing.discard(failing)
 
-    def decided(self) -> None:
-        """A step that settled has decided (and recorded a wait, or not): bodies may start."""
+    def decided(self, failing: bool = False) -> None:
+        """A step that settled has decided (and recorded a wait, or not): bodies may start;
+        one that decided on its failure gives the turn to the next."""
+        if failing and self._turn is not None and self._turn.locked():
+            self._turn.release()
         if self.deciding:
             self.deciding -= 1
             if not self.deciding:
                 self._no_deciding.wake()
+
+    def hold(self, batch: Batch) -> Batch:
+        """What of a batch may be appended now: while failures are still to record, its wait
+        (the ``TaskWaiting`` and what follows it) is held for after them (the first held
+        wait is the task's)."""
+        if not self.failing:
+            return batch
+        at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
+        if at is None:
+            return batch
+        now, later = Batch(batch.cause), Batch(batch.cause)
+        now.also = batch.also
+        for part, events, ids, causes in (
+            (now, batch.events[:at], batch.ids[:at], batch.causes[:at]),
+            (later, batch.events[at:], batch.ids[at:], batch.causes[at:]),
+        ):
+            part.events, part.ids, part.causes = list(events), list(ids), list(causes)
+        if self.held is None:
+            self.held = later
+        return now
 
     async def admit(self) -> None:
         """Wait until no step is deciding whether the task waits."""
@@ -737,6 +791,17 @@ class TaskRun:
         with self._appending:
             drive(self._committing(batch), self.effect)
 
+    def record_held(self) -> None:
+        """Record the wait held while failures were still to record (:meth:`InFlight.hold`),
+        unless the task already waits.
+
+        Raises:
+            LeaseLost, StorageLost: as for :meth:`commit`.
+        """
+        held, self.in_flight.held = self.in_flight.held, None
+        if held is not None and not self.waiting:
+            self.commit(held)
+
     async def record_async(self, events: list[Event]) -> None:
         """:meth:`record` from the event loop (an ``async def`` task): the loop waits neither
         for the disk nor for the appends of the task's other steps."""
@@ -769,6 +834,9 @@ class TaskRun:
             raise Suspended()
         if self.in_flight.ended:
             raise self.in_flight.after_end("an append")
+        batch = self.in_flight.hold(batch)
+        if not batch.events:
+            return  # only a wait, held for after the failures still to record
         cause = self.context.causation_id
         # A batch of events all caused by the claim, with no other stream: the log's fast path
         # (no ids asked for: nothing in the batch names another of its events).
@@ -831,7 +899,7 @@ class TaskRun:
             UsageError: called inside a step's body, which is one unit: its outcome is recorded
                 as a whole, and a replay does not run it.
         """
-        if self.waiting:
+        if self.waiting or self.in_flight.held is not None:
             raise Suspended()
         if self.in_flight.ended:
             raise self.in_flight.after_end(what)
@@ -1077,8 +1145,8 @@ class TaskRun:
             observed = self._observe(step, index, attempt)
             if self.in_flight.deciding:  # another step decides whether the task waits
                 yield Admit()
-            if self.waiting:  # another step of the task recorded that it waits meanwhile
-                raise Suspended()
+            if self.waiting or self.in_flight.held is not None:
+                raise Suspended()  # another step of the task recorded (or holds) a wait
             tracked = self.in_flight.body_started(index)
             if step.at_most_once and index not in self.started:
                 try:
@@ -1092,28 +1160,35 @@ class TaskRun:
                     assert judgement is not None
                     yield Blocking(self._check, step, index, judgement, ruling, result)
             except Exception as exc:
-                # Its body ended with no outcome to keep: the task may wait without it. An
+                # Its body ended: its failure is recorded before any wait of the task (the
+                # steps whose bodies raised at once decide one after the other). An
                 # at-most-once step's next try records its own start.
-                self.in_flight.body_settled(index, tracked)
+                self.in_flight.body_failed(index, tracked)
                 self.started.pop(index, None)
                 if ruling is not None and not isinstance(exc, CheckFailed):
                     yield Blocking(
                         self._action_failed, step, index, ruling, error_message(exc, self.redact)
                     )
+                yield Settle(failing=index)  # the healer may record that the task waits
+                try:
+                    if healer is None:
+                        yield Blocking(self.fail_step, step, index, exc)
+                    else:
+                        call = remedied or bind_call(step, args, kwargs, attempt)
+                        fix = outcome.fix if outcome is not None else ""
+                        fix_signature = outcome.signature if outcome is not None else ""
+                        outcome = yield Blocking(
+                            healer.on_failure,
+                            *(self, step, index, attempt, call, exc, fix, fix_signature),
+                        )
+                finally:
+                    self.in_flight.decided(failing=True)
+                if self.in_flight.held is not None and not self.in_flight.failing:
+                    yield Blocking(self.record_held)
                 if healer is None:
-                    yield Blocking(self.fail_step, step, index, exc)
                     self._observed(observed, exc, decision="fail")
                     raise
-                call = remedied or bind_call(step, args, kwargs, attempt)
-                fix = outcome.fix if outcome is not None else ""
-                fix_signature = outcome.signature if outcome is not None else ""
-                yield Settle()  # the healer may record that the task waits
-                try:
-                    outcome = yield Blocking(
-                        healer.on_failure, self, step, index, attempt, call, exc, fix, fix_signature
-                    )
-                finally:
-                    self.in_flight.decided()
+                assert outcome is not None
                 self._observed(observed, exc, outcome.signature, outcome.action)
                 attempt += 1
                 if outcome.action == "fix":
@@ -1436,7 +1511,7 @@ class TaskRun:
                 pending = loop.run_in_executor(None, self.log.commit, effect.appends)
             return await self._seen_through(pending)
         if isinstance(effect, Settle):
-            await self.in_flight.settle()
+            await self.in_flight.settle(effect.failing)
             return None
         if isinstance(effect, Admit):
             await self.in_flight.admit()

@@ -1148,6 +1148,14 @@ class Scheduler:
             # ``asyncio.TaskGroup`` gathers its tasks' errors: the engine's own signal among
             # them (a step of the task waits, the worker stops, the task was taken) is the run's.
             error = _signal_in(error) or error
+        if run.in_flight.held is not None:
+            # A wait held for the failures of steps that raised at once, whose last decision
+            # did not record it (it raised): the task waits, as decided.
+            try:
+                run.record_held()
+            except LeaseLost as lost:
+                logger.info("%s", lost)
+                return "cancelled", run
         if run.waiting and (error is None or isinstance(error, Exception)):
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
             # step) and returned or raised: it waits, as recorded, and runs again when due.

@@ -744,3 +744,82 @@ def test_a_degradation_with_no_workaround_mid_gather_lets_the_sibling_finish_fir
         assert recorded.index("StepCompleted") < recorded.index("TaskWaiting")
         assert ran == ["slow"]
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_gathered_at_most_once_steps_that_fail_at_once_both_retry(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """Two gathered at-most-once steps raise a transient error at once: both failures are
+    recorded before the task's wait (nothing is recorded after a wait), so each is retried,
+    neither is refused as interrupted, and the error history holds both."""
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        def failing_once(name: str) -> Any:
+            @engine.step(name=name, at_most_once=True)
+            async def call() -> str:
+                await asyncio.sleep(0)  # both bodies under way before either raises
+                ran.append(name)
+                if ran.count(name) == 1:
+                    raise ConnectionError(f"{name}: connection reset")
+                return name
+
+            return call
+
+        pay, ship = failing_once("pay"), failing_once("ship")
+
+        @engine.task()
+        async def order() -> list[str]:
+            return list(await asyncio.gather(pay(), ship()))
+
+        task_id = engine.submit(order)
+        run_with(engine, runner)  # the retries' waits pass on the injected clock
+        assert engine.result(task_id) == ["pay", "ship"]
+        assert sorted(ran) == ["pay", "pay", "ship", "ship"]
+        recorded = kinds(engine, task_id)
+        first_wait = recorded.index("TaskWaiting")
+        assert recorded[:first_wait].count("StepFailed") == 2
+        assert recorded.count("TaskWaiting") == 1
+        assert recorded.count("ErrorObserved") == 2
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_failure_beside_a_retried_one_is_recorded_and_replayed(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """One gathered step raises a transient error (retried: the task waits), its sibling a
+    permanent one at the same moment: the permanent failure is recorded before the wait, and
+    when the task runs again it is the sibling's recorded failure the task meets, without
+    running its body again."""
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def flaky() -> int:
+            await asyncio.sleep(0)
+            ran.append("flaky")
+            if ran.count("flaky") == 1:
+                raise ConnectionError("connection reset")
+            return 1
+
+        @engine.step()
+        async def broken() -> int:
+            await asyncio.sleep(0)
+            ran.append("broken")
+            raise ValueError("no such order")
+
+        @engine.task()
+        async def order() -> list[int]:
+            return list(await asyncio.gather(flaky(), broken()))
+
+        task_id = engine.submit(order)
+        run_with(engine, runner)
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert "no such order" in (view.error or "")
+        assert ran.count("broken") == 1
+        recorded = kinds(engine, task_id)
+        assert recorded[: recorded.index("TaskWaiting")].count("StepFailed") == 2
+        assert engine.log.verify().ok
