@@ -1,9 +1,14 @@
 """One run of a task: the durable-step core shared by every way of calling a step.
 
 A :class:`TaskRun` holds what the log recorded for the task (its step outcomes), the stream
-version its next append expects, and the step index counter. :meth:`TaskRun.begin_step` and
-:meth:`TaskRun.end_step` / :meth:`TaskRun.fail_step` are the whole protocol: a sync call wraps
-the function between them; an async call will await it between the same two calls.
+version its next append expects, and the step index counter. :meth:`TaskRun.protocol` is the
+durable step, written once as a generator that yields its effects (call the step's function,
+a storage call, a pause, a commit; :data:`Effect`) and is sent their results:
+:meth:`TaskRun.call` drives it in the caller's thread (:func:`drive`), and
+:meth:`TaskRun.call_async` on the event loop (:func:`drive_async`; storage calls and plain
+functions run in worker threads). The
+steps of an ``async def`` task may be under way at once: :class:`InFlight` orders what they
+record (every outcome of a body that ran before the task's wait or end).
 """
 
 from __future__ import annotations
