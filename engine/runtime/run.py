@@ -6,9 +6,9 @@ durable step, written once as a generator that yields its effects (call the step
 a storage call, a pause, a commit; :data:`Effect`) and is sent their results:
 :meth:`TaskRun.call` drives it in the caller's thread (:func:`drive`), and
 :meth:`TaskRun.call_async` on the event loop (:func:`drive_async`; storage calls and plain
-functions run in worker threads). The
-steps of an ``async def`` task may be under way at once: :class:`InFlight` orders what they
-record (every outcome of a body that ran before the task's wait or end).
+functions run in worker threads). The steps of an ``async def`` task may be under way at
+once: :class:`InFlight` orders what they record (every outcome of a body that ran before the
+task's wait or end).
 """
 
 from __future__ import annotations
