@@ -133,6 +133,9 @@ class RunningTask(Protocol):
         fixes_tried: per step index, the fixes already tried on it.
         fix_applications: per step index, how often the fix in flight was applied.
         last_delay: per step index, the delay before its last retry.
+        task_returned: the task's code has returned or raised while steps it started are
+            still under way (a gather it left on a sibling's error): their failures are
+            recorded, but the task waits for nothing more (no retry).
     """
 
     task_id: str
@@ -140,6 +143,9 @@ class RunningTask(Protocol):
     fixes_tried: dict[int, set[str]]
     fix_applications: dict[int, int]
     last_delay: dict[int, float]
+
+    @property
+    def task_returned(self) -> bool: ...
 
     def redact(self, text: str) -> str:
         """A text with its secrets replaced, by the log's redactor."""

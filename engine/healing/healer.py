@@ -328,6 +328,10 @@ class Healer:
             if message := error_message(rule_error, run.redact):
                 reason += f": {message}"
             retry = msgspec.structs.replace(retry, retry=False, delay=0.0, due=now, reason=reason)
+        elif retry.retry and run.task_returned:
+            retry = msgspec.structs.replace(
+                retry, retry=False, delay=0.0, due=now, reason="its task has already ended"
+            )
         elif (
             verdict is not None
             and retry.retry

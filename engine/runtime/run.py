@@ -406,6 +406,9 @@ class InFlight:
         self.calls = 0
         #: The run's end is recorded: nothing more may be (a step, a sleep, an append).
         self.ended = False
+        #: The task's code has returned or raised: the steps it left under way record their
+        #: outcomes, and the task waits for nothing more.
+        self.returned = False
         #: Steps deciding (after :meth:`settle`) whether the task waits: no body starts.
         self.deciding = 0
         self._no_bodies = _Signal()
@@ -463,8 +466,9 @@ class InFlight:
     def hold(self, batch: Batch) -> Batch:
         """What of a batch may be appended now: while failures are still to record, its wait
         (the ``TaskWaiting`` and what follows it) is held for after them (the first held
-        wait is the task's)."""
-        if not self.failing:
+        wait is the task's); once the task's code has returned, it is dropped (the task
+        waits for nothing more: its end follows)."""
+        if not self.failing and not self.returned:
             return batch
         at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
         if at is None:
@@ -476,13 +480,20 @@ class InFlight:
             (later, batch.events[at:], batch.ids[at:], batch.causes[at:]),
         ):
             part.events, part.ids, part.causes = list(events), list(ids), list(causes)
-        if self.held is None:
+        if self.held is None and not self.returned:
             self.held = later
         return now
 
     async def admit(self) -> None:
         """Wait until no step is deciding whether the task waits."""
         await self._no_deciding.until(lambda: not self.deciding)
+
+    def task_left(self, error: BaseException | None = None) -> None:
+        """The task's code returned, or raised ``error``: unless that is the engine's signal
+        (the task waits, is handed back or was taken), the task waits for nothing more, and
+        the steps it left under way only record their outcomes."""
+        if error is None or isinstance(error, Exception):
+            self.returned = True
 
     def call_started(self) -> None:
         """A step call begins.
@@ -795,6 +806,12 @@ class TaskRun:
         """
         with self._appending:
             drive(self._committing(batch), self.effect)
+
+    @property
+    def task_returned(self) -> bool:
+        """Whether the task's code has returned or raised while steps it started are still
+        under way (:attr:`InFlight.returned`)."""
+        return self.in_flight.returned
 
     def record_held(self) -> None:
         """Record the wait held while failures were still to record (:meth:`InFlight.hold`),

@@ -1063,10 +1063,12 @@ class Scheduler:
         except BaseException as exc:
             # Steps it started and did not await (a gather it left on a sibling's error) end
             # first: their outcomes are recorded before the task's end or wait.
+            run.in_flight.task_left(exc)
             await run.in_flight.calls_ended()
             return await asyncio.to_thread(self._conclude, view, run, None, exc)
         finally:
             CURRENT_RUN.reset(token)
+        run.in_flight.task_left()
         await run.in_flight.calls_ended()
         return await asyncio.to_thread(self._conclude, view, run, result)
 
@@ -1355,9 +1357,14 @@ async def _with_its_steps(run: TaskRun, body: Coroutine[Any, Any, Any]) -> Any:
     left on a sibling's error): their outcomes are recorded before the task's end or wait,
     instead of their bodies being cancelled as the loop closes."""
     try:
-        return await body
-    finally:
+        result = await body
+    except BaseException as exc:
+        run.in_flight.task_left(exc)
         await run.in_flight.calls_ended()
+        raise
+    run.in_flight.task_left()
+    await run.in_flight.calls_ended()
+    return result
 
 
 def _storage_failed(exc: BaseException) -> bool:

@@ -823,3 +823,47 @@ def test_a_failure_beside_a_retried_one_is_recorded_and_replayed(
         recorded = kinds(engine, task_id)
         assert recorded[: recorded.index("TaskWaiting")].count("StepFailed") == 2
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_left_under_way_by_a_failed_task_is_not_retried(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The task leaves a gather on a step's final error while a sibling still runs; the
+    sibling then fails with an error its policy retries. Its failure is recorded, but the task
+    has ended: it fails with its own error, is not parked for the retry, and the sibling's
+    body does not run again."""
+    ran: Counter[str] = Counter()
+    gates: dict[str, asyncio.Event] = {}
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def always_slow() -> int:
+            ran["always_slow"] += 1
+            raise TimeoutError("always slow")  # retried, then given up
+
+        @engine.step()
+        async def slow_once() -> int:
+            await gates["left"].wait()  # fails once the task has left the gather
+            ran["slow_once"] += 1
+            raise TimeoutError("slow once")
+
+        @engine.task()
+        async def job() -> list[int]:
+            gates["left"] = asyncio.Event()
+            try:
+                return list(await asyncio.gather(always_slow(), slow_once()))
+            finally:
+                gates["left"].set()
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert "always slow" in (view.error or "")
+        assert ran == {"always_slow": 3, "slow_once": 1}
+        recorded = kinds(engine, task_id)
+        last_wait = len(recorded) - 1 - recorded[::-1].index("TaskWaiting")
+        assert recorded[last_wait + 1 :].count("StepFailed") == 2  # both, after the last wait
+        assert recorded[-1] == "TaskFailed"
+        assert engine.log.verify().ok
