@@ -88,6 +88,26 @@ class Outage:
         # When the last outage ended (by ``clock``; None: none seen).
         self._ended: float | None = None
         self._lock = threading.Lock()
+        # Bumped by give_up(): the calls under way then stop retrying.
+        self._generation = 0
+        self._given_up = threading.Condition(self._lock)
+
+    def give_up(self) -> None:
+        """Make the calls under way stop retrying (a worker stops at once): each raises
+        :class:`StorageUnavailable` at its next try, or at once if it is pausing between
+        tries. Calls made afterwards retry as before."""
+        with self._lock:
+            self._generation += 1
+            self._given_up.notify_all()
+
+    def _pause(self, seconds: float, generation: int) -> None:
+        """Wait between the tries of a call made in ``generation``; a real wait ends early
+        when the calls under way give up (an injected ``sleep`` is called as it is)."""
+        if self._sleep is not time.sleep:
+            self._sleep(seconds)
+            return
+        with self._given_up:
+            self._given_up.wait_for(lambda: self._generation != generation, timeout=seconds)
 
     def since_last(self) -> float:
         """Seconds since the last outage this log rode out ended: 0 while one is under way,
@@ -120,6 +140,7 @@ class Outage:
         """
         pause = FIRST_PAUSE
         tries = 0
+        generation = self._generation
         while True:
             try:
                 result = attempt()
@@ -140,7 +161,13 @@ class Outage:
                         f"({tries} tries; the tolerance is {self.tolerance:g} s): {exc}",
                         lasted=lasted,
                     ) from exc
-                self._sleep(pause)
+                self._pause(pause, generation)
+                if self._generation != generation:
+                    raise StorageUnavailable(
+                        f"{what}: {self.url} was unavailable for {lasted:.1f} s ({tries} "
+                        f"tries); given up as the worker stops at once: {exc}",
+                        lasted=lasted,
+                    ) from exc
                 pause = min(pause * 2, LAST_PAUSE)
                 continue
             if self._since is not None:  # the storage answers again: the outage is over

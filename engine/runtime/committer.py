@@ -99,14 +99,16 @@ class Committer:
                 raise BackendError("append after the run's group committer closed")
             self._queue.put(request)
 
-    def close(self) -> None:
-        """Commit what waits, then stop the writer thread (again: nothing more to do)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Commit what waits, then stop the writer thread (again: nothing more to do);
+        ``wait=False`` returns without waiting for that (a worker that stops at once)."""
         with self._open:
             if self._closed:
                 return
             self._closed = True
             self._queue.put(None)
-        self._thread.join()
+        if wait:
+            self._thread.join()
 
     def _write(self) -> None:
         held: list[_Request] = []  # appends to a stream already in the last transaction

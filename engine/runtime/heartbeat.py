@@ -71,16 +71,19 @@ class Heartbeat:
             except OnwardError as exc:  # the storage is down: the next beat tries again
                 logger.warning("worker %s: heartbeat failed: %s", self.session.worker, exc)
 
-    def stop(self, *, reason: str = "", released: int = 0, said: bool = False) -> None:
+    def stop(
+        self, *, reason: str = "", released: int = 0, said: bool = False, wait: bool = True
+    ) -> None:
         """Stop beating; with ``said``, append that the worker stopped.
 
         Args:
             reason: why the worker stops.
             released: how many running tasks it handed back.
             said: append a :class:`onward.events.WorkerStopped`.
+            wait: wait for a beat under way (False: the worker stops at once).
         """
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and wait:
             self._thread.join()
             self._thread = None
         if said:

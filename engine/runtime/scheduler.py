@@ -204,6 +204,8 @@ class Scheduler:
         self.judge = judge
         #: Set when the worker stops: each run hands its task back at its next step.
         self.stopping = threading.Event()
+        #: The worker stops at once (a second signal): nothing waits for the storage.
+        self.at_once = False
         self._tally = dict.fromkeys(_COUNTS, 0)
         #: When this run began: a schedule's tick due since then is never missed.
         self._began = session.clock()
@@ -403,15 +405,20 @@ class Scheduler:
                 pool.shutdown(wait=True)
             except KeyboardInterrupt as again:  # a second signal while the steps end
                 error = again
-        if isinstance(error, KeyboardInterrupt):
-            pool.shutdown(wait=False, cancel_futures=True)  # stop at once: leases run out
-        watcher.close()
-        self._close_committer()
+        # Stopping at once, nothing waits for a storage call under way (one that rides out an
+        # outage would hold the stop until the storage is back): the leases run out.
+        at_once = isinstance(error, KeyboardInterrupt)
+        if at_once:
+            self.stop_at_once()
+            pool.shutdown(wait=False, cancel_futures=True)
+        watcher.close(wait=not at_once)
+        self._close_committer(wait=not at_once)
         try:
             heartbeat.stop(
                 reason=reason() or "stopped",
                 released=self._tally["released"],
                 said=error is None and not session.closed,
+                wait=not at_once,
             )
         except BackendError as exc:
             error = error or exc
@@ -549,14 +556,16 @@ class Scheduler:
                 self._count(await task)
             except BaseException as exc:
                 error = error or exc
-        watcher.close()
-        await asyncio.to_thread(self._close_committer)
+        at_once = self.at_once
+        watcher.close(wait=not at_once)
+        await asyncio.to_thread(self._close_committer, not at_once)
         try:
             await asyncio.to_thread(
                 heartbeat.stop,
                 reason=reason() or "stopped",
                 released=self._tally["released"],
                 said=error is None and not session.closed,
+                wait=not at_once,
             )
         except BackendError as exc:
             error = error or exc
@@ -639,9 +648,17 @@ class Scheduler:
             self._watch.close()
             self._watch = None
 
-    def _close_committer(self) -> None:
+    def stop_at_once(self) -> None:
+        """The worker stops at once (a second signal): the runs still going are abandoned,
+        their storage calls under way give up instead of riding out an outage, and their
+        tasks are taken over when their leases run out (nothing committed is lost)."""
+        self.at_once = True
+        self.stopping.set()
+        self.session.log.outage.give_up()
+
+    def _close_committer(self, wait: bool = True) -> None:
         if self.committer is not None:
-            self.committer.close()
+            self.committer.close(wait=wait)
             self.committer = None
 
     # -- the parts -------------------------------------------------------------------------
@@ -1056,9 +1073,11 @@ class Scheduler:
                 await run.in_flight.calls_ended()
                 return await asyncio.to_thread(self._conclude, view, run, None, exc)
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker
-            # does, then let the cancellation go on. A cancelled await is no step failure.
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(asyncio.to_thread(self._release, run))
+            # does (not when it stops at once: its lease runs out), then let the cancellation
+            # go on. A cancelled await is no step failure.
+            if not self.at_once:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(asyncio.to_thread(self._release, run))
             raise
         except BaseException as exc:
             # Steps it started and did not await (a gather it left on a sibling's error) end
@@ -1411,7 +1430,10 @@ class _Watcher:
             if changed or (self.stop is not None and self.stop.is_set()):
                 self.wake()
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        """Stop watching (``wait=False``: without waiting for a look under way, when the
+        worker stops at once)."""
         self._closed.set()
-        self._thread.join()
-        self._watch.close()
+        if wait:
+            self._thread.join()
+            self._watch.close()

@@ -85,6 +85,7 @@ async def serve_async(
     def on_signal(signum: signal.Signals) -> None:
         if stop.is_set():
             logger.warning("%s again: stopping at once", signum.name)
+            scheduler.stop_at_once()
             if serving is not None:
                 serving.cancel()
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +220,31 @@ def test_a_second_sigterm_stops_the_worker_at_once(tmp_path: Path) -> None:
     fleet.stop_all()
     with open_log(fleet.url) as log:
         assert not [r for r in log.read() if isinstance(r.event, StepCompleted)]
+
+
+def test_a_second_sigterm_stops_the_worker_at_once_during_a_storage_outage(
+    tmp_path: Path,
+) -> None:
+    """The log is locked by another process while the worker's tasks run: an outage it rides
+    out, its step outcomes waiting to be appended. A second SIGTERM still stops the worker at
+    once, without waiting for the storage to come back; the log verifies afterwards."""
+    path = tmp_path / "fleet.db"
+    fleet = Fleet(tmp_path, f"sqlite:///{path}")
+    fleet.submit(200)
+    (stopping,) = fleet.start(1, threads=2)
+    wait_until(lambda: len(fleet.runs()) >= 2, 30, "steps to run")
+    outage = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    try:
+        outage.execute("BEGIN EXCLUSIVE")  # every append now waits for the lock
+        os.kill(stopping, signal.SIGTERM)
+        wait_until(lambda: "hand their tasks back" in fleet.stderr(stopping), 30, "SIGTERM")
+        os.kill(stopping, signal.SIGTERM)
+        # The outage outlasts this wait (the lock is held until after it, and the worker would
+        # ride it out for its tolerance, 300 s).
+        assert fleet.workers[stopping].wait(timeout=20) == 130, fleet.stderr(stopping)
+    finally:
+        outage.close()
+    assert "stopped at once" in fleet.stderr(stopping)
+    fleet.stop_all()
+    with open_log(fleet.url) as log:
+        assert log.verify().ok
