@@ -806,11 +806,16 @@ class Scheduler:
         return min(ready, key=lambda v: v.queue_key()) if ready else None
 
     def _next_timer(self) -> float | None:
+        """When the first wait of this session's tasks ends (None: none is on a timer); a
+        task holding events of a newer onward is never resumed here, and its timer is not
+        waited for."""
         tasks = self.session.host.projections.tasks
         timers = [
             v.waiting_until
             for t in tasks.waiting
-            if (v := tasks.views[t]).session == self.session.name and v.waiting_until is not None
+            if (v := tasks.views[t]).session == self.session.name
+            and v.waiting_until is not None
+            and not v.unknown_events
         ]
         return min(timers) if timers else None
 

@@ -587,6 +587,51 @@ def test_unknown_events_make_only_their_task_unusable(
         assert ran == ["other"]
 
 
+def test_a_waiting_task_with_an_unknown_event_does_not_keep_run_going(
+    db: str, clock: FakeClock
+) -> None:
+    """A task waiting for a message holds an event of a newer onward; the message comes:
+    its wait is over, but it is not resumed here, so ``run()`` returns once the rest of the
+    session has run (it used to wait for that task's timer again and again)."""
+    from onward.events import Codec, Event, all_event_types
+    from tests.unit.test_async_appends import run_in_a_thread
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
+        """An event type a newer onward might write."""
+
+    def register(engine: Engine) -> None:
+        @engine.task(name="listen")
+        def listen() -> object:
+            return engine.recv("go")
+
+        @engine.task(name="other")
+        def other() -> int:
+            return 1
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        listener = engine.submit("listen")
+        engine.run()
+        assert engine.task_view(listener).state == "waiting"
+        version = len(engine.log.read_stream(f"task-{listener}"))
+    writer = open_log(db)
+    writer.codec.register(FromTheFuture)
+    writer.append(f"task-{listener}", [FromTheFuture()], expected_version=version)
+    writer.close()
+
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFuture"]
+    with Engine.open(
+        db, session="nightly", clock=clock, sleep=clock.advance, codec=Codec(types=known)
+    ) as engine:
+        register(engine)
+        engine.send(listener, "go", 1)
+        other = engine.submit("other")
+        summary = run_in_a_thread(engine.run)
+        assert (summary.runs, summary.succeeded) == (1, 1)
+        assert engine.result(other) == 1
+        assert engine.task_view(listener).state == "waiting"
+
+
 def test_an_unknown_event_after_a_tasks_end_leaves_its_result(db: str, clock: FakeClock) -> None:
     """A newer onward added an event to a task that had ended: it still ended as it did."""
     from onward.events import Codec, Event, all_event_types
