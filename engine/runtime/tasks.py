@@ -315,7 +315,7 @@ class Tasks:
         ``task_id``'s (see :meth:`onward.Engine.fork`); returns its id."""
         session = self.session
         session.check_open()
-        if not isinstance(from_step, int) or from_step < 0:
+        if not isinstance(from_step, int) or isinstance(from_step, bool) or from_step < 0:
             raise UsageError(f"from_step must be a step index >= 0, got {from_step!r}")
         history = session.log.read_stream(task_stream(task_id))
         if not history:
@@ -323,10 +323,11 @@ class Tasks:
         origin = history[0].event
         assert isinstance(origin, TaskSubmitted)
         done = recorded_outcomes(outcome_records(session.log, history, from_step), from_step)
-        missing = [i for i in range(from_step) if i not in done]
-        if missing:
+        # The first step with no outcome is at most len(done) (a huge from_step costs nothing).
+        missing = next(i for i in range(len(done) + 1) if i not in done)
+        if missing < from_step:
             raise UsageError(
-                f"task {task_id} has no recorded outcome for step {missing[0]}: a fork can take "
+                f"task {task_id} has no recorded outcome for step {missing}: a fork can take "
                 f"only steps that ended (a result, a failure caught, a message taken; "
                 f"{len(done)} of its first {from_step} did)"
             )

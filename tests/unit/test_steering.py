@@ -123,6 +123,11 @@ def test_a_fork_takes_the_first_steps_as_recorded_and_runs_the_rest(
         assert engine.task_view(fork).forked_from == origin
         with pytest.raises(UsageError, match="no recorded outcome for step 2"):
             engine.fork(origin, from_step=3)
+        # Far past its steps: refused as fast (it used to build a list of that many indices).
+        with pytest.raises(UsageError, match="no recorded outcome for step 2"):
+            engine.fork(origin, from_step=10**30)
+        with pytest.raises(UsageError, match="from_step must be a step index"):
+            engine.fork(origin, from_step=True)
 
 
 def test_a_task_of_a_renamed_function_waits_then_runs_under_its_alias(
