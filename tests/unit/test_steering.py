@@ -126,7 +126,7 @@ def test_a_fork_takes_the_first_steps_as_recorded_and_runs_the_rest(
         # Far past its steps: refused as fast (it used to build a list of that many indices).
         with pytest.raises(UsageError, match="no recorded outcome for step 2"):
             engine.fork(origin, from_step=10**30)
-        with pytest.raises(UsageError, match="from_step must be a step index"):
+        with pytest.raises(UsageError, match="from_step must be an int"):
             engine.fork(origin, from_step=True)
 
 
