@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import sysconfig
 import traceback
 
 from onward.events import OnwardError, UsageError
@@ -34,17 +35,29 @@ def load_engine(target: str) -> Engine:
     except OnwardError:
         raise  # the module opened its engine, and that failed: the error says why
     except Exception as exc:  # the user's module failed as it ran: say where, not a traceback
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        raise UsageError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc} "
-            f"({where.filename}, line {where.lineno})"
-        ) from exc
+        raise _failed(f"importing {module_name!r}", exc) from exc
     try:
         found = getattr(module, attribute)
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no {attribute!r}") from None
     if not isinstance(found, Engine) and callable(found):
-        found = found()
+        try:
+            found = found()
+        except OnwardError:
+            raise  # the function opened its engine, and that failed: the error says why
+        except Exception as exc:  # a missing setting, a function that takes arguments
+            raise _failed(f"calling {target}()", exc) from exc
     if not isinstance(found, Engine):
         raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
     return found
+
+
+def _failed(what: str, exc: Exception) -> UsageError:
+    """The error of the user's code that failed as the target was loaded: what, and where
+    (one line, not a traceback)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    # The deepest line of the user's own code (not of the standard library it called).
+    own = [f for f in frames if not f.filename.startswith(("<", stdlib))] or frames
+    where = f" ({own[-1].filename}, line {own[-1].lineno})" if own else ""
+    return UsageError(f"{what} failed: {type(exc).__name__}: {exc}{where}")

@@ -98,6 +98,12 @@ def test_bad_arguments_are_refused_and_nothing_is_appended(db: str, clock: FakeC
             engine.submit(crawl, "a", priority="urgent")
         with pytest.raises(NotRegistered):
             engine.submit("nope", "a")
+        # A key with a lone surrogate (a file name decoded with surrogateescape) does not
+        # encode: refused, not a UnicodeEncodeError from deriving the task's id.
+        with pytest.raises(UsageError, match="key must encode to UTF-8"):
+            engine.submit(crawl, "a", key="report-\udce9")
+        with pytest.raises(UsageError, match="must encode to UTF-8"):
+            engine.send("task-\udce9", "go")
         assert engine.log.head() == head
 
 

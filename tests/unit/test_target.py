@@ -20,6 +20,9 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "engine = Engine.open('memory://', session='s')\n"
         "def make():\n"
         "    return engine\n"
+        "def make_from_settings():\n"
+        "    import os\n"
+        "    return Engine.open(os.environ['TARGET_APP_DB'], session='s')\n"
         "number = 3\n"
     )
     monkeypatch.chdir(tmp_path)
@@ -79,3 +82,18 @@ def test_a_module_whose_engine_fails_to_open_keeps_the_engines_error(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LogNotFound):
         load_engine(f"{name}:engine")
+
+
+def test_a_factory_that_fails_is_named_with_where_in_the_users_code(app: str) -> None:
+    """A function target that raises (a missing setting) is a one-line error naming the line
+    of the application that failed, not of the standard library it called."""
+    with pytest.raises(
+        UsageError, match=rf"calling {app}:make_from_settings\(\) failed: KeyError"
+    ) as e:
+        load_engine(f"{app}:make_from_settings")
+    assert f"{app}.py, line 7)" in str(e.value)
+
+
+def test_a_function_that_needs_arguments_is_refused_clearly() -> None:
+    with pytest.raises(UsageError, match=r"calling json:loads\(\) failed: TypeError"):
+        load_engine("json:loads")

@@ -69,7 +69,7 @@ def name(value: object, what: str) -> str:
     """
     if not isinstance(value, str) or not value:
         raise UsageError(f"{what} must be a non-empty str, got {_shown(value)}")
-    return value
+    return _stored_as_is(value, what)
 
 
 def optional_name(value: object, what: str) -> str | None:
@@ -82,6 +82,23 @@ def optional_name(value: object, what: str) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise UsageError(f"{what} must be a non-empty str or None, got {_shown(value)}")
+    return _stored_as_is(value, what)
+
+
+def _stored_as_is(value: str, what: str) -> str:
+    """A name, which the log stores and compares as it is: one that does not encode to UTF-8
+    (a lone surrogate, from a file name decoded with ``surrogateescape``) is refused.
+
+    Raises:
+        UsageError: it does not encode.
+    """
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise UsageError(
+                f"{what} must encode to UTF-8 (it is stored as it is), got {value!r}: {exc.reason}"
+            ) from None
     return value
 
 
