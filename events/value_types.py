@@ -21,6 +21,14 @@ Containers the annotation names (``list[Point]``, ``dict[str, Point]``, ``tuple[
 not the kept form of what the annotation names comes back as it is, whatever the annotation
 says (a ``str`` returned under ``-> bytes`` is that ``str``, never decoded from base64; an
 ``int`` under ``-> float`` keeps all its digits; a ``list`` under ``-> tuple`` stays a list).
+
+An object's kept form is the dict of its fields and nothing else: a dict with a key that is
+none of the class's fields (a ``Dog``'s ``breed`` under ``-> Cat``), or without a field every
+instance has, is not one, and comes back as that dict. The log does not keep an object's
+class, only its fields, so a union (``Cat | Dog``) takes the first member whose kept form the
+value is *exactly* (every field an instance of it keeps, its tag, each field's value of the
+field's type, all the way down); only where none is does it take the first member that reads
+the value with a default filled in or a field's value left as it was kept.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import functools
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -48,9 +56,11 @@ Reader = Callable[[Any], Any]
 # The bases a subclass of a scalar is kept as, in the order values.py tries them.
 _SCALAR_BASES: tuple[type[Any], ...] = (int, str, float, bytes, bytearray)
 _ABSENT: Any = object()
+_UNSET = msgspec.UNSET
 
-# Readers by annotation. Bounded: an annotation of a class made at run time is not kept for good.
-_READERS: dict[Any, Reader | None] = {}
+# Readers by annotation, and whether they read only the exact kept form (see _reader).
+# Bounded: an annotation of a class made at run time is not kept for good.
+_READERS: dict[tuple[Any, bool], Reader | None] = {}
 _MAX_READERS = 4096
 
 
@@ -108,15 +118,24 @@ def reader_for(hint: Any) -> Reader | None:
     """What rebuilds a value read back as ``hint`` (see the module); None when nothing of it
     is ever rebuilt (``int``, ``dict[str, list[str]]``, ``Any``): the value is taken as kept.
     """
+    return _reader(hint, exact=False)
+
+
+def _reader(hint: Any, exact: bool) -> Reader | None:
+    """The reader of ``hint``, cached. An exact one reads a value only where it is exactly the
+    kept form of ``hint``, all the way down (each object stored whole, each other value of its
+    annotated type), and returns :data:`MISMATCH` for any other: what a union tries first. An
+    exact reader is None only for ``Any``, which every value is."""
+    key = (hint, exact)
     try:
-        return _READERS[hint]
+        return _READERS[key]
     except KeyError:
         pass
     except TypeError:  # an unhashable annotation (Annotated with a dict): built each time
-        return _build(hint)
+        return _build(hint, exact)
     if len(_READERS) >= _MAX_READERS:
         _READERS.clear()
-    reader = _READERS[hint] = _build(hint)
+    reader = _READERS[key] = _build(hint, exact)
     return reader
 
 
@@ -124,6 +143,22 @@ def _kept(reader: Reader, value: Any) -> Any:
     """A value rebuilt, or as it is where it is not the kept form of the reader's type."""
     rebuilt = reader(value)
     return value if rebuilt is MISMATCH else rebuilt
+
+
+def _read_each(reader: Reader | None, values: Iterable[Any], exact: bool) -> list[Any] | None:
+    """Values read by ``reader``, each as it is where it is not the kept form of the reader's
+    type; None where ``exact`` and one is not."""
+    if reader is None:
+        return list(values)
+    read: list[Any] = []
+    for value in values:
+        rebuilt = reader(value)
+        if rebuilt is MISMATCH:
+            if exact:
+                return None
+            rebuilt = value
+        read.append(rebuilt)
+    return read
 
 
 _SEQUENCES = (
@@ -137,90 +172,132 @@ _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 _WRAPPERS = (typing.Annotated, typing.ClassVar, typing.Final, typing.Required, typing.NotRequired)
 
 
-def _build(hint: Any) -> Reader | None:
+def _build(hint: Any, exact: bool) -> Reader | None:
+    reader = _rebuilding(hint, exact)
+    if reader is None and exact:  # nothing to rebuild: the value as it is, where it is one
+        accepts = _accepts(hint)
+        return None if accepts is None else functools.partial(_read_accepted, accepts)
+    return reader
+
+
+def _read_accepted(accepts: Callable[[Any], bool], value: Any) -> Any:
+    return value if accepts(value) else MISMATCH
+
+
+def _rebuilding(hint: Any, exact: bool) -> Reader | None:
+    """What rebuilds something in a value read as ``hint``; None when nothing of it is."""
     if hint is Any or hint is object or hint is None or hint is type(None):
         return None
     if isinstance(hint, typing.NewType):
-        return reader_for(hint.__supertype__)
+        return _reader(hint.__supertype__, exact)
     origin = typing.get_origin(hint)
     if origin is None:
-        return _for_class(hint) if isinstance(hint, type) else None
+        return _for_class(hint, exact) if isinstance(hint, type) else None
     args = typing.get_args(hint)
     if origin in _WRAPPERS:
-        return reader_for(args[0]) if args else None
+        return _reader(args[0], exact) if args else None
     if origin is typing.Union or origin is types.UnionType:
-        return _union(args)
+        return _union(args, exact)
     if origin is tuple:
-        return _tuple(args)
-    item = reader_for(args[0]) if args else None
+        return _tuple(args, exact)
+    item = _reader(args[0], exact) if args else None
     if origin is list or origin in _SEQUENCES:
-        return None if item is None else functools.partial(_read_list, item, origin is not list)
+        if item is None:
+            return None
+        return functools.partial(_read_list, item, origin is not list, exact)
     if origin in _SETS:
-        return None if item is None else functools.partial(_read_set, item)
+        return None if item is None else functools.partial(_read_set, item, exact)
     if origin in _MAPPINGS:
-        value = reader_for(args[1]) if len(args) == 2 else None
+        value = _reader(args[1], exact) if len(args) == 2 else None
         if item is None and value is None:
             return None
-        return functools.partial(_read_dict, item, value)
+        return functools.partial(_read_dict, item, value, exact)
     if isinstance(origin, type):  # a generic class of the user's: Box[int]
-        return _for_class(origin)
+        return _for_class(origin, exact)
     return None  # Literal, Callable, type[...]: taken as kept
 
 
-def _read_list(item: Reader, tuples_too: bool, value: Any) -> Any:
+def _read_list(item: Reader, tuples_too: bool, exact: bool, value: Any) -> Any:
     cls = type(value)
     if cls is list or (tuples_too and cls is tuple):
-        items = [v if (r := item(v)) is MISMATCH else r for v in value]
+        items = _read_each(item, value, exact)
+        if items is None:
+            return MISMATCH
         return items if cls is list else tuple(items)
     return MISMATCH
 
 
-def _read_set(item: Reader, value: Any) -> Any:
+def _read_set(item: Reader, exact: bool, value: Any) -> Any:
     cls = type(value)
     if cls is set or cls is frozenset:
-        return cls(_kept(item, v) for v in value)
+        items = _read_each(item, value, exact)
+        return MISMATCH if items is None else cls(items)
     return MISMATCH
 
 
-def _read_dict(key: Reader | None, item: Reader | None, value: Any) -> Any:
+def _read_dict(key: Reader | None, item: Reader | None, exact: bool, value: Any) -> Any:
     if type(value) is not dict:
         return MISMATCH
-    return {
-        (k if key is None else _kept(key, k)): (v if item is None else _kept(item, v))
-        for k, v in value.items()
-    }
+    keys = _read_each(key, value.keys(), exact)
+    items = _read_each(item, value.values(), exact)
+    if keys is None or items is None:
+        return MISMATCH
+    return dict(zip(keys, items, strict=True))
 
 
-def _tuple(args: tuple[Any, ...]) -> Reader | None:
+def _tuple(args: tuple[Any, ...], exact: bool) -> Reader | None:
     if len(args) == 2 and args[1] is Ellipsis:
-        item = reader_for(args[0])
+        item = _reader(args[0], exact)
         if item is None:
             return None
-        return lambda value: (
-            tuple(_kept(item, v) for v in value) if type(value) is tuple else MISMATCH
-        )
-    items = [reader_for(a) for a in args]
+
+        def read_all(value: Any) -> Any:
+            items = _read_each(item, value, exact) if type(value) is tuple else None
+            return MISMATCH if items is None else tuple(items)
+
+        return read_all
+    items = [_reader(a, exact) for a in args]
     if all(r is None for r in items):
         return None
 
     def read(value: Any) -> Any:
         if type(value) is not tuple or len(value) != len(items):
             return MISMATCH
-        return tuple(v if r is None else _kept(r, v) for r, v in zip(items, value, strict=True))
+        kept: list[Any] = []
+        for reader, v in zip(items, value, strict=True):
+            rebuilt = v if reader is None else reader(v)
+            if rebuilt is MISMATCH:
+                if exact:
+                    return MISMATCH
+                rebuilt = v
+            kept.append(rebuilt)
+        return tuple(kept)
 
     return read
 
 
-def _union(args: tuple[Any, ...]) -> Reader | None:
-    """The first member (in the annotation's order) whose kept form the value is."""
+def _union(args: tuple[Any, ...], exact: bool) -> Reader | None:
+    """The first member (in the annotation's order) whose kept form the value is exactly;
+    else, unless ``exact``, the first that reads it (a default filled in, a field's value as
+    it was kept)."""
     members = [(reader_for(a), _accepts(a)) for a in args]
-    if all(r is None for r, _ in members):
+    exacts = [_reader(a, exact=True) for a in args]
+    # Nothing to rebuild; an exact reader still tells the members apart, unless one is Any.
+    if all(r is None for r, _ in members) and (not exact or None in exacts):
         return None
 
     def read(value: Any) -> Any:
+        for exact_reader in exacts:
+            if exact_reader is None:  # Any
+                return value
+            rebuilt = exact_reader(value)
+            if rebuilt is not MISMATCH:
+                return rebuilt
+        if exact:
+            return MISMATCH
         for reader, accepts in members:
             if reader is None:
-                if accepts(value):
+                if accepts is None or accepts(value):
                     return value
             else:
                 rebuilt = reader(value)
@@ -231,29 +308,32 @@ def _union(args: tuple[Any, ...]) -> Reader | None:
     return read
 
 
-def _accepts(hint: Any) -> Callable[[Any], bool]:
-    """Whether a value is of a union's member that nothing is rebuilt for."""
+def _accepts(hint: Any) -> Callable[[Any], bool] | None:
+    """Whether a value is of a type that nothing is rebuilt for (None: every value is)."""
     if hint is None or hint is type(None):
         return lambda value: value is None
     origin = typing.get_origin(hint) or hint
-    if isinstance(origin, type):
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+        return lambda value: any(type(value) is type(a) and value == a for a in allowed)
+    if isinstance(origin, type) and origin is not object:
         return lambda value: isinstance(value, origin)
-    return lambda value: True
+    return None
 
 
-def _for_class(cls: type[Any]) -> Reader | None:
+def _for_class(cls: type[Any], exact: bool) -> Reader | None:
     if cls.__module__ == "builtins":
         return None
     if issubclass(cls, msgspec.Struct):
-        return _StructReader(cls)
+        return _StructReader(cls, exact)
     if dataclasses.is_dataclass(cls):
-        return _ObjectReader(cls, _dataclass_fields)
+        return _ObjectReader(cls, _dataclass_fields, exact)
     if hasattr(cls, "__attrs_attrs__"):
-        return _ObjectReader(cls, _attrs_fields)
+        return _ObjectReader(cls, _attrs_fields, exact)
     if typing.is_typeddict(cls):
-        return _TypedDictReader(cls)
+        return _TypedDictReader(cls, exact)
     if issubclass(cls, tuple) and hasattr(cls, "_fields"):
-        return _NamedTupleReader(cls)
+        return _NamedTupleReader(cls, exact)
     if issubclass(cls, enum.Enum):
         return functools.partial(_read_enum, cls)
     for base in _SCALAR_BASES:
@@ -291,13 +371,13 @@ def _field_types(cls: type[Any]) -> dict[str, Any]:
 _Field = tuple[str, "Reader | None", Any, Any, bool]
 
 
-def _dataclass_fields(cls: type[Any]) -> list[_Field]:
+def _dataclass_fields(cls: type[Any], exact: bool) -> list[_Field]:
     types_ = _field_types(cls)
     missing = dataclasses.MISSING
     return [
         (
             f.name,
-            reader_for(types_.get(f.name, Any)),
+            _reader(types_.get(f.name, Any), exact),
             _ABSENT if f.default is missing else f.default,
             _ABSENT if f.default_factory is missing else (f.default_factory, False),
             f.init,
@@ -306,7 +386,7 @@ def _dataclass_fields(cls: type[Any]) -> list[_Field]:
     ]
 
 
-def _attrs_fields(cls: type[Any]) -> list[_Field]:
+def _attrs_fields(cls: type[Any], exact: bool) -> list[_Field]:
     types_ = _field_types(cls)
     fields: list[_Field] = []
     for a in cls.__attrs_attrs__:
@@ -315,74 +395,115 @@ def _attrs_fields(cls: type[Any]) -> list[_Field]:
             default, factory = _ABSENT, (default.factory, default.takes_self)
         elif type(default).__name__ == "_Nothing":
             default = _ABSENT
-        fields.append((a.name, reader_for(types_.get(a.name, Any)), default, factory, a.init))
+        reader = _reader(types_.get(a.name, Any), exact)
+        fields.append((a.name, reader, default, factory, a.init))
     return fields
 
 
 class _ObjectReader:
     """Rebuilds a dataclass or an attrs class from the dict of its fields, without calling
-    ``__init__`` or ``__post_init__`` (as copy and pickle do)."""
+    ``__init__`` or ``__post_init__`` (as copy and pickle do).
 
-    def __init__(self, cls: Any, fields: Callable[[type[Any]], list[_Field]]) -> None:
+    A dict with a key that is none of its fields is not one. An instance keeps every field it
+    has, so an exact reader takes no dict without one (but one never set, or ``UNSET``, which
+    is left out); the other fills a field that has a default, and keeps a field's value that
+    is not the kept form of its annotation as it was kept."""
+
+    def __init__(
+        self, cls: Any, fields: Callable[[type[Any], bool], list[_Field]], exact: bool
+    ) -> None:
         self.cls = cls
         self.list_fields = fields
+        self.exact = exact
         self.fields: list[_Field] | None = None  # resolved on first use: a field may name cls
+        self.names: frozenset[str] = frozenset()
 
     def __call__(self, value: Any) -> Any:
         if type(value) is not dict:
             return MISMATCH
         fields = self.fields
         if fields is None:
-            fields = self.fields = self.list_fields(self.cls)
+            fields = self.list_fields(self.cls, self.exact)
+            self.names = frozenset(name for name, *_ in fields)
+            self.fields = fields
+        if not value.keys() <= self.names:  # a key that is none of its fields
+            return MISMATCH
         try:
             rebuilt = self.cls.__new__(self.cls)
         except Exception:  # a __new__ that needs arguments: it cannot be rebuilt so
             return MISMATCH
+        exact = self.exact
         for name, reader, default, factory, init in fields:
             field = value.get(name, _ABSENT)
             if field is not _ABSENT:
                 if reader is not None:
-                    field = _kept(reader, field)
+                    read = reader(field)
+                    if read is not MISMATCH:
+                        field = read
+                    elif exact:
+                        return MISMATCH
+            elif default is _UNSET:  # left out, as msgspec leaves UNSET out
+                field = default
+            elif default is _ABSENT and factory is _ABSENT and not init:
+                continue  # never set
+            elif exact:
+                return MISMATCH  # a field every instance keeps
             elif default is not _ABSENT:
                 field = default
             elif factory is not _ABSENT:
                 make, takes_self = factory
                 field = make(rebuilt) if takes_self else make()
-            elif init:
-                return MISMATCH  # a field every instance has: not this class's dict
             else:
-                continue
+                return MISMATCH  # a field every instance has: not this class's dict
             object.__setattr__(rebuilt, name, field)
         return rebuilt
 
 
+# A field of a Struct: its name, the key it is kept under, its reader, whether every
+# instance keeps it, and whether it may be left out even so (omit_defaults, UNSET).
+_StructField = tuple[str, str, "Reader | None", bool, bool]
+
+
 class _StructReader:
     """Rebuilds a msgspec Struct from the dict (or list) of its fields, as msgspec's decoders
-    do (its ``__post_init__`` runs)."""
+    do (its ``__post_init__`` runs).
 
-    def __init__(self, cls: Any) -> None:
+    A dict with a key that is none of its fields (nor its tag) is not one. An exact reader
+    takes one only with every field msgspec keeps (all of them, but a default under
+    ``omit_defaults``, and ``UNSET``), its tag, and each field's value of the field's type."""
+
+    def __init__(self, cls: Any, exact: bool) -> None:
         self.cls = cls
+        self.exact = exact
         config = cls.__struct_config__
         self.array_like: bool = config.array_like
         self.tag_field: str | None = config.tag_field
         self.tag: Any = config.tag
-        self.forbid_unknown: bool = config.forbid_unknown_fields
-        self.fields: list[tuple[str, str, Reader | None, bool]] | None = None
+        self.fields: list[_StructField] | None = None
+        self.keys: frozenset[str | None] = frozenset()
 
-    def _resolve(self) -> list[tuple[str, str, Reader | None, bool]]:
+    def _resolve(self) -> list[_StructField]:
         cls = self.cls
         types_ = _field_types(cls)
         names = cls.__struct_fields__
-        first = len(names) - len(cls.__struct_defaults__)
-        return [
-            (name, key, reader_for(types_.get(name, Any)), i < first)
-            for i, (name, key) in enumerate(zip(names, cls.__struct_encode_fields__, strict=True))
-        ]
+        defaults = cls.__struct_defaults__
+        first = len(names) - len(defaults)
+        omit = cls.__struct_config__.omit_defaults
+        fields: list[_StructField] = []
+        for i, (name, key) in enumerate(zip(names, cls.__struct_encode_fields__, strict=True)):
+            required = i < first
+            omitted = not required and (omit or defaults[i - first] is _UNSET)
+            fields.append(
+                (name, key, _reader(types_.get(name, Any), self.exact), required, omitted)
+            )
+        self.keys = frozenset([key for _, key, _, _, _ in fields] + [self.tag_field])
+        return fields
 
     def __call__(self, value: Any) -> Any:
         fields = self.fields
         if fields is None:
             fields = self.fields = self._resolve()
+        exact = self.exact
         if self.array_like:
             if type(value) is not list:
                 return MISMATCH
@@ -393,25 +514,29 @@ class _StructReader:
                 items = items[1:]
             if len(items) > len(fields):
                 return MISMATCH
-            stored = {key: v for (_, key, _, _), v in zip(fields, items, strict=False)}
+            stored = {key: v for (_, key, _, _, _), v in zip(fields, items, strict=False)}
         else:
-            if type(value) is not dict:
+            if type(value) is not dict or not value.keys() <= self.keys:
                 return MISMATCH
-            if self.tag is not None and value.get(self.tag_field, self.tag) != self.tag:
-                return MISMATCH
+            if self.tag is not None:
+                tag = value.get(self.tag_field, _ABSENT)
+                if tag != self.tag and (exact or tag is not _ABSENT):
+                    return MISMATCH
             stored = value
         arguments: dict[str, Any] = {}
-        for name, key, reader, required in fields:
+        for name, key, reader, required, omitted in fields:
             field = stored.get(key, _ABSENT)
             if field is _ABSENT:
-                if required:
+                if required or (exact and not omitted):
                     return MISMATCH
                 continue  # left to its default
-            arguments[name] = field if reader is None else _kept(reader, field)
-        if self.forbid_unknown and not self.array_like:
-            known = {key for _, key, _, _ in fields} | {self.tag_field}
-            if any(k not in known for k in stored):
-                return MISMATCH
+            if reader is not None:
+                read = reader(field)
+                if read is not MISMATCH:
+                    field = read
+                elif exact:
+                    return MISMATCH
+            arguments[name] = field
         try:
             return self.cls(**arguments)
         except Exception:  # its __post_init__ refuses it now
@@ -419,21 +544,31 @@ class _StructReader:
 
 
 class _NamedTupleReader:
-    """Rebuilds a NamedTuple from its tuple (its fields' values by their annotations)."""
+    """Rebuilds a NamedTuple from its tuple (its fields' values by their annotations); an
+    exact reader only from the whole tuple, each value of its field's type."""
 
-    def __init__(self, cls: Any) -> None:
+    def __init__(self, cls: Any, exact: bool) -> None:
         self.cls = cls
+        self.exact = exact
         self.readers: list[Reader | None] | None = None
 
     def __call__(self, value: Any) -> Any:
         cls = self.cls
-        if type(value) is not tuple or len(value) > len(cls._fields):
+        size = len(cls._fields)
+        if type(value) is not tuple or len(value) > size or (self.exact and len(value) < size):
             return MISMATCH
         readers = self.readers
         if readers is None:
             types_ = _field_types(cls)
-            readers = self.readers = [reader_for(types_.get(n, Any)) for n in cls._fields]
-        items = [v if r is None else _kept(r, v) for r, v in zip(readers, value, strict=False)]
+            readers = self.readers = [_reader(types_.get(n, Any), self.exact) for n in cls._fields]
+        items: list[Any] = []
+        for reader, v in zip(readers, value, strict=False):
+            rebuilt = v if reader is None else reader(v)
+            if rebuilt is MISMATCH:
+                if self.exact:
+                    return MISMATCH
+                rebuilt = v
+            items.append(rebuilt)
         defaults = cls._field_defaults
         for name in cls._fields[len(items) :]:
             if name not in defaults:
@@ -443,20 +578,30 @@ class _NamedTupleReader:
 
 
 class _TypedDictReader:
-    """A TypedDict's values rebuilt by its keys' annotations."""
+    """A TypedDict's values rebuilt by its keys' annotations; an exact reader takes only a
+    dict of its keys (its required ones all there), each value of its key's type."""
 
-    def __init__(self, cls: Any) -> None:
+    def __init__(self, cls: Any, exact: bool) -> None:
         self.cls = cls
+        self.exact = exact
         self.readers: dict[str, Reader] | None = None
 
     def __call__(self, value: Any) -> Any:
         if type(value) is not dict:
             return MISMATCH
+        cls = self.cls
         readers = self.readers
         if readers is None:
-            hints = _field_types(self.cls).items()
-            found = {key: reader_for(hint) for key, hint in hints}
+            hints = _field_types(cls).items()
+            found = {key: _reader(hint, self.exact) for key, hint in hints}
             readers = self.readers = {k: r for k, r in found.items() if r is not None}
+        if self.exact:
+            if not cls.__required_keys__ <= value.keys() or not value.keys() <= (
+                cls.__required_keys__ | cls.__optional_keys__
+            ):
+                return MISMATCH
+            read = {k: (readers[k](v) if k in readers else v) for k, v in value.items()}
+            return MISMATCH if any(v is MISMATCH for v in read.values()) else read
         if not readers:
             return value
         return {k: (_kept(readers[k], v) if k in readers else v) for k, v in value.items()}
