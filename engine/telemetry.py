@@ -28,8 +28,16 @@ clock):
 ``onward.step NAME``   one try of a step; ``onward.task.id``, ``onward.step.name``, ``.index``,
                        ``.attempt``, ``.dependency``, ``.action`` (the impact of a judged action),
                        and when it raised: ``onward.error.type``, ``onward.error.signature``,
-                       ``onward.decision`` (``fix``, ``wait`` or ``fail``), the exception recorded
+                       ``onward.decision`` (``fix``, ``wait`` or ``fail``), an ``exception``
+                       event and the status ERROR with the error's message
 =====================  =========================================================================
+
+A span holds no secret: the error's message, type and traceback pass the redactor as the log's
+records do (:func:`onward.events.redaction.redact_for_any_log`: the default patterns and the
+user's ``Redactor(extra=...)`` patterns of every log in use; the message is then cut at 4,000
+characters, as the log's), and the ``exception`` event is built from them (``exception.type``,
+``exception.message``, ``exception.stacktrace``, as OpenTelemetry's semantic conventions name
+them), never from the raw exception.
 
 Metrics (attributes in brackets):
 
@@ -49,9 +57,12 @@ Metrics (attributes in brackets):
 from __future__ import annotations
 
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
+from onward.core.run import error_message
 from onward.events import UsageError
+from onward.events.redaction import redact_for_any_log
 from onward.runtime.observer import Observer, StepStart, TaskStart
 
 try:
@@ -79,6 +90,19 @@ def _version() -> str:
         return version("onward")
     except Exception:
         return "unknown"
+
+
+def _exception_event(error: BaseException) -> dict[str, str]:
+    """The attributes of a span's ``exception`` event (OpenTelemetry's semantic conventions),
+    redacted: what ``record_exception`` records, but never the raw text of the exception."""
+    kind = type(error)
+    module = kind.__module__
+    name = kind.__qualname__ if module in (None, "builtins") else f"{module}.{kind.__qualname__}"
+    return {
+        "exception.type": redact_for_any_log(name),
+        "exception.message": error_message(error, redact_for_any_log),
+        "exception.stacktrace": redact_for_any_log("".join(traceback.format_exception(error))),
+    }
 
 
 class _Step:
@@ -195,11 +219,14 @@ class Telemetry(Observer):
             return
         span = token.span
         if error is not None:
-            span.set_attribute("onward.error.type", type(error).__name__)
+            kind = redact_for_any_log(type(error).__name__)
+            span.set_attribute("onward.error.type", kind)
             span.set_attribute("onward.error.signature", signature)
             span.set_attribute("onward.decision", decision)
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            event = _exception_event(error)
+            span.add_event("exception", event)
+            status = redact_for_any_log(f"{kind}: {event['exception.message']}")
+            span.set_status(Status(StatusCode.ERROR, status))
         span.end()
         self._attempts.add(1, {"step": token.step, "outcome": decision if error else "ok"})
         self._duration.record(time.perf_counter() - token.start, {"step": token.step})

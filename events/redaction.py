@@ -8,7 +8,10 @@ log passes every encoded event through :meth:`Redactor.redact_json` first, and e
 replaced by ``[REDACTED:<pattern name>]``. The same redactor serves the other routes: the
 engine redacts ``bytes`` before they are encoded (:mod:`onward.events.values`), messages before
 they are cut, and every onward logger carries a :class:`RecordRedactor`; names stored as given
-(sessions, streams) are refused by :meth:`Redactor.check_name` when they hold a secret.
+(sessions, streams) are refused by :meth:`Redactor.check_name` when they hold a secret. What
+onward emits outside its log and cannot tie to one log (a record's traceback, an
+OpenTelemetry span) passes :func:`redact_for_any_log`: the default patterns and the user's
+patterns of every redactor in use.
 
 :data:`DEFAULT_PATTERNS` finds bearer and basic credentials, AWS access key ids and secret keys
 (labelled, or beside their key id), Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face,
@@ -43,6 +46,7 @@ import math
 import re
 import string
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -52,7 +56,14 @@ import msgspec
 from onward.events.exceptions import UsageError
 from onward.events.tokens import VENDOR_TOKENS
 
-__all__ = ["DEFAULT_PATTERNS", "RecordRedactor", "Redactor", "SecretPattern", "redacted_logger"]
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "RecordRedactor",
+    "Redactor",
+    "SecretPattern",
+    "redact_for_any_log",
+    "redacted_logger",
+]
 
 
 class SecretPattern(msgspec.Struct, frozen=True):
@@ -450,6 +461,7 @@ class Redactor:
     """
 
     __slots__ = (
+        "__weakref__",
         "_all",
         "_clean_names",
         "_clean_texts",
@@ -483,6 +495,8 @@ class Redactor:
         self._member_marker = (
             msgspec.json.encode(_MEMBER_MARKER) if _SECRET_VALUE in self._patterns else None
         )
+        if self._unhinted:
+            _in_use(self)
 
     @property
     def patterns(self) -> tuple[SecretPattern, ...]:
@@ -667,13 +681,58 @@ def _redact_pairs(data: bytes) -> bytes:
     return msgspec.json.encode(document) if changed else data
 
 
+# The redactors with patterns of their own (given to Engine.open, to a log), while they live:
+# what onward emits outside its log (its log records, its spans) does not say which log it
+# concerns, so it gets the patterns of every one of them.
+_IN_USE: weakref.WeakSet[Redactor] = weakref.WeakSet()
+_IN_USE_LOCK = threading.Lock()
+_DEFAULT_REDACTOR = Redactor()
+
+
+def _in_use(redactor: Redactor) -> None:
+    """Count a redactor with patterns of its own among those in use (until it is collected)."""
+    with _IN_USE_LOCK:
+        _IN_USE.add(redactor)
+
+
+def redact_for_any_log(text: str, redactor: Redactor | None = None) -> str:
+    """Replace the secrets of a text as every log of this process would.
+
+    For what onward emits outside a log and cannot tie to one (its log records, OpenTelemetry
+    spans): the text passes ``redactor`` (one with the default patterns when None), then every
+    redactor in use that has patterns of its own (the ``extra=`` patterns given to
+    ``Engine.open`` or to a log; a redactor counts from its creation until it is garbage
+    collected). A pattern of one log thus applies to what concerns another too: more is
+    redacted, never less.
+
+    Args:
+        text: any text, a log record's message or traceback, an error's message.
+        redactor: the redactor to apply first; the default patterns when None.
+
+    Returns:
+        The text with each secret replaced by ``[REDACTED:<pattern name>]``.
+    """
+    redactor = redactor or _DEFAULT_REDACTOR
+    text = redactor.redact(text)
+    with _IN_USE_LOCK:
+        others = {r.patterns: r for r in _IN_USE}
+    others.pop(redactor.patterns, None)
+    for other in others.values():
+        text = other.redact(text)
+    return text
+
+
 class RecordRedactor(logging.Filter):
     """A logging filter that redacts a record's message, traceback and stack before any
     handler sees them.
 
-    The message is formatted (``msg % args``) and redacted; a traceback is formatted,
-    redacted and kept as the record's ``exc_text`` (its ``exc_info`` is dropped, so that no
-    handler formats the raw exception again).
+    The message is formatted (``msg % args``) and redacted; a traceback (with the causes and
+    contexts chained to it) is formatted, redacted and kept as the record's ``exc_text`` (its
+    ``exc_info`` is dropped, so that no handler formats the raw exception again); a stack
+    (``stack_info``) is redacted. Each goes through :func:`redact_for_any_log`: the patterns of
+    ``redactor``, then the user's patterns of every log in use, as a record does not say which
+    log it concerns (an observer, or an ``on_interruption`` callback, that raised a secret
+    given to its engine's ``Redactor(extra=...)``).
 
     Args:
         redactor: the redactor; one with the default patterns by default.
@@ -689,7 +748,11 @@ class RecordRedactor(logging.Filter):
         Returns:
             True.
         """
-        redact = self.redactor.redact
+        mine = self.redactor
+
+        def redact(text: str) -> str:
+            return redact_for_any_log(text, mine)
+
         try:
             message = record.getMessage()
         except Exception:  # a broken format: the handler will say so, with nothing redacted
@@ -712,8 +775,9 @@ _RECORD_REDACTOR = RecordRedactor()
 
 
 def redacted_logger(name: str) -> logging.Logger:
-    """The logger ``name``, with a :class:`RecordRedactor` of the default patterns on it:
-    every onward module logs through one, so that no record of onward's carries a secret.
+    """The logger ``name``, with a :class:`RecordRedactor` of the default patterns on it (and
+    the user's patterns of every log in use): every onward module logs through one, so that no
+    record of onward's carries a secret.
 
     Args:
         name: the logger's name (``"onward.engine"``).

@@ -24,11 +24,10 @@ exception it raises is logged and dropped).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from onward.events import Recorded, TaskClaimed, TaskWaiting
+from onward.events import Recorded, TaskClaimed, TaskWaiting, redacted_logger
 
 if TYPE_CHECKING:
     from onward.judgement.budget import ErrorBudget
@@ -36,7 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Observer", "StepStart", "TaskStart", "notify"]
 
-logger = logging.getLogger("onward.engine")
+# Its records carry the traceback of what an observer raised, which may hold a secret.
+logger = redacted_logger("onward.engine")
 
 
 class TaskStart:

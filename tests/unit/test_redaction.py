@@ -43,6 +43,7 @@ def test_public_names() -> None:
         "RecordRedactor",
         "Redactor",
         "SecretPattern",
+        "redact_for_any_log",
         "redacted_logger",
     }
     for name in events.redaction.__all__:

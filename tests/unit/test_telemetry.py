@@ -234,3 +234,70 @@ def test_an_observer_that_raises_does_not_stop_the_engine(clock: FakeClock) -> N
         task_id = engine.submit(job)
         engine.run()
         assert engine.result(task_id) == 1
+
+
+def test_no_secret_reaches_a_span_neither_a_default_nor_one_of_the_users(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    from onward import RetryPolicies, RetryPolicy
+    from onward.events import Redactor
+
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    own = "ACME-SECRET-918273"
+    sink = Sink()
+    with Engine.open(
+        f"sqlite:///{tmp_path / 'a.db'}",
+        session="s",
+        clock=clock,
+        sleep=clock.advance,
+        observer=sink.telemetry(),
+        redactor=Redactor(extra=[r"ACME-SECRET-\d+"]),
+        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
+    ) as engine:
+
+        @engine.step()
+        def call() -> str:
+            try:
+                raise KeyError(f"the vault had no {own}")
+            except KeyError as missing:
+                raise RuntimeError(
+                    f"request failed: Authorization: token {token} password=hunter2hunter2 "
+                    f"key {own}"
+                ) from missing
+
+        @engine.task()
+        def job() -> str:
+            return call()
+
+        engine.submit(job)
+        engine.run()
+
+    (step,) = [s for s in sink.spans.get_finished_spans() if s.name == "onward.step call"]
+    shown = repr(
+        [
+            (
+                s.status.description,
+                dict(s.attributes),
+                [(e.name, dict(e.attributes)) for e in s.events],
+            )
+            for s in sink.spans.get_finished_spans()
+        ]
+    )
+    for secret in (token, "hunter2hunter2", own):
+        assert secret not in shown
+    assert step.status.status_code == trace.StatusCode.ERROR
+    assert step.status.description == (
+        "RuntimeError: request failed: Authorization: token [REDACTED:github-token] "
+        "password=[REDACTED:secret-value] key [REDACTED:custom]"
+    )
+    assert step.attributes["onward.error.type"] == "RuntimeError"
+    (event,) = step.events
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "RuntimeError"
+    assert event.attributes["exception.message"] == step.status.description.split(": ", 1)[1]
+    stacktrace = str(event.attributes["exception.stacktrace"])
+    assert stacktrace.startswith("Traceback (most recent call last):")
+    assert "KeyError: 'the vault had no [REDACTED:custom]'" in stacktrace  # the chained cause
+    assert "RuntimeError: request failed: Authorization: token [REDACTED:github-token]" in (
+        stacktrace
+    )
