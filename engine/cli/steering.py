@@ -1,6 +1,6 @@
 """Steering running work from the command line, without the tasks' code: ``onward retry``,
-``fork``, ``abandon``, ``send`` and ``get``; and what schedules and queue limits the log holds:
-``onward schedules`` and ``onward limits``.
+``fork``, ``abandon``, ``send``, ``get`` and ``resume`` (a paused session); and what schedules
+and queue limits the log holds: ``onward schedules`` and ``onward limits``.
 
 Each steering command appends what :class:`onward.Engine`'s method of the same name appends,
 recorded as done by the person (``--by``, ``onward-cli:user@host`` by default), decided on the
@@ -39,6 +39,7 @@ __all__ = [
     "cmd_fork",
     "cmd_get",
     "cmd_limits",
+    "cmd_resume",
     "cmd_retry",
     "cmd_schedules",
     "cmd_send",
@@ -153,6 +154,29 @@ def cmd_send(args: argparse.Namespace) -> int:
     print(f"sent: {args.topic!r} to task {view.task_id} (message {place} of its inbox)")
     if view.waiting_topic == args.topic:
         print("it waits for this topic: it runs again at the next look of an engine")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Resume a paused session (the error budget paused it) with a fresh budget window: its
+    workers take up work again at their next look."""
+    _writable(args.db)
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        sessions = fold(log).projections.sessions.sessions
+        view = sessions.get(args.session)
+        if view is None:
+            known = ", ".join(sorted(sessions)) or "none"
+            raise UsageError(f"no session {args.session!r} in {log.url} (sessions: {known})")
+        outside = _tasks_of(log, args.session, by).session
+        resumed = outside.resume(args.reason or f"resumed by {by}")
+    if args.json:
+        emit_json({"session": args.session, "resumed": resumed, "by": by})
+        return 0
+    if resumed:
+        print(f"resumed: session {printable(args.session)} (a fresh error budget window)")
+    else:
+        print(f"session {printable(args.session)} is not paused ({view.state}): nothing to do")
     return 0
 
 
@@ -375,6 +399,16 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     send.add_argument("topic", metavar="TOPIC", help="the message's topic")
     send.add_argument("value", metavar="JSON", help="the message, as JSON")
     send.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    resume = command(
+        "resume",
+        cmd_resume,
+        "resume a paused session (its error budget paused it) with a fresh budget window; "
+        "reopening a session does not resume it (appends SessionResumed)",
+    )
+    resume.add_argument("session", metavar="SESSION", help="the session")
+    resume.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
+    resume.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
 
     get = command(
         "get", cmd_get, "print the last value a task published under KEY (engine.set_state)"

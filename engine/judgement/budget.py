@@ -10,8 +10,9 @@ the first rule that holds:
    ``continue`` (rule ``budget.within``);
 2. spent, and a **systemic** signature failed in the window (one that failed again after a fix
    or a retry was attempted for it, for good, and whose fixes and retries have not worked in
-   the session): ``pause`` the session (rule ``budget.systemic``); resuming it (reopening the
-   session, or :meth:`onward.Engine.resume`) starts a fresh window;
+   the session): ``pause`` the session (rule ``budget.systemic``); resuming it
+   (:meth:`onward.Engine.resume`, ``onward resume``; reopening it does not) starts a fresh
+   window;
 3. spent, and the **burn rate is rising** (the window's newer half holds at least 2 errors and
    more than ``rising`` times its older half): ``slow_down``, ``slow_down`` seconds between
    tasks (rule ``budget.rising``);

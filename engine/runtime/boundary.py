@@ -13,8 +13,9 @@ At each task boundary of :meth:`onward.Engine.run` (before it claims the next ta
    :class:`onward.events.DecisionMade` of kind ``"budget"`` when its rule changes (a spent budget
    that goes on for transient noise is recorded too), caused by the session's last failed try:
    ``continue``, ``slow_down`` (the run waits ``delay`` seconds before each next task) or
-   ``pause`` (a :class:`onward.events.SessionPaused`, and the run ends; reopening the
-   session or :meth:`onward.Engine.resume` resumes it with a fresh window).
+   ``pause`` (a :class:`onward.events.SessionPaused`, and the run ends;
+   :meth:`onward.Engine.resume` or ``onward resume`` resumes it with a fresh window;
+   reopening it does not).
 
 Every event goes to the session's stream, each at its expected version.
 """

@@ -181,6 +181,16 @@ class Session:
                         config=self.config,
                     )
                 ]
+            if view.state == "paused":
+                # A pause (the error budget's) holds until a person lifts it: a worker that
+                # starts, or a process that only submits, must not undo it.
+                logger.warning(
+                    "session %r is paused: nothing runs until it is resumed (`onward resume "
+                    "--session %s`, or engine.resume())",
+                    self.name,
+                    self.name,
+                )
+                return []
             unfinished = list(self.unfinished_tasks())
             for task in unfinished:
                 if task.unknown_events:
@@ -225,7 +235,7 @@ class Session:
         """
         resumed = self.decide(
             lambda projections: (
-                [SessionResumed(reason=reason)]
+                [SessionResumed(reason=reason, config=self.config)]
                 if (view := projections.sessions.sessions.get(self.name)) is not None
                 and view.state == "paused"
                 else []

@@ -73,6 +73,47 @@ def test_a_systemic_error_spends_the_budget_and_pauses_the_session(
         assert sum(t.terminal for t in engine.tasks()) > ended_before  # a fresh window
 
 
+def test_a_budget_pause_holds_when_the_session_is_reopened_until_a_person_resumes_it(
+    db: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pause is lifted by a person only: a worker that starts (or a process that opens the
+    session to submit) does not undo it; ``onward resume SESSION`` does."""
+    from onward.cli.main import main
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def call_service() -> None:
+            raise TimeoutError("the service did not answer")
+
+        @engine.task()
+        def job(n: int) -> None:
+            call_service()
+
+        return job
+
+    with open_engine(db, clock, budget=ErrorBudget(limit=3), retries=RETRIES) as engine:
+        job = register(engine)
+        for n in range(5):
+            engine.submit(job, n)
+        assert engine.run().paused
+        paused_at = len(engine.log.read_stream("session-rhythm"))
+    with open_engine(db, clock, budget=ErrorBudget(limit=3), retries=RETRIES) as reopened:
+        register(reopened)
+        assert len(reopened.log.read_stream("session-rhythm")) == paused_at  # nothing said
+        assert reopened.refresh().sessions.sessions["rhythm"].state == "paused"
+        assert reopened.run().paused  # it starts nothing
+
+        assert main(["resume", "rhythm", "--db", db, "--reason", "the service is back"]) == 0
+        assert "resumed: session rhythm" in capsys.readouterr().out
+        (resumed,) = session_events(reopened, "SessionResumed")[-1:]
+        assert resumed.event.reason == "the service is back"  # type: ignore[union-attr]
+        assert main(["resume", "rhythm", "--db", db]) == 0
+        assert "is not paused (active)" in capsys.readouterr().out
+        assert main(["resume", "nightly", "--db", db]) == 2
+        assert "no session 'nightly'" in capsys.readouterr().err
+        assert reopened.run().runs > 0  # it works again (and, the service still down, pauses)
+
+
 def test_transient_noise_never_pauses_the_session(db: str, clock: FakeClock) -> None:
     hiccups: set[int] = set()
     with open_engine(db, clock, budget=ErrorBudget(limit=2), retries=RETRIES) as engine:
