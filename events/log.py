@@ -801,6 +801,28 @@ class EventLog(ABC):
         if split is None:
             return None
         meta_json, refs, rest = split
+        found = self.split_blobs(stream, version, position, refs)
+        return join_state(meta_json, join_event(rest, refs, found))
+
+    def split_blobs(
+        self, stream: str, version: int, position: int, refs: Sequence[tuple[str, str]]
+    ) -> dict[str, bytes]:
+        """The blobs a split record references, each checked against its digest (unless the
+        log was opened with ``verify_reads=False``).
+
+        Args:
+            stream: the record's stream.
+            version: its version.
+            position: its position.
+            refs: ``(field, digest)`` of each field the record split off.
+
+        Returns:
+            Each blob's bytes, by digest.
+
+        Raises:
+            CorruptRecord: a blob is missing, or does not match its digest (``kind="blob"``).
+            BackendError: the database failed.
+        """
         digests = [digest for _name, digest in refs]
         found = self._read(
             f"read the blobs of stream {stream!r}",
@@ -824,7 +846,7 @@ class EventLog(ABC):
                     position=position,
                     kind="blob",
                 )
-        return join_state(meta_json, join_event(rest, refs, found))
+        return found
 
     def blob(self, digest: str) -> bytes | None:
         """The bytes of one blob (None when the log holds none under that digest); they are

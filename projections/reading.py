@@ -1,16 +1,18 @@
 """Reading the log for a fold: check every record, decode what the projections read, skip the
 rest.
 
-Every record's checksum is checked (unless the log was opened with ``verify_reads=False``).
-Step outcomes are most of any log, and the projections only count them: their results (which
-can be large) are skipped instead of decoded; of every envelope, only the fields the
-projections read (:class:`FoldMeta`). Every other event decodes as usual. A page is decoded,
-then checked, the tag of each checksum taken from the type its record's bytes name
-(:func:`~onward.events.integrity.check_decoded`); a page with an old, unknown, split or damaged
-record is read again with its tag column and falls back to the log's own checks and codec,
-record by record. A record that fails its checksum or does not decode is never folded: the
-reader hands the fold a :class:`~onward.events.integrity.StreamDamage` in its place, so that
-the fold marks its stream damaged and goes on with the others.
+Every record is checked as ``onward verify`` and every other reader check it (unless the log
+was opened with ``verify_reads=False``): each page is read with its tag column and goes through
+:func:`~onward.events.integrity.check_rows`, so that a record whose tag column was rewritten
+fails here as it fails ``verify`` and a resume; each blob a record references is checked against
+its digest. Step outcomes are most of any log, and the projections only count them: their
+results (which can be large) are skipped instead of decoded, and a result stored as a blob is
+hashed but not joined; of every envelope, only the fields the projections read
+(:class:`FoldMeta`). Every other event decodes as usual; a page with an old, unknown, split or
+damaged record falls back to the log's own codec, record by record. A record that fails its
+checksum, references a damaged blob or does not decode is never folded: the reader hands the
+fold a :class:`~onward.events.integrity.StreamDamage` in its place, so that the fold marks its
+stream damaged and goes on with the others.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from onward.events import (
     StepFailed,
 )
 from onward.events.blobs import join_state, split_of
-from onward.events.codec import tag_seed
-from onward.events.integrity import StreamDamage, check_decoded, check_rows
+from onward.events.integrity import StreamDamage, check_rows
 from onward.events.log import StoredRow
 
 __all__ = ["FOLDED_STEP_OUTCOMES", "FoldMeta", "FoldReader", "Folded"]
@@ -103,38 +104,23 @@ class FoldReader:
             [("meta", FoldMeta), ("event", Union[tuple(lean)])],  # noqa: UP007
         )
         self._decode: Any = msgspec.json.Decoder(envelope).decode
-        #: The seed part of the tag of each type the decoder makes (see check_decoded).
-        self._tag_seeds: dict[type, int] = {
-            cls: tag_seed(cls.__struct_config__.tag) for cls in lean
-        }
+        #: The blobs found intact during the current :meth:`pages` (each hashed once).
+        self._intact_blobs: set[str] = set()
 
     def pages(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 2000
     ) -> Iterator[Folded]:
         """Pages of events after ``after`` (to ``upto``), in position order; in place of a
-        record that fails its checksum or does not decode, its :class:`StreamDamage`."""
-        decode = self._decode
+        record that fails its checksum or does not decode, or references a blob that is
+        missing or fails its digest, its :class:`StreamDamage`."""
+        self._intact_blobs = set()
         if not self.log.verify_reads:
             yield from self._unchecked(after, upto, page_size)
             return
-        tag_seeds = self._tag_seeds
-        # Decoded first, then checked, the tag taken from the type decoded (the tag column is
-        # not read): a page that fails either way is read again with its tags and goes
-        # through the log's own checks, record by record where need be.
-        for states in self.log.read_states(after=after, upto=upto, page_size=page_size):
-            try:
-                records = [
-                    Recorded(s, v, p, (both := decode(st)).meta, both.event)
-                    for p, s, v, st in states
-                ]
-            except _DECODE_ERRORS:
-                records = None  # an old, unknown, split or damaged record
-            if records is not None and check_decoded(states, records, tag_seeds):
-                yield records
-                continue
-            upto_here = states[-1][0]
-            for rows in self.log.read_rows(after=states[0][0] - 1, upto=upto_here):
-                yield from self._checked(rows)
+        # Every page is read with its tag column and checked as ``verify`` and every other
+        # reader check it: a record whose tag column was rewritten fails here too.
+        for rows in self.log.read_rows(after=after, upto=upto, page_size=page_size):
+            yield from self._checked(rows)
 
     def _checked(self, rows: Sequence[StoredRow]) -> Iterator[Folded]:
         """A page of rows with their tags, checked by the log's rules, then decoded."""
@@ -176,7 +162,7 @@ class FoldReader:
                         stream=str(s),
                         version=v,
                         position=p,
-                        kind=ProblemKind.CORRUPT,
+                        kind=_problem_kind(exc),
                         reason=exc.reason,
                     )
             if good:
@@ -199,8 +185,15 @@ class FoldReader:
     def _lean_split(
         self, stream: str, version: int, position: int, state: bytes
     ) -> Recorded | None:
-        """A split step outcome read without its blobs, when the fold reads none of the
-        fields split off (its result): None for any other record."""
+        """A split step outcome read without joining its blobs, when the fold reads none of
+        the fields split off (its result): None for any other record.
+
+        Its blobs are still checked against their digests (each once per :meth:`pages`), as
+        every reader of the record checks them: a damaged one damages the record.
+
+        Raises:
+            CorruptRecord: a blob is missing or does not match its digest (``kind="blob"``).
+        """
         split = split_of(state) if isinstance(state, bytes) else None
         if split is None:
             return None
@@ -213,6 +206,11 @@ class FoldReader:
             return None
         if type(both.event) not in (_Completed, _Failed):
             return None  # an event the fold reads whole: joined with its blobs
+        intact = self._intact_blobs
+        unchecked = [(name, digest) for name, digest in refs if digest not in intact]
+        if unchecked and self.log.verify_reads:
+            self.log.split_blobs(stream, version, position, unchecked)
+            intact.update(digest for _name, digest in unchecked)
         return Recorded(stream, version, position, both.meta, both.event)
 
     def _one_by_one(self, rows: Sequence[StoredRow], bad: dict[int, str]) -> Iterator[Folded]:
@@ -221,17 +219,24 @@ class FoldReader:
         good: list[Recorded] = []
         for i, (p, s, v, t, st) in enumerate(rows):
             why = bad.get(i)
+            kind = ProblemKind.CORRUPT
             if why is None:
                 try:
                     good.append(decode(s, v, p, t, st))
                     continue
                 except CorruptRecord as exc:
-                    why = exc.reason
+                    why, kind = exc.reason, _problem_kind(exc)
             if good:
                 yield good
                 good = []
-            yield StreamDamage(
-                stream=str(s), version=v, position=p, kind=ProblemKind.CORRUPT, reason=why
-            )
+            yield StreamDamage(stream=str(s), version=v, position=p, kind=kind, reason=why)
         if good:
             yield good
+
+
+def _problem_kind(exc: CorruptRecord) -> ProblemKind:
+    """What is wrong with a record, as :class:`ProblemKind` (a blob, or its own bytes)."""
+    try:
+        return ProblemKind(exc.kind)
+    except ValueError:
+        return ProblemKind.CORRUPT

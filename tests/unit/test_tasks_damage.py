@@ -1,0 +1,243 @@
+"""``onward tasks`` and the engine's task views see the damage that ``onward verify`` and
+``onward show`` see: a blob that no longer matches its digest, and a record whose tag column was
+rewritten (its checksum fails). The fold used to miss both: it hashed no blob of a step's
+result, and it checked each checksum with the type the record's bytes name instead of its tag
+column. On real SQLite files, damaged with sqlite3 behind onward's back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from onward import Engine
+from onward.cli.main import main
+from onward.core.errors import StreamDamaged, TaskQuarantinedError
+from onward.events import LogDamaged, ProblemKind, open_log
+from onward.projections import CatchUp, task_stream
+from onward.projections.reading import FoldReader
+from tests.conftest import FakeClock
+
+INLINE_LIMIT = 1024  # a step's result over this is stored as a blob
+BIG = "x" * 4096
+
+
+class Log(msgspec.Struct):
+    """Session s: ``waiting`` (one step, then waits for a message), ``done`` (one small step,
+    succeeded), ``healthy`` (the same, succeeded). Only a log built for blob damage holds a
+    blob (the waiting task's step result): a page with a split record used to be checked with
+    its tag column, so a rewritten tag column would be found in it."""
+
+    path: Path
+    waiting: str
+    done: str
+    healthy: str
+
+
+def _open(path: Path, clock: FakeClock) -> Engine:
+    engine = Engine.open(
+        f"sqlite:///{path}",
+        session="s",
+        clock=clock,
+        sleep=clock.advance,
+        inline_limit=INLINE_LIMIT,
+    )
+
+    @engine.step(name="fetch")
+    def fetch(big: bool) -> str:
+        return BIG if big else "small"
+
+    @engine.task(name="waits")
+    def waits(big: bool) -> int:
+        value = fetch(big)
+        engine.recv("go")
+        return len(value)
+
+    @engine.task(name="quick")
+    def quick() -> int:
+        return len(fetch(False))
+
+    return engine
+
+
+@pytest.fixture(params=["blob", "topic"])
+def how(request: pytest.FixtureRequest) -> str:
+    """The damage done: a blob's byte changed, or a record's tag column rewritten."""
+    return str(request.param)
+
+
+@pytest.fixture
+def log(tmp_path: Path, clock: FakeClock, how: str) -> Log:
+    path = tmp_path / "work.db"
+    with _open(path, clock) as engine:
+        waiting = engine.submit("waits", how == "blob")
+        done = engine.submit("quick")
+        healthy = engine.submit("quick")
+        engine.run()
+        assert [engine.task_view(t).state for t in (waiting, done, healthy)] == [
+            "waiting",
+            "succeeded",
+            "succeeded",
+        ]
+        assert len(engine.log.blob_digests()) == (how == "blob")
+    return Log(path=path, waiting=waiting, done=done, healthy=healthy)
+
+
+def _sql(path: Path, sql: str, *params: object) -> None:
+    with closing(sqlite3.connect(path)) as db, db:
+        assert db.execute(sql, params).rowcount == 1
+
+
+def _damage_blob(log: Log) -> str:
+    """Change one byte of the only blob (the waiting task's step result): its task."""
+    _sql(
+        log.path, "UPDATE onward_blobs SET data = substr(data, 1, 100) || 'y' || substr(data, 102)"
+    )
+    return log.waiting
+
+
+def _rewrite_topic(log: Log) -> str:
+    """Rewrite the tag column of the finished task's StepCompleted: its task."""
+    _sql(
+        log.path,
+        "UPDATE stored_events SET topic = 'Bogus' WHERE originator_id = ? AND topic = ?",
+        task_stream(log.done),
+        "StepCompleted",
+    )
+    return log.done
+
+
+DAMAGE = {"blob": (_damage_blob, ProblemKind.BLOB), "topic": (_rewrite_topic, ProblemKind.CORRUPT)}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    status = main(list(args))
+    return status, capsys.readouterr().out
+
+
+def test_onward_tasks_lists_the_damaged_task_as_verify_and_show_see_it(
+    log: Log, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    damage, kind = DAMAGE[how]
+    task = damage(log)
+    status, out = cli(capsys, "verify", "--db", str(log.path), "--json")
+    assert status == 1
+    [found] = json.loads(out)["damaged_streams"]
+    assert (found["stream"], found["kind"]) == (task_stream(task), kind)
+
+    status, out = cli(capsys, "show", task, "--db", str(log.path))
+    assert status == 0
+    assert "DAMAGED" in out
+
+    status, out = cli(capsys, "tasks", "--db", str(log.path))
+    assert status == 0
+    ids = {log.waiting, log.done, log.healthy}
+    lines = {line.split()[0]: line for line in out.splitlines() if line[:16] in ids}
+    assert " damaged " in lines[task]
+    assert f"{kind} at version {found['version']}" in lines[task]
+    others = ids - {task}
+    assert all(" damaged " not in lines[other] for other in others)
+    assert "1 damaged task(s), never run until set aside:" in out
+    assert f"  {task}: {kind} at version {found['version']}" in out
+
+    status, out = cli(capsys, "tasks", "--db", str(log.path), "--json")
+    rows = {row["task_id"]: row for row in json.loads(out)["tasks"]}
+    assert rows[task]["state"] == "damaged"
+    where, why = rows[task]["damage"].split(": ", 1)
+    assert where == f"{kind} at version {found['version']} (position {found['position']})"
+    assert found["reason"].startswith(why)
+    assert {t: rows[t]["state"] for t in others} == {
+        t: "waiting" if t == log.waiting else "succeeded" for t in others
+    }
+
+
+def test_the_engine_contains_the_damage_to_its_task(log: Log, clock: FakeClock, how: str) -> None:
+    """Engine.open shows the task damaged, result() raises StreamDamaged (a LogDamaged) saying
+    why, a run leaves it alone, and the other tasks, new ones and the records stay as they
+    were; quarantining it sets it aside."""
+    damage, kind = DAMAGE[how]
+    task = damage(log)
+    with _open(log.path, clock) as engine:
+        head = engine.log.head()
+        views = {v.task_id: v for v in engine.tasks()}
+        assert views[task].state == "damaged"
+        assert f"{kind} at version" in views[task].damage
+        with pytest.raises(StreamDamaged) as info:
+            engine.result(task)
+        assert isinstance(info.value, LogDamaged)
+        assert task in str(info.value)
+        assert "onward quarantine" in str(info.value)
+        assert engine.result(log.healthy) == len("small")
+        new = engine.submit("quick")
+        engine.send(log.waiting, "go")
+        summary = engine.run()
+        assert engine.result(new) == len("small")
+        if task == log.done:  # the waiting task, intact, ran to its end
+            assert engine.result(log.waiting) == len("small")
+            assert summary.succeeded == 2
+        else:
+            assert summary.succeeded == 1
+            assert engine.task_view(task).state == "damaged"
+        assert engine.log.head() > head  # appended after, nothing rewritten
+        engine.quarantine(task, reason="damaged by a test")
+        with pytest.raises(TaskQuarantinedError):
+            engine.result(task)
+
+
+def test_the_fold_marks_the_record_as_verify_reports_it(log: Log, how: str) -> None:
+    """The projections' damage is verify's: the same stream, record, kind and reason."""
+    damage, _kind = DAMAGE[how]
+    task = damage(log)
+    with open_log(f"sqlite:///{log.path}") as opened:
+        [problem] = opened.verify().damaged_streams
+        projections = CatchUp(opened, checkpoint_every=0).open(use_checkpoint=False)
+    marked = projections.damaged[task_stream(task)]
+    assert (marked.stream, marked.version, marked.position, marked.kind) == (
+        problem.stream,
+        problem.version,
+        problem.position,
+        problem.kind,
+    )
+    assert problem.reason.startswith(marked.reason)
+    assert list(projections.damaged) == [task_stream(task)]
+
+
+def _fold_counting_blob_reads(path: Path, *, verify_reads: bool) -> tuple[int, list[str]]:
+    """How many times a fold's reader read a record's blobs, and the streams it folded."""
+    reads: list[str] = []
+    with open_log(f"sqlite:///{path}", verify_reads=verify_reads) as opened:
+        split_blobs = opened.split_blobs
+
+        def counted(
+            stream: str, version: int, position: int, refs: Sequence[tuple[str, str]]
+        ) -> dict[str, bytes]:
+            reads.append(stream)
+            return split_blobs(stream, version, position, refs)
+
+        opened.split_blobs = counted  # type: ignore[method-assign]
+        pages = list(FoldReader(opened).pages(page_size=5))
+    assert all(isinstance(page, list) for page in pages)
+    return len(reads), [r.stream for page in pages if isinstance(page, list) for r in page]
+
+
+def test_a_blob_referenced_many_times_is_hashed_once_per_fold(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Steps that return the same large value share one blob: a fold reads and hashes it once,
+    and a log opened with ``verify_reads=False`` not at all; every record is folded."""
+    path = tmp_path / "work.db"
+    with _open(path, clock) as engine:
+        tasks = [engine.submit("waits", True) for _ in range(3)]
+        engine.run()
+        assert len(engine.log.blob_digests()) == 1
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT originator_id FROM stored_events ORDER BY rowid")
+        stored = [stream for (stream,) in rows]
+    assert {task_stream(t) for t in tasks} <= set(stored)
+    assert _fold_counting_blob_reads(path, verify_reads=True) == (1, stored)
+    assert _fold_counting_blob_reads(path, verify_reads=False) == (0, stored)
