@@ -186,9 +186,9 @@ class Healer:
         kwargs: dict[str, Any],
         chain: FixChain,
     ) -> StepCall | None:
-        """The call of a fix in flight that changed the step's call and waited first, when the
-        process died before that call was recorded (the wait is in the process: the changed call
-        is made by the run that decided it).
+        """The call of a fix in flight that changed the step's call, when that call was not made
+        by the run that decided it: the process died during the fix's delay, or a gathered
+        sibling made the task wait before the changed call started.
 
         The fix is asked again, for the recorded error (rebuilt from its type and message) and
         the step's own call; its answer counts only when it describes the change recorded in
@@ -221,7 +221,7 @@ class Healer:
             remedy = fix.apply(error, call) if fix.matches(error, call) else None
         except Exception:  # a fix that breaks is a fix that does not apply
             return None
-        if remedy is None or remedy.delay <= 0 or remedy.call == call:
+        if remedy is None or remedy.call == call:
             return None  # nothing was lost: the step's own call settles the fix
         if msgspec.to_builtins(remedy.change) != msgspec.to_builtins(attempted.change):
             return None  # it answers otherwise now: its recorded call cannot be told

@@ -396,13 +396,19 @@ class InFlight:
     def __init__(self) -> None:
         #: Step indices whose body runs, or ran and waits for its outcome to be recorded.
         self.bodies: set[int] = set()
-        #: Step indices whose body raised and whose failure is not recorded yet: they decide
-        #: one at a time, and a wait decided meanwhile is held until they are recorded.
+        #: Step indices whose body raised and whose failure is not recorded yet: a wait
+        #: decided meanwhile is held until they are recorded.
         self.failing: set[int] = set()
         #: A wait decided while failures were still to record (a task's stream holds nothing
         #: after its wait): recorded after them.
         self.held: Batch | None = None
-        self._turn: asyncio.Lock | None = None
+        #: The steps that settle take turns to decide (and record), in the order they came:
+        #: the index of the step whose body raised that has the turn, else -1.
+        self.turn = -1
+        self._tickets = 0
+        self._waiting_turns: set[int] = set()  # the tickets not served yet, and the holder's
+        self._holder: int | None = None
+        self._turn_free = _Signal()
         self.calls = 0
         #: The run's end is recorded: nothing more may be (a step, a sleep, an append).
         self.ended = False
@@ -437,38 +443,54 @@ class InFlight:
             self.body_settled(index, tracked)
 
     async def settle(self, failing: int = -1) -> None:
-        """Wait until no step body is under way without its outcome, then begin deciding
-        whether the task waits (:meth:`decided` ends it); a step whose body raised
-        (``failing``) then waits for its turn among those whose failures are to record."""
-        await self._no_bodies.until(lambda: not self.bodies)
-        self.deciding += 1
-        if failing < 0 or failing not in self.failing:
-            return
-        if self._turn is None:
-            self._turn = asyncio.Lock()
+        """Wait until no step body is under way without its outcome, then for the turn to
+        decide whether the task waits (:meth:`decided` ends it): the steps that settle decide
+        and record one after the other. ``failing``: the index of a step whose body raised,
+        which decides on its failure."""
+        ticket = self._tickets
+        self._tickets += 1
+        self._waiting_turns.add(ticket)
+        deciding = False
         try:
-            await self._turn.acquire()
+            await self._no_bodies.until(lambda: not self.bodies)
+            self.deciding += 1
+            deciding = True
+            await self._turn_free.until(
+                lambda: self._holder is None and min(self._waiting_turns) == ticket
+            )
         except BaseException:
-            self.decided()
+            self._waiting_turns.discard(ticket)
+            self._turn_free.wake()
+            if deciding:
+                self._decided()
             raise
-        self.failing.discard(failing)
+        self._holder, self.turn = ticket, failing
 
-    def decided(self, failing: bool = False) -> None:
-        """A step that settled has decided (and recorded a wait, or not): bodies may start;
-        one that decided on its failure gives the turn to the next."""
-        if failing and self._turn is not None and self._turn.locked():
-            self._turn.release()
+    def decided(self) -> None:
+        """A step that settled has decided (and recorded a wait, or not): the next one takes
+        its turn, and bodies may start once none is left to decide."""
+        if self._holder is not None:
+            self._waiting_turns.discard(self._holder)
+            self._holder, self.turn = None, -1
+            self._turn_free.wake()
+        self._decided()
+
+    def _decided(self) -> None:
         if self.deciding:
             self.deciding -= 1
             if not self.deciding:
                 self._no_deciding.wake()
 
+    def failure_recorded(self, index: int) -> None:
+        """A failure is recorded (or will never be: its decision raised)."""
+        self.failing.discard(index)
+
     def hold(self, batch: Batch) -> Batch:
-        """What of a batch may be appended now: while failures are still to record, its wait
-        (the ``TaskWaiting`` and what follows it) is held for after them (the first held
-        wait is the task's); once the task's code has returned, it is dropped (the task
-        waits for nothing more: its end follows)."""
-        if not self.failing and not self.returned:
+        """What of a batch may be appended now: while failures other than the deciding
+        step's are still to record, its wait (the ``TaskWaiting`` and what follows it) is
+        held for after them (the first held wait is the task's); once the task's code has
+        returned, it is dropped (the task waits for nothing more: its end follows)."""
+        if not (self.failing - {self.turn}) and not self.returned:
             return batch
         at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
         if at is None:
@@ -725,8 +747,13 @@ class TaskRun:
                 self.fix_chains[event.step_index] = chain
             elif isinstance(event, FixSucceeded | FixFailed) and event.step_index is not None:
                 self.fix_in_flight.pop(event.step_index, None)
-            elif isinstance(event, TaskWaiting) and isinstance(follows, FixAttempted):
-                # The fix's wait is in the log, and its call is the step's own: nothing is lost.
+            elif (
+                isinstance(event, TaskWaiting)
+                and isinstance(follows, FixAttempted)
+                and event.reason == f"fix {follows.fix} of step {follows.step_index}"
+            ):
+                # The fix's own wait is in the log, and its call is the step's own: nothing is
+                # lost. (Another step's wait may follow it too: a gathered sibling's.)
                 if follows.step_index is not None:
                     self.fix_chains[follows.step_index] = None
             elif isinstance(event, RetryScheduled):
@@ -822,7 +849,21 @@ class TaskRun:
         """
         held, self.in_flight.held = self.in_flight.held, None
         if held is not None and not self.waiting:
-            self.commit(held)
+            with self._appending:
+                drive(self._committing(held, as_is=True), self.effect)
+
+    def end_after_wait(self, end: Event) -> None:
+        """Record the task's end though this run recorded that it waits: its code ended on its
+        own error meanwhile (a TaskGroup whose step failed for good while another step's retry
+        made the task wait), so the task ends as its code did.
+
+        Raises:
+            LeaseLost, StorageLost: as for :meth:`commit`.
+        """
+        batch = self.new_batch()
+        batch.add(end)
+        with self._appending:
+            drive(self._committing(batch, as_is=True, after_wait=True), self.effect)
 
     async def record_async(self, events: list[Event]) -> None:
         """:meth:`record` from the event loop (an ``async def`` task): the loop waits neither
@@ -849,14 +890,19 @@ class TaskRun:
         if interrupted is not None:
             raise interrupted
 
-    def _committing(self, batch: Batch) -> Generator[Effect, Any, None]:
+    def _committing(
+        self, batch: Batch, *, as_is: bool = False, after_wait: bool = False
+    ) -> Generator[Effect, Any, None]:
         """The append of a batch at the run's version, once for both paths (the caller holds
-        the run's append lock)."""
-        if self.waiting:  # the task's code caught the signal to wait, and went on
+        the run's append lock). ``as_is``: no wait in it is held (:meth:`InFlight.hold`);
+        ``after_wait``: appended even though the run recorded that its task waits (the
+        task's end, which supersedes that wait)."""
+        if self.waiting and not after_wait:  # the task's code caught the signal to wait
             raise Suspended()
         if self.in_flight.ended:
             raise self.in_flight.after_end("an append")
-        batch = self.in_flight.hold(batch)
+        if not as_is:
+            batch = self.in_flight.hold(batch)
         if not batch.events:
             return  # only a wait, held for after the failures still to record
         cause = self.context.causation_id
@@ -1191,7 +1237,9 @@ class TaskRun:
                     yield Blocking(
                         self._action_failed, step, index, ruling, error_message(exc, self.redact)
                     )
-                yield Settle(failing=index)  # the healer may record that the task waits
+                # Recorded even when its caller gives up on it meanwhile (a TaskGroup cancels
+                # its other tasks at the first error): the cancellation comes after.
+                cancelled = yield Settle(failing=index)  # the healer may record a wait
                 try:
                     if healer is None:
                         yield Blocking(self.fail_step, step, index, exc)
@@ -1203,10 +1251,14 @@ class TaskRun:
                             healer.on_failure,
                             *(self, step, index, attempt, call, exc, fix, fix_signature),
                         )
+                    self.in_flight.failure_recorded(index)
+                    if self.in_flight.held is not None and not self.in_flight.failing:
+                        yield Blocking(self.record_held)  # the last failure: now the wait
                 finally:
-                    self.in_flight.decided(failing=True)
-                if self.in_flight.held is not None and not self.in_flight.failing:
-                    yield Blocking(self.record_held)
+                    self.in_flight.failure_recorded(index)
+                    self.in_flight.decided()
+                if cancelled:
+                    raise asyncio.CancelledError(f"step {step.name!r} was cancelled") from exc
                 if healer is None:
                     self._observed(observed, exc, decision="fail")
                     raise
@@ -1490,7 +1542,7 @@ class TaskRun:
                 return self.committer.commit(effect.appends)
             return self.log.commit(effect.appends)
         if isinstance(effect, Settle | Admit):
-            return None  # one step at a time: nothing else is under way
+            return False  # one step at a time: nothing else is under way
         self.commit(effect.batch)
         return None
 
@@ -1533,8 +1585,20 @@ class TaskRun:
                 pending = loop.run_in_executor(None, self.log.commit, effect.appends)
             return await self._seen_through(pending)
         if isinstance(effect, Settle):
-            await self.in_flight.settle(effect.failing)
-            return None
+            if effect.failing < 0:
+                await self.in_flight.settle()
+                return False
+            # A step whose body raised records its failure even if its caller gives up on it
+            # meanwhile (each cancellation is taken once): whether it did is returned, for the
+            # protocol to raise it afterwards.
+            cancelled = False
+            while True:
+                try:
+                    await self.in_flight.settle(effect.failing)
+                except asyncio.CancelledError:
+                    cancelled = True
+                    continue
+                return cancelled
         if isinstance(effect, Admit):
             await self.in_flight.admit()
             return None

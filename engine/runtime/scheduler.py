@@ -1182,6 +1182,18 @@ class Scheduler:
             except LeaseLost as lost:
                 logger.info("%s", lost)
                 return "cancelled", run
+        if run.waiting and isinstance(error, ExceptionGroup):
+            # A TaskGroup that raised its steps' errors while a retry of another of its steps
+            # recorded that the task waits (the group cancelled that step: the task's code
+            # never saw the signal): the task ends as its code did.
+            message = error_message(error, run.redact)
+            logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
+            try:
+                run.end_after_wait(TaskFailed(error_type=type(error).__name__, message=message))
+            except LeaseLost as lost:
+                logger.info("%s", lost)
+                return "cancelled", run
+            return "failed", run
         if run.waiting and (error is None or isinstance(error, Exception)):
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
             # step) and returned or raised: it waits, as recorded, and runs again when due.

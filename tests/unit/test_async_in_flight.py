@@ -870,3 +870,151 @@ def test_a_step_left_under_way_by_a_failed_task_is_not_retried(
         assert recorded[last_wait + 1 :].count("StepFailed") == 2  # both, after the last wait
         assert recorded[-1] == "TaskFailed"
         assert engine.log.verify().ok
+
+
+def failing_once(engine: Engine, ran: Counter[str], name: str, *, at_most_once: bool) -> Any:
+    """An ``async def`` step that raises a transient error the first time, a few turns of the
+    loop into its body (its siblings under way meanwhile)."""
+
+    @engine.step(name=name, at_most_once=at_most_once)
+    async def call() -> str:
+        ran[name] += 1
+        for _ in range(20):
+            await asyncio.sleep(0)
+        if ran[name] == 1:
+            raise ConnectionError(f"{name}: connection reset")
+        return name
+
+    return call
+
+
+@pytest.mark.parametrize("waiter", ["wait", "degrade"])
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_failure_under_way_is_recorded_before_a_siblings_wait(
+    db: Path, clock: FakeClock, runner: str, waiter: str
+) -> None:
+    """An at-most-once step raises while the task, beside it, waits for a subtask or for a
+    person (a component with no workaround): its failure is recorded before the wait, so it is
+    retried when the task runs again, not refused as interrupted."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=[])
+        pay = failing_once(engine, ran, "pay", at_most_once=True)
+
+        @engine.task()
+        def child() -> int:
+            return 5
+
+        async def wait_for_something() -> object:
+            if waiter == "wait":
+                return (await engine.wait([engine.submit(child)]))[0]
+            return await engine.degrade("search", message="search is down")
+
+        @engine.task()
+        async def job() -> list[object]:
+            return list(await asyncio.gather(pay(), wait_for_something()))
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        recorded = kinds(engine, task_id)
+        assert "StepFailed" in recorded[: recorded.index("TaskWaiting")]
+        for request in engine.approvals():
+            engine.approve(request.decision_id)
+        run_with(engine, runner)
+        assert engine.result(task_id) == ["pay", 5 if waiter == "wait" else None]
+        assert ran == {"pay": 2}
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("at_most_once", [True, False])
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_three_steps_of_a_task_group_that_fail_at_once_each_retry(
+    db: Path, clock: FakeClock, runner: str, at_most_once: bool
+) -> None:
+    """Three steps of an ``asyncio.TaskGroup`` raise at once: the group cancels the others at
+    the first error, yet each failure is recorded, then the task's wait, in the same claim;
+    each step retries and the task succeeds."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        steps = [failing_once(engine, ran, f"s{i}", at_most_once=at_most_once) for i in range(3)]
+
+        @engine.task()
+        async def job() -> list[str]:
+            async with asyncio.TaskGroup() as group:
+                started = [group.create_task(step()) for step in steps]
+            return [t.result() for t in started]
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == ["s0", "s1", "s2"]
+        assert ran == {"s0": 2, "s1": 2, "s2": 2}
+        recorded = kinds(engine, task_id)
+        assert recorded[: recorded.index("TaskWaiting")].count("StepFailed") == 3
+        assert "TaskLeaseExpired" not in recorded
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_task_group_failing_on_a_permanent_error_fails_in_its_claim(
+    db: Path, clock: FakeClock, runner: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TaskGroup's step fails for good while its sibling fails with an error that is
+    retried: the task fails with the group's error in the same claim (no second claim to run
+    the sibling again, no warning that it caught onward's signal)."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        transient = failing_once(engine, ran, "transient", at_most_once=False)
+
+        @engine.step()
+        async def permanent() -> int:
+            ran["permanent"] += 1
+            for _ in range(20):
+                await asyncio.sleep(0)
+            raise ValueError("no such order")
+
+        @engine.task()
+        async def job() -> None:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(permanent())
+                group.create_task(transient())
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert "ExceptionGroup" in (view.error or "")
+        assert kinds(engine, task_id).count("TaskClaimed") == 1
+        assert ran == {"permanent": 1, "transient": 1}
+        assert "caught onward's signal" not in caplog.text
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_fixed_call_cut_short_by_a_siblings_wait_runs_when_the_task_wakes(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A step's error is fixed (a declared default for the missing key) and its remedied call
+    is about to run when a gathered sibling makes the task wait: when the task wakes, the
+    remedied call runs, not the known-bad one again."""
+    calls: list[dict[str, str]] = []
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        flaky = failing_once(engine, ran, "flaky", at_most_once=False)
+
+        @engine.step(hints={"defaults": {"region": "eu-west-1"}})
+        async def connect(config: dict[str, str]) -> str:
+            calls.append(dict(config))
+            for _ in range(40):  # it fails once its sibling has, and is fixed after it
+                await asyncio.sleep(0)
+            return config["region"]
+
+        @engine.task()
+        async def job() -> list[str]:
+            return list(await asyncio.gather(connect({}), flaky()))
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == ["eu-west-1", "flaky"]
+        assert calls == [{}, {"region": "eu-west-1"}]
+        assert kinds(engine, task_id).count("FixAttempted") == 1
+        assert engine.log.verify().ok
