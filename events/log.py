@@ -267,10 +267,9 @@ class EventLog(ABC):
         outage_tolerance: float = DEFAULT_TOLERANCE,
         verify_reads: bool = True,
     ) -> None:
-        if payload_limit <= 0:
-            raise UsageError(f"payload_limit must be positive, got {payload_limit}")
-        if inline_limit <= 0:
-            raise UsageError(f"inline_limit must be positive, got {inline_limit}")
+        for name, limit in (("payload_limit", payload_limit), ("inline_limit", inline_limit)):
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+                raise UsageError(f"{name} must be a positive int (bytes), got {limit!r}")
         self._recorder = recorder
         self._checkpoints = checkpoints
         self.url = url

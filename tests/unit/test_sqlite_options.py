@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from onward import Engine
 from onward.events import (
     BackendError,
     EventLog,
@@ -222,6 +223,11 @@ def test_bad_keyword_options_are_usage_errors(tmp_path: Path) -> None:
         open_log(url, busy_timeout=1e308)
     with pytest.raises(UsageError, match="payload_limit"):
         open_log(url, payload_limit=0)
+    # Not a number of bytes: a UsageError, not a TypeError from comparing it.
+    with pytest.raises(UsageError, match="inline_limit must be a positive int"):
+        open_log(url, inline_limit="1MB")
+    with pytest.raises(UsageError, match="payload_limit must be a positive int"):
+        Engine.open(url, session="s", payload_limit=None)
     with pytest.raises(TypeError):
         open_log(url, no_such_option=1)
 
