@@ -31,6 +31,15 @@ class Batch:
         self.causes: list[str] = []
         self.also: list[Append] = []
 
+    def split(self, at: int) -> tuple[Batch, Batch]:
+        """The batch cut before its event ``at``: the events before (with the other streams'
+        appends) and the events from there on, each with its id and cause."""
+        before, after = Batch(self.cause), Batch(self.cause)
+        before.also = self.also
+        before.events, before.ids, before.causes = self.events[:at], self.ids[:at], self.causes[:at]
+        after.events, after.ids, after.causes = self.events[at:], self.ids[at:], self.causes[at:]
+        return before, after
+
     def add(self, event: Event, cause: str | None = None) -> str:
         """Add an event; returns its id (for the causes of later events)."""
         event_id = new_event_id()

@@ -385,10 +385,12 @@ class InFlight:
     A step whose body ran has an outcome to record, and a task that waits (a retry, a sleep,
     a message, a permit) or ends may record nothing after that. So before a step records that
     the task waits, it lets the other bodies under way record their outcomes (:meth:`settle`),
-    and no body starts while it decides (:meth:`admit`) nor once the wait is recorded; and the
-    scheduler records the task's end only once every step call it started has returned
-    (:meth:`calls_ended`). Without this a sibling's completed body was thrown away, to run
-    again when the task woke, or its outcome followed the task's end.
+    and no body starts while it decides (:meth:`admit`) nor once the wait is recorded; the
+    steps that settle decide one after the other, in the order they came; a failure not yet
+    recorded holds any wait decided meanwhile (:meth:`hold`), which the last failure to be
+    recorded records; and the scheduler records the task's end only once every step call it
+    started has returned (:meth:`calls_ended`). Without this a sibling's completed body was
+    thrown away, to run again when the task woke, or its outcome followed the task's end.
 
     Everything here runs on the event loop's thread.
     """
@@ -495,13 +497,7 @@ class InFlight:
         at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
         if at is None:
             return batch
-        now, later = Batch(batch.cause), Batch(batch.cause)
-        now.also = batch.also
-        for part, events, ids, causes in (
-            (now, batch.events[:at], batch.ids[:at], batch.causes[:at]),
-            (later, batch.events[at:], batch.ids[at:], batch.causes[at:]),
-        ):
-            part.events, part.ids, part.causes = list(events), list(ids), list(causes)
+        now, later = batch.split(at)
         if self.held is None and not self.returned:
             self.held = later
         return now
