@@ -232,9 +232,9 @@ def test_a_second_sigterm_stops_the_worker_at_once_during_a_storage_outage(
     fleet = Fleet(tmp_path, f"sqlite:///{path}")
     fleet.submit(200)
     (stopping,) = fleet.start(1, threads=2)
-    wait_until(lambda: len(fleet.runs()) >= 2, 30, "steps to run")
     outage = sqlite3.connect(path, timeout=0.1, isolation_level=None)
     try:
+        wait_until(lambda: len(fleet.runs()) >= 2, 30, "steps to run")
         outage.execute("BEGIN EXCLUSIVE")  # every append now waits for the lock
         os.kill(stopping, signal.SIGTERM)
         wait_until(lambda: "hand their tasks back" in fleet.stderr(stopping), 30, "SIGTERM")
@@ -244,6 +244,8 @@ def test_a_second_sigterm_stops_the_worker_at_once_during_a_storage_outage(
         assert fleet.workers[stopping].wait(timeout=20) == 130, fleet.stderr(stopping)
     finally:
         outage.close()
+        if fleet.workers[stopping].poll() is None:  # it failed to stop: leave no process
+            fleet.kill(stopping)
     assert "stopped at once" in fleet.stderr(stopping)
     fleet.stop_all()
     with open_log(fleet.url) as log:
