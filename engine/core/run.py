@@ -133,9 +133,6 @@ class RunningTask(Protocol):
         fixes_tried: per step index, the fixes already tried on it.
         fix_applications: per step index, how often the fix in flight was applied.
         last_delay: per step index, the delay before its last retry.
-        task_returned: the task's code has returned or raised while steps it started are
-            still under way (a gather it left on a sibling's error): their failures are
-            recorded, but the task waits for nothing more (no retry).
     """
 
     task_id: str
@@ -144,8 +141,12 @@ class RunningTask(Protocol):
     fix_applications: dict[int, int]
     last_delay: dict[int, float]
 
-    @property
-    def task_returned(self) -> bool: ...
+    def awaited(self, index: int) -> bool:
+        """Whether the task's code may still take step ``index``'s outcome: not once it has
+        returned or raised while the step was under way (a gather it left on a sibling's
+        error), nor once the step's caller gave the call up: its failure is recorded, but
+        retrying it is pointless."""
+        ...
 
     def redact(self, text: str) -> str:
         """A text with its secrets replaced, by the log's redactor."""

@@ -328,9 +328,13 @@ class Healer:
             if message := error_message(rule_error, run.redact):
                 reason += f": {message}"
             retry = msgspec.structs.replace(retry, retry=False, delay=0.0, due=now, reason=reason)
-        elif retry.retry and run.task_returned:
+        elif retry.retry and not run.awaited(index):
             retry = msgspec.structs.replace(
-                retry, retry=False, delay=0.0, due=now, reason="its task has already ended"
+                retry,
+                retry=False,
+                delay=0.0,
+                due=now,
+                reason="nothing awaits it any more (its task ended, or gave the call up)",
             )
         elif (
             verdict is not None

@@ -449,22 +449,22 @@ class InFlight:
         decide whether the task waits (:meth:`decided` ends it): the steps that settle decide
         and record one after the other. ``failing``: the index of a step whose body raised,
         which decides on its failure."""
+        if failing < 0:
+            # A step whose body raised does not wait for the others: one of them may wait for
+            # the task to see that error. Its wait, if it decides one, is held meanwhile.
+            await self._no_bodies.until(lambda: not self.bodies)
         ticket = self._tickets
         self._tickets += 1
         self._waiting_turns.add(ticket)
-        deciding = False
+        self.deciding += 1
         try:
-            await self._no_bodies.until(lambda: not self.bodies)
-            self.deciding += 1
-            deciding = True
             await self._turn_free.until(
                 lambda: self._holder is None and min(self._waiting_turns) == ticket
             )
         except BaseException:
             self._waiting_turns.discard(ticket)
             self._turn_free.wake()
-            if deciding:
-                self._decided()
+            self._decided()
             raise
         self._holder, self.turn = ticket, failing
 
@@ -487,12 +487,19 @@ class InFlight:
         """A failure is recorded (or will never be: its decision raised)."""
         self.failing.discard(index)
 
+    def quiet(self) -> bool:
+        """Whether no outcome is left to record: no body under way, no failure pending (a
+        wait held meanwhile may be recorded now)."""
+        return not self.bodies and not self.failing
+
     def hold(self, batch: Batch) -> Batch:
-        """What of a batch may be appended now: while failures other than the deciding
-        step's are still to record, its wait (the ``TaskWaiting`` and what follows it) is
-        held for after them (the first held wait is the task's); once the task's code has
-        returned, it is dropped (the task waits for nothing more: its end follows)."""
-        if not (self.failing - {self.turn}) and not self.returned:
+        """What of a batch may be appended now: while other outcomes are still to record
+        (bodies under way, failures other than the deciding step's), its wait (the
+        ``TaskWaiting`` and what follows it) is held for after them (the first held wait is
+        the task's: a run that wakes early waits again for what is not due); once the task's
+        code has returned, it is dropped (the task waits for nothing more: its end
+        follows)."""
+        if not (self.failing - {self.turn}) and not self.bodies and not self.returned:
             return batch
         at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
         if at is None:
@@ -641,6 +648,8 @@ class TaskRun:
         self.released = False
         # Step indices whose queue-limit permit this run holds.
         self.permits: set[int] = set()
+        # Step indices whose caller gave the call up while its failure waited to be recorded.
+        self.given_up: set[int] = set()
         # The step calls of an ``async def`` task that are under way at once.
         self.in_flight = InFlight()
         self.outcomes: dict[int, Replayed] = {}
@@ -657,6 +666,7 @@ class TaskRun:
         self.fix_in_flight: dict[int, tuple[str, str]] = {}
         self.fix_applications: dict[int, int] = {}
         self.last_delay: dict[int, float] = {}
+        self.retry_due: dict[int, float] = {}  # per step index, when its retry is due
         # Per step index, the fixes applied by the run (claim) that applied the latest one, in
         # order, each with the failure it answered and when: a fix whose delay a crash cut
         # short is asked again for its call from them. None: that run began with a fix in
@@ -711,6 +721,7 @@ class TaskRun:
                 self.fixes_tried.clear()
                 self.fix_applications.clear()
                 self.last_delay.clear()
+                self.retry_due.clear()
                 self.fix_chains.clear()
                 segment = {}
             elif isinstance(event, TaskClaimed):
@@ -754,6 +765,7 @@ class TaskRun:
                     self.fix_chains[follows.step_index] = None
             elif isinstance(event, RetryScheduled):
                 self.last_delay[event.step_index] = event.delay
+                self.retry_due[event.step_index] = event.due
             elif isinstance(event, ComponentFailed):
                 self.degradations.append((event.component, "", ""))
             elif isinstance(event, WorkaroundApplied) and self.degradations:
@@ -830,11 +842,16 @@ class TaskRun:
         with self._appending:
             drive(self._committing(batch), self.effect)
 
-    @property
-    def task_returned(self) -> bool:
-        """Whether the task's code has returned or raised while steps it started are still
-        under way (:attr:`InFlight.returned`)."""
-        return self.in_flight.returned
+    def awaited(self, index: int) -> bool:
+        """Whether the task's code may still take step ``index``'s outcome: not once it has
+        returned or raised (:attr:`InFlight.returned`), nor once the step's caller gave the
+        call up (cancelled it: a timeout, a TaskGroup's error) while the task is not about to
+        wait anyway (then it calls the step again when it runs again)."""
+        if self.in_flight.returned:
+            return False
+        if index in self.given_up:
+            return self.waiting or self.in_flight.held is not None
+        return True
 
     def record_held(self) -> None:
         """Record the wait held while failures were still to record (:meth:`InFlight.hold`),
@@ -844,7 +861,7 @@ class TaskRun:
             LeaseLost, StorageLost: as for :meth:`commit`.
         """
         held, self.in_flight.held = self.in_flight.held, None
-        if held is not None and not self.waiting:
+        if held is not None and not self.waiting and not self.in_flight.returned:
             with self._appending:
                 drive(self._committing(held, as_is=True), self.effect)
 
@@ -1187,6 +1204,11 @@ class TaskRun:
         attempt = self.failures.get(index, 0) + 1
         remedied: StepCall | None = None
         outcome: Outcome | None = None
+        due = self.retry_due.get(index)
+        if due is not None and self.clock() < due:
+            # Woken before its retry is due (a gathered sibling's earlier one): wait again.
+            self.steps_run -= 1
+            yield from self._record_wait([TaskWaiting(reason=f"retry of step {index}", until=due)])
         if index in self.fix_in_flight:  # a fix that waited before this run: settle it now
             fix, signature = self.fix_in_flight[index]
             outcome = Outcome(action="wait", fix=fix, signature=signature, index=index)
@@ -1236,6 +1258,8 @@ class TaskRun:
                 # Recorded even when its caller gives up on it meanwhile (a TaskGroup cancels
                 # its other tasks at the first error): the cancellation comes after.
                 cancelled = yield Settle(failing=index)  # the healer may record a wait
+                if cancelled:
+                    self.given_up.add(index)
                 try:
                     if healer is None:
                         yield Blocking(self.fail_step, step, index, exc)
@@ -1248,8 +1272,8 @@ class TaskRun:
                             *(self, step, index, attempt, call, exc, fix, fix_signature),
                         )
                     self.in_flight.failure_recorded(index)
-                    if self.in_flight.held is not None and not self.in_flight.failing:
-                        yield Blocking(self.record_held)  # the last failure: now the wait
+                    if self.in_flight.held is not None and self.in_flight.quiet():
+                        yield Blocking(self.record_held)  # the last outcome: now the wait
                 finally:
                     self.in_flight.failure_recorded(index)
                     self.in_flight.decided()
@@ -1297,6 +1321,8 @@ class TaskRun:
                 yield Commit(batch)
             finally:
                 self.in_flight.body_settled(index, tracked)
+            if self.in_flight.held is not None and self.in_flight.quiet():
+                yield Blocking(self.record_held)  # the last outcome: now the task's wait
             self._observed(observed)
             return result
 

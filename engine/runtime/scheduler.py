@@ -1182,10 +1182,10 @@ class Scheduler:
             except LeaseLost as lost:
                 logger.info("%s", lost)
                 return "cancelled", run
-        if run.waiting and isinstance(error, ExceptionGroup):
-            # A TaskGroup that raised its steps' errors while a retry of another of its steps
-            # recorded that the task waits (the group cancelled that step: the task's code
-            # never saw the signal): the task ends as its code did.
+        if run.waiting and isinstance(error, Exception):
+            # Its code raised its own error while a step it had left (a gather it left on a
+            # sibling's error, a TaskGroup that cancelled it) recorded that the task waits:
+            # the task ends as its code did.
             message = error_message(error, run.redact)
             logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
             try:
@@ -1194,9 +1194,9 @@ class Scheduler:
                 logger.info("%s", lost)
                 return "cancelled", run
             return "failed", run
-        if run.waiting and (error is None or isinstance(error, Exception)):
+        if run.waiting and error is None:
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
-            # step) and returned or raised: it waits, as recorded, and runs again when due.
+            # step) and returned: it waits, as recorded, and runs again when due.
             logger.warning(
                 "task %s (%s) caught onward's signal to wait (an `except:` or `except "
                 "BaseException:` around a step?) and went on; it waits as recorded and runs "

@@ -780,7 +780,6 @@ def test_gathered_at_most_once_steps_that_fail_at_once_both_retry(
         recorded = kinds(engine, task_id)
         first_wait = recorded.index("TaskWaiting")
         assert recorded[:first_wait].count("StepFailed") == 2
-        assert recorded.count("TaskWaiting") == 1
         assert recorded.count("ErrorObserved") == 2
         assert engine.log.verify().ok
 
@@ -1017,4 +1016,136 @@ def test_a_fixed_call_cut_short_by_a_siblings_wait_runs_when_the_task_wakes(
         assert engine.result(task_id) == ["eu-west-1", "flaky"]
         assert calls == [{}, {"region": "eu-west-1"}]
         assert kinds(engine, task_id).count("FixAttempted") == 1
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_error_reaches_the_task_while_a_sibling_waits_for_its_reaction(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A gathered step fails for good a turn of the loop in, while its sibling's body waits
+    for the task to react to that error (as plain asyncio allows): the error reaches the task
+    at once (it used to wait for the sibling's body first: the run never returned)."""
+    gates: dict[str, asyncio.Event] = {}
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fail_soon() -> int:
+            await asyncio.sleep(0)  # the sibling's body has started
+            raise ValueError("no such order")
+
+        @engine.step()
+        async def slow() -> int:
+            await gates["seen"].wait()  # goes on once the task has seen the error
+            return 7
+
+        @engine.task()
+        async def job() -> str:
+            gates["seen"] = asyncio.Event()
+            try:
+                await asyncio.gather(fail_soon(), slow())
+            except ValueError:
+                gates["seen"].set()
+                return "caught"
+            return "no error"
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == "caught"
+        recorded = kinds(engine, task_id)
+        assert recorded.count("StepCompleted") == 1  # slow's outcome, before the task's end
+        assert recorded[-1] == "TaskSucceeded"
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_task_that_raises_after_a_cleanup_ends_in_its_claim(
+    db: Path, clock: FakeClock, runner: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task meets a step's permanent error, awaits a cleanup, and raises it again, while
+    a sibling it left fails with an error that is retried: the task fails in its claim (the
+    retry's wait is superseded by its end), without a warning that it caught a signal."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        flaky = failing_once(engine, ran, "flaky", at_most_once=False)
+
+        @engine.step()
+        async def broken() -> int:
+            await asyncio.sleep(0)
+            raise ValueError("no such order")
+
+        @engine.task()
+        async def order() -> list[object]:
+            try:
+                return list(await asyncio.gather(broken(), flaky()))
+            except ValueError:
+                for _ in range(100):  # an async cleanup: the sibling fails meanwhile
+                    await asyncio.sleep(0)
+                raise
+
+        task_id = engine.submit(order)
+        run_with(engine, runner)
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert "no such order" in (view.error or "")
+        assert kinds(engine, task_id).count("TaskClaimed") == 1
+        assert ran == {"flaky": 1}
+        assert "caught onward's signal" not in caplog.text
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_retry_woken_early_by_a_siblings_waits_until_it_is_due(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """Two gathered steps fail at once, one retried in 100 s, the other in 1 s: the task
+    wakes at the first due time, and the step retried in 100 s waits again for its own (a
+    retry runs no earlier than its recorded due time)."""
+    from onward import RetryRule
+    from onward.events import Jitter
+
+    start = clock.now
+    runs: dict[str, list[float]] = {"slow_api": [], "flaky": []}
+    with Engine.open(
+        f"sqlite:///{db}",
+        session="agents",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(
+            RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE),
+            rules=[
+                RetryRule(
+                    "TimeoutError",
+                    RetryPolicy(name="slow", max_attempts=3, base=100.0, jitter=Jitter.NONE),
+                )
+            ],
+        ),
+    ) as engine:
+
+        @engine.step()
+        async def slow_api() -> str:
+            runs["slow_api"].append(clock.now - start)
+            await asyncio.sleep(0)
+            if len(runs["slow_api"]) == 1:
+                raise TimeoutError("the server was slow")
+            return "slow_api"
+
+        @engine.step()
+        async def flaky() -> str:
+            runs["flaky"].append(clock.now - start)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if len(runs["flaky"]) == 1:
+                raise ConnectionError("connection reset")
+            return "flaky"
+
+        @engine.task()
+        async def job() -> list[str]:
+            return list(await asyncio.gather(slow_api(), flaky()))
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == ["slow_api", "flaky"]
+        assert runs["slow_api"][1] >= 100
+        assert runs["flaky"][1] >= 1
         assert engine.log.verify().ok
