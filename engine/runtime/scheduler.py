@@ -534,7 +534,9 @@ class Scheduler:
                 )
                 paused = state == "pause"
                 tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
-                idle = await asyncio.to_thread(self._idle_for, idle=len(tasks) < concurrency)
+                idle = await asyncio.to_thread(
+                    self._idle_for, idle=len(tasks) < concurrency and not paused
+                )
                 waiter = asyncio.create_task(wake.wait())
                 await asyncio.wait(
                     {*tasks, waiter, stopping}, timeout=idle, return_when=asyncio.FIRST_COMPLETED

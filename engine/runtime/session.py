@@ -186,7 +186,7 @@ class Session:
                 # starts, or a process that only submits, must not undo it.
                 logger.warning(
                     "session %r is paused: nothing runs until it is resumed (`onward resume "
-                    "--session %s`, or engine.resume())",
+                    "%s`, or engine.resume())",
                     self.name,
                     self.name,
                 )

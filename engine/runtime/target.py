@@ -8,6 +8,7 @@ import os
 import sys
 import sysconfig
 import traceback
+from pathlib import Path
 
 from onward.events import OnwardError, UsageError
 from onward.runtime.engine import Engine
@@ -56,8 +57,8 @@ def _failed(what: str, exc: Exception) -> UsageError:
     """The error of the user's code that failed as the target was loaded: what, and where
     (one line, not a traceback)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    stdlib = sysconfig.get_paths()["stdlib"]
-    # The deepest line of the user's own code (not of the standard library it called).
-    own = [f for f in frames if not f.filename.startswith(("<", stdlib))] or frames
+    # The deepest line of the user's own code (not of the standard library, nor of onward).
+    others = ("<", sysconfig.get_paths()["stdlib"], str(Path(__file__).resolve().parents[1]))
+    own = [f for f in frames if not f.filename.startswith(others)]
     where = f" ({own[-1].filename}, line {own[-1].lineno})" if own else ""
     return UsageError(f"{what} failed: {type(exc).__name__}: {exc}{where}")

@@ -160,6 +160,7 @@ def measure(
     """
     session = profile if session is None else session
     errors = fixed = seen = seen_fixed = prompts = actions = around = 0
+    errors_continuous = 0  # the errors up to the first premature stop
     given_up: dict[str, list[tuple[str, bool, int]]] = {}
     stops = failures_of_components = worked = lessons = 0
     first_stop: float | None = None
@@ -201,6 +202,7 @@ def measure(
         task = r.stream[5:] if r.stream.startswith("task-") else ""
         if name == "StepFailed":
             errors += 1
+            errors_continuous += first_stop is None
             sig = event.signature or f"{event.error_type}"
             known = sig in resolved
             seen += known
@@ -312,7 +314,7 @@ def measure(
         prompts=prompts,
         prompts_per_100_actions=round(100 * prompts / actions, 3) if actions else 0.0,
         premature_stops=stops,
-        errors_per_hour=round(errors / continuous, 2) if continuous > 0 else 0.0,
+        errors_per_hour=round(errors_continuous / continuous, 2) if continuous > 0 else 0.0,
         continuous_hours=round(continuous, 3),
         component_failures=failures_of_components,
         worked_around=worked,

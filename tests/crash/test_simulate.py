@@ -426,3 +426,41 @@ def test_a_target_without_samples_is_never_met(tmp_path: Path) -> None:
     ):
         (line,) = [line for line in lines if line.startswith(row)]
         assert line.endswith("no data"), line
+
+
+def test_errors_per_hour_counts_the_errors_of_the_continuous_work_only(tmp_path: Path) -> None:
+    """The figure is the errors up to the first premature stop over the hours up to it: the
+    errors after a pause (a person resumed the session) are not divided by the hours before
+    it."""
+    from onward.events import Context, SessionPaused, StepFailed
+
+    times = iter([600.0, 1200.0, 1800.0, 2400.0, 2500.0, 2600.0])
+    context = Context(session="agent", actor="sim")
+    with open_log("memory://", clock=lambda: next(times)) as log:
+        for attempt in (1, 2):
+            failed = StepFailed(index=0, name="call", attempt=attempt, error_type="TimeoutError")
+            log.append("task-1", [failed], expected_version=None, context=context)
+        log.append(
+            "session-agent",
+            [SessionPaused(reason="budget")],
+            expected_version=None,
+            context=context,
+        )
+        for attempt in (3, 4, 5):
+            failed = StepFailed(index=0, name="call", attempt=attempt, error_type="TimeoutError")
+            log.append("task-1", [failed], expected_version=None, context=context)
+        result = measure(
+            log,
+            profile="agent",
+            seed=1,
+            hours=1.0,
+            start=0.0,
+            journal=tmp_path / "none.journal",
+            timings=[],
+            kills=[],
+            generations={},
+            wall_seconds=1.0,
+        )
+    assert result.errors == 5
+    assert result.continuous_hours == 0.5
+    assert result.errors_per_hour == 4.0  # 2 errors in the first half hour (not 5 / 0.5)
