@@ -10,6 +10,7 @@ import sysconfig
 import traceback
 from pathlib import Path
 
+from onward.core.run import error_message
 from onward.events import OnwardError, UsageError
 from onward.runtime.engine import Engine
 
@@ -61,4 +62,5 @@ def _failed(what: str, exc: Exception) -> UsageError:
     others = ("<", sysconfig.get_paths()["stdlib"], str(Path(__file__).resolve().parents[1]))
     own = [f for f in frames if not f.filename.startswith(others)]
     where = f" ({own[-1].filename}, line {own[-1].lineno})" if own else ""
-    return UsageError(f"{what} failed: {type(exc).__name__}: {exc}{where}")
+    # Redacted and bounded, as every message onward writes (a token in a missing setting).
+    return UsageError(f"{what} failed: {type(exc).__name__}: {error_message(exc)}{where}")

@@ -97,3 +97,18 @@ def test_a_factory_that_fails_is_named_with_where_in_the_users_code(app: str) ->
 def test_a_function_that_needs_arguments_is_refused_clearly() -> None:
     with pytest.raises(UsageError, match=r"calling json:loads\(\) failed: TypeError"):
         load_engine("json:loads")
+
+
+def test_a_secret_in_the_failure_of_a_target_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"leaky_app_{abs(hash(tmp_path)) % 10**8}"
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    (tmp_path / f"{name}.py").write_text(
+        f"def make():\n    raise RuntimeError('bad token {token}')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError, match="REDACTED") as refused:
+        load_engine(f"{name}:make")
+    assert token not in str(refused.value)
