@@ -514,10 +514,11 @@ class InFlight:
         await self._no_deciding.until(lambda: not self.deciding)
 
     def task_left(self, error: BaseException | None = None) -> None:
-        """The task's code returned, or raised ``error``: unless that is the engine's signal
-        (the task waits, is handed back or was taken), the task waits for nothing more, and
-        the steps it left under way only record their outcomes."""
-        if error is None or isinstance(error, Exception):
+        """The task's code returned, or raised ``error`` (a ``CancelledError`` of its own
+        included): unless that is the engine's signal (the task waits, is handed back or was
+        taken), the task waits for nothing more, and the steps it left under way only record
+        their outcomes."""
+        if error is None or isinstance(error, Exception | asyncio.CancelledError):
             self.returned = True
 
     def call_started(self) -> None:

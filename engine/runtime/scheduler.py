@@ -407,7 +407,7 @@ class Scheduler:
                 error = again
         # Stopping at once, nothing waits for a storage call under way (one that rides out an
         # outage would hold the stop until the storage is back): the leases run out.
-        at_once = isinstance(error, KeyboardInterrupt)
+        at_once = isinstance(error, KeyboardInterrupt) or self.at_once
         if at_once:
             self.stop_at_once()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -1077,6 +1077,7 @@ class Scheduler:
             if current is None or not current.cancelling():
                 # The task's own: something it awaited was cancelled, and it let that out. It
                 # fails; the run goes on.
+                run.in_flight.task_left(exc)
                 await run.in_flight.calls_ended()
                 return await asyncio.to_thread(self._conclude, view, run, None, exc)
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker

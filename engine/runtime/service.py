@@ -47,14 +47,36 @@ def serve(
     """
     stop = stop if stop is not None else threading.Event()
     reasons: list[str] = []
-    main = threading.current_thread() is threading.main_thread()
-    guard = _signals(stop, reasons) if handle_signals and main else contextlib.nullcontext()
-    with guard:
+
+    def serving() -> RunSummary:
         return scheduler.serve(
             workers=workers,
             stop=stop,
             reason=lambda: reasons[0] if reasons else "stopped by the application",
         )
+
+    if not (handle_signals and threading.current_thread() is threading.main_thread()):
+        return serving()
+    # The service runs in a thread of its own, so that the main thread takes the signals at
+    # once: a storage call can hold a thread in C for seconds (SQLite's busy timeout), and a
+    # signal's Python handler runs only once the main thread is back in Python.
+    outcome: list[RunSummary | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(serving())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work, name="onward-serve", daemon=True)
+    with _signals(stop, reasons, scheduler):
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.25)
+    (ended,) = outcome
+    if isinstance(ended, BaseException):
+        raise ended
+    return ended
 
 
 async def serve_async(
@@ -109,13 +131,16 @@ async def serve_async(
 
 
 @contextlib.contextmanager
-def _signals(stop: threading.Event, reasons: list[str]) -> Iterator[None]:
-    """SIGTERM and SIGINT stop the worker gracefully; a second signal stops it at once."""
+def _signals(stop: threading.Event, reasons: list[str], scheduler: Scheduler) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the worker gracefully; a second signal stops it at once: the
+    service's storage calls give up, and ``KeyboardInterrupt`` reaches the caller without
+    waiting for the service's thread."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
             logger.warning("%s again: stopping at once", name)
+            scheduler.stop_at_once()
             raise KeyboardInterrupt(name)
         logger.info("%s: stopping once the steps in flight end", name)
         reasons.append(name)

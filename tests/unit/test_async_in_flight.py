@@ -1149,3 +1149,43 @@ def test_a_retry_woken_early_by_a_siblings_waits_until_it_is_due(
         assert runs["slow_api"][1] >= 100
         assert runs["flaky"][1] >= 1
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_task_that_lets_its_own_cancellation_out_fails_without_retrying_what_it_left(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The task cancels a step it started and lets the ``CancelledError`` out, while another
+    step it left fails with an error that is retried: the task fails in its claim, and the
+    step it left is not retried (nothing awaits it any more)."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        flaky = failing_once(engine, ran, "flaky", at_most_once=False)
+
+        @engine.step()
+        async def slow() -> str:
+            await asyncio.Event().wait()  # never set: it is cancelled
+            return "slow"
+
+        @engine.task()
+        async def job() -> str:
+            left = asyncio.ensure_future(flaky())
+            cancelled = asyncio.ensure_future(slow())
+            await asyncio.sleep(0)
+            cancelled.cancel()
+            try:
+                await cancelled  # its own CancelledError leaves the task
+            finally:
+                left.add_done_callback(lambda done: done.exception())
+            return "unreachable"
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert "CancelledError" in (view.error or "")
+        recorded = kinds(engine, task_id)
+        assert recorded.count("TaskClaimed") == 1
+        assert "TaskWaiting" not in recorded
+        assert ran == {"flaky": 1}
+        assert engine.log.verify().ok
