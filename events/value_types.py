@@ -145,6 +145,17 @@ def _kept(reader: Reader, value: Any) -> Any:
     return value if rebuilt is MISMATCH else rebuilt
 
 
+def _read_field(reader: Reader | None, value: Any, exact: bool) -> Any:
+    """A field's value read by ``reader``, as it is where it is not the kept form of the
+    reader's type; MISMATCH where ``exact`` and it is not."""
+    if reader is None:
+        return value
+    rebuilt = reader(value)
+    if rebuilt is MISMATCH:
+        return MISMATCH if exact else value
+    return rebuilt
+
+
 def _read_each(reader: Reader | None, values: Iterable[Any], exact: bool) -> list[Any] | None:
     """Values read by ``reader``, each as it is where it is not the kept form of the reader's
     type; None where ``exact`` and one is not."""
@@ -436,12 +447,9 @@ class _ObjectReader:
         for name, reader, default, factory, init in fields:
             field = value.get(name, _ABSENT)
             if field is not _ABSENT:
-                if reader is not None:
-                    read = reader(field)
-                    if read is not MISMATCH:
-                        field = read
-                    elif exact:
-                        return MISMATCH
+                field = _read_field(reader, field, exact)
+                if field is MISMATCH:
+                    return MISMATCH
             elif default is _UNSET:  # left out, as msgspec leaves UNSET out
                 field = default
             elif default is _ABSENT and factory is _ABSENT and not init:
@@ -530,12 +538,9 @@ class _StructReader:
                 if required or (exact and not omitted):
                     return MISMATCH
                 continue  # left to its default
-            if reader is not None:
-                read = reader(field)
-                if read is not MISMATCH:
-                    field = read
-                elif exact:
-                    return MISMATCH
+            field = _read_field(reader, field, exact)
+            if field is MISMATCH:
+                return MISMATCH
             arguments[name] = field
         try:
             return self.cls(**arguments)

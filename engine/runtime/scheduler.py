@@ -1185,18 +1185,6 @@ class Scheduler:
             except LeaseLost as lost:
                 logger.info("%s", lost)
                 return "cancelled", run
-        if run.waiting and isinstance(error, Exception):
-            # Its code raised its own error while a step it had left (a gather it left on a
-            # sibling's error, a TaskGroup that cancelled it) recorded that the task waits:
-            # the task ends as its code did.
-            message = error_message(error, run.redact)
-            logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
-            try:
-                run.end_after_wait(TaskFailed(error_type=type(error).__name__, message=message))
-            except LeaseLost as lost:
-                logger.info("%s", lost)
-                return "cancelled", run
-            return "failed", run
         if run.waiting and error is None:
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
             # step) and returned: it waits, as recorded, and runs again when due.
@@ -1289,7 +1277,13 @@ class Scheduler:
         run: TaskRun, event: TaskSucceeded | TaskFailed, before: Sequence[Event] = ()
     ) -> tuple[str, TaskRun | None]:
         try:
-            run.record([*before, event])
+            if run.waiting and isinstance(event, TaskFailed):
+                # Its code raised its own error while a step it had left (a gather it left on
+                # a sibling's error, a TaskGroup that cancelled it) recorded that the task
+                # waits: the task ends as its code did.
+                run.end_after_wait(event)
+            else:
+                run.record([*before, event])
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run
