@@ -30,7 +30,7 @@ from onward.events import (
     StepCompleted,
     StepFailed,
 )
-from onward.events.blobs import join_state, split_of
+from onward.events.blobs import blob_digest, join_state, split_of
 from onward.events.integrity import StreamDamage, check_rows
 from onward.events.log import StoredRow
 
@@ -84,6 +84,9 @@ FOLDED_STEP_OUTCOMES: frozenset[type[Any]] = frozenset(
 Folded = list[Recorded] | StreamDamage
 
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, TypeError)
+
+#: What a split record's state holds, and an unsplit one's (almost) never: a cheap test.
+_SPLIT_MARK = b',"split":{"blobs":'
 
 
 class FoldReader:
@@ -182,6 +185,23 @@ class FoldReader:
             return lean
         return self.log.decode_state(position, stream, version, state)
 
+    def _check_blobs(self, rows: Sequence[StoredRow]) -> None:
+        """Read and check at once the blobs the page's split records reference, and remember
+        the intact ones: one read a page, not one a record. A missing or damaged blob is left
+        for the record's own decoding, which reports it in its place."""
+        if not self.log.verify_reads:
+            return
+        intact = self._intact_blobs
+        wanted: list[str] = []
+        for _p, _s, _v, _t, state in rows:
+            if isinstance(state, bytes) and _SPLIT_MARK in state:
+                split = split_of(state)
+                if split is not None:
+                    wanted += (digest for _name, digest in split[1] if digest not in intact)
+        if wanted:
+            found = self.log.blobs(wanted)
+            intact.update(d for d, data in found.items() if blob_digest(data) == d)
+
     def _lean_split(
         self, stream: str, version: int, position: int, state: bytes
     ) -> Recorded | None:
@@ -215,6 +235,7 @@ class FoldReader:
 
     def _one_by_one(self, rows: Sequence[StoredRow], bad: dict[int, str]) -> Iterator[Folded]:
         """The records of a page decoded by the log's codec, each damaged one in its place."""
+        self._check_blobs(rows)
         decode = self._decode_record
         good: list[Recorded] = []
         for i, (p, s, v, t, st) in enumerate(rows):

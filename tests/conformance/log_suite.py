@@ -325,6 +325,22 @@ class EventLogSuite(ABC):
         finally:
             log.close()
 
+    def test_many_blobs_are_read_at_once(self, clock: FakeClock) -> None:
+        log = self.make_log(clock, inline_limit=1000)
+        try:
+            for i in range(1_200):
+                log.append(f"task-{i}", [submitted("f", f"{i} " * 1000)], expected_version=0)
+            digests = log.blob_digests()
+            assert len(digests) == 1_200
+            unknown = "0" * 64
+            found = log.blobs([unknown, *digests, digests[0]])
+            assert sorted(found) == sorted(digests)
+            assert all(found[d] == log.blob(d) for d in digests[::97])
+            assert log.blobs([]) == {}
+            assert log.blobs([unknown]) == {}
+        finally:
+            log.close()
+
     def test_blobs_are_redacted(self, clock: FakeClock) -> None:
         log = self.make_log(clock, inline_limit=1000)
         try:

@@ -207,22 +207,22 @@ def test_the_fold_marks_the_record_as_verify_reports_it(log: Log, how: str) -> N
     assert list(projections.damaged) == [task_stream(task)]
 
 
-def _fold_counting_blob_reads(path: Path, *, verify_reads: bool) -> tuple[int, list[str]]:
-    """How many times a fold's reader read a record's blobs, and the streams it folded."""
-    reads: list[str] = []
+def _fold_counting_blob_reads(
+    path: Path, *, verify_reads: bool, page_size: int = 5
+) -> tuple[list[list[str]], list[str]]:
+    """The digests of each read of blobs a fold's reader made, and the streams it folded."""
+    reads: list[list[str]] = []
     with open_log(f"sqlite:///{path}", verify_reads=verify_reads) as opened:
-        split_blobs = opened.split_blobs
+        select_blobs = opened._select_blobs
 
-        def counted(
-            stream: str, version: int, position: int, refs: Sequence[tuple[str, str]]
-        ) -> dict[str, bytes]:
-            reads.append(stream)
-            return split_blobs(stream, version, position, refs)
+        def counted(digests: Sequence[str]) -> dict[str, bytes]:
+            reads.append(list(digests))
+            return select_blobs(digests)
 
-        opened.split_blobs = counted  # type: ignore[method-assign]
-        pages = list(FoldReader(opened).pages(page_size=5))
+        opened._select_blobs = counted  # type: ignore[method-assign]
+        pages = list(FoldReader(opened).pages(page_size=page_size))
     assert all(isinstance(page, list) for page in pages)
-    return len(reads), [r.stream for page in pages if isinstance(page, list) for r in page]
+    return reads, [r.stream for page in pages if isinstance(page, list) for r in page]
 
 
 def test_a_blob_referenced_many_times_is_hashed_once_per_fold(
@@ -239,5 +239,34 @@ def test_a_blob_referenced_many_times_is_hashed_once_per_fold(
         rows = db.execute("SELECT originator_id FROM stored_events ORDER BY rowid")
         stored = [stream for (stream,) in rows]
     assert {task_stream(t) for t in tasks} <= set(stored)
-    assert _fold_counting_blob_reads(path, verify_reads=True) == (1, stored)
-    assert _fold_counting_blob_reads(path, verify_reads=False) == (0, stored)
+    reads, folded = _fold_counting_blob_reads(path, verify_reads=True)
+    assert (len(reads), sum(map(len, reads)), folded) == (1, 1, stored)
+    assert _fold_counting_blob_reads(path, verify_reads=False) == ([], stored)
+
+
+def test_a_fold_reads_the_blobs_of_a_page_at_once(tmp_path: Path, clock: FakeClock) -> None:
+    """Many step results stored as blobs: the fold reads a page's blobs in one query (it read
+    one record's at a time: 4x slower on 5,000 tasks), each blob once, and folds every
+    record."""
+    path = tmp_path / "work.db"
+    with _open(path, clock) as engine:
+
+        @engine.step(name="own")
+        def own(i: int) -> str:
+            return f"{i}:" + BIG
+
+        @engine.task(name="many")
+        def many(n: int) -> int:
+            return sum(len(own(i)) for i in range(n))
+
+        engine.submit("many", 12)
+        engine.run()
+        digests = set(engine.log.blob_digests())
+        assert len(digests) == 12
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT originator_id FROM stored_events ORDER BY rowid")
+        stored = [stream for (stream,) in rows]
+    reads, folded = _fold_counting_blob_reads(path, verify_reads=True, page_size=100)
+    assert folded == stored
+    assert len(reads) == 1
+    assert sorted(reads[0]) == sorted(digests)
