@@ -14,6 +14,7 @@ task's wait or end).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import contextvars
 import hashlib
@@ -570,6 +571,10 @@ class Replayed(msgspec.Struct, frozen=True):
     error_class: str = ""
 
 
+def _version(record: Recorded) -> int:
+    return record.version
+
+
 def receive_name(topic: str) -> str:
     """What a receive of ``topic`` is called in a step mismatch: ``onward.recv('topic')``."""
     return f"{RECEIVE_STEP}({topic!r})"
@@ -657,6 +662,8 @@ class TaskRun:
         self.started: dict[int, str] = {}
         # Messages this task took (or gave up waiting for), by the step index of the receive.
         self.received: dict[int, MessageReceived] = {}
+        # The task's inbox as far as this run has read it, in version order.
+        self.inbox: list[Recorded] = []
         # Durable sleeps begun before this run: when each ends, by step index.
         self.wakes: dict[int, float] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
@@ -1478,16 +1485,20 @@ class TaskRun:
             raise StepMismatch(self.task_id, index, receive_name(taken.topic), name)
 
     def receiving(
-        self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]
+        self, topic: str, timeout: float | None, inbox: Callable[[int], list[Recorded]]
     ) -> Generator[Effect, Any, Any]:
         """A durable receive, once for both paths: the next message of ``topic`` the task has
         not taken, recorded as taken at this step index (a re-run gets the same one); with none
         yet, the task waits (for the message, or until ``timeout``), then returns None.
 
+        The run keeps the inbox as far as it has read it, and reads only what came since; a
+        topic's messages are taken in the order they came, so only those after the last one of
+        ``topic`` taken are looked at (a long conversation is not read again at each receive).
+
         Args:
             topic: the messages' topic.
             timeout: seconds to wait (None: for ever).
-            inbox: reads the task's inbox stream.
+            inbox: reads the task's inbox stream after a version.
         """
         index = self._take_index("recv()")
         taken = self.received.get(index)
@@ -1505,7 +1516,19 @@ class TaskRun:
         if began is not None and began != RECEIVE_STEP:
             raise StepMismatch(self.task_id, index, began, receive_name(topic))
         used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
-        messages: list[Recorded] = yield Blocking(inbox)
+        after = max(
+            (
+                r.inbox_version
+                for r in self.received.values()
+                if r.topic == topic and r.inbox_version is not None
+            ),
+            default=0,
+        )
+        known = self.inbox
+        fresh: list[Recorded] = yield Blocking(inbox, known[-1].version if known else 0)
+        read = known[-1].version if known else 0  # another receive may have read meanwhile
+        known += (r for r in fresh if r.version > read)
+        messages = known[bisect.bisect_right(known, after, key=_version) :]
         now = self.clock()
         for r in messages:
             message = r.event
@@ -1525,7 +1548,7 @@ class TaskRun:
             yield Blocking(self.record, [gave_up])
             self.received[index] = gave_up
             return None
-        seen = messages[-1].version if messages else 0
+        seen = messages[-1].version if messages else after
         waits: list[Event] = []
         if began is None:  # the first time: when the wait ends, for every later run
             deadline = None if timeout is None else now + timeout

@@ -263,7 +263,7 @@ class _ReplayRun(TaskRun):
         return self._stop(effect)
 
     def receiving(
-        self, topic: str, timeout: float | None, inbox: Callable[[], list[Recorded]]
+        self, topic: str, timeout: float | None, inbox: Callable[[int], list[Recorded]]
     ) -> Generator[Effect, Any, Any]:
         # A message the history does not record as taken was not taken: the replay reads no
         # inbox (the engine's log need not be the history's), and stops where it would take one.
@@ -282,7 +282,7 @@ class _ReplayRun(TaskRun):
         self._append(batch.events)
 
 
-def _no_messages() -> list[Recorded]:
+def _no_messages(_after: int) -> list[Recorded]:
     """A replay's inbox: empty."""
     return []
 

@@ -347,6 +347,53 @@ def test_messages_reach_a_waiting_task_once_and_values_are_published(
             engine.get_state(task_id, "nothing")
 
 
+@pytest.mark.parametrize("runner", ["sync", "async"])
+def test_a_receive_reads_only_what_came_to_the_inbox_since_the_last_read(
+    db: str, clock: FakeClock, runner: str
+) -> None:
+    """Messages of two topics, interleaved, taken one topic after the other and each in the
+    order it came, on both paths; each receive reads only what came since the run last read
+    the inbox (it read the whole inbox each time: quadratic in a long conversation)."""
+    n = 40
+    with open_engine(db, clock) as engine:
+        read: list[int] = []
+        read_stream = engine.log.read_stream
+
+        def counted(stream: str, **options: Any) -> list[Any]:
+            records = read_stream(stream, **options)
+            if stream.startswith("inbox-"):
+                read.append(len(records))
+            return records
+
+        engine.log.read_stream = counted  # type: ignore[method-assign]
+
+        if runner == "sync":
+
+            @engine.task(name="talk")
+            def talk() -> list[object]:
+                return [engine.recv("a") for _ in range(n)] + [engine.recv("b") for _ in range(n)]
+
+        else:
+
+            @engine.task(name="talk")
+            async def talk() -> list[object]:
+                return [await engine.recv("a") for _ in range(n)] + [
+                    await engine.recv("b") for _ in range(n)
+                ]
+
+        task_id = engine.submit("talk")
+        for i in range(n):
+            engine.send(task_id, "a", f"a{i}")
+            engine.send(task_id, "b", f"b{i}")
+        if runner == "sync":
+            engine.run()
+        else:
+            asyncio.run(engine.run_async(concurrency=2))
+        assert engine.result(task_id) == [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)]
+        assert len(read) == 2 * n
+        assert sum(read) == 2 * n  # read once; the whole inbox each time was 80 * 80
+
+
 def test_recv_on_the_async_path(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
 

@@ -4,12 +4,12 @@ published values, progress, patches and the idempotency key.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Coroutine, Generator
 from typing import Any, Generic, NoReturn, TypeVar
 
 from onward.events import (
     EventLog,
+    Recorded,
     StateSet,
     TaskProgressed,
     UnencodableValue,
@@ -148,7 +148,11 @@ class InsideATask:
         self.log.redactor.check_name(topic, "recv(): topic")  # matched as given
         if timeout is not None:
             timeout = arguments.seconds(timeout, "recv(): timeout")
-        inbox = functools.partial(self.log.read_stream, inbox_stream(run.task_id))
+        stream = inbox_stream(run.task_id)
+
+        def inbox(after: int) -> list[Recorded]:
+            return self.log.read_stream(stream, after=after)
+
         receiving = run.receiving(topic, timeout, inbox)
         if on_event_loop():
             return drive_async(receiving, run.effect_async)
