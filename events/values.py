@@ -199,7 +199,7 @@ def _plain_json(value: Any) -> bytes | None:
     try:
         raw = _ENCODER.encode(value)
         if type(value) in _SCALARS:
-            return raw
+            return None if type(value) is int and _too_long(value) else raw
         back = _DECODER.decode(raw)
         same = back == value
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError):
@@ -233,6 +233,20 @@ def _bytes_redactor(redactor: Redactor) -> Callable[[bytes], bytes]:
     return redact
 
 
+#: The most characters (digits and sign) a stored int may have: what msgspec reads back
+#: (Python's own limit for converting an int to text, by default, counts digits alone).
+_INT_DIGITS = 4300
+_INT_LIMIT = 10**_INT_DIGITS
+
+
+def _too_long(value: int) -> bool:
+    """Whether an int's text (its minus sign included) is longer than a stored one's may be
+    (cheap for a usual int)."""
+    return value.bit_length() > 14_000 and (
+        value >= _INT_LIMIT if value >= 0 else -value >= _INT_LIMIT // 10
+    )
+
+
 def _pack(
     value: Any,
     depth: int,
@@ -241,6 +255,12 @@ def _pack(
 ) -> Any:
     cls = type(value)
     if cls in _SCALARS:
+        if cls is int and _too_long(value):
+            raise _Refused(
+                f"an int of more than {_INT_DIGITS} digits with its sign (the log keeps an "
+                f"int as JSON text, of up to {_INT_DIGITS} digits, {_INT_DIGITS - 1} with a "
+                "minus sign)"
+            )
         return value
     if cls is float:
         return value if math.isfinite(value) else {"$float": repr(value)}

@@ -27,7 +27,7 @@ from typing import Any
 
 from onward.core.errors import StepFailedError
 
-__all__ = ["exception_class", "replayed_error"]
+__all__ = ["exception_class", "read_as_recorded", "replayed_error"]
 
 #: ``str(OSError(errno, strerror[, filename]))``.
 _OS_ERROR = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: (.+))?", re.DOTALL)
@@ -52,6 +52,22 @@ def replayed_error(error_type: str, error_class: str, message: str) -> Exception
         return _rebuilt(cls, message)
     except Exception:  # a class that cannot be rebuilt in any way: its name and message
         return StepFailedError(error_type, message)
+
+
+def read_as_recorded(exc: BaseException, message: str) -> None:
+    """Make a step's failure, as its task catches it on the first run, read as its record
+    reads (and so as a replay raises it): with the recorded ``message`` (secrets redacted, a
+    long one cut) where the exception's message is its one argument, as most exceptions'
+    is. Its class and other attributes stay; one whose text is made otherwise (an
+    ``OSError``, a ``KeyError``, its own ``__str__``) is left as it is."""
+    args = exc.args
+    if len(args) != 1 or type(args[0]) is not str or args[0] == message:
+        return
+    if _reads(exc) != args[0]:
+        return  # its text is not its argument: changing that would not change the text
+    exc.args = (message,)
+    if _reads(exc) != message:
+        exc.args = args
 
 
 def _resolve(error_type: str, error_class: str) -> type[Exception] | None:

@@ -35,7 +35,7 @@ from onward.core.errors import (
     StepInterrupted,
     StepMismatch,
 )
-from onward.core.failures import exception_class, replayed_error
+from onward.core.failures import exception_class, read_as_recorded, replayed_error
 from onward.core.run import LeaseLost, MustWait, StorageLost, Suspended, error_message
 from onward.events import (
     Append,
@@ -1289,6 +1289,7 @@ class TaskRun:
                     raise asyncio.CancelledError(f"step {step.name!r} was cancelled") from exc
                 if healer is None:
                     self._observed(observed, exc, decision="fail")
+                    read_as_recorded(exc, error_message(exc, self.redact))
                     raise
                 assert outcome is not None
                 self._observed(observed, exc, outcome.signature, outcome.action)
@@ -1302,6 +1303,8 @@ class TaskRun:
                     continue
                 if outcome.action == "wait":
                     raise Suspended() from None
+                # The task catches what a replay will raise: the message as recorded.
+                read_as_recorded(exc, error_message(exc, self.redact))
                 raise
             except BaseException:
                 self.in_flight.body_settled(index, tracked)

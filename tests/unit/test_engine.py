@@ -835,6 +835,79 @@ def test_a_step_raising_stop_iteration_gives_the_task_stop_iteration_live_and_re
     assert failed.error_type == "StopIteration"
 
 
+class RateLimited(Exception):
+    """An application's own error with an attribute beside its message."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@pytest.mark.parametrize("task_kind", ["sync", "async"])
+def test_a_caught_step_failure_reads_as_recorded_on_the_first_run_too(
+    db: str, clock: FakeClock, task_kind: str
+) -> None:
+    """A failure whose message the log keeps otherwise (a long response body cut at 4,000
+    characters, a token redacted) reads on the first run as the record does, and so as the
+    replay after a crash raises it: the task takes the same branch (it saw the raw text live,
+    the recorded one after the crash). Its class and its own attributes stay."""
+    crash = [True]
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    seen: list[list[Any]] = []
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def call(what: str) -> str:
+            if what == "long":
+                raise RateLimited("HTTP 429: " + "x" * 4500 + " retry-after=30", 30)
+            raise ValueError(f"auth failed for token {token}")
+
+        @engine.step()
+        def last() -> str:
+            if crash:
+                raise Crash
+            return "done"
+
+        def caught(what: str, exc: Exception) -> list[Any]:
+            return [what, len(str(exc)), "retry-after" in str(exc), token in str(exc)]
+
+        if task_kind == "sync":
+
+            @engine.task()
+            def job() -> str:
+                for what in ("long", "secret"):
+                    try:
+                        call(what)
+                    except (RateLimited, ValueError) as exc:
+                        seen.append([*caught(what, exc), getattr(exc, "retry_after", None)])
+                return last()
+
+        else:
+
+            @engine.task()
+            async def job() -> str:
+                for what in ("long", "secret"):
+                    try:
+                        await call(what)
+                    except (RateLimited, ValueError) as exc:
+                        seen.append([*caught(what, exc), getattr(exc, "retry_after", None)])
+                return await last()  # type: ignore[no-any-return]
+
+        return job
+
+    result, history = crash_once_then_resume(db, clock, register, crash)
+    assert result == "done"
+    messages = [e.message for e in of_type(history, "StepFailed")]
+    assert len(messages[0]) == 4000 + len("... [truncated]")
+    assert token not in messages[1]
+    first, replayed = seen[:2], seen[2:]
+    assert [row[:4] for row in first] == [row[:4] for row in replayed]
+    assert first == [
+        ["long", len(messages[0]), False, False, 30],
+        ["secret", len(messages[1]), False, False, None],
+    ]
+
+
 class QuotaExceeded(Exception):
     """An application's own error, whose constructor takes other arguments than a message."""
 

@@ -472,7 +472,7 @@ def test_an_error_message_holding_a_lone_surrogate_is_recorded_escaped(
 ) -> None:
     """A message with a lone surrogate (a file name decoded with ``surrogateescape``) does not
     encode as UTF-8: it is recorded with the surrogate escaped, and the task gets the step's
-    own exception."""
+    own exception, reading as recorded (as a replay raises it)."""
     with open_engine(db, clock, healing=healing) as engine:
 
         @engine.step()
@@ -492,7 +492,7 @@ def test_an_error_message_holding_a_lone_surrogate_is_recorded_escaped(
         task_id = engine.submit(job)
         engine.run()
         assert engine.result(task_id) == "caught"
-        assert caught == ["cannot parse caf\udce9.txt"]  # the step's own exception
+        assert caught == ["cannot parse caf\\udce9.txt"]  # as recorded
         (failed,) = [
             r.event
             for r in engine.log.read_stream(f"task-{task_id}")

@@ -8,6 +8,7 @@ import datetime
 import enum
 import math
 import socket
+import sys
 import threading
 import zoneinfo
 from pathlib import Path
@@ -70,7 +71,26 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("struct in a set", {Frozen(1)}, "(a member): a Frozen would read back as an unhashable dict"),
     ("struct as a key", {Frozen(1): 1}, "(a key): a Frozen would read back as an unhashable dict"),
     ("lone surrogate", "\ud800", "surrogates not allowed"),
+    ("an int of 4,301 digits", 10**4300, "an int of more than 4300 digits"),
+    ("a long int in a list", [1, -(10**5000)], "at [1]: an int of more than 4300 digits"),
 ]
+
+
+def test_an_int_of_4300_digits_comes_back_and_a_longer_one_is_refused_whatever_the_limit() -> None:
+    """JSON text keeps ints up to 4,300 digits, 4,299 with a minus sign (what msgspec reads
+    back); a longer one is refused
+    by name even when Python's own limit was lifted (it was refused advising to lift it, and
+    then failed as msgspec's ``ValidationError``)."""
+    longest, negative = 10**4300 - 1, -(10**4299 - 1)
+    assert decode_value(encode_value([longest, negative], what="r")) == [longest, negative]
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        for value in (10**4300, {"n": 10**6000}, -(10**4299)):
+            with pytest.raises(UsageError, match="an int of more than 4300 digits"):
+                encode_value(value, what="r")
+    finally:
+        sys.set_int_max_str_digits(before)
 
 
 @pytest.mark.parametrize(
