@@ -405,31 +405,56 @@ def reads_random(text: str) -> bool:
     return switches >= _RANDOM_SWITCHES * (len(classes) - 1)
 
 
-def _replacer(
+#: Where a pattern found a secret: its start and end in the text, and what replaces it.
+_Found = tuple[int, int, str]
+
+
+def _finder(
     regex: re.Pattern[str], group: int | str, marker: str, entropy: float, random: bool
-) -> Callable[[str], str]:
-    """A function that replaces the secrets ``regex`` finds in a text by ``marker``."""
+) -> Callable[[str, list[_Found]], None]:
+    """A function that adds to ``found`` where ``regex`` finds secrets in a text (a match
+    inside a place found already costs no entropy check: it is hidden anyway)."""
+    search = regex.search
 
-    def replace(match: re.Match[str]) -> str:
-        start, end = match.span(group)
-        if start == end:  # an empty or absent group: nothing to hide
-            return match.group()
-        if entropy or random:
-            secret = match.string[start:end]
-            if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
-                return match.group()
-        offset = match.start()
-        whole = match.group()
-        return whole[: start - offset] + marker + whole[end - offset :]
+    def find(text: str, found: list[_Found]) -> None:
+        first = search(text)
+        if first is None:  # the usual case
+            return
+        for match in regex.finditer(text, first.start()):
+            start, end = match.span(group)
+            if start == end:  # an empty or absent group: nothing to hide
+                continue
+            if entropy or random:
+                if any(s <= start and end <= e for s, e, _m in found):
+                    continue
+                secret = text[start:end]
+                if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
+                    continue
+            found.append((start, end, marker))
 
-    def redact(text: str) -> str:
-        return regex.sub(replace, text)
-
-    return redact
+    return find
 
 
-def _compile(pattern: SecretPattern) -> Callable[[str], str]:
-    """Compile one pattern into its replacing function, refusing a bad regex or group."""
+def _replaced(text: str, found: list[_Found]) -> str:
+    """The text with each place found replaced by its marker; places that overlap (two
+    patterns on one secret, or on two secrets glued together) replaced as one, by the marker
+    of the one that starts first."""
+    found.sort(key=lambda place: (place[0], -place[1]))
+    parts: list[str] = []
+    kept = 0
+    start, end, marker = found[0]
+    for s, e, m in found[1:]:
+        if s < end:
+            end = max(end, e)
+            continue
+        parts += (text[kept:start], marker)
+        kept, start, end, marker = end, s, e, m
+    parts += (text[kept:start], marker, text[end:])
+    return "".join(parts)
+
+
+def _compile(pattern: SecretPattern) -> Callable[[str, list[_Found]], None]:
+    """Compile one pattern into its finding function, refusing a bad regex or group."""
     try:
         regex = re.compile(pattern.regex)
     except re.error as exc:
@@ -442,7 +467,7 @@ def _compile(pattern: SecretPattern) -> Callable[[str], str]:
         raise UsageError(f"secret pattern {pattern.name!r}: its regex has no group {group!r}")
     if pattern.entropy < 0:
         raise UsageError(f"secret pattern {pattern.name!r}: entropy must be >= 0")
-    return _replacer(regex, group, f"[REDACTED:{pattern.name}]", pattern.entropy, pattern.random)
+    return _finder(regex, group, f"[REDACTED:{pattern.name}]", pattern.entropy, pattern.random)
 
 
 class Redactor:
@@ -530,15 +555,21 @@ class Redactor:
         hinted = self._hinted
         # A secret glued to the end of another ("AKIA...ghp_...") is no token of its own until
         # the first one is replaced: so redact again until nothing changes.
+        # Every pattern looks at the same text, and what they find is replaced at once: a
+        # greedy match (a token's tail) cannot hide a secret glued to it from another pattern.
         for _ in range(_MAX_PASSES):
-            redactions = self._all if hinted and _hinted_text(text) else self._unhinted
-            before = text
-            for redact in redactions:
-                text = redact(text)
-            if text == before:
-                if key is not None:
-                    self._remember_clean(text)
-                break
+            finders = self._all if hinted and _hinted_text(text) else self._unhinted
+            found: list[_Found] = []
+            for find in finders:
+                find(text, found)
+            if found:
+                redacted = _replaced(text, found)
+                if redacted != text:
+                    text = redacted
+                    continue
+            if key is not None:
+                self._remember_clean(text)
+            break
         return text
 
     def _remember_clean(self, text: str) -> None:
