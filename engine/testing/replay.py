@@ -383,6 +383,16 @@ def replay_task(
         else:
             result = definition.fn(*submitted.args, **submitted.kwargs)
     except _Unrecorded as stop:
+        if stop.index < max(recorded, default=-1) and not run.waited:
+            # Nothing here, yet later calls have outcomes: this call was cut off before its
+            # outcome (a timeout or a cancel around it in an async task, which leaves nothing
+            # in the log). How the code went on depends on when that happened: not replayed.
+            why = (
+                f"task {task_id}: its call at step {stop.index} ({stop.name!r}) was cancelled "
+                "before it had an outcome (a timeout around it?): a replay cannot tell how the "
+                "code went on from there"
+            )
+            return ReplayCheck(steps=run.steps_replayed, skipped=(why,))
         if end is not None and not run.waited:
             diverged("unrecorded", stop.index, "no outcome here", f"calls {stop.name!r}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))

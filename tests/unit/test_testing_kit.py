@@ -191,6 +191,54 @@ def test_a_replay_runs_no_step_and_appends_nothing(recorded: str) -> None:
         assert engine.log.head() == before
 
 
+def test_a_task_that_cancelled_a_step_under_way_is_skipped_not_called_nondeterministic(
+    tmp_path: Path,
+) -> None:
+    """An async task cancels a step under way (a timeout around it would): the step leaves no
+    outcome, the next one takes the next index. A replay cannot tell how the code went on
+    from the cancelled call (it depends on when it came): the task is skipped, saying why,
+    where it was reported as a divergence ("unrecorded"); the tasks beside it are checked."""
+    url = f"sqlite:///{tmp_path / 'cancel.db'}"
+    with open_engine(url, session="cut") as engine:
+        started = asyncio.Event()
+
+        @engine.step()
+        async def slow() -> int:
+            started.set()
+            await asyncio.Event().wait()  # never ends: cancelled
+            return 1
+
+        @engine.step()
+        async def fast() -> int:
+            return 2
+
+        @engine.task()
+        async def cuts() -> int:
+            under_way = asyncio.create_task(slow())
+            signal = asyncio.create_task(started.wait())
+            await asyncio.wait([under_way, signal], return_when=asyncio.FIRST_COMPLETED)
+            signal.cancel()
+            under_way.cancel()
+            try:
+                await under_way
+            except asyncio.CancelledError:
+                pass
+            return await fast()  # type: ignore[no-any-return]
+
+        @engine.task()
+        async def plain() -> int:
+            return await fast()  # type: ignore[no-any-return]
+
+        cut, whole = engine.submit(cuts), engine.submit(plain)
+        asyncio.run(engine.run_async())
+        assert (engine.result(cut), engine.result(whole)) == (2, 2)
+        check = replay_check(engine.log, engine)
+    assert check.ok
+    assert check.checked == 1
+    (why,) = check.skipped
+    assert why.startswith(f"task {cut}: its call at step 0 ('slow') was cancelled")
+
+
 def register_family(engine: Engine, *, variant: str = "same") -> None:
     """A parent that submits a subtask it never waits for, and one it waits for."""
 
