@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -219,10 +220,8 @@ def test_a_task_that_cancelled_a_step_under_way_is_skipped_not_called_nondetermi
             await asyncio.wait([under_way, signal], return_when=asyncio.FIRST_COMPLETED)
             signal.cancel()
             under_way.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await under_way
-            except asyncio.CancelledError:
-                pass
             return await fast()  # type: ignore[no-any-return]
 
         @engine.task()
