@@ -207,7 +207,7 @@ class FlowProjection:
             flags.append(failed)
             flow.failures += failed
             edge = latest - WINDOW
-            while actions[0] <= edge:
+            while actions and actions[0] <= edge:  # edge == latest at a huge time (rounding)
                 actions.popleft()
                 flow.failures -= flags.popleft()
 
@@ -244,7 +244,7 @@ class FlowProjection:
             failed.extend(flags)
             flow.latest = latest = times[-1]
             edge = latest - WINDOW
-            while actions[0] <= edge:
+            while actions and actions[0] <= edge:
                 actions.popleft()
                 flow.failures -= failed.popleft()
             return

@@ -24,7 +24,7 @@ from onward.cli.healing import _actor
 from onward.cli.reports import emit_json, moment, task_row
 from onward.cli.table import clip, printable, table
 from onward.cli.timeline import find_task
-from onward.events import MAX_VALUE_DEPTH, EventLog, UsageError, decode_value
+from onward.events import MAX_VALUE_DEPTH, EventLog, UsageError, encode_value
 from onward.projections import LimitView, Projections, ScheduleView
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
@@ -188,7 +188,10 @@ def cmd_get(args: argparse.Namespace) -> int:
             value = _tasks_of(log, view.session, "onward-cli").state_of(view.task_id, args.key)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-    plain = msgspec.to_builtins(decode_value(value), str_keys=True)
+    try:
+        plain = msgspec.to_builtins(value, str_keys=True)
+    except TypeError:  # keys JSON has no text for (a tuple, a date): as the log keeps it
+        plain = encode_value(value, what=f"task {view.task_id}: {args.key!r}")
     if args.json:
         emit_json({"task": view.task_id, "key": args.key, "value": plain})
     else:

@@ -29,8 +29,12 @@ _UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
 
 
 def iso(t: float, timespec: str = "seconds") -> str:
-    """A time in seconds since the epoch as ISO-8601 UTC (``2024-05-01T12:00:00Z``)."""
-    return moment(t).isoformat(timespec=timespec).replace("+00:00", "Z")
+    """A time in seconds since the epoch as ISO-8601 UTC (``2024-05-01T12:00:00Z``); one a
+    date cannot show (a deadline past the year 9999) as its seconds."""
+    try:
+        return moment(t).isoformat(timespec=timespec).replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return f"{t:.6g}s after 1970 (no date)"
 
 
 def printable(text: str) -> str:

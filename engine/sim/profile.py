@@ -169,6 +169,10 @@ def load_profile(source: str | Path) -> Profile:
     return profile
 
 
+#: The longest a simulated step may take: a year (a simulation runs for hours).
+_LONGEST_STEP = 365 * 86_400.0
+
+
 def _check(profile: Profile, where: str) -> None:
     """Refuse what the types let through but a simulation cannot run: every field, before a
     worker starts.
@@ -185,9 +189,11 @@ def _check(profile: Profile, where: str) -> None:
             bounds = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
             raise refuse(field, f"must be a number {bounds}, got {value!r}")
 
-    def span(field: str, value: tuple[float, float], low: float = 0.0) -> None:
+    def span(
+        field: str, value: tuple[float, float], low: float = 0.0, high: float = math.inf
+    ) -> None:
         for bound in value:
-            number(field, bound, low)
+            number(field, bound, low, high)
         if value[0] > value[1]:
             raise refuse(field, f"must go from low to high, got {list(value)!r}")
 
@@ -214,7 +220,7 @@ def _check(profile: Profile, where: str) -> None:
                 f"steps[{i}].kind", f"unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})"
             )
         span(f"steps[{i}].repeat", plan.repeat)
-        span(f"steps[{i}].seconds", plan.seconds)
+        span(f"steps[{i}].seconds", plan.seconds, 0.0, _LONGEST_STEP)
         number(f"steps[{i}].share", plan.share, 0.0, 1.0)
     for i, rate in enumerate(profile.errors):
         if rate.error not in ERRORS.get(rate.step, ()):

@@ -312,7 +312,11 @@ STEP = '[[steps]]\nkind = "read_source"\n'
         ),
         (
             'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\nseconds = [-5.0, 1.0]\n',
-            r"steps\[1\]\.seconds: must be a number >= 0",
+            r"steps\[1\]\.seconds: must be a number in \[0, ",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\nseconds = [1e19, 1e19]\n',
+            r"steps\[1\]\.seconds: must be a number in \[0, 3\.1536e\+07\], got 1e\+19",
         ),
         (
             'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\nshare = 1.5\n',

@@ -187,6 +187,23 @@ def test_actions_older_than_the_window_are_dropped() -> None:
     )
 
 
+@pytest.mark.parametrize("at", [1e19, 1e300])
+def test_actions_at_a_time_past_the_windows_precision_are_folded(at: float) -> None:
+    """A clock far out (a fake one; a simulated step of 1e19 seconds), where ``time - 60`` is
+    ``time`` itself: folding an action there dropped it with the old ones and then read the
+    empty window (``IndexError``), one by one and a page at once."""
+    history = History()
+    history.act(at)
+    history.act(at, failed=True)
+    assert history.fold().rhythm("s", T0 + at).actions == 0  # nothing older than a window
+    flow = FlowProjection()
+    flow.fold_actions([("s", T0, False)])
+    flow.fold_outcomes(
+        [Meta(event_id=f"{i:032x}", time=T0 + at, session="s") for i in range(3)], [1]
+    )
+    assert flow.rhythm("s", T0 + at).failures == 0
+
+
 def test_actions_are_kept_per_session() -> None:
     history = History()
     history.act(1, session="a")

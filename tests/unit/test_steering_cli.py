@@ -224,3 +224,39 @@ def test_get_prints_json_even_for_a_nan(tmp_path: Path, capsys: pytest.CaptureFi
     status, out, _ = cli(capsys, "get", task_id, "scores", "--db", url)
     assert status == 0
     assert json.loads(out) == {"mean": None, "top": None, "n": 3}
+
+
+def test_get_prints_a_value_with_keys_json_has_no_text_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A published dict keyed by ints, tuples or None, and one whose only key starts with $,
+    print as JSON with and without --json (they raised a TypeError, or the value was decoded
+    twice: ``{"$tuple": [1, 2]}`` printed as ``[1, 2]``): keys JSON has a text for as that
+    text, others as the log keeps them (tagged)."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    values: dict[str, object] = {
+        "ints": {1: "a"},
+        "tuples": {(1, 2): "a"},
+        "nothing": {None: "a"},
+        "dollar": {"$tuple": [1, 2]},
+    }
+    with open_engine(url, FakeClock(HOUR)) as engine:
+
+        @engine.task(name="publish")
+        def publish() -> None:
+            for key, value in values.items():
+                engine.set_state(key, value)
+
+        task_id = engine.submit("publish")
+        engine.run()
+    expected = {
+        "ints": {"1": "a"},
+        "tuples": {"$dict": [[{"$tuple": [1, 2]}, "a"]]},
+        "nothing": {"$dict": [[None, "a"]]},
+        "dollar": {"$tuple": [1, 2]},
+    }
+    for key, shown in expected.items():
+        status, out, _ = cli(capsys, "get", task_id, key, "--db", url)
+        assert (status, json.loads(out)) == (0, shown)
+        status, out, _ = cli(capsys, "get", task_id, key, "--db", url, "--json")
+        assert (status, json.loads(out)["value"]) == (0, shown)
