@@ -1187,14 +1187,19 @@ class Scheduler:
                 return "cancelled", run
         if run.waiting and error is None:
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
-            # step) and returned: it waits, as recorded, and runs again when due.
-            logger.warning(
-                "task %s (%s) caught onward's signal to wait (an `except:` or `except "
-                "BaseException:` around a step?) and went on; it waits as recorded and runs "
-                "again when due: catch Exception, not BaseException, around steps",
-                view.task_id,
-                view.name,
-            )
+            # step, or ``gather(..., return_exceptions=True)``, which returns it as a value)
+            # and returned: it waits, as recorded, and runs again when due.
+            if _returns_signal(result):  # gathered as a value: as meant, nothing to warn of
+                logger.info("task %s (%s) waits as recorded", view.task_id, view.name)
+            else:
+                logger.warning(
+                    "task %s (%s) caught onward's signal to wait (an `except:` or `except "
+                    "BaseException:` around a step, or `gather(..., return_exceptions=True)`, "
+                    "which returns it as a value?) and went on; it waits as recorded and runs "
+                    "again when due: catch Exception, not BaseException, around steps",
+                    view.task_id,
+                    view.name,
+                )
             return "waiting", run
         if run.released and (error is None or isinstance(error, Exception)):
             # The worker stopped it at a step, and its code went on with the signal as a
@@ -1370,6 +1375,13 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
+
+
+def _returns_signal(result: Any) -> bool:
+    """Whether a task's result holds the engine's signal to wait as one of its items (what
+    ``asyncio.gather(..., return_exceptions=True)`` gave the code)."""
+    items = result if isinstance(result, list | tuple) else ()
+    return any(isinstance(item, Suspended) for item in items)
 
 
 def _signal_in(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

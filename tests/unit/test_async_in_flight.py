@@ -1189,3 +1189,42 @@ def test_a_task_that_lets_its_own_cancellation_out_fails_without_retrying_what_i
         assert "TaskWaiting" not in recorded
         assert ran == {"flaky": 1}
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_gathering_with_return_exceptions_waits_for_a_retry_without_a_warning(
+    db: Path, clock: FakeClock, runner: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``gather(..., return_exceptions=True)`` gives the code onward's signal to wait as a
+    value, and a task that returns what it gathered waits for the retry as recorded: with no
+    warning that it caught the signal (it did not: gather did); a task that hides the signal
+    in what it returns is still told of it."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        flaky = failing_once(engine, ran, "flaky", at_most_once=False)
+        shaky = failing_once(engine, ran, "shaky", at_most_once=False)
+
+        @engine.step()
+        async def steady() -> str:
+            ran["steady"] += 1
+            return "steady"
+
+        @engine.task()
+        async def gathered() -> list[object]:
+            return await asyncio.gather(steady(), flaky(), return_exceptions=True)
+
+        @engine.task()
+        async def hidden() -> list[str]:
+            got = await asyncio.gather(steady(), shaky(), return_exceptions=True)
+            return [repr(value) for value in got]
+
+        task_id = engine.submit(gathered)
+        run_with(engine, runner)
+        assert engine.result(task_id) == ["steady", "flaky"]
+        assert ran == {"steady": 1, "flaky": 2}
+        assert "caught onward's signal" not in caplog.text
+        task_id = engine.submit(hidden)
+        run_with(engine, runner)
+        assert engine.result(task_id) == ["'steady'", "'shaky'"]
+        assert "or `gather(..., return_exceptions=True)`" in caplog.text
+        assert engine.log.verify().ok
