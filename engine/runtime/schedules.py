@@ -1,5 +1,5 @@
-"""Schedules: a task submitted at each tick of a cron expression, exactly once per tick however
-many workers serve the session.
+"""Schedules: a task submitted at the ticks of a cron expression, at most once per tick however
+many workers serve the session; ticks found due together run it once.
 
 A schedule lives in its own stream, ``schedule-<session>:<name>``. Declaring it records a
 :class:`~onward.events.ScheduleSet` (only when the log's differs). A worker that finds a tick
@@ -13,7 +13,9 @@ Ticks missed while no worker ran (an outage) follow the schedule's ``missed`` po
 runs the task once for all of them, at the first look after the outage; "skip" runs none of
 them, unless the latest is less than :data:`GRACE` seconds late (then it runs, on time). A
 tick that came due while a worker of the session ran is not missed, however late it is found:
-a worker busy with a task looks at the schedules only at its next task boundary. A worker ran
+a worker busy with a task looks at the schedules only at its next task boundary, and runs the
+task then, once, for the latest of the ticks due (the earlier ones are counted in its
+``missed``: a long task does not leave a burst of runs behind it). A worker ran
 at the tick when the one that looks has run since before it (its ``run()`` or ``serve()``
 began earlier), or when another worker holds one of the session's tasks, claimed before the
 tick and held since. Cron expressions are read by cronsim, in UTC.

@@ -1,5 +1,6 @@
-"""Schedules: a task submitted at each tick of a cron expression, exactly once per tick, on the
-real engine and a real SQLite file, with an injected clock."""
+"""Schedules: a task submitted at the ticks of a cron expression, at most once per tick (ticks
+found due together once), on the real engine and a real SQLite file, with an injected
+clock."""
 
 from __future__ import annotations
 
@@ -156,6 +157,34 @@ def test_a_skip_tick_due_while_a_worker_was_busy_runs_late(
         (view,) = engine.schedules()
         assert (view.runs, view.skipped, view.last_tick) == (runs, 1 - runs, HOUR + 900)
         assert [kind for _, kind in ran] == ["busy"] * runs
+
+
+@pytest.mark.parametrize("missed", ["once", "skip"])
+def test_ticks_due_while_a_worker_was_busy_run_once_for_the_latest(
+    db: str, hour_clock: FakeClock, missed: str
+) -> None:
+    """A worker busy for an hour with a ``*/15`` schedule (four ticks come due) runs the task
+    once when it is free, for the latest tick, late, and records the three before it as
+    missed (ticks found due together are coalesced, whatever the policy: no burst of runs
+    after a long task)."""
+    ran: list[tuple[float, str]] = []
+    with open_engine(db, hour_clock, lease=7200) as engine:
+        register(engine, ran, hour_clock)
+
+        @engine.step()
+        def work() -> None:
+            hour_clock.advance(3600 + 60)
+
+        @engine.task(name="long")
+        def long() -> None:
+            work()
+
+        engine.schedule("report", cron="*/15 * * * *", args=["busy"], missed=missed)
+        engine.submit(long)
+        engine.run()
+        (ticked,) = [r.event for r in engine.log.read() if isinstance(r.event, ScheduleTicked)]
+        assert (ticked.tick, ticked.missed, bool(ticked.task_id)) == (HOUR + 3600, 3, True)
+        assert ran == [(HOUR + 3660, "busy")]
 
 
 def test_a_task_declared_with_a_schedule_is_scheduled(db: str, hour_clock: FakeClock) -> None:

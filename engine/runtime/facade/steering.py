@@ -372,11 +372,14 @@ class Steering:
         missed: str = "once",
         priority: Priority | str | None = None,
     ) -> str:
-        """Submit a task at each tick of a cron expression, exactly once per tick however many
-        workers serve this session.
+        """Submit a task at the ticks of a cron expression, at most once per tick however
+        many workers serve this session.
 
         Ticks fire while a worker serves the session (:meth:`serve`, ``onward worker``: it
-        wakes up for the next tick) and at each task boundary of :meth:`run`. Declaring the
+        wakes up for the next tick) and at each task boundary of :meth:`run`. Ticks found due
+        together (a worker busy with a long task looks at the schedules at its next task
+        boundary) run the task once, for the latest, late; the others are recorded as missed
+        (``ScheduleTicked.missed``), as a scheduler that coalesces does. Declaring the
         same schedule again (every worker does, at start) records nothing; declaring it with
         other values changes it. The submitted task names its schedule (``onward show``).
 
