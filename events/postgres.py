@@ -975,6 +975,7 @@ _SECRET_OPTIONS = frozenset(
 
 
 @functools.cache
+@functools.cache
 def _libpq_parameters() -> frozenset[str]:
     """The connection parameters the installed libpq knows (``sslmode``, ``options``, ...)."""
     return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
@@ -1049,9 +1050,10 @@ def _connection_parameters(params: dict[str, str]) -> dict[str, str]:
 
 
 def _safe(url: str) -> str:
-    """The URL with its secrets masked (the password after ``user:`` and the values of
-    :data:`_SECRET_OPTIONS` in the query), for messages, logs and reprs; never raises, even on
-    a malformed URL."""
+    """The URL with its secrets masked (the password after ``user:``, and in the query the
+    values of :data:`_SECRET_OPTIONS` and of any option neither onward nor libpq knows: a
+    misspelt ``PASSWORD=``), for messages, logs and reprs; never raises, even on a malformed
+    URL."""
     scheme, sep, rest = url.partition("://")
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     userinfo, at, host = rest[:end].rpartition("@")
@@ -1061,8 +1063,20 @@ def _safe(url: str) -> str:
     if mark:
         query, hash_, fragment = query.partition("#")
         pairs = [
-            f"{key}=***" if eq and unquote(key) in _SECRET_OPTIONS else f"{key}{eq}{value}"
+            f"{key}=***" if eq and _hides(unquote(key)) else f"{key}{eq}{value}"
             for key, eq, value in (pair.partition("=") for pair in query.split("&"))
         ]
         rest = f"{head}?{'&'.join(pairs)}{hash_}{fragment}"
     return f"{scheme}{sep}{rest}"
+
+
+def _hides(option: str) -> bool:
+    """Whether a URL option's value is masked where the URL is shown: a secret's, or an
+    option's that is none of the known ones (it may be a secret's, misspelt)."""
+    if option.lower() in _SECRET_OPTIONS:
+        return True
+    try:
+        known = _libpq_parameters()
+    except Exception:  # libpq unreadable: mask what is not onward's own
+        known = frozenset()
+    return option not in _OWN_OPTIONS and option not in known
