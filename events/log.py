@@ -72,7 +72,7 @@ from onward.events.integrity import (
     checkpoint_seal,
     damaged_streams,
 )
-from onward.events.outage import DEFAULT_TOLERANCE, Outage, transient
+from onward.events.outage import DEFAULT_TOLERANCE, Outage
 from onward.events.redaction import Redactor, redacted_logger
 from onward.events.watch import PollingWatch, Watch
 
@@ -1193,8 +1193,9 @@ class EventLog(ABC):
         (:func:`~onward.events.integrity.checkpoint_seal`), which covers those and its name and
         data: :meth:`load_checkpoint` ignores it if any of them changes.
 
-        Raises:
-            BackendError: the database failed.
+        A checkpoint only saves time: one the database does not take (an outage, a role that
+        may not write or delete checkpoints, a full disk) is skipped with a warning, and the
+        projections are folded from the log as far as they must be.
         """
         self._check_open()
         try:
@@ -1206,14 +1207,20 @@ class EventLog(ABC):
             self._checkpoints.insert_events(
                 [StoredEvent(checkpoint.name, version, header.decode(), data)]
             )
-            self._prune_checkpoints(checkpoint.name, version)
         except IntegrityError:
             logger.debug("checkpoint %s raced with another writer; skipped", checkpoint.name)
+            return
         except PersistenceError as exc:
-            if transient(exc):  # a checkpoint only saves time: the next one will do
-                logger.warning("checkpoint %s skipped: %s", checkpoint.name, exc)
-                return
-            raise BackendError(f"saving checkpoint {checkpoint.name!r} failed: {exc}") from exc
+            logger.warning("checkpoint %s skipped: %s", checkpoint.name, _one_line(exc))
+            return
+        try:
+            self._prune_checkpoints(checkpoint.name, version)
+        except PersistenceError as exc:
+            logger.warning(
+                "checkpoint %s saved; the older ones were not removed: %s",
+                checkpoint.name,
+                _one_line(exc),
+            )
 
     def load_checkpoint(self, name: str) -> Checkpoint | None:
         """The latest checkpoint saved under ``name``, or None: also when it is not exactly
@@ -1287,6 +1294,12 @@ class EventLog(ABC):
 
 #: A checkpoint's header: its schema, its position and its seal.
 _CHECKPOINT_HEADER = msgspec.json.Decoder(tuple[int, int, str])
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's first line (a database's error may go on with its context)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _check_bound(name: str, value: object) -> None:

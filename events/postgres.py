@@ -301,7 +301,7 @@ class _BlobStatements:
         self.known = False  # the table is known to exist
         self.exists = _render(
             sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(
-                name=sql.Literal(f"{schema}.{prefix}_blobs")
+                name=sql.Literal(_regname(schema, f"{prefix}_blobs"))
             )
         )
         self.create = _render(sql.SQL(_CREATE_BLOBS).format(table))
@@ -370,7 +370,9 @@ class PostgresEventRecorder(ApplicationRecorder):
             _render(waking.format(insert=many, channel=channel, shift=shift)),
         )
         self._exists = _render(
-            sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(name=sql.Literal(self._name))
+            sql.SQL("SELECT to_regclass({name}) IS NOT NULL").format(
+                name=sql.Literal(_regname(schema, f"{prefix}_events"))
+            )
         )
         self._stream = _render(
             sql.SQL(
@@ -862,10 +864,10 @@ def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:
         )
         connection.execute("SELECT pg_advisory_lock(%s)", (key - 2**63,))
         names = (
-            f"{schema}.{prefix}_events",
-            f"{schema}.{prefix}_events_notification_id_idx",
-            f"{schema}.{prefix}_checkpoints",
-            f"{schema}.{prefix}_blobs",
+            _regname(schema, f"{prefix}_events"),
+            _regname(schema, f"{prefix}_events_notification_id_idx"),
+            _regname(schema, f"{prefix}_checkpoints"),
+            _regname(schema, f"{prefix}_blobs"),
         )
         # DDL only when something is missing: CREATE INDEX takes a lock on the table even
         # when the index exists, and would wait for every writer's transaction.
@@ -873,7 +875,7 @@ def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:
             "SELECT to_regnamespace(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"
             " AND to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"
             " AND to_regclass(%s) IS NOT NULL",
-            (schema, *names),
+            (_quoted(schema), *names),
         ).fetchone()
         if found is not None and found[0]:
             _retire_sequence(connection, schema, prefix)
@@ -919,7 +921,7 @@ def _retire_sequence(connection: psycopg.Connection[Any], schema: str, prefix: s
         "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a"
         " ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
         " WHERE d.adrelid = %s::regclass AND a.attname = 'notification_id'",
-        (f"{schema}.{prefix}_events",),
+        (_regname(schema, f"{prefix}_events"),),
     ).fetchone()
     if found is None or "nextval" not in str(found[0]):
         return
@@ -952,6 +954,17 @@ def _retire_sequence(connection: psycopg.Connection[Any], schema: str, prefix: s
         )
 
 
+def _quoted(name: str) -> str:
+    """A name as a quoted SQL identifier: ``MySchema`` stays itself (unquoted, PostgreSQL
+    would read it as ``myschema``, while the tables are created under the quoted name)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _regname(schema: str, name: str) -> str:
+    """A table's or an index's name for ``to_regclass`` and ``::regclass``, as created."""
+    return f"{_quoted(schema)}.{_quoted(name)}"
+
+
 def _render(query: sql.Composed) -> bytes:
     """A statement as bytes, once: psycopg then converts it from its cache at each call."""
     return query.as_bytes(None)
@@ -961,7 +974,7 @@ def _channel(schema: str, prefix: str) -> str:
     """The log's notification channel: a name of at most 63 bytes, the same for every
     process that opens the log."""
     name = f"onward.{schema}.{prefix}"
-    if len(name) <= 63:
+    if len(name.encode()) <= 63:  # PostgreSQL's limit is in bytes
         return name
     return "onward." + hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
 
