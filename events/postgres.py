@@ -72,7 +72,7 @@ from psycopg.pq import TransactionStatus
 
 from onward.events.exceptions import BackendError, InvalidURL, LogNotFound, UsageError
 from onward.events.log import EventLog, StoredRow
-from onward.events.url_parts import split_log_url
+from onward.events.url_parts import hide_password, split_log_url
 from onward.events.watch import Watch
 
 __all__ = [
@@ -1068,10 +1068,7 @@ def _safe(url: str) -> str:
     misspelt ``PASSWORD=``), for messages, logs and reprs; never raises, even on a malformed
     URL."""
     scheme, sep, rest = url.partition("://")
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    if at and ":" in userinfo:
-        rest = f"{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+    rest = hide_password(rest)
     head, mark, query = rest.partition("?")
     if mark:
         query, hash_, fragment = query.partition("#")

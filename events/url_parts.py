@@ -31,17 +31,41 @@ def split_log_url(url: str) -> SplitResult:
         parts = urlsplit(url)
         _ = parts.port  # a bad port raises here, not when connecting
     except ValueError as exc:
-        raise InvalidURL(f"malformed log URL {_masked(url)!r}: {exc}") from None
+        # urllib's words quote the port's text: a password's, when it holds a / ? or #.
+        why = (
+            "its port is not a number from 0 to 65535 (a password that holds / ? # or @ must "
+            "be percent-encoded)"
+            if "port" in str(exc).lower()
+            else str(exc)
+        )
+        raise InvalidURL(f"malformed log URL {_masked(url)!r}: {why}") from None
     return parts
+
+
+def hide_password(rest: str) -> str:
+    """What follows a URL's ``scheme://``, with its user's password hidden (``user:***@``).
+
+    The password ends at the last ``@`` of the authority, which ends at the first ``/``, ``?``
+    or ``#``. A password that holds one of those unencoded (the URL is malformed) cuts the
+    authority short, leaving no ``@`` in it: then everything from the first ``:`` to the last
+    ``@`` is hidden (more than the password, when an ``@`` comes later in the query; never
+    less).
+    """
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if at:
+        if ":" not in userinfo:
+            return rest
+        return f"{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+    colon, last_at = rest.find(":"), rest.rfind("@")
+    if 0 <= colon < last_at and colon <= end:
+        return f"{rest[:colon]}:***{rest[last_at:]}"
+    return rest
 
 
 def _masked(url: str) -> str:
     """The URL without its query (where secrets may be) and with its password hidden, for a
     message about a URL that may not split."""
     scheme, sep, rest = url.partition("://")
-    rest = rest.partition("#")[0].partition("?")[0]
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    return f"{scheme}{sep}{netloc}{slash}{path}"
+    rest = hide_password(rest).partition("#")[0].partition("?")[0]
+    return f"{scheme}{sep}{rest}"

@@ -63,6 +63,14 @@ def test_an_unknown_option_is_refused_by_name(query: str, named: str) -> None:
             "postgresql://u:***@127.0.0.1:1/test?sslpassword=***&sslsni=0",
         ),
         ("postgresql://u:hunter2secret@[::1/x?pass%77ord=hunter2secret", None),
+        # A password that holds / # or ? unencoded: the URL is malformed, the password hidden.
+        *(
+            (
+                f"postgresql://u:hunter2{c}secret@127.0.0.1:1/test",
+                "postgresql://u:***@127.0.0.1:1/test",
+            )
+            for c in "/#?"
+        ),
         # An option of another case, or misspelt, is unknown: refused, its value not shown.
         (
             f"{NOBODY}?PASSWORD=hunter2secret&sslmode=disable",
