@@ -45,7 +45,7 @@ from onward.events.redaction import redacted_logger
 from onward.events.sqlite_file import check_log_file, create_log_file, warn_if_shared
 from onward.events.watch import PollingWatch, Watch
 
-__all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous"]
+__all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous", "sqlite_url"]
 
 logger = redacted_logger("onward.events")
 
@@ -420,7 +420,7 @@ class SQLiteLog(EventLog):
             datastore.close()
             raise BackendError(f"cannot open the SQLite log {self.path}: {exc}") from exc
         self._writer = recorder
-        super().__init__(recorder, checkpoints, url=f"sqlite:///{self.path}", **options)
+        super().__init__(recorder, checkpoints, url=sqlite_url(self.path), **options)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self._datastore.transaction(commit=False) as c:
@@ -598,3 +598,10 @@ def _set_wal(path: str, busy_timeout: float) -> None:
             raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc
         time.sleep(pause)  # another process is creating or switching the file right now
         pause = min(pause * 2, 0.1)
+
+
+def sqlite_url(path: str) -> str:
+    """The ``sqlite:///`` URL of a file path, which opens that very file again: the characters
+    a URL reads otherwise (``%``, ``?``, ``#``) percent-encoded, all others as they are."""
+    quoted = path.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return f"sqlite:///{quoted}"

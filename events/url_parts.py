@@ -32,11 +32,14 @@ def split_log_url(url: str) -> SplitResult:
         _ = parts.port  # a bad port raises here, not when connecting
     except ValueError as exc:
         # urllib's words quote the port's text: a password's, when it holds a / ? or #.
+        said = str(exc)
         why = (
-            "its port is not a number from 0 to 65535 (a password that holds / ? # or @ must "
-            "be percent-encoded)"
-            if "port" in str(exc).lower()
-            else str(exc)
+            said
+            if "port" not in said.lower()
+            else "its port is out of range 0-65535"
+            if "out of range" in said
+            else "its port is not a number (a password that holds / ? # or @ must be "
+            "percent-encoded)"
         )
         raise InvalidURL(f"malformed log URL {_masked(url)!r}: {why}") from None
     return parts

@@ -61,7 +61,7 @@ def open_existing(db: str) -> EventLog:
         LogDamaged: a truncated or malformed SQLite file.
         BackendError: the log cannot be read.
     """
-    url = db if "://" in db else f"sqlite:///{db}"
+    url = db  # a bare path is a file path, as it is (no URL decoding)
     if url.lower().startswith("memory:"):
         return open_log(url)  # new and empty on every open: there is nothing to create
     return open_log(url, create=False)

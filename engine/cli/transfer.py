@@ -108,7 +108,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"no export file at {path}")
     with path.open("rb") as lines:
         export = read_export(lines)  # a bad file is refused before the log is opened or created
-    url = args.db if "://" in args.db else f"sqlite:///{args.db}"
+    url = args.db  # a bare path is a file path, as it is (no URL decoding)
     with open_log(url) as log:
         summary = import_log(log, export)
         where = log.url

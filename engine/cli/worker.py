@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 from onward.cli.reports import emit_json
 from onward.events import UsageError, open_log
@@ -47,7 +48,7 @@ def same_log(url: str, other: str) -> bool:
             return "sqlite:///" + str(Path(text).resolve())
         scheme, _, rest = text.partition("://")
         if scheme.lower() == "sqlite":
-            path = rest.split("?", 1)[0]
+            path = unquote(rest.split("?", 1)[0])
             return "sqlite:///" + str(Path(path[1:] if path.startswith("/") else path).resolve())
         netloc, _, tail = rest.partition("/")
         netloc = netloc.rsplit("@", 1)[-1]  # no user or password
@@ -112,7 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the log's tables (nothing is appended); safe to run again."""
-    with open_log(args.db if "://" in args.db else f"sqlite:///{args.db}") as log:
+    with open_log(args.db) as log:  # a bare path is a file path, as it is
         url, head = log.url, log.head()
     if args.json:
         emit_json({"log": url, "head": head})

@@ -153,7 +153,7 @@ def _demo_sessions(path: str) -> list[str] | None:
     if not os.path.exists(path):
         return None
     try:
-        with open_log(f"sqlite:///{path}", create=False) as log:
+        with open_log(path, create=False) as log:
             streams = [s for s in log.streams() if s.startswith("session-")]
     except OnwardError:  # LogNotFound too: not a log at all
         return None
@@ -275,7 +275,7 @@ def run_demo(
                 child.wait()
                 err.write(f"onward demo: the worker stopped with status {child.returncode}\n")
                 return 1
-            log = open_log(f"sqlite:///{path}")
+            log = open_log(path)
             watch = Watch(log, session)
             approver = None if yes else Approver(path, APPROVAL_NOTE)
             killed = False

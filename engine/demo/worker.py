@@ -181,7 +181,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")  # SyntaxWarnings from other people's code are not the point
     plan = msgspec.json.decode(sys.stdin.buffer.read(), type=Plan) if args.submit else None
     with Engine.open(
-        f"sqlite:///{args.db}",
+        args.db,
         session=args.session,
         retries=RETRIES,
         retry_budget=RETRY_BUDGET,

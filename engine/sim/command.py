@@ -202,7 +202,7 @@ def run_simulation(
                 )
             break
         wall = time.perf_counter() - started
-        with open_log(f"sqlite:///{path}", create=False) as log:
+        with open_log(str(path), create=False) as log:
             result = measure(
                 log,
                 profile=loaded.name,

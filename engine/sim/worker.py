@@ -59,7 +59,7 @@ class SimWorker:
         self.seed = args.seed
         self.start = args.start
         self.end = args.start + args.hours * 3600
-        with open_log(f"sqlite:///{args.db}") as log:
+        with open_log(args.db) as log:
             last = log.head()
             tail = list(log.read(after=max(0, last - 1))) if last else []
         # A new worker goes on a little after the last event, or after the moment the worker
@@ -86,7 +86,7 @@ class SimWorker:
         self.rulebook = TimedRulebook(Path(args.timings))
         self.world.before_kill = self.rulebook.flush
         self.engine = Engine.open(
-            f"sqlite:///{args.db}",
+            args.db,
             session=self.session,
             clock=self.clock,
             sleep=self.clock.sleep,

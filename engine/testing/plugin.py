@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from onward.events.sqlite import sqlite_url
 from onward.runtime.engine import Engine
 from onward.testing.clock import FakeClock
 from onward.testing.engines import open_engine
@@ -66,6 +67,6 @@ def onward_sqlite_engine(
     request: pytest.FixtureRequest, onward_clock: FakeClock, tmp_path: Path
 ) -> Iterator[Engine]:
     """An engine on a real SQLite file in the test's temporary directory, on the fake clock."""
-    url = f"sqlite:///{tmp_path / 'onward-test.db'}"
+    url = sqlite_url(str(tmp_path / "onward-test.db"))
     with open_engine(url, **_options(request, onward_clock)) as engine:
         yield engine

@@ -23,6 +23,7 @@ from onward.events import (
     UsageError,
     open_log,
 )
+from onward.cli.main import main
 from onward.events.sqlite import SQLiteLog
 
 
@@ -241,7 +242,7 @@ def test_bad_keyword_options_are_usage_errors(tmp_path: Path) -> None:
         ("redis://localhost:6379/0", ["redis", "memory://", "sqlite:///"]),
         ("mysql://root@localhost/db", ["mysql"]),
         ("file:///tmp/x.db", ["file"]),
-        ("postgresql://u@127.0.0.1:abc/x", ["malformed", "'abc'"]),
+        ("postgresql://u@127.0.0.1:abc/x", ["malformed", "its port is not a number"]),
         ("postgresql://u:hunter2@127.0.0.1:99999/x", ["out of range", "u:***@127.0.0.1:99999"]),
         ("postgresql://u@[::1/x?password=hunter2", ["IPv6", "'postgresql://u@[::1/x'"]),
         # A C library stops at a NUL: the host and port after it would be dropped silently.
@@ -302,3 +303,23 @@ def test_a_file_that_is_not_a_database_is_not_a_log(tmp_path: Path) -> None:
     assert isinstance(info.value, NotALog)
     assert str(db) in str(info.value)
     assert db.read_bytes() == b"not a database, just notes\n" * 200
+
+
+@pytest.mark.parametrize("name", ["pct%41.db", "what?.db", "no#1.db", "two words.db"])
+def test_a_file_named_with_url_characters_is_the_file_everywhere(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path holding ``%41``, ``?`` or ``#``: the CLI opened it as a URL (``pct%41.db`` became
+    ``pctA.db``, ``?`` and ``#`` were refused) while a worker opened the file as it is, so
+    ``onward tasks`` did not see what the workers did. A bare path is now the file everywhere,
+    and a log's URL opens that very file again."""
+    path = tmp_path / name
+    with open_log(str(path)) as log:
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+        url = log.url
+    with open_log(url, create=False) as again:
+        assert again.head() == 1
+    assert main(["init", "--db", str(path)]) == 0
+    assert main(["verify", "--db", str(path)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [name]
