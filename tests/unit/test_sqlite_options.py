@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from onward import Engine
+from onward.cli.main import main
 from onward.events import (
     BackendError,
     EventLog,
@@ -23,7 +24,6 @@ from onward.events import (
     UsageError,
     open_log,
 )
-from onward.cli.main import main
 from onward.events.sqlite import SQLiteLog
 
 
