@@ -289,6 +289,8 @@ def decode_rules(data: bytes, where: str) -> list[Rule]:
         raise RulebookError(_explain(exc, data, where)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RulebookError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep: no rule file's shape
+        raise RulebookError(f"{where}: not valid TOML: nested too deep to read") from None
 
 
 def read_rules(source: str | os.PathLike[str] | bytes) -> tuple[bytes, str, str]:

@@ -163,6 +163,8 @@ def load_profile(source: str | Path) -> Profile:
         profile = msgspec.convert(tomllib.loads(text), Profile)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{where} is not TOML: {exc}") from exc
+    except RecursionError:  # arrays or tables nested thousands deep: no profile's shape
+        raise UsageError(f"{where} is not TOML a profile can be: nested too deep") from None
     except msgspec.ValidationError as exc:
         raise UsageError(f"{where} does not fit a profile: {exc}") from exc
     _check(profile, where)

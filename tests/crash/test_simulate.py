@@ -171,6 +171,9 @@ def test_a_bad_profile_is_refused(tmp_path: Path) -> None:
     bad.write_text("name = ")
     with pytest.raises(UsageError, match="not TOML"):
         load_profile(bad)
+    bad.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")  # the parser recursed out of the stack
+    with pytest.raises(UsageError, match="nested too deep"):
+        load_profile(bad)
     with pytest.raises(UsageError, match="cannot read the profile"):
         load_profile(tmp_path / "none.toml")
     with pytest.raises(UsageError, match="hours"):

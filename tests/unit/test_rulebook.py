@@ -495,6 +495,11 @@ GOOD = '[[rules]]\nid = "mine.zero"\nscenario = "error"\nchoice = "fix"\n\n'
 BAD_FILES: dict[str, tuple[str, str]] = {
     # name: (the TOML, a regular expression its message matches after the file's path)
     "syntax": ('[[rules]\nid = "x"\n', r"not valid TOML: Expected '\]\]'"),
+    # the TOML parser recursed out of the stack (a RecursionError and 3,000 lines of trace)
+    "nested too deep": (
+        "x = " + "[" * 5000 + "]" * 5000 + "\n",
+        r"not valid TOML: nested too deep",
+    ),
     "unknown field": (
         GOOD + rule_text(choise='"fix"'),
         r"rule 2 \('mine\.one'\): Object contains unknown field `choise`",
