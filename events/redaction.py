@@ -40,6 +40,7 @@ no hint: they are searched in every string of every event, which costs more.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -48,7 +49,7 @@ import string
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -129,7 +130,9 @@ _SECRET_VALUE = SecretPattern(
     r"(?:(?i:bearer|basic|token|digest)\s+)?+"  # an auth scheme stays, like the name
     rf"{_UNREDACTED}(?!(?i:true|false|null|none)\b)"
     r"(?P<value>(?(quote)(?:(?!\\?(?P=quote))[^\n])+"
-    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z))))",
+    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z)"
+    # or where another secret's name and value follow (password=abc,token: xyz)
+    rf"|[,;][\s\"']*[\w.-]*?{_SECRET_NAME}{_ASSIGN})))",
     group="value",
 )
 
@@ -435,6 +438,94 @@ def _finder(
     return find
 
 
+class _InTurn:
+    """A text redacted pattern after pattern, each seeing what the ones before it left, which
+    knows where each of its places lies in the text it started from (a marker stands for the
+    whole place it replaced)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # Its pieces, in order: where each starts in ``text``, and the span of the original it
+        # stands for (a piece of the original, or the whole place a marker replaced).
+        self.starts = [0]
+        self.origins = [(0, len(text))]
+        self.markers = [False]
+
+    def origin(self, start: int, end: int) -> tuple[int, int]:
+        """Where the place ``[start, end)`` of the text lies in the original."""
+        i = bisect.bisect_right(self.starts, start) - 1
+        j = bisect.bisect_right(self.starts, end - 1) - 1
+        first = self.origins[i][0] + (0 if self.markers[i] else start - self.starts[i])
+        last = self.origins[j][1] if self.markers[j] else self.origins[j][0] + end - self.starts[j]
+        return first, last
+
+    def replace(self, places: list[_Found]) -> list[_Found]:
+        """Replace places of the text (one pattern's: they do not overlap) by their markers;
+        returns them as places of the original."""
+        places.sort()
+        texts: list[str] = []
+        starts: list[int] = []
+        origins: list[tuple[int, int]] = []
+        markers: list[bool] = []
+        found: list[_Found] = []
+        length = 0
+
+        def keep(start: int, end: int) -> None:
+            nonlocal length
+            i = bisect.bisect_right(self.starts, start) - 1
+            while start < end:
+                piece_end = self.starts[i + 1] if i + 1 < len(self.starts) else len(self.text)
+                stop = min(end, piece_end)
+                starts.append(length)
+                if self.markers[i]:
+                    origins.append(self.origins[i])
+                else:
+                    offset = self.origins[i][0] - self.starts[i]
+                    origins.append((start + offset, stop + offset))
+                markers.append(self.markers[i])
+                length += stop - start
+                start, i = stop, i + 1
+
+        kept = 0
+        for start, end, marker in places:
+            if start < kept:
+                continue  # within the place before (a pattern's places do not overlap)
+            texts.append(self.text[kept:start])
+            keep(kept, start)
+            first, last = self.origin(start, end)
+            found.append((first, last, marker))
+            texts.append(marker)
+            starts.append(length)
+            origins.append((first, last))
+            markers.append(True)
+            length += len(marker)
+            kept = end
+        texts.append(self.text[kept:])
+        keep(kept, len(self.text))
+        self.text = "".join(texts)
+        self.starts, self.origins, self.markers = starts, origins, markers
+        return found
+
+
+def _found_in_turn(
+    text: str, finders: Sequence[Callable[[str, list[_Found]], None]]
+) -> list[_Found]:
+    """The places each pattern finds once the patterns before it replaced theirs, pass after
+    pass until a pass finds nothing more, as places of ``text``."""
+    turn = _InTurn(text)
+    found: list[_Found] = []
+    for _ in range(_MAX_PASSES):
+        before = turn.text
+        for find in finders:
+            places: list[_Found] = []
+            find(turn.text, places)
+            if places:
+                found += turn.replace(places)
+        if turn.text == before:
+            break
+    return found
+
+
 def _replaced(text: str, found: list[_Found]) -> str:
     """The text with each place found replaced by its marker; places that overlap (two
     patterns on one secret, or on two secrets glued together) replaced as one, by the marker
@@ -553,16 +644,18 @@ class Redactor:
         if key is not None and key in self._clean_texts:
             return text
         hinted = self._hinted
-        # A secret glued to the end of another ("AKIA...ghp_...") is no token of its own until
-        # the first one is replaced: so redact again until nothing changes.
-        # Every pattern looks at the same text, and what they find is replaced at once: a
-        # greedy match (a token's tail) cannot hide a secret glued to it from another pattern.
+        # What every pattern finds in the text as it came (a greedy match, a token's tail,
+        # cannot hide a secret glued to it from another pattern), and what each finds once the
+        # patterns before it replaced theirs, again until nothing changes (a marker ends a token
+        # another was glued to, "AKIA...ghp_...", and a value cut short leaves the next name
+        # to be read): all of it is replaced at once, in the text as it came.
         for _ in range(_MAX_PASSES):
             finders = self._all if hinted and _hinted_text(text) else self._unhinted
             found: list[_Found] = []
             for find in finders:
                 find(text, found)
             if found:
+                found += _found_in_turn(text, finders)
                 redacted = _replaced(text, found)
                 if redacted != text:
                     text = redacted

@@ -602,6 +602,8 @@ def _set_wal(path: str, busy_timeout: float) -> None:
 
 def sqlite_url(path: str) -> str:
     """The ``sqlite:///`` URL of a file path, which opens that very file again: the characters
-    a URL reads otherwise (``%``, ``?``, ``#``) percent-encoded, all others as they are."""
-    quoted = path.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
-    return f"sqlite:///{quoted}"
+    a URL reads otherwise (``%``, ``?``, ``#``, and the control characters a URL parser drops)
+    percent-encoded, all others as they are."""
+    return "sqlite:///" + "".join(
+        f"%{ord(c):02X}" if c in "%?#" or ord(c) < 0x20 or ord(c) == 0x7F else c for c in path
+    )

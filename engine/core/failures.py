@@ -65,9 +65,12 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
         return
     if _reads(exc) != args[0]:
         return  # its text is not its argument: changing that would not change the text
-    exc.args = (message,)
-    if _reads(exc) != message:
-        exc.args = args
+    try:
+        exc.args = (message,)
+        if _reads(exc) != message:
+            exc.args = args
+    except Exception:  # its args cannot be set (a frozen dataclass, a read-only property)
+        return
 
 
 def _resolve(error_type: str, error_class: str) -> type[Exception] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from onward import (
     TaskFailedError,
     TaskQuarantinedError,
 )
+from onward.core.failures import read_as_recorded
 from onward.events import TaskSubmitted, UsageError, open_log
 from onward.runtime.scheduler import TIMER_NAP
 from tests.conftest import FakeClock
@@ -906,6 +908,38 @@ def test_a_caught_step_failure_reads_as_recorded_on_the_first_run_too(
         ["long", len(messages[0]), False, False, 30],
         ["secret", len(messages[1]), False, False, None],
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenFailure(Exception):
+    """An exception whose attributes, ``args`` included, cannot be set."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class ReadOnlyArgs(Exception):
+    """An exception whose ``args`` is a property without a setter."""
+
+    @property  # type: ignore[override]
+    def args(self) -> tuple[str]:
+        return ("quota hit, password=" + "hunter2" * 3,)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@pytest.mark.parametrize("make", [FrozenFailure, lambda _message: ReadOnlyArgs()])
+def test_a_failure_whose_args_cannot_be_set_reaches_the_task_as_raised(make: Any) -> None:
+    """Reading a caught failure as recorded sets its ``args``: one that refuses (a frozen
+    dataclass, a read-only property) is left as it is, and the task catches it, not the
+    engine's own error (``FrozenInstanceError``, ``AttributeError``)."""
+    exc = make("quota hit, password=" + "hunter2" * 3)
+    before = (exc.args, str(exc))
+    read_as_recorded(exc, "quota hit, password=[REDACTED:secret-value]")
+    assert (exc.args, str(exc)) == before
 
 
 class QuotaExceeded(Exception):

@@ -305,7 +305,9 @@ def test_a_file_that_is_not_a_database_is_not_a_log(tmp_path: Path) -> None:
     assert db.read_bytes() == b"not a database, just notes\n" * 200
 
 
-@pytest.mark.parametrize("name", ["pct%41.db", "what?.db", "no#1.db", "two words.db"])
+@pytest.mark.parametrize(
+    "name", ["pct%41.db", "what?.db", "no#1.db", "two words.db", "tab\there.db", "new\nline.db"]
+)
 def test_a_file_named_with_url_characters_is_the_file_everywhere(
     tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
