@@ -664,6 +664,8 @@ class TaskRun:
         self.received: dict[int, MessageReceived] = {}
         # The task's inbox as far as this run has read it, in version order.
         self.inbox: list[Recorded] = []
+        # The inbox versions that receives under way are recording as taken.
+        self.taking: set[int] = set()
         # Durable sleeps begun before this run: when each ends, by step index.
         self.wakes: dict[int, float] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
@@ -1518,7 +1520,6 @@ class TaskRun:
         began = self.started.get(index)
         if began is not None and began != RECEIVE_STEP:
             raise StepMismatch(self.task_id, index, began, receive_name(topic))
-        used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
         after = max(
             (
                 r.inbox_version
@@ -1533,6 +1534,11 @@ class TaskRun:
         known += (r for r in fresh if r.version > read)
         messages = known[bisect.bisect_right(known, after, key=_version) :]
         now = self.clock()
+        # Taken, or being taken by a receive under way beside this one (gathered receives of
+        # one topic): known only now, after the read, during which the others went on.
+        taking = self.taking
+        used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
+        used |= taking
         for r in messages:
             message = r.event
             if r.version not in used and isinstance(message, MessageSent):
@@ -1541,8 +1547,12 @@ class TaskRun:
                 got = MessageReceived(
                     index=index, topic=topic, inbox_version=r.version, value=message.value
                 )
-                yield Blocking(self.record, [got])
-                self.received[index] = got
+                taking.add(r.version)
+                try:
+                    yield Blocking(self.record, [got])
+                    self.received[index] = got
+                finally:
+                    taking.discard(r.version)
                 self.steps_run += 1
                 return decode_value(got.value)
         deadline = self.wakes.get(index)

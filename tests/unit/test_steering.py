@@ -15,6 +15,7 @@ import pytest
 
 from onward import Engine, InvalidTransition, StepMismatch, TaskFailedError, UsageError
 from onward.events import DecisionMade, TaskRetried, TaskUnregistered
+from onward.testing import replay_check
 from tests.conftest import FakeClock
 
 
@@ -392,6 +393,35 @@ def test_a_receive_reads_only_what_came_to_the_inbox_since_the_last_read(
         assert engine.result(task_id) == [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)]
         assert len(read) == 2 * n
         assert sum(read) == 2 * n  # read once; the whole inbox each time was 80 * 80
+
+
+def test_gathered_receives_of_one_topic_take_each_message_once(db: str, clock: FakeClock) -> None:
+    """Receives awaited together, two of one topic: each takes a message of its own (both
+    took the first one, read before either recorded it, and the third was never taken), and
+    a replay gives each the same one."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="listener")
+        async def listener() -> list[object]:
+            first = await asyncio.gather(engine.recv("a"), engine.recv("a"), engine.recv("b"))
+            return [*first, await engine.recv("a")]
+
+        task_id = engine.submit("listener")
+        for message in ("a1", "a2", "a3"):
+            engine.send(task_id, "a", message)
+        engine.send(task_id, "b", "b1")
+        asyncio.run(engine.run_async(concurrency=2))
+        taken = engine.result(task_id)
+        assert sorted(taken[:2]) == ["a1", "a2"]
+        assert taken[2:] == ["b1", "a3"]
+    with open_engine(db, clock) as engine:  # the replay of its history agrees
+
+        @engine.task(name="listener")
+        async def again() -> list[object]:
+            first = await asyncio.gather(engine.recv("a"), engine.recv("a"), engine.recv("b"))
+            return [*first, await engine.recv("a")]
+
+        assert replay_check(engine.log, engine).ok
 
 
 def test_recv_on_the_async_path(db: str, clock: FakeClock) -> None:
