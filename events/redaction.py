@@ -130,9 +130,7 @@ _SECRET_VALUE = SecretPattern(
     r"(?:(?i:bearer|basic|token|digest)\s+)?+"  # an auth scheme stays, like the name
     rf"{_UNREDACTED}(?!(?i:true|false|null|none)\b)"
     r"(?P<value>(?(quote)(?:(?!\\?(?P=quote))[^\n])+"
-    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z)"
-    # or where another secret's name and value follow (password=abc,token: xyz)
-    rf"|[,;][\s\"']*[\w.-]*?{_SECRET_NAME}{_ASSIGN})))",
+    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z))))",
     group="value",
 )
 
@@ -415,8 +413,7 @@ _Found = tuple[int, int, str]
 def _finder(
     regex: re.Pattern[str], group: int | str, marker: str, entropy: float, random: bool
 ) -> Callable[[str, list[_Found]], None]:
-    """A function that adds to ``found`` where ``regex`` finds secrets in a text (a match
-    inside a place found already costs no entropy check: it is hidden anyway)."""
+    """A function that adds to ``found`` where ``regex`` finds secrets in a text."""
     search = regex.search
 
     def find(text: str, found: list[_Found]) -> None:
@@ -428,8 +425,6 @@ def _finder(
             if start == end:  # an empty or absent group: nothing to hide
                 continue
             if entropy or random:
-                if any(s <= start and end <= e for s, e, _m in found):
-                    continue
                 secret = text[start:end]
                 if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
                     continue
