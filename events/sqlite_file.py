@@ -224,12 +224,26 @@ def _build(path: str, busy_timeout: float) -> None:
 
 
 def warn_if_shared(path: str) -> None:
-    """Log a warning for each of the log's files that others than its owner may read or write.
+    """Log a warning for each of the log's files that others than its owner may read or write,
+    and for a log file with more than one hard link.
 
     The log holds task arguments, step results and error messages; onward creates its files
     with mode 0600, and SQLite gives the ``-wal`` and ``-shm`` files the database's mode. A
     wider mode is left as it is (a group may share the log on purpose), and said once per open.
     """
+    try:
+        links = os.stat(path).st_nlink
+    except OSError:
+        links = 1
+    if links > 1:
+        # SQLite keeps the write-ahead journal beside the path a log is opened by: writers
+        # that open one file by two paths journal apart, and wreck it.
+        logger.warning(
+            "%s has %d hard links: open the log by one path only (writers that open it by "
+            "two paths keep two write-ahead journals and damage it)",
+            path,
+            links,
+        )
     for suffix in ("", "-wal", "-shm"):
         name = path + suffix
         try:

@@ -9,8 +9,11 @@ not stop them: its task or session is listed as "damaged", with why.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from typing import IO, Any
 
 import msgspec
@@ -48,6 +51,7 @@ __all__ = [
     "fold",
     "open_existing",
     "open_output",
+    "replacing_output",
 ]
 
 
@@ -80,6 +84,51 @@ def open_output(path: str, *, binary: bool = False) -> IO[Any]:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def replacing_output(path: str) -> Iterator[IO[bytes]]:
+    """A new file beside ``path`` that is renamed over it when the block ends without an
+    error, and removed when it raises: a failed export or report leaves what was at ``path``.
+
+    The new file is created 0600 (an export holds what the log holds, which onward creates
+    0600); one that replaces a file takes that file's mode. A path that is not a regular file
+    (``/dev/stdout``, a pipe) is written in place.
+
+    Raises:
+        UsageError: ``path`` cannot be written (no such directory, a directory, no
+            permission), saying why.
+    """
+    target = os.path.realpath(path)
+    try:
+        found: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise UsageError(f"cannot write {path}: Is a directory")
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        with open_output(path, binary=True) as out:
+            yield out
+        return
+    directory, name = os.path.split(target)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())  # the file's bytes on disk before its name moves onto them
+        if found is not None:
+            os.chmod(temporary, stat.S_IMODE(found.st_mode))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 #: The first 16 bytes of every SQLite database file.

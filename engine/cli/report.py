@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from onward.cli.commands import check_output, open_existing, open_output
+from onward.cli.commands import check_output, open_existing, replacing_output
 from onward.cli.reports import emit_json, json_text
 from onward.report import collect_report, render_page
 
@@ -39,12 +39,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if output is None:
         emit_json(report)
         return 0
-    with open_output(output) as out:
-        if args.json:
-            out.write(json_text(report))
-            print(f"report of session {report.session!r} written to {os.path.abspath(output)}")
-            return 0
-        out.write(render_page(report))
+    # Written beside it, then renamed over it: a report cut short (a full disk, a signal)
+    # leaves the one before whole.
+    with replacing_output(output) as out:
+        out.write((json_text(report) if args.json else render_page(report)).encode())
+    if args.json:
+        print(f"report of session {report.session!r} written to {os.path.abspath(output)}")
+        return 0
     path = os.path.abspath(output)
     print(
         f"report of session {report.session!r} ({report.totals.events:,} events) written to "

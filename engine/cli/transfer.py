@@ -13,16 +13,11 @@ twice imports it once.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import stat
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
-from onward.cli.commands import check_output, open_existing, open_output
+from onward.cli.commands import check_output, open_existing, replacing_output
 from onward.cli.reports import emit_json
 from onward.events import UsageError, export_log, import_log, open_log
 from onward.events.archive import read_export
@@ -37,7 +32,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with open_existing(args.db) as log:
         if args.output:
             check_output(args.output, log)
-            with _replacing(args.output) as out:
+            with replacing_output(args.output) as out:
                 summary = export_log(log, out.write, session=args.session)
         else:
             summary = export_log(log, sys.stdout.buffer.write, session=args.session)
@@ -49,51 +44,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-@contextlib.contextmanager
-def _replacing(path: str) -> Iterator[IO[bytes]]:
-    """A new file beside ``path`` that is renamed over it when the block ends without an
-    error, and removed when it raises: a failed export leaves what was at ``path``.
-
-    The new file is created 0600 (an export holds what the log holds, which onward creates
-    0600); one that replaces a file takes that file's mode. A path that is not a regular file
-    (``/dev/stdout``, a pipe) is written in place.
-
-    Raises:
-        UsageError: ``path`` cannot be written (no such directory, a directory, no
-            permission), saying why.
-    """
-    target = os.path.realpath(path)
-    try:
-        found: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
-        found = None
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if found is not None and stat.S_ISDIR(found.st_mode):
-        raise UsageError(f"cannot write {path}: Is a directory")
-    if found is not None and not stat.S_ISREG(found.st_mode):
-        with open_output(path, binary=True) as out:
-            yield out
-        return
-    directory, name = os.path.split(target)
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())  # the file's bytes on disk before its name moves onto them
-        if found is not None:
-            os.chmod(temporary, stat.S_IMODE(found.st_mode))
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -280,6 +280,25 @@ def test_the_wal_and_shm_of_an_open_log_are_checked_too(
     assert warned == [str(path), f"{path}-shm", f"{path}-wal"]
 
 
+def test_a_log_file_with_two_hard_links_gets_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two writers that open one file by two paths (a hard link) keep two write-ahead
+    journals and damage the log: opening it says so, naming the file; one path alone does
+    not."""
+    path = tmp_path / "work.db"
+    with open_log(str(path)) as log:
+        log.append("task-1", [TaskSubmitted(name="t")], expected_version=0)
+    with caplog.at_level(logging.WARNING, logger="onward.events"), open_log(str(path)):
+        pass
+    assert not [r for r in caplog.records if "hard links" in r.getMessage()]
+    os.link(path, tmp_path / "other.db")
+    with caplog.at_level(logging.WARNING, logger="onward.events"), open_log(str(path)) as log:
+        assert log.head() == 1
+    (record,) = [r for r in caplog.records if "hard links" in r.getMessage()]
+    assert record.getMessage().startswith(f"{path} has 2 hard links: open the log by one path")
+
+
 def test_a_private_log_gets_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "private.db"
     with open_log(f"sqlite:///{path}") as log:

@@ -262,6 +262,26 @@ def test_onward_report_writes_the_page_and_prints_json(
     assert main(["report", "--db", str(night), "--json", "-o", str(night)]) == 2  # the log
 
 
+def test_a_report_cut_short_leaves_the_one_before_whole(
+    night: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``onward report -o FILE`` wrote over the file in place: a run cut short (a full disk,
+    a signal) destroyed the report before and left a truncated page. The page is written
+    beside it and renamed over it once whole."""
+    out = tmp_path / "night.html"
+    assert main(["report", "--db", str(night), "-o", str(out)]) == 0
+    before = out.read_bytes()
+
+    def cut_short(_report: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("onward.cli.report.render_page", cut_short)
+    assert main(["report", "--db", str(night), "-o", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["night.html"]  # no file left behind
+
+
 def test_a_missing_log_or_session_is_refused(
     night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
