@@ -887,6 +887,27 @@ def failing_once(engine: Engine, ran: Counter[str], name: str, *, at_most_once: 
     return call
 
 
+def failing_together(
+    engine: Engine, ran: Counter[str], name: str, at_most_once: bool, together: int
+) -> Any:
+    """An ``async def`` step that raises a transient error the first time, once the bodies of
+    ``together`` such steps are all under way (or after many turns of the loop)."""
+
+    @engine.step(name=name, at_most_once=at_most_once)
+    async def call() -> str:
+        ran[name] += 1
+        first = ran[name] == 1
+        for _ in range(100_000):
+            if not first or sum(1 for n, count in ran.items() if count) >= together:
+                break
+            await asyncio.sleep(0)
+        if first:
+            raise ConnectionError(f"{name}: connection reset")
+        return name
+
+    return call
+
+
 @pytest.mark.parametrize("waiter", ["wait", "degrade"])
 @pytest.mark.parametrize("runner", ["run_async", "run"])
 def test_a_failure_under_way_is_recorded_before_a_siblings_wait(
@@ -930,12 +951,13 @@ def test_a_failure_under_way_is_recorded_before_a_siblings_wait(
 def test_three_steps_of_a_task_group_that_fail_at_once_each_retry(
     db: Path, clock: FakeClock, runner: str, at_most_once: bool
 ) -> None:
-    """Three steps of an ``asyncio.TaskGroup`` raise at once: the group cancels the others at
-    the first error, yet each failure is recorded, then the task's wait, in the same claim;
-    each step retries and the task succeeds."""
+    """Three steps of an ``asyncio.TaskGroup`` raise at once (each body waits for the other
+    two to be under way, so that they do, however slow the machine): the group cancels the
+    others at the first error, yet each failure is recorded, then the task's wait, in the
+    same claim; each step retries and the task succeeds."""
     ran: Counter[str] = Counter()
     with open_engine(db, clock) as engine:
-        steps = [failing_once(engine, ran, f"s{i}", at_most_once=at_most_once) for i in range(3)]
+        steps = [failing_together(engine, ran, f"s{i}", at_most_once, 3) for i in range(3)]
 
         @engine.task()
         async def job() -> list[str]:
