@@ -120,6 +120,7 @@ from onward.events.step import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    StepWithdrawn,
 )
 from onward.events.task import (
     TaskCancelled,
@@ -221,6 +222,7 @@ __all__ = [
     "StepCompleted",
     "StepFailed",
     "StepStarted",
+    "StepWithdrawn",
     "StorageUnavailable",
     "Strategy",
     "StreamDamage",

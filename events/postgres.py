@@ -127,6 +127,7 @@ QUIET_TOPICS = frozenset(
         "StepCompleted",
         "StepFailed",
         "StepStarted",
+        "StepWithdrawn",
         "TaskClaimed",
         "TaskFailed",
         "TaskProgressed",

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from onward.events.base import Event
 
-__all__ = ["PatchMarked", "StepCompleted", "StepFailed", "StepStarted"]
+__all__ = ["PatchMarked", "StepCompleted", "StepFailed", "StepStarted", "StepWithdrawn"]
 
 
 class StepStarted(Event, frozen=True, kw_only=True):
@@ -33,6 +33,23 @@ class StepStarted(Event, frozen=True, kw_only=True):
     attempt: int = 1
     idempotency_key: str = ""
     wake_at: float | None = None
+
+
+class StepWithdrawn(Event, frozen=True, kw_only=True):
+    """An at-most-once step's recorded start whose body never began: the step was cancelled
+    while its start was being recorded (a ``TaskGroup`` sibling's error, a timeout around it, a
+    stopping worker). The start no longer counts: the next run runs the step, where a start
+    alone makes it refuse to (the body may have had its effect).
+
+    Attributes:
+        index: the step's position in its task, from 0.
+        name: the step's name.
+    """
+
+    family: ClassVar[str] = "step"
+
+    index: int
+    name: str
 
 
 class PatchMarked(Event, frozen=True, kw_only=True):

@@ -118,6 +118,7 @@ class Lifecycle:
 
 _WORKING = (
     "StepStarted",
+    "StepWithdrawn",
     "StepCompleted",
     "StepFailed",
     "ErrorObserved",

@@ -35,7 +35,13 @@ from onward.events.message import MessageReceived, MessageSent, StateSet
 from onward.events.retry import RetryScheduled
 from onward.events.schedule import ScheduleRemoved, ScheduleSet, ScheduleTicked
 from onward.events.session import SessionEnded, SessionPaused, SessionResumed, SessionStarted
-from onward.events.step import PatchMarked, StepCompleted, StepFailed, StepStarted
+from onward.events.step import (
+    PatchMarked,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    StepWithdrawn,
+)
 from onward.events.task import (
     TaskCancelled,
     TaskClaimed,
@@ -181,6 +187,7 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         idempotency_key=_texts,
         wake_at=st.none() | _times,
     ),
+    StepWithdrawn: st.builds(StepWithdrawn, index=_indexes, name=_names),
     PatchMarked: st.builds(PatchMarked, change_id=_names, index=_indexes),
     MessageSent: st.builds(MessageSent, topic=_names, value=json_values(), sender=_names),
     MessageReceived: st.builds(

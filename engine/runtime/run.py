@@ -58,6 +58,7 @@ from onward.events import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    StepWithdrawn,
     Strategy,
     TaskCancelled,
     TaskClaimed,
@@ -131,6 +132,39 @@ class Invoke:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     remedied: StepCall | None
+
+
+class CancelledBeforeBody(asyncio.CancelledError):
+    """A step's call cancelled before its body began (a plain step of an ``async def`` task
+    that no thread had taken up yet): an at-most-once step's recorded start is withdrawn."""
+
+
+class BodyGate:
+    """Who comes first, a step's body in its thread or its caller's cancellation: exactly one
+    of :meth:`enter` and :meth:`close` returns True, so a body that began is never taken for
+    one that did not."""
+
+    __slots__ = ("_lock", "_state")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = ""
+
+    def enter(self) -> bool:
+        """The body is about to begin: False if its caller already gave up on it."""
+        with self._lock:
+            if self._state:
+                return False
+            self._state = "entered"
+            return True
+
+    def close(self) -> bool:
+        """The caller gives up: True if the body had not begun (it never will now)."""
+        with self._lock:
+            if self._state:
+                return False
+            self._state = "closed"
+            return True
 
 
 class Blocking:
@@ -752,6 +786,8 @@ class TaskRun:
                 self.started[event.index] = event.name
                 if event.wake_at is not None:
                     self.wakes[event.index] = event.wake_at
+            elif isinstance(event, StepWithdrawn):
+                self.started.pop(event.index, None)  # its body never began: it may run
             elif isinstance(event, FixAttempted) and event.step_index is not None:
                 self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
@@ -1041,6 +1077,27 @@ class TaskRun:
         )
         self.started[index] = step.name
 
+    def _withdraw_start(self, step: StepDef, index: int) -> Generator[Effect, Any, None]:
+        """Record that an at-most-once step's recorded start stands for nothing: it was
+        cancelled before its body began, so the next run may run it. Best effort: when this
+        cannot be recorded (the storage fails, the lease is lost), the next run refuses the
+        step as interrupted, as it would without it."""
+        if index not in self.started:
+            return  # its start was not recorded
+        try:
+            yield Blocking(self.record, [StepWithdrawn(index=index, name=step.name)])
+        except Exception:
+            logger.warning(
+                "task %s: could not record that step %r (index %d) was cancelled before its "
+                "body began; the next run refuses it as interrupted",
+                self.task_id,
+                step.name,
+                index,
+                exc_info=True,
+            )
+            return
+        self.started.pop(index, None)
+
     def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> Any:
         """Record a step's result.
 
@@ -1247,8 +1304,10 @@ class TaskRun:
             if step.at_most_once and index not in self.started:
                 try:
                     yield Blocking(self.record_start, step, index)
-                except BaseException:
+                except BaseException as exc:
                     self.in_flight.body_settled(index, tracked)
+                    if isinstance(exc, asyncio.CancelledError):  # before its body began
+                        yield from self._withdraw_start(step, index)
                     raise
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
@@ -1308,8 +1367,10 @@ class TaskRun:
                 # The task catches what a replay will raise: the message as recorded.
                 read_as_recorded(exc, error_message(exc, self.redact))
                 raise
-            except BaseException:
+            except BaseException as exc:
                 self.in_flight.body_settled(index, tracked)
+                if isinstance(exc, CancelledBeforeBody):
+                    yield from self._withdraw_start(step, index)
                 raise
             try:
                 # The caller gets what a replay will get: the result as recorded, decoded again.
@@ -1614,7 +1675,19 @@ class TaskRun:
                 if effect.step.is_async:
                     return await _await_step(effect)
                 context = contextvars.copy_context()  # the step sees its task run and index
-                return await asyncio.to_thread(context.run, _call_step, effect)
+                gate = BodyGate()
+
+                def body() -> Any:
+                    if not gate.enter():
+                        return None  # cancelled before a thread took it up: never run
+                    return context.run(_call_step, effect)
+
+                try:
+                    return await asyncio.to_thread(body)
+                except asyncio.CancelledError as exc:
+                    if gate.close():  # its body never began, and now never will
+                        raise CancelledBeforeBody(*exc.args) from None
+                    raise
             finally:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):

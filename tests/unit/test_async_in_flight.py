@@ -6,6 +6,8 @@ hand a task back holds whatever the task's code does with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,8 @@ from onward.events import (
     open_log,
 )
 from onward.runtime.committer import Committer
-from onward.runtime.run import CURRENT_RUN
+from onward.runtime.observer import Observer, StepStart
+from onward.runtime.run import CURRENT_RUN, BodyGate
 from tests.conftest import FakeClock
 from tests.unit.test_async import open_engine
 from tests.unit.test_async_appends import run_in_a_thread, run_with
@@ -1250,3 +1253,113 @@ def test_gathering_with_return_exceptions_waits_for_a_retry_without_a_warning(
         assert engine.result(task_id) == ["'steady'", "'shaky'"]
         assert "or `gather(..., return_exceptions=True)`" in caplog.text
         assert engine.log.verify().ok
+
+
+class CancelAtFirstStart(Observer):
+    """Cancels the asyncio task that calls a step, the first time that step is about to be
+    tried: the moment its at-most-once start is recorded (a sibling's error, a timeout or a
+    stopping run landing there), every time."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.cancelled = 0
+
+    def step_started(self, task: Any, start: StepStart) -> Any:
+        if start.step == self.step and not self.cancelled:
+            self.cancelled += 1
+            current = asyncio.current_task()
+            assert current is not None
+            current.cancel()
+        return None
+
+
+def test_an_at_most_once_step_cancelled_as_its_start_is_recorded_runs_on_the_next_run(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async`` is cancelled while an at-most-once step's start is being recorded: its body
+    never began, so the start is withdrawn with the task handed back, and the next run runs
+    the step once (it was refused as interrupted, and the task failed for good)."""
+    ran: Counter[str] = Counter()
+    observer = CancelAtFirstStart("pay")
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock, observer=observer) as engine:
+
+        @engine.step(at_most_once=True)
+        async def pay(amount: int) -> str:
+            ran["pay"] += 1
+            return f"paid {amount}"
+
+        @engine.task()
+        async def order(amount: int) -> str:
+            return await pay(amount)
+
+        task_id = engine.submit(order, 5)
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(engine.run_async(concurrency=2))
+        assert observer.cancelled == 1
+        assert ran["pay"] == 0
+        assert kinds(engine, task_id)[-3:] == ["StepStarted", "StepWithdrawn", "TaskReleased"]
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == "paid 5"
+        assert ran["pay"] == 1
+        assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_an_at_most_once_step_a_task_gave_up_on_at_its_start_runs_when_called_again(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A task gives up on an at-most-once step (its asyncio task, cancelled while the start
+    is recorded) and waits: the next run, replaying the same code, runs the step at that index
+    instead of refusing it as interrupted."""
+    ran: Counter[str] = Counter()
+    observer = CancelAtFirstStart("pay")
+    with Engine.open(
+        f"sqlite:///{db}", session="agents", clock=clock, sleep=clock.advance, observer=observer
+    ) as engine:
+
+        @engine.step(at_most_once=True)
+        async def pay(amount: int) -> str:
+            ran["pay"] += 1
+            return f"paid {amount}"
+
+        @engine.task()
+        async def order(amount: int) -> str:
+            attempt = asyncio.create_task(pay(amount))
+            with contextlib.suppress(asyncio.CancelledError):
+                return await attempt
+            await engine.sleep(30)  # try again later
+            return "gave up"
+
+        task_id = engine.submit(order, 5)
+        run_with(engine, runner)
+        assert engine.result(task_id) == "paid 5"
+        assert ran["pay"] == 1
+        assert observer.cancelled == 1
+        assert "StepWithdrawn" in kinds(engine, task_id)
+        assert engine.log.verify().ok
+
+
+def test_a_body_gate_lets_exactly_one_side_through() -> None:
+    """A plain step's body in its thread and its caller's cancellation race for the gate: one
+    of them wins, whatever the interleaving (a body that began is never withdrawn)."""
+
+    def side(barrier: threading.Barrier, results: dict[str, bool], name: str,
+             attempt: Callable[[], bool]) -> None:  # fmt: skip
+        barrier.wait()
+        results[name] = attempt()
+
+    for _ in range(200):
+        gate = BodyGate()
+        results: dict[str, bool] = {}
+        barrier = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=side, args=(barrier, results, "enter", gate.enter)),
+            threading.Thread(target=side, args=(barrier, results, "close", gate.close)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results.values()) == [False, True]
+        assert gate.enter() is False
+        assert gate.close() is False
