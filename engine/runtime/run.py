@@ -965,16 +965,15 @@ class TaskRun:
         if not batch.events:
             return  # only a wait, held for after the failures still to record
         cause = self.context.causation_id
-        # A batch of events all caused by the claim, with no other stream: the log's fast path
-        # (no ids asked for: nothing in the batch names another of its events).
-        plain = not batch.also and all(c == cause for c in batch.causes)
+        # The ids the batch handed out are the events' own: a later event may name one (an
+        # action's check names the decision that ruled it, appended in an earlier batch).
         own = Append(
             stream=self.stream,
             events=batch.events,
             expected_version=self.version,
-            event_ids=None if plain else batch.ids,
+            event_ids=batch.ids,
             context=self.context,
-            causes=None if plain else batch.causes,
+            causes=None if all(c == cause for c in batch.causes) else batch.causes,
         )
         try:
             try:

@@ -124,12 +124,16 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
         steps: the recorded step outcomes the code called for, in all.
         divergences: where the code and the log part (empty: deterministic).
         skipped: tasks not replayed, each with why (not registered here, never run).
+        cut_short: of the skipped tasks, those whose history no replay can follow to its
+            end: the code gave up on a call before it had an outcome (a timeout around a
+            step of an ``async def`` task), so how it went on from there is not in the log.
     """
 
     checked: int = 0
     steps: int = 0
     divergences: tuple[Divergence, ...] = ()
     skipped: tuple[str, ...] = ()
+    cut_short: int = 0
 
     @property
     def ok(self) -> bool:
@@ -392,7 +396,7 @@ def replay_task(
                 "before it had an outcome (a timeout around it?): a replay cannot tell how the "
                 "code went on from there"
             )
-            return ReplayCheck(steps=run.steps_replayed, skipped=(why,))
+            return ReplayCheck(steps=run.steps_replayed, skipped=(why,), cut_short=1)
         if end is not None and not run.waited:
             diverged("unrecorded", stop.index, "no outcome here", f"calls {stop.name!r}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
@@ -441,7 +445,7 @@ def replay_task(
 
 
 def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
-    checked = steps = 0
+    checked = steps = cut_short = 0
     divergences: list[Divergence] = []
     skipped: list[str] = []
     for check in checks:
@@ -449,8 +453,13 @@ def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
         steps += check.steps
         divergences += check.divergences
         skipped += check.skipped
+        cut_short += check.cut_short
     return ReplayCheck(
-        checked=checked, steps=steps, divergences=tuple(divergences), skipped=tuple(skipped)
+        checked=checked,
+        steps=steps,
+        divergences=tuple(divergences),
+        skipped=tuple(skipped),
+        cut_short=cut_short,
     )
 
 

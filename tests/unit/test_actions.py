@@ -157,6 +157,38 @@ def test_a_failed_check_is_a_step_failure_and_a_reversible_action_is_undone(
         assert "CheckFailed" in view.error
 
 
+def test_what_an_action_records_names_events_of_the_log(db: str, clock: FakeClock) -> None:
+    """Each check and undo names the decision that ruled its action, and each event's cause is
+    an event recorded before it: ``onward why`` follows them (the decisions of actions run at
+    once were appended under other ids than the ones their checks named)."""
+    with open_engine(db, clock, healing=False) as engine:
+
+        @engine.action(impact="medium", undo=lambda result: None, check=lambda result: result < 10)
+        def write(n: int) -> int:
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return write(n) + write(n + 1)
+
+        engine.submit(job, 1)
+        engine.submit(job, 50)  # its check fails: undone
+        engine.run()
+        records = list(engine.log.read())
+        before: set[str] = set()
+        named = 0
+        for r in records:
+            assert r.meta.causation_id in before | {""}, r
+            decision_id = getattr(r.event, "decision_id", None)
+            if decision_id is not None:
+                named += 1
+                assert decision_id in before, r
+                ruling = next(x.event for x in records if x.meta.event_id == decision_id)
+                assert type(ruling).__name__ == "DecisionMade"
+            before.add(r.meta.event_id)
+        assert named == 3  # two checks passed, then one failed (and its action was undone)
+
+
 def test_an_unsure_action_waits_for_an_approval_given_by_another_process(
     db: str, clock: FakeClock
 ) -> None:

@@ -236,6 +236,7 @@ def test_a_task_that_cancelled_a_step_under_way_is_skipped_not_called_nondetermi
     assert check.checked == 1
     (why,) = check.skipped
     assert why.startswith(f"task {cut}: its call at step 0 ('slow') was cancelled")
+    assert check.cut_short == 1
 
 
 def register_family(engine: Engine, *, variant: str = "same") -> None:
@@ -724,9 +725,10 @@ def test_to_test_writes_values_from_the_log_safely(
     module = ast.parse(source)
     doc = ast.get_docstring(module, clean=False) or ""
     assert f"({HOSTILE_NAME}),\nrecorded in session {HOSTILE_SESSION!r} of sqlite:///{db}" in doc
-    # The docstring, the import, ENGINE, HISTORY and the test: no other statement.
+    # The docstring, the imports, ENGINE, HISTORY and the test: no other statement.
     assert [type(node).__name__ for node in module.body] == [
         "Expr",
+        "Import",
         "ImportFrom",
         "Assign",
         "Assign",
@@ -748,10 +750,73 @@ def test_to_test_refuses_an_unknown_task(
     db = tmp_path / "work.db"
     with open_engine(f"sqlite:///{db}") as engine:
         register(engine)
-        engine.submit("survey", "a")
+        task_id = engine.submit("survey", "a")
     assert main(["to-test", "nope", "--db", str(db), "--engine", "app:engine"]) == 2
     assert "no task 'nope'" in capsys.readouterr().err
     assert main(["to-test", "", "--db", str(db), "--engine", "app"]) == 2
+    capsys.readouterr()
+    for target in ("app", "app:", ":engine", "app:engine:x", "app..jobs:engine", "app:en gine"):
+        assert main(["to-test", task_id, "--db", str(db), "--engine", target]) == 2, target
+        assert "expected MODULE:ENGINE" in capsys.readouterr().err
+
+
+CUTTING_APP = """
+import asyncio
+
+from onward import Engine
+
+engine = Engine.open()  # ONWARD_DB: the recording's log, then memory:// in the test
+
+
+@engine.step()
+async def slow() -> int:
+    await asyncio.Event().wait()  # never ends: the timeout around it cancels it
+    return 1
+
+
+@engine.step()
+async def fast() -> int:
+    return 2
+
+
+@engine.task()
+async def cuts() -> int:
+    try:
+        return await asyncio.wait_for(slow(), timeout=0.01)
+    except TimeoutError:
+        return await fast()
+"""
+
+
+def test_to_test_of_a_task_that_gave_up_on_a_step_writes_a_test_that_skips_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay cannot follow the task past the step it cancelled: the regression test skips,
+    saying why, where it failed on the very code it was recorded from."""
+    (tmp_path / "app.py").write_text(CUTTING_APP)
+    db = tmp_path / "work.db"
+    recording = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import app, asyncio; t = app.engine.submit(app.cuts); "
+            "asyncio.run(app.engine.run_async()); print(t, app.engine.result(t))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "ONWARD_DB": f"sqlite:///{db}"},
+    )
+    task_id, result = recording.stdout.split()
+    assert result == "2"
+    assert main(["to-test", task_id, "--db", str(db), "--engine", "app:engine"]) == 0
+    test_file = tmp_path / "test_cuts.py"
+    test_file.write_text(capsys.readouterr().out)
+    done = run_pytest(test_file, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout
 
 
 @pytest.mark.parametrize(
