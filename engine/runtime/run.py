@@ -18,9 +18,10 @@ import bisect
 import contextlib
 import contextvars
 import hashlib
+import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -132,6 +133,11 @@ class Invoke:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     remedied: StepCall | None
+
+
+def _unstarted(call: Coroutine[Any, Any, Any]) -> bool:
+    """Whether a coroutine was never started (nor closed)."""
+    return inspect.getcoroutinestate(call) == inspect.CORO_CREATED
 
 
 class CancelledBeforeBody(asyncio.CancelledError):
@@ -694,6 +700,9 @@ class TaskRun:
         self.in_flight = InFlight()
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
+        #: What an ``async def`` task's code was handed to await (``engine.sleep(...)``), as
+        #: the call it wrote: one never awaited by the task's end did nothing.
+        self.handed: list[tuple[str, Coroutine[Any, Any, Any]]] = []
         # Messages this task took (or gave up waiting for), by the step index of the receive.
         self.received: dict[int, MessageReceived] = {}
         # The task's inbox as far as this run has read it, in version order.
@@ -1014,6 +1023,34 @@ class TaskRun:
     def idempotency_key(self, index: int) -> str:
         """The idempotency key of a step: task id and step index."""
         return f"{self.task_id}:{index}"
+
+    def hand(self, what: str, call: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+        """``call``, handed to the task's code to await (``what``, as it wrote it), kept to
+        check at the task's end that it was (:meth:`check_awaited`)."""
+        if len(self.handed) >= 64:  # most are awaited at once: keep the others only
+            self.handed = [h for h in self.handed if _unstarted(h[1])]
+        self.handed.append((what, call))
+        return call
+
+    def check_awaited(self) -> None:
+        """Raise when the task's code ends with a call it was handed never awaited.
+
+        Raises:
+            UsageError: ``engine.sleep(...)``, ``set_state`` or ``progress`` called without
+                ``await`` in an ``async def`` task: it did nothing (closed now, so Python
+                does not warn of it too).
+        """
+        never = [what for what, call in self.handed if _unstarted(call)]
+        for _, call in self.handed:
+            if _unstarted(call):
+                call.close()
+        self.handed.clear()
+        if never:
+            raise UsageError(
+                f"task {self.task_id}: engine.{never[0]} was never awaited, so it did nothing"
+                f"{f' (nor {len(never) - 1} more like it)' if len(never) > 1 else ''}: in an "
+                f"async def task, write `await engine.{never[0]}`"
+            )
 
     def _take_index(self, what: str) -> int:
         """The next index in the task's sequence, for a step or a durable call (a sleep, a

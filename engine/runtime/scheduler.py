@@ -1207,6 +1207,7 @@ class Scheduler:
             return self._release(run)
         if error is None:
             try:
+                run.check_awaited()  # an `engine.sleep(...)` left unawaited did nothing
                 stored = encode_value(
                     result,
                     what=f"task {view.task_id} ({view.name}): its result",

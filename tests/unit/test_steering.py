@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -435,3 +437,143 @@ def test_recv_on_the_async_path(db: str, clock: FakeClock) -> None:
         engine.send(task_id, "go", [1, 2, 3])
         asyncio.run(engine.run_async(concurrency=4))
         assert engine.result(task_id) == [1, 2, 3]
+
+
+STEERING_CALLS: dict[str, Callable[[Engine, str], object]] = {
+    "cancel": lambda engine, task_id: engine.cancel(task_id, "the boss says"),
+    "fork": lambda engine, task_id: engine.fork(task_id, from_step=0),
+    "reprioritise": lambda engine, task_id: engine.reprioritise(task_id, "high"),
+    "quarantine": lambda engine, task_id: engine.quarantine(task_id, reason="stuck"),
+    "retry": lambda engine, task_id: engine.retry(task_id),
+    "abandon": lambda engine, task_id: engine.abandon(task_id),
+}
+
+
+@pytest.mark.parametrize("call", sorted(STEERING_CALLS))
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_task_that_steers_another_from_its_own_code_is_refused(
+    db: str, clock: FakeClock, call: str, kind: str
+) -> None:
+    """A task's code runs again from its start after a wait or a crash, so a change it made
+    between its steps would be made again (a second fork; a cancel of a task it cancelled,
+    which failed the task): refused, naming where to call it from."""
+    steer = STEERING_CALLS[call]
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def victim() -> None:
+            engine.recv("never")
+
+        if kind == "sync":
+
+            @engine.task()
+            def boss(task_id: str) -> None:
+                steer(engine, task_id)
+
+        else:
+
+            @engine.task(name="boss")
+            async def async_boss(task_id: str) -> None:
+                steer(engine, task_id)
+
+        target = engine.submit(victim)
+        engine.run()
+        boss_id = engine.submit("boss", target)
+        engine.run()
+        view = engine.task_view(boss_id)
+        assert view.state == "failed"
+        assert f"UsageError: {call}() is called from the code of task {boss_id}" in (
+            view.error or ""
+        )
+        assert engine.task_view(target).state == "waiting"  # nothing changed
+        assert len(engine.tasks()) == 2  # no fork either
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_step_that_steers_another_task_does_it_once_however_often_its_task_runs(
+    db: str, clock: FakeClock, kind: str
+) -> None:
+    """From a step (its outcome recorded once), a cancel and a fork happen once, though the
+    task waits and runs again from its start."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def victim() -> None:
+            engine.recv("never")
+
+        if kind == "sync":
+
+            @engine.step()
+            def stop(task_id: str) -> str:
+                engine.cancel(task_id, "the boss says")
+                return engine.fork(task_id, from_step=0)
+
+            @engine.task(name="boss")
+            def boss(task_id: str) -> str:
+                fork_id = stop(task_id)
+                engine.sleep(60)  # the task runs again from its start after this
+                return fork_id
+
+        else:
+
+            @engine.step()
+            async def async_stop(task_id: str) -> str:
+                engine.cancel(task_id, "the boss says")
+                return engine.fork(task_id, from_step=0)
+
+            @engine.task(name="boss")
+            async def async_boss(task_id: str) -> str:
+                fork_id: str = await async_stop(task_id)
+                await engine.sleep(60)
+                return fork_id
+
+        target = engine.submit(victim)
+        engine.run()
+        boss_id = engine.submit("boss", target)
+        engine.run()
+        fork_id = engine.result(boss_id)
+        assert engine.task_view(target).state == "cancelled"
+        assert engine.task_view(fork_id).forked_from == target
+        assert len(engine.tasks()) == 3  # the victim, the boss and one fork
+
+
+@pytest.mark.parametrize("call", ["sleep", "set_state", "progress", "recv"])
+def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
+    db: str, clock: FakeClock, call: str
+) -> None:
+    """``engine.sleep(5)`` without ``await`` in an ``async def`` task did nothing, and the task
+    succeeded as if it had slept (Python's own warning aside): the task fails, naming the call
+    to await."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        async def forgetful() -> str:
+            if call == "sleep":
+                engine.sleep(5)
+            elif call == "set_state":
+                engine.set_state("k", 1)
+            elif call == "recv":
+                engine.recv("verdict")
+            else:
+                engine.progress(0.5)
+            return "done"
+
+        @engine.task()
+        async def mindful() -> str:
+            later = asyncio.create_task(engine.sleep(5))  # started by the loop, then awaited
+            await engine.set_state("k", 1)
+            await engine.progress(0.5)
+            await later
+            return "done"
+
+        forgot, minded = engine.submit(forgetful), engine.submit(mindful)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no "never awaited" on top
+            engine.run()
+            gc.collect()
+        view = engine.task_view(forgot)
+        assert view.state == "failed"
+        assert f"UsageError: task {forgot}: engine.{call}(" in (view.error or "")
+        assert "was never awaited, so it did nothing" in (view.error or "")
+        assert engine.result(minded) == "done"
+        assert engine.get_state(minded, "k") == 1

@@ -21,7 +21,7 @@ from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import Pending, current_run
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
-from onward.runtime.run import TaskRun, on_event_loop
+from onward.runtime.run import CURRENT_RUN, CURRENT_STEP, TaskRun, on_event_loop
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
@@ -109,10 +109,11 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task has already ended.
-            UsageError: a task id or reason that is not a str.
+            UsageError: a task id or reason that is not a str; or called from a task's
+                own code between its steps (it would be called again when the task re-runs).
         """
         self._tasks.cancel(
-            _task_id(task_id, "cancel()"), arguments.text(reason, "cancel(): reason")
+            _steered(task_id, "cancel()"), arguments.text(reason, "cancel(): reason")
         )
 
     def quarantine(self, task_id: str, *, reason: str = "", by: str = "") -> TaskView:
@@ -136,10 +137,12 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task has already ended.
-            UsageError: a task id, reason or ``by`` that is not a str.
+            UsageError: a task id, reason or ``by`` that is not a str; or called from a
+                task's own code between its steps (it would be called again when the task
+                re-runs).
         """
         return self._tasks.quarantine(
-            _task_id(task_id, "quarantine()"),
+            _steered(task_id, "quarantine()"),
             arguments.text(reason, "quarantine(): reason"),
             arguments.text(by, "quarantine(): by") or self.worker,
         )
@@ -150,9 +153,11 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: the task is running or has ended.
-            UsageError: an unknown priority, or a task id that is not a str.
+            UsageError: an unknown priority, or a task id that is not a str; or called from a
+                task's own code between its steps (it would be called again when the task
+                re-runs).
         """
-        self._tasks.reprioritise(_task_id(task_id, "reprioritise()"), priority)
+        self._tasks.reprioritise(_steered(task_id, "reprioritise()"), priority)
 
     def retry(
         self,
@@ -178,10 +183,12 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: it has not failed, been cancelled or missed its deadline.
-            UsageError: an argument of the wrong type, or a deadline that is not finite.
+            UsageError: an argument of the wrong type, or a deadline that is not finite; or
+                called from a task's own code between its steps (it would be called again when
+                the task re-runs).
         """
         return self._tasks.retry(
-            _task_id(task_id, "retry()"),
+            _steered(task_id, "retry()"),
             by=arguments.text(by, "retry(): by"),
             reason=arguments.text(reason, "retry(): reason"),
             deadline=arguments.moment(deadline, "retry(): deadline"),
@@ -216,10 +223,11 @@ class Steering:
             UsageError: a step before ``from_step`` has no recorded outcome, arguments that
                 cannot be stored or (the task being registered here) do not fit its
                 signature, or an argument of the wrong type (``args`` a list or a tuple,
-                ``kwargs`` a dict with str keys).
+                ``kwargs`` a dict with str keys); or called from a task's
+                own code between its steps (it would be called again when the task re-runs).
         """
         return self._tasks.fork(
-            _task_id(task_id, "fork()"),
+            _steered(task_id, "fork()"),
             from_step=arguments.step_index(from_step, "fork(): from_step"),
             args=None if args is None else list(arguments.positional(args, "fork(): args")),
             kwargs=None if kwargs is None else arguments.keywords(kwargs, "fork(): kwargs"),
@@ -234,10 +242,12 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: it is not (or no longer) unregistered.
-            UsageError: a task id, ``by`` or reason that is not a str.
+            UsageError: a task id, ``by`` or reason that is not a str; or called from a
+                task's own code between its steps (it would be called again when the task
+                re-runs).
         """
         self._tasks.abandon(
-            _task_id(task_id, "abandon()"),
+            _steered(task_id, "abandon()"),
             by=arguments.text(by, "abandon(): by"),
             reason=arguments.text(reason, "abandon(): reason"),
         )
@@ -473,3 +483,21 @@ SUBMIT_OPTIONS = tuple(
 def _task_id(task_id: object, what: str) -> str:
     """A task id a caller passes (:func:`arguments.name`, with the call's name)."""
     return arguments.name(task_id, f"{what}: task_id")
+
+
+def _steered(task_id: object, what: str) -> str:
+    """The id of a task to change, from outside a task's own code.
+
+    Raises:
+        UsageError: not a task id, or called from a task's code between its steps: that code
+            runs again from its start after a wait or a crash, so the change would be made
+            again (a second fork, a cancel of a task already cancelled).
+    """
+    run = CURRENT_RUN.get()
+    if run is not None and CURRENT_STEP.get() is None:
+        raise UsageError(
+            f"{what} is called from the code of task {run.task_id}, which runs again from its "
+            "start after a wait or a crash and would call it again: call it from a step (its "
+            "outcome is recorded once), or from outside the task"
+        )
+    return _task_id(task_id, what)
