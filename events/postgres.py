@@ -184,8 +184,11 @@ class PostgresLog(EventLog):
         prefix = params.get("table", "onward").lower()  # as eventsourcing named the tables
         if not (self.schema.isidentifier() and prefix.isidentifier()):
             raise InvalidURL(f"schema and table must be plain identifiers: {_safe(url)}")
-        if len(f"{prefix}_checkpoints") > 63:
-            raise InvalidURL(f"table prefix {prefix!r} is too long (at most 51 characters)")
+        # PostgreSQL cuts longer names to 63 bytes without a word: two logs would share one.
+        if len(self.schema.encode()) > 63:
+            raise InvalidURL(f"schema {self.schema!r} is too long (at most 63 bytes in UTF-8)")
+        if len(f"{prefix}_checkpoints".encode()) > 63:
+            raise InvalidURL(f"table prefix {prefix!r} is too long (at most 51 bytes in UTF-8)")
         try:
             timeout = int(params.get("connect_timeout", "10"))
         except ValueError:

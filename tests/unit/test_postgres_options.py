@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 
+import psycopg
 import pytest
 
-from onward.events import BackendError, InvalidURL, open_log
+from onward.events import BackendError, InvalidURL, SessionStarted, open_log
 from onward.events.postgres import PostgresLog, _safe
 
 pytestmark = pytest.mark.postgres
@@ -172,3 +173,44 @@ def test_a_url_without_a_database_or_a_service_is_refused(monkeypatch: pytest.Mo
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(InvalidURL, match="names no database"):
         open_log("postgresql://postgres@127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [
+        (f"schema=s{'x' * 63}", "schema 'sx"),  # 64 bytes
+        (f"schema={'ü' * 32}", "schema 'ü"),  # 32 characters, 64 bytes
+        (f"table={'ü' * 26}", "table prefix 'ü"),  # 26 characters, 52 bytes
+    ],
+)
+def test_a_name_postgresql_would_cut_short_is_refused(query: str, refused: str) -> None:
+    """PostgreSQL cuts names past 63 bytes without a word, so two such URLs that differ only
+    past the cut opened one log: refused, counted in bytes, before any connection."""
+    with pytest.raises(InvalidURL, match=refused):
+        PostgresLog(f"postgresql://127.0.0.1:1/test?{query}")
+
+
+def test_the_longest_names_postgresql_keeps_whole_are_taken(postgres_url: str) -> None:
+    """A schema of 63 bytes and a table prefix of 51 bytes (non-ASCII) are used as given."""
+    base = postgres_url.split("?")[0]
+    schema = f"s{os.getpid()}_"
+    schema += "ü" * ((63 - len(schema)) // 2)
+    prefix = "ü" * 25 + "a"  # 51 bytes
+    log = PostgresLog(f"{base}?schema={schema}&table={prefix}")
+    try:
+        log.append("session-a", [SessionStarted(name="a")], expected_version=0)
+        assert [type(r.event) for r in log.read_stream("session-a")] == [SessionStarted]
+        assert log.schema == schema
+        with psycopg.connect(base) as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        assert {t for (t,) in tables} == {
+            f"{prefix}_events",
+            f"{prefix}_checkpoints",
+            f"{prefix}_blobs",
+        }
+    finally:
+        log.close()
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
