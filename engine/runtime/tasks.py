@@ -59,6 +59,9 @@ __all__ = ["Tasks", "append_message", "append_submission", "message_version", "q
 
 #: How many times a change from outside looks again after another worker's.
 _STEER_TRIES = 10
+#: The states of a task that will never run again (a failed, cancelled or missed one may be
+#: retried, and then reads its inbox).
+_NEVER_READS = frozenset({"succeeded", "quarantined"})
 
 #: How many times a running task's message looks at the inbox again after others came in.
 _SEND_TRIES = 100
@@ -419,12 +422,20 @@ class Tasks:
         if not isinstance(topic, str) or not topic:
             raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
         session.log.redactor.check_name(topic, "a message's topic")  # recv() matches it as given
-        self.view(task_id)  # TaskNotFound
+        view = self.view(task_id)  # TaskNotFound
+        run = CURRENT_RUN.get()
+        if run is None and view.state in _NEVER_READS:  # (a task's send replays as it went)
+            raise InvalidTransition(
+                "task",
+                task_id,
+                view.state,
+                "send",
+                "it has ended for good and will never read a message",
+            )
         stored = encode_value(
             value, what=f"message {topic!r} for {task_id}", redactor=session.log.redactor
         )
         event = MessageSent(topic=topic, value=stored, sender=sender)
-        run = CURRENT_RUN.get()
         try:
             if run is None:
                 version = session.log.append(

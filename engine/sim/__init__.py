@@ -10,6 +10,7 @@ finds it through the ``onward.commands`` entry point.
 """
 
 from onward.sim.command import START, run_simulation
+from onward.sim.interrupt import Interrupted
 from onward.sim.measure import DESIGN, Kill, SimResult, measure, table
 from onward.sim.profile import PROFILES, Profile, load_profile
 
@@ -17,6 +18,7 @@ __all__ = [
     "DESIGN",
     "PROFILES",
     "START",
+    "Interrupted",
     "Kill",
     "Profile",
     "SimResult",

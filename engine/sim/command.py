@@ -6,6 +6,8 @@ The parent process plans the kills (seeded moments of simulated time), starts th
 says it reached a kill moment, kills it with SIGKILL and starts the next one, which resumes the
 session by replay. At the end it reads the figures from the log (:mod:`onward.sim.measure`) and
 prints the table, the design onward replaces beside this run (``--json``: the figures).
+SIGINT (Ctrl-C) and SIGTERM stop it (:mod:`onward.sim.interrupt`): the worker is stopped and
+waited for, the temporary log removed, and the command says so in one line (exit 130, 143).
 
 The session is named after the profile. On an existing log (``--db``) it starts after the log's
 last event, as the simulated clock never goes back; on the log of an earlier run, which holds
@@ -30,6 +32,7 @@ import msgspec
 
 from onward.cli.main import AddCommand
 from onward.events import LogNotFound, UsageError, open_log
+from onward.sim.interrupt import Interrupted, signals_held, stop_signals
 from onward.sim.measure import Kill, SimResult, measure, table
 from onward.sim.profile import PROFILES, load_profile
 from onward.sim.world import kill_plan
@@ -40,6 +43,8 @@ __all__ = ["START", "register_command", "run_simulation"]
 START = 1_736_200_800.0
 #: Simulated seconds from the last event of an earlier run's log to the start of a new session.
 GAP = 60.0
+#: Wall seconds a worker has to stop on SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
 
 
 def _db_path(db: str) -> Path:
@@ -103,10 +108,19 @@ def run_simulation(
             application's database).
         LogDamaged: ``db`` is a damaged SQLite file.
         RuntimeError: a worker stopped without finishing nor reaching a kill moment.
+        Interrupted: SIGINT or SIGTERM came (taken while it runs, when called from the main
+            thread): the worker was stopped and waited for, the temporary log removed; a log
+            at ``db`` keeps what its transactions committed.
     """
     err = err or sys.stderr
     if not 0 < hours <= 72:
         raise UsageError(f"--hours must be in (0, 72], got {hours}")
+    with stop_signals():
+        return _simulate(profile=profile, seed=seed, hours=hours, db=db, err=err)
+
+
+def _simulate(*, profile: str, seed: int, hours: float, db: str | None, err: IO[str]) -> SimResult:
+    """:func:`run_simulation`, once the stop signals are taken."""
     loaded = load_profile(profile)
     session, start = loaded.name, START
     if db is not None:
@@ -114,23 +128,28 @@ def run_simulation(
         if not path.parent.is_dir():
             raise UsageError(f"no directory {path.parent} for the simulation's log")
         session, start = _new_session(path, loaded.name)
-    scratch = Path(tempfile.mkdtemp(prefix="onward-sim-"))
-    if db is None:
-        path = scratch / "sim.db"
-    journal, files = scratch / "steps.journal", scratch / "files"
-    files.mkdir()
-    kills = kill_plan(loaded, seed, start, hours)
-    done_kills: list[Kill] = []
-    generations: dict[int, int] = {}
-    timings: list[Path] = []
-    stopped_at = start
-    started = time.perf_counter()
-    where = f"the log {path}" if db is not None else "a temporary log (removed at the end)"
-    err.write(
-        f"onward simulate: {loaded.name}, {hours:g} simulated hours, seed {seed}, "
-        f"{len(kills)} kill -9 planned; session {session!r} of {where}\n"
-    )
+    # A stop signal can come at any moment: what is made under signals_held() is known to the
+    # clean-up below, which stops the worker before its files go.
+    scratch: Path | None = None
+    child: subprocess.Popen[str] | None = None
     try:
+        with signals_held():
+            scratch = Path(tempfile.mkdtemp(prefix="onward-sim-"))
+        if db is None:
+            path = scratch / "sim.db"
+        journal, files = scratch / "steps.journal", scratch / "files"
+        files.mkdir()
+        kills = kill_plan(loaded, seed, start, hours)
+        done_kills: list[Kill] = []
+        generations: dict[int, int] = {}
+        timings: list[Path] = []
+        stopped_at = start
+        started = time.perf_counter()
+        where = f"the log {path}" if db is not None else "a temporary log (removed at the end)"
+        err.write(
+            f"onward simulate: {loaded.name}, {hours:g} simulated hours, seed {seed}, "
+            f"{len(kills)} kill -9 planned; session {session!r} of {where}\n"
+        )
         generation = 0
         while True:
             generation += 1
@@ -138,38 +157,36 @@ def run_simulation(
             timings.append(timing)
             remaining = ",".join(f"{t!r}@{w}" for t, w in kills[len(done_kills) :])
             killed_at = [] if not done_kills else ["--killed-at", repr(stopped_at)]
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "onward.sim",
-                    "--db",
-                    str(path),
-                    "--profile",
-                    str(profile),
-                    "--seed",
-                    str(seed),
-                    "--hours",
-                    str(hours),
-                    "--session",
-                    session,
-                    "--start",
-                    repr(start),
-                    "--kills",
-                    remaining,
-                    "--journal",
-                    str(journal),
-                    "--scratch",
-                    str(files),
-                    "--timings",
-                    str(timing),
-                    "--generation",
-                    str(generation),
-                    *killed_at,
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            argv = [
+                sys.executable,
+                "-m",
+                "onward.sim",
+                "--db",
+                str(path),
+                "--profile",
+                str(profile),
+                "--seed",
+                str(seed),
+                "--hours",
+                str(hours),
+                "--session",
+                session,
+                "--start",
+                repr(start),
+                "--kills",
+                remaining,
+                "--journal",
+                str(journal),
+                "--scratch",
+                str(files),
+                "--timings",
+                str(timing),
+                "--generation",
+                str(generation),
+                *killed_at,
+            ]
+            with signals_held():  # the worker inherits them held, until it takes them
+                child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
             generations[child.pid] = generation
             assert child.stdout is not None
             line = child.stdout.readline()
@@ -220,17 +237,42 @@ def run_simulation(
             result.db = ""  # the temporary log is removed below: nothing to point at
         return result
     finally:
-        shutil.rmtree(files, ignore_errors=True)
-        for leftover in (journal, *timings):
-            leftover.unlink(missing_ok=True)
-        # The log stays when it was asked for (--db); the scratch folder (the temporary log
-        # with it otherwise) goes.
-        shutil.rmtree(scratch, ignore_errors=True)
+        # The log stays when it was asked for (--db); the worker goes first, then the scratch
+        # folder (the temporary log with it otherwise). A signal meanwhile waits for the end.
+        with signals_held():
+            if child is not None:
+                _stop(child)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stop(child: subprocess.Popen[str]) -> None:
+    """Stop a worker that still runs (SIGTERM, then SIGKILL if it lingers) and wait for it."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run ``onward simulate``."""
-    result = run_simulation(profile=args.profile, seed=args.seed, hours=args.hours, db=args.db)
+    try:
+        result = run_simulation(profile=args.profile, seed=args.seed, hours=args.hours, db=args.db)
+    except Interrupted as stop:
+        kept = (
+            f"the log {args.db} keeps what was committed"
+            if args.db
+            else "the temporary log is removed"
+        )
+        sys.stderr.write(
+            f"onward simulate: stopped by {stop.signal.name}: the worker is stopped, {kept}\n"
+        )
+        return stop.status
     if args.json:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(result)).decode() + "\n")
     else:

@@ -142,8 +142,8 @@ def load_profile(source: str | Path) -> Profile:
     """A shipped profile by name, or a TOML file.
 
     Raises:
-        UsageError: no such profile or file, a file that is not TOML, or a profile that does
-            not fit (the message names the file and the field).
+        UsageError: no such profile or file, a file that is not TOML (nor UTF-8 text), or a
+            profile that does not fit (the message names the file and the field).
     """
     name = str(source)
     if name in PROFILES:
@@ -157,6 +157,10 @@ def load_profile(source: str | Path) -> Profile:
             raise UsageError(
                 f"cannot read the profile {path} ({exc.strerror}); the shipped ones are "
                 f"{', '.join(PROFILES)}"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"{path} is not TOML: not UTF-8 text ({exc.reason} at byte {exc.start})"
             ) from exc
         where = str(path)
     try:

@@ -18,7 +18,9 @@ seed and what the seed decided (never from a random decision id), and no heartbe
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from onward.healing.breaker import BreakerPolicy
 from onward.healing.retry import RetryPolicies, RetryPolicy
 from onward.judgement.budget import ErrorBudget
 from onward.runtime.engine import Engine
+from onward.sim.interrupt import Interrupted, stop_signals
 from onward.sim.profile import load_profile
 from onward.sim.work import TEACH, register_work, run_plan
 from onward.sim.world import TimedRulebook, VirtualClock, World, arrivals, task_plan
@@ -206,7 +209,12 @@ class SimWorker:
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
-    """The worker process (``python -m onward.sim``)."""
+    """The worker process (``python -m onward.sim``).
+
+    Returns:
+        Its exit status: 0 at the end of the hours, 130 or 143 when SIGINT or SIGTERM stopped
+        it, 141 when its parent is gone (its pipe broke).
+    """
     parser = argparse.ArgumentParser(prog="python -m onward.sim")
     parser.add_argument("--db", required=True)
     parser.add_argument("--profile", required=True)
@@ -222,11 +230,22 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--generation", type=int, default=1)
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    worker = SimWorker(args)
+    # Stopped by its parent (SIGTERM: the user interrupted the simulation), by Ctrl-C (SIGINT
+    # to the terminal's whole process group), or left by its parent (its pipe is broken): it
+    # leaves without a word, the log as its transactions left it.
     try:
-        worker.run()
-    finally:
-        worker.engine.close()
-    sys.stdout.write(msgspec.json.encode({"event": "done"}).decode() + "\n")
-    sys.stdout.flush()
+        with stop_signals():
+            worker = SimWorker(args)
+            try:
+                worker.run()
+            finally:
+                worker.engine.close()
+            sys.stdout.write(msgspec.json.encode({"event": "done"}).decode() + "\n")
+            sys.stdout.flush()
+    except Interrupted as stop:
+        return stop.status
+    except BrokenPipeError:
+        # Nothing more can be said, not even at exit's flush of what is left.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return 0

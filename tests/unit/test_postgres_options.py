@@ -192,7 +192,7 @@ def test_a_name_postgresql_would_cut_short_is_refused(query: str, refused: str) 
 
 def test_the_longest_names_postgresql_keeps_whole_are_taken(postgres_url: str) -> None:
     """A schema of 63 bytes and a table prefix of 51 bytes (non-ASCII) are used as given."""
-    base = postgres_url.split("?")[0]
+    base = postgres_url.split("?", maxsplit=1)[0]
     schema = f"s{os.getpid()}_"
     schema += "ü" * ((63 - len(schema)) // 2)
     prefix = "ü" * 25 + "a"  # 51 bytes

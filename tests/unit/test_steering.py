@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from onward import Engine, InvalidTransition, StepMismatch, TaskFailedError, UsageError
+from onward.cli import main
 from onward.events import DecisionMade, TaskRetried, TaskUnregistered
 from onward.testing import replay_check
 from tests.conftest import FakeClock
@@ -577,3 +578,34 @@ def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
         assert "was never awaited, so it did nothing" in (view.error or "")
         assert engine.result(minded) == "done"
         assert engine.get_state(minded, "k") == 1
+
+
+def test_a_message_for_a_task_that_will_never_read_it_is_refused(
+    db: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sent to a task that succeeded, a message was accepted (its inbox place returned) and
+    never read: refused. A failed task may be retried: it takes it then."""
+    with open_engine(db, clock) as engine:
+        broken = {"yes": True}
+
+        @engine.task()
+        def done() -> int:
+            return 1
+
+        @engine.task()
+        def listener() -> str:
+            if broken["yes"]:
+                raise ValueError("not yet")
+            return str(engine.recv("note"))
+
+        finished, failed = engine.submit(done), engine.submit(listener)
+        engine.run()
+        with pytest.raises(InvalidTransition, match="will never read a message"):
+            engine.send(finished, "note", "hello")
+        engine.send(failed, "note", "hello")
+        broken["yes"] = False
+        engine.retry(failed)
+        engine.run()
+        assert engine.result(failed) == "hello"
+    assert main(["send", finished, "note", '"hi"', "--db", db]) == 2
+    assert "will never read a message" in capsys.readouterr().err

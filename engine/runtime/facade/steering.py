@@ -113,7 +113,7 @@ class Steering:
                 own code between its steps (it would be called again when the task re-runs).
         """
         self._tasks.cancel(
-            _steered(task_id, "cancel()"), arguments.text(reason, "cancel(): reason")
+            _steered(task_id, "cancel()", ends_own=True), arguments.text(reason, "cancel(): reason")
         )
 
     def quarantine(self, task_id: str, *, reason: str = "", by: str = "") -> TaskView:
@@ -142,7 +142,7 @@ class Steering:
                 re-runs).
         """
         return self._tasks.quarantine(
-            _steered(task_id, "quarantine()"),
+            _steered(task_id, "quarantine()", ends_own=True),
             arguments.text(reason, "quarantine(): reason"),
             arguments.text(by, "quarantine(): by") or self.worker,
         )
@@ -265,6 +265,9 @@ class Steering:
 
         Raises:
             TaskNotFound: no such task.
+            InvalidTransition: sent from outside a task to one that has succeeded or been
+                quarantined: it will never read it (a failed, cancelled or missed task may
+                be retried, and reads its inbox then).
             UsageError: an empty topic, a value that cannot be stored, or a task id or sender
                 that is not a str.
         """
@@ -485,8 +488,12 @@ def _task_id(task_id: object, what: str) -> str:
     return arguments.name(task_id, f"{what}: task_id")
 
 
-def _steered(task_id: object, what: str) -> str:
+def _steered(task_id: object, what: str, *, ends_own: bool = False) -> str:
     """The id of a task to change, from outside a task's own code.
+
+    Args:
+        ends_own: the change ends the task it names, so a task may make it to itself: its
+            code does not run again after it (a cancel, a quarantine).
 
     Raises:
         UsageError: not a task id, or called from a task's code between its steps: that code
@@ -494,7 +501,8 @@ def _steered(task_id: object, what: str) -> str:
             again (a second fork, a cancel of a task already cancelled).
     """
     run = CURRENT_RUN.get()
-    if run is not None and CURRENT_STEP.get() is None:
+    own = ends_own and run is not None and run.task_id == task_id
+    if run is not None and CURRENT_STEP.get() is None and not own:
         raise UsageError(
             f"{what} is called from the code of task {run.task_id}, which runs again from its "
             "start after a wait or a crash and would call it again: call it from a step (its "
