@@ -81,6 +81,8 @@ _READS = (1, 2)
 #: The records an import writes in one commit: a PostgreSQL log takes fewer than 2**20 at once
 #: (``onward.events.postgres.ROWS_PER_COMMIT``), and a smaller commit holds fewer blobs.
 _COMMIT_ROWS = 100_000
+#: Blobs are large (each over the log's inline limit): a few to a commit.
+_BLOBS_PER_COMMIT = 16
 
 
 class ExportSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -398,6 +400,14 @@ def import_log(log: EventLog, lines: Iterable[bytes] | ExportFile) -> ImportSumm
         wanted = {digest for i in chunk for digest in parsed.needs.get(i, [])}
         blobs = {digest: parsed.blobs[digest] for digest in sorted(wanted)}
         log.insert_records([parsed.records[i] for i in chunk], blobs)
+    # The blobs of records the log held already, stored again: one damaged since it was stored
+    # (bytes that no longer match its digest) is repaired; a sound one stays as it is.
+    written = {digest for i in new for digest in parsed.needs.get(i, [])}
+    held_blobs = sorted(set(parsed.blobs) - written)
+    for start in range(0, len(held_blobs), _BLOBS_PER_COMMIT):
+        log.insert_records(
+            [], {d: parsed.blobs[d] for d in held_blobs[start : start + _BLOBS_PER_COMMIT]}
+        )
     return ImportSummary(
         records=len(parsed.records),
         imported=len(new),
@@ -463,11 +473,11 @@ def _parse(lines: Iterable[bytes]) -> _Parsed:
     digest = _lines_digest()
     at_end = number = 0
     for number, raw in enumerate(lines, start=1):
-        if end is not None:
-            raise InvalidArchive("a line after the end line", line=number)
         text = raw.rstrip()
         if not text:
-            continue
+            continue  # (a blank line after the end line too: an editor's, `echo >>`'s)
+        if end is not None:
+            raise InvalidArchive("a line after the end line", line=number)
         try:
             line = _LINE.decode(text)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

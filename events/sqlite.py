@@ -66,6 +66,12 @@ _CREATE_HEAD = (
 _SELECT_HEAD = "SELECT base, position, count, chain FROM onward_head WHERE id = 1"
 _HEAD_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'onward_head'"
 # The blobs (see onward.events.blobs): created at the first append that stores one.
+# A blob is stored once per digest; stored bytes that differ from the new ones (which match
+# their digest: content-addressed) were damaged since, and are replaced by the good ones.
+_INSERT_BLOB = (
+    "INSERT INTO onward_blobs (digest, size, data) VALUES (?, ?, ?) ON CONFLICT (digest) DO "
+    "UPDATE SET size = excluded.size, data = excluded.data WHERE data IS NOT excluded.data"
+)
 _CREATE_BLOBS = (
     "CREATE TABLE IF NOT EXISTS onward_blobs (digest TEXT PRIMARY KEY,"
     " size INTEGER NOT NULL, data BLOB NOT NULL)"
@@ -153,10 +159,7 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                 writer.execute("BEGIN IMMEDIATE")
                 if blobs:
                     writer.execute(_CREATE_BLOBS)
-                    writer.executemany(
-                        "INSERT OR IGNORE INTO onward_blobs (digest, size, data) VALUES (?, ?, ?)",
-                        [(digest, len(data), data) for digest, data in blobs.items()],
-                    )
+                    writer.executemany(_INSERT_BLOB, [(d, len(b), b) for d, b in blobs.items()])
                 positions = []
                 for s in stored_events:
                     cursor = writer.execute(
@@ -418,7 +421,7 @@ class SQLiteLog(EventLog):
             checkpoints = factory.aggregate_recorder("checkpoints")
         except Exception as exc:
             datastore.close()
-            raise BackendError(f"cannot open the SQLite log {self.path}: {exc}") from exc
+            raise _cannot_open(self.path, exc) from exc
         self._writer = recorder
         super().__init__(recorder, checkpoints, url=sqlite_url(self.path), **options)
 
@@ -573,6 +576,18 @@ class SQLiteLog(EventLog):
         self._datastore.close()
 
 
+def _cannot_open(path: str, exc: BaseException) -> BackendError:
+    """The error of a log file that would not open, saying why when its place is read-only:
+    SQLite writes beside a log (its ``-wal`` and ``-shm`` files) even to read it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    why = ""
+    if not os.access(folder, os.W_OK):
+        why = f" (its folder {folder} is not writable: copy the log to a writable place to read it)"
+    elif os.path.exists(path) and not os.access(path, os.W_OK):
+        why = " (the file is not writable: SQLite writes to a log even to read it)"
+    return BackendError(f"cannot open the SQLite log {path}: {exc}{why}")
+
+
 def _set_wal(path: str, busy_timeout: float) -> None:
     """Switch the file to WAL before the pool connects, waiting out other processes' locks.
 
@@ -593,9 +608,9 @@ def _set_wal(path: str, busy_timeout: float) -> None:
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc
+                raise _cannot_open(path, exc) from exc
         except sqlite3.Error as exc:
-            raise BackendError(f"cannot open the SQLite log {path}: {exc}") from exc
+            raise _cannot_open(path, exc) from exc
         time.sleep(pause)  # another process is creating or switching the file right now
         pause = min(pause * 2, 0.1)
 

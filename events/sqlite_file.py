@@ -159,7 +159,7 @@ def _tables(path: str) -> set[str]:
     try:
         with contextlib.closing(sqlite3.connect(_uri(path, mode), uri=True)) as conn:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # (a name that is not UTF-8)
         raise LogDamaged(f"{path} is a damaged SQLite database: {exc}") from exc
     return {str(r[0]) for r in rows}
 

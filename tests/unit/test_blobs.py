@@ -201,6 +201,45 @@ def test_verify_reports_a_missing_or_damaged_blob(
         assert info.value.kind == "blob"
 
 
+@pytest.mark.parametrize("remove", [True, False], ids=["missing", "damaged"])
+def test_the_same_value_stored_again_repairs_its_damaged_blob(
+    db: str, clock: FakeClock, remove: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new task whose step returns a value whose blob was damaged (or removed) since: its
+    record pointed at the damaged blob, so a task that succeeded was born damaged. The good
+    bytes the new step brought replace the damaged ones, which repairs the first task too."""
+    first = _one_big_step(db, clock)
+    _damage_blob(db, _blob_of(db), remove=remove)
+    second = _one_big_step(db, clock)
+    with Engine.open(db, session="audit", clock=clock) as engine:
+        assert engine.result(second) == 2 * MIB
+        assert engine.result(first) == 2 * MIB
+        assert engine.log.verify().ok
+
+
+def test_importing_a_sound_export_repairs_a_damaged_blob(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The log already holds every record of the export: its blobs are stored again all the
+    same, and one damaged since is repaired (it was skipped, and the log stayed damaged)."""
+    db = f"sqlite:///{tmp_path / 'work.db'}"
+    task_id = _one_big_step(db, clock)
+    export = tmp_path / "sound.jsonl"
+    assert main(["export", "--db", db, "-o", str(export)]) == 0
+    _damage_blob(db, _blob_of(db), remove=False)
+    assert main(["verify", "--db", db]) == 1
+    assert main(["import", "--db", db, str(export)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--db", db]) == 0
+    with open_log(db) as log:
+        [completed] = [
+            r.event
+            for r in log.read_stream(task_stream(task_id))
+            if isinstance(r.event, StepCompleted)
+        ]
+        assert completed.result == big_text(2 * MIB)
+
+
 def test_a_blob_rewritten_as_text_is_reported_as_damaged(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
 import threading
 from collections.abc import Callable
 from contextlib import closing
@@ -22,7 +23,14 @@ import pytest
 
 from onward import Engine
 from onward.cli.main import main
-from onward.events import LogDamaged, NotALog, OnwardError, TaskSubmitted, open_log
+from onward.events import (
+    BackendError,
+    LogDamaged,
+    NotALog,
+    OnwardError,
+    TaskSubmitted,
+    open_log,
+)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int, int, str]]:
@@ -95,6 +103,14 @@ def make_stub(path: Path) -> None:
     path.write_bytes(data[:60])
 
 
+def make_name_not_utf8(path: Path) -> None:
+    """A flipped byte in a table's name in the schema (page 1): not UTF-8 any more."""
+    data = bytearray(a_log(path))
+    at = data.index(b"checkpoints", 0, 4096)
+    data[at] = 0x8D
+    path.write_bytes(bytes(data))
+
+
 BAD_FILES: list[tuple[str, Callable[[Path], None], type[OnwardError], str]] = [
     ("directory", make_directory, NotALog, "is a directory"),
     ("empty", make_empty, NotALog, "is an empty file (0 bytes)"),
@@ -106,6 +122,7 @@ BAD_FILES: list[tuple[str, Callable[[Path], None], type[OnwardError], str]] = [
     ("truncated", make_truncated, LogDamaged, "damaged SQLite database: truncated ("),
     ("torn", make_torn, LogDamaged, "is not a whole number of 4096-byte pages"),
     ("stub", make_stub, LogDamaged, "damaged SQLite database: truncated to 60 bytes"),
+    ("name-not-utf8", make_name_not_utf8, LogDamaged, "damaged SQLite database: 'utf-8' codec"),
 ]
 
 
@@ -306,3 +323,19 @@ def test_a_private_log_gets_no_warning(tmp_path: Path, caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="onward.events"), open_log(str(path)):
         pass
     assert [r for r in caplog.records if "mode" in r.getMessage()] == []
+
+
+def test_a_log_in_a_folder_that_cannot_be_written_says_so(tmp_path: Path) -> None:
+    """SQLite writes beside a log (its -wal and -shm) even to read it: a log on a read-only
+    place failed with "unable to open database file" alone. The error says why. (The folder
+    is made immutable: root, as the tests run here, writes through any mode bits.)"""
+    folder = tmp_path / "backup"
+    folder.mkdir()
+    a_log_file = folder / "work.db"
+    a_log_file.write_bytes(a_log(tmp_path / "source.db"))
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        with pytest.raises(BackendError, match=f"its folder {folder} is not writable"):
+            open_log(f"sqlite:///{a_log_file}", create=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -410,3 +410,20 @@ def test_a_file_over_what_a_postgres_commit_takes_imports_in_several(
     # A position's high bits number its commit (onward.events.postgres).
     assert len({p >> 20 for p in positions}) == -(-len(everything) // 5)
     assert records_of(postgres_url) == everything
+
+
+@pytest.mark.parametrize("after", ["\n", "\r\n\n", "\n  \n"])
+def test_blank_lines_after_the_end_line_are_skipped_as_elsewhere(
+    source: tuple[Path, str], tmp_path: Path, after: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An editor or ``echo >>`` leaves a newline after the end line: skipped, as blank lines
+    within the file are (it was "a line after the end line")."""
+    db, _stream = source
+    out = tmp_path / "a.jsonl"
+    export(f"sqlite:///{db}", out)
+    with out.open("a", newline="") as file:
+        file.write(after)
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    status, said = import_(target, out, capsys)
+    assert status == 0, said
+    assert records_of(target) == records_of(f"sqlite:///{db}")
