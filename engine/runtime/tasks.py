@@ -364,7 +364,7 @@ class Tasks:
             priority=origin.priority,
             deadline=None,
             key=None,
-            parent=origin.parent,
+            parent=None,  # submitted from outside: not one of the origin's parent's children
             forked_from=task_id,
             inherit_steps=from_step,
             origin_version=history[-1].version,

@@ -609,3 +609,26 @@ def test_a_message_for_a_task_that_will_never_read_it_is_refused(
         assert engine.result(failed) == "hello"
     assert main(["send", finished, "note", '"hi"', "--db", db]) == 2
     assert "will never read a message" in capsys.readouterr().err
+
+
+def test_a_fork_of_a_subtask_is_not_one_of_its_parents_children(db: str, clock: FakeClock) -> None:
+    """A person forks a subtask: the fork is theirs, not a child its origin's parent submitted
+    (it was listed among the parent's children, after the parent had ended)."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def child(n: int) -> int:
+            return n
+
+        @engine.task()
+        def parent() -> list[Any]:
+            return engine.wait([engine.submit(child, 1)])
+
+        parent_id = engine.submit(parent)
+        engine.run()
+        (child_id,) = engine.task_view(parent_id).children
+        fork = engine.fork(child_id, from_step=0)
+        engine.run()
+        assert engine.result(fork) == 1
+        assert engine.task_view(parent_id).children == (child_id,)
+        assert engine.task_view(fork).parent is None
