@@ -99,6 +99,8 @@ def replacing_output(path: str) -> Iterator[IO[bytes]]:
         UsageError: ``path`` cannot be written (no such directory, a directory, no
             permission), saying why.
     """
+    if not path:
+        raise UsageError("the output file has no name (-o '')")
     target = os.path.realpath(path)
     try:
         found: os.stat_result | None = os.stat(target)

@@ -30,7 +30,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.db.lower().startswith("memory:"):
         raise UsageError("a memory:// log is new on every open: there is nothing to export")
     with open_existing(args.db) as log:
-        if args.output:
+        if args.output is not None:
             check_output(args.output, log)
             with replacing_output(args.output) as out:
                 summary = export_log(log, out.write, session=args.session)

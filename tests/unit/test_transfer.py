@@ -400,3 +400,14 @@ def test_an_output_file_that_is_a_log_is_refused(
     assert "Traceback" not in err
     assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
     assert {db: records_of(f"sqlite:///{tmp_path / db}") for db in records} == records
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_file_with_no_name_is_refused_as_such(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``-o ''`` said "cannot write : Is a directory" (the empty path read as the current one)."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    assert main([command, "--db", str(source), "--output", ""]) == 2
+    assert "the output file has no name" in capsys.readouterr().err
