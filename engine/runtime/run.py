@@ -1120,6 +1120,15 @@ class TaskRun:
         step as interrupted, as it would without it."""
         if index not in self.started:
             return  # its start was not recorded
+        if self.in_flight.ended:  # the task was handed back (or ended) first
+            logger.info(
+                "task %s: step %r (index %d) was cancelled before its body began, after its "
+                "task was handed back: the next run refuses it as interrupted",
+                self.task_id,
+                step.name,
+                index,
+            )
+            return
         try:
             yield Blocking(self.record, [StepWithdrawn(index=index, name=step.name)])
         except Exception:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -1063,7 +1063,13 @@ class Scheduler:
     ) -> Outcome:
         """Run a claimed task on the event loop: an ``async def`` one is awaited; a plain one
         runs in a worker thread; every storage call runs in a worker thread."""
-        begun = await asyncio.to_thread(self._begin, view, claim_id, history)
+        try:
+            begun = await _seen_through(self._begin, view, claim_id, history)
+        except _CancelledAfter as cancelled:  # claimed as the run was cancelled: handed back
+            if isinstance(cancelled.outcome, _Begun) and not self.at_once:
+                with contextlib.suppress(BaseException):
+                    await _seen_through(self._release, cancelled.outcome.run)
+            raise cancelled.cancellation from None
         if not isinstance(begun, _Begun):
             return begun
         run, definition, args, kwargs = begun
@@ -1078,8 +1084,7 @@ class Scheduler:
                 # The task's own: something it awaited was cancelled, and it let that out. It
                 # fails; the run goes on.
                 run.in_flight.task_left(exc)
-                await run.in_flight.calls_ended()
-                return await asyncio.to_thread(self._conclude, view, run, None, exc)
+                return await self._conclude_async(view, run, None, exc)
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker
             # does (not when it stops at once: its lease runs out), then let the cancellation
             # go on. A cancelled await is no step failure.
@@ -1091,13 +1096,31 @@ class Scheduler:
             # Steps it started and did not await (a gather it left on a sibling's error) end
             # first: their outcomes are recorded before the task's end or wait.
             run.in_flight.task_left(exc)
-            await run.in_flight.calls_ended()
-            return await asyncio.to_thread(self._conclude, view, run, None, exc)
+            return await self._conclude_async(view, run, None, exc)
         finally:
             CURRENT_RUN.reset(token)
         run.in_flight.task_left()
-        await run.in_flight.calls_ended()
-        return await asyncio.to_thread(self._conclude, view, run, result)
+        return await self._conclude_async(view, run, result)
+
+    async def _conclude_async(
+        self, view: TaskView, run: TaskRun, result: Any, error: BaseException | None = None
+    ) -> Outcome:
+        """Record how an ``async def`` task's code ended, once the steps it started have their
+        outcomes. The run cancelled meanwhile: while steps still run, the task is handed back
+        (as when its code is cancelled); once its end is being recorded, that is seen through
+        (the task would stay ``running`` until its lease ran out), then the cancellation goes
+        on."""
+        try:
+            await run.in_flight.calls_ended()
+        except asyncio.CancelledError:
+            if not self.at_once:
+                with contextlib.suppress(BaseException):
+                    await _seen_through(self._release, run)
+            raise
+        try:
+            return await _seen_through(self._conclude, view, run, result, error)
+        except _CancelledAfter as cancelled:
+            raise cancelled.cancellation from None
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
         run, definition, args, kwargs = begun
@@ -1376,6 +1399,46 @@ class Scheduler:
         if missed:
             self.session.host.catch_up()
         return missed
+
+
+#: What a call seen through a cancellation returns.
+T = TypeVar("T")
+
+
+class _CancelledAfter(Exception):
+    """A call seen through a cancellation: what it returned, and the cancellation to raise."""
+
+    def __init__(self, outcome: Any, cancellation: asyncio.CancelledError) -> None:
+        super().__init__(outcome, cancellation)
+        self.outcome = outcome
+        self.cancellation = cancellation
+
+
+async def _seen_through(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, awaited through any cancellation: a call that
+    records (a claim, a task's end) is not left half seen.
+
+    Raises:
+        _CancelledAfter: the caller was cancelled meanwhile: the call's outcome with it.
+        asyncio.CancelledError: the loop is closing: no outcome will come.
+    """
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            outcome = await asyncio.shield(call)
+            break
+        except asyncio.CancelledError as exc:
+            if call.cancelled():
+                raise
+            cancelled = exc
+        except Exception as exc:
+            if cancelled is not None:  # the cancellation goes on; the call's error is its cause
+                raise cancelled from exc
+            raise
+    if cancelled is not None:
+        raise _CancelledAfter(outcome, cancelled)
+    return outcome
 
 
 def _returns_signal(result: Any) -> bool:

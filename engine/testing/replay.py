@@ -384,6 +384,7 @@ def replay_task(
     try:
         if definition.is_async:
             result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
+            run.check_awaited()  # as a worker checks it: a call left unawaited fails the task
         else:
             result = definition.fn(*submitted.args, **submitted.kwargs)
     except _Unrecorded as stop:

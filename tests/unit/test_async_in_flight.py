@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from onward.events import (
 from onward.runtime.committer import Committer
 from onward.runtime.observer import Observer, StepStart
 from onward.runtime.run import CURRENT_RUN, BodyGate
+from onward.runtime.scheduler import _CancelledAfter, _seen_through
 from tests.conftest import FakeClock
 from tests.unit.test_async import open_engine
 from tests.unit.test_async_appends import run_in_a_thread, run_with
@@ -1363,3 +1365,75 @@ def test_a_body_gate_lets_exactly_one_side_through() -> None:
         assert sorted(results.values()) == [False, True]
         assert gate.enter() is False
         assert gate.close() is False
+
+
+class CancelAtLastStepEnd(Observer):
+    """Cancels the asyncio task of a task run as its last step ends: the task's code then
+    returns, and its end is being recorded when the cancellation lands."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.cancelled = 0
+
+    def step_started(self, task: Any, start: StepStart) -> Any:
+        return start.step
+
+    def step_ended(self, token: Any, **_: Any) -> None:
+        if token == self.step and not self.cancelled:
+            self.cancelled += 1
+            current = asyncio.current_task()
+            assert current is not None
+            current.cancel()
+
+
+def test_a_task_whose_code_returned_as_the_run_is_cancelled_is_never_left_running(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async`` is cancelled as the task's last step ends: its code returns, and the task
+    is either handed back or ended as it returned, never left ``running`` (neither, until its
+    lease ran out); a run afterwards gives its result."""
+    observer = CancelAtLastStepEnd("last")
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock, observer=observer) as engine:
+
+        @engine.step()
+        async def last(n: int) -> int:
+            return n + 1
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return await last(n)
+
+        task_id = engine.submit(job, 1)
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(engine.run_async(concurrency=2))
+        assert observer.cancelled == 1
+        assert engine.refresh().tasks.tasks[task_id].state in ("queued", "succeeded")
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == 2
+        assert engine.log.verify().ok
+
+
+def test_a_call_that_records_is_seen_through_a_cancellation() -> None:
+    """A task's claim or end, recorded in a worker thread that no thread has taken up yet when
+    the run is cancelled: the call still runs (it was dropped, and the task stayed claimed
+    with no end), then the cancellation goes on, with what the call returned."""
+    ran: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        gate = threading.Event()
+        busy = loop.run_in_executor(None, gate.wait)  # the one thread, held
+        seeing = asyncio.create_task(_seen_through(lambda: ran.append(1) or "ended"))
+        await asyncio.sleep(0)  # it hands its call to the pool: queued behind the held thread
+        seeing.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches it while its call waits
+        assert ran == []
+        gate.set()
+        await busy
+        with pytest.raises(_CancelledAfter) as after:
+            await seeing
+        assert after.value.outcome == "ended"
+
+    asyncio.run(main())
+    assert ran == [1]

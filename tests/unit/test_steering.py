@@ -578,6 +578,12 @@ def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
         assert "was never awaited, so it did nothing" in (view.error or "")
         assert engine.result(minded) == "done"
         assert engine.get_state(minded, "k") == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            check = replay_check(engine.log, engine)  # the replay fails the same way
+            gc.collect()
+        assert check.ok, check.explain()
+        assert check.checked == 2
 
 
 def test_a_message_for_a_task_that_will_never_read_it_is_refused(
