@@ -129,7 +129,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             signature=signature,
             fix=args.fix,
             source="manual",
-            note=args.note,
+            note=log.redactor.redact(args.note),  # as the log holds it
             known_signature=view is not None,
             builtin_fix=builtin,
             already_learned=args.fix in before,

@@ -7,7 +7,11 @@ from __future__ import annotations
 import math
 from typing import TypeGuard
 
-__all__ = ["finite", "shown", "whole"]
+__all__ = ["MOST_SECONDS", "finite", "seconds", "shown", "whole"]
+
+#: The longest duration a policy takes (ten years): a longer one could not be dated (a wait
+#: due past year 9999 breaks the clocks and the reports that show it).
+MOST_SECONDS = 10 * 366 * 86400
 
 
 def finite(value: object) -> TypeGuard[int | float]:
@@ -18,6 +22,11 @@ def finite(value: object) -> TypeGuard[int | float]:
         return math.isfinite(value)
     except OverflowError:  # an int beyond any float
         return False
+
+
+def seconds(value: object, *, least: float = 0.0) -> TypeGuard[int | float]:
+    """Whether it is a number of seconds in ``[least, MOST_SECONDS]`` (a bool is none)."""
+    return finite(value) and least <= value <= MOST_SECONDS
 
 
 def whole(value: object) -> TypeGuard[int]:

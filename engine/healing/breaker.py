@@ -16,7 +16,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
-from onward.core.fields import finite, shown, whole
+from onward.core.fields import MOST_SECONDS, finite, seconds, shown, whole
 from onward.core.run import RunningTask
 from onward.events import (
     Append,
@@ -92,10 +92,10 @@ class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True):
                 f"breaker policy: failure_rate must be a number in (0, 1], not "
                 f"{shown(self.failure_rate)}"
             )
-        if not (finite(self.cooldown) and self.cooldown >= 0):
+        if not seconds(self.cooldown):
             raise UsageError(
-                f"breaker policy: cooldown must be a finite number of seconds >= 0, not "
-                f"{shown(self.cooldown)}"
+                f"breaker policy: cooldown must be a number of seconds in [0, {MOST_SECONDS}], "
+                f"not {shown(self.cooldown)}"
             )
 
 

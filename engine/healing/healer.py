@@ -37,6 +37,7 @@ import msgspec
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
 from onward.core.failures import exception_class, replayed_error
+from onward.core.fields import MOST_SECONDS, seconds, shown
 from onward.core.run import MustWait, RunningTask, error_message
 from onward.events import (
     DecisionMade,
@@ -49,6 +50,7 @@ from onward.events import (
     RetryScheduled,
     StepFailed,
     TaskWaiting,
+    redacted_logger,
 )
 from onward.healing.breaker import BreakerPolicy, Breakers
 from onward.healing.fixes import Fix, FixRegistry, FixStats, Remedy, StepCall
@@ -65,6 +67,8 @@ __all__ = [
     "bind_call",
     "call_with",
 ]
+
+logger = redacted_logger("onward.engine.fixes")
 
 
 #: The fixes one run applied to a step, in order: each with the failure it answered and when it
@@ -323,6 +327,15 @@ class Healer:
             verdict, rule_error = None, raised
         retry = self._retry(run, signature, exc, attempt, index, now, projections)
         transient = retry.retry
+        if (
+            verdict is not None
+            and not retry.retry
+            and retry.reason == "not retryable"
+            and (verdict.retry is True or (verdict.retry is None and verdict.choice == "retry"))
+        ):  # the rule retries what the policy does not
+            retry = self._retry(
+                run, signature, exc, attempt, index, now, projections, forced=verdict.rule
+            )
         if rule_error is not None:
             reason = f"the rulebook raised {type(rule_error).__name__}"
             if message := error_message(rule_error, run.redact):
@@ -576,6 +589,7 @@ class Healer:
         index: int,
         now: float,
         projections: Projections,
+        forced: str = "",
     ) -> RetryDecision:
         seen = projections.errors.get(signature.id)
         session = run.context.session
@@ -595,6 +609,7 @@ class Healer:
             occurrences=seen.occurrences,
             budget=self.budget,
             recent=projections.errors.recent_retries(session, now - self.budget.window),
+            forced=forced,
         )
 
     def _again(
@@ -608,9 +623,10 @@ class Healer:
             return None
         fix = self.fixes.get(fix_in_flight)
         try:
-            remedy = fix.apply(exc, call) if fix.matches(exc, call) else None
+            matches = fix.matches(exc, call)
         except Exception:  # a fix that breaks is a fix that does not apply
             return None
+        remedy = _applied(fix, exc, call) if matches else None
         if remedy is None or remedy.delay > 0 or remedy.call == call:
             return None
         return remedy
@@ -647,13 +663,40 @@ class Healer:
                 )
             )
         for fix in candidates:
-            try:
-                remedy = fix.apply(exc, call)
-            except Exception:  # a fix that breaks is a fix that does not apply
-                continue
+            remedy = _applied(fix, exc, call)
             if remedy is not None:
                 return remedy, fix, candidates
         return None, None, candidates
+
+
+def _applied(fix: Fix, exc: Exception, call: StepCall) -> Remedy | None:
+    """The remedy a fix gives for this failure; None when it does not apply, or gives what
+    the engine cannot use (it raised, returned something other than a :class:`Remedy`, a delay
+    that is not a number of seconds in [0, ten years], or a change that cannot be recorded):
+    such a fix is skipped, said in the log, and the step's failure is recorded as it is."""
+    try:
+        remedy = fix.apply(exc, call)
+    except Exception:
+        logger.warning("fix %s: apply() raised; skipped", fix.name, exc_info=True)
+        return None
+    if remedy is None:
+        return None
+    why = ""
+    if not isinstance(remedy, Remedy):
+        why = f"returned a {type(remedy).__name__}, not a Remedy"
+    elif not isinstance(remedy.call, StepCall):
+        why = f"gave a call of type {type(remedy.call).__name__}, not a StepCall"
+    elif not seconds(remedy.delay):
+        why = f"gave a delay of {shown(remedy.delay)}, not seconds in [0, {MOST_SECONDS}]"
+    else:
+        try:
+            msgspec.json.encode(remedy.change)
+        except (TypeError, ValueError, OverflowError) as exc_change:
+            why = f"gave a change that cannot be recorded ({type(exc_change).__name__})"
+    if why:
+        logger.warning("fix %s: apply() %s; skipped", fix.name, why)
+        return None
+    return remedy
 
 
 def bind_call(

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from onward.core.fields import finite, shown, whole
+from onward.core.fields import MOST_SECONDS, finite, seconds, shown, whole
 from onward.events import Jitter, UsageError
 from onward.projections.errors import RETRY_TIMES_LIMIT
 
@@ -183,20 +183,20 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
                 f"to retry without end, give max_attempts={_MOST_ATTEMPTS}: the retry budget "
                 "still bounds a storm)"
             )
-        if not (finite(self.base) and self.base > 0):
+        if not (seconds(self.base) and self.base > 0):
             raise UsageError(
-                f"{where}: base must be a positive number of seconds (finite), not "
-                f"{shown(self.base)}"
+                f"{where}: base must be a positive number of seconds (at most {MOST_SECONDS}), "
+                f"not {shown(self.base)}"
             )
         if not (finite(self.multiplier) and self.multiplier >= 1):
             also = "" if finite(self.multiplier) else " and a finite number"
             raise UsageError(
                 f"{where}: multiplier must be at least 1{also}, not {shown(self.multiplier)}"
             )
-        if not (finite(self.cap) and self.cap >= self.base):
+        if not (seconds(self.cap) and self.cap >= self.base):
             raise UsageError(
-                f"{where}: cap must be at least base ({self.base}) and finite, not "
-                f"{shown(self.cap)}"
+                f"{where}: cap must be at least base ({self.base}) and at most {MOST_SECONDS} "
+                f"seconds, not {shown(self.cap)}"
             )
         try:
             Jitter(self.jitter)
@@ -524,10 +524,10 @@ class RetryBudget(msgspec.Struct, frozen=True, kw_only=True):
                 f"retry budget: limit must be an int in [0, {RETRY_TIMES_LIMIT}], not "
                 f"{shown(limit)}{why}"
             )
-        if not (finite(self.window) and self.window > 0):
+        if not (seconds(self.window) and self.window > 0):
             raise UsageError(
-                f"retry budget: window must be a positive finite number of seconds, not "
-                f"{shown(self.window)}"
+                f"retry budget: window must be a positive number of seconds (at most "
+                f"{MOST_SECONDS}), not {shown(self.window)}"
             )
 
     def spent(self, recent: Sequence[float], now: float) -> int:
@@ -598,6 +598,7 @@ def decide_retry(
     budget: RetryBudget,
     recent: Sequence[float],
     occurrences: int | None = None,
+    forced: str = "",
 ) -> RetryDecision:
     """Decide whether a failed attempt is retried, and after what delay.
 
@@ -620,6 +621,8 @@ def decide_retry(
         recent: the times of the session's :class:`onward.events.RetryScheduled` events.
         occurrences: how many times the error was observed before (None: no probes; see
             :func:`adaptive_attempts`).
+        forced: the rule that forces a retry of an error the policy does not retry ("": none):
+            the policy's attempts, adaptive limit, budget and delays still hold.
 
     Returns:
         The decision; record it, and its delay, rather than deciding again on replay.
@@ -666,7 +669,9 @@ def decide_retry(
             inputs=inputs,
         )
 
-    if not policy.retries(error_type, mro):
+    if forced:
+        inputs["forced_by_rule"] = forced
+    elif not policy.retries(error_type, mro):
         return refuse("not retryable")
     if attempt >= limit:
         if attempt < policy.max_attempts:
@@ -683,6 +688,6 @@ def decide_retry(
         max_attempts=limit,
         policy=policy.name,
         jitter=Jitter(policy.jitter),
-        reason="transient",
+        reason=f"rule {forced} forces a retry" if forced else "transient",
         inputs=inputs,
     )

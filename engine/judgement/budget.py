@@ -42,7 +42,7 @@ from typing import Any
 
 import msgspec
 
-from onward.core.fields import finite, shown
+from onward.core.fields import MOST_SECONDS, finite, seconds, shown
 from onward.events import UsageError
 from onward.projections.budget import ERRORS_KEPT, BudgetWindow
 
@@ -93,10 +93,10 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         _check_limit(self.limit, "limit")
-        if not (finite(self.window) and self.window > 0):
+        if not (seconds(self.window) and self.window > 0):
             raise UsageError(
-                f"error budget: window must be a positive finite number of seconds, not "
-                f"{shown(self.window)}"
+                f"error budget: window must be a positive number of seconds (at most "
+                f"{MOST_SECONDS}), not {shown(self.window)}"
             )
         if not isinstance(self.per_type, dict):
             raise UsageError(
@@ -110,9 +110,9 @@ class ErrorBudget(msgspec.Struct, frozen=True, kw_only=True):
                     f"{shown(name)}"
                 )
             _check_limit(limit, f"per_type[{name!r}]")
-        if not (finite(self.slow_down) and self.slow_down >= 0):
+        if not seconds(self.slow_down):
             raise UsageError(
-                f"error budget: slow_down must be a finite number of seconds >= 0, "
+                f"error budget: slow_down must be a number of seconds in [0, {MOST_SECONDS}], "
                 f"not {shown(self.slow_down)}"
             )
         if not (finite(self.rising) and self.rising >= 1):

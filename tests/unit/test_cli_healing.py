@@ -3,6 +3,7 @@ steps that raise real errors, healed by a fix, by retries, and stopped by a brea
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -465,3 +466,21 @@ def test_the_read_commands_append_nothing(
             status, _, _ = run(capsys, *argv, *extra, "--db", healed.db)
             assert status == 0
     assert head_of(healed.db) == healed.head
+
+
+def test_learn_shows_its_note_as_the_log_holds_it(
+    healed: Healed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A note holding a token is stored redacted: the command said (and printed in JSON) the
+    token itself as the note it recorded."""
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    note = f"fixed with token {token}"
+    shown = run_json(capsys, "learn", healed.encoding, DECODE, "--db", healed.db, "--note", note)
+    assert token not in json.dumps(shown)
+    assert shown["note"].startswith("fixed with token [REDACTED")
+    status, out, _ = run(
+        capsys, "learn", healed.encoding, DECODE, "--db", healed.db, "--note", note
+    )
+    assert status == 0
+    assert token not in out
+    assert [e.note for e in learned_events(healed.db)] == [shown["note"], shown["note"]]

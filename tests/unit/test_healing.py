@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -615,3 +616,54 @@ def test_a_crash_during_a_fix_s_delay_makes_the_fix_s_call_after_the_rest_of_it(
         (wait,) = [r.event for r in history if isinstance(r.event, TaskWaiting)]
         assert wait.until == start + 3.0
         assert replay_check(engine.log, engine).ok
+
+
+BAD_REMEDIES: dict[str, Callable[[StepCall], Any]] = {
+    "raises": lambda call: (_ for _ in ()).throw(RuntimeError("the fix broke")),
+    "a str": lambda call: "use the mirror",
+    "a dict": lambda call: {"call": call},
+    "a delay for ever": lambda call: Remedy(call=call, delay=float("inf")),
+    "a delay past any date": lambda call: Remedy(call=call, delay=1e300),
+    "a change it cannot record": lambda call: Remedy(call=call, change={"at": object()}),
+}
+
+
+@pytest.mark.parametrize("gives", sorted(BAD_REMEDIES))
+def test_a_fix_that_gives_what_the_engine_cannot_use_is_skipped_and_the_failure_recorded(
+    db: str, clock: FakeClock, gives: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plug-in fix whose ``apply()`` raises or gives no usable remedy: skipped, said in the
+    log, and the step's own failure recorded (a str or a dict failed the task with an
+    AttributeError and recorded no failure, no error, no decision)."""
+
+    class Broken:
+        name = "broken-fix"
+        error_types = (LookupError,)
+
+        def matches(self, error: BaseException, call: StepCall) -> bool:
+            return True
+
+        def apply(self, error: BaseException, call: StepCall) -> Any:
+            return BAD_REMEDIES[gives](call)
+
+    fixes = FixRegistry()
+    fixes.register(Broken())
+    with open_engine(db, clock, fixes=fixes) as engine:
+
+        @engine.step()
+        def look_up(key: str) -> str:
+            raise KeyError(key)
+
+        @engine.task()
+        def job() -> str:
+            return look_up("missing")
+
+        task_id = engine.submit(job)
+        engine.run()
+        view = engine.task_view(task_id)
+        assert view.state == "failed"
+        assert (view.error or "").startswith("KeyError")
+        recorded = kinds(engine.log.read_stream(f"task-{task_id}"))
+        assert {"StepFailed", "ErrorObserved", "DecisionMade"} <= set(recorded)
+        assert "FixAttempted" not in recorded
+        assert "fix broken-fix: apply()" in caplog.text

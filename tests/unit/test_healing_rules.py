@@ -84,6 +84,47 @@ description = "The daily quota is spent: retrying today is pointless."
         assert decision.inputs["rule_choice"] == "give_up"
 
 
+@pytest.mark.parametrize("forcing", ['choice = "retry"', 'choice = "fix"\nretry = true'])
+def test_a_file_rule_retries_an_error_the_policy_does_not(
+    db: str, clock: FakeClock, tmp_path: Path, forcing: str
+) -> None:
+    """A rule that chooses a retry (``choice = "retry"``, or ``retry = true``) of an error the
+    policy never retries: retried, within the policy's attempts (it failed at once, and the
+    decision named the rule all the same)."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        f"""
+[[rules]]
+id = "parser.flaky"
+scenario = "error"
+when = {{ error_type = '^ValueError$' }}
+{forcing}
+"""
+    )
+    calls: list[int] = []
+    never = RetryPolicies(RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE, retry_on=()))
+    with open_engine(db, clock, rulebook=Rulebook.from_toml(rules), retries=never) as engine:
+
+        @engine.step()
+        def parse() -> int:
+            calls.append(1)
+            if len(calls) < 3:
+                raise ValueError("flaky parse")
+            return len(calls)
+
+        @engine.task()
+        def job() -> int:
+            return parse()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 3
+        decisions = healing_decisions(engine, task_id)
+        assert [d.kind for d in decisions] == ["retry", "retry"]
+        assert {d.rule for d in decisions} == {"parser.flaky"}
+        assert decisions[0].inputs["retry"]["forced_by_rule"] == "parser.flaky"
+
+
 def test_the_builtin_rule_for_a_missing_import_rules_out_retrying(
     db: str, clock: FakeClock
 ) -> None:

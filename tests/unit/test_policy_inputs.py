@@ -62,6 +62,13 @@ REFUSED: list[tuple[type[Any], dict[str, Any], str]] = [
     (BreakerPolicy, {"min_calls": 0}, "min_calls.* 0"),
     (RetryPolicy, {"max_attempts": 10**100}, "max_attempts"),
     (RetryBudget, {"limit": -0.5}, "limit.*-0.5"),
+    # a duration no clock can date (past ten years): it failed later, as an OverflowError
+    (BreakerPolicy, {"cooldown": 1e300}, "cooldown.*1e\\+300"),
+    (ErrorBudget, {"slow_down": 1e300}, "slow_down.*1e\\+300"),
+    (ErrorBudget, {"window": 1e12}, "window.*1000000000000.0"),
+    (RetryPolicy, {"cap": 1e300}, "cap.*1e\\+300"),
+    (RetryPolicy, {"base": 1e300, "cap": 1e300}, "base.*1e\\+300"),
+    (RetryBudget, {"window": 1e300}, "window.*1e\\+300"),
     # a fraction where a count is meant
     (RetryPolicy, {"max_attempts": 2.5}, "max_attempts.*2.5"),
     (ErrorBudget, {"limit": 1.5}, "limit.*1.5"),
