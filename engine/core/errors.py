@@ -185,7 +185,10 @@ class StepMismatch(OnwardError):
             f"@engine.step(name={current!r}, aliases=[{recorded!r}]); if the code changed its "
             'path, guard the new path with `if engine.patched("change-id"):` so that older '
             "histories replay the old way; a task that branches on something that is not a "
-            "step's result replays differently (make that a step)"
+            "step's result replays differently (make that a step); in an async def task, "
+            "steps run side by side in chains (a gather of chains of steps, a step started "
+            "with asyncio.create_task beside awaited ones) start in another order in a replay "
+            "(make each chain a subtask)"
         )
         self.task_id = task_id
         self.index = index

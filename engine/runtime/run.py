@@ -110,6 +110,9 @@ __all__ = [
     "on_event_loop",
 ]
 
+#: How a step failure raised as ``asyncio.CancelledError`` by its body is recorded.
+_CANCELLED_CLASS = exception_class(asyncio.CancelledError())
+
 #: The name a durable sleep (``engine.sleep``) is recorded under in its task's steps.
 SLEEP_STEP = "onward.sleep"
 #: The name a receive (``engine.recv``) goes by in a step mismatch.
@@ -399,6 +402,28 @@ def _call_step(effect: Invoke) -> Any:
 
 class Released(BaseException):
     """Unwinds a task whose worker is stopping, at a step boundary: the task is handed back."""
+
+
+class OwnCancellation(BaseException):
+    """A step's body raised ``asyncio.CancelledError`` itself, while nothing cancelled it: its
+    outcome, recorded as a failure (a replay raises it again), not a cancellation.
+
+    Attributes:
+        error: what the body raised.
+    """
+
+    def __init__(self, error: asyncio.CancelledError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _own(exc: asyncio.CancelledError) -> BaseException:
+    """A ``CancelledError`` out of a step's call, as the protocol takes it: the step's own
+    (:class:`OwnCancellation`) unless its task is being cancelled."""
+    task = asyncio.current_task()
+    if isinstance(exc, CancelledBeforeBody) or (task is not None and task.cancelling()):
+        return exc
+    return OwnCancellation(exc)
 
 
 class _Signal:
@@ -1191,6 +1216,8 @@ class TaskRun:
             return decode_value(recorded.result, step.returns)
         if recorded.error_type == "ActionDenied":
             raise ActionDenied(recorded.name, recorded.message)
+        if recorded.error_class == _CANCELLED_CLASS:  # a body's own CancelledError
+            raise asyncio.CancelledError(*([recorded.message] if recorded.message else []))
         raise replayed_error(recorded.error_type, recorded.error_class, recorded.message)
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -1416,6 +1443,12 @@ class TaskRun:
                 self.in_flight.body_settled(index, tracked)
                 if isinstance(exc, CancelledBeforeBody):
                     yield from self._withdraw_start(step, index)
+                elif isinstance(exc, OwnCancellation):
+                    # Its body raised CancelledError itself: its outcome, as any failure's (a
+                    # re-run would run the body again), and the task's code gets it as it came.
+                    self.started.pop(index, None)
+                    yield Blocking(self.fail_step, step, index, exc.error)
+                    raise exc.error from None
                 raise
             try:
                 # The caller gets what a replay will get: the result as recorded, decoded again.
@@ -1694,6 +1727,8 @@ class TaskRun:
             token = CURRENT_STEP.set(effect.index)
             try:
                 return _call_step(effect)
+            except asyncio.CancelledError as exc:  # nothing cancels a step on this path
+                raise OwnCancellation(exc) from None
             finally:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):
@@ -1718,7 +1753,10 @@ class TaskRun:
             token = CURRENT_STEP.set(effect.index)
             try:
                 if effect.step.is_async:
-                    return await _await_step(effect)
+                    try:
+                        return await _await_step(effect)
+                    except asyncio.CancelledError as exc:
+                        raise _own(exc) from None
                 context = contextvars.copy_context()  # the step sees its task run and index
                 gate = BodyGate()
 
@@ -1732,7 +1770,7 @@ class TaskRun:
                 except asyncio.CancelledError as exc:
                     if gate.close():  # its body never began, and now never will
                         raise CancelledBeforeBody(*exc.args) from None
-                    raise
+                    raise _own(exc) from None
             finally:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):

@@ -29,6 +29,7 @@ from onward.runtime.committer import Committer
 from onward.runtime.observer import Observer, StepStart
 from onward.runtime.run import CURRENT_RUN, BodyGate
 from onward.runtime.scheduler import _CancelledAfter, _seen_through
+from onward.testing import replay_check
 from tests.conftest import FakeClock
 from tests.unit.test_async import open_engine
 from tests.unit.test_async_appends import run_in_a_thread, run_with
@@ -1437,3 +1438,52 @@ def test_a_call_that_records_is_seen_through_a_cancellation() -> None:
 
     asyncio.run(main())
     assert ran == [1]
+
+
+@pytest.mark.parametrize("kind", ["async", "plain"])
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_that_raises_cancelled_error_itself_has_that_for_its_outcome(
+    db: Path, clock: FakeClock, runner: str, kind: str
+) -> None:
+    """A step's body raises ``asyncio.CancelledError`` while nothing cancels it (a library
+    that gave up on its own): that is its outcome, recorded as a failure, and the task's code
+    gets it as it came; after the task's durable wait its body does not run again (no outcome
+    was recorded, so it did), and the replay raises it again."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+        stream: Any
+        if kind == "async":
+
+            @engine.step(name="stream")
+            async def async_stream() -> str:
+                ran["stream"] += 1
+                raise asyncio.CancelledError("the client library gave up")
+
+            stream = async_stream
+        else:
+
+            @engine.step(name="stream")
+            def plain_stream() -> str:
+                ran["stream"] += 1
+                raise asyncio.CancelledError("the client library gave up")
+
+            stream = plain_stream
+
+        @engine.task()
+        async def job() -> str:
+            try:
+                got: str = await stream()
+            except asyncio.CancelledError as exc:
+                got = f"gave up: {exc}"
+            await engine.sleep(30)
+            return got
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == "gave up: the client library gave up"
+        assert ran == {"stream": 1}
+        failed = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        assert [type(e).__name__ for e in failed].count("StepFailed") == 1
+        check = replay_check(engine.log, engine)
+        assert check.ok, check.explain()
+        assert check.checked == 1
