@@ -488,6 +488,9 @@ class InFlight:
         self._no_bodies = _Signal()
         self._no_deciding = _Signal()
         self._no_calls = _Signal()
+        #: Plain steps' bodies whose callers were cancelled while they ran in their threads,
+        #: which nothing can stop: seen to their end before the task is handed back.
+        self.abandoned: list[asyncio.Future[Any]] = []
 
     def body_started(self, index: int) -> bool:
         """A step's body is about to start; whether it is tracked (only while step calls run
@@ -609,6 +612,16 @@ class InFlight:
         the task's end is recorded."""
         await asyncio.sleep(0)  # a step task created just before the return takes its turn
         await self._no_calls.until(lambda: not self.calls)
+
+    async def abandoned_ended(self) -> None:
+        """Wait, through any cancellation, until the plain steps' bodies the run gave up on
+        have returned: handed back while one still ran, its task was taken by another worker
+        that ran the same body beside it."""
+        while self.abandoned:
+            running = self.abandoned.pop()
+            while not running.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([running])
 
     @staticmethod
     def after_end(what: str) -> UsageError:
@@ -1765,11 +1778,14 @@ class TaskRun:
                         return None  # cancelled before a thread took it up: never run
                     return context.run(_call_step, effect)
 
+                running = asyncio.get_running_loop().run_in_executor(None, body)
                 try:
-                    return await asyncio.to_thread(body)
+                    return await asyncio.shield(running)
                 except asyncio.CancelledError as exc:
                     if gate.close():  # its body never began, and now never will
                         raise CancelledBeforeBody(*exc.args) from None
+                    if not running.done():  # it runs on in its thread
+                        self.in_flight.abandoned.append(running)
                     raise _own(exc) from None
             finally:
                 CURRENT_STEP.reset(token)

@@ -1089,6 +1089,7 @@ class Scheduler:
             # does (not when it stops at once: its lease runs out), then let the cancellation
             # go on. A cancelled await is no step failure.
             if not self.at_once:
+                await run.in_flight.abandoned_ended()
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(asyncio.to_thread(self._release, run))
             raise
@@ -1114,6 +1115,7 @@ class Scheduler:
             await run.in_flight.calls_ended()
         except asyncio.CancelledError:
             if not self.at_once:
+                await run.in_flight.abandoned_ended()
                 with contextlib.suppress(BaseException):
                     await _seen_through(self._release, run)
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -1487,3 +1488,49 @@ def test_a_step_that_raises_cancelled_error_itself_has_that_for_its_outcome(
         check = replay_check(engine.log, engine)
         assert check.ok, check.explain()
         assert check.checked == 1
+
+
+def test_a_task_is_handed_back_only_once_its_plain_steps_body_returned(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async`` is cancelled while a plain step's body runs in its thread, which nothing
+    can stop: the task is handed back once the body returned (it was at once, and another
+    worker took it and ran the same body beside the first)."""
+    url = f"sqlite:///{db}"
+    started, pause = threading.Event(), threading.Event()
+    seen: list[str] = []
+    with Engine.open(url, session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def build() -> str:
+            started.set()
+            # Until the task is handed back, or a second passes: what a peer would see.
+            deadline = time.monotonic() + 1.0
+            with open_log(url) as log:
+                while time.monotonic() < deadline:
+                    recorded = [type(r.event).__name__ for r in log.read_stream(f"task-{task_id}")]
+                    if "TaskReleased" in recorded:
+                        seen.append("handed back while the body ran")
+                        break
+                    pause.wait(0.01)  # never set: a pause between looks
+            seen.append("body returned")
+            return "built"
+
+        @engine.task()
+        async def job() -> str:
+            return str(await build())
+
+        task_id = engine.submit(job)
+
+        async def main() -> None:
+            running = asyncio.create_task(engine.run_async(concurrency=2))
+            await asyncio.to_thread(started.wait)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+
+        asyncio.run(main())
+        assert seen == ["body returned"]
+        assert kinds(engine, task_id)[-1] == "TaskReleased"
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == "built"
