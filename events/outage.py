@@ -141,18 +141,25 @@ class Outage:
         pause = FIRST_PAUSE
         tries = 0
         generation = self._generation
+        # When this call's first failed try began (a try may wait out SQLite's busy timeout
+        # before it fails): its own outage, which another call's success does not end (a read
+        # answers while a writer's lock holds every append back).
+        failing_since: float | None = None
         while True:
+            began = self._clock() if failing_since is None else 0.0
             try:
                 result = attempt()
             except (PersistenceError, sqlite3.OperationalError) as exc:
                 if not transient(exc):
                     raise
                 now = self._clock()
+                if failing_since is None:
+                    failing_since = began
                 with self._lock:
                     if self._since is None:
-                        self._since = now
+                        self._since = failing_since
                         logger.warning("%s: %s is unavailable, retrying: %s", what, self.url, exc)
-                    started = self._since
+                    started = min(self._since, failing_since)
                 tries += 1
                 lasted = now - started
                 if lasted + pause > self.tolerance:

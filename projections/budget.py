@@ -286,6 +286,12 @@ class BudgetProjection:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def latest(self, session: str) -> float:
+        """The time of a session's latest error (0.0 for none): a worker whose clock runs
+        behind a peer's judges the budget from there, not from before the peer's errors."""
+        ledger = self._ledgers.get(session)
+        return ledger.errors[-1].time if ledger is not None and ledger.errors else 0.0
+
     def window(self, session: str, now: float, span: float) -> BudgetWindow:
         """Count a session's errors in the window ``(now - span, now]``.
 

@@ -324,6 +324,12 @@ class FlowProjection:
             failures=failures,
         )
 
+    def latest(self, session: str) -> float:
+        """The time of a session's latest action (0.0 for none): a worker whose clock runs
+        behind a peer's judges the rhythm from there, not from before the peer's actions."""
+        flow = self._flows.get(session)
+        return 0.0 if flow is None else flow.latest
+
     def state(self, session: str) -> FlowState:
         """A session's flow state (``IDLE`` for a session the log has no flow for)."""
         flow = self._flows.get(session)

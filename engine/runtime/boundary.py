@@ -85,10 +85,13 @@ class Boundary:
     def follow_flow(self) -> None:
         """Record the session's move to another flow state, if its rhythm says so."""
         session = self.session
-        now = session.clock()
 
         def move(projections: Projections) -> list[Event]:
             flow = projections.flow
+            # Judged on the caught-up log at the latest of this clock and the last action's
+            # time: workers whose clocks differ by a little judge alike (else each saw the
+            # other's actions as in the future, and they moved the flow back and forth).
+            now = max(session.clock(), flow.latest(session.name))
             moved = self.flow.observe(flow.state(session.name), flow.rhythm(session.name, now))
             return [] if moved is None else [moved]
 
@@ -97,11 +100,12 @@ class Boundary:
     def judge_budget(self) -> BudgetVerdict:
         """Assess the error budget; record the verdict when its rule changed; pause on it."""
         session = self.session
-        now = session.clock()
         verdicts: list[BudgetVerdict] = []
 
         def judge(projections: Projections) -> list[Event]:
-            window = projections.budget.window(session.name, now, self.budget.window)
+            budget = projections.budget
+            now = max(session.clock(), budget.latest(session.name))  # as for the flow
+            window = budget.window(session.name, now, self.budget.window)
             verdict = assess(self.budget, window)
             verdicts.append(verdict)
             if verdict.rule == (window.last_rule or "budget.within"):

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onward import Engine
 from onward.events import (
     Context,
     Event,
@@ -557,3 +558,40 @@ def test_the_low_impacts_come_from_the_policy() -> None:
 def test_a_flow_policy_out_of_range_is_refused(settings_: dict[str, Any], field: str) -> None:
     with pytest.raises(UsageError, match=field):
         FlowPolicy(**settings_)
+
+
+def test_workers_whose_clocks_differ_judge_the_flow_alike(tmp_path: Any) -> None:
+    """Two workers of one session, one's clock 2 s ahead of the other's (two machines): the
+    one behind saw the other's actions as in its future, judged the session idle and moved
+    the flow back, and the two moved it back and forth (1,254 moves for 40 steps). Each now
+    judges at the latest of its clock and the last action's time."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    behind, ahead = FakeClock(), FakeClock()
+    ahead.advance(2.0)
+
+    def worker(clock: FakeClock) -> Any:
+        engine = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(0.1)
+            return i
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return sum(work(i) for _ in range(4))
+
+        return engine
+
+    with worker(behind) as slow, worker(ahead) as fast:
+        for i in range(5):
+            fast.submit("job", i)
+        fast.run()
+        slow.submit("job", 99)
+        slow.run()
+        moves = [
+            (r.event.previous, r.event.state)
+            for r in slow.log.read()
+            if isinstance(r.event, FlowStateChanged)
+        ]
+    assert moves == [(FlowState.IDLE, FlowState.WARMING), (FlowState.WARMING, FlowState.FLOWING)]

@@ -56,3 +56,27 @@ def test_calls_made_after_a_give_up_ride_out_outages_again() -> None:
     assert len(slept) == 2
     with pytest.raises(StorageUnavailable, match="tolerance"):
         Outage("sqlite:///log.db", tolerance=0).call("read", locked)
+
+
+def test_reads_that_answer_do_not_end_the_outage_of_appends_that_keep_failing() -> None:
+    """A writer's lock holds every append back while reads of the WAL still answer: each read
+    ended "the outage", so an append's outage began again at every read, and a worker past its
+    tolerance never stopped (still stuck 130 s past a 4 s tolerance). Each call counts its own
+    outage from its first failed try, whose wait (SQLite's busy timeout) counts too."""
+    now = [0.0]
+    outages: list[Outage] = []
+
+    def pause(seconds: float) -> None:
+        now[0] += seconds
+        outages[0].call("read after position 43", lambda: [])  # a read between tries answers
+
+    outage = Outage("sqlite:///log.db", tolerance=4, sleep=pause, clock=lambda: now[0])
+    outages.append(outage)
+
+    def append() -> None:
+        now[0] += 1.5  # each try waits out the busy timeout, then fails
+        locked()
+
+    with pytest.raises(StorageUnavailable, match="tolerance is 4 s"):
+        outage.call("append of 1 groups", append)
+    assert now[0] <= 4 + 1.5 + 2  # given up at its tolerance (plus one try and one pause)
