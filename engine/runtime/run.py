@@ -22,6 +22,7 @@ import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -706,9 +707,13 @@ class TaskRun:
         committer: Committer | None = None,
         inherited: Sequence[Recorded] = (),
         limits: Limits | None = None,
+        step_threads: Executor | None = None,
     ) -> None:
         self.log = log
         self.limits = limits
+        #: Where a plain step of an ``async def`` task runs (None: the loop's default
+        #: executor, which storage calls share).
+        self.step_threads = step_threads
         self.healer = healer
         self.judge = judge
         self.stopping = stopping
@@ -1778,7 +1783,7 @@ class TaskRun:
                         return None  # cancelled before a thread took it up: never run
                     return context.run(_call_step, effect)
 
-                running = asyncio.get_running_loop().run_in_executor(None, body)
+                running = asyncio.get_running_loop().run_in_executor(self.step_threads, body)
                 try:
                     return await asyncio.shield(running)
                 except asyncio.CancelledError as exc:

@@ -215,6 +215,10 @@ class Scheduler:
         self._rng = random.Random(session.worker)
         #: Shares transactions among the appends of tasks that run at once (None: one each).
         self.committer: Committer | None = None
+        #: The threads of plain steps of tasks run on an event loop (``run_async``,
+        #: ``serve_async``): as many as tasks run at once, apart from the loop's default
+        #: executor, which storage calls use (a few threads: slow steps held them back).
+        self.step_threads: ThreadPoolExecutor | None = None
 
     # -- the two loops ---------------------------------------------------------------------
 
@@ -455,6 +459,7 @@ class Scheduler:
         heartbeat = Heartbeat(session, self.running)
         heartbeat.start()
         self.committer = Committer(session.log)
+        self.step_threads = _step_threads(concurrency)
         tasks: set[asyncio.Task[Outcome]] = set()
         paused = False
         patience_until: float | None = None
@@ -497,6 +502,7 @@ class Scheduler:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(self._close_committer)
+            self._close_step_threads()
             self._close_watch()
             heartbeat.stop()
         return self._summary(started, paused)
@@ -520,6 +526,7 @@ class Scheduler:
         heartbeat = Heartbeat(session, self.running)
         watcher = _Watcher(session, lambda: loop.call_soon_threadsafe(wake.set))
         self.committer = Committer(session.log)
+        self.step_threads = _step_threads(concurrency)
         tasks: set[asyncio.Task[Outcome]] = set()
         paused = False
         error: BaseException | None = None
@@ -561,6 +568,7 @@ class Scheduler:
         at_once = self.at_once
         watcher.close(wait=not at_once)
         await asyncio.to_thread(self._close_committer, not at_once)
+        self._close_step_threads()
         try:
             await asyncio.to_thread(
                 heartbeat.stop,
@@ -657,6 +665,13 @@ class Scheduler:
         self.at_once = True
         self.stopping.set()
         self.session.log.outage.give_up()
+
+    def _close_step_threads(self) -> None:
+        """Let the plain steps' threads go (a body a cancelled run gave up on ends in its own
+        time; nothing waits for it here)."""
+        if self.step_threads is not None:
+            self.step_threads.shutdown(wait=False)
+            self.step_threads = None
 
     def _close_committer(self, wait: bool = True) -> None:
         if self.committer is not None:
@@ -1160,6 +1175,7 @@ class Scheduler:
             judge=self.judge,
             stopping=self.stopping,
             committer=self.committer,
+            step_threads=self.step_threads,
             # A fork takes the recorded outcomes of its origin's first steps as its own.
             inherited=inherited_records(self.session.log, submitted),
             limits=self.limits,
@@ -1405,6 +1421,14 @@ class Scheduler:
 
 #: What a call seen through a cancellation returns.
 T = TypeVar("T")
+
+
+def _step_threads(concurrency: int) -> ThreadPoolExecutor:
+    """Threads for the plain steps of up to ``concurrency`` tasks at once (made as needed; at
+    least 8, for a task that runs several at once; at most 1,024)."""
+    return ThreadPoolExecutor(
+        max_workers=min(max(concurrency, 8), 1024), thread_name_prefix="onward-step"
+    )
 
 
 class _CancelledAfter(Exception):

@@ -1534,3 +1534,27 @@ def test_a_task_is_handed_back_only_once_its_plain_steps_body_returned(
         assert kinds(engine, task_id)[-1] == "TaskReleased"
         run_with(engine, "run_async")
         assert engine.result(task_id) == "built"
+
+
+def test_plain_steps_of_as_many_tasks_as_run_at_once_run_at_once(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async(concurrency=12)``: twelve tasks' plain steps run at once, each waiting for
+    all twelve (they shared the loop's default executor with every storage call: a few
+    threads, so the others waited, and a slow step held storage calls back)."""
+    together = threading.Barrier(12, timeout=30)
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def build(n: int) -> int:
+            together.wait()  # passes only once all twelve bodies run
+            return n
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return int(await build(n))
+
+        ids = [engine.submit(job, n) for n in range(12)]
+        summary = run_in_a_thread(lambda: asyncio.run(engine.run_async(concurrency=12)))
+        assert summary.succeeded == 12
+        assert [engine.result(t) for t in ids] == list(range(12))
