@@ -141,12 +141,12 @@ class Outage:
         pause = FIRST_PAUSE
         tries = 0
         generation = self._generation
-        # When this call's first failed try began (a try may wait out SQLite's busy timeout
-        # before it fails): its own outage, which another call's success does not end (a read
-        # answers while a writer's lock holds every append back).
+        # When this call first failed: its own outage, which another call's success does not
+        # end (a read answers while a writer's lock holds every append back). Not when the
+        # failed try began: a call may wait a long time before it fails for reasons that are
+        # no outage (a wait for notifications, another call's turn).
         failing_since: float | None = None
         while True:
-            began = self._clock() if failing_since is None else 0.0
             try:
                 result = attempt()
             except (PersistenceError, sqlite3.OperationalError) as exc:
@@ -154,7 +154,7 @@ class Outage:
                     raise
                 now = self._clock()
                 if failing_since is None:
-                    failing_since = began
+                    failing_since = now
                 with self._lock:
                     if self._since is None:
                         self._since = failing_since
