@@ -1006,14 +1006,20 @@ def _query(url: str, query: str) -> dict[str, str]:
     """A URL's query options, percent-decoded as libpq decodes them (``+`` stays ``+``).
 
     Raises:
-        InvalidURL: an option without ``=``, or one that neither onward nor libpq knows.
+        InvalidURL: an option without ``=``, given twice, or one that neither onward nor libpq
+            knows.
     """
     params: dict[str, str] = {}
     for pair in query.split("&") if query else ():
         key, sep, value = pair.partition("=")
         if not sep:
             raise InvalidURL(f"PostgreSQL URL option {unquote(key)!r} has no value: {_safe(url)}")
-        params[unquote(key)] = unquote(value)
+        name = unquote(key)
+        if name in params:  # which one is meant? (the last one was taken, silently)
+            raise InvalidURL(
+                f"PostgreSQL URL option {name!r} is given more than once: {_safe(url)}"
+            )
+        params[name] = unquote(value)
     unknown = sorted(set(params) - _OWN_OPTIONS - _libpq_parameters())
     if unknown:
         raise InvalidURL(

@@ -367,8 +367,21 @@ def _resolve(index: _Index, query: str, url: str) -> tuple[str, str, list[Record
             f"event {query} in {url} is a {_type_of(r)} (position {r.position}, stream "
             f"{r.stream}), not a decision"
         )
-    if query.isdigit() and query not in index.events:
-        position = int(query)
+    at = query.removeprefix("@")
+    if at.isascii() and at.isdecimal() and query not in index.events:
+        if at == query:  # digits alone may also start an id: a position only when none does
+            starting = sorted(
+                k
+                for k in (*index.tasks, *(r.meta.event_id for r in index.decisions))
+                if k.startswith(query)
+            )
+            if starting:
+                raise DecisionNotFound(
+                    f"{query!r} is a position and the start of {len(starting)} task or "
+                    f"decision id(s) in {url} ({', '.join(starting[:5])}): give more of the "
+                    f"id, or @{query} for the position"
+                )
+        position = int(at)
         before = [r for r in index.decisions if r.position <= position]
         if not before:
             raise DecisionNotFound(f"no decision at or before position {position} in {url}")
@@ -441,7 +454,7 @@ def explain(log: EventLog, query: str) -> WhyReport:
             skipped,
             rows,
             task=target if matched == "task" else "",
-            upto=int(query) if matched == "position" else 0,
+            upto=int(query.removeprefix("@")) if matched == "position" else 0,
         ),
     )
 

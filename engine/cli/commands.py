@@ -229,7 +229,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if args.json:
             emit_json(TasksReport(log=log.url, position=projections.position, tasks=rows))
         elif not rows:
-            print(f"no tasks in {log.url}" + (" that match" if args.session or args.state else ""))
+            filtered = args.session is not None or args.state is not None
+            print(f"no tasks in {log.url}" + (" that match" if filtered else ""))
         else:
             print(tasks_table(rows))
             damaged = [r for r in rows if r.state == "damaged"]
@@ -281,8 +282,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Fold the log up to a position and print every task and the queue as they were then."""
-    if args.to < 0:
-        raise UsageError(f"--to must be a position >= 0, got {args.to}")
+    if not 0 <= args.to <= 2**63 - 1:
+        raise UsageError(f"--to must be a position from 0 to 2**63 - 1, got {args.to}")
     with open_existing(args.db) as log:
         head = log.head()
         host = fold(log, upto=args.to, use_checkpoint=not args.no_checkpoint)

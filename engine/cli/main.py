@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "id",
         metavar="ID",
         help="a decision id, a task id (every decision of that task) or a position (the last "
-        "decision at or before it); ids may be unique prefixes",
+        "decision at or before it; @N when N also starts an id); ids may be unique prefixes",
     )
     command("fixes", cmd_fixes, "list the built-in fixes and what each is for", db=None)
     rules = command(
@@ -299,8 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``onward`` command; returns its exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    for name in ("stdout", "stderr"):  # started with it closed (`>&-`): written to nowhere
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the commands load
+        return 130
     try:
         status: int = args.handler(args)
     except OnwardError as exc:  # a misuse, no log at --db (LogNotFound), an unreadable log

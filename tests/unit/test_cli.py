@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -173,6 +174,8 @@ def test_tasks_filters(known: Known, capsys: pytest.CaptureFixture[str]) -> None
     assert report["tasks"] == []
     status, out, _ = run(capsys, "tasks", "--db", known.db, "--state", "running")
     assert (status, out) == (0, f"no tasks in sqlite:///{known.db} that match\n")
+    status, out, _ = run(capsys, "tasks", "--db", known.db, "--session", "")  # said "no tasks"
+    assert (status, out) == (0, f"no tasks in sqlite:///{known.db} that match\n")
 
 
 def test_tasks_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
@@ -332,9 +335,10 @@ def test_replay_to_zero_and_past_the_head(known: Known, capsys: pytest.CaptureFi
     assert (empty["position"], empty["time"], empty["tasks"]) == (0, None, [])
     beyond = run_json(capsys, "replay", "--to", str(known.head + 100), "--db", known.db)
     assert beyond["position"] == known.head
-    status, _, err = run(capsys, "replay", "--to", "-1", "--db", known.db)
-    assert status == 2
-    assert "--to must be a position >= 0" in err
+    for to in ("-1", str(2**63)):
+        status, _, err = run(capsys, "replay", "--to", to, "--db", known.db)
+        assert status == 2
+        assert f"--to must be a position from 0 to 2**63 - 1, got {to}" in err
 
 
 # -- verify and diagram ------------------------------------------------------------------------
@@ -622,3 +626,21 @@ def test_the_onward_script(known: Known) -> None:
     )
     assert missing.returncode == 2
     assert "no log at" in missing.stderr
+
+
+def test_a_closed_standard_output_is_written_to_nowhere(known: Known, tmp_path: Path) -> None:
+    """Started with its output closed (``>&-``), every command printed a traceback and exited
+    1, an appending one after its append. Its output goes nowhere; it exits as it would."""
+    script = Path(sys.executable).parent / "onward"
+    for argv in (["tasks"], ["tasks", "--json"], ["export"]):
+        done = subprocess.run(
+            [str(script), *argv, "--db", known.db],
+            stdout=None,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+            preexec_fn=lambda: os.close(1),
+        )
+        assert done.returncode == 0, (argv, done.stderr)
+        assert "Traceback" not in done.stderr

@@ -171,14 +171,36 @@ def test_a_position_takes_the_last_decision_at_or_before_it(
     decisions = sorted([*decided.retries, decided.give_up, *decided.completed], key=lambda d: d[1])
     for (decision_id, at), (_, following) in itertools.pairwise(decisions):
         for position in (at, following - 1):
-            report = why_json(capsys, decided.db, str(position))
+            report = why_json(capsys, decided.db, f"@{position}")
             assert (report.matched, report.target) == ("position", str(at))
             assert [d.decision_id for d in report.decisions] == [decision_id]
-    last = why_json(capsys, decided.db, "999999")
+    last = why_json(capsys, decided.db, "@999999")
     assert last.decisions[0].decision_id == decisions[-1][0]
-    status, _, err = run(capsys, "why", "1", "--db", decided.db)
+    status, _, err = run(capsys, "why", "@1", "--db", decided.db)
     assert status == 2
     assert "no decision at or before position 1" in err
+
+
+def test_digits_that_also_start_an_id_are_not_taken_for_a_position(
+    decided: Decided, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bare digits were read as a position even where they start a task's id (``why 1002``
+    explained a breaker's decision of another task): refused, naming both readings; ``@N``
+    is a position. A digit Python's int() refuses (``²``) is no position, not a ValueError."""
+    with open_log(decided.db) as log:
+        records = list(log.read())
+    ids = [r.meta.event_id for r in records if isinstance(r.event, DecisionMade)]
+    ids += [r.stream.removeprefix("task-") for r in records if r.stream.startswith("task-")]
+    starts = [i[: len(i) - len(i.lstrip("0123456789"))] for i in ids]
+    digits = max(starts, key=len)  # (of dozens of hex ids, none starting with a digit: ~0)
+    assert digits, ids
+    status, _, err = run(capsys, "why", digits, "--db", decided.db)
+    assert status == 2
+    assert f"{digits!r} is a position and the start of" in err
+    assert f"@{digits} for the position" in err
+    status, _, err = run(capsys, "why", "²", "--db", decided.db)
+    assert status == 2
+    assert "no decision, task or position '²'" in err
 
 
 @pytest.mark.parametrize("quarantined", [False, True], ids=["damaged", "quarantined"])
@@ -460,7 +482,7 @@ def test_a_budget_decision_shows_its_thresholds_and_verdict(
 
 
 def test_a_budget_decision_as_json(paused: Paused, capsys: pytest.CaptureFixture[str]) -> None:
-    report = why_json(capsys, paused.db, str(paused.position))
+    report = why_json(capsys, paused.db, f"@{paused.position}")
     [row] = report.decisions
     assert (row.decision_id, row.kind, row.choice) == (paused.decision, "budget", "pause")
     assert (row.strategy, row.confidence, row.factors) == (None, None, {})

@@ -214,3 +214,10 @@ def test_the_longest_names_postgresql_keeps_whole_are_taken(postgres_url: str) -
         log.close()
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_an_option_given_twice_is_refused() -> None:
+    """``?schema=a&schema=b`` opened schema b, silently (SQLite's options refuse it)."""
+    with pytest.raises(InvalidURL, match="'schema' is given more than once") as refused:
+        PostgresLog("postgresql://u:hunter2@127.0.0.1:1/test?schema=a&schema=b")
+    assert "hunter2" not in str(refused.value)
