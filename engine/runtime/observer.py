@@ -25,6 +25,7 @@ exception it raises is logged and dropped).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from onward.events import Recorded, TaskClaimed, TaskWaiting, redacted_logger
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from onward.judgement.budget import ErrorBudget
     from onward.projections import Projections, TaskView
 
-__all__ = ["Observer", "StepStart", "TaskStart", "notify"]
+__all__ = ["IN_OBSERVER", "Observer", "StepStart", "TaskStart", "notify"]
 
 # Its records carry the traceback of what an observer raised, which may hold a secret.
 logger = redacted_logger("onward.engine")
@@ -160,6 +161,11 @@ class Observer:
         states, the error budget's burn)."""
 
 
+#: Whether the current thread or coroutine runs an observer's hook: its calls are the
+#: observer's, made for work done now (never on a replay), not the task's own code.
+IN_OBSERVER: ContextVar[bool] = ContextVar("onward_in_observer", default=False)
+
+
 def notify(observer: Observer | None, hook: str, *args: Any, **kwargs: Any) -> Any:
     """Call one hook of an observer (None: nothing), logging and dropping what it raises.
 
@@ -168,8 +174,11 @@ def notify(observer: Observer | None, hook: str, *args: Any, **kwargs: Any) -> A
     """
     if observer is None:
         return None
+    token = IN_OBSERVER.set(True)
     try:
         return getattr(observer, hook)(*args, **kwargs)
     except Exception:
         logger.warning("observer %r failed in %s; ignored", observer, hook, exc_info=True)
         return None
+    finally:
+        IN_OBSERVER.reset(token)

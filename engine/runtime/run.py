@@ -720,6 +720,10 @@ class TaskRun:
         self.committer = committer
         # Steps of an async task may run at once: their appends take turns at the version.
         self._appending = threading.Lock()
+        # The loop's side of those turns: its callers queue here, and one at a time waits for
+        # the thread lock in a worker thread (each held a thread: a gather of many appends
+        # held them all, and the one appending had none left to append with).
+        self._loop_turns = asyncio.Lock()
         # A cancellation that came while an append handed to the log was awaited: raised once
         # the run has taken the append's outcome in (guarded by the append lock).
         self._interrupted: asyncio.CancelledError | None = None
@@ -992,7 +996,8 @@ class TaskRun:
         caller waits for its outcome, so that the run's version matches the log, and then the
         cancellation goes on.
         """
-        await _acquire(self._appending)
+        async with self._loop_turns:
+            await _acquire(self._appending)
         try:
             await drive_async(self._committing(batch), self.effect_async)
         finally:

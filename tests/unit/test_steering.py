@@ -18,8 +18,10 @@ import pytest
 from onward import Engine, InvalidTransition, StepMismatch, TaskFailedError, UsageError
 from onward.cli import main
 from onward.events import DecisionMade, TaskRetried, TaskUnregistered
+from onward.runtime.observer import Observer, StepStart
 from onward.testing import replay_check
 from tests.conftest import FakeClock
+from tests.unit.test_async_appends import run_in_a_thread
 
 
 @pytest.fixture
@@ -638,3 +640,61 @@ def test_a_fork_of_a_subtask_is_not_one_of_its_parents_children(db: str, clock: 
         assert engine.result(fork) == 1
         assert engine.task_view(parent_id).children == (child_id,)
         assert engine.task_view(fork).parent is None
+
+
+def test_an_observer_may_steer_from_its_step_hooks(db: str, clock: FakeClock) -> None:
+    """An observer's hooks run for work done now, never on a replay: steering from them is
+    not the task's own code (its step hooks were refused as if it were)."""
+    moved: list[str] = []
+
+    class Escalate(Observer):
+        def step_started(self, task: Any, start: StepStart) -> Any:
+            engine.reprioritise(waiting, "high")
+            moved.append(start.step)
+            return None
+
+    with Engine.open(
+        db, session="steer", clock=clock, sleep=clock.advance, healing=False, observer=Escalate()
+    ) as engine:
+
+        @engine.task()
+        def victim() -> None:
+            engine.recv("never")
+
+        @engine.step()
+        def work() -> int:
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return work()
+
+        waiting = engine.submit(victim)
+        engine.run()
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 1
+        assert moved == ["work"]
+        assert engine.task_view(waiting).priority == "high"
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_many_appends_gathered_at_once_do_not_hold_every_thread(
+    db: str, clock: FakeClock, runner: str
+) -> None:
+    """``gather`` of 200 ``engine.progress(...)``: each waited for the run's append turn in a
+    worker thread of its own, the default executor's few threads were all held, and the one
+    whose turn it was had none left to append with: the run hung."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        async def job(n: int) -> str:
+            await asyncio.gather(*[engine.progress(i / n) for i in range(n)])
+            return "done"
+
+        task_id = engine.submit(job, 200)
+        if runner == "run":
+            run_in_a_thread(engine.run)
+        else:
+            run_in_a_thread(lambda: asyncio.run(engine.run_async(concurrency=2)))
+        assert engine.result(task_id) == "done"

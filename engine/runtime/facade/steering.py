@@ -20,6 +20,7 @@ from onward.projections import LimitView, ScheduleView, TaskView
 from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import Pending, current_run
 from onward.runtime.limits import Limits
+from onward.runtime.observer import IN_OBSERVER
 from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, CURRENT_STEP, TaskRun, on_event_loop
 from onward.runtime.schedules import Schedules
@@ -501,8 +502,9 @@ def _steered(task_id: object, what: str, *, ends_own: bool = False) -> str:
             again (a second fork, a cancel of a task already cancelled).
     """
     run = CURRENT_RUN.get()
-    own = ends_own and run is not None and run.task_id == task_id
-    if run is not None and CURRENT_STEP.get() is None and not own:
+    if run is None or CURRENT_STEP.get() is not None or IN_OBSERVER.get():
+        return _task_id(task_id, what)  # from outside, a step's body or an observer's hook
+    if not (ends_own and run.task_id == task_id):
         raise UsageError(
             f"{what} is called from the code of task {run.task_id}, which runs again from its "
             "start after a wait or a crash and would call it again: call it from a step (its "
