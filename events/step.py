@@ -38,18 +38,23 @@ class StepStarted(Event, frozen=True, kw_only=True):
 class StepWithdrawn(Event, frozen=True, kw_only=True):
     """An at-most-once step's recorded start whose body never began: the step was cancelled
     while its start was being recorded (a ``TaskGroup`` sibling's error, a timeout around it, a
-    stopping worker). The start no longer counts: the next run runs the step, where a start
-    alone makes it refuse to (the body may have had its effect).
+    stopping worker). The start no longer counts: where the task's code started nothing after
+    it, the next run runs the step (a start alone makes it refuse to: the body may have had
+    its effect); where it did (it caught the cancellation and went on), the next run raises
+    the cancellation there again, as the code met it.
 
     Attributes:
         index: the step's position in its task, from 0.
         name: the step's name.
+        next_index: the index the task's next step would have taken then: a step recorded at
+            this index or past it began after the cancellation.
     """
 
     family: ClassVar[str] = "step"
 
     index: int
     name: str
+    next_index: int = 0
 
 
 class PatchMarked(Event, frozen=True, kw_only=True):

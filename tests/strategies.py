@@ -187,7 +187,7 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         idempotency_key=_texts,
         wake_at=st.none() | _times,
     ),
-    StepWithdrawn: st.builds(StepWithdrawn, index=_indexes, name=_names),
+    StepWithdrawn: st.builds(StepWithdrawn, index=_indexes, name=_names, next_index=_indexes),
     PatchMarked: st.builds(PatchMarked, change_id=_names, index=_indexes),
     MessageSent: st.builds(MessageSent, topic=_names, value=json_values(), sender=_names),
     MessageReceived: st.builds(

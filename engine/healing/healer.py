@@ -671,8 +671,9 @@ class Healer:
 
 def _applied(fix: Fix, exc: Exception, call: StepCall) -> Remedy | None:
     """The remedy a fix gives for this failure; None when it does not apply, or gives what
-    the engine cannot use (it raised, returned something other than a :class:`Remedy`, a delay
-    that is not a number of seconds in [0, ten years], or a change that cannot be recorded):
+    the engine cannot use (it raised, returned something other than a :class:`Remedy`, a call
+    of another step or with arguments that are not a dict, a delay that is not a number of
+    seconds in [0, ten years], or a change that is not a dict that can be recorded):
     such a fix is skipped, said in the log, and the step's failure is recorded as it is."""
     try:
         remedy = fix.apply(exc, call)
@@ -686,6 +687,10 @@ def _applied(fix: Fix, exc: Exception, call: StepCall) -> Remedy | None:
         why = f"returned a {type(remedy).__name__}, not a Remedy"
     elif not isinstance(remedy.call, StepCall):
         why = f"gave a call of type {type(remedy.call).__name__}, not a StepCall"
+    elif remedy.call.step != call.step or not isinstance(remedy.call.arguments, dict):
+        why = "gave a call of another step, or arguments that are not a dict"
+    elif not (isinstance(remedy.change, dict) and all(isinstance(k, str) for k in remedy.change)):
+        why = f"gave a change of type {type(remedy.change).__name__}, not a dict with str keys"
     elif not seconds(remedy.delay):
         why = f"gave a delay of {shown(remedy.delay)}, not seconds in [0, {MOST_SECONDS}]"
     else:

@@ -747,6 +747,9 @@ class TaskRun:
         self.in_flight = InFlight()
         self.outcomes: dict[int, Replayed] = {}
         self.started: dict[int, str] = {}
+        #: The at-most-once steps whose start was withdrawn (cancelled before their body
+        #: began), each with the index the task's next step would have taken then.
+        self.withdrawn: dict[int, int] = {}
         #: What an ``async def`` task's code was handed to await (``engine.sleep(...)``), as
         #: the call it wrote: one never awaited by the task's end did nothing.
         self.handed: list[tuple[str, Coroutine[Any, Any, Any]]] = []
@@ -840,10 +843,12 @@ class TaskRun:
                     )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
+                self.withdrawn.pop(event.index, None)  # started again
                 if event.wake_at is not None:
                     self.wakes[event.index] = event.wake_at
             elif isinstance(event, StepWithdrawn):
-                self.started.pop(event.index, None)  # its body never began: it may run
+                self.started.pop(event.index, None)  # its body never began
+                self.withdrawn[event.index] = event.next_index
             elif isinstance(event, FixAttempted) and event.step_index is not None:
                 self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
@@ -1149,8 +1154,18 @@ class TaskRun:
             raise Released()
         if step.at_most_once and started is not None:
             raise StepInterrupted(self.task_id, index, step.name)
+        after = self.withdrawn.get(index)
+        if after is not None and self._recorded_from(after):
+            # Cancelled before its body began, and the task's code went on past that (it
+            # caught the cancellation): it meets the cancellation again, as it did.
+            raise asyncio.CancelledError(f"step {step.name!r} was cancelled")
         self.steps_run += 1
         return index, None
+
+    def _recorded_from(self, index: int) -> bool:
+        """Whether the history holds a step, a sleep or a receive at ``index`` or past it."""
+        recorded = (*self.outcomes, *self.received, *self.started, *self.failures)
+        return any(i >= index for i in recorded)
 
     def record_start(self, step: StepDef, index: int) -> None:
         """Record that an at-most-once step's body starts (a re-run then refuses to run it
@@ -1178,7 +1193,8 @@ class TaskRun:
             )
             return
         try:
-            yield Blocking(self.record, [StepWithdrawn(index=index, name=step.name)])
+            withdrawn = StepWithdrawn(index=index, name=step.name, next_index=self.index)
+            yield Blocking(self.record, [withdrawn])
         except Exception:
             logger.warning(
                 "task %s: could not record that step %r (index %d) was cancelled before its "

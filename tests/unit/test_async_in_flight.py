@@ -1309,12 +1309,13 @@ def test_an_at_most_once_step_cancelled_as_its_start_is_recorded_runs_on_the_nex
 
 
 @pytest.mark.parametrize("runner", ["run_async", "run"])
-def test_an_at_most_once_step_a_task_gave_up_on_at_its_start_runs_when_called_again(
+def test_an_at_most_once_step_a_task_went_on_without_stays_given_up_on(
     db: Path, clock: FakeClock, runner: str
 ) -> None:
-    """A task gives up on an at-most-once step (its asyncio task, cancelled while the start
-    is recorded) and waits: the next run, replaying the same code, runs the step at that index
-    instead of refusing it as interrupted."""
+    """A task gives up on an at-most-once step (its asyncio task, cancelled while the start is
+    recorded), goes on without it and waits: the next run meets the cancellation there again,
+    as the code did, rather than run the step's body behind the path the task took (nor
+    refuse it as interrupted)."""
     ran: Counter[str] = Counter()
     observer = CancelAtFirstStart("pay")
     with Engine.open(
@@ -1326,20 +1327,27 @@ def test_an_at_most_once_step_a_task_gave_up_on_at_its_start_runs_when_called_ag
             ran["pay"] += 1
             return f"paid {amount}"
 
+        @engine.step()
+        async def note(what: str) -> str:
+            ran["note"] += 1
+            return f"noted {what}"
+
         @engine.task()
         async def order(amount: int) -> str:
             attempt = asyncio.create_task(pay(amount))
             with contextlib.suppress(asyncio.CancelledError):
                 return await attempt
-            await engine.sleep(30)  # try again later
-            return "gave up"
+            said = await note("gave up")
+            await engine.sleep(30)  # the task waits, and its code runs again from its start
+            return said
 
         task_id = engine.submit(order, 5)
         run_with(engine, runner)
-        assert engine.result(task_id) == "paid 5"
-        assert ran["pay"] == 1
+        assert engine.result(task_id) == "noted gave up"
+        assert ran == {"note": 1}  # no payment behind the path the task took
         assert observer.cancelled == 1
         assert "StepWithdrawn" in kinds(engine, task_id)
+        assert replay_check(engine.log, engine).ok
         assert engine.log.verify().ok
 
 

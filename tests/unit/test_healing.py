@@ -625,6 +625,14 @@ BAD_REMEDIES: dict[str, Callable[[StepCall], Any]] = {
     "a delay for ever": lambda call: Remedy(call=call, delay=float("inf")),
     "a delay past any date": lambda call: Remedy(call=call, delay=1e300),
     "a change it cannot record": lambda call: Remedy(call=call, change={"at": object()}),
+    "a change that is a list": lambda call: Remedy(call=call, change=[1, 2]),  # type: ignore[arg-type]
+    "a change that is a str": lambda call: Remedy(call=call, change="halved"),  # type: ignore[arg-type]
+    "a call of another step": lambda call: Remedy(
+        call=StepCall(step="other", arguments={"zzz": 1}, hints={}, attempt=1)
+    ),
+    "arguments that are a list": lambda call: Remedy(
+        call=StepCall(step=call.step, arguments=[1, 2], hints={}, attempt=1)  # type: ignore[arg-type]
+    ),
 }
 
 
