@@ -753,6 +753,7 @@ class TaskRun:
         #: What an ``async def`` task's code was handed to await (``engine.sleep(...)``), as
         #: the call it wrote: one never awaited by the task's end did nothing.
         self.handed: list[tuple[str, Coroutine[Any, Any, Any]]] = []
+        self._handed_limit = 64
         # Messages this task took (or gave up waiting for), by the step index of the receive.
         self.received: dict[int, MessageReceived] = {}
         # The task's inbox as far as this run has read it, in version order.
@@ -1080,8 +1081,9 @@ class TaskRun:
     def hand(self, what: str, call: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
         """``call``, handed to the task's code to await (``what``, as it wrote it), kept to
         check at the task's end that it was (:meth:`check_awaited`)."""
-        if len(self.handed) >= 64:  # most are awaited at once: keep the others only
+        if len(self.handed) >= self._handed_limit:  # most are awaited at once: drop those
             self.handed = [h for h in self.handed if _unstarted(h[1])]
+            self._handed_limit = max(64, 2 * len(self.handed))  # (a gather of thousands)
         self.handed.append((what, call))
         return call
 
