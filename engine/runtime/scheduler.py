@@ -1081,9 +1081,8 @@ class Scheduler:
         try:
             begun = await _seen_through(self._begin, view, claim_id, history)
         except _CancelledAfter as cancelled:  # claimed as the run was cancelled: handed back
-            if isinstance(cancelled.outcome, _Begun) and not self.at_once:
-                with contextlib.suppress(BaseException):
-                    await _seen_through(self._release, cancelled.outcome.run)
+            if isinstance(cancelled.outcome, _Begun):
+                await self._hand_back_async(cancelled.outcome.run)
             raise cancelled.cancellation from None
         if not isinstance(begun, _Begun):
             return begun
@@ -1103,10 +1102,7 @@ class Scheduler:
             # The loop stops (the run was cancelled): hand the task back, as a stopping worker
             # does (not when it stops at once: its lease runs out), then let the cancellation
             # go on. A cancelled await is no step failure.
-            if not self.at_once:
-                await run.in_flight.abandoned_ended()
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(asyncio.to_thread(self._release, run))
+            await self._hand_back_async(run)
             raise
         except BaseException as exc:
             # Steps it started and did not await (a gather it left on a sibling's error) end
@@ -1129,15 +1125,22 @@ class Scheduler:
         try:
             await run.in_flight.calls_ended()
         except asyncio.CancelledError:
-            if not self.at_once:
-                await run.in_flight.abandoned_ended()
-                with contextlib.suppress(BaseException):
-                    await _seen_through(self._release, run)
+            await self._hand_back_async(run)
             raise
         try:
             return await _seen_through(self._conclude, view, run, result, error)
         except _CancelledAfter as cancelled:
             raise cancelled.cancellation from None
+
+    async def _hand_back_async(self, run: TaskRun) -> None:
+        """Hand a task back as its run is cancelled (not when the worker stops at once: its
+        lease runs out), once the plain steps' bodies under way have returned, seen through
+        any further cancellation; whatever the hand-back meets, the cancellation goes on."""
+        if self.at_once:
+            return
+        await run.in_flight.abandoned_ended()
+        with contextlib.suppress(BaseException):
+            await _seen_through(self._release, run)
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
         run, definition, args, kwargs = begun
