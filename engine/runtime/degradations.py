@@ -30,7 +30,7 @@ from onward.judgement.degradation import (
 from onward.projections import Projections
 from onward.projections.degradation import DegradationView
 from onward.runtime.interruptions import Interruptions
-from onward.runtime.run import CURRENT_RUN, TaskRun
+from onward.runtime.run import TaskRun, running_task
 from onward.runtime.session import Session
 
 __all__ = ["Degradations"]
@@ -81,7 +81,7 @@ class Degradations:
         """
         session = self.session
         registered = self.components.get(component)
-        run = CURRENT_RUN.get()
+        run = running_task("degrade()")
         if run is None:
             plans: list[list[Event]] = []
 

@@ -55,6 +55,7 @@ from onward.runtime.interruptions import Interruptions, log_interruption
 from onward.runtime.limits import Limits
 from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
 from onward.runtime.registry import Registry
+from onward.runtime.runs import Runs
 from onward.runtime.scheduler import RunSummary, Scheduler
 from onward.runtime.schedules import Schedules
 from onward.runtime.service import serve, serve_async
@@ -207,6 +208,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         self._tasks = Tasks(self._session, self.registry)
         self._limits = Limits(self._session)
         self._schedules = Schedules(self._session, self.registry, self._tasks)
+        self._runs = Runs()
         self._session.open()
         live(self.worker, True)
 
@@ -296,11 +298,14 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             UsageError: ``workers`` not an int >= 1, ``max_runs`` not an int >= 0 (or None),
                 ``await_approvals`` not a number of seconds >= 0.
         """
-        return self._scheduler().run(
-            workers=arguments.count(workers, "run(): workers"),
-            max_runs=arguments.limit(max_runs, "run(): max_runs"),
-            await_approvals=arguments.seconds(await_approvals, "run(): await_approvals"),
-        )
+        workers = arguments.count(workers, "run(): workers")
+        max_runs = arguments.limit(max_runs, "run(): max_runs")
+        await_approvals = arguments.seconds(await_approvals, "run(): await_approvals")
+        scheduler = self._scheduler()
+        with self._runs.under_way(scheduler):
+            return scheduler.run(
+                workers=workers, max_runs=max_runs, await_approvals=await_approvals
+            )
 
     def serve(
         self,
@@ -335,12 +340,11 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         Raises:
             UsageError: ``workers`` not an int >= 1, or the engine is closed.
         """
-        return serve(
-            self._scheduler(),
-            workers=arguments.count(workers, "serve(): workers"),
-            stop=stop,
-            handle_signals=arguments.flag(handle_signals, "serve(): handle_signals"),
-        )
+        workers = arguments.count(workers, "serve(): workers")
+        handle_signals = arguments.flag(handle_signals, "serve(): handle_signals")
+        scheduler = self._scheduler()
+        with self._runs.under_way(scheduler):
+            return serve(scheduler, workers=workers, stop=stop, handle_signals=handle_signals)
 
     async def run_async(
         self, *, concurrency: int = 1, max_runs: int | None = None, await_approvals: float = 0.0
@@ -369,11 +373,14 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             UsageError: ``concurrency`` not an int >= 1, ``max_runs`` not an int >= 0 (or
                 None), ``await_approvals`` not a number of seconds >= 0.
         """
-        return await self._scheduler().run_async(
-            concurrency=arguments.count(concurrency, "run_async(): concurrency"),
-            max_runs=arguments.limit(max_runs, "run_async(): max_runs"),
-            await_approvals=arguments.seconds(await_approvals, "run_async(): await_approvals"),
-        )
+        concurrency = arguments.count(concurrency, "run_async(): concurrency")
+        max_runs = arguments.limit(max_runs, "run_async(): max_runs")
+        await_approvals = arguments.seconds(await_approvals, "run_async(): await_approvals")
+        scheduler = self._scheduler()
+        with self._runs.under_way(scheduler):
+            return await scheduler.run_async(
+                concurrency=concurrency, max_runs=max_runs, await_approvals=await_approvals
+            )
 
     async def serve_async(
         self,
@@ -397,12 +404,13 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         Raises:
             UsageError: ``concurrency`` not an int >= 1, or the engine is closed.
         """
-        return await serve_async(
-            self._scheduler(),
-            concurrency=arguments.count(concurrency, "serve_async(): concurrency"),
-            stop=stop,
-            handle_signals=arguments.flag(handle_signals, "serve_async(): handle_signals"),
-        )
+        concurrency = arguments.count(concurrency, "serve_async(): concurrency")
+        handle_signals = arguments.flag(handle_signals, "serve_async(): handle_signals")
+        scheduler = self._scheduler()
+        with self._runs.under_way(scheduler):
+            return await serve_async(
+                scheduler, concurrency=concurrency, stop=stop, handle_signals=handle_signals
+            )
 
     def _scheduler(self) -> Scheduler:
         return Scheduler(
@@ -426,9 +434,20 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             self._session.host.checkpoint()
 
     def close(self) -> None:
-        """Close the engine and its log (the session stays open: reopening resumes it)."""
+        """Close the engine and its log (the session stays open: reopening resumes it).
+
+        Runs under way in other threads or on other event loops (``run``, ``serve``,
+        ``run_async``, ``serve_async``) are stopped first, as a worker stops on SIGTERM: they
+        claim nothing more, each running task is handed back at its next step, and this
+        returns once they have returned (the steps in flight end, their outcomes recorded).
+
+        Raises:
+            UsageError: called from a run of this engine (a task, a step, an observer, the
+                event loop awaiting it): that run must return first.
+        """
         if self._session.closed:
             return
+        self._runs.stop()
         self._session.closed = True
         live(self.worker, False)
         self.log.close()

@@ -24,7 +24,7 @@ from onward.events import (
 from onward.judgement.flow import FlowMonitor
 from onward.projections import Projections
 from onward.projections.flow import Deferred
-from onward.runtime.run import CURRENT_RUN, Publishing, TaskRun
+from onward.runtime.run import Publishing, TaskRun, running_task
 from onward.runtime.session import Session
 
 __all__ = ["Interruption", "Interruptions", "log_interruption"]
@@ -101,7 +101,7 @@ class Interruptions:
         interruption = Interruption(
             interruption_id=new_event_id(), kind=kind, summary=summary, session=session.name
         )
-        run = CURRENT_RUN.get()
+        run = running_task("notify()")
         if run is not None:
             if self._deferred_now(urgent):
                 run.record([_deferral(interruption)])

@@ -109,6 +109,7 @@ __all__ = [
     "drive",
     "drive_async",
     "on_event_loop",
+    "running_task",
 ]
 
 #: How a step failure raised as ``asyncio.CancelledError`` by its body is recorded.
@@ -126,6 +127,43 @@ CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", defau
 #: The index of the step whose function runs in the current thread or coroutine (None between
 #: steps).
 CURRENT_STEP: ContextVar[int | None] = ContextVar("onward_current_step", default=None)
+# Set where the engine carries out a task's calls in another thread (a storage call, a
+# policy, an observer's hook, off an ``async def`` task's event loop): calls made there are
+# the engine's own, not a thread the task's code started.
+_DELEGATED: ContextVar[bool] = ContextVar("onward_delegated", default=False)
+
+
+def running_task(what: str) -> TaskRun | None:
+    """The task run whose code (or step body) calls: None outside a task.
+
+    Raises:
+        UsageError: the call comes from a thread the task's own code started with its
+            context (``asyncio.to_thread``, ``contextvars.copy_context().run``): such calls
+            reach the engine in an order that changes from one run to the next, so a replay
+            could not hand each its recorded outcome.
+    """
+    run = CURRENT_RUN.get()
+    if (
+        run is None
+        or run.thread == threading.get_ident()
+        or CURRENT_STEP.get() is not None
+        or _DELEGATED.get()
+    ):
+        return run
+    raise UsageError(
+        f"{what} was called from a thread that the code of task {run.task_id} started "
+        "(asyncio.to_thread, contextvars.copy_context().run): calls from there reach the "
+        "engine in an order that changes from run to run, so a replay could not give each "
+        "its recorded outcome. Call it from the task's own code: an async def task awaits a "
+        "plain step directly (it runs in a thread of its own; gather several to run them at "
+        "once); a plain task calls its steps in turn, or submits subtasks"
+    )
+
+
+def _delegated(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` as a call the engine carries out for a task (in a copied context)."""
+    _DELEGATED.set(True)
+    return fn(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +748,9 @@ class TaskRun:
         step_threads: Executor | None = None,
     ) -> None:
         self.log = log
+        #: The thread the task's code runs on (set as it starts): steps and other durable
+        #: calls come from there (:func:`running_task`).
+        self.thread = threading.get_ident()
         self.limits = limits
         #: Where a plain step of an ``async def`` task runs (None: the loop's default
         #: executor, which storage calls share).
@@ -1819,7 +1860,9 @@ class TaskRun:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):
             context = contextvars.copy_context()
-            call = asyncio.ensure_future(asyncio.to_thread(context.run, effect.fn, *effect.args))
+            call = asyncio.ensure_future(
+                asyncio.to_thread(context.run, _delegated, effect.fn, *effect.args)
+            )
             try:
                 return await asyncio.shield(call)
             except asyncio.CancelledError:

@@ -204,6 +204,8 @@ class Scheduler:
         self.judge = judge
         #: Set when the worker stops: each run hands its task back at its next step.
         self.stopping = threading.Event()
+        # What wakes this scheduler's loop up when it is asked to stop (:meth:`request_stop`).
+        self._wakers: list[Callable[[], object]] = []
         #: The worker stops at once (a second signal): nothing waits for the storage.
         self.at_once = False
         self._tally = dict.fromkeys(_COUNTS, 0)
@@ -246,7 +248,7 @@ class Scheduler:
         patience_until: float | None = None
         paused = False
         ran_one = False
-        on_a_loop: Claimed | None = None
+        one: Claimed | None = None  # claimed by the single worker: run below
         self.session.check_open()
         started = self.session.clock()
         tally = self._tally
@@ -259,32 +261,28 @@ class Scheduler:
         try:
             if not self._prepare():
                 return RunSummary(paused=True)
-            while True:
+            while not (self.stopping.is_set() and not in_flight):
                 with self.session.lock:
                     if self._boundary() == "pause":
                         paused = True
                         break
-                    free = workers - len(in_flight)
+                    free = 0 if self.stopping.is_set() else workers - len(in_flight)
                     if max_runs is not None:
                         free = min(free, max_runs - tally["runs"])
                     if pool is None and free > 0:
-                        claimed = self._claim_next()
-                        if claimed is not None:
+                        one = self._claim_next()
+                        if one is not None:
                             tally["runs"] += 1
-                            if self._runs_on_a_loop(claimed[0]):
-                                on_a_loop = claimed  # run below, without the lock
-                            else:
-                                self._count(self._execute(*claimed))
-                                self.session.host.catch_up()
                             ran_one = True  # back to the top: a task boundary
                     elif pool is not None and free > 0:
                         for claimed in self._claim_up_to(free):
                             tally["runs"] += 1
                             in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
-                if on_a_loop is not None:
-                    # An async def task, on an event loop of its own: its storage calls run in
-                    # worker threads, which take the session's lock, so it is not held here.
-                    claimed, on_a_loop = on_a_loop, None
+                if one is not None:
+                    # Run without the session's lock, as the pool's threads do: the task's
+                    # calls take it as they need it, and so can other threads meanwhile (a
+                    # cancel, a send, a step's own threads, which the task may wait for).
+                    claimed, one = one, None
                     self._count(self._execute(*claimed))
                     with self.session.lock:
                         self.session.host.catch_up()
@@ -366,9 +364,10 @@ class Scheduler:
         error: BaseException | None = None
         heartbeat.start()
         watcher.start()
+        self._wakers.append(wake.set)
         try:
             self._prepare()
-            while not stop.is_set():
+            while not (stop.is_set() or self.stopping.is_set()):
                 with session.lock:
                     session.host.catch_up()
                     self._tally["recovered"] += self._recover_leases()
@@ -466,11 +465,10 @@ class Scheduler:
         try:
             if not await asyncio.to_thread(self._prepare):
                 return RunSummary(paused=True)
-            while True:
+            while not (self.stopping.is_set() and not tasks):
                 left = None if max_runs is None else max_runs - self._tally["runs"]
-                state, claimed = await asyncio.to_thread(
-                    self._round, concurrency - len(tasks), left
-                )
+                free = 0 if self.stopping.is_set() else concurrency - len(tasks)
+                state, claimed = await asyncio.to_thread(self._round, free, left)
                 if state == "pause":
                     paused = True
                     break
@@ -532,10 +530,11 @@ class Scheduler:
         error: BaseException | None = None
         heartbeat.start()
         watcher.start()
+        self._wakers.append(lambda: loop.call_soon_threadsafe(wake.set))
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.to_thread(self._prepare)
-            while not stop.is_set():
+            while not (stop.is_set() or self.stopping.is_set()):
                 state, claimed = await asyncio.to_thread(
                     self._round, concurrency - len(tasks), None, True
                 )
@@ -596,7 +595,7 @@ class Scheduler:
         finally:
             with self._running_lock:
                 self._running -= 1
-                self.session.running.discard(view.task_id)
+                self.session.let_go(view.task_id, claim_id)
 
     def _round(
         self, capacity: int, left: int | None, serving: bool = False
@@ -657,6 +656,13 @@ class Scheduler:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+
+    def request_stop(self) -> None:
+        """Stop as a worker does on SIGTERM (the engine is being closed): claim nothing more;
+        each running task is handed back at its next step; the loop returns once they have."""
+        self.stopping.set()
+        for wake in list(self._wakers):
+            wake()
 
     def stop_at_once(self) -> None:
         """The worker stops at once (a second signal): the runs still going are abandoned,
@@ -897,7 +903,7 @@ class Scheduler:
                 contended = True
                 continue
             # Ours from now until the run ends: never taken back as a claim left over.
-            self.session.running.add(view.task_id)
+            self.session.hold(view.task_id, result.event_ids[0])
             self.session.host.catch_up()
             return Claimed(view, claim, result.event_ids[0], history)
         return None
@@ -984,7 +990,7 @@ class Scheduler:
         claimed: list[Claimed] = []
         for (view, claim, history), result in zip(chosen, results, strict=True):
             if isinstance(result, AppendResult):
-                session.running.add(view.task_id)  # ours until the run ends
+                session.hold(view.task_id, result.event_ids[0])  # ours until the run ends
                 claimed.append(Claimed(view, claim, result.event_ids[0], history))
             elif not isinstance(result, VersionConflict):  # a lost race is looked at again
                 logger.warning(
@@ -1033,14 +1039,7 @@ class Scheduler:
         finally:
             with self._running_lock:
                 self._running -= 1
-                self.session.running.discard(view.task_id)
-
-    def _runs_on_a_loop(self, view: TaskView) -> bool:
-        """Whether a claimed task is an ``async def`` one (``run()`` gives it a loop)."""
-        try:
-            return self.registry.task(view.name).is_async
-        except UsageError:  # no function for it here: it is handed back
-            return False
+                self.session.let_go(view.task_id, claim_id)
 
     def _run_task(self, view: TaskView, claim_id: str, history: list[Recorded]) -> Outcome:
         """Run a claimed task in this thread (an ``async def`` one on an event loop of its
@@ -1061,6 +1060,7 @@ class Scheduler:
                 "an event loop already runs (a coroutine, a notebook): await "
                 "engine.run_async() there instead; the task was handed back"
             )
+        run.thread = threading.get_ident()  # where its steps are called from
         token = CURRENT_RUN.set(run)
         try:
             if definition.is_async:
@@ -1089,6 +1089,7 @@ class Scheduler:
         run, definition, args, kwargs = begun
         if not definition.is_async:
             return await asyncio.to_thread(self._run_begun, view, begun)
+        run.thread = threading.get_ident()  # where its steps are called from
         token = CURRENT_RUN.set(run)
         try:
             result = await definition.fn(*args, **kwargs)
@@ -1144,6 +1145,7 @@ class Scheduler:
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
         run, definition, args, kwargs = begun
+        run.thread = threading.get_ident()  # where its steps are called from
         token = CURRENT_RUN.set(run)
         try:
             result = definition.fn(*args, **kwargs)

@@ -98,10 +98,25 @@ class Session:
         self.lock = threading.RLock()
         self.context = Context(session=name, actor=worker)
         self.closed = False
-        #: The tasks this engine runs now (its other claims are left over from a stopped run).
-        self.running: set[str] = set()
+        #: The tasks this engine runs now, each with the claim its run holds (its other
+        #: claims are left over from a stopped run).
+        self.running: dict[str, str] = {}
+        self._running_lock = threading.Lock()
         #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
         self.observer: Observer | None = None
+
+    def hold(self, task_id: str, claim_id: str) -> None:
+        """A run of this engine holds the task under this claim, until :meth:`let_go`."""
+        with self._running_lock:
+            self.running[task_id] = claim_id
+
+    def let_go(self, task_id: str, claim_id: str) -> None:
+        """The run under this claim ended. A newer claim of the same task (taken as the run
+        recorded a retry's wait, before it had quite ended) is not let go with it: it would
+        read as left over, and be expired under its running step."""
+        with self._running_lock:
+            if self.running.get(task_id) == claim_id:
+                del self.running[task_id]
 
     # -- reading ---------------------------------------------------------------------------
 

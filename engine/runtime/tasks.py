@@ -52,7 +52,7 @@ from onward.events import (
 from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
 from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, Blocking, derived_id, submission_id
+from onward.runtime.run import Blocking, derived_id, running_task, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
 __all__ = ["Tasks", "append_message", "append_submission", "message_version", "quarantine"]
@@ -104,7 +104,7 @@ class Tasks:
         level = definition.priority if priority is None else parse_priority(priority)
         if deadline is not None and not isinstance(deadline, int | float):
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
-        parent = CURRENT_RUN.get()
+        parent = running_task("submit()")
         if parent is not None:
             # The subtask's number is taken with a key too, so that the numbering of the
             # task's other subtasks is the same whichever of them are keyed.
@@ -141,6 +141,21 @@ class Tasks:
         except UnencodableValue as exc:
             raise UsageError(f"task {definition.name}: arguments cannot be stored: {exc}") from exc
         return task_id
+
+    def submitted_before(self, name: object, key: object) -> str | None:
+        """The subtask that this ``submit`` of a task's code made on an earlier run, under
+        ``name``: None outside a task, or when it made none (or another)."""
+        parent = running_task("submit()")
+        if parent is None or not isinstance(name, str):
+            return None
+        task_id = parent.made_id("child")  # the number its submit took then
+        if isinstance(key, str):
+            task_id = derived_id(self.session.name, "key", key)
+        try:
+            view = self.view(task_id)
+        except TaskNotFound:
+            return None
+        return task_id if view.name == name else None
 
     def stored_arguments(
         self,
@@ -423,7 +438,7 @@ class Tasks:
             raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
         session.log.redactor.check_name(topic, "a message's topic")  # recv() matches it as given
         view = self.view(task_id)  # TaskNotFound
-        run = CURRENT_RUN.get()
+        run = running_task("send()")
         if run is None and view.state in _NEVER_READS:  # (a task's send replays as it went)
             raise InvalidTransition(
                 "task",

@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import math
 import os
+import threading
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, Union
@@ -313,9 +314,16 @@ def _run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coroutine)
+
+    def in_its_thread() -> Any:
+        run = CURRENT_RUN.get()
+        if run is not None:
+            run.thread = threading.get_ident()  # the task's code runs here: its steps too
+        return asyncio.run(coroutine)
+
     context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onward-replay") as pool:
-        return pool.submit(context.run, asyncio.run, coroutine).result()
+        return pool.submit(context.run, in_its_thread).result()
 
 
 def _clip(value: Any, width: int = 120) -> str:
@@ -378,6 +386,7 @@ def replay_task(
             )
         )
 
+    run.thread = threading.get_ident()
     token = CURRENT_RUN.set(run)
     result: Any = None
     error: BaseException | None = None

@@ -233,7 +233,9 @@ def test_a_second_sigterm_stops_the_worker_at_once_during_a_storage_outage(
     fleet = Fleet(tmp_path, f"sqlite:///{path}")
     fleet.submit(200)
     (stopping,) = fleet.start(1, threads=2)
-    outage = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    # A busy timeout long enough to get the lock between the worker's appends (0.1 s lost
+    # that race now and then).
+    outage = sqlite3.connect(path, timeout=10, isolation_level=None)
     try:
         wait_until(lambda: len(fleet.runs()) >= 2, 30, "steps to run")
         outage.execute("BEGIN EXCLUSIVE")  # every append now waits for the lock

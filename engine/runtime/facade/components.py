@@ -16,7 +16,7 @@ from onward.projections.degradation import DegradationView
 from onward.runtime.degradations import Degradations
 from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import Pending
-from onward.runtime.run import CURRENT_RUN, on_event_loop
+from onward.runtime.run import on_event_loop, running_task
 from onward.runtime.session import Session
 
 __all__ = ["Degrading"]
@@ -105,7 +105,7 @@ class Degrading:
         self._session.check_open()
         name = arguments.name(component, "degrade(): component")
         message = arguments.text(message, "degrade(): message")
-        run = CURRENT_RUN.get()
+        run = running_task("degrade()")
         if run is not None and on_event_loop():  # the loop must not wait for a step appending
             return Pending(
                 self._degradations.degrade_async(run, name, message=message),

@@ -19,12 +19,12 @@ from onward.events import (
 from onward.projections import inbox_stream
 from onward.runtime.facade import arguments
 from onward.runtime.run import (
-    CURRENT_RUN,
     CURRENT_STEP,
     TaskRun,
     drive,
     drive_async,
     on_event_loop,
+    running_task,
 )
 
 __all__ = ["InsideATask", "Pending", "current_run"]
@@ -38,9 +38,12 @@ def current_run(what: str) -> TaskRun:
     Raises:
         UsageError: outside a running task.
     """
-    run = CURRENT_RUN.get()
+    run = running_task(what)
     if run is None:
-        raise UsageError(f"{what} can only be called inside a running task")
+        raise UsageError(
+            f"{what} can only be called inside a running task (from its own code, not from a "
+            "thread it started)"
+        )
     return run
 
 

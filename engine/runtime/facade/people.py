@@ -17,7 +17,7 @@ from onward.judgement.approvals import Approval, answer, pending
 from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import Pending
 from onward.runtime.interruptions import Interruptions
-from onward.runtime.run import CURRENT_RUN, on_event_loop
+from onward.runtime.run import on_event_loop, running_task
 from onward.runtime.session import Session
 
 __all__ = ["LEARNING_STREAM", "People"]
@@ -171,7 +171,7 @@ class People:
         summary = arguments.text(summary, "notify(): summary")
         kind = arguments.name(kind, "notify(): kind")
         urgent = arguments.flag(urgent, "notify(): urgent")
-        run = CURRENT_RUN.get()
+        run = running_task("notify()")
         if run is not None and on_event_loop():  # the loop must not wait for a step appending
             return Pending(
                 self._interruptions.notify_async(run, summary, kind=kind, urgent=urgent),

@@ -26,9 +26,9 @@ from onward.runtime.facade import arguments
 from onward.runtime.facade.steering import SUBMIT_OPTIONS
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
-    CURRENT_RUN,
     CURRENT_STEP,
     on_event_loop,
+    running_task,
 )
 from onward.runtime.schedules import Schedules
 
@@ -290,7 +290,7 @@ class Registration:
 
         @functools.wraps(fn)
         def durable_step(*args: Any, **kwargs: Any) -> Any:
-            run = CURRENT_RUN.get()
+            run = running_task(f"step {definition.name!r}")
             if run is None or CURRENT_STEP.get() is not None:
                 # Outside a task; or inside another step's body, as a part of it: its outcome
                 # is recorded as that step's, and a replay does not run it.

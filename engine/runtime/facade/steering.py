@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from onward.core.definitions import TaskDef
+from onward.core.errors import NotRegistered
 from onward.core.run import Suspended
 from onward.events import (
     Priority,
@@ -22,7 +23,7 @@ from onward.runtime.facade.inside import Pending, current_run
 from onward.runtime.limits import Limits
 from onward.runtime.observer import IN_OBSERVER
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, CURRENT_STEP, TaskRun, on_event_loop
+from onward.runtime.run import CURRENT_STEP, TaskRun, on_event_loop, running_task
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
@@ -80,7 +81,15 @@ class Steering:
             UsageError: the arguments do not fit its signature, or are not encodable, or
                 an option of the wrong type; nothing was appended.
         """
-        definition = self._definition(task, "submit()")
+        try:
+            definition = self._definition(task, "submit()")
+        except NotRegistered:
+            # A task re-running on a worker without that task's code (an older version of
+            # the fleet): the subtask it submitted before is recorded, and is its answer.
+            recorded = self._tasks.submitted_before(task, key)
+            if recorded is None:
+                raise
+            return recorded
         return self._tasks.submit(
             definition,
             args,
@@ -501,7 +510,7 @@ def _steered(task_id: object, what: str, *, ends_own: bool = False) -> str:
             runs again from its start after a wait or a crash, so the change would be made
             again (a second fork, a cancel of a task already cancelled).
     """
-    run = CURRENT_RUN.get()
+    run = running_task(what)
     if run is None or CURRENT_STEP.get() is not None or IN_OBSERVER.get():
         return _task_id(task_id, what)  # from outside, a step's body or an observer's hook
     if not (ends_own and run.task_id == task_id):

@@ -1,0 +1,145 @@
+"""Closing an engine while it runs in another thread stops the run as SIGTERM stops a worker:
+nothing more is claimed, each running task is handed back at its next step with the outcomes
+of the steps in flight recorded, and ``close()`` returns once the run has."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward import Engine, RunSummary, UsageError
+from onward.events import StepCompleted, open_log
+
+LIMIT = 60.0  # a hang fails the test instead of holding the suite
+
+
+class Background:
+    """A call in a thread of its own, its outcome kept."""
+
+    def __init__(self, call: Any) -> None:
+        self.outcome: list[Any] = []
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self.thread.start()
+
+    def _run(self, call: Any) -> None:
+        try:
+            self.outcome.append(call())
+        except BaseException as exc:  # kept for the test to look at
+            self.outcome.append(exc)
+
+    def result(self) -> Any:
+        self.thread.join(LIMIT)
+        assert not self.thread.is_alive(), "it hung"
+        return self.outcome[0]
+
+
+def _completed(db: Path) -> Counter[str]:
+    with open_log(f"sqlite:///{db}") as log:
+        return Counter(r.stream for r in log.read() if isinstance(r.event, StepCompleted))
+
+
+@pytest.mark.parametrize("how", ["run", "serve", "run_async", "serve_async"])
+def test_close_stops_a_run_in_another_thread_and_loses_no_step(tmp_path: Path, how: str) -> None:
+    db = tmp_path / "log.db"
+    bodies: Counter[tuple[str, int]] = Counter()
+    in_steps = threading.Barrier(3)  # two steps under way, and the test
+    closing = threading.Event()
+    engine = Engine.open(f"sqlite:///{db}", session="s")
+
+    @engine.step()
+    def work(i: int) -> int:
+        bodies[(engine.idempotency_key(), i)] += 1
+        if i == 1:
+            in_steps.wait(LIMIT)
+            assert closing.wait(LIMIT)
+        return i
+
+    @engine.task()
+    def job(n: int) -> int:
+        return sum(work(i) for i in range(n))
+
+    ids = [engine.submit(job, 4) for _ in range(5)]
+
+    def start() -> RunSummary:
+        if how == "run":
+            return engine.run(workers=2)
+        if how == "serve":
+            return engine.serve(workers=2, handle_signals=False)
+        if how == "run_async":
+            return asyncio.run(engine.run_async(concurrency=2))
+        return asyncio.run(engine.serve_async(concurrency=2, handle_signals=False))
+
+    running = Background(start)
+    in_steps.wait(LIMIT)  # two tasks are in their second step
+    closer = Background(engine.close)
+    closing.set()  # their steps end while close() waits
+    assert closer.result() is None
+    summary = running.result()
+    assert isinstance(summary, RunSummary), summary
+    assert summary.released == 2  # handed back at their next step
+    assert summary.runs == 2  # nothing more was claimed
+    # The outcomes of the steps in flight were recorded: a new run does not run them again.
+    with Engine.open(f"sqlite:///{db}", session="s") as again:
+
+        @again.step(name="work")
+        def work_again(i: int) -> int:
+            bodies[(again.idempotency_key(), i)] += 1
+            return i
+
+        @again.task(name="job")
+        def job_again(n: int) -> int:
+            return sum(work_again(i) for i in range(n))
+
+        again.run()
+        assert [again.result(t) for t in ids] == [6] * 5
+    assert [k for k, v in bodies.items() if v > 1] == []
+    assert all(n == 4 for n in _completed(db).values())
+
+
+def test_close_of_an_idle_service_returns_and_ends_it(tmp_path: Path) -> None:
+    """An idle service waited for news of the log after close() had returned, for good."""
+    engine = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s")
+    served = threading.Event()
+
+    @engine.task()
+    def ping() -> str:
+        served.set()
+        return "pong"
+
+    task_id = engine.submit(ping)
+    serving = Background(lambda: engine.serve(workers=2, handle_signals=False))
+    assert served.wait(LIMIT)  # under way; then idle, waiting for news
+    closer = Background(engine.close)
+    assert closer.result() is None
+    summary = serving.result()
+    assert isinstance(summary, RunSummary), summary
+    assert summary.succeeded == 1
+    with pytest.raises(UsageError, match="closed"):
+        engine.run()
+    with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s") as again:
+        assert again.result(task_id) == "pong"
+
+
+def test_close_from_a_task_or_a_step_is_refused(tmp_path: Path) -> None:
+    with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s") as engine:
+
+        @engine.step()
+        def shut() -> str:
+            try:
+                engine.close()
+            except UsageError as exc:
+                return str(exc)
+            return "closed"
+
+        @engine.task()
+        def job() -> str:
+            return shut()
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert "would wait for itself" in engine.result(task_id)
