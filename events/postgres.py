@@ -226,7 +226,9 @@ class PostgresLog(EventLog):
             raise
         except Exception as exc:
             connections.close()
-            raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {exc}") from exc
+            # One line: libpq's own messages run on ("\n\tIs the server running...").
+            said = " ".join(str(exc).split())
+            raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {said}") from exc
         self._events = recorder
         self._checkpoint_recorder = checkpoints
         self._connections = connections

@@ -12,7 +12,7 @@ import argparse
 
 from onward.cli.commands import fold, open_existing
 from onward.cli.healing import _actor
-from onward.cli.reports import emit_json
+from onward.cli.reports import ApprovalsReport, emit_json
 from onward.cli.table import clip, iso, printable, table
 from onward.events import Context, UsageError
 from onward.judgement.approvals import Approval, answer, pending
@@ -23,9 +23,12 @@ __all__ = ["add_answer_arguments", "cmd_approvals", "cmd_approve", "cmd_deny"]
 def cmd_approvals(args: argparse.Namespace) -> int:
     """List the approval requests waiting for a human, oldest first."""
     with open_existing(args.db) as log:
-        waiting = pending(fold(log), args.session)
+        host = fold(log)
+        waiting = pending(host, args.session)
     if args.json:
-        emit_json(waiting)
+        emit_json(
+            ApprovalsReport(log=log.url, position=host.projections.position, approvals=waiting)
+        )
         return 0
     if not waiting:
         print("no approval waits for an answer")

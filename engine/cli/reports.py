@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from onward.judgement.approvals import Approval
 from onward.projections import TASK, Projections, TaskView
 
 __all__ = [
@@ -81,6 +82,14 @@ class TaskRow(msgspec.Struct, frozen=True, kw_only=True):
     submitted: datetime
     position: int
     damage: str = ""
+
+
+class ApprovalsReport(msgspec.Struct, frozen=True, kw_only=True):
+    """``onward approvals --json``: the requests waiting for a human, oldest first."""
+
+    log: str
+    position: int
+    approvals: list[Approval]
 
 
 class TasksReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,10 +12,12 @@ change up at its next look. None creates a log, and none opens the session (no
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -63,13 +65,31 @@ def _tasks_of(log: EventLog, session: str, by: str) -> Tasks:
 
 def _json_argument(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(
+            text,
+            parse_constant=functools.partial(_not_json, what),
+            parse_float=functools.partial(_finite, what),
+        )
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{what} must be JSON ({exc.msg} at column {exc.colno}): {text!r}"
         ) from None
     except RecursionError:  # far deeper than a stored value may be: refused as encoding would
         raise UsageError(f"{what} is nested deeper than {MAX_VALUE_DEPTH} levels") from None
+
+
+def _not_json(what: str, constant: str) -> NoReturn:
+    """Refuse what Python's json module takes and JSON has not (``NaN``, ``Infinity``)."""
+    raise UsageError(f"{what} must be JSON: {constant} is not a JSON value (give a number)")
+
+
+def _finite(what: str, number: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e999``) is refused, not read
+    as infinity."""
+    value = float(number)
+    if not math.isfinite(value):
+        raise UsageError(f"{what} must be JSON a float can hold: {number} is too large")
+    return value
 
 
 def _writable(db: str) -> None:

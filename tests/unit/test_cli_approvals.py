@@ -34,7 +34,10 @@ def test_list_then_approve_from_the_command_line(
     path = tmp_path / "work.db"
     engine, task_id = waiting_engine(path, clock)
     assert main(["approvals", "--db", str(path), "--json"]) == 0
-    (request,) = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["log"].endswith("work.db")
+    assert listed["position"] > 0
+    (request,) = listed["approvals"]
     assert request["task_id"] == task_id
     assert request["action"] == "deploy"
     assert main(["approvals", "--db", str(path)]) == 0

@@ -678,7 +678,7 @@ def test_a_crash_while_the_approval_waits_leaves_it_waiting(tmp_path: Path) -> N
         text=True,
         check=True,
     )
-    (request,) = json.loads(listed.stdout)  # still waiting, for any process to see
+    (request,) = json.loads(listed.stdout)["approvals"]  # still waiting, for any process
     assert request["decision_id"] == decision_id
     child = spawn_worker(str(db), 1, journal, plan=None, hold=None)  # resumes the session
     try:

@@ -1,0 +1,59 @@
+"""The command line's inputs: the log from ONWARD_DB, JSON as JSON has it, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.cli.main import main
+
+
+def test_commands_read_the_log_from_onward_db_when_no_db_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    with Engine.open(url, session="nightly") as engine:
+
+        @engine.task()
+        def crawl(n: int) -> int:
+            return n
+
+        task_id = engine.submit(crawl, 1)
+    monkeypatch.chdir(tmp_path)  # no onward.db here
+    monkeypatch.setenv("ONWARD_DB", url)
+    assert main(["tasks"]) == 0
+    assert task_id[:12] in capsys.readouterr().out
+    # --db still wins.
+    assert main(["tasks", "--db", str(tmp_path / "other.db")]) == 2
+    assert "no log at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "[-Infinity]", "1e999", "[1, NaN]"])
+def test_send_refuses_what_json_has_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    with Engine.open(url, session="s") as engine:
+
+        @engine.task()
+        def listen() -> object:
+            return engine.recv("go")
+
+        task_id = engine.submit(listen)
+        engine.run()
+    assert main(["send", task_id, "go", value, "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "must be JSON" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["send", task_id, "go", "1e300", "--db", url]) == 0  # a float holds it
+
+
+def test_a_postgresql_log_that_cannot_be_opened_is_said_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["tasks", "--db", "postgresql://nobody@127.0.0.1:1/x"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the PostgreSQL log" in err
+    assert len(err.strip().splitlines()) == 1, err
