@@ -125,13 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         db: str | None = DEFAULT_DB,
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        if db is not None:
+        if db == DEFAULT_DB:
             # The log the engine opens by default: ONWARD_DB, as Engine.open() reads it.
             p.add_argument(
                 "--db",
                 default=os.environ.get("ONWARD_DB") or db,
                 help=f"log file or URL (default: $ONWARD_DB, else {db})",
             )
+        elif db is not None:  # a log of the command's own (the demo's)
+            p.add_argument("--db", default=db, help=f"log file or URL (default {db})")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
         return p

@@ -57,3 +57,14 @@ def test_a_postgresql_log_that_cannot_be_opened_is_said_in_one_line(
     err = capsys.readouterr().err
     assert "cannot open the PostgreSQL log" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_command_with_a_log_of_its_own_does_not_take_onward_db(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onward.cli.main import build_parser
+
+    monkeypatch.setenv("ONWARD_DB", "sqlite:///production.db")
+    parser = build_parser()
+    assert parser.parse_args(["tasks"]).db == "sqlite:///production.db"
+    assert parser.parse_args(["demo"]).db == "onward-demo.db"  # never the user's log
