@@ -130,7 +130,12 @@ _SECRET_VALUE = SecretPattern(
     r"(?:(?i:bearer|basic|token|digest)\s+)?+"  # an auth scheme stays, like the name
     rf"{_UNREDACTED}(?!(?i:true|false|null|none)\b)"
     r"(?P<value>(?(quote)(?:(?!\\?(?P=quote))[^\n])+"
-    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z))))",
+    # A Python literal: bytes (b'...', bytearray(b'...')), or a list, tuple, set or dict of
+    # them, whole (the first character alone was taken for the value).
+    r"|(?:(?:[bB][rR]?|[rR][bB]|bytearray\(b?)(?P<inner>\\?[\"'])(?:(?!(?P=inner))[^\n])*"
+    r"(?P=inner)\)?"
+    r"|\[[^\]\n]*\]|\([^)\n]*\)|\{[^}\n]*\}"
+    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z)))))",
     group="value",
 )
 
@@ -228,6 +233,14 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     ),
     _SECRET_VALUE,
     SecretPattern(
+        # A secret's name and its value as a pair: ('password', 'x') in the repr of a dict's
+        # items or of a path through a dict keyed by tuples, ["api_key", "x"] in a list.
+        "secret-pair",
+        rf"(?P<q>[\"'])[\w.$-]*?{_SECRET_NAME}(?P=q)\s*,\s*(?P<q2>[\"']){_UNREDACTED}"
+        r"(?!(?i:true|false|null|none)(?P=q2))(?P<value>(?:(?!(?P=q2))[^\n])+)(?P=q2)",
+        group="value",
+    ),
+    SecretPattern(
         # The value of any other name that ends like a credential's (ENCRYPTION_KEY=...,
         # signing-keys: ..., credentials=...), when it reads as one: long and random.
         "labelled-credential",
@@ -259,7 +272,7 @@ _NAMES_BY_LAST_LETTER = {
 }
 
 
-def _hint() -> str:
+def _hint(*, pairs: bool) -> str:
     """One regex that matches wherever a default pattern could match, in text or in JSON.
 
     Each branch starts with a literal "pivot" character, chosen to be rare in ordinary events
@@ -277,15 +290,15 @@ def _hint() -> str:
     # A separator after white space (escaped or not ASCII too: checking those by hand costs
     # less than a lookbehind of variable width), right after a name, or after a quote (plain
     # or escaped) closing a name.
-    def names(close: str) -> str:
+    def names(close: str, sep: str = "[:=]") -> str:
         lasts = "".join(_NAMES_BY_LAST_LETTER)
         groups = "|".join(
-            f"(?<=(?i:{last}){close}[:=])(?:"
-            + "|".join(f"(?<=(?i:{name}){close}[:=])" for name in names)
+            f"(?<=(?i:{last}){close}{sep})(?:"
+            + "|".join(f"(?<=(?i:{name}){close}{sep})" for name in names)
             + ")"
             for last, names in _NAMES_BY_LAST_LETTER.items()
         )
-        return f"(?<=(?i:[{lasts}]){close}[:=])(?:{groups})"
+        return f"(?<=(?i:[{lasts}]){close}{sep})(?:{groups})"
 
     pivot(
         ":=",
@@ -301,6 +314,11 @@ def _hint() -> str:
         r"(?<=[A-Za-z0-9][:=])(?:" + names("") + r"|(?<=\\[tnrf][:=])|(?<=\\u[0-9a-fA-F]{4}[:=]))",
         r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",  # after white space, or not ASCII
     )
+    if pairs:
+        # A name and its value as a pair: ('password', 'x'). Only in texts (error messages,
+        # log records): in an event's JSON, commas separate every member, and looking at each
+        # made the scan of every append a third slower.
+        pivot(",", names("[\"']", ","))
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
     pivot(
         "_",
@@ -333,11 +351,11 @@ _RUN_TEXT = re.compile(_RUN)
 _TOKEN_BYTES = frozenset(re.findall(rb"[" + _RUN_CHARS.encode() + rb"]", bytes(range(128))))
 _RUN_TABLE = bytes(0x61 if bytes([i]) in _TOKEN_BYTES else 0x20 for i in range(256))
 _RUN_NEEDLE = b"a" * _RUN_LENGTH
-_HINT_TEXT = re.compile(_hint())
+_HINT_TEXT = re.compile(_hint(pairs=True))
 # In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}
 # (:mod:`onward.events.values`): a secret-named key there is no member name that the hint sees.
 _PAIRS_TAG = b'"$dict"'
-_HINT_BYTES = re.compile(_hint().encode() + rb'|\$(?<="\$)(?=dict")')
+_HINT_BYTES = re.compile(_hint(pairs=False).encode() + rb'|\$(?<="\$)(?=dict")')
 
 
 def _hinted_text(text: str) -> bool:
@@ -367,8 +385,12 @@ _NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
 # The keys of a dict stored in pairs whose value is secret, as _JSON_MEMBERS reads the names.
 _SECRET_KEY = re.compile(_SECRET_MEMBER, re.ASCII)
 _MEMBER_MARKER = f"[REDACTED:{_SECRET_VALUE.name}]"
-# A pair of such a key and a string not yet redacted: a document without one is left alone.
-_SECRET_PAIR = re.compile(rb'"' + _SECRET_MEMBER.encode() + rb'"\s*,\s*"(?!\[REDACTED:)')
+# A pair of such a key and a string not yet redacted, or a list or dict (bytes, a tuple...): a
+# document without one is left alone.
+_SECRET_PAIR = re.compile(rb'"' + _SECRET_MEMBER.encode() + rb'"\s*,\s*(?:"(?!\[REDACTED:)|[\[{])')
+# A member whose name says its value is secret, and whose value is a list or a dict (bytes
+# stored as {"$bytes": ...}, a tuple, a set, a list of keys): replaced whole, as a string is.
+_SECRET_CONTAINER = re.compile(rb'"' + _SECRET_MEMBER.encode() + rb'"\s*:\s*[\[{]')
 # How many names check_name remembers as free of secrets.
 _CLEAN_NAMES = 100_000
 # Default patterns never match inside a redaction, so passes stop; patterns of one's own might.
@@ -714,7 +736,9 @@ class Redactor:
             return data
         if self._member_marker is None:
             return _JSON_STRINGS.sub(self._redact_string, data)
-        if _PAIRS_TAG in data and _SECRET_PAIR.search(data) is not None:
+        if (_PAIRS_TAG in data and _SECRET_PAIR.search(data) is not None) or (
+            _SECRET_CONTAINER.search(data) is not None
+        ):
             data = _redact_pairs(data)
         return _JSON_MEMBERS.sub(self._redact_member, data)
 
@@ -759,11 +783,21 @@ class Redactor:
         return f"Redactor({', '.join(p.name for p in self._patterns)})"
 
 
+def _secret_value(value: Any) -> bool:
+    """Whether a value under a secret's name is replaced: a string that is not empty, a
+    boolean's or null's spelling or a redaction already; a list or a dict, whole."""
+    if type(value) is str:
+        return value.lower() not in _NOT_SECRET_VALUES and not value.startswith("[REDACTED:")
+    return type(value) is list or type(value) is dict
+
+
 def _redact_pairs(data: bytes) -> bytes:
-    """The member rule of :meth:`Redactor.redact_json` in the dicts of a document that are
-    stored in pairs, at any depth: a key there is the first item of a pair, not a member name,
-    so the document is decoded, the values replaced, and encoded again (a document msgspec
-    encoded is encoded again to the same bytes, but for the values replaced).
+    """The member rule of :meth:`Redactor.redact_json` where a regex cannot apply it: in the
+    dicts of a document that are stored in pairs (a key there is the first item of a pair,
+    not a member name), and for values that are lists or dicts (bytes, a tuple, a set, a
+    nested config), at any depth. The document is decoded, the values replaced, and encoded
+    again (a document msgspec encoded is encoded again to the same bytes, but for the values
+    replaced).
 
     Raises:
         UsageError: ``data`` is not valid JSON.
@@ -781,7 +815,13 @@ def _redact_pairs(data: bytes) -> bytes:
             continue
         if type(node) is not dict:
             continue
-        pending.extend(v for v in node.values() if type(v) is list or type(v) is dict)
+        for key, value in node.items():
+            if type(value) is list or type(value) is dict:
+                if _SECRET_KEY.fullmatch(key) is not None:
+                    node[key] = _MEMBER_MARKER
+                    changed = True
+                else:
+                    pending.append(value)
         pairs = node.get("$dict") if len(node) == 1 else None
         if type(pairs) is not list:
             continue
@@ -790,9 +830,7 @@ def _redact_pairs(data: bytes) -> bytes:
                 type(pair) is list
                 and len(pair) == 2
                 and type(pair[0]) is str
-                and type(pair[1]) is str
-                and pair[1].lower() not in _NOT_SECRET_VALUES
-                and not pair[1].startswith("[REDACTED:")
+                and _secret_value(pair[1])
                 and _SECRET_KEY.fullmatch(pair[0]) is not None
             ):
                 pair[1] = _MEMBER_MARKER

@@ -83,6 +83,7 @@ from onward.cli.transfer import add_transfer_commands
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
 from onward.events import OnwardError
+from onward.events.redaction import redact_for_any_log
 from onward.projections import TASK
 
 __all__ = ["COMMANDS_GROUP", "AddCommand", "build_parser", "main"]
@@ -317,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
     except OnwardError as exc:  # a misuse, no log at --db (LogNotFound), an unreadable log
-        print(f"onward {args.command}: {exc}", file=sys.stderr)
+        # What the user typed may be echoed (a malformed JSON message, a DSN read as a path):
+        # its secrets are not, as the log would not keep them.
+        print(redact_for_any_log(f"onward {args.command}: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -330,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = f"{exc.filename}: {reason}"
         else:
             what = f"cannot write {getattr(args, 'output', None) or 'the output'}: {reason}"
-        print(f"onward {args.command}: {what}", file=sys.stderr)
+        print(redact_for_any_log(f"onward {args.command}: {what}"), file=sys.stderr)
         _drop_stdout()
         return 2
     try:

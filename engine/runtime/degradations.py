@@ -30,7 +30,7 @@ from onward.judgement.degradation import (
 from onward.projections import Projections
 from onward.projections.degradation import DegradationView
 from onward.runtime.interruptions import Interruptions
-from onward.runtime.run import TaskRun, running_task
+from onward.runtime.run import TaskRun, delegate, running_task
 from onward.runtime.session import Session
 
 __all__ = ["Degradations"]
@@ -147,7 +147,7 @@ class Degradations:
             return recorded
         session = self.session
         async with self._turn():
-            planned = await asyncio.to_thread(self._planned_now, run, component, message)
+            planned = await delegate(self._planned_now, run, component, message)
             if planned.applied is not None:
                 await run.commit_async(planned.batch)
                 run.degradations.append((component, planned.applied.workaround, ""))

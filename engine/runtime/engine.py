@@ -436,18 +436,21 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
     def close(self) -> None:
         """Close the engine and its log (the session stays open: reopening resumes it).
 
-        Runs under way in other threads or on other event loops (``run``, ``serve``,
-        ``run_async``, ``serve_async``) are stopped first, as a worker stops on SIGTERM: they
-        claim nothing more, each running task is handed back at its next step, and this
-        returns once they have returned (the steps in flight end, their outcomes recorded).
-
-        Raises:
-            UsageError: called from a run of this engine (a task, a step, an observer, the
-                event loop awaiting it): that run must return first.
+        Runs under way (``run``, ``serve``, ``run_async``, ``serve_async``) are stopped first,
+        as a worker stops on SIGTERM: they claim nothing more, each running task is handed
+        back at its next step (the steps in flight end, their outcomes recorded). Called from
+        another thread, this returns once they have returned and the log is closed. Called from
+        a run's own context (a task, a step, an observer's hook, a signal handler that
+        interrupted the thread awaiting the run), it cannot wait for what waits for it: it
+        returns at once, and the engine closes as the last run returns.
         """
         if self._session.closed:
             return
-        self._runs.stop()
+        self._runs.stop(self._close_now)
+
+    def _close_now(self) -> None:
+        if self._session.closed:
+            return
         self._session.closed = True
         live(self.worker, False)
         self.log.close()

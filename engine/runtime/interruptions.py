@@ -24,7 +24,7 @@ from onward.events import (
 from onward.judgement.flow import FlowMonitor
 from onward.projections import Projections
 from onward.projections.flow import Deferred
-from onward.runtime.run import Publishing, TaskRun, running_task
+from onward.runtime.run import Publishing, TaskRun, delegate, running_task
 from onward.runtime.session import Session
 
 __all__ = ["Interruption", "Interruptions", "log_interruption"]
@@ -137,7 +137,7 @@ class Interruptions:
         interruption = Interruption(
             interruption_id=new_event_id(), kind=kind, summary=summary, session=session.name
         )
-        if await asyncio.to_thread(self._deferred_now, urgent):
+        if await delegate(self._deferred_now, urgent):
             await run.record_async([_deferral(interruption)])
             await asyncio.to_thread(session.catch_up)
         else:

@@ -105,6 +105,7 @@ __all__ = [
     "Settle",
     "Store",
     "TaskRun",
+    "delegate",
     "derived_id",
     "drive",
     "drive_async",
@@ -164,6 +165,13 @@ def _delegated(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` as a call the engine carries out for a task (in a copied context)."""
     _DELEGATED.set(True)
     return fn(*args)
+
+
+async def delegate(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, as a call the engine carries out for the task whose
+    coroutine awaits it (what it calls of the engine is the engine's own, not a thread the
+    task's code started)."""
+    return await asyncio.to_thread(_delegated, fn, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1603,7 +1611,7 @@ class TaskRun:
         finally:
             self.in_flight.decided()
         if then is not None:
-            await asyncio.to_thread(then)
+            await delegate(then)
 
     def _observe(self, step: StepDef, index: int, attempt: int) -> Any:
         """Tell the observer that a try of a step starts (None without one)."""

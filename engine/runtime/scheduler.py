@@ -635,7 +635,11 @@ class Scheduler:
             return
         if self._watch is None:
             self._watch = session.log.watch()
-        self._watch.wait(seconds)
+        # In slices, so that a stop asked for meanwhile (the engine is closed) is seen.
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._watch.wait(min(left, WATCH_SLICE)):
+                return
 
     async def _sleep(self, seconds: float) -> None:
         """:meth:`_nap` on the event loop: the watch is waited on in a worker thread, a slice
@@ -648,7 +652,7 @@ class Scheduler:
         deadline = loop.time() + seconds
         if self._watch is None:
             self._watch = await asyncio.to_thread(session.log.watch)
-        while (left := deadline - loop.time()) > 0:
+        while not self.stopping.is_set() and (left := deadline - loop.time()) > 0:
             if await asyncio.to_thread(self._watch.wait, min(left, WATCH_SLICE)):
                 return
 

@@ -68,3 +68,26 @@ def test_a_command_with_a_log_of_its_own_does_not_take_onward_db(
     parser = build_parser()
     assert parser.parse_args(["tasks"]).db == "sqlite:///production.db"
     assert parser.parse_args(["demo"]).db == "onward-demo.db"  # never the user's log
+
+
+def test_an_error_echoing_the_users_input_shows_no_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # A libpq keyword DSN is no URL: read as a path, and named as missing.
+    assert main(["tasks", "--db", "host=db password=pa55w0rdZq9 dbname=work"]) == 2
+    err = capsys.readouterr().err
+    assert "no log at" in err
+    assert "pa55w0rdZq9" not in err
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    with Engine.open(url, session="s") as engine:
+
+        @engine.task()
+        def listen() -> object:
+            return engine.recv("go")
+
+        task_id = engine.submit(listen)
+    assert main(["send", task_id, "go", '{"password": "Hunter2Xy7"', "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "must be JSON" in err
+    assert "Hunter2Xy7" not in err

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from onward import Engine, RunSummary, UsageError
+from onward import Engine, Observer, RunSummary, UsageError
 from onward.events import StepCompleted, open_log
 
 LIMIT = 60.0  # a hang fails the test instead of holding the suite
@@ -125,21 +125,94 @@ def test_close_of_an_idle_service_returns_and_ends_it(tmp_path: Path) -> None:
         assert again.result(task_id) == "pong"
 
 
-def test_close_from_a_task_or_a_step_is_refused(tmp_path: Path) -> None:
-    with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s") as engine:
+def test_close_from_a_step_stops_the_run_and_closes_as_it_returns(tmp_path: Path) -> None:
+    """A step cannot wait for the run that waits for it: close() asks the run to stop and
+    returns; the task is handed back at its next step; the engine closes as the run returns."""
+    db = tmp_path / "log.db"
+    bodies: Counter[int] = Counter()
+    engine = Engine.open(f"sqlite:///{db}", session="s")
 
-        @engine.step()
-        def shut() -> str:
-            try:
-                engine.close()
-            except UsageError as exc:
-                return str(exc)
-            return "closed"
+    @engine.step()
+    def work(i: int) -> int:
+        bodies[i] += 1
+        if i == 1:
+            engine.close()  # returns: the run stops after this step
+        return i
 
-        @engine.task()
-        def job() -> str:
-            return shut()
+    @engine.task()
+    def job(n: int) -> int:
+        return sum(work(i) for i in range(n))
 
-        task_id = engine.submit(job)
+    task_id = engine.submit(job, 3)
+    summary = Background(engine.run).result()
+    assert summary.released == 1
+    with pytest.raises(UsageError, match="closed"):
         engine.run()
-        assert "would wait for itself" in engine.result(task_id)
+    with Engine.open(f"sqlite:///{db}", session="s") as again:
+
+        @again.step(name="work")
+        def work_again(i: int) -> int:
+            bodies[i] += 1
+            return i
+
+        @again.task(name="job")
+        def job_again(n: int) -> int:
+            return sum(work_again(i) for i in range(n))
+
+        again.run()
+        assert again.result(task_id) == 3
+    assert bodies == Counter({0: 1, 1: 1, 2: 1})  # no step ran twice
+
+
+def test_close_from_an_observers_hook_in_a_pool_thread_does_not_hang(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+
+    class Closer(Observer):
+        def task_started(self, start: Any) -> Any:
+            engine.close()
+            return None
+
+    engine = Engine.open(f"sqlite:///{db}", session="s", observer=Closer())
+
+    @engine.task()
+    def job(n: int) -> int:
+        return n
+
+    ids = [engine.submit(job, i) for i in range(4)]
+    summary = Background(lambda: engine.run(workers=2)).result()
+    assert summary.runs <= 2
+    with pytest.raises(UsageError, match="closed"):
+        engine.submit(job, 9)
+    with Engine.open(f"sqlite:///{db}", session="s") as again:
+
+        @again.task(name="job")
+        def job_again(n: int) -> int:
+            return n
+
+        again.run()
+        assert [again.result(t) for t in ids] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("how", ["run", "run_async"])
+def test_close_ends_a_run_waiting_for_a_timer(tmp_path: Path, how: str) -> None:
+    """The run napped until the timer was due (up to an hour), and close() with it."""
+    waiting = threading.Event()
+
+    class Waiting(Observer):
+        def task_ended(self, token: Any, outcome: str) -> None:
+            if outcome == "waiting":
+                waiting.set()
+
+    engine = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s", observer=Waiting())
+
+    @engine.task()
+    def later() -> str:
+        engine.sleep(3600)
+        return "done"
+
+    engine.submit(later)
+    running = Background(engine.run if how == "run" else lambda: asyncio.run(engine.run_async()))
+    assert waiting.wait(LIMIT)
+    closer = Background(engine.close)
+    assert closer.result() is None  # within LIMIT, not an hour
+    assert isinstance(running.result(), RunSummary)

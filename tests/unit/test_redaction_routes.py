@@ -213,3 +213,80 @@ def test_the_quick_scan_passes_typical_events_and_catches_runs() -> None:
     assert not might_hold_a_secret(b'{"type":"TaskClaimed","worker":"host/12/34/ab"}')
     assert might_hold_a_secret(b'{"m":"' + NPM.encode() + b'"}')
     assert might_hold_a_secret(b'{"m":"' + b"Z" * 24 + b'"}')
+
+
+# -- a secret's value written as a Python literal, a pair, bytes of UTF-16 ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("login refused for {'user': 'bob', 'password': b'Hunter2Xy7'}", "Hunter2Xy7"),
+        ("connect(password=bytearray(b'Zq9pw4Lx'), host='db')", "Zq9pw4Lx"),
+        ("{'password': ['Hunter2Xy7', 'Other5Pw']}", "Other5Pw"),
+        ("api_key=('Zx9Qw8Er7', 1) then", "Zx9Qw8Er7"),
+        ('password: rb"Hunter2Xy7"', "Hunter2Xy7"),
+        ("at [('password', 'Hunter2Xy7')]: a value of type complex", "Hunter2Xy7"),
+        ('items: [("DB_PASSWORD", "pa55 word"), ("port", 5432)]', "pa55 word"),
+    ],
+)
+def test_a_secret_written_as_a_python_literal_or_a_pair_is_redacted_whole(
+    text: str, secret: str
+) -> None:
+    """Only the literal's first character (the ``b`` of ``b'...'``, a bracket) was taken for
+    the value, and a ``(name, value)`` pair was not read at all."""
+    redacted = REDACTOR.redact(text)
+    assert secret not in redacted
+    assert "[REDACTED:" in redacted
+    assert REDACTOR.redact(redacted) == redacted
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"user": "bob", "password": b"Hunter2Xy7"},
+        {"api_key": ["Zx9Qw8Er7"]},
+        {"db": {"password": ("Hunter2Xy7",)}},
+        {5432: "port", "password": {"nested": "Hunter2Xy7"}},
+    ],
+)
+def test_a_value_under_a_secrets_name_is_replaced_whatever_its_type(
+    tmp_path: Path, value: object
+) -> None:
+    """bytes were stored as base64, lists, tuples and dicts as they were."""
+    db = tmp_path / "log.db"
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock()) as engine:
+
+        @engine.task()
+        def configure(config: object) -> object:
+            return config
+
+        task_id = engine.submit(configure, value)
+        engine.run()
+        result = engine.result(task_id)
+    assert "[REDACTED:secret-value]" in repr(result)
+    raw = db.read_bytes()
+    for secret in (b"Hunter2Xy7", b"Zx9Qw8Er7", b"SHVudGVyMlh5Nw"):  # the last: its base64
+        assert secret not in raw
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-16"])
+def test_a_secret_in_utf16_bytes_is_redacted(tmp_path: Path, codec: str) -> None:
+    """What Windows and PowerShell print, captured as bytes: every other byte is a zero, so
+    the secret's characters never stood side by side."""
+    output = f"Authorization: Bearer {GITHUB_PAT}\r\n".encode(codec)
+    db = tmp_path / "log.db"
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock()) as engine:
+
+        @engine.task()
+        def capture() -> bytes:
+            return output
+
+        task_id = engine.submit(capture)
+        engine.run()
+        stored = engine.result(task_id)
+    assert isinstance(stored, bytes)
+    assert GITHUB_PAT not in stored.decode(codec)
+    assert "Authorization: Bearer [REDACTED:" in stored.decode(codec)
+    assert GITHUB_PAT.encode("utf-16-le")[2:] not in db.read_bytes()
+    assert GITHUB_PAT.encode("utf-16-be")[2:] not in db.read_bytes()

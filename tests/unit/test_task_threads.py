@@ -185,3 +185,31 @@ def test_another_thread_cancels_a_single_workers_running_task(tmp_path: Path) ->
         assert summary.cancelled == 1
         assert engine.task_view(task_id).state == "cancelled"
         assert steps == [0]  # it stopped at its next step
+
+
+def test_an_interruption_handler_reached_from_an_async_task_may_call_the_engine(
+    tmp_path: Path,
+) -> None:
+    """The handler runs in a thread the engine hands the task's wait to: its calls are the
+    engine's own, not a thread the task's code started."""
+    paged: list[str] = []
+
+    def handler(interruption: Any) -> None:
+        paged.append(engine.submit(pager, interruption.kind))
+
+    engine = Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s", on_interruption=handler)
+    with engine:
+        engine.component("search", check=lambda: False, workarounds=[])
+
+        @engine.task()
+        def pager(kind: str) -> str:
+            return f"paged: {kind}"
+
+        @engine.task()
+        async def job() -> str:
+            return str(await engine.degrade("search", message="down"))
+
+        engine.submit(job)
+        _run_guarded(lambda: engine.run(max_runs=1))
+        assert len(paged) == 1
+        assert engine.task_view(paged[0]).name == "pager"
