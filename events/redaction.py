@@ -233,14 +233,6 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     ),
     _SECRET_VALUE,
     SecretPattern(
-        # A secret's name and its value as a pair: ('password', 'x') in the repr of a dict's
-        # items or of a path through a dict keyed by tuples, ["api_key", "x"] in a list.
-        "secret-pair",
-        rf"(?P<q>[\"'])[\w.$-]*?{_SECRET_NAME}(?P=q)\s*,\s*(?P<q2>[\"']){_UNREDACTED}"
-        r"(?!(?i:true|false|null|none)(?P=q2))(?P<value>(?:(?!(?P=q2))[^\n])+)(?P=q2)",
-        group="value",
-    ),
-    SecretPattern(
         # The value of any other name that ends like a credential's (ENCRYPTION_KEY=...,
         # signing-keys: ..., credentials=...), when it reads as one: long and random.
         "labelled-credential",
@@ -272,7 +264,7 @@ _NAMES_BY_LAST_LETTER = {
 }
 
 
-def _hint(*, pairs: bool) -> str:
+def _hint() -> str:
     """One regex that matches wherever a default pattern could match, in text or in JSON.
 
     Each branch starts with a literal "pivot" character, chosen to be rare in ordinary events
@@ -290,15 +282,15 @@ def _hint(*, pairs: bool) -> str:
     # A separator after white space (escaped or not ASCII too: checking those by hand costs
     # less than a lookbehind of variable width), right after a name, or after a quote (plain
     # or escaped) closing a name.
-    def names(close: str, sep: str = "[:=]") -> str:
+    def names(close: str) -> str:
         lasts = "".join(_NAMES_BY_LAST_LETTER)
         groups = "|".join(
-            f"(?<=(?i:{last}){close}{sep})(?:"
-            + "|".join(f"(?<=(?i:{name}){close}{sep})" for name in names)
+            f"(?<=(?i:{last}){close}[:=])(?:"
+            + "|".join(f"(?<=(?i:{name}){close}[:=])" for name in names)
             + ")"
             for last, names in _NAMES_BY_LAST_LETTER.items()
         )
-        return f"(?<=(?i:[{lasts}]){close}{sep})(?:{groups})"
+        return f"(?<=(?i:[{lasts}]){close}[:=])(?:{groups})"
 
     pivot(
         ":=",
@@ -314,11 +306,6 @@ def _hint(*, pairs: bool) -> str:
         r"(?<=[A-Za-z0-9][:=])(?:" + names("") + r"|(?<=\\[tnrf][:=])|(?<=\\u[0-9a-fA-F]{4}[:=]))",
         r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",  # after white space, or not ASCII
     )
-    if pairs:
-        # A name and its value as a pair: ('password', 'x'). Only in texts (error messages,
-        # log records): in an event's JSON, commas separate every member, and looking at each
-        # made the scan of every append a third slower.
-        pivot(",", names("[\"']", ","))
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
     pivot(
         "_",
@@ -351,11 +338,11 @@ _RUN_TEXT = re.compile(_RUN)
 _TOKEN_BYTES = frozenset(re.findall(rb"[" + _RUN_CHARS.encode() + rb"]", bytes(range(128))))
 _RUN_TABLE = bytes(0x61 if bytes([i]) in _TOKEN_BYTES else 0x20 for i in range(256))
 _RUN_NEEDLE = b"a" * _RUN_LENGTH
-_HINT_TEXT = re.compile(_hint(pairs=True))
+_HINT_TEXT = re.compile(_hint())
 # In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}
 # (:mod:`onward.events.values`): a secret-named key there is no member name that the hint sees.
 _PAIRS_TAG = b'"$dict"'
-_HINT_BYTES = re.compile(_hint(pairs=False).encode() + rb'|\$(?<="\$)(?=dict")')
+_HINT_BYTES = re.compile(_hint().encode() + rb'|\$(?<="\$)(?=dict")')
 
 
 def _hinted_text(text: str) -> bool:
@@ -783,12 +770,27 @@ class Redactor:
         return f"Redactor({', '.join(p.name for p in self._patterns)})"
 
 
+# How onward's values store bytes, and the collections whose items are taken whole.
+_BYTES_TAGS = frozenset({"$bytes", "$bytearray"})
+_COLLECTION_TAGS = frozenset({"$tuple", "$set", "$frozenset"})
+
+
 def _secret_value(value: Any) -> bool:
     """Whether a value under a secret's name is replaced: a string that is not empty, a
-    boolean's or null's spelling or a redaction already; a list or a dict, whole."""
+    boolean's or null's spelling or a redaction already; bytes; a list (a tuple, a set) of
+    such strings or bytes. Not a dict (a nested config: its own members are looked at), an
+    empty list, a number, a date or other typed scalar."""
     if type(value) is str:
         return value.lower() not in _NOT_SECRET_VALUES and not value.startswith("[REDACTED:")
-    return type(value) is list or type(value) is dict
+    if type(value) is dict and len(value) == 1:
+        tag, inner = next(iter(value.items()))
+        if tag in _BYTES_TAGS:
+            return True
+        if tag in _COLLECTION_TAGS:
+            value = inner
+    if type(value) is list and value:
+        return all(_secret_value(item) for item in value)
+    return False
 
 
 def _redact_pairs(data: bytes) -> bytes:
@@ -806,6 +808,8 @@ def _redact_pairs(data: bytes) -> bytes:
         document = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise UsageError(f"cannot redact the JSON document: {exc}") from exc
+    except RecursionError:  # far deeper than a stored value may be
+        raise UsageError("cannot redact the JSON document: it is nested too deep") from None
     changed = False
     pending: list[Any] = [document]
     while pending:  # not recursive: a document may be deeper than Python's stack
@@ -817,7 +821,7 @@ def _redact_pairs(data: bytes) -> bytes:
             continue
         for key, value in node.items():
             if type(value) is list or type(value) is dict:
-                if _SECRET_KEY.fullmatch(key) is not None:
+                if _SECRET_KEY.fullmatch(key) is not None and _secret_value(value):
                     node[key] = _MEMBER_MARKER
                     changed = True
                 else:

@@ -228,35 +228,9 @@ def _bytes_redactor(redactor: Redactor) -> Callable[[bytes], bytes]:
         # Latin-1 maps each byte to one character and back, so only a secret's bytes change.
         text = data.decode("latin-1")
         redacted = redactor.redact(text)
-        if redacted != text:
-            data = redacted.encode("latin-1", "replace")
-        wide = _utf16(data)
-        if wide is not None:
-            codec, text = wide
-            redacted = redactor.redact(text)
-            if redacted != text:
-                data = redacted.encode(codec, "surrogatepass")
-        return data
+        return data if redacted == text else redacted.encode("latin-1", "replace")
 
     return redact
-
-
-def _utf16(data: bytes) -> tuple[str, str] | None:
-    """Bytes that read as UTF-16 text (Windows' and PowerShell's output, where every other
-    byte of ASCII is a zero): their codec and text; None for others."""
-    half = len(data) // 2
-    if half < 4 or len(data) % 2:
-        return None
-    if data[1::2].count(0) * 2 >= half:
-        codec = "utf-16-le"
-    elif data[0::2].count(0) * 2 >= half:
-        codec = "utf-16-be"
-    else:
-        return None
-    try:
-        return codec, data.decode(codec, "surrogatepass")
-    except UnicodeDecodeError:
-        return None
 
 
 #: The most characters (digits and sign) a stored int may have: what msgspec reads back

@@ -60,7 +60,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from onward.cli.approvals import add_answer_arguments, cmd_approvals, cmd_approve, cmd_deny
 from onward.cli.commands import (
@@ -109,9 +109,17 @@ class AddCommand(Protocol):
     ) -> argparse.ArgumentParser: ...
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors (which echo what was typed: ``--to token=...``) show
+    no secret, as onward's own errors do not."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact_for_any_log(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``onward`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="onward",
         description="Inspect, verify and replay onward event logs, without your code, and "
         "teach the engine which fix works for an error.",

@@ -209,6 +209,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         self._limits = Limits(self._session)
         self._schedules = Schedules(self._session, self.registry, self._tasks)
         self._runs = Runs()
+        self._closing = threading.Lock()  # one close at a time; a second waits for the first
         self._session.open()
         live(self.worker, True)
 
@@ -444,16 +445,15 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         interrupted the thread awaiting the run), it cannot wait for what waits for it: it
         returns at once, and the engine closes as the last run returns.
         """
-        if self._session.closed:
-            return
         self._runs.stop(self._close_now)
 
     def _close_now(self) -> None:
-        if self._session.closed:
-            return
-        self._session.closed = True
-        live(self.worker, False)
-        self.log.close()
+        with self._closing:
+            if self._session.closed:
+                return
+            self._session.closed = True
+            live(self.worker, False)
+            self.log.close()
 
     def __enter__(self) -> Self:
         return self

@@ -91,3 +91,11 @@ def test_an_error_echoing_the_users_input_shows_no_secret(
     err = capsys.readouterr().err
     assert "must be JSON" in err
     assert "Hunter2Xy7" not in err
+
+
+def test_an_argument_error_echoes_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["tasks", "--state", "password=hunter2xyz"])
+    err = capsys.readouterr().err
+    assert "invalid choice" in err
+    assert "hunter2xyz" not in err

