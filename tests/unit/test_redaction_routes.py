@@ -4,7 +4,9 @@ only their shape or their randomness gives away."""
 
 from __future__ import annotations
 
+import array
 import logging
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -279,3 +281,21 @@ def test_ordinary_values_under_names_like_a_secrets_keep_their_type() -> None:
     ):
         document = msgspec.json.encode(value)
         assert REDACTOR.redact_json(document) == document
+
+
+def test_binary_bytes_and_field_lists_come_back_as_they_were(tmp_path: Path) -> None:
+    """What a looser redaction damaged: bytes whose every other byte is a zero (16-bit samples,
+    read as UTF-16 text, held "random tokens"), and lists of field names read as a secret's
+    name and its value."""
+    draw = random.Random(7)
+    samples = bytes(array.array("H", [draw.randrange(48, 123) for _ in range(4000)]))
+    message = 'missing required fields: (\'password\', \'email\'); header "id","password","email"'
+    with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s", clock=FakeClock()) as e:
+
+        @e.task()
+        def echo(data: bytes, text: str) -> tuple[bytes, str]:
+            return data, text
+
+        task_id = e.submit(echo, samples, message)
+        e.run()
+        assert e.result(task_id) == (samples, message)
