@@ -359,6 +359,33 @@ def _decision_row(r: Recorded, index: _Index) -> DecisionRow:
     )
 
 
+def _position_meant(index: _Index, query: str, url: str) -> bool:
+    """Whether digits (``N`` or ``@N``) name a position rather than the start of an id: ``@N``
+    always; bare digits when no task or decision id starts with them, or when they are past
+    the log's last position (a whole id of digits alone is an id).
+
+    Raises:
+        DecisionNotFound: bare digits that could be either.
+    """
+    if query.startswith("@"):
+        return True
+    if query in index.events or query in index.tasks:
+        return False
+    starting = sorted(
+        k
+        for k in (*index.tasks, *(r.meta.event_id for r in index.decisions))
+        if k.startswith(query)
+    )
+    if not starting:
+        return True
+    if int(query) > max((r.position for r in index.events.values()), default=0):
+        return False  # no such position: the start of an id
+    raise DecisionNotFound(
+        f"{query!r} is a position and the start of {len(starting)} task or decision id(s) in "
+        f"{url} ({', '.join(starting[:5])}): give more of the id, or @{query} for the position"
+    )
+
+
 def _resolve(index: _Index, query: str, url: str) -> tuple[str, str, list[Recorded]]:
     """The decisions ``query`` names: (what it matched, the resolved target, the decisions)."""
     if query in index.events and not isinstance(index.events[query].event, DecisionMade):
@@ -368,19 +395,7 @@ def _resolve(index: _Index, query: str, url: str) -> tuple[str, str, list[Record
             f"{r.stream}), not a decision"
         )
     at = query.removeprefix("@")
-    if at.isascii() and at.isdecimal() and query not in index.events:
-        if at == query:  # digits alone may also start an id: a position only when none does
-            starting = sorted(
-                k
-                for k in (*index.tasks, *(r.meta.event_id for r in index.decisions))
-                if k.startswith(query)
-            )
-            if starting:
-                raise DecisionNotFound(
-                    f"{query!r} is a position and the start of {len(starting)} task or "
-                    f"decision id(s) in {url} ({', '.join(starting[:5])}): give more of the "
-                    f"id, or @{query} for the position"
-                )
+    if at.isascii() and at.isdecimal() and _position_meant(index, query, url):
         position = int(at)
         before = [r for r in index.decisions if r.position <= position]
         if not before:

@@ -192,7 +192,14 @@ def test_digits_that_also_start_an_id_are_not_taken_for_a_position(
     ids = [r.meta.event_id for r in records if isinstance(r.event, DecisionMade)]
     ids += [r.stream.removeprefix("task-") for r in records if r.stream.startswith("task-")]
     starts = [i[: len(i) - len(i.lstrip("0123456789"))] for i in ids]
-    digits = max(starts, key=len)  # (of dozens of hex ids, none starting with a digit: ~0)
+    last = max(r.position for r in records)
+    # Digits that start an id and could be a position too (past the last position, they
+    # cannot: of dozens of hex ids, none starting with a digit has a chance of about 0).
+    digits = max(
+        (s[:k] for s in starts for k in range(1, len(s) + 1) if int(s[:k]) <= last),
+        key=len,
+        default="",
+    )
     assert digits, ids
     status, _, err = run(capsys, "why", digits, "--db", decided.db)
     assert status == 2
@@ -497,3 +504,33 @@ def test_a_budget_decision_as_json(paused: Paused, capsys: pytest.CaptureFixture
     assert row.causes[0].position == paused.failed[-1]  # caused by the last failed try
     assert row.causes[-1].type == "TaskSubmitted"
     assert row.chain_end == "root"
+
+
+def test_a_task_id_of_digits_alone_is_taken_for_the_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A random id may be all digits (about 1 in 1,800): whole, or past the log's last position,
+    it is no position; it was refused as ambiguous."""
+    import onward.runtime.tasks as tasks_module
+
+    digits = bytes.fromhex("5967054290381761")
+    monkeypatch.setattr(tasks_module.os, "urandom", lambda n: digits[:n])
+    db = tmp_path / "onward.db"
+    clock = FakeClock()
+    with Engine.open(f"sqlite:///{db}", session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.step()
+        def parse() -> None:
+            raise TypeError("no")
+
+        @engine.task()
+        def broken() -> None:
+            parse()
+
+        task_id = engine.submit(broken)
+        engine.run()
+    monkeypatch.undo()
+    assert task_id == "5967054290381761"
+    for query in (task_id, task_id[:10]):
+        report = why_json(capsys, str(db), query)
+        assert (report.matched, report.target) == ("task", task_id)
