@@ -726,7 +726,7 @@ class Redactor:
         if (_PAIRS_TAG in data and _SECRET_PAIR.search(data) is not None) or (
             _SECRET_CONTAINER.search(data) is not None
         ):
-            data = _redact_pairs(data)
+            data = _redact_structure(data)
         return _JSON_MEMBERS.sub(self._redact_member, data)
 
     def redact_json_many(self, documents: list[bytes]) -> list[bytes]:
@@ -793,7 +793,7 @@ def _secret_value(value: Any) -> bool:
     return False
 
 
-def _redact_pairs(data: bytes) -> bytes:
+def _redact_structure(data: bytes) -> bytes:
     """The member rule of :meth:`Redactor.redact_json` where a regex cannot apply it: in the
     dicts of a document that are stored in pairs (a key there is the first item of a pair,
     not a member name), and for values that are lists or dicts (bytes, a tuple, a set, a

@@ -54,10 +54,11 @@ class Runs:
         try:
             yield
         finally:
+            close = None
             with self._changed:
                 del self._runs[scheduler]
-                close = self._close_after if not self._runs else None
-                self._close_after = None if close is not None else self._close_after
+                if not self._runs:  # the last run: it closes the engine if asked to
+                    close, self._close_after = self._close_after, None
                 self._changed.notify_all()
             if close is not None:
                 close()

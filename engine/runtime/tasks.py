@@ -52,7 +52,7 @@ from onward.events import (
 from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
 from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
-from onward.runtime.run import Blocking, derived_id, running_task, submission_id
+from onward.runtime.run import Blocking, TaskRun, derived_id, running_task, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
 __all__ = ["Tasks", "append_message", "append_submission", "message_version", "quarantine"]
@@ -106,11 +106,7 @@ class Tasks:
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
         parent = running_task("submit()")
         if parent is not None:
-            # The subtask's number is taken with a key too, so that the numbering of the
-            # task's other subtasks is the same whichever of them are keyed.
-            task_id = parent.made_id("child")
-            if key is not None:  # the session's task for that key, wherever it is submitted
-                task_id = derived_id(session.name, "key", key)
+            task_id = self._subtask_id(parent, key)
             context = Context(
                 session=session.name,
                 actor=session.worker,
@@ -148,14 +144,19 @@ class Tasks:
         parent = running_task("submit()")
         if parent is None or not isinstance(name, str):
             return None
-        task_id = parent.made_id("child")  # the number its submit took then
-        if isinstance(key, str):
-            task_id = derived_id(self.session.name, "key", key)
+        task_id = self._subtask_id(parent, key if isinstance(key, str) else None)
         try:
             view = self.view(task_id)
         except TaskNotFound:
             return None
         return task_id if view.name == name else None
+
+    def _subtask_id(self, parent: TaskRun, key: str | None) -> str:
+        """The id of the subtask a task's ``submit`` makes: its next number (taken with a key
+        too, so that the numbering of the task's other subtasks is the same whichever of them
+        are keyed), or the session's task for that key, wherever it is submitted."""
+        task_id = parent.made_id("child")
+        return task_id if key is None else derived_id(self.session.name, "key", key)
 
     def stored_arguments(
         self,

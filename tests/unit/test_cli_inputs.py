@@ -30,11 +30,8 @@ def test_commands_read_the_log_from_onward_db_when_no_db_is_given(
     assert "no log at" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "[-Infinity]", "1e999", "[1, NaN]"])
-def test_send_refuses_what_json_has_not(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
-) -> None:
-    url = f"sqlite:///{tmp_path / 'work.db'}"
+def _listener(url: str) -> str:
+    """A task on a new log at ``url`` that waits for a message on topic "go"; its id."""
     with Engine.open(url, session="s") as engine:
 
         @engine.task()
@@ -43,6 +40,15 @@ def test_send_refuses_what_json_has_not(
 
         task_id = engine.submit(listen)
         engine.run()
+    return task_id
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "[-Infinity]", "1e999", "[1, NaN]"])
+def test_send_refuses_what_json_has_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    task_id = _listener(url)
     assert main(["send", task_id, "go", value, "--db", url]) == 2
     err = capsys.readouterr().err
     assert "must be JSON" in err
@@ -80,13 +86,7 @@ def test_an_error_echoing_the_users_input_shows_no_secret(
     assert "no log at" in err
     assert "pa55w0rdZq9" not in err
     url = f"sqlite:///{tmp_path / 'work.db'}"
-    with Engine.open(url, session="s") as engine:
-
-        @engine.task()
-        def listen() -> object:
-            return engine.recv("go")
-
-        task_id = engine.submit(listen)
+    task_id = _listener(url)
     assert main(["send", task_id, "go", '{"password": "Hunter2Xy7"', "--db", url]) == 2
     err = capsys.readouterr().err
     assert "must be JSON" in err
