@@ -141,7 +141,7 @@ from onward.events.task import (
 from onward.events.url import open_log
 from onward.events.values import MAX_VALUE_DEPTH, decode_value, encode_value
 from onward.events.watch import Watch
-from onward.events.worker import WorkerHeartbeat, WorkerStopped
+from onward.events.worker import WorkerClaimExpired, WorkerHeartbeat, WorkerStopped
 
 __all__ = [
     "DEFAULT_INLINE_LIMIT",
@@ -250,6 +250,7 @@ __all__ = [
     "VersionConflict",
     "Watch",
     "WorkaroundApplied",
+    "WorkerClaimExpired",
     "WorkerHeartbeat",
     "WorkerStopped",
     "all_event_types",

@@ -134,6 +134,7 @@ QUIET_TOPICS = frozenset(
         "TaskSucceeded",
         "ThresholdsAdjusted",
         "WorkaroundApplied",
+        "WorkerClaimExpired",
         "WorkerHeartbeat",
     }
 )

@@ -2,6 +2,9 @@
 
 A worker that runs tasks appends a :class:`onward.events.WorkerHeartbeat` now and then; its
 claims hold until the heartbeat's ``lease_until`` (or the claim's own lease, whichever is later).
+A peer that expires one of its claims appends :class:`onward.events.WorkerClaimExpired` to the
+stream at the version it read (:attr:`WorkerView.version`), which fences it against a heartbeat
+it had not read yet.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from onward.events import Recorded, WorkerHeartbeat, WorkerStopped
+from onward.events import Recorded, WorkerClaimExpired, WorkerHeartbeat, WorkerStopped
 
 __all__ = ["WORKER_PREFIX", "WorkerProjection", "WorkerView", "worker_stream"]
 
@@ -32,7 +35,7 @@ class WorkerView(msgspec.Struct, kw_only=True, gc=False):
         seen_at: the time of its last event.
         running: how many tasks it ran at its last heartbeat.
         stopped: it said it stopped.
-        version: its stream's version.
+        version: its stream's version (a peer expiring one of its claims appends at it).
     """
 
     worker: str
@@ -47,7 +50,7 @@ class WorkerProjection:
     """Folds worker streams into :class:`WorkerView` objects."""
 
     #: The event types this projection folds.
-    event_types = frozenset({WorkerHeartbeat, WorkerStopped})
+    event_types = frozenset({WorkerHeartbeat, WorkerStopped, WorkerClaimExpired})
 
     def __init__(self) -> None:
         self.workers: dict[str, WorkerView] = {}
@@ -55,14 +58,16 @@ class WorkerProjection:
     def apply(self, r: Recorded) -> None:
         """Fold one event of a worker stream (others are ignored)."""
         event = r.event
-        if not isinstance(event, WorkerHeartbeat | WorkerStopped):
+        if not isinstance(event, WorkerHeartbeat | WorkerStopped | WorkerClaimExpired):
             return
         worker = r.stream[len(WORKER_PREFIX) :]
         view = self.workers.get(worker)
         if view is None:
             view = self.workers[worker] = WorkerView(worker=worker)
-        view.seen_at = r.meta.time
         view.version = r.version
+        if isinstance(event, WorkerClaimExpired):
+            return  # a peer's word about the worker: not news from it
+        view.seen_at = r.meta.time
         if isinstance(event, WorkerHeartbeat):
             view.lease_until = max(view.lease_until, event.lease_until)
             view.running = event.running

@@ -58,7 +58,7 @@ from onward.events.task import (
     TaskUnregistered,
     TaskWaiting,
 )
-from onward.events.worker import WorkerHeartbeat, WorkerStopped
+from onward.events.worker import WorkerClaimExpired, WorkerHeartbeat, WorkerStopped
 
 __all__ = [
     "EVENT_STRATEGIES",
@@ -157,6 +157,9 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
     ),
     WorkerStopped: st.builds(
         WorkerStopped, reason=_names, released=st.integers(min_value=0, max_value=512)
+    ),
+    WorkerClaimExpired: st.builds(
+        WorkerClaimExpired, task_id=_names, by=_names, lease_until=_times
     ),
     TaskProgressed: st.builds(TaskProgressed, fraction=_fractions, note=_texts),
     TaskWaiting: st.builds(

@@ -48,6 +48,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
     Watch,
+    WorkerClaimExpired,
     decode_value,
     encode_value,
     redacted_logger,
@@ -57,6 +58,7 @@ from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
 from onward.projections import TaskView, task_stream
+from onward.projections.workers import worker_stream
 from onward.runtime.boundary import Boundary
 from onward.runtime.committer import Committer
 from onward.runtime.degradations import Degradations
@@ -1367,26 +1369,49 @@ class Scheduler:
                 # Its own live claim: this worker was paused past its lease (SIGSTOP, a long
                 # GC), and no peer took the task meanwhile. It goes on with it.
                 continue
-            expired = silence_counts and now > self._holds_until(view)
-            gone = expired or worker_gone(view.worker, session.worker)
-            # This engine's own claim on a task it does not run now: an earlier run of it
-            # stopped without recording (its storage failed); take the task back at once.
-            gone = gone or (view.worker == session.worker and view.task_id not in session.running)
-            if not gone:
+            # A worker known to be gone (dead on this host), or this engine's own claim on a
+            # task it does not run now (an earlier run of it stopped without recording: its
+            # storage failed) is taken back at once; a silent peer once its claim runs out.
+            known_gone = worker_gone(view.worker, session.worker) or (
+                view.worker == session.worker and view.task_id not in session.running
+            )
+            if not known_gone and not (silence_counts and now > self._holds_until(view)):
                 continue
+            expiry = Append(
+                stream=task_stream(view.task_id),
+                events=[TaskLeaseExpired(worker=view.worker, lease_until=view.lease_until)],
+                expected_version=view.version,
+                context=session.context,
+            )
             try:
-                session.log.append(
-                    task_stream(view.task_id),
-                    [TaskLeaseExpired(worker=view.worker, lease_until=view.lease_until)],
-                    expected_version=view.version,
-                    context=session.context,
-                )
+                if known_gone:
+                    session.log.commit([expiry])
+                else:
+                    session.log.commit([expiry, self._silence_noted(view)])
                 recovered += 1
             except VersionConflict:
-                continue
+                continue  # the task moved on, or its worker spoke since this worker read
         if recovered:
             session.host.catch_up()
         return recovered
+
+    def _silence_noted(self, view: TaskView) -> Append:
+        """The note, on a silent peer's stream, that this worker expires its claim on a task:
+        at the stream's version read here, so that a heartbeat not read yet fences the expiry
+        (it commits with the note or not at all)."""
+        worker = self.session.projections.workers.workers.get(view.worker)
+        return Append(
+            stream=worker_stream(view.worker),
+            events=[
+                WorkerClaimExpired(
+                    task_id=view.task_id,
+                    by=self.session.worker,
+                    lease_until=worker.lease_until if worker is not None else 0.0,
+                )
+            ],
+            expected_version=worker.version if worker is not None else 0,
+            context=self.session.context,
+        )
 
     def _holds_until(self, view: TaskView) -> float:
         """Until when a running task's claim holds: its lease, the last news of the task, and

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from onward import Engine
-from onward.events import StepCompleted, TaskCancelled, open_log
+from onward.events import StepCompleted, TaskCancelled, WorkerClaimExpired, open_log
 from onward.events.outage import Outage
 from onward.events.sqlite import SQLiteLog
 from onward.events.watch import Watch
+from onward.runtime.heartbeat import Heartbeat
 from onward.projections.task import task_stream
 from tests.conftest import FakeClock
 
@@ -156,6 +157,46 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
         holder.submit(job)
         holder.run(max_runs=1)
         assert taken == [0, 1]
+    finally:
+        peer.close()
+        holder.close()
+
+
+def test_a_peer_does_not_take_over_a_claim_on_a_heartbeat_it_had_not_read(
+    db: str, clock: FakeClock
+) -> None:
+    """A peer decides that a worker is silent on what it has read; the worker's heartbeat
+    appended after that read (on the worker's own stream, not the task's) fences the expiry:
+    the peer expires nothing, and takes the claim over once the worker is silent for real."""
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    recovered: list[int] = []
+    try:
+
+        @holder.step(name="slow")
+        def slow() -> None:
+            clock.advance(60.0)  # long past the lease
+            scheduler = peer._scheduler()
+            peer._session.host.catch_up()  # the peer reads: the holder is silent
+            Heartbeat(holder._session, lambda: 1).beat()  # the holder speaks, just after
+            recovered.append(scheduler._recover_leases())  # on what the peer had read
+            peer._session.host.catch_up()
+            recovered.append(scheduler._recover_leases())  # it has read the heartbeat
+            clock.advance(60.0)  # and now the holder is silent
+            peer._session.host.catch_up()
+            recovered.append(scheduler._recover_leases())
+
+        @holder.task(name="job")
+        def job() -> None:
+            slow()
+
+        task_id = holder.submit(job)
+        holder.run(max_runs=1)
+        assert recovered == [0, 0, 1]
+        events = [r.event for r in holder.log.read()]
+        noted = [e for e in events if isinstance(e, WorkerClaimExpired)]
+        assert [(e.task_id, e.by) for e in noted] == [(task_id, peer._session.worker)]
+        assert holder.log.verify().ok
     finally:
         peer.close()
         holder.close()
