@@ -1473,6 +1473,9 @@ class TaskRun:
                     raise
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
+                # A result that cannot be stored fails the step as its body would: the refusal
+                # is its recorded outcome, and no re-run calls the body again for it.
+                stored = self.stored_result(step, index, result)
                 if ruling is not None:
                     assert judgement is not None
                     yield Blocking(self._check, step, index, judgement, ruling, result)
@@ -1542,7 +1545,6 @@ class TaskRun:
                 raise
             try:
                 # The caller gets what a replay will get: the result as recorded, decoded again.
-                stored = self.stored_result(step, index, result)
                 result = decode_value(stored, step.returns)
                 completed = StepCompleted(
                     index=index,

@@ -15,6 +15,7 @@ import enum
 import functools
 import hashlib
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -22,7 +23,7 @@ import msgspec
 import pytest
 
 from onward import Engine, TaskFailedError
-from onward.events import StepCompleted, UsageError, decode_value, encode_value
+from onward.events import StepCompleted, StepFailed, UsageError, decode_value, encode_value
 from onward.projections import task_stream
 from tests.conftest import FakeClock
 from tests.strategies import same_value
@@ -368,6 +369,55 @@ def test_an_object_holding_what_is_not_a_field_is_refused_before_anything_is_wri
         assert says in failed.value.message
         events = [r.event for r in engine.log.read_stream(task_stream(task_id))]
         assert not any(isinstance(e, StepCompleted) for e in events)
+
+
+@pytest.mark.parametrize("at_most_once", [False, True], ids=["plain", "at most once"])
+def test_a_result_that_cannot_be_stored_is_the_steps_recorded_failure(
+    tmp_path: Path, both_paths: str, at_most_once: bool
+) -> None:
+    """The refusal of a step's result is its outcome: a re-run raises it again without calling
+    the body (whose side effects already happened) and without taking the step for one left in
+    flight."""
+    calls: list[int] = []
+    seen: list[str] = []
+
+    def build(crash: bool) -> Engine:
+        engine = engine_at(tmp_path / "log.db")
+
+        @engine.step(name="charge", at_most_once=at_most_once)
+        def charge() -> Any:
+            calls.append(1)
+            return threading.Lock()
+
+        @engine.task(name="job")
+        def job() -> str:
+            try:
+                charge()
+            except UsageError as exc:
+                seen.append(str(exc))
+            if crash:
+                raise Crash
+            return "done"
+
+        return engine
+
+    first = build(crash=True)
+    task_id = first.submit("job")
+    with pytest.raises(Crash):
+        first.run()
+    first.close()
+    with build(crash=False) as second:
+        assert second.run().succeeded == 1
+        assert second.result(task_id) == "done"
+        failed = [
+            e
+            for e in (r.event for r in second.log.read_stream(task_stream(task_id)))
+            if isinstance(e, StepFailed)
+        ]
+    assert calls == [1]
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert "the result of step 'charge'" in seen[0]
+    assert [f.error_type for f in failed] == ["UsageError"]
 
 
 @dataclasses.dataclass(frozen=True)
