@@ -17,8 +17,8 @@ from onward.events import StepCompleted, TaskCancelled, WorkerClaimExpired, open
 from onward.events.outage import Outage
 from onward.events.sqlite import SQLiteLog
 from onward.events.watch import Watch
-from onward.runtime.heartbeat import Heartbeat
 from onward.projections.task import task_stream
+from onward.runtime.heartbeat import Heartbeat
 from tests.conftest import FakeClock
 
 

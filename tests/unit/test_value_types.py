@@ -415,7 +415,8 @@ def test_a_result_that_cannot_be_stored_is_the_steps_recorded_failure(
             if isinstance(e, StepFailed)
         ]
     assert calls == [1]
-    assert len(seen) == 2 and seen[0] == seen[1]
+    assert len(seen) == 2
+    assert seen[0] == seen[1]
     assert "the result of step 'charge'" in seen[0]
     assert [f.error_type for f in failed] == ["UsageError"]
 
