@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import contextlib
 import contextvars
+import functools
 import hashlib
 import inspect
 import threading
@@ -536,8 +537,12 @@ class InFlight:
         self._no_deciding = _Signal()
         self._no_calls = _Signal()
         #: Plain steps' bodies whose callers were cancelled while they ran in their threads,
-        #: which nothing can stop: seen to their end before the task is handed back.
-        self.abandoned: list[asyncio.Future[Any]] = []
+        #: which nothing can stop, by step index: seen to their end before the task is
+        #: handed back.
+        self.abandoned: dict[int, asyncio.Future[Any]] = {}
+        #: How to record the result of an abandoned body that returns, by step index, with
+        #: the run's version when it was abandoned (see :meth:`TaskRun.abandoned_results`).
+        self.unrecorded: dict[int, tuple[int, StepDef, Callable[[Any, Batch], str]]] = {}
 
     def body_started(self, index: int) -> bool:
         """A step's body is about to start; whether it is tracked (only while step calls run
@@ -664,8 +669,7 @@ class InFlight:
         """Wait, through any cancellation, until the plain steps' bodies the run gave up on
         have returned: handed back while one still ran, its task was taken by another worker
         that ran the same body beside it."""
-        while self.abandoned:
-            running = self.abandoned.pop()
+        for running in list(self.abandoned.values()):
             while not running.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([running])
@@ -1542,22 +1546,22 @@ class TaskRun:
                     self.started.pop(index, None)
                     yield Blocking(self.fail_step, step, index, exc.error)
                     raise exc.error from None
+                elif index in self.in_flight.abandoned and ruling is None:
+                    # A plain body runs on in its thread: if the task is handed back with
+                    # nothing recorded since (the run was cancelled), what it returns is kept.
+                    self.in_flight.unrecorded[index] = (
+                        self.version,
+                        step,
+                        functools.partial(self._completed, step, index, started, attempt, outcome),
+                    )
                 raise
             try:
                 # The caller gets what a replay will get: the result as recorded, decoded again.
                 result = decode_value(stored, step.returns)
-                completed = StepCompleted(
-                    index=index,
-                    name=step.name,
-                    result=stored,
-                    duration=self.clock() - started,
-                    attempt=attempt,
-                    dependency=step.breaker,
-                )
                 batch = Batch(self.context.causation_id)
-                completed_id = batch.add(completed)
-                if healer is not None:
-                    healer.on_success(self, step, batch, completed_id, outcome)
+                completed_id = self._completed(
+                    step, index, started, attempt, outcome, stored, batch
+                )
                 if ruling is not None and self.judge is not None:
                     self.judge.outcome(
                         self, step, index, ruling, batch, passed=True, cause=completed_id
@@ -1569,6 +1573,54 @@ class TaskRun:
                 yield Blocking(self.record_held)  # the last outcome: now the task's wait
             self._observed(observed)
             return result
+
+    def _completed(
+        self,
+        step: StepDef,
+        index: int,
+        started: float,
+        attempt: int,
+        outcome: Outcome | None,
+        stored: Any,
+        batch: Batch,
+    ) -> str:
+        """Add a step's success to a batch (its stored result) with what it settles (the fix
+        that worked, a closed breaker); returns the id of its ``StepCompleted``."""
+        completed_id = batch.add(
+            StepCompleted(
+                index=index,
+                name=step.name,
+                result=stored,
+                duration=self.clock() - started,
+                attempt=attempt,
+                dependency=step.breaker,
+            )
+        )
+        if self.healer is not None:
+            self.healer.on_success(self, step, batch, completed_id, outcome)
+        return completed_id
+
+    def abandoned_results(self) -> Batch:
+        """The successes of the plain steps' bodies that the run gave up on and that returned
+        a storable result, to record as the task is handed back (its run cancelled while they
+        ran), so that they do not run again: only while the run has recorded nothing since it
+        gave each up (the task's code may have taken another way, past a timeout around the
+        step: such a call runs again). Call once their bodies have ended."""
+        batch = self.new_batch()
+        for index in sorted(self.in_flight.unrecorded):
+            version, step, complete = self.in_flight.unrecorded[index]
+            running = self.in_flight.abandoned.get(index)
+            if version != self.version or running is None or not running.done():
+                continue
+            if running.cancelled() or running.exception() is not None:
+                continue
+            try:
+                stored = self.stored_result(step, index, running.result())
+            except UsageError:
+                continue  # its next call fails the same way, and is recorded then
+            complete(stored, batch)
+        self.in_flight.unrecorded.clear()
+        return batch
 
     def _record_wait(
         self, wait: list[Event] | Batch, then: Callable[[], None] | None = None
@@ -1863,8 +1915,7 @@ class TaskRun:
                 except asyncio.CancelledError as exc:
                     if gate.close():  # its body never began, and now never will
                         raise CancelledBeforeBody(*exc.args) from None
-                    if not running.done():  # it runs on in its thread
-                        self.in_flight.abandoned.append(running)
+                    self.in_flight.abandoned[effect.index] = running  # it runs on in its thread
                     raise _own(exc) from None
             finally:
                 CURRENT_STEP.reset(token)

@@ -1300,9 +1300,13 @@ class Scheduler:
         return self._finish(run, TaskFailed(error_type=type(error).__name__, message=message))
 
     def _release(self, run: TaskRun, reason: str = "the worker stopped") -> Outcome:
-        """Hand a running task back (the worker stops): a peer may claim it at once."""
+        """Hand a running task back (the worker stops): a peer may claim it at once. The
+        results of plain steps' bodies that its cancelled run gave up on, and that returned
+        meanwhile, are recorded with it (:meth:`TaskRun.abandoned_results`)."""
+        batch = run.abandoned_results()
+        batch.add(TaskReleased(worker=self.session.worker, reason=reason))
         try:
-            run.record([TaskReleased(worker=self.session.worker, reason=reason)])
+            run.commit(batch)
         except LeaseLost as lost:
             logger.info("%s", lost)
             return "cancelled", run

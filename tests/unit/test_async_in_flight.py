@@ -1566,3 +1566,94 @@ def test_plain_steps_of_as_many_tasks_as_run_at_once_run_at_once(
         summary = run_in_a_thread(lambda: asyncio.run(engine.run_async(concurrency=12)))
         assert summary.succeeded == 12
         assert [engine.result(t) for t in ids] == list(range(12))
+
+
+def test_a_plain_step_that_returns_as_its_run_is_cancelled_is_recorded_and_not_run_again(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async`` is cancelled while a plain step's body runs in its thread: the task is
+    handed back once the body has returned, with its result, so the next run does not call
+    the body again."""
+    calls: Counter[str] = Counter()
+    started, go = threading.Event(), threading.Event()
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def charge(amount: int) -> str:
+            calls["charge"] += 1
+            started.set()
+            go.wait()
+            return f"charged {amount}"
+
+        @engine.task()
+        async def order(amount: int) -> str:
+            try:
+                return await charge(amount)
+            except asyncio.CancelledError:
+                go.set()  # the run's cancellation reached the step's caller: the body returns
+                raise
+
+        task_id = engine.submit(order, 5)
+
+        async def cancel_mid_step() -> None:
+            runner = asyncio.create_task(engine.run_async())
+            try:
+                await asyncio.to_thread(started.wait)
+                runner.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await runner
+            finally:
+                go.set()
+
+        asyncio.run(cancel_mid_step())
+        assert kinds(engine, task_id)[-2:] == ["StepCompleted", "TaskReleased"]
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == "charged 5"
+        assert calls == {"charge": 1}
+        assert engine.log.verify().ok
+
+
+def test_a_plain_step_given_up_on_before_the_task_recorded_more_is_not_recorded_late(
+    db: Path, clock: FakeClock
+) -> None:
+    """A task gives up on a plain step under way, records something else, and its run is then
+    cancelled: the step's result, returned meanwhile, is not recorded with the hand-back (the
+    task went another way past it); the call runs again when the task does."""
+    started, go = threading.Event(), threading.Event()
+    runners: list[asyncio.Task[Any]] = []
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def charge(amount: int) -> str:
+            started.set()
+            go.wait()
+            return f"charged {amount}"
+
+        @engine.task()
+        async def order(amount: int) -> str:
+            attempt = asyncio.ensure_future(charge(amount))
+            await asyncio.to_thread(started.wait)
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+            go.set()
+            await engine.progress(0.5, "went on without the charge")
+            runners[0].cancel()
+            await asyncio.Event().wait()
+            return "never"
+
+        task_id = engine.submit(order, 5)
+
+        async def run_until_cancelled() -> None:
+            runners.append(asyncio.create_task(engine.run_async()))
+            try:
+                with pytest.raises(asyncio.CancelledError):
+                    await runners[0]
+            finally:
+                go.set()
+
+        asyncio.run(run_until_cancelled())
+        events = kinds(engine, task_id)
+        assert events[-2:] == ["TaskProgressed", "TaskReleased"]
+        assert "StepCompleted" not in events
+        assert engine.log.verify().ok
