@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 import threading
 import time
@@ -1049,7 +1050,7 @@ class Scheduler:
 
     def _run_task(self, view: TaskView, claim_id: str, history: list[Recorded]) -> Outcome:
         """Run a claimed task in this thread (an ``async def`` one on an event loop of its
-        own).
+        own); where an event loop runs in this thread, a plain task in a thread of its own.
 
         Raises:
             UsageError: an ``async def`` task, while an event loop runs in this thread
@@ -1058,26 +1059,22 @@ class Scheduler:
         begun = self._begin(view, claim_id, history)
         if not isinstance(begun, _Begun):
             return begun
-        run, definition, args, kwargs = begun
-        if definition.is_async and on_event_loop():
+        if not on_event_loop():
+            return self._run_begun(view, begun)
+        run, definition, _args, _kwargs = begun
+        if definition.is_async:
             self._release(run, "run() was called where an event loop runs")
             raise UsageError(
                 f"task {view.task_id} ({view.name}) is async def, and run() was called where "
                 "an event loop already runs (a coroutine, a notebook): await "
                 "engine.run_async() there instead; the task was handed back"
             )
-        run.thread = threading.get_ident()  # where its steps are called from
-        token = CURRENT_RUN.set(run)
-        try:
-            if definition.is_async:
-                result = asyncio.run(_with_its_steps(run, definition.fn(*args, **kwargs)))
-            else:
-                result = definition.fn(*args, **kwargs)
-        except BaseException as exc:
-            return self._conclude(view, run, error=exc)
-        finally:
-            CURRENT_RUN.reset(token)
-        return self._conclude(view, run, result=result)
+        # A plain task, where an event loop runs (a notebook): its code runs in a thread of
+        # its own, where its steps are called in place as on any synchronous path (here they
+        # would be taken for an async task's, to await).
+        with ThreadPoolExecutor(1, thread_name_prefix="onward-task") as own:
+            context = contextvars.copy_context()
+            return own.submit(context.run, self._run_begun, view, begun).result()
 
     async def _run_task_async(
         self, view: TaskView, claim_id: str, history: list[Recorded]
@@ -1150,11 +1147,16 @@ class Scheduler:
             await _seen_through(self._release, run)
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
+        """Run a begun task's code in this thread (an ``async def`` one on an event loop of
+        its own) and record how it ended."""
         run, definition, args, kwargs = begun
         run.thread = threading.get_ident()  # where its steps are called from
         token = CURRENT_RUN.set(run)
         try:
-            result = definition.fn(*args, **kwargs)
+            if definition.is_async:
+                result = asyncio.run(_with_its_steps(run, definition.fn(*args, **kwargs)))
+            else:
+                result = definition.fn(*args, **kwargs)
         except BaseException as exc:
             return self._conclude(view, run, error=exc)
         finally:

@@ -414,6 +414,36 @@ def test_run_gives_an_async_task_whose_steps_heal_its_own_loop_without_deadlock(
         assert engine.result(task_id) == 7
 
 
+def test_run_inside_a_running_loop_runs_a_plain_tasks_steps_in_place(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run()`` where an event loop already runs (a notebook) runs a plain task's steps as any
+    synchronous run does: each body once, its outcome recorded (they were handed back as
+    coroutines never awaited: the task succeeded without its steps)."""
+    calls: list[int] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def charge(amount: int) -> int:
+            calls.append(amount)
+            return amount * 2
+
+        @engine.task()
+        def order(amount: int) -> int:
+            return charge(amount) + 1
+
+        task_id = engine.submit(order, 5)
+
+        async def nested() -> None:
+            assert engine.run().succeeded == 1
+
+        asyncio.run(nested())
+        assert engine.result(task_id) == 11
+        assert calls == [5]
+        kinds = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
+        assert "StepCompleted" in kinds
+
+
 def test_run_inside_a_running_loop_hands_an_async_task_back(db: Path, clock: FakeClock) -> None:
     """``run()`` where an event loop already runs cannot give an ``async def`` task a loop:
     it says so and hands the task back, which ``run_async`` then runs."""
