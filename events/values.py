@@ -44,6 +44,7 @@ import base64
 import datetime
 import decimal
 import enum
+import json
 import math
 import re
 import uuid
@@ -135,7 +136,7 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
         if redactor is not None:
             redacted = redactor.redact_json(raw)
             if redacted is not raw:
-                return _DECODER.decode(redacted)
+                return _entries_kept(redacted, what)
         return _DECODER.decode(raw)
     redact_bytes = None if redactor is None else _bytes_redactor(redactor)
     try:
@@ -153,8 +154,70 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
     except (TypeError, ValueError, OverflowError) as exc:  # a lone surrogate in a string
         raise UsageError(f"{what}: cannot be stored ({_redacted(str(exc), redactor)})") from None
     if redactor is not None:
-        raw = redactor.redact_json(raw)
+        redacted = redactor.redact_json(raw)
+        if redacted is not raw:
+            return _entries_kept(redacted, what)
     return _DECODER.decode(raw)
+
+
+def _entries_kept(redacted: bytes, what: str) -> Any:
+    """The stored form of a value whose secrets were redacted, unless the redaction merged
+    entries: two keys of a dict (or members of a set) that differ only by their secrets would
+    come back as one, the other's contents lost.
+
+    Raises:
+        UsageError: entries would be lost (the message names none: they hold the secrets).
+    """
+    try:  # the stdlib's reader hands each object's members over before it drops a repeat
+        merged = _merges(json.loads(redacted, object_pairs_hook=_distinct_members))
+    except _Merged:
+        merged = True
+    if merged:
+        raise UsageError(
+            f"{what}: keys of a dict (or members of a set) that differ only by secrets, which "
+            "the log redacts, would come back as one and entries be lost: key it by something "
+            "else (an id, a digest of the secret)"
+        )
+    return _DECODER.decode(redacted)
+
+
+class _Merged(Exception):
+    """An object of a redacted value's JSON names a member twice."""
+
+
+def _distinct_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise _Merged
+    return dict(pairs)
+
+
+def _merges(stored: Any) -> bool:
+    """Whether a stored value holds a set, or a dict kept in pairs, whose members read back
+    as fewer than it lists (redaction made two of them the same)."""
+    pending = [stored]
+    while pending:
+        item = pending.pop()
+        if type(item) is list:
+            pending.extend(item)
+        elif type(item) is dict:
+            if len(item) == 1:
+                ((tag, inner),) = item.items()
+                if type(inner) is list and tag in _SET_TAGS:
+                    members = [_unpack(v) for v in inner]
+                elif type(inner) is list and tag == "$dict":
+                    members = [_unpack(pair[0]) for pair in inner if type(pair) is list and pair]
+                else:
+                    members = []
+                try:
+                    if len(set(members)) != len(members):
+                        return True
+                except TypeError:  # not one of ours: nothing to merge
+                    pass
+            pending.extend(item.values())
+    return False
+
+
+_SET_TAGS = frozenset({"$set", "$frozenset"})
 
 
 def _redacted(text: str, redactor: Redactor | None) -> str:

@@ -376,6 +376,38 @@ def test_bytes_are_redacted_before_they_are_encoded() -> None:
     assert b"[REDACTED:" in decode_value(stored)["body"]
 
 
+TOKEN_A = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+TOKEN_B = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {TOKEN_A: {"owner": "ann"}, TOKEN_B: {"owner": "bo"}},  # plain JSON
+        {TOKEN_A: (1,), TOKEN_B: (2,)},  # walked and tagged
+        {(TOKEN_A, 1): "a", (TOKEN_B, 1): "b"},  # stored in pairs
+        {TOKEN_A, TOKEN_B},
+        [frozenset({TOKEN_A, TOKEN_B})],
+    ],
+    ids=["dict", "tagged dict", "tuple keys", "set", "nested set"],
+)
+def test_secrets_that_would_merge_entries_once_redacted_are_refused(value: Any) -> None:
+    """Two keys (or set members) that differ only by their secrets would come back as one
+    once redacted, the other's contents lost: refused, naming neither secret."""
+    with pytest.raises(UsageError, match="would come back as one") as info:
+        encode_value(value, what="step tokens", redactor=Redactor())
+    assert TOKEN_A not in str(info.value)
+    assert TOKEN_B not in str(info.value)
+
+
+def test_a_secret_key_that_merges_with_nothing_is_stored_redacted() -> None:
+    stored = encode_value({TOKEN_A: 1, "other": 2}, what="v", redactor=Redactor())
+    assert decode_value(stored) == {"[REDACTED:github-token]": 1, "other": 2}
+    # A set under a secret's name is replaced whole: nothing merges.
+    stored = encode_value({"password": {"Hunter2Xy7", "Other5Pw"}}, what="v", redactor=Redactor())
+    assert decode_value(stored) == {"password": "[REDACTED:secret-value]"}
+
+
 def files_of(db: Path) -> bytes:
     """The bytes of an SQLite log: its database file, write-ahead log and shared memory."""
     return b"".join(
