@@ -201,22 +201,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    """Print the last value a task published under a key (``engine.set_state``), as JSON."""
+    """Print the last value a task published under a key (``engine.set_state``), as the log
+    keeps it: JSON, the types JSON lacks tagged (``{"$tuple": [1, 2]}``, ``{"$float": "nan"}``,
+    ``{"$bytes": ...}``), so that no value prints like another."""
     with open_existing(args.db) as log:
         view = find_task(fold(log).projections, args.task, log.url)
         try:
             value = _tasks_of(log, view.session, "onward-cli").state_of(view.task_id, args.key)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-    try:
-        plain = msgspec.to_builtins(value, str_keys=True)
-    except TypeError:  # keys JSON has no text for (a tuple, a date): as the log keeps it
-        plain = encode_value(value, what=f"task {view.task_id}: {args.key!r}")
+    stored = encode_value(value, what=f"task {view.task_id}: {args.key!r}")
     if args.json:
-        emit_json({"task": view.task_id, "key": args.key, "value": plain})
+        emit_json({"task": view.task_id, "key": args.key, "value": stored})
     else:
-        # As JSON, which has no NaN nor infinity: null, as with --json.
-        print(msgspec.json.format(msgspec.json.encode(plain), indent=2).decode())
+        print(msgspec.json.format(msgspec.json.encode(stored), indent=2).decode())
     return 0
 
 

@@ -81,7 +81,7 @@ def test_retry_fork_send_and_get_from_the_command_line(
     assert status == 0
     fork = json.loads(out)["fork"]
     status, out, _ = cli(capsys, "get", talker, "stage", "--db", url, "--json")
-    assert json.loads(out)["value"] == {"waiting": ["answer", 1]}
+    assert json.loads(out)["value"] == {"waiting": {"$tuple": ["answer", 1]}}
     status, out, _ = cli(capsys, "send", talker, "answer", '{"ok": [1, 2]}', "--db", url)
     assert status == 0
     assert "it waits for this topic" in out
@@ -210,8 +210,9 @@ def test_an_unregistered_task_is_listed_and_abandoned_from_the_command_line(
 
 
 def test_get_prints_json_even_for_a_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """JSON has no NaN nor infinity: a published NaN prints as null, with or without --json,
-    so that `onward get ... | jq` reads it."""
+    """JSON has no NaN nor infinity: a published NaN prints as the log keeps it, tagged, with
+    or without --json, so that `onward get ... | jq` reads it (it printed as null, as None
+    does)."""
     url = f"sqlite:///{tmp_path / 'log.db'}"
     with open_engine(url, FakeClock(HOUR)) as engine:
 
@@ -223,7 +224,7 @@ def test_get_prints_json_even_for_a_nan(tmp_path: Path, capsys: pytest.CaptureFi
         engine.run()
     status, out, _ = cli(capsys, "get", task_id, "scores", "--db", url)
     assert status == 0
-    assert json.loads(out) == {"mean": None, "top": None, "n": 3}
+    assert json.loads(out) == {"mean": {"$float": "nan"}, "top": {"$float": "inf"}, "n": 3}
 
 
 def test_get_prints_a_value_with_keys_json_has_no_text_for(
@@ -231,14 +232,16 @@ def test_get_prints_a_value_with_keys_json_has_no_text_for(
 ) -> None:
     """A published dict keyed by ints, tuples or None, and one whose only key starts with $,
     print as JSON with and without --json (they raised a TypeError, or the value was decoded
-    twice: ``{"$tuple": [1, 2]}`` printed as ``[1, 2]``): keys JSON has a text for as that
-    text, others as the log keeps them (tagged)."""
+    twice: ``{"$tuple": [1, 2]}`` printed as ``[1, 2]``), as the log keeps them (tagged); and
+    one format whatever the sibling keys (int keys printed as text beside plain ones, tagged
+    beside a tuple key; a tuple printed as a list, bytes as the text of their base64)."""
     url = f"sqlite:///{tmp_path / 'log.db'}"
     values: dict[str, object] = {
         "ints": {1: "a"},
         "tuples": {(1, 2): "a"},
         "nothing": {None: "a"},
         "dollar": {"$tuple": [1, 2]},
+        "mixed": {"pair": (1, 2), "raw": b"\x00\x01", "text": "AAE="},
     }
     with open_engine(url, FakeClock(HOUR)) as engine:
 
@@ -250,10 +253,11 @@ def test_get_prints_a_value_with_keys_json_has_no_text_for(
         task_id = engine.submit("publish")
         engine.run()
     expected = {
-        "ints": {"1": "a"},
+        "ints": {"$dict": [[1, "a"]]},
         "tuples": {"$dict": [[{"$tuple": [1, 2]}, "a"]]},
         "nothing": {"$dict": [[None, "a"]]},
-        "dollar": {"$tuple": [1, 2]},
+        "dollar": {"$dict": [["$tuple", [1, 2]]]},
+        "mixed": {"pair": {"$tuple": [1, 2]}, "raw": {"$bytes": "AAE="}, "text": "AAE="},
     }
     for key, shown in expected.items():
         status, out, _ = cli(capsys, "get", task_id, key, "--db", url)
