@@ -110,7 +110,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 16
+    SCHEMA = 17
     NAME = "core"
 
     def __init__(self) -> None:

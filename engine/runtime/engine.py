@@ -121,7 +121,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             on_interruption, observer).
 
     Raises:
-        UsageError: a bad session name (one that holds a secret included) or option: an
+        UsageError: a bad session name (one that holds a secret or a NUL included) or option: an
             unknown one, a policy-like one (fixes, retries, retry_budget, breakers,
             thresholds, components, rulebook, budget, flow) that is neither None nor an
             instance of its class, or a lease that is not a positive finite number.
@@ -144,6 +144,10 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
     def __init__(self, log: EventLog, *, session: str, **options: Unpack[EngineOptions]) -> None:
         if not session or not isinstance(session, str):
             raise UsageError(f"session must be a non-empty string, got {session!r}")
+        if "\x00" in session:
+            # Ids derived from a session's name and a key or a schedule are joined by NUL:
+            # session "a\x00key\x00b" with key "c" would be session "a" with key "b\x00key\x00c".
+            raise UsageError(f"session name {session!r} holds a NUL character; choose one without")
         log.redactor.check_name(session, "session name")
         unknown = sorted(set(options) - ENGINE_OPTIONS)
         if unknown:

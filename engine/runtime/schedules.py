@@ -1,7 +1,9 @@
 """Schedules: a task submitted at the ticks of a cron expression, at most once per tick however
 many workers serve the session; ticks found due together run it once.
 
-A schedule lives in its own stream, ``schedule-<session>:<name>``. Declaring it records a
+A schedule lives in its own stream, ``schedule-<session>:<name>`` with ``%`` and ``:``
+percent-encoded in both names (see :func:`~onward.projections.schedule_stream`; one an earlier
+onward recorded keeps its stream). Declaring it records a
 :class:`~onward.events.ScheduleSet` (only when the log's differs). A worker that finds a tick
 due (at each task boundary, and while it waits for work) commits, in one transaction, a
 :class:`~onward.events.ScheduleTicked` at the schedule stream's expected version and the
@@ -42,7 +44,7 @@ from onward.events import (
     UsageError,
     VersionConflict,
 )
-from onward.projections import Projections, ScheduleView, schedule_stream, task_stream
+from onward.projections import Projections, ScheduleView, task_stream
 from onward.runtime.registry import Registry
 from onward.runtime.run import derived_id, submission_id
 from onward.runtime.session import Session
@@ -96,7 +98,7 @@ class Schedules:
         self.session = session
         self.registry = registry
         self.tasks = tasks
-        # The next tick of each schedule, by stream, for the version it was computed at.
+        # The next tick of each schedule, by name, for the version it was computed at.
         self._next: dict[str, tuple[int, float]] = {}
 
     def set(
@@ -136,15 +138,22 @@ class Schedules:
             missed=missed,
         )
 
-        def unless_the_same(projections: Projections) -> tuple[list[ScheduleSet], int]:
-            view = projections.schedules.get(session.name, name)
-            if view is None:
-                return [wanted], 0
-            return ([] if not view.removed and _same(view, wanted) else [wanted]), view.version
+        stream, there = session.catch_up().schedules.stream_of(session.name, name)
+        if there is not None and there.name != name:
+            raise UsageError(
+                f"schedule {name!r} of session {session.name!r}: its stream {stream!r} holds "
+                f"the session's schedule {there.name!r}, recorded by an earlier onward; choose "
+                "another name"
+            )
 
-        session.decide_on(
-            schedule_stream(session.name, name), unless_the_same, f"schedule {name!r}"
-        )
+        def unless_the_same(projections: Projections) -> tuple[list[ScheduleSet], int]:
+            # The stream's version: an earlier onward may have recorded another session's
+            # schedule on it.
+            view = projections.schedules.get(session.name, name)
+            same = view is not None and not view.removed and _same(view, wanted)
+            return ([] if same else [wanted]), projections.schedules.version_of(stream)
+
+        session.decide_on(stream, unless_the_same, f"schedule {name!r}")
         return name
 
     def retire_renamed(self, definition: TaskDef, aliases: Sequence[str]) -> int:
@@ -167,7 +176,7 @@ class Schedules:
                 reason = f"its task was renamed to {definition.name!r}"
                 return [ScheduleRemoved(reason=reason)], view.version
 
-            stream = schedule_stream(session.name, alias)
+            stream, _ = session.catch_up().schedules.stream_of(session.name, alias)
             removed += session.decide_on(stream, if_declared_for, f"schedule {alias!r}")
         return removed
 
@@ -183,7 +192,8 @@ class Schedules:
                 return [], 0
             return [ScheduleRemoved(reason=reason)], view.version
 
-        return session.decide_on(schedule_stream(session.name, name), if_set, f"schedule {name!r}")
+        stream, _ = session.catch_up().schedules.stream_of(session.name, name)
+        return session.decide_on(stream, if_set, f"schedule {name!r}")
 
     def listed(self) -> list[ScheduleView]:
         """This session's schedules (removed ones included), by name."""
@@ -222,10 +232,9 @@ class Schedules:
         return min(moments) if moments else None
 
     def _next_of(self, view: ScheduleView) -> float:
-        stream = schedule_stream(view.session, view.name)
-        known = self._next.get(stream)
+        known = self._next.get(view.name)
         if known is None or known[0] != view.version:
-            known = self._next[stream] = (view.version, next_tick(view))
+            known = self._next[view.name] = (view.version, next_tick(view))
         return known[1]
 
     def _missed(self, tick: float, now: float, began: float) -> bool:
@@ -268,7 +277,7 @@ class Schedules:
         context = Context(session=session.name, actor=session.worker, correlation_id=task_id)
         appends = [
             Append(
-                stream=schedule_stream(session.name, view.name),
+                stream=view.stream,
                 events=[ScheduleTicked(tick=tick, task_id=task_id, missed=max(0, due - 1))],
                 expected_version=view.version,
                 context=context,

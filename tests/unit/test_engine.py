@@ -395,6 +395,24 @@ def test_idempotent_submit_with_a_key(db: str, clock: FakeClock) -> None:
         assert len(engine.tasks()) == 1
 
 
+def test_a_session_name_with_a_nul_is_refused_as_keyed_task_ids_join_on_it(
+    db: str, clock: FakeClock
+) -> None:
+    """A keyed task's id is derived from its session's name and its key joined by NUL: session
+    "a\\x00key\\x00b" with key "c" would submit session "a"'s task of key "b\\x00key\\x00c"."""
+    with open_engine(db, clock, session="a") as engine:
+
+        @engine.task()
+        def job(n: int) -> int:
+            return n
+
+        mine = engine.submit(job, 1, key="b\x00key\x00c")
+        with pytest.raises(UsageError, match=r"session name 'a\\x00key\\x00b' holds a NUL"):
+            open_engine(db, clock, session="a\x00key\x00b")
+        assert [t.task_id for t in engine.tasks()] == [mine]
+        assert {r.meta.session for r in engine.log.read()} == {"a"}
+
+
 def test_subtasks_and_a_durable_wait(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
         parent_runs: list[int] = []

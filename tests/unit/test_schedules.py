@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onward import Engine, UsageError
-from onward.events import ScheduleSet, ScheduleTicked, TaskSubmitted
+from onward.events import Context, Priority, ScheduleSet, ScheduleTicked, TaskSubmitted
+from onward.projections import schedule_stream
 from tests.conftest import FakeClock
 
 #: A whole hour (ticks of */15 fall on its quarters).
@@ -318,4 +319,175 @@ def test_several_workers_fire_each_tick_exactly_once(
         assert sum(t.missed + 1 for t in ticked) == due  # every due tick covered, once
     finally:
         for engine in engines:
+            engine.close()
+
+
+def open_session(db: str, clock: FakeClock, session: str) -> Engine:
+    return Engine.open(db, session=session, clock=clock, sleep=clock.advance, healing=False)
+
+
+def schedule_sets(engine: Engine) -> list[tuple[str, str, str]]:
+    """Every ``ScheduleSet`` of the log: (stream, session, schedule)."""
+    return [
+        (r.stream, r.meta.session, r.event.name)
+        for r in engine.log.read()
+        if isinstance(r.event, ScheduleSet)
+    ]
+
+
+def test_a_schedule_stream_keeps_plain_names_and_encodes_colons_and_percents() -> None:
+    assert schedule_stream("s", "nightly") == "schedule-s:nightly"  # as earlier onwards wrote
+    assert schedule_stream("a", "b:c") == "schedule-a:b%3Ac"
+    assert schedule_stream("a:b", "c") == "schedule-a%3Ab:c"
+    assert schedule_stream("a", "b%3Ac") == "schedule-a:b%253Ac"
+
+
+@given(
+    session=st.text(":%3Aab", min_size=1),
+    name=st.text(":%3Aab", min_size=1),
+    cut=st.integers(min_value=0),
+)
+def test_two_schedules_never_share_a_stream(session: str, name: str, cut: int) -> None:
+    """Not two (session, name) pairs that join alike (cut at another ``:``), nor a pair and
+    one with a part's ``:`` already written as ``%3A``."""
+    joined = f"{session}:{name}"
+    colons = [i for i, c in enumerate(joined) if c == ":"]
+    at = colons[cut % len(colons)]
+    others = {
+        (joined[:at], joined[at + 1 :]),
+        (session.replace(":", "%3A"), name),
+        (session, name.replace(":", "%3A")),
+    } - {(session, name)}
+    for other in others:
+        assert schedule_stream(*other) != schedule_stream(session, name), other
+
+
+def test_two_sessions_whose_names_join_alike_keep_their_own_schedules(
+    db: str, hour_clock: FakeClock
+) -> None:
+    """Session "a" with schedule "b:c" and session "a:b" with schedule "c", declared alike:
+    each is recorded on a stream of its own and ticks for its own session."""
+    ran: dict[str, list[tuple[float, str]]] = {"a": [], "a:b": []}
+    engines = {session: open_session(db, hour_clock, session) for session in ran}
+    try:
+        for (session, engine), name in zip(engines.items(), ("b:c", "c"), strict=True):
+            register(engine, ran[session], hour_clock)
+            assert engine.schedule("report", cron="*/15 * * * *", name=name) == name
+        assert schedule_sets(engines["a"]) == [
+            ("schedule-a:b%3Ac", "a", "b:c"),
+            ("schedule-a%3Ab:c", "a:b", "c"),
+        ]
+        hour_clock.advance(15 * 60)
+        for engine in engines.values():
+            assert engine.run().scheduled == 1
+        assert ran == {"a": [(HOUR + 900, "daily")], "a:b": [(HOUR + 900, "daily")]}
+        listed = {s: [(v.name, v.runs) for v in e.schedules()] for s, e in engines.items()}
+        assert listed == {"a": [("b:c", 1)], "a:b": [("c", 1)]}
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
+def test_a_stream_an_earlier_onward_shared_between_two_sessions_serves_both(
+    db: str, hour_clock: FakeClock
+) -> None:
+    """An earlier onward joined the names as given: session "a"'s schedule "b:c" and session
+    "a:b"'s "c" were both recorded on ``schedule-a:b:c``. Each keeps its schedule there, its
+    ticks folded apart by session; declaring it again alike records nothing."""
+    legacy = "schedule-a:b:c"
+    ran: dict[str, list[tuple[float, str]]] = {"a": [], "a:b": []}
+    engines = {session: open_session(db, hour_clock, session) for session in ran}
+    try:
+        for version, (session, name) in enumerate((("a", "b:c"), ("a:b", "c"))):
+            earlier = ScheduleSet(
+                name=name,
+                task="report",
+                cron="*/15 * * * *",
+                args=[],
+                kwargs={},
+                priority=Priority.NORMAL,
+                missed="once",
+            )
+            engines[session].log.append(
+                legacy, [earlier], expected_version=version, context=Context(session=session)
+            )
+        for (session, engine), name in zip(engines.items(), ("b:c", "c"), strict=True):
+            register(engine, ran[session], hour_clock)
+            engine.schedule("report", cron="*/15 * * * *", name=name)
+        assert [stream for stream, _, _ in schedule_sets(engines["a"])] == [legacy, legacy]
+        for _ in range(2):  # two quarters
+            hour_clock.advance(15 * 60)
+            for engine in engines.values():
+                assert engine.run().scheduled == 1
+        assert ran["a"] == ran["a:b"] == [(HOUR + 900, "daily"), (HOUR + 1800, "daily")]
+        for session, name in (("a", "b:c"), ("a:b", "c")):
+            (view,) = engines[session].schedules()
+            assert (view.name, view.stream, view.runs) == (name, legacy, 2)
+        assert engines["a"].unschedule("b:c")
+        hour_clock.advance(15 * 60)
+        assert [e.run().scheduled for e in engines.values()] == [0, 1]
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
+def test_a_new_name_encoded_onto_an_earlier_schedules_stream_is_refused(
+    db: str, hour_clock: FakeClock
+) -> None:
+    """An earlier onward recorded schedule "b%3Ac" on ``schedule-s:b%3Ac``, the stream that
+    "b:c" is now encoded to: the session cannot declare "b:c" there too."""
+    with open_session(db, hour_clock, "s") as engine:
+        register(engine, [], hour_clock)
+        earlier = ScheduleSet(
+            name="b%3Ac",
+            task="report",
+            cron="0 * * * *",
+            args=[],
+            kwargs={},
+            priority=Priority.NORMAL,
+            missed="once",
+        )
+        engine.log.append(
+            "schedule-s:b%3Ac", [earlier], expected_version=0, context=Context(session="s")
+        )
+        before = engine.log.head()
+        with pytest.raises(UsageError, match=r"schedule-s:b%3Ac.*'b%3Ac'.*earlier onward"):
+            engine.schedule("report", cron="0 * * * *", name="b:c")
+        assert engine.log.head() == before
+        assert engine.schedule("report", cron="0 * * * *", name="b%3Ac") == "b%3Ac"
+        assert engine.log.head() == before  # the earlier one, declared alike: nothing new
+
+
+def test_a_new_schedule_on_a_stream_an_earlier_onward_gave_another_session_is_recorded(
+    db: str, hour_clock: FakeClock
+) -> None:
+    """An earlier onward recorded session "x%3Ay"'s schedule "z" on ``schedule-x%3Ay:z``, the
+    stream session "x:y"'s "z" is now encoded to: both are recorded there, and both tick."""
+    ran: dict[str, list[tuple[float, str]]] = {"x%3Ay": [], "x:y": []}
+    engines = {session: open_session(db, hour_clock, session) for session in ran}
+    try:
+        earlier = ScheduleSet(
+            name="z",
+            task="report",
+            cron="*/15 * * * *",
+            args=[],
+            kwargs={},
+            priority=Priority.NORMAL,
+            missed="once",
+        )
+        engines["x%3Ay"].log.append(
+            "schedule-x%3Ay:z", [earlier], expected_version=0, context=Context(session="x%3Ay")
+        )
+        for session, engine in engines.items():
+            register(engine, ran[session], hour_clock)
+            engine.schedule("report", cron="*/15 * * * *", name="z")
+        assert schedule_sets(engines["x:y"]) == [
+            ("schedule-x%3Ay:z", "x%3Ay", "z"),
+            ("schedule-x%3Ay:z", "x:y", "z"),
+        ]
+        hour_clock.advance(15 * 60)
+        assert [e.run().scheduled for e in engines.values()] == [1, 1]
+        assert ran["x%3Ay"] == ran["x:y"] == [(HOUR + 900, "daily")]
+    finally:
+        for engine in engines.values():
             engine.close()
