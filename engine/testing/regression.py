@@ -1,8 +1,9 @@
 """``onward to-test``: a recorded task turned into a regression test that replays it.
 
-The test embeds the task's history (its stream's events), so it needs neither the log nor any
-service: it imports the module where the task is registered and replays the history against
-the code (:func:`onward.testing.replay_recorded`). It fails when the code no longer calls the
+The test embeds the task's history (its stream's events), and the ends of the subtasks its
+waits read, so it needs neither the log nor any service: it imports the module where the task
+is registered and replays the history against the code
+(:func:`onward.testing.replay_recorded`). It fails when the code no longer calls the
 same steps in the same order, or no longer comes to the same end.
 """
 
@@ -13,6 +14,7 @@ import re
 from onward.events import EventLog, TaskSubmitted, UsageError
 from onward.projections import CatchUp, TaskView, task_stream
 from onward.runtime.forks import inherited_records
+from onward.testing._subtasks import subtask_ends
 from onward.testing.replay import encode_history
 
 __all__ = ["regression_test"]
@@ -45,10 +47,18 @@ INHERITED = (
 {inherited}
 )
 
+#: The subtasks whose ends its waits read: each one's submission and end, as the task read them.
+SUBTASKS = {{{subtasks}}}
+
 
 def test_{slug}_replays_as_recorded() -> None:
     check = replay_recorded(
-        ENGINE, HISTORY, task_id={task_id!r}, session={session!r}, inherited=INHERITED
+        ENGINE,
+        HISTORY,
+        task_id={task_id!r},
+        session={session!r},
+        inherited=INHERITED,
+        subtasks=SUBTASKS,
     )
     assert check.ok, check.explain()
     if check.cut_short:  # the code gave up on a call before its outcome: not replayable
@@ -98,6 +108,13 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
     submitted = history[0].event
     taken = inherited_records(log, submitted) if isinstance(submitted, TaskSubmitted) else []
     inherited = encode_history(taken).splitlines()
+    ends = subtask_ends(log, history, view.children)
+    subtasks = "".join(
+        f"    {child!r}: (\n"
+        + "".join(f"        {line + chr(10)!r}\n" for line in encode_history(records).splitlines())
+        + "    ),\n"
+        for child, records in ends.items()
+    )
     slug = re.sub(r"\W+", "_", f"{view.name}_{view.task_id[:8]}", flags=re.ASCII)
     slug = slug.strip("_").lower()  # ASCII: Unicode \w takes characters no name may hold (²)
     return _TEMPLATE.format(
@@ -111,4 +128,5 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
         slug=slug,
         history="\n".join(f"    {line + chr(10)!r}" for line in lines),
         inherited="\n".join(f"    {line + chr(10)!r}" for line in inherited) or '    ""',
+        subtasks=subtasks and f"\n{subtasks}",
     )

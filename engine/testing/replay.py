@@ -11,22 +11,27 @@ embedded in a test (``onward to-test`` writes such tests).
 A task that has not ended may stop where its history stops (that is not a divergence); nor may
 one retried after its end that has not ended again. What the code publishes as it runs
 (``engine.set_state``, ``engine.progress``, a deferred notice, a patch mark) is no outcome: it is
-neither appended nor compared. A task that waited for subtasks (``engine.wait``) is checked up
-to the wait: the subtasks' results are in their own histories, not in its. The replay stops,
-without a divergence, where the code submits a subtask that the history records it waited for,
-or where it records a wait for subtasks; any other subtask it submits is not appended (its id is
-returned as on the recorded run). A task's result is compared as the engine records it (a tuple
-stays a tuple, NaN is NaN).
+neither appended nor compared. A subtask the code submits is not appended (its id is returned
+as on the recorded run). Its wait for subtasks (``engine.wait``) returns what the recorded run
+read there: the subtasks' results (or the error of one that did not succeed) as their own
+histories held them when the task went on past the wait. Where the task had not gone on (it
+still waits there at the end of its history), the replay stops at the wait and says so
+(``partial``); where its history goes on but the subtasks' ends are not at hand (a log without
+them, a test written without them), the task is skipped with why. A task's result is compared
+as the engine records it (a tuple stays a tuple, a set's members in any order, NaN is NaN
+wherever it is, a ``Decimal`` NaN too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import decimal
 import math
 import os
 import threading
-from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, Union
 
@@ -34,7 +39,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
-from onward.core.errors import StepMismatch
+from onward.core.errors import StepMismatch, TaskNotFound
 from onward.core.run import Suspended
 from onward.events import (
     Context,
@@ -74,6 +79,7 @@ from onward.runtime.run import (
 )
 from onward.runtime.target import load_engine
 from onward.runtime.tasks import append_message, append_submission, message_version
+from onward.testing._subtasks import subtask_ends, subtasks_answered
 
 __all__ = [
     "Divergence",
@@ -128,6 +134,9 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
         cut_short: of the skipped tasks, those whose history no replay can follow to its
             end: the code gave up on a call before it had an outcome (a timeout around a
             step of an ``async def`` task), so how it went on from there is not in the log.
+        partial: of the checked tasks, those replayed only up to a wait for subtasks that
+            had not all ended where their history ends (the task still waited there), each
+            with where: the code after that wait is not checked.
     """
 
     checked: int = 0
@@ -135,6 +144,7 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
     divergences: tuple[Divergence, ...] = ()
     skipped: tuple[str, ...] = ()
     cut_short: int = 0
+    partial: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -142,11 +152,13 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
         return not self.divergences
 
     def explain(self) -> str:
-        """The check for people: one line, then each divergence and each skipped task."""
+        """The check for people: one line, then each divergence, each skipped task and each
+        task checked only in part."""
         verdict = "deterministic" if self.ok else f"{len(self.divergences)} divergence(s)"
         lines = [f"{self.checked} task(s) replayed over {self.steps} recorded step(s): {verdict}"]
         lines += [f"  {d}" for d in self.divergences]
         lines += [f"  skipped: {s}" for s in self.skipped]
+        lines += [f"  checked in part: {p}" for p in self.partial]
         return "\n".join(lines)
 
 
@@ -169,8 +181,8 @@ class _Unrecorded(BaseException):
 class _ReplayRun(TaskRun):
     """A task run that only reads its history: every effect that would run a step, a sleep or
     a receive stops the replay instead, what the code publishes (a state, its progress) is
-    dropped, and a wait for subtasks (or the submission of one the history waited for) ends it
-    as the recorded run was suspended there."""
+    dropped, a subtask is not submitted, and a wait for subtasks that the replay cannot answer
+    (:mod:`onward.testing._subtasks`) ends it as the recorded run was suspended there."""
 
     def __init__(
         self,
@@ -190,19 +202,16 @@ class _ReplayRun(TaskRun):
         )
         #: The step indices the history (and, for a fork, its origin) gives an outcome.
         self.recorded = set(recorded_outcomes([*inherited, *history]))
-        #: The subtasks the history records the task waited for.
-        self.waited_on = {
-            child
-            for r in history
-            if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks"
-            for child in e.on
-        }
-        #: The replay reached a wait for subtasks: it ends there, whatever the task's code does
-        #: with the signal (a bare ``except:`` catches it).
+        #: The replay reached a wait for subtasks it cannot answer: it ends there, whatever
+        #: the task's code does with the signal (a bare ``except:`` catches it).
         self.waited = False
+        #: The subtasks of that wait, and the index of the call after it.
+        self.waited_for: tuple[str, ...] = ()
+        self.waited_at = 0
 
-    def _wait(self) -> NoReturn:
-        self.waited = True
+    def _wait(self, on: Sequence[str]) -> NoReturn:
+        if not self.waited:
+            self.waited, self.waited_for, self.waited_at = True, tuple(on), self.index
         raise Suspended()
 
     def _stop(self, effect: Effect) -> Any:
@@ -223,9 +232,7 @@ class _ReplayRun(TaskRun):
         if effect.fn is _no_messages:
             return []
         if effect.fn is append_submission:
-            # A subtask: never appended. The code waits for it next (it reads the subtasks'
-            # outcomes, which this history does not hold) when the history says it did.
-            return self._wait() if effect.args[1] in self.waited_on else None
+            return None  # a subtask: never appended (its wait is answered from its end)
         if effect.fn is append_message:
             # A message the task sent: never sent again. Its place in the inbox when it is
             # there (0 for one sent by an onward that did not number messages yet).
@@ -239,8 +246,9 @@ class _ReplayRun(TaskRun):
     def _append(self, events: Sequence[Event]) -> None:
         """Stop where the code would append an outcome the history does not hold, and drop
         what it publishes (a state, its progress, a notice): a replay appends nothing."""
-        if any(isinstance(e, TaskWaiting) and e.reason == "subtasks" for e in events):
-            self._wait()
+        for event in events:
+            if isinstance(event, TaskWaiting) and event.reason == "subtasks":
+                self._wait(event.on)
         if any(isinstance(e, _CALLS) for e in events):
             raise _Unrecorded(self._called(events), self.index - 1)
 
@@ -294,16 +302,53 @@ def _no_messages(_after: int) -> list[Recorded]:
 
 def _same(a: Any, b: Any) -> bool:
     """Whether two values read back from the log are the same: of the same types throughout,
-    NaN the same as NaN (as the log records it), a set's members in any order."""
+    every NaN (a float's, a ``Decimal``'s, quiet or signalling) the same as NaN wherever it is
+    (as the log records it), a set's members and a dict's keys in any order. Never raises."""
     if type(a) is not type(b):
         return False
-    if type(a) is float:
-        return bool(a == b or (math.isnan(a) and math.isnan(b)))
+    if _is_nan(a) or _is_nan(b):
+        return _is_nan(a) and _is_nan(b)
     if type(a) is list or type(a) is tuple:
         return len(a) == len(b) and all(map(_same, a, b))
+    if type(a) is set or type(a) is frozenset:
+        return Counter(map(_member, a)) == Counter(map(_member, b))
     if type(a) is dict:
-        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
-    return bool(a == b)
+        if len(a) != len(b):
+            return False
+        theirs: dict[Any, list[Any]] = {}
+        for key, value in b.items():  # NaN keys are many keys: each is matched once
+            theirs.setdefault(_member(key), []).append(value)
+        for key, value in a.items():
+            values = theirs.get(_member(key))
+            if not values or not _same(value, values.pop(0)):
+                return False
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # a type whose comparison raises: not known to be the same
+        return False
+
+
+#: What every NaN among set members and dict keys stands as (see :func:`_member`).
+_NAN = object()
+
+
+def _is_nan(value: Any) -> bool:
+    return (type(value) is float and math.isnan(value)) or (
+        type(value) is decimal.Decimal and value.is_nan()
+    )
+
+
+def _member(value: Any) -> Any:
+    """A set member or a dict key as :func:`_same` compares it, hashable: with its type (1,
+    1.0 and True differ), every NaN the same, a tuple's and a frozenset's members alike."""
+    if _is_nan(value):
+        return (type(value), _NAN)
+    if type(value) is tuple:
+        return (tuple, tuple(map(_member, value)))
+    if type(value) is frozenset:
+        return (frozenset, frozenset(Counter(map(_member, value)).items()))
+    return (type(value), value)
 
 
 def _run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -332,7 +377,11 @@ def _clip(value: Any, width: int = 120) -> str:
 
 
 def replay_task(
-    engine: Engine, history: Sequence[Recorded], inherited: Sequence[Recorded] | None = None
+    engine: Engine,
+    history: Sequence[Recorded],
+    inherited: Sequence[Recorded] | None = None,
+    *,
+    subtasks: Mapping[str, Sequence[Recorded]] | None = None,
 ) -> ReplayCheck:
     """Replay one task's recorded history against the code registered on ``engine``.
 
@@ -343,6 +392,9 @@ def replay_task(
         inherited: for a fork, the records of its origin that give its first steps their
             outcomes (:func:`onward.runtime.forks.inherited_records`); None: read from
             ``engine``'s log.
+        subtasks: the subtasks whose ends its waits (``engine.wait``) return, each as its
+            ``TaskSubmitted`` and its end (``TaskSucceeded``, ``TaskFailed``...) as they
+            were when the task went on past its wait for it; None: read from ``engine``'s log.
 
     Returns:
         The check of that one task.
@@ -363,6 +415,12 @@ def replay_task(
             end = r.event
         elif isinstance(r.event, TaskRetried):  # a new attempt: the end before it is undone
             end = None
+    if subtasks is None:
+        try:
+            children = engine.task_view(task_id).children
+        except TaskNotFound:
+            children = ()
+        subtasks = subtask_ends(engine.log, history, children)
     run = _ReplayRun(
         engine.log,
         task_id,
@@ -391,13 +449,23 @@ def replay_task(
     result: Any = None
     error: BaseException | None = None
     try:
-        if definition.is_async:
-            result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
-            run.check_awaited()  # as a worker checks it: a call left unawaited fails the task
-        else:
-            result = definition.fn(*submitted.args, **submitted.kwargs)
-    except _Unrecorded as stop:
-        if stop.index < max(recorded, default=-1) and not run.waited:
+        with subtasks_answered(engine, subtasks):
+            if definition.is_async:
+                result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
+                run.check_awaited()  # as a worker checks it: a call left unawaited fails it
+            else:
+                result = definition.fn(*submitted.args, **submitted.kwargs)
+    except BaseException as exc:
+        error = _signal(exc)
+        if not isinstance(error, Exception | _Unrecorded | Suspended):
+            raise  # the process is interrupted (KeyboardInterrupt...): not the task's doing
+    finally:
+        CURRENT_RUN.reset(token)
+    if run.waited:
+        return _stopped_at_wait(run, task_id, end, subtasks)
+    if isinstance(error, _Unrecorded):
+        stop = error
+        if stop.index < max(recorded, default=-1):
             # Nothing here, yet later calls have outcomes: this call was cut off before its
             # outcome (a timeout or a cancel around it in an async task, which leaves nothing
             # in the log). How the code went on depends on when that happened: not replayed.
@@ -407,20 +475,13 @@ def replay_task(
                 "code went on from there"
             )
             return ReplayCheck(steps=run.steps_replayed, skipped=(why,), cut_short=1)
-        if end is not None and not run.waited:
+        if end is not None:
             diverged("unrecorded", stop.index, "no outcome here", f"calls {stop.name!r}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
-    except StepMismatch as mismatch:
-        if not run.waited:
-            diverged("step", mismatch.index, repr(mismatch.recorded), f"calls {mismatch.current!r}")
+    if isinstance(error, StepMismatch):
+        diverged("step", error.index, repr(error.recorded), f"calls {error.current!r}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
-    except Suspended:
-        return ReplayCheck(checked=1, steps=run.steps_replayed)
-    except Exception as exc:
-        error = exc
-    finally:
-        CURRENT_RUN.reset(token)
-    if end is None or run.waited:
+    if end is None or isinstance(error, Suspended):
         return ReplayCheck(checked=1, steps=run.steps_replayed)
     if run.index <= max(recorded, default=-1):
         diverged(
@@ -454,22 +515,79 @@ def replay_task(
     return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
 
 
+def _signal(error: BaseException) -> BaseException:
+    """What ended a replayed run: ``error``, or for a group of errors (an ``asyncio.TaskGroup``'s,
+    nested or not) that holds the replay's own signal, that signal: the earliest call the
+    history holds no outcome for, else a step mismatch, else a wait. As a worker takes the
+    engine's signal out of such a group, the replay takes its own: the code's other branches
+    raised on a path that the history no longer vouches for."""
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    unrecorded = [e for e in _leaves(error.subgroup(_Unrecorded)) if isinstance(e, _Unrecorded)]
+    if unrecorded:
+        return min(unrecorded, key=lambda stop: stop.index)
+    for kind in (StepMismatch, Suspended):
+        found = _leaves(error.subgroup(kind))
+        if found:
+            return found[0]
+    return error
+
+
+def _leaves(group: BaseExceptionGroup[BaseException] | None) -> list[BaseException]:
+    """The errors of a group and of the groups in it, in order."""
+    if group is None:
+        return []
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    return found
+
+
+def _stopped_at_wait(
+    run: _ReplayRun,
+    task_id: str,
+    end: TaskSucceeded | TaskFailed | None,
+    subtasks: Mapping[str, Sequence[Recorded]],
+) -> ReplayCheck:
+    """The check of a task whose replay stopped at a wait for subtasks without their ends:
+    checked in part where its history ends in that wait (the task still waited there), and
+    skipped where its history goes on past it (the code after it was not replayed)."""
+    missing = [t for t in run.waited_for if t not in subtasks] or list(run.waited_for)
+    where = f"its wait for subtask(s) {', '.join(missing)} (before step {run.waited_at})"
+    if end is not None or max([*run.recorded, *run.started], default=-1) >= run.waited_at:
+        why = (
+            f"task {task_id}: its history goes on past {where}, but their ends from before "
+            "it went on are not at hand (not in the log, or not in a test `onward to-test` "
+            "wrote before it embedded them: write it again): the code after the wait was "
+            "not replayed"
+        )
+        return ReplayCheck(steps=run.steps_replayed, skipped=(why,))
+    note = (
+        f"task {task_id}: replayed up to {where}, where its history ends: the code after "
+        "the wait was not replayed"
+    )
+    return ReplayCheck(checked=1, steps=run.steps_replayed, partial=(note,))
+
+
 def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
     checked = steps = cut_short = 0
     divergences: list[Divergence] = []
     skipped: list[str] = []
+    partial: list[str] = []
     for check in checks:
         checked += check.checked
         steps += check.steps
         divergences += check.divergences
         skipped += check.skipped
         cut_short += check.cut_short
+        partial += check.partial
     return ReplayCheck(
         checked=checked,
         steps=steps,
         divergences=tuple(divergences),
         skipped=tuple(skipped),
         cut_short=cut_short,
+        partial=tuple(partial),
     )
 
 
@@ -495,11 +613,13 @@ def replay_check(log: EventLog | str, engine: Engine, *, session: str | None = N
             CatchUp(opened, checkpoint_every=0).open().tasks.tasks.values(),
             key=lambda v: v.order,
         )
-        checks = [
-            replay_task(engine, opened.read_stream(task_stream(view.task_id)))
-            for view in tasks
-            if (session is None or view.session == session) and view.state != "damaged"
-        ]
+        checks = []
+        for view in tasks:
+            if (session is not None and view.session != session) or view.state == "damaged":
+                continue
+            history = opened.read_stream(task_stream(view.task_id))
+            ends = subtask_ends(opened, history, view.children)
+            checks.append(replay_task(engine, history, subtasks=ends))
     finally:
         if owned:
             opened.close()
@@ -554,6 +674,7 @@ def replay_recorded(
     task_id: str,
     session: str = "",
     inherited: str | None = None,
+    subtasks: Mapping[str, str] | None = None,
 ) -> ReplayCheck:
     """Replay a history embedded in a test (as ``onward to-test`` writes them).
 
@@ -568,6 +689,9 @@ def replay_recorded(
         session: its session.
         inherited: for a fork, the text :func:`encode_history` wrote of the origin's records
             it takes its first steps from (None: read from ``engine``'s log).
+        subtasks: per subtask whose end its waits return, the text :func:`encode_history`
+            wrote of its ``TaskSubmitted`` and its end (None: none; a wait the history went
+            on past is then not replayed, and the task is skipped with why).
 
     Returns:
         The check of that task.
@@ -581,4 +705,9 @@ def replay_recorded(
     taken = None
     if inherited is not None:
         taken = decode_history(inherited, task_id=task_id, session=session)
-    return replay_task(engine, decode_history(history, task_id=task_id, session=session), taken)
+    ends = {
+        child: decode_history(text, task_id=child, session=session)
+        for child, text in (subtasks or {}).items()
+    }
+    recorded = decode_history(history, task_id=task_id, session=session)
+    return replay_task(engine, recorded, taken, subtasks=ends)

@@ -1,0 +1,186 @@
+"""The subtasks a replayed task waits for: their ends as the task's recorded run saw them.
+
+``engine.wait(ids)`` reads the subtasks' ends from the engine's log, not through the task's
+run, so a replay (:mod:`onward.testing.replay`) answers it here instead: with the ends the
+history's log held when the task went on past its wait for them, as the recorded run read
+them (a result, or the error a subtask that did not succeed raises), and with None (the task
+waits there) for a subtask whose end it has none of.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from onward.core.errors import (
+    DeadlineMissed,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskQuarantinedError,
+)
+from onward.events import (
+    EventLog,
+    MessageReceived,
+    PatchMarked,
+    Recorded,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    TaskCancelled,
+    TaskDeadlineMissed,
+    TaskFailed,
+    TaskQuarantined,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskWaiting,
+    UnknownEvent,
+    decode_value,
+)
+from onward.projections import task_stream
+from onward.runtime.engine import Engine
+from onward.runtime.registry import Registry
+
+#: The events that end a task (until a retry).
+_ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuarantined)
+
+#: What a task's run appends as its code goes on: a step's, a sleep's or a receive's record,
+#: a wait, a patch mark, its end.
+_PROGRESS = (
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    MessageReceived,
+    TaskWaiting,
+    PatchMarked,
+    TaskSucceeded,
+    TaskFailed,
+)
+
+#: The ends of the subtasks the task replayed in this context may read (None: no replay).
+_REPLAYED: ContextVar[Mapping[str, Sequence[Recorded]] | None] = ContextVar(
+    "onward_replayed_subtasks", default=None
+)
+_INSTALLING = threading.Lock()
+
+
+def subtask_ends(
+    log: EventLog, history: Sequence[Recorded], children: Iterable[str]
+) -> dict[str, list[Recorded]]:
+    """The subtasks of a task that had ended when its recorded run went on past its wait for
+    them, each as its submission and its end.
+
+    Args:
+        log: the log that holds the task's history and its subtasks'.
+        history: the task's stream, in version order.
+        children: the tasks it submitted (those it waited for without a recorded wait, as
+            they had ended by then, included); the ones its recorded waits name are added.
+
+    Returns:
+        Per subtask, its ``TaskSubmitted`` and its end, as they were when the task went on
+        past its last recorded wait for it (or, with no such wait, at the history's end). A
+        subtask that had not ended then, or that the log does not hold, is left out.
+    """
+    if not history:
+        return {}
+    waited = [
+        child
+        for r in history
+        if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks"
+        for child in e.on
+    ]
+    found: dict[str, list[Recorded]] = {}
+    for child in dict.fromkeys([*children, *waited]):
+        before = _went_on(history, child)
+        if before is None:
+            continue
+        records = [
+            r
+            for r in log.read_stream(task_stream(child))
+            if r.position < before and not isinstance(r.event, UnknownEvent)
+        ]
+        if (
+            records
+            and isinstance(records[0].event, TaskSubmitted)
+            and isinstance(records[-1].event, _ENDS)
+        ):
+            found[child] = [records[0], records[-1]]
+    return found
+
+
+def _went_on(history: Sequence[Recorded], child: str) -> int | None:
+    """The log position before which a subtask's end was there for the task's run to read:
+    the first record the run appended after its last recorded wait for it (None: the task
+    never went on from that wait), or past the history's end (no recorded wait: the run read
+    it ended when it asked)."""
+    waits = [
+        i
+        for i, r in enumerate(history)
+        if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks" and child in e.on
+    ]
+    if not waits:
+        return history[-1].position + 1
+    after = history[waits[-1] + 1 :]
+    return next((r.position for r in after if isinstance(r.event, _PROGRESS)), None)
+
+
+@contextmanager
+def subtasks_answered(engine: Engine, ends: Mapping[str, Sequence[Recorded]]) -> Iterator[None]:
+    """Within it, in this context and those copied from it (an ``async def`` task's loop, its
+    ``asyncio.to_thread``), ``engine.wait`` answers from ``ends`` (see :func:`subtask_ends`)
+    and never reads the engine's log: the subtasks' results, the error of the first that did
+    not succeed, or the wait recorded (which stops the replay) when one has no end there.
+    Everywhere else the engine answers as before."""
+    with _INSTALLING:
+        if not isinstance(vars(engine).get("_ended"), _Answering):
+            # The engine's wait asks its ``_ended`` whether the subtasks have ended, and
+            # reads no run: this stand-in answers a replay, and hands every other call on.
+            engine._ended = _Answering(engine._ended, engine.registry)  # type: ignore[method-assign]
+    token = _REPLAYED.set(ends)
+    try:
+        yield
+    finally:
+        _REPLAYED.reset(token)
+
+
+class _Answering:
+    """An engine's ``_ended`` in a replay's context: the replay's answer; elsewhere, the
+    engine's own."""
+
+    def __init__(self, ended: Callable[[list[str]], list[Any] | None], registry: Registry):
+        self.ended = ended
+        self.registry = registry
+
+    def __call__(self, ids: list[str]) -> list[Any] | None:
+        ends = _REPLAYED.get()
+        if ends is None:
+            return self.ended(ids)
+        if not all(t in ends for t in ids):
+            return None
+        return [self._result(t, ends[t]) for t in ids]
+
+    def _result(self, task_id: str, records: Sequence[Recorded]) -> Any:
+        """A subtask's result as the engine reads it from its end (see
+        :meth:`onward.Engine.result`).
+
+        Raises:
+            TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: it did
+                not succeed.
+        """
+        submitted, end = records[0].event, records[-1].event
+        if isinstance(end, TaskSucceeded):
+            name = submitted.name if isinstance(submitted, TaskSubmitted) else ""
+            definition = self.registry.tasks.get(name)
+            return decode_value(end.result, definition.returns if definition else Any)
+        if isinstance(end, TaskFailed):
+            raise TaskFailedError(task_id, end.error_type, end.message)
+        if isinstance(end, TaskCancelled):
+            raise TaskCancelledError(
+                f"task {task_id} was cancelled: {end.reason}".rstrip(": "), task_id=task_id
+            )
+        if isinstance(end, TaskDeadlineMissed):
+            raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
+        assert isinstance(end, TaskQuarantined), end
+        raise TaskQuarantinedError(task_id, end.reason)
