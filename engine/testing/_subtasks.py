@@ -1,18 +1,15 @@
 """The subtasks a replayed task waits for: their ends as the task's recorded run saw them.
 
-``engine.wait(ids)`` reads the subtasks' ends from the engine's log, not through the task's
-run, so a replay (:mod:`onward.testing.replay`) answers it here instead: with the ends the
-history's log held when the task went on past its wait for them, as the recorded run read
-them (a result, or the error a subtask that did not succeed raises), and with None (the task
-waits there) for a subtask whose end it has none of.
+A replay (:mod:`onward.testing.replay`) answers ``engine.wait(ids)`` (through its run's
+:meth:`~onward.runtime.run.TaskRun.subtasks_ended`) with the ends the history's log held when
+the task went on past its wait for them, as the recorded run read them (a result, or the error
+a subtask that did not succeed raises), and with None (the task waits there) for a subtask
+whose end it has none of.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from onward.core.errors import (
@@ -40,7 +37,6 @@ from onward.events import (
     decode_value,
 )
 from onward.projections import task_stream
-from onward.runtime.engine import Engine
 from onward.runtime.registry import Registry
 
 #: The events that end a task (until a retry).
@@ -58,12 +54,6 @@ _PROGRESS = (
     TaskSucceeded,
     TaskFailed,
 )
-
-#: The ends of the subtasks the task replayed in this context may read (None: no replay).
-_REPLAYED: ContextVar[Mapping[str, Sequence[Recorded]] | None] = ContextVar(
-    "onward_replayed_subtasks", default=None
-)
-_INSTALLING = threading.Lock()
 
 
 def subtask_ends(
@@ -126,61 +116,42 @@ def _went_on(history: Sequence[Recorded], child: str) -> int | None:
     return next((r.position for r in after if isinstance(r.event, _PROGRESS)), None)
 
 
-@contextmanager
-def subtasks_answered(engine: Engine, ends: Mapping[str, Sequence[Recorded]]) -> Iterator[None]:
-    """Within it, in this context and those copied from it (an ``async def`` task's loop, its
-    ``asyncio.to_thread``), ``engine.wait`` answers from ``ends`` (see :func:`subtask_ends`)
-    and never reads the engine's log: the subtasks' results, the error of the first that did
-    not succeed, or the wait recorded (which stops the replay) when one has no end there.
-    Everywhere else the engine answers as before."""
-    with _INSTALLING:
-        if not isinstance(vars(engine).get("_ended"), _Answering):
-            # The engine's wait asks its ``_ended`` whether the subtasks have ended, and
-            # reads no run: this stand-in answers a replay, and hands every other call on.
-            engine._ended = _Answering(engine._ended, engine.registry)  # type: ignore[method-assign]
-    token = _REPLAYED.set(ends)
-    try:
-        yield
-    finally:
-        _REPLAYED.reset(token)
+def ended_as_recorded(
+    ids: list[str], ends: Mapping[str, Sequence[Recorded]], registry: Registry
+) -> list[Any] | None:
+    """The answer of a replayed ``engine.wait(ids)`` (see :meth:`TaskRun.subtasks_ended`):
+    the subtasks' results from ``ends`` (see :func:`subtask_ends`), the error of the first
+    that did not succeed, or None (the task waits there) when one has no end there.
+
+    Raises:
+        TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: a subtask
+            did not succeed.
+    """
+    if not all(t in ends for t in ids):
+        return None
+    return [_result(t, ends[t], registry) for t in ids]
 
 
-class _Answering:
-    """An engine's ``_ended`` in a replay's context: the replay's answer; elsewhere, the
-    engine's own."""
+def _result(task_id: str, records: Sequence[Recorded], registry: Registry) -> Any:
+    """A subtask's result as the engine reads it from its end (see
+    :meth:`onward.Engine.result`).
 
-    def __init__(self, ended: Callable[[list[str]], list[Any] | None], registry: Registry):
-        self.ended = ended
-        self.registry = registry
-
-    def __call__(self, ids: list[str]) -> list[Any] | None:
-        ends = _REPLAYED.get()
-        if ends is None:
-            return self.ended(ids)
-        if not all(t in ends for t in ids):
-            return None
-        return [self._result(t, ends[t]) for t in ids]
-
-    def _result(self, task_id: str, records: Sequence[Recorded]) -> Any:
-        """A subtask's result as the engine reads it from its end (see
-        :meth:`onward.Engine.result`).
-
-        Raises:
-            TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: it did
-                not succeed.
-        """
-        submitted, end = records[0].event, records[-1].event
-        if isinstance(end, TaskSucceeded):
-            name = submitted.name if isinstance(submitted, TaskSubmitted) else ""
-            definition = self.registry.tasks.get(name)
-            return decode_value(end.result, definition.returns if definition else Any)
-        if isinstance(end, TaskFailed):
-            raise TaskFailedError(task_id, end.error_type, end.message)
-        if isinstance(end, TaskCancelled):
-            raise TaskCancelledError(
-                f"task {task_id} was cancelled: {end.reason}".rstrip(": "), task_id=task_id
-            )
-        if isinstance(end, TaskDeadlineMissed):
-            raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
-        assert isinstance(end, TaskQuarantined), end
-        raise TaskQuarantinedError(task_id, end.reason)
+    Raises:
+        TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: it did not
+            succeed.
+    """
+    submitted, end = records[0].event, records[-1].event
+    if isinstance(end, TaskSucceeded):
+        name = submitted.name if isinstance(submitted, TaskSubmitted) else ""
+        definition = registry.tasks.get(name)
+        return decode_value(end.result, definition.returns if definition else Any)
+    if isinstance(end, TaskFailed):
+        raise TaskFailedError(task_id, end.error_type, end.message)
+    if isinstance(end, TaskCancelled):
+        raise TaskCancelledError(
+            f"task {task_id} was cancelled: {end.reason}".rstrip(": "), task_id=task_id
+        )
+    if isinstance(end, TaskDeadlineMissed):
+        raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
+    assert isinstance(end, TaskQuarantined), end
+    raise TaskQuarantinedError(task_id, end.reason)

@@ -65,6 +65,7 @@ from onward.events import (
 from onward.projections import CatchUp, inbox_stream, task_stream
 from onward.runtime.engine import Engine
 from onward.runtime.forks import inherited_records, recorded_outcomes
+from onward.runtime.registry import Registry
 from onward.runtime.run import (
     CURRENT_RUN,
     Admit,
@@ -79,7 +80,7 @@ from onward.runtime.run import (
 )
 from onward.runtime.target import load_engine
 from onward.runtime.tasks import append_message, append_submission, message_version
-from onward.testing._subtasks import subtask_ends, subtasks_answered
+from onward.testing._subtasks import ended_as_recorded, subtask_ends
 
 __all__ = [
     "Divergence",
@@ -192,6 +193,9 @@ class _ReplayRun(TaskRun):
         context: Context,
         clock: Callable[[], float],
         inherited: Sequence[Recorded] | None = None,
+        *,
+        subtasks: Mapping[str, Sequence[Recorded]],
+        registry: Registry,
     ) -> None:
         submitted = history[0].event
         assert isinstance(submitted, TaskSubmitted)
@@ -208,6 +212,16 @@ class _ReplayRun(TaskRun):
         #: The subtasks of that wait, and the index of the call after it.
         self.waited_for: tuple[str, ...] = ()
         self.waited_at = 0
+        #: The subtasks' ends as the recorded run read them (see :func:`subtask_ends`).
+        self.subtasks = subtasks
+        self.registry = registry
+
+    def subtasks_ended(
+        self, ids: list[str], read: Callable[[list[str]], list[Any] | None]
+    ) -> list[Any] | None:
+        """A wait for subtasks, answered from the ends the recorded run read (never from the
+        log as it is now)."""
+        return ended_as_recorded(ids, self.subtasks, self.registry)
 
     def _wait(self, on: Sequence[str]) -> NoReturn:
         if not self.waited:
@@ -428,6 +442,8 @@ def replay_task(
         Context(session=history[0].meta.session, actor="replay-check", correlation_id=task_id),
         lambda: history[-1].meta.time,
         inherited,
+        subtasks=subtasks,
+        registry=engine.registry,
     )
     recorded = run.recorded
     found: list[Divergence] = []
@@ -449,12 +465,11 @@ def replay_task(
     result: Any = None
     error: BaseException | None = None
     try:
-        with subtasks_answered(engine, subtasks):
-            if definition.is_async:
-                result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
-                run.check_awaited()  # as a worker checks it: a call left unawaited fails it
-            else:
-                result = definition.fn(*submitted.args, **submitted.kwargs)
+        if definition.is_async:
+            result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
+            run.check_awaited()  # as a worker checks it: a call left unawaited fails it
+        else:
+            result = definition.fn(*submitted.args, **submitted.kwargs)
     except BaseException as exc:
         error = _signal(exc)
         if not isinstance(error, Exception | _Unrecorded | Suspended):

@@ -355,7 +355,7 @@ class Steering:
         ids = arguments.names(task_ids, "wait(): task_ids")
         if on_event_loop():
             return Pending(self._waited_async(run, ids), "wait(...)")
-        results = self._ended(ids)
+        results = run.subtasks_ended(ids, self._ended)
         if results is None:
             run.record([TaskWaiting(reason="subtasks", on=ids)])
             raise Suspended()
@@ -365,7 +365,7 @@ class Steering:
         """:meth:`wait` in an ``async def`` task: the catch-up reads the disk off the loop,
         and the wait is recorded once the task's other steps under way have recorded their
         outcomes (as a step's wait is)."""
-        results = await asyncio.to_thread(self._ended, ids)
+        results = await asyncio.to_thread(run.subtasks_ended, ids, self._ended)
         if results is None:
             await run.wait_async([TaskWaiting(reason="subtasks", on=ids)])
             raise Suspended()
