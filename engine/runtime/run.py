@@ -1262,21 +1262,6 @@ class TaskRun:
             return
         self.started.pop(index, None)
 
-    def end_step(self, step: StepDef, index: int, result: Any, duration: float) -> Any:
-        """Record a step's result.
-
-        Returns:
-            The result as the log holds it, decoded as a replay decodes it: what the step's
-            caller gets, on this run as on every later one.
-
-        Raises:
-            UsageError: the result cannot be stored so as to come back as it is (nothing was
-                recorded).
-        """
-        stored = self.stored_result(step, index, result)
-        self.record([StepCompleted(index=index, name=step.name, result=stored, duration=duration)])
-        return decode_value(stored, step.returns)
-
     def stored_result(self, step: StepDef, index: int, result: Any) -> Any:
         """A step's result as the log will hold it (see :func:`onward.events.encode_value`).
 
@@ -1489,9 +1474,6 @@ class TaskRun:
                     raise
             try:
                 result = yield Invoke(step, index, args, kwargs, remedied)
-                # A result that cannot be stored fails the step as its body would: the refusal
-                # is its recorded outcome, and no re-run calls the body again for it.
-                stored = self.stored_result(step, index, result)
                 if ruling is not None:
                     assert judgement is not None
                     yield Blocking(self._check, step, index, judgement, ruling, result)
@@ -1568,6 +1550,20 @@ class TaskRun:
                     )
                 raise
             try:
+                try:
+                    stored = self.stored_result(step, index, result)
+                except UsageError as refused:
+                    # Its body returned what cannot be stored (a lock, a generator): the
+                    # refusal is the step's recorded outcome, so that no re-run calls the body
+                    # again; the code's own mistake, not its dependency's failure to heal.
+                    message = error_message(refused, self.redact)
+                    self.started.pop(index, None)
+                    if ruling is not None:
+                        yield Blocking(self._action_failed, step, index, ruling, message)
+                    yield Blocking(self.fail_step, step, index, refused)
+                    self._observed(observed, refused, decision="fail")
+                    read_as_recorded(refused, message)
+                    raise
                 # The caller gets what a replay will get: the result as recorded, decoded again.
                 result = decode_value(stored, step.returns)
                 batch = Batch(self.context.causation_id)

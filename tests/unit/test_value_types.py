@@ -9,6 +9,7 @@ on the same file replays the step from the log and finishes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import enum
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import msgspec
 import pytest
 
-from onward import Engine, TaskFailedError
+from onward import BreakerPolicy, Engine, RetryPolicies, RetryPolicy, TaskFailedError
 from onward.events import StepCompleted, StepFailed, UsageError, decode_value, encode_value
 from onward.projections import task_stream
 from tests.conftest import FakeClock
@@ -419,6 +420,48 @@ def test_a_result_that_cannot_be_stored_is_the_steps_recorded_failure(
     assert seen[0] == seen[1]
     assert "the result of step 'charge'" in seen[0]
     assert [f.error_type for f in failed] == ["UsageError"]
+
+
+def test_a_result_that_cannot_be_stored_is_no_failure_of_the_steps_dependency(
+    tmp_path: Path,
+) -> None:
+    """The refusal is the code's mistake, not its dependency's: no error observed, no retry
+    (a policy retrying ValueError, which UsageError is, called the body again), no breaker
+    opened for every task of the dependency."""
+    calls: list[int] = []
+    clock = FakeClock()
+    with Engine.open(
+        f"sqlite:///{tmp_path / 'log.db'}",
+        session="types",
+        clock=clock,
+        sleep=clock.advance,
+        retries=RetryPolicies(RetryPolicy(max_attempts=3, retry_on=("ValueError",))),
+        breakers=BreakerPolicy(failures=2, cooldown=30),
+    ) as engine:
+
+        @engine.step(name="fetch", breaker="api")
+        def fetch(i: int) -> Any:
+            calls.append(i)
+            return threading.Lock()
+
+        @engine.task(name="job")
+        def job() -> int:
+            refused = 0
+            for i in range(4):
+                with contextlib.suppress(UsageError):
+                    fetch(i)
+                    refused -= 1
+                refused += 1
+            return refused
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 4
+        kinds = [type(r.event).__name__ for r in engine.log.read()]
+    assert calls == [0, 1, 2, 3]
+    assert kinds.count("StepFailed") == 4
+    assert "ErrorObserved" not in kinds
+    assert not [k for k in kinds if k.startswith("Breaker")]
 
 
 @dataclasses.dataclass(frozen=True)
