@@ -1071,10 +1071,13 @@ class Scheduler:
             )
         # A plain task, where an event loop runs (a notebook): its code runs in a thread of
         # its own, where its steps are called in place as on any synchronous path (here they
-        # would be taken for an async task's, to await).
-        with ThreadPoolExecutor(1, thread_name_prefix="onward-task") as own:
-            context = contextvars.copy_context()
-            return own.submit(context.run, self._run_begun, view, begun).result()
+        # would be taken for an async task's, to await). Interrupted meanwhile (Ctrl-C), this
+        # thread does not wait for it: the run stops at once, as it does from a pool's.
+        own = ThreadPoolExecutor(1, thread_name_prefix="onward-task")
+        try:
+            return own.submit(contextvars.copy_context().run, self._run_begun, view, begun).result()
+        finally:
+            own.shutdown(wait=False)
 
     async def _run_task_async(
         self, view: TaskView, claim_id: str, history: list[Recorded]
@@ -1368,6 +1371,7 @@ class Scheduler:
         # Within a lease of an outage of the storage, a peer's silence proves nothing: it could
         # not record either. Only a peer known dead (on this host) is taken over then.
         silence_counts = session.log.outage.since_last() >= session.lease
+        noted: dict[str, int] = {}  # each silent worker's stream version, as this pass wrote it
         for view in list(session.unfinished_tasks()):
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
@@ -1393,7 +1397,9 @@ class Scheduler:
                 if known_gone:
                     session.log.commit([expiry])
                 else:
-                    session.log.commit([expiry, self._silence_noted(view)])
+                    note = self._silence_noted(view, noted.get(view.worker))
+                    session.log.commit([expiry, note])
+                    noted[view.worker] = (note.expected_version or 0) + 1
                 recovered += 1
             except VersionConflict:
                 continue  # the task moved on, or its worker spoke since this worker read
@@ -1401,11 +1407,14 @@ class Scheduler:
             session.host.catch_up()
         return recovered
 
-    def _silence_noted(self, view: TaskView) -> Append:
+    def _silence_noted(self, view: TaskView, version: int | None = None) -> Append:
         """The note, on a silent peer's stream, that this worker expires its claim on a task:
-        at the stream's version read here, so that a heartbeat not read yet fences the expiry
-        (it commits with the note or not at all)."""
+        at the stream's version read here (or ``version``, where this pass noted another of
+        its claims), so that a heartbeat not read yet fences the expiry (it commits with the
+        note or not at all)."""
         worker = self.session.projections.workers.workers.get(view.worker)
+        if version is None:
+            version = worker.version if worker is not None else 0
         return Append(
             stream=worker_stream(view.worker),
             events=[
@@ -1415,7 +1424,7 @@ class Scheduler:
                     lease_until=worker.lease_until if worker is not None else 0.0,
                 )
             ],
-            expected_version=worker.version if worker is not None else 0,
+            expected_version=version,
             context=self.session.context,
         )
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import signal
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -442,6 +444,54 @@ def test_run_inside_a_running_loop_runs_a_plain_tasks_steps_in_place(
         assert calls == [5]
         kinds = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
         assert "StepCompleted" in kinds
+
+
+def waits_for_the_task(thread: threading.Thread) -> bool:
+    """Whether a thread waits for a future's result (``run()`` for a task's thread)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "result" and "concurrent" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_run_inside_a_running_loop_stops_at_once_on_an_interrupt(
+    db: Path, clock: FakeClock
+) -> None:
+    """Ctrl-C while ``run()`` runs a plain task from a loop's thread stops the run at once, as
+    from a pool's thread (it waited for the task's whole run, hours in a notebook)."""
+    release, done = threading.Event(), threading.Event()
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def slow() -> int:
+            while not waits_for_the_task(threading.main_thread()):
+                release.wait(0.001)  # until the loop's thread waits for the task's thread
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # Ctrl-C
+            release.wait(timeout=30)
+            done.set()
+            return 1
+
+        @engine.task()
+        def order() -> int:
+            return slow()
+
+        task_id = engine.submit(order)
+
+        async def nested() -> None:
+            engine.run()
+
+        loop = asyncio.new_event_loop()  # no SIGINT handler of asyncio.run's: Python's own
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                loop.run_until_complete(nested())
+            stopped_before_the_step_ended = not done.is_set()
+        finally:
+            release.set()
+            loop.close()
+        assert stopped_before_the_step_ended
+        assert engine.task_view(task_id).state == "running"  # its lease runs out
 
 
 def test_run_inside_a_running_loop_hands_an_async_task_back(db: Path, clock: FakeClock) -> None:

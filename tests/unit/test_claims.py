@@ -202,6 +202,36 @@ def test_a_peer_does_not_take_over_a_claim_on_a_heartbeat_it_had_not_read(
         holder.close()
 
 
+def test_a_peer_takes_every_claim_of_a_silent_worker_over_in_one_pass(
+    db: str, clock: FakeClock
+) -> None:
+    """Each expiry notes the silence on the worker's stream: the next one of the same pass
+    writes after that note (it was refused at the version read before it, one claim a pass)."""
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    try:
+
+        @holder.task(name="job")
+        def job(i: int) -> None:
+            pass
+
+        for i in range(5):
+            holder.submit(job, i)
+        scheduler = holder._scheduler()
+        assert scheduler._prepare()
+        assert len(scheduler._claim_up_to(5)) == 5
+        Heartbeat(holder._session, lambda: 5).beat()
+        clock.advance(60.0)  # the holder is silent past its lease
+        peer._session.host.catch_up()
+        assert peer._scheduler()._recover_leases() == 5
+        noted = [r.event for r in holder.log.read() if isinstance(r.event, WorkerClaimExpired)]
+        assert len(noted) == 5
+        assert holder.log.verify().ok
+    finally:
+        peer.close()
+        holder.close()
+
+
 def test_a_pool_claims_the_queue_heads_together_in_queue_order(db: str, clock: FakeClock) -> None:
     with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
 
