@@ -29,6 +29,7 @@ from onward.events import (
     Append,
     Context,
     DecisionMade,
+    Event,
     EventLog,
     MessageSent,
     Priority,
@@ -55,7 +56,14 @@ from onward.runtime.registry import Registry
 from onward.runtime.run import Blocking, TaskRun, derived_id, running_task, submission_id
 from onward.runtime.session import Session, unknown_events_error
 
-__all__ = ["Tasks", "append_message", "append_submission", "message_version", "quarantine"]
+__all__ = [
+    "Tasks",
+    "append_message",
+    "append_submission",
+    "message_version",
+    "quarantine",
+    "result_of_end",
+]
 
 #: How many times a change from outside looks again after another worker's.
 _STEER_TRIES = 10
@@ -530,25 +538,36 @@ class Tasks:
             (r.event for r in reversed(history) if not isinstance(r.event, UnknownEvent)),
             history[-1].event,
         )
-        if isinstance(last, TaskQuarantined):
-            raise TaskQuarantinedError(task_id, last.reason)
-        if isinstance(last, TaskSucceeded):
-            submitted = history[0].event
-            definition = (
-                self.registry.tasks.get(submitted.name)
-                if isinstance(submitted, TaskSubmitted)
-                else None
-            )
-            return decode_value(last.result, definition.returns if definition else Any)
-        if isinstance(last, TaskFailed):
-            raise TaskFailedError(task_id, last.error_type, last.message)
-        if isinstance(last, TaskCancelled):
-            raise TaskCancelledError(
-                f"task {task_id} was cancelled: {last.reason}".rstrip(": "), task_id=task_id
-            )
-        if isinstance(last, TaskDeadlineMissed):
-            raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
-        raise NotFinished(f"task {task_id} has not finished yet")
+        return result_of_end(task_id, history[0].event, last, self.registry)
+
+
+def result_of_end(
+    task_id: str, submitted: Event | UnknownEvent, last: Event | UnknownEvent, registry: Registry
+) -> Any:
+    """A task's result, read from its submission and the last event of its stream: decoded
+    as its registered return type (as given, for a task not registered here).
+
+    Raises:
+        TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: it did not
+            succeed.
+        NotFinished: it has not ended.
+    """
+    if isinstance(last, TaskQuarantined):
+        raise TaskQuarantinedError(task_id, last.reason)
+    if isinstance(last, TaskSucceeded):
+        definition = (
+            registry.tasks.get(submitted.name) if isinstance(submitted, TaskSubmitted) else None
+        )
+        return decode_value(last.result, definition.returns if definition else Any)
+    if isinstance(last, TaskFailed):
+        raise TaskFailedError(task_id, last.error_type, last.message)
+    if isinstance(last, TaskCancelled):
+        raise TaskCancelledError(
+            f"task {task_id} was cancelled: {last.reason}".rstrip(": "), task_id=task_id
+        )
+    if isinstance(last, TaskDeadlineMissed):
+        raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
+    raise NotFinished(f"task {task_id} has not finished yet")
 
 
 _QUARANTINE = "it is not run; `onward quarantine {task_id}` sets it aside"

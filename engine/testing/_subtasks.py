@@ -12,12 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from onward.core.errors import (
-    DeadlineMissed,
-    TaskCancelledError,
-    TaskFailedError,
-    TaskQuarantinedError,
-)
 from onward.events import (
     EventLog,
     MessageReceived,
@@ -34,10 +28,10 @@ from onward.events import (
     TaskSucceeded,
     TaskWaiting,
     UnknownEvent,
-    decode_value,
 )
 from onward.projections import task_stream
 from onward.runtime.registry import Registry
+from onward.runtime.tasks import result_of_end
 
 #: The events that end a task (until a retry).
 _ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuarantined)
@@ -129,29 +123,4 @@ def ended_as_recorded(
     """
     if not all(t in ends for t in ids):
         return None
-    return [_result(t, ends[t], registry) for t in ids]
-
-
-def _result(task_id: str, records: Sequence[Recorded], registry: Registry) -> Any:
-    """A subtask's result as the engine reads it from its end (see
-    :meth:`onward.Engine.result`).
-
-    Raises:
-        TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: it did not
-            succeed.
-    """
-    submitted, end = records[0].event, records[-1].event
-    if isinstance(end, TaskSucceeded):
-        name = submitted.name if isinstance(submitted, TaskSubmitted) else ""
-        definition = registry.tasks.get(name)
-        return decode_value(end.result, definition.returns if definition else Any)
-    if isinstance(end, TaskFailed):
-        raise TaskFailedError(task_id, end.error_type, end.message)
-    if isinstance(end, TaskCancelled):
-        raise TaskCancelledError(
-            f"task {task_id} was cancelled: {end.reason}".rstrip(": "), task_id=task_id
-        )
-    if isinstance(end, TaskDeadlineMissed):
-        raise DeadlineMissed(f"task {task_id} missed its deadline", task_id=task_id)
-    assert isinstance(end, TaskQuarantined), end
-    raise TaskQuarantinedError(task_id, end.reason)
+    return [result_of_end(t, ends[t][0].event, ends[t][-1].event, registry) for t in ids]
