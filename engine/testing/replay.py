@@ -100,10 +100,11 @@ class Divergence(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         task_id: the task.
         name: its registered name.
-        kind: ``step`` (another step at an index), ``unrecorded`` (a step, a sleep or a receive
-            the history does not hold, in a task that ended), ``fewer`` (the code ended before
-            the recorded steps did), ``result`` (another result), ``error`` (another error, or
-            an error where the task succeeded, or none where it failed).
+        kind: ``step`` (another step at an index), ``submit`` (another subtask, or other
+            arguments, where the history submitted one), ``unrecorded`` (a step, a sleep or a
+            receive the history does not hold, in a task that ended), ``fewer`` (the code
+            ended before the recorded steps did), ``result`` (another result), ``error``
+            (another error, or an error where the task succeeded, or none where it failed).
         index: the step index concerned (None for the task's end).
         expected: what the log records.
         found: what the code did.
@@ -165,6 +166,22 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
 
 #: What a step, a sleep or a receive appends: the outcomes (and waits) a history holds.
 _CALLS = (StepStarted, StepCompleted, StepFailed, MessageReceived, TaskWaiting)
+
+
+class _Resubmitted(BaseException):
+    """The code submits another subtask than the history records at that place (a
+    BaseException, as :class:`_Unrecorded` is)."""
+
+    def __init__(self, recorded: str, current: str) -> None:
+        super().__init__(recorded, current)
+        self.recorded = recorded
+        self.current = current
+
+
+def _submission(name: str, args: Any, kwargs: Any) -> str:
+    """A subtask's submission as a divergence shows it: ``name(args, kwargs)``."""
+    given = [_clip(a) for a in args] + [f"{k}={_clip(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(given)})"
 
 
 class _Unrecorded(BaseException):
@@ -246,7 +263,11 @@ class _ReplayRun(TaskRun):
         if effect.fn is _no_messages:
             return []
         if effect.fn is append_submission:
-            return None  # a subtask: never appended (its wait is answered from its end)
+            # A subtask: never appended (its wait is answered from its end); one the history
+            # holds under that id as another task, or with other arguments, is another call.
+            _log, task_id, event, _context = effect.args
+            self._check_submission(task_id, event)
+            return None
         if effect.fn is append_message:
             # A message the task sent: never sent again. Its place in the inbox when it is
             # there (0 for one sent by an onward that did not number messages yet).
@@ -256,6 +277,23 @@ class _ReplayRun(TaskRun):
         # A step's permit, breaker or ruling, before the step runs: the step is not recorded.
         step = next((a for a in effect.args if isinstance(a, StepDef)), None)
         raise _Unrecorded("a durable call" if step is None else step.name, self.index - 1)
+
+    def _check_submission(self, task_id: str, event: TaskSubmitted) -> None:
+        """Stop where the code submits, under a subtask id the history made, another task than
+        the one recorded there (another name, other arguments).
+
+        Raises:
+            _Resubmitted: it does.
+        """
+        ends = self.subtasks.get(task_id)
+        records = ends if ends is not None else self.log.read_stream(task_stream(task_id))
+        recorded = records[0].event if records else None
+        if not isinstance(recorded, TaskSubmitted):
+            return  # not in the log (a submission the recorded run had not reached)
+        before = (recorded.name, decode_value(recorded.args), decode_value(recorded.kwargs))
+        now = (event.name, decode_value(event.args), decode_value(event.kwargs))
+        if not _same(before, now):
+            raise _Resubmitted(_submission(*before), _submission(*now))
 
     def _append(self, events: Sequence[Event]) -> None:
         """Stop where the code would append an outcome the history does not hold, and drop
@@ -472,7 +510,7 @@ def replay_task(
             result = definition.fn(*submitted.args, **submitted.kwargs)
     except BaseException as exc:
         error = _signal(exc)
-        if not isinstance(error, Exception | _Unrecorded | Suspended):
+        if not isinstance(error, Exception | _Unrecorded | _Resubmitted | Suspended):
             raise  # the process is interrupted (KeyboardInterrupt...): not the task's doing
     finally:
         CURRENT_RUN.reset(token)
@@ -495,6 +533,9 @@ def replay_task(
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
     if isinstance(error, StepMismatch):
         diverged("step", error.index, repr(error.recorded), f"calls {error.current!r}")
+        return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
+    if isinstance(error, _Resubmitted):
+        diverged("submit", None, error.recorded, f"submits {error.current}")
         return ReplayCheck(checked=1, steps=run.steps_replayed, divergences=tuple(found))
     if end is None or isinstance(error, Suspended):
         return ReplayCheck(checked=1, steps=run.steps_replayed)
@@ -541,7 +582,7 @@ def _signal(error: BaseException) -> BaseException:
     unrecorded = [e for e in _leaves(error.subgroup(_Unrecorded)) if isinstance(e, _Unrecorded)]
     if unrecorded:
         return min(unrecorded, key=lambda stop: stop.index)
-    for kind in (StepMismatch, Suspended):
+    for kind in (StepMismatch, _Resubmitted, Suspended):
         found = _leaves(error.subgroup(kind))
         if found:
             return found[0]

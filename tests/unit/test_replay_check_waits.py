@@ -42,9 +42,19 @@ def register_parent(engine: Engine, variant: str = "same") -> None:
     def kid(n: int) -> int:
         return n * 10
 
+    @engine.task(name="sibling")
+    def sibling(n: int) -> int:
+        return n * 10
+
     @engine.task(name="parent")
     def parent() -> str:
-        (got,) = engine.wait([engine.submit(kid, 4)])
+        if variant == "arguments":
+            submitted = engine.submit(kid, 5)
+        elif variant == "another task":
+            submitted = engine.submit(sibling, 4)
+        else:
+            submitted = engine.submit(kid, 4)
+        (got,) = engine.wait([submitted])
         x = fetch()
         if variant == "renamed":
             return f"{got}/{x}/{other()}"
@@ -80,7 +90,13 @@ def test_a_task_is_replayed_past_its_wait_for_subtasks(parent_log: tuple[str, st
 
 @pytest.mark.parametrize(
     ("variant", "kind", "index"),
-    [("renamed", "step", 1), ("more", "unrecorded", 2), ("result", "result", None)],
+    [
+        ("renamed", "step", 1),
+        ("more", "unrecorded", 2),
+        ("result", "result", None),
+        ("arguments", "submit", None),  # the same subtask id: the wait answered as recorded
+        ("another task", "submit", None),
+    ],
 )
 def test_a_change_after_the_wait_for_subtasks_is_reported(
     parent_log: tuple[str, str], variant: str, kind: str, index: int | None
