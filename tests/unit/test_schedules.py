@@ -388,6 +388,19 @@ def test_two_sessions_whose_names_join_alike_keep_their_own_schedules(
             engine.close()
 
 
+def recorded_earlier(name: str, cron: str) -> ScheduleSet:
+    """A schedule of task "report" as an earlier onward recorded it."""
+    return ScheduleSet(
+        name=name,
+        task="report",
+        cron=cron,
+        args=[],
+        kwargs={},
+        priority=Priority.NORMAL,
+        missed="once",
+    )
+
+
 def test_a_stream_an_earlier_onward_shared_between_two_sessions_serves_both(
     db: str, hour_clock: FakeClock
 ) -> None:
@@ -399,15 +412,7 @@ def test_a_stream_an_earlier_onward_shared_between_two_sessions_serves_both(
     engines = {session: open_session(db, hour_clock, session) for session in ran}
     try:
         for version, (session, name) in enumerate((("a", "b:c"), ("a:b", "c"))):
-            earlier = ScheduleSet(
-                name=name,
-                task="report",
-                cron="*/15 * * * *",
-                args=[],
-                kwargs={},
-                priority=Priority.NORMAL,
-                missed="once",
-            )
+            earlier = recorded_earlier(name, "*/15 * * * *")
             engines[session].log.append(
                 legacy, [earlier], expected_version=version, context=Context(session=session)
             )
@@ -438,15 +443,7 @@ def test_a_new_name_encoded_onto_an_earlier_schedules_stream_is_refused(
     "b:c" is now encoded to: the session cannot declare "b:c" there too."""
     with open_session(db, hour_clock, "s") as engine:
         register(engine, [], hour_clock)
-        earlier = ScheduleSet(
-            name="b%3Ac",
-            task="report",
-            cron="0 * * * *",
-            args=[],
-            kwargs={},
-            priority=Priority.NORMAL,
-            missed="once",
-        )
+        earlier = recorded_earlier("b%3Ac", "0 * * * *")
         engine.log.append(
             "schedule-s:b%3Ac", [earlier], expected_version=0, context=Context(session="s")
         )
@@ -466,15 +463,7 @@ def test_a_new_schedule_on_a_stream_an_earlier_onward_gave_another_session_is_re
     ran: dict[str, list[tuple[float, str]]] = {"x%3Ay": [], "x:y": []}
     engines = {session: open_session(db, hour_clock, session) for session in ran}
     try:
-        earlier = ScheduleSet(
-            name="z",
-            task="report",
-            cron="*/15 * * * *",
-            args=[],
-            kwargs={},
-            priority=Priority.NORMAL,
-            missed="once",
-        )
+        earlier = recorded_earlier("z", "*/15 * * * *")
         engines["x%3Ay"].log.append(
             "schedule-x%3Ay:z", [earlier], expected_version=0, context=Context(session="x%3Ay")
         )
