@@ -42,7 +42,13 @@ from onward.events.integrity import (
 )
 from onward.events.log import EventLog, StoredRow
 from onward.events.redaction import redacted_logger
-from onward.events.sqlite_file import check_log_file, create_log_file, warn_if_shared
+from onward.events.sqlite_file import (
+    check_log_file,
+    create_log_file,
+    hold_log_file,
+    release_log_file,
+    warn_if_shared,
+)
 from onward.events.watch import PollingWatch, Watch
 
 __all__ = ["SQLiteLog", "SQLiteWriterRecorder", "Synchronous", "sqlite_url"]
@@ -386,6 +392,20 @@ class SQLiteLog(EventLog):
             warn_if_shared(self.path)
         else:
             create_log_file(self.path, busy_timeout)
+        self._held = hold_log_file(self.path)  # before the first connection (sqlite_file)
+        try:
+            self._connect(create, busy_timeout, options)
+        except BaseException:
+            # what did open is closed before the file stops being held
+            for opened in (getattr(self, "_writer", None), getattr(self, "_datastore", None)):
+                if opened is not None:
+                    with contextlib.suppress(Exception):
+                        opened.close()
+            release_log_file(self._held)
+            raise
+
+    def _connect(self, create: bool, busy_timeout: float, options: dict[str, Any]) -> None:
+        """Open the log's connections (its file exists and is held)."""
         _set_wal(self.path, busy_timeout)
         factory = SQLiteFactory.construct(
             {
@@ -398,7 +418,7 @@ class SQLiteLog(EventLog):
         )
         datastore: SQLiteDatastore = factory.datastore
         pool = _TunedPool(db_name=self.path, lock_timeout=max(1, round(busy_timeout)))
-        pool.synchronous = _SYNCHRONOUS[synchronous]
+        pool.synchronous = _SYNCHRONOUS[self.synchronous]
         pool.busy_timeout_ms = max(1, int(busy_timeout * 1000))
         datastore.pool.close()
         datastore.pool = pool
@@ -414,7 +434,7 @@ class SQLiteLog(EventLog):
             recorder = SQLiteWriterRecorder(
                 datastore,
                 busy_timeout=busy_timeout,
-                synchronous=_SYNCHRONOUS[synchronous],
+                synchronous=_SYNCHRONOUS[self.synchronous],
             )
             if create:
                 recorder.create_table()
@@ -558,22 +578,35 @@ class SQLiteLog(EventLog):
     def _watch(self) -> Watch:
         """``PRAGMA data_version`` on a connection of the watch's own: it changes whenever
         another connection (any process's, this log's writer included) commits."""
-        connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+        held = hold_log_file(self.path)  # it may outlive the log's own connections
+        try:
+            connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+        except BaseException:
+            release_log_file(held)
+            raise
         lock = threading.Lock()
+        closed = False
 
         def probe() -> int:
             with lock:
                 return int(connection.execute("PRAGMA data_version").fetchone()[0])
 
         def close() -> None:
+            nonlocal closed
             with lock:
                 connection.close()
+                if not closed:
+                    closed = True
+                    release_log_file(held)
 
         return PollingWatch(probe, close)
 
     def _close_backend(self) -> None:
-        self._writer.close()
-        self._datastore.close()
+        try:
+            self._writer.close()
+            self._datastore.close()
+        finally:
+            release_log_file(self._held)
 
 
 def _cannot_open(path: str, exc: BaseException) -> BackendError:

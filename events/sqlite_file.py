@@ -7,6 +7,13 @@ malformed database) is refused with an error that says which, and it is left exa
 the checks read the file without locking it, and never let SQLite create a ``-wal`` or ``-shm``
 file beside it.
 
+A file this process already holds open as a log is never read by a descriptor of its own: on
+POSIX, closing any descriptor of a file drops every lock the process holds on it, SQLite's
+included, and another process closing its connection would then take itself for the last one
+and delete the write-ahead journal this process still writes to (SQLite's "How To Corrupt An
+SQLite Database File", 2.2). A log counts itself here (:func:`hold_log_file`) before its first
+connection and until its last one has closed.
+
 A new log is built in a private file in the same directory (mode 0600, WAL, onward's tables)
 and then linked to its path, which fails if another process got there first: so no process
 ever sees a half-made log at the path, and two processes creating the same log at once end up
@@ -19,6 +26,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+import threading
 from urllib.parse import quote
 
 from eventsourcing.sqlite import (
@@ -30,7 +38,14 @@ from eventsourcing.sqlite import (
 from onward.events.exceptions import BackendError, LogDamaged, NotALog, UsageError
 from onward.events.redaction import redacted_logger
 
-__all__ = ["check_log_file", "create_log_file", "warn_if_shared"]
+__all__ = [
+    "check_log_file",
+    "create_log_file",
+    "file_head",
+    "hold_log_file",
+    "release_log_file",
+    "warn_if_shared",
+]
 
 logger = redacted_logger("onward.events")
 
@@ -39,6 +54,56 @@ _HEADER = 100
 # Bytes read to tell a text file from bytes of no known format.
 _SNIFF = 512
 _TABLES = ("stored_events", "stored_checkpoints")
+
+
+# The files (device, inode) this process holds open as logs, with how many holds each; taken
+# to read a file's first bytes, so that no hold (and so no connection) begins meanwhile.
+_held_lock = threading.Lock()
+_held: dict[tuple[int, int], int] = {}
+
+
+def hold_log_file(path: str) -> tuple[int, int]:
+    """Count the file at ``path`` as held open by a log of this process, before that log
+    connects to it; returns the key to :func:`release_log_file` after its last connection has
+    closed.
+
+    Raises:
+        BackendError: the file cannot be found or read.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+    key = (info.st_dev, info.st_ino)
+    with _held_lock:
+        _held[key] = _held.get(key, 0) + 1
+    return key
+
+
+def release_log_file(key: tuple[int, int]) -> None:
+    """End one hold of :func:`hold_log_file` (the log's connections have all closed)."""
+    with _held_lock:
+        left = _held.get(key, 0) - 1
+        if left > 0:
+            _held[key] = left
+        else:
+            _held.pop(key, None)
+
+
+def file_head(path: str, size: int, info: os.stat_result | None = None) -> bytes | None:
+    """The first ``size`` bytes of the file at ``path``; None when this process holds it open
+    as a log, which is never read by a descriptor of its own (see the module's docstring).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    if info is None:
+        info = os.stat(path)
+    with _held_lock:
+        if (info.st_dev, info.st_ino) in _held:
+            return None
+        with open(path, "rb") as f:
+            return f.read(size)
 
 
 def _refuse(path: str, found: str, why: str) -> NotALog:
@@ -94,10 +159,11 @@ def check_log_file(path: str) -> bool:
             "there is no file; remove it or choose another path",
         )
     try:
-        with open(path, "rb") as f:
-            head = f.read(_SNIFF)
+        head = file_head(path, _SNIFF, info)
     except OSError as exc:
         raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+    if head is None:
+        return True  # a log this process has open: checked when it was opened
     if not head.startswith(_MAGIC):
         if _MAGIC.startswith(head):
             raise LogDamaged(f"{path} is a damaged SQLite database: truncated to {len(head)} bytes")

@@ -37,6 +37,7 @@ from onward.cli.timeline import event_rows, find_task, timeline_table, view_line
 from onward.core.machines import diagram
 from onward.events import CorruptRecord, EventLog, LogDamaged, UsageError, open_log
 from onward.events.sqlite import SQLiteLog
+from onward.events.sqlite_file import file_head
 from onward.projections import CatchUp, task_stream, verify_log
 
 __all__ = [
@@ -158,13 +159,13 @@ def check_output(path: str, log: EventLog) -> None:
                     f"({log.path}{suffix}); choose another output file"
                 )
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
             return  # /dev/stdout, a pipe: nothing there to lose (and nothing to read)
-        with open(path, "rb") as file:
-            head = file.read(len(_SQLITE_HEADER))
+        head = file_head(path, len(_SQLITE_HEADER), info)  # None: a log this process has open
     except OSError:
         return  # missing or unreadable: writing it says why
-    if head == _SQLITE_HEADER:
+    if head is None or head == _SQLITE_HEADER:
         raise UsageError(
             f"refusing to write over {path}: it holds an SQLite database (an onward log?); "
             "choose another output file, or remove that one first"

@@ -446,8 +446,11 @@ class Tasks:
         if not isinstance(topic, str) or not topic:
             raise UsageError(f"a message's topic must be a non-empty string, got {topic!r}")
         session.log.redactor.check_name(topic, "a message's topic")  # recv() matches it as given
-        view = self.view(task_id)  # TaskNotFound
         run = running_task("send()")
+        if run is None:
+            # as the log has it now, not as last seen (another process may have ended it)
+            session.catch_up()
+        view = self.view(task_id)  # TaskNotFound
         if run is None and view.state in _NEVER_READS:  # (a task's send replays as it went)
             raise InvalidTransition(
                 "task",

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from onward.events import TaskProgressed, open_log
+from onward.events.sqlite_file import check_log_file
 
 OWN_APPENDS = 300
 SHARED_APPENDS = 100
@@ -245,4 +246,55 @@ def test_a_writer_killed_mid_append_loses_no_committed_event(tmp_path: Path, aft
         assert report.ok, report.problems
         # The log takes appends again at the version it has.
         log.append("task-victim", [TaskProgressed(fraction=1.0)], expected_version=len(versions))
+        assert log.verify().ok
+
+
+READER = r"""
+import sys
+from onward.events import TaskProgressed, open_log
+
+with open_log(f"sqlite:///{sys.argv[1]}") as log:
+    if sys.argv[2] == "append":
+        log.append("task-other", [TaskProgressed(fraction=0.5)], expected_version=None)
+    print(sorted(r.stream for r in log.read()))
+"""
+
+
+def other_process(db: Path, what: str) -> list[str]:
+    """The streams another process reads from the log (after appending, with ``append``)."""
+    done = subprocess.run(
+        [sys.executable, "-c", READER, str(db), what],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return list(json.loads(done.stdout.replace("'", '"')))
+
+
+@pytest.mark.parametrize("second", ["log", "checked"])
+def test_opening_a_log_again_in_one_process_keeps_its_journal_for_the_others(
+    tmp_path: Path, second: str
+) -> None:
+    # POSIX drops every lock a process holds on a file when it closes any descriptor of it:
+    # a second open that read the file's first bytes by a descriptor of its own (to check it)
+    # released the first connection's locks, so another process closing its connection took
+    # itself for the last one and deleted the write-ahead journal still in use: this process's
+    # later appends were unseen by the others, and theirs were lost when it closed.
+    db = tmp_path / "twice.db"
+    first = open_log(f"sqlite:///{db}")
+    try:
+        first.append("task-first", [TaskProgressed(fraction=0.1)], expected_version=0)
+        if second == "log":
+            open_log(f"sqlite:///{db}").close()
+        else:
+            assert check_log_file(str(db))
+        assert other_process(db, "read") == ["task-first"]
+        assert Path(f"{db}-wal").exists()  # the first connection still holds it open
+        first.append("task-later", [TaskProgressed(fraction=0.2)], expected_version=0)
+        assert other_process(db, "append") == ["task-first", "task-later", "task-other"]
+    finally:
+        first.close()
+    with open_log(f"sqlite:///{db}") as log:
+        assert sorted(r.stream for r in log.read()) == ["task-first", "task-later", "task-other"]
         assert log.verify().ok

@@ -619,6 +619,24 @@ def test_a_message_for_a_task_that_will_never_read_it_is_refused(
     assert "will never read a message" in capsys.readouterr().err
 
 
+def test_a_message_for_a_task_another_engine_finished_is_refused(db: str, clock: FakeClock) -> None:
+    """A controller that had seen the task queued sent to it after another worker had run it
+    to its end: the message was accepted from the state last seen, and never read."""
+    with open_engine(db, clock) as controller, open_engine(db, clock) as worker:
+        for engine in (controller, worker):
+
+            @engine.task(name="done")
+            def done() -> int:
+                return 1
+
+        task_id = controller.submit("done")
+        assert controller.task_view(task_id).state == "queued"
+        assert worker.run().succeeded == 1
+        with pytest.raises(InvalidTransition, match="will never read a message"):
+            controller.send(task_id, "note", "late")
+        assert controller.task_view(task_id).state == "succeeded"
+
+
 def test_a_fork_of_a_subtask_is_not_one_of_its_parents_children(db: str, clock: FakeClock) -> None:
     """A person forks a subtask: the fork is theirs, not a child its origin's parent submitted
     (it was listed among the parent's children, after the parent had ended)."""
