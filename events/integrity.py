@@ -93,6 +93,10 @@ class ProblemKind(enum.StrEnum):
     """A blob the record references is missing or does not match its digest."""
     ILLEGAL = "illegal"
     """The record is intact, but its lifecycle does not allow it in its stream's state."""
+    STORAGE = "storage"
+    """The database's own structure is damaged (an index that disagrees with the records it
+    indexes, a page out of place): the records may check out while reads by stream come back
+    short. Found by the backend's own check (SQLite's ``PRAGMA integrity_check``)."""
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -408,7 +412,13 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
             places.append("the log's head record disagrees with its records")
         if ProblemKind.ILLEGAL in kinds:
             places.append("intact records that their lifecycle does not allow")
-        if kinds - {ProblemKind.HEAD, ProblemKind.ILLEGAL}:
+        if ProblemKind.STORAGE in kinds:
+            places.append(
+                "the database's own structure, not the records (an index or a page: reads by "
+                "stream can come back short; SQLite's REINDEX rebuilds a damaged index from the "
+                "records, a damaged page needs the log's backup)"
+            )
+        if kinds - {ProblemKind.HEAD, ProblemKind.ILLEGAL, ProblemKind.STORAGE}:
             places.append("damage in the middle of the log")
         return places
 

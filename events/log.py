@@ -59,6 +59,7 @@ from onward.events.exceptions import (
     LogDamaged,
     OnwardError,
     PayloadTooLarge,
+    StorageUnavailable,
     UsageError,
     VersionConflict,
 )
@@ -1121,7 +1122,9 @@ class EventLog(ABC):
         return self._read("list the streams", self._select_streams)
 
     def verify(self) -> VerifyReport:
-        """Check every record's checksum, every stream's hash chain and the log's head record.
+        """Check every record's checksum, every stream's hash chain, the log's head record, the
+        blobs records reference and, where the backend has one, the database's own structure
+        check (SQLite's ``PRAGMA integrity_check``: a damaged index reads streams short).
 
         Returns:
             A report: which records are damaged or missing (stream, version, position, what),
@@ -1144,7 +1147,7 @@ class EventLog(ABC):
                     if split is not None:
                         refs += [(stream, version, position, n, d) for n, d in split[1]]
         report = verifier.finish(self.head_record())
-        problems = self._check_blobs(refs)
+        problems = self._check_blobs(refs) + self._check_storage()
         if not problems:
             return report
         problems = sorted([*report.problems, *problems], key=lambda p: p.position)
@@ -1155,6 +1158,11 @@ class EventLog(ABC):
             torn_tail=False,
             damaged_streams=damaged_streams(problems),
         )
+
+    def _check_storage(self) -> list[Problem]:
+        """The problems the database's own structure check finds (an index that disagrees
+        with its table); none where the backend has no such check. The backend's to say."""
+        return []
 
     def _check_blobs(self, refs: list[tuple[str, int, int, str, str]]) -> list[Problem]:
         """A problem for each reference to a blob that is missing or fails its digest (each
@@ -1225,17 +1233,24 @@ class EventLog(ABC):
     def load_checkpoint(self, name: str) -> Checkpoint | None:
         """The latest checkpoint saved under ``name``, or None: also when it is not exactly
         as onward saved it (a header or data changed since, a state that is not bytes), or
-        was saved by an onward that did not seal checkpoints. A checkpoint is a cache: without
-        it the projections are folded from the log.
+        was saved by an onward that did not seal checkpoints, or cannot be read at all (a
+        damaged row or page). A checkpoint is a cache: without it the projections are folded
+        from the log.
 
         Raises:
-            BackendError: the database failed.
+            StorageUnavailable: an outage outlasted the tolerance.
         """
         self._check_open()
-        last = self._read(
-            f"load checkpoint {name!r}",
-            functools.partial(self._checkpoints.select_events, name, desc=True, limit=1),
-        )
+        try:
+            last = self._read(
+                f"load checkpoint {name!r}",
+                functools.partial(self._checkpoints.select_events, name, desc=True, limit=1),
+            )
+        except StorageUnavailable:
+            raise  # an outage: the log cannot be read either
+        except (BackendError, LogDamaged) as exc:  # the row, or its page, is unreadable
+            logger.warning("checkpoint %s cannot be read (%s); ignored", name, exc)
+            return None
         if not last:
             return None
         topic, state = last[0].topic, last[0].state

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import msgspec
 from eventsourcing.persistence import (
     IntegrityError,
     OperationalError,
@@ -38,6 +40,8 @@ from onward.events.integrity import (
     HEAD_DAMAGED,
     HEAD_REMOVED,
     LogHead,
+    Problem,
+    ProblemKind,
     advance_chain,
 )
 from onward.events.log import EventLog, StoredRow
@@ -295,6 +299,11 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                 self._writer = None
 
 
+#: The most problems SQLite's integrity check reports in one verify.
+_STORAGE_PROBLEMS = 100
+_MISSING_FROM_INDEX = re.compile(r"row (\d+) missing from index \S+")
+
+
 def _head_fields(row: Sequence[Any]) -> tuple[int, int, int, str] | None:
     """The head record's base, position, count and chain; None when they are not what onward
     writes (whole numbers and a hash chain in hex)."""
@@ -537,6 +546,46 @@ class SQLiteLog(EventLog):
     def _select_head(self) -> int:
         rows = self._query("SELECT MAX(rowid) FROM stored_events", ())
         return int(rows[0][0] or 0)
+
+    def _check_storage(self) -> list[Problem]:
+        """What SQLite's ``PRAGMA integrity_check`` finds (up to :data:`_STORAGE_PROBLEMS`):
+        a record missing from the index of its stream is one problem at its position."""
+        try:
+            found = [
+                str(r[0]) for r in self._query(f"PRAGMA integrity_check({_STORAGE_PROBLEMS})", ())
+            ]
+        except (sqlite3.DatabaseError, PersistenceError) as exc:  # too damaged to look at
+            found = [str(exc)]
+        if found == ["ok"]:
+            return []
+        problems: list[Problem] = []
+        for message in found:
+            missing = _MISSING_FROM_INDEX.fullmatch(message)
+            stream, version, position = "", 0, 0
+            rows: list[Any] = []
+            if missing is not None:
+                position = int(missing[1])
+                with contextlib.suppress(sqlite3.DatabaseError, PersistenceError):
+                    rows = self._query(
+                        "SELECT originator_id, originator_version FROM stored_events WHERE rowid=?",
+                        (position,),
+                    )
+                if rows:
+                    stream, version = str(rows[0][0]), int(rows[0][1])
+            problems.append(
+                Problem(
+                    kind=ProblemKind.STORAGE,
+                    stream=stream,
+                    version=version,
+                    position=position,
+                    detail=f"SQLite's integrity check: {message}",
+                )
+            )
+        if len(found) >= _STORAGE_PROBLEMS:
+            problems[-1] = msgspec.structs.replace(
+                problems[-1], detail=problems[-1].detail + f"; the check stops at {len(found)}"
+            )
+        return problems
 
     def _select_log_head(self) -> LogHead | None:
         tables = self._query(

@@ -231,6 +231,26 @@ def test_a_checkpoint_past_the_end_of_the_log_is_ignored_and_the_log_replayed(
     assert "the log ends at" in caplog.text
 
 
+def test_a_checkpoint_row_that_cannot_be_read_is_ignored_and_the_log_replayed(
+    log: EventLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint is a cache: one whose row SQLite cannot hand back (text that is not
+    UTF-8 where its bytes were) made every open of the log fail, and verify said ok."""
+    import sqlite3
+
+    for n in range(3):
+        run_task(log, f"done{n}")
+    checkpoint(log)
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        db.execute("UPDATE stored_checkpoints SET state = CAST(x'ff00ff' AS TEXT)")
+    assert log.load_checkpoint(Projections.NAME) is None
+    assert "cannot be read" in caplog.text
+    host = CatchUp(log, checkpoint_every=0)
+    assert host.open().snapshot() == replayed(log)
+    assert host.loaded_checkpoint is None
+    assert host.projections.tasks.view("done2") is not None
+
+
 def test_an_engine_resumes_from_a_checkpoint_without_decoding_the_finished_tasks(
     tmp_path: Path,
 ) -> None:

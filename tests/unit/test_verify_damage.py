@@ -651,6 +651,45 @@ def test_cli_verify_json(db: Path, raw: sqlite3.Connection) -> None:
     )
 
 
+# -- damage to the database's own structure ----------------------------------------------------
+
+
+def test_a_damaged_index_is_found_though_every_record_checks_out(
+    db: Path, raw: sqlite3.Connection
+) -> None:
+    """The records were intact and verify said ok, while SQLite's index of (stream, version)
+    no longer named stream-2: every read of that stream came back empty (a resumed task's
+    history, an import's "already there")."""
+    (index_page,) = raw.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name='sqlite_autoindex_stored_events_1'"
+    ).fetchone()
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    raw.close()
+    data = bytearray(db.read_bytes())
+    page = slice((index_page - 1) * page_size, index_page * page_size)
+    named = bytes(data[page]).replace(b"stream-2", b"stream-r")  # in the index only
+    assert named != bytes(data[page])
+    data[page] = named
+    db.write_bytes(bytes(data))
+    with open_log(f"sqlite:///{db}") as log:
+        assert log.read_stream(stream(2)) == []  # what the engine and an import would see
+    report = verify(db)
+    assert not report.ok
+    assert {p.kind for p in report.problems} == {ProblemKind.STORAGE}
+    assert {(p.stream, p.version, p.position) for p in report.problems} >= {
+        (stream(2), version, position(2, version)) for version in range(1, VERSIONS + 1)
+    }
+    assert any("REINDEX" in place for place in report.where())
+    done = onward("verify", "--db", str(db))
+    assert done.returncode == 1, done.stderr
+    assert "missing from index" in done.stdout
+    with closing(sqlite3.connect(db)) as repair:
+        repair.execute("REINDEX")
+    assert verify(db).ok
+    with open_log(f"sqlite:///{db}") as log:
+        assert len(log.read_stream(stream(2))) == VERSIONS
+
+
 def test_cli_verify_on_a_file_that_is_not_a_log(tmp_path: Path) -> None:
     path = tmp_path / "not-a-log.db"
     path.write_bytes(b"this is not an SQLite database" * 100)
