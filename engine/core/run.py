@@ -8,6 +8,7 @@ errors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -97,9 +98,31 @@ def bounded(
         The redacted text, cut with ``... [truncated]`` when it was longer than ``limit``.
     """
     # A huge text (a response body) is read only so far: what lies past four limits would be
-    # cut anyway, and the cut there is far from what is kept.
-    text = (redact or _DEFAULT_REDACTOR.redact)(encodable(text[: 4 * limit]))
-    return text if len(text) <= limit else text[:limit] + "... [truncated]"
+    # cut anyway (unless redaction shrinks what comes before, so the cut drops the part of a
+    # token it went through).
+    cut = len(text) > 4 * limit
+    text = (redact or _DEFAULT_REDACTOR.redact)(encodable(redaction_window(text, 4 * limit)))
+    if len(text) <= limit and not cut:
+        return text
+    return text[:limit] + "... [truncated]"
+
+
+_LAST_RUN = re.compile(r"\S+\Z")
+
+
+def redaction_window(text: str, size: int) -> str:
+    """The first ``size`` characters of ``text`` to redact, cut back to the last whitespace
+    before the cut when the cut goes through a word: a token cut in two no longer has the shape
+    that gives it away, and redaction that shrinks what comes before it (a long token replaced
+    by its tag) would bring its first part into what is kept. A window with no whitespace (one
+    run of ``size`` characters) stays whole: what is kept of it lies far before the cut."""
+    if len(text) <= size:
+        return text
+    window = text[:size]
+    if text[size].isspace():
+        return window
+    trimmed = _LAST_RUN.sub("", window)
+    return trimmed if trimmed.strip() else window
 
 
 def encodable(text: str) -> str:

@@ -33,7 +33,7 @@ from types import CodeType, TracebackType
 
 import msgspec
 
-from onward.core.run import encodable
+from onward.core.run import encodable, redaction_window
 
 __all__ = ["SIGNATURE_VERSION", "ErrorSignature", "fingerprint", "normalise_message"]
 
@@ -424,10 +424,11 @@ def _redacted(
     normalised from the redacted messages; the signature itself when they hold no secret."""
 
     def normalise(text: str) -> str:
-        window = text[:_REDACT_READ]
+        window = redaction_window(text, _REDACT_READ)
         redacted = redact(window)
-        # Unchanged: the normalised text is the one the id was computed from (and cached).
-        return normalise_message(text if redacted == window else redacted)
+        # Unchanged and whole: the normalised text is the one the id was computed from (and
+        # cached).
+        return normalise_message(text if redacted == window == text[:_REDACT_READ] else redacted)
 
     shown, causes = normalise(message), _causes(exc, normalise)
     if shown == signature.message and causes == signature.causes:

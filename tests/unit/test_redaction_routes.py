@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from onward import Engine
+from onward import Engine, fingerprint
 from onward.core.run import MESSAGE_LIMIT, bounded, error_message
 from onward.events import (
     Context,
@@ -109,6 +109,24 @@ def test_error_message_uses_the_redactor_it_is_given() -> None:
 def test_a_huge_message_is_read_only_so_far() -> None:
     text = "z" * (50 * MESSAGE_LIMIT) + GITHUB_PAT
     assert bounded(text) == "z" * MESSAGE_LIMIT + "... [truncated]"
+
+
+def test_a_token_cut_where_reading_stops_leaves_nothing_when_redaction_shrinks_the_rest() -> None:
+    """Read only so far (four limits), the text was cut through a token; a long bearer token
+    before it shrank to its tag, which brought the token's first part (too short for any
+    pattern) into what is recorded."""
+    reading = 4 * MESSAGE_LIMIT
+    bearer = "request failed: Authorization: Bearer eyJ" + "a1B2c3D4" * 1990
+    head = bearer + " then " + "n" * (reading - len(bearer) - len(" then ") - 14)
+    text = head + " " + GITHUB_PAT + " and more"  # 13 of its characters before the cut
+    assert text[reading - 13 : reading] == GITHUB_PAT[:13]
+    cut = bounded(text)
+    assert GITHUB_PAT[:6] not in cut
+    assert cut.startswith("request failed: Authorization: Bearer [REDACTED")
+    assert cut.endswith("nnn ... [truncated]")
+    assert cut.endswith("... [truncated]")
+    signature = fingerprint(RuntimeError(text), redact=REDACTOR.redact)
+    assert GITHUB_PAT[:6] not in signature.message
 
 
 # -- log records -------------------------------------------------------------------------------
