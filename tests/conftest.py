@@ -9,6 +9,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from hypothesis import settings
+
+# Properties, not timings: an example slowed by a busy machine (CI has 2 cores) is no failure.
+settings.register_profile("onward", deadline=None)
+settings.load_profile("onward")
 
 POSTGRES_URL = os.environ.get("ONWARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
