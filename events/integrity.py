@@ -169,7 +169,8 @@ class HeadCheck(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         status: "ok", "not tracked" (no head record: an older log never appended to since,
-            or a backend that keeps none) or "damaged".
+            or a backend that keeps none), "damaged", or "not checked" (``onward verify --json``
+            on a database that cannot be read at all).
         base: the position tracking starts after.
         position: the last position the head record names.
         count: the records it counts after ``base``.

@@ -35,7 +35,17 @@ from onward.cli.reports import (
 from onward.cli.table import by_state, iso, printable, queue_table, sessions_table, tasks_table
 from onward.cli.timeline import event_rows, find_task, timeline_table, view_lines
 from onward.core.machines import diagram
-from onward.events import CorruptRecord, EventLog, LogDamaged, UsageError, open_log
+from onward.events import (
+    CorruptRecord,
+    EventLog,
+    HeadCheck,
+    LogDamaged,
+    Problem,
+    ProblemKind,
+    UsageError,
+    VerifyReport,
+    open_log,
+)
 from onward.events.sqlite import SQLiteLog
 from onward.events.sqlite_file import file_head
 from onward.projections import CatchUp, task_stream, verify_log
@@ -339,10 +349,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         with open_existing(args.db) as log:
             report = verify_log(log)
     except LogDamaged as exc:  # the database itself: not one record of it can be read
-        if args.json:
-            emit_json({"ok": False, "damaged": printable(str(exc))})
+        damaged = printable(str(exc))
+        if args.json:  # the report's shape, as on a log that reads
+            unread = VerifyReport(
+                ok=False,
+                events=0,
+                streams=0,
+                head=0,
+                problems=[
+                    Problem(
+                        kind=ProblemKind.STORAGE, stream="", version=0, position=0, detail=damaged
+                    )
+                ],
+                torn_tail=False,
+                head_record=HeadCheck(status="not checked", detail="the database cannot be read"),
+            )
+            emit_json({**msgspec.to_builtins(unread), "damaged": damaged})
         else:
-            print(f"DAMAGED: {printable(str(exc))}")
+            print(f"DAMAGED: {damaged}")
         return 1
     if args.json:
         emit_json(report)

@@ -54,6 +54,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             "when the command ends"
         )
     path = Path(args.file)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not an export file: name the file in it")
     if not path.is_file():
         raise UsageError(f"no export file at {path}")
     with path.open("rb") as lines:

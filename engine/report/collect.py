@@ -28,6 +28,7 @@ from onward.events import (
 )
 from onward.judgement.budget import ErrorBudget
 from onward.projections import Projections
+from onward.projections.degradation import EXHAUSTED_CHOICE, DegradationProjection
 from onward.projections.reading import FoldReader
 from onward.projections.session import SESSION_PREFIX
 from onward.projections.task import TASK_PREFIX
@@ -131,6 +132,9 @@ class _Collector:
         self.breakers: dict[str, list[tuple[float, str, str]]] = {}
         self.flow: list[tuple[float, str, str]] = []
         self.levels: list[tuple[float, str, str]] = []
+        # The session's level as `onward sessions` has it, folded event by event (a workaround's
+        # own level says nothing of a component left with none).
+        self.degradation = DegradationProjection()
         self.components: dict[str, dict[str, Any]] = {}
         self.component_rows: list[dict[str, Any]] = []
         self.approvals: dict[str, dict[str, Any]] = {}
@@ -266,6 +270,8 @@ class _Collector:
             row = self.components.get(e.subject)
             if row is not None:
                 row["asked"] = True
+            if e.choice == EXHAUSTED_CHOICE:
+                self.level_after(r, time, f"{e.subject}: no workaround left")
 
     def approval_requested(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         self.totals.approvals += 1
@@ -310,6 +316,7 @@ class _Collector:
         self.flow.append((time, str(e.state), note))
 
     def component_failed(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
+        self.degradation.apply(r)
         row = {
             "component": e.component,
             "failed_at": time,
@@ -326,13 +333,19 @@ class _Collector:
         row = self.components.get(e.component)
         if row is not None:
             row.update(workaround=e.workaround, quality_loss=e.quality_loss)
-        self.levels.append((time, str(e.level), f"{e.component} -> {e.workaround}"))
+        self.level_after(r, time, f"{e.component} -> {e.workaround}")
 
     def restored(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         row = self.components.pop(e.component, None)
         if row is not None:
             row["restored_at"] = time
-        self.levels.append((time, str(e.level), f"{e.component} restored"))
+        self.level_after(r, time, f"{e.component} restored")
+
+    def level_after(self, r: Recorded, time: float, note: str) -> None:
+        """The session's degradation level after this record, on its track."""
+        self.degradation.apply(r)
+        level = self.degradation.view(self.session).level
+        self.levels.append((time, str(level), note))
 
     def started(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         self.budget_set(time, e.config.get("budget"))

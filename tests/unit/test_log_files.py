@@ -8,6 +8,7 @@ directory exactly as it was: the same names, sizes, modification times and bytes
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -209,6 +210,15 @@ def test_a_malformed_database_is_log_damaged_from_every_door(
         list(log.read())
     assert main(["verify", "--db", str(path)]) == 1
     assert capsys.readouterr().out.startswith("DAMAGED: ")
+    # --json keeps the report's shape (a monitor reads `problems` exactly when it is damaged)
+    assert main(["verify", "--db", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report.keys() >= {"ok", "events", "problems", "torn_tail", "head_record", "damaged"}
+    assert report["ok"] is False
+    (problem,) = report["problems"]
+    assert problem["kind"] == "storage"
+    assert "malformed" in problem["detail"]
+    assert "malformed" in report["damaged"]
     assert main(["tasks", "--db", str(path)]) == 2
     assert "the database is damaged (database disk image is malformed)" in capsys.readouterr().err
 

@@ -578,3 +578,33 @@ def test_a_session_that_starts_at_time_zero_starts_there(tmp_path: Path, clock: 
     assert (report.start, report.end) == (0.0, 7200.0)
     assert report.lanes[0].runs[0].start == 0.0
     assert "<b>2h00m</b><span>session span</span>" in page
+
+
+def test_the_degradation_track_ends_where_onward_sessions_says(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """A component left with no workaround makes the session severe (`onward sessions`); the
+    report's track stayed at its last workaround's level."""
+    url = f"sqlite:///{tmp_path / 'severe.db'}"
+    with Engine.open(url, session="severe", clock=clock) as engine:
+        engine.component(
+            "search",
+            check=lambda: False,
+            workarounds=[Workaround(name="cached", quality_loss=0.2)],
+        )
+
+        @engine.task(name="look")
+        def look(n: int) -> None:
+            clock.advance(60)
+            engine.degrade("search", message="503")
+
+        engine.submit(look, 1)
+        engine.submit(look, 2)
+        engine.run()
+        clock.advance(60)
+        level = engine.degradation().level
+    assert level == "severe"
+    with open_log(url, create=False) as log:
+        track = collect_report(log).degradation
+    assert [band.state for band in track] == ["full", "moderate", "severe"]
+    assert track[-1].note == "search: no workaround left"

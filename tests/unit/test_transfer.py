@@ -319,6 +319,15 @@ def test_import_into_a_memory_log_is_refused(
     )
 
 
+def test_import_of_a_directory_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, message = import_(f"sqlite:///{tmp_path / 'a.db'}", tmp_path, capsys)
+    assert status == 2
+    assert message == (
+        f"onward import: {tmp_path} is a directory, not an export file: name the file in it\n"
+    )
+    assert not (tmp_path / "a.db").exists()
+
+
 def test_import_into_a_memory_log_checks_the_chains(tmp_path: Path, clock: FakeClock) -> None:
     source = f"sqlite:///{tmp_path / 'a.db'}"
     unfinished(source, clock)
