@@ -100,7 +100,8 @@ class ProblemKind(enum.StrEnum):
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """One damaged record.
+    """One damaged record, or (kind ``storage``, no stream) damage to the database's own
+    structure.
 
     Attributes:
         kind: what is wrong.
@@ -132,7 +133,8 @@ class StreamDamage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         stream: the stream.
         version: the version of its first bad record.
         position: that record's global position.
-        kind: what is wrong with it (``corrupt``, ``gap``, ``chain``, ``order``, ``illegal``).
+        kind: what is wrong with it (``corrupt``, ``gap``, ``chain``, ``order``, ``illegal``,
+            ``blob``, or ``storage``: the database's index misses it).
         reason: a sentence for a human.
     """
 
@@ -399,7 +401,8 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
         """Where the problems lie, for a human, each place once (empty when ok): a torn tail,
         the newest records gone (the head record names a later end than the last record),
         the head record disagreeing with the records, intact records that their lifecycle
-        does not allow, or damage in the middle of the log."""
+        does not allow, the database's own structure (an index or a page), or damage in the
+        middle of the log."""
         places: list[str] = []
         rest = list(self.problems)
         if self.torn_tail:

@@ -9,12 +9,14 @@ append to one file, and the database file created with mode 0600.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -34,7 +36,7 @@ from eventsourcing.sqlite import (
 )
 
 from onward.events.codec import LAYOUT
-from onward.events.exceptions import BackendError, LogNotFound, UsageError
+from onward.events.exceptions import BackendError, LogDamaged, LogNotFound, UsageError
 from onward.events.integrity import (
     CHAIN_START,
     HEAD_DAMAGED,
@@ -301,7 +303,7 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
 
 #: The most problems SQLite's integrity check reports in one verify.
 _STORAGE_PROBLEMS = 100
-_MISSING_FROM_INDEX = re.compile(r"row (\d+) missing from index \S+")
+_MISSING_FROM_INDEX = re.compile(r"row (\d+) missing from index (\S+)")
 
 
 def _head_fields(row: Sequence[Any]) -> tuple[int, int, int, str] | None:
@@ -401,16 +403,13 @@ class SQLiteLog(EventLog):
             warn_if_shared(self.path)
         else:
             create_log_file(self.path, busy_timeout)
-        self._held = hold_log_file(self.path)  # before the first connection (sqlite_file)
+        # Held before the first connection and until the last has closed (sqlite_file); a log
+        # dropped unclosed lets go of it when it is collected.
+        self._release = weakref.finalize(self, release_log_file, hold_log_file(self.path))
         try:
             self._connect(create, busy_timeout, options)
         except BaseException:
-            # what did open is closed before the file stops being held
-            for opened in (getattr(self, "_writer", None), getattr(self, "_datastore", None)):
-                if opened is not None:
-                    with contextlib.suppress(Exception):
-                        opened.close()
-            release_log_file(self._held)
+            self._close_connections()
             raise
 
     def _connect(self, create: bool, busy_timeout: float, options: dict[str, Any]) -> None:
@@ -431,6 +430,7 @@ class SQLiteLog(EventLog):
         pool.busy_timeout_ms = max(1, int(busy_timeout * 1000))
         datastore.pool.close()
         datastore.pool = pool
+        self._datastore = datastore
         if not create:
             # The checkpoint table may be missing from a log that never saved one.
             with datastore.transaction(commit=True) as c:
@@ -438,7 +438,6 @@ class SQLiteLog(EventLog):
                     datastore, "stored_checkpoints"
                 ).create_table_statements:
                     c.execute(statement)
-        self._datastore = datastore
         try:
             recorder = SQLiteWriterRecorder(
                 datastore,
@@ -550,20 +549,38 @@ class SQLiteLog(EventLog):
     def _check_storage(self) -> list[Problem]:
         """What SQLite's ``PRAGMA integrity_check`` finds (up to :data:`_STORAGE_PROBLEMS`):
         a record missing from the index of its stream is one problem at its position."""
+        check = f"PRAGMA integrity_check({_STORAGE_PROBLEMS})"
         try:
             found = [
-                str(r[0]) for r in self._query(f"PRAGMA integrity_check({_STORAGE_PROBLEMS})", ())
+                str(r[0])
+                for r in self._read(
+                    "check the database's structure", lambda: self._query(check, ())
+                )
             ]
-        except (sqlite3.DatabaseError, PersistenceError) as exc:  # too damaged to look at
+        except LogDamaged as exc:  # too damaged to look at (a passing failure is raised)
             found = [str(exc)]
         if found == ["ok"]:
             return []
+        # the indexes of the records' table: a row another table's index misses is not a record
+        indexes: set[str] = set()
+        with contextlib.suppress(LogDamaged):
+            indexes = {
+                str(r[0])
+                for r in self._read(
+                    "read the database's indexes",
+                    lambda: self._query(
+                        "SELECT name FROM sqlite_master"
+                        " WHERE type='index' AND tbl_name='stored_events'",
+                        (),
+                    ),
+                )
+            }
         problems: list[Problem] = []
         for message in found:
             missing = _MISSING_FROM_INDEX.fullmatch(message)
             stream, version, position = "", 0, 0
             rows: list[Any] = []
-            if missing is not None:
+            if missing is not None and missing[2] in indexes:
                 position = int(missing[1])
                 with contextlib.suppress(sqlite3.DatabaseError, PersistenceError):
                     rows = self._query(
@@ -627,35 +644,49 @@ class SQLiteLog(EventLog):
     def _watch(self) -> Watch:
         """``PRAGMA data_version`` on a connection of the watch's own: it changes whenever
         another connection (any process's, this log's writer included) commits."""
-        held = hold_log_file(self.path)  # it may outlive the log's own connections
-        try:
-            connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
-        except BaseException:
-            release_log_file(held)
-            raise
+        # It may outlive the log's own connections: it holds the file too, until closed.
+        release = functools.partial(release_log_file, hold_log_file(self.path))
         lock = threading.Lock()
-        closed = False
+        connection: sqlite3.Connection | None = None
 
         def probe() -> int:
             with lock:
+                assert connection is not None
                 return int(connection.execute("PRAGMA data_version").fetchone()[0])
 
         def close() -> None:
-            nonlocal closed
+            nonlocal connection
             with lock:
-                connection.close()
-                if not closed:
-                    closed = True
-                    release_log_file(held)
+                if connection is not None:
+                    try:
+                        connection.close()
+                    finally:
+                        connection = None
+                        release()
 
-        return PollingWatch(probe, close)
+        try:
+            connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+            return PollingWatch(probe, close)
+        except BaseException:
+            if connection is None:
+                release()
+            else:
+                close()
+            raise
 
     def _close_backend(self) -> None:
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        """Close what this log opened, each part whatever the others do, then let go of its
+        file (never while a connection of it is open)."""
         try:
-            self._writer.close()
-            self._datastore.close()
+            for opened in (getattr(self, "_writer", None), getattr(self, "_datastore", None)):
+                if opened is not None:
+                    with contextlib.suppress(Exception):
+                        opened.close()
         finally:
-            release_log_file(self._held)
+            self._release()
 
 
 def _cannot_open(path: str, exc: BaseException) -> BackendError:

@@ -56,10 +56,25 @@ _SNIFF = 512
 _TABLES = ("stored_events", "stored_checkpoints")
 
 
-# The files (device, inode) this process holds open as logs, with how many holds each; taken
-# to read a file's first bytes, so that no hold (and so no connection) begins meanwhile.
-_held_lock = threading.Lock()
-_held: dict[tuple[int, int], int] = {}
+class _Holds:
+    """The files (device, inode) this process holds open as logs, with how many holds each;
+    its lock is taken to read a file's first bytes, so that no hold (and so no connection)
+    begins meanwhile."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count: dict[tuple[int, int], int] = {}
+
+    def forget(self) -> None:
+        """None held, the lock free (in a forked child)."""
+        self.lock = threading.Lock()
+        self.count = {}
+
+
+_HOLDS = _Holds()
+# A forked child holds no lock of its parent's (POSIX locks are not inherited), and the
+# parent's lock may have been taken at the fork.
+os.register_at_fork(after_in_child=_HOLDS.forget)
 
 
 def hold_log_file(path: str) -> tuple[int, int]:
@@ -75,19 +90,19 @@ def hold_log_file(path: str) -> tuple[int, int]:
     except OSError as exc:
         raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
     key = (info.st_dev, info.st_ino)
-    with _held_lock:
-        _held[key] = _held.get(key, 0) + 1
+    with _HOLDS.lock:
+        _HOLDS.count[key] = _HOLDS.count.get(key, 0) + 1
     return key
 
 
 def release_log_file(key: tuple[int, int]) -> None:
     """End one hold of :func:`hold_log_file` (the log's connections have all closed)."""
-    with _held_lock:
-        left = _held.get(key, 0) - 1
+    with _HOLDS.lock:
+        left = _HOLDS.count.get(key, 0) - 1
         if left > 0:
-            _held[key] = left
+            _HOLDS.count[key] = left
         else:
-            _held.pop(key, None)
+            _HOLDS.count.pop(key, None)
 
 
 def file_head(path: str, size: int, info: os.stat_result | None = None) -> bytes | None:
@@ -99,8 +114,8 @@ def file_head(path: str, size: int, info: os.stat_result | None = None) -> bytes
     """
     if info is None:
         info = os.stat(path)
-    with _held_lock:
-        if (info.st_dev, info.st_ino) in _held:
+    with _HOLDS.lock:
+        if (info.st_dev, info.st_ino) in _HOLDS.count:
             return None
         with open(path, "rb") as f:
             return f.read(size)

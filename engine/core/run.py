@@ -107,22 +107,27 @@ def bounded(
     return text[:limit] + "... [truncated]"
 
 
+#: The longest part of a secret a cut may leave before it: the window read for redaction gives
+#: up at most this much of the run of non-space characters the cut goes through.
+SECRET_REACH = 4096
 _LAST_RUN = re.compile(r"\S+\Z")
 
 
 def redaction_window(text: str, size: int) -> str:
-    """The first ``size`` characters of ``text`` to redact, cut back to the last whitespace
-    before the cut when the cut goes through a word: a token cut in two no longer has the shape
-    that gives it away, and redaction that shrinks what comes before it (a long token replaced
-    by its tag) would bring its first part into what is kept. A window with no whitespace (one
-    run of ``size`` characters) stays whole: what is kept of it lies far before the cut."""
+    """The first ``size`` characters of ``text`` to redact, without the end of the run of
+    non-space characters the cut goes through (up to :data:`SECRET_REACH` of it): a token cut
+    in two no longer has the shape that gives it away, and redaction that shrinks what comes
+    before it (a long token replaced by its tag) would bring its first part into what is kept.
+    A longer run (minified JSON, base64) keeps its start."""
     if len(text) <= size:
         return text
     window = text[:size]
     if text[size].isspace():
         return window
-    trimmed = _LAST_RUN.sub("", window)
-    return trimmed if trimmed.strip() else window
+    run = _LAST_RUN.search(window)
+    if run is None:
+        return window
+    return window[: max(run.start(), size - SECRET_REACH)]
 
 
 def encodable(text: str) -> str:

@@ -33,7 +33,7 @@ from types import CodeType, TracebackType
 
 import msgspec
 
-from onward.core.run import encodable, redaction_window
+from onward.core.run import SECRET_REACH, encodable, redaction_window
 
 __all__ = ["SIGNATURE_VERSION", "ErrorSignature", "fingerprint", "normalise_message"]
 
@@ -415,6 +415,7 @@ def fingerprint(
 #: The part of a raw message redacted before it is normalised: twice what the normaliser reads,
 #: so that a secret that starts before :data:`MAX_READ` is seen whole.
 _REDACT_READ = 2 * MAX_READ
+assert _REDACT_READ - SECRET_REACH >= MAX_READ
 
 
 def _redacted(
@@ -426,9 +427,9 @@ def _redacted(
     def normalise(text: str) -> str:
         window = redaction_window(text, _REDACT_READ)
         redacted = redact(window)
-        # Unchanged and whole: the normalised text is the one the id was computed from (and
-        # cached).
-        return normalise_message(text if redacted == window == text[:_REDACT_READ] else redacted)
+        # Unchanged: the normalised text is the one the id was computed from (and cached); the
+        # window holds more than the normaliser reads (MAX_READ) even when cut back.
+        return normalise_message(text if redacted == window else redacted)
 
     shown, causes = normalise(message), _causes(exc, normalise)
     if shown == signature.message and causes == signature.causes:

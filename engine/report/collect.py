@@ -330,10 +330,12 @@ class _Collector:
         self.component_rows.append(row)
 
     def workaround(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
+        # one decided on an earlier state (another task's report came first) changes nothing
+        if not self.level_after(r, time, f"{e.component} -> {e.workaround}"):
+            return
         row = self.components.get(e.component)
         if row is not None:
             row.update(workaround=e.workaround, quality_loss=e.quality_loss)
-        self.level_after(r, time, f"{e.component} -> {e.workaround}")
 
     def restored(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         row = self.components.pop(e.component, None)
@@ -341,11 +343,16 @@ class _Collector:
             row["restored_at"] = time
         self.level_after(r, time, f"{e.component} restored")
 
-    def level_after(self, r: Recorded, time: float, note: str) -> None:
-        """The session's degradation level after this record, on its track."""
+    def level_after(self, r: Recorded, time: float, note: str) -> bool:
+        """The session's degradation level after this record, on its track; False when the
+        record changed nothing (the sessions' projection passes it by)."""
+        before = self.degradation.view(self.session)
         self.degradation.apply(r)
-        level = self.degradation.view(self.session).level
-        self.levels.append((time, str(level), note))
+        after = self.degradation.view(self.session)
+        if after == before:
+            return False
+        self.levels.append((time, str(after.level), note))
+        return True
 
     def started(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         self.budget_set(time, e.config.get("budget"))

@@ -7,6 +7,7 @@ directory exactly as it was: the same names, sizes, modification times and bytes
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -30,8 +31,11 @@ from onward.events import (
     NotALog,
     OnwardError,
     TaskSubmitted,
+    UsageError,
     open_log,
+    sqlite_file,
 )
+from onward.events.sqlite_file import check_log_file
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int, int, str]]:
@@ -349,3 +353,37 @@ def test_a_log_in_a_folder_that_cannot_be_written_says_so(tmp_path: Path) -> Non
             open_log(f"sqlite:///{a_log_file}", create=False)
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+# -- a log file this process holds open ------------------------------------------------------
+
+
+def holds(path: Path) -> int:
+    """How many logs (and watches) of this process hold the file open."""
+    info = path.stat()
+    return sqlite_file._HOLDS.count.get((info.st_dev, info.st_ino), 0)
+
+
+def test_a_log_holds_its_file_while_any_of_its_connections_is_open(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    first = open_log(f"sqlite:///{path}")
+    second = open_log(f"sqlite:///{path}")
+    watch = first.watch()
+    assert holds(path) == 3
+    assert check_log_file(str(path))  # answered without a descriptor of its own
+    second.close()
+    second.close()  # again: released once
+    assert holds(path) == 2
+    first.close()
+    assert holds(path) == 1  # the watch's connection is still open
+    watch.close()
+    watch.close()
+    assert holds(path) == 0
+    with pytest.raises(UsageError):
+        open_log(f"sqlite:///{path}", payload_limit=-1)
+    assert holds(path) == 0  # an open that failed lets go of it
+    dropped = open_log(f"sqlite:///{path}")
+    assert holds(path) == 1
+    del dropped  # never closed: collected
+    gc.collect()
+    assert holds(path) == 0

@@ -129,6 +129,16 @@ def test_a_token_cut_where_reading_stops_leaves_nothing_when_redaction_shrinks_t
     assert GITHUB_PAT[:6] not in signature.message
 
 
+def test_a_long_run_without_spaces_through_the_cut_keeps_its_start() -> None:
+    """Minified JSON past where reading stops: the text read gives up only the end of the run
+    the cut goes through (where a token could be cut), not the whole body."""
+    body = "{" + ",".join(f'"k{i}":"{"v" * 20}"' for i in range(1000)) + "}"
+    text = "upstream returned 502: " + body
+    assert bounded(text) == text[:MESSAGE_LIMIT] + "... [truncated]"
+    error = RuntimeError(text)
+    assert fingerprint(error, redact=REDACTOR.redact).message == fingerprint(error).message
+
+
 # -- log records -------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from onward import BreakerPolicy, Engine, RetryPolicies, RetryPolicy, UsageError
 from onward.cli import main
 from onward.events import (
     Append,
+    ComponentFailed,
     Context,
     LogNotFound,
     SessionStarted,
@@ -24,6 +25,7 @@ from onward.events import (
     TaskClaimed,
     TaskSubmitted,
     TaskSucceeded,
+    WorkaroundApplied,
     open_log,
 )
 from onward.judgement.budget import ErrorBudget
@@ -608,3 +610,44 @@ def test_the_degradation_track_ends_where_onward_sessions_says(
         track = collect_report(log).degradation
     assert [band.state for band in track] == ["full", "moderate", "severe"]
     assert track[-1].note == "search: no workaround left"
+
+
+def test_a_workaround_decided_on_an_earlier_state_is_not_on_the_track(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """Two tasks report the same outage: the second's first rung arrives after the first's
+    second rung, and the sessions' projection passes it by; the report drew it and showed it
+    as the component's workaround."""
+    url = f"sqlite:///{tmp_path / 'rungs.db'}"
+    context = Context(session="rungs")
+    with open_log(url, clock=clock) as log:
+        log.append(
+            "session-rungs", [SessionStarted(name="rungs")], expected_version=0, context=context
+        )
+        for event in (
+            ComponentFailed(component="search", message="503"),
+            WorkaroundApplied(
+                component="search", workaround="cached", quality_loss=0.2, level="moderate", rung=1
+            ),
+            WorkaroundApplied(
+                component="search",
+                workaround="keywords",
+                quality_loss=0.3,
+                level="moderate",
+                rung=2,
+            ),
+            WorkaroundApplied(
+                component="search", workaround="cached", quality_loss=0.2, level="moderate", rung=1
+            ),
+        ):
+            clock.advance(60)
+            log.append("session-rungs", [event], expected_version=None, context=context)
+        clock.advance(60)
+        report = collect_report(log)
+    assert [band.note for band in report.degradation] == [
+        "",
+        "search -> cached",
+        "search -> keywords",
+    ]
+    (component,) = report.components
+    assert component.workaround == "keywords"

@@ -690,6 +690,32 @@ def test_a_damaged_index_is_found_though_every_record_checks_out(
         assert len(log.read_stream(stream(2))) == VERSIONS
 
 
+def test_a_damaged_index_of_another_table_is_blamed_on_no_stream(tmp_path: Path) -> None:
+    """A row of the blobs' table missing from its index was named by its rowid as if it were
+    a record's position: an intact stream was listed as damaged."""
+    path = tmp_path / "blobs.db"
+    with open_log(f"sqlite:///{path}", inline_limit=1000) as log:
+        log.append("task-innocent", [TaskProgressed(fraction=0.1)], expected_version=0)
+        log.append("task-big", [TaskProgressed(fraction=0.2, note="q" * 5000)], expected_version=0)
+    with closing(sqlite3.connect(path)) as raw:
+        (index_page,) = raw.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name='sqlite_autoindex_onward_blobs_1'"
+        ).fetchone()
+        (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+        (digest,) = raw.execute("SELECT digest FROM onward_blobs").fetchone()
+    data = bytearray(path.read_bytes())
+    page = slice((index_page - 1) * page_size, index_page * page_size)
+    other = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+    data[page] = bytes(data[page]).replace(digest.encode(), other.encode())
+    path.write_bytes(bytes(data))
+    report = verify(path)
+    storage = [p for p in report.problems if p.kind is ProblemKind.STORAGE]
+    assert storage
+    assert all((p.stream, p.position) == ("", 0) for p in storage)
+    assert "onward_blobs" in storage[0].detail
+    assert "task-innocent" not in {d.stream for d in report.damaged_streams}
+
+
 def test_cli_verify_on_a_file_that_is_not_a_log(tmp_path: Path) -> None:
     path = tmp_path / "not-a-log.db"
     path.write_bytes(b"this is not an SQLite database" * 100)
