@@ -35,6 +35,7 @@ import msgspec
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    ConnectionPoolClosedError,
     IntegrityError,
     PersistenceError,
     StoredEvent,
@@ -959,6 +960,8 @@ class EventLog(ABC):
             return self.outage.call(what, select)
         except PersistenceError as exc:
             raise self._failure(f"{what} from {self.url}", exc) from exc
+        except ConnectionPoolClosedError:  # a read racing the log's close
+            raise UsageError(f"the log {self.url} is closed") from None
 
     def _failure(self, what: str, exc: PersistenceError) -> OnwardError:
         """The error for a failed database call: :class:`LogDamaged` when the database says

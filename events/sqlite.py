@@ -128,6 +128,7 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
         self._synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
+        self._closed = False
         self._head_table = False  # the head table is known to exist
         # The head record as this writer's last append left it: the next append advances it
         # with an UPDATE conditional on it, and reads it only when someone else appended since.
@@ -136,6 +137,8 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
     def _connect(self) -> sqlite3.Connection:
         writer = self._writer
         if writer is None:
+            if self._closed:  # an append racing the log's close: never a new connection
+                raise UsageError(f"the log {sqlite_url(self.datastore.pool.db_name)} is closed")
             writer = sqlite3.connect(
                 self.datastore.pool.db_name,
                 timeout=self._busy_timeout,
@@ -294,8 +297,9 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
         return advanced
 
     def close(self) -> None:
-        """Close the writer connection."""
+        """Close the writer connection (for good: no append opens another)."""
         with self._writer_lock:
+            self._closed = True
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
@@ -396,6 +400,7 @@ class SQLiteLog(EventLog):
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
         self.path = os.path.abspath(path)
         self.synchronous = synchronous
+        self._pid = os.getpid()
         exists = check_log_file(self.path)
         if not exists and not create:
             raise LogNotFound(f"no log at {self.path} (no such file)")
@@ -674,7 +679,18 @@ class SQLiteLog(EventLog):
                 close()
             raise
 
+    def _check_open(self) -> None:
+        super()._check_open()
+        if os.getpid() != self._pid:
+            raise UsageError(
+                f"the log {self.url} was opened in the process this one was forked from: "
+                "SQLite cannot be used across fork(); open the log in a process started by "
+                "spawn or forkserver (multiprocessing.get_context('spawn'))"
+            )
+
     def _close_backend(self) -> None:
+        if os.getpid() != self._pid:
+            return  # the parent's connections: closing them here would end its locks
         self._close_connections()
 
     def _close_connections(self) -> None:

@@ -64,17 +64,19 @@ class _Holds:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.count: dict[tuple[int, int], int] = {}
+        #: The files the parent held when this process was forked from it.
+        self.inherited: set[tuple[int, int]] = set()
 
-    def forget(self) -> None:
-        """None held, the lock free (in a forked child)."""
+    def forked(self) -> None:
+        """In a forked child: none held, the lock free (the parent's may have been taken at
+        the fork), and what the parent held remembered (SQLite there cannot be trusted)."""
         self.lock = threading.Lock()
+        self.inherited |= set(self.count)
         self.count = {}
 
 
 _HOLDS = _Holds()
-# A forked child holds no lock of its parent's (POSIX locks are not inherited), and the
-# parent's lock may have been taken at the fork.
-os.register_at_fork(after_in_child=_HOLDS.forget)
+os.register_at_fork(after_in_child=_HOLDS.forked)
 
 
 def hold_log_file(path: str) -> tuple[int, int]:
@@ -84,12 +86,22 @@ def hold_log_file(path: str) -> tuple[int, int]:
 
     Raises:
         BackendError: the file cannot be found or read.
+        UsageError: this process was forked from one that had the file open.
     """
     try:
         info = os.stat(path)
     except OSError as exc:
         raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
     key = (info.st_dev, info.st_ino)
+    if key in _HOLDS.inherited:
+        # SQLite keeps its locks' bookkeeping per file in the process: a forked child's copy
+        # says it holds locks it never took, and the parent's close then deletes the journal
+        # the child writes to (committed appends lost).
+        raise UsageError(
+            f"the log {path} was open in the process this one was forked from: SQLite cannot "
+            "be used across fork(); open the log in a process started by spawn or forkserver "
+            "(multiprocessing.get_context('spawn')), or before the parent opens it"
+        )
     with _HOLDS.lock:
         _HOLDS.count[key] = _HOLDS.count.get(key, 0) + 1
     return key

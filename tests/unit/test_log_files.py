@@ -387,3 +387,47 @@ def test_a_log_holds_its_file_while_any_of_its_connections_is_open(tmp_path: Pat
     del dropped  # never closed: collected
     gc.collect()
     assert holds(path) == 0
+
+
+def test_a_forked_child_is_refused_the_log_its_parent_holds(tmp_path: Path) -> None:
+    """SQLite's lock bookkeeping is copied by fork(): a child's connections believed they held
+    locks they never took, and the parent's close deleted the journal the child wrote to (its
+    committed appends lost, verify ok). The child gets a clear error instead."""
+    path = tmp_path / "forked.db"
+    with open_log(f"sqlite:///{path}") as log:
+        log.append("task-parent", [TaskSubmitted(name="x")], expected_version=0)
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only when both doors refuse
+            refused = 0
+            try:
+                open_log(f"sqlite:///{path}")
+            except UsageError as exc:
+                refused += "fork" in str(exc)
+            try:
+                log.append("task-child", [TaskSubmitted(name="y")], expected_version=0)
+            except UsageError as exc:
+                refused += "fork" in str(exc)
+            os._exit(0 if refused == 2 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        log.append("task-after", [TaskSubmitted(name="z")], expected_version=0)
+    with open_log(f"sqlite:///{path}") as log:
+        assert sorted(r.stream for r in log.read()) == ["task-after", "task-parent"]
+        assert log.verify().ok
+
+
+def test_a_closed_log_opens_no_connection_again(tmp_path: Path) -> None:
+    """An append that passed the open check as another thread closed the log reconnected:
+    it landed after close() returned, on a connection nobody closed. A read racing the close
+    met the pool's own error."""
+    path = tmp_path / "closed.db"
+    log = open_log(f"sqlite:///{path}")
+    writer = log._writer  # type: ignore[attr-defined]
+    log.close()
+    with pytest.raises(UsageError, match="is closed"):
+        writer.insert_events([])
+    reading = open_log(f"sqlite:///{path}")
+    reading._datastore.pool.close()  # type: ignore[attr-defined]  # as close() does meanwhile
+    with pytest.raises(UsageError, match="is closed"):
+        reading.read_stream("task-x")
+    reading.close()
