@@ -51,6 +51,7 @@ from onward.events.redaction import redacted_logger
 from onward.events.sqlite_file import (
     check_log_file,
     create_log_file,
+    forked_away,
     hold_log_file,
     release_log_file,
     warn_if_shared,
@@ -682,11 +683,7 @@ class SQLiteLog(EventLog):
     def _check_open(self) -> None:
         super()._check_open()
         if os.getpid() != self._pid:
-            raise UsageError(
-                f"the log {self.url} was opened in the process this one was forked from: "
-                "SQLite cannot be used across fork(); open the log in a process started by "
-                "spawn or forkserver (multiprocessing.get_context('spawn'))"
-            )
+            raise forked_away(self.url)
 
     def _close_backend(self) -> None:
         if os.getpid() != self._pid:

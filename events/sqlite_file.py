@@ -42,6 +42,7 @@ __all__ = [
     "check_log_file",
     "create_log_file",
     "file_head",
+    "forked_away",
     "hold_log_file",
     "release_log_file",
     "warn_if_shared",
@@ -97,14 +98,20 @@ def hold_log_file(path: str) -> tuple[int, int]:
         # SQLite keeps its locks' bookkeeping per file in the process: a forked child's copy
         # says it holds locks it never took, and the parent's close then deletes the journal
         # the child writes to (committed appends lost).
-        raise UsageError(
-            f"the log {path} was open in the process this one was forked from: SQLite cannot "
-            "be used across fork(); open the log in a process started by spawn or forkserver "
-            "(multiprocessing.get_context('spawn')), or before the parent opens it"
-        )
+        raise forked_away(path)
     with _HOLDS.lock:
         _HOLDS.count[key] = _HOLDS.count.get(key, 0) + 1
     return key
+
+
+def forked_away(log: str) -> UsageError:
+    """The error of a log used, or opened again, in a process forked from one that had it
+    open (see :func:`hold_log_file`)."""
+    return UsageError(
+        f"the log {log} was open in the process this one was forked from: SQLite cannot be "
+        "used across fork(); open the log in a process started by spawn or forkserver "
+        "(multiprocessing.get_context('spawn')), or before the parent opens it"
+    )
 
 
 def release_log_file(key: tuple[int, int]) -> None:

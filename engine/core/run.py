@@ -16,6 +16,7 @@ from onward.core.batch import Batch
 from onward.events import BackendError, Context, Event, Redactor
 
 __all__ = [
+    "SECRET_REACH",
     "LeaseLost",
     "MustWait",
     "RunningTask",
@@ -23,6 +24,7 @@ __all__ = [
     "Suspended",
     "bounded",
     "error_message",
+    "redaction_window",
 ]
 
 #: The longest message a failure records (the log refuses oversized payloads).
