@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 from eventsourcing.persistence import (
     IntegrityError,
+    InterfaceError,
     OperationalError,
     PersistenceError,
     StoredEvent,
@@ -53,6 +54,7 @@ from onward.events.sqlite_file import (
     create_log_file,
     forked_away,
     hold_log_file,
+    moved_away,
     release_log_file,
     warn_if_shared,
 )
@@ -96,13 +98,26 @@ _DAMAGE_CODES = frozenset({11, 26})
 _DAMAGE_WORDS = ("database disk image is malformed", "file is not a database")
 
 
+def _file_gone(why: str) -> sqlite3.OperationalError:
+    """The error of a log whose file is no longer at its path (:func:`moved_away`): SQLite's
+    own words for a file it cannot open, which the log's outage handling rides out until the
+    file is back or the tolerance has passed."""
+    return sqlite3.OperationalError(f"unable to open database file: {why}")
+
+
 class _TunedPool(SQLiteConnectionPool):
-    """eventsourcing's pool, with our PRAGMAs on every new connection."""
+    """eventsourcing's pool, with our PRAGMAs on every new connection, and none made to a file
+    that took the log's place (it would be an empty log beside the one in use)."""
 
     synchronous = "FULL"
     busy_timeout_ms = 30_000
+    file_key: tuple[int, int] | None = None
 
     def _create_connection(self) -> SQLiteConnection:
+        if self.file_key is not None:
+            gone = moved_away(self.db_name, self.file_key)
+            if gone is not None:
+                raise InterfaceError(gone) from _file_gone(gone)
         connection = super()._create_connection()
         raw: sqlite3.Connection = connection._sqlite_conn
         raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
@@ -123,9 +138,19 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
     # appended to without it fails verify from then on.
     _track_head = True
 
-    def __init__(self, datastore: SQLiteDatastore, *, busy_timeout: float, synchronous: str):
+    def __init__(
+        self,
+        datastore: SQLiteDatastore,
+        *,
+        busy_timeout: float,
+        synchronous: str,
+        file_key: tuple[int, int] | None = None,
+    ):
         super().__init__(datastore, "stored_events")
         self._busy_timeout = busy_timeout
+        # The file the log holds (sqlite_file.hold_log_file): each transaction first checks
+        # that it is still at the path (sqlite_file.moved_away).
+        self._file_key = file_key
         self._synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
@@ -170,6 +195,10 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             OperationalError: the database failed.
         """
         with self._writer_lock:
+            if self._file_key is not None:
+                gone = moved_away(self.datastore.pool.db_name, self._file_key)
+                if gone is not None:
+                    raise OperationalError(gone) from _file_gone(gone)
             writer = self._connect()
             try:
                 writer.execute("BEGIN IMMEDIATE")
@@ -411,15 +440,18 @@ class SQLiteLog(EventLog):
             create_log_file(self.path, busy_timeout)
         # Held before the first connection and until the last has closed (sqlite_file); a log
         # dropped unclosed lets go of it when it is collected.
-        self._release = weakref.finalize(self, release_log_file, hold_log_file(self.path))
+        key = hold_log_file(self.path)
+        self._release = weakref.finalize(self, release_log_file, key)
         try:
-            self._connect(create, busy_timeout, options)
+            self._connect(create, busy_timeout, options, key)
         except BaseException:
             self._close_connections()
             raise
 
-    def _connect(self, create: bool, busy_timeout: float, options: dict[str, Any]) -> None:
-        """Open the log's connections (its file exists and is held)."""
+    def _connect(
+        self, create: bool, busy_timeout: float, options: dict[str, Any], key: tuple[int, int]
+    ) -> None:
+        """Open the log's connections (its file exists and is held, as ``key``)."""
         _set_wal(self.path, busy_timeout)
         factory = SQLiteFactory.construct(
             {
@@ -434,6 +466,7 @@ class SQLiteLog(EventLog):
         pool = _TunedPool(db_name=self.path, lock_timeout=max(1, round(busy_timeout)))
         pool.synchronous = _SYNCHRONOUS[self.synchronous]
         pool.busy_timeout_ms = max(1, int(busy_timeout * 1000))
+        pool.file_key = key
         datastore.pool.close()
         datastore.pool = pool
         self._datastore = datastore
@@ -449,6 +482,7 @@ class SQLiteLog(EventLog):
                 datastore,
                 busy_timeout=busy_timeout,
                 synchronous=_SYNCHRONOUS[self.synchronous],
+                file_key=key,
             )
             if create:
                 recorder.create_table()

@@ -44,6 +44,7 @@ __all__ = [
     "file_head",
     "forked_away",
     "hold_log_file",
+    "moved_away",
     "release_log_file",
     "warn_if_shared",
 ]
@@ -51,6 +52,8 @@ __all__ = [
 logger = redacted_logger("onward.events")
 
 _MAGIC = b"SQLite format 3\x00"
+# A write-ahead log's header; a longer one holds frames (commits).
+_WAL_HEADER = 32
 _HEADER = 100
 # Bytes read to tell a text file from bytes of no known format.
 _SNIFF = 512
@@ -124,6 +127,31 @@ def release_log_file(key: tuple[int, int]) -> None:
             _HOLDS.count.pop(key, None)
 
 
+def moved_away(path: str, key: tuple[int, int]) -> str | None:
+    """Why the file a log holds (``key``, from :func:`hold_log_file`) is no longer at
+    ``path``, or None when it still is.
+
+    A log whose file was moved, removed or replaced while it was open must not write on:
+    SQLite would go on writing to the file it has open, its latest commits in a write-ahead
+    log named after the old path (a file moved elsewhere opens without them; a removed one is
+    gone with them), and a new connection would create an empty log at the path.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        found = "was moved or removed"
+    except OSError:
+        return None  # not readable now: SQLite says why when it tries
+    else:
+        if (info.st_dev, info.st_ino) == key:
+            return None
+        found = "was replaced by another file"
+    return (
+        f"{path} {found} while the log was open: appends and reads wait for it to come back "
+        f"(move the log back to {path}: its latest commits are in {path}-wal beside it)"
+    )
+
+
 def file_head(path: str, size: int, info: os.stat_result | None = None) -> bytes | None:
     """The first ``size`` bytes of the file at ``path``; None when this process holds it open
     as a log, which is never read by a descriptor of its own (see the module's docstring).
@@ -178,6 +206,7 @@ def check_log_file(path: str) -> bool:
     try:
         info = os.stat(path)
     except FileNotFoundError:
+        _refuse_orphan_wal(path)
         return False
     except OSError as exc:
         raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
@@ -220,6 +249,25 @@ def check_log_file(path: str) -> bool:
             + (f"(its tables: {shown})" if tables else "(it has no tables)"),
         )
     return True
+
+
+def _refuse_orphan_wal(path: str) -> None:
+    """Refuse a path with no database but a write-ahead log that holds frames: the log that
+    was there was moved or removed while open, and a new database there would take that log's
+    latest commits for its own."""
+    try:
+        size = os.stat(path + "-wal").st_size
+    except OSError:
+        return
+    if size > _WAL_HEADER:
+        raise _refuse(
+            path,
+            "a write-ahead log without its database",
+            f"is missing, but its write-ahead log {path}-wal ({size:,} bytes) is there: the "
+            "log was moved or removed while it was open, and its latest commits are in that "
+            f"file. Move the log back to {path}, or remove {path}-wal and {path}-shm to start "
+            "a new log there",
+        )
 
 
 def _check_structure(path: str, head: bytes, size: int) -> None:
