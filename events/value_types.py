@@ -324,6 +324,8 @@ def _accepts(hint: Any) -> Callable[[Any], bool] | None:
     if hint is None or hint is type(None):
         return lambda value: value is None
     origin = typing.get_origin(hint) or hint
+    if origin is typing.Any:  # a class since Python 3.11, of which nothing is an instance
+        return None
     if origin is typing.Literal:
         allowed = typing.get_args(hint)
         return lambda value: any(type(value) is type(a) and value == a for a in allowed)

@@ -56,6 +56,7 @@ from onward.events import (
     MessageReceived,
     MessageSent,
     PatchMarked,
+    PayloadTooLarge,
     Recorded,
     RetryScheduled,
     StepCompleted,
@@ -1550,12 +1551,32 @@ class TaskRun:
                     )
                 raise
             try:
+                refused: UsageError | None = None
                 try:
                     stored = self.stored_result(step, index, result)
-                except UsageError as refused:
-                    # Its body returned what cannot be stored (a lock, a generator): the
-                    # refusal is the step's recorded outcome, so that no re-run calls the body
-                    # again; the code's own mistake, not its dependency's failure to heal.
+                except UsageError as exc:
+                    refused = exc
+                else:
+                    # The caller gets what a replay will get: the result as recorded, decoded
+                    # again.
+                    result = decode_value(stored, step.returns)
+                    batch = Batch(self.context.causation_id)
+                    completed_id = self._completed(
+                        step, index, started, attempt, outcome, stored, batch
+                    )
+                    if ruling is not None and self.judge is not None:
+                        self.judge.outcome(
+                            self, step, index, ruling, batch, passed=True, cause=completed_id
+                        )
+                    try:
+                        yield Commit(batch)
+                    except PayloadTooLarge as exc:
+                        refused = exc  # its record is over the log's payload limit
+                if refused is not None:
+                    # Its body returned what cannot be stored (a lock, a generator, a result
+                    # over the payload limit): the refusal is the step's recorded outcome, so
+                    # that no re-run calls the body again; the code's own mistake, not its
+                    # dependency's failure to heal.
                     message = error_message(refused, self.redact)
                     self.started.pop(index, None)
                     if ruling is not None:
@@ -1563,18 +1584,7 @@ class TaskRun:
                     yield Blocking(self.fail_step, step, index, refused)
                     self._observed(observed, refused, decision="fail")
                     read_as_recorded(refused, message)
-                    raise
-                # The caller gets what a replay will get: the result as recorded, decoded again.
-                result = decode_value(stored, step.returns)
-                batch = Batch(self.context.causation_id)
-                completed_id = self._completed(
-                    step, index, started, attempt, outcome, stored, batch
-                )
-                if ruling is not None and self.judge is not None:
-                    self.judge.outcome(
-                        self, step, index, ruling, batch, passed=True, cause=completed_id
-                    )
-                yield Commit(batch)
+                    raise refused
             finally:
                 self.in_flight.body_settled(index, tracked)
             if self.in_flight.held is not None and self.in_flight.quiet():

@@ -35,6 +35,7 @@ from onward.events import (
     CorruptRecord,
     DecisionMade,
     Event,
+    PayloadTooLarge,
     ProblemKind,
     Recorded,
     TaskClaimed,
@@ -1277,11 +1278,14 @@ class Scheduler:
                 )
             try:
                 return self._finish(run, TaskSucceeded(result=stored), self._next(view))
-            except UnencodableValue as exc:
+            except (UnencodableValue, PayloadTooLarge) as exc:
+                # A result over the log's payload limit too: else each run of the task would
+                # end so again, the task never finished.
+                logger.info("task %s failed: %s", view.task_id, exc)
                 return self._finish(
                     run,
                     TaskFailed(
-                        error_type="UnencodableValue", message=error_message(exc, run.redact)
+                        error_type=type(exc).__name__, message=error_message(exc, run.redact)
                     ),
                 )
         if isinstance(error, Suspended):

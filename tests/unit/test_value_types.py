@@ -17,6 +17,7 @@ import functools
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -37,8 +38,10 @@ class Crash(BaseException):
     """Ends the first run after its step, as a crash would."""
 
 
-def engine_at(path: Path) -> Engine:
-    return Engine.open(f"sqlite:///{path}", session="types", clock=FakeClock(), healing=False)
+def engine_at(path: Path, **options: Any) -> Engine:
+    return Engine.open(
+        f"sqlite:///{path}", session="types", clock=FakeClock(), healing=False, **options
+    )
 
 
 def runs(
@@ -372,9 +375,18 @@ def test_an_object_holding_what_is_not_a_field_is_refused_before_anything_is_wri
         assert not any(isinstance(e, StepCompleted) for e in events)
 
 
+UNSTORABLE: dict[str, Callable[[], Any]] = {
+    "a lock": threading.Lock,
+    # Refused by the log's append, after the result encoded: the body ran again after a
+    # crash, or an at-most-once step raised StepInterrupted where it had raised this.
+    "over the payload limit": lambda: "y" * 200_000,
+}
+
+
+@pytest.mark.parametrize("what", list(UNSTORABLE))
 @pytest.mark.parametrize("at_most_once", [False, True], ids=["plain", "at most once"])
 def test_a_result_that_cannot_be_stored_is_the_steps_recorded_failure(
-    tmp_path: Path, both_paths: str, at_most_once: bool
+    tmp_path: Path, both_paths: str, at_most_once: bool, what: str
 ) -> None:
     """The refusal of a step's result is its outcome: a re-run raises it again without calling
     the body (whose side effects already happened) and without taking the step for one left in
@@ -383,12 +395,12 @@ def test_a_result_that_cannot_be_stored_is_the_steps_recorded_failure(
     seen: list[str] = []
 
     def build(crash: bool) -> Engine:
-        engine = engine_at(tmp_path / "log.db")
+        engine = engine_at(tmp_path / "log.db", payload_limit=100_000)
 
         @engine.step(name="charge", at_most_once=at_most_once)
         def charge() -> Any:
             calls.append(1)
-            return threading.Lock()
+            return UNSTORABLE[what]()
 
         @engine.task(name="job")
         def job() -> str:
@@ -418,8 +430,31 @@ def test_a_result_that_cannot_be_stored_is_the_steps_recorded_failure(
     assert calls == [1]
     assert len(seen) == 2
     assert seen[0] == seen[1]
-    assert "the result of step 'charge'" in seen[0]
-    assert [f.error_type for f in failed] == ["UsageError"]
+    if what == "a lock":
+        assert "the result of step 'charge'" in seen[0]
+        assert [f.error_type for f in failed] == ["UsageError"]
+    else:
+        assert "StepCompleted encodes to" in seen[0]
+        assert [f.error_type for f in failed] == ["PayloadTooLarge"]
+
+
+def test_a_task_result_over_the_payload_limit_fails_the_task(
+    tmp_path: Path, both_paths: str
+) -> None:
+    # run() raised PayloadTooLarge and left the task running: each run ended so again.
+    with engine_at(tmp_path / "log.db", payload_limit=100_000) as engine:
+
+        @engine.task(name="job")
+        def job() -> str:
+            return "y" * 200_000
+
+        task_id = engine.submit("job")
+        assert engine.run().failed == 1
+        with pytest.raises(TaskFailedError) as failed:
+            engine.result(task_id)
+        assert failed.value.error_type == "PayloadTooLarge"
+        assert "over the log's limit of 100000" in failed.value.message
+        assert engine.run().runs == 0
 
 
 def test_a_result_that_cannot_be_stored_is_no_failure_of_the_steps_dependency(
@@ -607,7 +642,18 @@ class Solid(NamedTuple):
     z: int = 0
 
 
+@dataclasses.dataclass
+class Loose:
+    id: int
+    payload: Any = None
+
+
 UNION_MEMBERS: list[tuple[str, Any, Any]] = [
+    # It raised "typing.Any cannot be used with isinstance()" out of the worker (run() failed).
+    ("optional, a field typed Any", Loose(1, {"k": [1, 2.5]}), Loose | None),
+    ("a field typed Any in a union", Loose(2, "x"), Cat | Loose),
+    ("a list of them or None", [Loose(3, None)], list[Loose] | None),
+    ("Any or None", {"k": (1, 2)}, Any | None),
     # The first member with the value's name field was taken: Cat(name='Rex', indoor=True).
     ("dataclass, the second member", Dog("Rex", "collie"), Cat | Dog),
     ("dataclass, the first member", Cat("Tom", indoor=False), Cat | Dog),
