@@ -58,9 +58,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from onward.core.run import error_message
+from onward.core.run import bounded, error_message
 from onward.events import UsageError
 from onward.events.redaction import redact_for_any_log
 from onward.runtime.observer import Observer, StepStart, TaskStart
@@ -95,14 +96,62 @@ def _version() -> str:
 def _exception_event(error: BaseException) -> dict[str, str]:
     """The attributes of a span's ``exception`` event (OpenTelemetry's semantic conventions),
     redacted: what ``record_exception`` records, but never the raw text of the exception."""
+    return {
+        "exception.type": _qualified(error),
+        "exception.message": error_message(error, redact_for_any_log),
+        "exception.stacktrace": _stacktrace(error),
+    }
+
+
+#: The innermost frames each exception of a span's stack trace keeps, the most characters
+#: they take, and the most exceptions of a chain it shows: a collector refuses an event of
+#: megabytes (a huge message, a deep recursion).
+STACK_FRAMES = 64
+STACK_LIMIT = 12_000
+STACK_CHAIN = 8
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _qualified(error: BaseException) -> str:
+    """An exception's type as a traceback names it (its module too, unless a builtin)."""
     kind = type(error)
     module = kind.__module__
     name = kind.__qualname__ if module in (None, "builtins") else f"{module}.{kind.__qualname__}"
-    return {
-        "exception.type": redact_for_any_log(name),
-        "exception.message": error_message(error, redact_for_any_log),
-        "exception.stacktrace": redact_for_any_log("".join(traceback.format_exception(error))),
-    }
+    return redact_for_any_log(name)
+
+
+def _stacktrace(error: BaseException) -> str:
+    """An exception's stack trace for a span, as ``traceback.format_exception`` lays it out
+    (its causes first), redacted and bounded: each exception's innermost frames and bounded
+    message, never its full text."""
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    found: BaseException | None = error
+    link = ""
+    while found is not None and id(found) not in seen and len(chain) < STACK_CHAIN:
+        seen.add(id(found))
+        chain.append((found, link))
+        if found.__cause__ is not None:
+            found, link = found.__cause__, _CAUSE
+        elif found.__context__ is not None and not found.__suppress_context__:
+            found, link = found.__context__, _CONTEXT
+        else:
+            found = None
+    parts: list[str] = []
+    for exc, link in reversed(chain):
+        frames = traceback.format_tb(exc.__traceback__)
+        left = len(frames) - STACK_FRAMES
+        if exc.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+        if left > 0:
+            parts.append(f"  [{left} outer frames left out]\n")
+        parts.append(bounded("".join(frames[-STACK_FRAMES:]), redact_for_any_log, STACK_LIMIT))
+        message = error_message(exc, redact_for_any_log)
+        parts.append(f"{_qualified(exc)}: {message}\n" if message else f"{_qualified(exc)}\n")
+        parts.append(link)
+    return "".join(parts)
 
 
 class _Step:
@@ -218,7 +267,12 @@ class Telemetry(Observer):
         if not isinstance(token, _Step):
             return
         span = token.span
-        if error is not None:
+        outcome = decision if error is not None else "ok"
+        if error is None and decision:
+            # No outcome recorded: its task run ended first (cancelled, lost, handed back).
+            span.set_attribute("onward.decision", decision)
+            outcome = decision
+        elif error is not None:
             kind = redact_for_any_log(type(error).__name__)
             span.set_attribute("onward.error.type", kind)
             span.set_attribute("onward.error.signature", signature)
@@ -228,8 +282,21 @@ class Telemetry(Observer):
             status = redact_for_any_log(f"{kind}: {event['exception.message']}")
             span.set_status(Status(StatusCode.ERROR, status))
         span.end()
-        self._attempts.add(1, {"step": token.step, "outcome": decision if error else "ok"})
+        self._attempts.add(1, {"step": token.step, "outcome": outcome})
         self._duration.record(time.perf_counter() - token.start, {"step": token.step})
+
+    def running(self, token: Any) -> AbstractContextManager[Any] | None:
+        """Make the task run's or step try's span current where its code runs: the spans the
+        code starts (an HTTP client's, a database driver's) are its children."""
+        if isinstance(token, _Step):
+            span = token.span
+        elif isinstance(token, tuple) and token:
+            span = token[0]
+        else:
+            return None
+        return trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
 
     # -- the session at a boundary ---------------------------------------------------------
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from onward.cli.reports import emit_json
 from onward.events import UsageError, open_log
+from onward.runtime.scheduler import RunSummary
 from onward.runtime.target import load_engine
 
 __all__ = ["add_worker_arguments", "cmd_init", "cmd_worker", "load_engine", "same_log"]
@@ -61,6 +62,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Serve a session's tasks until SIGTERM or SIGINT."""
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    # Given empty (an unset shell variable), not left out: refused, as every command does,
+    # never a log of the default's at the working directory.
+    if args.db is not None and not args.db.strip():
+        raise UsageError(f"a log URL must be a non-empty string, got {args.db!r}")
+    if args.session is not None and not args.session.strip():
+        raise UsageError(f"a session name must be a non-empty string, got {args.session!r}")
     if args.db:
         os.environ["ONWARD_DB"] = args.db
     if args.session:
@@ -104,11 +111,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     else:
-        print(
-            f"stopped: {summary.runs} runs, {summary.succeeded} succeeded, {summary.failed} "
-            f"failed, {summary.released} handed back, {summary.recovered} taken over"
-        )
+        print(stop_line(summary))
     return 0
+
+
+def stop_line(summary: RunSummary) -> str:
+    """What a stopped worker says it did: every run accounted for (those that ended waiting,
+    cancelled, taken by a peer or past their deadline said when there are any)."""
+    ended = [
+        f"{count} {what}"
+        for count, what in (
+            (summary.waiting, "waiting"),
+            (summary.cancelled, "cancelled or taken by a peer"),
+            (summary.missed, "missed their deadline"),
+        )
+        if count
+    ]
+    return (
+        f"stopped: {summary.runs} runs, {summary.succeeded} succeeded, {summary.failed} "
+        f"failed, {', '.join([*ended, ''])}{summary.released} handed back, "
+        f"{summary.recovered} taken over"
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:

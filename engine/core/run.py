@@ -61,9 +61,11 @@ class LeaseLost(BaseException):
     A BaseException, so that a task's own ``except Exception`` does not swallow it.
     """
 
-    def __init__(self, task_id: str, why: str) -> None:
+    def __init__(self, task_id: str, why: str, *, cancelled: bool = False) -> None:
         super().__init__(f"task {task_id}: {why}")
         self.why = why
+        #: Taken by a cancellation (else its lease ran out, it was quarantined or ended).
+        self.cancelled = cancelled
 
 
 class StorageLost(BaseException):

@@ -24,7 +24,9 @@ exception it raises is logged and dropped).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from onward.judgement.budget import ErrorBudget
     from onward.projections import Projections, TaskView
 
-__all__ = ["IN_OBSERVER", "Observer", "StepStart", "TaskStart", "notify"]
+__all__ = ["IN_OBSERVER", "Observer", "StepStart", "TaskStart", "notify", "observing"]
 
 # Its records carry the traceback of what an observer raised, which may hold a secret.
 logger = redacted_logger("onward.engine")
@@ -135,7 +137,9 @@ class Observer:
 
     def task_ended(self, token: Any, outcome: str) -> None:
         """A task run ended: ``succeeded``, ``failed``, ``waiting`` (for a timer, subtasks or
-        an answer), ``cancelled``, ``released`` (handed back) or ``missed``."""
+        an answer), ``cancelled``, ``lost`` (its lease ran out and a peer took the task, or it
+        was quarantined or ended elsewhere while it ran), ``released`` (handed back) or
+        ``missed``."""
 
     def step_started(self, task: Any, start: StepStart) -> Any:
         """A step's function is about to be called; ``task`` is its run's token. Returns a
@@ -152,7 +156,16 @@ class Observer:
     ) -> None:
         """A try of a step ended: it returned (``error`` None; its outcome is durable), or it
         raised and the healer decided (``decision``: ``fix``, ``wait`` or ``fail``; ``signature``
-        is the error's)."""
+        is the error's), or its task run ended before any outcome of it was recorded
+        (``error`` None, ``decision`` the run's outcome: ``cancelled``, ``lost``,
+        ``released``...)."""
+
+    def running(self, token: Any) -> AbstractContextManager[Any] | None:
+        """The code of a task run or of a step's try (``token``: what :meth:`task_started` or
+        :meth:`step_started` returned) is about to run in this thread or coroutine: a context
+        to run it in (entered before it, exited after it, where it runs), or None. A tracer
+        makes its span current there, so that the code's own spans nest under it."""
+        return None
 
     def boundary(
         self, session: str, projections: Projections, budget: ErrorBudget, now: float
@@ -164,6 +177,30 @@ class Observer:
 #: Whether the current thread or coroutine runs an observer's hook: its calls are the
 #: observer's, made for work done now (never on a replay), not the task's own code.
 IN_OBSERVER: ContextVar[bool] = ContextVar("onward_in_observer", default=False)
+
+
+@contextlib.contextmanager
+def observing(observer: Observer | None, token: Any) -> Iterator[None]:
+    """Run what follows in the context the observer gives for a task run's or step try's code
+    (:meth:`Observer.running`); what the context raises as it is entered or exited is logged
+    and dropped, as any hook's, and the code's own errors pass through it unchanged."""
+    scope = notify(observer, "running", token)
+    if scope is None:
+        yield
+        return
+    try:
+        scope.__enter__()
+    except Exception:
+        logger.warning("observer %r failed in running; ignored", observer, exc_info=True)
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            scope.__exit__(None, None, None)
+        except Exception:
+            logger.warning("observer %r failed in running; ignored", observer, exc_info=True)
 
 
 def notify(observer: Observer | None, hook: str, *args: Any, **kwargs: Any) -> Any:

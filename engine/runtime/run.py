@@ -86,7 +86,7 @@ from onward.healing.healer import FixChain, Healer, Outcome, bind_call, call_wit
 from onward.judgement.actions import Judge, Ruling
 from onward.runtime.committer import Committer
 from onward.runtime.limits import Limits
-from onward.runtime.observer import Observer, StepStart, notify
+from onward.runtime.observer import Observer, StepStart, notify, observing
 
 T = TypeVar("T")
 
@@ -185,6 +185,9 @@ class Invoke:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     remedied: StepCall | None
+    #: Who is told of the try, and its token: the body runs in the context it gives.
+    observer: Observer | None = None
+    observed: Any = None
 
 
 def _unstarted(call: Coroutine[Any, Any, Any]) -> bool:
@@ -383,16 +386,22 @@ async def _await_step(effect: Invoke) -> Any:
             meanwhile (a ``finally`` that fails as it unwinds) is the cancellation's doing, not
             a failure to heal.
     """
+    with observing(effect.observer, effect.observed):
+        return await _await_body(effect)
+
+
+async def _await_body(effect: Invoke) -> Any:
+    """:func:`_await_step`, in the observer's context."""
     step = effect.step
     try:
         if step.timeout is None:
-            return await _call_step(effect)
+            return await _call_body(effect)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + step.timeout
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
-                result = await _call_step(effect)
+                result = await _call_body(effect)
         except TimeoutError:
             if scope.expired():
                 raise _timed_out(step) from None
@@ -439,6 +448,13 @@ def on_event_loop() -> bool:
 
 
 def _call_step(effect: Invoke) -> Any:
+    """A plain step's function with its (or the remedied) arguments, with its timeout, in the
+    observer's context."""
+    with observing(effect.observer, effect.observed):
+        return _call_body(effect)
+
+
+def _call_body(effect: Invoke) -> Any:
     """The step's function with its (or the remedied) arguments; on the synchronous path,
     with its timeout."""
     step = effect.step
@@ -720,6 +736,17 @@ def submission_id(task_id: str) -> str:
     return derived_id(task_id, "submitted", size=16)
 
 
+class _Try:
+    """A try of a step the observer was told of: its token, and whether it was told how the
+    try ended."""
+
+    __slots__ = ("ended", "token")
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+        self.ended = False
+
+
 class TaskRun:
     """The state of one run of one task.
 
@@ -862,6 +889,8 @@ class TaskRun:
         # this run that its hooks handed back.
         self.observer: Observer | None = None
         self.observed: Any = None
+        # The tries the observer was told of that have not ended (see :meth:`end_tries`).
+        self._tries: set[_Try] = set()
         previous: object = None
         for r in history:
             event, follows = r.event, previous
@@ -1116,7 +1145,7 @@ class TaskRun:
         for r in self.log.read_stream(self.stream, after=self.version):
             event = r.event
             if isinstance(event, TaskCancelled):
-                raise LeaseLost(self.task_id, "cancelled while running") from None
+                raise LeaseLost(self.task_id, "cancelled while running", cancelled=True) from None
             if isinstance(event, TaskLeaseExpired):
                 raise LeaseLost(self.task_id, "its lease expired and was taken") from None
             if isinstance(event, TaskQuarantined):
@@ -1474,7 +1503,15 @@ class TaskRun:
                         yield from self._withdraw_start(step, index)
                     raise
             try:
-                result = yield Invoke(step, index, args, kwargs, remedied)
+                result = yield Invoke(
+                    step,
+                    index,
+                    args,
+                    kwargs,
+                    remedied,
+                    self.observer,
+                    None if observed is None else observed.token,
+                )
                 if ruling is not None:
                     assert judgement is not None
                     yield Blocking(self._check, step, index, judgement, ruling, result)
@@ -1685,31 +1722,42 @@ class TaskRun:
         if then is not None:
             await delegate(then)
 
-    def _observe(self, step: StepDef, index: int, attempt: int) -> Any:
+    def _observe(self, step: StepDef, index: int, attempt: int) -> _Try | None:
         """Tell the observer that a try of a step starts (None without one)."""
         if self.observer is None:
             return None
         action = step.judgement.impact if step.judgement is not None else ""
         start = StepStart(self.task_id, step.name, index, attempt, step.breaker, action)
-        return notify(self.observer, "step_started", self.observed, start)
+        tried = _Try(notify(self.observer, "step_started", self.observed, start))
+        self._tries.add(tried)
+        return tried
 
     def _observed(
         self,
-        token: Any,
+        tried: _Try | None,
         error: BaseException | None = None,
         signature: str = "",
         decision: str = "",
     ) -> None:
-        """Tell the observer how a try of a step ended."""
-        if self.observer is not None:
-            notify(
-                self.observer,
-                "step_ended",
-                token,
-                error=error,
-                signature=signature,
-                decision=decision,
-            )
+        """Tell the observer how a try of a step ended (once)."""
+        if self.observer is None or tried is None or tried.ended:
+            return
+        tried.ended = True
+        self._tries.discard(tried)
+        notify(
+            self.observer,
+            "step_ended",
+            tried.token,
+            error=error,
+            signature=signature,
+            decision=decision,
+        )
+
+    def end_tries(self, outcome: str) -> None:
+        """Tell the observer of the tries that ended with no outcome recorded as the run
+        ended with ``outcome`` (cancelled, its claim lost, the worker stopped...)."""
+        for tried in list(self._tries):
+            self._observed(tried, decision=outcome)
 
     def sleeping(self, seconds: float) -> Generator[Effect, Any, None]:
         """A durable sleep, once for both paths: the first run records when it ends and the

@@ -67,7 +67,7 @@ from onward.runtime.degradations import Degradations
 from onward.runtime.forks import inherited_records
 from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.limits import Limits
-from onward.runtime.observer import TaskStart, notify
+from onward.runtime.observer import TaskStart, notify, observing
 from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_RUN, Released, TaskRun, on_event_loop, submission_id
 from onward.runtime.schedules import Schedules
@@ -761,8 +761,9 @@ class Scheduler:
     def _count(self, outcome: Outcome) -> None:
         kind, run = outcome
         tally = self._tally
-        tally[kind] += 1
+        tally["cancelled" if kind == "lost" else kind] += 1
         if run is not None:
+            run.end_tries(kind)
             notify(run.observer, "task_ended", run.observed, kind)
             tally["steps_run"] += run.steps_run
             tally["steps_replayed"] += run.steps_replayed
@@ -1090,16 +1091,19 @@ class Scheduler:
         except _CancelledAfter as cancelled:  # claimed as the run was cancelled: handed back
             if isinstance(cancelled.outcome, _Begun):
                 await self._hand_back_async(cancelled.outcome.run)
+            else:
+                self._count(cancelled.outcome)  # it ended at once
             raise cancelled.cancellation from None
         if not isinstance(begun, _Begun):
             return begun
         run, definition, args, kwargs = begun
         if not definition.is_async:
-            return await asyncio.to_thread(self._run_begun, view, begun)
+            return await self._run_plain_async(view, begun)
         run.thread = threading.get_ident()  # where its steps are called from
         token = CURRENT_RUN.set(run)
         try:
-            result = await definition.fn(*args, **kwargs)
+            with observing(run.observer, run.observed):
+                result = await definition.fn(*args, **kwargs)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is None or not current.cancelling():
@@ -1122,6 +1126,31 @@ class Scheduler:
         run.in_flight.task_left()
         return await self._conclude_async(view, run, result)
 
+    async def _run_plain_async(self, view: TaskView, begun: _Begun) -> Outcome:
+        """Run a plain task's code in a worker thread, which a cancellation of the run cannot
+        stop: the task then hands itself back at its next step, once what the step under way
+        returns is recorded (as a stopping worker's does), and the cancellation goes on when
+        it has (not when the worker stops at once: its lease runs out)."""
+        work = asyncio.ensure_future(asyncio.to_thread(self._run_begun, view, begun))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError as exc:
+            if work.cancelled() or self.at_once:
+                raise
+            cancelled = exc
+        self.stopping.set()  # the run ends: its plain tasks hand their tasks back
+        while True:
+            try:
+                outcome = await asyncio.shield(work)
+                break
+            except asyncio.CancelledError:
+                if work.cancelled():
+                    raise
+            except BaseException as exc:
+                raise cancelled from exc
+        self._count(outcome)
+        raise cancelled
+
     async def _conclude_async(
         self, view: TaskView, run: TaskRun, result: Any, error: BaseException | None = None
     ) -> Outcome:
@@ -1138,6 +1167,7 @@ class Scheduler:
         try:
             return await _seen_through(self._conclude, view, run, result, error)
         except _CancelledAfter as cancelled:
+            self._count(cancelled.outcome)  # recorded: its run's end, told to the observer
             raise cancelled.cancellation from None
 
     async def _hand_back_async(self, run: TaskRun) -> None:
@@ -1147,8 +1177,13 @@ class Scheduler:
         if self.at_once:
             return
         await run.in_flight.abandoned_ended()
-        with contextlib.suppress(BaseException):
-            await _seen_through(self._release, run)
+        try:
+            outcome = await _seen_through(self._release, run)
+        except _CancelledAfter as again:
+            outcome = again.outcome
+        except BaseException:
+            return
+        self._count(outcome)  # its run's end, told to the observer
 
     def _run_begun(self, view: TaskView, begun: _Begun) -> Outcome:
         """Run a begun task's code in this thread (an ``async def`` one on an event loop of
@@ -1157,10 +1192,11 @@ class Scheduler:
         run.thread = threading.get_ident()  # where its steps are called from
         token = CURRENT_RUN.set(run)
         try:
-            if definition.is_async:
-                result = asyncio.run(_with_its_steps(run, definition.fn(*args, **kwargs)))
-            else:
-                result = definition.fn(*args, **kwargs)
+            with observing(run.observer, run.observed):
+                if definition.is_async:
+                    result = asyncio.run(_with_its_steps(run, definition.fn(*args, **kwargs)))
+                else:
+                    result = definition.fn(*args, **kwargs)
         except BaseException as exc:
             return self._conclude(view, run, error=exc)
         finally:
@@ -1242,7 +1278,7 @@ class Scheduler:
                 run.record_held()
             except LeaseLost as lost:
                 logger.info("%s", lost)
-                return "cancelled", run
+                return _lost(lost), run
         if run.waiting and error is None:
             # It caught the signal to wait (``except:`` or ``except BaseException:`` around a
             # step, or ``gather(..., return_exceptions=True)``, which returns it as a value)
@@ -1294,7 +1330,7 @@ class Scheduler:
             return self._release(run)
         if isinstance(error, LeaseLost):
             logger.info("%s", error)
-            return "cancelled", run
+            return _lost(error), run
         if isinstance(error, asyncio.CancelledError):
             # The task's own, let out of it (a cancellation of the run is handled before
             # here): its failure, not the worker's.
@@ -1318,7 +1354,7 @@ class Scheduler:
             run.commit(batch)
         except LeaseLost as lost:
             logger.info("%s", lost)
-            return "cancelled", run
+            return _lost(lost), run
         return "released", run
 
     def _next(self, view: TaskView) -> list[Event]:
@@ -1357,7 +1393,7 @@ class Scheduler:
                 run.record([*before, event])
         except LeaseLost as lost:
             logger.info("%s", lost)
-            return "cancelled", run
+            return _lost(lost), run
         except Suspended:  # a call the task gave up on recorded that it waits, meanwhile
             return "waiting", run
         return ("succeeded" if isinstance(event, TaskSucceeded) else "failed"), run
@@ -1518,6 +1554,12 @@ async def _seen_through(fn: Callable[..., T], *args: Any) -> T:
     if cancelled is not None:
         raise _CancelledAfter(outcome, cancelled)
     return outcome
+
+
+def _lost(lost: LeaseLost) -> str:
+    """A run's outcome when its task was taken from it: ``cancelled`` (by a cancellation) or
+    ``lost`` (its lease ran out and a peer took it, it was quarantined or ended elsewhere)."""
+    return "cancelled" if lost.cancelled else "lost"
 
 
 def _returns_signal(result: Any) -> bool:

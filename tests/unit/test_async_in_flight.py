@@ -1613,6 +1613,74 @@ def test_a_plain_step_that_returns_as_its_run_is_cancelled_is_recorded_and_not_r
         assert engine.log.verify().ok
 
 
+@pytest.mark.parametrize("runner", ["run_async", "serve_async"])
+def test_a_plain_task_whose_run_is_cancelled_mid_step_hands_its_task_back_after_it(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """A plain task runs in a thread, which a cancellation of ``run_async`` cannot stop: the
+    run waits for its step under way, records what it returned and hands the task back at
+    the next step. The step's result was lost (nothing recorded, the task left running) and
+    its body ran again when the task was taken over; its span never ended."""
+    calls: Counter[str] = Counter()
+    started, go = threading.Event(), threading.Event()
+    ended: list[str] = []
+
+    class Ends(Observer):
+        def step_started(self, task: Any, start: StepStart) -> Any:
+            return start.step
+
+        def step_ended(self, token: Any, **how: Any) -> None:
+            ended.append(f"{token}: {how['decision'] or 'ok'}")
+
+        def task_ended(self, token: Any, outcome: str) -> None:
+            ended.append(f"task: {outcome}")
+
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock, observer=Ends()) as engine:
+
+        @engine.step()
+        def charge(amount: int) -> str:
+            calls["charge"] += 1
+            started.set()
+            assert go.wait(60)
+            return f"charged {amount}"
+
+        @engine.step()
+        def ship(charged: str) -> str:
+            calls["ship"] += 1
+            return f"{charged}, shipped"
+
+        @engine.task()
+        def order(amount: int) -> str:
+            return ship(charge(amount))
+
+        task_id = engine.submit(order, 5)
+
+        async def cancel_mid_step() -> None:
+            if runner == "run_async":
+                running = asyncio.create_task(engine.run_async())
+            else:
+                running = asyncio.create_task(engine.serve_async(handle_signals=False))
+            try:
+                await asyncio.to_thread(started.wait)
+                (scheduler,) = engine._runs._runs
+                running.cancel()
+                # The run tells its plain tasks to hand their tasks back, then the body returns.
+                assert await asyncio.to_thread(scheduler.stopping.wait, 60)
+                go.set()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            finally:
+                go.set()
+
+        asyncio.run(cancel_mid_step())
+        assert kinds(engine, task_id)[-2:] == ["StepCompleted", "TaskReleased"]
+        assert ended == ["charge: ok", "task: released"]
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == "charged 5, shipped"
+        assert calls == {"charge": 1, "ship": 1}
+        assert engine.log.verify().ok
+
+
 def test_a_plain_step_given_up_on_before_the_task_recorded_more_is_not_recorded_late(
     db: Path, clock: FakeClock
 ) -> None:

@@ -99,3 +99,35 @@ def test_an_argument_error_echoes_no_secret(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert "invalid choice" in err
     assert "hunter2xyz" not in err
+
+
+@pytest.mark.parametrize("given", [["--db", ""], ["--db", " "], ["--session", ""]])
+def test_a_worker_given_an_empty_log_or_session_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    given: list[str],
+) -> None:
+    # `--db "$DB"` with DB unset served a new ./onward.db, session "default", for good.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ONWARD_DB", raising=False)
+    assert main(["worker", "no_such_module:engine", *given]) == 2
+    err = capsys.readouterr().err
+    assert "must be a non-empty string" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_worker_accounts_for_every_run() -> None:
+    from onward.cli.worker import stop_line
+    from onward.runtime.scheduler import RunSummary
+
+    # A run whose lease a peer took was in none of the counts the line gave.
+    line = stop_line(RunSummary(runs=6, succeeded=1, waiting=2, cancelled=1, missed=1, released=1))
+    assert line == (
+        "stopped: 6 runs, 1 succeeded, 0 failed, 2 waiting, 1 cancelled or taken by a peer, "
+        "1 missed their deadline, 1 handed back, 0 taken over"
+    )
+    assert stop_line(RunSummary(runs=1, succeeded=1)) == (
+        "stopped: 1 runs, 1 succeeded, 0 failed, 0 handed back, 0 taken over"
+    )

@@ -3,6 +3,8 @@ replay (checked with the OpenTelemetry SDK's in-memory exporter and reader)."""
 
 from __future__ import annotations
 
+import asyncio
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +303,138 @@ def test_no_secret_reaches_a_span_neither_a_default_nor_one_of_the_users(
     assert "RuntimeError: request failed: Authorization: token [REDACTED:github-token]" in (
         stacktrace
     )
+
+
+@pytest.mark.parametrize("taken", ["cancelled", "lost"])
+def test_a_run_whose_task_is_taken_ends_its_spans_saying_how(
+    tmp_path: Path, clock: FakeClock, taken: str
+) -> None:
+    """Its step's outcome cannot be recorded: the task was cancelled, or its lease ran out and
+    a peer took it. The step span never ended, and a lost lease read ``cancelled``."""
+    sink, url = Sink(), f"sqlite:///{tmp_path / 'a.db'}"
+    peer = Engine.open(url, session="s", clock=clock, sleep=clock.advance, lease=5.0)
+    calls: list[str] = []
+    with open_engine(url, sink, clock) as engine:
+        for each in (engine, peer):
+
+            @each.step(name="fetch")
+            def fetch(n: int) -> int:
+                calls.append("fetch")
+                if len(calls) == 1:  # the first try, while the task is taken from it
+                    if taken == "cancelled":
+                        peer.cancel(task_id)
+                    else:
+                        clock.advance(3600.0)  # its lease and heartbeats long run out
+                        assert peer.run().succeeded == 1
+                return n + 1
+
+            @each.task(name="job")
+            def job() -> int:
+                return fetch(1)
+
+        task_id = engine.submit("job")
+        summary = engine.run()
+        assert summary.cancelled == 1
+    peer.close()
+    spans = {s.name: s for s in sink.spans.get_finished_spans()}
+    assert set(spans) == {"onward.task job", "onward.step fetch"}
+    assert spans["onward.task job"].attributes["onward.task.outcome"] == taken
+    step = spans["onward.step fetch"]
+    assert step.attributes["onward.decision"] == taken
+    assert step.status.status_code == trace.StatusCode.UNSET
+    attempts = {
+        tuple(sorted(p.attributes.items())): p.value for p in sink.metrics()["onward.step.attempts"]
+    }
+    assert attempts == {(("outcome", taken), ("step", "fetch")): 1}
+
+
+def _raise_chained() -> None:
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        raise RuntimeError("the lookup failed") from exc
+
+
+def _recurse(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("x" * 2_000_000)  # a huge message, a deep stack
+    _recurse_again(depth - 1)
+
+
+def _recurse_again(depth: int) -> None:
+    _recurse(depth)  # frames that differ from the last: none are folded into "repeated"
+
+
+def test_a_span_stack_trace_reads_as_pythons_and_stays_bounded() -> None:
+    """A 2 MB message gave a 2 MB ``exception.stacktrace`` (collectors refuse such events)."""
+    from onward.telemetry import STACK_FRAMES, _exception_event
+
+    try:
+        _raise_chained()
+    except RuntimeError as exc:
+        plain = exc
+    assert _exception_event(plain)["exception.stacktrace"] == "".join(
+        traceback.format_exception(plain)
+    )
+    try:
+        _recurse(200)
+    except ValueError as exc:
+        huge = exc
+    stack = _exception_event(huge)["exception.stacktrace"]
+    assert len(stack) < 20_000
+    assert f"[{2 * 200 + 2 - STACK_FRAMES} outer frames left out]" in stack
+    assert stack.endswith("... [truncated]\n")
+    assert 'raise ValueError("x" * 2_000_000)' in stack  # the innermost frame is kept
+
+
+@pytest.mark.parametrize("path", ["run", "run with 2 workers", "run_async"])
+def test_the_codes_own_spans_nest_under_its_step_and_task_spans(
+    tmp_path: Path, clock: FakeClock, path: str
+) -> None:
+    """What an HTTP client or a database driver traces in a step is the step's child; in the
+    task's code, the task run's. No span was made current: they had another parent, or none."""
+    sink = Sink()
+    tracer = sink.tracers.get_tracer("the application")
+    with open_engine(f"sqlite:///{tmp_path / 'a.db'}", sink, clock) as engine:
+
+        @engine.step()
+        def fetch(n: int) -> int:
+            with tracer.start_as_current_span("http get"):
+                return n + 1
+
+        @engine.step()
+        async def fetch_async(n: int) -> int:
+            with tracer.start_as_current_span("http get"):
+                return n + 1
+
+        @engine.task()
+        def job(n: int) -> int:
+            with tracer.start_as_current_span("plan"):
+                pass
+            return fetch(n)
+
+        @engine.task()
+        async def job_async(n: int) -> int:
+            with tracer.start_as_current_span("plan"):
+                pass
+            return await fetch_async(n) + await fetch(n)
+
+        if path == "run_async":
+            ids = [engine.submit(job_async, n) for n in range(3)]
+            asyncio.run(engine.run_async(concurrency=3))
+        else:
+            ids = [engine.submit(job, n) for n in range(3)]
+            engine.run(workers=2 if "2" in path else 1)
+        assert all(engine.result(i) is not None for i in ids)
+
+    spans = sink.spans.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    mine = [s for s in spans if not s.name.startswith("onward.")]
+    assert len(mine) == 3 * (3 if path == "run_async" else 2)
+    for span in mine:
+        assert span.parent is not None
+        parent = by_id[span.parent.span_id]
+        wanted = "onward.task" if span.name == "plan" else "onward.step"
+        assert parent.name.startswith(wanted), (span.name, parent.name)
+        task_id = parent.attributes["onward.task.id"]
+        assert task_id in ids
