@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from onward.events import Priority, UsageError, redacted_logger
+from onward.events import Priority, UsageError, decode_value, redacted_logger
 from onward.events.value_types import annotations_of
 
 __all__ = [
@@ -225,6 +225,18 @@ class TaskDef(msgspec.Struct, frozen=True):
             else:
                 named[name] = hints.get(extra or "", Any)
         return ordered, named
+
+    def arguments(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A call's arguments as recorded, converted to the parameters' annotations (bytes,
+        tuples, dates and classes as they were given): every run of the task, the first and
+        each replay included, gets the same values."""
+        positional, named = self.argument_types(len(args), kwargs)
+        return (
+            [decode_value(a, t) for a, t in zip(args, positional, strict=True)],
+            {k: decode_value(v, named[k]) for k, v in kwargs.items()},
+        )
 
 
 class StepDef(msgspec.Struct, frozen=True):

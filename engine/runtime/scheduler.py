@@ -51,7 +51,6 @@ from onward.events import (
     VersionConflict,
     Watch,
     WorkerClaimExpired,
-    decode_value,
     encode_value,
     redacted_logger,
 )
@@ -1246,11 +1245,7 @@ class Scheduler:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError:  # its function went away since the claim: let a worker that has it
             return self._release(run, "no function registered under its name here")
-        # The arguments as recorded, converted to the parameters' annotations: every run of
-        # the task, the first included, gets the same values.
-        positional, named = definition.argument_types(len(submitted.args), submitted.kwargs)
-        args = [decode_value(a, t) for a, t in zip(submitted.args, positional, strict=True)]
-        kwargs = {k: decode_value(v, named[k]) for k, v in submitted.kwargs.items()}
+        args, kwargs = definition.arguments(submitted.args, submitted.kwargs)
         return _Begun(run, definition, args, kwargs)
 
     def _conclude(

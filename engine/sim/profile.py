@@ -177,6 +177,10 @@ def load_profile(source: str | Path) -> Profile:
 
 #: The longest a simulated step may take: a year (a simulation runs for hours).
 _LONGEST_STEP = 365 * 86_400.0
+#: The most times a task repeats a step, and the most outages of one component: beyond them
+#: a simulation would only fill memory with its plan (each is planned before the run).
+_MOST_REPEATS = 10_000
+_MOST_OUTAGES = 10_000
 
 
 def _check(profile: Profile, where: str) -> None:
@@ -225,7 +229,7 @@ def _check(profile: Profile, where: str) -> None:
             raise refuse(
                 f"steps[{i}].kind", f"unknown step kind {plan.kind!r} (known: {', '.join(KINDS)})"
             )
-        span(f"steps[{i}].repeat", plan.repeat)
+        span(f"steps[{i}].repeat", plan.repeat, 0, _MOST_REPEATS)
         span(f"steps[{i}].seconds", plan.seconds, 0.0, _LONGEST_STEP)
         number(f"steps[{i}].share", plan.share, 0.0, 1.0)
     for i, rate in enumerate(profile.errors):
@@ -250,7 +254,7 @@ def _check(profile: Profile, where: str) -> None:
                 f"{outage.step!r} does not use {outage.component!r} (it is used by: "
                 f"{', '.join(uses)})",
             )
-        number(f"outages[{i}].count", outage.count, 0)
+        number(f"outages[{i}].count", outage.count, 0, _MOST_OUTAGES)
         span(f"outages[{i}].minutes", outage.minutes)
     for field in ("answer_minutes", "teach_minutes", "resume_minutes"):
         span(f"person.{field}", getattr(profile.person, field))

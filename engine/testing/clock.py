@@ -25,6 +25,8 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
+        if isinstance(start, bool) or not (isinstance(start, int | float) and math.isfinite(start)):
+            raise UsageError(f"a fake clock starts at a finite time in seconds, got {start!r}")
         self.now = float(start)
         self.slept: list[float] = []
 

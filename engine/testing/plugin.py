@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from onward.events import UsageError
 from onward.events.sqlite import sqlite_url
 from onward.runtime.engine import Engine
 from onward.testing.clock import FakeClock
@@ -41,9 +42,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _options(request: pytest.FixtureRequest, clock: FakeClock) -> dict[str, Any]:
-    """The marker's options, on ``clock`` unless they name a clock of their own."""
-    marker = request.node.get_closest_marker("onward")
-    options = dict(marker.kwargs) if marker is not None else {}
+    """The markers' options, on ``clock`` unless they name a clock of their own: a module's
+    or a class's marker, then the test's own, the closest winning where they name the same
+    option.
+
+    Raises:
+        UsageError: a marker given an option without its name.
+    """
+    options: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("onward"))):
+        if marker.args:
+            raise UsageError(
+                "@pytest.mark.onward takes the options of Engine.open by name "
+                f"(backoff=False), got {marker.args!r} without one"
+            )
+        options.update(marker.kwargs)
     if options.get("clock") is None:
         options["clock"] = clock
     return options

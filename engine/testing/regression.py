@@ -19,6 +19,13 @@ from onward.testing.replay import encode_history
 
 __all__ = ["regression_test"]
 
+
+def _lines(history: str) -> list[str]:
+    """A history's records, one a line: split only at line feeds (JSON keeps U+2028, U+2029 and
+    U+0085 in strings as they are, and ``str.splitlines`` would cut a record there)."""
+    return history.split("\n") if history else []
+
+
 # Every value read from the log is placed as a repr in code, or through _text in the
 # docstring and comments: a task's name or a log's path must not end the docstring or a
 # comment and run as code when pytest imports the test.
@@ -104,14 +111,14 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
         raise UsageError(f"expected MODULE:ENGINE (like myapp.jobs:engine), got {target!r}")
     view = _find(log, task)
     history = log.read_stream(task_stream(view.task_id))
-    lines = encode_history(history).splitlines()
+    lines = _lines(encode_history(history))
     submitted = history[0].event
     taken = inherited_records(log, submitted) if isinstance(submitted, TaskSubmitted) else []
-    inherited = encode_history(taken).splitlines()
+    inherited = _lines(encode_history(taken))
     ends = subtask_ends(log, history, view.children)
     subtasks = "".join(
         f"    {child!r}: (\n"
-        + "".join(f"        {line + chr(10)!r}\n" for line in encode_history(records).splitlines())
+        + "".join(f"        {line + chr(10)!r}\n" for line in _lines(encode_history(records)))
         + "    ),\n"
         for child, records in ends.items()
     )

@@ -503,11 +503,12 @@ def replay_task(
     result: Any = None
     error: BaseException | None = None
     try:
+        args, kwargs = definition.arguments(submitted.args, submitted.kwargs)  # as a worker's
         if definition.is_async:
-            result = _run_coroutine(definition.fn(*submitted.args, **submitted.kwargs))
+            result = _run_coroutine(definition.fn(*args, **kwargs))
             run.check_awaited()  # as a worker checks it: a call left unawaited fails it
         else:
-            result = definition.fn(*submitted.args, **submitted.kwargs)
+            result = definition.fn(*args, **kwargs)
     except BaseException as exc:
         error = _signal(exc)
         if not isinstance(error, Exception | _Unrecorded | _Resubmitted | Suspended):
@@ -713,7 +714,10 @@ def decode_history(text: str, *, task_id: str, session: str = "") -> list[Record
     """
     stream = task_stream(task_id)
     history: list[Recorded] = []
-    for version, line in enumerate((x for x in text.splitlines() if x.strip()), start=1):
+    # Only "\n" ends a record: JSON keeps U+2028, U+2029 and U+0085 in a string as they are,
+    # and ``str.splitlines`` would cut the record there.
+    lines = (x.rstrip("\r") for x in text.split("\n"))
+    for version, line in enumerate((x for x in lines if x.strip()), start=1):
         try:
             entry = msgspec.json.decode(line, type=_Entry)
         except msgspec.DecodeError as exc:
@@ -735,8 +739,8 @@ def replay_recorded(
     """Replay a history embedded in a test (as ``onward to-test`` writes them).
 
     When ``engine`` is a ``MODULE:ENGINE`` target and ``ONWARD_DB`` is not set, ``ONWARD_DB`` is
-    set to ``memory://`` first, so that a module that opens its engine without a URL opens it
-    in memory (the replay never writes to it).
+    ``memory://`` while it is imported, so that a module that opens its engine without a URL
+    opens it in memory (the replay never writes to it); it is unset again afterwards.
 
     Args:
         engine: the engine the task is registered on, or where to import it from.
@@ -756,8 +760,14 @@ def replay_recorded(
         UsageError: a target that does not import, or a history that does not decode.
     """
     if isinstance(engine, str):
-        os.environ.setdefault("ONWARD_DB", "memory://")
-        engine = load_engine(engine)
+        unset = "ONWARD_DB" not in os.environ
+        if unset:  # for the import only: the tests that run next see the environment as it was
+            os.environ["ONWARD_DB"] = "memory://"
+        try:
+            engine = load_engine(engine)
+        finally:
+            if unset:
+                os.environ.pop("ONWARD_DB", None)
     taken = None
     if inherited is not None:
         taken = decode_history(inherited, task_id=task_id, session=session)

@@ -330,6 +330,16 @@ STEP = '[[steps]]\nkind = "read_source"\n'
             'error = "UnicodeDecodeError"\nrate = 2.0\n',
             r"errors\[0\]\.rate: must be a number in \[0, 1\]",
         ),
+        (  # planned before the run: it filled memory without end
+            'name = "x"\n' + STEP + '[[steps]]\nkind = "load_config"\n'
+            "repeat = [1000000000000, 1000000000000]\n",
+            r"steps\[1\]\.repeat: must be a number in \[0, 10000\], got 1000000000000",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[outages]]\ncomponent = "external_api"\n'
+            'step = "call_model"\ncount = 1000000000000\n',
+            r"outages\[0\]\.count: must be a number in \[0, 10000\], got 1000000000000",
+        ),
         (
             'name = "x"\n' + STEP + '[[outages]]\ncomponent = "nosuch"\nstep = "call_model"\n',
             r"outages\[0\]\.component: unknown component 'nosuch'",

@@ -90,6 +90,9 @@ def test_a_fake_clock_only_moves_forward() -> None:
     assert clock() == 15.0
     with pytest.raises(UsageError, match="forward"):
         clock.advance(-1)
+    for start in (float("nan"), float("inf"), "5", True):  # NaN was taken: every timer stalled
+        with pytest.raises(UsageError, match="starts at a finite time"):
+            FakeClock(start=start)  # type: ignore[arg-type]
 
 
 def test_open_engine_keeps_given_retries() -> None:
@@ -853,6 +856,52 @@ def test_the_plugin_is_registered_for_pytest(tmp_path: Path, marker: str, check:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_a_modules_and_a_tests_markers_both_apply(tmp_path: Path) -> None:
+    """The module's options were dropped when the test had a marker of its own, and one given
+    without its name was ignored (``onward(False)`` still backed off)."""
+    test_file = tmp_path / "test_markers.py"
+    test_file.write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            pytestmark = pytest.mark.onward(session="from-the-module", backoff=True)
+
+
+            class TestThem:
+                pytestmark = pytest.mark.onward(backoff=False)
+
+                @pytest.mark.onward(session="from-the-test")
+                def test_closest_wins(self, onward_engine):
+                    assert onward_engine.session == "from-the-test"
+
+                def test_the_class_and_module(self, onward_engine, onward_clock):
+                    assert onward_engine.session == "from-the-module"
+
+                    @onward_engine.step()
+                    def flaky() -> None:
+                        raise TimeoutError("slow")
+
+                    @onward_engine.task()
+                    def job() -> None:
+                        flaky()
+
+                    onward_engine.submit(job)
+                    onward_engine.run()
+                    assert sum(onward_clock.slept) < 0.001  # no back-off: the class's option
+
+
+            @pytest.mark.onward(False)
+            def test_unnamed(onward_engine):
+                pass
+            """
+        )
+    )
+    done = run_pytest(test_file, tmp_path)
+    assert "2 passed, 1 error" in done.stdout, done.stdout + done.stderr
+    assert "takes the options of Engine.open by name (backoff=False), got (False,)" in done.stdout
+
+
 def test_the_readme_pytest_example_runs_under_pytest(tmp_path: Path) -> None:
     import re
 
@@ -863,3 +912,96 @@ def test_the_readme_pytest_example_runs_under_pytest(tmp_path: Path) -> None:
     done = run_pytest(test_file, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+VALUED_APP = """
+import datetime
+
+from onward import Engine
+
+engine = Engine.open()
+
+
+@engine.step()
+def describe(text: str) -> str:
+    return f"{len(text)} characters"
+
+
+@engine.task()
+def typed(payload: bytes, pair: tuple[int, str], day: datetime.date, text: str) -> str:
+    assert isinstance(payload, bytes) and isinstance(pair, tuple), (payload, pair)
+    assert isinstance(day, datetime.date), day
+    return f"{payload!r} {pair!r} {day.isoformat()} {describe(text)}"
+
+
+@engine.task()
+def untyped(payload, pair, number):
+    return [type(payload).__name__, type(pair).__name__, repr(number), describe(str(pair))]
+"""
+
+
+def test_replay_and_to_test_give_a_task_its_arguments_as_its_runs_had_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes, tuples and dates came to a replay in their stored form (``{'$bytes': ...}``):
+    every task taking one diverged, and its generated test failed on the same code. A string
+    with U+2028, U+2029 or U+0085 cut its record in two in the generated test."""
+    (tmp_path / "app.py").write_text(VALUED_APP)
+    db = tmp_path / "work.db"
+    recording = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import app, datetime; from onward.testing import replay_check; "
+            "a = app.engine.submit(app.typed, b'ab\\x00', (1, 'x'), datetime.date(2026, 12, 6), "
+            "'line\\u2028sep\\u2029par\\x85nel'); "
+            "b = app.engine.submit(app.untyped, b'ab', (1, 'x'), float('nan')); "
+            "app.engine.run(); print(a, b); print(replay_check(app.engine.log, app.engine).ok)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "ONWARD_DB": f"sqlite:///{db}"},
+    )
+    ids, check = recording.stdout.splitlines()
+    assert check == "True", recording.stdout
+    for task_id, name in zip(ids.split(), ("typed", "untyped"), strict=True):
+        assert main(["to-test", task_id, "--db", str(db), "--engine", "app:engine"]) == 0
+        test_file = tmp_path / "tests" / f"test_{name}.py"
+        test_file.parent.mkdir(exist_ok=True)
+        test_file.write_text(capsys.readouterr().out)
+        done = run_pytest(test_file, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_replay_of_a_target_leaves_the_environment_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ONWARD_DB stayed memory:// for every test that ran after a generated one.
+    from onward.testing.replay import replay_recorded
+
+    (tmp_path / "leaves_env_app.py").write_text(APP.format(extra=""))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("ONWARD_DB", raising=False)
+    with pytest.raises(UsageError, match="starts with its TaskSubmitted"):  # no history
+        replay_recorded("leaves_env_app:engine", "", task_id="t")
+    assert "ONWARD_DB" not in os.environ
+    import leaves_env_app  # type: ignore[import-not-found]
+
+    assert leaves_env_app.engine.log.url == "memory://"
+    leaves_env_app.engine.close()
+
+
+def test_a_history_with_unicode_line_separators_round_trips() -> None:
+    from onward.events import Meta, Recorded, TaskSubmitted
+    from onward.testing.replay import decode_history, encode_history
+
+    texts = ["a\u2028b", "c\u2029d", "e\x85f", "g\x1ch", "i\r\nj"]
+    history = [
+        Recorded("task-t", 1, 1, Meta(event_id="e1", time=1.0), TaskSubmitted(name="n", args=texts))
+    ]
+    (back,) = decode_history(encode_history(history), task_id="t")
+    assert isinstance(back.event, TaskSubmitted)
+    assert back.event.args == texts
