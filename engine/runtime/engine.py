@@ -337,7 +337,8 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         Args:
             workers: how many tasks may run at once (threads of this process).
             stop: set it to stop (from another thread, or a signal handler of your own).
-            handle_signals: stop on SIGTERM and SIGINT (only from the main thread).
+            handle_signals: stop on SIGTERM and SIGINT, and SIGHUP unless it is ignored or
+                handled already (only from the main thread).
 
         Returns:
             What it did.
@@ -400,7 +401,8 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         Args:
             concurrency: how many tasks may run at once.
             stop: set it to stop gracefully.
-            handle_signals: the first SIGTERM or SIGINT stops it gracefully, a second at once
+            handle_signals: the first SIGTERM, SIGINT or SIGHUP (as :meth:`serve`) stops it
+                gracefully, a second at once
                 (when the loop runs in the main thread).
 
         Returns:

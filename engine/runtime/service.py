@@ -27,6 +27,17 @@ logger = redacted_logger("onward.engine.service")  # its stops are shown by `onw
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def stop_signals() -> list[signal.Signals]:
+    """The signals a worker stops on: SIGTERM and SIGINT, and SIGHUP (its terminal closed, an
+    SSH session ended) where nothing else took it: not when it is ignored (``nohup``) or the
+    application handles it."""
+    found = list(STOP_SIGNALS)
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL:
+        found.append(hangup)
+    return found
+
+
 def serve(
     scheduler: Scheduler,
     *,
@@ -92,8 +103,9 @@ async def serve_async(
         scheduler: the session's scheduler.
         concurrency: how many tasks may run at once.
         stop: set to stop (a new event when None).
-        handle_signals: stop on SIGTERM and SIGINT (when the loop runs in the main thread):
-            the first gracefully, a second at once (the serving task is cancelled).
+        handle_signals: stop on SIGTERM, SIGINT and SIGHUP (as :func:`serve`; when the loop
+            runs in the main thread): the first gracefully, a second at once (the serving
+            task is cancelled).
 
     Returns:
         What it did.
@@ -116,7 +128,7 @@ async def serve_async(
         stop.set()
 
     if handle_signals and threading.current_thread() is threading.main_thread():
-        for s in STOP_SIGNALS:
+        for s in stop_signals():
             loop.add_signal_handler(s, on_signal, s)
             installed.append(s)
     try:
@@ -132,9 +144,9 @@ async def serve_async(
 
 @contextlib.contextmanager
 def _signals(stop: threading.Event, reasons: list[str], scheduler: Scheduler) -> Iterator[None]:
-    """SIGTERM and SIGINT stop the worker gracefully; a second signal stops it at once: the
-    service's storage calls give up, and ``KeyboardInterrupt`` reaches the caller without
-    waiting for the service's thread."""
+    """SIGTERM and SIGINT (and SIGHUP, see :func:`stop_signals`) stop the worker gracefully;
+    a second signal stops it at once: the service's storage calls give up, and
+    ``KeyboardInterrupt`` reaches the caller without waiting for the service's thread."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -146,7 +158,7 @@ def _signals(stop: threading.Event, reasons: list[str], scheduler: Scheduler) ->
         reasons.append(name)
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, on_signal) for s in stop_signals()}
     try:
         yield
     finally:

@@ -206,6 +206,33 @@ def test_sigterm_hands_running_tasks_back_at_their_next_step(url: str, tmp_path:
         assert fleet.runs()[(task, 1)] == [peer]
 
 
+@pytest.mark.parametrize("hangup", ["default", "ignored"])
+def test_a_hangup_stops_a_worker_gracefully_unless_it_is_ignored(
+    tmp_path: Path, hangup: str
+) -> None:
+    """SIGHUP (its terminal closed, an SSH session ended) killed the worker at once, its
+    tasks left running until their leases ran out. Under ``nohup`` it stays ignored."""
+    fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 'fleet.db'}")
+    fleet.submit(1, slow=4)
+    disposition = signal.SIG_DFL if hangup == "default" else signal.SIG_IGN
+    before = signal.signal(signal.SIGHUP, disposition)  # what the worker inherits
+    try:
+        (stopping,) = fleet.start(1, threads=1)
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    wait_until(lambda: len(fleet.runs()) == 1, 30, "the slow step to start")
+    os.kill(stopping, signal.SIGHUP)
+    if hangup == "ignored":
+        os.kill(stopping, signal.SIGTERM)  # the first signal it takes
+    assert fleet.workers[stopping].wait(timeout=60) == 0, fleet.stderr(stopping)
+    fleet.stop_all()
+    with open_log(fleet.url) as log:
+        events = [r.event for r in log.read()]
+    assert sum(isinstance(e, TaskReleased) for e in events) == 1  # handed back, not left running
+    stopped = [e.reason for e in events if isinstance(e, WorkerStopped)]
+    assert stopped == ["SIGHUP" if hangup == "default" else "SIGTERM"]
+
+
 def test_a_second_sigterm_stops_the_worker_at_once(tmp_path: Path) -> None:
     """The first SIGTERM waits for the steps in flight; a second stops the worker at once,
     without recording them (their tasks are taken over when their leases run out)."""
