@@ -33,6 +33,7 @@ from onward.events import (
     VersionConflict,
 )
 from onward.projections import LimitView, Projections, limit_stream, permit_key
+from onward.projections.limits import TAKES_KEPT
 from onward.runtime.session import Session
 from onward.runtime.worker import worker_gone
 
@@ -64,11 +65,13 @@ class Rate(NamedTuple):
     window: float
 
 
-def parse_rate(text: str) -> Rate | None:
+def parse_rate(text: str, *, most: int | None = TAKES_KEPT) -> Rate | None:
     """A rate as ``"60/minute"``, ``"5/second"``, ``"1000/hour"`` or ``"10/30s"``; "" for none.
 
     Raises:
-        UsageError: anything else, a window over an hour, or no calls at all.
+        UsageError: anything else, a window over an hour, no calls at all, or more than
+            ``most`` per window (:data:`~onward.projections.limits.TAKES_KEPT`, 100,000, the
+            takes the log keeps to count them; None for a rate the log holds already).
     """
     if not isinstance(text, str):
         raise UsageError(f"a rate is text such as '60/minute', got {text!r}")
@@ -84,6 +87,9 @@ def parse_rate(text: str) -> Rate | None:
     window = (float(count) if count else 1.0) * _WINDOWS[unit]
     if calls < 1 or not 0 < window <= 3600:
         raise UsageError(f"a rate allows at least 1 call per window of up to an hour: {text!r}")
+    if most is not None and calls > most:
+        # The log keeps that many takes of a limit to count a window's: more would never wait.
+        raise UsageError(f"a rate allows at most {most:,} calls per window: {text!r}")
     return Rate(calls, window)
 
 
@@ -139,7 +145,7 @@ class Limits:
             UsageError: nothing declares it.
         """
         if view.set:
-            return _Bounds(view.concurrency, parse_rate(view.rate))
+            return _Bounds(view.concurrency, parse_rate(view.rate, most=None))
         found = self._declared.get(name)
         if found is None:
             raise UsageError(

@@ -94,14 +94,23 @@ class Registry:
         names) are its own.
 
         Raises:
-            UsageError: a timeout that is not a positive number of seconds, or a function that
-                is an async generator (a step returns one value).
+            UsageError: a timeout that is not a positive number of seconds, a timeout and a
+                limit on a plain function, or a function that is a generator (a step returns
+                one value).
         """
         if timeout is not None and not (
             isinstance(timeout, int | float) and 0 < timeout < float("inf")
         ):
             raise UsageError(f"a step's timeout must be positive seconds, got {timeout!r}")
         target = call_target(fn)
+        if timeout is not None and limit and not is_async(fn):
+            # Timed out, a plain body runs on in its thread (nothing can stop it): the permit
+            # given back then, or the retry under it, would let more bodies run than allowed.
+            raise UsageError(
+                f"{name or default_name(fn)}: a plain (def) step cannot have both a timeout and "
+                f"a queue limit ({limit!r}): its body runs on after the timeout, past the "
+                "limit; make it async def (cancelled at its timeout) or drop one of them"
+            )
         if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
             raise UsageError(
                 f"{name or default_name(fn)} is a generator: a step returns one value "

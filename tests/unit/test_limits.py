@@ -254,11 +254,33 @@ def test_rates_are_read(text: str, rate: Rate | None) -> None:
         "10/..s",
         "1" * 5000 + "/s",
         "10/" + "9" * 5000 + "s",
+        "100001/hour",  # more than the takes kept to count them: it never waited
+        "999999999999999999/second",
     ],
 )
 def test_bad_rates_are_refused(text: str) -> None:
     with pytest.raises(UsageError, match="rate"):
         parse_rate(text)
+
+
+def test_a_plain_step_with_a_timeout_cannot_take_a_limit(db: str) -> None:
+    """Timed out, its body ran on in its thread: the permit given back (or the retry under
+    it) let four bodies run at once under ``concurrency=1``."""
+    with open_engine(db) as engine:
+        engine.limit("api", concurrency=1)
+        with pytest.raises(UsageError, match="cannot have both a timeout and a queue limit"):
+
+            @engine.step(limit="api", timeout=3)
+            def call(n: int) -> int:
+                return n
+
+        @engine.step(limit="api", timeout=3)  # cancelled at its timeout: its body ends
+        async def call_async(n: int) -> int:
+            return n
+
+        @engine.step(limit="api")
+        def call_untimed(n: int) -> int:
+            return n
 
 
 def test_bad_limits_are_refused(db: str) -> None:
