@@ -110,7 +110,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 17
+    SCHEMA = 18
     NAME = "core"
 
     def __init__(self) -> None:

@@ -49,7 +49,8 @@ class ScheduleView(msgspec.Struct, kw_only=True):
         kwargs: the task's keyword arguments.
         priority: the tasks' priority.
         missed: "once" or "skip" (see :class:`onward.events.ScheduleSet`).
-        set_at: when it was (last) set; ticks count from then.
+        set_at: when it was set, or last set with another cron (or after its removal);
+            ticks count from then.
         last_tick: the last tick handled (None: none yet).
         last_task: the task submitted for it ("" when skipped).
         runs: the tasks it submitted.
@@ -105,7 +106,14 @@ class ScheduleProjection:
                 kwargs=dict(event.kwargs),
                 priority=event.priority.value,
                 missed=event.missed,
-                set_at=r.meta.time,
+                # Its ticks count from its first declaration: one that changes its task's
+                # arguments or priority only (a deploy after an outage) keeps the ticks missed
+                # meanwhile; a new cron, or a schedule set again after its removal, starts anew.
+                set_at=(
+                    before.set_at
+                    if before is not None and not before.removed and before.cron == event.cron
+                    else r.meta.time
+                ),
                 last_tick=before.last_tick if before is not None else None,
                 last_task=before.last_task if before is not None else "",
                 runs=before.runs if before is not None else 0,

@@ -121,6 +121,27 @@ def test_ticks_missed_in_an_outage_run_once_or_are_skipped_as_declared(
         assert [t.task_id == "" for t in ticked].count(True) == 1  # the one skip, recorded
 
 
+def test_ticks_missed_in_an_outage_still_run_once_when_the_schedule_comes_back_changed(
+    db: str, hour_clock: FakeClock
+) -> None:
+    """Workers down for three hours come back declaring the same cron with other arguments:
+    the twelve missed ticks ran nothing and were not even counted as missed. A new cron counts
+    its ticks from its declaration."""
+    ran: list[tuple[float, str]] = []
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        engine.schedule("report", cron="*/15 * * * *", name="catch-up", args=["v1"])
+        engine.schedule("report", cron="*/15 * * * *", name="recron", args=["v1"])
+        hour_clock.advance(3 * 3600 + 5 * 60)  # no worker for three hours
+        engine.schedule("report", cron="*/15 * * * *", name="catch-up", args=["v2"])
+        engine.schedule("report", cron="*/20 * * * *", name="recron", args=["v2"])
+        engine.run()
+        assert ran == [(HOUR + 3 * 3600 + 300, "v2")]  # one run for the twelve, as declared now
+        views = {v.name: v for v in engine.schedules()}
+        assert (views["catch-up"].runs, views["catch-up"].skipped) == (1, 11)
+        assert (views["recron"].runs, views["recron"].skipped) == (0, 0)
+
+
 @pytest.mark.parametrize("looker", ["the busy worker", "another worker"])
 @pytest.mark.parametrize(
     ("start", "runs"),
