@@ -268,6 +268,8 @@ class Limits:
         for key, (worker, until) in view.held.items():
             if key == besides:
                 continue
+            if asking and worker_gone(worker, asking):
+                continue  # a dead worker of this host: its permit is free at once
             if until > now:
                 found.append(key)
                 continue
@@ -275,6 +277,6 @@ class Limits:
             if task is None or task.state != "running" or task.worker != worker:
                 continue
             holds = max(task.lease_until, task.updated_at + lease, workers.holds_until(worker))
-            if now <= holds and not (asking and worker_gone(worker, asking)):
+            if now <= holds:
                 found.append(key)
         return found

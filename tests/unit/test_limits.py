@@ -452,6 +452,25 @@ def test_a_permit_freed_by_another_process_wakes_a_waiting_run_at_once(
             holder.wait()
 
 
+def test_a_permit_of_a_killed_worker_of_this_host_is_free_at_once(
+    tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its process is known dead: its permit counted until its lease ran out (5 minutes by
+    default) while the limited dependency stood idle."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script), db, str(tmp_path)])
+    try:
+        wait_for_file(tmp_path / "holding", holder)
+    finally:
+        holder.kill()
+        holder.wait()
+    path = db.removeprefix("sqlite:///")
+    assert main(["limits", "--db", path, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["limits"]
+    assert (row["in_use"], row["holders"], len(row["stale"])) == (0, [], 1)
+
+
 def wait_for_file(path: Path, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while not path.exists():
