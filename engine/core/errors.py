@@ -230,6 +230,19 @@ class ActionDenied(OnwardError):
         self.action = action
         self.note = note
 
+    @classmethod
+    def as_recorded(cls, action: str, message: str) -> ActionDenied:
+        """The error again from its recorded message (a replay's): the same message, and the
+        note in it."""
+        said = f"action {action!r} was denied"
+        if message == said:
+            return cls(action)
+        if message.startswith(said + ": "):
+            return cls(action, message[len(said) + 2 :])
+        denied = cls(action)  # a message of another shape: kept as it was recorded
+        denied.args = (message,)
+        return denied
+
 
 class CheckFailed(OnwardError):
     """An action ran but its declared check did not hold; it is handled as the step's failure.

@@ -20,7 +20,7 @@ import msgspec
 import msgspec.structs
 import msgspec.toml
 
-from onward.events import Strategy, UsageError
+from onward.events import Strategy, UsageError, redacted_logger
 
 __all__ = [
     "Rule",
@@ -38,6 +38,10 @@ __all__ = [
 
 #: The clarity of a Python function's verdict made with :func:`verdict` by default.
 FUNCTION_CLARITY: Final = 0.8
+#: The choices the engine acts on in its own scenarios; another choice there is only recorded.
+ACTED_ON: Final = {"error": ("fix", "retry", "give_up")}
+
+logger = redacted_logger("onward.judgement")
 
 # msgspec's validation messages end with where the bad value is: " - at `$.rules[2].when[...]`".
 _AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>.*)`$", re.DOTALL)
@@ -118,6 +122,22 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
                 f"rule {self.id!r}: scenario must be lower case, got {self.scenario!r}"
             )
         check_name("choice", self.choice, self.id)
+        acted_on = ACTED_ON.get(self.scenario)
+        if (
+            acted_on is not None
+            and self.choice not in acted_on
+            and self.retry is None
+            and not self.fixes
+        ):
+            # A typo ("give-up") leaves the step to the retry policy, as if no rule matched.
+            logger.warning(
+                "rule %r: the engine acts on no choice %r in scenario %r (it acts on %s): "
+                "the rule is recorded when it matches, and the retry policy decides",
+                self.id,
+                self.choice,
+                self.scenario,
+                ", ".join(acted_on),
+            )
         for fix in self.fixes:
             check_name("a fix name", fix, self.id)
         for fact, pattern in self.when.items():

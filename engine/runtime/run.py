@@ -904,6 +904,11 @@ class TaskRun:
                 retried = [i for i, o in self.outcomes.items() if not o.completed]
                 for index in [i for i in retried if i not in taken]:
                     del self.outcomes[index]
+                    # Its action is judged again (a refused approval is asked again, and
+                    # raises the thresholds once, when refused again); one approved keeps it.
+                    ruling = self.rulings.get(index)
+                    if ruling is not None and not self.answers.get(ruling.decision_id, (0,))[0]:
+                        del self.rulings[index]
                 self.failures.clear()
                 self.fixes_tried.clear()
                 self.fix_applications.clear()
@@ -1336,7 +1341,7 @@ class TaskRun:
         if recorded.completed:
             return decode_value(recorded.result, step.returns)
         if recorded.error_type == "ActionDenied":
-            raise ActionDenied(recorded.name, recorded.message)
+            raise ActionDenied.as_recorded(recorded.name, recorded.message)
         if recorded.error_class == _CANCELLED_CLASS:  # a body's own CancelledError
             raise asyncio.CancelledError(*([recorded.message] if recorded.message else []))
         raise replayed_error(recorded.error_type, recorded.error_class, recorded.message)
@@ -2067,20 +2072,17 @@ class TaskRun:
         granted, note = answer
         if granted:
             return ruling
-        denied = ActionDenied(step.name, note)
+        # The task sees what a replay will see: the message as recorded (redacted, bounded).
+        message = error_message(ActionDenied(step.name, note), self.redact)
+        denied = ActionDenied.as_recorded(step.name, message)
         batch = self.new_batch()
         batch.add(
-            StepFailed(
-                index=index,
-                name=step.name,
-                error_type="ActionDenied",
-                message=error_message(denied, self.redact),
-            ),
+            StepFailed(index=index, name=step.name, error_type="ActionDenied", message=message),
             ruling.decision_id,
         )
         self.judge.denied(self, step, ruling, batch)
         self.commit(batch)
-        self.outcomes[index] = Replayed(step.name, False, None, "ActionDenied", str(denied))
+        self.outcomes[index] = Replayed(step.name, False, None, "ActionDenied", message)
         raise denied
 
     def _check(

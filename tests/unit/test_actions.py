@@ -252,6 +252,67 @@ def test_a_denied_action_fails_its_step_with_the_note(db: str, clock: FakeClock)
         assert engine.refresh().decisions.action("drop_table").denied == 1
 
 
+def test_a_retry_after_a_denial_asks_again_and_the_denial_counts_once(
+    db: str, clock: FakeClock
+) -> None:
+    """Each retry failed again at once with the same denial, never asking, and raised every
+    threshold again: one refusal tightened every later action's judgement step by step."""
+    with open_engine(db, clock) as engine:
+
+        @engine.action(impact="high")
+        def publish() -> str:
+            return "published"
+
+        @engine.task()
+        def release() -> str:
+            return publish()
+
+        task_id = engine.submit(release)
+        engine.run()
+        (first,) = engine.approvals()
+        engine.deny(first.decision_id, note="not yet")
+        engine.run()
+        assert engine.task_view(task_id).state == "failed"
+        engine.retry(task_id)
+        engine.run()
+        (again,) = engine.approvals()  # asked anew
+        assert again.decision_id != first.decision_id
+        engine.approve(again.decision_id)
+        engine.run()
+        assert engine.result(task_id) == "published"
+        adjusted = [r for r in engine.log.read() if type(r.event).__name__ == "ThresholdsAdjusted"]
+        assert len(adjusted) == 1
+
+
+def test_a_caught_denial_reads_the_same_when_the_task_runs_again(db: str, clock: FakeClock) -> None:
+    """Run again (after a sleep), the task caught ``action 'publish' was denied: action
+    'publish' was denied: nope`` with that whole message for its note."""
+    seen: list[tuple[str, str]] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.action(impact="high")
+        def publish() -> str:
+            return "published"
+
+        @engine.task()
+        def release() -> str:
+            try:
+                publish()
+            except ActionDenied as exc:
+                seen.append((str(exc), exc.note))
+            engine.sleep(30)
+            return "done"
+
+        task_id = engine.submit(release)
+        engine.run()
+        (request,) = engine.approvals()
+        engine.deny(request.decision_id, note="nope: not today")
+        engine.run()
+        assert engine.result(task_id) == "done"
+    said = ("action 'publish' was denied: nope: not today", "nope: not today")
+    assert seen == [said, said]
+
+
 def test_run_can_wait_for_an_answer_given_while_it_runs(db: str, clock: FakeClock) -> None:
     looks: list[float] = []
     operators: list[Engine] = []

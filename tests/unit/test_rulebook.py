@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import re
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -817,3 +818,21 @@ def test_rules_command_bad_file_raises(tmp_path: Path, capsys: pytest.CaptureFix
     with pytest.raises(RulebookError, match=re.escape(str(path))):
         cmd_rules(parse("--rules", str(path)))
     assert capsys.readouterr().out == ""
+
+
+def test_an_error_rule_whose_choice_the_engine_does_not_act_on_is_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``choice = "give-up"`` (for ``give_up``) was taken in silence: the step was retried as
+    if no rule matched, and ``onward why`` credited the retries to the rule."""
+    with caplog.at_level(logging.WARNING, logger="onward.judgement"):
+        Rule(id="mine.timeout", scenario="error", choice="give-up")
+        Rule(id="mine.ok", scenario="error", choice="give_up")
+        Rule(id="mine.own", scenario="deploys", choice="give-up")  # a scenario of the user's
+        Rule(id="mine.fixes", scenario="error", choice="mend", fixes=["strip-markdown-fences"])
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "rule 'mine.timeout': the engine acts on no choice 'give-up' in scenario 'error' (it "
+        "acts on fix, retry, give_up): the rule is recorded when it matches, and the retry "
+        "policy decides"
+    ]
