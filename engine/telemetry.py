@@ -56,6 +56,7 @@ Metrics (attributes in brackets):
 
 from __future__ import annotations
 
+import textwrap
 import time
 import traceback
 from contextlib import AbstractContextManager
@@ -122,10 +123,10 @@ def _qualified(error: BaseException) -> str:
     return redact_for_any_log(name)
 
 
-def _stacktrace(error: BaseException) -> str:
+def _stacktrace(error: BaseException, depth: int = 0) -> str:
     """An exception's stack trace for a span, as ``traceback.format_exception`` lays it out
-    (its causes first), redacted and bounded: each exception's innermost frames and bounded
-    message, never its full text."""
+    (its causes first, a group's members after it, indented), redacted and bounded: each
+    exception's innermost frames and bounded message, never its full text."""
     chain: list[tuple[BaseException, str]] = []
     seen: set[int] = set()
     found: BaseException | None = error
@@ -150,6 +151,16 @@ def _stacktrace(error: BaseException) -> str:
         parts.append(bounded("".join(frames[-STACK_FRAMES:]), redact_for_any_log, STACK_LIMIT))
         message = error_message(exc, redact_for_any_log)
         parts.append(f"{_qualified(exc)}: {message}\n" if message else f"{_qualified(exc)}\n")
+        if isinstance(exc, BaseExceptionGroup) and depth < STACK_CHAIN:
+            members = exc.exceptions[:STACK_CHAIN]
+            for number, member in enumerate(members, start=1):
+                shown = _stacktrace(member, depth + 1)
+                parts.append(
+                    textwrap.indent(f"+---------------- {number} ----------------\n", "  ")
+                )
+                parts.append(textwrap.indent(shown, "  | "))
+            if len(exc.exceptions) > len(members):
+                parts.append(f"  +---- and {len(exc.exceptions) - len(members)} more ----\n")
         parts.append(link)
     return "".join(parts)
 

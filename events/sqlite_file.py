@@ -259,7 +259,7 @@ def _refuse_orphan_wal(path: str) -> None:
         size = os.stat(path + "-wal").st_size
     except OSError:
         return
-    if size > _WAL_HEADER:
+    if size > _WAL_HEADER and not os.path.exists(path):  # (not one created meanwhile)
         raise _refuse(
             path,
             "a write-ahead log without its database",

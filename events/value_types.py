@@ -330,6 +330,10 @@ def _accepts(hint: Any) -> Callable[[Any], bool] | None:
         allowed = typing.get_args(hint)
         return lambda value: any(type(value) is type(a) and value == a for a in allowed)
     if isinstance(origin, type) and origin is not object:
+        try:
+            isinstance(None, origin)
+        except TypeError:  # a Protocol that is not runtime-checkable: nothing is read as one
+            return lambda value: False
         return lambda value: isinstance(value, origin)
     return None
 

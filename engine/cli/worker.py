@@ -66,6 +66,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # never a log of the default's at the working directory.
     if args.db is not None and not args.db.strip():
         raise UsageError(f"a log URL must be a non-empty string, got {args.db!r}")
+    if args.db is None and "ONWARD_DB" in os.environ and not os.environ["ONWARD_DB"].strip():
+        raise UsageError("ONWARD_DB is set but empty: give the log (--db URL or ONWARD_DB)")
     if args.session is not None and not args.session.strip():
         raise UsageError(f"a session name must be a non-empty string, got {args.session!r}")
     if args.db:

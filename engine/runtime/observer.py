@@ -179,11 +179,21 @@ class Observer:
 IN_OBSERVER: ContextVar[bool] = ContextVar("onward_in_observer", default=False)
 
 
-@contextlib.contextmanager
-def observing(observer: Observer | None, token: Any) -> Iterator[None]:
+def observing(observer: Observer | None, token: Any) -> AbstractContextManager[None]:
     """Run what follows in the context the observer gives for a task run's or step try's code
     (:meth:`Observer.running`); what the context raises as it is entered or exited is logged
     and dropped, as any hook's, and the code's own errors pass through it unchanged."""
+    # None, or an observer of its own making (no Observer subclass) without the hook.
+    if observer is None or not hasattr(observer, "running"):
+        return _NO_CONTEXT
+    return _observing(observer, token)
+
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _observing(observer: Observer, token: Any) -> Iterator[None]:
     scope = notify(observer, "running", token)
     if scope is None:
         yield

@@ -2102,7 +2102,10 @@ class TaskRun:
         batch = self.new_batch()
         cause = None
         if ruling.strategy != Strategy.MONITORED and judgement.can_undo:
-            cause = batch.add(self.judge.undo(judgement, result, step, index), ruling.decision_id)
+            undone = self.judge.undo(judgement, result, step, index)
+            cause = batch.add(undone, ruling.decision_id)
+            if not undone.ok:  # the effect stays: the failure says so, not only the log
+                reason = f"{reason}; undoing it failed: {undone.message}"
         self.judge.outcome(
             self, step, index, ruling, batch, passed=False, message=reason, cause=cause
         )

@@ -1129,7 +1129,8 @@ class Scheduler:
         """Run a plain task's code in a worker thread, which a cancellation of the run cannot
         stop: the task then hands itself back at its next step, once what the step under way
         returns is recorded (as a stopping worker's does), and the cancellation goes on when
-        it has (not when the worker stops at once: its lease runs out)."""
+        it has (not when the worker stops at once, nor once cancelled again: its lease runs
+        out)."""
         work = asyncio.ensure_future(asyncio.to_thread(self._run_begun, view, begun))
         try:
             return await asyncio.shield(work)
@@ -1138,15 +1139,14 @@ class Scheduler:
                 raise
             cancelled = exc
         self.stopping.set()  # the run ends: its plain tasks hand their tasks back
-        while True:
-            try:
-                outcome = await asyncio.shield(work)
-                break
-            except asyncio.CancelledError:
-                if work.cancelled():
-                    raise
-            except BaseException as exc:
-                raise cancelled from exc
+        try:
+            outcome = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # Cancelled again: it waits no longer (as a second signal stops a worker at once);
+            # the thread runs on, and its task is taken over when its lease runs out.
+            raise
+        except BaseException as exc:
+            raise cancelled from exc
         self._count(outcome)
         raise cancelled
 
@@ -1344,9 +1344,18 @@ class Scheduler:
         results of plain steps' bodies that its cancelled run gave up on, and that returned
         meanwhile, are recorded with it (:meth:`TaskRun.abandoned_results`)."""
         batch = run.abandoned_results()
-        batch.add(TaskReleased(worker=self.session.worker, reason=reason))
+        released = TaskReleased(worker=self.session.worker, reason=reason)
+        batch.add(released)
         try:
-            run.commit(batch)
+            try:
+                run.commit(batch)
+            except PayloadTooLarge as exc:
+                # A result over the log's limit: handed back without the results (those steps
+                # run again, and their refusal is then recorded as their outcome).
+                logger.info("task %s: handed back without its steps' results: %s", run.task_id, exc)
+                only = run.new_batch()
+                only.add(released)
+                run.commit(only)
         except LeaseLost as lost:
             logger.info("%s", lost)
             return _lost(lost), run

@@ -132,3 +132,17 @@ def test_a_log_moved_away_and_back_under_a_running_task_loses_nothing(tmp_path: 
         completed = Counter(r.event.index for r in log.read() if isinstance(r.event, StepCompleted))
         assert log.verify().ok
     assert completed == {0: 1, 1: 1, 2: 1, 3: 1}
+
+
+def test_a_log_created_by_another_process_meanwhile_is_not_taken_for_a_stranded_one(
+    tmp_path: Path,
+) -> None:
+    """Its path was missing when looked at, then another process created the log, whose
+    write-ahead log was there by the time its size was read: the healthy log was refused."""
+    from onward.events.sqlite_file import _refuse_orphan_wal
+
+    db = tmp_path / "log.db"
+    with open_log(f"sqlite:///{db}") as log:
+        log.append("task-1", submitted("a"), expected_version=0)
+        assert Path(f"{db}-wal").stat().st_size > 32
+        _refuse_orphan_wal(str(db))  # the database is there: nothing refused

@@ -157,6 +157,29 @@ def test_a_failed_check_is_a_step_failure_and_a_reversible_action_is_undone(
         assert "CheckFailed" in view.error
 
 
+def test_a_failed_undo_is_said_in_the_steps_failure(db: str, clock: FakeClock) -> None:
+    """Only the log's ``ActionUndone ok=false`` said it: the error read as if it was undone."""
+
+    def undo(result: int) -> None:
+        raise OSError("the row is locked")
+
+    with open_engine(db, clock, healing=False) as engine:
+
+        @engine.action(impact="medium", undo=undo, check=lambda result: result < 10)
+        def write(n: int) -> int:
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return write(n)
+
+        task_id = engine.submit(job, 50)
+        assert engine.run().failed == 1
+        error = engine.task_view(task_id).error
+        assert "the check returned False; undoing it failed: " in error
+        assert "the row is locked" in error
+
+
 def test_what_an_action_records_names_events_of_the_log(db: str, clock: FakeClock) -> None:
     """Each check and undo names the decision that ruled its action, and each event's cause is
     an event recorded before it: ``onward why`` follows them (the decisions of actions run at

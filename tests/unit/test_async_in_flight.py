@@ -1681,6 +1681,84 @@ def test_a_plain_task_whose_run_is_cancelled_mid_step_hands_its_task_back_after_
         assert engine.log.verify().ok
 
 
+def test_cancelling_run_async_again_stops_waiting_for_a_plain_tasks_thread(
+    db: Path, clock: FakeClock
+) -> None:
+    """The first cancellation waits for the plain task's thread to reach its next step; a
+    second waits no longer (as a second signal stops a worker at once): ``wait_for`` and task
+    groups can bound it."""
+    started, go = threading.Event(), threading.Event()
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.task()
+        def stuck() -> str:
+            started.set()
+            assert go.wait(60)  # between steps: no step will come soon
+            return "late"
+
+        task_id = engine.submit(stuck)
+
+        async def cancel_twice() -> None:
+            running = asyncio.create_task(engine.run_async())
+            try:
+                await asyncio.to_thread(started.wait)
+                (scheduler,) = engine._runs._runs
+                running.cancel()
+                assert await asyncio.to_thread(scheduler.stopping.wait, 60)
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+                assert not go.is_set()  # it did not wait for the thread
+            finally:
+                go.set()
+
+        asyncio.run(cancel_twice())
+        # The thread, let go after, ends the task as it can (or its lease runs out).
+        assert engine.refresh().tasks.views[task_id].state in ("running", "succeeded")
+
+
+def test_a_hand_back_whose_steps_result_is_over_the_payload_limit_still_hands_back(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async`` is cancelled while an async task's plain step runs; the step returns what
+    is over the log's limit. The hand-back carried that result: its append was refused,
+    nothing was recorded or said, and the task stayed running until its lease ran out."""
+    started, go = threading.Event(), threading.Event()
+    with Engine.open(
+        f"sqlite:///{db}", session="agents", clock=clock, payload_limit=100_000
+    ) as engine:
+
+        @engine.step()
+        def fetch() -> str:
+            started.set()
+            assert go.wait(60)
+            return "y" * 200_000
+
+        @engine.task()
+        async def job() -> int:
+            try:
+                return len(await fetch())
+            except asyncio.CancelledError:
+                go.set()  # the run's cancellation reached the step's caller: the body returns
+                raise
+
+        task_id = engine.submit(job)
+
+        async def cancel_mid_step() -> None:
+            running = asyncio.create_task(engine.run_async())
+            try:
+                await asyncio.to_thread(started.wait)
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            finally:
+                go.set()
+
+        asyncio.run(cancel_mid_step())
+        assert kinds(engine, task_id)[-1] == "TaskReleased"
+        assert engine.refresh().tasks.views[task_id].state == "queued"
+
+
 def test_a_plain_step_given_up_on_before_the_task_recorded_more_is_not_recorded_late(
     db: Path, clock: FakeClock
 ) -> None:

@@ -101,7 +101,7 @@ def test_an_argument_error_echoes_no_secret(capsys: pytest.CaptureFixture[str]) 
     assert "hunter2xyz" not in err
 
 
-@pytest.mark.parametrize("given", [["--db", ""], ["--db", " "], ["--session", ""]])
+@pytest.mark.parametrize("given", [["--db", ""], ["--db", " "], ["--session", ""], ["ONWARD_DB="]])
 def test_a_worker_given_an_empty_log_or_session_is_refused(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -111,9 +111,12 @@ def test_a_worker_given_an_empty_log_or_session_is_refused(
     # `--db "$DB"` with DB unset served a new ./onward.db, session "default", for good.
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ONWARD_DB", raising=False)
+    if given == ["ONWARD_DB="]:
+        monkeypatch.setenv("ONWARD_DB", "")
+        given = []
     assert main(["worker", "no_such_module:engine", *given]) == 2
     err = capsys.readouterr().err
-    assert "must be a non-empty string" in err
+    assert "must be a non-empty string" in err or "ONWARD_DB is set but empty" in err
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 

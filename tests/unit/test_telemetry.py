@@ -438,3 +438,62 @@ def test_the_codes_own_spans_nest_under_its_step_and_task_spans(
         assert parent.name.startswith(wanted), (span.name, parent.name)
         task_id = parent.attributes["onward.task.id"]
         assert task_id in ids
+
+
+def test_a_span_stack_trace_shows_an_exception_groups_members() -> None:
+    from onward.telemetry import _exception_event
+
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    errors: list[Exception] = []
+    for message in ("first member", "second member"):
+        try:
+            fail(message)
+        except ValueError as exc:
+            errors.append(exc)
+    try:
+        raise ExceptionGroup("two failed", errors)
+    except ExceptionGroup as exc:
+        stack = _exception_event(exc)["exception.stacktrace"]
+    assert "ExceptionGroup: two failed (2 sub-exceptions)" in stack
+    for message in ("first member", "second member"):
+        assert f"  | ValueError: {message}" in stack
+    assert stack.count("raise ValueError(message)") == 2
+
+
+def test_an_observer_of_its_own_making_without_the_running_hook_is_not_warned_of(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ended: list[str] = []
+
+    class Counting:  # not an Observer subclass: only the hooks it wants
+        def task_ended(self, token: Any, outcome: str) -> None:
+            ended.append(outcome)
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "running":
+                raise AttributeError(name)
+            return lambda *args, **kwargs: None
+
+    engine = Engine.open(
+        f"sqlite:///{tmp_path / 'a.db'}",
+        session="s",
+        clock=clock,
+        sleep=clock.advance,
+        observer=Counting(),  # type: ignore[arg-type]
+    )
+    with engine:
+
+        @engine.step()
+        def fetch() -> int:
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return fetch()
+
+        engine.submit(job)
+        engine.run()
+    assert ended == ["succeeded"]
+    assert not [r for r in caplog.records if "failed in running" in r.getMessage()]

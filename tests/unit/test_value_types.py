@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import msgspec
 import pytest
@@ -642,6 +642,10 @@ class Solid(NamedTuple):
     z: int = 0
 
 
+class Greets(Protocol):
+    def greet(self) -> str: ...
+
+
 @dataclasses.dataclass
 class Loose:
     id: int
@@ -654,6 +658,8 @@ UNION_MEMBERS: list[tuple[str, Any, Any]] = [
     ("a field typed Any in a union", Loose(2, "x"), Cat | Loose),
     ("a list of them or None", [Loose(3, None)], list[Loose] | None),
     ("Any or None", {"k": (1, 2)}, Any | None),
+    # "Instance and class checks can only be used with @runtime_checkable protocols"
+    ("a protocol in a union", Loose(4, 1), Greets | Loose | None),
     # The first member with the value's name field was taken: Cat(name='Rex', indoor=True).
     ("dataclass, the second member", Dog("Rex", "collie"), Cat | Dog),
     ("dataclass, the first member", Cat("Tom", indoor=False), Cat | Dog),
