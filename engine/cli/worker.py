@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from urllib.parse import unquote
@@ -103,11 +104,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
             service.setLevel(logging.INFO)
         try:
             summary = engine.serve(workers=args.workers)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stopped:
             # A second signal: stop at once, without waiting for the steps in flight (their
-            # tasks are taken over when their lease runs out; nothing committed is lost).
+            # tasks are taken over when their lease runs out; nothing committed is lost). The
+            # exit status says which signal, as a shell's does: 128 + its number.
             print("onward worker: stopped at once", file=sys.stderr, flush=True)
-            os._exit(130)
+            os._exit(_signal_status(stopped))
     finally:
         engine.close()
     if args.json:
@@ -115,6 +117,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     else:
         print(stop_line(summary))
     return 0
+
+
+def _signal_status(stopped: KeyboardInterrupt) -> int:
+    """128 + the number of the signal that stopped the worker at once (130 for Ctrl-C)."""
+    name = stopped.args[0] if stopped.args else ""
+    number = getattr(signal, name, signal.SIGINT) if isinstance(name, str) else signal.SIGINT
+    return 128 + int(number)
 
 
 def stop_line(summary: RunSummary) -> str:

@@ -243,7 +243,7 @@ def test_a_second_sigterm_stops_the_worker_at_once(tmp_path: Path) -> None:
     os.kill(stopping, signal.SIGTERM)
     wait_until(lambda: "hand their tasks back" in fleet.stderr(stopping), 30, "the first SIGTERM")
     os.kill(stopping, signal.SIGTERM)
-    assert fleet.workers[stopping].wait(timeout=30) == 130, fleet.stderr(stopping)
+    assert fleet.workers[stopping].wait(timeout=30) == 143, fleet.stderr(stopping)  # 128 + 15
     assert "stopped at once" in fleet.stderr(stopping)
     fleet.stop_all()
     with open_log(fleet.url) as log:
@@ -276,7 +276,7 @@ def test_a_second_sigterm_stops_the_worker_at_once_during_a_storage_outage(
             code = fleet.workers[stopping].wait(timeout=20)
         except subprocess.TimeoutExpired:
             code = None
-        assert code == 130, fleet.stderr(stopping)
+        assert code == 143, fleet.stderr(stopping)
     finally:
         outage.close()
         if fleet.workers[stopping].poll() is None:  # it failed to stop: leave no process
