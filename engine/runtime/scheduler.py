@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import random
 import threading
 import time
@@ -280,7 +281,12 @@ class Scheduler:
                     elif pool is not None and free > 0:
                         for claimed in self._claim_up_to(free):
                             tally["runs"] += 1
-                            in_flight[pool.submit(self._execute, *claimed)] = claimed[0].task_id
+                            # In the caller's context, as one worker runs them (a tracer's
+                            # current span: the task runs' parent).
+                            context = contextvars.copy_context()
+                            execute = functools.partial(self._execute, *claimed)
+                            future = pool.submit(context.run, execute)
+                            in_flight[future] = claimed[0].task_id
                 if one is not None:
                     # Run without the session's lock, as the pool's threads do: the task's
                     # calls take it as they need it, and so can other threads meanwhile (a

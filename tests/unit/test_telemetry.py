@@ -419,17 +419,22 @@ def test_the_codes_own_spans_nest_under_its_step_and_task_spans(
                 pass
             return await fetch_async(n) + await fetch(n)
 
-        if path == "run_async":
-            ids = [engine.submit(job_async, n) for n in range(3)]
-            asyncio.run(engine.run_async(concurrency=3))
-        else:
-            ids = [engine.submit(job, n) for n in range(3)]
-            engine.run(workers=2 if "2" in path else 1)
+        with tracer.start_as_current_span("the caller") as caller:
+            if path == "run_async":
+                ids = [engine.submit(job_async, n) for n in range(3)]
+                asyncio.run(engine.run_async(concurrency=3))
+            else:
+                ids = [engine.submit(job, n) for n in range(3)]
+                engine.run(workers=2 if "2" in path else 1)
         assert all(engine.result(i) is not None for i in ids)
 
     spans = sink.spans.get_finished_spans()
     by_id = {s.context.span_id: s for s in spans}
-    mine = [s for s in spans if not s.name.startswith("onward.")]
+    # The task runs are the caller's children, on every path (not with 2 workers' threads).
+    tasks = [s for s in spans if s.name.startswith("onward.task")]
+    assert len(tasks) == 3
+    assert all(s.parent is not None and s.parent.span_id == caller.context.span_id for s in tasks)
+    mine = [s for s in spans if not s.name.startswith("onward.") and s.name != "the caller"]
     assert len(mine) == 3 * (3 if path == "run_async" else 2)
     for span in mine:
         assert span.parent is not None
