@@ -70,7 +70,10 @@ def open_log(url: str, **options: Any) -> EventLog:
                 raise InvalidURL(f"SQLite option {key!r} is given more than once in {url!r}")
             query[key] = value
         if "synchronous" in query:
-            options.setdefault("synchronous", query["synchronous"].lower())
+            level = query["synchronous"].lower()
+            if level not in ("full", "normal", "extra"):
+                raise InvalidURL(f"synchronous must be full, normal or extra in {url!r}")
+            options.setdefault("synchronous", level)
         if "busy_timeout" in query:
             try:
                 seconds = float(query["busy_timeout"])

@@ -183,10 +183,10 @@ def test_bad_options_are_refused_before_anything_is_created(
 ) -> None:
     db = tmp_path / "log.db"
     url = f"sqlite:///{db}{query}"
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(InvalidURL) as info:  # a bad synchronous was a bare UsageError
         open_log(url).close()
     message = str(info.value)
-    for word in words:
+    for word in [*words, url]:  # the URL named too
         assert word in message
     assert list(tmp_path.iterdir()) == []
 
