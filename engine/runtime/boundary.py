@@ -22,6 +22,8 @@ Every event goes to the session's stream, each at its expected version.
 
 from __future__ import annotations
 
+import msgspec
+
 from onward.events import DecisionMade, Event, SessionPaused
 from onward.judgement.budget import BudgetVerdict, ErrorBudget, assess, verdict_inputs
 from onward.judgement.flow import FlowMonitor
@@ -88,10 +90,12 @@ class Boundary:
 
         def move(projections: Projections) -> list[Event]:
             flow = projections.flow
-            # Judged on the caught-up log at the latest of this clock and the last action's
-            # time: workers whose clocks differ by a little judge alike (else each saw the
-            # other's actions as in the future, and they moved the flow back and forth).
-            now = max(session.clock(), flow.latest(session.name))
+            # Judged on the caught-up log at the latest of this clock, the last action's time
+            # and when the flow entered its state: workers whose clocks differ judge alike
+            # (else each saw the other's actions as in the future, or a move a peer ahead of
+            # it made as not due yet, and they moved the flow back and forth without end).
+            name = session.name
+            now = max(session.clock(), flow.latest(name), flow.since(name))
             moved = self.flow.observe(flow.state(session.name), flow.rhythm(session.name, now))
             return [] if moved is None else [moved]
 
@@ -107,6 +111,14 @@ class Boundary:
             now = max(session.clock(), budget.latest(session.name))  # as for the flow
             window = budget.window(session.name, now, self.budget.window)
             verdict = assess(self.budget, window)
+            view = projections.sessions.sessions.get(session.name)
+            if view is not None and view.state == "paused":
+                # Paused (by this worker or a peer) until a person resumes it: nothing is
+                # judged meanwhile (a peer's "continue" recorded under the pause made the next
+                # "pause" a second SessionPaused, refused: the worker died; and resuming then
+                # kept the errors from before it).
+                verdicts.append(msgspec.structs.replace(verdict, choice="pause", delay=0.0))
+                return []
             verdicts.append(verdict)
             if verdict.rule == (window.last_rule or "budget.within"):
                 return []  # the same rule as the last verdict recorded: nothing new to say

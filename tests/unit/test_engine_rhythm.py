@@ -114,6 +114,45 @@ def test_a_budget_pause_holds_when_the_session_is_reopened_until_a_person_resume
         assert reopened.run().runs > 0  # it works again (and, the service still down, pauses)
 
 
+def test_peers_judging_the_budget_apart_never_record_under_a_pause(
+    db: str, clock: FakeClock
+) -> None:
+    """Two workers, one whose window the errors have left (a shorter window, a clock ahead):
+    under the pause it recorded "continue"; the other then judged "pause" anew and appended a
+    second SessionPaused, refused: the worker died. And a resume after that "continue" kept
+    the errors from before it."""
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def call_service() -> None:
+            raise TimeoutError("the service did not answer")
+
+        @engine.task()
+        def job(n: int) -> None:
+            call_service()
+
+        return job
+
+    short = open_engine(db, clock, budget=ErrorBudget(limit=3, window=20.0), retries=RETRIES)
+    long = open_engine(db, clock, budget=ErrorBudget(limit=3, window=600.0), retries=RETRIES)
+    with short, long:
+        job = register(short)
+        register(long)
+        for n in range(5):
+            short.submit(job, n)
+        assert short.run().paused
+        decided = len(budget_decisions(short))
+        clock.advance(60.0)  # the errors leave the short window, not the long one
+        for engine in (short, long, short):
+            with engine._session.lock:
+                engine.refresh()
+                assert engine.boundary.judge_budget().choice == "pause"
+        assert len(budget_decisions(short)) == decided  # nothing judged under the pause
+        assert len(session_events(short, "SessionPaused")) == 1
+        assert short.resume() is True
+        assert short.refresh().budget.window("rhythm", clock(), 600.0).errors == 0  # fresh
+
+
 def test_transient_noise_never_pauses_the_session(db: str, clock: FakeClock) -> None:
     hiccups: set[int] = set()
     with open_engine(db, clock, budget=ErrorBudget(limit=2), retries=RETRIES) as engine:

@@ -595,3 +595,42 @@ def test_workers_whose_clocks_differ_judge_the_flow_alike(tmp_path: Any) -> None
             if isinstance(r.event, FlowStateChanged)
         ]
     assert moves == [(FlowState.IDLE, FlowState.WARMING), (FlowState.WARMING, FlowState.FLOWING)]
+
+
+def test_workers_whose_clocks_differ_by_minutes_do_not_move_the_flow_back_and_forth(
+    tmp_path: Any,
+) -> None:
+    """A worker ten minutes ahead moved the flow to idle at its time; the others, judging at
+    the last action's, saw their work and moved it back to warming, and so on without end
+    (21,175 moves in 100 s with four workers). Each now judges at least at the time the flow
+    entered its state too."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    behind, ahead = FakeClock(), FakeClock()
+    ahead.advance(600.0)
+
+    def worker(clock: FakeClock) -> Any:
+        engine = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(0.5)
+            return i
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return sum(work(i) for _ in range(4))
+
+        return engine
+
+    with worker(behind) as slow, worker(ahead) as fast:
+        for i in range(6):
+            slow.submit("job", i)
+        slow.run()
+        ahead.advance(120.0)  # the one ahead sees the session idle by now
+        for _ in range(10):  # each serving worker looks at every change the other appends
+            for engine in (fast, slow):
+                with engine._session.lock:
+                    engine.refresh()
+                    engine.boundary.follow_flow()
+        moves = [r.event for r in slow.log.read() if isinstance(r.event, FlowStateChanged)]
+    assert [(m.previous, m.state) for m in moves][2:] == [(FlowState.FLOWING, FlowState.IDLE)]
