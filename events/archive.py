@@ -83,6 +83,9 @@ _READS = (1, 2)
 _COMMIT_ROWS = 100_000
 #: Blobs are large (each over the log's inline limit): a few to a commit.
 _BLOBS_PER_COMMIT = 16
+#: The blob bytes past which an import's commit ends (PostgreSQL refuses a message over 1 GiB,
+#: and one blob may be up to the payload limit, 256 MiB by default).
+_COMMIT_BLOB_BYTES = 256 * 2**20
 
 
 class ExportSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -368,7 +371,8 @@ def import_log(log: EventLog, lines: Iterable[bytes] | ExportFile) -> ImportSumm
     the log's copy of each of its streams, then the records the log does not hold yet inserted
     with their blobs, in the file's order.
 
-    The records go in commits of up to 100,000 (one commit for a smaller file). A crash or a
+    The records go in commits of up to 100,000, with up to about 256 MiB of blobs (one commit
+    for a smaller file). A crash or a
     failure of the database between two commits leaves the records of the commits before it:
     each stream of the file holds its first versions with no gap, and importing the file again
     adds only the records still missing.
@@ -395,19 +399,23 @@ def import_log(log: EventLog, lines: Iterable[bytes] | ExportFile) -> ImportSumm
         by_stream.setdefault(stream, []).append(i)
     held = {stream: _held_of(log, parsed, stream, found) for stream, found in by_stream.items()}
     new = [i for i, record in enumerate(parsed.records) if record[1] > held[record[0]]]
-    for start in range(0, len(new), _COMMIT_ROWS):
-        chunk = new[start : start + _COMMIT_ROWS]
-        wanted = {digest for i in chunk for digest in parsed.needs.get(i, [])}
+    for chunk, wanted in _commits(new, parsed):
         blobs = {digest: parsed.blobs[digest] for digest in sorted(wanted)}
         log.insert_records([parsed.records[i] for i in chunk], blobs)
     # The blobs of records the log held already, stored again: one damaged since it was stored
     # (bytes that no longer match its digest) is repaired; a sound one stays as it is.
     written = {digest for i in new for digest in parsed.needs.get(i, [])}
     held_blobs = sorted(set(parsed.blobs) - written)
-    for start in range(0, len(held_blobs), _BLOBS_PER_COMMIT):
-        log.insert_records(
-            [], {d: parsed.blobs[d] for d in held_blobs[start : start + _BLOBS_PER_COMMIT]}
-        )
+    batch: list[str] = []
+    size = 0
+    for digest in held_blobs:
+        if batch and (len(batch) >= _BLOBS_PER_COMMIT or size >= _COMMIT_BLOB_BYTES):
+            log.insert_records([], {d: parsed.blobs[d] for d in batch})
+            batch, size = [], 0
+        batch.append(digest)
+        size += len(parsed.blobs[digest])
+    if batch:
+        log.insert_records([], {d: parsed.blobs[d] for d in batch})
     return ImportSummary(
         records=len(parsed.records),
         imported=len(new),
@@ -415,6 +423,28 @@ def import_log(log: EventLog, lines: Iterable[bytes] | ExportFile) -> ImportSumm
         blobs=len(parsed.blobs),
         streams=len(by_stream),
     )
+
+
+def _commits(new: list[int], parsed: _Parsed) -> Iterator[tuple[list[int], set[str]]]:
+    """The records to import in commits, in the file's order, with the blobs each commit's
+    records need: at most :data:`_COMMIT_ROWS` records, and blobs past
+    :data:`_COMMIT_BLOB_BYTES` start the next commit (PostgreSQL takes no message over 1 GiB)."""
+    chunk: list[int] = []
+    wanted: set[str] = set()
+    size = 0
+    for i in new:
+        needs = [d for d in parsed.needs.get(i, []) if d not in wanted]
+        more = sum(len(parsed.blobs[d]) for d in needs)
+        if chunk and (len(chunk) >= _COMMIT_ROWS or (more and size + more > _COMMIT_BLOB_BYTES)):
+            yield chunk, wanted
+            chunk, wanted, size = [], set(), 0
+            needs = list(dict.fromkeys(parsed.needs.get(i, [])))
+            more = sum(len(parsed.blobs[d]) for d in needs)
+        chunk.append(i)
+        wanted.update(needs)
+        size += more
+    if chunk:
+        yield chunk, wanted
 
 
 def _held_of(log: EventLog, parsed: _Parsed, stream: str, found: list[int]) -> int:

@@ -103,6 +103,8 @@ _HEAD_CACHE_SIZE = 200_000
 _ANY_VERSION_RETRIES = 20
 #: How many blobs :meth:`EventLog.blobs` asks for in one query (SQLite's bound parameters).
 _BLOBS_PER_READ = 500
+#: Blobs read together to check them: each may be up to the payload limit.
+_BLOBS_PER_CHECK = 4
 # The largest version or position a backend stores (a signed 64-bit integer, as SQLite's and
 # PostgreSQL's BIGINT).
 _MAX_INT64 = 2**63 - 1
@@ -861,6 +863,26 @@ class EventLog(ABC):
         self._check_open()
         found = self._read(f"read blob {digest}", functools.partial(self._select_blobs, [digest]))
         return found.get(digest)
+
+    def intact_blobs(self, digests: Iterable[str]) -> set[str]:
+        """The digests among ``digests`` whose blob the log holds intact (its bytes match the
+        digest), read a few at a time and let go of once checked: memory stays bounded by a
+        few blobs, not by all of them.
+
+        Raises:
+            BackendError: the database failed.
+        """
+        self._check_open()
+        wanted = list(dict.fromkeys(digests))
+        intact: set[str] = set()
+        for start in range(0, len(wanted), _BLOBS_PER_CHECK):
+            chunk = wanted[start : start + _BLOBS_PER_CHECK]
+            found = self._read(
+                f"read {len(chunk)} blobs", functools.partial(self._select_blobs, chunk)
+            )
+            intact.update(d for d, data in found.items() if blob_digest(data) == d)
+            del found
+        return intact
 
     def blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         """The bytes of the blobs found among ``digests``, by digest (a missing one is left

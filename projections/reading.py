@@ -30,7 +30,7 @@ from onward.events import (
     StepCompleted,
     StepFailed,
 )
-from onward.events.blobs import blob_digest, join_state, split_of
+from onward.events.blobs import join_state, split_of
 from onward.events.integrity import StreamDamage, check_rows
 from onward.events.log import StoredRow
 
@@ -199,8 +199,7 @@ class FoldReader:
                 if split is not None:
                     wanted += (digest for _name, digest in split[1] if digest not in intact)
         if wanted:
-            found = self.log.blobs(wanted)
-            intact.update(d for d, data in found.items() if blob_digest(data) == d)
+            intact.update(self.log.intact_blobs(wanted))
 
     def _lean_split(
         self, stream: str, version: int, position: int, state: bytes

@@ -25,6 +25,7 @@ from onward.events import (
     import_log,
     open_log,
 )
+from onward.events.log import EventLog
 from tests.conftest import FakeClock
 
 MIB = 1024 * 1024
@@ -420,3 +421,38 @@ def test_an_output_file_with_no_name_is_refused_as_such(
     unfinished(f"sqlite:///{source}", clock)
     assert main([command, "--db", str(source), "--output", ""]) == 2
     assert "the output file has no name" in capsys.readouterr().err
+
+
+def test_an_import_commits_its_blobs_a_bounded_amount_at_a_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every blob of up to 100,000 records went in one insert: over 1 GiB of them, PostgreSQL
+    refused the message and the import was retried as an outage for five minutes, in vain.
+    (The bound is made small here: 10 MiB for 20 MiB of blobs.)"""
+    from onward.events import StepCompleted, archive
+
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    with open_log(source) as log:
+        for i in range(5):
+            value = big_text(4 * 2**20, f"file {i}")
+            event = StepCompleted(index=0, name="read_file", result=value, duration=0.1)
+            log.append(f"task-t{i}", [event], expected_version=0)
+    file = tmp_path / "all.jsonl"
+    export(source, file)
+    monkeypatch.setattr(archive, "_COMMIT_BLOB_BYTES", 10 * 2**20)
+    inserts: list[int] = []
+    real = EventLog.insert_records
+
+    def counted(self: EventLog, records: Any, blobs: dict[str, bytes]) -> Any:
+        inserts.append(sum(len(b) for b in blobs.values()))
+        return real(self, records, blobs)
+
+    monkeypatch.setattr(EventLog, "insert_records", counted)
+    status, said = import_(target, file, capsys)
+    assert status == 0, said
+    assert len(inserts) == 3, inserts
+    assert max(inserts) <= 10 * 2**20 + 4 * 2**20, inserts
+    assert records_of(target) == records_of(source)
+    with open_log(target) as log:
+        assert log.verify().ok
