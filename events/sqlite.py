@@ -98,6 +98,10 @@ _DAMAGE_CODES = frozenset({11, 26})
 _DAMAGE_WORDS = ("database disk image is malformed", "file is not a database")
 
 
+#: How long a look finding the log's file in its place holds, in seconds.
+_LOOK_AGAIN = 0.05
+
+
 def _file_gone(why: str) -> sqlite3.OperationalError:
     """The error of a log whose file is no longer at its path (:func:`moved_away`): SQLite's
     own words for a file it cannot open, which the log's outage handling rides out until the
@@ -148,9 +152,11 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
     ):
         super().__init__(datastore, "stored_events")
         self._busy_timeout = busy_timeout
-        # The file the log holds (sqlite_file.hold_log_file): each transaction first checks
-        # that it is still at the path (sqlite_file.moved_away).
+        # The file the log holds (sqlite_file.hold_log_file): a transaction first checks that
+        # it is still at the path (sqlite_file.moved_away), when the last look is
+        # _LOOK_AGAIN old (a look costs a path's resolution: a few µs of a step's time).
         self._file_key = file_key
+        self._look_again = 0.0
         self._synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
@@ -195,10 +201,11 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             OperationalError: the database failed.
         """
         with self._writer_lock:
-            if self._file_key is not None:
+            if self._file_key is not None and (now := time.monotonic()) >= self._look_again:
                 gone = moved_away(self.datastore.pool.db_name, self._file_key)
                 if gone is not None:
                     raise OperationalError(gone) from _file_gone(gone)
+                self._look_again = now + _LOOK_AGAIN
             writer = self._connect()
             try:
                 writer.execute("BEGIN IMMEDIATE")

@@ -386,6 +386,8 @@ async def _await_step(effect: Invoke) -> Any:
             meanwhile (a ``finally`` that fails as it unwinds) is the cancellation's doing, not
             a failure to heal.
     """
+    if effect.observer is None:
+        return await _await_body(effect)
     with observing(effect.observer, effect.observed):
         return await _await_body(effect)
 
@@ -450,6 +452,8 @@ def on_event_loop() -> bool:
 def _call_step(effect: Invoke) -> Any:
     """A plain step's function with its (or the remedied) arguments, with its timeout, in the
     observer's context."""
+    if effect.observer is None:
+        return _call_body(effect)
     with observing(effect.observer, effect.observed):
         return _call_body(effect)
 

@@ -14,6 +14,14 @@ import pytest
 
 from onward import Engine
 from onward.events import NotALog, StepCompleted, StorageUnavailable, TaskSubmitted, open_log
+from onward.events import sqlite as sqlite_backend
+
+
+@pytest.fixture(autouse=True)
+def look_at_every_append(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log looks at its file at most every 50 ms (a look costs a few µs of a step); here at
+    every transaction, so that the append right after a move is the one refused."""
+    monkeypatch.setattr(sqlite_backend, "_LOOK_AGAIN", 0.0)
 
 
 def submitted(name: str) -> list[TaskSubmitted]:
