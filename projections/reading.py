@@ -186,9 +186,9 @@ class FoldReader:
         return self.log.decode_state(position, stream, version, state)
 
     def _check_blobs(self, rows: Sequence[StoredRow]) -> None:
-        """Read and check at once the blobs the page's split records reference, and remember
-        the intact ones: one read a page, not one a record. A missing or damaged blob is left
-        for the record's own decoding, which reports it in its place."""
+        """Read and check the blobs the page's split records reference, a few at a time, and
+        remember the intact ones: reads for the page, not one a record. A missing or damaged
+        blob is left for the record's own decoding, which reports it in its place."""
         if not self.log.verify_reads:
             return
         intact = self._intact_blobs

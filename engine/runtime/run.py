@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -134,6 +134,21 @@ CURRENT_STEP: ContextVar[int | None] = ContextVar("onward_current_step", default
 # policy, an observer's hook, off an ``async def`` task's event loop): calls made there are
 # the engine's own, not a thread the task's code started.
 _DELEGATED: ContextVar[bool] = ContextVar("onward_delegated", default=False)
+
+
+def enter_task_code(run: TaskRun) -> tuple[Token[Any], ...]:
+    """Make ``run`` the task run of the code about to run here, outside any step's body or
+    thread of task code (a task run from inside another engine's step, or in a copy of its
+    caller's context, is a task of its own): the tokens for :func:`leave_task_code`."""
+    return CURRENT_RUN.set(run), CURRENT_STEP.set(None), _DELEGATED.set(False)
+
+
+def leave_task_code(tokens: tuple[Token[Any], ...]) -> None:
+    """Undo :func:`enter_task_code`."""
+    run, step, delegated = tokens
+    _DELEGATED.reset(delegated)
+    CURRENT_STEP.reset(step)
+    CURRENT_RUN.reset(run)
 
 
 def running_task(what: str) -> TaskRun | None:

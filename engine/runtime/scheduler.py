@@ -69,7 +69,14 @@ from onward.runtime.heartbeat import Heartbeat
 from onward.runtime.limits import Limits
 from onward.runtime.observer import TaskStart, notify, observing
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_RUN, Released, TaskRun, on_event_loop, submission_id
+from onward.runtime.run import (
+    Released,
+    TaskRun,
+    enter_task_code,
+    leave_task_code,
+    on_event_loop,
+    submission_id,
+)
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
 from onward.runtime.worker import worker_gone
@@ -1105,7 +1112,7 @@ class Scheduler:
         if not definition.is_async:
             return await self._run_plain_async(view, begun)
         run.thread = threading.get_ident()  # where its steps are called from
-        token = CURRENT_RUN.set(run)
+        token = enter_task_code(run)
         try:
             with observing(run.observer, run.observed):
                 result = await definition.fn(*args, **kwargs)
@@ -1127,7 +1134,7 @@ class Scheduler:
             run.in_flight.task_left(exc)
             return await self._conclude_async(view, run, None, exc)
         finally:
-            CURRENT_RUN.reset(token)
+            leave_task_code(token)
         run.in_flight.task_left()
         return await self._conclude_async(view, run, result)
 
@@ -1195,7 +1202,7 @@ class Scheduler:
         its own) and record how it ended."""
         run, definition, args, kwargs = begun
         run.thread = threading.get_ident()  # where its steps are called from
-        token = CURRENT_RUN.set(run)
+        token = enter_task_code(run)
         try:
             with observing(run.observer, run.observed):
                 if definition.is_async:
@@ -1205,7 +1212,7 @@ class Scheduler:
         except BaseException as exc:
             return self._conclude(view, run, error=exc)
         finally:
-            CURRENT_RUN.reset(token)
+            leave_task_code(token)
         return self._conclude(view, run, result=result)
 
     def _begin(self, view: TaskView, claim_id: str, history: list[Recorded]) -> _Begun | Outcome:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from onward import Engine, RunSummary
-from onward.events import StepStarted, TaskFailed, open_log
+from onward.events import StepCompleted, StepStarted, TaskFailed, open_log
 
 
 def _run_guarded(run: Callable[[], RunSummary], limit: float = 60.0) -> RunSummary:
@@ -213,3 +213,40 @@ def test_an_interruption_handler_reached_from_an_async_task_may_call_the_engine(
         _run_guarded(lambda: engine.run(max_runs=1))
         assert len(paged) == 1
         assert engine.task_view(paged[0]).name == "pager"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_engine_run_from_inside_another_engines_step_records_its_own_steps(
+    workers: int,
+) -> None:
+    """The inner tasks took the outer step's body for theirs: every inner step ran as a part
+    of it, its outcome never recorded (with one worker, and with N once each task ran in a
+    copy of the caller's context)."""
+    outer = Engine.open("memory://", session="outer")
+
+    @outer.step()
+    def run_inner() -> list[int]:
+        with Engine.open("memory://", session="inner") as inner:
+
+            @inner.step()
+            def fetch(i: int) -> int:
+                return i * 2
+
+            @inner.task(name="job")
+            def job(i: int) -> int:
+                return fetch(i) + fetch(i + 1)
+
+            for i in range(3):
+                inner.submit("job", i)
+            summary = inner.run(workers=workers)
+            steps = sum(isinstance(r.event, StepCompleted) for r in inner.log.read())
+            return [summary.succeeded, steps]
+
+    @outer.task(name="main")
+    def main() -> list[int]:
+        return run_inner()
+
+    with outer:
+        task_id = outer.submit("main")
+        outer.run()
+        assert outer.result(task_id) == [3, 6]
