@@ -103,8 +103,9 @@ _HEAD_CACHE_SIZE = 200_000
 _ANY_VERSION_RETRIES = 20
 #: How many blobs :meth:`EventLog.blobs` asks for in one query (SQLite's bound parameters).
 _BLOBS_PER_READ = 500
-#: Blobs read together to check them: each may be up to the payload limit.
-_BLOBS_PER_CHECK = 4
+#: The bytes of blobs read together to check them (their stored sizes say): a page of small
+#: ones in one read, a large one alone.
+_CHECK_BYTES = 16 * 2**20
 # The largest version or position a backend stores (a signed 64-bit integer, as SQLite's and
 # PostgreSQL's BIGINT).
 _MAX_INT64 = 2**63 - 1
@@ -318,6 +319,10 @@ class EventLog(ABC):
     def _select_blob_digests(self) -> list[str]:
         """The digest of every blob stored."""
         return []
+
+    def _select_blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
+        """The size of each blob found among ``digests``, as stored with it (not its data)."""
+        return {d: len(data) for d, data in self._select_blobs(digests).items()}
 
     @abstractmethod
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
@@ -866,19 +871,34 @@ class EventLog(ABC):
 
     def intact_blobs(self, digests: Iterable[str]) -> set[str]:
         """The digests among ``digests`` whose blob the log holds intact (its bytes match the
-        digest), read a few at a time and let go of once checked: memory stays bounded by a
-        few blobs, not by all of them.
+        digest), read together while their stored sizes add up to little (16 MiB) and let go
+        of once checked: memory stays bounded by a few blobs, not by all of them.
 
         Raises:
             BackendError: the database failed.
         """
         self._check_open()
         wanted = list(dict.fromkeys(digests))
+        sizes: dict[str, int] = {}
+        for start in range(0, len(wanted), _BLOBS_PER_READ):
+            chunk = wanted[start : start + _BLOBS_PER_READ]
+            sizes |= self._read(
+                f"size {len(chunk)} blobs", functools.partial(self._select_blob_sizes, chunk)
+            )
+        # Together as long as their stored sizes add up to little (one read for a page of
+        # small ones); a large one alone.
+        batches: list[list[str]] = []
+        held = 0
+        for digest in (d for d in wanted if d in sizes):
+            if not batches or len(batches[-1]) >= _BLOBS_PER_READ or held >= _CHECK_BYTES:
+                batches.append([])
+                held = 0
+            batches[-1].append(digest)
+            held += max(0, sizes[digest])
         intact: set[str] = set()
-        for start in range(0, len(wanted), _BLOBS_PER_CHECK):
-            chunk = wanted[start : start + _BLOBS_PER_CHECK]
+        for batch in batches:
             found = self._read(
-                f"read {len(chunk)} blobs", functools.partial(self._select_blobs, chunk)
+                f"read {len(batch)} blobs", functools.partial(self._select_blobs, batch)
             )
             intact.update(d for d, data in found.items() if blob_digest(data) == d)
             del found

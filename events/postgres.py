@@ -263,6 +263,15 @@ class PostgresLog(EventLog):
         rows = self._connections.fetch(statements.select, (list(digests),))
         return {str(digest): bytes(data) for digest, data in rows}
 
+    def _select_blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
+        statements = self._blobs
+        if not statements.known:
+            if not self._connections.fetch(statements.exists, ())[0][0]:
+                return {}
+            statements.known = True
+        rows = self._connections.fetch(statements.sizes, (list(digests),))
+        return {str(digest): int(size) for digest, size in rows}
+
     def _select_blob_digests(self) -> list[str]:
         if not self._connections.fetch(self._blobs.exists, ())[0][0]:
             return []
@@ -323,6 +332,9 @@ class _BlobStatements:
         )
         self.select = _render(
             sql.SQL("SELECT digest, data FROM {} WHERE digest = ANY(%s::text[])").format(table)
+        )
+        self.sizes = _render(
+            sql.SQL("SELECT digest, size FROM {} WHERE digest = ANY(%s::text[])").format(table)
         )
         self.digests = _render(sql.SQL("SELECT digest FROM {} ORDER BY digest").format(table))
 

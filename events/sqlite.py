@@ -582,6 +582,15 @@ class SQLiteLog(EventLog):
         )
         return {str(digest): _blob_bytes(data) for digest, data in rows}
 
+    def _select_blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
+        if not digests or not self._has_blobs():
+            return {}
+        marks = ",".join("?" * len(digests))
+        rows = self._query(
+            f"SELECT digest, size FROM onward_blobs WHERE digest IN ({marks})", tuple(digests)
+        )
+        return {str(digest): int(size) for digest, size in rows}
+
     def _select_blob_digests(self) -> list[str]:
         if not self._has_blobs():
             return []
