@@ -879,12 +879,7 @@ class EventLog(ABC):
         """
         self._check_open()
         wanted = list(dict.fromkeys(digests))
-        sizes: dict[str, int] = {}
-        for start in range(0, len(wanted), _BLOBS_PER_READ):
-            chunk = wanted[start : start + _BLOBS_PER_READ]
-            sizes |= self._read(
-                f"size {len(chunk)} blobs", functools.partial(self._select_blob_sizes, chunk)
-            )
+        sizes = self._by_chunks("size", self._select_blob_sizes, wanted)
         # Together as long as their stored sizes add up to little (one read for a page of
         # small ones); a large one alone.
         batches: list[list[str]] = []
@@ -912,13 +907,16 @@ class EventLog(ABC):
             BackendError: the database failed.
         """
         self._check_open()
-        wanted = list(dict.fromkeys(digests))
-        found: dict[str, bytes] = {}
+        return self._by_chunks("read", self._select_blobs, list(dict.fromkeys(digests)))
+
+    def _by_chunks(
+        self, what: str, select: Callable[[Sequence[str]], dict[str, _T]], wanted: list[str]
+    ) -> dict[str, _T]:
+        """``select`` of the blobs ``wanted``, a few hundred digests to a query."""
+        found: dict[str, _T] = {}
         for start in range(0, len(wanted), _BLOBS_PER_READ):
             chunk = wanted[start : start + _BLOBS_PER_READ]
-            found |= self._read(
-                f"read {len(chunk)} blobs", functools.partial(self._select_blobs, chunk)
-            )
+            found |= self._read(f"{what} {len(chunk)} blobs", functools.partial(select, chunk))
         return found
 
     def blob_digests(self) -> list[str]:
