@@ -40,6 +40,20 @@ def budget_decisions(engine: Engine) -> list[Any]:
 RETRIES = RetryPolicies(RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE))
 
 
+def register(engine: Engine) -> Any:
+    """A task whose step fails the same way every time (retries never help); the task."""
+
+    @engine.step()
+    def call_service() -> None:
+        raise TimeoutError("the service did not answer")
+
+    @engine.task()
+    def job(n: int) -> None:
+        call_service()
+
+    return job
+
+
 def test_a_systemic_error_spends_the_budget_and_pauses_the_session(
     db: str, clock: FakeClock
 ) -> None:
@@ -80,17 +94,6 @@ def test_a_budget_pause_holds_when_the_session_is_reopened_until_a_person_resume
     session to submit) does not undo it; ``onward resume SESSION`` does."""
     from onward.cli.main import main
 
-    def register(engine: Engine) -> Any:
-        @engine.step()
-        def call_service() -> None:
-            raise TimeoutError("the service did not answer")
-
-        @engine.task()
-        def job(n: int) -> None:
-            call_service()
-
-        return job
-
     with open_engine(db, clock, budget=ErrorBudget(limit=3), retries=RETRIES) as engine:
         job = register(engine)
         for n in range(5):
@@ -121,17 +124,6 @@ def test_peers_judging_the_budget_apart_never_record_under_a_pause(
     under the pause it recorded "continue"; the other then judged "pause" anew and appended a
     second SessionPaused, refused: the worker died. And a resume after that "continue" kept
     the errors from before it."""
-
-    def register(engine: Engine) -> Any:
-        @engine.step()
-        def call_service() -> None:
-            raise TimeoutError("the service did not answer")
-
-        @engine.task()
-        def job(n: int) -> None:
-            call_service()
-
-        return job
 
     short = open_engine(db, clock, budget=ErrorBudget(limit=3, window=20.0), retries=RETRIES)
     long = open_engine(db, clock, budget=ErrorBudget(limit=3, window=600.0), retries=RETRIES)

@@ -560,6 +560,23 @@ def test_a_flow_policy_out_of_range_is_refused(settings_: dict[str, Any], field:
         FlowPolicy(**settings_)
 
 
+def worker(url: str, clock: FakeClock, step_seconds: float) -> Engine:
+    """A worker of session "s" on its own clock, whose task "job" runs four steps, each
+    taking ``step_seconds`` of that clock."""
+    engine = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
+
+    @engine.step()
+    def work(i: int) -> int:
+        clock.advance(step_seconds)
+        return i
+
+    @engine.task(name="job")
+    def job(i: int) -> int:
+        return sum(work(i) for _ in range(4))
+
+    return engine
+
+
 def test_workers_whose_clocks_differ_judge_the_flow_alike(tmp_path: Any) -> None:
     """Two workers of one session, one's clock 2 s ahead of the other's (two machines): the
     one behind saw the other's actions as in its future, judged the session idle and moved
@@ -569,21 +586,7 @@ def test_workers_whose_clocks_differ_judge_the_flow_alike(tmp_path: Any) -> None
     behind, ahead = FakeClock(), FakeClock()
     ahead.advance(2.0)
 
-    def worker(clock: FakeClock) -> Any:
-        engine = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
-
-        @engine.step()
-        def work(i: int) -> int:
-            clock.advance(0.1)
-            return i
-
-        @engine.task(name="job")
-        def job(i: int) -> int:
-            return sum(work(i) for _ in range(4))
-
-        return engine
-
-    with worker(behind) as slow, worker(ahead) as fast:
+    with worker(url, behind, 0.1) as slow, worker(url, ahead, 0.1) as fast:
         for i in range(5):
             fast.submit("job", i)
         fast.run()
@@ -608,21 +611,7 @@ def test_workers_whose_clocks_differ_by_minutes_do_not_move_the_flow_back_and_fo
     behind, ahead = FakeClock(), FakeClock()
     ahead.advance(600.0)
 
-    def worker(clock: FakeClock) -> Any:
-        engine = Engine.open(url, session="s", clock=clock, sleep=clock.advance)
-
-        @engine.step()
-        def work(i: int) -> int:
-            clock.advance(0.5)
-            return i
-
-        @engine.task(name="job")
-        def job(i: int) -> int:
-            return sum(work(i) for _ in range(4))
-
-        return engine
-
-    with worker(behind) as slow, worker(ahead) as fast:
+    with worker(url, behind, 0.5) as slow, worker(url, ahead, 0.5) as fast:
         for i in range(6):
             slow.submit("job", i)
         slow.run()
