@@ -115,7 +115,17 @@ def _token(start: str, rest: str, *, glued: bool = True) -> str:
     ``glued`` is False (a word such as "bearer" must stand alone).
     """
     before = "[A-Za-z0-9]" if glued else "[A-Za-z0-9_-]"
-    return rf"{start}(?<!{before}{start}){rest}"
+    return rf"{start}(?:(?<!{before}{start})|{_after_escape(start)}){rest}"
+
+
+def _after_escape(start: str) -> str:
+    """A regex that ``start`` (of fixed width) follows an escape sequence: ``\\n``, ``\\t``,
+    ``\\x1b`` or ``\\u2028``, as ``repr()`` and JSON write a line break, a tab or a control
+    character. The escape's last letter or digit is not part of the token after it."""
+    return (
+        rf"(?<=\\[nrtbfva]{start})|(?<=\\x[0-9A-Fa-f]{{2}}{start})"
+        rf"|(?<=\\u[0-9A-Fa-f]{{4}}{start})|(?<=\\U[0-9A-Fa-f]{{8}}{start})"
+    )
 
 
 _PRIVATE_KEY = SecretPattern(
@@ -227,7 +237,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     SecretPattern(
         # Azure connection strings (storage accounts, service bus) and SAS signatures.
         "azure-key",
-        r"(?:(?i:(?<![A-Za-z])(?:Shared)?AccessKey|AccountKey)\s*=\s*"
+        r"(?:(?i:(?:(?<![A-Za-z])|(?<=\\[nrt]))(?:Shared)?AccessKey|AccountKey)\s*=\s*"
         r"|[?&](?i:sig)=)(?P<key>[A-Za-z0-9+/%]{40,}(?:={1,2}|(?:%3[Dd]){1,2})?)",
         group="key",
     ),

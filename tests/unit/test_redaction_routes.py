@@ -5,6 +5,7 @@ only their shape or their randomness gives away."""
 from __future__ import annotations
 
 import array
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -26,7 +27,19 @@ from onward.events import (
 )
 from onward.events.redaction import might_hold_a_secret, reads_random, shannon_entropy
 from tests.conftest import FakeClock
-from tests.secrets_corpus import GITHUB_PAT, NPM, SENDGRID, UNLABELLED
+from tests.secrets_corpus import (
+    ANTHROPIC,
+    AWS_KEY_ID,
+    BEARER,
+    GITHUB_PAT,
+    GOOGLE,
+    NPM,
+    OPENAI,
+    SENDGRID,
+    SLACK_BOT,
+    STRIPE_LIVE,
+    UNLABELLED,
+)
 
 REDACTOR = Redactor()
 
@@ -182,6 +195,28 @@ def test_a_token_glued_to_an_identifier_is_found(text: str) -> None:
     assert "[REDACTED:" in REDACTOR.redact(text)
     for token in (GITHUB_PAT, NPM, SENDGRID):
         assert token not in REDACTOR.redact(text)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [GITHUB_PAT, OPENAI, ANTHROPIC, AWS_KEY_ID, SLACK_BOT, STRIPE_LIVE, GOOGLE, NPM, SENDGRID],
+)
+@pytest.mark.parametrize("control", ["\n", "\t", "\r", "\x1b", "\u2028", "\x0c"])
+@pytest.mark.parametrize("written", [repr, json.dumps], ids=["repr", "json"])
+def test_a_token_after_an_escaped_control_character_is_found(
+    token: str, control: str, written: Callable[[str], str]
+) -> None:
+    # repr() and JSON write a line break as backslash-n: the "n" is not part of the token.
+    text = written(f"header{control}{token}")
+    assert "\\" in text
+    assert token not in REDACTOR.redact(text)
+    assert token not in REDACTOR.redact(f"KeyError({text})")
+
+
+def test_a_bearer_token_after_an_escaped_line_break_is_found() -> None:
+    text = repr(f"GET /v1\nAuthorization: Bearer {BEARER}")
+    assert BEARER not in REDACTOR.redact(text)
+    assert BEARER not in REDACTOR.redact(repr(f"sent\nBearer {BEARER}"))
 
 
 @pytest.mark.parametrize(
