@@ -15,6 +15,7 @@ from onward.cli.healing import _actor
 from onward.cli.reports import ApprovalsReport, emit_json
 from onward.cli.table import clip, iso, printable, table
 from onward.events import Context, UsageError
+from onward.events.redaction import redact_for_any_log
 from onward.judgement.approvals import Approval, answer, pending
 
 __all__ = ["add_answer_arguments", "cmd_approvals", "cmd_approve", "cmd_deny"]
@@ -87,7 +88,7 @@ def _answer(args: argparse.Namespace, *, granted: bool) -> int:
     session = printable(approval.session)
     print(f"{verb}: {what} of task {approval.task_id} (session {session})")
     if args.note:
-        print(f"note: {printable(args.note)}")
+        print(f"note: {printable(redact_for_any_log(args.note))}")
     print("the engine running that session picks the answer up at its next look")
     return 0
 

@@ -248,7 +248,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             if damaged:
                 print(f"\n{len(damaged)} damaged task(s), never run until set aside:")
                 for row in damaged:
-                    print(f"  {row.task_id}: {row.damage}")
+                    print(f"  {row.task_id}: {printable(row.damage)}")
                 print("`onward quarantine TASK` sets one aside; `onward verify` says more")
     return 0
 
@@ -366,7 +366,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
             emit_json({**msgspec.to_builtins(unread), "damaged": damaged})
         else:
-            print(f"DAMAGED: {damaged}")
+            print(f"DAMAGED: {printable(damaged)}")
         return 1
     if args.json:
         emit_json(report)
@@ -378,13 +378,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         count = len(report.problems)
         print(f"DAMAGED: {count} problem{'s' if count != 1 else ''}: {'; '.join(report.where())}")
         for problem in report.problems:
-            print(f"  {problem}")
-    print(f"head record: {head.status}" + (f" ({head.detail})" if head.detail else ""))
+            print(f"  {printable(str(problem))}")
+    detail = f" ({printable(head.detail)})" if head.detail else ""
+    print(f"head record: {head.status}{detail}")
     if report.damaged_streams:
         print(f"damaged streams ({len(report.damaged_streams)}):")
         for damage in report.damaged_streams:
             quarantined = " [quarantined]" if damage.stream in report.quarantined else ""
-            print(f"  {damage.stream}{quarantined}: {damage}")
+            print(f"  {printable(damage.stream)}{quarantined}: {printable(str(damage))}")
     return 0 if report.ok else 1
 
 
@@ -399,7 +400,7 @@ def cmd_why(args: argparse.Namespace) -> int:
         f"{len(report.decisions)} decision(s) for {report.matched} {report.target} in {report.log}"
     )
     if report.damage:
-        print(f"note: {report.damage}")
+        print(f"note: {printable(report.damage)}")
     for row in report.decisions:
         print()
         print("\n".join(decision_lines(row)))

@@ -17,7 +17,7 @@ from datetime import datetime
 import msgspec
 
 from onward.cli.reports import moment
-from onward.cli.table import clip, iso, table
+from onward.cli.table import clip, iso, printable, table
 from onward.core.errors import SignatureNotFound
 from onward.projections.errors import HISTORY_LIMIT, ErrorProjection, FixRecord, SignatureView
 
@@ -312,8 +312,10 @@ def error_detail_lines(detail: ErrorDetail) -> list[str]:
     lines = []
     for name, value in fields:
         values = [value] if isinstance(value, str) else list(value)
-        lines.append(f"{name.ljust(width)}  {values[0]}")
-        lines += [f"{''.ljust(width)}  {more}" for more in values[1:]]
+        # Each value on its own line, as the log holds it but printable: a message or a type
+        # name holding an escape sequence must not drive the terminal.
+        lines.append(f"{name.ljust(width)}  {printable(values[0])}")
+        lines += [f"{''.ljust(width)}  {printable(more)}" for more in values[1:]]
     lines += ["", f"fixes ({len(detail.fixes)}, rates smoothed: (successes + 1) / (tries + 2)):"]
     if detail.fixes:
         rows = [

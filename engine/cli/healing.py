@@ -145,11 +145,13 @@ def cmd_learn(args: argparse.Namespace) -> int:
     at = f" at position {report.position}" if report.position is not None else ""
     print(f"(recorded as FixLearned{at} in the stream {LEARNING_STREAM!r} of {report.log})")
     if not report.known_signature:
-        print(f"note: {log.url} has not seen {signature} yet")
+        print(f"note: {log.url} has not seen {printable(signature)} yet")
     if not builtin:
-        print(f"note: {report.fix} is not a built-in fix: register it under that name to use it")
+        fix = printable(report.fix)
+        print(f"note: {fix} is not a built-in fix: register it under that name to use it")
     if report.already_learned:
-        print(f"note: {report.fix} was already learned for this error; this records it again")
+        again = "was already learned for this error; this records it again"
+        print(f"note: {printable(report.fix)} {again}")
     record = view.fixes.get(args.fix) if view else None
     if record is not None:
         stats = FixStats(
@@ -177,7 +179,7 @@ def cmd_breakers(args: argparse.Namespace) -> int:
     print(breakers_table(rows))
     for row in rows:
         print()
-        print(f"{row.dependency}: transitions ({len(row.history)}, oldest first)")
+        print(f"{printable(row.dependency)}: transitions ({len(row.history)}, oldest first)")
         if row.history:
             print(transitions_table(row.history, indent="  "))
     return 0

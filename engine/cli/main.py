@@ -78,6 +78,7 @@ from onward.cli.quarantine import cmd_quarantine
 from onward.cli.report import add_report_arguments, cmd_report
 from onward.cli.rules import add_rules_arguments, cmd_rules
 from onward.cli.steering import add_steering_commands
+from onward.cli.table import printable
 from onward.cli.to_test import add_to_test_arguments, cmd_to_test
 from onward.cli.transfer import add_transfer_commands
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
@@ -313,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: str) -> None:
+    """Print an error message on the standard error: its secrets redacted, as the log would
+    not keep them, and each line printable, as it may quote the log or an input file (a name
+    holding an escape sequence must not drive the terminal)."""
+    lines = redact_for_any_log(message).split("\n")
+    print("\n".join(printable(line) for line in lines), file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``onward`` command; returns its exit status."""
     for name in ("stdout", "stderr"):  # started with it closed (`>&-`): written to nowhere
@@ -328,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnwardError as exc:  # a misuse, no log at --db (LogNotFound), an unreadable log
         # What the user typed may be echoed (a malformed JSON message, a DSN read as a path):
         # its secrets are not, as the log would not keep them.
-        print(redact_for_any_log(f"onward {args.command}: {exc}"), file=sys.stderr)
+        _say(f"onward {args.command}: {exc}")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -341,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = f"{exc.filename}: {reason}"
         else:
             what = f"cannot write {getattr(args, 'output', None) or 'the output'}: {reason}"
-        print(redact_for_any_log(f"onward {args.command}: {what}"), file=sys.stderr)
+        _say(f"onward {args.command}: {what}")
         _drop_stdout()
         return 2
     try:

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from onward.cli.main import AddCommand
+from onward.cli.table import printable
 from onward.events import LogNotFound, UsageError, open_log
 from onward.sim.interrupt import Interrupted, signals_held, stop_signals
 from onward.sim.measure import Kill, SimResult, measure, table
@@ -147,7 +148,7 @@ def _simulate(*, profile: str, seed: int, hours: float, db: str | None, err: IO[
         started = time.perf_counter()
         where = f"the log {path}" if db is not None else "a temporary log (removed at the end)"
         err.write(
-            f"onward simulate: {loaded.name}, {hours:g} simulated hours, seed {seed}, "
+            f"onward simulate: {printable(loaded.name)}, {hours:g} simulated hours, seed {seed}, "
             f"{len(kills)} kill -9 planned; session {session!r} of {where}\n"
         )
         generation = 0

@@ -486,15 +486,19 @@ def replay_task(
     recorded = run.recorded
     found: list[Divergence] = []
 
+    redact = engine.log.redactor.redact
+
     def diverged(kind: str, index: int | None, expected: str, got: str) -> None:
+        # What the code did now (an error it raised, a value it returned) has not passed the
+        # redactor as the log's side has: a test's output is a route out like any other.
         found.append(
             Divergence(
                 task_id=task_id,
                 name=submitted.name,
                 kind=kind,
                 index=index,
-                expected=expected,
-                found=got,
+                expected=redact(expected),
+                found=redact(got),
             )
         )
 

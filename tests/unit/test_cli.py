@@ -12,9 +12,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from onward import Engine
+from onward import Engine, RetryPolicies, RetryPolicy
 from onward.cli.main import main
-from onward.events import TaskSucceeded, open_log
+from onward.events import TaskSubmitted, TaskSucceeded, open_log
 from onward.projections import task_stream
 from tests.conftest import FakeClock
 
@@ -579,6 +579,65 @@ def test_control_characters_from_the_log_are_escaped_in_show_why_and_quarantine(
         assert status == 0, out
         assert "evil\\x1b[31mRED" in out
         assert not any(c in out for c in "\x1b\u202e\a")
+
+
+def test_control_characters_from_the_log_are_escaped_in_breakers_errors_and_verify(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A breaker's dependency, an error's type, message, causes and sessions, and a damaged
+    stream's id are printed escaped, as in tables."""
+    db = str(tmp_path / "work.db")
+    once = RetryPolicies(RetryPolicy(max_attempts=1))
+    with Engine.open(f"sqlite:///{db}", session=ESCAPING_NAME, clock=clock, retries=once) as engine:
+
+        @engine.step(breaker=ESCAPING_NAME)
+        def call() -> None:
+            try:
+                raise ValueError(f"cause {ESCAPING_NAME}")
+            except ValueError as cause:
+                raise RuntimeError(f"refused {ESCAPING_NAME}") from cause
+
+        @engine.task()
+        def calls() -> None:
+            call()
+
+        engine.submit(calls)
+        engine.run()
+    with open_log(f"sqlite:///{db}") as log:  # a stream no lifecycle allows, named to escape
+        damaged = [TaskSubmitted(name="x", args=[])]
+        log.append(f"session-other-{ESCAPING_NAME}", damaged, expected_version=0)
+    (error,) = run_json(capsys, "errors", "--db", db)["errors"]
+    for command in (["breakers"], ["errors", error["signature"]], ["verify"]):
+        status, out, _ = run(capsys, *command, "--db", db)
+        assert status == (1 if command == ["verify"] else 0), out
+        assert "evil\\x1b[31mRED" in out, command
+        assert not any(c in out for c in "\x1b\u202e\a"), command
+
+
+def test_control_characters_from_the_log_are_escaped_in_error_messages(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error message that quotes the log (who answered an approval) is printed escaped."""
+    db = str(tmp_path / "work.db")
+    with Engine.open(f"sqlite:///{db}", clock=clock) as engine:
+
+        @engine.action(impact="high")
+        def publish() -> None:
+            pass
+
+        @engine.task()
+        def release() -> None:
+            publish()
+
+        engine.submit(release)
+        engine.run()
+    (request,) = run_json(capsys, "approvals", "--db", db)["approvals"]
+    status, _, _ = run(capsys, "deny", request["decision_id"], "--by", ESCAPING_NAME, "--db", db)
+    assert status == 0
+    status, _, err = run(capsys, "deny", request["decision_id"], "--db", db)
+    assert status == 2
+    assert "already denied by evil\\x1b[31mRED" in err
+    assert not any(c in err for c in "\x1b\u202e\a")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -451,6 +451,34 @@ def test_a_result_of_another_type_is_reported(tmp_path: Path, name: str, now: An
     assert [d.kind for d in check.divergences] == ["result"], check.explain()
 
 
+@pytest.mark.parametrize("now", ["raises", "returns"])
+def test_what_the_code_does_now_is_redacted_in_a_divergence(tmp_path: Path, now: str) -> None:
+    """A divergence shows what the code raised or returned in the replay: a secret in it is
+    redacted, as the log's side of the divergence is (a test prints ``explain()`` in CI)."""
+    token = "ghp_" + "q7Lw2" * 7 + "x"
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+
+    def register(engine: Engine, *, changed: bool) -> None:
+        @engine.task(name="connect")
+        def connect() -> str:
+            if changed and now == "raises":
+                raise RuntimeError(f"refused: password=hunter2 {token}")
+            return f"password=hunter2 {token}" if changed else "fine"
+
+    with open_engine(url) as engine:
+        register(engine, changed=False)
+        engine.submit("connect")
+        engine.run()
+    with open_engine() as engine:
+        register(engine, changed=True)
+        check = replay_check(url, engine)
+    text = check.explain()
+    assert [d.kind for d in check.divergences] == ["error" if now == "raises" else "result"]
+    assert "[REDACTED:" in check.divergences[0].found, text
+    assert "hunter2" not in text
+    assert token not in text
+
+
 def register_publisher(engine: Engine, *, variant: str = "same") -> None:
     @engine.step()
     def draft(pr: int) -> str:
