@@ -15,7 +15,13 @@ from onward.projections.lifecycle import (
 from onward.projections.limits import LimitView, limit_stream, permit_key
 from onward.projections.schedules import ScheduleView, schedule_stream
 from onward.projections.session import SessionProjection, SessionView, session_stream
-from onward.projections.task import TaskProjection, TaskView, inbox_stream, task_stream
+from onward.projections.task import (
+    TaskProjection,
+    TaskView,
+    inbox_stream,
+    standing,
+    task_stream,
+)
 from onward.projections.verification import verify_log
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "permit_key",
     "schedule_stream",
     "session_stream",
+    "standing",
     "task_stream",
     "verify_log",
 ]

@@ -165,7 +165,10 @@ TASK = Lifecycle(
         Transition("TaskClaimed", ("queued", "waiting", "unregistered"), "running"),
         Transition("TaskLeaseExpired", ("running",), "queued"),
         Transition("TaskReleased", ("running",), "queued"),
-        *(Transition(tag, ("running",)) for tag in _WORKING),
+        *(Transition(tag, ("running",)) for tag in _WORKING if tag != "StepCompleted"),
+        # A step under way when its task was cancelled: its run records the step's success
+        # after the cancellation (a retry replays it).
+        Transition("StepCompleted", ("running", "cancelled")),
         Transition("RetryScheduled", ("running",)),
         Transition("ApprovalRequested", ("running",)),
         Transition("ApprovalGranted", ("waiting", "running")),

@@ -19,7 +19,7 @@ import heapq
 import math
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -29,6 +29,7 @@ from onward.events import (
     ApprovalGranted,
     CorruptRecord,
     Recorded,
+    StepCompleted,
     TaskClaimed,
     TaskDeadlineMissed,
     TaskFailed,
@@ -58,11 +59,23 @@ __all__ = [
     "TaskProjection",
     "TaskView",
     "inbox_stream",
+    "standing",
     "task_stream",
 ]
 
 #: Every task's stream is ``task-<id>``.
 TASK_PREFIX = "task-"
+
+
+def standing(history: Sequence[Recorded]) -> Recorded | None:
+    """The last record of a task's history that says where the task stands (its end, when it
+    ended): a step's success recorded after the task was cancelled (the step was under way)
+    and an event of a newer onward are passed over. None for an empty history."""
+    for r in reversed(history):
+        if type(r.event) is not StepCompleted and not isinstance(r.event, UnknownEvent):
+            return r
+    return history[-1] if history else None
+
 
 #: The state of a task whose history holds events of a newer onward that change its state.
 UNKNOWN_STATE = "unknown"

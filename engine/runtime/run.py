@@ -1150,7 +1150,7 @@ class TaskRun:
                 yield Store([own, *batch.also])
             except VersionConflict as clash:
                 if clash.stream == self.stream or not batch.also:
-                    yield Blocking(self._explain_conflict)
+                    yield Blocking(self._explain_conflict, batch)
                     raise
                 yield Store([own])
         except BackendError as exc:
@@ -1162,13 +1162,21 @@ class TaskRun:
             elif type(event) in _RUN_ENDS:
                 self.in_flight.ended = True
 
-    def _explain_conflict(self) -> None:
+    def _explain_conflict(self, batch: Batch | None = None) -> None:
         """Raise :class:`LeaseLost` when what another process appended since this run's
         version took the task from it (a cancellation, an expired lease, any end it did not
-        record); else return, and the conflict is raised as it is."""
-        for r in self.log.read_stream(self.stream, after=self.version):
+        record); else return, and the conflict is raised as it is.
+
+        A cancellation that is the last event of the task's stream still takes the outcomes of
+        the steps the run saw through to their end (``StepCompleted`` in ``batch``): the task
+        stopped at its next step, and a retry replays them instead of running their bodies
+        again."""
+        after = list(self.log.read_stream(self.stream, after=self.version))
+        for r in after:
             event = r.event
             if isinstance(event, TaskCancelled):
+                if batch is not None and r is after[-1]:
+                    self._record_after_cancel(batch, r.version)
                 raise LeaseLost(self.task_id, "cancelled while running", cancelled=True) from None
             if isinstance(event, TaskLeaseExpired):
                 raise LeaseLost(self.task_id, "its lease expired and was taken") from None
@@ -1178,6 +1186,23 @@ class TaskRun:
                 raise LeaseLost(
                     self.task_id, f"ended from outside while running ({type(event).__name__})"
                 ) from None
+
+    def _record_after_cancel(self, batch: Batch, version: int) -> None:
+        """Append the step successes of ``batch`` after the cancellation at ``version``; a
+        task retried (or changed) meanwhile keeps its stream as it is."""
+        kept = [i for i, event in enumerate(batch.events) if type(event) is StepCompleted]
+        if not kept:
+            return
+        outcomes = Append(
+            stream=self.stream,
+            events=[batch.events[i] for i in kept],
+            expected_version=version,
+            event_ids=[batch.ids[i] for i in kept],
+            context=self.context,
+            causes=[batch.causes[i] for i in kept],
+        )
+        with contextlib.suppress(VersionConflict):
+            self.log.commit([outcomes])
 
     # -- the step protocol -----------------------------------------------------------------
 

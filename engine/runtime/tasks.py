@@ -50,7 +50,14 @@ from onward.events import (
     decode_value,
     encode_value,
 )
-from onward.projections import CatchUp, TaskView, inbox_stream, session_stream, task_stream
+from onward.projections import (
+    CatchUp,
+    TaskView,
+    inbox_stream,
+    session_stream,
+    standing,
+    task_stream,
+)
 from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
 from onward.runtime.run import Blocking, TaskRun, derived_id, running_task, submission_id
@@ -536,12 +543,11 @@ class Tasks:
         history = session.log.read_stream(task_stream(task_id))
         if not history:
             raise TaskNotFound(f"no task {task_id!r} in {session.log.url}")
-        # Events of a newer onward after the task's end do not unmake it.
-        last = next(
-            (r.event for r in reversed(history) if not isinstance(r.event, UnknownEvent)),
-            history[-1].event,
-        )
-        return result_of_end(task_id, history[0].event, last, self.registry)
+        # Events of a newer onward after the task's end do not unmake it, nor does the success
+        # of a step under way when it was cancelled.
+        last = standing(history)
+        assert last is not None
+        return result_of_end(task_id, history[0].event, last.event, self.registry)
 
 
 def result_of_end(

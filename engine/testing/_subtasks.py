@@ -29,7 +29,7 @@ from onward.events import (
     TaskWaiting,
     UnknownEvent,
 )
-from onward.projections import task_stream
+from onward.projections import standing, task_stream
 from onward.runtime.registry import Registry
 from onward.runtime.tasks import result_of_end
 
@@ -85,12 +85,13 @@ def subtask_ends(
             for r in log.read_stream(task_stream(child))
             if r.position < before and not isinstance(r.event, UnknownEvent)
         ]
+        end = standing(records)
         if (
-            records
+            end is not None
             and isinstance(records[0].event, TaskSubmitted)
-            and isinstance(records[-1].event, _ENDS)
+            and isinstance(end.event, _ENDS)
         ):
-            found[child] = [records[0], records[-1]]
+            found[child] = [records[0], end]
     return found
 
 

@@ -1803,3 +1803,54 @@ def test_a_plain_step_given_up_on_before_the_task_recorded_more_is_not_recorded_
         assert events[-2:] == ["TaskProgressed", "TaskReleased"]
         assert "StepCompleted" not in events
         assert engine.log.verify().ok
+
+
+@pytest.mark.parametrize("kind", ["async", "plain"])
+def test_a_step_under_way_when_its_task_is_cancelled_is_recorded_and_replayed_on_retry(
+    db: Path, kind: str
+) -> None:
+    """Cancelled from another process while a step runs, an ``async def`` task stops at its
+    next step: the step under way is seen to its end and recorded after the cancellation, so
+    a retry replays it instead of running its body again."""
+    url = f"sqlite:///{db}"
+    calls: Counter[int] = Counter()
+    started = threading.Event()
+
+    def body(i: int) -> int:
+        calls[i] += 1
+        if i == 1 and calls[i] == 1:
+            started.set()
+            with Engine.open(url, session="agents") as other:  # as another process would
+                other.cancel(task_id, reason="enough")
+        return i * 10
+
+    with Engine.open(url, session="agents") as engine:
+        if kind == "async":
+
+            @engine.step(name="work")
+            async def work(i: int) -> int:
+                return body(i)
+
+        else:
+
+            @engine.step(name="work")
+            def work(i: int) -> int:  # type: ignore[misc]
+                return body(i)
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return sum([await work(i) for i in range(n)])
+
+        task_id = engine.submit(job, 4)
+        summary = asyncio.run(engine.run_async(concurrency=4))
+        assert started.is_set()
+        assert summary.cancelled == 1
+        assert kinds(engine, task_id)[-2:] == ["TaskCancelled", "StepCompleted"]
+        assert dict(calls) == {0: 1, 1: 1}
+        engine.retry(task_id, by="test")
+        asyncio.run(engine.run_async(concurrency=4))
+        assert engine.result(task_id) == 60
+        assert dict(calls) == {0: 1, 1: 1, 2: 1, 3: 1}
+        assert replay_check(url, engine).ok
+    with open_log(url) as log:
+        assert log.verify().ok

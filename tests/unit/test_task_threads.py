@@ -185,6 +185,11 @@ def test_another_thread_cancels_a_single_workers_running_task(tmp_path: Path) ->
         assert summary.cancelled == 1
         assert engine.task_view(task_id).state == "cancelled"
         assert steps == [0]  # it stopped at its next step
+        # The step under way at the cancel was recorded: a retry replays it, never runs it again.
+        engine.retry(task_id, by="test")
+        _run_guarded(lambda: engine.run(workers=1))
+        assert engine.result(task_id) == 10
+        assert steps == [0, 1, 2, 3, 4]
 
 
 def test_an_interruption_handler_reached_from_an_async_task_may_call_the_engine(
