@@ -98,6 +98,13 @@ def test_a_task_retried_with_a_new_deadline_runs_before_it(db: str, clock: FakeC
         engine.run()
         assert engine.result(task_id) == 1
         assert len(runs) == 2
+        # Asked without a name: who asked is this engine's worker, as for a quarantine.
+        (retried,) = [
+            r.event
+            for r in engine.log.read_stream(f"task-{task_id}")
+            if isinstance(r.event, TaskRetried)
+        ]
+        assert retried.by == engine.worker
 
 
 def test_a_fork_takes_the_first_steps_as_recorded_and_runs_the_rest(

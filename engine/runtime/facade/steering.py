@@ -183,7 +183,7 @@ class Steering:
 
         Args:
             task_id: the task.
-            by: who asks.
+            by: who asks (this engine's worker id by default).
             reason: why, for the audit.
             deadline: its deadline from now on, in seconds since the epoch (None: none).
 
@@ -199,7 +199,7 @@ class Steering:
         """
         return self._tasks.retry(
             _steered(task_id, "retry()"),
-            by=arguments.text(by, "retry(): by"),
+            by=arguments.text(by, "retry(): by") or self.worker,
             reason=arguments.text(reason, "retry(): reason"),
             deadline=arguments.moment(deadline, "retry(): deadline"),
         )
