@@ -183,6 +183,9 @@ class Limits:
                     asking=session.worker,
                     lease=session.lease,
                     besides=key,
+                    # Within a lease of an outage of the storage, a holder's silence proves
+                    # nothing (it could not record its heartbeat either), as for its claims.
+                    silence_counts=session.log.outage.since_last() >= session.lease,
                 )
                 if concurrency is not None and in_use >= concurrency:
                     why = f"{in_use} of {concurrency} permits in use"
@@ -231,6 +234,7 @@ class Limits:
         asking: str = "",
         lease: float = 0.0,
         besides: str = "",
+        silence_counts: bool = True,
     ) -> int:
         """How many of a limit's permits count: each whose own time has not run out, or whose
         task still runs under the worker that took it while that worker's claim holds (it is
@@ -244,9 +248,20 @@ class Limits:
             lease: the lease a task's last news keeps its claim for (as the asking worker
                 judges its peers).
             besides: a permit not to count (the step that asks for one again).
+            silence_counts: whether a holder's silence past its lease and heartbeat frees
+                its permit (False within a lease of an outage of the storage: a permit then
+                counts while its task runs under its worker, unless that worker is known dead).
         """
         return len(
-            Limits.counting(view, projections, now, asking=asking, lease=lease, besides=besides)
+            Limits.counting(
+                view,
+                projections,
+                now,
+                asking=asking,
+                lease=lease,
+                besides=besides,
+                silence_counts=silence_counts,
+            )
         )
 
     @staticmethod
@@ -258,6 +273,7 @@ class Limits:
         asking: str = "",
         lease: float = 0.0,
         besides: str = "",
+        silence_counts: bool = True,
     ) -> list[str]:
         """The permits that count (``"task_id:index"``), as :meth:`in_use` counts them; the
         others in ``view.held`` are stale: their worker is gone or their time ran out, and
@@ -275,6 +291,9 @@ class Limits:
                 continue
             task = tasks.get(key.rpartition(":")[0])
             if task is None or task.state != "running" or task.worker != worker:
+                continue
+            if not silence_counts:
+                found.append(key)
                 continue
             holds = max(task.lease_until, task.updated_at + lease, workers.holds_until(worker))
             if now <= holds:
