@@ -409,11 +409,12 @@ def import_log(log: EventLog, lines: Iterable[bytes] | ExportFile) -> ImportSumm
     batch: list[str] = []
     size = 0
     for digest in held_blobs:
-        if batch and (len(batch) >= _BLOBS_PER_COMMIT or size >= _COMMIT_BLOB_BYTES):
+        more = len(parsed.blobs[digest])
+        if batch and (len(batch) >= _BLOBS_PER_COMMIT or size + more > _COMMIT_BLOB_BYTES):
             log.insert_records([], {d: parsed.blobs[d] for d in batch})
             batch, size = [], 0
         batch.append(digest)
-        size += len(parsed.blobs[digest])
+        size += more
     if batch:
         log.insert_records([], {d: parsed.blobs[d] for d in batch})
     return ImportSummary(

@@ -321,7 +321,7 @@ class EventLog(ABC):
         return []
 
     def _select_blob_sizes(self, digests: Sequence[str]) -> dict[str, int]:
-        """The size of each blob found among ``digests``, as stored with it (not its data)."""
+        """The length of the bytes of each blob found among ``digests``."""
         return {d: len(data) for d, data in self._select_blobs(digests).items()}
 
     @abstractmethod
@@ -871,7 +871,7 @@ class EventLog(ABC):
 
     def intact_blobs(self, digests: Iterable[str]) -> set[str]:
         """The digests among ``digests`` whose blob the log holds intact (its bytes match the
-        digest), read together while their stored sizes add up to little (16 MiB) and let go
+        digest), read together while their sizes add up to little (16 MiB) and let go
         of once checked: memory stays bounded by a few blobs, not by all of them.
 
         Raises:
@@ -880,16 +880,18 @@ class EventLog(ABC):
         self._check_open()
         wanted = list(dict.fromkeys(digests))
         sizes = self._by_chunks("size", self._select_blob_sizes, wanted)
-        # Together as long as their stored sizes add up to little (one read for a page of
-        # small ones); a large one alone.
+        # Together as long as their sizes add up to little (one read for a page of small
+        # ones); one that would take a read past that starts the next, so a large one is alone.
         batches: list[list[str]] = []
         held = 0
         for digest in (d for d in wanted if d in sizes):
-            if not batches or len(batches[-1]) >= _BLOBS_PER_READ or held >= _CHECK_BYTES:
-                batches.append([])
+            size = max(0, sizes[digest])
+            if not batches or len(batches[-1]) >= _BLOBS_PER_READ or held + size > _CHECK_BYTES:
+                if not batches or batches[-1]:
+                    batches.append([])
                 held = 0
             batches[-1].append(digest)
-            held += max(0, sizes[digest])
+            held += size
         intact: set[str] = set()
         for batch in batches:
             found = self._read(

@@ -270,7 +270,7 @@ class PostgresLog(EventLog):
                 return {}
             statements.known = True
         rows = self._connections.fetch(statements.sizes, (list(digests),))
-        return {str(digest): int(size) for digest, size in rows}
+        return {str(digest): int(size or 0) for digest, size in rows}
 
     def _select_blob_digests(self) -> list[str]:
         if not self._connections.fetch(self._blobs.exists, ())[0][0]:
@@ -333,8 +333,12 @@ class _BlobStatements:
         self.select = _render(
             sql.SQL("SELECT digest, data FROM {} WHERE digest = ANY(%s::text[])").format(table)
         )
+        # The bytes' own length (known without reading them), not the size column: a damaged
+        # row must not undo the bound on what a check reads at once.
         self.sizes = _render(
-            sql.SQL("SELECT digest, size FROM {} WHERE digest = ANY(%s::text[])").format(table)
+            sql.SQL(
+                "SELECT digest, octet_length(data) FROM {} WHERE digest = ANY(%s::text[])"
+            ).format(table)
         )
         self.digests = _render(sql.SQL("SELECT digest FROM {} ORDER BY digest").format(table))
 

@@ -586,10 +586,14 @@ class SQLiteLog(EventLog):
         if not digests or not self._has_blobs():
             return {}
         marks = ",".join("?" * len(digests))
+        # The bytes' own length (SQLite knows it without reading them), not the size column,
+        # which a damaged row may hold anything in: the bound on what a check reads at once
+        # must not rest on it.
         rows = self._query(
-            f"SELECT digest, size FROM onward_blobs WHERE digest IN ({marks})", tuple(digests)
+            f"SELECT digest, length(data) FROM onward_blobs WHERE digest IN ({marks})",
+            tuple(digests),
         )
-        return {str(digest): int(size) for digest, size in rows}
+        return {str(digest): int(size or 0) for digest, size in rows}
 
     def _select_blob_digests(self) -> list[str]:
         if not self._has_blobs():

@@ -331,3 +331,46 @@ def test_reading_a_log_checks_its_blobs_without_holding_them_all(db: str) -> Non
             tracemalloc.stop()
     assert folded.position > 0
     assert peak < 40 * MIB, f"peak {peak / MIB:.0f} MiB"
+
+
+def test_a_blob_that_would_take_a_read_past_its_bound_is_read_alone(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs are read together while their sizes add up to 16 MiB at most: a large one after
+    small ones starts a read of its own (it joined them: 15 MiB and 20 MiB read at once)."""
+    with open_log(db) as log:
+        sizes = [MIB] * 15 + [20 * MIB, MIB]
+        for i, size in enumerate(sizes):
+            log.append(
+                task_stream(f"t{i}"),
+                [StepCompleted(index=0, name="read", result=big_text(size, f"f{i}"), duration=0)],
+                expected_version=0,
+            )
+        reads: list[list[int]] = []
+        select = log._select_blobs
+
+        def counted(digests: Any) -> dict[str, bytes]:
+            found = select(digests)
+            reads.append([len(data) for data in found.values()])
+            return found
+
+        monkeypatch.setattr(log, "_select_blobs", counted)
+        assert len(log.intact_blobs(log.blob_digests())) == len(sizes)
+    assert sum(len(read) for read in reads) == len(sizes)
+    assert all(len(read) == 1 or sum(read) <= 16 * MIB for read in reads), reads
+    assert len(reads) <= 3, reads
+
+
+def test_a_damaged_size_column_does_not_keep_a_log_from_opening(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SQLite keeps whatever a row's column is given: a blob's size read as text is no reason
+    to fail (the check reads the bytes' own length)."""
+    db = f"sqlite:///{tmp_path / 'work.db'}"
+    task_id = _one_big_step(db, clock)
+    with sqlite3.connect(tmp_path / "work.db") as conn:
+        conn.execute("UPDATE onward_blobs SET size = 'n/a'")
+    with Engine.open(db, session="audit", clock=clock) as engine:
+        assert engine.task_view(task_id).state == "succeeded"
+    with open_log(db) as log:
+        assert log.verify().ok
