@@ -308,6 +308,46 @@ class Store:
 Effect = Invoke | Blocking | Pause | Commit | Store | Settle | Admit
 
 
+#: The text or bytes in a value past which storing it (its redaction above all: a few MB a
+#: second for text made of token characters) is taken off the event loop.
+_WEIGHTY_BYTES = 1 << 16
+#: The items of containers looked at before a value counts as weighty anyway.
+_WEIGHTY_ITEMS = 256
+_LIGHT = frozenset({int, float, bool, type(None)})
+_TEXTS = frozenset({str, bytes, bytearray})
+_CONTAINERS = frozenset({list, tuple, set, frozenset})
+
+
+def _weighty(value: Any) -> bool:
+    """Whether storing ``value`` may take long enough to block an event loop: more than
+    64 KiB of text or bytes in it, more than a few hundred items, or an object of another
+    type (a dataclass, a struct: not looked into)."""
+    pending = [value]
+    size = items = 0
+    while pending:
+        v = pending.pop()
+        kind = type(v)
+        if kind in _LIGHT:
+            continue
+        if kind in _TEXTS:
+            size += len(v)
+            if size > _WEIGHTY_BYTES:
+                return True
+            continue
+        if kind is dict:
+            items += len(v)
+            pending.extend(v.keys())
+            pending.extend(v.values())
+        elif kind in _CONTAINERS:
+            items += len(v)
+            pending.extend(v)
+        else:
+            return True
+        if items > _WEIGHTY_ITEMS:
+            return True
+    return False
+
+
 def drive(protocol: Generator[Effect, Any, T], carry_out: Callable[[Effect], Any]) -> T:
     """Run the step protocol synchronously: carry out each effect, send back its result (or
     throw its exception in)."""
@@ -1639,7 +1679,10 @@ class TaskRun:
             try:
                 refused: UsageError | None = None
                 try:
-                    stored = self.stored_result(step, index, result)
+                    if _weighty(result):  # its redaction may take long: off the event loop
+                        stored = yield Blocking(self.stored_result, step, index, result)
+                    else:
+                        stored = self.stored_result(step, index, result)
                 except UsageError as exc:
                     refused = exc
                 else:

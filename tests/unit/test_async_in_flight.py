@@ -1854,3 +1854,52 @@ def test_a_step_under_way_when_its_task_is_cancelled_is_recorded_and_replayed_on
         assert replay_check(url, engine).ok
     with open_log(url) as log:
         assert log.verify().ok
+
+
+def test_a_large_step_result_is_stored_off_the_event_loop(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing a result redacts every text in it (a few MB a second for text made of token
+    characters): a large one is stored in a worker thread, a small one in place."""
+    from onward.runtime.run import TaskRun
+
+    threads: dict[int, bool] = {}
+    store = TaskRun.stored_result
+
+    def noted(self: TaskRun, step: Any, index: int, result: Any) -> Any:
+        threads[index] = threading.current_thread() is threading.main_thread()
+        return store(self, step, index, result)
+
+    monkeypatch.setattr(TaskRun, "stored_result", noted)
+    with Engine.open(f"sqlite:///{db}", session="agents") as engine:
+
+        @engine.step(name="read")
+        async def read(size: int) -> str:
+            return "aB3x" * (size // 4)
+
+        @engine.task()
+        async def job() -> list[int]:
+            return [len(await read(16)), len(await read(400_000))]
+
+        task_id = engine.submit(job)
+        asyncio.run(engine.run_async())
+        assert engine.result(task_id) == [16, 400_000]
+    assert threads == {0: True, 1: False}
+
+
+@pytest.mark.parametrize(
+    ("value", "weighty"),
+    [
+        (1, False),
+        ("x" * 100, False),
+        ({"a": [1, 2.5, None, "b"]}, False),
+        ("x" * 70_000, True),
+        ([b"y" * 40_000, "z" * 40_000], True),
+        (list(range(300)), True),
+        ({"k": Path("/tmp")}, True),
+    ],
+)
+def test_what_counts_as_weighty_to_store(value: Any, weighty: bool) -> None:
+    from onward.runtime.run import _weighty
+
+    assert _weighty(value) is weighty
