@@ -236,6 +236,8 @@ class ScheduleRow(msgspec.Struct, frozen=True, kw_only=True):
 
 def _schedule_row(view: ScheduleView) -> ScheduleRow:
     upcoming = None if view.removed else next_tick(view)
+    if upcoming == math.inf:
+        upcoming = None  # it never fires again
     return ScheduleRow(
         session=view.session,
         name=view.name,

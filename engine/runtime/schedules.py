@@ -26,6 +26,7 @@ tick and held since. Cron expressions are read by cronsim, in UTC.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,20 +70,34 @@ def parse_cron(expression: str, now: float) -> CronSim:
     """Check a cron expression (five fields, or six with seconds; UTC) with cronsim.
 
     Raises:
-        UsageError: cronsim refuses it.
+        UsageError: cronsim refuses it, or it never fires (``0 0 31 2 *``: cronsim looks 50
+            years ahead).
     """
     if not isinstance(expression, str) or not expression.strip():
         raise UsageError(f"a schedule's cron must be a cron expression, got {expression!r}")
     try:
-        return CronSim(expression.strip(), _moment(now))
+        sim = CronSim(expression.strip(), _moment(now))
     except CronSimError as exc:
         raise UsageError(f"cron expression {expression!r}: {exc}") from None
+    if _first(expression.strip(), now) == math.inf:
+        raise UsageError(f"cron expression {expression!r} never fires (no tick in 50 years)")
+    return sim
+
+
+def _first(cron: str, after: float) -> float:
+    """The first tick of ``cron`` after ``after``; inf when there is none (a cron no date
+    matches, or past the last date a datetime holds)."""
+    try:
+        return next(CronSim(cron, _moment(after))).timestamp()
+    except (StopIteration, CronSimError, OverflowError, ValueError, OSError):
+        return math.inf
 
 
 def next_tick(view: ScheduleView) -> float:
-    """A schedule's next tick after the last one it handled (or after it was set)."""
-    start = max(view.set_at, view.last_tick or 0.0)
-    return next(CronSim(view.cron, _moment(start))).timestamp()
+    """A schedule's next tick after the last one it handled (or after it was set); inf when
+    it never fires again (a cron declared by an onward that let one through that never
+    fires)."""
+    return _first(view.cron, max(view.set_at, view.last_tick or 0.0))
 
 
 class Schedules:
@@ -229,6 +244,7 @@ class Schedules:
             for view in self.session.projections.schedules.of(self.session.name)
             if not view.removed and self.registry.knows(view.task)
         ]
+        moments = [m for m in moments if m != math.inf]  # never again: nothing to wait for
         return min(moments) if moments else None
 
     def _next_of(self, view: ScheduleView) -> float:

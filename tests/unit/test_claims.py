@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from onward import Engine
-from onward.events import StepCompleted, TaskCancelled, WorkerClaimExpired, open_log
+from onward.events import (
+    StepCompleted,
+    TaskCancelled,
+    TaskSucceeded,
+    WorkerClaimExpired,
+    open_log,
+)
 from onward.events.outage import Outage
 from onward.events.sqlite import SQLiteLog
 from onward.events.watch import Watch
@@ -48,7 +54,7 @@ def test_a_claimed_task_is_not_taken_back_by_its_own_worker_before_its_run_start
         assert engine.result(task_id) == 1
 
 
-def test_a_run_whose_task_moved_on_since_its_claim_records_nothing(
+def test_a_run_whose_task_was_cancelled_since_its_claim_records_only_its_step(
     db: str, clock: FakeClock
 ) -> None:
     ran: list[int] = []
@@ -72,11 +78,11 @@ def test_a_run_whose_task_moved_on_since_its_claim_records_nothing(
             other.cancel(task_id, reason="not needed")  # after the claim, before the run
         kind, _run = scheduler._execute(*claimed)
     assert kind == "cancelled"
-    assert ran == [1]  # the body ran, fenced: its outcome was refused
+    assert ran == [1]  # the body ran: its success is kept for a retry, the task stopped
     with open_log(db) as log:
         events = [type(r.event) for r in log.read_stream(task_stream(task_id))]
-        assert events[-1] is TaskCancelled
-        assert StepCompleted not in events
+        assert events[-2:] == [TaskCancelled, StepCompleted]
+        assert TaskSucceeded not in events
         assert log.verify().ok
 
 

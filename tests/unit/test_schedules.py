@@ -258,6 +258,8 @@ def test_bad_schedules_are_refused_with_nothing_recorded(db: str, hour_clock: Fa
             engine.schedule("report", cron="every day")
         with pytest.raises(UsageError, match="cron expression"):
             engine.schedule("report", cron="61 * * * *")
+        with pytest.raises(UsageError, match="never fires"):  # day 1 is never a 2nd Monday
+            engine.schedule("report", cron="0 0 */40 * MON#2")
         with pytest.raises(UsageError, match="missed must be one of once, skip"):
             engine.schedule("report", cron="* * * * *", missed="all")
         with pytest.raises(UsageError, match="report"):
@@ -420,6 +422,30 @@ def recorded_earlier(name: str, cron: str) -> ScheduleSet:
         priority=Priority.NORMAL,
         missed="once",
     )
+
+
+def test_a_recorded_cron_that_never_fires_holds_nothing_back(
+    db: str, hour_clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cron no date matches, recorded before such crons were refused, never fires: the
+    session's other work runs, and ``onward schedules`` lists it with no next tick."""
+    from onward.cli.main import main
+
+    ran: list[tuple[float, str]] = []
+    with open_engine(db, hour_clock) as engine:
+        register(engine, ran, hour_clock)
+        engine.log.append(
+            schedule_stream(engine.session, "never"),
+            [recorded_earlier("never", "0 0 */40 * MON#2")],
+            expected_version=0,
+            context=Context(session=engine.session),
+        )
+        task_id = engine.submit("report", "now")
+        hour_clock.advance(3600)
+        assert engine.run().scheduled == 0
+        assert engine.result(task_id) == "now"
+    assert main(["schedules", "--db", db.removeprefix("sqlite:///")]) == 0
+    assert "never" in capsys.readouterr().out
 
 
 def test_a_stream_an_earlier_onward_shared_between_two_sessions_serves_both(
