@@ -29,7 +29,7 @@ import time as _time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import msgspec
 from eventsourcing.persistence import (
@@ -74,7 +74,7 @@ from onward.events.integrity import (
     checkpoint_seal,
     damaged_streams,
 )
-from onward.events.outage import DEFAULT_TOLERANCE, Outage
+from onward.events.outage import DEFAULT_TOLERANCE, Outage, check_tolerance
 from onward.events.redaction import Redactor, redacted_logger
 from onward.events.watch import PollingWatch, Watch
 
@@ -274,9 +274,11 @@ class EventLog(ABC):
         outage_tolerance: float = DEFAULT_TOLERANCE,
         verify_reads: bool = True,
     ) -> None:
-        for name, limit in (("payload_limit", payload_limit), ("inline_limit", inline_limit)):
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-                raise UsageError(f"{name} must be a positive int (bytes), got {limit!r}")
+        self.check_options(
+            payload_limit=payload_limit,
+            inline_limit=inline_limit,
+            outage_tolerance=outage_tolerance,
+        )
         self._recorder = recorder
         self._checkpoints = checkpoints
         self.url = url
@@ -290,6 +292,20 @@ class EventLog(ABC):
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
         self._closed = False
+
+    @staticmethod
+    def check_options(**options: Any) -> None:
+        """Check the options common to every backend, before a backend creates anything.
+
+        Raises:
+            UsageError: a limit that is not a positive int, or an outage tolerance that is
+                not a number of seconds in range.
+        """
+        for name in ("payload_limit", "inline_limit"):
+            limit = options.get(name, 1)
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+                raise UsageError(f"{name} must be a positive int (bytes), got {limit!r}")
+        check_tolerance(options.get("outage_tolerance", DEFAULT_TOLERANCE))
 
     # -- backend hooks -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, Persiste
 from onward.events.exceptions import StorageUnavailable, UsageError
 from onward.events.redaction import redacted_logger
 
-__all__ = ["DEFAULT_TOLERANCE", "Outage", "transient"]
+__all__ = ["DEFAULT_TOLERANCE", "MOST_TOLERANCE", "Outage", "check_tolerance", "transient"]
 
 logger = redacted_logger("onward.events")
 
@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 #: How long an outage is ridden out by default, in seconds.
 DEFAULT_TOLERANCE = 300.0
+#: The longest tolerance taken (ten years: a longer wait could not be dated).
+MOST_TOLERANCE = 10 * 366 * 86400
 #: The first pause before a retry, and the longest, in seconds.
 FIRST_PAUSE = 0.05
 LAST_PAUSE = 2.0
@@ -53,6 +55,22 @@ def transient(exc: BaseException) -> bool:
             return any(word in text for word in _TRANSIENT_SQLITE)
         return True  # PostgreSQL: a lost or refused connection, a restart, a serialization
     return False
+
+
+def check_tolerance(tolerance: object) -> None:
+    """Check an outage tolerance: a number of seconds in ``[0, MOST_TOLERANCE]``.
+
+    Raises:
+        UsageError: anything else (a bool, NaN, inf, a number past ten years).
+    """
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not 0 <= tolerance <= MOST_TOLERANCE
+    ):
+        raise UsageError(
+            f"outage_tolerance must be seconds in [0, {MOST_TOLERANCE}], got {tolerance!r}"
+        )
 
 
 class Outage:
@@ -76,8 +94,7 @@ class Outage:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not (isinstance(tolerance, int | float) and 0 <= tolerance < float("inf")):
-            raise UsageError(f"outage_tolerance must be seconds >= 0, got {tolerance!r}")
+        check_tolerance(tolerance)
         self.url = url
         self.tolerance = float(tolerance)
         self._sleep = sleep

@@ -175,6 +175,7 @@ class PostgresLog(EventLog):
     """
 
     def __init__(self, url: str, *, create: bool = True, **options: Any) -> None:
+        EventLog.check_options(**options)  # before the tables are created
         parts = split_log_url(url)
         params = _query(url, parts.query)
         dbname = unquote(parts.path.lstrip("/"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import re
 import sqlite3
@@ -422,12 +421,15 @@ class SQLiteLog(EventLog):
         create: bool = True,
         **options: Any,
     ) -> None:
+        EventLog.check_options(**options)  # before the file is created
         if synchronous not in _SYNCHRONOUS:
             raise UsageError(
                 f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}"
             )
-        if not (isinstance(busy_timeout, int | float) and math.isfinite(busy_timeout)) or not (
-            0 < busy_timeout <= MAX_BUSY_TIMEOUT
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not 0 < busy_timeout <= MAX_BUSY_TIMEOUT  # NaN and inf too
         ):
             raise UsageError(
                 f"busy_timeout must be a positive number of seconds up to {MAX_BUSY_TIMEOUT}, "

@@ -27,6 +27,7 @@ from typing import Any, Self, Unpack
 
 import msgspec
 
+from onward.core.fields import MOST_SECONDS
 from onward.events import (
     EventLog,
     UsageError,
@@ -94,8 +95,10 @@ def _check_options(options: Mapping[str, object]) -> None:
         arguments.policy(value, kind, f"engine option {key}", hint)
     if "lease" in options:
         lease = options["lease"]
-        if not (arguments.seconds(lease, "engine option lease") > 0):
-            raise UsageError(f"engine option lease must be positive, got {lease}")
+        if not 0 < arguments.seconds(lease, "engine option lease") <= MOST_SECONDS:
+            raise UsageError(
+                f"engine option lease must be positive and at most {MOST_SECONDS} s, got {lease}"
+            )
 
 
 class Engine(Registration, Steering, InsideATask, People, Degrading):

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from onward.core import fields
 from onward.core.definitions import (
     Judgement,
     StepDef,
@@ -98,10 +99,11 @@ class Registry:
                 limit on a plain function, or a function that is a generator (a step returns
                 one value).
         """
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and 0 < timeout < float("inf")
-        ):
-            raise UsageError(f"a step's timeout must be positive seconds, got {timeout!r}")
+        if timeout is not None and not (fields.seconds(timeout) and timeout > 0):
+            raise UsageError(
+                f"a step's timeout must be positive seconds (at most {fields.MOST_SECONDS}), "
+                f"got {fields.shown(timeout)}"
+            )
         target = call_target(fn)
         if timeout is not None and limit and not is_async(fn):
             # Timed out, a plain body runs on in its thread (nothing can stop it): the permit

@@ -304,7 +304,37 @@ WRONG_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"lease": NAN}, "lease"),
     ({"lease": "300"}, "lease"),
     ({"lease": 0}, "lease must be positive"),
+    # Past what a thread can wait for (the heartbeat waits a third of it): at most ten years.
+    ({"lease": 1e11}, "lease must be positive and at most"),
+    ({"outage_tolerance": 10**400}, "outage_tolerance must be seconds in"),
+    ({"outage_tolerance": True}, "outage_tolerance"),
+    ({"busy_timeout": 10**400}, "busy_timeout must be"),
+    ({"busy_timeout": True}, "busy_timeout must be"),
+    ({"payload_limit": 0}, "payload_limit must be a positive int"),
+    ({"inline_limit": 1.5}, "inline_limit must be a positive int"),
 ]
+
+
+@pytest.mark.parametrize("timeout", [1e11, 10**400, True, 0, -1.0, NAN, INF, "5"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_step_timeout_out_of_range_is_refused_at_registration(
+    db: str, timeout: Any, kind: str
+) -> None:
+    """A plain step's timeout is a thread's wait: one past what it can wait for failed every
+    call with an ``OverflowError`` after running the body."""
+    with Engine.open(db, session="s") as engine:
+        if kind == "plain":
+
+            def body() -> int:
+                return 1
+
+        else:
+
+            async def body() -> int:  # type: ignore[misc]
+                return 1
+
+        with pytest.raises(UsageError, match="timeout must be positive seconds"):
+            engine.step(timeout=timeout)(body)
 
 
 @pytest.mark.parametrize(("options", "message"), WRONG_OPTIONS)
