@@ -232,6 +232,11 @@ def _check_event_id(stream: str, event_id: object) -> None:
         )
 
 
+#: The times a record may carry: years 1 to 9999, in seconds since 1970 (what a date holds).
+_FIRST = -62_135_596_800
+_LAST = 253_402_300_800
+
+
 class EventLog(ABC):
     """An append-only log of events in streams, with a global order.
 
@@ -525,6 +530,11 @@ class EventLog(ABC):
 
     def _encode(self, appends: Sequence[Append]) -> _Encoded:
         now = self.clock()
+        if not isinstance(now, int | float) or not _FIRST <= now < _LAST:  # NaN too
+            raise UsageError(
+                f"the log's clock gave {now!r}, not a time in seconds since 1970 within years "
+                "1 to 9999 (time.time, not time.time_ns or a str): nothing is written"
+            )
         codec = self.codec
         placeholder = codec.placeholder()
         limit = self.payload_limit

@@ -35,16 +35,20 @@ def verify_log(log: EventLog) -> VerifyReport:
     """
     report = log.verify()
     projections = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False)
+    # What the replay found besides the records' own checks: a lifecycle broken, and a record
+    # whose checksum holds but that does not decode (a time stored as null by a clock that
+    # gave NaN, written before such times were refused).
+    seen = {(p.stream, p.position) for p in report.problems}
     illegal = [
         Problem(
-            kind=ProblemKind.ILLEGAL,
+            kind=d.kind,
             stream=d.stream,
             version=d.version,
             position=d.position,
             detail=d.reason,
         )
         for d in projections.damaged.values()
-        if d.kind is ProblemKind.ILLEGAL
+        if d.kind is ProblemKind.ILLEGAL or (d.stream, d.position) not in seen
     ]
     problems = sorted([*report.problems, *illegal], key=lambda p: p.position)
     tasks = projections.tasks.tasks

@@ -261,6 +261,19 @@ class EventLogSuite(ABC):
 
     # -- refusals: nothing is written ------------------------------------------------------
 
+    @pytest.mark.parametrize(
+        "time", [float("nan"), float("inf"), "now", 1.7e18, 1e12, -1e11], ids=repr
+    )
+    def test_a_clock_that_gives_no_time_is_refused_before_writing(
+        self, log: EventLog, time: object
+    ) -> None:
+        """A clock of NaN, a str, nanoseconds or a date past year 9999 wrote records no read
+        could decode (their time stored as null), which ``verify`` called sound."""
+        log.clock = lambda: time  # type: ignore[assignment,return-value]
+        with pytest.raises(UsageError, match="the log's clock gave"):
+            log.append("task-0", [submitted()], expected_version=0)
+        assert log.head() == 0
+
     def test_oversized_payload_is_refused_before_writing(self, clock: FakeClock) -> None:
         log = self.make_log(clock, payload_limit=1000)
         try:

@@ -723,3 +723,38 @@ def test_cli_verify_on_a_file_that_is_not_a_log(tmp_path: Path) -> None:
     assert done.returncode not in (0, 1)
     assert str(path) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class _Unbounded:
+    """A bound every time passes: NaN, which the log stores as null, slips past the check on
+    what a clock gives (as it did before there was one)."""
+
+    def __le__(self, other: object) -> bool:
+        return True
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+
+def test_a_record_that_does_not_decode_is_damage_that_verify_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its checksum holds (it was written as it is), but no read can decode it: ``onward
+    sessions`` called its session damaged and sent the reader to ``onward verify``, which said
+    ok."""
+    from onward.cli.main import main
+    from onward.projections import verify_log
+
+    db = tmp_path / "nan.db"
+    with open_log(f"sqlite:///{db}") as log, monkeypatch.context() as patched:
+        patched.setattr("onward.events.log._FIRST", _Unbounded())
+        patched.setattr("onward.events.log._LAST", _Unbounded())
+        log.clock = lambda: float("nan")
+        log.append("task-a", [TaskSubmitted(name="job", args=[])], expected_version=0)
+    with open_log(f"sqlite:///{db}") as log:
+        assert log.verify().ok  # each record's own check holds
+        report = verify_log(log)
+    assert not report.ok
+    assert [(p.stream, p.version) for p in report.problems] == [("task-a", 1)]
+    assert "does not decode" in report.problems[0].detail
+    assert main(["verify", "--db", str(db)]) == 1
