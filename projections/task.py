@@ -186,6 +186,20 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         return (_RANK[self.priority], deadline, self.order)
 
 
+#: What a queue or deadline entry left by a task whose view was let go of (it ended, and is
+#: kept encoded) reads as: an ended task, skipped as any stale entry is.
+_LET_GO = TaskView(
+    task_id="",
+    session="",
+    name="",
+    state="succeeded",
+    priority="normal",
+    deadline=None,
+    key=None,
+    parent=None,
+)
+
+
 class FinishedViews(msgspec.Struct, array_like=True, frozen=True):
     """The views of finished tasks as a checkpoint keeps them: encoded and compressed, so
     that opening a log reads and decodes only the tasks that have not ended, and the others
@@ -229,7 +243,7 @@ class FinishedViews(msgspec.Struct, array_like=True, frozen=True):
         return views
 
 
-#: Encoded parts of finished tasks past which a checkpoint decodes them and stores them as one.
+#: Encoded parts of finished tasks past which a checkpoint merges the two smallest.
 FINISHED_PARTS_KEPT = 8
 
 
@@ -247,6 +261,9 @@ class TaskProjection:
         #: The views decoded so far: every task but the finished ones of a loaded
         #: checkpoint, until one of those is asked for.
         self.views: dict[str, TaskView] = {}
+        #: The views of the tasks that have not ended (a serving worker's passes look at these
+        #: alone, not at every task it has seen end).
+        self._active: dict[str, TaskView] = {}
         self._finished: list[FinishedViews] = []
         # Whether a checkpoint left finished tasks encoded (they may be decoded since).
         self._loaded_finished = False
@@ -269,22 +286,34 @@ class TaskProjection:
 
     def view(self, task_id: str) -> TaskView | None:
         """One task's view (None for a task the log does not have), decoding the finished
-        tasks of a checkpoint only when it is one of them."""
+        tasks of a checkpoint's part only when it is one of them."""
         view = self.views.get(task_id)
         if view is None:
             finished = self._finished
             if finished and any(p.holds(task_id) for p in finished):
-                self._decode_finished()
+                self._decode_part_of(task_id)
             # Looked up again in any case: another thread may have just decoded them (it
             # lets go of the parts only after their views are in).
             view = self.views.get(task_id)
         return view
 
+    def _decode_part_of(self, task_id: str) -> None:
+        """Decode the encoded part that holds ``task_id`` into :attr:`views` (the others stay
+        encoded)."""
+        with self._decoding:
+            kept: list[FinishedViews] = []
+            for part in self._finished:
+                if part.holds(task_id):
+                    self.views.update(part.decode())
+                else:
+                    kept.append(part)
+            self._finished = kept
+
     def unfinished(self) -> list[TaskView]:
         """The views of the tasks that have not ended, without decoding the finished tasks a
-        checkpoint still holds (a snapshot: another thread may decode those meanwhile)."""
-        terminal = TASK.terminal
-        return [v for v in list(self.views.values()) if v.state not in terminal]
+        checkpoint still holds, nor looking at the finished ones decoded (a snapshot: another
+        thread may fold meanwhile)."""
+        return list(self._active.values())
 
     def _decode_finished(self) -> None:
         """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
@@ -334,6 +363,7 @@ class TaskProjection:
                     order=r.position,
                 )
                 self.views[task_id] = view
+                self._active[task_id] = view
             view.unknown_events += 1
             view.version = r.version
             view.updated_at = r.meta.time
@@ -367,6 +397,8 @@ class TaskProjection:
                 forked_from=event.forked_from,
             )
             self.views[task_id] = view
+            if view.state not in TASK.terminal:
+                self._active[task_id] = view
             parent = None if event.parent is None else self.view(event.parent)
             if parent is not None:
                 parent.children = (*parent.children, task_id)
@@ -415,6 +447,9 @@ class TaskProjection:
                 self.unregistered.discard(task_id)
             if state in TASK.terminal:
                 view.worker = ""
+                self._active.pop(task_id, None)
+            else:
+                self._active[task_id] = view
 
     def wake(self, limit: str, time: float) -> None:
         """A permit of ``limit`` came free: make ready the most urgent task that waits for one
@@ -464,6 +499,7 @@ class TaskProjection:
             )
             self.views[task_id] = view
         view.state = DAMAGED_STATE
+        self._active[task_id] = view
         view.damage = str(damage)
         self.waiting.discard(task_id)
 
@@ -503,7 +539,7 @@ class TaskProjection:
         seen: set[str] = set()
         while heap:
             rank, deadline, order, task_id = heapq.heappop(heap)
-            view = self.views[task_id]
+            view = self.views.get(task_id, _LET_GO)
             if (
                 task_id in seen
                 or view.state != "queued"
@@ -524,7 +560,7 @@ class TaskProjection:
         heap = self._heaps.get(session)
         while heap:
             rank, deadline, order, task_id = heap[0]
-            view = self.views[task_id]
+            view = self.views.get(task_id, _LET_GO)
             if (
                 view.state == "queued"
                 and not view.unknown_events
@@ -543,7 +579,7 @@ class TaskProjection:
         seen: set[str] = set()
         while heap and len(found) < count:
             rank, deadline, order, task_id = heapq.heappop(heap)
-            view = self.views[task_id]  # a queued task is not a finished one
+            view = self.views.get(task_id, _LET_GO)  # an entry left by a task since ended
             if (
                 task_id not in seen
                 and view.state == "queued"
@@ -571,7 +607,7 @@ class TaskProjection:
         if head.deadline is not None:
             return found
         for rank, deadline, order, task_id in self._heaps[session][1:spread]:
-            view = self.views[task_id]
+            view = self.views.get(task_id, _LET_GO)
             if (
                 view.state == "queued"
                 and view.queue_key() == (rank, deadline, order)
@@ -592,7 +628,7 @@ class TaskProjection:
         while heap and heap[0][0] < now:
             entry = heapq.heappop(heap)
             deadline, task_id = entry
-            view = self.views[task_id]
+            view = self.views.get(task_id, _LET_GO)
             # An entry left by a deadline a retry replaced is dropped: only the view's counts.
             if view.terminal or view.deadline != deadline or task_id in keep:
                 continue
@@ -613,23 +649,40 @@ class TaskProjection:
 
     def dump(self) -> tuple[dict[str, TaskView], list[FinishedViews]]:
         """For a checkpoint: the views of the tasks that have not ended, by id, and those of
-        the finished ones, encoded (the parts still encoded since the last load, and one more
-        for the tasks that ended since; past :data:`FINISHED_PARTS_KEPT` parts, one for all)."""
-        if len(self._finished) >= FINISHED_PARTS_KEPT:
-            self._decode_finished()
-        terminal = TASK.terminal
-        views = self.views
-        active = {k: v for k, v in views.items() if v.state not in terminal}
-        ended = {k: v for k, v in views.items() if v.state in terminal}
-        parts = list(self._finished)
-        if ended:
-            parts.append(FinishedViews.of(ended))
-        return active, parts
+        the finished ones, encoded (the parts still encoded, and one more for the tasks that
+        ended since the last checkpoint; past :data:`FINISHED_PARTS_KEPT` parts, the two
+        smallest as one).
+
+        The views of the tasks that ended since are let go of too, kept encoded in that new
+        part until one of them is asked for: a worker that serves for days holds the tasks
+        that have not ended, not every task it saw end."""
+        with self._decoding:
+            terminal = TASK.terminal
+            views = self.views
+            ended = {k: v for k, v in list(views.items()) if v.state in terminal}
+            finished = list(self._finished)
+            if ended:
+                finished.append(FinishedViews.of(ended))
+            while len(finished) > FINISHED_PARTS_KEPT:
+                finished.sort(key=lambda part: len(part.ids))
+                merged = finished[0].decode() | finished[1].decode()
+                finished = [FinishedViews.of(merged), *finished[2:]]
+            # The parts first, then the views let go of: a reader between the two finds a task
+            # in both, never in neither.
+            self._finished = finished
+            if ended:
+                self._loaded_finished = True
+                for task_id in ended:
+                    views.pop(task_id, None)
+            active = {k: v for k, v in views.items() if v.state not in terminal}
+        return active, list(finished)
 
     def load(self, views: dict[str, TaskView], finished: Iterable[FinishedViews] = ()) -> None:
         """Restore from a checkpoint's task views: those of the tasks that have not ended,
         and the finished ones, left encoded until asked for."""
         self.views = views
+        terminal = TASK.terminal
+        self._active = {k: v for k, v in views.items() if v.state not in terminal}
         self._finished = list(finished)
         self._loaded_finished = bool(self._finished)
         self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}

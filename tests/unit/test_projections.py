@@ -627,3 +627,32 @@ def test_a_page_that_fails_part_way_is_folded_again_not_twice(
     fresh = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False)
     assert host.projections.snapshot() == fresh.snapshot()
     assert {t.attempt for t in host.projections.tasks.tasks.values()} == {1}
+
+
+def test_the_unfinished_tasks_are_those_that_have_not_ended_through_retries_and_reloads(
+    board: Board,
+) -> None:
+    """A serving worker's passes look at the unfinished tasks alone (every pass scanned every
+    task it had seen end: its CPU per task grew with them). They stay the views that have not
+    ended: a retried task is one again, and a checkpoint's reload keeps them."""
+
+    def unfinished(tasks: TaskProjection) -> set[str]:
+        return {v.task_id for v in tasks.unfinished()}
+
+    def not_ended(tasks: TaskProjection) -> set[str]:
+        return {k for k, v in tasks.tasks.items() if not v.terminal}
+
+    for name in ("done", "failed", "running", "queued"):
+        board.submit(name)
+    for name in ("done", "failed", "running"):
+        board.claim(name)
+    board.append("done", TaskSucceeded(result=1))
+    board.append("failed", TaskFailed(error_type="ValueError", message="bad"))
+    assert unfinished(board.tasks) == not_ended(board.tasks) == {"running", "queued"}
+    board.append("failed", TaskRetried(previous="failed"))
+    assert unfinished(board.tasks) == {"failed", "running", "queued"}
+    reloaded = board.reloaded().tasks
+    assert unfinished(reloaded) == not_ended(reloaded) == {"failed", "running", "queued"}
+    board.append("queued", TaskCancelled(reason="enough"))
+    assert unfinished(board.tasks) == not_ended(board.tasks) == {"failed", "running"}
+    board.check_replay()
