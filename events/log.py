@@ -232,6 +232,15 @@ def _check_event_id(stream: str, event_id: object) -> None:
         )
 
 
+def _encodable(text: str) -> bool:
+    """Whether a text encodes to UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 #: The times a record may carry: years 1 to 9999, in seconds since 1970 (what a date holds).
 _FIRST = -62_135_596_800
 _LAST = 253_402_300_800
@@ -548,10 +557,19 @@ class EventLog(ABC):
         all_ids: list[str] = []
         streams: set[str] = set()
         for a in appends:
+            stream = a.stream
+            if type(stream) is not str or not stream:
+                raise UsageError(f"stream id must be a non-empty str, got {stream!r}")
+            if "\x00" in stream or not _encodable(stream):
+                # PostgreSQL cannot store a NUL, and no database a lone surrogate.
+                raise UsageError(f"stream id {stream!r} holds a NUL or a lone surrogate")
+            if not isinstance(a.events, list | tuple):
+                raise UsageError(
+                    f"append to stream {stream!r}: events must be a list of events, got "
+                    f"{type(a.events).__name__}"
+                )
             if not a.events:
-                raise UsageError(f"append to stream {a.stream!r} has no events")
-            if not a.stream:
-                raise UsageError("stream id must be a non-empty string")
+                raise UsageError(f"append to stream {stream!r} has no events")
             # Ids are stored as given (redacting one would change what it names): refuse one
             # that holds a secret.
             redactor.check_name(a.stream, "stream id")

@@ -27,9 +27,12 @@ from typing import Any, Self, Unpack
 
 import msgspec
 
+from onward.core import fields
 from onward.core.fields import MOST_SECONDS
 from onward.events import (
+    Codec,
     EventLog,
+    Redactor,
     UsageError,
     open_log,
 )
@@ -99,6 +102,57 @@ def _check_options(options: Mapping[str, object]) -> None:
             raise UsageError(
                 f"engine option lease must be positive and at most {MOST_SECONDS} s, got {lease}"
             )
+    _check_plain_options(options)
+
+
+#: The options whose value is a flag.
+_FLAGS = ("healing", "create", "verify_reads")
+#: The options whose value is called (None: the default), and what with.
+_CALLABLES = {
+    "clock": "no arguments, returning seconds since 1970",
+    "sleep": "seconds",
+    "on_interruption": "an Interruption",
+}
+
+
+def _check_plain_options(options: Mapping[str, object]) -> None:
+    """Refuse a flag, a callable, a number or an object option of the wrong kind (they failed
+    later with a raw ``TypeError`` or ``AttributeError``, or were taken for their truth).
+
+    Raises:
+        UsageError: the option named, with what it takes.
+    """
+    for key in _FLAGS:
+        if key in options and not isinstance(options[key], bool):
+            raise UsageError(f"engine option {key} must be True or False, got {options[key]!r}")
+    for key, takes in _CALLABLES.items():
+        value = options.get(key)
+        if value is not None and not callable(value):
+            raise UsageError(f"engine option {key} must be a function of {takes}, got {value!r}")
+    every = options.get("checkpoint_every", 0)
+    if not fields.whole(every) or every < 0:
+        raise UsageError(
+            f"engine option checkpoint_every must be an int >= 0 (events; 0: never), got {every!r}"
+        )
+    seed = options.get("seed")
+    if seed is not None and not fields.whole(seed):
+        raise UsageError(f"engine option seed must be an int or None, got {fields.shown(seed)}")
+    host = options.get("host", "x")
+    if not isinstance(host, str) or not host or not host.isprintable():
+        raise UsageError(
+            f"engine option host must be a printable, non-empty str, got {fields.shown(host)}"
+        )
+    for key, kind in (("codec", Codec), ("redactor", Redactor)):
+        value = options.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise UsageError(
+                f"engine option {key} must be a {kind.__name__}, got {fields.shown(value)}"
+            )
+    synchronous = options.get("synchronous", "full")
+    if not isinstance(synchronous, str):
+        raise UsageError(
+            f"engine option synchronous must be 'full', 'normal' or 'extra', got {synchronous!r}"
+        )
 
 
 class Engine(Registration, Steering, InsideATask, People, Degrading):

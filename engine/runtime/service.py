@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from onward.events import redacted_logger
+from onward.events import UsageError, redacted_logger
 from onward.runtime.scheduler import RunSummary, Scheduler
 
 __all__ = ["serve", "serve_async"]
@@ -56,6 +56,8 @@ def serve(
     Returns:
         What it did.
     """
+    if stop is not None and not isinstance(stop, threading.Event):
+        raise UsageError(f"serve(): stop must be a threading.Event or None, got {stop!r}")
     stop = stop if stop is not None else threading.Event()
     reasons: list[str] = []
 
@@ -110,6 +112,8 @@ async def serve_async(
     Returns:
         What it did.
     """
+    if stop is not None and not isinstance(stop, asyncio.Event):
+        raise UsageError(f"serve_async(): stop must be an asyncio.Event or None, got {stop!r}")
     stop = stop if stop is not None else asyncio.Event()
     reasons: list[str] = []
     loop = asyncio.get_running_loop()

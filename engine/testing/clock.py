@@ -44,6 +44,13 @@ class FakeClock:
         self.now += seconds
 
     def sleep(self, seconds: float) -> None:
-        """What the engine calls to wait: the clock moves by ``seconds`` at once."""
+        """What the engine calls to wait: the clock moves by ``seconds`` at once (a wait
+        already due, at most 0, moves it by nothing).
+
+        Raises:
+            UsageError: a number of seconds that is not finite, or not a number.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise UsageError(f"a fake clock sleeps a number of seconds, got {seconds!r}")
         self.slept.append(seconds)
-        self.advance(max(0.0, seconds))
+        self.advance(seconds if math.isnan(seconds) else max(0.0, seconds))  # NaN: refused

@@ -262,6 +262,27 @@ class EventLogSuite(ABC):
     # -- refusals: nothing is written ------------------------------------------------------
 
     @pytest.mark.parametrize(
+        ("stream", "events", "message"),
+        [
+            ("task-a\x00b", None, "holds a NUL"),
+            ("task-a\ud800", None, "lone surrogate"),
+            (b"task-a", None, "non-empty str"),
+            ("", None, "non-empty str"),
+            ("task-a", "generator", "must be a list of events"),
+        ],
+        ids=["nul", "surrogate", "bytes", "empty", "generator"],
+    )
+    def test_a_bad_stream_id_or_events_are_refused_before_writing(
+        self, log: EventLog, stream: Any, events: Any, message: str
+    ) -> None:
+        """Each backend refuses them alike (a NUL was stored by SQLite and refused by
+        PostgreSQL as a storage failure; the others raised raw Python errors)."""
+        given = (e for e in [submitted()]) if events == "generator" else [submitted()]
+        with pytest.raises(UsageError, match=message):
+            log.append(stream, given, expected_version=0)  # type: ignore[arg-type]
+        assert log.head() == 0
+
+    @pytest.mark.parametrize(
         "time", [float("nan"), float("inf"), "now", 1.7e18, 1e12, -1e11], ids=repr
     )
     def test_a_clock_that_gives_no_time_is_refused_before_writing(

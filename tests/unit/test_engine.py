@@ -106,6 +106,10 @@ def test_bad_arguments_are_refused_and_nothing_is_appended(db: str, clock: FakeC
             engine.submit(crawl, "a", key="report-\udce9")
         with pytest.raises(UsageError, match="must encode to UTF-8"):
             engine.send("task-\udce9", "go")
+        # A text that is stored (an approval's question, a reason) the same: it failed the
+        # task at its first run.
+        with pytest.raises(UsageError, match="question must encode to UTF-8"):
+            engine.action(impact="high", question="publish? \ud800")(lambda: None)
         assert engine.log.head() == head
 
 

@@ -311,6 +311,21 @@ WRONG_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"busy_timeout": 10**400}, "busy_timeout must be"),
     ({"busy_timeout": True}, "busy_timeout must be"),
     ({"payload_limit": 0}, "payload_limit must be a positive int"),
+    ({"checkpoint_every": "x"}, "checkpoint_every must be an int >= 0"),
+    ({"checkpoint_every": -1}, "checkpoint_every must be an int >= 0"),
+    ({"checkpoint_every": None}, "checkpoint_every must be an int >= 0"),
+    ({"host": True}, "host must be a printable"),
+    ({"host": "a\x00b"}, "host must be a printable"),
+    ({"codec": True}, "codec must be a Codec"),
+    ({"redactor": 1}, "redactor must be a Redactor"),
+    ({"synchronous": []}, "synchronous must be"),
+    ({"seed": []}, "seed must be an int"),
+    ({"sleep": "x"}, "sleep must be a function"),
+    ({"clock": 1}, "clock must be a function"),
+    ({"on_interruption": 1}, "on_interruption must be a function"),
+    ({"healing": 1}, "healing must be True or False"),
+    ({"verify_reads": "yes"}, "verify_reads must be True or False"),
+    ({"create": None}, "create must be True or False"),
     ({"inline_limit": 1.5}, "inline_limit must be a positive int"),
 ]
 
@@ -386,3 +401,15 @@ def test_learn_takes_a_whole_signature_id(db: str) -> None:
     with Engine.open(db, session="s") as engine:
         engine.learn(signature, "use-declared-default")
         assert engine.refresh().errors.learned(signature) == ("use-declared-default",)
+
+
+def test_serve_refuses_a_stop_that_is_no_event(db: str) -> None:
+    """``serve(stop=5)`` failed with an ``AttributeError`` (and a watch thread's traceback)."""
+    import asyncio
+    import threading
+
+    with Engine.open(db, session="s") as engine:
+        with pytest.raises(UsageError, match=r"stop must be a threading\.Event"):
+            engine.serve(stop=5, handle_signals=False)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=r"stop must be an asyncio\.Event"):
+            asyncio.run(engine.serve_async(stop=threading.Event(), handle_signals=False))  # type: ignore[arg-type]

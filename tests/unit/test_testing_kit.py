@@ -90,6 +90,11 @@ def test_a_fake_clock_only_moves_forward() -> None:
     assert clock() == 15.0
     with pytest.raises(UsageError, match="forward"):
         clock.advance(-1)
+    for seconds in (float("nan"), float("inf")):  # were taken as no move
+        with pytest.raises(UsageError, match="finite seconds"):
+            clock.sleep(seconds)
+    with pytest.raises(UsageError, match="sleeps a number of seconds"):
+        clock.sleep("1")  # type: ignore[arg-type]
     for start in (float("nan"), float("inf"), "5", True):  # NaN was taken: every timer stalled
         with pytest.raises(UsageError, match="starts at a finite time"):
             FakeClock(start=start)  # type: ignore[arg-type]

@@ -54,11 +54,12 @@ def text(value: object, what: str) -> str:
     """A text argument (a reason, a note, who did it), empty or not.
 
     Raises:
-        UsageError: it is not a ``str``.
+        UsageError: it is not a ``str``, or it does not encode to UTF-8 (a lone surrogate:
+            no log could store it).
     """
     if not isinstance(value, str):
         raise UsageError(f"{what} must be a str, got {_shown(value)}")
-    return value
+    return _stored_as_is(value, what)
 
 
 def name(value: object, what: str) -> str:
@@ -86,8 +87,8 @@ def optional_name(value: object, what: str) -> str | None:
 
 
 def _stored_as_is(value: str, what: str) -> str:
-    """A name, which the log stores and compares as it is: one that does not encode to UTF-8
-    (a lone surrogate, from a file name decoded with ``surrogateescape``) is refused.
+    """A name or a text, which the log stores: one that does not encode to UTF-8 (a lone
+    surrogate, from a file name decoded with ``surrogateescape``) is refused.
 
     Raises:
         UsageError: it does not encode.
@@ -97,7 +98,7 @@ def _stored_as_is(value: str, what: str) -> str:
             value.encode()
         except UnicodeEncodeError as exc:
             raise UsageError(
-                f"{what} must encode to UTF-8 (it is stored as it is), got {value!r}: {exc.reason}"
+                f"{what} must encode to UTF-8 (it is stored), got {value!r}: {exc.reason}"
             ) from None
     return value
 
