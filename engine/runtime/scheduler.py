@@ -651,10 +651,13 @@ class Scheduler:
             return
         if self._watch is None:
             self._watch = session.log.watch()
-        # In slices, so that a stop asked for meanwhile (the engine is closed) is seen.
+        # In slices, so that a stop asked for meanwhile (the engine is closed) is seen, and a
+        # clock set forward (a machine resumed from suspend) ends the wait when the engine's
+        # clock reaches the timer, not the seconds after.
         deadline = time.monotonic() + seconds
+        wake = session.clock() + seconds
         while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
-            if self._watch.wait(min(left, WATCH_SLICE)):
+            if self._watch.wait(min(left, WATCH_SLICE)) or session.clock() >= wake:
                 return
 
     async def _sleep(self, seconds: float) -> None:
@@ -666,10 +669,13 @@ class Scheduler:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        wake = session.clock() + seconds  # as in _nap: a clock set forward ends the wait
         if self._watch is None:
             self._watch = await asyncio.to_thread(session.log.watch)
         while not self.stopping.is_set() and (left := deadline - loop.time()) > 0:
             if await asyncio.to_thread(self._watch.wait, min(left, WATCH_SLICE)):
+                return
+            if session.clock() >= wake:
                 return
 
     def _close_watch(self) -> None:

@@ -255,3 +255,36 @@ def test_an_engine_run_from_inside_another_engines_step_records_its_own_steps(
         task_id = outer.submit("main")
         outer.run()
         assert outer.result(task_id) == [3, 6]
+
+
+@pytest.mark.parametrize("runner", ["run", "run_async"])
+def test_a_clock_set_forward_ends_a_durable_wait_when_the_engine_clock_reaches_it(
+    tmp_path: Path, runner: str
+) -> None:
+    """The wait was counted in real time: a machine resumed from suspend (its clock set
+    forward) overslept by as much as it had been away, up to an hour."""
+    import time as real_time
+
+    offset = [0.0]
+
+    def clock() -> float:
+        return real_time.time() + offset[0]
+
+    with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s", clock=clock) as engine:
+
+        @engine.task()
+        def nap() -> str:
+            engine.sleep(600)
+            return "awake"
+
+        task_id = engine.submit(nap)
+        forward = threading.Timer(0.3, lambda: offset.__setitem__(0, 600.0))
+        forward.start()
+        began = real_time.monotonic()
+        if runner == "run":
+            engine.run()
+        else:
+            asyncio.run(engine.run_async())
+        forward.join()
+        assert engine.result(task_id) == "awake"
+        assert real_time.monotonic() - began < 60  # not the 600 s of real time
