@@ -94,6 +94,8 @@ APPROVAL_POLL = 0.5
 TIMER_NAP = 3600.0
 #: The longest a serving worker's watch waits before it looks whether it must stop.
 WATCH_SLICE = 0.25
+#: The longest a watch whose storage is down waits before it looks again.
+WATCH_BACK_OFF = 2.0
 #: The longest an idle worker waits before it looks again whether a peer of its host that
 #: runs a task of the session died (a killed process appends nothing that would wake it).
 DEAD_PEER_LOOK = 1.0
@@ -1654,13 +1656,22 @@ class _Watcher:
         self._thread.start()
 
     def _loop(self) -> None:
+        failures = 0  # in a row: the storage is down (told once, looked at less often)
         while not self._closed.is_set():
             try:
                 changed = self._watch.wait(WATCH_SLICE)
             except Exception as exc:  # the storage is down: look again shortly
-                logger.warning("watching %s failed: %s", self.session.log.url, exc)
+                if not failures:
+                    logger.warning("watching %s failed: %s", self.session.log.url, exc)
+                failures += 1
                 changed = False
-                self._closed.wait(WATCH_SLICE)
+                self._closed.wait(min(WATCH_SLICE * failures, WATCH_BACK_OFF))
+            else:
+                if failures:
+                    logger.warning(
+                        "watching %s again, after %d failed looks", self.session.log.url, failures
+                    )
+                failures = 0
             if changed or (self.stop is not None and self.stop.is_set()):
                 self.wake()
 
