@@ -372,7 +372,11 @@ class BudgetProjection:
         }
 
     def dump(self) -> list[BudgetLedger]:
-        """Every session's ledger, for a checkpoint."""
+        """Every session's ledger, for a checkpoint (the streams under a remedy are narrowed
+        to those whose trials are still open, as a load of it would: the set only grew)."""
+        self.trial_streams.intersection_update(
+            {key.rpartition("#")[0] for ledger in self._ledgers.values() for key in ledger.trials}
+        )
         return [
             BudgetLedger(
                 session=session,

@@ -588,3 +588,26 @@ def test_the_budget_never_pauses_for_transient_noise(
     else:
         assert (verdict.choice, verdict.rule) == ("continue", "budget.transient-noise")
     assert verdict.remaining == max(budget.limit - errors.errors, 0)
+
+
+def test_the_streams_under_a_remedy_narrow_at_a_checkpoint_to_the_open_trials() -> None:
+    """A serving worker added a stream for each task ever retried or fixed, and never let one
+    go: a checkpoint keeps those whose trial is still open, as loading it would."""
+    history = History()
+    for task in ("task-a", "task-b"):
+        history.add(
+            1, StepFailed(index=0, name="call", error_type="E", signature="v1-a"), stream=task
+        )
+        history.add(
+            2,
+            RetryScheduled(step_index=0, attempt=2, delay=1.0, due=T0 + 3, signature="v1-a"),
+            stream=task,
+        )
+    history.add(3, StepCompleted(index=0, name="call", result=1, duration=0.1), stream="task-a")
+    budget = history.fold()
+    assert budget.trial_streams == {"task-a", "task-b"}
+    saved = budget.dump()
+    assert budget.trial_streams == {"task-b"}
+    reloaded = BudgetProjection()
+    reloaded.load(saved)
+    assert reloaded.trial_streams == budget.trial_streams
