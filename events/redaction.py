@@ -119,12 +119,16 @@ def _token(start: str, rest: str, *, glued: bool = True) -> str:
 
 
 def _after_escape(start: str) -> str:
-    """A regex that ``start`` (of fixed width) follows an escape sequence: ``\\n``, ``\\t``,
-    ``\\x1b`` or ``\\u2028``, as ``repr()`` and JSON write a line break, a tab or a control
-    character. The escape's last letter or digit is not part of the token after it."""
+    """A regex that ``start`` (of fixed width) follows an escape sequence: ``\\n``, ``\\r``,
+    ``\\t``, ``\\x1b``, ``\\u2028``, ``\\033`` or ``\\0``, as ``repr()``, JSON and C write
+    a line break, a tab or a control character, or ``%0A``, as a URL does. The escape's last
+    letter or digit is not part of the token after it. (Not ``\\a`` or ``\\v``: neither
+    ``repr()`` nor JSON writes them, and a Windows path holds them: ``C:\\projects\\ask-...``;
+    JSON writes ``\\b`` and ``\\f``.)"""
     return (
-        rf"(?<=\\[nrtbfva]{start})|(?<=\\x[0-9A-Fa-f]{{2}}{start})"
+        rf"(?<=\\[nrtbf0]{start})|(?<=\\[0-7]{{3}}{start})|(?<=\\x[0-9A-Fa-f]{{2}}{start})"
         rf"|(?<=\\u[0-9A-Fa-f]{{4}}{start})|(?<=\\U[0-9A-Fa-f]{{8}}{start})"
+        rf"|(?<=%[0-9A-Fa-f]{{2}}{start})"
     )
 
 

@@ -139,9 +139,8 @@ def _check_plain_options(options: Mapping[str, object]) -> None:
         raise UsageError(f"engine option seed must be an int or None, got {fields.shown(seed)}")
     host = options.get("host", "x")
     if not isinstance(host, str) or not host or not host.isprintable():
-        raise UsageError(
-            f"engine option host must be a printable, non-empty str, got {fields.shown(host)}"
-        )
+        shown = repr(host) if isinstance(host, str) else fields.shown(host)
+        raise UsageError(f"engine option host must be a printable, non-empty str, got {shown}")
     for key, kind in (("codec", Codec), ("redactor", Redactor)):
         value = options.get(key)
         if value is not None and not isinstance(value, kind):

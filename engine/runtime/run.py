@@ -1207,16 +1207,17 @@ class TaskRun:
         version took the task from it (a cancellation, an expired lease, any end it did not
         record); else return, and the conflict is raised as it is.
 
-        A cancellation that is the last event of the task's stream still takes the outcomes of
-        the steps the run saw through to their end (``StepCompleted`` in ``batch``): the task
-        stopped at its next step, and a retry replays them instead of running their bodies
-        again."""
+        A cancellation followed by nothing but the successes of this run's other steps under
+        way still takes the outcomes of the steps the run saw through to their end
+        (``StepCompleted`` in ``batch``): the task stopped at its next step, and a retry
+        replays them instead of running their bodies again."""
         after = list(self.log.read_stream(self.stream, after=self.version))
-        for r in after:
+        for i, r in enumerate(after):
             event = r.event
             if isinstance(event, TaskCancelled):
-                if batch is not None and r is after[-1]:
-                    self._record_after_cancel(batch, r.version)
+                late = after[i + 1 :]
+                if batch is not None and all(type(x.event) is StepCompleted for x in late):
+                    self._record_after_cancel(batch, after[-1].version)
                 raise LeaseLost(self.task_id, "cancelled while running", cancelled=True) from None
             if isinstance(event, TaskLeaseExpired):
                 raise LeaseLost(self.task_id, "its lease expired and was taken") from None

@@ -334,7 +334,9 @@ class Tasks:
                 except VersionConflict:
                     session.host.catch_up()
                     continue
-                return session.catch_up().tasks.tasks[task_id]
+                after = session.catch_up().tasks.view(task_id)  # not every finished task decoded
+                assert after is not None
+                return after
             raise UsageError(f"task {task_id}: too many concurrent changes, try again")
 
     def fork(
@@ -699,5 +701,7 @@ def quarantine(
         except VersionConflict:
             continue  # another worker appended first: look again
         host.catch_up(save=False)
-        return host.projections.tasks.tasks[task_id]
+        view = host.projections.tasks.view(task_id)  # not every finished task decoded
+        assert view is not None
+        return view
     raise UsageError(f"task {task_id}: too many concurrent changes, try again")

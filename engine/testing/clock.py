@@ -53,4 +53,4 @@ class FakeClock:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise UsageError(f"a fake clock sleeps a number of seconds, got {seconds!r}")
         self.slept.append(seconds)
-        self.advance(seconds if math.isnan(seconds) else max(0.0, seconds))  # NaN: refused
+        self.advance(max(0.0, seconds) if math.isfinite(seconds) else seconds)  # refused

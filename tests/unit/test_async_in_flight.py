@@ -1903,3 +1903,45 @@ def test_what_counts_as_weighty_to_store(value: Any, weighty: bool) -> None:
     from onward.runtime.run import _weighty
 
     assert _weighty(value) is weighty
+
+
+def test_every_step_under_way_when_its_task_is_cancelled_is_recorded(db: Path) -> None:
+    """Two steps gathered, the task cancelled while both run: each is recorded after the
+    cancellation as it ends (the second was dropped: its body ran again on the retry)."""
+    url = f"sqlite:///{db}"
+    calls: Counter[str] = Counter()
+    cancelled = asyncio.Event()
+
+    def cancel() -> None:
+        with Engine.open(url, session="agents") as other:  # as another process would
+            other.cancel(task_id, reason="enough")
+
+    with Engine.open(url, session="agents") as engine:
+
+        @engine.step(name="a")
+        async def a() -> str:
+            calls["a"] += 1
+            await cancelled.wait()
+            return "A"
+
+        @engine.step(name="b")
+        async def b() -> str:
+            calls["b"] += 1
+            if calls["b"] == 1:
+                await asyncio.to_thread(cancel)
+                cancelled.set()
+                await asyncio.sleep(0)  # a ends first: its success goes to the log first
+            return "B"
+
+        @engine.task(name="job")
+        async def job() -> list[str]:
+            return list(await asyncio.gather(a(), b()))
+
+        task_id = engine.submit(job)
+        asyncio.run(engine.run_async())
+        assert kinds(engine, task_id)[-3:] == ["TaskCancelled", "StepCompleted", "StepCompleted"]
+        engine.retry(task_id, by="test")
+        cancelled = asyncio.Event()
+        asyncio.run(engine.run_async())
+        assert engine.result(task_id) == ["A", "B"]
+        assert dict(calls) == {"a": 1, "b": 1}

@@ -213,6 +213,25 @@ def test_a_token_after_an_escaped_control_character_is_found(
     assert token not in REDACTOR.redact(f"KeyError({text})")
 
 
+@pytest.mark.parametrize("before", ["q=%0A", "q=%09", "\\033", "\\0"])
+def test_a_token_after_a_url_encoded_or_octal_control_character_is_found(before: str) -> None:
+    for token in (GITHUB_PAT, OPENAI, SLACK_BOT):
+        assert token not in REDACTOR.redact(before + token)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        r"C:\projects\ask-gpt-assistant-v2-2024",
+        r"E:\vms\vsk-0123456789abcdefghijklmn",
+    ],
+)
+def test_a_windows_path_is_no_escape_before_a_token(path: str) -> None:
+    """``\\a`` and ``\\v`` are no escapes that ``repr()`` or JSON write: a directory's first
+    letter before a token's prefix is part of a longer word."""
+    assert REDACTOR.redact(path) == path
+
+
 def test_a_bearer_token_after_an_escaped_line_break_is_found() -> None:
     text = repr(f"GET /v1\nAuthorization: Bearer {BEARER}")
     assert BEARER not in REDACTOR.redact(text)

@@ -90,7 +90,7 @@ def test_a_fake_clock_only_moves_forward() -> None:
     assert clock() == 15.0
     with pytest.raises(UsageError, match="forward"):
         clock.advance(-1)
-    for seconds in (float("nan"), float("inf")):  # were taken as no move
+    for seconds in (float("nan"), float("inf"), float("-inf")):  # were taken as no move
         with pytest.raises(UsageError, match="finite seconds"):
             clock.sleep(seconds)
     with pytest.raises(UsageError, match="sleeps a number of seconds"):
