@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from hypothesis import settings
+
+from onward.events import EventLog
+from onward.events.outage import Outage
 
 # Properties, not timings: an example slowed by a busy machine (CI has 2 cores) is no failure.
 settings.register_profile("onward", deadline=None)
@@ -61,3 +65,23 @@ def both_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
         monkeypatch.setattr(Engine, "run", run_on_a_loop)
     return str(request.param)
+
+
+class OutageClock(FakeClock):
+    """A log's outage handling on a fake clock of its own (it counts how long ago the last
+    outage ended), and a way to have the log ride one out now."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(0.0)
+        self.outage = log.outage = Outage(log.url, clock=self, sleep=self.advance)
+
+    def ride_out(self) -> None:
+        """A read through a lock that holds for one try: an outage ridden out now."""
+        locked = iter([True, False])
+
+        def through_a_lock() -> int:
+            if next(locked):
+                raise sqlite3.OperationalError("database is locked")
+            return 1
+
+        self.outage.call("a read", through_a_lock)

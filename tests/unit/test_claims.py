@@ -21,12 +21,11 @@ from onward.events import (
     WorkerClaimExpired,
     open_log,
 )
-from onward.events.outage import Outage
 from onward.events.sqlite import SQLiteLog
 from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from onward.runtime.heartbeat import Heartbeat
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, OutageClock
 
 
 @pytest.fixture
@@ -135,24 +134,16 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
 ) -> None:
     """During an outage of the storage nobody can record a heartbeat: a worker that rode one
     out takes a peer's task over only once the peer has had a lease to speak again."""
-    since_outage = FakeClock(0.0)
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
     peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer.log.outage = Outage(peer.log.url, clock=since_outage, sleep=since_outage.advance)
-    locked = iter([True, False])
-
-    def through_a_lock() -> int:
-        if next(locked):
-            raise sqlite3.OperationalError("database is locked")
-        return 1
-
+    since_outage = OutageClock(peer.log)
     taken: list[int] = []
     try:
 
         @holder.step(name="slow")
         def slow() -> None:
             clock.advance(60.0)  # long past the lease: no heartbeat recorded meanwhile
-            peer.log.outage.call("a read", through_a_lock)  # the peer rides out an outage
+            since_outage.ride_out()  # the peer rides out an outage
             taken.append(peer.run(max_runs=0).recovered)
             since_outage.advance(10.0)  # a lease later, the silence counts
             taken.append(peer.run(max_runs=0).recovered)

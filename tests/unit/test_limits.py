@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,9 +16,8 @@ import pytest
 from onward import Engine, TaskFailedError, UsageError
 from onward.cli.main import main
 from onward.events import LimitSet, PermitReturned, PermitTaken, TaskWaiting
-from onward.events.outage import Outage
 from onward.runtime.limits import Rate, parse_rate
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, OutageClock
 from tests.secrets_corpus import GITHUB_PAT
 
 
@@ -487,17 +485,9 @@ def test_a_permit_counts_through_an_outage_until_a_lease_after_it(
     """During an outage of the storage no holder can record its heartbeat: a worker that rode
     one out counts a silent holder's permit while its task runs, until the holder has had a
     lease to speak again (as it waits before taking the holder's task over)."""
-    since_outage = FakeClock(0.0)
     holder = open_engine(db, clock, lease=10.0)
     peer = open_engine(db, clock, lease=10.0)
-    peer.log.outage = Outage(peer.log.url, clock=since_outage, sleep=since_outage.advance)
-    locked = iter([True, False])
-
-    def through_a_lock() -> int:
-        if next(locked):
-            raise sqlite3.OperationalError("database is locked")
-        return 1
-
+    since_outage = OutageClock(peer.log)
     started: list[str] = []
     seen: list[list[str]] = []
     try:
@@ -510,7 +500,7 @@ def test_a_permit_counts_through_an_outage_until_a_lease_after_it(
                 if who != "holder":
                     return
                 clock.advance(60.0)  # long past its permit and lease: no heartbeat recorded
-                peer.log.outage.call("a read", through_a_lock)  # the peer rides out an outage
+                since_outage.ride_out()  # the peer rides out an outage
                 peer.run(max_runs=1)
                 seen.append(list(started))
                 since_outage.advance(10.0)  # a lease later, the silence counts
