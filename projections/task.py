@@ -279,10 +279,14 @@ class TaskProjection:
 
     @property
     def tasks(self) -> dict[str, TaskView]:
-        """Every task's view, by id (decodes the finished ones a checkpoint still holds)."""
-        if self._finished:
-            self._decode_finished()
-        return self.views
+        """Every task's view, by id (decodes the finished ones a checkpoint still holds): a
+        copy, taken as a checkpoint lets go of none (one saved meanwhile in another thread
+        lets go of the finished views in :attr:`views`). One task: :meth:`view`."""
+        with self._decoding:
+            for part in self._finished:
+                self.views.update(part.decode())
+            self._finished = []
+            return dict(self.views)
 
     def view(self, task_id: str) -> TaskView | None:
         """One task's view (None for a task the log does not have), decoding the finished
@@ -314,14 +318,6 @@ class TaskProjection:
         checkpoint still holds, nor looking at the finished ones decoded (a snapshot: another
         thread may fold meanwhile)."""
         return list(self._active.values())
-
-    def _decode_finished(self) -> None:
-        """Decode the finished tasks of the loaded checkpoint into :attr:`views` (in place:
-        a fold may hold the dict), once, whichever threads ask."""
-        with self._decoding:
-            for part in self._finished:
-                self.views.update(part.decode())
-            self._finished = []
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -512,7 +508,9 @@ class TaskProjection:
         """The queues per session (heaps with possibly stale entries), built when first asked."""
         if self._heap_index is None:
             index: dict[str, list[tuple[int, float, int, str]]] = {}
-            for view in self.views.values():  # a finished task is never queued
+            # From the unfinished tasks (a finished one is never queued): a reader's decoding
+            # of finished tasks into the views may run meanwhile.
+            for view in list(self._active.values()):
                 if view.state == "queued":
                     index.setdefault(view.session, []).append((*view.queue_key(), view.task_id))
             for heap in index.values():

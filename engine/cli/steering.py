@@ -327,7 +327,8 @@ def _limit_row(view: LimitView, projections: Projections, now: float) -> LimitRo
     waiting = sorted(
         task_id
         for task_id in projections.tasks.waiting
-        if projections.tasks.tasks[task_id].waiting_limit == view.name
+        if (waiter := projections.tasks.view(task_id)) is not None
+        and waiter.waiting_limit == view.name
     )
     counting = Limits.counting(view, projections, now, asking=worker_id())
     return LimitRow(

@@ -86,12 +86,12 @@ class Watch:
 
     def task_name(self, stream: str) -> str:
         """The name of the task of a stream ("" when it is no task's)."""
-        view = self.projections.tasks.tasks.get(stream[len(TASK_PREFIX) :])
+        view = self.projections.tasks.view(stream[len(TASK_PREFIX) :])
         return "" if view is None else view.name
 
     def task_state(self, task_id: str) -> str:
         """A task's state ("" when the log holds no such task)."""
-        view = self.projections.tasks.tasks.get(task_id)
+        view = self.projections.tasks.view(task_id)
         return "" if view is None else view.state
 
     def tasks(self) -> list[TaskView]:

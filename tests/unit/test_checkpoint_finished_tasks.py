@@ -362,3 +362,92 @@ def test_an_engine_serving_many_tasks_holds_the_ones_that_have_not_ended(tmp_pat
         assert engine.retry(ids[1], by="test").state == "queued"
         assert engine.quarantine(ids[1], by="test").state == "quarantined"
         assert len(engine.refresh().tasks.views) < 150
+
+
+@pytest.fixture
+def fine_switching() -> Iterator[None]:
+    """Threads switched as often as the interpreter can, so that a race shows."""
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("fine_switching")
+def test_every_task_is_listed_while_a_checkpoint_lets_go_of_finished_views(
+    log: EventLog,
+) -> None:
+    """``tasks`` handed out the live map, from which a checkpoint saved in another thread
+    took the finished views: a listing came back short (9 folded, 0 listed)."""
+    import threading
+
+    host = CatchUp(log, checkpoint_every=1)  # each catch-up saves a checkpoint
+    projections = host.open()
+    folded = [0]
+    done = threading.Event()
+    short: list[tuple[int, int]] = []
+
+    def fold() -> None:
+        for n in range(300):
+            run_task(log, f"t{n}")
+            host.catch_up()
+            folded[0] = n + 1
+        done.set()
+
+    def list_them() -> None:
+        while not done.is_set():
+            want = folded[0]
+            got = len(list(projections.tasks.tasks.values()))
+            if got < want:
+                short.append((want, got))
+
+    threads = [threading.Thread(target=fold), threading.Thread(target=list_them)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert short == []
+
+
+@pytest.mark.usefixtures("fine_switching")
+def test_the_queue_built_while_a_reader_decodes_finished_tasks_is_whole(log: EventLog) -> None:
+    """The queue was built from the map a reader's decoding of a finished task grows: the
+    build raised ``dictionary changed size during iteration`` (20 of 40 rounds)."""
+    for n in range(1500):
+        run_task(log, f"d{n}")
+        submit(log, f"q{n}")
+    checkpoint(log)
+    failed: list[BaseException] = []
+    for n in range(10):
+        _build_and_decode_at_once(CatchUp(log, checkpoint_every=0).open(), f"d{n}", failed)
+    assert failed == []
+
+
+def _build_and_decode_at_once(
+    projections: Projections, finished: str, failed: list[BaseException]
+) -> None:
+    """The queue's first build and a finished task's decoding, in two threads at once."""
+    import threading
+
+    together = threading.Barrier(2)
+
+    def build() -> None:
+        together.wait()
+        try:
+            head = projections.tasks.next_queued("s")
+            assert head is not None
+            assert head.task_id == "q0"
+        except BaseException as exc:
+            failed.append(exc)
+
+    def decode() -> None:
+        together.wait()
+        projections.tasks.view(finished)
+
+    threads = [threading.Thread(target=build), threading.Thread(target=decode)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
