@@ -215,7 +215,8 @@ class Projections:
         failures: list[int] = []
         trial_streams = self.budget.trial_streams
         # The view of the last running task a step outcome was folded into: a task's
-        # outcomes mostly follow each other. A view, once made, stays its task's view.
+        # outcomes mostly follow each other. Within a page a view stays its task's view (a
+        # checkpoint, which lets go of finished tasks' views, comes between pages).
         last_stream: str | None = None
         last_view: TaskView | None = None
         for r in records:
