@@ -46,7 +46,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -72,8 +72,12 @@ from psycopg.pq import TransactionStatus
 
 from onward.events.exceptions import BackendError, InvalidURL, LogNotFound, UsageError
 from onward.events.log import EventLog, StoredRow
+from onward.events.outage import DEFAULT_TOLERANCE, FIRST_PAUSE, LAST_PAUSE
+from onward.events.redaction import redacted_logger
 from onward.events.url_parts import hide_password, split_log_url
 from onward.events.watch import Watch
+
+logger = redacted_logger("onward.events")
 
 __all__ = [
     "HORIZON_PATIENCE",
@@ -218,19 +222,27 @@ class PostgresLog(EventLog):
         connections = _Connections(connect_args)
         recorder = PostgresEventRecorder(connections, self.schema, prefix, self.channel)
         checkpoints = PostgresCheckpointRecorder(connections, self.schema, prefix)
-        try:
+
+        def open_tables() -> None:
             if create:
                 _create(connect_args, self.schema, prefix)
             elif not recorder.exists():
                 raise LogNotFound(f"no log at {_safe(url)} (no table {prefix}_events)")
+
+        try:
+            _through_a_restart(
+                open_tables,
+                _safe(url),
+                options.get("outage_tolerance", DEFAULT_TOLERANCE),
+            )
         except LogNotFound:
             connections.close()
             raise
         except Exception as exc:
             connections.close()
-            # One line: libpq's own messages run on ("\n\tIs the server running...").
-            said = " ".join(str(exc).split())
-            raise BackendError(f"cannot open the PostgreSQL log {_safe(url)}: {said}") from exc
+            raise BackendError(
+                f"cannot open the PostgreSQL log {_safe(url)}: {_one_line(exc)}"
+            ) from exc
         self._events = recorder
         self._checkpoint_recorder = checkpoints
         self._connections = connections
@@ -878,6 +890,66 @@ _ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
     (psycopg.InternalError, InternalError),
     (psycopg.DatabaseError, DatabaseError),
 )
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line: libpq's own run on ("\\n\\tIs the server running...")."""
+    return " ".join(str(exc).split())
+
+
+# What a server says while it restarts (SQLSTATE 57P03 "the database system is starting up",
+# "... shutting down", "... in recovery mode", "... not yet accepting connections"; 57P01
+# "terminating connection due to administrator command"): libpq gives no SQLSTATE for a
+# refused connection, only these words.
+_RESTARTING = ("the database system is", "due to administrator command")
+# What it says once it is down: only a server seen restarting is waited for through these (a
+# wrong host or port says the same, and is reported at once).
+_DOWN = ("connection refused", "no such file or directory", "server closed the connection")
+
+
+def _through_a_restart(
+    attempt: Callable[[], None],
+    url: str,
+    tolerance: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Call ``attempt`` (opening a log); while the server says it is restarting, and then
+    while it is down, retry with back-off for up to ``tolerance`` seconds.
+
+    A worker started by its supervisor while the server restarts waits for it, as appends and
+    reads ride out an outage; a server that never said it restarts (a wrong port, a host that
+    refuses) fails at once.
+
+    Raises:
+        Exception: what ``attempt`` raised last, when it is not a restart or the restart
+            outlasted the tolerance.
+    """
+    pause = FIRST_PAUSE
+    since: float | None = None
+    while True:
+        try:
+            attempt()
+            return
+        except Exception as exc:
+            said = _one_line(exc).lower()
+            restarting = any(words in said for words in _RESTARTING)
+            if not restarting and (since is None or not any(w in said for w in _DOWN)):
+                raise
+            now = clock()
+            if since is None:
+                since = now
+                logger.warning(
+                    "opening %s: the server is restarting; waiting up to %g s: %s",
+                    url,
+                    tolerance,
+                    _one_line(exc),
+                )
+            if now - since + pause > tolerance:
+                raise
+            sleep(pause)
+            pause = min(pause * 2, LAST_PAUSE)
 
 
 def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:

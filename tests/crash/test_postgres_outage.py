@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from onward.events import TaskFailed, open_log
@@ -105,3 +107,77 @@ def test_an_outage_past_the_tolerance_stops_the_workers_and_fails_no_task(
     check_log(postgres_url, fleet, tasks)
     with open_log(postgres_url) as log:
         assert not any(isinstance(r.event, TaskFailed) for r in log.read())
+
+
+OPEN_AND_RUN = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING)
+from onward import Engine
+engine = Engine.open(sys.argv[1], session="restart", outage_tolerance=120)
+
+@engine.task(name="hello")
+def hello() -> str:
+    return "hello"
+
+task = engine.submit("hello")
+engine.run()
+print("result", engine.result(task))
+engine.close()
+"""
+
+
+def test_a_worker_started_while_postgres_restarts_waits_for_it(
+    postgres_url: str, tmp_path: Path, outage: None
+) -> None:
+    base = postgres_url.split("?", maxsplit=1)[0]
+    # A smart shutdown waits for this connection to end; meanwhile the server answers every
+    # new one "the database system is shutting down".
+    held = psycopg.connect(base, autocommit=True)
+    versions = sorted(os.listdir("/etc/postgresql"))
+    stopper = subprocess.Popen([*CLUSTER, versions[-1], "main", "stop", "-m", "smart"])
+    worker: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: not ready(), 60, "PostgreSQL to refuse new connections")
+        stderr = tmp_path / "worker.err"
+        with stderr.open("w") as err:
+            worker = subprocess.Popen(
+                [sys.executable, "-c", OPEN_AND_RUN, postgres_url],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        # The worker meets the shutdown, says so and waits (before, it exited at once).
+        wait_until(
+            lambda: worker.poll() is not None or "restarting" in stderr.read_text(),
+            60,
+            "the worker to meet the shutting-down server",
+        )
+        assert worker.poll() is None, stderr.read_text()
+        held.close()
+        assert stopper.wait(timeout=120) == 0
+        assert worker.poll() is None, stderr.read_text()  # refused now: it still waits
+        cluster("start")
+        out, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr.read_text()
+        assert out.strip() == "result hello"
+    finally:
+        held.close()
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if stopper.poll() is None:
+            stopper.wait(timeout=120)
+
+
+def test_a_server_never_seen_restarting_fails_the_opening_at_once(
+    postgres_url: str,
+) -> None:
+    # A wrong port refuses connections as a stopped server does: it is reported, not waited for.
+    from onward.events import BackendError
+
+    wrong = postgres_url.replace(":5432/", ":1/")
+    assert wrong != postgres_url
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="cannot open the PostgreSQL log"):
+        open_log(wrong, outage_tolerance=60)
+    assert time.monotonic() - started < 30

@@ -221,3 +221,63 @@ def test_an_option_given_twice_is_refused() -> None:
     with pytest.raises(InvalidURL, match="'schema' is given more than once") as refused:
         PostgresLog("postgresql://u:hunter2@127.0.0.1:1/test?schema=a&schema=b")
     assert "hunter2" not in str(refused.value)
+
+
+class Attempts:
+    """An opening that fails with the given messages, one per try, then succeeds."""
+
+    def __init__(self, *said: str) -> None:
+        self.said = list(said)
+        self.tries = 0
+
+    def __call__(self) -> None:
+        self.tries += 1
+        if self.said:
+            raise psycopg.OperationalError(self.said.pop(0))
+
+
+SHUTTING_DOWN = (
+    'connection to server at "db", port 5432 failed: FATAL: the database system is shutting down'
+)
+REFUSED = 'connection to server at "db", port 5432 failed: Connection refused'
+
+
+def through(attempts: Attempts, tolerance: float) -> list[float]:
+    from onward.events.postgres import _through_a_restart
+
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    _through_a_restart(
+        attempts, "postgresql://db/test", tolerance, sleep=sleep, clock=lambda: now[0]
+    )
+    return pauses
+
+
+def test_an_opening_waits_for_a_restarting_server_then_through_its_refusals() -> None:
+    attempts = Attempts(SHUTTING_DOWN, SHUTTING_DOWN, REFUSED, REFUSED, REFUSED)
+    pauses = through(attempts, 60)
+    assert attempts.tries == 6
+    assert pauses == sorted(pauses)
+    assert len(pauses) == 5
+
+
+def test_a_refusal_never_preceded_by_a_restart_fails_at_once() -> None:
+    attempts = Attempts(REFUSED)
+    with pytest.raises(psycopg.OperationalError, match="refused"):
+        through(attempts, 60)
+    assert attempts.tries == 1
+
+
+def test_a_restart_longer_than_the_tolerance_fails_the_opening() -> None:
+    attempts = Attempts(SHUTTING_DOWN, *[REFUSED] * 1000)
+    with pytest.raises(psycopg.OperationalError, match="refused"):
+        through(attempts, 10)
+    assert 5 < attempts.tries < 1000
+    zero = Attempts(SHUTTING_DOWN)
+    with pytest.raises(psycopg.OperationalError, match="shutting down"):
+        through(zero, 0)  # no tolerance: no wait
