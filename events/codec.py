@@ -19,6 +19,8 @@ knows (an event from a newer onward) decodes as :class:`~onward.events.base.Unkn
 from __future__ import annotations
 
 import hashlib
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
@@ -203,6 +205,54 @@ def legacy_checksum(stream: str, version: int, topic: str, body: bytes) -> str:
     ).hexdigest()
 
 
+def _raw_for_any(annotation: Any) -> Any:
+    """``annotation`` with every ``Any`` in it made ``msgspec.Raw`` (scanned, not built)."""
+    if annotation is Any:
+        return msgspec.Raw
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is None or not args:
+        return annotation
+    if origin is typing.Literal:
+        return annotation
+    shaped = tuple(_raw_for_any(a) if a is not Ellipsis else a for a in args)
+    if shaped == args:
+        return annotation
+    if origin is typing.Union or origin is types.UnionType:
+        # msgspec takes no Raw among a union's members: a union with Any is Any.
+        return msgspec.Raw if msgspec.Raw in shaped else Union[shaped]  # noqa: UP007
+    if origin is typing.Annotated:
+        return typing.Annotated[shaped]
+    return origin[shaped]
+
+
+def _shape_of(cls: type[Event]) -> type[Any]:
+    """A struct that decodes what ``cls`` encodes to, its ``Any`` values scanned, not built
+    (``cls`` itself when that cannot be made)."""
+    try:
+        config = cls.__struct_config__
+        fields: list[Any] = []
+        for info in msgspec.structs.fields(cls):
+            shaped = _raw_for_any(info.type)
+            if info.default is not msgspec.NODEFAULT:
+                fields.append((info.encode_name, shaped, info.default))
+            elif info.default_factory is not msgspec.NODEFAULT:
+                fields.append(
+                    (info.encode_name, shaped, msgspec.field(default_factory=info.default_factory))
+                )
+            else:
+                fields.append((info.encode_name, shaped))
+        return msgspec.defstruct(
+            f"_{cls.__name__}Shape",
+            fields,
+            kw_only=True,
+            tag=config.tag,
+            tag_field=config.tag_field,
+        )
+    except (TypeError, ValueError, NameError):
+        return cls
+
+
 class Codec:
     """Encodes events with their envelope into stored bytes, and decodes them back.
 
@@ -220,6 +270,8 @@ class Codec:
         self._upcasters: dict[str, Upcaster] = {}
         self._encoder = msgspec.json.Encoder()
         self._envelope = msgspec.json.Decoder(_Envelope)
+        # By the class of an event appended: what checks that it decodes as itself.
+        self._checkers: dict[type[Event], msgspec.json.Decoder[Any]] = {}
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -272,6 +324,29 @@ class Codec:
             return self._encoder.encode(event)
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnencodableValue(f"cannot encode {type(event).__name__}: {exc}") from exc
+
+    def check_decodes(self, event: Event, event_json: bytes) -> None:
+        """Check that an event's JSON decodes as its own type, as every read will decode it.
+
+        msgspec checks field types when it decodes, not when an event is built: an event
+        built with a value of another type (``TaskSubmitted(name=123)``) encodes, and would
+        then make every read of the log fail at its record. Values typed ``Any`` (a step's
+        result, a task's arguments) are only scanned, not built.
+
+        Raises:
+            UnencodableValue: it does not decode as its type.
+        """
+        cls = type(event)
+        checker = self._checkers.get(cls)
+        if checker is None:
+            checker = self._checkers[cls] = msgspec.json.Decoder(_shape_of(cls))
+        try:
+            checker.decode(event_json)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise UnencodableValue(
+                f"{cls.__name__} would not read back as itself: {exc} (a field holds a value "
+                "of another type than the event declares)"
+            ) from exc
 
     def encode_meta(self, meta: Meta) -> bytes:
         """The msgspec JSON of an envelope whose checksum is still to be filled in."""

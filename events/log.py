@@ -553,6 +553,7 @@ class EventLog(ABC):
         heads: dict[str, tuple[int, str]] = {}
         redactor, encode_event, seal = self.redactor, codec.encode_event, codec.seal_with
         seal_new = codec.seal_new
+        check = codec.check_decodes
         resolved: list[tuple[str, int, int]] = []  # stream, expected version, count
         all_ids: list[str] = []
         streams: set[str] = set()
@@ -607,6 +608,7 @@ class EventLog(ABC):
                         size=len(event_json),
                         limit=limit,
                     )
+                check(event, event_json)
                 if len(event_json) > inline:
                     split = split_event(event_json, inline)
                     if split is not None:

@@ -28,8 +28,10 @@ from onward.events import (
     Meta,
     Priority,
     Redactor,
+    StepCompleted,
     TaskProgressed,
     TaskSubmitted,
+    UnencodableValue,
     UnknownEvent,
     all_event_types,
     open_log,
@@ -397,3 +399,57 @@ def test_decode_names_the_record() -> None:
     with pytest.raises(CorruptRecord) as info:
         CODEC.decode("task-7", 4, 99, "TaskProgressed", b"{not json")
     assert (info.value.stream, info.value.version, info.value.position) == ("task-7", 4, 99)
+
+
+class _Note(Event, frozen=True, kw_only=True):
+    """A user's own event type: typed fields beside values of any type, nested."""
+
+    title: str
+    tags: list[str] = msgspec.field(default_factory=list)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    maybe: Any | None = None
+    pairs: tuple[Any, ...] = ()
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        TaskSubmitted(name=123),  # type: ignore[arg-type]
+        TaskSubmitted(name="crawl", args="not a list"),  # type: ignore[arg-type]
+        StepCompleted(index="3", name="fetch"),  # type: ignore[arg-type]
+        StepCompleted(index=True, name="fetch"),
+        _Note(title="t", tags=[1, 2]),  # type: ignore[list-item]
+        _Note(title=None),  # type: ignore[arg-type]
+    ],
+    ids=["name-int", "args-str", "index-str", "index-bool", "nested-list", "none"],
+)
+def test_an_event_with_a_field_of_another_type_is_refused_and_the_log_reads_on(
+    url: str, bad: Event, tmp_path: Path
+) -> None:
+    """msgspec checks types when it decodes, not when an event is built: such an event was
+    written, and then every read of the log failed at its record (CorruptRecord)."""
+    url = f"sqlite:///{tmp_path / 'log.db'}" if url == "sqlite" else url
+    with open_log(url) as log:
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+        with pytest.raises(UnencodableValue, match="would not read back as itself"):
+            log.append("task-1", [StepCompleted(index=0, name="fetch"), bad], expected_version=1)
+        log.append(
+            "task-1",
+            [_Note(title="ok", extra={"any": [1, "x", None]}, maybe=3)],
+            expected_version=1,
+        )
+        assert [type(r.event).__name__ for r in log.read()] == ["TaskSubmitted", "_Note"]
+        assert log.verify().ok
+
+
+def test_values_of_any_type_in_an_event_are_not_checked_against_a_shape() -> None:
+    log_values = [1, "x", None, [1, [2]], {"a": {"b": 1.5}}, True]
+    with open_log("memory://") as log:
+        for version, value in enumerate(log_values):
+            log.append(
+                "task-1",
+                [_Note(title="v", extra={"v": value}, maybe=value, pairs=(value, value))],
+                expected_version=version,
+            )
+        assert [r.event.maybe for r in log.read()] == log_values  # type: ignore[union-attr]
