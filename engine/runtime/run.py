@@ -1264,9 +1264,9 @@ class TaskRun:
         """Raise when the task's code ends with a call it was handed never awaited.
 
         Raises:
-            UsageError: ``engine.sleep(...)``, ``set_state`` or ``progress`` called without
-                ``await`` in an ``async def`` task: it did nothing (closed now, so Python
-                does not warn of it too).
+            UsageError: a step, ``engine.sleep(...)``, ``recv``, ``set_state`` or
+                ``progress`` called without ``await`` in an ``async def`` task: it did nothing
+                (closed now, so Python does not warn of it too).
         """
         never = [what for what, call in self.handed if _unstarted(call)]
         for _, call in self.handed:
@@ -1275,9 +1275,9 @@ class TaskRun:
         self.handed.clear()
         if never:
             raise UsageError(
-                f"task {self.task_id}: engine.{never[0]} was never awaited, so it did nothing"
+                f"task {self.task_id}: {never[0]} was never awaited, so it did nothing"
                 f"{f' (nor {len(never) - 1} more like it)' if len(never) > 1 else ''}: in an "
-                f"async def task, write `await engine.{never[0]}`"
+                f"async def task, write `await {never[0]}`"
             )
 
     def _take_index(self, what: str) -> int:

@@ -547,18 +547,36 @@ def test_a_step_that_steers_another_task_does_it_once_however_often_its_task_run
         assert len(engine.tasks()) == 3  # the victim, the boss and one fork
 
 
-@pytest.mark.parametrize("call", ["sleep", "set_state", "progress", "recv"])
+@pytest.mark.parametrize(
+    "call", ["sleep", "set_state", "progress", "recv", "plain_step", "async_step"]
+)
 def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
     db: str, clock: FakeClock, call: str
 ) -> None:
     """``engine.sleep(5)`` without ``await`` in an ``async def`` task did nothing, and the task
     succeeded as if it had slept (Python's own warning aside): the task fails, naming the call
-    to await."""
+    to await. So does a step called without ``await``: it did not run, nothing was recorded,
+    and the task succeeded without its side effect."""
+    ran: list[str] = []
     with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def plain_step(what: str) -> str:
+            ran.append(what)
+            return what
+
+        @engine.step()
+        async def async_step(what: str) -> str:
+            ran.append(what)
+            return what
 
         @engine.task()
         async def forgetful() -> str:
-            if call == "sleep":
+            if call == "plain_step":
+                plain_step("charge")
+            elif call == "async_step":
+                async_step("charge")
+            elif call == "sleep":
                 engine.sleep(5)
             elif call == "set_state":
                 engine.set_state("k", 1)
@@ -583,7 +601,10 @@ def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
             gc.collect()
         view = engine.task_view(forgot)
         assert view.state == "failed"
-        assert f"UsageError: task {forgot}: engine.{call}(" in (view.error or "")
+        named = f"{call}(...)" if call.endswith("step") else f"engine.{call}("
+        assert f"UsageError: task {forgot}: {named}" in (view.error or "")
+        assert ran == []
+        assert view.steps == 0
         assert "was never awaited, so it did nothing" in (view.error or "")
         assert engine.result(minded) == "done"
         assert engine.get_state(minded, "k") == 1

@@ -158,7 +158,7 @@ class InsideATask:
 
         receiving = run.receiving(topic, timeout, inbox)
         if on_event_loop():
-            return run.hand(f"recv({topic!r})", drive_async(receiving, run.effect_async))
+            return run.hand(f"engine.recv({topic!r})", drive_async(receiving, run.effect_async))
         return drive(receiving, run.effect)
 
     def set_state(self, key: str, value: Any) -> Any:
@@ -180,7 +180,7 @@ class InsideATask:
         )
         event = StateSet(key=key, value=stored)
         if on_event_loop():
-            return run.hand(f"set_state({key!r}, ...)", _state_set_async(run, event))
+            return run.hand(f"engine.set_state({key!r}, ...)", _state_set_async(run, event))
         try:
             run.record([event])
         except UnencodableValue as exc:
@@ -208,7 +208,7 @@ class InsideATask:
             note=arguments.text(note, "progress(): note"),
         )
         if on_event_loop():  # the loop must not wait for the disk, nor for a step appending
-            return run.hand(f"progress({fraction!r})", run.record_async([event]))
+            return run.hand(f"engine.progress({fraction!r})", run.record_async([event]))
         run.record([event])
         return None
 
@@ -244,7 +244,7 @@ class InsideATask:
         duration = arguments.seconds(seconds, "sleep(): seconds")
         if on_event_loop():
             return run.hand(
-                f"sleep({seconds!r})", drive_async(run.sleeping(duration), run.effect_async)
+                f"engine.sleep({seconds!r})", drive_async(run.sleeping(duration), run.effect_async)
             )
         drive(run.sleeping(duration), run.effect)
         return None

@@ -287,6 +287,7 @@ class Registration:
         ``async def`` step raises ``UsageError`` at once.
         """
         fn = definition.fn
+        called = f"{getattr(fn, '__name__', None) or definition.name}(...)"  # as written
 
         @functools.wraps(fn)
         def durable_step(*args: Any, **kwargs: Any) -> Any:
@@ -295,8 +296,8 @@ class Registration:
                 # Outside a task; or inside another step's body, as a part of it: its outcome
                 # is recorded as that step's, and a replay does not run it.
                 return fn(*args, **kwargs)
-            if on_event_loop():
-                return run.call_async(definition, args, kwargs)
+            if on_event_loop():  # left unawaited, the task fails saying so
+                return run.hand(called, run.call_async(definition, args, kwargs))
             return run.call(definition, args, kwargs)
 
         return durable_step
