@@ -15,6 +15,7 @@ import argparse
 import functools
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -76,6 +77,21 @@ def _json_argument(text: str, what: str) -> Any:
         ) from None
     except RecursionError:  # far deeper than a stored value may be: refused as encoding would
         raise UsageError(f"{what} is nested deeper than {MAX_VALUE_DEPTH} levels") from None
+
+
+def _from_stdin() -> str:
+    """The JSON given on standard input (``-`` in its place on the command line).
+
+    Raises:
+        UsageError: it is not UTF-8.
+    """
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"the message on standard input is not UTF-8 (byte {exc.start} of {len(data)})"
+        ) from None
 
 
 def _not_json(what: str, constant: str) -> NoReturn:
@@ -163,7 +179,7 @@ def cmd_abandon(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     """Send a task a message; it takes it with ``engine.recv(TOPIC)``."""
     _writable(args.db)
-    value = _json_argument(args.value, "the message")
+    value = _json_argument(_from_stdin() if args.value == "-" else args.value, "the message")
     by = args.by or _actor()
     with open_existing(args.db) as log:
         view = find_task(fold(log).projections, args.task, log.url)
@@ -421,7 +437,11 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     )
     _task_argument(send)
     send.add_argument("topic", metavar="TOPIC", help="the message's topic")
-    send.add_argument("value", metavar="JSON", help="the message, as JSON")
+    send.add_argument(
+        "value",
+        metavar="JSON",
+        help="the message, as JSON; - reads it from standard input (one too long for a command)",
+    )
     send.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
 
     resume = command(

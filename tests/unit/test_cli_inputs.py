@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,27 @@ def test_a_stopped_worker_accounts_for_every_run() -> None:
     assert stop_line(RunSummary(runs=1, succeeded=1)) == (
         "stopped: 1 runs, 1 succeeded, 0 failed, 0 handed back, 0 taken over"
     )
+
+
+def test_send_reads_a_message_too_long_for_a_command_line_from_stdin(tmp_path: Path) -> None:
+    """A command-line argument holds at most 128 KiB on Linux: a longer message could only be
+    sent from Python."""
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    task_id = _listener(url)
+    message = {"diff": "x" * 300_000, "lines": list(range(1000))}
+    command = [sys.executable, "-m", "onward", "send", task_id, "go", "-", "--db", url]
+    sent = subprocess.run(
+        command, input=json.dumps(message).encode(), capture_output=True, check=False
+    )
+    assert sent.returncode == 0, sent.stderr
+    bad = subprocess.run(command, input=b"\xff\xfe{}", capture_output=True, check=False)
+    assert bad.returncode == 2
+    assert b"not UTF-8" in bad.stderr
+    with Engine.open(url, session="s") as engine:
+
+        @engine.task()
+        def listen() -> object:
+            return engine.recv("go")
+
+        engine.run()
+        assert engine.result(task_id) == message
