@@ -248,6 +248,7 @@ def _shape_of(cls: type[Event]) -> type[Any]:
             kw_only=True,
             tag=config.tag,
             tag_field=config.tag_field,
+            array_like=config.array_like,
         )
     except (TypeError, ValueError, NameError):
         return cls
