@@ -701,10 +701,19 @@ class Redactor:
             what: what it names, for the message (``"session name"``).
 
         Raises:
-            UsageError: the name holds a secret; the message shows it redacted.
+            UsageError: the name holds a secret (the message shows it redacted), or a lone
+                surrogate (undecodable bytes of a command line: no database stores one).
         """
         if not name or name in self._clean_names:
             return
+        try:
+            name.encode()
+        except UnicodeEncodeError as exc:
+            raise UsageError(
+                f"{what} {name!r} holds a lone "
+                f"surrogate at {exc.start} (bytes that are not UTF-8?): names are stored as "
+                "given, so choose one in UTF-8"
+            ) from None
         redacted = self.redact(name)
         if redacted != name:
             raise UsageError(

@@ -14,7 +14,7 @@ from typing import Any
 from transitions import Machine
 
 from onward.core.errors import InvalidTransition
-from onward.events import AppendResult, Context, Event, EventLog
+from onward.events import AppendResult, Context, Event, EventLog, UsageError
 from onward.projections.lifecycle import BREAKER, FLOW, SESSION, TASK, Lifecycle
 
 __all__ = ["LIFECYCLES", "diagram", "transition", "validate"]
@@ -40,9 +40,21 @@ def _definition(lifecycle: Lifecycle) -> dict[str, Any]:
     }
 
 
+def _lifecycle(name: str) -> Lifecycle:
+    """The lifecycle of that name.
+
+    Raises:
+        UsageError: there is none.
+    """
+    found = LIFECYCLES.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise UsageError(f"no lifecycle {name!r} (the lifecycles: {', '.join(LIFECYCLES)})")
+    return found
+
+
 @cache
 def _machine(name: str) -> Machine:
-    return Machine(model=None, **_definition(LIFECYCLES[name]))
+    return Machine(model=None, **_definition(_lifecycle(name)))
 
 
 def validate(lifecycle: str, subject: str, state: str, trigger: str) -> None:
@@ -56,6 +68,7 @@ def validate(lifecycle: str, subject: str, state: str, trigger: str) -> None:
 
     Raises:
         InvalidTransition: the lifecycle does not allow it.
+        UsageError: no lifecycle of that name.
     """
     if not _machine(lifecycle).get_transitions(trigger=trigger, source=state):
         raise InvalidTransition(lifecycle, subject, state, trigger)
@@ -97,11 +110,11 @@ def diagram(lifecycle: str) -> str:
     """The lifecycle as a Mermaid state diagram.
 
     Raises:
-        KeyError: no lifecycle of that name.
+        UsageError: no lifecycle of that name.
     """
     from transitions.extensions import GraphMachine
 
     graph = GraphMachine(
-        title=f"{lifecycle} lifecycle", graph_engine="mermaid", **_definition(LIFECYCLES[lifecycle])
+        title=f"{lifecycle} lifecycle", graph_engine="mermaid", **_definition(_lifecycle(lifecycle))
     )
     return str(graph.get_graph().draw(None))

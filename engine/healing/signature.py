@@ -34,6 +34,7 @@ from types import CodeType, TracebackType
 import msgspec
 
 from onward.core.run import SECRET_REACH, encodable, redaction_window
+from onward.events import UsageError
 
 __all__ = ["SIGNATURE_VERSION", "ErrorSignature", "fingerprint", "normalise_message"]
 
@@ -402,7 +403,12 @@ def fingerprint(
 
     Returns:
         The signature; equal ``id`` means the same failure.
+
+    Raises:
+        UsageError: ``exc`` is not an exception.
     """
+    if not isinstance(exc, BaseException):
+        raise UsageError(f"fingerprint() takes an exception, got {type(exc).__name__}")
     message = _message(exc)
     signature = _signature(
         _type_name(exc), normalise_message(message), _frames(exc, app_modules), _causes(exc)

@@ -64,6 +64,7 @@ from onward.judgement.rules import (
     RuleInfo,
     Verdict,
     check_name,
+    check_priority,
     compile_pattern,
     decode_rules,
     read_rules,
@@ -279,6 +280,9 @@ class Rulebook:
         check_name("scenario", scenario, id)
         if scenario != scenario.lower():
             raise RulebookError(f"rule {id!r}: scenario must be lower case, got {scenario!r}")
+        check_priority(priority, id)
+        if not isinstance(description, str):
+            raise RulebookError(f"rule {id!r}: description must be a str, not {description!r}")
 
         def register(fn: F) -> F:
             if not callable(fn):

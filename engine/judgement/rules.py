@@ -30,6 +30,7 @@ __all__ = [
     "RulebookError",
     "Verdict",
     "check_name",
+    "check_priority",
     "compile_pattern",
     "decode_rules",
     "read_rules",
@@ -138,8 +139,26 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
                 self.scenario,
                 ", ".join(acted_on),
             )
+        if not isinstance(self.fixes, list | tuple):
+            raise RulebookError(
+                f"rule {self.id!r}: fixes must be a list of names, not {self.fixes!r}"
+            )
         for fix in self.fixes:
             check_name("a fix name", fix, self.id)
+        if not isinstance(self.when, dict):
+            raise RulebookError(
+                f"rule {self.id!r}: when must be a dict of fact names to patterns, "
+                f"not {self.when!r}"
+            )
+        check_priority(self.priority, self.id)
+        if self.retry is not None and not isinstance(self.retry, bool):
+            raise RulebookError(
+                f"rule {self.id!r}: retry must be True, False or None, not {self.retry!r}"
+            )
+        if not isinstance(self.description, str):
+            raise RulebookError(
+                f"rule {self.id!r}: description must be a str, not {self.description!r}"
+            )
         for fact, pattern in self.when.items():
             if not isinstance(fact, str) or not fact:
                 raise RulebookError(f"rule {self.id!r}: a fact name must be a string, not {fact!r}")
@@ -154,6 +173,16 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
                     f"rule {self.id!r}: unknown strategy {self.strategy!r} ({choices})"
                 ) from None
             msgspec.structs.force_setattr(self, "strategy", strategy)
+
+
+def check_priority(priority: object, rule: str) -> None:
+    """Refuse a rule's priority that is not an int (a bool neither).
+
+    Raises:
+        RulebookError: it is not.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise RulebookError(f"rule {rule!r}: priority must be an int, not {priority!r}")
 
 
 class RuleFile(msgspec.Struct, forbid_unknown_fields=True):

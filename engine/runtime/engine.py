@@ -57,6 +57,7 @@ from onward.runtime.facade.registration import Registration
 from onward.runtime.facade.steering import Steering
 from onward.runtime.interruptions import Interruptions, log_interruption
 from onward.runtime.limits import Limits
+from onward.runtime.observer import OBSERVER_HOOKS
 from onward.runtime.options import ENGINE_OPTIONS, EngineOptions, OpenOptions
 from onward.runtime.registry import Registry
 from onward.runtime.runs import Runs
@@ -147,6 +148,14 @@ def _check_plain_options(options: Mapping[str, object]) -> None:
             raise UsageError(
                 f"engine option {key} must be a {kind.__name__}, got {fields.shown(value)}"
             )
+    observer = options.get("observer")
+    if observer is not None and not any(
+        callable(getattr(observer, hook, None)) for hook in OBSERVER_HOOKS
+    ):
+        raise UsageError(
+            "engine option observer must be an onward.Observer (or an object with some of its "
+            f"hooks: {', '.join(OBSERVER_HOOKS)}), got {fields.shown(observer)}"
+        )
     synchronous = options.get("synchronous", "full")
     if not isinstance(synchronous, str):
         raise UsageError(

@@ -36,7 +36,15 @@ if TYPE_CHECKING:
     from onward.judgement.budget import ErrorBudget
     from onward.projections import Projections, TaskView
 
-__all__ = ["IN_OBSERVER", "Observer", "StepStart", "TaskStart", "notify", "observing"]
+__all__ = [
+    "IN_OBSERVER",
+    "OBSERVER_HOOKS",
+    "Observer",
+    "StepStart",
+    "TaskStart",
+    "notify",
+    "observing",
+]
 
 # Its records carry the traceback of what an observer raised, which may hold a secret.
 logger = redacted_logger("onward.engine")
@@ -173,6 +181,9 @@ class Observer:
         """A task boundary was crossed: the session's state, for gauges (queue depth, breaker
         states, the error budget's burn)."""
 
+
+#: The hooks an observer may have (an object with none of them is no observer).
+OBSERVER_HOOKS = tuple(name for name in vars(Observer) if not name.startswith("_"))
 
 #: Whether the current thread or coroutine runs an observer's hook: its calls are the
 #: observer's, made for work done now (never on a replay), not the task's own code.

@@ -39,6 +39,7 @@ from onward.events import (
     TaskProgressed,
     TaskSubmitted,
     TaskSucceeded,
+    UsageError,
     all_event_types,
 )
 from onward.events.memory import MemoryLog
@@ -270,7 +271,7 @@ def test_task_diagram() -> None:
 
 
 def test_diagram_of_an_unknown_lifecycle() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(UsageError, match="no lifecycle 'nope'"):
         diagram("nope")
 
 

@@ -17,7 +17,8 @@ from onward.events import (
     TaskWaiting,
     UsageError,
 )
-from onward.projections import LimitView, ScheduleView, TaskView
+from onward.projections import TASK, LimitView, ScheduleView, TaskView
+from onward.projections.task import DAMAGED_STATE, UNKNOWN_STATE
 from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import Pending, current_run
 from onward.runtime.limits import Limits
@@ -313,9 +314,13 @@ class Steering:
         """This session's tasks in submission order, optionally only those in one state.
 
         Raises:
-            UsageError: a state that is not a str.
+            UsageError: a state that is not a str, or not a task's state.
         """
-        return self._tasks.listed(arguments.optional_name(state, "tasks(): state"))
+        state = arguments.optional_name(state, "tasks(): state")
+        states = (*TASK.states, DAMAGED_STATE, UNKNOWN_STATE)
+        if state is not None and state not in states:
+            raise UsageError(f"tasks(): no task state {state!r} (the states: {', '.join(states)})")
+        return self._tasks.listed(state)
 
     def result(self, task_id: str) -> Any:
         """The recorded return value of a task that succeeded.
