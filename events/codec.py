@@ -28,7 +28,7 @@ import msgspec
 import xxhash
 
 from onward.events.base import Event, Meta, Recorded, UnknownEvent
-from onward.events.exceptions import CorruptRecord, UnencodableValue
+from onward.events.exceptions import CorruptRecord, UnencodableValue, UsageError
 
 __all__ = [
     "LAYOUT",
@@ -254,6 +254,34 @@ def _shape_of(cls: type[Event]) -> type[Any]:
         return cls
 
 
+def _onwards(cls: type[Event]) -> bool:
+    return cls.__module__.startswith("onward.")
+
+
+def _check_event_type(cls: type[Event], taken: type[Event] | None) -> None:
+    """Refuse an event type that would make every read of a log fail: one stored as an array
+    (its union with the others cannot be decoded), or one of yours under the tag of one of
+    onward's (a class named ``StepCompleted``), which would take the place of onward's own.
+    A type of yours defined again (a module reloaded) replaces the earlier one.
+
+    Raises:
+        UsageError: it is one of these.
+    """
+    if cls.__struct_config__.array_like:
+        raise UsageError(
+            f"event type {cls.__module__}.{cls.__qualname__}: array_like=True is not supported "
+            "(events are stored as JSON objects)"
+        )
+    if taken is not None and _onwards(taken) != _onwards(cls):
+        yours, ours = (taken, cls) if _onwards(cls) else (cls, taken)
+        tag = ours.__struct_config__.tag
+        raise UsageError(
+            f"event type {yours.__module__}.{yours.__qualname__} takes the tag {tag!r} of "
+            f"onward's {ours.__module__}.{ours.__qualname__}: give it another, as in "
+            f'class {yours.__name__}(Event, tag="myapp.{yours.__name__}")'
+        )
+
+
 class Codec:
     """Encodes events with their envelope into stored bytes, and decodes them back.
 
@@ -267,6 +295,7 @@ class Codec:
         for cls in all_event_types() if types is None else types:
             tag = cls.__struct_config__.tag
             if isinstance(tag, str):
+                _check_event_type(cls, self._types.get(tag))
                 self._types[tag] = cls
         self._upcasters: dict[str, Upcaster] = {}
         self._encoder = msgspec.json.Encoder()
@@ -302,6 +331,7 @@ class Codec:
         tag = cls.__struct_config__.tag
         if not isinstance(tag, str):
             raise UnencodableValue(f"{cls.__qualname__} has no tag: subclass events.Event")
+        _check_event_type(cls, self._types.get(tag))
         self._types[tag] = cls
         self._rebuild()
 

@@ -33,6 +33,7 @@ from onward.events import (
     TaskSubmitted,
     UnencodableValue,
     UnknownEvent,
+    UsageError,
     all_event_types,
     open_log,
 )
@@ -453,3 +454,32 @@ def test_values_of_any_type_in_an_event_are_not_checked_against_a_shape() -> Non
                 expected_version=version,
             )
         assert [r.event.maybe for r in log.read()] == log_values  # type: ignore[union-attr]
+
+
+def test_an_event_type_that_every_read_would_fail_on_is_refused_with_why() -> None:
+    """A type of yours named as one of onward's took its place in the codec, and with it
+    every log failed to open (a bare TypeError about a union's tags); one stored as an array
+    made every codec fail to build."""
+    import gc
+
+    def define(**config: Any) -> type[Event]:
+        class StepCompleted(Event, frozen=True, kw_only=True, **config):  # type: ignore[misc]
+            note: str = ""
+
+        return StepCompleted
+
+    mine = define(tag="myapp.StepCompleted")
+    assert Codec(types=[*all_event_types()]).types["myapp.StepCompleted"] is mine
+    clash = define()
+    with pytest.raises(UsageError, match="takes the tag 'StepCompleted' of onward's"):
+        Codec()
+    with pytest.raises(UsageError, match="takes the tag 'StepCompleted' of onward's"):
+        Codec(types=[t for t in all_event_types() if t is not clash]).register(clash)
+    del clash
+    gc.collect()
+    arrays = define(tag="myapp.Array", array_like=True)
+    with pytest.raises(UsageError, match="array_like=True is not supported"):
+        Codec()
+    del arrays, mine
+    gc.collect()
+    assert Codec().types["StepCompleted"] is StepCompleted
