@@ -873,6 +873,9 @@ class TaskRun:
         self.context = context
         self.clock = clock
         self.version = history[-1].version if history else 0
+        # What earlier runs recorded: a wait for subtasks they went on from is answered as
+        # they read it (:meth:`subtasks_ended`).
+        self.history = history
         # This run recorded that the task waits: it ends here, whatever the task's code does
         # with the signal (a bare ``except:`` around a step catches it).
         self.waiting = False
@@ -1395,16 +1398,40 @@ class TaskRun:
         )
 
     def subtasks_ended(
-        self, ids: list[str], read: Callable[[list[str]], list[Any] | None]
+        self, ids: list[str], read: Callable[[list[str], int | None], list[Any] | None]
     ) -> list[Any] | None:
         """The results of subtasks the task waits for, once all have ended (else None), as
-        ``read`` (the engine's, from the log as it is now) tells; a replay of the task answers
-        from what its recorded run read instead.
+        ``read`` (the engine's) tells: as they were when an earlier run of the task went on
+        from this wait (``read`` is given the position of that run's first record past it),
+        else as the log has them now. A subtask retried since (it had failed) does not change
+        the branch the task's code took then, which its recorded steps hold; a replay of the
+        task answers from what its recorded run read too.
 
         Raises:
             TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
         """
-        return read(ids)
+        return read(ids, self.went_on())
+
+    def went_on(self) -> int | None:
+        """The log position of the first record an earlier run appended past the task's code
+        as it stands now (a step's or a receive's, at the next index or later) that still
+        binds it: one of this attempt, or an outcome a retry kept. None: no earlier run went
+        on from here."""
+        history = self.history
+        attempt = 0
+        for i in range(len(history) - 1, -1, -1):
+            if isinstance(history[i].event, TaskRetried):
+                attempt = i + 1
+                break
+        for i, r in enumerate(history):
+            event = r.event
+            if not isinstance(event, StepStarted | StepCompleted | StepFailed | MessageReceived):
+                continue
+            if event.index < self.index:
+                continue
+            if i >= attempt or event.index in self.outcomes or event.index in self.received:
+                return r.position
+        return None
 
     def fail_step(self, step: StepDef, index: int, exc: BaseException) -> None:
         """Record a step's failure."""

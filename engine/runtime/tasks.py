@@ -67,6 +67,7 @@ __all__ = [
     "Tasks",
     "append_message",
     "append_submission",
+    "last_end_before",
     "message_version",
     "quarantine",
     "result_of_end",
@@ -550,6 +551,22 @@ class Tasks:
         last = standing(history)
         assert last is not None
         return result_of_end(task_id, history[0].event, last.event, self.registry)
+
+
+#: The events that end a task (until a retry).
+_ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuarantined)
+
+
+def last_end_before(
+    log: EventLog, task_id: str, position: int
+) -> tuple[Event | UnknownEvent, Event] | None:
+    """A task's submission and its last end recorded before a log position (None: it had
+    not ended by then, or the log does not hold it)."""
+    records = [r for r in log.read_stream(task_stream(task_id)) if r.position < position]
+    if not records or not isinstance(records[0].event, TaskSubmitted):
+        return None
+    end = next((r.event for r in reversed(records) if isinstance(r.event, _ENDS)), None)
+    return None if end is None else (records[0].event, end)
 
 
 def result_of_end(

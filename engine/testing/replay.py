@@ -234,7 +234,7 @@ class _ReplayRun(TaskRun):
         self.registry = registry
 
     def subtasks_ended(
-        self, ids: list[str], read: Callable[[list[str]], list[Any] | None]
+        self, ids: list[str], read: Callable[[list[str], int | None], list[Any] | None]
     ) -> list[Any] | None:
         """A wait for subtasks, answered from the ends the recorded run read (never from the
         log as it is now)."""

@@ -744,3 +744,75 @@ def test_many_appends_gathered_at_once_do_not_hold_every_thread(
         else:
             run_in_a_thread(lambda: asyncio.run(engine.run_async(concurrency=2)))
         assert engine.result(task_id) == "done"
+
+
+@pytest.mark.usefixtures("both_paths")
+@pytest.mark.parametrize("then", ["a durable wait", "a failure and a retry"])
+def test_a_wait_answers_as_the_run_that_went_on_from_it_read_though_a_subtask_was_retried(
+    db: str, clock: FakeClock, then: str
+) -> None:
+    """A parent caught a failed subtask's error and went on (a step, then a durable wait, or
+    a step that failed for good); a person then retried the subtask, which succeeded. When the
+    parent ran again from its start (the message came, or the parent was retried too), its
+    wait read the subtask as it was now and took the other branch: StepMismatch (the log says
+    'fallback', the code now calls 'use')."""
+    ready = {"child": False}
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def work() -> int:
+            if not ready["child"]:
+                raise ValueError("child not ready")
+            return 42
+
+        @engine.step()
+        def fallback(error: str) -> str:
+            ran["fallback"] += 1
+            return f"fallback after {error}"
+
+        @engine.step()
+        def use(results: list[int]) -> str:
+            ran["use"] += 1
+            return f"used {results}"
+
+        @engine.step()
+        def publish(outcome: str) -> str:
+            ran["publish"] += 1
+            if ran["publish"] == 1 and then != "a durable wait":
+                raise RuntimeError("publishing is down")
+            return outcome
+
+        @engine.task()
+        def child() -> int:
+            return work()
+
+        @engine.task()
+        def parent() -> str:
+            children = [engine.submit(child)]
+            try:
+                outcome = use(engine.wait(children))
+            except TaskFailedError as exc:
+                outcome = fallback(exc.error_type)
+            if then == "a durable wait":
+                engine.recv("go")  # the task runs again from its start once it comes
+            return publish(outcome)
+
+        task_id = engine.submit(parent)
+        engine.run()
+        (child_id,) = engine.task_view(task_id).children
+        assert engine.task_view(child_id).state == "failed"
+        ready["child"] = True
+        engine.retry(child_id)
+        engine.run()
+        assert engine.result(child_id) == 42
+        if then == "a durable wait":
+            engine.send(task_id, "go", 1)
+        else:
+            assert engine.task_view(task_id).state == "failed"
+            engine.retry(task_id)  # its completed steps, and with them its branch, are kept
+        engine.run()
+        assert engine.result(task_id) == "fallback after ValueError"
+        assert ran["fallback"] == 1
+        assert ran["use"] == 0
+        assert replay_check(engine.log, engine).ok

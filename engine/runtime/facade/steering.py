@@ -27,7 +27,7 @@ from onward.runtime.registry import Registry
 from onward.runtime.run import CURRENT_STEP, TaskRun, on_event_loop, running_task
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
-from onward.runtime.tasks import Tasks
+from onward.runtime.tasks import Tasks, last_end_before, result_of_end
 
 __all__ = ["SUBMIT_OPTIONS", "Steering"]
 
@@ -376,12 +376,21 @@ class Steering:
             raise Suspended()
         return results
 
-    def _ended(self, ids: list[str]) -> list[Any] | None:
-        """The subtasks' results once all have ended; else None.
+    def _ended(self, ids: list[str], before: int | None = None) -> list[Any] | None:
+        """The subtasks' results once all have ended; else None. With ``before`` (where an
+        earlier run of the waiting task went on from its wait), their ends as that run read
+        them: each one's last end before that position (a subtask retried since keeps the
+        end the task's code went on from).
 
         Raises:
             TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
         """
+        if before is not None:
+            ends = [last_end_before(self._session.log, t, before) for t in ids]
+            if all(e is not None for e in ends):
+                return [
+                    result_of_end(t, *e, self.registry) for t, e in zip(ids, ends, strict=True) if e
+                ]
         with self._session.lock:
             self._session.host.catch_up()
             views = [self.task_view(t) for t in ids]
