@@ -206,29 +206,40 @@ def legacy_checksum(stream: str, version: int, topic: str, body: bytes) -> str:
 
 
 def _raw_for_any(annotation: Any) -> Any:
-    """``annotation`` with every ``Any`` in it made ``msgspec.Raw`` (scanned, not built)."""
+    """``annotation`` with its ``Any`` values made ``msgspec.Raw`` (scanned, not built): in
+    lists, tuples, a dict's values, unions and ``Annotated``. Elsewhere (a dict's keys, a
+    set's members, other generics) it stays as it is, and is built as the read will build it:
+    msgspec takes no Raw there."""
     if annotation is Any:
         return msgspec.Raw
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is None or not args:
+    if not args:
         return annotation
-    if origin is typing.Literal:
-        return annotation
-    shaped = tuple(_raw_for_any(a) if a is not Ellipsis else a for a in args)
-    if shaped == args:
-        return annotation
+    if origin in (list, tuple):
+        shaped = tuple(a if a is Ellipsis else _raw_for_any(a) for a in args)
+        return origin[shaped] if shaped != args else annotation
+    if origin is dict and len(args) == 2:
+        value = _raw_for_any(args[1])
+        return dict[args[0], value] if value is not args[1] else annotation  # type: ignore[valid-type]
     if origin is typing.Union or origin is types.UnionType:
+        shaped = tuple(_raw_for_any(a) for a in args)
         # msgspec takes no Raw among a union's members: a union with Any is Any.
-        return msgspec.Raw if msgspec.Raw in shaped else Union[shaped]  # noqa: UP007
+        if msgspec.Raw in shaped:
+            return msgspec.Raw
+        return Union[shaped] if shaped != args else annotation  # noqa: UP007
     if origin is typing.Annotated:
-        return typing.Annotated[shaped]
-    return origin[shaped]
+        inner = _raw_for_any(args[0])
+        return msgspec.Raw if inner is msgspec.Raw else annotation
+    return annotation
 
 
 def _shape_of(cls: type[Event]) -> type[Any]:
     """A struct that decodes what ``cls`` encodes to, its ``Any`` values scanned, not built
-    (``cls`` itself when that cannot be made)."""
+    (``cls`` itself when that cannot be made, or when ``cls`` checks its values itself in a
+    ``__post_init__``, which a read runs)."""
+    if getattr(cls, "__post_init__", None) is not None:
+        return cls
     try:
         config = cls.__struct_config__
         fields: list[Any] = []
@@ -252,6 +263,15 @@ def _shape_of(cls: type[Event]) -> type[Any]:
         )
     except (TypeError, ValueError, NameError):
         return cls
+
+
+def _reads_back(kind: type[Event], event_json: bytes) -> bool:
+    """Whether ``kind`` itself decodes ``event_json`` (what a read does)."""
+    try:
+        msgspec.json.decode(event_json, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return False
+    return True
 
 
 def _onwards(cls: type[Event]) -> bool:
@@ -374,9 +394,11 @@ class Codec:
         try:
             checker.decode(event_json)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            if _reads_back(cls, event_json):  # the shape was stricter than the class
+                return
             raise UnencodableValue(
                 f"{cls.__name__} would not read back as itself: {exc} (a field holds a value "
-                "of another type than the event declares)"
+                "its class does not take)"
             ) from exc
 
     def encode_meta(self, meta: Meta) -> bytes:

@@ -563,7 +563,8 @@ class EventLog(ABC):
                 raise UsageError(f"stream id must be a non-empty str, got {stream!r}")
             if "\x00" in stream or not _encodable(stream):
                 # PostgreSQL cannot store a NUL, and no database a lone surrogate.
-                raise UsageError(f"stream id {stream!r} holds a NUL or a lone surrogate")
+                shown = self.redactor.redact(stream)
+                raise UsageError(f"stream id {shown!r} holds a NUL or a lone surrogate")
             if not isinstance(a.events, list | tuple):
                 raise UsageError(
                     f"append to stream {stream!r}: events must be a list of events, got "

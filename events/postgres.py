@@ -897,11 +897,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-# What a server says while it restarts (SQLSTATE 57P03 "the database system is starting up",
-# "... shutting down", "... in recovery mode", "... not yet accepting connections"; 57P01
-# "terminating connection due to administrator command"): libpq gives no SQLSTATE for a
-# refused connection, only these words.
-_RESTARTING = ("the database system is", "due to administrator command")
+# What a server says while it restarts (SQLSTATE 57P03, 57P01): libpq gives no SQLSTATE for a
+# refused connection, only these words (a server's in English; ``lc_messages`` may say them
+# in another language, and then an opening fails at once). Not "the database system is not
+# accepting connections": a standby with hot_standby off says it for good.
+_RESTARTING = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "terminating connection due to administrator command",
+)
 # What it says once it is down: only a server seen restarting is waited for through these (a
 # wrong host or port says the same, and is reported at once).
 _DOWN = ("connection refused", "no such file or directory", "server closed the connection")

@@ -704,13 +704,15 @@ class Redactor:
             UsageError: the name holds a secret (the message shows it redacted), or a lone
                 surrogate (undecodable bytes of a command line: no database stores one).
         """
+        if not isinstance(name, str):
+            raise UsageError(f"{what} must be a str, got {type(name).__name__}")
         if not name or name in self._clean_names:
             return
         try:
             name.encode()
         except UnicodeEncodeError as exc:
             raise UsageError(
-                f"{what} {name!r} holds a lone "
+                f"{what} {self.redact(name)!r} holds a lone "
                 f"surrogate at {exc.start} (bytes that are not UTF-8?): names are stored as "
                 "given, so choose one in UTF-8"
             ) from None

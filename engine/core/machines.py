@@ -52,8 +52,13 @@ def _lifecycle(name: str) -> Lifecycle:
     return found
 
 
-@cache
 def _machine(name: str) -> Machine:
+    _lifecycle(name)  # a name that is no lifecycle (or no str) is refused before the cache
+    return _built(name)
+
+
+@cache
+def _built(name: str) -> Machine:
     return Machine(model=None, **_definition(_lifecycle(name)))
 
 

@@ -149,8 +149,9 @@ def _check_plain_options(options: Mapping[str, object]) -> None:
                 f"engine option {key} must be a {kind.__name__}, got {fields.shown(value)}"
             )
     observer = options.get("observer")
-    if observer is not None and not any(
-        callable(getattr(observer, hook, None)) for hook in OBSERVER_HOOKS
+    if observer is not None and (
+        isinstance(observer, type)  # the class, not an instance of it
+        or not any(callable(getattr(observer, hook, None)) for hook in OBSERVER_HOOKS)
     ):
         raise UsageError(
             "engine option observer must be an onward.Observer (or an object with some of its "

@@ -483,3 +483,36 @@ def test_an_event_type_that_every_read_would_fail_on_is_refused_with_why() -> No
     del arrays, mine
     gc.collect()
     assert Codec().types["StepCompleted"] is StepCompleted
+
+
+class _Keyed(Event, frozen=True, kw_only=True):
+    """Values of any type where msgspec builds them: a dict's keys, a set's members."""
+
+    by_key: dict[Any, Any] = msgspec.field(default_factory=dict)
+    maybe: dict[Any, int] | None = None
+    members: frozenset[Any] = frozenset()
+    nested: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class _Pair(Event, frozen=True, kw_only=True):
+    """An event that checks its own values."""
+
+    items: list[int] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.items) > 2:
+            raise ValueError("at most 2 items")
+
+
+def test_the_shape_check_takes_what_the_class_takes_and_refuses_what_it_refuses() -> None:
+    """Any as a dict's key or a set's member was made Raw, which msgspec cannot decode there:
+    a valid event was refused. An event whose __post_init__ refuses its values (changed after
+    it was built) passed the shape, and every read then failed at it."""
+    keyed = _Keyed(by_key={"k": 1, "j": [2]}, maybe={"a": 1}, members=frozenset({1, "x"}))
+    pair = _Pair(items=[1, 2])
+    pair.items.append(3)  # a list field is changed in place: no __post_init__ runs
+    with open_log("memory://") as log:
+        log.append("s", [keyed, _Keyed(nested=[{"x": [1]}])], expected_version=0)
+        with pytest.raises(UnencodableValue, match="at most 2 items"):
+            log.append("s", [pair], expected_version=2)
+        assert next(r.event for r in log.read()) == keyed

@@ -281,3 +281,21 @@ def test_a_restart_longer_than_the_tolerance_fails_the_opening() -> None:
     zero = Attempts(SHUTTING_DOWN)
     with pytest.raises(psycopg.OperationalError, match="shutting down"):
         through(zero, 0)  # no tolerance: no wait
+
+
+def test_a_standby_that_takes_no_connections_for_good_fails_the_opening_at_once() -> None:
+    """57P03 says "the database system is ..." for a restart and for a standby with
+    hot_standby off alike: only the restart's words are waited for."""
+    standby = (
+        'connection to server at "db", port 5432 failed: FATAL: the database system is not '
+        "accepting connections DETAIL: Hot standby mode is disabled."
+    )
+    attempts = Attempts(standby, standby)
+    with pytest.raises(psycopg.OperationalError, match="Hot standby"):
+        through(attempts, 60)
+    assert attempts.tries == 1
+    for restarting in ("starting up", "in recovery mode", "not yet accepting connections"):
+        said = f'connection to server at "db" failed: FATAL: the database system is {restarting}'
+        attempts = Attempts(said)
+        through(attempts, 60)
+        assert attempts.tries == 2

@@ -103,3 +103,51 @@ def test_the_lifecycle_helpers_refuse_what_they_cannot_use() -> None:
     with pytest.raises(UsageError, match="no lifecycle 'tasks'"):
         onward.validate("tasks", "t1", "queued", "TaskClaimed")
     assert "stateDiagram" in onward.diagram("task")
+
+
+TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+
+def test_a_refused_name_with_a_secret_in_it_is_shown_redacted(tmp_path: Path) -> None:
+    """A name with a lone surrogate is refused; the message showed it whole, secret and all."""
+    from onward.events import Context, StepCompleted, open_log
+
+    bad = f"w-{TOKEN}\udcff"
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        for call in (
+            lambda: log.append(
+                "task-1",
+                [StepCompleted(index=0, name="f")],
+                expected_version=None,
+                context=Context(actor=bad),
+            ),
+            lambda: log.append(bad, [StepCompleted(index=0, name="f")], expected_version=None),
+        ):
+            with pytest.raises(UsageError, match="lone surrogate") as refused:
+                call()
+            assert TOKEN not in str(refused.value)
+            assert "[REDACTED" in str(refused.value)
+        with pytest.raises(UsageError, match="actor must be a str"):
+            log.append(
+                "task-1",
+                [StepCompleted(index=0, name="f")],
+                expected_version=None,
+                context=Context(actor=b"x"),
+            )  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="lone surrogate") as refused:
+        Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session=bad)
+    assert TOKEN not in str(refused.value)
+    with Engine.open("memory://", session="s") as engine:
+        with pytest.raises(UsageError, match="UTF-8") as refused:
+            engine.task(name=bad)(lambda: 1)
+        assert TOKEN not in str(refused.value)
+
+
+def test_an_observer_class_in_place_of_one_is_refused() -> None:
+    with pytest.raises(UsageError, match="observer must be"):
+        Engine.open("memory://", session="s", observer=onward.Observer)
+
+
+def test_a_lifecycle_name_that_is_no_str_is_refused() -> None:
+    with pytest.raises(UsageError, match="no lifecycle"):
+        onward.validate(["task"], "t1", "queued", "TaskClaimed")  # type: ignore[arg-type]

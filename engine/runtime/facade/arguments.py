@@ -19,7 +19,7 @@ import msgspec
 
 from onward.core.definitions import is_async
 from onward.core.fields import finite
-from onward.events import UsageError
+from onward.events import Redactor, UsageError
 
 __all__ = [
     "callback",
@@ -41,6 +41,10 @@ __all__ = [
 
 
 _T = TypeVar("_T")
+
+
+#: Redacts what a message shows of a refused text (the default patterns: no log is at hand).
+_REDACTOR = Redactor()
 
 
 def _shown(value: object) -> str:
@@ -97,8 +101,9 @@ def _stored_as_is(value: str, what: str) -> str:
         try:
             value.encode()
         except UnicodeEncodeError as exc:
+            shown = _REDACTOR.redact(value)  # a secret in it stays out of the message
             raise UsageError(
-                f"{what} must encode to UTF-8 (it is stored), got {value!r}: {exc.reason}"
+                f"{what} must encode to UTF-8 (it is stored), got {shown!r}: {exc.reason}"
             ) from None
     return value
 
