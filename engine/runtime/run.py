@@ -876,6 +876,8 @@ class TaskRun:
         # What earlier runs recorded: a wait for subtasks they went on from is answered as
         # they read it (:meth:`subtasks_ended`).
         self.history = history
+        #: A replay check's run (onward.testing), which reads its history and appends nothing.
+        self.replaying = False
         # This run recorded that the task waits: it ends here, whatever the task's code does
         # with the signal (a bare ``except:`` around a step catches it).
         self.waiting = False

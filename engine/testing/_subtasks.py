@@ -122,6 +122,6 @@ def ended_as_recorded(
         TaskFailedError, TaskCancelledError, DeadlineMissed, TaskQuarantinedError: a subtask
             did not succeed.
     """
-    if not all(t in ends for t in ids):
+    if not all(len(ends.get(t, ())) > 1 for t in ids):  # (a submission alone: not ended)
         return None
     return [result_of_end(t, ends[t][0].event, ends[t][-1].event, registry) for t in ids]

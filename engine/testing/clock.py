@@ -37,11 +37,17 @@ class FakeClock:
         """Move the clock forward.
 
         Raises:
-            UsageError: a negative or non-finite number of seconds.
+            UsageError: a negative or non-finite number of seconds, or no number.
         """
-        if not (math.isfinite(seconds) and seconds >= 0):
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise UsageError(f"a fake clock moves forward by a number of seconds, got {seconds!r}")
+        try:
+            later = self.now + float(seconds)
+        except OverflowError:  # an int past a float's range
+            later = math.inf
+        if not (math.isfinite(later) and seconds >= 0):
             raise UsageError(f"a fake clock moves forward by finite seconds, got {seconds!r}")
-        self.now += seconds
+        self.now = later
 
     def sleep(self, seconds: float) -> None:
         """What the engine calls to wait: the clock moves by ``seconds`` at once (a wait

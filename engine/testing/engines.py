@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from onward.events import Jitter
+from onward.events import Jitter, UsageError
 from onward.healing.retry import RetryPolicies, RetryPolicy
 from onward.runtime.engine import Engine
 from onward.testing.clock import FakeClock
@@ -49,6 +49,8 @@ def open_engine(
     Raises:
         UsageError: a bad option (as :meth:`onward.Engine.open`).
     """
+    if not isinstance(backoff, bool):
+        raise UsageError(f"backoff must be True or False, got {backoff!r}")
     clock = clock if clock is not None else FakeClock()
     if sleep is None and isinstance(clock, FakeClock):
         sleep = clock.sleep

@@ -56,6 +56,12 @@ def _options(request: pytest.FixtureRequest, clock: FakeClock) -> dict[str, Any]
                 "@pytest.mark.onward takes the options of Engine.open by name "
                 f"(backoff=False), got {marker.args!r} without one"
             )
+        if "url" in marker.kwargs:
+            raise UsageError(
+                "@pytest.mark.onward takes no url: onward_engine is on memory:// and "
+                "onward_sqlite_engine on a temporary file (call onward.testing.open_engine(url) "
+                "for another log)"
+            )
         options.update(marker.kwargs)
     if options.get("clock") is None:
         options["clock"] = clock

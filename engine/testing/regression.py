@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from onward.events import EventLog, TaskSubmitted, UsageError
+from onward.events import EventLog, Recorded, TaskSubmitted, UsageError
 from onward.projections import CatchUp, TaskView, task_stream
 from onward.runtime.forks import inherited_records
 from onward.testing._subtasks import subtask_ends
@@ -54,7 +54,8 @@ INHERITED = (
 {inherited}
 )
 
-#: The subtasks whose ends its waits read: each one's submission and end, as the task read them.
+#: The subtasks whose ends its waits read: each one's submission and end, as the task read them
+#: (a subtask that had not ended then: its submission alone, to check the code submits it).
 SUBTASKS = {{{subtasks}}}
 
 
@@ -115,7 +116,12 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
     submitted = history[0].event
     taken = inherited_records(log, submitted) if isinstance(submitted, TaskSubmitted) else []
     inherited = _lines(encode_history(taken))
-    ends = subtask_ends(log, history, view.children)
+    ends: dict[str, list[Recorded]] = dict(subtask_ends(log, history, view.children))
+    for child in view.children:  # one not waited for, or not ended: its submission, to check
+        if child not in ends:
+            submission = log.read_stream(task_stream(child))[:1]
+            if submission and isinstance(submission[0].event, TaskSubmitted):
+                ends[child] = submission
     subtasks = "".join(
         f"    {child!r}: (\n"
         + "".join(f"        {line + chr(10)!r}\n" for line in _lines(encode_history(records)))

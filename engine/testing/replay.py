@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime
 import decimal
 import math
 import os
@@ -47,6 +48,7 @@ from onward.events import (
     EventLog,
     MessageReceived,
     Meta,
+    PatchMarked,
     Recorded,
     StepCompleted,
     StepFailed,
@@ -232,6 +234,21 @@ class _ReplayRun(TaskRun):
         #: The subtasks' ends as the recorded run read them (see :func:`subtask_ends`).
         self.subtasks = subtasks
         self.registry = registry
+        self.replaying = True
+        #: Whether the history's current attempt ended: its code went no further than it
+        #: records, so a change it did not mark was not taken (``engine.patched``).
+        self.ended = False
+        for r in history:
+            if isinstance(r.event, TaskSucceeded | TaskFailed):
+                self.ended = True
+            elif isinstance(r.event, TaskRetried):
+                self.ended = False
+
+    def _patch_mark(self, change_id: str) -> bool | PatchMarked:
+        mark = super()._patch_mark(change_id)
+        if isinstance(mark, PatchMarked) and self.ended:
+            return False  # the recorded run ended without taking the new path
+        return mark
 
     def subtasks_ended(
         self, ids: list[str], read: Callable[[list[str], int | None], list[Any] | None]
@@ -271,8 +288,8 @@ class _ReplayRun(TaskRun):
         if effect.fn is append_message:
             # A message the task sent: never sent again. Its place in the inbox when it is
             # there (0 for one sent by an onward that did not number messages yet).
-            log, task_id, _event, _context, message_id = effect.args
-            sent = message_version(log.read_stream(inbox_stream(task_id)), message_id)
+            _log, task_id, _event, _context, message_id = effect.args
+            sent = message_version(self.log.read_stream(inbox_stream(task_id)), message_id)
             return 0 if sent is None else sent
         # A step's permit, breaker or ruling, before the step runs: the step is not recorded.
         step = next((a for a in effect.args if isinstance(a, StepDef)), None)
@@ -355,7 +372,8 @@ def _no_messages(_after: int) -> list[Recorded]:
 def _same(a: Any, b: Any) -> bool:
     """Whether two values read back from the log are the same: of the same types throughout,
     every NaN (a float's, a ``Decimal``'s, quiet or signalling) the same as NaN wherever it is
-    (as the log records it), a set's members and a dict's keys in any order. Never raises."""
+    (as the log records it), a set's members and a dict's keys in any order; a float's sign, a
+    ``Decimal``'s digits and an aware time's offset as the log records them. Never raises."""
     if type(a) is not type(b):
         return False
     if _is_nan(a) or _is_nan(b):
@@ -375,6 +393,12 @@ def _same(a: Any, b: Any) -> bool:
             if not values or not _same(value, values.pop(0)):
                 return False
         return True
+    if type(a) is float:  # -0.0 is recorded as itself
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if type(a) is decimal.Decimal:  # 1.10 is recorded as itself, not as 1.1
+        return bool(a.as_tuple() == b.as_tuple())
+    if type(a) is datetime.datetime or type(a) is datetime.time:  # an aware one keeps its offset
+        return bool(a == b and a.utcoffset() == b.utcoffset())
     try:
         return bool(a == b)
     except Exception:  # a type whose comparison raises: not known to be the same
@@ -423,6 +447,26 @@ def _run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
         return pool.submit(context.run, in_its_thread).result()
 
 
+def _run_plain(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """Run a plain task's function: in this thread, or in another (in this context: the
+    replay's run) when this one runs an event loop (an async test, a notebook), as a worker
+    runs it there: on the loop's thread its steps would return awaitables."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args, **kwargs)
+
+    def in_its_thread() -> Any:
+        run = CURRENT_RUN.get()
+        if run is not None:
+            run.thread = threading.get_ident()  # the task's code runs here: its steps too
+        return fn(*args, **kwargs)
+
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onward-replay") as pool:
+        return pool.submit(context.run, in_its_thread).result()
+
+
 def _clip(value: Any, width: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -434,6 +478,7 @@ def replay_task(
     inherited: Sequence[Recorded] | None = None,
     *,
     subtasks: Mapping[str, Sequence[Recorded]] | None = None,
+    log: EventLog | None = None,
 ) -> ReplayCheck:
     """Replay one task's recorded history against the code registered on ``engine``.
 
@@ -447,6 +492,8 @@ def replay_task(
         subtasks: the subtasks whose ends its waits (``engine.wait``) return, each as its
             ``TaskSubmitted`` and its end (``TaskSucceeded``, ``TaskFailed``...) as they
             were when the task went on past its wait for it; None: read from ``engine``'s log.
+        log: the log that holds the history, read for what the history refers to (a fork's
+            origin, the subtasks it submitted, the messages it sent); None: ``engine``'s.
 
     Returns:
         The check of that one task.
@@ -458,7 +505,7 @@ def replay_task(
         raise UsageError("a task's history starts with its TaskSubmitted")
     submitted = history[0].event
     task_id = history[0].stream.removeprefix("task-")
-    if submitted.name not in engine.registry.tasks:
+    if not engine.registry.knows(submitted.name):  # under its name, or a former one
         return ReplayCheck(skipped=(f"task {task_id}: {submitted.name!r} is not registered",))
     definition = engine.registry.task(submitted.name)
     end: TaskSucceeded | TaskFailed | None = None
@@ -467,14 +514,15 @@ def replay_task(
             end = r.event
         elif isinstance(r.event, TaskRetried):  # a new attempt: the end before it is undone
             end = None
+    log = engine.log if log is None else log
     if subtasks is None:
         try:
             children = engine.task_view(task_id).children
         except TaskNotFound:
             children = ()
-        subtasks = subtask_ends(engine.log, history, children)
+        subtasks = subtask_ends(log, history, children)
     run = _ReplayRun(
-        engine.log,
+        log,
         task_id,
         list(history),
         Context(session=history[0].meta.session, actor="replay-check", correlation_id=task_id),
@@ -512,7 +560,7 @@ def replay_task(
             result = _run_coroutine(definition.fn(*args, **kwargs))
             run.check_awaited()  # as a worker checks it: a call left unawaited fails it
         else:
-            result = definition.fn(*args, **kwargs)
+            result = _run_plain(definition.fn, args, kwargs)
     except BaseException as exc:
         error = _signal(exc)
         if not isinstance(error, Exception | _Unrecorded | _Resubmitted | Suspended):
@@ -680,7 +728,7 @@ def replay_check(log: EventLog | str, engine: Engine, *, session: str | None = N
                 continue
             history = opened.read_stream(task_stream(view.task_id))
             ends = subtask_ends(opened, history, view.children)
-            checks.append(replay_task(engine, history, subtasks=ends))
+            checks.append(replay_task(engine, history, subtasks=ends, log=opened))
     finally:
         if owned:
             opened.close()
