@@ -171,8 +171,10 @@ TASK = Lifecycle(
         Transition("StepCompleted", ("running", "cancelled")),
         Transition("RetryScheduled", ("running",)),
         Transition("ApprovalRequested", ("running",)),
-        Transition("ApprovalGranted", ("waiting", "running")),
-        Transition("ApprovalDenied", ("waiting", "running")),
+        # A request asked again by a retry is answered whenever the task has not ended:
+        # queued again, or run again before it reaches the action.
+        Transition("ApprovalGranted", ("queued", "waiting", "running", "unregistered")),
+        Transition("ApprovalDenied", ("queued", "waiting", "running", "unregistered")),
         Transition("TaskWaiting", ("running",), "waiting"),
         Transition("TaskSucceeded", ("running",), "succeeded"),
         Transition("TaskFailed", ("running", "waiting", "unregistered"), "failed"),

@@ -205,6 +205,19 @@ class Invoke:
     observed: Any = None
 
 
+#: How many times an append is made again after answers to approvals came in before it.
+_ANSWERS_ABSORBED = 10
+
+
+class _AnsweredMeanwhile(Exception):
+    """A person answered an approval while the run recorded that its task waits for one:
+    the wait is not recorded, and the action is decided again with the answer in."""
+
+
+def _waits_for_approval(event: Event) -> bool:
+    return type(event) is TaskWaiting and event.reason.startswith("approval")
+
+
 def _unstarted(call: Coroutine[Any, Any, Any]) -> bool:
     """Whether a coroutine was never started (nor closed)."""
     return inspect.getcoroutinestate(call) == inspect.CORO_CREATED
@@ -1191,13 +1204,23 @@ class TaskRun:
             causes=None if all(c == cause for c in batch.causes) else batch.causes,
         )
         try:
-            try:
-                yield Store([own, *batch.also])
-            except VersionConflict as clash:
-                if clash.stream == self.stream or not batch.also:
-                    yield Blocking(self._explain_conflict, batch)
-                    raise
-                yield Store([own])
+            for tries_left in range(_ANSWERS_ABSORBED, -1, -1):
+                try:
+                    yield Store([own, *batch.also])
+                    break
+                except VersionConflict as clash:
+                    if clash.stream == self.stream or not batch.also:
+                        answered = yield Blocking(self._explain_conflict, batch)
+                        if not answered or not tries_left:
+                            raise
+                        if any(_waits_for_approval(e) for e in batch.events):
+                            raise _AnsweredMeanwhile() from None  # no wait: decide again
+                        # A person answered an approval meanwhile: the run takes the answer
+                        # in and appends after it.
+                        own = msgspec.structs.replace(own, expected_version=self.version)
+                        continue
+                    yield Store([own])
+                    break
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(batch.events)
@@ -1207,10 +1230,12 @@ class TaskRun:
             elif type(event) in _RUN_ENDS:
                 self.in_flight.ended = True
 
-    def _explain_conflict(self, batch: Batch | None = None) -> None:
+    def _explain_conflict(self, batch: Batch | None = None) -> bool:
         """Raise :class:`LeaseLost` when what another process appended since this run's
         version took the task from it (a cancellation, an expired lease, any end it did not
-        record); else return, and the conflict is raised as it is.
+        record). Return True when all of it is answers to approvals (a person answered a
+        request while the task ran): the run takes them in, its version moves past them, and
+        the append is made again. Else return False, and the conflict is raised as it is.
 
         A cancellation followed by nothing but the successes of this run's other steps under
         way still takes the outcomes of the steps the run saw through to their end
@@ -1232,6 +1257,16 @@ class TaskRun:
                 raise LeaseLost(
                     self.task_id, f"ended from outside while running ({type(event).__name__})"
                 ) from None
+        if not after or not all(
+            isinstance(r.event, ApprovalGranted | ApprovalDenied) for r in after
+        ):
+            return False
+        for r in after:
+            answer = r.event
+            assert isinstance(answer, ApprovalGranted | ApprovalDenied)
+            self.answers[answer.decision_id] = (isinstance(answer, ApprovalGranted), answer.note)
+        self.version = after[-1].version
+        return True
 
     def _record_after_cancel(self, batch: Batch, version: int) -> None:
         """Append the step successes of ``batch`` after the cancellation at ``version``; a
@@ -1504,11 +1539,15 @@ class TaskRun:
             return self.replay(step, recorded)
         judgement = step.judgement if self.judge is not None else None
         ruling = None
-        if judgement is not None:
+        while judgement is not None:
             try:
                 ruling = yield Blocking(self._ruling, step, index, judgement)
+                break
             except MustWait as waits:
-                yield from self._record_wait(waits.wait, waits.then)
+                try:
+                    yield from self._record_wait(waits.wait, waits.then)
+                except _AnsweredMeanwhile:
+                    continue  # the request was answered as the wait was recorded: go on
         if not step.limit:
             return (yield from self._attempts(step, index, args, kwargs, ruling))
         try:

@@ -70,3 +70,59 @@ def test_deny_and_bad_ids(
     assert "ActionDenied" in engine.task_view(task_id).error
     assert main(["approvals", "--db", str(tmp_path / "missing.db")]) == 2
     engine.close()
+
+
+@pytest.mark.usefixtures("both_paths")
+@pytest.mark.parametrize("answered", ["while queued", "while it runs"])
+def test_a_request_asked_again_by_a_retry_is_answered_while_the_task_is_queued_or_runs(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], answered: str
+) -> None:
+    """After a cancel and a retry, `onward approvals` listed the request again, but `approve`
+    refused it while the task was queued; approved while the task ran (before its action),
+    the worker's next append clashed with the answer: the action raised VersionConflict into
+    the task's code, which took its "denied" branch, and the worker stopped."""
+    path = tmp_path / "work.db"
+    published: list[str] = []
+    branch: list[str] = []
+    with Engine.open(
+        f"sqlite:///{path}", session="cli", clock=clock, sleep=clock.advance
+    ) as engine:
+
+        @engine.action(impact="high")
+        def publish(target: str) -> str:
+            published.append(target)
+            return f"published {target}"
+
+        def approve_now() -> None:
+            assert main(["approvals", "--db", str(path), "--json"]) == 0
+            (request,) = json.loads(capsys.readouterr().out)["approvals"]
+            assert main(["approve", request["decision_id"], "--db", str(path)]) == 0
+
+        @engine.step()
+        def prepare(target: str) -> str:
+            return target
+
+        @engine.task()
+        def release(target: str) -> str:
+            prepare(target)
+            if answered == "while it runs" and engine.task_view(task_id).attempt == 2:
+                approve_now()  # a person, from another process, as the task runs
+            try:
+                done = publish(target)
+            except Exception as exc:
+                branch.append(type(exc).__name__)
+                return "denied"
+            branch.append("approved")
+            return done
+
+        task_id = engine.submit(release, "prod")
+        engine.run()
+        assert engine.task_view(task_id).state == "waiting"
+        engine.cancel(task_id, reason="not now")
+        engine.retry(task_id)
+        if answered == "while queued":
+            approve_now()
+        engine.run()
+        assert engine.result(task_id) == "published prod"
+        assert published == ["prod"]
+        assert branch == ["approved"]
