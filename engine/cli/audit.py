@@ -184,22 +184,33 @@ class _Skipped(msgspec.Struct, frozen=True):
 
 @dataclass
 class _Index:
-    """The log read once: every event by id, the decisions in log order, the task ids, and
-    the approval requests and answers by the id of the decision they are about (the first of
-    each: a task's lifecycle takes one answer)."""
+    """The log read once: every event's position by its id (the event itself is read again
+    when a chain of causes reaches it: a log of millions of events is not held decoded), the
+    decisions in log order, the task ids, and the approval requests and answers by the id of
+    the decision they are about (the first of each: a task's lifecycle takes one answer)."""
 
-    events: dict[str, Recorded] = field(default_factory=dict)
+    log: EventLog
+    positions: dict[str, int] = field(default_factory=dict)
+    last: int = 0
     decisions: list[Recorded] = field(default_factory=list)
     tasks: set[str] = field(default_factory=set)
     requests: dict[str, Recorded] = field(default_factory=dict)
     answers: dict[str, Recorded] = field(default_factory=dict)
 
+    def event(self, event_id: str) -> Recorded | None:
+        """The event of that id (None: the log holds no readable one)."""
+        position = self.positions.get(event_id)
+        if position is None:
+            return None
+        return next(iter(self.log.read(after=position - 1, upto=position, page_size=1)), None)
+
     @classmethod
-    def of(cls, records: Iterable[Recorded]) -> _Index:
-        index = cls()
+    def of(cls, log: EventLog, records: Iterable[Recorded]) -> _Index:
+        index = cls(log)
         for r in records:
             event = r.event
-            index.events[r.meta.event_id] = r
+            index.positions[r.meta.event_id] = r.position
+            index.last = max(index.last, r.position)
             if isinstance(event, DecisionMade):
                 index.decisions.append(r)
             elif isinstance(event, ApprovalRequested):
@@ -330,7 +341,7 @@ def _decision_row(r: Recorded, index: _Index) -> DecisionRow:
         if cause in seen:
             end = "cycle"
             break
-        link = index.events.get(cause)
+        link = index.event(cause)
         if link is None:
             end, missing = "missing", cause
             break
@@ -369,7 +380,7 @@ def _position_meant(index: _Index, query: str, url: str) -> bool:
     """
     if query.startswith("@"):
         return True
-    if query in index.events or query in index.tasks:
+    if query in index.positions or query in index.tasks:
         return False
     starting = sorted(
         k
@@ -378,7 +389,7 @@ def _position_meant(index: _Index, query: str, url: str) -> bool:
     )
     if not starting:
         return True
-    if int(query) > max((r.position for r in index.events.values()), default=0):
+    if int(query) > index.last:
         return False  # no such position: the start of an id
     raise DecisionNotFound(
         f"{query!r} is a position and the start of {len(starting)} task or decision id(s) in "
@@ -388,8 +399,8 @@ def _position_meant(index: _Index, query: str, url: str) -> bool:
 
 def _resolve(index: _Index, query: str, url: str) -> tuple[str, str, list[Recorded]]:
     """The decisions ``query`` names: (what it matched, the resolved target, the decisions)."""
-    if query in index.events and not isinstance(index.events[query].event, DecisionMade):
-        r = index.events[query]
+    r = index.event(query) if query in index.positions else None
+    if r is not None and not isinstance(r.event, DecisionMade):
         raise DecisionNotFound(
             f"event {query} in {url} is a {_type_of(r)} (position {r.position}, stream "
             f"{r.stream}), not a decision"
@@ -449,7 +460,7 @@ def explain(log: EventLog, query: str) -> WhyReport:
             records were skipped, if any).
     """
     skipped: list[_Skipped] = []
-    index = _Index.of(_readable(log, skipped))
+    index = _Index.of(log, _readable(log, skipped))
     try:
         matched, target, found = _resolve(index, query, log.url)
     except DecisionNotFound as exc:
