@@ -403,6 +403,8 @@ class Scheduler:
                     self._count(future.result())
                 if finished:
                     continue  # a run ended: claim again before waiting for news
+                if not in_flight and not paused and self._fake_time_passed():
+                    continue  # a test's clock: its next timer is due now
                 wake.wait(self._idle_for(idle=len(in_flight) < workers and not paused))
                 wake.clear()
         except BaseException as exc:
@@ -558,6 +560,8 @@ class Scheduler:
                 )
                 paused = state == "pause"
                 tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                if not tasks and not paused and self._fake_time_passed():
+                    continue  # a test's clock: its next timer is due now
                 idle = await asyncio.to_thread(
                     self._idle_for, idle=len(tasks) < concurrency and not paused
                 )
@@ -751,6 +755,21 @@ class Scheduler:
             session.sleep(verdict.delay)
             session.host.catch_up()
         return ""
+
+    def _fake_time_passed(self) -> bool:
+        """On an injected sleep (a test's fake clock), with nothing running: move the clock to
+        the session's next timer or schedule tick through that sleep, as :meth:`run` does,
+        and say so (True: look again now). A serving worker otherwise waits in real time,
+        and a fake clock's timers would never come due. False: real time, or no timer."""
+        session = self.session
+        if session.sleep is time.sleep:
+            return False
+        ticks = self.schedules.next_due() if self.schedules is not None else None
+        moments = [m for m in (self._next_timer(), ticks) if m is not None]
+        if not moments:
+            return False
+        session.sleep(max(0.0, min(moments) - session.clock()))
+        return True
 
     def _idle_for(self, *, idle: bool) -> float:
         """How long a serving loop may wait for a wake-up: until the next timer, or until a

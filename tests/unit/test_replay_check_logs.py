@@ -5,8 +5,10 @@ result; the testing kit's bad options."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import decimal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,55 @@ def test_a_regression_test_holds_the_submission_of_a_subtask_not_waited_for(
                 engine, history, task_id=parent.task_id, subtasks={child: submission}
             )
         assert [d.kind for d in check.divergences] == kinds
+
+
+@pytest.mark.parametrize("serving", ["serve", "serve_async"])
+def test_a_serving_worker_moves_a_fake_clock_to_its_next_timer(serving: str) -> None:
+    """serve() waited for new work in real time: on a fake clock a durable sleep and a cron
+    tick never came due, and a test that served hung."""
+
+    clock = FakeClock()
+    stop = threading.Event()
+    ticks: list[float] = []
+    with open_engine("memory://", clock=clock) as engine:
+
+        @engine.task()
+        def nap() -> str:
+            engine.sleep(60)
+            return "woke"
+
+        @engine.task(schedule="*/15 * * * *")
+        def tick() -> None:
+            ticks.append(clock.now)
+            if len(ticks) >= 3:
+                stop.set()
+
+        task_id = engine.submit(nap)
+        if serving == "serve":
+            worker = threading.Thread(
+                target=engine.serve, kwargs={"stop": stop, "handle_signals": False}
+            )
+            worker.start()
+            worker.join(60)  # a bound, not a pause: it ends as soon as the ticks are done
+            stop.set()
+            worker.join()
+        else:
+
+            async def serve() -> None:
+                stopped = asyncio.Event()
+
+                async def relay() -> None:
+                    while not stop.is_set():
+                        await asyncio.sleep(0.001)
+                    stopped.set()
+
+                relaying = asyncio.create_task(relay())
+                await engine.serve_async(stop=stopped, handle_signals=False)
+                await relaying
+
+            with contextlib.suppress(TimeoutError):  # a bound: the assertions say why
+                asyncio.run(asyncio.wait_for(serve(), 60))
+        assert engine.result(task_id) == "woke"
+        assert len(ticks) >= 3
+        assert ticks == sorted(ticks)
+        assert ticks[1] - ticks[0] == 15 * 60  # each tick at its own moment of the fake clock
