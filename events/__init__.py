@@ -123,6 +123,7 @@ from onward.events.step import (
     StepWithdrawn,
 )
 from onward.events.task import (
+    SubtasksRead,
     TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,
@@ -226,6 +227,7 @@ __all__ = [
     "StorageUnavailable",
     "Strategy",
     "StreamDamage",
+    "SubtasksRead",
     "TaskCancelled",
     "TaskClaimed",
     "TaskDeadlineMissed",

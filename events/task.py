@@ -10,6 +10,7 @@ from onward.events.base import Event
 from onward.events.kinds import Priority
 
 __all__ = [
+    "SubtasksRead",
     "TaskCancelled",
     "TaskClaimed",
     "TaskDeadlineMissed",
@@ -200,6 +201,23 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
     inbox_after: int = 0
     limit: str = ""
     limit_after: int = 0
+
+
+class SubtasksRead(Event, frozen=True, kw_only=True):
+    """A wait for subtasks (``engine.wait``) read them ended, one of them or more without
+    success, and its task's code went on from what it read (its error). Every later run of
+    the task reads each at that version of its stream, so that a subtask retried since does
+    not change the way the code went (its steps recorded since hold it).
+
+    Attributes:
+        on: the subtasks waited for, in the wait's order.
+        versions: the version of each one's stream whose end the wait read.
+    """
+
+    family: ClassVar[str] = "task"
+
+    on: list[str]
+    versions: list[int]
 
 
 class TaskDeadlineMissed(Event, frozen=True, kw_only=True):

@@ -137,6 +137,7 @@ _WORKING = (
     "InterruptionDeferred",
     "PatchMarked",
     "MessageReceived",
+    "SubtasksRead",
     "StateSet",
 )
 

@@ -43,6 +43,7 @@ from onward.events.step import (
     StepWithdrawn,
 )
 from onward.events.task import (
+    SubtasksRead,
     TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,
@@ -171,6 +172,11 @@ _TASK: dict[type[Event], SearchStrategy[Event]] = {
         inbox_after=st.integers(min_value=0, max_value=10**6),
         limit=_names,
         limit_after=st.integers(min_value=0, max_value=10**6),
+    ),
+    SubtasksRead: st.builds(
+        SubtasksRead,
+        on=st.lists(_ids, max_size=4),
+        versions=st.lists(st.integers(min_value=1, max_value=10**6), max_size=4),
     ),
     TaskDeadlineMissed: st.builds(TaskDeadlineMissed, deadline=_times),
     TaskSucceeded: st.builds(TaskSucceeded, result=json_values()),

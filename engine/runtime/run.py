@@ -44,6 +44,7 @@ from onward.events import (
     Append,
     ApprovalDenied,
     ApprovalGranted,
+    ApprovalRequested,
     BackendError,
     ComponentFailed,
     Context,
@@ -64,6 +65,7 @@ from onward.events import (
     StepStarted,
     StepWithdrawn,
     Strategy,
+    SubtasksRead,
     TaskCancelled,
     TaskClaimed,
     TaskDeadlineMissed,
@@ -106,6 +108,7 @@ __all__ = [
     "Replayed",
     "Settle",
     "Store",
+    "SubtaskEnds",
     "TaskRun",
     "delegate",
     "derived_id",
@@ -205,13 +208,19 @@ class Invoke:
     observed: Any = None
 
 
+@dataclass(frozen=True)
+class SubtaskEnds:
+    """What a wait for subtasks read: each one's stream version whose end it read, whether
+    all succeeded, and their results or the error of the first that did not succeed."""
+
+    versions: list[int]
+    succeeded: bool
+    results: list[Any]
+    error: BaseException | None = None
+
+
 #: How many times an append is made again after answers to approvals came in before it.
 _ANSWERS_ABSORBED = 10
-
-
-class _AnsweredMeanwhile(Exception):
-    """A person answered an approval while the run recorded that its task waits for one:
-    the wait is not recorded, and the action is decided again with the answer in."""
 
 
 def _waits_for_approval(event: Event) -> bool:
@@ -886,9 +895,20 @@ class TaskRun:
         self.context = context
         self.clock = clock
         self.version = history[-1].version if history else 0
-        # What earlier runs recorded: a wait for subtasks they went on from is answered as
-        # they read it (:meth:`subtasks_ended`).
-        self.history = history
+        # The reads of subtasks earlier runs recorded, each with its place in the history,
+        # and where the current attempt begins (:meth:`subtasks_ended`).
+        self.subtask_reads: list[tuple[int, SubtasksRead]] = [
+            (i, r.event) for i, r in enumerate(history) if type(r.event) is SubtasksRead
+        ]
+        self._attempt_at = next(
+            (
+                i + 1
+                for i in range(len(history) - 1, -1, -1)
+                if type(history[i].event) is TaskRetried
+            ),
+            0,
+        )
+        self._history = history
         #: A replay check's run (onward.testing), which reads its history and appends nothing.
         self.replaying = False
         # This run recorded that the task waits: it ends here, whatever the task's code does
@@ -940,6 +960,8 @@ class TaskRun:
         # approval requests by decision id (granted, note).
         self.rulings: dict[int, Ruling] = {}
         self.answers: dict[str, tuple[bool, str]] = {}
+        # The requests this run found unanswered (its task is to wait for them).
+        self.awaiting_answers: set[str] = set()
         # Components this task reported failed, in order: (component, the workaround applied,
         # or the id of the decision to ask when none was left); a re-run reads them back.
         self.degradations: list[tuple[str, str, str]] = []
@@ -1188,10 +1210,15 @@ class TaskRun:
             raise Suspended()
         if self.in_flight.ended:
             raise self.in_flight.after_end("an append")
+        for event in batch.events:
+            if type(event) is ApprovalRequested:  # the task is to wait for its answer
+                self.awaiting_answers.add(event.decision_id)
         if not as_is:
             batch = self.in_flight.hold(batch)
         if not batch.events:
             return  # only a wait, held for after the failures still to record
+        if self.awaiting_answers & self.answers.keys():
+            batch.events[:] = self._answered_waits(batch.events)
         cause = self.context.causation_id
         # The ids the batch handed out are the events' own: a later event may name one (an
         # action's check names the decision that ruled it, appended in an earlier batch).
@@ -1213,11 +1240,13 @@ class TaskRun:
                         answered = yield Blocking(self._explain_conflict, batch)
                         if not answered or not tries_left:
                             raise
-                        if any(_waits_for_approval(e) for e in batch.events):
-                            raise _AnsweredMeanwhile() from None  # no wait: decide again
                         # A person answered an approval meanwhile: the run takes the answer
                         # in and appends after it.
-                        own = msgspec.structs.replace(own, expected_version=self.version)
+                        own = msgspec.structs.replace(
+                            own,
+                            events=self._answered_waits(own.events),
+                            expected_version=self.version,
+                        )
                         continue
                     yield Store([own])
                     break
@@ -1229,6 +1258,17 @@ class TaskRun:
                 self.waiting = True
             elif type(event) in _RUN_ENDS:
                 self.in_flight.ended = True
+
+    def _answered_waits(self, events: Sequence[Event]) -> list[Event]:
+        """``events`` with each wait for an approval ending at once when a request this run
+        found unanswered has been answered since (a person answered as the run went on): the
+        task runs again to act on the answer, instead of waiting for one already given."""
+        if not self.awaiting_answers & self.answers.keys():
+            return list(events)
+        now = self.clock()
+        return [
+            msgspec.structs.replace(e, until=now) if _waits_for_approval(e) else e for e in events
+        ]
 
     def _explain_conflict(self, batch: Batch | None = None) -> bool:
         """Raise :class:`LeaseLost` when what another process appended since this run's
@@ -1435,39 +1475,47 @@ class TaskRun:
         )
 
     def subtasks_ended(
-        self, ids: list[str], read: Callable[[list[str], int | None], list[Any] | None]
+        self, ids: list[str], read: Callable[[list[str], list[int] | None], SubtaskEnds | None]
     ) -> list[Any] | None:
         """The results of subtasks the task waits for, once all have ended (else None), as
-        ``read`` (the engine's) tells: as they were when an earlier run of the task went on
-        from this wait (``read`` is given the position of that run's first record past it),
-        else as the log has them now. A subtask retried since (it had failed) does not change
-        the branch the task's code took then, which its recorded steps hold; a replay of the
-        task answers from what its recorded run read too.
+        ``read`` (the engine's) tells: at the versions of their streams an earlier run of the
+        task read (:class:`~onward.events.SubtasksRead`), else as the log has them now. A
+        wait that reads an end without success records what it read first, so that a
+        subtask retried since does not change the way the task's code went.
 
         Raises:
             TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
         """
-        return read(ids, self.went_on())
+        recorded = self._recorded_read(ids)
+        ends = read(ids, None if recorded is None else list(recorded.versions))
+        if ends is None:
+            return None
+        if recorded is None and not ends.succeeded:
+            self.record([SubtasksRead(on=list(ids), versions=ends.versions)])
+        if ends.error is not None:
+            raise ends.error
+        return ends.results
 
-    def went_on(self) -> int | None:
-        """The log position of the first record an earlier run appended past the task's code
-        as it stands now (a step's or a receive's, at the next index or later) that still
-        binds it: one of this attempt, or an outcome a retry kept. None: no earlier run went
-        on from here."""
-        history = self.history
-        attempt = 0
-        for i in range(len(history) - 1, -1, -1):
-            if isinstance(history[i].event, TaskRetried):
-                attempt = i + 1
-                break
-        for i, r in enumerate(history):
+    def _kept_after(self, at: int) -> bool:
+        """Whether a record after place ``at`` of the history is an outcome this run keeps (a
+        retry keeps completed steps and messages taken)."""
+        for r in self._history[at + 1 :]:
             event = r.event
-            if not isinstance(event, StepStarted | StepCompleted | StepFailed | MessageReceived):
-                continue
-            if event.index < self.index:
-                continue
-            if i >= attempt or event.index in self.outcomes or event.index in self.received:
-                return r.position
+            if isinstance(event, StepCompleted | StepFailed) and event.index in self.outcomes:
+                return True
+            if isinstance(event, MessageReceived) and event.index in self.received:
+                return True
+        return False
+
+    def _recorded_read(self, ids: list[str]) -> SubtasksRead | None:
+        """The first read of these subtasks an earlier run recorded that this run has not
+        used yet (a task may wait for the same ones twice), and that still binds the task:
+        one of this attempt, or of an earlier one whose steps recorded after it a retry kept.
+        """
+        for i, (at, read) in enumerate(self.subtask_reads):
+            if read.on == ids:
+                del self.subtask_reads[i]
+                return read if at >= self._attempt_at or self._kept_after(at) else None
         return None
 
     def fail_step(self, step: StepDef, index: int, exc: BaseException) -> None:
@@ -1539,15 +1587,11 @@ class TaskRun:
             return self.replay(step, recorded)
         judgement = step.judgement if self.judge is not None else None
         ruling = None
-        while judgement is not None:
+        if judgement is not None:
             try:
                 ruling = yield Blocking(self._ruling, step, index, judgement)
-                break
             except MustWait as waits:
-                try:
-                    yield from self._record_wait(waits.wait, waits.then)
-                except _AnsweredMeanwhile:
-                    continue  # the request was answered as the wait was recorded: go on
+                yield from self._record_wait(waits.wait, waits.then)
         if not step.limit:
             return (yield from self._attempts(step, index, args, kwargs, ruling))
         try:
@@ -2224,6 +2268,7 @@ class TaskRun:
             return ruling
         answer = self.answers.get(ruling.decision_id)
         if answer is None:  # run again before anyone answered: wait again
+            self.awaiting_answers.add(ruling.decision_id)
             raise MustWait([TaskWaiting(reason=f"approval of {step.name}")])
         granted, note = answer
         if granted:

@@ -20,6 +20,7 @@ from onward.core.errors import (
     NotFinished,
     StreamDamaged,
     TaskCancelledError,
+    TaskError,
     TaskFailedError,
     TaskNotFound,
     TaskQuarantinedError,
@@ -60,14 +61,21 @@ from onward.projections import (
 )
 from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
-from onward.runtime.run import Blocking, TaskRun, derived_id, running_task, submission_id
+from onward.runtime.run import (
+    Blocking,
+    SubtaskEnds,
+    TaskRun,
+    derived_id,
+    running_task,
+    submission_id,
+)
 from onward.runtime.session import Session, unknown_events_error
 
 __all__ = [
     "Tasks",
     "append_message",
     "append_submission",
-    "last_end_before",
+    "ends_at",
     "message_version",
     "quarantine",
     "result_of_end",
@@ -559,16 +567,26 @@ class Tasks:
 _ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuarantined)
 
 
-def last_end_before(
-    log: EventLog, task_id: str, position: int
-) -> tuple[Event | UnknownEvent, Event] | None:
-    """A task's submission and its last end recorded before a log position (None: it had
-    not ended by then, or the log does not hold it)."""
-    records = [r for r in log.read_stream(task_stream(task_id)) if r.position < position]
-    if not records or not isinstance(records[0].event, TaskSubmitted):
-        return None
-    end = next((r.event for r in reversed(records) if isinstance(r.event, _ENDS)), None)
-    return None if end is None else (records[0].event, end)
+def ends_at(
+    log: EventLog, task_ids: list[str], versions: list[int], registry: Registry
+) -> SubtaskEnds:
+    """What a wait read of subtasks at these versions of their streams: each one's end there
+    (a subtask retried since keeps the end read then)."""
+    results: list[Any] = []
+    succeeded = True
+    error: BaseException | None = None
+    for task_id, version in zip(task_ids, versions, strict=True):
+        records = [r for r in log.read_stream(task_stream(task_id)) if r.version <= version]
+        end = standing(records)
+        if end is None or not isinstance(end.event, _ENDS):
+            raise NotFinished(f"task {task_id} had not ended at version {version} of its stream")
+        succeeded = succeeded and isinstance(end.event, TaskSucceeded)
+        if error is None:
+            try:
+                results.append(result_of_end(task_id, records[0].event, end.event, registry))
+            except TaskError as exc:
+                error = exc
+    return SubtaskEnds(versions, succeeded, results if error is None else [], error)
 
 
 def result_of_end(

@@ -20,6 +20,7 @@ from onward.events import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    SubtasksRead,
     TaskCancelled,
     TaskDeadlineMissed,
     TaskFailed,
@@ -39,6 +40,7 @@ _ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuara
 #: What a task's run appends as its code goes on: a step's, a sleep's or a receive's record,
 #: a wait, a patch mark, its end.
 _PROGRESS = (
+    SubtasksRead,
     StepStarted,
     StepCompleted,
     StepFailed,
@@ -75,16 +77,30 @@ def subtask_ends(
         if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks"
         for child in e.on
     ]
+    # Where a recorded read pins a subtask (one did not succeed): its stream at that version.
+    pinned = {
+        child: version
+        for r in history
+        if isinstance(e := r.event, SubtasksRead)
+        for child, version in zip(e.on, e.versions, strict=False)
+    }
     found: dict[str, list[Recorded]] = {}
     for child in dict.fromkeys([*children, *waited]):
-        before = _went_on(history, child)
-        if before is None:
-            continue
-        records = [
-            r
-            for r in log.read_stream(task_stream(child))
-            if r.position < before and not isinstance(r.event, UnknownEvent)
-        ]
+        if child in pinned:
+            records = [
+                r
+                for r in log.read_stream(task_stream(child))
+                if r.version <= pinned[child] and not isinstance(r.event, UnknownEvent)
+            ]
+        else:
+            before = _went_on(history, child)
+            if before is None:
+                continue
+            records = [
+                r
+                for r in log.read_stream(task_stream(child))
+                if r.position < before and not isinstance(r.event, UnknownEvent)
+            ]
         end = standing(records)
         if (
             end is not None

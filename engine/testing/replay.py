@@ -77,6 +77,7 @@ from onward.runtime.run import (
     Invoke,
     Publishing,
     Settle,
+    SubtaskEnds,
     TaskRun,
     receive_name,
 )
@@ -251,7 +252,7 @@ class _ReplayRun(TaskRun):
         return mark
 
     def subtasks_ended(
-        self, ids: list[str], read: Callable[[list[str], int | None], list[Any] | None]
+        self, ids: list[str], read: Callable[[list[str], list[int] | None], SubtaskEnds | None]
     ) -> list[Any] | None:
         """A wait for subtasks, answered from the ends the recorded run read (never from the
         log as it is now)."""

@@ -126,3 +126,55 @@ def test_a_request_asked_again_by_a_retry_is_answered_while_the_task_is_queued_o
         assert engine.result(task_id) == "published prod"
         assert published == ["prod"]
         assert branch == ["approved"]
+
+
+def test_an_answer_that_comes_while_an_async_task_holds_its_wait_is_acted_on(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An async task asks for approval while a sibling step still runs: its wait is held
+    until the sibling's failure is recorded. A person answered in between; the run took the
+    answer in, then recorded the wait it had held, for an answer already given: the task
+    waited for good, and no request was left to answer."""
+    import asyncio
+
+    from onward import Rulebook
+
+    path = tmp_path / "work.db"
+    rulebook = Rulebook()
+    answered: list[str] = []
+
+    @rulebook.function("a-person-answers-meanwhile", "error", priority=9)
+    def answer_meanwhile(scenario: str, facts: object) -> None:
+        if not answered:
+            capsys.readouterr()
+            assert main(["approvals", "--db", str(path), "--json"]) == 0
+            for request in json.loads(capsys.readouterr().out)["approvals"]:
+                assert main(["approve", request["decision_id"], "--db", str(path)]) == 0
+                answered.append(request["decision_id"])
+
+    with Engine.open(
+        f"sqlite:///{path}", session="cli", clock=clock, sleep=clock.advance, rulebook=rulebook
+    ) as engine:
+
+        @engine.action(impact="high")
+        async def publish(target: str) -> str:
+            return f"published {target}"
+
+        @engine.action(impact="low", undo=lambda *args: None, check=lambda result: True)
+        async def tidy(target: str) -> str:
+            await asyncio.sleep(0.05)
+            raise ValueError("tidy broke")
+
+        @engine.task()
+        async def release(target: str) -> list[str]:
+            async def then_publish() -> str:
+                await asyncio.sleep(0.01)
+                return await publish(target)
+
+            done = await asyncio.gather(tidy(target), then_publish(), return_exceptions=True)
+            return [repr(x) if isinstance(x, BaseException) else x for x in done]
+
+        task_id = engine.submit(release, "prod")
+        asyncio.run(engine.run_async())
+        assert len(answered) == 1
+        assert engine.result(task_id)[1] == "published prod"

@@ -816,3 +816,102 @@ def test_a_wait_answers_as_the_run_that_went_on_from_it_read_though_a_subtask_wa
         assert ran["fallback"] == 1
         assert ran["use"] == 0
         assert replay_check(engine.log, engine).ok
+
+
+def test_a_wait_keeps_what_it_read_though_the_subtask_is_retried_while_the_next_step_runs(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The read was answered as of the first record past the wait: a subtask retried and run
+    to success by another worker while the parent's next step ran (before that step's record)
+    flipped the parent's branch when it ran again (StepMismatch). A read that meets a subtask
+    without success is now recorded (SubtasksRead) before the task's code goes on."""
+    from onward.events import SubtasksRead
+
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    ready = {"child": False}
+
+    def register(engine: Engine) -> None:
+        @engine.step()
+        def work() -> int:
+            if not ready["child"]:
+                raise ValueError("child not ready")
+            return 42
+
+        @engine.step()
+        def fallback(child_id: str) -> str:
+            # Meanwhile, on another worker, a person retries the subtask and it succeeds.
+            ready["child"] = True
+            with open_engine(db, clock) as other:
+                register(other)
+                other.retry(child_id)
+                other.run()
+                assert other.result(child_id) == 42
+            return "fallback"
+
+        @engine.step()
+        def use(results: list[int]) -> str:
+            return f"used {results}"
+
+        @engine.task(name="child")
+        def child() -> int:
+            return work()
+
+        @engine.task(name="parent")
+        def parent() -> str:
+            children = [engine.submit("child")]
+            try:
+                outcome = use(engine.wait(children))
+            except TaskFailedError:
+                outcome = fallback(children[0])
+            engine.sleep(60)  # the task runs again from its start
+            return outcome
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        task_id = engine.submit("parent")
+        engine.run()
+        assert engine.result(task_id) == "fallback"
+        reads = [r.event for r in engine.log.read() if isinstance(r.event, SubtasksRead)]
+        assert len(reads) == 1
+        assert replay_check(engine.log, engine).ok
+
+
+@pytest.mark.usefixtures("both_paths")
+def test_a_wait_that_went_on_to_a_wait_keeps_what_it_read(db: str, clock: FakeClock) -> None:
+    """What the parent recorded past its wait was a wait for another subtask (no step): the
+    read was answered as the log had it then, and the retried subtask's success sent the
+    parent down the other branch though it had compensated for the failure."""
+    ready = {"first": False}
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="first")
+        def first() -> str:
+            if not ready["first"]:
+                raise ValueError("first failed")
+            return "first ok"
+
+        @engine.task(name="compensate")
+        def compensate() -> str:
+            return "compensated"
+
+        @engine.task(name="second")
+        def second() -> str:
+            return "second ok"
+
+        @engine.task(name="parent")
+        def parent() -> str:
+            try:
+                said = engine.wait([engine.submit("first")])[0]
+            except TaskFailedError:
+                said = engine.wait([engine.submit("compensate")])[0]
+            return f"{said}, {engine.wait([engine.submit('second')])[0]}"
+
+        task_id = engine.submit("parent")
+        engine.run(max_runs=3)  # the parent, first (fails), the parent again: it waits
+        first_id = engine.task_view(task_id).children[0]
+        ready["first"] = True
+        engine.retry(first_id)
+        engine.run()
+        assert engine.result(first_id) == "first ok"
+        assert engine.result(task_id) == "compensated, second ok"
+        assert replay_check(engine.log, engine).ok

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from onward.core.definitions import TaskDef
-from onward.core.errors import NotRegistered
+from onward.core.errors import NotRegistered, TaskError
 from onward.core.run import Suspended
 from onward.events import (
     Priority,
@@ -24,10 +24,10 @@ from onward.runtime.facade.inside import Pending, current_run
 from onward.runtime.limits import Limits
 from onward.runtime.observer import IN_OBSERVER
 from onward.runtime.registry import Registry
-from onward.runtime.run import CURRENT_STEP, TaskRun, on_event_loop, running_task
+from onward.runtime.run import CURRENT_STEP, SubtaskEnds, TaskRun, on_event_loop, running_task
 from onward.runtime.schedules import Schedules
 from onward.runtime.session import Session
-from onward.runtime.tasks import Tasks, last_end_before, result_of_end
+from onward.runtime.tasks import Tasks, ends_at
 
 __all__ = ["SUBMIT_OPTIONS", "Steering"]
 
@@ -376,27 +376,27 @@ class Steering:
             raise Suspended()
         return results
 
-    def _ended(self, ids: list[str], before: int | None = None) -> list[Any] | None:
-        """The subtasks' results once all have ended; else None. With ``before`` (where an
-        earlier run of the waiting task went on from its wait), their ends as that run read
-        them: each one's last end before that position (a subtask retried since keeps the
-        end the task's code went on from).
-
-        Raises:
-            TaskFailedError, TaskCancelledError, DeadlineMissed: a subtask did not succeed.
+    def _ended(self, ids: list[str], at: list[int] | None = None) -> SubtaskEnds | None:
+        """What a wait for subtasks reads: with ``at``, each one's end at that version of its
+        stream (an earlier run read it there); else their ends as the log has them now, once
+        all have ended (None before).
         """
-        if before is not None:
-            ends = [last_end_before(self._session.log, t, before) for t in ids]
-            if all(e is not None for e in ends):
-                return [
-                    result_of_end(t, *e, self.registry) for t, e in zip(ids, ends, strict=True) if e
-                ]
+        if at is not None:
+            return ends_at(self._session.log, ids, at, self.registry)
         with self._session.lock:
             self._session.host.catch_up()
             views = [self.task_view(t) for t in ids]
-        if all(v.terminal for v in views):
-            return [self.result(t) for t in ids]
-        return None
+            if not all(v.terminal for v in views):
+                return None
+            versions = [v.version for v in views]
+            try:
+                return SubtaskEnds(
+                    versions,
+                    all(v.state == "succeeded" for v in views),
+                    [self.result(t) for t in ids],
+                )
+            except TaskError as exc:  # the first that did not succeed, as the code gets it
+                return SubtaskEnds(versions, False, [], exc)
 
     def schedule(
         self,
