@@ -1497,10 +1497,12 @@ class TaskRun:
         return ends.results
 
     def _kept_after(self, at: int) -> bool:
-        """Whether a record after place ``at`` of the history is an outcome this run keeps (a
-        retry keeps completed steps and messages taken)."""
+        """Whether a record of the same attempt after place ``at`` of the history is an
+        outcome this run keeps (a retry keeps completed steps and messages taken)."""
         for r in self._history[at + 1 :]:
             event = r.event
+            if type(event) is TaskRetried:
+                return False  # what a later attempt recorded went on from its own read
             if isinstance(event, StepCompleted | StepFailed) and event.index in self.outcomes:
                 return True
             if isinstance(event, MessageReceived) and event.index in self.received:
@@ -1512,11 +1514,16 @@ class TaskRun:
         used yet (a task may wait for the same ones twice), and that still binds the task:
         one of this attempt, or of an earlier one whose steps recorded after it a retry kept.
         """
-        for i, (at, read) in enumerate(self.subtask_reads):
-            if read.on == ids:
-                del self.subtask_reads[i]
-                return read if at >= self._attempt_at or self._kept_after(at) else None
-        return None
+        while True:
+            found = next(
+                (i for i, (_, read) in enumerate(self.subtask_reads) if read.on == ids), None
+            )
+            if found is None:
+                return None
+            at, read = self.subtask_reads.pop(found)
+            if at >= self._attempt_at or self._kept_after(at):
+                return read
+            # An earlier attempt's read that nothing kept binds: the next one may.
 
     def fail_step(self, step: StepDef, index: int, exc: BaseException) -> None:
         """Record a step's failure."""

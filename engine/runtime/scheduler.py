@@ -757,12 +757,13 @@ class Scheduler:
         return ""
 
     def _fake_time_passed(self) -> bool:
-        """On an injected sleep (a test's fake clock), with nothing running: move the clock to
-        the session's next timer or schedule tick through that sleep, as :meth:`run` does,
-        and say so (True: look again now). A serving worker otherwise waits in real time,
-        and a fake clock's timers would never come due. False: real time, or no timer."""
+        """On a virtual clock (a test's fake clock: its ``virtual`` is True), with nothing
+        running: move the clock to the session's next timer or schedule tick through the
+        engine's sleep, as :meth:`run` does, and say so (True: look again now). A serving
+        worker otherwise waits in real time, and a fake clock's timers would never come due.
+        False: a real clock (whatever sleep it was given), or no timer."""
         session = self.session
-        if session.sleep is time.sleep:
+        if session.sleep is time.sleep or getattr(session.clock, "virtual", False) is not True:
             return False
         ticks = self.schedules.next_due() if self.schedules is not None else None
         moments = [m for m in (self._next_timer(), ticks) if m is not None]

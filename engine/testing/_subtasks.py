@@ -25,6 +25,7 @@ from onward.events import (
     TaskDeadlineMissed,
     TaskFailed,
     TaskQuarantined,
+    TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
@@ -80,9 +81,8 @@ def subtask_ends(
     # Where a recorded read pins a subtask (one did not succeed): its stream at that version.
     pinned = {
         child: version
-        for r in history
-        if isinstance(e := r.event, SubtasksRead)
-        for child, version in zip(e.on, e.versions, strict=False)
+        for read in _binding_reads(history)
+        for child, version in zip(read.on, read.versions, strict=False)
     }
     found: dict[str, list[Recorded]] = {}
     for child in dict.fromkeys([*children, *waited]):
@@ -111,15 +111,44 @@ def subtask_ends(
     return found
 
 
+def _binding_reads(history: Sequence[Recorded]) -> list[SubtasksRead]:
+    """The recorded reads of subtasks a run of the task answers its waits from (as
+    :meth:`~onward.runtime.run.TaskRun.subtasks_ended` does): those of its last attempt, and
+    those of an earlier one that a completed step or a message taken followed in it (a retry
+    keeps those, and with them the way the code went)."""
+    retried = [i for i, r in enumerate(history) if isinstance(r.event, TaskRetried)]
+    last = retried[-1] + 1 if retried else 0
+    found: list[SubtasksRead] = []
+    for i, r in enumerate(history):
+        if not isinstance(read := r.event, SubtasksRead):
+            continue
+        if i >= last:
+            found.append(read)
+            continue
+        for later in history[i + 1 :]:
+            if isinstance(later.event, TaskRetried):
+                break
+            if isinstance(later.event, StepCompleted | MessageReceived):
+                found.append(read)
+                break
+    return found
+
+
 def _went_on(history: Sequence[Recorded], child: str) -> int | None:
     """The log position before which a subtask's end was there for the task's run to read:
-    the first record the run appended after its last recorded wait for it (None: the task
-    never went on from that wait), or past the history's end (no recorded wait: the run read
-    it ended when it asked)."""
+    the first record the run appended after its last recorded wait for it in the task's last
+    attempt (None: the task never went on from that wait), or past the history's end (no
+    such wait: the run read it ended when it asked; a wait of an earlier attempt that met an
+    end without success is pinned by its recorded read instead)."""
+    retried = [i for i, r in enumerate(history) if isinstance(r.event, TaskRetried)]
+    last = retried[-1] + 1 if retried else 0
     waits = [
         i
         for i, r in enumerate(history)
-        if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks" and child in e.on
+        if i >= last
+        and isinstance(e := r.event, TaskWaiting)
+        and e.reason == "subtasks"
+        and child in e.on
     ]
     if not waits:
         return history[-1].position + 1

@@ -22,7 +22,12 @@ class FakeClock:
     Attributes:
         now: the time it shows.
         slept: the seconds the engine asked to sleep, in order.
+        virtual: True: a serving worker (``serve``) with nothing to run moves it to its next
+            timer through ``sleep`` instead of waiting in real time. A clock of your own may
+            say so too, if its ``sleep`` moves it at once.
     """
+
+    virtual = True
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         if isinstance(start, bool) or not (isinstance(start, int | float) and math.isfinite(start)):

@@ -258,3 +258,42 @@ def test_a_serving_worker_moves_a_fake_clock_to_its_next_timer(serving: str) -> 
         assert len(ticks) >= 3
         assert ticks == sorted(ticks)
         assert ticks[1] - ticks[0] == 15 * 60  # each tick at its own moment of the fake clock
+
+
+def test_a_real_clock_with_a_sleep_of_its_own_keeps_serving_in_real_time() -> None:
+    """Any ``sleep=`` other than time.sleep was taken for a fake clock: serve() slept through
+    a task's whole durable sleep (30 s) in one call, deaf to new work and to its stop."""
+    import time
+
+    def sleep(seconds: float) -> None:  # a sleep of one's own, on the real clock
+        time.sleep(seconds)
+
+    ran, napping, stop = threading.Event(), threading.Event(), threading.Event()
+    with Engine.open("memory://", session="s", sleep=sleep) as engine:
+
+        @engine.task()
+        def nap() -> str:
+            napping.set()
+            engine.sleep(30)
+            return "woke"
+
+        @engine.task()
+        def quick() -> str:
+            ran.set()
+            return "quick"
+
+        nap_id = engine.submit(nap)
+        worker = threading.Thread(
+            target=engine.serve, kwargs={"stop": stop, "handle_signals": False}
+        )
+        worker.start()
+        try:
+            assert napping.wait(20)
+            while engine.task_view(nap_id).state != "waiting" and worker.is_alive():
+                stop.wait(0.005)  # until the worker has nothing to run but a 30 s timer
+            engine.submit(quick)
+            assert ran.wait(20), "a task submitted while the other sleeps was not run"
+        finally:
+            stop.set()
+            worker.join(20)
+        assert not worker.is_alive()

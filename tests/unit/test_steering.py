@@ -915,3 +915,55 @@ def test_a_wait_that_went_on_to_a_wait_keeps_what_it_read(db: str, clock: FakeCl
         assert engine.result(first_id) == "first ok"
         assert engine.result(task_id) == "compensated, second ok"
         assert replay_check(engine.log, engine).ok
+
+
+def test_a_read_of_an_attempt_that_failed_at_the_wait_does_not_bind_the_next_attempt(
+    db: str, clock: FakeClock
+) -> None:
+    """The parent's first attempt failed right at the wait (it read its subtask failed, and
+    recorded that read); a person retried the subtask, which succeeded, then the parent. Its
+    second attempt read the success and went on (a step); when it ran again after a durable
+    sleep, the first attempt's read was taken, and the code went the other way (StepMismatch)."""
+    state = {"child_ok": False, "give_up": True}
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        def work() -> int:
+            if not state["child_ok"]:
+                raise ValueError("child not ready")
+            return 42
+
+        @engine.step()
+        def use(results: list[int]) -> str:
+            return f"used {results}"
+
+        @engine.step()
+        def fallback() -> str:
+            return "fallback"
+
+        @engine.task(name="child")
+        def child() -> int:
+            return work()
+
+        @engine.task(name="parent")
+        def parent() -> str:
+            try:
+                outcome = use(engine.wait([engine.submit("child")]))
+            except TaskFailedError:
+                if state["give_up"]:
+                    raise
+                outcome = fallback()
+            engine.sleep(60)
+            return outcome
+
+        task_id = engine.submit("parent")
+        engine.run()
+        assert engine.task_view(task_id).state == "failed"
+        (child_id,) = engine.task_view(task_id).children
+        state["child_ok"], state["give_up"] = True, False
+        engine.retry(child_id)
+        engine.run()
+        engine.retry(task_id)
+        engine.run()
+        assert engine.result(task_id) == "used [42]"
+        assert replay_check(engine.log, engine).ok
