@@ -132,6 +132,7 @@ QUIET_TOPICS = frozenset(
         "StepFailed",
         "StepStarted",
         "StepWithdrawn",
+        "SubtasksRead",
         "TaskClaimed",
         "TaskFailed",
         "TaskProgressed",
