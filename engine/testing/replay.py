@@ -429,39 +429,29 @@ def _member(value: Any) -> Any:
 
 
 def _run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Run an ``async def`` task's coroutine to its end on an event loop of its own: in this
-    thread, or in another (in this context: the replay's run) when this one runs a loop
-    already (an async test)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-
-    def in_its_thread() -> Any:
-        run = CURRENT_RUN.get()
-        if run is not None:
-            run.thread = threading.get_ident()  # the task's code runs here: its steps too
-        return asyncio.run(coroutine)
-
-    context = contextvars.copy_context()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onward-replay") as pool:
-        return pool.submit(context.run, in_its_thread).result()
+    """Run an ``async def`` task's coroutine to its end on an event loop of its own."""
+    return _off_the_loop(lambda: asyncio.run(coroutine))
 
 
 def _run_plain(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Run a plain task's function: in this thread, or in another (in this context: the
-    replay's run) when this one runs an event loop (an async test, a notebook), as a worker
-    runs it there: on the loop's thread its steps would return awaitables."""
+    """Run a plain task's function, as a worker runs it: on an event loop's thread its steps
+    would return awaitables."""
+    return _off_the_loop(lambda: fn(*args, **kwargs))
+
+
+def _off_the_loop(call: Callable[[], Any]) -> Any:
+    """``call()`` in this thread, or in another (in this context: the replay's run) when this
+    one runs an event loop already (an async test, a notebook)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return fn(*args, **kwargs)
+        return call()
 
     def in_its_thread() -> Any:
         run = CURRENT_RUN.get()
         if run is not None:
             run.thread = threading.get_ident()  # the task's code runs here: its steps too
-        return fn(*args, **kwargs)
+        return call()
 
     context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onward-replay") as pool:
