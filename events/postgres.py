@@ -107,7 +107,6 @@ QUIET_TOPICS = frozenset(
         "ActionChecked",
         "ActionUndone",
         "ApprovalRequested",
-        "BreakerClosed",
         "BreakerHalfOpened",
         "BreakerOpened",
         "ComponentFailed",

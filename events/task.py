@@ -190,6 +190,8 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
             wakes it.
         limit_after: the version of the limit's stream it had read when it began to wait (a
             permit given back after that wakes it).
+        breaker: the breaker (its dependency) it waits on ("" for none): the breaker closing
+            (a trial call that succeeded) wakes it before ``until``.
     """
 
     family: ClassVar[str] = "task"
@@ -201,6 +203,7 @@ class TaskWaiting(Event, frozen=True, kw_only=True):
     inbox_after: int = 0
     limit: str = ""
     limit_after: int = 0
+    breaker: str = ""
 
 
 class SubtasksRead(Event, frozen=True, kw_only=True):

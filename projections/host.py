@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from onward.events import (
+    BreakerClosed,
     Checkpoint,
     CorruptRecord,
     EventLog,
@@ -259,10 +260,16 @@ class Projections:
                     tasks(r)
                     if isinstance(event, TaskWaiting) and event.limit:
                         self._permit_freed_meanwhile(stream[skip:], event, r.meta.time)
+                    if isinstance(event, TaskWaiting) and event.breaker:
+                        breaker = self.breakers.breakers.get(event.breaker)
+                        if breaker is not None and breaker.state == "closed":  # closed meanwhile
+                            self.tasks.wake_breaker(event.breaker, r.meta.time)
                 elif stream.startswith(SESSION_PREFIX):
                     sessions(r)
                 elif stream.startswith(BREAKER_PREFIX):
                     breakers(r)
+                    if isinstance(event, BreakerClosed):  # its waiting tasks may go now
+                        self.tasks.wake_breaker(stream[len(BREAKER_PREFIX) :], r.meta.time)
                 elif stream.startswith(WORKER_PREFIX):
                     workers(r)
                 elif stream.startswith(INBOX_PREFIX):

@@ -130,6 +130,7 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         waiting_reason: why it waits (while waiting).
         waiting_until: when its wait ends (None: not on a timer).
         waiting_on: the tasks it waits for.
+        waiting_breaker: the breaker it waits on ("" for none): its closing makes it ready.
         error: the error type and message it failed with (or why it was quarantined).
         unknown_events: events of types this onward does not know.
         damage: why its history cannot be trusted: which record, and what is wrong with it
@@ -167,6 +168,7 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     inbox_version: int = 0
     forked_from: str | None = None
     damage: str = ""
+    waiting_breaker: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -436,7 +438,7 @@ class TaskProjection:
             else:
                 if self.waiting:
                     self.waiting.discard(task_id)
-                view.waiting_topic = view.waiting_limit = ""
+                view.waiting_topic = view.waiting_limit = view.waiting_breaker = ""
             if state == "unregistered":
                 self.unregistered.add(task_id)
             elif self.unregistered:
@@ -458,6 +460,16 @@ class TaskProjection:
         ]
         if asleep:
             min(asleep, key=lambda v: v.queue_key()).waiting_until = time
+
+    def wake_breaker(self, dependency: str, time: float) -> None:
+        """A breaker closed (its trial call succeeded): every task that waits on it is ready
+        now, before the end of the cool-down it was given."""
+        for task_id in self.waiting:
+            view = self.views[task_id]
+            if view.waiting_breaker == dependency and (
+                view.waiting_until is None or view.waiting_until > time
+            ):
+                view.waiting_until = time
 
     def apply_inbox(self, r: Recorded) -> None:
         """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for
@@ -730,6 +742,7 @@ def _waiting(tasks: TaskProjection, view: TaskView, event: TaskWaiting, r: Recor
     view.waiting_on = tuple(event.on)
     view.waiting_topic = event.topic
     view.waiting_limit = event.limit
+    view.waiting_breaker = event.breaker
     if event.topic and view.inbox_version > event.inbox_after:
         view.waiting_until = r.meta.time  # a message came while it began to wait
 

@@ -206,7 +206,9 @@ class Breakers:
         batch = run.new_batch()
         decision_id = batch.add(decision)
         batch.add(
-            TaskWaiting(reason=f"breaker {dependency} {_SHOWN[view.state]}", until=until),
+            TaskWaiting(
+                reason=f"breaker {dependency} {_SHOWN[view.state]}", until=until, breaker=dependency
+            ),
             decision_id,
         )
         return batch

@@ -248,6 +248,7 @@ def test_every_event_type_is_quiet_or_waking_on_purpose() -> None:
     assert tags - backend.QUIET_TOPICS == {
         "ApprovalDenied",
         "ApprovalGranted",
+        "BreakerClosed",
         "LimitSet",
         "MessageSent",
         "PermitReturned",

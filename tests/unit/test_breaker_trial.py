@@ -80,3 +80,14 @@ def test_a_half_open_breaker_lets_one_trial_call_through_the_others_wait(
             assert engine.task_view(trial_task).state == (
                 "succeeded" if trial == "succeeds" else "failed"
             )
+            # The peer's task waited for the trial's outcome: a success closed the breaker,
+            # and it runs now, not at the end of the cool-down it was given.
+            peer.refresh()
+            held_until = peer.task_view(waiting).waiting_until
+            assert held_until is not None
+            if trial == "succeeds":
+                assert held_until <= clock.now
+                assert peer.run().succeeded == 1
+                assert calls[-1] == "peer"
+            else:
+                assert held_until > clock.now  # still open: it waits out the cool-down
