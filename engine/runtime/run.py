@@ -1498,14 +1498,13 @@ class TaskRun:
 
     def _kept_after(self, at: int) -> bool:
         """Whether a record of the same attempt after place ``at`` of the history is an
-        outcome this run keeps (a retry keeps completed steps and messages taken)."""
+        outcome a retry keeps: a completed step or a message taken (a failed step runs
+        again in the next attempt)."""
         for r in self._history[at + 1 :]:
             event = r.event
             if type(event) is TaskRetried:
                 return False  # what a later attempt recorded went on from its own read
-            if isinstance(event, StepCompleted | StepFailed) and event.index in self.outcomes:
-                return True
-            if isinstance(event, MessageReceived) and event.index in self.received:
+            if type(event) is StepCompleted or type(event) is MessageReceived:
                 return True
         return False
 

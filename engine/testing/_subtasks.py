@@ -56,8 +56,15 @@ _PROGRESS = (
 def subtask_ends(
     log: EventLog, history: Sequence[Recorded], children: Iterable[str]
 ) -> dict[str, list[Recorded]]:
-    """The subtasks of a task that had ended when its recorded run went on past its wait for
-    them, each as its submission and its end.
+    """The ends of the subtasks of a task as its recorded run's waits read them, each as its
+    submission and its end.
+
+    A wait that read an end without success recorded it (``SubtasksRead``): each such read is
+    given under ``"<subtask>@<version>"`` (see :func:`pinned_key`), the subtask's stream at
+    that version. A wait that recorded no read found its subtasks succeeded (for good), or it
+    is an earlier onward's: each subtask is given under its id, as it succeeded, else as it
+    was when the task went on past its last recorded wait for it (or, with no such wait, at
+    the history's end).
 
     Args:
         log: the log that holds the task's history and its subtasks'.
@@ -66,8 +73,7 @@ def subtask_ends(
             they had ended by then, included); the ones its recorded waits name are added.
 
     Returns:
-        Per subtask, its ``TaskSubmitted`` and its end, as they were when the task went on
-        past its last recorded wait for it (or, with no such wait, at the history's end). A
+        Per subtask (and per recorded read of one), its ``TaskSubmitted`` and its end. A
         subtask that had not ended then, or that the log does not hold, is left out.
     """
     if not history:
@@ -78,60 +84,51 @@ def subtask_ends(
         if isinstance(e := r.event, TaskWaiting) and e.reason == "subtasks"
         for child in e.on
     ]
-    # Where a recorded read pins a subtask (one did not succeed): its stream at that version.
-    pinned = {
-        child: version
-        for read in _binding_reads(history)
-        for child, version in zip(read.on, read.versions, strict=False)
-    }
     found: dict[str, list[Recorded]] = {}
-    for child in dict.fromkeys([*children, *waited]):
-        if child in pinned:
+    reads = [r.event for r in history if isinstance(r.event, SubtasksRead)]
+    for read in reads:
+        for child, version in zip(read.on, read.versions, strict=False):
             records = [
                 r
                 for r in log.read_stream(task_stream(child))
-                if r.version <= pinned[child] and not isinstance(r.event, UnknownEvent)
+                if r.version <= version and not isinstance(r.event, UnknownEvent)
             ]
-        else:
-            before = _went_on(history, child)
-            if before is None:
-                continue
-            records = [
-                r
-                for r in log.read_stream(task_stream(child))
-                if r.position < before and not isinstance(r.event, UnknownEvent)
-            ]
-        end = standing(records)
-        if (
-            end is not None
-            and isinstance(records[0].event, TaskSubmitted)
-            and isinstance(end.event, _ENDS)
-        ):
-            found[child] = [records[0], end]
+            end = _end_of(records)
+            if end is not None:
+                found[pinned_key(child, version)] = end
+    for child in dict.fromkeys([*children, *waited, *(c for read in reads for c in read.on)]):
+        records = [
+            r for r in log.read_stream(task_stream(child)) if not isinstance(r.event, UnknownEvent)
+        ]
+        succeeded = next((r for r in records if isinstance(r.event, TaskSucceeded)), None)
+        if records and succeeded is not None:  # a success is for good
+            if isinstance(records[0].event, TaskSubmitted):
+                found[child] = [records[0], succeeded]
+            continue
+        before = _went_on(history, child)
+        if before is None:
+            continue
+        end = _end_of([r for r in records if r.position < before])
+        if end is not None:
+            found[child] = end
     return found
 
 
-def _binding_reads(history: Sequence[Recorded]) -> list[SubtasksRead]:
-    """The recorded reads of subtasks a run of the task answers its waits from (as
-    :meth:`~onward.runtime.run.TaskRun.subtasks_ended` does): those of its last attempt, and
-    those of an earlier one that a completed step or a message taken followed in it (a retry
-    keeps those, and with them the way the code went)."""
-    retried = [i for i, r in enumerate(history) if isinstance(r.event, TaskRetried)]
-    last = retried[-1] + 1 if retried else 0
-    found: list[SubtasksRead] = []
-    for i, r in enumerate(history):
-        if not isinstance(read := r.event, SubtasksRead):
-            continue
-        if i >= last:
-            found.append(read)
-            continue
-        for later in history[i + 1 :]:
-            if isinstance(later.event, TaskRetried):
-                break
-            if isinstance(later.event, StepCompleted | MessageReceived):
-                found.append(read)
-                break
-    return found
+def pinned_key(child: str, version: int) -> str:
+    """Where :func:`subtask_ends` gives a subtask's end as a recorded read read it."""
+    return f"{child}@{version}"
+
+
+def _end_of(records: list[Recorded]) -> list[Recorded] | None:
+    """A subtask's submission and its end among ``records`` (None: it had not ended)."""
+    end = standing(records)
+    if (
+        end is not None
+        and isinstance(records[0].event, TaskSubmitted)
+        and isinstance(end.event, _ENDS)
+    ):
+        return [records[0], end]
+    return None
 
 
 def _went_on(history: Sequence[Recorded], child: str) -> int | None:

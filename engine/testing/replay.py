@@ -83,7 +83,7 @@ from onward.runtime.run import (
 )
 from onward.runtime.target import load_engine
 from onward.runtime.tasks import append_message, append_submission, message_version
-from onward.testing._subtasks import ended_as_recorded, subtask_ends
+from onward.testing._subtasks import ended_as_recorded, pinned_key, subtask_ends
 
 __all__ = [
     "Divergence",
@@ -255,7 +255,15 @@ class _ReplayRun(TaskRun):
         self, ids: list[str], read: Callable[[list[str], list[int] | None], SubtaskEnds | None]
     ) -> list[Any] | None:
         """A wait for subtasks, answered from the ends the recorded run read (never from the
-        log as it is now)."""
+        log as it is now): at the versions a recorded read of them gives (matched to the
+        waits in order, as a worker's run matches them), else as they ended."""
+        recorded = self._recorded_read(ids)
+        if recorded is not None:
+            pinned = {
+                child: self.subtasks.get(pinned_key(child, version), ())
+                for child, version in zip(ids, recorded.versions, strict=False)
+            }
+            return ended_as_recorded(ids, pinned, self.registry)
         return ended_as_recorded(ids, self.subtasks, self.registry)
 
     def _wait(self, on: Sequence[str]) -> NoReturn:

@@ -967,3 +967,67 @@ def test_a_read_of_an_attempt_that_failed_at_the_wait_does_not_bind_the_next_att
         engine.run()
         assert engine.result(task_id) == "used [42]"
         assert replay_check(engine.log, engine).ok
+
+
+@pytest.mark.usefixtures("both_paths")
+@pytest.mark.parametrize("then", ["waits again", "fails a step, and is retried"])
+def test_replay_check_agrees_with_the_engine_on_reads_of_the_same_subtask(
+    db: str, clock: FakeClock, then: str
+) -> None:
+    """The parent read its subtask failed (recorded), went on, and after a person retried the
+    subtask either waited for it again (a success, read live) or failed a step and was
+    retried. replay_check answered every wait on that subtask from the one read recorded, and
+    reported a divergence the engine never had; a failed step after the read made the read
+    bind the next attempt in the engine too."""
+    state = {"child_ok": False}
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="child")
+        def child() -> str:
+            if not state["child_ok"]:
+                raise ValueError("not yet")
+            return "ok"
+
+        @engine.step()
+        def fallback() -> str:
+            if then != "waits again" and not state["child_ok"]:
+                raise LookupError("fallback broke")
+            return "fb"
+
+        @engine.step()
+        def primary() -> str:
+            return "pr"
+
+        def read(ids: list[str]) -> str:
+            try:
+                engine.wait(ids)
+            except TaskFailedError:
+                return fallback()
+            return primary()
+
+        @engine.task(name="parent")
+        def parent() -> list[str]:
+            ids = [engine.submit("child")]
+            said = [read(ids)]
+            if then == "waits again":
+                engine.recv("go")
+                said.append(read(ids))
+            engine.sleep(60)  # the parent runs again from its start
+            return said
+
+        task_id = engine.submit("parent")
+        engine.run()
+        (child_id,) = engine.task_view(task_id).children
+        state["child_ok"] = True
+        engine.retry(child_id)
+        engine.run()
+        if then == "waits again":
+            engine.send(task_id, "go", 1)
+        else:
+            assert engine.task_view(task_id).state == "failed"
+            engine.retry(task_id)
+        engine.run()
+        expected = ["fb", "pr"] if then == "waits again" else ["pr"]
+        assert engine.result(task_id) == expected
+        check = replay_check(engine.log, engine)
+        assert check.ok, check.explain()

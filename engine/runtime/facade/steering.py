@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from onward.core.definitions import TaskDef
-from onward.core.errors import NotRegistered, TaskError
+from onward.core.errors import NotRegistered
 from onward.core.run import Suspended
 from onward.events import (
     Priority,
@@ -389,14 +389,11 @@ class Steering:
             if not all(v.terminal for v in views):
                 return None
             versions = [v.version for v in views]
-            try:
-                return SubtaskEnds(
-                    versions,
-                    all(v.state == "succeeded" for v in views),
-                    [self.result(t) for t in ids],
-                )
-            except TaskError as exc:  # the first that did not succeed, as the code gets it
-                return SubtaskEnds(versions, False, [], exc)
+            if all(v.state == "succeeded" for v in views):  # a success is for good
+                return SubtaskEnds(versions, True, [self.result(t) for t in ids])
+        # One did not succeed: read at the versions seen, which the wait records (a person may
+        # retry one meanwhile: what the code gets is what every later run reads).
+        return ends_at(self._session.log, ids, versions, self.registry)
 
     def schedule(
         self,
