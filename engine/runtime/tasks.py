@@ -75,6 +75,7 @@ __all__ = [
     "Tasks",
     "append_message",
     "append_submission",
+    "end_of",
     "ends_at",
     "message_version",
     "quarantine",
@@ -567,6 +568,15 @@ class Tasks:
 _ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuarantined)
 
 
+def end_of(records: Sequence[Recorded]) -> tuple[Recorded, Recorded] | None:
+    """A task's submission and its end among ``records`` (its stream, or the start of it):
+    None when it had not ended there, or they do not start with its submission."""
+    end = standing(records)
+    if end is None or not isinstance(records[0].event, TaskSubmitted):
+        return None
+    return (records[0], end) if isinstance(end.event, _ENDS) else None
+
+
 def ends_at(
     log: EventLog, task_ids: list[str], versions: list[int], registry: Registry
 ) -> SubtaskEnds:
@@ -576,14 +586,14 @@ def ends_at(
     succeeded = True
     error: BaseException | None = None
     for task_id, version in zip(task_ids, versions, strict=True):
-        records = [r for r in log.read_stream(task_stream(task_id)) if r.version <= version]
-        end = standing(records)
-        if end is None or not isinstance(end.event, _ENDS):
+        found = end_of([r for r in log.read_stream(task_stream(task_id)) if r.version <= version])
+        if found is None:
             raise NotFinished(f"task {task_id} had not ended at version {version} of its stream")
+        submitted, end = found
         succeeded = succeeded and isinstance(end.event, TaskSucceeded)
         if error is None:
             try:
-                results.append(result_of_end(task_id, records[0].event, end.event, registry))
+                results.append(result_of_end(task_id, submitted.event, end.event, registry))
             except TaskError as exc:
                 error = exc
     return SubtaskEnds(versions, succeeded, results if error is None else [], error)

@@ -21,22 +21,16 @@ from onward.events import (
     StepFailed,
     StepStarted,
     SubtasksRead,
-    TaskCancelled,
-    TaskDeadlineMissed,
     TaskFailed,
-    TaskQuarantined,
     TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
     TaskWaiting,
     UnknownEvent,
 )
-from onward.projections import standing, task_stream
+from onward.projections import task_stream
 from onward.runtime.registry import Registry
-from onward.runtime.tasks import result_of_end
-
-#: The events that end a task (until a retry).
-_ENDS = (TaskSucceeded, TaskFailed, TaskCancelled, TaskDeadlineMissed, TaskQuarantined)
+from onward.runtime.tasks import end_of, result_of_end
 
 #: What a task's run appends as its code goes on: a step's, a sleep's or a receive's record,
 #: a wait, a patch mark, its end.
@@ -121,14 +115,8 @@ def pinned_key(child: str, version: int) -> str:
 
 def _end_of(records: list[Recorded]) -> list[Recorded] | None:
     """A subtask's submission and its end among ``records`` (None: it had not ended)."""
-    end = standing(records)
-    if (
-        end is not None
-        and isinstance(records[0].event, TaskSubmitted)
-        and isinstance(end.event, _ENDS)
-    ):
-        return [records[0], end]
-    return None
+    found = end_of(records)
+    return None if found is None else list(found)
 
 
 def _went_on(history: Sequence[Recorded], child: str) -> int | None:
