@@ -43,6 +43,8 @@ class PermitTaken(Event, frozen=True, kw_only=True):
         worker: the worker running it.
         until: when the permit runs out unless its worker still beats, in seconds since the
             epoch.
+        run: the run of the task that took it (the id of its claim; "" in logs written
+            before runs were named).
     """
 
     family: ClassVar[str] = "limit"
@@ -51,6 +53,7 @@ class PermitTaken(Event, frozen=True, kw_only=True):
     index: int
     worker: str
     until: float
+    run: str = ""
 
 
 class PermitReturned(Event, frozen=True, kw_only=True):
@@ -61,6 +64,9 @@ class PermitReturned(Event, frozen=True, kw_only=True):
         index: the step's index.
         worker: the worker that gives it back: a permit taken since by another worker (the
             step was taken over) stays that worker's ("" gives back whoever holds it).
+        run: the run that gives it back: a permit taken since by another run of the same
+            worker (the task was cancelled and retried while the step ran) stays that run's
+            ("" gives back the worker's).
     """
 
     family: ClassVar[str] = "limit"
@@ -68,3 +74,4 @@ class PermitReturned(Event, frozen=True, kw_only=True):
     task_id: str
     index: int
     worker: str = ""
+    run: str = ""

@@ -111,7 +111,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 18
+    SCHEMA = 19
     NAME = "core"
 
     def __init__(self) -> None:

@@ -33,6 +33,9 @@ class LimitView(msgspec.Struct, kw_only=True):
         rate: how many may start per window, as last set ("" for none).
         set: whether it was ever declared.
         held: the permits taken and not returned: (task id, step index) -> (worker, until).
+        runs: the run (its claim's event id) that took each permit in ``held``, by the same
+            key: a run gives back only the permit it took, not a later run's of the same
+            worker (a cancelled run whose task a retry runs again).
         takes: when permits were taken, oldest first (the last hour's).
         taken: how many permits were ever taken.
         returned_at: the version of the last permit given back.
@@ -44,6 +47,7 @@ class LimitView(msgspec.Struct, kw_only=True):
     rate: str = ""
     set: bool = False
     held: dict[str, tuple[str, float]] = msgspec.field(default_factory=dict)
+    runs: dict[str, str] = msgspec.field(default_factory=dict)
     takes: list[float] = msgspec.field(default_factory=list)
     taken: int = 0
     returned_at: int = 0
@@ -86,6 +90,7 @@ class LimitProjection:
         key = permit_key(event.task_id, event.index)
         if isinstance(event, PermitTaken):
             view.held[key] = (event.worker, event.until)
+            view.runs[key] = event.run
             view.taken += 1
             takes = self._takes.setdefault(name, deque(maxlen=TAKES_KEPT))
             takes.append(r.meta.time)
@@ -94,9 +99,16 @@ class LimitProjection:
         else:
             held = view.held.get(key)
             # A worker that lost the step (taken over while it was paused) gives back only its
-            # own permit, never the one the step's new worker took since.
-            if held is not None and event.worker in ("", held[0]):
+            # own permit, never the one the step's new worker took since; a run, only the one
+            # it took (a run of the same worker may have taken it again since).
+            run = view.runs.get(key, "")
+            if (
+                held is not None
+                and event.worker in ("", held[0])
+                and (not run or not event.run or run == event.run)
+            ):
                 del view.held[key]
+                view.runs.pop(key, None)
                 view.returned_at = r.version
 
     def recent(self, name: str, since: float) -> int:

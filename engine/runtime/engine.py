@@ -496,6 +496,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             judge=self.judge,
             schedules=self._schedules,
             limits=self._limits,
+            others=self._runs.others,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -169,11 +169,12 @@ class Limits:
                 view = projections.limits.view(limit)
                 concurrency, rate = self.bounds(limit, view)
                 held = view.held.get(key)
-                if held is not None and held[0] == session.worker:
-                    return None  # taken by an earlier run of this worker's
-                # A permit of this step taken by another worker, which lost the task since (it
-                # died, its lease ran out): this worker takes it afresh, so that it counts while
-                # this run holds it, rather than only until the dead worker's lease ran out.
+                if held is not None and view.runs.get(key) == context.causation_id:
+                    return None  # taken by this run already
+                # A permit of this step taken by another run, which lost the task since (its
+                # worker died, its lease ran out, a person cancelled it and retried the task):
+                # this run takes it afresh, so that it counts while this run holds it, and the
+                # other run's give-back (once its body ends) leaves it held.
                 now = session.clock()
                 why, until = "", None
                 in_use = self.in_use(
@@ -204,7 +205,11 @@ class Limits:
                         limit_after=view.version,
                     )
                 taken = PermitTaken(
-                    task_id=task_id, index=index, worker=session.worker, until=now + session.lease
+                    task_id=task_id,
+                    index=index,
+                    worker=session.worker,
+                    until=now + session.lease,
+                    run=context.causation_id,
                 )
                 try:
                     session.log.append(
@@ -220,7 +225,14 @@ class Limits:
         """Give a step's permit back."""
         self.session.log.append(
             limit_stream(limit),
-            [PermitReturned(task_id=task_id, index=index, worker=self.session.worker)],
+            [
+                PermitReturned(
+                    task_id=task_id,
+                    index=index,
+                    worker=self.session.worker,
+                    run=context.causation_id,
+                )
+            ],
             expected_version=None,
             context=context,
         )

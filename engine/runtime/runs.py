@@ -63,6 +63,11 @@ class Runs:
             if close is not None:
                 close()
 
+    def others(self, scheduler: Scheduler) -> int:
+        """How many runs are under way besides ``scheduler``'s."""
+        with self._changed:
+            return sum(1 for under_way in self._runs if under_way is not scheduler)
+
     def stop(self, close: Callable[[], None]) -> None:
         """Stop every run under way, then ``close``: once they have returned, or, asked from
         a run's own context, by the last of them as it returns. No run starts afterwards."""

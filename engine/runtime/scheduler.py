@@ -191,6 +191,8 @@ class Scheduler:
         judge: judges actions (None: actions run as plain steps).
         schedules: the session's schedules, whose due ticks it fires (None: none).
         limits: the queue limits whose permits limited steps take (None: none).
+        others: how many other runs of the engine are under way besides a scheduler's (they
+            run as the same worker, whose stop a serving loop records only as the last).
     """
 
     def __init__(
@@ -205,8 +207,10 @@ class Scheduler:
         judge: Judge | None,
         schedules: Schedules | None = None,
         limits: Limits | None = None,
+        others: Callable[[Scheduler], int] | None = None,
     ) -> None:
         self.session = session
+        self._others = others
         self.schedules = schedules
         self.limits = limits
         self.registry = registry
@@ -331,6 +335,8 @@ class Scheduler:
                     break
                 patience_until = None
                 self._nap(min(TIMER_NAP, max(0.0, due - self.session.clock())))
+            for future in in_flight:  # paused: the tasks under way end as they would
+                self._count(future.result())
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -440,7 +446,7 @@ class Scheduler:
             heartbeat.stop(
                 reason=reason() or "stopped",
                 released=self._tally["released"],
-                said=error is None and not session.closed,
+                said=error is None and not session.closed and self._last_run(),
                 wait=not at_once,
             )
         except BackendError as exc:
@@ -448,6 +454,12 @@ class Scheduler:
         if error is not None:
             raise error
         return self._summary(started, paused)
+
+    def _last_run(self) -> bool:
+        """Whether no other run of the engine is under way: they share this worker's id, and
+        its stop (:class:`onward.events.WorkerStopped`) would let peers take over their
+        tasks at once."""
+        return self._others is None or self._others(self) == 0
 
     def _paused(self) -> bool:
         view = self.session.view()
@@ -514,6 +526,10 @@ class Scheduler:
                     break
                 patience_until = None
                 await self._sleep(min(TIMER_NAP, max(0.0, due - now)))
+            while tasks:  # paused: the tasks under way end as they would
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._count(task.result())
         finally:
             if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
                 for task in tasks:
@@ -595,7 +611,7 @@ class Scheduler:
                 heartbeat.stop,
                 reason=reason() or "stopped",
                 released=self._tally["released"],
-                said=error is None and not session.closed,
+                said=error is None and not session.closed and self._last_run(),
                 wait=not at_once,
             )
         except BackendError as exc:
@@ -733,15 +749,18 @@ class Scheduler:
         return True
 
     def _boundary(self) -> str:
-        """Catch up, mark missed deadlines, and cross a task boundary once a task has run (the
-        caller holds the session's lock).
+        """Catch up, mark missed deadlines, fire due schedules and cross a task boundary once a
+        task has run (the caller holds the session's lock).
 
         Returns:
-            "pause" when the error budget paused the session, else "".
+            "pause" when the session is paused (by the error budget, here or in another
+            process: nothing starts, no schedule fires), else "".
         """
         session = self.session
         session.host.catch_up()
         self._tally["missed"] += self._mark_missed()
+        if self._paused():
+            return "pause"
         if self.schedules is not None:
             self._tally["scheduled"] += self.schedules.fire(self._began)
         if not self._tally["runs"]:
@@ -1524,14 +1543,21 @@ class Scheduler:
         )
 
     def _next_expiry(self) -> float | None:
-        """When the first claim of a peer on this session's running tasks runs out."""
-        own = self.session.worker
+        """When :meth:`_recover_leases` may next take a peer's claim on this session's running
+        tasks over: when the first runs out, but not within a lease of an outage of the
+        storage (a peer's silence proves nothing then), and never a newer onward's task."""
+        session = self.session
+        own = session.worker
         moments = [
             self._holds_until(v)
-            for v in self.session.unfinished_tasks()
-            if v.state == "running" and v.worker != own
+            for v in session.unfinished_tasks()
+            if v.state == "running" and v.worker != own and not v.unknown_events
         ]
-        return min(moments) if moments else None
+        if not moments:
+            return None
+        # The moment silence counts again (the past, where no outage was seen lately).
+        silence_counts = session.clock() + session.lease - session.log.outage.since_last()
+        return max(min(moments), silence_counts)
 
     def _mark_missed(self) -> int:
         missed = 0

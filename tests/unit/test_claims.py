@@ -7,7 +7,10 @@ reports its own appends (PostgreSQL's notifies only appends that may wake others
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +22,15 @@ from onward.events import (
     TaskCancelled,
     TaskSucceeded,
     WorkerClaimExpired,
+    WorkerStopped,
     open_log,
 )
 from onward.events.sqlite import SQLiteLog
 from onward.events.watch import Watch
 from onward.projections.task import task_stream
+from onward.projections.workers import worker_stream
 from onward.runtime.heartbeat import Heartbeat
+from onward.runtime.scheduler import DEAD_PEER_LOOK
 from tests.conftest import FakeClock, OutageClock
 
 
@@ -320,3 +326,122 @@ def test_a_watch_whose_storage_is_down_says_so_once_and_once_more_when_it_is_bac
     assert len(said) == 2, said
     assert "failed: connection refused" in said[0]
     assert "again, after 4 failed looks" in said[1]
+
+
+NEWER_TASK = """
+import sys, time
+from onward import Engine
+from onward.events import Event, TaskClaimed
+from onward.projections import task_stream
+
+class NewerEvent(Event, frozen=True, kw_only=True, tag="NewerEvent.v9"):
+    note: str = ""
+
+with Engine.open(sys.argv[1], session="s", lease=30.0) as engine:
+    engine.log.codec.register(NewerEvent)
+
+    @engine.task(name="job")
+    def job(i: int) -> None:
+        pass
+
+    task_id = engine.submit(job, 0)
+    claim = TaskClaimed(worker="elsewhere/4242/1/abcdef", lease_until=time.time() + 30, attempt=1)
+    engine.log.append(task_stream(task_id), [claim], expected_version=1)
+    engine.log.append(task_stream(task_id), [NewerEvent()], expected_version=2)
+"""
+
+
+def test_a_serving_worker_waits_for_a_passed_claim_it_may_not_take_yet(
+    db: str, clock: FakeClock
+) -> None:
+    """A peer's claim that has run out, which the worker may not take over yet (within a lease
+    of an outage; a newer onward's task never): the worker waits until it may, where it looked
+    again at once, a busy loop of thousands of rounds a second."""
+    # A newer onward's worker, on another host, claimed a task and wrote an event this onward
+    # does not know (in a process of its own: this one never learns the event's type).
+    subprocess.run([sys.executable, "-c", NEWER_TASK, db], check=True, timeout=120)
+    clock.now = time.time() + 3600.0  # long past its lease
+    holder = Engine.open(db, session="s", clock=clock, lease=30.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=30.0, healing=False)
+    try:
+
+        @holder.task(name="job")
+        def job(i: int) -> None:
+            pass
+
+        serving = peer._scheduler()
+        peer._session.host.catch_up()
+        assert [v.unknown_events for v in peer._session.unfinished_tasks()] == [1]
+        assert serving._recover_leases() == 0
+        assert serving._idle_for(idle=True) == 10.0  # a third of a lease
+        claims = holder._scheduler()
+        assert claims._prepare()
+        holder.submit(job, 1)
+        holder.submit(job, 2)
+        holder._session.host.catch_up()
+        assert len(claims._claim_up_to(2)) == 2
+        clock.advance(60.0)  # the holder is silent past its lease
+        since_outage = OutageClock(peer.log)
+        since_outage.ride_out()
+        since_outage.advance(12.0)
+        peer._session.host.catch_up()
+        assert serving._recover_leases() == 0
+        # A peer of this host (this process): it looks every DEAD_PEER_LOOK seconds, not more.
+        assert serving._idle_for(idle=True) == DEAD_PEER_LOOK
+        since_outage.advance(18.0 - DEAD_PEER_LOOK / 2)
+        assert serving._idle_for(idle=True) == pytest.approx(DEAD_PEER_LOOK / 2)
+        since_outage.advance(DEAD_PEER_LOOK / 2)
+        assert serving._idle_for(idle=True) == 0.0  # a lease after the outage
+        assert serving._recover_leases() == 2
+    finally:
+        peer.close()
+        holder.close()
+
+
+def test_a_serving_loop_that_stops_beside_another_run_of_its_engine_says_nothing(
+    db: str,
+) -> None:
+    """Runs of one engine are one worker: one that stops while another runs a task does not
+    record that the worker stopped (peers would take that task over at once, its body still
+    running); the last one to stop does."""
+    release = threading.Event()
+    started = threading.Event()
+    with Engine.open(db, session="s", lease=30.0, healing=False) as engine:
+
+        @engine.step(name="long")
+        def long() -> str:
+            started.set()
+            release.wait(60)
+            return "done"
+
+        @engine.task(name="job")
+        def job() -> str:
+            return long()
+
+        task_id = engine.submit(job)
+        stream = worker_stream(engine._session.worker)
+
+        def stops() -> list[WorkerStopped]:
+            return [
+                r.event
+                for r in engine.log.read_stream(stream)
+                if isinstance(r.event, WorkerStopped)
+            ]
+
+        first_stop = threading.Event()
+        first = threading.Thread(
+            target=engine.serve, kwargs={"stop": first_stop, "handle_signals": False}
+        )
+        first.start()
+        try:
+            assert started.wait(60)
+            second_stop = threading.Event()
+            second_stop.set()
+            engine.serve(stop=second_stop, handle_signals=False)
+            assert stops() == []
+        finally:
+            release.set()
+            first_stop.set()
+            first.join(60)
+        assert len(stops()) == 1
+        assert engine.result(task_id) == "done"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -519,3 +520,88 @@ def test_a_permit_counts_through_an_outage_until_a_lease_after_it(
     finally:
         peer.close()
         holder.close()
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait for another thread's progress (a condition of the log or of the step bodies)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        threading.Event().wait(0.01)
+
+
+def test_a_cancelled_run_gives_back_only_its_own_permit_when_a_retry_took_it_again(
+    db: str,
+) -> None:
+    """A task cancelled in a limited step and retried on the same worker runs that step again
+    while the cancelled body still runs (as the README says); when the cancelled body ends,
+    its run gives back its own permit, not the retried run's, so a third body does not start
+    past the limit."""
+    gates: dict[tuple[str, int], threading.Event] = {}
+    active: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    with open_engine(db) as engine:
+        engine.limit("api", concurrency=1)
+
+        @engine.step(limit="api")
+        def call(name: str) -> str:
+            with lock:
+                run = 1 + sum(1 for key in gates if key[0] == name)
+                gate = gates[name, run] = threading.Event()
+                active.append((name, run))
+            gate.wait(60)
+            with lock:
+                active.remove((name, run))
+            return name
+
+        @engine.task()
+        def job(name: str) -> str:
+            return call(name)
+
+        first = engine.submit(job, "first")
+        stop = threading.Event()
+        serving = threading.Thread(
+            target=engine.serve, kwargs={"workers": 3, "stop": stop, "handle_signals": False}
+        )
+        serving.start()
+        try:
+            until(lambda: ("first", 1) in active, "the first body")
+            engine.cancel(first, "to retry it")
+            engine.retry(first)
+            until(lambda: ("first", 2) in active, "the retried body")
+            gates["first", 1].set()
+            until(
+                lambda: any(
+                    isinstance(r.event, PermitReturned) for r in engine.log.read_stream("limit-api")
+                ),
+                "the cancelled run's give-back",
+            )
+            second = engine.submit(job, "second")
+            until(
+                lambda: (
+                    ("second", 1) in active
+                    or (
+                        (view := engine.refresh().tasks.view(second)) is not None
+                        and view.waiting_limit == "api"
+                    )
+                ),
+                "the second task to run or wait",
+            )
+            assert ("second", 1) not in active, active
+            assert engine.refresh().limits.view("api").held.keys() == {f"{first}:0"}
+            gates["first", 2].set()
+            until(lambda: ("second", 1) in gates, "the second body")
+            gates["second", 1].set()
+            until(
+                lambda: (
+                    (view := engine.refresh().tasks.view(second)) is not None
+                    and view.state == "succeeded"
+                ),
+                "the second task's end",
+            )
+        finally:
+            for gate in gates.values():
+                gate.set()
+            stop.set()
+            serving.join(60)
+        assert engine.result(first) == "first"

@@ -1,0 +1,172 @@
+"""A paused session (by the error budget, here or in another process) starts nothing more: no
+task, however its run learns of the pause, and no schedule's tick; the tasks under way end
+as they would, and their runs are counted and told to the observer. On the real engine and a
+real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onward import Engine, Observer
+from onward.events import SessionPaused
+from onward.projections.session import session_stream
+from tests.conftest import FakeClock
+
+#: A whole hour.
+HOUR = 1_700_000_000.0 - 1_700_000_000.0 % 3600
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'log.db'}"
+
+
+def pause(db: str, clock: FakeClock | None = None) -> None:
+    """Pause the session from another engine, as a peer's error budget does."""
+    options: dict[str, Any] = {} if clock is None else {"clock": clock}
+    with Engine.open(db, session="s", healing=False, **options) as peer:
+        view = peer.refresh().sessions.sessions["s"]
+        peer.log.append(
+            session_stream("s"),
+            [SessionPaused(reason="error budget: a peer's")],
+            expected_version=view.version,
+        )
+
+
+def test_a_run_waiting_for_a_timer_starts_nothing_once_the_session_is_paused(db: str) -> None:
+    clock = FakeClock(HOUR)
+    ran: list[int] = []
+    paused: list[bool] = []
+
+    def sleep(seconds: float) -> None:
+        if not paused:  # while the run waits for the task's timer, a peer pauses the session
+            pause(db, clock)
+            paused.append(True)
+        clock.advance(seconds)
+
+    with Engine.open(db, session="s", clock=clock, sleep=sleep, healing=False) as engine:
+
+        @engine.step(name="act")
+        def act(x: int) -> int:
+            ran.append(x)
+            return x
+
+        @engine.task(name="job")
+        def job(x: int) -> int:
+            engine.sleep(60.0)
+            return act(x)
+
+        task_id = engine.submit(job, 1)
+        assert engine.run(max_runs=1).runs == 1  # it waits for its timer now
+        summary = engine.run()
+        assert paused
+        assert summary.paused
+        assert (summary.runs, summary.succeeded, ran) == (0, 0, [])
+        view = engine.refresh().tasks.view(task_id)
+        assert view is not None
+        assert view.state == "waiting"
+        engine.resume("the test")
+        assert engine.run().succeeded == 1
+        assert ran == [1]
+
+
+class Ends(Observer):
+    """Counts the task runs the observer is told of."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[tuple[str, str]] = []
+        self.first_ended = threading.Event()
+
+    def task_started(self, start: Any) -> str:
+        self.started.append(start.task_id)
+        return str(start.task_id)
+
+    def task_ended(self, token: Any, outcome: str) -> None:
+        self.ended.append((token, outcome))
+        self.first_ended.set()
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_pause_lets_the_tasks_under_way_end_and_counts_them(db: str, path: str) -> None:
+    """The pause comes from one task's step while another's runs: that one ends as it would
+    (an ``async def`` step is not cancelled half-way), and is counted and told."""
+    ends = Ends()
+    bodies: list[str] = []
+    with Engine.open(db, session="s", healing=False, observer=ends) as engine:
+
+        @engine.step(name="pausing")
+        def pausing() -> int:
+            pause(db)
+            return 1
+
+        @engine.task(name="a")
+        def a() -> int:
+            return pausing()
+
+        if path == "sync":
+
+            @engine.step(name="long")
+            def long() -> int:
+                bodies.append("began")
+                ends.first_ended.wait(60)
+                bodies.append("ended")
+                return 2
+
+            @engine.task(name="b")
+            def b() -> int:
+                return long()
+
+        else:
+
+            @engine.step(name="long")
+            async def long_async() -> int:
+                bodies.append("began")
+                await asyncio.to_thread(ends.first_ended.wait, 60)
+                bodies.append("ended")
+                return 2
+
+            @engine.task(name="b")
+            async def b_async() -> int:
+                return await long_async()
+
+        engine.submit("b")
+        engine.submit(a)
+        if path == "sync":
+            summary = engine.run(workers=2)
+        else:
+            summary = asyncio.run(engine.run_async(concurrency=2))
+        assert summary.paused
+        assert (summary.runs, summary.succeeded) == (2, 2)
+        assert bodies == ["began", "ended"]
+        assert sorted(outcome for _, outcome in ends.ended) == ["succeeded", "succeeded"]
+        assert sorted(ends.started) == sorted(token for token, _ in ends.ended)
+
+
+def test_no_schedule_fires_while_the_session_is_paused(db: str) -> None:
+    """Ticks due during a pause run once when it is lifted, as ticks found due together do
+    (each look of a paused worker queued a run of the task)."""
+    clock = FakeClock(HOUR)
+    ran: list[float] = []
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance, healing=False) as engine:
+
+        @engine.task(name="tick")
+        def tick() -> None:
+            ran.append(clock())
+
+        engine.schedule("tick", cron="* * * * *")
+        pause(db, clock)
+        serving = engine._scheduler()  # a serving worker's looks, each a minute apart
+        for _ in range(5):
+            clock.advance(60.0)
+            with engine._session.lock:
+                assert serving._boundary() == "pause"
+        assert not [v for v in engine.refresh().tasks.views.values() if v.name == "tick"]
+        engine.resume("the test")
+        summary = engine.run()
+        assert (summary.scheduled, summary.succeeded, ran) == (1, 1, [HOUR + 300.0])
