@@ -165,6 +165,8 @@ class _MetaOnly(msgspec.Struct):
 
 
 _META = msgspec.json.Decoder(_MetaOnly)
+#: The streams of a task and of its inbox, as :mod:`onward.projections` names them.
+_TASK, _INBOX = "task-", "inbox-"
 
 
 def export_log(
@@ -268,12 +270,17 @@ def _refuse(log: EventLog, problems: list[Problem]) -> NoReturn:
 
 
 def _streams_of(log: EventLog, session: str) -> set[str]:
-    """The streams that have an event of ``session``."""
+    """The streams that have an event of ``session``, and the inboxes of its tasks (whose
+    messages may all come from other sessions: a task's or an engine's send records the
+    sender's)."""
     streams: set[str] = set()
+    inboxes: set[str] = set()
     for rows in log.read_states(page_size=5000):
         for _position, stream, _version, state in rows:
             if stream in streams:
                 continue
+            if stream.startswith(_INBOX):
+                inboxes.add(stream)
             try:
                 if _META.decode(state).meta.session == session:
                     streams.add(stream)
@@ -281,7 +288,7 @@ def _streams_of(log: EventLog, session: str) -> set[str]:
                 continue  # a damaged record: the export's own check stops at it
     if not streams:
         raise UsageError(f"the log {log.url} has no event of session {session!r}")
-    return streams
+    return streams | {inbox for inbox in inboxes if _TASK + inbox.removeprefix(_INBOX) in streams}
 
 
 def _blob_lines(log: EventLog, row: StoredRow, written: set[str]) -> Iterator[bytes]:

@@ -202,6 +202,38 @@ def test_a_session_export_holds_only_that_sessions_streams(
     assert '"session":"one"' in text
 
 
+def test_a_session_export_holds_its_tasks_inboxes_whoever_sent_to_them(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A message sent from another session's engine or task is recorded with that session: the
+    inbox of a task of the exported session was left out, and the task imported there waited
+    for it for good."""
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    with Engine.open(source, session="b", clock=clock, sleep=clock.advance) as waiting:
+
+        @waiting.task(name="waiter")
+        def waiter() -> int:
+            return int(waiting.recv("answer", timeout=3600.0))
+
+        waiter_id = waiting.submit(waiter)
+        waiting.run(max_runs=1)  # it waits for the message
+    with Engine.open(source, session="a", clock=clock) as sending:
+        sending.send(waiter_id, "answer", 42)
+    export(source, tmp_path / "b.jsonl", "--session", "b")
+    assert f"inbox-{waiter_id}" in (tmp_path / "b.jsonl").read_text()
+    with open_log(target) as log:
+        import_log(log, (tmp_path / "b.jsonl").read_bytes().splitlines(keepends=True))
+    with Engine.open(target, session="b", clock=clock, sleep=clock.advance) as moved:
+
+        @moved.task(name="waiter")
+        def waiter_again() -> int:
+            return int(moved.recv("answer", timeout=3600.0))
+
+        moved.run()
+        assert moved.result(waiter_id) == 42
+
+
 def test_export_of_an_unknown_session_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     source = f"sqlite:///{tmp_path / 'a.db'}"
     unfinished(source, clock)
