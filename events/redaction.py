@@ -378,9 +378,18 @@ _JSON_STRINGS = re.compile(b'"' + _JSON_BODY)
 # A name whose value is secret: a secret's name, and whatever comes before it (DB_PASSWORD,
 # x-api-key, $token).
 _SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
-# A string, or a string member whose name says its value is secret: {"password": "..."}.
+# A name that labels a credential (SIGNING_KEY, credentials), as the labelled-credential
+# pattern reads it in a text: its value is redacted when it reads as one.
+_LABEL_MEMBER = r"[\w.$-]*?(?i:key|credential|cred)(?i:s?)"
+# A string, or a string member whose name says its value is secret ({"password": "..."}) or
+# labels a credential ({"SIGNING_KEY": "..."}).
 _JSON_MEMBERS = re.compile(
-    rb'"(?:(?P<name>' + _SECRET_MEMBER.encode() + rb')"\s*:\s*")?' + _JSON_BODY
+    rb'"(?:(?P<name>'
+    + _SECRET_MEMBER.encode()
+    + rb')"\s*:\s*"|(?P<label>'
+    + _LABEL_MEMBER.encode()
+    + rb')"\s*:\s*")?'
+    + _JSON_BODY
 )
 _NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
 # The keys of a dict stored in pairs whose value is secret, as _JSON_MEMBERS reads the names.
@@ -764,6 +773,8 @@ class Redactor:
         return [self.redact_json(document) for document in documents]
 
     def _redact_member(self, match: re.Match[bytes]) -> bytes:
+        if match.start("label") != -1:
+            return self._redact_labelled(match)
         if match.start("name") == -1:
             return self._redact_string(match)
         value = self._decode(match)
@@ -771,6 +782,20 @@ class Redactor:
             return self._redact_string(match)
         assert self._member_marker is not None
         return match.group()[: match.start("body") - match.start() - 1] + self._member_marker
+
+    def _redact_labelled(self, match: re.Match[bytes]) -> bytes:
+        """A member whose name labels a credential: its value is redacted as it would be
+        after that name in a text (``SIGNING_KEY=...``), where it reads as random."""
+        text = self._decode(match)
+        label = match.group("label").decode() + "="
+        redacted = self.redact(label + text)
+        if not redacted.startswith(label):  # the name itself changed: the value alone
+            return self._redact_string(match)
+        redacted = redacted[len(label) :]
+        if redacted == text:
+            return match.group()
+        whole = match.group()
+        return whole[: match.start("body") - match.start() - 1] + msgspec.json.encode(redacted)
 
     def _redact_string(self, match: re.Match[bytes]) -> bytes:
         whole = match.group()

@@ -183,6 +183,35 @@ def test_json_members_named_like_secrets_are_redacted_whole() -> None:
     }
 
 
+def test_json_members_that_label_a_credential_are_redacted_when_it_reads_as_one() -> None:
+    """As ``SIGNING_KEY=...`` and ``credentials: ...`` in a text are: the shape of a config or
+    of ``os.environ`` handed to a step. A value that reads as a word or an id stays."""
+    token = "q8Zr2LmX9vTn4KpW7sYc3DfBx1Hg5Jk0"
+    data = msgspec.json.encode(
+        {
+            "credentials": token,
+            "SIGNING_KEY": token[::-1],
+            "env": {"ENCRYPTION_KEY": token.upper(), "sort_key": "name", "monkey": "banana"},
+            "cache_key": "user:1234:profile",
+            "as_text": f"credentials: {token}",
+        }
+    )
+    stored = REDACTOR.redact_json(data)
+    assert msgspec.json.decode(stored) == {
+        "credentials": "[REDACTED:labelled-credential]",
+        "SIGNING_KEY": "[REDACTED:labelled-credential]",
+        "env": {
+            "ENCRYPTION_KEY": "[REDACTED:labelled-credential]",
+            "sort_key": "name",
+            "monkey": "banana",
+        },
+        "cache_key": "user:1234:profile",
+        "as_text": "credentials: [REDACTED:labelled-credential]",
+    }
+    assert token.upper().encode() not in stored
+    assert token[::-1].encode() not in stored
+
+
 def test_redact_json_keeps_the_bytes_around_a_secret() -> None:
     data = b'{"a": 1.50, "b":"caf\\u00e9", "m": "token=abc123 ok"}'
     assert REDACTOR.redact_json(data) == (
