@@ -31,6 +31,9 @@ __all__ = ["exception_class", "read_as_recorded", "replayed_error"]
 
 #: ``str(OSError(errno, strerror[, filename]))``.
 _OS_ERROR = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: (.+))?", re.DOTALL)
+#: The file names of ``str(OSError(errno, strerror, filename, None, filename2))`` (a rename's,
+#: a link's): ``'a' -> 'b'``.
+_TWO_FILES = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") -> (.+)""", re.DOTALL)
 #: What ``ast.literal_eval`` raises for a text that is not a literal.
 _NOT_A_LITERAL = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
 
@@ -88,14 +91,27 @@ def _resolve(error_type: str, error_class: str) -> type[Exception] | None:
 
 
 def _rebuilt(cls: type[Exception], message: str) -> Exception:
+    rebuilt: Exception | None = None
     for args in _arguments(cls, message):
         try:
             exc = cls(*args)
         except Exception:
             continue
         if _reads(exc) == message:
-            return exc
-    return _carrier(cls)(message)
+            rebuilt = exc
+            break
+    if rebuilt is None:
+        rebuilt = _carrier(cls)(message)
+    if (
+        isinstance(rebuilt, OSError)
+        and rebuilt.errno is None
+        and (shown := _OS_ERROR.fullmatch(message)) is not None
+    ):
+        # A message cut at its limit, or whose file name a redaction changed: its errno and
+        # strerror still read (not its file name).
+        with contextlib.suppress(Exception):
+            rebuilt.errno, rebuilt.strerror = int(shown.group(1)), shown.group(2)
+    return rebuilt
 
 
 def _arguments(cls: type[Exception], message: str) -> list[tuple[Any, ...]]:
@@ -111,6 +127,10 @@ def _arguments(cls: type[Exception], message: str) -> list[tuple[Any, ...]]:
         else:
             with contextlib.suppress(*_NOT_A_LITERAL):
                 candidates.append((int(errno), strerror, ast.literal_eval(filename)))
+            if (two := _TWO_FILES.fullmatch(filename)) is not None:
+                with contextlib.suppress(*_NOT_A_LITERAL):
+                    first, second = (ast.literal_eval(name) for name in two.groups())
+                    candidates.append((int(errno), strerror, first, None, second))
     candidates.append((message,) if message else ())
     return candidates
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1001,6 +1002,15 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
                 return f.read()
 
         @engine.step()
+        def move() -> None:
+            os.rename(missing, missing + ".moved")  # two file names in its message
+
+        @engine.step()
+        def read_long() -> str:  # a message cut at its limit: the file name is lost, not errno
+            with open("/".join([missing, *["d" * 200] * 25])) as f:
+                return f.read()
+
+        @engine.step()
         def last() -> str:
             if crash:
                 raise Crash
@@ -1019,6 +1029,14 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
                     step()
                 except kind as exc:
                     caught.append(f"{type(exc).__name__} {exc} {getattr(exc, 'errno', '')}")
+            try:
+                move()
+            except FileNotFoundError as exc:
+                caught.append(f"{exc} {exc.errno} {exc.strerror} {exc.filename} {exc.filename2}")
+            try:
+                read_long()
+            except OSError as exc:
+                caught.append(f"{type(exc).__name__} {exc.errno} {exc.strerror}")
             seen.append(caught)
             return last()
 
@@ -1032,4 +1050,6 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
     assert first[0] == "QuotaExceeded quota of 5 a month used "
     assert first[2] == "KeyError 'region' "
     assert first[3].endswith(" 2")  # the errno
-    assert classes == [f"{__name__}:QuotaExceeded", "", "", ""]
+    assert first[4].endswith(f" 2 No such file or directory {missing} {missing}.moved")
+    assert first[5] == "OSError 36 File name too long"  # ENAMETOOLONG
+    assert classes == [f"{__name__}:QuotaExceeded", "", "", "", "", ""]
