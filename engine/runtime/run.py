@@ -1248,11 +1248,14 @@ class TaskRun:
                             expected_version=self.version,
                         )
                         continue
+                    # Another worker moved a breaker first: the transition is not this run's
+                    # to make, nor the decision that made it.
+                    own = _without_decisions_of(own, batch.also, cause)
                     yield Store([own])
                     break
         except BackendError as exc:
             raise StorageLost(exc) from exc
-        self.version += len(batch.events)
+        self.version += len(own.events)
         for event in batch.events:
             if type(event) is TaskWaiting:
                 self.waiting = True
@@ -2327,3 +2330,22 @@ class TaskRun:
             self, step, index, ruling, batch, passed=False, message=message, adapt=False
         )
         self.commit(batch)
+
+
+def _without_decisions_of(own: Append, refused: Sequence[Append], cause: str) -> Append:
+    """``own`` without the decisions that caused the ``refused`` appends (breaker transitions
+    another worker's move made stale), unless another of its events names one as its cause."""
+    dropped = {c for a in refused for c in (a.causes or ())}
+    ids = own.event_ids or []
+    if not dropped or len(ids) != len(own.events):
+        return own
+    causes = own.causes if own.causes is not None else [cause] * len(own.events)
+    kept = [i for i, event_id in enumerate(ids) if event_id not in dropped]
+    if len(kept) == len(ids) or any(causes[i] in dropped for i in kept):
+        return own
+    return msgspec.structs.replace(
+        own,
+        events=[own.events[i] for i in kept],
+        event_ids=[ids[i] for i in kept],
+        causes=None if own.causes is None else [own.causes[i] for i in kept],
+    )

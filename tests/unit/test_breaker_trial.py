@@ -91,3 +91,37 @@ def test_a_half_open_breaker_lets_one_trial_call_through_the_others_wait(
                 assert calls[-1] == "peer"
             else:
                 assert held_until > clock.now  # still open: it waits out the cool-down
+
+
+def test_each_close_decision_is_the_one_of_a_breaker_closed(db: str, clock: FakeClock) -> None:
+    """A task's second call on a breaker its trial had just closed saw it half-open still: a
+    "close" decision was recorded, its transition refused, and `onward why` explained a close
+    that never happened."""
+    from onward.events import BreakerClosed, DecisionMade
+
+    down = [True]
+    with open_engine(
+        db,
+        clock,
+        breakers=BreakerPolicy(failures=1, cooldown=0.2),
+        retries=RetryPolicies(RetryPolicy(max_attempts=5, base=0.01)),
+    ) as engine:
+
+        @engine.step(name="call", breaker="api")
+        def call(i: int) -> int:
+            if down:
+                down.clear()
+                raise ConnectionError("api down")
+            return i
+
+        @engine.task(name="two")
+        def two() -> int:
+            return call(1) + call(2) + call(3)
+
+        task_id = engine.submit(two)
+        engine.run()
+        assert engine.result(task_id) == 6
+        events = [r.event for r in engine.log.read()]
+        assert engine.log.verify().ok
+    closes = [e for e in events if isinstance(e, DecisionMade) and e.choice == "close"]
+    assert len(closes) == len([e for e in events if isinstance(e, BreakerClosed)]) == 1
