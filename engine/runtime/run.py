@@ -1251,7 +1251,8 @@ class TaskRun:
                     # Another worker moved a breaker first: the transition is not this run's
                     # to make, nor the decision that made it.
                     own = _without_decisions_of(own, batch.also, cause)
-                    yield Store([own])
+                    if own.events:  # (nothing else, when the decision was all there was)
+                        yield Store([own])
                     break
         except BackendError as exc:
             raise StorageLost(exc) from exc
