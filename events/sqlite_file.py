@@ -204,6 +204,13 @@ def check_log_file(path: str) -> bool:
     if "\x00" in path:
         raise UsageError(f"a log path cannot hold a NUL byte: {path!r}")
     try:
+        path.encode()
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"a log path must be text that encodes to UTF-8 (it holds a lone surrogate): "
+            f"{path.encode(errors='backslashreplace').decode()!r}"
+        ) from None
+    try:
         info = os.stat(path)
     except FileNotFoundError:
         _refuse_orphan_wal(path)

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
+from onward.core.fields import shown, whole
 from onward.events import UsageError, redacted_logger
 
 __all__ = [
@@ -219,6 +220,11 @@ class FixStats(msgspec.Struct, frozen=True):
     successes: int = 0
 
     def __post_init__(self) -> None:
+        if not (whole(self.attempts) and whole(self.successes)):
+            raise UsageError(
+                f"fix stats count attempts and successes in ints, got {shown(self.attempts)} "
+                f"and {shown(self.successes)}"
+            )
         if not 0 <= self.successes <= self.attempts:
             raise UsageError(
                 f"fix stats need 0 <= successes <= attempts, got {self.successes} successes "
@@ -277,6 +283,8 @@ class FixRegistry:
     """
 
     def __init__(self, fixes: Iterable[Fix] = ()) -> None:
+        if isinstance(fixes, str | bytes) or not isinstance(fixes, Iterable):
+            raise UsageError(f"FixRegistry takes an iterable of fixes, got {type(fixes).__name__}")
         self._fixes: dict[str, Fix] = {}
         # (registration order, name, fix, its declared error types) of each fix
         self._entries: list[tuple[int, str, Fix, _ErrorTypes | None]] = []

@@ -672,8 +672,9 @@ class Healer:
 def _applied(fix: Fix, exc: Exception, call: StepCall) -> Remedy | None:
     """The remedy a fix gives for this failure; None when it does not apply, or gives what
     the engine cannot use (it raised, returned something other than a :class:`Remedy`, a call
-    of another step or with arguments that are not a dict, a delay that is not a number of
-    seconds in [0, ten years], or a change that is not a dict that can be recorded):
+    of another step or with arguments that are not a dict, or not the step's (a name it does
+    not take, one left out), a delay that is not a number of seconds in [0, ten years], or a
+    change that is not a dict that can be recorded):
     such a fix is skipped, said in the log, and the step's failure is recorded as it is."""
     try:
         remedy = fix.apply(exc, call)
@@ -689,6 +690,13 @@ def _applied(fix: Fix, exc: Exception, call: StepCall) -> Remedy | None:
         why = f"gave a call of type {type(remedy.call).__name__}, not a StepCall"
     elif remedy.call.step != call.step or not isinstance(remedy.call.arguments, dict):
         why = "gave a call of another step, or arguments that are not a dict"
+    elif remedy.call.arguments.keys() != call.arguments.keys():
+        unknown = sorted(map(str, remedy.call.arguments.keys() - call.arguments.keys()))
+        missing = sorted(call.arguments.keys() - remedy.call.arguments.keys())
+        why = (
+            f"gave a call with arguments the step does not take ({', '.join(unknown) or '-'}) "
+            f"or without some it does ({', '.join(missing) or '-'}): use call.with_arguments()"
+        )
     elif not (isinstance(remedy.change, dict) and all(isinstance(k, str) for k in remedy.change)):
         why = f"gave a change of type {type(remedy.change).__name__}, not a dict with str keys"
     elif not seconds(remedy.delay):

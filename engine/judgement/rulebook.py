@@ -193,6 +193,10 @@ class Rulebook:
     __slots__ = ("_by_scenario", "_layers", "_order", "_ordered")
 
     def __init__(self, rules: Iterable[Rule] = (), *, builtins: bool = True) -> None:
+        if isinstance(rules, str | bytes) or not isinstance(rules, Iterable):
+            raise RulebookError(
+                f"a Rulebook takes an iterable of rules, got {type(rules).__name__}"
+            )
         self._layers: dict[int, dict[str, _Entry]] = {_PYTHON: {}, _DATA: {}, _BUILTIN: {}}
         self._order = 0
         self._ordered: tuple[_Entry, ...] = ()

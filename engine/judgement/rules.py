@@ -10,7 +10,6 @@ holds them in precedence order and matches them.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ import msgspec
 import msgspec.structs
 import msgspec.toml
 
+from onward.core.fields import finite
 from onward.events import Strategy, UsageError, redacted_logger
 
 __all__ = [
@@ -223,7 +223,7 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.clarity) and 0.0 <= self.clarity <= 1.0):
+        if not (finite(self.clarity) and 0.0 <= self.clarity <= 1.0):
             raise RulebookError(
                 f"verdict of rule {self.rule!r}: clarity must be in [0, 1], not {self.clarity}"
             )

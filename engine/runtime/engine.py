@@ -28,7 +28,7 @@ from typing import Any, Self, Unpack
 import msgspec
 
 from onward.core import fields
-from onward.core.fields import MOST_SECONDS
+from onward.core.fields import MOST_SECONDS, finite, shown
 from onward.events import (
     Codec,
     EventLog,
@@ -99,9 +99,10 @@ def _check_options(options: Mapping[str, object]) -> None:
         arguments.policy(value, kind, f"engine option {key}", hint)
     if "lease" in options:
         lease = options["lease"]
-        if not 0 < arguments.seconds(lease, "engine option lease") <= MOST_SECONDS:
+        if not (finite(lease) and 0 < lease <= MOST_SECONDS):
             raise UsageError(
-                f"engine option lease must be positive and at most {MOST_SECONDS} s, got {lease}"
+                f"engine option lease must be positive and at most {MOST_SECONDS} s, got "
+                f"{shown(lease)}"
             )
     _check_plain_options(options)
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import math
 import random
 import threading
 import time
@@ -334,7 +335,7 @@ class Scheduler:
                             continue
                     break
                 patience_until = None
-                self._nap(min(TIMER_NAP, max(0.0, due - self.session.clock())))
+                self._nap(min(self._nap_limit(), max(0.0, due - self.session.clock())))
             for future in in_flight:  # paused: the tasks under way end as they would
                 self._count(future.result())
         finally:
@@ -525,7 +526,7 @@ class Scheduler:
                             continue
                     break
                 patience_until = None
-                await self._sleep(min(TIMER_NAP, max(0.0, due - now)))
+                await self._sleep(min(self._nap_limit(), max(0.0, due - now)))
             while tasks:  # paused: the tasks under way end as they would
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -790,6 +791,12 @@ class Scheduler:
             return False
         session.sleep(max(0.0, min(moments) - session.clock()))
         return True
+
+    def _nap_limit(self) -> float:
+        """The longest a run waits for a timer before it looks again: an hour in real time; the
+        whole wait on a virtual clock (a test's fake clock, ``virtual`` True), which jumps to
+        the timer at once (by the hour, a wait of years took seconds of CPU)."""
+        return math.inf if getattr(self.session.clock, "virtual", False) is True else TIMER_NAP
 
     def _idle_for(self, *, idle: bool) -> float:
         """How long a serving loop may wait for a wake-up: until the next timer, or until a

@@ -633,6 +633,14 @@ BAD_REMEDIES: dict[str, Callable[[StepCall], Any]] = {
     "arguments that are a list": lambda call: Remedy(
         call=StepCall(step=call.step, arguments=[1, 2], hints={}, attempt=1)  # type: ignore[arg-type]
     ),
+    # A name the step does not take (a typo): the call ran without the task's own argument,
+    # its default in its place, and the wrong result was recorded.
+    "an argument the step does not take": lambda call: Remedy(
+        call=StepCall(step=call.step, arguments={"kee": "other"}, hints={}, attempt=1)
+    ),
+    "an argument left out": lambda call: Remedy(
+        call=StepCall(step=call.step, arguments={}, hints={}, attempt=1)
+    ),
 }
 
 
@@ -659,7 +667,7 @@ def test_a_fix_that_gives_what_the_engine_cannot_use_is_skipped_and_the_failure_
     with open_engine(db, clock, fixes=fixes) as engine:
 
         @engine.step()
-        def look_up(key: str) -> str:
+        def look_up(key: str = "default") -> str:
             raise KeyError(key)
 
         @engine.task()

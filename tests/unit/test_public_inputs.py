@@ -3,6 +3,7 @@ the call (it was a bare builtin error deep inside, a traceback, or an empty answ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ import pytest
 import onward
 from onward import Engine
 from onward.cli.main import main
-from onward.events import UsageError
+from onward.events import UsageError, open_log
+from onward.healing.fixes import FixRegistry, FixStats
 from onward.judgement.rulebook import Rulebook
-from onward.judgement.rules import Rule, RulebookError
+from onward.judgement.rules import Rule, RulebookError, verdict
 
 
 def test_fork_by_an_actor_of_undecodable_bytes_is_one_line(
@@ -151,3 +153,39 @@ def test_an_observer_class_in_place_of_one_is_refused() -> None:
 def test_a_lifecycle_name_that_is_no_str_is_refused() -> None:
     with pytest.raises(UsageError, match="no lifecycle"):
         onward.validate(["task"], "t1", "queued", "TaskClaimed")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: FixRegistry(None), "iterable of fixes"),  # type: ignore[arg-type]
+        (lambda: FixRegistry(5), "iterable of fixes"),  # type: ignore[arg-type]
+        (lambda: FixStats(attempts=None), "ints"),  # type: ignore[arg-type]
+        (lambda: FixStats(attempts=2, successes=1.5), "ints"),  # type: ignore[arg-type]
+        (lambda: Rulebook(None), "iterable of rules"),  # type: ignore[arg-type]
+        (lambda: verdict("retry", clarity=None), r"clarity must be in \[0, 1\]"),  # type: ignore[arg-type]
+    ],
+)
+def test_fixes_rulebooks_and_verdicts_of_the_wrong_types_are_refused(
+    build: Callable[[], object], error: str
+) -> None:
+    """Each gave a bare TypeError from deep inside."""
+    with pytest.raises(UsageError, match=error):
+        build()
+
+
+def test_a_log_path_with_a_lone_surrogate_is_refused(tmp_path: Path) -> None:
+    """It gave a bare UnicodeEncodeError from the file check."""
+    path = f"{tmp_path}/log\udcff.db"
+    with pytest.raises(UsageError, match="lone surrogate"):
+        Engine.open(f"sqlite:///{path}", session="s")
+    with pytest.raises(UsageError, match="lone surrogate"):
+        open_log(f"sqlite:///{path}")
+
+
+def test_an_empty_task_id_is_refused_as_empty(tmp_path: Path) -> None:
+    with (
+        Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s") as engine,
+        pytest.raises(UsageError, match="got an empty str"),
+    ):
+        engine.result("")

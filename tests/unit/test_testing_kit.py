@@ -83,6 +83,42 @@ def test_the_sqlite_engine_is_a_real_file(onward_sqlite_engine: Engine, tmp_path
     assert (tmp_path / "onward-test.db").exists()
 
 
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_durable_sleep_of_years_is_one_jump_of_the_fake_clock(
+    onward_engine: Engine, path: str
+) -> None:
+    """A run on a fake clock jumps to the timer, where it waited an hour at a time: a sleep of
+    nine years took 79,000 naps (seconds of CPU); one past ten years is refused (it could not
+    be dated), where 1e300 seconds never returned."""
+    clock = onward_engine.clock
+    assert isinstance(clock, FakeClock)
+    years = 9 * 365 * 86400.0
+
+    @onward_engine.task(name="patient")
+    def patient() -> str:
+        onward_engine.sleep(years)
+        return "woke"
+
+    @onward_engine.task(name="forever")
+    def forever() -> None:
+        onward_engine.sleep(1e300)
+
+    started = clock.now
+    task_id = onward_engine.submit(patient)
+    if path == "sync":
+        onward_engine.run()
+    else:
+        asyncio.run(onward_engine.run_async())
+    assert onward_engine.result(task_id) == "woke"
+    assert clock.now - started == pytest.approx(years)
+    assert len(clock.slept) < 5
+    refused = onward_engine.submit(forever)
+    onward_engine.run()
+    view = onward_engine.task_view(refused)
+    assert view.state == "failed"
+    assert "ten years" in view.error
+
+
 def test_a_fake_clock_only_moves_forward() -> None:
     clock = FakeClock(start=10.0)
     clock.advance(5)

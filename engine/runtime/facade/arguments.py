@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from onward.core.definitions import is_async
-from onward.core.fields import finite
+from onward.core.fields import MOST_SECONDS, finite
 from onward.events import Redactor, UsageError
 
 __all__ = [
@@ -51,6 +51,8 @@ def _shown(value: object) -> str:
     """A refused value as a message may show it."""
     if value is None or isinstance(value, bool | int | float):
         return f"{type(value).__name__} {value!r}"
+    if value == "":
+        return "an empty str"
     return f"a value of type {type(value).__name__}"
 
 
@@ -151,13 +153,16 @@ def moment(value: object, what: str) -> float | None:
 
 
 def seconds(value: object, what: str) -> float:
-    """A duration: a finite number of seconds >= 0.
+    """A duration: a number of seconds in [0, ten years] (a longer one could not be dated).
 
     Raises:
         UsageError: anything else.
     """
-    if not finite(value) or value < 0:
-        raise UsageError(f"{what} must be a finite number of seconds >= 0, got {_shown(value)}")
+    if not finite(value) or not 0 <= value <= MOST_SECONDS:
+        raise UsageError(
+            f"{what} must be a number of seconds in [0, {MOST_SECONDS}] (ten years), "
+            f"got {_shown(value)}"
+        )
     return float(value)
 
 
