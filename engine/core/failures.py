@@ -62,7 +62,12 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
     reads (and so as a replay raises it): with the recorded ``message`` (secrets redacted, a
     long one cut) where the exception's message is its one argument, as most exceptions'
     is. Its class and other attributes stay; one whose text is made otherwise (an
-    ``OSError``, a ``KeyError``, its own ``__str__``) is left as it is."""
+    ``OSError``, its own ``__str__``) is left as it is. A ``KeyError`` gets the key a replay
+    rebuilds from the record: the same where its ``repr`` is a literal; else (a date, an
+    enum member, a key cut) the recorded text, as a replay raises it."""
+    if isinstance(exc, KeyError):
+        _key_as_recorded(exc, message)
+        return
     args = exc.args
     if len(args) != 1 or type(args[0]) is not str or args[0] == message:
         return
@@ -74,6 +79,19 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
             exc.args = args
     except Exception:  # its args cannot be set (a frozen dataclass, a read-only property)
         return
+
+
+def _key_as_recorded(exc: KeyError, message: str) -> None:
+    """Give a ``KeyError`` the key a replay rebuilds from ``message``."""
+    if len(exc.args) != 1:
+        return
+    try:
+        rebuilt = _rebuilt(type(exc), message)
+    except Exception:
+        return
+    if type(rebuilt) is type(exc) and rebuilt.args != exc.args:
+        with contextlib.suppress(Exception):  # args that cannot be set: left as raised
+            exc.args = rebuilt.args
 
 
 def _resolve(error_type: str, error_class: str) -> type[Exception] | None:
@@ -100,6 +118,11 @@ def _rebuilt(cls: type[Exception], message: str) -> Exception:
         if _reads(exc) == message:
             rebuilt = exc
             break
+    if rebuilt is None and issubclass(cls, KeyError):
+        # A key whose repr is no literal (a date, an enum member), or was cut: its text is the
+        # key (the first run's exception is given the same: read_as_recorded).
+        with contextlib.suppress(Exception):
+            rebuilt = cls(message)
     if rebuilt is None:
         rebuilt = _carrier(cls)(message)
     if (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -709,9 +710,9 @@ def test_submitted_arguments_are_stored_as_values(db: str, clock: FakeClock) -> 
 def test_a_timer_further_away_than_a_sleep_can_wait_is_slept_in_naps(
     db: str, clock: FakeClock
 ) -> None:
-    """``engine.sleep(1e10)`` (or a ``recv`` timeout as long) is further away than the
-    platform's sleep can wait at once: ``run()`` sleeps in naps of at most ``TIMER_NAP`` and
-    looks again after each."""
+    """``engine.sleep(3e8)`` (or a ``recv`` timeout as long: nine years) is further away than
+    a sleep should wait at once: ``run()`` sleeps in naps of at most ``TIMER_NAP`` and looks
+    again after each (on a real clock; a virtual one jumps to the timer)."""
 
     class Enough(BaseException):
         pass
@@ -728,7 +729,7 @@ def test_a_timer_further_away_than_a_sleep_can_wait_is_slept_in_naps(
 
         @engine.task()
         def job() -> str:
-            engine.sleep(1e10)
+            engine.sleep(3e8)
             return "woke"
 
         engine.submit(job)
@@ -1002,6 +1003,10 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
                 return f.read()
 
         @engine.step()
+        def on_day() -> int:  # a key whose repr is no literal: its text, live and replayed
+            return {datetime.date(2024, 1, 2): 5}[datetime.date(2024, 1, 1)]
+
+        @engine.step()
         def move() -> None:
             os.rename(missing, missing + ".moved")  # two file names in its message
 
@@ -1030,6 +1035,11 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
                 except kind as exc:
                     caught.append(f"{type(exc).__name__} {exc} {getattr(exc, 'errno', '')}")
             try:
+                on_day()
+            except KeyError as exc:
+                key = exc.args[0]
+                caught.append(f"{type(exc) is KeyError} {type(key).__name__} {key!r} {exc}")
+            try:
                 move()
             except FileNotFoundError as exc:
                 caught.append(f"{exc} {exc.errno} {exc.strerror} {exc.filename} {exc.filename2}")
@@ -1050,6 +1060,7 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
     assert first[0] == "QuotaExceeded quota of 5 a month used "
     assert first[2] == "KeyError 'region' "
     assert first[3].endswith(" 2")  # the errno
-    assert first[4].endswith(f" 2 No such file or directory {missing} {missing}.moved")
-    assert first[5] == "OSError 36 File name too long"  # ENAMETOOLONG
-    assert classes == [f"{__name__}:QuotaExceeded", "", "", "", "", ""]
+    assert first[4] == "True str 'datetime.date(2024, 1, 1)' 'datetime.date(2024, 1, 1)'"
+    assert first[5].endswith(f" 2 No such file or directory {missing} {missing}.moved")
+    assert first[6] == "OSError 36 File name too long"  # ENAMETOOLONG
+    assert classes == [f"{__name__}:QuotaExceeded", "", "", "", "", "", ""]
