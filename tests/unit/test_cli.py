@@ -256,15 +256,15 @@ def test_show_json_and_prefix(known: Known, capsys: pytest.CaptureFixture[str]) 
 def test_show_a_time_past_the_year_9999(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A deadline or a sleep that ends after the year 9999 (accepted: a finite number of
-    seconds) shows as its seconds; ``onward show`` raised ``ValueError: year 10000 is out of
-    range`` (or an ``OverflowError``)."""
+    """A deadline that ends after the year 9999 (accepted: a finite number of seconds; a sleep
+    of more than ten years is refused) shows as its seconds; ``onward show`` raised
+    ``ValueError: year 10000 is out of range`` (or an ``OverflowError``)."""
     url = f"sqlite:///{tmp_path / 'far.db'}"
     with Engine.open(url, session="far", clock=clock, sleep=clock.advance) as engine:
 
         @engine.task(name="nap")
         def nap() -> None:
-            engine.sleep(1e12)
+            engine.sleep(3e8)
 
         late = engine.submit("nap", deadline=253_402_300_800.0)
         never = engine.submit("nap", deadline=1e300)
@@ -273,7 +273,6 @@ def test_show_a_time_past_the_year_9999(
         status, out, err = run(capsys, "show", task_id, "--db", url)
         assert (status, err) == (0, "")
         assert shown in out
-        assert "until=1.0017e+12s after 1970 (no date)" in out  # the sleep's end
 
 
 def test_show_unknown_task_exits_2(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
