@@ -378,9 +378,13 @@ _JSON_STRINGS = re.compile(b'"' + _JSON_BODY)
 # A name whose value is secret: a secret's name, and whatever comes before it (DB_PASSWORD,
 # x-api-key, $token).
 _SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
-# A name that labels a credential (SIGNING_KEY, credentials), as the labelled-credential
-# pattern reads it in a text: its value is redacted when it reads as one.
-_LABEL_MEMBER = r"[\w.$-]*?(?i:key|credential|cred)(?i:s?)"
+# A name that labels a credential (SIGNING_KEY, encryption-key, credentials), as a word of its
+# own (not cache_key, idempotency_key, monkey, sacred): its value is redacted as the
+# labelled-credential pattern redacts it in a text, when it reads as random.
+_LABEL_MEMBER = (
+    r"[\w.$-]*?(?<![A-Za-z0-9])(?i:(?:signing|encryption|master|hmac|session|client|license"
+    r"|app|account|deploy|ssh|jwt|webhook|service)[_-]?keys?|credentials?|creds?)"
+)
 # A string, or a string member whose name says its value is secret ({"password": "..."}) or
 # labels a credential ({"SIGNING_KEY": "..."}).
 _JSON_MEMBERS = re.compile(
@@ -398,6 +402,9 @@ _MEMBER_MARKER = f"[REDACTED:{_SECRET_VALUE.name}]"
 # A pair of such a key and a string not yet redacted, or a list or dict (bytes, a tuple...): a
 # document without one is left alone.
 _SECRET_PAIR = re.compile(rb'"' + _SECRET_MEMBER.encode() + rb'"\s*,\s*(?:"(?!\[REDACTED:)|[\[{])')
+# A pair of a key that labels a credential and a string not yet redacted.
+_LABEL_PAIR = re.compile(rb'"' + _LABEL_MEMBER.encode() + rb'"\s*,\s*"(?!\[REDACTED:)')
+_LABEL_KEY = re.compile(_LABEL_MEMBER)
 # A member whose name says its value is secret, and whose value is a list or a dict (bytes
 # stored as {"$bytes": ...}, a tuple, a set, a list of keys): replaced whole, as a string is.
 _SECRET_CONTAINER = re.compile(rb'"' + _SECRET_MEMBER.encode() + rb'"\s*:\s*[\[{]')
@@ -757,10 +764,11 @@ class Redactor:
             return data
         if self._member_marker is None:
             return _JSON_STRINGS.sub(self._redact_string, data)
-        if (_PAIRS_TAG in data and _SECRET_PAIR.search(data) is not None) or (
-            _SECRET_CONTAINER.search(data) is not None
-        ):
-            data = _redact_structure(data)
+        if (
+            _PAIRS_TAG in data
+            and (_SECRET_PAIR.search(data) is not None or _LABEL_PAIR.search(data) is not None)
+        ) or (_SECRET_CONTAINER.search(data) is not None):
+            data = _redact_structure(data, self._labelled)
         return _JSON_MEMBERS.sub(self._redact_member, data)
 
     def redact_json_many(self, documents: list[bytes]) -> list[bytes]:
@@ -787,15 +795,19 @@ class Redactor:
         """A member whose name labels a credential: its value is redacted as it would be
         after that name in a text (``SIGNING_KEY=...``), where it reads as random."""
         text = self._decode(match)
-        label = match.group("label").decode() + "="
-        redacted = self.redact(label + text)
-        if not redacted.startswith(label):  # the name itself changed: the value alone
-            return self._redact_string(match)
-        redacted = redacted[len(label) :]
+        redacted = self._labelled(match.group("label").decode(), text)
         if redacted == text:
             return match.group()
         whole = match.group()
         return whole[: match.start("body") - match.start() - 1] + msgspec.json.encode(redacted)
+
+    def _labelled(self, label: str, text: str) -> str:
+        """``text`` redacted as the value of ``label`` (``SIGNING_KEY=...``)."""
+        named = label + "="
+        redacted = self.redact(named + text)
+        if not redacted.startswith(named):  # the name itself changed: the value alone
+            return self.redact(text)
+        return redacted[len(named) :]
 
     def _redact_string(self, match: re.Match[bytes]) -> bytes:
         whole = match.group()
@@ -843,13 +855,14 @@ def _secret_value(value: Any) -> bool:
     return False
 
 
-def _redact_structure(data: bytes) -> bytes:
+def _redact_structure(data: bytes, labelled: Callable[[str, str], str] | None = None) -> bytes:
     """The member rule of :meth:`Redactor.redact_json` where a regex cannot apply it: in the
     dicts of a document that are stored in pairs (a key there is the first item of a pair,
     not a member name), and for values that are lists or dicts (bytes, a tuple, a set, a
-    nested config), at any depth. The document is decoded, the values replaced, and encoded
-    again (a document msgspec encoded is encoded again to the same bytes, but for the values
-    replaced).
+    nested config), at any depth; with ``labelled``, a string paired with a key that labels a
+    credential is redacted by it, as the member rule does. The document is decoded, the
+    values replaced, and encoded again (a document msgspec encoded is encoded again to the
+    same bytes, but for the values replaced).
 
     Raises:
         UsageError: ``data`` is not valid JSON.
@@ -880,14 +893,18 @@ def _redact_structure(data: bytes) -> bytes:
         if type(pairs) is not list:
             continue
         for pair in pairs:
-            if (
-                type(pair) is list
-                and len(pair) == 2
-                and type(pair[0]) is str
-                and _secret_value(pair[1])
-                and _SECRET_KEY.fullmatch(pair[0]) is not None
-            ):
+            if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+                continue
+            if _secret_value(pair[1]) and _SECRET_KEY.fullmatch(pair[0]) is not None:
                 pair[1] = _MEMBER_MARKER
+                changed = True
+            elif (
+                labelled is not None
+                and type(pair[1]) is str
+                and _LABEL_KEY.fullmatch(pair[0]) is not None
+                and (redacted := labelled(pair[0], pair[1])) != pair[1]
+            ):
+                pair[1] = redacted
                 changed = True
     return msgspec.json.encode(document) if changed else data
 

@@ -33,7 +33,7 @@ __all__ = ["exception_class", "read_as_recorded", "replayed_error"]
 _OS_ERROR = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: (.+))?", re.DOTALL)
 #: The file names of ``str(OSError(errno, strerror, filename, None, filename2))`` (a rename's,
 #: a link's): ``'a' -> 'b'``.
-_TWO_FILES = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") -> (.+)""", re.DOTALL)
+_TWO_FILES = re.compile(r"""(b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*") -> (.+)""", re.DOTALL)
 #: What ``ast.literal_eval`` raises for a text that is not a literal.
 _NOT_A_LITERAL = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
 
@@ -123,17 +123,20 @@ def _rebuilt(cls: type[Exception], message: str) -> Exception:
         # key (the first run's exception is given the same: read_as_recorded).
         with contextlib.suppress(Exception):
             rebuilt = cls(message)
-    if rebuilt is None:
-        rebuilt = _carrier(cls)(message)
     if (
-        isinstance(rebuilt, OSError)
-        and rebuilt.errno is None
+        (rebuilt is None or (isinstance(rebuilt, OSError) and rebuilt.errno is None))
+        and issubclass(cls, OSError)
         and (shown := _OS_ERROR.fullmatch(message)) is not None
     ):
         # A message cut at its limit, or whose file name a redaction changed: its errno and
-        # strerror still read (not its file name).
+        # strerror still read (not its file name), on a carrier that reads as the message
+        # (an OSError with both would read as "[Errno N] strerror" alone).
         with contextlib.suppress(Exception):
-            rebuilt.errno, rebuilt.strerror = int(shown.group(1)), shown.group(2)
+            carried = _carrier(cls)(message)
+            carried.errno, carried.strerror = int(shown.group(1)), shown.group(2)  # type: ignore[attr-defined]
+            return carried
+    if rebuilt is None:
+        rebuilt = _carrier(cls)(message)
     return rebuilt
 
 

@@ -497,7 +497,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             judge=self.judge,
             schedules=self._schedules,
             limits=self._limits,
-            others=self._runs.others,
+            last_to_stop=self._runs.last_to_stop,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class Runs:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._runs: dict[Scheduler, int] = {}
+        # The runs that have said they stop (see :meth:`last_to_stop`).
+        self._stopped: set[Scheduler] = set()
         self._closing = False
         # How the engine closes once its last run returns (a close asked for from a run).
         self._close_after: Callable[[], None] | None = None
@@ -57,16 +59,19 @@ class Runs:
             close = None
             with self._changed:
                 del self._runs[scheduler]
+                self._stopped.discard(scheduler)
                 if not self._runs:  # the last run: it closes the engine if asked to
                     close, self._close_after = self._close_after, None
                 self._changed.notify_all()
             if close is not None:
                 close()
 
-    def others(self, scheduler: Scheduler) -> int:
-        """How many runs are under way besides ``scheduler``'s."""
+    def last_to_stop(self, scheduler: Scheduler) -> bool:
+        """Note that ``scheduler``'s run stops, and say whether it is the last of the runs
+        under way to do so (of runs that stop together, exactly one is)."""
         with self._changed:
-            return sum(1 for under_way in self._runs if under_way is not scheduler)
+            self._stopped.add(scheduler)
+            return self._stopped >= self._runs.keys()
 
     def stop(self, close: Callable[[], None]) -> None:
         """Stop every run under way, then ``close``: once they have returned, or, asked from

@@ -192,8 +192,9 @@ class Scheduler:
         judge: judges actions (None: actions run as plain steps).
         schedules: the session's schedules, whose due ticks it fires (None: none).
         limits: the queue limits whose permits limited steps take (None: none).
-        others: how many other runs of the engine are under way besides a scheduler's (they
-            run as the same worker, whose stop a serving loop records only as the last).
+        last_to_stop: notes that a scheduler's run stops, and says whether it is the last of
+            the engine's runs under way to (they run as the same worker, whose stop a
+            serving loop records only as the last).
     """
 
     def __init__(
@@ -208,10 +209,10 @@ class Scheduler:
         judge: Judge | None,
         schedules: Schedules | None = None,
         limits: Limits | None = None,
-        others: Callable[[Scheduler], int] | None = None,
+        last_to_stop: Callable[[Scheduler], bool] | None = None,
     ) -> None:
         self.session = session
-        self._others = others
+        self._last_to_stop = last_to_stop
         self.schedules = schedules
         self.limits = limits
         self.registry = registry
@@ -447,7 +448,7 @@ class Scheduler:
             heartbeat.stop(
                 reason=reason() or "stopped",
                 released=self._tally["released"],
-                said=error is None and not session.closed and self._last_run(),
+                said=self._last_run() and error is None and not session.closed,
                 wait=not at_once,
             )
         except BackendError as exc:
@@ -457,10 +458,10 @@ class Scheduler:
         return self._summary(started, paused)
 
     def _last_run(self) -> bool:
-        """Whether no other run of the engine is under way: they share this worker's id, and
-        its stop (:class:`onward.events.WorkerStopped`) would let peers take over their
-        tasks at once."""
-        return self._others is None or self._others(self) == 0
+        """Whether this run, stopping, is the last of the engine's runs under way to stop:
+        they share this worker's id, and its stop (:class:`onward.events.WorkerStopped`)
+        would let peers take over their tasks at once."""
+        return self._last_to_stop is None or self._last_to_stop(self)
 
     def _paused(self) -> bool:
         view = self.session.view()
@@ -612,7 +613,7 @@ class Scheduler:
                 heartbeat.stop,
                 reason=reason() or "stopped",
                 released=self._tally["released"],
-                said=error is None and not session.closed and self._last_run(),
+                said=self._last_run() and error is None and not session.closed,
                 wait=not at_once,
             )
         except BackendError as exc:
@@ -755,21 +756,21 @@ class Scheduler:
 
         Returns:
             "pause" when the session is paused (by the error budget, here or in another
-            process: nothing starts, no schedule fires), else "".
+            process: nothing starts, no schedule fires; the boundary is crossed all the same:
+            the flow moves on, deferred interruptions are delivered), else "".
         """
         session = self.session
         session.host.catch_up()
         self._tally["missed"] += self._mark_missed()
-        if self._paused():
-            return "pause"
-        if self.schedules is not None:
+        paused = self._paused()
+        if self.schedules is not None and not paused:
             self._tally["scheduled"] += self.schedules.fire(self._began)
         if not self._tally["runs"]:
             self.degradations.restore_all()
-            return ""
+            return "pause" if paused else ""
         # A task boundary: components, flow, deferred interruptions, budget.
         verdict = self.boundary.cross()
-        if verdict.choice == "pause":
+        if paused or verdict.choice == "pause":
             return "pause"
         if verdict.choice == "slow_down" and self._claimable():
             session.sleep(verdict.delay)

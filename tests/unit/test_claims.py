@@ -445,3 +445,33 @@ def test_a_serving_loop_that_stops_beside_another_run_of_its_engine_says_nothing
             first.join(60)
         assert len(stops()) == 1
         assert engine.result(task_id) == "done"
+
+
+def test_of_runs_of_one_engine_that_stop_together_one_says_the_worker_stopped(
+    tmp_path: Path,
+) -> None:
+    """Each looked for the others before they had gone: both saw one another, and neither said
+    it (half the time)."""
+    for attempt in range(6):
+        with Engine.open(
+            f"sqlite:///{tmp_path / f'log{attempt}.db'}", session="s", healing=False
+        ) as engine:
+            stop = threading.Event()
+            serving = [
+                threading.Thread(
+                    target=engine.serve, kwargs={"stop": stop, "handle_signals": False}
+                )
+                for _ in range(2)
+            ]
+            for thread in serving:
+                thread.start()
+            deadline = time.monotonic() + 60
+            while len(engine._runs._runs) < 2:
+                assert time.monotonic() < deadline, "the runs did not start"
+                threading.Event().wait(0.01)
+            stop.set()
+            for thread in serving:
+                thread.join(60)
+            stream = worker_stream(engine._session.worker)
+            said = [r for r in engine.log.read_stream(stream) if isinstance(r.event, WorkerStopped)]
+            assert len(said) == 1, attempt

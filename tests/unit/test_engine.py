@@ -1011,6 +1011,10 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
             os.rename(missing, missing + ".moved")  # two file names in its message
 
         @engine.step()
+        def move_bytes() -> None:  # the names as bytes: b'...' -> b'...'
+            os.rename(missing.encode(), missing.encode() + b".moved")
+
+        @engine.step()
         def read_long() -> str:  # a message cut at its limit: the file name is lost, not errno
             with open("/".join([missing, *["d" * 200] * 25])) as f:
                 return f.read()
@@ -1039,10 +1043,13 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
             except KeyError as exc:
                 key = exc.args[0]
                 caught.append(f"{type(exc) is KeyError} {type(key).__name__} {key!r} {exc}")
-            try:
-                move()
-            except FileNotFoundError as exc:
-                caught.append(f"{exc} {exc.errno} {exc.strerror} {exc.filename} {exc.filename2}")
+            for moving in (move, move_bytes):
+                try:
+                    moving()
+                except FileNotFoundError as exc:
+                    caught.append(
+                        f"{exc} {exc.errno} {exc.strerror} {exc.filename!r} {exc.filename2!r}"
+                    )
             try:
                 read_long()
             except OSError as exc:
@@ -1061,6 +1068,7 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
     assert first[2] == "KeyError 'region' "
     assert first[3].endswith(" 2")  # the errno
     assert first[4] == "True str 'datetime.date(2024, 1, 1)' 'datetime.date(2024, 1, 1)'"
-    assert first[5].endswith(f" 2 No such file or directory {missing} {missing}.moved")
-    assert first[6] == "OSError 36 File name too long"  # ENAMETOOLONG
-    assert classes == [f"{__name__}:QuotaExceeded", "", "", "", "", "", ""]
+    assert first[5].endswith(f" 2 No such file or directory {missing!r} {missing + '.moved'!r}")
+    assert first[6].endswith(f"{missing.encode()!r} {missing.encode() + b'.moved'!r}")
+    assert first[7] == "OSError 36 File name too long"  # ENAMETOOLONG
+    assert classes == [f"{__name__}:QuotaExceeded", "", "", "", "", "", "", ""]

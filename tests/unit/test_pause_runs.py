@@ -170,3 +170,46 @@ def test_no_schedule_fires_while_the_session_is_paused(db: str) -> None:
         engine.resume("the test")
         summary = engine.run()
         assert (summary.scheduled, summary.succeeded, ran) == (1, 1, [HOUR + 300.0])
+
+
+def test_a_paused_serving_worker_still_crosses_its_boundaries(db: str) -> None:
+    """While paused it starts nothing, but the flow moves on and deferred interruptions are
+    delivered (they may be how a person learns of what needs them)."""
+    from onward.events import FlowStateChanged
+
+    clock = FakeClock(HOUR)
+    got: list[Any] = []
+    with Engine.open(
+        db, session="s", clock=clock, sleep=clock.advance, healing=False, on_interruption=got.append
+    ) as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 1
+
+        engine.submit(job)
+        assert engine.run().succeeded == 1
+        pause(db, clock)
+        with Engine.open(db, session="s", clock=clock, healing=False) as peer:
+            view = peer.refresh().sessions.sessions["s"]
+            state = peer.projections.flow.state("s")
+            moves = [FlowStateChanged(state="flowing", previous=state)]
+            if state != "warming":
+                moves.insert(0, FlowStateChanged(state="warming", previous=state))
+                moves[1] = FlowStateChanged(state="flowing", previous="warming")
+            peer.log.append(
+                session_stream("s"),
+                moves,
+                expected_version=view.version,
+                context=peer._session.context,  # the flow is its session's, by the envelope
+            )
+        assert engine.refresh().flow.state("s") == "flowing"
+        engine.notify("disk 91% full on the build host")  # deferred while flowing
+        assert got == []
+        clock.advance(3600.0)  # the rhythm is long gone: the flow goes idle
+        serving = engine._scheduler()
+        serving._tally["runs"] = 1  # a serving worker that has run a task since it started
+        with engine._session.lock:
+            assert serving._boundary() == "pause"
+        assert [i.summary for i in got] == ["disk 91% full on the build host"]
+        assert engine.refresh().flow.state("s") != "flowing"

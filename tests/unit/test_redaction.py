@@ -185,14 +185,20 @@ def test_json_members_named_like_secrets_are_redacted_whole() -> None:
 
 def test_json_members_that_label_a_credential_are_redacted_when_it_reads_as_one() -> None:
     """As ``SIGNING_KEY=...`` and ``credentials: ...`` in a text are: the shape of a config or
-    of ``os.environ`` handed to a step. A value that reads as a word or an id stays."""
+    of ``os.environ`` handed to a step. A name that only ends in "key" (an id's, a digest's: a
+    cache key, an idempotency key, an object key) keeps its value, random or not, and so does
+    a value that reads as a word under a credential's name."""
     token = "q8Zr2LmX9vTn4KpW7sYc3DfBx1Hg5Jk0"
+    digest = "0b997afc1232058c8bc77fe8b3692f02"
+    kept = dict.fromkeys(
+        ("key", "keys", "cache_key", "idempotency_key", "object_key", "monkey", "sacred"), digest
+    )
     data = msgspec.json.encode(
         {
             "credentials": token,
             "SIGNING_KEY": token[::-1],
-            "env": {"ENCRYPTION_KEY": token.upper(), "sort_key": "name", "monkey": "banana"},
-            "cache_key": "user:1234:profile",
+            "env": {"ENCRYPTION_KEY": token.upper(), "sort_key": "name", "session_key": "abc"},
+            "ids": kept,
             "as_text": f"credentials: {token}",
         }
     )
@@ -203,13 +209,24 @@ def test_json_members_that_label_a_credential_are_redacted_when_it_reads_as_one(
         "env": {
             "ENCRYPTION_KEY": "[REDACTED:labelled-credential]",
             "sort_key": "name",
-            "monkey": "banana",
+            "session_key": "abc",
         },
-        "cache_key": "user:1234:profile",
+        "ids": kept,
         "as_text": "credentials: [REDACTED:labelled-credential]",
     }
     assert token.upper().encode() not in stored
     assert token[::-1].encode() not in stored
+    # A dict stored in pairs (a key that is no str beside them): the same rule.
+    paired = msgspec.json.encode(
+        {"$dict": [["SIGNING_KEY", token], ["cache_key", digest], [1, "shard one"]]}
+    )
+    assert msgspec.json.decode(REDACTOR.redact_json(paired)) == {
+        "$dict": [
+            ["SIGNING_KEY", "[REDACTED:labelled-credential]"],
+            ["cache_key", digest],
+            [1, "shard one"],
+        ]
+    }
 
 
 def test_redact_json_keeps_the_bytes_around_a_secret() -> None:
