@@ -895,8 +895,12 @@ class Scheduler:
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
             if view.waiting_on:
+                # The last submitted first: subtasks end about in the order they were queued,
+                # so one still under way is met at once (from the first, a parent of N
+                # subtasks cost N looks a claim, and its run the square of N).
                 if not all(
-                    (child := tasks.view(c)) is not None and child.terminal for c in view.waiting_on
+                    (child := tasks.view(c)) is not None and child.terminal
+                    for c in reversed(view.waiting_on)
                 ):
                     continue
             elif view.waiting_until is None:

@@ -443,6 +443,38 @@ def test_subtasks_and_a_durable_wait(db: str, clock: FakeClock) -> None:
         assert len(engine.tasks()) == 5  # re-running the parent did not submit twice
 
 
+def test_a_parent_waiting_for_many_subtasks_costs_each_claim_a_few_looks(
+    clock: FakeClock,
+) -> None:
+    """Before each claim the scheduler looks whether a waiting parent's subtasks have ended:
+    it looked at every ended one first, N looks a claim, and the run of a parent of 20,000
+    subtasks took 51 s where 5,000 took 4.5 s. Counted here as looks at task views."""
+    with Engine.open("memory://", session="fan", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task()
+        def square(x: int) -> int:
+            return x * x
+
+        @engine.task()
+        def fan_out(n: int) -> int:
+            return sum(engine.wait([engine.submit(square, i) for i in range(n)]))
+
+        tasks = engine._session.host.projections.tasks
+        looks = [0]
+        view = tasks.view
+
+        def counted(task_id: str) -> Any:
+            looks[0] += 1
+            return view(task_id)
+
+        tasks.view = counted  # type: ignore[method-assign]
+        n = 600
+        task_id = engine.submit(fan_out, n)
+        engine.run()
+        assert engine.result(task_id) == sum(i * i for i in range(n))
+    assert looks[0] < 20 * n, looks  # it was about n * n / 2
+
+
 def test_progress_is_checkpointed(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
 
