@@ -378,13 +378,64 @@ _JSON_STRINGS = re.compile(b'"' + _JSON_BODY)
 # A name whose value is secret: a secret's name, and whatever comes before it (DB_PASSWORD,
 # x-api-key, $token).
 _SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
-# A name that labels a credential (SIGNING_KEY, encryption-key, credentials), as a word of its
-# own (not cache_key, idempotency_key, monkey, sacred): its value is redacted as the
-# labelled-credential pattern redacts it in a text, when it reads as random.
-_LABEL_MEMBER = (
-    r"[\w.$-]*?(?<![A-Za-z0-9])(?i:(?:signing|encryption|master|hmac|session|client|license"
-    r"|app|account|deploy|ssh|jwt|webhook|service)[_-]?keys?|credentials?|creds?)"
+# A name that may label a credential: it ends in key(s), credential(s) or cred(s); whether it
+# does is for _labels_a_credential to say (SIGNING_KEY, stripeKey, dbCredentials do; cache_key,
+# key, monkey, sacred do not). Its value is then redacted as the labelled-credential pattern
+# redacts it in a text, when it reads as random.
+_LABEL_MEMBER = r"[\w.$-]*?(?i:keys?|credentials?|creds?)"
+# The words of a name: SIGNING_KEY, jwtSigningKey, api-key, db.credentials.
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# The words before "key" that make it an id's name, not a credential's (its value may be a
+# digest or a uuid: random, and no secret).
+_ID_KEYS = frozenset(
+    [
+        "bucket",
+        "cache",
+        "composite",
+        "dedup",
+        "dedupe",
+        "entity",
+        "event",
+        "foreign",
+        "group",
+        "hash",
+        "idempotency",
+        "index",
+        "item",
+        "join",
+        "lookup",
+        "map",
+        "message",
+        "natural",
+        "object",
+        "order",
+        "partition",
+        "primary",
+        "public",
+        "record",
+        "request",
+        "row",
+        "routing",
+        "shard",
+        "sort",
+        "surrogate",
+        "unique",
+    ]
 )
+
+
+def _labels_a_credential(name: str) -> bool:
+    """Whether a member's name labels a credential: its last word is credential(s) or cred(s),
+    or key(s) after a word that is no id's (``STRIPE_KEY``, ``jwtSigningKey``; not ``key``
+    alone, ``cache_key``, ``idempotency_key``, ``monkey``)."""
+    words = [w.lower() for w in _WORDS.findall(name)]
+    if not words:
+        return False
+    if words[-1] in ("credential", "credentials", "cred", "creds"):
+        return True
+    return words[-1] in ("key", "keys") and len(words) > 1 and words[-2] not in _ID_KEYS
+
+
 # A string, or a string member whose name says its value is secret ({"password": "..."}) or
 # labels a credential ({"SIGNING_KEY": "..."}).
 _JSON_MEMBERS = re.compile(
@@ -794,8 +845,16 @@ class Redactor:
     def _redact_labelled(self, match: re.Match[bytes]) -> bytes:
         """A member whose name labels a credential: its value is redacted as it would be
         after that name in a text (``SIGNING_KEY=...``), where it reads as random."""
+        label = match.group("label").decode()
+        name = self.redact(label)  # a name is a string like any other (a token ending in key)
+        if name != label or not _labels_a_credential(label):
+            # Two strings: the name, then its value, each redacted as any string is.
+            start = match.start("body") - match.start() - 1  # the value's opening quote
+            whole = match.group()
+            named = whole[: len(label) + 2] if name == label else msgspec.json.encode(name)
+            return named + whole[len(label) + 2 : start] + self._redact_string(match)[start:]
         text = self._decode(match)
-        redacted = self._labelled(match.group("label").decode(), text)
+        redacted = self._labelled(label, text)
         if redacted == text:
             return match.group()
         whole = match.group()
@@ -902,6 +961,7 @@ def _redact_structure(data: bytes, labelled: Callable[[str, str], str] | None = 
                 labelled is not None
                 and type(pair[1]) is str
                 and _LABEL_KEY.fullmatch(pair[0]) is not None
+                and _labels_a_credential(pair[0])
                 and (redacted := labelled(pair[0], pair[1])) != pair[1]
             ):
                 pair[1] = redacted

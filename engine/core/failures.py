@@ -118,11 +118,14 @@ def _rebuilt(cls: type[Exception], message: str) -> Exception:
         if _reads(exc) == message:
             rebuilt = exc
             break
-    if rebuilt is None and issubclass(cls, KeyError):
+    if rebuilt is None and issubclass(cls, KeyError) and cls.__str__ is KeyError.__str__:
         # A key whose repr is no literal (a date, an enum member), or was cut: its text is the
-        # key (the first run's exception is given the same: read_as_recorded).
+        # key (the first run's exception is given the same: read_as_recorded). Not for a class
+        # that reads otherwise, or makes its own arguments: it is carried as its message.
         with contextlib.suppress(Exception):
-            rebuilt = cls(message)
+            made = cls(message)
+            if made.args == (message,):
+                rebuilt = made
     if (
         (rebuilt is None or (isinstance(rebuilt, OSError) and rebuilt.errno is None))
         and issubclass(cls, OSError)

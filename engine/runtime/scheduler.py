@@ -93,6 +93,8 @@ APPROVAL_POLL = 0.5
 #: The longest ``run()`` sleeps at once until a task's timer is due, before it looks again (a
 #: timer may lie further away than the platform's sleep can wait).
 TIMER_NAP = 3600.0
+#: How many waiting parents' looks at their subtasks a scheduler keeps (then it starts again).
+_SUBTASK_LOOKS_KEPT = 10_000
 #: The longest a serving worker's watch waits before it looks whether it must stop.
 WATCH_SLICE = 0.25
 #: The longest a watch whose storage is down waits before it looks again.
@@ -234,6 +236,8 @@ class Scheduler:
         self._running_lock = threading.Lock()
         self._watch: Watch | None = None  # how a run waiting in real time hears of the log
         self._rng = random.Random(session.worker)
+        # Per waiting parent: the subtasks it waits for, and where the last look stopped.
+        self._subtask_looks: dict[str, tuple[tuple[str, ...], int]] = {}
         #: Shares transactions among the appends of tasks that run at once (None: one each).
         self.committer: Committer | None = None
         #: The threads of plain steps of tasks run on an event loop (``run_async``,
@@ -794,10 +798,23 @@ class Scheduler:
         return True
 
     def _nap_limit(self) -> float:
-        """The longest a run waits for a timer before it looks again: an hour in real time; the
-        whole wait on a virtual clock (a test's fake clock, ``virtual`` True), which jumps to
-        the timer at once (by the hour, a wait of years took seconds of CPU)."""
-        return math.inf if getattr(self.session.clock, "virtual", False) is True else TIMER_NAP
+        """The longest a run waits for a timer before it looks again: an hour in real time; on
+        a virtual clock (a test's fake clock, ``virtual`` True), which jumps at once, until the
+        next moment something else is due (a schedule's tick, a deadline passing: by the hour,
+        a wait of years took seconds of CPU)."""
+        session = self.session
+        if getattr(session.clock, "virtual", False) is not True:
+            return TIMER_NAP
+        now = session.clock()
+        moments = [
+            # A deadline is missed once the clock is past it.
+            math.nextafter(v.deadline, math.inf)
+            for v in session.unfinished_tasks()
+            if v.deadline is not None and v.deadline >= now and v.state in ("queued", "waiting")
+        ]
+        if self.schedules is not None and (tick := self.schedules.next_due()) is not None:
+            moments.append(tick)
+        return max(0.0, min(moments) - now) if moments else math.inf
 
     def _idle_for(self, *, idle: bool) -> float:
         """How long a serving loop may wait for a wake-up: until the next timer, or until a
@@ -895,18 +912,34 @@ class Scheduler:
             if view.waiting_until is not None and view.waiting_until > now:
                 continue
             if view.waiting_on:
-                # The last submitted first: subtasks end about in the order they were queued,
-                # so one still under way is met at once (from the first, a parent of N
-                # subtasks cost N looks a claim, and its run the square of N).
-                if not all(
-                    (child := tasks.view(c)) is not None and child.terminal
-                    for c in reversed(view.waiting_on)
-                ):
+                if not self._subtasks_ended(view):
                     continue
             elif view.waiting_until is None:
                 continue  # waits for a human or another process
             ready.append(view)
         return min(ready, key=lambda v: v.queue_key()) if ready else None
+
+    def _subtasks_ended(self, view: TaskView) -> bool:
+        """Whether every subtask a waiting parent waits for has ended. The look starts where
+        the last one stopped, at a subtask still under way, and goes round from there: each
+        ended one is passed once (looking at them all before each claim made a parent of N
+        subtasks cost the square of N). A subtask retried since it was passed is seen on the
+        last round, which looks at them all before it says yes."""
+        tasks = self.session.host.projections.tasks
+        on = view.waiting_on
+        kept = self._subtask_looks.get(view.task_id)
+        start = kept[1] if kept is not None and kept[0] is on else 0
+        count = len(on)
+        for step in range(count):
+            at = (start + step) % count
+            child = tasks.view(on[at])
+            if child is None or not child.terminal:
+                if len(self._subtask_looks) > _SUBTASK_LOOKS_KEPT:
+                    self._subtask_looks.clear()
+                self._subtask_looks[view.task_id] = (on, at)
+                return False
+        self._subtask_looks.pop(view.task_id, None)
+        return True
 
     def _next_timer(self) -> float | None:
         """When the first wait of this session's tasks ends (None: none is on a timer); a

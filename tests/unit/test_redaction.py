@@ -202,6 +202,18 @@ def test_json_members_that_label_a_credential_are_redacted_when_it_reads_as_one(
             "as_text": f"credentials: {token}",
         }
     )
+    named = (
+        "STRIPE_KEY",
+        "jwtSigningKey",
+        "serviceAccountKey",
+        "dbCredentials",
+        "api-key",
+        "creds",
+    )
+    found = msgspec.json.decode(
+        REDACTOR.redact_json(msgspec.json.encode(dict.fromkeys(named, token)))
+    )
+    assert {name for name, value in found.items() if value == token} == set()
     stored = REDACTOR.redact_json(data)
     assert msgspec.json.decode(stored) == {
         "credentials": "[REDACTED:labelled-credential]",

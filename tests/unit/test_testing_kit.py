@@ -88,8 +88,8 @@ def test_a_durable_sleep_of_years_is_one_jump_of_the_fake_clock(
     onward_engine: Engine, path: str
 ) -> None:
     """A run on a fake clock jumps to the timer, where it waited an hour at a time: a sleep of
-    nine years took 79,000 naps (seconds of CPU); one past ten years is refused (it could not
-    be dated), where 1e300 seconds never returned."""
+    nine years took 79,000 naps (seconds of CPU); one past ten years lasts ten years (a later
+    end could not be dated), where 1e300 seconds never returned."""
     clock = onward_engine.clock
     assert isinstance(clock, FakeClock)
     years = 9 * 365 * 86400.0
@@ -100,8 +100,9 @@ def test_a_durable_sleep_of_years_is_one_jump_of_the_fake_clock(
         return "woke"
 
     @onward_engine.task(name="forever")
-    def forever() -> None:
+    def forever() -> str:
         onward_engine.sleep(1e300)
+        return "woke"
 
     started = clock.now
     task_id = onward_engine.submit(patient)
@@ -112,11 +113,45 @@ def test_a_durable_sleep_of_years_is_one_jump_of_the_fake_clock(
     assert onward_engine.result(task_id) == "woke"
     assert clock.now - started == pytest.approx(years)
     assert len(clock.slept) < 5
-    refused = onward_engine.submit(forever)
+    started = clock.now
+    task_id = onward_engine.submit(forever)
     onward_engine.run()
-    view = onward_engine.task_view(refused)
-    assert view.state == "failed"
-    assert "ten years" in view.error
+    assert onward_engine.result(task_id) == "woke"
+    assert clock.now - started == pytest.approx(10 * 366 * 86400)
+
+
+def test_a_jump_of_the_fake_clock_stops_at_schedule_ticks_and_deadlines(tmp_path: Path) -> None:
+    """Jumping to a timer a day away, a run on a fake clock fired an hourly schedule once (not
+    24 times) and saw a subtask's deadline of two hours missed after a day."""
+    hour = 1_700_000_000.0 - 1_700_000_000.0 % 3600
+    clock = FakeClock(start=hour + 60)
+    runs: list[float] = []
+    with open_engine(f"sqlite:///{tmp_path / 'jump.db'}", clock=clock) as engine:
+
+        @engine.task(schedule="0 * * * *")
+        def hourly() -> None:
+            runs.append(clock.now)
+
+        @engine.task()
+        def slow() -> str:
+            engine.sleep(24 * 3600.0)
+            return "done"
+
+        @engine.task()
+        def waiter() -> str:
+            child = engine.submit(slow, deadline=clock.now + 2 * 3600.0)
+            try:
+                engine.wait([child])
+            except Exception as failure:  # the subtask missed its deadline
+                return f"{type(failure).__name__} after {(clock.now - hour) / 3600:.1f} h"
+            return "in time"
+
+        task_id = engine.submit(waiter)
+        sleeper = engine.submit(slow)  # keeps the run going for a day
+        engine.run()
+        assert engine.result(task_id).endswith("after 2.0 h")
+        assert engine.result(sleeper) == "done"
+        assert len(runs) == 24
 
 
 def test_a_fake_clock_only_moves_forward() -> None:

@@ -153,17 +153,15 @@ def moment(value: object, what: str) -> float | None:
 
 
 def seconds(value: object, what: str) -> float:
-    """A duration: a number of seconds in [0, ten years] (a longer one could not be dated).
+    """A duration: a finite number of seconds >= 0; one over ten years is ten years (a later
+    end could not be dated; ``timeout=10**9`` stands for "for ever").
 
     Raises:
         UsageError: anything else.
     """
-    if not finite(value) or not 0 <= value <= MOST_SECONDS:
-        raise UsageError(
-            f"{what} must be a number of seconds in [0, {MOST_SECONDS}] (ten years), "
-            f"got {_shown(value)}"
-        )
-    return float(value)
+    if not finite(value) or value < 0:
+        raise UsageError(f"{what} must be a finite number of seconds >= 0, got {_shown(value)}")
+    return float(min(value, MOST_SECONDS))
 
 
 def fraction(value: object, what: str) -> float:
