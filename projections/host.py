@@ -313,7 +313,7 @@ class Projections:
         limit = self.limits.limits.get(waiting.limit)
         view = self.tasks.view(task_id)
         if limit is not None and view is not None and limit.returned_at > waiting.limit_after:
-            view.waiting_until = time
+            self.tasks.ready_at(view, time)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable picture of every projection (for tests and the CLI)."""

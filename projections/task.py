@@ -275,6 +275,18 @@ class TaskProjection:
         self._heap_index: dict[str, list[tuple[int, float, int, str]]] | None = None
         self._deadlines: list[tuple[float, str]] = []
         self.waiting: set[str] = set()
+        # The waiting tasks, indexed so that a claim looks only at those that may be ready
+        # now, never at every task parked on a message or a human's answer. Each index may
+        # hold stale entries, skipped (and dropped) where the view no longer matches.
+        self._waiting_in: dict[str, set[str]] = {}  # per session
+        self._timers: dict[str, list[tuple[float, str]]] = {}  # per session: (until, id) heaps
+        self._due: dict[str, set[str]] = {}  # per session: timers passed, not yet claimed
+        self._parents: dict[str, set[str]] = {}  # per session: waiting for subtasks
+        self._for_limit: dict[str, set[str]] = {}  # waiting for a permit of a limit
+        self._for_breaker: dict[str, set[str]] = {}  # waiting for a breaker to close
+        # Timers and due tasks are also read by an idle worker's look at its next timer,
+        # outside the session's lock: their changes take this one.
+        self._timing = threading.RLock()
         #: Tasks no worker had a function for, waiting for one that has.
         self.unregistered: set[str] = set()
         self._strings: dict[str, str] = {}
@@ -436,8 +448,8 @@ class TaskProjection:
             if state == "waiting":
                 self.waiting.add(task_id)
             else:
-                if self.waiting:
-                    self.waiting.discard(task_id)
+                if self.waiting and task_id in self.waiting:
+                    self._stops_waiting(view)
                 view.waiting_topic = view.waiting_limit = view.waiting_breaker = ""
             if state == "unregistered":
                 self.unregistered.add(task_id)
@@ -454,22 +466,184 @@ class TaskProjection:
         and is not ready yet (one per permit, so that a freed permit does not wake a crowd)."""
         asleep = [
             view
-            for task_id in self.waiting
-            if (view := self.views[task_id]).waiting_limit == limit
-            and (view.waiting_until is None or view.waiting_until > time)
+            for view in self._still_waiting(
+                self._for_limit.get(limit, set()), "waiting_limit", limit
+            )
+            if view.waiting_until is None or view.waiting_until > time
         ]
         if asleep:
-            min(asleep, key=lambda v: v.queue_key()).waiting_until = time
+            self.ready_at(min(asleep, key=lambda v: v.queue_key()), time)
 
     def wake_breaker(self, dependency: str, time: float) -> None:
         """A breaker closed (its trial call succeeded): every task that waits on it is ready
         now, before the end of the cool-down it was given."""
-        for task_id in self.waiting:
-            view = self.views[task_id]
-            if view.waiting_breaker == dependency and (
-                view.waiting_until is None or view.waiting_until > time
+        waiting = self._for_breaker.get(dependency, set())
+        for view in self._still_waiting(waiting, "waiting_breaker", dependency):
+            if view.waiting_until is None or view.waiting_until > time:
+                self.ready_at(view, time)
+
+    def ready_at(self, view: TaskView, time: float) -> None:
+        """End a waiting task's wait at ``time`` (a message, an answer, a permit or a closed
+        breaker came for it): it is ready once the clock is there."""
+        view.waiting_until = time
+        if view.state == "waiting":
+            self._timer(view)
+
+    def ready_waiting(
+        self, session: str, now: float, ended: Callable[[TaskView], bool]
+    ) -> TaskView | None:
+        """The most urgent waiting task of a session that may run at ``now``: its timer has
+        passed (a retry's back-off, a durable sleep, a message, an answer, a permit or a
+        closed breaker ended its wait), or it waits for subtasks and ``ended`` says they have
+        all ended (asked only of a task that would come first). A task holding events of a
+        newer onward never. Looks only at the tasks whose timers passed and at those waiting
+        for subtasks: a task parked on a message or an answer costs nothing."""
+        best: TaskView | None = None
+        for view in self._due_views(session, now):
+            if not view.waiting_on and (best is None or view.queue_key() < best.queue_key()):
+                best = view
+        parents = self._parents.get(session) or set()
+        for task_id in list(parents):
+            parent = self.views.get(task_id)
+            if parent is None or parent.state != "waiting" or not parent.waiting_on:
+                parents.discard(task_id)
+                continue
+            until = parent.waiting_until
+            if parent.unknown_events or (until is not None and until > now):
+                continue
+            if (best is None or parent.queue_key() < best.queue_key()) and ended(parent):
+                best = parent
+        return best
+
+    def next_timer(self, session: str) -> float | None:
+        """When the first wait of a session's tasks on a timer ends (None: none is on a timer;
+        it may have passed); a task holding events of a newer onward is never resumed here,
+        and its timer is not counted."""
+        with self._timing:
+            return self._next_timer(session)
+
+    def _next_timer(self, session: str) -> float | None:
+        first: float | None = None
+        for task_id in self._due.get(session, ()):
+            view = self.views.get(task_id)
+            if view is not None and view.state == "waiting" and not view.unknown_events:
+                until = view.waiting_until
+                if until is not None and (first is None or until < first):
+                    first = until
+        heap = self._timers.get(session)
+        while heap:
+            key, task_id = heap[0]
+            view = self.views.get(task_id)
+            if (
+                view is not None
+                and view.state == "waiting"
+                and not view.unknown_events
+                and view.waiting_until is not None
+                and _timer_key(view.waiting_until) == key
             ):
-                view.waiting_until = time
+                until = view.waiting_until
+                return until if first is None or until < first else first
+            heapq.heappop(heap)  # stale: the wait ended, or another replaced it
+        return first
+
+    def waits_in(self, session: str) -> bool:
+        """Whether any task of ``session`` is waiting."""
+        return bool(self._waiting_in.get(session))
+
+    def _due_views(self, session: str, now: float) -> list[TaskView]:
+        """The waiting tasks of a session whose timers have passed at ``now`` (none holding
+        events of a newer onward), moved from its timers as they come due."""
+        with self._timing:
+            return self._due_now(session, now)
+
+    def _due_now(self, session: str, now: float) -> list[TaskView]:
+        due = self._due.setdefault(session, set())
+        heap = self._timers.get(session)
+        while heap and heap[0][0] <= now:
+            due.add(heapq.heappop(heap)[1])
+        found: list[TaskView] = []
+        for task_id in list(due):
+            view = self.views.get(task_id)
+            if view is None or view.state != "waiting" or view.waiting_until is None:
+                due.discard(task_id)
+            elif view.waiting_until > now:  # a later wait, or a clock set back: a timer again
+                due.discard(task_id)
+                self._timer(view)
+            elif not view.unknown_events:
+                found.append(view)
+        return found
+
+    def _still_waiting(self, ids: set[str], attribute: str, value: str) -> list[TaskView]:
+        """The views of ``ids`` that still wait with ``attribute`` at ``value``; the others
+        leave ``ids``."""
+        found: list[TaskView] = []
+        for task_id in list(ids):
+            view = self.views.get(task_id)
+            if view is None or view.state != "waiting" or getattr(view, attribute) != value:
+                ids.discard(task_id)
+            else:
+                found.append(view)
+        return found
+
+    def _waits(self, view: TaskView) -> None:
+        """Index a task that began to wait, by what ends its wait."""
+        task_id, session = view.task_id, view.session
+        self.waiting.add(task_id)
+        self._waiting_in.setdefault(session, set()).add(task_id)
+        if view.waiting_on:
+            self._parents.setdefault(session, set()).add(task_id)
+        if view.waiting_limit:
+            self._for_limit.setdefault(view.waiting_limit, set()).add(task_id)
+        if view.waiting_breaker:
+            self._for_breaker.setdefault(view.waiting_breaker, set()).add(task_id)
+        if view.waiting_until is not None:
+            self._timer(view)
+
+    def _stops_waiting(self, view: TaskView) -> None:
+        """Take a task that no longer waits out of the indexes that name it (its timer and
+        due entries are dropped when next looked at)."""
+        task_id = view.task_id
+        self.waiting.discard(task_id)
+        for index, key in (
+            (self._waiting_in, view.session),
+            (self._parents, view.session),
+            (self._for_limit, view.waiting_limit),
+            (self._for_breaker, view.waiting_breaker),
+        ):
+            ids = index.get(key)
+            if ids is not None:
+                ids.discard(task_id)
+                if not ids:
+                    del index[key]
+        if view.session not in self._waiting_in:  # none of its tasks waits: nor do its timers
+            with self._timing:
+                self._timers.pop(view.session, None)
+                self._due.pop(view.session, None)
+
+    def _timer(self, view: TaskView) -> None:
+        """Put a waiting task's timer (not None) on its session's timers; past a few stale
+        entries for each live one, they are built again from the views."""
+        assert view.waiting_until is not None
+        session = view.session
+        with self._timing:
+            heap = self._timers.get(session)
+            if heap is None:
+                heap = self._timers[session] = []
+            heapq.heappush(heap, (_timer_key(view.waiting_until), view.task_id))
+            if len(heap) > 64 + 4 * len(self._waiting_in.get(session, ())):
+                self._timers[session] = self._timers_of(self._waiting_in.get(session, ()))
+
+    def _timers_of(self, ids: Iterable[str]) -> list[tuple[float, str]]:
+        """A heap of the timers of the waiting tasks among ``ids``."""
+        heap = [
+            (_timer_key(view.waiting_until), task_id)
+            for task_id in ids
+            if (view := self.views.get(task_id)) is not None
+            and view.state == "waiting"
+            and view.waiting_until is not None
+        ]
+        heapq.heapify(heap)
+        return heap
 
     def apply_inbox(self, r: Recorded) -> None:
         """Fold a message sent to a task (its inbox stream ``inbox-<id>``): a task waiting for
@@ -480,7 +654,7 @@ class TaskProjection:
         view.inbox_version = r.version
         topic = getattr(r.event, "topic", "")
         if view.state == "waiting" and view.waiting_topic and view.waiting_topic == topic:
-            view.waiting_until = r.meta.time
+            self.ready_at(view, r.meta.time)
 
     def damage(self, task_id: str, damage: StreamDamage, session: str = "") -> None:
         """Mark a task whose history cannot be trusted from one of its records on: it leaves
@@ -506,10 +680,11 @@ class TaskProjection:
                 order=damage.position,
             )
             self.views[task_id] = view
+        if task_id in self.waiting:
+            self._stops_waiting(view)
         view.state = DAMAGED_STATE
         self._active[task_id] = view
         view.damage = str(damage)
-        self.waiting.discard(task_id)
 
     def _intern(self, text: str) -> str:
         """One copy of each session and task name, however many tasks share it."""
@@ -695,7 +870,13 @@ class TaskProjection:
         self._active = {k: v for k, v in views.items() if v.state not in terminal}
         self._finished = list(finished)
         self._loaded_finished = bool(self._finished)
-        self.waiting = {v.task_id for v in views.values() if v.state == "waiting"}
+        self.waiting = set()
+        self._waiting_in, self._parents, self._due = {}, {}, {}
+        self._for_limit, self._for_breaker = {}, {}
+        for view in views.values():
+            if view.state == "waiting":
+                self._waits(view)
+        self._timers = {s: self._timers_of(ids) for s, ids in self._waiting_in.items()}
         self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._heap_index = None  # built on first use: loading stays proportional to decoding
         self._deadlines = [
@@ -745,6 +926,7 @@ def _waiting(tasks: TaskProjection, view: TaskView, event: TaskWaiting, r: Recor
     view.waiting_breaker = event.breaker
     if event.topic and view.inbox_version > event.inbox_after:
         view.waiting_until = r.meta.time  # a message came while it began to wait
+    tasks._waits(view)
 
 
 def _retried(tasks: TaskProjection, view: TaskView, event: TaskRetried, r: Recorded) -> None:
@@ -765,7 +947,7 @@ def _reprioritised(
 def _answered(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:
     if view.state == "waiting" and not view.waiting_on:
         # The human answered: the wait ends now, and the task runs again to act on it.
-        view.waiting_until = r.meta.time
+        tasks.ready_at(view, r.meta.time)
 
 
 def _failed(tasks: TaskProjection, view: TaskView, event: TaskFailed, r: Recorded) -> None:
@@ -819,6 +1001,12 @@ def _kind_of(kind: type[Any]) -> tuple[str, _FollowUp | None]:
         follow_up = next((f for types, f in _FOLLOW_UPS if issubclass(kind, types)), None)
     _KINDS[kind] = (tag, follow_up)
     return tag, follow_up
+
+
+def _timer_key(until: float) -> float:
+    """Where a timer goes among the others: at its moment, a NaN (read from a damaged log)
+    first, as the moment it would be compared with always finds it passed."""
+    return -math.inf if math.isnan(until) else until
 
 
 _RESUMABLE = frozenset({"queued", "running", "waiting"})

@@ -325,12 +325,17 @@ class Scheduler:
                     continue
                 if max_runs is not None and tally["runs"] >= max_runs:
                     break
-                due = self._next_timer()
+                with self.session.lock:
+                    # Read at one point of the log, the open requests first: an answer folded
+                    # meanwhile (another thread's catch-up) leaves none open and its task
+                    # ready, never neither.
+                    asking = bool(await_approvals) and self._awaiting_approval()
+                    due, claimable = self._next_timer(), self._claimable()
                 if due is None:
-                    if self._claimable():
+                    if claimable:
                         continue
                     now = self.session.clock()
-                    if await_approvals and self._awaiting_approval():
+                    if asking:
                         # Only humans can move the session on: look for their answers (an
                         # approval from another process lands in the log) until patience ends.
                         if patience_until is None:
@@ -538,6 +543,9 @@ class Scheduler:
                     self._count(task.result())
         finally:
             if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
+                # (one whose code goes on past its cancellation starts no step: it is handed
+                # back at the next, as on a stopping worker)
+                self.stopping.set()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -902,22 +910,10 @@ class Scheduler:
         session.host.catch_up()
 
     def _ready_waiting(self) -> TaskView | None:
+        """The most urgent of this session's waiting tasks that may run now (one waiting for
+        a human or another process without a timer is not)."""
         tasks = self.session.host.projections.tasks
-        now = self.session.clock()
-        ready: list[TaskView] = []
-        for task_id in tasks.waiting:
-            view = tasks.views[task_id]  # a waiting task is not a finished one
-            if view.session != self.session.name or view.unknown_events:
-                continue
-            if view.waiting_until is not None and view.waiting_until > now:
-                continue
-            if view.waiting_on:
-                if not self._subtasks_ended(view):
-                    continue
-            elif view.waiting_until is None:
-                continue  # waits for a human or another process
-            ready.append(view)
-        return min(ready, key=lambda v: v.queue_key()) if ready else None
+        return tasks.ready_waiting(self.session.name, self.session.clock(), self._subtasks_ended)
 
     def _subtasks_ended(self, view: TaskView) -> bool:
         """Whether every subtask a waiting parent waits for has ended. The look starts where
@@ -945,15 +941,7 @@ class Scheduler:
         """When the first wait of this session's tasks ends (None: none is on a timer); a
         task holding events of a newer onward is never resumed here, and its timer is not
         waited for."""
-        tasks = self.session.host.projections.tasks
-        timers = [
-            v.waiting_until
-            for t in tasks.waiting
-            if (v := tasks.views[t]).session == self.session.name
-            and v.waiting_until is not None
-            and not v.unknown_events
-        ]
-        return min(timers) if timers else None
+        return self.session.host.projections.tasks.next_timer(self.session.name)
 
     def _claim_next(self) -> Claimed | None:
         """Claim a most urgent runnable task whose history reads back intact: an append at its
@@ -1346,6 +1334,10 @@ class Scheduler:
             run.observed = notify(observer, "task_started", start)
         if self.stopping.is_set():
             return self._release(run)
+        if self._paused():
+            # Paused by another process as this one claimed: the pause came first in the log
+            # (the claim's commit was followed by a catch-up), so the task does not start.
+            return self._release(run, "the session was paused")
         try:
             definition: TaskDef = self.registry.task(submitted.name)
         except UsageError:  # its function went away since the claim: let a worker that has it
@@ -1471,9 +1463,7 @@ class Scheduler:
         ``task_completed``), recorded with the task's success."""
         tasks = self.session.projections.tasks
         session = self.session.name
-        queued = tasks.next_queued(session) is not None or any(
-            tasks.views[t].session == session for t in tasks.waiting
-        )
+        queued = tasks.next_queued(session) is not None or tasks.waits_in(session)
         facts = {"task": view.name, "parent": view.parent or "", "queued": int(queued)}
         verdict = self.rulebook.decide("task_completed", facts)
         if verdict is None:

@@ -213,3 +213,39 @@ def test_a_paused_serving_worker_still_crosses_its_boundaries(db: str) -> None:
             assert serving._boundary() == "pause"
         assert [i.summary for i in got] == ["disk 91% full on the build host"]
         assert engine.refresh().flow.state("s") != "flowing"
+
+
+def test_a_pause_committed_between_a_workers_look_and_its_claim_starts_nothing(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer paused the session after this worker's look at it and before its claim: the
+    pause comes first in the log, so the task is handed back without its body running."""
+    from onward.runtime.scheduler import Scheduler
+
+    ran: list[int] = []
+    paused: list[bool] = []
+    claim_next = Scheduler._claim_next
+
+    def paused_meanwhile(self: Scheduler) -> Any:
+        if not paused:
+            pause(db)
+            paused.append(True)
+        return claim_next(self)
+
+    monkeypatch.setattr(Scheduler, "_claim_next", paused_meanwhile)
+    with Engine.open(db, session="s", healing=False) as engine:
+
+        @engine.task(name="job")
+        def job(x: int) -> int:
+            ran.append(x)
+            return x
+
+        task_id = engine.submit(job, 1)
+        summary = engine.run()
+        assert ran == []
+        assert summary.succeeded == 0
+        kinds = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
+        assert kinds == ["TaskSubmitted", "TaskClaimed", "TaskReleased"]
+        engine.resume("the test")
+        assert engine.run().succeeded == 1
+        assert ran == [1]
