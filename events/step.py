@@ -113,6 +113,9 @@ class StepFailed(Event, frozen=True, kw_only=True):
         error_class: the exception's class as ``module:qualname`` when it is not a builtin
             ("" for a builtin, and in records written before it was kept): a replay raises
             the same class again when its module is imported.
+        literal: True when the exception's one argument was no string but the Python literal
+            its message spells (``ValueError(404)``, ``StopIteration(5)``): a replay passes
+            that value again, not its text (False: the message, in records written before).
     """
 
     family: ClassVar[str] = "step"
@@ -127,3 +130,4 @@ class StepFailed(Event, frozen=True, kw_only=True):
     final: bool = True
     dependency: str = ""
     error_class: str = ""
+    literal: bool = False

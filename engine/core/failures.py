@@ -46,15 +46,44 @@ def exception_class(exc: BaseException) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def replayed_error(error_type: str, error_class: str, message: str) -> Exception:
-    """The exception a recorded step failure is raised as on replay (see the module)."""
+def replayed_error(
+    error_type: str, error_class: str, message: str, *, literal: bool = False
+) -> Exception:
+    """The exception a recorded step failure is raised as on replay (see the module);
+    ``literal``: its one argument is the Python literal ``message`` spells
+    (:func:`literal_argument`)."""
     cls = _resolve(error_type, error_class)
     if cls is None:
         return StepFailedError(error_type, message)
+    if literal:
+        with contextlib.suppress(Exception):
+            again = cls(ast.literal_eval(message))
+            if _reads(again) == message:
+                return again
     try:
         return _rebuilt(cls, message)
     except Exception:  # a class that cannot be rebuilt in any way: its name and message
         return StepFailedError(error_type, message)
+
+
+def literal_argument(exc: BaseException, message: str) -> bool:
+    """Whether a failure's one argument is no string but the Python literal its recorded
+    ``message`` spells, of the same type (``ValueError(404)``, ``StopIteration(5)``,
+    ``LookupError((1, 2))``): a replay then passes that value again, and the task sees an
+    ``int`` where it saw one (not its text)."""
+    args = exc.args
+    if len(args) != 1 or isinstance(args[0], str) or isinstance(exc, KeyError):
+        return False  # a KeyError's message is its key's repr already
+    if _reads(exc) != message:
+        return False  # cut, redacted, or made otherwise than from its argument
+    try:
+        read = ast.literal_eval(message)
+    except _NOT_A_LITERAL:
+        return False
+    try:
+        return type(read) is type(args[0]) and bool(read == args[0])
+    except Exception:  # an argument whose comparison raises
+        return False
 
 
 def read_as_recorded(exc: BaseException, message: str) -> None:

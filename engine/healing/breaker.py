@@ -118,13 +118,17 @@ class Breakers:
         self._projections = projections
         self.clock = clock
 
-    def before_call(self, run: RunningTask, step: StepDef, index: int) -> Batch | None:
+    def before_call(
+        self, run: RunningTask, step: StepDef, index: int, *, opened: bool = False
+    ) -> Batch | None:
         """Check the step's breaker: None to call it, or the wait to record (the decision and
         the task's ``TaskWaiting``; the caller records it once the task's other steps under
         way have recorded their outcomes).
 
         An open breaker whose cool-down has passed turns half-open here, and this call is its
-        trial.
+        trial. A closed breaker whose folded failures reach its thresholds (calls that failed
+        at once each decided on a count without the others) opens here, and the call waits
+        (``opened``: it was just opened here, not again).
         """
         dependency = step.breaker
         if not dependency:
@@ -139,6 +143,12 @@ class Breakers:
             if until is None:
                 return None
             return self._wait(run, step, index, view, until)
+        if view.state == "closed" and not opened and self._past_threshold(view):
+            # Calls that failed at once (other tasks, other workers) each decided on a count
+            # without the others: the failures folded since show the breaker should be open.
+            # It opens now, before this call, and the call waits for the cool-down.
+            self._open_late(run, view, version)
+            return self.before_call(run, step, index, opened=True)
         if view.state in _LETS_CALLS_THROUGH:
             return None
         if now < view.cooldown_until:
@@ -170,6 +180,69 @@ class Breakers:
         if view.state != "half_open" or view.trial_task == run.task_id:
             return None
         return self.before_call(run, step, index)
+
+    def _past_threshold(self, view: BreakerView) -> bool:
+        """Whether the failures folded into a closed breaker's view are enough to open it (a
+        breaker holding events of a newer onward is not judged)."""
+        if view.unknown_events:
+            return False
+        policy = self.policy
+        recent = view.recent[-policy.window :]
+        return view.consecutive_failures >= policy.failures or (
+            len(recent) >= policy.min_calls
+            and recent.count(False) / len(recent) >= policy.failure_rate
+        )
+
+    def _open_late(self, run: RunningTask, view: BreakerView, version: int) -> None:
+        """Open a closed breaker past its threshold at a call (see :meth:`before_call`): the
+        decision goes to the task's stream, the transition to the breaker's at ``version``
+        (refused, and dropped, when another task moved the breaker first)."""
+        policy = self.policy
+        recent = view.recent[-policy.window :]
+        rate = recent.count(False) / len(recent) if recent else 0.0
+        until = self.clock() + policy.cooldown
+        batch = run.new_batch()
+        decision_id = batch.add(
+            DecisionMade(
+                kind="breaker",
+                subject=run.task_id,
+                choice="open",
+                inputs={
+                    "dependency": view.dependency,
+                    "state": view.state,
+                    "consecutive_failures": view.consecutive_failures,
+                    "failure_rate": round(rate, 3),
+                    "threshold_failures": policy.failures,
+                    "threshold_rate": policy.failure_rate,
+                    "cooldown": policy.cooldown,
+                    "late": "failures that ended at once, none seeing the others",
+                },
+                alternatives=["stay closed"],
+                thresholds={
+                    "failures": float(policy.failures),
+                    "failure_rate": policy.failure_rate,
+                    "cooldown": policy.cooldown,
+                },
+            )
+        )
+        batch.also.append(
+            Append(
+                stream=breaker_stream(view.dependency),
+                events=[
+                    BreakerOpened(
+                        dependency=view.dependency,
+                        consecutive_failures=view.consecutive_failures,
+                        failure_rate=rate,
+                        cooldown_until=until,
+                    )
+                ],
+                expected_version=version,
+                context=run.context,
+                causes=[decision_id],
+            )
+        )
+        run.commit(batch)
+        self._projections(True)
 
     def _trial_under_way(self, run: RunningTask, view: BreakerView, now: float) -> float | None:
         """Until when a call to a half-open breaker waits for another task's trial call to

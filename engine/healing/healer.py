@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
-from onward.core.failures import exception_class, replayed_error
+from onward.core.failures import exception_class, literal_argument, replayed_error
 from onward.core.fields import MOST_SECONDS, seconds, shown
 from onward.core.run import MustWait, RunningTask, error_message
 from onward.events import (
@@ -175,6 +176,10 @@ class Healer:
         self.rng = random.Random(seed)
         self._projections = projections
         self.clock = clock
+        # Failures are decided one at a time in a process, each on the log as the ones before
+        # left it: calls failing at once would otherwise each spend the retry budget, and count
+        # a breaker's failures, without the others.
+        self._deciding = threading.Lock()
 
     def before_call(self, run: RunningTask, step: StepDef, index: int) -> Batch | None:
         """Check the step's breaker: None to call it, or the wait to record (see
@@ -219,7 +224,9 @@ class Healer:
         if attempted.fix not in self.fixes:
             return None
         fix = self.fixes.get(attempted.fix)
-        error = replayed_error(failed.error_type, failed.error_class, failed.message)
+        error = replayed_error(
+            failed.error_type, failed.error_class, failed.message, literal=failed.literal
+        )
         call = bind_call(step, args, kwargs, failed.attempt)
         try:
             remedy = fix.apply(error, call) if fix.matches(error, call) else None
@@ -269,7 +276,27 @@ class Healer:
     ) -> Outcome:
         """Decide what to do about a failed call, and record it (one atomic append): the
         failure and the error observed, the fix in flight that failed, the breaker's move, and
-        the decision with its consequences."""
+        the decision with its consequences.
+
+        The failures of one process are decided one after the other, each on the log caught
+        up with those before it (the retry budget and the breakers count them all; across
+        worker processes a breaker past its thresholds opens at its next call, see
+        :meth:`onward.healing.breaker.Breakers.before_call`)."""
+        with self._deciding:
+            return self._decide(run, step, index, attempt, call, exc, fix_in_flight, fix_signature)
+
+    def _decide(
+        self,
+        run: RunningTask,
+        step: StepDef,
+        index: int,
+        attempt: int,
+        call: StepCall,
+        exc: Exception,
+        fix_in_flight: str,
+        fix_signature: str,
+    ) -> Outcome:
+        """:meth:`on_failure`, under its lock."""
         failure = self._assess(run, step, index, attempt, exc, fix_in_flight)
         if failure.rule_error is None:
             remedy, fix, candidates, again = self._choose_fix(failure, call, fix_in_flight)
@@ -396,18 +423,20 @@ class Healer:
     def _record_failure(batch: Batch, failure: _Failure, *, final: bool) -> tuple[str, str]:
         """The step's failure, the error observed and, the first time, its classification."""
         signature, sig = failure.signature, failure.sig
+        message = error_message(failure.exc, failure.run.redact)
         failed_id = batch.add(
             StepFailed(
                 index=failure.index,
                 name=failure.step.name,
                 attempt=failure.attempt,
                 error_type=signature.error_type,
-                message=error_message(failure.exc, failure.run.redact),
+                message=message,
                 signature=sig,
                 transient=failure.transient,
                 final=final,
                 dependency=failure.step.breaker,
                 error_class=exception_class(failure.exc),
+                literal=literal_argument(failure.exc, message),
             ),
         )
         observed_id = batch.add(

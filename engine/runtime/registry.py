@@ -43,9 +43,9 @@ class Registry:
         submitted under one of ``aliases`` (its former names) run it too.
 
         Raises:
-            UsageError: an alias that is the task's own name, or an empty one, or a function
+            UsageError: an alias that is the task's own name, or an empty one, a function
                 whose parameters Python cannot tell (submitted arguments are checked against
-                them).
+                them), or a generator function (a task returns one value).
         """
         try:
             signature = inspect.signature(fn)
@@ -54,6 +54,12 @@ class Registry:
                 f"{default_name(fn)} cannot be a task: its parameters cannot be read ({exc}); "
                 "register a function that calls it"
             ) from None
+        target = call_target(fn)
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            raise UsageError(
+                f"{name or default_name(fn)} is a generator: a task returns one value "
+                "(return a list)"
+            )
         hints = type_hints(fn)
         definition = TaskDef(
             name=name or default_name(fn),

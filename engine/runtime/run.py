@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar, Token
@@ -38,7 +39,12 @@ from onward.core.errors import (
     StepInterrupted,
     StepMismatch,
 )
-from onward.core.failures import exception_class, read_as_recorded, replayed_error
+from onward.core.failures import (
+    exception_class,
+    literal_argument,
+    read_as_recorded,
+    replayed_error,
+)
 from onward.core.run import LeaseLost, MustWait, StorageLost, Suspended, error_message
 from onward.events import (
     Append,
@@ -181,6 +187,25 @@ def running_task(what: str) -> TaskRun | None:
     )
 
 
+#: Each event loop's turns for the healer's decisions (see :class:`Deciding`).
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _in_turn(call: Coroutine[Any, Any, T]) -> T:
+    """Await ``call`` in its turn among the decisions of this event loop's tasks."""
+    loop = asyncio.get_running_loop()
+    turn = _TURNS.get(loop)
+    if turn is None:
+        turn = _TURNS[loop] = asyncio.Lock()
+    try:
+        async with turn:
+            return await call
+    finally:
+        call.close()  # never started when the wait for the turn was cancelled
+
+
 def _delegated(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` as a call the engine carries out for a task (in a copied context)."""
     _DELEGATED.set(True)
@@ -274,6 +299,14 @@ class Blocking:
     def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         self.fn = fn
         self.args = args
+
+
+class Deciding(Blocking):
+    """The healer's decision on a failure: on the asynchronous path, the decisions of one
+    event loop's tasks take turns there before each goes to a worker thread, so that failures
+    waiting for their turn (the healer decides one at a time) hold none of those threads."""
+
+    __slots__ = ()
 
 
 class Publishing(Blocking):
@@ -796,6 +829,7 @@ class Replayed(msgspec.Struct, frozen=True):
     error_type: str = ""
     message: str = ""
     error_class: str = ""
+    literal: bool = False
 
 
 def _version(record: Recorded) -> int:
@@ -974,7 +1008,13 @@ class TaskRun:
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
             elif isinstance(event, StepFailed):
                 self.outcomes[event.index] = Replayed(
-                    event.name, False, None, event.error_type, event.message, event.error_class
+                    event.name,
+                    False,
+                    None,
+                    event.error_type,
+                    event.message,
+                    event.error_class,
+                    event.literal,
                 )
             elif isinstance(event, MessageReceived):
                 # The message as the origin took it, from the origin's inbox: no place in the
@@ -1027,7 +1067,13 @@ class TaskRun:
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
                     self.outcomes[event.index] = Replayed(
-                        event.name, False, None, event.error_type, event.message, event.error_class
+                        event.name,
+                        False,
+                        None,
+                        event.error_type,
+                        event.message,
+                        event.error_class,
+                        event.literal,
                     )
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
@@ -1530,14 +1576,16 @@ class TaskRun:
 
     def fail_step(self, step: StepDef, index: int, exc: BaseException) -> None:
         """Record a step's failure."""
+        message = error_message(exc, self.redact)
         self.record(
             [
                 StepFailed(
                     index=index,
                     name=step.name,
                     error_type=type(exc).__name__,
-                    message=error_message(exc, self.redact),
+                    message=message,
                     error_class=exception_class(exc),
+                    literal=literal_argument(exc, message),
                 )
             ]
         )
@@ -1551,7 +1599,9 @@ class TaskRun:
             raise ActionDenied.as_recorded(recorded.name, recorded.message)
         if recorded.error_class == _CANCELLED_CLASS:  # a body's own CancelledError
             raise asyncio.CancelledError(*([recorded.message] if recorded.message else []))
-        raise replayed_error(recorded.error_type, recorded.error_class, recorded.message)
+        raise replayed_error(
+            recorded.error_type, recorded.error_class, recorded.message, literal=recorded.literal
+        )
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call a step durably (the synchronous path): drive :meth:`protocol` in this thread.
@@ -1749,7 +1799,7 @@ class TaskRun:
                         call = remedied or bind_call(step, args, kwargs, attempt)
                         fix = outcome.fix if outcome is not None else ""
                         fix_signature = outcome.signature if outcome is not None else ""
-                        outcome = yield Blocking(
+                        outcome = yield Deciding(
                             healer.on_failure,
                             *(self, step, index, attempt, call, exc, fix, fix_signature),
                         )
@@ -2202,8 +2252,9 @@ class TaskRun:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):
             context = contextvars.copy_context()
+            in_thread = asyncio.to_thread(context.run, _delegated, effect.fn, *effect.args)
             call = asyncio.ensure_future(
-                asyncio.to_thread(context.run, _delegated, effect.fn, *effect.args)
+                _in_turn(in_thread) if isinstance(effect, Deciding) else in_thread
             )
             try:
                 return await asyncio.shield(call)

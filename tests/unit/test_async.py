@@ -514,3 +514,64 @@ def test_run_inside_a_running_loop_hands_an_async_task_back(db: Path, clock: Fak
         assert isinstance(history[-1].event, TaskReleased)
         asyncio.run(engine.run_async())
         assert engine.result(task_id) == 1
+
+
+def test_a_generator_function_is_refused_as_a_task(db: Path, clock: FakeClock) -> None:
+    """A task returns one value: a generator (plain or async) is refused as it is registered,
+    not when its first run finds it cannot store what it returned."""
+    with open_engine(db, clock) as engine:
+
+        def numbers() -> Any:
+            yield 1
+
+        async def agen() -> Any:
+            yield 1
+
+        for fn in (numbers, agen):
+            with pytest.raises(UsageError, match="is a generator: a task returns one value"):
+                engine.task()(fn)
+
+
+def test_a_step_that_swallows_the_runs_cancellation_starts_no_step_after_it(db: Path) -> None:
+    """Cancelling run_async cancels its tasks; a step body that catches the CancelledError
+    and returns lets the task's code go on, but no step starts after it: the task meets the
+    cancellation again at its next step and is handed back."""
+    with Engine.open(f"sqlite:///{db}", session="s") as engine:
+        after: list[int] = []
+        started = asyncio.Event()
+
+        @engine.step()
+        async def stubborn(n: int) -> int:
+            started.set()
+            try:
+                await asyncio.Event().wait()  # until cancelled
+            except asyncio.CancelledError:
+                return -n  # swallowed
+            return n
+
+        @engine.step()
+        async def later(i: int) -> int:
+            after.append(i)
+            return i
+
+        @engine.task()
+        async def job(n: int) -> int:
+            first = await stubborn(n)
+            for i in range(3):
+                await later(i)
+            return first
+
+        async def cancel_the_run() -> None:
+            engine.submit(job, 1)
+            run = asyncio.create_task(engine.run_async(concurrency=2))
+            await started.wait()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+        asyncio.run(cancel_the_run())
+        assert after == []
+        (task,) = engine.refresh().tasks.unfinished()
+        assert task.state == "queued"
+        kinds = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task.task_id}")]
+        assert kinds[-1] == "TaskReleased"

@@ -1111,3 +1111,62 @@ def test_a_caught_step_failure_is_raised_again_as_the_same_exception_on_replay(
     assert first[6].endswith(f"{missing.encode()!r} {missing.encode() + b'.moved'!r}")
     assert first[7] == "OSError 36 File name too long"  # ENAMETOOLONG
     assert classes == [f"{__name__}:QuotaExceeded", "", "", "", "", "", "", ""]
+
+
+class Throttled(Exception):
+    """An application's own error made from a number of seconds."""
+
+
+def test_a_failure_whose_one_argument_is_a_number_keeps_it_on_replay(
+    db: str, clock: FakeClock
+) -> None:
+    """``ValueError(404)``, ``Throttled(30)``: the task that branches on ``exc.args[0] ==
+    404`` took another branch after a crash, where the argument came back as ``"404"``. A
+    literal argument is passed again as itself; a string that reads as a number stays a
+    string."""
+    crash = [True]
+    seen: list[list[str]] = []
+
+    def register(engine: Engine) -> Any:
+        raised = {
+            "status": ValueError(404),
+            "wait": Throttled(30),
+            "pair": LookupError((1, 2.5)),
+            "flag": RuntimeError(None),
+            "text": ValueError("404"),
+        }
+
+        @engine.step()
+        def call(kind: str) -> str:
+            raise raised[kind]
+
+        @engine.step()
+        def last() -> str:
+            if crash:
+                raise Crash
+            return "done"
+
+        @engine.task()
+        def job() -> str:
+            caught: list[str] = []
+            for kind in raised:
+                try:
+                    call(kind)
+                except Exception as exc:
+                    caught.append(f"{type(exc).__name__} {exc.args!r}")
+            seen.append(caught)
+            return last()
+
+        return job
+
+    result, _ = crash_once_then_resume(db, clock, register, crash)
+    assert result == "done"
+    first, replayed = seen
+    assert first == [
+        "ValueError (404,)",
+        "Throttled (30,)",
+        "LookupError ((1, 2.5),)",
+        "RuntimeError (None,)",
+        "ValueError ('404',)",
+    ]
+    assert replayed == first
