@@ -486,9 +486,11 @@ class Tasks:
         event = MessageSent(topic=topic, value=stored, sender=sender)
         try:
             if run is None:
-                version = session.log.append(
+                appended = session.log.append(
                     inbox_stream(task_id), [event], expected_version=None, context=session.context
-                ).versions[inbox_stream(task_id)]
+                )
+                version = appended.versions[inbox_stream(task_id)]
+                self._came_after_its_end(task_id, appended.positions, version)
             else:
                 # From a running task: once, whatever re-runs it (through its run, which a
                 # replay check stops: onward.testing).
@@ -502,6 +504,41 @@ class Tasks:
             raise UsageError(f"message for {task_id}: the value cannot be stored: {exc}") from exc
         session.catch_up()
         return int(version)
+
+    def _came_after_its_end(self, task_id: str, positions: Sequence[int], version: int) -> None:
+        """Raise when a message sent from outside landed after its task ended for good: the
+        task ended between the look :meth:`send` took and the message's append, and will never
+        read it (the message stays in its inbox, unread: the log keeps what it recorded).
+
+        Raises:
+            InvalidTransition: the task's end comes before the message in the log.
+        """
+        session = self.session
+        session.catch_up()
+        view = self.view(task_id)
+        if view is None or view.state not in _NEVER_READS:
+            return
+        inbox = inbox_stream(task_id)
+        position = (
+            positions[0]
+            if positions
+            else next(r.position for r in session.log.read_stream(inbox, after=version - 1))
+        )
+        ends = [
+            r.position
+            for r in session.log.read_stream(task_stream(task_id))
+            if isinstance(r.event, TaskSucceeded | TaskQuarantined)
+        ]
+        if ends and ends[-1] < position:
+            raise InvalidTransition(
+                "task",
+                task_id,
+                view.state,
+                "send",
+                f"it ended (at position {ends[-1]}) as the message was sent, which came after "
+                f"(at position {position}, version {version} of its inbox) and will never be "
+                "read",
+            )
 
     def state_of(self, task_id: str, key: str) -> Any:
         """The last value a task published under ``key`` (``engine.set_state``).

@@ -1031,3 +1031,37 @@ def test_replay_check_agrees_with_the_engine_on_reads_of_the_same_subtask(
         assert engine.result(task_id) == expected
         check = replay_check(engine.log, engine)
         assert check.ok, check.explain()
+
+
+def test_a_message_that_lands_after_its_task_ended_is_refused_to_its_sender(
+    db: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller looked (the task was queued), then another worker ran the task to its
+    end, then the message was appended: it lies after the end in the log and will never be
+    read. The sender is told (it stays in the inbox, unread: the log keeps what it wrote)."""
+    with open_engine(db, clock) as controller, open_engine(db, clock) as worker:
+        for engine in (controller, worker):
+
+            @engine.task(name="done")
+            def done() -> int:
+                return 1
+
+        task_id = controller.submit("done")
+        append = controller.log.append
+
+        def the_task_ends_first(stream: str, *args: Any, **kwargs: Any) -> Any:
+            if stream == f"inbox-{task_id}":
+                assert worker.run().succeeded == 1  # between the sender's look and its append
+            return append(stream, *args, **kwargs)
+
+        monkeypatch.setattr(controller.log, "append", the_task_ends_first)
+        with pytest.raises(
+            InvalidTransition, match=r"ended \(at position \d+\) as the message was sent"
+        ):
+            controller.send(task_id, "note", "late")
+        inbox = controller.log.read_stream(f"inbox-{task_id}")
+        assert [r.version for r in inbox] == [1]
+        # A message that came before the end is the task's to ignore: accepted as before.
+        other = controller.submit("done")
+        assert controller.send(other, "note", "early") == 1
+        assert worker.run().succeeded == 1
