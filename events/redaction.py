@@ -200,13 +200,10 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     SecretPattern("jwt", _token("eyJ", r"[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")),
     SecretPattern("anthropic-key", _token("sk-ant-", r"[A-Za-z0-9_-]{20,}")),
     SecretPattern("openai-key", _token("sk-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}")),
-    SecretPattern(
-        "github-token",
-        _token("g", r"(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"),
-    ),
-    SecretPattern(
-        "gitlab-token", _token("gl", rf"(?:{'|'.join(_GITLAB_KINDS)})-[A-Za-z0-9_-]{{20,}}")
-    ),
+    # GitHub's and GitLab's prefixes are found glued to anything (`v2ghp_...`), as gitleaks'
+    # rules find them: no identifier ends in them by chance.
+    SecretPattern("github-token", r"g(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"),
+    SecretPattern("gitlab-token", rf"gl(?:{'|'.join(_GITLAB_KINDS)})-[A-Za-z0-9_-]{{20,}}"),
     SecretPattern("slack-token", _token("x", r"(?:ox[abeoprs]|app)-[A-Za-z0-9-]{10,}")),
     SecretPattern("stripe-key", _token("[rs]k_", r"(?:live|test|prod)_[A-Za-z0-9]{16,}")),
     SecretPattern("google-api-key", _token("AIza", r"[A-Za-z0-9_-]{35}")),

@@ -382,6 +382,8 @@ def _pack_container(
             raise refused.at(f"[{len(items)}]" if ordered else " (a member)") from None
         if cls is list:
             return items
+        if not ordered:
+            _distinct(list(value), items, "members")
         return {"$tuple" if cls is tuple else "$set" if cls is set else "$frozenset": items}
     finally:
         active.discard(key)
@@ -411,7 +413,23 @@ def _pack_dict(
             pairs.append([stored_key, _pack(v, depth, active, redact)])
         except _Refused as refused:
             raise refused.at(f"[{k!r}]") from None
+    if not plain:
+        _distinct(list(value), [stored for stored, _ in pairs], "keys")
     return packed if plain else {"$dict": pairs}
+
+
+def _distinct(given: list[Any], stored: list[Any], what: str) -> None:
+    """Refuse a set's members or a dict's keys that would read back as one (a plain enum
+    member and its value, ``True`` and ``1.0`` in another guise): one would be lost."""
+    seen: dict[Any, Any] = {}
+    for original, packed in zip(given, stored, strict=True):
+        read = _unpack(packed)
+        if read in seen:
+            raise _Refused(
+                f"its {what} {seen[read]!r} and {original!r} would read back as one "
+                f"({read!r}), and one of them would be lost"
+            )
+        seen[read] = original
 
 
 def _pack_key(

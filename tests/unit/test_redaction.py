@@ -559,3 +559,14 @@ def test_short_texts_are_not_remembered() -> None:
     first = scans[0]
     redactor.redact(text)
     assert scans[0] == 2 * first
+
+
+@pytest.mark.parametrize("before", ["v2", "id1", "x", "build7"])
+def test_github_and_gitlab_tokens_glued_to_a_letter_or_digit_are_hidden(before: str) -> None:
+    """As gitleaks finds them: their prefixes are no identifier's end by chance."""
+    github = "ghp_" + "7CKAe2VJvfG13GelOAqtpSkjPgqquGlMYGsg"
+    gitlab = "glpat-" + "Xy9Zw8Vu7Ts6Rq5Po4Nm"
+    for token in (github, gitlab):
+        redacted = Redactor().redact(before + token)
+        assert token[6:] not in redacted
+        assert redacted.startswith(before)

@@ -241,7 +241,7 @@ def test_a_bearer_token_after_an_escaped_line_break_is_found() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "xghp_" + "a" * 36,  # a longer word that happens to contain a prefix
+        "brisk_test_" + "a" * 16,  # a longer word that happens to contain a prefix
         "risk-assessment-for-the-second-quarter-of-2024",
         "desk-0123456789abcdefghij",
     ],

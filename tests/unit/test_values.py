@@ -495,3 +495,20 @@ def test_plain_json_is_stored_as_it_is_and_the_rest_is_tagged(value: Any, stored
 def test_more_containers_than_the_depth_limit_are_walked_not_refused() -> None:
     wide = [[i] for i in range(500)]  # 501 containers, 2 deep
     assert encode_value(wide, what="v") == wide
+
+
+class _Code(enum.Enum):
+    OK = 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{_Code.OK, 1}, frozenset({_Code.OK, 1}), {_Code.OK: "member", 1: "value"}],
+    ids=["set", "frozenset", "dict"],
+)
+def test_members_or_keys_that_would_read_back_as_one_are_refused(value: Any) -> None:
+    """A plain enum member and its value are two members of a set, or two keys, that read
+    back as one: one was lost with no error (a dict's was refused for secrets it did not
+    hold)."""
+    with pytest.raises(UsageError, match="would read back as one"):
+        encode_value(value, what="a step's result")
