@@ -34,6 +34,8 @@ _OS_ERROR = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: (.+))?", re.DOTALL)
 #: The file names of ``str(OSError(errno, strerror, filename, None, filename2))`` (a rename's,
 #: a link's): ``'a' -> 'b'``.
 _TWO_FILES = re.compile(r"""(b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*") -> (.+)""", re.DOTALL)
+#: What a redaction leaves where a secret was (a file name holding one is not rebuilt).
+_REDACTED = "[REDACTED:"
 #: What ``ast.literal_eval`` raises for a text that is not a literal.
 _NOT_A_LITERAL = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
 
@@ -180,7 +182,9 @@ def _arguments(cls: type[Exception], message: str) -> list[tuple[Any, ...]]:
             candidates.append((ast.literal_eval(message),))
     if issubclass(cls, OSError) and (shown := _OS_ERROR.fullmatch(message)) is not None:
         errno, strerror, filename = shown.groups()
-        if filename is None:
+        if filename is not None and _REDACTED in filename:
+            pass  # a redacted name is no name the error had: its errno and strerror alone
+        elif filename is None:
             candidates.append((int(errno), strerror))
         else:
             with contextlib.suppress(*_NOT_A_LITERAL):

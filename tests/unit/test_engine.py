@@ -23,7 +23,7 @@ from onward import (
     TaskFailedError,
     TaskQuarantinedError,
 )
-from onward.core.failures import read_as_recorded
+from onward.core.failures import read_as_recorded, replayed_error
 from onward.events import TaskSubmitted, UsageError, open_log
 from onward.runtime.scheduler import TIMER_NAP
 from tests.conftest import FakeClock
@@ -1170,3 +1170,17 @@ def test_a_failure_whose_one_argument_is_a_number_keeps_it_on_replay(
         "ValueError ('404',)",
     ]
     assert replayed == first
+
+
+def test_an_os_error_whose_file_name_was_redacted_replays_without_a_file_name() -> None:
+    """The redaction of a secret in a file name left a name the error never had
+    (``/home/u/.[REDACTED:random-token].json``), which a replay took for the file name: it
+    keeps its errno and strerror alone, reading as recorded."""
+    recorded = "[Errno 13] Permission denied: '/home/u/.[REDACTED:random-token].json'"
+    replayed = replayed_error("PermissionError", "", recorded)
+    assert isinstance(replayed, PermissionError)
+    assert (replayed.errno, replayed.strerror, replayed.filename) == (13, "Permission denied", None)
+    assert str(replayed) == recorded
+    kept = replayed_error("PermissionError", "", "[Errno 13] Permission denied: '/home/u/a'")
+    assert isinstance(kept, PermissionError)
+    assert kept.filename == "/home/u/a"
