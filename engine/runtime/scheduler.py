@@ -549,6 +549,9 @@ class Scheduler:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                # What the hand-backs recorded shows in the engine's views (task_view, ...).
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self._caught_up)
             await asyncio.to_thread(self._close_committer)
             self._close_step_threads()
             self._close_watch()
@@ -859,6 +862,10 @@ class Scheduler:
             notify(run.observer, "task_ended", run.observed, kind)
             tally["steps_run"] += run.steps_run
             tally["steps_replayed"] += run.steps_replayed
+
+    def _caught_up(self) -> None:
+        with self.session.lock:
+            self.session.host.catch_up()
 
     def _summary(self, started: float, paused: bool) -> RunSummary:
         return RunSummary(elapsed=self.session.clock() - started, paused=paused, **self._tally)
