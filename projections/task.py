@@ -534,14 +534,15 @@ class TaskProjection:
         while heap:
             key, task_id = heap[0]
             view = self.views.get(task_id)
+            # Read once: a fold in another thread (a claim) may set it to None meanwhile.
+            until = None if view is None else view.waiting_until
             if (
                 view is not None
+                and until is not None
                 and view.state == "waiting"
                 and not view.unknown_events
-                and view.waiting_until is not None
-                and _timer_key(view.waiting_until) == key
+                and _timer_key(until) == key
             ):
-                until = view.waiting_until
                 return until if first is None or until < first else first
             heapq.heappop(heap)  # stale: the wait ended, or another replaced it
         return first
@@ -564,11 +565,12 @@ class TaskProjection:
         found: list[TaskView] = []
         for task_id in list(due):
             view = self.views.get(task_id)
-            if view is None or view.state != "waiting" or view.waiting_until is None:
+            until = None if view is None else view.waiting_until  # read once, as in next_timer
+            if view is None or until is None or view.state != "waiting":
                 due.discard(task_id)
-            elif view.waiting_until > now:  # a later wait, or a clock set back: a timer again
+            elif until > now:  # a later wait, or a clock set back: on its timer again
                 due.discard(task_id)
-                self._timer(view)
+                heapq.heappush(self._timers.setdefault(session, []), (_timer_key(until), task_id))
             elif not view.unknown_events:
                 found.append(view)
         return found

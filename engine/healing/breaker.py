@@ -182,9 +182,11 @@ class Breakers:
         return self.before_call(run, step, index)
 
     def _past_threshold(self, view: BreakerView) -> bool:
-        """Whether the failures folded into a closed breaker's view are enough to open it (a
-        breaker holding events of a newer onward is not judged)."""
-        if view.unknown_events:
+        """Whether the failures folded into a closed breaker's view are enough to open it: its
+        last call failed, and the failures (with those that came at once) reach a threshold
+        that call's own look did not see (a breaker holding events of a newer onward is not
+        judged)."""
+        if view.unknown_events or not view.recent or view.recent[-1]:
             return False
         policy = self.policy
         recent = view.recent[-policy.window :]
