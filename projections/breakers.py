@@ -87,6 +87,8 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
         recent: the last :data:`RECENT_LIMIT` outcomes since the last closing, oldest first
             (True for a success).
         last_failure_at: the time of the last failure (0.0 before any).
+        last_failure_id: the event id of the last failure's ``StepFailed`` ("" before any):
+            what a breaker opened at a later call answers (its decision's cause).
         opened_at: when it last opened (0.0 if it never did).
         cooldown_until: when that opening's cool-down ends (0.0 if it never opened).
         trial_calls: how many trial calls its half-open state lets through (0 unless
@@ -110,6 +112,7 @@ class BreakerView(msgspec.Struct, kw_only=True, gc=False):
     consecutive_failures: int = 0
     recent: tuple[bool, ...] = ()
     last_failure_at: float = 0.0
+    last_failure_id: str = ""
     opened_at: float = 0.0
     cooldown_until: float = 0.0
     trial_calls: int = 0
@@ -182,6 +185,7 @@ class BreakerProjection:
             view.failures += 1
             view.consecutive_failures += 1
             view.last_failure_at = r.meta.time
+            view.last_failure_id = r.meta.event_id
             if half_open:
                 view.trial_failures += 1
 

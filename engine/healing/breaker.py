@@ -225,7 +225,10 @@ class Breakers:
                     "failure_rate": policy.failure_rate,
                     "cooldown": policy.cooldown,
                 },
-            )
+            ),
+            # It answers the last of the failures (of this task or another): `onward why`
+            # follows it there.
+            *([view.last_failure_id] if view.last_failure_id else []),
         )
         batch.also.append(
             Append(

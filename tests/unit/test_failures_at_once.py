@@ -164,11 +164,14 @@ def test_a_closed_breaker_past_its_threshold_opens_at_the_next_call(tmp_path: Pa
         assert strict.task_view(later).state == "waiting"
         assert strict.refresh().breakers.get("dep").state == "open"
         with open_log(f"sqlite:///{db}") as log:
-            choices = [
-                r.event.choice
+            decisions = [
+                r
                 for r in log.read_stream(f"task-{later}")
                 if isinstance(r.event, DecisionMade) and r.event.kind == "breaker"
             ]
-        assert choices == ["open", "wait"]
+            failures = [r for r in log.read() if isinstance(r.event, StepFailed)]
+        assert [d.event.choice for d in decisions] == ["open", "wait"]  # type: ignore[union-attr]
+        # The opening answers the last failure (another task's): `onward why` follows it.
+        assert decisions[0].meta.causation_id == failures[-1].meta.event_id
     finally:
         strict.close()
