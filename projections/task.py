@@ -281,7 +281,10 @@ class TaskProjection:
         self._waiting_in: dict[str, set[str]] = {}  # per session
         self._timers: dict[str, list[tuple[float, str]]] = {}  # per session: (until, id) heaps
         self._due: dict[str, set[str]] = {}  # per session: timers passed, not yet claimed
-        self._parents: dict[str, set[str]] = {}  # per session: waiting for subtasks
+        # Per session: tasks waiting for subtasks that may all have ended (one began to wait,
+        # or one of its subtasks ended since it was last looked at); and who waits for whom.
+        self._to_check: dict[str, set[str]] = {}
+        self._waiters_of: dict[str, set[str]] = {}
         self._for_limit: dict[str, set[str]] = {}  # waiting for a permit of a limit
         self._for_breaker: dict[str, set[str]] = {}  # waiting for a breaker to close
         # Timers and due tasks are also read by an idle worker's look at its next timer,
@@ -439,6 +442,8 @@ class TaskProjection:
         view.state = after
         view.version = r.version
         view.updated_at = r.meta.time
+        if before == "waiting" and after != "waiting" and task_id in self.waiting:
+            self._stops_waiting(view)  # before the follow-up clears what it waited for
         if follow_up is not None:
             follow_up(self, view, event, r)
         state = view.state
@@ -458,8 +463,17 @@ class TaskProjection:
             if state in TASK.terminal:
                 view.worker = ""
                 self._active.pop(task_id, None)
+                if task_id in self._waiters_of:
+                    self._subtask_ended(task_id)
             else:
                 self._active[task_id] = view
+
+    def _subtask_ended(self, task_id: str) -> None:
+        """A task that others wait for ended: look at each of them again at the next claim."""
+        for waiter in list(self._waiters_of.get(task_id, ())):
+            view = self.views.get(waiter)
+            if view is not None and view.state == "waiting" and task_id in view.waiting_on:
+                self._to_check.setdefault(view.session, set()).add(waiter)
 
     def wake(self, limit: str, time: float) -> None:
         """A permit of ``limit`` came free: make ready the most urgent task that waits for one
@@ -502,7 +516,7 @@ class TaskProjection:
         for view in self._due_views(session, now):
             if not view.waiting_on and (best is None or view.queue_key() < best.queue_key()):
                 best = view
-        parents = self._parents.get(session) or set()
+        parents = self._to_check.get(session) or set()
         for task_id in list(parents):
             parent = self.views.get(task_id)
             if parent is None or parent.state != "waiting" or not parent.waiting_on:
@@ -511,8 +525,11 @@ class TaskProjection:
             until = parent.waiting_until
             if parent.unknown_events or (until is not None and until > now):
                 continue
-            if (best is None or parent.queue_key() < best.queue_key()) and ended(parent):
-                best = parent
+            if best is None or parent.queue_key() < best.queue_key():
+                if ended(parent):
+                    best = parent
+                else:  # looked at again once another of its subtasks ends
+                    parents.discard(task_id)
         return best
 
     def next_timer(self, session: str) -> float | None:
@@ -593,7 +610,9 @@ class TaskProjection:
         self.waiting.add(task_id)
         self._waiting_in.setdefault(session, set()).add(task_id)
         if view.waiting_on:
-            self._parents.setdefault(session, set()).add(task_id)
+            self._to_check.setdefault(session, set()).add(task_id)
+            for child in view.waiting_on:
+                self._waiters_of.setdefault(child, set()).add(task_id)
         if view.waiting_limit:
             self._for_limit.setdefault(view.waiting_limit, set()).add(task_id)
         if view.waiting_breaker:
@@ -606,9 +625,15 @@ class TaskProjection:
         due entries are dropped when next looked at)."""
         task_id = view.task_id
         self.waiting.discard(task_id)
+        for child in view.waiting_on:
+            waiters = self._waiters_of.get(child)
+            if waiters is not None:
+                waiters.discard(task_id)
+                if not waiters:
+                    del self._waiters_of[child]
         for index, key in (
             (self._waiting_in, view.session),
-            (self._parents, view.session),
+            (self._to_check, view.session),
             (self._for_limit, view.waiting_limit),
             (self._for_breaker, view.waiting_breaker),
         ):
@@ -873,7 +898,7 @@ class TaskProjection:
         self._finished = list(finished)
         self._loaded_finished = bool(self._finished)
         self.waiting = set()
-        self._waiting_in, self._parents, self._due = {}, {}, {}
+        self._waiting_in, self._to_check, self._waiters_of, self._due = {}, {}, {}, {}
         self._for_limit, self._for_breaker = {}, {}
         for view in views.values():
             if view.state == "waiting":
