@@ -11,6 +11,7 @@ stream, appended atomically with the transition on the breaker's stream.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -199,52 +200,21 @@ class Breakers:
         """Open a closed breaker past its threshold at a call (see :meth:`before_call`): the
         decision goes to the task's stream, the transition to the breaker's at ``version``
         (refused, and dropped, when another task moved the breaker first)."""
-        policy = self.policy
-        recent = view.recent[-policy.window :]
+        recent = view.recent[-self.policy.window :]
         rate = recent.count(False) / len(recent) if recent else 0.0
-        until = self.clock() + policy.cooldown
         batch = run.new_batch()
-        decision_id = batch.add(
-            DecisionMade(
-                kind="breaker",
-                subject=run.task_id,
-                choice="open",
-                inputs={
-                    "dependency": view.dependency,
-                    "state": view.state,
-                    "consecutive_failures": view.consecutive_failures,
-                    "failure_rate": round(rate, 3),
-                    "threshold_failures": policy.failures,
-                    "threshold_rate": policy.failure_rate,
-                    "cooldown": policy.cooldown,
-                    "late": "failures that ended at once, none seeing the others",
-                },
-                alternatives=["stay closed"],
-                thresholds={
-                    "failures": float(policy.failures),
-                    "failure_rate": policy.failure_rate,
-                    "cooldown": policy.cooldown,
-                },
-            ),
+        self._opening(
+            run,
+            batch,
+            view,
+            version,
+            view.state,
+            view.consecutive_failures,
+            rate,
             # It answers the last of the failures (of this task or another): `onward why`
             # follows it there.
-            *([view.last_failure_id] if view.last_failure_id else []),
-        )
-        batch.also.append(
-            Append(
-                stream=breaker_stream(view.dependency),
-                events=[
-                    BreakerOpened(
-                        dependency=view.dependency,
-                        consecutive_failures=view.consecutive_failures,
-                        failure_rate=rate,
-                        cooldown_until=until,
-                    )
-                ],
-                expected_version=version,
-                context=run.context,
-                causes=[decision_id],
-            )
+            view.last_failure_id or None,
+            late=True,
         )
         run.commit(batch)
         self._projections(True)
@@ -348,23 +318,45 @@ class Breakers:
                 or (len(recent) >= policy.min_calls and rate >= policy.failure_rate)
             )
         )
-        if not opens:
-            return
-        until = self.clock() + policy.cooldown
+        if opens:
+            self._opening(run, batch, view, version, state, consecutive, rate, failed_id)
+
+    def _opening(
+        self,
+        run: RunningTask,
+        batch: Batch,
+        view: BreakerView,
+        version: int,
+        state: str,
+        consecutive: int,
+        rate: float,
+        cause: str | None,
+        *,
+        late: bool = False,
+    ) -> None:
+        """Add to ``batch`` the decision to open ``view``'s breaker, read in ``state`` (caused
+        by ``cause``), and its transition, appended at the breaker stream's ``version``
+        (refused, and the decision dropped with it, when another task moved the breaker
+        first). ``late``: opened at a call, for failures that ended at once (see
+        :meth:`before_call`)."""
+        policy = self.policy
+        inputs: dict[str, Any] = {
+            "dependency": view.dependency,
+            "state": state,
+            "consecutive_failures": consecutive,
+            "failure_rate": round(rate, 3),
+            "threshold_failures": policy.failures,
+            "threshold_rate": policy.failure_rate,
+            "cooldown": policy.cooldown,
+        }
+        if late:
+            inputs["late"] = "failures that ended at once, none seeing the others"
         decision_id = batch.add(
             DecisionMade(
                 kind="breaker",
                 subject=run.task_id,
                 choice="open",
-                inputs={
-                    "dependency": dependency,
-                    "state": state,
-                    "consecutive_failures": consecutive,
-                    "failure_rate": round(rate, 3),
-                    "threshold_failures": policy.failures,
-                    "threshold_rate": policy.failure_rate,
-                    "cooldown": policy.cooldown,
-                },
+                inputs=inputs,
                 alternatives=["stay closed"],
                 thresholds={
                     "failures": float(policy.failures),
@@ -372,17 +364,17 @@ class Breakers:
                     "cooldown": policy.cooldown,
                 },
             ),
-            failed_id,
+            cause,
         )
         batch.also.append(
             Append(
-                stream=breaker_stream(dependency),
+                stream=breaker_stream(view.dependency),
                 events=[
                     BreakerOpened(
-                        dependency=dependency,
+                        dependency=view.dependency,
                         consecutive_failures=consecutive,
                         failure_rate=rate,
-                        cooldown_until=until,
+                        cooldown_until=self.clock() + policy.cooldown,
                     )
                 ],
                 expected_version=version,
