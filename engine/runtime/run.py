@@ -831,6 +831,19 @@ class Replayed(msgspec.Struct, frozen=True):
     error_class: str = ""
     literal: bool = False
 
+    @classmethod
+    def failed(cls, event: StepFailed) -> Replayed:
+        """A step failure's outcome, as its record holds it."""
+        return cls(
+            event.name,
+            False,
+            None,
+            event.error_type,
+            event.message,
+            event.error_class,
+            event.literal,
+        )
+
 
 def _version(record: Recorded) -> int:
     return record.version
@@ -1007,15 +1020,7 @@ class TaskRun:
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
             elif isinstance(event, StepFailed):
-                self.outcomes[event.index] = Replayed(
-                    event.name,
-                    False,
-                    None,
-                    event.error_type,
-                    event.message,
-                    event.error_class,
-                    event.literal,
-                )
+                self.outcomes[event.index] = Replayed.failed(event)
             elif isinstance(event, MessageReceived):
                 # The message as the origin took it, from the origin's inbox: no place in the
                 # fork's own inbox is used up.
@@ -1066,15 +1071,7 @@ class TaskRun:
                 failed[event.index] = event
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
                 if event.final:
-                    self.outcomes[event.index] = Replayed(
-                        event.name,
-                        False,
-                        None,
-                        event.error_type,
-                        event.message,
-                        event.error_class,
-                        event.literal,
-                    )
+                    self.outcomes[event.index] = Replayed.failed(event)
             elif isinstance(event, StepStarted):
                 self.started[event.index] = event.name
                 self.withdrawn.pop(event.index, None)  # started again
