@@ -280,7 +280,12 @@ class TaskProjection:
         # hold stale entries, skipped (and dropped) where the view no longer matches.
         self._waiting_in: dict[str, set[str]] = {}  # per session
         self._timers: dict[str, list[tuple[float, str]]] = {}  # per session: (until, id) heaps
-        self._due: dict[str, set[str]] = {}  # per session: timers passed, not yet claimed
+        # Per session: the tasks whose timers passed, not yet claimed, each with the queue key
+        # of its live entry in ``_ranked`` (None: it has none, it is not a candidate: it waits
+        # for subtasks or holds events of a newer onward); ``_ranked`` puts them in queue
+        # order, so that a claim takes the first one without ranking them all.
+        self._due: dict[str, dict[str, tuple[int, float, int] | None]] = {}
+        self._ranked: dict[str, list[tuple[int, float, int, str]]] = {}
         # Per session: tasks waiting for subtasks that may all have ended (one began to wait,
         # or one of its subtasks ended since it was last looked at); and who waits for whom.
         self._to_check: dict[str, set[str]] = {}
@@ -512,10 +517,7 @@ class TaskProjection:
         all ended (asked only of a task that would come first). A task holding events of a
         newer onward never. Looks only at the tasks whose timers passed and at those waiting
         for subtasks: a task parked on a message or an answer costs nothing."""
-        best: TaskView | None = None
-        for view in self._due_views(session, now):
-            if not view.waiting_on and (best is None or view.queue_key() < best.queue_key()):
-                best = view
+        best = self._first_due(session, now)
         parents = self._to_check.get(session) or set()
         for task_id in list(parents):
             parent = self.views.get(task_id)
@@ -568,29 +570,69 @@ class TaskProjection:
         """Whether any task of ``session`` is waiting."""
         return bool(self._waiting_in.get(session))
 
-    def _due_views(self, session: str, now: float) -> list[TaskView]:
-        """The waiting tasks of a session whose timers have passed at ``now`` (none holding
-        events of a newer onward), moved from its timers as they come due."""
+    def _first_due(self, session: str, now: float) -> TaskView | None:
+        """The most urgent waiting task of a session whose timer has passed at ``now`` and
+        that waits for no subtask (none holding events of a newer onward). Tasks move from
+        the timers to the due ones as they come due, ranked once: a claim among many due
+        tasks costs the logarithm of their number, not their number."""
         with self._timing:
-            return self._due_now(session, now)
+            due = self._due.setdefault(session, {})
+            ranked = self._ranked.setdefault(session, [])
+            heap = self._timers.get(session)
+            while heap and heap[0][0] <= now:
+                self._rank(due, ranked, heapq.heappop(heap)[1])
+            while ranked:
+                entry = ranked[0]
+                task_id = entry[3]
+                if due.get(task_id) != entry[:3]:  # superseded by a later entry
+                    heapq.heappop(ranked)
+                    continue
+                view = self.views.get(task_id)
+                until = None if view is None else view.waiting_until  # read once: next_timer
+                if view is None or until is None or view.state != "waiting":
+                    heapq.heappop(ranked)
+                    del due[task_id]
+                elif until > now:  # a later wait, or a clock set back: on its timer again
+                    heapq.heappop(ranked)
+                    del due[task_id]
+                    heapq.heappush(
+                        self._timers.setdefault(session, []), (_timer_key(until), task_id)
+                    )
+                elif view.waiting_on or view.unknown_events:
+                    heapq.heappop(ranked)  # due still (its timer counts), yet no candidate
+                    due[task_id] = None
+                elif view.queue_key() != entry[:3]:  # its priority or deadline changed
+                    self._rank(due, ranked, task_id)
+                else:
+                    return view
+            if len(ranked) > 64 + 4 * len(due):  # mostly superseded entries: rebuilt
+                ranked[:] = [(*key, i) for i, key in due.items() if key is not None]
+                heapq.heapify(ranked)
+            return None
 
-    def _due_now(self, session: str, now: float) -> list[TaskView]:
-        due = self._due.setdefault(session, set())
-        heap = self._timers.get(session)
-        while heap and heap[0][0] <= now:
-            due.add(heapq.heappop(heap)[1])
-        found: list[TaskView] = []
-        for task_id in list(due):
-            view = self.views.get(task_id)
-            until = None if view is None else view.waiting_until  # read once, as in next_timer
-            if view is None or until is None or view.state != "waiting":
-                due.discard(task_id)
-            elif until > now:  # a later wait, or a clock set back: on its timer again
-                due.discard(task_id)
-                heapq.heappush(self._timers.setdefault(session, []), (_timer_key(until), task_id))
-            elif not view.unknown_events:
-                found.append(view)
-        return found
+    def _reranked(self, view: TaskView) -> None:
+        """A task's queue key changed: if it is due, rank it again at its new key (its entry
+        at the old one is superseded)."""
+        with self._timing:
+            due = self._due.get(view.session)
+            if due is not None and due.get(view.task_id) is not None:
+                self._rank(due, self._ranked.setdefault(view.session, []), view.task_id)
+
+    def _rank(
+        self,
+        due: dict[str, tuple[int, float, int] | None],
+        ranked: list[tuple[int, float, int, str]],
+        task_id: str,
+    ) -> None:
+        """Put a task among a session's due ones at its queue key (an entry at another key
+        is superseded)."""
+        view = self.views.get(task_id)
+        if view is None:
+            return
+        key = view.queue_key()
+        if due.get(task_id) != key:
+            due[task_id] = key
+            heapq.heappush(ranked, (*key, task_id))
 
     def _still_waiting(self, ids: set[str], attribute: str, value: str) -> list[TaskView]:
         """The views of ``ids`` that still wait with ``attribute`` at ``value``; the others
@@ -646,6 +688,7 @@ class TaskProjection:
             with self._timing:
                 self._timers.pop(view.session, None)
                 self._due.pop(view.session, None)
+                self._ranked.pop(view.session, None)
 
     def _timer(self, view: TaskView) -> None:
         """Put a waiting task's timer (not None) on its session's timers; past a few stale
@@ -899,6 +942,7 @@ class TaskProjection:
         self._loaded_finished = bool(self._finished)
         self.waiting = set()
         self._waiting_in, self._to_check, self._waiters_of, self._due = {}, {}, {}, {}
+        self._ranked = {}
         self._for_limit, self._for_breaker = {}, {}
         for view in views.values():
             if view.state == "waiting":
@@ -969,6 +1013,7 @@ def _reprioritised(
     tasks: TaskProjection, view: TaskView, event: TaskReprioritised, r: Recorded
 ) -> None:
     view.priority = event.priority.value
+    tasks._reranked(view)
 
 
 def _answered(tasks: TaskProjection, view: TaskView, event: Any, r: Recorded) -> None:

@@ -21,10 +21,12 @@ from onward.events import (
     Event,
     MessageSent,
     Meta,
+    Priority,
     Recorded,
     TaskCancelled,
     TaskClaimed,
     TaskFailed,
+    TaskReprioritised,
     TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
@@ -120,6 +122,16 @@ class WaitingTasks(RuleBasedStateMachine):
                 reason="test", until=until, on=on, topic=topic, limit=limit, breaker=breaker
             )
             self.task_event(task_id, waiting)
+
+    @rule(data=st.data(), priority=st.sampled_from(["critical", "high", "normal", "low"]))
+    def reprioritise(self, data: st.DataObject, priority: str) -> None:
+        waiting = self.in_state("queued", "waiting")
+        if waiting:
+            task_id = data.draw(st.sampled_from(waiting))
+            view = self.view(task_id)
+            assert view is not None
+            event = TaskReprioritised(priority=Priority(priority), previous=Priority(view.priority))
+            self.task_event(task_id, event)
 
     @rule(task_id=st.sampled_from(TASKS), topic=st.sampled_from(["go", "other"]))
     def send(self, task_id: str, topic: str) -> None:
@@ -250,7 +262,48 @@ class WaitingTasks(RuleBasedStateMachine):
         for heap in self.tasks._timers.values():
             assert len(heap) <= 65 + 4 * len(TASKS)
             assert all(not math.isnan(key) for key, _ in heap)
+        for session, ranked in self.tasks._ranked.items():
+            assert len(ranked) <= 65 + 4 * len(self.tasks._due.get(session, ()))
 
 
 WaitingTasks.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
 test_waiting_index = WaitingTasks.TestCase
+
+
+def due_tasks(count: int) -> WaitingTasks:
+    """``count`` tasks of session ``a``, each claimed and waiting until 1001, the clock at
+    1002: all due at once."""
+    machine = WaitingTasks()
+    for task_id in TASKS[:count]:
+        machine.fold(f"task-{task_id}", 1, TaskSubmitted(name="job", args=[]))
+        machine.task_event(task_id, TaskClaimed(worker="w", lease_until=2e9, attempt=1))
+        machine.task_event(task_id, TaskWaiting(reason="test", until=1001.0))
+    machine.now = 1002.0
+    return machine
+
+
+def test_a_due_task_given_a_higher_priority_is_claimed_first() -> None:
+    machine = due_tasks(3)
+    first = machine.tasks.ready_waiting("a", machine.now, machine.ended)
+    assert first is not None
+    assert first.task_id == "t0"
+    machine.task_event("t2", TaskReprioritised(priority=Priority.HIGH, previous=Priority.NORMAL))
+    first = machine.tasks.ready_waiting("a", machine.now, machine.ended)
+    assert first is not None
+    assert first.task_id == "t2"
+    machine.task_event("t2", TaskReprioritised(priority=Priority.LOW, previous=Priority.HIGH))
+    first = machine.tasks.ready_waiting("a", machine.now, machine.ended)
+    assert first is not None
+    assert first.task_id == "t0"
+
+
+def test_due_tasks_are_claimed_in_queue_order_one_after_another() -> None:
+    machine = due_tasks(8)
+    machine.task_event(
+        "t5", TaskReprioritised(priority=Priority.CRITICAL, previous=Priority.NORMAL)
+    )
+    claimed = []
+    while (view := machine.tasks.ready_waiting("a", machine.now, machine.ended)) is not None:
+        claimed.append(view.task_id)
+        machine.task_event(view.task_id, TaskClaimed(worker="w", lease_until=2e9, attempt=1))
+    assert claimed == ["t5", "t0", "t1", "t2", "t3", "t4", "t6", "t7"]
