@@ -297,6 +297,9 @@ class TaskProjection:
         self._timing = threading.RLock()
         #: Tasks no worker had a function for, waiting for one that has.
         self.unregistered: set[str] = set()
+        # Per session: the running tasks (a worker's look for its peers' claims reads them,
+        # never every task that has not ended).
+        self._running_in: dict[str, set[str]] = {}
         self._strings: dict[str, str] = {}
 
     @property
@@ -334,6 +337,17 @@ class TaskProjection:
                 else:
                     kept.append(part)
             self._finished = kept
+
+    def running_in(self, session: str) -> list[TaskView]:
+        """The views of a session's running tasks (a snapshot: another thread may fold
+        meanwhile)."""
+        views = self.views
+        found: list[TaskView] = []
+        for task_id in list(self._running_in.get(session, ())):
+            view = views.get(task_id)
+            if view is not None and view.state == "running":
+                found.append(view)
+        return found
 
     def unfinished(self) -> list[TaskView]:
         """The views of the tasks that have not ended, without decoding the finished tasks a
@@ -447,6 +461,11 @@ class TaskProjection:
         view.state = after
         view.version = r.version
         view.updated_at = r.meta.time
+        if after == "running":
+            if before != "running":
+                self._running_in.setdefault(view.session, set()).add(task_id)
+        elif before == "running":
+            self._not_running(view)
         if before == "waiting" and after != "waiting" and task_id in self.waiting:
             self._stops_waiting(view)  # before the follow-up clears what it waited for
         if follow_up is not None:
@@ -472,6 +491,14 @@ class TaskProjection:
                     self._subtask_ended(task_id)
             else:
                 self._active[task_id] = view
+
+    def _not_running(self, view: TaskView) -> None:
+        """Take a task that no longer runs out of its session's running tasks."""
+        ids = self._running_in.get(view.session)
+        if ids is not None:
+            ids.discard(view.task_id)
+            if not ids:
+                del self._running_in[view.session]
 
     def _subtask_ended(self, task_id: str) -> None:
         """A task that others wait for ended: look at each of them again at the next claim."""
@@ -752,6 +779,8 @@ class TaskProjection:
             self.views[task_id] = view
         if task_id in self.waiting:
             self._stops_waiting(view)
+        if view.state == "running":
+            self._not_running(view)
         view.state = DAMAGED_STATE
         self._active[task_id] = view
         view.damage = str(damage)
@@ -949,6 +978,10 @@ class TaskProjection:
                 self._waits(view)
         self._timers = {s: self._timers_of(ids) for s, ids in self._waiting_in.items()}
         self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
+        self._running_in = {}
+        for view in self._active.values():
+            if view.state == "running":
+                self._running_in.setdefault(view.session, set()).add(view.task_id)
         self._heap_index = None  # built on first use: loading stays proportional to decoding
         self._deadlines = [
             (v.deadline, v.task_id)

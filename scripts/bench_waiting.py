@@ -15,16 +15,21 @@ the figures are the engine's CPU, not the disk's):
 * ``woken_ms``: per task, running the P parked tasks to their end once each has been sent its
   message (the sends are not timed): all are ready at once, and a claim among them must cost
   no more as more are ready (against ``finish_ms``).
+* ``served_ms``: per task, a worker service (``Engine.serve``, one worker) running P one-step
+  tasks queued at once: between two tasks it looks for its peers' expired claims, which must
+  cost the tasks running, not those queued (against ``finish_ms``, run by ``Engine.run``).
 
 Targets: task_ms_beside_parked <= 1.5 x task_ms_beside_finished; park_ms <= 1.5 x finish_ms;
-woken_ms <= 1.5 x finish_ms.
+woken_ms <= 1.5 x finish_ms; served_ms <= 1.5 x finish_ms.
 
     .venv/bin/python scripts/bench_waiting.py --json
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +52,13 @@ FIGURES = [
     ),
     Figure("parking a task", "park_ms", "ms", "finish_ms", "a one-step task"),
     Figure("a woken task, all at once", "woken_ms", "ms", "finish_ms", "a one-step task"),
+    Figure("a task served", "served_ms", "ms", "finish_ms", "a one-step task"),
 ]
 TARGETS = [
     Target("beside_parked", "task_ms_beside_parked", "<=", 1.5, "task_ms_beside_finished"),
     Target("parking", "park_ms", "<=", 1.5, "finish_ms"),
     Target("woken", "woken_ms", "<=", 1.5, "finish_ms"),
+    Target("served", "served_ms", "<=", 1.5, "finish_ms"),
 ]
 
 
@@ -90,6 +97,33 @@ def timed(engine: Engine, count: int, expect: str) -> float:
     return elapsed / count
 
 
+def timed_serve(engine: Engine, count: int) -> float:
+    """Submit ``count`` one-step tasks and serve them with one worker until the last has
+    ended: seconds per task."""
+    stop = threading.Event()
+    ended = itertools.count(1)
+
+    @engine.step(name="served one")
+    def one(i: int) -> int:
+        return i
+
+    @engine.task(name="served")
+    def served(i: int) -> int:
+        result = one(i)
+        if next(ended) == count:
+            stop.set()
+        return result
+
+    for i in range(count):
+        engine.submit("served", i)
+    t0 = time.perf_counter()
+    summary = engine.serve(workers=1, stop=stop, handle_signals=False)
+    elapsed = time.perf_counter() - t0
+    if summary.succeeded != count:
+        raise SystemExit(f"{count} tasks served: {summary}")
+    return elapsed / count
+
+
 def measure(directory: Path, counts: dict[str, int], args: Any) -> dict[str, Any]:
     """Every figure, in one run."""
     del args
@@ -109,12 +143,16 @@ def measure(directory: Path, counts: dict[str, int], args: Any) -> dict[str, Any
         for view in e.tasks(state="waiting"):
             e.send(view.task_id, "go", 1)
         woken = timed(e, parked, "succeeded")
+    _bench.progress(f"{parked} one-step tasks served")
+    with Engine.open(f"sqlite:///{files.new('served')}?synchronous=normal", session="b") as e:
+        served = timed_serve(e, parked)
     return {
         "task_ms_beside_finished": round(finished * 1000, 3),
         "task_ms_beside_parked": round(beside * 1000, 3),
         "finish_ms": round(finish * 1000, 3),
         "park_ms": round(park * 1000, 3),
         "woken_ms": round(woken * 1000, 3),
+        "served_ms": round(served * 1000, 3),
         "counts": counts,
     }
 

@@ -850,7 +850,7 @@ class Scheduler:
         host = own.split("/", 1)[0] + "/"
         return any(
             v.state == "running" and v.worker != own and v.worker.startswith(host)
-            for v in self.session.unfinished_tasks()
+            for v in self.session.running_tasks()
         )
 
     def _count(self, outcome: Outcome) -> None:
@@ -1518,7 +1518,7 @@ class Scheduler:
         # not record either. Only a peer known dead (on this host) is taken over then.
         silence_counts = session.log.outage.since_last() >= session.lease
         noted: dict[str, int] = {}  # each silent worker's stream version, as this pass wrote it
-        for view in list(session.unfinished_tasks()):
+        for view in session.running_tasks():
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
             if view.worker == session.worker and view.task_id in session.running:
@@ -1592,7 +1592,7 @@ class Scheduler:
         own = session.worker
         moments = [
             self._holds_until(v)
-            for v in session.unfinished_tasks()
+            for v in session.running_tasks()
             if v.state == "running" and v.worker != own and not v.unknown_events
         ]
         if not moments:

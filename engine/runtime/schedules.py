@@ -262,7 +262,7 @@ class Schedules:
             return False
         session = self.session
         workers = session.projections.workers
-        for task in session.unfinished_tasks():
+        for task in session.running_tasks():
             if task.state != "running" or task.worker == session.worker or task.updated_at > tick:
                 continue
             holds = max(

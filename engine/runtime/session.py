@@ -150,6 +150,11 @@ class Session:
         tasks of a checkpoint stay encoded)."""
         return (t for t in self.host.projections.tasks.unfinished() if t.session == self.name)
 
+    def running_tasks(self) -> list[TaskView]:
+        """This session's running tasks, as of the last catch-up (looked up in an index: a
+        look at its peers' claims costs the number of tasks running, not of all queued)."""
+        return self.host.projections.tasks.running_in(self.name)
+
     def check_open(self) -> None:
         """Raise :class:`UsageError` once the engine is closed."""
         if self.closed:

@@ -3,7 +3,8 @@
 A claim looks only at the tasks whose timers have passed and at those waiting for subtasks
 (:meth:`onward.projections.task.TaskProjection.ready_waiting`), a permit wakes one of the
 tasks waiting for its limit, a closed breaker those waiting for it: never every task parked
-on a message or an answer. Whatever the events, the order they come in, the clock (set back
+on a message or an answer; a look at a session's running tasks reads an index of them.
+Whatever the events, the order they come in, the clock (set back
 too) and the checkpoints taken between them, each answer is the one a look at every waiting
 task gives.
 """
@@ -22,7 +23,9 @@ from onward.events import (
     MessageSent,
     Meta,
     Priority,
+    ProblemKind,
     Recorded,
+    StreamDamage,
     TaskCancelled,
     TaskClaimed,
     TaskFailed,
@@ -199,6 +202,21 @@ class WaitingTasks(RuleBasedStateMachine):
             data.draw(st.sampled_from(self.in_state("failed", "cancelled"))), TaskRetried()
         )
 
+    @rule(task_id=st.sampled_from(TASKS))
+    def damage(self, task_id: str) -> None:
+        view = self.view(task_id)
+        if view is not None and not view.terminal:
+            stream = f"task-{task_id}"
+            reason = "a record that does not decode"
+            damage = StreamDamage(
+                stream=stream,
+                version=view.version + 1,
+                position=0,
+                kind=ProblemKind.CORRUPT,
+                reason=reason,
+            )
+            self.tasks.damage(task_id, damage)
+
     @rule(step=st.floats(-10, 20))
     def tick(self, step: float) -> None:
         self.now += step
@@ -256,6 +274,16 @@ class WaitingTasks(RuleBasedStateMachine):
         sessions = {v.session for t in self.in_state("waiting") if (v := self.view(t)) is not None}
         for session in SESSIONS:
             assert self.tasks.waits_in(session) == (session in sessions)
+
+    @invariant()
+    def the_running_tasks_are_those_in_the_running_state(self) -> None:
+        for session in SESSIONS:
+            found = {v.task_id for v in self.tasks.running_in(session)}
+            running = {
+                t for t in self.in_state("running") if self.tasks.views[t].session == session
+            }
+            assert found == running
+        assert sum(map(len, self.tasks._running_in.values())) == len(self.in_state("running"))
 
     @invariant()
     def no_timer_index_grows_past_its_bound(self) -> None:
