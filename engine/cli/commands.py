@@ -42,13 +42,14 @@ from onward.events import (
     LogDamaged,
     Problem,
     ProblemKind,
+    Recorded,
     UsageError,
     VerifyReport,
     open_log,
 )
 from onward.events.sqlite import SQLiteLog
 from onward.events.sqlite_file import file_head
-from onward.projections import CatchUp, task_stream, verify_log
+from onward.projections import CatchUp, inbox_stream, task_stream, verify_log
 
 __all__ = [
     "check_output",
@@ -254,7 +255,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print a task's timeline (every event of its stream) and its view."""
+    """Print a task's timeline (every event of its stream), the messages sent to it (its
+    inbox, read or not) and its view."""
     with open_existing(args.db) as log:
         projections = fold(log).projections
         view = find_task(projections, args.task, log.url)
@@ -268,6 +270,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 history = log.read_stream(task_stream(view.task_id), verify=False)
             except CorruptRecord:
                 history = []  # a record does not even decode: the view is all there is
+        messages, inbox_damage = _inbox(log, view.task_id)
         if args.json:
             emit_json(
                 ShowReport(
@@ -276,6 +279,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                     view=msgspec.structs.asdict(view),
                     events=event_rows(history),
                     damage=damage,
+                    messages=event_rows(messages),
+                    inbox_damage=inbox_damage,
                 )
             )
             return 0
@@ -286,9 +291,28 @@ def cmd_show(args: argparse.Namespace) -> int:
         print()
         print(timeline_table(history))
         print()
+        if messages or inbox_damage:
+            print(f"messages sent to it ({len(messages)}; read as it calls recv()):")
+            if inbox_damage:
+                print(f"DAMAGED inbox, shown unchecked: {printable(inbox_damage)}")
+            print(timeline_table(messages))
+            print()
         for line in view_lines(view):
             print(line)
     return 0
+
+
+def _inbox(log: EventLog, task_id: str) -> tuple[list[Recorded], str]:
+    """The messages sent to a task, and why its inbox cannot be trusted (its records are
+    then read unchecked; none where one does not even decode)."""
+    stream = inbox_stream(task_id)
+    try:
+        return list(log.read_stream(stream)), ""
+    except CorruptRecord as exc:
+        try:
+            return list(log.read_stream(stream, verify=False)), str(exc)
+        except CorruptRecord:
+            return [], str(exc)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

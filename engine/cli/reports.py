@@ -119,6 +119,8 @@ class ShowReport(msgspec.Struct, frozen=True, kw_only=True):
     view: dict[str, Any]  # every field of the TaskView, defaults included
     events: list[EventRow]
     damage: str = ""  # why its history cannot be trusted; its events are then shown unchecked
+    messages: list[EventRow] = []  # the messages sent to it (its inbox), read or not
+    inbox_damage: str = ""  # why its inbox cannot be trusted; its messages are then unchecked
 
 
 class QueueRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,7 +15,7 @@ import pytest
 from onward import Engine, RetryPolicies, RetryPolicy
 from onward.cli.main import main
 from onward.events import TaskSubmitted, TaskSucceeded, open_log
-from onward.projections import task_stream
+from onward.projections import inbox_stream, task_stream
 from tests.conftest import FakeClock
 
 START = "2023-11-14T22:13:20Z"  # FakeClock's start, 1_700_000_000
@@ -239,7 +239,8 @@ def test_show_human(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_show_json_and_prefix(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
     report = run_json(capsys, "show", known.boom[:6], "--db", known.db)
-    assert list(report) == ["log", "task", "view", "events", "damage"]
+    assert list(report) == ["log", "task", "view", "events", "damage", "messages", "inbox_damage"]
+    assert (report["messages"], report["inbox_damage"]) == ([], "")
     assert report["task"]["task_id"] == known.boom
     assert report["view"]["state"] == "failed"
     assert report["view"]["error"] == "ValueError: bad input in boom"
@@ -251,6 +252,47 @@ def test_show_json_and_prefix(known: Known, capsys: pytest.CaptureFixture[str]) 
     assert positions == sorted(positions)
     assert events[2]["fields"]["error_type"] == "ValueError"
     assert events[0]["fields"]["priority"] == "high"
+
+
+def test_show_lists_the_messages_sent_to_the_task_read_or_not(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "work.db")
+    with Engine.open(f"sqlite:///{db}", session="s", clock=clock) as engine:
+
+        @engine.task(name="review")
+        def review() -> Any:
+            return engine.recv("verdict")
+
+        task_id = engine.submit(review)
+        engine.run()
+        engine.send(task_id, "note", "never read", sender="bob")
+        engine.send(task_id, "verdict", {"ok": True}, sender="alice")
+        engine.run()
+    status, out, _ = run(capsys, "show", task_id, "--db", db)
+    assert status == 0
+    messages = out.split("messages sent to it (2; read as it calls recv()):\n", 1)[1]
+    rows = messages.splitlines()[1:3]
+    assert [row.split()[3] for row in rows] == ["MessageSent", "MessageSent"]
+    assert "topic=note value=never read sender=bob" in rows[0]
+    assert 'topic=verdict value={"ok":true} sender=alice' in rows[1]
+    report = run_json(capsys, "show", task_id, "--db", db)
+    assert [m["fields"]["topic"] for m in report["messages"]] == ["note", "verdict"]
+    assert [m["version"] for m in report["messages"]] == [1, 2]
+    assert report["view"]["inbox_version"] == 2
+    received = [e for e in report["events"] if e["type"] == "MessageReceived"]
+    assert [e["fields"]["topic"] for e in received] == ["verdict"]
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = 1",
+            (b'{"meta":{"checksum":"' + b"0" * 32 + b'",', inbox_stream(task_id)),
+        )
+    conn.close()
+    status, out, err = run(capsys, "show", task_id, "--db", db)
+    assert (status, err) == (0, "")
+    assert "DAMAGED inbox, shown unchecked: " in out
+    report = run_json(capsys, "show", task_id, "--db", db)
+    assert "checksum" in report["inbox_damage"]
 
 
 def test_show_a_time_past_the_year_9999(
