@@ -18,9 +18,11 @@ from onward.core.definitions import (
     type_hints,
 )
 from onward.core.errors import NotRegistered
-from onward.events import Priority, UsageError
+from onward.events import Priority, UsageError, redacted_logger
 
 __all__ = ["Registry"]
+
+logger = redacted_logger("onward.engine")
 
 
 class Registry:
@@ -39,13 +41,15 @@ class Registry:
         priority: Priority,
         aliases: Sequence[str] = (),
     ) -> TaskDef:
-        """Register ``fn`` as a task (re-registering the same name replaces it); tasks
-        submitted under one of ``aliases`` (its former names) run it too.
+        """Register ``fn`` as a task; tasks submitted under one of ``aliases`` (its former
+        names) run it too. A name is taken once: the same function registered again, or
+        defined again (its module reloaded, a notebook's cell run again), replaces it.
 
         Raises:
             UsageError: an alias that is the task's own name, or an empty one, a function
                 whose parameters Python cannot tell (submitted arguments are checked against
-                them), or a generator function (a task returns one value).
+                them), a generator function (a task returns one value), or a name another
+                function has (see :func:`_check_name`).
         """
         try:
             signature = inspect.signature(fn)
@@ -70,6 +74,7 @@ class Registry:
             annotations={k: v for k, v in hints.items() if k != "return"},
             returns=hints.get("return", Any),
         )
+        _check_name("task", definition.name, self.tasks.get(definition.name), fn)
         for alias in aliases:
             if not alias or alias == definition.name:
                 raise UsageError(
@@ -98,12 +103,12 @@ class Registry:
         limit: str = "",
     ) -> StepDef:
         """Register ``fn`` as a step; outcomes recorded under one of ``aliases`` (its former
-        names) are its own.
+        names) are its own. A name is taken once, as a task's is (:meth:`add_task`).
 
         Raises:
             UsageError: a timeout that is not a positive number of seconds, a timeout and a
-                limit on a plain function, or a function that is a generator (a step returns
-                one value).
+                limit on a plain function, a function that is a generator (a step returns
+                one value), or a name another function has (see :func:`_check_name`).
         """
         if timeout is not None and not (fields.seconds(timeout) and timeout > 0):
             raise UsageError(
@@ -137,6 +142,7 @@ class Registry:
             aliases=tuple(aliases),
             limit=limit,
         )
+        _check_name("step", definition.name, self.steps.get(definition.name), fn)
         self.steps[definition.name] = definition
         return definition
 
@@ -163,3 +169,48 @@ class Registry:
             raise NotRegistered(
                 f"no task registered as {name_or_fn!r} (registered: {known})"
             ) from None
+
+
+def _check_name(
+    kind: str, name: str, registered: TaskDef | StepDef | None, fn: Callable[..., Any]
+) -> None:
+    """Refuse a name that another function has: the name is what the log records, and the
+    tasks and outcomes recorded under it would run or replay through whichever registered
+    last (the import order, or the call order of a factory). The same function registered
+    again, or the same definition compiled again (its module reloaded, a notebook's cell run
+    again: the same module and qualified name, another code object), replaces it, with a
+    warning for the latter.
+
+    Raises:
+        UsageError: ``name`` is registered to a function defined elsewhere, or to another
+            function made by the same code (a factory's: give each its own ``name=``).
+    """
+    if registered is None or registered.fn is fn:
+        return
+    old, new = call_target(registered.fn), call_target(fn)
+    if old is new:  # two partials (or objects) of one function: still two callables
+        where = "another callable of the same function"
+    else:
+        old_place, new_place = _place(old), _place(new)
+        if old_place == new_place and getattr(old, "__code__", None) is not getattr(
+            new, "__code__", None
+        ):
+            logger.warning(
+                "%s %r is defined again (%s): the new definition replaces it", kind, name, new_place
+            )
+            return
+        if old_place == new_place:
+            where = f"another function made by the same code ({new_place})"
+        else:
+            where = old_place
+    raise UsageError(
+        f"{kind} name {name!r} is taken by {where}: {_place(new)} cannot have it too (the log "
+        f"knows a {kind} by its name alone); give one of them its own name with name="
+    )
+
+
+def _place(fn: Callable[..., Any]) -> str:
+    """Where a function is defined: its module and full qualified name."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{qualname}"

@@ -184,21 +184,18 @@ def test_a_step_past_its_timeout_fails_with_the_same_message_on_both_paths(
     tries: list[int] = []
     with open_engine(db, clock) as engine:
 
-        @engine.step(name="slow", timeout=0.01)
         async def slow_async() -> str:
             tries.append(1)
             if len(tries) == 1:
                 await never.wait()  # cancelled by the timeout
             return "in time"
 
-        @engine.step(name="slow", timeout=0.01)
         def slow_plain() -> str:
             tries.append(1)
             if len(tries) == 1:
                 let_go.wait()  # abandoned in its thread
             return "in time"
 
-        @engine.step(name="slow", timeout=0.01)
         async def slow_blocking() -> str:
             tries.append(1)
             if len(tries) == 1:
@@ -208,11 +205,16 @@ def test_a_step_past_its_timeout_fails_with_the_same_message_on_both_paths(
                 return "late"
             return "in time"
 
-        steps = {"async": slow_async, "plain": slow_plain, "async blocking the loop": slow_blocking}
+        bodies = {
+            "async": slow_async,
+            "plain": slow_plain,
+            "async blocking the loop": slow_blocking,
+        }
+        step = engine.step(name="slow", timeout=0.01)(bodies[kind])
 
         @engine.task()
         async def job() -> str:
-            return await steps[kind]()  # type: ignore[no-any-return]
+            return await step()  # type: ignore[no-any-return]
 
         task_id = engine.submit(job)
         run_with(engine, "run_async")
