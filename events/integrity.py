@@ -642,6 +642,11 @@ class Verifier:
                 "position that is not a number, a chain that is not text)",
             )
             return HeadCheck(status="damaged", detail="the head record is damaged")
+        if head is None and not self._head:
+            return HeadCheck(
+                status="not tracked",
+                detail="this log holds no record yet: its head record comes with the first",
+            )
         if head is None:
             return HeadCheck(
                 status="not tracked",

@@ -36,6 +36,9 @@ def open_log(url: str, **options: Any) -> EventLog:
         InvalidURL: the URL names no supported backend, is malformed, or has an unknown,
             repeated or out-of-range option.
         LogNotFound: ``create=False`` and there is no log there.
+        NotALog: the path holds something else than a log (a directory, an empty, text or
+            unknown file, another SQLite database); nothing was changed.
+        LogDamaged: the log's file is truncated, or its records are not onward's.
         BackendError: the database cannot be opened.
     """
     if not isinstance(url, str) or not url:

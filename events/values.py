@@ -144,7 +144,7 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
     except _Refused as refused:
         # The path is made of the value's own keys (a dict of clients by API key), and the
         # reason may quote the value: both are redacted, as the log would redact them.
-        where = _redacted("".join(refused.path), redactor)
+        where = _redacted("".join(refused.path), redactor).strip()  # " (a member)" first
         if len(where) > 80:  # a deep path: its two ends say enough
             where = f"{where[:38]}...{where[-38:]}"
         at = f" at {where}" if where else ""

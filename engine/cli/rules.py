@@ -13,10 +13,11 @@ CLI prints as ``onward rules: <message>`` with exit status 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from onward.cli.reports import emit_json
-from onward.cli.table import clip, table
+from onward.cli.table import clip, printable, table
 from onward.judgement.rulebook import Rulebook, RuleInfo
 
 __all__ = ["add_rules_arguments", "cmd_rules", "rules_table"]
@@ -86,9 +87,17 @@ def cmd_rules(args: argparse.Namespace) -> int:
     book = Rulebook()
     for path in args.rules or ():
         book.load_toml(path)
-    rows = [r for r in book.rules() if args.scenario in (None, r.scenario)]
+    every = book.rules()
+    rows = [r for r in every if args.scenario in (None, r.scenario)]
     if args.json:
         emit_json(rows)
     else:
         print(rules_table(rows))
+        if not rows and args.scenario is not None:
+            scenarios = ", ".join(sorted({r.scenario for r in every})) or "none"
+            print(
+                f"no rule in force for scenario {printable(repr(args.scenario))} "
+                f"(the scenarios of the rules in force: {scenarios})",
+                file=sys.stderr,
+            )
     return 0

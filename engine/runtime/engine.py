@@ -313,6 +313,9 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             NotALog: the path holds something else than a log (a directory, an empty, text or
                 unknown file, another SQLite database); nothing was changed.
             LogDamaged: the log's history is corrupt or foreign, or its file is truncated.
+            LogNotFound: ``create=False`` and there is no log there.
+            BackendError: the database cannot be opened or created (a missing directory, no
+                permission, a server that does not answer).
         """
         unknown = sorted(set(options) - OpenOptions.__optional_keys__)
         if unknown:

@@ -50,7 +50,9 @@ def load_engine(target: str) -> Engine:
         except Exception as exc:  # a missing setting, a function that takes arguments
             raise _failed(f"calling {target}()", exc) from exc
     if not isinstance(found, Engine):
-        raise UsageError(f"{target} is a {type(found).__name__}, not an onward Engine")
+        kind = type(found).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise UsageError(f"{target} is {article} {kind}, not an onward Engine")
     return found
 
 

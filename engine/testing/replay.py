@@ -498,8 +498,10 @@ def replay_task(
         The check of that one task.
 
     Raises:
-        UsageError: the history does not start with a task's submission.
+        UsageError: ``engine`` is not an :class:`~onward.Engine`, or the history does not
+            start with a task's submission.
     """
+    _check_engine(engine)
     if not history or not isinstance(history[0].event, TaskSubmitted):
         raise UsageError("a task's history starts with its TaskSubmitted")
     submitted = history[0].event
@@ -713,7 +715,14 @@ def replay_check(log: EventLog | str, engine: Engine, *, session: str | None = N
 
     Raises:
         LogNotFound: no log at that URL.
+        UsageError: ``log`` is neither an event log nor a URL, or ``engine`` is not an
+            :class:`~onward.Engine`.
     """
+    _check_engine(engine)
+    if not isinstance(log, (str, EventLog)):
+        raise UsageError(
+            f"replay_check: the log is an EventLog or its URL (a str), got a {type(log).__name__}"
+        )
     owned = isinstance(log, str)
     opened = open_log(log, create=False) if isinstance(log, str) else log
     try:
@@ -732,6 +741,19 @@ def replay_check(log: EventLog | str, engine: Engine, *, session: str | None = N
         if owned:
             opened.close()
     return _merge(checks)
+
+
+def _check_engine(engine: object) -> None:
+    """Refuse what is not an engine (its registry holds the code replayed).
+
+    Raises:
+        UsageError: it is not one.
+    """
+    if not isinstance(engine, Engine):
+        raise UsageError(
+            "the code is replayed through an Engine its tasks and steps are registered on, "
+            f"got a {type(engine).__name__}"
+        )
 
 
 # -- histories embedded in tests -------------------------------------------------------------

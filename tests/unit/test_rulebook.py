@@ -773,6 +773,18 @@ def test_rules_command_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert " - " in nxt
 
 
+def test_rules_command_names_the_scenarios_when_none_matches(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cmd_rules(parse("--scenario", "task_complete")) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["#  ID  SCENARIO  WHEN  CHOICE  SOURCE"]
+    assert err == (
+        "no rule in force for scenario 'task_complete' (the scenarios of the rules in force: "
+        "action, error, task_completed)\n"
+    )
+
+
 def test_rules_command_with_a_file_and_a_scenario(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -452,6 +452,19 @@ def test_a_writer_that_stays_open_advances_the_head_record_others_moved_or_damag
     assert (status, report["head_record"]["status"]) == (0, "ok")
 
 
+def test_a_new_log_says_its_head_record_comes_with_its_first_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "new.db"
+    status, _, _ = cli(capsys, "init", "--db", str(path))
+    assert status == 0
+    status, report = verify_cli(capsys, path)
+    assert (status, report["ok"], report["head_record"]["status"]) == (0, True, "not tracked")
+    assert report["head_record"]["detail"] == (
+        "this log holds no record yet: its head record comes with the first"
+    )
+
+
 def test_a_log_without_a_head_record_is_not_tracked_until_its_next_append(
     finished: tuple[Path, list[str]], clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -39,7 +39,7 @@ def test_an_engine_or_a_function_returning_one_is_loaded(app: str) -> None:
 @pytest.mark.parametrize(
     ("suffix", "message"),
     [
-        (":number", "is a int, not an onward Engine"),
+        (":number", "is an int, not an onward Engine"),
         (":missing", "has no 'missing'"),
         ("", "expected MODULE:ENGINE"),
     ],

@@ -33,6 +33,7 @@ from onward.testing import (
     open_engine,
     replay_check,
     replay_recorded,
+    replay_task,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -248,6 +249,16 @@ def test_the_same_code_replays_every_task(recorded: str) -> None:
     assert check.ok, check.explain()
     assert (check.checked, check.steps) == (2, 4)
     assert "deterministic" in check.explain()
+
+
+def test_replay_check_given_no_engine_or_no_log_says_so(recorded: str) -> None:
+    with pytest.raises(UsageError, match=r"through an Engine .* got a NoneType"):
+        replay_check(recorded, None)  # type: ignore[arg-type]
+    with open_engine() as engine:
+        with pytest.raises(UsageError, match=r"an EventLog or its URL .* got a PosixPath"):
+            replay_check(Path(recorded.removeprefix("sqlite:///")), engine)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match=r"through an Engine .* got a str"):
+            replay_task("engine", [])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,12 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("object", [object()], "at [0]: a value of type object cannot be stored"),
     ("function", {"f": len}, "a value of type builtin_function_or_method cannot be stored"),
     ("lock", threading.Lock(), "cannot be stored"),
-    ("struct in a set", {Frozen(1)}, "(a member): a Frozen would read back as an unhashable dict"),
+    (
+        "struct in a set",
+        {Frozen(1)},
+        " at (a member): a Frozen would read back as an unhashable dict",
+    ),
+    ("struct in a nested set", [0, {Frozen(1)}], " at [1] (a member): a Frozen would read back"),
     ("struct as a key", {Frozen(1): 1}, "(a key): a Frozen would read back as an unhashable dict"),
     ("lone surrogate", "\ud800", "surrogates not allowed"),
     ("an int of 4,301 digits", 10**4300, "an int of more than 4300 digits"),
