@@ -297,6 +297,9 @@ class TaskProjection:
         self._timing = threading.RLock()
         #: Tasks no worker had a function for, waiting for one that has.
         self.unregistered: set[str] = set()
+        # The same per session and task name, each a heap by submission order (stale entries
+        # dropped when met): a claim asks about each name once, not about each such task.
+        self._unregistered_in: dict[str, dict[str, list[tuple[int, str]]]] = {}
         # Per session: the running tasks (a worker's look for its peers' claims reads them,
         # never every task that has not ended).
         self._running_in: dict[str, set[str]] = {}
@@ -337,6 +340,29 @@ class TaskProjection:
                 else:
                     kept.append(part)
             self._finished = kept
+
+    def registered_again(self, session: str, knows: Callable[[str], bool]) -> TaskView | None:
+        """The oldest of a session's unregistered tasks whose name ``knows`` (a worker's
+        registry) answers to; each name is asked about once."""
+        names = self._unregistered_in.get(session)
+        if not names:
+            return None
+        best: TaskView | None = None
+        for name, heap in list(names.items()):
+            while heap:
+                view = self.views.get(heap[0][1])
+                if view is not None and view.state == "unregistered":
+                    break
+                heapq.heappop(heap)  # stale: it was claimed, abandoned or ended since
+            if not heap:
+                del names[name]
+            elif (best is None or heap[0][0] < best.order) and knows(name):
+                best = self.views[heap[0][1]]
+        return best
+
+    def _unregistered_under(self, view: TaskView) -> None:
+        names = self._unregistered_in.setdefault(view.session, {})
+        heapq.heappush(names.setdefault(view.name, []), (view.order, view.task_id))
 
     def running_in(self, session: str) -> list[TaskView]:
         """The views of a session's running tasks (a snapshot: another thread may fold
@@ -482,6 +508,7 @@ class TaskProjection:
                 view.waiting_topic = view.waiting_limit = view.waiting_breaker = ""
             if state == "unregistered":
                 self.unregistered.add(task_id)
+                self._unregistered_under(view)
             elif self.unregistered:
                 self.unregistered.discard(task_id)
             if state in TASK.terminal:
@@ -501,10 +528,12 @@ class TaskProjection:
                 del self._running_in[view.session]
 
     def _subtask_ended(self, task_id: str) -> None:
-        """A task that others wait for ended: look at each of them again at the next claim."""
+        """A task that others wait for ended: look at each of them again at the next claim
+        (the index names only a waiter's current wait: a look at its ``waiting_on``, which may
+        hold thousands of subtasks, would cost each subtask's end their number)."""
         for waiter in list(self._waiters_of.get(task_id, ())):
             view = self.views.get(waiter)
-            if view is not None and view.state == "waiting" and task_id in view.waiting_on:
+            if view is not None and view.state == "waiting" and view.waiting_on:
                 self._to_check.setdefault(view.session, set()).add(waiter)
 
     def wake(self, limit: str, time: float) -> None:
@@ -978,6 +1007,9 @@ class TaskProjection:
                 self._waits(view)
         self._timers = {s: self._timers_of(ids) for s, ids in self._waiting_in.items()}
         self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
+        self._unregistered_in = {}
+        for task_id in self.unregistered:
+            self._unregistered_under(views[task_id])
         self._running_in = {}
         for view in self._active.values():
             if view.state == "running":

@@ -132,7 +132,7 @@ class Limits:
         wanted = LimitSet(name=name, concurrency=concurrency, rate=rate.strip())
 
         def unless_the_same(projections: Projections) -> tuple[list[LimitSet], int]:
-            view = projections.limits.view(name)
+            view = projections.limits.held(name)
             same = view.set and (view.concurrency, view.rate) == (concurrency, wanted.rate)
             return ([] if same else [wanted]), view.version
 
@@ -166,7 +166,7 @@ class Limits:
         for _ in range(_TAKE_TRIES):
             with session.lock:
                 projections = session.catch_up()
-                view = projections.limits.view(limit)
+                view = projections.limits.held(limit)
                 concurrency, rate = self.bounds(limit, view)
                 held = view.held.get(key)
                 if held is not None and view.runs.get(key) == context.causation_id:

@@ -981,6 +981,10 @@ class TaskRun:
         self._handed_limit = 64
         # Messages this task took (or gave up waiting for), by the step index of the receive.
         self.received: dict[int, MessageReceived] = {}
+        # Of the messages taken: the inbox versions, and the last one of each topic (a receive
+        # looks only past it), kept as they are taken (see :meth:`_took`).
+        self._taken_versions: set[int] = set()
+        self._last_taken: dict[str, int] = {}
         # The task's inbox as far as this run has read it, in version order.
         self.inbox: list[Recorded] = []
         # The inbox versions that receives under way are recording as taken.
@@ -1024,7 +1028,7 @@ class TaskRun:
             elif isinstance(event, MessageReceived):
                 # The message as the origin took it, from the origin's inbox: no place in the
                 # fork's own inbox is used up.
-                self.received[event.index] = msgspec.structs.replace(event, inbox_version=None)
+                self._took(msgspec.structs.replace(event, inbox_version=None))
             elif isinstance(event, PatchMarked):
                 # The origin took the new path before a step the fork inherits: so does it.
                 self.patches.add(event.change_id)
@@ -1065,7 +1069,7 @@ class TaskRun:
             elif isinstance(event, PatchMarked):
                 self.patches.add(event.change_id)
             elif isinstance(event, MessageReceived):
-                self.received[event.index] = event
+                self._took(event)
             elif isinstance(event, StepFailed):
                 self.started.pop(event.index, None)  # that try ended: the next one may start
                 failed[event.index] = event
@@ -2090,6 +2094,15 @@ class TaskRun:
             return False  # replaying a history recorded before the change
         return PatchMarked(change_id=change_id, index=self.index)
 
+    def _took(self, received: MessageReceived) -> None:
+        """Keep a message taken (or a receive that gave up) at its step index."""
+        self.received[received.index] = received
+        version = received.inbox_version
+        if version is not None:
+            self._taken_versions.add(version)
+            if version > self._last_taken.get(received.topic, 0):
+                self._last_taken[received.topic] = version
+
     def _check_not_received(self, index: int, name: str) -> None:
         """Refuse a step or a sleep where the log records a message taken.
 
@@ -2131,14 +2144,7 @@ class TaskRun:
         began = self.started.get(index)
         if began is not None and began != RECEIVE_STEP:
             raise StepMismatch(self.task_id, index, began, receive_name(topic))
-        after = max(
-            (
-                r.inbox_version
-                for r in self.received.values()
-                if r.topic == topic and r.inbox_version is not None
-            ),
-            default=0,
-        )
+        after = self._last_taken.get(topic, 0)
         known = self.inbox
         fresh: list[Recorded] = yield Blocking(inbox, known[-1].version if known else 0)
         read = known[-1].version if known else 0  # another receive may have read meanwhile
@@ -2147,12 +2153,14 @@ class TaskRun:
         now = self.clock()
         # Taken, or being taken by a receive under way beside this one (gathered receives of
         # one topic): known only now, after the read, during which the others went on.
-        taking = self.taking
-        used = {r.inbox_version for r in self.received.values() if r.inbox_version is not None}
-        used |= taking
+        taking, used = self.taking, self._taken_versions
         for r in messages:
             message = r.event
-            if r.version not in used and isinstance(message, MessageSent):
+            if (
+                r.version not in used
+                and r.version not in taking
+                and isinstance(message, MessageSent)
+            ):
                 if message.topic != topic:
                     continue
                 got = MessageReceived(
@@ -2161,7 +2169,7 @@ class TaskRun:
                 taking.add(r.version)
                 try:
                     yield Blocking(self.record, [got])
-                    self.received[index] = got
+                    self._took(got)
                 finally:
                     taking.discard(r.version)
                 self.steps_run += 1
@@ -2170,7 +2178,7 @@ class TaskRun:
         if deadline is not None and now >= deadline:  # the wait is over: nothing came
             gave_up = MessageReceived(index=index, topic=topic)
             yield Blocking(self.record, [gave_up])
-            self.received[index] = gave_up
+            self._took(gave_up)
             return None
         seen = messages[-1].version if messages else after
         waits: list[Event] = []

@@ -884,13 +884,7 @@ class Scheduler:
     def _registered_again(self) -> TaskView | None:
         """The oldest of this session's unregistered tasks whose function this worker has."""
         tasks = self.session.host.projections.tasks
-        found = [
-            view
-            for task_id in tasks.unregistered
-            if (view := tasks.views[task_id]).session == self.session.name  # not finished
-            and self.registry.knows(view.name)
-        ]
-        return min(found, key=lambda v: v.order) if found else None
+        return tasks.registered_again(self.session.name, self.registry.knows)
 
     def _unregistered(self, view: TaskView) -> None:
         """Record that no function here answers to a task's name: it waits, unregistered, for a

@@ -3,7 +3,8 @@
 A claim looks only at the tasks whose timers have passed and at those waiting for subtasks
 (:meth:`onward.projections.task.TaskProjection.ready_waiting`), a permit wakes one of the
 tasks waiting for its limit, a closed breaker those waiting for it: never every task parked
-on a message or an answer; a look at a session's running tasks reads an index of them.
+on a message or an answer; a look at a session's running tasks, or at its unregistered ones
+whose function a worker has, reads an index of them.
 Whatever the events, the order they come in, the clock (set back
 too) and the checkpoints taken between them, each answer is the one a look at every waiting
 task gives.
@@ -33,6 +34,7 @@ from onward.events import (
     TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUnregistered,
     TaskWaiting,
 )
 from onward.projections import TaskView
@@ -43,6 +45,7 @@ SESSIONS = ("a", "b")
 LIMITS = ("", "", "pool")
 BREAKERS = ("", "", "index")
 TOPICS = ("", "", "go")
+NAMES = ("job", "mail")
 
 
 def waits_until(view: TaskView, now: float) -> bool:
@@ -87,15 +90,16 @@ class WaitingTasks(RuleBasedStateMachine):
         task_id=st.sampled_from(TASKS),
         session=st.sampled_from(SESSIONS),
         priority=st.sampled_from(["critical", "high", "normal", "low"]),
+        name=st.sampled_from(NAMES),
     )
-    def submit(self, task_id: str, session: str, priority: str) -> None:
+    def submit(self, task_id: str, session: str, priority: str, name: str) -> None:
         if self.view(task_id) is None:
-            event = TaskSubmitted(name="job", args=[], priority=priority)  # type: ignore[arg-type]
+            event = TaskSubmitted(name=name, args=[], priority=priority)  # type: ignore[arg-type]
             self.fold(f"task-{task_id}", 1, event, session)
 
     @rule(data=st.data())
     def claim(self, data: st.DataObject) -> None:
-        ready = self.in_state("queued", "waiting")
+        ready = self.in_state("queued", "waiting", "unregistered")
         if ready:
             task_id = data.draw(st.sampled_from(ready))
             self.task_event(task_id, TaskClaimed(worker="w", lease_until=2e9, attempt=1))
@@ -202,6 +206,15 @@ class WaitingTasks(RuleBasedStateMachine):
             data.draw(st.sampled_from(self.in_state("failed", "cancelled"))), TaskRetried()
         )
 
+    @rule(data=st.data())
+    def unregister(self, data: st.DataObject) -> None:
+        ready = self.in_state("queued", "waiting")
+        if ready:
+            task_id = data.draw(st.sampled_from(ready))
+            view = self.view(task_id)
+            assert view is not None
+            self.task_event(task_id, TaskUnregistered(name=view.name, worker="w"))
+
     @rule(task_id=st.sampled_from(TASKS))
     def damage(self, task_id: str) -> None:
         view = self.view(task_id)
@@ -274,6 +287,19 @@ class WaitingTasks(RuleBasedStateMachine):
         sessions = {v.session for t in self.in_state("waiting") if (v := self.view(t)) is not None}
         for session in SESSIONS:
             assert self.tasks.waits_in(session) == (session in sessions)
+
+    @invariant()
+    def a_task_registered_again_is_the_oldest_unregistered_of_a_known_name(self) -> None:
+        for session in SESSIONS:
+            for known in ((), ("job",), ("mail",), NAMES):
+                found = self.tasks.registered_again(session, known.__contains__)
+                candidates = [
+                    v
+                    for t in self.in_state("unregistered")
+                    if (v := self.tasks.views[t]).session == session and v.name in known
+                ]
+                expected = min(candidates, key=lambda v: v.order) if candidates else None
+                assert (found and found.task_id) == (expected and expected.task_id)
 
     @invariant()
     def the_running_tasks_are_those_in_the_running_state(self) -> None:

@@ -1,0 +1,180 @@
+"""Benchmark of scale: what a task, a claim or a permit costs stays the same as counts grow.
+
+Each workload runs twice in one run, at N and at 4N items, on fresh SQLite files at
+``synchronous=NORMAL`` (the figures are the engine's CPU, not the disk's); each figure is the
+cost of one item at 4N, beside its floor, the cost of one item at N. A cost that grows with
+the count (a look at every task, every message taken, every permit of the hour at each new
+one) shows as a ratio of about 4; a flat one as about 1.
+
+* ``subtask_ms``: a parent submits N subtasks and waits for them all (``engine.wait``); the
+  run of the parent and its subtasks, per subtask.
+* ``recv_us``: one task takes N messages with ``engine.recv`` (all sent before it runs), per
+  message.
+* ``rate_limited_step_us``: one task calls a step under a limit with a rate (100,000 an
+  hour) N times, per step: each permit counts the takes of the hour before it.
+* ``unregistered_ms``: N queued tasks whose function no worker has any more are marked
+  unregistered, per task (each claim looks for the unregistered tasks a worker has a
+  function for).
+
+Targets: each figure <= 1.5 x its floor.
+
+    .venv/bin/python scripts/bench_scaling.py --json
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import _bench
+from _bench import Figure, Files, Target
+
+from onward import Engine
+
+FULL: dict[str, int] = {"subtasks": 5000, "messages": 8000, "permits": 10000, "unregistered": 2000}
+QUICK: dict[str, int] = {"subtasks": 1000, "messages": 2000, "permits": 2500, "unregistered": 500}
+
+WORKLOADS = {
+    "subtask_ms": ("subtasks", "a subtask waited for", "ms"),
+    "recv_us": ("messages", "a message taken", "us"),
+    "rate_limited_step_us": ("permits", "a rate-limited step", "us"),
+    "unregistered_ms": ("unregistered", "a task marked unregistered", "ms"),
+}
+FIGURES = [
+    Figure(f"{label}, 4N", key, unit, f"details.{key}_at_n", f"{label}, N")
+    for key, (_, label, unit) in WORKLOADS.items()
+]
+TARGETS = [
+    Target(key.removesuffix("_ms").removesuffix("_us"), key, "<=", 1.5, f"details.{key}_at_n")
+    for key in WORKLOADS
+]
+
+
+def subtasks(url: str, count: int) -> float:
+    """Seconds per subtask: a parent waits for ``count`` subtasks."""
+    with Engine.open(url, session="b") as engine:
+
+        @engine.task(name="child")
+        def child(i: int) -> int:
+            return i
+
+        @engine.task(name="parent")
+        def parent(n: int) -> int:
+            return sum(engine.wait([engine.submit("child", i) for i in range(n)]))
+
+        task_id = engine.submit("parent", count)
+        t0 = time.perf_counter()
+        engine.run()
+        elapsed = time.perf_counter() - t0
+        if engine.result(task_id) != count * (count - 1) // 2:
+            raise SystemExit(f"the parent of {count} subtasks: {engine.task_view(task_id)}")
+    return elapsed / count
+
+
+def messages(url: str, count: int) -> float:
+    """Seconds per message: one task takes ``count`` messages."""
+    with Engine.open(url, session="b") as engine:
+
+        @engine.task(name="consumer")
+        def consumer(n: int) -> int:
+            return sum(engine.recv("item") for _ in range(n))
+
+        task_id = engine.submit("consumer", count)
+        for i in range(count):
+            engine.send(task_id, "item", i)
+        t0 = time.perf_counter()
+        engine.run()
+        elapsed = time.perf_counter() - t0
+        if engine.result(task_id) != count * (count - 1) // 2:
+            raise SystemExit(f"a task taking {count} messages: {engine.task_view(task_id)}")
+    return elapsed / count
+
+
+def permits(url: str, count: int) -> float:
+    """Seconds per step: one task calls a rate-limited step ``count`` times."""
+    with Engine.open(url, session="b") as engine:
+        engine.limit("api", concurrency=4, rate="100000/hour")
+
+        @engine.step(name="call", limit="api")
+        def call(i: int) -> int:
+            return i
+
+        @engine.task(name="caller")
+        def caller(n: int) -> int:
+            return sum(call(i) for i in range(n))
+
+        task_id = engine.submit("caller", count)
+        t0 = time.perf_counter()
+        engine.run()
+        elapsed = time.perf_counter() - t0
+        if engine.result(task_id) != count * (count - 1) // 2:
+            raise SystemExit(f"a task of {count} limited steps: {engine.task_view(task_id)}")
+    return elapsed / count
+
+
+def unregistered(url: str, count: int) -> float:
+    """Seconds per task: ``count`` queued tasks whose function is gone marked unregistered."""
+    with Engine.open(url, session="b") as engine:
+
+        @engine.task(name="renamed")
+        def renamed(i: int) -> None: ...
+
+        for i in range(count):
+            engine.submit("renamed", i)
+    with Engine.open(url, session="b") as engine:
+
+        @engine.task(name="other")
+        def other() -> None: ...
+
+        logging.getLogger("onward").setLevel(logging.ERROR)  # a warning for each task
+        t0 = time.perf_counter()
+        engine.run()
+        elapsed = time.perf_counter() - t0
+        logging.getLogger("onward").setLevel(logging.NOTSET)
+        if len(engine.tasks("unregistered")) != count:
+            raise SystemExit(f"{count} tasks to mark unregistered: {engine.tasks()[:3]}")
+    return elapsed / count
+
+
+RUNS: dict[str, Callable[[str, int], float]] = {
+    "subtask_ms": subtasks,
+    "recv_us": messages,
+    "rate_limited_step_us": permits,
+    "unregistered_ms": unregistered,
+}
+
+
+def measure(directory: Path, counts: dict[str, int], args: Any) -> dict[str, Any]:
+    """Every figure, in one run."""
+    del args
+    files = Files(directory)
+    result: dict[str, Any] = {"details": {}, "counts": counts}
+    for key, run in RUNS.items():
+        what, label, unit = WORKLOADS[key]
+        scale = 1000.0 if unit == "ms" else 1e6
+        for factor, where in ((1, f"{key}_at_n"), (4, key)):
+            count = counts[what] * factor
+            _bench.progress(f"{label}: {count}")
+            seconds = run(f"sqlite:///{files.new(key)}?synchronous=normal", count)
+            figure = round(seconds * scale, 3)
+            if factor == 1:
+                result["details"][where] = figure
+            else:
+                result[where] = figure
+    return result
+
+
+def details(result: dict[str, Any]) -> list[str]:
+    """The counts."""
+    counts = result.get("counts", {})
+    return ["N: " + ", ".join(f"{counts.get(w)} {w}" for w, _, _ in WORKLOADS.values())]
+
+
+BENCHMARK = _bench.Benchmark(__doc__, FULL, QUICK, measure, FIGURES, TARGETS, details)
+
+if __name__ == "__main__":
+    sys.exit(BENCHMARK.main())

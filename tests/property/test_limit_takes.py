@@ -1,0 +1,59 @@
+"""A rate's look at a limit's recent takes counts what a look at every take would count.
+
+The limit projection keeps the times permits were taken in time order and counts them by
+bisection (a limit may take 100,000 permits an hour). Whatever the order the takes are folded
+in (workers' clocks differ), the checkpoints taken between them and how many there are, the
+count after a moment and the first take after it are those of the takes of the last hour
+before the latest, at most as many as it keeps.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onward.events import Meta, PermitTaken, Recorded
+from onward.projections.limits import TAKES_SPAN, LimitProjection, limit_stream
+
+#: Fewer takes kept than the projection keeps, so that examples reach the bound.
+KEPT = 40
+
+
+def take(projection: LimitProjection, version: int, time: float) -> None:
+    meta = Meta(event_id=f"e{version}", time=time, session="s")
+    event = PermitTaken(task_id=f"t{version}", index=0, worker="w", until=time + 60)
+    projection.apply(Recorded(limit_stream("api"), version, version, meta, event))
+
+
+def expected_takes(times: list[float]) -> list[float]:
+    """The takes a look at every take keeps: those of the last hour before the latest, the
+    newest ``KEPT``."""
+    latest = max(times)
+    kept = sorted(t for t in times if t >= latest - TAKES_SPAN)
+    return kept[-KEPT:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(st.floats(0, 3 * TAKES_SPAN, allow_nan=False), min_size=1, max_size=120),
+    checkpoints=st.sets(st.integers(0, 119)),
+    since=st.lists(st.floats(-10, 3 * TAKES_SPAN + 10, allow_nan=False), min_size=1, max_size=5),
+)
+def test_recent_takes_are_counted_as_a_look_at_every_take_counts(
+    times: list[float], checkpoints: set[int], since: list[float]
+) -> None:
+    projection = LimitProjection()
+    projection.kept = KEPT
+    for version, time in enumerate(times, 1):
+        take(projection, version, time)
+        if version in checkpoints:
+            loaded = LimitProjection()
+            loaded.kept = KEPT
+            loaded.load(projection.dump())
+            projection = loaded
+    kept = expected_takes(times)
+    assert projection.view("api").takes == kept
+    for moment in since:
+        after = [t for t in kept if t > moment]
+        assert projection.recent("api", moment) == len(after)
+        assert projection.first_since("api", moment) == (after[0] if after else None)
