@@ -883,14 +883,19 @@ class TaskProjection:
             heapq.heappop(heap)
         return None
 
-    def take_heads(self, session: str, count: int) -> list[TaskView]:
+    def take_heads(
+        self, session: str, count: int, before: tuple[int, float, int] | None = None
+    ) -> list[TaskView]:
         """Up to ``count`` first queued tasks of a session, in queue order, taken off its
         queue: a worker claims them at once, and :meth:`put_back` the ones it could not (a
-        claimed task would leave the queue at the claim's fold anyway)."""
+        claimed task would leave the queue at the claim's fold anyway). With ``before``, only
+        those whose queue key comes before it (a waiting task ready at that key comes next)."""
         heap = self._heaps.get(session)
         found: list[TaskView] = []
         seen: set[str] = set()
         while heap and len(found) < count:
+            if before is not None and heap[0][:3] >= before:
+                break  # every entry left comes after it too
             rank, deadline, order, task_id = heapq.heappop(heap)
             view = self.views.get(task_id, _LET_GO)  # an entry left by a task since ended
             if (

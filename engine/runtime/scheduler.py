@@ -881,6 +881,13 @@ class Scheduler:
             or self._registered_again() is not None
         )
 
+    def _first_ready(self) -> TaskView | None:
+        """The most urgent task ready after a wait, or registered again (None: none is)."""
+        ready, again = self._ready_waiting(), self._registered_again()
+        if ready is None or (again is not None and again.queue_key() < ready.queue_key()):
+            return again
+        return ready
+
     def _registered_again(self) -> TaskView | None:
         """The oldest of this session's unregistered tasks whose function this worker has."""
         tasks = self.session.host.projections.tasks
@@ -949,20 +956,19 @@ class Scheduler:
         stream's expected version. Returns the view, the claim, its id and the history before
         it.
 
-        A task ready after a wait comes first, then the queue's head; once another worker won a
-        race for a task, one picked at random among those of the head's priority near it, so
-        that many workers rarely race for the same task again (a lone worker keeps the queue's
-        order exactly).
+        The most urgent of the tasks ready after a wait (or registered again) and the queue's
+        head, by priority, then deadline, then submission order (a ready task comes first on
+        a tie); once another worker won a race for a task, a queued one is picked at random
+        among those of the head's priority near it, so that many workers rarely race for the
+        same task again (a lone worker keeps the queue's order exactly).
         """
         tasks = self.session.host.projections.tasks
         contended = False
         for _ in range(100):
-            view = self._ready_waiting() or self._registered_again()
-            if view is None and contended:
-                near = tasks.near_head(self.session.name)
-                view = self._rng.choice(near) if near else None
-            elif view is None:
-                view = tasks.next_queued(self.session.name)
+            view, head = self._first_ready(), tasks.next_queued(self.session.name)
+            if head is not None and (view is None or head.queue_key() < view.queue_key()):
+                near = tasks.near_head(self.session.name) if contended else []
+                view = self._rng.choice(near) if near else head
             if view is None:
                 return None
             if not self.registry.knows(view.name):
@@ -1012,34 +1018,43 @@ class Scheduler:
 
     def _claim_up_to(self, count: int) -> list[Claimed]:
         """Claim up to ``count`` of the most urgent runnable tasks (the caller holds the
-        session's lock): tasks ready after a wait one by one, then the queue's first tasks
-        with their claims committed together, in one transaction (one fsync for many claims;
-        each at its own stream's expected version, so a claim another worker beat is refused
-        alone)."""
+        session's lock), in the order :meth:`_claim_next` takes them: tasks ready after a wait
+        one by one; the queue's first tasks that come before them with their claims committed
+        together, in one transaction (one fsync for many claims; each at its own stream's
+        expected version, so a claim another worker beat is refused alone)."""
+        tasks = self.session.host.projections.tasks
         claimed: list[Claimed] = []
-        while len(claimed) < count and (
-            self._ready_waiting() is not None or self._registered_again() is not None
-        ):
-            found = self._claim_next()
-            if found is None:
-                return claimed
-            claimed.append(found)
-        if count - len(claimed) > 1:
-            claimed += self._claim_queued_together(count - len(claimed))
-        while len(claimed) < count:  # one at a time: the last one, or after a lost race
-            found = self._claim_next()
+        while len(claimed) < count:
+            ready, head = self._first_ready(), tasks.next_queued(self.session.name)
+            if head is None and ready is None:
+                break
+            left = count - len(claimed)
+            if (
+                left > 1
+                and head is not None
+                and (ready is None or head.queue_key() < ready.queue_key())
+            ):
+                before = None if ready is None else ready.queue_key()
+                together = self._claim_queued_together(left, before)
+                if together:
+                    claimed += together
+                    continue
+            found = self._claim_next()  # one at a time: a ready task, the last one, a lost race
             if found is None:
                 break
             claimed.append(found)
         return claimed
 
-    def _claim_queued_together(self, count: int) -> list[Claimed]:
-        """Claim the queue's first ``count`` tasks in one commit (see :meth:`_claim_up_to`);
-        those it cannot claim so (another worker's, no function here, a stream that reads
-        back other than folded) go back to the queue for :meth:`_claim_next`."""
+    def _claim_queued_together(
+        self, count: int, before: tuple[int, float, int] | None = None
+    ) -> list[Claimed]:
+        """Claim the queue's first ``count`` tasks (those that come ``before`` a key, if
+        given) in one commit (see :meth:`_claim_up_to`); those it cannot claim so (another
+        worker's, no function here, a stream that reads back other than folded) go back to
+        the queue for :meth:`_claim_next`."""
         session = self.session
         tasks = session.host.projections.tasks
-        heads = tasks.take_heads(session.name, count)
+        heads = tasks.take_heads(session.name, count, before)
         claimed: list[Claimed] = []
         try:
             claimed = self._claim_heads(heads)

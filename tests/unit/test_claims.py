@@ -6,6 +6,7 @@ reports its own appends (PostgreSQL's notifies only appends that may wake others
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -256,6 +257,68 @@ def test_a_pool_claims_the_queue_heads_together_in_queue_order(db: str, clock: F
             assert scheduler._execute(*found)[0] == "succeeded"
         assert engine.run().runs == 2
         assert [engine.result(i) for i in ids] == list(range(6))
+
+
+def test_tasks_ready_after_a_wait_are_claimed_in_queue_order_with_the_queued_ones(
+    db: str, clock: FakeClock
+) -> None:
+    """A critical task submitted while tasks woken from their waits are ready comes before
+    them; they come before a queued task of their own priority submitted after them, and
+    before a lower one."""
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="parked")
+        def parked(i: int) -> object:
+            return engine.recv("go")
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return i
+
+        woken = [engine.submit(parked, i) for i in range(3)]
+        assert engine.run().waiting == 3
+        for task_id in woken:
+            engine.send(task_id, "go", 1)
+        low = engine.submit(job, 0, priority="low")
+        normal = engine.submit(job, 1)
+        critical = engine.submit(job, 2, priority="critical")
+        high = engine.submit(job, 3, priority="high")
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        claimed = [found.view.task_id for found in scheduler._claim_up_to(5)]
+        assert claimed == [critical, high, *woken]
+        for found in scheduler._claim_up_to(2):
+            claimed.append(found.view.task_id)
+        assert claimed[5:] == [normal, low]
+
+
+@pytest.mark.parametrize("runner", ["run", "run_async"])
+def test_a_critical_task_runs_before_low_tasks_woken_by_their_messages(
+    db: str, clock: FakeClock, runner: str
+) -> None:
+    ran: list[str] = []
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance) as engine:
+
+        @engine.task(name="parked")
+        def parked(i: int) -> object:
+            value = engine.recv("go")
+            ran.append("low")
+            return value
+
+        @engine.task(name="urgent")
+        def urgent() -> None:
+            ran.append("critical")
+
+        woken = [engine.submit(parked, i, priority="low") for i in range(20)]
+        assert engine.run().waiting == 20
+        for task_id in woken:
+            engine.send(task_id, "go", 1)
+        engine.submit(urgent, priority="critical")
+        if runner == "run":
+            engine.run()
+        else:
+            asyncio.run(engine.run_async(concurrency=1))
+    assert ran == ["critical"] + ["low"] * 20
 
 
 def test_queue_heads_taken_for_a_claim_that_fails_go_back_to_the_queue(
