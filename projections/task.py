@@ -286,6 +286,7 @@ class TaskProjection:
         # order, so that a claim takes the first one without ranking them all.
         self._due: dict[str, dict[str, tuple[int, float, int] | None]] = {}
         self._ranked: dict[str, list[tuple[int, float, int, str]]] = {}
+        self._kept_due: dict[str, int] = {}  # per session: due tasks left at the last look
         # Per session: tasks waiting for subtasks that may all have ended (one began to wait,
         # or one of its subtasks ended since it was last looked at); and who waits for whom.
         self._to_check: dict[str, set[str]] = {}
@@ -373,6 +374,7 @@ class TaskProjection:
             view = views.get(task_id)
             if view is not None and view.state == "running":
                 found.append(view)
+        found.sort(key=lambda v: v.order)  # in submission order, whatever the set's
         return found
 
     def unfinished(self) -> list[TaskView]:
@@ -597,14 +599,31 @@ class TaskProjection:
         with self._timing:
             return self._next_timer(session)
 
+    def _drop_ended(self, session: str, due: dict[str, tuple[int, float, int] | None]) -> None:
+        """Drop the due tasks whose wait ended (their entries in ``_ranked`` are superseded):
+        a task that is no candidate (it waits for subtasks, or holds a newer onward's
+        events) has none there to be dropped with. Looked at again once their number has
+        doubled."""
+        for task_id in list(due):
+            view = self.views.get(task_id)
+            if view is None or view.waiting_until is None or view.state != "waiting":
+                del due[task_id]
+        self._kept_due[session] = len(due)
+
     def _next_timer(self, session: str) -> float | None:
         first: float | None = None
-        for task_id in self._due.get(session, ()):
+        due = self._due.get(session, {})
+        self._drop_ended(session, due)
+        for task_id in due:
             view = self.views.get(task_id)
-            if view is not None and view.state == "waiting" and not view.unknown_events:
-                until = view.waiting_until
-                if until is not None and (first is None or until < first):
-                    first = until
+            until = None if view is None else view.waiting_until
+            if (
+                view is not None
+                and until is not None
+                and not view.unknown_events
+                and (first is None or until < first)
+            ):
+                first = until
         heap = self._timers.get(session)
         while heap:
             key, task_id = heap[0]
@@ -637,6 +656,11 @@ class TaskProjection:
             heap = self._timers.get(session)
             while heap and heap[0][0] <= now:
                 self._rank(due, ranked, heapq.heappop(heap)[1])
+            if len(due) > 64 + 2 * self._kept_due.get(session, 0):
+                self._drop_ended(session, due)  # entries without a ranked one: looked at here
+            if len(ranked) > 64 + 4 * len(due):  # mostly superseded entries: rebuilt
+                ranked[:] = [(*key, i) for i, key in due.items() if key is not None]
+                heapq.heapify(ranked)
             while ranked:
                 entry = ranked[0]
                 task_id = entry[3]
@@ -661,9 +685,6 @@ class TaskProjection:
                     self._rank(due, ranked, task_id)
                 else:
                     return view
-            if len(ranked) > 64 + 4 * len(due):  # mostly superseded entries: rebuilt
-                ranked[:] = [(*key, i) for i, key in due.items() if key is not None]
-                heapq.heapify(ranked)
             return None
 
     def _reranked(self, view: TaskView) -> None:
@@ -745,6 +766,7 @@ class TaskProjection:
                 self._timers.pop(view.session, None)
                 self._due.pop(view.session, None)
                 self._ranked.pop(view.session, None)
+                self._kept_due.pop(view.session, None)
 
     def _timer(self, view: TaskView) -> None:
         """Put a waiting task's timer (not None) on its session's timers; past a few stale
@@ -1005,7 +1027,7 @@ class TaskProjection:
         self._loaded_finished = bool(self._finished)
         self.waiting = set()
         self._waiting_in, self._to_check, self._waiters_of, self._due = {}, {}, {}, {}
-        self._ranked = {}
+        self._ranked, self._kept_due = {}, {}
         self._for_limit, self._for_breaker = {}, {}
         for view in views.values():
             if view.state == "waiting":

@@ -105,7 +105,7 @@ class EventRow(msgspec.Struct, frozen=True, kw_only=True):
 
     position: int
     version: int
-    time: datetime
+    time: datetime | str  # a time no date can show (a damaged record's): its seconds, as text
     type: str
     actor: str
     fields: dict[str, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -86,13 +87,22 @@ def event_rows(history: Sequence[Recorded]) -> list[EventRow]:
         EventRow(
             position=r.position,
             version=r.version,
-            time=moment(r.meta.time),
+            time=_when(r.meta.time),
             type=_type_of(r),
             actor=r.meta.actor,
             fields=_fields(r.event),
         )
         for r in history
     ]
+
+
+def _when(t: float) -> datetime | str:
+    """A record's time as a date, or as the text :func:`iso` gives a time no date can show
+    (a damaged or foreign record's: ``1e+300s after 1970 (no date)``)."""
+    try:
+        return moment(t)
+    except (ValueError, OverflowError, OSError):
+        return iso(t, "microseconds")
 
 
 def timeline_table(history: Sequence[Recorded]) -> str:

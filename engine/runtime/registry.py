@@ -75,12 +75,26 @@ class Registry:
             returns=hints.get("return", Any),
         )
         _check_name("task", definition.name, self.tasks.get(definition.name), fn)
+        taken_as = self.task_aliases.get(definition.name)
+        if taken_as is not None and taken_as != definition.name:
+            raise UsageError(
+                f"task name {definition.name!r} is a former name of task {taken_as!r} (an "
+                "alias: the tasks submitted under it run that one); give this one another name"
+            )
         for alias in aliases:
             if not alias or alias == definition.name:
                 raise UsageError(
                     f"task {definition.name}: an alias must be another, non-empty name, "
                     f"got {alias!r}"
                 )
+            owner = self.task_aliases.get(alias, definition.name)
+            if alias in self.tasks or owner != definition.name:
+                other = alias if alias in self.tasks else owner
+                raise UsageError(
+                    f"task {definition.name}: its alias {alias!r} is taken by task {other!r} "
+                    "(the tasks submitted under it would run either)"
+                )
+        for alias in aliases:
             self.task_aliases[alias] = definition.name
         self.tasks[definition.name] = definition
         return definition
@@ -176,36 +190,80 @@ def _check_name(
 ) -> None:
     """Refuse a name that another function has: the name is what the log records, and the
     tasks and outcomes recorded under it would run or replay through whichever registered
-    last (the import order, or the call order of a factory). The same function registered
-    again, or the same definition compiled again (its module reloaded, a notebook's cell run
-    again: the same module and qualified name, another code object), replaces it, with a
-    warning for the latter.
+    last (the import order, or the call order of a factory).
+
+    The same callable registered again replaces it. So does the same definition run again,
+    with a warning: a module reloaded, a notebook's cell run twice, a module run as
+    ``__main__`` and imported too (the same module and qualified name, or the same source
+    file and line, whatever wraps it: decorators are looked through), or another partial or
+    object of one module-level function (nothing tells them from a reload).
 
     Raises:
         UsageError: ``name`` is registered to a function defined elsewhere, or to another
-            function made by the same code (a factory's: give each its own ``name=``).
+            function, class or partial made by the same code in a function (a factory's:
+            give each its own ``name=``).
     """
-    if registered is None or registered.fn is fn:
+    if registered is None or _same(registered.fn, fn):
         return
-    old, new = call_target(registered.fn), call_target(fn)
-    if old is new:  # two partials (or objects) of one function: still two callables
-        where = "another callable of the same function"
-    else:
-        old_place, new_place = _place(old), _place(new)
-        if old_place == new_place and getattr(old, "__code__", None) is not getattr(
-            new, "__code__", None
-        ):
-            logger.warning(
-                "%s %r is defined again (%s): the new definition replaces it", kind, name, new_place
-            )
-            return
-        if old_place == new_place:
-            where = f"another function made by the same code ({new_place})"
-        else:
-            where = old_place
+    old, new = _defined(registered.fn), _defined(fn)
+    if "<locals>" in _place(new) and (old is new or _code(old) is _code(new)):
+        made = "callable of the same function" if old is new else "function made by the same code"
+        raise UsageError(
+            f"{kind} name {name!r} is taken by another {made} ({_place(new)}), as a factory "
+            f"makes them: the log knows a {kind} by its name alone; give each its own name "
+            "with name="
+        )
+    if old is new or _same_source(old, new):
+        logger.warning(
+            "%s %r is registered again, to %s: it replaces the one before (a module reloaded, "
+            "a notebook's cell run again)",
+            kind,
+            name,
+            _place(new),
+        )
+        return
     raise UsageError(
-        f"{kind} name {name!r} is taken by {where}: {_place(new)} cannot have it too (the log "
-        f"knows a {kind} by its name alone); give one of them its own name with name="
+        f"{kind} name {name!r} is taken by {_place(old)}: {_place(new)} cannot have it too "
+        f"(the log knows a {kind} by its name alone); give one of them its own name with name="
+    )
+
+
+def _same(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
+    """Whether two callables are one (a method is bound anew at each access: equal, not the
+    same object)."""
+    if registered is fn:
+        return True
+    try:
+        return bool(registered == fn) if inspect.ismethod(fn) else False
+    except Exception:  # an object whose comparison raises is no method
+        return False
+
+
+def _defined(fn: Callable[..., Any]) -> Any:
+    """What a callable's code is: its call's target, decorators looked through."""
+    target = call_target(fn)
+    try:
+        return inspect.unwrap(target)
+    except ValueError:  # a cycle of __wrapped__
+        return target
+
+
+def _code(fn: Any) -> Any:
+    """A function's code object (None for what has none: a class, a builtin)."""
+    return getattr(getattr(fn, "__func__", fn), "__code__", None)
+
+
+def _same_source(old: Any, new: Any) -> bool:
+    """Whether two definitions are one definition run again: the same module and qualified
+    name, or the same source file and first line."""
+    if _place(old) == _place(new):
+        return True
+    old_code, new_code = _code(old), _code(new)
+    return (
+        old_code is not None
+        and new_code is not None
+        and (old_code.co_filename, old_code.co_firstlineno)
+        == (new_code.co_filename, new_code.co_firstlineno)
     )
 
 

@@ -36,6 +36,7 @@ from onward.events import (
     TaskSucceeded,
     TaskUnregistered,
     TaskWaiting,
+    UnknownEvent,
 )
 from onward.projections import TaskView
 from onward.projections.task import TaskProjection
@@ -361,3 +362,42 @@ def test_due_tasks_are_claimed_in_queue_order_one_after_another() -> None:
         claimed.append(view.task_id)
         machine.task_event(view.task_id, TaskClaimed(worker="w", lease_until=2e9, attempt=1))
     assert claimed == ["t5", "t0", "t1", "t2", "t3", "t4", "t6", "t7"]
+
+
+def test_the_due_index_stays_bounded_under_reprioritising_and_newer_events() -> None:
+    """A due task reprioritised again and again while no worker claims it (a paused session),
+    and due tasks that end after a newer onward's event (no candidates here), leave no more
+    than a bounded number of entries behind."""
+    tasks = TaskProjection()
+    position = 0
+
+    def fold(task_id: str, version: int, event: Event) -> None:
+        nonlocal position
+        position += 1
+        meta = Meta(event_id=f"e{position}", time=1000.0, session="a")
+        tasks.apply(Recorded(f"task-{task_id}", version, position, meta, event))
+
+    def parked(task_id: str, until: float | None) -> None:
+        fold(task_id, 1, TaskSubmitted(name="job", args=[]))
+        fold(task_id, 2, TaskClaimed(worker="w", lease_until=2e9, attempt=1))
+        fold(task_id, 3, TaskWaiting(reason="test", until=until))
+
+    parked("due", 999.0)
+    parked("parked", None)  # the session keeps a waiting task throughout
+    levels = [Priority.HIGH, Priority.NORMAL]
+    for version in range(4, 2004):
+        found = tasks.ready_waiting("a", 1001.0, lambda view: True)
+        assert found is not None
+        assert found.task_id == "due"
+        new, old = levels[version % 2], levels[(version + 1) % 2]
+        fold("due", version, TaskReprioritised(priority=new, previous=old))
+    assert len(tasks._ranked["a"]) <= 64 + 4 * len(tasks._due["a"])
+    for n in range(1000):
+        parked(f"newer{n}", 999.0)
+        fold(f"newer{n}", 4, UnknownEvent(type="TaskAnnotatedV9", data={}))
+        tasks.ready_waiting("a", 1001.0, lambda view: True)
+        fold(f"newer{n}", 5, TaskClaimed(worker="newer", lease_until=2e9, attempt=2))
+        fold(f"newer{n}", 6, TaskSucceeded(result=1))
+    assert len(tasks._due["a"]) <= 64 + 2 * 2 + 1
+    assert tasks.next_timer("a") == 999.0
+    assert set(tasks._due["a"]) == {"due"}

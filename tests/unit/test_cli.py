@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -282,6 +283,17 @@ def test_show_lists_the_messages_sent_to_the_task_read_or_not(
     assert report["view"]["inbox_version"] == 2
     received = [e for e in report["events"] if e["type"] == "MessageReceived"]
     assert [e["fields"]["topic"] for e in received] == ["verdict"]
+    with sqlite3.connect(db) as conn:  # a time no date can show, as a foreign writer's
+        where = "WHERE originator_id = ? AND originator_version = 2"
+        ((state,),) = conn.execute(
+            f"SELECT state FROM stored_events {where}", (inbox_stream(task_id),)
+        )
+        state = re.sub(rb'"time":[0-9.e+]+', b'"time":1e300', state)
+        conn.execute(f"UPDATE stored_events SET state = ? {where}", (state, inbox_stream(task_id)))
+    conn.close()
+    report = run_json(capsys, "show", task_id, "--db", db)
+    assert report["messages"][1]["time"] == "1e+300s after 1970 (no date)"
+    assert "checksum" in report["inbox_damage"]
     with sqlite3.connect(db) as conn:
         conn.execute(
             "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = 1",

@@ -9,7 +9,9 @@ reloaded, a notebook's cell run twice), replaces it.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,139 @@ def test_a_definition_run_again_replaces_it_with_a_warning(
     engine.task()(defined[0])
     with caplog.at_level(logging.WARNING, logger="onward"):
         engine.task()(defined[1])
-    assert "task 'report' is defined again (notebook.report)" in caplog.text
+    assert "task 'report' is registered again, to notebook.report: it replaces" in caplog.text
     task_id = engine.submit("report")
     engine.run()
     assert engine.result(task_id) == "second"
+
+
+def test_an_alias_is_a_name_taken_too(engine: Engine) -> None:
+    @engine.task(name="send_invoice", aliases=["invoice"])
+    def send_invoice() -> str:
+        return "sent"
+
+    def invoice() -> str:
+        return "another body"
+
+    with pytest.raises(UsageError, match="'invoice' is a former name of task 'send_invoice'"):
+        engine.task()(invoice)
+
+    def legacy() -> str:
+        return "legacy"
+
+    with pytest.raises(UsageError, match="its alias 'invoice' is taken by task 'send_invoice'"):
+        engine.task(name="other", aliases=["invoice"])(legacy)
+    engine.task()(legacy)
+    with pytest.raises(UsageError, match="its alias 'legacy' is taken by task 'legacy'"):
+        engine.task(name="newer", aliases=["legacy"])(make("newer"))
+    task_id = engine.submit("invoice")
+    engine.run()
+    assert engine.result(task_id) == "sent"
+
+
+class Service:
+    def handle(self) -> str:
+        return "handled"
+
+    @classmethod
+    def build(cls) -> str:
+        return "built"
+
+
+def test_a_method_registered_again_is_the_same_callable(engine: Engine) -> None:
+    service = Service()
+    engine.task()(service.handle)
+    engine.task()(service.handle)  # bound anew: equal, not the same object
+    engine.task()(Service.build)
+    engine.task()(Service.build)
+    with pytest.raises(UsageError, match=r"name 'Service\.handle' is taken by .*Service\.h"):
+        engine.task(name="Service.handle")(make("another body"))
+
+
+MODULE = """
+import functools
+
+import wrapping
+from onward import Engine
+
+engine: Engine = wrapping.ENGINE
+
+
+@engine.task()
+@wrapping.logged
+def nightly() -> str:
+    return VERSION
+
+
+@engine.task(name="report")
+class Report(str):
+    def __new__(cls) -> "Report":
+        return str.__new__(cls, VERSION)
+
+
+@engine.task()
+@functools.lru_cache(maxsize=None)
+def cached() -> str:
+    return VERSION
+
+
+engine.step(name="send")(functools.partial(wrapping.send, "ops"))
+"""
+
+WRAPPING = """
+import functools
+
+ENGINE = None
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def send(to, text=""):
+    return to
+"""
+
+
+def test_a_module_reloaded_registers_its_tasks_again(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library's decorator, a class, an ``lru_cache``, a partial of a library function:
+    the module's definitions run again replace their registrations."""
+    (tmp_path / "wrapping.py").write_text(WRAPPING)
+    (tmp_path / "jobs_reloaded.py").write_text("VERSION = 'first'\n" + MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import wrapping  # type: ignore[import-not-found]
+
+    monkeypatch.setattr(wrapping, "ENGINE", engine)
+    jobs = importlib.import_module("jobs_reloaded")
+    (tmp_path / "jobs_reloaded.py").write_text("VERSION = 'second'\n" + MODULE)
+    importlib.invalidate_caches()
+    importlib.reload(jobs)
+    ids = [engine.submit(name) for name in ("nightly", "report", "cached")]
+    engine.run()
+    assert [engine.result(i) for i in ids] == ["second"] * 3
+    monkeypatch.delitem(sys.modules, "jobs_reloaded")
+    monkeypatch.delitem(sys.modules, "wrapping")
+
+
+def test_a_module_run_as_main_and_imported_is_one_definition(
+    engine: Engine, tmp_path: Path
+) -> None:
+    source = "def nightly() -> str:\n    return 'ran'\n"
+    path = tmp_path / "jobs_main.py"
+    path.write_text(source)
+    defined = []
+    for module in ("__main__", "jobs_main"):
+        namespace: dict[str, Any] = {"__name__": module}
+        exec(compile(source, str(path), "exec"), namespace)
+        defined.append(namespace["nightly"])
+    engine.task()(defined[0])
+    engine.task()(defined[1])  # the same file and line: one definition, run twice
+    task_id = engine.submit("nightly")
+    engine.run()
+    assert engine.result(task_id) == "ran"
