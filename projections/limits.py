@@ -123,7 +123,8 @@ class LimitProjection:
 
     def _took(self, name: str, time: float) -> None:
         """Keep when a permit was taken; drop the takes past the longest window (an hour
-        before the latest), and the oldest past :attr:`kept`."""
+        before this one: a take stamped by a clock far ahead must not drop the others' as
+        they come), and the oldest past :attr:`kept`."""
         takes = self._takes.setdefault(name, [])
         first = self._first.get(name, 0)
         if not takes or time >= takes[-1]:
@@ -131,7 +132,7 @@ class LimitProjection:
         else:
             bisect.insort(takes, time, lo=first)
         first = max(
-            bisect.bisect_left(takes, takes[-1] - TAKES_SPAN, lo=first),
+            bisect.bisect_left(takes, time - TAKES_SPAN, lo=first),
             len(takes) - self.kept,
         )
         if first >= 32 and first * 2 > len(takes):  # the dropped ones: let go in one go
@@ -165,7 +166,5 @@ class LimitProjection:
     def load(self, views: list[LimitView]) -> None:
         """Restore from a checkpoint's limit views."""
         self.limits = {v.name: v for v in views}
-        self._takes, self._first = {}, {}
-        for view in views:
-            for time in view.takes:
-                self._took(view.name, time)
+        self._takes = {v.name: sorted(v.takes) for v in views}  # an older onward's: as folded
+        self._first = {name: max(0, len(t) - self.kept) for name, t in self._takes.items()}

@@ -298,9 +298,9 @@ class TaskProjection:
         self._timing = threading.RLock()
         #: Tasks no worker had a function for, waiting for one that has.
         self.unregistered: set[str] = set()
-        # The same per session and task name, each a heap by submission order (stale entries
+        # The same per session and task name, each a heap in queue order (stale entries
         # dropped when met): a claim asks about each name once, not about each such task.
-        self._unregistered_in: dict[str, dict[str, list[tuple[int, str]]]] = {}
+        self._unregistered_in: dict[str, dict[str, list[tuple[int, float, int, str]]]] = {}
         # Per session: the running tasks (a worker's look for its peers' claims reads them,
         # never every task that has not ended).
         self._running_in: dict[str, set[str]] = {}
@@ -343,27 +343,33 @@ class TaskProjection:
             self._finished = kept
 
     def registered_again(self, session: str, knows: Callable[[str], bool]) -> TaskView | None:
-        """The oldest of a session's unregistered tasks whose name ``knows`` (a worker's
-        registry) answers to; each name is asked about once."""
+        """The first in queue order of a session's unregistered tasks whose name ``knows`` (a
+        worker's registry) answers to (none holding events of a newer onward); each name is
+        asked about once."""
         names = self._unregistered_in.get(session)
         if not names:
             return None
         best: TaskView | None = None
         for name, heap in list(names.items()):
             while heap:
-                view = self.views.get(heap[0][1])
-                if view is not None and view.state == "unregistered":
+                view = self.views.get(heap[0][3])
+                if (
+                    view is not None
+                    and view.state == "unregistered"
+                    and not view.unknown_events
+                    and view.queue_key() == heap[0][:3]
+                ):
                     break
-                heapq.heappop(heap)  # stale: it was claimed, abandoned or ended since
+                heapq.heappop(heap)  # stale: claimed, abandoned, ended or reprioritised since
             if not heap:
                 del names[name]
-            elif (best is None or heap[0][0] < best.order) and knows(name):
-                best = self.views[heap[0][1]]
+            elif (best is None or heap[0][:3] < best.queue_key()) and knows(name):
+                best = self.views[heap[0][3]]
         return best
 
     def _unregistered_under(self, view: TaskView) -> None:
         names = self._unregistered_in.setdefault(view.session, {})
-        heapq.heappush(names.setdefault(view.name, []), (view.order, view.task_id))
+        heapq.heappush(names.setdefault(view.name, []), (*view.queue_key(), view.task_id))
 
     def running_in(self, session: str) -> list[TaskView]:
         """The views of a session's running tasks (a snapshot: another thread may fold

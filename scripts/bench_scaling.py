@@ -15,6 +15,12 @@ one) shows as a ratio of about 4; a flat one as about 1.
 * ``unregistered_ms``: N queued tasks whose function no worker has any more are marked
   unregistered, per task (each claim looks for the unregistered tasks a worker has a
   function for).
+* ``woken_ms``: N tasks parked on ``engine.recv`` are each sent their message, then run to
+  their end, per task: all are ready at once (a claim takes the first without ranking them
+  all).
+* ``served_ms``: a worker service (``Engine.serve``, one worker) runs N one-step tasks queued
+  at once, per task: between two tasks it looks for its peers' expired claims among the
+  running tasks, not the queued ones.
 
 Targets: each figure <= 1.5 x its floor.
 
@@ -23,8 +29,10 @@ Targets: each figure <= 1.5 x its floor.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,14 +43,30 @@ from _bench import Figure, Files, Target
 
 from onward import Engine
 
-FULL: dict[str, int] = {"subtasks": 5000, "messages": 8000, "permits": 10000, "unregistered": 2000}
-QUICK: dict[str, int] = {"subtasks": 1000, "messages": 2000, "permits": 2500, "unregistered": 500}
+FULL: dict[str, int] = {
+    "subtasks": 5000,
+    "messages": 8000,
+    "permits": 10000,
+    "unregistered": 2000,
+    "woken": 5000,
+    "served": 5000,
+}
+QUICK: dict[str, int] = {
+    "subtasks": 1000,
+    "messages": 2000,
+    "permits": 2500,
+    "unregistered": 500,
+    "woken": 1000,
+    "served": 1000,
+}
 
 WORKLOADS = {
     "subtask_ms": ("subtasks", "a subtask waited for", "ms"),
     "recv_us": ("messages", "a message taken", "us"),
     "rate_limited_step_us": ("permits", "a rate-limited step", "us"),
     "unregistered_ms": ("unregistered", "a task marked unregistered", "ms"),
+    "woken_ms": ("woken", "a task woken with the others", "ms"),
+    "served_ms": ("served", "a task served", "ms"),
 }
 FIGURES = [
     Figure(f"{label}, 4N", key, unit, f"details.{key}_at_n", f"{label}, N")
@@ -140,11 +164,61 @@ def unregistered(url: str, count: int) -> float:
     return elapsed / count
 
 
+def woken(url: str, count: int) -> float:
+    """Seconds per task: ``count`` tasks parked on a message, all sent theirs, then run."""
+    with Engine.open(url, session="b") as engine:
+
+        @engine.task(name="parked")
+        def parked(i: int) -> Any:
+            return engine.recv("go")
+
+        ids = [engine.submit("parked", i) for i in range(count)]
+        if engine.run().waiting != count:
+            raise SystemExit(f"{count} tasks to park: {engine.tasks()[:3]}")
+        for task_id in ids:
+            engine.send(task_id, "go", 1)
+        t0 = time.perf_counter()
+        summary = engine.run()
+        elapsed = time.perf_counter() - t0
+        if summary.succeeded != count:
+            raise SystemExit(f"{count} tasks woken: {summary}")
+    return elapsed / count
+
+
+def served(url: str, count: int) -> float:
+    """Seconds per task: a worker service runs ``count`` one-step tasks queued at once."""
+    stop = threading.Event()
+    ended = itertools.count(1)
+    with Engine.open(url, session="b") as engine:
+
+        @engine.step(name="one")
+        def one(i: int) -> int:
+            return i
+
+        @engine.task(name="served")
+        def task(i: int) -> int:
+            result = one(i)
+            if next(ended) == count:
+                stop.set()
+            return result
+
+        for i in range(count):
+            engine.submit("served", i)
+        t0 = time.perf_counter()
+        summary = engine.serve(workers=1, stop=stop, handle_signals=False)
+        elapsed = time.perf_counter() - t0
+        if summary.succeeded != count:
+            raise SystemExit(f"{count} tasks served: {summary}")
+    return elapsed / count
+
+
 RUNS: dict[str, Callable[[str, int], float]] = {
     "subtask_ms": subtasks,
     "recv_us": messages,
     "rate_limited_step_us": permits,
     "unregistered_ms": unregistered,
+    "woken_ms": woken,
+    "served_ms": served,
 }
 
 

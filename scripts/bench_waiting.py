@@ -12,24 +12,15 @@ the figures are the engine's CPU, not the disk's):
 * ``park_ms``: per task, parking those P tasks (each claimed, run to its ``recv()``, recorded
   as waiting), beside ``finish_ms``: per task, running the P one-step tasks of the floor's log
   (the log grows alike): a park must not cost more as more tasks are parked.
-* ``woken_ms``: per task, running the P parked tasks to their end once each has been sent its
-  message (the sends are not timed): all are ready at once, and a claim among them must cost
-  no more as more are ready (against ``finish_ms``).
-* ``served_ms``: per task, a worker service (``Engine.serve``, one worker) running P one-step
-  tasks queued at once: between two tasks it looks for its peers' expired claims, which must
-  cost the tasks running, not those queued (against ``finish_ms``, run by ``Engine.run``).
 
-Targets: task_ms_beside_parked <= 1.5 x task_ms_beside_finished; park_ms <= 1.5 x finish_ms;
-woken_ms <= 1.5 x finish_ms; served_ms <= 1.5 x finish_ms.
+Targets: task_ms_beside_parked <= 1.5 x task_ms_beside_finished; park_ms <= 1.5 x finish_ms.
 
     .venv/bin/python scripts/bench_waiting.py --json
 """
 
 from __future__ import annotations
 
-import itertools
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,14 +42,10 @@ FIGURES = [
         "beside finished tasks",
     ),
     Figure("parking a task", "park_ms", "ms", "finish_ms", "a one-step task"),
-    Figure("a woken task, all at once", "woken_ms", "ms", "finish_ms", "a one-step task"),
-    Figure("a task served", "served_ms", "ms", "finish_ms", "a one-step task"),
 ]
 TARGETS = [
     Target("beside_parked", "task_ms_beside_parked", "<=", 1.5, "task_ms_beside_finished"),
     Target("parking", "park_ms", "<=", 1.5, "finish_ms"),
-    Target("woken", "woken_ms", "<=", 1.5, "finish_ms"),
-    Target("served", "served_ms", "<=", 1.5, "finish_ms"),
 ]
 
 
@@ -82,45 +69,12 @@ def timed_run(engine: Engine, name: str, first: int, count: int, expect: str) ->
     """Submit ``count`` tasks ``name`` and run them: seconds per task."""
     for i in range(first, first + count):
         engine.submit(name, i)
-    return timed(engine, count, expect)
-
-
-def timed(engine: Engine, count: int, expect: str) -> float:
-    """Run the ``count`` tasks that may run (each must end as ``expect`` says): seconds per
-    task."""
     t0 = time.perf_counter()
     summary = engine.run()
     elapsed = time.perf_counter() - t0
     done = summary.waiting if expect == "waiting" else summary.succeeded
     if done != count:
-        raise SystemExit(f"{count} tasks to end {expect}: {summary}")
-    return elapsed / count
-
-
-def timed_serve(engine: Engine, count: int) -> float:
-    """Submit ``count`` one-step tasks and serve them with one worker until the last has
-    ended: seconds per task."""
-    stop = threading.Event()
-    ended = itertools.count(1)
-
-    @engine.step(name="served one")
-    def one(i: int) -> int:
-        return i
-
-    @engine.task(name="served")
-    def served(i: int) -> int:
-        result = one(i)
-        if next(ended) == count:
-            stop.set()
-        return result
-
-    for i in range(count):
-        engine.submit("served", i)
-    t0 = time.perf_counter()
-    summary = engine.serve(workers=1, stop=stop, handle_signals=False)
-    elapsed = time.perf_counter() - t0
-    if summary.succeeded != count:
-        raise SystemExit(f"{count} tasks served: {summary}")
+        raise SystemExit(f"{count} {name} tasks: {summary}")
     return elapsed / count
 
 
@@ -139,20 +93,11 @@ def measure(directory: Path, counts: dict[str, int], args: Any) -> dict[str, Any
         register(e)
         park = timed_run(e, "parked", 0, parked, "waiting")
         beside = timed_run(e, "quick", parked, tasks, "succeeded")
-        _bench.progress(f"the {parked} parked tasks sent their message, then run")
-        for view in e.tasks(state="waiting"):
-            e.send(view.task_id, "go", 1)
-        woken = timed(e, parked, "succeeded")
-    _bench.progress(f"{parked} one-step tasks served")
-    with Engine.open(f"sqlite:///{files.new('served')}?synchronous=normal", session="b") as e:
-        served = timed_serve(e, parked)
     return {
         "task_ms_beside_finished": round(finished * 1000, 3),
         "task_ms_beside_parked": round(beside * 1000, 3),
         "finish_ms": round(finish * 1000, 3),
         "park_ms": round(park * 1000, 3),
-        "woken_ms": round(woken * 1000, 3),
-        "served_ms": round(served * 1000, 3),
         "counts": counts,
     }
 

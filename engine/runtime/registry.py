@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -213,6 +214,12 @@ def _check_name(
             f"makes them: the log knows a {kind} by its name alone; give each its own name "
             "with name="
         )
+    if old is new and not _same_binding(registered.fn, fn):
+        raise UsageError(
+            f"{kind} name {name!r} is taken by another callable of the same function "
+            f"({_place(new)}) with other bound arguments or another object: the log knows a "
+            f"{kind} by its name alone; give each its own name with name="
+        )
     if old is new or _same_source(old, new):
         logger.warning(
             "%s %r is registered again, to %s: it replaces the one before (a module reloaded, "
@@ -239,6 +246,21 @@ def _same(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
         return False
 
 
+def _same_binding(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
+    """Whether two callables of one function bind the same things (a partial's arguments, an
+    object's state as its ``==`` says): a module reloaded makes them anew, equal."""
+    try:
+        if isinstance(registered, functools.partial) and isinstance(fn, functools.partial):
+            return bool(
+                registered.func is fn.func
+                and registered.args == fn.args
+                and registered.keywords == fn.keywords
+            )
+        return bool(registered == fn)
+    except Exception:  # a comparison that raises tells nothing
+        return False
+
+
 def _defined(fn: Callable[..., Any]) -> Any:
     """What a callable's code is: its call's target, decorators looked through."""
     target = call_target(fn)
@@ -255,16 +277,15 @@ def _code(fn: Any) -> Any:
 
 def _same_source(old: Any, new: Any) -> bool:
     """Whether two definitions are one definition run again: the same module and qualified
-    name, or the same source file and first line."""
-    if _place(old) == _place(new):
-        return True
+    name (but for lambdas, which share theirs), or the same source file and first line."""
     old_code, new_code = _code(old), _code(new)
-    return (
+    same_line = (
         old_code is not None
         and new_code is not None
         and (old_code.co_filename, old_code.co_firstlineno)
         == (new_code.co_filename, new_code.co_firstlineno)
     )
+    return same_line or (_place(old) == _place(new) and "<lambda>" not in _place(new))
 
 
 def _place(fn: Callable[..., Any]) -> str:

@@ -133,7 +133,7 @@ class WaitingTasks(RuleBasedStateMachine):
 
     @rule(data=st.data(), priority=st.sampled_from(["critical", "high", "normal", "low"]))
     def reprioritise(self, data: st.DataObject, priority: str) -> None:
-        waiting = self.in_state("queued", "waiting")
+        waiting = self.in_state("queued", "waiting", "unregistered")
         if waiting:
             task_id = data.draw(st.sampled_from(waiting))
             view = self.view(task_id)
@@ -290,7 +290,7 @@ class WaitingTasks(RuleBasedStateMachine):
             assert self.tasks.waits_in(session) == (session in sessions)
 
     @invariant()
-    def a_task_registered_again_is_the_oldest_unregistered_of_a_known_name(self) -> None:
+    def a_task_registered_again_is_the_first_unregistered_of_a_known_name(self) -> None:
         for session in SESSIONS:
             for known in ((), ("job",), ("mail",), NAMES):
                 found = self.tasks.registered_again(session, known.__contains__)
@@ -299,7 +299,7 @@ class WaitingTasks(RuleBasedStateMachine):
                     for t in self.in_state("unregistered")
                     if (v := self.tasks.views[t]).session == session and v.name in known
                 ]
-                expected = min(candidates, key=lambda v: v.order) if candidates else None
+                expected = min(candidates, key=lambda v: v.queue_key()) if candidates else None
                 assert (found and found.task_id) == (expected and expected.task_id)
 
     @invariant()

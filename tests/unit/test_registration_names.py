@@ -249,3 +249,22 @@ def test_a_module_run_as_main_and_imported_is_one_definition(
     task_id = engine.submit("nightly")
     engine.run()
     assert engine.result(task_id) == "ran"
+
+
+def scaled(factor: int, n: int) -> int:
+    return factor * n
+
+
+def test_partials_of_one_function_are_one_callable_only_when_they_bind_the_same(
+    engine: Engine,
+) -> None:
+    engine.step(name="double")(functools.partial(scaled, 2))
+    engine.step(name="double")(functools.partial(scaled, 2))  # a module reloaded: made anew
+    with pytest.raises(UsageError, match="other bound arguments or another object"):
+        engine.step(name="double")(functools.partial(scaled, 3))
+
+
+def test_two_lambdas_of_one_module_are_two_functions(engine: Engine) -> None:
+    engine.task(name="double")(lambda n: n * 2)
+    with pytest.raises(UsageError, match="name 'double' is taken by "):
+        engine.task(name="double")(lambda n: n + 1000)
