@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import bisect
+import itertools
+import math
 from typing import Any
 
 import msgspec
@@ -140,20 +142,25 @@ class LimitProjection:
             first = 0
         self._first[name] = first
 
-    def recent(self, name: str, since: float) -> int:
-        """How many permits of a limit were taken after ``since``."""
+    def recent(self, name: str, since: float, until: float = math.inf) -> int:
+        """How many permits of a limit were taken after ``since`` and at or before ``until``
+        (a take stamped later, by a clock ahead, is not counted)."""
         takes = self._takes.get(name)
         if not takes:
             return 0
-        return len(takes) - bisect.bisect_right(takes, since, lo=self._first.get(name, 0))
+        first = self._first.get(name, 0)
+        return bisect.bisect_right(takes, until, lo=first) - bisect.bisect_right(
+            takes, since, lo=first
+        )
 
-    def first_since(self, name: str, since: float) -> float | None:
-        """When the first permit taken after ``since`` was taken (None: none)."""
+    def first_since(self, name: str, since: float, until: float = math.inf) -> float | None:
+        """When the first permit taken after ``since`` (and at or before ``until``) was taken
+        (None: none)."""
         takes = self._takes.get(name)
         if not takes:
             return None
         found = bisect.bisect_right(takes, since, lo=self._first.get(name, 0))
-        return takes[found] if found < len(takes) else None
+        return takes[found] if found < len(takes) and takes[found] <= until else None
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable picture of every limit."""
@@ -166,5 +173,12 @@ class LimitProjection:
     def load(self, views: list[LimitView]) -> None:
         """Restore from a checkpoint's limit views."""
         self.limits = {v.name: v for v in views}
-        self._takes = {v.name: sorted(v.takes) for v in views}  # an older onward's: as folded
-        self._first = {name: max(0, len(t) - self.kept) for name, t in self._takes.items()}
+        self._takes, self._first = {}, {}
+        for view in views:
+            takes = view.takes
+            if all(a <= b for a, b in itertools.pairwise(takes)):
+                self._takes[view.name] = list(takes)
+                self._first[view.name] = max(0, len(takes) - self.kept)
+            else:  # an older onward's, in the order they were folded: folded again so
+                for time in takes:
+                    self._took(view.name, time)

@@ -192,9 +192,11 @@ class Limits:
                     why = f"{in_use} of {concurrency} permits in use"
                     until = now + session.lease / 3  # a look again, should a holder die
                 elif rate is not None:
-                    since = now - rate.window
-                    if projections.limits.recent(limit, since) >= rate.calls:
-                        first = projections.limits.first_since(limit, since)
+                    # A take stamped further ahead than a lease (a clock that runs ahead) is
+                    # not counted: it would hold the limit for as long as that clock is ahead.
+                    since, ahead = now - rate.window, now + session.lease
+                    if projections.limits.recent(limit, since, ahead) >= rate.calls:
+                        first = projections.limits.first_since(limit, since, ahead)
                         why = f"{rate.calls} taken in the last {rate.window:g} s"
                         until = (first if first is not None else now) + rate.window
                 if why:

@@ -89,13 +89,21 @@ class Registry:
                     f"got {alias!r}"
                 )
             owner = self.task_aliases.get(alias, definition.name)
-            if alias in self.tasks or owner != definition.name:
-                other = alias if alias in self.tasks else owner
+            held = self.tasks.get(alias)
+            if held is not None and _renamed(held.fn, fn):
+                continue  # this definition, run again renamed (its old name now its alias)
+            if held is not None or owner != definition.name:
+                other = alias if held is not None else owner
                 raise UsageError(
                     f"task {definition.name}: its alias {alias!r} is taken by task {other!r} "
                     "(the tasks submitted under it would run either)"
                 )
         for alias in aliases:
+            if alias in self.tasks:
+                logger.warning(
+                    "task %r is renamed %r: it replaces the one before", alias, definition.name
+                )
+                del self.tasks[alias]
             self.task_aliases[alias] = definition.name
         self.tasks[definition.name] = definition
         return definition
@@ -193,34 +201,45 @@ def _check_name(
     tasks and outcomes recorded under it would run or replay through whichever registered
     last (the import order, or the call order of a factory).
 
-    The same callable registered again replaces it. So does the same definition run again,
-    with a warning: a module reloaded, a notebook's cell run twice, a module run as
-    ``__main__`` and imported too (the same module and qualified name, or the same source
-    file and line, whatever wraps it: decorators are looked through), or another partial or
-    object of one module-level function (nothing tells them from a reload).
+    A callable is its function (wrappers looked through: ``functools.wraps``, onward's own)
+    and what it binds (a partial's arguments, a method's object, a callable object itself).
+    The same function binding the same things replaces it (registered again, through another
+    wrapper, with other options). So does the same definition run again, with a warning: a
+    module reloaded, a notebook's cell run twice, a module run as ``__main__`` and imported
+    too (the same module and qualified name, or the same source file and line).
 
     Raises:
-        UsageError: ``name`` is registered to a function defined elsewhere, or to another
-            function, class or partial made by the same code in a function (a factory's:
-            give each its own ``name=``).
+        UsageError: ``name`` is registered to a function defined elsewhere, to another
+            function made by the same code in a function (a factory's), or to the same
+            function binding other things (another partial, another object's method).
     """
-    if registered is None or _same(registered.fn, fn):
+    if registered is None or registered.fn is fn:
         return
-    old, new = _defined(registered.fn), _defined(fn)
-    if "<locals>" in _place(new) and (old is new or _code(old) is _code(new)):
-        made = "callable of the same function" if old is new else "function made by the same code"
+    (old, old_binding), (new, new_binding) = _parts(registered.fn), _parts(fn)
+    if old is new:
+        same = _same_binding(old_binding, new_binding)
+        if same is False:
+            raise UsageError(
+                f"{kind} name {name!r} is taken by another callable of the same function "
+                f"({_place(new)}) binding other arguments or another object: the log knows a "
+                f"{kind} by its name alone; give each its own name with name="
+            )
+        if same is None:
+            logger.warning(
+                "%s %r is registered again, to %s binding what cannot be compared: it "
+                "replaces the one before",
+                kind,
+                name,
+                _place(new),
+            )
+        return
+    if "<locals>" in _place(new) and _code(old) is _code(new):
         raise UsageError(
-            f"{kind} name {name!r} is taken by another {made} ({_place(new)}), as a factory "
-            f"makes them: the log knows a {kind} by its name alone; give each its own name "
-            "with name="
+            f"{kind} name {name!r} is taken by another function made by the same code "
+            f"({_place(new)}), as a factory makes them: the log knows a {kind} by its name "
+            "alone; give each its own name with name="
         )
-    if old is new and not _same_binding(registered.fn, fn):
-        raise UsageError(
-            f"{kind} name {name!r} is taken by another callable of the same function "
-            f"({_place(new)}) with other bound arguments or another object: the log knows a "
-            f"{kind} by its name alone; give each its own name with name="
-        )
-    if old is new or _same_source(old, new):
+    if _same_source(old, new):
         logger.warning(
             "%s %r is registered again, to %s: it replaces the one before (a module reloaded, "
             "a notebook's cell run again)",
@@ -235,39 +254,46 @@ def _check_name(
     )
 
 
-def _same(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
-    """Whether two callables are one (a method is bound anew at each access: equal, not the
-    same object)."""
-    if registered is fn:
+#: What a callable binds besides its function: nothing, a partial's arguments, an object.
+_Binding = tuple[str, Any]
+_UNBOUND: _Binding = ("", None)
+
+
+def _parts(fn: Any) -> tuple[Any, _Binding]:
+    """A callable's function (wrappers looked through) and what it binds."""
+    for _ in range(100):  # a chain of wrappers, however long (a cycle ends here)
+        if isinstance(fn, functools.partial):
+            func, binding = _parts(fn.func)
+            return func, ("partial", (binding, fn.args, fn.keywords))
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is None or wrapped is fn:
+            break
+        fn = wrapped
+    if inspect.ismethod(fn):
+        return fn.__func__, ("object", fn.__self__)
+    if inspect.isroutine(fn) or inspect.isclass(fn):
+        return fn, _UNBOUND
+    return type(fn).__call__, ("object", fn)  # a callable object: its class's __call__
+
+
+def _renamed(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is the definition of ``registered`` run again (or it again)."""
+    (old, old_binding), (new, new_binding) = _parts(registered), _parts(fn)
+    if old is new:
+        return _same_binding(old_binding, new_binding) is not False
+    return _same_source(old, new)
+
+
+def _same_binding(old: _Binding, new: _Binding) -> bool | None:
+    """Whether two bindings of one function are the same (None: they cannot be compared)."""
+    if old[0] != new[0]:
+        return False
+    if old[1] is new[1]:
         return True
     try:
-        return bool(registered == fn) if inspect.ismethod(fn) else False
-    except Exception:  # an object whose comparison raises is no method
-        return False
-
-
-def _same_binding(registered: Callable[..., Any], fn: Callable[..., Any]) -> bool:
-    """Whether two callables of one function bind the same things (a partial's arguments, an
-    object's state as its ``==`` says): a module reloaded makes them anew, equal."""
-    try:
-        if isinstance(registered, functools.partial) and isinstance(fn, functools.partial):
-            return bool(
-                registered.func is fn.func
-                and registered.args == fn.args
-                and registered.keywords == fn.keywords
-            )
-        return bool(registered == fn)
-    except Exception:  # a comparison that raises tells nothing
-        return False
-
-
-def _defined(fn: Callable[..., Any]) -> Any:
-    """What a callable's code is: its call's target, decorators looked through."""
-    target = call_target(fn)
-    try:
-        return inspect.unwrap(target)
-    except ValueError:  # a cycle of __wrapped__
-        return target
+        return bool(old[1] == new[1])
+    except Exception:  # a comparison that raises, or gives what is no bool (an array)
+        return None
 
 
 def _code(fn: Any) -> Any:
@@ -277,11 +303,13 @@ def _code(fn: Any) -> Any:
 
 def _same_source(old: Any, new: Any) -> bool:
     """Whether two definitions are one definition run again: the same module and qualified
-    name (but for lambdas, which share theirs), or the same source file and first line."""
+    name (but for lambdas, which share theirs), or the same source file (a real one: not
+    ``<string>``, which all code made from text shares) and first line."""
     old_code, new_code = _code(old), _code(new)
     same_line = (
         old_code is not None
         and new_code is not None
+        and not new_code.co_filename.startswith("<")
         and (old_code.co_filename, old_code.co_firstlineno)
         == (new_code.co_filename, new_code.co_firstlineno)
     )

@@ -59,3 +59,26 @@ def test_recent_takes_are_counted_as_a_look_at_every_take_counts(
         after = [t for t in kept if t > moment]
         assert projection.recent("api", moment) == len(after)
         assert projection.first_since("api", moment) == (after[0] if after else None)
+
+
+def test_an_older_checkpoints_takes_in_fold_order_are_folded_again() -> None:
+    """An onward before the sorted takes saved them in the order they were folded: loaded,
+    they read as a fold of the same takes would."""
+    folded = LimitProjection()
+    for version, time in enumerate([10000.0, 2800.0, 10001.0], 1):
+        take(folded, version, time)
+    older = folded.dump()
+    older[0].takes = [10000.0, 2800.0, 10001.0]  # as the older onward kept them
+    loaded = LimitProjection()
+    loaded.load(older)
+    assert loaded.view("api").takes == folded.view("api").takes == [10000.0, 10001.0]
+
+
+def test_takes_stamped_ahead_of_a_bound_are_not_counted() -> None:
+    projection = LimitProjection()
+    for version, time in enumerate([100.0, 200.0, 3000.0], 1):  # the last: a clock ahead
+        take(projection, version, time)
+    assert projection.recent("api", 150.0) == 2
+    assert projection.recent("api", 150.0, until=500.0) == 1
+    assert projection.first_since("api", 250.0, until=500.0) is None
+    assert projection.first_since("api", 150.0, until=500.0) == 200.0

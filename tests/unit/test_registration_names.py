@@ -260,7 +260,7 @@ def test_partials_of_one_function_are_one_callable_only_when_they_bind_the_same(
 ) -> None:
     engine.step(name="double")(functools.partial(scaled, 2))
     engine.step(name="double")(functools.partial(scaled, 2))  # a module reloaded: made anew
-    with pytest.raises(UsageError, match="other bound arguments or another object"):
+    with pytest.raises(UsageError, match="binding other arguments or another object"):
         engine.step(name="double")(functools.partial(scaled, 3))
 
 
@@ -268,3 +268,44 @@ def test_two_lambdas_of_one_module_are_two_functions(engine: Engine) -> None:
     engine.task(name="double")(lambda n: n * 2)
     with pytest.raises(UsageError, match="name 'double' is taken by "):
         engine.task(name="double")(lambda n: n + 1000)
+
+
+def test_a_step_registered_again_through_its_wrapper_takes_the_new_options(engine: Engine) -> None:
+    def fetch() -> str:
+        return "fetched"
+
+    wrapper = engine.step(name="fetch")(fetch)
+    engine.step(name="fetch", timeout=5)(wrapper)  # the durable wrapper: the same function
+    assert engine.registry.steps["fetch"].timeout == 5.0
+
+
+class Uploader:
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def upload(self) -> str:
+        return f"uploaded to {self.region}"
+
+
+def test_two_objects_methods_under_one_name_are_refused(engine: Engine) -> None:
+    europe, america = Uploader("eu"), Uploader("us")
+    engine.task()(europe.upload)
+    with pytest.raises(UsageError, match="binding other arguments or another object"):
+        engine.task()(america.upload)
+    task_id = engine.submit("Uploader.upload")
+    engine.run()
+    assert engine.result(task_id) == "uploaded to eu"
+
+
+def test_a_task_renamed_with_its_old_name_as_an_alias_replaces_it(engine: Engine) -> None:
+    defined = []
+    for body in ("'v1'", "'v2'"):
+        namespace: dict[str, Any] = {"__name__": "billing"}
+        exec(compile(f"def send() -> str:\n    return {body}\n", "billing.py", "exec"), namespace)
+        defined.append(namespace["send"])
+    engine.task()(defined[0])
+    queued = engine.submit("send")
+    engine.task(name="send_invoice", aliases=["send"])(defined[1])  # the cell edited, run again
+    engine.run()
+    assert engine.result(queued) == "v2"
+    assert "send" not in engine.registry.tasks
