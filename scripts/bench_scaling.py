@@ -78,6 +78,17 @@ TARGETS = [
 ]
 
 
+def run_to_sum(engine: Engine, task_id: str, count: int, what: str) -> float:
+    """Run the engine's tasks; ``task_id`` must return 0 + 1 + ... + (count - 1): seconds per
+    item."""
+    t0 = time.perf_counter()
+    engine.run()
+    elapsed = time.perf_counter() - t0
+    if engine.result(task_id) != count * (count - 1) // 2:
+        raise SystemExit(f"{what}: {engine.task_view(task_id)}")
+    return elapsed / count
+
+
 def subtasks(url: str, count: int) -> float:
     """Seconds per subtask: a parent waits for ``count`` subtasks."""
     with Engine.open(url, session="b") as engine:
@@ -91,12 +102,7 @@ def subtasks(url: str, count: int) -> float:
             return sum(engine.wait([engine.submit("child", i) for i in range(n)]))
 
         task_id = engine.submit("parent", count)
-        t0 = time.perf_counter()
-        engine.run()
-        elapsed = time.perf_counter() - t0
-        if engine.result(task_id) != count * (count - 1) // 2:
-            raise SystemExit(f"the parent of {count} subtasks: {engine.task_view(task_id)}")
-    return elapsed / count
+        return run_to_sum(engine, task_id, count, f"the parent of {count} subtasks")
 
 
 def messages(url: str, count: int) -> float:
@@ -110,12 +116,7 @@ def messages(url: str, count: int) -> float:
         task_id = engine.submit("consumer", count)
         for i in range(count):
             engine.send(task_id, "item", i)
-        t0 = time.perf_counter()
-        engine.run()
-        elapsed = time.perf_counter() - t0
-        if engine.result(task_id) != count * (count - 1) // 2:
-            raise SystemExit(f"a task taking {count} messages: {engine.task_view(task_id)}")
-    return elapsed / count
+        return run_to_sum(engine, task_id, count, f"a task taking {count} messages")
 
 
 def permits(url: str, count: int) -> float:
@@ -132,12 +133,7 @@ def permits(url: str, count: int) -> float:
             return sum(call(i) for i in range(n))
 
         task_id = engine.submit("caller", count)
-        t0 = time.perf_counter()
-        engine.run()
-        elapsed = time.perf_counter() - t0
-        if engine.result(task_id) != count * (count - 1) // 2:
-            raise SystemExit(f"a task of {count} limited steps: {engine.task_view(task_id)}")
-    return elapsed / count
+        return run_to_sum(engine, task_id, count, f"a task of {count} limited steps")
 
 
 def unregistered(url: str, count: int) -> float:
