@@ -296,10 +296,9 @@ class TaskProjection:
         # Timers and due tasks are also read by an idle worker's look at its next timer,
         # outside the session's lock: their changes take this one.
         self._timing = threading.RLock()
-        #: Tasks no worker had a function for, waiting for one that has.
-        self.unregistered: set[str] = set()
-        # The same per session and task name, each a heap in queue order (stale entries
-        # dropped when met): a claim asks about each name once, not about each such task.
+        # Tasks no worker had a function for, waiting for one that has: per session and task
+        # name, each a heap in queue order (stale entries dropped when met): a claim asks
+        # about each name once, not about each such task.
         self._unregistered_in: dict[str, dict[str, list[tuple[int, float, int, str]]]] = {}
         # Per session: the running tasks (a worker's look for its peers' claims reads them,
         # never every task that has not ended).
@@ -515,10 +514,7 @@ class TaskProjection:
                     self._stops_waiting(view)
                 view.waiting_topic = view.waiting_limit = view.waiting_breaker = ""
             if state == "unregistered":
-                self.unregistered.add(task_id)
                 self._unregistered_under(view)
-            elif self.unregistered:
-                self.unregistered.discard(task_id)
             if state in TASK.terminal:
                 view.worker = ""
                 self._active.pop(task_id, None)
@@ -1039,10 +1035,10 @@ class TaskProjection:
             if view.state == "waiting":
                 self._waits(view)
         self._timers = {s: self._timers_of(ids) for s, ids in self._waiting_in.items()}
-        self.unregistered = {v.task_id for v in views.values() if v.state == "unregistered"}
         self._unregistered_in = {}
-        for task_id in self.unregistered:
-            self._unregistered_under(views[task_id])
+        for view in views.values():
+            if view.state == "unregistered":
+                self._unregistered_under(view)
         self._running_in = {}
         for view in self._active.values():
             if view.state == "running":
