@@ -800,6 +800,36 @@ class EventLog(ABC):
             _check_stream(rows, after)
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
 
+    def read_stream_on(
+        self, stream: str, *, after: int = 0, link: str = ""
+    ) -> tuple[list[Recorded], str] | None:
+        """The events of one stream after version ``after``, for a reader that keeps what it
+        read and reads only what came since: the first event read must point at ``link``,
+        the checksum of version ``after`` as that reader read it ("" for the stream's start).
+        Returns the events and the checksum of the last version read (``link`` when there is
+        none after ``after``), to be the next read's ``link``; or None when the stream no
+        longer goes on from what the reader holds (its tail was removed and written again):
+        the reader reads it whole again.
+
+        Raises:
+            UsageError: ``after`` is not a non-negative int.
+            CorruptRecord: as :meth:`read_stream` (the log's ``verify_reads`` decides whether
+                checksums are checked; the link to ``link`` always is).
+        """
+        self._check_open()
+        _check_bound("after", after)
+        decode = self.decode_record
+        rows = self._read(
+            f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
+        )
+        if not rows:
+            return [], link
+        if self.verify_reads:
+            _check_stream(rows, after)
+        if prev_of(rows[0][4]) != link:
+            return None
+        return [decode(s, v, p, t, st) for p, s, v, t, st in rows], _link_to(rows[-1][4])
+
     def decode_record(
         self, stream: str, version: int, position: int, topic: str, state: bytes
     ) -> Recorded:

@@ -643,14 +643,18 @@ class Scheduler:
         """:meth:`_execute` on the event loop."""
         with self._running_lock:
             self._running += 1
+        outcome: Outcome | None = None
         try:
-            return await self._run_task_async(view, claim_id, history)
+            outcome = await self._run_task_async(view, claim_id, history)
+            return outcome
         except StorageLost as lost:
             raise lost.error from None  # not the task's failure: the run stops
         finally:
             with self._running_lock:
                 self._running -= 1
                 self.session.let_go(view.task_id, claim_id)
+            if outcome is None or outcome[0] != "waiting":  # kept only for its next run
+                self.session.histories.forget(task_stream(view.task_id))
 
     def _round(
         self, capacity: int, left: int | None, serving: bool = False
@@ -975,7 +979,7 @@ class Scheduler:
                 self._unregistered(view)  # it waits for a worker that has its function
                 continue
             try:
-                history = self.session.log.read_stream(task_stream(view.task_id))
+                history = self.session.histories.read(task_stream(view.task_id))
             except CorruptRecord as damage:
                 self._damaged(view, damage)
                 continue
@@ -1074,7 +1078,7 @@ class Scheduler:
             if not self.registry.knows(view.name):
                 continue
             try:
-                history = session.log.read_stream(task_stream(view.task_id))
+                history = session.histories.read(task_stream(view.task_id))
             except CorruptRecord:
                 continue  # _claim_next marks it damaged
             if not history or history[-1].version != view.version:
@@ -1149,14 +1153,18 @@ class Scheduler:
         """
         with self._running_lock:
             self._running += 1
+        outcome: Outcome | None = None
         try:
-            return self._run_task(view, claim_id, history)
+            outcome = self._run_task(view, claim_id, history)
+            return outcome
         except StorageLost as lost:
             raise lost.error from None  # not the task's failure: the run stops
         finally:
             with self._running_lock:
                 self._running -= 1
                 self.session.let_go(view.task_id, claim_id)
+            if outcome is None or outcome[0] != "waiting":  # kept only for its next run
+                self.session.histories.forget(task_stream(view.task_id))
 
     def _run_task(self, view: TaskView, claim_id: str, history: list[Recorded]) -> Outcome:
         """Run a claimed task in this thread (an ``async def`` one on an event loop of its

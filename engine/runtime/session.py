@@ -39,6 +39,7 @@ from onward.projections import (
     session_stream,
 )
 from onward.projections.flow import flow_trigger
+from onward.runtime.histories import Histories
 from onward.runtime.observer import Observer
 
 __all__ = ["Session", "unknown_events_error"]
@@ -71,6 +72,8 @@ class Session:
         lease: the lease of a claim, in seconds.
         worker: this worker's id.
         host: the projections' catch-up host.
+        histories: the histories of the tasks this engine claimed and that wait, kept for
+            their next claim.
         lock: held while the projections are folded or a decision is taken on them.
         context: the envelope fields of the session's own appends.
     """
@@ -95,6 +98,7 @@ class Session:
         self.lease = lease
         self.worker = worker
         self.host = CatchUp(log, checkpoint_every=checkpoint_every)
+        self.histories = Histories(log)
         self.lock = threading.RLock()
         self.context = Context(session=name, actor=worker)
         self.closed = False

@@ -1,0 +1,137 @@
+"""A worker keeps the histories of the tasks it claimed and reads only what came since.
+
+A task that waits (a durable sleep, a message not yet sent, a retry's back-off) is claimed
+again with its whole history; read whole each time, ``W`` waits read ``W`` histories growing
+to ``W`` steps. These tests hold what the kept histories must never do: hand a run a history
+the log no longer holds, or one whose new records were not checked.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from onward import Engine
+from onward.events import CorruptRecord, EventLog, StepCompleted, TaskSubmitted, open_log
+from onward.projections import task_stream
+from onward.runtime.histories import Histories
+from tests.conftest import FakeClock
+
+STREAM = task_stream("0123456789abcdef")
+
+
+def steps(first: int, count: int) -> list[StepCompleted]:
+    return [StepCompleted(index=i, name="fetch", result=i) for i in range(first, first + count)]
+
+
+@pytest.fixture
+def log(tmp_path: Path, clock: FakeClock) -> EventLog:
+    opened = open_log(f"sqlite:///{tmp_path / 'kept.db'}", clock=clock)
+    opened.append(STREAM, [TaskSubmitted(name="crawl"), *steps(0, 2)], expected_version=0)
+    return opened
+
+
+def raw(log: EventLog, sql: str, *params: object) -> None:
+    with closing(sqlite3.connect(log.url.removeprefix("sqlite:///"))) as db, db:
+        db.execute(sql, params)
+
+
+def test_a_second_read_reads_only_what_came_since(log: EventLog) -> None:
+    histories = Histories(log)
+    first = histories.read(STREAM)
+    log.append(STREAM, steps(2, 2), expected_version=3)
+    second = histories.read(STREAM)
+    assert second == log.read_stream(STREAM)
+    assert [r.version for r in second] == [1, 2, 3, 4, 5]
+    assert all(kept is again for kept, again in zip(first, second[:3], strict=True))
+    second.clear()  # the caller's own list
+    assert len(histories.read(STREAM)) == 5
+
+
+def test_a_tail_removed_and_written_again_is_read_whole(log: EventLog) -> None:
+    histories = Histories(log)
+    log.append(STREAM, steps(2, 1), expected_version=3)
+    assert len(histories.read(STREAM)) == 4
+    raw(log, "DELETE FROM stored_events WHERE originator_id = ? AND originator_version > 2", STREAM)
+    with open_log(log.url, clock=FakeClock()) as other:  # another writer, after the removal
+        other.append(
+            STREAM,
+            [StepCompleted(index=1, name="fetch", result="again"), *steps(2, 2)],
+            expected_version=2,
+        )
+    read = histories.read(STREAM)
+    assert read == log.read_stream(STREAM)
+    assert [r.event for r in read][2] == StepCompleted(index=1, name="fetch", result="again")
+
+
+def test_a_damaged_record_after_the_kept_ones_is_refused(log: EventLog) -> None:
+    histories = Histories(log)
+    histories.read(STREAM)
+    log.append(STREAM, steps(2, 1), expected_version=3)
+    raw(
+        log,
+        "UPDATE stored_events SET state = replace(state, X'32', X'33')"
+        " WHERE originator_id = ? AND originator_version = 4",
+        STREAM,
+    )
+    with pytest.raises(CorruptRecord) as damage:
+        histories.read(STREAM)
+    assert damage.value.version == 4
+
+
+def test_histories_keep_at_most_their_limit(log: EventLog) -> None:
+    other = task_stream("fedcba9876543210")
+    log.append(other, [TaskSubmitted(name="crawl"), *steps(0, 2)], expected_version=0)
+    histories = Histories(log, limit=5)
+    first = histories.read(STREAM)
+    histories.read(other)  # 3 + 3 > 5: the least recently read goes
+    again = histories.read(STREAM)
+    assert again == first
+    assert again[0] is not first[0]
+    kept = histories.read(STREAM)
+    assert kept[0] is again[0]
+
+
+def test_a_task_that_sleeps_many_times_runs_once_through_on_two_workers(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Two engines take turns at one task that sleeps: each claim after the other's runs
+    reads what the other appended, and no step runs twice."""
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    bodies: list[int] = []
+
+    def open_worker() -> Engine:
+        engine = Engine.open(url, session="turns", clock=clock, sleep=clock.advance)
+
+        @engine.step()
+        def check(i: int) -> int:
+            bodies.append(i)
+            return i * i
+
+        @engine.task()
+        def poll(n: int) -> int:
+            total = 0
+            for i in range(n):
+                total += check(i)
+                engine.sleep(60)
+            return total
+
+        return engine
+
+    first, second = open_worker(), open_worker()
+    task_id = first.submit("poll", 12)
+    turn = 0
+    while first.task_view(task_id).state != "succeeded":
+        engine = (first, second)[turn % 2]
+        engine.run(max_runs=1)
+        turn += 1
+    assert first.result(task_id) == sum(i * i for i in range(12))
+    assert bodies == list(range(12))
+    assert turn > 12
+    last = (first, second)[(turn - 1) % 2]
+    assert not last._session.histories._kept  # the one that ended it keeps it no more
+    first.close()
+    second.close()
