@@ -1019,6 +1019,8 @@ class TaskRun:
         self.degrade_calls = 0
         # Change ids whose new code path this task took (``patched``).
         self.patches: set[str] = set()
+        # The highest step index the history records anything at (see :meth:`_patch_mark`).
+        self._reach: int | None = None
         for r in inherited:  # a fork's first steps: its origin's outcomes (never run again)
             event = r.event
             if isinstance(event, StepCompleted):
@@ -2089,8 +2091,11 @@ class TaskRun:
         to record before the new path is taken."""
         if change_id in self.patches:
             return True
-        recorded = max((*self.outcomes, *self.received, *self.started), default=-1)
-        if self.index <= recorded:
+        if self._reach is None:
+            # Anything recorded after this first look has an index below the run's next one,
+            # so the history's reach is looked for once.
+            self._reach = max((*self.outcomes, *self.received, *self.started), default=-1)
+        if self.index <= self._reach:
             return False  # replaying a history recorded before the change
         return PatchMarked(change_id=change_id, index=self.index)
 
