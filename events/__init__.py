@@ -101,6 +101,7 @@ from onward.events.log import (
     Clock,
     Context,
     EventLog,
+    StreamTail,
     new_event_id,
 )
 from onward.events.message import MessageReceived, MessageSent, StateSet
@@ -227,6 +228,7 @@ __all__ = [
     "StorageUnavailable",
     "Strategy",
     "StreamDamage",
+    "StreamTail",
     "SubtasksRead",
     "TaskCancelled",
     "TaskClaimed",

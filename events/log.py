@@ -29,7 +29,7 @@ import time as _time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 import msgspec
 from eventsourcing.persistence import (
@@ -97,6 +97,23 @@ Clock = Callable[[], float]
 #: ``(position, stream, version, topic, state)`` as a backend returns it.
 StoredRow = tuple[int, str, int, str, bytes]
 _Row = TypeVar("_Row", StoredRow, tuple[int, str, int, bytes])
+
+
+class StreamTail(NamedTuple):
+    """What :meth:`EventLog.read_stream_on` read of a stream.
+
+    Attributes:
+        events: the events, in version order.
+        link: the checksum of the last version read (the next read's ``link``).
+        size: the bytes the events were decoded from (each record's stored state, a split
+            one's joined with its blobs).
+    """
+
+    events: list[Recorded]
+    link: str
+    size: int
+
+
 _T = TypeVar("_T")
 
 _HEAD_CACHE_SIZE = 200_000
@@ -800,16 +817,14 @@ class EventLog(ABC):
             _check_stream(rows, after)
         return [decode(s, v, p, t, st) for p, s, v, t, st in rows]
 
-    def read_stream_on(
-        self, stream: str, *, after: int = 0, link: str = ""
-    ) -> tuple[list[Recorded], str] | None:
+    def read_stream_on(self, stream: str, *, after: int = 0, link: str = "") -> StreamTail | None:
         """The events of one stream after version ``after``, for a reader that keeps what it
         read and reads only what came since: the first event read must point at ``link``,
         the checksum of version ``after`` as that reader read it ("" for the stream's start).
-        Returns the events and the checksum of the last version read (``link`` when there is
-        none after ``after``), to be the next read's ``link``; or None when the stream no
-        longer goes on from what the reader holds (its tail was removed and written again):
-        the reader reads it whole again.
+        Returns the events with the checksum of the last version read (``link`` when there
+        is none after ``after``) and their size; or None when the stream no longer goes on
+        from what the reader holds (its tail was removed and written again): the reader
+        reads it whole again.
 
         Raises:
             UsageError: ``after`` is not a non-negative int.
@@ -818,17 +833,22 @@ class EventLog(ABC):
         """
         self._check_open()
         _check_bound("after", after)
-        decode = self.decode_record
         rows = self._read(
             f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
         )
         if not rows:
-            return [], link
+            return StreamTail([], link, 0)
         if self.verify_reads:
             _check_stream(rows, after)
         if prev_of(rows[0][4]) != link:
             return None
-        return [decode(s, v, p, t, st) for p, s, v, t, st in rows], _link_to(rows[-1][4])
+        decode = self._decode_sized
+        events, size = [], 0
+        for p, s, v, t, st in rows:
+            event, stored = decode(s, v, p, t, st)
+            events.append(event)
+            size += stored
+        return StreamTail(events, _link_to(rows[-1][4]), size)
 
     def decode_record(
         self, stream: str, version: int, position: int, topic: str, state: bytes
@@ -840,13 +860,19 @@ class EventLog(ABC):
             CorruptRecord: the record does not decode, or a blob it references is missing or
                 does not match its digest (``kind="blob"``).
         """
+        return self._decode_sized(stream, version, position, topic, state)[0]
+
+    def _decode_sized(
+        self, stream: str, version: int, position: int, topic: str, state: bytes
+    ) -> tuple[Recorded, int]:
+        """:meth:`decode_record`, and the bytes it decoded (a split record's joined state)."""
         try:
-            return self.codec.decode(stream, version, position, topic, state)
+            return self.codec.decode(stream, version, position, topic, state), len(state)
         except CorruptRecord:
             joined = self._joined(stream, version, position, state)
             if joined is None:
                 raise
-        return self.codec.decode(stream, version, position, topic, joined)
+        return self.codec.decode(stream, version, position, topic, joined), len(joined)
 
     def decode_state(self, position: int, stream: str, version: int, state: bytes) -> Recorded:
         """Like :meth:`decode_record`, for a record read without its tag column (the event's

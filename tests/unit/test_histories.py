@@ -85,9 +85,10 @@ def test_a_damaged_record_after_the_kept_ones_is_refused(log: EventLog) -> None:
 def test_histories_keep_at_most_their_limit(log: EventLog) -> None:
     other = task_stream("fedcba9876543210")
     log.append(other, [TaskSubmitted(name="crawl"), *steps(0, 2)], expected_version=0)
-    histories = Histories(log, limit=5)
+    size = sum(len(state) for *_, state in log.stream_rows(STREAM))
+    histories = Histories(log, limit=size * 3 // 2)
     first = histories.read(STREAM)
-    histories.read(other)  # 3 + 3 > 5: the least recently read goes
+    histories.read(other)  # the two are over the limit: the least recently read goes
     again = histories.read(STREAM)
     assert again == first
     assert again[0] is not first[0]
@@ -135,3 +136,18 @@ def test_a_task_that_sleeps_many_times_runs_once_through_on_two_workers(
     assert not last._session.histories._kept  # the one that ended it keeps it no more
     first.close()
     second.close()
+
+
+def test_a_history_is_sized_with_the_blobs_its_records_were_joined_with(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with open_log(f"sqlite:///{tmp_path / 'large.db'}", clock=clock, inline_limit=4096) as log:
+        large = StepCompleted(index=0, name="fetch", result="x" * 100_000)
+        log.append(STREAM, [TaskSubmitted(name="crawl"), large], expected_version=0)
+        stored = sum(len(state) for *_, state in log.stream_rows(STREAM))
+        assert stored < 10_000  # the result is a blob beside the record
+        histories = Histories(log, limit=50_000)
+        first = histories.read(STREAM)
+        assert first[1].event == large
+        assert histories.read(STREAM)[0] is not first[0]  # 100,000 bytes: not kept
+        assert Histories(log, limit=200_000).read(STREAM) == first
