@@ -181,10 +181,11 @@ class StepMismatch(OnwardError):
     def __init__(self, task_id: str, index: int, recorded: str, current: str) -> None:
         super().__init__(
             f"task {task_id}: step {index} is {recorded!r} in the log but the code now calls "
-            f"{current!r}. If the step was renamed, declare its former name: "
-            f"@engine.step(name={current!r}, aliases=[{recorded!r}]); if the code changed its "
-            'path, guard the new path with `if engine.patched("change-id"):` so that older '
-            "histories replay the old way; a task that branches on something that is not a "
+            f"{current!r}. If {recorded!r} is no step any more but {current!r}'s former name, "
+            f"declare it: @engine.step(name={current!r}, aliases=[{recorded!r}]); if the code "
+            "changed its path (steps added, removed or called in another order), guard the new "
+            'path with `if engine.patched("change-id"):` so that older histories replay the old '
+            "way; a task that branches on something that is not a "
             "step's result replays differently (make that a step); in an async def task, "
             "steps run side by side in chains (a gather of chains of steps, a step started "
             "with asyncio.create_task beside awaited ones) start in another order in a replay "

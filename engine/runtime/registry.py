@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from onward.core import fields
 from onward.core.definitions import (
@@ -25,6 +25,8 @@ __all__ = ["Registry"]
 
 logger = redacted_logger("onward.engine")
 
+_Def = TypeVar("_Def", TaskDef, StepDef)
+
 
 class Registry:
     """The tasks and steps an engine knows, by name."""
@@ -34,6 +36,8 @@ class Registry:
         self.steps: dict[str, StepDef] = {}
         #: Former names of tasks, for the tasks submitted under them.
         self.task_aliases: dict[str, str] = {}
+        #: Former names of steps, for the outcomes recorded under them.
+        self.step_aliases: dict[str, str] = {}
 
     def add_task(
         self,
@@ -76,35 +80,7 @@ class Registry:
             returns=hints.get("return", Any),
         )
         _check_name("task", definition.name, self.tasks.get(definition.name), fn)
-        taken_as = self.task_aliases.get(definition.name)
-        if taken_as is not None and taken_as != definition.name:
-            raise UsageError(
-                f"task name {definition.name!r} is a former name of task {taken_as!r} (an "
-                "alias: the tasks submitted under it run that one); give this one another name"
-            )
-        for alias in aliases:
-            if not alias or alias == definition.name:
-                raise UsageError(
-                    f"task {definition.name}: an alias must be another, non-empty name, "
-                    f"got {alias!r}"
-                )
-            owner = self.task_aliases.get(alias, definition.name)
-            held = self.tasks.get(alias)
-            if held is not None and _renamed(held.fn, fn):
-                continue  # this definition, run again renamed (its old name now its alias)
-            if held is not None or owner != definition.name:
-                other = alias if held is not None else owner
-                raise UsageError(
-                    f"task {definition.name}: its alias {alias!r} is taken by task {other!r} "
-                    "(the tasks submitted under it would run either)"
-                )
-        for alias in aliases:
-            if alias in self.tasks:
-                logger.warning(
-                    "task %r is renamed %r: it replaces the one before", alias, definition.name
-                )
-                del self.tasks[alias]
-            self.task_aliases[alias] = definition.name
+        _add_aliases("task", definition, aliases, self.tasks, self.task_aliases)
         self.tasks[definition.name] = definition
         return definition
 
@@ -126,12 +102,15 @@ class Registry:
         limit: str = "",
     ) -> StepDef:
         """Register ``fn`` as a step; outcomes recorded under one of ``aliases`` (its former
-        names) are its own. A name is taken once, as a task's is (:meth:`add_task`).
+        names) are its own. A name is taken once, as a task's is (:meth:`add_task`), and so
+        is an alias.
 
         Raises:
             UsageError: a timeout that is not a positive number of seconds, a timeout and a
                 limit on a plain function, a function that is a generator (a step returns
-                one value), or a name another function has (see :func:`_check_name`).
+                one value), a name another function has (see :func:`_check_name`), a name
+                that is another step's alias, or an alias that is the step's own name, empty,
+                or another step's name or alias.
         """
         if timeout is not None and not (fields.seconds(timeout) and timeout > 0):
             raise UsageError(
@@ -166,6 +145,7 @@ class Registry:
             limit=limit,
         )
         _check_name("step", definition.name, self.steps.get(definition.name), fn)
+        _add_aliases("step", definition, aliases, self.steps, self.step_aliases)
         self.steps[definition.name] = definition
         return definition
 
@@ -192,6 +172,67 @@ class Registry:
             raise NotRegistered(
                 f"no task registered as {name_or_fn!r} (registered: {known})"
             ) from None
+
+
+def _add_aliases(
+    kind: str,
+    definition: _Def,
+    aliases: Sequence[str],
+    registered: dict[str, _Def],
+    former: dict[str, str],
+) -> None:
+    """Take ``aliases`` as former names of ``definition`` (a task's or a step's), in
+    ``former``: refused when the definition's own name is another's former name, or when an
+    alias is empty, its own name, or another definition's name or alias (what is recorded or
+    submitted under it would be either's). A definition registered again renamed, its old
+    name now an alias, replaces the old registration.
+
+    Raises:
+        UsageError: as above.
+    """
+    name = definition.name
+    taken_as = former.get(name)
+    if taken_as is not None and taken_as != name:
+        raise UsageError(
+            f"{kind} name {name!r} is a former name of {kind} {taken_as!r} (an alias: "
+            f"{_UNDER_ALIAS[kind][0]}); give this one another name"
+        )
+    renamed = []
+    for alias in aliases:
+        if not alias or alias == name:
+            raise UsageError(
+                f"{kind} {name}: an alias must be another, non-empty name, got {alias!r}"
+            )
+        owner = former.get(alias, name)
+        held = registered.get(alias)
+        if held is not None and _renamed(held.fn, definition.fn):
+            renamed.append(alias)  # this definition, run again renamed (its old name an alias)
+            continue
+        if held is not None or owner != name:
+            other = alias if held is not None else owner
+            raise UsageError(
+                f"{kind} {name}: its alias {alias!r} is taken by {kind} {other!r} "
+                f"({_UNDER_ALIAS[kind][1]})"
+            )
+    for alias in renamed:
+        logger.warning("%s %r is renamed %r: it replaces the one before", kind, alias, name)
+    for alias in aliases:
+        registered.pop(alias, None)
+        former[alias] = name
+
+
+#: What goes by a former name, for the messages of :func:`_add_aliases`: under one alias,
+#: and under one that two definitions would share.
+_UNDER_ALIAS = {
+    "task": (
+        "the tasks submitted under it run that one",
+        "the tasks submitted under it would run either",
+    ),
+    "step": (
+        "the outcomes recorded under it are that one's",
+        "an outcome recorded under it would be taken for either's",
+    ),
+}
 
 
 def _check_name(

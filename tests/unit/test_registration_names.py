@@ -143,6 +143,40 @@ def test_an_alias_is_a_name_taken_too(engine: Engine) -> None:
     assert engine.result(task_id) == "sent"
 
 
+def test_a_step_alias_is_a_name_taken_too(engine: Engine) -> None:
+    """A step's alias says whose outcomes are recorded under a former name: an alias that is
+    another step's name would hand one step's recorded result to the other."""
+
+    @engine.step()
+    def fetch() -> str:
+        return "fetched"
+
+    def load() -> str:
+        return "loaded"
+
+    with pytest.raises(UsageError, match="its alias 'fetch' is taken by step 'fetch'"):
+        engine.step(name="load", aliases=["fetch"])(load)
+    engine.step(name="load", aliases=["read"])(load)
+    with pytest.raises(UsageError, match="'read' is a former name of step 'load'"):
+        engine.step(name="read")(make("read"))
+    with pytest.raises(UsageError, match="its alias 'read' is taken by step 'load'"):
+        engine.step(name="parse", aliases=["read"])(make("parse"))
+    with pytest.raises(UsageError, match="an alias must be another, non-empty name"):
+        engine.step(name="parse", aliases=["parse"])(make("parse"))
+
+
+def test_a_step_renamed_with_its_old_name_as_an_alias_replaces_it(engine: Engine) -> None:
+    defined = []
+    for body in ("'v1'", "'v2'"):
+        namespace: dict[str, Any] = {"__name__": "billing"}
+        exec(compile(f"def total() -> str:\n    return {body}\n", "billing.py", "exec"), namespace)
+        defined.append(namespace["total"])
+    engine.step()(defined[0])
+    engine.step(name="sum_up", aliases=["total"])(defined[1])  # the cell edited, run again
+    assert "total" not in engine.registry.steps
+    assert engine.registry.step_aliases == {"total": "sum_up"}
+
+
 class Service:
     def handle(self) -> str:
         return "handled"
