@@ -70,6 +70,7 @@ def _json_argument(text: str, what: str) -> Any:
             text,
             parse_constant=functools.partial(_not_json, what),
             parse_float=functools.partial(_finite, what),
+            parse_int=functools.partial(_integer, what),
         )
     except json.JSONDecodeError as exc:
         raise UsageError(
@@ -106,6 +107,18 @@ def _finite(what: str, number: str) -> float:
     if not math.isfinite(value):
         raise UsageError(f"{what} must be JSON a float can hold: {number} is too large")
     return value
+
+
+def _integer(what: str, digits: str) -> int:
+    """A JSON integer; one longer than Python reads from text (4,300 digits by default) is
+    refused with the limit, not with a traceback."""
+    try:
+        return int(digits)
+    except ValueError:
+        raise UsageError(
+            f"{what} must be JSON onward can read: an integer of {len(digits.lstrip('-')):,} "
+            f"digits is longer than {sys.get_int_max_str_digits():,} (give it as a string)"
+        ) from None
 
 
 def _writable(db: str) -> None:

@@ -46,7 +46,9 @@ def _listener(url: str) -> str:
     return task_id
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "[-Infinity]", "1e999", "[1, NaN]"])
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "[-Infinity]", "1e999", "[1, NaN]", "1" * 5000, f"[-{'9' * 4301}]"]
+)
 def test_send_refuses_what_json_has_not(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
@@ -57,6 +59,18 @@ def test_send_refuses_what_json_has_not(
     assert "must be JSON" in err
     assert len(err.strip().splitlines()) == 1
     assert main(["send", task_id, "go", "1e300", "--db", url]) == 0  # a float holds it
+
+
+def test_fork_refuses_an_integer_too_long_to_read_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'work.db'}"
+    task_id = _listener(url)
+    args = ["fork", task_id, "--from-step", "0", "--args", f"[{'1' * 5000}]", "--db", url]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "an integer of 5,000 digits is longer than 4,300" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_a_postgresql_log_that_cannot_be_opened_is_said_in_one_line(
