@@ -511,7 +511,7 @@ class Scheduler:
             while not (self.stopping.is_set() and not tasks):
                 left = None if max_runs is None else max_runs - self._tally["runs"]
                 free = 0 if self.stopping.is_set() else concurrency - len(tasks)
-                state, claimed = await asyncio.to_thread(self._round, free, left)
+                state, claimed = await self._round_async(free, left)
                 if state == "pause":
                     paused = True
                     break
@@ -588,9 +588,7 @@ class Scheduler:
         try:
             await asyncio.to_thread(self._prepare)
             while not (stop.is_set() or self.stopping.is_set()):
-                state, claimed = await asyncio.to_thread(
-                    self._round, concurrency - len(tasks), None, True
-                )
+                state, claimed = await self._round_async(concurrency - len(tasks), None, True)
                 paused = state == "pause"
                 tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
                 if not tasks and not paused and self._fake_time_passed():
@@ -678,6 +676,41 @@ class Scheduler:
                 claimed = self._claim_up_to(want)
                 self._tally["runs"] += len(claimed)
         return "", claimed
+
+    async def _round_async(
+        self, capacity: int, left: int | None, serving: bool = False
+    ) -> tuple[str, list[Claimed]]:
+        """:meth:`_round` in a worker thread. Cancelled meanwhile, the round runs on (its
+        claims are being committed): what it claimed is handed back before the cancellation
+        goes on, or the tasks would stay claimed by this worker, none of its runs under way.
+
+        Raises:
+            asyncio.CancelledError: the run was cancelled.
+        """
+        try:
+            return await _seen_through(self._round, capacity, left, serving)
+        except _CancelledAfter as cancelled:
+            claimed: list[Claimed] = cancelled.outcome[1]
+            if claimed and not self.at_once:
+                with contextlib.suppress(_CancelledAfter):  # cancelled again: seen through
+                    await _seen_through(self._hand_back_claimed, claimed)
+            raise cancelled.cancellation from None
+
+    def _hand_back_claimed(self, claimed: list[Claimed]) -> None:
+        """Hand back tasks claimed as the run was cancelled, none of them begun."""
+        for view, _claim, claim_id, history in claimed:
+            try:
+                begun = self._begin(view, claim_id, history)
+                self._count(self._release(begun.run) if isinstance(begun, _Begun) else begun)
+            except Exception:
+                logger.warning(
+                    "task %s, claimed as the run was cancelled, could not be handed back: a "
+                    "worker takes it over once its claim's lease runs out",
+                    view.task_id,
+                    exc_info=True,
+                )
+            finally:
+                self.session.let_go(view.task_id, claim_id)
 
     def _look_ahead(self) -> tuple[float | None, bool, bool]:
         """When the next timer is due, whether a task is claimable, whether approvals wait."""

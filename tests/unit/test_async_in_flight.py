@@ -1423,6 +1423,58 @@ def test_a_task_whose_code_returned_as_the_run_is_cancelled_is_never_left_runnin
         assert engine.log.verify().ok
 
 
+class CancelAtBoundary(Observer):
+    """Cancels a run from its second round, at the task boundary it crosses before it claims
+    (in the round's worker thread, which goes on to claim as the cancellation lands)."""
+
+    def __init__(self) -> None:
+        self.run: asyncio.Task[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fired = 0
+
+    def boundary(self, *_: Any) -> None:
+        if self.run is not None and self.loop is not None and not self.fired:
+            self.fired += 1
+            self.loop.call_soon_threadsafe(self.run.cancel)
+
+
+def test_tasks_claimed_as_the_run_is_cancelled_are_handed_back(db: Path, clock: FakeClock) -> None:
+    """The run is cancelled while a round claims: the round goes on in its thread and commits
+    its claims, which the run had dropped (the tasks stayed claimed by this worker with no
+    run under way, for its next runs too, until another host waited out the lease). They
+    are handed back, and the next run runs them. (``serve_async`` claims by the same round;
+    its rounds also come while no slot is free, which leaves the moment to chance here.)"""
+    observer = CancelAtBoundary()
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock, observer=observer) as engine:
+
+        @engine.step()
+        async def double(n: int) -> int:
+            return 2 * n
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return await double(n)
+
+        first, second, third = (engine.submit(job, n) for n in (1, 2, 3))
+
+        async def cancelled_in_its_second_round() -> None:
+            observer.loop = asyncio.get_running_loop()
+            observer.run = asyncio.create_task(engine.run_async(concurrency=1))
+            with pytest.raises(asyncio.CancelledError):
+                await observer.run
+
+        asyncio.run(cancelled_in_its_second_round())
+        assert observer.fired == 1
+        tasks = engine.refresh().tasks.tasks
+        assert tasks[first].state == "succeeded"
+        assert {tasks[second].state, tasks[third].state} == {"queued"}
+        released = [r.stream for r in engine.log.read() if isinstance(r.event, TaskReleased)]
+        assert released == [f"task-{second}"]
+        run_with(engine, "run_async")
+        assert [engine.result(t) for t in (first, second, third)] == [2, 4, 6]
+        assert engine.log.verify().ok
+
+
 def test_a_call_that_records_is_seen_through_a_cancellation() -> None:
     """A task's claim or end, recorded in a worker thread that no thread has taken up yet when
     the run is cancelled: the call still runs (it was dropped, and the task stayed claimed
