@@ -1437,9 +1437,11 @@ class Scheduler:
             else:
                 logger.warning(
                     "task %s (%s) caught onward's signal to wait (an `except:` or `except "
-                    "BaseException:` around a step, or `gather(..., return_exceptions=True)`, "
-                    "which returns it as a value?) and went on; it waits as recorded and runs "
-                    "again when due: catch Exception, not BaseException, around steps",
+                    "BaseException:` around a step, `gather(..., return_exceptions=True)`, "
+                    "which returns it as a value, or a timeout around a step or durable wait, "
+                    "`asyncio.timeout` or `wait_for`, that ended as the wait was recorded?) "
+                    "and went on; it waits as recorded and runs again when due: catch "
+                    "Exception, not BaseException, around steps",
                     view.task_id,
                     view.name,
                 )
