@@ -12,8 +12,14 @@ take the same branch as on the first run:
   (``KeyError('region')``, ``FileNotFoundError(2, 'No such file or directory', 'a.txt')``), else
   as an instance of a subclass that only carries the recorded message (a class whose
   constructor takes other arguments: ``except QuotaExceeded`` still catches it, its attributes
-  beyond the message are not there);
+  beyond the message are not there, and a ``__getattr__`` of its class that needs what its
+  constructor would have set raises ``AttributeError``, so that ``getattr(e, name, None)``
+  and ``hasattr`` answer);
 * :class:`~onward.core.errors.StepFailedError` when the class cannot be found.
+
+Rebuilding runs the class's constructor with the arguments the message shows (not the
+application's other code): an exception's constructor is expected to only keep its arguments,
+as the first run's did when it raised.
 """
 
 from __future__ import annotations
@@ -49,7 +55,11 @@ def exception_class(exc: BaseException) -> str:
 
 
 def replayed_error(
-    error_type: str, error_class: str, message: str, *, literal: bool = False
+    error_type: str,
+    error_class: str,
+    message: str,
+    *,
+    literal: bool = False,
 ) -> Exception:
     """The exception a recorded step failure is raised as on replay (see the module);
     ``literal``: its one argument is the Python literal ``message`` spells
@@ -57,15 +67,18 @@ def replayed_error(
     cls = _resolve(error_type, error_class)
     if cls is None:
         return StepFailedError(error_type, message)
+    rebuilt: Exception | None = None
     if literal:
         with contextlib.suppress(Exception):
             again = cls(ast.literal_eval(message))
             if _reads(again) == message:
-                return again
-    try:
-        return _rebuilt(cls, message)
-    except Exception:  # a class that cannot be rebuilt in any way: its name and message
-        return StepFailedError(error_type, message)
+                rebuilt = again
+    if rebuilt is None:
+        try:
+            rebuilt = _rebuilt(cls, message)
+        except Exception:  # a class that cannot be rebuilt in any way: its name and message
+            return StepFailedError(error_type, message)
+    return rebuilt
 
 
 def literal_argument(exc: BaseException, message: str) -> bool:
@@ -220,15 +233,58 @@ def _carrier(cls: type[Exception]) -> type[Exception]:
     def __str__(self: BaseException) -> str:
         return str(self.args[0]) if self.args else ""
 
-    carrier: type[Exception] = type(
-        cls.__name__,
-        (cls,),
-        {
-            "__init__": __init__,
-            "__str__": __str__,
-            "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__,
-            "__doc__": f"{cls.__qualname__} as a replay raises it again: its message alone.",
-        },
-    )
+    inherited_repr = cls.__repr__
+
+    def __repr__(self: BaseException) -> str:
+        try:  # the class's own (urllib's HTTPError shows its code: kept, if it was plain)
+            return inherited_repr(self)
+        except Exception:  # one that reads what its constructor would have set
+            return f"{cls.__name__}({str(self)!r})"
+
+    namespace: dict[str, Any] = {
+        "__init__": __init__,
+        "__str__": __str__,
+        "__repr__": __repr__,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": f"{cls.__qualname__} as a replay raises it again: its message alone.",
+    }
+    # Its constructor did not run: a property or a __getattr__ that reads what it sets would
+    # raise another error than AttributeError (urllib's HTTPError, a file wrapper, reads
+    # self.__dict__["file"]: KeyError; httpx's .request, RuntimeError), and so would
+    # getattr(e, name, None) and hasattr(e, name). Whatever cannot be read is an attribute
+    # this exception does not have.
+    inherited_getattribute = cls.__getattribute__
+
+    def __getattribute__(self: BaseException, name: str) -> Any:
+        try:
+            return inherited_getattribute(self, name)
+        except AttributeError:
+            raise
+        except Exception:
+            raise _not_kept(cls, self, name) from None
+
+    namespace["__getattribute__"] = __getattribute__
+    inherited_getattr = getattr(cls, "__getattr__", None)
+    if inherited_getattr is not None:
+
+        def __getattr__(self: BaseException, name: str) -> Any:
+            try:
+                return inherited_getattr(self, name)
+            except AttributeError:
+                raise
+            except Exception:
+                raise _not_kept(cls, self, name) from None
+
+        namespace["__getattr__"] = __getattr__
+    carrier: type[Exception] = type(cls.__name__, (cls,), namespace)
     return _CARRIERS.setdefault(cls, carrier)
+
+
+def _not_kept(cls: type[Exception], exc: BaseException, name: str) -> AttributeError:
+    return AttributeError(
+        f"{cls.__qualname__} as a replay raises it again has no attribute {name!r} (its "
+        "record keeps its message)",
+        name=name,
+        obj=exc,
+    )
