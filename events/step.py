@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
+
 from onward.events.base import Event
 
 __all__ = ["PatchMarked", "StepCompleted", "StepFailed", "StepStarted", "StepWithdrawn"]
@@ -116,6 +118,11 @@ class StepFailed(Event, frozen=True, kw_only=True):
         literal: True when the exception's one argument was no string but the Python literal
             its message spells (``ValueError(404)``, ``StopIteration(5)``): a replay passes
             that value again, not its text (False: the message, in records written before).
+        attributes: the exception's plain attributes (``None``, bool, int, float and str
+            values of its ``__dict__``, and those of an object it holds, such as an HTTP
+            error's response, one level down; texts redacted and cut), in the log's value
+            encoding: a replay gives them back (``e.code``, ``e.response.status_code``).
+            Empty when it had none, and in records written before they were kept.
     """
 
     family: ClassVar[str] = "step"
@@ -131,3 +138,4 @@ class StepFailed(Event, frozen=True, kw_only=True):
     dependency: str = ""
     error_class: str = ""
     literal: bool = False
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)

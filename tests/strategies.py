@@ -259,6 +259,9 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         transient=st.booleans(),
         final=st.booleans(),
         dependency=_names,
+        error_class=_names,
+        literal=st.booleans(),
+        attributes=_json_objects(),
     ),
 }
 

@@ -15,6 +15,8 @@ take the same branch as on the first run:
   beyond the message are not there, and a ``__getattr__`` of its class that needs what its
   constructor would have set raises ``AttributeError``, so that ``getattr(e, name, None)``
   and ``hasattr`` answer);
+* given back the plain attributes its record kept (:mod:`onward.core.failure_attributes`:
+  ``HTTPError.code``, ``e.response.status_code``), over what its constructor set;
 * :class:`~onward.core.errors.StepFailedError` when the class cannot be found.
 
 Rebuilding runs the class's constructor with the arguments the message shows (not the
@@ -32,6 +34,7 @@ import sys
 from typing import Any
 
 from onward.core.errors import StepFailedError
+from onward.core.failure_attributes import give_attributes
 
 __all__ = ["exception_class", "read_as_recorded", "replayed_error"]
 
@@ -60,10 +63,12 @@ def replayed_error(
     message: str,
     *,
     literal: bool = False,
+    attributes: dict[str, Any] | None = None,
 ) -> Exception:
     """The exception a recorded step failure is raised as on replay (see the module);
     ``literal``: its one argument is the Python literal ``message`` spells
-    (:func:`literal_argument`)."""
+    (:func:`literal_argument`); ``attributes``: the plain attributes its record kept, as
+    stored (:func:`~onward.core.failure_attributes.plain_attributes`)."""
     cls = _resolve(error_type, error_class)
     if cls is None:
         return StepFailedError(error_type, message)
@@ -78,6 +83,8 @@ def replayed_error(
             rebuilt = _rebuilt(cls, message)
         except Exception:  # a class that cannot be rebuilt in any way: its name and message
             return StepFailedError(error_type, message)
+    if attributes:
+        give_attributes(rebuilt, attributes)
     return rebuilt
 
 
@@ -284,7 +291,7 @@ def _carrier(cls: type[Exception]) -> type[Exception]:
 def _not_kept(cls: type[Exception], exc: BaseException, name: str) -> AttributeError:
     return AttributeError(
         f"{cls.__qualname__} as a replay raises it again has no attribute {name!r} (its "
-        "record keeps its message)",
+        "record keeps its message and its plain attributes)",
         name=name,
         obj=exc,
     )

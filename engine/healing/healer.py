@@ -37,6 +37,7 @@ import msgspec
 
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
+from onward.core.failure_attributes import plain_attributes
 from onward.core.failures import exception_class, literal_argument, replayed_error
 from onward.core.fields import MOST_SECONDS, seconds, shown
 from onward.core.run import MustWait, RunningTask, error_message
@@ -225,7 +226,11 @@ class Healer:
             return None
         fix = self.fixes.get(attempted.fix)
         error = replayed_error(
-            failed.error_type, failed.error_class, failed.message, literal=failed.literal
+            failed.error_type,
+            failed.error_class,
+            failed.message,
+            literal=failed.literal,
+            attributes=failed.attributes,
         )
         call = bind_call(step, args, kwargs, failed.attempt)
         try:
@@ -437,6 +442,7 @@ class Healer:
                 dependency=failure.step.breaker,
                 error_class=exception_class(failure.exc),
                 literal=literal_argument(failure.exc, message),
+                attributes=plain_attributes(failure.exc, failure.run.redact),
             ),
         )
         observed_id = batch.add(

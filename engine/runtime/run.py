@@ -39,6 +39,7 @@ from onward.core.errors import (
     StepInterrupted,
     StepMismatch,
 )
+from onward.core.failure_attributes import plain_attributes
 from onward.core.failures import (
     exception_class,
     literal_argument,
@@ -830,6 +831,7 @@ class Replayed(msgspec.Struct, frozen=True):
     message: str = ""
     error_class: str = ""
     literal: bool = False
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @classmethod
     def failed(cls, event: StepFailed) -> Replayed:
@@ -842,6 +844,7 @@ class Replayed(msgspec.Struct, frozen=True):
             event.message,
             event.error_class,
             event.literal,
+            event.attributes,
         )
 
 
@@ -1589,6 +1592,7 @@ class TaskRun:
                     message=message,
                     error_class=exception_class(exc),
                     literal=literal_argument(exc, message),
+                    attributes=plain_attributes(exc, self.redact),
                 )
             ]
         )
@@ -1603,7 +1607,11 @@ class TaskRun:
         if recorded.error_class == _CANCELLED_CLASS:  # a body's own CancelledError
             raise asyncio.CancelledError(*([recorded.message] if recorded.message else []))
         raise replayed_error(
-            recorded.error_type, recorded.error_class, recorded.message, literal=recorded.literal
+            recorded.error_type,
+            recorded.error_class,
+            recorded.message,
+            literal=recorded.literal,
+            attributes=recorded.attributes,
         )
 
     def call(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
