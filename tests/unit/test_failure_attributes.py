@@ -20,6 +20,7 @@ from onward.core.failure_attributes import (
     plain_attributes,
 )
 from onward.core.failures import replayed_error
+from onward.core.run import error_message
 from onward.events import StepFailed
 from tests.conftest import FakeClock
 
@@ -267,3 +268,22 @@ def test_an_object_attribute_comes_back_as_its_recorded_values() -> None:
         response.json()
     assert not hasattr(response, "reason_phrase")  # a property: not kept
     assert repr(response).startswith("RecordedObject(status_code=404, ")
+
+
+class Unprintable(Exception):
+    """An application's error whose ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+def test_a_failure_whose_str_raises_is_recorded_and_replayed_as_its_class_name() -> None:
+    """Its record's message is its class name (a broken ``__str__`` must not hide the
+    failure); a replay's ``str(e)`` gives that, where the first run's raises (the README
+    says so: the first run's exception is the one raised)."""
+    error = Unprintable("x")
+    message = error_message(error)
+    assert message == "Unprintable"
+    again = replayed_error("Unprintable", f"{__name__}:Unprintable", message)
+    assert isinstance(again, Unprintable)
+    assert str(again) == "Unprintable"
