@@ -235,6 +235,7 @@ class Scheduler:
         self._running = 0
         self._running_lock = threading.Lock()
         self._watch: Watch | None = None  # how a run waiting in real time hears of the log
+        self._watch_failures = 0  # looks in a row that the storage failed
         self._rng = random.Random(session.worker)
         # Per waiting parent: the subtasks it waits for, and where the last look stopped.
         self._subtask_looks: dict[str, tuple[tuple[str, ...], int]] = {}
@@ -725,15 +726,13 @@ class Scheduler:
         if session.sleep is not time.sleep:
             session.sleep(seconds)
             return
-        if self._watch is None:
-            self._watch = session.log.watch()
         # In slices, so that a stop asked for meanwhile (the engine is closed) is seen, and a
         # clock set forward (a machine resumed from suspend) ends the wait when the engine's
         # clock reaches the timer, not the seconds after.
         deadline = time.monotonic() + seconds
         wake = session.clock() + seconds
         while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
-            if self._watch.wait(min(left, WATCH_SLICE)) or session.clock() >= wake:
+            if self._look(min(left, WATCH_SLICE)) or session.clock() >= wake:
                 return
 
     async def _sleep(self, seconds: float) -> None:
@@ -746,13 +745,34 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         wake = session.clock() + seconds  # as in _nap: a clock set forward ends the wait
-        if self._watch is None:
-            self._watch = await asyncio.to_thread(session.log.watch)
         while not self.stopping.is_set() and (left := deadline - loop.time()) > 0:
-            if await asyncio.to_thread(self._watch.wait, min(left, WATCH_SLICE)):
+            if await asyncio.to_thread(self._look, min(left, WATCH_SLICE)):
                 return
             if session.clock() >= wake:
                 return
+
+    def _look(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the log to change (True when it may have). The storage
+        failing (a dropped connection, a server restarting) is waited out as any read is:
+        the slice passes, and the next look watches again (reconnecting)."""
+        try:
+            if self._watch is None:
+                self._watch = self.session.log.watch()
+            changed = self._watch.wait(seconds)
+        except BackendError as exc:
+            if not self._watch_failures:
+                logger.warning("watching %s failed: %s", self.session.log.url, exc)
+            self._watch_failures += 1
+            self.stopping.wait(seconds)
+            return False
+        if self._watch_failures:
+            logger.warning(
+                "watching %s again, after %d failed looks",
+                self.session.log.url,
+                self._watch_failures,
+            )
+            self._watch_failures = 0
+        return changed
 
     def _close_watch(self) -> None:
         if self._watch is not None:
@@ -1789,7 +1809,9 @@ class _Watcher:
         self.wake = wake
         self.stop = stop
         self._closed = threading.Event()
-        self._watch = session.log.watch()
+        self._watch: Watch | None = None
+        with contextlib.suppress(BackendError):  # the storage is down: the loop watches later
+            self._watch = session.log.watch()
         self._thread = threading.Thread(target=self._loop, name="onward-watch", daemon=True)
 
     def start(self) -> None:
@@ -1799,6 +1821,8 @@ class _Watcher:
         failures = 0  # in a row: the storage is down (told once, looked at less often)
         while not self._closed.is_set():
             try:
+                if self._watch is None:
+                    self._watch = self.session.log.watch()
                 changed = self._watch.wait(WATCH_SLICE)
             except Exception as exc:  # the storage is down: look again shortly
                 if not failures:
@@ -1821,4 +1845,5 @@ class _Watcher:
         self._closed.set()
         if wait:
             self._thread.join()
-            self._watch.close()
+            if self._watch is not None:
+                self._watch.close()

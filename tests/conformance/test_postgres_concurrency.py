@@ -4,6 +4,7 @@ appends only, transient errors the log rides out, and logs of the earlier record
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresFactory
 
+from onward import Engine
 from onward.events import (
     Append,
     EventLog,
@@ -380,3 +382,53 @@ def test_a_log_of_the_earlier_recorder_opens_reads_and_grows(postgres_url: str) 
                 old.insert_events([StoredEvent("task-3", 1, rows[0][3], rows[0][4])])
     finally:
         factory.close()
+
+
+@pytest.mark.parametrize("runner", ["run", "run_async"])
+def test_a_run_waiting_for_a_timer_rides_out_its_watch_losing_its_connection(
+    postgres_url: str, runner: str
+) -> None:
+    """``run()`` waits in real time for a durable sleep, listening for the log's changes; the
+    listening connection is terminated once (a server restart, a failover, an idle-connection
+    reaper): the run watches again and goes on (it raised BackendError, and a process with
+    no other worker stopped)."""
+    schema = postgres_url.split("schema=")[1]
+    terminated: list[int] = []
+
+    def terminate_the_listener() -> None:
+        with psycopg.connect(server(postgres_url), autocommit=True) as admin:
+            for _ in range(2000):
+                found = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%' AND "
+                    "query LIKE %s",
+                    (f"%{schema}%",),
+                ).fetchall()
+                if found:
+                    for (pid,) in found:
+                        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        terminated.append(pid)
+                    return
+                threading.Event().wait(0.005)  # a look at the server's sessions, not a timer
+
+    with Engine.open(postgres_url, session="nightly") as engine:
+
+        @engine.step()
+        def before() -> int:
+            return 1
+
+        @engine.task()
+        def nightly() -> int:
+            value = before()
+            engine.sleep(1.5)  # the run waits for this timer, listening
+            return value + 1
+
+        task_id = engine.submit(nightly)
+        killer = threading.Thread(target=terminate_the_listener)
+        killer.start()
+        if runner == "run":
+            engine.run()
+        else:
+            asyncio.run(engine.run_async())
+        killer.join()
+        assert terminated
+        assert engine.result(task_id) == 2
