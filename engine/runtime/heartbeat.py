@@ -56,12 +56,14 @@ class Heartbeat:
         if not running:
             return False
         session = self.session
+        lease_until = session.clock() + session.lease
         session.log.append(
             worker_stream(session.worker),
-            [WorkerHeartbeat(lease_until=session.clock() + session.lease, running=running)],
+            [WorkerHeartbeat(lease_until=lease_until, running=running)],
             expected_version=None,
             context=session.context,
         )
+        session.held_until = max(session.held_until, lease_until)
         return True
 
     def _beat_until_stopped(self) -> None:

@@ -917,8 +917,12 @@ class TaskRun:
         inherited: Sequence[Recorded] = (),
         limits: Limits | None = None,
         step_threads: Executor | None = None,
+        held_until: Callable[[], float] | None = None,
     ) -> None:
         self.log = log
+        #: Until when the worker's claim holds by its clock (None: not known): past it, a
+        #: step looks whether the task was taken before its body runs.
+        self.held_until = held_until
         #: The thread the task's code runs on (set as it starts): steps and other durable
         #: calls come from there (:func:`running_task`).
         self.thread = threading.get_ident()
@@ -1364,6 +1368,18 @@ class TaskRun:
         self.version = after[-1].version
         return True
 
+    def _check_held(self) -> None:
+        """Before a step's body runs past the worker's lease (its process was paused, its
+        heartbeats failed): a peer may have taken the task over and run this step already.
+
+        Raises:
+            LeaseLost: the task was taken, cancelled or ended meanwhile.
+        """
+        try:
+            self._explain_conflict()
+        except BackendError as exc:
+            raise StorageLost(exc) from exc
+
     def _record_after_cancel(self, batch: Batch, version: int) -> None:
         """Append the step successes of ``batch`` after the cancellation at ``version``; a
         task retried (or changed) meanwhile keeps its stream as it is."""
@@ -1656,6 +1672,8 @@ class TaskRun:
         index, recorded = self.begin_step(step)  # in memory only
         if recorded is not None:
             return self.replay(step, recorded)
+        if self.held_until is not None and self.clock() > self.held_until():
+            yield Blocking(self._check_held)
         judgement = step.judgement if self.judge is not None else None
         ruling = None
         if judgement is not None:

@@ -713,6 +713,10 @@ class Scheduler:
             finally:
                 self.session.let_go(view.task_id, claim_id)
 
+    def _held_until(self) -> float:
+        """Until when this worker's claims hold by its clock (see :class:`TaskRun`)."""
+        return self.session.held_until
+
     def _look_ahead(self) -> tuple[float | None, bool, bool]:
         """When the next timer is due, whether a task is claimable, whether approvals wait."""
         with self.session.lock:
@@ -1401,6 +1405,7 @@ class Scheduler:
             # A fork takes the recorded outcomes of its origin's first steps as its own.
             inherited=inherited_records(self.session.log, submitted),
             limits=self.limits,
+            held_until=self._held_until,
         )
         # The history was read before the claim: the run appends after the claim, and only
         # there (if another worker took the task since, its first append is refused).

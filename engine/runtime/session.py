@@ -105,6 +105,10 @@ class Session:
         #: The tasks this engine runs now, each with the claim its run holds (its other
         #: claims are left over from a stopped run).
         self.running: dict[str, str] = {}
+        #: Until when this worker's claims hold by its own clock: the latest lease it recorded
+        #: (a claim's, a heartbeat's). Past it (the process was paused, its beats failed), a
+        #: peer may have taken its tasks over.
+        self.held_until = 0.0
         self._running_lock = threading.Lock()
         #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
         self.observer: Observer | None = None
@@ -113,6 +117,7 @@ class Session:
         """A run of this engine holds the task under this claim, until :meth:`let_go`."""
         with self._running_lock:
             self.running[task_id] = claim_id
+            self.held_until = max(self.held_until, self.clock() + self.lease)
 
     def let_go(self, task_id: str, claim_id: str) -> None:
         """The run under this claim ended. A newer claim of the same task (taken as the run

@@ -167,6 +167,70 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
         holder.close()
 
 
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_worker_paused_past_its_lease_runs_no_step_body_its_peer_ran(
+    db: str, clock: FakeClock, kind: str
+) -> None:
+    """A worker is paused (SIGSTOP) in a task's code between two steps, past its lease; a
+    peer takes the task over and runs it to its end. Woken, the worker would run the next
+    step's body again (its outcome then refused), its lease over by its own clock: it looks
+    first, and its run ends there, lost."""
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    bodies: list[tuple[str, str]] = []
+
+    def paused() -> None:
+        clock.advance(60.0)  # long past the lease: no heartbeat meanwhile
+        taking_over = threading.Thread(target=peer.run)
+        taking_over.start()
+        taking_over.join()
+
+    def register(engine: Engine, who: str) -> None:
+        @engine.step(name="first")
+        def first() -> int:
+            bodies.append(("first", who))
+            return 1
+
+        @engine.step(name="second")
+        def second() -> int:
+            bodies.append(("second", who))
+            return 2
+
+        if kind == "plain":
+
+            @engine.task(name="job")
+            def job() -> int:
+                value = first()
+                if who == "holder":
+                    paused()
+                return value + second()
+
+        else:
+
+            @engine.task(name="job")
+            async def job_async() -> int:
+                value: int = await first()  # type: ignore[misc]
+                if who == "holder":
+                    await asyncio.to_thread(paused)
+                return value + await second()  # type: ignore[misc]
+
+    try:
+        register(holder, "holder")
+        register(peer, "peer")
+        task_id = holder.submit("job")
+        if kind == "plain":
+            summary = holder.run(max_runs=1)
+        else:
+            summary = asyncio.run(holder.run_async(max_runs=1))
+        assert bodies == [("first", "holder"), ("second", "peer")]
+        assert summary.cancelled == 1  # its run ended: lost
+        assert holder.result(task_id) == 3
+        assert holder.log.verify().ok
+    finally:
+        peer.close()
+        holder.close()
+
+
 def test_a_peer_does_not_take_over_a_claim_on_a_heartbeat_it_had_not_read(
     db: str, clock: FakeClock
 ) -> None:
