@@ -40,10 +40,12 @@ class StepStarted(Event, frozen=True, kw_only=True):
 class StepWithdrawn(Event, frozen=True, kw_only=True):
     """An at-most-once step's recorded start whose body never began: the step was cancelled
     while its start was being recorded (a ``TaskGroup`` sibling's error, a timeout around it, a
-    stopping worker). The start no longer counts: where the task's code started nothing after
-    it, the next run runs the step (a start alone makes it refuse to: the body may have had
-    its effect); where it did (it caught the cancellation and went on), the next run raises
-    the cancellation there again, as the code met it.
+    stopping worker). Or a step's failure, recorded as its outcome, that its caller gave up on
+    before it was told of it (cancelled as the failure was being recorded): the task's code
+    never saw it. The start (or the failure) no longer counts: where the task's code started
+    nothing after it, the next run runs the step (a start alone makes it refuse to: the body
+    may have had its effect); where it did (it caught the cancellation and went on), the next
+    run raises the cancellation there again, as the code met it.
 
     Attributes:
         index: the step's position in its task, from 0.

@@ -17,6 +17,7 @@ from onward.events import (
     Recorded,
     StepCompleted,
     StepFailed,
+    StepWithdrawn,
     TaskRetried,
     TaskSubmitted,
 )
@@ -28,7 +29,8 @@ __all__ = ["inherited_records", "origin_history", "outcome_records", "recorded_o
 def recorded_outcomes(history: Sequence[Recorded], upto: int | None = None) -> dict[int, Recorded]:
     """Per step index (below ``upto``, when given), the record of its outcome as ``history``
     (one task's stream) holds it at its end: a ``StepCompleted``, a final ``StepFailed`` (not
-    undone by a later ``TaskRetried``) or a ``MessageReceived``."""
+    undone by a later ``TaskRetried``, nor withdrawn: its caller gave the call up) or a
+    ``MessageReceived``."""
     found: dict[int, Recorded] = {}
     for r in history:
         event = r.event
@@ -37,6 +39,10 @@ def recorded_outcomes(history: Sequence[Recorded], upto: int | None = None) -> d
         ):
             if upto is None or event.index < upto:
                 found[event.index] = r
+        elif isinstance(event, StepWithdrawn):
+            failed = found.get(event.index)
+            if failed is not None and isinstance(failed.event, StepFailed):
+                del found[event.index]
         elif isinstance(event, TaskRetried):  # failed steps run again in the new attempt
             for index in [i for i, f in found.items() if isinstance(f.event, StepFailed)]:
                 del found[index]

@@ -207,6 +207,14 @@ async def _in_turn(call: Coroutine[Any, Any, T]) -> T:
         call.close()  # never started when the wait for the turn was cancelled
 
 
+def _noting(into: list[T], fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, its result also kept in ``into``: the caller may have given up waiting
+    for it meanwhile (a cancellation), and still needs to know what it did."""
+    result = fn(*args)
+    into.append(result)
+    return result
+
+
 def _delegated(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` as a call the engine carries out for a task (in a copied context)."""
     _DELEGATED.set(True)
@@ -1093,6 +1101,10 @@ class TaskRun:
             elif isinstance(event, StepWithdrawn):
                 self.started.pop(event.index, None)  # its body never began
                 self.withdrawn[event.index] = event.next_index
+                # Or its failure was recorded as its caller gave it up: the code never saw it.
+                failure = self.outcomes.get(event.index)
+                if failure is not None and not failure.completed:
+                    del self.outcomes[event.index]
             elif isinstance(event, FixAttempted) and event.step_index is not None:
                 self.fixes_tried.setdefault(event.step_index, set()).add(event.fix)
                 self.fix_in_flight[event.step_index] = (event.fix, event.signature)
@@ -1534,6 +1546,34 @@ class TaskRun:
             return
         self.started.pop(index, None)
 
+    def _unseen(self, index: int, outcome: Outcome | None) -> bool:
+        """Whether a step's failure was recorded as its outcome though its caller gave the
+        call up (:attr:`given_up`) before it was told, while the task goes on (neither waits,
+        nor ended, nor is handed back): its code went on without it, and so must a replay."""
+        if outcome is not None and outcome.action in ("fix", "wait"):
+            return False  # not its outcome: the step runs again
+        if self.released or (self.stopping is not None and self.stopping.is_set()):
+            return False  # handed back: its next run goes on from the outcome
+        return not self.awaited(index) and not self.in_flight.returned
+
+    def _withdraw_failure(self, step: StepDef, index: int) -> Generator[Effect, Any, None]:
+        """Record that a step's failure, recorded as its outcome, is not one: its caller gave
+        the call up meanwhile (:meth:`_unseen`). A replay meets the cancellation there again
+        where the task's code went on past it, else runs the step. Best effort: when this
+        cannot be recorded, a replay raises the failure."""
+        try:
+            withdrawn = StepWithdrawn(index=index, name=step.name, next_index=self.index)
+            yield Blocking(self.record, [withdrawn])
+        except Exception:
+            logger.warning(
+                "task %s: could not record that step %r (index %d) was given up on as its "
+                "failure was recorded; a replay raises that failure",
+                self.task_id,
+                step.name,
+                index,
+                exc_info=True,
+            )
+
     def stored_result(self, step: StepDef, index: int, result: Any) -> Any:
         """A step's result as the log will hold it (see :func:`onward.events.encode_value`).
 
@@ -1821,17 +1861,30 @@ class TaskRun:
                 cancelled = yield Settle(failing=index)  # the healer may record a wait
                 if cancelled:
                     self.given_up.add(index)
+                decided: list[Outcome | None] = []  # what was recorded, kept through a cancel
                 try:
-                    if healer is None:
-                        yield Blocking(self.fail_step, step, index, exc)
-                    else:
-                        call = remedied or bind_call(step, args, kwargs, attempt)
-                        fix = outcome.fix if outcome is not None else ""
-                        fix_signature = outcome.signature if outcome is not None else ""
-                        outcome = yield Deciding(
-                            healer.on_failure,
-                            *(self, step, index, attempt, call, exc, fix, fix_signature),
-                        )
+                    try:
+                        if healer is None:
+                            yield Blocking(_noting, decided, self.fail_step, step, index, exc)
+                        else:
+                            call = remedied or bind_call(step, args, kwargs, attempt)
+                            fix = outcome.fix if outcome is not None else ""
+                            fix_signature = outcome.signature if outcome is not None else ""
+                            outcome = yield Deciding(
+                                _noting,
+                                decided,
+                                healer.on_failure,
+                                *(self, step, index, attempt, call, exc, fix, fix_signature),
+                            )
+                    except asyncio.CancelledError:
+                        if not decided:
+                            raise  # nothing recorded
+                        # Its caller gave it up while its failure was being recorded (a
+                        # TaskGroup sibling's error, a timeout): the code never saw it.
+                        cancelled = True
+                        self.given_up.add(index)
+                    if cancelled and self._unseen(index, decided[0]):
+                        yield from self._withdraw_failure(step, index)
                     self.in_flight.failure_recorded(index)
                     if self.in_flight.held is not None and self.in_flight.quiet():
                         yield Blocking(self.record_held)  # the last outcome: now the wait

@@ -982,6 +982,52 @@ def test_three_steps_of_a_task_group_that_fail_at_once_each_retry(
         assert engine.log.verify().ok
 
 
+@pytest.mark.parametrize("together", [2, 3])
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_failures_a_task_group_gave_up_on_replay_as_the_code_saw_them(
+    db: Path, clock: FakeClock, runner: str, together: int
+) -> None:
+    """Steps of an ``asyncio.TaskGroup`` raise at once, for good: the first failure told to the
+    code cancels the others, whose failures are being recorded (one deciding, the next waiting
+    for its turn). The code saw one error; after a durable sleep its next run replays one
+    error too, and takes the same branch (it saw all of them, and failed on a step mismatch)."""
+    ran: Counter[str] = Counter()
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def boom(name: str) -> int:
+            ran[name] += 1
+            raise ValueError(f"no such order {name}")
+
+        @engine.step()
+        async def branch(seen: int) -> int:
+            ran[f"branch {seen}"] += 1
+            return seen
+
+        @engine.task()
+        async def job() -> int:
+            seen = 0
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for n in range(together):
+                        group.create_task(boom(f"s{n}"))
+            except* ValueError as errors:
+                seen = len(errors.exceptions)
+            taken = await branch(seen)
+            await engine.sleep(5)  # its next run replays what came before
+            return taken
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == 1
+        assert ran == {**{f"s{n}": 1 for n in range(together)}, "branch 1": 1}
+        assert kinds(engine, task_id).count("StepWithdrawn") == together - 1
+        check = replay_check(engine.log, engine)
+        assert check.ok, check
+        assert not check.skipped
+        assert engine.log.verify().ok
+
+
 @pytest.mark.parametrize("runner", ["run_async", "run"])
 def test_a_task_group_failing_on_a_permanent_error_fails_in_its_claim(
     db: Path, clock: FakeClock, runner: str, caplog: pytest.LogCaptureFixture
