@@ -271,6 +271,11 @@ class CancelledBeforeBody(asyncio.CancelledError):
     that no thread had taken up yet): an at-most-once step's recorded start is withdrawn."""
 
 
+class CancelledBeforeAppend(asyncio.CancelledError):
+    """A commit cancelled while it waited for its turn to append (another step of the task
+    appended): nothing of it was appended."""
+
+
 class BodyGate:
     """Who comes first, a step's body in its thread or its caller's cancellation: exactly one
     of :meth:`enter` and :meth:`close` returns True, so a body that began is never taken for
@@ -681,8 +686,22 @@ class InFlight:
         #: handed back.
         self.abandoned: dict[int, asyncio.Future[Any]] = {}
         #: How to record the result of an abandoned body that returns, by step index, with
-        #: the run's version when it was abandoned (see :meth:`TaskRun.abandoned_results`).
-        self.unrecorded: dict[int, tuple[int, StepDef, Callable[[Any, Batch], str]]] = {}
+        #: where the task's code was when it was abandoned (:meth:`mark`; see
+        #: :meth:`TaskRun.abandoned_results`).
+        self.unrecorded: dict[
+            int, tuple[tuple[int, int], StepDef, Callable[[Any, Batch], str]]
+        ] = {}
+        #: The run's appends that recorded no step's outcome (a sleep, a message taken, a
+        #: subtask...): the task's code went on.
+        self.went_on = 0
+
+    @staticmethod
+    def mark(run: TaskRun) -> tuple[int, int]:
+        """Where the task's code is: the next step index it takes, and how many of its
+        appends recorded no step's outcome. Once either moved, its code went on (past a
+        timeout around a step it gave up on); the outcomes of steps already under way, a
+        sibling's, do not move it."""
+        return run.index, run.in_flight.went_on
 
     def body_started(self, index: int) -> bool:
         """A step's body is about to start; whether it is tracked (only while step calls run
@@ -804,6 +823,13 @@ class InFlight:
         the task's end is recorded."""
         await asyncio.sleep(0)  # a step task created just before the return takes its turn
         await self._no_calls.until(lambda: not self.calls)
+
+    def returned_before(self, index: int, result: Any) -> None:
+        """A step's body returned ``result``, and its caller was cancelled before its outcome
+        was appended: kept as an abandoned body's that returned."""
+        returned: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        returned.set_result(result)
+        self.abandoned[index] = returned
 
     async def abandoned_ended(self) -> None:
         """Wait, through any cancellation, until the plain steps' bodies the run gave up on
@@ -1257,8 +1283,11 @@ class TaskRun:
         caller waits for its outcome, so that the run's version matches the log, and then the
         cancellation goes on.
         """
-        async with self._loop_turns:
-            await _acquire(self._appending)
+        try:
+            async with self._loop_turns:
+                await _acquire(self._appending)
+        except asyncio.CancelledError as exc:
+            raise CancelledBeforeAppend(*exc.args) from None
         try:
             await drive_async(self._committing(batch), self.effect_async)
         finally:
@@ -1325,6 +1354,8 @@ class TaskRun:
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(own.events)
+        if not any(type(e) is StepCompleted or type(e) is StepFailed for e in batch.events):
+            self.in_flight.went_on += 1
         for event in batch.events:
             if type(event) is TaskWaiting:
                 self.waiting = True
@@ -1926,7 +1957,7 @@ class TaskRun:
                     # A plain body runs on in its thread: if the task is handed back with
                     # nothing recorded since (the run was cancelled), what it returns is kept.
                     self.in_flight.unrecorded[index] = (
-                        self.version,
+                        InFlight.mark(self),
                         step,
                         functools.partial(self._completed, step, index, started, attempt, outcome),
                     )
@@ -1935,7 +1966,14 @@ class TaskRun:
                 refused: UsageError | None = None
                 try:
                     if _weighty(result):  # its redaction may take long: off the event loop
-                        stored = yield Blocking(self.stored_result, step, index, result)
+                        try:
+                            stored = yield Blocking(self.stored_result, step, index, result)
+                        except asyncio.CancelledError:
+                            if ruling is None:
+                                self._returned_unrecorded(
+                                    step, index, started, attempt, outcome, result
+                                )
+                            raise
                     else:
                         stored = self.stored_result(step, index, result)
                 except UsageError as exc:
@@ -1956,6 +1994,14 @@ class TaskRun:
                         yield Commit(batch)
                     except PayloadTooLarge as exc:
                         refused = exc  # its record is over the log's payload limit
+                    except CancelledBeforeAppend:
+                        # Its caller was cancelled while its outcome waited for its turn to
+                        # append (another step's was appending).
+                        if ruling is None:
+                            self._returned_unrecorded(
+                                step, index, started, attempt, outcome, result
+                            )
+                        raise
                 if refused is not None:
                     # Its body returned what cannot be stored (a lock, a generator, a result
                     # over the payload limit): the refusal is the step's recorded outcome, so
@@ -2002,17 +2048,33 @@ class TaskRun:
             self.healer.on_success(self, step, batch, completed_id, outcome)
         return completed_id
 
+    def _returned_unrecorded(
+        self,
+        step: StepDef,
+        index: int,
+        started: float,
+        attempt: int,
+        outcome: Outcome | None,
+        result: Any,
+    ) -> None:
+        """Keep what a step's body returned, its caller cancelled before its outcome was
+        appended, to record as its task is handed back, as an abandoned body's result is."""
+        self.in_flight.returned_before(index, result)
+        complete = functools.partial(self._completed, step, index, started, attempt, outcome)
+        self.in_flight.unrecorded[index] = (InFlight.mark(self), step, complete)
+
     def abandoned_results(self) -> Batch:
         """The successes of the plain steps' bodies that the run gave up on and that returned
         a storable result, to record as the task is handed back (its run cancelled while they
         ran), so that they do not run again: only while the run has recorded nothing since it
-        gave each up (the task's code may have taken another way, past a timeout around the
-        step: such a call runs again). Call once their bodies have ended."""
+        gave each up but the outcomes of steps already under way (the task's code may have
+        taken another way, past a timeout around the step: such a call runs again; see
+        :meth:`InFlight.mark`). Call once their bodies have ended."""
         batch = self.new_batch()
         for index in sorted(self.in_flight.unrecorded):
-            version, step, complete = self.in_flight.unrecorded[index]
+            mark, step, complete = self.in_flight.unrecorded[index]
             running = self.in_flight.abandoned.get(index)
-            if version != self.version or running is None or not running.done():
+            if mark != InFlight.mark(self) or running is None or not running.done():
                 continue
             if running.cancelled() or running.exception() is not None:
                 continue

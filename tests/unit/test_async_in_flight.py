@@ -33,7 +33,7 @@ from onward.runtime.scheduler import _CancelledAfter, _seen_through
 from onward.testing import replay_check
 from tests.conftest import FakeClock
 from tests.unit.test_async import open_engine
-from tests.unit.test_async_appends import run_in_a_thread, run_with
+from tests.unit.test_async_appends import WatchedLock, run_in_a_thread, run_with
 
 
 @pytest.fixture
@@ -1855,6 +1855,150 @@ def test_a_hand_back_whose_steps_result_is_over_the_payload_limit_still_hands_ba
         asyncio.run(cancel_mid_step())
         assert kinds(engine, task_id)[-1] == "TaskReleased"
         assert engine.refresh().tasks.views[task_id].state == "queued"
+
+
+def test_a_step_that_returned_as_its_run_was_cancelled_waiting_to_append_is_recorded(
+    db: Path, clock: FakeClock
+) -> None:
+    """A plain step of a TaskGroup returned, and its outcome waits for its turn to append
+    (another step of the task appends) when ``run_async`` is cancelled: the task is handed
+    back with what it returned, so the next run does not call its body again (nothing was
+    recorded: it ran again)."""
+    calls: Counter[str] = Counter()
+    runners: list[asyncio.Task[Any]] = []
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def charge(amount: int) -> str:
+            calls["charge"] += 1
+            return f"charged {amount}"
+
+        @engine.task()
+        async def order(amount: int) -> str:
+            calls["order"] += 1
+            if calls["order"] > 1:
+                return await charge(amount)
+            run = CURRENT_RUN.get()
+            assert run is not None
+            turn = WatchedLock()
+            run._appending = turn  # type: ignore[assignment]
+            turn.lock.acquire()  # another step of the task appends
+
+            async def cancel_the_run() -> None:
+                try:
+                    await asyncio.to_thread(turn.waited.wait)  # charge's outcome waits for it
+                    runners[0].cancel()
+                    await asyncio.Event().wait()
+                finally:
+                    turn.lock.release()
+
+            async with asyncio.TaskGroup() as group:
+                charged = group.create_task(charge(amount))
+                group.create_task(cancel_the_run())
+            return charged.result()
+
+        task_id = engine.submit(order, 5)
+
+        async def run_until_cancelled() -> None:
+            runners.append(asyncio.create_task(engine.run_async()))
+            with pytest.raises(asyncio.CancelledError):
+                await runners[0]
+
+        asyncio.run(run_until_cancelled())
+        assert kinds(engine, task_id)[-2:] == ["StepCompleted", "TaskReleased"]
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == "charged 5"
+        assert calls == {"order": 2, "charge": 1}
+        assert engine.log.verify().ok
+
+
+class HeldCommitter:
+    """A run's group committer whose appends wait, once handed to it, until let go."""
+
+    def __init__(self, committer: Committer) -> None:
+        self.committer = committer
+        self.handed = asyncio.Event()
+        self.let_go = asyncio.Event()
+
+    def commit(self, appends: Any) -> Any:
+        return self.committer.commit(appends)
+
+    def commit_soon(self, appends: Any) -> asyncio.Future[Any]:
+        self.handed.set()
+        return asyncio.ensure_future(self._after_let_go(appends))
+
+    async def _after_let_go(self, appends: Any) -> Any:
+        await self.let_go.wait()
+        return await self.committer.commit_soon(appends)
+
+
+def test_a_plain_step_abandoned_as_its_run_is_cancelled_is_recorded_after_a_siblings_outcome(
+    db: Path, clock: FakeClock
+) -> None:
+    """``run_async`` is cancelled while a plain step of a TaskGroup runs in its thread and its
+    sibling's outcome is being appended: that outcome is recorded after the plain step was
+    given up on, yet the task's code went no further, so what the plain step returns is
+    recorded with the hand-back (it was not, and its body ran again)."""
+    calls: Counter[str] = Counter()
+    started, go = threading.Event(), threading.Event()
+    runners: list[asyncio.Task[Any]] = []
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def charge(amount: int) -> str:
+            calls["charge"] += 1
+            started.set()
+            assert go.wait(60)
+            return f"charged {amount}"
+
+        @engine.step()
+        async def reserve(amount: int) -> str:
+            calls["reserve"] += 1
+            return f"reserved {amount}"
+
+        @engine.task()
+        async def order(amount: int) -> str:
+            calls["order"] += 1
+            if calls["order"] > 1:
+                return " and ".join(await asyncio.gather(charge(amount), reserve(amount)))
+            run = CURRENT_RUN.get()
+            assert run is not None
+            assert run.committer is not None
+            held = HeldCommitter(run.committer)
+            run.committer = held  # type: ignore[assignment]
+
+            async def cancel_the_run() -> None:
+                try:
+                    await asyncio.to_thread(started.wait)
+                    await held.handed.wait()  # reserve's outcome is being appended
+                    runners[0].cancel()
+                    await asyncio.Event().wait()
+                finally:
+                    held.let_go.set()
+                    go.set()
+
+            async with asyncio.TaskGroup() as group:
+                charged = group.create_task(charge(amount))
+                reserved = group.create_task(reserve(amount))
+                group.create_task(cancel_the_run())
+            return f"{charged.result()} and {reserved.result()}"
+
+        task_id = engine.submit(order, 5)
+
+        async def run_until_cancelled() -> None:
+            runners.append(asyncio.create_task(engine.run_async()))
+            try:
+                with pytest.raises(asyncio.CancelledError):
+                    await runners[0]
+            finally:
+                go.set()
+
+        asyncio.run(run_until_cancelled())
+        assert kinds(engine, task_id)[-3:] == ["StepCompleted", "StepCompleted", "TaskReleased"]
+        run_with(engine, "run_async")
+        assert engine.result(task_id) == "charged 5 and reserved 5"
+        assert calls == {"order": 2, "charge": 1, "reserve": 1}
+        assert engine.log.verify().ok
 
 
 def test_a_plain_step_given_up_on_before_the_task_recorded_more_is_not_recorded_late(
