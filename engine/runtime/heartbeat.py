@@ -56,14 +56,15 @@ class Heartbeat:
         if not running:
             return False
         session = self.session
-        lease_until = session.clock() + session.lease
+        at = session.clock()
+        lease_until = at + session.lease
         session.log.append(
             worker_stream(session.worker),
             [WorkerHeartbeat(lease_until=lease_until, running=running)],
             expected_version=None,
             context=session.context,
         )
-        session.held_until = max(session.held_until, lease_until)
+        session.renewed(at, lease_until)
         return True
 
     def _beat_until_stopped(self) -> None:

@@ -96,6 +96,7 @@ from onward.judgement.actions import Judge, Ruling
 from onward.runtime.committer import Committer
 from onward.runtime.limits import Limits
 from onward.runtime.observer import Observer, StepStart, notify, observing
+from onward.runtime.session import Tenure
 
 T = TypeVar("T")
 
@@ -951,12 +952,12 @@ class TaskRun:
         inherited: Sequence[Recorded] = (),
         limits: Limits | None = None,
         step_threads: Executor | None = None,
-        held_until: Callable[[], float] | None = None,
+        tenure: Tenure | None = None,
     ) -> None:
         self.log = log
-        #: Until when the worker's claim holds by its clock (None: not known): past it, a
-        #: step looks whether the task was taken before its body runs.
-        self.held_until = held_until
+        #: How long the worker's claim holds by its clock (None: not known): past it, a step
+        #: looks whether the task was taken before its body runs.
+        self.tenure = tenure
         #: The thread the task's code runs on (set as it starts): steps and other durable
         #: calls come from there (:func:`running_task`).
         self.thread = threading.get_ident()
@@ -1419,9 +1420,12 @@ class TaskRun:
             LeaseLost: the task was taken, cancelled or ended meanwhile.
         """
         try:
-            self._explain_conflict()
+            with self._appending:  # the version moves only between the run's appends
+                self._explain_conflict()
         except BackendError as exc:
             raise StorageLost(exc) from exc
+        if self.tenure is not None:
+            self.tenure.checked()
 
     def _record_after_cancel(self, batch: Batch, version: int) -> None:
         """Append the step successes of ``batch`` after the cancellation at ``version``; a
@@ -1743,8 +1747,12 @@ class TaskRun:
         index, recorded = self.begin_step(step)  # in memory only
         if recorded is not None:
             return self.replay(step, recorded)
-        if self.held_until is not None and self.clock() > self.held_until():
-            yield Blocking(self._check_held)
+        if self.tenure is not None and self.tenure.lapsed():
+            try:
+                yield Blocking(self._check_held)
+            except LeaseLost:
+                self.steps_run -= 1  # its body does not run here
+                raise
         judgement = step.judgement if self.judge is not None else None
         ruling = None
         if judgement is not None:

@@ -79,7 +79,7 @@ from onward.runtime.run import (
     submission_id,
 )
 from onward.runtime.schedules import Schedules
-from onward.runtime.session import Session
+from onward.runtime.session import Session, Tenure
 from onward.runtime.worker import worker_gone
 
 __all__ = ["RunSummary", "Scheduler"]
@@ -712,10 +712,6 @@ class Scheduler:
                 )
             finally:
                 self.session.let_go(view.task_id, claim_id)
-
-    def _held_until(self) -> float:
-        """Until when this worker's claims hold by its clock (see :class:`TaskRun`)."""
-        return self.session.held_until
 
     def _look_ahead(self) -> tuple[float | None, bool, bool]:
         """When the next timer is due, whether a task is claimable, whether approvals wait."""
@@ -1405,7 +1401,8 @@ class Scheduler:
             # A fork takes the recorded outcomes of its origin's first steps as its own.
             inherited=inherited_records(self.session.log, submitted),
             limits=self.limits,
-            held_until=self._held_until,
+            # The claim was taken just now: its lease runs from about now.
+            tenure=Tenure(self.session, self.session.clock() + self.session.lease),
         )
         # The history was read before the claim: the run appends after the claim, and only
         # there (if another worker took the task since, its first append is refused).

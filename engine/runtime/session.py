@@ -105,10 +105,11 @@ class Session:
         #: The tasks this engine runs now, each with the claim its run holds (its other
         #: claims are left over from a stopped run).
         self.running: dict[str, str] = {}
-        #: Until when this worker's claims hold by its own clock: the latest lease it recorded
-        #: (a claim's, a heartbeat's). Past it (the process was paused, its beats failed), a
-        #: peer may have taken its tasks over.
-        self.held_until = 0.0
+        #: Until when this worker's heartbeats hold its claims, by its own clock (the last
+        #: beat's lease), and when a beat last came after that had passed (its claims had
+        #: lapsed meanwhile: see :class:`Tenure`).
+        self.beat_until = 0.0
+        self.lapsed_at = 0.0
         self._running_lock = threading.Lock()
         #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
         self.observer: Observer | None = None
@@ -117,7 +118,6 @@ class Session:
         """A run of this engine holds the task under this claim, until :meth:`let_go`."""
         with self._running_lock:
             self.running[task_id] = claim_id
-            self.held_until = max(self.held_until, self.clock() + self.lease)
 
     def let_go(self, task_id: str, claim_id: str) -> None:
         """The run under this claim ended. A newer claim of the same task (taken as the run
@@ -126,6 +126,14 @@ class Session:
         with self._running_lock:
             if self.running.get(task_id) == claim_id:
                 del self.running[task_id]
+
+    def renewed(self, at: float, lease_until: float) -> None:
+        """A heartbeat begun at ``at`` was recorded, holding this worker's claims until
+        ``lease_until``; one that came after the last beat's lease had run out notes the lapse."""
+        with self._running_lock:
+            if at > self.beat_until:  # the first beat too: a claim may have run out before it
+                self.lapsed_at = max(self.lapsed_at, at)
+            self.beat_until = max(self.beat_until, lease_until)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -413,3 +421,33 @@ def _version() -> str:
         return version("onward")
     except Exception:
         return "unknown"
+
+
+class Tenure:
+    """How long one run's claim holds by its worker's clock: its claim's lease, prolonged by
+    the worker's heartbeats while they come in time (as its peers judge it). Past it (the
+    process was paused, its beats failed), a peer may have taken the task over: the run looks
+    at the task's stream before a step's body runs. A beat that comes late holds the claim
+    again only from then on: what a peer did meanwhile is looked for all the same.
+
+    Args:
+        session: the worker's session.
+        claimed_until: the claim's lease.
+    """
+
+    def __init__(self, session: Session, claimed_until: float) -> None:
+        self.session = session
+        self.claimed_until = claimed_until
+        self.checked_at = session.clock()
+
+    def lapsed(self) -> bool:
+        """Whether the claim may have run out since it was taken or last looked at."""
+        session = self.session
+        if session.clock() > max(self.claimed_until, session.beat_until):
+            return True
+        lapse = session.lapsed_at
+        return lapse > self.checked_at and lapse > self.claimed_until
+
+    def checked(self) -> None:
+        """The task's stream was looked at: the claim still held."""
+        self.checked_at = self.session.clock()

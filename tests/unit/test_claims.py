@@ -167,14 +167,16 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
         holder.close()
 
 
+@pytest.mark.parametrize("late_beat", [False, True])
 @pytest.mark.parametrize("kind", ["plain", "async"])
 def test_a_worker_paused_past_its_lease_runs_no_step_body_its_peer_ran(
-    db: str, clock: FakeClock, kind: str
+    db: str, clock: FakeClock, kind: str, late_beat: bool
 ) -> None:
-    """A worker is paused (SIGSTOP) in a task's code between two steps, past its lease; a
-    peer takes the task over and runs it to its end. Woken, the worker would run the next
-    step's body again (its outcome then refused), its lease over by its own clock: it looks
-    first, and its run ends there, lost."""
+    """A worker is paused (SIGSTOP) in a task's code between two steps, past its lease (or
+    its heartbeats failed meanwhile, and one lands late); a peer takes the task over and
+    runs it to its end. Woken, the worker would run the next step's body again (its outcome
+    then refused), its lease over by its own clock: it looks first, and its run ends there,
+    lost. A heartbeat that came late holds nothing the peer took meanwhile."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
     peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
     bodies: list[tuple[str, str]] = []
@@ -184,6 +186,8 @@ def test_a_worker_paused_past_its_lease_runs_no_step_body_its_peer_ran(
         taking_over = threading.Thread(target=peer.run)
         taking_over.start()
         taking_over.join()
+        if late_beat:
+            assert Heartbeat(holder._session, lambda: 1).beat()
 
     def register(engine: Engine, who: str) -> None:
         @engine.step(name="first")
@@ -224,6 +228,7 @@ def test_a_worker_paused_past_its_lease_runs_no_step_body_its_peer_ran(
             summary = asyncio.run(holder.run_async(max_runs=1))
         assert bodies == [("first", "holder"), ("second", "peer")]
         assert summary.cancelled == 1  # its run ended: lost
+        assert summary.steps_run == 1  # the second step's body did not run there
         assert holder.result(task_id) == 3
         assert holder.log.verify().ok
     finally:
