@@ -1386,6 +1386,25 @@ class TaskRun:
         (``StepCompleted`` in ``batch``): the task stopped at its next step, and a retry
         replays them instead of running their bodies again."""
         after = list(self.log.read_stream(self.stream, after=self.version))
+        self._raise_if_taken(after, batch)
+        if not after or not all(
+            isinstance(r.event, ApprovalGranted | ApprovalDenied) for r in after
+        ):
+            return False
+        for r in after:
+            answer = r.event
+            assert isinstance(answer, ApprovalGranted | ApprovalDenied)
+            self.answers[answer.decision_id] = (isinstance(answer, ApprovalGranted), answer.note)
+        self.version = after[-1].version
+        return True
+
+    def _raise_if_taken(self, after: list[Recorded], batch: Batch | None = None) -> None:
+        """Raise :class:`LeaseLost` when what another process appended after this run's
+        version (``after``) took the task from it (see :meth:`_explain_conflict`).
+
+        Raises:
+            LeaseLost: the task was cancelled, taken, quarantined or ended meanwhile.
+        """
         for i, r in enumerate(after):
             event = r.event
             if isinstance(event, TaskCancelled):
@@ -1401,16 +1420,6 @@ class TaskRun:
                 raise LeaseLost(
                     self.task_id, f"ended from outside while running ({type(event).__name__})"
                 ) from None
-        if not after or not all(
-            isinstance(r.event, ApprovalGranted | ApprovalDenied) for r in after
-        ):
-            return False
-        for r in after:
-            answer = r.event
-            assert isinstance(answer, ApprovalGranted | ApprovalDenied)
-            self.answers[answer.decision_id] = (isinstance(answer, ApprovalGranted), answer.note)
-        self.version = after[-1].version
-        return True
 
     def _check_held(self) -> None:
         """Before a step's body runs past the worker's lease (its process was paused, its
@@ -1420,8 +1429,9 @@ class TaskRun:
             LeaseLost: the task was taken, cancelled or ended meanwhile.
         """
         try:
-            with self._appending:  # the version moves only between the run's appends
-                self._explain_conflict()
+            # Read past the version as it stands (a step of the task appending meanwhile adds
+            # its own records, which take nothing); nothing of the run changes here.
+            self._raise_if_taken(list(self.log.read_stream(self.stream, after=self.version)))
         except BackendError as exc:
             raise StorageLost(exc) from exc
         if self.tenure is not None:
