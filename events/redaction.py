@@ -17,12 +17,15 @@ patterns of every redactor in use.
 (labelled, or beside their key id), Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face,
 OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
 (:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
-PEM private keys, the values of ``password=``, ``token:``, ``"api_key": "..."`` and their kin
-(in a JSON object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
-:mod:`onward.events.values`), the random-looking value of any other ``*_KEY=`` or
-``credentials:``, and a random-looking token of 32 to 128 characters inside a text. A token may
-be glued to an identifier by ``_`` or ``-``. Where a secret follows a name
-(``password=hunter2``), the name stays and only the value goes. It is a safety net, not a proof:
+PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``),
+the values of ``password=``, ``DB_PASS=``, ``token:``, ``"api_key": "..."`` and their kin (in a
+JSON object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
+:mod:`onward.events.values`), unless the value stands for a secret rather than holds one (code,
+a reference, an auth scheme's name: :mod:`onward.events._labels`), the random-looking value of
+any other ``*_KEY=`` or ``credentials:`` but an id's (``cache_key=``), and a random-looking
+token of 32 to 128 characters inside a text. A token may be glued to an identifier by ``_`` or
+``-``. Where a secret follows a name (``password=hunter2``), the name stays and only the value
+goes. It is a safety net, not a proof:
 a short or unremarkable string that has no known shape and follows no telling name passes, and
 so does a number, and so does a string that is nothing but a random token (an id, a cursor:
 data, not a leak in a message).
@@ -54,6 +57,12 @@ from typing import Any
 
 import msgspec
 
+from onward.events._labels import (
+    labels_a_credential,
+    names_an_id,
+    reads_as_code,
+    stands_for_a_secret,
+)
 from onward.events.exceptions import UsageError
 from onward.events.tokens import VENDOR_TOKENS
 
@@ -95,10 +104,12 @@ class SecretPattern(msgspec.Struct, frozen=True):
 _ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])\s*+"
 # Names whose value is a secret, alone or as the end of a longer name (DB_PASSWORD, x-api-key,
 # client_secret, access_token, oauth), case-insensitive: password, passwd, passphrase, pwd,
-# secret, token, auth, authorization, api_key, private_key, secret_key, access_key. Written from
-# a charset of their first letters, which re scans for quickly.
+# secret, token, auth, authorization, api_key, private_key, secret_key, access_key; and pass
+# alone or as the last word of a name (DB_PASS, smtp-pass, dbPass; not bypass, COMPASS).
+# Written from a charset of their first letters, which re scans for quickly.
 _SECRET_NAME = (
-    r"[PpSsTtAa](?i:(?<=p)(?:ass(?:word|wd|phrase)|wd|rivate[_-]?key)|(?<=s)ecret(?:[_-]?key)?"
+    r"[PpSsTtAa](?i:(?<=p)(?:ass(?:word|wd|phrase|(?<!(?-i:[A-Za-z0-9]p)ass)(?<!(?-i:[A-Z]P)ass))"
+    r"|wd|rivate[_-]?key)|(?<=s)ecret(?:[_-]?key)?"
     r"|(?<=t)oken|(?<=a)(?:uth(?:orization)?|(?:pi|ccess)[_-]?key))"
 )
 _UNREDACTED = r"(?!\[REDACTED:)"
@@ -149,7 +160,9 @@ _SECRET_VALUE = SecretPattern(
     r"|(?:(?:[bB][rR]?|[rR][bB]|bytearray\(b?)(?P<inner>\\?[\"'])(?:(?!(?P=inner))[^\n])*"
     r"(?P=inner)\)?"
     r"|\[[^\]\n]*\]|\([^)\n]*\)|\{[^}\n]*\}"
-    r"|[^\s\"'&<>]+?(?=[,;)}\]]*(?:[\s\"'&<>]|\Z)))))",
+    # Otherwise up to white space, a quote, or an "&" that starts a query's next parameter
+    # (?password=x&page=2; an "&" inside a password, Tr0ub4dor&3, is part of it).
+    r"|(?:[^\s\"'&<>]|&(?![\w.~%;-]*=))+?(?=[,;)}\]]*(?:[\s\"'<>]|&[\w.~%;-]*=|\Z)))))",
     group="value",
 )
 
@@ -164,6 +177,35 @@ _RUN_LENGTH = 24
 _RANDOM = (
     r"(?<![A-Za-z0-9+/=_-])(?=[A-Za-z0-9+/_-]{0,127}[0-9])(?=[A-Za-z0-9+/_-]{0,127}[A-Z])"
     r"(?=[A-Za-z0-9+/_-]{0,127}[a-z])[A-Za-z0-9+/_-]{32,128}={0,2}(?![A-Za-z0-9+/=_-])"
+)
+
+_LABELLED_CREDENTIAL = SecretPattern(
+    # The value of any other name that ends like a credential's (ENCRYPTION_KEY=...,
+    # signing-keys: ..., credentials=...), when it reads as one: long and random; not an id's
+    # (cache_key=..., see _labels.names_an_id).
+    "labelled-credential",
+    # Only the end of the name is matched: what comes before it does not matter, and
+    # scanning for it from every position would cost the square of a long text.
+    r"(?i:key|credential|cred)(?i:s?)"
+    rf"{_ASSIGN}\\?[\"']?(?P<value>[{_RUN_CHARS}]{{{_RUN_LENGTH},}})",
+    group="value",
+    entropy=3.5,
+    random=True,
+)
+_RANDOM_TOKEN = SecretPattern(
+    "random-token",
+    rf"(?:(?<=[\s\S]){_RANDOM}|{_RANDOM}(?=[\s\S]))",
+    entropy=4.0,
+    random=True,
+)
+# The password a command line gives glued to -p (mysql -pSECRET, mysqldump, mariadb), or
+# after sshpass -p. (-p alone, as in mkdir -p or ls -p, names no password.)
+_CLI_PASSWORD = SecretPattern(
+    "cli-password",
+    r"(?:(?<![\w.-])(?:mysql(?:dump|admin|import|show|check|slap)?|mariadb(?:-dump|-admin)?)"
+    r"(?:\.exe)?[ \t](?:[^\n|;&]*?[ \t])?-p|(?<![\w.-])sshpass[ \t]+-p[ \t]*)"
+    r"(?P<quote>[\"'])?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",
+    group="password",
 )
 
 # GitLab's token kinds: personal, deploy, runner, pipeline trigger, SCIM, CI job, feature
@@ -242,25 +284,10 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
         r"|[?&](?i:sig)=)(?P<key>[A-Za-z0-9+/%]{40,}(?:={1,2}|(?:%3[Dd]){1,2})?)",
         group="key",
     ),
+    _CLI_PASSWORD,
     _SECRET_VALUE,
-    SecretPattern(
-        # The value of any other name that ends like a credential's (ENCRYPTION_KEY=...,
-        # signing-keys: ..., credentials=...), when it reads as one: long and random.
-        "labelled-credential",
-        # Only the end of the name is matched: what comes before it does not matter, and
-        # scanning for it from every position would cost the square of a long text.
-        r"(?i:key|credential|cred)(?i:s?)"
-        rf"{_ASSIGN}\\?[\"']?(?P<value>[{_RUN_CHARS}]{{{_RUN_LENGTH},}})",
-        group="value",
-        entropy=3.5,
-        random=True,
-    ),
-    SecretPattern(
-        "random-token",
-        rf"(?:(?<=[\s\S]){_RANDOM}|{_RANDOM}(?=[\s\S]))",
-        entropy=4.0,
-        random=True,
-    ),
+    _LABELLED_CREDENTIAL,
+    _RANDOM_TOKEN,
 )
 
 
@@ -268,6 +295,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
 _NAMES_BY_LAST_LETTER = {
     "d": ("password", "passwd", "pwd"),
     "e": ("passphrase",),
+    "s": ("pass",),
     "t": ("secret",),
     "n": ("token", "authorization"),
     "h": ("auth",),
@@ -330,6 +358,7 @@ def _hint() -> str:
         + ")",
     )
     pivot("bB", r"(?=(?i:earer|asic))")
+    pivot("-", r"(?<=[ \t]-)(?=p)|(?<=\\t-)(?=p)")
     pivot("K", r"(?<=PRIVATE K)(?=EY)")
     pivot("J", r"(?<=eyJ)")
     pivot("A", r"(?=KIA|SIA|BIA|CCA|Iza)")
@@ -376,63 +405,10 @@ _JSON_STRINGS = re.compile(b'"' + _JSON_BODY)
 # x-api-key, $token).
 _SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
 # A name that may label a credential: it ends in key(s), credential(s) or cred(s); whether it
-# does is for _labels_a_credential to say (SIGNING_KEY, stripeKey, dbCredentials do; cache_key,
+# does is for labels_a_credential to say (SIGNING_KEY, stripeKey, dbCredentials do; cache_key,
 # key, monkey, sacred do not). Its value is then redacted as the labelled-credential pattern
 # redacts it in a text, when it reads as random.
 _LABEL_MEMBER = r"[\w.$-]*?(?i:keys?|credentials?|creds?)"
-# The words of a name: SIGNING_KEY, jwtSigningKey, api-key, db.credentials.
-_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-# The words before "key" that make it an id's name, not a credential's (its value may be a
-# digest or a uuid: random, and no secret).
-_ID_KEYS = frozenset(
-    [
-        "bucket",
-        "cache",
-        "composite",
-        "dedup",
-        "dedupe",
-        "entity",
-        "event",
-        "foreign",
-        "group",
-        "hash",
-        "idempotency",
-        "index",
-        "item",
-        "join",
-        "lookup",
-        "map",
-        "message",
-        "natural",
-        "object",
-        "order",
-        "partition",
-        "primary",
-        "public",
-        "record",
-        "request",
-        "row",
-        "routing",
-        "shard",
-        "sort",
-        "surrogate",
-        "unique",
-    ]
-)
-
-
-def _labels_a_credential(name: str) -> bool:
-    """Whether a member's name labels a credential: its last word is credential(s) or cred(s),
-    or key(s) after a word that is no id's (``STRIPE_KEY``, ``jwtSigningKey``; not ``key``
-    alone, ``cache_key``, ``idempotency_key``, ``monkey``)."""
-    words = [w.lower() for w in _WORDS.findall(name)]
-    if not words:
-        return False
-    if words[-1] in ("credential", "credentials", "cred", "creds"):
-        return True
-    return words[-1] in ("key", "keys") and len(words) > 1 and words[-2] not in _ID_KEYS
-
-
 # A string, or a string member whose name says its value is secret ({"password": "..."}) or
 # labels a credential ({"SIGNING_KEY": "..."}).
 _JSON_MEMBERS = re.compile(
@@ -443,7 +419,6 @@ _JSON_MEMBERS = re.compile(
     + rb')"\s*:\s*")?'
     + _JSON_BODY
 )
-_NOT_SECRET_VALUES = frozenset({"", "true", "false", "null", "none"})
 # The keys of a dict stored in pairs whose value is secret, as _JSON_MEMBERS reads the names.
 _SECRET_KEY = re.compile(_SECRET_MEMBER, re.ASCII)
 _MEMBER_MARKER = f"[REDACTED:{_SECRET_VALUE.name}]"
@@ -493,14 +468,65 @@ def reads_random(text: str) -> bool:
     return switches >= _RANDOM_SWITCHES * (len(classes) - 1)
 
 
+# A credential's name where a secret-value match starts (PASSWORD of DB_PASSWORD, x-api-key's
+# api-key), and what makes "PASS:" a test's status rather than a password's name: "pass" alone
+# before a bare colon (PASS: test_x, "pass: 12, fail: 0"); pass= and DB_PASS: stay names.
+_NAME_AT = re.compile(r"[\w-]+")
+_PASS_STATUS = re.compile(r"(?<![\w.$-])(?i:pass)[ \t]*:(?!=)")
+# The name before a value that starts at the end of a text: cache_key=, "idempotency_key": ".
+_NAME_BEFORE = re.compile(rf"([\w.$-]+){_ASSIGN}\\?[\"']?\Z", re.ASCII)
+
+
+def _no_literal_secret(text: str, match: re.Match[str]) -> bool:
+    """Whether the value a secret-value match found is no literal secret (code, a reference, a
+    scheme's name; see :mod:`onward.events._labels`), or its name a test's status."""
+    name_at = _NAME_AT.match(text, match.start())
+    name = name_at.group() if name_at is not None else ""
+    if _PASS_STATUS.match(text, match.start()) is not None:
+        return True
+    start, end = match.span("value")
+    if stands_for_a_secret(name, text[start:end]):
+        return True
+    # Not a Python literal the pattern took whole (bytearray(b'...') is no call to keep).
+    unquoted = match.start("quote") == -1 and match.start("inner") == -1
+    return unquoted and reads_as_code(text, start, end)
+
+
+def _names_an_id_before(text: str, start: int) -> bool:
+    """Whether what starts at ``start`` is the value of an id's name (``cache_key=...``)."""
+    before = _NAME_BEFORE.search(text, max(0, start - 64), start)
+    return before is not None and names_an_id(before.group(1))
+
+
+def _an_ids_value(text: str, match: re.Match[str]) -> bool:
+    """Whether a labelled credential or a random token is an id's value (``cache_key=...``,
+    ``"idempotency_key": "..."``): kept, as such a dict member is."""
+    start = match.start("value") if "value" in match.re.groupindex else match.start()
+    return _names_an_id_before(text, start)
+
+
+# What each default pattern that judges its matches further keeps.
+_KEPT: dict[SecretPattern, Callable[[str, re.Match[str]], bool]] = {
+    _SECRET_VALUE: _no_literal_secret,
+    _LABELLED_CREDENTIAL: _an_ids_value,
+    _RANDOM_TOKEN: _an_ids_value,
+}
+
+
 #: Where a pattern found a secret: its start and end in the text, and what replaces it.
 _Found = tuple[int, int, str]
 
 
 def _finder(
-    regex: re.Pattern[str], group: int | str, marker: str, entropy: float, random: bool
+    regex: re.Pattern[str],
+    group: int | str,
+    marker: str,
+    entropy: float,
+    random: bool,
+    kept: Callable[[str, re.Match[str]], bool] | None = None,
 ) -> Callable[[str, list[_Found]], None]:
-    """A function that adds to ``found`` where ``regex`` finds secrets in a text."""
+    """A function that adds to ``found`` where ``regex`` finds secrets in a text; a match
+    that ``kept`` says is no secret is left."""
     search = regex.search
 
     def find(text: str, found: list[_Found]) -> None:
@@ -515,6 +541,8 @@ def _finder(
                 secret = text[start:end]
                 if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
                     continue
+            if kept is not None and kept(text, match):
+                continue
             found.append((start, end, marker))
 
     return find
@@ -640,7 +668,14 @@ def _compile(pattern: SecretPattern) -> Callable[[str, list[_Found]], None]:
         raise UsageError(f"secret pattern {pattern.name!r}: its regex has no group {group!r}")
     if pattern.entropy < 0:
         raise UsageError(f"secret pattern {pattern.name!r}: entropy must be >= 0")
-    return _finder(regex, group, f"[REDACTED:{pattern.name}]", pattern.entropy, pattern.random)
+    return _finder(
+        regex,
+        group,
+        f"[REDACTED:{pattern.name}]",
+        pattern.entropy,
+        pattern.random,
+        _KEPT.get(pattern),
+    )
 
 
 class Redactor:
@@ -834,7 +869,8 @@ class Redactor:
         if match.start("name") == -1:
             return self._redact_string(match)
         value = self._decode(match)
-        if value.lower() in _NOT_SECRET_VALUES or value.startswith("[REDACTED:"):
+        name = match.group("name").decode()
+        if stands_for_a_secret(name, value) or value.startswith("[REDACTED:"):
             return self._redact_string(match)
         assert self._member_marker is not None
         return match.group()[: match.start("body") - match.start() - 1] + self._member_marker
@@ -844,7 +880,7 @@ class Redactor:
         after that name in a text (``SIGNING_KEY=...``), where it reads as random."""
         label = match.group("label").decode()
         name = self.redact(label)  # a name is a string like any other (a token ending in key)
-        if name != label or not _labels_a_credential(label):
+        if name != label or not labels_a_credential(label):
             # Two strings: the name, then its value, each redacted as any string is.
             start = match.start("body") - match.start() - 1  # the value's opening quote
             whole = match.group()
@@ -893,13 +929,14 @@ _BYTES_TAGS = frozenset({"$bytes", "$bytearray"})
 _COLLECTION_TAGS = frozenset({"$tuple", "$set", "$frozenset"})
 
 
-def _secret_value(value: Any) -> bool:
+def _secret_value(name: str, value: Any) -> bool:
     """Whether a value under a secret's name is replaced: a string that is not empty, a
-    boolean's or null's spelling or a redaction already; bytes; a list (a tuple, a set) of
-    such strings or bytes. Not a dict (a nested config: its own members are looked at), an
-    empty list, a number, a date or other typed scalar."""
+    boolean's or null's spelling, a reference, an auth scheme's name under an auth-like name
+    (see :func:`onward.events._labels.stands_for_a_secret`) or a redaction already; bytes; a
+    list (a tuple, a set) of such strings or bytes. Not a dict (a nested config: its own
+    members are looked at), an empty list, a number, a date or other typed scalar."""
     if type(value) is str:
-        return value.lower() not in _NOT_SECRET_VALUES and not value.startswith("[REDACTED:")
+        return not stands_for_a_secret(name, value) and not value.startswith("[REDACTED:")
     if type(value) is dict and len(value) == 1:
         tag, inner = next(iter(value.items()))
         if tag in _BYTES_TAGS:
@@ -907,7 +944,7 @@ def _secret_value(value: Any) -> bool:
         if tag in _COLLECTION_TAGS:
             value = inner
     if type(value) is list and value:
-        return all(_secret_value(item) for item in value)
+        return all(_secret_value(name, item) for item in value)
     return False
 
 
@@ -940,7 +977,7 @@ def _redact_structure(data: bytes, labelled: Callable[[str, str], str] | None = 
             continue
         for key, value in node.items():
             if type(value) is list or type(value) is dict:
-                if _SECRET_KEY.fullmatch(key) is not None and _secret_value(value):
+                if _SECRET_KEY.fullmatch(key) is not None and _secret_value(key, value):
                     node[key] = _MEMBER_MARKER
                     changed = True
                 else:
@@ -951,14 +988,14 @@ def _redact_structure(data: bytes, labelled: Callable[[str, str], str] | None = 
         for pair in pairs:
             if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
                 continue
-            if _secret_value(pair[1]) and _SECRET_KEY.fullmatch(pair[0]) is not None:
+            if _SECRET_KEY.fullmatch(pair[0]) is not None and _secret_value(pair[0], pair[1]):
                 pair[1] = _MEMBER_MARKER
                 changed = True
             elif (
                 labelled is not None
                 and type(pair[1]) is str
                 and _LABEL_KEY.fullmatch(pair[0]) is not None
-                and _labels_a_credential(pair[0])
+                and labels_a_credential(pair[0])
                 and (redacted := labelled(pair[0], pair[1])) != pair[1]
             ):
                 pair[1] = redacted

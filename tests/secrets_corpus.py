@@ -124,6 +124,16 @@ TEAMS_PATH = (
     + "/"
     + "-".join(_fake(n, "0123456789abcdef") for n in (8, 4, 4, 4, 12))
 )
+# Passwords named *_PASS, as environments and config files name them, and given on a command
+# line (mysql -p<password>, sshpass -p <password>).
+DB_PASS = _fake(10) + "&" + _fake(2)
+SMTP_PASS = _fake(12)
+REDIS_PASS = _fake(16, _URLSAFE)
+YAML_PASS = _fake(11)
+QUERY_PASS = _fake(9)
+ENV_PASS = _fake(14)
+MYSQL_CLI_PASSWORD = _fake(12)
+SSHPASS_PASSWORD = _fake(10)
 
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
@@ -413,6 +423,25 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f"teams notification failed: https://acme.webhook.office.com/webhookb2/{TEAMS_PATH}",
         [TEAMS_PATH.split("/IncomingWebhook/")[1]],
     ),
+    (
+        f"smtplib.SMTPAuthenticationError: (535, b'5.7.8 rejected') with DB_PASS={DB_PASS} "
+        f"SMTP_PASS={SMTP_PASS} REDIS_PASS='{REDIS_PASS}'",
+        [DB_PASS, SMTP_PASS, REDIS_PASS],
+    ),
+    (
+        f"config.yaml:\n  db_user: app\n  db_pass: {YAML_PASS}\n"
+        f"login url: https://mail.example.com/login?user=ops&pass={QUERY_PASS}&lang=en",
+        [YAML_PASS, QUERY_PASS],
+    ),
+    (
+        f"KeyError: 'DB_HOST' in environ({{'DB_USER': 'app', 'DB_PASS': '{ENV_PASS}'}})",
+        [ENV_PASS],
+    ),
+    (
+        f"command failed (exit 1): mysqldump -h db.internal -u root -p{MYSQL_CLI_PASSWORD} agents"
+        f" | gzip; sshpass -p '{SSHPASS_PASSWORD}' ssh ops@backup.internal",
+        [MYSQL_CLI_PASSWORD, SSHPASS_PASSWORD],
+    ),
 ]
 
 NOT_SECRETS: list[str] = [
@@ -452,4 +481,27 @@ NOT_SECRETS: list[str] = [
     "credentials_path=/etc/agent/credentials.json",
     "task_completed InterruptionDelivered ThresholdsAdjusted",
     "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
+    # Code, templates and config that name a credential without holding one, and words that
+    # end in "pass" or name a test's status.
+    "password = input('Password: ')",
+    'pw = getpass.getpass("Password: ")',
+    "API_KEY = os.environ['API_KEY']",
+    "token = os.getenv('GITHUB_TOKEN', '')",
+    "UPDATE users SET password = crypt($1, gen_salt('bf')) WHERE id = 2",
+    "password: ${DB_PASSWORD}",
+    'password: "${DB_PASSWORD}"',
+    "token: ${{ secrets.GITHUB_TOKEN }}",
+    "export PGPASSWORD=$(cat /run/secrets/pg)",
+    "cursor.execute('SELECT 1 WHERE password = %s', (digest,))",
+    "client = Client(api_key=settings.OPENAI_API_KEY, password=self.db_password)",
+    "auth: basic",
+    '{"auth": "bearer", "type": "oauth2"}',
+    "password: ********",
+    "bypass=true compass=north SMTP relay on",
+    "PASS: test_redaction.py::test_corpus",
+    "tests: pass: 12, fail: 0",
+    '{"cache_key": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}',
+    '{"idempotency_key": "a8Fk29dkLqpZ0xR7vBn3Mw5Tj6Yh1Uc4"}',
+    "object_key=runs/a8Fk29dkLqpZ0xR7vBn3Mw5Tj6Yh1Uc4 cache_key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
+    "mkdir -p /tmp/out && ls -p /tmp/out && mysql -u app -p agents",
 ]

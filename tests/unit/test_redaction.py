@@ -11,6 +11,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from onward import events
+from onward.events._labels import stands_for_a_secret
 from onward.events.exceptions import UsageError
 from onward.events.redaction import DEFAULT_PATTERNS, Redactor, SecretPattern
 from tests.secrets_corpus import GITHUB_PAT, NOT_SECRETS, SECRETS_CORPUS
@@ -142,6 +143,31 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ),
         ("password: None", "password: None"),
         ("password reset succeeded", "password reset succeeded"),
+        ("SMTP_PASS=Tr0ub4dor&3", "SMTP_PASS=[REDACTED:secret-value]"),
+        ("?user=bob&pass=pw&page=2", "?user=bob&pass=[REDACTED:secret-value]&page=2"),
+        ("dbPass: hunter2", "dbPass: [REDACTED:secret-value]"),
+        ("mysql -uroot -phunter2 db", "mysql -uroot -p[REDACTED:cli-password] db"),
+        ("sshpass -p hunter2 ssh h", "sshpass -p [REDACTED:cli-password] ssh h"),
+        # What stands for a secret stays; what only looks like it goes.
+        ("password = input('Password: ')", "password = input('Password: ')"),
+        ("password=DB_PASSWORD", "password=DB_PASSWORD"),
+        ("password=password", "password=[REDACTED:secret-value]"),
+        ("password=$ecret9", "password=[REDACTED:secret-value]"),
+        ("password=${DB_PASSWORD}x", "password=[REDACTED:secret-value]"),
+        ("password=abc(def", "password=[REDACTED:secret-value]"),
+        ("auth: basic", "auth: basic"),
+        ("password: basic", "password: [REDACTED:secret-value]"),
+        ("PASS: test_x, pass=hunter2", "PASS: test_x, pass=[REDACTED:secret-value]"),
+        (
+            "cache_key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
+            "cache_key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
+        ),
+        (
+            "cache_key: Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
+            "cache_key: Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
+        ),
+        ("cache: Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b", "cache: [REDACTED:random-token]"),
+        ("key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b", "key=[REDACTED:labelled-credential]"),
     ],
 )
 def test_redacts_only_the_secret(text: str, expected: str) -> None:
@@ -180,6 +206,37 @@ def test_json_members_named_like_secrets_are_redacted_whole() -> None:
         "tokens": "not a secret",
         "note": "no secret here",
         "$api_key": "[REDACTED:secret-value]",
+    }
+
+
+def test_json_members_that_stand_for_a_secret_are_kept() -> None:
+    """A member under a secret's name whose value is a reference, a mask or, under an auth-like
+    name, a scheme's name is no secret, as it is not in a text; a password named *_PASS is."""
+    data = msgspec.json.encode(
+        {
+            "auth": "basic",
+            "proxy_auth": "Bearer",
+            "password": "${DB_PASSWORD}",
+            "token": "{{ secrets.token }}",
+            "secret": "****",
+            "DB_PASS": "letmein123",
+            "smtpPass": "basic",
+            "bypass": "letmein123",
+            "settings": {"$dict": [["auth", "none"], ["REDIS_PASS", "hunter2"], [1, "x"]]},
+        }
+    )
+    assert msgspec.json.decode(REDACTOR.redact_json(data)) == {
+        "auth": "basic",
+        "proxy_auth": "Bearer",
+        "password": "${DB_PASSWORD}",
+        "token": "{{ secrets.token }}",
+        "secret": "****",
+        "DB_PASS": "[REDACTED:secret-value]",
+        "smtpPass": "[REDACTED:secret-value]",
+        "bypass": "letmein123",
+        "settings": {
+            "$dict": [["auth", "none"], ["REDIS_PASS", "[REDACTED:secret-value]"], [1, "x"]]
+        },
     }
 
 
@@ -414,7 +471,18 @@ def test_a_secret_of_ones_own_pattern_glued_to_any_text_is_hidden(before: str, a
 
 NAMES = st.one_of(
     st.sampled_from(
-        ["password", "api_key", "Auth", "note", "message", "tokens", "x-api-key", "$token"]
+        [
+            "password",
+            "api_key",
+            "Auth",
+            "note",
+            "message",
+            "tokens",
+            "x-api-key",
+            "$token",
+            "DB_PASS",
+            "bypass",
+        ]
     ),
     st.text(max_size=8),
 )
@@ -436,11 +504,18 @@ DOCUMENTS = st.recursive(
 SECRET_NAME = re.compile(
     r"(?i)[A-Za-z0-9_.$-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization"
     r"|(?:api|private|secret|access)[_-]?key)"
+    # pass, alone or as a name's last word (DB_PASS, dbPass; not bypass, COMPASS).
+    r"|(?:[A-Za-z0-9_.$-]*(?:[_.$-]|(?-i:[a-z0-9](?=P))))?(?i:pass)"
 )
-NOT_SECRET_VALUES = {"", "true", "false", "null", "none"}
 
 
-def replaced_whole(value: Any) -> bool:
+def secret_string(name: str, value: str) -> bool:
+    """Whether a string under a secret's name is one (not null's spelling, a reference, an
+    auth scheme's name...: the rule stands_for_a_secret tests on its own)."""
+    return not stands_for_a_secret(name, value) and not value.startswith("[REDACTED:")
+
+
+def replaced_whole(name: str, value: Any) -> bool:
     """Whether a list under a secret's name is replaced whole: one of strings (each a secret)
     or bytes, however deep."""
     if isinstance(value, dict) and len(value) == 1:
@@ -450,14 +525,14 @@ def replaced_whole(value: Any) -> bool:
         if tag in ("$tuple", "$set", "$frozenset"):
             value = inner
     if isinstance(value, str):
-        return value.lower() not in NOT_SECRET_VALUES and not value.startswith("[REDACTED:")
-    return isinstance(value, list) and bool(value) and all(replaced_whole(v) for v in value)
+        return secret_string(name, value)
+    return isinstance(value, list) and bool(value) and all(replaced_whole(name, v) for v in value)
 
 
 def check_redacted(original: Any, stored: Any, name: str | None = None) -> None:
     """``stored`` has the shape of ``original``, with each string redacted, and each list or
     dict under a secret's name replaced whole."""
-    if name is not None and SECRET_NAME.fullmatch(name) and replaced_whole(original):
+    if name is not None and SECRET_NAME.fullmatch(name) and replaced_whole(name, original):
         assert stored == "[REDACTED:secret-value]"
         return
     pairs = original.get("$dict") if isinstance(original, dict) and len(original) == 1 else None
@@ -484,12 +559,7 @@ def check_redacted(original: Any, stored: Any, name: str | None = None) -> None:
             check_redacted(value, stored_value)
     elif isinstance(original, str):
         assert isinstance(stored, str)
-        named = (
-            name is not None
-            and SECRET_NAME.fullmatch(name)
-            and original.lower() not in NOT_SECRET_VALUES
-            and not original.startswith("[REDACTED:")
-        )
+        named = name is not None and SECRET_NAME.fullmatch(name) and secret_string(name, original)
         assert stored == ("[REDACTED:secret-value]" if named else REDACTOR.redact(original))
     else:
         assert stored == original
