@@ -124,18 +124,38 @@ def reads_as_code(text: str, start: int, end: int) -> bool:
     (``${DB_PASSWORD}``, ``$1``), a call or a subscript (``input('Password: ')``,
     ``os.environ['API_KEY']``), or it is a variable's name of two words or more that ends in a
     credential's (``DB_PASSWORD``, ``self.token``; not ``hunter2``, nor ``password`` alone,
-    which may be the literal)."""
+    which may be the literal). A call, a subscript or a variable not in capitals counts only
+    in code: after an ``=`` with blanks on both sides (code's and SQL's assignment) or a
+    keyword argument's (``Client(password=self.db_password)``); after ``KEY=`` (an
+    environment, a query string, a flag) or a colon (a config), ``P4ss(w0rd)`` and
+    ``my_secret_password`` are passwords."""
     reference = _REFERENCE.match(text, start)
     if reference is not None and reference.end() >= end:
         return _VALUE_END.match(text, reference.end()) is None
-    if _EXPRESSION.match(text, start) is not None:
+    code = _assigned_in_code(text, start)
+    if code and _EXPRESSION.match(text, start) is not None:
         return True
     variable = _VARIABLE.match(text, start)
     if variable is None or variable.end() != end:
         return False
-    words = WORDS.findall(variable.group())
-    return (
-        len(words) > 1
-        and ("_" in variable.group() or "." in variable.group())
-        and words[-1].lower() in _CREDENTIAL_WORDS
-    )
+    name = variable.group()
+    words = WORDS.findall(name)
+    if not (len(words) > 1 and ("_" in name or "." in name)):
+        return False
+    # An environment variable's name (DB_PASSWORD) stands for one anywhere; another name only
+    # in code (after KEY= or a colon, my_secret_password is a password).
+    return words[-1].lower() in _CREDENTIAL_WORDS and (code or name.isupper())
+
+
+def _assigned_in_code(text: str, start: int) -> bool:
+    """Whether the value at ``start`` follows an ``=`` with blanks on both sides, or an ``=``
+    inside a call's parentheses opened on its line (a keyword argument)."""
+    i = start
+    while i > 0 and text[i - 1] in " \t":
+        i -= 1
+    if i < 2 or text[i - 1] != "=":
+        return False
+    if i < start and text[i - 2] in " \t":
+        return True
+    line = text[text.rfind("\n", 0, i) + 1 : i]
+    return line.count("(") > line.count(")")

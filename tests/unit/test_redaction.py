@@ -168,6 +168,11 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ),
         ("cache: Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b", "cache: [REDACTED:random-token]"),
         ("key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b", "key=[REDACTED:labelled-credential]"),
+        # Shaped like code, but after KEY= or a colon: passwords all the same.
+        ("DB_PASSWORD=P4ss(w0rd)", "DB_PASSWORD=[REDACTED:secret-value])"),
+        ("PASSWORD=my.secret.token", "PASSWORD=[REDACTED:secret-value]"),
+        ("password: my_secret_password", "password: [REDACTED:secret-value]"),
+        ("password = my_secret_password", "password = my_secret_password"),
     ],
 )
 def test_redacts_only_the_secret(text: str, expected: str) -> None:
