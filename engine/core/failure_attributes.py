@@ -12,7 +12,10 @@ branch is the same live and after a crash:
 * for an attribute that holds an object (an HTTP response), the same values of that object's
   own ``__dict__``, one level down: a replay gives back a :class:`RecordedObject` holding them
   (``e.response.status_code`` reads; ``e.response.json()`` does not), not the object;
-* never a name starting with ``_``, a container, an exception, a callable, anything nested
+* never a name that may hold a credential (any of its words one of :data:`SENSITIVE_WORDS`:
+  ``password``, ``db_pw``, ``credentials``, ``session_cookie``, ``private_key``...: their
+  text would be judged without its name, which is what tells it is a secret), nor one
+  starting with ``_``, a container, an exception, a callable, anything nested
   deeper, nor what a property computes: reading one runs the application's code (requests'
   ``Response.content`` reads the body), and nothing here runs any (an instance's
   ``__dict__`` is read as :func:`object.__getattribute__` finds it; values are given back by
@@ -27,6 +30,7 @@ replays raise the exception as before.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +38,14 @@ from typing import Any
 from onward.core.run import bounded
 from onward.events import UsageError, decode_value, encode_value
 
-__all__ = ["MAX_ATTRIBUTES", "TEXT_LIMIT", "RecordedObject", "give_attributes", "plain_attributes"]
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "SENSITIVE_WORDS",
+    "TEXT_LIMIT",
+    "RecordedObject",
+    "give_attributes",
+    "plain_attributes",
+]
 
 #: The most plain values one failure's record keeps (its own and its objects' together).
 MAX_ATTRIBUTES = 24
@@ -42,6 +53,17 @@ MAX_ATTRIBUTES = 24
 TEXT_LIMIT = 1000
 #: The longest attribute name kept.
 _NAME_LIMIT = 100
+# The words of a name: db_password, sessionCookie, API-KEY.
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+#: The words of an attribute's name that keep it out of the record: it may hold a credential.
+SENSITIVE_WORDS = frozenset(
+    {
+        *("api", "apikey", "auth", "authorization", "bearer", "cert", "cookie", "cookies"),
+        *("cred", "creds", "credential", "credentials", "dsn", "jwt", "key", "keys", "otp"),
+        *("pass", "passphrase", "passwd", "password", "pin", "private", "pw", "pwd", "salt"),
+        *("secret", "secrets", "session", "sig", "signature", "token", "tokens"),
+    }
+)
 
 
 class RecordedObject:
@@ -169,7 +191,9 @@ def _described(value: Any) -> bool:
 
 
 def _kept_name(name: Any) -> bool:
-    return type(name) is str and 0 < len(name) <= _NAME_LIMIT and not name.startswith("_")
+    if type(name) is not str or not 0 < len(name) <= _NAME_LIMIT or name.startswith("_"):
+        return False
+    return not any(word.lower() in SENSITIVE_WORDS for word in _WORDS.findall(name))
 
 
 def _own_dict(value: Any) -> dict[str, Any] | None:

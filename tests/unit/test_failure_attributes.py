@@ -15,6 +15,7 @@ import pytest
 from onward import Engine, RetryPolicies, RetryPolicy
 from onward.core.failure_attributes import (
     MAX_ATTRIBUTES,
+    SENSITIVE_WORDS,
     TEXT_LIMIT,
     RecordedObject,
     plain_attributes,
@@ -203,7 +204,7 @@ def test_only_plain_values_of_an_instance_dict_are_kept_bounded_and_redacted() -
             super().__init__("many")
             self._private = 1
             self.items = [1, 2]
-            self.token = "password=hunter2"
+            self.note = "password=hunter2"
             self.code = Status.NOT_FOUND
             self.inner = Inner()
             self.response = Costly(418, "u")
@@ -213,8 +214,8 @@ def test_only_plain_values_of_an_instance_dict_are_kept_bounded_and_redacted() -
     stored = plain_attributes(Many())
     assert "_private" not in stored
     assert "items" not in stored
-    assert "hunter2" not in stored["token"]
-    assert stored["token"].startswith("password=[REDACTED:")
+    assert "hunter2" not in stored["note"]
+    assert stored["note"].startswith("password=[REDACTED:")
     assert stored["code"] == 404
     assert type(stored["code"]) is int
     assert "inner" not in stored  # its values come after the exception's own: none left
@@ -231,6 +232,32 @@ def test_only_plain_values_of_an_instance_dict_are_kept_bounded_and_redacted() -
         "response": {"status_code": 418, "url": "u", "reason": None},
     }
     assert runs == []  # no property was read
+
+
+def test_an_attribute_whose_name_may_hold_a_credential_is_not_recorded() -> None:
+    """A credential's text alone does not say it is one (``zq8Lx2pVn4``): its name does, so an
+    attribute so named is left out, whatever its value, and so in an object it holds."""
+
+    class Session:
+        def __init__(self) -> None:
+            self.session_cookie = "sid=abcdef123456"
+            self.status_code = 401
+
+    class Denied(Exception):
+        def __init__(self) -> None:
+            super().__init__("denied")
+            self.credentials = "zq8Lx2pVn4"
+            self.db_pw = "hunter2xyz"
+            self.apiKey = "k"
+            self.private_key = "-----"
+            self.token = "t"
+            self.reason = "Unauthorized"
+            self.session = Session()
+            self.response = Session()
+
+    stored = plain_attributes(Denied())
+    assert stored == {"reason": "Unauthorized", "response": {"status_code": 401}}
+    assert {"password", "pw", "credentials", "cookie", "token", "key"} <= SENSITIVE_WORDS
 
 
 def test_a_record_written_before_attributes_were_kept_reads_as_before() -> None:
