@@ -481,19 +481,14 @@ NOT_SECRETS: list[str] = [
     "credentials_path=/etc/agent/credentials.json",
     "task_completed InterruptionDelivered ThresholdsAdjusted",
     "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
-    # Code, templates and config that name a credential without holding one, and words that
-    # end in "pass" or name a test's status.
-    "password = input('Password: ')",
+    # Templates and config that name a credential without holding one, and words that end in
+    # "pass" or name a test's status. (Code after a credential's name is redacted: it cannot
+    # be told from a password, ``password = Summer(2024)`` in an INI file.)
     'pw = getpass.getpass("Password: ")',
-    "API_KEY = os.environ['API_KEY']",
-    "token = os.getenv('GITHUB_TOKEN', '')",
-    "UPDATE users SET password = crypt($1, gen_salt('bf')) WHERE id = 2",
     "password: ${DB_PASSWORD}",
     'password: "${DB_PASSWORD}"',
     "token: ${{ secrets.GITHUB_TOKEN }}",
-    "export PGPASSWORD=$(cat /run/secrets/pg)",
     "cursor.execute('SELECT 1 WHERE password = %s', (digest,))",
-    "client = Client(api_key=settings.OPENAI_API_KEY, password=self.db_password)",
     "auth: basic",
     '{"auth": "bearer", "type": "oauth2"}',
     "password: ********",

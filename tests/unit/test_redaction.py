@@ -149,8 +149,11 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ("mysql -uroot -phunter2 db", "mysql -uroot -p[REDACTED:cli-password] db"),
         ("sshpass -p hunter2 ssh h", "sshpass -p [REDACTED:cli-password] ssh h"),
         # What stands for a secret stays; what only looks like it goes.
-        ("password = input('Password: ')", "password = input('Password: ')"),
-        ("password=DB_PASSWORD", "password=DB_PASSWORD"),
+        ("password: ${DB_PASSWORD}", "password: ${DB_PASSWORD}"),
+        ("password=$DB_PASSWORD", "password=$DB_PASSWORD"),
+        ("password=$S3CR3T", "password=[REDACTED:secret-value]"),
+        ('password="!@#%^&*()"', 'password="[REDACTED:secret-value]"'),
+        ("password: ****", "password: ****"),
         ("password=password", "password=[REDACTED:secret-value]"),
         ("password=$ecret9", "password=[REDACTED:secret-value]"),
         ("password=${DB_PASSWORD}x", "password=[REDACTED:secret-value]"),
@@ -168,11 +171,14 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ),
         ("cache: Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b", "cache: [REDACTED:random-token]"),
         ("key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b", "key=[REDACTED:labelled-credential]"),
-        # Shaped like code, but after KEY= or a colon: passwords all the same.
+        # Code cannot be told from a password: an INI file's, a config's, a default's.
         ("DB_PASSWORD=P4ss(w0rd)", "DB_PASSWORD=[REDACTED:secret-value])"),
         ("PASSWORD=my.secret.token", "PASSWORD=[REDACTED:secret-value]"),
         ("password: my_secret_password", "password: [REDACTED:secret-value]"),
-        ("password = my_secret_password", "password = my_secret_password"),
+        ("password = my_secret_password", "password = [REDACTED:secret-value]"),
+        ("password = Summer(2024)", "password = [REDACTED:secret-value])"),
+        ("password=SUPER_SECRET", "password=[REDACTED:secret-value]"),
+        ("DB_PASSWORD=${DB_PASSWORD:-hunter2x}", "DB_PASSWORD=[REDACTED:secret-value]}"),
     ],
 )
 def test_redacts_only_the_secret(text: str, expected: str) -> None:
