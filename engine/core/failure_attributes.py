@@ -12,9 +12,10 @@ branch is the same live and after a crash:
 * for an attribute that holds an object (an HTTP response), the same values of that object's
   own ``__dict__``, one level down: a replay gives back a :class:`RecordedObject` holding them
   (``e.response.status_code`` reads; ``e.response.json()`` does not), not the object;
-* never a name that may hold a credential (any of its words one of :data:`SENSITIVE_WORDS`:
-  ``password``, ``db_pw``, ``credentials``, ``session_cookie``, ``private_key``...: their
-  text would be judged without its name, which is what tells it is a secret), nor one
+* never a name that may hold a credential (one of :data:`SENSITIVE_STEMS` in it, or a word
+  of it one of :data:`SENSITIVE_WORDS`: ``password``, ``dbpassword``, ``db_pw``,
+  ``credentials``, ``session_cookie``, ``private_key``...: their text would be judged
+  without its name, which is what tells it is a secret), nor one
   starting with ``_``, a container, an exception, a callable, anything nested
   deeper, nor what a property computes: reading one runs the application's code (requests'
   ``Response.content`` reads the body), and nothing here runs any (an instance's
@@ -40,6 +41,7 @@ from onward.events import UsageError, decode_value, encode_value
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "SENSITIVE_STEMS",
     "SENSITIVE_WORDS",
     "TEXT_LIMIT",
     "RecordedObject",
@@ -56,13 +58,12 @@ _NAME_LIMIT = 100
 # The words of a name: db_password, sessionCookie, API-KEY.
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 #: The words of an attribute's name that keep it out of the record: it may hold a credential.
-SENSITIVE_WORDS = frozenset(
-    {
-        *("api", "apikey", "auth", "authorization", "bearer", "cert", "cookie", "cookies"),
-        *("cred", "creds", "credential", "credentials", "dsn", "jwt", "key", "keys", "otp"),
-        *("pass", "passphrase", "passwd", "password", "pin", "private", "pw", "pwd", "salt"),
-        *("secret", "secrets", "session", "sig", "signature", "token", "tokens"),
-    }
+SENSITIVE_WORDS = frozenset({"dsn", "jwt", "key", "keys", "otp", "pin", "pw", "sig", "salt"})
+#: What keeps a name out of the record wherever it stands in it, words run together too
+#: (``dbpassword``, ``secretkey``, ``userpass``, ``authkey``).
+SENSITIVE_STEMS = (
+    *("apikey", "accesskey", "auth", "bearer", "cookie", "cred", "pass", "private", "pwd"),
+    *("secret", "session", "signature", "token"),
 )
 
 
@@ -192,6 +193,9 @@ def _described(value: Any) -> bool:
 
 def _kept_name(name: Any) -> bool:
     if type(name) is not str or not 0 < len(name) <= _NAME_LIMIT or name.startswith("_"):
+        return False
+    lowered = name.lower()
+    if any(stem in lowered for stem in SENSITIVE_STEMS):
         return False
     return not any(word.lower() in SENSITIVE_WORDS for word in _WORDS.findall(name))
 
