@@ -713,6 +713,13 @@ class Scheduler:
             finally:
                 self.session.let_go(view.task_id, claim_id)
 
+    def _claimed_until(self, task_id: str) -> float:
+        """The lease of this worker's claim of a task, as recorded (a claim held nowhere else,
+        a replay check's: from now)."""
+        session = self.session
+        found = session.claimed_until.get(task_id)
+        return session.clock() + session.lease if found is None else found
+
     def _look_ahead(self) -> tuple[float | None, bool, bool]:
         """When the next timer is due, whether a task is claimable, whether approvals wait."""
         with self.session.lock:
@@ -1068,7 +1075,7 @@ class Scheduler:
                 contended = True
                 continue
             # Ours from now until the run ends: never taken back as a claim left over.
-            self.session.hold(view.task_id, result.event_ids[0])
+            self.session.hold(view.task_id, result.event_ids[0], claim.lease_until)
             self.session.host.catch_up()
             return Claimed(view, claim, result.event_ids[0], history)
         return None
@@ -1164,7 +1171,9 @@ class Scheduler:
         claimed: list[Claimed] = []
         for (view, claim, history), result in zip(chosen, results, strict=True):
             if isinstance(result, AppendResult):
-                session.hold(view.task_id, result.event_ids[0])  # ours until the run ends
+                session.hold(
+                    view.task_id, result.event_ids[0], claim.lease_until
+                )  # ours till it ends
                 claimed.append(Claimed(view, claim, result.event_ids[0], history))
             elif not isinstance(result, VersionConflict):  # a lost race is looked at again
                 logger.warning(
@@ -1401,8 +1410,7 @@ class Scheduler:
             # A fork takes the recorded outcomes of its origin's first steps as its own.
             inherited=inherited_records(self.session.log, submitted),
             limits=self.limits,
-            # The claim was taken just now: its lease runs from about now.
-            tenure=Tenure(self.session, self.session.clock() + self.session.lease),
+            tenure=Tenure(self.session, self._claimed_until(task_id)),
         )
         # The history was read before the claim: the run appends after the claim, and only
         # there (if another worker took the task since, its first append is refused).

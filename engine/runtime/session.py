@@ -105,6 +105,8 @@ class Session:
         #: The tasks this engine runs now, each with the claim its run holds (its other
         #: claims are left over from a stopped run).
         self.running: dict[str, str] = {}
+        #: The lease of each of those claims, as recorded.
+        self.claimed_until: dict[str, float] = {}
         #: Until when this worker's heartbeats hold its claims, by its own clock (the last
         #: beat's lease), and when a beat last came after that had passed (its claims had
         #: lapsed meanwhile: see :class:`Tenure`).
@@ -114,10 +116,12 @@ class Session:
         #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
         self.observer: Observer | None = None
 
-    def hold(self, task_id: str, claim_id: str) -> None:
-        """A run of this engine holds the task under this claim, until :meth:`let_go`."""
+    def hold(self, task_id: str, claim_id: str, lease_until: float) -> None:
+        """A run of this engine holds the task under this claim (whose lease runs until
+        ``lease_until``), until :meth:`let_go`."""
         with self._running_lock:
             self.running[task_id] = claim_id
+            self.claimed_until[task_id] = lease_until
 
     def let_go(self, task_id: str, claim_id: str) -> None:
         """The run under this claim ended. A newer claim of the same task (taken as the run
@@ -126,6 +130,7 @@ class Session:
         with self._running_lock:
             if self.running.get(task_id) == claim_id:
                 del self.running[task_id]
+                self.claimed_until.pop(task_id, None)
 
     def renewed(self, at: float, lease_until: float) -> None:
         """A heartbeat begun at ``at`` was recorded, holding this worker's claims until

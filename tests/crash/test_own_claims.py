@@ -26,8 +26,8 @@ TASKS = 200
 def test_the_end_of_an_older_run_does_not_let_a_newer_claim_go(tmp_path: Path) -> None:
     with Engine.open(f"sqlite:///{tmp_path / 'log.db'}", session="s") as engine:
         session: Session = engine._session
-        session.hold("t1", "claim-1")
-        session.hold("t1", "claim-2")  # claimed anew as the first run recorded its wait
+        session.hold("t1", "claim-1", 100.0)
+        session.hold("t1", "claim-2", 100.0)  # claimed anew as the first run recorded its wait
         session.let_go("t1", "claim-1")  # then the first run ends
         assert session.running == {"t1": "claim-2"}
         session.let_go("t1", "claim-2")

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from onward.projections.workers import worker_stream
 from onward.runtime.heartbeat import Heartbeat
-from onward.runtime.scheduler import DEAD_PEER_LOOK
+from onward.runtime.scheduler import DEAD_PEER_LOOK, Scheduler
 from tests.conftest import FakeClock, OutageClock
 
 
@@ -231,6 +232,48 @@ def test_a_worker_paused_past_its_lease_runs_no_step_body_its_peer_ran(
         assert summary.steps_run == 1  # the second step's body did not run there
         assert holder.result(task_id) == 3
         assert holder.log.verify().ok
+    finally:
+        peer.close()
+        holder.close()
+
+
+def test_a_worker_paused_between_its_claim_and_the_run_runs_no_body_its_peer_ran(
+    db: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause comes after the claim is committed and before the run begins: the run's
+    tenure is its claim's lease as recorded, not one counted from when the run began (which
+    the pause would have moved past the peer's takeover)."""
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    bodies: list[str] = []
+    begin = Scheduler._begin
+
+    def paused_then_begun(self: Scheduler, *args: Any) -> Any:
+        if self.session is holder._session and not bodies:
+            clock.advance(60.0)  # long past the claim's lease
+            taking_over = threading.Thread(target=peer.run)
+            taking_over.start()
+            taking_over.join()
+        return begin(self, *args)
+
+    monkeypatch.setattr(Scheduler, "_begin", paused_then_begun)
+    try:
+        for engine, who in ((holder, "holder"), (peer, "peer")):
+
+            @engine.step(name="only")
+            def only(who: str = who) -> str:
+                bodies.append(who)
+                return who
+
+            @engine.task(name="job")
+            def job() -> str:
+                return only()
+
+        task_id = holder.submit("job")
+        summary = holder.run(max_runs=1)
+        assert bodies == ["peer"]
+        assert summary.cancelled == 1
+        assert holder.result(task_id) == "peer"
     finally:
         peer.close()
         holder.close()
