@@ -500,18 +500,24 @@ NAMES = st.one_of(
 LEAVES = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), TEXTS
 )
-DOCUMENTS = st.recursive(
-    LEAVES,
-    lambda inner: st.one_of(
+
+
+def _in_pairs(pairs: list[list[Any]]) -> dict[str, Any]:
+    """A dict stored in pairs (onward.events.values): {"$dict": [[key, value], ...]}."""
+    return {"$dict": pairs}
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
         st.lists(inner, max_size=4),
         st.dictionaries(NAMES, inner, max_size=4),
-        # A dict stored in pairs (onward.events.values): {"$dict": [[key, value], ...]}.
         st.lists(st.lists(st.one_of(NAMES, inner), min_size=2, max_size=2), max_size=4).map(
-            lambda pairs: {"$dict": pairs}
+            _in_pairs
         ),
-    ),
-    max_leaves=12,
-)
+    )
+
+
+DOCUMENTS = st.recursive(LEAVES, _nested, max_leaves=12)
 SECRET_NAME = re.compile(
     r"(?i)[A-Za-z0-9_.$-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization"
     r"|(?:api|private|secret|access)[_-]?key)"
