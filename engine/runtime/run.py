@@ -1576,20 +1576,32 @@ class TaskRun:
                 index,
             )
             return
+        if (
+            yield from self._withdrawn(
+                step,
+                index,
+                "was cancelled before its body began; the next run refuses it as interrupted",
+            )
+        ):
+            self.started.pop(index, None)
+
+    def _withdrawn(self, step: StepDef, index: int, why: str) -> Generator[Effect, Any, bool]:
+        """Record :class:`StepWithdrawn` for a step (best effort): whether it was recorded;
+        if not, a warning says that the step ``why``."""
         try:
             withdrawn = StepWithdrawn(index=index, name=step.name, next_index=self.index)
             yield Blocking(self.record, [withdrawn])
         except Exception:
             logger.warning(
-                "task %s: could not record that step %r (index %d) was cancelled before its "
-                "body began; the next run refuses it as interrupted",
+                "task %s: could not record that step %r (index %d) %s",
                 self.task_id,
                 step.name,
                 index,
+                why,
                 exc_info=True,
             )
-            return
-        self.started.pop(index, None)
+            return False
+        return True
 
     def _unseen(self, index: int, outcome: Outcome | None) -> bool:
         """Whether a step's failure was recorded as its outcome though its caller gave the
@@ -1606,18 +1618,11 @@ class TaskRun:
         the call up meanwhile (:meth:`_unseen`). A replay meets the cancellation there again
         where the task's code went on past it, else runs the step. Best effort: when this
         cannot be recorded, a replay raises the failure."""
-        try:
-            withdrawn = StepWithdrawn(index=index, name=step.name, next_index=self.index)
-            yield Blocking(self.record, [withdrawn])
-        except Exception:
-            logger.warning(
-                "task %s: could not record that step %r (index %d) was given up on as its "
-                "failure was recorded; a replay raises that failure",
-                self.task_id,
-                step.name,
-                index,
-                exc_info=True,
-            )
+        yield from self._withdrawn(
+            step,
+            index,
+            "was given up on as its failure was recorded; a replay raises that failure",
+        )
 
     def stored_result(self, step: StepDef, index: int, result: Any) -> Any:
         """A step's result as the log will hold it (see :func:`onward.events.encode_value`).
