@@ -31,6 +31,7 @@ import builtins
 import contextlib
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from onward.core.errors import StepFailedError
@@ -261,31 +262,26 @@ def _carrier(cls: type[Exception]) -> type[Exception]:
     # self.__dict__["file"]: KeyError; httpx's .request, RuntimeError), and so would
     # getattr(e, name, None) and hasattr(e, name). Whatever cannot be read is an attribute
     # this exception does not have.
-    inherited_getattribute = cls.__getattribute__
+    namespace["__getattribute__"] = _answering(cls, cls.__getattribute__)
+    inherited_getattr = getattr(cls, "__getattr__", None)
+    if inherited_getattr is not None:
+        namespace["__getattr__"] = _answering(cls, inherited_getattr)
+    carrier: type[Exception] = type(cls.__name__, (cls,), namespace)
+    return _CARRIERS.setdefault(cls, carrier)
 
-    def __getattribute__(self: BaseException, name: str) -> Any:
+
+def _answering(cls: type[Exception], read: Callable[[Any, str], Any]) -> Callable[..., Any]:
+    """``read`` (an attribute lookup of ``cls``) raising only AttributeError for what fails."""
+
+    def lookup(self: BaseException, name: str) -> Any:
         try:
-            return inherited_getattribute(self, name)
+            return read(self, name)
         except AttributeError:
             raise
         except Exception:
             raise _not_kept(cls, self, name) from None
 
-    namespace["__getattribute__"] = __getattribute__
-    inherited_getattr = getattr(cls, "__getattr__", None)
-    if inherited_getattr is not None:
-
-        def __getattr__(self: BaseException, name: str) -> Any:
-            try:
-                return inherited_getattr(self, name)
-            except AttributeError:
-                raise
-            except Exception:
-                raise _not_kept(cls, self, name) from None
-
-        namespace["__getattr__"] = __getattr__
-    carrier: type[Exception] = type(cls.__name__, (cls,), namespace)
-    return _CARRIERS.setdefault(cls, carrier)
+    return lookup
 
 
 def _not_kept(cls: type[Exception], exc: BaseException, name: str) -> AttributeError:
