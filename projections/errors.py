@@ -15,7 +15,8 @@ It folds events by type, from any stream (task streams and session streams alike
 - :class:`onward.events.RetryScheduled`: a retry of the signature, pending until the step's next
   outcome in the same stream: a :class:`onward.events.StepCompleted` makes it a retry success, a
   :class:`onward.events.StepFailed` of the retried try drops it. The times of every retry are also
-  kept per session, for the engine's retry budget (:meth:`ErrorProjection.recent_retries`).
+  kept per session, for the engine's retry budget (:meth:`ErrorProjection.recent_retries`),
+  until the retried step completes: a retry that worked spends none of it.
 
 Step outcomes are read by their ``index`` (and ``attempt`` when they carry it), so the lean
 step-outcome types of :class:`onward.projections.reading.FoldReader` fold the same as the full
@@ -206,14 +207,16 @@ class PendingRetry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     Attributes:
         stream: the task stream of the retried step.
         step_index: the retried step.
-        signature: the error signature that was retried.
+        signature: the error signature that was retried ("" when not computed).
         attempt: the number of the coming try.
+        at: when the retry was scheduled (its time among the session's retry times).
     """
 
     stream: str
     step_index: int
     signature: str
     attempt: int
+    at: float = 0.0
 
 
 class ErrorsState(msgspec.Struct, array_like=True):
@@ -250,8 +253,8 @@ class ErrorProjection:
 
     def __init__(self) -> None:
         self.signatures: dict[str, SignatureView] = {}
-        # stream -> step index -> (signature, coming attempt)
-        self._pending: dict[str, dict[int, tuple[str, int]]] = {}
+        # stream -> step index -> (signature, coming attempt, when scheduled)
+        self._pending: dict[str, dict[int, tuple[str, int, float]]] = {}
         self._retry_times: dict[str, deque[float]] = {}
         self._fold: dict[type[Any], Callable[[Recorded, Any], None]] = {
             ErrorObserved: self._observed,
@@ -367,14 +370,15 @@ class ErrorProjection:
         if times is None:
             times = self._retry_times[session] = deque(maxlen=RETRY_TIMES_LIMIT)
         times.append(r.meta.time)
+        self._pending.setdefault(r.stream, {})[event.step_index] = (
+            event.signature,
+            event.attempt,
+            r.meta.time,
+        )
         if not event.signature:  # not computed: it counts against the budget, nothing else
             return
         view = self._view(event.signature)
         view.retries += 1
-        self._pending.setdefault(r.stream, {})[event.step_index] = (
-            event.signature,
-            event.attempt,
-        )
         self._note(
             view,
             r,
@@ -391,7 +395,14 @@ class ErrorProjection:
             del self._pending[r.stream]
         if pending is None:
             return
-        view = self._view(pending[0])
+        signature, _, at = pending
+        # A retry that worked was no storm: it no longer spends the session's retry budget.
+        times = self._retry_times.get(r.meta.session)
+        if times is not None and at in times:
+            times.remove(at)
+        if not signature:
+            return
+        view = self._view(signature)
         view.retry_successes += 1
         self._note(view, r, f"retry succeeded in {_where(r.stream)} step {event.index}")
 
@@ -431,7 +442,8 @@ class ErrorProjection:
         return () if view is None else view.learned
 
     def recent_retries(self, session: str, since: float) -> list[float]:
-        """The times of a session's retries at or after ``since``, oldest first.
+        """The times of a session's retries at or after ``since``, oldest first, but for those
+        whose step completed since (a retry that worked spends no retry budget).
 
         Only the session's last :data:`RETRY_TIMES_LIMIT` retries are kept.
         """
@@ -441,15 +453,15 @@ class ErrorProjection:
     def unresolved_retries(self, signature: str) -> int:
         """How many retries of a signature still await their step's outcome."""
         return sum(
-            1 for steps in self._pending.values() for sig, _ in steps.values() if sig == signature
+            1 for steps in self._pending.values() for sig, *_ in steps.values() if sig == signature
         )
 
     def pending(self) -> list[PendingRetry]:
         """The retries whose step has no outcome yet, by stream and step."""
         return [
-            PendingRetry(stream, index, signature, attempt)
+            PendingRetry(stream, index, signature, attempt, at)
             for stream, steps in sorted(self._pending.items())
-            for index, (signature, attempt) in sorted(steps.items())
+            for index, (signature, attempt, at) in sorted(steps.items())
         ]
 
     def snapshot(self) -> dict[str, Any]:
@@ -483,7 +495,7 @@ class ErrorProjection:
         self.signatures = {v.signature: v for v in state.signatures}
         self._pending = {}
         for p in state.pending:
-            self._pending.setdefault(p.stream, {})[p.step_index] = (p.signature, p.attempt)
+            self._pending.setdefault(p.stream, {})[p.step_index] = (p.signature, p.attempt, p.at)
         self._retry_times = {
             k: deque(v, maxlen=RETRY_TIMES_LIMIT) for k, v in state.retry_times.items()
         }

@@ -107,6 +107,11 @@ def completed(step: int = 0, attempt: int = 2) -> StepCompleted:
     return StepCompleted(index=step, name="call", attempt=attempt)
 
 
+def unresolved(errors: ErrorProjection) -> list[tuple[str, int, str, int]]:
+    """The pending retries, without when they were scheduled."""
+    return [(p.stream, p.step_index, p.signature, p.attempt) for p in errors.pending()]
+
+
 @pytest.fixture
 def board() -> Board:
     return Board()
@@ -298,7 +303,7 @@ def test_a_retry_that_completes_is_a_retry_success(board: Board) -> None:
     errors = board.fold()
     view = errors.get("sig")
     assert (view.retries, view.retry_successes) == (1, 0)
-    assert errors.pending() == [PendingRetry("task-t", 0, "sig", 2)]
+    assert unresolved(errors) == [("task-t", 0, "sig", 2)]
     board.add("task-other", completed())  # another task's step 0: not this retry
     board.add("task-t", completed(step=1))  # another step of this task: not this retry
     assert board.fold().get("sig").retry_successes == 0
@@ -332,7 +337,7 @@ def test_a_retry_that_fails_is_dropped_until_the_next_one(board: Board) -> None:
 
 def test_the_failure_recorded_after_its_retry_keeps_it_pending(board: Board) -> None:
     board.add("task-t", retry(attempt=2), failed(attempt=1))
-    assert board.fold().pending() == [PendingRetry("task-t", 0, "sig", 2)]
+    assert unresolved(board.fold()) == [("task-t", 0, "sig", 2)]
     board.add("task-t", completed(attempt=2))
     assert board.fold().get("sig").retry_successes == 1
 
@@ -351,7 +356,7 @@ def test_a_task_that_ends_drops_its_pending_retries(board: Board, end: Event) ->
     assert len(board.fold().pending()) == 3
     board.add("task-t", end)
     errors = board.fold()
-    assert errors.pending() == [PendingRetry("task-u", 0, "sig", 2)]
+    assert unresolved(errors) == [("task-u", 0, "sig", 2)]
     assert errors.get("sig").retries == 3
 
 
@@ -359,8 +364,27 @@ def test_a_retry_without_a_signature_counts_only_for_the_budget(board: Board) ->
     board.add("task-t", retry(sig=""))
     errors = board.fold()
     assert errors.signatures == {}
-    assert errors.pending() == []
+    assert errors.pending() == [PendingRetry("task-t", 0, "", 2, T0 + 1)]
     assert errors.recent_retries("s", 0.0) == [T0 + 1]
+    board.add("task-t", completed())  # it worked: it spends no more of the budget
+    errors = board.fold()
+    assert errors.signatures == {}
+    assert (errors.pending(), errors.recent_retries("s", 0.0)) == ([], [])
+
+
+def test_a_retry_spends_the_budget_until_its_step_completes(board: Board) -> None:
+    board.add("task-a", retry(step=0), retry(step=1))  # two retries in one task
+    board.add("task-b", retry())
+    board.add("task-b", failed(attempt=2))  # b's retry failed: it stays spent
+    board.add("task-a", completed(step=1))  # a's second retry worked
+    errors = board.fold()
+    assert errors.recent_retries("s", 0.0) == [T0 + 1, T0 + 2]
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(errors.dump()), type=ErrorsState)
+    reloaded = ErrorProjection()
+    reloaded.load(state)  # a checkpoint keeps when each pending retry spent
+    board.add("task-a", completed(step=0))
+    reloaded.apply(next(iter(board.log.read(after=board.log.head() - 1))))
+    assert reloaded.recent_retries("s", 0.0) == [T0 + 2] == board.fold().recent_retries("s", 0.0)
 
 
 def test_recent_retries_per_session(board: Board) -> None:
@@ -465,7 +489,7 @@ def test_snapshot_is_plain_and_holds_the_verdicts(board: Board) -> None:
     assert (sig["kind"], sig["best_fix"], sig["best_fix_rate"]) == ("unknown", None, 0.0)
     assert sig["retry_rate"] == pytest.approx(1 / 3)
     assert sig["frames"] == ("app.jobs:run", "app.jobs:parse")
-    assert snapshot["pending"] == [["task-t", 0, "sig", 2]]
+    assert snapshot["pending"] == [["task-t", 0, "sig", 2, T0 + 1]]
     assert snapshot["retry_times"] == {"s": [T0 + 1]}
 
 

@@ -290,6 +290,45 @@ def test_the_retry_budget_stops_a_retry_storm(db: str, clock: FakeClock) -> None
         assert last.event.inputs["reason"] == "retry budget spent"  # type: ignore[union-attr]
 
 
+def test_retries_that_worked_spend_no_retry_budget(db: str, clock: FakeClock) -> None:
+    """A busy session meeting a passing fault (each call fails once, then works) retries
+    every task: only retries that failed or still await their outcome spend the budget."""
+    policy = RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE)
+    with open_engine(
+        db,
+        clock,
+        retries=RetryPolicies(policy),
+        retry_budget=RetryBudget(limit=2, window=600),
+        fixes=FixRegistry(),
+    ) as engine:
+        failed: set[int] = set()
+
+        @engine.step()
+        def call_api(n: int) -> int:
+            if n not in failed:
+                failed.add(n)
+                raise TimeoutError(f"timed out calling shard {n}")
+            return n
+
+        @engine.task()
+        def job(n: int) -> int:
+            return call_api(n)
+
+        ids = []
+        for n in range(6):  # one after another: a retry still awaiting its outcome spends
+            ids.append(engine.submit(job, n))
+            engine.run()
+        assert [engine.result(task_id) for task_id in ids] == list(range(6))
+        spent = [
+            event.inputs["retry"]["budget_spent"]
+            for task_id in ids
+            for event in (r.event for r in decisions(engine.log.read_stream(f"task-{task_id}")))
+        ]
+        assert len(spent) == 6
+        assert max(spent) < 2
+        assert replay_check(engine.log, engine).ok
+
+
 def test_a_learned_fix_is_applied_on_first_sight(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
         seen: list[dict[str, Any]] = []
