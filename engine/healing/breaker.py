@@ -262,13 +262,18 @@ class Breakers:
         return batch
 
     def on_success(self, run: RunningTask, step: StepDef, batch: Batch, completed_id: str) -> None:
-        """Close the step's breaker when this success was its half-open trial."""
+        """Close the step's breaker when this success was its half-open trial (a call that
+        began before it half-opened, while another task's trial is under way, does not)."""
         dependency = step.breaker
         if not dependency:
             return
         view = self._projections(False).breakers.get(dependency)
         version = view.version  # before the state: see before_call
         if view.state != "half_open":
+            return
+        if self._trial_under_way(run, view, self.clock()) is not None:
+            # Another task's call is the trial, and this one was not let through as one: it
+            # began before the breaker half-opened, so its success tells nothing of now.
             return
         decision_id = batch.add(
             DecisionMade(

@@ -125,3 +125,66 @@ def test_each_close_decision_is_the_one_of_a_breaker_closed(db: str, clock: Fake
         assert engine.log.verify().ok
     closes = [e for e in events if isinstance(e, DecisionMade) and e.choice == "close"]
     assert len(closes) == len([e for e in events if isinstance(e, BreakerClosed)]) == 1
+
+
+def test_a_call_begun_before_the_breaker_opened_does_not_close_it_for_the_trial(
+    db: str, clock: FakeClock
+) -> None:
+    """A slow call that began while the breaker was closed, and succeeds while another task's
+    half-open trial is under way, is no trial: the breaker stays half-open, and the trial's
+    failure opens it again (it was closed "trial: succeeded" while the trial failed)."""
+    import contextlib
+    import threading
+
+    b_done, trial_in, slow_done = threading.Event(), threading.Event(), threading.Event()
+    policy = BreakerPolicy(failures=2, cooldown=60.0)
+    with open_engine(
+        db, clock, breakers=policy, retries=RetryPolicies(RetryPolicy(max_attempts=1))
+    ) as engine:
+
+        @engine.step(name="api", breaker="api")
+        def api(who: str) -> str:
+            if who == "slow":  # begun while closed, it returns during the trial
+                assert b_done.wait(10)
+                clock.advance(61.0)
+                assert trial_in.wait(10)
+                return "ok"
+            if who == "trial":
+                trial_in.set()
+                assert slow_done.wait(10)
+            raise ConnectionError("503 service unavailable")
+
+        @engine.step(name="mark")
+        def mark(which: str) -> None:
+            (b_done if which == "b" else slow_done).set()
+
+        @engine.task(name="slow", priority="high")
+        def slow() -> str:
+            result = api("slow")
+            mark("slow")
+            return result
+
+        @engine.task(name="failing")
+        def failing() -> None:
+            for _ in range(2):  # opens the breaker
+                with contextlib.suppress(ConnectionError):
+                    api("b")
+            mark("b")
+
+        @engine.task(name="trial", priority="low")
+        def trial() -> None:
+            api("trial")
+
+        slow_task = engine.submit("slow")
+        engine.submit("failing")
+        trial_task = engine.submit("trial")
+        engine.run(workers=2)
+        assert engine.task_view(slow_task).state == "succeeded"
+        assert engine.task_view(trial_task).state == "failed"
+        view = engine.refresh().breakers.get("api")
+        assert [(t.source, t.dest) for t in view.history] == [
+            ("new", "open"),
+            ("open", "half_open"),
+            ("half_open", "open"),
+        ]
+        assert view.state == "open"
