@@ -29,7 +29,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 import msgspec
@@ -303,6 +303,13 @@ class Components:
             UsageError: the component is not valid (see :class:`Component`), or ``name`` is
                 registered already and ``replace`` is False.
         """
+        if not (isinstance(name, str) and name):
+            raise UsageError(f"a component needs a name (a non-empty str), not {shown(name)}")
+        if isinstance(workarounds, str) or not isinstance(workarounds, Iterable):
+            raise UsageError(
+                f"component {name!r}: workarounds must be a tuple of Workaround, not "
+                f"{shown(workarounds)}"
+            )
         old = self._components.get(name)
         if old is None:
             component = Component(

@@ -225,6 +225,23 @@ def test_invalid_components_name_the_component() -> None:
         msgspec.structs.replace(Workaround(name="w", quality_loss=0.1), quality_loss=2.0)
 
 
+@pytest.mark.parametrize("name", [["search"], {"name": "search"}, 3, None])
+def test_a_component_name_that_is_no_str_is_refused_as_usage(name: object) -> None:
+    """A name that cannot key the registry (a list, a dict) is refused with a UsageError, as
+    an empty one is, not a TypeError from the registry's dict."""
+    with pytest.raises(UsageError, match="a component needs a name"):
+        Components().register(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ladder", [3, None, 0.5, "cache"])
+def test_a_ladder_that_is_no_sequence_of_workarounds_is_refused_as_usage(ladder: object) -> None:
+    """A ladder that is not iterable (a number, None) or a str is refused with a UsageError
+    naming the component, for a new component and an update alike."""
+    for components in (Components(defaults=False), Components()):
+        with pytest.raises(UsageError, match=r"component 'tests': workarounds must be a tuple"):
+            components.register("tests", workarounds=ladder)  # type: ignore[arg-type]
+
+
 # -- failures and ladders -------------------------------------------------------------------
 
 
