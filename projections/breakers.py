@@ -3,9 +3,12 @@
 A breaker is an explicit state machine on its own stream, ``breaker-<dependency>``, following
 :data:`onward.projections.lifecycle.BREAKER`: closed -> open after too many failures, open ->
 half-open after a cool-down, half-open -> closed when the trial calls succeed (or back to open
-when one fails). The engine decides those moves; this projection folds them, and it also folds
-the calls the breaker judges by: every step outcome (:class:`onward.events.StepCompleted`,
-:class:`onward.events.StepFailed`, each try counted) that names a ``dependency``.
+when one fails), half-open -> half-open when another task takes over a trial that had no outcome
+within a cool-down. Only the trial task's calls count as the trial's outcome: a call that began
+before the breaker half-opened tells nothing of now. The engine decides those moves; this
+projection folds them, and it also folds the calls the breaker judges by: every step outcome
+(:class:`onward.events.StepCompleted`, :class:`onward.events.StepFailed`, each try counted) that
+names a ``dependency``.
 
 It needs the full step-outcome events: a step outcome without a ``dependency`` (as the lean
 types of :class:`onward.projections.reading.FoldReader` read it, until they keep that field) counts
@@ -28,6 +31,7 @@ from onward.events import (
 from onward.events.integrity import StreamDamage
 from onward.projections.lifecycle import BREAKER
 from onward.projections.reading import FOLDED_STEP_OUTCOMES
+from onward.projections.task import TASK_PREFIX
 
 __all__ = [
     "BREAKER_PREFIX",
@@ -176,7 +180,10 @@ class BreakerProjection:
         if len(recent) >= RECENT_LIMIT:
             recent = recent[len(recent) - RECENT_LIMIT + 1 :]
         view.recent = (*recent, ok)
-        half_open = view.state == "half_open"
+        # The trial's outcome is the trial task's call's ("": a log of an earlier onward).
+        half_open = view.state == "half_open" and (
+            not view.trial_task or r.stream == TASK_PREFIX + view.trial_task
+        )
         if ok:
             view.consecutive_failures = 0
             if half_open:

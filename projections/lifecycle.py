@@ -216,7 +216,8 @@ BREAKER = Lifecycle(
     ("closed", "open", "half_open"),
     (
         Transition("BreakerOpened", ("new", "closed", "half_open"), "open"),
-        Transition("BreakerHalfOpened", ("open",), "half_open"),
+        # From half-open: a trial that had no outcome within a cool-down is taken over.
+        Transition("BreakerHalfOpened", ("open", "half_open"), "half_open"),
         Transition("BreakerClosed", ("half_open", "open"), "closed"),
     ),
 )

@@ -127,9 +127,10 @@ class Breakers:
         way have recorded their outcomes).
 
         An open breaker whose cool-down has passed turns half-open here, and this call is its
-        trial. A closed breaker whose folded failures reach its thresholds (calls that failed
-        at once each decided on a count without the others) opens here, and the call waits
-        (``opened``: it was just opened here, not again).
+        trial; so it does again when another task's trial had no outcome within a cool-down. A
+        closed breaker whose folded failures reach its thresholds (calls that failed at once
+        each decided on a count without the others) opens here, and the call waits (``opened``:
+        it was just opened here, not again).
         """
         dependency = step.breaker
         if not dependency:
@@ -140,25 +141,33 @@ class Breakers:
         version = view.version
         now = self.clock()
         if view.state == "half_open":
-            until = self._trial_under_way(run, view, now)
-            if until is None:
+            if self._trial_decided(run, view):
                 return None
-            return self._wait(run, step, index, view, until)
-        if view.state == "closed" and not opened and self._past_threshold(view):
+            until = view.half_opened_at + self.policy.cooldown
+            if now < until:
+                return self._wait(run, step, index, view, until)
+            # Another task's trial had no outcome within a cool-down (its worker is gone, or
+            # its call is slow): this call takes it over, and the others go on waiting for one
+            # outcome rather than all calling the dependency at once.
+        elif view.state == "closed" and not opened and self._past_threshold(view):
             # Calls that failed at once (other tasks, other workers) each decided on a count
             # without the others: the failures folded since show the breaker should be open.
             # It opens now, before this call, and the call waits for the cool-down.
             self._open_late(run, view, version)
             return self.before_call(run, step, index, opened=True)
-        if view.state in _LETS_CALLS_THROUGH:
+        elif view.state in _LETS_CALLS_THROUGH:
             return None
-        if now < view.cooldown_until:
+        elif now < view.cooldown_until:
             return self._wait(run, step, index, view, view.cooldown_until)
+        inputs: dict[str, Any] = {"dependency": dependency, "cooldown_until": view.cooldown_until}
+        if view.state == "half_open":
+            inputs["lost_trial"] = view.trial_task
+            inputs["half_opened_at"] = view.half_opened_at
         decision = DecisionMade(
             kind="breaker",
             subject=run.task_id,
             choice="half-open",
-            inputs={"dependency": dependency, "cooldown_until": view.cooldown_until},
+            inputs=inputs,
             alternatives=["stay open"],
         )
         batch = run.new_batch()
@@ -221,17 +230,19 @@ class Breakers:
 
     def _trial_under_way(self, run: RunningTask, view: BreakerView, now: float) -> float | None:
         """Until when a call to a half-open breaker waits for another task's trial call to
-        decide (None: it goes through).
-
-        The trial's own task goes (a re-run of it after a crash included); so does any call
-        once the trial has an outcome, or once a cool-down has passed since the breaker
-        half-opened (the trial's worker is gone: this call is a trial too).
+        decide (None: the trial has its outcome, is this task's own, or had none within a
+        cool-down since the breaker half-opened).
         """
-        decided = view.trial_successes + view.trial_failures >= view.trial_calls
-        if decided or view.trial_task == run.task_id:
+        if self._trial_decided(run, view):
             return None
         until = view.half_opened_at + self.policy.cooldown
         return until if now < until else None
+
+    @staticmethod
+    def _trial_decided(run: RunningTask, view: BreakerView) -> bool:
+        """Whether a half-open breaker's trial has its outcome, or is ``run``'s own."""
+        decided = view.trial_successes + view.trial_failures >= view.trial_calls
+        return decided or view.trial_task == run.task_id
 
     def _wait(
         self, run: RunningTask, step: StepDef, index: int, view: BreakerView, until: float

@@ -197,6 +197,26 @@ def test_a_failed_trial_opens_it_again(board: Board) -> None:
     assert view.history[-1] == BreakerTransition(4, T0 + 3, "half_open", "open")
 
 
+def test_only_the_trial_tasks_calls_are_its_outcome_and_a_lost_trial_is_taken_over(
+    board: Board,
+) -> None:
+    board.add(DB, opened(), BreakerHalfOpened(dependency="db", trial_task="t"))
+    board.call("db", ok=True, task="task-slow")  # begun before it half-opened
+    view = board.fold().get("db")
+    assert (view.trial_task, view.trial_successes, view.trial_failures) == ("t", 0, 0)
+    board.add(DB, BreakerHalfOpened(dependency="db", trial_task="u"), advance=60.0)
+    board.call("db", ok=False, task="task-t")  # the lost trial's call: no outcome of u's
+    view = board.fold().get("db")
+    assert (view.state, view.trial_task, view.half_opened_at) == ("half_open", "u", T0 + 62)
+    assert (view.trial_successes, view.trial_failures) == (0, 0)
+    board.call("db", ok=True, task="task-u")
+    assert board.fold().get("db").trial_successes == 1
+    assert [(t.source, t.dest) for t in board.fold().get("db").history][-1] == (
+        "half_open",
+        "half_open",
+    )
+
+
 def test_history_keeps_the_last_transitions(board: Board) -> None:
     for _ in range(TRANSITIONS_LIMIT):
         board.add(DB, opened(), BreakerClosed(dependency="db"))
@@ -221,12 +241,6 @@ def test_history_keeps_the_last_transitions(board: Board) -> None:
             3,
         ),
         ((opened(),), opened(), "open", 2),
-        (
-            (opened(), BreakerHalfOpened(dependency="db")),
-            BreakerHalfOpened(dependency="db"),
-            "half_open",
-            3,
-        ),
         ((opened(),), TaskSubmitted(name="work"), "open", 2),
     ],
 )

@@ -188,3 +188,67 @@ def test_a_call_begun_before_the_breaker_opened_does_not_close_it_for_the_trial(
             ("half_open", "open"),
         ]
         assert view.state == "open"
+
+
+def test_a_trial_without_an_outcome_is_taken_over_by_one_call_the_others_wait(
+    db: str, clock: FakeClock
+) -> None:
+    """A trial call that outlives a cool-down (a slow call, or its worker gone) is taken over
+    by the next call alone: the calls of other workers meanwhile all went to the dependency
+    that was still down, each taken for a trial."""
+    import threading
+
+    policy = BreakerPolicy(failures=1, cooldown=60.0)
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    calls: list[str] = []
+    peers: list[Engine] = []
+
+    def register(engine: Engine, after: Engine | None) -> None:
+        @engine.step(name="search", breaker="search-api")
+        def search(q: str) -> str:
+            calls.append(q)
+            if q == "trial":
+                clock.advance(61.0)  # it outlives the cool-down: the trial looks lost
+            if after is not None and q != "first":  # the next worker runs meanwhile
+                worker = threading.Thread(target=lambda: after.run(max_runs=1))
+                worker.start()
+                worker.join()
+            raise ConnectionError("503 service unavailable")
+
+        @engine.task(name="job")
+        def job(q: str) -> str:
+            return search(q)
+
+    try:
+        for _ in range(3):
+            peer = Engine.open(
+                db,
+                session="other",
+                clock=clock,
+                sleep=clock.advance,
+                breakers=policy,
+                retries=retries,
+            )
+            register(peer, peers[-1] if peers else None)
+            peers.append(peer)
+        for n in range(3):
+            peers[0].submit("job", f"peer{n}")
+        with open_engine(db, clock, breakers=policy, retries=retries) as engine:
+            register(engine, peers[-1])
+            engine.submit("job", "first")
+            engine.run(max_runs=1)
+            clock.advance(61.0)
+            engine.submit("job", "trial")
+            engine.run(max_runs=1)
+            assert calls == ["first", "trial", "peer0"]  # one took the trial over
+            view = engine.refresh().breakers.get("search-api")
+            assert [(t.source, t.dest) for t in view.history] == [
+                ("new", "open"),
+                ("open", "half_open"),
+                ("half_open", "half_open"),
+                ("half_open", "open"),
+            ]
+            assert engine.log.verify().ok
+    finally:
+        for peer in peers:
+            peer.close()
