@@ -64,7 +64,9 @@ class Heartbeat:
             expected_version=None,
             context=session.context,
         )
-        session.renewed(at, lease_until)
+        # Judged by when the append returned: one that rode out an outage may have landed
+        # after the last beat's lease ran out, and a peer may have taken a task meanwhile.
+        session.renewed(session.clock(), lease_until)
         return True
 
     def _beat_until_stopped(self) -> None:

@@ -133,7 +133,7 @@ class Session:
                 self.claimed_until.pop(task_id, None)
 
     def renewed(self, at: float, lease_until: float) -> None:
-        """A heartbeat begun at ``at`` was recorded, holding this worker's claims until
+        """A heartbeat was recorded by ``at``, holding this worker's claims until
         ``lease_until``; one that came after the last beat's lease had run out notes the lapse."""
         with self._running_lock:
             if at > self.beat_until:  # the first beat too: a claim may have run out before it

@@ -27,6 +27,7 @@ from onward.events import (
     WorkerStopped,
     open_log,
 )
+from onward.events.outage import Outage
 from onward.events.sqlite import SQLiteLog
 from onward.events.watch import Watch
 from onward.projections.task import task_stream
@@ -275,6 +276,65 @@ def test_a_worker_paused_between_its_claim_and_the_run_runs_no_body_its_peer_ran
         assert summary.cancelled == 1
         assert holder.result(task_id) == "peer"
     finally:
+        peer.close()
+        holder.close()
+
+
+def test_a_beat_that_rode_out_an_outage_past_the_lease_holds_nothing_a_peer_took(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A heartbeat is begun in time, but its append waits out a locked log past the last
+    beat's lease; a peer takes the task over meanwhile and runs it to its end. The beat's
+    lease, counted from when it began, still runs when it lands: the lapse is judged by when
+    it was recorded, and the worker looks before the next step's body runs."""
+    path = tmp_path / "work.db"
+    db = f"sqlite:///{path}?busy_timeout=0.001"
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    lock = sqlite3.connect(path, isolation_level=None)
+    bodies: list[tuple[str, str]] = []
+    claimed_at = clock.now
+
+    def wait_out(seconds: float) -> None:
+        clock.advance(seconds)
+        if clock.now >= claimed_at + 12.0 and lock.in_transaction:
+            lock.rollback()  # the log is back, the holder's claim two seconds past its lease
+            taking_over = threading.Thread(target=peer.run)
+            taking_over.start()
+            taking_over.join()
+
+    holder.log.outage = Outage(holder.log.url, clock=clock, sleep=wait_out)
+
+    def register(engine: Engine, who: str) -> None:
+        @engine.step(name="first")
+        def first() -> int:
+            bodies.append(("first", who))
+            return 1
+
+        @engine.step(name="second")
+        def second() -> int:
+            bodies.append(("second", who))
+            return 2
+
+        @engine.task(name="job")
+        def job() -> int:
+            value = first()
+            if who == "holder":
+                clock.advance(5.0)  # the beat is due, well within the claim's lease
+                lock.execute("BEGIN IMMEDIATE")  # another process writes: the beat waits
+                assert Heartbeat(holder._session, lambda: 1).beat()
+            return value + second()
+
+    try:
+        register(holder, "holder")
+        register(peer, "peer")
+        task_id = holder.submit("job")
+        summary = holder.run(max_runs=1)
+        assert bodies == [("first", "holder"), ("second", "peer")]
+        assert summary.cancelled == 1
+        assert holder.result(task_id) == 3
+    finally:
+        lock.close()
         peer.close()
         holder.close()
 
