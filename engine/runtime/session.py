@@ -443,7 +443,9 @@ class Tenure:
     def __init__(self, session: Session, claimed_until: float) -> None:
         self.session = session
         self.claimed_until = claimed_until
-        self.checked_at = session.clock()
+        # The stream was last looked at when the claim was taken, not when the run began: a
+        # late beat between the two (the process paused meanwhile) is a lapse of this claim.
+        self.checked_at = claimed_until - session.lease
 
     def lapsed(self) -> bool:
         """Whether the claim may have run out since it was taken or last looked at."""

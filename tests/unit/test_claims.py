@@ -280,6 +280,52 @@ def test_a_worker_paused_between_its_claim_and_the_run_runs_no_body_its_peer_ran
         holder.close()
 
 
+def test_a_beat_landing_late_between_the_claim_and_the_run_is_a_lapse_of_the_claim(
+    db: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused after its claim was committed, the worker's heartbeat lands first once it is
+    woken (its lease runs again from then) and the run begins after: the lapse it noted came
+    after the claim was taken, and the run looks before its step's body, as when no beat came."""
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    bodies: list[str] = []
+    begin = Scheduler._begin
+
+    def paused_then_begun(self: Scheduler, *args: Any) -> Any:
+        if self.session is holder._session and not bodies:
+            clock.advance(60.0)  # long past the claim's lease
+            taking_over = threading.Thread(target=peer.run)
+            taking_over.start()
+            taking_over.join()
+            assert Heartbeat(holder._session, lambda: 1).beat()  # woken: a late beat
+            clock.advance(1.0)
+        return begin(self, *args)
+
+    monkeypatch.setattr(Scheduler, "_begin", paused_then_begun)
+
+    def register(engine: Engine, who: str) -> None:
+        @engine.step(name="only")
+        def only() -> str:
+            bodies.append(who)
+            return who
+
+        @engine.task(name="job")
+        def job() -> str:
+            return only()
+
+    try:
+        register(holder, "holder")
+        register(peer, "peer")
+        task_id = holder.submit("job")
+        summary = holder.run(max_runs=1)
+        assert bodies == ["peer"]
+        assert summary.cancelled == 1
+        assert holder.result(task_id) == "peer"
+    finally:
+        peer.close()
+        holder.close()
+
+
 def test_a_beat_that_rode_out_an_outage_past_the_lease_holds_nothing_a_peer_took(
     tmp_path: Path, clock: FakeClock
 ) -> None:
