@@ -13,10 +13,10 @@ branch is the same live and after a crash:
   own ``__dict__``, one level down: a replay gives back a :class:`RecordedObject` holding them
   (``e.response.status_code`` reads; ``e.response.json()`` does not), not the object;
 * never a name that may hold a credential (one of :data:`SENSITIVE_STEMS` in it, or a word
-  of it one of :data:`SENSITIVE_WORDS`: ``password``, ``dbpassword``, ``db_pw``,
-  ``credentials``, ``session_cookie``, ``private_key``...: their text would be judged
-  without its name, which is what tells it is a secret), nor one
-  starting with ``_``, a container, an exception, a callable, anything nested
+  of it one of :data:`SENSITIVE_WORDS` or ending in one: ``password``, ``dbpassword``,
+  ``db_pw``, ``dbpw``, ``signingkey``, ``credentials``, ``session_cookie``,
+  ``private_key``...: their text would be judged without its name, which is what tells it
+  is a secret), nor one starting with ``_``, a container, an exception, a callable, anything nested
   deeper, nor what a property computes: reading one runs the application's code (requests'
   ``Response.content`` reads the body), and nothing here runs any (an instance's
   ``__dict__`` is read as :func:`object.__getattribute__` finds it; values are given back by
@@ -57,7 +57,8 @@ TEXT_LIMIT = 1000
 _NAME_LIMIT = 100
 # The words of a name: db_password, sessionCookie, API-KEY.
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-#: The words of an attribute's name that keep it out of the record: it may hold a credential.
+#: The words of an attribute's name that keep it out of the record, alone or as the end of a
+#: word (``dbpw``, ``signingkey``): it may hold a credential.
 SENSITIVE_WORDS = frozenset({"dsn", "jwt", "key", "keys", "otp", "pin", "pw", "sig", "salt"})
 #: What keeps a name out of the record wherever it stands in it, words run together too
 #: (``dbpassword``, ``secretkey``, ``userpass``, ``authkey``).
@@ -197,7 +198,12 @@ def _kept_name(name: Any) -> bool:
     lowered = name.lower()
     if any(stem in lowered for stem in SENSITIVE_STEMS):
         return False
-    return not any(word.lower() in SENSITIVE_WORDS for word in _WORDS.findall(name))
+    # A word that ends in one of them is one run together with another (dbpw, signingkey).
+    return not any(
+        word.lower().endswith(sensitive)
+        for word in _WORDS.findall(name)
+        for sensitive in SENSITIVE_WORDS
+    )
 
 
 def _own_dict(value: Any) -> dict[str, Any] | None:

@@ -323,3 +323,45 @@ def test_a_failure_whose_str_raises_is_recorded_and_replayed_as_its_class_name()
     again = replayed_error("Unprintable", f"{__name__}:Unprintable", message)
     assert isinstance(again, Unprintable)
     assert str(again) == "Unprintable"
+
+
+def test_a_credential_name_run_together_with_another_word_keeps_its_value_out_of_the_log(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """``db_pw`` and ``signing_key`` are kept out, and so are they written as one word
+    (``dbpw``, ``rootpw``, ``signingkey``, ``DBPW``): the log's redaction does not know these
+    names either, and their values would have reached the file."""
+
+    class Refused(Exception):
+        def __init__(self) -> None:
+            super().__init__("refused")
+            self.dbpw = "hunter2dbpw"
+            self.rootpw = "hunter2rootpw"
+            self.DBPW = "hunter2DBPW"
+            self.signingkey = "hunter2signing"
+            self.userpin = "hunter2pin"
+            self.status_code = 403
+
+    path = tmp_path / "work.db"
+    with Engine.open(f"sqlite:///{path}", session="s", clock=clock) as engine:
+
+        @engine.step()
+        def connect() -> None:
+            raise Refused()
+
+        @engine.task()
+        def job() -> int:
+            try:
+                connect()
+            except Refused as exc:
+                return exc.status_code
+            return 0
+
+        task_id = engine.submit(job)
+        engine.run()
+        assert engine.result(task_id) == 403
+        failed = [r.event for r in engine.log.read() if isinstance(r.event, StepFailed)]
+    assert failed[-1].attributes == {"status_code": 403}
+    for name in ("dbpw", "rootpw", "DBPW", "signing", "pin"):
+        for file in tmp_path.iterdir():
+            assert f"hunter2{name}".encode() not in file.read_bytes(), file
