@@ -483,13 +483,14 @@ def _no_literal_secret(text: str, match: re.Match[str]) -> bool:
     scheme's name; see :mod:`onward.events._labels`), or its name a test's status."""
     name_at = _NAME_AT.match(text, match.start())
     name = name_at.group() if name_at is not None else ""
-    if _PASS_STATUS.match(text, match.start()) is not None:
+    # Not a Python literal the pattern took whole (bytearray(b'...') is no call to keep).
+    unquoted = match.start("quote") == -1 and match.start("inner") == -1
+    # A status is a bare word or a count; a quoted value is a password ({ pass: 'x' }).
+    if unquoted and _PASS_STATUS.match(text, match.start()) is not None:
         return True
     start, end = match.span("value")
     if stands_for_a_secret(name, text[start:end]):
         return True
-    # Not a Python literal the pattern took whole (bytearray(b'...') is no call to keep).
-    unquoted = match.start("quote") == -1 and match.start("inner") == -1
     return unquoted and reads_as_code(text, start, end)
 
 

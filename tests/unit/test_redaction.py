@@ -161,6 +161,12 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ("auth: basic", "auth: basic"),
         ("password: basic", "password: [REDACTED:secret-value]"),
         ("PASS: test_x, pass=hunter2", "PASS: test_x, pass=[REDACTED:secret-value]"),
+        # A quoted value after pass: is no test's status (a Node.js object as it prints).
+        (
+            "{ user: 'me', pass: 'hunter2' }",
+            "{ user: 'me', pass: '[REDACTED:secret-value]' }",
+        ),
+        ('pass: "hunter2"', 'pass: "[REDACTED:secret-value]"'),
         (
             "cache_key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
             "cache_key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
