@@ -100,8 +100,9 @@ class SecretPattern(msgspec.Struct, frozen=True):
 
 
 # The separator between a secret's name and its value: `password=x`, `"token": "x"`, `pwd => x`,
-# and `\"token\": \"x\"` in JSON that was encoded twice.
-_ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])\s*+"
+# and `\"token\": \"x\"` in JSON that was encoded twice. A line break after it may be an escape
+# (`'password:\\n  hunter2'`, the repr of a YAML text): the value is on the next line.
+_ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])(?:\s|\\[nrt])*+"
 # Names whose value is a secret, alone or as the end of a longer name (DB_PASSWORD, x-api-key,
 # client_secret, access_token, oauth), case-insensitive: password, passwd, passphrase, pwd,
 # secret, token, auth, authorization, api_key, private_key, secret_key, access_key; and pass

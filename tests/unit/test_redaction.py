@@ -148,6 +148,7 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ("dbPass: hunter2", "dbPass: [REDACTED:secret-value]"),
         ("mysql -uroot -phunter2 db", "mysql -uroot -p[REDACTED:cli-password] db"),
         ("sshpass -p hunter2 ssh h", "sshpass -p [REDACTED:cli-password] ssh h"),
+        ("{'cfg': 'token:\\n  abc123'}", "{'cfg': 'token:\\n  [REDACTED:secret-value]'}"),
         # What stands for a secret stays; what only looks like it goes.
         ("password: ${DB_PASSWORD}", "password: ${DB_PASSWORD}"),
         ("password=$DB_PASSWORD", "password=$DB_PASSWORD"),

@@ -254,3 +254,31 @@ def test_no_part_of_a_secret_reaches_the_error_records_or_what_onward_errors_sho
     assert found == []
     assert "[REDACTED:openai-key]" in shown
     assert "[REDACTED:slack-token]" in shown
+
+
+def test_a_secret_on_the_line_after_its_name_in_a_repr_stays_off_the_disk(tmp_path: Path) -> None:
+    # An exception given a dict (or several arguments) shows their repr, where a YAML text's
+    # line break is the escape "\n": the value is past it and its indent, not the escape.
+    db = tmp_path / "yaml.db"
+    password = "Yaml-" + "Pw44q9"
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock(), retries=retries) as engine:
+
+        @engine.step()
+        def load() -> None:
+            raise ValueError({"config": f"db:\n  password:\n    {password}\n"})
+
+        @engine.task()
+        def job() -> str:
+            try:
+                load()
+            except ValueError as exc:
+                return str(exc)
+            return ""
+
+        task_id = engine.submit(job)
+        engine.run()
+        shown = engine.result(task_id)
+
+    assert "password:\\n    [REDACTED:secret-value]" in shown
+    assert leaks(files_of(db), [password]) == []
