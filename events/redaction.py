@@ -17,7 +17,8 @@ patterns of every redactor in use.
 (labelled, or beside their key id), Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face,
 OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
 (:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
-PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``),
+PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``,
+``curl -u user:<password>``, ``--password <password>``, or the repr of its list of arguments),
 the values of ``password=``, ``DB_PASS=``, ``token:``, ``"api_key": "..."`` and their kin (in a
 JSON object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
 :mod:`onward.events.values`), unless the value stands for a secret rather than holds one (code,
@@ -199,14 +200,23 @@ _RANDOM_TOKEN = SecretPattern(
     entropy=4.0,
     random=True,
 )
-# The password a command line gives glued to -p (mysql -pSECRET, mysqldump, mariadb), or
-# after sshpass -p. (-p alone, as in mkdir -p or ls -p, names no password.)
+# Between two arguments of a command: white space, or "', '" in the repr of its list
+# (subprocess.CalledProcessError's message: Command '['sshpass', '-p', '...', ...]').
+_ARGUMENT_GAP = r"(?:[ \t]+|[\"'],[ \t]*[\"'])"
+# The password a command line gives glued to -p (mysql -pSECRET, mysqldump, mariadb), after
+# sshpass -p, after curl -u USER: (or --user), or after a --password option and a gap
+# (--password SECRET, --db-password; its "--password=SECRET" is a secret-value's). (-p alone,
+# as in mkdir -p or ls -p, names no password; nor is an option after --password, as psql's
+# --password that only asks for one.)
 _CLI_PASSWORD = SecretPattern(
     "cli-password",
     # From a charset of the commands' first letters, which re scans for quickly.
-    r"[ms](?<![\w.-][ms])(?:(?<=m)(?:ysql(?:dump|admin|import|show|check|slap)?"
-    r"|ariadb(?:-dump|-admin)?)(?:\.exe)?[ \t](?:[^\n|;&]*?[ \t])?-p|(?<=s)shpass[ \t]+-p[ \t]*)"
-    r"(?P<quote>[\"'])?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",
+    r"(?:[mcs](?<![\w.-][mcs])(?:(?<=m)(?:ysql(?:dump|admin|import|show|check|slap)?"
+    rf"|ariadb(?:-dump|-admin)?)(?:\.exe)?{_ARGUMENT_GAP}(?:[^\n|;&]*?{_ARGUMENT_GAP})?-p"
+    rf"|(?<=c)url(?:\.exe)?{_ARGUMENT_GAP}(?:[^\n|;&]*?{_ARGUMENT_GAP})?(?:-u|--user)"
+    rf"(?:{_ARGUMENT_GAP}|=)?[^\s:\"']*:|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?)"
+    rf"|-(?<![\w-]-)-(?:[\w-]*-)?(?i:pass(?:word|wd|phrase)){_ARGUMENT_GAP}(?!-))"
+    r"(?P<quote>[\"'](?!,))?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",
     group="password",
 )
 
@@ -360,7 +370,7 @@ def _hint() -> str:
         + ")",
     )
     pivot("bB", r"(?=(?i:earer|asic))")
-    pivot("-", r"(?<=[ \t]-)(?=p)|(?<=\\t-)(?=p)")
+    pivot("-", r"(?<=[ \t\"'-]-)(?=[pu])|(?<=\\t-)(?=[pu])|(?=(?i:pass))")
     pivot("K", r"(?<=PRIVATE K)(?=EY)")
     pivot("J", r"(?<=eyJ)")
     pivot("A", r"(?=KIA|SIA|BIA|CCA|Iza)")

@@ -148,6 +148,14 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ("dbPass: hunter2", "dbPass: [REDACTED:secret-value]"),
         ("mysql -uroot -phunter2 db", "mysql -uroot -p[REDACTED:cli-password] db"),
         ("sshpass -p hunter2 ssh h", "sshpass -p [REDACTED:cli-password] ssh h"),
+        ("['sshpass', '-p', 'pw', 'ssh']", "['sshpass', '-p', '[REDACTED:cli-password]', 'ssh']"),
+        ("tool --db-password hunter2 -v", "tool --db-password [REDACTED:cli-password] -v"),
+        ("curl -u ops:hunter2 https://h", "curl -u ops:[REDACTED:cli-password] https://h"),
+        (
+            "psql --password -h db; mysql -u root -p db",
+            "psql --password -h db; mysql -u root -p db",
+        ),
+        ("['mysql', '-p', 'db'] --password-stdin", "['mysql', '-p', 'db'] --password-stdin"),
         ("{'cfg': 'token:\\n  abc123'}", "{'cfg': 'token:\\n  [REDACTED:secret-value]'}"),
         # What stands for a secret stays; what only looks like it goes.
         ("password: ${DB_PASSWORD}", "password: ${DB_PASSWORD}"),

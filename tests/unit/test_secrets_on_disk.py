@@ -9,6 +9,8 @@ with them and must be found: it shows the search looks where the events are.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -282,3 +284,38 @@ def test_a_secret_on_the_line_after_its_name_in_a_repr_stays_off_the_disk(tmp_pa
 
     assert "password:\\n    [REDACTED:secret-value]" in shown
     assert leaks(files_of(db), [password]) == []
+
+
+def test_a_password_on_a_failed_commands_line_stays_off_the_disk(tmp_path: Path) -> None:
+    # subprocess.CalledProcessError shows the command as the repr of its list, where a gap
+    # between two arguments is "', '"; and a --password option gives its value after a gap.
+    db = tmp_path / "command.db"
+    passwords = ["Opt-" + "Pw1x7k", "Ssh-" + "Pw2x7k", "Curl-" + "Pw3x7k"]
+    commands = [
+        [sys.executable, "-c", "raise SystemExit(3)", "--password", passwords[0]],
+        ["sshpass", "-p", passwords[1], "ssh", "backup.internal"],
+        ["curl", "-sS", "-u", f"ops:{passwords[2]}", "https://backup.internal"],
+    ]
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock(), retries=retries) as engine:
+
+        @engine.step()
+        def run(n: int) -> None:
+            if n == 0:
+                subprocess.run(commands[0], check=True)
+            raise subprocess.CalledProcessError(1, commands[n])
+
+        @engine.task()
+        def job(n: int) -> str:
+            try:
+                run(n)
+            except subprocess.CalledProcessError as exc:
+                return str(exc)
+            return ""
+
+        task_ids = [engine.submit(job, n) for n in range(len(commands))]
+        engine.run()
+        shown = [engine.result(task_id) for task_id in task_ids]
+
+    assert all("[REDACTED:cli-password]" in text for text in shown), shown
+    assert leaks(files_of(db), passwords) == []
