@@ -391,10 +391,12 @@ _TOKEN_BYTES = frozenset(re.findall(rb"[" + _RUN_CHARS.encode() + rb"]", bytes(r
 _RUN_TABLE = bytes(0x61 if bytes([i]) in _TOKEN_BYTES else 0x20 for i in range(256))
 _RUN_NEEDLE = b"a" * _RUN_LENGTH
 _HINT_TEXT = re.compile(_hint())
-# In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}
+# In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}, and of a
+# tuple, {"$tuple": [key, value]}, a pair of its own (an HTTP header as urllib's
+# header_items() and http.client's getheaders() give it, an item of os.environ.items())
 # (:mod:`onward.events.values`): a secret-named key there is no member name that the hint sees.
-_PAIRS_TAG = b'"$dict"'
-_HINT_BYTES = re.compile(_hint().encode() + rb'|\$(?<="\$)(?=dict")')
+_PAIRS_TAGS = (b'"$dict"', b'"$tuple"')
+_HINT_BYTES = re.compile(_hint().encode() + rb'|\$(?<="\$)(?=dict"|tuple")')
 
 
 def _hinted_text(text: str) -> bool:
@@ -844,7 +846,9 @@ class Redactor:
         Each string is redacted as :meth:`redact` would, and the string value of a member whose
         name says it is secret (``"password"``, ``"api_key"``, ...) is replaced whole; so is
         that of such a key in a dict stored in pairs (``{"$dict": [["password", "..."], [5432,
-        "port"]]}``, see :mod:`onward.events.values`), at any depth.
+        "port"]]}``, see :mod:`onward.events.values`), or in a tuple of two (``{"$tuple":
+        ["Authorization", "..."]}``: a header as urllib's ``header_items()`` gives it), at any
+        depth.
 
         Args:
             data: valid JSON, as msgspec encodes it.
@@ -861,7 +865,7 @@ class Redactor:
         if self._member_marker is None:
             return _JSON_STRINGS.sub(self._redact_string, data)
         if (
-            _PAIRS_TAG in data
+            any(tag in data for tag in _PAIRS_TAGS)
             and (_SECRET_PAIR.search(data) is not None or _LABEL_PAIR.search(data) is not None)
         ) or (_SECRET_CONTAINER.search(data) is not None):
             data = _redact_structure(data, self._labelled)
@@ -964,7 +968,8 @@ def _secret_value(name: str, value: Any) -> bool:
 def _redact_structure(data: bytes, labelled: Callable[[str, str], str] | None = None) -> bytes:
     """The member rule of :meth:`Redactor.redact_json` where a regex cannot apply it: in the
     dicts of a document that are stored in pairs (a key there is the first item of a pair,
-    not a member name), and for values that are lists or dicts (bytes, a tuple, a set, a
+    not a member name) and in its tuples of two (a pair of their own: a header, an item of a
+    dict's ``items()``), and for values that are lists or dicts (bytes, a tuple, a set, a
     nested config), at any depth; with ``labelled``, a string paired with a key that labels a
     credential is redacted by it, as the member rule does. The document is decoded, the
     values replaced, and encoded again (a document msgspec encoded is encoded again to the
@@ -995,7 +1000,10 @@ def _redact_structure(data: bytes, labelled: Callable[[str, str], str] | None = 
                     changed = True
                 else:
                     pending.append(value)
-        pairs = node.get("$dict") if len(node) == 1 else None
+        if len(node) != 1:
+            continue
+        pair = node.get("$tuple")
+        pairs = [pair] if type(pair) is list and len(pair) == 2 else node.get("$dict")
         if type(pairs) is not list:
             continue
         for pair in pairs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import msgspec
@@ -319,3 +320,31 @@ def test_a_password_on_a_failed_commands_line_stays_off_the_disk(tmp_path: Path)
 
     assert all("[REDACTED:cli-password]" in text for text in shown), shown
     assert leaks(files_of(db), passwords) == []
+
+
+def test_headers_given_as_name_and_value_tuples_stay_off_the_disk(tmp_path: Path) -> None:
+    # urllib's header_items(), http.client's getheaders() and os.environ.items() give a
+    # list of (name, value) tuples: each is a pair, as a dict's member is.
+    db = tmp_path / "headers.db"
+    secrets = ["k3y-" + "Abc123x", "tok-" + "9xyzQ7"]
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock()) as engine:
+
+        @engine.step()
+        def request_headers() -> list[tuple[str, str]]:
+            headers = {"X-Api-Key": secrets[0], "Authorization": secrets[1], "Accept": "*/*"}
+            return urllib.request.Request("https://api.example", headers=headers).header_items()
+
+        @engine.task()
+        def job() -> list[tuple[str, str]]:
+            return request_headers()
+
+        task_id = engine.submit(job)
+        engine.run()
+        headers = engine.result(task_id)
+
+    assert dict(headers) == {
+        "X-api-key": "[REDACTED:secret-value]",
+        "Authorization": "[REDACTED:secret-value]",
+        "Accept": "*/*",
+    }
+    assert leaks(files_of(db), secrets) == []
