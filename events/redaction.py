@@ -203,17 +203,20 @@ _RANDOM_TOKEN = SecretPattern(
 # Between two arguments of a command: white space, or "', '" in the repr of its list
 # (subprocess.CalledProcessError's message: Command '['sshpass', '-p', '...', ...]').
 _ARGUMENT_GAP = r"(?:[ \t]+|[\"'],[ \t]*[\"'])"
+_OPTIONS = r"[^\n|;&]{0,200}?"
 # The password a command line gives glued to -p (mysql -pSECRET, mysqldump, mariadb), after
 # sshpass -p, after curl -u USER: (or --user), or after a --password option and a gap
 # (--password SECRET, --db-password; its "--password=SECRET" is a secret-value's). (-p alone,
 # as in mkdir -p or ls -p, names no password; nor is an option after --password, as psql's
-# --password that only asks for one.)
+# --password that only asks for one.) The options before -p or -u are looked through up to
+# 200 characters: further, each mention of the command in a long line would cost the rest of
+# the line, the square of its length in all.
 _CLI_PASSWORD = SecretPattern(
     "cli-password",
     # From a charset of the commands' first letters, which re scans for quickly.
     r"(?:[mcs](?<![\w.-][mcs])(?:(?<=m)(?:ysql(?:dump|admin|import|show|check|slap)?"
-    rf"|ariadb(?:-dump|-admin)?)(?:\.exe)?{_ARGUMENT_GAP}(?:[^\n|;&]*?{_ARGUMENT_GAP})?-p"
-    rf"|(?<=c)url(?:\.exe)?{_ARGUMENT_GAP}(?:[^\n|;&]*?{_ARGUMENT_GAP})?(?:-u|--user)"
+    rf"|ariadb(?:-dump|-admin)?)(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?-p"
+    rf"|(?<=c)url(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?(?:-u|--user)"
     rf"(?:{_ARGUMENT_GAP}|=)?[^\s:\"']*:|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?)"
     rf"|-(?<![\w-]-)-(?:[\w-]*-)?(?i:pass(?:word|wd|phrase)){_ARGUMENT_GAP}(?!-))"
     r"(?P<quote>[\"'](?!,))?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",

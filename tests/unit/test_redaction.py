@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any
 
 import msgspec
@@ -672,3 +674,20 @@ def test_github_and_gitlab_tokens_glued_to_a_letter_or_digit_are_hidden(before: 
         redacted = Redactor().redact(before + token)
         assert token[6:] not in redacted
         assert redacted.startswith(before)
+
+
+def test_a_long_line_that_names_a_command_often_is_redacted_in_linear_time() -> None:
+    # Each "mysql" (or "curl") looked through the rest of its line for a -p (-u) that gives a
+    # password: a line of 100,000 characters with none took minutes. A hang shows as a
+    # timeout of a process of its own.
+    code = (
+        "from onward.events import Redactor; "
+        "print(Redactor().redact('mysql ' * 16_000 + 'curl ' * 16_000 + '-p -u x'), end='')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.endswith("curl -p -u x")
+    assert REDACTOR.redact("mysql " + "-v " * 60 + "-phunter2") == (
+        "mysql " + "-v " * 60 + "-p[REDACTED:cli-password]"
+    )
