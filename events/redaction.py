@@ -397,9 +397,9 @@ _HINT_TEXT = re.compile(_hint())
 # In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}, and of a
 # tuple, {"$tuple": [key, value]}, a pair of its own (an HTTP header as urllib's
 # header_items() and http.client's getheaders() give it, an item of os.environ.items())
-# (:mod:`onward.events.values`): a secret-named key there is no member name that the hint sees.
+# (:mod:`onward.events.values`): a secret-named key there is no member name that the hint sees
+# (for a tuple, one whose first item is a name like a member's: most tuples are no pair).
 _PAIRS_TAGS = (b'"$dict"', b'"$tuple"')
-_HINT_BYTES = re.compile(_hint().encode() + rb'|\$(?<="\$)(?=dict"|tuple")')
 
 
 def _hinted_text(text: str) -> bool:
@@ -426,6 +426,14 @@ _SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
 # key, monkey, sacred do not). Its value is then redacted as the labelled-credential pattern
 # redacts it in a text, when it reads as random.
 _LABEL_MEMBER = r"[\w.$-]*?(?i:keys?|credentials?|creds?)"
+_HINT_BYTES = re.compile(
+    _hint().encode()
+    + rb'|\$(?<="\$)(?=dict"|tuple":\["(?:'
+    + _SECRET_MEMBER.encode()
+    + rb"|"
+    + _LABEL_MEMBER.encode()
+    + rb')")'
+)
 # A string, or a string member whose name says its value is secret ({"password": "..."}) or
 # labels a credential ({"SIGNING_KEY": "..."}).
 _JSON_MEMBERS = re.compile(
