@@ -328,8 +328,19 @@ class Healer:
             self._give_up(failure, batch, observed_id)
             raise failure.rule_error
         if remedy is not None and fix is not None:
+            # Applied again, the fix still answers the error it was first applied to, whatever
+            # the step raised since: one outcome settles the run of applications, for that one.
+            answers = (fix_signature or failure.sig) if again is not None else failure.sig
             return self._apply_fix(
-                failure, batch, observed_id, remedy, fix, candidates, call, again=again is not None
+                failure,
+                batch,
+                observed_id,
+                remedy,
+                fix,
+                candidates,
+                call,
+                answers,
+                again=again is not None,
             )
         if failure.retry.retry:
             return self._schedule_retry(failure, batch, observed_id)
@@ -502,12 +513,14 @@ class Healer:
         fix: Fix,
         candidates: list[Fix],
         call: StepCall,
+        sig: str,
         *,
         again: bool,
     ) -> Outcome:
         """Decide on a fix: the step runs again now with the remedied call, or, for the same
-        call after a wait (a lock, a dropped connection), when the task runs again."""
-        run, index, sig, now = failure.run, failure.index, failure.sig, failure.now
+        call after a wait (a lock, a dropped connection), when the task runs again. ``sig`` is
+        the signature of the error the fix answers (the first one, when it is applied again)."""
+        run, index, now = failure.run, failure.index, failure.now
         decision_id = batch.add(
             DecisionMade(
                 kind="fix",

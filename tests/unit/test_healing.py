@@ -429,6 +429,46 @@ def test_a_fix_that_makes_progress_is_applied_again(db: str, clock: FakeClock) -
         assert (stats.attempts, stats.successes, stats.failures) == (1, 1, 0)
 
 
+def test_a_fix_applied_again_to_another_error_is_settled_for_the_error_it_answered(
+    db: str, clock: FakeClock
+) -> None:
+    # A smaller batch gets further and runs out of memory elsewhere (another signature): the
+    # outcome of the fix's run of applications is the first error's, or that error's record
+    # would show an attempt that never ended and demote a fix that always worked.
+    with open_engine(db, clock) as engine:
+
+        def parse(rows: int) -> None:
+            if rows > 16:
+                raise MemoryError(f"cannot parse {rows} rows")
+
+        def index(rows: int) -> None:
+            if rows > 8:
+                raise MemoryError(f"cannot index {rows} rows")
+
+        @engine.step()
+        def load(batch_size: int = 64) -> int:
+            parse(batch_size)
+            index(batch_size)
+            return batch_size
+
+        @engine.task()
+        def job(n: int) -> int:
+            return load()
+
+        task_ids = [engine.submit(job, n) for n in range(4)]
+        engine.run()
+        assert [engine.result(task_id) for task_id in task_ids] == [8, 8, 8, 8]
+        history = engine.log.read_stream(f"task-{task_ids[0]}")
+        applications = [r.event for r in history if type(r.event).__name__ == "FixAttempted"]
+        assert [getattr(e, "again", None) for e in applications] == [False, True, True]
+        first = getattr(applications[0], "signature", "")
+        assert {getattr(e, "signature", "") for e in applications} == {first}
+        errors = engine.refresh().errors
+        stats = errors.fix_stats(first)["halve-batch-size"]
+        assert (stats.attempts, stats.successes, stats.failures) == (4, 4, 0)
+        assert len(errors.signatures) == 2  # the other error is observed, with no fix of its own
+
+
 def test_a_crash_during_a_fixed_call_resumes_with_the_fix(
     db: str, clock: FakeClock, tmp_path: Path
 ) -> None:
