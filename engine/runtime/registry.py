@@ -156,9 +156,15 @@ class Registry:
             NotRegistered: none is.
         """
         if callable(name_or_fn):
+            # A method is bound anew at each attribute access: equal to the registered one (the
+            # same function of the same object), not the same. Two methods compare by their
+            # object's identity, never by its __eq__.
+            method = inspect.ismethod(name_or_fn)
             for definition in self.tasks.values():
-                if definition.fn is name_or_fn or getattr(name_or_fn, "__wrapped__", None) is (
-                    definition.fn
+                if (
+                    definition.fn is name_or_fn
+                    or getattr(name_or_fn, "__wrapped__", None) is definition.fn
+                    or (method and inspect.ismethod(definition.fn) and definition.fn == name_or_fn)
                 ):
                     return definition
             label = getattr(name_or_fn, "__qualname__", repr(name_or_fn))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from onward import Engine, UsageError
+from onward import Engine, NotRegistered, UsageError
 from tests.conftest import FakeClock
 
 
@@ -329,6 +329,21 @@ def test_two_objects_methods_under_one_name_are_refused(engine: Engine) -> None:
     task_id = engine.submit("Uploader.upload")
     engine.run()
     assert engine.result(task_id) == "uploaded to eu"
+
+
+def test_an_objects_method_registered_as_a_task_is_submitted_by_the_method(
+    engine: Engine,
+) -> None:
+    # Each attribute access binds the method anew: the registered one is equal, not the same.
+    europe, america, service = Uploader("eu"), Uploader("us"), Service()
+    engine.task()(europe.upload)
+    engine.task()(Service.build)
+    task_ids = [engine.submit(europe.upload), engine.submit(Service.build)]
+    engine.run()
+    assert [engine.result(task_id) for task_id in task_ids] == ["uploaded to eu", "built"]
+    for unregistered in (america.upload, service.handle):
+        with pytest.raises(NotRegistered, match="is not registered as a task"):
+            engine.submit(unregistered)
 
 
 def test_a_task_renamed_with_its_old_name_as_an_alias_replaces_it(engine: Engine) -> None:
