@@ -168,6 +168,16 @@ class Registry:
                 ):
                     return definition
             label = getattr(name_or_fn, "__qualname__", repr(name_or_fn))
+            function = getattr(name_or_fn, "__func__", None) if method else None
+            if function is not None and any(d.fn is function for d in self.tasks.values()):
+                # @engine.task() in a class's body registers the function, which takes the
+                # object as its first argument: no object can be a task's argument.
+                raise NotRegistered(
+                    f"{label} is registered as its class's function, not as this object's "
+                    "method: a task's arguments are stored, and an object cannot be; register "
+                    f"the object's method (engine.task()(obj.{function.__name__})) or make it "
+                    "a staticmethod"
+                )
             raise NotRegistered(
                 f"{label} is not registered as a task: decorate it with @engine.task()"
             )

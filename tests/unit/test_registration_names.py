@@ -346,6 +346,22 @@ def test_an_objects_method_registered_as_a_task_is_submitted_by_the_method(
             engine.submit(unregistered)
 
 
+def test_a_method_decorated_in_its_class_is_not_submitted_through_an_object(
+    engine: Engine,
+) -> None:
+    class Crawler:
+        @engine.task()
+        def crawl(self, path: str) -> str:
+            return path
+
+    with pytest.raises(NotRegistered) as refused:
+        engine.submit(Crawler().crawl, "/a")
+    message = str(refused.value)
+    assert "Crawler.crawl is registered as its class's function" in message
+    assert "engine.task()(obj.crawl)" in message
+    assert "decorate it" not in message
+
+
 def test_a_task_renamed_with_its_old_name_as_an_alias_replaces_it(engine: Engine) -> None:
     defined = []
     for body in ("'v1'", "'v2'"):
