@@ -232,7 +232,20 @@ def _check(profile: Profile, where: str) -> None:
         span(f"steps[{i}].repeat", plan.repeat, 0, _MOST_REPEATS)
         span(f"steps[{i}].seconds", plan.seconds, 0.0, _LONGEST_STEP)
         number(f"steps[{i}].share", plan.share, 0.0, 1.0)
+    # An error or an outage of a step kind the profile never runs would never come: the run
+    # would measure a session without it, and say nothing.
+    kinds = list(dict.fromkeys(plan.kind for plan in profile.steps))
+
+    def runs(field: str, kind: str) -> None:
+        if kind not in KINDS:
+            raise refuse(field, f"unknown step kind {kind!r} (known: {', '.join(KINDS)})")
+        if kind not in kinds:
+            raise refuse(
+                field, f"no step of the profile is a {kind!r} (its steps: {', '.join(kinds)})"
+            )
+
     for i, rate in enumerate(profile.errors):
+        runs(f"errors[{i}].step", rate.step)
         if rate.error not in ERRORS.get(rate.step, ()):
             known = ", ".join(ERRORS.get(rate.step, ())) or "none"
             raise refuse(
@@ -256,5 +269,6 @@ def _check(profile: Profile, where: str) -> None:
             )
         number(f"outages[{i}].count", outage.count, 0, _MOST_OUTAGES)
         span(f"outages[{i}].minutes", outage.minutes)
+        runs(f"outages[{i}].step", outage.step)
     for field in ("answer_minutes", "teach_minutes", "resume_minutes"):
         span(f"person.{field}", getattr(profile.person, field))

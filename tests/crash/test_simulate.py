@@ -349,6 +349,21 @@ STEP = '[[steps]]\nkind = "read_source"\n'
             'step = "read_source"\n',
             r"outages\[0\]\.step: 'read_source' does not use 'external_api'",
         ),
+        (  # it would never come: it was simulated as if there were no outage
+            'name = "x"\n' + STEP + '[[outages]]\ncomponent = "external_api"\n'
+            'step = "call_model"\n',
+            r"outages\[0\]\.step: no step of the profile is a 'call_model' \(its steps: read_",
+        ),
+        (  # the same for an error
+            'name = "x"\n'
+            + STEP
+            + '[[errors]]\nstep = "load_config"\nerror = "KeyError"\nrate = 0.1\n',
+            r"errors\[0\]\.step: no step of the profile is a 'load_config' \(its steps: read_",
+        ),
+        (
+            'name = "x"\n' + STEP + '[[errors]]\nstep = "dance"\nerror = "KeyError"\nrate = 0.1\n',
+            r"errors\[0\]\.step: unknown step kind 'dance' \(known: read_source, ",
+        ),
     ],
 )
 def test_a_profile_that_does_not_fit_is_refused_before_a_worker_starts(
