@@ -16,7 +16,8 @@ It folds events by type, from any stream (task streams and session streams alike
   outcome in the same stream: a :class:`onward.events.StepCompleted` makes it a retry success, a
   :class:`onward.events.StepFailed` of the retried try drops it. The times of every retry are also
   kept per session, for the engine's retry budget (:meth:`ErrorProjection.recent_retries`),
-  until the retried step completes: a retry that worked spends none of it.
+  until the retried step completes or its task ends first: a retry that worked, or never ran,
+  spends none of it.
 
 Step outcomes are read by their ``index`` (and ``attempt`` when they carry it), so the lean
 step-outcome types of :class:`onward.projections.reading.FoldReader` fold the same as the full
@@ -397,9 +398,7 @@ class ErrorProjection:
             return
         signature, _, at = pending
         # A retry that worked was no storm: it no longer spends the session's retry budget.
-        times = self._retry_times.get(r.meta.session)
-        if times is not None and at in times:
-            times.remove(at)
+        self._refund(r.meta.session, at)
         if not signature:
             return
         view = self._view(signature)
@@ -421,8 +420,16 @@ class ErrorProjection:
             del self._pending[r.stream]
 
     def _task_ended(self, r: Recorded, event: Any) -> None:
-        # A task that ended runs none of its steps again: its retries will never resolve.
-        self._pending.pop(r.stream, None)
+        # A task that ended runs none of its steps again: its retries will never resolve, and
+        # never having run, they spend no retry budget.
+        for _, _, at in self._pending.pop(r.stream, {}).values():
+            self._refund(r.meta.session, at)
+
+    def _refund(self, session: str, at: float) -> None:
+        """A retry scheduled at ``at`` no longer spends the session's retry budget."""
+        times = self._retry_times.get(session)
+        if times is not None and at in times:
+            times.remove(at)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -443,7 +450,8 @@ class ErrorProjection:
 
     def recent_retries(self, session: str, since: float) -> list[float]:
         """The times of a session's retries at or after ``since``, oldest first, but for those
-        whose step completed since (a retry that worked spends no retry budget).
+        whose step completed since, or whose task ended before they ran (a retry that worked,
+        or never ran, spends no retry budget).
 
         Only the session's last :data:`RETRY_TIMES_LIMIT` retries are kept.
         """

@@ -358,6 +358,7 @@ def test_a_task_that_ends_drops_its_pending_retries(board: Board, end: Event) ->
     errors = board.fold()
     assert unresolved(errors) == [("task-u", 0, "sig", 2)]
     assert errors.get("sig").retries == 3
+    assert errors.recent_retries("s", 0.0) == [T0 + 2]  # those that never ran spend nothing
 
 
 def test_a_retry_without_a_signature_counts_only_for_the_budget(board: Board) -> None:
