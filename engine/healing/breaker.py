@@ -326,7 +326,11 @@ class Breakers:
         consecutive = view.consecutive_failures + 1
         recent = (*view.recent, False)[-policy.window :]
         rate = recent.count(False) / len(recent)
-        trial_failed = state == "half_open"
+        # A call that is not the trial (it began before the breaker half-opened, while another
+        # task's trial is under way) tells nothing of now: its failure does not open it again.
+        trial_failed = (
+            state == "half_open" and self._trial_under_way(run, view, self.clock()) is None
+        )
         opens = trial_failed or (
             state == "closed"
             and (

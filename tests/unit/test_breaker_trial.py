@@ -252,3 +252,68 @@ def test_a_trial_without_an_outcome_is_taken_over_by_one_call_the_others_wait(
     finally:
         for peer in peers:
             peer.close()
+
+
+def test_a_call_begun_before_the_breaker_opened_does_not_open_it_again_for_the_trial(
+    db: str, clock: FakeClock
+) -> None:
+    """A slow call that began while the breaker was closed, and fails while another task's
+    half-open trial is under way, is no trial either: the breaker stays half-open and the
+    trial's success closes it (it was opened again, and the trial's success thrown away: every
+    task went on waiting a cool-down for a dependency that was back)."""
+    import contextlib
+    import threading
+
+    b_done, trial_in, slow_done = threading.Event(), threading.Event(), threading.Event()
+    policy = BreakerPolicy(failures=2, cooldown=60.0)
+    with open_engine(
+        db, clock, breakers=policy, retries=RetryPolicies(RetryPolicy(max_attempts=1))
+    ) as engine:
+
+        @engine.step(name="api", breaker="api")
+        def api(who: str) -> str:
+            if who == "slow":  # begun while closed, it fails during the trial
+                assert b_done.wait(10)
+                clock.advance(61.0)
+                assert trial_in.wait(10)
+                raise ConnectionError("503 service unavailable")
+            if who == "trial":
+                trial_in.set()
+                assert slow_done.wait(10)
+                return "ok"
+            raise ConnectionError("503 service unavailable")
+
+        @engine.step(name="mark")
+        def mark(which: str) -> None:
+            (b_done if which == "b" else slow_done).set()
+
+        @engine.task(name="slow", priority="high")
+        def slow() -> None:
+            try:
+                api("slow")
+            finally:
+                mark("slow")
+
+        @engine.task(name="failing")
+        def failing() -> None:
+            for _ in range(2):  # opens the breaker
+                with contextlib.suppress(ConnectionError):
+                    api("b")
+            mark("b")
+
+        @engine.task(name="trial", priority="low")
+        def trial() -> str:
+            return api("trial")
+
+        engine.submit("slow")
+        engine.submit("failing")
+        trial_task = engine.submit("trial")
+        engine.run(workers=2)
+        assert engine.task_view(trial_task).state == "succeeded"
+        view = engine.refresh().breakers.get("api")
+        assert [(t.source, t.dest) for t in view.history] == [
+            ("new", "open"),
+            ("open", "half_open"),
+            ("half_open", "closed"),
+        ]
+        assert view.state == "closed"
