@@ -30,7 +30,6 @@ first :data:`SESSIONS_LIMIT` sessions; a session keeps the times of its last
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -211,6 +210,9 @@ class PendingRetry(msgspec.Struct, frozen=True, array_like=True, gc=False):
         signature: the error signature that was retried ("" when not computed).
         attempt: the number of the coming try.
         at: when the retry was scheduled (its time among the session's retry times).
+        session: the session whose retry budget it spends.
+        position: the position of its :class:`onward.events.RetryScheduled` (what its refund
+            takes out of the session's retry times: another retry of the same time stays).
     """
 
     stream: str
@@ -218,6 +220,8 @@ class PendingRetry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     signature: str
     attempt: int
     at: float = 0.0
+    session: str = ""
+    position: int = 0
 
 
 class ErrorsState(msgspec.Struct, array_like=True):
@@ -226,12 +230,12 @@ class ErrorsState(msgspec.Struct, array_like=True):
     Attributes:
         signatures: every signature's view.
         pending: the retries awaiting their step's outcome.
-        retry_times: per session, the times of its last retries, oldest first.
+        retry_times: per session, the positions and times of its last retries, oldest first.
     """
 
     signatures: list[SignatureView]
     pending: list[PendingRetry]
-    retry_times: dict[str, list[float]]
+    retry_times: dict[str, list[tuple[int, float]]]
 
 
 def _where(stream: str) -> str:
@@ -254,9 +258,12 @@ class ErrorProjection:
 
     def __init__(self) -> None:
         self.signatures: dict[str, SignatureView] = {}
-        # stream -> step index -> (signature, coming attempt, when scheduled)
-        self._pending: dict[str, dict[int, tuple[str, int, float]]] = {}
-        self._retry_times: dict[str, deque[float]] = {}
+        # stream -> step index -> (signature, coming attempt, when scheduled, session, position)
+        self._pending: dict[str, dict[int, tuple[str, int, float, str, int]]] = {}
+        # session -> the position of each of its last retries -> its time, oldest first: a
+        # refund takes out its own retry (never another of the same time), or none once the
+        # bound let it go
+        self._retry_times: dict[str, dict[int, float]] = {}
         self._fold: dict[type[Any], Callable[[Recorded, Any], None]] = {
             ErrorObserved: self._observed,
             ErrorClassified: self._classified,
@@ -369,12 +376,16 @@ class ErrorProjection:
         session = r.meta.session
         times = self._retry_times.get(session)
         if times is None:
-            times = self._retry_times[session] = deque(maxlen=RETRY_TIMES_LIMIT)
-        times.append(r.meta.time)
+            times = self._retry_times[session] = {}
+        times[r.position] = r.meta.time
+        if len(times) > RETRY_TIMES_LIMIT:
+            del times[next(iter(times))]
         self._pending.setdefault(r.stream, {})[event.step_index] = (
             event.signature,
             event.attempt,
             r.meta.time,
+            session,
+            r.position,
         )
         if not event.signature:  # not computed: it counts against the budget, nothing else
             return
@@ -396,9 +407,9 @@ class ErrorProjection:
             del self._pending[r.stream]
         if pending is None:
             return
-        signature, _, at = pending
+        signature, _, _, session, position = pending
         # A retry that worked was no storm: it no longer spends the session's retry budget.
-        self._refund(r.meta.session, at)
+        self._refund(session, position)
         if not signature:
             return
         view = self._view(signature)
@@ -422,14 +433,15 @@ class ErrorProjection:
     def _task_ended(self, r: Recorded, event: Any) -> None:
         # A task that ended runs none of its steps again: its retries will never resolve, and
         # never having run, they spend no retry budget.
-        for _, _, at in self._pending.pop(r.stream, {}).values():
-            self._refund(r.meta.session, at)
+        # (The session that spent them, whichever session's engine ended the task.)
+        for _, _, _, session, position in self._pending.pop(r.stream, {}).values():
+            self._refund(session, position)
 
-    def _refund(self, session: str, at: float) -> None:
-        """A retry scheduled at ``at`` no longer spends the session's retry budget."""
+    def _refund(self, session: str, position: int) -> None:
+        """The retry scheduled at ``position`` no longer spends the session's retry budget."""
         times = self._retry_times.get(session)
-        if times is not None and at in times:
-            times.remove(at)
+        if times is not None:
+            times.pop(position, None)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -455,8 +467,8 @@ class ErrorProjection:
 
         Only the session's last :data:`RETRY_TIMES_LIMIT` retries are kept.
         """
-        times = self._retry_times.get(session, ())
-        return [t for t in times if t >= since]
+        times = self._retry_times.get(session)
+        return [] if times is None else [t for t in times.values() if t >= since]
 
     def unresolved_retries(self, signature: str) -> int:
         """How many retries of a signature still await their step's outcome."""
@@ -467,9 +479,9 @@ class ErrorProjection:
     def pending(self) -> list[PendingRetry]:
         """The retries whose step has no outcome yet, by stream and step."""
         return [
-            PendingRetry(stream, index, signature, attempt, at)
+            PendingRetry(stream, index, signature, attempt, at, session, position)
             for stream, steps in sorted(self._pending.items())
-            for index, (signature, attempt, at) in sorted(steps.items())
+            for index, (signature, attempt, at, session, position) in sorted(steps.items())
         ]
 
     def snapshot(self) -> dict[str, Any]:
@@ -487,7 +499,7 @@ class ErrorProjection:
         return {
             "signatures": signatures,
             "pending": msgspec.to_builtins(self.pending()),
-            "retry_times": {k: list(v) for k, v in sorted(self._retry_times.items())},
+            "retry_times": {k: list(v.values()) for k, v in sorted(self._retry_times.items())},
         }
 
     def dump(self) -> ErrorsState:
@@ -495,7 +507,7 @@ class ErrorProjection:
         return ErrorsState(
             signatures=list(self.signatures.values()),
             pending=self.pending(),
-            retry_times={k: list(v) for k, v in self._retry_times.items()},
+            retry_times={k: list(v.items()) for k, v in self._retry_times.items()},
         )
 
     def load(self, state: ErrorsState) -> None:
@@ -503,7 +515,11 @@ class ErrorProjection:
         self.signatures = {v.signature: v for v in state.signatures}
         self._pending = {}
         for p in state.pending:
-            self._pending.setdefault(p.stream, {})[p.step_index] = (p.signature, p.attempt, p.at)
-        self._retry_times = {
-            k: deque(v, maxlen=RETRY_TIMES_LIMIT) for k, v in state.retry_times.items()
-        }
+            self._pending.setdefault(p.stream, {})[p.step_index] = (
+                p.signature,
+                p.attempt,
+                p.at,
+                p.session,
+                p.position,
+            )
+        self._retry_times = {k: dict(v) for k, v in state.retry_times.items()}

@@ -111,7 +111,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 21
+    SCHEMA = 22
     NAME = "core"
 
     def __init__(self) -> None:

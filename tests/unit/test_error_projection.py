@@ -365,7 +365,7 @@ def test_a_retry_without_a_signature_counts_only_for_the_budget(board: Board) ->
     board.add("task-t", retry(sig=""))
     errors = board.fold()
     assert errors.signatures == {}
-    assert errors.pending() == [PendingRetry("task-t", 0, "", 2, T0 + 1)]
+    assert errors.pending() == [PendingRetry("task-t", 0, "", 2, T0 + 1, "s", 1)]
     assert errors.recent_retries("s", 0.0) == [T0 + 1]
     board.add("task-t", completed())  # it worked: it spends no more of the budget
     errors = board.fold()
@@ -490,7 +490,7 @@ def test_snapshot_is_plain_and_holds_the_verdicts(board: Board) -> None:
     assert (sig["kind"], sig["best_fix"], sig["best_fix_rate"]) == ("unknown", None, 0.0)
     assert sig["retry_rate"] == pytest.approx(1 / 3)
     assert sig["frames"] == ("app.jobs:run", "app.jobs:parse")
-    assert snapshot["pending"] == [["task-t", 0, "sig", 2, T0 + 1]]
+    assert snapshot["pending"] == [["task-t", 0, "sig", 2, T0 + 1, "s", 2]]
     assert snapshot["retry_times"] == {"s": [T0 + 1]}
 
 
@@ -590,3 +590,28 @@ def test_replay_equals_checkpoint_plus_tail(
             for r in records
         ]
     assert lean.snapshot() == fold(ErrorProjection(), records).snapshot()
+
+
+def test_a_refund_of_an_evicted_retry_leaves_the_others_counted(board: Board) -> None:
+    """A retry pushed out of the session's last thousand, then refunded, took away another
+    retry of the same time (a clock that stood still, or one behind): failed retries counted
+    one short, and one retry too many got through the budget."""
+    board.add("task-a", retry(), advance=0.0)  # pending while the others fail
+    for _ in range(RETRY_TIMES_LIMIT):
+        board.add("task-b", retry(), advance=0.0)
+        board.add("task-b", failed(attempt=2), advance=0.0)
+    assert len(board.fold().recent_retries("s", 0.0)) == RETRY_TIMES_LIMIT
+    board.add("task-a", completed(), advance=0.0)  # a's retry, no longer kept, worked
+    assert len(board.fold().recent_retries("s", 0.0)) == RETRY_TIMES_LIMIT
+
+
+def test_a_retry_is_refunded_to_the_session_it_spent(board: Board) -> None:
+    """A task's retry ended by another session's engine (it cancelled the task) was refunded
+    to that session: the retry kept spending its own session's budget, and the other's lost
+    one of its own retries of the same time."""
+    board.add("task-a", retry(), session="alpha", advance=0.0)
+    board.add("task-b", retry(), session="beta", advance=0.0)
+    board.add("task-a", TaskCancelled(reason="stop"), session="beta", advance=0.0)
+    errors = board.fold()
+    assert errors.recent_retries("alpha", 0.0) == []
+    assert errors.recent_retries("beta", 0.0) == [T0]
