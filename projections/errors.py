@@ -47,6 +47,7 @@ from onward.events import (
     TaskCancelled,
     TaskDeadlineMissed,
     TaskFailed,
+    TaskQuarantined,
     TaskSucceeded,
 )
 from onward.projections.reading import FOLDED_STEP_OUTCOMES
@@ -276,6 +277,7 @@ class ErrorProjection:
             TaskFailed: self._task_ended,
             TaskCancelled: self._task_ended,
             TaskDeadlineMissed: self._task_ended,
+            TaskQuarantined: self._task_ended,
         }
         for kind in FOLDED_STEP_OUTCOMES:  # the full events and the lean ones alike
             tag = kind.__struct_config__.tag

@@ -32,6 +32,7 @@ from onward.events import (
     TaskCancelled,
     TaskClaimed,
     TaskFailed,
+    TaskQuarantined,
     TaskSubmitted,
     TaskSucceeded,
     open_log,
@@ -615,3 +616,13 @@ def test_a_retry_is_refunded_to_the_session_it_spent(board: Board) -> None:
     errors = board.fold()
     assert errors.recent_retries("alpha", 0.0) == []
     assert errors.recent_retries("beta", 0.0) == [T0]
+
+
+def test_a_quarantined_task_drops_its_pending_retries(board: Board) -> None:
+    """A quarantined task never runs again: its retry was kept pending for good (counted as
+    unresolved against its signature's retries, spending the budget as if it might run)."""
+    board.add("task-t", retry())
+    board.add("task-t", TaskQuarantined(reason="poison", by="ops"))
+    errors = board.fold()
+    assert (errors.pending(), errors.unresolved_retries("sig")) == ([], 0)
+    assert errors.recent_retries("s", 0.0) == []
