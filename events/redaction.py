@@ -205,8 +205,9 @@ _RANDOM_TOKEN = SecretPattern(
 _ARGUMENT_GAP = r"(?:[ \t]+|[\"'],[ \t]*[\"'])"
 _OPTIONS = r"[^\n|;&]{0,200}?"
 # The password a command line gives glued to -p (mysql -pSECRET, mysqldump, mariadb), after
-# sshpass -p, after curl -u USER: (or --user), or after a --password option and a gap
-# (--password SECRET, --db-password; its "--password=SECRET" is a secret-value's). (-p alone,
+# sshpass -p, after curl -u USER: (or --user, the pair quoted or not), or after a --password
+# option and a gap (--password SECRET, --db-password; its "--password=SECRET" is a
+# secret-value's). (-p alone,
 # as in mkdir -p or ls -p, names no password; nor is an option after --password, as psql's
 # --password that only asks for one.) The options before -p or -u are looked through up to
 # 200 characters: further, each mention of the command in a long line would cost the rest of
@@ -217,7 +218,7 @@ _CLI_PASSWORD = SecretPattern(
     r"(?:[mcs](?<![\w.-][mcs])(?:(?<=m)(?:ysql(?:dump|admin|import|show|check|slap)?"
     rf"|ariadb(?:-dump|-admin)?)(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?-p"
     rf"|(?<=c)url(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?(?:-u|--user)"
-    rf"(?:{_ARGUMENT_GAP}|=)?[^\s:\"']*:|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?)"
+    rf"(?:{_ARGUMENT_GAP}|=)?[\"']?[^\s:\"']*:|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?)"
     rf"|-(?<![\w-]-)-(?:[\w-]*-)?(?i:pass(?:word|wd|phrase)){_ARGUMENT_GAP}(?!-))"
     r"(?P<quote>[\"'](?!,))?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",
     group="password",

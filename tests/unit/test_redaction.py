@@ -153,6 +153,9 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ("['sshpass', '-p', 'pw', 'ssh']", "['sshpass', '-p', '[REDACTED:cli-password]', 'ssh']"),
         ("tool --db-password hunter2 -v", "tool --db-password [REDACTED:cli-password] -v"),
         ("curl -u ops:hunter2 https://h", "curl -u ops:[REDACTED:cli-password] https://h"),
+        # The pair quoted, as a shell line most often gives it.
+        ('curl -u "ops:hunter2" https://h', 'curl -u "ops:[REDACTED:cli-password]" https://h'),
+        ("curl --user 'ops:hunter2' h", "curl --user 'ops:[REDACTED:cli-password]' h"),
         (
             "psql --password -h db; mysql -u root -p db",
             "psql --password -h db; mysql -u root -p db",
