@@ -184,10 +184,11 @@ class Breakers:
             )
         )
         run.commit(batch)
-        # Fold the transition: this call is the trial, unless another task's call half-opened
-        # the breaker first (the commit then went without the transition): it waits for that.
+        # Fold the transition: this call is the trial, unless another task's call moved the
+        # breaker first (the commit then went without the transition): it is checked again,
+        # as the breaker is now (that trial under way, failed and open again, or closed).
         view = self._projections(True).breakers.get(dependency)
-        if view.state != "half_open" or view.trial_task == run.task_id:
+        if view.state == "half_open" and view.trial_task == run.task_id:
             return None
         return self.before_call(run, step, index)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,70 @@ def test_a_call_begun_before_the_breaker_opened_does_not_open_it_again_for_the_t
             ("half_open", "closed"),
         ]
         assert view.state == "closed"
+
+
+class RacingClock(FakeClock):
+    """A fake clock that lets another worker move first when a breaker's check reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meanwhile: Any = None
+
+    def __call__(self) -> float:
+        if self.meanwhile is not None and sys._getframe(1).f_code.co_name == "before_call":
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
+        return self.now
+
+
+def test_a_call_that_lost_the_race_to_half_open_waits_when_the_winners_trial_failed(
+    db: str,
+) -> None:
+    """Two workers find an open breaker past its cool-down; the other half-opens it first and
+    its trial fails, opening it again. This one's half-open is refused: its call waits for the
+    new cool-down (it went through, to the dependency just found still down)."""
+    import threading
+
+    clock = RacingClock()
+    policy = BreakerPolicy(failures=1, cooldown=60.0)
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    calls: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.step(name="search", breaker="search-api")
+        def search(q: str) -> str:
+            calls.append(q)
+            raise ConnectionError("503 service unavailable")
+
+        @engine.task(name="job")
+        def job(q: str) -> str:
+            return search(q)
+
+    with Engine.open(
+        db,
+        session="other",
+        clock=lambda: clock.now,
+        sleep=clock.advance,
+        breakers=policy,
+        retries=retries,
+    ) as peer:
+        register(peer)
+        with open_engine(db, clock, breakers=policy, retries=retries) as engine:
+            register(engine)
+            engine.submit("job", "first")
+            engine.run(max_runs=1)
+            clock.advance(61.0)
+            peer.submit("job", "peer")
+            late = engine.submit("job", "late")
+
+            def peer_moves_first() -> None:
+                worker = threading.Thread(target=lambda: peer.run(max_runs=1))
+                worker.start()
+                worker.join()
+
+            clock.meanwhile = peer_moves_first
+            engine.run(max_runs=1)
+            assert clock.meanwhile is None  # the peer moved in between
+            assert calls == ["first", "peer"]
+            assert engine.refresh().breakers.get("search-api").state == "open"
+            assert engine.task_view(late).state == "waiting"
