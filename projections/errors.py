@@ -16,8 +16,8 @@ It folds events by type, from any stream (task streams and session streams alike
   outcome in the same stream: a :class:`onward.events.StepCompleted` makes it a retry success, a
   :class:`onward.events.StepFailed` of the retried try drops it. The times of every retry are also
   kept per session, for the engine's retry budget (:meth:`ErrorProjection.recent_retries`),
-  until the retried step completes or its task ends first: a retry that worked, or never ran,
-  spends none of it.
+  until the retried step completes or its task ends first: a retry that worked, or whose task
+  was cancelled before its outcome, spends none of it.
 
 Step outcomes are read by their ``index`` (and ``attempt`` when they carry it), so the lean
 step-outcome types of :class:`onward.projections.reading.FoldReader` fold the same as the full
@@ -434,8 +434,8 @@ class ErrorProjection:
 
     def _task_ended(self, r: Recorded, event: Any) -> None:
         # A task that ended runs none of its steps again: its retries will never resolve, and
-        # never having run, they spend no retry budget.
-        # (The session that spent them, whichever session's engine ended the task.)
+        # spend no more retry budget (mostly they never ran; one cancelled as its try ran is
+        # refunded too). The session that spent them is refunded, whichever ended the task.
         for _, _, _, session, position in self._pending.pop(r.stream, {}).values():
             self._refund(session, position)
 
@@ -464,8 +464,8 @@ class ErrorProjection:
 
     def recent_retries(self, session: str, since: float) -> list[float]:
         """The times of a session's retries at or after ``since``, oldest first, but for those
-        whose step completed since, or whose task ended before they ran (a retry that worked,
-        or never ran, spends no retry budget).
+        whose step completed since, or whose task ended before their outcome (a retry that
+        worked, or whose task was cancelled, spends no retry budget).
 
         Only the session's last :data:`RETRY_TIMES_LIMIT` retries are kept.
         """

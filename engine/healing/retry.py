@@ -495,8 +495,8 @@ class RetryBudget(msgspec.Struct, frozen=True, kw_only=True):
     no longer counts. Retries stamped after ``now`` (another worker's clock runs ahead) count.
     A retry whose step then completed counts no more: a retry that worked is no storm, so a
     busy session meeting a passing fault keeps retrying, while retries that fail, or still
-    await their outcome, spend the budget. Nor does one whose task ended (was cancelled)
-    before it ran.
+    await their outcome, spend the budget. Nor does one whose task ended (cancelled) before
+    its outcome.
 
     Attributes:
         limit: the most retries in one window (0: no retries at all; at most 1000).
