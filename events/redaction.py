@@ -19,8 +19,9 @@ OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
 (:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
 PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``,
 ``curl -u user:<password>``, ``--password <password>``, or the repr of its list of arguments),
-the values of ``password=``, ``DB_PASS=``, ``token:``, ``"api_key": "..."`` and their kin (in a
-JSON object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
+the value of a ``Cookie:`` or ``Set-Cookie:`` header, the values of ``password=``,
+``DB_PASS=``, ``token:``, ``"api_key": "..."``, ``"Cookie": "..."`` and their kin (in a JSON
+object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
 :mod:`onward.events.values`), unless the value stands for a secret rather than holds one (code,
 a reference, an auth scheme's name: :mod:`onward.events._labels`), the random-looking value of
 any other ``*_KEY=`` or ``credentials:`` but an id's (``cache_key=``), and a random-looking
@@ -106,13 +107,14 @@ class SecretPattern(msgspec.Struct, frozen=True):
 _ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])(?:\s|\\[nrt])*+"
 # Names whose value is a secret, alone or as the end of a longer name (DB_PASSWORD, x-api-key,
 # client_secret, access_token, oauth), case-insensitive: password, passwd, passphrase, pwd,
-# secret, token, auth, authorization, api_key, private_key, secret_key, access_key; and pass
-# alone or as the last word of a name (DB_PASS, smtp-pass, dbPass; not bypass, COMPASS).
+# secret, token, auth, authorization, api_key, private_key, secret_key, access_key, cookie (a
+# Cookie or Set-Cookie header's, SESSION_COOKIE); and pass alone or as the last word of a name
+# (DB_PASS, smtp-pass, dbPass; not bypass, COMPASS).
 # Written from a charset of their first letters, which re scans for quickly.
 _SECRET_NAME = (
-    r"[PpSsTtAa](?i:(?<=p)(?:ass(?:word|wd|phrase|(?<!(?-i:[A-Za-z0-9]p)ass)(?<!(?-i:[A-Z]P)ass))"
-    r"|wd|rivate[_-]?key)|(?<=s)ecret(?:[_-]?key)?"
-    r"|(?<=t)oken|(?<=a)(?:uth(?:orization)?|(?:pi|ccess)[_-]?key))"
+    r"[PpSsTtAaCc](?i:(?<=p)(?:ass(?:word|wd|phrase|(?<!(?-i:[A-Za-z0-9]p)ass)"
+    r"(?<!(?-i:[A-Z]P)ass))|wd|rivate[_-]?key)|(?<=s)ecret(?:[_-]?key)?"
+    r"|(?<=t)oken|(?<=a)(?:uth(?:orization)?|(?:pi|ccess)[_-]?key)|(?<=c)ookie)"
 )
 _UNREDACTED = r"(?!\[REDACTED:)"
 # A single prose word ("Bearer token", "basic auth") is not a credential.
@@ -224,6 +226,18 @@ _CLI_PASSWORD = SecretPattern(
     group="password",
 )
 
+# A cookie header's value, a credential as a whole whatever its cookies are named (Cookie:
+# sessionid=...; _gh_sess=..., Set-Cookie: session=...; Path=/): up to the end of its line, a
+# quote, or a backslash (the "\r\n" of a request's repr). It starts with a cookie's name and
+# "=" (after "Cookie: " a word alone is a secret-value's, as a quoted value and a member's
+# are: {'Cookie': '...'}).
+_COOKIE_HEADER = SecretPattern(
+    "cookie",
+    _token("[CcSs]", r"(?i:(?<=c)ookie|(?<=s)et-cookie):[ \t]*", glued=False)
+    + r"(?P<value>[^\s\"'\\=;,]++=[^\r\n\"'\\]*)(?<![ \t])",
+    group="value",
+)
+
 # GitLab's token kinds: personal, deploy, runner, pipeline trigger, SCIM, CI job, feature
 # flag, feed, incoming mail, Kubernetes agent, OAuth application.
 _GITLAB_KINDS = ("pat", "dt", "rt", "ptt", "soat", "cbt", "ffct", "ft", "imt", "agent", "oas")
@@ -301,6 +315,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
         group="key",
     ),
     _CLI_PASSWORD,
+    _COOKIE_HEADER,
     _SECRET_VALUE,
     _LABELLED_CREDENTIAL,
     _RANDOM_TOKEN,
@@ -310,7 +325,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
 # Each name of _SECRET_NAME, spelt out (a lookbehind has a fixed width), by its last letter.
 _NAMES_BY_LAST_LETTER = {
     "d": ("password", "passwd", "pwd"),
-    "e": ("passphrase",),
+    "e": ("passphrase", "cookie"),
     "s": ("pass",),
     "t": ("secret",),
     "n": ("token", "authorization"),

@@ -134,6 +134,8 @@ QUERY_PASS = _fake(9)
 ENV_PASS = _fake(14)
 MYSQL_CLI_PASSWORD = _fake(12)
 SSHPASS_PASSWORD = _fake(10)
+COOKIE_SESSION = _fake(32, string.ascii_lowercase + string.digits)
+COOKIE_SIGNED = _fake(24, _URLSAFE)
 
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
@@ -441,6 +443,13 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f"command failed (exit 1): mysqldump -h db.internal -u root -p{MYSQL_CLI_PASSWORD} agents"
         f" | gzip; sshpass -p '{SSHPASS_PASSWORD}' ssh ops@backup.internal",
         [MYSQL_CLI_PASSWORD, SSHPASS_PASSWORD],
+    ),
+    (
+        "requests.exceptions.TooManyRedirects: Exceeded 30 redirects; last request "
+        "b'GET /login HTTP/1.1\\r\\nHost: app.example.com\\r\\n"
+        f"Cookie: sessionid={COOKIE_SESSION}; theme=dark\\r\\n'\n"
+        f"last response: Set-Cookie: _app_sess={COOKIE_SIGNED}; Path=/; Secure; HttpOnly",
+        [COOKIE_SESSION, COOKIE_SIGNED],
     ),
 ]
 

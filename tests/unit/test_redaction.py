@@ -162,6 +162,23 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ),
         ("['mysql', '-p', 'db'] --password-stdin", "['mysql', '-p', 'db'] --password-stdin"),
         ("{'cfg': 'token:\\n  abc123'}", "{'cfg': 'token:\\n  [REDACTED:secret-value]'}"),
+        # A cookie header's value is a credential, all its cookies whatever their names.
+        (
+            "Cookie: sessionid=abc123; csrftoken=xyz789; _ga=GA1.2.3",
+            "Cookie: [REDACTED:cookie]",
+        ),
+        ("Set-Cookie: session=Zx9Qw8; Path=/; HttpOnly", "Set-Cookie: [REDACTED:cookie]"),
+        (
+            "b'GET / HTTP/1.1\\r\\nCookie: sid=abc123; a=b\\r\\nHost: h'",
+            "b'GET / HTTP/1.1\\r\\nCookie: [REDACTED:cookie]\\r\\nHost: h'",
+        ),
+        ("{'Cookie': 'sid=abc123; a=b'}", "{'Cookie': '[REDACTED:secret-value]'}"),
+        ("SESSION_COOKIE=abc123", "SESSION_COOKIE=[REDACTED:secret-value]"),
+        ("Cookie: ${COOKIE}", "Cookie: ${COOKIE}"),
+        (
+            "cookie_name=sessionid cookies: 3 cookiecutter: gh:x/y",
+            "cookie_name=sessionid cookies: 3 cookiecutter: gh:x/y",
+        ),
         # What stands for a secret stays; what only looks like it goes.
         ("password: ${DB_PASSWORD}", "password: ${DB_PASSWORD}"),
         ("password=$DB_PASSWORD", "password=$DB_PASSWORD"),
@@ -539,7 +556,7 @@ def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 DOCUMENTS = st.recursive(LEAVES, _nested, max_leaves=12)
 SECRET_NAME = re.compile(
-    r"(?i)[A-Za-z0-9_.$-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization"
+    r"(?i)[A-Za-z0-9_.$-]*(?:password|passwd|passphrase|pwd|secret|token|auth|authorization|cookie"
     r"|(?:api|private|secret|access)[_-]?key)"
     # pass, alone or as a name's last word (DB_PASS, dbPass; not bypass, COMPASS).
     r"|(?:[A-Za-z0-9_.$-]*(?:[_.$-]|(?-i:[a-z0-9](?=P))))?(?i:pass)"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -347,4 +348,49 @@ def test_headers_given_as_name_and_value_tuples_stay_off_the_disk(tmp_path: Path
         "Authorization": "[REDACTED:secret-value]",
         "Accept": "*/*",
     }
+    assert leaks(files_of(db), secrets) == []
+
+
+def kept_by_steps(db: Path, outputs: list[Any]) -> list[Any]:
+    """Each output through a real engine on an SQLite log: a step returns it and another
+    raises it (in an exception's message); what each task gave back, the returned value and
+    the message."""
+    retries = RetryPolicies(RetryPolicy(max_attempts=1))
+    with Engine.open(f"sqlite:///{db}", session="s", clock=FakeClock(), retries=retries) as engine:
+
+        @engine.step()
+        def give(n: int) -> Any:
+            return outputs[n]
+
+        @engine.step()
+        def fail(n: int) -> None:
+            raise RuntimeError(outputs[n])
+
+        @engine.task()
+        def job(n: int) -> list[Any]:
+            try:
+                fail(n)
+            except RuntimeError as exc:
+                return [give(n), str(exc)]
+            return []
+
+        task_ids = [engine.submit(job, n) for n in range(len(outputs))]
+        engine.run()
+        return [engine.result(task_id) for task_id in task_ids]
+
+
+def test_cookie_headers_stay_off_the_disk(tmp_path: Path) -> None:
+    # A cookie header's value is a credential as a whole: a session's id, a CSRF token, a
+    # signed session, whatever the cookies are named.
+    db = tmp_path / "cookies.db"
+    secrets = ["sEss10n-" + "a8Fk29dk", "gh-sess-" + "Q7wErT9y", "s1gned-" + "Zx9Qw8Er"]
+    shown = kept_by_steps(
+        db,
+        [
+            f"GET /v1 HTTP/1.1\r\nCookie: sessionid={secrets[0]}; _gh_sess={secrets[1]}\r\n",
+            f"HTTP/1.1 200 OK\nSet-Cookie: session={secrets[2]}; Path=/; HttpOnly\n",
+            {"Cookie": f"sessionid={secrets[0]}", "Set-Cookie": f"user_session={secrets[1]}"},
+        ],
+    )
+    assert all("[REDACTED:" in repr(pair) for pair in shown), shown
     assert leaks(files_of(db), secrets) == []
