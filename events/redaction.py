@@ -18,7 +18,9 @@ patterns of every redactor in use.
 OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
 (:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
 PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``,
-``curl -u user:<password>``, ``--password <password>``, or the repr of its list of arguments),
+``docker login -p``, ``curl -u user:<password>``, ``--password <password>``, ``--token
+<token>``, ``--api-key``, ``--client-secret``..., or the repr of its list of arguments) unless
+it stands for one (``--token $GH_TOKEN``),
 the value of a ``Cookie:`` or ``Set-Cookie:`` header, the values of ``password=``,
 ``DB_PASS=``, ``token:``, ``"api_key": "..."``, ``"Cookie": "..."`` and their kin (in a JSON
 object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
@@ -207,21 +209,28 @@ _RANDOM_TOKEN = SecretPattern(
 _ARGUMENT_GAP = r"(?:[ \t]+|[\"'],[ \t]*[\"'])"
 _OPTIONS = r"[^\n|;&]{0,200}?"
 # The password a command line gives glued to -p (mysql -pSECRET, mysqldump, mariadb), after
-# sshpass -p, after curl -u USER: (or --user, the pair quoted or not), or after a --password
-# option and a gap (--password SECRET, --db-password; its "--password=SECRET" is a
-# secret-value's). (-p alone,
-# as in mkdir -p or ls -p, names no password; nor is an option after --password, as psql's
-# --password that only asks for one.) The options before -p or -u are looked through up to
-# 200 characters: further, each mention of the command in a long line would cost the rest of
-# the line, the square of its length in all.
+# sshpass -p, after docker login's -p (glued or after a gap), after curl -u USER: (or --user, or
+# -u last of a cluster of short options: -sSuUSER:; the pair quoted or not), or after an option
+# named like a credential and a gap: its name ends in password, passwd, passphrase, token, secret,
+# api-key or secret-key (--password SECRET, --db-password, --with-token, --access-token,
+# --api-key, --client_secret; "--token=SECRET" is a secret-value's). (-p alone, as in mkdir -p or
+# ls -p, names no password; nor is an option after --password, as psql's --password that only asks
+# for one; nor does --token-file or --secret-name end like a credential's name.) The options
+# before -p or -u are looked through up to 200 characters: further, each mention of the command in
+# a long line would cost the rest of the line, the square of its length in all.
 _CLI_PASSWORD = SecretPattern(
     "cli-password",
     # From a charset of the commands' first letters, which re scans for quickly.
-    r"(?:[mcs](?<![\w.-][mcs])(?:(?<=m)(?:ysql(?:dump|admin|import|show|check|slap)?"
+    r"(?:[mcsd](?<![\w.-][mcsd])(?:(?<=m)(?:ysql(?:dump|admin|import|show|check|slap)?"
     rf"|ariadb(?:-dump|-admin)?)(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?-p"
-    rf"|(?<=c)url(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?(?:-u|--user)"
-    rf"(?:{_ARGUMENT_GAP}|=)?[\"']?[^\s:\"']*:|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?)"
-    rf"|-(?<![\w-]-)-(?:[\w-]*-)?(?i:pass(?:word|wd|phrase)){_ARGUMENT_GAP}(?!-))"
+    rf"|(?<=c)url(?:\.exe)?{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?"
+    rf"(?:-[A-Za-z]{{0,8}}u|--user)(?:{_ARGUMENT_GAP}|=)?[\"']?[^\s:\"']*:"
+    rf"|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?"
+    rf"|(?<=d)ocker(?:\.exe)?{_ARGUMENT_GAP}login{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?"
+    rf"-p(?:{_ARGUMENT_GAP})?(?!-))"
+    r"|-(?<![\w-]-)-(?:[\w-]*[_-])?"
+    r"(?i:pass(?:word|wd|phrase)|token|secret(?:[_-]?key)?|api[_-]?key)"
+    rf"{_ARGUMENT_GAP}(?!-))"
     r"(?P<quote>[\"'](?!,))?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",
     group="password",
 )
@@ -389,7 +398,9 @@ def _hint() -> str:
         + ")",
     )
     pivot("bB", r"(?=(?i:earer|asic))")
-    pivot("-", r"(?<=[ \t\"'-]-)(?=[pu])|(?<=\\t-)(?=[pu])|(?=(?i:pass))")
+    pivot("-", r"(?<=[ \t\"'-]-)(?=p|[A-Za-z]{0,8}u)|(?<=\\t-)(?=p|[A-Za-z]{0,8}u)")
+    # An option named like a credential: --password, --db_password, --with-token, --api-key.
+    pivot("-_", r"(?=(?i:pass|(?:token|secret(?:[_-]?key)?|api[_-]?key)[ \t\"'\\]))")
     pivot("K", r"(?<=PRIVATE K)(?=EY)")
     pivot("J", r"(?<=eyJ)")
     pivot("A", r"(?=KIA|SIA|BIA|CCA|Iza)")
@@ -547,8 +558,16 @@ def _an_ids_value(text: str, match: re.Match[str]) -> bool:
     return _names_an_id_before(text, start)
 
 
+def _stands_for_a_password(text: str, match: re.Match[str]) -> bool:
+    """Whether a password given on a command line stands for one rather than holds it: a
+    reference (``--token $GH_TOKEN``, ``-p"${DB_PASSWORD}"``) or a mask (see
+    :func:`onward.events._labels.stands_for_a_secret`)."""
+    return stands_for_a_secret("", match.group("password"))
+
+
 # What each default pattern that judges its matches further keeps.
 _KEPT: dict[SecretPattern, Callable[[str, re.Match[str]], bool]] = {
+    _CLI_PASSWORD: _stands_for_a_password,
     _SECRET_VALUE: _no_literal_secret,
     _LABELLED_CREDENTIAL: _an_ids_value,
     _RANDOM_TOKEN: _an_ids_value,

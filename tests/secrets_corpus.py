@@ -136,6 +136,9 @@ MYSQL_CLI_PASSWORD = _fake(12)
 SSHPASS_PASSWORD = _fake(10)
 COOKIE_SESSION = _fake(32, string.ascii_lowercase + string.digits)
 COOKIE_SIGNED = _fake(24, _URLSAFE)
+DOCKER_PASSWORD = _fake(16)
+OPTION_TOKEN = _fake(20, _URLSAFE)
+CURL_GLUED_PASSWORD = _fake(12)
 
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
@@ -450,6 +453,13 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f"Cookie: sessionid={COOKIE_SESSION}; theme=dark\\r\\n'\n"
         f"last response: Set-Cookie: _app_sess={COOKIE_SIGNED}; Path=/; Secure; HttpOnly",
         [COOKIE_SESSION, COOKIE_SIGNED],
+    ),
+    (
+        f"deploy.sh: line 12: docker login -u ci -p {DOCKER_PASSWORD} registry.example.com failed;"
+        f" subprocess.CalledProcessError: Command '['agent-cli', 'sync', '--access-token', "
+        f"'{OPTION_TOKEN}']' returned non-zero exit status 1.\n"
+        f"+ curl -fsSuops:{CURL_GLUED_PASSWORD} https://backup.internal/upload",
+        [DOCKER_PASSWORD, OPTION_TOKEN, CURL_GLUED_PASSWORD],
     ),
 ]
 

@@ -161,6 +161,47 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
             "psql --password -h db; mysql -u root -p db",
         ),
         ("['mysql', '-p', 'db'] --password-stdin", "['mysql', '-p', 'db'] --password-stdin"),
+        # A credential given to an option after a gap, as --password's is.
+        (
+            "docker login -u me -p Hunter2pw r.io",
+            "docker login -u me -p [REDACTED:cli-password] r.io",
+        ),
+        ("docker login -pHunter2pw", "docker login -p[REDACTED:cli-password]"),
+        (
+            "['docker', 'login', '-u', 'me', '-p', 'pw9', 'r.io']",
+            "['docker', 'login', '-u', 'me', '-p', '[REDACTED:cli-password]', 'r.io']",
+        ),
+        (
+            "gh auth login --with-token T0kVal",
+            "gh auth login --with-token [REDACTED:cli-password]",
+        ),
+        (
+            "tool --token T0k --api-key K3y --access-token A7c -v",
+            "tool --token [REDACTED:cli-password] --api-key [REDACTED:cli-password]"
+            " --access-token [REDACTED:cli-password] -v",
+        ),
+        (
+            "tool --secret S3c --client-secret C1s --client_secret C2s",
+            "tool --secret [REDACTED:cli-password] --client-secret [REDACTED:cli-password]"
+            " --client_secret [REDACTED:cli-password]",
+        ),
+        ("['cmd', '--token', 'T0k']", "['cmd', '--token', '[REDACTED:cli-password]']"),
+        ("curl -sSuops:Pw9 https://h", "curl -sSuops:[REDACTED:cli-password] https://h"),
+        ("curl -uops:Pw9 https://h", "curl -uops:[REDACTED:cli-password] https://h"),
+        # What stands for a credential, names a file or a secret, or asks for one, stays.
+        (
+            "tool --token ${TOKEN} --api-key $API_KEY --password $DB_PASSWORD",
+            "tool --token ${TOKEN} --api-key $API_KEY --password $DB_PASSWORD",
+        ),
+        (
+            "tool --token-file /run/t --secret-name db-pw --token --verbose",
+            "tool --token-file /run/t --secret-name db-pw --token --verbose",
+        ),
+        (
+            "docker login --password-stdin r.io; docker run -p 80:80 img",
+            "docker login --password-stdin r.io; docker run -p 80:80 img",
+        ),
+        ("curl --url https://h -o out -sS", "curl --url https://h -o out -sS"),
         ("{'cfg': 'token:\\n  abc123'}", "{'cfg': 'token:\\n  [REDACTED:secret-value]'}"),
         # A cookie header's value is a credential, all its cookies whatever their names.
         (

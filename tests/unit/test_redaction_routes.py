@@ -284,8 +284,19 @@ def test_a_pattern_with_an_entropy_threshold_keeps_plain_matches() -> None:
         "password=" * 20_000,
         "AKIA" * 50_000,
         "a_" * 100_000,
+        "docker login -u x " * 10_000,
+        "--no-x_" * 30_000,
     ],
-    ids=["one-letter", "mixed", "labelled", "labels", "prefixes", "underscores"],
+    ids=[
+        "one-letter",
+        "mixed",
+        "labelled",
+        "labels",
+        "prefixes",
+        "underscores",
+        "logins",
+        "options",
+    ],
 )
 def test_long_texts_of_token_characters_are_redacted_without_backtracking(text: str) -> None:
     # No timing is asserted: a pattern that scanned from every position would take minutes.

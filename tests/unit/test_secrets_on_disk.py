@@ -394,3 +394,25 @@ def test_cookie_headers_stay_off_the_disk(tmp_path: Path) -> None:
     )
     assert all("[REDACTED:" in repr(pair) for pair in shown), shown
     assert leaks(files_of(db), secrets) == []
+
+
+def test_credentials_given_to_a_commands_options_stay_off_the_disk(tmp_path: Path) -> None:
+    # As --password's: after a gap on a shell line, or in the repr of the argument list
+    # that subprocess.CalledProcessError shows.
+    db = tmp_path / "options.db"
+    secrets = ["dOck3r-" + "Pw1x7k", "gh0-" + "T0k3nx7k", "ap1-" + "K3yx7k", "cUrl-" + "Pw4x7k"]
+    shown = kept_by_steps(
+        db,
+        [
+            f"+ docker login -u ci -p {secrets[0]} registry.example.com",
+            str(
+                subprocess.CalledProcessError(
+                    1, ["gh", "auth", "login", "--with-token", secrets[1]]
+                )
+            ),
+            str(subprocess.CalledProcessError(2, ["tool", "--api-key", secrets[2], "sync"])),
+            f"+ curl -sSuops:{secrets[3]} https://backup.internal",
+        ],
+    )
+    assert all("[REDACTED:cli-password]" in repr(pair) for pair in shown), shown
+    assert leaks(files_of(db), secrets) == []
