@@ -20,14 +20,14 @@ OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
 PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``,
 ``docker login -p``, ``curl -u user:<password>``, ``--password <password>``, ``--token
 <token>``, ``--api-key``, ``--client-secret``..., or the repr of its list of arguments) unless
-it stands for one (``--token $GH_TOKEN``),
-the value of a ``Cookie:`` or ``Set-Cookie:`` header, the values of ``password=``,
-``DB_PASS=``, ``token:``, ``"api_key": "..."``, ``"Cookie": "..."`` and their kin (in a JSON
-object, or as the pair ``["api_key", "..."]`` of a dict stored in pairs by
-:mod:`onward.events.values`), unless the value stands for a secret rather than holds one (code,
-a reference, an auth scheme's name: :mod:`onward.events._labels`), the random-looking value of
-any other ``*_KEY=`` or ``credentials:`` but an id's (``cache_key=``), and a random-looking
-token of 32 to 128 characters inside a text. A token may be glued to an identifier by ``_`` or
+it stands for one (``--token $GH_TOKEN``), the value of a ``Cookie:`` or ``Set-Cookie:``
+header, the values of ``password=``, ``DB_PASS=``, ``ROOT_PW=``, ``token:``,
+``"api_key": "..."``, ``"Cookie": "..."`` and their kin (in a JSON object, or as the pair
+``["api_key", "..."]`` of a dict stored in pairs by :mod:`onward.events.values`), unless
+the value stands for a secret rather than holds one (code, a reference, an auth scheme's name:
+:mod:`onward.events._labels`), the random-looking value of any other ``*_KEY=`` or
+``credentials:`` but an id's (``cache_key=``), and a random-looking token of 32 to 128
+characters inside a text. A token may be glued to an identifier by ``_`` or
 ``-``. Where a secret follows a name (``password=hunter2``), the name stays and only the value
 goes. It is a safety net, not a proof:
 a short or unremarkable string that has no known shape and follows no telling name passes, and
@@ -110,12 +110,14 @@ _ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])(?:\s|\\[nrt])*+"
 # Names whose value is a secret, alone or as the end of a longer name (DB_PASSWORD, x-api-key,
 # client_secret, access_token, oauth), case-insensitive: password, passwd, passphrase, pwd,
 # secret, token, auth, authorization, api_key, private_key, secret_key, access_key, cookie (a
-# Cookie or Set-Cookie header's, SESSION_COOKIE); and pass alone or as the last word of a name
-# (DB_PASS, smtp-pass, dbPass; not bypass, COMPASS).
+# Cookie or Set-Cookie header's, SESSION_COOKIE); pass alone or as the last word of a name
+# (DB_PASS, smtp-pass, dbPass; not bypass, COMPASS); and pw as the last word of a longer name
+# only (ROOT_PW, admin-pw, dbPw; not pw = getpass(), HTTPW, example.pw:8443).
 # Written from a charset of their first letters, which re scans for quickly.
 _SECRET_NAME = (
     r"[PpSsTtAaCc](?i:(?<=p)(?:ass(?:word|wd|phrase|(?<!(?-i:[A-Za-z0-9]p)ass)"
-    r"(?<!(?-i:[A-Z]P)ass))|wd|rivate[_-]?key)|(?<=s)ecret(?:[_-]?key)?"
+    r"(?<!(?-i:[A-Z]P)ass))|wd|w(?<=[_-]pw|(?-i:[a-z0-9]P)w)|rivate[_-]?key)"
+    r"|(?<=s)ecret(?:[_-]?key)?"
     r"|(?<=t)oken|(?<=a)(?:uth(?:orization)?|(?:pi|ccess)[_-]?key)|(?<=c)ookie)"
 )
 _UNREDACTED = r"(?!\[REDACTED:)"
@@ -334,6 +336,7 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
 # Each name of _SECRET_NAME, spelt out (a lookbehind has a fixed width), by its last letter.
 _NAMES_BY_LAST_LETTER = {
     "d": ("password", "passwd", "pwd"),
+    "w": ("pw",),
     "e": ("passphrase", "cookie"),
     "s": ("pass",),
     "t": ("secret",),

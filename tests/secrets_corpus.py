@@ -139,6 +139,8 @@ COOKIE_SIGNED = _fake(24, _URLSAFE)
 DOCKER_PASSWORD = _fake(16)
 OPTION_TOKEN = _fake(20, _URLSAFE)
 CURL_GLUED_PASSWORD = _fake(12)
+ROOT_PW = _fake(14)
+REPLICA_PW = _fake(10)
 
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
@@ -460,6 +462,11 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f"'{OPTION_TOKEN}']' returned non-zero exit status 1.\n"
         f"+ curl -fsSuops:{CURL_GLUED_PASSWORD} https://backup.internal/upload",
         [DOCKER_PASSWORD, OPTION_TOKEN, CURL_GLUED_PASSWORD],
+    ),
+    (
+        "docker.errors.ContainerError: Command 'mysqld' in image 'mysql:8' returned non-zero "
+        f"exit status 1: environment MYSQL_ROOT_PW={ROOT_PW} REPLICA_PW='{REPLICA_PW}'",
+        [ROOT_PW, REPLICA_PW],
     ),
 ]
 

@@ -148,6 +148,18 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ("SMTP_PASS=Tr0ub4dor&3", "SMTP_PASS=[REDACTED:secret-value]"),
         ("?user=bob&pass=pw&page=2", "?user=bob&pass=[REDACTED:secret-value]&page=2"),
         ("dbPass: hunter2", "dbPass: [REDACTED:secret-value]"),
+        # pw as a name's last word (ROOT_PW, admin-pw, dbPw; pwd anywhere); not pw alone.
+        ("ROOT_PW=Hunter2pw", "ROOT_PW=[REDACTED:secret-value]"),
+        (
+            "DB_PW: hunter2, MYSQL_PWD=s3cr3t",
+            "DB_PW: [REDACTED:secret-value], MYSQL_PWD=[REDACTED:secret-value]",
+        ),
+        ("{'admin-pw': 'x9y'}", "{'admin-pw': '[REDACTED:secret-value]'}"),
+        ("dbPw=x9y", "dbPw=[REDACTED:secret-value]"),
+        (
+            "pw=1 DB_PWNED=3 HTTPW=2 cpw: x https://example.pw:8443/",
+            "pw=1 DB_PWNED=3 HTTPW=2 cpw: x https://example.pw:8443/",
+        ),
         ("mysql -uroot -phunter2 db", "mysql -uroot -p[REDACTED:cli-password] db"),
         ("sshpass -p hunter2 ssh h", "sshpass -p [REDACTED:cli-password] ssh h"),
         ("['sshpass', '-p', 'pw', 'ssh']", "['sshpass', '-p', '[REDACTED:cli-password]', 'ssh']"),
@@ -571,6 +583,8 @@ NAMES = st.one_of(
             "$token",
             "DB_PASS",
             "bypass",
+            "ROOT_PW",
+            "pw",
         ]
     ),
     st.text(max_size=8),
@@ -601,6 +615,8 @@ SECRET_NAME = re.compile(
     r"|(?:api|private|secret|access)[_-]?key)"
     # pass, alone or as a name's last word (DB_PASS, dbPass; not bypass, COMPASS).
     r"|(?:[A-Za-z0-9_.$-]*(?:[_.$-]|(?-i:[a-z0-9](?=P))))?(?i:pass)"
+    # pw, as a name's last word only (DB_PW, dbPw; not pw).
+    r"|[A-Za-z0-9_.$-]*(?:[_-]|(?-i:[a-z0-9](?=P)))(?i:pw)"
 )
 
 

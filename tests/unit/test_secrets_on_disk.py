@@ -416,3 +416,23 @@ def test_credentials_given_to_a_commands_options_stay_off_the_disk(tmp_path: Pat
     )
     assert all("[REDACTED:cli-password]" in repr(pair) for pair in shown), shown
     assert leaks(files_of(db), secrets) == []
+
+
+def test_passwords_named_pw_stay_off_the_disk(tmp_path: Path) -> None:
+    # ROOT_PW, DB_PW: an environment's or a config's password, as a text and as a dict.
+    db = tmp_path / "pw.db"
+    secrets = ["r00t-" + "Pw1x7k", "db-" + "Pw2x7k", "my-" + "Pwd3x7k"]
+    shown = kept_by_steps(
+        db,
+        [
+            f"container exited: env ROOT_PW={secrets[0]} DB_PW={secrets[1]} MYSQL_PWD={secrets[2]}",
+            {"ROOT_PW": secrets[0], "DB_PW": secrets[1], "MYSQL_PWD": secrets[2], "port": 3306},
+        ],
+    )
+    assert shown[1][0] == {
+        "ROOT_PW": "[REDACTED:secret-value]",
+        "DB_PW": "[REDACTED:secret-value]",
+        "MYSQL_PWD": "[REDACTED:secret-value]",
+        "port": 3306,
+    }
+    assert leaks(files_of(db), secrets) == []
