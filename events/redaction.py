@@ -16,11 +16,12 @@ patterns of every redactor in use.
 :data:`DEFAULT_PATTERNS` finds bearer and basic credentials, AWS access key ids and secret keys
 (labelled, or beside their key id), Google API keys, GitHub, GitLab, Slack, Stripe, Hugging Face,
 OpenAI and Anthropic tokens, JWTs, the token formats of gitleaks' default rules
-(:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs,
-PEM private keys, a password given on a command line (``mysql -p<password>``, ``sshpass -p``,
-``docker login -p``, ``curl -u user:<password>``, ``--password <password>``, ``--token
-<token>``, ``--api-key``, ``--client-secret``..., or the repr of its list of arguments) unless
-it stands for one (``--token $GH_TOKEN``), the value of a ``Cookie:`` or ``Set-Cookie:``
+(:mod:`onward.events.tokens`), Azure connection strings and SAS signatures, passwords in URLs
+and keys given as a URL's user (a Sentry DSN's), PEM private keys, a password given on a
+command line (``mysql -p<password>``, ``sshpass -p``, ``docker login -p``, ``curl -u
+user:<password>``, ``--password <password>``, ``--token <token>``, ``--api-key``,
+``--client-secret``..., or the repr of its list of arguments) unless it stands for one
+(``--token $GH_TOKEN``), the value of a ``Cookie:`` or ``Set-Cookie:``
 header, the values of ``password=``, ``DB_PASS=``, ``ROOT_PW=``, ``token:``,
 ``"api_key": "..."``, ``"Cookie": "..."`` and their kin (in a JSON object, or as the pair
 ``["api_key", "..."]`` of a dict stored in pairs by :mod:`onward.events.values`), unless
@@ -249,6 +250,15 @@ _COOKIE_HEADER = SecretPattern(
     group="value",
 )
 
+# scheme://KEY@host: a URL's user, with no password, that is a key (a Sentry DSN's, a token
+# given as a git remote's user), when it reads as one (see _a_users_name): a user's name
+# (ssh://deploy@host, https://build-agent-01@ci, https://john.doe@...) stays.
+_URL_KEY = SecretPattern(
+    "url-key",
+    r"://(?<=[A-Za-z0-9+.-]://)(?P<key>[A-Za-z0-9_-]{12,}+)@",
+    group="key",
+)
+
 # GitLab's token kinds: personal, deploy, runner, pipeline trigger, SCIM, CI job, feature
 # flag, feed, incoming mail, Kubernetes agent, OAuth application.
 _GITLAB_KINDS = ("pat", "dt", "rt", "ptt", "soat", "cbt", "ffct", "ft", "imt", "agent", "oas")
@@ -313,11 +323,13 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     ),
     SecretPattern(
         "url-password",
-        # scheme://user:PASSWORD@host; the scheme is not needed, only that there is one.
-        r"://(?<=[A-Za-z0-9+.-]://)[^\s:/?#@\"'<>]*:"
+        # scheme://user:PASSWORD@host; the scheme is not needed, only that there is one. (Not
+        # the colon of a user replaced by a marker, scheme://[REDACTED:url-key]@host.)
+        rf"://(?<=[A-Za-z0-9+.-]://){_UNREDACTED}[^\s:/?#@\"'<>]*:"
         rf"{_UNREDACTED}(?P<password>[^\s/?#\"'<>]+)@",
         group="password",
     ),
+    _URL_KEY,
     SecretPattern(
         # Azure connection strings (storage accounts, service bus) and SAS signatures.
         "azure-key",
@@ -561,6 +573,16 @@ def _an_ids_value(text: str, match: re.Match[str]) -> bool:
     return _names_an_id_before(text, start)
 
 
+def _a_users_name(text: str, match: re.Match[str]) -> bool:
+    """Whether a URL's user (``scheme://USER@host``) is a user's name rather than a key. A key
+    has letters and digits, which alternate three times or more (``abc123def456``, a hex
+    digest), or which read as random (a token of mixed case); a name has words and a number
+    at most (``build-agent-01``, ``user2024admin``, ``FabrikamFiber``)."""
+    digits = [c.isdigit() for c in match.group("key") if c.isalnum()]
+    switches = sum(a != b for a, b in itertools.pairwise(digits))
+    return switches < 3 and (switches == 0 or not reads_random(match.group("key")))
+
+
 def _stands_for_a_password(text: str, match: re.Match[str]) -> bool:
     """Whether a password given on a command line stands for one rather than holds it: a
     reference (``--token $GH_TOKEN``, ``-p"${DB_PASSWORD}"``) or a mask (see
@@ -571,6 +593,7 @@ def _stands_for_a_password(text: str, match: re.Match[str]) -> bool:
 # What each default pattern that judges its matches further keeps.
 _KEPT: dict[SecretPattern, Callable[[str, re.Match[str]], bool]] = {
     _CLI_PASSWORD: _stands_for_a_password,
+    _URL_KEY: _a_users_name,
     _SECRET_VALUE: _no_literal_secret,
     _LABELLED_CREDENTIAL: _an_ids_value,
     _RANDOM_TOKEN: _an_ids_value,

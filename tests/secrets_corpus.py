@@ -141,6 +141,8 @@ OPTION_TOKEN = _fake(20, _URLSAFE)
 CURL_GLUED_PASSWORD = _fake(12)
 ROOT_PW = _fake(14)
 REPLICA_PW = _fake(10)
+SENTRY_KEY = _fake(32, "0123456789abcdef")
+REMOTE_TOKEN = _fake(40, "0123456789abcdef")
 
 SECRETS_CORPUS: list[tuple[str, list[str]]] = [
     (
@@ -467,6 +469,12 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         "docker.errors.ContainerError: Command 'mysqld' in image 'mysql:8' returned non-zero "
         f"exit status 1: environment MYSQL_ROOT_PW={ROOT_PW} REPLICA_PW='{REPLICA_PW}'",
         [ROOT_PW, REPLICA_PW],
+    ),
+    (
+        f"sentry_sdk.transport: Unexpected status code: 401 (DSN https://{SENTRY_KEY}@o4504"
+        ".ingest.sentry.io/4504)\nfatal: unable to access "
+        f"'https://{REMOTE_TOKEN}@github.com/acme/agents.git/': The requested URL returned 403",
+        [SENTRY_KEY, REMOTE_TOKEN],
     ),
 ]
 

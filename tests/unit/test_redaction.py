@@ -134,6 +134,27 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
         ),
         ("redis://:pw@cache:6379", "redis://:[REDACTED:url-password]@cache:6379"),
         ("amqp://u:p@ss@mq/vhost", "amqp://u:[REDACTED:url-password]@mq/vhost"),
+        # A URL's user that is a key (a Sentry DSN's, a token as the user); not a user's name.
+        (
+            "https://abc123def456@o123.ingest.sentry.io/42",
+            "https://[REDACTED:url-key]@o123.ingest.sentry.io/42",
+        ),
+        (
+            "SENTRY_DSN=https://e3b0c44298fc1c149afbf4c8996fb924@o1.ingest.sentry.io/5",
+            "SENTRY_DSN=https://[REDACTED:url-key]@o1.ingest.sentry.io/5",
+        ),
+        (
+            "clone https://Qw7eRtyUiOPaSdfGhJkLzX@git.example.com/a.git",
+            "clone https://[REDACTED:url-key]@git.example.com/a.git",
+        ),
+        (
+            "ssh://deploy@host https://build-agent-01@ci.example.com https://john.doe@h",
+            "ssh://deploy@host https://build-agent-01@ci.example.com https://john.doe@h",
+        ),
+        (
+            "https://user2024admin@h https://FabrikamFiber@dev.azure.com/FabrikamFiber/p",
+            "https://user2024admin@h https://FabrikamFiber@dev.azure.com/FabrikamFiber/p",
+        ),
         (
             "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\nnext line",
             "[REDACTED:private-key]\nnext line",

@@ -436,3 +436,23 @@ def test_passwords_named_pw_stay_off_the_disk(tmp_path: Path) -> None:
         "port": 3306,
     }
     assert leaks(files_of(db), secrets) == []
+
+
+def test_keys_given_as_a_urls_user_stay_off_the_disk(tmp_path: Path) -> None:
+    # A Sentry DSN's key, a token given as the user of a git remote: a URL's user with no
+    # password that reads as a key. A user's name (deploy, git) stays.
+    db = tmp_path / "dsn.db"
+    secrets = ["9f86d081884c7d659a2feaa0c55ad015", "1c149afbf4c8996fb92427ae41e4649b934ca495"]
+    dsn = f"https://{secrets[0]}@o4504.ingest.sentry.io/4504"
+    shown = kept_by_steps(
+        db,
+        [
+            f"sentry_sdk: cannot send event to {dsn} (timed out); ssh://deploy@backup.internal ok",
+            f"fatal: unable to access 'https://{secrets[1]}@github.com/acme/agents.git/': 403",
+            {"dsn": dsn, "remote": "git@github.com:acme/agents.git"},
+        ],
+    )
+    assert "ssh://deploy@backup.internal" in shown[0][0]
+    assert shown[2][0]["remote"] == "git@github.com:acme/agents.git"
+    assert all("[REDACTED:url-key]" in repr(pair) for pair in shown), shown
+    assert leaks(files_of(db), secrets) == []
