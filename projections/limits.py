@@ -90,15 +90,16 @@ class LimitProjection:
         return LimitView(name=name) if found is None else found
 
     def apply(self, r: Recorded) -> None:
-        """Fold one event of a limit stream (others are ignored)."""
+        """Fold one event of a limit stream. One of another type (an unknown event, from a
+        newer onward) only moves the stream's version: a take appends after it."""
         event = r.event
-        if not isinstance(event, LimitSet | PermitTaken | PermitReturned):
-            return
         name = r.stream[len(LIMIT_PREFIX) :]
         view = self.limits.get(name)
         if view is None:
             view = self.limits[name] = LimitView(name=name)
         view.version = r.version
+        if not isinstance(event, LimitSet | PermitTaken | PermitReturned):
+            return
         if isinstance(event, LimitSet):
             view.concurrency, view.rate, view.set = event.concurrency, event.rate, True
             return

@@ -606,3 +606,46 @@ def test_a_cancelled_run_gives_back_only_its_own_permit_when_a_retry_took_it_aga
             stop.set()
             serving.join(60)
         assert engine.result(first) == "first"
+
+
+def test_a_limit_stream_with_an_event_of_a_newer_onward_still_gives_permits(
+    db: str, clock: FakeClock
+) -> None:
+    """A newer onward wrote an event of its own on a limit's stream (the chain intact): a
+    step under the limit takes its permit after it, and its task runs (the take appended at
+    the version before that event, failed, and the task was handed back, again and again)."""
+    from onward.events import Codec, Event, all_event_types, open_log
+    from tests.unit.test_async_appends import run_in_a_thread
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
+        """An event type a newer onward might write."""
+
+    def register(engine: Engine) -> None:
+        engine.limit("gpu", concurrency=1)
+
+        @engine.step(limit="gpu")
+        def train(name: str) -> str:
+            return name
+
+        @engine.task(name="job")
+        def job(name: str) -> str:
+            return train(name)
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        engine.submit("job", "a")
+        engine.run()
+        version = len(engine.log.read_stream("limit-gpu"))
+    writer = open_log(db)
+    writer.codec.register(FromTheFuture)
+    writer.append("limit-gpu", [FromTheFuture()], expected_version=version)
+    writer.close()
+
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFuture"]
+    with open_engine(db, clock, codec=Codec(types=known)) as engine:
+        register(engine)
+        task_id = engine.submit("job", "b")
+        summary = run_in_a_thread(engine.run)
+        assert (summary.runs, summary.succeeded) == (1, 1)
+        assert engine.result(task_id) == "b"
+        assert engine.projections.limits.view("gpu").version == version + 3  # taken, returned
