@@ -56,17 +56,16 @@ class WorkerProjection:
         self.workers: dict[str, WorkerView] = {}
 
     def apply(self, r: Recorded) -> None:
-        """Fold one event of a worker stream (others are ignored)."""
+        """Fold one event of a worker stream. One of another type (an unknown event, from a
+        newer onward) only moves the stream's version: a peer's note appends after it."""
         event = r.event
-        if not isinstance(event, WorkerHeartbeat | WorkerStopped | WorkerClaimExpired):
-            return
         worker = r.stream[len(WORKER_PREFIX) :]
         view = self.workers.get(worker)
         if view is None:
             view = self.workers[worker] = WorkerView(worker=worker)
         view.version = r.version
-        if isinstance(event, WorkerClaimExpired):
-            return  # a peer's word about the worker: not news from it
+        if not isinstance(event, WorkerHeartbeat | WorkerStopped):
+            return  # a peer's word about the worker, or an unknown event: not news from it
         view.seen_at = r.meta.time
         if isinstance(event, WorkerHeartbeat):
             view.lease_until = max(view.lease_until, event.lease_until)

@@ -756,3 +756,43 @@ def test_of_runs_of_one_engine_that_stop_together_one_says_the_worker_stopped(
             stream = worker_stream(engine._session.worker)
             said = [r for r in engine.log.read_stream(stream) if isinstance(r.event, WorkerStopped)]
             assert len(said) == 1, attempt
+
+
+def test_a_peer_takes_the_claims_of_a_silent_worker_whose_stream_holds_an_unknown_event(
+    db: str, clock: FakeClock
+) -> None:
+    """A newer onward wrote an event of its own on a worker's stream (its chain intact): a
+    peer that does not know it still notes the worker's silence after it, and takes its
+    claims over (the note was refused at the version before that event, pass after pass)."""
+    from onward.events import Codec, Event, all_event_types
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
+        """An event type a newer onward might write."""
+
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFuture"]
+    options: dict[str, Any] = {"clock": clock, "lease": 10.0, "healing": False}
+    holder = Engine.open(db, session="s", codec=Codec(types=known), **options)
+    peer = Engine.open(db, session="s", codec=Codec(types=known), **options)
+    writer = open_log(db)
+    try:
+
+        @holder.task(name="job")
+        def job(i: int) -> None:
+            pass
+
+        for i in range(2):
+            holder.submit(job, i)
+        scheduler = holder._scheduler()
+        assert scheduler._prepare()
+        assert len(scheduler._claim_up_to(2)) == 2
+        Heartbeat(holder._session, lambda: 2).beat()
+        stream = worker_stream(holder._session.worker)
+        writer.codec.register(FromTheFuture)
+        writer.append(stream, [FromTheFuture()], expected_version=len(writer.read_stream(stream)))
+        clock.advance(60.0)  # the holder is silent past its lease
+        peer._session.host.catch_up()
+        assert peer._scheduler()._recover_leases() == 2
+    finally:
+        writer.close()
+        peer.close()
+        holder.close()
