@@ -25,8 +25,9 @@ replay or resume: a record that fails it is never folded or replayed.
 
 A projection checkpoint is a cache, trusted only as onward saved it: its **seal**
 (:func:`checkpoint_seal`, stored in its header) covers everything a reader takes from it (its
-name, schema, position and data), so a checkpoint changed since (an earlier position, other
-bytes) fails the check and is ignored: the projections are folded from the log instead.
+name, schema, position and data) and the checksum of the log's record at its position, so a
+checkpoint changed since (an earlier position, other bytes), or one of another log, fails the
+check and is ignored: the projections are folded from the log instead.
 """
 
 from __future__ import annotations
@@ -291,20 +292,25 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     return found
 
 
-def checkpoint_seal(name: str, schema: int, position: int, data: bytes) -> str:
+def checkpoint_seal(name: str, schema: int, position: int, data: bytes, anchor: str = "") -> str:
     """The seal of a projection checkpoint: xxh3-128 over its name, schema, position and data
-    (32 hex digits), so that a checkpoint changed in any of them after it was saved is known.
+    (32 hex digits), so that a checkpoint changed in any of them after it was saved is known;
+    and over ``anchor``, the checksum of the record at its position, so that a checkpoint of
+    another log (or of records since replaced) is known too.
 
     Args:
         name: the projection's name.
         schema: its schema version.
         position: the last position folded into it.
         data: its encoded state.
+        anchor: the checksum of the log's record at ``position`` ("" for none: the seal of an
+            onward that did not bind checkpoints to their log).
 
     Returns:
         The seal (hex).
     """
-    seal = xxhash.xxh3_128(msgspec.json.encode([name, schema, position]))
+    header = [name, schema, position, anchor] if anchor else [name, schema, position]
+    seal = xxhash.xxh3_128(msgspec.json.encode(header))
     seal.update(data)
     return seal.hexdigest()
 

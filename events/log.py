@@ -1358,7 +1358,10 @@ class EventLog(ABC):
             last = self._checkpoints.select_events(checkpoint.name, desc=True, limit=1)
             version = last[0].originator_version + 1 if last else 1
             data = bytes(checkpoint.data)
-            seal = checkpoint_seal(checkpoint.name, checkpoint.schema, checkpoint.position, data)
+            anchor = self._anchor(checkpoint.position)
+            seal = checkpoint_seal(
+                checkpoint.name, checkpoint.schema, checkpoint.position, data, anchor
+            )
             header = msgspec.json.encode([checkpoint.schema, checkpoint.position, seal])
             self._checkpoints.insert_events(
                 [StoredEvent(checkpoint.name, version, header.decode(), data)]
@@ -1418,15 +1421,51 @@ class EventLog(ABC):
                 logger.warning("checkpoint %s has an unreadable header; ignored", name)
             return None
         data = bytes(state)
-        if seal != checkpoint_seal(name, schema, position, data):
+        try:
+            anchor = self._read(
+                f"load checkpoint {name!r}", functools.partial(self._anchor, position)
+            )
+            head = self.head() if position > 0 and not anchor else 0
+        except StorageUnavailable:
+            raise
+        except (BackendError, LogDamaged) as exc:
+            logger.warning("checkpoint %s: its record cannot be read (%s); ignored", name, exc)
+            return None
+        if position > 0 and not anchor:
+            # Records it folded are gone (a removed tail, a restored copy of the file), or it
+            # was saved from another log: what it holds is not what this log says.
             logger.warning(
-                "checkpoint %s (position %d) does not match its seal: changed since it was "
-                "saved; ignored",
+                "checkpoint %s (position %d): the log holds no record there (the log ends at "
+                "%d); ignored",
+                name,
+                position,
+                head,
+            )
+            return None
+        if seal != checkpoint_seal(name, schema, position, data, anchor):
+            if anchor and seal == checkpoint_seal(name, schema, position, data):
+                logger.info(
+                    "checkpoint %s was saved without its record's checksum (by an older "
+                    "onward); ignored",
+                    name,
+                )
+                return None
+            logger.warning(
+                "checkpoint %s (position %d) does not match its seal or the log's record at "
+                "that position: changed since it was saved, or of another log; ignored",
                 name,
                 position,
             )
             return None
         return Checkpoint(name=name, schema=schema, position=position, data=data)
+
+    def _anchor(self, position: int) -> str:
+        """The checksum of the record at ``position`` ("" for none), which a checkpoint's
+        seal covers: a checkpoint binds to the log it was saved from."""
+        rows = self._select_page(position - 1, 1) if position > 0 else []
+        if not rows or rows[0][0] != position:
+            return ""
+        return _link_to(rows[0][4])
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -719,6 +719,46 @@ CHECKPOINT_EDITS: dict[str, Any] = {
 }
 
 
+def test_a_checkpoint_of_another_log_is_ignored(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint row copied from another log, sealed as onward saved it, at a position this
+    log holds too: its projections are not this log's, so it is ignored and the log folded (it
+    was loaded: this log's first tasks were unknown, and its later ones read as damaged)."""
+
+    def fill(url: str, first: int, count: int) -> list[str]:
+        with Engine.open(url, session="s", clock=clock) as engine:
+
+            @engine.task(name="job")
+            def job(n: int) -> int:
+                return n
+
+            ids = [engine.submit(job, first + n) for n in range(count)]
+            engine.run()
+            engine.checkpoint()
+            return ids
+
+    other, path = tmp_path / "other.db", tmp_path / "work.db"
+    fill(f"sqlite:///{other}", 0, 3)
+    mine = fill(f"sqlite:///{path}", 100, 6)
+    with closing(sqlite3.connect(other)) as db:
+        (row,) = db.execute("SELECT * FROM stored_checkpoints").fetchall()
+    raw(path, "DELETE FROM stored_checkpoints")
+    raw(path, "INSERT INTO stored_checkpoints VALUES (?, ?, ?, ?)", *row)
+    url = f"sqlite:///{path}"
+    with open_log(url) as log:
+        assert 0 < json.loads(row[2])[1] < log.head()
+        replayed = CatchUp(log, checkpoint_every=0).open(use_checkpoint=False).snapshot()
+        with caplog.at_level("INFO", logger="onward.events"):
+            assert log.load_checkpoint("core") is None
+        assert "of another log; ignored" in caplog.text
+        host = CatchUp(log, checkpoint_every=0)
+        assert host.open().snapshot() == replayed
+        assert host.loaded_checkpoint is None
+    with Engine.open(url, session="s", clock=clock) as engine:
+        assert [engine.task_view(t).state for t in mine] == ["succeeded"] * 6
+
+
 @pytest.mark.parametrize("edit", CHECKPOINT_EDITS)
 def test_a_checkpoint_changed_since_it_was_saved_is_ignored(
     tmp_path: Path,

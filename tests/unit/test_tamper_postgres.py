@@ -98,3 +98,33 @@ def test_a_checkpoint_changed_since_it_was_saved_is_ignored(
         again = CatchUp(log, checkpoint_every=0)
         assert again.open().snapshot() == replayed
         assert again.loaded_checkpoint is None
+
+
+def test_a_checkpoint_of_another_log_is_ignored(postgres_url: str, clock: FakeClock) -> None:
+    """A checkpoint row copied from another log (of another schema), sealed as onward saved
+    it, at a position this log holds too: it is ignored and the log folded."""
+    other_url = postgres_url.replace("?schema=", "?schema=dmg_other_")
+    try:
+        with open_log(other_url, clock=clock) as other:
+            for task in ("x", "y", "z"):
+                other.append(f"task-{task}", [TaskSubmitted(name="job")], expected_version=0)
+            host = CatchUp(other, checkpoint_every=0)
+            host.open()
+            host.checkpoint()
+        with open_log(postgres_url, clock=clock) as log:
+            for task in ("a", "b", "c", "d"):
+                log.append(f"task-{task}", [TaskSubmitted(name="job")], expected_version=0)
+            replayed = CatchUp(log, checkpoint_every=0).open().snapshot()
+        mine = events_table(postgres_url, "checkpoints")
+        theirs = events_table(other_url, "checkpoints")
+        with psycopg.connect(POSTGRES_URL.split("?")[0]) as conn:
+            conn.execute(f"INSERT INTO {mine} SELECT * FROM {theirs}")
+        with open_log(postgres_url) as log:
+            assert log.load_checkpoint("core") is None
+            again = CatchUp(log, checkpoint_every=0)
+            assert again.open().snapshot() == replayed
+            assert again.loaded_checkpoint is None
+    finally:
+        schema = parse_qs(urlsplit(other_url).query)["schema"][0]
+        with psycopg.connect(POSTGRES_URL.split("?")[0], autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
