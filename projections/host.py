@@ -55,6 +55,7 @@ from onward.projections.task import (
     TaskProjection,
     TaskView,
     out_of_sequence,
+    task_stream,
 )
 from onward.projections.workers import WORKER_PREFIX, WorkerProjection, WorkerView
 
@@ -159,6 +160,13 @@ class Projections:
             self.sessions.damage(stream[len(SESSION_PREFIX) :], damage)
         elif stream.startswith(BREAKER_PREFIX):
             self.breakers.damage(stream[len(BREAKER_PREFIX) :], damage)
+        elif stream.startswith(INBOX_PREFIX):
+            # A task's inbox is read by its task: a message it cannot read would leave it
+            # waiting for good, or let its wait time out as if the message had not come.
+            task_id = stream[len(INBOX_PREFIX) :]
+            of_task = msgspec.structs.replace(damage, reason=f"in {stream!r}: {damage.reason}")
+            self.damaged.setdefault(task_stream(task_id), of_task)
+            self.tasks.damage(task_id, of_task, session)
         logger.warning("stream %r is damaged: %s", stream, damage)
 
     def _after_damage(self, r: Recorded) -> None:

@@ -60,7 +60,7 @@ from onward.events.integrity import StreamDamage
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
-from onward.projections import TaskView, task_stream
+from onward.projections import TaskView, inbox_stream, task_stream
 from onward.projections.workers import worker_stream
 from onward.runtime.boundary import Boundary
 from onward.runtime.committer import Committer
@@ -1518,6 +1518,11 @@ class Scheduler:
             message = error_message(error, run.redact) or "a CancelledError escaped the task"
             logger.info("task %s failed: CancelledError: %s", view.task_id, message)
             return self._finish(run, TaskFailed(error_type="CancelledError", message=message))
+        if isinstance(error, CorruptRecord) and error.stream == inbox_stream(view.task_id):
+            # A message it cannot read: the log is damaged, not the task. It is marked so
+            # (never claimed again until set aside) and handed back.
+            self._damaged(view, error)
+            return self._release(run, "its inbox is damaged")
         if not isinstance(error, Exception) or _storage_failed(error):
             raise error  # the worker's own interruption, or its storage: not the task's failure
         # Redacted (and cut) once, for the log line as for the record.

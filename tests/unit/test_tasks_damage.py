@@ -270,3 +270,77 @@ def test_a_fold_reads_the_blobs_of_a_page_at_once(tmp_path: Path, clock: FakeClo
     assert folded == stored
     assert len(reads) == 1
     assert sorted(reads[0]) == sorted(digests)
+
+
+@pytest.mark.parametrize("timeout", [None, 60.0], ids=["waits", "times-out"])
+def test_a_task_whose_inbox_is_damaged_is_damaged_not_failed_nor_left_waiting(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], timeout: float | None
+) -> None:
+    """A large message (a blob) sent to a waiting task, its blob removed since: the task is
+    damaged, with why, as one whose own stream is, and a quarantine sets it aside. It was left
+    waiting for good with nothing said (``onward tasks``: waiting), or, its wait timed out,
+    recorded as failed with the log's CorruptRecord as its error (a fact of the log)."""
+    path = tmp_path / "work.db"
+
+    def register(engine: Engine) -> None:
+        @engine.task(name="listen")
+        def listen() -> object:
+            got = engine.recv("go", timeout=timeout)
+            return None if got is None else len(got)
+
+        @engine.task(name="other")
+        def other() -> int:
+            return 1
+
+    with _open(path, clock) as engine:
+        register(engine)
+        listener = engine.submit("listen")
+        engine.run(max_runs=1)
+        assert engine.task_view(listener).state == "waiting"
+        engine.send(listener, "go", BIG)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DELETE FROM onward_blobs")
+    with _open(path, clock) as engine:
+        register(engine)
+        clock.advance(120.0)
+        other = engine.submit("other")
+        summary = engine.run()
+        assert (summary.succeeded, summary.failed) == (1, 0)
+        assert engine.result(other) == 1
+        view = engine.task_view(listener)
+        assert view.state == "damaged"
+        assert f"inbox-{listener}" in (view.damage or "")
+        with pytest.raises(StreamDamaged):
+            engine.result(listener)
+        engine.quarantine(listener, reason="its message is lost")
+        with pytest.raises(TaskQuarantinedError):
+            engine.result(listener)
+    capsys.readouterr()
+    assert main(["tasks", "--db", str(path)]) == 0
+    assert "waiting" not in capsys.readouterr().out
+
+
+def test_a_run_that_reads_a_damaged_inbox_does_not_record_a_failure(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The message's blob is removed after the worker folded it: the run's read finds the
+    damage. The task is marked damaged and handed back, never failed for it."""
+    path = tmp_path / "work.db"
+    with _open(path, clock) as engine:
+
+        @engine.task(name="listen")
+        def listen() -> object:
+            return len(engine.recv("go", timeout=60.0) or "")
+
+        listener = engine.submit("listen")
+        engine.run(max_runs=1)
+        engine.send(listener, "go", BIG)
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("DELETE FROM onward_blobs")
+        summary = engine.run()
+        assert summary.failed == 0
+        assert engine.task_view(listener).state == "damaged"
+        with pytest.raises(StreamDamaged):
+            engine.result(listener)
+    with _open(path, clock) as engine:
+        assert engine.task_view(listener).state == "damaged"
