@@ -53,10 +53,12 @@ from onward.events import (
     VersionConflict,
     Watch,
     WorkerClaimExpired,
+    WorkerHeartbeat,
     encode_value,
     redacted_logger,
 )
 from onward.events.integrity import StreamDamage
+from onward.events.outage import LAST_PAUSE
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
@@ -102,6 +104,10 @@ WATCH_BACK_OFF = 2.0
 #: The longest an idle worker waits before it looks again whether a peer of its host that
 #: runs a task of the session died (a killed process appends nothing that would wake it).
 DEAD_PEER_LOOK = 1.0
+#: How long after an append of its own went through a worker waits before a peer's silence
+#: counts: a peer whose heartbeats failed in an outage this worker did not see retries within
+#: the outage's longest back-off pause, and its beat lands meanwhile.
+SILENCE_GRACE = LAST_PAUSE + 1.0
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,6 +245,9 @@ class Scheduler:
         self._rng = random.Random(session.worker)
         # Per waiting parent: the subtasks it waits for, and where the last look stopped.
         self._subtask_looks: dict[str, tuple[tuple[str, ...], int]] = {}
+        # When a silent peer's claim, run out, may be taken over: a grace after this worker's
+        # own append (see _recover_leases); None when no claim waits for that.
+        self._graced: float | None = None
         #: Shares transactions among the appends of tasks that run at once (None: one each).
         self.committer: Committer | None = None
         #: The threads of plain steps of tasks run on an event loop (``run_async``,
@@ -290,6 +299,8 @@ class Scheduler:
                     if self._boundary() == "pause":
                         paused = True
                         break
+                    if self._graced is not None and self.session.clock() >= self._graced:
+                        tally["recovered"] += self._recover_leases()
                     free = 0 if self.stopping.is_set() else workers - len(in_flight)
                     if max_runs is not None:
                         free = min(free, max_runs - tally["runs"])
@@ -332,6 +343,8 @@ class Scheduler:
                     # ready, never neither.
                     asking = bool(await_approvals) and self._awaiting_approval()
                     due, claimable = self._next_timer(), self._claimable()
+                if self._graced is not None:  # a silent peer's task, taken over a grace later
+                    due = self._graced if due is None else min(due, self._graced)
                 if due is None:
                     if claimable:
                         continue
@@ -1605,6 +1618,8 @@ class Scheduler:
         # not record either. Only a peer known dead (on this host) is taken over then.
         silence_counts = session.log.outage.since_last() >= session.lease
         noted: dict[str, int] = {}  # each silent worker's stream version, as this pass wrote it
+        unproven = False
+        self._graced = None
         for view in session.running_tasks():
             if view.state != "running" or view.unknown_events:
                 continue  # a newer onward's task is left to it
@@ -1619,6 +1634,10 @@ class Scheduler:
                 view.worker == session.worker and view.task_id not in session.running
             )
             if not known_gone and not (silence_counts and now > self._holds_until(view)):
+                continue
+            if not known_gone and not self._silence_proven(view, now):
+                unproven = unproven or session.appended_at < self._holds_until(view)
+                self._graced = session.appended_at + SILENCE_GRACE  # set anew if unproven
                 continue
             expiry = Append(
                 stream=task_stream(view.task_id),
@@ -1636,9 +1655,34 @@ class Scheduler:
                 recovered += 1
             except VersionConflict:
                 continue  # the task moved on, or its worker spoke since this worker read
+        if unproven:  # no append of its own since the claim ran out: one now, then a grace
+            self._append_own()
+            self._graced = session.appended_at + SILENCE_GRACE
         if recovered:
             session.host.catch_up()
         return recovered
+
+    def _silence_proven(self, view: TaskView, now: float) -> bool:
+        """Whether a silent peer's silence counts: an append of this worker went through since
+        the peer's claim ran out, and a grace ago. Its reads alone prove nothing: on SQLite
+        (WAL) they go on while a lock past the busy timeout fails every append, the peer's
+        heartbeats included, and this idle worker, which appended nothing, saw no outage; the
+        peer's beat, retried after a back-off pause, lands within the grace."""
+        appended = self.session.appended_at
+        return appended >= self._holds_until(view) and now >= appended + SILENCE_GRACE
+
+    def _append_own(self) -> None:
+        """Append a heartbeat of this worker (whatever it runs) and note when it went
+        through, so that a peer's silence may count a grace later."""
+        session = self.session
+        at = session.clock()
+        session.log.append(
+            worker_stream(session.worker),
+            [WorkerHeartbeat(lease_until=at + session.lease, running=len(session.running))],
+            expected_version=None,
+            context=session.context,
+        )
+        session.appended_at = session.clock()
 
     def _silence_noted(self, view: TaskView, version: int | None = None) -> Append:
         """The note, on a silent peer's stream, that this worker expires its claim on a task:
@@ -1686,7 +1730,10 @@ class Scheduler:
             return None
         # The moment silence counts again (the past, where no outage was seen lately).
         silence_counts = session.clock() + session.lease - session.log.outage.since_last()
-        return max(min(moments), silence_counts)
+        first = min(moments)
+        if session.appended_at >= first:  # an own append went through since: a grace after it
+            first = session.appended_at + SILENCE_GRACE
+        return max(first, silence_counts)
 
     def _mark_missed(self) -> int:
         missed = 0

@@ -112,6 +112,9 @@ class Session:
         #: lapsed meanwhile: see :class:`Tenure`).
         self.beat_until = 0.0
         self.lapsed_at = 0.0
+        #: When an append of this worker last went through before it counted a peer's silence
+        #: (its reads may go on where appends cannot: see ``Scheduler._recover_leases``).
+        self.appended_at = 0.0
         self._running_lock = threading.Lock()
         #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
         self.observer: Observer | None = None

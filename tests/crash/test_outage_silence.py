@@ -3,15 +3,15 @@ worker that runs a step (its heartbeats fail and back off), none for an idle pee
 host (its reads go on in WAL mode, and it writes nothing while the file is locked).
 
 The promise: "silence during an outage (and for a lease after it) does not count", and a step
-body runs again only when its worker died or lost its lease. What happens: the lock ends a little
-before the running worker's last heartbeat runs out; the running worker's next try at a beat
-waits out its back-off pause (up to two seconds), and the idle peer, which never saw the outage,
-expires the claim the moment the lease ends and runs the step's body again while its worker
-lives, unpaused.
+body runs again only when its worker died or lost its lease. What happened: the lock ended a
+little before the running worker's last heartbeat ran out; the running worker's next try at a beat
+waited out its back-off pause (up to two seconds), and the idle peer, which never saw the
+outage, expired the claim the moment the lease ended and ran the step's body again while its
+worker lived, unpaused.
 
-Not fixed: the idle peer cannot tell a worker silenced by an outage it did not see from a paused
-one without writing itself (a probe, then a grace of the longest back-off pause). The test is
-expected to fail until then.
+Before a peer's silence counts, the idle peer now appends a heartbeat of its own and waits a
+grace (the longest back-off pause and a second) after it went through: the running worker's
+retried beat lands meanwhile, and the expiry is fenced by it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ def job(hold: float) -> int:
 """
 
 
-@pytest.mark.xfail(reason="an idle peer counts a silence it did not see as an outage", strict=False)
 def test_a_lock_past_the_busy_timeout_shorter_than_the_lease_takes_no_live_task_over(
     tmp_path: Path,
 ) -> None:

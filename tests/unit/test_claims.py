@@ -33,7 +33,7 @@ from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from onward.projections.workers import worker_stream
 from onward.runtime.heartbeat import Heartbeat
-from onward.runtime.scheduler import DEAD_PEER_LOOK, Scheduler
+from onward.runtime.scheduler import DEAD_PEER_LOOK, SILENCE_GRACE, Scheduler
 from tests.conftest import FakeClock, OutageClock
 
 
@@ -155,6 +155,8 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
             since_outage.ride_out()  # the peer rides out an outage
             taken.append(peer.run(max_runs=0).recovered)
             since_outage.advance(10.0)  # a lease later, the silence counts
+            taken.append(peer.run(max_runs=0).recovered)  # once its own append went through
+            clock.advance(SILENCE_GRACE)
             taken.append(peer.run(max_runs=0).recovered)
 
         @holder.task(name="job")
@@ -163,7 +165,7 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
 
         holder.submit(job)
         holder.run(max_runs=1)
-        assert taken == [0, 1]
+        assert taken == [0, 0, 1]
     finally:
         peer.close()
         holder.close()
@@ -180,7 +182,8 @@ def test_a_worker_paused_past_its_lease_runs_no_step_body_its_peer_ran(
     then refused), its lease over by its own clock: it looks first, and its run ends there,
     lost. A heartbeat that came late holds nothing the peer took meanwhile."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     bodies: list[tuple[str, str]] = []
 
     def paused() -> None:
@@ -245,7 +248,8 @@ def test_a_worker_paused_between_its_claim_and_the_run_runs_no_body_its_peer_ran
     tenure is its claim's lease as recorded, not one counted from when the run began (which
     the pause would have moved past the peer's takeover)."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     bodies: list[str] = []
     begin = Scheduler._begin
 
@@ -400,12 +404,18 @@ def test_a_peer_does_not_take_over_a_claim_on_a_heartbeat_it_had_not_read(
         def slow() -> None:
             clock.advance(60.0)  # long past the lease
             scheduler = peer._scheduler()
+            peer._session.host.catch_up()
+            recovered.append(scheduler._recover_leases())  # its own append first
+            clock.advance(SILENCE_GRACE)
             peer._session.host.catch_up()  # the peer reads: the holder is silent
             Heartbeat(holder._session, lambda: 1).beat()  # the holder speaks, just after
             recovered.append(scheduler._recover_leases())  # on what the peer had read
             peer._session.host.catch_up()
             recovered.append(scheduler._recover_leases())  # it has read the heartbeat
             clock.advance(60.0)  # and now the holder is silent
+            peer._session.host.catch_up()
+            recovered.append(scheduler._recover_leases())  # its own append first
+            clock.advance(SILENCE_GRACE)
             peer._session.host.catch_up()
             recovered.append(scheduler._recover_leases())
 
@@ -415,7 +425,7 @@ def test_a_peer_does_not_take_over_a_claim_on_a_heartbeat_it_had_not_read(
 
         task_id = holder.submit(job)
         holder.run(max_runs=1)
-        assert recovered == [0, 0, 1]
+        assert recovered == [0, 0, 0, 0, 1]
         events = [r.event for r in holder.log.read()]
         noted = [e for e in events if isinstance(e, WorkerClaimExpired)]
         assert [(e.task_id, e.by) for e in noted] == [(task_id, peer._session.worker)]
@@ -445,6 +455,9 @@ def test_a_peer_takes_every_claim_of_a_silent_worker_over_in_one_pass(
         assert len(scheduler._claim_up_to(5)) == 5
         Heartbeat(holder._session, lambda: 5).beat()
         clock.advance(60.0)  # the holder is silent past its lease
+        peer._session.host.catch_up()
+        assert peer._scheduler()._recover_leases() == 0  # its own append first
+        clock.advance(SILENCE_GRACE)
         peer._session.host.catch_up()
         assert peer._scheduler()._recover_leases() == 5
         noted = [r.event for r in holder.log.read() if isinstance(r.event, WorkerClaimExpired)]
@@ -673,6 +686,10 @@ def test_a_serving_worker_waits_for_a_passed_claim_it_may_not_take_yet(
         assert serving._idle_for(idle=True) == pytest.approx(DEAD_PEER_LOOK / 2)
         since_outage.advance(DEAD_PEER_LOOK / 2)
         assert serving._idle_for(idle=True) == 0.0  # a lease after the outage
+        assert serving._recover_leases() == 0  # its own append first, then a grace
+        assert serving._idle_for(idle=True) == DEAD_PEER_LOOK
+        clock.advance(SILENCE_GRACE)
+        assert serving._idle_for(idle=True) == 0.0
         assert serving._recover_leases() == 2
     finally:
         peer.close()
