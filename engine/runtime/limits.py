@@ -20,7 +20,9 @@ while the step runs again.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from onward.events import (
@@ -34,7 +36,7 @@ from onward.events import (
 )
 from onward.projections import LimitView, Projections, limit_stream, permit_key
 from onward.projections.limits import TAKES_KEPT
-from onward.runtime.session import Session
+from onward.runtime.session import SILENCE_GRACE, Session
 from onward.runtime.worker import worker_gone
 
 __all__ = ["Limits", "Rate", "parse_rate"]
@@ -177,6 +179,10 @@ class Limits:
                 # other run's give-back (once its body ends) leaves it held.
                 now = session.clock()
                 why, until = "", None
+                # Within a lease of an outage of the storage, a holder's silence proves
+                # nothing (it could not record its heartbeat either), as for its claims; nor
+                # before an append of this worker's own went through since, a grace ago.
+                silence_counts = session.log.outage.since_last() >= session.lease
                 in_use = self.in_use(
                     view,
                     projections,
@@ -184,13 +190,23 @@ class Limits:
                     asking=session.worker,
                     lease=session.lease,
                     besides=key,
-                    # Within a lease of an outage of the storage, a holder's silence proves
-                    # nothing (it could not record its heartbeat either), as for its claims.
-                    silence_counts=session.log.outage.since_last() >= session.lease,
+                    silence_counts=silence_counts,
+                    proven=functools.partial(session.silence_proven, now=now),
                 )
                 if concurrency is not None and in_use >= concurrency:
                     why = f"{in_use} of {concurrency} permits in use"
                     until = now + session.lease / 3  # a look again, should a holder die
+                    if silence_counts and concurrency > self.in_use(
+                        view,
+                        projections,
+                        now,
+                        asking=session.worker,
+                        lease=session.lease,
+                        besides=key,
+                    ):  # a holder silent past its lease: a grace after an append of its own
+                        if now >= session.appended_at + SILENCE_GRACE:
+                            session.append_own()
+                        until = min(until, session.appended_at + SILENCE_GRACE)
                 elif rate is not None:
                     # A take stamped further ahead than a lease (a clock that runs ahead) is
                     # not counted: it would hold the limit for as long as that clock is ahead.
@@ -249,6 +265,7 @@ class Limits:
         lease: float = 0.0,
         besides: str = "",
         silence_counts: bool = True,
+        proven: Callable[[float], bool] | None = None,
     ) -> int:
         """How many of a limit's permits count: each whose own time has not run out, or whose
         task still runs under the worker that took it while that worker's claim holds (it is
@@ -265,6 +282,8 @@ class Limits:
             silence_counts: whether a holder's silence past its lease and heartbeat frees
                 its permit (False within a lease of an outage of the storage: a permit then
                 counts while its task runs under its worker, unless that worker is known dead).
+            proven: given until when a silent holder's claim held, whether its silence counts
+                (None: it does; see :meth:`onward.runtime.session.Session.silence_proven`).
         """
         return len(
             Limits.counting(
@@ -275,6 +294,7 @@ class Limits:
                 lease=lease,
                 besides=besides,
                 silence_counts=silence_counts,
+                proven=proven,
             )
         )
 
@@ -288,6 +308,7 @@ class Limits:
         lease: float = 0.0,
         besides: str = "",
         silence_counts: bool = True,
+        proven: Callable[[float], bool] | None = None,
     ) -> list[str]:
         """The permits that count (``"task_id:index"``), as :meth:`in_use` counts them; the
         others in ``view.held`` are stale: their worker is gone or their time ran out, and
@@ -310,6 +331,6 @@ class Limits:
                 found.append(key)
                 continue
             holds = max(task.lease_until, task.updated_at + lease, workers.holds_until(worker))
-            if now <= holds:
+            if now <= holds or (proven is not None and not proven(holds)):
                 found.append(key)
         return found

@@ -53,12 +53,10 @@ from onward.events import (
     VersionConflict,
     Watch,
     WorkerClaimExpired,
-    WorkerHeartbeat,
     encode_value,
     redacted_logger,
 )
 from onward.events.integrity import StreamDamage
-from onward.events.outage import LAST_PAUSE
 from onward.healing.healer import Healer
 from onward.judgement.actions import Judge
 from onward.judgement.rulebook import Rulebook
@@ -81,7 +79,7 @@ from onward.runtime.run import (
     submission_id,
 )
 from onward.runtime.schedules import Schedules
-from onward.runtime.session import Session, Tenure
+from onward.runtime.session import SILENCE_GRACE, Session, Tenure
 from onward.runtime.worker import worker_gone
 
 __all__ = ["RunSummary", "Scheduler"]
@@ -104,10 +102,6 @@ WATCH_BACK_OFF = 2.0
 #: The longest an idle worker waits before it looks again whether a peer of its host that
 #: runs a task of the session died (a killed process appends nothing that would wake it).
 DEAD_PEER_LOOK = 1.0
-#: How long after an append of its own went through a worker waits before a peer's silence
-#: counts: a peer whose heartbeats failed in an outage this worker did not see retries within
-#: the outage's longest back-off pause, and its beat lands meanwhile.
-SILENCE_GRACE = LAST_PAUSE + 1.0
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -1635,7 +1629,7 @@ class Scheduler:
             )
             if not known_gone and not (silence_counts and now > self._holds_until(view)):
                 continue
-            if not known_gone and not self._silence_proven(view, now):
+            if not known_gone and not session.silence_proven(self._holds_until(view), now):
                 unproven = unproven or session.appended_at < self._holds_until(view)
                 self._graced = session.appended_at + SILENCE_GRACE  # set anew if unproven
                 continue
@@ -1656,33 +1650,11 @@ class Scheduler:
             except VersionConflict:
                 continue  # the task moved on, or its worker spoke since this worker read
         if unproven:  # no append of its own since the claim ran out: one now, then a grace
-            self._append_own()
+            session.append_own()
             self._graced = session.appended_at + SILENCE_GRACE
         if recovered:
             session.host.catch_up()
         return recovered
-
-    def _silence_proven(self, view: TaskView, now: float) -> bool:
-        """Whether a silent peer's silence counts: an append of this worker went through since
-        the peer's claim ran out, and a grace ago. Its reads alone prove nothing: on SQLite
-        (WAL) they go on while a lock past the busy timeout fails every append, the peer's
-        heartbeats included, and this idle worker, which appended nothing, saw no outage; the
-        peer's beat, retried after a back-off pause, lands within the grace."""
-        appended = self.session.appended_at
-        return appended >= self._holds_until(view) and now >= appended + SILENCE_GRACE
-
-    def _append_own(self) -> None:
-        """Append a heartbeat of this worker (whatever it runs) and note when it went
-        through, so that a peer's silence may count a grace later."""
-        session = self.session
-        at = session.clock()
-        session.log.append(
-            worker_stream(session.worker),
-            [WorkerHeartbeat(lease_until=at + session.lease, running=len(session.running))],
-            expected_version=None,
-            context=session.context,
-        )
-        session.appended_at = session.clock()
 
     def _silence_noted(self, view: TaskView, version: int | None = None) -> Append:
         """The note, on a silent peer's stream, that this worker expires its claim on a task:

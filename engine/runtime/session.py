@@ -27,9 +27,11 @@ from onward.events import (
     UnknownEventType,
     UsageError,
     VersionConflict,
+    WorkerHeartbeat,
     new_event_id,
     redacted_logger,
 )
+from onward.events.outage import LAST_PAUSE
 from onward.projections import (
     SESSION,
     CatchUp,
@@ -39,12 +41,18 @@ from onward.projections import (
     session_stream,
 )
 from onward.projections.flow import flow_trigger
+from onward.projections.workers import worker_stream
 from onward.runtime.histories import Histories
 from onward.runtime.observer import Observer
 
-__all__ = ["Session", "unknown_events_error"]
+__all__ = ["SILENCE_GRACE", "Session", "unknown_events_error"]
 
 logger = redacted_logger("onward.engine")
+
+#: How long after an append of its own went through a worker waits before a peer's silence
+#: counts: a peer whose heartbeats failed in an outage this worker did not see retries within
+#: the outage's longest back-off pause, and its beat lands meanwhile.
+SILENCE_GRACE = LAST_PAUSE + 1.0
 
 #: How many times an append to the session's stream looks again after another worker's.
 _SESSION_APPEND_TRIES = 20
@@ -113,7 +121,7 @@ class Session:
         self.beat_until = 0.0
         self.lapsed_at = 0.0
         #: When an append of this worker last went through before it counted a peer's silence
-        #: (its reads may go on where appends cannot: see ``Scheduler._recover_leases``).
+        #: (its reads may go on where appends cannot: see :meth:`silence_proven`).
         self.appended_at = 0.0
         self._running_lock = threading.Lock()
         #: Told of the task runs, steps and boundaries (see :mod:`onward.runtime.observer`).
@@ -134,6 +142,27 @@ class Session:
             if self.running.get(task_id) == claim_id:
                 del self.running[task_id]
                 self.claimed_until.pop(task_id, None)
+
+    def silence_proven(self, holds_until: float, now: float) -> bool:
+        """Whether a peer silent since its claim (or permit) held until ``holds_until`` is
+        silent for want of life, not of storage: an append of this worker went through since
+        then, and a grace ago. Reads alone prove nothing: on SQLite (WAL) they go on while a
+        lock past the busy timeout fails every append, the peer's heartbeats included, and a
+        worker that appended nothing saw no outage; the peer's beat, retried after a back-off
+        pause, lands within the grace."""
+        return self.appended_at >= holds_until and now >= self.appended_at + SILENCE_GRACE
+
+    def append_own(self) -> None:
+        """Append a heartbeat of this worker (whatever it runs) and note when it went
+        through: a peer's silence may count a grace later (see :meth:`silence_proven`)."""
+        at = self.clock()
+        self.log.append(
+            worker_stream(self.worker),
+            [WorkerHeartbeat(lease_until=at + self.lease, running=len(self.running))],
+            expected_version=None,
+            context=self.context,
+        )
+        self.appended_at = self.clock()
 
     def renewed(self, at: float, lease_until: float) -> None:
         """A heartbeat was recorded by ``at``, holding this worker's claims until

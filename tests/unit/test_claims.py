@@ -33,7 +33,8 @@ from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from onward.projections.workers import worker_stream
 from onward.runtime.heartbeat import Heartbeat
-from onward.runtime.scheduler import DEAD_PEER_LOOK, SILENCE_GRACE, Scheduler
+from onward.runtime.scheduler import DEAD_PEER_LOOK, Scheduler
+from onward.runtime.session import SILENCE_GRACE
 from tests.conftest import FakeClock, OutageClock
 
 

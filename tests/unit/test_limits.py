@@ -18,6 +18,7 @@ from onward import Engine, TaskFailedError, UsageError
 from onward.cli.main import main
 from onward.events import LimitSet, PermitReturned, PermitTaken, TaskWaiting
 from onward.runtime.limits import Rate, parse_rate
+from onward.runtime.session import SILENCE_GRACE
 from tests.conftest import FakeClock, OutageClock
 from tests.secrets_corpus import GITHUB_PAT
 
@@ -507,7 +508,8 @@ def test_a_permit_counts_through_an_outage_until_a_lease_after_it(
                 peer.run(max_runs=1)
                 seen.append(list(started))
                 since_outage.advance(10.0)  # a lease later, the silence counts
-                clock.advance(5.0)  # past the peer's look again
+                peer.run(max_runs=0)  # once an append of the peer's own went through
+                clock.advance(SILENCE_GRACE + 5.0)  # a grace ago, and past its look again
                 peer.run(max_runs=1)
                 seen.append(list(started))
 
