@@ -145,7 +145,8 @@ def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_i
     """During an outage of the storage nobody can record a heartbeat: a worker that rode one
     out takes a peer's task over only once the peer has had a lease to speak again."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     since_outage = OutageClock(peer.log)
     taken: list[int] = []
     try:
@@ -292,7 +293,8 @@ def test_a_beat_landing_late_between_the_claim_and_the_run_is_a_lapse_of_the_cla
     woken (its lease runs again from then) and the run begins after: the lapse it noted came
     after the claim was taken, and the run looks before its step's body, as when no beat came."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     bodies: list[str] = []
     begin = Scheduler._begin
 
@@ -341,7 +343,8 @@ def test_a_beat_that_rode_out_an_outage_past_the_lease_holds_nothing_a_peer_took
     path = tmp_path / "work.db"
     db = f"sqlite:///{path}?busy_timeout=0.001"
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     lock = sqlite3.connect(path, isolation_level=None)
     bodies: list[tuple[str, str]] = []
     claimed_at = clock.now
@@ -397,7 +400,8 @@ def test_a_peer_does_not_take_over_a_claim_on_a_heartbeat_it_had_not_read(
     appended after that read (on the worker's own stream, not the task's) fences the expiry:
     the peer expires nothing, and takes the claim over once the worker is silent for real."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     recovered: list[int] = []
     try:
 
@@ -442,7 +446,8 @@ def test_a_peer_takes_every_claim_of_a_silent_worker_over_in_one_pass(
     """Each expiry notes the silence on the worker's stream: the next one of the same pass
     writes after that note (it was refused at the version read before it, one claim a pass)."""
     holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
-    peer = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
     try:
 
         @holder.task(name="job")
@@ -808,6 +813,9 @@ def test_a_peer_takes_the_claims_of_a_silent_worker_whose_stream_holds_an_unknow
         writer.codec.register(FromTheFuture)
         writer.append(stream, [FromTheFuture()], expected_version=len(writer.read_stream(stream)))
         clock.advance(60.0)  # the holder is silent past its lease
+        peer._session.host.catch_up()
+        assert peer._scheduler()._recover_leases() == 0  # its own append first
+        clock.advance(SILENCE_GRACE)
         peer._session.host.catch_up()
         assert peer._scheduler()._recover_leases() == 2
     finally:
