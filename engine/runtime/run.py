@@ -1421,6 +1421,20 @@ class TaskRun:
                     self.task_id, f"ended from outside while running ({type(event).__name__})"
                 ) from None
 
+    def _held(self) -> Generator[Effect, Any, None]:
+        """Before a step's body: where the claim may have lapsed, look whether the task was
+        taken over meanwhile (:meth:`_check_held`).
+
+        Raises:
+            LeaseLost: it was; the step's body does not run here.
+        """
+        if self.tenure is not None and self.tenure.lapsed():
+            try:
+                yield Blocking(self._check_held)
+            except LeaseLost:
+                self.steps_run -= 1  # its body does not run here
+                raise
+
     def _check_held(self) -> None:
         """Before a step's body runs past the worker's lease (its process was paused, its
         heartbeats failed): a peer may have taken the task over and run this step already.
@@ -1762,12 +1776,7 @@ class TaskRun:
         index, recorded = self.begin_step(step)  # in memory only
         if recorded is not None:
             return self.replay(step, recorded)
-        if self.tenure is not None and self.tenure.lapsed():
-            try:
-                yield Blocking(self._check_held)
-            except LeaseLost:
-                self.steps_run -= 1  # its body does not run here
-                raise
+        yield from self._held()
         judgement = step.judgement if self.judge is not None else None
         ruling = None
         if judgement is not None:
@@ -1776,6 +1785,8 @@ class TaskRun:
             except MustWait as waits:
                 yield from self._record_wait(waits.wait, waits.then)
         if not step.limit:
+            if ruling is not None:  # judged (it may have waited for a person): looked at again
+                yield from self._held()
             return (yield from self._attempts(step, index, args, kwargs, ruling))
         try:
             # Inside: a caller that gives up (a timeout) while the permit is being taken
@@ -1789,6 +1800,8 @@ class TaskRun:
                     continue
                 self.steps_run -= 1  # it did not run: it waits for a permit
                 yield from self._record_wait([waiting])
+            # The permit's take may have waited on others (the process paused meanwhile).
+            yield from self._held()
             result = yield from self._attempts(step, index, args, kwargs, ruling)
         except GeneratorExit:
             raise

@@ -33,6 +33,7 @@ from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from onward.projections.workers import worker_stream
 from onward.runtime.heartbeat import Heartbeat
+from onward.runtime.run import TaskRun
 from onward.runtime.scheduler import DEAD_PEER_LOOK, Scheduler
 from onward.runtime.session import SILENCE_GRACE
 from tests.conftest import FakeClock, OutageClock
@@ -820,5 +821,54 @@ def test_a_peer_takes_the_claims_of_a_silent_worker_whose_stream_holds_an_unknow
         assert peer._scheduler()._recover_leases() == 2
     finally:
         writer.close()
+        peer.close()
+        holder.close()
+
+
+def test_a_worker_paused_as_it_takes_a_permit_runs_no_body_its_peer_ran(
+    db: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause comes after the step looked at its tenure, while it takes its queue limit's
+    permit (an append, which may wait on others): the step looks again before its body."""
+    holder = Engine.open(db, session="s", clock=clock, lease=10.0, healing=False)
+    # It waits out its grace, and for the permit, before it takes the task over: on the clock.
+    peer = Engine.open(db, session="s", clock=clock, sleep=clock.advance, lease=10.0, healing=False)
+    bodies: list[str] = []
+    paused: list[bool] = []
+    take = TaskRun._take_permit
+
+    def paused_taking(self: TaskRun, *args: Any) -> Any:
+        taken = take(self, *args)
+        if not paused:  # the holder's take, the first
+            paused.append(True)
+            clock.advance(60.0)  # long past the claim's lease
+            taking_over = threading.Thread(target=peer.run)
+            taking_over.start()
+            taking_over.join()
+        return taken
+
+    monkeypatch.setattr(TaskRun, "_take_permit", paused_taking)
+
+    def register(engine: Engine, who: str) -> None:
+        engine.limit("api", concurrency=1)
+
+        @engine.step(name="only", limit="api")
+        def only() -> str:
+            bodies.append(who)
+            return who
+
+        @engine.task(name="job")
+        def job() -> str:
+            return only()
+
+    try:
+        register(holder, "holder")
+        register(peer, "peer")
+        task_id = holder.submit("job")
+        summary = holder.run(max_runs=1)
+        assert bodies == ["peer"]
+        assert summary.cancelled == 1
+        assert holder.result(task_id) == "peer"
+    finally:
         peer.close()
         holder.close()
