@@ -183,27 +183,24 @@ class Limits:
                 # nothing (it could not record its heartbeat either), as for its claims; nor
                 # before an append of this worker's own went through since, a grace ago.
                 silence_counts = session.log.outage.since_last() >= session.lease
-                in_use = self.in_use(
+                counted = functools.partial(
+                    self.in_use,
                     view,
                     projections,
                     now,
                     asking=session.worker,
                     lease=session.lease,
                     besides=key,
+                )
+                in_use = counted(
                     silence_counts=silence_counts,
                     proven=functools.partial(session.silence_proven, now=now),
                 )
                 if concurrency is not None and in_use >= concurrency:
                     why = f"{in_use} of {concurrency} permits in use"
                     until = now + session.lease / 3  # a look again, should a holder die
-                    if silence_counts and concurrency > self.in_use(
-                        view,
-                        projections,
-                        now,
-                        asking=session.worker,
-                        lease=session.lease,
-                        besides=key,
-                    ):  # a holder silent past its lease: a grace after an append of its own
+                    if silence_counts and concurrency > counted():
+                        # A holder silent past its lease: a grace after an append of its own.
                         if now >= session.appended_at + SILENCE_GRACE:
                             session.append_own()
                         until = min(until, session.appended_at + SILENCE_GRACE)
