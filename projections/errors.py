@@ -210,7 +210,6 @@ class PendingRetry(msgspec.Struct, frozen=True, array_like=True, gc=False):
         step_index: the retried step.
         signature: the error signature that was retried ("" when not computed).
         attempt: the number of the coming try.
-        at: when the retry was scheduled (its time among the session's retry times).
         session: the session whose retry budget it spends.
         position: the position of its :class:`onward.events.RetryScheduled` (what its refund
             takes out of the session's retry times: another retry of the same time stays).
@@ -220,7 +219,6 @@ class PendingRetry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     step_index: int
     signature: str
     attempt: int
-    at: float = 0.0
     session: str = ""
     position: int = 0
 
@@ -259,8 +257,8 @@ class ErrorProjection:
 
     def __init__(self) -> None:
         self.signatures: dict[str, SignatureView] = {}
-        # stream -> step index -> (signature, coming attempt, when scheduled, session, position)
-        self._pending: dict[str, dict[int, tuple[str, int, float, str, int]]] = {}
+        # stream -> step index -> (signature, coming attempt, session, position)
+        self._pending: dict[str, dict[int, tuple[str, int, str, int]]] = {}
         # session -> the position of each of its last retries -> its time, oldest first: a
         # refund takes out its own retry (never another of the same time), or none once the
         # bound let it go
@@ -385,7 +383,6 @@ class ErrorProjection:
         self._pending.setdefault(r.stream, {})[event.step_index] = (
             event.signature,
             event.attempt,
-            r.meta.time,
             session,
             r.position,
         )
@@ -409,7 +406,7 @@ class ErrorProjection:
             del self._pending[r.stream]
         if pending is None:
             return
-        signature, _, _, session, position = pending
+        signature, _, session, position = pending
         # A retry that worked was no storm: it no longer spends the session's retry budget.
         self._refund(session, position)
         if not signature:
@@ -436,7 +433,7 @@ class ErrorProjection:
         # A task that ended runs none of its steps again: its retries will never resolve, and
         # spend no more retry budget (mostly they never ran; one cancelled as its try ran is
         # refunded too). The session that spent them is refunded, whichever ended the task.
-        for _, _, _, session, position in self._pending.pop(r.stream, {}).values():
+        for _, _, session, position in self._pending.pop(r.stream, {}).values():
             self._refund(session, position)
 
     def _refund(self, session: str, position: int) -> None:
@@ -481,9 +478,9 @@ class ErrorProjection:
     def pending(self) -> list[PendingRetry]:
         """The retries whose step has no outcome yet, by stream and step."""
         return [
-            PendingRetry(stream, index, signature, attempt, at, session, position)
+            PendingRetry(stream, index, signature, attempt, session, position)
             for stream, steps in sorted(self._pending.items())
-            for index, (signature, attempt, at, session, position) in sorted(steps.items())
+            for index, (signature, attempt, session, position) in sorted(steps.items())
         ]
 
     def snapshot(self) -> dict[str, Any]:
@@ -520,7 +517,6 @@ class ErrorProjection:
             self._pending.setdefault(p.stream, {})[p.step_index] = (
                 p.signature,
                 p.attempt,
-                p.at,
                 p.session,
                 p.position,
             )

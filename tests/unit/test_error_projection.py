@@ -366,7 +366,7 @@ def test_a_retry_without_a_signature_counts_only_for_the_budget(board: Board) ->
     board.add("task-t", retry(sig=""))
     errors = board.fold()
     assert errors.signatures == {}
-    assert errors.pending() == [PendingRetry("task-t", 0, "", 2, T0 + 1, "s", 1)]
+    assert errors.pending() == [PendingRetry("task-t", 0, "", 2, "s", 1)]
     assert errors.recent_retries("s", 0.0) == [T0 + 1]
     board.add("task-t", completed())  # it worked: it spends no more of the budget
     errors = board.fold()
@@ -491,7 +491,7 @@ def test_snapshot_is_plain_and_holds_the_verdicts(board: Board) -> None:
     assert (sig["kind"], sig["best_fix"], sig["best_fix_rate"]) == ("unknown", None, 0.0)
     assert sig["retry_rate"] == pytest.approx(1 / 3)
     assert sig["frames"] == ("app.jobs:run", "app.jobs:parse")
-    assert snapshot["pending"] == [["task-t", 0, "sig", 2, T0 + 1, "s", 2]]
+    assert snapshot["pending"] == [["task-t", 0, "sig", 2, "s", 2]]
     assert snapshot["retry_times"] == {"s": [T0 + 1]}
 
 
