@@ -141,11 +141,11 @@ class Breakers:
         version = view.version
         now = self.clock()
         if view.state == "half_open":
+            until = self._trial_under_way(run, view, now)
+            if until is not None:
+                return self._wait(run, step, index, view, until)
             if self._trial_decided(run, view):
                 return None
-            until = view.half_opened_at + self.policy.cooldown
-            if now < until:
-                return self._wait(run, step, index, view, until)
             # Another task's trial had no outcome within a cool-down (its worker is gone, or
             # its call is slow): this call takes it over, and the others go on waiting for one
             # outcome rather than all calling the dependency at once.
