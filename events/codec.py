@@ -584,6 +584,12 @@ class Codec:
             event=self.decode_event(topic, envelope.event, stream, version, position),
         )
 
+    def knows(self, topic: str) -> bool:
+        """Whether ``topic`` is a tag of this codec: a type of it, or an old tag one of its
+        upcasters reads; False for a type of a newer onward (it decodes as
+        :class:`~onward.events.base.UnknownEvent`)."""
+        return topic in self._types or topic in self._upcasters
+
     def decode_event(
         self, topic: str, raw: bytes | msgspec.Raw, stream: str, version: int, position: int
     ) -> Event | UnknownEvent:

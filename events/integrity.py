@@ -391,6 +391,9 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
             its first bad record, in position order.
         quarantined: the damaged task streams whose task a person set aside since (filled in
             by ``onward verify``, which replays the lifecycles).
+        unknown_types: the event types of intact records that this onward does not know (a
+            newer onward wrote them): not damage, but their records are kept and shown, never
+            folded, and a task holding one is not resumed.
     """
 
     ok: bool
@@ -402,6 +405,7 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     head_record: HeadCheck = HeadCheck(status="not tracked")
     damaged_streams: list[StreamDamage] = msgspec.field(default_factory=list)
     quarantined: list[str] = msgspec.field(default_factory=list)
+    unknown_types: list[str] = msgspec.field(default_factory=list)
 
     def where(self) -> list[str]:
         """Where the problems lie, for a human, each place once (empty when ok): a torn tail,
@@ -467,6 +471,8 @@ class Verifier:
 
     def __init__(self, codec: Codec, head: LogHead | None = None, *, dense: bool = False) -> None:
         self._check = codec.check
+        self._knows = codec.knows
+        self._topics: set[str] = set()  # the tags of the intact records
         # stream -> (version, checksum as stored bytes; None when that record was damaged)
         self._heads: dict[str, tuple[int, bytes | None]] = {}
         self._problems: list[Problem] = []
@@ -498,6 +504,7 @@ class Verifier:
         prev_prefix, checksum_prefix = LAYOUT.prev_prefix, LAYOUT.checksum_prefix
         no_head = (0, b"")
         checked = 0
+        seen = self._topics.add
         for row in rows:
             position, stream, version, topic, state = row
             try:
@@ -528,6 +535,7 @@ class Verifier:
                 self._feed(row)
                 continue
             heads[stream] = (version, stored)
+            seen(topic)
             checked += 1
             self._head = self._last_good = position
         self._events += checked
@@ -588,6 +596,7 @@ class Verifier:
             # Its stored version may be the damaged part: assume it is the next one.
             self._heads[stream] = ((previous[0] if previous else 0) + 1, None)
             return
+        self._topics.add(topic)
         checksum = checksum_of(state).encode()
         last_version, last_sum = previous if previous is not None else (0, b"")
         if version <= last_version:
@@ -757,4 +766,5 @@ class Verifier:
             torn_tail=torn,
             head_record=head_record,
             damaged_streams=damaged_streams(problems),
+            unknown_types=sorted(t for t in self._topics if not self._knows(t)),
         )

@@ -405,6 +405,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {printable(str(problem))}")
     detail = f" ({printable(head.detail)})" if head.detail else ""
     print(f"head record: {head.status}{detail}")
+    if report.unknown_types:
+        kinds = ", ".join(printable(t) for t in report.unknown_types)
+        print(
+            f"note: event types this onward does not know (a newer onward wrote them): {kinds};"
+            " their records are kept and shown, not folded, and a task holding one is not resumed"
+        )
     if report.damaged_streams:
         print(f"damaged streams ({len(report.damaged_streams)}):")
         for damage in report.damaged_streams:

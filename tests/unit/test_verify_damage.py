@@ -25,11 +25,13 @@ import pytest
 
 from onward.events import (
     Codec,
+    Event,
     Meta,
     ProblemKind,
     TaskProgressed,
     TaskSubmitted,
     VerifyReport,
+    all_event_types,
     open_log,
 )
 from onward.projections.reading import FoldReader
@@ -758,3 +760,62 @@ def test_a_record_that_does_not_decode_is_damage_that_verify_reports(
     assert [(p.stream, p.version) for p in report.problems] == [("task-a", 1)]
     assert "does not decode" in report.problems[0].detail
     assert main(["verify", "--db", str(db)]) == 1
+
+
+# -- events of a newer onward ----------------------------------------------------------------
+
+
+def test_events_of_a_newer_onward_are_named_not_damage(db: Path, raw: sqlite3.Connection) -> None:
+    """``verify`` says which event types it does not know: intact records, so ok, but a
+    person reading an ok log written by a newer onward learns that some of it is not folded."""
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture.v1"):
+        """An event type a newer onward might write."""
+
+        detail: str = ""
+
+    with open_log(f"sqlite:///{db}") as writer:
+        writer.codec.register(FromTheFuture)
+        writer.append(stream(0), [FromTheFuture(detail="x")], expected_version=VERSIONS)
+        writer.append(stream(1), [FromTheFuture(detail="y")], expected_version=VERSIONS)
+    # A flipped bit in a known record's topic makes a tag no onward knows: that record is
+    # damage, and its tag is not named as a newer onward's.
+    _, _, topic, _ = row(raw, position(2, 3))
+    flipped = flip_text(topic, 0, 1)
+    execute(raw, "UPDATE stored_events SET topic=? WHERE rowid=?", flipped, position(2, 3))
+    # This process knows the class it defined: read as an onward without it, by tag.
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFuture.v1"]
+
+    def verify_older() -> VerifyReport:
+        with open_log(f"sqlite:///{db}", codec=Codec(types=known)) as log:
+            return log.verify()
+
+    report = verify_older()
+    assert where(report) == [(ProblemKind.CORRUPT, stream(2), 3, position(2, 3))]
+    assert report.unknown_types == ["FromTheFuture.v1"]
+
+    execute(raw, "UPDATE stored_events SET topic=? WHERE rowid=?", topic, position(2, 3))
+    report = verify_older()
+    assert report.ok
+    assert report.unknown_types == ["FromTheFuture.v1"]
+    assert verify(db).unknown_types == []  # this process's own codec knows it
+    cli = [sys.executable, "-m", "onward", "verify", "--db", str(db)]
+    done = subprocess.run(cli, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"ok: {LAST + 2} events")
+    note = "event types this onward does not know (a newer onward wrote them): FromTheFuture.v1"
+    assert note in done.stdout
+    done = subprocess.run([*cli, "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["unknown_types"] == ["FromTheFuture.v1"]
+
+    # An upcaster reading the old tag makes it known.
+    codec = Codec(types=known)
+    assert not codec.knows("FromTheFuture.v1")
+    codec.register_upcaster("FromTheFuture.v1", lambda data: ("TaskProgressed", data))
+    assert codec.knows("FromTheFuture.v1")
+    assert codec.knows("TaskProgressed")
+
+
+def test_a_log_of_known_events_names_no_unknown_type(db: Path) -> None:
+    assert verify(db).unknown_types == []
