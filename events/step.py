@@ -120,6 +120,9 @@ class StepFailed(Event, frozen=True, kw_only=True):
         literal: True when the exception's one argument was no string but the Python literal
             its message spells (``ValueError(404)``, ``StopIteration(5)``): a replay passes
             that value again, not its text (False: the message, in records written before).
+        spread: True when that literal is a tuple of the exception's several arguments
+            (``Throttled("slow down", 30)``), each passed again on its own; False for one
+            argument, and in records written before (an earlier onward replays it as one).
         attributes: the exception's plain attributes (``None``, bool, int, float and str
             values of its ``__dict__``, and those of an object it holds, such as an HTTP
             error's response, one level down; texts redacted and cut), in the log's value
@@ -140,4 +143,5 @@ class StepFailed(Event, frozen=True, kw_only=True):
     dependency: str = ""
     error_class: str = ""
     literal: bool = False
+    spread: bool = False
     attributes: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -261,6 +261,7 @@ _STEP: dict[type[Event], SearchStrategy[Event]] = {
         dependency=_names,
         error_class=_names,
         literal=st.booleans(),
+        spread=st.booleans(),
         attributes=_json_objects(),
     ),
 }

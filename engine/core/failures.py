@@ -37,7 +37,13 @@ from typing import Any
 from onward.core.errors import StepFailedError
 from onward.core.failure_attributes import give_attributes
 
-__all__ = ["exception_class", "read_as_recorded", "replayed_error"]
+__all__ = [
+    "exception_class",
+    "literal_argument",
+    "read_as_recorded",
+    "replayed_error",
+    "spread_arguments",
+]
 
 #: ``str(OSError(errno, strerror[, filename]))``.
 _OS_ERROR = re.compile(r"\[Errno (-?\d+)\] (.*?)(?:: (.+))?", re.DOTALL)
@@ -64,19 +70,22 @@ def replayed_error(
     message: str,
     *,
     literal: bool = False,
+    spread: bool = False,
     attributes: dict[str, Any] | None = None,
 ) -> Exception:
     """The exception a recorded step failure is raised as on replay (see the module);
     ``literal``: its one argument is the Python literal ``message`` spells
-    (:func:`literal_argument`); ``attributes``: the plain attributes its record kept, as
-    stored (:func:`~onward.core.failure_attributes.plain_attributes`)."""
+    (:func:`literal_argument`), or with ``spread`` its arguments are the items of the tuple
+    it spells; ``attributes``: the plain attributes its record kept, as stored
+    (:func:`~onward.core.failure_attributes.plain_attributes`)."""
     cls = _resolve(error_type, error_class)
     if cls is None:
         return StepFailedError(error_type, message)
     rebuilt: Exception | None = None
     if literal:
         with contextlib.suppress(Exception):
-            again = cls(ast.literal_eval(message))
+            value = ast.literal_eval(message)
+            again = cls(*value) if spread and type(value) is tuple else cls(value)
             if _reads(again) == message:
                 rebuilt = again
     if rebuilt is None:
@@ -92,21 +101,35 @@ def replayed_error(
 def literal_argument(exc: BaseException, message: str) -> bool:
     """Whether a failure's one argument is no string but the Python literal its recorded
     ``message`` spells, of the same type (``ValueError(404)``, ``StopIteration(5)``,
-    ``LookupError((1, 2))``): a replay then passes that value again, and the task sees an
-    ``int`` where it saw one (not its text)."""
+    ``LookupError((1, 2))``), or its several arguments are the items of the tuple it spells
+    (``Throttled("slow down", 30)``, ``KeyError("a", 2)``: see :func:`spread_arguments`): a
+    replay then passes them again, and the task sees an ``int`` where it saw one (not its
+    text)."""
     args = exc.args
-    if len(args) != 1 or isinstance(args[0], str) or isinstance(exc, KeyError):
+    if not args or (len(args) == 1 and (isinstance(args[0], str) or isinstance(exc, KeyError))):
         return False  # a KeyError's message is its key's repr already
     if _reads(exc) != message:
-        return False  # cut, redacted, or made otherwise than from its argument
+        return False  # cut, redacted, or made otherwise than from its arguments
     try:
         read = ast.literal_eval(message)
     except _NOT_A_LITERAL:
         return False
     try:
-        return type(read) is type(args[0]) and bool(read == args[0])
+        if len(args) == 1:
+            return type(read) is type(args[0]) and bool(read == args[0])
+        return (
+            type(read) is tuple
+            and len(read) == len(args)
+            and all(type(a) is type(b) and bool(a == b) for a, b in zip(read, args, strict=True))
+        )
     except Exception:  # an argument whose comparison raises
         return False
+
+
+def spread_arguments(exc: BaseException, message: str) -> bool:
+    """Whether a failure's literal (:func:`literal_argument`) is its several arguments, each
+    passed again on its own, rather than one tuple: both read alike."""
+    return len(exc.args) > 1 and literal_argument(exc, message)
 
 
 def read_as_recorded(exc: BaseException, message: str) -> None:
@@ -117,10 +140,14 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
     ``OSError``, its own ``__str__``) is left as it is. A ``KeyError`` gets the key a replay
     rebuilds from the record: the same where its ``repr`` is a literal; else (a date, an
     enum member, a key cut) the recorded text, as a replay raises it."""
+    args = exc.args
+    if len(args) > 1:
+        if not literal_argument(exc, message):  # a replay raises it with its text alone
+            _as_text(exc, message)
+        return
     if isinstance(exc, KeyError):
         _key_as_recorded(exc, message)
         return
-    args = exc.args
     if len(args) != 1 or type(args[0]) is not str or args[0] == message:
         return
     if _reads(exc) != args[0]:
@@ -131,6 +158,21 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
             exc.args = args
     except Exception:  # its args cannot be set (a frozen dataclass, a read-only property)
         return
+
+
+def _as_text(exc: BaseException, message: str) -> None:
+    """Give an exception of several arguments, no literal, the one text a replay gives it,
+    where that reads as it did (its class's text is made from its arguments)."""
+    if _reads(exc) != str(exc.args):
+        return  # its text is made otherwise: a replay rebuilds what it can, as before
+    args = exc.args
+    try:
+        exc.args = (message,)
+        if _reads(exc) != message:
+            exc.args = args
+    except Exception:  # its args cannot be set (a frozen dataclass, a read-only property)
+        with contextlib.suppress(Exception):
+            exc.args = args
 
 
 def _key_as_recorded(exc: KeyError, message: str) -> None:

@@ -38,7 +38,12 @@ import msgspec
 from onward.core.batch import Batch
 from onward.core.definitions import StepDef
 from onward.core.failure_attributes import plain_attributes
-from onward.core.failures import exception_class, literal_argument, replayed_error
+from onward.core.failures import (
+    exception_class,
+    literal_argument,
+    replayed_error,
+    spread_arguments,
+)
 from onward.core.fields import MOST_SECONDS, seconds, shown
 from onward.core.run import MustWait, RunningTask, error_message
 from onward.events import (
@@ -230,6 +235,7 @@ class Healer:
             failed.error_class,
             failed.message,
             literal=failed.literal,
+            spread=failed.spread,
             attributes=failed.attributes,
         )
         call = bind_call(step, args, kwargs, failed.attempt)
@@ -453,6 +459,7 @@ class Healer:
                 dependency=failure.step.breaker,
                 error_class=exception_class(failure.exc),
                 literal=literal_argument(failure.exc, message),
+                spread=spread_arguments(failure.exc, message),
                 attributes=plain_attributes(failure.exc, failure.run.redact),
             ),
         )

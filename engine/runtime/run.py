@@ -45,6 +45,7 @@ from onward.core.failures import (
     literal_argument,
     read_as_recorded,
     replayed_error,
+    spread_arguments,
 )
 from onward.core.run import LeaseLost, MustWait, StorageLost, Suspended, error_message
 from onward.events import (
@@ -867,6 +868,7 @@ class Replayed(msgspec.Struct, frozen=True):
     error_class: str = ""
     literal: bool = False
     attributes: dict[str, Any] = msgspec.field(default_factory=dict)
+    spread: bool = False
 
     @classmethod
     def failed(cls, event: StepFailed) -> Replayed:
@@ -880,6 +882,7 @@ class Replayed(msgspec.Struct, frozen=True):
             event.error_class,
             event.literal,
             event.attributes,
+            event.spread,
         )
 
 
@@ -1712,6 +1715,7 @@ class TaskRun:
                     message=message,
                     error_class=exception_class(exc),
                     literal=literal_argument(exc, message),
+                    spread=spread_arguments(exc, message),
                     attributes=plain_attributes(exc, self.redact),
                 )
             ]
@@ -1731,6 +1735,7 @@ class TaskRun:
             recorded.error_class,
             recorded.message,
             literal=recorded.literal,
+            spread=recorded.spread,
             attributes=recorded.attributes,
         )
 

@@ -1123,7 +1123,8 @@ def test_a_failure_whose_one_argument_is_a_number_keeps_it_on_replay(
     """``ValueError(404)``, ``Throttled(30)``: the task that branches on ``exc.args[0] ==
     404`` took another branch after a crash, where the argument came back as ``"404"``. A
     literal argument is passed again as itself; a string that reads as a number stays a
-    string."""
+    string. Several arguments (``Throttled("slow down", 30)``) came back as one text, so
+    ``exc.args[1]`` raised ``IndexError`` after a crash: literals are passed again each."""
     crash = [True]
     seen: list[list[str]] = []
 
@@ -1134,6 +1135,11 @@ def test_a_failure_whose_one_argument_is_a_number_keeps_it_on_replay(
             "pair": LookupError((1, 2.5)),
             "flag": RuntimeError(None),
             "text": ValueError("404"),
+            "several": Throttled("slow down", 30),
+            "keys": KeyError("a", 2),
+            "tuple and more": LookupError((1, 2), None),
+            "none": RuntimeError(),
+            "object and number": ValueError(Throttled, 3),
         }
 
         @engine.step()
@@ -1168,6 +1174,12 @@ def test_a_failure_whose_one_argument_is_a_number_keeps_it_on_replay(
         "LookupError ((1, 2.5),)",
         "RuntimeError (None,)",
         "ValueError ('404',)",
+        "Throttled ('slow down', 30)",
+        "KeyError ('a', 2)",
+        "LookupError ((1, 2), None)",
+        "RuntimeError ()",
+        # No literal: the task catches on the first run what a replay raises, its text.
+        f"ValueError ({str((Throttled, 3))!r},)",
     ]
     assert replayed == first
 
