@@ -275,7 +275,7 @@ class Breakers:
 
     def on_success(self, run: RunningTask, step: StepDef, batch: Batch, completed_id: str) -> None:
         """Close the step's breaker when this success was its half-open trial (a call that
-        began before it half-opened, while another task's trial is under way, does not)."""
+        began before it half-opened, while another task's trial has no outcome, does not)."""
         dependency = step.breaker
         if not dependency:
             return
@@ -283,9 +283,10 @@ class Breakers:
         version = view.version  # before the state: see before_call
         if view.state != "half_open":
             return
-        if self._trial_under_way(run, view, self.clock()) is not None:
+        if not self._trial_decided(run, view):
             # Another task's call is the trial, and this one was not let through as one: it
-            # began before the breaker half-opened, so its success tells nothing of now.
+            # began before the breaker half-opened, so its success tells nothing of now (nor
+            # once the trial outlived a cool-down: the next call takes that over).
             return
         decision_id = batch.add(
             DecisionMade(
@@ -328,10 +329,9 @@ class Breakers:
         recent = (*view.recent, False)[-policy.window :]
         rate = recent.count(False) / len(recent)
         # A call that is not the trial (it began before the breaker half-opened, while another
-        # task's trial is under way) tells nothing of now: its failure does not open it again.
-        trial_failed = (
-            state == "half_open" and self._trial_under_way(run, view, self.clock()) is None
-        )
+        # task's trial has no outcome, however long) tells nothing of now: its failure does not
+        # open it again.
+        trial_failed = state == "half_open" and self._trial_decided(run, view)
         opens = trial_failed or (
             state == "closed"
             and (

@@ -385,3 +385,73 @@ def test_a_call_that_lost_the_race_to_half_open_waits_when_the_winners_trial_fai
             assert calls == ["first", "peer"]
             assert engine.refresh().breakers.get("search-api").state == "open"
             assert engine.task_view(late).state == "waiting"
+
+
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_a_call_begun_before_the_breaker_opened_moves_it_not_once_the_trial_outlived_a_cooldown(
+    db: str, clock: FakeClock, outcome: str
+) -> None:
+    """A slow call that began while the breaker was closed and ends once the trial has had no
+    outcome for a cool-down is still no trial: it neither closes the breaker nor opens it
+    again (its success was recorded as "trial: succeeded" while the trial was still to fail,
+    or its failure threw away the trial's success)."""
+    import contextlib
+    import threading
+
+    b_done, trial_in, slow_done = threading.Event(), threading.Event(), threading.Event()
+    policy = BreakerPolicy(failures=2, cooldown=60.0)
+    with open_engine(
+        db, clock, breakers=policy, retries=RetryPolicies(RetryPolicy(max_attempts=1))
+    ) as engine:
+
+        @engine.step(name="api", breaker="api")
+        def api(who: str) -> str:
+            if who == "slow":  # begun while closed, it ends once the trial outlived a cool-down
+                assert b_done.wait(10)
+                clock.advance(61.0)
+                assert trial_in.wait(10)
+                clock.advance(61.0)
+                if outcome == "succeeds":
+                    return "ok"
+                raise ConnectionError("503 service unavailable")
+            if who == "trial":
+                trial_in.set()
+                assert slow_done.wait(10)
+                if outcome == "fails":
+                    return "ok"
+            raise ConnectionError("503 service unavailable")
+
+        @engine.step(name="mark")
+        def mark(which: str) -> None:
+            (b_done if which == "b" else slow_done).set()
+
+        @engine.task(name="slow", priority="high")
+        def slow() -> None:
+            try:
+                api("slow")
+            finally:
+                mark("slow")
+
+        @engine.task(name="failing")
+        def failing() -> None:
+            for _ in range(2):  # opens the breaker
+                with contextlib.suppress(ConnectionError):
+                    api("b")
+            mark("b")
+
+        @engine.task(name="trial", priority="low")
+        def trial() -> None:
+            api("trial")
+
+        engine.submit("slow")
+        engine.submit("failing")
+        engine.submit("trial")
+        engine.run(workers=2)
+        view = engine.refresh().breakers.get("api")
+        # The trial's outcome decides: it failed (opened again) or succeeded (closed).
+        dest = "open" if outcome == "succeeds" else "closed"
+        assert [(t.source, t.dest) for t in view.history] == [
+            ("new", "open"),
+            ("open", "half_open"),
+            ("half_open", dest),
+        ]
