@@ -170,10 +170,11 @@ class Projections:
         logger.warning("stream %r is damaged: %s", stream, damage)
 
     def _after_damage(self, r: Recorded) -> None:
-        """Fold an event of a damaged stream: only a task's quarantine (which ends it, and
-        its approval requests with it)."""
+        """Fold an event of a damaged stream: only a task's quarantine (which ends it, its
+        approval requests and its pending retries with it)."""
         if isinstance(r.event, TaskQuarantined) and r.stream.startswith(TASK_PREFIX):
             self.tasks.apply(r)
+            self.errors.apply(r)
             self.decisions.apply(r)
 
     def _typed_folds(self, kind: type[Any]) -> tuple[Callable[[Recorded], None], ...]:

@@ -807,3 +807,45 @@ def test_a_checkpoint_changed_since_it_was_saved_is_ignored(
 
         engine.run()
         assert {engine.result(t) for t in queued} == {100, 101, 102}
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["replayed", "from-a-checkpoint"])
+def test_a_damaged_task_quarantined_spends_no_retry_budget_with_its_pending_retry(
+    tmp_path: Path, clock: FakeClock, checkpoint: bool
+) -> None:
+    """A task waiting for its retry, whose history is then damaged, is quarantined (what a
+    damaged task is for): it never runs again, and its retry no longer awaits an outcome nor
+    spends the session's retry budget, as any ended task's does (the quarantine was folded
+    into the task alone, its stream's one event still read, not into the error DB)."""
+    path = tmp_path / "work.db"
+
+    def register(engine: Engine) -> None:
+        @engine.step(name="fetch")
+        def fetch() -> str:
+            raise TimeoutError("upstream timed out")
+
+        @engine.task(name="job")
+        def job() -> str:
+            return fetch()
+
+    with open_engine(path, clock) as engine:
+        register(engine)
+        task = engine.submit("job")
+        engine.run(max_runs=1)
+        assert engine.task_view(task).state == "waiting"  # for its retry
+        assert len(engine.refresh().errors.recent_retries("nightly", 0.0)) == 1
+    with open_log(f"sqlite:///{path}", clock=clock) as log:  # no lifecycle at this level
+        log.append(
+            task_stream(task),
+            [TaskSucceeded(result="never")],
+            expected_version=log.stream_version(task_stream(task)),
+        )
+    with open_engine(path, clock) as engine:
+        register(engine)
+        assert engine.task_view(task).state == "damaged"
+        engine.quarantine(task, reason="illegal history")
+        if checkpoint:
+            engine.checkpoint()
+    with open_engine(path, clock) as engine:
+        errors = engine.refresh().errors
+        assert (errors.pending(), errors.recent_retries("nightly", 0.0)) == ([], [])
