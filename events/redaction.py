@@ -234,7 +234,8 @@ _CLI_PASSWORD = SecretPattern(
     r"|-(?<![\w-]-)-(?:[\w-]*[_-])?"
     r"(?i:pass(?:word|wd|phrase)|token|secret(?:[_-]?key)?|api[_-]?key)"
     rf"{_ARGUMENT_GAP}(?!-))"
-    r"(?P<quote>[\"'](?!,))?(?P<password>(?(quote)[^\"'\n]+|[^\s\"'|;&]+))",
+    # (Unquoted, not a redirection: gh auth login --with-token < FILE reads it from a file.)
+    r"(?P<quote>[\"'](?!,))?(?P<password>(?(quote)[^\"'\n]+|(?![<>])[^\s\"'|;&]+))",
     group="password",
 )
 

@@ -235,6 +235,11 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
             "docker login --password-stdin r.io; docker run -p 80:80 img",
         ),
         ("curl --url https://h -o out -sS", "curl --url https://h -o out -sS"),
+        # A redirection is no password: the credential comes from the file.
+        (
+            "gh auth login --with-token < ~/gh.txt; tool --token >out.log",
+            "gh auth login --with-token < ~/gh.txt; tool --token >out.log",
+        ),
         ("{'cfg': 'token:\\n  abc123'}", "{'cfg': 'token:\\n  [REDACTED:secret-value]'}"),
         # A cookie header's value is a credential, all its cookies whatever their names.
         (
