@@ -218,9 +218,10 @@ _OPTIONS = r"[^\n|;&]{0,200}?"
 # api-key or secret-key (--password SECRET, --db-password, --with-token, --access-token,
 # --api-key, --client_secret; "--token=SECRET" is a secret-value's). (-p alone, as in mkdir -p or
 # ls -p, names no password; nor is an option after --password, as psql's --password that only asks
-# for one; nor does --token-file or --secret-name end like a credential's name.) The options
-# before -p or -u are looked through up to 200 characters: further, each mention of the command in
-# a long line would cost the rest of the line, the square of its length in all.
+# for one, nor an argument after a negated option, --no-password; nor does --token-file or
+# --secret-name end like a credential's name.) The options before -p or -u are looked through up
+# to 200 characters: further, each mention of the command in a long line would cost the rest of
+# the line, the square of its length in all.
 _CLI_PASSWORD = SecretPattern(
     "cli-password",
     # From a charset of the commands' first letters, which re scans for quickly.
@@ -231,7 +232,8 @@ _CLI_PASSWORD = SecretPattern(
     rf"|(?<=s)shpass{_ARGUMENT_GAP}-p(?:{_ARGUMENT_GAP})?"
     rf"|(?<=d)ocker(?:\.exe)?{_ARGUMENT_GAP}login{_ARGUMENT_GAP}(?:{_OPTIONS}{_ARGUMENT_GAP})?"
     rf"-p(?:{_ARGUMENT_GAP})?(?!-))"
-    r"|-(?<![\w-]-)-(?:[\w-]*[_-])?"
+    # (Not a negated option, which takes no value: pg_dump --no-password DBNAME.)
+    r"|-(?<![\w-]-)-(?!(?i:no|without)[_-])(?:[\w-]*[_-])?"
     r"(?i:pass(?:word|wd|phrase)|token|secret(?:[_-]?key)?|api[_-]?key)"
     rf"{_ARGUMENT_GAP}(?!-))"
     # (Unquoted, not a redirection: gh auth login --with-token < FILE reads it from a file.)

@@ -235,6 +235,10 @@ def test_ordinary_lines_are_untouched(line: str) -> None:
             "docker login --password-stdin r.io; docker run -p 80:80 img",
         ),
         ("curl --url https://h -o out -sS", "curl --url https://h -o out -sS"),
+        # A negated option takes no value: what follows it is an argument (pg_dump's -w).
+        ("pg_dump --no-password mydb > db.sql", "pg_dump --no-password mydb > db.sql"),
+        ("['pg_dump', '--no-password', 'mydb']", "['pg_dump', '--no-password', 'mydb']"),
+        ("tool --no-token repo --without_api_key x", "tool --no-token repo --without_api_key x"),
         # A redirection is no password: the credential comes from the file.
         (
             "gh auth login --with-token < ~/gh.txt; tool --token >out.log",
