@@ -456,8 +456,24 @@ async def drive_async(
             raise stopped from None
         try:
             result, error = await carry_out(effect), None
+        except _Stopped as exc:
+            result, error = None, exc.stop
         except BaseException as exc:
             result, error = None, exc
+
+
+class _Stopped(Exception):
+    """A plain step's ``StopIteration``, carried out of its thread: an asyncio future refuses
+    one (it stays pending, and its caller waits for ever), and a coroutine makes a
+    ``RuntimeError`` of one; the protocol gets it back as the step raised it.
+
+    Attributes:
+        stop: what the body raised.
+    """
+
+    def __init__(self, stop: StopIteration) -> None:
+        super().__init__(stop)
+        self.stop = stop
 
 
 def _stop_iteration(error: RuntimeError) -> StopIteration | None:
@@ -2430,7 +2446,10 @@ class TaskRun:
                 def body() -> Any:
                     if not gate.enter():
                         return None  # cancelled before a thread took it up: never run
-                    return context.run(_call_step, effect)
+                    try:
+                        return context.run(_call_step, effect)
+                    except StopIteration as exc:
+                        raise _Stopped(exc) from None
 
                 running = asyncio.get_running_loop().run_in_executor(self.step_threads, body)
                 try:

@@ -576,3 +576,43 @@ def test_a_step_that_swallows_the_runs_cancellation_starts_no_step_after_it(db: 
         assert engine.task_view(task_id).state == "queued"
         kinds = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
         assert kinds[-1] == "TaskReleased"
+
+
+def test_a_plain_step_raising_stop_iteration_in_an_async_task_ends_as_a_failure(
+    db: Path, clock: FakeClock
+) -> None:
+    """``next()`` on an empty iterator in a plain step awaited by an ``async def`` task: the
+    step's thread hands its ``StopIteration`` back (an asyncio future refuses one, which left
+    the run waiting for ever), the log records it as such, and the task meets it as a
+    coroutine meets any ``StopIteration`` that leaves what it awaits: as the ``RuntimeError``
+    Python makes of it, caused by the step's own."""
+    caught: list[str] = []
+    engine = open_engine(db, clock)
+
+    @engine.step()
+    def first_line(lines: list[str]) -> str:
+        return next(iter(lines))
+
+    @engine.task()
+    async def job() -> str:
+        try:
+            line = await first_line([])
+        except RuntimeError as exc:
+            line = f"<{type(exc.__cause__).__name__}>"
+        caught.append(line)
+        return line
+
+    task_id = engine.submit(job)
+    done: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: done.append(asyncio.run(engine.run_async())), daemon=True
+    )
+    runner.start()
+    runner.join(timeout=60)
+    assert done, "run_async() did not return: the step's StopIteration was lost"  # left open
+    with engine:
+        assert engine.result(task_id) == "<StopIteration>"
+    assert caught == ["<StopIteration>"]
+    with open_log(f"sqlite:///{db}") as log:
+        failures = [r.event for r in log.read() if isinstance(r.event, StepFailed)]
+    assert [f.error_type for f in failures] == ["StopIteration"]
