@@ -1506,9 +1506,10 @@ class TaskRun:
         """Raise when the task's code ends with a call it was handed never awaited.
 
         Raises:
-            UsageError: a step, ``engine.sleep(...)``, ``recv``, ``set_state`` or
-                ``progress`` called without ``await`` in an ``async def`` task: it did nothing
-                (closed now, so Python does not warn of it too).
+            UsageError: a step, ``engine.sleep(...)``, ``recv``, ``set_state``,
+                ``progress``, ``wait``, ``degrade``, ``notify`` or ``patched`` called without
+                ``await`` in an ``async def`` task: it did nothing (closed now, so Python does
+                not warn of it too).
         """
         never = [what for what, call in self.handed if _unstarted(call)]
         for _, call in self.handed:

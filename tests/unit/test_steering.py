@@ -548,7 +548,19 @@ def test_a_step_that_steers_another_task_does_it_once_however_often_its_task_run
 
 
 @pytest.mark.parametrize(
-    "call", ["sleep", "set_state", "progress", "recv", "plain_step", "async_step"]
+    "call",
+    [
+        "sleep",
+        "set_state",
+        "progress",
+        "recv",
+        "plain_step",
+        "async_step",
+        "wait",
+        "degrade",
+        "notify",
+        "patched",
+    ],
 )
 def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
     db: str, clock: FakeClock, call: str
@@ -556,7 +568,9 @@ def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
     """``engine.sleep(5)`` without ``await`` in an ``async def`` task did nothing, and the task
     succeeded as if it had slept (Python's own warning aside): the task fails, naming the call
     to await. So does a step called without ``await``: it did not run, nothing was recorded,
-    and the task succeeded without its side effect."""
+    and the task succeeded without its side effect; and so do ``engine.wait(ids)``,
+    ``degrade`` and ``notify`` written as statements (a wait that did not wait, a rung never
+    taken, a notice never given)."""
     ran: list[str] = []
     with open_engine(db, clock) as engine:
 
@@ -582,6 +596,14 @@ def test_an_async_task_that_forgets_to_await_a_durable_call_fails_saying_so(
                 engine.set_state("k", 1)
             elif call == "recv":
                 engine.recv("verdict")
+            elif call == "wait":
+                engine.wait([])
+            elif call == "degrade":
+                engine.degrade("network")
+            elif call == "notify":
+                engine.notify("half-way")
+            elif call == "patched":
+                engine.patched("v2")
             else:
                 engine.progress(0.5)
             return "done"

@@ -108,6 +108,7 @@ class Degrading:
         run = running_task("degrade()")
         if run is not None and on_event_loop():  # the loop must not wait for a step appending
             return Pending(
+                run,
                 self._degradations.degrade_async(run, name, message=message),
                 f"degrade({name!r})",
             )

@@ -54,17 +54,19 @@ class Pending(Generic[T]):
 
     Its value is only known once awaited: used as a value instead (``if engine.patched(...)``,
     ``a, b = engine.wait(ids)``, ``engine.degrade(name).name``), it raises
-    :class:`UsageError` rather than passing for a true or empty value.
+    :class:`UsageError` rather than passing for a true or empty value; never awaited (a
+    statement, ``engine.notify(...)``), it fails the task at its end, as a step does.
 
     Args:
+        run: the task run that called it.
         call: the coroutine that records what must be and returns the value.
         what: the call, as the task wrote it, for the message.
     """
 
     __slots__ = ("_call", "_what")
 
-    def __init__(self, call: Coroutine[Any, Any, T], what: str) -> None:
-        self._call = call
+    def __init__(self, run: TaskRun, call: Coroutine[Any, Any, T], what: str) -> None:
+        self._call = run.hand(f"engine.{what}", call)
         self._what = what
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -131,7 +133,7 @@ class InsideATask:
         if not isinstance(change_id, str) or not change_id:
             raise UsageError(f"a change id must be a non-empty string, got {change_id!r}")
         if on_event_loop():  # the loop must not wait for a step of the task appending
-            return Pending(run.patched_async(change_id), f"patched({change_id!r})")
+            return Pending(run, run.patched_async(change_id), f"patched({change_id!r})")
         return run.patched(change_id)
 
     def recv(self, topic: str, *, timeout: float | None = None) -> Any:

@@ -174,6 +174,7 @@ class People:
         run = running_task("notify()")
         if run is not None and on_event_loop():  # the loop must not wait for a step appending
             return Pending(
+                run,
                 self._interruptions.notify_async(run, summary, kind=kind, urgent=urgent),
                 "notify(...)",
             )

@@ -359,7 +359,7 @@ class Steering:
         run = current_run("wait()")
         ids = arguments.names(task_ids, "wait(): task_ids")
         if on_event_loop():
-            return Pending(self._waited_async(run, ids), "wait(...)")
+            return Pending(run, self._waited_async(run, ids), "wait(...)")
         results = run.subtasks_ended(ids, self._ended)
         if results is None:
             run.record([TaskWaiting(reason="subtasks", on=ids)])
