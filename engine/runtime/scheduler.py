@@ -623,6 +623,12 @@ class Scheduler:
         for task in tasks:
             try:
                 self._count(await task)
+            except asyncio.CancelledError as exc:
+                # Cancelled while its runs end their steps (a second signal): all of them are
+                # cancelled, not only the one awaited then, nor awaited to their next step.
+                error = error or exc
+                for other in tasks:
+                    other.cancel()
             except BaseException as exc:
                 error = error or exc
         at_once = self.at_once

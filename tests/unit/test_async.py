@@ -616,3 +616,47 @@ def test_a_plain_step_raising_stop_iteration_in_an_async_task_ends_as_a_failure(
     with open_log(f"sqlite:///{db}") as log:
         failures = [r.event for r in log.read() if isinstance(r.event, StepFailed)]
     assert [f.error_type for f in failures] == ["StopIteration"]
+
+
+def test_a_second_signal_stops_serve_async_at_once_while_its_tasks_end_their_steps(
+    db: Path, clock: FakeClock
+) -> None:
+    """SIGTERM, then SIGTERM again while ``serve_async`` waits for its tasks' steps in flight
+    to end: it stops at once, as ``onward worker`` does. It cancelled only the task it was
+    waiting for at that moment and went on waiting for the others' steps (an hour's call held
+    the stop for the hour)."""
+    limit = 60.0  # a hang fails the test instead of holding the suite
+    with open_engine(db, clock) as engine:
+        release = asyncio.Event()
+        started: list[int] = []
+
+        @engine.step()
+        async def call(n: int) -> int:
+            started.append(n)
+            await release.wait()
+            return n
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return await call(n)
+
+        task_ids = [engine.submit(job, n) for n in range(3)]
+
+        async def main() -> bool:
+            loop = asyncio.get_running_loop()
+            loop.call_later(limit, release.set)
+            stop = asyncio.Event()
+            serving = asyncio.create_task(engine.serve_async(concurrency=3, stop=stop))
+            while len(started) < 3:
+                await asyncio.sleep(0)
+            signal.raise_signal(signal.SIGTERM)  # stop once the steps in flight end
+            await stop.wait()
+            signal.raise_signal(signal.SIGTERM)  # again: at once
+            with pytest.raises(asyncio.CancelledError):
+                await serving
+            return release.is_set()
+
+        waited_for_the_steps = asyncio.run(main())
+        assert not waited_for_the_steps
+        engine.refresh()
+        assert [engine.task_view(t).state for t in task_ids] == ["running"] * 3  # leases run out
