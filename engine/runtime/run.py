@@ -850,13 +850,17 @@ class InFlight:
         self.abandoned[index] = returned
 
     async def abandoned_ended(self) -> None:
-        """Wait, through any cancellation, until the plain steps' bodies the run gave up on
-        have returned: handed back while one still ran, its task was taken by another worker
-        that ran the same body beside it."""
+        """Wait until the plain steps' bodies the run gave up on have returned: handed back
+        while one still ran, its task was taken by another worker that ran the same body
+        beside it.
+
+        Raises:
+            asyncio.CancelledError: the run was cancelled again meanwhile: it waits no longer
+                (as a second signal stops a worker at once), and hands nothing back.
+        """
         for running in list(self.abandoned.values()):
-            while not running.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([running])
+            if not running.done():
+                await asyncio.wait([running])
 
     @staticmethod
     def after_end(what: str) -> UsageError:

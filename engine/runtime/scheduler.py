@@ -1363,8 +1363,10 @@ class Scheduler:
 
     async def _hand_back_async(self, run: TaskRun) -> None:
         """Hand a task back as its run is cancelled (not when the worker stops at once: its
-        lease runs out), once the plain steps' bodies under way have returned, seen through
-        any further cancellation; whatever the hand-back meets, the cancellation goes on."""
+        lease runs out), once the plain steps' bodies under way have returned (cancelled again
+        meanwhile, it waits no longer and hands nothing back: its lease runs out), its append
+        seen through any further cancellation; whatever the hand-back meets, the cancellation
+        goes on."""
         if self.at_once:
             return
         await run.in_flight.abandoned_ended()

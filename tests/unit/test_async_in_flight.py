@@ -1815,6 +1815,47 @@ def test_cancelling_run_async_again_stops_waiting_for_a_plain_tasks_thread(
         assert engine.refresh().tasks.views[task_id].state in ("running", "succeeded")
 
 
+def test_cancelling_run_async_again_stops_waiting_for_an_async_tasks_plain_step(
+    db: Path, clock: FakeClock
+) -> None:
+    """As for a plain task's thread: the first cancellation waits for the plain step's body
+    under way to return (to record it with the hand-back); a second waits no longer. It waited
+    on through every later cancellation, ``wait_for`` and task groups included, for as long
+    as the body ran."""
+    started, go = threading.Event(), threading.Event()
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def fetch() -> str:
+            started.set()
+            assert go.wait(60)  # a slow call, still under way
+            return "late"
+
+        @engine.task()
+        async def job() -> str:
+            return await fetch()
+
+        task_id = engine.submit(job)
+
+        async def cancel_twice() -> None:
+            running = asyncio.create_task(engine.run_async())
+            try:
+                await asyncio.to_thread(started.wait)
+                (scheduler,) = engine._runs._runs
+                running.cancel()
+                assert await asyncio.to_thread(scheduler.stopping.wait, 60)
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+                assert not go.is_set()  # it did not wait for the body
+            finally:
+                go.set()
+
+        asyncio.run(cancel_twice())
+        # Nothing handed back: its lease runs out, and a peer runs the step again.
+        assert engine.refresh().tasks.views[task_id].state == "running"
+
+
 def test_a_hand_back_whose_steps_result_is_over_the_payload_limit_still_hands_back(
     db: Path, clock: FakeClock
 ) -> None:
