@@ -115,7 +115,8 @@ def replacing_output(path: str) -> Iterator[IO[bytes]]:
         raise UsageError("the output file has no name (-o '')")
     target = os.path.realpath(path)
     try:
-        found: os.stat_result | None = os.stat(target)
+        # The path as given: /dev/stdout on a pipe resolves to a name no file has.
+        found: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         found = None
     except OSError as exc:

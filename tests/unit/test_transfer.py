@@ -8,6 +8,8 @@ import base64
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -488,3 +490,25 @@ def test_an_import_commits_its_blobs_a_bounded_amount_at_a_time(
     assert records_of(target) == records_of(source)
     with open_log(target) as log:
         assert log.verify().ok
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_to_dev_stdout_that_is_a_pipe_is_written_there(
+    tmp_path: Path, clock: FakeClock, command: str
+) -> None:
+    """``onward export -o /dev/stdout | gzip`` exited 2 ("cannot write /dev/stdout: No such
+    file or directory"): the path was resolved to the pipe's name under /proc, which no file
+    has, before it was found not to be a regular file."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    done = subprocess.run(
+        [sys.executable, "-m", "onward", command, "--db", str(source), "-o", "/dev/stdout"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    if command == "export":
+        assert len(done.stdout.splitlines()) >= len(records_of(f"sqlite:///{source}"))
+    else:
+        assert done.stdout.startswith(b"<!doctype html>")
