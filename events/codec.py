@@ -59,6 +59,31 @@ _PLACEHOLDER = "0" * _CHECKSUM_LEN
 _PREV_PREFIX = b'","prev":"'
 _PREV_START = _BODY_START + len(_PREV_PREFIX)
 
+#: The deepest nesting of containers an event's JSON may have, which every read of the log
+#: follows from wherever it runs (msgspec decodes nesting on the interpreter's stack). onward's
+#: own values nest at most three JSON levels (a dict with keys that are not strings) for each
+#: of their 100 (``MAX_VALUE_DEPTH``), under a few of the event's own.
+MAX_EVENT_DEPTH = 400
+#: Every byte but a bracket.
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+
+
+def _nested_within(event_json: bytes, limit: int) -> bool:
+    """Whether no container of ``event_json`` lies deeper than ``limit``.
+
+    Its strings taken out, its brackets alone are read in C: each pass removes the innermost
+    pairs, one level of nesting (no Python walk over a value's many containers)."""
+    if event_json.count(b"[") + event_json.count(b"{") <= limit:
+        return True
+    # With its escaped backslashes and quotes gone, each quote left starts or ends a string.
+    unquoted = event_json.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(unquoted.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if not brackets:
+            return True
+    return False
+
 
 class RecordLayout(msgspec.Struct, frozen=True):
     """Where a sealed record keeps its checksum and previous hash (fixed byte offsets).
@@ -375,6 +400,11 @@ class Codec:
             return self._encoder.encode(event)
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnencodableValue(f"cannot encode {type(event).__name__}: {exc}") from exc
+        except RecursionError:
+            raise UnencodableValue(
+                f"cannot encode {type(event).__name__}: a value in it contains itself or is "
+                f"nested deeper than {MAX_EVENT_DEPTH} levels"
+            ) from None
 
     def check_decodes(self, event: Event, event_json: bytes) -> None:
         """Check that an event's JSON decodes as its own type, as every read will decode it.
@@ -385,9 +415,15 @@ class Codec:
         result, a task's arguments) are only scanned, not built.
 
         Raises:
-            UnencodableValue: it does not decode as its type.
+            UnencodableValue: it does not decode as its type, or it is nested deeper than
+                :data:`MAX_EVENT_DEPTH`.
         """
         cls = type(event)
+        if not _nested_within(event_json, MAX_EVENT_DEPTH):
+            raise UnencodableValue(
+                f"{cls.__name__} is nested deeper than {MAX_EVENT_DEPTH} levels: a read of the "
+                "log could not follow it"
+            )
         checker = self._checkers.get(cls)
         if checker is None:
             checker = self._checkers[cls] = msgspec.json.Decoder(_shape_of(cls))

@@ -420,6 +420,26 @@ class EventLogSuite(ABC):
             )
         assert log.head() == 0
 
+    @pytest.mark.parametrize("depth", [900, 5000])
+    def test_a_value_nested_deeper_than_a_reader_follows_is_refused(
+        self, log: EventLog, depth: int
+    ) -> None:
+        """Lists nested 5,000 deep raised a bare RecursionError from the encoder; 900 deep
+        was written, and every later read of the log (``onward tasks``, ``verify``, ``why``,
+        a worker's catch-up) failed with a RecursionError at its record."""
+        value: list[Any] = []
+        for _ in range(depth):
+            value = [value]
+        with pytest.raises(UnencodableValue, match="nested"):
+            log.append("task-1", [TaskSubmitted(name="f", args=[value])], expected_version=0)
+        assert log.head() == 0
+        shallow: list[Any] = []
+        for _ in range(300):  # as deep as onward's own values go in JSON
+            shallow = [shallow]
+        log.append("task-1", [TaskSubmitted(name="f", args=[shallow])], expected_version=0)
+        assert [r.event for r in log.read()] == [TaskSubmitted(name="f", args=[shallow])]
+        assert log.verify().ok
+
     def test_bad_appends_are_usage_errors(self, log: EventLog) -> None:
         with pytest.raises(UsageError):
             log.append("task-1", [], expected_version=0)
