@@ -15,7 +15,7 @@ How each figure is counted:
 - **decision latency**: the rulebook's decisions timed in the workers (every error, action and
   completed task asks it), wall time, p50 and p99;
 - **prompts per 100 actions**: approval requests per 100 step outcomes (each step done or given
-  up, durable sleeps aside);
+  up, durable sleeps and the model calls' routes aside);
 - **premature stops**: times the session stopped before its hours were over (its error budget
   paused it, or the work ended early);
 - **errors per hour tolerated**: errors per simulated hour of the session's continuous work;
@@ -39,8 +39,12 @@ import msgspec
 
 from onward.events import EventLog, UnknownEvent
 from onward.runtime.run import SLEEP_STEP
+from onward.sim.work import ROUTE_STEP
 
 __all__ = ["DESIGN", "Kill", "SimResult", "measure", "table"]
+
+#: Step outcomes that are no action of the agent: a durable sleep, a model call's route.
+_NO_ACTIONS = (SLEEP_STEP, ROUTE_STEP)
 
 #: The figures the design onward replaces claimed, as stated (3-6 ms a decision, ...).
 DESIGN: dict[str, str] = {
@@ -210,9 +214,9 @@ def measure(
             if event.final:
                 lost = pending.pop((task, event.index), [])
                 given_up.setdefault(task, []).extend(lost)
-                actions += event.name != SLEEP_STEP
+                actions += event.name not in _NO_ACTIONS
         elif name == "StepCompleted":
-            actions += event.name != SLEEP_STEP
+            actions += event.name not in _NO_ACTIONS
             key = f"{task}:{event.index}"
             completed_by.setdefault(key, generations.get(_pid(meta.actor), 0))
             for sig, known, at in pending.pop((task, event.index), ()):

@@ -28,10 +28,21 @@ from onward.runtime.engine import Engine
 from onward.sim.profile import ACTIONS, ERRORS, KINDS
 from onward.sim.world import World
 
-__all__ = ["ACTIONS", "ERRORS", "KINDS", "SchemaChanged", "UseSchemaV2", "register_work"]
+__all__ = [
+    "ACTIONS",
+    "ERRORS",
+    "KINDS",
+    "ROUTE_STEP",
+    "SchemaChanged",
+    "UseSchemaV2",
+    "register_work",
+]
 
 #: What a person teaches for each new error.
 TEACH = {"SchemaChanged": "use-schema-v2"}
+#: The step that records which way a model call goes (the workaround standing in for the model
+#: API, or none): a read of the session's state, no work and no action.
+ROUTE_STEP = "model_route"
 
 
 class SchemaChanged(ValueError):
@@ -125,6 +136,10 @@ def register_work(engine: Engine, world: World) -> dict[str, Callable[..., Any]]
         world.work(seconds)
         return len(prompt) // 2
 
+    @engine.step(name=ROUTE_STEP)
+    def model_route(prompt: str) -> str:
+        return engine.workaround("external_api") or ""
+
     @engine.step(hints={"alternatives": {"onward_sim_fastjson": "json"}})
     def import_tool(module: str, seconds: float) -> str:
         world.work(seconds)
@@ -163,7 +178,10 @@ def register_work(engine: Engine, world: World) -> dict[str, Callable[..., Any]]
     actions = {kind: action(kind) for kind in ACTIONS}
 
     def model(name: str, seconds: float, fault: str) -> Any:
-        if engine.workaround("external_api") is not None:
+        # Which way the call goes is a step's outcome: a re-run of the task (after a wait for a
+        # person or a crash) goes the way its first run went, whatever the component's state
+        # is by then, as the log's steps hold it.
+        if model_route(name):
             return call_fallback(name, seconds)
         try:
             return call_model(name, seconds, fault)

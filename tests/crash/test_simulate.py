@@ -4,6 +4,7 @@ scripts/bench_simulate.py)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import sqlite3
 from pathlib import Path
@@ -13,7 +14,7 @@ import msgspec
 import pytest
 
 from onward.cli import main
-from onward.events import UsageError, open_log
+from onward.events import TaskSubmitted, TaskSucceeded, UsageError, decode_value, open_log
 from onward.projections import CatchUp
 from onward.report import collect_report
 from onward.sim import PROFILES, SimResult, load_profile, measure, run_simulation, table
@@ -496,3 +497,57 @@ def test_errors_per_hour_counts_the_errors_of_the_continuous_work_only(tmp_path:
     assert result.errors == 5
     assert result.continuous_hours == 0.5
     assert result.errors_per_hour == 4.0  # 2 errors in the first half hour (not 5 / 0.5)
+
+
+#: Model calls through short, frequent outages, and an approval that keeps each task waiting
+#: for 20 simulated minutes: the model API is restored or degraded again meanwhile.
+FLAPPING = """
+name = "flapping"
+task = "job"
+tasks_per_hour = 20.0
+backlog = 4
+crashes = 0
+budget_per_hour = 1000
+
+[person]
+answer_minutes = [20.0, 20.0]
+
+[[steps]]
+kind = "call_model"
+repeat = [4, 4]
+seconds = [20.0, 20.0]
+
+[[steps]]
+kind = "delete_branch"
+seconds = [1.0, 1.0]
+
+[[outages]]
+component = "external_api"
+step = "call_model"
+count = 30
+minutes = [1.0, 1.0]
+"""
+
+
+def test_a_task_run_again_after_a_wait_calls_the_model_the_way_it_first_did(
+    tmp_path: Path,
+) -> None:
+    """A task's model call took the fallback when the session's state said a workaround stood
+    in, read afresh on every run: run again after the person's answer, the task called the model
+    where its log held the fallback (or the other way round), each such call failed with a
+    StepMismatch that the plan skipped, and tasks whose every step had completed recorded 1 to
+    4 steps done of 5."""
+    profile = tmp_path / "flapping.toml"
+    profile.write_text(FLAPPING)
+    db = tmp_path / "flapping.db"
+    run_simulation(profile=str(profile), seed=1, hours=1.0, db=str(db), err=io.StringIO())
+    planned: dict[str, int] = {}
+    done: dict[str, Any] = {}
+    with open_log(f"sqlite:///{db}", create=False) as log:
+        for r in log.read():
+            if isinstance(r.event, TaskSubmitted):
+                planned[r.stream] = len(r.event.args[1])
+            elif isinstance(r.event, TaskSucceeded):
+                done[r.stream] = decode_value(r.event.result)
+    assert len(done) > 10
+    assert {s: n for s, n in done.items() if n != planned[s]} == {}
