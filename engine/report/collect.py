@@ -129,6 +129,10 @@ class _Collector:
         # budget decisions recorded them: (time, limit, window).
         self.budget_settings: list[tuple[float, int, float]] = []
         self.budget_moves: list[tuple[float, str, str]] = []
+        # Where the budget's window started afresh, as its projection has it: a resumption
+        # after its pause (time, the failures before it, which no longer count).
+        self.budget_fresh: list[tuple[float, int]] = []
+        self.budget_paused = False
         self.breakers: dict[str, list[tuple[float, str, str]]] = {}
         self.flow: list[tuple[float, str, str]] = []
         self.levels: list[tuple[float, str, str]] = []
@@ -265,6 +269,7 @@ class _Collector:
         )
         if kind == "budget":
             self.budget_moves.append((time, e.choice, e.rule))
+            self.budget_paused = e.choice == "pause"
             self.budget_set(time, e.thresholds)
         elif kind == "degradation":
             row = self.components.get(e.subject)
@@ -359,6 +364,9 @@ class _Collector:
 
     def resumed(self, r: Recorded, e: Any, time: float, task_id: str) -> None:
         self.totals.resumed += 1
+        if self.budget_paused:  # the first resumption after a pause: the window starts afresh
+            self.budget_fresh.append((time, len(self.failures)))
+            self.budget_paused = False
         # A session reopened with another budget spends that one from then on.
         self.budget_set(time, e.config.get("budget"))
 
@@ -451,14 +459,18 @@ def _budgets(c: _Collector) -> list[tuple[float, int, float]]:
 
 def _burn(c: _Collector, axis: Axis) -> list[float]:
     """Per bin: the failed tries in the budget's window at the bin's end, over the limit, by
-    the setting in force then (before the first recorded, the first)."""
-    failures = sorted(c.failures)
+    the setting in force then (before the first recorded, the first); from a resumption after
+    a pause on, only the failed tries since (the budget counts afresh)."""
+    starts = [(float("-inf"), 0), *c.budget_fresh]
+    fresh = [time for time, _ in starts]
+    counted = [sorted(c.failures[before:]) for _, before in starts]
     settings = _budgets(c)
     times = [time for time, _, _ in settings]
     burn: list[float] = []
     for b in range(BINS):
         at = axis.time((b + 1) / BINS)
         _, limit, window = settings[max(0, bisect.bisect_right(times, at) - 1)]
+        failures = counted[bisect.bisect_right(fresh, at) - 1]
         spent = bisect.bisect_right(failures, at) - bisect.bisect_right(failures, at - window)
         burn.append(round(spent / limit, 3))
     return burn

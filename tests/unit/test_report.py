@@ -29,6 +29,7 @@ from onward.events import (
     open_log,
 )
 from onward.judgement.budget import ErrorBudget
+from onward.projections import CatchUp
 from onward.report import SECTIONS, collect_report, render_page, write_report
 from onward.report.axis import Axis
 from onward.report.model import BINS, RUNS_DRAWN, ApprovalRow
@@ -487,6 +488,42 @@ def test_the_burn_is_drawn_against_the_sessions_own_budget(
     assert (report.budget_limit, report.budget_window) == (20, 3600.0)
     assert report.burn[-1] == pytest.approx(6 / 20)
     assert max(report.burn) == pytest.approx(6 / 20)
+
+
+def test_the_burn_counts_afresh_from_a_resumption_after_a_pause(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """A person who resumes a paused session gives it a fresh budget window (``onward resume``):
+    the page went on counting the failed tries from before the pause, so right after the
+    resumption it drew the budget still spent, and later over twice its limit where the budget
+    (and ``onward sessions``) counted the failures since the resumption alone."""
+    url = f"sqlite:///{tmp_path / 'paused.db'}"
+    budget = ErrorBudget(limit=4, window=3600.0)
+    with Engine.open(
+        url, session="budgeted", clock=clock, sleep=clock.advance, budget=budget
+    ) as engine:
+
+        @engine.step()
+        def call(n: int) -> int:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        @engine.task(name="job")
+        def job(n: int) -> int:
+            return call(n)
+
+        for n in range(4):
+            engine.submit(job, n)
+        assert engine.run().paused
+        clock.advance(60)
+        engine.resume("looked at it")
+        engine.submit(job, 4)
+        engine.run()
+    with open_log(url, create=False) as log:
+        report = collect_report(log)
+        projections = CatchUp(log, checkpoint_every=0).open()
+    counted = projections.budget.window("budgeted", report.end, 3600.0).errors
+    assert 0 < counted < report.totals.step_failures
+    assert report.burn[-1] == pytest.approx(counted / 4)
 
 
 def test_a_log_that_does_not_record_the_budget_says_the_limit_is_assumed(
