@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from onward.cli.commands import check_output, open_existing, replacing_output
 from onward.cli.reports import emit_json, json_text
@@ -41,14 +42,28 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     # Written beside it, then renamed over it: a report cut short (a full disk, a signal)
     # leaves the one before whole.
+    # Written to the standard output (-o /dev/stdout), the page is followed by no line of ours.
+    said = sys.stderr if _is_stdout(output) else sys.stdout
     with replacing_output(output) as out:
         out.write((json_text(report) if args.json else render_page(report)).encode())
     if args.json:
-        print(f"report of session {report.session!r} written to {os.path.abspath(output)}")
+        print(
+            f"report of session {report.session!r} written to {os.path.abspath(output)}",
+            file=said,
+        )
         return 0
     path = os.path.abspath(output)
     print(
         f"report of session {report.session!r} ({report.totals.events:,} events) written to "
-        f"{path}\nopen file://{path} in a browser"
+        f"{path}\nopen file://{path} in a browser",
+        file=said,
     )
     return 0
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` names the file the standard output writes to."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # no such file yet; a standard output that is no file
+        return False

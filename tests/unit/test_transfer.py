@@ -512,3 +512,29 @@ def test_an_output_to_dev_stdout_that_is_a_pipe_is_written_there(
         assert len(done.stdout.splitlines()) >= len(records_of(f"sqlite:///{source}"))
     else:
         assert done.stdout.startswith(b"<!doctype html>")
+
+
+REPORT = [sys.executable, "-m", "onward", "report"]
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_report_to_dev_stdout_is_followed_by_no_line_of_its_own(
+    tmp_path: Path, clock: FakeClock, json_flag: list[str]
+) -> None:
+    """``onward report --json -o /dev/stdout | jq`` read the JSON and then "report of session
+    ... written to /dev/stdout": the confirmation went to the standard output after it."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    done = subprocess.run(
+        [*REPORT, "--db", str(source), "-o", "/dev/stdout", *json_flag],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"written to" not in done.stdout
+    assert b"written to" in done.stderr
+    if json_flag:
+        assert json.loads(done.stdout)["session"] == "move"
+    else:
+        assert done.stdout.rstrip().endswith(b"</html>")
