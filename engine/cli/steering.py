@@ -25,7 +25,7 @@ import msgspec
 from onward.cli.commands import fold, open_existing
 from onward.cli.healing import _actor
 from onward.cli.reports import emit_json, moment, task_row
-from onward.cli.table import clip, printable, table
+from onward.cli.table import clip, printable, printable_json, table
 from onward.cli.timeline import find_task
 from onward.events import MAX_VALUE_DEPTH, EventLog, UsageError, encode_value
 from onward.projections import LimitView, Projections, ScheduleView
@@ -243,7 +243,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"task": view.task_id, "key": args.key, "value": stored})
     else:
-        print(msgspec.json.format(msgspec.json.encode(stored), indent=2).decode())
+        print(printable_json(msgspec.json.format(msgspec.json.encode(stored), indent=2).decode()))
     return 0
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "clip",
     "iso",
     "printable",
+    "printable_json",
     "queue_table",
     "sessions_table",
     "table",
@@ -46,6 +47,26 @@ def printable(text: str) -> str:
         c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNPRINTABLE else c
         for c in text
     )
+
+
+def printable_json(text: str) -> str:
+    """JSON ``text`` with each control, format or line-separator character that JSON leaves as
+    it is (DEL, C1 controls, bidirectional overrides, U+2028) written as its ``\\uXXXX``
+    escape: the same JSON, safe to print. Line breaks outside strings are kept."""
+    if all(c.isprintable() or c == "\n" for c in text):
+        return text
+    out: list[str] = []
+    for c in text:
+        if c != "\n" and unicodedata.category(c) in _UNPRINTABLE:
+            code = ord(c)
+            if code > 0xFFFF:  # a surrogate pair, as JSON writes one
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def clip(text: str, width: int) -> str:

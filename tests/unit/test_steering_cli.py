@@ -264,3 +264,28 @@ def test_get_prints_a_value_with_keys_json_has_no_text_for(
         assert (status, json.loads(out)) == (0, shown)
         status, out, _ = cli(capsys, "get", task_id, key, "--db", url, "--json")
         assert (status, json.loads(out)["value"]) == (0, shown)
+
+
+def test_get_prints_a_text_that_would_drive_the_terminal_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A published text holding a bidirectional override (U+202E), a C1 control sequence
+    introducer (U+009B) or DEL printed them as they are: JSON escapes only the characters
+    below U+0020, so they reached the reader's terminal. They print as JSON escapes, and the
+    JSON still reads back as the value."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    text = "ok \u202eevil \x9b2J \x7f \u2028 \U000e0041 café"
+    with open_engine(url, FakeClock(HOUR)) as engine:
+
+        @engine.task(name="publish")
+        def publish() -> None:
+            engine.set_state("note", {text: [text]})
+
+        task_id = engine.submit("publish")
+        engine.run()
+    status, out, _ = cli(capsys, "get", task_id, "note", "--db", url)
+    assert status == 0
+    assert all(line.isprintable() for line in out.split("\n"))
+    assert all(c not in out for c in "\u202e\x9b\x7f\u2028\U000e0041")
+    assert "café" in out
+    assert json.loads(out) == {text: [text]}
