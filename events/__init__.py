@@ -28,7 +28,7 @@ from onward.events.breaker import (
     BreakerHalfOpened,
     BreakerOpened,
 )
-from onward.events.codec import Codec, Upcaster, all_event_types
+from onward.events.codec import MAX_EVENT_DEPTH, Codec, Upcaster, all_event_types
 from onward.events.decision import (
     ActionChecked,
     ActionUndone,
@@ -148,6 +148,7 @@ from onward.events.worker import WorkerClaimExpired, WorkerHeartbeat, WorkerStop
 __all__ = [
     "DEFAULT_INLINE_LIMIT",
     "DEFAULT_PAYLOAD_LIMIT",
+    "MAX_EVENT_DEPTH",
     "MAX_VALUE_DEPTH",
     "ActionChecked",
     "ActionUndone",

@@ -32,6 +32,7 @@ from onward.events.exceptions import CorruptRecord, UnencodableValue, UsageError
 
 __all__ = [
     "LAYOUT",
+    "MAX_EVENT_DEPTH",
     "Codec",
     "RecordLayout",
     "Upcaster",
