@@ -583,7 +583,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         heartbeat = Heartbeat(session, self.running)
-        watcher = _Watcher(session, lambda: loop.call_soon_threadsafe(wake.set))
+        watcher = _Watcher(session, functools.partial(_wake_loop, loop, wake))
         self.committer = Committer(session.log)
         self.step_threads = _step_threads(concurrency)
         tasks: set[asyncio.Task[Outcome]] = set()
@@ -591,7 +591,7 @@ class Scheduler:
         error: BaseException | None = None
         heartbeat.start()
         watcher.start()
-        self._wakers.append(lambda: loop.call_soon_threadsafe(wake.set))
+        self._wakers.append(functools.partial(_wake_loop, loop, wake))
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.to_thread(self._prepare)
@@ -1837,6 +1837,13 @@ def _storage_failed(exc: BaseException) -> bool:
     return False
 
 
+def _wake_loop(loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+    """Wake a worker's loop from another thread: nothing when that loop has closed (stopped at
+    once, the worker waited for no thread's look under way)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(wake.set)
+
+
 class _Watcher:
     """Calls ``wake`` whenever the log may have changed (another process's append), and once
     ``stop`` is set (within ``WATCH_SLICE``), from a thread of its own, while a worker serves."""
@@ -1878,6 +1885,8 @@ class _Watcher:
                         "watching %s again, after %d failed looks", self.session.log.url, failures
                     )
                 failures = 0
+            if self._closed.is_set():
+                break  # closed during the look (at once: nobody waits for this thread)
             if changed or (self.stop is not None and self.stop.is_set()):
                 self.wake()
 

@@ -660,3 +660,49 @@ def test_a_second_signal_stops_serve_async_at_once_while_its_tasks_end_their_ste
         assert not waited_for_the_steps
         engine.refresh()
         assert [engine.task_view(t).state for t in task_ids] == ["running"] * 3  # leases run out
+
+
+def test_a_worker_stopped_at_once_leaves_its_watch_thread_quiet_after_its_loop_closed(
+    db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped at once (a second signal), ``serve_async`` does not wait for its watch thread's
+    look under way: that look, ending after the loop had closed, woke the closed loop and died
+    with ``RuntimeError: Event loop is closed`` printed on the worker's stderr."""
+    limit = 60.0
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    with open_engine(db, clock) as engine:
+        release = asyncio.Event()
+        started: list[int] = []
+
+        @engine.step()
+        async def call(n: int) -> int:
+            started.append(n)
+            await release.wait()
+            return n
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return await call(n)
+
+        engine.submit(job, 1)
+
+        async def main() -> None:
+            asyncio.get_running_loop().call_later(limit, release.set)
+            stop = asyncio.Event()
+            serving = asyncio.create_task(engine.serve_async(concurrency=1, stop=stop))
+            while not started:
+                await asyncio.sleep(0)
+            signal.raise_signal(signal.SIGTERM)
+            await stop.wait()
+            signal.raise_signal(signal.SIGTERM)
+            with pytest.raises(asyncio.CancelledError):
+                await serving
+
+        asyncio.run(main())
+        watching = [t for t in threading.enumerate() if t.name == "onward-watch"]
+        engine.submit(job, 2)  # a change for a look under way to see
+        for thread in watching:
+            thread.join(limit)
+            assert not thread.is_alive()
+    assert failures == []
