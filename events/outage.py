@@ -1,9 +1,9 @@
 """Riding out storage outages: transient errors are retried, up to a tolerance.
 
-A locked SQLite file (a backup, a migration, another tool holding it past the busy timeout), a
-PostgreSQL server restarting, a dropped connection or a serialization failure is an *outage*,
-not a failure of the work: :class:`Outage` retries the call with exponential back-off until it
-succeeds or the outage has lasted longer than its tolerance, and then raises
+A locked SQLite file (a backup, a migration, another tool holding it past the busy timeout) or
+its full disk, a PostgreSQL server restarting, a dropped connection or a serialization failure
+is an *outage*, not a failure of the work: :class:`Outage` retries the call with exponential
+back-off until it succeeds or the outage has lasted longer than its tolerance, and then raises
 :class:`~onward.events.exceptions.StorageUnavailable`. Other storage errors (a missing table, a
 malformed query) are not retried.
 
@@ -40,8 +40,9 @@ MOST_TOLERANCE = 10 * 366 * 86400
 FIRST_PAUSE = 0.05
 LAST_PAUSE = 2.0
 
-# Words of a message that say a SQLite error is a lock or a passing I/O fault, not a mistake.
-_TRANSIENT_SQLITE = ("locked", "busy", "disk i/o error", "unable to open")
+# Words of a message that say a SQLite error is a lock or a passing I/O fault (a full disk
+# among them: space comes back as other files go), not a mistake.
+_TRANSIENT_SQLITE = ("locked", "busy", "disk i/o error", "unable to open", "disk is full")
 
 
 def transient(exc: BaseException) -> bool:
