@@ -67,6 +67,9 @@ _PREV_START = _BODY_START + len(_PREV_PREFIX)
 MAX_EVENT_DEPTH = 400
 #: Every byte but a bracket.
 _NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+#: Braces as square brackets: the encoder's brackets pair up, so only their depth counts, and
+#: one kind of pair taken out per pass takes out one level of nesting, no more.
+_BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 
 
 def _nested_within(event_json: bytes, limit: int) -> bool:
@@ -78,9 +81,9 @@ def _nested_within(event_json: bytes, limit: int) -> bool:
         return True
     # With its escaped backslashes and quotes gone, each quote left starts or ends a string.
     unquoted = event_json.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = b"".join(unquoted.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    brackets = b"".join(unquoted.split(b'"')[::2]).translate(_BRACES_AS_BRACKETS, _NOT_BRACKETS)
     for _ in range(limit):
-        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        brackets = brackets.replace(b"[]", b"")
         if not brackets:
             return True
     return False

@@ -440,6 +440,19 @@ class EventLogSuite(ABC):
         assert [r.event for r in log.read()] == [TaskSubmitted(name="f", args=[shallow])]
         assert log.verify().ok
 
+    def test_lists_and_dicts_alternating_deeper_than_a_reader_follows_are_refused(
+        self, log: EventLog
+    ) -> None:
+        """A dict in each list in each dict, 700 deep, was written: each pass of the depth
+        check took a pair of lists and then the pair of braces it left bare, two levels at
+        once, and a read from a deep stack failed with a RecursionError at its record."""
+        value: Any = []
+        for level in range(700):
+            value = {"k": value} if level % 2 else [value]
+        with pytest.raises(UnencodableValue, match="nested"):
+            log.append("task-1", [TaskSubmitted(name="f", args=[value])], expected_version=0)
+        assert log.head() == 0
+
     def test_bad_appends_are_usage_errors(self, log: EventLog) -> None:
         with pytest.raises(UsageError):
             log.append("task-1", [], expected_version=0)
