@@ -620,15 +620,20 @@ class Scheduler:
         if isinstance(error, asyncio.CancelledError):
             for task in tasks:
                 task.cancel()
+        serving = asyncio.current_task()
+        cancels = serving.cancelling() if serving is not None else 0
         for task in tasks:
             try:
                 self._count(await task)
             except asyncio.CancelledError as exc:
-                # Cancelled while its runs end their steps (a second signal): all of them are
-                # cancelled, not only the one awaited then, nor awaited to their next step.
                 error = error or exc
-                for other in tasks:
-                    other.cancel()
+                if serving is not None and serving.cancelling() > cancels:
+                    # Cancelled again while its runs end their steps (a second signal): all of
+                    # them are cancelled, not only the one awaited then, nor awaited to their
+                    # next step. (A run that ended by the first cancellation is not that.)
+                    cancels = serving.cancelling()
+                    for other in tasks:
+                        other.cancel()
             except BaseException as exc:
                 error = error or exc
         at_once = self.at_once

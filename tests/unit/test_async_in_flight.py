@@ -2228,3 +2228,63 @@ def test_every_step_under_way_when_its_task_is_cancelled_is_recorded(db: Path) -
         asyncio.run(engine.run_async())
         assert engine.result(task_id) == ["A", "B"]
         assert dict(calls) == {"a": 1, "b": 1}
+
+
+def _awaited_run(serving: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """The run a stopping ``serve_async`` is waiting for (its loop over the runs left)."""
+    coro: Any = serving.get_coro()
+    while coro.cr_frame.f_code.co_qualname != "Scheduler.serve_async":
+        coro = coro.cr_await
+    run: asyncio.Task[Any] = coro.cr_frame.f_locals["task"]
+    return run
+
+
+def test_cancelling_serve_async_once_hands_back_every_task_after_its_plain_step(
+    db: Path, clock: FakeClock
+) -> None:
+    """One cancellation of ``serve_async`` waits for each async def task's plain step under
+    way, then hands its task back. The first run to end so was taken for a second
+    cancellation: the runs still waiting for their bodies were cancelled again, and their
+    tasks were left running, to their leases."""
+    started = {name: threading.Event() for name in ("a", "b")}
+    go = {name: threading.Event() for name in ("a", "b")}
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock) as engine:
+
+        @engine.step()
+        def fetch(name: str) -> str:
+            started[name].set()
+            assert go[name].wait(60)  # a slow call, still under way
+            return name
+
+        @engine.task()
+        async def job(name: str) -> str:
+            return await fetch(name)
+
+        ids = {name: engine.submit(job, name) for name in ("a", "b")}
+
+        async def cancel_once() -> None:
+            running = asyncio.create_task(engine.serve_async(concurrency=2, handle_signals=False))
+            try:
+                for name in ("a", "b"):
+                    await asyncio.to_thread(started[name].wait)
+                (scheduler,) = engine._runs._runs
+                running.cancel()
+                assert await asyncio.to_thread(scheduler.stopping.wait, 60)
+                first = _awaited_run(running)
+                name = first.get_coro().cr_frame.f_locals["view"].task_id
+                (first_name,) = (n for n, task_id in ids.items() if task_id == name)
+                go[first_name].set()
+                await asyncio.wait([first])
+                for event in go.values():
+                    event.set()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            finally:
+                for event in go.values():
+                    event.set()
+
+        asyncio.run(cancel_once())
+        for task_id in ids.values():
+            assert kinds(engine, task_id)[-2:] == ["StepCompleted", "TaskReleased"]
+        run_with(engine, "run_async")
+        assert {engine.result(task_id) for task_id in ids.values()} == {"a", "b"}
