@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -123,6 +124,13 @@ def replacing_output(path: str) -> Iterator[IO[bytes]]:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
     if found is not None and stat.S_ISDIR(found.st_mode):
         raise UsageError(f"cannot write {path}: Is a directory")
+    if found is not None and _is_standard_output(found):
+        # The standard output (-o /dev/stdout) even where it is a file (> FILE, >> FILE):
+        # written as it is open, not replaced, so that what it held is kept as it appends.
+        sys.stdout.flush()
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
     if found is not None and not stat.S_ISREG(found.st_mode):
         with open_output(path, binary=True) as out:
             yield out
@@ -144,6 +152,14 @@ def replacing_output(path: str) -> Iterator[IO[bytes]]:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _is_standard_output(found: os.stat_result) -> bool:
+    """Whether a file, as ``os.stat`` found it, is the one the standard output writes to."""
+    try:
+        return os.path.samestat(found, os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # a standard output that is no file (captured, closed)
+        return False
 
 
 #: The first 16 bytes of every SQLite database file.

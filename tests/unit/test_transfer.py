@@ -538,3 +538,28 @@ def test_a_report_to_dev_stdout_is_followed_by_no_line_of_its_own(
         assert json.loads(done.stdout)["session"] == "move"
     else:
         assert done.stdout.rstrip().endswith(b"</html>")
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_to_dev_stdout_appended_to_a_file_keeps_what_the_file_held(
+    tmp_path: Path, clock: FakeClock, command: str
+) -> None:
+    """``onward report -o /dev/stdout >> pages.html``: the standard output, a file opened to
+    append, was taken for a file to replace (a new one renamed over its name), and what it
+    held before was lost."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    pages = tmp_path / "pages.html"
+    pages.write_bytes(b"kept\n")
+    with open(pages, "ab") as appended:
+        done = subprocess.run(
+            [sys.executable, "-m", "onward", command, "--db", str(source), "-o", "/dev/stdout"],
+            stdout=appended,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    written = pages.read_bytes()
+    assert written.startswith(b"kept\n")
+    assert len(written) > len(b"kept\n")
