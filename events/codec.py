@@ -19,6 +19,7 @@ knows (an event from a newer onward) decodes as :class:`~onward.events.base.Unkn
 from __future__ import annotations
 
 import hashlib
+import itertools
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -72,21 +73,31 @@ _NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
 _BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 
 
+#: The passes that remove a level each before the rest is measured in one pass.
+_CHEAP_PASSES = 8
+#: What each byte left of the brackets adds to the depth: ``[`` one, ``]`` minus one.
+_BRACKET_STEP = [0] * 256
+_BRACKET_STEP[ord("[")], _BRACKET_STEP[ord("]")] = 1, -1
+
+
 def _nested_within(event_json: bytes, limit: int) -> bool:
     """Whether no container of ``event_json`` lies deeper than ``limit``.
 
-    Its strings taken out, its brackets alone are read in C: each pass removes the innermost
-    pairs, one level of nesting (no Python walk over a value's many containers)."""
+    Its strings taken out, its brackets alone are read: a few passes in C each remove the
+    innermost pairs, one level of nesting (most values end there); what is left is measured in
+    one linear pass, so a deep value costs its length, not its length times its depth."""
     if event_json.count(b"[") + event_json.count(b"{") <= limit:
         return True
     # With its escaped backslashes and quotes gone, each quote left starts or ends a string.
     unquoted = event_json.replace(b"\\\\", b"").replace(b'\\"', b"")
     brackets = b"".join(unquoted.split(b'"')[::2]).translate(_BRACES_AS_BRACKETS, _NOT_BRACKETS)
-    for _ in range(limit):
+    passes = min(limit, _CHEAP_PASSES)
+    for _ in range(passes):
         brackets = brackets.replace(b"[]", b"")
         if not brackets:
             return True
-    return False
+    # Each pass took exactly one level off: the rest may be ``limit - passes`` deep.
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets))) <= limit - passes
 
 
 class RecordLayout(msgspec.Struct, frozen=True):
