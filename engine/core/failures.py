@@ -142,8 +142,9 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
     enum member, a key cut) the recorded text, as a replay raises it."""
     args = exc.args
     if len(args) > 1:
-        if not literal_argument(exc, message):  # a replay raises it with its text alone
-            _as_text(exc, message)
+        # No literal: a replay raises it with its text alone, where its text is its arguments'.
+        if not literal_argument(exc, message) and _reads(exc) == str(args):
+            _give_text(exc, message)
         return
     if isinstance(exc, KeyError):
         _key_as_recorded(exc, message)
@@ -152,19 +153,11 @@ def read_as_recorded(exc: BaseException, message: str) -> None:
         return
     if _reads(exc) != args[0]:
         return  # its text is not its argument: changing that would not change the text
-    try:
-        exc.args = (message,)
-        if _reads(exc) != message:
-            exc.args = args
-    except Exception:  # its args cannot be set (a frozen dataclass, a read-only property)
-        return
+    _give_text(exc, message)
 
 
-def _as_text(exc: BaseException, message: str) -> None:
-    """Give an exception of several arguments, no literal, the one text a replay gives it,
-    where that reads as it did (its class's text is made from its arguments)."""
-    if _reads(exc) != str(exc.args):
-        return  # its text is made otherwise: a replay rebuilds what it can, as before
+def _give_text(exc: BaseException, message: str) -> None:
+    """Make ``message`` an exception's one argument, where it then reads as ``message``."""
     args = exc.args
     try:
         exc.args = (message,)
