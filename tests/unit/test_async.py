@@ -618,6 +618,45 @@ def test_a_plain_step_raising_stop_iteration_in_an_async_task_ends_as_a_failure(
     assert [f.error_type for f in failures] == ["StopIteration"]
 
 
+def serve_then_stop_at_once(engine: Engine, count: int) -> tuple[Any, list[str], bool]:
+    """Serve ``count`` tasks whose one step waits; SIGTERM once all of them run (stop once the
+    steps in flight end), then again while ``serve_async`` waits for them (at once).
+
+    Returns:
+        The task function, the tasks' ids, and whether the steps had been let go (waited for:
+        a limit of 60 s lets them go, so that a hang fails the test instead of holding the suite).
+    """
+    release = asyncio.Event()
+    started: list[int] = []
+
+    @engine.step()
+    async def call(n: int) -> int:
+        started.append(n)
+        await release.wait()
+        return n
+
+    @engine.task()
+    async def job(n: int) -> int:
+        return await call(n)
+
+    task_ids = [engine.submit(job, n) for n in range(count)]
+
+    async def main() -> bool:
+        asyncio.get_running_loop().call_later(60.0, release.set)
+        stop = asyncio.Event()
+        serving = asyncio.create_task(engine.serve_async(concurrency=count, stop=stop))
+        while len(started) < count:
+            await asyncio.sleep(0)
+        signal.raise_signal(signal.SIGTERM)  # stop once the steps in flight end
+        await stop.wait()
+        signal.raise_signal(signal.SIGTERM)  # again: at once
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        return release.is_set()
+
+    return job, task_ids, asyncio.run(main())
+
+
 def test_a_second_signal_stops_serve_async_at_once_while_its_tasks_end_their_steps(
     db: Path, clock: FakeClock
 ) -> None:
@@ -625,38 +664,8 @@ def test_a_second_signal_stops_serve_async_at_once_while_its_tasks_end_their_ste
     to end: it stops at once, as ``onward worker`` does. It cancelled only the task it was
     waiting for at that moment and went on waiting for the others' steps (an hour's call held
     the stop for the hour)."""
-    limit = 60.0  # a hang fails the test instead of holding the suite
     with open_engine(db, clock) as engine:
-        release = asyncio.Event()
-        started: list[int] = []
-
-        @engine.step()
-        async def call(n: int) -> int:
-            started.append(n)
-            await release.wait()
-            return n
-
-        @engine.task()
-        async def job(n: int) -> int:
-            return await call(n)
-
-        task_ids = [engine.submit(job, n) for n in range(3)]
-
-        async def main() -> bool:
-            loop = asyncio.get_running_loop()
-            loop.call_later(limit, release.set)
-            stop = asyncio.Event()
-            serving = asyncio.create_task(engine.serve_async(concurrency=3, stop=stop))
-            while len(started) < 3:
-                await asyncio.sleep(0)
-            signal.raise_signal(signal.SIGTERM)  # stop once the steps in flight end
-            await stop.wait()
-            signal.raise_signal(signal.SIGTERM)  # again: at once
-            with pytest.raises(asyncio.CancelledError):
-                await serving
-            return release.is_set()
-
-        waited_for_the_steps = asyncio.run(main())
+        _, task_ids, waited_for_the_steps = serve_then_stop_at_once(engine, 3)
         assert not waited_for_the_steps
         engine.refresh()
         assert [engine.task_view(t).state for t in task_ids] == ["running"] * 3  # leases run out
@@ -668,41 +677,13 @@ def test_a_worker_stopped_at_once_leaves_its_watch_thread_quiet_after_its_loop_c
     """Stopped at once (a second signal), ``serve_async`` does not wait for its watch thread's
     look under way: that look, ending after the loop had closed, woke the closed loop and died
     with ``RuntimeError: Event loop is closed`` printed on the worker's stderr."""
-    limit = 60.0
     failures: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
     with open_engine(db, clock) as engine:
-        release = asyncio.Event()
-        started: list[int] = []
-
-        @engine.step()
-        async def call(n: int) -> int:
-            started.append(n)
-            await release.wait()
-            return n
-
-        @engine.task()
-        async def job(n: int) -> int:
-            return await call(n)
-
-        engine.submit(job, 1)
-
-        async def main() -> None:
-            asyncio.get_running_loop().call_later(limit, release.set)
-            stop = asyncio.Event()
-            serving = asyncio.create_task(engine.serve_async(concurrency=1, stop=stop))
-            while not started:
-                await asyncio.sleep(0)
-            signal.raise_signal(signal.SIGTERM)
-            await stop.wait()
-            signal.raise_signal(signal.SIGTERM)
-            with pytest.raises(asyncio.CancelledError):
-                await serving
-
-        asyncio.run(main())
+        job, _, _ = serve_then_stop_at_once(engine, 1)
         watching = [t for t in threading.enumerate() if t.name == "onward-watch"]
         engine.submit(job, 2)  # a change for a look under way to see
         for thread in watching:
-            thread.join(limit)
+            thread.join(60.0)
             assert not thread.is_alive()
     assert failures == []
