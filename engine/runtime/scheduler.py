@@ -112,7 +112,8 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
         succeeded: tasks that succeeded.
         failed: tasks that failed.
         waiting: runs that ended waiting (for subtasks or a timer).
-        cancelled: runs stopped because the task was cancelled or its lease taken.
+        cancelled: runs stopped because the task was cancelled or quarantined meanwhile, or
+            its lease taken.
         missed: tasks that missed their deadline.
         recovered: tasks taken back from a dead worker.
         steps_run: steps executed.
