@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onward.core.errors import ActionDenied
+from onward.core.errors import StepMismatch
+from onward.events import LogDamaged, UsageError
 from onward.healing.fixes import Remedy, StepCall
 from onward.judgement.degradation import Workaround
 from onward.runtime.engine import Engine
@@ -223,15 +224,22 @@ def register_work(engine: Engine, world: World) -> dict[str, Callable[..., Any]]
 
 
 def run_plan(calls: dict[str, Callable[..., Any]], task: str, plan: list[list[Any]]) -> int:
-    """Do a task's plan, step by step; a step that fails for good is noted and skipped (an
-    agent goes on with the rest of its work). Returns the steps done."""
+    """Do a task's plan, step by step; a step that fails for good (its error recorded in the
+    log) or an action a person denied is skipped: an agent goes on with the rest of its work.
+    Returns the steps done.
+
+    What is no step's failure goes up and ends the task: the engine refusing a use of it
+    (:class:`UsageError`), a re-run that calls other steps than the log records
+    (:class:`StepMismatch`), a history that cannot be trusted (:class:`LogDamaged`). A
+    simulation is there to show such faults, not to step over them.
+    """
     done = 0
     for index, (kind, seconds, fault) in enumerate(plan):
         try:
             calls[kind](f"{task}/{index}", float(seconds), str(fault))
             done += 1
-        except ActionDenied:
-            continue
-        except Exception:
+        except (UsageError, StepMismatch, LogDamaged):
+            raise
+        except Exception:  # ActionDenied among them: the task goes on without that step
             continue
     return done
