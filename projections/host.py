@@ -25,6 +25,7 @@ import msgspec
 from onward.events import (
     BreakerClosed,
     Checkpoint,
+    Codec,
     CorruptRecord,
     EventLog,
     LogDamaged,
@@ -34,6 +35,7 @@ from onward.events import (
     Recorded,
     TaskQuarantined,
     TaskWaiting,
+    UnknownEvent,
     redacted_logger,
 )
 from onward.events.integrity import StreamDamage
@@ -82,6 +84,10 @@ class _Saved(msgspec.Struct, array_like=True):
     schedules: list[ScheduleView]
     limits: list[LimitView]
     damaged: list[StreamDamage] = []
+    # The tags of onward's own events folded, and of the events folded as unknown: an onward
+    # that reads one of them otherwise folds the log again (see CatchUp.open).
+    folded: list[str] = []
+    unknown: list[str] = []
     # The finished tasks, left encoded until asked for (``tasks`` holds the others).
     finished: list[FinishedViews] = []
 
@@ -107,12 +113,14 @@ class Projections:
         limits: each queue limit's permits in use and recent takes.
         damaged: every stream whose history cannot be trusted, by stream, with its first bad
             record (see :meth:`mark_damaged`).
+        unknown_types: the tags of the events folded as
+            :class:`~onward.events.UnknownEvent` (of a newer onward), since the log's start.
         position: the last position folded.
         time: the time of the last event folded (0.0 before any).
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 22
+    SCHEMA = 23
     NAME = "core"
 
     def __init__(self) -> None:
@@ -128,9 +136,15 @@ class Projections:
         self.schedules = ScheduleProjection()
         self.limits = LimitProjection()
         self.damaged: dict[str, StreamDamage] = {}
+        self.unknown_types: set[str] = set()
         self.position = 0
         self.time = 0.0
         self._by_type: dict[type[Any], tuple[Callable[[Recorded], None], ...]] = {}
+        # The types of the events folded but step outcomes (counted as folded always: the hot
+        # path does not note them), and the tags of onward's own types a checkpoint loaded had
+        # folded.
+        self._kinds: set[type[Any]] = set()
+        self._folded_before: frozenset[str] = frozenset()
 
     def apply(self, r: Recorded) -> None:
         """Fold one event (in position order)."""
@@ -215,6 +229,7 @@ class Projections:
         inboxes = self.tasks.apply_inbox
         schedules, limits = self.schedules.apply, self.limits.apply
         awaiting = self.errors.awaiting
+        kinds, unknown_types = self._kinds, self.unknown_types
         by_type = self._by_type
         typed_folds = self._typed_folds
         views = self.tasks.views
@@ -265,6 +280,10 @@ class Projections:
                     outcomes.append(r.meta)
                     continue
                 last_stream = None
+                if kind is UnknownEvent:
+                    unknown_types.add(event.type)  # type: ignore[union-attr]
+                else:
+                    kinds.add(kind)
                 if stream.startswith(TASK_PREFIX):
                     tasks(r)
                     if isinstance(event, TaskWaiting) and event.limit:
@@ -342,6 +361,29 @@ class Projections:
             "damaged": {k: msgspec.to_builtins(v) for k, v in sorted(self.damaged.items())},
         }
 
+    def folded_types(self) -> frozenset[str]:
+        """The tags of onward's own event types folded since the log's start (the step
+        outcomes' always): an onward that does not know one of them reads the log otherwise."""
+        return self._folded_before | {
+            tag
+            for kind in self._kinds | STEP_OUTCOME_TYPES
+            if kind.__module__.startswith("onward.")
+            and isinstance(tag := kind.__struct_config__.tag, str)
+        }
+
+    def read_otherwise(self, codec: Codec) -> list[str]:
+        """The event tags that ``codec`` reads otherwise than the onward that folded these
+        projections (from a checkpoint saved by another version of onward): a type it folded
+        that ``codec`` does not know, or one it folded as unknown that ``codec`` knows.
+
+        Returns:
+            The tags, sorted (empty: ``codec`` folds the log as these projections were).
+        """
+        return sorted(
+            {tag for tag in self.folded_types() if not codec.knows(tag)}
+            | {tag for tag in self.unknown_types if codec.knows(tag)}
+        )
+
     def encode(self) -> bytes:
         """The projections' state, for a checkpoint."""
         active, finished = self.tasks.dump()
@@ -360,6 +402,8 @@ class Projections:
                 schedules=self.schedules.dump(),
                 limits=self.limits.dump(),
                 damaged=list(self.damaged.values()),
+                folded=sorted(self.folded_types()),
+                unknown=sorted(self.unknown_types),
                 finished=finished,
             )
         )
@@ -389,6 +433,8 @@ class Projections:
         projections.schedules.load(saved.schedules)
         projections.limits.load(saved.limits)
         projections.damaged = {d.stream: d for d in saved.damaged}
+        projections.unknown_types = set(saved.unknown)
+        projections._folded_before = frozenset(saved.folded)
         projections.position = position
         projections.time = saved.time
         return projections
@@ -462,11 +508,24 @@ class CatchUp:
             elif saved is not None:
                 try:
                     with _no_cycle_collection():
-                        self.projections = Projections.decode(saved.data, saved.position)
-                    self.loaded_checkpoint = saved.position
+                        loaded = Projections.decode(saved.data, saved.position)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     logger.warning("checkpoint at %d does not decode; replaying", saved.position)
-                    self.projections = Projections()
+                else:
+                    # Saved by another version of onward sharing the log, which read some of
+                    # its events otherwise (one as unknown that this one knows, or the other
+                    # way round): what it folded is not what this onward reads.
+                    otherwise = loaded.read_otherwise(self.log.codec)
+                    if otherwise:
+                        logger.info(
+                            "ignoring checkpoint at position %d: it was folded by an onward "
+                            "that reads events of types %s otherwise; replaying",
+                            saved.position,
+                            ", ".join(otherwise),
+                        )
+                    else:
+                        self.projections = loaded
+                        self.loaded_checkpoint = saved.position
         # No checkpoint while opening: opening stays quick and light; the next catch-up saves.
         self.catch_up(save=False)
         return self.projections

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onward import Engine, InvalidTransition
-from onward.events import Checkpoint, Context, EventLog, Priority
+from onward.events import Checkpoint, Codec, Context, EventLog, Priority, all_event_types
 from onward.events.memory import MemoryLog
 from onward.projections import TASK, CatchUp, Projections, TaskView
 from tests.conftest import FakeClock
@@ -364,6 +364,43 @@ def check_session_of_work(
         # replay is free of side effects
         assert work.calls == calls
         assert log.head() == head
+
+
+def knowing_all_but(forgotten: frozenset[str]) -> Codec:
+    """The codec of an onward that does not know these tags (an older one, or a newer one that
+    dropped them): it reads their events as unknown."""
+    return Codec([t for t in all_event_types() if t.__struct_config__.tag not in forgotten])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(OPS, min_size=10, max_size=30),
+    checkpoint_fraction=st.floats(0.0, 1.0),
+    data=st.data(),
+)
+def test_checkpoint_plus_tail_equals_replay_when_two_versions_share_the_log(
+    ops: list[Op], checkpoint_fraction: float, data: st.DataObject
+) -> None:
+    """Two versions of onward share a log, each knowing event types the other does not: the
+    checkpoint one saved, with the tail, folds for the other exactly as its own replay does."""
+    with opened("memory", FakeClock()) as work:
+        log = work.log
+        for op in ops:
+            work.apply(op)
+        tags = sorted({r.event.__struct_config__.tag for r in log.read()})  # type: ignore[union-attr]
+        versions = st.frozensets(st.sampled_from(tags), max_size=3)
+        saver, loader = data.draw(versions, label="saver"), data.draw(versions, label="loader")
+
+        log.codec = knowing_all_but(saver)
+        host = CatchUp(log, checkpoint_every=0, upto=round(checkpoint_fraction * log.head()))
+        host.open(use_checkpoint=False)
+        host.checkpoint()
+
+        log.codec = knowing_all_but(loader)
+        loaded = CatchUp(log, checkpoint_every=0)
+        assert loaded.open().snapshot() == replay(log)
+        if saver == loader and not saver & {"StepCompleted", "StepFailed"}:
+            assert loaded.loaded_checkpoint == host.projections.position
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])

@@ -594,6 +594,67 @@ def test_events_of_a_newer_onward_never_stop_replay(
         assert view.version == len(history)
 
 
+def _checkpoint_by(board: Board, codec: Codec) -> None:
+    """Fold the whole log with ``codec`` (as an onward that knows those types would) and save
+    the checkpoint it would save."""
+    known = board.log.codec
+    board.log.codec = codec
+    host = CatchUp(board.log, checkpoint_every=0)
+    host.open(use_checkpoint=False)
+    host.checkpoint()
+    board.log.codec = known
+
+
+def _session_with_progress(board: Board) -> None:
+    board.submit("t")
+    board.claim("t")
+    board.append("t", TaskProgressed(fraction=0.5))
+    board.submit("u")
+
+
+def test_a_checkpoint_of_an_onward_that_read_a_type_as_unknown_is_not_used_by_one_that_knows_it(
+    board: Board,
+) -> None:
+    """Two versions share a log: the older one folded a newer one's event as unknown (its task
+    not to be resumed) and saved a checkpoint at the same schema. The newer one, which knows
+    that event, must not take the older one's reading of it: it folds the log again."""
+    _session_with_progress(board)
+    older = Codec([t for t in all_event_types() if t is not TaskProgressed])
+    _checkpoint_by(board, older)
+    board.append("u", TaskClaimed(worker="w1", lease_until=T0 + 3600))  # a tail to fold
+
+    host = CatchUp(board.log, checkpoint_every=0)
+    projections = host.open()
+    assert host.loaded_checkpoint is None
+    assert projections.tasks.tasks["t"].unknown_events == 0
+    assert projections.tasks.tasks["t"].progress == 0.5
+    assert projections.snapshot() == replay(board).snapshot()
+
+    # The older onward still takes its own checkpoint: it folds what it reads the same way.
+    board.log.codec = older
+    host = CatchUp(board.log, checkpoint_every=0)
+    assert host.open().snapshot() == replay(board).snapshot()
+    assert host.loaded_checkpoint is not None
+
+
+def test_a_checkpoint_of_an_onward_that_knows_more_types_is_not_used_by_one_that_does_not(
+    board: Board,
+) -> None:
+    """The mirror case: a newer onward folded an event the older one cannot read, and saved a
+    checkpoint at the same schema. The older one must refuse that task as a replay would (it
+    holds an event of a newer onward), not take it as the newer one read it."""
+    _session_with_progress(board)
+    _checkpoint_by(board, Codec())
+    older = Codec([t for t in all_event_types() if t is not TaskProgressed])
+    board.log.codec = older
+
+    host = CatchUp(board.log, checkpoint_every=0)
+    projections = host.open()
+    assert host.loaded_checkpoint is None
+    assert projections.tasks.tasks["t"].unknown_events == 1
+    assert projections.snapshot() == replay(board).snapshot()
+
+
 def test_a_page_that_fails_part_way_is_folded_again_not_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
