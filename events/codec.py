@@ -641,6 +641,35 @@ class Codec:
         :class:`~onward.events.base.UnknownEvent`)."""
         return topic in self._types or topic in self._upcasters
 
+    def _upcast(
+        self, tag: str, data: dict[str, Any], stream: str, version: int, position: int
+    ) -> tuple[str, dict[str, Any]]:
+        """One step of upcasting: the upcaster of ``tag`` over the stored fields.
+
+        Raises:
+            CorruptRecord: the upcaster raised (a record of a shape it was not written for),
+                or did not give a tag and fields: the record does not decode, as one whose
+                fields do not fit its type.
+        """
+        upcaster = self._upcasters[tag]
+        try:
+            new_tag, fields = upcaster(data)
+            if not (isinstance(new_tag, str) and isinstance(fields, dict)):
+                raise TypeError(
+                    f"it returned {type(new_tag).__name__} and {type(fields).__name__}, "
+                    "not a tag and a dict of fields"
+                )
+        except Exception as exc:  # the application's code: whatever it raises
+            name = getattr(upcaster, "__qualname__", type(upcaster).__qualname__)
+            raise CorruptRecord(
+                f"event of type {tag!r} does not decode: its upcaster {name} failed: "
+                f"{type(exc).__name__}: {exc}",
+                stream=stream,
+                version=version,
+                position=position,
+            ) from exc
+        return new_tag, fields
+
     def decode_event(
         self, topic: str, raw: bytes | msgspec.Raw, stream: str, version: int, position: int
     ) -> Event | UnknownEvent:
@@ -653,7 +682,7 @@ class Codec:
             tag = topic
             seen = {tag}
             while tag in self._upcasters:
-                tag, data = self._upcasters[tag](data)
+                tag, data = self._upcast(tag, data, stream, version, position)
                 if tag in seen:
                     break
                 seen.add(tag)

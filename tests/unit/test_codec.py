@@ -38,6 +38,7 @@ from onward.events import (
     open_log,
 )
 from onward.events.codec import checksum_of, prev_of
+from onward.projections import CatchUp
 from tests.conftest import FakeClock
 from tests.strategies import EVENT_STRATEGIES, any_event
 
@@ -317,6 +318,39 @@ def test_upcaster_giving_fields_that_do_not_fit_is_a_corrupt_record(legacy_db: P
             1,
             1,
         )
+
+
+def _reads_only_v1(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An upcaster written for a later old shape than the fixture's (``function`` had become
+    ``name`` by then): it fails on the fixture's record."""
+    return "TaskSubmitted", {**data, "name": data["name"], "type": "TaskSubmitted"}
+
+
+def _not_a_pair(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return data  # type: ignore[return-value]  # a mistake: the tag is missing
+
+
+@pytest.mark.parametrize("upcaster", [_reads_only_v1, _not_a_pair])
+def test_an_upcaster_that_fails_on_a_record_makes_only_its_stream_damaged(
+    legacy_db: Path, clock: FakeClock, upcaster: Any
+) -> None:
+    """An upcaster meets an old record it was not written for: the record does not decode (a
+    typed error naming where), and the rest of the log still opens and folds."""
+    with open_log(f"sqlite:///{legacy_db}", clock=clock) as log:
+        log.append("task-other", [TaskSubmitted(name="index")], expected_version=0)
+        log.codec.register_upcaster("TaskSubmitted.v0", upcaster)
+        with pytest.raises(CorruptRecord, match=r"TaskSubmitted\.v0") as info:
+            log.read_stream("task-legacy-1")
+        assert (info.value.stream, info.value.version, info.value.position) == (
+            "task-legacy-1",
+            1,
+            1,
+        )
+        assert upcaster.__name__ in str(info.value)
+        projections = CatchUp(log, checkpoint_every=0).open()
+        assert set(projections.damaged) == {"task-legacy-1"}
+        assert projections.tasks.tasks["other"].state == "queued"
+        assert projections.position == log.head()
 
 
 # -- corrupt records --------------------------------------------------------------------------
