@@ -30,7 +30,8 @@ from typing import Any
 import msgspec
 
 from onward.core.fields import MOST_SECONDS, finite, seconds, shown, whole
-from onward.events import Jitter, UsageError
+from onward.events import Jitter, UsageError, redacted_logger
+from onward.healing.signature import SIGNATURE_VERSION, other_signature_format
 from onward.projections.errors import RETRY_TIMES_LIMIT
 
 __all__ = [
@@ -88,6 +89,8 @@ _TYPE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 #: The fewest observed retries of a signature before its success rate counts.
 _MIN_OBSERVED = 5
+
+logger = redacted_logger("onward.engine")
 #: An error whose retries rarely work is still retried once at every this many occurrences
 #: (see :func:`adaptive_attempts`).
 PROBE_EVERY = 10
@@ -309,6 +312,16 @@ class RetryRule(msgspec.Struct, frozen=True):
         if not isinstance(self.policy, RetryPolicy):
             raise UsageError(
                 f"retry rule {self.match!r}: policy must be a RetryPolicy, not {shown(self.policy)}"
+            )
+        if (version := other_signature_format(self.match)) is not None:
+            # Not refused: a rule for the signatures of another onward sharing the log (an
+            # upgrade under way) is kept; but here it matches nothing, which must not go unseen.
+            logger.warning(
+                "retry rule %r names a signature of format v%d, and this onward computes v%d "
+                "signatures (SIGNATURE_VERSION): the rule matches no error here",
+                self.match,
+                version,
+                SIGNATURE_VERSION,
             )
 
     @property

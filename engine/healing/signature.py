@@ -36,7 +36,13 @@ import msgspec
 from onward.core.run import SECRET_REACH, encodable, redaction_window
 from onward.events import UsageError
 
-__all__ = ["SIGNATURE_VERSION", "ErrorSignature", "fingerprint", "normalise_message"]
+__all__ = [
+    "SIGNATURE_VERSION",
+    "ErrorSignature",
+    "fingerprint",
+    "normalise_message",
+    "other_signature_format",
+]
 
 #: The version of the fingerprint algorithm, part of every id. Bump it whenever a change would
 #: give an existing failure another id (a pattern, a limit, the canonical encoding).
@@ -461,3 +467,19 @@ def _signature(
         causes=causes,
         version=SIGNATURE_VERSION,
     )
+
+
+_FORMAT = re.compile(r"v([0-9]+)-")
+
+
+def other_signature_format(signature: str) -> int | None:
+    """The format version of a signature id (or prefix, ``v2-3f2a``) when it is not this
+    onward's :data:`SIGNATURE_VERSION`: such an id never matches an error fingerprinted here
+    (an older onward's, or a newer one's sharing the log). None for this onward's own, or for
+    a text that is no signature id.
+    """
+    found = _FORMAT.match(signature)
+    if found is None:
+        return None
+    version = int(found.group(1))
+    return None if version == SIGNATURE_VERSION else version

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from onward import Engine, TaskFailedError
+from onward import SIGNATURE_VERSION, Engine, TaskFailedError
 from onward.events import FixAttempted, Jitter, Recorded, RetryScheduled, StepFailed, TaskWaiting
 from onward.healing.breaker import BreakerPolicy
 from onward.healing.fixes import FixRegistry, Remedy, StepCall
@@ -356,6 +357,22 @@ def test_a_learned_fix_is_applied_on_first_sight(db: str, clock: FakeClock) -> N
         assert engine.projections.errors.learned(signature) == ("use-declared-default",)
         with pytest.raises(Exception, match="no-such-fix"):
             engine.learn(signature, "no-such-fix")
+
+
+def test_learning_a_fix_for_another_signature_format_says_it_applies_elsewhere(
+    db: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fix taught for a signature of another format (a newer onward's, sharing the log) is
+    recorded for that onward, and this one says it will not apply it itself."""
+    other = f"v{SIGNATURE_VERSION + 1}-" + "0123456789abcdef"
+    with open_engine(db, clock) as engine, caplog.at_level(logging.WARNING, logger="onward"):
+        engine.learn(f"v{SIGNATURE_VERSION}-" + "0123456789abcdef", "use-declared-default")
+        assert caplog.records == []
+        engine.learn(other, "use-declared-default")
+        assert engine.projections.errors.learned(other) == ("use-declared-default",)
+    (record,) = caplog.records
+    assert other in record.getMessage()
+    assert f"computes v{SIGNATURE_VERSION} signatures" in record.getMessage()
 
 
 def test_a_breaker_opens_waits_and_closes(db: str, clock: FakeClock) -> None:

@@ -4,6 +4,7 @@ the retry budget. Pure functions: no clock, no sleep; randomness comes from seed
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from onward import SIGNATURE_VERSION
 from onward.events import Jitter, UsageError
 from onward.healing.retry import (
     DEFAULT_NEVER,
@@ -188,6 +190,25 @@ def test_budget_validation(limit: int, window: float) -> None:
 def test_rule_validation(match: str) -> None:
     with pytest.raises(UsageError, match="match must be an error type name"):
         RetryRule(match, RetryPolicy())
+
+
+def test_a_rule_for_another_signature_format_is_kept_and_said_to_match_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rule names a signature of another format than this onward computes (written for an
+    older onward, before SIGNATURE_VERSION changed, or for a newer one sharing the log): it is
+    kept, but it can match no error here, and that is said when the rule is made."""
+    other = f"v{SIGNATURE_VERSION + 1}-3f2a"
+    own = f"v{SIGNATURE_VERSION}-3f2a"
+    with caplog.at_level(logging.WARNING, logger="onward"):
+        RetryRule(own, RetryPolicy())
+        assert caplog.records == []
+        policies = RetryPolicies(rules=[RetryRule(other, RetryPolicy(max_attempts=9))])
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert other in record.getMessage()
+    assert f"computes v{SIGNATURE_VERSION} signatures" in record.getMessage()
+    assert policies.rule_for("TimeoutError", (), own + "0" * 12) is None
 
 
 # -- which errors retry -------------------------------------------------------------------------

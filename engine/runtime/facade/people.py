@@ -11,8 +11,10 @@ from onward.events import (
     EventLog,
     FixLearned,
     UsageError,
+    redacted_logger,
 )
 from onward.healing.healer import Healer
+from onward.healing.signature import SIGNATURE_VERSION, other_signature_format
 from onward.judgement.approvals import Approval, answer, pending
 from onward.runtime.facade import arguments
 from onward.runtime.facade.inside import Pending
@@ -30,6 +32,8 @@ LEARNING_STREAM = "learning"
 # as onward.healing.signature makes them and `onward learn` takes them. A lesson is looked up
 # by the whole id: one learned for a prefix would never apply.
 _SIGNATURE_ID = re.compile(r"v[0-9]+-[0-9a-f]{16,}")
+
+logger = redacted_logger("onward.engine")
 
 
 class People:
@@ -68,6 +72,14 @@ class People:
             )
         if self.healer is not None:
             self.healer.fixes.get(fix)
+        if (version := other_signature_format(signature)) is not None:
+            logger.warning(
+                "learn(): %s is a signature of format v%d; this onward computes v%d signatures "
+                "(SIGNATURE_VERSION), so only an onward of that format applies the fix",
+                signature,
+                version,
+                SIGNATURE_VERSION,
+            )
         self.log.append(
             LEARNING_STREAM,
             [FixLearned(fix=fix, signature=signature, source="manual", note=note)],
