@@ -135,6 +135,7 @@ _WORKING = (
     "ActionUndone",
     "ThresholdsAdjusted",
     "InterruptionDeferred",
+    "InterruptionDelivered",
     "PatchMarked",
     "MessageReceived",
     "SubtasksRead",

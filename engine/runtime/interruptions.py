@@ -91,24 +91,19 @@ class Interruptions:
     def notify(self, summary: str, *, kind: str = "notice", urgent: bool = False) -> str:
         """Tell people something: at once, or at the next task boundary while the session flows.
 
-        Inside a task the deferral is recorded on the task's stream (a re-run records it again
-        only if it notifies again); outside, on the session's.
+        Inside a task, once per call, whatever re-runs the task (see :meth:`notify_in`);
+        outside, the deferral or the delivery is recorded on the session's stream.
 
         Returns:
             The interruption's id.
         """
         session = self.session
+        run = running_task("notify()")
+        if run is not None:
+            return self.notify_in(run, self.notice(run, summary, kind), urgent=urgent)
         interruption = Interruption(
             interruption_id=new_event_id(), kind=kind, summary=summary, session=session.name
         )
-        run = running_task("notify()")
-        if run is not None:
-            if self._deferred_now(urgent):
-                run.record([_deferral(interruption)])
-                session.catch_up()
-            else:
-                run.effect(Publishing(self._delivered_now, interruption))
-            return interruption.interruption_id
         held: list[bool] = []
 
         def defer_or_deliver(projections: Projections) -> list[Event]:
@@ -123,37 +118,74 @@ class Interruptions:
             self.hand_over(interruption)
         return interruption.interruption_id
 
-    async def notify_async(
-        self, run: TaskRun, summary: str, *, kind: str = "notice", urgent: bool = False
-    ) -> str:
-        """:meth:`notify` in an ``async def`` task: the event loop waits neither for the disk
-        nor for a step of the task that appends meanwhile (the deferral is appended as the
-        task's steps append; the rest runs in worker threads).
+    def notice(self, run: TaskRun, summary: str, kind: str = "notice") -> Interruption:
+        """The next notice a task's code gives: its id is the same on a re-run
+        (:meth:`TaskRun.made_id`), as its code gives the same notices in the same order."""
+        return Interruption(
+            interruption_id=run.made_id("notice", size=16),
+            kind=kind,
+            summary=summary,
+            session=self.session.name,
+        )
+
+    def notify_in(self, run: TaskRun, interruption: Interruption, *, urgent: bool) -> str:
+        """Give a notice from a task's code, once: its deferral or its delivery is recorded on
+        the task's stream, and a re-run (after a crash, a takeover, a retry) that finds it
+        there neither records nor delivers it again.
+
+        The delivery is recorded before the notice is handed to ``on_interruption``, as a
+        deferred notice's delivery at a task boundary is: a crash between the two loses that
+        notice rather than giving it twice.
 
         Returns:
             The interruption's id.
         """
-        session = self.session
-        interruption = Interruption(
-            interruption_id=new_event_id(), kind=kind, summary=summary, session=session.name
-        )
+        if interruption.interruption_id in run.notices:  # given by an earlier run
+            return interruption.interruption_id
+        if self._deferred_now(urgent):
+            run.record([_deferral(interruption)])
+            run.notices.add(interruption.interruption_id)
+            self.session.catch_up()
+        else:
+            run.record([InterruptionDelivered(interruption_id=interruption.interruption_id)])
+            run.notices.add(interruption.interruption_id)
+            run.effect(Publishing(self.hand_over, interruption))
+        return interruption.interruption_id
+
+    async def notify_async(
+        self, run: TaskRun, interruption: Interruption, *, urgent: bool = False
+    ) -> str:
+        """:meth:`notify_in` in an ``async def`` task: the event loop waits neither for the
+        disk nor for a step of the task that appends meanwhile (the deferral or the delivery
+        is appended as the task's steps append; the rest runs in worker threads).
+
+        Args:
+            run: the task's run.
+            interruption: the notice, from :meth:`notice` (taken when the code calls
+                ``notify``, so that its id follows the order of the calls).
+            urgent: never defer it.
+
+        Returns:
+            The interruption's id.
+        """
+        if interruption.interruption_id in run.notices:  # given by an earlier run
+            return interruption.interruption_id
         if await delegate(self._deferred_now, urgent):
             await run.record_async([_deferral(interruption)])
-            await asyncio.to_thread(session.catch_up)
+            run.notices.add(interruption.interruption_id)
+            await asyncio.to_thread(self.session.catch_up)
         else:
-            await run.effect_async(Publishing(self._delivered_now, interruption))
+            await run.record_async(
+                [InterruptionDelivered(interruption_id=interruption.interruption_id)]
+            )
+            run.notices.add(interruption.interruption_id)
+            await run.effect_async(Publishing(self.hand_over, interruption))
         return interruption.interruption_id
 
     def _deferred_now(self, urgent: bool) -> bool:
         """Whether a notice is deferred on the session's state now (inside a task)."""
         self.session.catch_up()
         return self.defers(self.session.name, "", urgent)
-
-    def _delivered_now(self, interruption: Interruption) -> None:
-        """Record a notice's delivery on the session's stream, and hand it over (inside a
-        task)."""
-        self.session.record([InterruptionDelivered(interruption_id=interruption.interruption_id)])
-        self.hand_over(interruption)
 
     def deliver(self) -> int:
         """Deliver the interruptions deferred while the session flowed (at a task boundary).

@@ -62,6 +62,8 @@ from onward.events import (
     FixAttempted,
     FixFailed,
     FixSucceeded,
+    InterruptionDeferred,
+    InterruptionDelivered,
     MessageReceived,
     MessageSent,
     PatchMarked,
@@ -1084,6 +1086,8 @@ class TaskRun:
         self.degrade_calls = 0
         # Change ids whose new code path this task took (``patched``).
         self.patches: set[str] = set()
+        # The notices this task gave (``notify``): deferred or delivered, by interruption id.
+        self.notices: set[str] = set()
         # The highest step index the history records anything at (see :meth:`_patch_mark`).
         self._reach: int | None = None
         for r in inherited:  # a fork's first steps: its origin's outcomes (never run again)
@@ -1135,6 +1139,8 @@ class TaskRun:
                 segment = dict.fromkeys(self.fix_in_flight)
             elif isinstance(event, PatchMarked):
                 self.patches.add(event.change_id)
+            elif isinstance(event, InterruptionDeferred | InterruptionDelivered):
+                self.notices.add(event.interruption_id)
             elif isinstance(event, MessageReceived):
                 self._took(event)
             elif isinstance(event, StepFailed):
@@ -1195,16 +1201,18 @@ class TaskRun:
             elif isinstance(event, ApprovalGranted | ApprovalDenied):
                 self.answers[event.decision_id] = (isinstance(event, ApprovalGranted), event.note)
         self.index = 0
-        self.children = 0
-        self.sent = 0
-        #: Per step index, how many subtasks and messages its body's current attempt made.
+        #: How many subtasks, messages and notices of each kind the task's body made.
+        self.made: dict[str, int] = {}
+        #: Per step index, how many subtasks, messages and notices its body's current attempt
+        #: made.
         self.made_in_step: dict[int, dict[str, int]] = {}
         self.steps_run = 0
         self.steps_replayed = 0
 
     def made_id(self, kind: str, size: int = 8) -> str:
-        """A stable id for the next subtask (``kind="child"``) or message (``"message"``) the
-        running code makes: the same on a re-run, so that making it again is a no-op.
+        """A stable id for the next subtask (``kind="child"``), message (``"message"``) or
+        notice (``"notice"``) the running code makes: the same on a re-run, so that making it
+        again is a no-op.
 
         In the task's body, the n-th of its kind in the run; in a step's body, the n-th of its
         kind in that step's attempt (a replay does not run a completed step's body, so its
@@ -1212,11 +1220,8 @@ class TaskRun:
         """
         index = CURRENT_STEP.get()
         if index is None:
-            if kind == "child":
-                self.children += 1
-                return derived_id(self.task_id, "child", str(self.children), size=size)
-            self.sent += 1
-            return derived_id(self.task_id, kind, str(self.sent), size=size)
+            self.made[kind] = count = self.made.get(kind, 0) + 1
+            return derived_id(self.task_id, kind, str(count), size=size)
         made = self.made_in_step.setdefault(index, {})
         made[kind] = count = made.get(kind, 0) + 1
         return derived_id(self.task_id, "step", str(index), kind, str(count), size=size)

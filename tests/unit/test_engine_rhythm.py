@@ -201,6 +201,78 @@ def test_a_flowing_session_defers_low_impact_interruptions_to_the_next_boundary(
         assert notice.deferred_for == pytest.approx(4.0)  # held while the task's 4 steps ran
 
 
+@pytest.mark.parametrize("flowing", [False, True], ids=["at-once", "deferred"])
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_notice_from_a_tasks_code_is_given_once_whatever_runs_the_task_again(
+    db: str, clock: FakeClock, kind: str, flowing: bool
+) -> None:
+    """The task notifies in its body and in a step's, then a later step fails: retried after
+    a delay (the task runs again), then for good, and the task is retried by hand (it runs
+    again). Each notice is recorded once and given once, with the same id on every run."""
+    heard: list[Interruption] = []
+    ids: list[str] = []
+    calls: list[int] = []
+    with open_engine(db, clock, on_interruption=heard.append, retries=RETRIES) as engine:
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(1.0)
+            return i
+
+        @engine.step(name="announce")
+        def announce() -> int:
+            engine.notify("the step began")
+            return 1
+
+        @engine.step()
+        def flaky() -> int:
+            calls.append(1)
+            if len(calls) <= 3:  # three tries fail: the task fails; its retry succeeds
+                raise TimeoutError("a hiccup")
+            return 1
+
+        @engine.task()
+        def batch(n: int) -> int:
+            return sum(work(i) for i in range(n))
+
+        if kind == "plain":
+
+            @engine.task(name="told")
+            def told_plain() -> int:
+                ids.append(engine.notify("the task began"))
+                return announce() + flaky()
+
+        else:
+
+            @engine.task(name="told")
+            async def told_async() -> int:
+                ids.append(await engine.notify("the task began"))
+                return await announce() + await flaky()
+
+        if flowing:  # idle -> warming after the first, flowing after the second
+            for n in (12, 3):
+                engine.submit(batch, n)
+            engine.run()
+        task_id = engine.submit("told")
+        engine.run()
+        assert engine.task_view(task_id).state == "failed"
+        engine.retry(task_id)
+        engine.run()
+        assert engine.result(task_id) == 2
+        assert len(calls) == 4
+        assert sorted(i.summary for i in heard) == ["the step began", "the task began"]
+        assert len(ids) > 2  # the task's code ran three times (at least)
+        assert len(set(ids)) == 1  # the same notice on each run
+        given = [
+            r.event.interruption_id  # type: ignore[union-attr]
+            for r in engine.log.read()
+            if type(r.event).__name__
+            == ("InterruptionDeferred" if flowing else "InterruptionDelivered")
+        ]
+        assert len(given) == 2
+        assert ids[0] in given
+
+
 def test_an_urgent_notice_is_delivered_at_once(db: str, clock: FakeClock) -> None:
     heard: list[Interruption] = []
     with open_engine(db, clock, on_interruption=heard.append) as engine:
