@@ -127,9 +127,9 @@ class TaskView(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
         note: the note of that checkpoint.
         steps: how many step outcomes it has recorded (failed tries that a fix or a retry
             followed are not outcomes).
-        waiting_reason: why it waits (while waiting).
-        waiting_until: when its wait ends (None: not on a timer).
-        waiting_on: the tasks it waits for.
+        waiting_reason: why it waits (while waiting; "" once it no longer waits).
+        waiting_until: when its wait ends (None: not on a timer, or not waiting).
+        waiting_on: the tasks it waits for (while waiting).
         waiting_breaker: the breaker it waits on ("" for none): its closing makes it ready.
         error: the error type and message it failed with (or why it was quarantined).
         unknown_events: events of types this onward does not know.
@@ -512,6 +512,9 @@ class TaskProjection:
             else:
                 if self.waiting and task_id in self.waiting:
                     self._stops_waiting(view)
+                # Its wait is over (claimed, cancelled, failed, missed...): nothing of it
+                # shows. Its timer's entries are dropped when next looked at.
+                view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
                 view.waiting_topic = view.waiting_limit = view.waiting_breaker = ""
             if state == "unregistered":
                 self._unregistered_under(view)
@@ -564,8 +567,8 @@ class TaskProjection:
     def ready_at(self, view: TaskView, time: float) -> None:
         """End a waiting task's wait at ``time`` (a message, an answer, a permit or a closed
         breaker came for it): it is ready once the clock is there."""
-        view.waiting_until = time
-        if view.state == "waiting":
+        if view.state == "waiting":  # (one that no longer waits has no wait to end)
+            view.waiting_until = time
             self._timer(view)
 
     def ready_waiting(
@@ -835,6 +838,8 @@ class TaskProjection:
         if view.state == "running":
             self._not_running(view)
         view.state = DAMAGED_STATE
+        view.waiting_reason, view.waiting_until, view.waiting_on = "", None, ()
+        view.waiting_topic = view.waiting_limit = view.waiting_breaker = ""
         self._active[task_id] = view
         view.damage = str(damage)
 

@@ -303,6 +303,14 @@ def test_live_equals_replay_equals_checkpoint_plus_tail_on_sqlite(
     check_session_of_work("sqlite", ops, checkpoint_at, upto_fraction)
 
 
+def assert_no_wait_outside_waiting(snapshot: dict[str, Any]) -> None:
+    """A task that does not wait (claimed, cancelled, failed, retried...) shows no wait."""
+    for task in snapshot["tasks"]["tasks"].values():
+        if task["state"] != "waiting":
+            wait = {k: v for k, v in task.items() if k.startswith("waiting_")}
+            assert not any(v for v in wait.values()), (task["task_id"], task["state"], wait)
+
+
 def check_session_of_work(
     backend: str, ops: list[Op], checkpoint_at: int, upto_fraction: float
 ) -> None:
@@ -328,6 +336,7 @@ def check_session_of_work(
         calls = dict(work.calls)
         full = replay(log)
         assert full["position"] == head
+        assert_no_wait_outside_waiting(full)
 
         # live == replay, for both sessions' engines and a follower that folded step by step
         for engine in work.engines:
@@ -427,6 +436,7 @@ def test_a_busy_session_replays_the_same(backend: str) -> None:
         head = log.head()
         calls = dict(work.calls)
         full = replay(log)
+        assert_no_wait_outside_waiting(full)
         states = Counter(t["state"] for t in full["tasks"]["tasks"].values())
         assert {"succeeded", "failed", "cancelled", "missed"} <= set(states)
         for engine in work.engines:

@@ -290,6 +290,18 @@ class WaitingTasks(RuleBasedStateMachine):
             assert self.tasks.waits_in(session) == (session in sessions)
 
     @invariant()
+    def a_task_that_does_not_wait_shows_no_wait(self) -> None:
+        for view in self.tasks.views.values():
+            if view.state != "waiting":
+                shown = (view.waiting_reason, view.waiting_until, view.waiting_on)
+                assert shown == ("", None, ())
+                assert (view.waiting_topic, view.waiting_limit, view.waiting_breaker) == (
+                    "",
+                    "",
+                    "",
+                )
+
+    @invariant()
     def a_task_registered_again_is_the_first_unregistered_of_a_known_name(self) -> None:
         for session in SESSIONS:
             for known in ((), ("job",), ("mail",), NAMES):

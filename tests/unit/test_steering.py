@@ -1087,3 +1087,61 @@ def test_a_message_that_lands_after_its_task_ended_is_refused_to_its_sender(
         other = controller.submit("done")
         assert controller.send(other, "note", "early") == 1
         assert worker.run().succeeded == 1
+
+
+def test_a_task_cancelled_or_retried_while_it_waits_no_longer_shows_its_wait(
+    db: str, clock: FakeClock
+) -> None:
+    """Tasks waiting on a durable sleep, a message, an approval and a subtask are cancelled,
+    one is retried: none shows the wait it left, live, replayed or loaded from a checkpoint."""
+    from onward.projections import CatchUp
+
+    with open_engine(db, clock) as engine:
+
+        @engine.action(impact="high")
+        def deploy() -> str:
+            return "deployed"
+
+        @engine.task()
+        def napper() -> int:
+            engine.sleep(3600)
+            return 1
+
+        @engine.task()
+        def listener() -> Any:
+            return engine.recv("go", timeout=600)
+
+        @engine.task()
+        def release() -> str:
+            return deploy()
+
+        @engine.task()
+        def parent() -> Any:
+            return engine.wait([engine.submit(napper)])
+
+        ids = [engine.submit(t) for t in (napper, listener, release, parent)]
+        engine.run(max_runs=5)  # each runs once, the parent's subtask too: all wait
+        waits = [engine.task_view(t) for t in ids]
+        assert [v.state for v in waits] == ["waiting"] * 4
+        assert all(v.waiting_reason for v in waits)
+        assert waits[0].waiting_until == waits[1].waiting_until - 600 + 3600
+        assert waits[3].waiting_on
+        for task_id in ids:
+            engine.cancel(task_id, "enough")
+        engine.retry(ids[0])
+        for task_id in ids:
+            view = engine.task_view(task_id)
+            assert view.state == ("queued" if task_id == ids[0] else "cancelled")
+            shown = (view.waiting_reason, view.waiting_until, view.waiting_on)
+            assert shown == ("", None, ())
+            assert (view.waiting_topic, view.waiting_limit, view.waiting_breaker) == ("", "", "")
+        live = engine.refresh().snapshot()
+        saver = CatchUp(engine.log, checkpoint_every=0)
+        saver.open(use_checkpoint=False)
+        saver.checkpoint()
+        loaded = CatchUp(engine.log, checkpoint_every=0)
+        assert loaded.open().snapshot() == live
+        assert loaded.loaded_checkpoint == engine.log.head()
+        assert CatchUp(engine.log, checkpoint_every=0).open(use_checkpoint=False).snapshot() == live
+        engine.run()
+        assert engine.result(ids[0]) == 1
