@@ -17,6 +17,8 @@ class ComponentFailed(Event, frozen=True, kw_only=True):
         component: the component's name (a search index, a model, a tool).
         check: the health check that failed ("" when it failed in use).
         message: how it failed.
+        step_index: reported by the body of this step of its task (None: by the task's own
+            code, or outside a task): a re-run gives each call its recorded workaround.
     """
 
     family: ClassVar[str] = "degradation"
@@ -24,6 +26,7 @@ class ComponentFailed(Event, frozen=True, kw_only=True):
     component: str
     check: str = ""
     message: str = ""
+    step_index: int | None = None
 
 
 class WorkaroundApplied(Event, frozen=True, kw_only=True):

@@ -338,7 +338,13 @@ _BREAKER: dict[type[Event], SearchStrategy[Event]] = {
 }
 
 _DEGRADATION: dict[type[Event], SearchStrategy[Event]] = {
-    ComponentFailed: st.builds(ComponentFailed, component=_names, check=_names, message=_texts),
+    ComponentFailed: st.builds(
+        ComponentFailed,
+        component=_names,
+        check=_names,
+        message=_texts,
+        step_index=st.none() | st.integers(0, 10_000),
+    ),
     WorkaroundApplied: st.builds(
         WorkaroundApplied,
         component=_names,

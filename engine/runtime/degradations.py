@@ -14,10 +14,18 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from onward.core.batch import Batch
 from onward.core.errors import ComponentUnavailable
 from onward.core.run import Suspended
-from onward.events import ApprovalRequested, Event, TaskWaiting, WorkaroundApplied
+from onward.events import (
+    ApprovalRequested,
+    ComponentFailed,
+    Event,
+    TaskWaiting,
+    WorkaroundApplied,
+)
 from onward.judgement.degradation import (
     Component,
     Components,
@@ -93,10 +101,10 @@ class Degradations:
             session.catch_up()
             session.decide(fail)
             return _workaround(registered, getattr(plans[0][-1], "workaround", ""))
-        seen = run.degrade_calls
-        run.degrade_calls += 1
-        if seen < len(run.degradations):
-            recorded = _recorded(run, registered, *run.degradations[seen])
+        index, seen = run.degradation_slot()
+        reported = run.degradations_of(index)
+        if seen < len(reported):
+            recorded = _recorded(run, registered, *reported[seen])
             if isinstance(recorded, TaskWaiting):
                 run.record([recorded])
                 raise Suspended()
@@ -106,12 +114,12 @@ class Degradations:
         # of other processes that report at the same moment may plan the same rung: it is
         # folded once (WorkaroundApplied.rung).
         with session.lock:
-            planned = self._planned(run, component, message)
+            planned = self._planned(run, component, message, index)
             if planned.applied is not None:
                 run.commit(planned.batch)
                 session.host.catch_up()
         if planned.applied is not None:
-            run.degradations.append((component, planned.applied.workaround, ""))
+            reported.append((component, planned.applied.workaround, ""))
             return _workaround(registered, planned.applied.workaround)
         run.commit(_asking(run, planned))
         self._asked(planned)
@@ -137,20 +145,21 @@ class Degradations:
     async def _degrading(
         self, run: TaskRun, registered: Component, component: str, message: str
     ) -> Workaround | None:
-        seen = run.degrade_calls  # in the order the calls start, as a re-run takes them
-        run.degrade_calls += 1
-        if seen < len(run.degradations):
-            recorded = _recorded(run, registered, *run.degradations[seen])
+        # In the order the calls start, as a re-run takes them.
+        index, seen = run.degradation_slot()
+        reported = run.degradations_of(index)
+        if seen < len(reported):
+            recorded = _recorded(run, registered, *reported[seen])
             if isinstance(recorded, TaskWaiting):
                 await run.wait_async([recorded])
                 raise Suspended()
             return recorded
         session = self.session
         async with self._turn():
-            planned = await delegate(self._planned_now, run, component, message)
+            planned = await delegate(self._planned_now, run, component, message, index)
             if planned.applied is not None:
                 await run.commit_async(planned.batch)
-                run.degradations.append((component, planned.applied.workaround, ""))
+                reported.append((component, planned.applied.workaround, ""))
                 await asyncio.to_thread(session.catch_up)
                 return _workaround(registered, planned.applied.workaround)
         # Out of turn: a wait is recorded once the task's steps under way have recorded their
@@ -166,14 +175,17 @@ class Degradations:
             turn = self._turns[loop] = asyncio.Lock()
         return turn
 
-    def _planned_now(self, run: TaskRun, component: str, message: str) -> _Planned:
+    def _planned_now(
+        self, run: TaskRun, component: str, message: str, index: int | None
+    ) -> _Planned:
         """:meth:`_planned` under the session's lock (in a worker thread)."""
         with self.session.lock:
-            return self._planned(run, component, message)
+            return self._planned(run, component, message, index)
 
-    def _planned(self, run: TaskRun, component: str, message: str) -> _Planned:
+    def _planned(self, run: TaskRun, component: str, message: str, index: int | None) -> _Planned:
         """A failure's events on the session's state now, in a batch of the task's (the caller
-        holds the session's lock)."""
+        holds the session's lock), reported by the body of step ``index`` (None: by the
+        task's own code)."""
         session = self.session
         session.host.catch_up()
         view = session.projections.degradation.view(session.name)
@@ -181,7 +193,12 @@ class Degradations:
         batch = run.new_batch()
         cause: str | None = None
         for event in events:
-            cause = batch.add(event, cause)
+            cause = batch.add(
+                msgspec.structs.replace(event, step_index=index)
+                if isinstance(event, ComponentFailed) and index is not None
+                else event,
+                cause,
+            )
         assert cause is not None
         last = events[-1]
         applied = last if isinstance(last, WorkaroundApplied) else None

@@ -1080,10 +1080,14 @@ class TaskRun:
         self.answers: dict[str, tuple[bool, str]] = {}
         # The requests this run found unanswered (its task is to wait for them).
         self.awaiting_answers: set[str] = set()
-        # Components this task reported failed, in order: (component, the workaround applied,
-        # or the id of the decision to ask when none was left); a re-run reads them back.
+        # Components this task's own code reported failed, in order: (component, the
+        # workaround applied, or the id of the decision to ask when none was left); a re-run
+        # reads them back. Those its steps' bodies reported, by step index (see
+        # :meth:`degradation_slot`).
         self.degradations: list[tuple[str, str, str]] = []
+        self.step_degradations: dict[int, list[tuple[str, str, str]]] = {}
         self.degrade_calls = 0
+        degraded = self.degradations  # where the last reported failure went
         # Change ids whose new code path this task took (``patched``).
         self.patches: set[str] = set()
         # The notices this task gave (``notify``): deferred or delivered, by interruption id.
@@ -1186,12 +1190,13 @@ class TaskRun:
                 self.last_delay[event.step_index] = event.delay
                 self.retry_due[event.step_index] = event.due
             elif isinstance(event, ComponentFailed):
-                self.degradations.append((event.component, "", ""))
-            elif isinstance(event, WorkaroundApplied) and self.degradations:
-                self.degradations[-1] = (event.component, event.workaround, "")
+                degraded = self.degradations_of(event.step_index)
+                degraded.append((event.component, "", ""))
+            elif isinstance(event, WorkaroundApplied) and degraded:
+                degraded[-1] = (event.component, event.workaround, "")
             elif isinstance(event, DecisionMade) and event.kind == "degradation":
-                if self.degradations:
-                    self.degradations[-1] = (event.subject, "", r.meta.event_id)
+                if degraded:
+                    degraded[-1] = (event.subject, "", r.meta.event_id)
             elif isinstance(event, DecisionMade):
                 step_index = event.inputs.get("step_index")
                 if event.kind == "confidence" and event.strategy and isinstance(step_index, int):
@@ -1225,6 +1230,28 @@ class TaskRun:
         made = self.made_in_step.setdefault(index, {})
         made[kind] = count = made.get(kind, 0) + 1
         return derived_id(self.task_id, "step", str(index), kind, str(count), size=size)
+
+    def degradation_slot(self) -> tuple[int | None, int]:
+        """Where the running code's next ``degrade`` call stands: the step whose body makes
+        it (None: the task's own code), and how many that code made before it (in a step's
+        body, in its current attempt). A re-run numbers them the same, though it does not run
+        the bodies of the steps that completed."""
+        index = CURRENT_STEP.get()
+        if index is None:
+            seen = self.degrade_calls
+            self.degrade_calls += 1
+            return None, seen
+        made = self.made_in_step.setdefault(index, {})
+        seen = made.get("degrade", 0)
+        made["degrade"] = seen + 1
+        return index, seen
+
+    def degradations_of(self, index: int | None) -> list[tuple[str, str, str]]:
+        """The failures reported by the task's own code (``index`` None) or by the body of
+        step ``index``, in order (see :attr:`degradations`)."""
+        if index is None:
+            return self.degradations
+        return self.step_degradations.setdefault(index, [])
 
     # -- appending -------------------------------------------------------------------------
 

@@ -76,6 +76,62 @@ def test_a_rerun_reads_the_recorded_workaround_back(db: str, clock: FakeClock) -
         assert engine.degradation().quality_lost == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_a_rerun_reads_back_the_workarounds_of_its_code_and_of_its_steps_apart(
+    db: str, clock: FakeClock, kind: str
+) -> None:
+    """A step's body reports one component, then the task's code another, then a later step
+    fails once (the task runs again, replaying the first step without its body): the task's
+    code gets its own workaround back, not the one the step's body was given."""
+    seen: list[str | None] = []
+    tries: list[int] = []
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=LADDER)
+        engine.component("index", workarounds=[Workaround(name="scan", quality_loss=0.3)])
+
+        @engine.step()
+        def fetch() -> str:
+            found = engine.degrade("search")
+            return found.name if found else "none"
+
+        @engine.step()
+        def flaky() -> None:
+            tries.append(1)
+            if len(tries) == 1:
+                raise TimeoutError("read timed out")
+
+        if kind == "plain":
+
+            @engine.task(name="job")
+            def job() -> list[str | None]:
+                fetched = fetch()
+                found = engine.degrade("index")
+                seen.append(found.name if found else None)
+                flaky()
+                return [fetched, seen[-1]]
+
+        else:
+
+            @engine.task(name="job")
+            async def job_async() -> list[str | None]:
+                fetched = await fetch()
+                found = await engine.degrade("index")
+                seen.append(found.name if found else None)
+                await flaky()
+                return [fetched, seen[-1]]
+
+        task_id = engine.submit("job")
+        engine.run()
+        assert engine.result(task_id) == ["cache", "scan"]
+        assert seen == ["scan", "scan"]  # the second run got the same rung back
+        (failed,) = [
+            r.event
+            for r in engine.log.read()
+            if type(r.event).__name__ == "ComponentFailed" and r.event.component == "search"  # type: ignore[union-attr]
+        ]
+        assert failed.step_index == 0  # type: ignore[union-attr]
+
+
 def test_no_workaround_left_pauses_the_task_and_asks(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
         engine.component("search", workarounds=LADDER[:1])
