@@ -1060,6 +1060,9 @@ class TaskRun:
         self.wakes: dict[int, float] = {}
         # Failed tries per step index (a fix or a retry followed the non-final ones).
         self.failures: dict[int, int] = {}
+        # Failed tries per step index in the whole history, a retried task's before its retry
+        # too, and this run's: which try of a step's body reports a failure (``degrade``).
+        self.tries: dict[int, int] = {}
         # Per step index: the fixes already tried, the fix whose outcome is still to be
         # recorded (fix, signature), and the delay before its last retry.
         self.fixes_tried: dict[int, set[str]] = {}
@@ -1082,10 +1085,10 @@ class TaskRun:
         self.awaiting_answers: set[str] = set()
         # Components this task's own code reported failed, in order: (component, the
         # workaround applied, or the id of the decision to ask when none was left); a re-run
-        # reads them back. Those its steps' bodies reported, by step index (see
+        # reads them back. Those its steps' bodies reported, by step index and try (see
         # :meth:`degradation_slot`).
         self.degradations: list[tuple[str, str, str]] = []
-        self.step_degradations: dict[int, list[tuple[str, str, str]]] = {}
+        self.step_degradations: dict[tuple[int, int], list[tuple[str, str, str]]] = {}
         self.degrade_calls = 0
         degraded = self.degradations  # where the last reported failure went
         # Change ids whose new code path this task took (``patched``).
@@ -1151,6 +1154,7 @@ class TaskRun:
                 self.started.pop(event.index, None)  # that try ended: the next one may start
                 failed[event.index] = event
                 self.failures[event.index] = self.failures.get(event.index, 0) + 1
+                self.tries[event.index] = self.tries.get(event.index, 0) + 1
                 if event.final:
                     self.outcomes[event.index] = Replayed.failed(event)
             elif isinstance(event, StepStarted):
@@ -1248,10 +1252,11 @@ class TaskRun:
 
     def degradations_of(self, index: int | None) -> list[tuple[str, str, str]]:
         """The failures reported by the task's own code (``index`` None) or by the body of
-        step ``index``, in order (see :attr:`degradations`)."""
+        step ``index`` in its current try, in order (see :attr:`degradations`): a next try
+        that reports a failure again is given the next workaround, not the last try's."""
         if index is None:
             return self.degradations
-        return self.step_degradations.setdefault(index, [])
+        return self.step_degradations.setdefault((index, self.tries.get(index, 0)), [])
 
     # -- appending -------------------------------------------------------------------------
 
@@ -2025,6 +2030,7 @@ class TaskRun:
                 assert outcome is not None
                 self._observed(observed, exc, outcome.signature, outcome.action)
                 attempt += 1
+                self.tries[index] = self.tries.get(index, 0) + 1
                 if outcome.action == "fix":
                     assert outcome.call is not None
                     remedied = outcome.call

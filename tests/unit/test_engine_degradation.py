@@ -132,6 +132,55 @@ def test_a_rerun_reads_back_the_workarounds_of_its_code_and_of_its_steps_apart(
         assert failed.step_index == 0  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_each_try_of_a_step_that_reports_a_failure_walks_the_ladder_on(
+    db: str, clock: FakeClock, kind: str
+) -> None:
+    """A step's body reports its component failed, then fails: its next try reports it failed
+    again and gets the next rung (what a retry meets is a further failure), and a re-run after
+    the step completed (a later step's retry) does not run its body again."""
+    tries: list[str | None] = []
+    later: list[int] = []
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=LADDER)
+
+        @engine.step()
+        def fetch() -> str:
+            found = engine.degrade("search")
+            tries.append(found.name if found else None)
+            if len(tries) == 1:
+                raise TimeoutError("the cache timed out too")
+            return found.name if found else "none"
+
+        @engine.step()
+        def flaky() -> None:
+            later.append(1)
+            if len(later) == 1:
+                raise TimeoutError("read timed out")
+
+        if kind == "plain":
+
+            @engine.task(name="job")
+            def job() -> str:
+                fetched = fetch()
+                flaky()
+                return fetched
+
+        else:
+
+            @engine.task(name="job")
+            async def job_async() -> str:
+                fetched = await fetch()
+                await flaky()
+                return fetched
+
+        task_id = engine.submit("job")
+        engine.run()
+        assert tries == ["cache", "skip"]
+        assert engine.result(task_id) == "skip"
+        assert len(later) == 2
+
+
 def test_no_workaround_left_pauses_the_task_and_asks(db: str, clock: FakeClock) -> None:
     with open_engine(db, clock) as engine:
         engine.component("search", workarounds=LADDER[:1])
