@@ -120,7 +120,7 @@ class Projections:
     """
 
     #: Bump when a projection's shape or meaning changes: older checkpoints are then ignored.
-    SCHEMA = 23
+    SCHEMA = 24
     NAME = "core"
 
     def __init__(self) -> None:

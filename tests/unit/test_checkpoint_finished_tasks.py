@@ -206,7 +206,7 @@ def test_a_checkpoint_of_the_previous_schema_is_ignored_and_the_log_replayed(
     host = CatchUp(log, checkpoint_every=0)
     assert host.open().snapshot() == replayed(log)
     assert host.loaded_checkpoint is None
-    assert Projections.SCHEMA == 23
+    assert Projections.SCHEMA == 24
 
 
 def test_a_checkpoint_past_the_end_of_the_log_is_ignored_and_the_log_replayed(
