@@ -141,8 +141,8 @@ class Projections:
         self.time = 0.0
         self._by_type: dict[type[Any], tuple[Callable[[Recorded], None], ...]] = {}
         # The types of the events folded but step outcomes (counted as folded always: the hot
-        # path does not note them), and the tags of onward's own types a checkpoint loaded had
-        # folded.
+        # path does not note them), those of a damaged stream's events passed over among them,
+        # and the tags of onward's own types a checkpoint loaded had folded.
         self._kinds: set[type[Any]] = set()
         self._folded_before: frozenset[str] = frozenset()
 
@@ -247,6 +247,12 @@ class Projections:
         for r in records:
             stream = r.stream
             if any_damage and stream in damaged:
+                # Its type counts all the same: an onward that reads it otherwise folds the
+                # stream otherwise (a quarantine it does not know leaves the task damaged).
+                if type(r.event) is UnknownEvent:
+                    unknown_types.add(r.event.type)
+                else:
+                    kinds.add(type(r.event))
                 self._after_damage(r)
                 continue
             event = r.event

@@ -655,6 +655,28 @@ def test_a_checkpoint_of_an_onward_that_knows_more_types_is_not_used_by_one_that
     assert projections.snapshot() == replay(board).snapshot()
 
 
+@pytest.mark.parametrize("saver_knows_it", [True, False], ids=["newer-saves", "older-saves"])
+def test_a_checkpoint_over_a_quarantined_damaged_task_is_taken_only_if_read_the_same(
+    board: Board, saver_knows_it: bool
+) -> None:
+    """A damaged task's stream folds one event still, its quarantine: an onward that does not
+    know that event's type reads the task otherwise (damaged, not quarantined). The types of
+    the events of damaged streams count too, so neither version takes the other's checkpoint
+    as its own reading of that task."""
+    board.submit("t")
+    board.append("t", TaskSucceeded(result=1))  # its lifecycle does not allow it: damaged
+    board.append("t", TaskQuarantined(reason="damaged", by="ops"))
+    board.submit("u")
+    older = Codec([t for t in all_event_types() if t is not TaskQuarantined])
+    saver, loader = (Codec(), older) if saver_knows_it else (older, Codec())
+    _checkpoint_by(board, saver)
+    board.log.codec = loader
+
+    host = CatchUp(board.log, checkpoint_every=0)
+    assert host.open().snapshot() == replay(board).snapshot()
+    assert host.loaded_checkpoint is None
+
+
 def test_a_page_that_fails_part_way_is_folded_again_not_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
