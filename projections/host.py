@@ -38,7 +38,7 @@ from onward.events import (
     UnknownEvent,
     redacted_logger,
 )
-from onward.events.integrity import StreamDamage
+from onward.events.integrity import StreamDamage, check_rows
 from onward.projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
 from onward.projections.budget import BudgetLedger, BudgetProjection
 from onward.projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
@@ -522,6 +522,7 @@ class CatchUp:
                     # its events otherwise (one as unknown that this one knows, or the other
                     # way round): what it folded is not what this onward reads.
                     otherwise = loaded.read_otherwise(self.log.codec)
+                    reads = None if otherwise else self._reads_now(loaded)
                     if otherwise:
                         logger.info(
                             "ignoring checkpoint at position %d: it was folded by an onward "
@@ -529,12 +530,41 @@ class CatchUp:
                             saved.position,
                             ", ".join(otherwise),
                         )
+                    elif reads is not None:
+                        logger.info(
+                            "ignoring checkpoint at position %d: it holds stream %r as damaged "
+                            "from its record at position %d, which this onward reads; "
+                            "replaying",
+                            saved.position,
+                            reads.stream,
+                            reads.position,
+                        )
                     else:
                         self.projections = loaded
                         self.loaded_checkpoint = saved.position
         # No checkpoint while opening: opening stays quick and light; the next catch-up saves.
         self.catch_up(save=False)
         return self.projections
+
+    def _reads_now(self, projections: Projections) -> StreamDamage | None:
+        """The first damage of ``projections`` whose record this onward reads: intact, and
+        decoded by this log's codec. It was folded by a codec that did not decode it (an
+        upcaster that failed on it, since fixed; a type that did not take its fields): a
+        replay here folds its stream, where the checkpoint holds it as damaged. None when
+        every damaged record still fails (the same code's checkpoint)."""
+        for damage in projections.damaged.values():
+            if damage.kind != ProblemKind.CORRUPT:
+                continue  # a missing, moved or illegal record: no codec reads it otherwise
+            for rows in self.log.read_rows(after=damage.position - 1, upto=damage.position):
+                for p, s, v, t, st in rows:
+                    if p != damage.position or check_rows([(p, s, v, t, st)]):
+                        continue
+                    try:
+                        self.log.decode_record(s, v, p, t, st)
+                    except CorruptRecord:
+                        continue
+                    return damage
+        return None
 
     def catch_up(self, *, save: bool = True) -> int:
         """Fold every event appended since the last call, a page at a time, each page all or

@@ -353,6 +353,29 @@ def test_an_upcaster_that_fails_on_a_record_makes_only_its_stream_damaged(
         assert projections.position == log.head()
 
 
+def test_a_checkpoint_that_holds_a_record_an_upcaster_failed_on_is_left_once_it_reads(
+    legacy_db: Path, clock: FakeClock
+) -> None:
+    """A checkpoint saved while an upcaster failed on a record holds its stream as damaged.
+    The same code takes it again; once the upcaster is fixed, the record reads, and the
+    checkpoint is left for a replay that folds the task as the fixed code reads it."""
+    with open_log(f"sqlite:///{legacy_db}", clock=clock) as log:
+        log.codec.register_upcaster("TaskSubmitted.v0", _reads_only_v1)
+        host = CatchUp(log, checkpoint_every=0)
+        assert set(host.open(use_checkpoint=False).damaged) == {"task-legacy-1"}
+        host.checkpoint()
+        again = CatchUp(log, checkpoint_every=0)
+        assert again.open().snapshot() == host.projections.snapshot()
+        assert again.loaded_checkpoint == log.head()
+    with open_log(f"sqlite:///{legacy_db}", clock=clock) as log:
+        log.codec.register_upcaster("TaskSubmitted.v0", upcast_v0)
+        fixed = CatchUp(log, checkpoint_every=0)
+        projections = fixed.open()
+        assert fixed.loaded_checkpoint is None
+        assert projections.tasks.tasks["legacy-1"].name == "crawl"  # its submission folded
+        assert projections.snapshot() == CatchUp(log).open(use_checkpoint=False).snapshot()
+
+
 # -- corrupt records --------------------------------------------------------------------------
 
 
