@@ -358,6 +358,7 @@ class Codec:
                 _check_event_type(cls, self._types.get(tag))
                 self._types[tag] = cls
         self._upcasters: dict[str, Upcaster] = {}
+        self._read_upcast: set[str] = set()
         self._encoder = msgspec.json.Encoder()
         self._envelope = msgspec.json.Decoder(_Envelope)
         # By the class of an event appended: what checks that it decodes as itself.
@@ -394,6 +395,13 @@ class Codec:
         _check_event_type(cls, self._types.get(tag))
         self._types[tag] = cls
         self._rebuild()
+
+    @property
+    def upcast_tags(self) -> frozenset[str]:
+        """The old tags this codec has read records under as one of onward's own types,
+        through its upcasters, since it was built: an onward without those upcasters reads
+        those records otherwise (as unknown events)."""
+        return frozenset(self._read_upcast)
 
     def register_upcaster(self, old_tag: str, upcaster: Upcaster) -> None:
         """Read records stored under ``old_tag`` through ``upcaster``.
@@ -691,7 +699,10 @@ class Codec:
                 data.pop("type", None)
                 return UnknownEvent(type=tag, data=data)
             data["type"] = tag
-            return msgspec.convert(data, type=cls)
+            event = msgspec.convert(data, type=cls)
+            if _onwards(cls):
+                self._read_upcast.add(topic)
+            return event
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise CorruptRecord(
                 f"event of type {topic!r} does not decode: {exc}",

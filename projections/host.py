@@ -142,7 +142,8 @@ class Projections:
         self._by_type: dict[type[Any], tuple[Callable[[Recorded], None], ...]] = {}
         # The types of the events folded but step outcomes (counted as folded always: the hot
         # path does not note them), those of a damaged stream's events passed over among them,
-        # and the tags of onward's own types a checkpoint loaded had folded.
+        # and the tags of onward's own types a checkpoint loaded had folded (with the old tags
+        # read as one of them through upcasters).
         self._kinds: set[type[Any]] = set()
         self._folded_before: frozenset[str] = frozenset()
 
@@ -369,13 +370,24 @@ class Projections:
 
     def folded_types(self) -> frozenset[str]:
         """The tags of onward's own event types folded since the log's start (the step
-        outcomes' always): an onward that does not know one of them reads the log otherwise."""
+        outcomes' always), and the old tags read as one of them through upcasters (see
+        :meth:`note_read`): an onward that does not know one of them reads the log otherwise."""
         return self._folded_before | {
             tag
             for kind in self._kinds | STEP_OUTCOME_TYPES
             if kind.__module__.startswith("onward.")
             and isinstance(tag := kind.__struct_config__.tag, str)
         }
+
+    def note_read(self, tags: frozenset[str]) -> None:
+        """Note old tags that records were read under through upcasters (a codec's
+        :attr:`~onward.events.Codec.upcast_tags`): they count among :meth:`folded_types`, so
+        that an onward without those upcasters, which reads the records otherwise, does not
+        take a checkpoint of these projections. A tag whose records the fold read as unknown
+        (an upcaster registered after the log was opened) is not noted: these projections
+        hold that reading, which an onward without the upcaster shares."""
+        if not tags <= self._folded_before:
+            self._folded_before |= tags - self.unknown_types
 
     def read_otherwise(self, codec: Codec) -> list[str]:
         """The event tags that ``codec`` reads otherwise than the onward that folded these
@@ -602,6 +614,7 @@ class CatchUp:
                     raise
                 count += len(page)
         self._since_checkpoint += count
+        projections.note_read(self.log.codec.upcast_tags)
         if save and self.upto is None and 0 < self.checkpoint_every <= self._since_checkpoint:
             self.checkpoint()
         return count

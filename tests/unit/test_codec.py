@@ -376,6 +376,50 @@ def test_a_checkpoint_that_holds_a_record_an_upcaster_failed_on_is_left_once_it_
         assert projections.snapshot() == CatchUp(log).open(use_checkpoint=False).snapshot()
 
 
+def test_a_checkpoint_folded_through_an_upcaster_is_left_by_an_onward_without_it(
+    legacy_db: Path, clock: FakeClock
+) -> None:
+    """An onward read an old record through an upcaster and saved a checkpoint; one without
+    that upcaster (the command line, which has none of the application's) reads the record
+    as unknown: it folds the log again rather than take the task as the other read it."""
+    url = f"sqlite:///{legacy_db}"
+    with open_log(url, clock=clock) as log:
+        log.codec.register_upcaster("TaskSubmitted.v0", upcast_v0)
+        host = CatchUp(log, checkpoint_every=0)
+        assert host.open(use_checkpoint=False).tasks.tasks["legacy-1"].name == "crawl"
+        host.checkpoint()
+        again = CatchUp(log, checkpoint_every=0)
+        assert again.open().snapshot() == host.projections.snapshot()
+        assert again.loaded_checkpoint == log.head()
+    with open_log(url, clock=clock) as log:
+        without = CatchUp(log, checkpoint_every=0)
+        projections = without.open()
+        assert without.loaded_checkpoint is None
+        assert projections.tasks.tasks["legacy-1"].unknown_events == 1
+        assert projections.snapshot() == CatchUp(log).open(use_checkpoint=False).snapshot()
+
+
+def test_a_checkpoint_of_an_onward_that_registers_its_upcaster_after_opening_is_taken(
+    legacy_db: Path, clock: FakeClock
+) -> None:
+    """An application that registers its upcaster only after it opened (its fold read the old
+    record as unknown, a read afterwards through the upcaster) saves a checkpoint that it
+    takes again the next time it opens the same way: not a replay at every open."""
+    url = f"sqlite:///{legacy_db}"
+    for _ in range(2):
+        with open_log(url, clock=clock) as log:
+            host = CatchUp(log, checkpoint_every=0)
+            host.open()
+            log.codec.register_upcaster("TaskSubmitted.v0", upcast_v0)
+            assert log.read_stream("task-legacy-1")[0].event.name == "crawl"  # type: ignore[union-attr]
+            host.catch_up()
+            host.checkpoint()
+    with open_log(url, clock=clock) as log:
+        again = CatchUp(log, checkpoint_every=0)
+        assert again.open().tasks.tasks["legacy-1"].unknown_events == 1
+        assert again.loaded_checkpoint == log.head()
+
+
 # -- corrupt records --------------------------------------------------------------------------
 
 
