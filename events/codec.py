@@ -667,6 +667,8 @@ class Codec:
                     f"it returned {type(new_tag).__name__} and {type(fields).__name__}, "
                     "not a tag and a dict of fields"
                 )
+        except MemoryError:
+            raise  # this process ran short, the record is not at fault: read it again later
         except Exception as exc:  # the application's code: whatever it raises
             name = getattr(upcaster, "__qualname__", type(upcaster).__qualname__)
             raise CorruptRecord(

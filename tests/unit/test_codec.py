@@ -353,6 +353,24 @@ def test_an_upcaster_that_fails_on_a_record_makes_only_its_stream_damaged(
         assert projections.position == log.head()
 
 
+@pytest.mark.parametrize("error", [MemoryError, KeyboardInterrupt])
+def test_an_upcaster_that_runs_short_of_memory_or_is_interrupted_damages_nothing(
+    legacy_db: Path, clock: FakeClock, error: type[BaseException]
+) -> None:
+    """What stops an upcaster from outside (the process short of memory, an interrupt) is no
+    fault of the record: it goes up as it is, and no fold marks the stream damaged."""
+
+    def stopped(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        raise error
+
+    with open_log(f"sqlite:///{legacy_db}", clock=clock) as log:
+        log.codec.register_upcaster("TaskSubmitted.v0", stopped)
+        with pytest.raises(error):
+            log.read_stream("task-legacy-1")
+        with pytest.raises(error):
+            CatchUp(log, checkpoint_every=0).open()
+
+
 def test_a_checkpoint_that_holds_a_record_an_upcaster_failed_on_is_left_once_it_reads(
     legacy_db: Path, clock: FakeClock
 ) -> None:
