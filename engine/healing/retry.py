@@ -317,7 +317,7 @@ class RetryRule(msgspec.Struct, frozen=True):
             # Not refused: a rule for the signatures of another onward sharing the log (an
             # upgrade under way) is kept; but here it matches nothing, which must not go unseen.
             logger.warning(
-                "retry rule %r names a signature of format v%d, and this onward computes v%d "
+                "retry rule %r names a signature of format v%s, and this onward computes v%d "
                 "signatures (SIGNATURE_VERSION): the rule matches no error here",
                 self.match,
                 version,

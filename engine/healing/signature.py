@@ -472,14 +472,14 @@ def _signature(
 _FORMAT = re.compile(r"v([0-9]+)-")
 
 
-def other_signature_format(signature: str) -> int | None:
-    """The format version of a signature id (or prefix, ``v2-3f2a``) when it is not this
-    onward's :data:`SIGNATURE_VERSION`: such an id never matches an error fingerprinted here
-    (an older onward's, or a newer one's sharing the log). None for this onward's own, or for
-    a text that is no signature id.
+def other_signature_format(signature: str) -> str | None:
+    """The format version of a signature id (or prefix, ``v2-3f2a``), as written, when it is
+    not this onward's :data:`SIGNATURE_VERSION`: such an id never matches an error
+    fingerprinted here (an older onward's, or a newer one's sharing the log; ``v01-`` is no
+    onward's). None for this onward's own, or for a text that is no signature id.
     """
     found = _FORMAT.match(signature)
     if found is None:
         return None
-    version = int(found.group(1))
-    return None if version == SIGNATURE_VERSION else version
+    version = found.group(1)
+    return None if version == str(SIGNATURE_VERSION) else version

@@ -192,13 +192,15 @@ def test_rule_validation(match: str) -> None:
         RetryRule(match, RetryPolicy())
 
 
+@pytest.mark.parametrize("written", ["v{next}-3f2a", "v0{own}-3f2a"])
 def test_a_rule_for_another_signature_format_is_kept_and_said_to_match_nothing(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, written: str
 ) -> None:
     """A rule names a signature of another format than this onward computes (written for an
-    older onward, before SIGNATURE_VERSION changed, or for a newer one sharing the log): it is
-    kept, but it can match no error here, and that is said when the rule is made."""
-    other = f"v{SIGNATURE_VERSION + 1}-3f2a"
+    older onward, before SIGNATURE_VERSION changed, or for a newer one sharing the log; or with
+    a version no onward writes, a leading zero): it is kept, but it can match no error here,
+    and that is said when the rule is made."""
+    other = written.format(next=SIGNATURE_VERSION + 1, own=SIGNATURE_VERSION)
     own = f"v{SIGNATURE_VERSION}-3f2a"
     with caplog.at_level(logging.WARNING, logger="onward"):
         RetryRule(own, RetryPolicy())

@@ -74,7 +74,7 @@ class People:
             self.healer.fixes.get(fix)
         if (version := other_signature_format(signature)) is not None:
             logger.warning(
-                "learn(): %s is a signature of format v%d; this onward computes v%d signatures "
+                "learn(): %s is a signature of format v%s; this onward computes v%d signatures "
                 "(SIGNATURE_VERSION), so only an onward of that format applies the fix",
                 signature,
                 version,
