@@ -288,10 +288,11 @@ class Registration:
         """
         fn = definition.fn
         called = f"{getattr(fn, '__name__', None) or definition.name}(...)"  # as written
+        what = f"step {definition.name!r}"
 
         @functools.wraps(fn)
         def durable_step(*args: Any, **kwargs: Any) -> Any:
-            run = running_task(f"step {definition.name!r}")
+            run = running_task(what)
             if run is None or CURRENT_STEP.get() is not None:
                 # Outside a task; or inside another step's body, as a part of it: its outcome
                 # is recorded as that step's, and a replay does not run it.
