@@ -1373,7 +1373,7 @@ class TaskRun:
             batch = self.in_flight.hold(batch)
         if not batch.events:
             return  # only a wait, held for after the failures still to record
-        if self.awaiting_answers & self.answers.keys():
+        if self.awaiting_answers and self.awaiting_answers & self.answers.keys():
             batch.events[:] = self._answered_waits(batch.events)
         cause = self.context.causation_id
         # The ids the batch handed out are the events' own: a later event may name one (an
@@ -1384,7 +1384,7 @@ class TaskRun:
             expected_version=self.version,
             event_ids=batch.ids,
             context=self.context,
-            causes=None if all(c == cause for c in batch.causes) else batch.causes,
+            causes=None if batch.causes.count(cause) == len(batch.causes) else batch.causes,
         )
         try:
             for tries_left in range(_ANSWERS_ABSORBED, -1, -1):
@@ -1413,13 +1413,17 @@ class TaskRun:
         except BackendError as exc:
             raise StorageLost(exc) from exc
         self.version += len(own.events)
-        if not any(type(e) is StepCompleted or type(e) is StepFailed for e in batch.events):
-            self.in_flight.went_on += 1
+        outcome = False  # of a step
         for event in batch.events:
-            if type(event) is TaskWaiting:
+            kind = type(event)
+            if kind is StepCompleted or kind is StepFailed:
+                outcome = True
+            elif kind is TaskWaiting:
                 self.waiting = True
-            elif type(event) in _RUN_ENDS:
+            elif kind in _RUN_ENDS:
                 self.in_flight.ended = True
+        if not outcome:
+            self.in_flight.went_on += 1
 
     def _answered_waits(self, events: Sequence[Event]) -> list[Event]:
         """``events`` with each wait for an approval ending at once when a request this run
