@@ -797,7 +797,8 @@ class InFlight:
         the task's: a run that wakes early waits again for what is not due); once the task's
         code has returned, it is dropped (the task waits for nothing more: its end
         follows)."""
-        if not (self.failing - {self.turn}) and not self.bodies and not self.returned:
+        others_failing = self.failing and self.failing != {self.turn}
+        if not others_failing and not self.bodies and not self.returned:
             return batch
         at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
         if at is None:
