@@ -131,13 +131,14 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
         UsageError: the value cannot be stored so as to come back as it is (see the module);
             the place named by its keys and the reason are redacted by ``redactor``.
     """
-    raw = _plain_json(value)
-    if raw is not None:  # plain JSON already: no walk needed
+    plain = _plain_json(value)
+    if plain is not None:  # plain JSON already: no walk needed
+        raw, stored = plain
         if redactor is not None:
             redacted = redactor.redact_json(raw)
             if redacted is not raw:
                 return _entries_kept(redacted, what)
-        return _DECODER.decode(raw)
+        return stored  # what the log's JSON reads back as, already read
     redact_bytes = None if redactor is None else _bytes_redactor(redactor)
     try:
         packed = _pack(value, 0, set(), redact_bytes)
@@ -250,9 +251,10 @@ def decode_value(stored: Any, into: Any = Any) -> Any:
     return value if rebuilt is MISMATCH else rebuilt
 
 
-def _plain_json(value: Any) -> bytes | None:
+def _plain_json(value: Any) -> tuple[bytes, Any] | None:
     """The JSON of a value that JSON keeps exactly (no tag needed, none to escape, shallow
-    enough), or None: then the value is walked and tagged.
+    enough) and the value as read back from it (the value itself for a str, int, bool or
+    None), or None: then the value is walked and tagged.
 
     Encoding and decoding in C and comparing costs less than walking the value in Python. A
     value that does not come back equal (a tuple, bytes, NaN, a non-string key, a Struct), holds
@@ -262,7 +264,7 @@ def _plain_json(value: Any) -> bytes | None:
     try:
         raw = _ENCODER.encode(value)
         if type(value) in _SCALARS:
-            return None if type(value) is int and _too_long(value) else raw
+            return None if type(value) is int and _too_long(value) else (raw, value)
         back = _DECODER.decode(raw)
         same = back == value
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.DecodeError):
@@ -271,7 +273,7 @@ def _plain_json(value: Any) -> bytes | None:
         return None
     if raw.count(b"[") + raw.count(b"{") > MAX_VALUE_DEPTH and not _shallow(back):
         return None
-    return raw
+    return raw, back
 
 
 def _shallow(value: Any) -> bool:
