@@ -243,6 +243,9 @@ class Scheduler:
         # When a silent peer's claim, run out, may be taken over: a grace after this worker's
         # own append (see _recover_leases); None when no claim waits for that.
         self._graced: float | None = None
+        # The error budget's slow-down was just waited out: the next turn claims without
+        # crossing the task boundary again (see _boundary).
+        self._paced = False
         #: Shares transactions among the appends of tasks that run at once (None: one each).
         self.committer: Committer | None = None
         #: The threads of plain steps of tasks run on an event loop (``run_async``,
@@ -291,14 +294,17 @@ class Scheduler:
                 return RunSummary(paused=True)
             while not (self.stopping.is_set() and not in_flight):
                 with self.session.lock:
-                    if self._boundary() == "pause":
+                    free = 0 if self.stopping.is_set() else workers - len(in_flight)
+                    if max_runs is not None:
+                        free = min(free, max_runs - tally["runs"])
+                    pausing, pace = self._boundary(room=free > 0)
+                    if pausing:
                         paused = True
                         break
                     if self._graced is not None and self.session.clock() >= self._graced:
                         tally["recovered"] += self._recover_leases()
-                    free = 0 if self.stopping.is_set() else workers - len(in_flight)
-                    if max_runs is not None:
-                        free = min(free, max_runs - tally["runs"])
+                    if pace:  # the error budget's slow-down first, waited without the lock
+                        free = 0
                     if pool is None and free > 0:
                         one = self._claim_next()
                         if one is not None:
@@ -313,6 +319,9 @@ class Scheduler:
                             execute = functools.partial(self._execute, *claimed)
                             future = pool.submit(context.run, execute)
                             in_flight[future] = claimed[0].task_id
+                if pace:
+                    self._slow_down(pace)
+                    continue  # back to the top: the claim after the wait
                 if one is not None:
                     # Run without the session's lock, as the pool's threads do: the task's
                     # calls take it as they need it, and so can other threads meanwhile (a
@@ -415,14 +424,18 @@ class Scheduler:
                 with session.lock:
                     session.host.catch_up()
                     self._tally["recovered"] += self._recover_leases()
-                    paused = self._boundary() == "pause" or self._paused()
-                    free = workers - len(in_flight)
-                    if not paused and free > 0 and not stop.is_set():
+                    free = 0 if stop.is_set() else workers - len(in_flight)
+                    pausing, pace = self._boundary(room=free > 0)
+                    paused = pausing or self._paused()
+                    if not (paused or pace) and free > 0:
                         for claimed in self._claim_up_to(free):
                             self._tally["runs"] += 1
                             future = pool.submit(self._execute, *claimed)
                             future.add_done_callback(lambda _done: wake.set())
                             in_flight[future] = claimed[0].task_id
+                if pace:
+                    self._slow_down(pace, stop)
+                    continue  # back to the top: the claim after the wait
                 finished = [f for f in in_flight if f.done()]
                 for future in finished:
                     del in_flight[future]
@@ -520,10 +533,13 @@ class Scheduler:
             while not (self.stopping.is_set() and not tasks):
                 left = None if max_runs is None else max_runs - self._tally["runs"]
                 free = 0 if self.stopping.is_set() else concurrency - len(tasks)
-                state, claimed = await self._round_async(free, left)
+                state, claimed, pace = await self._round_async(free, left)
                 if state == "pause":
                     paused = True
                     break
+                if pace:
+                    await self._slow_down_async(pace)
+                    continue  # back to the top: the claim after the wait
                 tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
                 if tasks:
                     done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -597,8 +613,11 @@ class Scheduler:
         try:
             await asyncio.to_thread(self._prepare)
             while not (stop.is_set() or self.stopping.is_set()):
-                state, claimed = await self._round_async(concurrency - len(tasks), None, True)
+                state, claimed, pace = await self._round_async(concurrency - len(tasks), None, True)
                 paused = state == "pause"
+                if pace:
+                    await self._slow_down_async(pace, stop)
+                    continue  # back to the top: the claim after the wait
                 tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
                 if not tasks and not paused and self._fake_time_passed():
                     continue  # a test's clock: its next timer is due now
@@ -676,12 +695,14 @@ class Scheduler:
 
     def _round(
         self, capacity: int, left: int | None, serving: bool = False
-    ) -> tuple[str, list[Claimed]]:
+    ) -> tuple[str, list[Claimed], float]:
         """One turn of an event loop's scheduling (in a worker thread): a task boundary, then
         claims for the free slots.
 
         Returns:
-            "pause" when the session is paused (nothing claimed), and what was claimed.
+            "pause" when the session is paused (nothing claimed), what was claimed, and the
+            seconds to wait (the error budget's slow-down, nothing claimed) before the next
+            turn claims.
         """
         session = self.session
         claimed: list[Claimed] = []
@@ -689,17 +710,18 @@ class Scheduler:
             if serving:
                 session.host.catch_up()
                 self._tally["recovered"] += self._recover_leases()
-            if self._boundary() == "pause" or (serving and self._paused()):
-                return "pause", claimed
             want = capacity if left is None else min(capacity, left)
-            if want > 0:
+            pausing, pace = self._boundary(room=want > 0)
+            if pausing or (serving and self._paused()):
+                return "pause", claimed, 0.0
+            if want > 0 and not pace:
                 claimed = self._claim_up_to(want)
                 self._tally["runs"] += len(claimed)
-        return "", claimed
+        return "", claimed, pace
 
     async def _round_async(
         self, capacity: int, left: int | None, serving: bool = False
-    ) -> tuple[str, list[Claimed]]:
+    ) -> tuple[str, list[Claimed], float]:
         """:meth:`_round` in a worker thread. Cancelled meanwhile, the round runs on (its
         claims are being committed): what it claimed is handed back before the cancellation
         goes on, or the tasks would stay claimed by this worker, none of its runs under way.
@@ -848,14 +870,20 @@ class Scheduler:
             self._tally["recovered"] += self._recover_leases()
         return True
 
-    def _boundary(self) -> str:
+    def _boundary(self, *, room: bool) -> tuple[bool, float]:
         """Catch up, mark missed deadlines, fire due schedules and cross a task boundary once a
         task has run (the caller holds the session's lock).
 
+        Args:
+            room: whether the caller would claim a task now (a free slot).
+
         Returns:
-            "pause" when the session is paused (by the error budget, here or in another
-            process: nothing starts, no schedule fires; the boundary is crossed all the same:
-            the flow moves on, deferred interruptions are delivered), else "".
+            Whether the session is paused (by the error budget, here or in another process:
+            nothing starts, no schedule fires; the boundary is crossed all the same: the flow
+            moves on, deferred interruptions are delivered); and the seconds the error budget
+            says to wait before the next task starts (0.0: none). The caller waits them
+            without the session's lock (:meth:`_slow_down`), then comes back: that turn claims
+            without crossing the boundary again.
         """
         session = self.session
         session.host.catch_up()
@@ -865,15 +893,47 @@ class Scheduler:
             self._tally["scheduled"] += self.schedules.fire(self._began)
         if not self._tally["runs"]:
             self.degradations.restore_all()
-            return "pause" if paused else ""
+            return paused, 0.0
+        if self._paced:  # crossed just before the slow-down waited out since
+            self._paced = False
+            return paused, 0.0
         # A task boundary: components, flow, deferred interruptions, budget.
         verdict = self.boundary.cross()
         if paused or verdict.choice == "pause":
-            return "pause"
-        if verdict.choice == "slow_down" and self._claimable():
-            session.sleep(verdict.delay)
-            session.host.catch_up()
-        return ""
+            return True, 0.0
+        if verdict.choice == "slow_down" and verdict.delay > 0 and room and self._claimable():
+            self._paced = True
+            return False, verdict.delay
+        return False, 0.0
+
+    def _slow_down(self, seconds: float, stop: threading.Event | None = None) -> None:
+        """Wait the error budget's slow-down before the next task starts, without the
+        session's lock (the worker's other threads go on: its task runs, a submission, a
+        cancel); a stop (``stop``, or the worker stopping) ends the wait. An injected sleep (a
+        test's fake clock) is called instead."""
+        session = self.session
+        if session.sleep is not time.sleep:
+            session.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not (self.stopping.is_set() or (stop is not None and stop.is_set())):
+            if (left := deadline - time.monotonic()) <= 0:
+                return
+            self.stopping.wait(min(left, WATCH_SLICE))
+
+    async def _slow_down_async(self, seconds: float, stop: asyncio.Event | None = None) -> None:
+        """:meth:`_slow_down` on the event loop, which goes on meanwhile; a cancelled run
+        stops waiting at once. An injected sleep is called in a worker thread."""
+        session = self.session
+        if session.sleep is not time.sleep:
+            await asyncio.to_thread(session.sleep, seconds)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not (self.stopping.is_set() or (stop is not None and stop.is_set())):
+            if (left := deadline - loop.time()) <= 0:
+                return
+            await asyncio.sleep(min(left, WATCH_SLICE))
 
     def _fake_time_passed(self) -> bool:
         """On a virtual clock (a test's fake clock: its ``virtual`` is True), with nothing

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from onward import Engine, Observer, RunSummary, UsageError
+from onward import Engine, ErrorBudget, Observer, RunSummary, UsageError
 from onward.events import StepCompleted, open_log
+from onward.healing.retry import RetryPolicies, RetryPolicy
+from onward.judgement.budget import assess
+from tests.conftest import FakeClock
 
 LIMIT = 60.0  # a hang fails the test instead of holding the suite
 
@@ -216,3 +219,59 @@ def test_close_ends_a_run_waiting_for_a_timer(tmp_path: Path, how: str) -> None:
     closer = Background(engine.close)
     assert closer.result() is None  # within LIMIT, not an hour
     assert isinstance(running.result(), RunSummary)
+
+
+@pytest.mark.parametrize("how", ["run", "serve", "run_async", "serve_async"])
+def test_a_run_slowed_down_by_the_error_budget_lets_others_in_and_close_ends_its_wait(
+    tmp_path: Path, how: str
+) -> None:
+    """The run waited out the budget's slow-down (here an hour) holding the session's lock: a
+    submission from another thread waited with it, and close() could not end it."""
+    clock = FakeClock()
+    slowing = threading.Event()
+
+    class Slowing(Observer):
+        def boundary(self, session: str, projections: Any, budget: Any, now: float) -> None:
+            window = projections.budget.window(session, now, budget.window)
+            if assess(budget, window).choice == "slow_down":
+                slowing.set()
+
+    engine = Engine.open(
+        f"sqlite:///{tmp_path / 'log.db'}",
+        session="s",
+        clock=clock,
+        observer=Slowing(),
+        budget=ErrorBudget(limit=2, slow_down=3600.0),
+        retries=RetryPolicies(RetryPolicy(max_attempts=1)),
+    )
+
+    @engine.step()
+    def call_service() -> None:
+        clock.advance(1.0)  # the errors come faster and faster: the burn rate rises
+        raise ValueError("the service refused")
+
+    @engine.task()
+    def job(n: int) -> None:
+        call_service()
+
+    for n in range(4):
+        engine.submit(job, n)
+
+    def start() -> RunSummary:
+        if how == "run":
+            return engine.run()
+        if how == "serve":
+            return engine.serve(handle_signals=False)
+        if how == "run_async":
+            return asyncio.run(engine.run_async())
+        return asyncio.run(engine.serve_async(handle_signals=False))
+
+    running = Background(start)
+    assert slowing.wait(LIMIT)  # three tasks failed: the run waits before the fourth
+    submitted = Background(lambda: engine.submit(job, 99))
+    assert isinstance(submitted.result(), str)  # within LIMIT, not after the hour
+    closer = Background(engine.close)
+    assert closer.result() is None  # the wait ended with the run
+    summary = running.result()
+    assert isinstance(summary, RunSummary), summary
+    assert (summary.runs, summary.failed) == (3, 3)  # nothing claimed after the wait

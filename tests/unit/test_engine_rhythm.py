@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +355,70 @@ def test_a_low_impact_approval_is_held_while_flowing_then_delivered(
         (asked,) = pending(then)
         assert asked.decision_id == request.decision_id
         assert asked.deferred  # held back while the session flowed
+
+
+ONE_TRY = RetryPolicies(RetryPolicy(max_attempts=1))
+
+
+class HeldClock(FakeClock):
+    """A fake clock whose sleep of ``hold`` seconds (the budget's slow-down) holds until the
+    test lets it go; the engine's other sleeps move it at once."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__()
+        self.hold = hold
+        self.held = threading.Event()
+        self.let_go = threading.Event()
+        self.slept_for: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept_for.append(seconds)
+        if seconds == self.hold:
+            self.held.set()
+            self.let_go.wait(timeout=60)
+        self.advance(seconds)
+
+
+def test_a_slow_down_between_tasks_holds_no_other_thread_of_the_worker_back(db: str) -> None:
+    clock = HeldClock(hold=7.0)
+    budget = ErrorBudget(limit=2, slow_down=7.0)
+    with Engine.open(
+        db, session="rhythm", clock=clock, sleep=clock.sleep, budget=budget, retries=ONE_TRY
+    ) as engine:
+
+        @engine.step()
+        def call_service() -> None:
+            clock.advance(1.0)  # the errors come faster and faster: the burn rate rises
+            raise ValueError("the service refused")
+
+        @engine.task()
+        def job(n: int) -> None:
+            call_service()
+
+        for n in range(4):
+            engine.submit(job, n)
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert clock.held.wait(timeout=60)  # three failures: the run slows down
+            submitted: list[str] = []
+            done = threading.Event()
+
+            def submit() -> None:
+                submitted.append(engine.submit(job, 99))
+                engine.cancel(submitted[0], reason="not needed after all")
+                done.set()
+
+            threading.Thread(target=submit, daemon=True).start()
+            # Another thread of the worker goes on while the run waits.
+            assert done.wait(timeout=10), "a submission waited out the run's slow-down"
+            assert not clock.let_go.is_set()
+        finally:
+            clock.let_go.set()
+            runner.join(timeout=60)
+        (summary,) = summaries
+        assert summary.failed == 4
+        assert engine.task_view(submitted[0]).state == "cancelled"
+        assert "slow_down" in [d.choice for d in budget_decisions(engine)]
+        assert clock.slept_for == [7.0]  # the slow-down still paced the tasks
