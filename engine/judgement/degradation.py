@@ -29,7 +29,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import msgspec
@@ -63,6 +63,7 @@ __all__ = [
     "Components",
     "HealthCheck",
     "Workaround",
+    "passing_checks",
     "plan_failure",
     "plan_restorations",
     "plan_restore",
@@ -449,7 +450,9 @@ def _restore(losses: dict[str, float], component: ComponentView) -> ComponentRes
     )
 
 
-def plan_restorations(components: Components, view: DegradationView) -> list[Event]:
+def plan_restorations(
+    components: Components, view: DegradationView, *, passed: Collection[str] | None = None
+) -> list[Event]:
     """The restorations of every degraded or exhausted component whose health check passes.
 
     Each component's check is called once, in name order; a check that returns anything but
@@ -461,19 +464,41 @@ def plan_restorations(components: Components, view: DegradationView) -> list[Eve
     Args:
         components: the registry.
         view: the session's degradation.
+        passed: the components whose checks passed already (:func:`passing_checks`, called
+            before the decision, so that no check runs while it is taken): no check is called.
 
     Returns:
         The events to append, in order (none when nothing is restored).
     """
     losses = _losses(view)
     planned: list[Event] = []
+    if passed is None:
+        passed = passing_checks(components, view)
+    for current in view.components:
+        if current.state != ComponentState.HEALTHY and current.name in passed:
+            planned.append(_restore(losses, current))
+    return planned
+
+
+def passing_checks(components: Components, view: DegradationView) -> frozenset[str]:
+    """Call the health check of every degraded or exhausted component (once each, in name
+    order; as :func:`plan_restorations` does) and say which passed.
+
+    Args:
+        components: the registry.
+        view: the session's degradation.
+
+    Returns:
+        The names of the components whose check passed.
+    """
+    passed: set[str] = set()
     for current in view.components:
         if current.state == ComponentState.HEALTHY or current.name not in components:
             continue
         check = components.get(current.name).check
         if check is not None and _passes(check):
-            planned.append(_restore(losses, current))
-    return planned
+            passed.add(current.name)
+    return frozenset(passed)
 
 
 def plan_restore(components: Components, view: DegradationView, component: str) -> list[Event]:

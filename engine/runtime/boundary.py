@@ -63,7 +63,10 @@ class Boundary:
         self.interruptions = interruptions
 
     def cross(self) -> BudgetVerdict:
-        """Apply the policies at a task boundary (the caller holds the session's lock).
+        """Apply the policies at a task boundary. The caller holds no lock: the application's
+        callbacks (health checks, ``on_interruption``) run without the session's lock, and each
+        decision takes it (on the caught-up state). The observer's hook is called under it (it
+        reads the projections, which no other thread folds meanwhile).
 
         Returns:
             The error budget's verdict (``pause``: the run should end).
@@ -74,14 +77,15 @@ class Boundary:
         verdict = self.judge_budget()
         session = self.session
         if session.observer is not None:
-            notify(
-                session.observer,
-                "boundary",
-                session.name,
-                session.projections,
-                self.budget,
-                session.clock(),
-            )
+            with session.lock:
+                notify(
+                    session.observer,
+                    "boundary",
+                    session.name,
+                    session.projections,
+                    self.budget,
+                    session.clock(),
+                )
         return verdict
 
     def follow_flow(self) -> None:

@@ -31,6 +31,7 @@ from onward.judgement.degradation import (
     Components,
     HealthCheck,
     Workaround,
+    passing_checks,
     plan_failure,
     plan_restorations,
     plan_restore,
@@ -234,16 +235,24 @@ class Degradations:
     def restore_all(self) -> int:
         """Run the health check of every failed component; restore those that pass.
 
+        The checks (calls to the services: I/O) run before the restorations are decided,
+        without the session's lock when the caller holds none (a run's task boundary): the
+        worker's other threads go on meanwhile.
+
         Returns:
             How many were restored.
         """
         session = self.session
-        view = session.projections.degradation.view(session.name)
+        with session.lock:
+            view = session.projections.degradation.view(session.name)
         if not view.components or all(c.state == "healthy" for c in view.components):
+            return 0
+        passed = passing_checks(self.components, view)
+        if not passed:
             return 0
         restored = session.decide(
             lambda projections: plan_restorations(
-                self.components, projections.degradation.view(session.name)
+                self.components, projections.degradation.view(session.name), passed=passed
             ),
             chain=False,
         )

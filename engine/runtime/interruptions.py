@@ -188,7 +188,9 @@ class Interruptions:
         return self.defers(self.session.name, "", urgent)
 
     def deliver(self) -> int:
-        """Deliver the interruptions deferred while the session flowed (at a task boundary).
+        """Deliver the interruptions deferred while the session flowed (at a task boundary):
+        record their delivery, then hand them to ``on_interruption`` (without the session's
+        lock when the caller holds none: a run's task boundary).
 
         Returns:
             How many were delivered.
@@ -209,8 +211,9 @@ class Interruptions:
             ]
             return list(delivered)
 
-        if not session.projections.flow.pending(session.name):
-            return 0
+        with session.lock:
+            if not session.projections.flow.pending(session.name):
+                return 0
         if not session.decide(deliver, chain=False):
             return 0
         for d, event in zip(held, delivered, strict=True):

@@ -293,18 +293,19 @@ class Scheduler:
             if not self._prepare():
                 return RunSummary(paused=True)
             while not (self.stopping.is_set() and not in_flight):
+                free = 0 if self.stopping.is_set() else workers - len(in_flight)
+                if max_runs is not None:
+                    free = min(free, max_runs - tally["runs"])
+                pausing, pace = self._boundary(room=free > 0)
+                if pausing:
+                    paused = True
+                    break
+                if pace:  # the error budget's slow-down, waited without the lock
+                    self._slow_down(pace)
+                    continue  # back to the top: the claim after the wait
                 with self.session.lock:
-                    free = 0 if self.stopping.is_set() else workers - len(in_flight)
-                    if max_runs is not None:
-                        free = min(free, max_runs - tally["runs"])
-                    pausing, pace = self._boundary(room=free > 0)
-                    if pausing:
-                        paused = True
-                        break
                     if self._graced is not None and self.session.clock() >= self._graced:
                         tally["recovered"] += self._recover_leases()
-                    if pace:  # the error budget's slow-down first, waited without the lock
-                        free = 0
                     if pool is None and free > 0:
                         one = self._claim_next()
                         if one is not None:
@@ -319,9 +320,6 @@ class Scheduler:
                             execute = functools.partial(self._execute, *claimed)
                             future = pool.submit(context.run, execute)
                             in_flight[future] = claimed[0].task_id
-                if pace:
-                    self._slow_down(pace)
-                    continue  # back to the top: the claim after the wait
                 if one is not None:
                     # Run without the session's lock, as the pool's threads do: the task's
                     # calls take it as they need it, and so can other threads meanwhile (a
@@ -424,18 +422,19 @@ class Scheduler:
                 with session.lock:
                     session.host.catch_up()
                     self._tally["recovered"] += self._recover_leases()
-                    free = 0 if stop.is_set() else workers - len(in_flight)
-                    pausing, pace = self._boundary(room=free > 0)
+                free = 0 if stop.is_set() else workers - len(in_flight)
+                pausing, pace = self._boundary(room=free > 0)
+                if pace:  # the error budget's slow-down, waited without the lock
+                    self._slow_down(pace, stop)
+                    continue  # back to the top: the claim after the wait
+                with session.lock:
                     paused = pausing or self._paused()
-                    if not (paused or pace) and free > 0:
+                    if not paused and free > 0:
                         for claimed in self._claim_up_to(free):
                             self._tally["runs"] += 1
                             future = pool.submit(self._execute, *claimed)
                             future.add_done_callback(lambda _done: wake.set())
                             in_flight[future] = claimed[0].task_id
-                if pace:
-                    self._slow_down(pace, stop)
-                    continue  # back to the top: the claim after the wait
                 finished = [f for f in in_flight if f.done()]
                 for future in finished:
                     del in_flight[future]
@@ -706,12 +705,13 @@ class Scheduler:
         """
         session = self.session
         claimed: list[Claimed] = []
-        with session.lock:
-            if serving:
+        if serving:
+            with session.lock:
                 session.host.catch_up()
                 self._tally["recovered"] += self._recover_leases()
-            want = capacity if left is None else min(capacity, left)
-            pausing, pace = self._boundary(room=want > 0)
+        want = capacity if left is None else min(capacity, left)
+        pausing, pace = self._boundary(room=want > 0)
+        with session.lock:
             if pausing or (serving and self._paused()):
                 return "pause", claimed, 0.0
             if want > 0 and not pace:
@@ -872,7 +872,9 @@ class Scheduler:
 
     def _boundary(self, *, room: bool) -> tuple[bool, float]:
         """Catch up, mark missed deadlines, fire due schedules and cross a task boundary once a
-        task has run (the caller holds the session's lock).
+        task has run. The caller holds no lock: the policies' callbacks (health checks,
+        ``on_interruption``) run without the session's lock, so that the worker's other
+        threads go on meanwhile (see :meth:`Boundary.cross`).
 
         Args:
             room: whether the caller would claim a task now (a free slot).
@@ -886,11 +888,12 @@ class Scheduler:
             without crossing the boundary again.
         """
         session = self.session
-        session.host.catch_up()
-        self._tally["missed"] += self._mark_missed()
-        paused = self._paused()
-        if self.schedules is not None and not paused:
-            self._tally["scheduled"] += self.schedules.fire(self._began)
+        with session.lock:
+            session.host.catch_up()
+            self._tally["missed"] += self._mark_missed()
+            paused = self._paused()
+            if self.schedules is not None and not paused:
+                self._tally["scheduled"] += self.schedules.fire(self._began)
         if not self._tally["runs"]:
             self.degradations.restore_all()
             return paused, 0.0
@@ -901,9 +904,12 @@ class Scheduler:
         verdict = self.boundary.cross()
         if paused or verdict.choice == "pause":
             return True, 0.0
-        if verdict.choice == "slow_down" and verdict.delay > 0 and room and self._claimable():
-            self._paced = True
-            return False, verdict.delay
+        if verdict.choice == "slow_down" and verdict.delay > 0 and room:
+            with session.lock:
+                claimable = self._claimable()
+            if claimable:
+                self._paced = True
+                return False, verdict.delay
         return False, 0.0
 
     def _slow_down(self, seconds: float, stop: threading.Event | None = None) -> None:

@@ -36,6 +36,7 @@ from onward.judgement.degradation import (
     Component,
     Components,
     Workaround,
+    passing_checks,
     plan_failure,
     plan_restorations,
     plan_restore,
@@ -429,6 +430,11 @@ def test_only_a_passing_check_restores() -> None:
     ]
     calls = {name: check.calls for name, check in checks.items()}
     assert calls == {"tests": 1, "database": 1, "network": 1, "build": 1, "linting": 0}
+    # The checks called first (without a lock), the plan taken on what they said: the same.
+    passed = passing_checks(components, before)
+    assert passed == {"database", "network", "tests"}
+    assert plan_restorations(components, before, passed=passed) == planned
+    assert {name: check.calls for name, check in checks.items()}["tests"] == 2  # not 3
     board.add(planned)
     view = board.view()
     assert view.quality_lost == combine_losses([0.1, 0.1])  # build and file_io

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,43 @@ def test_the_workaround_in_effect(db: str, clock: FakeClock) -> None:
         assert engine.workaround("search") is None
         with pytest.raises(UsageError, match="unknown component"):
             engine.workaround("warp-drive")
+
+
+def test_a_health_check_at_a_boundary_holds_no_other_thread_back(db: str, clock: FakeClock) -> None:
+    """A component's health check (a call to the service: I/O) ran at the task boundary with
+    the session's lock held: the worker's other threads waited for it."""
+    checking = threading.Event()
+    let_go = threading.Event()
+
+    def check() -> bool:
+        checking.set()
+        return let_go.wait(timeout=60)
+
+    with open_engine(db, clock) as engine:
+        engine.component("search", check=check, workarounds=LADDER)
+        assert engine.degrade("search", message="503") is not None
+
+        @engine.task()
+        def lookup() -> str:
+            return engine.workaround("search") or "full"
+
+        first = engine.submit(lookup)
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert checking.wait(timeout=60)
+            done = threading.Event()
+            spare = engine.submit(lookup)
+            threading.Thread(
+                target=lambda: (engine.cancel(spare, reason="not needed"), done.set()), daemon=True
+            ).start()
+            assert done.wait(timeout=10), "a cancel waited for the health check"
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        (summary,) = summaries
+        assert summary.succeeded == 1
+        assert engine.result(first) == "full"  # the check passed: restored before it ran
+        assert engine.task_view(spare).state == "cancelled"
+        assert engine.degradation().level == DegradationLevel.FULL

@@ -422,3 +422,51 @@ def test_a_slow_down_between_tasks_holds_no_other_thread_of_the_worker_back(db: 
         assert engine.task_view(submitted[0]).state == "cancelled"
         assert "slow_down" in [d.choice for d in budget_decisions(engine)]
         assert clock.slept_for == [7.0]  # the slow-down still paced the tasks
+
+
+def test_an_interruption_handed_over_at_a_boundary_holds_no_other_thread_back(
+    db: str, clock: FakeClock
+) -> None:
+    """``on_interruption`` (a message sent to people: I/O) was called at the task boundary
+    with the session's lock held: the worker's other threads waited for it."""
+    handed = threading.Event()
+    let_go = threading.Event()
+
+    def on_interruption(notice: Interruption) -> None:
+        handed.set()
+        let_go.wait(timeout=60)
+
+    with open_engine(db, clock, on_interruption=on_interruption) as engine:
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(1.0)
+            return i
+
+        @engine.task()
+        def batch(n: int) -> int:
+            if n == 4:
+                engine.notify("halfway through the batches")
+            return sum(work(i) for i in range(n))
+
+        for n in (12, 3, 4):  # flowing by the third: its notice waits for the boundary
+            engine.submit(batch, n)
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert handed.wait(timeout=60)
+            done = threading.Event()
+            spare = engine.submit(batch, 1)
+            threading.Thread(
+                target=lambda: (engine.cancel(spare, reason="not needed"), done.set()), daemon=True
+            ).start()
+            assert done.wait(timeout=10), "a cancel waited for on_interruption"
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        (summary,) = summaries
+        assert summary.succeeded == 3
+        assert engine.task_view(spare).state == "cancelled"
+        kinds = [type(r.event).__name__ for r in engine.log.read()]
+        assert kinds.count("InterruptionDelivered") == 1
