@@ -260,6 +260,8 @@ class SubtaskEnds:
 
 #: How many times an append is made again after answers to approvals came in before it.
 _ANSWERS_ABSORBED = 10
+#: The longest a fix's delay waits at once before it looks whether the worker stops.
+PAUSE_SLICE = 0.25
 
 
 def _waits_for_approval(event: Event) -> bool:
@@ -2036,6 +2038,11 @@ class TaskRun:
                     wait = outcome.until - self.clock()
                     if wait > 0 and self.sleep is not None:
                         yield Pause(wait)
+                        if self.stopping is not None and self.stopping.is_set():
+                            # Its wait was cut short: handed back, the next run waits the
+                            # rest of the delay, then makes the fix's call.
+                            self.released = True
+                            raise Released() from None
                     continue
                 if outcome.action == "wait":
                     raise Suspended() from None
@@ -2460,7 +2467,15 @@ class TaskRun:
             return effect.fn(*effect.args)
         if isinstance(effect, Pause):
             assert self.sleep is not None
-            self.sleep(effect.seconds)
+            if self.sleep is not time.sleep or self.stopping is None:
+                self.sleep(effect.seconds)  # an injected clock's sleep: instant
+                return None
+            # A worker stopping ends the wait: the task is handed back before its next step,
+            # and its next run waits what is left of the delay (recorded with the fix).
+            deadline = time.monotonic() + effect.seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if self.stopping.wait(min(left, PAUSE_SLICE)):
+                    break
             return None
         if isinstance(effect, Store):
             if self.committer is not None:
@@ -2521,7 +2536,13 @@ class TaskRun:
                 raise
         if isinstance(effect, Pause):
             if self.sleep is None or self.sleep is time.sleep:
-                await asyncio.sleep(effect.seconds)
+                # As on the synchronous path, a worker stopping ends the wait.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + effect.seconds
+                while (left := deadline - loop.time()) > 0:
+                    if self.stopping is not None and self.stopping.is_set():
+                        break
+                    await asyncio.sleep(min(left, PAUSE_SLICE))
             else:
                 self.sleep(effect.seconds)  # an injected clock's sleep: instant
             return None

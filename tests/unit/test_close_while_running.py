@@ -14,6 +14,7 @@ import pytest
 
 from onward import Engine, ErrorBudget, Observer, RunSummary, UsageError
 from onward.events import StepCompleted, open_log
+from onward.healing.fixes import FixRegistry, Remedy, StepCall
 from onward.healing.retry import RetryPolicies, RetryPolicy
 from onward.judgement.budget import assess
 from tests.conftest import FakeClock
@@ -275,3 +276,76 @@ def test_a_run_slowed_down_by_the_error_budget_lets_others_in_and_close_ends_its
     summary = running.result()
     assert isinstance(summary, RunSummary), summary
     assert (summary.runs, summary.failed) == (3, 3)  # nothing claimed after the wait
+
+
+class SmallerPagesMuchLater:
+    """A fix for a quota on large pages: pages of 10, after an hour."""
+
+    name = "smaller-pages-much-later"
+    error_types = (RuntimeError,)
+
+    def matches(self, error: BaseException, call: StepCall) -> bool:
+        return "quota" in str(error) and int(call.arguments["page"]) > 10
+
+    def apply(self, error: BaseException, call: StepCall) -> Remedy | None:
+        page = call.arguments["page"]
+        return Remedy(call=call.with_arguments(page=10), change={"page": [page, 10]}, delay=3600)
+
+
+@pytest.mark.parametrize("how", ["run", "serve", "run_async", "serve_async"])
+def test_close_ends_a_fix_s_delay_and_the_task_is_handed_back(tmp_path: Path, how: str) -> None:
+    """The run waited out a fix's delay (here an hour) before the task could be handed back:
+    close() waited with it. The delay is recorded: the next run waits what is left of it."""
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    clock = FakeClock()
+    fixing = threading.Event()
+
+    class Fixing(Observer):
+        def step_ended(self, token: Any, *, decision: str = "", **_: Any) -> None:
+            if decision == "fix":
+                fixing.set()
+
+    fixes = FixRegistry()
+    fixes.register(SmallerPagesMuchLater())
+    once = RetryPolicies(RetryPolicy(max_attempts=1))
+    calls: list[int] = []
+
+    def register(engine: Engine) -> Any:
+        @engine.step()
+        def fetch(page: int) -> str:
+            calls.append(page)
+            if page > 10:
+                raise RuntimeError("quota exceeded for large pages")
+            return f"page={page}"
+
+        @engine.task(name="job")
+        def job(page: int) -> str:
+            return fetch(page)
+
+        return job
+
+    engine = Engine.open(db, session="s", clock=clock, observer=Fixing(), fixes=fixes, retries=once)
+    task_id = engine.submit(register(engine), 100)
+
+    def start() -> RunSummary:
+        if how == "run":
+            return engine.run()
+        if how == "serve":
+            return engine.serve(handle_signals=False)
+        if how == "run_async":
+            return asyncio.run(engine.run_async())
+        return asyncio.run(engine.serve_async(handle_signals=False))
+
+    running = Background(start)
+    assert fixing.wait(LIMIT)
+    closer = Background(engine.close)
+    assert closer.result() is None  # within LIMIT, not an hour
+    summary = running.result()
+    assert isinstance(summary, RunSummary), summary
+    assert summary.released == 1
+    clock.advance(3600)
+    with Engine.open(db, session="s", clock=clock, sleep=clock.advance, fixes=fixes) as again:
+        register(again)
+        again.run()
+        assert again.result(task_id) == "page=10"
+    assert calls == [100, 10]  # the fix's call, once; the step's own call not made again
