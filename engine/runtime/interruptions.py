@@ -120,9 +120,9 @@ class Interruptions:
 
     def notice(self, run: TaskRun, summary: str, kind: str = "notice") -> Interruption:
         """The next notice a task's code gives: its id is the same on a re-run
-        (:meth:`TaskRun.made_id`), as its code gives the same notices in the same order."""
+        (:meth:`TaskRun.notice_id`)."""
         return Interruption(
-            interruption_id=run.made_id("notice", size=16),
+            interruption_id=run.notice_id(),
             kind=kind,
             summary=summary,
             session=self.session.name,

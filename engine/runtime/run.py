@@ -144,6 +144,11 @@ CURRENT_RUN: ContextVar[TaskRun | None] = ContextVar("onward_current_run", defau
 #: The index of the step whose function runs in the current thread or coroutine (None between
 #: steps).
 CURRENT_STEP: ContextVar[int | None] = ContextVar("onward_current_step", default=None)
+#: The last durable call (a step, a sleep, a receive, a notice) of the chain of a task's code
+#: that runs here, with the token of its run (:meth:`TaskRun.notice_id`): the coroutines of an
+#: ``async def`` task that run at once (``asyncio.gather``) each see their own, since each runs
+#: in a copy of its caller's context.
+_LAST_CALL: ContextVar[tuple[object, str] | None] = ContextVar("onward_last_call", default=None)
 # Set where the engine carries out a task's calls in another thread (a storage call, a
 # policy, an observer's hook, off an ``async def`` task's event loop): calls made there are
 # the engine's own, not a thread the task's code started.
@@ -1207,18 +1212,21 @@ class TaskRun:
             elif isinstance(event, ApprovalGranted | ApprovalDenied):
                 self.answers[event.decision_id] = (isinstance(event, ApprovalGranted), event.note)
         self.index = 0
-        #: How many subtasks, messages and notices of each kind the task's body made.
+        #: How many subtasks and messages of each kind the task's body made, and how many
+        #: notices after each of its durable calls (:meth:`notice_id`).
         self.made: dict[str, int] = {}
         #: Per step index, how many subtasks, messages and notices its body's current attempt
         #: made.
         self.made_in_step: dict[int, dict[str, int]] = {}
+        # Marks this run's calls in the chains of its code (see ``_LAST_CALL``).
+        self._chain_token = object()
         self.steps_run = 0
         self.steps_replayed = 0
 
     def made_id(self, kind: str, size: int = 8) -> str:
-        """A stable id for the next subtask (``kind="child"``), message (``"message"``) or
-        notice (``"notice"``) the running code makes: the same on a re-run, so that making it
-        again is a no-op.
+        """A stable id for the next subtask (``kind="child"``) or message (``"message"``) the
+        running code makes: the same on a re-run, so that making it again is a no-op (a
+        notice's: :meth:`notice_id`).
 
         In the task's body, the n-th of its kind in the run; in a step's body, the n-th of its
         kind in that step's attempt (a replay does not run a completed step's body, so its
@@ -1231,6 +1239,28 @@ class TaskRun:
         made = self.made_in_step.setdefault(index, {})
         made[kind] = count = made.get(kind, 0) + 1
         return derived_id(self.task_id, "step", str(index), kind, str(count), size=size)
+
+    def notice_id(self) -> str:
+        """A stable id for the next notice the running code gives: the same on a re-run, so
+        that giving it again is a no-op.
+
+        In a step's body, the n-th notice of that step's attempt (see :meth:`made_id`). In the
+        task's own code, the n-th notice given after the last durable call (a step, a sleep, a
+        receive, a notice) of the chain of code that gives it: the coroutines of an ``async
+        def`` task gathered at once give their notices as their steps end, in an order that a
+        re-run, whose completed steps return at once, does not keep; numbered in the order
+        they came, a re-run gave one notice another's id (that one never given, the other
+        given twice).
+        """
+        if CURRENT_STEP.get() is not None:
+            return self.made_id("notice", size=16)
+        last = _LAST_CALL.get()
+        after = last[1] if last is not None and last[0] is self._chain_token else "start"
+        key = f"notice after {after}"
+        self.made[key] = count = self.made.get(key, 0) + 1
+        notice_id = derived_id(self.task_id, "notice", after, str(count), size=16)
+        _LAST_CALL.set((self._chain_token, f"notice {notice_id}"))
+        return notice_id
 
     def degradation_slot(self) -> tuple[int | None, int]:
         """Where the running code's next ``degrade`` call stands: the step whose body makes
@@ -1588,6 +1618,7 @@ class TaskRun:
             )
         index = self.index
         self.index += 1
+        _LAST_CALL.set((self._chain_token, f"call {index}"))
         return index
 
     def begin_step(self, step: StepDef) -> tuple[int, Replayed | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,67 @@ def test_a_notice_from_a_tasks_code_is_given_once_whatever_runs_the_task_again(
         ]
         assert len(given) == 2
         assert ids[0] in given
+
+
+def test_notices_of_gathered_coroutines_keep_their_ids_whatever_order_a_rerun_meets_them(
+    db: str, clock: FakeClock
+) -> None:
+    """Two gathered coroutines each notify once their step ends; a third one's step fails and
+    its retry makes the task wait. Live, the second coroutine's step ends first, and the wait
+    is recorded before the first one notifies; the re-run replays both steps at once, and the
+    first coroutine comes first: each still gives its own notice, once."""
+    heard: list[str] = []
+    b_told = threading.Event()
+    tries: list[int] = []
+
+    def told(notice: Interruption) -> None:
+        heard.append(notice.summary)
+        if notice.summary == "b done":
+            b_told.set()
+
+    with open_engine(db, clock, on_interruption=told, retries=RETRIES) as engine:
+
+        @engine.step()
+        def slow() -> int:
+            assert b_told.wait(timeout=30)  # ends once "b done" was given
+            return 1
+
+        @engine.step()
+        def fast() -> int:
+            return 2
+
+        @engine.step()
+        def flaky() -> int:
+            tries.append(1)
+            if len(tries) == 1:
+                raise TimeoutError("no answer")  # its retry is due later: the task waits
+            return 3
+
+        @engine.task(name="job")
+        async def job() -> int:
+            async def a() -> int:
+                found = await slow()
+                await engine.notify("a done", urgent=True)
+                return found
+
+            async def b() -> int:
+                found = await fast()
+                await engine.notify("b done", urgent=True)
+                return found
+
+            return sum(await asyncio.gather(a(), b(), flaky()))
+
+        task_id = engine.submit("job")
+        engine.run()
+        assert engine.result(task_id) == 6
+        assert len(tries) == 2  # the task ran again
+        assert sorted(heard) == ["a done", "b done"]
+        given = [
+            r.event.interruption_id  # type: ignore[union-attr]
+            for r in engine.log.read_stream(f"task-{task_id}")
+            if type(r.event).__name__ == "InterruptionDelivered"
+        ]
+        assert len(set(given)) == 2
 
 
 def test_an_urgent_notice_is_delivered_at_once(db: str, clock: FakeClock) -> None:

@@ -168,8 +168,10 @@ class People:
         (nothing is recorded or delivered until it is awaited).
 
         Given by a task's code, a notice is given once: a re-run of the task (after a crash, a
-        takeover, a retry) that gives it again, as the n-th notice of its body (or of a step's
-        attempt), finds it recorded and neither records nor delivers it again. Its delivery is
+        takeover, a retry) that gives it again, as the n-th notice after the same step of its
+        code (or of a step's attempt), finds it recorded and neither records nor delivers it
+        again: coroutines gathered at once that notify as their steps end keep their own
+        notices, in whatever order a re-run meets them. Its delivery is
         recorded before ``on_interruption`` is called: a crash between the two loses that
         notice rather than giving it twice.
 
@@ -191,7 +193,7 @@ class People:
         urgent = arguments.flag(urgent, "notify(): urgent")
         run = running_task("notify()")
         if run is not None and on_event_loop():  # the loop must not wait for a step appending
-            # Its id is taken now, in the order the code calls notify (see TaskRun.made_id).
+            # Its id is taken now, where the code calls notify (see TaskRun.notice_id).
             notice = self._interruptions.notice(run, summary, kind)
             return Pending(
                 run, self._interruptions.notify_async(run, notice, urgent=urgent), "notify(...)"
