@@ -102,8 +102,8 @@ class Degradations:
             session.catch_up()
             session.decide(fail)
             return _workaround(registered, getattr(plans[0][-1], "workaround", ""))
-        index, seen = run.degradation_slot()
-        reported = run.degradations_of(index)
+        index, seen = run.degradation_slot(component)
+        reported = run.degradations_of(index, component)
         if seen < len(reported):
             recorded = _recorded(run, registered, *reported[seen])
             if isinstance(recorded, TaskWaiting):
@@ -147,8 +147,8 @@ class Degradations:
         self, run: TaskRun, registered: Component, component: str, message: str
     ) -> Workaround | None:
         # In the order the calls start, as a re-run takes them.
-        index, seen = run.degradation_slot()
-        reported = run.degradations_of(index)
+        index, seen = run.degradation_slot(component)
+        reported = run.degradations_of(index, component)
         if seen < len(reported):
             recorded = _recorded(run, registered, *reported[seen])
             if isinstance(recorded, TaskWaiting):

@@ -1085,14 +1085,15 @@ class TaskRun:
         self.answers: dict[str, tuple[bool, str]] = {}
         # The requests this run found unanswered (its task is to wait for them).
         self.awaiting_answers: set[str] = set()
-        # Components this task's own code reported failed, in order: (component, the
-        # workaround applied, or the id of the decision to ask when none was left); a re-run
-        # reads them back. Those its steps' bodies reported, by step index and try (see
-        # :meth:`degradation_slot`).
-        self.degradations: list[tuple[str, str, str]] = []
-        self.step_degradations: dict[tuple[int, int], list[tuple[str, str, str]]] = {}
-        self.degrade_calls = 0
-        degraded = self.degradations  # where the last reported failure went
+        # The failures this task's own code reported, per component, in order: (component,
+        # the workaround applied, or the id of the decision to ask when none was left); a
+        # re-run reads them back. Those its steps' bodies reported, by step index, try and
+        # component (see :meth:`degradation_slot`).
+        self.degradations: dict[str, list[tuple[str, str, str]]] = {}
+        self.step_degradations: dict[tuple[int, int, str], list[tuple[str, str, str]]] = {}
+        # How many failures of each component the task's own code reported in this run.
+        self.degrade_calls: dict[str, int] = {}
+        degraded: list[tuple[str, str, str]] = []  # where the last reported failure went
         # Change ids whose new code path this task took (``patched``).
         self.patches: set[str] = set()
         # The notices this task gave (``notify``): deferred or delivered, by interruption id.
@@ -1196,7 +1197,7 @@ class TaskRun:
                 self.last_delay[event.step_index] = event.delay
                 self.retry_due[event.step_index] = event.due
             elif isinstance(event, ComponentFailed):
-                degraded = self.degradations_of(event.step_index)
+                degraded = self.degradations_of(event.step_index, event.component)
                 degraded.append((event.component, "", ""))
             elif isinstance(event, WorkaroundApplied) and degraded:
                 degraded[-1] = (event.component, event.workaround, "")
@@ -1262,28 +1263,33 @@ class TaskRun:
         _LAST_CALL.set((self._chain_token, f"notice {notice_id}"))
         return notice_id
 
-    def degradation_slot(self) -> tuple[int | None, int]:
-        """Where the running code's next ``degrade`` call stands: the step whose body makes
-        it (None: the task's own code), and how many that code made before it (in a step's
-        body, in its current attempt). A re-run numbers them the same, though it does not run
-        the bodies of the steps that completed."""
+    def degradation_slot(self, component: str) -> tuple[int | None, int]:
+        """Where the running code's next ``degrade`` call of ``component`` stands: the step
+        whose body makes it (None: the task's own code), and how many calls of that component
+        that code made before it (in a step's body, in its current attempt). A re-run numbers
+        them the same, though it does not run the bodies of the steps that completed, and
+        though the coroutines of an ``async def`` task gathered at once report as their steps
+        end, in an order that a re-run, whose completed steps return at once, does not keep."""
         index = CURRENT_STEP.get()
         if index is None:
-            seen = self.degrade_calls
-            self.degrade_calls += 1
+            seen = self.degrade_calls.get(component, 0)
+            self.degrade_calls[component] = seen + 1
             return None, seen
         made = self.made_in_step.setdefault(index, {})
-        seen = made.get("degrade", 0)
-        made["degrade"] = seen + 1
+        key = f"degrade {component}"
+        seen = made.get(key, 0)
+        made[key] = seen + 1
         return index, seen
 
-    def degradations_of(self, index: int | None) -> list[tuple[str, str, str]]:
-        """The failures reported by the task's own code (``index`` None) or by the body of
-        step ``index`` in its current try, in order (see :attr:`degradations`): a next try
-        that reports a failure again is given the next workaround, not the last try's."""
+    def degradations_of(self, index: int | None, component: str) -> list[tuple[str, str, str]]:
+        """The failures of ``component`` reported by the task's own code (``index`` None) or
+        by the body of step ``index`` in its current try, in order (see
+        :attr:`degradations`): a next try that reports a failure again is given the next
+        workaround, not the last try's."""
         if index is None:
-            return self.degradations
-        return self.step_degradations.setdefault((index, self.tries.get(index, 0)), [])
+            return self.degradations.setdefault(component, [])
+        key = (index, self.tries.get(index, 0), component)
+        return self.step_degradations.setdefault(key, [])
 
     # -- appending -------------------------------------------------------------------------
 

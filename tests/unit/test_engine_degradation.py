@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,68 @@ def test_a_rerun_reads_back_the_workarounds_of_its_code_and_of_its_steps_apart(
             if type(r.event).__name__ == "ComponentFailed" and r.event.component == "search"  # type: ignore[union-attr]
         ]
         assert failed.step_index == 0  # type: ignore[union-attr]
+
+
+def test_gathered_coroutines_get_their_own_components_workarounds_back_whatever_order(
+    db: str, clock: FakeClock
+) -> None:
+    """Two gathered coroutines of an async def task each report a component failed once their
+    step ends; a third one's step fails and its retry makes the task wait. Live, the second
+    coroutine reports first, and the wait is recorded before the first one reports; the
+    re-run replays both steps at once and meets the first coroutine first: each gets the
+    workaround of its own component (the second, the one it was given)."""
+    index_reported = threading.Event()
+    tries: list[int] = []
+    seen: list[tuple[str, str | None]] = []
+    with open_engine(db, clock) as engine:
+        engine.component("search", workarounds=LADDER)
+        engine.component(
+            "index",
+            workarounds=[
+                Workaround(name="scan", quality_loss=0.3),
+                Workaround(name="stale", quality_loss=0.4),
+            ],
+        )
+
+        @engine.step()
+        def slow() -> None:
+            assert index_reported.wait(timeout=30)  # ends once "index" was reported
+
+        @engine.step()
+        def fast() -> None:
+            pass
+
+        @engine.step()
+        def flaky() -> None:
+            tries.append(1)
+            if len(tries) == 1:
+                raise TimeoutError("read timed out")  # its retry is due later: the task waits
+
+        @engine.task(name="job")
+        async def job() -> list[str | None]:
+            async def a() -> str | None:
+                await slow()
+                found = await engine.degrade("search")
+                seen.append(("search", found.name if found else None))
+                return found.name if found else None
+
+            async def b() -> str | None:
+                await fast()
+                found = await engine.degrade("index")
+                index_reported.set()
+                seen.append(("index", found.name if found else None))
+                return found.name if found else None
+
+            async def c() -> None:
+                await flaky()
+
+            return list(await asyncio.gather(a(), b(), c()))
+
+        task_id = engine.submit("job")
+        engine.run()
+        assert len(tries) == 2  # the task ran again
+        assert engine.result(task_id) == ["cache", "scan", None]
+        assert sorted(set(seen)) == [("index", "scan"), ("search", "cache")]
 
 
 @pytest.mark.parametrize("kind", ["plain", "async"])
