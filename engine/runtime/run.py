@@ -1243,25 +1243,30 @@ class TaskRun:
 
     def notice_id(self) -> str:
         """A stable id for the next notice the running code gives: the same on a re-run, so
-        that giving it again is a no-op.
+        that giving it again is a no-op (see :meth:`chained_id`)."""
+        return self.chained_id("notice", size=16)
 
-        In a step's body, the n-th notice of that step's attempt (see :meth:`made_id`). In the
-        task's own code, the n-th notice given after the last durable call (a step, a sleep, a
-        receive, a notice) of the chain of code that gives it: the coroutines of an ``async
-        def`` task gathered at once give their notices as their steps end, in an order that a
-        re-run, whose completed steps return at once, does not keep; numbered in the order
-        they came, a re-run gave one notice another's id (that one never given, the other
-        given twice).
+    def chained_id(self, kind: str, size: int = 8) -> str:
+        """A stable id for the next thing of ``kind`` (a notice, a subtask) the running code
+        makes: the same on a re-run, so that making it again is a no-op.
+
+        In a step's body, the n-th of its kind in that step's attempt (see :meth:`made_id`).
+        In the task's own code, the n-th of its kind made after the last durable call (a
+        step, a sleep, a receive, a notice, a subtask) of the chain of code that makes it: the
+        coroutines of an ``async def`` task gathered at once make theirs as their steps end,
+        in an order that a re-run, whose completed steps return at once, does not keep;
+        numbered in the order they came (:meth:`made_id`), a re-run gave one coroutine's
+        notice or subtask another's id.
         """
         if CURRENT_STEP.get() is not None:
-            return self.made_id("notice", size=16)
+            return self.made_id(kind, size=size)
         last = _LAST_CALL.get()
         after = last[1] if last is not None and last[0] is self._chain_token else "start"
-        key = f"notice after {after}"
+        key = f"{kind} after {after}"
         self.made[key] = count = self.made.get(key, 0) + 1
-        notice_id = derived_id(self.task_id, "notice", after, str(count), size=16)
-        _LAST_CALL.set((self._chain_token, f"notice {notice_id}"))
-        return notice_id
+        made = derived_id(self.task_id, kind, after, str(count), size=size)
+        _LAST_CALL.set((self._chain_token, f"{kind} {made}"))
+        return made
 
     def degradation_slot(self, component: str) -> tuple[int | None, int]:
         """Where the running code's next ``degrade`` call of ``component`` stands: the step

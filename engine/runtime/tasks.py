@@ -62,6 +62,7 @@ from onward.projections import (
 from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
+    CURRENT_STEP,
     Blocking,
     SubtaskEnds,
     TaskRun,
@@ -179,9 +180,29 @@ class Tasks:
     def _subtask_id(self, parent: TaskRun, key: str | None) -> str:
         """The id of the subtask a task's ``submit`` makes: its next number (taken with a key
         too, so that the numbering of the task's other subtasks is the same whichever of them
-        are keyed), or the session's task for that key, wherever it is submitted."""
-        task_id = parent.made_id("child")
+        are keyed), or the session's task for that key, wherever it is submitted.
+
+        In the task's own code, the n-th subtask after the last durable call of the chain of
+        code that submits it (:meth:`TaskRun.chained_id`: gathered coroutines keep their own
+        subtasks whatever order a re-run meets them in); a subtask an earlier run made under
+        the n-th subtask of the task's code (as an onward before that numbering did) is that
+        submit's still."""
+        if CURRENT_STEP.get() is not None:
+            task_id = parent.made_id("child")
+        else:
+            numbered = parent.made_id("child")
+            task_id = parent.chained_id("child")
+            if not self._made_by(parent, task_id) and self._made_by(parent, numbered):
+                task_id = numbered
         return task_id if key is None else derived_id(self.session.name, "key", key)
+
+    def _made_by(self, parent: TaskRun, task_id: str) -> bool:
+        """Whether an earlier run of ``parent`` submitted the subtask ``task_id`` (folded
+        before the run's claim)."""
+        if parent.replaying:  # (a replay check's engine need not know the task: the log)
+            return bool(self.session.log.read_stream(task_stream(task_id)))
+        view = self.session.projections.tasks.view(task_id)
+        return view is not None and view.parent == parent.task_id
 
     def stored_arguments(
         self,

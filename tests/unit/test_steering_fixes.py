@@ -5,12 +5,24 @@ code, forks."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
 from onward import Engine, InvalidTransition, UsageError
-from onward.events import PatchMarked, StepCompleted, TaskFailed, TaskWaiting
+from onward.events import (
+    Context,
+    Jitter,
+    PatchMarked,
+    StepCompleted,
+    TaskFailed,
+    TaskSubmitted,
+    TaskWaiting,
+)
+from onward.healing.retry import RetryPolicies, RetryPolicy
+from onward.projections import task_stream
+from onward.runtime.run import derived_id, submission_id
 from tests.conftest import FakeClock
 from tests.unit.test_async_appends import run_with
 
@@ -204,11 +216,107 @@ def test_a_keyed_subtask_is_its_first_submitters_and_keeps_the_others_numbers(
         assert engine.task_view(keyed).parent == parent_id
         assert engine.task_view(plain).parent == parent_id
         assert engine.submit(child, "keyed", key="the-one") == keyed
-        # The unkeyed subtask is the parent's second, as before keys were honoured inside.
-        from onward.runtime.run import derived_id
-
-        assert plain == derived_id(parent_id, "child", "2")
+        # The unkeyed subtask is the parent's first after its second (the keyed one), as
+        # before keys were honoured inside.
+        second = derived_id(parent_id, "child", "start", "1")
+        assert plain == derived_id(parent_id, "child", f"child {second}", "1")
         assert keyed == derived_id("steer", "key", "the-one")
+
+
+def test_subtasks_of_gathered_coroutines_are_theirs_whatever_order_a_rerun_meets_them(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    """Two gathered coroutines each submit a subtask once their step ends; a third one's step
+    fails and its retry makes the task wait. Live, the second coroutine's step ends first;
+    the re-run replays both steps at once and meets the first coroutine first: each still
+    gets its own subtask, not the other's."""
+    b_submitted = threading.Event()
+    tries: list[int] = []
+    retries = RetryPolicies(RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE))
+    with Engine.open(
+        db, session="steer", clock=clock, sleep=clock.advance, retries=retries
+    ) as engine:
+
+        @engine.task(name="child")
+        def child(who: str) -> str:
+            return who
+
+        @engine.step()
+        def slow() -> None:
+            assert b_submitted.wait(timeout=30)  # ends once b submitted its subtask
+
+        @engine.step()
+        def fast() -> None:
+            pass
+
+        @engine.step()
+        def flaky() -> None:
+            tries.append(1)
+            if len(tries) == 1:
+                raise TimeoutError("no answer")  # its retry is due later: the task waits
+
+        @engine.task(name="job")
+        async def job() -> list[str]:
+            async def a() -> str:
+                await slow()
+                return engine.submit("child", "a")
+
+            async def b() -> str:
+                await fast()
+                submitted = engine.submit("child", "b")
+                b_submitted.set()
+                return submitted
+
+            async def c() -> str:
+                await flaky()
+                return ""
+
+            return list(await asyncio.gather(a(), b(), c()))
+
+        task_id = engine.submit("job")
+        engine.run()
+        assert len(tries) == 2  # the task ran again
+        of_a, of_b, _ = engine.result(task_id)
+        engine.run()
+        assert [engine.result(of_a), engine.result(of_b)] == ["a", "b"]
+        assert [t.name for t in engine.tasks()].count("child") == 2
+
+
+def test_a_subtask_an_earlier_run_numbered_in_the_order_it_came_is_still_its_submits(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    """A run by an onward that numbered a task's subtasks in the order they came submitted
+    its first subtask, then its worker died: the task's re-run gets that subtask back from
+    its submit, and submits no other."""
+    ran: list[str] = []
+    with open_engine(db, clock) as engine:
+
+        @engine.task()
+        def child(name: str) -> str:
+            ran.append(name)
+            return name
+
+        @engine.task()
+        def parent() -> list[object]:
+            first = engine.submit(child, "one")
+            second = engine.submit(child, "two")
+            return [first, second, *engine.wait([first, second])]
+
+        parent_id = engine.submit(parent)
+        older = derived_id(parent_id, "child", "1")
+        engine.log.append(
+            task_stream(older),
+            [TaskSubmitted(name="child", args=["one"], parent=parent_id)],
+            expected_version=0,
+            event_ids=[submission_id(older)],
+            context=Context(session="steer", correlation_id=parent_id),
+        )
+        engine.run()
+        first, _, *results = engine.result(parent_id)
+        assert first == older
+        assert results == ["one", "two"]
+        assert sorted(ran) == ["one", "two"]
+        assert [t.name for t in engine.tasks()].count("child") == 2
 
 
 # -- abandon, and a task ended from outside while it runs -------------------------------------
