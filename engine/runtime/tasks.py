@@ -515,16 +515,31 @@ class Tasks:
             else:
                 # From a running task: once, whatever re-runs it (through its run, which a
                 # replay check stops: onward.testing).
-                message_id = run.made_id("message", size=16)
+                message_id, numbered = self._message_ids(run)
                 version = run.effect(
                     Blocking(
-                        append_message, session.log, task_id, event, session.context, message_id
+                        append_message,
+                        *(session.log, task_id, event, session.context, message_id, numbered),
                     )
                 )
         except UnencodableValue as exc:
             raise UsageError(f"message for {task_id}: the value cannot be stored: {exc}") from exc
         session.catch_up()
         return int(version)
+
+    @staticmethod
+    def _message_ids(run: TaskRun) -> tuple[str, str]:
+        """The id of the message a running task's ``send`` makes, and the id an onward that
+        numbered a task's messages in the order they came gave it.
+
+        In the task's own code, the n-th message after the last durable call of the chain of
+        code that sends it (:meth:`TaskRun.chained_id`): gathered coroutines keep their own
+        messages whatever order a re-run meets them in."""
+        if CURRENT_STEP.get() is not None:
+            message_id = run.made_id("message", size=16)
+            return message_id, message_id
+        numbered = run.made_id("message", size=16)
+        return run.chained_id("message", size=16), numbered
 
     def _came_after_its_end(self, task_id: str, positions: Sequence[int], version: int) -> None:
         """Raise when a message sent from outside landed after its task ended for good: the
@@ -707,11 +722,18 @@ def append_submission(log: EventLog, task_id: str, event: TaskSubmitted, context
 
 
 def append_message(
-    log: EventLog, task_id: str, event: MessageSent, context: Context, message_id: str
+    log: EventLog,
+    task_id: str,
+    event: MessageSent,
+    context: Context,
+    message_id: str,
+    numbered: str | None = None,
 ) -> int:
     """Append a message a running task sends, once: its event id is derived from the sender's
-    run (:meth:`TaskRun.made_id`), and a message of that id already in the inbox (sent before a
-    crash, or by an earlier run of the sender) is not sent again.
+    run (:meth:`TaskRun.chained_id`), and a message of that id already in the inbox (sent
+    before a crash, or by an earlier run of the sender) is not sent again; nor is one an
+    earlier run of an onward that numbered messages in the order they came sent under
+    ``numbered``.
 
     Returns:
         The message's place in the inbox.
@@ -725,6 +747,8 @@ def append_message(
     while True:
         inbox = log.read_stream(stream)
         sent = message_version(inbox, message_id)
+        if sent is None and numbered is not None and numbered != message_id:
+            sent = message_version(inbox, numbered)
         if sent is not None:
             return sent
         try:

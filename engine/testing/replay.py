@@ -297,8 +297,11 @@ class _ReplayRun(TaskRun):
         if effect.fn is append_message:
             # A message the task sent: never sent again. Its place in the inbox when it is
             # there (0 for one sent by an onward that did not number messages yet).
-            _log, task_id, _event, _context, message_id = effect.args
-            sent = message_version(self.log.read_stream(inbox_stream(task_id)), message_id)
+            _log, task_id, _event, _context, message_id, numbered = effect.args
+            inbox = self.log.read_stream(inbox_stream(task_id))
+            sent = message_version(inbox, message_id)
+            if sent is None and numbered is not None:
+                sent = message_version(inbox, numbered)
             return 0 if sent is None else sent
         # A step's permit, breaker or ruling, before the step runs: the step is not recorded.
         step = next((a for a in effect.args if isinstance(a, StepDef)), None)

@@ -14,6 +14,7 @@ from onward import Engine, InvalidTransition, UsageError
 from onward.events import (
     Context,
     Jitter,
+    MessageSent,
     PatchMarked,
     StepCompleted,
     TaskFailed,
@@ -280,6 +281,97 @@ def test_subtasks_of_gathered_coroutines_are_theirs_whatever_order_a_rerun_meets
         engine.run()
         assert [engine.result(of_a), engine.result(of_b)] == ["a", "b"]
         assert [t.name for t in engine.tasks()].count("child") == 2
+
+
+def test_messages_of_gathered_coroutines_are_theirs_whatever_order_a_rerun_meets_them(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    """Two gathered coroutines each send a message once their step ends; a third one's step
+    fails and its retry makes the task wait. Live, the second coroutine sends first; the
+    re-run replays both steps at once and meets the first coroutine first: each send still
+    finds its own message (its place in the inbox), and sends nothing again."""
+    b_sent = threading.Event()
+    tries: list[int] = []
+    retries = RetryPolicies(RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE))
+    with Engine.open(
+        db, session="steer", clock=clock, sleep=clock.advance, retries=retries
+    ) as engine:
+
+        @engine.task(name="reader")
+        def reader() -> None:
+            pass
+
+        @engine.step()
+        def slow() -> None:
+            assert b_sent.wait(timeout=30)  # ends once b sent its message
+
+        @engine.step()
+        def fast() -> None:
+            pass
+
+        @engine.step()
+        def flaky() -> None:
+            tries.append(1)
+            if len(tries) == 1:
+                raise TimeoutError("no answer")  # its retry is due later: the task waits
+
+        @engine.task(name="job")
+        async def job(to: str) -> list[int]:
+            async def a() -> int:
+                await slow()
+                return engine.send(to, "news", "a")
+
+            async def b() -> int:
+                await fast()
+                place = engine.send(to, "news", "b")
+                b_sent.set()
+                return place
+
+            async def c() -> int:
+                await flaky()
+                return 0
+
+            return list(await asyncio.gather(a(), b(), c()))
+
+        to = engine.submit("reader", key="reader")
+        task_id = engine.submit("job", to)
+        engine.run()
+        assert len(tries) == 2  # the task ran again
+        of_a, of_b, _ = engine.result(task_id)
+        inbox = {r.version: r.event.value for r in engine.log.read_stream(f"inbox-{to}")}  # type: ignore[union-attr]
+        assert len(inbox) == 2
+        assert [inbox[of_a], inbox[of_b]] == ["a", "b"]
+
+
+def test_a_message_an_earlier_run_numbered_in_the_order_it_came_is_not_sent_again(
+    db: str, clock: FakeClock, both_paths: str
+) -> None:
+    """A run by an onward that numbered a task's messages in the order they came sent its
+    first message, then its worker died: the task's re-run finds it in the inbox, and sends
+    only its second."""
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="reader")
+        def reader() -> None:
+            pass
+
+        @engine.task(name="job")
+        def job(to: str) -> list[int]:
+            return [engine.send(to, "news", "one"), engine.send(to, "news", "two")]
+
+        to = engine.submit("reader", key="reader")
+        task_id = engine.submit("job", to)
+        engine.log.append(
+            f"inbox-{to}",
+            [MessageSent(topic="news", value="one")],
+            expected_version=0,
+            event_ids=[derived_id(task_id, "message", "1", size=16)],
+            context=Context(session="steer", correlation_id=task_id),
+        )
+        engine.run()
+        assert engine.result(task_id) == [1, 2]
+        inbox = [r.event.value for r in engine.log.read_stream(f"inbox-{to}")]  # type: ignore[union-attr]
+        assert inbox == ["one", "two"]
 
 
 def test_a_subtask_an_earlier_run_numbered_in_the_order_it_came_is_still_its_submits(
