@@ -1225,13 +1225,14 @@ class TaskRun:
         self.steps_replayed = 0
 
     def made_id(self, kind: str, size: int = 8) -> str:
-        """A stable id for the next subtask (``kind="child"``) or message (``"message"``) the
-        running code makes: the same on a re-run, so that making it again is a no-op (a
-        notice's: :meth:`notice_id`).
+        """A stable id for the next subtask (``kind="child"``), message (``"message"``) or
+        notice (``"notice"``) the running code makes, numbered in the order they come.
 
-        In the task's body, the n-th of its kind in the run; in a step's body, the n-th of its
-        kind in that step's attempt (a replay does not run a completed step's body, so its
-        subtasks and messages must not shift the numbering of the task body's).
+        In a step's body, the n-th of its kind in that step's attempt (a replay does not run a
+        completed step's body, so its subtasks and messages must not shift the numbering of
+        the task body's): the id they take there. In the task's body, the n-th of its kind in
+        the run: the id an earlier onward gave them there, looked for so that a task begun by
+        it makes nothing twice (they take :meth:`chained_id` now).
         """
         index = CURRENT_STEP.get()
         if index is None:
