@@ -336,6 +336,36 @@ def test_notices_of_gathered_coroutines_keep_their_ids_whatever_order_a_rerun_me
         assert len(set(given)) == 2
 
 
+def test_a_notice_from_a_steps_body_is_given_once_across_its_tries(
+    db: str, clock: FakeClock
+) -> None:
+    """A step's body notifies, then fails; its retry notifies again and succeeds: the notice
+    is the step's, given once (as the step's messages and subtasks are made once)."""
+    heard: list[str] = []
+    tries: list[int] = []
+    with open_engine(
+        db, clock, on_interruption=lambda n: heard.append(n.summary), retries=RETRIES
+    ) as engine:
+
+        @engine.step()
+        def announce() -> int:
+            tries.append(1)
+            engine.notify("the rebuild began", urgent=True)
+            if len(tries) == 1:
+                raise TimeoutError("no answer")
+            return 1
+
+        @engine.task(name="job")
+        def job() -> int:
+            return announce()
+
+        task_id = engine.submit("job")
+        engine.run()
+        assert engine.result(task_id) == 1
+        assert len(tries) == 2
+        assert heard == ["the rebuild began"]
+
+
 def test_an_urgent_notice_is_delivered_at_once(db: str, clock: FakeClock) -> None:
     heard: list[Interruption] = []
     with open_engine(db, clock, on_interruption=heard.append) as engine:
