@@ -451,7 +451,10 @@ def _restore(losses: dict[str, float], component: ComponentView) -> ComponentRes
 
 
 def plan_restorations(
-    components: Components, view: DegradationView, *, passed: Collection[str] | None = None
+    components: Components,
+    view: DegradationView,
+    *,
+    passed: Collection[ComponentView] | None = None,
 ) -> list[Event]:
     """The restorations of every degraded or exhausted component whose health check passes.
 
@@ -464,8 +467,11 @@ def plan_restorations(
     Args:
         components: the registry.
         view: the session's degradation.
-        passed: the components whose checks passed already (:func:`passing_checks`, called
-            before the decision, so that no check runs while it is taken): no check is called.
+        passed: the components whose checks passed already, as they were when checked
+            (:func:`passing_checks`, called before the decision, so that no check runs while
+            it is taken): no check is called. A component that changed since its check (a
+            failure recorded meanwhile, a restoration) is left as it is: the check is older
+            than what the log says of it now.
 
     Returns:
         The events to append, in order (none when nothing is restored).
@@ -475,12 +481,12 @@ def plan_restorations(
     if passed is None:
         passed = passing_checks(components, view)
     for current in view.components:
-        if current.state != ComponentState.HEALTHY and current.name in passed:
+        if current.state != ComponentState.HEALTHY and current in passed:
             planned.append(_restore(losses, current))
     return planned
 
 
-def passing_checks(components: Components, view: DegradationView) -> frozenset[str]:
+def passing_checks(components: Components, view: DegradationView) -> frozenset[ComponentView]:
     """Call the health check of every degraded or exhausted component (once each, in name
     order; as :func:`plan_restorations` does) and say which passed.
 
@@ -489,15 +495,16 @@ def passing_checks(components: Components, view: DegradationView) -> frozenset[s
         view: the session's degradation.
 
     Returns:
-        The names of the components whose check passed.
+        The components whose check passed, as ``view`` has them (a restoration decided later
+        on a newer view restores only those unchanged since).
     """
-    passed: set[str] = set()
+    passed: set[ComponentView] = set()
     for current in view.components:
         if current.state == ComponentState.HEALTHY or current.name not in components:
             continue
         check = components.get(current.name).check
         if check is not None and _passes(check):
-            passed.add(current.name)
+            passed.add(current)
     return frozenset(passed)
 
 

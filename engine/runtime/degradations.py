@@ -237,7 +237,8 @@ class Degradations:
 
         The checks (calls to the services: I/O) run before the restorations are decided,
         without the session's lock when the caller holds none (a run's task boundary): the
-        worker's other threads go on meanwhile.
+        worker's other threads go on meanwhile. A component that changed meanwhile (a
+        failure recorded by another thread or worker) is not restored on its older check.
 
         Returns:
             How many were restored.

@@ -432,7 +432,7 @@ def test_only_a_passing_check_restores() -> None:
     assert calls == {"tests": 1, "database": 1, "network": 1, "build": 1, "linting": 0}
     # The checks called first (without a lock), the plan taken on what they said: the same.
     passed = passing_checks(components, before)
-    assert passed == {"database", "network", "tests"}
+    assert {c.name for c in passed} == {"database", "network", "tests"}
     assert plan_restorations(components, before, passed=passed) == planned
     assert {name: check.calls for name, check in checks.items()}["tests"] == 2  # not 3
     board.add(planned)

@@ -340,3 +340,45 @@ def test_a_health_check_at_a_boundary_holds_no_other_thread_back(db: str, clock:
         assert engine.result(first) == "full"  # the check passed: restored before it ran
         assert engine.task_view(spare).state == "cancelled"
         assert engine.degradation().level == DegradationLevel.FULL
+
+
+def test_a_check_that_passed_before_a_new_failure_restores_nothing(
+    db: str, clock: FakeClock
+) -> None:
+    """The health checks at a boundary run without the session's lock: a failure recorded
+    while a check is under way (the service went down again) is newer than what the check
+    said, and the restoration decided on the check's stale 'passed' undid it."""
+    up = {"search": True}
+    checking = threading.Event()
+    let_go = threading.Event()
+
+    def check() -> bool:
+        said = up["search"]  # the service answers ...
+        checking.set()
+        let_go.wait(timeout=60)  # ... and the answer takes a while to come back
+        return said
+
+    with open_engine(db, clock) as engine:
+        engine.component("search", check=check, workarounds=LADDER)
+        assert engine.degrade("search", message="503") is not None
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert checking.wait(timeout=60)
+            checking.clear()
+            up["search"] = False  # down again: a caller meets it failing, after the check
+            failed = threading.Event()
+            threading.Thread(
+                target=lambda: (engine.degrade("search", message="503 again"), failed.set()),
+                daemon=True,
+            ).start()
+            assert failed.wait(timeout=10)
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        assert summaries
+        (search,) = engine.degradation().components
+        assert search.failures == 2
+        assert search.state != "healthy", "restored on a check older than its last failure"
+        assert search.workaround == "skip"
