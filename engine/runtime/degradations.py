@@ -251,12 +251,16 @@ class Degradations:
         passed = passing_checks(self.components, view)
         if not passed:
             return 0
-        restored = session.decide(
-            lambda projections: plan_restorations(
-                self.components, projections.degradation.view(session.name), passed=passed
-            ),
-            chain=False,
-        )
+        with session.lock:
+            # The checks took a while: what the log says since (a failure a peer's task met,
+            # on its own stream) is read before the restorations are decided on it.
+            session.host.catch_up()
+            restored = session.decide(
+                lambda projections: plan_restorations(
+                    self.components, projections.degradation.view(session.name), passed=passed
+                ),
+                chain=False,
+            )
         return len(restored)
 
     def view(self) -> DegradationView:

@@ -382,3 +382,50 @@ def test_a_check_that_passed_before_a_new_failure_restores_nothing(
         assert search.failures == 2
         assert search.state != "healthy", "restored on a check older than its last failure"
         assert search.workaround == "skip"
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_check_that_passed_before_a_peer_s_task_met_a_failure_restores_nothing(
+    request: pytest.FixtureRequest, db: str, clock: FakeClock, backend: str
+) -> None:
+    """As above, with the failure met by a task of another worker (recorded on the task's
+    stream, not the session's): the restoration was decided on projections not caught up
+    since the checks began, so it did not see it."""
+    if backend == "postgres":
+        db = str(request.getfixturevalue("postgres_url"))
+    checking = threading.Event()
+    let_go = threading.Event()
+
+    def check() -> bool:
+        checking.set()
+        let_go.wait(timeout=60)
+        return True  # what the service said when asked, before it went down again
+
+    with open_engine(db, clock) as engine, open_engine(db, clock) as peer:
+        engine.component("search", check=check, workarounds=LADDER)
+        peer.component("search", check=lambda: False, workarounds=LADDER)
+
+        @peer.task()
+        def lookup() -> str:
+            found = peer.degrade("search", message="503 again")
+            return found.name if found else "full"
+
+        assert engine.degrade("search", message="503") is not None
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert checking.wait(timeout=60)
+            checking.clear()
+            met = peer.submit(lookup)
+            peer.run()
+            assert peer.result(met) == "skip"
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        assert summaries
+        (search,) = engine.degradation().components
+        assert search.failures == 2
+        assert search.state != "healthy", "restored on a check older than its last failure"
