@@ -239,6 +239,9 @@ class Degradations:
         without the session's lock when the caller holds none (a run's task boundary): the
         worker's other threads go on meanwhile. A component that changed meanwhile (a
         failure recorded by another thread or worker) is not restored on its older check.
+        Once checks were called, the projections are caught up: what the caller decides next
+        (a claim, the error budget's verdict) reads what was appended while they ran (a
+        submission, a peer's pause).
 
         Returns:
             How many were restored.
@@ -249,12 +252,12 @@ class Degradations:
         if not view.components or all(c.state == "healthy" for c in view.components):
             return 0
         passed = passing_checks(self.components, view)
-        if not passed:
-            return 0
         with session.lock:
             # The checks took a while: what the log says since (a failure a peer's task met,
             # on its own stream) is read before the restorations are decided on it.
             session.host.catch_up()
+            if not passed:
+                return 0
             restored = session.decide(
                 lambda projections: plan_restorations(
                     self.components, projections.degradation.view(session.name), passed=passed

@@ -190,7 +190,9 @@ class Interruptions:
     def deliver(self) -> int:
         """Deliver the interruptions deferred while the session flowed (at a task boundary):
         record their delivery, then hand them to ``on_interruption`` (without the session's
-        lock when the caller holds none: a run's task boundary).
+        lock when the caller holds none: a run's task boundary). Once handed over, the
+        projections are caught up: what the caller decides next (a claim, the error budget's
+        verdict) reads what was appended while ``on_interruption`` ran.
 
         Returns:
             How many were delivered.
@@ -226,6 +228,7 @@ class Interruptions:
                     deferred_for=event.deferred_for,
                 )
             )
+        session.catch_up()  # on_interruption took a while (a message sent to people)
         return len(held)
 
     def hand_over(self, interruption: Interruption) -> None:

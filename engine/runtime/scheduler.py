@@ -896,6 +896,9 @@ class Scheduler:
                 self._tally["scheduled"] += self.schedules.fire(self._began)
         if not self._tally["runs"]:
             self.degradations.restore_all()
+            # Read again after the health checks (a peer may have paused the session).
+            with session.lock:
+                paused = paused or self._paused()
             return paused, 0.0
         if self._paced:  # crossed just before the slow-down waited out since
             self._paced = False

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from onward import Engine
+from onward import Engine, ErrorBudget, RetryPolicies, RetryPolicy
 from onward.core.errors import ComponentUnavailable
-from onward.events import DegradationLevel, UsageError
+from onward.events import DegradationLevel, Jitter, UsageError
 from onward.judgement.degradation import Workaround
 from tests.conftest import FakeClock
 
@@ -429,3 +429,95 @@ def test_a_check_that_passed_before_a_peer_s_task_met_a_failure_restores_nothing
         (search,) = engine.degradation().components
         assert search.failures == 2
         assert search.state != "healthy", "restored on a check older than its last failure"
+
+
+def test_a_pause_recorded_by_a_peer_during_a_health_check_starts_nothing(
+    db: str, clock: FakeClock
+) -> None:
+    """The health checks at a boundary take a while (calls to the services) and run without
+    the session's lock; whether the session is paused was read before them: a peer whose
+    error budget paused the session meanwhile was not seen, and this worker started a task
+    under the pause."""
+    checking = threading.Event()
+    let_go = threading.Event()
+
+    def check() -> bool:
+        checking.set()
+        let_go.wait(timeout=60)
+        return False  # still down
+
+    retries = RetryPolicies(RetryPolicy(max_attempts=3, base=1.0, jitter=Jitter.NONE))
+    budget = ErrorBudget(limit=3)
+    with (
+        open_engine(db, clock, budget=budget, retries=retries) as engine,
+        open_engine(db, clock, budget=budget, retries=retries) as peer,
+    ):
+        engine.component("search", check=check, workarounds=LADDER)
+        peer.component("search", check=lambda: False, workarounds=LADDER)
+        started: list[str] = []
+
+        @engine.task()
+        def lookup() -> str:
+            started.append("lookup")
+            return "done"
+
+        @peer.step()
+        def call_service() -> None:
+            raise TimeoutError("the service did not answer")
+
+        @peer.task()
+        def job(n: int) -> None:
+            call_service()
+
+        assert engine.degrade("search", message="503") is not None
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert checking.wait(timeout=60)
+            for n in range(5):
+                peer.submit(job, n)
+            assert peer.run().paused  # the peer's errors spent the budget: paused
+            waiting = engine.submit(lookup)
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        (summary,) = summaries
+        assert started == [], "a task started under the peer's pause"
+        assert summary.paused
+        assert summary.runs == 0
+        assert not engine.task_view(waiting).terminal
+
+
+def test_a_task_submitted_during_a_health_check_is_run(db: str, clock: FakeClock) -> None:
+    """A task submitted (from another thread) while the run's boundary waited for a health
+    check was not seen: the run looked for work on the log as it was before the check, found
+    none, and ended with the task queued."""
+    checking = threading.Event()
+    let_go = threading.Event()
+
+    def check() -> bool:
+        checking.set()
+        let_go.wait(timeout=60)
+        return False  # still down
+
+    with open_engine(db, clock) as engine:
+        engine.component("search", check=check, workarounds=LADDER)
+
+        @engine.task()
+        def lookup() -> str:
+            return engine.workaround("search") or "full"
+
+        assert engine.degrade("search", message="503") is not None
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert checking.wait(timeout=60)
+            submitted = engine.submit(lookup)
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        (summary,) = summaries
+        assert summary.succeeded == 1, "the run ended with the task submitted queued"
+        assert engine.result(submitted) == "cache"

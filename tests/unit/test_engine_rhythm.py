@@ -562,3 +562,45 @@ def test_an_interruption_handed_over_at_a_boundary_holds_no_other_thread_back(
         assert engine.task_view(spare).state == "cancelled"
         kinds = [type(r.event).__name__ for r in engine.log.read()]
         assert kinds.count("InterruptionDelivered") == 1
+
+
+def test_a_task_submitted_while_an_interruption_is_handed_over_is_run(
+    db: str, clock: FakeClock
+) -> None:
+    """A task submitted (from another thread) while ``on_interruption`` was called at the
+    last task's boundary was not seen: the run looked for work on the log as it was before
+    the hand-over, found none, and ended with the task queued."""
+    handed = threading.Event()
+    let_go = threading.Event()
+
+    def on_interruption(notice: Interruption) -> None:
+        handed.set()
+        let_go.wait(timeout=60)
+
+    with open_engine(db, clock, on_interruption=on_interruption) as engine:
+
+        @engine.step()
+        def work(i: int) -> int:
+            clock.advance(1.0)
+            return i
+
+        @engine.task()
+        def batch(n: int) -> int:
+            if n == 4:
+                engine.notify("halfway through the batches")
+            return sum(work(i) for i in range(n))
+
+        for n in (12, 3, 4):  # flowing by the third: its notice waits for the boundary
+            engine.submit(batch, n)
+        summaries: list[Any] = []
+        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+        runner.start()
+        try:
+            assert handed.wait(timeout=60)
+            late = engine.submit(batch, 1)
+        finally:
+            let_go.set()
+            runner.join(timeout=60)
+        (summary,) = summaries
+        assert summary.succeeded == 4, "the run ended with the task submitted queued"
+        assert engine.result(late) == 0
