@@ -342,6 +342,11 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
         """Close the writer connection (for good: no append opens another)."""
         with self._writer_lock:
             self._closed = True
+            if self._statements is not None:
+                # First: a cursor still holding its last statement keeps the connection open
+                # past its close() (SQLite closes it when that statement goes, at a garbage
+                # collection), its -wal and -shm files with it.
+                self._statements.close()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = self._statements = None

@@ -292,6 +292,30 @@ def _look(engine: Engine, together: threading.Barrier) -> None:
     engine.run(max_runs=0)  # a task boundary: due ticks fire
 
 
+def test_workers_of_one_file_closed_leave_no_connection_open(tmp_path: Path) -> None:
+    """Three workers that looked for due ticks together (each appending and reading the head
+    record others moved), then closed: their connections are closed, so SQLite removes the
+    -wal and -shm files at once. A writer's cursor left holding its last statement kept its
+    connection open until a garbage collection, and a next log on a reused name met the
+    old one's records."""
+    clock = FakeClock(HOUR)
+    engines = [open_engine(f"sqlite:///{tmp_path / 'work.db'}", clock) for _ in range(3)]
+    for engine in engines:
+        register(engine, [], clock)
+        engine.schedule("report", cron="*/5 * * * *")
+    for seconds, who in [(600, (0, 1, 2)), (300, (1,)), (900, (0, 2))]:
+        clock.advance(seconds)
+        together = threading.Barrier(len(who))
+        threads = [threading.Thread(target=_look, args=(engines[i], together)) for i in who]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for engine in engines:
+        engine.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work.db"]
+
+
 @settings(
     max_examples=25,
     deadline=None,
