@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,6 +239,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
             worker = SimWorker(args)
             try:
                 worker.run()
+            except Interrupted as stop:
+                # The frames the signal cut short may hold a read it interrupted: let that read
+                # end (its connection back in the pool) before the pool closes, rather than at
+                # exit, where it says "Pool is closed" on standard error.
+                traceback.clear_frames(stop.__traceback__)
+                raise
             finally:
                 worker.engine.close()
             sys.stdout.write(msgspec.json.encode({"event": "done"}).decode() + "\n")
