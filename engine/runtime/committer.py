@@ -15,13 +15,26 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from onward.events import Append, AppendResult, BackendError, EventLog
 
-__all__ = ["Committer"]
+__all__ = ["Committer", "Seen"]
 
 #: The most appends one transaction takes.
 MAX_GROUPS = 512
+
+
+class Seen(asyncio.Future[AppendResult]):
+    """The future of appends handed to the writer, which commits them whatever becomes of
+    their caller: it cannot be cancelled. A task cancelled while it awaits one wakes once the
+    outcome is known, with the ``CancelledError``; the outcome is in the future then (what
+    :func:`asyncio.shield` gives, without the second future and the callbacks that take each
+    outcome across to it)."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        del msg
+        return False
 
 
 class _Request:
@@ -34,7 +47,7 @@ class _Request:
         self,
         appends: Sequence[Append],
         loop: asyncio.AbstractEventLoop | None = None,
-        waiter: asyncio.Future[AppendResult] | None = None,
+        waiter: Seen | None = None,
     ) -> None:
         self.appends = appends
         self.streams = frozenset(a.stream for a in appends)
@@ -76,15 +89,16 @@ class Committer:
         assert request.future is not None
         return request.future.result()
 
-    def commit_soon(self, appends: Sequence[Append]) -> asyncio.Future[AppendResult]:
+    def commit_soon(self, appends: Sequence[Append]) -> Seen:
         """:meth:`commit` for a coroutine: hands the appends to the writer thread and returns
         the future of their outcome, on the running loop.
 
-        The writer commits them whatever becomes of the future: a caller that must know the
-        outcome even if it is cancelled meanwhile awaits it through :func:`asyncio.shield`.
+        The writer commits them whatever becomes of their caller, and the future cannot be
+        cancelled (:class:`Seen`): a caller cancelled while it awaits it is woken with the
+        cancellation once the outcome is known.
         """
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[AppendResult] = loop.create_future()
+        waiter = Seen(loop=loop)
         self._put(_Request(appends, loop, waiter))
         return waiter
 
@@ -172,7 +186,7 @@ def _tell(told: list[tuple[_Request, object]]) -> None:
     """On a coroutine's loop: hand each waiter its outcome."""
     for request, outcome in told:
         waiter = request.waiter
-        if waiter is None or waiter.done():  # cancelled meanwhile
+        if waiter is None:
             continue
         if isinstance(outcome, BaseException):
             waiter.set_exception(outcome)

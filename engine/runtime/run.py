@@ -50,6 +50,7 @@ from onward.core.failures import (
 from onward.core.run import LeaseLost, MustWait, StorageLost, Suspended, error_message
 from onward.events import (
     Append,
+    AppendResult,
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
@@ -96,7 +97,7 @@ from onward.events import (
 from onward.healing.fixes import StepCall
 from onward.healing.healer import FixChain, Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
-from onward.runtime.committer import Committer
+from onward.runtime.committer import Committer, Seen
 from onward.runtime.limits import Limits
 from onward.runtime.observer import Observer, StepStart, notify, observing
 from onward.runtime.session import Tenure
@@ -2590,6 +2591,7 @@ class TaskRun:
                 self.sleep(effect.seconds)  # an injected clock's sleep: instant
             return None
         if isinstance(effect, Store):
+            pending: asyncio.Future[AppendResult]
             if self.committer is not None:
                 pending = self.committer.commit_soon(effect.appends)
             else:
@@ -2620,9 +2622,12 @@ class TaskRun:
     async def _seen_through(self, pending: asyncio.Future[Any]) -> Any:
         """The outcome of an append handed to the log, awaited through any cancellation: that
         is kept for :meth:`commit_async` to raise once the run has taken the outcome in."""
+        # The committer's future cannot be cancelled, and wakes its caller with the
+        # cancellation once the outcome is known; any other is shielded.
+        unstoppable = type(pending) is Seen
         while True:
             try:
-                return await asyncio.shield(pending)
+                return await (pending if unstoppable else asyncio.shield(pending))
             except asyncio.CancelledError as exc:
                 if pending.cancelled():  # its loop is closing: no outcome will come
                     raise
