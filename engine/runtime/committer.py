@@ -50,7 +50,7 @@ class _Request:
         waiter: Seen | None = None,
     ) -> None:
         self.appends = appends
-        self.streams = frozenset(a.stream for a in appends)
+        self.streams = [a.stream for a in appends]
         self.future: Future[AppendResult] | None = None if loop is not None else Future()
         self.loop = loop
         self.waiter = waiter
@@ -147,11 +147,11 @@ class Committer:
                         break
                     waiting.append(found)
                 request = waiting.pop(0)
-                if streams & request.streams:
+                if not streams.isdisjoint(request.streams):
                     held.append(request)
                     continue
                 batch.append(request)
-                streams |= request.streams
+                streams.update(request.streams)
             held.extend(waiting)
             if batch:
                 self._commit(batch)

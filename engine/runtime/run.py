@@ -1384,11 +1384,13 @@ class TaskRun:
         caller waits for its outcome, so that the run's version matches the log, and then the
         cancellation goes on.
         """
-        try:
-            async with self._loop_turns:
-                await _acquire(self._appending)
-        except asyncio.CancelledError as exc:
-            raise CancelledBeforeAppend(*exc.args) from None
+        # No other step of the task waits for its turn, nor appends: the turn is taken at once.
+        if self._loop_turns.locked() or not self._appending.acquire(blocking=False):
+            try:
+                async with self._loop_turns:
+                    await _acquire(self._appending)
+            except asyncio.CancelledError as exc:
+                raise CancelledBeforeAppend(*exc.args) from None
         try:
             await drive_async(self._committing(batch), self.effect_async)
         finally:
