@@ -1839,7 +1839,9 @@ async def _seen_through(fn: Callable[..., T], *args: Any) -> T:
         _CancelledAfter: the caller was cancelled meanwhile: the call's outcome with it.
         asyncio.CancelledError: the loop is closing: no outcome will come.
     """
-    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    # What asyncio.to_thread does, without the coroutine and the task that would wrap it.
+    in_context = functools.partial(contextvars.copy_context().run, fn, *args)
+    call = asyncio.get_running_loop().run_in_executor(None, in_context)
     cancelled: asyncio.CancelledError | None = None
     while True:
         try:
