@@ -1,6 +1,7 @@
 """An ``async def`` task's appends under cancellation and contention: an outcome handed to the
 log is seen through, a cancelled wait for the task's turn to append gives the turn back, the
-task's own records never block the loop; step timeouts and cancelled steps on the loop."""
+turns go in the order the steps asked for them, the task's own records never block the loop;
+step timeouts and cancelled steps on the loop."""
 
 from __future__ import annotations
 
@@ -136,6 +137,73 @@ def test_a_step_cancelled_while_waiting_for_its_turn_to_append_gives_the_turn_ba
         task_id = engine.submit(job)
         run_with(engine, runner)
         assert engine.result(task_id) == 2
+
+
+class SlowToWake(WatchedLock):
+    """A task's append lock whose waiting worker thread takes it only once let go: a thread
+    the system is slow to wake once the lock is free."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.let_go = threading.Event()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if blocking:
+            self.waited.set()
+            self.let_go.wait()
+        return self.lock.acquire(blocking)
+
+
+class CountedTurns(asyncio.Lock):
+    """The loop's queue for a task's turn to append, counting the steps that queued."""
+
+    queued = 0
+
+    async def acquire(self) -> bool:
+        if self.locked():
+            self.queued += 1
+        return await super().acquire()
+
+
+@pytest.mark.parametrize("runner", ["run_async", "run"])
+def test_a_step_that_ends_while_another_waits_for_its_turn_to_append_appends_after_it(
+    db: Path, clock: FakeClock, runner: str
+) -> None:
+    """The append lock is free, but the worker thread waiting for it on behalf of an earlier
+    step has yet to take it: a step that ends now queues behind that step instead of taking
+    the lock first (the task's appends go in the order its steps asked for their turn)."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def fast(n: int) -> int:
+            return n
+
+        @engine.task()
+        async def job() -> list[int]:
+            run = CURRENT_RUN.get()
+            assert run is not None
+            turn = SlowToWake()
+            turns = CountedTurns()
+            run._appending = turn  # type: ignore[assignment]
+            run._loop_turns = turns
+            turn.lock.acquire()  # another step of the task appends
+            first = asyncio.ensure_future(fast(1))
+            await asyncio.to_thread(turn.waited.wait)  # its worker thread waits for the turn
+            turn.lock.release()  # that append ends; the waiting thread is yet to wake
+            second = asyncio.ensure_future(fast(2))
+            for _ in range(1000):  # until the second step has asked for its turn
+                if turns.queued or turn.lock.locked():
+                    break
+                await asyncio.sleep(0)
+            turn.let_go.set()
+            return list(await asyncio.gather(first, second))
+
+        task_id = engine.submit(job)
+        run_with(engine, runner)
+        assert engine.result(task_id) == [1, 2]
+        history = [r.event for r in engine.log.read_stream(f"task-{task_id}")]
+        done = [(e.index, e.result) for e in history if isinstance(e, StepCompleted)]
+        assert done == [(0, 1), (1, 2)]
 
 
 @pytest.mark.parametrize("call", ["progress", "set_state"])
