@@ -2447,12 +2447,16 @@ class TaskRun:
         fresh: list[Recorded] = yield Blocking(inbox, known[-1].version if known else 0)
         read = known[-1].version if known else 0  # another receive may have read meanwhile
         known += (r for r in fresh if r.version > read)
-        messages = known[bisect.bisect_right(known, after, key=_version) :]
+        first = bisect.bisect_right(known, after, key=_version)
         now = self.clock()
         # Taken, or being taken by a receive under way beside this one (gathered receives of
-        # one topic): known only now, after the read, during which the others went on.
+        # one topic): known only now, after the read, during which the others went on. Read
+        # in place: a slice of the inbox from ``first`` on would copy all the messages not
+        # taken yet at each receive (a task taking N messages sent at once: N * N / 2).
         taking, used = self.taking, self._taken_versions
-        for r in messages:
+        end = len(known)
+        for place in range(first, end):
+            r = known[place]
             message = r.event
             if (
                 r.version not in used
@@ -2478,7 +2482,7 @@ class TaskRun:
             yield Blocking(self.record, [gave_up])
             self._took(gave_up)
             return None
-        seen = messages[-1].version if messages else after
+        seen = known[end - 1].version if end > first else after
         waits: list[Event] = []
         if began is None:  # the first time: when the wait ends, for every later run
             deadline = None if timeout is None else now + timeout
