@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -516,11 +518,17 @@ def test_a_slow_down_between_tasks_holds_no_other_thread_of_the_worker_back(db: 
         assert clock.slept_for == [7.0]  # the slow-down still paced the tasks
 
 
-def test_an_interruption_handed_over_at_a_boundary_holds_no_other_thread_back(
+@contextlib.contextmanager
+def _handing_over_at_a_boundary(
     db: str, clock: FakeClock
-) -> None:
-    """``on_interruption`` (a message sent to people: I/O) was called at the task boundary
-    with the session's lock held: the worker's other threads waited for it."""
+) -> Iterator[tuple[Engine, Any, Callable[[], Any]]]:
+    """An engine whose run (in a thread) hands a deferred notice to ``on_interruption`` at a
+    task boundary, and is held there until let go.
+
+    Yields:
+        The engine; its ``batch`` task (``batch(n)``: n one-second steps); and what lets the
+        run go on and returns its summary once it ended.
+    """
     handed = threading.Event()
     let_go = threading.Event()
 
@@ -545,20 +553,35 @@ def test_an_interruption_handed_over_at_a_boundary_holds_no_other_thread_back(
             engine.submit(batch, n)
         summaries: list[Any] = []
         runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
+
+        def finish() -> Any:
+            let_go.set()
+            runner.join(timeout=60)
+            (summary,) = summaries
+            return summary
+
         runner.start()
         try:
             assert handed.wait(timeout=60)
-            done = threading.Event()
-            spare = engine.submit(batch, 1)
-            threading.Thread(
-                target=lambda: (engine.cancel(spare, reason="not needed"), done.set()), daemon=True
-            ).start()
-            assert done.wait(timeout=10), "a cancel waited for on_interruption"
+            yield engine, batch, finish
         finally:
             let_go.set()
             runner.join(timeout=60)
-        (summary,) = summaries
-        assert summary.succeeded == 3
+
+
+def test_an_interruption_handed_over_at_a_boundary_holds_no_other_thread_back(
+    db: str, clock: FakeClock
+) -> None:
+    """``on_interruption`` (a message sent to people: I/O) was called at the task boundary
+    with the session's lock held: the worker's other threads waited for it."""
+    with _handing_over_at_a_boundary(db, clock) as (engine, batch, finish):
+        done = threading.Event()
+        spare = engine.submit(batch, 1)
+        threading.Thread(
+            target=lambda: (engine.cancel(spare, reason="not needed"), done.set()), daemon=True
+        ).start()
+        assert done.wait(timeout=10), "a cancel waited for on_interruption"
+        assert finish().succeeded == 3
         assert engine.task_view(spare).state == "cancelled"
         kinds = [type(r.event).__name__ for r in engine.log.read()]
         assert kinds.count("InterruptionDelivered") == 1
@@ -570,37 +593,7 @@ def test_a_task_submitted_while_an_interruption_is_handed_over_is_run(
     """A task submitted (from another thread) while ``on_interruption`` was called at the
     last task's boundary was not seen: the run looked for work on the log as it was before
     the hand-over, found none, and ended with the task queued."""
-    handed = threading.Event()
-    let_go = threading.Event()
-
-    def on_interruption(notice: Interruption) -> None:
-        handed.set()
-        let_go.wait(timeout=60)
-
-    with open_engine(db, clock, on_interruption=on_interruption) as engine:
-
-        @engine.step()
-        def work(i: int) -> int:
-            clock.advance(1.0)
-            return i
-
-        @engine.task()
-        def batch(n: int) -> int:
-            if n == 4:
-                engine.notify("halfway through the batches")
-            return sum(work(i) for i in range(n))
-
-        for n in (12, 3, 4):  # flowing by the third: its notice waits for the boundary
-            engine.submit(batch, n)
-        summaries: list[Any] = []
-        runner = threading.Thread(target=lambda: summaries.append(engine.run()), daemon=True)
-        runner.start()
-        try:
-            assert handed.wait(timeout=60)
-            late = engine.submit(batch, 1)
-        finally:
-            let_go.set()
-            runner.join(timeout=60)
-        (summary,) = summaries
-        assert summary.succeeded == 4, "the run ended with the task submitted queued"
+    with _handing_over_at_a_boundary(db, clock) as (engine, batch, finish):
+        late = engine.submit(batch, 1)
+        assert finish().succeeded == 4, "the run ended with the task submitted queued"
         assert engine.result(late) == 0
