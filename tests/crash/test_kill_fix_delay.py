@@ -9,10 +9,6 @@ call (not the step's own again), and the fix is recorded as a success.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from onward import Engine, RetryPolicies, RetryPolicy
 from onward.events import FixAttempted, FixFailed, FixSucceeded, StepFailed, TaskWaiting
 from onward.healing.fixes import FixRegistry, Remedy, StepCall
 from tests.conftest import FakeClock
+from tests.crash._child import killed_once_it_says
 
 pytestmark = pytest.mark.slow
 
@@ -92,24 +89,8 @@ def test_a_kill_during_a_fix_s_delay_makes_the_fix_s_call_after_the_rest_of_it(
     db, journal = tmp_path / "work.db", tmp_path / "journal"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(db), str(journal)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "pausing 3\n"  # blocks until the child waits
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    with killed_once_it_says(script, db, journal, says="pausing 3\n"):
+        pass  # the child waits out the fix's delay
     assert journal.read_text().splitlines() == ["page=100"]
 
     clock = FakeClock(T0 + later)  # reopened within the fix's delay of 3 s, or after it

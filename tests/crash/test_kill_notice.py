@@ -8,18 +8,16 @@ again, and the notice, recorded as given, is not delivered a second time.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from onward import Engine, Interruption
 from tests.conftest import FakeClock
+from tests.crash._child import killed_once_it_says
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +29,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
 
     from onward import Engine
+    from tests.crash.test_kill_notice import define
 
     db, journal, kind = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 
@@ -40,37 +39,24 @@ CHILD = textwrap.dedent(
         os.fsync(fd)
         os.close(fd)
 
-    engine = Engine.open(f"sqlite:///{db}", session="nightly", on_interruption=heard)
-
-    @engine.step()
-    def rebuild() -> str:
+    def rebuilding() -> None:
         print("rebuilding", flush=True)  # the notice was given: the parent kills us now
         time.sleep(600)
-        return "rebuilt"
 
-    if kind == "plain":
-
-        @engine.task(name="index")
-        def index() -> str:
-            engine.notify("the index rebuild began", urgent=True)
-            return rebuild()
-
-    else:
-
-        @engine.task(name="index")
-        async def index_async() -> str:
-            await engine.notify("the index rebuild began", urgent=True)
-            return await rebuild()
-
+    engine = Engine.open(f"sqlite:///{db}", session="nightly", on_interruption=heard)
+    define(engine, kind, rebuilding)
     engine.submit("index", key="index")
     engine.run()
     """
 )
 
 
-def define(engine: Engine, kind: str) -> None:
+def define(engine: Engine, kind: str, rebuilding: Callable[[], None] = lambda: None) -> None:
+    """The task: it gives a notice, then calls its step (whose body calls ``rebuilding``)."""
+
     @engine.step()
     def rebuild() -> str:
+        rebuilding()
         return "rebuilt"
 
     if kind == "plain":
@@ -95,24 +81,8 @@ def test_a_notice_given_before_a_kill_is_not_given_again_on_resume(
     db, journal = tmp_path / "work.db", tmp_path / "journal"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(db), str(journal), kind],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "rebuilding\n"  # blocks until the step began
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    with killed_once_it_says(script, db, journal, kind, says="rebuilding\n"):
+        pass  # the step began, after the notice
     (given,) = journal.read_text().splitlines()
     notice_id, _, summary = given.partition(" ")
     assert summary == "the index rebuild began"

@@ -8,16 +8,13 @@ approved (by the parent, a second process) the task finishes, the action having 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from onward import Engine
+from tests.crash._child import killed_once_it_says
 
 pytestmark = pytest.mark.slow
 
@@ -69,26 +66,11 @@ def test_a_kill_while_waiting_for_approval_leaves_the_task_waiting(tmp_path: Pat
     db, journal = tmp_path / "work.db", tmp_path / "journal"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(db), str(journal), "submit"],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "waiting\n"  # blocks until the child waits
-        with Engine.open(f"sqlite:///{db}", session="observer") as observer:
-            assert len(observer.approvals()) == 1
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    with (
+        killed_once_it_says(script, db, journal, "submit", says="waiting\n"),
+        Engine.open(f"sqlite:///{db}", session="observer") as observer,
+    ):
+        assert len(observer.approvals()) == 1
 
     with Engine.open(f"sqlite:///{db}", session="release") as engine:
         define(engine, journal)
