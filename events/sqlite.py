@@ -97,6 +97,11 @@ _DAMAGE_CODES = frozenset({11, 26})
 _DAMAGE_WORDS = ("database disk image is malformed", "file is not a database")
 
 
+#: How many prepared statements a reading connection keeps (sqlite3's default).
+_CACHED_STATEMENTS = 128
+#: The busy timeout of a reading connection, in seconds, when none is given (eventsourcing's).
+_LOCK_TIMEOUT = 5
+
 #: How long a look finding the log's file in its place holds, in seconds.
 _LOOK_AGAIN = 0.05
 
@@ -106,6 +111,21 @@ def _file_gone(why: str) -> sqlite3.OperationalError:
     own words for a file it cannot open, which the log's outage handling rides out until the
     file is back or the tolerance has passed."""
     return sqlite3.OperationalError(f"unable to open database file: {why}")
+
+
+class _PooledConnection(SQLiteConnection):
+    """eventsourcing's pooled connection, ending its transactions through prepared
+    statements: sqlite3's own ``rollback()`` and ``commit()`` compile theirs each time."""
+
+    def rollback(self) -> None:
+        raw = self._sqlite_conn
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+
+    def commit(self) -> None:
+        raw = self._sqlite_conn
+        if raw.in_transaction:
+            raw.execute("COMMIT")
 
 
 class _TunedPool(SQLiteConnectionPool):
@@ -121,11 +141,25 @@ class _TunedPool(SQLiteConnectionPool):
             gone = moved_away(self.db_name, self.file_key)
             if gone is not None:
                 raise InterfaceError(gone) from _file_gone(gone)
-        connection = super()._create_connection()
-        raw: sqlite3.Connection = connection._sqlite_conn
+        # Made here rather than by eventsourcing's pool, which keeps one prepared statement
+        # per connection: a read's BEGIN and SELECT then take each other's place, and each
+        # read compiles both again (tens of thousands of instructions, a task's claim's
+        # history among them). The file is in WAL already (_set_wal).
+        try:
+            raw = sqlite3.connect(
+                self.db_name,
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+                cached_statements=_CACHED_STATEMENTS,
+                timeout=self.lock_timeout or _LOCK_TIMEOUT,
+            )
+        except (sqlite3.Error, TypeError) as exc:
+            raise InterfaceError(exc) from exc
+        raw.row_factory = sqlite3.Row
         raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         raw.execute(f"PRAGMA synchronous={self.synchronous}")
-        return connection
+        return _PooledConnection(sqlite_conn=raw, max_age=self.max_age)
 
 
 class SQLiteWriterRecorder(SQLiteApplicationRecorder):

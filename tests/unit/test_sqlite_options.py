@@ -138,6 +138,30 @@ def test_journal_mode_is_wal(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_reads_compile_their_statements_once(tmp_path: Path) -> None:
+    # SQLite asks the authorizer about a statement as it compiles it, not as it runs it: a
+    # read whose statements were kept prepared asks nothing.
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        assert isinstance(log, SQLiteLog)
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+        assert log.read_stream("task-1")
+        compiled: list[tuple[Any, ...]] = []
+
+        def authorize(*action: Any) -> int:
+            compiled.append(action)
+            return sqlite3.SQLITE_OK
+
+        pool = log._datastore.pool
+        connection = pool.get_connection(is_writer=False)
+        connection._sqlite_conn.set_authorizer(authorize)
+        pool.put_connection(connection)
+        log.read_stream("task-1")  # a new authorizer has every statement compiled again
+        compiled.clear()
+        for _ in range(3):
+            assert len(log.read_stream("task-1")) == 1
+        assert compiled == []
+
+
 @pytest.mark.parametrize(
     ("query", "milliseconds"),
     [
