@@ -178,6 +178,15 @@ class _Begun(NamedTuple):
     kwargs: dict[str, Any]
 
 
+class _Started(NamedTuple):
+    """A task claimed and begun in the worker thread of the loop's round: its claim, then its
+    run ready to go, how it ended at once (handed back), or what beginning it raised (raised
+    by its run on the loop)."""
+
+    claimed: Claimed
+    begun: _Begun | Outcome | BaseException
+
+
 class Scheduler:
     """One :meth:`onward.Engine.run` or :meth:`onward.Engine.serve`: the loop and the task runs
     it starts.
@@ -539,7 +548,7 @@ class Scheduler:
                 if pace:
                     await self._slow_down_async(pace)
                     continue  # back to the top: the claim after the wait
-                tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                tasks.update(asyncio.create_task(self._execute_async(c)) for c in claimed)
                 if tasks:
                     done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -617,7 +626,7 @@ class Scheduler:
                 if pace:
                     await self._slow_down_async(pace, stop)
                     continue  # back to the top: the claim after the wait
-                tasks.update(asyncio.create_task(self._execute_async(*c)) for c in claimed)
+                tasks.update(asyncio.create_task(self._execute_async(c)) for c in claimed)
                 if not tasks and not paused and self._fake_time_passed():
                     continue  # a test's clock: its next timer is due now
                 idle = await asyncio.to_thread(
@@ -673,15 +682,14 @@ class Scheduler:
             raise error
         return self._summary(started, paused)
 
-    async def _execute_async(
-        self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]
-    ) -> Outcome:
-        """:meth:`_execute` on the event loop."""
+    async def _execute_async(self, started: _Started) -> Outcome:
+        """:meth:`_execute` on the event loop, for a task its round claimed and began."""
+        view, claim_id = started.claimed.view, started.claimed.claim_id
         with self._running_lock:
             self._running += 1
         outcome: Outcome | None = None
         try:
-            outcome = await self._run_task_async(view, claim_id, history)
+            outcome = await self._run_task_async(view, started.begun)
             return outcome
         except StorageLost as lost:
             raise lost.error from None  # not the task's failure: the run stops
@@ -694,14 +702,15 @@ class Scheduler:
 
     def _round(
         self, capacity: int, left: int | None, serving: bool = False
-    ) -> tuple[str, list[Claimed], float]:
+    ) -> tuple[str, list[_Started], float]:
         """One turn of an event loop's scheduling (in a worker thread): a task boundary, then
-        claims for the free slots.
+        claims for the free slots, each claimed task begun here (the loop then runs it without
+        another turn of a worker thread).
 
         Returns:
-            "pause" when the session is paused (nothing claimed), what was claimed, and the
-            seconds to wait (the error budget's slow-down, nothing claimed) before the next
-            turn claims.
+            "pause" when the session is paused (nothing claimed), what was claimed and begun,
+            and the seconds to wait (the error budget's slow-down, nothing claimed) before the
+            next turn claims.
         """
         session = self.session
         claimed: list[Claimed] = []
@@ -713,15 +722,22 @@ class Scheduler:
         pausing, pace = self._boundary(room=want > 0)
         with session.lock:
             if pausing or (serving and self._paused()):
-                return "pause", claimed, 0.0
+                return "pause", [], 0.0
             if want > 0 and not pace:
                 claimed = self._claim_up_to(want)
                 self._tally["runs"] += len(claimed)
-        return "", claimed, pace
+        return "", [self._start(found) for found in claimed], pace
+
+    def _start(self, claimed: Claimed) -> _Started:
+        """Begin a claimed task (:meth:`_begin`); what that raises is its run's to raise."""
+        try:
+            return _Started(claimed, self._begin(claimed.view, claimed.claim_id, claimed.history))
+        except BaseException as exc:
+            return _Started(claimed, exc)
 
     async def _round_async(
         self, capacity: int, left: int | None, serving: bool = False
-    ) -> tuple[str, list[Claimed], float]:
+    ) -> tuple[str, list[_Started], float]:
         """:meth:`_round` in a worker thread. Cancelled meanwhile, the round runs on (its
         claims are being committed): what it claimed is handed back before the cancellation
         goes on, or the tasks would stay claimed by this worker, none of its runs under way.
@@ -732,17 +748,18 @@ class Scheduler:
         try:
             return await _seen_through(self._round, capacity, left, serving)
         except _CancelledAfter as cancelled:
-            claimed: list[Claimed] = cancelled.outcome[1]
+            claimed: list[_Started] = cancelled.outcome[1]
             if claimed and not self.at_once:
                 with contextlib.suppress(_CancelledAfter):  # cancelled again: seen through
                     await _seen_through(self._hand_back_claimed, claimed)
             raise cancelled.cancellation from None
 
-    def _hand_back_claimed(self, claimed: list[Claimed]) -> None:
-        """Hand back tasks claimed as the run was cancelled, none of them begun."""
-        for view, _claim, claim_id, history in claimed:
+    def _hand_back_claimed(self, claimed: list[_Started]) -> None:
+        """Hand back tasks claimed and begun as the run was cancelled, none of them run."""
+        for (view, _claim, claim_id, _history), begun in claimed:
             try:
-                begun = self._begin(view, claim_id, history)
+                if isinstance(begun, BaseException):
+                    raise begun
                 self._count(self._release(begun.run) if isinstance(begun, _Begun) else begun)
             except Exception:
                 logger.warning(
@@ -1348,18 +1365,12 @@ class Scheduler:
             own.shutdown(wait=False)
 
     async def _run_task_async(
-        self, view: TaskView, claim_id: str, history: list[Recorded]
+        self, view: TaskView, begun: _Begun | Outcome | BaseException
     ) -> Outcome:
-        """Run a claimed task on the event loop: an ``async def`` one is awaited; a plain one
-        runs in a worker thread; every storage call runs in a worker thread."""
-        try:
-            begun = await _seen_through(self._begin, view, claim_id, history)
-        except _CancelledAfter as cancelled:  # claimed as the run was cancelled: handed back
-            if isinstance(cancelled.outcome, _Begun):
-                await self._hand_back_async(cancelled.outcome.run)
-            else:
-                self._count(cancelled.outcome)  # it ended at once
-            raise cancelled.cancellation from None
+        """Run a claimed and begun task on the event loop: an ``async def`` one is awaited; a
+        plain one runs in a worker thread; every storage call runs in a worker thread."""
+        if isinstance(begun, BaseException):
+            raise begun
         if not isinstance(begun, _Begun):
             return begun
         run, definition, args, kwargs = begun

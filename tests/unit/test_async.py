@@ -11,6 +11,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -687,3 +688,46 @@ def test_a_worker_stopped_at_once_leaves_its_watch_thread_quiet_after_its_loop_c
             thread.join(60.0)
             assert not thread.is_alive()
     assert failures == []
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting the calls handed to its worker threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_claimed_task_starts_on_the_loop_without_a_worker_threads_turn_of_its_own(
+    db: Path, clock: FakeClock
+) -> None:
+    # The round that claims it begins it: one task after the other, each takes a worker
+    # thread's turn for its claim and one for its end.
+    def turns(tasks: int) -> int:
+        with open_engine(db.with_name(f"{tasks}.db"), clock) as engine:
+
+            @engine.step(name="part")
+            async def part(i: int) -> int:
+                return i
+
+            @engine.task(name="whole")
+            async def whole(n: int) -> int:
+                return await part(n)
+
+            for i in range(tasks):
+                engine.submit(whole, i)
+
+            async def main() -> int:
+                executor = CountingExecutor()
+                asyncio.get_running_loop().set_default_executor(executor)
+                summary = await engine.run_async(concurrency=1)
+                assert summary.succeeded == tasks
+                return executor.calls
+
+            return asyncio.run(main())
+
+    assert turns(7) - turns(3) == 2 * 4
