@@ -350,7 +350,8 @@ class Pause(msgspec.Struct, frozen=True):
 
 
 class Commit(msgspec.Struct, frozen=True):
-    """Record a step's outcome (the task's caller continues once it is durable)."""
+    """Record a batch: a step's outcome (the task's caller continues once it is durable), a
+    task's end."""
 
     batch: Batch
 

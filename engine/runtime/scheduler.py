@@ -20,7 +20,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple, TypeVar
 
@@ -71,8 +71,13 @@ from onward.runtime.limits import Limits
 from onward.runtime.observer import TaskStart, notify, observing
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
+    Blocking,
+    Commit,
+    Effect,
     Released,
     TaskRun,
+    drive,
+    drive_async,
     enter_task_code,
     leave_task_code,
     on_event_loop,
@@ -1441,8 +1446,11 @@ class Scheduler:
         except asyncio.CancelledError:
             await self._hand_back_async(run)
             raise
+        # On the loop: its commit joins the group committer's next transaction, with no
+        # worker thread's turn (but for the rare ends that append otherwise).
+        ending = drive_async(self._ending(view, run, result, error), run.effect_async)
         try:
-            return await _seen_through(self._conclude, view, run, result, error)
+            return await _seeing_through(asyncio.ensure_future(ending))
         except _CancelledAfter as cancelled:
             self._count(cancelled.outcome)  # recorded: its run's end, told to the observer
             raise cancelled.cancellation from None
@@ -1540,8 +1548,21 @@ class Scheduler:
         result: Any = None,
         error: BaseException | None = None,
     ) -> Outcome:
-        """Record how a task run ended: it succeeded or failed, waits, was handed back or lost
-        its claim (the same for both paths).
+        """Record how a task run ended, in this thread (:meth:`_ending`).
+
+        Raises:
+            StorageLost: the engine's storage failed under the task: not its failure.
+            BaseException: an interruption of the worker itself (KeyboardInterrupt...).
+        """
+        return drive(self._ending(view, run, result, error), run.effect)
+
+    def _ending(
+        self, view: TaskView, run: TaskRun, result: Any, error: BaseException | None
+    ) -> Generator[Effect, Any, Outcome]:
+        """How a task run ended, once for both paths: it succeeded or failed, waits, was
+        handed back or lost its claim. It yields what must be done (its end's commit, which
+        an ``async def`` task's loop hands to the group committer itself; the rarer appends
+        in a worker thread there), as the step protocol does.
 
         Raises:
             StorageLost: the engine's storage failed under the task: not its failure.
@@ -1555,7 +1576,7 @@ class Scheduler:
             # A wait held for the failures of steps that raised at once, whose last decision
             # did not record it (it raised): the task waits, as decided.
             try:
-                run.record_held()
+                yield Blocking(run.record_held)
             except LeaseLost as lost:
                 logger.info("%s", lost)
                 return _lost(lost), run
@@ -1580,7 +1601,8 @@ class Scheduler:
         if run.released and (error is None or isinstance(error, Exception)):
             # The worker stopped it at a step, and its code went on with the signal as a
             # value (``gather(..., return_exceptions=True)``) or caught it: handed back.
-            return self._release(run)
+            released: Outcome = yield Blocking(self._release, run)
+            return released
         if error is None:
             try:
                 run.check_awaited()  # an `engine.sleep(...)` left unawaited did nothing
@@ -1591,25 +1613,28 @@ class Scheduler:
                 )
             except UsageError as exc:
                 logger.info("task %s failed: %s", view.task_id, exc)
-                return self._finish(
-                    run, TaskFailed(error_type="UsageError", message=error_message(exc))
+                return (
+                    yield from self._finishing(
+                        run, TaskFailed(error_type="UsageError", message=error_message(exc))
+                    )
                 )
             try:
-                return self._finish(run, TaskSucceeded(result=stored), self._next(view))
+                return (
+                    yield from self._finishing(run, TaskSucceeded(result=stored), self._next(view))
+                )
             except (UnencodableValue, PayloadTooLarge) as exc:
                 # A result over the log's payload limit too: else each run of the task would
                 # end so again, the task never finished.
                 logger.info("task %s failed: %s", view.task_id, exc)
-                return self._finish(
-                    run,
-                    TaskFailed(
-                        error_type=type(exc).__name__, message=error_message(exc, run.redact)
-                    ),
+                failed = TaskFailed(
+                    error_type=type(exc).__name__, message=error_message(exc, run.redact)
                 )
+                return (yield from self._finishing(run, failed))
         if isinstance(error, Suspended):
             return "waiting", run
         if isinstance(error, Released):
-            return self._release(run)
+            stopped: Outcome = yield Blocking(self._release, run)
+            return stopped
         if isinstance(error, LeaseLost):
             logger.info("%s", error)
             return _lost(error), run
@@ -1618,18 +1643,27 @@ class Scheduler:
             # here): its failure, not the worker's.
             message = error_message(error, run.redact) or "a CancelledError escaped the task"
             logger.info("task %s failed: CancelledError: %s", view.task_id, message)
-            return self._finish(run, TaskFailed(error_type="CancelledError", message=message))
+            return (
+                yield from self._finishing(
+                    run, TaskFailed(error_type="CancelledError", message=message)
+                )
+            )
         if isinstance(error, CorruptRecord) and error.stream == inbox_stream(view.task_id):
             # A message it cannot read: the log is damaged, not the task. It is marked so
             # (never claimed again until set aside) and handed back.
-            self._damaged(view, error)
-            return self._release(run, "its inbox is damaged")
+            yield Blocking(self._damaged, view, error)
+            damaged: Outcome = yield Blocking(self._release, run, "its inbox is damaged")
+            return damaged
         if not isinstance(error, Exception) or _storage_failed(error):
             raise error  # the worker's own interruption, or its storage: not the task's failure
         # Redacted (and cut) once, for the log line as for the record.
         message = error_message(error, run.redact)
         logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
-        return self._finish(run, TaskFailed(error_type=type(error).__name__, message=message))
+        return (
+            yield from self._finishing(
+                run, TaskFailed(error_type=type(error).__name__, message=message)
+            )
+        )
 
     def _release(self, run: TaskRun, reason: str = "the worker stopped") -> Outcome:
         """Hand a running task back (the worker stops): a peer may claim it at once. The
@@ -1674,17 +1708,21 @@ class Scheduler:
         ]
 
     @staticmethod
-    def _finish(
+    def _finishing(
         run: TaskRun, event: TaskSucceeded | TaskFailed, before: Sequence[Event] = ()
-    ) -> tuple[str, TaskRun | None]:
+    ) -> Generator[Effect, Any, Outcome]:
+        """Record the task's success or failure (with the decisions ``before`` it)."""
         try:
             if run.waiting and isinstance(event, TaskFailed):
                 # Its code raised its own error while a step it had left (a gather it left on
                 # a sibling's error, a TaskGroup that cancelled it) recorded that the task
                 # waits: the task ends as its code did.
-                run.end_after_wait(event)
+                yield Blocking(run.end_after_wait, event)
             else:
-                run.record([*before, event])
+                batch = run.new_batch()
+                for each in (*before, event):
+                    batch.add(each)
+                yield Commit(batch)
         except LeaseLost as lost:
             logger.info("%s", lost)
             return _lost(lost), run
@@ -1852,7 +1890,16 @@ async def _seen_through(fn: Callable[..., T], *args: Any) -> T:
     """
     # What asyncio.to_thread does, without the coroutine and the task that would wrap it.
     in_context = functools.partial(contextvars.copy_context().run, fn, *args)
-    call = asyncio.get_running_loop().run_in_executor(None, in_context)
+    return await _seeing_through(asyncio.get_running_loop().run_in_executor(None, in_context))
+
+
+async def _seeing_through(call: asyncio.Future[T]) -> T:
+    """:func:`_seen_through` of a call under way (in a worker thread, or a task of the loop).
+
+    Raises:
+        _CancelledAfter: the caller was cancelled meanwhile: the call's outcome with it.
+        asyncio.CancelledError: the loop is closing: no outcome will come.
+    """
     cancelled: asyncio.CancelledError | None = None
     while True:
         try:
