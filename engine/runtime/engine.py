@@ -21,9 +21,9 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, Self, Unpack, cast
 
 import msgspec
 
@@ -165,6 +165,16 @@ def _check_plain_options(options: Mapping[str, object]) -> None:
         )
 
 
+def _sleep_of(clock: Callable[[], float]) -> Callable[[float], None]:
+    """How an engine given no ``sleep`` waits for a timer: a virtual clock's own ``sleep``
+    (a test's fake clock, ``virtual`` True), else ``time.sleep``. Waited for in real time, a
+    fake clock's timers never came due: its first back-off held the run for good."""
+    sleep = getattr(clock, "sleep", None)
+    if getattr(clock, "virtual", False) is True and callable(sleep):
+        return cast("Callable[[float], None]", sleep)
+    return time.sleep
+
+
 class Engine(Registration, Steering, InsideATask, People, Degrading):
     """Durable tasks and steps for one session of work.
 
@@ -231,7 +241,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             log,
             session,
             clock=self.clock,
-            sleep=options.get("sleep", time.sleep),
+            sleep=options.get("sleep") or _sleep_of(self.clock),
             lease=lease,
             worker=self.worker,
             checkpoint_every=options.get("checkpoint_every", 50_000),

@@ -29,8 +29,8 @@ class EngineOptions(TypedDict, total=False):
     Keys:
         clock: the source of time in seconds since the epoch (the log's clock, ``time.time``
             by default; a fake one in tests).
-        sleep: how to wait for a timer (``time.sleep``; tests pass one that advances their
-            fake clock).
+        sleep: how to wait for a timer (``time.sleep``; on a virtual clock, such as
+            :class:`onward.testing.FakeClock`, the clock's own ``sleep``, which moves it).
         lease: seconds a worker's claim on a task lasts without news from it (300).
         checkpoint_every: save a projection checkpoint after this many events (50,000).
         healing: fix, retry and guard failing steps (True; see :mod:`onward.healing.healer`);

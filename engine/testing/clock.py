@@ -12,9 +12,10 @@ __all__ = ["FakeClock"]
 class FakeClock:
     """An engine's clock that stands still until told to move.
 
-    Pass it as both ``clock`` and ``sleep`` (``sleep=clock.sleep``): every timer the engine
-    waits for (a retry's back-off, a breaker's cool-down, a fix's delay, ``engine.sleep``) then
-    moves it instead of sleeping, so a test that meets hours of back-off runs at once.
+    Pass it as the engine's ``clock`` (its ``sleep`` is then the engine's too, unless another
+    is given): every timer the engine waits for (a retry's back-off, a breaker's cool-down, a
+    fix's delay, ``engine.sleep``) then moves it instead of sleeping, so a test that meets
+    hours of back-off runs at once.
 
     Args:
         start: the time it shows first, in seconds since the epoch.

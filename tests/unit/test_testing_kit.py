@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -198,6 +199,20 @@ def test_open_engine_takes_a_clock_and_a_sleep_of_its_own() -> None:
     assert clock.slept == []
     with open_engine(clock=lambda: 5.0) as engine:  # not a FakeClock: used as given
         assert engine.clock() == 5.0
+
+
+def test_engine_open_on_a_fake_clock_alone_moves_it_through_back_offs() -> None:
+    """Engine.open given a fake clock and no sleep waited for its first back-off in real time,
+    while the clock stood still: the run never ended."""
+    clock = FakeClock()
+    with Engine.open("memory://", clock=clock) as engine:
+        task_id = engine.submit(flaky_engine(engine))
+        runner = threading.Thread(target=engine.run, daemon=True)
+        runner.start()
+        runner.join(timeout=60)  # without the fix: a wait that never ends
+        assert not runner.is_alive(), "the run waits in real time for a fake clock's back-off"
+        assert engine.result(task_id) == "page"
+    assert clock.slept  # the back-off moved the clock
 
 
 # -- replay_check ----------------------------------------------------------------------------
