@@ -36,8 +36,9 @@ def open_engine(
         clock: the engine's clock: a :class:`FakeClock` (a new one when None), or any other
             source of time, used as given.
         sleep: how the engine waits for a timer; when None, the fake clock's ``sleep`` (which
-            moves it), or :meth:`onward.Engine.open`'s own (``time.sleep``) for a clock that
-            is not a :class:`FakeClock`.
+            moves it), or :meth:`onward.Engine.open`'s own for a clock that is not a
+            :class:`FakeClock` (``time.sleep``, or the clock's own ``sleep`` when it says it is
+            ``virtual``).
         session: the session's name.
         backoff: False for the no-back-off mode (:data:`NO_BACKOFF`, unless ``retries`` is
             given).
