@@ -286,6 +286,9 @@ class Tasks:
         worker changed the task first."""
         session = self.session
         with session.lock:
+            # Decided on the log as it is, not as this process last saw it: another process
+            # may have ended, retried or cancelled the task since.
+            session.host.catch_up()
             for _ in range(_STEER_TRIES):
                 view = self.view(task_id)
                 try:
@@ -325,6 +328,7 @@ class Tasks:
         if deadline is not None and not isinstance(deadline, int | float):
             raise UsageError(f"deadline must be seconds since the epoch, got {deadline!r}")
         with session.lock:
+            session.host.catch_up()  # as the log has it: another process may have ended it
             for _ in range(_STEER_TRIES):
                 view = self.view(task_id)
                 if view.state not in ("failed", "cancelled", "missed"):
@@ -476,8 +480,7 @@ class Tasks:
         self.session.check_open()
         with self.session.lock:
             self.view(task_id)  # TaskNotFound
-            self.session.host.catch_up()  # the state as the log has it, not as last seen
-            self._steer(task_id, decide)
+            self._steer(task_id, decide)  # on the state as the log has it, not as last seen
 
     def send(self, task_id: str, topic: str, value: Any, *, sender: str) -> int:
         """Send a task a message (see :meth:`onward.Engine.send`); returns its inbox version."""

@@ -35,6 +35,8 @@ from onward.events import (
     ScheduleTicked,
     StepCompleted,
     StepStarted,
+    TaskCancelled,
+    TaskFailed,
     TaskRetried,
     TaskSubmitted,
     TaskSucceeded,
@@ -533,4 +535,62 @@ def test_a_step_taken_over_from_a_dead_worker_runs_under_a_permit_that_counts(
     # Each step ran while exactly one permit counted: its own.
     assert in_use == {"call-first": 1, "call-second": 1}
     assert runs(tmp_path) == {"call-first": 2, "call-second": 1}
+    check_verified(url)
+
+
+# -- steering from a process that looked before another changed the task ------------------------
+
+
+def onward_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``onward ARGS --db URL`` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "onward", *args, "--db", url],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+
+
+def failed_by_a_worker(workers: list[Worker], tmp_path: Path, url: str, task_id: str) -> None:
+    """A worker process runs the session until the task has failed, then is killed."""
+    worker = start(workers, tmp_path, url)
+    with open_log(url) as log:
+        while not any(isinstance(r.event, TaskFailed) for r in log.read_stream(f"task-{task_id}")):
+            worker.expect("idle")
+    worker.kill()
+
+
+def test_a_task_a_worker_failed_is_retried_by_an_engine_that_saw_it_queued(
+    url: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    (tmp_path / "broken").touch()
+    clock = Clock()
+    with resume(url, tmp_path, clock) as engine:
+        task_id = engine.submit("flaky")
+        assert engine.task_view(task_id).state == "queued"  # as this engine last saw it
+        failed_by_a_worker(workers, tmp_path, url, task_id)
+        (tmp_path / "broken").unlink()
+        assert engine.retry(task_id, by="ops").state == "queued"
+        engine.run()
+        assert engine.result(task_id) == ["a", "b", "c"]
+    check_verified(url)
+
+
+def test_a_task_another_process_retried_is_cancelled_by_an_engine_that_saw_it_failed(
+    url: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    (tmp_path / "broken").touch()
+    clock = Clock()
+    with resume(url, tmp_path, clock) as engine:
+        task_id = engine.submit("flaky")
+        failed_by_a_worker(workers, tmp_path, url, task_id)
+        assert engine.tasks()[0].state == "failed"  # as this engine last saw it
+        done = onward_cli(url, "retry", task_id, "--by", "ops")
+        assert done.returncode == 0, done.stderr
+        engine.cancel(task_id, reason="not needed after all")
+        assert engine.tasks()[0].state == "cancelled"
+        events = [r.event for r in history(engine, task_id)]
+        assert isinstance(events[-1], TaskCancelled)
     check_verified(url)
