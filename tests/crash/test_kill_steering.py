@@ -7,7 +7,9 @@ moment that matters, kills it with SIGKILL, and resumes with a new engine (in th
 its clock injected). The step bodies append to a side-effect file, so the tests count which
 bodies ran, and in which process: no completed step runs again (only the one in flight at the
 kill may), sleeps keep their deadline, a message is taken once, a tick runs once, a dead
-worker's permit comes back.
+worker's permit comes back. And a process that looked at a task before a worker (or the CLI)
+changed it steers it as the log has it now: it retries the task a worker failed, cancels the
+one another process retried.
 """
 
 from __future__ import annotations
@@ -578,7 +580,7 @@ def test_a_task_a_worker_failed_is_retried_by_an_engine_that_saw_it_queued(
     check_verified(url)
 
 
-def test_a_task_another_process_retried_is_cancelled_by_an_engine_that_saw_it_failed(
+def test_a_task_another_process_retried_is_steered_by_an_engine_that_saw_it_failed(
     url: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
     (tmp_path / "broken").touch()
@@ -589,6 +591,8 @@ def test_a_task_another_process_retried_is_cancelled_by_an_engine_that_saw_it_fa
         assert engine.tasks()[0].state == "failed"  # as this engine last saw it
         done = onward_cli(url, "retry", task_id, "--by", "ops")
         assert done.returncode == 0, done.stderr
+        engine.reprioritise(task_id, "high")
+        assert engine.tasks()[0].priority == "high"
         engine.cancel(task_id, reason="not needed after all")
         assert engine.tasks()[0].state == "cancelled"
         events = [r.event for r in history(engine, task_id)]
