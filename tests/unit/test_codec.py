@@ -9,6 +9,8 @@ registered; without one it reads as an :class:`onward.events.UnknownEvent`.
 from __future__ import annotations
 
 import json
+import random
+import re
 import sqlite3
 import tempfile
 from contextlib import closing
@@ -37,7 +39,9 @@ from onward.events import (
     all_event_types,
     open_log,
 )
+from onward.events import log as log_module
 from onward.events.codec import checksum_of, prev_of
+from onward.events.log import new_event_id, new_event_ids
 from onward.projections import CatchUp
 from tests.conftest import FakeClock
 from tests.strategies import EVENT_STRATEGIES, any_event
@@ -635,3 +639,16 @@ def test_the_shape_check_takes_what_the_class_takes_and_refuses_what_it_refuses(
         with pytest.raises(UnencodableValue, match="at most 2 items"):
             log.append("s", [pair], expected_version=2)
         assert next(r.event for r in log.read()) == keyed
+
+
+def test_event_ids_are_32_lowercase_hex_digits_leading_zeros_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bits whose first byte is zero (seeded to give some): an id keeps its leading zeros.
+    ids = random.Random(7)
+    monkeypatch.setattr(log_module, "_IDS", ids)
+    made = [new_event_id() for _ in range(300)] + new_event_ids(300) + new_event_ids(1)
+    assert all(re.fullmatch("[0-9a-f]{32}", made_id) for made_id in made)
+    assert any(made_id.startswith("00") for made_id in made)
+    ids.seed(7)
+    assert made == [f"{ids.getrandbits(128):032x}" for _ in range(601)]
