@@ -935,6 +935,8 @@ class Redactor:
         Raises:
             UsageError: a string to redact is not valid JSON.
         """
+        if b'"' not in data:
+            return data  # no string (a number, a list of them): nothing a pattern could match
         if not self._unhinted and not (self._hinted and might_hold_a_secret(data)):
             return data
         if self._member_marker is None:

@@ -441,6 +441,25 @@ def test_redact_json_returns_the_same_bytes_without_secret() -> None:
     assert REDACTOR.redact_json(data) is data
 
 
+def test_redact_json_returns_a_document_without_strings_unscanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A step's result is most often a number: its stored form holds no string to redact.
+    scans: list[bytes] = []
+    quick_scan = events.redaction.might_hold_a_secret
+    monkeypatch.setattr(
+        events.redaction, "might_hold_a_secret", lambda d: scans.append(d) or quick_scan(d)
+    )
+    redactor = Redactor(extra=[r"\d{4}"])
+    for data in (b"2000", b"[1,2.5,true,null,-3e-05]", b"{}"):
+        assert REDACTOR.redact_json(data) is data
+        assert redactor.redact_json(data) is data
+    assert scans == []
+    assert redactor.redact_json(b'["2000"]') == b'["[REDACTED:custom]"]'
+    assert REDACTOR.redact_json(b'["2000"]') == b'["2000"]'
+    assert scans == [b'["2000"]']
+
+
 def test_secret_named_keys_of_a_dict_stored_in_pairs_are_redacted_at_any_depth() -> None:
     # {"password": ..., 5432: "port"} has a key that is no string: it is stored in pairs
     # (onward.events.values), where "password" is no member name.
