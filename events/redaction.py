@@ -381,13 +381,18 @@ def _hint() -> str:
     # or escaped) closing a name.
     def names(close: str) -> str:
         lasts = "".join(_NAMES_BY_LAST_LETTER)
+        # The letter before the last too, in one look: most names end otherwise ("type",
+        # "index", "result"), and a name that fails it skips the groups' looks one by one.
+        ends = {n[-2:] for ns in _NAMES_BY_LAST_LETTER.values() for n in ns}
+        assert all(end.isalpha() for end in ends), ends  # letters, not a part of a regex
+        seconds = "".join(sorted({end[0] for end in ends}))
         groups = "|".join(
             f"(?<=(?i:{last}){close}[:=])(?:"
             + "|".join(f"(?<=(?i:{name}){close}[:=])" for name in names)
             + ")"
             for last, names in _NAMES_BY_LAST_LETTER.items()
         )
-        return f"(?<=(?i:[{lasts}]){close}[:=])(?:{groups})"
+        return f"(?<=(?i:[{seconds}][{lasts}]){close}[:=])(?:{groups})"
 
     pivot(
         ":=",
