@@ -949,7 +949,7 @@ class Redactor:
         if self._member_marker is None:
             return _JSON_STRINGS.sub(self._redact_string, data)
         if (
-            any(tag in data for tag in _PAIRS_TAGS)
+            any(data.find(tag) >= 0 for tag in _PAIRS_TAGS)
             and (_SECRET_PAIR.search(data) is not None or _LABEL_PAIR.search(data) is not None)
         ) or (_SECRET_CONTAINER.search(data) is not None):
             data = _redact_structure(data, self._labelled)
