@@ -149,7 +149,11 @@ CURRENT_STEP: ContextVar[int | None] = ContextVar("onward_current_step", default
 #: that runs here, with the token of its run (:meth:`TaskRun.notice_id`): the coroutines of an
 #: ``async def`` task that run at once (``asyncio.gather``) each see their own, since each runs
 #: in a copy of its caller's context.
-_LAST_CALL: ContextVar[tuple[object, str] | None] = ContextVar("onward_last_call", default=None)
+#: A step's, sleep's or receive's index stands for "call <index>" (made into text only when a
+#: chained id is asked for, not on every step).
+_LAST_CALL: ContextVar[tuple[object, str | int] | None] = ContextVar(
+    "onward_last_call", default=None
+)
 # Set where the engine carries out a task's calls in another thread (a storage call, a
 # policy, an observer's hook, off an ``async def`` task's event loop): calls made there are
 # the engine's own, not a thread the task's code started.
@@ -587,6 +591,11 @@ async def _acquire(lock: threading.Lock) -> None:
     except asyncio.CancelledError:
         taking.add_done_callback(lambda _: lock.release())
         raise
+
+
+def _called(what: str | StepDef) -> str:
+    """What a durable call is, for a message: a step by its name, else as given."""
+    return what if isinstance(what, str) else f"step {what.name!r}"
 
 
 def on_event_loop() -> bool:
@@ -1264,7 +1273,12 @@ class TaskRun:
         if CURRENT_STEP.get() is not None:
             return self.made_id(kind, size=size)
         last = _LAST_CALL.get()
-        after = last[1] if last is not None and last[0] is self._chain_token else "start"
+        if last is None or last[0] is not self._chain_token:
+            after = "start"
+        elif type(last[1]) is int:
+            after = f"call {last[1]}"  # a step's, sleep's or receive's index
+        else:
+            after = str(last[1])
         key = f"{kind} after {after}"
         self.made[key] = count = self.made.get(key, 0) + 1
         made = derived_id(self.task_id, kind, after, str(count), size=size)
@@ -1611,7 +1625,7 @@ class TaskRun:
                 f"async def task, write `await {never[0]}`"
             )
 
-    def _take_index(self, what: str) -> int:
+    def _take_index(self, what: str | StepDef) -> int:
         """The next index in the task's sequence, for a step or a durable call (a sleep, a
         receive).
 
@@ -1624,17 +1638,18 @@ class TaskRun:
         if self.waiting or self.in_flight.held is not None:
             raise Suspended()
         if self.in_flight.ended:
-            raise self.in_flight.after_end(what)
+            raise self.in_flight.after_end(_called(what))
         inside = CURRENT_STEP.get()
         if inside is not None:
+            called = _called(what)
             raise UsageError(
-                f"task {self.task_id}: {what} is called inside the body of step {inside}, which "
+                f"task {self.task_id}: {called} is called inside the body of step {inside}, which "
                 "runs as one unit (a replay returns its recorded outcome without running it): "
                 "call it from the task, between steps"
             )
         index = self.index
         self.index += 1
-        _LAST_CALL.set((self._chain_token, f"call {index}"))
+        _LAST_CALL.set((self._chain_token, index))
         return index
 
     def begin_step(self, step: StepDef) -> tuple[int, Replayed | None]:
@@ -1645,7 +1660,7 @@ class TaskRun:
             StepInterrupted: an at-most-once step that was in flight when its worker died.
             Released: the worker is stopping: the task is handed back before this step runs.
         """
-        index = self._take_index(f"step {step.name!r}")
+        index = self._take_index(step)  # its name made into a message only for an error
         recorded = self.outcomes.get(index)
         if recorded is not None:
             if not step.answers_to(recorded.name):
