@@ -740,6 +740,24 @@ def test_the_keyword_check_lets_every_secret_of_the_corpus_through() -> None:
     assert not might_hold_a_secret(b'{"type":"StepCompleted","index":3,"result":{"status":200}}')
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("password", "passwd", "pwd", "db_pw", "passphrase", "cookie", "pass", "secret"),
+        *("token", "authorization", "auth", "apikey", "api_key", "private-key", "secretkey"),
+        "access_key",
+    ],
+)
+def test_the_quick_scan_fires_on_every_secret_name_however_it_is_closed(name: str) -> None:
+    # Its first look takes a name's last two letters at once: every name passes it, in any
+    # case, before a quote, an escaped quote, the JSON of an escaped quote, or the separator.
+    might_hold_a_secret = events.redaction.might_hold_a_secret
+    for shown in (name, name.upper(), name.title()):
+        for close in ('":', '\\":', '\\\\\\":', "':", "\\':", "=", ":", '"='):
+            assert might_hold_a_secret(f'{{"x":"{shown}{close} v"}}'.encode()), (shown, close)
+        assert might_hold_a_secret(msgspec.json.encode({shown: "v"})), shown
+
+
 def _counting(redactor: Redactor) -> list[int]:
     """Count the pattern scans a redactor makes from now on (each pattern's pass over a text)."""
     scans = [0]
