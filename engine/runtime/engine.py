@@ -143,6 +143,10 @@ def _check_plain_options(options: Mapping[str, object]) -> None:
     if not isinstance(host, str) or not host or not host.isprintable():
         shown = repr(host) if isinstance(host, str) else fields.shown(host)
         raise UsageError(f"engine option host must be a printable, non-empty str, got {shown}")
+    origin = options.get("origin", "x")
+    if not isinstance(origin, str) or not origin or not origin.isprintable():
+        shown = repr(origin) if isinstance(origin, str) else fields.shown(origin)
+        raise UsageError(f"engine option origin must be a printable, non-empty str, got {shown}")
     for key, kind in (("codec", Codec), ("redactor", Redactor)):
         value = options.get(key)
         if value is not None and not isinstance(value, kind):
@@ -195,7 +199,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         **options: the engine's options (:class:`~onward.runtime.options.EngineOptions`:
             clock, sleep, lease, checkpoint_every, healing, fixes, retries, retry_budget,
             breakers, seed, thresholds, components, rulebook, budget, flow,
-            on_interruption, observer).
+            on_interruption, observer, host, origin).
 
     Raises:
         UsageError: a bad session name (one that holds a secret or a NUL included) or option: an
@@ -237,6 +241,10 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
         self.lease = lease
         self.worker = worker_id(options.get("host"))
         budget = options.get("budget") or ErrorBudget()
+        # What the log cannot tell otherwise (the report draws the burn against the budget).
+        config: dict[str, Any] = {"budget": msgspec.to_builtins(budget)}
+        if "origin" in options:
+            config["origin"] = options["origin"]
         self._session = Session(
             log,
             session,
@@ -245,8 +253,7 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             lease=lease,
             worker=self.worker,
             checkpoint_every=options.get("checkpoint_every", 50_000),
-            # What the log cannot tell otherwise (the report draws the burn against it).
-            config={"budget": msgspec.to_builtins(budget)},
+            config=config,
         )
         self._session.observer = options.get("observer")
         current = self._session.current

@@ -56,6 +56,9 @@ class EngineOptions(TypedDict, total=False):
         host: the name this worker gives its host (``ONWARD_HOST``, else the machine's host
             name): a peer on the same host takes a dead worker's tasks at once, a peer on
             another host once the dead worker's lease runs out.
+        origin: what opens the session, recorded in its ``SessionStarted.config["origin"]``
+            when it starts (nothing by default): ``onward simulate`` records
+            ``"onward simulate"``, by which it tells a log that holds only simulations.
     """
 
     clock: Callable[[], float] | None
@@ -76,6 +79,7 @@ class EngineOptions(TypedDict, total=False):
     on_interruption: Callable[[Interruption], None] | None
     observer: Observer | None
     host: str
+    origin: str
 
 
 class OpenOptions(EngineOptions, total=False):

@@ -9,9 +9,13 @@ prints the table, the design onward replaces beside this run (``--json``: the fi
 SIGINT (Ctrl-C) and SIGTERM stop it (:mod:`onward.sim.interrupt`): the worker is stopped and
 waited for, the temporary log removed, and the command says so in one line (exit 130, 143).
 
-The session is named after the profile. On an existing log (``--db``) it starts after the log's
-last event, as the simulated clock never goes back; on the log of an earlier run, which holds
-that session already, it is a new session: ``NAME-2``, ``NAME-3``...
+The session is named after the profile. ``--db`` takes a new path, a log without events, or
+the log of earlier runs: one whose every session was opened by ``onward simulate`` (each records
+it, ``SessionStarted.config["origin"]``, whatever its name). Any other log is refused, unless
+``--yes``: simulated work would join its sessions' learning, breakers and error signatures, dated
+after its last event. On an existing log the run starts after the log's last event, as the
+simulated clock never goes back; a session name the log holds already gives a new session:
+``NAME-2``, ``NAME-3``...
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ import msgspec
 
 from onward.cli.main import AddCommand
 from onward.cli.table import printable
-from onward.events import LogNotFound, UsageError, open_log
+from onward.events import EventLog, LogNotFound, SessionStarted, UsageError, open_log
 from onward.sim.interrupt import Interrupted, signals_held, stop_signals
 from onward.sim.measure import Kill, SimResult, measure, table
 from onward.sim.profile import PROFILES, load_profile
+from onward.sim.worker import ORIGIN
 from onward.sim.world import kill_plan
 
 __all__ = ["START", "register_command", "run_simulation"]
@@ -57,7 +62,18 @@ def _db_path(db: str) -> Path:
     return Path(unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)).absolute()
 
 
-def _new_session(path: Path, profile: str) -> tuple[str, float]:
+def _simulated(log: EventLog, stream: str) -> bool:
+    """Whether the session of ``stream`` was opened by ``onward simulate`` (its first event
+    says so)."""
+    first = log.read_stream(stream)[:1]
+    return bool(
+        first
+        and isinstance(first[0].event, SessionStarted)
+        and first[0].event.config.get("origin") == ORIGIN
+    )
+
+
+def _new_session(path: Path, profile: str, *, yes: bool = False) -> tuple[str, float]:
     """The session a run on the log at ``path`` simulates, and when it starts.
 
     On a new log: the profile's name, at :data:`START`. On an existing log: the profile's
@@ -65,6 +81,8 @@ def _new_session(path: Path, profile: str) -> tuple[str, float]:
     :data:`GAP` after the log's last event (not before :data:`START`).
 
     Raises:
+        UsageError: the log holds events, and a session that ``onward simulate`` did not
+            open or none at all (work of its own), and not ``yes``.
         NotALog, LogDamaged, BackendError: what is at ``path`` is not a readable onward log.
     """
     try:
@@ -72,8 +90,22 @@ def _new_session(path: Path, profile: str) -> tuple[str, float]:
     except LogNotFound:
         return profile, START
     with log:
-        taken = {s.removeprefix("session-") for s in log.streams() if s.startswith("session-")}
+        sessions = [s for s in log.streams() if s.startswith("session-")]
         head = log.head()
+        if head and not yes:
+            foreign = next((s for s in sessions if not _simulated(log, s)), None)
+            if foreign is not None or not sessions:
+                what = (
+                    f"session {printable(repr(foreign.removeprefix('session-')))}, "
+                    "which onward simulate did not open"
+                    if foreign is not None
+                    else "events of no session"
+                )
+                raise UsageError(
+                    f"{path} holds work other than earlier simulations ({what}): simulate into "
+                    "a new file, or pass --yes to add simulated work to it"
+                )
+        taken = {s.removeprefix("session-") for s in sessions}
         last = [r.meta.time for r in log.read(after=head - 1)] if head else []
     session, n = profile, 1
     while session in taken:
@@ -88,6 +120,7 @@ def run_simulation(
     seed: int = 1,
     hours: float = 8.0,
     db: str | None = None,
+    yes: bool = False,
     err: IO[str] | None = None,
 ) -> SimResult:
     """Simulate a session and measure it.
@@ -98,13 +131,17 @@ def run_simulation(
         hours: simulated hours of work.
         db: the SQLite log (a temporary one, removed afterwards, when None); on a log that
             holds the profile's session already, a new session (``NAME-2``...) after it.
+            A log that holds work other than earlier simulations' (a session that
+            ``onward simulate`` did not open) is refused, unless ``yes``.
+        yes: add simulated work to a log that holds other work.
         err: where progress goes (stderr).
 
     Returns:
         The figures.
 
     Raises:
-        UsageError: a bad profile, seed or number of hours, or a log that is not SQLite.
+        UsageError: a bad profile, seed or number of hours, a log that is not SQLite, or one
+            that holds other work than earlier simulations' (without ``yes``).
         NotALog: ``db`` holds something other than an onward log (a directory, another
             application's database).
         LogDamaged: ``db`` is a damaged SQLite file.
@@ -117,10 +154,12 @@ def run_simulation(
     if not 0 < hours <= 72:
         raise UsageError(f"--hours must be in (0, 72], got {hours}")
     with stop_signals():
-        return _simulate(profile=profile, seed=seed, hours=hours, db=db, err=err)
+        return _simulate(profile=profile, seed=seed, hours=hours, db=db, yes=yes, err=err)
 
 
-def _simulate(*, profile: str, seed: int, hours: float, db: str | None, err: IO[str]) -> SimResult:
+def _simulate(
+    *, profile: str, seed: int, hours: float, db: str | None, yes: bool, err: IO[str]
+) -> SimResult:
     """:func:`run_simulation`, once the stop signals are taken."""
     loaded = load_profile(profile)
     session, start = loaded.name, START
@@ -128,7 +167,7 @@ def _simulate(*, profile: str, seed: int, hours: float, db: str | None, err: IO[
         path = _db_path(db)
         if not path.parent.is_dir():
             raise UsageError(f"no directory {path.parent} for the simulation's log")
-        session, start = _new_session(path, loaded.name)
+        session, start = _new_session(path, loaded.name, yes=yes)
     # A stop signal can come at any moment: what is made under signals_held() is known to the
     # clean-up below, which stops the worker before its files go.
     scratch: Path | None = None
@@ -263,7 +302,9 @@ def _stop(child: subprocess.Popen[str]) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run ``onward simulate``."""
     try:
-        result = run_simulation(profile=args.profile, seed=args.seed, hours=args.hours, db=args.db)
+        result = run_simulation(
+            profile=args.profile, seed=args.seed, hours=args.hours, db=args.db, yes=args.yes
+        )
     except Interrupted as stop:
         kept = (
             f"the log {args.db} keeps what was committed"
@@ -298,7 +339,17 @@ def register_command(command: AddCommand) -> None:
         db=None,
     )
     simulate.add_argument(
-        "--db", default=None, help="the SQLite log to keep (default: a temporary one)"
+        "--db",
+        default=None,
+        help="the SQLite log to keep (default: a temporary one): a new file, a log without "
+        "events, or the log of earlier runs (every session in it opened by onward simulate, as "
+        "each records); any other log is refused without --yes",
+    )
+    simulate.add_argument(
+        "--yes",
+        action="store_true",
+        help="add simulated work to a --db log that holds other work than earlier simulations "
+        "(its learning, breakers and error signatures take it in, dated after its last event)",
     )
     simulate.add_argument("--hours", type=float, default=8.0, help="simulated hours (default 8)")
     simulate.add_argument("--seed", type=int, default=1, help="the seed of every draw (default 1)")

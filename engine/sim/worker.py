@@ -40,7 +40,11 @@ from onward.sim.profile import load_profile
 from onward.sim.work import TEACH, register_work, run_plan
 from onward.sim.world import TimedRulebook, VirtualClock, World, arrivals, task_plan
 
-__all__ = ["LEASE", "PERSON", "RESTART_DELAY", "SimWorker", "worker_main"]
+__all__ = ["LEASE", "ORIGIN", "PERSON", "RESTART_DELAY", "SimWorker", "worker_main"]
+
+#: What the simulated sessions record as their origin (``SessionStarted.config["origin"]``):
+#: a log whose every session has it holds only simulations.
+ORIGIN = "onward simulate"
 
 #: Who the simulated person is, in the log.
 PERSON = "simulated person"
@@ -106,6 +110,7 @@ class SimWorker:
             breakers=BreakerPolicy(failures=5, cooldown=120.0),
             budget=ErrorBudget(limit=self.profile.budget_per_hour, window=3600.0),
             seed=self.seed,
+            origin=ORIGIN,
         )
         self.calls = register_work(self.engine, self.world)
         task = self.profile.task

@@ -13,8 +13,16 @@ from typing import Any
 import msgspec
 import pytest
 
+from onward import Engine
 from onward.cli import main
-from onward.events import TaskSubmitted, TaskSucceeded, UsageError, decode_value, open_log
+from onward.events import (
+    SessionStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+    UsageError,
+    decode_value,
+    open_log,
+)
 from onward.projections import CatchUp
 from onward.report import collect_report
 from onward.sim import PROFILES, SimResult, load_profile, measure, run_simulation, table
@@ -551,3 +559,54 @@ def test_a_task_run_again_after_a_wait_calls_the_model_the_way_it_first_did(
                 done[r.stream] = decode_value(r.event.result)
     assert len(done) > 10
     assert {s: n for s, n in done.items() if n != planned[s]} == {}
+
+
+def _tiny(tmp_path: Path) -> Path:
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(SHORT.replace("crashes = 2", "crashes = 0").replace('"short"', '"tiny"'))
+    return profile
+
+
+@pytest.mark.parametrize("session", ["tiny", "nightly"])
+def test_simulate_refuses_a_log_with_work_of_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], session: str
+) -> None:
+    # A log of real work, whatever its session is named (the profile's name included).
+    db = tmp_path / "work.db"
+    with Engine.open(str(db), session=session) as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 1
+
+        engine.submit(job)
+    with open_log(str(db), create=False) as log:
+        before = [(r.stream, r.version) for r in log.read()]
+    status = main(
+        ["simulate", "--db", str(db), "--hours", "0.05", "--profile", str(_tiny(tmp_path))]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"onward simulate: {db} holds work other than earlier simulations")
+    assert f"session {session!r}" in err
+    assert "--yes" in err
+    with open_log(str(db), create=False) as log:
+        assert [(r.stream, r.version) for r in log.read()] == before
+
+
+def test_simulate_adds_to_a_log_of_other_work_when_told_to(tmp_path: Path) -> None:
+    db = tmp_path / "work.db"
+    Engine.open(str(db), session="tiny").close()
+    result = run_simulation(profile=str(_tiny(tmp_path)), seed=2, hours=0.05, db=str(db), yes=True)
+    assert result.session == "tiny-2"
+
+
+def test_simulate_takes_an_onward_log_without_events(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    open_log(str(db)).close()
+    result = run_simulation(profile=str(_tiny(tmp_path)), seed=2, hours=0.05, db=str(db))
+    assert result.session == "tiny"
+    with open_log(str(db), create=False) as log:
+        (started,) = [r.event for r in log.read() if isinstance(r.event, SessionStarted)]
+    assert started.config["origin"] == "onward simulate"

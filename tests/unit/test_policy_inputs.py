@@ -316,6 +316,8 @@ WRONG_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"checkpoint_every": None}, "checkpoint_every must be an int >= 0"),
     ({"host": True}, "host must be a printable"),
     ({"host": "a\x00b"}, "host must be a printable"),
+    ({"origin": 1}, "origin must be a printable"),
+    ({"origin": ""}, "origin must be a printable"),
     ({"codec": True}, "codec must be a Codec"),
     ({"redactor": 1}, "redactor must be a Redactor"),
     ({"synchronous": []}, "synchronous must be"),
