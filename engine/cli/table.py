@@ -7,10 +7,10 @@ escape sequence cannot drive the reader's terminal. JSON output keeps the values
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 
 from onward.cli.reports import QueueRow, SessionRow, TaskRow, moment
+from onward.core.display import printable, printable_json
 
 __all__ = [
     "by_state",
@@ -24,10 +24,6 @@ __all__ = [
     "tasks_table",
 ]
 
-# Control, format (bidirectional overrides), lone surrogate and line or paragraph separator
-# characters.
-_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
-
 
 def iso(t: float, timespec: str = "seconds") -> str:
     """A time in seconds since the epoch as ISO-8601 UTC (``2024-05-01T12:00:00Z``); one a
@@ -36,37 +32,6 @@ def iso(t: float, timespec: str = "seconds") -> str:
         return moment(t).isoformat(timespec=timespec).replace("+00:00", "Z")
     except (ValueError, OverflowError, OSError):
         return f"{t:.6g}s after 1970 (no date)"
-
-
-def printable(text: str) -> str:
-    """``text`` with each control, format or line-separator character escaped as in a Python
-    string (``\\n``, ``\\x1b``, ``\\u202e``): safe to print on one line of a terminal."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNPRINTABLE else c
-        for c in text
-    )
-
-
-def printable_json(text: str) -> str:
-    """JSON ``text`` with each control, format or line-separator character that JSON leaves as
-    it is (DEL, C1 controls, bidirectional overrides, U+2028) written as its ``\\uXXXX``
-    escape: the same JSON, safe to print. Line breaks outside strings are kept."""
-    if all(c.isprintable() or c == "\n" for c in text):
-        return text
-    out: list[str] = []
-    for c in text:
-        if c != "\n" and unicodedata.category(c) in _UNPRINTABLE:
-            code = ord(c)
-            if code > 0xFFFF:  # a surrogate pair, as JSON writes one
-                code -= 0x10000
-                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
-            else:
-                out.append(f"\\u{code:04x}")
-        else:
-            out.append(c)
-    return "".join(out)
 
 
 def clip(text: str, width: int) -> str:

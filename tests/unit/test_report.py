@@ -688,3 +688,31 @@ def test_a_workaround_decided_on_an_earlier_state_is_not_on_the_track(
     ]
     (component,) = report.components
     assert component.workaround == "keywords"
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
+
+
+def test_the_page_escapes_bidirectional_controls_as_the_terminal_does(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """Text from the log that holds bidirectional overrides, isolates or direction marks
+    (a "Trojan Source" spoof) is shown escaped (``\\u202e``), never reordered."""
+    url = f"sqlite:///{tmp_path / 'bidi.db'}"
+    with Engine.open(url, session="bidi", clock=clock) as engine:
+
+        @engine.step()
+        def fetch(what: str) -> str:
+            raise ValueError(f"no such file: {what}")
+
+        @engine.task(name="job\u202egnp.exe")
+        def job(what: str) -> str:
+            return fetch(what)
+
+        engine.submit(job, "report\u202efdp.txt" + BIDI)
+        engine.run()
+    with open_log(url, create=False) as log:
+        page = render_page(collect_report(log))
+    assert not set(BIDI) & set(page)
+    assert "job\\u202egnp.exe" in page
+    assert "report\\u202efdp.txt\\u202a" in page
