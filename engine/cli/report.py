@@ -1,8 +1,9 @@
 """``onward report --db URL [--session S] -o report.html``: a session as one HTML page.
 
 Reads the log only (it is never created): see :mod:`onward.report`. With ``--json`` it prints
-the page's data instead of writing the page. The page is never written over the log it reads
-nor over any SQLite database (:func:`onward.cli.commands.check_output`).
+the page's data instead of writing the page; ``-o -`` writes the page (or the JSON) to the
+standard output. The page is never written over the log it reads nor over any SQLite database
+(:func:`onward.cli.commands.check_output`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         default=None,
         metavar="FILE",
-        help="the page to write (default onward-report.html; with --json, the JSON, else printed)",
+        help="the page to write, - for the standard output (default onward-report.html; with "
+        "--json, the JSON, else printed)",
     )
 
 
@@ -34,11 +36,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write (or with --json print) a session's report."""
     output = args.output if args.output is not None or args.json else "onward-report.html"
     with open_existing(args.db) as log:
-        if output is not None:
+        if output is not None and output != "-":
             check_output(output, log)
         report = collect_report(log, args.session)
     if output is None:
         emit_json(report)
+        return 0
+    if output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write((json_text(report) if args.json else render_page(report)).encode())
+        sys.stdout.buffer.flush()
+        print(
+            f"report of session {report.session!r} written to the standard output", file=sys.stderr
+        )
         return 0
     # Written beside it, then renamed over it: a report cut short (a full disk, a signal)
     # leaves the one before whole.

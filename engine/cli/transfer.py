@@ -2,9 +2,10 @@
 
 ``onward export --db URL [--session S] > session.jsonl`` writes every record with its envelope,
 one JSON object per line, blobs inline in base64 (see :mod:`onward.events.archive`); a damaged
-log is refused. With ``-o FILE`` it writes a new file beside FILE and renames it over FILE only
-when the export succeeded: a refused export leaves FILE as it was. FILE may not be the log
-itself, nor any SQLite database (:func:`onward.cli.commands.check_output`).
+log is refused. ``-o -`` is the standard output too. With ``-o FILE`` it writes a new file
+beside FILE and renames it over FILE only when the export succeeded: a refused export leaves
+FILE as it was. FILE may not be the log itself, nor any SQLite database
+(:func:`onward.cli.commands.check_output`).
 ``onward import --db URL session.jsonl`` checks the whole file, then loads it into the log at
 ``--db`` (created when missing, of any backend, once the file is found good): importing a file
 twice imports it once.
@@ -30,7 +31,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.db.lower().startswith("memory:"):
         raise UsageError("a memory:// log is new on every open: there is nothing to export")
     with open_existing(args.db) as log:
-        if args.output is not None:
+        if args.output is not None and args.output != "-":
             check_output(args.output, log)
             with replacing_output(args.output) as out:
                 summary = export_log(log, out.write, session=args.session)
@@ -84,7 +85,10 @@ def add_transfer_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     )
     export.add_argument("--session", help="only the streams that have an event of this session")
     export.add_argument(
-        "-o", "--output", metavar="FILE", help="write to FILE instead of standard output"
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of standard output (- for the standard output)",
     )
     import_ = command(
         "import",

@@ -563,3 +563,40 @@ def test_an_output_to_dev_stdout_appended_to_a_file_keeps_what_the_file_held(
     written = pages.read_bytes()
     assert written.startswith(b"kept\n")
     assert len(written) > len(b"kept\n")
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "starts"),
+    [
+        ("export", [], b'{"'),
+        ("report", [], b"<!doctype html>"),
+        ("report", ["--json"], b'{\n  "'),
+    ],
+)
+def test_output_dash_is_the_standard_output(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsysbinary: pytest.CaptureFixture[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    extra: list[str],
+    starts: bytes,
+) -> None:
+    """``-o -`` writes what ``-o FILE`` would to the standard output, as ``onward send -``
+    reads the standard input: no file named ``-``."""
+    source = tmp_path / "a.db"
+    unfinished(f"sqlite:///{source}", clock)
+    file = tmp_path / "out"
+    assert main([command, "--db", str(source), *extra, "-o", str(file)]) == 0
+    capsysbinary.readouterr()
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main([command, "--db", str(source), *extra, "-o", "-"]) == 0
+    captured = capsysbinary.readouterr()
+    assert sorted(tmp_path.rglob("*")) == before
+    assert captured.out.startswith(starts)
+    if command == "export":  # the same records, in the same order
+        assert captured.out == file.read_bytes()
+    else:
+        assert len(captured.out) == len(file.read_bytes())
+    assert b"written to" not in captured.out
