@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import re
 
-from onward.events import EventLog, Recorded, TaskSubmitted, UsageError
+from onward.events import (
+    EventLog,
+    Recorded,
+    TaskFailed,
+    TaskRetried,
+    TaskSubmitted,
+    TaskSucceeded,
+    UsageError,
+)
 from onward.projections import CatchUp, TaskView, task_stream
-from onward.runtime.forks import inherited_records
+from onward.runtime.forks import inherited_records, recorded_outcomes
 from onward.testing._subtasks import subtask_ends
 from onward.testing.replay import encode_history
 
@@ -92,6 +100,17 @@ def _find(log: EventLog, prefix: str) -> TaskView:
     return matches[0]
 
 
+def _ended(history: list[Recorded]) -> bool:
+    """Whether the task's last attempt has an end (succeeded or failed) in ``history``."""
+    ended = False
+    for r in history:
+        if isinstance(r.event, TaskSucceeded | TaskFailed):
+            ended = True
+        elif isinstance(r.event, TaskRetried):  # a new attempt: the end before it is undone
+            ended = False
+    return ended
+
+
 def regression_test(log: EventLog, task: str, target: str) -> str:
     """The source of a pytest module that replays one recorded task.
 
@@ -104,7 +123,9 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
         The test module's source.
 
     Raises:
-        UsageError: no such task (or a prefix of several), or a malformed target.
+        UsageError: no such task (or a prefix of several), a malformed target, or a task
+            whose history holds nothing to check: no step outcome, no end and no subtask (it
+            never ran, or was stopped before its first step ended).
     """
     module, sep, attribute = target.partition(":")
     names = [*module.split("."), attribute]
@@ -115,6 +136,14 @@ def regression_test(log: EventLog, task: str, target: str) -> str:
     lines = _lines(encode_history(history))
     submitted = history[0].event
     taken = inherited_records(log, submitted) if isinstance(submitted, TaskSubmitted) else []
+    if not (recorded_outcomes([*taken, *history]) or _ended(history) or view.children):
+        # Replayed, the code's first call would meet no outcome, and no end to compare with:
+        # the test would pass whatever the code does.
+        raise UsageError(
+            f"task {view.task_id} ({view.name!r}, {view.state}) has no history to check in "
+            f"{log.url}: no step outcome, no end and no subtask recorded (it never ran); a "
+            "regression test of it would pass whatever the code does"
+        )
     inherited = _lines(encode_history(taken))
     ends: dict[str, list[Recorded]] = dict(subtask_ends(log, history, view.children))
     for child in view.children:  # one not waited for, or not ended: its submission, to check

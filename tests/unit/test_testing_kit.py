@@ -896,6 +896,22 @@ def test_to_test_refuses_an_unknown_task(
         assert "expected MODULE:ENGINE" in capsys.readouterr().err
 
 
+def test_to_test_refuses_a_task_that_never_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replayed, a task with no step outcome and no end meets nothing to compare with: the
+    test written would pass whatever the code does. It is refused, and says why."""
+    db = tmp_path / "work.db"
+    with open_engine(f"sqlite:///{db}") as engine:
+        register(engine)
+        task_id = engine.submit("survey", "a")
+    assert main(["to-test", task_id, "--db", str(db), "--engine", "app:engine"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"task {task_id} ('survey', queued) has no history to check" in captured.err
+    assert len(captured.err.splitlines()) == 1
+
+
 CUTTING_APP = """
 import asyncio
 
