@@ -76,6 +76,7 @@ from onward.runtime.run import (
     Effect,
     Released,
     TaskRun,
+    _weighty,
     drive,
     drive_async,
     enter_task_code,
@@ -1606,11 +1607,10 @@ class Scheduler:
         if error is None:
             try:
                 run.check_awaited()  # an `engine.sleep(...)` left unawaited did nothing
-                stored = encode_value(
-                    result,
-                    what=f"task {view.task_id} ({view.name}): its result",
-                    redactor=self.session.log.redactor,
-                )
+                if _weighty(result):  # its redaction may take long: off the event loop
+                    stored = yield Blocking(self._stored_result, view, result)
+                else:
+                    stored = self._stored_result(view, result)
             except UsageError as exc:
                 logger.info("task %s failed: %s", view.task_id, exc)
                 return (
@@ -1663,6 +1663,18 @@ class Scheduler:
             yield from self._finishing(
                 run, TaskFailed(error_type=type(error).__name__, message=message)
             )
+        )
+
+    def _stored_result(self, view: TaskView, result: Any) -> Any:
+        """A task's result as the log will hold it (see :func:`onward.events.encode_value`).
+
+        Raises:
+            UsageError: it cannot be stored (UnencodableValue).
+        """
+        return encode_value(
+            result,
+            what=f"task {view.task_id} ({view.name}): its result",
+            redactor=self.session.log.redactor,
         )
 
     def _release(self, run: TaskRun, reason: str = "the worker stopped") -> Outcome:

@@ -2288,3 +2288,32 @@ def test_cancelling_serve_async_once_hands_back_every_task_after_its_plain_step(
             assert kinds(engine, task_id)[-2:] == ["StepCompleted", "TaskReleased"]
         run_with(engine, "run_async")
         assert {engine.result(task_id) for task_id in ids.values()} == {"a", "b"}
+
+
+def test_a_large_task_result_is_stored_off_the_event_loop(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``async def`` task's end is recorded from its event loop: a large result is stored
+    (redacted, a few MB a second) in a worker thread there, as a step's is; a small one in
+    place."""
+    from onward.runtime import scheduler
+
+    threads: dict[int, bool] = {}
+    store = scheduler.encode_value
+
+    def noted(value: Any, **kwargs: Any) -> Any:
+        threads[len(value)] = threading.current_thread() is threading.main_thread()
+        return store(value, **kwargs)
+
+    monkeypatch.setattr(scheduler, "encode_value", noted)
+    with Engine.open(f"sqlite:///{db}", session="agents") as engine:
+
+        @engine.task()
+        async def job(size: int) -> str:
+            return "aB3x" * (size // 4)
+
+        small, large = engine.submit(job, 16), engine.submit(job, 400_000)
+        asyncio.run(engine.run_async())
+        assert len(engine.result(small)) == 16
+        assert len(engine.result(large)) == 400_000
+    assert threads == {16: True, 400_000: False}
