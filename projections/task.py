@@ -912,6 +912,32 @@ class TaskProjection:
             heapq.heappop(heap)
         return None
 
+    def has_queued(self, session: str) -> bool:
+        """Whether a task of ``session`` is queued, found without changing anything (no stale
+        entry dropped, no queue built): a look that may run outside the lock its changes are
+        made under, beside them (a task's end, on its event loop or its worker thread, while
+        a round claims)."""
+        index = self._heap_index
+        if index is None:
+            return any(
+                view.state == "queued" and view.session == session and not view.unknown_events
+                for view in list(self._active.values())
+            )
+        heap = index.get(session, [])
+        for i in range(len(heap)):
+            try:
+                rank, deadline, order, task_id = heap[i]
+            except IndexError:  # a claim took entries off meanwhile
+                break
+            view = self.views.get(task_id, _LET_GO)
+            if (
+                view.state == "queued"
+                and not view.unknown_events
+                and view.queue_key() == (rank, deadline, order)
+            ):
+                return True
+        return False
+
     def take_heads(
         self, session: str, count: int, before: tuple[int, float, int] | None = None
     ) -> list[TaskView]:

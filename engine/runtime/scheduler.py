@@ -1704,7 +1704,9 @@ class Scheduler:
         ``task_completed``), recorded with the task's success."""
         tasks = self.session.projections.tasks
         session = self.session.name
-        queued = tasks.next_queued(session) is not None or tasks.waits_in(session)
+        # Without the session's lock (a round may hold it for a claim's commit): a look that
+        # drops no stale queue entry, where the round's claims take entries off the same queue.
+        queued = tasks.has_queued(session) or tasks.waits_in(session)
         facts = {"task": view.name, "parent": view.parent or "", "queued": int(queued)}
         verdict = self.rulebook.decide("task_completed", facts)
         if verdict is None:

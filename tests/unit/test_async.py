@@ -731,3 +731,42 @@ def test_an_async_task_takes_one_worker_threads_turn_the_round_that_claims_it(
             return asyncio.run(main())
 
     assert turns(7) - turns(3) == 4
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_tasks_end_reads_the_queue_without_taking_from_it(
+    db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # A task's end decides what follows knowing whether tasks are queued, from its event loop
+    # or its worker thread, without the session's lock (a round may hold it for a claim's
+    # commit): dropping stale queue entries there would race the round's claims, which take
+    # entries off the same heap at the same time (a live entry popped unseen: a queued task
+    # left out of the queue for good).
+    from onward.projections.task import TaskProjection
+
+    unlocked: list[str] = []
+    taken = TaskProjection.next_queued
+
+    def watched(self: TaskProjection, session: str) -> Any:
+        if not engine._session.lock._is_owned():  # type: ignore[attr-defined]
+            unlocked.append(threading.current_thread().name)
+        return taken(self, session)
+
+    monkeypatch.setattr(TaskProjection, "next_queued", watched)
+    with open_engine(db, clock) as engine:
+
+        @engine.task(name="plain")
+        def plain(n: int) -> int:
+            return n
+
+        @engine.task(name="coroutine")
+        async def coroutine(n: int) -> int:
+            return n
+
+        ids = [engine.submit(plain, 1), engine.submit(coroutine, 2)]
+        if path == "sync":
+            engine.run()
+        else:
+            asyncio.run(engine.run_async(concurrency=2))
+        assert [engine.result(i) for i in ids] == [1, 2]
+    assert unlocked == []

@@ -183,6 +183,22 @@ def test_queue_order_is_priority_then_deadline_then_submission(
     assert [v.task_id for v in board.reloaded().tasks.queued()] == board.queue()
 
 
+def test_has_queued_looks_past_stale_entries_without_dropping_them(board: Board) -> None:
+    assert not board.tasks.has_queued("s")  # the queues not built yet: from the views
+    board.submit("a", "high")
+    board.submit("b")
+    assert board.tasks.has_queued("s")
+    assert board.tasks.next_queued("s") is board.tasks.tasks["a"]  # the queues are built
+    board.claim("a")  # its entry stays at the head, stale
+    heap = list(board.tasks._heaps["s"])
+    assert board.tasks.has_queued("s")
+    assert board.tasks._heaps["s"] == heap  # nothing dropped: it may run beside a claim
+    assert not board.tasks.has_queued("other")
+    board.claim("b")
+    assert not board.tasks.has_queued("s")
+    assert board.tasks._heaps["s"] == heap  # the stale entries stay for the claims to drop
+
+
 # -- steering ---------------------------------------------------------------------------------
 
 
