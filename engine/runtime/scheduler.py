@@ -1303,17 +1303,21 @@ class Scheduler:
             damage,
             view.task_id,
         )
-        self.session.host.projections.mark_damaged(
-            StreamDamage(
-                stream=damage.stream,
-                version=damage.version,
-                position=damage.position,
-                kind=ProblemKind(damage.kind),
-                reason=damage.reason,
-            )
+        mark = StreamDamage(
+            stream=damage.stream,
+            version=damage.version,
+            position=damage.position,
+            kind=ProblemKind(damage.kind),
+            reason=damage.reason,
         )
-        # A fold from an older checkpoint would not see it: save the mark for the next reader.
-        self.session.host.checkpoint()
+        # Under the session's lock: a run's end marks it from its own thread, where a round
+        # may be folding a page into the same projections (saved in part, at the position
+        # before it, the page's first events would be folded twice from that checkpoint).
+        with self.session.lock:
+            self.session.host.projections.mark_damaged(mark)
+            # A fold from an older checkpoint would not see it: save the mark for the next
+            # reader.
+            self.session.host.checkpoint()
 
     def _execute(
         self, view: TaskView, claim: TaskClaimed, claim_id: str, history: list[Recorded]

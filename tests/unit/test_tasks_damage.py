@@ -6,8 +6,10 @@ column. On real SQLite files, damaged with sqlite3 behind onward's back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
@@ -344,3 +346,42 @@ def test_a_run_that_reads_a_damaged_inbox_does_not_record_a_failure(
             engine.result(listener)
     with _open(path, clock) as engine:
         assert engine.task_view(listener).state == "damaged"
+
+
+@pytest.mark.parametrize("runner", ["sync", "async"])
+def test_a_damaged_inbox_is_marked_and_saved_under_the_sessions_lock(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, runner: str
+) -> None:
+    """The mark of a task whose inbox reads back damaged, and the checkpoint that saves it, are
+    made from the run's end (a worker thread of its own), where a round may fold a page into
+    the same projections meanwhile: under the session's lock, or the checkpoint could hold a
+    page folded in part at the position before it (its first events folded twice from it)."""
+    unlocked: list[str] = []
+    save = CatchUp.checkpoint
+
+    def watched(self: CatchUp) -> None:
+        if not engine._session.lock._is_owned():  # type: ignore[attr-defined]
+            unlocked.append(threading.current_thread().name)
+        save(self)
+
+    monkeypatch.setattr(CatchUp, "checkpoint", watched)
+    log_path = tmp_path / "work.db"
+    with _open(log_path, clock) as engine:
+
+        @engine.task(name="listen")
+        def listen() -> object:
+            return len(engine.recv("go", timeout=60.0) or "")
+
+        @engine.task(name="listen_async")
+        async def listen_async() -> object:
+            return len(await engine.recv("go", timeout=60.0) or "")
+
+        listener = engine.submit("listen" if runner == "sync" else "listen_async")
+        engine.run(max_runs=1) if runner == "sync" else asyncio.run(engine.run_async(max_runs=1))
+        engine.send(listener, "go", BIG)
+        with closing(sqlite3.connect(log_path)) as db, db:
+            db.execute("DELETE FROM onward_blobs")
+        summary = engine.run() if runner == "sync" else asyncio.run(engine.run_async())
+        assert summary.failed == 0
+        assert engine.task_view(listener).state == "damaged"
+    assert unlocked == []
