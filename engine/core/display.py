@@ -2,17 +2,23 @@
 message), so each control, format (bidirectional overrides and isolates, direction marks), lone
 surrogate or line-separator character is escaped as in a Python string. A line break cannot add
 a row to a table, an escape sequence cannot drive a terminal, and a bidirectional override
-cannot reorder what a reader sees (in a terminal as in the HTML report)."""
+cannot reorder what a reader sees. The HTML report escapes less (:func:`readable`): the
+bidirectional controls, but not the joiners that emoji and many scripts are written with."""
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["printable", "printable_json"]
+__all__ = ["printable", "printable_json", "readable"]
 
 # Control, format (bidirectional overrides), lone surrogate and line or paragraph separator
 # characters.
 _UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+# The same but format characters, which a page shows as they are (but _BIDI).
+_SHOWN_ESCAPED = _UNPRINTABLE - {"Cf"}
+# What may reorder or hide text on a page: the bidirectional controls (the Arabic letter mark,
+# the direction marks, embeddings, overrides and isolates).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def printable(text: str) -> str:
@@ -22,6 +28,20 @@ def printable(text: str) -> str:
         return text
     return "".join(
         c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNPRINTABLE else c
+        for c in text
+    )
+
+
+def readable(text: str) -> str:
+    """``text`` with each bidirectional control, control character (but tab and line break),
+    lone surrogate or line-separator character escaped as :func:`printable` does: safe to
+    show on a page, where no escape sequence drives anything. The other format characters are
+    part of the text and kept: the joiners of emoji sequences and of Persian or Indic words,
+    soft hyphens, the tags of subdivision flags."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if c in _BIDI or (c not in "\t\n" and unicodedata.category(c) in _SHOWN_ESCAPED)
+        else c
         for c in text
     )
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from onward.core.display import printable
+from onward.core.display import readable
 from onward.report.axis import Axis
 from onward.report.model import (
     BINS,
@@ -119,10 +119,9 @@ details pre { background: var(--bg); padding: 6px; overflow-x: auto; font-size: 
 
 
 def _e(text: object) -> str:
-    # As the terminal shows it (a bidirectional override cannot reorder what is read), but
-    # line breaks kept: in HTML they are white space, and a <pre> needs them.
-    shown = "\n".join(printable(line) for line in str(text).split("\n"))
-    return html.escape(shown, quote=True)
+    # A bidirectional override cannot reorder what is read; joiners, tabs and line breaks
+    # (a <pre> needs them) are kept.
+    return html.escape(readable(str(text)), quote=True)
 
 
 def _clip(text: str, width: int) -> str:

@@ -716,3 +716,32 @@ def test_the_page_escapes_bidirectional_controls_as_the_terminal_does(
     assert not set(BIDI) & set(page)
     assert "job\\u202egnp.exe" in page
     assert "report\\u202efdp.txt\\u202a" in page
+
+
+def test_the_page_keeps_the_format_characters_that_are_part_of_the_text(
+    tmp_path: Path, clock: StillClock
+) -> None:
+    """Joiners (an emoji family, a Persian word), a soft hyphen, a subdivision flag's tags, a
+    tab and right-to-left or CJK letters reach the page as they are: only the bidirectional
+    controls are escaped."""
+    names = [
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467 build",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627 \u4e2d\u6587",
+        "co\u00adop",
+        "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f wales",
+    ]
+    url = f"sqlite:///{tmp_path / 'text.db'}"
+    with Engine.open(url, session="text", clock=clock) as engine:
+        for name in names:
+
+            @engine.task(name=name)
+            def job(what: str) -> str:
+                return what
+
+            engine.submit(job, name)
+        engine.run()
+    with open_log(url, create=False) as log:
+        page = render_page(collect_report(log))
+    for name in names:
+        assert name in page
