@@ -10,12 +10,12 @@ SIGINT (Ctrl-C) and SIGTERM stop it (:mod:`onward.sim.interrupt`): the worker is
 waited for, the temporary log removed, and the command says so in one line (exit 130, 143).
 
 The session is named after the profile. ``--db`` takes a new path, a log without events, or
-the log of earlier runs: one whose every session was opened by ``onward simulate`` (each records
-it, ``SessionStarted.config["origin"]``, whatever its name). Any other log is refused, unless
-``--yes``: simulated work would join its sessions' learning, breakers and error signatures, dated
-after its last event. On an existing log the run starts after the log's last event, as the
-simulated clock never goes back; a session name the log holds already gives a new session:
-``NAME-2``, ``NAME-3``...
+the log of earlier runs: one whose every session was opened, each time, by ``onward simulate``
+(each opening records it, ``SessionStarted.config["origin"]``, ``SessionResumed``'s after a
+restart, whatever its name). Any other log is refused, unless ``--yes``: simulated work would
+join its sessions' learning, breakers and error signatures, dated after its last event. On an
+existing log the run starts after the log's last event, as the simulated clock never goes back;
+a session name the log holds already gives a new session: ``NAME-2``, ``NAME-3``...
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ import msgspec
 
 from onward.cli.main import AddCommand
 from onward.cli.table import printable
-from onward.events import EventLog, LogNotFound, SessionStarted, UsageError, open_log
+from onward.events import (
+    EventLog,
+    LogNotFound,
+    SessionResumed,
+    SessionStarted,
+    UsageError,
+    open_log,
+)
 from onward.sim.interrupt import Interrupted, signals_held, stop_signals
 from onward.sim.measure import Kill, SimResult, measure, table
 from onward.sim.profile import PROFILES, load_profile
@@ -63,13 +70,18 @@ def _db_path(db: str) -> Path:
 
 
 def _simulated(log: EventLog, stream: str) -> bool:
-    """Whether the session of ``stream`` was opened by ``onward simulate`` (its first event
-    says so)."""
-    first = log.read_stream(stream)[:1]
-    return bool(
-        first
-        and isinstance(first[0].event, SessionStarted)
-        and first[0].event.config.get("origin") == ORIGIN
+    """Whether the session of ``stream`` was opened by ``onward simulate`` only: its first
+    event, and each time it was opened again (a restarted worker, or other work under its
+    name), says so."""
+    events = [r.event for r in log.read_stream(stream)]
+    return (
+        bool(events)
+        and isinstance(events[0], SessionStarted)
+        and all(
+            e.config.get("origin") == ORIGIN
+            for e in events
+            if isinstance(e, SessionStarted | SessionResumed)
+        )
     )
 
 

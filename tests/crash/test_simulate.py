@@ -610,3 +610,27 @@ def test_simulate_takes_an_onward_log_without_events(tmp_path: Path) -> None:
     with open_log(str(db), create=False) as log:
         (started,) = [r.event for r in log.read() if isinstance(r.event, SessionStarted)]
     assert started.config["origin"] == "onward simulate"
+
+
+def test_simulate_refuses_a_simulated_session_that_other_work_reopened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "sim.db"
+    run_simulation(profile=str(_tiny(tmp_path)), seed=2, hours=0.05, db=str(db))
+    # Real work in the simulated session, reopened under its name (its opening records no
+    # origin).
+    with Engine.open(str(db), session="tiny") as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 1
+
+        engine.submit(job)
+    capsys.readouterr()
+    status = main(
+        ["simulate", "--db", str(db), "--hours", "0.05", "--profile", str(_tiny(tmp_path))]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(f"onward simulate: {db} holds work other than earlier simulations")
+    assert "session 'tiny'" in err
