@@ -1150,7 +1150,7 @@ class Scheduler:
                 self._unregistered(view)  # it waits for a worker that has its function
                 continue
             try:
-                history = self.session.histories.read(task_stream(view.task_id))
+                history = self._history(view)
             except CorruptRecord as damage:
                 self._damaged(view, damage)
                 continue
@@ -1249,7 +1249,7 @@ class Scheduler:
             if not self.registry.knows(view.name):
                 continue
             try:
-                history = session.histories.read(task_stream(view.task_id))
+                history = self._history(view)
             except CorruptRecord:
                 continue  # _claim_next marks it damaged
             if not history or history[-1].version != view.version:
@@ -1294,8 +1294,23 @@ class Scheduler:
                 )
         return claimed
 
+    def _history(self, view: TaskView) -> list[Recorded]:
+        """A task's history, read before its claim; for a fork, its origins' records it takes
+        its first steps from are read too: they are its history as much as its own stream.
+
+        Raises:
+            CorruptRecord: a record of its stream, or of an origin's it takes steps from,
+                does not read back intact.
+        """
+        history = self.session.histories.read(task_stream(view.task_id))
+        submitted = history[0].event if history else None
+        if isinstance(submitted, TaskSubmitted) and submitted.forked_from is not None:
+            inherited_records(self.session.log, submitted)  # read again as its run begins
+        return history
+
     def _damaged(self, view: TaskView, damage: CorruptRecord) -> None:
-        """A task whose history did not read back intact: mark it so, never claim it."""
+        """A task whose history did not read back intact (its own stream, its inbox, or the
+        stream of an origin it takes steps from, as a fork): mark it so, never claim it."""
         logger.warning(
             "task %s is not run: its history cannot be trusted: %s (`onward quarantine %s` "
             "sets it aside)",
@@ -1313,8 +1328,19 @@ class Scheduler:
         # Under the session's lock: a run's end marks it from its own thread, where a round
         # may be folding a page into the same projections (saved in part, at the position
         # before it, the page's first events would be folded twice from that checkpoint).
+        own = task_stream(view.task_id)
         with self.session.lock:
             self.session.host.projections.mark_damaged(mark)
+            if damage.stream not in (own, inbox_stream(view.task_id)):
+                # An origin's damage is the fork's: marked at the origin's record, which a
+                # replay finds failing again (the fork's claim reads it and marks it again).
+                self.session.host.projections.mark_damaged(
+                    msgspec.structs.replace(
+                        mark,
+                        stream=own,
+                        reason=f"in its origin's stream {damage.stream!r}: {damage.reason}",
+                    )
+                )
             # A fold from an older checkpoint would not see it: save the mark for the next
             # reader.
             self.session.host.checkpoint()

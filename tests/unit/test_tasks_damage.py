@@ -385,3 +385,65 @@ def test_a_damaged_inbox_is_marked_and_saved_under_the_sessions_lock(
         assert summary.failed == 0
         assert engine.task_view(listener).state == "damaged"
     assert unlocked == []
+
+
+def _forkable(engine: Engine) -> None:
+    @engine.step(name="plan")
+    def plan(goal: str) -> str:
+        return f"plan for {goal}"
+
+    @engine.step(name="act")
+    def act(plan: str, style: str) -> str:
+        return f"{plan}, done {style}"
+
+    @engine.task(name="job")
+    def job(goal: str, style: str) -> str:
+        return act(plan(goal), style)
+
+
+def test_a_fork_whose_origin_is_damaged_is_damaged_and_the_run_goes_on(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str], both_paths: str
+) -> None:
+    """A fork takes its first steps' outcomes from its origin's history: that history
+    damaged, the fork cannot be trusted either. It is marked damaged with why, never claimed,
+    as a task whose own history is damaged, and the run goes on with the others, now and
+    after a replay from scratch. Its begin used to raise the origin's CorruptRecord out of
+    every run, the fork left running under the worker, claimed again at each restart."""
+    path = tmp_path / "work.db"
+    with _open(path, clock) as engine:
+        _forkable(engine)
+        origin = engine.submit("job", "ship", "carefully")
+        engine.run()
+        fork = engine.fork(origin, from_step=1, args=["ship", "boldly"])
+    # The origin's first step's outcome, its tag column rewritten: its checksum fails.
+    _sql(
+        path,
+        "UPDATE stored_events SET topic = 'Bogus' WHERE originator_id = ? AND topic = ? "
+        "AND originator_version = (SELECT min(originator_version) FROM stored_events "
+        "WHERE originator_id = ? AND topic = ?)",
+        task_stream(origin),
+        "StepCompleted",
+        task_stream(origin),
+        "StepCompleted",
+    )
+    for fresh in (False, True):
+        if fresh:  # no checkpoint: the projections are folded from the log's start
+            with closing(sqlite3.connect(path)) as db, db:
+                db.execute("DELETE FROM stored_checkpoints")
+        with _open(path, clock) as engine:
+            _forkable(engine)
+            other = engine.submit("quick")
+            summary = engine.run()
+            assert (summary.succeeded, summary.failed) == (1, 0)
+            assert engine.result(other) == len("small")
+            view = engine.task_view(fork)
+            assert view.state == "damaged"
+            assert not view.worker  # never claimed
+            assert task_stream(origin) in (view.damage or "")
+            with pytest.raises(StreamDamaged):
+                engine.result(fork)
+        capsys.readouterr()
+        assert main(["tasks", "--db", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "2 damaged task(s), never run until set aside:" in out
+        assert f"  {fork}: " in out
