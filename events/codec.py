@@ -535,6 +535,21 @@ class Codec:
         Returns:
             The sealed state and its checksum.
         """
+        return Codec.seal_seeded(
+            _seed_of_encoded(stream_prefix, version, topic), prev, event_id, tail, event_json
+        )
+
+    @staticmethod
+    def seal_seeded(
+        seed: int, prev: str, event_id: str, tail: bytes, event_json: bytes
+    ) -> tuple[bytes, str]:
+        """:meth:`seal_new` given the record's seed (:func:`record_seed` of its stream,
+        version and tag), which an append computes from its stream's and tags' parts, each
+        once for all its records.
+
+        Returns:
+            The sealed state and its checksum.
+        """
         if prev:
             body = b"".join(
                 (_PREV_PREFIX, prev.encode(), b'","event_id":"', event_id.encode(), b'",', tail,
@@ -544,7 +559,7 @@ class Codec:
             body = b"".join(
                 (b'","event_id":"', event_id.encode(), b'",', tail, b',"event":', event_json, b"}")
             )
-        checksum = checksum_body(body, _seed_of_encoded(stream_prefix, version, topic))
+        checksum = checksum_body(body, seed)
         return b"".join((_CHECKSUM_PREFIX, checksum.encode(), body)), checksum
 
     @staticmethod

@@ -51,7 +51,7 @@ from onward.events.blobs import (
     split_event,
     split_of,
 )
-from onward.events.codec import Codec, prev_of
+from onward.events.codec import Codec, prev_of, stream_seed, tag_seed, version_seed
 from onward.events.codec import checksum_of as _checksum_of
 from onward.events.exceptions import (
     BackendError,
@@ -282,6 +282,10 @@ def _encodable(text: str) -> bool:
 #: The times a record may carry: years 1 to 9999, in seconds since 1970 (what a date holds).
 _FIRST = -62_135_596_800
 _LAST = 253_402_300_800
+
+#: A record's version's part of its seed is ``version * _GOLDEN & _MASK`` (``version_seed``).
+_GOLDEN = version_seed(1)
+_MASK = 2**64 - 1
 
 
 class EventLog(ABC):
@@ -590,7 +594,10 @@ class EventLog(ABC):
         records: list[StoredEvent] = []
         heads: dict[str, tuple[int, str]] = {}
         redactor, encode_event, seal = self.redactor, codec.encode_event, codec.seal_with
-        seal_new = codec.seal_new
+        seal_seeded = codec.seal_seeded
+        # Each event type's tag and its part of a record's seed, looked up once per append.
+        tags: dict[type[Event], tuple[str, int]] = {}
+        golden, mask = _GOLDEN, _MASK
         check = codec.check_decodes
         stored_event = _stored_event
         resolved: list[tuple[str, int, int]] = []  # stream, expected version, count
@@ -667,10 +674,15 @@ class EventLog(ABC):
             tail = codec.meta_tail(
                 now, ctx.session, ctx.causation_id, ctx.correlation_id, ctx.actor
             )
+            stream_part = stream_seed(a.stream)
             for i, (event, event_json) in enumerate(zip(a.events, jsons, strict=True)):
                 version += 1
-                topic = event.__struct_config__.tag
-                assert isinstance(topic, str)
+                tag = tags.get(type(event))
+                if tag is None:
+                    topic = event.__struct_config__.tag  # a new object at each look
+                    assert isinstance(topic, str)
+                    tag = tags[type(event)] = (topic, tag_seed(topic))
+                topic = tag[0]
                 if keys is not None and keys[i] == _SPLIT_KEY:
                     # The event leaves "event" for "split" (after the envelope, as usual).
                     state, prev = seal(
@@ -695,8 +707,12 @@ class EventLog(ABC):
                     records.append(stored_event(a.stream, version, topic, state))
                     continue
                 if a.causes is None:
-                    state, prev = seal_new(
-                        stream_prefix, version, topic.encode(), prev, ids[i], tail, event_json
+                    state, prev = seal_seeded(
+                        stream_part ^ tag[1] ^ (version * golden & mask),
+                        prev,
+                        ids[i],
+                        tail,
+                        event_json,
                     )
                     records.append(stored_event(a.stream, version, topic, state))
                     continue

@@ -103,6 +103,25 @@ def test_new_records_carry_xxh3_seeded_with_stream_tag_and_version(
             assert other != state[START:END].decode()
 
 
+def test_an_append_of_several_types_seals_each_with_its_own_tag(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "log.db"
+    mixed = [TaskSubmitted(name="job", args=[1]), TaskProgressed(fraction=0.5, note="half")] * 2
+    with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("stream-a", mixed, expected_version=0)
+        log.append("stream-b", mixed[::-1], expected_version=0)
+        log.append("stream-a", mixed[1:], expected_version=4)
+    found = rows(path)
+    assert [(r[1], r[2], r[3]) for r in found[:2]] == [
+        ("stream-a", 1, "TaskSubmitted"),
+        ("stream-a", 2, "TaskProgressed"),
+    ]
+    for _p, stream, version, topic, state in found:
+        assert state[START:END].decode() == record_checksum(stream, version, topic, state[END:])
+    assert check_rows(found) == []
+
+
 def test_an_older_log_reads_replays_and_verifies(legacy_log: Path, clock: FakeClock) -> None:
     stored = rows(legacy_log)
     for _p, stream, version, topic, state in stored:
