@@ -86,7 +86,9 @@ def _nested_within(event_json: bytes, limit: int) -> bool:
     Its strings taken out, its brackets alone are read: a few passes in C each remove the
     innermost pairs, one level of nesting (most values end there); what is left is measured in
     one linear pass, so a deep value costs its length, not its length times its depth."""
-    if event_json.count(b"[") + event_json.count(b"{") <= limit:
+    # A container is a bracket or more: no deeper than the bytes are many (most events), or
+    # than they hold brackets.
+    if len(event_json) <= limit or event_json.count(b"[") + event_json.count(b"{") <= limit:
         return True
     # With its escaped backslashes and quotes gone, each quote left starts or ends a string.
     unquoted = event_json.replace(b"\\\\", b"").replace(b'\\"', b"")
