@@ -206,11 +206,17 @@ def advance_chain(chain: str, checksums: Iterable[bytes]) -> str:
     Returns:
         The chain after them (hex).
     """
-    blake2b = hashlib.blake2b
+    # A copy of an empty hasher is blake2b-128 anew, without parsing its parameters again.
+    fresh = _BLAKE2B_128.copy
     link = bytes.fromhex(chain)
     for checksum in checksums:
-        link = blake2b(link + checksum, digest_size=16).digest()
+        hasher = fresh()
+        hasher.update(link + checksum)
+        link = hasher.digest()
     return link.hex()
+
+
+_BLAKE2B_128 = hashlib.blake2b(digest_size=16)
 
 
 _START, _END = LAYOUT.checksum

@@ -8,6 +8,7 @@ predecessor's blake2b checksum, and the head record's chain links those checksum
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -120,6 +121,16 @@ def test_an_append_of_several_types_seals_each_with_its_own_tag(
     for _p, stream, version, topic, state in found:
         assert state[START:END].decode() == record_checksum(stream, version, topic, state[END:])
     assert check_rows(found) == []
+
+
+def test_the_head_chain_links_each_checksum_with_blake2b_128() -> None:
+    checksums = [b"%032x" % i for i in range(5)]
+    link = bytes.fromhex(CHAIN_START)
+    for checksum in checksums:
+        link = hashlib.blake2b(link + checksum, digest_size=16).digest()
+    assert advance_chain(CHAIN_START, checksums) == link.hex()
+    assert advance_chain(advance_chain(CHAIN_START, checksums[:2]), checksums[2:]) == link.hex()
+    assert advance_chain(CHAIN_START, []) == CHAIN_START
 
 
 def test_an_older_log_reads_replays_and_verifies(legacy_log: Path, clock: FakeClock) -> None:
