@@ -580,6 +580,11 @@ class Scheduler:
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     self._count(task.result())
+        except BaseException:
+            ended = False  # cancelled or failed: its tasks (or its round's claims) handed back
+            raise
+        else:
+            ended = True
         finally:
             if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
                 # (one whose code goes on past its cancellation starts no step: it is handed
@@ -588,7 +593,7 @@ class Scheduler:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                # What the hand-backs recorded shows in the engine's views (task_view, ...).
+            if not ended:  # what the hand-backs recorded shows in the views (task_view, ...)
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self._caught_up)
             await asyncio.to_thread(self._close_committer)
@@ -670,6 +675,9 @@ class Scheduler:
                         other.cancel()
             except BaseException as exc:
                 error = error or exc
+        if tasks and not self.at_once:  # what the hand-backs recorded shows in the views
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._caught_up)
         at_once = self.at_once
         watcher.close(wait=not at_once)
         await asyncio.to_thread(self._close_committer, not at_once)

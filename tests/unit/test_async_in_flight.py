@@ -1521,6 +1521,71 @@ def test_tasks_claimed_as_the_run_is_cancelled_are_handed_back(db: Path, clock: 
         assert engine.log.verify().ok
 
 
+def test_the_views_show_tasks_handed_back_as_a_claim_round_was_cancelled(
+    db: Path, clock: FakeClock
+) -> None:
+    """The run is cancelled while a round claims and hands the claimed task back: the
+    engine's views show it queued at once (they showed it ``running``, though the log held
+    its ``TaskReleased``, until something else caught them up)."""
+    observer = CancelAtBoundary()
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock, observer=observer) as engine:
+
+        @engine.task()
+        async def job(n: int) -> int:
+            return n
+
+        first, second = (engine.submit(job, n) for n in (1, 2))
+
+        async def cancelled_in_its_second_round() -> None:
+            observer.loop = asyncio.get_running_loop()
+            observer.run = asyncio.create_task(engine.run_async(concurrency=1))
+            with pytest.raises(asyncio.CancelledError):
+                await observer.run
+
+        asyncio.run(cancelled_in_its_second_round())
+        assert observer.fired == 1
+        assert engine.task_view(first).state == "succeeded"
+        assert engine.task_view(second).state == "queued"
+        assert [t.state for t in engine.tasks() if t.task_id == second] == ["queued"]
+
+
+def test_the_views_show_tasks_serve_async_handed_back(db: Path, clock: FakeClock) -> None:
+    """``serve_async`` cancelled while a task runs hands it back: the engine's views show it
+    queued once it returns (they showed it ``running``)."""
+    with open_engine(db, clock) as engine:
+
+        @engine.step()
+        async def double(n: int) -> int:
+            return 2 * n
+
+        started = asyncio.Event()
+        go_on = asyncio.Event()
+
+        @engine.task()
+        async def job(n: int) -> int:
+            started.set()
+            await go_on.wait()
+            return await double(n)
+
+        task_id = engine.submit(job, 1)
+
+        async def serve_until_it_runs() -> None:
+            stop = asyncio.Event()
+            serving = asyncio.create_task(
+                engine.serve_async(concurrency=1, stop=stop, handle_signals=False)
+            )
+            await started.wait()
+            serving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await serving
+
+        asyncio.run(serve_until_it_runs())
+        released = [r.stream for r in engine.log.read() if isinstance(r.event, TaskReleased)]
+        assert released == [f"task-{task_id}"]
+        assert engine.task_view(task_id).state == "queued"
+        assert [t.state for t in engine.tasks() if t.task_id == task_id] == ["queued"]
+
+
 def test_a_call_that_records_is_seen_through_a_cancellation() -> None:
     """A task's claim or end, recorded in a worker thread that no thread has taken up yet when
     the run is cancelled: the call still runs (it was dropped, and the task stayed claimed
