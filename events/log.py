@@ -829,27 +829,31 @@ class EventLog(ABC):
     # -- reading -------------------------------------------------------------------------
 
     def read_stream(
-        self, stream: str, *, after: int = 0, verify: bool | None = None
+        self, stream: str, *, after: int = 0, upto: int | None = None, verify: bool | None = None
     ) -> list[Recorded]:
         """The events of one stream, in version order.
 
         Args:
             stream: the stream id.
             after: only versions greater than this.
+            upto: only versions up to this one (all when None): the records after it are not
+                read, nor checked.
             verify: check each record's checksum, that the versions follow each other and
                 that each record points at its predecessor's checksum (the log's
                 ``verify_reads`` by default; False to audit a damaged stream).
 
         Raises:
-            UsageError: ``after`` is not a non-negative int.
+            UsageError: ``after`` (or ``upto``) is not a non-negative int.
             CorruptRecord: a record does not decode, fails its checksum, or does not follow
                 its predecessor (a removed or rewritten record).
         """
         self._check_open()
         _check_bound("after", after)
+        if upto is not None:
+            _check_bound("upto", upto)
         decode = self.decode_record
         rows = self._read(
-            f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
+            f"read stream {stream!r}", lambda: self._select_stream(stream, after, upto)
         )
         if self.verify_reads if verify is None else verify:
             _check_stream(rows, after)

@@ -447,3 +447,32 @@ def test_a_fork_whose_origin_is_damaged_is_damaged_and_the_run_goes_on(
         out = capsys.readouterr().out
         assert "2 damaged task(s), never run until set aside:" in out
         assert f"  {fork}: " in out
+
+
+def test_a_fork_runs_when_its_origins_damage_lies_after_the_fork(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A fork takes its origin's records up to the version it was forked at, no further: a
+    record its origin wrote after the fork, damaged, is no part of the fork's history. The
+    origin is damaged; the fork runs as any healthy task."""
+    path = tmp_path / "work.db"
+    with _open(path, clock) as engine:
+        origin = engine.submit("waits", False)
+        engine.run()
+        fork = engine.fork(origin, from_step=1)
+        engine.send(origin, "go", None)
+        engine.run()
+        assert engine.result(origin) == len("small")
+    # The origin's end, written after the fork was made, its tag column rewritten.
+    _sql(
+        path,
+        "UPDATE stored_events SET topic = 'Bogus' WHERE originator_id = ? AND topic = ?",
+        task_stream(origin),
+        "TaskSucceeded",
+    )
+    with _open(path, clock) as engine:
+        engine.send(fork, "go", None)
+        summary = engine.run()
+        assert engine.task_view(fork).state == "succeeded"
+        assert engine.result(fork) == len("small")
+        assert summary.failed == 0
