@@ -221,7 +221,9 @@ def new_event_ids(count: int) -> list[str]:
     if count == 1:
         return [_IDS.getrandbits(128).to_bytes(16).hex()]
     digits = _IDS.getrandbits(128 * count).to_bytes(16 * count, "big").hex()
-    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+    # The draw's lowest 128 bits come first from the generator: cut from the end, the ids
+    # are those of ``count`` draws of 128 bits, in their order.
+    return [digits[i - 32 : i] for i in range(32 * count, 0, -32)]
 
 
 _new_object = object.__new__
