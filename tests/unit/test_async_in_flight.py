@@ -1483,6 +1483,18 @@ class CancelAtBoundary(Observer):
             self.fired += 1
             self.loop.call_soon_threadsafe(self.run.cancel)
 
+    def cancel_in_the_second_round(self, engine: Engine) -> None:
+        """Run ``engine.run_async(concurrency=1)`` on a loop of its own until this observer
+        cancels it, and check that the run ends cancelled."""
+
+        async def cancelled_in_its_second_round() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.run = asyncio.create_task(engine.run_async(concurrency=1))
+            with pytest.raises(asyncio.CancelledError):
+                await self.run
+
+        asyncio.run(cancelled_in_its_second_round())
+
 
 def test_tasks_claimed_as_the_run_is_cancelled_are_handed_back(db: Path, clock: FakeClock) -> None:
     """The run is cancelled while a round claims: the round goes on in its thread and commits
@@ -1503,13 +1515,7 @@ def test_tasks_claimed_as_the_run_is_cancelled_are_handed_back(db: Path, clock: 
 
         first, second, third = (engine.submit(job, n) for n in (1, 2, 3))
 
-        async def cancelled_in_its_second_round() -> None:
-            observer.loop = asyncio.get_running_loop()
-            observer.run = asyncio.create_task(engine.run_async(concurrency=1))
-            with pytest.raises(asyncio.CancelledError):
-                await observer.run
-
-        asyncio.run(cancelled_in_its_second_round())
+        observer.cancel_in_the_second_round(engine)
         assert observer.fired == 1
         tasks = engine.refresh().tasks.tasks
         assert tasks[first].state == "succeeded"
@@ -1536,13 +1542,7 @@ def test_the_views_show_tasks_handed_back_as_a_claim_round_was_cancelled(
 
         first, second = (engine.submit(job, n) for n in (1, 2))
 
-        async def cancelled_in_its_second_round() -> None:
-            observer.loop = asyncio.get_running_loop()
-            observer.run = asyncio.create_task(engine.run_async(concurrency=1))
-            with pytest.raises(asyncio.CancelledError):
-                await observer.run
-
-        asyncio.run(cancelled_in_its_second_round())
+        observer.cancel_in_the_second_round(engine)
         assert observer.fired == 1
         assert engine.task_view(first).state == "succeeded"
         assert engine.task_view(second).state == "queued"
