@@ -20,7 +20,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple, TypeVar
 
@@ -350,7 +350,7 @@ class Scheduler:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         del in_flight[future]
-                        self._count(future.result())
+                    self._count_ended(done)
                     continue
                 if max_runs is not None and tally["runs"] >= max_runs:
                     break
@@ -377,8 +377,7 @@ class Scheduler:
                     break
                 patience_until = None
                 self._nap(min(self._nap_limit(), max(0.0, due - self.session.clock())))
-            for future in in_flight:  # paused: the tasks under way end as they would
-                self._count(future.result())
+            self._count_ended(in_flight)  # paused: the tasks under way end as they would
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -557,8 +556,7 @@ class Scheduler:
                 tasks.update(asyncio.create_task(self._execute_async(c)) for c in claimed)
                 if tasks:
                     done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        self._count(task.result())
+                    self._count_ended(done)
                     continue
                 if max_runs is not None and self._tally["runs"] >= max_runs:
                     break
@@ -578,8 +576,7 @@ class Scheduler:
                 await self._sleep(min(self._nap_limit(), max(0.0, due - now)))
             while tasks:  # paused: the tasks under way end as they would
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    self._count(task.result())
+                self._count_ended(done)
         except BaseException:
             ended = False  # cancelled or failed: its tasks (or its round's claims) handed back
             raise
@@ -1045,6 +1042,19 @@ class Scheduler:
             notify(run.observer, "task_ended", run.observed, kind)
             tally["steps_run"] += run.steps_run
             tally["steps_replayed"] += run.steps_replayed
+
+    def _count_ended(self, ended: Iterable[Future[Outcome] | asyncio.Future[Outcome]]) -> None:
+        """Count the runs that ended together, then raise the first one's error (its storage
+        failed, it was interrupted): the others are counted and told to the observer all the
+        same, as a serving loop's are."""
+        error: BaseException | None = None
+        for run in ended:
+            try:
+                self._count(run.result())
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _caught_up(self) -> None:
         with self.session.lock:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from onward import BreakerPolicy, Engine, RetryPolicies, RetryPolicy, UsageError
 from onward.events import (
     BackendError,
     StepCompleted,
+    StorageUnavailable,
     TaskReleased,
     TaskSucceeded,
     TaskWaiting,
@@ -29,7 +30,7 @@ from onward.events import (
 from onward.runtime.committer import Committer
 from onward.runtime.observer import Observer, StepStart
 from onward.runtime.run import CURRENT_RUN, BodyGate
-from onward.runtime.scheduler import _CancelledAfter, _seen_through
+from onward.runtime.scheduler import Outcome, _CancelledAfter, _seen_through
 from onward.testing import replay_check
 from tests.conftest import FakeClock
 from tests.unit.test_async import open_engine
@@ -2382,3 +2383,62 @@ def test_a_large_task_result_is_stored_off_the_event_loop(
         assert len(engine.result(small)) == 16
         assert len(engine.result(large)) == 400_000
     assert threads == {16: True, 400_000: False}
+
+
+@pytest.mark.parametrize("futures", ["threads", "event loop"])
+def test_runs_that_end_together_are_all_counted_when_one_of_them_raises(
+    db: Path, clock: FakeClock, futures: str
+) -> None:
+    """``run(workers=N)`` and ``run_async`` count the runs that ended in one wake, then raise.
+    They raised at the first run whose storage failed (or that was interrupted): the runs that
+    ended beside it were neither tallied nor told to the observer (``task_ended``)."""
+    ended: list[str] = []
+
+    class Ends(Observer):
+        def task_ended(self, token: Any, outcome: str) -> None:
+            ended.append(outcome)
+
+    with Engine.open(f"sqlite:///{db}", session="agents", clock=clock, observer=Ends()) as engine:
+
+        @engine.task()
+        def job(n: int) -> int:
+            return n
+
+        for n in range(2):
+            engine.submit(job, n)
+        scheduler = engine._scheduler()
+        assert scheduler._prepare()
+        outcomes = []
+        for _ in range(2):
+            claimed = scheduler._claim_next()
+            assert claimed is not None
+            outcomes.append(scheduler._execute(*claimed))
+        assert [kind for kind, _run in outcomes] == ["succeeded", "succeeded"]
+
+        if futures == "threads":
+            failed: Future[Outcome] = Future()
+            failed.set_exception(StorageUnavailable("the log is down"))
+            done = [failed]
+            for outcome in outcomes:
+                good: Future[Outcome] = Future()
+                good.set_result(outcome)
+                done.append(good)
+            with pytest.raises(StorageUnavailable, match="the log is down"):
+                scheduler._count_ended(done)
+        else:
+
+            async def end_together() -> None:
+                loop = asyncio.get_running_loop()
+                interrupted: asyncio.Future[Outcome] = loop.create_future()
+                interrupted.cancel()
+                done = [interrupted]
+                for outcome in outcomes:
+                    good = loop.create_future()
+                    good.set_result(outcome)
+                    done.append(good)
+                with pytest.raises(asyncio.CancelledError):
+                    scheduler._count_ended(done)
+
+            asyncio.run(end_together())
+        assert ended == ["succeeded", "succeeded"]
+        assert scheduler._tally["succeeded"] == 2
