@@ -540,6 +540,7 @@ class Scheduler:
         tasks: set[asyncio.Task[Outcome]] = set()
         paused = False
         patience_until: float | None = None
+        ended = True  # False: the run was cancelled or failed
         try:
             if not await asyncio.to_thread(self._prepare):
                 return RunSummary(paused=True)
@@ -580,8 +581,6 @@ class Scheduler:
         except BaseException:
             ended = False  # cancelled or failed: its tasks (or its round's claims) handed back
             raise
-        else:
-            ended = True
         finally:
             if tasks:  # the run itself was cancelled or failed: stop its tasks, hand them back
                 # (one whose code goes on past its cancellation starts no step: it is handed
