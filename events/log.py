@@ -157,6 +157,10 @@ class Append(msgspec.Struct, frozen=True, kw_only=True):
         context: the envelope fields shared by these events.
         causes: a causation id per event, overriding ``context.causation_id`` (so that a
             decision can point at the error it answers, appended in the same batch).
+        wakes: the commit may make work runnable for an idle worker though its events do not
+            say so by their kind (a subtask's end, whose parent may wait for it): it wakes
+            the log's watchers (a PostgreSQL log notifies, see
+            :data:`onward.events.postgres.QUIET_TOPICS`).
     """
 
     stream: str
@@ -165,6 +169,7 @@ class Append(msgspec.Struct, frozen=True, kw_only=True):
     event_ids: Sequence[str] | None = None
     context: Context = Context()
     causes: Sequence[str] | None = None
+    wakes: bool = False
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -367,12 +372,18 @@ class EventLog(ABC):
 
     # -- backend hooks -------------------------------------------------------------------
 
-    def _insert(self, records: list[StoredEvent]) -> list[int]:
-        """Insert records atomically; return their positions (or [] when unknown)."""
+    def _insert(self, records: list[StoredEvent], wakes: bool = False) -> list[int]:
+        """Insert records atomically; return their positions (or [] when unknown).
+
+        ``wakes``: the commit wakes the log's watchers whatever its records' kinds (see
+        :attr:`Append.wakes`); a backend whose watch sees every commit ignores it.
+        """
         ids = self._recorder.insert_events(records)
         return list(ids) if ids else []
 
-    def _insert_with_blobs(self, records: list[StoredEvent], blobs: dict[str, bytes]) -> list[int]:
+    def _insert_with_blobs(
+        self, records: list[StoredEvent], blobs: dict[str, bytes], wakes: bool = False
+    ) -> list[int]:
         """Store blobs, then insert records that reference them; return the records' positions.
 
         By default the blobs are stored first, in a transaction of their own: a blob whose
@@ -380,7 +391,7 @@ class EventLog(ABC):
         again finds it). A backend may store both in one transaction.
         """
         self._store_blobs(blobs)
-        return self._insert(records)
+        return self._insert(records, wakes)
 
     def _store_blobs(self, blobs: dict[str, bytes]) -> None:
         """Store blobs under their digests, keeping one already there (content-addressed)."""
@@ -454,6 +465,7 @@ class EventLog(ABC):
         expected_version: int | None,
         event_ids: Sequence[str] | None = None,
         context: Context = Context(),  # noqa: B008 - immutable
+        wakes: bool = False,
     ) -> AppendResult:
         """Append events to one stream atomically at an expected version.
 
@@ -465,6 +477,8 @@ class EventLog(ABC):
             event_ids: ids for the events; re-appending the same ids at the same version is a
                 no-op (for retries after an ambiguous commit).
             context: session, causation, correlation and actor for the envelopes.
+            wakes: wake the log's watchers whatever the events' kinds (see
+                :attr:`Append.wakes`).
 
         Returns:
             What was written.
@@ -483,6 +497,7 @@ class EventLog(ABC):
                     expected_version=expected_version,
                     event_ids=event_ids,
                     context=context,
+                    wakes=wakes,
                 )
             ]
         )
@@ -505,7 +520,8 @@ class EventLog(ABC):
                 # Through an outage the same records are inserted again: if an attempt did
                 # commit after all, the next clashes with its own records (already recorded).
                 positions = self.outage.call(
-                    f"append to {resolved[0][0]!r}", self._inserter(records, blobs)
+                    f"append to {resolved[0][0]!r}",
+                    self._inserter(records, blobs, any(a.wakes for a in appends)),
                 )
             except IntegrityError as exc:
                 clash = self._explain_clash(resolved, ids)
@@ -550,10 +566,11 @@ class EventLog(ABC):
                 results[i] = exc
         records = [record for _, found in encoded for record in found[0]]
         blobs = {digest: data for _, found in encoded for digest, data in found[4].items()}
+        wakes = any(a.wakes for i, _ in encoded for a in groups[i])
         if records:
             try:
                 positions = self.outage.call(
-                    f"append of {len(encoded)} groups", self._inserter(records, blobs)
+                    f"append of {len(encoded)} groups", self._inserter(records, blobs, wakes)
                 )
             except IntegrityError:
                 # A group clashed (another worker got there first): each on its own, then.
@@ -575,11 +592,11 @@ class EventLog(ABC):
         return [r if r is not None else UsageError("nothing to commit") for r in results]
 
     def _inserter(
-        self, records: list[StoredEvent], blobs: dict[str, bytes]
+        self, records: list[StoredEvent], blobs: dict[str, bytes], wakes: bool = False
     ) -> Callable[[], list[int]]:
         if blobs:
-            return functools.partial(self._insert_with_blobs, records, blobs)
-        return functools.partial(self._insert, records)
+            return functools.partial(self._insert_with_blobs, records, blobs, wakes)
+        return functools.partial(self._insert, records, wakes)
 
     def _encode(self, appends: Sequence[Append]) -> _Encoded:
         now = self.clock()

@@ -45,9 +45,9 @@ class MemoryLog(EventLog):
     # Positions are the index in the recorder's list, plus one.
     dense_positions = True
 
-    def _insert(self, records: list[StoredEvent]) -> list[int]:
+    def _insert(self, records: list[StoredEvent], wakes: bool = False) -> list[int]:
         with self._head_lock:  # the head advances in the order the records are stored
-            positions = super()._insert(records)
+            positions = super()._insert(records, wakes)
             head = self._log_head
             start, end = LAYOUT.checksum
             self._log_head = LogHead(

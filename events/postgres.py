@@ -27,7 +27,9 @@ sees the winning record.
 submission, a hand-back, an expired lease, an approval's answer: any event outside
 :data:`QUIET_TOPICS`) sends a ``NOTIFY`` on :attr:`PostgresLog.channel` with its commit; step
 outcomes, claims and heartbeats, the bulk of the appends, do not, because PostgreSQL serialises
-the commits that notify.
+the commits that notify. A commit of quiet events that may make work runnable all the same says
+so (:attr:`onward.events.Append.wakes`): the end of a subtask, whose parent may wait for it (the
+worker that ended it may die before it runs the parent).
 
 **Logs of earlier versions** (written through eventsourcing's recorder, which numbered records
 1, 2, 3... under a table lock) open and read as they are: the table is the same
@@ -101,7 +103,8 @@ _KEEP_IDLE = 8
 
 #: The event tags whose appends send no ``NOTIFY``: they never make work runnable for an idle
 #: worker (the worker appending them acts on what follows itself), and they are most appends.
-#: A tag not listed here (a new event type too) notifies.
+#: A tag not listed here (a new event type too) notifies, and so does an append that says it
+#: wakes (:attr:`onward.events.Append.wakes`: a subtask's ``TaskSucceeded`` or ``TaskFailed``).
 QUIET_TOPICS = frozenset(
     {
         "ActionChecked",
@@ -249,8 +252,8 @@ class PostgresLog(EventLog):
         self._blobs = _BlobStatements(schema=self.schema, prefix=prefix)
         super().__init__(recorder, checkpoints, url=_safe(url), **options)
 
-    def _insert(self, records: list[StoredEvent]) -> list[int]:
-        return self._events.insert(records)
+    def _insert(self, records: list[StoredEvent], wakes: bool = False) -> list[int]:
+        return self._events.insert(records, wakes)
 
     def _store_blobs(self, blobs: dict[str, bytes]) -> None:
         # Its own statement, committed before the records that reference it: a blob left
@@ -475,8 +478,9 @@ class PostgresEventRecorder(ApplicationRecorder):
         """Whether the log's table exists."""
         return bool(self._connections.fetch(self._exists, ())[0][0])
 
-    def insert(self, records: Sequence[StoredEvent]) -> list[int]:
-        """Insert records in one transaction; notify the channel unless all are quiet.
+    def insert(self, records: Sequence[StoredEvent], wakes: bool = False) -> list[int]:
+        """Insert records in one transaction; notify the channel unless all are quiet and
+        ``wakes`` is false (see :attr:`onward.events.Append.wakes`).
 
         Returns:
             Their positions, in order.
@@ -494,7 +498,7 @@ class PostgresEventRecorder(ApplicationRecorder):
                 f"{count} events in one commit to {self._name}: a PostgreSQL log takes fewer "
                 f"than {ROWS_PER_COMMIT} at once"
             )
-        waking = any(r.topic not in QUIET_TOPICS for r in records)
+        waking = wakes or any(r.topic not in QUIET_TOPICS for r in records)
         params: tuple[Any, ...]
         if count == 1:
             r = records[0]

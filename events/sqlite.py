@@ -607,7 +607,10 @@ class SQLiteLog(EventLog):
             cause = cause.__cause__ or cause.__context__
         return None
 
-    def _insert_with_blobs(self, records: list[StoredEvent], blobs: dict[str, bytes]) -> list[int]:
+    def _insert_with_blobs(
+        self, records: list[StoredEvent], blobs: dict[str, bytes], wakes: bool = False
+    ) -> list[int]:
+        # Its watch sees every commit (``PRAGMA data_version``): nothing to do for ``wakes``.
         return self._writer.insert_events(records, blobs=blobs)
 
     def _store_blobs(self, blobs: dict[str, bytes]) -> None:

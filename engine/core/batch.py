@@ -22,6 +22,8 @@ class Batch:
         ids: their event ids.
         causes: the id of the event that caused each.
         also: appends to other streams in the same commit (a breaker's transition).
+        wakes: the commit may make work runnable for an idle worker though its events do not
+            say so by their kind (a subtask's end: see :attr:`onward.events.Append.wakes`).
     """
 
     def __init__(self, cause: str) -> None:
@@ -30,12 +32,14 @@ class Batch:
         self.ids: list[str] = []
         self.causes: list[str] = []
         self.also: list[Append] = []
+        self.wakes = False
 
     def split(self, at: int) -> tuple[Batch, Batch]:
         """The batch cut before its event ``at``: the events before (with the other streams'
         appends) and the events from there on, each with its id and cause."""
         before, after = Batch(self.cause), Batch(self.cause)
         before.also = self.also
+        before.wakes = after.wakes = self.wakes
         before.events, before.ids, before.causes = self.events[:at], self.ids[:at], self.causes[:at]
         after.events, after.ids, after.causes = self.events[at:], self.ids[at:], self.causes[at:]
         return before, after

@@ -88,6 +88,8 @@ def transition(
     version: int,
     event: Event,
     context: Context,
+    *,
+    wakes: bool = False,
 ) -> AppendResult:
     """Validate a lifecycle trigger, then append it at the stream's expected version.
 
@@ -100,6 +102,8 @@ def transition(
         version: its stream's current version.
         event: the trigger.
         context: the envelope fields.
+        wakes: wake the log's watchers whatever the event's kind (see
+            :attr:`onward.events.Append.wakes`).
 
     Raises:
         InvalidTransition: the lifecycle does not allow it; nothing was appended.
@@ -108,7 +112,7 @@ def transition(
     tag = type(event).__struct_config__.tag
     assert isinstance(tag, str)
     validate(lifecycle, subject, state, tag)
-    return log.append(stream, [event], expected_version=version, context=context)
+    return log.append(stream, [event], expected_version=version, context=context, wakes=wakes)
 
 
 def diagram(lifecycle: str) -> str:

@@ -1370,7 +1370,7 @@ class TaskRun:
             with self._appending:
                 drive(self._committing(held, as_is=True), self.effect)
 
-    def end_after_wait(self, end: Event) -> None:
+    def end_after_wait(self, end: Event, wakes: bool = False) -> None:
         """Record the task's end though this run recorded that it waits: its code ended on its
         own error meanwhile (a TaskGroup whose step failed for good while another step's retry
         made the task wait), so the task ends as its code did.
@@ -1380,6 +1380,7 @@ class TaskRun:
         """
         batch = self.new_batch()
         batch.add(end)
+        batch.wakes = wakes
         with self._appending:
             drive(self._committing(batch, as_is=True, after_wait=True), self.effect)
 
@@ -1444,6 +1445,7 @@ class TaskRun:
             event_ids=batch.ids,
             context=self.context,
             causes=None if batch.causes.count(cause) == len(batch.causes) else batch.causes,
+            wakes=batch.wakes,
         )
         try:
             for tries_left in range(_ANSWERS_ABSORBED, -1, -1):

@@ -1662,12 +1662,14 @@ class Scheduler:
                 logger.info("task %s failed: %s", view.task_id, exc)
                 return (
                     yield from self._finishing(
-                        run, TaskFailed(error_type="UsageError", message=error_message(exc))
+                        view, run, TaskFailed(error_type="UsageError", message=error_message(exc))
                     )
                 )
             try:
                 return (
-                    yield from self._finishing(run, TaskSucceeded(result=stored), self._next(view))
+                    yield from self._finishing(
+                        view, run, TaskSucceeded(result=stored), self._next(view)
+                    )
                 )
             except (UnencodableValue, PayloadTooLarge) as exc:
                 # A result over the log's payload limit too: else each run of the task would
@@ -1676,7 +1678,7 @@ class Scheduler:
                 failed = TaskFailed(
                     error_type=type(exc).__name__, message=error_message(exc, run.redact)
                 )
-                return (yield from self._finishing(run, failed))
+                return (yield from self._finishing(view, run, failed))
         if isinstance(error, Suspended):
             return "waiting", run
         if isinstance(error, Released):
@@ -1692,7 +1694,7 @@ class Scheduler:
             logger.info("task %s failed: CancelledError: %s", view.task_id, message)
             return (
                 yield from self._finishing(
-                    run, TaskFailed(error_type="CancelledError", message=message)
+                    view, run, TaskFailed(error_type="CancelledError", message=message)
                 )
             )
         if isinstance(error, CorruptRecord) and error.stream == inbox_stream(view.task_id):
@@ -1708,7 +1710,7 @@ class Scheduler:
         logger.info("task %s failed: %s: %s", view.task_id, type(error).__name__, message)
         return (
             yield from self._finishing(
-                run, TaskFailed(error_type=type(error).__name__, message=message)
+                view, run, TaskFailed(error_type=type(error).__name__, message=message)
             )
         )
 
@@ -1768,21 +1770,28 @@ class Scheduler:
             )
         ]
 
-    @staticmethod
     def _finishing(
-        run: TaskRun, event: TaskSucceeded | TaskFailed, before: Sequence[Event] = ()
+        self,
+        view: TaskView,
+        run: TaskRun,
+        event: TaskSucceeded | TaskFailed,
+        before: Sequence[Event] = (),
     ) -> Generator[Effect, Any, Outcome]:
-        """Record the task's success or failure (with the decisions ``before`` it)."""
+        """Record the task's success or failure (with the decisions ``before`` it). The end of
+        a subtask whose parent may wait for it wakes the idle workers (its commit says so):
+        the parent is runnable now, and this worker, which would run it, may die first."""
+        wakes = self._parent_may_wait(view)
         try:
             if run.waiting and isinstance(event, TaskFailed):
                 # Its code raised its own error while a step it had left (a gather it left on
                 # a sibling's error, a TaskGroup that cancelled it) recorded that the task
                 # waits: the task ends as its code did.
-                yield Blocking(run.end_after_wait, event)
+                yield Blocking(run.end_after_wait, event, wakes)
             else:
                 batch = run.new_batch()
                 for each in (*before, event):
                     batch.add(each)
+                batch.wakes = wakes
                 yield Commit(batch)
         except LeaseLost as lost:
             logger.info("%s", lost)
@@ -1790,6 +1799,14 @@ class Scheduler:
         except Suspended:  # a call the task gave up on recorded that it waits, meanwhile
             return "waiting", run
         return ("succeeded" if isinstance(event, TaskSucceeded) else "failed"), run
+
+    def _parent_may_wait(self, view: TaskView) -> bool:
+        """Whether a task has a parent that may wait for it (one not known to have ended:
+        its wait may not be folded here yet)."""
+        if view.parent is None:
+            return False
+        parent = self.session.host.projections.tasks.view(view.parent)
+        return parent is None or not parent.terminal
 
     def _recover_leases(self) -> int:
         """Expire the claims of running tasks whose worker is gone.

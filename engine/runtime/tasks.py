@@ -301,6 +301,9 @@ class Tasks:
                         view.version,
                         decide(view),
                         session.context,
+                        # A subtask abandoned (failed) from outside: its parent may wait for
+                        # it, and no worker hears of its end otherwise.
+                        wakes=view.parent is not None,
                     )
                 except VersionConflict:
                     session.host.catch_up()

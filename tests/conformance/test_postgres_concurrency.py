@@ -22,15 +22,19 @@ from eventsourcing.postgres import PostgresFactory
 from onward import Engine
 from onward.events import (
     Append,
+    AppendResult,
     EventLog,
     Recorded,
     StepCompleted,
     StorageUnavailable,
+    TaskFailed,
     TaskSubmitted,
+    TaskSucceeded,
     UsageError,
     open_log,
 )
 from onward.events import postgres as backend
+from onward.projections import task_stream
 
 pytestmark = pytest.mark.postgres
 
@@ -222,6 +226,91 @@ def test_waking_appends_notify_the_channel_and_quiet_ones_do_not(
         # Notifications arrive in commit order: the quiet append's would have come first.
         assert heard == [waking >> 20]
         assert quiet >> 20 != waking >> 20
+    finally:
+        listener.close()
+
+
+def heard_until_marker(listener: psycopg.Connection[Any], log: EventLog) -> set[int]:
+    """The transactions heard on the log's channel, up to a waking marker appended now (their
+    notifications arrive in commit order)."""
+    marker = log.append(
+        "marker", [TaskSubmitted(name="marker", args=[], kwargs={})], expected_version=None
+    ).positions[0]
+    heard: set[int] = set()
+    for note in listener.notifies(timeout=30):
+        heard.add(int(note.payload))
+        if int(note.payload) == marker >> 20:
+            break
+    heard.discard(marker >> 20)
+    return heard
+
+
+def test_a_quiet_append_that_says_it_wakes_notifies_the_channel(
+    postgres_url: str, log: EventLog
+) -> None:
+    assert isinstance(log, backend.PostgresLog)
+    listener = psycopg.connect(server(postgres_url), autocommit=True)
+    step = StepCompleted(index=0, name="a", result=0, duration=0.0, attempt=1)
+    try:
+        listener.execute(f'LISTEN "{log.channel}"')
+        quiet = log.append("task-1", [step], expected_version=0).positions[0]
+        woken = log.append("task-2", [step], expected_version=0, wakes=True).positions[0]
+        results = log.commit_groups(
+            [
+                [Append(stream="task-3", events=[step], expected_version=0, wakes=True)],
+                [Append(stream="task-4", events=[step], expected_version=0)],
+            ]
+        )
+        assert isinstance(results[0], AppendResult)
+        grouped = results[0].positions
+        assert heard_until_marker(listener, log) == {woken >> 20, grouped[0] >> 20}
+        assert quiet >> 20 not in {woken >> 20, grouped[0] >> 20}
+    finally:
+        listener.close()
+
+
+def test_the_end_of_a_subtask_notifies_the_channel_and_a_top_level_tasks_does_not(
+    postgres_url: str,
+) -> None:
+    """The end of a subtask makes its waiting parent runnable: idle workers must hear of it
+    (the worker that ended it may die before it runs the parent), though the end of a task
+    is quiet otherwise. A subtask abandoned from outside (no worker ends it) too."""
+    listener = psycopg.connect(server(postgres_url), autocommit=True)
+    try:
+        with Engine.open(postgres_url, session="subtask-ends") as engine:
+            assert isinstance(engine.log, backend.PostgresLog)
+            listener.execute(f'LISTEN "{engine.log.channel}"')
+
+            @engine.task(name="child")
+            def child() -> int:
+                return 1
+
+            @engine.task(name="gone")
+            def gone() -> int:
+                return 2
+
+            @engine.task(name="parent")
+            def parent() -> int:
+                return sum(engine.wait([engine.submit(child), engine.submit(gone)]))
+
+            top = engine.submit(parent)
+            engine.run(max_runs=2)  # the parent waits; its first subtask ends
+            del engine.registry.tasks["gone"]  # the next deploy dropped it
+            engine.run(max_runs=1)  # the second waits, unregistered
+            (dropped,) = [t.task_id for t in engine.tasks() if t.state == "unregistered"]
+            engine.abandon(dropped, by="ana", reason="gone")
+            engine.run()  # the parent fails: what it waited for was abandoned
+            assert engine.task_view(top).state == "failed"
+            ends = {
+                r.stream: r.position >> 20
+                for r in engine.log.read()
+                if isinstance(r.event, TaskSucceeded | TaskFailed)
+            }
+            heard = heard_until_marker(listener, engine.log)
+        assert len(ends) == 3
+        top_end = ends.pop(task_stream(top))
+        assert set(ends.values()) <= heard
+        assert top_end not in heard
     finally:
         listener.close()
 

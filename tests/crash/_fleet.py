@@ -74,10 +74,12 @@ class Fleet:
     Args:
         directory: where the application and the journals live.
         url: the log.
+        app: the application module the workers serve (``fleet_app``).
     """
 
     directory: Path
     url: str
+    app: str = APP
     workers: dict[int, subprocess.Popen[str]] = field(default_factory=dict)
     killed: set[int] = field(default_factory=set)
     lease: float = 2.0
@@ -86,7 +88,7 @@ class Fleet:
     _started: int = 0
 
     def __post_init__(self) -> None:
-        (self.directory / "fleet_app.py").write_text(textwrap.dedent(APP))
+        (self.directory / "fleet_app.py").write_text(textwrap.dedent(self.app))
         with open_log(self.url):
             pass  # the tables exist before the workers open it with create=False
 
