@@ -270,7 +270,7 @@ def test_a_quiet_append_that_says_it_wakes_notifies_the_channel(
 
 
 def test_the_end_of_a_subtask_notifies_the_channel_and_a_top_level_tasks_does_not(
-    postgres_url: str,
+    postgres_url: str, both_paths: str
 ) -> None:
     """The end of a subtask makes its waiting parent runnable: idle workers must hear of it
     (the worker that ended it may die before it runs the parent), though the end of a task
