@@ -140,6 +140,68 @@ def test_a_serving_worker_claims_the_next_task_when_a_run_ends(tmp_path: Path) -
     assert sorted(done) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_the_views_show_the_tasks_a_stopped_service_handed_back(
+    tmp_path: Path, workers: int, path: str
+) -> None:
+    """An application reading a task's view right after the service returns sees it handed
+    back (queued again), as the log has it, not running (as last folded before the stop)."""
+    gate = threading.Event()
+    started: list[int] = []
+    with Engine.open(f"sqlite:///{tmp_path / 'work.db'}", session="s", lease=300) as engine:
+        loop: asyncio.AbstractEventLoop | None = None
+        sync_stop, async_stop = threading.Event(), asyncio.Event()
+
+        def stop() -> None:
+            if loop is None:
+                sync_stop.set()
+            else:
+                loop.call_soon_threadsafe(async_stop.set)
+
+        @engine.step(name="first")
+        def first(i: int) -> int:
+            started.append(i)
+            if len(started) == workers:  # every task runs: stop; each hands itself back
+                stop()
+            assert gate.wait(60)
+            return i
+
+        @engine.step(name="second")
+        def second(i: int) -> int:
+            return i
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            return first(i) + second(i)
+
+        ids = [engine.submit(job, i) for i in range(workers)]
+        if path == "sync":
+            serving = threading.Thread(
+                target=lambda: engine.serve(workers=workers, stop=sync_stop, handle_signals=False)
+            )
+            serving.start()
+            assert sync_stop.wait(60)
+            gate.set()
+            serving.join()
+        else:
+
+            async def serve() -> None:
+                nonlocal loop
+                loop = asyncio.get_running_loop()
+                serving = asyncio.create_task(
+                    engine.serve_async(concurrency=workers, stop=async_stop, handle_signals=False)
+                )
+                await async_stop.wait()
+                gate.set()
+                await serving
+
+            asyncio.run(serve())
+        # As the views have it, without a catch-up; the log says the same (tasks() reads it).
+        assert [engine.task_view(task_id).state for task_id in ids] == ["queued"] * workers
+        assert [v.state for v in engine.tasks()] == ["queued"] * workers
+
+
 def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_it(
     db: str, clock: FakeClock
 ) -> None:
