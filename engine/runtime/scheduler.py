@@ -377,7 +377,10 @@ class Scheduler:
                     break
                 patience_until = None
                 self._nap(min(self._nap_limit(), max(0.0, due - self.session.clock())))
-            self._count_ended(in_flight)  # paused: the tasks under way end as they would
+            if in_flight:  # paused: the tasks under way end as they would
+                self._count_ended(in_flight)
+                with contextlib.suppress(Exception):  # what they recorded shows in the views
+                    self._caught_up()
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -486,8 +489,8 @@ class Scheduler:
         if at_once:
             self.stop_at_once()
             pool.shutdown(wait=False, cancel_futures=True)
-        elif in_flight:  # what the hand-backs recorded shows in the views (as serve_async)
-            with contextlib.suppress(Exception):
+        else:  # what the hand-backs, and the runs that ended as it stopped, recorded shows
+            with contextlib.suppress(Exception):  # in the views
                 self._caught_up()
         watcher.close(wait=not at_once)
         self._close_committer(wait=not at_once)
@@ -578,9 +581,12 @@ class Scheduler:
                     break
                 patience_until = None
                 await self._sleep(min(self._nap_limit(), max(0.0, due - now)))
-            while tasks:  # paused: the tasks under way end as they would
-                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                self._count_ended(done)
+            if tasks:  # paused: the tasks under way end as they would
+                while tasks:
+                    done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    self._count_ended(done)
+                with contextlib.suppress(Exception):  # what they recorded shows in the views
+                    await asyncio.to_thread(self._caught_up)
         except BaseException:
             ended = False  # cancelled or failed: its tasks (or its round's claims) handed back
             raise
@@ -674,8 +680,8 @@ class Scheduler:
                         other.cancel()
             except BaseException as exc:
                 error = error or exc
-        if tasks and not self.at_once:  # what the hand-backs recorded shows in the views
-            with contextlib.suppress(Exception):
+        if not self.at_once:  # what the hand-backs, and the runs that ended as it stopped,
+            with contextlib.suppress(Exception):  # recorded shows in the views
                 await asyncio.to_thread(self._caught_up)
         at_once = self.at_once
         watcher.close(wait=not at_once)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from onward import Engine
+from onward import Engine, Observer
 from onward.events import (
     BackendError,
     StepCompleted,
@@ -33,7 +33,7 @@ from onward.events.watch import Watch
 from onward.projections.task import task_stream
 from onward.projections.workers import worker_stream
 from onward.runtime.heartbeat import Heartbeat
-from onward.runtime.run import TaskRun
+from onward.runtime.run import TaskRun, running_task
 from onward.runtime.scheduler import DEAD_PEER_LOOK, Scheduler
 from onward.runtime.session import SILENCE_GRACE
 from tests.conftest import FakeClock, OutageClock
@@ -147,8 +147,8 @@ def test_the_views_show_the_tasks_a_stopped_service_handed_back(
 ) -> None:
     """An application reading a task's view right after the service returns sees it handed
     back (queued again), as the log has it, not running (as last folded before the stop)."""
-    gate = threading.Event()
     started: list[int] = []
+    stopping: dict[int, threading.Event] = {}
     with Engine.open(f"sqlite:///{tmp_path / 'work.db'}", session="s", lease=300) as engine:
         loop: asyncio.AbstractEventLoop | None = None
         sync_stop, async_stop = threading.Event(), asyncio.Event()
@@ -162,9 +162,10 @@ def test_the_views_show_the_tasks_a_stopped_service_handed_back(
         @engine.step(name="first")
         def first(i: int) -> int:
             started.append(i)
-            if len(started) == workers:  # every task runs: stop; each hands itself back
+            if len(started) == workers:  # every task runs: stop
                 stop()
-            assert gate.wait(60)
+            # Until the worker stops: each task is handed back at its next step.
+            assert stopping[i].wait(60)
             return i
 
         @engine.step(name="second")
@@ -173,33 +174,53 @@ def test_the_views_show_the_tasks_a_stopped_service_handed_back(
 
         @engine.task(name="job")
         def job(i: int) -> int:
+            run = running_task("the test")
+            assert run is not None
+            assert run.stopping is not None
+            stopping[i] = run.stopping
             return first(i) + second(i)
 
         ids = [engine.submit(job, i) for i in range(workers)]
         if path == "sync":
-            serving = threading.Thread(
-                target=lambda: engine.serve(workers=workers, stop=sync_stop, handle_signals=False)
-            )
-            serving.start()
-            assert sync_stop.wait(60)
-            gate.set()
-            serving.join()
+            engine.serve(workers=workers, stop=sync_stop, handle_signals=False)
         else:
 
             async def serve() -> None:
                 nonlocal loop
                 loop = asyncio.get_running_loop()
-                serving = asyncio.create_task(
-                    engine.serve_async(concurrency=workers, stop=async_stop, handle_signals=False)
-                )
-                await async_stop.wait()
-                gate.set()
-                await serving
+                await engine.serve_async(concurrency=workers, stop=async_stop, handle_signals=False)
 
             asyncio.run(serve())
         # As the views have it, without a catch-up; the log says the same (tasks() reads it).
         assert [engine.task_view(task_id).state for task_id in ids] == ["queued"] * workers
         assert [v.state for v in engine.tasks()] == ["queued"] * workers
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_the_views_show_the_task_whose_end_stopped_the_service(tmp_path: Path, path: str) -> None:
+    """An application that stops the service as a task ends (its observer) sees that task
+    ended in the views once the service returns, not running."""
+    sync_stop, async_stop = threading.Event(), asyncio.Event()
+
+    class StopsAtTheEnd(Observer):
+        def task_ended(self, token: Any, outcome: str) -> None:
+            sync_stop.set()
+            async_stop.set()  # (called on the loop: serve_async counts its runs there)
+
+    with Engine.open(
+        f"sqlite:///{tmp_path / 'work.db'}", session="s", lease=300, observer=StopsAtTheEnd()
+    ) as engine:
+
+        @engine.task(name="job")
+        def job() -> int:
+            return 1
+
+        task_id = engine.submit(job)
+        if path == "sync":
+            engine.serve(stop=sync_stop, handle_signals=False)
+        else:
+            asyncio.run(engine.serve_async(stop=async_stop, handle_signals=False))
+        assert engine.task_view(task_id).state == "succeeded"
 
 
 def test_a_peer_silent_through_an_outage_is_not_taken_over_until_a_lease_after_it(

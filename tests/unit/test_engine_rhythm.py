@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from onward import Engine, ErrorBudget, Interruption
-from onward.events import FlowState, Jitter, Recorded
+from onward import Engine, ErrorBudget, Interruption, Observer
+from onward.events import FlowState, Jitter, Recorded, SessionPaused
 from onward.healing.retry import RetryPolicies, RetryPolicy
 from tests.conftest import FakeClock
 
@@ -597,3 +597,45 @@ def test_a_task_submitted_while_an_interruption_is_handed_over_is_run(
         late = engine.submit(batch, 1)
         assert finish().succeeded == 4, "the run ended with the task submitted queued"
         assert engine.result(late) == 0
+
+
+def test_a_run_that_stops_at_a_pause_shows_the_tasks_that_ended_after_it(
+    db: str, clock: FakeClock
+) -> None:
+    """A run of several tasks at once that meets a pause lets the tasks under way end; read
+    right after it returns, their views show how they ended, not ``running``."""
+    gate = threading.Event()
+
+    class SeesThePause(Observer):
+        def boundary(self, session: str, projections: Any, budget: Any, now: float) -> None:
+            view = projections.sessions.sessions.get(session)
+            if view is not None and view.state == "paused":
+                gate.set()  # the run stops claiming: the task under way may end now
+
+    with open_engine(db, clock, observer=SeesThePause()) as engine:
+
+        @engine.step(name="slow_step")
+        def slow_step() -> int:
+            assert gate.wait(60)
+            return 1
+
+        @engine.task(name="slow")
+        def slow() -> int:
+            return slow_step()
+
+        @engine.step(name="pause_it")
+        def pause_it() -> None:  # as a peer's error budget would
+            engine.log.append(
+                "session-rhythm", [SessionPaused(reason="a peer's budget")], expected_version=None
+            )
+
+        @engine.task(name="quick")
+        def quick() -> None:
+            pause_it()
+
+        slow_id = engine.submit(slow)
+        engine.submit(quick)
+        assert engine.run(workers=2).paused
+        # As the views have it, without a catch-up; the log says the same (tasks() reads it).
+        assert engine.task_view(slow_id).state == "succeeded"
+        assert [t.state for t in engine.tasks()] == ["succeeded", "succeeded"]
