@@ -228,13 +228,17 @@ def notify(observer: Observer | None, hook: str, *args: Any, **kwargs: Any) -> A
     """Call one hook of an observer (None: nothing), logging and dropping what it raises.
 
     Returns:
-        What the hook returned (None when it raised, or with no observer).
+        What the hook returned (None when it raised, with no observer, or when the observer,
+        an object of its own making with some of the hooks, lacks this one).
     """
     if observer is None:
         return None
+    call = getattr(observer, hook, None)
+    if call is None:
+        return None
     token = IN_OBSERVER.set(True)
     try:
-        return getattr(observer, hook)(*args, **kwargs)
+        return call(*args, **kwargs)
     except Exception:
         logger.warning("observer %r failed in %s; ignored", observer, hook, exc_info=True)
         return None

@@ -238,6 +238,39 @@ def test_an_observer_that_raises_does_not_stop_the_engine(clock: FakeClock) -> N
         assert engine.result(task_id) == 1
 
 
+def test_an_observer_with_some_of_the_hooks_is_told_through_them_and_nothing_is_logged(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An object with some of the hooks is an observer (the engine takes it): the hooks it
+    lacks are not called, not failures logged at every task and step."""
+
+    class Ends:
+        def __init__(self) -> None:
+            self.ended: list[str] = []
+
+        def task_ended(self, token: Any, outcome: str) -> None:
+            self.ended.append(outcome)
+
+    ends = Ends()
+    with Engine.open(
+        "memory://", session="s", clock=clock, sleep=clock.advance, observer=ends
+    ) as engine:
+
+        @engine.step()
+        def one() -> int:
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return one()
+
+        engine.submit(job)
+        with caplog.at_level("WARNING", logger="onward"):
+            engine.run()
+    assert ends.ended == ["succeeded"]
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("onward")]
+
+
 def test_no_secret_reaches_a_span_neither_a_default_nor_one_of_the_users(
     tmp_path: Path, clock: FakeClock
 ) -> None:
