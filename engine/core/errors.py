@@ -200,6 +200,9 @@ class StepMismatch(OnwardError):
 class StepInterrupted(OnwardError):
     """An at-most-once step was in flight when its worker died, so it is not run again.
 
+    A person who checked the step's effect retries the task (:meth:`onward.Engine.retry`,
+    ``onward retry``): the new attempt runs the step.
+
     Attributes:
         task_id: the task.
         index: the step index.
@@ -209,7 +212,8 @@ class StepInterrupted(OnwardError):
     def __init__(self, task_id: str, index: int, name: str) -> None:
         super().__init__(
             f"task {task_id}: at-most-once step {index} ({name!r}) was in flight when its "
-            "worker stopped; it is not run again (check its effect, then resubmit)"
+            "worker stopped; it is not run again (check its effect, then retry the task to run "
+            "it: `onward retry TASK`, engine.retry)"
         )
         self.task_id = task_id
         self.index = index

@@ -1132,12 +1132,23 @@ class TaskRun:
         # The tries the observer was told of that have not ended (see :meth:`end_tries`).
         self._tries: set[_Try] = set()
         previous: object = None
+        # The task's last end was a failure as interrupted (StepInterrupted): a person who
+        # retries it has checked the step's effect, so its start no longer holds it back.
+        interrupted = False
         for r in history:
             event, follows = r.event, previous
             previous = r.event
             if isinstance(event, StepCompleted):
                 self.outcomes[event.index] = Replayed(event.name, True, event.result)
+            elif isinstance(event, TaskFailed):
+                interrupted = event.error_type == StepInterrupted.__name__
             elif isinstance(event, TaskRetried):
+                if interrupted:  # a sleep's or a receive's start is its wait's, not a body's
+                    waits = (SLEEP_STEP, RECEIVE_STEP)
+                    for index, name in list(self.started.items()):
+                        if index not in self.outcomes and name not in waits:
+                            del self.started[index]
+                interrupted = False
                 # A new attempt: the steps that failed for good run again, healed afresh (their
                 # retries and fixes are counted within this attempt; the history keeps the rest).
                 # (A fork's first steps keep what its origin recorded.)

@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from onward import StepInterrupted
+from onward import Engine, StepInterrupted
 from onward.events import StepStarted
-from tests.crash._worker import ONCE_NAME, Aftermath, check_aftermath, run_case
+from tests.crash._worker import (
+    ONCE_NAME,
+    SESSION,
+    STEP_NAME,
+    TASK_NAME,
+    Aftermath,
+    check_aftermath,
+    expected_result,
+    run_case,
+    step_value,
+)
 
 STEPS = 5
 ONCE = 2
@@ -90,3 +100,39 @@ def test_at_most_once_step_not_in_flight_is_not_interrupted(
     assert after.phases[0].killed, f"[{case}]"
     check_aftermath(after, steps=STEPS)
     assert len(after.runs_of(ONCE)) == 1, f"[{case}] step {ONCE} ran {after.runs_of(ONCE)}"
+
+
+def test_a_person_retrying_an_interrupted_task_runs_the_step_again(tmp_path: Path) -> None:
+    # Its start committed, its body never ran: the resumed task fails as interrupted. A person
+    # checks the step's effect and retries the task: the new attempt runs the step (once) and
+    # the task goes on, instead of failing again with the same StepInterrupted for good.
+    case = "at-most-once step in flight, then retried by a person"
+    after = run_case(
+        tmp_path,
+        steps=STEPS,
+        phases=[{"kill_at": 6, "when": "after"}, {}],
+        at_most_once=ONCE,
+        case=case,
+    )
+    assert after.outcome["error_type"] == "StepInterrupted", f"[{case}] {after.outcome}"
+    ran: list[int] = []
+    with Engine.open(f"sqlite:///{tmp_path / 'work.db'}", session=SESSION) as engine:
+
+        @engine.step(name=STEP_NAME)
+        def work(index: int) -> str:
+            ran.append(index)
+            return step_value(index)
+
+        @engine.step(name=ONCE_NAME, at_most_once=True)
+        def work_once(index: int) -> str:
+            ran.append(index)
+            return step_value(index)
+
+        @engine.task(name=TASK_NAME)
+        def job(steps: int, once: int) -> list[str]:
+            return [(work_once if i == once else work)(i) for i in range(steps)]
+
+        engine.retry(after.task_id)
+        assert engine.run().succeeded == 1
+        assert engine.result(after.task_id) == expected_result(STEPS)
+    assert ran == [ONCE, *range(ONCE + 1, STEPS)], f"[{case}] {ran}"
