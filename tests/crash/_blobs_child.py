@@ -52,8 +52,8 @@ def _die_at_second_blob(moment: str) -> None:
         return
     original_insert = SQLiteLog._insert_with_blobs
 
-    def insert(self: Any, records: Any, blobs: Any) -> list[int]:
-        positions = original_insert(self, records, blobs)
+    def insert(self: Any, records: Any, blobs: Any, wakes: bool = False) -> list[int]:
+        positions = original_insert(self, records, blobs, wakes)
         seen[0] += 1
         if seen[0] == 2:  # committed: the next process must not run that step again
             os.kill(os.getpid(), signal.SIGKILL)

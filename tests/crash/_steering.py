@@ -193,12 +193,12 @@ def _block_at_ticks(log: Any, when: str) -> None:
     """Make the log block (to be killed) just before or just after it commits a tick."""
     original = log._insert
 
-    def insert(records: list[Any]) -> list[int]:
+    def insert(records: list[Any], wakes: bool = False) -> list[int]:
         ticking = any("ScheduleTicked" in r.topic for r in records)
         if ticking and when == "before":
             _say("tick before")
             threading.Event().wait()
-        positions = original(records)
+        positions = original(records, wakes)
         if ticking and when == "after":
             _say("tick after")
             threading.Event().wait()

@@ -101,7 +101,7 @@ def _instrument(plan: dict[str, Any], phase: int, kill_at: int | None, when: str
         entry = {"phase": phase, "pid": pid, "k": k, "state": state, "records": rows}
         _append_line(commits, json.dumps(entry) + "\n")
 
-    def insert(self: EventLog, records: list[Any]) -> list[int]:
+    def insert(self: EventLog, records: list[Any], wakes: bool = False) -> list[int]:
         nonlocal calls
         calls += 1
         k = calls
@@ -111,7 +111,7 @@ def _instrument(plan: dict[str, Any], phase: int, kill_at: int | None, when: str
             if when == "before":
                 _kill_self()
         try:
-            positions = original(self, records)
+            positions = original(self, records, wakes)
         except BaseException:
             note("raised", k, records, None)
             if k == kill_at and when == "after":

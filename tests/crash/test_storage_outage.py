@@ -90,11 +90,11 @@ def lock_at(
     real = EventLog._insert
     calls = Counter[str]()
 
-    def instrumented(self: EventLog, records: list[Any]) -> list[int]:
+    def instrumented(self: EventLog, records: list[Any], wakes: bool = False) -> list[int]:
         calls["inserts"] += 1
         if calls["inserts"] == insert and when == "before":
             hold()
-        positions = real(self, records)
+        positions = real(self, records, wakes)
         if calls["inserts"] == insert and when == "after":
             hold()
         return positions
