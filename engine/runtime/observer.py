@@ -233,11 +233,13 @@ def notify(observer: Observer | None, hook: str, *args: Any, **kwargs: Any) -> A
     """
     if observer is None:
         return None
-    call = getattr(observer, hook, None)
-    if call is None:
-        return None
     token = IN_OBSERVER.set(True)
     try:
+        # Looked up here, in the hook's try: a lookup that fails otherwise than by the hook's
+        # absence (a property over an exporter shut down) is the observer's failure too.
+        call = getattr(observer, hook, None)
+        if call is None:
+            return None
         return call(*args, **kwargs)
     except Exception:
         logger.warning("observer %r failed in %s; ignored", observer, hook, exc_info=True)

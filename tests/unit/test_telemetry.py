@@ -271,6 +271,42 @@ def test_an_observer_with_some_of_the_hooks_is_told_through_them_and_nothing_is_
     assert not [r.getMessage() for r in caplog.records if r.name.startswith("onward")]
 
 
+def test_an_observer_whose_hook_cannot_be_looked_up_does_not_stop_the_engine(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook whose lookup raises (a property over an exporter shut down meanwhile) is an
+    observer's failure like any other: logged and dropped, not raised into the run."""
+
+    class Forwards:
+        def __init__(self) -> None:
+            self.exporting = True
+
+        def task_started(self, start: Any) -> None:
+            return None
+
+        @property
+        def task_ended(self) -> Any:
+            if not self.exporting:
+                raise RuntimeError("exporter shut down")
+            return lambda token, outcome: None
+
+    forwards = Forwards()
+    with Engine.open(
+        "memory://", session="s", clock=clock, sleep=clock.advance, observer=forwards
+    ) as engine:
+
+        @engine.task()
+        def job() -> int:
+            return 1
+
+        task_id = engine.submit(job)
+        forwards.exporting = False
+        with caplog.at_level("WARNING", logger="onward"):
+            engine.run()
+        assert engine.result(task_id) == 1
+    assert any("failed in task_ended" in r.getMessage() for r in caplog.records)
+
+
 def test_no_secret_reaches_a_span_neither_a_default_nor_one_of_the_users(
     tmp_path: Path, clock: FakeClock
 ) -> None:
