@@ -329,6 +329,16 @@ class TaskProjection:
             view = self.views.get(task_id)
         return view
 
+    def ended(self, task_id: str) -> bool:
+        """Whether a task is known to have ended, without decoding a checkpoint's finished
+        tasks (False for a task the log does not have)."""
+        view = self.views.get(task_id)
+        if view is None and any(p.holds(task_id) for p in self._finished):
+            return True
+        # Looked up again: another thread may have just decoded its part.
+        view = view or self.views.get(task_id)
+        return view is not None and view.terminal
+
     def _decode_part_of(self, task_id: str) -> None:
         """Decode the encoded part that holds ``task_id`` into :attr:`views` (the others stay
         encoded)."""

@@ -1812,10 +1812,10 @@ class Scheduler:
     def _parent_may_wait(self, view: TaskView) -> bool:
         """Whether a task has a parent that may wait for it (one not known to have ended:
         its wait may not be folded here yet)."""
-        if view.parent is None:
-            return False
-        parent = self.session.host.projections.tasks.view(view.parent)
-        return parent is None or not parent.terminal
+        # (A parent ended before a checkpoint stays encoded: it waits for nothing.)
+        return view.parent is not None and not self.session.host.projections.tasks.ended(
+            view.parent
+        )
 
     def _recover_leases(self) -> int:
         """Expire the claims of running tasks whose worker is gone.

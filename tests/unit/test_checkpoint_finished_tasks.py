@@ -451,3 +451,28 @@ def _build_and_decode_at_once(
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def test_the_end_of_a_subtask_whose_parent_ended_decodes_no_finished_task(
+    tmp_path: Path, log: EventLog
+) -> None:
+    """A subtask that outlives its parent (which ended before the checkpoint) ends without
+    the checkpoint's finished tasks being decoded to see whether the parent waits for it: it
+    does not (it ended), and the finished part stays encoded."""
+    from onward import Engine
+
+    for n in range(3):
+        run_task(log, f"done{n}")
+    submit(log, "child", parent="done1")
+    checkpoint(log)
+    url = f"sqlite:///{tmp_path / 'log.db'}?synchronous=normal"
+    with Engine.open(url, session="s", checkpoint_every=0) as engine:
+
+        @engine.task(name="job")
+        def job(name: str) -> str:
+            return name
+
+        assert set(engine.projections.tasks.views) == {"child"}
+        assert engine.run().succeeded == 1
+        assert engine.result("child") == "child"
+        assert set(engine.projections.tasks.views) == {"child"}
