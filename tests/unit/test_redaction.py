@@ -835,3 +835,78 @@ def test_a_long_line_that_names_a_command_often_is_redacted_in_linear_time() -> 
     assert REDACTOR.redact("mysql " + "-v " * 60 + "-phunter2") == (
         "mysql " + "-v " * 60 + "-p[REDACTED:cli-password]"
     )
+
+
+def _digit_sets(pattern: str | bytes) -> list[frozenset[int]]:
+    """The digits each literal and character class of a regex holds (those that hold any)."""
+    from re import _constants as c  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    digits = frozenset(b"0123456789")
+    found: list[frozenset[int]] = []
+    pending: list[Any] = [_parser.parse(pattern)]
+    while pending:
+        for op, av in pending.pop():
+            chars: set[int] = set()
+            if op in (c.LITERAL, c.NOT_LITERAL):
+                chars = {av}
+            elif op is c.IN:
+                for item, arg in av:
+                    if item is c.LITERAL:
+                        chars.add(arg)
+                    elif item is c.RANGE:
+                        chars.update(range(arg[0], arg[1] + 1))
+                    elif item is c.CATEGORY:
+                        chars.update(digits)  # \w, \d, \s and their negations: all or none
+            elif op is c.BRANCH:
+                pending.extend(av[1])
+            elif op is c.SUBPATTERN:
+                pending.append(av[3])
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                pending.append(av[1])
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                pending.append(av[2])
+            elif op is c.ATOMIC_GROUP:
+                pending.append(av)
+            if chars & digits:
+                found.append(frozenset(chars & digits))
+    return found
+
+
+def test_the_quick_scan_treats_every_digit_alike() -> None:
+    # An event of the shape of one found clean (the same but for its digits) is passed without
+    # a scan: only sound while no hint tells one digit from another.
+    redaction = events.redaction
+    digits = frozenset(b"0123456789")
+    sets = _digit_sets(redaction._HINT_BYTES.pattern)
+    assert sets, "the hints look at digits"
+    assert all(found == digits for found in sets)
+    assert {redaction._RUN_TABLE[d] for d in digits} == {ord("a")}
+    assert {redaction._SHAPE_TABLE[d] for d in digits} == {ord("0")}
+    assert _digit_sets(rb"[0-7]x") == [frozenset(b"01234567")]  # the check sees a partial set
+
+
+def test_an_event_of_a_clean_shape_is_passed_and_one_that_is_not_is_scanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scans: list[bytes] = []
+    quick_scan = events.redaction.might_hold_a_secret
+    monkeypatch.setattr(
+        events.redaction, "might_hold_a_secret", lambda d: scans.append(d) or quick_scan(d)
+    )
+    monkeypatch.setattr(events.redaction, "_clean_shapes", set())
+    redactor = Redactor()
+
+    def event(index: int, message: str) -> bytes:
+        return msgspec.json.encode({"type": "StepFailed", "index": index, "message": message})
+
+    first = event(1, "timed out after 30 s")
+    assert redactor.redact_json_many([first, event(2, "timed out after 31 s")]) == [
+        first,
+        event(2, "timed out after 31 s"),
+    ]
+    assert scans == [first]  # the second has the first's shape
+    leaked = event(3, f"timed out: {GITHUB_PAT}")
+    assert GITHUB_PAT.encode() not in redactor.redact_json_many([leaked])[0]
+    assert GITHUB_PAT.encode() not in redactor.redact_json(leaked)
+    assert scans.count(leaked) == 2  # a shape that hints is not remembered
