@@ -227,6 +227,56 @@ _CHECKSUM_PREFIX_TEXT = _CHECKSUM_PREFIX.decode("ascii")
 assert len(_CHECKSUM_PREFIX) == _START
 
 
+class _VersionSeeds(dict[int, int]):
+    """A version's part of its record's seed, looked up for the versions most records have,
+    computed for any other."""
+
+    def __missing__(self, version: int) -> int:
+        return version_seed(version)
+
+
+_VERSION_SEEDS = {v: version_seed(v) for v in range(4096)}
+_ANY_VERSION_SEEDS = _VersionSeeds(_VERSION_SEEDS)
+_NO_STREAM = object()
+
+
+def _all_pass(
+    rows: Sequence[tuple[int, str, int, str, bytes]], version_of: dict[int, int] = _VERSION_SEEDS
+) -> bool:
+    """Whether every row passes its checksum, checked with fewer steps per row than
+    :func:`check_rows`'s row by row check: True only when that check passes every row; False
+    when any row fails or is not shaped as stored rows are (that check then says which, and
+    why).
+
+    The heads (prefix and checksum) of the rows, joined, are compared with the expected heads
+    joined, in one comparison: each expected head has the same length and a stored one is
+    never longer, so the two are equal only when every row's head is its own expected head.
+    A stream's part of the seeds is computed once for each run of its records in the page.
+    """
+    checksum, end, prefix = checksum_body, _END, _CHECKSUM_PREFIX_TEXT
+    streams: dict[str, int] = {}
+    tags: dict[str, int] = {}
+    expected: list[str] = []
+    add = expected.append
+    last: object = _NO_STREAM
+    of_stream = 0
+    try:
+        for _p, s, v, t, st in rows:
+            if s != last:
+                of_stream = streams.get(s) or streams.setdefault(s, stream_seed(s))
+                last = s
+            of_tag = tags.get(t)
+            if of_tag is None:
+                of_tag = tags[t] = tag_seed(t)
+            add(checksum(st[end:], of_stream ^ of_tag ^ version_of[v]))
+        stored = b"".join([row[4][:end] for row in rows])
+        return stored == (prefix + prefix.join(expected)).encode()
+    except KeyError:  # a version past those looked up (a plain dict's lookup is the quickest)
+        return version_of is not _ANY_VERSION_SEEDS and _all_pass(rows, _ANY_VERSION_SEEDS)
+    except (TypeError, AttributeError, UnicodeEncodeError, OverflowError, ValueError):
+        return False  # a state that is not bytes, a stream that is not text, ...
+
+
 def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[int, str]]:
     """Check the checksum of each stored row ``(position, stream, version, topic, state)``.
 
@@ -235,6 +285,8 @@ def check_rows(rows: Sequence[tuple[int, str, int, str, bytes]]) -> list[tuple[i
     Returns:
         The index in ``rows`` and what is wrong, of each row that fails (empty when all pass).
     """
+    if not rows or _all_pass(rows):
+        return []  # the common case
     checksum = checksum_body
     end, prefix = _END, _CHECKSUM_PREFIX_TEXT
     # The seeds' parts of the page's streams and tags, each computed once (most records of a
