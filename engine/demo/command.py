@@ -482,7 +482,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SEED,
         metavar="N",
         help=f"seed of the index service's faults (default {DEFAULT_SEED}): the same seed meets "
-        "the same errors",
+        "the same faults in each task that calls the running service (which tasks call during "
+        "its outage is the clock's)",
     )
     parser.add_argument(
         "--fresh",

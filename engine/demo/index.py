@@ -19,10 +19,13 @@ It stands in, in process, for a remote search index, and fails the way such serv
   those that reach ``summarise`` before the breaker opens wait there for the half-open moment,
   and those that come after file with the :data:`WORKAROUNDS` while the service is down.
 
-Every fate is a function of the seed, the task and what the session's log records (the calls
-made, the breaker's moves), never of a random stream or of the wall clock: a worker killed with
-SIGKILL and resumed meets the same faults, and two runs with one seed meet the same errors (with
-one worker: several may call together when the outage starts). The backup index never fails.
+A task's own fault is a function of the seed and its label, and the outage's course a function
+of what the session's log records (the calls made, the breaker's moves), never of a random
+stream: a worker killed with SIGKILL and resumed meets the same faults, and two runs with one
+seed meet the same faults in each task that calls the running service. Which tasks call while
+the outage lasts (and so file with the backup index, never meeting their own fault) is the
+wall clock's: a retry that comes due before the next task's call counts towards the breaker in
+its place, as it would against a real service. The backup index never fails.
 """
 
 from __future__ import annotations

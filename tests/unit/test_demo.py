@@ -36,6 +36,7 @@ from onward.demo.command import (
 )
 from onward.demo.healing import Healing, healing
 from onward.demo.index import (
+    DEPENDENCY,
     FAULT_RATES,
     REPAIR_TASKS,
     QuotaExceeded,
@@ -72,6 +73,7 @@ from onward.events import (
     StepFailed,
     TaskClaimed,
     TaskLeaseExpired,
+    TaskSubmitted,
     WorkaroundApplied,
     open_log,
 )
@@ -360,16 +362,53 @@ def test_first_run_meets_real_and_injected_errors_and_learns(
     assert approval["by"].startswith("onward-cli:")
 
 
+# The errors the index service raises; the others (a file's) do not depend on it.
+INDEX_ERRORS = {
+    "IndexUnavailable",
+    "IndexBusy",
+    "QuotaExceeded",
+    "TimeoutError",
+    "ConnectionResetError",
+}
+
+
+def first_index_answers(db: Path) -> dict[str, str]:
+    """Each survey's first answer from the running index service, by label: the error type
+    its first call that the outage did not refuse met ("" for none)."""
+    labels: dict[str, str] = {}
+    answers: dict[str, str] = {}
+    for r in open_log(str(db)).read():
+        event = r.event
+        if isinstance(event, TaskSubmitted) and event.name == "survey":
+            labels[r.stream] = event.args[0]
+        elif isinstance(event, StepCompleted | StepFailed) and event.dependency == DEPENDENCY:
+            error = event.error_type.rpartition(".")[2] if isinstance(event, StepFailed) else ""
+            if error != "IndexUnavailable":
+                answers.setdefault(labels[r.stream], error)
+    return answers
+
+
 def test_the_same_seed_meets_the_same_errors(
     first_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    _, first = first_run
-    done = demo("--limit", "80", "--db", str(tmp_path / "twin.db"), "--json")
+    # Each task's own faults are drawn from the seed and its label; which tasks call while
+    # the outage lasts (and so file with the backup index instead) depends on how soon the
+    # retries come due, which is the wall clock's (the module's docstring says so).
+    db, first = first_run
+    twin_db = tmp_path / "twin.db"
+    done = demo("--limit", "80", "--db", str(twin_db), "--json")
     assert done.returncode == 0, done.stderr
     twin = msgspec.json.decode(done.stdout)
     assert twin["crash"] is not None  # killed and resumed at another moment, same errors
-    assert error_counts(twin) == error_counts(first)
-    assert twin["indexed"] == first["indexed"]
+    assert {k: v for k, v in error_counts(twin).items() if k not in INDEX_ERRORS} == {
+        k: v for k, v in error_counts(first).items() if k not in INDEX_ERRORS
+    }
+    assert sum(twin["indexed"].values()) == sum(first["indexed"].values())
+    ours, theirs = first_index_answers(db), first_index_answers(twin_db)
+    both = ours.keys() & theirs.keys()
+    assert len(both) >= len(ours) // 2
+    assert {label: ours[label] for label in both} == {label: theirs[label] for label in both}
+    assert any(ours[label] for label in both)  # some met a fault of their own
 
 
 def test_a_second_run_fixes_on_first_sight_what_the_first_fixed(
