@@ -495,6 +495,19 @@ def _held_of(log: EventLog, parsed: _Parsed, stream: str, found: list[int]) -> i
     return held
 
 
+def _reformatted(state: bytes) -> bool:
+    """Whether a record that fails its check holds a checksum all the same, elsewhere than a
+    sealed record holds it: its JSON was written again (other spacing, other key order), which
+    changes the bytes its checksum covers."""
+    try:
+        record = msgspec.json.decode(state)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    meta = record.get("meta") if isinstance(record, dict) else None
+    stored = meta.get("checksum") if isinstance(meta, dict) else None
+    return isinstance(stored, str) and bool(stored) and checksum_of(state) != stored
+
+
 def _parse(lines: Iterable[bytes]) -> _Parsed:
     """Read and check every line of an export.
 
@@ -560,6 +573,10 @@ def _parse(lines: Iterable[bytes]) -> _Parsed:
         state = bytes(line.record)
         wrong = check(line.stream, line.version, line.type, state)
         if wrong is not None:
+            if _reformatted(state):
+                wrong = (
+                    "record's text is not as exported (re-formatted?): its checksum does not match"
+                )
             raise InvalidArchive(
                 f"stream {line.stream!r} version {line.version}: {wrong}", line=number
             )

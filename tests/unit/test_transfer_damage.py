@@ -287,6 +287,28 @@ def test_a_version_1_file_without_a_digest_still_imports(
     assert records_of(target) == records_of(f"sqlite:///{db}")
 
 
+def test_an_export_whose_lines_were_re_formatted_is_refused_for_its_text_not_a_missing_checksum(
+    tmp_path: Path, source: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _stream = source
+    good = tmp_path / "good.jsonl"
+    export(str(db), good)
+    # The same content, written back by a tool with its own spacing (``json.dumps``'s).
+    again = [
+        json.dumps(json.loads(line)).encode() + b"\n" for line in good.read_bytes().splitlines()
+    ]
+    assert json.loads(again[1])["record"]["meta"]["checksum"]  # the checksum is there
+    formatted = tmp_path / "formatted.jsonl"
+    formatted.write_bytes(b"".join(again))
+    target = tmp_path / "b.db"
+    status, said = import_(str(target), formatted, capsys)
+    assert status == 2
+    assert "line 2: " in said
+    assert "record's text is not as exported (re-formatted?): its checksum does not match" in said
+    assert "has no checksum" not in said
+    assert not target.exists()
+
+
 # -- a damaged target ----------------------------------------------------------------------------
 
 
