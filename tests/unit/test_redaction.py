@@ -838,7 +838,8 @@ def test_a_long_line_that_names_a_command_often_is_redacted_in_linear_time() -> 
 
 
 def _digit_sets(pattern: str | bytes) -> list[frozenset[int]]:
-    """The digits each literal and character class of a regex holds (those that hold any)."""
+    """The digits each literal and character class of a regex holds (those that hold any),
+    and an empty set for each backreference: it matches what its group took, "1" and not "2"."""
     from re import _constants as c  # type: ignore[attr-defined]
     from re import _parser  # type: ignore[attr-defined]
 
@@ -868,6 +869,10 @@ def _digit_sets(pattern: str | bytes) -> list[frozenset[int]]:
                 pending.append(av[2])
             elif op is c.ATOMIC_GROUP:
                 pending.append(av)
+            elif op is c.GROUPREF_EXISTS:
+                pending.extend(branch for branch in av[1:] if branch is not None)
+            elif op is c.GROUPREF:
+                found.append(frozenset())
             if chars & digits:
                 found.append(frozenset(chars & digits))
     return found
@@ -884,6 +889,11 @@ def test_the_quick_scan_treats_every_digit_alike() -> None:
     assert {redaction._RUN_TABLE[d] for d in digits} == {ord("a")}
     assert {redaction._SHAPE_TABLE[d] for d in digits} == {ord("0")}
     assert _digit_sets(rb"[0-7]x") == [frozenset(b"01234567")]  # the check sees a partial set
+    # ... in a conditional's branches too, and a backreference, which tells "11" from "12"
+    # whatever the class of what it repeats.
+    assert _digit_sets(rb"(?:(x)|y)(?(1)[0-7]|z)") == [frozenset(b"01234567")]
+    assert _digit_sets(rb"(?:(x)|y)(?(1)z|[0-7])") == [frozenset(b"01234567")]
+    assert frozenset() in _digit_sets(rb"(\w)\1")
 
 
 def test_an_event_of_a_clean_shape_is_passed_and_one_that_is_not_is_scanned(
