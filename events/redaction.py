@@ -996,7 +996,8 @@ class Redactor:
         clean (the same but for its digits) is clean.
 
         Returns:
-            ``documents`` itself when none holds a secret, else a new list.
+            ``documents`` itself when the quick scan finds nothing in any of them, else a new
+            list.
         """
         if self._unhinted:
             return [self.redact_json(document) for document in documents]
