@@ -20,6 +20,7 @@ It folds the events of confidence-based execution, wherever they are recorded:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -43,6 +44,7 @@ from onward.projections.task import TASK_PREFIX
 
 __all__ = [
     "DECISION_TYPES",
+    "TASK_ENDINGS",
     "ActionRecord",
     "Answer",
     "DecisionProjection",
@@ -59,6 +61,9 @@ _ENDINGS: dict[type[Any], str] = {
     TaskQuarantined: "quarantined",
     TaskSucceeded: "succeeded",
 }
+
+#: The event types that end a task.
+TASK_ENDINGS: frozenset[type[Any]] = frozenset(_ENDINGS)
 
 #: The event types this projection folds (the host sends it only these).
 DECISION_TYPES: frozenset[type[Any]] = frozenset(
@@ -187,6 +192,12 @@ class DecisionProjection:
         self._asks: dict[str, tuple[str, float | None]] = {}
         # The unanswered requests (waiting or lapsed) by task id: a task's end is one look-up.
         self._unanswered: dict[str, list[str]] = {}
+
+    @property
+    def unanswered(self) -> Mapping[str, object]:
+        """The tasks with a request unanswered (waiting or lapsed): while none has, the end
+        of a task changes nothing here (a fold's inner loop may skip it)."""
+        return self._unanswered
 
     def apply(self, r: Recorded) -> None:
         """Fold one event (the host sends only :data:`DECISION_TYPES`)."""

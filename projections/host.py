@@ -41,7 +41,12 @@ from onward.events import (
 from onward.events.integrity import StreamDamage, check_rows
 from onward.projections.breakers import BREAKER_PREFIX, BreakerProjection, BreakerView
 from onward.projections.budget import BudgetLedger, BudgetProjection
-from onward.projections.decisions import DECISION_TYPES, DecisionProjection, DecisionsState
+from onward.projections.decisions import (
+    DECISION_TYPES,
+    TASK_ENDINGS,
+    DecisionProjection,
+    DecisionsState,
+)
 from onward.projections.degradation import DegradationProjection, SessionDegradation
 from onward.projections.errors import ErrorProjection, ErrorsState
 from onward.projections.flow import FlowLedger, FlowProjection
@@ -66,6 +71,11 @@ __all__ = ["CatchUp", "Projections"]
 _FAILURE_TYPES: frozenset[type[Any]] = frozenset(
     kind for kind in FOLDED_STEP_OUTCOMES if kind.__struct_config__.tag == "StepFailed"
 )
+
+#: Each step outcome type, and whether it records a failure: one look-up on the hot path.
+_OUTCOME_FAILED: dict[type[Any], bool] = {
+    kind: kind in _FAILURE_TYPES for kind in FOLDED_STEP_OUTCOMES
+}
 
 logger = redacted_logger("onward.projections")
 
@@ -224,8 +234,10 @@ class Projections:
         tasks, sessions = self.tasks.apply, self.sessions.apply
         errors, breakers = self.errors.apply, self.breakers.apply
         budget = self.budget.apply
-        failure_types = _FAILURE_TYPES
-        step_types = STEP_OUTCOME_TYPES
+        outcome_failed = _OUTCOME_FAILED
+        endings = TASK_ENDINGS
+        decisions = self.decisions.apply
+        unanswered = self.decisions.unanswered
         workers = self.workers.apply
         inboxes = self.tasks.apply_inbox
         schedules, limits = self.schedules.apply, self.limits.apply
@@ -260,11 +272,11 @@ class Projections:
             kind = type(event)
             # No cost until a lifecycle refuses an event: then only its stream is marked.
             try:
-                if kind in step_types:
+                failed = outcome_failed.get(kind)
+                if failed is not None:
                     # The hot path: the task's counters, then only the folds that this
                     # outcome concerns.
                     view = last_view if stream == last_stream else views.get(stream[skip:])
-                    failed = kind in failure_types
                     if view is not None and view.state == "running":
                         if r.version != view.version + 1:
                             raise out_of_sequence(r, view.version)
@@ -277,12 +289,12 @@ class Projections:
                         tasks(r)
                     if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
                         breakers(r)
-                    if stream in awaiting:
+                    if awaiting and stream in awaiting:
                         errors(r)
                     if failed:
                         failures.append(len(outcomes))
                         budget(r)
-                    elif stream in trial_streams:
+                    elif trial_streams and stream in trial_streams:
                         budget(r)
                     outcomes.append(r.meta)
                     continue
@@ -315,6 +327,15 @@ class Projections:
                     limits(r)
                     if isinstance(event, PermitReturned):  # a task waiting for a permit may go
                         self.tasks.wake(stream[len(LIMIT_PREFIX) :], r.meta.time)
+                if kind in endings:
+                    # A task's end: besides its task, only the error DB reads it (when a retry
+                    # in its stream awaits its outcome), and the decisions (when a request is
+                    # unanswered): the same as their folds, without a call for nothing.
+                    if stream in awaiting:
+                        errors(r)
+                    if unanswered:
+                        decisions(r)
+                    continue
                 folds = by_type.get(kind)
                 for fold in typed_folds(kind) if folds is None else folds:
                     fold(r)

@@ -755,3 +755,17 @@ def test_the_unfinished_tasks_are_those_that_have_not_ended_through_retries_and_
     board.append("queued", TaskCancelled(reason="enough"))
     assert unfinished(board.tasks) == not_ended(board.tasks) == {"failed", "running"}
     board.check_replay()
+
+
+def test_only_the_error_db_and_the_decisions_read_a_tasks_end_beside_its_task() -> None:
+    """The fold hands a task's end to these two alone, and only when it changes them: no
+    other projection that reads events by type may read it."""
+    from onward.projections.decisions import TASK_ENDINGS
+
+    projections = Projections()
+    assert TASK_ENDINGS
+    for kind in TASK_ENDINGS:
+        assert projections._typed_folds(kind) == (
+            projections.errors.apply,
+            projections.decisions.apply,
+        )
