@@ -105,6 +105,7 @@ class FoldReader:
         envelope = msgspec.defstruct(
             "_FoldEnvelope",
             [("meta", FoldMeta), ("event", Union[tuple(lean)])],  # noqa: UP007
+            gc=False,
         )
         self._decode: Any = msgspec.json.Decoder(envelope).decode
         #: The blobs found intact during the current :meth:`pages` (each hashed once).
