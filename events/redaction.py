@@ -411,11 +411,14 @@ def _hint() -> str:
         r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",  # after white space, or not ASCII
     )
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
+    # (And the vendor tokens whose characters include "." or "~", which may break them into
+    # runs shorter than _RUN_LENGTH: PlanetScale's, Typeform's, an Azure AD client secret.)
     pivot(
         "_",
-        r"(?<=[bfkoprsu]_)(?:(?<=gh[pousr]_)|(?<=github_)(?=pat_)|(?<=hf_)"
-        r"|(?<=[rs]k_)(?=live_|test_|prod_))",
+        r"(?<=[befkoprsu]_)(?:(?<=gh[pousr]_)|(?<=github_)(?=pat_)|(?<=hf_)"
+        r"|(?<=[rs]k_)(?=live_|test_|prod_)|(?<=pscale_)|(?<=tfp_))",
     )
+    pivot("~", r"(?<=Q~)")
     pivot(
         "-",
         r"(?<=[abekopqrst]-)(?:(?<=sk-)(?=[A-Za-z0-9_-]{20})|(?<=xox[abeoprs]-)|(?<=xapp-)"

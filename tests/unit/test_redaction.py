@@ -920,3 +920,24 @@ def test_an_event_of_a_clean_shape_is_passed_and_one_that_is_not_is_scanned(
     assert GITHUB_PAT.encode() not in redactor.redact_json_many([leaked])[0]
     assert GITHUB_PAT.encode() not in redactor.redact_json(leaked)
     assert scans.count(leaked) == 2  # a shape that hints is not remembered
+
+
+@pytest.mark.parametrize(
+    ("token", "name"),
+    [
+        ("pscale_tkn_a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.", "planetscale-token"),
+        ("tfp_" + ".".join(["abcdefghij"] * 5) + "abcde", "typeform-token"),
+        ("abc1Q~" + "abcdefghijklm~nopqrstuvwxyz.0123", "azure-ad-client-secret"),
+    ],
+)
+def test_a_vendors_token_that_dots_or_tildes_cut_into_short_runs_is_hidden_in_an_event(
+    token: str, name: str
+) -> None:
+    # Their characters include "." or "~": no run of token characters is long enough for
+    # the run hint, so they need hints of their own.
+    redactor = Redactor()
+    event = msgspec.json.encode({"type": "StepFailed", "message": f"login with {token} failed"})
+    assert token not in redactor.redact(f"with {token} here")
+    for stored in (redactor.redact_json(event), redactor.redact_json_many([event])[0]):
+        assert token.encode() not in stored
+        assert f"[REDACTED:{name}]".encode() in stored
