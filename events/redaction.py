@@ -461,13 +461,101 @@ def _hinted_text(text: str) -> bool:
     return _HINT_TEXT.search(text) is not None or _RUN_TEXT.search(text) is not None
 
 
+# A run alone is no hint: ids are runs too (a UUID, a digest, a worker's id host/pid/...).
+# The patterns the run stands for are of three kinds, and each leaves a trace of its own beside
+# its run, in the JSON of a text as in the text (none of the characters below is escaped in
+# JSON, so the distances are the same):
+#
+# * a random token (random-token) is a whole run of 32 to 128 characters, one of which at least
+#   is an upper-case letter (its regex asks for one): a long run that holds one;
+# * a labelled credential (labelled-credential, and the member rule's labelled value) follows
+#   its label, a name ending in key, credential or cred, and an Azure key follows AccountKey=,
+#   AccessKey= or sig=: "key", "cred" or "sig=", in any case, anywhere in the document (the
+#   separator between a label and its value may be any white space, however long);
+# * a vendor's token (onward.events.tokens) starts with its prefix, which is either glued to
+#   its run and holds an upper-case letter (_UPPER_GLUED: the first kind's look sees them), or
+#   ends at most _PREFIX_REACH characters before the run starts (SendGrid's "SG." and 22
+#   characters and "." before its run; a Dynatrace token's "dt0c01." right before one; most
+#   are inside the run, "npm_...").
+#
+# So a long run whose document holds none of those traces is no part of a match of those
+# patterns; the other patterns have hints of their own (_HINT_BYTES), which are looked at
+# still. test_redaction_run_hint holds this against the exact rules.
+_CASE_RUN_TABLE = bytes(0x41 if 0x41 <= i <= 0x5A else _RUN_TABLE[i] for i in range(256))
+_PREFIX_REACH = 32
+# The vendors' prefixes (without their look behind) that hold an upper-case letter and are
+# glued to a run of 24 token characters or more: SK and 32 hex digits, EAAM and 100 letters...
+_UPPER_GLUED = frozenset(
+    {
+        "SK",
+        "pypi-AgEIcHlwaS5vcmc",
+        "eyJrIjoi",
+        "AGE-SECRET-KEY-1",
+        "ops_eyJ",
+        "HRKU-AA",
+        "EZ[AT]K",
+        "GR1348941",
+        "EAA[MC]",
+        "LTAI",
+        "AKCp",
+        "cmVmd",
+        "ATATT3",
+        "AA",
+        "[MNO]",
+    }
+)
+
+
+def _vendor_prefixes() -> bytes:
+    """A regex of the vendors' prefixes, from each one's last character (a rare one, mostly
+    "_", "-" or ".", that re scans for quickly), that every digit matches (see _SHAPE_TABLE)."""
+    by_last: dict[str, list[str]] = {}
+    for _name, prefix, _rest in VENDOR_TOKENS:
+        bare = re.sub(r"\(\?<=[^)]*\)", "", prefix)  # a look behind only narrows a match
+        if bare in _UPPER_GLUED:
+            continue
+        by_last.setdefault(bare[-1], []).append(re.sub("[0-9]", r"\\d", bare))
+    return "|".join(
+        re.escape(last) + "(?:" + "|".join(f"(?<={bare})" for bare in bares) + ")"
+        for last, bares in by_last.items()
+    ).encode()
+
+
+_VENDOR_PREFIXES = re.compile(_vendor_prefixes())
+_LABELS = (b"key", b"cred", b"sig=")
+
+
+def _runs_might_hold_a_secret(data: bytes, runs: bytes, first: int) -> bool:
+    """Whether the long runs of token characters of ``data`` may be part of a pattern's match
+    that no other hint sees (see above): ``runs`` is ``data`` through _RUN_TABLE, ``first``
+    where its first long run starts."""
+    lowered = data.lower()
+    if any(lowered.find(label) >= 0 for label in _LABELS):
+        return True
+    cased = data.translate(_CASE_RUN_TABLE)
+    start = first
+    while start >= 0:
+        end = runs.find(b" ", start)
+        end = len(runs) if end < 0 else end
+        if cased.find(b"A", start, end) >= 0:
+            return True
+        if _VENDOR_PREFIXES.search(data, max(0, start - _PREFIX_REACH), end) is not None:
+            return True
+        start = runs.find(_RUN_NEEDLE, end)
+    return False
+
+
 def might_hold_a_secret(data: bytes) -> bool:
     """Whether a default pattern could match somewhere in ``data`` (text or JSON), or the
     member rule in a dict stored in pairs: the quick scan that lets most events through
     untouched. False means that nothing would be redacted; True only that something might."""
     # find, not "in": CPython's "in" on bytes first tries the needle as an int, and
     # builds and drops a TypeError: about 2,000 instructions of each scan.
-    return data.translate(_RUN_TABLE).find(_RUN_NEEDLE) >= 0 or _HINT_BYTES.search(data) is not None
+    runs = data.translate(_RUN_TABLE)
+    first = runs.find(_RUN_NEEDLE)
+    if first >= 0 and _runs_might_hold_a_secret(data, runs, first):
+        return True
+    return _HINT_BYTES.search(data) is not None
 
 
 # Documents (encoded events) that no hint fires in, by their shape: the document with every

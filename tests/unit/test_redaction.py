@@ -887,6 +887,9 @@ def test_the_quick_scan_treats_every_digit_alike() -> None:
     assert sets, "the hints look at digits"
     assert all(found == digits for found in sets)
     assert {redaction._RUN_TABLE[d] for d in digits} == {ord("a")}
+    # ... nor the looks that say whether a run may be part of a secret.
+    assert all(found == digits for found in _digit_sets(redaction._VENDOR_PREFIXES.pattern))
+    assert {redaction._CASE_RUN_TABLE[d] for d in digits} == {ord("a")}
     assert {redaction._SHAPE_TABLE[d] for d in digits} == {ord("0")}
     assert _digit_sets(rb"[0-7]x") == [frozenset(b"01234567")]  # the check sees a partial set
     # ... in a conditional's branches too, and a backreference, which tells "11" from "12"
