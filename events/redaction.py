@@ -108,8 +108,14 @@ class SecretPattern(msgspec.Struct, frozen=True):
 
 # The separator between a secret's name and its value: `password=x`, `"token": "x"`, `pwd => x`,
 # and `\"token\": \"x\"` in JSON that was encoded twice. A line break after it may be an escape
-# (`'password:\\n  hunter2'`, the repr of a YAML text): the value is on the next line.
-_ASSIGN = r"\\?[\"']?\s*(?>=>|:=|[:=])(?:\s|\\[nrt])*+"
+# (`'password:\\n  hunter2'`, the repr of a YAML text): the value is on the next line. After a
+# quoted name, the comma of a pair as Python or JSON writes it, when a quoted value follows:
+# `('api_key', 'x')`, `["token", "x"]` (a tuple's repr in a message: a KeyError's key, the
+# header_items() or os.environ.items() a message shows), as a pair stored as a value is redacted.
+_ASSIGN = (
+    r"(?:\\?[\"']?\s*(?>=>|:=|[:=])(?:\s|\\[nrt])*+"
+    r"|\\?[\"'],[ \t]*(?=\\?[\"']))"
+)
 # Names whose value is a secret, alone or as the end of a longer name (DB_PASSWORD, x-api-key,
 # client_secret, access_token, oauth), case-insensitive: password, passwd, passphrase, pwd,
 # secret, token, auth, authorization, api_key, private_key, secret_key, access_key, cookie (a
@@ -363,8 +369,9 @@ _NAMES_BY_LAST_LETTER = {
 }
 
 
-def _hint() -> str:
-    """One regex that matches wherever a default pattern could match, in text or in JSON.
+def _hint(*, text: bool) -> str:
+    """One regex that matches wherever a default pattern could match, in a text or, unless
+    ``text``, in a JSON document.
 
     Each branch starts with a literal "pivot" character, chosen to be rare in ordinary events
     (``:`` and ``=`` for a secret's name, ``_`` and ``-`` for a token's prefix), then looks
@@ -381,7 +388,7 @@ def _hint() -> str:
     # A separator after white space (escaped or not ASCII too: checking those by hand costs
     # less than a lookbehind of variable width), right after a name, or after a quote (plain
     # or escaped) closing a name.
-    def names(close: str) -> str:
+    def names(close: str, separator: str = "[:=]") -> str:
         lasts = "".join(_NAMES_BY_LAST_LETTER)
         # The letter before the last too, in one look: most names end otherwise ("type",
         # "index", "result"), and a name that fails it skips the groups' looks one by one.
@@ -389,12 +396,12 @@ def _hint() -> str:
         assert all(end.isalpha() for end in ends), ends  # letters, not a part of a regex
         seconds = "".join(sorted({end[0] for end in ends}))
         groups = "|".join(
-            f"(?<=(?i:{last}){close}[:=])(?:"
-            + "|".join(f"(?<=(?i:{name}){close}[:=])" for name in names)
+            f"(?<=(?i:{last}){close}{separator})(?:"
+            + "|".join(f"(?<=(?i:{name}){close}{separator})" for name in names)
             + ")"
             for last, names in _NAMES_BY_LAST_LETTER.items()
         )
-        return f"(?<=(?i:[{seconds}][{lasts}]){close}[:=])(?:{groups})"
+        return f"(?<=(?i:[{seconds}][{lasts}]){close}{separator})(?:{groups})"
 
     pivot(
         ":=",
@@ -409,6 +416,18 @@ def _hint() -> str:
         # After a letter: 'password=', or an escaped white space: 'password\t='.
         r"(?<=[A-Za-z0-9][:=])(?:" + names("") + r"|(?<=\\[tnrf][:=])|(?<=\\u[0-9a-fA-F]{4}[:=]))",
         r"(?<=[^\x00-\x08\x0e-\x1b\x21-\x7f][:=])",  # after white space, or not ASCII
+    )
+    # The comma of a pair after a quoted name: ('password', '...') in text, and in JSON
+    # (["password", "..."], escaped inside a string; in a document, a list of strings is no
+    # text, and is not redacted as one).
+    quotes = "[\"']" if text else "'"
+    pivot(
+        ",",
+        rf"(?<={quotes},)(?:"
+        + names(quotes, ",")
+        + r"|(?<=\\[\"'],)(?:"
+        + "|".join((names(r"\\[\"']", ","), names(r"\\\\\\\"", ","), names(r"\\\\'", ",")))
+        + "))",
     )
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
     # (And the vendor tokens whose characters include "." or "~", which may break them into
@@ -448,7 +467,7 @@ _RUN_TEXT = re.compile(_RUN)
 _TOKEN_BYTES = frozenset(re.findall(rb"[" + _RUN_CHARS.encode() + rb"]", bytes(range(128))))
 _RUN_TABLE = bytes(0x61 if bytes([i]) in _TOKEN_BYTES else 0x20 for i in range(256))
 _RUN_NEEDLE = b"a" * _RUN_LENGTH
-_HINT_TEXT = re.compile(_hint())
+_HINT_TEXT = re.compile(_hint(text=True))
 # In JSON, also the tag of a dict stored in pairs, {"$dict": [[key, value], ...]}, and of a
 # tuple, {"$tuple": [key, value]}, a pair of its own (an HTTP header as urllib's
 # header_items() and http.client's getheaders() give it, an item of os.environ.items())
@@ -600,7 +619,7 @@ _SECRET_MEMBER = r"[\w.$-]*?" + _SECRET_NAME
 # redacts it in a text, when it reads as random.
 _LABEL_MEMBER = r"[\w.$-]*?(?i:keys?|credentials?|creds?)"
 _HINT_BYTES = re.compile(
-    _hint().encode()
+    _hint(text=False).encode()
     + rb'|\$(?<="\$)(?=dict"|tuple":\["(?:'
     + _SECRET_MEMBER.encode()
     + rb"|"
@@ -675,9 +694,31 @@ _PASS_STATUS = re.compile(r"(?<![\w.$-])(?i:pass)[ \t]*:(?!=)")
 _NAME_BEFORE = re.compile(rf"([\w.$-]+){_ASSIGN}\\?[\"']?\Z", re.ASCII)
 
 
+# The start of a name written before a pair's comma: the rest of the name and its opening quote.
+_PAIR_NAME_START = re.compile(r"[\"']([\w.$-]*)\Z")
+_A_WORD = re.compile(r"[A-Z]?[a-z]+")
+
+
+def _no_pair(text: str, match: re.Match[str]) -> bool:
+    """Whether a secret-value match that took a comma for its separator found no pair of a name
+    and its value: the "name" is no quoted string of its own, or an option of a command's
+    argument list (``['pg_dump', '--no-password', 'mydb']``), which names no value."""
+    if "," not in text[match.start() : match.start("value")]:
+        return False
+    start = _PAIR_NAME_START.search(text, max(0, match.start() - 64), match.start())
+    if start is None or start.group(1).startswith("-"):
+        return True
+    # A list of names ("missing fields: ('password', 'email')", a CSV header) is no pair: a
+    # word alone after the name is taken for the next name, not for a secret.
+    return _A_WORD.fullmatch(text, *match.span("value")) is not None
+
+
 def _no_literal_secret(text: str, match: re.Match[str]) -> bool:
     """Whether the value a secret-value match found is no literal secret (code, a reference, a
-    scheme's name; see :mod:`onward.events._labels`), or its name a test's status."""
+    scheme's name; see :mod:`onward.events._labels`), its name a test's status, or no name of a
+    pair (see :func:`_no_pair`)."""
+    if _no_pair(text, match):
+        return True
     name_at = _NAME_AT.match(text, match.start())
     name = name_at.group() if name_at is not None else ""
     # Not a Python literal the pattern took whole (bytearray(b'...') is no call to keep).

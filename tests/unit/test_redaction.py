@@ -944,3 +944,26 @@ def test_a_vendors_token_that_dots_or_tildes_cut_into_short_runs_is_hidden_in_an
     for stored in (redactor.redact_json(event), redactor.redact_json_many([event])[0]):
         assert token.encode() not in stored
         assert f"[REDACTED:{name}]".encode() in stored
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "KeyError: ('api_key', 'k3y-Abc123x')",
+            "KeyError: ('api_key', '[REDACTED:secret-value]')",
+        ),
+        ('["access_token", "t0k-Q7wE"]', '["access_token", "[REDACTED:secret-value]"]'),
+        (
+            "[('X-Auth', 'Zx9-Qw8Er'), ('Accept', '*/*')]",
+            "[('X-Auth', '[REDACTED:secret-value]'), ('Accept', '*/*')]",
+        ),
+        # A list of names, an option of a command's arguments, a scheme: no pair of a secret.
+        ("missing fields: ('password', 'email')", "missing fields: ('password', 'email')"),
+        ("['pg_dump', '--no-password', 'mydb']", "['pg_dump', '--no-password', 'mydb']"),
+        ("('auth', 'basic')", "('auth', 'basic')"),
+    ],
+)
+def test_a_pair_of_a_secrets_name_and_its_value_in_a_text(text: str, expected: str) -> None:
+    assert REDACTOR.redact(text) == expected
+    assert REDACTOR.redact_json(msgspec.json.encode(text)) == msgspec.json.encode(expected)

@@ -456,3 +456,24 @@ def test_keys_given_as_a_urls_user_stay_off_the_disk(tmp_path: Path) -> None:
     assert shown[2][0]["remote"] == "git@github.com:acme/agents.git"
     assert all("[REDACTED:url-key]" in repr(pair) for pair in shown), shown
     assert leaks(files_of(db), secrets) == []
+
+
+def test_name_and_value_pairs_in_an_error_message_stay_off_the_disk(tmp_path: Path) -> None:
+    # The text of a pair as Python (a tuple's repr: KeyError(("api_key", ...)), a message that
+    # shows header_items() or os.environ.items()) or JSON writes it: the value after a
+    # secret's name, as in "password=..." and {'password': ...}.
+    db = tmp_path / "pairs.db"
+    secrets = ["k3y-" + "Abc123x", "pAss-" + "9xyzQ7", "t0k-" + "Q7wErT9y", "s1gn-" + "Zx9Qw8Er"]
+    headers = {"X-Api-Key": secrets[0], "Accept": "*/*"}
+    shown = kept_by_steps(
+        db,
+        [
+            urllib.request.Request("https://api.example", headers=headers).header_items(),
+            ("DB_PASSWORD", secrets[1]),
+            f'rejected: ["access_token", "{secrets[2]}"]',
+            [("SIGNING_KEY", "hM4kZ9qW2xR7tY5uV8bN3cL6pJ1sD0fG")],
+        ],
+    )
+    assert all("[REDACTED:" in message for _, message in shown), shown
+    assert leaks(files_of(db), [*secrets, "hM4kZ9qW2xR7tY5uV8bN3cL6pJ1sD0fG"]) == []
+    assert "'Accept', '*/*'" in shown[0][1]
