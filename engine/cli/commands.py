@@ -237,13 +237,30 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+# The states of a task that this onward would resume but for the events of a newer onward it
+# holds: one that has ended, or is damaged, is shown as it is.
+_HELD_BACK = frozenset({"queued", "running", "waiting"})
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     """List the tasks in submission order (queued ones in queue order with ``--state queued``)."""
     with open_existing(args.db) as log:
         projections = fold(log).projections
         tasks = projections.tasks
         if args.state == "queued":
+            # The queue in its order, then the queued tasks a newer onward wrote to, which
+            # this one leaves out of the queue (it does not resume them) but lists as queued.
             views = list(tasks.queued(args.session))
+            views += sorted(
+                (
+                    v
+                    for v in tasks.tasks.values()
+                    if v.unknown_events
+                    and v.state == "queued"
+                    and (args.session is None or v.session == args.session)
+                ),
+                key=lambda v: v.order,
+            )
         else:
             views = sorted(
                 (
@@ -268,6 +285,22 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                 for row in damaged:
                     print(f"  {row.task_id}: {printable(row.damage)}")
                 print("`onward quarantine TASK` sets one aside; `onward verify` says more")
+            newer = [
+                r
+                for r, v in zip(rows, views, strict=True)
+                if v.unknown_events and v.state in _HELD_BACK
+            ]
+            if newer:
+                print(
+                    f"\n{len(newer)} task(s) hold events of types this onward does not know (a "
+                    "newer onward wrote them): it does not resume them"
+                )
+                for row in newer:
+                    print(f"  {row.task_id}: {row.unknown_events} event(s)")
+                print(
+                    "`onward show TASK` reads them; run the newer onward, or `onward quarantine "
+                    "TASK` sets one aside"
+                )
     return 0
 
 

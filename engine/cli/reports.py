@@ -82,6 +82,8 @@ class TaskRow(msgspec.Struct, frozen=True, kw_only=True):
     submitted: datetime
     position: int
     damage: str = ""
+    #: Events of types this onward does not know (a newer one wrote them): not resumed.
+    unknown_events: int = 0
 
 
 class ApprovalsReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,6 +197,7 @@ def task_row(view: TaskView) -> TaskRow:
         submitted=moment(view.submitted_at),
         position=view.order,
         damage=view.damage,
+        unknown_events=view.unknown_events,
     )
 
 

@@ -197,6 +197,7 @@ def test_tasks_json(known: Known, capsys: pytest.CaptureFixture[str]) -> None:
         "submitted": START,
         "position": first["position"],
         "damage": "",
+        "unknown_events": 0,
     }
     assert report["tasks"][1]["error"] == "ValueError: bad input in boom"
 
@@ -756,3 +757,50 @@ def test_a_closed_standard_output_is_written_to_nowhere(known: Known, tmp_path: 
         )
         assert done.returncode == 0, (argv, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_tasks_says_which_tasks_a_newer_onward_wrote_to_and_lists_them_under_their_state(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A queued task holding an event of a newer onward keeps its state but leaves the queue:
+    `onward tasks` says so, and `--state queued` lists it too (after the queue), as the listing
+    without a filter shows it queued."""
+    from onward.events import Event
+
+    class FromTheFuture(Event, frozen=True, kw_only=True, tag="FromTheFuture"):
+        """An event type a newer onward might write."""
+
+        detail: str = ""
+
+    db = tmp_path / "newer.db"
+    with Engine.open(f"sqlite:///{db}", session="s", clock=clock) as engine:
+
+        @engine.task(name="job")
+        def job(label: str) -> str:
+            return label
+
+        tainted = engine.submit("job", "tainted")
+        other = engine.submit("job", "other")
+    with open_log(f"sqlite:///{db}") as writer:
+        writer.codec.register(FromTheFuture)
+        writer.append(task_stream(tainted), [FromTheFuture(detail="x")], expected_version=1)
+
+    def tasks(*argv: str) -> str:
+        # Another process, which does not know the newer type.
+        done = subprocess.run(
+            [sys.executable, "-m", "onward", "tasks", "--db", str(db), *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
+    listed = tasks()
+    assert re.search(rf"^{tainted}\s+s\s+job\s+queued", listed, re.MULTILINE), listed
+    assert "1 task(s) hold events of types this onward does not know" in listed, listed
+    assert f"  {tainted}: 1 event(s)" in listed, listed
+    queued = tasks("--state", "queued")
+    assert queued.index(other) < queued.index(tainted), queued
+    assert "does not resume them" in queued, queued
+    rows = msgspec.json.decode(tasks("--json"))["tasks"]
+    assert {r["task_id"]: r["unknown_events"] for r in rows} == {tainted: 1, other: 0}
