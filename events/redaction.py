@@ -426,7 +426,7 @@ def _hint(*, text: bool) -> str:
         rf"(?<={quotes},)(?:"
         + names(quotes, ",")
         + r"|(?<=\\[\"'],)(?:"
-        + "|".join((names(r"\\[\"']", ","), names(r"\\\\\\\"", ","), names(r"\\\\'", ",")))
+        + names(r"\\[\"']", ",")
         + "))",
     )
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
