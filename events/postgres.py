@@ -46,6 +46,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,7 @@ from onward.events.watch import Watch
 logger = redacted_logger("onward.events")
 
 __all__ = [
+    "CALL_TIMEOUT",
     "HORIZON_PATIENCE",
     "QUIET_TOPICS",
     "ROWS_PER_COMMIT",
@@ -94,6 +96,12 @@ __all__ = [
 _SHIFT = 20
 #: A commit holds fewer records than this (a position keeps 20 bits for them).
 ROWS_PER_COMMIT = 1 << _SHIFT
+#: How long, in seconds, one statement waits for the server's reply before its connection is
+#: given up as dead (a URL's ``call_timeout`` replaces it). TCP keepalives cannot tell a link
+#: whose far end still acknowledges what it is sent but never answers (a stalled proxy or
+#: pooler, a frozen host's kernel buffering for a stopped server): without a deadline, a worker
+#: would wait on that read forever, its outage tolerance never counting.
+CALL_TIMEOUT = 30.0
 #: How long a read waits, in seconds, for a record it must see to fall below the horizon.
 HORIZON_PATIENCE = 30.0
 _FIRST_PAUSE = 0.0002
@@ -158,7 +166,8 @@ class PostgresLog(EventLog):
 
     Args:
         url: the connection URL; ``schema`` (default ``public``), ``table`` (the table prefix,
-            default ``onward``) and ``connect_timeout`` (seconds, default 10) may be given as
+            default ``onward``), ``connect_timeout`` (seconds, default 10) and
+            ``call_timeout`` (seconds, default :data:`CALL_TIMEOUT`; 0: none) may be given as
             query parameters, and so may libpq's other connection parameters (``sslmode``,
             ``sslrootcert``, ``application_name``, ``options``, ``password``, ...), passed to
             the connection as they are. Its password, wherever it is, is masked in
@@ -202,6 +211,12 @@ class PostgresLog(EventLog):
             timeout = int(params.get("connect_timeout", "10"))
         except ValueError:
             raise InvalidURL(f"connect_timeout must be whole seconds: {_safe(url)}") from None
+        try:
+            call_timeout = float(params.get("call_timeout", CALL_TIMEOUT))
+        except ValueError:
+            call_timeout = -1.0
+        if not 0 <= call_timeout < float("inf"):
+            raise InvalidURL(f"call_timeout must be seconds, 0 or more: {_safe(url)}")
         given = {
             "dbname": dbname,
             "host": parts.hostname,
@@ -222,7 +237,7 @@ class PostgresLog(EventLog):
             **_connection_parameters(params),
         }
         self.channel = _channel(self.schema, prefix)
-        connections = _Connections(connect_args)
+        connections = _Connections(connect_args, call_timeout)
         recorder = PostgresEventRecorder(connections, self.schema, prefix, self.channel)
         checkpoints = PostgresCheckpointRecorder(connections, self.schema, prefix)
 
@@ -563,6 +578,11 @@ class PostgresEventRecorder(ApplicationRecorder):
         with contextlib.suppress(ValueError):
             self.known(int(payload) << _SHIFT)
 
+    @property
+    def deadlines(self) -> _Deadlines:
+        """What bounds each statement's wait for the server's reply."""
+        return self._connections.deadlines
+
     def listen(self) -> psycopg.Connection[Any]:
         """A new connection that listens to the channel.
 
@@ -752,6 +772,83 @@ class PostgresCheckpointRecorder(AggregateRecorder):
         self._connections.fetch(self._prune, (name, below), rows=False)
 
 
+class _Deadlines:
+    """Cuts the connection of a statement whose reply is later than its timeout.
+
+    A thread of its own looks at the statements under way a few times per timeout and shuts
+    down the socket of any that outlasted it: the statement's read then ends at once, as on a
+    dropped connection (an :class:`OperationalError`, which the log's outage handling retries
+    on a new connection). Shutting a socket down, not closing it: the connection stays the
+    caller's to close, and its descriptor cannot be reused meanwhile.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._under_way: dict[int, tuple[float, psycopg.Connection[Any]]] = {}
+        self._cut: set[int] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def timed(self, connection: psycopg.Connection[Any]) -> Iterator[None]:
+        """Bound a statement on ``connection`` by the timeout.
+
+        Raises:
+            psycopg.OperationalError: the statement got no reply in time (its connection is
+                cut).
+        """
+        if not self.seconds:
+            yield
+            return
+        key = id(connection)
+        with self._lock:
+            self._under_way[key] = (time.monotonic() + self.seconds, connection)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="onward-postgres-deadlines", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        except psycopg.Error as exc:
+            with self._lock:
+                cut = key in self._cut
+                self._cut.discard(key)
+            if cut:
+                raise psycopg.OperationalError(
+                    f"no reply from the server within {self.seconds:g} s (call_timeout):"
+                    " the connection was given up as dead"
+                ) from exc
+            raise
+        finally:
+            with self._lock:
+                self._under_way.pop(key, None)
+                self._cut.discard(key)
+
+    def stop(self) -> None:
+        """Stop the thread that looks at the statements under way."""
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(min(self.seconds / 4, 1.0)):
+            now = time.monotonic()
+            with self._lock:
+                for key, (deadline, connection) in self._under_way.items():
+                    if now >= deadline and key not in self._cut:
+                        self._cut.add(key)
+                        _shut_down(connection)
+
+
+def _shut_down(connection: psycopg.Connection[Any]) -> None:
+    """Shut a connection's socket down: a read waiting on it ends at once."""
+    with (
+        contextlib.suppress(OSError, psycopg.Error),
+        socket.socket(fileno=os.dup(connection.fileno())) as link,
+    ):
+        link.shutdown(socket.SHUT_RDWR)
+
+
 class _Connections:
     """Autocommit connections to one database, one per thread that uses the log at a time,
     each with a cursor of its own (the statements are rendered to bytes once, and prepared).
@@ -759,14 +856,15 @@ class _Connections:
     A connection that failed is closed, and so are the idle ones when it was lost (the server
     restarted: they are gone too); psycopg's errors become eventsourcing's, which the log's
     outage handling knows (:class:`OperationalError` and :class:`InterfaceError` are
-    transient).
+    transient). A statement unanswered for ``call_timeout`` seconds loses its connection.
     """
 
-    def __init__(self, connect_args: dict[str, Any]) -> None:
+    def __init__(self, connect_args: dict[str, Any], call_timeout: float = CALL_TIMEOUT) -> None:
         self._args = connect_args
         self._idle: list[tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.deadlines = _Deadlines(call_timeout)
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new autocommit connection (psycopg's errors unchanged)."""
@@ -787,8 +885,9 @@ class _Connections:
                 connection = self.connect()
                 link = (connection, connection.cursor())
             try:
-                link[1].execute(query, params, prepare=True)
-                found = link[1].fetchall() if rows else None
+                with self.deadlines.timed(link[0]):
+                    link[1].execute(query, params, prepare=True)
+                    found = link[1].fetchall() if rows else None
             except BaseException as exc:
                 self._drop(link, lost=isinstance(exc, psycopg.OperationalError))
                 raise
@@ -822,6 +921,7 @@ class _Connections:
 
     def close(self) -> None:
         """Close the idle connections; those in use close when they come back."""
+        self.deadlines.stop()
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -835,10 +935,14 @@ class _Listener(Watch):
 
     def __init__(self, recorder: PostgresEventRecorder) -> None:
         self._recorder = recorder
+        self._deadlines = recorder.deadlines
         self._connection: psycopg.Connection[Any] | None = recorder.listen()
+        self._heard = time.monotonic()
 
     def wait(self, timeout: float) -> bool:
-        """Wait for a waking append's notification, or ``timeout`` seconds.
+        """Wait for a waking append's notification, or ``timeout`` seconds. A connection
+        silent for the call timeout is asked for a reply (a link that died silently would
+        otherwise pass for a quiet log, and its notifications be missed for good).
 
         Raises:
             BackendError: the connection failed (the next wait reconnects).
@@ -846,12 +950,21 @@ class _Listener(Watch):
         try:
             if self._connection is None:
                 self._connection = self._recorder.listen()
+                self._heard = time.monotonic()
                 return True
             connection = self._connection
             with _translated(self._recorder.channel):
                 notes = list(connection.notifies(timeout=max(0.0, timeout), stop_after=1))
                 if notes:
                     notes += connection.notifies(timeout=0)
+                    self._heard = time.monotonic()
+                elif self._deadlines.seconds and (
+                    time.monotonic() - self._heard >= self._deadlines.seconds
+                ):
+                    # Notifications that arrive meanwhile wait for the next notifies().
+                    with self._deadlines.timed(connection):
+                        connection.execute("SELECT 1")
+                    self._heard = time.monotonic()
         except PersistenceError as exc:
             if self._connection is not None:
                 self._connection.close()
@@ -1090,7 +1203,7 @@ def _channel(schema: str, prefix: str) -> str:
 
 
 #: The query options onward reads itself; every other one is a libpq connection parameter.
-_OWN_OPTIONS = frozenset({"schema", "table"})
+_OWN_OPTIONS = frozenset({"call_timeout", "schema", "table"})
 #: The libpq parameters that hold secrets: their values are masked wherever a URL is shown.
 _SECRET_OPTIONS = frozenset(
     {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}

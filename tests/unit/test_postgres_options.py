@@ -1,6 +1,7 @@
 """A PostgreSQL log URL's query options: onward's own (``schema``, ``table``,
-``connect_timeout``) and libpq's connection parameters, passed to the connection as they are;
-an option neither knows is refused; a password is masked wherever the URL is shown."""
+``connect_timeout``, ``call_timeout``) and libpq's connection parameters, passed to the
+connection as they are; an option neither knows is refused; a password is masked wherever the
+URL is shown."""
 
 from __future__ import annotations
 
@@ -299,3 +300,27 @@ def test_a_standby_that_takes_no_connections_for_good_fails_the_opening_at_once(
         attempts = Attempts(said)
         through(attempts, 60)
         assert attempts.tries == 2
+
+
+def test_a_statement_unanswered_within_the_call_timeout_loses_its_connection(
+    postgres_url: str,
+) -> None:
+    from eventsourcing.persistence import OperationalError
+
+    with open_log(f"{postgres_url}&call_timeout=0.5") as log:
+        assert isinstance(log, PostgresLog)
+        with pytest.raises(OperationalError, match=r"no reply .* within 0\.5 s \(call_timeout\)"):
+            log._connections.fetch(b"SELECT pg_sleep(3)", ())
+        assert log._connections.fetch(b"SELECT 1", ()) == [(1,)]  # a new connection
+
+
+def test_no_call_timeout_by_zero(postgres_url: str) -> None:
+    with open_log(f"{postgres_url}&call_timeout=0") as log:
+        assert isinstance(log, PostgresLog)
+        assert log._connections.fetch(b"SELECT pg_sleep(0.2)", ()) == [("",)]
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf", "nan"])
+def test_a_bad_call_timeout_is_refused(value: str) -> None:
+    with pytest.raises(InvalidURL, match="call_timeout"):
+        open_log(f"{NOBODY}?call_timeout={value}")

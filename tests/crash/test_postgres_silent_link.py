@@ -1,0 +1,181 @@
+"""Workers that reach PostgreSQL through a TCP proxy of its own process, and the proxy stopped
+(SIGSTOP: a silently dead link, no reset, the kernel still acknowledging what is sent) or
+killed and started again on the same port.
+
+A worker behind a stopped proxy notices within its call timeout instead of waiting forever on
+a read; a peer connected directly takes its task over within about a lease; when the link
+comes back, the stalled worker is fenced: no step outcome is recorded twice and the log
+verifies. A proxy killed and restarted is ridden out as an outage.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.crash._fleet import Fleet, Progress, check_log, wait_until
+
+pytestmark = pytest.mark.postgres
+
+PROXY = Path(__file__).with_name("_proxy.py")
+
+
+class Proxy:
+    """The proxy process: start, stop, continue, kill and start again on the same port."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(PROXY), str(self.port), "5432"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """kill -9: every connection through it is cut."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()  # a stopped process dies of SIGKILL too
+            self.process.wait()
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+            self.process = None
+
+    def url(self, direct: str, **options: str) -> str:
+        """The direct URL through the proxy, with these options added."""
+        url = direct.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}")
+        assert url != direct, direct
+        return url + "".join(f"&{key}={value}" for key, value in options.items())
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    """A started proxy, killed afterwards whatever happens."""
+    proxy = Proxy()
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.kill()
+
+
+def started_step(fleet: Fleet, pid: int, task: str, index: int) -> bool:
+    return pid in fleet.runs().get((task, index), [])
+
+
+def test_a_stopped_link_is_noticed_and_the_peer_takes_over(
+    postgres_url: str, tmp_path: Path, proxy: Proxy
+) -> None:
+    fleet = Fleet(tmp_path, postgres_url)
+    fleet.lease = 2.0
+    fleet.hold = 4.0  # the slow task's first step outlasts the lease
+    tasks = 6
+    fleet.submit(tasks, slow=1)
+    fleet.url = proxy.url(postgres_url, call_timeout="3", connect_timeout="2")
+    try:
+        (stalled,) = fleet.start(1, threads=1)
+        wait_until(lambda: started_step(fleet, stalled, "t0", 0), 60, "the slow step to begin")
+        proxy.signal(signal.SIGSTOP)
+        fleet.url = postgres_url
+        (peer,) = fleet.start(1, threads=2)
+        progress = Progress(postgres_url)
+        try:
+            wait_until(lambda: progress.succeeded() == tasks, 120, "the peer to finish")
+        finally:
+            progress.close()
+        # Not a read that waits forever: the stalled worker counts the silence as an outage.
+        wait_until(
+            lambda: "is unavailable, retrying" in fleet.stderr(stalled),
+            60,
+            "the stalled worker to notice the dead link",
+        )
+        proxy.signal(signal.SIGCONT)
+        ended = fleet.stop_all()
+    finally:
+        proxy.kill()
+        for pid in fleet.alive():
+            fleet.kill(pid)
+    assert all(code == 0 for code, _ in ended.values()), ended
+    assert peer in ended
+    check_log(postgres_url, fleet, tasks, lost_lease=frozenset({stalled}))
+
+
+def test_a_killed_and_restarted_proxy_is_ridden_out(
+    postgres_url: str, tmp_path: Path, proxy: Proxy
+) -> None:
+    fleet = Fleet(tmp_path, proxy.url(postgres_url, call_timeout="3", connect_timeout="2"))
+    fleet.lease = 60.0  # the claims outlast the cut: nobody takes a task over
+    fleet.hold = 0.0
+    tasks = 200
+    fleet.submit(tasks)
+    progress = Progress(postgres_url)
+    try:
+        fleet.start(1, threads=2)
+        wait_until(lambda: progress.succeeded() >= tasks // 5, 120, "a fifth of the tasks")
+        proxy.kill()
+        time.sleep(3)  # real processes: the link stays cut for a while
+        proxy.start()
+        wait_until(lambda: progress.succeeded() == tasks, 120, "every task after the cut")
+        ended = fleet.stop_all()
+    finally:
+        progress.close()
+        proxy.kill()
+        for pid in fleet.alive():
+            fleet.kill(pid)
+    assert all(code == 0 for code, _ in ended.values()), ended
+    check_log(postgres_url, fleet, tasks)
+
+
+def test_a_worker_behind_a_link_that_stays_dead_gives_up_within_its_tolerance(
+    postgres_url: str, tmp_path: Path, proxy: Proxy
+) -> None:
+    fleet = Fleet(tmp_path, postgres_url)
+    fleet.lease = 2.0
+    fleet.hold = 4.0
+    tasks = 6
+    fleet.submit(tasks, slow=1)
+    fleet.url = proxy.url(postgres_url, call_timeout="3", connect_timeout="2")
+    try:
+        (stalled,) = fleet.start(1, threads=1, extra={"FLEET_TOLERANCE": "8"})
+        wait_until(lambda: started_step(fleet, stalled, "t0", 0), 60, "the slow step to begin")
+        proxy.signal(signal.SIGSTOP)
+        fleet.url = postgres_url
+        (peer,) = fleet.start(1, threads=2)
+        progress = Progress(postgres_url)
+        try:
+            wait_until(lambda: progress.succeeded() == tasks, 120, "the peer to finish")
+        finally:
+            progress.close()
+        # No read waits forever: the worker's calls fail, it rides the silence out as an
+        # outage for its tolerance, then stops with a typed error.
+        wait_until(lambda: stalled not in fleet.alive(), 90, "the stalled worker to give up")
+        proxy.signal(signal.SIGCONT)
+        ended = fleet.stop_all()
+    finally:
+        proxy.kill()
+        for pid in fleet.alive():
+            fleet.kill(pid)
+    code, said = ended[stalled]
+    assert code != 0, said
+    assert "was unavailable for" in said, said  # StorageUnavailable
+    assert ended[peer][0] == 0, ended[peer]
+    check_log(postgres_url, fleet, tasks, lost_lease=frozenset({stalled}))
