@@ -379,8 +379,7 @@ class Scheduler:
                 self._nap(min(self._nap_limit(), max(0.0, due - self.session.clock())))
             if in_flight:  # paused: the tasks under way end as they would
                 self._count_ended(in_flight)
-                with contextlib.suppress(Exception):  # what they recorded shows in the views
-                    self._caught_up()
+                self._views_caught_up()  # what they recorded shows in the views
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -490,8 +489,7 @@ class Scheduler:
             self.stop_at_once()
             pool.shutdown(wait=False, cancel_futures=True)
         else:  # what the hand-backs, and the runs that ended as it stopped, recorded shows
-            with contextlib.suppress(Exception):  # in the views
-                self._caught_up()
+            self._views_caught_up()  # in the views
         watcher.close(wait=not at_once)
         self._close_committer(wait=not at_once)
         try:
@@ -585,8 +583,8 @@ class Scheduler:
                 while tasks:
                     done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     self._count_ended(done)
-                with contextlib.suppress(Exception):  # what they recorded shows in the views
-                    await asyncio.to_thread(self._caught_up)
+                # what they recorded shows in the views
+                await asyncio.to_thread(self._views_caught_up)
         except BaseException:
             ended = False  # cancelled or failed: its tasks (or its round's claims) handed back
             raise
@@ -599,8 +597,7 @@ class Scheduler:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
             if not ended:  # what the hand-backs recorded shows in the views (task_view, ...)
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._caught_up)
+                await asyncio.to_thread(self._views_caught_up)
             await asyncio.to_thread(self._close_committer)
             self._close_step_threads()
             self._close_watch()
@@ -681,8 +678,7 @@ class Scheduler:
             except BaseException as exc:
                 error = error or exc
         if not self.at_once:  # what the hand-backs, and the runs that ended as it stopped,
-            with contextlib.suppress(Exception):  # recorded shows in the views
-                await asyncio.to_thread(self._caught_up)
+            await asyncio.to_thread(self._views_caught_up)  # recorded shows in the views
         at_once = self.at_once
         watcher.close(wait=not at_once)
         await asyncio.to_thread(self._close_committer, not at_once)
@@ -1067,6 +1063,20 @@ class Scheduler:
     def _caught_up(self) -> None:
         with self.session.lock:
             self.session.host.catch_up()
+
+    def _views_caught_up(self) -> None:
+        """Catch the views up as a run or a service ends (what its last tasks recorded shows
+        in them). It fails only when the storage does, and then the run still ends as it
+        would: the views catch up at the next read; the failure is logged, not raised."""
+        try:
+            self._caught_up()
+        except Exception as exc:
+            logger.warning(
+                "session %s: catching the views up as the worker stops failed (they catch up "
+                "at the next read): %s",
+                self.session.name,
+                exc,
+            )
 
     def _summary(self, started: float, paused: bool) -> RunSummary:
         return RunSummary(elapsed=self.session.clock() - started, paused=paused, **self._tally)
