@@ -8,7 +8,8 @@ FILE as it was. FILE may not be the log itself, nor any SQLite database
 (:func:`onward.cli.commands.check_output`).
 ``onward import --db URL session.jsonl`` checks the whole file, then loads it into the log at
 ``--db`` (created when missing, of any backend, once the file is found good): importing a file
-twice imports it once.
+twice imports it once. ``-`` reads the export from the standard input
+(``onward export --db A | onward import --db B -``).
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ def cmd_import(args: argparse.Namespace) -> int:
             "a memory:// log is new on every open: what was imported into it would be gone "
             "when the command ends"
         )
-    path = Path(args.file)
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory, not an export file: name the file in it")
-    if not path.is_file():
-        raise UsageError(f"no export file at {path}")
-    with path.open("rb") as lines:
-        export = read_export(lines)  # a bad file is refused before the log is opened or created
+    if args.file == "-":
+        export = read_export(sys.stdin.buffer)  # checked whole, as a file is
+    else:
+        path = Path(args.file)
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, not an export file: name the file in it")
+        if not path.is_file():
+            raise UsageError(f"no export file at {path}")
+        with path.open("rb") as lines:
+            export = read_export(lines)  # a bad file is refused before the log is opened
     url = args.db  # a bare path is a file path, as it is (no URL decoding)
     with open_log(url) as log:
         summary = import_log(log, export)
@@ -96,4 +100,6 @@ def add_transfer_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         "load an export into the log at --db (created when missing, any backend): every line "
         "checked first, nothing written for a bad file, nothing twice when run again",
     )
-    import_.add_argument("file", metavar="FILE", help="the export (JSON lines)")
+    import_.add_argument(
+        "file", metavar="FILE", help="the export (JSON lines); - reads the standard input"
+    )

@@ -600,3 +600,22 @@ def test_output_dash_is_the_standard_output(
     else:
         assert len(captured.out) == len(file.read_bytes())
     assert b"written to" not in captured.out
+
+
+def test_import_dash_reads_the_standard_input(tmp_path: Path, clock: FakeClock) -> None:
+    """``onward export ... | onward import --db B -``, as Unix tools take ``-``."""
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    unfinished(source, clock)
+    file = tmp_path / "all.jsonl"
+    export(source, file)
+    with file.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "onward", "import", "--db", target, "-"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert records_of(target) == records_of(source)
