@@ -442,11 +442,12 @@ class Session:
         return self.decide(lambda _projections: fixed, chain=chain, first_cause=first_cause)
 
 
-def unknown_events_error(task: TaskView) -> UnknownEventType:
-    """The refusal to resume a task that holds events of a newer onward."""
+def unknown_events_error(task: TaskView, doing: str = "resume") -> UnknownEventType:
+    """The refusal to resume (or otherwise ``doing``) a task that holds events of a newer
+    onward."""
     return UnknownEventType(
         f"task {task.task_id} has {task.unknown_events} events of types this version of onward "
-        "does not know (written by a newer one?); refusing to resume it. `onward show` can "
+        f"does not know (written by a newer one?); refusing to {doing} it. `onward show` can "
         "still read it."
     )
 

@@ -334,6 +334,8 @@ class Tasks:
             session.host.catch_up()  # as the log has it: another process may have ended it
             for _ in range(_STEER_TRIES):
                 view = self.view(task_id)
+                if view.unknown_events:  # queued again, it would be refused at its next run
+                    raise unknown_events_error(view, "retry")
                 if view.state not in ("failed", "cancelled", "missed"):
                     raise InvalidTransition(
                         "task",

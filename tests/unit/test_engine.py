@@ -1196,3 +1196,38 @@ def test_an_os_error_whose_file_name_was_redacted_replays_without_a_file_name() 
     kept = replayed_error("PermissionError", "", "[Errno 13] Permission denied: '/home/u/a'")
     assert isinstance(kept, PermissionError)
     assert kept.filename == "/home/u/a"
+
+
+def test_a_task_holding_unknown_events_is_not_retried(db: str, clock: FakeClock) -> None:
+    """Retrying a failed task whose history holds an event type from a newer onward would
+    queue it for a run this version refuses: the retry itself is refused, appending nothing."""
+    from onward.events import Codec, Event, UnknownEventType, all_event_types
+
+    class FromTheFutureRetried(Event, frozen=True, kw_only=True, tag="FromTheFutureRetried"):
+        """An event type a newer onward might write."""
+
+    def register(engine: Engine) -> None:
+        @engine.task(name="job")
+        def job() -> str:
+            raise ValueError("fails")
+
+    with open_engine(db, clock) as engine:
+        register(engine)
+        task = engine.submit("job")
+        engine.run()
+        assert engine.task_view(task).state == "failed"
+        version = engine.task_view(task).version
+    writer = open_log(db)
+    writer.codec.register(FromTheFutureRetried)
+    writer.append(f"task-{task}", [FromTheFutureRetried()], expected_version=version)
+    writer.close()
+
+    known = [t for t in all_event_types() if t.__struct_config__.tag != "FromTheFutureRetried"]
+    with Engine.open(
+        db, session="nightly", clock=clock, sleep=clock.advance, codec=Codec(types=known)
+    ) as engine:
+        register(engine)
+        head = engine.log.head()
+        with pytest.raises(UnknownEventType, match=f"task {task} has 1 events.*refusing to retry"):
+            engine.retry(task, reason="try again")
+        assert engine.log.head() == head

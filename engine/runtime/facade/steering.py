@@ -194,6 +194,8 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: it has not failed, been cancelled or missed its deadline.
+            UnknownEventType: its history holds events of types this version does not know
+                (written by a newer onward): it could not run again here.
             UsageError: an argument of the wrong type, or a deadline that is not finite; or
                 called from a task's own code between its steps (it would be called again when
                 the task re-runs).
