@@ -194,10 +194,17 @@ def observing(observer: Observer | None, token: Any) -> AbstractContextManager[N
     """Run what follows in the context the observer gives for a task run's or step try's code
     (:meth:`Observer.running`); what the context raises as it is entered or exited is logged
     and dropped, as any hook's, and the code's own errors pass through it unchanged."""
-    # None, or an observer of its own making (no Observer subclass) without the hook.
-    if observer is None or not hasattr(observer, "running"):
+    # An Observer that keeps the base hook gives no context: nothing to look up or enter.
+    # Any other (an override, an object of its own making) is asked through notify(), where
+    # a hook missing is None and a lookup that fails is the observer's failure, logged.
+    if observer is None or _keeps_base_running(type(observer)):
         return _NO_CONTEXT
     return _observing(observer, token)
+
+
+def _keeps_base_running(kind: type) -> bool:
+    """Whether an observer's class is an :class:`Observer` whose ``running`` is the base's."""
+    return issubclass(kind, Observer) and getattr(kind, "running", None) is Observer.running
 
 
 _NO_CONTEXT = contextlib.nullcontext()

@@ -307,6 +307,46 @@ def test_an_observer_whose_hook_cannot_be_looked_up_does_not_stop_the_engine(
     assert any("failed in task_ended" in r.getMessage() for r in caplog.records)
 
 
+def test_an_observer_whose_running_hook_cannot_be_looked_up_does_not_stop_the_engine(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ``running`` hook too: its lookup failing is the observer's failure, logged and
+    dropped, and the task's code and its steps run as they would."""
+
+    class Forwards:
+        def __init__(self) -> None:
+            self.exporting = True
+
+        def task_started(self, start: Any) -> None:
+            return None
+
+        @property
+        def running(self) -> Any:
+            if not self.exporting:
+                raise RuntimeError("exporter shut down")
+            return lambda token: None
+
+    forwards = Forwards()
+    with Engine.open(
+        "memory://", session="s", clock=clock, sleep=clock.advance, observer=forwards
+    ) as engine:
+
+        @engine.step()
+        def fetch() -> int:
+            return 1
+
+        @engine.task()
+        def job() -> int:
+            return fetch()
+
+        task_id = engine.submit(job)
+        forwards.exporting = False
+        with caplog.at_level("WARNING", logger="onward"):
+            engine.run()
+        assert engine.result(task_id) == 1
+    assert any("failed in running" in r.getMessage() for r in caplog.records)
+
+
 def test_no_secret_reaches_a_span_neither_a_default_nor_one_of_the_users(
     tmp_path: Path, clock: FakeClock
 ) -> None:
