@@ -78,6 +78,16 @@ def proxy() -> Iterator[Proxy]:
         proxy.kill()
 
 
+def clean_up(fleet: Fleet, proxy: Proxy) -> None:
+    """Whatever happened: the proxy killed, every worker still alive killed, their files
+    closed."""
+    proxy.kill()
+    for pid in fleet.alive():
+        fleet.kill(pid)
+    for err in fleet.errors.values():
+        err.close()
+
+
 def started_step(fleet: Fleet, pid: int, task: str, index: int) -> bool:
     return pid in fleet.runs().get((task, index), [])
 
@@ -111,9 +121,7 @@ def test_a_stopped_link_is_noticed_and_the_peer_takes_over(
         proxy.signal(signal.SIGCONT)
         ended = fleet.stop_all()
     finally:
-        proxy.kill()
-        for pid in fleet.alive():
-            fleet.kill(pid)
+        clean_up(fleet, proxy)
     assert all(code == 0 for code, _ in ended.values()), ended
     assert peer in ended
     check_log(postgres_url, fleet, tasks, lost_lease=frozenset({stalled}))
@@ -138,9 +146,7 @@ def test_a_killed_and_restarted_proxy_is_ridden_out(
         ended = fleet.stop_all()
     finally:
         progress.close()
-        proxy.kill()
-        for pid in fleet.alive():
-            fleet.kill(pid)
+        clean_up(fleet, proxy)
     assert all(code == 0 for code, _ in ended.values()), ended
     check_log(postgres_url, fleet, tasks)
 
@@ -171,11 +177,41 @@ def test_a_worker_behind_a_link_that_stays_dead_gives_up_within_its_tolerance(
         proxy.signal(signal.SIGCONT)
         ended = fleet.stop_all()
     finally:
-        proxy.kill()
-        for pid in fleet.alive():
-            fleet.kill(pid)
+        clean_up(fleet, proxy)
     code, said = ended[stalled]
     assert code != 0, said
     assert "was unavailable for" in said, said  # StorageUnavailable
     assert ended[peer][0] == 0, ended[peer]
     check_log(postgres_url, fleet, tasks, lost_lease=frozenset({stalled}))
+
+
+def test_an_idle_worker_notices_its_listening_connection_died_silently(
+    postgres_url: str, tmp_path: Path, proxy: Proxy
+) -> None:
+    """An idle worker waits on LISTEN: a link that dies without a reset would pass for a quiet
+    log (its notifications lost for good) unless the connection is asked for a reply."""
+    fleet = Fleet(tmp_path, proxy.url(postgres_url, call_timeout="2", connect_timeout="2"))
+    try:
+        (idle,) = fleet.start(1, threads=1)
+        wait_until(lambda: fleet.serving(idle), 60, "the worker to serve")
+        proxy.signal(signal.SIGSTOP)
+        wait_until(
+            lambda: any(
+                line.startswith("watching") and "no reply from the server" in line
+                for line in fleet.stderr(idle).splitlines()
+            ),
+            60,
+            "the idle worker to notice its listening connection is dead",
+        )
+        proxy.signal(signal.SIGCONT)
+        fleet.submit(3)  # heard again, and run
+        progress = Progress(postgres_url)
+        try:
+            wait_until(lambda: progress.succeeded() == 3, 120, "the tasks after the link is back")
+        finally:
+            progress.close()
+        ended = fleet.stop_all()
+    finally:
+        clean_up(fleet, proxy)
+    assert ended[idle][0] == 0, ended[idle]
+    check_log(postgres_url, fleet, 3)
