@@ -821,6 +821,11 @@ class _Deadlines:
                     " the connection was given up as dead"
                 ) from exc
             raise
+        else:
+            with self._lock:
+                cut = key in self._cut
+            if cut:  # cut as the reply came: the statement is done, the connection is not
+                connection.close()
         finally:
             with self._lock:
                 self._under_way.pop(key, None)
