@@ -166,11 +166,13 @@ class PostgresLog(EventLog):
 
     Args:
         url: the connection URL; ``schema`` (default ``public``), ``table`` (the table prefix,
-            default ``onward``), ``connect_timeout`` (seconds, default 10) and
-            ``call_timeout`` (seconds, default :data:`CALL_TIMEOUT`; 0: none) may be given as
-            query parameters, and so may libpq's other connection parameters (``sslmode``,
-            ``sslrootcert``, ``application_name``, ``options``, ``password``, ...), passed to
-            the connection as they are. Its password, wherever it is, is masked in
+            default ``onward``; both taken as written, capitals included, as a quoted SQL
+            identifier: ``?table=Nightly`` makes ``"Nightly_events"``), ``connect_timeout``
+            (seconds, default 10) and ``call_timeout`` (seconds, default
+            :data:`CALL_TIMEOUT`; 0: none) may be given as query parameters, and so may
+            libpq's other connection parameters (``sslmode``, ``sslrootcert``,
+            ``application_name``, ``options``, ``password``, ...), passed to the connection
+            as they are. Its password, wherever it is, is masked in
             :attr:`url` and in messages. What neither it nor libpq's environment (``PGHOST``,
             ``PGPORT``, ``PGUSER``, ``PGDATABASE``) nor a service file (``?service=NAME`` or
             ``PGSERVICE``) says is 127.0.0.1, port 5432, user ``postgres``; without a
@@ -199,7 +201,8 @@ class PostgresLog(EventLog):
         if not named and not _from_service(params):
             raise InvalidURL(f"PostgreSQL URL names no database: {_safe(url)}")
         self.schema = params.get("schema", "public")
-        prefix = params.get("table", "onward").lower()  # as eventsourcing named the tables
+        # Taken as written, as the schema is (both quoted wherever they are named).
+        prefix = params.get("table", "onward")
         if not (self.schema.isidentifier() and prefix.isidentifier()):
             raise InvalidURL(f"schema and table must be plain identifiers: {_safe(url)}")
         # PostgreSQL cuts longer names to 63 bytes without a word: two logs would share one.
@@ -236,12 +239,16 @@ class PostgresLog(EventLog):
             **_KEEPALIVES,
             **_connection_parameters(params),
         }
-        self.channel = _channel(self.schema, prefix)
         connections = _Connections(connect_args, call_timeout)
-        recorder = PostgresEventRecorder(connections, self.schema, prefix, self.channel)
-        checkpoints = PostgresCheckpointRecorder(connections, self.schema, prefix)
+        opened: list[PostgresEventRecorder] = []
 
         def open_tables() -> None:
+            nonlocal prefix
+            if prefix != prefix.lower():
+                prefix = _as_created(connect_args, self.schema, prefix)
+            self.channel = _channel(self.schema, prefix)
+            recorder = PostgresEventRecorder(connections, self.schema, prefix, self.channel)
+            opened.append(recorder)
             if create:
                 _create(connect_args, self.schema, prefix)
             elif not recorder.exists():
@@ -261,6 +268,8 @@ class PostgresLog(EventLog):
             raise BackendError(
                 f"cannot open the PostgreSQL log {_safe(url)}: {_one_line(exc)}"
             ) from exc
+        recorder = opened[-1]
+        checkpoints = PostgresCheckpointRecorder(connections, self.schema, prefix)
         self._events = recorder
         self._checkpoint_recorder = checkpoints
         self._connections = connections
@@ -1078,6 +1087,28 @@ def _through_a_restart(
                 raise
             sleep(pause)
             pause = min(pause * 2, LAST_PAUSE)
+
+
+def _as_created(connect_args: dict[str, Any], schema: str, prefix: str) -> str:
+    """The table prefix of a log whose URL's ``table`` has capitals: as written, unless only
+    its lower-cased tables exist (earlier versions of onward lower-cased the prefix, as
+    eventsourcing did): those are the log, opened with a warning, not a new empty one beside
+    it."""
+    with psycopg.connect(**connect_args, autocommit=True) as connection:
+        found = connection.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (_regname(schema, f"{prefix}_events"), _regname(schema, f"{prefix.lower()}_events")),
+        ).fetchone()
+    if found is None or found[0] or not found[1]:
+        return prefix
+    logger.warning(
+        "table prefix %r: opening the log an earlier onward made under the lower-cased name "
+        "%r (write ?table=%s to say so)",
+        prefix,
+        prefix.lower(),
+        prefix.lower(),
+    )
+    return prefix.lower()
 
 
 def _create(connect_args: dict[str, Any], schema: str, prefix: str) -> None:

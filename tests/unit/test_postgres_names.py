@@ -90,3 +90,39 @@ def test_a_role_that_may_not_delete_checkpoints_runs_its_tasks(
         finally:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_table_prefix_with_capitals_is_taken_as_written_as_the_schema_is(
+    schema_named: list[str], clock: FakeClock
+) -> None:
+    """``?schema=`` kept its capitals while ``?table=`` was lower-cased: both are now taken as
+    written (quoted identifiers)."""
+    schema = "onward_test_" + uuid.uuid4().hex[:12]
+    schema_named.append(schema)
+    url = f"{BASE}?schema={schema}&table=Nightly"
+    assert run_two_tasks(url, clock) == 2
+    with psycopg.connect(BASE, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " ORDER BY table_name",
+            (schema,),
+        ).fetchall()
+    assert [name for (name,) in found] == ["Nightly_blobs", "Nightly_checkpoints", "Nightly_events"]
+    with open_log(f"{BASE}?schema={schema}&table=nightly") as other:
+        assert other.head() == 0  # another log: the names differ as written
+
+
+def test_a_log_made_under_the_lower_cased_prefix_is_opened_not_made_again(
+    schema_named: list[str], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log an earlier onward made for ``?table=Nightly`` lives in ``nightly_events``: the
+    same URL opens it (with a warning), instead of making a new empty log beside it."""
+    schema = "onward_test_" + uuid.uuid4().hex[:12]
+    schema_named.append(schema)
+    assert run_two_tasks(f"{BASE}?schema={schema}&table=nightly", clock) == 2
+    with caplog.at_level(logging.WARNING, logger="onward"):
+        log = open_log(f"{BASE}?schema={schema}&table=Nightly")
+    with log:
+        assert log.head() > 0
+        assert log.verify().ok
+    assert any("lower-cased name 'nightly'" in r.getMessage() for r in caplog.records)
