@@ -799,46 +799,31 @@ class _Deadlines:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @contextlib.contextmanager
-    def timed(self, connection: psycopg.Connection[Any]) -> Iterator[None]:
-        """Bound a statement on ``connection`` by the timeout.
+    def timed(self, connection: psycopg.Connection[Any]) -> _Timed:
+        """A context that bounds a statement on ``connection`` by the timeout; it raises
+        :class:`psycopg.OperationalError` when the statement got no reply in time (its
+        connection cut)."""
+        return _Timed(self, connection)
 
-        Raises:
-            psycopg.OperationalError: the statement got no reply in time (its connection is
-                cut).
-        """
-        if not self.seconds:
-            yield
-            return
-        key = id(connection)
+    def begin(self, connection: psycopg.Connection[Any]) -> None:
+        """A statement on ``connection`` starts: its reply is due within the timeout."""
         with self._lock:
-            self._under_way[key] = (time.monotonic() + self.seconds, connection)
+            self._under_way[id(connection)] = (time.monotonic() + self.seconds, connection)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._watch, name="onward-postgres-deadlines", daemon=True
                 )
                 self._thread.start()
-        try:
-            yield
-        except psycopg.Error as exc:
-            with self._lock:
-                cut = key in self._cut
-                self._cut.discard(key)
-            if cut:
-                raise psycopg.OperationalError(
-                    f"no reply from the server within {self.seconds:g} s (call_timeout):"
-                    " the connection was given up as dead"
-                ) from exc
-            raise
-        else:
-            with self._lock:
-                cut = key in self._cut
-            if cut:  # cut as the reply came: the statement is done, the connection is not
-                connection.close()
-        finally:
-            with self._lock:
-                self._under_way.pop(key, None)
-                self._cut.discard(key)
+
+    def end(self, connection: psycopg.Connection[Any]) -> bool:
+        """The statement on ``connection`` ended; whether its connection was cut."""
+        key = id(connection)
+        with self._lock:
+            self._under_way.pop(key, None)
+            if key not in self._cut:
+                return False
+            self._cut.discard(key)
+        return True
 
     def stop(self) -> None:
         """Stop the thread that looks at the statements under way."""
@@ -852,6 +837,32 @@ class _Deadlines:
                     if now >= deadline and key not in self._cut:
                         self._cut.add(key)
                         _shut_down(connection)
+
+
+class _Timed:
+    """A statement bounded by :class:`_Deadlines` (see :meth:`_Deadlines.timed`)."""
+
+    __slots__ = ("_connection", "_deadlines")
+
+    def __init__(self, deadlines: _Deadlines, connection: psycopg.Connection[Any]) -> None:
+        self._deadlines = deadlines
+        self._connection = connection
+
+    def __enter__(self) -> None:
+        if self._deadlines.seconds:
+            self._deadlines.begin(self._connection)
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        deadlines = self._deadlines
+        if not deadlines.seconds or not deadlines.end(self._connection):
+            return
+        if error is None:  # cut as the reply came: the statement is done, the connection not
+            self._connection.close()
+        elif isinstance(error, psycopg.Error):
+            raise psycopg.OperationalError(
+                f"no reply from the server within {deadlines.seconds:g} s (call_timeout):"
+                " the connection was given up as dead"
+            ) from error
 
 
 def _shut_down(connection: psycopg.Connection[Any]) -> None:
