@@ -31,6 +31,14 @@ the commits that notify. A commit of quiet events that may make work runnable al
 so (:attr:`onward.events.Append.wakes`): the end of a subtask, whose parent may wait for it (the
 worker that ended it may die before it runs the parent).
 
+**A silent link is a dead one.** Every connection has TCP keepalives and a TCP user timeout
+(a cut link fails within about half a minute), and every statement a deadline of its own
+(:data:`CALL_TIMEOUT`, ``?call_timeout=``): a link whose far end acknowledges what it is sent
+but never answers (a stalled proxy or pooler) passes every keepalive, and would hold a read
+forever. Past the deadline the connection is cut and the call fails as on a dropped
+connection, which the log's outage handling retries; the listening connection of an idle
+worker is asked for a reply after as long a silence.
+
 **Logs of earlier versions** (written through eventsourcing's recorder, which numbered records
 1, 2, 3... under a table lock) open and read as they are: the table is the same
 (``<table>_events``: notification_id, originator_id, originator_version, topic, state), and their
