@@ -841,6 +841,23 @@ class EventLog(ABC):
                 del cache[next(iter(cache))]
         return {stream: head[0] for stream, head in heads.items()}
 
+    def _saw_head(self, stream: str, version: int, link: str) -> None:
+        """Cache a stream's head as a read to its end found it (its last record, read whole
+        from the log): the reader's next append there, at that version (a claim after the
+        task's history was read), needs no read of the record it follows. Kept only over an
+        older head: a newer one is this log's own append that went in meanwhile. A head that
+        is stale by then (another worker appended since) costs what a stale own head costs:
+        the insert clashes, the stream is looked at again."""
+        with self._heads_lock:
+            cache = self._heads
+            cached = cache.get(stream)
+            if cached is not None and cached[0] >= version:
+                return
+            cache.pop(stream, None)  # at the end: the cache evicts oldest first
+            cache[stream] = (version, link)
+            while len(cache) > _HEAD_CACHE_SIZE:
+                del cache[next(iter(cache))]
+
     def _forget(self, stream: str) -> None:
         with self._heads_lock:
             self._heads.pop(stream, None)
@@ -909,7 +926,9 @@ class EventLog(ABC):
             event, stored = decode(s, v, p, t, st)
             events.append(event)
             size += stored
-        return StreamTail(events, _link_to(rows[-1][4]), size)
+        last = _link_to(rows[-1][4])
+        self._saw_head(stream, rows[-1][2], last)
+        return StreamTail(events, last, size)
 
     def decode_record(
         self, stream: str, version: int, position: int, topic: str, state: bytes

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from onward import Engine
-from onward.events import CorruptRecord, EventLog, StepCompleted, TaskSubmitted, open_log
+from onward.events import (
+    CorruptRecord,
+    EventLog,
+    StepCompleted,
+    TaskSubmitted,
+    VersionConflict,
+    open_log,
+)
 from onward.projections import task_stream
 from onward.runtime.histories import Histories
 from tests.conftest import FakeClock
@@ -151,3 +158,33 @@ def test_a_history_is_sized_with_the_blobs_its_records_were_joined_with(
         assert first[1].event == large
         assert histories.read(STREAM)[0] is not first[0]  # 100,000 bytes: not kept
         assert Histories(log, limit=200_000).read(STREAM) == first
+
+
+def test_an_append_after_a_read_to_the_end_reads_nothing_more(log: EventLog) -> None:
+    # A claim follows the read of its task's history: the head the read ended on is the one
+    # the claim's append follows, not read again (another worker wrote the stream).
+    with open_log(log.url, clock=FakeClock()) as reader:
+        selects: list[tuple[str, int, int | None]] = []
+        select = reader._select_stream  # type: ignore[attr-defined]
+
+        def counted(stream: str, after: int, upto: int | None) -> object:
+            selects.append((stream, after, upto))
+            return select(stream, after, upto)
+
+        reader._select_stream = counted  # type: ignore[attr-defined]
+        history = Histories(reader).read(STREAM)
+        assert [r.version for r in history] == [1, 2, 3]
+        reader.append(STREAM, steps(2, 1), expected_version=3)
+        assert selects == [(STREAM, 0, None)]
+        # Its link is the read record's: the stream verifies whole.
+        assert [r.version for r in log.read_stream(STREAM, verify=True)] == [1, 2, 3, 4]
+
+
+def test_a_head_read_is_stale_once_another_worker_appended(log: EventLog) -> None:
+    with open_log(log.url, clock=FakeClock()) as reader:
+        Histories(reader).read(STREAM)
+        log.append(STREAM, steps(2, 1), expected_version=3)  # another worker, meanwhile
+        with pytest.raises(VersionConflict):
+            reader.append(STREAM, steps(2, 1), expected_version=3)
+        reader.append(STREAM, steps(3, 1), expected_version=4)
+        assert [r.version for r in log.read_stream(STREAM, verify=True)] == [1, 2, 3, 4, 5]
