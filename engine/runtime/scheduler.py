@@ -435,11 +435,15 @@ class Scheduler:
         try:
             self._prepare()
             while not (stop.is_set() or self.stopping.is_set()):
+                # The runs that ended first: their slots are free for this turn's claims.
+                for future in [f for f in in_flight if f.done()]:
+                    del in_flight[future]
+                    self._count(future.result())
                 with session.lock:
                     session.host.catch_up()
                     self._tally["recovered"] += self._recover_leases()
                 free = 0 if stop.is_set() else workers - len(in_flight)
-                pausing, pace = self._boundary(room=free > 0)
+                pausing, pace = self._boundary(room=free > 0, caught_up=True)
                 if pace:  # the error budget's slow-down, waited without the lock
                     self._slow_down(pace, stop)
                     continue  # back to the top: the claim after the wait
@@ -451,12 +455,7 @@ class Scheduler:
                             future = pool.submit(self._execute, *claimed)
                             future.add_done_callback(lambda _done: wake.set())
                             in_flight[future] = claimed[0].task_id
-                finished = [f for f in in_flight if f.done()]
-                for future in finished:
-                    del in_flight[future]
-                    self._count(future.result())
-                if finished:
-                    continue  # a run ended: claim again before waiting for news
+                # A run that ended since the top of this turn has set ``wake``: no wait then.
                 if not in_flight and not paused and self._fake_time_passed():
                     continue  # a test's clock: its next timer is due now
                 wake.wait(self._idle_for(idle=len(in_flight) < workers and not paused))
@@ -734,7 +733,7 @@ class Scheduler:
                 session.host.catch_up()
                 self._tally["recovered"] += self._recover_leases()
         want = capacity if left is None else min(capacity, left)
-        pausing, pace = self._boundary(room=want > 0)
+        pausing, pace = self._boundary(room=want > 0, caught_up=serving)
         with session.lock:
             if pausing or (serving and self._paused()):
                 return "pause", [], 0.0
@@ -902,7 +901,7 @@ class Scheduler:
             self._tally["recovered"] += self._recover_leases()
         return True
 
-    def _boundary(self, *, room: bool) -> tuple[bool, float]:
+    def _boundary(self, *, room: bool, caught_up: bool = False) -> tuple[bool, float]:
         """Catch up, mark missed deadlines, fire due schedules and cross a task boundary once a
         task has run. The caller holds no lock: the policies' callbacks (health checks,
         ``on_interruption``) run without the session's lock, so that the worker's other
@@ -910,6 +909,8 @@ class Scheduler:
 
         Args:
             room: whether the caller would claim a task now (a free slot).
+            caught_up: the caller caught up just now, under the session's lock (and folded
+                what its lease recovery appended): no second read of the log.
 
         Returns:
             Whether the session is paused (by the error budget, here or in another process:
@@ -921,7 +922,8 @@ class Scheduler:
         """
         session = self.session
         with session.lock:
-            session.host.catch_up()
+            if not caught_up:
+                session.host.catch_up()
             self._tally["missed"] += self._mark_missed()
             paused = self._paused()
             if self.schedules is not None and not paused:

@@ -955,3 +955,36 @@ def test_a_worker_paused_as_it_takes_a_permit_runs_no_body_its_peer_ran(
     finally:
         peer.close()
         holder.close()
+
+
+def test_a_serving_worker_reads_the_log_about_twice_a_task(tmp_path: Path) -> None:
+    """Each turn of a serving worker catches up once (before its lease recovery, its task
+    boundary and its claims) and once after its claims; a run that ended frees its slot for
+    the same turn's claim, not for a turn of its own. With many workers on one server, each
+    of these reads is a query that every worker makes for every task."""
+    stop = threading.Event()
+    tasks = 20
+    done: list[int] = []
+    with Engine(SilentLog(str(tmp_path / "work.db")), session="s", lease=300) as engine:
+
+        @engine.task(name="job")
+        def job(i: int) -> int:
+            done.append(i)
+            if len(done) == tasks:
+                stop.set()
+            return i
+
+        for i in range(tasks):
+            engine.submit(job, i)
+        reads = 0
+        read_rows = engine.log.read_rows
+
+        def counted(**kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return read_rows(**kwargs)
+
+        engine.log.read_rows = counted  # type: ignore[method-assign]
+        engine.serve(workers=1, stop=stop, handle_signals=False)
+    assert sorted(done) == list(range(tasks))
+    assert reads <= 2 * tasks + 5, reads
