@@ -21,10 +21,15 @@ from typing import Any, Literal
 
 import msgspec
 from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
     IntegrityError,
     InterfaceError,
+    InternalError,
+    NotSupportedError,
     OperationalError,
     PersistenceError,
+    ProgrammingError,
     StoredEvent,
 )
 from eventsourcing.sqlite import (
@@ -106,6 +111,19 @@ _LOCK_TIMEOUT = 5
 _LOOK_AGAIN = 0.05
 
 
+#: sqlite3's errors and eventsourcing's, in the order its transaction translates them.
+_TRANSLATED: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] = (
+    (sqlite3.InterfaceError, InterfaceError),
+    (sqlite3.DataError, DataError),
+    (sqlite3.OperationalError, OperationalError),
+    (sqlite3.IntegrityError, IntegrityError),
+    (sqlite3.InternalError, InternalError),
+    (sqlite3.ProgrammingError, ProgrammingError),
+    (sqlite3.NotSupportedError, NotSupportedError),
+    (sqlite3.DatabaseError, DatabaseError),
+)
+
+
 def _file_gone(why: str) -> sqlite3.OperationalError:
     """The error of a log whose file is no longer at its path (:func:`moved_away`): SQLite's
     own words for a file it cannot open, which the log's outage handling rides out until the
@@ -126,6 +144,39 @@ class _PooledConnection(SQLiteConnection):
         raw = self._sqlite_conn
         if raw.in_transaction:
             raw.execute("COMMIT")
+
+    def select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """The rows of one SELECT, run on its own: a single statement reads one snapshot of
+        the database by itself, with none of the BEGIN and ROLLBACK around it that a
+        transaction of eventsourcing's adds (three statements for one). A text column that
+        holds bytes that are not UTF-8 (damage done behind onward's back) is read again with
+        each bad byte as U+FFFD, so that its record fails its checksum and is reported as
+        damaged instead of making the whole log unreadable.
+
+        Raises:
+            PersistenceError: as eventsourcing's transaction translates sqlite3's errors
+                (an :class:`OperationalError` for a busy or unreadable database).
+        """
+        raw = self._sqlite_conn
+        cursor = raw.cursor()
+        cursor.row_factory = None  # plain tuples (the pool's connections make sqlite3.Row)
+        try:
+            try:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+            except sqlite3.OperationalError as exc:
+                if "decode to UTF-8" not in str(exc):
+                    raise
+            raw.text_factory = _lenient_text
+            try:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+            finally:
+                raw.text_factory = str
+        except sqlite3.Error as exc:
+            raise _translated(exc) from exc
+        finally:
+            cursor.close()  # its statement reset: no read snapshot held in the pool
 
 
 class _TunedPool(SQLiteConnectionPool):
@@ -421,6 +472,15 @@ def _blob_bytes(data: object) -> bytes:
     return b"" if data is None else str(data).encode()
 
 
+def _translated(exc: sqlite3.Error) -> PersistenceError:
+    """sqlite3's error as eventsourcing's transaction raises it (the log's outage handling
+    and error messages read those)."""
+    for raw, ours in _TRANSLATED:
+        if isinstance(exc, raw):
+            return ours(exc)
+    return PersistenceError(exc)
+
+
 def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
@@ -548,25 +608,13 @@ class SQLiteLog(EventLog):
         super().__init__(recorder, checkpoints, url=sqlite_url(self.path), **options)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        with self._datastore.transaction(commit=False) as c:
-            raw: sqlite3.Cursor = c.sqlite_cursor
-            raw.row_factory = None
-            try:
-                raw.execute(sql, params)
-                return raw.fetchall()
-            except sqlite3.OperationalError as exc:
-                if "decode to UTF-8" not in str(exc):
-                    raise
-            # A text column holds bytes that are not UTF-8 (damage done behind onward's back):
-            # read again with each bad byte as U+FFFD, so that the record fails its checksum
-            # and is reported as damaged instead of making the whole log unreadable.
-            connection = raw.connection
-            connection.text_factory = _lenient_text
-            try:
-                raw.execute(sql, params)
-                return raw.fetchall()
-            finally:
-                connection.text_factory = str
+        pool = self._datastore.pool
+        connection = pool.get_connection(is_writer=False)
+        try:
+            assert isinstance(connection, _PooledConnection)
+            return connection.select(sql, params)
+        finally:
+            pool.put_connection(connection)
 
     def _select_stream(self, stream: str, after: int, upto: int | None) -> list[StoredRow]:
         if upto is None:

@@ -162,6 +162,23 @@ def test_reads_compile_their_statements_once(tmp_path: Path) -> None:
         assert compiled == []
 
 
+def test_a_read_runs_its_select_alone(tmp_path: Path) -> None:
+    # One SELECT reads one snapshot by itself: no BEGIN and ROLLBACK around it (a history's
+    # read before each claim, a page of each catch-up).
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        assert isinstance(log, SQLiteLog)
+        log.append("task-1", [TaskSubmitted(name="crawl")], expected_version=0)
+        assert log.read_stream("task-1")
+        ran: list[str] = []
+        pool = log._datastore.pool
+        connection = pool.get_connection(is_writer=False)
+        connection._sqlite_conn.set_trace_callback(ran.append)
+        pool.put_connection(connection)
+        assert len(log.read_stream("task-1")) == 1
+        assert [statement.split()[0] for statement in ran] == ["SELECT"]
+        connection._sqlite_conn.set_trace_callback(None)
+
+
 @pytest.mark.parametrize(
     ("query", "milliseconds"),
     [
