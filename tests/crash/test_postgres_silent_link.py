@@ -18,7 +18,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
 
 from tests.crash._fleet import Fleet, Progress, check_log, wait_until
@@ -86,6 +88,20 @@ def clean_up(fleet: Fleet, proxy: Proxy) -> None:
         fleet.kill(pid)
     for err in fleet.errors.values():
         err.close()
+
+
+def listening(url: str) -> bool:
+    """Whether a connection to the server listens on the channel of the log at ``url``: its
+    last statement was the ``LISTEN``, or the question a silent listening connection is
+    asked (no other connection asks it)."""
+    schema = parse_qs(urlsplit(url).query)["schema"][0]
+    with psycopg.connect(url.split("?", maxsplit=1)[0], autocommit=True) as connection:
+        found = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query IN (%s, 'SELECT 1')"
+            " AND pid <> pg_backend_pid()",
+            (f'LISTEN "onward.{schema}.onward"',),
+        ).fetchone()
+    return found is not None and found[0] > 0
 
 
 def started_step(fleet: Fleet, pid: int, task: str, index: int) -> bool:
@@ -194,6 +210,9 @@ def test_an_idle_worker_notices_its_listening_connection_died_silently(
     try:
         (idle,) = fleet.start(1, threads=1)
         wait_until(lambda: fleet.serving(idle), 60, "the worker to serve")
+        # Its watch connects after it says it serves: a link stopped before that would be
+        # noticed by the connect's timeout, not by the question to a silent connection.
+        wait_until(lambda: listening(postgres_url), 60, "the worker to listen")
         proxy.signal(signal.SIGSTOP)
         wait_until(
             lambda: any(
