@@ -388,20 +388,24 @@ def _hint(*, text: bool) -> str:
     # A separator after white space (escaped or not ASCII too: checking those by hand costs
     # less than a lookbehind of variable width), right after a name, or after a quote (plain
     # or escaped) closing a name.
-    def names(close: str, separator: str = "[:=]") -> str:
+    def name_ends(close: str, separator: str) -> str:
+        """The look at a name's last two letters that each name passes: most names end
+        otherwise ("type", "index", "result"), and a name that fails it skips the looks of
+        names() one by one."""
         lasts = "".join(_NAMES_BY_LAST_LETTER)
-        # The letter before the last too, in one look: most names end otherwise ("type",
-        # "index", "result"), and a name that fails it skips the groups' looks one by one.
         ends = {n[-2:] for ns in _NAMES_BY_LAST_LETTER.values() for n in ns}
         assert all(end.isalpha() for end in ends), ends  # letters, not a part of a regex
         seconds = "".join(sorted({end[0] for end in ends}))
+        return f"(?<=(?i:[{seconds}][{lasts}]){close}{separator})"
+
+    def names(close: str, separator: str = "[:=]") -> str:
         groups = "|".join(
             f"(?<=(?i:{last}){close}{separator})(?:"
             + "|".join(f"(?<=(?i:{name}){close}{separator})" for name in names)
             + ")"
             for last, names in _NAMES_BY_LAST_LETTER.items()
         )
-        return f"(?<=(?i:[{seconds}][{lasts}]){close}{separator})(?:{groups})"
+        return f"{name_ends(close, separator)}(?:{groups})"
 
     pivot(
         ":=",
@@ -419,16 +423,33 @@ def _hint(*, text: bool) -> str:
     )
     # The comma of a pair after a quoted name: ('password', '...') in text, and in JSON
     # (["password", "..."], escaped inside a string; in a document, a list of strings is no
-    # text, and is not redacted as one).
-    quotes = "[\"']" if text else "'"
-    pivot(
-        ",",
-        rf"(?<={quotes},)(?:"
-        + names(quotes, ",")
-        + r"|(?<=\\[\"'],)(?:"
-        + names(r"\\[\"']", ",")
-        + "))",
-    )
+    # text, and is not redacted as one). In JSON, also a pair in a text escaped once before
+    # it was put in a string ([\"password\", \"...\"], a JSON text a message quotes), whose
+    # quote comes out escaped twice: for that one, whose looks would cost as much to compile as
+    # all the others, the last two letters of a name are enough of a hint.
+    if text:
+        pair = (
+            r"(?<=[\"'],)(?:"
+            + names("[\"']", ",")
+            + r"|(?<=\\[\"'],)(?:"
+            + names(r"\\[\"']", ",")
+            + "))"
+        )
+    else:  # where JSON escapes a quote: '"' always, "'" never
+        pair = (
+            r"(?<=',)(?:"
+            + names("'", ",")
+            + r"|(?<=\\',)(?:"
+            + names(r"\\'", ",")
+            + "|"
+            + name_ends(r"\\\\'", ",")
+            + r"))|(?<=\\\",)(?:"
+            + names(r'\\"', ",")
+            + "|"
+            + name_ends(r'\\\\\\"', ",")
+            + ")"
+        )
+    pivot(",", pair)
     # A token's prefix ends with "_" or "-"; the letter before it is checked first.
     # (And the vendor tokens whose characters include "." or "~", which may break them into
     # runs shorter than _RUN_LENGTH: PlanetScale's, Typeform's, an Azure AD client secret.)

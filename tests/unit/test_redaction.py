@@ -967,3 +967,24 @@ def test_a_vendors_token_that_dots_or_tildes_cut_into_short_runs_is_hidden_in_an
 def test_a_pair_of_a_secrets_name_and_its_value_in_a_text(text: str, expected: str) -> None:
     assert REDACTOR.redact(text) == expected
     assert REDACTOR.redact_json(msgspec.json.encode(text)) == msgspec.json.encode(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A pair in double quotes, the JSON of a list in a message: "\"" is escaped in the log.
+        'body: ["password", "hunter2"]',
+        'headers: [["Accept", "*/*"], ["Authorization", "s3cr3t"]]',
+        # ... and the same pair in a text that was itself escaped once (a JSON text quoted
+        # in a message, the repr of a string holding both quotes): escaped twice in the log.
+        'body: "[\\"password\\", \\"hunter2\\"]"',
+        "seen (\\'pwd\\', \\'hunter2\\')",
+        "seen (\\'password\", \"hunter2\\')",
+    ],
+)
+def test_a_pair_in_a_message_wakes_the_full_scan(text: str) -> None:
+    event = msgspec.json.encode({"type": "TaskFailed", "message": text, "attempt": 1})
+    for stored in (REDACTOR.redact_json(event), REDACTOR.redact_json_many([event])[0]):
+        assert b"hunter2" not in stored, stored
+        assert b"s3cr3t" not in stored, stored
+        assert b"[REDACTED:secret-value]" in stored
