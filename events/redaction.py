@@ -585,10 +585,19 @@ def _runs_might_hold_a_secret(data: bytes, runs: bytes, first: int) -> bool:
     return False
 
 
+# The letters outside ASCII that the rules, ignoring case as Python does, take for an ASCII
+# one, in UTF-8 (as JSON encodes them): U+0130 and U+0131 for "i", U+017F (a long s) for "s",
+# U+212A (the Kelvin sign) for "k". A name spelt with one ("api\u212aey: ...") is a secret's
+# name to the rules, and to no hint, which looks at bytes: a document holding one is scanned.
+_FOLDS_TO_ASCII = (b"\xc4\xb0", b"\xc4\xb1", b"\xc5\xbf", b"\xe2\x84\xaa")
+
+
 def might_hold_a_secret(data: bytes) -> bool:
     """Whether a default pattern could match somewhere in ``data`` (text or JSON), or the
     member rule in a dict stored in pairs: the quick scan that lets most events through
     untouched. False means that nothing would be redacted; True only that something might."""
+    if not data.isascii() and any(data.find(letter) >= 0 for letter in _FOLDS_TO_ASCII):
+        return True
     # find, not "in": CPython's "in" on bytes first tries the needle as an int, and
     # builds and drops a TypeError: about 2,000 instructions of each scan.
     runs = data.translate(_RUN_TABLE)

@@ -988,3 +988,23 @@ def test_a_pair_in_a_message_wakes_the_full_scan(text: str) -> None:
         assert b"hunter2" not in stored, stored
         assert b"s3cr3t" not in stored, stored
         assert b"[REDACTED:secret-value]" in stored
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Letters that match an ASCII one when case is ignored: U+212A KELVIN SIGN is "k",
+        # U+017F LATIN SMALL LETTER LONG S is "s", U+0130 and U+0131 are "i"; the rules
+        # ignore case as Python does, so the quick scan must not miss them in the UTF-8 bytes.
+        "api\u212aey: hunter2",
+        "pa\u017f\u017fword=hunter2",
+        "signing_\u212aey=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+        "https://acct.blob.core.windows.net/c?\u017fig=" + "9f86d081884c7d659a2feaa0" * 2,
+        "Author\u0131zation: hunter2",
+    ],
+)
+def test_a_name_spelt_with_a_letter_that_folds_to_ascii_wakes_the_full_scan(text: str) -> None:
+    event = msgspec.json.encode({"type": "TaskFailed", "message": text, "attempt": 1})
+    assert REDACTOR.redact(text) != text, "the rules find it"
+    for stored in (REDACTOR.redact_json(event), REDACTOR.redact_json_many([event])[0]):
+        assert b"[REDACTED:" in stored, stored
