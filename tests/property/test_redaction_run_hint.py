@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgspec
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from onward.events import redaction
@@ -172,3 +172,55 @@ def test_a_run_beside_a_label_a_prefix_or_in_mixed_case_still_wakes_it() -> None
         "id 8fJ2kQ9zLmN4pR7sT1vW3xY5aB6cD0eF",  # a random token has an upper-case letter
     ):
         assert redaction.might_hold_a_secret(_event("message", text, pairs=False)), text
+
+
+# A secret's name, a separator and a value, written as messages write them: assigned, as a
+# pair (a tuple's repr, a JSON list), quoted in a text escaped once more; names spelt with a
+# letter the rules take for an ASCII one; values in lower case, short, or shaped as ids.
+_NAMES = st.sampled_from(
+    [
+        *("password", "passwd", "pwd", "secret", "token", "auth", "Authorization", "api_key"),
+        *("x-api-key", "private_key", "access_key", "Cookie", "DB_PASS", "ROOT_PW", "signing_key"),
+        *("credentials", "dbCreds", "AccountKey", "?sig", "pa\u017f\u017fword", "api\u212aey"),
+    ]
+)
+_SEPARATORS = st.sampled_from(
+    ["=", ": ", " = ", "\t=", "=>", ":=", "', '", '", "', "\\', \\'", '\\", \\"', ":\n  ", "='"]
+)
+_WRAPS = st.sampled_from(
+    [("", ""), ("('", "')"), ('["', '"]'), ('[\\"', '\\"]'), ("(\\'", "\\')"), ('{"', '"}')]
+)
+_VALUES = st.one_of(
+    st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=60),
+    st.text(string.ascii_lowercase + string.digits + "-_./~+=%", min_size=6, max_size=60),
+    _IDS,
+    _TOKENS,
+)
+
+
+@st.composite
+def _named_values(draw: st.DrawFn) -> str:
+    before, after = draw(_WRAPS)
+    return f"{before}{draw(_NAMES)}{draw(_SEPARATORS)}{draw(_VALUES)}{after}"
+
+
+@example(texts=['["password", "hunter2"]'], gap="", member="message", pairs=False, escaped=False)
+@example(texts=['["token", "hunter2"]'], gap="", member="message", pairs=True, escaped=True)
+@example(texts=["api\u212aey: hunter2"], gap="", member="message", pairs=False, escaped=False)
+@given(
+    texts=st.lists(_named_values(), min_size=1, max_size=2),
+    gap=_GAPS,
+    member=_MEMBERS,
+    pairs=st.booleans(),
+    escaped=st.booleans(),
+)
+def test_a_named_value_the_quick_scan_passes_is_one_the_full_scan_leaves(
+    texts: list[str], gap: str, member: str, pairs: bool, escaped: bool
+) -> None:
+    text = gap.join(texts)
+    if escaped:  # a JSON text quoted in a message: its quotes and backslashes escaped once more
+        text = msgspec.json.encode(text).decode()[1:-1]
+    event = _event(member, text, pairs)
+    full = _fully_redacted(event)
+    assert Redactor().redact_json(event) == full, (text, full)
+    assert Redactor().redact_json_many([event]) == [full]
