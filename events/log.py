@@ -262,6 +262,11 @@ _Encoded = tuple[
 
 _SPLIT_KEY = b',"split":'
 
+#: Each event type's tag and its part of a record's seed (:func:`tag_seed`), looked up once
+#: for all appends: both depend on the type alone.
+_TAG_PARTS: dict[type[Event], tuple[str, int]] = {}
+_TAG_PARTS_MAX = 1024
+
 
 class _EnvelopeOnly(msgspec.Struct):
     meta: Meta
@@ -606,7 +611,6 @@ class EventLog(ABC):
                 "1 to 9999 (time.time, not time.time_ns or a str): nothing is written"
             )
         codec = self.codec
-        placeholder = codec.placeholder()
         limit = self.payload_limit
         inline = self.inline_limit
         blobs: dict[str, bytes] = {}
@@ -614,8 +618,7 @@ class EventLog(ABC):
         heads: dict[str, tuple[int, str]] = {}
         redactor, encode_event, seal = self.redactor, codec.encode_event, codec.seal_with
         seal_seeded = codec.seal_seeded
-        # Each event type's tag and its part of a record's seed, looked up once per append.
-        tags: dict[type[Event], tuple[str, int]] = {}
+        tags = _TAG_PARTS
         golden, mask = _GOLDEN, _MASK
         check = codec.check_decodes
         stored_event = _stored_event
@@ -689,7 +692,6 @@ class EventLog(ABC):
                 for event_id in ids:
                     _check_event_id(a.stream, event_id)
             ctx = a.context
-            stream_prefix = f"{a.stream}\x00".encode()
             tail = codec.meta_tail(
                 now, ctx.session, ctx.causation_id, ctx.correlation_id, ctx.actor
             )
@@ -700,17 +702,19 @@ class EventLog(ABC):
                 if tag is None:
                     topic = event.__struct_config__.tag  # a new object at each look
                     assert isinstance(topic, str)
+                    if len(tags) >= _TAG_PARTS_MAX:  # event types made on the fly: stay bounded
+                        tags.clear()
                     tag = tags[type(event)] = (topic, tag_seed(topic))
                 topic = tag[0]
                 if keys is not None and keys[i] == _SPLIT_KEY:
                     # The event leaves "event" for "split" (after the envelope, as usual).
                     state, prev = seal(
-                        stream_prefix,
+                        f"{a.stream}\x00".encode(),
                         version,
                         topic.encode(),
                         codec.encode_meta(
                             Meta(
-                                checksum=placeholder,
+                                checksum=codec.placeholder(),
                                 prev=prev,
                                 event_id=ids[i],
                                 time=now,
@@ -737,7 +741,7 @@ class EventLog(ABC):
                     continue
                 meta_json = codec.encode_meta(
                     Meta(
-                        checksum=placeholder,
+                        checksum=codec.placeholder(),
                         prev=prev,
                         event_id=ids[i],
                         time=now,
@@ -747,6 +751,7 @@ class EventLog(ABC):
                         actor=ctx.actor,
                     )
                 )
+                stream_prefix = f"{a.stream}\x00".encode()
                 state, prev = seal(stream_prefix, version, topic.encode(), meta_json, event_json)
                 records.append(stored_event(a.stream, version, topic, state))
             heads[a.stream] = (version, prev)
