@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from eventsourcing.persistence import StoredEvent
 
-from onward.events import StepCompleted, new_event_id, open_log
+from onward.events import StepCompleted, UsageError, new_event_id, open_log
 from onward.events.log import _stored_event, new_event_ids
 
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -36,3 +37,36 @@ def test_a_record_is_built_as_the_recorder_builds_it() -> None:
     record = _stored_event("task-1", 7, "StepCompleted", b"{}")
     assert record == StoredEvent("task-1", 7, "StepCompleted", b"{}")
     assert vars(record) == vars(StoredEvent("task-1", 7, "StepCompleted", b"{}"))
+
+
+def test_given_ids_are_1_to_64_ascii_letters_digits_dashes_or_underscores(
+    tmp_path: Path,
+) -> None:
+    taken = ["a", "Z9", "step-1_retry", "_", "-", "f" * 64, "0" * 32, "A-b_C"]
+    refused: list[object] = [
+        "",
+        "f" * 65,
+        "\u00e9",
+        "\u0663",
+        "\uff46",
+        "a b",
+        "a.b",
+        "a\x00",
+        7,
+        None,
+        b"ab",
+    ]
+    with open_log(f"sqlite:///{tmp_path}/log.db") as log:
+        for version, event_id in enumerate(taken):
+            event = StepCompleted(index=version, name="fetch", result=version)
+            log.append("task-1", [event], expected_version=version, event_ids=[event_id])
+        assert [r.meta.event_id for r in log.read_stream("task-1")] == taken
+        for event_id in refused:
+            with pytest.raises(UsageError, match="must be 1-64 letters"):
+                log.append(
+                    "task-1",
+                    [StepCompleted(index=99, name="fetch", result=0)],
+                    expected_version=len(taken),
+                    event_ids=[event_id],  # type: ignore[list-item]
+                )
+        assert log.read_stream("task-1")[-1].meta.event_id == taken[-1]
