@@ -262,6 +262,9 @@ _Encoded = tuple[
 
 _SPLIT_KEY = b',"split":'
 
+#: What the names of an append checked for secrets name (see :meth:`Redactor.check_names`).
+_NAMED = ("stream id", "session name", "actor")
+
 #: Each event type's tag and its part of a record's seed (:func:`tag_seed`), looked up once
 #: for all appends: both depend on the type alone.
 _TAG_PARTS: dict[type[Event], tuple[str, int]] = {}
@@ -642,9 +645,7 @@ class EventLog(ABC):
                 raise UsageError(f"append to stream {stream!r} has no events")
             # Ids are stored as given (redacting one would change what it names): refuse one
             # that holds a secret.
-            redactor.check_name(a.stream, "stream id")
-            redactor.check_name(a.context.session, "session name")
-            redactor.check_name(a.context.actor, "actor")
+            redactor.check_names((a.stream, a.context.session, a.context.actor), _NAMED)
             if a.stream in streams:
                 raise UsageError(f"stream {a.stream!r} appears twice in one commit")
             streams.add(a.stream)

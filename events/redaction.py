@@ -1008,8 +1008,9 @@ class Redactor:
             redact for p, redact in zip(chosen, self._all, strict=True) if p not in _HINTED
         )
         self._hinted = len(self._unhinted) < len(self._all)
-        # Names already found free of secrets (ids repeat on every append).
-        self._clean_names: set[str] = set()
+        # Names already found free of secrets (ids repeat on every append), and the empty
+        # name, which holds none.
+        self._clean_names: set[str] = {""}
         # Long texts this redactor returned, by (length, hash): redacting one again changes
         # nothing. A different text would have to match both to be taken for one of them.
         self._clean_texts: dict[tuple[int, int], None] = {}
@@ -1112,7 +1113,24 @@ class Redactor:
             )
         if len(self._clean_names) >= _CLEAN_NAMES:
             self._clean_names.clear()
+            self._clean_names.add("")
         self._clean_names.add(name)
+
+    def check_names(self, names: tuple[str, ...], whats: tuple[str, ...]) -> None:
+        """:meth:`check_name` of each name, what it names at the same place in ``whats``;
+        one look when every name was found clean before (an append's stream, session and
+        actor, the same on most appends).
+
+        Raises:
+            UsageError: as :meth:`check_name`, for the first name it refuses.
+        """
+        try:
+            if self._clean_names.issuperset(names):
+                return
+        except TypeError:  # an unhashable name: check_name says what a name must be
+            pass
+        for name, what in zip(names, whats, strict=True):
+            self.check_name(name, what)
 
     def redact_json(self, data: bytes) -> bytes:
         """Replace every secret in the strings of a JSON document, an encoded event.

@@ -100,6 +100,45 @@ def test_check_name_remembers_clean_names_and_ignores_empty_ones() -> None:
         redactor.check_name(f"x {GITHUB_PAT}", "stream id")
 
 
+_NAMED = ("stream id", "session name", "actor")
+
+
+def test_check_names_refuses_a_secret_beside_names_found_clean() -> None:
+    redactor = Redactor()
+    shaped = "ghp_" + "a" * 36  # a clean name of the token's length, remembered
+    redactor.check_names((f"task-{shaped[::-1]}", "nightly", "vm/1/2"), _NAMED)
+    redactor.check_names((f"task-{shaped[::-1]}", "nightly", "vm/1/2"), _NAMED)
+    redactor.check_names(("task-1", "", ""), _NAMED)  # empty names hold nothing
+    for names, what in [
+        ((f"task-{GITHUB_PAT}", "nightly", "vm/1/2"), "stream id"),
+        ((f"task-{shaped[::-1]}", f"deploy {GITHUB_PAT}", "vm/1/2"), "session name"),
+        (("task-1", "nightly", f"vm {GITHUB_PAT}"), "actor"),
+    ]:
+        with pytest.raises(UsageError, match=f"^{what} .*holds what looks like a secret") as info:
+            redactor.check_names(names, _NAMED)
+        assert GITHUB_PAT not in str(info.value)
+    for odd in (["task-1"], 7, None):  # unhashable, or hashable but not a str
+        with pytest.raises(UsageError, match=r"^session name must be a str"):
+            redactor.check_names(("task-1", odd, "vm/1/2"), _NAMED)  # type: ignore[arg-type]
+
+
+def test_names_found_clean_by_a_log_s_redactor_are_checked_again_by_its_next_one(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    context = Context(session="acme-nightly", actor="vm/1/2")
+    with open_log(url) as log:
+        log.append("task-acme-7", [TaskSubmitted(name="t")], expected_version=0, context=context)
+        log.redactor = log.redactor.with_patterns(r"acme-\w+")
+        for stream, ctx in [
+            ("task-acme-7", Context(actor="vm/1/2")),
+            ("task-2", context),
+        ]:
+            with pytest.raises(UsageError, match="holds what looks like a secret"):
+                log.append(stream, [TaskSubmitted(name="t")], expected_version=None, context=ctx)
+        assert log.head() == 1
+
+
 # -- messages are redacted before they are cut ------------------------------------------------
 
 
