@@ -23,6 +23,10 @@ __all__ = ["Committer", "Seen"]
 
 #: The most appends one transaction takes.
 MAX_GROUPS = 512
+#: The most waiters one turn of their event loop is told its outcome: each wakes a task that
+#: runs on until its next await (its next step's start), all in the loop's next turn; the rest
+#: are told in the turns after, so that the loop's timers and I/O are seen in between.
+TOLD_PER_TURN = 32
 
 
 class Seen(asyncio.Future[AppendResult]):
@@ -182,9 +186,11 @@ class Committer:
                 continue
 
 
-def _tell(told: list[tuple[_Request, object]]) -> None:
-    """On a coroutine's loop: hand each waiter its outcome."""
-    for request, outcome in told:
+def _tell(told: list[tuple[_Request, object]], start: int = 0) -> None:
+    """On a coroutine's loop: hand each waiter its outcome, :data:`TOLD_PER_TURN` of them a
+    turn of the loop."""
+    end = start + TOLD_PER_TURN
+    for request, outcome in told[start:end]:
         waiter = request.waiter
         if waiter is None:
             continue
@@ -192,3 +198,5 @@ def _tell(told: list[tuple[_Request, object]]) -> None:
             waiter.set_exception(outcome)
         else:
             waiter.set_result(outcome)  # type: ignore[arg-type]
+    if end < len(told):
+        asyncio.get_running_loop().call_soon(_tell, told, end)

@@ -329,3 +329,41 @@ def test_an_error_a_step_raises_as_run_async_is_cancelled_hands_the_task_back(
         assert isinstance(history[-1], TaskReleased)
         assert not any(isinstance(e, StepFailed | RetryScheduled) for e in history)
         assert engine.refresh().tasks.tasks[task_id].state == "queued"
+
+
+def test_the_waiters_of_a_large_transaction_are_told_over_several_turns_of_their_loop() -> None:
+    """256 steps whose outcomes commit together do not all wake in one turn of the loop:
+    a share is told each turn, the loop's other callbacks run in between, and every waiter
+    gets its own outcome, in the order they came."""
+    from onward.events import AppendResult
+    from onward.runtime.committer import Seen, _Request, _tell
+
+    async def main() -> tuple[list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        requests = [_Request([], loop, Seen(loop=loop)) for _ in range(256)]
+        told = [
+            (r, AppendResult(event_ids=[str(i)], positions=[i], versions={}))
+            for i, r in enumerate(requests)
+        ]
+        done_per_turn: list[int] = []
+
+        def look() -> None:  # another of the loop's callbacks, each turn
+            done_per_turn.append(sum(r.waiter is not None and r.waiter.done() for r in requests))
+            if done_per_turn[-1] < len(requests):
+                loop.call_soon(look)
+
+        loop.call_soon(_tell, told)
+        loop.call_soon(look)
+        while done_per_turn[-1:] != [len(requests)]:
+            await asyncio.sleep(0)
+        outcomes = []
+        for r in requests:
+            assert r.waiter is not None
+            outcomes.append(r.waiter.result().positions[0])
+        return done_per_turn, outcomes
+
+    done_per_turn, outcomes = asyncio.run(main())
+    assert outcomes == list(range(256))
+    assert done_per_turn[0] < 256  # the loop ran its other callback before all were told
+    assert len(done_per_turn) >= 4
+    assert done_per_turn == sorted(done_per_turn)
