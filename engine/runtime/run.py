@@ -2567,7 +2567,12 @@ class TaskRun:
 
     async def effect_async(self, effect: Effect) -> Any:
         """Carry out one effect without blocking the event loop (the asynchronous path)."""
-        if isinstance(effect, Invoke):
+        if type(effect) is Store:  # with Commit and Invoke, each step's: looked at first
+            return await self._store_async(effect)
+        if type(effect) is Commit:
+            await self.commit_async(effect.batch)
+            return None
+        if type(effect) is Invoke:
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
             try:
@@ -2625,14 +2630,6 @@ class TaskRun:
             else:
                 self.sleep(effect.seconds)  # an injected clock's sleep: instant
             return None
-        if isinstance(effect, Store):
-            pending: asyncio.Future[AppendResult]
-            if self.committer is not None:
-                pending = self.committer.commit_soon(effect.appends)
-            else:
-                loop = asyncio.get_running_loop()
-                pending = loop.run_in_executor(None, self.log.commit, effect.appends)
-            return await self._seen_through(pending)
         if isinstance(effect, Settle):
             if effect.failing < 0:
                 await self.in_flight.settle()
@@ -2648,18 +2645,24 @@ class TaskRun:
                     cancelled = True
                     continue
                 return cancelled
-        if isinstance(effect, Admit):
-            await self.in_flight.admit()
-            return None
-        await self.commit_async(effect.batch)
+        assert isinstance(effect, Admit)
+        await self.in_flight.admit()
         return None
 
-    async def _seen_through(self, pending: asyncio.Future[Any]) -> Any:
-        """The outcome of an append handed to the log, awaited through any cancellation: that
-        is kept for :meth:`commit_async` to raise once the run has taken the outcome in."""
-        # The committer's future cannot be cancelled, and wakes its caller with the
-        # cancellation once the outcome is known; any other is shielded.
-        unstoppable = type(pending) is Seen
+    async def _store_async(self, effect: Store) -> AppendResult:
+        """Hand an append to the log off the loop, and await its outcome through any
+        cancellation: that is kept for :meth:`commit_async` to raise once the run has taken
+        the outcome in."""
+        pending: asyncio.Future[AppendResult]
+        if self.committer is not None:
+            # The committer's future cannot be cancelled, and wakes its caller with the
+            # cancellation once the outcome is known; any other is shielded.
+            pending = self.committer.commit_soon(effect.appends)
+            unstoppable = type(pending) is Seen
+        else:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(None, self.log.commit, effect.appends)
+            unstoppable = False
         while True:
             try:
                 return await (pending if unstoppable else asyncio.shield(pending))
