@@ -404,6 +404,8 @@ def _weighty(value: Any) -> bool:
     """Whether storing ``value`` may take long enough to block an event loop: more than
     64 KiB of text or bytes in it, more than a few hundred items, or an object of another
     type (a dataclass, a struct: not looked into)."""
+    if type(value) in _LIGHT:  # most results
+        return False
     pending = [value]
     size = items = 0
     while pending:
@@ -814,9 +816,10 @@ class InFlight:
         others_failing = self.failing and self.failing != {self.turn}
         if not others_failing and not self.bodies and not self.returned:
             return batch
-        at = next((i for i, e in enumerate(batch.events) if type(e) is TaskWaiting), None)
-        if at is None:
+        kinds = list(map(type, batch.events))
+        if TaskWaiting not in kinds:  # a step's outcome, most often
             return batch
+        at = kinds.index(TaskWaiting)
         now, later = batch.split(at)
         if self.held is None and not self.returned:
             self.held = later
@@ -2578,6 +2581,8 @@ class TaskRun:
             try:
                 if effect.step.is_async:
                     try:
+                        if effect.observer is None:  # one coroutine fewer: nobody observes
+                            return await _await_body(effect)
                         return await _await_step(effect)
                     except asyncio.CancelledError as exc:
                         raise _own(exc) from None
