@@ -11,8 +11,10 @@ never share a transaction: the later waits for the next.
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -27,6 +29,11 @@ MAX_GROUPS = 512
 #: runs on until its next await (its next step's start), all in the loop's next turn; the rest
 #: are told in the turns after, so that the loop's timers and I/O are seen in between.
 TOLD_PER_TURN = 32
+#: The most appends one turn of an event loop hands to the writer: the steps whose bodies end
+#: in the same turn (many tasks' calls that return together) each make their outcome's
+#: append there, and the loop's timers and I/O wait for all of them; past this share, the
+#: rest hand theirs over in the turns after, in the order they came.
+HANDED_PER_TURN = 32
 
 
 class Seen(asyncio.Future[AppendResult]):
@@ -39,6 +46,42 @@ class Seen(asyncio.Future[AppendResult]):
     def cancel(self, msg: Any = None) -> bool:
         del msg
         return False
+
+
+class Turns:
+    """Shares the turns of an event loop among the appends its coroutines hand to the writer,
+    :data:`HANDED_PER_TURN` a turn (one per loop: :meth:`Committer.turns`)."""
+
+    __slots__ = ("__weakref__", "taken", "waiting")
+
+    def __init__(self) -> None:
+        self.taken = 0  # the places taken in this turn
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take(self) -> asyncio.Future[None] | None:
+        """A place in this turn of the running loop (None), or the future of one in a later
+        turn, to await (cancelled, it gives its place up)."""
+        loop = asyncio.get_running_loop()
+        if self.taken < HANDED_PER_TURN and not self.waiting:
+            if not self.taken:  # counted afresh from the loop's next turn
+                loop.call_soon(self._next)
+            self.taken += 1
+            return None
+        place = loop.create_future()
+        self.waiting.append(place)
+        return place
+
+    def _next(self) -> None:
+        """A new turn: the places of those that waited longest."""
+        self.taken = 0
+        waiting = self.waiting
+        while waiting and self.taken < HANDED_PER_TURN:
+            place = waiting.popleft()
+            if not place.done():  # else its caller was cancelled meanwhile
+                place.set_result(None)
+                self.taken += 1
+        if self.taken:
+            asyncio.get_running_loop().call_soon(self._next)
 
 
 class _Request:
@@ -78,6 +121,17 @@ class Committer:
         #: How many transactions, and how many appends in them (for the benchmarks).
         self.transactions = 0
         self.appends = 0
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def turns(self) -> Turns:
+        """The turns of the running event loop among its appends (:class:`Turns`)."""
+        loop = asyncio.get_running_loop()
+        turns = self._turns.get(loop)
+        if turns is None:
+            turns = self._turns[loop] = Turns()
+        return turns
 
     def commit(self, appends: Sequence[Append]) -> AppendResult:
         """Append atomically, as :meth:`onward.events.EventLog.commit` does, sharing the

@@ -97,7 +97,7 @@ from onward.events import (
 from onward.healing.fixes import StepCall
 from onward.healing.healer import FixChain, Healer, Outcome, bind_call, call_with
 from onward.judgement.actions import Judge, Ruling
-from onward.runtime.committer import Committer, Seen
+from onward.runtime.committer import Committer, Seen, Turns
 from onward.runtime.limits import Limits
 from onward.runtime.observer import Observer, StepStart, notify, observing
 from onward.runtime.session import Tenure
@@ -1019,6 +1019,8 @@ class TaskRun:
         # A cancellation that came while an append handed to the log was awaited: raised once
         # the run has taken the append's outcome in (guarded by the append lock).
         self._interrupted: asyncio.CancelledError | None = None
+        # The turns of the loop's appends to the committer (taken at the run's first).
+        self._turns: Turns | None = None
         self.sleep = sleep
         self.task_id = task_id
         self.stream = stream
@@ -1414,6 +1416,17 @@ class TaskRun:
         caller waits for its outcome, so that the run's version matches the log, and then the
         cancellation goes on.
         """
+        if self.committer is not None:
+            # Many tasks' steps that end in one turn of the loop hand their appends over a
+            # share a turn, so that the loop's timers and I/O are seen in between.
+            if self._turns is None:
+                self._turns = self.committer.turns()
+            place = self._turns.take()
+            if place is not None:
+                try:
+                    await place
+                except asyncio.CancelledError as exc:
+                    raise CancelledBeforeAppend(*exc.args) from None
         # No other step of the task waits for its turn, nor appends: the turn is taken at once.
         if self._loop_turns.locked() or not self._appending.acquire(blocking=False):
             try:

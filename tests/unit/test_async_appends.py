@@ -367,3 +367,44 @@ def test_the_waiters_of_a_large_transaction_are_told_over_several_turns_of_their
     assert done_per_turn[0] < 256  # the loop ran its other callback before all were told
     assert len(done_per_turn) >= 4
     assert done_per_turn == sorted(done_per_turn)
+
+
+def test_the_appends_of_many_steps_ending_in_one_turn_are_handed_over_a_share_a_turn() -> None:
+    """A loop's coroutines that hand appends to the writer in the same turn take places, a
+    share a turn: the rest wait for the turns after, in the order they came, and one that is
+    cancelled while it waits gives its place to the next."""
+    from onward.runtime.committer import HANDED_PER_TURN, Turns
+
+    async def main() -> tuple[list[int], list[int], int]:
+        turns = Turns()
+        handed: list[int] = []
+        turn = [0]
+        per_turn: list[int] = []
+
+        async def hand(i: int) -> None:
+            place = turns.take()
+            if place is not None:
+                await place
+            handed.append(i)
+
+        def count() -> None:  # one of the loop's callbacks, each turn
+            per_turn.append(len(handed))
+            turn[0] += 1
+            if len(handed) < 99:
+                asyncio.get_running_loop().call_soon(count)
+
+        async def start_all() -> list[asyncio.Task[None]]:
+            return [asyncio.ensure_future(hand(i)) for i in range(100)]
+
+        tasks = await start_all()
+        asyncio.get_running_loop().call_soon(count)
+        await asyncio.sleep(0)
+        tasks[50].cancel()  # waits for a later turn: gives its place up
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return handed, per_turn, turns.taken
+
+    handed, per_turn, _ = asyncio.run(main())
+    assert handed == [i for i in range(100) if i != 50]  # in the order they came
+    steps = [b - a for a, b in zip([0, *per_turn], per_turn, strict=False)]
+    assert max(steps) <= HANDED_PER_TURN  # the loop ran its other callback between shares
+    assert len([s for s in steps if s]) >= 3

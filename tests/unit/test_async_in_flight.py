@@ -2030,6 +2030,9 @@ class HeldCommitter:
     def commit(self, appends: Any) -> Any:
         return self.committer.commit(appends)
 
+    def turns(self) -> Any:
+        return self.committer.turns()
+
     def commit_soon(self, appends: Any) -> asyncio.Future[Any]:
         self.handed.set()
         return asyncio.ensure_future(self._after_let_go(appends))
