@@ -285,6 +285,15 @@ def _check_event_id(stream: str, event_id: object) -> None:
         )
 
 
+def _wakes(appends: Sequence[Append]) -> bool:
+    """Whether any of the appends wakes the log's watchers whatever its events' kinds."""
+    # A loop: a generator for any() costs more than most appends' one look.
+    for a in appends:  # noqa: SIM110
+        if a.wakes:
+            return True
+    return False
+
+
 def _encodable(text: str) -> bool:
     """Whether a text encodes to UTF-8 (it holds no lone surrogate)."""
     try:
@@ -529,7 +538,7 @@ class EventLog(ABC):
                 # commit after all, the next clashes with its own records (already recorded).
                 positions = self.outage.call(
                     f"append to {resolved[0][0]!r}",
-                    self._inserter(records, blobs, any(a.wakes for a in appends)),
+                    self._inserter(records, blobs, _wakes(appends)),
                 )
             except IntegrityError as exc:
                 clash = self._explain_clash(resolved, ids)
@@ -629,52 +638,56 @@ class EventLog(ABC):
         all_ids: list[str] = []
         streams: set[str] = set()
         for a in appends:
-            stream = a.stream
+            stream, events, event_ids, causes = a.stream, a.events, a.event_ids, a.causes
             if type(stream) is not str or not stream:
                 raise UsageError(f"stream id must be a non-empty str, got {stream!r}")
             if "\x00" in stream or not _encodable(stream):
                 # PostgreSQL cannot store a NUL, and no database a lone surrogate.
                 shown = self.redactor.redact(stream)
                 raise UsageError(f"stream id {shown!r} holds a NUL or a lone surrogate")
-            if not isinstance(a.events, list | tuple):
+            if not isinstance(events, list | tuple):
                 raise UsageError(
                     f"append to stream {stream!r}: events must be a list of events, got "
-                    f"{type(a.events).__name__}"
+                    f"{type(events).__name__}"
                 )
-            if not a.events:
+            if not events:
                 raise UsageError(f"append to stream {stream!r} has no events")
             # Ids are stored as given (redacting one would change what it names): refuse one
             # that holds a secret.
-            redactor.check_names((a.stream, a.context.session, a.context.actor), _NAMED)
-            if a.stream in streams:
-                raise UsageError(f"stream {a.stream!r} appears twice in one commit")
-            streams.add(a.stream)
-            if a.event_ids is not None and a.expected_version is None:
+            ctx = a.context
+            redactor.check_names((stream, ctx.session, ctx.actor), _NAMED)
+            if stream in streams:
+                raise UsageError(f"stream {stream!r} appears twice in one commit")
+            streams.add(stream)
+            if event_ids is not None and a.expected_version is None:
                 raise UsageError(
-                    f"stream {a.stream!r}: event_ids make a retry a no-op only at an expected "
+                    f"stream {stream!r}: event_ids make a retry a no-op only at an expected "
                     "version; pass expected_version too"
                 )
-            if a.causes is not None and len(a.causes) != len(a.events):
+            if causes is not None and len(causes) != len(events):
                 raise UsageError(
-                    f"stream {a.stream!r}: {len(a.causes)} causes for {len(a.events)} events"
+                    f"stream {stream!r}: {len(causes)} causes for {len(events)} events"
                 )
-            if a.event_ids is not None and len(a.event_ids) != len(a.events):
+            if event_ids is not None and len(event_ids) != len(events):
                 raise UsageError(
-                    f"stream {a.stream!r}: {len(a.event_ids)} event ids for {len(a.events)} events"
+                    f"stream {stream!r}: {len(event_ids)} event ids for {len(events)} events"
                 )
-            version, prev = self._head_for(a.stream, a.expected_version)
-            resolved.append((a.stream, version, len(a.events)))
-            for event in a.events:
+            version, prev = self._head_for(stream, a.expected_version)
+            resolved.append((stream, version, len(events)))
+            for event in events:
                 if not isinstance(event, Event):
-                    raise UsageError(f"stream {a.stream!r}: {event!r} is not an events.Event")
-            jsons = redactor.redact_json_many([encode_event(event) for event in a.events])
+                    raise UsageError(f"stream {stream!r}: {event!r} is not an events.Event")
+            jsons = redactor.redact_json_many([encode_event(event) for event in events])
             keys: list[bytes] | None = None  # where the event goes in each record
-            for j, (event, event_json) in enumerate(zip(a.events, jsons, strict=True)):
+            # Index loops: a zip(strict=True) parses its keyword on every call, and the
+            # lists are of one length by construction.
+            for j in range(len(jsons)):
+                event, event_json = events[j], jsons[j]
                 if len(event_json) > limit:
                     raise PayloadTooLarge(
-                        f"stream {a.stream!r}: {type(event).__name__} encodes to "
+                        f"stream {stream!r}: {type(event).__name__} encodes to "
                         f"{len(event_json)} bytes, over the log's limit of {limit}",
-                        stream=a.stream,
+                        stream=stream,
                         size=len(event_json),
                         limit=limit,
                     )
@@ -686,18 +699,18 @@ class EventLog(ABC):
                         jsons[j] = split.body()
                         keys = keys or [b',"event":'] * len(jsons)
                         keys[j] = _SPLIT_KEY
-            if a.event_ids is None:
-                ids = new_event_ids(len(a.events))
+            if event_ids is None:
+                ids = new_event_ids(len(events))
             else:
-                ids = list(a.event_ids)
+                ids = list(event_ids)
                 for event_id in ids:
-                    _check_event_id(a.stream, event_id)
-            ctx = a.context
+                    _check_event_id(stream, event_id)
             tail = codec.meta_tail(
                 now, ctx.session, ctx.causation_id, ctx.correlation_id, ctx.actor
             )
-            stream_part = stream_seed(a.stream)
-            for i, (event, event_json) in enumerate(zip(a.events, jsons, strict=True)):
+            stream_part = stream_seed(stream)
+            for i in range(len(jsons)):
+                event, event_json = events[i], jsons[i]
                 version += 1
                 tag = tags.get(type(event))
                 if tag is None:
@@ -710,7 +723,7 @@ class EventLog(ABC):
                 if keys is not None and keys[i] == _SPLIT_KEY:
                     # The event leaves "event" for "split" (after the envelope, as usual).
                     state, prev = seal(
-                        f"{a.stream}\x00".encode(),
+                        f"{stream}\x00".encode(),
                         version,
                         topic.encode(),
                         codec.encode_meta(
@@ -720,7 +733,7 @@ class EventLog(ABC):
                                 event_id=ids[i],
                                 time=now,
                                 session=ctx.session,
-                                causation_id=ctx.causation_id if a.causes is None else a.causes[i],
+                                causation_id=ctx.causation_id if causes is None else causes[i],
                                 correlation_id=ctx.correlation_id,
                                 actor=ctx.actor,
                             )
@@ -728,9 +741,9 @@ class EventLog(ABC):
                         event_json,
                         key=_SPLIT_KEY,
                     )
-                    records.append(stored_event(a.stream, version, topic, state))
+                    records.append(stored_event(stream, version, topic, state))
                     continue
-                if a.causes is None:
+                if causes is None:
                     state, prev = seal_seeded(
                         stream_part ^ tag[1] ^ (version * golden & mask),
                         prev,
@@ -738,7 +751,7 @@ class EventLog(ABC):
                         tail,
                         event_json,
                     )
-                    records.append(stored_event(a.stream, version, topic, state))
+                    records.append(stored_event(stream, version, topic, state))
                     continue
                 meta_json = codec.encode_meta(
                     Meta(
@@ -747,15 +760,15 @@ class EventLog(ABC):
                         event_id=ids[i],
                         time=now,
                         session=ctx.session,
-                        causation_id=a.causes[i],
+                        causation_id=causes[i],
                         correlation_id=ctx.correlation_id,
                         actor=ctx.actor,
                     )
                 )
-                stream_prefix = f"{a.stream}\x00".encode()
+                stream_prefix = f"{stream}\x00".encode()
                 state, prev = seal(stream_prefix, version, topic.encode(), meta_json, event_json)
-                records.append(stored_event(a.stream, version, topic, state))
-            heads[a.stream] = (version, prev)
+                records.append(stored_event(stream, version, topic, state))
+            heads[stream] = (version, prev)
             all_ids.extend(ids)
         return records, resolved, all_ids, heads, blobs
 

@@ -2162,7 +2162,8 @@ class TaskRun:
             try:
                 refused: UsageError | None = None
                 try:
-                    if _weighty(result):  # its redaction may take long: off the event loop
+                    # Its redaction may take long: off the event loop (a number never does).
+                    if type(result) not in _LIGHT and _weighty(result):
                         try:
                             stored = yield Blocking(self.stored_result, step, index, result)
                         except asyncio.CancelledError:
@@ -2549,6 +2550,13 @@ class TaskRun:
 
     def effect(self, effect: Effect) -> Any:
         """Carry out one effect in this thread (the synchronous path)."""
+        if type(effect) is Commit:  # a step's outcome (then its append, a Store)
+            self.commit(effect.batch)
+            return None
+        if isinstance(effect, Store):
+            if self.committer is not None:
+                return self.committer.commit(effect.appends)
+            return self.log.commit(effect.appends)
         if isinstance(effect, Invoke):
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
@@ -2572,10 +2580,6 @@ class TaskRun:
                 if self.stopping.wait(min(left, PAUSE_SLICE)):
                     break
             return None
-        if isinstance(effect, Store):
-            if self.committer is not None:
-                return self.committer.commit(effect.appends)
-            return self.log.commit(effect.appends)
         if isinstance(effect, Settle | Admit):
             return False  # one step at a time: nothing else is under way
         self.commit(effect.batch)
