@@ -851,14 +851,16 @@ class EventLog(ABC):
 
     def _remember(self, heads: dict[str, tuple[int, str]]) -> dict[str, int]:
         """Cache each stream's new head (version and checksum) for the next append."""
+        versions: dict[str, int] = {}
         with self._heads_lock:
             cache = self._heads
             for stream, head in heads.items():
                 cache.pop(stream, None)  # re-insert at the end: the cache evicts oldest first
                 cache[stream] = head
+                versions[stream] = head[0]
             while len(cache) > _HEAD_CACHE_SIZE:
                 del cache[next(iter(cache))]
-        return {stream: head[0] for stream, head in heads.items()}
+        return versions
 
     def _saw_head(self, stream: str, version: int, link: str) -> None:
         """Cache a stream's head as a read to its end found it (its last record, read whole

@@ -350,7 +350,7 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
                 base,
                 positions[-1],
                 count + len(positions),
-                advance_chain(chain, (s.state[_CHECKSUM] for s in stored_events)),
+                advance_chain(chain, [s.state[_CHECKSUM] for s in stored_events]),
             )
             updated = writer.execute(
                 "UPDATE onward_head SET position = ?, count = ?, chain = ?"

@@ -1579,11 +1579,19 @@ class TaskRun:
             LeaseLost: it was; the step's body does not run here.
         """
         if self.tenure is not None and self.tenure.lapsed():
-            try:
-                yield Blocking(self._check_held)
-            except LeaseLost:
-                self.steps_run -= 1  # its body does not run here
-                raise
+            yield from self._still_held()
+
+    def _still_held(self) -> Generator[Effect, Any, None]:
+        """:meth:`_held` once the claim may have lapsed: look.
+
+        Raises:
+            LeaseLost: the task was taken over; the step's body does not run here.
+        """
+        try:
+            yield Blocking(self._check_held)
+        except LeaseLost:
+            self.steps_run -= 1  # its body does not run here
+            raise
 
     def _check_held(self) -> None:
         """Before a step's body runs past the worker's lease (its process was paused, its
@@ -1696,7 +1704,8 @@ class TaskRun:
                 raise StepMismatch(self.task_id, index, recorded.name, step.name)
             self.steps_replayed += 1
             return index, recorded
-        self._check_not_received(index, step.name)
+        if self.received:
+            self._check_not_received(index, step.name)
         started = self.started.get(index)
         if started is not None and not step.answers_to(started):
             raise StepMismatch(self.task_id, index, started, step.name)
@@ -1931,7 +1940,8 @@ class TaskRun:
         index, recorded = self.begin_step(step)  # in memory only
         if recorded is not None:
             return self.replay(step, recorded)
-        yield from self._held()
+        if self.tenure is not None and self.tenure.lapsed():  # else no generator to make
+            yield from self._still_held()
         judgement = step.judgement if self.judge is not None else None
         ruling = None
         if judgement is not None:
@@ -2041,7 +2051,7 @@ class TaskRun:
                 if wait is not None:
                     yield from self._record_wait(wait)
             started = self.clock()
-            observed = self._observe(step, index, attempt)
+            observed = None if self.observer is None else self._observe(step, index, attempt)
             if self.in_flight.deciding:  # another step decides whether the task waits
                 yield Admit()
             if self.waiting or self.in_flight.held is not None:
@@ -2217,7 +2227,8 @@ class TaskRun:
                 self.in_flight.body_settled(index, tracked)
             if self.in_flight.held is not None and self.in_flight.quiet():
                 yield Blocking(self.record_held)  # the last outcome: now the task's wait
-            self._observed(observed)
+            if observed is not None:
+                self._observed(observed)
             return result
 
     def _completed(
