@@ -108,26 +108,43 @@ def started_step(fleet: Fleet, pid: int, task: str, index: int) -> bool:
     return pid in fleet.runs().get((task, index), [])
 
 
+#: The tasks of a stalled-link test: the first one's first step outlasts the lease.
+STALL_TASKS = 6
+
+
+def stall_one_worker(
+    fleet: Fleet, proxy: Proxy, direct: str, tolerance: str | None = None
+) -> tuple[int, int]:
+    """A worker behind the proxy begins the slow task's first step (which outlasts its lease),
+    the proxy is stopped under it, and a peer connected directly finishes every task.
+
+    Returns:
+        The stalled worker's pid and the peer's.
+    """
+    fleet.lease = 2.0
+    fleet.hold = 4.0  # the slow task's first step outlasts the lease
+    fleet.submit(STALL_TASKS, slow=1)
+    fleet.url = proxy.url(direct, call_timeout="3", connect_timeout="2")
+    extra = {} if tolerance is None else {"FLEET_TOLERANCE": tolerance}
+    (stalled,) = fleet.start(1, threads=1, extra=extra)
+    wait_until(lambda: started_step(fleet, stalled, "t0", 0), 60, "the slow step to begin")
+    proxy.signal(signal.SIGSTOP)
+    fleet.url = direct
+    (peer,) = fleet.start(1, threads=2)
+    progress = Progress(direct)
+    try:
+        wait_until(lambda: progress.succeeded() == STALL_TASKS, 120, "the peer to finish")
+    finally:
+        progress.close()
+    return stalled, peer
+
+
 def test_a_stopped_link_is_noticed_and_the_peer_takes_over(
     postgres_url: str, tmp_path: Path, proxy: Proxy
 ) -> None:
     fleet = Fleet(tmp_path, postgres_url)
-    fleet.lease = 2.0
-    fleet.hold = 4.0  # the slow task's first step outlasts the lease
-    tasks = 6
-    fleet.submit(tasks, slow=1)
-    fleet.url = proxy.url(postgres_url, call_timeout="3", connect_timeout="2")
     try:
-        (stalled,) = fleet.start(1, threads=1)
-        wait_until(lambda: started_step(fleet, stalled, "t0", 0), 60, "the slow step to begin")
-        proxy.signal(signal.SIGSTOP)
-        fleet.url = postgres_url
-        (peer,) = fleet.start(1, threads=2)
-        progress = Progress(postgres_url)
-        try:
-            wait_until(lambda: progress.succeeded() == tasks, 120, "the peer to finish")
-        finally:
-            progress.close()
+        stalled, peer = stall_one_worker(fleet, proxy, postgres_url)
         # Not a read that waits forever: the stalled worker counts the silence as an outage.
         wait_until(
             lambda: "is unavailable, retrying" in fleet.stderr(stalled),
@@ -140,7 +157,7 @@ def test_a_stopped_link_is_noticed_and_the_peer_takes_over(
         clean_up(fleet, proxy)
     assert all(code == 0 for code, _ in ended.values()), ended
     assert peer in ended
-    check_log(postgres_url, fleet, tasks, lost_lease=frozenset({stalled}))
+    check_log(postgres_url, fleet, STALL_TASKS, lost_lease=frozenset({stalled}))
 
 
 def test_a_killed_and_restarted_proxy_is_ridden_out(
@@ -171,22 +188,8 @@ def test_a_worker_behind_a_link_that_stays_dead_gives_up_within_its_tolerance(
     postgres_url: str, tmp_path: Path, proxy: Proxy
 ) -> None:
     fleet = Fleet(tmp_path, postgres_url)
-    fleet.lease = 2.0
-    fleet.hold = 4.0
-    tasks = 6
-    fleet.submit(tasks, slow=1)
-    fleet.url = proxy.url(postgres_url, call_timeout="3", connect_timeout="2")
     try:
-        (stalled,) = fleet.start(1, threads=1, extra={"FLEET_TOLERANCE": "8"})
-        wait_until(lambda: started_step(fleet, stalled, "t0", 0), 60, "the slow step to begin")
-        proxy.signal(signal.SIGSTOP)
-        fleet.url = postgres_url
-        (peer,) = fleet.start(1, threads=2)
-        progress = Progress(postgres_url)
-        try:
-            wait_until(lambda: progress.succeeded() == tasks, 120, "the peer to finish")
-        finally:
-            progress.close()
+        stalled, peer = stall_one_worker(fleet, proxy, postgres_url, tolerance="8")
         # No read waits forever: the worker's calls fail, it rides the silence out as an
         # outage for its tolerance, then stops with a typed error.
         wait_until(lambda: stalled not in fleet.alive(), 90, "the stalled worker to give up")
@@ -198,7 +201,7 @@ def test_a_worker_behind_a_link_that_stays_dead_gives_up_within_its_tolerance(
     assert code != 0, said
     assert "was unavailable for" in said, said  # StorageUnavailable
     assert ended[peer][0] == 0, ended[peer]
-    check_log(postgres_url, fleet, tasks, lost_lease=frozenset({stalled}))
+    check_log(postgres_url, fleet, STALL_TASKS, lost_lease=frozenset({stalled}))
 
 
 def test_an_idle_worker_notices_its_listening_connection_died_silently(
