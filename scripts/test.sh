@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# The venv's own pip installs the project (editable installs need pip 21.3 or later): no upgrade
+# to fetch and install first on every run.
 # The build backend's notes on editable installs are not for the user: keep the set-up quiet.
 PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[dev]'
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
