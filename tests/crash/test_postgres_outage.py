@@ -55,11 +55,31 @@ def outage() -> Iterator[None]:
         wait_until(ready, 60, "PostgreSQL to accept connections")
 
 
-@pytest.mark.parametrize("down", [30.0, 90.0])
+#: The link's own timers cut short (libpq's keepalives and TCP user timeout, the call and
+#: connect timeouts: about 30 s by default, 3 s here), so that an outage outlasts each of them
+#: several times over in seconds rather than minutes.
+SHORT_TIMERS = {
+    "call_timeout": "3",
+    "connect_timeout": "2",
+    "keepalives_idle": "1",
+    "keepalives_interval": "1",
+    "keepalives_count": "2",
+    "tcp_user_timeout": "3000",
+}
+
+
+@pytest.mark.parametrize(
+    ("down", "timers"),
+    [
+        pytest.param(30.0, {}, id="as-long-as-the-default-timers"),
+        pytest.param(12.0, SHORT_TIMERS, id="four-times-the-short-timers"),
+    ],
+)
 def test_workers_ride_out_a_postgres_outage(
-    postgres_url: str, tmp_path: Path, outage: None, down: float
+    postgres_url: str, tmp_path: Path, outage: None, down: float, timers: dict[str, str]
 ) -> None:
-    fleet = Fleet(tmp_path, postgres_url)
+    url = postgres_url + "".join(f"&{key}={value}" for key, value in timers.items())
+    fleet = Fleet(tmp_path, url)
     fleet.hold = 0.0
     fleet.lease = down + 60.0  # the claims outlast the outage: nobody takes a task over
     tasks = 400
