@@ -263,6 +263,10 @@ def run_demo(
     hold = min(total - 1, math.ceil(CRASH_AT * total) + max(1, total // 10)) if crash else None
     crash_at = min(math.ceil(CRASH_AT * total), hold) if hold is not None else None
     progress = Progress(total, plan.selected, err)
+    # Created here, not by the worker: a path that takes no file (a read-only folder, a full
+    # disk) is told in one line rather than by the worker's traceback.
+    with open_log(path):
+        pass
     with tempfile.TemporaryDirectory(prefix="onward-demo-") as scratch:
         journal = os.path.join(scratch, "steps.journal")
         child = spawn_worker(

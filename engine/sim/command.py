@@ -180,6 +180,10 @@ def _simulate(
         if not path.parent.is_dir():
             raise UsageError(f"no directory {path.parent} for the simulation's log")
         session, start = _new_session(path, loaded.name, yes=yes)
+        # Created here, not by the worker: a path that takes no file (a read-only folder,
+        # a full disk) is told in one line rather than by the worker's traceback.
+        with open_log(str(path)):
+            pass
     # A stop signal can come at any moment: what is made under signals_held() is known to the
     # clean-up below, which stops the worker before its files go.
     scratch: Path | None = None
