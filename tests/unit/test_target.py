@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,50 @@ def test_a_secret_in_the_failure_of_a_target_is_redacted(
     with pytest.raises(UsageError, match="REDACTED") as refused:
         load_engine(f"{name}:make")
     assert token not in str(refused.value)
+
+
+@pytest.fixture
+def tasks_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """A module whose engine (on an SQLite file) has a task and a step that take no
+    arguments, each leaving a mark when its body runs; its engine is closed at the end."""
+    name = f"tasks_app_{abs(hash(tmp_path)) % 10**8}"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / f"{name}.py").write_text(
+        "from pathlib import Path\n"
+        "from onward import Engine\n"
+        f"engine = Engine.open('sqlite:///{tmp_path / 'app.db'}', session='s')\n"
+        f"MARKS = Path({str(marks)!r})\n"
+        "@engine.step()\n"
+        "def purge() -> str:\n"
+        "    (MARKS / 'step').touch()\n"
+        "    return 'purged'\n"
+        "@engine.task(name='nightly.triage')\n"
+        "def triage() -> None:\n"
+        "    (MARKS / 'task').touch()\n"
+        "    purge()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name, marks
+    module = sys.modules.pop(name, None)
+    if module is not None:
+        module.engine.close()
+
+
+@pytest.mark.parametrize(
+    ("attribute", "what"), [("triage", "task 'nightly.triage'"), ("purge", "step 'purge'")]
+)
+def test_a_task_or_step_named_as_the_target_is_refused_without_running_it(
+    tasks_app: tuple[str, Path], attribute: str, what: str
+) -> None:
+    """``onward worker jobs:triage`` (the task, not the engine) is refused before its body
+    runs: a task or a step is no factory of an engine, and its effects outside the log are
+    not to be done by a mistyped target."""
+    app, marks = tasks_app
+    with pytest.raises(UsageError) as refused:
+        load_engine(f"{app}:{attribute}")
+    assert f"{app}:{attribute} is the {what} of {app}:engine, not an onward Engine" in str(
+        refused.value
+    )
+    assert list(marks.iterdir()) == []  # neither body ran
