@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import traceback
 from pathlib import Path
+from types import ModuleType
 
 from onward.core.run import error_message
 from onward.events import OnwardError, UsageError
@@ -43,6 +44,14 @@ def load_engine(target: str) -> Engine:
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no {attribute!r}") from None
     if not isinstance(found, Engine) and callable(found):
+        # A task or a step is no factory: called here, its body would run outside the log,
+        # its effects done by a mistyped target (the task's name for the engine's).
+        registered = _registered(module, found)
+        if registered is not None:
+            raise UsageError(
+                f"{target} is the {registered}, not an onward Engine: name the engine "
+                "(MODULE:ENGINE)"
+            )
         try:
             found = found()
         except OnwardError:
@@ -54,6 +63,19 @@ def load_engine(target: str) -> Engine:
         article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise UsageError(f"{target} is {article} {kind}, not an onward Engine")
     return found
+
+
+def _registered(module: ModuleType, found: object) -> str | None:
+    """What ``found`` is registered as in an engine of ``module`` (``"task 'triage' of
+    jobs:engine"``), or None: not a task or step of any engine the module holds."""
+    for attribute, value in vars(module).items():
+        if not isinstance(value, Engine):
+            continue
+        for kind, definitions in (("task", value.registry.tasks), ("step", value.registry.steps)):
+            for definition in definitions.values():
+                if found is definition.fn or getattr(found, "__wrapped__", None) is definition.fn:
+                    return f"{kind} {definition.name!r} of {module.__name__}:{attribute}"
+    return None
 
 
 def _failed(what: str, exc: Exception) -> UsageError:
