@@ -306,6 +306,11 @@ STEP = '[[steps]]\nkind = "read_source"\n'
     [
         ('name = ""\n' + STEP, "name: must be a non-empty word"),
         ('name = "x"\ntask = "a task"\n' + STEP, "task: must be a non-empty word"),
+        (  # the worker's command line cannot hold a NUL: it failed with a traceback
+            'name = "a\\u0000b"\n' + STEP,
+            r"name: must be a non-empty word \(no spaces nor control characters\), got 'a\\x00b'",
+        ),
+        ('name = "x"\ntask = "a\\u001bb"\n' + STEP, "task: must be a non-empty word"),
         ('name = "x"\nbudget_per_hour = 0\n' + STEP, "budget_per_hour: .*limit"),
         (
             'name = "x"\ntasks_per_hour = -1.0\n' + STEP,
