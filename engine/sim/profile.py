@@ -208,8 +208,12 @@ def _check(profile: Profile, where: str) -> None:
             raise refuse(field, f"must go from low to high, got {list(value)!r}")
 
     for field, name in (("name", profile.name), ("task", profile.task)):
-        if not name or name != "".join(name.split()):
-            raise refuse(field, f"must be a non-empty word (no spaces), got {name!r}")
+        # The name goes on the worker's command line (which cannot hold a NUL) and into
+        # the report's lines: no control character.
+        if not name or name != "".join(name.split()) or not name.isprintable():
+            raise refuse(
+                field, f"must be a non-empty word (no spaces nor control characters), got {name!r}"
+            )
         try:
             Redactor().check_name(name, field)
         except UsageError as exc:
