@@ -227,14 +227,22 @@ _CHECKSUM_PREFIX_TEXT = _CHECKSUM_PREFIX.decode("ascii")
 assert len(_CHECKSUM_PREFIX) == _START
 
 
-#: The seeds' parts of the versions most records have (a stream's first events), by version.
-#: A negative version (never stored) takes another's part and fails: the row by row check
-#: then says what is wrong.
-_FIRST_VERSION_SEEDS = [version_seed(v) for v in range(64)]
+class _VersionSeeds(dict[int, int]):
+    """A version's part of its record's seed, looked up for the versions most records have,
+    computed for any other."""
+
+    def __missing__(self, version: int) -> int:
+        return version_seed(version)
+
+
+_VERSION_SEEDS = {v: version_seed(v) for v in range(4096)}
+_ANY_VERSION_SEEDS = _VersionSeeds(_VERSION_SEEDS)
 _NO_STREAM = object()
 
 
-def _all_pass(rows: Sequence[tuple[int, str, int, str, bytes]]) -> bool:
+def _all_pass(
+    rows: Sequence[tuple[int, str, int, str, bytes]], version_of: dict[int, int] = _VERSION_SEEDS
+) -> bool:
     """Whether every row passes its checksum, checked with fewer steps per row than
     :func:`check_rows`'s row by row check: True only when that check passes every row; False
     when any row fails or is not shaped as stored rows are (that check then says which, and
@@ -243,14 +251,11 @@ def _all_pass(rows: Sequence[tuple[int, str, int, str, bytes]]) -> bool:
     The heads (prefix and checksum) of the rows, joined, are compared with the expected heads
     joined, in one comparison: each expected head has the same length and a stored one is
     never longer, so the two are equal only when every row's head is its own expected head.
-    A stream's part of the seeds is computed once for each run of its records in the page; a
-    tag's part joined with a version's, once a page for each tag and version.
+    A stream's part of the seeds is computed once for each run of its records in the page.
     """
     checksum, end, prefix = checksum_body, _END, _CHECKSUM_PREFIX_TEXT
     streams: dict[str, int] = {}
-    # A tag's seeds joined with the first versions' (by version), and its own part.
-    tags: dict[str, list[int]] = {}
-    of_tags: dict[str, int] = {}
+    tags: dict[str, int] = {}
     expected: list[str] = []
     add = expected.append
     last: object = _NO_STREAM
@@ -262,14 +267,12 @@ def _all_pass(rows: Sequence[tuple[int, str, int, str, bytes]]) -> bool:
                 last = s
             of_tag = tags.get(t)
             if of_tag is None:
-                part = of_tags[t] = tag_seed(t)
-                of_tag = tags[t] = [part ^ seed for seed in _FIRST_VERSION_SEEDS]
-            try:
-                add(checksum(st[end:], of_stream ^ of_tag[v]))
-            except IndexError:  # a version past the first ones
-                add(checksum(st[end:], of_stream ^ of_tags[t] ^ version_seed(v)))
+                of_tag = tags[t] = tag_seed(t)
+            add(checksum(st[end:], of_stream ^ of_tag ^ version_of[v]))
         stored = b"".join([row[4][:end] for row in rows])
         return stored == (prefix + prefix.join(expected)).encode()
+    except KeyError:  # a version past those looked up (a plain dict's lookup is the quickest)
+        return version_of is not _ANY_VERSION_SEEDS and _all_pass(rows, _ANY_VERSION_SEEDS)
     except (TypeError, AttributeError, UnicodeEncodeError, OverflowError, ValueError):
         return False  # a state that is not bytes, a stream that is not text, ...
 
