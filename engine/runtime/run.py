@@ -2591,10 +2591,8 @@ class TaskRun:
                 if self.stopping.wait(min(left, PAUSE_SLICE)):
                     break
             return None
-        if isinstance(effect, Settle | Admit):
-            return False  # one step at a time: nothing else is under way
-        self.commit(effect.batch)
-        return None
+        assert isinstance(effect, Settle | Admit)
+        return False  # one step at a time: nothing else is under way
 
     async def effect_async(self, effect: Effect) -> Any:
         """Carry out one effect without blocking the event loop (the asynchronous path)."""
