@@ -1,6 +1,7 @@
 """Steering running work from the command line, without the tasks' code: ``onward retry``,
-``fork``, ``abandon``, ``send``, ``get`` and ``resume`` (a paused session); and what schedules
-and queue limits the log holds: ``onward schedules`` and ``onward limits``.
+``fork``, ``abandon``, ``cancel``, ``reprioritise``, ``send``, ``get`` and ``resume`` (a paused
+session); and what schedules and queue limits the log holds: ``onward schedules`` and
+``onward limits``.
 
 Each steering command appends what :class:`onward.Engine`'s method of the same name appends,
 recorded as done by the person (``--by``, ``onward-cli:user@host`` by default), decided on the
@@ -27,7 +28,8 @@ from onward.cli.healing import _actor
 from onward.cli.reports import emit_json, moment, task_row
 from onward.cli.table import clip, printable, printable_json, table
 from onward.cli.timeline import find_task
-from onward.events import MAX_VALUE_DEPTH, EventLog, UsageError, encode_value
+from onward.core.definitions import parse_priority
+from onward.events import MAX_VALUE_DEPTH, EventLog, Priority, UsageError, encode_value
 from onward.projections import LimitView, Projections, ScheduleView
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
@@ -39,9 +41,11 @@ from onward.runtime.worker import worker_id
 __all__ = [
     "add_steering_commands",
     "cmd_abandon",
+    "cmd_cancel",
     "cmd_fork",
     "cmd_get",
     "cmd_limits",
+    "cmd_reprioritise",
     "cmd_resume",
     "cmd_retry",
     "cmd_schedules",
@@ -185,6 +189,47 @@ def cmd_abandon(args: argparse.Namespace) -> int:
     print(
         f"abandoned: task {after.task_id} ({printable(after.name)}, session "
         f"{printable(after.session)}) failed"
+    )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a task that has not ended: a running one stops at its next step."""
+    _writable(args.db)
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        tasks = _tasks_of(log, view.session, by)
+        tasks.cancel(view.task_id, args.reason)
+        after = tasks.view(view.task_id)
+    if args.json:
+        emit_json({"cancelled": task_row(after), "was": view.state, "by": by})
+        return 0
+    print(
+        f"cancelled: task {after.task_id} ({printable(after.name)}, session "
+        f"{printable(after.session)}), was {view.state}"
+    )
+    if view.state == "running":
+        print("its worker stops it at its next step; the step under way runs to its end")
+    return 0
+
+
+def cmd_reprioritise(args: argparse.Namespace) -> int:
+    """Change the priority of a queued or waiting task."""
+    _writable(args.db)
+    priority = parse_priority(args.priority)  # refused before the log is opened
+    by = args.by or _actor()
+    with open_existing(args.db) as log:
+        view = find_task(fold(log).projections, args.task, log.url)
+        tasks = _tasks_of(log, view.session, by)
+        tasks.reprioritise(view.task_id, priority)
+        after = tasks.view(view.task_id)
+    if args.json:
+        emit_json({"reprioritised": task_row(after), "was": view.priority, "by": by})
+        return 0
+    print(
+        f"reprioritised: task {after.task_id} ({printable(after.name)}, session "
+        f"{printable(after.session)}), {view.priority} to {after.priority}"
     )
     return 0
 
@@ -442,6 +487,29 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     _task_argument(abandon)
     abandon.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
     abandon.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    cancel = command(
+        "cancel",
+        cmd_cancel,
+        "cancel a task that has not ended: a running one stops at its next step (appends "
+        "TaskCancelled; onward retry queues it again)",
+    )
+    _task_argument(cancel)
+    cancel.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
+    cancel.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+
+    reprioritise = command(
+        "reprioritise",
+        cmd_reprioritise,
+        "change the priority of a queued or waiting task (appends TaskReprioritised)",
+    )
+    _task_argument(reprioritise)
+    reprioritise.add_argument(
+        "priority",
+        metavar="PRIORITY",
+        help=", ".join(p.value for p in Priority),
+    )
+    reprioritise.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
 
     send = command(
         "send",

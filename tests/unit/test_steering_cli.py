@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onward import Engine, TaskFailedError
+from onward import Engine, TaskCancelledError, TaskFailedError
 from onward.cli.main import main
 from onward.events import DecisionMade, MessageSent, TaskRetried
 from tests.conftest import FakeClock
@@ -145,6 +145,12 @@ def test_bad_steering_input_is_refused_clearly(
         (("fork", task_id, "--from-step", "2"), "no recorded outcome"),
         (("get", task_id, "nothing"), "published nothing under 'nothing'"),
         (("abandon", task_id), "can be abandoned"),
+        (("cancel", task_id), "is succeeded: TaskCancelled is not allowed"),
+        (("reprioritise", task_id, "high"), "is succeeded: TaskReprioritised is not allowed"),
+        (
+            ("reprioritise", task_id, "urgent"),
+            "unknown priority 'urgent': use one of critical, high, normal, low",
+        ),
         (("retry", "ffffffffffff"), "no task"),
     ]
     for argv, message in cases:
@@ -187,6 +193,58 @@ def test_schedules_and_limits_are_listed(url: str, capsys: pytest.CaptureFixture
     assert [(r["name"], r["concurrency"], r["taken"], r["in_use"]) for r in limits] == [
         ("model-api", 1, 1, 0)
     ]
+
+
+def test_a_task_is_cancelled_and_reprioritised_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From a shell, as from Python: a queued task runs first once made critical, a queued one
+    cancelled never runs, and a running one cancelled stops at its next step."""
+    clock = FakeClock(HOUR)
+    ran: list[str] = []
+
+    def register(engine: Engine) -> None:
+        @engine.step(name="note")
+        def note(what: str) -> str:
+            ran.append(what)
+            if what == "first of long":  # an operator cancels it while this step runs
+                status, out, err = cli(capsys, "cancel", ids["long"], "--db", url)
+                assert status == 0, err
+                assert "was running" in out
+            return what
+
+        @engine.task(name="job")
+        def job(name: str) -> None:
+            note(f"first of {name}")
+            note(f"second of {name}")
+
+    ids: dict[str, str] = {}
+    with open_engine(url, clock) as engine:
+        register(engine)
+        for name in ("long", "later", "dropped", "urgent"):
+            ids[name] = engine.submit("job", name)
+    status, out, err = cli(capsys, "reprioritise", ids["urgent"], "critical", "--db", url)
+    assert (status, err) == (0, "")
+    assert "normal to critical" in out
+    status, out, _ = cli(
+        capsys, "cancel", ids["dropped"], "--db", url, "--reason", "not needed", "--json"
+    )
+    assert status == 0
+    assert json.loads(out)["cancelled"]["state"] == "cancelled"
+    with open_engine(url, clock) as engine:
+        register(engine)
+        engine.run()
+        assert ran == [
+            "first of urgent",
+            "second of urgent",
+            "first of long",  # cancelled while it ran: its second step never runs
+            "first of later",
+            "second of later",
+        ]
+        for name in ("long", "dropped"):
+            assert engine.task_view(ids[name]).state == "cancelled"
+            with pytest.raises(TaskCancelledError):
+                engine.result(ids[name])
 
 
 def test_an_unregistered_task_is_listed_and_abandoned_from_the_command_line(
