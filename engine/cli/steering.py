@@ -458,8 +458,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         "it runs again from the step it stopped at (appends TaskRetried and the decision)",
     )
     _task_argument(retry)
-    retry.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
-    retry.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(retry)
 
     fork = command(
         "fork",
@@ -477,7 +476,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     )
     fork.add_argument("--args", metavar="JSON", help="the new task's positional arguments")
     fork.add_argument("--kwargs", metavar="JSON", help="the new task's keyword arguments")
-    fork.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(fork, reason=False)
 
     abandon = command(
         "abandon",
@@ -485,8 +484,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         "fail a task that waits, unregistered, for a function no worker has any more",
     )
     _task_argument(abandon)
-    abandon.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
-    abandon.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(abandon)
 
     cancel = command(
         "cancel",
@@ -495,8 +493,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         "TaskCancelled; onward retry queues it again)",
     )
     _task_argument(cancel)
-    cancel.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
-    cancel.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(cancel)
 
     reprioritise = command(
         "reprioritise",
@@ -509,7 +506,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         metavar="PRIORITY",
         help=", ".join(p.value for p in Priority),
     )
-    reprioritise.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(reprioritise, reason=False)
 
     send = command(
         "send",
@@ -523,7 +520,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         metavar="JSON",
         help="the message, as JSON; - reads it from standard input (one too long for a command)",
     )
-    send.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(send, reason=False)
 
     resume = command(
         "resume",
@@ -532,8 +529,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         "reopening a session does not resume it (appends SessionResumed)",
     )
     resume.add_argument("session", metavar="SESSION", help="the session")
-    resume.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
-    resume.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
+    _audit_arguments(resume)
 
     get = command(
         "get", cmd_get, "print the last value a task published under KEY (engine.set_state)"
@@ -552,6 +548,13 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         cmd_limits,
         "list the queue limits: bounds, permits in use, taken, tasks waiting for one",
     )
+
+
+def _audit_arguments(parser: argparse.ArgumentParser, *, reason: bool = True) -> None:
+    """``--reason`` (unless ``reason`` is False) and ``--by``: why and who, for the audit."""
+    if reason:
+        parser.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit")
+    parser.add_argument("--by", default="", metavar="NAME", help="who (default: you)")
 
 
 def _task_argument(parser: argparse.ArgumentParser) -> None:
