@@ -120,6 +120,8 @@ _HEAD_CACHE_SIZE = 200_000
 _ANY_VERSION_RETRIES = 20
 #: How many blobs :meth:`EventLog.blobs` asks for in one query (SQLite's bound parameters).
 _BLOBS_PER_READ = 500
+#: How many streams :meth:`EventLog.read_streams_on` asks for in one query (the same bound).
+_STREAMS_PER_READ = 500
 #: The bytes of blobs read together to check them (their stored sizes say): a page of small
 #: ones in one read, a large one alone.
 _CHECK_BYTES = 16 * 2**20
@@ -935,6 +937,52 @@ class EventLog(ABC):
         rows = self._read(
             f"read stream {stream!r}", lambda: self._select_stream(stream, after, None)
         )
+        return self._tail_of(stream, rows, after, link)
+
+    def read_streams_on(
+        self, streams: Sequence[str]
+    ) -> dict[str, StreamTail | CorruptRecord | None]:
+        """:meth:`read_stream_on` of several whole streams (``after`` 0, ``link`` ""), read
+        together (one query for many streams where the backend can): what a worker claiming
+        many tasks at once reads of their histories.
+
+        Returns:
+            Per stream, what :meth:`read_stream_on` would have returned, or the
+            :class:`CorruptRecord` it would have raised: a damaged stream does not hold the
+            others back.
+
+        Raises:
+            BackendError: the database failed (StorageUnavailable: an outage outlasted the
+                tolerance).
+        """
+        self._check_open()
+        wanted = list(dict.fromkeys(streams))
+        by_stream: dict[str, list[StoredRow]] = {stream: [] for stream in wanted}
+        for at in range(0, len(wanted), _STREAMS_PER_READ):
+            part = wanted[at : at + _STREAMS_PER_READ]
+            rows = self._read(
+                f"read {len(part)} streams from {part[0]!r}",
+                functools.partial(self._select_rows_of, part),
+            )
+            for row in rows:
+                by_stream[row[1]].append(row)
+        found: dict[str, StreamTail | CorruptRecord | None] = {}
+        for stream, rows in by_stream.items():
+            try:
+                found[stream] = self._tail_of(stream, rows, 0, "")
+            except CorruptRecord as damage:
+                found[stream] = damage
+        return found
+
+    def _select_rows_of(self, streams: Sequence[str]) -> list[StoredRow]:
+        """The records of several streams, each stream's by version (a backend that can
+        reads them in one query)."""
+        return [row for stream in streams for row in self._select_stream(stream, 0, None)]
+
+    def _tail_of(
+        self, stream: str, rows: list[StoredRow], after: int, link: str
+    ) -> StreamTail | None:
+        """:meth:`read_stream_on` of the rows read of a stream after version ``after``."""
         if not rows:
             return StreamTail([], link, 0)
         if self.verify_reads:

@@ -630,6 +630,14 @@ class SQLiteLog(EventLog):
             (stream, after, upto),
         )
 
+    def _select_rows_of(self, streams: Sequence[str]) -> list[StoredRow]:
+        marks = ",".join("?" * len(streams))
+        return self._query(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"
+            f" WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
+            tuple(streams),
+        )
+
     def _select_page(self, after: int, limit: int) -> list[StoredRow]:
         return self._query(
             "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events"

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
-from onward.events import EventLog, Recorded, StreamTail
+from onward.events import CorruptRecord, EventLog, Recorded, StreamTail
 
 #: How many bytes of records a worker keeps in all, as stored (about 2.5 times as much in
 #: memory for small records): the histories least recently read go first, and a task's
 #: history is let go when its run ends other than waiting.
 KEPT_BYTES = 8 * 2**20
+# A stream read_many leaves to read (its history is kept: only what came since is read).
+_UNREAD = StreamTail([], "", 0)
 
 
 class Histories:
@@ -61,6 +64,43 @@ class Histories:
             read = self._log.read_stream_on(stream)
             if read is None:  # a first record that points at a predecessor (unchecked reads)
                 return self._log.read_stream(stream)
+        self._keep(stream, read)
+        return list(read.events)
+
+    def read_many(self, streams: Sequence[str]) -> dict[str, list[Recorded] | CorruptRecord]:
+        """:meth:`read` of several streams: those with nothing kept are read together (one
+        query for many, as a worker claiming many tasks at once reads their histories).
+
+        Returns:
+            Per stream, its events as :meth:`read` returns them, or the
+            :class:`CorruptRecord` that :meth:`read` would have raised (a damaged stream does
+            not hold the others back).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        found: dict[str, list[Recorded] | CorruptRecord] = {}
+        with self._lock:
+            whole = [stream for stream in streams if stream not in self._kept]
+        tails = self._log.read_streams_on(whole) if whole else {}
+        for stream in streams:
+            tail = tails.get(stream, _UNREAD)
+            try:
+                if isinstance(tail, CorruptRecord):
+                    raise tail
+                if tail is None:  # a first record that points at a predecessor
+                    found[stream] = self._log.read_stream(stream)
+                elif tail is _UNREAD:  # kept: only what came since is read
+                    found[stream] = self.read(stream)
+                else:
+                    assert isinstance(tail, StreamTail)
+                    self._keep(stream, tail)
+                    found[stream] = list(tail.events)
+            except CorruptRecord as damage:
+                found[stream] = damage
+        return found
+
+    def _keep(self, stream: str, read: StreamTail) -> None:
         if read.events and read.size <= self._limit:
             with self._lock:
                 self._take(stream)
@@ -68,7 +108,6 @@ class Histories:
                 self._size += read.size
                 while self._size > self._limit:
                     self._size -= self._kept.popitem(last=False)[1].size
-        return list(read.events)
 
     def forget(self, stream: str) -> None:
         """Keep nothing of this stream (its task ended)."""

@@ -1283,11 +1283,12 @@ class Scheduler:
         session = self.session
         chosen: list[tuple[TaskView, TaskClaimed, list[Recorded]]] = []
         now = session.clock()
-        for view in heads:
-            if not self.registry.knows(view.name):
-                continue
+        known = [view for view in heads if self.registry.knows(view.name)]
+        # Their histories in one read (a query for many streams, not one each).
+        read = session.histories.read_many([task_stream(view.task_id) for view in known])
+        for view in known:
             try:
-                history = self._history(view)
+                history = self._history(view, read[task_stream(view.task_id)])
             except CorruptRecord:
                 continue  # _claim_next marks it damaged
             if not history or history[-1].version != view.version:
@@ -1332,15 +1333,20 @@ class Scheduler:
                 )
         return claimed
 
-    def _history(self, view: TaskView) -> list[Recorded]:
-        """A task's history, read before its claim; for a fork, its origins' records it takes
-        its first steps from are read too: they are its history as much as its own stream.
+    def _history(
+        self, view: TaskView, read: list[Recorded] | CorruptRecord | None = None
+    ) -> list[Recorded]:
+        """A task's history, read before its claim (or ``read`` already, with others); for a
+        fork, its origins' records it takes its first steps from are read too: they are its
+        history as much as its own stream.
 
         Raises:
             CorruptRecord: a record of its stream, or of an origin's it takes steps from,
                 does not read back intact.
         """
-        history = self.session.histories.read(task_stream(view.task_id))
+        if isinstance(read, CorruptRecord):
+            raise read
+        history = self.session.histories.read(task_stream(view.task_id)) if read is None else read
         submitted = history[0].event if history else None
         if isinstance(submitted, TaskSubmitted) and submitted.forked_from is not None:
             inherited_records(self.session.log, submitted)  # read again as its run begins

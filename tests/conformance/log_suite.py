@@ -125,6 +125,17 @@ class EventLogSuite(ABC):
         log.append("task-1", [progressed(i / 5) for i in range(5)], expected_version=0)
         assert [r.version for r in log.read_stream("task-1", after=3)] == [4, 5]
 
+    def test_streams_read_together_read_as_each_alone(self, log: EventLog) -> None:
+        for n in range(3):
+            log.append(f"task-{n}", [progressed(i / 5) for i in range(n + 1)], expected_version=0)
+        streams = ["task-2", "task-0", "task-none", "task-1", "task-0"]
+        read = log.read_streams_on(streams)
+        assert list(read) == ["task-2", "task-0", "task-none", "task-1"]
+        for stream, tail in read.items():
+            assert tail == log.read_stream_on(stream)
+        assert read["task-none"] == ([], "", 0)
+        assert [r.version for r in read["task-2"].events] == [1, 2, 3]  # type: ignore[union-attr]
+
     @pytest.mark.parametrize("bound", [-1, -5, True, 1.0, None, "1", 2**63])
     def test_a_read_bound_that_is_not_a_non_negative_int_is_refused(
         self, log: EventLog, bound: Any

@@ -188,3 +188,36 @@ def test_a_head_read_is_stale_once_another_worker_appended(log: EventLog) -> Non
             reader.append(STREAM, steps(2, 1), expected_version=3)
         reader.append(STREAM, steps(3, 1), expected_version=4)
         assert [r.version for r in log.read_stream(STREAM, verify=True)] == [1, 2, 3, 4, 5]
+
+
+def test_many_histories_read_together_are_what_each_read_alone_is(log: EventLog) -> None:
+    """A worker claiming many tasks reads their histories in one query: each as read alone,
+    a kept one read only from where it ended, an empty stream empty."""
+    other, empty = task_stream("fedcba9876543210"), task_stream("00000000000000ff")
+    log.append(other, [TaskSubmitted(name="crawl")], expected_version=0)
+    histories = Histories(log)
+    histories.read(STREAM)  # kept
+    log.append(STREAM, steps(2, 1), expected_version=3)
+    read = histories.read_many([STREAM, other, empty])
+    assert read == {
+        STREAM: log.read_stream(STREAM),
+        other: log.read_stream(other),
+        empty: [],
+    }
+    assert histories.read(other)[0] is read[other][0]  # kept as read() keeps it
+
+
+def test_a_damaged_history_read_with_others_is_refused_alone(log: EventLog) -> None:
+    other = task_stream("fedcba9876543210")
+    log.append(other, [TaskSubmitted(name="crawl"), *steps(0, 1)], expected_version=0)
+    raw(
+        log,
+        "UPDATE stored_events SET state = replace(state, X'32', X'33')"
+        " WHERE originator_id = ? AND originator_version = 2",
+        STREAM,
+    )
+    read = Histories(log).read_many([STREAM, other])
+    damage = read[STREAM]
+    assert isinstance(damage, CorruptRecord)
+    assert (damage.stream, damage.version) == (STREAM, 2)
+    assert read[other] == log.read_stream(other)
