@@ -16,6 +16,7 @@ import pytest
 
 from onward import Engine
 from onward.events import (
+    Append,
     CorruptRecord,
     EventLog,
     StepCompleted,
@@ -221,3 +222,18 @@ def test_a_damaged_history_read_with_others_is_refused_alone(log: EventLog) -> N
     assert isinstance(damage, CorruptRecord)
     assert (damage.stream, damage.version) == (STREAM, 2)
     assert read[other] == log.read_stream(other)
+
+
+def test_more_histories_than_one_query_takes_are_read_in_parts(log: EventLog) -> None:
+    streams = [task_stream(f"{n:016x}") for n in range(1, 1202)]
+    log.commit(
+        [
+            Append(stream=s, events=[TaskSubmitted(name="crawl")], expected_version=0)
+            for s in streams
+        ]
+    )
+    read = Histories(log).read_many(streams)
+    assert list(read) == streams
+    assert all(
+        isinstance(found, list) and [r.stream for r in found] == [s] for s, found in read.items()
+    )
