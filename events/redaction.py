@@ -178,8 +178,12 @@ _SECRET_VALUE = SecretPattern(
     r"(?P=inner)\)?"
     r"|\[[^\]\n]*\]|\([^)\n]*\)|\{[^}\n]*\}"
     # Otherwise up to white space, a quote, or an "&" that starts a query's next parameter
-    # (?password=x&page=2; an "&" inside a password, Tr0ub4dor&3, is part of it).
-    r"|(?:[^\s\"'&<>]|&(?![\w.~%;-]*=))+?(?=[,;)}\]]*(?:[\s\"'<>]|&[\w.~%;-]*=|\Z)))))",
+    # (?password=x&page=2; an "&" inside a password, Tr0ub4dor&3, is part of it), but for the
+    # brackets and punctuation that close it (f(password=x), password=x; next). The run is
+    # read once, to its last character that closes nothing: a look from each character for
+    # the end of the brackets after it read them again and again, the square of their number.
+    r"|(?:[^\s\"'&<>]|&(?![\w.~%;-]*=))"
+    r"(?:(?:[^\s\"'&<>]|&(?![\w.~%;-]*=))*(?:[^\s\"'&<>,;)}\]]|&(?![\w.~%;-]*=)))?)))",
     group="value",
 )
 
@@ -289,6 +293,22 @@ def _vendor_patterns() -> list[SecretPattern]:
     ]
 
 
+# A JSON web token: three parts of base64url, split by dots. Each run of token characters after
+# an "eyJ" is taken whole, its parts or none (the parts are judged by _not_a_jwt): a regex that
+# failed on a run without its dots tried again from every "eyJ" in it, to its end each time.
+_JWT = SecretPattern(
+    "jwt",
+    _token(
+        "eyJ",
+        r"[A-Za-z0-9_-]{4,}+(?P<parts>\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+)?",
+    ),
+)
+# OpenAI's keys: "sk-" and 20 characters or more, a digit among them. The run is taken whole
+# and its digit looked for after (_no_digit): a look ahead for it from every "sk-" of a run
+# that has none read the run to its end each time.
+_OPENAI_KEY = SecretPattern("openai-key", _token("sk-", r"[A-Za-z0-9_-]{20,}+"))
+
+
 #: The patterns a :class:`Redactor` uses unless told otherwise, most specific first.
 DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
     SecretPattern(
@@ -301,9 +321,9 @@ DEFAULT_PATTERNS: tuple[SecretPattern, ...] = (
         entropy=3.5,
     ),
     _PRIVATE_KEY,
-    SecretPattern("jwt", _token("eyJ", r"[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")),
+    _JWT,
     SecretPattern("anthropic-key", _token("sk-ant-", r"[A-Za-z0-9_-]{20,}")),
-    SecretPattern("openai-key", _token("sk-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}")),
+    _OPENAI_KEY,
     # GitHub's and GitLab's prefixes are found glued to anything (`v2ghp_...`), as gitleaks'
     # rules find them: no identifier ends in them by chance.
     SecretPattern("github-token", r"g(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{22,})"),
@@ -793,7 +813,21 @@ def _stands_for_a_password(text: str, match: re.Match[str]) -> bool:
 
 
 # What each default pattern that judges its matches further keeps.
+def _not_a_jwt(text: str, match: re.Match[str]) -> bool:
+    """Whether a run after "eyJ" lacks the two dots of a JSON web token's three parts."""
+    return match.start("parts") == -1
+
+
+def _no_digit(text: str, match: re.Match[str]) -> bool:
+    """Whether a run after "sk-" holds no digit, as an OpenAI key does."""
+    return _A_DIGIT.search(text, match.start() + 3, match.end()) is None
+
+
+_A_DIGIT = re.compile("[0-9]")
+
 _KEPT: dict[SecretPattern, Callable[[str, re.Match[str]], bool]] = {
+    _JWT: _not_a_jwt,
+    _OPENAI_KEY: _no_digit,
     _CLI_PASSWORD: _stands_for_a_password,
     _URL_KEY: _a_users_name,
     _SECRET_VALUE: _no_literal_secret,
@@ -806,6 +840,10 @@ _KEPT: dict[SecretPattern, Callable[[str, re.Match[str]], bool]] = {
 _Found = tuple[int, int, str]
 
 
+# How far past a token the text is looked at for another glued to it (see _finder).
+_GLUED_REACH = 1024
+
+
 def _finder(
     regex: re.Pattern[str],
     group: int | str,
@@ -813,26 +851,61 @@ def _finder(
     entropy: float,
     random: bool,
     kept: Callable[[str, re.Match[str]], bool] | None = None,
+    *,
+    glued: bool = False,
 ) -> Callable[[str, list[_Found]], None]:
     """A function that adds to ``found`` where ``regex`` finds secrets in a text; a match
-    that ``kept`` says is no secret is left."""
+    that ``kept`` says is no secret is left.
+
+    With ``glued`` (a default pattern that replaces its whole match, a token), the token glued
+    right after each one found is looked for as it will be once the one before is replaced by
+    its marker: at the start of the text after it, behind a "]". Else each token of a run of
+    them ("AKIA..." * 1,000) was found by one more scan of the whole text, by every pattern.
+    """
     search = regex.search
+
+    def judged(text: str, match: re.Match[str]) -> tuple[int, int] | None:
+        start, end = match.span(group)
+        if start == end:  # an empty or absent group: nothing to hide
+            return None
+        if entropy or random:
+            secret = text[start:end]
+            if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
+                return None
+        if kept is not None and kept(text, match):
+            return None
+        return start, end
+
+    def glued_after(text: str, end: int, found: list[_Found]) -> int:
+        """Add the tokens glued one after the other from ``end`` on; where the last ends."""
+        while end < len(text):
+            after = "]" + text[end : end + _GLUED_REACH]
+            match = regex.match(after, 1)
+            # A match that reaches the end of what was looked at might go on past it: left to
+            # the next scan, as before.
+            if match is None or (match.end() == len(after) and end + _GLUED_REACH < len(text)):
+                break
+            place = judged(after, match)
+            if place is None or place[0] != 1:
+                break
+            found.append((end, end + place[1] - 1, marker))
+            end += place[1] - 1
+        return end
 
     def find(text: str, found: list[_Found]) -> None:
         first = search(text)
         if first is None:  # the usual case
             return
+        taken = 0
         for match in regex.finditer(text, first.start()):
-            start, end = match.span(group)
-            if start == end:  # an empty or absent group: nothing to hide
+            if match.start() < taken:  # within a run of glued tokens already found
                 continue
-            if entropy or random:
-                secret = text[start:end]
-                if shannon_entropy(secret) < entropy or (random and not reads_random(secret)):
-                    continue
-            if kept is not None and kept(text, match):
+            place = judged(text, match)
+            if place is None:
                 continue
-            found.append((start, end, marker))
+            found.append((*place, marker))
+            if glued:
+                taken = glued_after(text, place[1], found)
 
     return find
 
@@ -964,6 +1037,7 @@ def _compile(pattern: SecretPattern) -> Callable[[str, list[_Found]], None]:
         pattern.entropy,
         pattern.random,
         _KEPT.get(pattern),
+        glued=pattern.group == 0 and pattern in _HINTED,
     )
 
 
