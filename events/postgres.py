@@ -84,7 +84,7 @@ from psycopg.pq import TransactionStatus
 from onward.events.exceptions import BackendError, InvalidURL, LogNotFound, UsageError
 from onward.events.log import EventLog, StoredRow
 from onward.events.outage import DEFAULT_TOLERANCE, FIRST_PAUSE, LAST_PAUSE
-from onward.events.redaction import redacted_logger
+from onward.events.redaction import redact_for_any_log, redacted_logger
 from onward.events.url_parts import hide_password, split_log_url
 from onward.events.watch import Watch
 
@@ -1357,11 +1357,20 @@ def _safe(url: str) -> str:
     if mark:
         query, hash_, fragment = query.partition("#")
         pairs = [
-            f"{key}=***" if eq and _hides(unquote(key)) else f"{key}{eq}{value}"
+            f"{key}=***"
+            if eq and (_hides(unquote(key)) or _holds_a_secret(value))
+            else f"{key}{eq}{value}"
             for key, eq, value in (pair.partition("=") for pair in query.split("&"))
         ]
         rest = f"{head}?{'&'.join(pairs)}{hash_}{fragment}"
     return f"{scheme}{sep}{rest}"
+
+
+def _holds_a_secret(value: str) -> bool:
+    """Whether a URL option's value, percent-decoded, holds a secret (``options=-c
+    app.password%3D...``: libpq's options are server settings, which may be any)."""
+    decoded = unquote(value)
+    return redact_for_any_log(decoded) != decoded or redact_for_any_log(value) != value
 
 
 def _hides(option: str) -> bool:

@@ -79,6 +79,20 @@ def test_an_unknown_option_is_refused_by_name(query: str, named: str) -> None:
             f"{NOBODY}?PASSWORD=***&sslmode=disable",
         ),
         (f"{NOBODY}?passwrd=hunter2secret", f"{NOBODY}?passwrd=***"),
+        # A known option whose value, percent-decoded, holds a secret: libpq's options (a
+        # server setting given on connecting), an application name that carries a token.
+        (
+            f"{NOBODY}?options=-c%20app.password%3Dhunter2secret&sslmode=disable",
+            f"{NOBODY}?options=***&sslmode=disable",
+        ),
+        (
+            f"{NOBODY}?options=-c%20app.token%3D%22hunter2secret%22",
+            f"{NOBODY}?options=***",
+        ),
+        (
+            f"{NOBODY}?application_name=ci%20ghp_hunter2" + "a1B2c3D4e5" * 3 + "&connect_timeout=1",
+            f"{NOBODY}?application_name=***&connect_timeout=1",
+        ),
     ],
 )
 def test_a_password_is_masked_wherever_it_is(url: str, shown: str | None) -> None:
@@ -100,6 +114,20 @@ def test_a_password_in_the_query_is_used_and_never_shown(postgres_url: str) -> N
         assert "hunter2" not in log.url
         assert "hunter2" not in repr(log)
         assert log.url.endswith("&password=***")
+
+
+def test_a_secret_percent_encoded_in_the_options_is_used_and_never_shown(
+    postgres_url: str,
+) -> None:
+    """A secret given in libpq's ``options`` reaches the server, and is neither in the log's
+    URL nor in its repr, nor in what the redactor leaves of the URL (a message that quotes
+    it, a log line)."""
+    url = f"{postgres_url}&options=-c%20onward_test.password%3Dhunter2secret"
+    with open_log(url) as log:
+        assert show(log, "onward_test.password") == "hunter2secret"
+        assert "hunter2" not in log.url
+        assert "hunter2" not in repr(log)
+        assert "hunter2" not in log.redactor.redact(f"cannot connect to {url}")
 
 
 def _socket_options(log: object) -> tuple[int, int, int, int]:
