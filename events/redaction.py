@@ -620,6 +620,8 @@ def might_hold_a_secret(data: bytes) -> bool:
         return True
     # find, not "in": CPython's "in" on bytes first tries the needle as an int, and
     # builds and drops a TypeError: about 2,000 instructions of each scan.
+    if (data.find(b"%") >= 0 or data.find(b"\\") >= 0) and _ESCAPE_BYTES.search(data):
+        return True  # an escape that may hide a secret (see _ESCAPE)
     runs = data.translate(_RUN_TABLE)
     first = runs.find(_RUN_NEEDLE)
     if first >= 0 and _runs_might_hold_a_secret(data, runs, first):
@@ -707,6 +709,37 @@ _MAX_PASSES = 8
 # event that holds it) is not scanned again; how many are remembered.
 _REMEMBER_FROM = 4096
 _REMEMBERED = 64
+
+
+# An escape that may hide a secret's characters from the patterns, which read a text as it is
+# written: a JSON or Python \uXXXX (an error message quoting a JSON body: "\u0041KIA...",
+# "pass\u0077ord"), JSON's escaped slash (base64 as PHP writes it: "wJal\/K7..."), and a
+# percent-encoded ASCII character (a URL's query: "options=-c%20app.password%3D...",
+# "pass%77ord=..."). The quick scan of bytes looks for any percent-encoded byte (each of its
+# character classes holds all ten digits or none, as the shapes found clean need), and for
+# the JSON of a backslash before the "u" or "/" (JSON's own escape of a control character,
+# "\u001b" in the bytes, is decoded before the patterns read the string).
+_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}|\\/|%[0-7][0-9A-Fa-f]")
+_ESCAPE_BYTES = re.compile(rb"\\\\(?:u[0-9A-Fa-f]{4}|/)|%[0-9A-Fa-f]{2}")
+
+
+def _unescaped(text: str) -> tuple[str, list[int]]:
+    """``text`` with its escapes (see _ESCAPE) decoded, and where each of its characters
+    starts in ``text``, then where ``text`` ends."""
+    pieces: list[str] = []
+    starts: list[int] = []
+    kept = 0
+    for match in _ESCAPE.finditer(text):
+        start = match.start()
+        pieces.append(text[kept:start])
+        starts.extend(range(kept, start))
+        escape = match.group()
+        pieces.append("/" if escape == "\\/" else chr(int(escape.lstrip("\\u%"), 16)))
+        starts.append(start)
+        kept = match.end()
+    pieces.append(text[kept:])
+    starts.extend(range(kept, len(text) + 1))
+    return "".join(pieces), starts
 
 
 def shannon_entropy(text: str) -> float:
@@ -1124,19 +1157,15 @@ class Redactor:
         key = (len(text), hash(text)) if len(text) >= _REMEMBER_FROM else None
         if key is not None and key in self._clean_texts:
             return text
-        hinted = self._hinted
         # What every pattern finds in the text as it came (a greedy match, a token's tail,
         # cannot hide a secret glued to it from another pattern), and what each finds once the
         # patterns before it replaced theirs, again until nothing changes (a marker ends a token
         # another was glued to, "AKIA...ghp_...", and a value cut short leaves the next name
-        # to be read): all of it is replaced at once, in the text as it came.
+        # to be read): all of it is replaced at once, in the text as it came. Then what they
+        # find in the text with its escapes decoded, replaced where it is written.
         for _ in range(_MAX_PASSES):
-            finders = self._all if hinted and _hinted_text(text) else self._unhinted
-            found: list[_Found] = []
-            for find in finders:
-                find(text, found)
+            found = self._found(text) or self._found_unescaped(text)
             if found:
-                found += _found_in_turn(text, finders)
                 redacted = _replaced(text, found)
                 if redacted != text:
                     text = redacted
@@ -1145,6 +1174,25 @@ class Redactor:
                 self._remember_clean(text)
             break
         return text
+
+    def _found(self, text: str) -> list[_Found]:
+        """The places of ``text`` where the patterns find a secret (see :meth:`redact`)."""
+        finders = self._all if self._hinted and _hinted_text(text) else self._unhinted
+        found: list[_Found] = []
+        for find in finders:
+            find(text, found)
+        if found:
+            found += _found_in_turn(text, finders)
+        return found
+
+    def _found_unescaped(self, text: str) -> list[_Found]:
+        """The places of ``text`` where the patterns find a secret once its escapes are
+        decoded (see :func:`_unescaped`): each spans the escapes its characters are written
+        with."""
+        if _ESCAPE.search(text) is None:  # the usual case
+            return []
+        decoded, starts = _unescaped(text)
+        return [(starts[start], starts[end], marker) for start, end, marker in self._found(decoded)]
 
     def _remember_clean(self, text: str) -> None:
         """Remember a long text that redacting leaves as it is."""
