@@ -76,6 +76,18 @@ _REFERENCE = re.compile(
 # A mask (****, ••••, ------, xxx is a word) or what a quote or a bracket left of a value.
 _MASK = re.compile(r"[*•·#?.\-_\s'\"()\[\]{}:,;]+")
 _VALUE_END = re.compile(r"[\w.$-]")
+# The shell's working directories, PWD and OLDPWD, in every dump of an environment (env in a
+# failed job's output, os.environ in an error): a directory, not a password. PWD names a
+# password too, in an ODBC connection string (UID=sa;PWD=...), where its value is no
+# directory: the root, a directory under the home (~/...), under a conventional top
+# directory (/home/..., /Users/..., /app, /srv/..., /usr/src/app), or a drive's (C:\...).
+_DIRECTORY_NAME = re.compile(r"(?i:(?:old)?pwd)")
+_DIRECTORY = re.compile(
+    r"/|~(?:/[\w.@+-]+)*/?"
+    r"|/(?:home|Users|root|app|srv|opt|usr|var|tmp|mnt|workspaces?|builds|src|code|data"
+    r"|runner|__w)(?:/[\w.@+-]+)*/?"
+    r"|[A-Za-z]:\\(?:[\w. @+-]+\\?)*"
+)
 
 
 def names_an_id(name: str) -> bool:
@@ -101,13 +113,16 @@ def stands_for_a_secret(name: str, value: str) -> bool:
     """Whether a whole value (a quoted one, a dict's member) under a credential's name is no
     literal secret: null's or a boolean's spelling, a reference (``${DB_PASSWORD}``, ``$1``,
     ``{{ token }}``, ``%s``), a mask (``****``) or what a quote left of a value (the ``')`` of
-    ``input('Password: ')``), or, under an auth-like name, a scheme's or a mode's name
+    ``input('Password: ')``), a working directory under ``PWD`` or ``OLDPWD``
+    (``PWD=/home/ana/etl``), or, under an auth-like name, a scheme's or a mode's name
     (``basic``, ``bearer``, ``oauth2``, ``none``). A password of symbols (``!@#$%^&*()``)
     is one."""
     lowered = value.lower()
     if lowered in NOT_SECRET_VALUES or _REFERENCE.fullmatch(value) is not None:
         return True
     if _MASK.fullmatch(value) is not None:
+        return True
+    if _DIRECTORY_NAME.fullmatch(name) is not None and _DIRECTORY.fullmatch(value) is not None:
         return True
     return lowered in _AUTH_WORDS and _AUTH_NAME.search(name) is not None
 
