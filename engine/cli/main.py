@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
             register = plugin.load()
             register(command)
         except Exception as exc:  # a broken plugin must not take the other commands down
-            print(f"onward: command plugin {plugin.name!r} failed to load: {exc}", file=sys.stderr)
+            _say(f"onward: command plugin {plugin.name!r} failed to load: {exc}")
     return parser
 
 
