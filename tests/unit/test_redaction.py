@@ -562,6 +562,8 @@ FRAGMENTS = [
     *("eyJ", "eyJhbGciOiJIUzI1NiJ9.", "sk-", "sk-ant-", "ghp_", "github_pat_", "glpat-"),
     *("xoxb-", "sk_live_", "rk_test_", "AKIA", "AIza", "hf_", "aws_secret_access_key="),
     *("abcdefghij", "ABCDEFGHIJ0123456789", "Zx9_-", "a1B2c3D4e5f6G7h8i9J0", "é", "日本"),
+    # Escapes that may hide a secret's characters: decoded before the patterns read them too.
+    *("\\u0041", "\\u0070assword", "%3D", "pass%77ord", "%41KIA", "\\/", "%", "\\u00"),
     # Whole tokens, to be glued to one another.
     *("AKIA0123456789ABCDEF", "ghp_" + "a1B2c3D4e5" * 4, "sk-abc123def456ghi789jkl0"),
 ]
