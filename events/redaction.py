@@ -29,8 +29,11 @@ the value stands for a secret rather than holds one (code, a reference, an auth 
 :mod:`onward.events._labels`), the random-looking value of any other ``*_KEY=`` or
 ``credentials:`` but an id's (``cache_key=``), and a random-looking token of 32 to 128
 characters inside a text. A token may be glued to an identifier by ``_`` or
-``-``. Where a secret follows a name (``password=hunter2``), the name stays and only the value
-goes. It is a safety net, not a proof:
+``-``. A text is read as it is written, and again with its escapes decoded (``\\uXXXX``,
+``\\/``, a percent-encoded ASCII character: ``"\\u0041KIA..."``, ``pass%77ord=...``,
+``?options=-c%20app.password%3D...``): a secret found there is replaced where it is written,
+escapes and all. Where a secret follows a name (``password=hunter2``), the name stays and only
+the value goes. It is a safety net, not a proof:
 a short or unremarkable string that has no known shape and follows no telling name passes, and
 so does a number, and so does a string that is nothing but a random token (an id, a cursor:
 data, not a leak in a message).
