@@ -712,6 +712,10 @@ class InFlight:
         self.returned = False
         #: Steps deciding (after :meth:`settle`) whether the task waits: no body starts.
         self.deciding = 0
+        #: Steps that decided the task waits and let the bodies under way record their
+        #: outcomes first (:meth:`settle`): their wait is pending.
+        self.pending_waits = 0
+        self._wait_pending = _Signal()
         self._no_bodies = _Signal()
         self._no_deciding = _Signal()
         self._no_calls = _Signal()
@@ -763,10 +767,15 @@ class InFlight:
         decide whether the task waits (:meth:`decided` ends it): the steps that settle decide
         and record one after the other. ``failing``: the index of a step whose body raised,
         which decides on its failure."""
-        if failing < 0:
+        if failing < 0 and self.bodies:
             # A step whose body raised does not wait for the others: one of them may wait for
             # the task to see that error. Its wait, if it decides one, is held meanwhile.
-            await self._no_bodies.until(lambda: not self.bodies)
+            self.pending_waits += 1
+            self._wait_pending.wake()
+            try:
+                await self._no_bodies.until(lambda: not self.bodies)
+            finally:
+                self.pending_waits -= 1
         ticket = self._tickets
         self._tickets += 1
         self._waiting_turns.add(ticket)
@@ -781,6 +790,13 @@ class InFlight:
             self._decided()
             raise
         self._holder, self.turn = ticket, failing
+
+    async def until_a_wait_pends(self) -> None:
+        """Wait until a step has decided that the task waits and lets the bodies under way
+        record their outcomes first (:meth:`settle`): a body under way then knows that the
+        task's wait comes after its own outcome (a sibling's failure included), without
+        guessing at how long the other step takes to decide."""
+        await self._wait_pending.until(lambda: self.pending_waits > 0)
 
     def decided(self) -> None:
         """A step that settled has decided (and recorded a wait, or not): the next one takes

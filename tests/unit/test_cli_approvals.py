@@ -134,10 +134,14 @@ def test_an_answer_that_comes_while_an_async_task_holds_its_wait_is_acted_on(
     """An async task asks for approval while a sibling step still runs: its wait is held
     until the sibling's failure is recorded. A person answered in between; the run took the
     answer in, then recorded the wait it had held, for an answer already given: the task
-    waited for good, and no request was left to answer."""
+    waited for good, and no request was left to answer.
+
+    The sibling's body runs until the approval's wait is pending, and only then fails: the
+    order does not hang on how long either takes."""
     import asyncio
 
     from onward import Rulebook
+    from onward.runtime.run import CURRENT_RUN
 
     path = tmp_path / "work.db"
     rulebook = Rulebook()
@@ -160,15 +164,20 @@ def test_an_answer_that_comes_while_an_async_task_holds_its_wait_is_acted_on(
         async def publish(target: str) -> str:
             return f"published {target}"
 
+        tidying = asyncio.Event()
+
         @engine.action(impact="low", undo=lambda *args: None, check=lambda result: True)
         async def tidy(target: str) -> str:
-            await asyncio.sleep(0.05)
+            tidying.set()
+            run = CURRENT_RUN.get()
+            assert run is not None
+            await run.in_flight.until_a_wait_pends()  # publish asked, its wait to follow
             raise ValueError("tidy broke")
 
         @engine.task()
         async def release(target: str) -> list[str]:
             async def then_publish() -> str:
-                await asyncio.sleep(0.01)
+                await tidying.wait()  # tidy's body is under way
                 return await publish(target)
 
             done = await asyncio.gather(tidy(target), then_publish(), return_exceptions=True)
@@ -178,3 +187,7 @@ def test_an_answer_that_comes_while_an_async_task_holds_its_wait_is_acted_on(
         asyncio.run(engine.run_async())
         assert len(answered) == 1
         assert engine.result(task_id)[1] == "published prod"
+        recorded = [type(r.event).__name__ for r in engine.log.read_stream(f"task-{task_id}")]
+        # The wait was held past the sibling's failure, and the answer came in between.
+        asked, granted = recorded.index("ApprovalRequested"), recorded.index("ApprovalGranted")
+        assert asked < granted < recorded.index("StepFailed") < recorded.index("TaskWaiting")
