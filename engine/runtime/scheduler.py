@@ -833,11 +833,18 @@ class Scheduler:
     def _look(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for the log to change (True when it may have). The storage
         failing (a dropped connection, a server restarting) is waited out as any read is:
-        the slice passes, and the next look watches again (reconnecting)."""
+        the slice passes, and the next look watches again (reconnecting).
+
+        A watch opened here has nothing to compare with: the log may have changed since the
+        run last looked for work (another process gave a permit back, answered) and before
+        the watch began, so the first look says it may have and the run looks again at once
+        (else it slept through that change until its timer)."""
         try:
             if self._watch is None:
                 self._watch = self.session.log.watch()
-            changed = self._watch.wait(seconds)
+                changed = True
+            else:
+                changed = self._watch.wait(seconds)
         except BackendError as exc:
             if not self._watch_failures:
                 logger.warning("watching %s failed: %s", self.session.log.url, exc)
@@ -2110,9 +2117,11 @@ class _Watcher:
         failures = 0  # in a row: the storage is down (told once, looked at less often)
         while not self._closed.is_set():
             try:
-                if self._watch is None:
+                if self._watch is None:  # reopened: what changed meanwhile went unseen
                     self._watch = self.session.log.watch()
-                changed = self._watch.wait(WATCH_SLICE)
+                    changed = True
+                else:
+                    changed = self._watch.wait(WATCH_SLICE)
             except Exception as exc:  # the storage is down: look again shortly
                 if not failures:
                     logger.warning("watching %s failed: %s", self.session.log.url, exc)

@@ -16,7 +16,7 @@ import pytest
 
 from onward import Engine, TaskFailedError, UsageError
 from onward.cli.main import main
-from onward.events import LimitSet, PermitReturned, PermitTaken, TaskWaiting
+from onward.events import LimitSet, PermitReturned, PermitTaken, TaskWaiting, Watch
 from onward.runtime.limits import Rate, parse_rate
 from onward.runtime.session import SILENCE_GRACE
 from tests.conftest import FakeClock, OutageClock
@@ -651,3 +651,73 @@ def test_a_limit_stream_with_an_event_of_a_newer_onward_still_gives_permits(
         assert (summary.runs, summary.succeeded) == (1, 1)
         assert engine.result(task_id) == "b"
         assert engine.projections.limits.view("gpu").version == version + 3  # taken, returned
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_permit_freed_just_before_the_run_starts_watching_still_wakes_it(
+    db: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The permit is given back after the waiting run looked for work and before its watch of
+    the log began: a watch opened then has nothing to compare with, so the run looks again at
+    once instead of sleeping through the change until its timer (200 s here)."""
+    holding, let_go = threading.Event(), threading.Event()
+    with Engine.open(db, session="holder", healing=False) as holder:
+        holder.limit("api", concurrency=1)
+
+        @holder.step(limit="api")
+        def hold() -> int:
+            holding.set()
+            let_go.wait()
+            return 1
+
+        @holder.task()
+        def held() -> int:
+            return hold()
+
+        holder.submit(held)
+        holder_run = threading.Thread(target=holder.run, daemon=True)
+        holder_run.start()
+        holding.wait()
+        with Engine.open(db, session="waiter", healing=False, lease=600.0) as engine:
+            engine.limit("api", concurrency=1)
+            called: list[str] = []
+            slept_through: list[str] = []
+
+            @engine.step(limit="api")
+            def call() -> str:
+                called.append("call")
+                return "called"
+
+            @engine.task()
+            def job() -> str:
+                return call()
+
+            task_id = engine.submit(job)
+            watch = engine.log.watch
+
+            def watch_once_freed() -> Watch:
+                """The interleaving: the holder gives its permit back (its run ends) just
+                before the waiting run's watch begins."""
+                let_go.set()
+                holder_run.join()
+                opened = watch()
+                wait = opened.wait
+
+                def wait_seen(timeout: float) -> bool:
+                    if wait(0.0):
+                        return True
+                    if not called:  # the permit is free, the run would sleep on
+                        slept_through.append(f"a look of {timeout} s")
+                        return True  # ends the test's run now, not in 200 s
+                    return wait(timeout)
+
+                monkeypatch.setattr(opened, "wait", wait_seen)
+                return opened
+
+            monkeypatch.setattr(engine.log, "watch", watch_once_freed)
+            if path == "sync":
+                engine.run()
+            else:
+                asyncio.run(engine.run_async())
+            assert engine.result(task_id) == "called"
+            assert slept_through == []
