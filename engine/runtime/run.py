@@ -2587,8 +2587,11 @@ class TaskRun:
         if isinstance(effect, Invoke):
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
+            deadline = self._deadline_on_clock(effect.step)
             try:
-                return _call_step(effect)
+                if deadline is None:
+                    return _call_step(effect)
+                return self._in_time(effect.step, deadline, _call_step(effect))
             except asyncio.CancelledError as exc:  # nothing cancels a step on this path
                 raise OwnCancellation(exc) from None
             finally:
@@ -2610,6 +2613,26 @@ class TaskRun:
         assert isinstance(effect, Settle | Admit)
         return False  # one step at a time: nothing else is under way
 
+    def _deadline_on_clock(self, step: StepDef) -> float | None:
+        """When a step's timeout runs out on the engine's clock, if that clock is virtual (a
+        test's ``FakeClock``: its time moves only when told to), else None: a real clock's
+        timeout is waited for in real time (:func:`call_with_timeout`, :func:`_await_body`)."""
+        if step.timeout is None or getattr(self.clock, "virtual", False) is not True:
+            return None
+        return float(self.clock()) + step.timeout
+
+    def _in_time(self, step: StepDef, deadline: float, result: Any) -> Any:
+        """A step's result, unless its body moved the virtual clock to its timeout or past it
+        meanwhile (a test's simulated slow call): then it timed out, as a body that returns
+        late in real time does, and its result is ignored.
+
+        Raises:
+            TimeoutError: the clock reached the timeout before the body returned.
+        """
+        if self.clock() >= deadline:
+            raise _timed_out(step)
+        return result
+
     async def effect_async(self, effect: Effect) -> Any:
         """Carry out one effect without blocking the event loop (the asynchronous path)."""
         if type(effect) is Store:  # with Commit and Invoke, each step's: looked at first
@@ -2620,33 +2643,37 @@ class TaskRun:
         if type(effect) is Invoke:
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
+            deadline = self._deadline_on_clock(effect.step)
             try:
                 if effect.step.is_async:
                     try:
                         if effect.observer is None:  # one coroutine fewer: nobody observes
-                            return await _await_body(effect)
-                        return await _await_step(effect)
+                            result = await _await_body(effect)
+                        else:
+                            result = await _await_step(effect)
                     except asyncio.CancelledError as exc:
                         raise _own(exc) from None
-                context = contextvars.copy_context()  # the step sees its task run and index
-                gate = BodyGate()
+                else:
+                    context = contextvars.copy_context()  # the step sees its run and index
+                    gate = BodyGate()
 
-                def body() -> Any:
-                    if not gate.enter():
-                        return None  # cancelled before a thread took it up: never run
+                    def body() -> Any:
+                        if not gate.enter():
+                            return None  # cancelled before a thread took it up: never run
+                        try:
+                            return context.run(_call_step, effect)
+                        except StopIteration as exc:
+                            raise _Stopped(exc) from None
+
+                    running = asyncio.get_running_loop().run_in_executor(self.step_threads, body)
                     try:
-                        return context.run(_call_step, effect)
-                    except StopIteration as exc:
-                        raise _Stopped(exc) from None
-
-                running = asyncio.get_running_loop().run_in_executor(self.step_threads, body)
-                try:
-                    return await asyncio.shield(running)
-                except asyncio.CancelledError as exc:
-                    if gate.close():  # its body never began, and now never will
-                        raise CancelledBeforeBody(*exc.args) from None
-                    self.in_flight.abandoned[effect.index] = running  # it runs on in its thread
-                    raise _own(exc) from None
+                        result = await asyncio.shield(running)
+                    except asyncio.CancelledError as exc:
+                        if gate.close():  # its body never began, and now never will
+                            raise CancelledBeforeBody(*exc.args) from None
+                        self.in_flight.abandoned[effect.index] = running  # runs on in its thread
+                        raise _own(exc) from None
+                return result if deadline is None else self._in_time(effect.step, deadline, result)
             finally:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):

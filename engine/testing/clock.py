@@ -15,7 +15,9 @@ class FakeClock:
     Pass it as the engine's ``clock`` (its ``sleep`` is then the engine's too, unless another
     is given): every timer the engine waits for (a retry's back-off, a breaker's cool-down, a
     fix's delay, ``engine.sleep``) then moves it instead of sleeping, so a test that meets
-    hours of back-off runs at once.
+    hours of back-off runs at once. A step's ``timeout`` counts its time as well: a step body
+    that moves it (``clock.advance(60)``, a slow call simulated) to its timeout or past it
+    fails with ``TimeoutError`` once it returns, at once, as if it had overrun in real time.
 
     Args:
         start: the time it shows first, in seconds since the epoch.
