@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import stat
 import sys
 import tempfile
@@ -61,6 +62,7 @@ __all__ = [
     "cmd_tasks",
     "cmd_verify",
     "cmd_why",
+    "damage_told",
     "fold",
     "open_existing",
     "open_output",
@@ -82,6 +84,46 @@ def open_existing(db: str) -> EventLog:
     if url.lower().startswith("memory:"):
         return open_log(url)  # new and empty on every open: there is nothing to create
     return open_log(url, create=False)
+
+
+def damage_told(log: EventLog, db: str, damage: LogDamaged) -> LogDamaged:
+    """What a command that met a damaged database says, in one line: what failed, whether the
+    records themselves still read whole in log order (then the damage lies in an index, which
+    SQLite's REINDEX, or a dump of the records into a new file, rebuilds from them) or not
+    (then the log's backup is the way back), and that ``onward verify`` says more. Reading the
+    records again costs a pass over the log, on a path that has failed already.
+
+    Args:
+        log: the open log the command read.
+        db: the log as the user named it (``--db``), for the commands to type.
+        damage: what the read raised.
+
+    Returns:
+        The error to raise in its place (``from damage``).
+    """
+    verify = f"`onward verify --db {shlex.quote(db)}` says more"
+    told = str(damage).replace("\n", " ")
+    try:
+        for _record in log.read():
+            pass
+    except LogDamaged as exc:
+        where = f" (at position {exc.position})" if isinstance(exc, CorruptRecord) else ""
+        return LogDamaged(
+            f"{told}; its records themselves cannot all be read{where}: restore the log from "
+            f"its backup; {verify}"
+        )
+    if not isinstance(log, SQLiteLog):
+        return LogDamaged(f"{told}; its records read whole in log order; {verify}")
+    # REINDEX rebuilds an index whose pages read but disagree with the records; one whose
+    # pages are malformed fails it too (freeing them), and a dump of the records, which reads
+    # the table alone, into a new file rebuilds the index there.
+    path = shlex.quote(log.path)
+    return LogDamaged(
+        f"{told}; its records read whole in log order, so the damage is in an index of them: "
+        f"with no worker running and the file backed up, `sqlite3 {path} REINDEX` rebuilds it "
+        f"from the records, or where that too says malformed, `sqlite3 {path} .dump | sqlite3 "
+        f"NEW.db` copies them into a new file to put in its place; {verify}"
+    )
 
 
 def open_output(path: str, *, binary: bool = False) -> IO[Any]:

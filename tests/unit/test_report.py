@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import msgspec
@@ -745,3 +747,92 @@ def test_the_page_keeps_the_format_characters_that_are_part_of_the_text(
         page = render_page(collect_report(log))
     for name in names:
         assert name in page
+
+
+def copy_log(source: Path, path: Path) -> None:
+    """A copy of a SQLite log, whatever its write-ahead log still holds."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as read,
+        contextlib.closing(sqlite3.connect(path)) as written,
+    ):
+        read.backup(written)
+
+
+def damage_the_stream_index(path: Path) -> None:
+    """Overwrite every page of SQLite's index of (stream, version) (the records' table is
+    left whole): reads by stream fail, reads in log order do not."""
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = [
+        int(r[0])
+        for r in raw.execute(
+            "SELECT pageno FROM dbstat WHERE name='sqlite_autoindex_stored_events_1'"
+        )
+    ]
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    raw.close()
+    data = bytearray(path.read_bytes())
+    for page in pages:
+        data[(page - 1) * page_size : page * page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("output", ["page", "json"])
+def test_a_damaged_index_page_is_told_in_one_line_with_what_to_do(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    """SQLite's index of the log's streams is damaged, its records are whole: the report says
+    so in one line, and points to ``onward verify`` and to REINDEX, which rebuilds the index
+    from the records."""
+    path = tmp_path / "damaged.db"
+    copy_log(night, path)
+    damage_the_stream_index(path)
+    args = ["report", "--db", str(path)]
+    args += ["--json"] if output == "json" else ["-o", str(tmp_path / "report.html")]
+    assert main(args) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    (line,) = said.err.splitlines()
+    assert "damaged" in line
+    assert "index" in line
+    assert f"onward verify --db {path}" in line
+    assert "REINDEX" in line
+    assert not (tmp_path / "report.html").exists()
+    if shutil.which("sqlite3") is None:
+        return
+    # The advice for pages that no longer read: the records, dumped into a new file.
+    rebuilt = tmp_path / "rebuilt.db"
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], capture_output=True, check=True)
+    subprocess.run(["sqlite3", str(rebuilt)], input=dump.stdout, check=True)
+    rebuilt.chmod(0o600)
+    assert main(["verify", "--db", str(rebuilt)]) == 0
+    assert main(["report", "--db", str(rebuilt), "--json"]) == 0
+
+
+def test_a_damaged_records_page_is_told_in_one_line_without_reindex(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The records' own pages are damaged too: REINDEX cannot help; the line points to
+    ``onward verify`` and to the log's backup."""
+    path = tmp_path / "damaged.db"
+    copy_log(night, path)
+    damage_the_stream_index(path)
+    raw = sqlite3.connect(path)
+    leaves = [
+        int(r[0])
+        for r in raw.execute(
+            "SELECT pageno FROM dbstat WHERE name='stored_events' AND pagetype='leaf'"
+        )
+    ]
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    raw.close()
+    data = bytearray(path.read_bytes())
+    page = leaves[len(leaves) // 2]
+    data[(page - 1) * page_size : page * page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+    assert main(["report", "--db", str(path), "--json"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "damaged" in line
+    assert f"onward verify --db {path}" in line
+    assert "REINDEX" not in line
+    assert "backup" in line
