@@ -35,6 +35,7 @@ from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
 from onward.runtime.schedules import next_tick
 from onward.runtime.session import Session
+from onward.runtime.target import load_engine
 from onward.runtime.tasks import Tasks
 from onward.runtime.worker import worker_id
 
@@ -53,8 +54,19 @@ __all__ = [
 ]
 
 
-def _tasks_of(log: EventLog, session: str, by: str) -> Tasks:
-    """A session's tasks, steered from outside: caught up, not opened (nothing appended)."""
+def _registry_of(target: str) -> Registry:
+    """The tasks registered on an application's engine (``MODULE:ENGINE``, as ``onward
+    worker`` takes it): importing the module opens that engine, which is closed at once."""
+    engine = load_engine(target)
+    try:
+        return engine.registry
+    finally:
+        engine.close()
+
+
+def _tasks_of(log: EventLog, session: str, by: str, registry: Registry | None = None) -> Tasks:
+    """A session's tasks, steered from outside: caught up, not opened (nothing appended);
+    ``registry``: the functions whose signatures arguments are checked against (none)."""
     outside = Session(
         log,
         session,
@@ -65,7 +77,7 @@ def _tasks_of(log: EventLog, session: str, by: str) -> Tasks:
         checkpoint_every=0,
     )
     outside.host.open()
-    return Tasks(outside, Registry())
+    return Tasks(outside, Registry() if registry is None else registry)
 
 
 def _json_argument(text: str, what: str) -> Any:
@@ -161,9 +173,17 @@ def cmd_fork(args: argparse.Namespace) -> int:
     if named is not None and not isinstance(named, dict):
         raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
     by = args.by or _actor()
+    registry = Registry() if args.engine is None else _registry_of(args.engine)
     with open_existing(args.db) as log:
         view = find_task(fold(log).projections, args.task, log.url)
-        fork_id = _tasks_of(log, view.session, by).fork(
+        if args.engine is not None and not registry.knows(view.name):
+            raise UsageError(
+                f"{args.engine} registers no task {view.name!r} (task {view.task_id}): its "
+                "signature is unknown there; name the engine that registers it"
+            )
+        # Registered there, the fork's arguments are bound to its signature before anything
+        # is appended (Tasks.fork), as submit binds them.
+        fork_id = _tasks_of(log, view.session, by, registry).fork(
             view.task_id, from_step=args.from_step, args=positional, kwargs=named
         )
     if args.json:
@@ -476,6 +496,13 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     )
     fork.add_argument("--args", metavar="JSON", help="the new task's positional arguments")
     fork.add_argument("--kwargs", metavar="JSON", help="the new task's keyword arguments")
+    fork.add_argument(
+        "--engine",
+        metavar="MODULE:ENGINE",
+        help="where the task is registered, as for `onward worker`: --args and --kwargs that "
+        "its signature does not take are refused before the fork is appended (the module is "
+        "imported, so its engine opens)",
+    )
     _audit_arguments(fork, reason=False)
 
     abandon = command(

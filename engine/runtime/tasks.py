@@ -410,7 +410,8 @@ class Tasks:
         fork_id = os.urandom(8).hex()
         redactor = session.log.redactor
         what = f"fork of {task_id}: argument"
-        definition = self.registry.tasks.get(origin.name)
+        registry = self.registry
+        definition = registry.tasks.get(registry.task_aliases.get(origin.name, origin.name))
         if definition is not None and (args is not None or kwargs is not None):
             # Refused here, as submit refuses them, rather than failing the fork's first run
             # (where the function is not registered, its worker says so).

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -347,3 +348,79 @@ def test_get_prints_a_text_that_would_drive_the_terminal_escaped(
     assert all(c not in out for c in "\u202e\x9b\x7f\u2028\U000e0041")
     assert "café" in out
     assert json.loads(out) == {text: [text]}
+
+
+FORK_APP = """
+import os
+
+from onward import Engine
+
+engine = Engine.open(os.environ["ONWARD_FORK_APP_DB"], session="cli", healing=False)
+
+
+@engine.task()
+def scale(n: int, factor: int = 10) -> int:
+    return n * factor
+"""
+
+
+def test_fork_refuses_arguments_its_tasks_signature_does_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--engine MODULE:ENGINE`` the task's signature is known: a fork given more (or
+    fewer) positional arguments than it takes is refused in one line, and no fork is
+    appended; arguments that fit are forked as before."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    (tmp_path / "fork_signature_app.py").write_text(FORK_APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ONWARD_FORK_APP_DB", url)
+    monkeypatch.delitem(sys.modules, "fork_signature_app", raising=False)
+    with open_engine(url, FakeClock(HOUR)) as engine:
+
+        @engine.task()
+        def scale(n: int, factor: int = 10) -> int:
+            return n * factor
+
+        task_id = engine.submit(scale, 4)
+        engine.run()
+
+    def forks() -> int:
+        with open_engine(url, FakeClock(HOUR)) as engine:
+            return sum(1 for t in engine.tasks() if t.forked_from == task_id)
+
+    for wrong in ("[1, 2, 3]", "[]"):
+        status, out, err = cli(
+            capsys,
+            "fork",
+            task_id,
+            "--db",
+            url,
+            "--from-step",
+            "0",
+            "--args",
+            wrong,
+            "--engine",
+            "fork_signature_app:engine",
+        )
+        assert (status, out) == (2, "")
+        (line,) = err.splitlines()
+        assert line.startswith(f"onward fork: fork of {task_id}: ")
+        assert "argument" in line
+        assert forks() == 0
+    status, out, _err = cli(
+        capsys,
+        "fork",
+        task_id,
+        "--db",
+        url,
+        "--from-step",
+        "0",
+        "--args",
+        "[5, 3]",
+        "--engine",
+        "fork_signature_app:engine",
+        "--json",
+    )
+    assert status == 0
+    assert forks() == 1
+    monkeypatch.delitem(sys.modules, "fork_signature_app", raising=False)
