@@ -2587,11 +2587,12 @@ class TaskRun:
         if isinstance(effect, Invoke):
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
-            deadline = self._deadline_on_clock(effect.step)
+            step = effect.step
+            deadline = None if step.timeout is None else self._deadline_on_clock(step)
             try:
                 if deadline is None:
                     return _call_step(effect)
-                return self._in_time(effect.step, deadline, _call_step(effect))
+                return self._in_time(step, deadline, _call_step(effect))
             except asyncio.CancelledError as exc:  # nothing cancels a step on this path
                 raise OwnCancellation(exc) from None
             finally:
@@ -2643,9 +2644,10 @@ class TaskRun:
         if type(effect) is Invoke:
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
-            deadline = self._deadline_on_clock(effect.step)
+            step = effect.step
+            deadline = None if step.timeout is None else self._deadline_on_clock(step)
             try:
-                if effect.step.is_async:
+                if step.is_async:
                     try:
                         if effect.observer is None:  # one coroutine fewer: nobody observes
                             result = await _await_body(effect)
@@ -2673,7 +2675,7 @@ class TaskRun:
                             raise CancelledBeforeBody(*exc.args) from None
                         self.in_flight.abandoned[effect.index] = running  # runs on in its thread
                         raise _own(exc) from None
-                return result if deadline is None else self._in_time(effect.step, deadline, result)
+                return result if deadline is None else self._in_time(step, deadline, result)
             finally:
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):
