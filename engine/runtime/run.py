@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -2588,11 +2589,13 @@ class TaskRun:
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
             step = effect.step
-            deadline = None if step.timeout is None else self._deadline_on_clock(step)
+            meter = None if step.timeout is None else self._clock_meter()
             try:
-                if deadline is None:
+                if meter is None:
                     return _call_step(effect)
-                return self._in_time(step, deadline, _call_step(effect))
+                with meter as moved:
+                    result = _call_step(effect)
+                return self._in_time(step, moved(), result)
             except asyncio.CancelledError as exc:  # nothing cancels a step on this path
                 raise OwnCancellation(exc) from None
             finally:
@@ -2614,23 +2617,24 @@ class TaskRun:
         assert isinstance(effect, Settle | Admit)
         return False  # one step at a time: nothing else is under way
 
-    def _deadline_on_clock(self, step: StepDef) -> float | None:
-        """When a step's timeout runs out on the engine's clock, if that clock is virtual (a
-        test's ``FakeClock``: its time moves only when told to), else None: a real clock's
-        timeout is waited for in real time (:func:`call_with_timeout`, :func:`_await_body`)."""
-        if step.timeout is None or getattr(self.clock, "virtual", False) is not True:
-            return None
-        return float(self.clock()) + step.timeout
+    def _clock_meter(self) -> AbstractContextManager[Callable[[], float]] | None:
+        """What counts the seconds a step body moves the engine's clock, if the clock can
+        (a test's ``FakeClock.metered``: its time moves only when told to), else None: a real
+        clock's timeout is waited for in real time (:func:`call_with_timeout`,
+        :func:`_await_body`)."""
+        metered = getattr(self.clock, "metered", None)
+        return metered() if callable(metered) else None
 
-    def _in_time(self, step: StepDef, deadline: float, result: Any) -> Any:
-        """A step's result, unless its body moved the virtual clock to its timeout or past it
-        meanwhile (a test's simulated slow call): then it timed out, as a body that returns
-        late in real time does, and its result is ignored.
+    def _in_time(self, step: StepDef, moved: float, result: Any) -> Any:
+        """A step's result, unless its body moved the virtual clock by its timeout or more (a
+        test's simulated slow call): then it timed out, as a body that returns late in real
+        time does, and its result is ignored.
 
         Raises:
-            TimeoutError: the clock reached the timeout before the body returned.
+            TimeoutError: the body spent its timeout on the clock before it returned.
         """
-        if self.clock() >= deadline:
+        assert step.timeout is not None
+        if moved >= step.timeout:
             raise _timed_out(step)
         return result
 
@@ -2645,7 +2649,9 @@ class TaskRun:
             self.made_in_step.pop(effect.index, None)  # an attempt makes its own afresh
             token = CURRENT_STEP.set(effect.index)
             step = effect.step
-            deadline = None if step.timeout is None else self._deadline_on_clock(step)
+            # Entered and left by hand: a with block would cost every step, timed or not.
+            meter = None if step.timeout is None else self._clock_meter()
+            moved = None if meter is None else meter.__enter__()
             try:
                 if step.is_async:
                     try:
@@ -2675,8 +2681,10 @@ class TaskRun:
                             raise CancelledBeforeBody(*exc.args) from None
                         self.in_flight.abandoned[effect.index] = running  # runs on in its thread
                         raise _own(exc) from None
-                return result if deadline is None else self._in_time(step, deadline, result)
+                return result if moved is None else self._in_time(step, moved(), result)
             finally:
+                if meter is not None:
+                    meter.__exit__(None, None, None)
                 CURRENT_STEP.reset(token)
         if isinstance(effect, Blocking):
             context = contextvars.copy_context()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from onward.events import UsageError
 
@@ -16,8 +19,10 @@ class FakeClock:
     is given): every timer the engine waits for (a retry's back-off, a breaker's cool-down, a
     fix's delay, ``engine.sleep``) then moves it instead of sleeping, so a test that meets
     hours of back-off runs at once. A step's ``timeout`` counts its time as well: a step body
-    that moves it (``clock.advance(60)``, a slow call simulated) to its timeout or past it
-    fails with ``TimeoutError`` once it returns, at once, as if it had overrun in real time.
+    that moves it (``clock.advance(60)``, a slow call simulated) by its timeout or more fails
+    with ``TimeoutError`` once it returns, at once, as if it had overrun in real time. Only
+    the body's own moves count (see :meth:`metered`): another task's back-off that moves the
+    clock while the body awaits does not time it out.
 
     Args:
         start: the time it shows first, in seconds since the epoch.
@@ -55,7 +60,27 @@ class FakeClock:
             later = math.inf
         if not (math.isfinite(later) and seconds >= 0):
             raise UsageError(f"a fake clock moves forward by finite seconds, got {seconds!r}")
+        moves = _MOVES.get()
+        if moves is not None and moves[0] is self:
+            moves[1][0] += later - self.now
         self.now = later
+
+    @contextmanager
+    def metered(self) -> Iterator[Callable[[], float]]:
+        """Count the seconds this clock is moved from within the block: from its context, and
+        the threads and tasks started from it (a step body's own ``advance`` or ``sleep``),
+        not from other tasks' (a sibling's retry back-off). The engine meters a step body
+        that has a timeout so; a clock of your own may offer this too.
+
+        Yields:
+            What gives the seconds counted so far.
+        """
+        moved = [0.0]
+        token = _MOVES.set((self, moved))
+        try:
+            yield lambda: moved[0]
+        finally:
+            _MOVES.reset(token)
 
     def sleep(self, seconds: float) -> None:
         """What the engine calls to wait: the clock moves by ``seconds`` at once (a wait
@@ -68,3 +93,9 @@ class FakeClock:
             raise UsageError(f"a fake clock sleeps a number of seconds, got {seconds!r}")
         self.slept.append(seconds)
         self.advance(max(0.0, seconds) if math.isfinite(seconds) else seconds)  # refused
+
+
+# The clock a step body's context meters (see FakeClock.metered), and the seconds counted.
+_MOVES: ContextVar[tuple[FakeClock, list[float]] | None] = ContextVar(
+    "onward_fake_clock_moves", default=None
+)

@@ -99,3 +99,40 @@ def test_a_step_that_moves_the_fake_clock_within_its_timeout_returns(
         asyncio.run(engine.run_async())
         assert engine.result(task_id) == 42
         assert failures(engine) == []
+
+
+def test_a_siblings_moves_of_the_fake_clock_do_not_time_a_step_out(tmp_path: Path) -> None:
+    """Only the time a step's own body spends on the clock counts against its timeout: while
+    one task's step (timeout 30 s) awaits, another task's step simulates a slow call by moving
+    the shared clock two minutes; the first step then returns in time, as it would have on a
+    real clock, where the other's two minutes pass beside it, not within it."""
+    clock = FakeClock()
+    slow_call_done = asyncio.Event()
+
+    async def wait_for_sibling() -> str:
+        await slow_call_done.wait()
+        return "done"
+
+    async def slow_call() -> str:
+        clock.advance(120)
+        slow_call_done.set()
+        return "ok"
+
+    with open_engine(tmp_path / "log.db", clock) as engine:
+        patient = engine.step(name="patient", timeout=30)(wait_for_sibling)
+        slow = engine.step(name="slow")(slow_call)
+
+        @engine.task()
+        async def waits() -> str:
+            return await patient()  # type: ignore[no-any-return]
+
+        @engine.task()
+        async def calls() -> str:
+            return await slow()  # type: ignore[no-any-return]
+
+        first = engine.submit(waits)
+        second = engine.submit(calls)
+        asyncio.run(engine.run_async(concurrency=2))
+        assert engine.result(first) == "done"
+        assert engine.result(second) == "ok"
+        assert failures(engine) == []
