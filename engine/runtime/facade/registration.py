@@ -148,10 +148,11 @@ class Registration:
             timeout: seconds it may take; then it fails with ``TimeoutError``, a failure like
                 any other (healed, retried, recorded). An ``async def`` step is cancelled; a
                 plain one runs in a thread of its own, which goes on in the background (its
-                late result is ignored). Under a virtual clock (the testing kit's
-                ``FakeClock``) the clock's time counts too: a body that moves the clock to
-                its timeout or past it (a slow call, simulated) times out when it returns;
-                a body stuck in real time is still cut off after the timeout in real time.
+                late result is ignored). Under the testing kit's ``FakeClock`` the
+                clock's time counts too: a body that moves the clock by its timeout or more
+                (a slow call, simulated) times out when it returns (other tasks' moves of
+                the clock meanwhile do not count); a body stuck in real time is still cut
+                off after the timeout in real time.
             aliases: its former names: the outcomes recorded under them are its own (a rename
                 that replays the histories recorded before it).
             limit: the queue limit it runs under (see :meth:`limit`): it takes a permit before
