@@ -152,6 +152,10 @@ class _MetaTail(msgspec.Struct, kw_only=True, omit_defaults=True):
     actor: str = ""
 
 
+#: How many envelope tails :meth:`Codec.meta_tail` keeps (one per task running, mostly).
+_TAILS_MAX = 4096
+
+
 class _Tag(msgspec.Struct, frozen=True):
     type: str = ""
 
@@ -365,6 +369,8 @@ class Codec:
         self._envelope = msgspec.json.Decoder(_Envelope)
         # By the class of an event appended: what checks that it decodes as itself.
         self._checkers: dict[type[Event], msgspec.json.Decoder[Any]] = {}
+        # By (session, causation id, correlation id, actor): the envelope's JSON after its time.
+        self._tails: dict[tuple[str, str, str, str], bytes] = {}
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -487,16 +493,33 @@ class Codec:
     ) -> bytes:
         """The envelope's fields after ``event_id``, shared by the events of one append, as
         the JSON that follows ``"event_id":"...",`` (see :meth:`seal_new`)."""
-        tail = self._encoder.encode(
+        # ``time`` comes first and is never left out (it has no default): the fields after it
+        # are the same on most appends (a task's steps), so they are encoded once and kept.
+        names = (session, causation_id, correlation_id, actor)
+        after = self._tails.get(names)
+        if after is None:
+            after = self._tail_after_time(names)
+        return b'"time":' + self._encoder.encode(time) + after
+
+    def _tail_after_time(self, names: tuple[str, str, str, str]) -> bytes:
+        """What follows the time in :meth:`meta_tail`'s JSON for these names, encoded as
+        :class:`_MetaTail` encodes them, and kept for the next appends that share them."""
+        session, causation_id, correlation_id, actor = names
+        encoded = self._encoder.encode(
             _MetaTail(
-                time=time,
+                time=0,
                 session=session,
                 causation_id=causation_id,
                 correlation_id=correlation_id,
                 actor=actor,
             )
         )
-        return tail[1:]
+        assert encoded.startswith(b'{"time":0')
+        after = encoded[len(b'{"time":0') :]
+        if len(self._tails) >= _TAILS_MAX:  # many tasks' causes: stay bounded
+            self._tails.clear()
+        self._tails[names] = after
+        return after
 
     @staticmethod
     def seal_with(
