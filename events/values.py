@@ -113,12 +113,16 @@ class _Refused(Exception):
         return self
 
 
-def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> Any:
+def encode_value(
+    value: Any, *, what: str | Callable[[], str], redactor: Redactor | None = None
+) -> Any:
     """The stored form of a value: plain JSON values, tagged where JSON would lose its type.
 
     Args:
         value: a task argument, or a step's or task's result.
-        what: what it is, for the error message (``"task crawl: argument urls"``).
+        what: what it is, for the error message (``"task crawl: argument urls"``), or what
+            makes that text when a message needs it (a step's result, stored on every step,
+            then costs no text).
         redactor: the log's redactor: the stored form is redacted as the log will redact it,
             and ``bytes``, which the log sees only as base64, are redacted before they are
             encoded; None redacts nothing.
@@ -149,11 +153,13 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
         if len(where) > 80:  # a deep path: its two ends say enough
             where = f"{where[:38]}...{where[-38:]}"
         at = f" at {where}" if where else ""
-        raise UsageError(f"{what}{at}: {_redacted(refused.why, redactor)}") from None
+        raise UsageError(f"{_named(what)}{at}: {_redacted(refused.why, redactor)}") from None
     try:
         raw = _ENCODER.encode(packed)
     except (TypeError, ValueError, OverflowError) as exc:  # a lone surrogate in a string
-        raise UsageError(f"{what}: cannot be stored ({_redacted(str(exc), redactor)})") from None
+        raise UsageError(
+            f"{_named(what)}: cannot be stored ({_redacted(str(exc), redactor)})"
+        ) from None
     if redactor is not None:
         redacted = redactor.redact_json(raw)
         if redacted is not raw:
@@ -161,7 +167,12 @@ def encode_value(value: Any, *, what: str, redactor: Redactor | None = None) -> 
     return _DECODER.decode(raw)
 
 
-def _entries_kept(redacted: bytes, what: str) -> Any:
+def _named(what: str | Callable[[], str]) -> str:
+    """The text of :func:`encode_value`'s ``what``."""
+    return what if isinstance(what, str) else what()
+
+
+def _entries_kept(redacted: bytes, what: str | Callable[[], str]) -> Any:
     """The stored form of a value whose secrets were redacted, unless the redaction merged
     entries: two keys of a dict (or members of a set) that differ only by their secrets would
     come back as one, the other's contents lost.
@@ -175,9 +186,9 @@ def _entries_kept(redacted: bytes, what: str) -> Any:
         merged = True
     if merged:
         raise UsageError(
-            f"{what}: keys of a dict (or members of a set) that differ only by secrets, which "
-            "the log redacts, would come back as one and entries be lost: key it by something "
-            "else (an id, a digest of the secret)"
+            f"{_named(what)}: keys of a dict (or members of a set) that differ only by "
+            "secrets, which the log redacts, would come back as one and entries be lost: key "
+            "it by something else (an id, a digest of the secret)"
         )
     return _DECODER.decode(redacted)
 

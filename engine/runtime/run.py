@@ -1825,7 +1825,8 @@ class TaskRun:
         """
         return encode_value(
             result,
-            what=f"task {self.task_id}: the result of step {step.name!r} (index {index})",
+            # The text only when a message needs it: it would cost more than a plain result.
+            what=lambda: f"task {self.task_id}: the result of step {step.name!r} (index {index})",
             redactor=self.log.redactor,
         )
 
