@@ -112,11 +112,15 @@ class FoldReader:
         self._intact_blobs: set[str] = set()
 
     def pages(
-        self, *, after: int = 0, upto: int | None = None, page_size: int = 2000
+        self, *, after: int = 0, upto: int | None = None, page_size: int = 500
     ) -> Iterator[Folded]:
         """Pages of events after ``after`` (to ``upto``), in position order; in place of a
         record that fails its checksum or does not decode, or references a blob that is
-        missing or fails its digest, its :class:`StreamDamage`."""
+        missing or fails its digest, its :class:`StreamDamage`.
+
+        A page's rows, records and their events stay in the processor's caches while they
+        are checked, decoded and folded when a page is a few hundred records: a replay with
+        pages of 2,000 took about a third more CPU for the same instructions."""
         self._intact_blobs = set()
         if not self.log.verify_reads:
             yield from self._unchecked(after, upto, page_size)
