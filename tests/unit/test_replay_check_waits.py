@@ -274,3 +274,45 @@ def test_a_change_after_any_wait_the_history_went_past_is_reported(
     assert same.ok, same.explain()
     assert (same.checked, same.skipped, same.partial) == (3, (), ())
     assert [(d.task_id, d.kind) for d in changed.divergences] == [(task_id, kind)]
+
+
+def test_a_subtask_submitted_where_the_history_holds_a_step_is_a_divergence(
+    parent_log: tuple[str, str],
+) -> None:
+    """Code that now calls a step before it submits its subtask makes another subtask (its id
+    follows the last durable call) than the recorded run did: the log holds no such
+    submission although the history went on past that place, so the code parts from it
+    there, which the check reports rather than skipping the task as one whose subtasks' ends
+    are missing."""
+    url, task_id = parent_log
+
+    def register(engine: Engine) -> None:
+        @engine.step()
+        def fetch() -> int:
+            return 1
+
+        @engine.step()
+        def store() -> int:
+            return 2
+
+        @engine.task(name="kid")
+        def kid(n: int) -> int:
+            return n * 10
+
+        @engine.task(name="parent")
+        def parent() -> str:
+            x = fetch()
+            (got,) = engine.wait([engine.submit(kid, 4)])
+            return f"{got}/{x}/{store()}"
+
+    with open_engine(session="night") as engine:
+        register(engine)
+        check = replay_check(url, engine)
+    assert [(d.task_id, d.kind) for d in check.divergences] == [(task_id, "submit")], (
+        check.explain()
+    )
+    assert check.skipped == ()
+    with open_engine(url, session="night") as engine:
+        register(engine)
+        direct = replay_task(engine, engine.log.read_stream(task_stream(task_id)))
+    assert [d.kind for d in direct.divergences] == ["submit"], direct.explain()
