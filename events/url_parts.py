@@ -21,12 +21,19 @@ def split_log_url(url: str) -> SplitResult:
         Its parts; ``port`` can be read without raising.
 
     Raises:
-        InvalidURL: a port that is not a number from 0 to 65535, an unclosed IPv6 address, or
-            a NUL (raw or ``%00``) anywhere: a C library stops reading at a NUL, so the rest
-            of the URL (a host, a port) would be dropped without a word.
+        InvalidURL: a port that is not a number from 0 to 65535, an unclosed IPv6 address, a
+            NUL (raw or ``%00``) anywhere: a C library stops reading at a NUL, so the rest
+            of the URL (a host, a port) would be dropped without a word; or a raw tab, CR or
+            LF, which urlsplit drops without a word.
     """
     if "\x00" in unquote(url):
         raise InvalidURL(f"a log URL cannot hold a NUL byte (%00): {_masked(url)!r}")
+    if any(c in url for c in "\t\r\n"):
+        # urlsplit drops them without a word: another file, schema or password would be used.
+        raise InvalidURL(
+            f"a log URL cannot hold a raw tab, CR or LF (percent-encode them: %09, %0D, %0A): "
+            f"{_masked(url)!r}"
+        )
     try:
         parts = urlsplit(url)
         _ = parts.port  # a bad port raises here, not when connecting

@@ -291,6 +291,10 @@ def test_bad_keyword_options_are_usage_errors(tmp_path: Path) -> None:
         ("postgresql://u%00@127.0.0.1:1/x", ["NUL"]),
         ("sqlite:///x%00.db", ["NUL"]),
         ("sqlite:///x\x00.db", ["NUL"]),
+        # urlsplit drops a raw tab, CR or LF without a word: another file, schema or password.
+        ("sqlite:///x\ty.db", ["tab, CR or LF", "%09"]),
+        ("sqlite:///x\ny.db", ["tab, CR or LF"]),
+        ("postgresql://u:hunter2@127.0.0.1:1/x?schema=he\rx", ["tab, CR or LF", "u:***@"]),
     ],
 )
 def test_unsupported_or_malformed_urls(url: str, words: list[str]) -> None:
@@ -306,6 +310,16 @@ def test_unsupported_or_malformed_urls(url: str, words: list[str]) -> None:
 def test_a_path_with_a_nul_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot hold a NUL byte"):
         open_log(str(tmp_path / "x\x00.db"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_sqlite_url_with_a_control_character_creates_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqlite:///x<TAB>y.db`` opened ``xy.db``: urlsplit had dropped the tab."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidURL):
+        open_log("sqlite:///x\ty.db")
     assert list(tmp_path.iterdir()) == []
 
 
