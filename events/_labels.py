@@ -139,3 +139,39 @@ def reads_as_code(text: str, start: int, end: int) -> bool:
     if reference is not None and reference.end() >= end:
         return _VALUE_END.match(text, reference.end()) is None
     return False
+
+
+# A path that a secret's name ends (/etc/passwd, ~/.config/gh/token, '/run/secrets/db_password',
+# C:\secrets\token): from the root, the home or the working directory, or a drive, after
+# white space, a quote, a bracket or a separator; up to the name's own component. Not a name
+# after a word and a slash (user/password: ..., a prose pair), nor a relative path.
+_PATH_BEFORE = re.compile(
+    r"(?<![^\s\"'`(\[{<=:,;])(?:(?:~|\.{1,2})?/(?:[\w.@+-]*/)*"
+    r"|[A-Za-z]:\\(?:[\w.@+ -]+\\)*)[\w.@+-]*\Z"
+)
+# How far before a name its path is looked for: a longer one is not seen as a path.
+_PATH_REACH = 256
+# What an error message puts between a path and its message: a colon and a space or a tab
+# (cat: /etc/passwd: No such file or directory), after the quote of a quoted path.
+_PATH_COLON = re.compile(r"\\?[\"']?:[ \t]+")
+# A message's first words: a word, then another on the same line (No such file, Permission
+# denied, not valid TOML). A password is seldom a word with more words after it.
+_MESSAGE_WORD = re.compile(r"[A-Za-z]+")
+_NEXT_WORD = re.compile(r"[ \t]+[A-Za-z]")
+
+
+def names_a_file(text: str, name: tuple[int, int], value: tuple[int, int]) -> bool:
+    """Whether a secret's name at ``text[name[0]:name[1]]`` and the unquoted value at
+    ``text[value[0]:value[1]]`` after it are a file and an error message about it rather than
+    a pair: the name ends a path (``/etc/passwd``, ``~/.pgpass``, ``/run/secrets/db_password``,
+    ``C:\\secrets\\token``), a colon and a space follow it, and the value is a word with another
+    word after it on its line (``cat: /etc/passwd: No such file or directory``, ``open
+    /run/secrets/token: permission denied``). A word alone after a path's colon is a value
+    (``/prod/db/password: Summer``, a parameter store's path), as is what follows its ``=``
+    or a colon without a space (``grep -r`` writes ``/run/secrets/token:hunter2``)."""
+    start, end = value
+    if _PATH_COLON.fullmatch(text, name[1], start) is None:
+        return False
+    if _MESSAGE_WORD.fullmatch(text, start, end) is None or not _NEXT_WORD.match(text, end):
+        return False
+    return _PATH_BEFORE.search(text, max(0, name[0] - _PATH_REACH), name[0]) is not None

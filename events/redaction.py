@@ -69,6 +69,7 @@ import msgspec
 
 from onward.events._labels import (
     labels_a_credential,
+    names_a_file,
     names_an_id,
     reads_as_code,
     stands_for_a_secret,
@@ -801,8 +802,9 @@ def _no_pair(text: str, match: re.Match[str]) -> bool:
 
 def _no_literal_secret(text: str, match: re.Match[str]) -> bool:
     """Whether the value a secret-value match found is no literal secret (code, a reference, a
-    scheme's name; see :mod:`onward.events._labels`), its name a test's status, or no name of a
-    pair (see :func:`_no_pair`)."""
+    scheme's name; see :mod:`onward.events._labels`), its name a test's status or a file's
+    that an error message names (``cat: /etc/passwd: No such file or directory``), or no name
+    of a pair (see :func:`_no_pair`)."""
     if _no_pair(text, match):
         return True
     name_at = _NAME_AT.match(text, match.start())
@@ -814,6 +816,8 @@ def _no_literal_secret(text: str, match: re.Match[str]) -> bool:
         return True
     start, end = match.span("value")
     if stands_for_a_secret(name, text[start:end]):
+        return True
+    if unquoted and names_a_file(text, (match.start(), match.start() + len(name)), (start, end)):
         return True
     return unquoted and reads_as_code(text, start, end)
 

@@ -476,6 +476,12 @@ SECRETS_CORPUS: list[tuple[str, list[str]]] = [
         f"'https://{REMOTE_TOKEN}@github.com/acme/agents.git/': The requested URL returned 403",
         [SENTRY_KEY, REMOTE_TOKEN],
     ),
+    (
+        # A file named like a secret beside a value: grep -r over a secrets' directory, and a
+        # parameter store's path and its value.
+        f"/run/secrets/db_password:{MYSQL_PASSWORD}\n/prod/agents/api_token: {REDIS_PASSWORD}",
+        [MYSQL_PASSWORD, REDIS_PASSWORD],
+    ),
 ]
 
 NOT_SECRETS: list[str] = [
@@ -533,4 +539,8 @@ NOT_SECRETS: list[str] = [
     '{"idempotency_key": "a8Fk29dkLqpZ0xR7vBn3Mw5Tj6Yh1Uc4"}',
     "object_key=runs/a8Fk29dkLqpZ0xR7vBn3Mw5Tj6Yh1Uc4 cache_key=Qw7eRt9yUi2oPa4sDf6gHj8kLz1xCv3b",
     "mkdir -p /tmp/out && ls -p /tmp/out && mysql -u app -p agents",
+    "cat: /etc/passwd: No such file or directory",
+    "open /run/secrets/db_password: permission denied",
+    "[Errno 2] No such file or directory: '/app/secrets/token'",
+    "tail: cannot open '/var/log/auth.log' for reading: Permission denied",
 ]
