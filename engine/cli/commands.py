@@ -42,6 +42,7 @@ from onward.events import (
     EventLog,
     HeadCheck,
     LogDamaged,
+    OnwardError,
     Problem,
     ProblemKind,
     Recorded,
@@ -67,6 +68,7 @@ __all__ = [
     "open_existing",
     "open_output",
     "replacing_output",
+    "tell_damage",
 ]
 
 
@@ -124,6 +126,26 @@ def damage_told(log: EventLog, db: str, damage: LogDamaged) -> LogDamaged:
         f"from the records, or where that too says malformed, `sqlite3 {path} .dump | sqlite3 "
         f"NEW.db` copies them into a new file to put in its place; {verify}"
     )
+
+
+def tell_damage(db: str, damage: LogDamaged) -> LogDamaged:
+    """What any command that met a damaged database says, in one line (:func:`damage_told`):
+    the log at ``db`` is opened again to see whether its records still read whole. Where it no
+    longer opens, or cannot be read at all, the line says that ``onward verify`` says more.
+
+    Args:
+        db: the log as the user named it (``--db``).
+        damage: what the command raised.
+
+    Returns:
+        The error to say in its place.
+    """
+    try:
+        with open_existing(db) as log:
+            return damage_told(log, db, damage)
+    except OnwardError:  # it no longer opens (its header, its schema): verify tells where
+        told = str(damage).replace("\n", " ")
+        return LogDamaged(f"{told}; `onward verify --db {shlex.quote(db)}` says more")
 
 
 def open_output(path: str, *, binary: bool = False) -> IO[Any]:

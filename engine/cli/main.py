@@ -71,6 +71,7 @@ from onward.cli.commands import (
     cmd_tasks,
     cmd_verify,
     cmd_why,
+    tell_damage,
 )
 from onward.cli.error_report import KINDS
 from onward.cli.healing import cmd_breakers, cmd_errors, cmd_fixes, cmd_learn
@@ -83,7 +84,7 @@ from onward.cli.to_test import add_to_test_arguments, cmd_to_test
 from onward.cli.transfer import add_transfer_commands
 from onward.cli.worker import add_worker_arguments, cmd_init, cmd_worker
 from onward.core.machines import LIFECYCLES
-from onward.events import OnwardError
+from onward.events import LogDamaged, OnwardError
 from onward.events.redaction import redact_for_any_log
 from onward.projections import TASK
 
@@ -334,6 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     try:
         status: int = args.handler(args)
+    except LogDamaged as exc:  # the database's own, or a record's: said in one line, with
+        # what to do, by every command that reads a log
+        db = getattr(args, "db", None)
+        _say(f"onward {args.command}: {tell_damage(db, exc) if db else exc}")
+        return 2
     except OnwardError as exc:  # a misuse, no log at --db (LogNotFound), an unreadable log
         # What the user typed may be echoed (a malformed JSON message, a DSN read as a path):
         # its secrets are not, as the log would not keep them.

@@ -12,9 +12,8 @@ import argparse
 import os
 import sys
 
-from onward.cli.commands import check_output, damage_told, open_existing, replacing_output
+from onward.cli.commands import check_output, open_existing, replacing_output
 from onward.cli.reports import emit_json, json_text
-from onward.events import LogDamaged
 from onward.report import collect_report, render_page
 
 __all__ = ["add_report_arguments", "cmd_report"]
@@ -39,10 +38,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with open_existing(args.db) as log:
         if output is not None and output != "-":
             check_output(output, log)
-        try:
-            report = collect_report(log, args.session)
-        except LogDamaged as damage:  # the database's own, or a record's: said in one line
-            raise damage_told(log, args.db, damage) from damage
+        report = collect_report(log, args.session)
     if output is None:
         emit_json(report)
         return 0

@@ -1,0 +1,122 @@
+"""Every command that reads a damaged SQLite log says so in one line, with what to do: rebuild
+the index where the records still read whole, restore the backup where they do not, and run
+``onward verify`` (``damage_told``, shared by the commands)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from onward.cli import main
+from onward.events import open_log
+from tests.unit.test_report import copy_log, damage_the_stream_index, record_session
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("damage") / "night.db"
+    record_session(f"sqlite:///{path}")
+    return path
+
+
+def a_task(path: Path) -> str:
+    """The id of a task of the log."""
+    with open_log(f"sqlite:///{path}", create=False) as log:
+        return next(r.stream for r in log.read() if r.stream.startswith("task-"))[len("task-") :]
+
+
+def damage_a_records_page(path: Path) -> None:
+    """Overwrite a page of the records' own table, in the middle of the log."""
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    leaves = [
+        int(r[0])
+        for r in raw.execute(
+            "SELECT pageno FROM dbstat WHERE name='stored_events' AND pagetype='leaf'"
+        )
+    ]
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    raw.close()
+    data = bytearray(path.read_bytes())
+    page = leaves[len(leaves) // 2]
+    data[(page - 1) * page_size : page * page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+
+
+def said_in_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What the command said on the standard error: one line, exit status 2."""
+    assert main(args) == 2
+    said = capsys.readouterr()
+    (line,) = said.err.splitlines()
+    return line
+
+
+#: The read commands, {task} for a task's id, {out} for a file to write.
+READS = [
+    ["sessions"],
+    ["tasks"],
+    ["tasks", "--session", "night"],
+    ["show", "{task}"],
+    ["errors"],
+    ["why", "{task}"],
+    ["export", "-o", "{out}"],
+    ["replay", "--to", "100000"],
+    ["breakers"],
+    ["approvals"],
+    ["to-test", "{task}"],
+    ["get", "{task}", "key"],
+    ["report", "--json"],
+]
+
+
+def typed(command: list[str], task: str, out: Path) -> list[str]:
+    """The command as it is typed."""
+    return [word.format(task=task, out=out) for word in command]
+
+
+@pytest.mark.parametrize("command", READS, ids=" ".join)
+def test_a_damaged_records_page_is_told_with_the_backup_and_verify(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """The records themselves no longer all read: every read command says so in one line,
+    and points to the log's backup and to ``onward verify``, not to REINDEX."""
+    path = tmp_path / "damaged.db"
+    copy_log(night, path)
+    task = a_task(path)
+    damage_the_stream_index(path)
+    damage_a_records_page(path)
+    line = said_in_one_line([*typed(command, task, tmp_path / "out"), "--db", str(path)], capsys)
+    assert "database is damaged" in line
+    assert "backup" in line
+    assert f"onward verify --db {path}" in line
+    assert "REINDEX" not in line
+
+
+#: The commands that read a task's stream by its index.
+BY_STREAM = [
+    ["show", "{task}"],
+    ["to-test", "{task}"],
+    ["get", "{task}", "key"],
+    ["report", "-o", "{out}"],
+]
+
+
+@pytest.mark.parametrize("command", BY_STREAM, ids=" ".join)
+def test_a_damaged_index_is_told_with_its_rebuild_and_verify(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Only the index of the streams is damaged: the line says the records read whole, how
+    to rebuild the index from them (a dump into a new file where REINDEX fails too), and
+    points to ``onward verify``."""
+    path = tmp_path / "damaged.db"
+    copy_log(night, path)
+    task = a_task(path)
+    damage_the_stream_index(path)
+    line = said_in_one_line([*typed(command, task, tmp_path / "out"), "--db", str(path)], capsys)
+    assert "database is damaged" in line
+    assert "records read whole" in line
+    assert "REINDEX" in line
+    assert ".dump" in line
+    assert f"onward verify --db {path}" in line
