@@ -485,10 +485,17 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
         if ProblemKind.ILLEGAL in kinds:
             places.append("intact records that their lifecycle does not allow")
         if ProblemKind.STORAGE in kinds:
+            # REINDEX rebuilds an index whose pages read but disagree with the records; it
+            # fails on pages that no longer read (it frees them first), which a dump of the
+            # records, reading their table alone, into a new file rebuilds there.
             places.append(
                 "the database's own structure, not the records (an index or a page: reads by "
-                "stream can come back short; SQLite's REINDEX rebuilds a damaged index from the "
-                "records, a damaged page needs the log's backup)"
+                "stream can come back short or fail; with no worker running and the file "
+                "backed up, SQLite's REINDEX rebuilds an index whose pages still read from the "
+                "records; where it too says malformed, `sqlite3 LOG .dump | sqlite3 NEW.db` "
+                "copies the records into a new file, with its indexes, to put in its place; "
+                "where the dump fails too, a page the records need is damaged: restore the log's "
+                "backup)"
             )
         if kinds - {ProblemKind.HEAD, ProblemKind.ILLEGAL, ProblemKind.STORAGE}:
             places.append("damage in the middle of the log")

@@ -4,7 +4,10 @@ the index where the records still read whole, restore the backup where they do n
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,29 @@ def test_a_damaged_index_is_told_with_its_rebuild_and_verify(
     assert "REINDEX" in line
     assert ".dump" in line
     assert f"onward verify --db {path}" in line
+
+
+def test_verify_on_malformed_index_pages_advises_what_rebuilds_them(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The index's pages no longer read: REINDEX fails on them too, so verify's advice does
+    not stop at it, and the dump into a new file that it names gives a log that verifies."""
+    path = tmp_path / "damaged.db"
+    copy_log(night, path)
+    damage_the_stream_index(path)
+    assert main(["verify", "--db", str(path)]) == 1
+    (where, *_details) = capsys.readouterr().out.splitlines()
+    assert where.startswith("DAMAGED: ")
+    assert "REINDEX" in where
+    assert "malformed" in where
+    assert ".dump | sqlite3 NEW.db" in where
+    assert "backup" in where
+    with contextlib.closing(sqlite3.connect(path)) as raw, pytest.raises(sqlite3.DatabaseError):
+        raw.execute("REINDEX")
+    if shutil.which("sqlite3") is None:
+        return
+    rebuilt = tmp_path / "NEW.db"
+    dump = subprocess.run(["sqlite3", str(path), ".dump"], capture_output=True, check=True)
+    subprocess.run(["sqlite3", str(rebuilt)], input=dump.stdout, check=True)
+    rebuilt.chmod(0o600)
+    assert main(["verify", "--db", str(rebuilt)]) == 0
