@@ -190,8 +190,9 @@ class PostgresLog(EventLog):
         **options: passed to :class:`onward.events.EventLog`.
 
     Raises:
-        InvalidURL: the URL does not name a database, names a bad schema or table, or has
-            an option that neither onward nor libpq knows.
+        InvalidURL: the URL does not name a database, names a bad schema (one of
+            PostgreSQL's own: ``information_schema``, ``pg_*``) or table, or has an option
+            that neither onward nor libpq knows.
         LogNotFound: ``create=False`` and the log's table does not exist.
         BackendError: the server cannot be reached.
 
@@ -213,6 +214,14 @@ class PostgresLog(EventLog):
         prefix = params.get("table", "onward")
         if not (self.schema.isidentifier() and prefix.isidentifier()):
             raise InvalidURL(f"schema and table must be plain identifiers: {_safe(url)}")
+        # Its catalog, its TOAST and temporary tables, the standard's views: a superuser
+        # could create the log's tables there, among PostgreSQL's own. Names are taken as
+        # written, as PostgreSQL reserves them (``PG_x`` is not one of them).
+        if self.schema == "information_schema" or self.schema.startswith("pg_"):
+            raise InvalidURL(
+                f"schema {self.schema!r} is one of PostgreSQL's own (information_schema, pg_*): "
+                f"name a schema for the log's tables (?schema=onward): {_safe(url)}"
+            )
         # PostgreSQL cuts longer names to 63 bytes without a word: two logs would share one.
         if len(self.schema.encode()) > 63:
             raise InvalidURL(f"schema {self.schema!r} is too long (at most 63 bytes in UTF-8)")

@@ -352,3 +352,40 @@ def test_no_call_timeout_by_zero(postgres_url: str) -> None:
 def test_a_bad_call_timeout_is_refused(value: str) -> None:
     with pytest.raises(InvalidURL, match="call_timeout"):
         open_log(f"{NOBODY}?call_timeout={value}")
+
+
+#: PostgreSQL's own schemas: its catalog, its TOAST and temporary tables, the SQL standard's views.
+SYSTEM_SCHEMAS = ["information_schema", "pg_catalog", "pg_toast", "pg_temp", "pg_temp_3", "pg_x"]
+
+
+@pytest.mark.parametrize("schema", SYSTEM_SCHEMAS)
+def test_a_system_schema_is_refused_before_any_connection(schema: str) -> None:
+    """``?schema=information_schema`` (or any ``pg_`` schema) was taken: onward's tables were
+    created among PostgreSQL's own. Refused in one line, naming the schema, before connecting."""
+    with pytest.raises(
+        InvalidURL, match=f"schema '{schema}' is one of PostgreSQL's own"
+    ) as refused:
+        PostgresLog(f"postgresql://127.0.0.1:1/test?schema={schema}")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("schema", ["PG_catalog", "Information_Schema", "pgx", "my_pg_catalog"])
+def test_a_schema_that_only_looks_like_a_system_one_is_taken(schema: str) -> None:
+    """Names are taken as written (quoted): ``PG_catalog`` is not PostgreSQL's own."""
+    with pytest.raises(BackendError):  # nobody listens there: refused only when connecting
+        PostgresLog(f"postgresql://127.0.0.1:1/test?schema={schema}&connect_timeout=1")
+
+
+def test_a_system_schema_gets_no_table_on_the_server(postgres_url: str) -> None:
+    """Refused on a live server too: no table of onward's appears in a system schema."""
+    base = postgres_url.split("?", maxsplit=1)[0]
+    for schema in ("information_schema", "pg_catalog"):
+        with pytest.raises(InvalidURL, match="one of PostgreSQL's own"):
+            open_log(f"{base}?schema={schema}")
+    with psycopg.connect(base) as conn:
+        tables = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables"
+            " WHERE (schemaname = 'information_schema' OR schemaname LIKE 'pg\\_%')"
+            " AND tablename LIKE 'onward\\_%'"
+        ).fetchall()
+    assert tables == []
