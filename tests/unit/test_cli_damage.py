@@ -14,7 +14,12 @@ import pytest
 
 from onward.cli import main
 from onward.events import open_log
-from tests.unit.test_report import copy_log, damage_the_stream_index, record_session
+from tests.unit.test_report import (
+    copy_log,
+    damage_a_records_page,
+    damage_the_stream_index,
+    record_session,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +33,6 @@ def a_task(path: Path) -> str:
     """The id of a task of the log."""
     with open_log(f"sqlite:///{path}", create=False) as log:
         return next(r.stream for r in log.read() if r.stream.startswith("task-"))[len("task-") :]
-
-
-def damage_a_records_page(path: Path) -> None:
-    """Overwrite a page of the records' own table, in the middle of the log."""
-    raw = sqlite3.connect(path)
-    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    leaves = [
-        int(r[0])
-        for r in raw.execute(
-            "SELECT pageno FROM dbstat WHERE name='stored_events' AND pagetype='leaf'"
-        )
-    ]
-    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-    raw.close()
-    data = bytearray(path.read_bytes())
-    page = leaves[len(leaves) // 2]
-    data[(page - 1) * page_size : page * page_size] = b"\xff" * page_size
-    path.write_bytes(bytes(data))
 
 
 def said_in_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

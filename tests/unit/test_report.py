@@ -777,6 +777,24 @@ def damage_the_stream_index(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def damage_a_records_page(path: Path) -> None:
+    """Overwrite a page of the records' own table, in the middle of the log."""
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    leaves = [
+        int(r[0])
+        for r in raw.execute(
+            "SELECT pageno FROM dbstat WHERE name='stored_events' AND pagetype='leaf'"
+        )
+    ]
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    raw.close()
+    data = bytearray(path.read_bytes())
+    page = leaves[len(leaves) // 2]
+    data[(page - 1) * page_size : page * page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("output", ["page", "json"])
 def test_a_damaged_index_page_is_told_in_one_line_with_what_to_do(
     night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str
@@ -817,19 +835,7 @@ def test_a_damaged_records_page_is_told_in_one_line_without_reindex(
     path = tmp_path / "damaged.db"
     copy_log(night, path)
     damage_the_stream_index(path)
-    raw = sqlite3.connect(path)
-    leaves = [
-        int(r[0])
-        for r in raw.execute(
-            "SELECT pageno FROM dbstat WHERE name='stored_events' AND pagetype='leaf'"
-        )
-    ]
-    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-    raw.close()
-    data = bytearray(path.read_bytes())
-    page = leaves[len(leaves) // 2]
-    data[(page - 1) * page_size : page * page_size] = b"\xff" * page_size
-    path.write_bytes(bytes(data))
+    damage_a_records_page(path)
     assert main(["report", "--db", str(path), "--json"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "damaged" in line
