@@ -55,6 +55,7 @@ from onward.events.sqlite_file import file_head
 from onward.projections import CatchUp, inbox_stream, task_stream, verify_log
 
 __all__ = [
+    "advise_on_damage",
     "check_output",
     "cmd_diagram",
     "cmd_replay",
@@ -63,6 +64,7 @@ __all__ = [
     "cmd_tasks",
     "cmd_verify",
     "cmd_why",
+    "damage_advice",
     "damage_told",
     "fold",
     "open_existing",
@@ -89,11 +91,8 @@ def open_existing(db: str) -> EventLog:
 
 
 def damage_told(log: EventLog, db: str, damage: LogDamaged) -> LogDamaged:
-    """What a command that met a damaged database says, in one line: what failed, whether the
-    records themselves still read whole in log order (then the damage lies in an index, which
-    SQLite's REINDEX, or a dump of the records into a new file, rebuilds from them) or not
-    (then the log's backup is the way back), and that ``onward verify`` says more. Reading the
-    records again costs a pass over the log, on a path that has failed already.
+    """What a command that met a damaged database says, in one line: what failed, what to do
+    (:func:`damage_advice`), and that ``onward verify`` says more.
 
     Args:
         log: the open log the command read.
@@ -103,35 +102,72 @@ def damage_told(log: EventLog, db: str, damage: LogDamaged) -> LogDamaged:
     Returns:
         The error to raise in its place (``from damage``).
     """
-    verify = f"`onward verify --db {shlex.quote(db)}` says more"
     told = str(damage).replace("\n", " ")
+    return LogDamaged(f"{told}; {damage_advice(log)}; {_verify_says_more(db)}")
+
+
+def damage_advice(log: EventLog) -> str:
+    """What to do about a damaged database, from whether its records themselves still read
+    whole in log order: where they do, the damage lies in an index, which SQLite's REINDEX, or
+    a dump of the records into a new file, rebuilds from them; where they do not, the log's
+    backup is the way back. Reading the records again costs a pass over the log, on a path
+    that has failed already.
+
+    Args:
+        log: the open log that was read.
+
+    Returns:
+        The advice, in one line.
+    """
     try:
         for _record in log.read():
             pass
     except LogDamaged as exc:
         where = f" (at position {exc.position})" if isinstance(exc, CorruptRecord) else ""
-        return LogDamaged(
-            f"{told}; its records themselves cannot all be read{where}: restore the log from "
-            f"its backup; {verify}"
-        )
+        return f"its records themselves cannot all be read{where}: {_RESTORE}"
     if not isinstance(log, SQLiteLog):
-        return LogDamaged(f"{told}; its records read whole in log order; {verify}")
+        return "its records read whole in log order"
     # REINDEX rebuilds an index whose pages read but disagree with the records; one whose
     # pages are malformed fails it too (freeing them), and a dump of the records, which reads
     # the table alone, into a new file rebuilds the index there.
     path = shlex.quote(log.path)
-    return LogDamaged(
-        f"{told}; its records read whole in log order, so the damage is in an index of them: "
+    return (
+        "its records read whole in log order, so the damage is in an index of them: "
         f"with no worker running and the file backed up, `sqlite3 {path} REINDEX` rebuilds it "
         f"from the records, or where that too says malformed, `sqlite3 {path} .dump | sqlite3 "
-        f"NEW.db` copies them into a new file to put in its place; {verify}"
+        "NEW.db` copies them into a new file to put in its place"
     )
 
 
+#: What to do when the records themselves are lost.
+_RESTORE = "restore the log from its backup"
+
+
+def advise_on_damage(db: str) -> str | None:
+    """What to do about the damaged database at ``db`` (:func:`damage_advice`), opened again
+    to see whether its records still read whole; the backup where it no longer opens as a log
+    (its header or its schema is damaged, the file is cut short).
+
+    Args:
+        db: the log as the user named it (``--db``).
+
+    Returns:
+        The advice in one line; None where the log cannot be opened for another reason (it is
+        gone, an outage), which says nothing of the damage.
+    """
+    try:
+        with open_existing(db) as log:
+            return damage_advice(log)
+    except LogDamaged:  # the file itself: not one record of it can be read
+        return f"it does not open as a log: {_RESTORE}"
+    except OnwardError:
+        return None
+
+
 def tell_damage(db: str, damage: LogDamaged) -> LogDamaged:
-    """What any command that met a damaged database says, in one line (:func:`damage_told`):
-    the log at ``db`` is opened again to see whether its records still read whole. Where it no
-    longer opens, or cannot be read at all, the line says that ``onward verify`` says more.
+    """What any command that met a damaged database says, in one line: what failed, what to
+    do (:func:`advise_on_damage`: the log at ``db`` is opened again to see whether its records
+    still read whole), and that ``onward verify`` says more.
 
     Args:
         db: the log as the user named it (``--db``).
@@ -140,12 +176,14 @@ def tell_damage(db: str, damage: LogDamaged) -> LogDamaged:
     Returns:
         The error to say in its place.
     """
-    try:
-        with open_existing(db) as log:
-            return damage_told(log, db, damage)
-    except OnwardError:  # it no longer opens (its header, its schema): verify tells where
-        told = str(damage).replace("\n", " ")
-        return LogDamaged(f"{told}; `onward verify --db {shlex.quote(db)}` says more")
+    told = str(damage).replace("\n", " ")
+    advice = advise_on_damage(db)
+    advised = f"; {advice}" if advice else ""
+    return LogDamaged(f"{told}{advised}; {_verify_says_more(db)}")
+
+
+def _verify_says_more(db: str) -> str:
+    return f"`onward verify --db {shlex.quote(db)}` says more"
 
 
 def open_output(path: str, *, binary: bool = False) -> IO[Any]:
@@ -488,6 +526,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             report = verify_log(log)
     except LogDamaged as exc:  # the database itself: not one record of it can be read
         damaged = printable(str(exc))
+        # What to do, as every other command says it of the same damage.
+        advice = printable(advise_on_damage(args.db) or "")
         if args.json:  # the report's shape, as on a log that reads
             unread = VerifyReport(
                 ok=False,
@@ -502,9 +542,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 torn_tail=False,
                 head_record=HeadCheck(status="not checked", detail="the database cannot be read"),
             )
-            emit_json({**msgspec.to_builtins(unread), "damaged": damaged})
+            emit_json({**msgspec.to_builtins(unread), "damaged": damaged, "advice": advice})
         else:
-            print(f"DAMAGED: {printable(damaged)}")
+            print(f"DAMAGED: {damaged}; {advice}" if advice else f"DAMAGED: {damaged}")
         return 1
     if args.json:
         emit_json(report)

@@ -5,6 +5,7 @@ the index where the records still read whole, restore the backup where they do n
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -136,3 +137,38 @@ def test_verify_on_malformed_index_pages_advises_what_rebuilds_them(
     subprocess.run(["sqlite3", str(rebuilt)], input=dump.stdout, check=True)
     rebuilt.chmod(0o600)
     assert main(["verify", "--db", str(rebuilt)]) == 0
+
+
+def truncate_the_file(path: Path) -> None:
+    """Cut the file short, in the middle of its pages: it no longer opens as a log."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 + 100])
+
+
+#: Damage whose records no longer all read: a page of them overwritten, the file cut short.
+LOST_RECORDS = {"records page": damage_a_records_page, "truncated file": truncate_the_file}
+
+
+@pytest.mark.parametrize("damage", LOST_RECORDS.values(), ids=LOST_RECORDS.keys())
+def test_verify_advises_the_backup_where_the_records_no_longer_read(
+    night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: object
+) -> None:
+    """verify met a database whose records do not all read: it said that alone, with no
+    advice; it now says what the other commands say of that damage (the backup), and its
+    JSON report holds that advice too."""
+    path = tmp_path / "damaged.db"
+    copy_log(night, path)
+    assert callable(damage)
+    damage(path)
+    told = said_in_one_line(["tasks", "--db", str(path)], capsys)
+    advice = told.removeprefix("onward tasks: ").removesuffix(
+        f"; `onward verify --db {path}` says more"
+    )
+    assert "restore the log from its backup" in advice
+    assert main(["verify", "--db", str(path)]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line == f"DAMAGED: {advice}"
+    assert main(["verify", "--db", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"]
+    assert advice == f"{report['damaged']}; {report['advice']}"
