@@ -59,6 +59,7 @@ from onward.projections import (
     standing,
     task_stream,
 )
+from onward.projections.task import DAMAGED_STATE
 from onward.runtime.forks import outcome_records, recorded_outcomes
 from onward.runtime.registry import Registry
 from onward.runtime.run import (
@@ -509,6 +510,16 @@ class Tasks:
                 view.state,
                 "send",
                 "it has ended for good and will never read a message",
+            )
+        if run is None and view is not None and view.state == DAMAGED_STATE:
+            # Never run until set aside, which ends it: the message would wait unread.
+            raise InvalidTransition(
+                "task",
+                task_id,
+                view.state,
+                "send",
+                "its history cannot be trusted: it is not run and would never read a "
+                f"message; `onward quarantine {task_id}` sets it aside",
             )
         stored = encode_value(
             value, what=f"message {topic!r} for {task_id}", redactor=session.log.redactor

@@ -19,7 +19,7 @@ import pytest
 
 from onward import Engine
 from onward.cli.main import main
-from onward.core.errors import StreamDamaged, TaskQuarantinedError
+from onward.core.errors import InvalidTransition, StreamDamaged, TaskQuarantinedError
 from onward.events import LogDamaged, ProblemKind, open_log
 from onward.projections import CatchUp, task_stream
 from onward.projections.reading import FoldReader
@@ -176,7 +176,11 @@ def test_the_engine_contains_the_damage_to_its_task(log: Log, clock: FakeClock, 
         assert "onward quarantine" in str(info.value)
         assert engine.result(log.healthy) == len("small")
         new = engine.submit("quick")
-        engine.send(log.waiting, "go")
+        if task == log.waiting:  # it would never read it
+            with pytest.raises(InvalidTransition, match="is damaged"):
+                engine.send(log.waiting, "go")
+        else:
+            engine.send(log.waiting, "go")
         summary = engine.run()
         assert engine.result(new) == len("small")
         if task == log.done:  # the waiting task, intact, ran to its end
@@ -476,3 +480,31 @@ def test_a_fork_runs_when_its_origins_damage_lies_after_the_fork(
         assert engine.task_view(fork).state == "succeeded"
         assert engine.result(fork) == len("small")
         assert summary.failed == 0
+
+
+def test_a_message_for_a_damaged_task_is_refused_as_for_a_quarantined_one(
+    log: Log, clock: FakeClock, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged task is never run until it is set aside: a message sent to it from outside
+    was accepted, and would wait unread, where one to a quarantined task is refused. It is
+    refused the same way, saying why and what to do, and nothing is appended."""
+    damage, _kind = DAMAGE[how]
+    task = damage(log)
+    with open_log(f"sqlite:///{log.path}", create=False) as opened:
+        head = opened.head()
+    status = main(["send", task, "go", '"now"', "--db", str(log.path)])
+    said = capsys.readouterr()
+    assert (status, said.out) == (2, "")
+    (line,) = said.err.splitlines()
+    assert f"task {task!r} is damaged: send is not allowed" in line
+    assert f"onward quarantine {task}" in line
+    with open_log(f"sqlite:///{log.path}", create=False) as opened:
+        assert opened.head() == head
+    with _open(log.path, clock) as engine:
+        opened_at = engine.log.head()
+        with pytest.raises(InvalidTransition, match="is damaged: send is not allowed"):
+            engine.send(task, "go", "now")
+        assert engine.log.head() == opened_at
+        engine.quarantine(task, reason="damaged by a test")
+        with pytest.raises(InvalidTransition, match="is quarantined: send is not allowed"):
+            engine.send(task, "go", "now")

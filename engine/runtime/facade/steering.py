@@ -279,8 +279,9 @@ class Steering:
         Raises:
             TaskNotFound: no such task.
             InvalidTransition: sent from outside a task to one that has succeeded or been
-                quarantined: it will never read it (a failed, cancelled or missed task may
-                be retried, and reads its inbox then).
+                quarantined, or whose history is damaged (it is not run until it is set
+                aside): it will never read it (a failed, cancelled or missed task may be
+                retried, and reads its inbox then).
             UsageError: an empty topic, a value that cannot be stored, or a task id or sender
                 that is not a str.
         """
