@@ -35,7 +35,7 @@ from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
 from onward.runtime.schedules import next_tick
 from onward.runtime.session import Session
-from onward.runtime.target import load_engine
+from onward.runtime.target import load_registry
 from onward.runtime.tasks import Tasks
 from onward.runtime.worker import worker_id
 
@@ -52,16 +52,6 @@ __all__ = [
     "cmd_schedules",
     "cmd_send",
 ]
-
-
-def _registry_of(target: str) -> Registry:
-    """The tasks registered on an application's engine (``MODULE:ENGINE``, as ``onward
-    worker`` takes it): importing the module opens that engine, which is closed at once."""
-    engine = load_engine(target)
-    try:
-        return engine.registry
-    finally:
-        engine.close()
 
 
 def _tasks_of(log: EventLog, session: str, by: str, registry: Registry | None = None) -> Tasks:
@@ -173,7 +163,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     if named is not None and not isinstance(named, dict):
         raise UsageError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
     by = args.by or _actor()
-    registry = Registry() if args.engine is None else _registry_of(args.engine)
+    registry = Registry() if args.engine is None else load_registry(args.engine)
     with open_existing(args.db) as log:
         view = find_task(fold(log).projections, args.task, log.url)
         if args.engine is not None and not registry.knows(view.name):
@@ -501,7 +491,7 @@ def add_steering_commands(command: Callable[..., argparse.ArgumentParser]) -> No
         metavar="MODULE:ENGINE",
         help="where the task is registered, as for `onward worker`: --args and --kwargs that "
         "its signature does not take are refused before the fork is appended (the module is "
-        "imported, so its engine opens)",
+        "imported; the engines it opens with Engine.open open in memory, not on any log)",
     )
     _audit_arguments(fork, reason=False)
 

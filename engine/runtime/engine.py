@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self, Unpack, cast
 
@@ -68,7 +69,16 @@ from onward.runtime.session import Session
 from onward.runtime.tasks import Tasks
 from onward.runtime.worker import live, worker_id
 
-__all__ = ["LEARNING_STREAM", "Engine"]
+__all__ = ["LEARNING_STREAM", "REGISTRATIONS_ONLY", "Engine"]
+
+#: True while an application's module is imported for its registrations alone
+#: (:func:`onward.runtime.target.load_registry`): every engine it opens with
+#: :meth:`Engine.open` opens on ``memory://``, whatever log it names, so that none is created,
+#: opened or appended to.
+REGISTRATIONS_ONLY: ContextVar[bool] = ContextVar("REGISTRATIONS_ONLY", default=False)
+
+#: The log options of a database file, which a ``memory://`` log does not take.
+_FILE_OPTIONS = frozenset({"synchronous", "busy_timeout", "create"})
 
 #: The class each policy-like option must be an instance of (or None, for its default).
 _POLICY_OPTIONS: dict[str, type] = {
@@ -348,6 +358,9 @@ class Engine(Registration, Steering, InsideATask, People, Degrading):
             url = os.environ.get("ONWARD_DB") or "sqlite:///onward.db"
         if session is None:
             session = os.environ.get("ONWARD_SESSION") or "default"
+        if REGISTRATIONS_ONLY.get():  # imported for its registrations: no log of its own
+            url = "memory://"
+            log_options = {k: v for k, v in log_options.items() if k not in _FILE_OPTIONS}
         log = open_log(url, **log_options)
         try:
             return cls(log, session=session, **engine_options)

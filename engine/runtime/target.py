@@ -13,9 +13,10 @@ from types import ModuleType
 
 from onward.core.run import error_message
 from onward.events import OnwardError, UsageError
-from onward.runtime.engine import Engine
+from onward.runtime.engine import REGISTRATIONS_ONLY, Engine
+from onward.runtime.registry import Registry
 
-__all__ = ["load_engine"]
+__all__ = ["load_engine", "load_registry"]
 
 
 def load_engine(target: str) -> Engine:
@@ -63,6 +64,26 @@ def load_engine(target: str) -> Engine:
         article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise UsageError(f"{target} is {article} {kind}, not an onward Engine")
     return found
+
+
+def load_registry(target: str) -> Registry:
+    """The tasks and steps registered on an application's engine (``MODULE:ENGINE``), read
+    without touching its log: while the module is imported, the engines it opens with
+    :meth:`Engine.open` open on ``memory://`` (none of its logs is created, opened or appended
+    to), and the engine is closed at once.
+
+    Raises:
+        UsageError: as :func:`load_engine`.
+    """
+    token = REGISTRATIONS_ONLY.set(True)
+    try:
+        engine = load_engine(target)
+    finally:
+        REGISTRATIONS_ONLY.reset(token)
+    try:
+        return engine.registry
+    finally:
+        engine.close()
 
 
 def _registered(module: ModuleType, found: object) -> str | None:

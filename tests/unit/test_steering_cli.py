@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from onward import Engine, TaskCancelledError, TaskFailedError
 from onward.cli.main import main
-from onward.events import DecisionMade, MessageSent, TaskRetried
+from onward.events import DecisionMade, MessageSent, TaskRetried, open_log
 from tests.conftest import FakeClock
 
 HOUR = 1_700_000_000.0 - 1_700_000_000.0 % 3600
@@ -424,3 +426,52 @@ def test_fork_refuses_arguments_its_tasks_signature_does_not_take(
     assert status == 0
     assert forks() == 1
     monkeypatch.delitem(sys.modules, "fork_signature_app", raising=False)
+
+
+OPENING_APP = """
+import os
+
+from onward import Engine
+
+engine = Engine.open(os.environ["ONWARD_FORK_APP_DB"], session="elsewhere", healing=False)
+default = Engine.open(healing=False)  # ONWARD_DB, as a worker's module may
+elsewhere = Engine.open("sqlite:///not-here.db", session="cli")
+
+
+@engine.task()
+def scale(n: int, factor: int = 10) -> int:
+    return n * factor
+"""
+
+
+def test_fork_reads_the_engines_registrations_without_opening_its_log(tmp_path: Path) -> None:
+    """``fork --engine`` imported the module, whose engines opened as they do in a worker:
+    on the log being forked, each appended its session's opening (a ``SessionStarted`` of a
+    session nobody runs there), and another log was created. Only the fork is appended now,
+    and no file is created; run as a user runs it, in a process of its own."""
+    db = tmp_path / "log.db"
+    url = f"sqlite:///{db}"
+    (tmp_path / "opening_app.py").write_text(OPENING_APP)
+    with open_engine(url, FakeClock(HOUR)) as engine:
+
+        @engine.task()
+        def scale(n: int, factor: int = 10) -> int:
+            return n * factor
+
+        task_id = engine.submit(scale, 4)
+        engine.run()
+        head = engine.log.head()
+    env = {**os.environ, "ONWARD_FORK_APP_DB": url, "ONWARD_DB": url}
+    env.pop("ONWARD_SESSION", None)
+    command = [sys.executable, "-m", "onward", "fork", task_id, "--db", url, "--from-step", "0"]
+    command += ["--args", "[5]", "--engine", "opening_app:engine", "--json"]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    fork = json.loads(done.stdout)["fork"]
+    with open_log(url, create=False) as log:
+        appended = [(r.stream, type(r.event).__name__) for r in log.read(after=head)]
+    assert appended == [(f"task-{fork}", "TaskSubmitted")]
+    assert not (tmp_path / "not-here.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["log.db"]

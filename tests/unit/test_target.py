@@ -10,7 +10,7 @@ import pytest
 
 from onward import Engine
 from onward.events import UsageError
-from onward.runtime.target import load_engine
+from onward.runtime.target import load_engine, load_registry
 
 
 @pytest.fixture
@@ -161,3 +161,28 @@ def test_a_task_or_step_named_as_the_target_is_refused_without_running_it(
         refused.value
     )
     assert list(marks.iterdir()) == []  # neither body ran
+
+
+def test_registrations_are_read_without_opening_any_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module whose engine opens a log that is not there, with a file's options: its
+    registrations are read, no file is created, and engines opened afterwards open their
+    log as before."""
+    name = f"registry_app_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(
+        "from onward import Engine\n"
+        "engine = Engine.open('sqlite:///absent.db', session='s', create=False,\n"
+        "                     synchronous='normal', busy_timeout=1.0)\n"
+        "@engine.task()\n"
+        "def scale(n: int) -> int:\n"
+        "    return n * 10\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_registry(f"{name}:engine").knows("scale")
+    assert not (tmp_path / "absent.db").exists()
+    with Engine.open("sqlite:///present.db", session="s") as engine:
+        assert engine.log.url.startswith("sqlite:")
+    assert (tmp_path / "present.db").exists()
+    monkeypatch.delitem(sys.modules, name)
