@@ -30,7 +30,7 @@ from onward.cli.table import clip, printable, printable_json, table
 from onward.cli.timeline import find_task
 from onward.core.definitions import parse_priority
 from onward.events import MAX_VALUE_DEPTH, EventLog, Priority, UsageError, encode_value
-from onward.projections import LimitView, Projections, ScheduleView
+from onward.projections import LimitView, Projections, ScheduleView, TaskView
 from onward.runtime.limits import Limits
 from onward.runtime.registry import Registry
 from onward.runtime.schedules import next_tick
@@ -145,10 +145,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"retried": task_row(after), "was": was, "by": by})
         return 0
-    print(
-        f"retried: task {after.task_id} ({printable(after.name)}, session "
-        f"{printable(after.session)}), was {was}"
-    )
+    print(f"retried: {_named(after)}, was {was}")
     print("its completed steps replay; it runs again from the step it stopped at")
     return 0
 
@@ -187,39 +184,31 @@ def cmd_fork(args: argparse.Namespace) -> int:
 def cmd_abandon(args: argparse.Namespace) -> int:
     """Fail a task that waits, unregistered, for a function nobody has any more."""
     _writable(args.db)
-    by = args.by or _actor()
-    with open_existing(args.db) as log:
-        view = find_task(fold(log).projections, args.task, log.url)
-        tasks = _tasks_of(log, view.session, by)
-        tasks.abandon(view.task_id, by=by, reason=args.reason)
-        after = tasks.view(view.task_id)
+
+    def abandon(tasks: Tasks, task_id: str, by: str) -> None:
+        tasks.abandon(task_id, by=by, reason=args.reason)
+
+    _was, after, by = _steer(args, abandon)
     if args.json:
         emit_json({"abandoned": task_row(after), "by": by})
         return 0
-    print(
-        f"abandoned: task {after.task_id} ({printable(after.name)}, session "
-        f"{printable(after.session)}) failed"
-    )
+    print(f"abandoned: {_named(after)} failed")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a task that has not ended: a running one stops at its next step."""
     _writable(args.db)
-    by = args.by or _actor()
-    with open_existing(args.db) as log:
-        view = find_task(fold(log).projections, args.task, log.url)
-        tasks = _tasks_of(log, view.session, by)
-        tasks.cancel(view.task_id, args.reason)
-        after = tasks.view(view.task_id)
+
+    def cancel(tasks: Tasks, task_id: str, _by: str) -> None:
+        tasks.cancel(task_id, args.reason)
+
+    was, after, by = _steer(args, cancel)
     if args.json:
-        emit_json({"cancelled": task_row(after), "was": view.state, "by": by})
+        emit_json({"cancelled": task_row(after), "was": was.state, "by": by})
         return 0
-    print(
-        f"cancelled: task {after.task_id} ({printable(after.name)}, session "
-        f"{printable(after.session)}), was {view.state}"
-    )
-    if view.state == "running":
+    print(f"cancelled: {_named(after)}, was {was.state}")
+    if was.state == "running":
         print("its worker stops it at its next step; the step under way runs to its end")
     return 0
 
@@ -228,20 +217,39 @@ def cmd_reprioritise(args: argparse.Namespace) -> int:
     """Change the priority of a queued or waiting task."""
     _writable(args.db)
     priority = parse_priority(args.priority)  # refused before the log is opened
+
+    def reprioritise(tasks: Tasks, task_id: str, _by: str) -> None:
+        tasks.reprioritise(task_id, priority)
+
+    was, after, by = _steer(args, reprioritise)
+    if args.json:
+        emit_json({"reprioritised": task_row(after), "was": was.priority, "by": by})
+        return 0
+    print(f"reprioritised: {_named(after)}, {was.priority} to {after.priority}")
+    return 0
+
+
+def _steer(
+    args: argparse.Namespace, act: Callable[[Tasks, str, str], None]
+) -> tuple[TaskView, TaskView, str]:
+    """Find the task ``TASK`` names on the log at ``--db`` and act on it from outside, as
+    ``--by`` (you by default): ``act(tasks, task_id, by)``.
+
+    Returns:
+        The task's view before and after, and who acted.
+    """
     by = args.by or _actor()
     with open_existing(args.db) as log:
-        view = find_task(fold(log).projections, args.task, log.url)
-        tasks = _tasks_of(log, view.session, by)
-        tasks.reprioritise(view.task_id, priority)
-        after = tasks.view(view.task_id)
-    if args.json:
-        emit_json({"reprioritised": task_row(after), "was": view.priority, "by": by})
-        return 0
-    print(
-        f"reprioritised: task {after.task_id} ({printable(after.name)}, session "
-        f"{printable(after.session)}), {view.priority} to {after.priority}"
-    )
-    return 0
+        was = find_task(fold(log).projections, args.task, log.url)
+        tasks = _tasks_of(log, was.session, by)
+        act(tasks, was.task_id, by)
+        after = tasks.view(was.task_id)
+    return was, after, by
+
+
+def _named(view: TaskView) -> str:
+    """A task as the steering commands name it: its id, function and session."""
+    return f"task {view.task_id} ({printable(view.name)}, session {printable(view.session)})"
 
 
 def cmd_send(args: argparse.Namespace) -> int:
