@@ -4,17 +4,18 @@ engine and a real SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from onward import Engine, TaskFailedError, UsageError
+from onward import Engine, Observer, TaskFailedError, UsageError
 from onward.cli.main import main
 from onward.events import LimitSet, PermitReturned, PermitTaken, TaskWaiting, Watch
 from onward.runtime.limits import Rate, parse_rate
@@ -377,19 +378,17 @@ def test_onward_limits_tells_a_stale_permit_from_one_that_counts(
 
 
 HOLDER = """
-import pathlib, sys, time
+import sys
 from onward import Engine
 
-folder = pathlib.Path(sys.argv[2])
 engine = Engine.open(sys.argv[1], session="holder", healing=False)
 engine.limit("api", concurrency=1)
 
 
 @engine.step(limit="api")
 def hold() -> int:
-    (folder / "holding").touch()
-    while not (folder / "release").exists():  # the test lets go once the waiter waits
-        time.sleep(0.01)
+    print("holding", flush=True)
+    sys.stdin.read()  # the test lets go (closes it) once the waiter waits
     return 1
 
 
@@ -404,54 +403,76 @@ engine.close()
 """
 
 
+@contextlib.contextmanager
+def holding(tmp_path: Path, db: str) -> Iterator[subprocess.Popen[str]]:
+    """A process whose task holds the permit of limit ``api`` until its standard input is
+    closed: given once it holds it, killed afterwards if it still runs."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    command = [sys.executable, str(script), db]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "holding\n", "the holder exited first"
+            yield holder
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+
+
+class ReleaseOnceWaiting(Observer):
+    """Lets the holder go once the waiting run has recorded its wait: its run ends waiting."""
+
+    def __init__(self, holder: subprocess.Popen[str]) -> None:
+        self.holder = holder
+
+    def task_ended(self, token: object, outcome: str) -> None:
+        if outcome == "waiting":
+            assert self.holder.stdin is not None
+            self.holder.stdin.close()
+
+
 @pytest.mark.parametrize("path", ["sync", "async"])
 def test_a_permit_freed_by_another_process_wakes_a_waiting_run_at_once(
     tmp_path: Path, db: str, path: str
 ) -> None:
     """``run()`` waiting for a permit (its timer a third of a lease away: 200 s here) goes on
     as soon as another process gives the permit back: it hears of the log's change."""
-    script = tmp_path / "holder.py"
-    script.write_text(HOLDER)
-    holder = subprocess.Popen([sys.executable, str(script), db, str(tmp_path)])
-    try:
-        wait_for_file(tmp_path / "holding", holder)
-        with Engine.open(db, session="waiter", healing=False, lease=600.0) as engine:
-            engine.limit("api", concurrency=1)
+    with (
+        holding(tmp_path, db) as holder,
+        Engine.open(
+            db,
+            session="waiter",
+            healing=False,
+            lease=600.0,
+            observer=ReleaseOnceWaiting(holder),
+        ) as engine,
+    ):
+        engine.limit("api", concurrency=1)
 
-            @engine.step(limit="api")
-            def call() -> str:
-                return "called"
+        @engine.step(limit="api")
+        def call() -> str:
+            return "called"
 
-            @engine.task()
-            def job() -> str:
-                return call()
+        @engine.task()
+        def job() -> str:
+            return call()
 
-            task_id = engine.submit(job)
-
-            def release_once_waiting() -> None:
-                while not any(
-                    isinstance(r.event, TaskWaiting)
-                    for r in engine.log.read_stream(f"task-{task_id}")
-                ):
-                    time.sleep(0.01)
-                (tmp_path / "release").touch()
-
-            releaser = threading.Thread(target=release_once_waiting, daemon=True)
-            releaser.start()
-            started = time.monotonic()
-            if path == "sync":
-                engine.run()
-            else:
-                asyncio.run(engine.run_async())
-            waited = time.monotonic() - started
-            assert engine.result(task_id) == "called"
+        task_id = engine.submit(job)
+        started = time.monotonic()
+        if path == "sync":
+            engine.run()
+        else:
+            asyncio.run(engine.run_async())
+        waited = time.monotonic() - started
+        assert engine.result(task_id) == "called"
+        assert any(
+            isinstance(r.event, TaskWaiting) for r in engine.log.read_stream(f"task-{task_id}")
+        )
         assert waited < 60, f"run() woke {waited:.0f} s after the permit was free"
         assert holder.wait(timeout=60) == 0
-    finally:
-        (tmp_path / "release").touch()
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
 
 
 def test_a_permit_of_a_killed_worker_of_this_host_is_free_at_once(
@@ -459,26 +480,13 @@ def test_a_permit_of_a_killed_worker_of_this_host_is_free_at_once(
 ) -> None:
     """Its process is known dead: its permit counted until its lease ran out (5 minutes by
     default) while the limited dependency stood idle."""
-    script = tmp_path / "holder.py"
-    script.write_text(HOLDER)
-    holder = subprocess.Popen([sys.executable, str(script), db, str(tmp_path)])
-    try:
-        wait_for_file(tmp_path / "holding", holder)
-    finally:
+    with holding(tmp_path, db) as holder:
         holder.kill()
         holder.wait()
     path = db.removeprefix("sqlite:///")
     assert main(["limits", "--db", path, "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["limits"]
     assert (row["in_use"], row["holders"], len(row["stale"])) == (0, [], 1)
-
-
-def wait_for_file(path: Path, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        assert process.poll() is None, "the holder exited"
-        assert time.monotonic() < deadline, f"timed out waiting for {path.name}"
-        time.sleep(0.01)
 
 
 def test_a_permit_counts_through_an_outage_until_a_lease_after_it(
