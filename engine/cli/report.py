@@ -14,14 +14,18 @@ import sys
 
 from onward.cli.commands import check_output, open_existing, replacing_output
 from onward.cli.reports import emit_json, json_text
-from onward.report import collect_report, render_page
+from onward.cli.table import printable
+from onward.report import SessionReport, collect_report, render_page
 
 __all__ = ["add_report_arguments", "cmd_report"]
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``onward report``."""
-    parser.add_argument("--session", help="the session (default: the one that moved last)")
+    parser.add_argument(
+        "--session",
+        help="the session (default: the one updated last, as `onward sessions` shows it)",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -39,8 +43,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         if output is not None and output != "-":
             check_output(output, log)
         report = collect_report(log, args.session)
+    chosen = _chosen(report) if args.session is None else ""
     if output is None:
         emit_json(report)
+        if chosen:
+            print(chosen, file=sys.stderr)
         return 0
     if output == "-":
         sys.stdout.flush()
@@ -49,6 +56,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(
             f"report of session {report.session!r} written to the standard output", file=sys.stderr
         )
+        if chosen:
+            print(chosen, file=sys.stderr)
         return 0
     # Written beside it, then renamed over it: a report cut short (a full disk, a signal)
     # leaves the one before whole.
@@ -61,14 +70,30 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"report of session {report.session!r} written to {os.path.abspath(output)}",
             file=said,
         )
-        return 0
-    path = os.path.abspath(output)
-    print(
-        f"report of session {report.session!r} ({report.totals.events:,} events) written to "
-        f"{path}\nopen file://{path} in a browser",
-        file=said,
-    )
+    else:
+        path = os.path.abspath(output)
+        print(
+            f"report of session {report.session!r} ({report.totals.events:,} events) written to "
+            f"{path}\nopen file://{path} in a browser",
+            file=said,
+        )
+    if chosen:
+        print(chosen, file=said)
     return 0
+
+
+def _chosen(report: SessionReport) -> str:
+    """Why a report asked for no session is of this one, which others there are and how to
+    pick one: "" where the log holds only this one."""
+    others = [name for name in report.sessions if name != report.session]
+    if not others:
+        return ""
+    listed = ", ".join(printable(name) for name in others)
+    return (
+        f"session {printable(report.session)!r} is the one updated last (UPDATED in `onward "
+        f"sessions`) of the log's {len(report.sessions)} sessions; the others: {listed}; "
+        "--session NAME reports another"
+    )
 
 
 def _is_stdout(path: str) -> bool:

@@ -842,3 +842,33 @@ def test_a_damaged_records_page_is_told_in_one_line_without_reindex(
     assert f"onward verify --db {path}" in line
     assert "REINDEX" not in line
     assert "backup" in line
+
+
+def test_a_report_chosen_among_several_sessions_says_which_and_how_to_pick_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``--session`` the report is of the session updated last; among several, it
+    said nothing of the choice. It says which one it chose, why, the others, and how to pick
+    another; where the data goes to the standard output, on the standard error."""
+    path = tmp_path / "two.db"
+    clock = FakeClock()
+    for name in ("alpha", "beta"):
+        with Engine.open(f"sqlite:///{path}", session=name, clock=clock, sleep=clock.sleep):
+            clock.advance(60)
+    page = tmp_path / "report.html"
+    assert main(["report", "--db", str(path), "-o", str(page)]) == 0
+    said = capsys.readouterr()
+    assert "report of session 'beta'" in said.out
+    (chosen,) = [line for line in said.out.splitlines() if "--session" in line]
+    assert "'beta'" in chosen
+    assert "updated last" in chosen
+    assert "alpha" in chosen
+    assert "onward sessions" in chosen
+    assert main(["report", "--db", str(path), "--json"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["session"] == "beta"
+    assert chosen in said.err.splitlines()
+    assert main(["report", "--db", str(path), "--session", "alpha", "-o", str(page)]) == 0
+    said = capsys.readouterr()
+    assert "report of session 'alpha'" in said.out
+    assert "--session" not in said.out + said.err
