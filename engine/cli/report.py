@@ -72,8 +72,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     else:
         path = os.path.abspath(output)
+        events = report.totals.events
         print(
-            f"report of session {report.session!r} ({report.totals.events:,} events) written to "
+            f"report of session {report.session!r} ({events:,} event{'' if events == 1 else 's'})"
+            " written to "
             f"{path}\nopen file://{path} in a browser",
             file=said,
         )

@@ -250,6 +250,15 @@ def test_the_axis_collapses_long_gaps_only() -> None:
     assert gap[:2] == (2000.0, 9000.0)
 
 
+def test_onward_report_counts_its_events_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "one.db"
+    Engine.open(f"sqlite:///{db}", session="s").close()  # the session's opening alone
+    assert main(["report", "--db", str(db), "-o", str(tmp_path / "one.html")]) == 0
+    assert "(1 event) written to" in capsys.readouterr().out
+
+
 def test_onward_report_writes_the_page_and_prints_json(
     night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
