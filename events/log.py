@@ -679,7 +679,9 @@ class EventLog(ABC):
             for event in events:
                 if not isinstance(event, Event):
                     raise UsageError(f"stream {stream!r}: {event!r} is not an events.Event")
-            jsons = redactor.redact_json_many([encode_event(event) for event in events])
+            jsons = redactor.redact_json_many(
+                [encode_event(event) for event in events], own_id=ctx.correlation_id
+            )
             keys: list[bytes] | None = None  # where the event goes in each record
             # Index loops: a zip(strict=True) parses its keyword on every call, and the
             # lists are of one length by construction.

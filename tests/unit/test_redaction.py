@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -925,6 +926,66 @@ def test_an_event_of_a_clean_shape_is_passed_and_one_that_is_not_is_scanned(
     assert GITHUB_PAT.encode() not in redactor.redact_json_many([leaked])[0]
     assert GITHUB_PAT.encode() not in redactor.redact_json(leaked)
     assert scans.count(leaked) == 2  # a shape that hints is not remembered
+
+
+def test_the_end_decisions_of_tasks_share_one_shape_whatever_their_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A task's end decision names the task: its id (hex) is left out of the quick scan when it
+    # is the append's own, so the decisions of a run are scanned once, not once a task.
+    scans: list[bytes] = []
+    quick_scan = events.redaction.might_hold_a_secret
+    monkeypatch.setattr(
+        events.redaction, "might_hold_a_secret", lambda d: scans.append(d) or quick_scan(d)
+    )
+    monkeypatch.setattr(events.redaction, "_clean_shapes", set())
+    redactor = Redactor()
+
+    def decision(task_id: str, **more: str) -> bytes:
+        return msgspec.json.encode(
+            {"type": "DecisionMade", "subject": task_id, "why": "Continue with the next task."}
+            | more
+        )
+
+    for task_id in ("6bfedcd0b563f9d8", "0c8b7752ec3a8c5b", "e594bfeb8a7f31c2"):
+        assert redactor.redact_json_many([decision(task_id)], own_id=task_id) == [decision(task_id)]
+    assert len(scans) == 1
+    # The rest of the document is scanned still, and a secret's name redacts the id too.
+    leaked = decision("d6458a06a5106b8f", message=f"failed: {GITHUB_PAT}")
+    assert GITHUB_PAT.encode() not in redactor.redact_json_many([leaked], "d6458a06a5106b8f")[0]
+    named = decision("d6458a06a5106b8f", password="d6458a06a5106b8f")
+    assert b'"password":"[REDACTED:' in redactor.redact_json_many([named], "d6458a06a5106b8f")[0]
+    # An id of another form is scanned as any value is.
+    scans.clear()
+    assert redactor.redact_json_many([decision("Task-7")], own_id="Task-7") == [decision("Task-7")]
+    assert len(scans) == 1
+
+
+def test_no_default_pattern_redacts_an_id_of_the_engines_form() -> None:
+    # Up to 23 lowercase hex digits: no run of token characters, and of the hint's branches
+    # (each starts at a character of its own) only "b" is a hex digit, whose branch asks for
+    # "earer" or "asic" after it: letters that are no hex digits.
+    from onward.events import redaction
+
+    branches = re._parser.parse(redaction._HINT_TEXT.pattern)  # type: ignore[attr-defined]
+    ((kind, (_, alternatives)),) = branches
+    assert kind is re._constants.BRANCH  # type: ignore[attr-defined]
+    firsts = set()
+    for alternative in alternatives:
+        op, char = alternative[0]
+        assert op is re._constants.LITERAL  # type: ignore[attr-defined]
+        firsts.add(chr(char))
+    assert firsts & set("0123456789abcdef") == {"b"}
+    for rest in itertools.product("0123456789abcdef", repeat=4):
+        assert redaction._HINT_TEXT.search("b" + "".join(rest)) is None
+    assert redaction._OWN_ID.fullmatch("0" * 23)
+    assert not redaction._OWN_ID.fullmatch("0" * 24)
+    assert redaction._RUN_TEXT.search("0" * 23) is None
+
+
+@given(st.text(alphabet="0123456789abcdef", min_size=1, max_size=23))
+def test_an_id_of_the_engines_form_is_left_as_it_is(own_id: str) -> None:
+    assert Redactor().redact(own_id) == own_id
 
 
 @pytest.mark.parametrize(
