@@ -252,11 +252,13 @@ class Projections:
         outcomes: list[Meta] = []
         failures: list[int] = []
         trial_streams = self.budget.trial_streams
-        # The view of the last running task a step outcome was folded into: a task's
-        # outcomes mostly follow each other. Within a page a view stays its task's view (a
-        # checkpoint, which lets go of finished tasks' views, comes between pages).
+        # The view of the last running task a step outcome was folded into, and its counters
+        # as of the outcomes of the task folded since: a task's outcomes mostly follow each
+        # other, and a run of them is written to its view once, when the run ends (by the end
+        # of the page; no fold of the page reads a running task's counters meanwhile).
         last_stream: str | None = None
         last_view: TaskView | None = None
+        run_version, run_time, run_steps = 0, 0.0, 0
         for r in records:
             stream = r.stream
             if any_damage and stream in damaged:
@@ -273,20 +275,29 @@ class Projections:
             # No cost until a lifecycle refuses an event: then only its stream is marked.
             try:
                 failed = outcome_failed.get(kind)
+                if failed is not None and stream == last_stream:
+                    # The hot path: the next outcome of the running task of the run.
+                    if r.version != run_version + 1:
+                        raise out_of_sequence(r, run_version)
+                    run_version = r.version
+                    run_time = r.meta.time
+                    run_steps += event.final if failed else 1  # type: ignore[union-attr]
+                else:
+                    if last_view is not None:
+                        _write_run(last_view, run_version, run_time, run_steps)
+                        last_stream = last_view = None
+                    if failed is not None:
+                        view = views.get(stream[skip:])
+                        if view is not None and view.state == "running":
+                            if r.version != view.version + 1:
+                                raise out_of_sequence(r, view.version)
+                            last_stream, last_view = stream, view
+                            run_version, run_time = r.version, r.meta.time
+                            run_steps = view.steps + (event.final if failed else 1)  # type: ignore[union-attr]
+                        else:
+                            tasks(r)
                 if failed is not None:
-                    # The hot path: the task's counters, then only the folds that this
-                    # outcome concerns.
-                    view = last_view if stream == last_stream else views.get(stream[skip:])
-                    if view is not None and view.state == "running":
-                        if r.version != view.version + 1:
-                            raise out_of_sequence(r, view.version)
-                        view.version = r.version
-                        view.updated_at = r.meta.time
-                        view.steps += event.final if failed else 1  # type: ignore[union-attr]
-                        last_stream, last_view = stream, view
-                    else:
-                        last_stream = None
-                        tasks(r)
+                    # Only the folds that this outcome concerns.
                     if event.dependency:  # type: ignore[union-attr]  # a step outcome has one
                         breakers(r)
                     if awaiting and stream in awaiting:
@@ -298,7 +309,6 @@ class Projections:
                         budget(r)
                     outcomes.append(r.meta)
                     continue
-                last_stream = None
                 if kind is UnknownEvent:
                     unknown_types.add(event.type)  # type: ignore[union-attr]
                 else:
@@ -340,7 +350,9 @@ class Projections:
                 for fold in typed_folds(kind) if folds is None else folds:
                     fold(r)
             except LogDamaged as exc:
-                last_stream = None
+                if last_view is not None:
+                    _write_run(last_view, run_version, run_time, run_steps)
+                    last_stream = last_view = None
                 if isinstance(exc, CorruptRecord):  # a task stream's versions out of sequence
                     problem, reason = ProblemKind(exc.kind), exc.reason
                 else:
@@ -356,6 +368,8 @@ class Projections:
                     r.meta.session,
                 )
                 any_damage = True
+        if last_view is not None:
+            _write_run(last_view, run_version, run_time, run_steps)
         if outcomes:
             self.flow.fold_outcomes(outcomes, failures)
         if records:
@@ -477,6 +491,14 @@ class Projections:
         projections.position = position
         projections.time = saved.time
         return projections
+
+
+def _write_run(view: TaskView, version: int, time: float, steps: int) -> None:
+    """Write a run of a running task's step outcomes to its view: its version, time and
+    steps after the last of them."""
+    view.version = version
+    view.updated_at = time
+    view.steps = steps
 
 
 @contextlib.contextmanager
