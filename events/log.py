@@ -1230,7 +1230,9 @@ class EventLog(ABC):
             )
         except IntegrityError as exc:
             raise ImportConflict(
-                f"{self.url}: a version of one of {len(streams)} streams was taken meanwhile"
+                f"{self.url}: a version of one of {len(streams)} streams was taken meanwhile "
+                "(nothing of this commit was inserted): run the import again, which keeps what "
+                "the log holds and refuses only another history"
             ) from exc
         except PersistenceError as exc:
             raise self._failure(f"insert into {self.url}", exc) from exc

@@ -619,3 +619,15 @@ def test_import_dash_reads_the_standard_input(tmp_path: Path, clock: FakeClock) 
         )
     assert done.returncode == 0, done.stderr
     assert records_of(target) == records_of(source)
+
+
+def test_an_import_that_loses_a_race_for_a_version_says_to_run_it_again(tmp_path: Path) -> None:
+    # Another writer took a version between the import's check and its commit: the commit
+    # inserts nothing, and the error says that running the import again finishes it.
+    with open_log(f"sqlite:///{tmp_path / 'raced.db'}") as log:
+        log.append("task-a", [TaskSubmitted(name="t", args=[], kwargs={})], expected_version=0)
+        ((_p, stream, version, topic, state),) = list(log.stream_rows("task-a"))
+        head = log.head()
+        with pytest.raises(ImportConflict, match="run the import again"):
+            log.insert_records([(stream, version, topic, state)], {})
+        assert log.head() == head
