@@ -9,6 +9,10 @@ branch is the same live and after a crash:
 * each attribute in the exception's own ``__dict__`` whose value is ``None``, a ``bool``, an
   ``int``, a ``float`` or a ``str`` (a subclass of one, an ``IntEnum`` member such as
   ``http.HTTPStatus.NOT_FOUND``, as its base value);
+* the same values of the fields Python's own exception classes keep outside it (a decode
+  error's ``encoding``, ``start``, ``end`` and ``reason``, a missing module's ``name``, a
+  syntax error's ``lineno``; not an ``OSError``'s, which its message gives back), read from
+  the builtin class's own slots;
 * for an attribute that holds an object (an HTTP response), the same values of that object's
   own ``__dict__``, one level down: a replay gives back a :class:`RecordedObject` holding them
   (``e.response.status_code`` reads; ``e.response.json()`` does not), not the object;
@@ -31,6 +35,7 @@ replays raise the exception as before.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import types
 from collections.abc import Callable
@@ -99,16 +104,18 @@ def plain_attributes(
         redact: the log's redactor's ``redact``, which a text passes first (the default
             patterns when None).
     """
-    own = _own_dict(exc)
-    if not own:
-        return {}
     kept: dict[str, Any] = {}
     left = MAX_ATTRIBUTES
+    for name, value in _builtin_fields(exc).items():
+        if left > 0 and _kept_name(name) and (plain := _plain(value, redact)) is not _NOT_PLAIN:
+            kept[name] = plain
+            left -= 1
+    own = _own_dict(exc) or {}
     objects: list[tuple[str, dict[str, Any]]] = []
     for name, value in own.items():
         if left == 0:
             break
-        if not _kept_name(name):
+        if not _kept_name(name) or name in kept:
             continue
         plain = _plain(value, redact)
         if plain is not _NOT_PLAIN:
@@ -140,7 +147,8 @@ def plain_attributes(
 def give_attributes(exc: BaseException, stored: dict[str, Any]) -> None:
     """Give a rebuilt exception the attributes its record kept (:func:`plain_attributes`'s
     stored form): written into its ``__dict__``, over what its constructor may have set, an
-    object attribute as a :class:`RecordedObject`."""
+    object attribute as a :class:`RecordedObject`; a field of Python's own exception class
+    into its slot, unless that would change what the exception reads as."""
     if not stored:
         return
     try:
@@ -150,13 +158,75 @@ def give_attributes(exc: BaseException, stored: dict[str, Any]) -> None:
     own = _own_dict(exc)
     if type(values) is not dict or own is None:
         return
+    slots = _builtin_slots(exc)
+    fields: dict[str, Any] = {}
     for name, value in values.items():
         if not _kept_name(name):
             continue
-        if type(value) is dict:
+        if name in slots:
+            fields[name] = value
+        elif type(value) is dict:
             own[name] = RecordedObject({k: v for k, v in value.items() if _kept_name(k)})
         else:
             own[name] = value
+    if fields:
+        _give_fields(exc, slots, fields)
+
+
+#: Builtin exception classes whose fields are not kept apart: an ``OSError``'s come back from
+#: its message; a group's are its sub-exceptions.
+_FIELDS_FROM_MESSAGE: tuple[type[BaseException], ...] = (OSError, BaseExceptionGroup)
+_SLOT_TYPES = (types.MemberDescriptorType, types.GetSetDescriptorType)
+
+
+def _builtin_slots(exc: BaseException) -> dict[str, Any]:
+    """The descriptors of the fields that Python's own classes in an exception's ancestry
+    keep in slots (not ``BaseException``'s: its arguments, traceback and chain), by name."""
+    slots: dict[str, Any] = {}
+    if isinstance(exc, _FIELDS_FROM_MESSAGE):
+        return slots
+    for cls in type(exc).__mro__:
+        if cls.__module__ != "builtins" or cls in (BaseException, object):
+            continue
+        for name, slot in vars(cls).items():
+            if not name.startswith("_") and isinstance(slot, _SLOT_TYPES):
+                slots.setdefault(name, slot)
+    return slots
+
+
+def _builtin_fields(exc: BaseException) -> dict[str, Any]:
+    """The values of :func:`_builtin_slots`, read by the builtin class's own descriptors (an
+    application's subclass's properties are not run); one that cannot be read is left out."""
+    fields: dict[str, Any] = {}
+    for name, slot in _builtin_slots(exc).items():
+        with contextlib.suppress(Exception):  # unset (OSError.characters_written raises)
+            fields[name] = slot.__get__(exc, type(exc))
+    return fields
+
+
+def _give_fields(exc: BaseException, slots: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Set builtin fields into their slots, and all of them back where the exception would
+    then read otherwise (a syntax error's text is made of its message, file name and line:
+    they are given together)."""
+    try:
+        text = str(exc)
+    except Exception:
+        return
+    before: dict[str, Any] = {}
+    for name, value in fields.items():
+        slot = slots[name]
+        with contextlib.suppress(Exception):  # a value of a type the slot refuses
+            was = slot.__get__(exc, type(exc))
+            slot.__set__(exc, value)
+            before[name] = was
+    try:
+        same = str(exc) == text
+    except Exception:
+        same = False
+    if not same:
+        for name, was in before.items():
+            with contextlib.suppress(Exception):
+                slots[name].__set__(exc, was)
 
 
 class _NotPlain:

@@ -10,8 +10,9 @@ take the same branch as on the first run:
   application's own, which registered the task): nothing is imported on the log's word;
 * rebuilt with the arguments its message shows where that gives the same message back
   (``KeyError('region')``, ``FileNotFoundError(2, 'No such file or directory', 'a.txt')``), else
-  as an instance of a subclass that only carries the recorded message (a class whose
-  constructor takes other arguments: ``except QuotaExceeded`` still catches it, its attributes
+  as an instance of a subclass that only carries the recorded message, or the literal
+  arguments it spells (``Rejected(404)`` of a class whose constructor takes other
+  arguments too: ``except QuotaExceeded`` still catches it, its attributes
   beyond the message are not there, and a ``__getattr__`` of its class that needs what its
   constructor would have set raises ``AttributeError``, so that ``getattr(e, name, None)``
   and ``hasattr`` answer);
@@ -82,15 +83,17 @@ def replayed_error(
     if cls is None:
         return StepFailedError(error_type, message)
     rebuilt: Exception | None = None
+    arguments: tuple[Any, ...] = (message,) if message else ()
     if literal:
         with contextlib.suppress(Exception):
             value = ast.literal_eval(message)
-            again = cls(*value) if spread and type(value) is tuple else cls(value)
+            arguments = value if spread and type(value) is tuple else (value,)
+            again = cls(*arguments)
             if _reads(again) == message:
                 rebuilt = again
     if rebuilt is None:
         try:
-            rebuilt = _rebuilt(cls, message)
+            rebuilt = _rebuilt(cls, message, arguments)
         except Exception:  # a class that cannot be rebuilt in any way: its name and message
             return StepFailedError(error_type, message)
     if attributes:
@@ -195,7 +198,12 @@ def _resolve(error_type: str, error_class: str) -> type[Exception] | None:
     return None
 
 
-def _rebuilt(cls: type[Exception], message: str) -> Exception:
+def _rebuilt(
+    cls: type[Exception], message: str, literals: tuple[Any, ...] | None = None
+) -> Exception:
+    """``cls`` made again from its recorded ``message``; else a carrier of ``literals`` (the
+    literal arguments the message spells, which the class's constructor would not take
+    alone), or of the message."""
     rebuilt: Exception | None = None
     for args in _arguments(cls, message):
         try:
@@ -225,6 +233,11 @@ def _rebuilt(cls: type[Exception], message: str) -> Exception:
             carried = _carrier(cls)(message)
             carried.errno, carried.strerror = int(shown.group(1)), shown.group(2)  # type: ignore[attr-defined]
             return carried
+    if rebuilt is None and literals is not None:
+        with contextlib.suppress(Exception):
+            spelled = _carrier(cls)(*literals)
+            if _reads(spelled) == message:
+                rebuilt = spelled
     if rebuilt is None:
         rebuilt = _carrier(cls)(message)
     return rebuilt
@@ -265,16 +278,17 @@ _CARRIERS: dict[type[Exception], type[Exception]] = {}
 
 
 def _carrier(cls: type[Exception]) -> type[Exception]:
-    """A subclass of ``cls`` made from a message alone, which reads as that message."""
+    """A subclass of ``cls`` made from its arguments alone (its message, or the literals it
+    spells), which reads as ``BaseException`` reads them."""
     made = _CARRIERS.get(cls)
     if made is not None:
         return made
 
-    def __init__(self: BaseException, message: str) -> None:
-        BaseException.__init__(self, message)
+    def __init__(self: BaseException, *args: Any) -> None:
+        BaseException.__init__(self, *args)
 
     def __str__(self: BaseException) -> str:
-        return str(self.args[0]) if self.args else ""
+        return BaseException.__str__(self)
 
     inherited_repr = cls.__repr__
 
