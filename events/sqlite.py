@@ -54,6 +54,7 @@ from onward.events.integrity import (
 from onward.events.log import EventLog, StoredRow
 from onward.events.redaction import redacted_logger
 from onward.events.sqlite_file import (
+    check_file_name,
     check_log_file,
     create_log_file,
     forked_away,
@@ -508,8 +509,8 @@ class SQLiteLog(EventLog):
     Raises:
         UsageError: a bad option.
         LogNotFound: ``create=False`` and there is no file at ``path``.
-        NotALog: the path holds a directory, an empty, text or unknown file, or an SQLite
-            database without an onward log.
+        NotALog: the path ends in a separator, or holds a directory, an empty, text or
+            unknown file, or an SQLite database without an onward log.
         LogDamaged: the file is a truncated or malformed SQLite database.
         BackendError: the file cannot be created or opened.
     """
@@ -542,6 +543,7 @@ class SQLiteLog(EventLog):
             )
         if not path or path == ":memory:":
             raise UsageError("an SQLite log needs a file path; use memory:// for a log in memory")
+        check_file_name(path)
         self.path = os.path.abspath(path)
         self.synchronous = synchronous
         self._pid = os.getpid()

@@ -39,6 +39,7 @@ from onward.events.exceptions import BackendError, LogDamaged, NotALog, UsageErr
 from onward.events.redaction import redacted_logger
 
 __all__ = [
+    "check_file_name",
     "check_log_file",
     "create_log_file",
     "file_head",
@@ -186,6 +187,21 @@ def _looks_like_text(head: bytes) -> bool:
 def _page_size(header: bytes) -> int:
     size = int.from_bytes(header[16:18], "big")
     return 65536 if size == 1 else size
+
+
+def check_file_name(path: str) -> None:
+    """Check that ``path``, as given, names a file: one that ends in a separator names a
+    directory (made absolute, it would lose the separator and name a file instead).
+
+    Raises:
+        NotALog: it ends in a separator.
+    """
+    if path.endswith(("/", os.sep)):
+        raise _refuse(
+            path,
+            "a directory's name",
+            f"ends in {path[-1]!r}: it names a directory, not a log file: name a file in it",
+        )
 
 
 def check_log_file(path: str) -> bool:

@@ -44,6 +44,7 @@ from onward.events import (
     UsageError,
     open_log,
 )
+from onward.events.sqlite_file import check_file_name
 from onward.sim.interrupt import Interrupted, signals_held, stop_signals
 from onward.sim.measure import Kill, SimResult, measure, table
 from onward.sim.profile import PROFILES, load_profile
@@ -61,12 +62,14 @@ STOP_TIMEOUT = 10.0
 
 
 def _db_path(db: str) -> Path:
-    if "://" not in db:
-        return Path(db).absolute()
-    parts = urlsplit(db)
-    if parts.scheme.lower() != "sqlite":
-        raise UsageError(f"the simulator runs on a SQLite log: a file path, not {db!r}")
-    return Path(unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)).absolute()
+    named = db
+    if "://" in db:
+        parts = urlsplit(db)
+        if parts.scheme.lower() != "sqlite":
+            raise UsageError(f"the simulator runs on a SQLite log: a file path, not {db!r}")
+        named = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    check_file_name(named)
+    return Path(named).absolute()
 
 
 def _simulated(log: EventLog, stream: str) -> bool:

@@ -431,3 +431,27 @@ def test_a_closed_log_opens_no_connection_again(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is closed"):
         reading.read_stream("task-x")
     reading.close()
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["missing", "a-file"])
+def test_a_path_that_ends_in_a_slash_names_a_directory_and_creates_nothing(
+    tmp_path: Path, exists: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sqlite:///logs/`` names a directory: it made a log file named ``logs`` (or opened
+    the file of that name), where the system would refuse to open ``logs/`` as a file."""
+    if exists:
+        a_log(tmp_path / "logs")
+    before = snapshot(tmp_path)
+    named = f"{tmp_path / 'logs'}/"
+    for door in (
+        lambda: open_log(f"sqlite:///{named}"),
+        lambda: Engine.open(f"sqlite:///{named}", session="s"),
+        lambda: open_log(named),
+    ):
+        with pytest.raises(NotALog, match=r"ends in '/'.*name a file in it") as info:
+            door()
+        assert info.value.path == named
+    for command in (["tasks"], ["init"], ["simulate", "--hours", "0.01"]):
+        assert main([*command, "--db", named]) == 2
+        assert "ends in '/'" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
