@@ -142,6 +142,7 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
         partial: of the checked tasks, those replayed only up to a wait for subtasks that
             had not all ended where their history ends (the task still waited there), each
             with where: the code after that wait is not checked.
+        unregistered: of the skipped tasks, those whose name the engine does not register.
     """
 
     checked: int = 0
@@ -150,16 +151,24 @@ class ReplayCheck(msgspec.Struct, frozen=True, kw_only=True):
     skipped: tuple[str, ...] = ()
     cut_short: int = 0
     partial: tuple[str, ...] = ()
+    unregistered: int = 0
 
     @property
     def ok(self) -> bool:
-        """Whether no divergence was found."""
-        return not self.divergences
+        """Whether no divergence was found, and the code knew one task at least: where it
+        replayed none because it registers none of them (a rename without an alias, the wrong
+        engine), nothing is proven."""
+        return not self.divergences and not (self.checked == 0 and self.unregistered)
 
     def explain(self) -> str:
         """The check for people: one line, then each divergence, each skipped task and each
         task checked only in part."""
-        verdict = "deterministic" if self.ok else f"{len(self.divergences)} divergence(s)"
+        if self.divergences:
+            verdict = f"{len(self.divergences)} divergence(s)"
+        elif self.ok:
+            verdict = "deterministic"
+        else:
+            verdict = "nothing replayed: none of the tasks is registered on this engine"
         lines = [f"{self.checked} task(s) replayed over {self.steps} recorded step(s): {verdict}"]
         lines += [f"  {d}" for d in self.divergences]
         lines += [f"  skipped: {s}" for s in self.skipped]
@@ -528,7 +537,9 @@ def replay_task(
     submitted = history[0].event
     task_id = history[0].stream.removeprefix("task-")
     if not engine.registry.knows(submitted.name):  # under its name, or a former one
-        return ReplayCheck(skipped=(f"task {task_id}: {submitted.name!r} is not registered",))
+        return ReplayCheck(
+            skipped=(f"task {task_id}: {submitted.name!r} is not registered",), unregistered=1
+        )
     definition = engine.registry.task(submitted.name)
     end: TaskSucceeded | TaskFailed | None = None
     for r in history:
@@ -701,7 +712,7 @@ def _stopped_at_wait(
 
 
 def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
-    checked = steps = cut_short = 0
+    checked = steps = cut_short = unregistered = 0
     divergences: list[Divergence] = []
     skipped: list[str] = []
     partial: list[str] = []
@@ -711,6 +722,7 @@ def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
         divergences += check.divergences
         skipped += check.skipped
         cut_short += check.cut_short
+        unregistered += check.unregistered
         partial += check.partial
     return ReplayCheck(
         checked=checked,
@@ -719,6 +731,7 @@ def _merge(checks: Iterable[ReplayCheck]) -> ReplayCheck:
         skipped=tuple(skipped),
         cut_short=cut_short,
         partial=tuple(partial),
+        unregistered=unregistered,
     )
 
 
@@ -732,7 +745,8 @@ def replay_check(log: EventLog | str, engine: Engine, *, session: str | None = N
         session: only this session's tasks.
 
     Returns:
-        The check; ``check.ok`` when the code replays every task as recorded.
+        The check; ``check.ok`` when the code replays every task it registers as recorded,
+        and registers one at least where the log holds any.
 
     Raises:
         LogNotFound: no log at that URL.

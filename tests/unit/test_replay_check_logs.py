@@ -95,6 +95,38 @@ def test_a_plain_task_replays_inside_a_running_event_loop(recorded: str) -> None
     assert check.steps >= 4
 
 
+def test_a_check_that_registers_none_of_the_tasks_proves_nothing(recorded: str) -> None:
+    # Every task renamed without an alias (or the wrong engine given): nothing is replayed,
+    # so the check is not ok, and says why.
+    with open_engine("memory://") as engine:
+
+        @engine.task(name="job2")
+        def job(n: int) -> int:
+            return n
+
+        check = replay_check(recorded, engine)
+    assert (check.checked, check.divergences) == (0, ())
+    assert check.unregistered == len(check.skipped) > 0
+    assert not check.ok
+    assert "nothing replayed" in check.explain()
+    # Where the code knows one task at least, the others' names are the log's own business
+    # (a log shared by two applications): the check stands on what it replayed.
+    with open_engine("memory://") as engine:
+
+        @engine.step()
+        def double(n: int) -> int:
+            return 2 * n
+
+        @engine.task(name="child")
+        def child(n: int) -> int:
+            return n
+
+        check = replay_check(recorded, engine)
+    assert check.checked >= 1
+    assert check.unregistered > 0
+    assert check.ok, check.explain()
+
+
 def test_a_task_renamed_with_an_alias_is_checked_not_skipped(recorded: str) -> None:
     with open_engine("memory://") as engine:
         _jobs(engine, renamed=True)
