@@ -20,6 +20,7 @@ order), or keep none: ``verify`` then says "not tracked".
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import random
@@ -117,6 +118,7 @@ class StreamTail(NamedTuple):
 _T = TypeVar("_T")
 
 _HEAD_CACHE_SIZE = 200_000
+_OWN_ROWS = 4096
 _ANY_VERSION_RETRIES = 20
 #: How many blobs :meth:`EventLog.blobs` asks for in one query (SQLite's bound parameters).
 _BLOBS_PER_READ = 500
@@ -341,6 +343,10 @@ class EventLog(ABC):
 
     #: Whether the backend's positions have no gaps, so that a missing one is a removed record.
     dense_positions = False
+    #: Whether the log keeps the rows of its last commits for its own fold (:meth:`own_rows`):
+    #: a backend that can tell whether anyone else changed the storage since
+    #: (:meth:`changes_of_others`).
+    remembers_own_rows = False
 
     def __init__(
         self,
@@ -373,6 +379,8 @@ class EventLog(ABC):
         self.verify_reads = verify_reads
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
+        # The rows of this log's last commits, as stored, for its own fold (:meth:`own_rows`).
+        self._own: collections.deque[StoredRow] = collections.deque(maxlen=_OWN_ROWS)
         self._closed = False
 
     @staticmethod
@@ -553,7 +561,7 @@ class EventLog(ABC):
                 continue
             except PersistenceError as exc:
                 raise self._failure(f"append to {self.url}", exc) from exc
-            versions = self._remember(heads)
+            versions = self._remember(heads, records, positions, blobs)
             return AppendResult(event_ids=ids, positions=positions, versions=versions)
         raise BackendError(f"append to {self.url}: gave up after {_ANY_VERSION_RETRIES} clashes")
 
@@ -603,10 +611,10 @@ class EventLog(ABC):
                 raise self._failure(f"append to {self.url}", exc) from exc
             if positions is not None:
                 at = 0
-                for i, (group_records, _resolved, ids, heads, _blobs) in encoded:
+                for i, (group_records, _resolved, ids, heads, group_blobs) in encoded:
                     mine = positions[at : at + len(group_records)] if positions else []
                     at += len(group_records)
-                    versions = self._remember(heads)
+                    versions = self._remember(heads, group_records, mine, group_blobs)
                     results[i] = AppendResult(event_ids=ids, positions=mine, versions=versions)
         return [r if r is not None else UsageError("nothing to commit") for r in results]
 
@@ -853,10 +861,25 @@ class EventLog(ABC):
         stream, expected, _ = resolved[0]
         return VersionConflict(stream, expected, None)
 
-    def _remember(self, heads: dict[str, tuple[int, str]]) -> dict[str, int]:
-        """Cache each stream's new head (version and checksum) for the next append."""
+    def _remember(
+        self,
+        heads: dict[str, tuple[int, str]],
+        records: list[StoredEvent],
+        positions: list[int],
+        blobs: dict[str, bytes],
+    ) -> dict[str, int]:
+        """Cache each stream's new head (version and checksum) for the next append, and the
+        committed records as rows for :meth:`own_rows` (not those that reference blobs, which
+        a fold reads with their blobs)."""
         versions: dict[str, int] = {}
         with self._heads_lock:
+            if self.remembers_own_rows and not blobs and len(positions) == len(records):
+                own = self._own
+                for j in range(len(records)):
+                    r = records[j]
+                    own.append(
+                        (positions[j], str(r.originator_id), r.originator_version, r.topic, r.state)
+                    )
             cache = self._heads
             for stream, head in heads.items():
                 cache.pop(stream, None)  # re-insert at the end: the cache evicts oldest first
@@ -1344,6 +1367,52 @@ class EventLog(ABC):
         :func:`onward.events.integrity.check_rows` check them).
         """
         return self._pages(self._select_states, after, upto, page_size)
+
+    def changes_of_others(self) -> int | None:
+        """A number that changes whenever anyone but this log commits to its storage (another
+        process, another log of the same file, a tool), never for this log's own commits;
+        None where the backend cannot tell (then :meth:`own_rows` finds none).
+
+        Raises:
+            BackendError: the database failed.
+        """
+        if not self.remembers_own_rows:
+            return None
+        self._check_open()
+        return self._read("look for others' changes", self._changes_of_others)
+
+    def _changes_of_others(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot tell others' changes")
+
+    def own_rows(self, after: int, upto: int | None = None) -> list[StoredRow]:
+        """The rows this log committed itself at the positions right after ``after`` (to
+        ``upto``), as it stored them, in a run of consecutive positions; empty when the next
+        position is not one of them (another writer's, or one no longer kept). Rows at
+        ``after`` or before are let go: the reader is past them.
+
+        These are what this log wrote, not a read of the storage: they are what the storage
+        holds only while nobody else has committed to it since the reader last read it
+        (:meth:`changes_of_others` unchanged); a reader that checks the storage reads it.
+        """
+        with self._heads_lock:
+            own = self._own
+            while own and own[0][0] <= after:
+                own.popleft()
+            if not own or own[0][0] != after + 1:
+                # Commits of other threads may have been remembered out of order.
+                rows = sorted(row for row in own if row[0] > after)
+                if not rows or rows[0][0] != after + 1:
+                    return []
+            else:
+                rows = list(own)
+        run: list[StoredRow] = []
+        expected = after + 1
+        for row in rows:
+            if row[0] != expected or (upto is not None and row[0] > upto):
+                break
+            run.append(row)
+            expected += 1
+        return run
 
     def read_rows(
         self, *, after: int = 0, upto: int | None = None, page_size: int = 1000

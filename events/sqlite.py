@@ -272,6 +272,14 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             statements = self._statements = writer.cursor()
         return statements
 
+    def changes_of_others(self) -> int:
+        """SQLite's ``data_version`` on the writer's connection: it changes when any other
+        connection (another process, another log of the file, a tool) commits to the file,
+        and never for this writer's own commits."""
+        with self._writer_lock:
+            row = self._connect().execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
     def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
@@ -517,6 +525,7 @@ class SQLiteLog(EventLog):
 
     # A position is the rowid: the next one is always one past the largest.
     dense_positions = True
+    remembers_own_rows = True
 
     def __init__(
         self,
@@ -608,6 +617,9 @@ class SQLiteLog(EventLog):
             raise _cannot_open(self.path, exc) from exc
         self._writer = recorder
         super().__init__(recorder, checkpoints, url=sqlite_url(self.path), **options)
+
+    def _changes_of_others(self) -> int:
+        return self._writer.changes_of_others()
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         pool = self._datastore.pool
