@@ -1381,7 +1381,7 @@ class EventLog(ABC):
         self._check_open()
         return self._read("look for others' changes", self._changes_of_others)
 
-    def _changes_of_others(self) -> int:
+    def _changes_of_others(self) -> int | None:
         raise NotImplementedError(f"{type(self).__name__} cannot tell others' changes")
 
     def own_rows(self, after: int, upto: int | None = None) -> list[StoredRow]:

@@ -272,12 +272,22 @@ class SQLiteWriterRecorder(SQLiteApplicationRecorder):
             statements = self._statements = writer.cursor()
         return statements
 
-    def changes_of_others(self) -> int:
+    def changes_of_others(self) -> int | None:
         """SQLite's ``data_version`` on the writer's connection: it changes when any other
         connection (another process, another log of the file, a tool) commits to the file,
-        and never for this writer's own commits."""
+        and never for this writer's own commits. None before the writer's first append (it
+        has committed nothing of its own: no connection is opened for this).
+
+        Raises:
+            OperationalError: the database failed.
+        """
         with self._writer_lock:
-            row = self._connect().execute("PRAGMA data_version").fetchone()
+            if self._statements is None:
+                return None
+            try:
+                row = self._statements.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise OperationalError(exc) from exc
         return int(row[0])
 
     def insert_events(
@@ -618,7 +628,7 @@ class SQLiteLog(EventLog):
         self._writer = recorder
         super().__init__(recorder, checkpoints, url=sqlite_url(self.path), **options)
 
-    def _changes_of_others(self) -> int:
+    def _changes_of_others(self) -> int | None:
         return self._writer.changes_of_others()
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:

@@ -22,12 +22,12 @@ def test_a_fold_of_its_own_records_equals_a_fold_read_from_the_file(
     url = f"sqlite:///{tmp_path / 'log.db'}"
     clock = FakeClock()
     with open_log(url, clock=clock) as log:
+        log.append("task-a", [TaskSubmitted(name="job")], expected_version=0)
         host = CatchUp(log, checkpoint_every=0)
         host.open()
         reads: list[int] = []
         select_page = log._select_page
         monkeypatch.setattr(log, "_select_page", lambda a, n: reads.append(a) or select_page(a, n))
-        log.append("task-a", [TaskSubmitted(name="job")], expected_version=0)
         log.append(
             "task-a", [TaskClaimed(worker="w", lease_until=clock() + 60)], expected_version=1
         )
@@ -35,8 +35,8 @@ def test_a_fold_of_its_own_records_equals_a_fold_read_from_the_file(
             log.append(
                 "task-a", [StepCompleted(index=i, name="f", result=i)], expected_version=2 + i
             )
-        assert [row[0] for row in log.own_rows(0)] == list(range(1, 8))
-        assert host.catch_up() == 7
+        assert [row[0] for row in log.own_rows(1)] == list(range(2, 8))
+        assert host.catch_up() == 6
         assert reads == [7]  # the file is read only past its own records
         assert log.own_rows(7) == []  # let go once folded
     with open_log(url, clock=clock) as fresh:
@@ -51,18 +51,18 @@ def test_another_writers_record_between_its_own_is_read_from_the_file(tmp_path: 
     url = f"sqlite:///{tmp_path / 'log.db'}"
     clock = FakeClock()
     with open_log(url, clock=clock) as mine, open_log(url, clock=clock) as theirs:
+        mine.append("task-a", [TaskSubmitted(name="mine")], expected_version=0)
         host = CatchUp(mine, checkpoint_every=0)
         host.open()
-        mine.append("task-a", [TaskSubmitted(name="mine")], expected_version=0)
         theirs.append("task-b", [TaskSubmitted(name="theirs")], expected_version=0)
         mine.append(
             "task-a", [TaskClaimed(worker="w", lease_until=clock() + 60)], expected_version=1
         )
-        # Position 1 is its own; position 2 is not: the run stops there.
-        assert [row[0] for row in mine.own_rows(0)] == [1]
+        # Position 2 is not its own: no run of its own records follows position 1.
         assert mine.own_rows(1) == []
-        assert mine.own_rows(0, upto=0) == []
-        assert host.catch_up() == 3
+        assert [row[0] for row in mine.own_rows(2)] == [3]
+        assert mine.own_rows(2, upto=2) == []
+        assert host.catch_up() == 2
         assert set(host.projections.tasks.tasks) == {"a", "b"}
     with open_log(url, clock=clock) as fresh:
         replayed = CatchUp(fresh, checkpoint_every=0)
@@ -74,11 +74,12 @@ def test_a_record_removed_behind_its_back_is_not_folded(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     clock = FakeClock()
     with open_log(f"sqlite:///{path}", clock=clock) as log:
+        log.append("task-a", [TaskSubmitted(name="job")], expected_version=0)
         host = CatchUp(log, checkpoint_every=0)
         host.open()
-        log.append("task-a", [TaskSubmitted(name="job")], expected_version=0)
         log.append("task-b", [TaskSubmitted(name="job")], expected_version=0)
+        log.append("task-c", [TaskSubmitted(name="job")], expected_version=0)
         with closing(sqlite3.connect(path)) as db, db:
             db.execute("DELETE FROM stored_events WHERE rowid = 2")
         assert host.catch_up() == 1
-        assert set(host.projections.tasks.tasks) == {"a"}
+        assert set(host.projections.tasks.tasks) == {"a", "c"}
