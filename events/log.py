@@ -118,7 +118,10 @@ class StreamTail(NamedTuple):
 _T = TypeVar("_T")
 
 _HEAD_CACHE_SIZE = 200_000
+#: How many of its last committed rows, and how many of their bytes, a log keeps for its own
+#: fold (:meth:`EventLog.own_rows`): a log nobody folds holds no more than this.
 _OWN_ROWS = 4096
+_OWN_BYTES = 4 * 1024 * 1024
 _ANY_VERSION_RETRIES = 20
 #: How many blobs :meth:`EventLog.blobs` asks for in one query (SQLite's bound parameters).
 _BLOBS_PER_READ = 500
@@ -380,7 +383,8 @@ class EventLog(ABC):
         self._heads: dict[str, tuple[int, str]] = {}
         self._heads_lock = threading.Lock()
         # The rows of this log's last commits, as stored, for its own fold (:meth:`own_rows`).
-        self._own: collections.deque[StoredRow] = collections.deque(maxlen=_OWN_ROWS)
+        self._own: collections.deque[StoredRow] = collections.deque()
+        self._own_bytes = 0
         self._closed = False
 
     @staticmethod
@@ -875,11 +879,16 @@ class EventLog(ABC):
         with self._heads_lock:
             if self.remembers_own_rows and not blobs and len(positions) == len(records):
                 own = self._own
+                size = self._own_bytes
                 for j in range(len(records)):
                     r = records[j]
                     own.append(
                         (positions[j], str(r.originator_id), r.originator_version, r.topic, r.state)
                     )
+                    size += len(r.state)
+                while own and (len(own) > _OWN_ROWS or size > _OWN_BYTES):
+                    size -= len(own.popleft()[4])  # the oldest go: a fold past them reads them
+                self._own_bytes = size
             cache = self._heads
             for stream, head in heads.items():
                 cache.pop(stream, None)  # re-insert at the end: the cache evicts oldest first
@@ -1397,7 +1406,7 @@ class EventLog(ABC):
         with self._heads_lock:
             own = self._own
             while own and own[0][0] <= after:
-                own.popleft()
+                self._own_bytes -= len(own.popleft()[4])
             if not own or own[0][0] != after + 1:
                 # Commits of other threads may have been remembered out of order.
                 rows = sorted(row for row in own if row[0] > after)

@@ -83,3 +83,21 @@ def test_a_record_removed_behind_its_back_is_not_folded(tmp_path: Path) -> None:
             db.execute("DELETE FROM stored_events WHERE rowid = 2")
         assert host.catch_up() == 1
         assert set(host.projections.tasks.tasks) == {"a", "c"}
+
+
+def test_a_log_nobody_folds_keeps_a_bounded_number_of_bytes_of_its_own_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Records up to the inline limit (1 MiB) are kept as rows: without a bound on their bytes,
+    # a log appended to with no fold would hold thousands of them.
+    monkeypatch.setattr("onward.events.log._OWN_BYTES", 64 * 1024)
+    with open_log(f"sqlite:///{tmp_path / 'log.db'}") as log:
+        for version in range(1, 41):
+            big = StepCompleted(index=version, name="read", result="x" * 10_000)
+            log.append("task-a", [big], expected_version=version - 1)
+        kept = log._own
+        assert 0 < sum(len(row[4]) for row in kept) == log._own_bytes <= 64 * 1024
+        assert [row[0] for row in kept] == list(range(41 - len(kept), 41))  # the newest
+        assert log.own_rows(0) == []  # the oldest are gone: a fold reads them from the file
+        first = kept[0][0]
+        assert [row[0] for row in log.own_rows(first - 1)] == list(range(first, 41))
